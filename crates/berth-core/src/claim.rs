@@ -1,0 +1,116 @@
+//! Which broker ids this host may claim, and in which order it tries them.
+//!
+//! Only ids whose ENI and volume are both in this instance's availability zone can be served from here (EC2
+//! refuses cross-AZ attachments). An id whose resources are already attached to this instance is preferred:
+//! that is a restart, and taking any other id would strand those attachments. Hosts try the remaining free
+//! ids in an order rotated by a per-host seed, so a mass boot does not have every host collide on the lowest id.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::facts::{BrokerId, Identity, Inventory};
+
+/// An id that cannot be claimed from this host, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedId {
+    /// The id.
+    pub id: BrokerId,
+    /// Why it is skipped.
+    pub reason: String,
+}
+
+/// The ids this host may claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimPlan {
+    /// An id whose ENI or volume is already attached to this instance (a restart), if any.
+    pub preferred: Option<BrokerId>,
+    /// Every claimable id (preferred included), ascending.
+    pub candidates: Vec<BrokerId>,
+    /// Ids in range that cannot be claimed here, with the reason.
+    pub skipped: Vec<SkippedId>,
+    /// Why the preferred id was chosen (for logs and `berth plan`).
+    pub preferred_reason: Option<String>,
+}
+
+/// Works out the claim plan for this instance from the discovered resources. Pure.
+pub fn plan_claim(
+    inventory: &Inventory,
+    identity: &Identity,
+    ids: impl IntoIterator<Item = BrokerId>,
+) -> ClaimPlan {
+    let mut plan = ClaimPlan::default();
+    let zone = identity.availability_zone.as_str();
+    for id in ids {
+        let problem = inventory.problems.iter().find(|p| problem_id(p) == id);
+        let resources = inventory.ids.get(&id);
+        let skip = |reason: String| SkippedId { id, reason };
+        let (eni, volume) = match (problem, resources) {
+            (Some(problem), _) => {
+                plan.skipped.push(skip(problem.to_string()));
+                continue;
+            }
+            (None, Some(r)) => match (&r.eni, &r.volume) {
+                (Some(eni), Some(volume)) => (eni, volume),
+                (None, _) => {
+                    plan.skipped.push(skip("no ENI is tagged for it".into()));
+                    continue;
+                }
+                (_, None) => {
+                    plan.skipped.push(skip("no volume is tagged for it".into()));
+                    continue;
+                }
+            },
+            (None, None) => {
+                plan.skipped.push(skip("no ENI or volume is tagged for it".into()));
+                continue;
+            }
+        };
+        if eni.availability_zone != zone || volume.availability_zone != zone {
+            plan.skipped.push(skip(format!(
+                "its ENI {} and volume {} are in {}, this instance is in {zone}",
+                eni.eni_id, volume.volume_id, eni.availability_zone
+            )));
+            continue;
+        }
+        let mine = |owner: Option<&crate::facts::Attachment>| {
+            owner.is_some_and(|a| a.instance_id == identity.instance_id)
+        };
+        if plan.preferred.is_none() {
+            if mine(eni.attachment.as_ref()) {
+                plan.preferred = Some(id);
+                plan.preferred_reason = Some(format!("ENI {} is already attached here", eni.eni_id));
+            } else if mine(volume.attachment.as_ref()) {
+                plan.preferred = Some(id);
+                plan.preferred_reason =
+                    Some(format!("volume {} is already attached here", volume.volume_id));
+            }
+        }
+        plan.candidates.push(id);
+    }
+    plan
+}
+
+fn problem_id(problem: &crate::facts::InventoryProblem) -> BrokerId {
+    use crate::facts::InventoryProblem::*;
+    match problem {
+        DuplicateEni { id, .. } | DuplicateVolume { id, .. } | ZoneMismatch { id, .. } | Missing { id, .. } => *id,
+    }
+}
+
+impl ClaimPlan {
+    /// The order in which to try ids, given those known to be taken: the preferred id first (even if it looks
+    /// taken: it may be this host's own stale claim), then the free candidates rotated by `seed`, then the
+    /// taken ones (they may be released while we try).
+    pub fn try_order(&self, taken: &BTreeSet<BrokerId>, seed: u64) -> Vec<BrokerId> {
+        let mut order: Vec<BrokerId> = self.preferred.into_iter().collect();
+        let others = || self.candidates.iter().copied().filter(|id| Some(*id) != self.preferred);
+        let free: Vec<BrokerId> = others().filter(|id| !taken.contains(id)).collect();
+        if !free.is_empty() {
+            let start = (seed % free.len() as u64) as usize;
+            order.extend(free[start..].iter().chain(&free[..start]));
+        }
+        order.extend(others().filter(|id| taken.contains(id)));
+        order
+    }
+}

@@ -1,0 +1,24 @@
+//! berth's pure core.
+//!
+//! berth makes a Kafka broker on an EC2 Auto Scaling Group self-healing: a replacement instance claims the dead
+//! broker's id, attaches its ENI and EBS volume, routes and mounts them, and starts Kafka as the same broker.
+//! This crate holds everything about that which can be decided without touching the world: the facts, the
+//! state machine and its retry policy, the claim and routing plans, and the traits ([`ports`]) through which
+//! the daemon reaches the world. It does no I/O and depends on no runtime, so every decision is unit-tested.
+
+pub mod claim;
+pub mod duration;
+pub mod facts;
+pub mod machine;
+pub mod ports;
+pub mod retry;
+pub mod routing;
+pub mod tag;
+
+pub use duration::{serde_duration, serde_duration_option};
+pub use facts::*;
+pub use machine::{Decision, Effect, Input, Machine, Output, Phase, Settings, Step, Teardown, TransitionError};
+pub use ports::{Broker, Cloud, Coordination, Deadline, ErrorKind, Network, StepError, Storage};
+
+/// berth's version, written into claim nodes and reported by `/state`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,940 @@
+//! The boot state machine: `Claim → AttachEni → Route → AttachEbs → Mount → StartKafka → Healthy`, plus
+//! `Draining` (graceful stop) and `Failed` (terminal after the retry budget).
+//!
+//! [`Machine::decide`] is pure: it takes the current machine, one [`Input`] (a step's result, a timer, a
+//! signal, a session event) and the time, and returns the next machine and the [`Effect`]s to run. It does no
+//! I/O, reads no clock and draws no randomness of its own, so every decision is reproducible in a unit test.
+//! The daemon runs the effects through the adapters and feeds their results back as inputs.
+//!
+//! Every step is idempotent and starts by observing reality, so the machine always starts at `Claim` and a
+//! restarted daemon converges by re-running each step, which finds its work already done.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::facts::{
+    BrokerId, EniAttachment, EniFacts, Facts, IdResources, Identity, MountReport, RoutePlan,
+    ServingEvidence, VolumeAttachment, VolumeFacts,
+};
+use crate::ports::{BrokerSpec, DrainReason, MountPlan, StepError, Verdict};
+use crate::retry::{Jitter, RetryPolicy};
+use crate::routing::{plan_route, RouteNumbering};
+
+/// The daemon's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Claim a broker id in ZooKeeper.
+    Claim,
+    /// Attach the id's ENI and wait for its Linux link.
+    AttachEni,
+    /// Install address, routes and rule for the ENI.
+    Route,
+    /// Attach the id's volume and wait for its block device.
+    AttachEbs,
+    /// Probe, (only if blank and allowed) format, mount, and check Kafka's identity on the volume.
+    Mount,
+    /// Write Kafka's settings, start it, wait until it serves.
+    StartKafka,
+    /// Serving; keep checking.
+    Healthy,
+    /// Graceful stop in progress.
+    Draining,
+    /// Terminal: the retry budget ran out or a fatal error occurred.
+    Failed,
+}
+
+impl Phase {
+    /// The boot phases in order.
+    pub const BOOT: [Phase; 7] = [
+        Phase::Claim,
+        Phase::AttachEni,
+        Phase::Route,
+        Phase::AttachEbs,
+        Phase::Mount,
+        Phase::StartKafka,
+        Phase::Healthy,
+    ];
+
+    /// Every phase.
+    pub const ALL: [Phase; 9] = [
+        Phase::Claim,
+        Phase::AttachEni,
+        Phase::Route,
+        Phase::AttachEbs,
+        Phase::Mount,
+        Phase::StartKafka,
+        Phase::Healthy,
+        Phase::Draining,
+        Phase::Failed,
+    ];
+
+    /// The phase a success leads to.
+    pub fn next(self) -> Option<Phase> {
+        let position = Self::BOOT.iter().position(|p| *p == self)?;
+        Self::BOOT.get(position + 1).copied()
+    }
+
+    /// Lower-case name, as used in logs, `/state`, metrics and config keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Claim => "claim",
+            Phase::AttachEni => "attach_eni",
+            Phase::Route => "route",
+            Phase::AttachEbs => "attach_ebs",
+            Phase::Mount => "mount",
+            Phase::StartKafka => "start_kafka",
+            Phase::Healthy => "healthy",
+            Phase::Draining => "draining",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// True for the boot phases before Healthy (where steps retry against a deadline).
+    pub fn is_booting(self) -> bool {
+        matches!(
+            self,
+            Phase::Claim | Phase::AttachEni | Phase::Route | Phase::AttachEbs | Phase::Mount | Phase::StartKafka
+        )
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Retry policy per boot phase.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PhasePolicies {
+    /// Claim.
+    pub claim: RetryPolicy,
+    /// AttachEni.
+    pub attach_eni: RetryPolicy,
+    /// Route.
+    pub route: RetryPolicy,
+    /// AttachEbs.
+    pub attach_ebs: RetryPolicy,
+    /// Mount.
+    pub mount: RetryPolicy,
+    /// StartKafka.
+    pub start_kafka: RetryPolicy,
+}
+
+impl PhasePolicies {
+    /// The policy of a boot phase (Claim's for the others, which do not retry against it).
+    pub fn of(&self, phase: Phase) -> &RetryPolicy {
+        match phase {
+            Phase::AttachEni => &self.attach_eni,
+            Phase::Route => &self.route,
+            Phase::AttachEbs => &self.attach_ebs,
+            Phase::Mount => &self.mount,
+            Phase::StartKafka => &self.start_kafka,
+            _ => &self.claim,
+        }
+    }
+}
+
+/// Everything the decisions need besides observations: policies, timers and layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Backoff and deadline per boot phase.
+    pub policies: PhasePolicies,
+    /// Interval between health checks while Healthy.
+    #[serde(with = "crate::serde_duration")]
+    pub check_interval: Duration,
+    /// How long Kafka may be lost while Healthy before Auto Scaling is told the instance is unhealthy.
+    #[serde(with = "crate::serde_duration")]
+    pub unhealthy_after: Duration,
+    /// Launch lifecycle heartbeat interval while booting; `None` disables heartbeats.
+    #[serde(default, with = "crate::serde_duration_option")]
+    pub heartbeat_interval: Option<Duration>,
+    /// Route table numbering.
+    pub routing: RouteNumbering,
+    /// Mount point and Kafka log dirs on the volume.
+    pub mount: MountPlan,
+}
+
+/// A unit of work the daemon runs through the adapters. Carries what the adapters need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Identity, discovery, claim plan, claim.
+    Claim,
+    /// Attach the ENI, wait for `attached` and for the link.
+    AttachEni {
+        /// This instance.
+        identity: Identity,
+        /// The ENI.
+        eni: EniFacts,
+    },
+    /// Configure policy routing.
+    Route {
+        /// What to install.
+        plan: RoutePlan,
+    },
+    /// Attach the volume, wait for `attached` and for the block device.
+    AttachEbs {
+        /// This instance.
+        identity: Identity,
+        /// The volume.
+        volume: VolumeFacts,
+    },
+    /// Probe, format if blank and allowed, mount, check meta.properties.
+    Mount {
+        /// Canonical block device.
+        device: std::path::PathBuf,
+        /// Where and which log dirs.
+        plan: MountPlan,
+        /// The claimed id the data must belong to.
+        broker_id: BrokerId,
+    },
+    /// Render settings, start Kafka, wait until serving.
+    StartKafka {
+        /// What Kafka must be told.
+        spec: BrokerSpec,
+    },
+    /// One health check while Healthy.
+    Check {
+        /// What Kafka was told.
+        spec: BrokerSpec,
+    },
+    /// Claim the same id again after the session expired.
+    Reclaim {
+        /// The id.
+        broker_id: BrokerId,
+    },
+}
+
+impl Step {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Claim => "claim",
+            Step::AttachEni { .. } => "attach_eni",
+            Step::Route { .. } => "route",
+            Step::AttachEbs { .. } => "attach_ebs",
+            Step::Mount { .. } => "mount",
+            Step::StartKafka { .. } => "start_kafka",
+            Step::Check { .. } => "check",
+            Step::Reclaim { .. } => "reclaim",
+        }
+    }
+}
+
+/// A step's successful result, carrying what it learnt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "output", rename_all = "snake_case")]
+pub enum Output {
+    /// Claim succeeded.
+    Claimed {
+        /// This instance.
+        identity: Identity,
+        /// The id now held.
+        broker_id: BrokerId,
+        /// The id's ENI and volume as discovered.
+        resources: IdResources,
+    },
+    /// ENI attached and its link visible.
+    EniReady(EniAttachment),
+    /// Routing installed.
+    Routed,
+    /// Volume attached and its device visible.
+    VolumeReady(VolumeAttachment),
+    /// Mounted and identity checked.
+    Mounted(MountReport),
+    /// Kafka serves as this broker.
+    Serving(ServingEvidence),
+}
+
+/// Something that happened, fed to [`Machine::decide`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum Input {
+    /// The daemon has initialised; begin with Claim.
+    Start,
+    /// Time passed (a timer the machine asked for via [`Machine::next_wake`]).
+    Tick,
+    /// The running main step succeeded.
+    Done(Output),
+    /// The running main step failed.
+    Failed(StepError),
+    /// The coordination session expired: the claim is gone.
+    ClaimLost,
+    /// The reclaim step succeeded.
+    Reclaimed,
+    /// The reclaim step failed.
+    ReclaimFailed(StepError),
+    /// Stop gracefully.
+    Drain(DrainReason),
+    /// The drain's teardown has finished.
+    Drained,
+}
+
+/// One teardown action of a drain, in the order they must run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "teardown", rename_all = "snake_case")]
+pub enum Teardown {
+    /// Controlled shutdown of Kafka.
+    StopKafka,
+    /// Unmount the volume.
+    Unmount(MountPlan),
+    /// Remove the ENI's address, routes and rule.
+    RemoveRoutes(RoutePlan),
+    /// Detach the volume.
+    DetachVolume {
+        /// This instance.
+        identity: Identity,
+        /// The volume.
+        volume: VolumeFacts,
+    },
+    /// Detach the ENI.
+    DetachEni {
+        /// This instance.
+        identity: Identity,
+        /// The ENI.
+        eni: EniFacts,
+    },
+    /// Delete the claim node and close the session (last, so a replacement finds everything free).
+    ReleaseClaim,
+    /// Complete the terminating lifecycle action.
+    CompleteTermination {
+        /// This instance.
+        identity: Identity,
+    },
+}
+
+/// What the daemon must do as a result of a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// Start a step now; it must finish by `deadline` (time since the daemon started).
+    Run {
+        /// The step.
+        step: Step,
+        /// Deadline, as time since start.
+        #[serde(with = "crate::serde_duration")]
+        deadline: Duration,
+    },
+    /// Abandon the running main step (its result will not be used).
+    Cancel,
+    /// Report the verdict to CloudFormation and the launch lifecycle hook.
+    Signal {
+        /// This instance.
+        identity: Option<Identity>,
+        /// Success or failure with reason.
+        verdict: Verdict,
+    },
+    /// Extend the launch lifecycle hook.
+    Heartbeat {
+        /// This instance.
+        identity: Identity,
+    },
+    /// Tell Auto Scaling the instance is unhealthy.
+    MarkUnhealthy {
+        /// This instance.
+        identity: Identity,
+    },
+    /// Stop Kafka now: the claim is lost for good.
+    Fence,
+    /// Run these teardown actions in order, then feed [`Input::Drained`].
+    Teardown(Vec<Teardown>),
+    /// The drain is over: exit with status 0.
+    Exit,
+}
+
+/// An input that does not fit the machine's state: a bug in the caller, never silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// A step result arrived but no step was running.
+    #[error("{input} arrived in {phase} but no step was running")]
+    NoStepRunning {
+        /// Current phase.
+        phase: Phase,
+        /// The input's kind.
+        input: &'static str,
+    },
+    /// A step result that belongs to another phase.
+    #[error("{output} does not belong to phase {phase}")]
+    WrongOutput {
+        /// Current phase.
+        phase: Phase,
+        /// The output's kind.
+        output: &'static str,
+    },
+    /// `Start` after the machine has started.
+    #[error("start arrived in {0} after the machine had started")]
+    AlreadyStarted(Phase),
+    /// `Drained` outside Draining, or a reclaim result with no reclaim running.
+    #[error("{input} is not valid in {phase}")]
+    NotValidHere {
+        /// Current phase.
+        phase: Phase,
+        /// The input's kind.
+        input: &'static str,
+    },
+}
+
+/// Time spent in one phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    /// The phase.
+    pub phase: Phase,
+    /// Entered, as time since start.
+    #[serde(with = "crate::serde_duration")]
+    pub entered: Duration,
+    /// Left, as time since start (None while in it).
+    #[serde(default, with = "crate::serde_duration_option")]
+    pub left: Option<Duration>,
+    /// Attempts made in it.
+    pub attempts: u32,
+}
+
+/// Whether the claim is currently held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimState {
+    /// Not claimed yet (Claim phase).
+    None,
+    /// Held by this daemon's session.
+    Held,
+    /// The session expired; reclaiming.
+    Lost,
+}
+
+/// The daemon's whole decision state. Cheap to clone; [`Machine::decide`] returns a new one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    settings: Settings,
+    phase: Phase,
+    furthest: Phase,
+    started: bool,
+    facts: Facts,
+    attempts: u32,
+    phase_entered: Duration,
+    retry_at: Option<Duration>,
+    running: Option<&'static str>,
+    last_error: Option<String>,
+    failure: Option<String>,
+    claim: ClaimState,
+    reclaim_running: bool,
+    reclaim_attempts: u32,
+    reclaim_since: Option<Duration>,
+    reclaim_retry_at: Option<Duration>,
+    serving: bool,
+    lost_since: Option<Duration>,
+    marked_unhealthy: bool,
+    next_check_at: Option<Duration>,
+    next_heartbeat_at: Option<Duration>,
+    timeline: Vec<PhaseTiming>,
+    jitter: Jitter,
+    drain_reason: Option<DrainReason>,
+    transitions: u64,
+    retries: u64,
+}
+
+/// The result of a decision: the next machine and what to do.
+pub type Decision = (Machine, Vec<Effect>);
+
+impl Machine {
+    /// A machine at the start of Claim, not yet started.
+    pub fn new(settings: Settings, jitter_seed: u64) -> Self {
+        Self {
+            settings,
+            phase: Phase::Claim,
+            furthest: Phase::Claim,
+            started: false,
+            facts: Facts::default(),
+            attempts: 0,
+            phase_entered: Duration::ZERO,
+            retry_at: None,
+            running: None,
+            last_error: None,
+            failure: None,
+            claim: ClaimState::None,
+            reclaim_running: false,
+            reclaim_attempts: 0,
+            reclaim_since: None,
+            reclaim_retry_at: None,
+            serving: false,
+            lost_since: None,
+            marked_unhealthy: false,
+            next_check_at: None,
+            next_heartbeat_at: None,
+            timeline: vec![PhaseTiming { phase: Phase::Claim, entered: Duration::ZERO, left: None, attempts: 0 }],
+            jitter: Jitter::new(jitter_seed),
+            drain_reason: None,
+            transitions: 0,
+            retries: 0,
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// What has been learnt so far.
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    /// The settings the machine decides with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// True when `/health` must answer 200: Healthy, Kafka serving, claim held.
+    pub fn is_serving(&self) -> bool {
+        self.phase == Phase::Healthy && self.serving && self.claim == ClaimState::Held
+    }
+
+    /// The most recent error (retryable or not), for `/state`.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Why the machine failed, when in Failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Claim state.
+    pub fn claim_state(&self) -> ClaimState {
+        self.claim
+    }
+
+    /// Per-phase timeline.
+    pub fn timeline(&self) -> &[PhaseTiming] {
+        &self.timeline
+    }
+
+    /// Number of phase transitions so far.
+    pub fn transitions(&self) -> u64 {
+        self.transitions
+    }
+
+    /// Number of retries scheduled so far.
+    pub fn retries(&self) -> u64 {
+        self.retries
+    }
+
+    /// The furthest boot phase reached (Healthy included).
+    pub fn furthest(&self) -> Phase {
+        self.furthest
+    }
+
+    /// Attempts made in the current phase.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Why the daemon is draining, when it is.
+    pub fn drain_reason(&self) -> Option<&DrainReason> {
+        self.drain_reason.as_ref()
+    }
+
+    /// When the machine next needs a [`Input::Tick`] (time since start), if ever.
+    pub fn next_wake(&self) -> Option<Duration> {
+        let mut wakes = Vec::new();
+        if self.running.is_none() {
+            wakes.extend(self.retry_at);
+            if self.phase == Phase::Healthy && self.claim == ClaimState::Held {
+                wakes.extend(self.next_check_at);
+            }
+        }
+        if self.phase.is_booting() {
+            wakes.extend(self.next_heartbeat_at);
+        }
+        if !self.reclaim_running {
+            wakes.extend(self.reclaim_retry_at);
+        }
+        if self.phase == Phase::Healthy && !self.marked_unhealthy {
+            wakes.extend(self.lost_since.map(|since| since + self.settings.unhealthy_after));
+        }
+        wakes.into_iter().min()
+    }
+
+    /// The pure decision: the next machine and the effects of `input` at time `now` (time since start).
+    pub fn decide(&self, input: &Input, now: Duration) -> Result<Decision, TransitionError> {
+        let mut next = self.clone();
+        let mut effects = Vec::new();
+        next.apply(input, now, &mut effects)?;
+        next.housekeeping(now, &mut effects);
+        Ok((next, effects))
+    }
+
+    fn apply(&mut self, input: &Input, now: Duration, effects: &mut Vec<Effect>) -> Result<(), TransitionError> {
+        match input {
+            Input::Start => {
+                if self.started {
+                    return Err(TransitionError::AlreadyStarted(self.phase));
+                }
+                self.started = true;
+                self.phase_entered = now;
+                self.timeline[0].entered = now;
+                self.next_heartbeat_at = self.settings.heartbeat_interval.map(|every| now + every);
+                self.run_phase_step(now, effects);
+            }
+            Input::Tick => self.on_tick(now, effects),
+            Input::Done(output) => self.on_done(output, now, effects)?,
+            Input::Failed(error) => self.on_failed(error, now, effects)?,
+            Input::ClaimLost => self.on_claim_lost(now, effects),
+            Input::Reclaimed => {
+                if !self.reclaim_running {
+                    return Err(TransitionError::NotValidHere { phase: self.phase, input: "reclaimed" });
+                }
+                self.reclaim_running = false;
+                self.reclaim_retry_at = None;
+                self.reclaim_since = None;
+                self.reclaim_attempts = 0;
+                if self.claim == ClaimState::Lost {
+                    self.claim = ClaimState::Held;
+                }
+                if self.phase == Phase::Healthy {
+                    self.next_check_at = Some(now);
+                } else if self.phase.is_booting() && self.running.is_none() && self.retry_at.is_none() {
+                    self.run_phase_step(now, effects);
+                }
+            }
+            Input::ReclaimFailed(error) => {
+                if !self.reclaim_running {
+                    return Err(TransitionError::NotValidHere { phase: self.phase, input: "reclaim_failed" });
+                }
+                self.reclaim_running = false;
+                self.last_error = Some(format!("reclaim: {error}"));
+                if self.claim != ClaimState::Lost {
+                    return Ok(());
+                }
+                let policy = self.settings.policies.claim;
+                let since = self.reclaim_since.unwrap_or(now);
+                self.reclaim_attempts += 1;
+                let delay = policy.delay(self.reclaim_attempts, &mut self.jitter);
+                if !error.is_retryable() || now + delay >= since + policy.deadline {
+                    let id = self.facts.broker_id.map(|id| id.0.to_string()).unwrap_or_default();
+                    effects.push(Effect::Fence);
+                    self.fail(format!("claim on broker id {id} lost and not re-claimed: {error}"), now, effects);
+                } else {
+                    self.retries += 1;
+                    self.reclaim_retry_at = Some(now + delay);
+                }
+            }
+            Input::Drain(reason) => {
+                if self.phase == Phase::Draining {
+                    return Ok(());
+                }
+                if self.running.take().is_some() {
+                    effects.push(Effect::Cancel);
+                }
+                self.drain_reason = Some(reason.clone());
+                let teardown = self.teardown_plan(reason);
+                self.enter(Phase::Draining, now);
+                self.retry_at = None;
+                self.reclaim_retry_at = None;
+                self.serving = false;
+                effects.push(Effect::Teardown(teardown));
+            }
+            Input::Drained => {
+                if self.phase != Phase::Draining {
+                    return Err(TransitionError::NotValidHere { phase: self.phase, input: "drained" });
+                }
+                effects.push(Effect::Exit);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if let Some(at) = self.reclaim_retry_at {
+            if at <= now && !self.reclaim_running {
+                self.reclaim_retry_at = None;
+                self.start_reclaim(now, effects);
+            }
+        }
+        if self.running.is_some() || self.claim == ClaimState::Lost {
+            return;
+        }
+        if let Some(at) = self.retry_at {
+            if at <= now {
+                self.retry_at = None;
+                self.run_phase_step(now, effects);
+            }
+            return;
+        }
+        if self.phase == Phase::Healthy && self.next_check_at.is_some_and(|at| at <= now) {
+            self.next_check_at = None;
+            if let Some(spec) = self.broker_spec() {
+                self.running = Some("check");
+                let deadline = now + self.settings.check_interval.max(Duration::from_secs(1));
+                effects.push(Effect::Run { step: Step::Check { spec }, deadline });
+            }
+        }
+    }
+
+    fn on_done(&mut self, output: &Output, now: Duration, effects: &mut Vec<Effect>) -> Result<(), TransitionError> {
+        let Some(running) = self.running else {
+            return Err(TransitionError::NoStepRunning { phase: self.phase, input: output_name(output) });
+        };
+        let fits = matches!(
+            (running, output),
+            ("claim", Output::Claimed { .. })
+                | ("attach_eni", Output::EniReady(_))
+                | ("route", Output::Routed)
+                | ("attach_ebs", Output::VolumeReady(_))
+                | ("mount", Output::Mounted(_))
+                | ("start_kafka", Output::Serving(_))
+                | ("check", Output::Serving(_))
+        );
+        if !fits {
+            return Err(TransitionError::WrongOutput { phase: self.phase, output: output_name(output) });
+        }
+        self.running = None;
+        match output {
+            Output::Claimed { identity, broker_id, resources } => {
+                self.facts.identity = Some(identity.clone());
+                self.facts.broker_id = Some(*broker_id);
+                self.facts.resources = Some(resources.clone());
+                self.claim = ClaimState::Held;
+            }
+            Output::EniReady(attachment) => self.facts.eni = Some(attachment.clone()),
+            Output::Routed => {}
+            Output::VolumeReady(attachment) => self.facts.volume = Some(attachment.clone()),
+            Output::Mounted(report) => self.facts.mount = Some(report.clone()),
+            Output::Serving(evidence) => {
+                self.facts.serving = Some(evidence.clone());
+                if self.phase == Phase::Healthy {
+                    self.serving = true;
+                    self.lost_since = None;
+                    self.marked_unhealthy = false;
+                    self.next_check_at = Some(now + self.settings.check_interval);
+                    return Ok(());
+                }
+            }
+        }
+        self.advance(now, effects);
+        Ok(())
+    }
+
+    fn on_failed(&mut self, error: &StepError, now: Duration, effects: &mut Vec<Effect>) -> Result<(), TransitionError> {
+        let Some(running) = self.running.take() else {
+            return Err(TransitionError::NoStepRunning { phase: self.phase, input: "failed" });
+        };
+        self.last_error = Some(format!("{running}: {error}"));
+        if running == "check" {
+            self.serving = false;
+            self.lost_since.get_or_insert(now);
+            self.next_check_at = Some(now + self.settings.check_interval);
+            return Ok(());
+        }
+        if !error.is_retryable() {
+            self.fail(format!("{}: {error}", self.phase), now, effects);
+            return Ok(());
+        }
+        let policy = *self.settings.policies.of(self.phase);
+        let delay = policy.delay(self.attempts, &mut self.jitter);
+        if now + delay >= self.phase_entered + policy.deadline {
+            self.fail(
+                format!(
+                    "{} did not succeed within its deadline of {} ({} attempts); last error: {error}",
+                    self.phase,
+                    crate::duration::format_duration(policy.deadline),
+                    self.attempts
+                ),
+                now,
+                effects,
+            );
+        } else {
+            self.retries += 1;
+            self.retry_at = Some(now + delay);
+        }
+        Ok(())
+    }
+
+    fn on_claim_lost(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if self.claim != ClaimState::Held || matches!(self.phase, Phase::Draining | Phase::Failed) {
+            return;
+        }
+        self.claim = ClaimState::Lost;
+        self.last_error = Some("coordination session expired: the claim is gone".into());
+        self.reclaim_since = Some(now);
+        self.reclaim_attempts = 0;
+        self.start_reclaim(now, effects);
+    }
+
+    fn start_reclaim(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        let Some(broker_id) = self.facts.broker_id else { return };
+        self.reclaim_running = true;
+        let since = self.reclaim_since.unwrap_or(now);
+        effects.push(Effect::Run {
+            step: Step::Reclaim { broker_id },
+            deadline: since + self.settings.policies.claim.deadline,
+        });
+    }
+
+    fn housekeeping(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if let (true, Some(at), Some(every)) =
+            (self.phase.is_booting(), self.next_heartbeat_at, self.settings.heartbeat_interval)
+        {
+            if at <= now {
+                self.next_heartbeat_at = Some(now + every);
+                if let Some(identity) = &self.facts.identity {
+                    effects.push(Effect::Heartbeat { identity: identity.clone() });
+                }
+            }
+        }
+        if self.phase == Phase::Healthy && !self.marked_unhealthy {
+            if let (Some(since), Some(identity)) = (self.lost_since, &self.facts.identity) {
+                if now >= since + self.settings.unhealthy_after {
+                    self.marked_unhealthy = true;
+                    effects.push(Effect::MarkUnhealthy { identity: identity.clone() });
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        let Some(next) = self.phase.next() else { return };
+        self.enter(next, now);
+        if next == Phase::Healthy {
+            self.serving = true;
+            self.lost_since = None;
+            self.next_check_at = Some(now + self.settings.check_interval);
+            effects.push(Effect::Signal { identity: self.facts.identity.clone(), verdict: Verdict::Success });
+        } else if self.claim != ClaimState::Lost {
+            self.run_phase_step(now, effects);
+        }
+    }
+
+    fn enter(&mut self, phase: Phase, now: Duration) {
+        if let Some(current) = self.timeline.last_mut() {
+            current.left = Some(now);
+            current.attempts = self.attempts;
+        }
+        self.timeline.push(PhaseTiming { phase, entered: now, left: None, attempts: 0 });
+        self.phase = phase;
+        if phase.is_booting() || phase == Phase::Healthy {
+            self.furthest = self.furthest.max(phase);
+        }
+        self.phase_entered = now;
+        self.attempts = 0;
+        self.retry_at = None;
+        self.transitions += 1;
+    }
+
+    fn fail(&mut self, reason: String, now: Duration, effects: &mut Vec<Effect>) {
+        let kafka_may_run = self.furthest >= Phase::StartKafka && self.phase != Phase::Draining;
+        if kafka_may_run && !effects.contains(&Effect::Fence) {
+            effects.push(Effect::Fence);
+        }
+        if self.running.take().is_some() {
+            effects.push(Effect::Cancel);
+        }
+        self.failure = Some(reason.clone());
+        self.last_error = Some(reason.clone());
+        self.serving = false;
+        self.reclaim_retry_at = None;
+        self.enter(Phase::Failed, now);
+        effects.push(Effect::Signal { identity: self.facts.identity.clone(), verdict: Verdict::Failure(reason) });
+    }
+
+    /// The step for the current boot phase, built from the facts gathered so far.
+    fn phase_step(&self) -> Result<Step, String> {
+        let missing = |what: &str| format!("internal: {} needs {what}, which is not known", self.phase);
+        let identity = || self.facts.identity.clone().ok_or_else(|| missing("the identity"));
+        let resources = || self.facts.resources.clone().ok_or_else(|| missing("the claimed resources"));
+        Ok(match self.phase {
+            Phase::Claim => Step::Claim,
+            Phase::AttachEni => Step::AttachEni {
+                identity: identity()?,
+                eni: resources()?.eni.ok_or_else(|| missing("the ENI"))?,
+            },
+            Phase::Route => {
+                let eni = self.facts.eni.as_ref().ok_or_else(|| missing("the attached ENI"))?;
+                let plan = plan_route(&identity()?, &eni.eni, &self.settings.routing).map_err(|e| e.to_string())?;
+                Step::Route { plan }
+            }
+            Phase::AttachEbs => Step::AttachEbs {
+                identity: identity()?,
+                volume: resources()?.volume.ok_or_else(|| missing("the volume"))?,
+            },
+            Phase::Mount => Step::Mount {
+                device: self.facts.volume.as_ref().ok_or_else(|| missing("the attached volume"))?.device.clone(),
+                plan: self.settings.mount.clone(),
+                broker_id: self.facts.broker_id.ok_or_else(|| missing("the broker id"))?,
+            },
+            Phase::StartKafka => Step::StartKafka { spec: self.broker_spec().ok_or_else(|| missing("the ENI"))? },
+            Phase::Healthy | Phase::Draining | Phase::Failed => return Err(missing("a boot phase")),
+        })
+    }
+
+    fn run_phase_step(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        match self.phase_step() {
+            Ok(step) => {
+                if let Step::Route { plan } = &step {
+                    self.facts.route = Some(plan.clone());
+                }
+                self.attempts += 1;
+                if let Some(current) = self.timeline.last_mut() {
+                    current.attempts = self.attempts;
+                }
+                self.running = Some(step.name());
+                let deadline = self.phase_entered + self.settings.policies.of(self.phase).deadline;
+                effects.push(Effect::Run { step, deadline });
+            }
+            Err(reason) => self.fail(reason, now, effects),
+        }
+    }
+
+    /// What Kafka must be told, once the id, the ENI and the identity are known.
+    pub fn broker_spec(&self) -> Option<BrokerSpec> {
+        Some(BrokerSpec {
+            broker_id: self.facts.broker_id?,
+            advertised_ip: self.facts.eni.as_ref()?.eni.private_ip,
+            rack: self.facts.identity.as_ref()?.availability_zone.clone(),
+            log_dirs: self.settings.mount.log_dirs.clone(),
+        })
+    }
+
+    /// The teardown for a drain: undo, in reverse, every phase that was reached (a step that was running may
+    /// have done part of its work, so its undo is included; each undo is a no-op when nothing is there).
+    fn teardown_plan(&self, reason: &DrainReason) -> Vec<Teardown> {
+        let reached = |phase: Phase| self.furthest >= phase;
+        let identity = self.facts.identity.clone();
+        let resources = self.facts.resources.clone().unwrap_or_default();
+        let mut steps = Vec::new();
+        if reached(Phase::StartKafka) {
+            steps.push(Teardown::StopKafka);
+        }
+        if reached(Phase::Mount) {
+            steps.push(Teardown::Unmount(self.settings.mount.clone()));
+        }
+        if let Some(plan) = self.facts.route.clone() {
+            steps.push(Teardown::RemoveRoutes(plan));
+        }
+        if let Some(identity) = &identity {
+            if let (true, Some(volume)) = (reached(Phase::AttachEbs), resources.volume) {
+                steps.push(Teardown::DetachVolume { identity: identity.clone(), volume });
+            }
+            if let (true, Some(eni)) = (reached(Phase::AttachEni), resources.eni) {
+                steps.push(Teardown::DetachEni { identity: identity.clone(), eni });
+            }
+        }
+        steps.push(Teardown::ReleaseClaim);
+        if let (DrainReason::LifecycleTerminated, Some(identity)) = (reason, identity) {
+            steps.push(Teardown::CompleteTermination { identity });
+        }
+        steps
+    }
+}
+
+fn output_name(output: &Output) -> &'static str {
+    match output {
+        Output::Claimed { .. } => "claimed",
+        Output::EniReady(_) => "eni_ready",
+        Output::Routed => "routed",
+        Output::VolumeReady(_) => "volume_ready",
+        Output::Mounted(_) => "mounted",
+        Output::Serving(_) => "serving",
+    }
+}

@@ -1,0 +1,1 @@
+//! Kafka adapter for berth: settings overlay, start/stop through systemd or as a child, serving checks

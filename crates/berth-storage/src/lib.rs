@@ -1,0 +1,1 @@
+//! Storage adapter for berth: volume to block device, never-format probe, mount, meta.properties identity check

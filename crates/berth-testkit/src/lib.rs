@@ -1,0 +1,34 @@
+//! Test support shared by berth's crates: the real parts tests run against.
+//!
+//! One place for harnesses so no crate copies another's: a real ZooKeeper from Debian's package ([`zk`]),
+//! a strict moto server and AWS-protocol fakes for the calls moto lacks ([`aws`]), network namespaces
+//! ([`netns`]) and loop devices with private mount namespaces ([`blockdev`]). Each starts on free ports or
+//! fresh names and cleans up in `Drop`. Tests needing root call [`require_root`] and skip loudly without it.
+
+pub mod aws;
+pub mod blockdev;
+pub mod netns;
+pub mod zk;
+
+/// True when running as root; otherwise prints a loud SKIP line naming the test, so a skipped privileged test
+/// is visible in the output instead of passing silently.
+pub fn require_root(test: &str) -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        eprintln!("SKIP {test}: needs root (network namespaces, mounts, loop devices)");
+    }
+    root
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// The workspace root (for locating the moto virtualenv, scripts and built binaries).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
