@@ -1,1 +1,212 @@
-//! EC2, CloudFormation and Auto Scaling adapter for berth: IMDSv2 identity, ENI and EBS attachment by tag, signals
+//! EC2, CloudFormation and Auto Scaling adapter for berth: IMDSv2 identity, ENI and EBS attachment by tag with
+//! safe takeover, CloudFormation signal, Auto Scaling lifecycle.
+//!
+//! [`AwsCloud`] implements [`berth_core::ports::Cloud`] on the official aws-sdk-rust. Its parts, one job each:
+//! [`metadata`] (IMDSv2 only), [`discovery`] (one filtered, paginated describe per resource type),
+//! [`attach`] (attach, takeover from dying owners only, detach), [`signals`] (CloudFormation and Auto Scaling),
+//! and [`error`] (the one place where failures become Retryable or Fatal). The SDK retries transient errors
+//! itself (standard mode, jittered); what is still failing reaches the state machine as Retryable, so throttling
+//! and 5xx never become Failed before the state's deadline. See docs/aws.md.
+
+pub mod attach;
+pub mod discovery;
+pub mod error;
+pub mod metadata;
+pub mod signals;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use berth_core::facts::{EniFacts, Identity, Inventory, VolumeFacts};
+use berth_core::ports::{Cloud, Deadline, DrainReason, StepError, Verdict};
+use ipnet::Ipv4Net;
+
+pub use attach::{AttachSettings, Attacher};
+pub use discovery::DiscoverySpec;
+pub use error::AwsError;
+pub use metadata::Metadata;
+pub use signals::{SignalSettings, Signaller};
+
+/// Attempts per SDK call (first try included) before an error reaches the state machine.
+const SDK_MAX_ATTEMPTS: u32 = 3;
+
+/// berth's view of AWS: one per daemon.
+#[derive(Debug)]
+pub struct AwsCloud {
+    ec2: aws_sdk_ec2::Client,
+    metadata: Metadata,
+    discovery: DiscoverySpec,
+    attacher: Attacher,
+    signaller: Signaller,
+}
+
+impl AwsCloud {
+    /// Builds the clients from the configuration: region from `aws.region` or IMDS, endpoint override from
+    /// `aws.endpoint_url`, credentials from the default chain (environment, profile, then the instance role
+    /// through the configured IMDS endpoint).
+    pub async fn new(config: &berth_config::Config) -> Result<Self, AwsError> {
+        Self::build(config, None).await
+    }
+
+    /// Like [`new`](Self::new) with fixed credentials (tests, the simulated fleet).
+    pub async fn with_credentials(config: &berth_config::Config, credentials: Credentials) -> Result<Self, AwsError> {
+        Self::build(config, Some(credentials)).await
+    }
+
+    async fn build(config: &berth_config::Config, credentials: Option<Credentials>) -> Result<Self, AwsError> {
+        let metadata = Metadata::new(&config.aws.imds_endpoint)?;
+        let region = if config.aws.region.is_empty() {
+            metadata.get("placement/region").await?
+        } else {
+            config.aws.region.clone()
+        };
+        let region = Region::new(region);
+        let credentials = match credentials {
+            Some(credentials) => SharedCredentialsProvider::new(credentials),
+            None => SharedCredentialsProvider::new(
+                aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .region(region.clone())
+                    .imds_client(metadata.client())
+                    .build()
+                    .await,
+            ),
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .credentials_provider(credentials)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(SDK_MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(20))
+                    .operation_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if !config.aws.endpoint_url.is_empty() {
+            loader = loader.endpoint_url(&config.aws.endpoint_url);
+        }
+        let sdk: SdkConfig = loader.load().await;
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let attacher = Attacher::new(ec2.clone(), AttachSettings::from_config(config));
+        let signaller = Signaller::new(
+            SignalSettings::from_config(config),
+            ec2.clone(),
+            aws_sdk_cloudformation::Client::new(&sdk),
+            aws_sdk_autoscaling::Client::new(&sdk),
+            metadata.clone(),
+        );
+        Ok(Self { ec2, metadata, discovery: DiscoverySpec::from_config(config), attacher, signaller })
+    }
+
+    /// The IMDS client (identity, interfaces, notices).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Discovery as a typed result (the trait method converts the error).
+    pub async fn inventory(&self) -> Result<Inventory, AwsError> {
+        let spec = &self.discovery;
+        let mut enis = Vec::new();
+        let mut pages = self
+            .ec2
+            .describe_network_interfaces()
+            .set_filters(Some(spec.filters(&spec.eni)))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::api("DescribeNetworkInterfaces", spec.eni.wildcard(), e))?;
+            enis.extend(page.network_interfaces().iter().cloned());
+        }
+        let mut volumes = Vec::new();
+        let mut pages =
+            self.ec2.describe_volumes().set_filters(Some(spec.filters(&spec.volume))).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::api("DescribeVolumes", spec.volume.wildcard(), e))?;
+            volumes.extend(page.volumes().iter().cloned());
+        }
+        let subnet_ids = discovery::subnet_ids(&enis);
+        let mut cidrs: BTreeMap<String, Ipv4Net> = BTreeMap::new();
+        if !subnet_ids.is_empty() {
+            let output = self
+                .ec2
+                .describe_subnets()
+                .set_subnet_ids(Some(subnet_ids.clone()))
+                .send()
+                .await
+                .map_err(|e| AwsError::api("DescribeSubnets", subnet_ids.join(","), e))?;
+            for subnet in output.subnets() {
+                if let (Some(id), Some(cidr)) = (subnet.subnet_id(), subnet.cidr_block().and_then(|c| c.parse().ok())) {
+                    cidrs.insert(id.to_owned(), cidr);
+                }
+            }
+        }
+        let inventory = discovery::build_inventory(spec, &enis, &volumes, &cidrs)?;
+        for problem in &inventory.problems {
+            tracing::error!(%problem, "tagging problem: this id is skipped");
+        }
+        Ok(inventory)
+    }
+}
+
+#[async_trait]
+impl Cloud for AwsCloud {
+    async fn identity(&self) -> Result<Identity, StepError> {
+        Ok(self.metadata.identity().await?)
+    }
+
+    async fn discover(&self) -> Result<Inventory, StepError> {
+        Ok(self.inventory().await?)
+    }
+
+    async fn attach_eni(&self, identity: &Identity, eni: &EniFacts, deadline: Deadline) -> Result<EniFacts, StepError> {
+        Ok(self.attacher.attach_eni(identity, eni, deadline).await?)
+    }
+
+    async fn attach_volume(
+        &self,
+        identity: &Identity,
+        volume: &VolumeFacts,
+        deadline: Deadline,
+    ) -> Result<(VolumeFacts, String), StepError> {
+        Ok(self.attacher.attach_volume(identity, volume, deadline).await?)
+    }
+
+    async fn detach_eni(&self, identity: &Identity, eni: &EniFacts) -> Result<(), StepError> {
+        Ok(self.attacher.detach_eni(identity, eni).await?)
+    }
+
+    async fn detach_volume(&self, identity: &Identity, volume: &VolumeFacts) -> Result<(), StepError> {
+        Ok(self.attacher.detach_volume(identity, volume).await?)
+    }
+
+    async fn signal(&self, identity: &Identity, verdict: &Verdict) -> Result<(), StepError> {
+        Ok(self.signaller.signal(identity, verdict).await?)
+    }
+
+    async fn heartbeat(&self, identity: &Identity) -> Result<(), StepError> {
+        Ok(self.signaller.heartbeat(identity).await?)
+    }
+
+    async fn mark_unhealthy(&self, identity: &Identity) -> Result<(), StepError> {
+        Ok(self.signaller.mark_unhealthy(identity).await?)
+    }
+
+    async fn complete_termination(&self, identity: &Identity) -> Result<(), StepError> {
+        Ok(self.signaller.complete_termination(identity).await?)
+    }
+
+    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
+        Ok(self.metadata.termination_notice().await?)
+    }
+}

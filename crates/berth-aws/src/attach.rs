@@ -1,0 +1,422 @@
+//! Attaching and detaching the id's ENI and volume, with the takeover rule.
+//!
+//! An attachment is berth's second lock: EC2 refuses to attach what is in use. Each call starts by describing
+//! the resource (so a restarted daemon converges), then:
+//! * attached here: success;
+//! * available: attach, then poll until `attached` (backoff 250 ms doubling to 2 s, jittered);
+//! * attached to another instance: describe that instance. If it is in one of `aws.takeover_owner_states`
+//!   (shutting-down/terminated by default) force-detach, wait for `available`, attach. A live owner is never
+//!   touched: the call fails Retryable naming the owner, and the state machine retries until its deadline.
+//! A resource in another AZ than this instance is refused before any API call. ENI and volume share one loop;
+//! only the three EC2 calls that differ are per kind.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
+use berth_core::facts::{Attachment, EniFacts, Identity, VolumeFacts};
+use berth_core::ports::Deadline;
+use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
+
+use crate::discovery::{eni_facts, volume_facts};
+use crate::error::AwsError;
+
+/// How long a drain waits for its own detach to complete before reporting a retryable error.
+const DETACH_WAIT: Duration = Duration::from_secs(60);
+
+/// Attachment settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct AttachSettings {
+    /// ENI device index.
+    pub device_index: i32,
+    /// ENI network card index.
+    pub network_card: i32,
+    /// Requested volume device name.
+    pub volume_device: String,
+    /// Owner states that allow a forced detach.
+    pub takeover_owner_states: Vec<String>,
+    /// Poll backoff while waiting for an attachment state (deadline unused: the caller's deadline rules).
+    pub poll: RetryPolicy,
+}
+
+impl AttachSettings {
+    /// From the validated configuration.
+    pub fn from_config(config: &berth_config::Config) -> Self {
+        let aws = &config.aws;
+        Self {
+            device_index: aws.eni_device_index as i32,
+            network_card: aws.network_card as i32,
+            volume_device: aws.volume_device.clone(),
+            takeover_owner_states: aws.takeover_owner_states.clone(),
+            poll: RetryPolicy {
+                initial: Duration::from_millis(250),
+                max: Duration::from_secs(2),
+                multiplier: 2.0,
+                deadline: Duration::MAX / 4,
+            },
+        }
+    }
+}
+
+/// The resource being attached.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    Eni(&'a EniFacts),
+    Volume(&'a VolumeFacts),
+}
+
+impl Target<'_> {
+    fn id(&self) -> &str {
+        match self {
+            Target::Eni(eni) => &eni.eni_id,
+            Target::Volume(volume) => &volume.volume_id,
+        }
+    }
+
+    fn zone(&self) -> &str {
+        match self {
+            Target::Eni(eni) => &eni.availability_zone,
+            Target::Volume(volume) => &volume.availability_zone,
+        }
+    }
+}
+
+/// What one describe showed.
+#[derive(Debug, Clone)]
+enum Observed {
+    Eni { facts: EniFacts, attachment_id: Option<String> },
+    Volume(VolumeFacts),
+}
+
+impl Observed {
+    fn attachment(&self) -> Option<&Attachment> {
+        match self {
+            Observed::Eni { facts, .. } => facts.attachment.as_ref(),
+            Observed::Volume(facts) => facts.attachment.as_ref(),
+        }
+    }
+}
+
+/// Sleeps between polls with jittered exponential backoff, never past the deadline.
+struct Poller {
+    policy: RetryPolicy,
+    jitter: Jitter,
+    attempt: u32,
+}
+
+impl Poller {
+    fn new(policy: RetryPolicy, seed: &str) -> Self {
+        Self { policy, jitter: Jitter::new(stable_hash(seed)), attempt: 0 }
+    }
+
+    /// Waits before the next poll; false when the deadline has passed.
+    async fn wait(&mut self, deadline: Deadline) -> bool {
+        if deadline.expired() {
+            return false;
+        }
+        self.attempt += 1;
+        let delay = self.policy.delay(self.attempt, &mut self.jitter).min(deadline.remaining());
+        tokio::time::sleep(delay).await;
+        true
+    }
+}
+
+/// EC2 attachment operations for one instance's adapter.
+#[derive(Debug, Clone)]
+pub struct Attacher {
+    ec2: aws_sdk_ec2::Client,
+    settings: AttachSettings,
+}
+
+impl Attacher {
+    /// An attacher over an EC2 client.
+    pub fn new(ec2: aws_sdk_ec2::Client, settings: AttachSettings) -> Self {
+        Self { ec2, settings }
+    }
+
+    /// Attaches the ENI here (see the module docs for the rules).
+    pub async fn attach_eni(&self, me: &Identity, eni: &EniFacts, deadline: Deadline) -> Result<EniFacts, AwsError> {
+        match self.attach(me, Target::Eni(eni), deadline).await? {
+            Observed::Eni { facts, .. } => Ok(facts),
+            Observed::Volume(_) => unreachable!("an ENI target is observed as an ENI"),
+        }
+    }
+
+    /// Attaches the volume here; returns it with the device name it is attached under.
+    pub async fn attach_volume(
+        &self,
+        me: &Identity,
+        volume: &VolumeFacts,
+        deadline: Deadline,
+    ) -> Result<(VolumeFacts, String), AwsError> {
+        match self.attach(me, Target::Volume(volume), deadline).await? {
+            Observed::Volume(facts) => {
+                let device = facts
+                    .attachment
+                    .as_ref()
+                    .map(|a| a.slot.clone())
+                    .filter(|slot| !slot.is_empty())
+                    .unwrap_or_else(|| self.settings.volume_device.clone());
+                Ok((facts, device))
+            }
+            Observed::Eni { .. } => unreachable!("a volume target is observed as a volume"),
+        }
+    }
+
+    /// Detaches the ENI from this instance and waits until it has let go (not attached here is success).
+    pub async fn detach_eni(&self, me: &Identity, eni: &EniFacts) -> Result<(), AwsError> {
+        self.detach(me, Target::Eni(eni)).await
+    }
+
+    /// Detaches the volume from this instance and waits until it has let go (not attached here is success).
+    pub async fn detach_volume(&self, me: &Identity, volume: &VolumeFacts) -> Result<(), AwsError> {
+        self.detach(me, Target::Volume(volume)).await
+    }
+
+    async fn attach(&self, me: &Identity, target: Target<'_>, deadline: Deadline) -> Result<Observed, AwsError> {
+        if target.zone() != me.availability_zone {
+            return Err(AwsError::WrongZone {
+                resource: target.id().to_owned(),
+                resource_az: target.zone().to_owned(),
+                instance_id: me.instance_id.clone(),
+                instance_az: me.availability_zone.clone(),
+            });
+        }
+        let mut poller = Poller::new(self.settings.poll, &format!("{}/{}", me.instance_id, target.id()));
+        let mut last_state = String::from("unknown");
+        loop {
+            let observed = self.describe(target).await?;
+            match observed.attachment() {
+                Some(attachment) if attachment.instance_id == me.instance_id => {
+                    if attachment.state == "attached" {
+                        return Ok(observed);
+                    }
+                    last_state = attachment.state.clone();
+                }
+                Some(attachment) => {
+                    last_state = format!("{} on {}", attachment.state, attachment.instance_id);
+                    if attachment.state != "detaching" {
+                        self.take_over(target, &observed, attachment).await?;
+                    }
+                }
+                None => {
+                    match self.attach_call(me, target).await {
+                        Ok(()) => {
+                            tracing::info!(resource = target.id(), instance_id = %me.instance_id, "attach requested");
+                            last_state = "attaching".into();
+                        }
+                        // Another host won a race since our describe: observe again after a pause.
+                        Err(error) if matches!(error.code(), Some("InvalidNetworkInterface.InUse" | "VolumeInUse")) => {
+                            tracing::info!(resource = target.id(), %error, "attach raced with another instance");
+                            last_state = "in use by another instance (attach raced)".into();
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            if !poller.wait(deadline).await {
+                return Err(AwsError::WaitTimeout {
+                    resource: target.id().to_owned(),
+                    state: last_state,
+                    wanted: "attached",
+                });
+            }
+        }
+    }
+
+    /// Force-detaches from an owner in a takeover state; refuses (Retryable) for any other owner.
+    async fn take_over(&self, target: Target<'_>, observed: &Observed, attachment: &Attachment) -> Result<(), AwsError> {
+        let owner = &attachment.instance_id;
+        let owner_state = if owner.is_empty() { "unknown".to_owned() } else { self.instance_state(owner).await? };
+        if !self.settings.takeover_owner_states.iter().any(|allowed| *allowed == owner_state) {
+            return Err(AwsError::OwnerAlive {
+                resource: target.id().to_owned(),
+                owner: owner.clone(),
+                owner_state,
+            });
+        }
+        tracing::warn!(
+            resource = target.id(),
+            owner = %owner,
+            owner_state = %owner_state,
+            "taking over: force-detaching from an instance that is {owner_state}"
+        );
+        let result = match observed {
+            Observed::Eni { attachment_id, .. } => {
+                let Some(attachment_id) = attachment_id else {
+                    return Err(AwsError::Malformed {
+                        operation: "DescribeNetworkInterfaces",
+                        resource: target.id().to_owned(),
+                        field: "Attachment.AttachmentId",
+                    });
+                };
+                self.ec2
+                    .detach_network_interface()
+                    .attachment_id(attachment_id)
+                    .force(true)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| AwsError::api("DetachNetworkInterface", format!("{} from {owner}", target.id()), e))
+            }
+            Observed::Volume(_) => self
+                .ec2
+                .detach_volume()
+                .volume_id(target.id())
+                .instance_id(owner)
+                .device(&attachment.slot)
+                .force(true)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::api("DetachVolume", format!("{} from {owner}", target.id()), e)),
+        };
+        match result {
+            // Already gone by the time we asked (EC2 released it on its own): observe again.
+            Err(error) if matches!(error.code(), Some("InvalidAttachmentID.NotFound" | "IncorrectState")) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn detach(&self, me: &Identity, target: Target<'_>) -> Result<(), AwsError> {
+        let deadline = Deadline::after(DETACH_WAIT);
+        let mut poller = Poller::new(self.settings.poll, &format!("{}/{}/detach", me.instance_id, target.id()));
+        let mut requested = false;
+        loop {
+            let observed = match self.describe(target).await {
+                Err(AwsError::NotFound { .. }) => return Ok(()),
+                other => other?,
+            };
+            let Some(attachment) = observed.attachment().filter(|a| a.instance_id == me.instance_id) else {
+                return Ok(());
+            };
+            if !requested && attachment.state != "detaching" {
+                self.detach_call(me, &observed, attachment).await?;
+                tracing::info!(resource = target.id(), instance_id = %me.instance_id, "detach requested");
+                requested = true;
+            }
+            let state = attachment.state.clone();
+            if !poller.wait(deadline).await {
+                return Err(AwsError::WaitTimeout { resource: target.id().to_owned(), state, wanted: "detached" });
+            }
+        }
+    }
+
+    async fn detach_call(&self, me: &Identity, observed: &Observed, attachment: &Attachment) -> Result<(), AwsError> {
+        let result = match observed {
+            Observed::Eni { facts, attachment_id } => {
+                let attachment_id = attachment_id.as_deref().unwrap_or_default();
+                self.ec2
+                    .detach_network_interface()
+                    .attachment_id(attachment_id)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| AwsError::api("DetachNetworkInterface", &facts.eni_id, e))
+            }
+            Observed::Volume(facts) => self
+                .ec2
+                .detach_volume()
+                .volume_id(&facts.volume_id)
+                .instance_id(&me.instance_id)
+                .device(&attachment.slot)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::api("DetachVolume", &facts.volume_id, e)),
+        };
+        match result {
+            Err(error) if matches!(error.code(), Some("InvalidAttachmentID.NotFound" | "IncorrectState")) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn attach_call(&self, me: &Identity, target: Target<'_>) -> Result<(), AwsError> {
+        match target {
+            Target::Eni(eni) => {
+                let mut call = self
+                    .ec2
+                    .attach_network_interface()
+                    .network_interface_id(&eni.eni_id)
+                    .instance_id(&me.instance_id)
+                    .device_index(self.settings.device_index);
+                if self.settings.network_card != 0 {
+                    call = call.network_card_index(self.settings.network_card);
+                }
+                call.send().await.map(drop).map_err(|e| {
+                    AwsError::api("AttachNetworkInterface", format!("{} to {}", eni.eni_id, me.instance_id), e)
+                })
+            }
+            Target::Volume(volume) => self
+                .ec2
+                .attach_volume()
+                .volume_id(&volume.volume_id)
+                .instance_id(&me.instance_id)
+                .device(&self.settings.volume_device)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::api("AttachVolume", format!("{} to {}", volume.volume_id, me.instance_id), e)),
+        }
+    }
+
+    async fn describe(&self, target: Target<'_>) -> Result<Observed, AwsError> {
+        match target {
+            Target::Eni(eni) => {
+                let output = self
+                    .ec2
+                    .describe_network_interfaces()
+                    .network_interface_ids(&eni.eni_id)
+                    .send()
+                    .await
+                    .map_err(|e| not_found_or(AwsError::api("DescribeNetworkInterfaces", &eni.eni_id, e), &eni.eni_id))?;
+                let found = output
+                    .network_interfaces()
+                    .first()
+                    .ok_or_else(|| AwsError::NotFound { resource: eni.eni_id.clone() })?;
+                let cidrs = [(eni.subnet_id.clone(), eni.subnet)].into_iter().collect();
+                let attachment_id = found.attachment().and_then(|a| a.attachment_id()).map(str::to_owned);
+                Ok(Observed::Eni { facts: eni_facts(found, &cidrs)?, attachment_id })
+            }
+            Target::Volume(volume) => {
+                let output = self
+                    .ec2
+                    .describe_volumes()
+                    .volume_ids(&volume.volume_id)
+                    .send()
+                    .await
+                    .map_err(|e| not_found_or(AwsError::api("DescribeVolumes", &volume.volume_id, e), &volume.volume_id))?;
+                let found =
+                    output.volumes().first().ok_or_else(|| AwsError::NotFound { resource: volume.volume_id.clone() })?;
+                Ok(Observed::Volume(volume_facts(found)?))
+            }
+        }
+    }
+
+    /// The owner's state; an instance EC2 no longer knows counts as `terminated`.
+    async fn instance_state(&self, instance_id: &str) -> Result<String, AwsError> {
+        let output = self
+            .ec2
+            .describe_instances()
+            .filters(Filter::builder().name("instance-id").values(instance_id).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::api("DescribeInstances", instance_id, e))?;
+        let state = output
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
+            .and_then(|i| i.state())
+            .and_then(|s| s.name())
+            .map(InstanceStateName::as_str)
+            .unwrap_or("terminated");
+        Ok(state.to_owned())
+    }
+}
+
+fn not_found_or(error: AwsError, resource: &str) -> AwsError {
+    match error.code() {
+        Some(code) if code.ends_with(".NotFound") => AwsError::NotFound { resource: resource.to_owned() },
+        _ => error,
+    }
+}

@@ -1,0 +1,214 @@
+//! The adapter's errors, and the one place where each becomes Retryable or Fatal for the state machine.
+//!
+//! The rule: anything that can change by waiting (throttling, 5xx, timeouts, a resource held by another
+//! instance, an attachment still in progress, IMDS not answering yet) is Retryable, so the state machine backs
+//! off until its deadline; only what no amount of waiting fixes (wrong AZ, missing permissions, bad
+//! parameters, a resource that does not exist, missing CloudFormation/Auto Scaling names) is Fatal.
+
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use berth_core::ports::StepError;
+
+/// Error codes that mean "slow down" on EC2, CloudFormation and Auto Scaling.
+const THROTTLING_CODES: [&str; 8] = [
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "SlowDown",
+];
+
+/// Client-side codes where waiting can help: someone else's attachment is still letting go, or a resource we
+/// just caused to change is not there yet.
+const WAITABLE_CODES: [&str; 5] = [
+    "InvalidNetworkInterface.InUse",
+    "VolumeInUse",
+    "IncorrectState",
+    "InvalidAttachmentID.NotFound",
+    "ScalingActivityInProgress",
+];
+
+/// Everything that can go wrong in the AWS adapter, with the ids involved.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// The configuration cannot be used (caught before any call).
+    #[error("aws configuration {key}: {reason}")]
+    Config {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An IMDS request failed (transport, token, or a status other than 404).
+    #[error("IMDS {path}: {detail}")]
+    Imds {
+        /// The metadata path.
+        path: String,
+        /// The client's error text.
+        detail: String,
+    },
+    /// A required IMDS path answered 404.
+    #[error("IMDS {path} is missing (404)")]
+    ImdsMissing {
+        /// The metadata path.
+        path: String,
+    },
+    /// An IMDS value could not be parsed.
+    #[error("IMDS {path}: unusable value {value:?}: {reason}")]
+    ImdsValue {
+        /// The metadata path.
+        path: String,
+        /// The value.
+        value: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// An AWS API call failed.
+    #[error("{operation} {resource}: {}{message}{}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default(), status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Api {
+        /// The API operation, e.g. `AttachNetworkInterface`.
+        operation: &'static str,
+        /// The resource(s) concerned.
+        resource: String,
+        /// The AWS error code, when the service sent one.
+        code: Option<String>,
+        /// The message.
+        message: String,
+        /// The HTTP status, when a response arrived.
+        status: Option<u16>,
+        /// Whether retrying may help (throttling, 5xx, timeouts, resources in transition).
+        retryable: bool,
+    },
+    /// A describe answer lacks a field berth needs.
+    #[error("{operation} {resource}: the answer has no usable {field}")]
+    Malformed {
+        /// The operation.
+        operation: &'static str,
+        /// The resource.
+        resource: String,
+        /// The missing or unparsable field.
+        field: &'static str,
+    },
+    /// The resource does not exist (any more).
+    #[error("{resource} does not exist")]
+    NotFound {
+        /// The ENI or volume id.
+        resource: String,
+    },
+    /// The resource is in another AZ than this instance: refused before any call.
+    #[error("{resource} is in {resource_az}, this instance {instance_id} is in {instance_az}: EC2 cannot attach across zones")]
+    WrongZone {
+        /// The ENI or volume id.
+        resource: String,
+        /// Its zone.
+        resource_az: String,
+        /// This instance.
+        instance_id: String,
+        /// This instance's zone.
+        instance_az: String,
+    },
+    /// The resource is attached to another instance that is not in a takeover state: never touched.
+    #[error("{resource} is attached to instance {owner} which is {owner_state}; berth never detaches from a live instance, waiting for it to let go")]
+    OwnerAlive {
+        /// The ENI or volume id.
+        resource: String,
+        /// The owner instance.
+        owner: String,
+        /// Its state (`running`, `pending`, `stopping`, ...).
+        owner_state: String,
+    },
+    /// The attachment did not reach the wanted state by the deadline.
+    #[error("{resource}: still {state} at the deadline while waiting for {wanted}")]
+    WaitTimeout {
+        /// The ENI or volume id.
+        resource: String,
+        /// Last observed state.
+        state: String,
+        /// What we waited for.
+        wanted: &'static str,
+    },
+    /// CloudFormation or Auto Scaling names could not be found in config or instance tags.
+    #[error("{what}: not configured ({key}) and instance {instance_id} has no {tag} tag")]
+    MissingName {
+        /// What was needed (e.g. `stack name`).
+        what: &'static str,
+        /// The configuration key that could name it.
+        key: &'static str,
+        /// The instance tag that could name it.
+        tag: &'static str,
+        /// This instance.
+        instance_id: String,
+    },
+}
+
+impl AwsError {
+    /// An API error from an SDK error, classified.
+    pub fn api<E>(operation: &'static str, resource: impl Into<String>, error: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let resource = resource.into();
+        let (code, message, status, retryable) = match &error {
+            SdkError::ServiceError(context) => {
+                let status = context.raw().status().as_u16();
+                let code = context.err().code().map(str::to_owned);
+                let message = context.err().message().unwrap_or("no message").to_owned();
+                let retryable = status >= 500
+                    || status == 429
+                    || code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c) || WAITABLE_CODES.contains(&c));
+                (code, message, Some(status), retryable)
+            }
+            SdkError::ResponseError(context) => {
+                // An answer the SDK could not decode (e.g. an HTML error page from a proxy): treat like a 5xx.
+                let status = context.raw().status().as_u16();
+                (None, format!("undecodable response: {}", berth_core::ports::chain_message(&error)), Some(status), true)
+            }
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+                (None, berth_core::ports::chain_message(&error), None, true)
+            }
+            _ => (None, berth_core::ports::chain_message(&error), None, false),
+        };
+        Self::Api { operation, resource, code, message, status, retryable }
+    }
+
+    /// The AWS error code, when this is an API error that carried one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Api { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying (after a backoff) may help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AwsError::Imds { .. } | AwsError::ImdsMissing { .. } => true,
+            AwsError::Api { retryable, .. } => *retryable,
+            AwsError::OwnerAlive { .. } | AwsError::WaitTimeout { .. } => true,
+            AwsError::Config { .. }
+            | AwsError::ImdsValue { .. }
+            | AwsError::Malformed { .. }
+            | AwsError::NotFound { .. }
+            | AwsError::WrongZone { .. }
+            | AwsError::MissingName { .. } => false,
+        }
+    }
+
+    /// Whether the error is throttling (for logs and metrics).
+    pub fn is_throttling(&self) -> bool {
+        self.code().is_some_and(|code| THROTTLING_CODES.contains(&code))
+    }
+}
+
+impl From<AwsError> for StepError {
+    fn from(error: AwsError) -> Self {
+        if error.is_retryable() {
+            StepError::retryable(&error)
+        } else {
+            StepError::fatal(&error)
+        }
+    }
+}

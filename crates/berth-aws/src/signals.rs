@@ -1,0 +1,235 @@
+//! CloudFormation SignalResource and Auto Scaling lifecycle calls, each optional by configuration.
+//!
+//! Stack, logical id and group come from the configuration or, when empty, from the instance's own tags
+//! (`aws:cloudformation:stack-name`, `aws:cloudformation:logical-id`, `aws:autoscaling:groupName`), read from
+//! IMDS `tags/instance` when instance metadata tags are on, else with one DescribeTags call; the answer is
+//! cached. A verdict is sent once per part: when CloudFormation took the signal but the hook call failed, the
+//! retry completes only the hook (CloudFormation refuses a second signal for the same UniqueId).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::Filter;
+use berth_core::facts::Identity;
+use berth_core::ports::Verdict;
+use tokio::sync::Mutex;
+
+use crate::error::AwsError;
+use crate::metadata::Metadata;
+
+const STACK_TAG: &str = "aws:cloudformation:stack-name";
+const LOGICAL_ID_TAG: &str = "aws:cloudformation:logical-id";
+const GROUP_TAG: &str = "aws:autoscaling:groupName";
+
+/// Which signals are on, and the names configured for them.
+#[derive(Debug, Clone)]
+pub struct SignalSettings {
+    /// SignalResource on.
+    pub cloudformation: bool,
+    /// Configured stack ("" = tag).
+    pub stack: String,
+    /// Configured logical id ("" = tag).
+    pub resource: String,
+    /// Configured group ("" = tag).
+    pub group: String,
+    /// Launch hook ("" = off).
+    pub launch_hook: String,
+    /// Terminating hook ("" = off).
+    pub terminate_hook: String,
+    /// SetInstanceHealth on.
+    pub mark_unhealthy: bool,
+}
+
+impl SignalSettings {
+    /// From the validated configuration.
+    pub fn from_config(config: &berth_config::Config) -> Self {
+        let aws = &config.aws;
+        Self {
+            cloudformation: aws.cloudformation.signal,
+            stack: aws.cloudformation.stack.clone(),
+            resource: aws.cloudformation.resource.clone(),
+            group: aws.autoscaling.group.clone(),
+            launch_hook: aws.autoscaling.launch_hook.clone(),
+            terminate_hook: aws.autoscaling.terminate_hook.clone(),
+            mark_unhealthy: !aws.autoscaling.mark_unhealthy_after.is_zero(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    tags: Option<BTreeMap<String, String>>,
+    cloudformation_sent: bool,
+    launch_hook_sent: bool,
+}
+
+/// Sends berth's verdicts to CloudFormation and Auto Scaling.
+#[derive(Debug)]
+pub struct Signaller {
+    settings: SignalSettings,
+    ec2: aws_sdk_ec2::Client,
+    cloudformation: aws_sdk_cloudformation::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+    metadata: Metadata,
+    progress: Mutex<Progress>,
+}
+
+impl Signaller {
+    /// A signaller over the given clients.
+    pub fn new(
+        settings: SignalSettings,
+        ec2: aws_sdk_ec2::Client,
+        cloudformation: aws_sdk_cloudformation::Client,
+        autoscaling: aws_sdk_autoscaling::Client,
+        metadata: Metadata,
+    ) -> Self {
+        Self { settings, ec2, cloudformation, autoscaling, metadata, progress: Mutex::default() }
+    }
+
+    /// SignalResource SUCCESS/FAILURE and CompleteLifecycleAction CONTINUE/ABANDON, each when configured.
+    pub async fn signal(&self, me: &Identity, verdict: &Verdict) -> Result<(), AwsError> {
+        let (status, result) = match verdict {
+            Verdict::Success => ("SUCCESS", "CONTINUE"),
+            Verdict::Failure(reason) => {
+                tracing::error!(instance_id = %me.instance_id, %reason, "reporting boot failure");
+                ("FAILURE", "ABANDON")
+            }
+        };
+        let mut progress = self.progress.lock().await;
+        if self.settings.cloudformation && !progress.cloudformation_sent {
+            let stack = self.name(&mut progress, me, &self.settings.stack, STACK_TAG, "stack name", "aws.cloudformation.stack").await?;
+            let resource = self
+                .name(&mut progress, me, &self.settings.resource, LOGICAL_ID_TAG, "logical resource id", "aws.cloudformation.resource")
+                .await?;
+            self.cloudformation
+                .signal_resource()
+                .stack_name(&stack)
+                .logical_resource_id(&resource)
+                .unique_id(&me.instance_id)
+                .status(status.into())
+                .send()
+                .await
+                .map_err(|e| AwsError::api("SignalResource", format!("{stack}/{resource}"), e))?;
+            tracing::info!(stack = %stack, resource = %resource, status, "CloudFormation signalled");
+            progress.cloudformation_sent = true;
+        }
+        if !self.settings.launch_hook.is_empty() && !progress.launch_hook_sent {
+            let hook = self.settings.launch_hook.clone();
+            self.complete_hook(&mut progress, me, &hook, result).await?;
+            progress.launch_hook_sent = true;
+        }
+        Ok(())
+    }
+
+    /// RecordLifecycleActionHeartbeat for the launch hook (no-op without one).
+    pub async fn heartbeat(&self, me: &Identity) -> Result<(), AwsError> {
+        if self.settings.launch_hook.is_empty() {
+            return Ok(());
+        }
+        let mut progress = self.progress.lock().await;
+        let group = self.group(&mut progress, me).await?;
+        self.autoscaling
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(&group)
+            .lifecycle_hook_name(&self.settings.launch_hook)
+            .instance_id(&me.instance_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::api("RecordLifecycleActionHeartbeat", &group, e))?;
+        Ok(())
+    }
+
+    /// SetInstanceHealth Unhealthy (no-op when turned off).
+    pub async fn mark_unhealthy(&self, me: &Identity) -> Result<(), AwsError> {
+        if !self.settings.mark_unhealthy {
+            return Ok(());
+        }
+        self.autoscaling
+            .set_instance_health()
+            .instance_id(&me.instance_id)
+            .health_status("Unhealthy")
+            .should_respect_grace_period(false)
+            .send()
+            .await
+            .map_err(|e| AwsError::api("SetInstanceHealth", &me.instance_id, e))?;
+        tracing::warn!(instance_id = %me.instance_id, "told Auto Scaling this instance is unhealthy");
+        Ok(())
+    }
+
+    /// CompleteLifecycleAction CONTINUE for the terminating hook (no-op without one).
+    pub async fn complete_termination(&self, me: &Identity) -> Result<(), AwsError> {
+        if self.settings.terminate_hook.is_empty() {
+            return Ok(());
+        }
+        let mut progress = self.progress.lock().await;
+        let hook = self.settings.terminate_hook.clone();
+        self.complete_hook(&mut progress, me, &hook, "CONTINUE").await
+    }
+
+    async fn complete_hook(&self, progress: &mut Progress, me: &Identity, hook: &str, result: &str) -> Result<(), AwsError> {
+        let group = self.group(progress, me).await?;
+        self.autoscaling
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(&group)
+            .lifecycle_hook_name(hook)
+            .instance_id(&me.instance_id)
+            .lifecycle_action_result(result)
+            .send()
+            .await
+            .map_err(|e| AwsError::api("CompleteLifecycleAction", format!("{group}/{hook}"), e))?;
+        tracing::info!(group = %group, hook, result, "lifecycle action completed");
+        Ok(())
+    }
+
+    async fn group(&self, progress: &mut Progress, me: &Identity) -> Result<String, AwsError> {
+        self.name(progress, me, &self.settings.group, GROUP_TAG, "Auto Scaling group", "aws.autoscaling.group").await
+    }
+
+    /// A configured name, else the instance's tag (IMDS first, then one DescribeTags for all three tags).
+    async fn name(
+        &self,
+        progress: &mut Progress,
+        me: &Identity,
+        configured: &str,
+        tag: &'static str,
+        what: &'static str,
+        key: &'static str,
+    ) -> Result<String, AwsError> {
+        if !configured.is_empty() {
+            return Ok(configured.to_owned());
+        }
+        if progress.tags.is_none() {
+            progress.tags = Some(self.instance_tags(me).await?);
+        }
+        progress
+            .tags
+            .as_ref()
+            .and_then(|tags| tags.get(tag).cloned())
+            .ok_or_else(|| AwsError::MissingName { what, key, tag, instance_id: me.instance_id.clone() })
+    }
+
+    async fn instance_tags(&self, me: &Identity) -> Result<BTreeMap<String, String>, AwsError> {
+        let mut tags = BTreeMap::new();
+        for tag in [STACK_TAG, LOGICAL_ID_TAG, GROUP_TAG] {
+            if let Some(value) = self.metadata.instance_tag(tag).await? {
+                tags.insert(tag.to_owned(), value);
+            }
+        }
+        if tags.len() == 3 {
+            return Ok(tags);
+        }
+        let output = self
+            .ec2
+            .describe_tags()
+            .filters(Filter::builder().name("resource-id").values(&me.instance_id).build())
+            .filters(Filter::builder().name("key").values(STACK_TAG).values(LOGICAL_ID_TAG).values(GROUP_TAG).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::api("DescribeTags", &me.instance_id, e))?;
+        for tag in output.tags() {
+            if let (Some(key), Some(value)) = (tag.key(), tag.value()) {
+                tags.entry(key.to_owned()).or_insert_with(|| value.to_owned());
+            }
+        }
+        Ok(tags)
+    }
+}

@@ -1,0 +1,209 @@
+//! A small IMDSv2 endpoint per simulated host, mutable from tests.
+//!
+//! moto's metadata endpoint is static (`i-fake`, no network interfaces), and berth must never use IMDSv1. This
+//! endpoint speaks only the v2 token flow (`PUT /latest/api/token` with a TTL header, then GETs carrying
+//! `X-aws-ec2-metadata-token`), answers any GET without a valid token with 401 and counts it, so a test can
+//! assert that v1 was never tried. Paths are a flat map under `/latest/meta-data/`; a directory GET lists its
+//! children as IMDS does (`macs/` lists `0a:..:01/`). Bind it on any address (a host's namespace address in the
+//! simulated fleet; 127.0.0.1 in adapter tests).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use super::http::{Handler, Request, Response, Server};
+
+const META: &str = "/latest/meta-data/";
+
+/// One network interface as IMDS lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImdsInterface {
+    /// MAC, lower case.
+    pub mac: String,
+    /// `device-number`.
+    pub device_number: u32,
+    /// `interface-id` (`eni-...`).
+    pub interface_id: String,
+}
+
+/// What a simulated host's IMDS serves at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImdsHost {
+    /// `instance-id`.
+    pub instance_id: String,
+    /// `placement/region`.
+    pub region: String,
+    /// `placement/availability-zone`.
+    pub availability_zone: String,
+    /// `local-hostname`.
+    pub hostname: String,
+    /// Interfaces; the one with device number 0 is the primary (`mac`).
+    pub interfaces: Vec<ImdsInterface>,
+    /// `tags/instance/<key>` (instance metadata tags); empty serves no `tags/` tree.
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    values: BTreeMap<String, String>,
+    tokens: BTreeSet<String>,
+    issued: u64,
+    token_requests: usize,
+    v1_refusals: usize,
+    gets: Vec<String>,
+}
+
+/// The running endpoint; stops when dropped.
+#[derive(Debug)]
+pub struct Imds {
+    server: Server,
+    state: Arc<Mutex<State>>,
+}
+
+impl Imds {
+    /// Serves `host` on `bind` (port 0 for a free one).
+    pub fn start(bind: SocketAddr, host: &ImdsHost) -> std::io::Result<Self> {
+        let state: Arc<Mutex<State>> = Arc::default();
+        let shared = state.clone();
+        let handler: Handler = Arc::new(move |request: Request| {
+            let response = handle(&shared, &request);
+            Box::pin(async move { response })
+        });
+        let imds = Self { server: Server::bind(bind, handler)?, state };
+        imds.set("instance-id", &host.instance_id);
+        imds.set("placement/region", &host.region);
+        imds.set("placement/availability-zone", &host.availability_zone);
+        imds.set("local-hostname", &host.hostname);
+        for interface in &host.interfaces {
+            imds.add_interface(interface);
+        }
+        for (key, value) in &host.tags {
+            imds.set(&format!("tags/instance/{key}"), value);
+        }
+        Ok(imds)
+    }
+
+    /// `http://<address>`, to use as `aws.imds_endpoint`.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.server.address()
+    }
+
+    /// Sets a value under `/latest/meta-data/`, e.g. `autoscaling/target-lifecycle-state`.
+    pub fn set(&self, path: &str, value: &str) {
+        self.lock().values.insert(path.trim_matches('/').to_owned(), value.to_owned());
+    }
+
+    /// Removes a value (its GET then answers 404).
+    pub fn remove(&self, path: &str) {
+        self.lock().values.remove(path.trim_matches('/'));
+    }
+
+    /// Adds an interface (as when EC2 hot-plugs an ENI); the primary (device 0) also sets `mac`.
+    pub fn add_interface(&self, interface: &ImdsInterface) {
+        let base = format!("network/interfaces/macs/{}", interface.mac);
+        self.set(&format!("{base}/device-number"), &interface.device_number.to_string());
+        self.set(&format!("{base}/interface-id"), &interface.interface_id);
+        self.set(&format!("{base}/mac"), &interface.mac);
+        if interface.device_number == 0 {
+            self.set("mac", &interface.mac);
+        }
+    }
+
+    /// Removes an interface (after a detach).
+    pub fn remove_interface(&self, mac: &str) {
+        let prefix = format!("network/interfaces/macs/{mac}/");
+        self.lock().values.retain(|key, _| !key.starts_with(&prefix));
+    }
+
+    /// Sets `autoscaling/target-lifecycle-state` (`InService`, `Terminated`, ...).
+    pub fn set_lifecycle_state(&self, state: &str) {
+        self.set("autoscaling/target-lifecycle-state", state);
+    }
+
+    /// Sets `spot/instance-action` to a notice such as `{"action": "terminate", "time": "..."}`.
+    pub fn set_spot_action(&self, notice: &str) {
+        self.set("spot/instance-action", notice);
+    }
+
+    /// How many GETs arrived without a valid token (IMDSv1 attempts, all refused with 401).
+    pub fn v1_refusals(&self) -> usize {
+        self.lock().v1_refusals
+    }
+
+    /// How many tokens were requested.
+    pub fn token_requests(&self) -> usize {
+        self.lock().token_requests
+    }
+
+    /// Paths read with a valid token, in order.
+    pub fn reads(&self) -> Vec<String> {
+        self.lock().gets.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("imds lock")
+    }
+}
+
+fn handle(state: &Mutex<State>, request: &Request) -> Response {
+    let mut state = state.lock().expect("imds lock");
+    let path = request.path();
+    if request.header("x-forwarded-for").is_some() {
+        return Response::text(403, "Forbidden");
+    }
+    if path == "/latest/api/token" {
+        if request.method != "PUT" {
+            return Response::text(405, "Method Not Allowed");
+        }
+        state.token_requests += 1;
+        let ttl_ok = request
+            .header("x-aws-ec2-metadata-token-ttl-seconds")
+            .and_then(|ttl| ttl.trim().parse::<u32>().ok())
+            .is_some_and(|ttl| (1..=21_600).contains(&ttl));
+        if !ttl_ok {
+            return Response::text(400, "Bad Request");
+        }
+        state.issued += 1;
+        let token = format!("berth-test-token-{}-{}", state.issued, std::process::id());
+        state.tokens.insert(token.clone());
+        let mut response = Response::text(200, token);
+        response.headers.push(("x-aws-ec2-metadata-token-ttl-seconds".into(), "21600".into()));
+        return response;
+    }
+    if request.method != "GET" {
+        return Response::text(405, "Method Not Allowed");
+    }
+    let token_ok = request.header("x-aws-ec2-metadata-token").is_some_and(|token| state.tokens.contains(token));
+    if !token_ok {
+        state.v1_refusals += 1;
+        return Response::text(401, "Unauthorized");
+    }
+    let Some(key) = path.strip_prefix(META).or_else(|| (path == "/latest/meta-data").then_some("")) else {
+        return Response::text(404, "Not Found");
+    };
+    state.gets.push(key.to_owned());
+    let key = key.trim_end_matches('/');
+    if let Some(value) = state.values.get(key) {
+        return Response::text(200, value.clone());
+    }
+    let prefix = if key.is_empty() { String::new() } else { format!("{key}/") };
+    let children: BTreeSet<String> = state
+        .values
+        .keys()
+        .filter_map(|full| full.strip_prefix(&prefix))
+        .map(|rest| match rest.split_once('/') {
+            Some((dir, _)) => format!("{dir}/"),
+            None => rest.to_owned(),
+        })
+        .collect();
+    if children.is_empty() {
+        Response::text(404, "Not Found")
+    } else {
+        Response::text(200, children.into_iter().collect::<Vec<_>>().join("\n"))
+    }
+}
