@@ -1,1 +1,299 @@
-//! Storage adapter for berth: volume to block device, never-format probe, mount, meta.properties identity check
+//! Storage adapter for berth: volume to block device, never-format probe, mount, meta.properties identity check.
+//!
+//! Losing a broker's data is the one failure berth must never cause, so every step refuses rather than
+//! guesses: the device is found by the volume's own serial and never an instance-store disk ([`resolve`]);
+//! only a device whose probed regions are all zeros may be formatted, and only when configured ([`probe`]);
+//! a device with another filesystem is refused, never reformatted; the volume is first mounted read-only and
+//! its `meta.properties` checked against the claimed id and cluster before it is made writable ([`meta`]), so
+//! a foreign volume is unmounted again with nothing written on it; a busy unmount is reported, never forced.
+//!
+//! All work happens on the calling thread (no blocking pool), because mounts act in the caller's mount
+//! namespace: tests run each case in a private one. The only long operation, mkfs, is an awaited child.
+
+pub mod error;
+pub mod meta;
+pub mod mount;
+pub mod mountinfo;
+pub mod probe;
+pub mod resolve;
+
+use std::fs::File;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use berth_config::{Config, Filesystem, StorageConfig};
+use berth_core::ports::MountPlan;
+use berth_core::{BrokerId, Deadline, MountReport, StepError, Storage, VolumeFacts};
+use sys_mount::MountFlags;
+use tracing::{info, warn};
+
+pub use error::StorageError;
+pub use mountinfo::MountEntry;
+pub use probe::{Content, Finding, Probe, Signature};
+pub use resolve::{Resolved, Resolver, Route};
+
+/// How often the device tree is looked at while waiting for a volume to appear.
+pub const POLL_PERIOD: Duration = Duration::from_millis(5);
+
+/// The real storage adapter: block devices, sysfs, mount(2).
+#[derive(Debug, Clone)]
+pub struct BlockStorage {
+    resolver: Resolver,
+    config: StorageConfig,
+    cluster_id: Option<String>,
+}
+
+/// What is true right now, for a restarted daemon and `berth plan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// The volume's block device, if it is visible now.
+    pub device: Option<Resolved>,
+    /// Where that device is mounted (any mount point).
+    pub device_mounted_at: Vec<PathBuf>,
+    /// What is mounted at the configured mount point, if anything.
+    pub at_mount_path: Option<MountEntry>,
+    /// True when the volume's device is what is mounted at the mount point.
+    pub mounted_here: bool,
+    /// Candidates seen and refused (instance store, another volume).
+    pub skipped: Vec<String>,
+}
+
+/// Opens a block device read-only with `O_EXCL`: the kernel refuses (EBUSY) while it is mounted or held.
+pub(crate) fn open_exclusive(path: &Path) -> Result<File, StorageError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_EXCL | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|error| StorageError::io("open", path, error))
+}
+
+/// The canonical path and device number of a block device.
+fn block_device(path: &Path) -> Result<(PathBuf, (u64, u64)), StorageError> {
+    let canonical = std::fs::canonicalize(path).map_err(|e| StorageError::io("canonicalize", path, e))?;
+    let metadata = std::fs::metadata(&canonical).map_err(|e| StorageError::io("stat", &canonical, e))?;
+    if !metadata.file_type().is_block_device() {
+        return Err(StorageError::NotBlockDevice { path: canonical });
+    }
+    let rdev = metadata.rdev();
+    Ok((canonical, (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))))
+}
+
+/// Whether a filesystem signature is the configured filesystem; the ext family is mounted by the ext4 driver.
+fn mount_type(signature: Signature, configured: Filesystem) -> Option<&'static str> {
+    match (signature, configured) {
+        (Signature::Xfs, Filesystem::Xfs) => Some("xfs"),
+        (Signature::Ext2 | Signature::Ext3 | Signature::Ext4, Filesystem::Ext4) => Some("ext4"),
+        _ => None,
+    }
+}
+
+impl BlockStorage {
+    /// The adapter for this configuration (`[storage]` and `cluster.kafka_cluster_id`).
+    pub fn new(config: &Config) -> Self {
+        Self {
+            resolver: Resolver::new(&config.storage.device_root, &config.storage.sys_root),
+            config: config.storage.clone(),
+            cluster_id: config.cluster.kafka_cluster_id.clone(),
+        }
+    }
+
+    /// Waits (polling every [`POLL_PERIOD`]) until the volume's device is visible, by the deadline.
+    pub async fn resolve_volume(
+        &self,
+        volume_id: &str,
+        requested_device: &str,
+        deadline: Deadline,
+    ) -> Result<Resolved, StorageError> {
+        let serial = resolve::volume_serial(volume_id)?;
+        let started = Instant::now();
+        loop {
+            let attempt = self.resolver.attempt(&serial, requested_device);
+            if let Some(resolved) = attempt.resolved {
+                info!(volume_id, device = %resolved.device.display(), route = ?resolved.route, "volume resolved");
+                return Ok(resolved);
+            }
+            if deadline.expired() {
+                return Err(StorageError::DeviceTimeout {
+                    volume_id: volume_id.to_owned(),
+                    requested: requested_device.to_owned(),
+                    waited: started.elapsed(),
+                    looked_at: self.resolver.looked_at(&serial, requested_device),
+                    skipped: attempt.skipped.iter().map(|reason| format!("; skipped: {reason}")).collect(),
+                });
+            }
+            tokio::time::sleep(POLL_PERIOD.min(deadline.remaining())).await;
+        }
+    }
+
+    /// Probes, formats a blank device when allowed, mounts (read-only first), checks `meta.properties`, then
+    /// makes the mount writable. Already mounted at the mount point is success (checked, left as found).
+    pub async fn mount_volume(
+        &self,
+        device: &Path,
+        plan: &MountPlan,
+        broker_id: BrokerId,
+    ) -> Result<MountReport, StorageError> {
+        let (device, dev) = block_device(device)?;
+        let options = mount::parse_options(&self.config.mount_options)?;
+        std::fs::create_dir_all(&plan.mount_path).map_err(|e| StorageError::io("create", &plan.mount_path, e))?;
+        let mount_path = std::fs::canonicalize(&plan.mount_path)
+            .map_err(|e| StorageError::io("canonicalize", &plan.mount_path, e))?;
+        let entries = mountinfo::read()?;
+        if let Some(top) = mountinfo::top_at(&entries, &mount_path) {
+            if !top.is_device(&device, dev) {
+                return Err(StorageError::OtherMounted {
+                    path: mount_path,
+                    source_device: top.source.clone(),
+                    fstype: top.fstype.clone(),
+                    device,
+                });
+            }
+            meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref())?;
+            info!(device = %device.display(), mount_path = %mount_path.display(), "volume already mounted");
+            return Ok(MountReport {
+                device,
+                mount_path,
+                filesystem: top.fstype.clone(),
+                formatted: false,
+                already_mounted: true,
+            });
+        }
+
+        let configured = self.config.filesystem;
+        let probe = self.probe(&device, dev, &entries)?;
+        let (fstype, formatted) = match probe.content() {
+            Content::Blank if !self.config.format_blank => {
+                return Err(StorageError::BlankNotAllowed { device, head: probe.head_len, tail: probe.tail_len })
+            }
+            Content::Blank => {
+                let command = mount::mkfs(&device, configured.name(), &self.config.mkfs_options).await?;
+                info!(device = %device.display(), command, "formatted blank volume");
+                let after = self.probe(&device, dev, &entries)?;
+                match after.content() {
+                    Content::Filesystem(found) if mount_type(found.signature, configured).is_some() => {
+                        (mount_type(found.signature, configured).unwrap_or(configured.name()), true)
+                    }
+                    _ => {
+                        return Err(StorageError::MkfsUnverified {
+                            device,
+                            command,
+                            found: after.describe(),
+                            configured: configured.name(),
+                        })
+                    }
+                }
+            }
+            Content::Filesystem(found) => match mount_type(found.signature, configured) {
+                Some(fstype) => (fstype, false),
+                None => {
+                    return Err(StorageError::WrongFilesystem {
+                        device,
+                        found: found.signature.name(),
+                        offset: found.offset,
+                        configured: configured.name(),
+                    })
+                }
+            },
+            Content::Other => {
+                return Err(StorageError::NotBlank { device, configured: configured.name(), found: probe.describe() })
+            }
+        };
+
+        mount::mount(&device, &mount_path, fstype, &options, MountFlags::RDONLY, true)?;
+        if let Err(error) = meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref()) {
+            if let Err(unmount) = mount::unmount(&mount_path) {
+                warn!(error = %unmount, "could not unmount the refused volume");
+            }
+            return Err(error);
+        }
+        if !options.flags.contains(MountFlags::RDONLY) {
+            let remount = mount::mount(&device, &mount_path, fstype, &options, MountFlags::REMOUNT, false);
+            if let Err(error) = remount {
+                let _ = mount::unmount(&mount_path);
+                return Err(error);
+            }
+        }
+        info!(device = %device.display(), mount_path = %mount_path.display(), fstype, formatted, "volume mounted");
+        Ok(MountReport { device, mount_path, filesystem: fstype.to_owned(), formatted, already_mounted: false })
+    }
+
+    /// Probes a device that must not be in use; EBUSY names where it is mounted.
+    fn probe(&self, device: &Path, dev: (u64, u64), entries: &[MountEntry]) -> Result<Probe, StorageError> {
+        match probe::probe_device(device) {
+            Err(StorageError::Io { source, .. }) if source.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => {
+                let mounts: Vec<String> = entries
+                    .iter()
+                    .filter(|entry| entry.is_device(device, dev))
+                    .map(|entry| entry.mount_point.display().to_string())
+                    .collect();
+                let where_mounted =
+                    if mounts.is_empty() { String::new() } else { format!(" (mounted at {})", mounts.join(", ")) };
+                Err(StorageError::DeviceInUse { device: device.to_owned(), where_mounted })
+            }
+            other => other,
+        }
+    }
+
+    /// Unmounts the mount point (not forced). Returns whether something was mounted there.
+    pub fn unmount_volume(&self, plan: &MountPlan) -> Result<bool, StorageError> {
+        let mount_path = match std::fs::canonicalize(&plan.mount_path) {
+            Ok(path) => path,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(StorageError::io("canonicalize", &plan.mount_path, error)),
+        };
+        if mountinfo::top_at(&mountinfo::read()?, &mount_path).is_none() {
+            return Ok(false);
+        }
+        mount::unmount(&mount_path)?;
+        info!(mount_path = %mount_path.display(), "volume unmounted");
+        Ok(true)
+    }
+
+    /// Looks once, without waiting or changing anything: is the volume visible, and what is mounted where.
+    pub fn observe(&self, volume_id: &str, requested_device: &str) -> Result<Observation, StorageError> {
+        let serial = resolve::volume_serial(volume_id)?;
+        let attempt = self.resolver.attempt(&serial, requested_device);
+        let entries = mountinfo::read()?;
+        let mount_path =
+            std::fs::canonicalize(&self.config.mount_path).unwrap_or_else(|_| self.config.mount_path.clone());
+        let at_mount_path = mountinfo::top_at(&entries, &mount_path).cloned();
+        let device = attempt.resolved.as_ref().and_then(|resolved| block_device(&resolved.device).ok());
+        let (device_mounted_at, mounted_here) = match &device {
+            Some((path, dev)) => (
+                entries.iter().filter(|e| e.is_device(path, *dev)).map(|e| e.mount_point.clone()).collect(),
+                at_mount_path.as_ref().is_some_and(|top| top.is_device(path, *dev)),
+            ),
+            None => (Vec::new(), false),
+        };
+        Ok(Observation {
+            device: attempt.resolved,
+            device_mounted_at,
+            at_mount_path,
+            mounted_here,
+            skipped: attempt.skipped,
+        })
+    }
+}
+
+#[async_trait]
+impl Storage for BlockStorage {
+    async fn resolve(
+        &self,
+        volume: &VolumeFacts,
+        requested_device: &str,
+        deadline: Deadline,
+    ) -> Result<PathBuf, StepError> {
+        Ok(self.resolve_volume(&volume.volume_id, requested_device, deadline).await?.device)
+    }
+
+    async fn mount(&self, device: &Path, plan: &MountPlan, broker_id: BrokerId) -> Result<MountReport, StepError> {
+        Ok(self.mount_volume(device, plan, broker_id).await?)
+    }
+
+    async fn unmount(&self, plan: &MountPlan) -> Result<(), StepError> {
+        self.unmount_volume(plan)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! The never-format guard: what is on a block device, judged from its first and last bytes.
+//!
+//! Formatting a volume that holds data is the one mistake berth must never make, so "blank" is defined
+//! conservatively: every byte of the probed regions is zero. The regions are the first [`HEAD_BYTES`] and the
+//! last [`TAIL_BYTES`] of the device, which contain every signature recognised here (and those of most other
+//! formats: ZFS labels, MD superblocks, ISO 9660, FAT/NTFS boot sectors). Known signatures are named so that a
+//! refusal says what was found where; an unknown format is still refused by its first non-zero byte.
+//!
+//! The judgement ([`probe_regions`]) is pure so the property test can feed it arbitrary buffers;
+//! [`probe_device`] only reads the two regions from the device.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::error::StorageError;
+
+/// Bytes probed at the start of the device (covers LUKS2's secondary header copies up to 4 MiB).
+pub const HEAD_BYTES: u64 = 8 << 20;
+/// Bytes probed at the end of the device (covers the backup GPT, MD 0.90/1.0 superblocks, ZFS end labels).
+pub const TAIL_BYTES: u64 = 1 << 20;
+
+/// Offsets (from the device start) of LUKS2's secondary header copies.
+const LUKS2_SECONDARY_OFFSETS: [u64; 9] =
+    [0x4000, 0x8000, 0x1_0000, 0x2_0000, 0x4_0000, 0x8_0000, 0x10_0000, 0x20_0000, 0x40_0000];
+/// Page sizes at whose end a swap signature may sit.
+const SWAP_PAGE_SIZES: [u64; 5] = [4096, 8192, 16384, 32768, 65536];
+/// The MD RAID superblock magic 0xa92b4efc, little-endian.
+const MD_MAGIC: [u8; 4] = [0xfc, 0x4e, 0x2b, 0xa9];
+
+/// A recognised on-disk signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signature {
+    /// XFS superblock (`XFSB` at 0).
+    Xfs,
+    /// ext2 superblock (0xEF53 at 1080, no journal).
+    Ext2,
+    /// ext3 superblock (0xEF53 at 1080, journal, no ext4-only features).
+    Ext3,
+    /// ext4 superblock (0xEF53 at 1080 with ext4-only features).
+    Ext4,
+    /// Btrfs superblock (`_BHRfS_M` at 65600).
+    Btrfs,
+    /// DOS/MBR boot signature (0x55 0xAA at 510), also carried by FAT/NTFS boot sectors.
+    Mbr,
+    /// GPT header (`EFI PART` at LBA 1 for 512 or 4096-byte sectors, or the backup at the last LBA).
+    Gpt,
+    /// LVM2 physical volume label (`LABELONE` in one of the first four sectors).
+    Lvm2,
+    /// LUKS1 header (`LUKS\xba\xbe`, version 1).
+    Luks1,
+    /// LUKS2 header (`LUKS\xba\xbe` version 2, or a secondary `SKUL\xba\xbe` copy).
+    Luks2,
+    /// Linux swap (`SWAPSPACE2`/`SWAP-SPACE` at the end of the first page).
+    Swap,
+    /// Linux MD RAID superblock (versions 0.90, 1.0, 1.1, 1.2).
+    MdRaid,
+    /// ISO 9660 (`CD001` at 32769).
+    Iso9660,
+}
+
+impl Signature {
+    /// A short human name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signature::Xfs => "xfs",
+            Signature::Ext2 => "ext2",
+            Signature::Ext3 => "ext3",
+            Signature::Ext4 => "ext4",
+            Signature::Btrfs => "btrfs",
+            Signature::Mbr => "MBR boot signature",
+            Signature::Gpt => "GPT header",
+            Signature::Lvm2 => "LVM2 PV label",
+            Signature::Luks1 => "LUKS1 header",
+            Signature::Luks2 => "LUKS2 header",
+            Signature::Swap => "swap signature",
+            Signature::MdRaid => "MD RAID superblock",
+            Signature::Iso9660 => "ISO 9660 descriptor",
+        }
+    }
+
+    /// True for the filesystems berth may mount (when they match the configuration).
+    pub fn is_filesystem(self) -> bool {
+        matches!(self, Signature::Xfs | Signature::Ext2 | Signature::Ext3 | Signature::Ext4 | Signature::Btrfs)
+    }
+}
+
+/// One signature found, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What.
+    pub signature: Signature,
+    /// Byte offset of its magic from the start of the device.
+    pub offset: u64,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at offset {}", self.signature.name(), self.offset)
+    }
+}
+
+/// What the probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Device size in bytes.
+    pub size: u64,
+    /// Bytes probed at the start.
+    pub head_len: u64,
+    /// Bytes probed at the end (0 when the head covers the whole device).
+    pub tail_len: u64,
+    /// Recognised signatures, by offset.
+    pub findings: Vec<Finding>,
+    /// The first non-zero byte in the probed regions: offset and value.
+    pub first_nonzero: Option<(u64, u8)>,
+}
+
+/// The judgement of a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Every probed byte is zero: the only state in which formatting is allowed.
+    Blank,
+    /// Exactly one filesystem signature and nothing else recognised.
+    Filesystem(Finding),
+    /// Anything else: partition table, LVM, LUKS, swap, several signatures, or unknown non-zero data.
+    Other,
+}
+
+impl Probe {
+    /// Blank, one filesystem, or something to refuse.
+    pub fn content(&self) -> Content {
+        if self.first_nonzero.is_none() {
+            return Content::Blank;
+        }
+        match self.findings.as_slice() {
+            [only] if only.signature.is_filesystem() => Content::Filesystem(only.clone()),
+            _ => Content::Other,
+        }
+    }
+
+    /// True only when every probed byte is zero.
+    pub fn is_blank(&self) -> bool {
+        self.content() == Content::Blank
+    }
+
+    /// What was found where, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.findings[..], self.first_nonzero) {
+            (_, None) => format!("all zeros in the first {} and last {} bytes", self.head_len, self.tail_len),
+            ([], Some((offset, byte))) => {
+                format!("no known signature, but non-zero byte 0x{byte:02x} at offset {offset}")
+            }
+            (findings, _) => findings.iter().map(Finding::to_string).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+/// Judges a device from its first bytes (`head`, from offset 0) and last bytes (`tail`, ending at `size`).
+/// Pure. `head` and `tail` must not overlap; when the device is small, pass it all as `head` and an empty tail.
+pub fn probe_regions(size: u64, head: &[u8], tail: &[u8]) -> Probe {
+    let tail_start = size.saturating_sub(tail.len() as u64);
+    let at = |offset: u64, len: usize| -> Option<&[u8]> { slice_at(head, tail, tail_start, offset, len) };
+    let is = |offset: u64, magic: &[u8]| at(offset, magic.len()) == Some(magic);
+    let mut findings = Vec::new();
+    let mut found = |signature: Signature, offset: u64| findings.push(Finding { signature, offset });
+
+    if is(0, b"XFSB") {
+        found(Signature::Xfs, 0);
+    }
+    if is(1080, &[0x53, 0xEF]) {
+        found(ext_variant(&at), 1080);
+    }
+    if is(0x1_0040, b"_BHRfS_M") {
+        found(Signature::Btrfs, 0x1_0040);
+    }
+    if is(510, &[0x55, 0xAA]) {
+        found(Signature::Mbr, 510);
+    }
+    for offset in [512, 4096, size.saturating_sub(512), size.saturating_sub(4096)] {
+        if offset >= 512 && is(offset, b"EFI PART") {
+            found(Signature::Gpt, offset);
+        }
+    }
+    if let Some(offset) = (0..4u64).map(|sector| sector * 512).find(|&offset| is(offset, b"LABELONE")) {
+        found(Signature::Lvm2, offset);
+    }
+    if is(0, b"LUKS\xba\xbe") {
+        let version = at(6, 2).map(|v| u16::from_be_bytes([v[0], v[1]]));
+        found(if version == Some(1) { Signature::Luks1 } else { Signature::Luks2 }, 0);
+    } else if let Some(&offset) = LUKS2_SECONDARY_OFFSETS.iter().find(|&&offset| is(offset, b"SKUL\xba\xbe")) {
+        found(Signature::Luks2, offset);
+    }
+    for page in SWAP_PAGE_SIZES {
+        if is(page - 10, b"SWAPSPACE2") || is(page - 10, b"SWAP-SPACE") {
+            found(Signature::Swap, page - 10);
+        }
+    }
+    let md_offsets = [
+        0,
+        4096,
+        (size & !0xFFFF).saturating_sub(0x1_0000),
+        (size.saturating_sub(8192)) & !4095,
+    ];
+    if let Some(&offset) = md_offsets.iter().find(|&&offset| is(offset, &MD_MAGIC)) {
+        found(Signature::MdRaid, offset);
+    }
+    if is(0x8001, b"CD001") {
+        found(Signature::Iso9660, 0x8001);
+    }
+
+    findings.sort_by_key(|finding| finding.offset);
+    findings.dedup();
+    let first_nonzero = first_nonzero(head, 0).or_else(|| first_nonzero(tail, tail_start));
+    Probe { size, head_len: head.len() as u64, tail_len: tail.len() as u64, findings, first_nonzero }
+}
+
+/// ext2, ext3 or ext4 from the superblock's feature flags (superblock at 1024).
+fn ext_variant<'a>(at: &impl Fn(u64, usize) -> Option<&'a [u8]>) -> Signature {
+    let word = |offset: u64| at(offset, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+    let compat = word(1024 + 0x5C);
+    let incompat = word(1024 + 0x60);
+    let ro_compat = word(1024 + 0x64);
+    // ext3 knows FILETYPE, RECOVER, JOURNAL_DEV and META_BG (incompat), SPARSE_SUPER, LARGE_FILE and
+    // BTREE_DIR (ro_compat); anything beyond those (extents, 64bit, flex_bg, huge_file, ...) is ext4.
+    const EXT3_INCOMPAT: u32 = 0x2 | 0x4 | 0x8 | 0x10;
+    const EXT3_RO_COMPAT: u32 = 0x1 | 0x2 | 0x4;
+    const HAS_JOURNAL: u32 = 0x4;
+    if incompat & !EXT3_INCOMPAT != 0 || ro_compat & !EXT3_RO_COMPAT != 0 {
+        Signature::Ext4
+    } else if compat & HAS_JOURNAL != 0 {
+        Signature::Ext3
+    } else {
+        Signature::Ext2
+    }
+}
+
+/// `len` bytes at `offset` when they lie wholly inside the head or the tail.
+fn slice_at<'a>(head: &'a [u8], tail: &'a [u8], tail_start: u64, offset: u64, len: usize) -> Option<&'a [u8]> {
+    let end = offset.checked_add(len as u64)?;
+    if end <= head.len() as u64 {
+        return head.get(offset as usize..end as usize);
+    }
+    if offset >= tail_start && !tail.is_empty() {
+        let start = (offset - tail_start) as usize;
+        return tail.get(start..start + len);
+    }
+    None
+}
+
+fn first_nonzero(bytes: &[u8], base: u64) -> Option<(u64, u8)> {
+    bytes.iter().position(|&byte| byte != 0).map(|index| (base + index as u64, bytes[index]))
+}
+
+/// Reads the probed regions of an open device (dropping its cached pages first, so what was written through
+/// another path is seen) and judges them.
+pub fn probe_file(file: &mut File, path: &Path) -> Result<Probe, StorageError> {
+    let size = file.seek(SeekFrom::End(0)).map_err(|e| StorageError::io("seek", path, e))?;
+    // Best effort: a device without a page cache (or a kernel refusing the advice) is read as it is.
+    let _ = nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+    let head_len = size.min(HEAD_BYTES);
+    let tail_len = size.saturating_sub(head_len).min(TAIL_BYTES);
+    let head = read_at(file, path, 0, head_len)?;
+    let tail = read_at(file, path, size - tail_len, tail_len)?;
+    Ok(probe_regions(size, &head, &tail))
+}
+
+/// Opens a device read-only and exclusively (the kernel refuses when it is mounted or held) and probes it.
+pub fn probe_device(path: &Path) -> Result<Probe, StorageError> {
+    let mut file = crate::open_exclusive(path)?;
+    probe_file(&mut file, path)
+}
+
+fn read_at(file: &mut File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+    let mut buffer = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::io("seek", path, e))?;
+    file.read_exact(&mut buffer).map_err(|e| StorageError::io("read", path, e))?;
+    Ok(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blank(size: usize) -> Vec<u8> {
+        vec![0; size]
+    }
+
+    #[test]
+    fn zeros_are_blank_and_anything_else_is_not() {
+        let zeros = blank(1 << 20);
+        assert!(probe_regions(1 << 20, &zeros, &[]).is_blank());
+        let mut one = zeros.clone();
+        one[700_000] = 1;
+        let probe = probe_regions(1 << 20, &one, &[]);
+        assert_eq!(probe.content(), Content::Other);
+        assert_eq!(probe.first_nonzero, Some((700_000, 1)));
+        assert!(probe.describe().contains("offset 700000"), "{}", probe.describe());
+    }
+
+    #[test]
+    fn tail_bytes_count() {
+        let head = blank(4096);
+        let mut tail = blank(4096);
+        tail[4095] = 9;
+        let probe = probe_regions(1 << 30, &head, &tail);
+        assert_eq!(probe.first_nonzero, Some(((1 << 30) - 1, 9)));
+        assert!(!probe.is_blank());
+    }
+
+    #[test]
+    fn recognises_planted_signatures() {
+        let size = 16 << 20;
+        let cases: Vec<(Signature, u64, Vec<u8>)> = vec![
+            (Signature::Xfs, 0, b"XFSB".to_vec()),
+            (Signature::Btrfs, 0x10040, b"_BHRfS_M".to_vec()),
+            (Signature::Mbr, 510, vec![0x55, 0xAA]),
+            (Signature::Gpt, 512, b"EFI PART".to_vec()),
+            (Signature::Gpt, 4096, b"EFI PART".to_vec()),
+            (Signature::Lvm2, 512, b"LABELONE".to_vec()),
+            (Signature::Luks2, 0x4000, b"SKUL\xba\xbe".to_vec()),
+            (Signature::Swap, 4086, b"SWAPSPACE2".to_vec()),
+            (Signature::MdRaid, 4096, MD_MAGIC.to_vec()),
+            (Signature::Iso9660, 0x8001, b"CD001".to_vec()),
+        ];
+        for (signature, offset, magic) in cases {
+            let mut head = blank(HEAD_BYTES as usize);
+            head[offset as usize..offset as usize + magic.len()].copy_from_slice(&magic);
+            let probe = probe_regions(size, &head, &blank(TAIL_BYTES as usize));
+            assert!(probe.findings.contains(&Finding { signature, offset }), "{signature:?}: {probe:?}");
+            assert!(!probe.is_blank());
+        }
+    }
+
+    #[test]
+    fn luks_versions_and_ext_variants() {
+        let mut head = blank(1 << 17);
+        head[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x01");
+        assert_eq!(probe_regions(1 << 17, &head, &[]).findings[0].signature, Signature::Luks1);
+        head[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x02");
+        assert_eq!(probe_regions(1 << 17, &head, &[]).findings[0].signature, Signature::Luks2);
+
+        let mut ext = blank(1 << 17);
+        ext[1080..1082].copy_from_slice(&[0x53, 0xEF]);
+        assert_eq!(probe_regions(1 << 17, &ext, &[]).content(), Content::Filesystem(Finding { signature: Signature::Ext2, offset: 1080 }));
+        ext[1024 + 0x5C] = 0x4;
+        assert_eq!(probe_regions(1 << 17, &ext, &[]).findings[0].signature, Signature::Ext3);
+        ext[1024 + 0x60] = 0x40;
+        assert_eq!(probe_regions(1 << 17, &ext, &[]).findings[0].signature, Signature::Ext4);
+    }
+
+    #[test]
+    fn backup_gpt_at_the_end_is_found() {
+        let size = 64u64 << 20;
+        let mut tail = blank(TAIL_BYTES as usize);
+        let at = tail.len() - 512;
+        tail[at..at + 8].copy_from_slice(b"EFI PART");
+        let probe = probe_regions(size, &blank(HEAD_BYTES as usize), &tail);
+        assert_eq!(probe.findings, vec![Finding { signature: Signature::Gpt, offset: size - 512 }]);
+    }
+
+    #[test]
+    fn a_filesystem_with_a_partition_table_is_ambiguous() {
+        let mut head = blank(1 << 17);
+        head[..4].copy_from_slice(b"XFSB");
+        head[510..512].copy_from_slice(&[0x55, 0xAA]);
+        let probe = probe_regions(1 << 17, &head, &[]);
+        assert_eq!(probe.content(), Content::Other);
+        assert_eq!(probe.describe(), "xfs at offset 0, MBR boot signature at offset 510");
+    }
+}
