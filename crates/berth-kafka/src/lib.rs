@@ -1,1 +1,23 @@
-//! Kafka adapter for berth: settings overlay, start/stop through systemd or as a child, serving checks
+//! Kafka adapter for berth: the settings overlay, start and stop (systemd or a supervised child), and the
+//! proof that Kafka serves as the claimed broker.
+//!
+//! The seed signalled CloudFormation when its script ended, whether Kafka served or not. Here "serving" is
+//! evidence: in ZooKeeper mode Kafka's own registration `/brokers/ids/<id>` carries an endpoint on the ENI
+//! address and port (watched, not polled, so it is seen within milliseconds), and in both modes a Kafka
+//! protocol exchange (ApiVersions, then Metadata) on the advertised listener lists this broker id with the ENI
+//! host. The same evidence, cheaply re-taken, is the health check while Healthy.
+//!
+//! - [`overlay`]: rendering and atomically writing the settings berth owns.
+//! - [`supervisor`]: `systemctl` or a child process with systemd-like restarts.
+//! - [`probe`]: the ApiVersions + Metadata round trip; [`wire`]: Kafka framing (shared with the stand-in).
+//! - [`properties`]: Java properties text (shared with the stand-in).
+
+pub mod overlay;
+pub mod probe;
+pub mod properties;
+pub mod supervisor;
+pub mod wire;
+
+mod broker;
+
+pub use broker::{KafkaBroker, KafkaError};

@@ -1,0 +1,2 @@
+//! Benchmark of the serving check (filled in below).
+fn main() {}

@@ -1,0 +1,551 @@
+//! [`KafkaBroker`]: the [`Broker`] port over the overlay, the supervisor, the registration watch and the probe.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use berth_config::{Config, KafkaMode, Supervisor};
+use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
+use berth_core::{BrokerId, ErrorKind, ServingEvidence};
+use berth_zk::registration::{Registration, RegistrationWatch};
+use berth_zk::ZkError;
+use tokio::sync::watch;
+
+use crate::overlay::{self, OverlayInput};
+use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
+use crate::supervisor::{
+    ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
+};
+
+/// Longest a single probe may take (a check never waits longer than this for a dead listener).
+const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+/// Probe retries while starting back off from this...
+const RETRY_FIRST: Duration = Duration::from_millis(5);
+/// ...up to this (KRaft mode has no registration to watch, so the probe is retried).
+const RETRY_MAX: Duration = Duration::from_millis(250);
+
+/// Lines of Kafka's output that mean it refuses this data or id for good (restarting cannot help).
+const REFUSALS: [&str; 4] = [
+    "InconsistentBrokerIdException",
+    "InconsistentClusterIdException",
+    "InconsistentNodeIdException",
+    "doesn't match stored",
+];
+
+/// Why Kafka could not be started, stopped or shown serving.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The overlay could not be written.
+    #[error("writing Kafka's settings overlay {path}")]
+    Overlay {
+        /// The overlay file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `kafka.quorum_voters` is on but the daemon gave no voter addresses.
+    #[error("kafka.quorum_voters is on but no voter addresses were given for broker {broker_id}")]
+    MissingVoters {
+        /// The broker being started.
+        broker_id: BrokerId,
+    },
+    /// systemctl or the child process failed.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    /// Kafka refused to start with this data or id (e.g. meta.properties names another broker).
+    #[error("Kafka refused to start as broker {broker_id}: {reason}")]
+    Refused {
+        /// The broker id.
+        broker_id: BrokerId,
+        /// Kafka's own words.
+        reason: String,
+    },
+    /// Kafka exited and is not being restarted.
+    #[error("Kafka exited ({status}) and was not restarted: {reason}")]
+    Exited {
+        /// Exit status.
+        status: String,
+        /// Kafka's last words.
+        reason: String,
+    },
+    /// Kafka is not running under berth (it exited, or was never started).
+    #[error("Kafka is not running: {detail}")]
+    NotRunning {
+        /// What the supervisor knows.
+        detail: String,
+    },
+    /// The registration znode could not be read or watched.
+    #[error("Kafka's registration")]
+    Registration(#[source] ZkError),
+    /// `/brokers/ids/<id>` is absent.
+    #[error("{path} is absent: broker {broker_id} is not registered")]
+    NotRegistered {
+        /// The broker id.
+        broker_id: BrokerId,
+        /// The znode.
+        path: String,
+    },
+    /// `/brokers/ids/<id>` has no endpoint on the ENI address and port.
+    #[error("{path} advertises [{seen}], not {listener}://{expected}")]
+    WrongRegistration {
+        /// The znode.
+        path: String,
+        /// Listener name expected.
+        listener: String,
+        /// `host:port` expected.
+        expected: String,
+        /// Endpoints registered.
+        seen: String,
+    },
+    /// The protocol probe failed.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// The start deadline passed without the broker serving.
+    #[error("broker {broker_id} was not serving by the deadline; last seen: {seen}")]
+    NotServing {
+        /// The broker id.
+        broker_id: BrokerId,
+        /// The last failed observation.
+        seen: String,
+    },
+    /// The registration was still there after the stop deadline.
+    #[error("{path} still exists after stopping Kafka")]
+    StillRegistered {
+        /// The znode.
+        path: String,
+    },
+}
+
+impl KafkaError {
+    /// Whether retrying can help. Refusals, unusable settings and a missing program are fatal.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            KafkaError::Refused { .. } | KafkaError::MissingVoters { .. } => ErrorKind::Fatal,
+            KafkaError::Overlay { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ErrorKind::Fatal
+            }
+            KafkaError::Supervisor(SupervisorError::Spawn { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                ErrorKind::Fatal
+            }
+            KafkaError::Supervisor(SupervisorError::NoCommand) => ErrorKind::Fatal,
+            KafkaError::Registration(error) => error.kind(),
+            _ => ErrorKind::Retryable,
+        }
+    }
+}
+
+impl From<KafkaError> for StepError {
+    fn from(error: KafkaError) -> Self {
+        StepError::new(error.kind(), berth_core::ports::chain_message(&error))
+    }
+}
+
+enum Runner {
+    Systemd(SystemdUnit),
+    Process(ProcessSupervisor),
+}
+
+/// Kafka on this host, as the [`Broker`] port.
+pub struct KafkaBroker {
+    mode: KafkaMode,
+    listener_name: String,
+    port: u16,
+    controller_port: u16,
+    quorum_voters: bool,
+    overlay_path: PathBuf,
+    stop_timeout: Duration,
+    probe_timeout: Duration,
+    runner: Runner,
+    registrations: Option<RegistrationWatch>,
+    voters: Mutex<Option<BTreeMap<BrokerId, Ipv4Addr>>>,
+    started_as: Mutex<Option<BrokerId>>,
+}
+
+impl KafkaBroker {
+    /// Kafka as configured in `[kafka]` (and, in ZooKeeper mode, `[zookeeper]` for the registration watch).
+    /// Nothing is contacted until [`Broker::start`].
+    pub fn new(config: &Config) -> Result<Self, KafkaError> {
+        Ok(Self::with_restart_policy(config, RestartPolicy::default()))
+    }
+
+    /// As [`KafkaBroker::new`], with the process supervisor's restart policy chosen (tests shorten its delay).
+    pub fn with_restart_policy(config: &Config, policy: RestartPolicy) -> Self {
+        let kafka = &config.kafka;
+        let runner = match kafka.supervisor {
+            Supervisor::Systemd => Runner::Systemd(SystemdUnit::new(kafka.unit.clone())),
+            Supervisor::Process => Runner::Process(ProcessSupervisor::new(
+                kafka.command.clone(),
+                kafka.overlay_path.clone(),
+                policy,
+            )),
+        };
+        let registrations = match kafka.mode {
+            KafkaMode::Zookeeper => Some(RegistrationWatch::from_config(config)),
+            KafkaMode::Kraft => None,
+        };
+        Self {
+            mode: kafka.mode,
+            listener_name: kafka.listener_name.clone(),
+            port: kafka.port,
+            controller_port: kafka.controller_port,
+            quorum_voters: kafka.quorum_voters,
+            overlay_path: kafka.overlay_path.clone(),
+            stop_timeout: kafka.stop_timeout,
+            probe_timeout: kafka.check_interval.min(PROBE_TIMEOUT_MAX),
+            runner,
+            registrations,
+            voters: Mutex::new(None),
+            started_as: Mutex::new(None),
+        }
+    }
+
+    /// KRaft: every voter's id and ENI address, for `controller.quorum.voters` (needed when
+    /// `kafka.quorum_voters` is on; the daemon takes them from discovery).
+    pub fn set_quorum_voters(&self, voters: BTreeMap<BrokerId, Ipv4Addr>) {
+        *self.voters.lock().expect("voters lock") = Some(voters);
+    }
+
+    /// The overlay text for a broker.
+    pub fn render_overlay(&self, spec: &BrokerSpec) -> Result<String, KafkaError> {
+        let voters = self.voters.lock().expect("voters lock").clone();
+        let voters = match (self.mode, self.quorum_voters) {
+            (KafkaMode::Kraft, true) => Some(voters.ok_or(KafkaError::MissingVoters {
+                broker_id: spec.broker_id,
+            })?),
+            _ => None,
+        };
+        Ok(overlay::render(&OverlayInput {
+            mode: self.mode,
+            spec,
+            listener_name: &self.listener_name,
+            port: self.port,
+            voters: voters.as_ref(),
+            controller_port: self.controller_port,
+        }))
+    }
+
+    /// The child Kafka's state (process supervisor only).
+    pub fn child_state(&self) -> Option<ChildState> {
+        match &self.runner {
+            Runner::Process(process) => process.state(),
+            Runner::Systemd(_) => None,
+        }
+    }
+
+    fn target(&self, spec: &BrokerSpec) -> ProbeTarget {
+        ProbeTarget {
+            listener: SocketAddr::from((spec.advertised_ip, self.port)),
+            broker_id: spec.broker_id.0 as i32,
+            host: spec.advertised_ip.to_string(),
+            port: self.port,
+        }
+    }
+
+    /// Checks a registration against the ENI address and port.
+    fn matches(
+        &self,
+        spec: &BrokerSpec,
+        registration: &Registration,
+        path: String,
+    ) -> Result<(), KafkaError> {
+        let host = spec.advertised_ip.to_string();
+        match registration.endpoint(&self.listener_name) {
+            Some(endpoint) if endpoint.host == host && endpoint.port == self.port => Ok(()),
+            _ => {
+                let seen: Vec<String> = registration
+                    .endpoints
+                    .iter()
+                    .map(|e| format!("{}://{}:{}", e.listener, e.host, e.port))
+                    .collect();
+                Err(KafkaError::WrongRegistration {
+                    path,
+                    listener: self.listener_name.clone(),
+                    expected: format!("{host}:{}", self.port),
+                    seen: seen.join(", "),
+                })
+            }
+        }
+    }
+
+    fn evidence(
+        &self,
+        spec: &BrokerSpec,
+        report: &ProbeReport,
+        registered: bool,
+    ) -> ServingEvidence {
+        let target = self.target(spec);
+        let registration = if registered {
+            format!(
+                "registered {}://{}:{} at {}; ",
+                self.listener_name,
+                target.host,
+                self.port,
+                self.registrations
+                    .as_ref()
+                    .map(|r| r.path(spec.broker_id))
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        };
+        ServingEvidence {
+            listener: target.listener,
+            probe_micros: report.elapsed.as_micros() as u64,
+            detail: format!(
+                "{registration}Metadata v{} lists broker {} at {}:{} (controller {}, cluster {})",
+                report.metadata_version,
+                spec.broker_id,
+                target.host,
+                self.port,
+                report.controller_id,
+                report.cluster_id.as_deref().unwrap_or("-"),
+            ),
+        }
+    }
+
+    /// A child that exited: a refusal is fatal, an exit without restart is an error, a restart is awaited.
+    fn judge_child(&self, spec: &BrokerSpec, state: &ChildState) -> Result<(), KafkaError> {
+        match state {
+            ChildState::Exited { reason, .. } if REFUSALS.iter().any(|r| reason.contains(r)) => {
+                Err(KafkaError::Refused {
+                    broker_id: spec.broker_id,
+                    reason: reason.clone(),
+                })
+            }
+            ChildState::Exited {
+                status,
+                reason,
+                restarting: false,
+            } => Err(KafkaError::Exited {
+                status: status.clone(),
+                reason: reason.clone(),
+            }),
+            ChildState::Stopped => Err(KafkaError::NotRunning {
+                detail: "stopped".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn launch(
+        &self,
+        changed: bool,
+        deadline: Deadline,
+    ) -> Result<Option<watch::Receiver<ChildState>>, KafkaError> {
+        match &self.runner {
+            Runner::Systemd(unit) => {
+                // New settings need a restart; otherwise start is a no-op for a running unit.
+                let action = if changed {
+                    UnitAction::Restart
+                } else {
+                    UnitAction::Start
+                };
+                unit.run(action, deadline.remaining()).await?;
+                Ok(None)
+            }
+            Runner::Process(process) => {
+                let stale = matches!(
+                    process.state(),
+                    Some(ChildState::Exited {
+                        restarting: false,
+                        ..
+                    })
+                ) || matches!(process.state(), Some(ChildState::Stopped));
+                if (changed || stale) && process.state().is_some() {
+                    process
+                        .stop(self.stop_timeout.min(deadline.remaining()))
+                        .await;
+                }
+                Ok(Some(process.start()?))
+            }
+        }
+    }
+
+    /// Waits until the registration (ZooKeeper mode) and the probe prove the broker serving, by the deadline.
+    async fn wait_serving(
+        &self,
+        spec: &BrokerSpec,
+        deadline: Deadline,
+        mut child: Option<watch::Receiver<ChildState>>,
+    ) -> Result<ServingEvidence, KafkaError> {
+        let target = self.target(spec);
+        let mut seen: String;
+        let mut backoff = RETRY_FIRST;
+        loop {
+            if let Some(child) = &child {
+                self.judge_child(spec, &child.borrow())?;
+            }
+            let step = async {
+                if let Some(registrations) = &self.registrations {
+                    let registration = registrations
+                        .wait_for(spec.broker_id, deadline)
+                        .await
+                        .map_err(KafkaError::Registration)?;
+                    if let Err(wrong) =
+                        self.matches(spec, &registration, registrations.path(spec.broker_id))
+                    {
+                        // Kafka writes its registration once per session: wait for it to go (a restart), not poll.
+                        let _ = tokio::time::timeout(
+                            deadline.remaining(),
+                            registrations.wait_gone(spec.broker_id),
+                        )
+                        .await;
+                        return Err(wrong);
+                    }
+                }
+                let remaining = deadline.remaining().max(Duration::from_millis(1));
+                let report = probe::probe(&target, self.probe_timeout.min(remaining)).await?;
+                Ok(self.evidence(spec, &report, self.registrations.is_some()))
+            };
+            let outcome = tokio::select! {
+                outcome = step => Some(outcome),
+                _ = child_exit(&mut child) => None,
+            };
+            match outcome {
+                Some(Ok(evidence)) => return Ok(evidence),
+                Some(Err(KafkaError::Registration(ZkError::Timeout { path, .. }))) => {
+                    seen = format!("{path} absent: broker {} never registered", spec.broker_id)
+                }
+                Some(Err(error)) if error.kind() == ErrorKind::Fatal => return Err(error),
+                Some(Err(error)) => seen = berth_core::ports::chain_message(&error),
+                None => continue,
+            }
+            if deadline.expired() {
+                return Err(KafkaError::NotServing {
+                    broker_id: spec.broker_id,
+                    seen,
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.min(deadline.remaining())) => {}
+                _ = child_exit(&mut child) => {}
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+            if deadline.expired() {
+                return Err(KafkaError::NotServing {
+                    broker_id: spec.broker_id,
+                    seen,
+                });
+            }
+        }
+    }
+
+    async fn check_once(&self, spec: &BrokerSpec) -> Result<ServingEvidence, KafkaError> {
+        if let Some(state) = self.child_state() {
+            if !matches!(state, ChildState::Running { .. }) {
+                return Err(KafkaError::NotRunning {
+                    detail: format!("{state:?}"),
+                });
+            }
+        }
+        if let Some(registrations) = &self.registrations {
+            let path = registrations.path(spec.broker_id);
+            match registrations
+                .get(spec.broker_id)
+                .await
+                .map_err(KafkaError::Registration)?
+            {
+                Some(registration) => self.matches(spec, &registration, path)?,
+                None => {
+                    return Err(KafkaError::NotRegistered {
+                        broker_id: spec.broker_id,
+                        path,
+                    })
+                }
+            }
+        }
+        let report = probe::probe(&self.target(spec), self.probe_timeout).await?;
+        Ok(self.evidence(spec, &report, self.registrations.is_some()))
+    }
+
+    async fn stop_inner(&self, deadline: Deadline) -> Result<(), KafkaError> {
+        match &self.runner {
+            Runner::Systemd(unit) => unit.run(UnitAction::Stop, deadline.remaining()).await?,
+            Runner::Process(process) => {
+                process
+                    .stop(self.stop_timeout.min(deadline.remaining()))
+                    .await;
+            }
+        }
+        // Kafka deregisters on a controlled shutdown (its session closes): confirm it, watch-driven.
+        let id = *self.started_as.lock().expect("started_as lock");
+        if let (Some(registrations), Some(id)) = (&self.registrations, id) {
+            let path = registrations.path(id);
+            match tokio::time::timeout(deadline.remaining(), registrations.wait_gone(id)).await {
+                Ok(result) => result.map_err(KafkaError::Registration)?,
+                Err(_) => return Err(KafkaError::StillRegistered { path }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves when the child's state changes to something other than running; pends forever without a child.
+async fn child_exit(child: &mut Option<watch::Receiver<ChildState>>) {
+    match child {
+        Some(receiver) => {
+            if receiver
+                .wait_for(|state| !matches!(state, ChildState::Running { .. }))
+                .await
+                .is_err()
+            {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl Broker for KafkaBroker {
+    async fn start(
+        &self,
+        spec: &BrokerSpec,
+        deadline: Deadline,
+    ) -> Result<ServingEvidence, StepError> {
+        let started = Instant::now();
+        *self.started_as.lock().expect("started_as lock") = Some(spec.broker_id);
+        let text = self.render_overlay(spec)?;
+        let changed = overlay::write_atomic(&self.overlay_path, &text).map_err(|source| {
+            KafkaError::Overlay {
+                path: self.overlay_path.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(broker_id = %spec.broker_id, overlay = %self.overlay_path.display(), changed, "starting kafka");
+        let child = self.launch(changed, deadline).await?;
+        match self.wait_serving(spec, deadline, child).await {
+            Ok(evidence) => {
+                tracing::info!(broker_id = %spec.broker_id, elapsed = ?started.elapsed(), detail = %evidence.detail, "kafka serving");
+                Ok(evidence)
+            }
+            Err(error) => {
+                if error.kind() == ErrorKind::Fatal {
+                    // Kafka refused for good: do not leave it crash-looping.
+                    let _ = self.stop_inner(Deadline::after(self.stop_timeout)).await;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn check(&self, spec: &BrokerSpec) -> Result<ServingEvidence, StepError> {
+        Ok(self.check_once(spec).await?)
+    }
+
+    async fn stop(&self, deadline: Deadline) -> Result<(), StepError> {
+        self.stop_inner(deadline).await?;
+        Ok(())
+    }
+}

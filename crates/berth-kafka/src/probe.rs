@@ -1,0 +1,241 @@
+//! The protocol half of "Kafka is serving": ApiVersions then Metadata on the advertised listener.
+//!
+//! A process listening on the port proves little; a broker that answers Metadata listing itself with the ENI
+//! address is what clients will see. One TCP connection per probe (TCP_NODELAY, each frame one write), no topics
+//! requested, so a check costs two small round trips.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    RequestHeader,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::wire::{self, WireError};
+
+/// ApiVersions version berth sends (Kafka 2.4+ answers it).
+pub const API_VERSIONS_VERSION: i16 = 3;
+/// Highest Metadata version berth asks for (lowered to what the broker supports).
+pub const METADATA_MAX_VERSION: i16 = 12;
+
+/// Who the probe expects to find where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    /// Address to connect to (the advertised listener).
+    pub listener: SocketAddr,
+    /// The broker id Metadata must list.
+    pub broker_id: i32,
+    /// The host Metadata must give for it (the ENI address).
+    pub host: String,
+    /// The port Metadata must give for it.
+    pub port: u16,
+}
+
+/// A broker as Metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenBroker {
+    /// Node id.
+    pub id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: i32,
+    /// Rack, if any.
+    pub rack: Option<String>,
+}
+
+/// What a successful probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// Metadata version used.
+    pub metadata_version: i16,
+    /// Brokers listed.
+    pub brokers: Vec<SeenBroker>,
+    /// Controller id (-1 when none).
+    pub controller_id: i32,
+    /// Cluster id, if the broker has one.
+    pub cluster_id: Option<String>,
+    /// Time from connect to the Metadata answer.
+    pub elapsed: Duration,
+}
+
+/// Why a probe did not prove the broker serving. Every case is worth retrying until the start deadline.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Nothing accepts connections there.
+    #[error("connecting to Kafka's listener {listener}: {source}")]
+    Connect {
+        /// The listener.
+        listener: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// No complete answer in time.
+    #[error("Kafka's listener {listener} did not answer within {after:?}")]
+    Timeout {
+        /// The listener.
+        listener: SocketAddr,
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The exchange broke or could not be decoded.
+    #[error("talking to Kafka's listener {listener}: {source}")]
+    Wire {
+        /// The listener.
+        listener: SocketAddr,
+        /// The framing or codec error.
+        source: WireError,
+    },
+    /// ApiVersions answered with an error, or without Metadata.
+    #[error("Kafka's listener {listener} answered ApiVersions with {detail}")]
+    ApiVersions {
+        /// The listener.
+        listener: SocketAddr,
+        /// Error code or what is missing.
+        detail: String,
+    },
+    /// Metadata does not list this broker with the expected endpoint.
+    #[error("Metadata from {listener} does not list broker {broker_id} at {expected}; it lists [{seen}]")]
+    NotListed {
+        /// The listener.
+        listener: SocketAddr,
+        /// The broker id looked for.
+        broker_id: i32,
+        /// `host:port` expected.
+        expected: String,
+        /// What was listed (`id@host:port`, comma separated).
+        seen: String,
+    },
+}
+
+fn wire_error(listener: SocketAddr) -> impl Fn(WireError) -> ProbeError {
+    move |source| ProbeError::Wire { listener, source }
+}
+
+/// One ApiVersions + Metadata round trip on a fresh connection, bounded by `timeout`.
+pub async fn probe(target: &ProbeTarget, timeout: Duration) -> Result<ProbeReport, ProbeError> {
+    let listener = target.listener;
+    match tokio::time::timeout(timeout, exchange(target)).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::Timeout {
+            listener,
+            after: timeout,
+        }),
+    }
+}
+
+async fn exchange(target: &ProbeTarget) -> Result<ProbeReport, ProbeError> {
+    let listener = target.listener;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(listener)
+        .await
+        .map_err(|source| ProbeError::Connect { listener, source })?;
+    stream
+        .set_nodelay(true)
+        .map_err(|source| ProbeError::Connect { listener, source })?;
+    let io = |source: std::io::Error| ProbeError::Wire {
+        listener,
+        source: WireError::Io(source),
+    };
+
+    let header = request_header(ApiKey::ApiVersions, API_VERSIONS_VERSION, 1);
+    let request = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("berth"))
+        .with_client_software_version(StrBytes::from_static_str(berth_core::VERSION));
+    stream
+        .write_all(&wire::encode_request(&header, &request).map_err(wire_error(listener))?)
+        .await
+        .map_err(io)?;
+    let frame = wire::read_frame(&mut stream)
+        .await
+        .map_err(wire_error(listener))?;
+    let (_, versions): (i32, ApiVersionsResponse) =
+        wire::decode_response(frame, ApiKey::ApiVersions, API_VERSIONS_VERSION)
+            .map_err(wire_error(listener))?;
+    if versions.error_code != 0 {
+        return Err(ProbeError::ApiVersions {
+            listener,
+            detail: format!("error code {}", versions.error_code),
+        });
+    }
+    let metadata = versions
+        .api_keys
+        .iter()
+        .find(|api| api.api_key == ApiKey::Metadata as i16)
+        .ok_or_else(|| ProbeError::ApiVersions {
+            listener,
+            detail: "no Metadata API listed".into(),
+        })?;
+    let version = METADATA_MAX_VERSION.min(metadata.max_version);
+    if version < metadata.min_version.max(1) {
+        return Err(ProbeError::ApiVersions {
+            listener,
+            detail: format!(
+                "Metadata versions {}..={} only",
+                metadata.min_version, metadata.max_version
+            ),
+        });
+    }
+
+    let header = request_header(ApiKey::Metadata, version, 2);
+    let request = MetadataRequest::default()
+        .with_topics(Some(Vec::new()))
+        .with_allow_auto_topic_creation(false);
+    stream
+        .write_all(&wire::encode_request(&header, &request).map_err(wire_error(listener))?)
+        .await
+        .map_err(io)?;
+    let frame = wire::read_frame(&mut stream)
+        .await
+        .map_err(wire_error(listener))?;
+    let (_, metadata): (i32, MetadataResponse) =
+        wire::decode_response(frame, ApiKey::Metadata, version).map_err(wire_error(listener))?;
+    let elapsed = started.elapsed();
+
+    let brokers: Vec<SeenBroker> = metadata
+        .brokers
+        .iter()
+        .map(|broker| SeenBroker {
+            id: broker.node_id.0,
+            host: broker.host.to_string(),
+            port: broker.port,
+            rack: broker.rack.as_ref().map(|rack| rack.to_string()),
+        })
+        .collect();
+    let listed = brokers.iter().any(|broker| {
+        broker.id == target.broker_id
+            && broker.host == target.host
+            && broker.port == i32::from(target.port)
+    });
+    if !listed {
+        let seen: Vec<String> = brokers
+            .iter()
+            .map(|b| format!("{}@{}:{}", b.id, b.host, b.port))
+            .collect();
+        return Err(ProbeError::NotListed {
+            listener,
+            broker_id: target.broker_id,
+            expected: format!("{}:{}", target.host, target.port),
+            seen: seen.join(", "),
+        });
+    }
+    Ok(ProbeReport {
+        metadata_version: version,
+        brokers,
+        controller_id: metadata.controller_id.0,
+        cluster_id: metadata.cluster_id.map(|id| id.to_string()),
+        elapsed,
+    })
+}
+
+fn request_header(api: ApiKey, version: i16, correlation_id: i32) -> RequestHeader {
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("berth")))
+}

@@ -1,0 +1,267 @@
+//! kafka-standin: a stand-in for Apache Kafka in berth's tests. It is NOT Kafka.
+//!
+//! Apache Kafka cannot be installed where berth's tests run, yet berth's Kafka adapter must be tested against a
+//! process that behaves as Kafka does at the points berth relies on. The stand-in honours Kafka's startup
+//! contract and nothing more:
+//! - reads the properties files it is given (later files and `--override`s win, as berth's overlay does);
+//! - refuses a log dir whose `meta.properties` names another broker (or cluster), exiting 1 with the text of
+//!   Kafka's `InconsistentBrokerIdException`; writes `meta.properties` where absent;
+//! - in ZooKeeper mode, gets or creates `/cluster/id` and registers the ephemeral `/brokers/ids/<id>` with
+//!   Kafka's version 5 JSON;
+//! - listens on the advertised listener and answers ApiVersions and Metadata (brokers = itself);
+//! - on SIGTERM or SIGINT, deregisters and exits 0 (a controlled shutdown).
+//!
+//! `--start-delay` (or `KAFKA_STANDIN_START_DELAY`) stretches startup after the log dirs are checked, as log
+//! recovery does. It stores no records: a simulated fleet writes data on the mounted volume directly.
+
+mod meta;
+mod registry;
+mod server;
+mod settings;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use zookeeper_client as zk;
+
+use crate::registry::Registry;
+use crate::settings::{Mode, Settings};
+
+/// Environment variable with the start delay (`2s`, `500ms`), when `--start-delay` is not given.
+const DELAY_ENV: &str = "KAFKA_STANDIN_START_DELAY";
+
+/// A stand-in for Apache Kafka in berth's tests (NOT Kafka): reads Kafka's properties, checks and writes
+/// meta.properties, registers /brokers/ids/<id> in ZooKeeper mode, answers ApiVersions and Metadata on the
+/// advertised listener, and deregisters on SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "kafka-standin", version)]
+struct Args {
+    /// Properties files, read in order (later keys win), e.g. server.properties then berth's overlay.
+    #[arg(required = true)]
+    properties: Vec<PathBuf>,
+    /// A setting applied after all files, as Kafka's `--override key=value`.
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Extra startup time after the log dirs are checked (`2s`, `500ms`); also KAFKA_STANDIN_START_DELAY.
+    #[arg(long, value_name = "DURATION")]
+    start_delay: Option<String>,
+}
+
+/// Why the stand-in stops at startup; the texts follow Kafka's own exceptions, which berth reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    /// A setting is missing or malformed.
+    #[error("org.apache.kafka.common.config.ConfigException: {0}")]
+    Config(String),
+    /// A log dir belongs to another broker.
+    #[error(
+        "kafka.common.InconsistentBrokerIdException: Configured {key} {configured} doesn't match stored {key} \
+         Some({stored}) in meta.properties. If you moved your data, make sure your configured {key} matches. \
+         If you intend to create a new broker, you should remove all data in your data directories (log.dirs)."
+    )]
+    InconsistentBrokerId {
+        /// `broker.id` or `node.id`.
+        key: &'static str,
+        /// The configured id.
+        configured: i32,
+        /// The stored id.
+        stored: String,
+    },
+    /// A log dir belongs to another cluster.
+    #[error(
+        "kafka.common.InconsistentClusterIdException: The Cluster ID {configured} doesn't match stored clusterId \
+         Some({stored}) in meta.properties. The broker is trying to join the wrong cluster. Configured \
+         zookeeper.connect may be wrong."
+    )]
+    InconsistentClusterId {
+        /// The cluster's id.
+        configured: String,
+        /// The stored id.
+        stored: String,
+    },
+    /// A file could not be read or written.
+    #[error("java.io.IOException: {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The listener could not be bound.
+    #[error("org.apache.kafka.common.KafkaException: Socket server failed to bind to {address}: {source}.")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A ZooKeeper request failed.
+    #[error("org.apache.zookeeper.KeeperException: {op} {path}: {source}")]
+    ZooKeeper {
+        /// The request.
+        op: &'static str,
+        /// The znode or ensemble.
+        path: String,
+        /// The client's error.
+        source: zk::Error,
+    },
+    /// Another session still holds the registration.
+    #[error(
+        "org.apache.zookeeper.KeeperException$NodeExistsException: Error while creating ephemeral at {path}, \
+         node already exists and owner does not match current session"
+    )]
+    AlreadyRegistered {
+        /// The znode.
+        path: String,
+    },
+    /// The session expired while running: the registration is gone.
+    #[error("org.apache.zookeeper.KeeperException$SessionExpiredException: session expired")]
+    SessionExpired,
+}
+
+impl Fatal {
+    fn config(message: String) -> Self {
+        Fatal::Config(message)
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Fatal::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+fn parse_delay(text: &str) -> Result<Duration, Fatal> {
+    berth_core::duration::parse_duration(text)
+        .map_err(|reason| Fatal::config(format!("start delay: {reason}")))
+}
+
+fn read_settings(args: &Args) -> Result<Settings, Fatal> {
+    let mut properties = berth_kafka::properties::Properties::new();
+    for path in &args.properties {
+        let text = std::fs::read_to_string(path).map_err(|source| Fatal::io(path, source))?;
+        berth_kafka::properties::parse_into(&text, &mut properties);
+    }
+    for item in &args.overrides {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| Fatal::config(format!("--override {item:?} is not key=value")))?;
+        properties.insert(key.trim().to_owned(), value.trim().to_owned());
+    }
+    Settings::from_properties(&properties)
+}
+
+async fn run(args: Args) -> Result<(), Fatal> {
+    let settings = read_settings(&args)?;
+    let delay = match args
+        .start_delay
+        .clone()
+        .or_else(|| std::env::var(DELAY_ENV).ok())
+    {
+        Some(text) => parse_delay(&text)?,
+        None => Duration::ZERO,
+    };
+    let tag = format!("[KafkaStandIn id={}]", settings.id);
+    println!("INFO {tag} starting (a stand-in for Kafka in berth's tests, not Kafka)");
+
+    let (registry, cluster_id) = match &settings.mode {
+        Mode::Zookeeper {
+            hosts,
+            chroot,
+            session_timeout,
+        } => {
+            let registry = Registry::connect(hosts, chroot, *session_timeout).await?;
+            let cluster_id = registry.cluster_id().await?;
+            println!("INFO {tag} Cluster ID = {cluster_id}");
+            (Some(registry), Some(cluster_id))
+        }
+        Mode::Kraft => (None, None),
+    };
+    let kraft = settings.mode == Mode::Kraft;
+    meta::check_and_stamp(
+        &settings.log_dirs,
+        settings.id,
+        kraft,
+        cluster_id.as_deref(),
+    )?;
+    if !delay.is_zero() {
+        println!("INFO {tag} start delay {delay:?} (simulated log recovery)");
+        tokio::time::sleep(delay).await;
+    }
+
+    let listener = TcpListener::bind(settings.bind)
+        .await
+        .map_err(|source| Fatal::Bind {
+            address: settings.bind.to_string(),
+            source,
+        })?;
+    let identity = Arc::new(server::Identity {
+        id: settings.id,
+        host: settings.advertised.host.clone(),
+        port: settings.advertised.port,
+        rack: settings.rack.clone(),
+        cluster_id: cluster_id.clone(),
+    });
+    let server = tokio::spawn(server::serve(listener, identity));
+    let registered = match &registry {
+        Some(registry) => {
+            let path = registry.register(&settings).await?;
+            println!(
+                "INFO {tag} registered {path} at {}://{}:{}",
+                settings.advertised.name, settings.advertised.host, settings.advertised.port
+            );
+            Some(path)
+        }
+        None => None,
+    };
+    println!("INFO {tag} started (listening on {})", settings.bind);
+
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|source| Fatal::io(Path::new("SIGTERM"), source))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|source| Fatal::io(Path::new("SIGINT"), source))?;
+    let mut session = registry.as_ref().map(Registry::state_watcher);
+    let expired = async {
+        match session.as_mut() {
+            Some(watcher) => loop {
+                if watcher.changed().await.is_terminated() {
+                    break;
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = expired => return Err(Fatal::SessionExpired),
+    }
+    println!("INFO {tag} shutting down");
+    server.abort();
+    if let (Some(registry), Some(path)) = (registry, registered) {
+        registry.deregister(&path).await;
+    }
+    println!("INFO {tag} shut down completed");
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!(
+                "ERROR Fatal error during KafkaServer startup. Prepare to shutdown (kafka-standin)"
+            );
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
