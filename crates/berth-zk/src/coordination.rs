@@ -1,0 +1,590 @@
+//! Broker id claims as EPHEMERAL znodes, held for the daemon's whole life.
+//!
+//! Creating `<root>/<cluster>/claims/<id>` is the claim; NodeExists means taken. The node lives exactly as long
+//! as the ZooKeeper session that created it, so every claim is tied to one session here and the daemon hears
+//! of that session's fate ([`SessionEvent`]) as it happens. Claimers read the claims once and try free ids in
+//! an order rotated per host (`ClaimPlan::try_order`), so a mass boot does not have every host collide on the
+//! lowest id; after a collision they read again rather than probe blindly. When every candidate is taken they
+//! wait on a child watch, never a sleep loop.
+//!
+//! A restarted daemon may find its previous session's claim still present (the old session lives until its
+//! timeout): a node whose body names this instance is that stale claim, and is replaced at once. systemd runs
+//! one berth per host, so the instance id identifies the claimer.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use berth_core::claim::ClaimPlan;
+use berth_core::ports::{ClaimHolder, Coordination, Deadline, SessionEvent, StepError};
+use berth_core::retry::stable_hash;
+use berth_core::BrokerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Mutex};
+use zookeeper_client as zk;
+
+use crate::session::{self, SessionSettings};
+use crate::ZkError;
+
+/// How long `release` waits for the server to confirm the session's close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Pause after a lost connection before asking again (requests queue until the client reconnects anyway).
+const LOSS_PAUSE: Duration = Duration::from_millis(50);
+
+/// The JSON body of a claim node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimBody {
+    /// Who holds the claim.
+    #[serde(flatten)]
+    pub holder: ClaimHolder,
+    /// When it was claimed (milliseconds since the Unix epoch).
+    pub claimed_at_ms: u64,
+}
+
+/// The claim this adapter holds, and the session it lives on.
+#[derive(Default)]
+struct Held {
+    client: Option<zk::Client>,
+    claim: Option<BrokerId>,
+}
+
+impl Held {
+    fn live_client(&self) -> Option<zk::Client> {
+        self.client
+            .clone()
+            .filter(|client| !client.state().is_terminated())
+    }
+}
+
+/// What became of one create attempt.
+enum Created {
+    /// The node is ours, on the current session.
+    Ours,
+    /// Another session holds it.
+    Taken,
+}
+
+/// [`Coordination`] on ZooKeeper: claims as ephemeral nodes, with session events surfaced to the daemon.
+pub struct ZkCoordination {
+    settings: SessionSettings,
+    claims_path: String,
+    acl: Vec<zk::Acl>,
+    held: Mutex<Held>,
+    generation: Arc<AtomicU64>,
+    events_tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
+    events_rx: Mutex<mpsc::UnboundedReceiver<(u64, SessionEvent)>>,
+    requests: AtomicU64,
+    sessions: AtomicU64,
+}
+
+impl ZkCoordination {
+    /// An adapter for the configured ensemble and cluster; it connects lazily, in `claim`.
+    pub fn new(config: &berth_config::Config) -> Result<Self, ZkError> {
+        let zk = &config.zookeeper;
+        let digest = if zk.digest.is_empty() {
+            None
+        } else if zk
+            .digest
+            .split_once(':')
+            .is_some_and(|(user, password)| !user.is_empty() && !password.is_empty())
+        {
+            Some(zk.digest.clone())
+        } else {
+            return Err(ZkError::BadDigest);
+        };
+        // With credentials: full rights for whoever holds them (deleting a claim needs DELETE on its parent, so the
+        // parents get the same ACL), read for everyone (operators, `zkCli.sh get`).
+        let acl = if digest.is_some() {
+            vec![
+                zk::Acl::new(zk::Permission::ALL, zk::AuthId::authed()),
+                zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone()),
+            ]
+        } else {
+            vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone())]
+        };
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        Ok(Self {
+            settings: SessionSettings {
+                connect: zk.connect.clone(),
+                session_timeout: zk.session_timeout,
+                digest,
+            },
+            claims_path: config.claims_path(),
+            acl,
+            held: Mutex::new(Held::default()),
+            generation: Arc::new(AtomicU64::new(0)),
+            events_tx,
+            events_rx: Mutex::new(events_rx),
+            requests: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+        })
+    }
+
+    /// The claim znode of an id.
+    pub fn claim_path(&self, id: BrokerId) -> String {
+        format!("{}/{id}", self.claims_path)
+    }
+
+    /// ZooKeeper requests made so far (creates, deletes, reads, listings; not session handshakes).
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Sessions opened so far.
+    pub fn session_count(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// The id held now on a live session, if any.
+    pub async fn held(&self) -> Option<BrokerId> {
+        let held = self.held.lock().await;
+        held.live_client().and(held.claim)
+    }
+
+    /// The id of the current session (for tests and logs).
+    pub async fn session_id(&self) -> Option<i64> {
+        self.held
+            .lock()
+            .await
+            .client
+            .as_ref()
+            .map(|client| client.session_id().0)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn create_options(&self, mode: zk::CreateMode) -> zk::CreateOptions<'_> {
+        mode.with_acls(zk::Acls::new(&self.acl))
+    }
+
+    /// The live session, or a new one (retried until the deadline). A new session starts a new generation:
+    /// events of older sessions are no longer reported.
+    async fn session(&self, held: &mut Held, deadline: Deadline) -> Result<zk::Client, ZkError> {
+        if let Some(client) = held.live_client() {
+            return Ok(client);
+        }
+        self.new_session(held, deadline).await
+    }
+
+    async fn new_session(
+        &self,
+        held: &mut Held,
+        deadline: Deadline,
+    ) -> Result<zk::Client, ZkError> {
+        held.client = None;
+        held.claim = None;
+        let client = session::open(&self.settings, Some(deadline)).await?;
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut watcher = client.state_watcher();
+        let events = self.events_tx.clone();
+        let session_id = client.session_id().0;
+        tokio::spawn(async move {
+            loop {
+                let state = watcher.changed().await;
+                let event = match state {
+                    zk::SessionState::SyncConnected => SessionEvent::Connected,
+                    // Read-only servers cannot keep a claim alive: treat as lost connection.
+                    zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
+                        SessionEvent::Disconnected
+                    }
+                    // Refused credentials end the session: the claim cannot be trusted any more.
+                    zk::SessionState::Expired | zk::SessionState::AuthFailed => {
+                        SessionEvent::Expired
+                    }
+                    zk::SessionState::Closed => SessionEvent::Closed,
+                };
+                tracing::info!(
+                    session = format_args!("{session_id:#x}"),
+                    ?state,
+                    "ZooKeeper session state"
+                );
+                if events.send((generation, event)).is_err() || state.is_terminated() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(
+            session = format_args!("{session_id:#x}"),
+            timeout_ms = client.session_timeout().as_millis() as u64,
+            "ZooKeeper session opened"
+        );
+        held.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Create the claims znode and its parents (persistent, with the configured ACL).
+    async fn make_claims_path(&self, client: &zk::Client) -> Result<(), zk::Error> {
+        let path = self.claims_path.as_str();
+        let options = self.create_options(zk::CreateMode::Persistent);
+        // Leaf first: usually only the leaf is missing. Walk up on NoNode, then down again.
+        let mut end = path.len();
+        loop {
+            self.count();
+            match client.create(&path[..end], &[], &options).await {
+                Ok(_) | Err(zk::Error::NodeExists) if end == path.len() => return Ok(()),
+                Ok(_) | Err(zk::Error::NodeExists) => {
+                    end += 1 + path[end + 1..].find('/').unwrap_or(path.len() - end - 1);
+                }
+                Err(zk::Error::NoNode) => match path[..end].rfind('/') {
+                    Some(slash) if slash > 0 => end = slash,
+                    _ => return Err(zk::Error::NoNode),
+                },
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Lists the claimed ids (creating the claims path when missing) with a watch on the claims znode.
+    async fn list_claims(
+        &self,
+        client: &zk::Client,
+    ) -> Result<(BTreeSet<BrokerId>, zk::OneshotWatcher), ZkError> {
+        let path = &self.claims_path;
+        loop {
+            self.count();
+            match client.list_and_watch_children(path).await {
+                Ok((children, watcher)) => {
+                    let taken = children
+                        .iter()
+                        .filter_map(|name| name.parse().ok())
+                        .map(BrokerId)
+                        .collect();
+                    return Ok((taken, watcher));
+                }
+                Err(zk::Error::NoNode) => self
+                    .make_claims_path(client)
+                    .await
+                    .map_err(|source| ZkError::op("create", path, source))?,
+                Err(source) => return Err(ZkError::op("list", path, source)),
+            }
+        }
+    }
+
+    /// Creates the claim node of `id`; when it exists, finds out whether it is ours (this session's, or this
+    /// instance's stale one from a previous session, which is replaced) or another host's.
+    async fn create_claim(
+        &self,
+        client: &zk::Client,
+        id: BrokerId,
+        body: &[u8],
+        holder: &ClaimHolder,
+        mut inspect: bool,
+    ) -> Result<(Created, Option<String>), ZkError> {
+        let path = self.claim_path(id);
+        let options = self.create_options(zk::CreateMode::Ephemeral);
+        let mut replaced_stale = false;
+        loop {
+            self.count();
+            match client.create(&path, body, &options).await {
+                Ok(_) => return Ok((Created::Ours, None)),
+                // Most likely another host's (a collision): not worth a read unless it may be ours.
+                Err(zk::Error::NodeExists) if !inspect => return Ok((Created::Taken, None)),
+                Err(zk::Error::NodeExists) => {}
+                // The create may have succeeded: the node must be looked at.
+                Err(zk::Error::ConnectionLoss) => inspect = true,
+                Err(zk::Error::NoNode) => {
+                    self.make_claims_path(client)
+                        .await
+                        .map_err(|source| ZkError::op("create", &path, source))?;
+                    continue;
+                }
+                Err(source) => return Err(ZkError::op("create", &path, source)),
+            }
+            // Taken, or unknown after a lost connection: look at the node.
+            self.count();
+            let (data, stat) = match client.get_data(&path).await {
+                Ok(found) => found,
+                Err(zk::Error::NoNode) => continue,
+                Err(zk::Error::ConnectionLoss) => {
+                    tokio::time::sleep(LOSS_PAUSE).await;
+                    continue;
+                }
+                Err(source) => return Err(ZkError::op("get_data", &path, source)),
+            };
+            if stat.ephemeral_owner == client.session_id().0 {
+                return Ok((Created::Ours, None));
+            }
+            let owner = serde_json::from_slice::<ClaimBody>(&data).ok();
+            let description = match &owner {
+                Some(owner) => format!(
+                    "instance {} in {} on {}, berth {}, session {:#x}",
+                    owner.holder.instance_id,
+                    owner.holder.availability_zone,
+                    owner.holder.host,
+                    owner.holder.berth_version,
+                    stat.ephemeral_owner
+                ),
+                None => format!(
+                    "session {:#x} with an unreadable body",
+                    stat.ephemeral_owner
+                ),
+            };
+            if replaced_stale
+                || owner.is_none_or(|owner| owner.holder.instance_id != holder.instance_id)
+            {
+                return Ok((Created::Taken, Some(description)));
+            }
+            tracing::warn!(%path, stale = %description, "replacing this instance's claim left by its previous session");
+            replaced_stale = true;
+            self.count();
+            match client.delete(&path, Some(stat.version)).await {
+                Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => {}
+                Err(source) => return Err(ZkError::op("delete", &path, source)),
+            }
+        }
+    }
+
+    async fn claim_inner(
+        &self,
+        plan: &ClaimPlan,
+        holder: &ClaimHolder,
+        deadline: Deadline,
+    ) -> Result<BrokerId, ZkError> {
+        if plan.candidates.is_empty() {
+            let reason = plan
+                .skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.id, s.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ZkError::NoCandidates {
+                reason: if reason.is_empty() {
+                    "no ids configured".into()
+                } else {
+                    reason
+                },
+            });
+        }
+        let mut held = self.held.lock().await;
+        if let (Some(_), Some(id)) = (held.live_client(), held.claim) {
+            return Ok(id);
+        }
+        let body = claim_body(holder);
+        let seed = stable_hash(&holder.instance_id);
+        // Ids whose node may be ours: the preferred one (a restart) until looked at.
+        let mut look_at = plan.preferred;
+        let mut round: u64 = 0;
+        loop {
+            let client = self.session(&mut held, deadline).await?;
+            let attempt = async {
+                let (taken, watcher) = self.list_claims(&client).await?;
+                let order =
+                    plan.try_order(&taken, seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                round += 1;
+                let candidate = order
+                    .into_iter()
+                    .find(|id| !taken.contains(id) || Some(*id) == look_at);
+                let Some(id) = candidate else {
+                    return Ok(Err(watcher));
+                };
+                look_at = None;
+                let (created, holder_text) = self
+                    .create_claim(&client, id, &body, holder, Some(id) == plan.preferred)
+                    .await?;
+                match created {
+                    Created::Ours => Ok(Ok(Some(id))),
+                    Created::Taken => {
+                        tracing::debug!(%id, holder = holder_text.as_deref(), "id taken; reading the claims again");
+                        Ok(Ok(None))
+                    }
+                }
+            };
+            let outcome = match tokio::time::timeout(deadline.remaining(), attempt).await {
+                Ok(outcome) => outcome,
+                Err(_) => return Err(self.all_taken(plan)),
+            };
+            match outcome {
+                Ok(Ok(Some(id))) => {
+                    held.claim = Some(id);
+                    tracing::info!(%id, path = %self.claim_path(id), "claimed broker id");
+                    return Ok(id);
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(watcher)) => {
+                    tracing::info!(path = %self.claims_path, "every candidate id is claimed; waiting for a release");
+                    if tokio::time::timeout(deadline.remaining(), watcher.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(self.all_taken(plan));
+                    }
+                }
+                Err(ZkError::Op {
+                    source: zk::Error::ConnectionLoss,
+                    ..
+                }) => {
+                    tokio::time::sleep(LOSS_PAUSE.min(deadline.remaining())).await;
+                }
+                // The session ended while claiming: nothing of it survives; start over on a new one.
+                Err(ZkError::Op {
+                    source: zk::Error::SessionExpired | zk::Error::ClientClosed,
+                    ..
+                }) => {
+                    held.client = None;
+                    look_at = plan.preferred;
+                }
+                Err(error) => return Err(error),
+            }
+            if deadline.expired() {
+                return Err(self.all_taken(plan));
+            }
+        }
+    }
+
+    fn all_taken(&self, plan: &ClaimPlan) -> ZkError {
+        ZkError::AllTaken {
+            path: self.claims_path.clone(),
+            candidates: plan
+                .candidates
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    async fn reclaim_inner(
+        &self,
+        id: BrokerId,
+        holder: &ClaimHolder,
+        deadline: Deadline,
+    ) -> Result<(), ZkError> {
+        let mut held = self.held.lock().await;
+        if held.live_client().is_some() && held.claim == Some(id) {
+            return Ok(());
+        }
+        let body = claim_body(holder);
+        let path = self.claim_path(id);
+        loop {
+            // Always a new session: the old one has ended, and nothing may stay tied to it.
+            let client = self.new_session(&mut held, deadline).await?;
+            let attempt = tokio::time::timeout(
+                deadline.remaining(),
+                self.create_claim(&client, id, &body, holder, true),
+            );
+            match attempt.await {
+                Err(_) => {
+                    return Err(ZkError::Timeout {
+                        path,
+                        waiting_for: "the claim to be re-created",
+                    })
+                }
+                Ok(Ok((Created::Ours, _))) => {
+                    held.claim = Some(id);
+                    tracing::info!(%id, %path, "re-claimed broker id on a new session");
+                    return Ok(());
+                }
+                Ok(Ok((Created::Taken, holder_text))) => {
+                    return Err(ZkError::TakenByOther {
+                        id,
+                        path,
+                        holder: holder_text.unwrap_or_default(),
+                    })
+                }
+                Ok(Err(ZkError::Op {
+                    source: zk::Error::SessionExpired | zk::Error::ConnectionLoss,
+                    ..
+                })) if !deadline.expired() => {
+                    tokio::time::sleep(LOSS_PAUSE).await;
+                }
+                Ok(Err(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn release_inner(&self) -> Result<(), ZkError> {
+        let mut held = self.held.lock().await;
+        let claim = held.claim.take();
+        let Some(client) = held.client.take() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        if let (Some(id), false) = (claim, client.state().is_terminated()) {
+            let path = self.claim_path(id);
+            self.count();
+            match tokio::time::timeout(CLOSE_WAIT, client.delete(&path, None)).await {
+                Ok(Ok(()) | Err(zk::Error::NoNode)) => {
+                    tracing::info!(%id, %path, "released broker id")
+                }
+                Ok(Err(source)) => result = Err(ZkError::op("delete", &path, source)),
+                Err(_) => {
+                    result = Err(ZkError::Timeout {
+                        path,
+                        waiting_for: "the claim's deletion",
+                    })
+                }
+            }
+        }
+        // Dropping the last client closes the session (which deletes the node anyway if the delete failed).
+        let mut state = client.state_watcher();
+        drop(client);
+        let closed = async {
+            while !state.state().is_terminated() {
+                state.changed().await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, closed).await;
+        result
+    }
+}
+
+fn claim_body(holder: &ClaimHolder) -> Vec<u8> {
+    let claimed_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    serde_json::to_vec(&ClaimBody {
+        holder: holder.clone(),
+        claimed_at_ms,
+    })
+    .expect("a claim body serializes")
+}
+
+#[async_trait]
+impl Coordination for ZkCoordination {
+    async fn claim(
+        &self,
+        plan: &ClaimPlan,
+        holder: &ClaimHolder,
+        deadline: Deadline,
+    ) -> Result<BrokerId, StepError> {
+        self.claim_inner(plan, holder, deadline)
+            .await
+            .map_err(StepError::from)
+    }
+
+    async fn reclaim(
+        &self,
+        id: BrokerId,
+        holder: &ClaimHolder,
+        deadline: Deadline,
+    ) -> Result<(), StepError> {
+        self.reclaim_inner(id, holder, deadline)
+            .await
+            .map_err(StepError::from)
+    }
+
+    async fn release(&self) -> Result<(), StepError> {
+        self.release_inner().await.map_err(StepError::from)
+    }
+
+    async fn next_session_event(&self) -> SessionEvent {
+        let mut events = self.events_rx.lock().await;
+        loop {
+            match events.recv().await {
+                Some((generation, event))
+                    if generation == self.generation.load(Ordering::SeqCst) =>
+                {
+                    return event
+                }
+                Some(_) => continue,
+                // Unreachable while self holds a sender; pend rather than invent an event.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Opening ZooKeeper sessions: one place for connect options, digest credentials and the retry until a deadline.
+//!
+//! A claim must know which session it lives on, so [`open`] only ever opens a new session and never hides a
+//! replacement; [`Connection`] adds the lazy, self-renewing session that read-only watchers want.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use berth_core::Deadline;
+use zookeeper_client as zk;
+
+use crate::ZkError;
+
+/// First pause between connection attempts; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Where and how to open sessions.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionSettings {
+    /// `host:port,...`.
+    pub connect: String,
+    /// Requested session timeout (the server clamps it to 2..20 ticks).
+    pub session_timeout: Duration,
+    /// Digest credentials `user:password`.
+    pub digest: Option<String>,
+}
+
+/// Opens a new session, retrying (with backoff) while no server answers, until the deadline (None: forever).
+pub(crate) async fn open(
+    settings: &SessionSettings,
+    deadline: Option<Deadline>,
+) -> Result<zk::Client, ZkError> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let mut connector = zk::Client::connector()
+            .with_session_timeout(settings.session_timeout)
+            .with_fail_eagerly();
+        if let Some(digest) = &settings.digest {
+            connector = connector.with_auth("digest", digest.as_bytes());
+        }
+        let attempt = connector.connect(&settings.connect);
+        let result = match deadline {
+            Some(deadline) => match tokio::time::timeout(deadline.remaining(), attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(zk::Error::Timeout),
+            },
+            None => attempt.await,
+        };
+        let error = match result {
+            Ok(client) => return Ok(client),
+            Err(error @ (zk::Error::AuthFailed | zk::Error::BadArguments(_))) => {
+                return Err(ZkError::Connect {
+                    connect: settings.connect.clone(),
+                    source: error,
+                })
+            }
+            Err(error) => error,
+        };
+        let pause = match deadline {
+            Some(deadline) if deadline.remaining() <= backoff => {
+                return Err(ZkError::Connect {
+                    connect: settings.connect.clone(),
+                    source: error,
+                });
+            }
+            _ => backoff,
+        };
+        tracing::debug!(connect = %settings.connect, %error, "ZooKeeper not reachable yet; retrying");
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A lazily opened session that is replaced when it ends (for read-only use: nothing may depend on its identity).
+pub(crate) struct Connection {
+    settings: SessionSettings,
+    current: Mutex<Option<zk::Client>>,
+}
+
+impl Connection {
+    pub fn new(connect: &str, session_timeout: Duration, digest: Option<String>) -> Self {
+        Self {
+            settings: SessionSettings {
+                connect: connect.to_owned(),
+                session_timeout,
+                digest,
+            },
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The live session's client, opening a new session when there is none or it has ended.
+    pub async fn client(&self, deadline: Option<Deadline>) -> Result<zk::Client, ZkError> {
+        self.forget_if_terminated();
+        if let Some(client) = self.lock().clone() {
+            return Ok(client);
+        }
+        let client = open(&self.settings, deadline).await?;
+        Ok(self.lock().get_or_insert(client).clone())
+    }
+
+    /// Drop the session if it has ended (expired, closed, refused), so the next call opens another.
+    pub fn forget_if_terminated(&self) {
+        let mut current = self.lock();
+        if current
+            .as_ref()
+            .is_some_and(|client| client.state().is_terminated())
+        {
+            *current = None;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<zk::Client>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,75 @@
+//! Shared helpers of berth-zk's tests: configuration, holders and plans, and a plain client for checking znodes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_config::Config;
+use berth_core::claim::ClaimPlan;
+use berth_core::ports::ClaimHolder;
+use berth_core::BrokerId;
+use berth_zk::coordination::ClaimBody;
+use zookeeper_client as zk;
+
+/// A valid configuration for `connect`, with the given session timeout and cluster name.
+pub fn config(connect: &str, session_timeout: Duration, cluster: &str) -> Config {
+    let text = format!(
+        "[cluster]\nname = \"{cluster}\"\nbroker_count = 100\n[zookeeper]\nconnect = \"{connect}\"\nsession_timeout = \"2s\"\n"
+    );
+    let mut config = berth_config::parse(&text, []).expect("test configuration is valid");
+    // The harness runs tickTime 500 ms, so sessions down to 1 s are honoured; validation stops at 2 s for
+    // production, tests go below it to stay fast.
+    config.zookeeper.session_timeout = session_timeout;
+    config
+}
+
+/// A claim holder for a made-up instance.
+pub fn holder(instance: &str) -> ClaimHolder {
+    ClaimHolder {
+        instance_id: instance.to_owned(),
+        availability_zone: "eu-west-1a".into(),
+        host: format!("host-{instance}"),
+        berth_version: berth_core::VERSION.into(),
+    }
+}
+
+/// A plan over `candidates`, with an optional preferred id.
+pub fn plan(candidates: impl IntoIterator<Item = u32>, preferred: Option<u32>) -> ClaimPlan {
+    ClaimPlan {
+        preferred: preferred.map(BrokerId),
+        candidates: candidates.into_iter().map(BrokerId).collect(),
+        ..ClaimPlan::default()
+    }
+}
+
+/// A plain client, for looking at znodes as an operator would.
+pub async fn client(connect: &str) -> zk::Client {
+    zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(4))
+        .connect(connect)
+        .await
+        .expect("connect a checking client")
+}
+
+/// Owner table: id -> (instance id in the body, owning session), read from the claim znodes.
+pub async fn owners(client: &zk::Client, claims_path: &str) -> BTreeMap<u32, (String, i64)> {
+    let children = match client.list_children(claims_path).await {
+        Ok(children) => children,
+        Err(zk::Error::NoNode) => return BTreeMap::new(),
+        Err(error) => panic!("list {claims_path}: {error}"),
+    };
+    let mut table = BTreeMap::new();
+    for child in children {
+        let path = format!("{claims_path}/{child}");
+        let Ok((body, stat)) = client.get_data(&path).await else {
+            continue;
+        };
+        let body: ClaimBody = serde_json::from_slice(&body).expect("claim body is JSON");
+        assert_ne!(stat.ephemeral_owner, 0, "{path} must be ephemeral");
+        table.insert(
+            child.parse().expect("claim node is named by id"),
+            (body.holder.instance_id, stat.ephemeral_owner),
+        );
+    }
+    table
+}

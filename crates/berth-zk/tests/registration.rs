@@ -1,0 +1,96 @@
+//! Kafka registration watch against a real ZooKeeper: waits for `/brokers/ids/<id>` under a chroot, parses it,
+//! and notices its deletion, all through watches.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_core::{BrokerId, Deadline};
+use berth_testkit::zk::ZooKeeper;
+use berth_zk::registration::RegistrationWatch;
+use zookeeper_client as zk;
+
+const KAFKA_JSON: &str = r#"{"features":{},"listener_security_protocol_map":{"PLAINTEXT":"PLAINTEXT"},"endpoints":["PLAINTEXT://10.0.0.5:9092"],"jmx_port":-1,"host":"10.0.0.5","timestamp":"1700000000000","port":9092,"rack":"eu-west-1a","version":5}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_registration_then_notices_its_deletion() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let connect = server.connect_string();
+    let watch = RegistrationWatch::new(&connect, Duration::from_secs(2), "/kafka");
+    assert_eq!(
+        watch.get(BrokerId(5)).await.expect("get"),
+        None,
+        "nothing registered yet"
+    );
+
+    // Kafka's side: an ephemeral registration on its own session, created while berth waits.
+    let kafka = common::client(&connect).await;
+    let waiter = tokio::spawn(async move {
+        let started = Instant::now();
+        let registration = watch
+            .wait_for(BrokerId(5), Deadline::after(Duration::from_secs(20)))
+            .await;
+        (watch, registration, started)
+    });
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    kafka
+        .mkdir("/kafka/brokers/ids", &persistent)
+        .await
+        .expect("mkdir");
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    let created = Instant::now();
+    kafka
+        .create("/kafka/brokers/ids/5", KAFKA_JSON.as_bytes(), &ephemeral)
+        .await
+        .expect("register");
+    let (watch, registration, started) = waiter.await.expect("waiter");
+    let registration = registration.expect("registration seen");
+    assert!(
+        started.elapsed() >= created.elapsed(),
+        "returned only after the node was created"
+    );
+    assert_eq!(registration.broker_id, BrokerId(5));
+    assert_eq!(registration.rack.as_deref(), Some("eu-west-1a"));
+    let plaintext = registration
+        .endpoint("PLAINTEXT")
+        .expect("PLAINTEXT endpoint");
+    assert_eq!(
+        (plaintext.host.as_str(), plaintext.port),
+        ("10.0.0.5", 9092)
+    );
+    assert!(registration.advertises_host("10.0.0.5"));
+    assert_eq!(
+        watch
+            .get(BrokerId(5))
+            .await
+            .expect("get")
+            .map(|r| r.version),
+        Some(5)
+    );
+
+    // Kafka stops: its session closes and the registration goes; wait_gone notices.
+    let gone = tokio::spawn(async move { watch.wait_gone(BrokerId(5)).await });
+    drop(kafka);
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("deletion noticed in time")
+        .unwrap()
+        .expect("wait_gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_gives_up_at_the_deadline() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let watch = RegistrationWatch::new(&server.connect_string(), Duration::from_secs(2), "");
+    let started = Instant::now();
+    let error = watch
+        .wait_for(BrokerId(1), Deadline::after(Duration::from_millis(800)))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("/brokers/ids/1"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "gave up late: {:?}",
+        started.elapsed()
+    );
+}
