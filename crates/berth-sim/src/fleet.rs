@@ -1,0 +1,1119 @@
+//! The simulated fleet: a region (namespace, bridges, ZooKeeper ensemble, strict moto with its recording endpoint
+//! and fault proxy), the cluster's tagged ENIs and volumes, broker hosts running the real `berth run`, and the
+//! hot-plug that makes EC2's attachments real inside the hosts.
+//!
+//! A host is a network namespace with a primary interface in its zone's bridge, an instance in moto, its own
+//! IMDSv2 endpoint on 169.254.169.254, a device tree, a sysfs tree and a mount root. berth runs in the host's
+//! network namespace only (`nsenter --net`), so the mounts it makes stay in the machine's mount namespace where
+//! the simulator can see and clean them. The hot-plug polls moto (the simulator may poll; berth may not) and,
+//! after the configured delay, plugs a veth carrying the ENI's MAC or a loop device over the volume's backing
+//! file into the host the resource is attached to; detach and terminate undo it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use berth_testkit::aws::{
+    Fault, FaultProxy, Imds, ImdsHost, ImdsInterface, RecordingEndpoint, StrictMoto,
+};
+use berth_testkit::blockdev::FakeDeviceTree;
+use berth_testkit::zk::{ZkOptions, ZooKeeper};
+
+use crate::devices::{self, PluggedVolume};
+use crate::ec2::{Attachments, BrokerResources, Ec2, Instance};
+use crate::layout;
+use crate::region::{self, Region};
+use crate::state::{self, BerthState};
+use crate::sys;
+
+/// How to build a fleet.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Cluster name (ZooKeeper path, cluster tag).
+    pub cluster: String,
+    /// Availability zones (one subnet bridge each).
+    pub zones: usize,
+    /// Broker ids (each with a tagged ENI and volume in zone `id % zones`).
+    pub brokers: u32,
+    /// Delay between an ENI attach in moto and its link appearing in the host.
+    pub eni_delay: Duration,
+    /// Delay between a volume attach in moto and its block device appearing in the host.
+    pub volume_delay: Duration,
+    /// Startup delay of the Kafka stand-in.
+    pub kafka_delay: Duration,
+    /// berth's ZooKeeper session timeout.
+    pub session_timeout: Duration,
+    /// How often the hot-plug reads attachments from moto.
+    pub hotplug_poll: Duration,
+    /// Size of each volume's backing file.
+    pub volume_mb: u64,
+    /// Extra `BERTH_*` environment overrides for every berth.
+    pub berth_env: Vec<(String, String)>,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        Self {
+            cluster: "sim".into(),
+            zones: 3,
+            brokers: 3,
+            eni_delay: Duration::from_millis(300),
+            volume_delay: Duration::from_millis(300),
+            kafka_delay: Duration::ZERO,
+            session_timeout: Duration::from_secs(4),
+            hotplug_poll: Duration::from_millis(100),
+            volume_mb: 64,
+            berth_env: Vec::new(),
+        }
+    }
+}
+
+/// A fleet operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// A system tool failed.
+    #[error(transparent)]
+    Sys(#[from] sys::SysError),
+    /// The region could not be built.
+    #[error(transparent)]
+    Region(#[from] region::RegionError),
+    /// An EC2 call failed.
+    #[error(transparent)]
+    Ec2(#[from] crate::ec2::Ec2Error),
+    /// ZooKeeper did not start.
+    #[error("ZooKeeper ensemble: {0}")]
+    ZooKeeper(#[from] berth_testkit::zk::ZkHarnessError),
+    /// moto did not start or refused a control request.
+    #[error("strict moto: {0}")]
+    Moto(#[from] berth_testkit::aws::MotoError),
+    /// A server or file could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A binary the fleet runs was not built.
+    #[error("binary {name} not found (looked in {looked}); run `cargo build --workspace --bins`")]
+    MissingBinary {
+        /// Its name.
+        name: &'static str,
+        /// Where we looked.
+        looked: String,
+    },
+    /// A host did not reach the awaited condition in time.
+    #[error("host {host}: {what} not reached within {waited:?}; last state: {last}")]
+    Timeout {
+        /// Host index.
+        host: usize,
+        /// The awaited condition.
+        what: String,
+        /// How long we waited.
+        waited: Duration,
+        /// berth's last `/state` (or why it could not be read), and the tail of its log.
+        last: String,
+    },
+    /// There is no such host.
+    #[error("no host {0}")]
+    NoHost(usize),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
+    let what = what.into();
+    move |source| FleetError::Io { what, source }
+}
+
+/// The binaries a host runs: berth and the Kafka stand-in.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `berth`.
+    pub berth: PathBuf,
+    /// `kafka-standin`.
+    pub standin: PathBuf,
+}
+
+impl Binaries {
+    /// Finds them next to the running executable (`target/<profile>/`, or its parent for tests and benches) or
+    /// under the workspace's `target/debug/`; `BERTH_SIM_BIN_DIR` overrides.
+    pub fn locate() -> Result<Self, FleetError> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = std::env::var_os("BERTH_SIM_BIN_DIR") {
+            dirs.push(dir.into());
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                dirs.push(dir.to_owned());
+                if let Some(parent) = dir.parent() {
+                    dirs.push(parent.to_owned());
+                }
+            }
+        }
+        dirs.push(berth_testkit::workspace_root().join("target/debug"));
+        let find = |name: &'static str| {
+            dirs.iter()
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+                .ok_or_else(|| FleetError::MissingBinary {
+                    name,
+                    looked: dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        };
+        Ok(Self {
+            berth: find("berth")?,
+            standin: find("kafka-standin")?,
+        })
+    }
+}
+
+/// One simulated broker host.
+#[derive(Debug)]
+pub struct Host {
+    /// Index in the fleet (also names its namespace and picks its primary address).
+    pub index: usize,
+    /// Zone index.
+    pub az: usize,
+    /// Network namespace name.
+    pub ns: String,
+    /// Primary address.
+    pub ip: Ipv4Addr,
+    /// Its instance in moto.
+    pub instance: Instance,
+    /// Its directory: `kafka/` (mount root), `berth.toml`, `berth.log`, `berth.properties`.
+    pub dir: PathBuf,
+    tree: FakeDeviceTree,
+    imds: Mutex<Option<Imds>>,
+    berth: Mutex<Option<Child>>,
+    alive: AtomicBool,
+    next_slot: AtomicU32,
+}
+
+impl Host {
+    /// `storage.device_root`.
+    pub fn dev_root(&self) -> PathBuf {
+        self.tree.device_root()
+    }
+
+    /// `storage.sys_root`.
+    pub fn sys_root(&self) -> PathBuf {
+        self.tree.sys_root()
+    }
+
+    /// `storage.mount_path`.
+    pub fn mount_path(&self) -> PathBuf {
+        self.dir.join("kafka")
+    }
+
+    /// berth's configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("berth.toml")
+    }
+
+    /// berth's output (every run appended).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("berth.log")
+    }
+
+    /// berth's health endpoint, reachable from the region namespace.
+    pub fn health_address(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, layout::HEALTH_PORT))
+    }
+
+    /// False once the host has been killed or removed.
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// berth's process id while it runs.
+    pub fn berth_pid(&self) -> Option<u32> {
+        lock(&self.berth).as_ref().map(Child::id)
+    }
+
+    /// Runs `f` with the host's IMDS endpoint (absent once the host is gone).
+    pub fn with_imds<T>(&self, f: impl FnOnce(&Imds) -> T) -> Option<T> {
+        lock(&self.imds).as_ref().map(f)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug, Clone)]
+struct PluggedEni {
+    host: usize,
+    port: String,
+    mac: String,
+    ip: Ipv4Addr,
+}
+
+#[derive(Debug, Default)]
+struct Plugged {
+    enis: HashMap<String, PluggedEni>,
+    volumes: HashMap<String, (usize, PluggedVolume)>,
+    pending: HashMap<String, (usize, Instant)>,
+}
+
+struct Inner {
+    options: FleetOptions,
+    prefix: String,
+    work: PathBuf,
+    ec2: Ec2,
+    subnets: Vec<String>,
+    resources: Vec<BrokerResources>,
+    hosts: Mutex<Vec<Arc<Host>>>,
+    plugged: Mutex<Plugged>,
+    proxy: FaultProxy,
+    recorder: RecordingEndpoint,
+    moto: StrictMoto,
+    zk: ZooKeeper,
+    region: Region,
+    _work: tempfile::TempDir,
+}
+
+/// A running simulated fleet; everything it created is removed when it is dropped.
+pub struct Fleet {
+    inner: Arc<Inner>,
+    hotplug: tokio::task::JoinHandle<()>,
+}
+
+/// The region namespace names of a run start with this, so leftovers of a crashed run are recognisable.
+pub const NS_PREFIX: &str = "bsim";
+
+impl Fleet {
+    /// Builds the region and the cluster's resources and starts the hot-plug. Must run on a thread (and tokio
+    /// runtime) inside the region namespace: use [`crate::run_in_region`].
+    pub async fn start(
+        options: FleetOptions,
+        prefix: &str,
+        region: Region,
+    ) -> Result<Self, FleetError> {
+        let work = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()
+            .map_err(io_error("work directory"))?;
+        let zk_options = ZkOptions {
+            nodes: 3,
+            bind: layout::zk_ip(0).into(),
+            ..ZkOptions::default()
+        };
+        let zk = tokio::task::spawn_blocking(move || ZooKeeper::start(zk_options))
+            .await
+            .map_err(|e| FleetError::Io {
+                what: "ZooKeeper start".into(),
+                source: std::io::Error::other(e),
+            })??;
+        let moto = StrictMoto::builder()
+            .host(layout::moto_ip().into())
+            .port(layout::MOTO_PORT)
+            .start()?;
+        let recorder = RecordingEndpoint::start(
+            SocketAddr::from((layout::moto_ip(), 0)),
+            Some(moto.address()),
+        )
+        .map_err(io_error("recording endpoint"))?;
+        let proxy = FaultProxy::start(SocketAddr::from((layout::moto_ip(), 0)), recorder.address())
+            .map_err(io_error("fault proxy"))?;
+        let ec2 = Ec2::connect(moto.endpoint(), &options.cluster);
+        let subnets = ec2.create_network(options.zones).await?;
+        let resources = ec2
+            .create_broker_resources(&subnets, options.brokers)
+            .await?;
+        let volumes = work.path().join("volumes");
+        std::fs::create_dir_all(&volumes).map_err(io_error("volumes directory"))?;
+        for resource in &resources {
+            devices::create_backing(
+                &volumes.join(format!("{}.img", resource.volume_id)),
+                options.volume_mb,
+            )?;
+        }
+        let inner = Arc::new(Inner {
+            prefix: prefix.to_owned(),
+            work: work.path().to_owned(),
+            ec2,
+            subnets,
+            resources,
+            hosts: Mutex::new(Vec::new()),
+            plugged: Mutex::new(Plugged::default()),
+            proxy,
+            recorder,
+            moto,
+            zk,
+            region,
+            options,
+            _work: work,
+        });
+        let hotplug = tokio::spawn(hotplug_loop(inner.clone()));
+        Ok(Self { inner, hotplug })
+    }
+
+    /// The options the fleet was built with.
+    pub fn options(&self) -> &FleetOptions {
+        &self.inner.options
+    }
+
+    /// The cluster's ENIs and volumes by broker id.
+    pub fn resources(&self) -> &[BrokerResources] {
+        &self.inner.resources
+    }
+
+    /// The simulator's EC2 client.
+    pub fn ec2(&self) -> &Ec2 {
+        &self.inner.ec2
+    }
+
+    /// The ZooKeeper ensemble.
+    pub fn zookeeper(&self) -> &ZooKeeper {
+        &self.inner.zk
+    }
+
+    /// The strict moto server (control endpoint: shutting-down holds).
+    pub fn moto(&self) -> &StrictMoto {
+        &self.inner.moto
+    }
+
+    /// The fault proxy every berth talks to (inject throttling, count calls).
+    pub fn proxy(&self) -> &FaultProxy {
+        &self.inner.proxy
+    }
+
+    /// The recording endpoint for CloudFormation / Auto Scaling calls.
+    pub fn recorder(&self) -> &RecordingEndpoint {
+        &self.inner.recorder
+    }
+
+    /// The region namespace.
+    pub fn region(&self) -> &Region {
+        &self.inner.region
+    }
+
+    /// Host `index`.
+    pub fn host(&self, index: usize) -> Result<Arc<Host>, FleetError> {
+        lock(&self.inner.hosts)
+            .get(index)
+            .cloned()
+            .ok_or(FleetError::NoHost(index))
+    }
+
+    /// Every host ever launched (dead ones included), by index.
+    pub fn hosts(&self) -> Vec<Arc<Host>> {
+        lock(&self.inner.hosts).clone()
+    }
+
+    /// Launches one host per entry of `zones` (zone indexes), then starts all their berths together.
+    pub async fn launch_many(&self, zones: &[usize]) -> Result<Vec<usize>, FleetError> {
+        let mut indexes = Vec::new();
+        for &az in zones {
+            indexes.push(self.prepare_host(az).await?);
+        }
+        for &index in &indexes {
+            self.start_berth(index)?;
+        }
+        Ok(indexes)
+    }
+
+    /// Launches one host in zone `az` and starts its berth.
+    pub async fn launch(&self, az: usize) -> Result<usize, FleetError> {
+        let index = self.prepare_host(az).await?;
+        self.start_berth(index)?;
+        Ok(index)
+    }
+
+    /// Creates a host (instance, namespace, primary interface, IMDS, trees, configuration) without starting berth.
+    pub async fn prepare_host(&self, az: usize) -> Result<usize, FleetError> {
+        let inner = &self.inner;
+        let index = lock(&inner.hosts).len();
+        let ns = format!("{}-h{index}", inner.prefix);
+        let ip = layout::host_ip(index, az);
+        let hostname = format!("broker-host-{index}");
+        let instance = inner
+            .ec2
+            .run_instance(&inner.subnets[az], ip, &hostname)
+            .await?;
+        let dir = inner.work.join(format!("h{index}"));
+        std::fs::create_dir_all(dir.join("kafka"))
+            .map_err(io_error(format!("host {index} directory")))?;
+        let tree = FakeDeviceTree::new().map_err(io_error(format!("host {index} device tree")))?;
+        let _ = sys::ip(&["netns", "del", &ns]);
+        sys::ip(&["netns", "add", &ns])?;
+        sys::ip_in(&ns, &["link", "set", "lo", "up"])?;
+        sys::ip_in(
+            &ns,
+            &[
+                "addr",
+                "add",
+                &format!("{}/32", layout::IMDS_ADDR),
+                "dev",
+                "lo",
+            ],
+        )?;
+        let port = format!("h{index}");
+        let region_ns = inner.region.ns();
+        sys::ip_in(
+            region_ns,
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        )?;
+        sys::ip_in(
+            &ns,
+            &[
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &instance.primary_mac,
+                "up",
+            ],
+        )?;
+        sys::ip_in(&ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        sys::ip_in(
+            &ns,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &layout::gateway(az).to_string(),
+            ],
+        )?;
+        sys::ip_in(
+            region_ns,
+            &[
+                "link",
+                "set",
+                &port,
+                "master",
+                &region::bridge_name(az),
+                "up",
+            ],
+        )?;
+        inner.region.allow_source(&port, ip)?;
+        let imds_host = ImdsHost {
+            instance_id: instance.id.clone(),
+            region: layout::REGION.into(),
+            availability_zone: layout::zone_name(az),
+            hostname,
+            interfaces: vec![ImdsInterface {
+                mac: instance.primary_mac.clone(),
+                device_number: 0,
+                interface_id: instance.primary_eni.clone(),
+            }],
+            tags: BTreeMap::new(),
+        };
+        let imds_ns = ns.clone();
+        let imds = std::thread::spawn(move || {
+            region::enter_netns(&imds_ns)?;
+            Imds::start(SocketAddr::from((layout::IMDS_ADDR, 80)), &imds_host)
+        })
+        .join()
+        .map_err(|_| FleetError::Io {
+            what: "IMDS thread".into(),
+            source: std::io::Error::other("panicked"),
+        })?
+        .map_err(io_error(format!("IMDS of host {index}")))?;
+        imds.set_lifecycle_state("InService");
+        let host = Arc::new(Host {
+            index,
+            az,
+            ns,
+            ip,
+            instance,
+            dir,
+            tree,
+            imds: Mutex::new(Some(imds)),
+            berth: Mutex::new(None),
+            alive: AtomicBool::new(true),
+            next_slot: AtomicU32::new(1),
+        });
+        lock(&inner.hosts).push(host);
+        Ok(index)
+    }
+
+    /// berth's configuration for a host.
+    fn berth_config(&self, host: &Host, binaries: &Binaries) -> String {
+        let o = &self.inner.options;
+        let mut command = vec![binaries.standin.display().to_string()];
+        if !o.kafka_delay.is_zero() {
+            command.push("--startup-delay".into());
+            command.push(format!("{}ms", o.kafka_delay.as_millis()));
+        }
+        let command = command
+            .iter()
+            .map(|w| format!("{w:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            r#"# berth on simulated host {index} ({zone}), written by berth-sim
+[cluster]
+name = "{cluster}"
+broker_count = {brokers}
+
+[tags]
+key = "Name"
+eni = "KAFKA-{{id}}"
+volume = "KAFKA-{{id}}"
+cluster_key = "{cluster_tag}"
+
+[zookeeper]
+connect = "{zk}"
+session_timeout = "{session}ms"
+root = "/berth"
+
+[aws]
+region = "{region}"
+endpoint_url = "{endpoint}"
+imds_endpoint = "http://{imds}"
+termination_poll = "1s"
+
+[aws.cloudformation]
+signal = true
+stack = "{cluster}-stack"
+resource = "Brokers"
+
+[aws.autoscaling]
+group = "{cluster}-asg"
+launch_hook = "berth-launch"
+terminate_hook = "berth-terminate"
+heartbeat_interval = "30s"
+mark_unhealthy_after = "0s"
+
+[storage]
+device_root = "{dev}"
+sys_root = "{sys}"
+mount_path = "{mount}"
+filesystem = "ext4"
+format_blank = true
+
+[kafka]
+mode = "zookeeper"
+supervisor = "process"
+command = [{command}]
+overlay_path = "{overlay}"
+port = {kafka_port}
+check_interval = "1s"
+stop_timeout = "5s"
+
+[health]
+listen = "0.0.0.0:{health}"
+"#,
+            index = host.index,
+            zone = layout::zone_name(host.az),
+            cluster = o.cluster,
+            brokers = o.brokers,
+            cluster_tag = layout::CLUSTER_TAG,
+            zk = self.inner.zk.connect_string(),
+            session = o.session_timeout.as_millis(),
+            region = layout::REGION,
+            endpoint = self.inner.proxy.url(),
+            imds = layout::IMDS_ADDR,
+            dev = host.dev_root().display(),
+            sys = host.sys_root().display(),
+            mount = host.mount_path().display(),
+            overlay = host.dir.join("berth.properties").display(),
+            kafka_port = layout::KAFKA_PORT,
+            health = layout::HEALTH_PORT,
+        )
+    }
+
+    /// Starts (or restarts) berth on host `index`, in the host's network namespace only.
+    pub fn start_berth(&self, index: usize) -> Result<u32, FleetError> {
+        let host = self.host(index)?;
+        let binaries = Binaries::locate()?;
+        std::fs::write(host.config_path(), self.berth_config(&host, &binaries))
+            .map_err(io_error("berth.toml"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(host.log_path())
+            .map_err(io_error(format!("host {index} log")))?;
+        let log2 = log
+            .try_clone()
+            .map_err(io_error(format!("host {index} log")))?;
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", region::netns_path(&host.ns).display()))
+            .arg("--")
+            .arg(&binaries.berth)
+            .args(["run", "--config"])
+            .arg(host.config_path())
+            .env("AWS_ACCESS_KEY_ID", crate::ec2::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", crate::ec2::SECRET_KEY)
+            .env("AWS_REGION", layout::REGION)
+            .env(
+                "RUST_LOG",
+                std::env::var("BERTH_SIM_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(
+                self.inner
+                    .options
+                    .berth_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let child = command
+            .spawn()
+            .map_err(io_error(format!("start berth on host {index}")))?;
+        let pid = child.id();
+        *lock(&host.berth) = Some(child);
+        Ok(pid)
+    }
+
+    /// Sends `signal` to host `index`'s berth.
+    pub fn signal_berth(
+        &self,
+        index: usize,
+        signal: nix::sys::signal::Signal,
+    ) -> Result<(), FleetError> {
+        let host = self.host(index)?;
+        if let Some(pid) = host.berth_pid() {
+            sys::signal(pid as i32, signal);
+        }
+        Ok(())
+    }
+
+    /// Waits for host `index`'s berth to exit and returns its exit code (None when killed by a signal).
+    pub async fn wait_berth_exit(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<Option<i32>, FleetError> {
+        let host = self.host(index)?;
+        let started = Instant::now();
+        loop {
+            let status = lock(&host.berth)
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = status {
+                lock(&host.berth).take();
+                return Ok(status.code());
+            }
+            if lock(&host.berth).is_none() {
+                return Ok(None);
+            }
+            if started.elapsed() > timeout {
+                return Err(FleetError::Timeout {
+                    host: index,
+                    what: "berth exit".into(),
+                    waited: timeout,
+                    last: host.log_tail(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILLs berth alone on host `index` (its Kafka child keeps running, as after a daemon crash) and reaps it.
+    pub async fn crash_berth(&self, index: usize) -> Result<(), FleetError> {
+        self.signal_berth(index, nix::sys::signal::Signal::SIGKILL)?;
+        self.wait_berth_exit(index, Duration::from_secs(5))
+            .await
+            .map(drop)
+    }
+
+    /// berth's `/state` on host `index`.
+    pub async fn state(&self, index: usize) -> Result<BerthState, state::StateError> {
+        let address = self
+            .host(index)
+            .map(|h| h.health_address())
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        state::fetch_state(address).await
+    }
+
+    /// Polls host `index`'s `/state` until `accept` holds, up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        index: usize,
+        what: &str,
+        timeout: Duration,
+        accept: impl Fn(&BerthState) -> bool,
+    ) -> Result<BerthState, FleetError> {
+        let host = self.host(index)?;
+        let started = Instant::now();
+        let mut last;
+        loop {
+            match state::fetch_state(host.health_address()).await {
+                Ok(state) if accept(&state) => return Ok(state),
+                Ok(state) => last = format!("{} (last error: {:?})", state.state, state.last_error),
+                Err(error) => last = error.to_string(),
+            }
+            if started.elapsed() > timeout {
+                return Err(FleetError::Timeout {
+                    host: index,
+                    what: what.into(),
+                    waited: timeout,
+                    last: format!("{last}\n--- berth.log tail ---\n{}", host.log_tail()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until host `index` reports Healthy.
+    pub async fn wait_healthy(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<BerthState, FleetError> {
+        self.wait_for(index, "Healthy", timeout, |s| {
+            s.state == "Healthy" && s.healthy
+        })
+        .await
+    }
+
+    /// Kills host `index` as a dead instance dies: SIGKILL to every process in its namespace, its mounts gone,
+    /// its devices unplugged, its instance terminated in moto. With `shutting_down`, the instance stays in
+    /// `shutting-down` that long (`Some(Duration::ZERO)`: until [`StrictMoto::finish_termination`]), keeping its
+    /// ENI and volume in use, as EC2 does.
+    pub async fn kill_host(
+        &self,
+        index: usize,
+        shutting_down: Option<Duration>,
+    ) -> Result<(), FleetError> {
+        let host = self.host(index)?;
+        host.alive.store(false, Ordering::SeqCst);
+        self.kill_processes(&host);
+        sys::unmount_all(&host.dir);
+        self.inner.unplug_host(index);
+        match shutting_down {
+            Some(hold) => {
+                let hold = (!hold.is_zero()).then_some(hold);
+                let moto = &self.inner.moto;
+                let instance = host.instance.id.clone();
+                tokio::task::block_in_place(|| moto.begin_shutting_down(&instance, hold))?;
+            }
+            None => self.inner.ec2.terminate(&host.instance.id).await?,
+        }
+        lock(&host.imds).take();
+        let _ = sys::ip(&["netns", "del", &host.ns]);
+        Ok(())
+    }
+
+    /// Removes a host whose berth has drained (exited): its processes, namespace and instance.
+    pub async fn retire_host(&self, index: usize) -> Result<(), FleetError> {
+        self.kill_host(index, None).await
+    }
+
+    fn kill_processes(&self, host: &Host) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = sys::netns_pids(&host.ns);
+            if pids.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                sys::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            if let Some(child) = lock(&host.berth).as_mut() {
+                let _ = child.try_wait();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(mut child) = lock(&host.berth).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Injects `times` faults of `fault` on EC2/CloudFormation/Auto Scaling `action` at the proxy berth uses.
+    pub fn inject(&self, action: &str, fault: Fault, times: usize) {
+        self.inner.proxy.inject(action, fault, times);
+    }
+
+    /// The region's loop devices and links currently plugged into host `index`: (ENI MACs, loop devices).
+    pub fn plugged_into(&self, index: usize) -> (Vec<String>, Vec<PathBuf>) {
+        let plugged = lock(&self.inner.plugged);
+        let enis = plugged
+            .enis
+            .values()
+            .filter(|p| p.host == index)
+            .map(|p| p.mac.clone())
+            .collect();
+        let volumes = plugged
+            .volumes
+            .values()
+            .filter(|(h, _)| *h == index)
+            .map(|(_, v)| v.loop_device.clone())
+            .collect();
+        (enis, volumes)
+    }
+
+    /// Runs `ip <args>` inside host `index`'s namespace (e.g. `-j addr show`), returning stdout.
+    pub fn ip_on(&self, index: usize, args: &[&str]) -> Result<String, FleetError> {
+        let host = self.host(index)?;
+        Ok(sys::ip_in(&host.ns, args)?)
+    }
+
+    /// Stops everything: every host killed, devices unplugged, servers stopped, namespaces deleted.
+    pub fn teardown(&self) {
+        self.hotplug.abort();
+        for host in self.hosts() {
+            host.alive.store(false, Ordering::SeqCst);
+            self.kill_processes(&host);
+            sys::unmount_all(&host.dir);
+            lock(&host.imds).take();
+            let _ = sys::ip(&["netns", "del", &host.ns]);
+        }
+        self.inner.unplug_all();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl Inner {
+    fn live_host_of(&self, instance: &str) -> Option<Arc<Host>> {
+        lock(&self.hosts)
+            .iter()
+            .find(|h| h.instance.id == instance && h.alive())
+            .cloned()
+    }
+
+    fn host(&self, index: usize) -> Option<Arc<Host>> {
+        lock(&self.hosts).get(index).cloned()
+    }
+
+    /// Makes the hosts' devices follow moto's attachments (after the configured delays).
+    fn reconcile(&self, attachments: &Attachments) {
+        let now = Instant::now();
+        for resource in &self.resources {
+            let eni_holder = attachments.enis.get(&resource.eni_id).cloned().flatten();
+            let eni_host = eni_holder
+                .and_then(|i| self.live_host_of(&i))
+                .map(|h| h.index);
+            self.follow(
+                &resource.eni_id,
+                eni_host,
+                self.options.eni_delay,
+                now,
+                |host| self.plug_eni(resource, host),
+            );
+            let volume_holder = attachments
+                .volumes
+                .get(&resource.volume_id)
+                .cloned()
+                .flatten();
+            let volume_host = volume_holder
+                .and_then(|i| self.live_host_of(&i))
+                .map(|h| h.index);
+            self.follow(
+                &resource.volume_id,
+                volume_host,
+                self.options.volume_delay,
+                now,
+                |host| self.plug_volume(resource, host),
+            );
+        }
+    }
+
+    fn current_host(&self, key: &str) -> Option<usize> {
+        let plugged = lock(&self.plugged);
+        plugged
+            .enis
+            .get(key)
+            .map(|p| p.host)
+            .or_else(|| plugged.volumes.get(key).map(|(h, _)| *h))
+    }
+
+    fn follow(
+        &self,
+        key: &str,
+        desired: Option<usize>,
+        delay: Duration,
+        now: Instant,
+        plug: impl FnOnce(usize),
+    ) {
+        let current = self.current_host(key);
+        if current == desired {
+            lock(&self.plugged).pending.remove(key);
+            return;
+        }
+        if current.is_some() {
+            self.unplug(key);
+        }
+        let Some(host) = desired else {
+            lock(&self.plugged).pending.remove(key);
+            return;
+        };
+        let due = {
+            let mut plugged = lock(&self.plugged);
+            match plugged.pending.get(key) {
+                Some(&(pending_host, due)) if pending_host == host => due,
+                _ => {
+                    plugged.pending.insert(key.to_owned(), (host, now + delay));
+                    now + delay
+                }
+            }
+        };
+        if now >= due {
+            lock(&self.plugged).pending.remove(key);
+            plug(host);
+        }
+    }
+
+    fn plug_eni(&self, resource: &BrokerResources, index: usize) {
+        let Some(host) = self.host(index) else { return };
+        let suffix = &resource.eni_id[resource.eni_id.len().saturating_sub(8)..];
+        let port = format!("e{suffix}");
+        let link = format!("ens{}", 5 + host.next_slot.fetch_add(1, Ordering::SeqCst));
+        let region_ns = self.region.ns();
+        let result = (|| {
+            let _ = sys::ip_in(region_ns, &["link", "del", &port]);
+            sys::ip_in(
+                region_ns,
+                &[
+                    "link", "add", &port, "type", "veth", "peer", "name", &link, "netns", &host.ns,
+                ],
+            )?;
+            sys::ip_in(&host.ns, &["link", "set", &link, "address", &resource.mac])?;
+            sys::ip_in(
+                region_ns,
+                &[
+                    "link",
+                    "set",
+                    &port,
+                    "master",
+                    &region::bridge_name(host.az),
+                    "up",
+                ],
+            )?;
+            self.region.allow_source(&port, resource.ip)
+        })();
+        match result {
+            Ok(()) => {
+                host.with_imds(|imds| {
+                    imds.add_interface(&ImdsInterface {
+                        mac: resource.mac.clone(),
+                        device_number: 1,
+                        interface_id: resource.eni_id.clone(),
+                    })
+                });
+                lock(&self.plugged).enis.insert(
+                    resource.eni_id.clone(),
+                    PluggedEni {
+                        host: index,
+                        port,
+                        mac: resource.mac.clone(),
+                        ip: resource.ip,
+                    },
+                );
+            }
+            Err(error) => eprintln!(
+                "berth-sim: hot-plug of {} into host {index} failed: {error}",
+                resource.eni_id
+            ),
+        }
+    }
+
+    fn plug_volume(&self, resource: &BrokerResources, index: usize) {
+        let Some(host) = self.host(index) else { return };
+        let backing = self
+            .work
+            .join("volumes")
+            .join(format!("{}.img", resource.volume_id));
+        let slot = host.next_slot.fetch_add(1, Ordering::SeqCst);
+        match devices::plug(&backing, &resource.volume_id, slot, &host.tree) {
+            Ok(plugged) => {
+                lock(&self.plugged)
+                    .volumes
+                    .insert(resource.volume_id.clone(), (index, plugged));
+            }
+            Err(error) => eprintln!(
+                "berth-sim: hot-plug of {} into host {index} failed: {error}",
+                resource.volume_id
+            ),
+        }
+    }
+
+    fn unplug(&self, key: &str) {
+        let (eni, volume) = {
+            let mut plugged = lock(&self.plugged);
+            (plugged.enis.remove(key), plugged.volumes.remove(key))
+        };
+        if let Some(eni) = eni {
+            let _ = sys::ip_in(self.region.ns(), &["link", "del", &eni.port]);
+            self.region.deny_source(&eni.port, eni.ip);
+            if let Some(host) = self.host(eni.host) {
+                host.with_imds(|imds| imds.remove_interface(&eni.mac));
+            }
+        }
+        if let Some((_, volume)) = volume {
+            devices::unplug(&volume);
+        }
+    }
+
+    fn unplug_host(&self, index: usize) {
+        let keys: Vec<String> = {
+            let plugged = lock(&self.plugged);
+            let enis = plugged
+                .enis
+                .iter()
+                .filter(|(_, p)| p.host == index)
+                .map(|(k, _)| k.clone());
+            let volumes = plugged
+                .volumes
+                .iter()
+                .filter(|(_, (h, _))| *h == index)
+                .map(|(k, _)| k.clone());
+            enis.chain(volumes).collect()
+        };
+        for key in keys {
+            self.unplug(&key);
+        }
+    }
+
+    fn unplug_all(&self) {
+        let keys: Vec<String> = {
+            let plugged = lock(&self.plugged);
+            plugged
+                .enis
+                .keys()
+                .chain(plugged.volumes.keys())
+                .cloned()
+                .collect()
+        };
+        for key in keys {
+            self.unplug(&key);
+        }
+    }
+}
+
+async fn hotplug_loop(inner: Arc<Inner>) {
+    loop {
+        match inner.ec2.attachments().await {
+            Ok(attachments) => {
+                let worker = inner.clone();
+                let _ = tokio::task::spawn_blocking(move || worker.reconcile(&attachments)).await;
+            }
+            Err(error) => eprintln!("berth-sim: hot-plug cannot read attachments: {error}"),
+        }
+        tokio::time::sleep(inner.options.hotplug_poll).await;
+    }
+}
+
+/// Reads a file under host `index`'s mount root (e.g. the data written before a kill), if present.
+pub fn read_under(root: &Path, relative: &str) -> Option<String> {
+    std::fs::read_to_string(root.join(relative)).ok()
+}

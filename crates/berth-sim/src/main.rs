@@ -1,0 +1,71 @@
+//! `berth-sim`: the simulated region's command line (`demo`, `cleanup`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// A simulated AWS region with broker hosts running the real berth.
+#[derive(Debug, Parser)]
+#[command(name = "berth-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// 3 brokers in 3 zones boot concurrently, host 0 is killed and replaced: same id, same IP, same data.
+    Demo {
+        /// Delay before a hot-plugged ENI appears in the host.
+        #[arg(long, default_value = "300", value_name = "MS")]
+        eni_delay_ms: u64,
+        /// Delay before an attached volume's block device appears in the host.
+        #[arg(long, default_value = "300", value_name = "MS")]
+        volume_delay_ms: u64,
+    },
+    /// Remove namespaces and loop devices a crashed run left behind.
+    Cleanup,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!(
+            "berth-sim needs root (network namespaces, loop devices, mounts); try: sudo make demo"
+        );
+        return ExitCode::from(77);
+    }
+    match cli.command {
+        Command::Demo {
+            eni_delay_ms,
+            volume_delay_ms,
+        } => {
+            let options = berth_sim::FleetOptions {
+                eni_delay: Duration::from_millis(eni_delay_ms),
+                volume_delay: Duration::from_millis(volume_delay_ms),
+                ..berth_sim::FleetOptions::default()
+            };
+            match berth_sim::demo::run(options) {
+                Ok(report) => {
+                    println!(
+                        "demo OK: broker {} replaced in {:.1}s",
+                        report.broker_id,
+                        report.replace.as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("demo FAILED: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Cleanup => {
+            for item in berth_sim::cleanup_leftovers() {
+                println!("removed {item}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

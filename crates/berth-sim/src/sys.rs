@@ -1,0 +1,110 @@
+//! Running the system tools the simulation drives (`ip`, `losetup`, `nft`), with errors that name the command.
+//!
+//! The simulator shapes the machine with the same tools an operator would type, so a failed step can be replayed
+//! by hand from its error message.
+
+use std::process::Command;
+
+/// A tool that could not run or exited non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// The program could not be started.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The program exited non-zero.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs `program args...`, returning its stdout; a non-zero exit is an error carrying stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String, SysError> {
+    let command = format!("{program} {}", args.join(" "));
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| SysError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(SysError::Failed {
+            command,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `ip args...`.
+pub fn ip(args: &[&str]) -> Result<String, SysError> {
+    run("ip", args)
+}
+
+/// Runs `ip -n <ns> args...` (inside a named namespace).
+pub fn ip_in(ns: &str, args: &[&str]) -> Result<String, SysError> {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+/// Sends `signal` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// The pids of every process whose network namespace is the named one.
+pub fn netns_pids(ns: &str) -> Vec<i32> {
+    ip(&["netns", "pids", ns])
+        .map(|out| {
+            out.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Mount points at or below `root`, deepest first (the order to unmount them in).
+pub fn mounts_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<std::path::PathBuf> = text
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| std::path::PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(root))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// Lazily unmounts everything at or below `root`.
+pub fn unmount_all(root: &std::path::Path) {
+    for mount in mounts_under(root) {
+        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+    }
+}

@@ -1,0 +1,159 @@
+//! The simulator's own machinery, without berth: hosts reach the region's servers through their zone bridge,
+//! EC2's source/destination check drops spoofed traffic, and attachments made in moto appear in (and vanish
+//! from) the host as a link with the ENI's MAC and a loop device behind the Nitro by-id link.
+
+use std::time::{Duration, Instant};
+
+use berth_sim::{layout, sys, FleetOptions};
+use berth_testkit::aws::world;
+
+fn poll(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < timeout,
+            "{what} not seen within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn hosts_reach_servers_and_attachments_hot_plug() {
+    if !berth_testkit::require_root("hosts_reach_servers_and_attachments_hot_plug") {
+        return;
+    }
+    let options = FleetOptions {
+        eni_delay: Duration::from_millis(200),
+        volume_delay: Duration::from_millis(200),
+        ..FleetOptions::default()
+    };
+    berth_sim::with_fleet(options, |fleet| async move {
+        let index = fleet.prepare_host(0).await?;
+        let host = fleet.host(index)?;
+        let zk = fleet.zookeeper().client_address(0);
+
+        // A host reaches ZooKeeper (in the region namespace) through its zone bridge and gateway.
+        let probe = format!(
+            "exec 3<>/dev/tcp/{}/{}; echo srvr >&3; cat <&3",
+            zk.ip(),
+            zk.port()
+        );
+        let out = sys::run("ip", &["netns", "exec", &host.ns, "bash", "-c", &probe])?;
+        assert!(out.contains("Mode:"), "srvr from the host: {out}");
+
+        // The source/destination check drops what leaves the host with an address that is not the port's.
+        let before = fleet.region().dropped_by_source_check();
+        sys::ip_in(&host.ns, &["addr", "add", "10.0.1.250/24", "dev", "eth0"])?;
+        let spoof = format!("exec 3<>/dev/tcp/{}/{}", zk.ip(), zk.port());
+        let spoofed = std::process::Command::new("ip")
+            .args(["netns", "exec", &host.ns, "timeout", "2", "bash", "-c"])
+            .arg(format!(
+                "ip route replace default via {} src 10.0.1.250; {spoof}",
+                layout::gateway(0)
+            ))
+            .output()?;
+        assert!(
+            !spoofed.status.success(),
+            "a spoofed connection must not get through"
+        );
+        assert!(
+            fleet.region().dropped_by_source_check() > before,
+            "the bridge filter counted no drop"
+        );
+        sys::ip_in(
+            &host.ns,
+            &[
+                "route",
+                "replace",
+                "default",
+                "via",
+                &layout::gateway(0).to_string(),
+                "src",
+                &host.ip.to_string(),
+            ],
+        )?;
+        sys::ip_in(&host.ns, &["addr", "del", "10.0.1.250/24", "dev", "eth0"])?;
+
+        // Attach in moto: after the delay, a link with the ENI's MAC and the volume's by-id link appear.
+        let id0 = fleet.resources()[0].clone();
+        let client = fleet.ec2().client().clone();
+        let attached = Instant::now();
+        world::attach_eni(&client, &id0.eni_id, &host.instance.id, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        world::attach_volume(&client, &id0.volume_id, &host.instance.id, "/dev/xvdf")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ns = host.ns.clone();
+        let mac = id0.mac.clone();
+        let by_id = host.dev_root().join("disk/by-id").join(format!(
+            "nvme-Amazon_Elastic_Block_Store_{}",
+            id0.volume_id.replace('-', "")
+        ));
+        let (ns2, mac2, by_id2) = (ns.clone(), mac.clone(), by_id.clone());
+        tokio::task::spawn_blocking(move || {
+            poll("ENI link", Duration::from_secs(5), || {
+                sys::ip_in(&ns2, &["-br", "link"])
+                    .unwrap_or_default()
+                    .contains(&mac2)
+            });
+            poll("volume device", Duration::from_secs(5), || by_id2.exists());
+        })
+        .await?;
+        assert!(
+            attached.elapsed() >= Duration::from_millis(200),
+            "appeared before the configured delay"
+        );
+        let device = std::fs::canonicalize(&by_id)?;
+        assert!(
+            device.to_string_lossy().starts_with("/dev/loop"),
+            "by-id leads to {device:?}"
+        );
+        assert_eq!(fleet.plugged_into(index).0, vec![id0.mac.clone()]);
+
+        // Detach in moto: both disappear; the loop device is released.
+        client
+            .detach_network_interface()
+            .attachment_id(eni_attachment(&client, &id0.eni_id).await?)
+            .force(true)
+            .send()
+            .await?;
+        client
+            .detach_volume()
+            .volume_id(&id0.volume_id)
+            .instance_id(&host.instance.id)
+            .send()
+            .await?;
+        tokio::task::spawn_blocking(move || {
+            poll("ENI link removal", Duration::from_secs(5), || {
+                !sys::ip_in(&ns, &["-br", "link"])
+                    .unwrap_or_default()
+                    .contains(&mac)
+            });
+            poll("volume removal", Duration::from_secs(5), || !by_id.exists());
+        })
+        .await?;
+        let loops = sys::run("losetup", &["-a"])?;
+        assert!(
+            !loops.contains(&format!("{}:", device.display())),
+            "loop device still attached: {loops}"
+        );
+        Ok(())
+    })
+    .expect("fleet scenario");
+}
+
+async fn eni_attachment(client: &aws_sdk_ec2::Client, eni: &str) -> anyhow::Result<String> {
+    let out = client
+        .describe_network_interfaces()
+        .network_interface_ids(eni)
+        .send()
+        .await?;
+    out.network_interfaces()
+        .first()
+        .and_then(|e| e.attachment())
+        .and_then(|a| a.attachment_id())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("{eni} has no attachment"))
+}
