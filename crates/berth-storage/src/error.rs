@@ -219,8 +219,16 @@ impl StorageError {
     }
 
     /// An I/O error on a path.
-    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io { operation, path: path.into(), source }
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        StorageError::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -71,13 +71,18 @@ pub(crate) fn open_exclusive(path: &Path) -> Result<File, StorageError> {
 
 /// The canonical path and device number of a block device.
 fn block_device(path: &Path) -> Result<(PathBuf, (u64, u64)), StorageError> {
-    let canonical = std::fs::canonicalize(path).map_err(|e| StorageError::io("canonicalize", path, e))?;
-    let metadata = std::fs::metadata(&canonical).map_err(|e| StorageError::io("stat", &canonical, e))?;
+    let canonical =
+        std::fs::canonicalize(path).map_err(|e| StorageError::io("canonicalize", path, e))?;
+    let metadata =
+        std::fs::metadata(&canonical).map_err(|e| StorageError::io("stat", &canonical, e))?;
     if !metadata.file_type().is_block_device() {
         return Err(StorageError::NotBlockDevice { path: canonical });
     }
     let rdev = metadata.rdev();
-    Ok((canonical, (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))))
+    Ok((
+        canonical,
+        (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)),
+    ))
 }
 
 /// Whether a filesystem signature is the configured filesystem; the ext family is mounted by the ext4 driver.
@@ -120,7 +125,11 @@ impl BlockStorage {
                     requested: requested_device.to_owned(),
                     waited: started.elapsed(),
                     looked_at: self.resolver.looked_at(&serial, requested_device),
-                    skipped: attempt.skipped.iter().map(|reason| format!("; skipped: {reason}")).collect(),
+                    skipped: attempt
+                        .skipped
+                        .iter()
+                        .map(|reason| format!("; skipped: {reason}"))
+                        .collect(),
                 });
             }
             tokio::time::sleep(POLL_PERIOD.min(deadline.remaining())).await;
@@ -137,7 +146,8 @@ impl BlockStorage {
     ) -> Result<MountReport, StorageError> {
         let (device, dev) = block_device(device)?;
         let options = mount::parse_options(&self.config.mount_options)?;
-        std::fs::create_dir_all(&plan.mount_path).map_err(|e| StorageError::io("create", &plan.mount_path, e))?;
+        std::fs::create_dir_all(&plan.mount_path)
+            .map_err(|e| StorageError::io("create", &plan.mount_path, e))?;
         let mount_path = std::fs::canonicalize(&plan.mount_path)
             .map_err(|e| StorageError::io("canonicalize", &plan.mount_path, e))?;
         let entries = mountinfo::read()?;
@@ -165,15 +175,25 @@ impl BlockStorage {
         let probe = self.probe(&device, dev, &entries)?;
         let (fstype, formatted) = match probe.content() {
             Content::Blank if !self.config.format_blank => {
-                return Err(StorageError::BlankNotAllowed { device, head: probe.head_len, tail: probe.tail_len })
+                return Err(StorageError::BlankNotAllowed {
+                    device,
+                    head: probe.head_len,
+                    tail: probe.tail_len,
+                })
             }
             Content::Blank => {
-                let command = mount::mkfs(&device, configured.name(), &self.config.mkfs_options).await?;
+                let command =
+                    mount::mkfs(&device, configured.name(), &self.config.mkfs_options).await?;
                 info!(device = %device.display(), command, "formatted blank volume");
                 let after = self.probe(&device, dev, &entries)?;
                 match after.content() {
-                    Content::Filesystem(found) if mount_type(found.signature, configured).is_some() => {
-                        (mount_type(found.signature, configured).unwrap_or(configured.name()), true)
+                    Content::Filesystem(found)
+                        if mount_type(found.signature, configured).is_some() =>
+                    {
+                        (
+                            mount_type(found.signature, configured).unwrap_or(configured.name()),
+                            true,
+                        )
                     }
                     _ => {
                         return Err(StorageError::MkfsUnverified {
@@ -197,11 +217,22 @@ impl BlockStorage {
                 }
             },
             Content::Other => {
-                return Err(StorageError::NotBlank { device, configured: configured.name(), found: probe.describe() })
+                return Err(StorageError::NotBlank {
+                    device,
+                    configured: configured.name(),
+                    found: probe.describe(),
+                })
             }
         };
 
-        mount::mount(&device, &mount_path, fstype, &options, MountFlags::RDONLY, true)?;
+        mount::mount(
+            &device,
+            &mount_path,
+            fstype,
+            &options,
+            MountFlags::RDONLY,
+            true,
+        )?;
         if let Err(error) = meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref()) {
             if let Err(unmount) = mount::unmount(&mount_path) {
                 warn!(error = %unmount, "could not unmount the refused volume");
@@ -209,28 +240,54 @@ impl BlockStorage {
             return Err(error);
         }
         if !options.flags.contains(MountFlags::RDONLY) {
-            let remount = mount::mount(&device, &mount_path, fstype, &options, MountFlags::REMOUNT, false);
+            let remount = mount::mount(
+                &device,
+                &mount_path,
+                fstype,
+                &options,
+                MountFlags::REMOUNT,
+                false,
+            );
             if let Err(error) = remount {
                 let _ = mount::unmount(&mount_path);
                 return Err(error);
             }
         }
         info!(device = %device.display(), mount_path = %mount_path.display(), fstype, formatted, "volume mounted");
-        Ok(MountReport { device, mount_path, filesystem: fstype.to_owned(), formatted, already_mounted: false })
+        Ok(MountReport {
+            device,
+            mount_path,
+            filesystem: fstype.to_owned(),
+            formatted,
+            already_mounted: false,
+        })
     }
 
     /// Probes a device that must not be in use; EBUSY names where it is mounted.
-    fn probe(&self, device: &Path, dev: (u64, u64), entries: &[MountEntry]) -> Result<Probe, StorageError> {
+    fn probe(
+        &self,
+        device: &Path,
+        dev: (u64, u64),
+        entries: &[MountEntry],
+    ) -> Result<Probe, StorageError> {
         match probe::probe_device(device) {
-            Err(StorageError::Io { source, .. }) if source.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => {
+            Err(StorageError::Io { source, .. })
+                if source.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) =>
+            {
                 let mounts: Vec<String> = entries
                     .iter()
                     .filter(|entry| entry.is_device(device, dev))
                     .map(|entry| entry.mount_point.display().to_string())
                     .collect();
-                let where_mounted =
-                    if mounts.is_empty() { String::new() } else { format!(" (mounted at {})", mounts.join(", ")) };
-                Err(StorageError::DeviceInUse { device: device.to_owned(), where_mounted })
+                let where_mounted = if mounts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (mounted at {})", mounts.join(", "))
+                };
+                Err(StorageError::DeviceInUse {
+                    device: device.to_owned(),
+                    where_mounted,
+                })
             }
             other => other,
         }
@@ -252,18 +309,31 @@ impl BlockStorage {
     }
 
     /// Looks once, without waiting or changing anything: is the volume visible, and what is mounted where.
-    pub fn observe(&self, volume_id: &str, requested_device: &str) -> Result<Observation, StorageError> {
+    pub fn observe(
+        &self,
+        volume_id: &str,
+        requested_device: &str,
+    ) -> Result<Observation, StorageError> {
         let serial = resolve::volume_serial(volume_id)?;
         let attempt = self.resolver.attempt(&serial, requested_device);
         let entries = mountinfo::read()?;
-        let mount_path =
-            std::fs::canonicalize(&self.config.mount_path).unwrap_or_else(|_| self.config.mount_path.clone());
+        let mount_path = std::fs::canonicalize(&self.config.mount_path)
+            .unwrap_or_else(|_| self.config.mount_path.clone());
         let at_mount_path = mountinfo::top_at(&entries, &mount_path).cloned();
-        let device = attempt.resolved.as_ref().and_then(|resolved| block_device(&resolved.device).ok());
+        let device = attempt
+            .resolved
+            .as_ref()
+            .and_then(|resolved| block_device(&resolved.device).ok());
         let (device_mounted_at, mounted_here) = match &device {
             Some((path, dev)) => (
-                entries.iter().filter(|e| e.is_device(path, *dev)).map(|e| e.mount_point.clone()).collect(),
-                at_mount_path.as_ref().is_some_and(|top| top.is_device(path, *dev)),
+                entries
+                    .iter()
+                    .filter(|e| e.is_device(path, *dev))
+                    .map(|e| e.mount_point.clone())
+                    .collect(),
+                at_mount_path
+                    .as_ref()
+                    .is_some_and(|top| top.is_device(path, *dev)),
             ),
             None => (Vec::new(), false),
         };
@@ -285,10 +355,18 @@ impl Storage for BlockStorage {
         requested_device: &str,
         deadline: Deadline,
     ) -> Result<PathBuf, StepError> {
-        Ok(self.resolve_volume(&volume.volume_id, requested_device, deadline).await?.device)
+        Ok(self
+            .resolve_volume(&volume.volume_id, requested_device, deadline)
+            .await?
+            .device)
     }
 
-    async fn mount(&self, device: &Path, plan: &MountPlan, broker_id: BrokerId) -> Result<MountReport, StepError> {
+    async fn mount(
+        &self,
+        device: &Path,
+        plan: &MountPlan,
+        broker_id: BrokerId,
+    ) -> Result<MountReport, StepError> {
         Ok(self.mount_volume(device, plan, broker_id).await?)
     }
 

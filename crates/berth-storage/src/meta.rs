@@ -36,7 +36,10 @@ fn parse(text: &str) -> BTreeMap<String, String> {
         .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with('!'))
         .filter_map(|line| {
             let split = line.find(['=', ':'])?;
-            Some((line[..split].trim().to_owned(), line[split + 1..].trim().to_owned()))
+            Some((
+                line[..split].trim().to_owned(),
+                line[split + 1..].trim().to_owned(),
+            ))
         })
         .collect()
 }
@@ -71,9 +74,11 @@ pub fn check(
         let Some(meta) = read(dir)? else { continue };
         for (key, value) in [("broker.id", &meta.broker_id), ("node.id", &meta.node_id)] {
             let Some(value) = value else { continue };
-            let parsed: u32 = value
-                .parse()
-                .map_err(|_| StorageError::BadMeta { path: meta.path.clone(), key, value: value.clone() })?;
+            let parsed: u32 = value.parse().map_err(|_| StorageError::BadMeta {
+                path: meta.path.clone(),
+                key,
+                value: value.clone(),
+            })?;
             if parsed != broker_id.0 {
                 return Err(StorageError::ForeignMeta {
                     path: meta.path.clone(),
@@ -136,15 +141,39 @@ mod tests {
     #[test]
     fn matching_ids_pass_and_foreign_ones_name_both_values() {
         let ours = dir_with("#Tue\nversion=0\nbroker.id=2\ncluster.id=Zq9\n");
-        assert_eq!(check(&[ours.path().into()], BrokerId(2), Some("Zq9")).unwrap().len(), 1);
-        let error = check(&[ours.path().into()], BrokerId(5), None).unwrap_err().to_string();
-        assert!(error.contains("broker.id is 2") && error.contains("is 5"), "{error}");
-        assert!(error.contains(&ours.path().join("meta.properties").display().to_string()), "{error}");
+        assert_eq!(
+            check(&[ours.path().into()], BrokerId(2), Some("Zq9"))
+                .unwrap()
+                .len(),
+            1
+        );
+        let error = check(&[ours.path().into()], BrokerId(5), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("broker.id is 2") && error.contains("is 5"),
+            "{error}"
+        );
+        assert!(
+            error.contains(&ours.path().join("meta.properties").display().to_string()),
+            "{error}"
+        );
 
         let kraft = dir_with("version=1\nnode.id=7\ncluster.id=Other\n");
-        let error = check(&[kraft.path().into()], BrokerId(7), Some("Zq9")).unwrap_err().to_string();
-        assert!(error.contains("cluster.id is Other") && error.contains("Zq9"), "{error}");
-        let error = check(&[ours.path().into(), kraft.path().into()], BrokerId(2), None).unwrap_err().to_string();
+        let error = check(&[kraft.path().into()], BrokerId(7), Some("Zq9"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("cluster.id is Other") && error.contains("Zq9"),
+            "{error}"
+        );
+        let error = check(
+            &[ours.path().into(), kraft.path().into()],
+            BrokerId(2),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("node.id is 7"), "{error}");
     }
 
@@ -152,13 +181,21 @@ mod tests {
     fn log_dirs_must_agree_on_the_cluster() {
         let a = dir_with("broker.id=3\ncluster.id=A\n");
         let b = dir_with("broker.id=3\ncluster.id=B\n");
-        let error = check(&[a.path().into(), b.path().into()], BrokerId(3), None).unwrap_err().to_string();
-        assert!(error.contains("cluster.id is B") && error.contains("is A"), "{error}");
+        let error = check(&[a.path().into(), b.path().into()], BrokerId(3), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("cluster.id is B") && error.contains("is A"),
+            "{error}"
+        );
     }
 
     #[test]
     fn garbage_ids_are_refused() {
         let dir = dir_with("broker.id=seven\n");
-        assert!(matches!(check(&[dir.path().into()], BrokerId(7), None), Err(StorageError::BadMeta { .. })));
+        assert!(matches!(
+            check(&[dir.path().into()], BrokerId(7), None),
+            Err(StorageError::BadMeta { .. })
+        ));
     }
 }

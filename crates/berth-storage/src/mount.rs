@@ -26,10 +26,14 @@ pub struct MountOptions {
 pub fn parse_options(text: &str) -> Result<MountOptions, StorageError> {
     let mut flags = MountFlags::empty();
     let mut data = Vec::new();
-    for option in text.split(',').map(str::trim).filter(|option| !option.is_empty()) {
+    for option in text
+        .split(',')
+        .map(str::trim)
+        .filter(|option| !option.is_empty())
+    {
         match option {
-            "defaults" | "rw" | "async" | "dev" | "exec" | "suid" | "auto" | "noauto" | "nofail" | "user"
-            | "nouser" | "users" | "_netdev" | "atime" | "diratime" => {}
+            "defaults" | "rw" | "async" | "dev" | "exec" | "suid" | "auto" | "noauto"
+            | "nofail" | "user" | "nouser" | "users" | "_netdev" | "atime" | "diratime" => {}
             _ if option.starts_with("x-") || option.starts_with("comment=") => {}
             "ro" => flags |= MountFlags::RDONLY,
             "noatime" => flags |= MountFlags::NOATIME,
@@ -50,7 +54,11 @@ pub fn parse_options(text: &str) -> Result<MountOptions, StorageError> {
             other => data.push(other),
         }
     }
-    Ok(MountOptions { flags, data: data.join(","), text: text.to_owned() })
+    Ok(MountOptions {
+        flags,
+        data: data.join(","),
+        text: text.to_owned(),
+    })
 }
 
 /// Mounts `device` at `target` as `fstype` with the options plus `extra` flags; `with_data` passes the
@@ -67,22 +75,30 @@ pub fn mount(
     if with_data && !options.data.is_empty() {
         builder = builder.data(&options.data);
     }
-    builder.mount(device, target).map(drop).map_err(|source| StorageError::Mount {
-        device: device.to_owned(),
-        path: target.to_owned(),
-        filesystem: fstype.to_owned(),
-        options: options.text.clone(),
-        source,
-    })
+    builder
+        .mount(device, target)
+        .map(drop)
+        .map_err(|source| StorageError::Mount {
+            device: device.to_owned(),
+            path: target.to_owned(),
+            filesystem: fstype.to_owned(),
+            options: options.text.clone(),
+            source,
+        })
 }
 
 /// Unmounts `target`, never forced or lazy: a busy mount is [`StorageError::Busy`].
 pub fn unmount(target: &Path) -> Result<(), StorageError> {
     sys_mount::unmount(target, UnmountFlags::empty()).map_err(|source| {
         if source.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) {
-            StorageError::Busy { path: target.to_owned() }
+            StorageError::Busy {
+                path: target.to_owned(),
+            }
         } else {
-            StorageError::Unmount { path: target.to_owned(), source }
+            StorageError::Unmount {
+                path: target.to_owned(),
+                source,
+            }
         }
     })
 }
@@ -100,14 +116,22 @@ fn mkfs_program(filesystem: &str) -> PathBuf {
 
 /// Runs mkfs on a device the probe found blank. Never passes a force flag of its own: mkfs's own checks stay
 /// on as a second guard. stdin is closed so an interactive question is answered "no". Returns the command line.
-pub async fn mkfs(device: &Path, filesystem: &str, options: &[String]) -> Result<String, StorageError> {
+pub async fn mkfs(
+    device: &Path,
+    filesystem: &str,
+    options: &[String],
+) -> Result<String, StorageError> {
     let program = mkfs_program(filesystem);
     let command = std::iter::once(program.display().to_string())
         .chain(options.iter().cloned())
         .chain(std::iter::once(device.display().to_string()))
         .collect::<Vec<_>>()
         .join(" ");
-    let error = |detail: String| StorageError::Mkfs { device: device.to_owned(), command: command.clone(), detail };
+    let error = |detail: String| StorageError::Mkfs {
+        device: device.to_owned(),
+        command: command.clone(),
+        detail,
+    };
     let output = tokio::process::Command::new(&program)
         .args(options)
         .arg(device)
@@ -128,7 +152,9 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let parsed = parse_options("defaults,noatime,nodev,logbsize=256k,nofail,x-systemd.device-timeout=5").unwrap();
+        let parsed =
+            parse_options("defaults,noatime,nodev,logbsize=256k,nofail,x-systemd.device-timeout=5")
+                .unwrap();
         assert_eq!(parsed.flags, MountFlags::NOATIME | MountFlags::NODEV);
         assert_eq!(parsed.data, "logbsize=256k");
         assert!(parse_options("bind").is_err());

@@ -59,10 +59,14 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
     while index < bytes.len() {
-        let octal = bytes.get(index + 1..index + 4).filter(|digits| digits.iter().all(|d| (b'0'..=b'7').contains(d)));
+        let octal = bytes
+            .get(index + 1..index + 4)
+            .filter(|digits| digits.iter().all(|d| (b'0'..=b'7').contains(d)));
         match (bytes[index], octal) {
             (b'\\', Some(digits)) => {
-                out.push(digits.iter().fold(0u8, |value, digit| value.wrapping_mul(8).wrapping_add(digit - b'0')));
+                out.push(digits.iter().fold(0u8, |value, digit| {
+                    value.wrapping_mul(8).wrapping_add(digit - b'0')
+                }));
                 index += 4;
             }
             (byte, _) => {
@@ -77,7 +81,9 @@ fn unescape(field: &str) -> String {
 /// The calling thread's mount table.
 pub fn read() -> Result<Vec<MountEntry>, StorageError> {
     let path = Path::new("/proc/thread-self/mountinfo");
-    std::fs::read_to_string(path).map(|text| parse(&text)).map_err(|error| StorageError::io("read", path, error))
+    std::fs::read_to_string(path)
+        .map(|text| parse(&text))
+        .map_err(|error| StorageError::io("read", path, error))
 }
 
 /// The mount visible at `path` (the last one stacked there), if any.
@@ -101,6 +107,9 @@ mod tests {
         assert_eq!(entries[1].fstype, "xfs");
         assert_eq!(entries[1].source, "/dev/loop3");
         assert_eq!(entries[1].options, "rw,noatime");
-        assert_eq!(top_at(&entries, Path::new("/")).map(|e| e.dev), Some((253, 0)));
+        assert_eq!(
+            top_at(&entries, Path::new("/")).map(|e| e.dev),
+            Some((253, 0))
+        );
     }
 }

@@ -23,8 +23,9 @@ pub const HEAD_BYTES: u64 = 8 << 20;
 pub const TAIL_BYTES: u64 = 1 << 20;
 
 /// Offsets (from the device start) of LUKS2's secondary header copies.
-const LUKS2_SECONDARY_OFFSETS: [u64; 9] =
-    [0x4000, 0x8000, 0x1_0000, 0x2_0000, 0x4_0000, 0x8_0000, 0x10_0000, 0x20_0000, 0x40_0000];
+const LUKS2_SECONDARY_OFFSETS: [u64; 9] = [
+    0x4000, 0x8000, 0x1_0000, 0x2_0000, 0x4_0000, 0x8_0000, 0x10_0000, 0x20_0000, 0x40_0000,
+];
 /// Page sizes at whose end a swap signature may sit.
 const SWAP_PAGE_SIZES: [u64; 5] = [4096, 8192, 16384, 32768, 65536];
 /// The MD RAID superblock magic 0xa92b4efc, little-endian.
@@ -83,7 +84,10 @@ impl Signature {
 
     /// True for the filesystems berth may mount (when they match the configuration).
     pub fn is_filesystem(self) -> bool {
-        matches!(self, Signature::Xfs | Signature::Ext2 | Signature::Ext3 | Signature::Ext4 | Signature::Btrfs)
+        matches!(
+            self,
+            Signature::Xfs | Signature::Ext2 | Signature::Ext3 | Signature::Ext4 | Signature::Btrfs
+        )
     }
 }
 
@@ -148,11 +152,18 @@ impl Probe {
     /// What was found where, for messages.
     pub fn describe(&self) -> String {
         match (&self.findings[..], self.first_nonzero) {
-            (_, None) => format!("all zeros in the first {} and last {} bytes", self.head_len, self.tail_len),
+            (_, None) => format!(
+                "all zeros in the first {} and last {} bytes",
+                self.head_len, self.tail_len
+            ),
             ([], Some((offset, byte))) => {
                 format!("no known signature, but non-zero byte 0x{byte:02x} at offset {offset}")
             }
-            (findings, _) => findings.iter().map(Finding::to_string).collect::<Vec<_>>().join(", "),
+            (findings, _) => findings
+                .iter()
+                .map(Finding::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 }
@@ -161,10 +172,13 @@ impl Probe {
 /// Pure. `head` and `tail` must not overlap; when the device is small, pass it all as `head` and an empty tail.
 pub fn probe_regions(size: u64, head: &[u8], tail: &[u8]) -> Probe {
     let tail_start = size.saturating_sub(tail.len() as u64);
-    let at = |offset: u64, len: usize| -> Option<&[u8]> { slice_at(head, tail, tail_start, offset, len) };
+    let at = |offset: u64, len: usize| -> Option<&[u8]> {
+        slice_at(head, tail, tail_start, offset, len)
+    };
     let is = |offset: u64, magic: &[u8]| at(offset, magic.len()) == Some(magic);
     let mut findings = Vec::new();
-    let mut found = |signature: Signature, offset: u64| findings.push(Finding { signature, offset });
+    let mut found =
+        |signature: Signature, offset: u64| findings.push(Finding { signature, offset });
 
     if is(0, b"XFSB") {
         found(Signature::Xfs, 0);
@@ -178,18 +192,36 @@ pub fn probe_regions(size: u64, head: &[u8], tail: &[u8]) -> Probe {
     if is(510, &[0x55, 0xAA]) {
         found(Signature::Mbr, 510);
     }
-    for offset in [512, 4096, size.saturating_sub(512), size.saturating_sub(4096)] {
+    for offset in [
+        512,
+        4096,
+        size.saturating_sub(512),
+        size.saturating_sub(4096),
+    ] {
         if offset >= 512 && is(offset, b"EFI PART") {
             found(Signature::Gpt, offset);
         }
     }
-    if let Some(offset) = (0..4u64).map(|sector| sector * 512).find(|&offset| is(offset, b"LABELONE")) {
+    if let Some(offset) = (0..4u64)
+        .map(|sector| sector * 512)
+        .find(|&offset| is(offset, b"LABELONE"))
+    {
         found(Signature::Lvm2, offset);
     }
     if is(0, b"LUKS\xba\xbe") {
         let version = at(6, 2).map(|v| u16::from_be_bytes([v[0], v[1]]));
-        found(if version == Some(1) { Signature::Luks1 } else { Signature::Luks2 }, 0);
-    } else if let Some(&offset) = LUKS2_SECONDARY_OFFSETS.iter().find(|&&offset| is(offset, b"SKUL\xba\xbe")) {
+        found(
+            if version == Some(1) {
+                Signature::Luks1
+            } else {
+                Signature::Luks2
+            },
+            0,
+        );
+    } else if let Some(&offset) = LUKS2_SECONDARY_OFFSETS
+        .iter()
+        .find(|&&offset| is(offset, b"SKUL\xba\xbe"))
+    {
         found(Signature::Luks2, offset);
     }
     for page in SWAP_PAGE_SIZES {
@@ -213,12 +245,22 @@ pub fn probe_regions(size: u64, head: &[u8], tail: &[u8]) -> Probe {
     findings.sort_by_key(|finding| finding.offset);
     findings.dedup();
     let first_nonzero = first_nonzero(head, 0).or_else(|| first_nonzero(tail, tail_start));
-    Probe { size, head_len: head.len() as u64, tail_len: tail.len() as u64, findings, first_nonzero }
+    Probe {
+        size,
+        head_len: head.len() as u64,
+        tail_len: tail.len() as u64,
+        findings,
+        first_nonzero,
+    }
 }
 
 /// ext2, ext3 or ext4 from the superblock's feature flags (superblock at 1024).
 fn ext_variant<'a>(at: &impl Fn(u64, usize) -> Option<&'a [u8]>) -> Signature {
-    let word = |offset: u64| at(offset, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+    let word = |offset: u64| {
+        at(offset, 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
+    };
     let compat = word(1024 + 0x5C);
     let incompat = word(1024 + 0x60);
     let ro_compat = word(1024 + 0x64);
@@ -237,7 +279,13 @@ fn ext_variant<'a>(at: &impl Fn(u64, usize) -> Option<&'a [u8]>) -> Signature {
 }
 
 /// `len` bytes at `offset` when they lie wholly inside the head or the tail.
-fn slice_at<'a>(head: &'a [u8], tail: &'a [u8], tail_start: u64, offset: u64, len: usize) -> Option<&'a [u8]> {
+fn slice_at<'a>(
+    head: &'a [u8],
+    tail: &'a [u8],
+    tail_start: u64,
+    offset: u64,
+    len: usize,
+) -> Option<&'a [u8]> {
     let end = offset.checked_add(len as u64)?;
     if end <= head.len() as u64 {
         return head.get(offset as usize..end as usize);
@@ -250,15 +298,25 @@ fn slice_at<'a>(head: &'a [u8], tail: &'a [u8], tail_start: u64, offset: u64, le
 }
 
 fn first_nonzero(bytes: &[u8], base: u64) -> Option<(u64, u8)> {
-    bytes.iter().position(|&byte| byte != 0).map(|index| (base + index as u64, bytes[index]))
+    bytes
+        .iter()
+        .position(|&byte| byte != 0)
+        .map(|index| (base + index as u64, bytes[index]))
 }
 
 /// Reads the probed regions of an open device (dropping its cached pages first, so what was written through
 /// another path is seen) and judges them.
 pub fn probe_file(file: &mut File, path: &Path) -> Result<Probe, StorageError> {
-    let size = file.seek(SeekFrom::End(0)).map_err(|e| StorageError::io("seek", path, e))?;
+    let size = file
+        .seek(SeekFrom::End(0))
+        .map_err(|e| StorageError::io("seek", path, e))?;
     // Best effort: a device without a page cache (or a kernel refusing the advice) is read as it is.
-    let _ = nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+    let _ = nix::fcntl::posix_fadvise(
+        file.as_raw_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
     let head_len = size.min(HEAD_BYTES);
     let tail_len = size.saturating_sub(head_len).min(TAIL_BYTES);
     let head = read_at(file, path, 0, head_len)?;
@@ -274,8 +332,10 @@ pub fn probe_device(path: &Path) -> Result<Probe, StorageError> {
 
 fn read_at(file: &mut File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
     let mut buffer = vec![0u8; len as usize];
-    file.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::io("seek", path, e))?;
-    file.read_exact(&mut buffer).map_err(|e| StorageError::io("read", path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| StorageError::io("seek", path, e))?;
+    file.read_exact(&mut buffer)
+        .map_err(|e| StorageError::io("read", path, e))?;
     Ok(buffer)
 }
 
@@ -296,7 +356,11 @@ mod tests {
         let probe = probe_regions(1 << 20, &one, &[]);
         assert_eq!(probe.content(), Content::Other);
         assert_eq!(probe.first_nonzero, Some((700_000, 1)));
-        assert!(probe.describe().contains("offset 700000"), "{}", probe.describe());
+        assert!(
+            probe.describe().contains("offset 700000"),
+            "{}",
+            probe.describe()
+        );
     }
 
     #[test]
@@ -328,7 +392,10 @@ mod tests {
             let mut head = blank(HEAD_BYTES as usize);
             head[offset as usize..offset as usize + magic.len()].copy_from_slice(&magic);
             let probe = probe_regions(size, &head, &blank(TAIL_BYTES as usize));
-            assert!(probe.findings.contains(&Finding { signature, offset }), "{signature:?}: {probe:?}");
+            assert!(
+                probe.findings.contains(&Finding { signature, offset }),
+                "{signature:?}: {probe:?}"
+            );
             assert!(!probe.is_blank());
         }
     }
@@ -337,17 +404,35 @@ mod tests {
     fn luks_versions_and_ext_variants() {
         let mut head = blank(1 << 17);
         head[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x01");
-        assert_eq!(probe_regions(1 << 17, &head, &[]).findings[0].signature, Signature::Luks1);
+        assert_eq!(
+            probe_regions(1 << 17, &head, &[]).findings[0].signature,
+            Signature::Luks1
+        );
         head[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x02");
-        assert_eq!(probe_regions(1 << 17, &head, &[]).findings[0].signature, Signature::Luks2);
+        assert_eq!(
+            probe_regions(1 << 17, &head, &[]).findings[0].signature,
+            Signature::Luks2
+        );
 
         let mut ext = blank(1 << 17);
         ext[1080..1082].copy_from_slice(&[0x53, 0xEF]);
-        assert_eq!(probe_regions(1 << 17, &ext, &[]).content(), Content::Filesystem(Finding { signature: Signature::Ext2, offset: 1080 }));
+        assert_eq!(
+            probe_regions(1 << 17, &ext, &[]).content(),
+            Content::Filesystem(Finding {
+                signature: Signature::Ext2,
+                offset: 1080
+            })
+        );
         ext[1024 + 0x5C] = 0x4;
-        assert_eq!(probe_regions(1 << 17, &ext, &[]).findings[0].signature, Signature::Ext3);
+        assert_eq!(
+            probe_regions(1 << 17, &ext, &[]).findings[0].signature,
+            Signature::Ext3
+        );
         ext[1024 + 0x60] = 0x40;
-        assert_eq!(probe_regions(1 << 17, &ext, &[]).findings[0].signature, Signature::Ext4);
+        assert_eq!(
+            probe_regions(1 << 17, &ext, &[]).findings[0].signature,
+            Signature::Ext4
+        );
     }
 
     #[test]
@@ -357,7 +442,13 @@ mod tests {
         let at = tail.len() - 512;
         tail[at..at + 8].copy_from_slice(b"EFI PART");
         let probe = probe_regions(size, &blank(HEAD_BYTES as usize), &tail);
-        assert_eq!(probe.findings, vec![Finding { signature: Signature::Gpt, offset: size - 512 }]);
+        assert_eq!(
+            probe.findings,
+            vec![Finding {
+                signature: Signature::Gpt,
+                offset: size - 512
+            }]
+        );
     }
 
     #[test]
@@ -367,6 +458,9 @@ mod tests {
         head[510..512].copy_from_slice(&[0x55, 0xAA]);
         let probe = probe_regions(1 << 17, &head, &[]);
         assert_eq!(probe.content(), Content::Other);
-        assert_eq!(probe.describe(), "xfs at offset 0, MBR boot signature at offset 510");
+        assert_eq!(
+            probe.describe(),
+            "xfs at offset 0, MBR boot signature at offset 510"
+        );
     }
 }

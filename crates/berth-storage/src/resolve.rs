@@ -59,22 +59,31 @@ pub struct Resolver {
 
 /// The NVMe serial of a volume: its id without the dash (`vol-0abc` -> `vol0abc`).
 pub fn volume_serial(volume_id: &str) -> Result<String, StorageError> {
-    let hex = volume_id.strip_prefix("vol-").filter(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    let hex = volume_id
+        .strip_prefix("vol-")
+        .filter(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
     match hex {
         Some(hex) => Ok(format!("vol{hex}")),
-        None => Err(StorageError::InvalidVolumeId { volume_id: volume_id.to_owned() }),
+        None => Err(StorageError::InvalidVolumeId {
+            volume_id: volume_id.to_owned(),
+        }),
     }
 }
 
 impl Resolver {
     /// A resolver over these roots (`/dev` and `/sys` in production).
     pub fn new(device_root: impl Into<PathBuf>, sys_root: impl Into<PathBuf>) -> Self {
-        Self { device_root: device_root.into(), sys_root: sys_root.into() }
+        Self {
+            device_root: device_root.into(),
+            sys_root: sys_root.into(),
+        }
     }
 
     /// The udev by-id path of a volume on Nitro.
     pub fn by_id_path(&self, serial: &str) -> PathBuf {
-        self.device_root.join("disk/by-id").join(format!("nvme-Amazon_Elastic_Block_Store_{serial}"))
+        self.device_root
+            .join("disk/by-id")
+            .join(format!("nvme-Amazon_Elastic_Block_Store_{serial}"))
     }
 
     /// The requested name and its Xen twin (`sdf` <-> `xvdf`), under the device root.
@@ -90,7 +99,10 @@ impl Resolver {
         } else if !name.is_empty() {
             names.push(name.to_owned());
         }
-        names.into_iter().map(|name| self.device_root.join(name)).collect()
+        names
+            .into_iter()
+            .map(|name| self.device_root.join(name))
+            .collect()
     }
 
     /// What the resolver looks at, for messages.
@@ -99,7 +111,11 @@ impl Resolver {
             self.by_id_path(serial).display().to_string(),
             format!("{}/class/nvme/*/{{model,serial}}", self.sys_root.display()),
         ];
-        places.extend(self.requested_paths(requested).iter().map(|path| path.display().to_string()));
+        places.extend(
+            self.requested_paths(requested)
+                .iter()
+                .map(|path| path.display().to_string()),
+        );
         places.join(", ")
     }
 
@@ -108,18 +124,31 @@ impl Resolver {
         let mut attempt = Attempt::default();
         let by_id = self.by_id_path(serial);
         if let Some(device) = self.vet(&by_id, serial, &mut attempt.skipped) {
-            attempt.resolved = Some(Resolved { device, route: Route::ById(by_id) });
+            attempt.resolved = Some(Resolved {
+                device,
+                route: Route::ById(by_id),
+            });
             return attempt;
         }
         for (controller, namespace) in self.scan_sysfs(serial) {
-            if let Some(device) = self.vet(&self.device_root.join(&namespace), serial, &mut attempt.skipped) {
-                attempt.resolved = Some(Resolved { device, route: Route::Sysfs(controller) });
+            if let Some(device) = self.vet(
+                &self.device_root.join(&namespace),
+                serial,
+                &mut attempt.skipped,
+            ) {
+                attempt.resolved = Some(Resolved {
+                    device,
+                    route: Route::Sysfs(controller),
+                });
                 return attempt;
             }
         }
         for path in self.requested_paths(requested) {
             if let Some(device) = self.vet(&path, serial, &mut attempt.skipped) {
-                attempt.resolved = Some(Resolved { device, route: Route::Requested(path) });
+                attempt.resolved = Some(Resolved {
+                    device,
+                    route: Route::Requested(path),
+                });
                 return attempt;
             }
         }
@@ -128,15 +157,21 @@ impl Resolver {
 
     /// EBS controllers carrying this serial, with their namespace device names (lowest namespace first).
     fn scan_sysfs(&self, serial: &str) -> Vec<(String, String)> {
-        let Ok(entries) = fs::read_dir(self.sys_root.join("class/nvme")) else { return Vec::new() };
+        let Ok(entries) = fs::read_dir(self.sys_root.join("class/nvme")) else {
+            return Vec::new();
+        };
         let mut found = Vec::new();
         for entry in entries.flatten() {
             let controller = entry.file_name().to_string_lossy().into_owned();
-            let Some((model, controller_serial)) = self.controller_identity(&controller) else { continue };
+            let Some((model, controller_serial)) = self.controller_identity(&controller) else {
+                continue;
+            };
             if model != EBS_MODEL || controller_serial != serial {
                 continue;
             }
-            let Ok(children) = fs::read_dir(entry.path()) else { continue };
+            let Ok(children) = fs::read_dir(entry.path()) else {
+                continue;
+            };
             let mut namespaces: Vec<(u32, String)> = children
                 .flatten()
                 .filter_map(|child| {
@@ -146,7 +181,11 @@ impl Resolver {
                 })
                 .collect();
             namespaces.sort();
-            found.extend(namespaces.into_iter().map(|(_, name)| (controller.clone(), name)));
+            found.extend(
+                namespaces
+                    .into_iter()
+                    .map(|(_, name)| (controller.clone(), name)),
+            );
         }
         found.sort();
         found
@@ -165,14 +204,27 @@ impl Resolver {
     fn vet(&self, path: &Path, serial: &str, skipped: &mut Vec<String>) -> Option<PathBuf> {
         let canonical = fs::canonicalize(path).ok()?;
         for name in chain_names(path).into_iter().chain(file_name(&canonical)) {
-            let Some((controller, _)) = parse_nvme_namespace(&name) else { continue };
-            let Some((model, controller_serial)) = self.controller_identity(&controller) else { continue };
+            let Some((controller, _)) = parse_nvme_namespace(&name) else {
+                continue;
+            };
+            let Some((model, controller_serial)) = self.controller_identity(&controller) else {
+                continue;
+            };
             let refusal = if model == INSTANCE_STORE_MODEL {
-                Some(format!("{} is an instance-store disk ({name}, model {model:?})", path.display()))
+                Some(format!(
+                    "{} is an instance-store disk ({name}, model {model:?})",
+                    path.display()
+                ))
             } else if model != EBS_MODEL {
-                Some(format!("{} is {name} with model {model:?}, not an EBS volume", path.display()))
+                Some(format!(
+                    "{} is {name} with model {model:?}, not an EBS volume",
+                    path.display()
+                ))
             } else if controller_serial != serial {
-                Some(format!("{} is {name}, EBS volume {controller_serial}, not {serial}", path.display()))
+                Some(format!(
+                    "{} is {name}, EBS volume {controller_serial}, not {serial}",
+                    path.display()
+                ))
             } else {
                 None
             };
@@ -186,7 +238,11 @@ impl Resolver {
         match fs::metadata(&canonical) {
             Ok(metadata) if metadata.file_type().is_block_device() => Some(canonical),
             Ok(_) => {
-                skipped.push(format!("{} -> {} is not a block device", path.display(), canonical.display()));
+                skipped.push(format!(
+                    "{} -> {} is not a block device",
+                    path.display(),
+                    canonical.display()
+                ));
                 None
             }
             Err(_) => None,
@@ -212,7 +268,12 @@ fn chain_names(path: &Path) -> Vec<String> {
     for _ in 0..40 {
         names.extend(file_name(&current));
         match fs::read_link(&current) {
-            Ok(target) => current = current.parent().map(|parent| parent.join(&target)).unwrap_or(target),
+            Ok(target) => {
+                current = current
+                    .parent()
+                    .map(|parent| parent.join(&target))
+                    .unwrap_or(target)
+            }
             Err(_) => break,
         }
     }
@@ -220,7 +281,8 @@ fn chain_names(path: &Path) -> Vec<String> {
 }
 
 fn file_name(path: &Path) -> Option<String> {
-    path.file_name().map(|name| name.to_string_lossy().into_owned())
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -229,7 +291,10 @@ mod tests {
 
     #[test]
     fn serial_is_the_id_without_dash() {
-        assert_eq!(volume_serial("vol-0123456789abcdef0").unwrap(), "vol0123456789abcdef0");
+        assert_eq!(
+            volume_serial("vol-0123456789abcdef0").unwrap(),
+            "vol0123456789abcdef0"
+        );
         assert!(volume_serial("vol0123").is_err());
         assert!(volume_serial("vol-").is_err());
         assert!(volume_serial("vol-xyz").is_err());
@@ -238,8 +303,14 @@ mod tests {
     #[test]
     fn xen_twins() {
         let resolver = Resolver::new("/dev", "/sys");
-        assert_eq!(resolver.requested_paths("/dev/sdf"), vec![PathBuf::from("/dev/xvdf"), PathBuf::from("/dev/sdf")]);
-        assert_eq!(resolver.requested_paths("xvdg"), vec![PathBuf::from("/dev/xvdg"), PathBuf::from("/dev/sdg")]);
+        assert_eq!(
+            resolver.requested_paths("/dev/sdf"),
+            vec![PathBuf::from("/dev/xvdf"), PathBuf::from("/dev/sdf")]
+        );
+        assert_eq!(
+            resolver.requested_paths("xvdg"),
+            vec![PathBuf::from("/dev/xvdg"), PathBuf::from("/dev/sdg")]
+        );
     }
 
     #[test]

@@ -66,7 +66,12 @@ impl LoopDevice {
             match run("losetup", &["--find", "--show", &backing_text]) {
                 Ok(stdout) => {
                     let path = PathBuf::from(stdout.trim());
-                    return Ok(Self { path, backing, size, _dir: dir });
+                    return Ok(Self {
+                        path,
+                        backing,
+                        size,
+                        _dir: dir,
+                    });
                 }
                 Err(error) => last_error = Some(error),
             }
@@ -105,11 +110,19 @@ pub fn in_private_mount_ns<T: Send>(work: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         let handle = scope.spawn(|| {
             unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS) (needs root)");
-            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-                .expect("make / rprivate in the new mount namespace");
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .expect("make / rprivate in the new mount namespace");
             work()
         });
-        handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
@@ -121,8 +134,10 @@ where
     F::Output: Send,
 {
     in_private_mount_ns(|| {
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build a tokio runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("build a tokio runtime");
         runtime.block_on(make())
     })
 }
@@ -141,7 +156,9 @@ pub struct FakeDeviceTree {
 impl FakeDeviceTree {
     /// Empty `dev/` (with `disk/by-id/`) and `sys/class/nvme/` trees.
     pub fn new() -> io::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("berth-devtree-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("berth-devtree-")
+            .tempdir()?;
         fs::create_dir_all(dir.path().join("dev/disk/by-id"))?;
         fs::create_dir_all(dir.path().join("sys/class/nvme"))?;
         Ok(Self { dir })
@@ -159,7 +176,13 @@ impl FakeDeviceTree {
 
     /// An NVMe controller `nvme<controller>` with this model and serial (space padded as in sysfs) and its
     /// namespace `nvme<controller>n1`, a device-root symlink to `target`. Returns the namespace's path.
-    pub fn add_nvme(&self, controller: u32, model: &str, serial: &str, target: &Path) -> io::Result<PathBuf> {
+    pub fn add_nvme(
+        &self,
+        controller: u32,
+        model: &str,
+        serial: &str,
+        target: &Path,
+    ) -> io::Result<PathBuf> {
         let name = format!("nvme{controller}");
         let sys = self.sys_root().join("class/nvme").join(&name);
         fs::create_dir_all(sys.join(format!("{name}n1")))?;
@@ -172,7 +195,13 @@ impl FakeDeviceTree {
 
     /// An EBS volume on controller `nvme<controller>` (sysfs model and serial, namespace link to `target`),
     /// with udev's by-id link when `by_id`. Returns the namespace's path.
-    pub fn add_ebs(&self, controller: u32, volume_id: &str, target: &Path, by_id: bool) -> io::Result<PathBuf> {
+    pub fn add_ebs(
+        &self,
+        controller: u32,
+        volume_id: &str,
+        target: &Path,
+        by_id: bool,
+    ) -> io::Result<PathBuf> {
         let namespace = self.add_nvme(controller, EBS_MODEL, &nitro_serial(volume_id), target)?;
         if by_id {
             self.add_by_id(volume_id, controller)?;
@@ -189,13 +218,19 @@ impl FakeDeviceTree {
 
     /// Where udev's by-id link for this volume lives.
     pub fn by_id_path(&self, volume_id: &str) -> PathBuf {
-        self.device_root()
-            .join("disk/by-id")
-            .join(format!("nvme-Amazon_Elastic_Block_Store_{}", nitro_serial(volume_id)))
+        self.device_root().join("disk/by-id").join(format!(
+            "nvme-Amazon_Elastic_Block_Store_{}",
+            nitro_serial(volume_id)
+        ))
     }
 
     /// An instance-store NVMe disk on controller `nvme<controller>` pointing at `target`.
-    pub fn add_instance_store(&self, controller: u32, serial: &str, target: &Path) -> io::Result<PathBuf> {
+    pub fn add_instance_store(
+        &self,
+        controller: u32,
+        serial: &str,
+        target: &Path,
+    ) -> io::Result<PathBuf> {
         self.add_nvme(controller, INSTANCE_STORE_MODEL, serial, target)
     }
 
@@ -262,7 +297,11 @@ pub fn plant_mbr(device: &Path, size: u64) -> io::Result<()> {
 
 /// A GPT with one partition and no filesystem, made by `sgdisk` (gdisk package).
 pub fn plant_gpt(device: &Path) -> io::Result<()> {
-    run("sgdisk", &["--clear", "--new=1:2048:0", &device.to_string_lossy()]).map(drop)
+    run(
+        "sgdisk",
+        &["--clear", "--new=1:2048:0", &device.to_string_lossy()],
+    )
+    .map(drop)
 }
 
 /// A LUKS2 header made by `cryptsetup luksFormat` (fast PBKDF settings, a random key file in a temp dir).
@@ -301,11 +340,45 @@ pub fn remove_lvm(device: &Path) -> io::Result<()> {
 
 /// Makes a filesystem (`ext4` or `xfs`) with the real mkfs, quietly.
 pub fn make_filesystem(device: &Path, filesystem: &str) -> io::Result<()> {
-    run(&format!("mkfs.{filesystem}"), &["-q", &device.to_string_lossy()]).map(drop)
+    run(
+        &format!("mkfs.{filesystem}"),
+        &["-q", &device.to_string_lossy()],
+    )
+    .map(drop)
 }
 
 /// The filesystem UUID as `blkid` reads it from the device (low-level probe, no cache).
 pub fn filesystem_uuid(device: &Path) -> io::Result<String> {
-    run("blkid", &["--probe", "--match-tag", "UUID", "--output", "value", &device.to_string_lossy()])
-        .map(|uuid| uuid.trim().to_owned())
+    run(
+        "blkid",
+        &[
+            "--probe",
+            "--match-tag",
+            "UUID",
+            "--output",
+            "value",
+            &device.to_string_lossy(),
+        ],
+    )
+    .map(|uuid| uuid.trim().to_owned())
+}
+
+/// The example configuration (`config/berth.toml`) with `[storage]` pointed at a fake device tree and a mount
+/// point, formatting blank volumes with `filesystem`.
+pub fn storage_config(
+    tree: &FakeDeviceTree,
+    mount_path: &Path,
+    filesystem: berth_config::Filesystem,
+) -> berth_config::Config {
+    let mut config = berth_config::parse(
+        include_str!("../../../config/berth.toml"),
+        std::iter::empty(),
+    )
+    .expect("the example configuration parses");
+    config.storage.device_root = tree.device_root();
+    config.storage.sys_root = tree.sys_root();
+    config.storage.mount_path = mount_path.to_owned();
+    config.storage.filesystem = filesystem;
+    config.storage.format_blank = true;
+    config
 }
