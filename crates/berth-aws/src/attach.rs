@@ -182,7 +182,7 @@ impl Attacher {
             });
         }
         let mut poller = Poller::new(self.settings.poll, &format!("{}/{}", me.instance_id, target.id()));
-        let mut last_state = String::from("unknown");
+        let mut last_state: String;
         loop {
             let observed = self.describe(target).await?;
             match observed.attachment() {

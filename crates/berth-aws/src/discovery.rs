@@ -202,6 +202,10 @@ mod tests {
     }
 
     fn eni(id: &str, name: &str, zone: &str, cluster: &str) -> NetworkInterface {
+        eni_builder(id, name, zone, cluster).build()
+    }
+
+    fn eni_builder(id: &str, name: &str, zone: &str, cluster: &str) -> aws_sdk_ec2::types::builders::NetworkInterfaceBuilder {
         NetworkInterface::builder()
             .network_interface_id(id)
             .mac_address("0a:00:00:00:00:01")
@@ -211,7 +215,6 @@ mod tests {
             .status(NetworkInterfaceStatus::Available)
             .tag_set(tag("Name", name))
             .tag_set(tag("berth:cluster", cluster))
-            .build()
     }
 
     fn volume(id: &str, name: &str, zone: &str) -> Volume {
@@ -277,8 +280,7 @@ mod tests {
 
     #[test]
     fn attachments_are_mapped_and_detached_ones_ignored() {
-        let attached = eni("eni-0", "KAFKA-0", "eu-west-1a", "events")
-            .to_builder()
+        let attached = eni_builder("eni-0", "KAFKA-0", "eu-west-1a", "events")
             .attachment(
                 NetworkInterfaceAttachment::builder()
                     .instance_id("i-1")

@@ -1,0 +1,163 @@
+//! The test world: strict moto behind the recording endpoint (fake CloudFormation/Auto Scaling, named as such)
+//! behind the fault proxy, which counts every call; one IMDSv2 endpoint per simulated host.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use berth_aws::AwsCloud;
+use berth_core::ports::StepError;
+use berth_core::retry::{Jitter, RetryPolicy};
+use berth_testkit::aws::world::{self, Network, SeededId, SeededInstance};
+use berth_testkit::aws::{
+    loopback_any_port, EniOnTerminate, FaultProxy, Imds, ImdsHost, ImdsInterface, RecordingEndpoint, StrictMoto,
+};
+
+pub const REGION: &str = "eu-west-1";
+pub const ZONE_A: &str = "eu-west-1a";
+pub const ZONE_B: &str = "eu-west-1b";
+pub const CLUSTER: &str = "events";
+pub const CLUSTER_KEY: &str = "berth:cluster";
+
+/// The actions answered by the recording endpoint (not EC2).
+pub const NOT_EC2: [&str; 4] =
+    ["SignalResource", "CompleteLifecycleAction", "RecordLifecycleActionHeartbeat", "SetInstanceHealth"];
+
+pub struct Env {
+    pub proxy: FaultProxy,
+    pub recorder: RecordingEndpoint,
+    pub moto: StrictMoto,
+    /// Direct to moto (seeding and checks are not counted).
+    pub ec2: aws_sdk_ec2::Client,
+    pub net: Network,
+    /// Broker ids 0.. in the zones given to [`env`].
+    pub ids: Vec<SeededId>,
+}
+
+/// Strict moto with real EC2's ENI release, a network in zones a and b, and broker ids in `zones`.
+pub async fn env(zones: &[&str]) -> Env {
+    env_with(zones, EniOnTerminate::Detach).await
+}
+
+pub async fn env_with(zones: &[&str], eni_on_terminate: EniOnTerminate) -> Env {
+    let moto = StrictMoto::builder().eni_on_terminate(eni_on_terminate).start().expect("strict moto starts");
+    let recorder = RecordingEndpoint::start(loopback_any_port(), Some(moto.address())).expect("recorder");
+    let proxy = FaultProxy::start(loopback_any_port(), recorder.address()).expect("proxy");
+    let ec2 = world::ec2_client(moto.endpoint(), REGION);
+    let net = world::network(&ec2, &[ZONE_A, ZONE_B]).await.expect("network");
+    let ids = world::broker_ids(&ec2, &net, zones, "Name", "KAFKA-{id}", Some((CLUSTER_KEY, CLUSTER)))
+        .await
+        .expect("broker ids");
+    Env { proxy, recorder, moto, ec2, net, ids }
+}
+
+impl Env {
+    /// A running instance in `zone` with the CloudFormation/Auto Scaling tags.
+    pub async fn instance(&self, zone: &str) -> SeededInstance {
+        world::instance(&self.ec2, &self.net, zone, &[]).await.expect("instance")
+    }
+
+    /// The IMDS of a host, serving the instance's identity (and the given instance tags).
+    pub fn imds(&self, instance: &SeededInstance, tags: &[(&str, &str)]) -> Imds {
+        let host = ImdsHost {
+            instance_id: instance.instance_id.clone(),
+            region: REGION.into(),
+            availability_zone: instance.availability_zone.clone(),
+            hostname: format!("ip-{}", instance.instance_id),
+            interfaces: vec![ImdsInterface {
+                mac: instance.primary_mac.clone(),
+                device_number: 0,
+                interface_id: instance.primary_eni_id.clone(),
+            }],
+            tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        Imds::start(loopback_any_port(), &host).expect("imds")
+    }
+
+    /// The configuration of a host using this world (extra TOML lines appended to `[aws]`).
+    pub fn config(&self, imds: &Imds, broker_count: u32, aws_extra: &str) -> berth_config::Config {
+        let text = format!(
+            r#"
+[cluster]
+name = "{CLUSTER}"
+broker_count = {broker_count}
+
+[tags]
+key = "Name"
+eni = "KAFKA-{{id}}"
+volume = "KAFKA-{{id}}"
+cluster_key = "{CLUSTER_KEY}"
+
+[zookeeper]
+connect = "127.0.0.1:2181"
+
+[aws]
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+imds_endpoint = "{imds}"
+{aws_extra}
+"#,
+            endpoint = self.proxy.url(),
+            imds = imds.url(),
+        );
+        berth_config::parse(&text, std::iter::empty()).expect("test configuration is valid")
+    }
+
+    pub async fn cloud(&self, config: &berth_config::Config) -> AwsCloud {
+        AwsCloud::with_credentials(config, Credentials::new("testing", "testing", None, None, "test"))
+            .await
+            .expect("cloud")
+    }
+
+    /// EC2 calls counted by the proxy so far.
+    pub fn ec2_calls(&self) -> usize {
+        self.proxy.counts().iter().filter(|(action, _)| !NOT_EC2.contains(&action.as_str())).map(|(_, n)| n).sum()
+    }
+}
+
+/// Signals, hooks: a full `[aws.*]` section naming everything in config.
+pub const SIGNALS_CONFIGURED: &str = r#"
+[aws.cloudformation]
+signal = true
+stack = "kafka-stack"
+resource = "BrokerGroup"
+
+[aws.autoscaling]
+group = "kafka-asg"
+launch_hook = "berth-launch"
+terminate_hook = "berth-terminate"
+heartbeat_interval = "30s"
+mark_unhealthy_after = "5m"
+"#;
+
+/// What the state machine does with a retryable step: back off (250 ms doubling to 2 s, jittered) and call it
+/// again until it succeeds or `budget` runs out. Panics on a Fatal error. Returns the value, the retryable
+/// errors seen and the time taken.
+pub async fn until_ok<T, F, Fut>(budget: Duration, mut step: F) -> (T, Vec<StepError>, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StepError>>,
+{
+    let policy = RetryPolicy {
+        initial: Duration::from_millis(250),
+        max: Duration::from_secs(2),
+        multiplier: 2.0,
+        deadline: budget,
+    };
+    let mut jitter = Jitter::new(7);
+    let start = Instant::now();
+    let mut errors = Vec::new();
+    loop {
+        match step().await {
+            Ok(value) => return (value, errors, start.elapsed()),
+            Err(error) => {
+                assert!(error.is_retryable(), "a Fatal error where only Retryable ones are allowed: {error}");
+                errors.push(error);
+                assert!(start.elapsed() < budget, "still failing after {budget:?}: {:?}", errors.last());
+                tokio::time::sleep(policy.delay(errors.len() as u32, &mut jitter)).await;
+            }
+        }
+    }
+}
