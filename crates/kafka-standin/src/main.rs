@@ -208,7 +208,8 @@ async fn run(args: Args) -> Result<(), Fatal> {
         rack: settings.rack.clone(),
         cluster_id: cluster_id.clone(),
     });
-    let server = tokio::spawn(server::serve(listener, identity));
+    // As Kafka does: bound first, registered, and only then processing requests (a client connecting in
+    // between waits in the accept queue).
     let registered = match &registry {
         Some(registry) => {
             let path = registry.register(&settings).await?;
@@ -220,6 +221,7 @@ async fn run(args: Args) -> Result<(), Fatal> {
         }
         None => None,
     };
+    let server = tokio::spawn(server::serve(listener, identity));
     println!("INFO {tag} started (listening on {})", settings.bind);
 
     let mut term = signal(SignalKind::terminate())

@@ -1,0 +1,145 @@
+//! Shared set-up for the adapter's tests: a real ZooKeeper (berth-testkit), the Kafka stand-in as a child
+//! process, and a berth configuration pointing at both.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_config::Config;
+use berth_core::ports::BrokerSpec;
+use berth_core::BrokerId;
+use berth_kafka::supervisor::RestartPolicy;
+use berth_kafka::KafkaBroker;
+use berth_testkit::zk::ZooKeeper;
+
+/// The stand-in binary. `cargo test -p berth-kafka` does not build another package's binary, so `make test`
+/// (and anyone running these tests) builds it first: `cargo build -p kafka-standin`.
+pub fn standin_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| berth_testkit::workspace_root().join("target"));
+    let binary = target.join("debug/kafka-standin");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p kafka-standin` first",
+        binary.display()
+    );
+    binary
+}
+
+/// Kafka's chroot in the test ensemble.
+pub const CHROOT: &str = "/kafka";
+
+/// One broker host: a ZooKeeper, a directory for settings and data, a listener port.
+pub struct Host {
+    /// The real ZooKeeper.
+    pub zk: ZooKeeper,
+    /// Settings, overlay, log dirs.
+    pub dir: tempfile::TempDir,
+    /// Kafka's listener port.
+    pub port: u16,
+}
+
+impl Host {
+    /// A fresh ZooKeeper and directory.
+    pub fn new() -> Self {
+        let zk = ZooKeeper::standalone().expect("a real ZooKeeper (Debian's zookeeper package)");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-kafka-")
+            .tempdir()
+            .unwrap();
+        Self {
+            zk,
+            dir,
+            port: berth_testkit::free_port(),
+        }
+    }
+
+    /// The operator's server.properties, as an AMI would carry it.
+    pub fn server_properties(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("server.properties");
+        let text = format!(
+            "# the operator's file\nbroker.id=-1\nlisteners=PLAINTEXT://127.0.0.1:{port}\n\
+             zookeeper.connect={zk}{CHROOT}\nzookeeper.session.timeout.ms=2000\nlog.dirs=/nonexistent\n{extra}",
+            port = self.port,
+            zk = self.zk.connect_string(),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The overlay's path.
+    pub fn overlay(&self) -> PathBuf {
+        self.dir.path().join("conf/berth.properties")
+    }
+
+    /// The log dir on the "volume".
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("volume/data")
+    }
+
+    /// A berth configuration running `command` (the overlay path is appended by the supervisor).
+    pub fn config(&self, mode: &str, command: &[String]) -> Config {
+        let command: Vec<String> = command.iter().map(|arg| format!("{arg:?}")).collect();
+        let text = format!(
+            r#"
+[cluster]
+name = "test"
+broker_count = 3
+[zookeeper]
+connect = "{zk}"
+session_timeout = "4s"
+root = "/berth"
+kafka_chroot = "{CHROOT}"
+[kafka]
+mode = "{mode}"
+supervisor = "process"
+command = [{command}]
+overlay_path = "{overlay}"
+port = {port}
+check_interval = "1s"
+stop_timeout = "5s"
+"#,
+            zk = self.zk.connect_string(),
+            command = command.join(", "),
+            overlay = self.overlay().display(),
+            port = self.port,
+        );
+        berth_config::parse(&text, []).expect("a valid test configuration")
+    }
+
+    /// The stand-in command line reading server.properties (plus `args`).
+    pub fn standin_command(&self, server_properties: &Path, args: &[&str]) -> Vec<String> {
+        let mut command = vec![standin_binary().display().to_string()];
+        command.extend(args.iter().map(|arg| arg.to_string()));
+        command.push(server_properties.display().to_string());
+        command
+    }
+
+    /// A broker adapter with a short restart delay (a test should not wait systemd's usual seconds).
+    pub fn broker(&self, config: &Config) -> KafkaBroker {
+        let policy = RestartPolicy {
+            delay: Duration::from_millis(100),
+            ..RestartPolicy::default()
+        };
+        KafkaBroker::with_restart_policy(config, policy)
+    }
+
+    /// The broker this host runs as.
+    pub fn spec(&self, id: u32) -> BrokerSpec {
+        BrokerSpec {
+            broker_id: BrokerId(id),
+            advertised_ip: Ipv4Addr::LOCALHOST,
+            rack: "az-a".into(),
+            log_dirs: vec![self.log_dir()],
+        }
+    }
+
+    /// A ZooKeeper client of the test's own, to look at what Kafka (the stand-in) wrote.
+    pub async fn client(&self) -> zookeeper_client::Client {
+        zookeeper_client::Client::connect(&self.zk.connect_string())
+            .await
+            .expect("test ZooKeeper client")
+    }
+}
