@@ -7,6 +7,7 @@
 //! * attached to another instance: describe that instance. If it is in one of `aws.takeover_owner_states`
 //!   (shutting-down/terminated by default) force-detach, wait for `available`, attach. A live owner is never
 //!   touched: the call fails Retryable naming the owner, and the state machine retries until its deadline.
+//!
 //! A resource in another AZ than this instance is refused before any API call. ENI and volume share one loop;
 //! only the three EC2 calls that differ are per kind.
 
@@ -83,7 +84,10 @@ impl Target<'_> {
 /// What one describe showed.
 #[derive(Debug, Clone)]
 enum Observed {
-    Eni { facts: EniFacts, attachment_id: Option<String> },
+    Eni {
+        facts: EniFacts,
+        attachment_id: Option<String>,
+    },
     Volume(VolumeFacts),
 }
 
@@ -105,7 +109,16 @@ struct Poller {
 
 impl Poller {
     fn new(policy: RetryPolicy, seed: &str) -> Self {
-        Self { policy, jitter: Jitter::new(stable_hash(seed)), attempt: 0 }
+        Self {
+            policy,
+            jitter: Jitter::new(stable_hash(seed)),
+            attempt: 0,
+        }
+    }
+
+    /// Starts the backoff over (after berth itself changed something, the next change comes soon).
+    fn reset(&mut self) {
+        self.attempt = 0;
     }
 
     /// Waits before the next poll; false when the deadline has passed.
@@ -114,7 +127,10 @@ impl Poller {
             return false;
         }
         self.attempt += 1;
-        let delay = self.policy.delay(self.attempt, &mut self.jitter).min(deadline.remaining());
+        let delay = self
+            .policy
+            .delay(self.attempt, &mut self.jitter)
+            .min(deadline.remaining());
         tokio::time::sleep(delay).await;
         true
     }
@@ -134,7 +150,12 @@ impl Attacher {
     }
 
     /// Attaches the ENI here (see the module docs for the rules).
-    pub async fn attach_eni(&self, me: &Identity, eni: &EniFacts, deadline: Deadline) -> Result<EniFacts, AwsError> {
+    pub async fn attach_eni(
+        &self,
+        me: &Identity,
+        eni: &EniFacts,
+        deadline: Deadline,
+    ) -> Result<EniFacts, AwsError> {
         match self.attach(me, Target::Eni(eni), deadline).await? {
             Observed::Eni { facts, .. } => Ok(facts),
             Observed::Volume(_) => unreachable!("an ENI target is observed as an ENI"),
@@ -172,7 +193,12 @@ impl Attacher {
         self.detach(me, Target::Volume(volume)).await
     }
 
-    async fn attach(&self, me: &Identity, target: Target<'_>, deadline: Deadline) -> Result<Observed, AwsError> {
+    async fn attach(
+        &self,
+        me: &Identity,
+        target: Target<'_>,
+        deadline: Deadline,
+    ) -> Result<Observed, AwsError> {
         if target.zone() != me.availability_zone {
             return Err(AwsError::WrongZone {
                 resource: target.id().to_owned(),
@@ -181,7 +207,10 @@ impl Attacher {
                 instance_az: me.availability_zone.clone(),
             });
         }
-        let mut poller = Poller::new(self.settings.poll, &format!("{}/{}", me.instance_id, target.id()));
+        let mut poller = Poller::new(
+            self.settings.poll,
+            &format!("{}/{}", me.instance_id, target.id()),
+        );
         let mut last_state: String;
         loop {
             let observed = self.describe(target).await?;
@@ -196,6 +225,7 @@ impl Attacher {
                     last_state = format!("{} on {}", attachment.state, attachment.instance_id);
                     if attachment.state != "detaching" {
                         self.take_over(target, &observed, attachment).await?;
+                        poller.reset();
                     }
                 }
                 None => {
@@ -203,9 +233,15 @@ impl Attacher {
                         Ok(()) => {
                             tracing::info!(resource = target.id(), instance_id = %me.instance_id, "attach requested");
                             last_state = "attaching".into();
+                            poller.reset();
                         }
                         // Another host won a race since our describe: observe again after a pause.
-                        Err(error) if matches!(error.code(), Some("InvalidNetworkInterface.InUse" | "VolumeInUse")) => {
+                        Err(error)
+                            if matches!(
+                                error.code(),
+                                Some("InvalidNetworkInterface.InUse" | "VolumeInUse")
+                            ) =>
+                        {
                             tracing::info!(resource = target.id(), %error, "attach raced with another instance");
                             last_state = "in use by another instance (attach raced)".into();
                         }
@@ -224,10 +260,19 @@ impl Attacher {
     }
 
     /// Force-detaches from an owner in a takeover state; refuses (Retryable) for any other owner.
-    async fn take_over(&self, target: Target<'_>, observed: &Observed, attachment: &Attachment) -> Result<(), AwsError> {
+    async fn take_over(
+        &self,
+        target: Target<'_>,
+        observed: &Observed,
+        attachment: &Attachment,
+    ) -> Result<(), AwsError> {
         let owner = &attachment.instance_id;
-        let owner_state = if owner.is_empty() { "unknown".to_owned() } else { self.instance_state(owner).await? };
-        if !self.settings.takeover_owner_states.iter().any(|allowed| *allowed == owner_state) {
+        let owner_state = if owner.is_empty() {
+            "unknown".to_owned()
+        } else {
+            self.instance_state(owner).await?
+        };
+        if !self.settings.takeover_owner_states.contains(&owner_state) {
             return Err(AwsError::OwnerAlive {
                 resource: target.id().to_owned(),
                 owner: owner.clone(),
@@ -256,7 +301,13 @@ impl Attacher {
                     .send()
                     .await
                     .map(drop)
-                    .map_err(|e| AwsError::api("DetachNetworkInterface", format!("{} from {owner}", target.id()), e))
+                    .map_err(|e| {
+                        AwsError::api(
+                            "DetachNetworkInterface",
+                            format!("{} from {owner}", target.id()),
+                            e,
+                        )
+                    })
             }
             Observed::Volume(_) => self
                 .ec2
@@ -268,25 +319,40 @@ impl Attacher {
                 .send()
                 .await
                 .map(drop)
-                .map_err(|e| AwsError::api("DetachVolume", format!("{} from {owner}", target.id()), e)),
+                .map_err(|e| {
+                    AwsError::api("DetachVolume", format!("{} from {owner}", target.id()), e)
+                }),
         };
         match result {
             // Already gone by the time we asked (EC2 released it on its own): observe again.
-            Err(error) if matches!(error.code(), Some("InvalidAttachmentID.NotFound" | "IncorrectState")) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.code(),
+                    Some("InvalidAttachmentID.NotFound" | "IncorrectState")
+                ) =>
+            {
+                Ok(())
+            }
             other => other,
         }
     }
 
     async fn detach(&self, me: &Identity, target: Target<'_>) -> Result<(), AwsError> {
         let deadline = Deadline::after(DETACH_WAIT);
-        let mut poller = Poller::new(self.settings.poll, &format!("{}/{}/detach", me.instance_id, target.id()));
+        let mut poller = Poller::new(
+            self.settings.poll,
+            &format!("{}/{}/detach", me.instance_id, target.id()),
+        );
         let mut requested = false;
         loop {
             let observed = match self.describe(target).await {
                 Err(AwsError::NotFound { .. }) => return Ok(()),
                 other => other?,
             };
-            let Some(attachment) = observed.attachment().filter(|a| a.instance_id == me.instance_id) else {
+            let Some(attachment) = observed
+                .attachment()
+                .filter(|a| a.instance_id == me.instance_id)
+            else {
                 return Ok(());
             };
             if !requested && attachment.state != "detaching" {
@@ -296,14 +362,26 @@ impl Attacher {
             }
             let state = attachment.state.clone();
             if !poller.wait(deadline).await {
-                return Err(AwsError::WaitTimeout { resource: target.id().to_owned(), state, wanted: "detached" });
+                return Err(AwsError::WaitTimeout {
+                    resource: target.id().to_owned(),
+                    state,
+                    wanted: "detached",
+                });
             }
         }
     }
 
-    async fn detach_call(&self, me: &Identity, observed: &Observed, attachment: &Attachment) -> Result<(), AwsError> {
+    async fn detach_call(
+        &self,
+        me: &Identity,
+        observed: &Observed,
+        attachment: &Attachment,
+    ) -> Result<(), AwsError> {
         let result = match observed {
-            Observed::Eni { facts, attachment_id } => {
+            Observed::Eni {
+                facts,
+                attachment_id,
+            } => {
                 let attachment_id = attachment_id.as_deref().unwrap_or_default();
                 self.ec2
                     .detach_network_interface()
@@ -325,7 +403,14 @@ impl Attacher {
                 .map_err(|e| AwsError::api("DetachVolume", &facts.volume_id, e)),
         };
         match result {
-            Err(error) if matches!(error.code(), Some("InvalidAttachmentID.NotFound" | "IncorrectState")) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.code(),
+                    Some("InvalidAttachmentID.NotFound" | "IncorrectState")
+                ) =>
+            {
+                Ok(())
+            }
             other => other,
         }
     }
@@ -343,7 +428,11 @@ impl Attacher {
                     call = call.network_card_index(self.settings.network_card);
                 }
                 call.send().await.map(drop).map_err(|e| {
-                    AwsError::api("AttachNetworkInterface", format!("{} to {}", eni.eni_id, me.instance_id), e)
+                    AwsError::api(
+                        "AttachNetworkInterface",
+                        format!("{} to {}", eni.eni_id, me.instance_id),
+                        e,
+                    )
                 })
             }
             Target::Volume(volume) => self
@@ -355,7 +444,13 @@ impl Attacher {
                 .send()
                 .await
                 .map(drop)
-                .map_err(|e| AwsError::api("AttachVolume", format!("{} to {}", volume.volume_id, me.instance_id), e)),
+                .map_err(|e| {
+                    AwsError::api(
+                        "AttachVolume",
+                        format!("{} to {}", volume.volume_id, me.instance_id),
+                        e,
+                    )
+                }),
         }
     }
 
@@ -368,14 +463,28 @@ impl Attacher {
                     .network_interface_ids(&eni.eni_id)
                     .send()
                     .await
-                    .map_err(|e| not_found_or(AwsError::api("DescribeNetworkInterfaces", &eni.eni_id, e), &eni.eni_id))?;
-                let found = output
-                    .network_interfaces()
-                    .first()
-                    .ok_or_else(|| AwsError::NotFound { resource: eni.eni_id.clone() })?;
+                    .map_err(|e| {
+                        not_found_or(
+                            AwsError::api("DescribeNetworkInterfaces", &eni.eni_id, e),
+                            &eni.eni_id,
+                        )
+                    })?;
+                let found =
+                    output
+                        .network_interfaces()
+                        .first()
+                        .ok_or_else(|| AwsError::NotFound {
+                            resource: eni.eni_id.clone(),
+                        })?;
                 let cidrs = [(eni.subnet_id.clone(), eni.subnet)].into_iter().collect();
-                let attachment_id = found.attachment().and_then(|a| a.attachment_id()).map(str::to_owned);
-                Ok(Observed::Eni { facts: eni_facts(found, &cidrs)?, attachment_id })
+                let attachment_id = found
+                    .attachment()
+                    .and_then(|a| a.attachment_id())
+                    .map(str::to_owned);
+                Ok(Observed::Eni {
+                    facts: eni_facts(found, &cidrs)?,
+                    attachment_id,
+                })
             }
             Target::Volume(volume) => {
                 let output = self
@@ -384,9 +493,15 @@ impl Attacher {
                     .volume_ids(&volume.volume_id)
                     .send()
                     .await
-                    .map_err(|e| not_found_or(AwsError::api("DescribeVolumes", &volume.volume_id, e), &volume.volume_id))?;
-                let found =
-                    output.volumes().first().ok_or_else(|| AwsError::NotFound { resource: volume.volume_id.clone() })?;
+                    .map_err(|e| {
+                        not_found_or(
+                            AwsError::api("DescribeVolumes", &volume.volume_id, e),
+                            &volume.volume_id,
+                        )
+                    })?;
+                let found = output.volumes().first().ok_or_else(|| AwsError::NotFound {
+                    resource: volume.volume_id.clone(),
+                })?;
                 Ok(Observed::Volume(volume_facts(found)?))
             }
         }
@@ -397,7 +512,12 @@ impl Attacher {
         let output = self
             .ec2
             .describe_instances()
-            .filters(Filter::builder().name("instance-id").values(instance_id).build())
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .values(instance_id)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| AwsError::api("DescribeInstances", instance_id, e))?;
@@ -416,7 +536,9 @@ impl Attacher {
 
 fn not_found_or(error: AwsError, resource: &str) -> AwsError {
     match error.code() {
-        Some(code) if code.ends_with(".NotFound") => AwsError::NotFound { resource: resource.to_owned() },
+        Some(code) if code.ends_with(".NotFound") => AwsError::NotFound {
+            resource: resource.to_owned(),
+        },
         _ => error,
     }
 }

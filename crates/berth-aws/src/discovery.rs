@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{Filter, NetworkInterface, Tag, Volume};
-use berth_core::facts::{Attachment, EniFacts, IdResources, Inventory, InventoryProblem, VolumeFacts};
+use berth_core::facts::{
+    Attachment, EniFacts, IdResources, Inventory, InventoryProblem, VolumeFacts,
+};
 use berth_core::tag::TagTemplate;
 use berth_core::BrokerId;
 use ipnet::Ipv4Net;
@@ -38,26 +40,38 @@ impl DiscoverySpec {
             key: tags.key.clone(),
             eni: tags.eni.clone(),
             volume: tags.volume.clone(),
-            cluster_tag: (!tags.cluster_key.is_empty()).then(|| (tags.cluster_key.clone(), config.cluster.name.clone())),
+            cluster_tag: (!tags.cluster_key.is_empty())
+                .then(|| (tags.cluster_key.clone(), config.cluster.name.clone())),
             broker_count: config.cluster.broker_count,
         }
     }
 
     /// The server-side filters for one resource type.
     pub fn filters(&self, template: &TagTemplate) -> Vec<Filter> {
-        let mut filters =
-            vec![Filter::builder().name(format!("tag:{}", self.key)).values(template.wildcard()).build()];
+        let mut filters = vec![Filter::builder()
+            .name(format!("tag:{}", self.key))
+            .values(template.wildcard())
+            .build()];
         if let Some((key, value)) = &self.cluster_tag {
-            filters.push(Filter::builder().name(format!("tag:{key}")).values(value).build());
+            filters.push(
+                Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(value)
+                    .build(),
+            );
         }
         filters
     }
 
     fn id_of(&self, template: &TagTemplate, tags: &[Tag]) -> Option<BrokerId> {
-        let value = tags.iter().find(|tag| tag.key() == Some(self.key.as_str()))?.value()?;
+        let value = tags
+            .iter()
+            .find(|tag| tag.key() == Some(self.key.as_str()))?
+            .value()?;
         let id = template.parse(value)?;
         let in_cluster = self.cluster_tag.as_ref().is_none_or(|(key, wanted)| {
-            tags.iter().any(|tag| tag.key() == Some(key.as_str()) && tag.value() == Some(wanted.as_str()))
+            tags.iter()
+                .any(|tag| tag.key() == Some(key.as_str()) && tag.value() == Some(wanted.as_str()))
         });
         (id.0 < self.broker_count && in_cluster).then_some(id)
     }
@@ -70,25 +84,59 @@ pub fn subnet_ids(enis: &[NetworkInterface]) -> Vec<String> {
 }
 
 /// Maps one described ENI to its facts; the subnet CIDR comes from `cidrs`.
-pub fn eni_facts(eni: &NetworkInterface, cidrs: &BTreeMap<String, Ipv4Net>) -> Result<EniFacts, AwsError> {
+pub fn eni_facts(
+    eni: &NetworkInterface,
+    cidrs: &BTreeMap<String, Ipv4Net>,
+) -> Result<EniFacts, AwsError> {
     const OP: &str = "DescribeNetworkInterfaces";
     let eni_id = eni.network_interface_id().unwrap_or_default().to_owned();
-    let malformed = |field| AwsError::Malformed { operation: OP, resource: eni_id.clone(), field };
-    let mac = eni.mac_address().and_then(|mac| mac.parse().ok()).ok_or_else(|| malformed("MacAddress"))?;
-    let private_ip =
-        eni.private_ip_address().and_then(|ip| ip.parse().ok()).ok_or_else(|| malformed("PrivateIpAddress"))?;
-    let subnet_id = eni.subnet_id().ok_or_else(|| malformed("SubnetId"))?.to_owned();
-    let subnet = *cidrs.get(&subnet_id).ok_or_else(|| malformed("subnet CIDR (DescribeSubnets)"))?;
-    let availability_zone = eni.availability_zone().ok_or_else(|| malformed("AvailabilityZone"))?.to_owned();
+    let malformed = |field| AwsError::Malformed {
+        operation: OP,
+        resource: eni_id.clone(),
+        field,
+    };
+    let mac = eni
+        .mac_address()
+        .and_then(|mac| mac.parse().ok())
+        .ok_or_else(|| malformed("MacAddress"))?;
+    let private_ip = eni
+        .private_ip_address()
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| malformed("PrivateIpAddress"))?;
+    let subnet_id = eni
+        .subnet_id()
+        .ok_or_else(|| malformed("SubnetId"))?
+        .to_owned();
+    let subnet = *cidrs
+        .get(&subnet_id)
+        .ok_or_else(|| malformed("subnet CIDR (DescribeSubnets)"))?;
+    let availability_zone = eni
+        .availability_zone()
+        .ok_or_else(|| malformed("AvailabilityZone"))?
+        .to_owned();
     let attachment = eni.attachment().and_then(|attachment| {
-        let state = attachment.status().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        let state = attachment
+            .status()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
         (state != "detached").then(|| Attachment {
             instance_id: attachment.instance_id().unwrap_or_default().to_owned(),
             state,
-            slot: attachment.device_index().map(|index| index.to_string()).unwrap_or_default(),
+            slot: attachment
+                .device_index()
+                .map(|index| index.to_string())
+                .unwrap_or_default(),
         })
     });
-    Ok(EniFacts { eni_id, mac, private_ip, subnet, subnet_id, availability_zone, attachment })
+    Ok(EniFacts {
+        eni_id,
+        mac,
+        private_ip,
+        subnet,
+        subnet_id,
+        availability_zone,
+        attachment,
+    })
 }
 
 /// Maps one described volume to its facts.
@@ -103,7 +151,10 @@ pub fn volume_facts(volume: &Volume) -> Result<VolumeFacts, AwsError> {
         })?
         .to_owned();
     let attachment = volume.attachments().iter().find_map(|attachment| {
-        let state = attachment.state().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        let state = attachment
+            .state()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
         (state != "detached").then(|| Attachment {
             instance_id: attachment.instance_id().unwrap_or_default().to_owned(),
             state,
@@ -113,7 +164,10 @@ pub fn volume_facts(volume: &Volume) -> Result<VolumeFacts, AwsError> {
     Ok(VolumeFacts {
         volume_id,
         availability_zone,
-        state: volume.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        state: volume
+            .state()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
         size_gib: volume.size().unwrap_or_default(),
         attachment,
     })
@@ -129,13 +183,19 @@ pub fn build_inventory(
     let mut eni_groups: BTreeMap<BrokerId, Vec<EniFacts>> = BTreeMap::new();
     for eni in enis {
         if let Some(id) = spec.id_of(&spec.eni, eni.tag_set()) {
-            eni_groups.entry(id).or_default().push(eni_facts(eni, cidrs)?);
+            eni_groups
+                .entry(id)
+                .or_default()
+                .push(eni_facts(eni, cidrs)?);
         }
     }
     let mut volume_groups: BTreeMap<BrokerId, Vec<VolumeFacts>> = BTreeMap::new();
     for volume in volumes {
         if let Some(id) = spec.id_of(&spec.volume, volume.tags()) {
-            volume_groups.entry(id).or_default().push(volume_facts(volume)?);
+            volume_groups
+                .entry(id)
+                .or_default()
+                .push(volume_facts(volume)?);
         }
     }
     let mut inventory = Inventory::default();
@@ -147,21 +207,35 @@ pub fn build_inventory(
         }
         let mut resources = IdResources::default();
         match enis.len() {
-            0 => inventory.problems.push(InventoryProblem::Missing { id, missing: "ENI".into() }),
+            0 => inventory.problems.push(InventoryProblem::Missing {
+                id,
+                missing: "ENI".into(),
+            }),
             1 => resources.eni = enis.into_iter().next(),
             count => inventory.problems.push(InventoryProblem::DuplicateEni {
                 id,
                 count,
-                ids: enis.iter().map(|e| e.eni_id.as_str()).collect::<Vec<_>>().join(", "),
+                ids: enis
+                    .iter()
+                    .map(|e| e.eni_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
         match volumes.len() {
-            0 => inventory.problems.push(InventoryProblem::Missing { id, missing: "volume".into() }),
+            0 => inventory.problems.push(InventoryProblem::Missing {
+                id,
+                missing: "volume".into(),
+            }),
             1 => resources.volume = volumes.into_iter().next(),
             count => inventory.problems.push(InventoryProblem::DuplicateVolume {
                 id,
                 count,
-                ids: volumes.iter().map(|v| v.volume_id.as_str()).collect::<Vec<_>>().join(", "),
+                ids: volumes
+                    .iter()
+                    .map(|v| v.volume_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
         if let (Some(eni), Some(volume)) = (&resources.eni, &resources.volume) {
@@ -205,7 +279,12 @@ mod tests {
         eni_builder(id, name, zone, cluster).build()
     }
 
-    fn eni_builder(id: &str, name: &str, zone: &str, cluster: &str) -> aws_sdk_ec2::types::builders::NetworkInterfaceBuilder {
+    fn eni_builder(
+        id: &str,
+        name: &str,
+        zone: &str,
+        cluster: &str,
+    ) -> aws_sdk_ec2::types::builders::NetworkInterfaceBuilder {
         NetworkInterface::builder()
             .network_interface_id(id)
             .mac_address("0a:00:00:00:00:01")
@@ -243,16 +322,27 @@ mod tests {
             eni("eni-9", "KAFKA-9", "eu-west-1a", "events"),
             eni("eni-other", "KAFKA-0", "eu-west-1a", "other"),
         ];
-        let volumes = [volume("vol-0", "KAFKA-0", "eu-west-1a"), volume("vol-1", "KAFKA-1", "eu-west-1a"), volume("vol-2", "KAFKA-2", "eu-west-1a")];
+        let volumes = [
+            volume("vol-0", "KAFKA-0", "eu-west-1a"),
+            volume("vol-1", "KAFKA-1", "eu-west-1a"),
+            volume("vol-2", "KAFKA-2", "eu-west-1a"),
+        ];
         let inventory = build_inventory(&spec(Some("events")), &enis, &volumes, &cidrs()).unwrap();
         let zero = &inventory.ids[&BrokerId(0)];
         assert_eq!(zero.eni.as_ref().unwrap().eni_id, "eni-0");
-        assert_eq!(zero.eni.as_ref().unwrap().subnet, "10.0.1.0/24".parse::<Ipv4Net>().unwrap());
+        assert_eq!(
+            zero.eni.as_ref().unwrap().subnet,
+            "10.0.1.0/24".parse::<Ipv4Net>().unwrap()
+        );
         assert_eq!(zero.volume.as_ref().unwrap().volume_id, "vol-0");
         assert_eq!(
             inventory.problems,
             vec![
-                InventoryProblem::DuplicateEni { id: BrokerId(1), count: 2, ids: "eni-1a, eni-1b".into() },
+                InventoryProblem::DuplicateEni {
+                    id: BrokerId(1),
+                    count: 2,
+                    ids: "eni-1a, eni-1b".into()
+                },
                 InventoryProblem::ZoneMismatch {
                     id: BrokerId(2),
                     eni_id: "eni-2".into(),
@@ -272,8 +362,14 @@ mod tests {
         assert_eq!(
             inventory.problems,
             vec![
-                InventoryProblem::Missing { id: BrokerId(0), missing: "volume".into() },
-                InventoryProblem::Missing { id: BrokerId(1), missing: "ENI".into() },
+                InventoryProblem::Missing {
+                    id: BrokerId(0),
+                    missing: "volume".into()
+                },
+                InventoryProblem::Missing {
+                    id: BrokerId(1),
+                    missing: "ENI".into()
+                },
             ]
         );
     }
@@ -291,7 +387,14 @@ mod tests {
             .build();
         let facts = eni_facts(&attached, &cidrs()).unwrap();
         let attachment = facts.attachment.unwrap();
-        assert_eq!((attachment.instance_id.as_str(), attachment.state.as_str(), attachment.slot.as_str()), ("i-1", "attached", "1"));
+        assert_eq!(
+            (
+                attachment.instance_id.as_str(),
+                attachment.state.as_str(),
+                attachment.slot.as_str()
+            ),
+            ("i-1", "attached", "1")
+        );
         let filters = spec(Some("events")).filters(&TagTemplate::new("KAFKA-{id}").unwrap());
         assert_eq!(filters[0].name(), Some("tag:Name"));
         assert_eq!(filters[0].values(), ["KAFKA-*"]);

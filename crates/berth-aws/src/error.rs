@@ -146,7 +146,11 @@ pub enum AwsError {
 
 impl AwsError {
     /// An API error from an SDK error, classified.
-    pub fn api<E>(operation: &'static str, resource: impl Into<String>, error: SdkError<E, HttpResponse>) -> Self
+    pub fn api<E>(
+        operation: &'static str,
+        resource: impl Into<String>,
+        error: SdkError<E, HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -158,20 +162,37 @@ impl AwsError {
                 let message = context.err().message().unwrap_or("no message").to_owned();
                 let retryable = status >= 500
                     || status == 429
-                    || code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c) || WAITABLE_CODES.contains(&c));
+                    || code.as_deref().is_some_and(|c| {
+                        THROTTLING_CODES.contains(&c) || WAITABLE_CODES.contains(&c)
+                    });
                 (code, message, Some(status), retryable)
             }
             SdkError::ResponseError(context) => {
                 // An answer the SDK could not decode (e.g. an HTML error page from a proxy): treat like a 5xx.
                 let status = context.raw().status().as_u16();
-                (None, format!("undecodable response: {}", berth_core::ports::chain_message(&error)), Some(status), true)
+                (
+                    None,
+                    format!(
+                        "undecodable response: {}",
+                        berth_core::ports::chain_message(&error)
+                    ),
+                    Some(status),
+                    true,
+                )
             }
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
                 (None, berth_core::ports::chain_message(&error), None, true)
             }
             _ => (None, berth_core::ports::chain_message(&error), None, false),
         };
-        Self::Api { operation, resource, code, message, status, retryable }
+        Self::Api {
+            operation,
+            resource,
+            code,
+            message,
+            status,
+            retryable,
+        }
     }
 
     /// The AWS error code, when this is an API error that carried one.
@@ -199,7 +220,8 @@ impl AwsError {
 
     /// Whether the error is throttling (for logs and metrics).
     pub fn is_throttling(&self) -> bool {
-        self.code().is_some_and(|code| THROTTLING_CODES.contains(&code))
+        self.code()
+            .is_some_and(|code| THROTTLING_CODES.contains(&code))
     }
 }
 

@@ -55,11 +55,17 @@ impl AwsCloud {
     }
 
     /// Like [`new`](Self::new) with fixed credentials (tests, the simulated fleet).
-    pub async fn with_credentials(config: &berth_config::Config, credentials: Credentials) -> Result<Self, AwsError> {
+    pub async fn with_credentials(
+        config: &berth_config::Config,
+        credentials: Credentials,
+    ) -> Result<Self, AwsError> {
         Self::build(config, Some(credentials)).await
     }
 
-    async fn build(config: &berth_config::Config, credentials: Option<Credentials>) -> Result<Self, AwsError> {
+    async fn build(
+        config: &berth_config::Config,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, AwsError> {
         let metadata = Metadata::new(&config.aws.imds_endpoint)?;
         let region = if config.aws.region.is_empty() {
             metadata.get("placement/region").await?
@@ -106,7 +112,13 @@ impl AwsCloud {
             aws_sdk_autoscaling::Client::new(&sdk),
             metadata.clone(),
         );
-        Ok(Self { ec2, metadata, discovery: DiscoverySpec::from_config(config), attacher, signaller })
+        Ok(Self {
+            ec2,
+            metadata,
+            discovery: DiscoverySpec::from_config(config),
+            attacher,
+            signaller,
+        })
     }
 
     /// The IMDS client (identity, interfaces, notices).
@@ -125,14 +137,20 @@ impl AwsCloud {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::api("DescribeNetworkInterfaces", spec.eni.wildcard(), e))?;
+            let page = page
+                .map_err(|e| AwsError::api("DescribeNetworkInterfaces", spec.eni.wildcard(), e))?;
             enis.extend(page.network_interfaces().iter().cloned());
         }
         let mut volumes = Vec::new();
-        let mut pages =
-            self.ec2.describe_volumes().set_filters(Some(spec.filters(&spec.volume))).into_paginator().send();
+        let mut pages = self
+            .ec2
+            .describe_volumes()
+            .set_filters(Some(spec.filters(&spec.volume)))
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::api("DescribeVolumes", spec.volume.wildcard(), e))?;
+            let page =
+                page.map_err(|e| AwsError::api("DescribeVolumes", spec.volume.wildcard(), e))?;
             volumes.extend(page.volumes().iter().cloned());
         }
         let subnet_ids = discovery::subnet_ids(&enis);
@@ -146,7 +164,10 @@ impl AwsCloud {
                 .await
                 .map_err(|e| AwsError::api("DescribeSubnets", subnet_ids.join(","), e))?;
             for subnet in output.subnets() {
-                if let (Some(id), Some(cidr)) = (subnet.subnet_id(), subnet.cidr_block().and_then(|c| c.parse().ok())) {
+                if let (Some(id), Some(cidr)) = (
+                    subnet.subnet_id(),
+                    subnet.cidr_block().and_then(|c| c.parse().ok()),
+                ) {
                     cidrs.insert(id.to_owned(), cidr);
                 }
             }
@@ -169,7 +190,12 @@ impl Cloud for AwsCloud {
         Ok(self.inventory().await?)
     }
 
-    async fn attach_eni(&self, identity: &Identity, eni: &EniFacts, deadline: Deadline) -> Result<EniFacts, StepError> {
+    async fn attach_eni(
+        &self,
+        identity: &Identity,
+        eni: &EniFacts,
+        deadline: Deadline,
+    ) -> Result<EniFacts, StepError> {
         Ok(self.attacher.attach_eni(identity, eni, deadline).await?)
     }
 
@@ -179,14 +205,21 @@ impl Cloud for AwsCloud {
         volume: &VolumeFacts,
         deadline: Deadline,
     ) -> Result<(VolumeFacts, String), StepError> {
-        Ok(self.attacher.attach_volume(identity, volume, deadline).await?)
+        Ok(self
+            .attacher
+            .attach_volume(identity, volume, deadline)
+            .await?)
     }
 
     async fn detach_eni(&self, identity: &Identity, eni: &EniFacts) -> Result<(), StepError> {
         Ok(self.attacher.detach_eni(identity, eni).await?)
     }
 
-    async fn detach_volume(&self, identity: &Identity, volume: &VolumeFacts) -> Result<(), StepError> {
+    async fn detach_volume(
+        &self,
+        identity: &Identity,
+        volume: &VolumeFacts,
+    ) -> Result<(), StepError> {
         Ok(self.attacher.detach_volume(identity, volume).await?)
     }
 

@@ -36,7 +36,10 @@ impl Metadata {
     pub fn new(endpoint: &str) -> Result<Self, AwsError> {
         let client = imds::Client::builder()
             .endpoint(endpoint)
-            .map_err(|error| AwsError::Config { key: "aws.imds_endpoint", reason: error.to_string() })?
+            .map_err(|error| AwsError::Config {
+                key: "aws.imds_endpoint",
+                reason: error.to_string(),
+            })?
             .max_attempts(3)
             .connect_timeout(Duration::from_secs(1))
             .read_timeout(Duration::from_secs(2))
@@ -58,13 +61,20 @@ impl Metadata {
             {
                 Ok(None)
             }
-            Err(error) => Err(AwsError::Imds { path: path.to_owned(), detail: berth_core::ports::chain_message(&error) }),
+            Err(error) => Err(AwsError::Imds {
+                path: path.to_owned(),
+                detail: berth_core::ports::chain_message(&error),
+            }),
         }
     }
 
     /// A metadata value that must exist.
     pub async fn get(&self, path: &str) -> Result<String, AwsError> {
-        self.get_optional(path).await?.ok_or_else(|| AwsError::ImdsMissing { path: path.to_owned() })
+        self.get_optional(path)
+            .await?
+            .ok_or_else(|| AwsError::ImdsMissing {
+                path: path.to_owned(),
+            })
     }
 
     /// Instance id, region, AZ, primary MAC and hostname.
@@ -73,25 +83,46 @@ impl Metadata {
         let region = self.get("placement/region").await?;
         let availability_zone = self.get("placement/availability-zone").await?;
         let mac_text = self.get("mac").await?;
-        let primary_mac = mac_text.parse().map_err(|error: berth_core::facts::BadMac| AwsError::ImdsValue {
-            path: "mac".into(),
-            value: mac_text.clone(),
-            reason: error.to_string(),
-        })?;
-        let hostname = self.get_optional("local-hostname").await?.unwrap_or_else(|| instance_id.clone());
-        Ok(Identity { instance_id, region, availability_zone, primary_mac, hostname })
+        let primary_mac = mac_text
+            .parse()
+            .map_err(|error: berth_core::facts::BadMac| AwsError::ImdsValue {
+                path: "mac".into(),
+                value: mac_text.clone(),
+                reason: error.to_string(),
+            })?;
+        let hostname = self
+            .get_optional("local-hostname")
+            .await?
+            .unwrap_or_else(|| instance_id.clone());
+        Ok(Identity {
+            instance_id,
+            region,
+            availability_zone,
+            primary_mac,
+            hostname,
+        })
     }
 
     /// The instance's interfaces: MAC, device number, interface id.
     pub async fn interfaces(&self) -> Result<Vec<MetadataInterface>, AwsError> {
-        let listing = self.get_optional("network/interfaces/macs/").await?.unwrap_or_default();
+        let listing = self
+            .get_optional("network/interfaces/macs/")
+            .await?
+            .unwrap_or_default();
         let mut interfaces = Vec::new();
-        for entry in listing.lines().map(|line| line.trim().trim_end_matches('/')).filter(|l| !l.is_empty()) {
-            let mac = entry.parse().map_err(|error: berth_core::facts::BadMac| AwsError::ImdsValue {
-                path: "network/interfaces/macs/".into(),
-                value: entry.to_owned(),
-                reason: error.to_string(),
-            })?;
+        for entry in listing
+            .lines()
+            .map(|line| line.trim().trim_end_matches('/'))
+            .filter(|l| !l.is_empty())
+        {
+            let mac =
+                entry
+                    .parse()
+                    .map_err(|error: berth_core::facts::BadMac| AwsError::ImdsValue {
+                        path: "network/interfaces/macs/".into(),
+                        value: entry.to_owned(),
+                        reason: error.to_string(),
+                    })?;
             let base = format!("network/interfaces/macs/{entry}");
             let device_path = format!("{base}/device-number");
             let device_text = self.get(&device_path).await?;
@@ -101,7 +132,11 @@ impl Metadata {
                 reason: "not a number".into(),
             })?;
             let interface_id = self.get(&format!("{base}/interface-id")).await?;
-            interfaces.push(MetadataInterface { mac, device_number, interface_id });
+            interfaces.push(MetadataInterface {
+                mac,
+                device_number,
+                interface_id,
+            });
         }
         Ok(interfaces)
     }
@@ -113,11 +148,15 @@ impl Metadata {
 
     /// `Terminated` lifecycle state or a spot interruption notice, if IMDS announces one.
     pub async fn termination_notice(&self) -> Result<Option<DrainReason>, AwsError> {
-        let lifecycle = self.get_optional("autoscaling/target-lifecycle-state").await?;
+        let lifecycle = self
+            .get_optional("autoscaling/target-lifecycle-state")
+            .await?;
         if lifecycle.as_deref() == Some("Terminated") {
             return Ok(Some(DrainReason::LifecycleTerminated));
         }
         let spot = self.get_optional("spot/instance-action").await?;
-        Ok(spot.filter(|notice| !notice.is_empty()).map(|_| DrainReason::SpotInterruption))
+        Ok(spot
+            .filter(|notice| !notice.is_empty())
+            .map(|_| DrainReason::SpotInterruption))
     }
 }

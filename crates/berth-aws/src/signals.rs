@@ -82,7 +82,14 @@ impl Signaller {
         autoscaling: aws_sdk_autoscaling::Client,
         metadata: Metadata,
     ) -> Self {
-        Self { settings, ec2, cloudformation, autoscaling, metadata, progress: Mutex::default() }
+        Self {
+            settings,
+            ec2,
+            cloudformation,
+            autoscaling,
+            metadata,
+            progress: Mutex::default(),
+        }
     }
 
     /// SignalResource SUCCESS/FAILURE and CompleteLifecycleAction CONTINUE/ABANDON, each when configured.
@@ -96,9 +103,25 @@ impl Signaller {
         };
         let mut progress = self.progress.lock().await;
         if self.settings.cloudformation && !progress.cloudformation_sent {
-            let stack = self.name(&mut progress, me, &self.settings.stack, STACK_TAG, "stack name", "aws.cloudformation.stack").await?;
+            let stack = self
+                .name(
+                    &mut progress,
+                    me,
+                    &self.settings.stack,
+                    STACK_TAG,
+                    "stack name",
+                    "aws.cloudformation.stack",
+                )
+                .await?;
             let resource = self
-                .name(&mut progress, me, &self.settings.resource, LOGICAL_ID_TAG, "logical resource id", "aws.cloudformation.resource")
+                .name(
+                    &mut progress,
+                    me,
+                    &self.settings.resource,
+                    LOGICAL_ID_TAG,
+                    "logical resource id",
+                    "aws.cloudformation.resource",
+                )
                 .await?;
             self.cloudformation
                 .signal_resource()
@@ -162,10 +185,17 @@ impl Signaller {
         }
         let mut progress = self.progress.lock().await;
         let hook = self.settings.terminate_hook.clone();
-        self.complete_hook(&mut progress, me, &hook, "CONTINUE").await
+        self.complete_hook(&mut progress, me, &hook, "CONTINUE")
+            .await
     }
 
-    async fn complete_hook(&self, progress: &mut Progress, me: &Identity, hook: &str, result: &str) -> Result<(), AwsError> {
+    async fn complete_hook(
+        &self,
+        progress: &mut Progress,
+        me: &Identity,
+        hook: &str,
+        result: &str,
+    ) -> Result<(), AwsError> {
         let group = self.group(progress, me).await?;
         self.autoscaling
             .complete_lifecycle_action()
@@ -181,7 +211,15 @@ impl Signaller {
     }
 
     async fn group(&self, progress: &mut Progress, me: &Identity) -> Result<String, AwsError> {
-        self.name(progress, me, &self.settings.group, GROUP_TAG, "Auto Scaling group", "aws.autoscaling.group").await
+        self.name(
+            progress,
+            me,
+            &self.settings.group,
+            GROUP_TAG,
+            "Auto Scaling group",
+            "aws.autoscaling.group",
+        )
+        .await
     }
 
     /// A configured name, else the instance's tag (IMDS first, then one DescribeTags for all three tags).
@@ -204,7 +242,12 @@ impl Signaller {
             .tags
             .as_ref()
             .and_then(|tags| tags.get(tag).cloned())
-            .ok_or_else(|| AwsError::MissingName { what, key, tag, instance_id: me.instance_id.clone() })
+            .ok_or_else(|| AwsError::MissingName {
+                what,
+                key,
+                tag,
+                instance_id: me.instance_id.clone(),
+            })
     }
 
     async fn instance_tags(&self, me: &Identity) -> Result<BTreeMap<String, String>, AwsError> {
@@ -220,14 +263,27 @@ impl Signaller {
         let output = self
             .ec2
             .describe_tags()
-            .filters(Filter::builder().name("resource-id").values(&me.instance_id).build())
-            .filters(Filter::builder().name("key").values(STACK_TAG).values(LOGICAL_ID_TAG).values(GROUP_TAG).build())
+            .filters(
+                Filter::builder()
+                    .name("resource-id")
+                    .values(&me.instance_id)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("key")
+                    .values(STACK_TAG)
+                    .values(LOGICAL_ID_TAG)
+                    .values(GROUP_TAG)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| AwsError::api("DescribeTags", &me.instance_id, e))?;
         for tag in output.tags() {
             if let (Some(key), Some(value)) = (tag.key(), tag.value()) {
-                tags.entry(key.to_owned()).or_insert_with(|| value.to_owned());
+                tags.entry(key.to_owned())
+                    .or_insert_with(|| value.to_owned());
             }
         }
         Ok(tags)

@@ -18,15 +18,40 @@ async fn discovery_maps_ids_and_names_every_configuration_error() {
     let env = env(&[ZONE_A, ZONE_A, ZONE_B]).await;
     let tagged = |name: &'static str| [("Name", name), (CLUSTER_KEY, CLUSTER)];
     // id 1 gets a second ENI; id 3 an ENI in b with its volume in a; id 4 only an ENI.
-    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-1")).await.unwrap();
-    world::eni(&env.ec2, &env.net, ZONE_B, &tagged("KAFKA-3")).await.unwrap();
-    world::volume(&env.ec2, ZONE_A, &tagged("KAFKA-3")).await.unwrap();
-    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-4")).await.unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-1"))
+        .await
+        .unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_B, &tagged("KAFKA-3"))
+        .await
+        .unwrap();
+    world::volume(&env.ec2, ZONE_A, &tagged("KAFKA-3"))
+        .await
+        .unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-4"))
+        .await
+        .unwrap();
     // Another cluster's id 0, a non-canonical tag and an id out of range are not ours.
-    world::eni(&env.ec2, &env.net, ZONE_A, &[("Name", "KAFKA-0"), (CLUSTER_KEY, "other")]).await.unwrap();
-    world::volume(&env.ec2, ZONE_A, &[("Name", "KAFKA-0"), (CLUSTER_KEY, "other")]).await.unwrap();
-    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-01")).await.unwrap();
-    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-7")).await.unwrap();
+    world::eni(
+        &env.ec2,
+        &env.net,
+        ZONE_A,
+        &[("Name", "KAFKA-0"), (CLUSTER_KEY, "other")],
+    )
+    .await
+    .unwrap();
+    world::volume(
+        &env.ec2,
+        ZONE_A,
+        &[("Name", "KAFKA-0"), (CLUSTER_KEY, "other")],
+    )
+    .await
+    .unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-01"))
+        .await
+        .unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-7"))
+        .await
+        .unwrap();
 
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
@@ -51,18 +76,46 @@ async fn discovery_maps_ids_and_names_every_configuration_error() {
     assert_eq!(eni.availability_zone, ZONE_A);
     assert_eq!(eni.attachment, None);
     let volume = zero.volume.as_ref().unwrap();
-    assert_eq!((volume.volume_id.as_str(), volume.state.as_str()), (env.ids[0].volume_id.as_str(), "available"));
-    assert_eq!(inventory.ids[&BrokerId(2)].eni.as_ref().unwrap().subnet.to_string(), "10.0.2.0/24");
+    assert_eq!(
+        (volume.volume_id.as_str(), volume.state.as_str()),
+        (env.ids[0].volume_id.as_str(), "available")
+    );
+    assert_eq!(
+        inventory.ids[&BrokerId(2)]
+            .eni
+            .as_ref()
+            .unwrap()
+            .subnet
+            .to_string(),
+        "10.0.2.0/24"
+    );
 
     let problems: Vec<String> = inventory.problems.iter().map(ToString::to_string).collect();
     assert_eq!(inventory.problems.len(), 3, "{problems:#?}");
-    assert!(matches!(&inventory.problems[0], InventoryProblem::DuplicateEni { id: BrokerId(1), count: 2, .. }));
+    assert!(matches!(
+        &inventory.problems[0],
+        InventoryProblem::DuplicateEni {
+            id: BrokerId(1),
+            count: 2,
+            ..
+        }
+    ));
     assert!(matches!(
         &inventory.problems[1],
         InventoryProblem::ZoneMismatch { id: BrokerId(3), eni_az, volume_az, .. } if eni_az == ZONE_B && volume_az == ZONE_A
     ));
-    assert_eq!(inventory.problems[2], InventoryProblem::Missing { id: BrokerId(4), missing: "volume".into() });
-    assert!(problems[0].contains(&env.ids[1].eni_id), "the duplicate names both ENIs: {}", problems[0]);
+    assert_eq!(
+        inventory.problems[2],
+        InventoryProblem::Missing {
+            id: BrokerId(4),
+            missing: "volume".into()
+        }
+    );
+    assert!(
+        problems[0].contains(&env.ids[1].eni_id),
+        "the duplicate names both ENIs: {}",
+        problems[0]
+    );
     assert!(!inventory.ids.contains_key(&BrokerId(5)));
     assert!(!inventory.ids.contains_key(&BrokerId(7)));
 }
@@ -80,25 +133,65 @@ async fn happy_path_boot_stays_within_the_call_budget() {
     assert_eq!(identity.instance_id, me.instance_id);
     assert_eq!(identity.availability_zone, ZONE_A);
     assert_eq!(identity.region, REGION);
-    assert_eq!(identity.primary_mac.to_string(), me.primary_mac.to_lowercase());
+    assert_eq!(
+        identity.primary_mac.to_string(),
+        me.primary_mac.to_lowercase()
+    );
     let inventory = cloud.discover().await.unwrap();
     let resources = &inventory.ids[&BrokerId(0)];
-    let eni = cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline).await.unwrap();
-    let (volume, device) = cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline).await.unwrap();
+    let eni = cloud
+        .attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+        .await
+        .unwrap();
+    let (volume, device) = cloud
+        .attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+        .await
+        .unwrap();
     cloud.signal(&identity, &Verdict::Success).await.unwrap();
     let elapsed = started.elapsed();
 
     let attachment = eni.attachment.as_ref().unwrap();
-    assert_eq!((attachment.instance_id.as_str(), attachment.state.as_str(), attachment.slot.as_str()), (me.instance_id.as_str(), "attached", "1"));
+    assert_eq!(
+        (
+            attachment.instance_id.as_str(),
+            attachment.state.as_str(),
+            attachment.slot.as_str()
+        ),
+        (me.instance_id.as_str(), "attached", "1")
+    );
     assert_eq!(device, "/dev/xvdf");
-    assert_eq!(volume.attachment.as_ref().unwrap().instance_id, me.instance_id);
-    assert_eq!(world::eni_owner(&env.ec2, &env.ids[0].eni_id).await.unwrap(), ("in-use".into(), Some(me.instance_id.clone())));
-    assert_eq!(world::volume_owner(&env.ec2, &env.ids[0].volume_id).await.unwrap(), ("in-use".into(), Some(me.instance_id.clone())));
+    assert_eq!(
+        volume.attachment.as_ref().unwrap().instance_id,
+        me.instance_id
+    );
+    assert_eq!(
+        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
+            .await
+            .unwrap(),
+        ("in-use".into(), Some(me.instance_id.clone()))
+    );
+    assert_eq!(
+        world::volume_owner(&env.ec2, &env.ids[0].volume_id)
+            .await
+            .unwrap(),
+        ("in-use".into(), Some(me.instance_id.clone()))
+    );
 
     let ec2_calls = env.ec2_calls();
-    println!("aws-boot ec2_calls={ec2_calls} elapsed_ms={} calls={:?}", elapsed.as_millis(), env.proxy.counts());
-    assert!(ec2_calls <= 15, "happy-path boot made {ec2_calls} EC2 calls: {:?}", env.proxy.counts());
-    assert_eq!(env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"), 0);
+    println!(
+        "aws-boot ec2_calls={ec2_calls} elapsed_ms={} calls={:?}",
+        elapsed.as_millis(),
+        env.proxy.counts()
+    );
+    assert!(
+        ec2_calls <= 15,
+        "happy-path boot made {ec2_calls} EC2 calls: {:?}",
+        env.proxy.counts()
+    );
+    assert_eq!(
+        env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"),
+        0
+    );
     assert_eq!(imds.v1_refusals(), 0, "IMDSv1 must never be used");
     assert!(imds.token_requests() >= 1);
 
@@ -120,25 +213,55 @@ async fn happy_path_boot_stays_within_the_call_budget() {
 async fn already_attached_here_is_success_without_attach_calls() {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
-    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &me.instance_id, 1).await.unwrap();
-    world::attach_volume(&env.ec2, &env.ids[0].volume_id, &me.instance_id, "/dev/xvdg").await.unwrap();
+    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &me.instance_id, 1)
+        .await
+        .unwrap();
+    world::attach_volume(
+        &env.ec2,
+        &env.ids[0].volume_id,
+        &me.instance_id,
+        "/dev/xvdg",
+    )
+    .await
+    .unwrap();
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, "")).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     let deadline = Deadline::after(Duration::from_secs(10));
-    cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline).await.unwrap();
-    let (_, device) = cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline).await.unwrap();
-    assert_eq!(device, "/dev/xvdg", "the device it is really attached under");
-    assert_eq!(env.proxy.calls("AttachNetworkInterface") + env.proxy.calls("AttachVolume"), 0);
+    cloud
+        .attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+        .await
+        .unwrap();
+    let (_, device) = cloud
+        .attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+        .await
+        .unwrap();
+    assert_eq!(
+        device, "/dev/xvdg",
+        "the device it is really attached under"
+    );
+    assert_eq!(
+        env.proxy.calls("AttachNetworkInterface") + env.proxy.calls("AttachVolume"),
+        0
+    );
 }
 
 #[tokio::test]
 async fn a_running_owner_is_never_touched_and_is_named() {
     let env = env(&[ZONE_A]).await;
     let owner = env.instance(ZONE_A).await;
-    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &owner.instance_id, 1).await.unwrap();
-    world::attach_volume(&env.ec2, &env.ids[0].volume_id, &owner.instance_id, "/dev/xvdf").await.unwrap();
+    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &owner.instance_id, 1)
+        .await
+        .unwrap();
+    world::attach_volume(
+        &env.ec2,
+        &env.ids[0].volume_id,
+        &owner.instance_id,
+        "/dev/xvdf",
+    )
+    .await
+    .unwrap();
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, "")).await;
@@ -150,27 +273,72 @@ async fn a_running_owner_is_never_touched_and_is_named() {
     let mut attempts = 0;
     while Instant::now() < budget {
         let deadline = Deadline::after(Duration::from_secs(1));
-        let eni_error = cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline).await.unwrap_err();
-        let volume_error = cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline).await.unwrap_err();
+        let eni_error = cloud
+            .attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+            .await
+            .unwrap_err();
+        let volume_error = cloud
+            .attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+            .await
+            .unwrap_err();
         for error in [eni_error, volume_error] {
             assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
-            assert!(error.message.contains(&owner.instance_id) && error.message.contains("running"), "{error}");
+            assert!(
+                error.message.contains(&owner.instance_id) && error.message.contains("running"),
+                "{error}"
+            );
         }
         attempts += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(attempts >= 2);
-    assert_eq!(env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"), 0, "never detached");
-    assert_eq!(env.proxy.calls("AttachNetworkInterface") + env.proxy.calls("AttachVolume"), 0);
-    assert_eq!(world::eni_owner(&env.ec2, &env.ids[0].eni_id).await.unwrap().1, Some(owner.instance_id.clone()));
-    assert_eq!(world::volume_owner(&env.ec2, &env.ids[0].volume_id).await.unwrap().1, Some(owner.instance_id.clone()));
+    assert_eq!(
+        env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"),
+        0,
+        "never detached"
+    );
+    assert_eq!(
+        env.proxy.calls("AttachNetworkInterface") + env.proxy.calls("AttachVolume"),
+        0
+    );
+    assert_eq!(
+        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
+            .await
+            .unwrap()
+            .1,
+        Some(owner.instance_id.clone())
+    );
+    assert_eq!(
+        world::volume_owner(&env.ec2, &env.ids[0].volume_id)
+            .await
+            .unwrap()
+            .1,
+        Some(owner.instance_id.clone())
+    );
 }
 
 /// Owner and replacement set up with the ENI and volume on the owner; returns (owner, me, cloud, imds).
-async fn owned_by_other(env: &Env, aws_extra: &str) -> (world::SeededInstance, berth_core::Identity, berth_aws::AwsCloud, berth_testkit::aws::Imds) {
+async fn owned_by_other(
+    env: &Env,
+    aws_extra: &str,
+) -> (
+    world::SeededInstance,
+    berth_core::Identity,
+    berth_aws::AwsCloud,
+    berth_testkit::aws::Imds,
+) {
     let owner = env.instance(ZONE_A).await;
-    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &owner.instance_id, 1).await.unwrap();
-    world::attach_volume(&env.ec2, &env.ids[0].volume_id, &owner.instance_id, "/dev/xvdf").await.unwrap();
+    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &owner.instance_id, 1)
+        .await
+        .unwrap();
+    world::attach_volume(
+        &env.ec2,
+        &env.ids[0].volume_id,
+        &owner.instance_id,
+        "/dev/xvdf",
+    )
+    .await
+    .unwrap();
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, aws_extra)).await;
@@ -181,57 +349,111 @@ async fn owned_by_other(env: &Env, aws_extra: &str) -> (world::SeededInstance, b
 #[tokio::test]
 async fn takeover_from_an_owner_still_shutting_down() {
     let env = env(&[ZONE_A]).await;
-    env.moto.set_terminate_hold(Duration::from_secs(120)).unwrap();
+    env.moto
+        .set_terminate_hold(Duration::from_secs(120))
+        .unwrap();
     let (owner, identity, cloud, _imds) = owned_by_other(&env, "").await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
 
     let terminated_at = Instant::now();
-    world::terminate(&env.ec2, &owner.instance_id).await.unwrap();
-    assert_eq!(world::instance_state(&env.ec2, &owner.instance_id).await.unwrap(), "shutting-down");
+    world::terminate(&env.ec2, &owner.instance_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        world::instance_state(&env.ec2, &owner.instance_id)
+            .await
+            .unwrap(),
+        "shutting-down"
+    );
     let deadline = Deadline::after(Duration::from_secs(30));
-    let (eni, _, _) = until_ok(Duration::from_secs(30), || cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)).await;
-    let ((volume, _), _, _) =
-        until_ok(Duration::from_secs(30), || cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)).await;
+    let (eni, _, _) = until_ok(Duration::from_secs(30), || {
+        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+    })
+    .await;
+    let ((volume, _), _, _) = until_ok(Duration::from_secs(30), || {
+        cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+    })
+    .await;
     let takeover = terminated_at.elapsed();
-    println!("aws-takeover from=shutting-down takeover_ms={}", takeover.as_millis());
+    println!(
+        "aws-takeover from=shutting-down takeover_ms={}",
+        takeover.as_millis()
+    );
 
-    assert_eq!(world::instance_state(&env.ec2, &owner.instance_id).await.unwrap(), "shutting-down", "taken over during the hold");
+    assert_eq!(
+        world::instance_state(&env.ec2, &owner.instance_id)
+            .await
+            .unwrap(),
+        "shutting-down",
+        "taken over during the hold"
+    );
     assert_eq!(eni.attachment.unwrap().instance_id, identity.instance_id);
     assert_eq!(volume.attachment.unwrap().instance_id, identity.instance_id);
     assert_eq!(env.proxy.calls("DetachNetworkInterface"), 1);
     assert_eq!(env.proxy.calls("DetachVolume"), 1);
-    assert!(takeover < Duration::from_secs(5), "takeover took {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(5),
+        "takeover took {takeover:?}"
+    );
 }
 
 #[tokio::test]
 async fn takeover_from_a_terminated_owner_that_moto_leaves_holding_the_eni() {
     let env = env_with(&[ZONE_A], EniOnTerminate::Keep).await;
     let (owner, identity, cloud, _imds) = owned_by_other(&env, "").await;
-    world::terminate(&env.ec2, &owner.instance_id).await.unwrap();
-    assert_eq!(world::eni_owner(&env.ec2, &env.ids[0].eni_id).await.unwrap(), ("in-use".into(), Some(owner.instance_id.clone())));
+    world::terminate(&env.ec2, &owner.instance_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
+            .await
+            .unwrap(),
+        ("in-use".into(), Some(owner.instance_id.clone()))
+    );
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     let deadline = Deadline::after(Duration::from_secs(30));
-    let (eni, errors, _) = until_ok(Duration::from_secs(30), || cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)).await;
+    let (eni, errors, _) = until_ok(Duration::from_secs(30), || {
+        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+    })
+    .await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(eni.attachment.unwrap().instance_id, identity.instance_id);
-    assert_eq!(env.proxy.calls("DetachNetworkInterface"), 1, "force-detached from the terminated owner");
+    assert_eq!(
+        env.proxy.calls("DetachNetworkInterface"),
+        1,
+        "force-detached from the terminated owner"
+    );
     // moto freed the volume on termination: a plain attach.
-    cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline).await.unwrap();
+    cloud
+        .attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+        .await
+        .unwrap();
     assert_eq!(env.proxy.calls("DetachVolume"), 0);
 }
 
 #[tokio::test]
 async fn conservative_takeover_waits_for_termination_then_attaches_what_ec2_released() {
     let env = env(&[ZONE_A]).await;
-    env.moto.set_terminate_hold(Duration::from_secs(120)).unwrap();
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, "takeover_owner_states = [\"terminated\"]").await;
+    env.moto
+        .set_terminate_hold(Duration::from_secs(120))
+        .unwrap();
+    let (owner, identity, cloud, _imds) =
+        owned_by_other(&env, "takeover_owner_states = [\"terminated\"]").await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
-    world::terminate(&env.ec2, &owner.instance_id).await.unwrap();
+    world::terminate(&env.ec2, &owner.instance_id)
+        .await
+        .unwrap();
 
     let deadline = Deadline::after(Duration::from_secs(1));
-    let error = cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline).await.unwrap_err();
+    let error = cloud
+        .attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+        .await
+        .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Retryable);
-    assert!(error.message.contains(&owner.instance_id) && error.message.contains("shutting-down"), "{error}");
+    assert!(
+        error.message.contains(&owner.instance_id) && error.message.contains("shutting-down"),
+        "{error}"
+    );
 
     // The owner finishes shutting down in the background while the replacement keeps retrying.
     let control = env.moto.control_url().to_owned();
@@ -239,18 +461,39 @@ async fn conservative_takeover_waits_for_termination_then_attaches_what_ec2_rele
     let finisher = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
         let finished_at = Instant::now();
-        berth_testkit::aws::http::blocking_request(&format!("{control}/finish"), "POST", &format!("{{\"instance_id\": \"{owner_id}\"}}"))
-            .expect("finish");
+        berth_testkit::aws::http::blocking_request(
+            &format!("{control}/finish"),
+            "POST",
+            &format!("{{\"instance_id\": \"{owner_id}\"}}"),
+        )
+        .expect("finish");
         finished_at
     });
     let deadline = Deadline::after(Duration::from_secs(30));
-    let (_, errors, _) = until_ok(Duration::from_secs(30), || cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)).await;
-    until_ok(Duration::from_secs(30), || cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)).await;
+    let (_, errors, _) = until_ok(Duration::from_secs(30), || {
+        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+    })
+    .await;
+    until_ok(Duration::from_secs(30), || {
+        cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+    })
+    .await;
     let finished_at = finisher.join().unwrap();
     let takeover = finished_at.elapsed();
-    println!("aws-takeover from=terminated(real-ec2-release) takeover_ms={} retries={}", takeover.as_millis(), errors.len());
-    assert!(!errors.is_empty(), "the replacement had to wait for the owner");
-    assert_eq!(env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"), 0, "EC2 released both itself");
+    println!(
+        "aws-takeover from=terminated(real-ec2-release) takeover_ms={} retries={}",
+        takeover.as_millis(),
+        errors.len()
+    );
+    assert!(
+        !errors.is_empty(),
+        "the replacement had to wait for the owner"
+    );
+    assert_eq!(
+        env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"),
+        0,
+        "EC2 released both itself"
+    );
     assert!(takeover < Duration::from_secs(5), "{takeover:?}");
 }
 
@@ -264,12 +507,25 @@ async fn wrong_zone_is_refused_before_any_call() {
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     env.proxy.reset_counts();
     let deadline = Deadline::after(Duration::from_secs(5));
-    let error = cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline).await.unwrap_err();
+    let error = cloud
+        .attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+        .await
+        .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Fatal);
-    assert!(error.message.contains(ZONE_B) && error.message.contains(ZONE_A), "{error}");
-    let error = cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline).await.unwrap_err();
+    assert!(
+        error.message.contains(ZONE_B) && error.message.contains(ZONE_A),
+        "{error}"
+    );
+    let error = cloud
+        .attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+        .await
+        .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Fatal);
-    assert!(env.proxy.counts().is_empty(), "no API call at all: {:?}", env.proxy.counts());
+    assert!(
+        env.proxy.counts().is_empty(),
+        "no API call at all: {:?}",
+        env.proxy.counts()
+    );
 }
 
 #[tokio::test]
@@ -280,35 +536,81 @@ async fn throttling_bursts_and_500s_are_survived() {
     let cloud = env.cloud(&env.config(&imds, 1, SIGNALS_CONFIGURED)).await;
     let identity = cloud.identity().await.unwrap();
     // More faults than the SDK's own attempts, so some reach the state machine, which must see Retryable.
-    env.proxy.inject("DescribeNetworkInterfaces", Fault::Throttle, 5);
+    env.proxy
+        .inject("DescribeNetworkInterfaces", Fault::Throttle, 5);
     env.proxy.inject("DescribeVolumes", Fault::ServerError, 4);
-    env.proxy.inject("AttachNetworkInterface", Fault::Throttle, 2);
-    env.proxy.inject("AttachNetworkInterface", Fault::ServerError, 2);
+    env.proxy
+        .inject("AttachNetworkInterface", Fault::Throttle, 2);
+    env.proxy
+        .inject("AttachNetworkInterface", Fault::ServerError, 2);
     env.proxy.inject("AttachVolume", Fault::ServerError, 3);
     env.proxy.inject("SignalResource", Fault::Throttle, 4);
-    env.proxy.inject("CompleteLifecycleAction", Fault::ServerError, 4);
+    env.proxy
+        .inject("CompleteLifecycleAction", Fault::ServerError, 4);
     let budget = Duration::from_secs(60);
     let deadline = Deadline::after(budget);
     let (inventory, discover_errors, _) = until_ok(budget, || cloud.discover()).await;
     let resources = inventory.ids[&BrokerId(0)].clone();
-    let (_, eni_errors, _) = until_ok(budget, || cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)).await;
-    let (_, volume_errors, _) = until_ok(budget, || cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)).await;
-    let (_, signal_errors, _) = until_ok(budget, || cloud.signal(&identity, &Verdict::Success)).await;
-    for action in ["DescribeNetworkInterfaces", "DescribeVolumes", "AttachNetworkInterface", "AttachVolume", "SignalResource", "CompleteLifecycleAction"] {
-        assert_eq!(env.proxy.faulted(action), match action {
-            "DescribeNetworkInterfaces" => 5,
-            "DescribeVolumes" | "AttachNetworkInterface" | "SignalResource" | "CompleteLifecycleAction" => 4,
-            _ => 3,
-        }, "{action}");
+    let (_, eni_errors, _) = until_ok(budget, || {
+        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+    })
+    .await;
+    let (_, volume_errors, _) = until_ok(budget, || {
+        cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+    })
+    .await;
+    let (_, signal_errors, _) =
+        until_ok(budget, || cloud.signal(&identity, &Verdict::Success)).await;
+    for action in [
+        "DescribeNetworkInterfaces",
+        "DescribeVolumes",
+        "AttachNetworkInterface",
+        "AttachVolume",
+        "SignalResource",
+        "CompleteLifecycleAction",
+    ] {
+        assert_eq!(
+            env.proxy.faulted(action),
+            match action {
+                "DescribeNetworkInterfaces" => 5,
+                "DescribeVolumes"
+                | "AttachNetworkInterface"
+                | "SignalResource"
+                | "CompleteLifecycleAction" => 4,
+                _ => 3,
+            },
+            "{action}"
+        );
     }
-    assert!(!discover_errors.is_empty() && !signal_errors.is_empty(), "faults outlasted the SDK's retries");
-    let all: Vec<_> = discover_errors.iter().chain(&eni_errors).chain(&volume_errors).chain(&signal_errors).collect();
-    assert!(all.iter().any(|e| e.message.contains("RequestLimitExceeded")), "{all:?}");
-    assert!(all.iter().any(|e| e.message.contains("HTTP 500")), "{all:?}");
+    assert!(
+        !discover_errors.is_empty() && !signal_errors.is_empty(),
+        "faults outlasted the SDK's retries"
+    );
+    let all: Vec<_> = discover_errors
+        .iter()
+        .chain(&eni_errors)
+        .chain(&volume_errors)
+        .chain(&signal_errors)
+        .collect();
+    assert!(
+        all.iter()
+            .any(|e| e.message.contains("RequestLimitExceeded")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|e| e.message.contains("HTTP 500")),
+        "{all:?}"
+    );
     // Exactly one signal and one hook completion got through, despite the retries of the whole step.
     assert_eq!(env.recorder.calls_of("SignalResource").len(), 1);
     assert_eq!(env.recorder.calls_of("CompleteLifecycleAction").len(), 1);
-    assert_eq!(world::eni_owner(&env.ec2, &env.ids[0].eni_id).await.unwrap().1, Some(me.instance_id.clone()));
+    assert_eq!(
+        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
+            .await
+            .unwrap()
+            .1,
+        Some(me.instance_id.clone())
+    );
 }
 
 #[tokio::test]
@@ -328,45 +630,123 @@ async fn failure_heartbeat_health_and_termination_hooks_send_exact_parameters() 
     let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
     let identity = cloud.identity().await.unwrap();
     cloud.heartbeat(&identity).await.unwrap();
-    cloud.signal(&identity, &Verdict::Failure("meta.properties names broker 2".into())).await.unwrap();
+    cloud
+        .signal(
+            &identity,
+            &Verdict::Failure("meta.properties names broker 2".into()),
+        )
+        .await
+        .unwrap();
     cloud.mark_unhealthy(&identity).await.unwrap();
     cloud.complete_termination(&identity).await.unwrap();
     assert_eq!(env.ec2_calls(), 0, "names came from IMDS tags");
     let calls = env.recorder.calls();
     let actions: Vec<_> = calls.iter().map(|c| c.action.as_str()).collect();
-    assert_eq!(actions, ["RecordLifecycleActionHeartbeat", "SignalResource", "CompleteLifecycleAction", "SetInstanceHealth", "CompleteLifecycleAction"]);
+    assert_eq!(
+        actions,
+        [
+            "RecordLifecycleActionHeartbeat",
+            "SignalResource",
+            "CompleteLifecycleAction",
+            "SetInstanceHealth",
+            "CompleteLifecycleAction"
+        ]
+    );
     let id = Some(me.instance_id.as_str());
-    assert_eq!((calls[0].param("AutoScalingGroupName"), calls[0].param("LifecycleHookName"), calls[0].param("InstanceId")), (Some("tagged-asg"), Some("launch"), id));
-    assert_eq!((calls[1].param("StackName"), calls[1].param("LogicalResourceId"), calls[1].param("UniqueId"), calls[1].param("Status")), (Some("tagged-stack"), Some("TaggedGroup"), id, Some("FAILURE")));
-    assert_eq!((calls[2].param("LifecycleHookName"), calls[2].param("LifecycleActionResult")), (Some("launch"), Some("ABANDON")));
-    assert_eq!((calls[3].param("InstanceId"), calls[3].param("HealthStatus"), calls[3].param("ShouldRespectGracePeriod")), (id, Some("Unhealthy"), Some("false")));
-    assert_eq!((calls[4].param("AutoScalingGroupName"), calls[4].param("LifecycleHookName"), calls[4].param("LifecycleActionResult")), (Some("tagged-asg"), Some("terminate"), Some("CONTINUE")));
+    assert_eq!(
+        (
+            calls[0].param("AutoScalingGroupName"),
+            calls[0].param("LifecycleHookName"),
+            calls[0].param("InstanceId")
+        ),
+        (Some("tagged-asg"), Some("launch"), id)
+    );
+    assert_eq!(
+        (
+            calls[1].param("StackName"),
+            calls[1].param("LogicalResourceId"),
+            calls[1].param("UniqueId"),
+            calls[1].param("Status")
+        ),
+        (
+            Some("tagged-stack"),
+            Some("TaggedGroup"),
+            id,
+            Some("FAILURE")
+        )
+    );
+    assert_eq!(
+        (
+            calls[2].param("LifecycleHookName"),
+            calls[2].param("LifecycleActionResult")
+        ),
+        (Some("launch"), Some("ABANDON"))
+    );
+    assert_eq!(
+        (
+            calls[3].param("InstanceId"),
+            calls[3].param("HealthStatus"),
+            calls[3].param("ShouldRespectGracePeriod")
+        ),
+        (id, Some("Unhealthy"), Some("false"))
+    );
+    assert_eq!(
+        (
+            calls[4].param("AutoScalingGroupName"),
+            calls[4].param("LifecycleHookName"),
+            calls[4].param("LifecycleActionResult")
+        ),
+        (Some("tagged-asg"), Some("terminate"), Some("CONTINUE"))
+    );
     assert_eq!(imds.v1_refusals(), 0);
 }
 
 #[tokio::test]
 async fn names_fall_back_to_describe_tags_and_missing_ones_are_fatal() {
     let env = env(&[ZONE_A]).await;
-    let tagged = world::instance(&env.ec2, &env.net, ZONE_A, &[("aws:cloudformation:stack-name", "s1"), ("aws:cloudformation:logical-id", "L1"), ("aws:autoscaling:groupName", "g1")])
-        .await
-        .unwrap();
+    let tagged = world::instance(
+        &env.ec2,
+        &env.net,
+        ZONE_A,
+        &[
+            ("aws:cloudformation:stack-name", "s1"),
+            ("aws:cloudformation:logical-id", "L1"),
+            ("aws:autoscaling:groupName", "g1"),
+        ],
+    )
+    .await
+    .unwrap();
     let imds = env.imds(&tagged, &[]);
-    let extra = "[aws.autoscaling]\nlaunch_hook = \"launch\"\n[aws.cloudformation]\nsignal = true\n";
+    let extra =
+        "[aws.autoscaling]\nlaunch_hook = \"launch\"\n[aws.cloudformation]\nsignal = true\n";
     let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
     let identity = cloud.identity().await.unwrap();
     cloud.signal(&identity, &Verdict::Success).await.unwrap();
     assert_eq!(env.proxy.calls("DescribeTags"), 1);
     let signal = &env.recorder.calls_of("SignalResource")[0];
-    assert_eq!((signal.param("StackName"), signal.param("LogicalResourceId")), (Some("s1"), Some("L1")));
-    assert_eq!(env.recorder.calls_of("CompleteLifecycleAction")[0].param("AutoScalingGroupName"), Some("g1"));
+    assert_eq!(
+        (signal.param("StackName"), signal.param("LogicalResourceId")),
+        (Some("s1"), Some("L1"))
+    );
+    assert_eq!(
+        env.recorder.calls_of("CompleteLifecycleAction")[0].param("AutoScalingGroupName"),
+        Some("g1")
+    );
 
     let untagged = env.instance(ZONE_A).await;
     let imds = env.imds(&untagged, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
     let identity = cloud.identity().await.unwrap();
-    let error = cloud.signal(&identity, &Verdict::Success).await.unwrap_err();
+    let error = cloud
+        .signal(&identity, &Verdict::Success)
+        .await
+        .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Fatal);
-    assert!(error.message.contains("aws.cloudformation.stack") && error.message.contains(&untagged.instance_id), "{error}");
+    assert!(
+        error.message.contains("aws.cloudformation.stack")
+            && error.message.contains(&untagged.instance_id),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -378,15 +758,34 @@ async fn detach_on_drain_releases_both_and_is_idempotent() {
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     let deadline = Deadline::after(Duration::from_secs(10));
-    let eni = cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline).await.unwrap();
-    let (volume, _) = cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline).await.unwrap();
+    let eni = cloud
+        .attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+        .await
+        .unwrap();
+    let (volume, _) = cloud
+        .attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+        .await
+        .unwrap();
     cloud.detach_volume(&identity, &volume).await.unwrap();
     cloud.detach_eni(&identity, &eni).await.unwrap();
-    assert_eq!(world::eni_owner(&env.ec2, &env.ids[0].eni_id).await.unwrap(), ("available".into(), None));
-    assert_eq!(world::volume_owner(&env.ec2, &env.ids[0].volume_id).await.unwrap(), ("available".into(), None));
+    assert_eq!(
+        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
+            .await
+            .unwrap(),
+        ("available".into(), None)
+    );
+    assert_eq!(
+        world::volume_owner(&env.ec2, &env.ids[0].volume_id)
+            .await
+            .unwrap(),
+        ("available".into(), None)
+    );
     cloud.detach_volume(&identity, &volume).await.unwrap();
     cloud.detach_eni(&identity, &eni).await.unwrap();
-    assert_eq!(env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"), 2);
+    assert_eq!(
+        env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"),
+        2
+    );
 }
 
 #[tokio::test]
@@ -399,13 +798,24 @@ async fn termination_notices_come_from_imds_v2_only() {
     imds.set_lifecycle_state("InService");
     assert_eq!(cloud.termination_notice().await.unwrap(), None);
     imds.set_spot_action(r#"{"action": "terminate", "time": "2026-11-25T03:00:00Z"}"#);
-    assert_eq!(cloud.termination_notice().await.unwrap(), Some(DrainReason::SpotInterruption));
+    assert_eq!(
+        cloud.termination_notice().await.unwrap(),
+        Some(DrainReason::SpotInterruption)
+    );
     imds.set_lifecycle_state("Terminated");
-    assert_eq!(cloud.termination_notice().await.unwrap(), Some(DrainReason::LifecycleTerminated));
+    assert_eq!(
+        cloud.termination_notice().await.unwrap(),
+        Some(DrainReason::LifecycleTerminated)
+    );
     assert_eq!(imds.v1_refusals(), 0, "berth never tried IMDSv1");
 
     // The test IMDS really refuses v1: a plain GET without a token is a 401 (and is counted).
-    let v1 = berth_testkit::aws::http::blocking_request(&format!("{}/latest/meta-data/instance-id", imds.url()), "GET", "").unwrap();
+    let v1 = berth_testkit::aws::http::blocking_request(
+        &format!("{}/latest/meta-data/instance-id", imds.url()),
+        "GET",
+        "",
+    )
+    .unwrap();
     assert_eq!(v1.status, 401);
     assert_eq!(imds.v1_refusals(), 1);
 }

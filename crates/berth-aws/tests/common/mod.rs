@@ -12,7 +12,8 @@ use berth_core::ports::StepError;
 use berth_core::retry::{Jitter, RetryPolicy};
 use berth_testkit::aws::world::{self, Network, SeededId, SeededInstance};
 use berth_testkit::aws::{
-    loopback_any_port, EniOnTerminate, FaultProxy, Imds, ImdsHost, ImdsInterface, RecordingEndpoint, StrictMoto,
+    loopback_any_port, EniOnTerminate, FaultProxy, Imds, ImdsHost, ImdsInterface,
+    RecordingEndpoint, StrictMoto,
 };
 
 pub const REGION: &str = "eu-west-1";
@@ -22,8 +23,12 @@ pub const CLUSTER: &str = "events";
 pub const CLUSTER_KEY: &str = "berth:cluster";
 
 /// The actions answered by the recording endpoint (not EC2).
-pub const NOT_EC2: [&str; 4] =
-    ["SignalResource", "CompleteLifecycleAction", "RecordLifecycleActionHeartbeat", "SetInstanceHealth"];
+pub const NOT_EC2: [&str; 4] = [
+    "SignalResource",
+    "CompleteLifecycleAction",
+    "RecordLifecycleActionHeartbeat",
+    "SetInstanceHealth",
+];
 
 pub struct Env {
     pub proxy: FaultProxy,
@@ -42,21 +47,43 @@ pub async fn env(zones: &[&str]) -> Env {
 }
 
 pub async fn env_with(zones: &[&str], eni_on_terminate: EniOnTerminate) -> Env {
-    let moto = StrictMoto::builder().eni_on_terminate(eni_on_terminate).start().expect("strict moto starts");
-    let recorder = RecordingEndpoint::start(loopback_any_port(), Some(moto.address())).expect("recorder");
+    let moto = StrictMoto::builder()
+        .eni_on_terminate(eni_on_terminate)
+        .start()
+        .expect("strict moto starts");
+    let recorder =
+        RecordingEndpoint::start(loopback_any_port(), Some(moto.address())).expect("recorder");
     let proxy = FaultProxy::start(loopback_any_port(), recorder.address()).expect("proxy");
     let ec2 = world::ec2_client(moto.endpoint(), REGION);
-    let net = world::network(&ec2, &[ZONE_A, ZONE_B]).await.expect("network");
-    let ids = world::broker_ids(&ec2, &net, zones, "Name", "KAFKA-{id}", Some((CLUSTER_KEY, CLUSTER)))
+    let net = world::network(&ec2, &[ZONE_A, ZONE_B])
         .await
-        .expect("broker ids");
-    Env { proxy, recorder, moto, ec2, net, ids }
+        .expect("network");
+    let ids = world::broker_ids(
+        &ec2,
+        &net,
+        zones,
+        "Name",
+        "KAFKA-{id}",
+        Some((CLUSTER_KEY, CLUSTER)),
+    )
+    .await
+    .expect("broker ids");
+    Env {
+        proxy,
+        recorder,
+        moto,
+        ec2,
+        net,
+        ids,
+    }
 }
 
 impl Env {
     /// A running instance in `zone` with the CloudFormation/Auto Scaling tags.
     pub async fn instance(&self, zone: &str) -> SeededInstance {
-        world::instance(&self.ec2, &self.net, zone, &[]).await.expect("instance")
+        world::instance(&self.ec2, &self.net, zone, &[])
+            .await
+            .expect("instance")
     }
 
     /// The IMDS of a host, serving the instance's identity (and the given instance tags).
@@ -71,7 +98,10 @@ impl Env {
                 device_number: 0,
                 interface_id: instance.primary_eni_id.clone(),
             }],
-            tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         Imds::start(loopback_any_port(), &host).expect("imds")
     }
@@ -106,14 +136,22 @@ imds_endpoint = "{imds}"
     }
 
     pub async fn cloud(&self, config: &berth_config::Config) -> AwsCloud {
-        AwsCloud::with_credentials(config, Credentials::new("testing", "testing", None, None, "test"))
-            .await
-            .expect("cloud")
+        AwsCloud::with_credentials(
+            config,
+            Credentials::new("testing", "testing", None, None, "test"),
+        )
+        .await
+        .expect("cloud")
     }
 
     /// EC2 calls counted by the proxy so far.
     pub fn ec2_calls(&self) -> usize {
-        self.proxy.counts().iter().filter(|(action, _)| !NOT_EC2.contains(&action.as_str())).map(|(_, n)| n).sum()
+        self.proxy
+            .counts()
+            .iter()
+            .filter(|(action, _)| !NOT_EC2.contains(&action.as_str()))
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
@@ -153,9 +191,16 @@ where
         match step().await {
             Ok(value) => return (value, errors, start.elapsed()),
             Err(error) => {
-                assert!(error.is_retryable(), "a Fatal error where only Retryable ones are allowed: {error}");
+                assert!(
+                    error.is_retryable(),
+                    "a Fatal error where only Retryable ones are allowed: {error}"
+                );
                 errors.push(error);
-                assert!(start.elapsed() < budget, "still failing after {budget:?}: {:?}", errors.last());
+                assert!(
+                    start.elapsed() < budget,
+                    "still failing after {budget:?}: {:?}",
+                    errors.last()
+                );
                 tokio::time::sleep(policy.delay(errors.len() as u32, &mut jitter)).await;
             }
         }

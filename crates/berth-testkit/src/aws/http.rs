@@ -38,7 +38,10 @@ impl Request {
     /// The first header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
     }
 
     /// The path without the query string.
@@ -48,8 +51,14 @@ impl Request {
 
     /// Query-string and form-body parameters (the AWS query protocol puts them in the body).
     pub fn params(&self) -> BTreeMap<String, String> {
-        let query = self.target.split_once('?').map(|(_, query)| query).unwrap_or_default();
-        let mut params: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let query = self
+            .target
+            .split_once('?')
+            .map(|(_, query)| query)
+            .unwrap_or_default();
+        let mut params: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
         let form = self
             .header("content-type")
             .is_some_and(|kind| kind.starts_with("application/x-www-form-urlencoded"));
@@ -62,12 +71,18 @@ impl Request {
     fn head_bytes(&self) -> Vec<u8> {
         let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.target);
         for (name, value) in &self.headers {
-            if matches!(name.as_str(), "connection" | "content-length" | "transfer-encoding") {
+            if matches!(
+                name.as_str(),
+                "connection" | "content-length" | "transfer-encoding"
+            ) {
                 continue;
             }
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        head.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", self.body.len()));
+        head.push_str(&format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            self.body.len()
+        ));
         head.into_bytes()
     }
 }
@@ -86,7 +101,11 @@ pub struct Response {
 impl Response {
     /// A response with a content type and body.
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        Self { status, headers: vec![("content-type".into(), content_type.into())], body: body.into() }
+        Self {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: body.into(),
+        }
     }
 
     /// A `text/plain` response.
@@ -102,13 +121,18 @@ impl Response {
     /// The first header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(&name)).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(&name))
+            .map(|(_, value)| value.as_str())
     }
 
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
-            if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding") {
+            if name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("transfer-encoding")
+            {
                 continue;
             }
             out.push_str(&format!("{name}: {value}\r\n"));
@@ -159,30 +183,38 @@ impl Server {
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let thread = std::thread::Builder::new().name(format!("http-{address}")).spawn(move || {
-            runtime.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        eprintln!("test http server {address}: {error}");
-                        return;
-                    }
-                };
-                tokio::pin!(stopped);
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        accepted = listener.accept() => {
-                            if let Ok((stream, _)) = accepted {
-                                tokio::spawn(serve_connection(stream, handler.clone()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("http-{address}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            eprintln!("test http server {address}: {error}");
+                            return;
+                        }
+                    };
+                    tokio::pin!(stopped);
+                    loop {
+                        tokio::select! {
+                            _ = &mut stopped => break,
+                            accepted = listener.accept() => {
+                                if let Ok((stream, _)) = accepted {
+                                    tokio::spawn(serve_connection(stream, handler.clone()));
+                                }
                             }
                         }
                     }
-                }
-            });
-        })?;
-        Ok(Self { address, stop: Some(stop), thread: Some(thread) })
+                });
+            })?;
+        Ok(Self {
+            address,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// The bound address.
@@ -215,7 +247,9 @@ async fn serve_connection(mut stream: TcpStream, handler: Handler) {
             Ok(Some(request)) => request,
             Ok(None) | Err(_) => return,
         };
-        let close = request.header("connection").is_some_and(|value| value.eq_ignore_ascii_case("close"));
+        let close = request
+            .header("connection")
+            .is_some_and(|value| value.eq_ignore_ascii_case("close"));
         let response = handler(request).await;
         if stream.write_all(&response.to_bytes()).await.is_err() || close {
             return;
@@ -236,13 +270,24 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Resul
                     headers: parsed
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                        .map(|h| {
+                            (
+                                h.name.to_ascii_lowercase(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
                         .collect(),
                     body: Vec::new(),
                 };
-                let length: usize = request.header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                let length: usize = request
+                    .header("content-length")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
                 if length > MAX_MESSAGE {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "request body too large"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request body too large",
+                    ));
                 }
                 while buffer.len() < head_len + length {
                     if read_more(stream, buffer).await? == 0 {
@@ -255,10 +300,17 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Resul
             }
             Ok(httparse::Status::Partial) => {
                 if buffer.len() > MAX_MESSAGE {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "request head too large"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request head too large",
+                    ));
                 }
                 if read_more(stream, buffer).await? == 0 {
-                    return if buffer.is_empty() { Ok(None) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
+                    return if buffer.is_empty() {
+                        Ok(None)
+                    } else {
+                        Err(io::ErrorKind::UnexpectedEof.into())
+                    };
                 }
             }
             Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
@@ -298,15 +350,28 @@ fn parse_response(raw: &[u8]) -> io::Result<Response> {
         headers: parsed
             .headers
             .iter()
-            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
             .collect(),
         body: Vec::new(),
     };
     let rest = &raw[head_len..];
-    response.body = if response.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    response.body = if response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         dechunk(rest).ok_or_else(|| invalid("bad chunked body"))?
-    } else if let Some(length) = response.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
-        rest.get(..length).ok_or_else(|| invalid("truncated body"))?.to_vec()
+    } else if let Some(length) = response
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        rest.get(..length)
+            .ok_or_else(|| invalid("truncated body"))?
+            .to_vec()
     } else {
         rest.to_vec()
     };
@@ -330,19 +395,27 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 
 /// A blocking one-shot request for test code outside any runtime (e.g. the moto control endpoint).
 pub fn blocking_request(url: &str, method: &str, body: &str) -> io::Result<Response> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| io::Error::other(format!("not an http URL: {url}")))?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let address: SocketAddr = authority
-        .parse()
-        .map_err(|_| io::Error::other(format!("URL authority must be ip:port, got {authority:?}")))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| io::Error::other(format!("not an http URL: {url}")))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let address: SocketAddr = authority.parse().map_err(|_| {
+        io::Error::other(format!("URL authority must be ip:port, got {authority:?}"))
+    })?;
     let request = Request {
         method: method.to_owned(),
         target: path,
-        headers: vec![("host".into(), authority.to_owned()), ("content-type".into(), "application/json".into())],
+        headers: vec![
+            ("host".into(), authority.to_owned()),
+            ("content-type".into(), "application/json".into()),
+        ],
         body: body.as_bytes().to_vec(),
     };
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(5))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(5))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut bytes = request.head_bytes();
     bytes.extend_from_slice(&request.body);

@@ -69,7 +69,10 @@ impl Imds {
             let response = handle(&shared, &request);
             Box::pin(async move { response })
         });
-        let imds = Self { server: Server::bind(bind, handler)?, state };
+        let imds = Self {
+            server: Server::bind(bind, handler)?,
+            state,
+        };
         imds.set("instance-id", &host.instance_id);
         imds.set("placement/region", &host.region);
         imds.set("placement/availability-zone", &host.availability_zone);
@@ -95,7 +98,9 @@ impl Imds {
 
     /// Sets a value under `/latest/meta-data/`, e.g. `autoscaling/target-lifecycle-state`.
     pub fn set(&self, path: &str, value: &str) {
-        self.lock().values.insert(path.trim_matches('/').to_owned(), value.to_owned());
+        self.lock()
+            .values
+            .insert(path.trim_matches('/').to_owned(), value.to_owned());
     }
 
     /// Removes a value (its GET then answers 404).
@@ -106,7 +111,10 @@ impl Imds {
     /// Adds an interface (as when EC2 hot-plugs an ENI); the primary (device 0) also sets `mac`.
     pub fn add_interface(&self, interface: &ImdsInterface) {
         let base = format!("network/interfaces/macs/{}", interface.mac);
-        self.set(&format!("{base}/device-number"), &interface.device_number.to_string());
+        self.set(
+            &format!("{base}/device-number"),
+            &interface.device_number.to_string(),
+        );
         self.set(&format!("{base}/interface-id"), &interface.interface_id);
         self.set(&format!("{base}/mac"), &interface.mac);
         if interface.device_number == 0 {
@@ -117,7 +125,9 @@ impl Imds {
     /// Removes an interface (after a detach).
     pub fn remove_interface(&self, mac: &str) {
         let prefix = format!("network/interfaces/macs/{mac}/");
-        self.lock().values.retain(|key, _| !key.starts_with(&prefix));
+        self.lock()
+            .values
+            .retain(|key, _| !key.starts_with(&prefix));
     }
 
     /// Sets `autoscaling/target-lifecycle-state` (`InService`, `Terminated`, ...).
@@ -172,18 +182,26 @@ fn handle(state: &Mutex<State>, request: &Request) -> Response {
         let token = format!("berth-test-token-{}-{}", state.issued, std::process::id());
         state.tokens.insert(token.clone());
         let mut response = Response::text(200, token);
-        response.headers.push(("x-aws-ec2-metadata-token-ttl-seconds".into(), "21600".into()));
+        response.headers.push((
+            "x-aws-ec2-metadata-token-ttl-seconds".into(),
+            "21600".into(),
+        ));
         return response;
     }
     if request.method != "GET" {
         return Response::text(405, "Method Not Allowed");
     }
-    let token_ok = request.header("x-aws-ec2-metadata-token").is_some_and(|token| state.tokens.contains(token));
+    let token_ok = request
+        .header("x-aws-ec2-metadata-token")
+        .is_some_and(|token| state.tokens.contains(token));
     if !token_ok {
         state.v1_refusals += 1;
         return Response::text(401, "Unauthorized");
     }
-    let Some(key) = path.strip_prefix(META).or_else(|| (path == "/latest/meta-data").then_some("")) else {
+    let Some(key) = path
+        .strip_prefix(META)
+        .or_else(|| (path == "/latest/meta-data").then_some(""))
+    else {
         return Response::text(404, "Not Found");
     };
     state.gets.push(key.to_owned());
@@ -191,7 +209,11 @@ fn handle(state: &Mutex<State>, request: &Request) -> Response {
     if let Some(value) = state.values.get(key) {
         return Response::text(200, value.clone());
     }
-    let prefix = if key.is_empty() { String::new() } else { format!("{key}/") };
+    let prefix = if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}/")
+    };
     let children: BTreeSet<String> = state
         .values
         .keys()

@@ -171,11 +171,17 @@ impl StrictMotoBuilder {
             .args(["--port", &self.port.to_string()])
             .args(["--control-port", &self.control_port.to_string()])
             .args(["--eni-on-terminate", self.eni_on_terminate.as_str()])
-            .args(["--terminate-hold-seconds", &self.terminate_hold.as_secs_f64().to_string()])
+            .args([
+                "--terminate-hold-seconds",
+                &self.terminate_hold.as_secs_f64().to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = command.spawn().map_err(|source| MotoError::Spawn { python: self.python.clone(), source })?;
+        let mut child = command.spawn().map_err(|source| MotoError::Spawn {
+            python: self.python.clone(),
+            source,
+        })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (lines, received) = mpsc::channel();
         std::thread::spawn(move || {
@@ -196,7 +202,11 @@ impl StrictMotoBuilder {
                         let endpoint = json_field(json, "endpoint");
                         let control = json_field(json, "control");
                         if let (Some(endpoint), Some(control)) = (endpoint, control) {
-                            return Ok(StrictMoto { child, endpoint, control });
+                            return Ok(StrictMoto {
+                                child,
+                                endpoint,
+                                control,
+                            });
                         }
                     }
                     seen.push(line);
@@ -247,7 +257,10 @@ impl StrictMoto {
 
     /// The endpoint as a socket address (for proxies).
     pub fn address(&self) -> SocketAddr {
-        self.endpoint.trim_start_matches("http://").parse().expect("the script reports ip:port")
+        self.endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the script reports ip:port")
     }
 
     /// The control endpoint URL.
@@ -257,25 +270,41 @@ impl StrictMoto {
 
     /// Sets how long TerminateInstances holds an instance in `shutting-down` from now on.
     pub fn set_terminate_hold(&self, hold: Duration) -> Result<(), MotoError> {
-        self.control_post("/config", &format!("{{\"terminate_hold_seconds\": {}}}", hold.as_secs_f64()))
+        self.control_post(
+            "/config",
+            &format!("{{\"terminate_hold_seconds\": {}}}", hold.as_secs_f64()),
+        )
     }
 
     /// Switches between real EC2's ENI release on termination and moto's behaviour.
     pub fn set_eni_on_terminate(&self, mode: EniOnTerminate) -> Result<(), MotoError> {
-        self.control_post("/config", &format!("{{\"eni_on_terminate\": \"{}\"}}", mode.as_str()))
+        self.control_post(
+            "/config",
+            &format!("{{\"eni_on_terminate\": \"{}\"}}", mode.as_str()),
+        )
     }
 
     /// Puts a running instance into `shutting-down` (attachments kept) for `hold`, or until
     /// [`finish_termination`](Self::finish_termination) when `None`.
-    pub fn begin_shutting_down(&self, instance_id: &str, hold: Option<Duration>) -> Result<(), MotoError> {
+    pub fn begin_shutting_down(
+        &self,
+        instance_id: &str,
+        hold: Option<Duration>,
+    ) -> Result<(), MotoError> {
         let seconds = hold.map_or(0.0, |hold| hold.as_secs_f64());
-        self.control_post("/shutting-down", &format!("{{\"instance_id\": \"{instance_id}\", \"seconds\": {seconds}}}"))
+        self.control_post(
+            "/shutting-down",
+            &format!("{{\"instance_id\": \"{instance_id}\", \"seconds\": {seconds}}}"),
+        )
     }
 
     /// Ends a `shutting-down` hold now: the instance becomes `terminated` (and its ENIs are released when so
     /// configured).
     pub fn finish_termination(&self, instance_id: &str) -> Result<(), MotoError> {
-        self.control_post("/finish", &format!("{{\"instance_id\": \"{instance_id}\"}}"))
+        self.control_post(
+            "/finish",
+            &format!("{{\"instance_id\": \"{instance_id}\"}}"),
+        )
     }
 
     fn control_post(&self, path: &str, body: &str) -> Result<(), MotoError> {
@@ -284,9 +313,16 @@ impl StrictMoto {
             Ok(response) if response.status == 200 => Ok(()),
             Ok(response) => Err(MotoError::Control {
                 path: path.into(),
-                detail: format!("HTTP {}: {}", response.status, String::from_utf8_lossy(&response.body)),
+                detail: format!(
+                    "HTTP {}: {}",
+                    response.status,
+                    String::from_utf8_lossy(&response.body)
+                ),
             }),
-            Err(error) => Err(MotoError::Control { path: path.into(), detail: error.to_string() }),
+            Err(error) => Err(MotoError::Control {
+                path: path.into(),
+                detail: error.to_string(),
+            }),
         }
     }
 }

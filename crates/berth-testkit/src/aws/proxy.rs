@@ -46,7 +46,9 @@ impl FaultProxy {
             Box::pin(async move {
                 let params = request.params();
                 let action = params.get("Action").cloned().unwrap_or_default();
-                let ec2 = params.get("Version").is_some_and(|version| version == EC2_VERSION);
+                let ec2 = params
+                    .get("Version")
+                    .is_some_and(|version| version == EC2_VERSION);
                 let fault = {
                     let mut state = shared.lock().expect("proxy lock");
                     *state.seen.entry(action.clone()).or_default() += 1;
@@ -66,13 +68,16 @@ impl FaultProxy {
                 };
                 match fault {
                     Some(fault) => fault_response(fault, ec2),
-                    None => forward(upstream, &request)
-                        .await
-                        .unwrap_or_else(|error| Response::text(502, format!("fault proxy: upstream {upstream}: {error}"))),
+                    None => forward(upstream, &request).await.unwrap_or_else(|error| {
+                        Response::text(502, format!("fault proxy: upstream {upstream}: {error}"))
+                    }),
                 }
             })
         });
-        Ok(Self { server: Server::bind(bind, handler)?, state })
+        Ok(Self {
+            server: Server::bind(bind, handler)?,
+            state,
+        })
     }
 
     /// `http://<address>`, to use as `aws.endpoint_url`.
@@ -88,18 +93,36 @@ impl FaultProxy {
     /// Answers the next `times` calls of `action` with `fault` (queued after faults already set for it).
     pub fn inject(&self, action: &str, fault: Fault, times: usize) {
         if times > 0 {
-            self.state.lock().expect("proxy lock").faults.entry(action.to_owned()).or_default().push((fault, times));
+            self.state
+                .lock()
+                .expect("proxy lock")
+                .faults
+                .entry(action.to_owned())
+                .or_default()
+                .push((fault, times));
         }
     }
 
     /// How many calls of `action` arrived (faulted ones included).
     pub fn calls(&self, action: &str) -> usize {
-        self.state.lock().expect("proxy lock").seen.get(action).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .expect("proxy lock")
+            .seen
+            .get(action)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many calls of `action` were answered with a fault.
     pub fn faulted(&self, action: &str) -> usize {
-        self.state.lock().expect("proxy lock").faulted.get(action).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .expect("proxy lock")
+            .faulted
+            .get(action)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Calls per action seen so far.

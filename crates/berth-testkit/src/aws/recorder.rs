@@ -59,10 +59,22 @@ impl RecordingEndpoint {
             Box::pin(async move {
                 let params = request.params();
                 let action = params.get("Action").cloned().unwrap_or_default();
-                if let Some((_, namespace, has_result)) = ANSWERED.iter().find(|(name, _, _)| *name == action) {
-                    recorded.lock().expect("recorder lock").push(RecordedCall { action: action.clone(), params });
-                    let id = format!("00000000-0000-4000-8000-{:012x}", sequence.fetch_add(1, Ordering::Relaxed));
-                    let result = if *has_result { format!("<{action}Result/>") } else { String::new() };
+                if let Some((_, namespace, has_result)) =
+                    ANSWERED.iter().find(|(name, _, _)| *name == action)
+                {
+                    recorded.lock().expect("recorder lock").push(RecordedCall {
+                        action: action.clone(),
+                        params,
+                    });
+                    let id = format!(
+                        "00000000-0000-4000-8000-{:012x}",
+                        sequence.fetch_add(1, Ordering::Relaxed)
+                    );
+                    let result = if *has_result {
+                        format!("<{action}Result/>")
+                    } else {
+                        String::new()
+                    };
                     return Response::xml(
                         200,
                         format!(
@@ -81,7 +93,10 @@ impl RecordingEndpoint {
                 }
             })
         });
-        Ok(Self { server: Server::bind(bind, handler)?, calls })
+        Ok(Self {
+            server: Server::bind(bind, handler)?,
+            calls,
+        })
     }
 
     /// `http://<address>`, to use as `aws.endpoint_url`.
@@ -101,7 +116,10 @@ impl RecordingEndpoint {
 
     /// The calls of one action.
     pub fn calls_of(&self, action: &str) -> Vec<RecordedCall> {
-        self.calls().into_iter().filter(|call| call.action == action).collect()
+        self.calls()
+            .into_iter()
+            .filter(|call| call.action == action)
+            .collect()
     }
 
     /// Forgets the recorded calls.

@@ -20,7 +20,13 @@ pub fn ec2_client(endpoint: &str, region: &str) -> Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "berth-testkit"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "berth-testkit",
+        ))
         .build();
     Client::from_conf(config)
 }
@@ -73,7 +79,11 @@ fn tags(kind: ResourceType, tags: &[(&str, &str)]) -> TagSpecification {
 /// Creates a VPC (`10.0.0.0/16`) with one subnet per zone.
 pub async fn network(client: &Client, zones: &[&str]) -> Result<Network, SeedError> {
     let vpc = client.create_vpc().cidr_block("10.0.0.0/16").send().await?;
-    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).ok_or("no vpc id")?.to_owned();
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .ok_or("no vpc id")?
+        .to_owned();
     let mut subnets = BTreeMap::new();
     for (index, zone) in zones.iter().enumerate() {
         let subnet = client
@@ -83,15 +93,27 @@ pub async fn network(client: &Client, zones: &[&str]) -> Result<Network, SeedErr
             .availability_zone(*zone)
             .send()
             .await?;
-        let id = subnet.subnet().and_then(|s| s.subnet_id()).ok_or("no subnet id")?.to_owned();
+        let id = subnet
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .ok_or("no subnet id")?
+            .to_owned();
         subnets.insert((*zone).to_owned(), id);
     }
     Ok(Network { vpc_id, subnets })
 }
 
 /// Creates an ENI in the zone's subnet with the given tags.
-pub async fn eni(client: &Client, net: &Network, zone: &str, tag_list: &[(&str, &str)]) -> Result<(String, String, Ipv4Addr), SeedError> {
-    let subnet = net.subnets.get(zone).ok_or_else(|| format!("no subnet in {zone}"))?;
+pub async fn eni(
+    client: &Client,
+    net: &Network,
+    zone: &str,
+    tag_list: &[(&str, &str)],
+) -> Result<(String, String, Ipv4Addr), SeedError> {
+    let subnet = net
+        .subnets
+        .get(zone)
+        .ok_or_else(|| format!("no subnet in {zone}"))?;
     let created = client
         .create_network_interface()
         .subnet_id(subnet)
@@ -107,7 +129,11 @@ pub async fn eni(client: &Client, net: &Network, zone: &str, tag_list: &[(&str, 
 }
 
 /// Creates a 1 GiB volume in the zone with the given tags.
-pub async fn volume(client: &Client, zone: &str, tag_list: &[(&str, &str)]) -> Result<String, SeedError> {
+pub async fn volume(
+    client: &Client,
+    zone: &str,
+    tag_list: &[(&str, &str)],
+) -> Result<String, SeedError> {
     let created = client
         .create_volume()
         .availability_zone(zone)
@@ -135,54 +161,128 @@ pub async fn broker_ids(
         tag_list.extend(cluster_tag);
         let (eni_id, mac, ip) = eni(client, net, zone, &tag_list).await?;
         let volume_id = volume(client, zone, &tag_list).await?;
-        seeded.push(SeededId { eni_id, mac, ip, volume_id, availability_zone: (*zone).to_owned() });
+        seeded.push(SeededId {
+            eni_id,
+            mac,
+            ip,
+            volume_id,
+            availability_zone: (*zone).to_owned(),
+        });
     }
     Ok(seeded)
 }
 
 /// Launches an instance in the zone's subnet, tagged as given.
-pub async fn instance(client: &Client, net: &Network, zone: &str, tag_list: &[(&str, &str)]) -> Result<SeededInstance, SeedError> {
-    let subnet = net.subnets.get(zone).ok_or_else(|| format!("no subnet in {zone}"))?;
-    let mut run = client.run_instances().image_id("ami-12c6146b").min_count(1).max_count(1).subnet_id(subnet);
+pub async fn instance(
+    client: &Client,
+    net: &Network,
+    zone: &str,
+    tag_list: &[(&str, &str)],
+) -> Result<SeededInstance, SeedError> {
+    let subnet = net
+        .subnets
+        .get(zone)
+        .ok_or_else(|| format!("no subnet in {zone}"))?;
+    let mut run = client
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet);
     if !tag_list.is_empty() {
         run = run.tag_specifications(tags(ResourceType::Instance, tag_list));
     }
     let output = run.send().await?;
     let instance = output.instances().first().ok_or("no instance")?;
-    let primary = instance.network_interfaces().first().ok_or("no primary interface")?;
+    let primary = instance
+        .network_interfaces()
+        .first()
+        .ok_or("no primary interface")?;
     Ok(SeededInstance {
         instance_id: instance.instance_id().ok_or("no instance id")?.to_owned(),
         availability_zone: zone.to_owned(),
         primary_mac: primary.mac_address().ok_or("no mac")?.to_owned(),
-        primary_eni_id: primary.network_interface_id().ok_or("no eni id")?.to_owned(),
+        primary_eni_id: primary
+            .network_interface_id()
+            .ok_or("no eni id")?
+            .to_owned(),
     })
 }
 
 /// The instance's state name (`running`, `shutting-down`, `terminated`, ...).
 pub async fn instance_state(client: &Client, instance_id: &str) -> Result<String, SeedError> {
-    let output = client.describe_instances().instance_ids(instance_id).send().await?;
-    let instance = output.reservations().first().and_then(|r| r.instances().first()).ok_or("no such instance")?;
-    Ok(instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).ok_or("no state")?)
+    let output = client
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await?;
+    let instance = output
+        .reservations()
+        .first()
+        .and_then(|r| r.instances().first())
+        .ok_or("no such instance")?;
+    Ok(instance
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_owned())
+        .ok_or("no state")?)
 }
 
 /// The ENI's status and the instance it is attached to.
-pub async fn eni_owner(client: &Client, eni_id: &str) -> Result<(String, Option<String>), SeedError> {
-    let output = client.describe_network_interfaces().network_interface_ids(eni_id).send().await?;
+pub async fn eni_owner(
+    client: &Client,
+    eni_id: &str,
+) -> Result<(String, Option<String>), SeedError> {
+    let output = client
+        .describe_network_interfaces()
+        .network_interface_ids(eni_id)
+        .send()
+        .await?;
     let eni = output.network_interfaces().first().ok_or("no such eni")?;
-    let status = eni.status().map(|s| s.as_str().to_owned()).unwrap_or_default();
-    Ok((status, eni.attachment().and_then(|a| a.instance_id()).map(str::to_owned)))
+    let status = eni
+        .status()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    Ok((
+        status,
+        eni.attachment()
+            .and_then(|a| a.instance_id())
+            .map(str::to_owned),
+    ))
 }
 
 /// The volume's state and the instance it is attached to.
-pub async fn volume_owner(client: &Client, volume_id: &str) -> Result<(String, Option<String>), SeedError> {
-    let output = client.describe_volumes().volume_ids(volume_id).send().await?;
+pub async fn volume_owner(
+    client: &Client,
+    volume_id: &str,
+) -> Result<(String, Option<String>), SeedError> {
+    let output = client
+        .describe_volumes()
+        .volume_ids(volume_id)
+        .send()
+        .await?;
     let volume = output.volumes().first().ok_or("no such volume")?;
-    let state = volume.state().map(|s| s.as_str().to_owned()).unwrap_or_default();
-    Ok((state, volume.attachments().first().and_then(|a| a.instance_id()).map(str::to_owned)))
+    let state = volume
+        .state()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    Ok((
+        state,
+        volume
+            .attachments()
+            .first()
+            .and_then(|a| a.instance_id())
+            .map(str::to_owned),
+    ))
 }
 
 /// Attaches an ENI directly (setting up "owned by another instance" situations).
-pub async fn attach_eni(client: &Client, eni_id: &str, instance_id: &str, device_index: i32) -> Result<(), SeedError> {
+pub async fn attach_eni(
+    client: &Client,
+    eni_id: &str,
+    instance_id: &str,
+    device_index: i32,
+) -> Result<(), SeedError> {
     client
         .attach_network_interface()
         .network_interface_id(eni_id)
@@ -194,13 +294,28 @@ pub async fn attach_eni(client: &Client, eni_id: &str, instance_id: &str, device
 }
 
 /// Attaches a volume directly.
-pub async fn attach_volume(client: &Client, volume_id: &str, instance_id: &str, device: &str) -> Result<(), SeedError> {
-    client.attach_volume().volume_id(volume_id).instance_id(instance_id).device(device).send().await?;
+pub async fn attach_volume(
+    client: &Client,
+    volume_id: &str,
+    instance_id: &str,
+    device: &str,
+) -> Result<(), SeedError> {
+    client
+        .attach_volume()
+        .volume_id(volume_id)
+        .instance_id(instance_id)
+        .device(device)
+        .send()
+        .await?;
     Ok(())
 }
 
 /// Terminates an instance through the API (moto then holds it in shutting-down when so configured).
 pub async fn terminate(client: &Client, instance_id: &str) -> Result<(), SeedError> {
-    client.terminate_instances().instance_ids(instance_id).send().await?;
+    client
+        .terminate_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await?;
     Ok(())
 }
