@@ -549,11 +549,13 @@ impl Fleet {
     /// berth's configuration for a host.
     fn berth_config(&self, host: &Host, binaries: &Binaries) -> String {
         let o = &self.inner.options;
+        // The operator's own server.properties (what berth's overlay does not own); berth appends its overlay.
         let mut command = vec![binaries.standin.display().to_string()];
         if !o.kafka_delay.is_zero() {
-            command.push("--startup-delay".into());
+            command.push("--start-delay".into());
             command.push(format!("{}ms", o.kafka_delay.as_millis()));
         }
+        command.push(host.dir.join("server.properties").display().to_string());
         let command = command
             .iter()
             .map(|w| format!("{w:?}"))

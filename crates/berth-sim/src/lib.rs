@@ -7,6 +7,7 @@
 //! The only fakes are the ones named in the test kit: the Kafka stand-in and the CloudFormation/Auto Scaling
 //! recording endpoint.
 
+pub mod bench;
 pub mod demo;
 pub mod devices;
 pub mod ec2;

@@ -1,0 +1,71 @@
+//! Shared pieces of the fleet benchmarks (`benches/`): the injected delays the targets are stated against, and
+//! reading a state's time from berth's own timeline.
+
+use std::time::Duration;
+
+use crate::state::BerthState;
+use crate::FleetOptions;
+
+/// ENI hot-plug delay injected by the benchmarks.
+pub const ENI_DELAY: Duration = Duration::from_secs(2);
+/// Volume appearance delay injected by the benchmarks.
+pub const VOLUME_DELAY: Duration = Duration::from_secs(3);
+/// Kafka (stand-in) start delay injected by the benchmarks.
+pub const KAFKA_DELAY: Duration = Duration::from_secs(2);
+
+/// The sum of the injected delays (all on the boot's critical path).
+pub fn injected() -> Duration {
+    ENI_DELAY + VOLUME_DELAY + KAFKA_DELAY
+}
+
+/// Fleet options with the benchmark delays and a fast hot-plug poll (so the simulator's own latency stays out
+/// of berth's overhead).
+pub fn options(zones: usize, brokers: u32) -> FleetOptions {
+    FleetOptions {
+        zones,
+        brokers,
+        eni_delay: ENI_DELAY,
+        volume_delay: VOLUME_DELAY,
+        kafka_delay: KAFKA_DELAY,
+        hotplug_poll: Duration::from_millis(20),
+        ..FleetOptions::default()
+    }
+}
+
+/// Milliseconds berth spent in `state` (first visit), from its `/state` timeline.
+pub fn ms_in(state: &BerthState, name: &str) -> u64 {
+    state
+        .timeline
+        .iter()
+        .filter(|e| e.state == name)
+        .map(|e| e.duration_ms)
+        .sum()
+}
+
+/// The profile (`debug`/`release`) of the berth binary a fleet runs.
+pub fn berth_profile() -> String {
+    crate::fleet::Binaries::locate()
+        .ok()
+        .and_then(|b| {
+            b.berth
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Median of a non-empty list.
+pub fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+/// True when the benchmark can run (root); otherwise prints the skip line under the benchmark's name.
+pub fn can_run(name: &str) -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        println!("{name} skipped=needs-root");
+    }
+    root
+}

@@ -1,0 +1,186 @@
+//! Shared checks of the end-to-end tests: what "converged" means on a simulated host, observed from outside berth
+//! (moto's attachments, the host's addresses, routes, rules and mounts, ZooKeeper's claim nodes).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use aws_sdk_ec2::types::Filter;
+use berth_sim::{layout, BerthState, Fleet};
+
+/// The routing table and rule priority berth uses with the default numbering (10000 + 100 * card + index).
+pub const TABLE: u32 = 10001;
+
+/// Asserts that host `index` converged as broker `state.broker_id`: exactly one ENI and one volume of the cluster
+/// attached to its instance (the id's own), the ENI address once on one link, one default route in the ENI's
+/// table, one `from <ip>` rule, and one mount at the mount root.
+pub async fn assert_converged(
+    fleet: &Fleet,
+    index: usize,
+    state: &BerthState,
+) -> anyhow::Result<()> {
+    let host = fleet.host(index)?;
+    let id = state.broker_id.context("no broker id")?;
+    let resources = fleet
+        .resources()
+        .get(id as usize)
+        .context("unknown broker id")?
+        .clone();
+    ensure!(
+        resources.az == host.az,
+        "host {index} in zone {} became broker {id} of zone {}",
+        host.az,
+        resources.az
+    );
+    let client = fleet.ec2().client();
+    let by_instance = Filter::builder()
+        .name("attachment.instance-id")
+        .values(&host.instance.id)
+        .build();
+    let cluster = Filter::builder()
+        .name(format!("tag:{}", layout::CLUSTER_TAG))
+        .values(&fleet.options().cluster)
+        .build();
+    let enis = client
+        .describe_network_interfaces()
+        .filters(by_instance.clone())
+        .filters(cluster.clone())
+        .send()
+        .await?;
+    let eni_ids: Vec<&str> = enis
+        .network_interfaces()
+        .iter()
+        .filter_map(|e| e.network_interface_id())
+        .collect();
+    ensure!(
+        eni_ids == [resources.eni_id.as_str()],
+        "host {index}: ENIs attached {eni_ids:?}, want [{}]",
+        resources.eni_id
+    );
+    let volumes = client
+        .describe_volumes()
+        .filters(by_instance)
+        .filters(cluster)
+        .send()
+        .await?;
+    let volume_ids: Vec<&str> = volumes
+        .volumes()
+        .iter()
+        .filter_map(|v| v.volume_id())
+        .collect();
+    ensure!(
+        volume_ids == [resources.volume_id.as_str()],
+        "host {index}: volumes attached {volume_ids:?}, want [{}]",
+        resources.volume_id
+    );
+
+    let ip = resources.ip.to_string();
+    let addresses = fleet.ip_on(index, &["-j", "addr", "show"])?;
+    let addresses: serde_json::Value = serde_json::from_str(&addresses)?;
+    let mut holders: Vec<String> = Vec::new();
+    for link in addresses.as_array().into_iter().flatten() {
+        for address in link["addr_info"].as_array().into_iter().flatten() {
+            if address["local"].as_str() == Some(ip.as_str()) {
+                holders.push(link["ifname"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    ensure!(
+        holders.len() == 1 && holders[0] != "eth0",
+        "host {index}: address {} on {holders:?}",
+        resources.ip
+    );
+    let routes = fleet.ip_on(index, &["-j", "route", "show", "table", &TABLE.to_string()])?;
+    let routes: serde_json::Value = serde_json::from_str(&routes)?;
+    let defaults = routes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["dst"].as_str() == Some("default"))
+        .count();
+    ensure!(
+        defaults == 1,
+        "host {index}: {defaults} default routes in table {TABLE}: {routes}"
+    );
+    let rules = fleet.ip_on(index, &["-j", "rule", "show"])?;
+    let rules: serde_json::Value = serde_json::from_str(&rules)?;
+    let from_eni = rules
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["src"].as_str() == Some(resources.ip.to_string().as_str()))
+        .count();
+    ensure!(
+        from_eni == 1,
+        "host {index}: {from_eni} rules from {}: {rules}",
+        resources.ip
+    );
+    let mounts = berth_sim::sys::mounts_under(&host.mount_path());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let at_root = mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(host.mount_path().to_str().unwrap_or_default()))
+        .count();
+    ensure!(
+        at_root == 1,
+        "host {index}: {at_root} mounts at {} ({mounts:?})",
+        host.mount_path().display()
+    );
+    Ok(())
+}
+
+/// Asserts the states hold distinct broker ids covering exactly `expected` ids.
+pub fn assert_unique_ids(states: &[BerthState], expected: usize) -> anyhow::Result<()> {
+    let ids: BTreeSet<u32> = states.iter().filter_map(|s| s.broker_id).collect();
+    ensure!(
+        ids.len() == expected && states.len() == expected,
+        "ids {ids:?} from {} hosts",
+        states.len()
+    );
+    Ok(())
+}
+
+/// The children of the cluster's claims node in ZooKeeper (the ids currently claimed).
+pub async fn claimed_ids(fleet: &Fleet) -> anyhow::Result<Vec<String>> {
+    let client = zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(4))
+        .connect(&fleet.zookeeper().connect_string())
+        .await?;
+    let path = format!("/berth/{}/claims", fleet.options().cluster);
+    let mut children = match client.list_children(&path).await {
+        Ok(children) => children,
+        Err(zookeeper_client::Error::NoNode) => Vec::new(),
+        Err(error) => return Err(error.into()),
+    };
+    children.sort();
+    Ok(children)
+}
+
+/// Waits for every host in `hosts` to be Healthy and returns their states in order.
+pub async fn all_healthy(
+    fleet: &Fleet,
+    hosts: &[usize],
+    timeout: Duration,
+) -> anyhow::Result<Vec<BerthState>> {
+    let mut states = Vec::new();
+    for &host in hosts {
+        states.push(fleet.wait_healthy(host, timeout).await?);
+    }
+    Ok(states)
+}
+
+/// A file under the host's mount root, written by a test before a kill and read back after a replacement.
+pub fn data_path(fleet: &Fleet, index: usize) -> anyhow::Result<std::path::PathBuf> {
+    Ok(fleet.host(index)?.mount_path().join("data/e2e-record.txt"))
+}
+
+/// Writes a record naming broker `id` on host `index`'s volume.
+pub fn write_record(fleet: &Fleet, index: usize, id: u32) -> anyhow::Result<String> {
+    let path = data_path(fleet, index)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let record = format!("record of broker {id} written by host {index}");
+    std::fs::write(&path, &record)?;
+    Ok(record)
+}

@@ -1,0 +1,144 @@
+//! One three-broker fleet, the mission end to end: concurrent boot (unique ids, each in its zone), berth
+//! SIGKILLed while Healthy and restarted (converges, nothing duplicated), ZooKeeper session expired while Healthy
+//! (re-claims the same id), a host killed and replaced (same id, address and data), a graceful drain (everything
+//! released, so a replacement starts at once).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use berth_e2e::{
+    all_healthy, assert_converged, assert_unique_ids, claimed_ids, data_path, write_record,
+};
+use berth_sim::{layout, FleetOptions};
+use nix::sys::signal::Signal;
+
+const BOOT: Duration = Duration::from_secs(90);
+
+#[test]
+fn three_brokers_boot_crash_expire_replace_drain() {
+    if !berth_testkit::require_root("three_brokers_boot_crash_expire_replace_drain") {
+        return;
+    }
+    let session = Duration::from_secs(4);
+    let options = FleetOptions {
+        session_timeout: session,
+        ..FleetOptions::default()
+    };
+    berth_sim::with_fleet(options, |fleet| async move {
+        // Concurrent boot of three hosts, one per zone.
+        let hosts = fleet.launch_many(&[0, 1, 2]).await?;
+        let states = all_healthy(&fleet, &hosts, BOOT).await?;
+        assert_unique_ids(&states, 3)?;
+        let mut records = Vec::new();
+        for (&host, state) in hosts.iter().zip(&states) {
+            assert_converged(&fleet, host, state).await?;
+            let id = state.broker_id.context("id")?;
+            let eni_ip = state.eni.as_ref().map(|e| e.ip.clone()).unwrap_or_default();
+            ensure!(
+                eni_ip == layout::eni_ip(id, 3).to_string(),
+                "broker {id} at {eni_ip}"
+            );
+            records.push(write_record(&fleet, host, id)?);
+        }
+        ensure!(
+            claimed_ids(&fleet).await? == ["0", "1", "2"],
+            "claims after boot"
+        );
+
+        // berth SIGKILLed while Healthy (Kafka keeps running), then restarted: same id, nothing duplicated.
+        fleet.crash_berth(1).await?;
+        fleet.start_berth(1)?;
+        let again = fleet.wait_healthy(1, BOOT).await?;
+        ensure!(
+            again.broker_id == states[1].broker_id,
+            "restart changed the id: {again:?}"
+        );
+        assert_converged(&fleet, 1, &again).await?;
+
+        // berth frozen until its session expires: the claim vanishes; once thawed it re-claims the same id.
+        let id2 = states[2].broker_id.context("id")?;
+        fleet.signal_berth(2, Signal::SIGSTOP)?;
+        let frozen = Instant::now();
+        while claimed_ids(&fleet).await?.contains(&id2.to_string()) {
+            ensure!(
+                frozen.elapsed() < session * 4,
+                "claim {id2} survived its session while berth was frozen"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        fleet.signal_berth(2, Signal::SIGCONT)?;
+        let thawed = fleet
+            .wait_for(2, "Healthy with its claim back", BOOT, |s| {
+                s.state.eq_ignore_ascii_case("healthy") && s.broker_id == Some(id2)
+            })
+            .await?;
+        let deadline = Instant::now() + BOOT;
+        while !claimed_ids(&fleet).await?.contains(&id2.to_string()) {
+            ensure!(Instant::now() < deadline, "claim {id2} never re-created");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_converged(&fleet, 2, &thawed).await?;
+
+        // Host 0 killed and replaced in its zone: same id, same address, same data.
+        let killed = Instant::now();
+        fleet.kill_host(0, None).await?;
+        let replacement = fleet.launch(0).await?;
+        let replaced = fleet.wait_healthy(replacement, BOOT).await?;
+        println!("replacement Healthy {:?} after the kill", killed.elapsed());
+        ensure!(
+            replaced.broker_id == states[0].broker_id,
+            "replacement is {:?}",
+            replaced.broker_id
+        );
+        ensure!(
+            replaced.eni.as_ref().map(|e| &e.ip) == states[0].eni.as_ref().map(|e| &e.ip),
+            "address changed"
+        );
+        let data = std::fs::read_to_string(data_path(&fleet, replacement)?)?;
+        ensure!(data == records[0], "data on the replacement: {data:?}");
+        assert_converged(&fleet, replacement, &replaced).await?;
+
+        // Graceful drain of host 2: exit 0, ENI and volume available, claim gone; a replacement starts at once.
+        fleet.signal_berth(2, Signal::SIGTERM)?;
+        let code = fleet.wait_berth_exit(2, Duration::from_secs(30)).await?;
+        ensure!(code == Some(0), "drain exit code {code:?}");
+        let resources = fleet.resources()[id2 as usize].clone();
+        let attachments = fleet.ec2().attachments().await?;
+        ensure!(
+            attachments.enis.get(&resources.eni_id) == Some(&None),
+            "ENI still attached after drain: {attachments:?}"
+        );
+        ensure!(
+            attachments.volumes.get(&resources.volume_id) == Some(&None),
+            "volume still attached after drain"
+        );
+        ensure!(
+            !claimed_ids(&fleet).await?.contains(&id2.to_string()),
+            "claim {id2} left after drain"
+        );
+        ensure!(
+            berth_sim::sys::mounts_under(&fleet.host(2)?.mount_path()).is_empty(),
+            "mount left after drain"
+        );
+        fleet.retire_host(2).await?;
+        let drained = Instant::now();
+        let after_drain = fleet.launch(2).await?;
+        let state = fleet.wait_healthy(after_drain, BOOT).await?;
+        println!(
+            "replacement after drain Healthy {:?} after launch",
+            drained.elapsed()
+        );
+        ensure!(
+            state.broker_id == Some(id2),
+            "replacement after drain is {:?}",
+            state.broker_id
+        );
+        ensure!(
+            std::fs::read_to_string(data_path(&fleet, after_drain)?)? == records[2],
+            "data after drain"
+        );
+        assert_converged(&fleet, after_drain, &state).await?;
+        Ok(())
+    })
+    .expect("three-broker fleet scenario");
+}

@@ -1,0 +1,55 @@
+//! A replacement launched while the dead instance is still `shutting-down` (its ENI and volume still in use, as
+//! EC2 keeps them): the replacement waits out the claim's session, takes the ENI and volume over from the
+//! shutting-down owner, and becomes the same broker with the same data, before the old instance is gone.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use berth_e2e::{assert_converged, data_path, write_record};
+use berth_sim::FleetOptions;
+
+const BOOT: Duration = Duration::from_secs(60);
+
+#[test]
+fn replacement_takes_over_from_a_shutting_down_instance() {
+    if !berth_testkit::require_root("replacement_takes_over_from_a_shutting_down_instance") {
+        return;
+    }
+    let options = FleetOptions {
+        zones: 1,
+        brokers: 1,
+        ..FleetOptions::default()
+    };
+    berth_sim::with_fleet(options, |fleet| async move {
+        let old = fleet.launch(0).await?;
+        let booted = fleet.wait_healthy(old, BOOT).await?;
+        let record = write_record(&fleet, old, booted.broker_id.context("id")?)?;
+        let old_instance = fleet.host(old)?.instance.id.clone();
+
+        // Held in shutting-down until told otherwise: the ENI and volume stay attached to it.
+        fleet.kill_host(old, Some(Duration::ZERO)).await?;
+        ensure!(
+            fleet.ec2().instance_state(&old_instance).await? == "shutting-down",
+            "old instance not shutting down"
+        );
+        let replacement = fleet.launch(0).await?;
+        let state = fleet.wait_healthy(replacement, BOOT).await?;
+        ensure!(
+            state.broker_id == booted.broker_id,
+            "replacement is broker {:?}",
+            state.broker_id
+        );
+        ensure!(
+            fleet.ec2().instance_state(&old_instance).await? == "shutting-down",
+            "the old instance left shutting-down before the takeover"
+        );
+        ensure!(
+            std::fs::read_to_string(data_path(&fleet, replacement)?)? == record,
+            "data lost"
+        );
+        assert_converged(&fleet, replacement, &state).await?;
+        fleet.moto().finish_termination(&old_instance)?;
+        Ok(())
+    })
+    .expect("shutting-down replacement");
+}
