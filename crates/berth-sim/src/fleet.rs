@@ -106,7 +106,7 @@ pub enum FleetError {
         /// Where we looked.
         looked: String,
     },
-    /// A host did not reach the awaited condition in time.
+    /// A host did not reach the awaited condition in time (or its berth exited first).
     #[error("host {host}: {what} not reached within {waited:?}; last state: {last}")]
     Timeout {
         /// Host index.
@@ -117,6 +117,14 @@ pub enum FleetError {
         waited: Duration,
         /// berth's last `/state` (or why it could not be read), and the tail of its log.
         last: String,
+    },
+    /// The configuration written for berth does not validate.
+    #[error("berth configuration of host {host}: {source}")]
+    Config {
+        /// Host index.
+        host: usize,
+        /// What berth-config rejected.
+        source: berth_config::ConfigError,
     },
     /// There is no such host.
     #[error("no host {0}")]
@@ -753,6 +761,20 @@ listen = "0.0.0.0:{health}"
         let started = Instant::now();
         let mut last;
         loop {
+            let exited = lock(&host.berth)
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(FleetError::Timeout {
+                    host: index,
+                    what: what.into(),
+                    waited: started.elapsed(),
+                    last: format!(
+                        "berth exited ({status})\n--- berth.log tail ---\n{}",
+                        host.log_tail()
+                    ),
+                });
+            }
             match state::fetch_state(host.health_address()).await {
                 Ok(state) if accept(&state) => return Ok(state),
                 Ok(state) => last = format!("{} (last error: {:?})", state.state, state.last_error),
