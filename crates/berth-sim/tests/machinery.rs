@@ -42,6 +42,74 @@ fn hosts_reach_servers_and_attachments_hot_plug() {
         let out = sys::run("ip", &["netns", "exec", &host.ns, "bash", "-c", &probe])?;
         assert!(out.contains("Mode:"), "srvr from the host: {out}");
 
+        // Inside the host: its own IMDSv2 (token, then the instance id) and the EC2 endpoint berth is given.
+        let token = sys::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &host.ns,
+                "curl",
+                "-sf",
+                "-X",
+                "PUT",
+                "-H",
+                "X-aws-ec2-metadata-token-ttl-seconds: 60",
+                "http://169.254.169.254/latest/api/token",
+            ],
+        )?;
+        let header = format!("X-aws-ec2-metadata-token: {}", token.trim());
+        let instance = sys::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &host.ns,
+                "curl",
+                "-sf",
+                "-H",
+                &header,
+                "http://169.254.169.254/latest/meta-data/instance-id",
+            ],
+        )?;
+        assert_eq!(instance.trim(), host.instance.id);
+        let zone = sys::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &host.ns,
+                "curl",
+                "-sf",
+                "-H",
+                &header,
+                "http://169.254.169.254/latest/meta-data/placement/availability-zone",
+            ],
+        )?;
+        assert_eq!(zone.trim(), layout::zone_name(0));
+        let query = format!(
+            "{}/?Action=DescribeAvailabilityZones&Version=2016-11-15",
+            fleet.proxy().url()
+        );
+        let zones = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.ns,
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &query,
+            ])
+            .output()?;
+        assert!(
+            !String::from_utf8_lossy(&zones.stdout).starts_with('0'),
+            "the EC2 endpoint is unreachable from the host"
+        );
+
         // The source/destination check drops what leaves the host with an address that is not the port's.
         let before = fleet.region().dropped_by_source_check();
         sys::ip_in(&host.ns, &["addr", "add", "10.0.1.250/24", "dev", "eth0"])?;
