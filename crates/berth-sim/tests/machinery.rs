@@ -207,6 +207,23 @@ fn hosts_reach_servers_and_attachments_hot_plug() {
             !loops.contains(&format!("{}:", device.display())),
             "loop device still attached: {loops}"
         );
+
+        // Killing the host with a shutting-down hold: its namespace goes, the instance stays shutting-down
+        // until the hold ends.
+        fleet.kill_host(index, Some(Duration::ZERO)).await?;
+        assert_eq!(
+            fleet.ec2().instance_state(&host.instance.id).await?,
+            "shutting-down"
+        );
+        assert!(
+            !sys::ip(&["netns", "list"])?.contains(&host.ns),
+            "host namespace left behind"
+        );
+        fleet.moto().finish_termination(&host.instance.id)?;
+        assert_eq!(
+            fleet.ec2().instance_state(&host.instance.id).await?,
+            "terminated"
+        );
         Ok(())
     })
     .expect("fleet scenario");
