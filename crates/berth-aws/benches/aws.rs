@@ -1,0 +1,105 @@
+//! API calls per happy-path boot and the takeover time from a shutting-down owner, against strict moto.
+//! Prints one final line: `aws ec2_calls=<n> boot_ms=<ms> takeover_ms=<ms>` (medians of a few runs).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_core::ports::{Cloud, Deadline, Verdict};
+use berth_core::BrokerId;
+use berth_testkit::aws::world;
+use common::*;
+
+const RUNS: usize = 5;
+
+async fn boot() -> (usize, Duration) {
+    let env = env(&[ZONE_A]).await;
+    let me = env.instance(ZONE_A).await;
+    let imds = env.imds(&me, &[]);
+    let cloud = env.cloud(&env.config(&imds, 1, SIGNALS_CONFIGURED)).await;
+    let deadline = Deadline::after(Duration::from_secs(30));
+    let started = Instant::now();
+    let identity = cloud.identity().await.expect("identity");
+    let resources = cloud.discover().await.expect("discover").ids[&BrokerId(0)].clone();
+    cloud
+        .attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+        .await
+        .expect("eni");
+    cloud
+        .attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+        .await
+        .expect("volume");
+    cloud
+        .signal(&identity, &Verdict::Success)
+        .await
+        .expect("signal");
+    (env.ec2_calls(), started.elapsed())
+}
+
+async fn takeover() -> Duration {
+    let env = env(&[ZONE_A]).await;
+    env.moto
+        .set_terminate_hold(Duration::from_secs(120))
+        .expect("hold");
+    let owner = env.instance(ZONE_A).await;
+    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &owner.instance_id, 1)
+        .await
+        .expect("seed eni");
+    world::attach_volume(
+        &env.ec2,
+        &env.ids[0].volume_id,
+        &owner.instance_id,
+        "/dev/xvdf",
+    )
+    .await
+    .expect("seed volume");
+    let me = env.instance(ZONE_A).await;
+    let imds = env.imds(&me, &[]);
+    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let identity = cloud.identity().await.expect("identity");
+    let resources = cloud.discover().await.expect("discover").ids[&BrokerId(0)].clone();
+    let started = Instant::now();
+    world::terminate(&env.ec2, &owner.instance_id)
+        .await
+        .expect("terminate");
+    let deadline = Deadline::after(Duration::from_secs(30));
+    until_ok(Duration::from_secs(30), || {
+        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
+    })
+    .await;
+    until_ok(Duration::from_secs(30), || {
+        cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
+    })
+    .await;
+    started.elapsed()
+}
+
+fn median(mut values: Vec<Duration>) -> u128 {
+    values.sort();
+    values[values.len() / 2].as_millis()
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut calls = Vec::new();
+        let mut boots = Vec::new();
+        let mut takeovers = Vec::new();
+        for _ in 0..RUNS {
+            let (n, elapsed) = boot().await;
+            calls.push(n);
+            boots.push(elapsed);
+            takeovers.push(takeover().await);
+        }
+        let max_calls = calls.iter().max().copied().unwrap_or_default();
+        println!(
+            "aws ec2_calls={max_calls} boot_ms={} takeover_ms={}",
+            median(boots),
+            median(takeovers)
+        );
+    });
+}
