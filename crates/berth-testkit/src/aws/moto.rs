@@ -175,7 +175,10 @@ impl StrictMotoBuilder {
                 "--terminate-hold-seconds",
                 &self.terminate_hold.as_secs_f64().to_string(),
             ])
-            .stdin(Stdio::null())
+            // The script exits when its stdin closes, so a test process killed without running Drop leaves
+            // no moto behind.
+            .arg("--exit-on-stdin-eof")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = command.spawn().map_err(|source| MotoError::Spawn {
@@ -202,8 +205,10 @@ impl StrictMotoBuilder {
                         let endpoint = json_field(json, "endpoint");
                         let control = json_field(json, "control");
                         if let (Some(endpoint), Some(control)) = (endpoint, control) {
+                            let stdin = child.stdin.take();
                             return Ok(StrictMoto {
                                 child,
+                                _stdin: stdin,
                                 endpoint,
                                 control,
                             });
@@ -235,6 +240,8 @@ fn json_field(json: &str, key: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct StrictMoto {
     child: Child,
+    /// Held open for the server's lifetime; closing it (even by our death) stops the server.
+    _stdin: Option<std::process::ChildStdin>,
     endpoint: String,
     control: String,
 }
