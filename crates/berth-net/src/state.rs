@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::AddressFamily;
@@ -108,6 +108,8 @@ pub struct RouteEntry {
     pub kind: RouteType,
     /// Metric, when set.
     pub priority: Option<u32>,
+    /// Who installed it (berth installs `static`).
+    pub protocol: RouteProtocol,
 }
 
 impl RouteEntry {
@@ -126,6 +128,7 @@ impl RouteEntry {
             scope: message.header.scope,
             kind: message.header.kind,
             priority: None,
+            protocol: message.header.protocol,
         };
         for attribute in &message.attributes {
             match attribute {
@@ -350,10 +353,10 @@ fn describe_rule(rule: &RuleEntry) -> String {
     )
 }
 
+/// Whether a route does the planned route's job. Its metric and installer do not matter (a host that also runs
+/// amazon-ec2-net-utils installs the same routes with a metric, and the two must not fight).
 fn route_is_right(plan: &RoutePlan, link: &Link, role: RouteRole, route: &RouteEntry) -> bool {
-    let common = route.kind == RouteType::Unicast
-        && route.oif == Some(link.index)
-        && route.priority.is_none();
+    let common = route.kind == RouteType::Unicast && route.oif == Some(link.index);
     match role {
         RouteRole::Subnet => common && route.gateway.is_none() && route.scope == RouteScope::Link,
         RouteRole::Default => {
@@ -505,7 +508,8 @@ pub fn diff(
 
 /// The changes that remove exactly what configure installs, in order: the rule first (traffic from the address
 /// falls back to the main table), then the default and subnet routes, the address, and the link goes down.
-/// Only entries that match the plan exactly are removed; a rule survives the link, so it is removed even when
+/// Only entries that match the plan exactly are removed (routes: also without metric and installed as `static`,
+/// as berth installs them); a rule survives the link, so it is removed even when
 /// the link is already gone.
 pub fn teardown_actions(plan: &RoutePlan, link: Option<&Link>, snapshot: &Snapshot) -> Vec<Action> {
     let mut actions: Vec<Action> = snapshot
@@ -527,6 +531,8 @@ pub fn teardown_actions(plan: &RoutePlan, link: Option<&Link>, snapshot: &Snapsh
                     route.table == plan.table
                         && route.destination == destination
                         && route_is_right(plan, link, role, route)
+                        && route.priority.is_none()
+                        && route.protocol == RouteProtocol::Static
                 })
                 .map(|route| Action::DeleteRoute(route.clone())),
         );
@@ -577,6 +583,7 @@ mod tests {
             scope,
             kind: RouteType::Unicast,
             priority: None,
+            protocol: RouteProtocol::Static,
         }
     }
 
@@ -677,6 +684,21 @@ mod tests {
         assert_eq!(
             teardown_actions(&plan(), Some(&link(true)), &snapshot).len(),
             5
+        );
+    }
+
+    #[test]
+    fn an_equivalent_route_with_a_metric_is_right_but_not_ours_to_remove() {
+        let mut snapshot = configured();
+        snapshot.routes[1].priority = Some(512);
+        snapshot.routes[1].protocol = RouteProtocol::Dhcp;
+        let (observation, actions) = diff(&plan(), Some(&link(true)), &snapshot);
+        assert!(actions.is_empty(), "{actions:?}");
+        assert!(observation.default_route.is_right());
+        let teardown = teardown_actions(&plan(), Some(&link(true)), &snapshot);
+        assert!(
+            !teardown.contains(&Action::DeleteRoute(snapshot.routes[1].clone())),
+            "{teardown:?}"
         );
     }
 

@@ -440,9 +440,21 @@ fn teardown_leaves_the_namespace_as_it_was() {
     });
 }
 
-/// A TCP connection from `namespace` to `to` (bound to source `from` first, as Kafka binds its advertised
-/// address), within one second.
-fn connect(namespace: &NetNs, to: SocketAddrV4, from: Option<Ipv4Addr>) -> Result<(), String> {
+/// Time allowed for a connection that must fail.
+const MUST_FAIL: Duration = Duration::from_secs(1);
+/// Time allowed for a connection that must succeed. Attempts are repeated until then, as any client does: an
+/// address resolution left over from an earlier failed attempt (1 s per ARP probe) may first run out, failing
+/// the attempt queued behind it with "no route to host".
+const MUST_SUCCEED: Duration = Duration::from_secs(8);
+
+/// One TCP connection attempt from `namespace` to `to` (bound to source `from` first, as Kafka binds its
+/// advertised address), within `limit`.
+fn connect(
+    namespace: &NetNs,
+    to: SocketAddrV4,
+    from: Option<Ipv4Addr>,
+    limit: Duration,
+) -> Result<(), String> {
     namespace.run_async(move || async move {
         let socket = tokio::net::TcpSocket::new_v4().map_err(|error| error.to_string())?;
         if let Some(source) = from {
@@ -450,12 +462,45 @@ fn connect(namespace: &NetNs, to: SocketAddrV4, from: Option<Ipv4Addr>) -> Resul
                 .bind(SocketAddrV4::new(source, 0).into())
                 .map_err(|error| format!("bind {source}: {error}"))?;
         }
-        match tokio::time::timeout(Duration::from_secs(1), socket.connect(to.into())).await {
+        match tokio::time::timeout(limit, socket.connect(to.into())).await {
             Ok(Ok(_stream)) => Ok(()),
             Ok(Err(error)) => Err(format!("connect {to}: {error}")),
             Err(_) => Err(format!("connect {to}: timed out")),
         }
     })
+}
+
+/// Connection attempts from `namespace` to `to` until one succeeds or [`MUST_SUCCEED`] has passed; the
+/// failures seen on the way.
+fn connect_eventually(
+    namespace: &NetNs,
+    to: SocketAddrV4,
+    from: Option<Ipv4Addr>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + MUST_SUCCEED;
+    let mut failures = Vec::new();
+    while Instant::now() < deadline {
+        let limit = deadline.saturating_duration_since(Instant::now());
+        match connect(namespace, to, from, limit) {
+            Ok(()) => return Ok(()),
+            Err(error) => failures.push(error),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// Neighbour tables, links and the check's counters, for a failure message.
+fn diagnose(subnet: &Subnet, host: &NetNs, peer: &NetNs) -> String {
+    let nft = subnet.namespace().exec("nft", &["list", "ruleset"]);
+    format!(
+        "peer neigh:\n{}host neigh:\n{}host links:\n{}host rules:\n{}bridge links:\n{}nft:\n{}",
+        peer.ip(&["neigh"]),
+        host.ip(&["neigh"]),
+        host.ip(&["-br", "link"]),
+        host.ip(&["rule"]),
+        subnet.namespace().ip(&["-d", "-br", "link"]),
+        String::from_utf8_lossy(&nft.stdout)
+    )
 }
 
 fn listen(namespace: &NetNs) -> (TcpListener, u16) {
@@ -511,52 +556,80 @@ fn real_packets_reach_the_eni_address_only_after_configure() {
     let primary = SocketAddrV4::new("10.0.0.10".parse().unwrap(), host_port);
     let peer_address = SocketAddrV4::new("10.0.0.30".parse().unwrap(), peer_port);
 
-    connect(&peer, primary, None).expect("the subnet works: peer reaches the primary address");
+    connect_eventually(&peer, primary, None)
+        .expect("the subnet works: peer reaches the primary address");
     assert!(
-        connect(&peer, eni, None).is_err(),
+        connect(&peer, eni, None, MUST_FAIL).is_err(),
         "ENI address unreachable before the ENI is attached"
     );
     move_link(&parking, "eth1", &host);
     assert!(
-        connect(&peer, eni, None).is_err(),
+        connect(&peer, eni, None, MUST_FAIL).is_err(),
         "ENI address unreachable before berth routes it"
     );
 
     // berth in the host: configure (waiting for the link by MAC), as the daemon does.
-    let configure = host.spawn(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let net = NetlinkNetwork::new().expect("netlink socket in the host namespace");
-                let (name, _) = net
-                    .wait_for_link(plan().mac, deadline())
-                    .await
-                    .expect("ENI link");
-                assert_eq!(name, "eth1");
-                net.configure(&plan(), deadline()).await
-            })
-    });
-    configure.join().unwrap().expect("configure");
+    host.run_async(|| async {
+        let net = NetlinkNetwork::new().expect("netlink socket in the host namespace");
+        let (name, _) = net
+            .wait_for_link(plan().mac, deadline())
+            .await
+            .expect("ENI link");
+        assert_eq!(name, "eth1");
+        net.configure(&plan(), deadline()).await
+    })
+    .expect("configure");
 
-    connect(&peer, eni, None).expect("peer reaches the ENI address after configure");
-    connect(&host, peer_address, Some("10.0.0.20".parse().unwrap()))
+    if let Err(error) = connect_eventually(&peer, eni, None) {
+        panic!(
+            "peer cannot reach the ENI address after configure: {error}\n{}",
+            diagnose(&subnet, &host, &peer)
+        );
+    }
+    connect_eventually(&host, peer_address, Some("10.0.0.20".parse().unwrap()))
         .expect("traffic from the ENI address leaves through the ENI");
-    connect(&host, peer_address, None).expect("traffic from the primary address still works");
-    assert!(subnet.dropped_packets() > 0, "the source/destination check is active (it dropped the primary's ARP answer for the ENI address)");
-
-    let teardown = host.spawn(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async { NetlinkNetwork::new().unwrap().teardown(&plan()).await })
-    });
-    teardown.join().unwrap().expect("teardown");
+    connect_eventually(&host, peer_address, None)
+        .expect("traffic from the primary address still works");
     assert!(
-        connect(&peer, eni, None).is_err(),
+        subnet.dropped_packets() > 0,
+        "the source/destination check is active (it dropped the primary's ARP answer for the ENI address)"
+    );
+
+    // Without the rule, answers from the ENI address leave by the primary interface and the check drops them:
+    // the policy routing is what makes the address work. Configuring again restores it.
+    let dropped = subnet.dropped_packets();
+    host.ip(&[
+        "rule",
+        "del",
+        "from",
+        "10.0.0.20",
+        "lookup",
+        "10001",
+        "priority",
+        "10001",
+    ]);
+    assert!(
+        connect(&peer, eni, None, MUST_FAIL).is_err(),
+        "unreachable without the rule"
+    );
+    assert!(
+        subnet.dropped_packets() > dropped,
+        "the answer left by the wrong interface and was dropped"
+    );
+    host.run_async(|| async {
+        NetlinkNetwork::new()
+            .unwrap()
+            .configure(&plan(), deadline())
+            .await
+    })
+    .expect("configure restores the rule");
+    connect_eventually(&peer, eni, None).expect("reachable again");
+
+    host.run_async(|| async { NetlinkNetwork::new().unwrap().teardown(&plan()).await })
+        .expect("teardown");
+    assert!(
+        connect(&peer, eni, None, MUST_FAIL).is_err(),
         "unreachable again after teardown"
     );
-    connect(&peer, primary, None).expect("primary unaffected by teardown");
+    connect_eventually(&peer, primary, None).expect("primary unaffected by teardown");
 }
