@@ -1,2 +1,154 @@
-//! Benchmark of the serving check (filled in below).
-fn main() {}
+//! How fast berth sees Kafka serving, and what a health check costs, against a real ZooKeeper and the Kafka
+//! stand-in (build it first: `cargo build -p kafka-standin`).
+//!
+//! - register_to_healthy_ms: from the registration znode's creation (its ZooKeeper ctime) to `start()`
+//!   returning, median of several starts; berth is already waiting on its watch when the stand-in registers.
+//! - check_ms: one `check()` (registration read + ApiVersions/Metadata), median over many, on loopback. The
+//!   listener is reached through a counting TCP relay, so this includes the relay's hop (an upper bound).
+//! - connections_per_check: TCP connections the relay accepted per check.
+//!
+//! Prints one line: `kafka-probe register_to_healthy_ms=.. check_ms=.. connections_per_check=..`.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_core::ports::{Broker, BrokerSpec, Deadline};
+use berth_core::BrokerId;
+use berth_kafka::supervisor::RestartPolicy;
+use berth_kafka::KafkaBroker;
+use berth_testkit::zk::ZooKeeper;
+use tokio::net::{TcpListener, TcpStream};
+
+const STARTS: usize = 5;
+const CHECKS: usize = 300;
+
+fn standin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| berth_testkit::workspace_root().join("target"));
+    let binary = target.join("debug/kafka-standin");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p kafka-standin` first",
+        binary.display()
+    );
+    binary
+}
+
+/// Relays every connection to `upstream`, counting them.
+async fn relay(listener: TcpListener, upstream: u16, accepted: Arc<AtomicU64>) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let zk = ZooKeeper::standalone().expect("a real ZooKeeper");
+    let dir = tempfile::tempdir().unwrap();
+    let advertised = berth_testkit::free_port();
+    let real = berth_testkit::free_port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let listener = TcpListener::bind(("127.0.0.1", advertised)).await.unwrap();
+    tokio::spawn(relay(listener, real, accepted.clone()));
+
+    // The stand-in binds `real` but advertises the relay's port, which berth probes.
+    let server = dir.path().join("server.properties");
+    std::fs::write(
+        &server,
+        format!(
+            "listeners=PLAINTEXT://127.0.0.1:{real}\nzookeeper.connect={}/kafka\nzookeeper.session.timeout.ms=2000\n",
+            zk.connect_string()
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        "[cluster]\nname = \"bench\"\nbroker_count = 1\n[zookeeper]\nconnect = \"{zk}\"\nkafka_chroot = \"/kafka\"\n\
+         [kafka]\nsupervisor = \"process\"\ncommand = [{standin:?}, \"--start-delay\", \"300ms\", {server:?}]\n\
+         overlay_path = \"{overlay}\"\nport = {advertised}\ncheck_interval = \"1s\"\nstop_timeout = \"5s\"\n",
+        zk = zk.connect_string(),
+        standin = standin().display().to_string(),
+        server = server.display().to_string(),
+        overlay = dir.path().join("berth.properties").display(),
+    );
+    let config = berth_config::parse(&text, []).expect("bench configuration");
+    let broker = KafkaBroker::with_restart_policy(&config, RestartPolicy::default());
+    let spec = BrokerSpec {
+        broker_id: BrokerId(0),
+        advertised_ip: Ipv4Addr::LOCALHOST,
+        rack: "az-a".into(),
+        log_dirs: vec![dir.path().join("data")],
+    };
+    let client = zookeeper_client::Client::connect(&zk.connect_string())
+        .await
+        .unwrap();
+
+    let mut register_to_healthy = Vec::new();
+    for _ in 0..STARTS {
+        broker
+            .start(&spec, Deadline::after(Duration::from_secs(30)))
+            .await
+            .expect("serving");
+        let detected = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as f64
+            / 1000.0;
+        let (_, stat) = client
+            .get_data("/kafka/brokers/ids/0")
+            .await
+            .expect("registered");
+        register_to_healthy.push(detected - stat.ctime as f64);
+        broker
+            .stop(Deadline::after(Duration::from_secs(10)))
+            .await
+            .expect("stopped");
+    }
+
+    broker
+        .start(&spec, Deadline::after(Duration::from_secs(30)))
+        .await
+        .expect("serving");
+    for _ in 0..20 {
+        broker.check(&spec).await.expect("warm-up check");
+    }
+    let before = accepted.load(Ordering::SeqCst);
+    let mut checks = Vec::with_capacity(CHECKS);
+    for _ in 0..CHECKS {
+        let started = Instant::now();
+        broker.check(&spec).await.expect("healthy");
+        checks.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let connections = accepted.load(Ordering::SeqCst) - before;
+    broker
+        .stop(Deadline::after(Duration::from_secs(10)))
+        .await
+        .expect("stopped");
+
+    let max = register_to_healthy.iter().cloned().fold(f64::MIN, f64::max);
+    let mut sorted = checks.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let p99 = sorted[(CHECKS * 99) / 100];
+    println!(
+        "kafka-probe register_to_healthy_ms={:.1} register_to_healthy_max_ms={max:.1} check_ms={:.2} \
+         check_p99_ms={p99:.2} connections_per_check={:.2} starts={STARTS} checks={CHECKS}",
+        median(register_to_healthy),
+        median(checks),
+        connections as f64 / CHECKS as f64,
+    );
+}

@@ -355,14 +355,18 @@ impl KafkaBroker {
                 Ok(None)
             }
             Runner::Process(process) => {
-                let stale = matches!(
-                    process.state(),
-                    Some(ChildState::Exited {
-                        restarting: false,
-                        ..
-                    })
-                ) || matches!(process.state(), Some(ChildState::Stopped));
-                if (changed || stale) && process.state().is_some() {
+                // New settings, or a Kafka that gave up: stop what is there so the start below is fresh.
+                let state = process.state();
+                let gave_up = matches!(
+                    state,
+                    Some(
+                        ChildState::Exited {
+                            restarting: false,
+                            ..
+                        } | ChildState::Stopped
+                    )
+                );
+                if state.is_some() && (changed || gave_up) {
                     process
                         .stop(self.stop_timeout.min(deadline.remaining()))
                         .await;
@@ -491,19 +495,19 @@ impl KafkaBroker {
     }
 }
 
-/// Resolves when the child's state changes to something other than running; pends forever without a child.
+/// Resolves at the child's next change to a state other than running (an exit already seen does not count
+/// again, so a restart delay is not a busy loop); pends forever without a child.
 async fn child_exit(child: &mut Option<watch::Receiver<ChildState>>) {
-    match child {
-        Some(receiver) => {
-            if receiver
-                .wait_for(|state| !matches!(state, ChildState::Running { .. }))
-                .await
-                .is_err()
-            {
-                std::future::pending::<()>().await;
-            }
+    let Some(receiver) = child else {
+        return std::future::pending().await;
+    };
+    loop {
+        if receiver.changed().await.is_err() {
+            return std::future::pending().await;
         }
-        None => std::future::pending().await,
+        if !matches!(*receiver.borrow_and_update(), ChildState::Running { .. }) {
+            return;
+        }
     }
 }
 

@@ -22,23 +22,37 @@ fn spec() -> BrokerSpec {
         broker_id: BrokerId(1),
         advertised_ip: Ipv4Addr::new(10, 0, 2, 11),
         rack: "eu-west-1b".into(),
-        log_dirs: vec![PathBuf::from("/var/lib/kafka/data"), PathBuf::from("/var/lib/kafka/data2")],
+        log_dirs: vec![
+            PathBuf::from("/var/lib/kafka/data"),
+            PathBuf::from("/var/lib/kafka/data2"),
+        ],
     }
 }
 
 fn assert_golden(name: &str, rendered: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("BERTH_BLESS").is_some() {
         std::fs::write(&path, rendered).unwrap();
     }
-    let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(rendered, golden, "{} differs from the rendering", path.display());
+    let golden =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        rendered,
+        golden,
+        "{} differs from the rendering",
+        path.display()
+    );
 }
 
 #[test]
 fn zookeeper_mode() {
     let broker = KafkaBroker::new(&config("mode = \"zookeeper\"")).unwrap();
-    assert_golden("zookeeper.properties", &broker.render_overlay(&spec()).unwrap());
+    assert_golden(
+        "zookeeper.properties",
+        &broker.render_overlay(&spec()).unwrap(),
+    );
 }
 
 #[test]
@@ -47,10 +61,18 @@ fn kraft_mode_with_quorum_voters() {
         "mode = \"kraft\"\nlistener_name = \"BROKER\"\nport = 9094\ncontroller_port = 9093\nquorum_voters = true",
     ))
     .unwrap();
-    let error = broker.render_overlay(&spec()).expect_err("voters are needed");
+    let error = broker
+        .render_overlay(&spec())
+        .expect_err("voters are needed");
     assert!(error.to_string().contains("no voter addresses"), "{error}");
-    let voters: BTreeMap<BrokerId, Ipv4Addr> =
-        (0..3).map(|id| (BrokerId(id), Ipv4Addr::new(10, 0, 1 + id as u8, 10 + id as u8))).collect();
+    let voters: BTreeMap<BrokerId, Ipv4Addr> = (0..3)
+        .map(|id| {
+            (
+                BrokerId(id),
+                Ipv4Addr::new(10, 0, 1 + id as u8, 10 + id as u8),
+            )
+        })
+        .collect();
     broker.set_quorum_voters(voters);
     assert_golden("kraft.properties", &broker.render_overlay(&spec()).unwrap());
 }
@@ -59,5 +81,8 @@ fn kraft_mode_with_quorum_voters() {
 fn kraft_mode_without_quorum_voters_leaves_them_to_the_operator() {
     let broker = KafkaBroker::new(&config("mode = \"kraft\"")).unwrap();
     let rendered = broker.render_overlay(&spec()).unwrap();
-    assert!(rendered.contains("\nnode.id=1\n") && !rendered.contains("controller.quorum.voters"), "{rendered}");
+    assert!(
+        rendered.contains("\nnode.id=1\n") && !rendered.contains("controller.quorum.voters"),
+        "{rendered}"
+    );
 }

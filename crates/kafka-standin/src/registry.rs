@@ -19,7 +19,8 @@ fn keeper(op: &'static str, path: &str) -> impl FnOnce(zk::Error) -> Fatal {
     move |source| Fatal::ZooKeeper { op, path, source }
 }
 
-/// A random id in Kafka's form: a UUID as 22 characters of unpadded URL-safe base64.
+/// A random cluster id shaped like Kafka's (22 characters of the URL-safe base64 alphabet); only its
+/// uniqueness matters to the stand-in.
 fn new_cluster_id() -> String {
     let mut bytes = [0u8; 16];
     if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
@@ -27,15 +28,12 @@ fn new_cluster_id() -> String {
     }
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bits = u128::from_be_bytes(bytes);
-    let mut out = String::with_capacity(22);
-    // 22 sextets cover 132 bits: the first carries the top 2 bits (as Kafka's encoder's first character does).
-    let mut chars = Vec::with_capacity(22);
+    let mut sextets = Vec::with_capacity(22);
     for _ in 0..22 {
-        chars.push(ALPHABET[(bits & 0x3f) as usize] as char);
+        sextets.push(ALPHABET[(bits & 0x3f) as usize] as char);
         bits >>= 6;
     }
-    out.extend(chars.into_iter().rev());
-    out
+    sextets.into_iter().rev().collect()
 }
 
 impl Registry {
