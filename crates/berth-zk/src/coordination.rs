@@ -12,7 +12,7 @@
 //! one berth per host, so the instance id identifies the claimer.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,13 +48,15 @@ pub struct ClaimBody {
 struct Held {
     client: Option<zk::Client>,
     claim: Option<BrokerId>,
+    /// Set once berth has declared this session lost (see [`watch_session`]): it is never used again.
+    lost: Arc<AtomicBool>,
 }
 
 impl Held {
     fn live_client(&self) -> Option<zk::Client> {
         self.client
             .clone()
-            .filter(|client| !client.state().is_terminated())
+            .filter(|client| !client.state().is_terminated() && !self.lost.load(Ordering::SeqCst))
     }
 }
 
@@ -180,40 +182,23 @@ impl ZkCoordination {
         let client = session::open(&self.settings, Some(deadline)).await?;
         self.sessions.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut watcher = client.state_watcher();
-        let events = self.events_tx.clone();
+        let lost = Arc::new(AtomicBool::new(false));
+        tokio::spawn(watch_session(
+            client.state_watcher(),
+            client.session_timeout(),
+            generation,
+            self.events_tx.clone(),
+            Arc::clone(&lost),
+            client.session_id().0,
+        ));
         let session_id = client.session_id().0;
-        tokio::spawn(async move {
-            loop {
-                let state = watcher.changed().await;
-                let event = match state {
-                    zk::SessionState::SyncConnected => SessionEvent::Connected,
-                    // Read-only servers cannot keep a claim alive: treat as lost connection.
-                    zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
-                        SessionEvent::Disconnected
-                    }
-                    // Refused credentials end the session: the claim cannot be trusted any more.
-                    zk::SessionState::Expired | zk::SessionState::AuthFailed => {
-                        SessionEvent::Expired
-                    }
-                    zk::SessionState::Closed => SessionEvent::Closed,
-                };
-                tracing::info!(
-                    session = format_args!("{session_id:#x}"),
-                    ?state,
-                    "ZooKeeper session state"
-                );
-                if events.send((generation, event)).is_err() || state.is_terminated() {
-                    return;
-                }
-            }
-        });
         tracing::info!(
             session = format_args!("{session_id:#x}"),
             timeout_ms = client.session_timeout().as_millis() as u64,
             "ZooKeeper session opened"
         );
         held.client = Some(client.clone());
+        held.lost = lost;
         Ok(client)
     }
 
@@ -372,7 +357,15 @@ impl ZkCoordination {
         loop {
             let client = self.session(&mut held, deadline).await?;
             let attempt = async {
-                let (taken, watcher) = self.list_claims(&client).await?;
+                // The first try is optimistic: the id this host would pick from an empty listing, created
+                // straight away. In a mass boot most such picks are free, which saves the listing; when it
+                // is taken, the claims are read and the free ones tried.
+                let (taken, watcher) = if round == 0 {
+                    (BTreeSet::new(), None)
+                } else {
+                    let (taken, watcher) = self.list_claims(&client).await?;
+                    (taken, Some(watcher))
+                };
                 let order =
                     plan.try_order(&taken, seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 round += 1;
@@ -405,7 +398,8 @@ impl ZkCoordination {
                     return Ok(id);
                 }
                 Ok(Ok(None)) => {}
-                Ok(Err(watcher)) => {
+                Ok(Err(None)) => {}
+                Ok(Err(Some(watcher))) => {
                     tracing::info!(path = %self.claims_path, "every candidate id is claimed; waiting for a release");
                     if tokio::time::timeout(deadline.remaining(), watcher.changed())
                         .await
@@ -530,6 +524,67 @@ impl ZkCoordination {
         };
         let _ = tokio::time::timeout(CLOSE_WAIT, closed).await;
         result
+    }
+}
+
+/// Forwards one session's state changes to the daemon, tagged with its generation, until the session ends.
+///
+/// The server expires a session `timeout` after it last heard from the client; the client library only gives
+/// up at 7/5 of that, which would leave a window where another host holds the id while this one still believes
+/// it does. So berth declares the session lost itself once it has been disconnected long enough that the server
+/// may have expired it: `timeout` after the last reply, i.e. 3/5 of it after Disconnected (the library reports
+/// Disconnected when nothing arrived for 2/5 of the timeout, or sooner on a socket error), less one of the
+/// library's ticks (1/20 of the timeout) by which it may notice the silence late. Erring early is safe:
+/// the daemon re-claims, and its own claim on the old session, if still there, is replaced.
+async fn watch_session(
+    mut watcher: zk::StateWatcher,
+    timeout: Duration,
+    generation: u64,
+    events: mpsc::UnboundedSender<(u64, SessionEvent)>,
+    lost: Arc<AtomicBool>,
+    session_id: i64,
+) {
+    let mut lost_at: Option<tokio::time::Instant> = None;
+    loop {
+        let state = match lost_at {
+            Some(at) => match tokio::time::timeout_at(at, watcher.changed()).await {
+                Ok(state) => state,
+                Err(_) => {
+                    lost.store(true, Ordering::SeqCst);
+                    tracing::warn!(
+                        session = format_args!("{session_id:#x}"),
+                        "disconnected long enough for the server to expire the session: claim lost"
+                    );
+                    let _ = events.send((generation, SessionEvent::Expired));
+                    return;
+                }
+            },
+            None => watcher.changed().await,
+        };
+        let event = match state {
+            zk::SessionState::SyncConnected => SessionEvent::Connected,
+            // Read-only servers cannot keep a claim alive: treat as lost connection.
+            zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
+                SessionEvent::Disconnected
+            }
+            // Refused credentials end the session: the claim cannot be trusted any more.
+            zk::SessionState::Expired | zk::SessionState::AuthFailed => SessionEvent::Expired,
+            zk::SessionState::Closed => SessionEvent::Closed,
+        };
+        lost_at = match event {
+            SessionEvent::Disconnected => {
+                lost_at.or(Some(tokio::time::Instant::now() + timeout * 11 / 20))
+            }
+            _ => None,
+        };
+        tracing::info!(
+            session = format_args!("{session_id:#x}"),
+            ?state,
+            "ZooKeeper session state"
+        );
+        if events.send((generation, event)).is_err() || state.is_terminated() {
+            return;
+        }
     }
 }
 

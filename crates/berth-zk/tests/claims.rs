@@ -1,0 +1,400 @@
+//! Claims against a real ZooKeeper: uniqueness under contention, preference, the AZ filter, waiting for a
+//! release, and taking over this instance's own stale claim after a restart.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_core::claim::plan_claim;
+use berth_core::facts::{
+    Attachment, EniFacts, IdResources, Identity, Inventory, InventoryProblem, VolumeFacts,
+};
+use berth_core::ports::{Coordination, Deadline, ErrorKind};
+use berth_core::BrokerId;
+use berth_testkit::zk::ZooKeeper;
+use berth_zk::coordination::ClaimBody;
+use berth_zk::ZkCoordination;
+use zookeeper_client as zk;
+
+use common::{config, holder, plan};
+
+/// 50 claimers over 10 ids, 20 rounds: at no time do two claimers hold one id (checked against an owner table
+/// and against the znodes themselves), and the 40 losers of each round wait and win as owners leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_claimers_over_ten_ids_never_share_an_owner() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let connect = server.connect_string();
+    let config = config(&connect, Duration::from_secs(4), "contention");
+    let claims_path = config.claims_path();
+    let checker = common::client(&connect).await;
+    let claimers: Vec<Arc<ZkCoordination>> = (0..50)
+        .map(|_| Arc::new(ZkCoordination::new(&config).expect("adapter")))
+        .collect();
+    let started = Instant::now();
+    for round in 0..20 {
+        let table: Arc<Mutex<HashMap<BrokerId, String>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for (index, claimer) in claimers.iter().enumerate() {
+            let (claimer, table, checker, claims_path) = (
+                Arc::clone(claimer),
+                Arc::clone(&table),
+                checker.clone(),
+                claims_path.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let me = format!("i-{round}-{index}");
+                let id = claimer
+                    .claim(
+                        &plan(0..10, None),
+                        &holder(&me),
+                        Deadline::after(Duration::from_secs(30)),
+                    )
+                    .await
+                    .unwrap_or_else(|error| panic!("{me}: {error}"));
+                if let Some(other) = table.lock().unwrap().insert(id, me.clone()) {
+                    panic!("id {id} claimed by {me} while {other} holds it");
+                }
+                // The znode agrees: our body, our session.
+                let (body, stat) = checker
+                    .get_data(&format!("{claims_path}/{id}"))
+                    .await
+                    .expect("claim node");
+                let body: ClaimBody = serde_json::from_slice(&body).expect("claim JSON");
+                assert_eq!(body.holder.instance_id, me);
+                assert_eq!(Some(stat.ephemeral_owner), claimer.session_id().await);
+                tokio::task::yield_now().await;
+                table.lock().unwrap().remove(&id);
+                claimer.release().await.expect("release");
+                id
+            }));
+        }
+        let mut per_id: BTreeMap<BrokerId, usize> = BTreeMap::new();
+        for task in tasks {
+            *per_id.entry(task.await.expect("claimer")).or_default() += 1;
+        }
+        assert_eq!(per_id.len(), 10, "round {round}: every id was used");
+        assert_eq!(
+            per_id.values().sum::<usize>(),
+            50,
+            "round {round}: all 50 claimers got an id"
+        );
+        assert!(
+            common::owners(&checker, &claims_path).await.is_empty(),
+            "round {round}: all released"
+        );
+    }
+    eprintln!(
+        "contention: 20 rounds of 50 claimers over 10 ids in {:?}",
+        started.elapsed()
+    );
+}
+
+/// The preferred id is taken first; if another host holds it, another id is claimed (no error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_id_first_and_release_frees_it_at_once_for_a_waiter() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let config = config(
+        &server.connect_string(),
+        Duration::from_secs(6),
+        "preferred",
+    );
+    let deadline = || Deadline::after(Duration::from_secs(20));
+
+    let first = ZkCoordination::new(&config).expect("adapter");
+    assert_eq!(
+        first
+            .claim(&plan(0..6, Some(4)), &holder("i-first"), deadline())
+            .await
+            .unwrap(),
+        BrokerId(4)
+    );
+    let second = ZkCoordination::new(&config).expect("adapter");
+    let other = second
+        .claim(&plan(0..6, Some(4)), &holder("i-second"), deadline())
+        .await
+        .unwrap();
+    assert_ne!(
+        other,
+        BrokerId(4),
+        "another host's claim on the preferred id is respected"
+    );
+
+    // A waiter for id 4 alone wins it as soon as it is released, far sooner than a session timeout.
+    let waiter = Arc::new(ZkCoordination::new(&config).expect("adapter"));
+    let waiting = {
+        let waiter = Arc::clone(&waiter);
+        tokio::spawn(async move {
+            let id = waiter
+                .claim(&plan([4], None), &holder("i-waiter"), deadline())
+                .await;
+            (id, Instant::now())
+        })
+    };
+    // Poll (with a deadline) until the waiter has a session and has asked for the claims.
+    let polled = Instant::now();
+    while waiter.request_count() < 1 {
+        assert!(
+            polled.elapsed() < Duration::from_secs(10),
+            "waiter never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!waiting.is_finished());
+    let released = Instant::now();
+    first.release().await.expect("release");
+    let (id, won) = waiting.await.unwrap();
+    assert_eq!(id.unwrap(), BrokerId(4));
+    let delay = won.duration_since(released);
+    eprintln!("release to waiter's claim: {delay:?}");
+    assert!(
+        delay < Duration::from_secs(2),
+        "waiter won {delay:?} after the release (session timeout is 6 s)"
+    );
+}
+
+fn eni(id: u32, zone: &str, attached_to: Option<&str>) -> EniFacts {
+    EniFacts {
+        eni_id: format!("eni-{id}"),
+        mac: format!("02:00:00:00:00:{id:02x}").parse().unwrap(),
+        private_ip: std::net::Ipv4Addr::new(10, 0, 0, 10 + id as u8),
+        subnet: "10.0.0.0/24".parse().unwrap(),
+        subnet_id: "subnet-1".into(),
+        availability_zone: zone.into(),
+        attachment: attached_to.map(|instance| Attachment {
+            instance_id: instance.into(),
+            state: "attached".into(),
+            slot: "1".into(),
+        }),
+    }
+}
+
+fn volume(id: u32, zone: &str) -> VolumeFacts {
+    VolumeFacts {
+        volume_id: format!("vol-{id}"),
+        availability_zone: zone.into(),
+        state: "available".into(),
+        size_gib: 10,
+        attachment: None,
+    }
+}
+
+/// Only ids whose ENI and volume are in this instance's AZ are ever claimed: with two such ids and three
+/// claimers in that AZ, the third waits (and times out) rather than take an id from another AZ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_zone_filter_is_honoured() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let config = config(&server.connect_string(), Duration::from_secs(4), "zones");
+    let mut inventory = Inventory::default();
+    for (id, zone) in [
+        (0, "eu-west-1b"),
+        (1, "eu-west-1a"),
+        (2, "eu-west-1c"),
+        (3, "eu-west-1a"),
+    ] {
+        inventory.ids.insert(
+            BrokerId(id),
+            IdResources {
+                eni: Some(eni(id, zone, None)),
+                volume: Some(volume(id, zone)),
+            },
+        );
+    }
+    inventory.problems.push(InventoryProblem::ZoneMismatch {
+        id: BrokerId(4),
+        eni_id: "eni-4".into(),
+        eni_az: "eu-west-1a".into(),
+        volume_id: "vol-4".into(),
+        volume_az: "eu-west-1b".into(),
+    });
+    let identity = |instance: &str| Identity {
+        instance_id: instance.into(),
+        region: "eu-west-1".into(),
+        availability_zone: "eu-west-1a".into(),
+        primary_mac: "02:00:00:00:01:00".parse().unwrap(),
+        hostname: format!("host-{instance}"),
+    };
+    let plan = plan_claim(&inventory, &identity("i-a"), (0..5).map(BrokerId));
+    assert_eq!(plan.candidates, vec![BrokerId(1), BrokerId(3)]);
+
+    let adapters: Vec<ZkCoordination> = (0..3)
+        .map(|_| ZkCoordination::new(&config).unwrap())
+        .collect();
+    let claims = futures::future::join_all(adapters.iter().enumerate().map(|(index, adapter)| {
+        let plan = plan_claim(
+            &inventory,
+            &identity(&format!("i-{index}")),
+            (0..5).map(BrokerId),
+        );
+        async move {
+            adapter
+                .claim(
+                    &plan,
+                    &holder(&format!("i-{index}")),
+                    Deadline::after(Duration::from_millis(1500)),
+                )
+                .await
+        }
+    }))
+    .await;
+    let won: BTreeSet<BrokerId> = claims
+        .iter()
+        .filter_map(|claim| claim.as_ref().ok().copied())
+        .collect();
+    assert_eq!(won, BTreeSet::from([BrokerId(1), BrokerId(3)]));
+    let lost: Vec<_> = claims
+        .iter()
+        .filter_map(|claim| claim.as_ref().err())
+        .collect();
+    assert_eq!(lost.len(), 1, "{claims:?}");
+    assert_eq!(
+        lost[0].kind,
+        ErrorKind::Retryable,
+        "all taken is worth retrying: {}",
+        lost[0]
+    );
+    assert!(
+        lost[0].message.contains("1,3"),
+        "names the candidates: {}",
+        lost[0]
+    );
+    let owners = common::owners(
+        &common::client(&server.connect_string()).await,
+        &config.claims_path(),
+    )
+    .await;
+    assert_eq!(owners.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+}
+
+/// After a crash, this instance's claim from its previous session is still there until that session times out.
+/// The restarted daemon replaces it at once; another instance's lingering claim is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_stale_claim_is_taken_over_at_once() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let connect = server.connect_string();
+    let config = config(&connect, Duration::from_secs(10), "restart");
+    let claims_path = config.claims_path();
+
+    // Two "crashed" daemons: sessions that nobody closes (detached), each holding a claim.
+    let crashed = zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .with_detached()
+        .connect(&connect)
+        .await
+        .unwrap();
+    crashed
+        .mkdir(
+            &claims_path,
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    for (id, instance) in [(2, "i-restarted"), (3, "i-other")] {
+        let body = serde_json::to_vec(&ClaimBody {
+            holder: holder(instance),
+            claimed_at_ms: 0,
+        })
+        .unwrap();
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        crashed
+            .create(&format!("{claims_path}/{id}"), &body, &ephemeral)
+            .await
+            .unwrap();
+    }
+    let stale_session = crashed.session_id().0;
+    drop(crashed);
+
+    let started = Instant::now();
+    let restarted = ZkCoordination::new(&config).unwrap();
+    let id = restarted
+        .claim(
+            &plan(0..4, Some(2)),
+            &holder("i-restarted"),
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await;
+    assert_eq!(id.unwrap(), BrokerId(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}; the old session lasts 10 s",
+        started.elapsed()
+    );
+    let checker = common::client(&connect).await;
+    let owners = common::owners(&checker, &claims_path).await;
+    assert_eq!(
+        owners[&2],
+        (
+            "i-restarted".to_owned(),
+            restarted.session_id().await.unwrap()
+        )
+    );
+    assert_ne!(owners[&2].1, stale_session);
+
+    // Another instance preferring id 3 (say its ENI is still attached) must not take i-other's live-looking claim.
+    let intruder = ZkCoordination::new(&config).unwrap();
+    let id = intruder
+        .claim(
+            &plan(0..4, Some(3)),
+            &holder("i-intruder"),
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await;
+    assert_ne!(id.unwrap(), BrokerId(3));
+    assert_eq!(
+        common::owners(&checker, &claims_path).await[&3],
+        ("i-other".to_owned(), stale_session)
+    );
+}
+
+/// With zookeeper.digest, claims carry ACLs: anyone may read them, only berth's credentials may delete them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_acl_protects_claims() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let connect = server.connect_string();
+    let mut config = config(&connect, Duration::from_secs(4), "secured");
+    config.zookeeper.digest = "berth:s3cret".into();
+    let adapter = ZkCoordination::new(&config).unwrap();
+    let id = adapter
+        .claim(
+            &plan(0..3, None),
+            &holder("i-acl"),
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    let path = adapter.claim_path(id);
+
+    let stranger = common::client(&connect).await;
+    assert!(
+        stranger.get_data(&path).await.is_ok(),
+        "world may read a claim"
+    );
+    assert_eq!(
+        stranger.delete(&path, None).await,
+        Err(zk::Error::NoAuth),
+        "a stranger cannot delete a claim"
+    );
+    let stranger_claim = stranger
+        .create(
+            &format!("{}/9", config.claims_path()),
+            b"{}",
+            &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()),
+        )
+        .await;
+    assert_eq!(
+        stranger_claim.err(),
+        Some(zk::Error::NoAuth),
+        "a stranger cannot claim"
+    );
+
+    let mut bad = config.clone();
+    bad.zookeeper.digest = "no-colon".into();
+    assert!(ZkCoordination::new(&bad).is_err());
+    adapter.release().await.unwrap();
+    assert_eq!(
+        stranger.check_stat(&path).await.unwrap(),
+        None,
+        "released by berth itself"
+    );
+}
