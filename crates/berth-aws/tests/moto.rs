@@ -819,3 +819,112 @@ async fn termination_notices_come_from_imds_v2_only() {
     assert_eq!(v1.status, 401);
     assert_eq!(imds.v1_refusals(), 1);
 }
+
+#[tokio::test]
+async fn strict_moto_refuses_attachments_as_real_ec2_does() {
+    let env = env(&[ZONE_A]).await;
+    let code = |error: world::SeedError| {
+        let error = error.downcast::<aws_sdk_ec2::error::SdkError<
+            aws_sdk_ec2::operation::attach_network_interface::AttachNetworkInterfaceError,
+        >>();
+        match error {
+            Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
+                .unwrap_or_default()
+                .to_owned(),
+            Err(other) => match other.downcast::<aws_sdk_ec2::error::SdkError<
+                aws_sdk_ec2::operation::attach_volume::AttachVolumeError,
+            >>() {
+                Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
+                    .unwrap_or_default()
+                    .to_owned(),
+                Err(other) => panic!("unexpected error {other}"),
+            },
+        }
+    };
+    let first = env.instance(ZONE_A).await;
+    let second = env.instance(ZONE_A).await;
+    let in_b = env.instance(ZONE_B).await;
+    let (eni, volume) = (&env.ids[0].eni_id, &env.ids[0].volume_id);
+    world::attach_eni(&env.ec2, eni, &first.instance_id, 1)
+        .await
+        .unwrap();
+    world::attach_volume(&env.ec2, volume, &first.instance_id, "/dev/xvdf")
+        .await
+        .unwrap();
+
+    let err = world::attach_eni(&env.ec2, eni, &second.instance_id, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), "InvalidNetworkInterface.InUse");
+    let err = world::attach_volume(&env.ec2, volume, &second.instance_id, "/dev/xvdf")
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), "VolumeInUse");
+
+    let (spare_eni, _, _) = world::eni(&env.ec2, &env.net, ZONE_A, &[("Name", "spare")])
+        .await
+        .unwrap();
+    let spare_volume = world::volume(&env.ec2, ZONE_A, &[("Name", "spare")])
+        .await
+        .unwrap();
+    let err = world::attach_eni(&env.ec2, &spare_eni, &first.instance_id, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(err),
+        "InvalidParameterValue",
+        "device index 1 is taken"
+    );
+    let err = world::attach_volume(&env.ec2, &spare_volume, &first.instance_id, "/dev/xvdf")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(err),
+        "InvalidParameterValue",
+        "device name /dev/xvdf is taken"
+    );
+    let err = world::attach_eni(&env.ec2, &spare_eni, &in_b.instance_id, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(err),
+        "InvalidParameterCombination",
+        "ENI in another AZ"
+    );
+    let err = world::attach_volume(&env.ec2, &spare_volume, &in_b.instance_id, "/dev/xvdf")
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), "InvalidVolume.ZoneMismatch");
+
+    env.moto
+        .begin_shutting_down(&second.instance_id, None)
+        .unwrap();
+    assert_eq!(
+        world::instance_state(&env.ec2, &second.instance_id)
+            .await
+            .unwrap(),
+        "shutting-down"
+    );
+    let err = world::attach_eni(&env.ec2, &spare_eni, &second.instance_id, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), "IncorrectInstanceState");
+    env.moto.finish_termination(&second.instance_id).unwrap();
+    let err = world::attach_volume(&env.ec2, &spare_volume, &second.instance_id, "/dev/xvdg")
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), "IncorrectInstanceState");
+
+    // Termination releases the secondary ENI once shutting-down ends (real EC2), and frees the data volume.
+    world::terminate(&env.ec2, &first.instance_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        world::eni_owner(&env.ec2, eni).await.unwrap(),
+        ("available".into(), None)
+    );
+    assert_eq!(
+        world::volume_owner(&env.ec2, volume).await.unwrap(),
+        ("available".into(), None)
+    );
+}
