@@ -646,8 +646,18 @@ listen = "0.0.0.0:{health}"
     pub fn start_berth(&self, index: usize) -> Result<u32, FleetError> {
         let host = self.host(index)?;
         let binaries = Binaries::locate()?;
-        std::fs::write(host.config_path(), self.berth_config(&host, &binaries))
-            .map_err(io_error("berth.toml"))?;
+        let config = self.berth_config(&host, &binaries);
+        berth_config::parse(&config, []).map_err(|source| FleetError::Config {
+            host: index,
+            source,
+        })?;
+        std::fs::write(host.config_path(), config).map_err(io_error("berth.toml"))?;
+        let server_properties = format!(
+            "# the operator's Kafka settings on simulated host {index}\nzookeeper.connect={}\n",
+            self.inner.zk.connect_string(),
+        );
+        std::fs::write(host.dir.join("server.properties"), server_properties)
+            .map_err(io_error("server.properties"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -670,6 +680,7 @@ listen = "0.0.0.0:{health}"
                 "RUST_LOG",
                 std::env::var("BERTH_SIM_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env("NO_COLOR", "1")
             .envs(
                 self.inner
                     .options
@@ -799,7 +810,7 @@ listen = "0.0.0.0:{health}"
         timeout: Duration,
     ) -> Result<BerthState, FleetError> {
         self.wait_for(index, "Healthy", timeout, |s| {
-            s.state == "Healthy" && s.healthy
+            s.state.eq_ignore_ascii_case("healthy")
         })
         .await
     }
