@@ -98,6 +98,12 @@ impl SystemdUnit {
         }
     }
 
+    /// Drives the unit through another `systemctl` (a path), e.g. a recording fake where PID 1 is not systemd.
+    pub fn with_systemctl(mut self, systemctl: impl Into<PathBuf>) -> Self {
+        self.systemctl = systemctl.into();
+        self
+    }
+
     /// The command line for an action.
     pub fn command(&self, action: UnitAction) -> Vec<String> {
         vec![
@@ -465,6 +471,42 @@ mod tests {
         assert_eq!(
             unit.command(UnitAction::Stop),
             ["systemctl", "stop", "kafka.service"]
+        );
+    }
+
+    /// PID 1 is not systemd here: a fake `systemctl` (a shell script) records its arguments and answers as
+    /// systemctl does for a unit that exists (`start`) and one that fails (`stop`).
+    #[tokio::test]
+    async fn systemctl_runs_the_command_and_reports_its_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let fake = dir.path().join("fake-systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}\nif [ \"$1\" = stop ]; then echo 'Job for kafka.service failed.' >&2; exit 1; fi\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let unit = SystemdUnit::new("kafka.service").with_systemctl(&fake);
+        unit.run(UnitAction::Start, Duration::from_secs(5))
+            .await
+            .expect("start succeeds");
+        let error = unit
+            .run(UnitAction::Stop, Duration::from_secs(5))
+            .await
+            .expect_err("stop fails");
+        let text = error.to_string();
+        assert!(
+            text.contains("stop kafka.service") && text.contains("Job for kafka.service failed."),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "start kafka.service\nstop kafka.service\n"
         );
     }
 
