@@ -290,3 +290,36 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
         .expect("clean stop");
     assert!(broker.check(&spec).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_registration_fails_the_check_even_with_the_listener_up() {
+    let host = Host::new();
+    let server = host.server_properties("");
+    let config = host.config("zookeeper", &host.standin_command(&server, &[]));
+    let broker = host.broker(&config);
+    let spec = host.spec(1);
+    broker
+        .start(&spec, Deadline::after(Duration::from_secs(30)))
+        .await
+        .expect("serving");
+
+    // What a session expiry does to Kafka's registration, done by hand.
+    host.client()
+        .await
+        .delete(&registration_path(1), None)
+        .await
+        .expect("delete the registration");
+    let error = broker
+        .check(&spec)
+        .await
+        .expect_err("not registered: not healthy");
+    assert!(
+        error.message.contains("/kafka/brokers/ids/1 is absent"),
+        "{error}"
+    );
+    assert_eq!(error.kind, ErrorKind::Retryable);
+    broker
+        .stop(Deadline::after(Duration::from_secs(10)))
+        .await
+        .expect("clean stop");
+}
