@@ -21,9 +21,10 @@ const THROTTLING_CODES: [&str; 8] = [
     "SlowDown",
 ];
 
-/// Client-side codes where waiting can help: someone else's attachment is still letting go, or a resource we
-/// just caused to change is not there yet.
-const WAITABLE_CODES: [&str; 5] = [
+/// Client-side codes where waiting can help: someone else's attachment is still letting go, a resource we
+/// just caused to change is not there yet, or EC2's eventual consistency has not caught up with a new instance.
+const WAITABLE_CODES: [&str; 6] = [
+    "InvalidInstanceID.NotFound",
     "InvalidNetworkInterface.InUse",
     "VolumeInUse",
     "IncorrectState",
@@ -232,5 +233,69 @@ impl From<AwsError> for StepError {
         } else {
             StepError::fatal(&error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::error::ErrorMetadata;
+    use aws_sdk_ec2::operation::attach_volume::AttachVolumeError;
+    use aws_smithy_types::body::SdkBody;
+    use berth_core::ports::ErrorKind;
+
+    use super::*;
+
+    fn service_error(status: u16, code: &str) -> AwsError {
+        let error =
+            AttachVolumeError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        AwsError::api("AttachVolume", "vol-1", SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn throttling_5xx_and_transitions_are_retryable() {
+        for (status, code) in [
+            (503, "RequestLimitExceeded"),
+            (400, "Throttling"),
+            (500, "InternalError"),
+            (503, "Unavailable"),
+            (400, "VolumeInUse"),
+            (400, "InvalidInstanceID.NotFound"),
+        ] {
+            let error = service_error(status, code);
+            assert!(error.is_retryable(), "{code}");
+            assert_eq!(StepError::from(error).kind, ErrorKind::Retryable, "{code}");
+        }
+        assert!(service_error(503, "RequestLimitExceeded").is_throttling());
+    }
+
+    #[test]
+    fn permission_and_parameter_errors_are_fatal() {
+        for code in [
+            "UnauthorizedOperation",
+            "InvalidParameterValue",
+            "InvalidVolume.ZoneMismatch",
+            "IncorrectInstanceState",
+        ] {
+            let error = service_error(400, code);
+            let step = StepError::from(error);
+            assert_eq!(step.kind, ErrorKind::Fatal, "{code}");
+            assert!(
+                step.message.contains(code) && step.message.contains("vol-1"),
+                "{}",
+                step.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_live_owner_is_retryable_and_named() {
+        let step = StepError::from(AwsError::OwnerAlive {
+            resource: "eni-1".into(),
+            owner: "i-owner".into(),
+            owner_state: "running".into(),
+        });
+        assert_eq!(step.kind, ErrorKind::Retryable);
+        assert!(step.message.contains("i-owner") && step.message.contains("running"));
     }
 }
