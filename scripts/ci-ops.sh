@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Operations checks (run as root on Debian 12; .ci/run calls it):
+#   1. build the .deb with cargo-deb (workspace `release` profile; `--dist` for the shipping `dist` profile),
+#   2. install it with dpkg -i and check that files land where berth.service expects them,
+#   3. lintian on the package (findings fail the run unless listed below with the reason),
+#   4. systemd-analyze verify on the installed unit (must print nothing),
+#   5. systemd-analyze security --offline=yes with the recorded exposure threshold,
+#   6. parliament (IAM policy linter, PyPI) on docs/iam-policy.json,
+#   7. cfn-lint (PyPI) on docs/examples/*.yaml,
+# then purges the package again. Tools are installed by this script when missing: cargo-deb (cargo install),
+# lintian (apt), parliament and cfn-lint (a venv in .venv-ops).
+#
+# Usage: scripts/ci-ops.sh [--dist] [--deb FILE]   (--deb: check an existing package, skip the build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The unit's exposure as recorded in docs/operations.md ("Unit hardening"): 4.0, i.e. 40 in systemd's tenths.
+# Raise it only with a reason written there; lower it when the unit gets tighter.
+EXPOSURE_THRESHOLD=40
+CARGO_DEB_VERSION=3.8.0
+PARLIAMENT_VERSION=1.6.4
+CFN_LINT_VERSION=1.58.0
+OPS_VENV="${BERTH_OPS_VENV:-$PWD/.venv-ops}"
+# Lintian tags accepted, each with the reason (one per line: tag, then the reason after #).
+LINTIAN_ACCEPTED=(
+  "no-manual-page"                  # berth --help and /usr/share/doc/berth/*.md are the documentation
+  "initial-upload-closes-no-bugs"   # not uploaded to Debian: no ITP bug to close
+  "maintainer-script-empty"         # cargo-deb writes none we need; the unit is enabled by the instance's user data
+)
+
+profile=release
+deb=""
+while (($#)); do
+  case "$1" in
+    --dist) profile=dist ;;
+    --deb) deb="$2"; shift ;;
+    *) echo "usage: $0 [--dist] [--deb FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+start_all=$(date +%s)
+step_start=$start_all
+step() {
+  local now
+  now=$(date +%s)
+  echo "ci-ops: ---- $* (previous step $((now - step_start)) s)"
+  step_start=$now
+}
+fail() {
+  echo "ci-ops: FAIL: $*" >&2
+  exit 1
+}
+
+step "tools"
+export DEBIAN_FRONTEND=noninteractive
+if ! dpkg-query -W -f='${Status}' lintian 2>/dev/null | grep -q "install ok installed"; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends lintian >/dev/null
+fi
+command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing (package systemd)"
+if [[ -z "$deb" ]] && ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
+fi
+if ! "$OPS_VENV/bin/python" -c "import parliament, cfnlint" 2>/dev/null \
+  || ! "$OPS_VENV/bin/pip" freeze 2>/dev/null | grep -qx "parliament==$PARLIAMENT_VERSION" \
+  || ! "$OPS_VENV/bin/pip" freeze 2>/dev/null | grep -qx "cfn-lint==$CFN_LINT_VERSION"; then
+  python3 -m venv "$OPS_VENV"
+  "$OPS_VENV/bin/pip" install -q --disable-pip-version-check "parliament==$PARLIAMENT_VERSION" "cfn-lint==$CFN_LINT_VERSION"
+fi
+
+if [[ -z "$deb" ]]; then
+  step "cargo deb -p berth --profile $profile"
+  deb=$(cargo deb -p berth --locked --profile "$profile" | tail -n 1)
+fi
+[[ -f "$deb" ]] || fail "no package at '$deb'"
+size=$(stat -c %s "$deb")
+installed_kib=$(dpkg-deb -f "$deb" Installed-Size)
+echo "ci-ops: package $deb: $((size / 1024)) KiB, installed size $installed_kib KiB"
+
+step "dpkg -i"
+cleanup() { dpkg --purge berth >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+dpkg -i "$deb" >/dev/null
+unit=/lib/systemd/system/berth.service
+[[ -f "$unit" ]] || fail "$unit not installed"
+exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+binary=${exec_start%% *}
+[[ -x "$binary" ]] || fail "ExecStart binary $binary is not an executable file"
+config=$(sed -n 's/.*--config \([^ ]*\).*/\1/p' <<<"$exec_start")
+[[ -f "$config" ]] || fail "the unit's --config $config is not installed"
+dpkg-query -W -f='${Conffiles}\n' berth | grep -q " $config " || fail "$config is not a conffile"
+[[ "$(stat -c %a "$config")" == 640 ]] || fail "$config should be mode 0640 (it may hold the ZooKeeper digest)"
+"$binary" --version >/dev/null || fail "$binary --version"
+"$binary" check-config "$config" >/dev/null || fail "the packaged $config does not pass berth check-config"
+for doc in README.md operations.md configuration.md aws.md kafka.md architecture.md iam-policy.json \
+  examples/berth-cluster.yaml copyright changelog.Debian.gz; do
+  [[ -f "/usr/share/doc/berth/$doc" ]] || fail "/usr/share/doc/berth/$doc is missing"
+done
+documentation=$(sed -n 's|^Documentation=file://||p' "$unit")
+[[ -f "$documentation" ]] || fail "the unit's Documentation= $documentation is not installed"
+echo "ci-ops: files in place: $binary, $config (conffile), $unit, /usr/share/doc/berth"
+
+step "lintian"
+suppress=$(IFS=,; echo "${LINTIAN_ACCEPTED[*]}")
+lintian_out=$(lintian --no-tag-display-limit --suppress-tags "$suppress" "$deb" 2>&1 || true)
+if [[ -n "$lintian_out" ]]; then
+  echo "$lintian_out"
+  fail "lintian findings (fix them, or accept them in LINTIAN_ACCEPTED with the reason)"
+fi
+echo "ci-ops: lintian clean (accepted: ${LINTIAN_ACCEPTED[*]})"
+
+step "systemd-analyze verify"
+verify_out=$(systemd-analyze verify "$unit" 2>&1 || true)
+if [[ -n "$verify_out" ]]; then
+  echo "$verify_out"
+  fail "systemd-analyze verify $unit printed the above"
+fi
+echo "ci-ops: systemd-analyze verify: clean"
+
+step "systemd-analyze security"
+exposure=$(systemd-analyze security --offline=yes "$unit" 2>&1 | sed -n 's/.*Overall exposure level for berth.service: \([0-9.]*\).*/\1/p')
+echo "ci-ops: exposure $exposure (threshold $EXPOSURE_THRESHOLD tenths)"
+systemd-analyze security --offline=yes --threshold="$EXPOSURE_THRESHOLD" "$unit" >/dev/null 2>&1 \
+  || fail "exposure $exposure is above $EXPOSURE_THRESHOLD/10"
+
+step "parliament (IAM policy)"
+# The policy is a template: fill its placeholders with example values so ARNs are well formed.
+policy=$(sed -e 's/REGION/eu-west-1/g; s/ACCOUNT_ID/123456789012/g; s/CLUSTER_NAME/events/g' \
+  -e 's/STACK_NAME/kafka-events/g; s/ASG_NAME/events-broker-0/g' docs/iam-policy.json)
+"$OPS_VENV/bin/parliament" --include-community-auditors --minimum_severity INFO --string "$policy" </dev/null \
+  || fail "parliament findings on docs/iam-policy.json"
+echo "ci-ops: parliament: no findings"
+
+step "cfn-lint"
+"$OPS_VENV/bin/cfn-lint" --include-checks I -- docs/examples/*.yaml || fail "cfn-lint findings"
+echo "ci-ops: cfn-lint: no findings"
+
+step "done"
+echo "ci-ops: ok in $(($(date +%s) - start_all)) s (package $((size / 1024)) KiB, exposure $exposure)"
