@@ -63,6 +63,14 @@ pub struct Imds {
 impl Imds {
     /// Serves `host` on `bind` (port 0 for a free one).
     pub fn start(bind: SocketAddr, host: &ImdsHost) -> std::io::Result<Self> {
+        Self::from_listener(std::net::TcpListener::bind(bind)?, host)
+    }
+
+    /// Serves `host` on a listener bound elsewhere (e.g. `169.254.169.254:80` inside a host's namespace).
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        host: &ImdsHost,
+    ) -> std::io::Result<Self> {
         let state: Arc<Mutex<State>> = Arc::default();
         let shared = state.clone();
         let handler: Handler = Arc::new(move |request: Request| {
@@ -70,7 +78,7 @@ impl Imds {
             Box::pin(async move { response })
         });
         let imds = Self {
-            server: Server::bind(bind, handler)?,
+            server: Server::from_listener(listener, handler)?,
             state,
         };
         imds.set("instance-id", &host.instance_id);

@@ -39,6 +39,14 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts on `bind` (port 0 for a free one) in front of `upstream`.
     pub fn start(bind: SocketAddr, upstream: SocketAddr) -> std::io::Result<Self> {
+        Self::from_listener(std::net::TcpListener::bind(bind)?, upstream)
+    }
+
+    /// Like `start`, on a listener bound elsewhere (e.g. inside a network namespace).
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        upstream: SocketAddr,
+    ) -> std::io::Result<Self> {
         let state: Arc<Mutex<State>> = Arc::default();
         let shared = state.clone();
         let handler: Handler = Arc::new(move |request: Request| {
@@ -75,7 +83,7 @@ impl FaultProxy {
             })
         });
         Ok(Self {
-            server: Server::bind(bind, handler)?,
+            server: Server::from_listener(listener, handler)?,
             state,
         })
     }

@@ -50,6 +50,14 @@ pub struct RecordingEndpoint {
 impl RecordingEndpoint {
     /// Starts on `bind` (port 0 for a free one), forwarding other actions to `upstream` when given.
     pub fn start(bind: SocketAddr, upstream: Option<SocketAddr>) -> std::io::Result<Self> {
+        Self::from_listener(std::net::TcpListener::bind(bind)?, upstream)
+    }
+
+    /// Like `start`, on a listener bound elsewhere (e.g. inside a network namespace).
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        upstream: Option<SocketAddr>,
+    ) -> std::io::Result<Self> {
         let calls: Arc<Mutex<Vec<RecordedCall>>> = Arc::default();
         let recorded = calls.clone();
         let sequence = Arc::new(AtomicU64::new(1));
@@ -94,7 +102,7 @@ impl RecordingEndpoint {
             })
         });
         Ok(Self {
-            server: Server::bind(bind, handler)?,
+            server: Server::from_listener(listener, handler)?,
             calls,
         })
     }
