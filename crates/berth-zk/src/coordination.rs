@@ -2,14 +2,19 @@
 //!
 //! Creating `<root>/<cluster>/claims/<id>` is the claim; NodeExists means taken. The node lives exactly as long
 //! as the ZooKeeper session that created it, so every claim is tied to one session here and the daemon hears
-//! of that session's fate ([`SessionEvent`]) as it happens. Claimers read the claims once and try free ids in
-//! an order rotated per host (`ClaimPlan::try_order`), so a mass boot does not have every host collide on the
-//! lowest id; after a collision they read again rather than probe blindly. When every candidate is taken they
-//! wait on a child watch, never a sleep loop.
+//! of that session's fate ([`SessionEvent`]) as it happens, including a loss it must infer itself (see
+//! `watch_session`).
+//!
+//! Order of tries (`ClaimPlan::try_order`, seeded by the instance id, so a mass boot does not have every host
+//! collide on the lowest id): first, optimistically and without reading anything, the preferred id or else the
+//! host's seeded pick among all candidates; in a mass boot that pick is usually free, and one request claims.
+//! If it is taken, the claims are read once and the first free id in the seeded order is tried; after a
+//! collision they are read again (with a varied seed) rather than probed blindly. When every candidate is
+//! taken, a child watch wakes the claimer, never a sleep loop. Measured by the `claim_storm` bench.
 //!
 //! A restarted daemon may find its previous session's claim still present (the old session lives until its
-//! timeout): a node whose body names this instance is that stale claim, and is replaced at once. systemd runs
-//! one berth per host, so the instance id identifies the claimer.
+//! timeout): a preferred id's node whose body names this instance is that stale claim, and is replaced at
+//! once. systemd runs one berth per host, so the instance id identifies the claimer.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -367,7 +372,9 @@ impl ZkCoordination {
                     (taken, Some(watcher))
                 };
                 let order =
-                    plan.try_order(&taken, seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    // The first listing uses the host's own seed (as `berth plan` does); later ones
+                    // vary it, so claimers that just collided do not pick alike again.
+                    plan.try_order(&taken, seed ^ round.saturating_sub(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 round += 1;
                 let candidate = order
                     .into_iter()
