@@ -11,7 +11,7 @@ use berth_core::claim::plan_claim;
 use berth_core::facts::{
     Attachment, EniFacts, IdResources, Identity, Inventory, InventoryProblem, VolumeFacts,
 };
-use berth_core::ports::{Coordination, Deadline, ErrorKind};
+use berth_core::ports::{Coordination, Deadline, ErrorKind, SessionEvent};
 use berth_core::BrokerId;
 use berth_testkit::zk::ZooKeeper;
 use berth_zk::coordination::ClaimBody;
@@ -144,6 +144,13 @@ async fn preferred_id_first_and_release_frees_it_at_once_for_a_waiter() {
     assert!(!waiting.is_finished());
     let released = Instant::now();
     first.release().await.expect("release");
+    let closed = tokio::time::timeout(Duration::from_secs(5), first.next_session_event()).await;
+    assert_eq!(
+        closed.ok(),
+        Some(SessionEvent::Closed),
+        "release closes the session"
+    );
+    assert_eq!(first.held().await, None);
     let (id, won) = waiting.await.unwrap();
     assert_eq!(id.unwrap(), BrokerId(4));
     let delay = won.duration_since(released);
