@@ -354,13 +354,30 @@ impl ZkCoordination {
         if let (Some(_), Some(id)) = (held.live_client(), held.claim) {
             return Ok(id);
         }
+        // A session without a known claim may still own a node whose create was cut short (an earlier call hit
+        // its deadline or was cancelled mid-request): it is closed, which deletes any such node, never reused.
+        held.client = None;
+        let result = self.claim_on(&mut held, plan, holder, deadline).await;
+        if result.is_err() {
+            held.client = None;
+        }
+        result
+    }
+
+    async fn claim_on(
+        &self,
+        held: &mut Held,
+        plan: &ClaimPlan,
+        holder: &ClaimHolder,
+        deadline: Deadline,
+    ) -> Result<BrokerId, ZkError> {
         let body = claim_body(holder);
         let seed = stable_hash(&holder.instance_id);
         // Ids whose node may be ours: the preferred one (a restart) until looked at.
         let mut look_at = plan.preferred;
         let mut round: u64 = 0;
         loop {
-            let client = self.session(&mut held, deadline).await?;
+            let client = self.session(held, deadline).await?;
             let attempt = async {
                 // The first try is optimistic: the id this host would pick from an empty listing, created
                 // straight away. In a mass boot most such picks are free, which saves the listing; when it
@@ -459,11 +476,26 @@ impl ZkCoordination {
         if held.live_client().is_some() && held.claim == Some(id) {
             return Ok(());
         }
+        let result = self.reclaim_on(&mut held, id, holder, deadline).await;
+        if result.is_err() {
+            // Whatever a cut-short create left on this session goes with it.
+            held.client = None;
+        }
+        result
+    }
+
+    async fn reclaim_on(
+        &self,
+        held: &mut Held,
+        id: BrokerId,
+        holder: &ClaimHolder,
+        deadline: Deadline,
+    ) -> Result<(), ZkError> {
         let body = claim_body(holder);
         let path = self.claim_path(id);
         loop {
             // Always a new session: the old one has ended, and nothing may stay tied to it.
-            let client = self.new_session(&mut held, deadline).await?;
+            let client = self.new_session(held, deadline).await?;
             let attempt = tokio::time::timeout(
                 deadline.remaining(),
                 self.create_claim(&client, id, &body, holder, true),
