@@ -42,9 +42,13 @@ fn main() {
     });
     match result {
         Ok((drained_ms, drained, killed_ms, killed)) => {
-            let ec2 = |s: &BerthState| ms_in(s, "attach_eni") + ms_in(s, "attach_ebs");
+            // AttachEni / AttachEbs include the injected hot-plug waits; the rest is EC2 API time.
+            let hot_plug = (bench::ENI_DELAY + bench::VOLUME_DELAY).as_millis() as u64;
+            let ec2 = |s: &BerthState| {
+                (ms_in(s, "attach_eni") + ms_in(s, "attach_ebs")).saturating_sub(hot_plug)
+            };
             println!(
-                "replace drain_ms={drained_ms} drain_zk_wait_ms={} drain_ec2_ms={} nodrain_ms={killed_ms} nodrain_zk_wait_ms={} nodrain_ec2_ms={} session_timeout_ms={session_ms} injected_ms={} berth={}",
+                "replace drain_ms={drained_ms} drain_zk_wait_ms={} drain_ec2_api_ms={} nodrain_ms={killed_ms} nodrain_zk_wait_ms={} nodrain_ec2_api_ms={} session_timeout_ms={session_ms} injected_ms={} berth={}",
                 ms_in(&drained, "claim"),
                 ec2(&drained),
                 ms_in(&killed, "claim"),
