@@ -280,3 +280,43 @@ async fn zookeeper_not_yet_up_then_claims() {
     assert!(server.mode(0).is_some(), "ZooKeeper is serving");
     assert_eq!(adapter.held().await, id.ok());
 }
+
+/// A short partition is only a Disconnected: once the connection is back the same session (and claim) goes on,
+/// and the daemon hears Connected, never Expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_partition_keeps_the_claim() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let proxy = BlackHoleProxy::start(server.client_address(0)).expect("proxy");
+    let config = config(&proxy.address().to_string(), Duration::from_secs(4), "blip");
+    let adapter = Arc::new(ZkCoordination::new(&config).expect("adapter"));
+    let mut events = session_events(&adapter);
+    let id = adapter
+        .claim(
+            &plan(0..2, None),
+            &holder("i-blip"),
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await
+        .expect("claim");
+    let session = adapter.session_id().await;
+
+    proxy.pause();
+    wait_event(
+        &mut events,
+        SessionEvent::Disconnected,
+        Duration::from_secs(4),
+    )
+    .await;
+    proxy.resume();
+    let (_, before) =
+        wait_event(&mut events, SessionEvent::Connected, Duration::from_secs(4)).await;
+    assert!(!before.contains(&SessionEvent::Expired), "{before:?}");
+    assert_eq!(adapter.held().await, Some(id));
+    assert_eq!(adapter.session_id().await, session, "same session");
+    let checker = common::client(&server.connect_string()).await;
+    let (_, stat) = checker
+        .get_data(&adapter.claim_path(id))
+        .await
+        .expect("claim still there");
+    assert_eq!(Some(stat.ephemeral_owner), session);
+}
