@@ -152,7 +152,7 @@ pub enum StorageError {
         reason: &'static str,
     },
     /// A log dir's `meta.properties` names another broker or cluster: this is not this broker's volume.
-    #[error("{path}: {key} is {found} but {expected_what} is {expected}; this volume belongs to another {owner}, refusing to use it")]
+    #[error("{path}: {key} is {found} but {expected_what} is {expected}; this volume is not this broker's, refusing to use it")]
     ForeignMeta {
         /// The meta.properties file.
         path: PathBuf,
@@ -164,8 +164,6 @@ pub enum StorageError {
         expected_what: String,
         /// The value expected.
         expected: String,
-        /// `broker` or `cluster`.
-        owner: &'static str,
     },
     /// A `meta.properties` that cannot be understood (a non-numeric id).
     #[error("{path}: {key} = {value:?} is not a broker id")]

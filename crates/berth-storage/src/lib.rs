@@ -161,6 +161,18 @@ impl BlockStorage {
                 });
             }
             meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref())?;
+            // A daemon that died between the read-only mount and the remount left it read-only: finish the job.
+            let read_only = top.options.split(',').any(|option| option == "ro");
+            if read_only && !options.flags.contains(MountFlags::RDONLY) {
+                mount::mount(
+                    &device,
+                    &mount_path,
+                    &top.fstype,
+                    &options,
+                    MountFlags::REMOUNT,
+                    false,
+                )?;
+            }
             info!(device = %device.display(), mount_path = %mount_path.display(), "volume already mounted");
             return Ok(MountReport {
                 device,

@@ -86,7 +86,6 @@ pub fn check(
                     found: value.clone(),
                     expected_what: "the claimed broker id".into(),
                     expected: broker_id.to_string(),
-                    owner: "broker",
                 });
             }
         }
@@ -98,7 +97,6 @@ pub fn check(
                     found: found.clone(),
                     expected_what: "cluster.kafka_cluster_id".into(),
                     expected: expected.to_owned(),
-                    owner: "cluster",
                 });
             }
             match &first_cluster {
@@ -109,7 +107,6 @@ pub fn check(
                         found: found.clone(),
                         expected_what: format!("cluster.id in {}", other_path.display()),
                         expected: other.clone(),
-                        owner: "cluster",
                     });
                 }
                 Some(_) => {}

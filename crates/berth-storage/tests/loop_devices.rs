@@ -657,6 +657,29 @@ fn remount_after_a_daemon_restart() {
             std::fs::read_to_string(world.mount_path().join("data/meta.properties")).unwrap();
         assert_eq!(meta, "broker.id=4\n");
         restarted.unmount(&world.plan()).await.unwrap();
+
+        // A daemon that died between the read-only mount and the remount: the restart makes it writable.
+        nix::mount::mount(
+            Some(world.disk.path()),
+            &world.mount_path(),
+            Some("ext4"),
+            nix::mount::MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .unwrap();
+        let report = restarted
+            .mount(&device, &world.plan(), BrokerId(4))
+            .await
+            .unwrap();
+        assert!(report.already_mounted, "{report:?}");
+        let entries = mounted_at(&world.mount_path());
+        assert!(
+            entries[0].options.split(',').any(|o| o == "rw"),
+            "{entries:?}"
+        );
+        std::fs::write(world.mount_path().join("data/written-after-restart"), "ok")
+            .expect("writable");
+        restarted.unmount(&world.plan()).await.unwrap();
     });
 }
 
