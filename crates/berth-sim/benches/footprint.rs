@@ -1,5 +1,6 @@
 //! bench-footprint: berth's peak RSS (VmHWM from /proc) through boot to Healthy, and the CPU seconds it uses
-//! over 60 s of Healthy idling (utime + stime from /proc/<pid>/stat).
+//! over 60 s of Healthy idling (utime + stime from /proc/<pid>/stat), with production intervals (Kafka check and
+//! termination poll every 5 s). Uses `target/release/berth` when built (`cargo build --release -p berth`).
 
 use std::time::Duration;
 
@@ -36,11 +37,25 @@ fn main() {
     if !bench::can_run("footprint") {
         return;
     }
+    let release = berth_testkit::workspace_root().join("target/release");
+    if release.join("berth").is_file() && std::env::var_os("BERTH_SIM_BIN_DIR").is_none() {
+        std::env::set_var("BERTH_SIM_BIN_DIR", &release);
+    }
+    // Production intervals while idling (the fleet's own defaults check every second to keep tests fast).
+    let berth_env = [
+        ("BERTH_KAFKA__CHECK_INTERVAL", "5s"),
+        ("BERTH_AWS__TERMINATION_POLL", "5s"),
+    ];
     let options = berth_sim::FleetOptions {
         zones: 1,
         brokers: 1,
+        berth_env: berth_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..berth_sim::FleetOptions::default()
     };
+
     let result = berth_sim::with_fleet(options, |fleet| async move {
         let host = fleet.launch(0).await?;
         fleet.wait_healthy(host, Duration::from_secs(60)).await?;
