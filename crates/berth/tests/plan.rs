@@ -1,0 +1,266 @@
+//! `berth plan` against real parts: strict moto (EC2) behind the call-counting fault proxy, an IMDSv2 endpoint
+//! for the host, and a real ZooKeeper holding another host's claim. The plan must show the right choice, route
+//! and overlay, and must not change anything: every EC2 call it makes is a Describe*, every resource keeps its
+//! attachments, no znode is created, no file is written.
+
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use berth::plan::{self, ClaimsView};
+use berth_core::BrokerId;
+use berth_testkit::aws::world;
+use berth_testkit::aws::{
+    loopback_any_port, FaultProxy, Imds, ImdsHost, ImdsInterface, StrictMoto,
+};
+use berth_testkit::zk::ZooKeeper;
+use berth_zk::coordination::ClaimBody;
+use zookeeper_client as zk;
+
+const REGION: &str = "eu-west-1";
+const ZONE_A: &str = "eu-west-1a";
+const ZONE_B: &str = "eu-west-1b";
+
+/// ENI and volume status and attachment per id, straight from moto (a macro: the EC2 client type is the
+/// testkit's, not named here).
+macro_rules! snapshot_of {
+    ($ec2:expr, $ids:expr) => {{
+        let mut out = Vec::new();
+        for id in $ids.iter() {
+            let (eni_status, eni_owner) = world::eni_owner($ec2, &id.eni_id).await.expect("eni");
+            let (volume_state, volume_owner) = world::volume_owner($ec2, &id.volume_id)
+                .await
+                .expect("volume");
+            out.push((eni_status, eni_owner, volume_state, volume_owner));
+        }
+        out
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_only_and_explains_the_choice() {
+    let moto = StrictMoto::start().expect("strict moto starts");
+    let proxy = FaultProxy::start(loopback_any_port(), moto.address()).expect("proxy");
+    let ec2 = world::ec2_client(moto.endpoint(), REGION);
+    let net = world::network(&ec2, &[ZONE_A, ZONE_B])
+        .await
+        .expect("network");
+    // ids 0 and 1 in zone a, id 2 in zone b.
+    let ids = world::broker_ids(
+        &ec2,
+        &net,
+        &[ZONE_A, ZONE_A, ZONE_B],
+        "Name",
+        "KAFKA-{id}",
+        Some(("berth:cluster", "events")),
+    )
+    .await
+    .expect("broker ids");
+    let me = world::instance(&ec2, &net, ZONE_A, &[])
+        .await
+        .expect("instance");
+    // A restart: id 1's volume is still attached to this instance.
+    world::attach_volume(&ec2, &ids[1].volume_id, &me.instance_id, "/dev/xvdf")
+        .await
+        .expect("attach");
+
+    // Another host holds id 0's claim.
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let other = zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&server.connect_string())
+        .await
+        .expect("connect");
+    let claims_path = "/berth/events/claims";
+    other
+        .mkdir(
+            claims_path,
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .expect("mkdir");
+    let body = serde_json::to_vec(&ClaimBody {
+        holder: berth_core::ports::ClaimHolder {
+            instance_id: "i-other".into(),
+            availability_zone: ZONE_A.into(),
+            host: "ip-10-0-1-9".into(),
+            berth_version: "0.1.0".into(),
+        },
+        claimed_at_ms: 0,
+    })
+    .unwrap();
+    other
+        .create(
+            &format!("{claims_path}/0"),
+            &body,
+            &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .expect("claim id 0");
+
+    let imds = Imds::start(
+        loopback_any_port(),
+        &ImdsHost {
+            instance_id: me.instance_id.clone(),
+            region: REGION.into(),
+            availability_zone: ZONE_A.into(),
+            hostname: "ip-10-0-1-20".into(),
+            interfaces: vec![ImdsInterface {
+                mac: me.primary_mac.clone(),
+                device_number: 0,
+                interface_id: me.primary_eni_id.clone(),
+            }],
+            tags: Default::default(),
+        },
+    )
+    .expect("imds");
+    let dir = tempfile::tempdir().unwrap();
+    let overlay_path = dir.path().join("kafka/berth.properties");
+    let mount_path = dir.path().join("mnt/kafka");
+    let text = format!(
+        r#"
+[cluster]
+name = "events"
+broker_count = 3
+
+[tags]
+cluster_key = "berth:cluster"
+
+[zookeeper]
+connect = "{zk}"
+
+[aws]
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+imds_endpoint = "{imds}"
+
+[storage]
+mount_path = "{mount}"
+
+[kafka]
+overlay_path = "{overlay}"
+"#,
+        zk = server.connect_string(),
+        endpoint = proxy.url(),
+        imds = imds.url(),
+        mount = mount_path.display(),
+        overlay = overlay_path.display(),
+    );
+    let config = berth_config::parse(&text, std::iter::empty()).expect("valid configuration");
+    let cloud = berth_aws::AwsCloud::with_credentials(
+        &config,
+        Credentials::new("testing", "testing", None, None, "test"),
+    )
+    .await
+    .expect("cloud");
+    let before = snapshot_of!(&ec2, &ids);
+    proxy.reset_counts();
+
+    let claims = plan::read_claims(&config, Duration::from_secs(10)).await;
+    let plan = plan::make(&config, &cloud, claims).await.expect("plan");
+
+    // What it says.
+    assert_eq!(plan.identity.instance_id, me.instance_id);
+    match &plan.claims {
+        ClaimsView::Read { taken } => {
+            assert_eq!(taken.keys().copied().collect::<Vec<_>>(), vec![BrokerId(0)]);
+            assert!(
+                taken[&BrokerId(0)].description.contains("i-other"),
+                "{taken:?}"
+            );
+        }
+        other => panic!("claims not read: {other:?}"),
+    }
+    assert_eq!(plan.claim_plan.candidates, vec![BrokerId(0), BrokerId(1)]);
+    assert_eq!(plan.choice.id, Some(BrokerId(1)), "{}", plan.render_human());
+    assert!(
+        plan.choice.reason.contains(&ids[1].volume_id)
+            && plan.choice.reason.contains("already attached here"),
+        "{}",
+        plan.choice.reason
+    );
+    assert_eq!(plan.choice.try_order.first(), Some(&BrokerId(1)));
+    let skipped = plan.ids.iter().find(|line| line.id == BrokerId(2)).unwrap();
+    assert!(
+        skipped.verdict.starts_with("skipped") && skipped.verdict.contains(ZONE_B),
+        "{skipped:?}"
+    );
+    let taken = plan.ids.iter().find(|line| line.id == BrokerId(0)).unwrap();
+    assert!(taken.claim.contains("i-other"), "{taken:?}");
+    let route = plan
+        .route
+        .clone()
+        .expect("a route plan")
+        .expect("a valid route plan");
+    assert_eq!(route.address.addr(), ids[1].ip);
+    assert_eq!(route.address.prefix_len(), 24);
+    assert_eq!(route.gateway.to_string(), "10.0.1.1");
+    assert_eq!((route.table, route.rule_priority), (10001, 10001));
+    let overlay = plan.overlay.clone().expect("an overlay");
+    assert_eq!(overlay.path, overlay_path);
+    assert_eq!(overlay.on_disk, "absent");
+    assert!(overlay.text.contains("broker.id=1\n"), "{}", overlay.text);
+    assert!(
+        overlay.text.contains(&ids[1].ip.to_string()),
+        "{}",
+        overlay.text
+    );
+    assert_eq!(plan.mount.plan.mount_path, mount_path);
+    let human = plan.render_human();
+    for state in [
+        "claim",
+        "attach_eni",
+        "route",
+        "attach_ebs",
+        "mount",
+        "start_kafka",
+        "healthy",
+    ] {
+        assert!(
+            plan.states.iter().any(|s| s.state == state),
+            "state {state} missing:\n{human}"
+        );
+    }
+    serde_json::to_string(&plan).expect("the plan serialises");
+
+    // What it did: reads only.
+    let counts = proxy.counts();
+    assert!(
+        counts.contains_key("DescribeNetworkInterfaces") && counts.contains_key("DescribeVolumes"),
+        "{counts:?}"
+    );
+    let mutating: Vec<_> = counts
+        .keys()
+        .filter(|action| !action.starts_with("Describe"))
+        .collect();
+    assert!(
+        mutating.is_empty(),
+        "plan made non-Describe calls: {mutating:?} (all: {counts:?})"
+    );
+    assert_eq!(snapshot_of!(&ec2, &ids), before, "an ENI or volume changed");
+    assert_eq!(imds.v1_refusals(), 0, "IMDSv1 was tried");
+    assert!(
+        !overlay_path.exists() && !overlay_path.parent().unwrap().exists(),
+        "the overlay was written"
+    );
+    assert!(!mount_path.exists(), "the mount point was created");
+    let (children, _) = other.get_children(claims_path).await.expect("list claims");
+    assert_eq!(children, vec!["0".to_owned()], "plan created a claim");
+}
+
+/// A ZooKeeper that cannot be reached does not stop the plan: the claims are reported unknown, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_zookeeper_is_reported_not_fatal() {
+    let text = r#"
+[cluster]
+name = "events"
+broker_count = 1
+
+[zookeeper]
+connect = "127.0.0.1:1"
+"#;
+    let config = berth_config::parse(text, std::iter::empty()).expect("valid configuration");
+    match plan::read_claims(&config, Duration::from_secs(3)).await {
+        ClaimsView::Unknown { reason } => assert!(reason.contains("127.0.0.1:1"), "{reason}"),
+        other => panic!("claims read from nowhere: {other:?}"),
+    }
+}
