@@ -360,21 +360,15 @@ impl NetlinkNetwork {
         let link = self.find_link(plan.mac, &mut log).await?;
         let snapshot = self.snapshot(&mut log).await?;
         let actions = teardown_actions(plan, link.as_ref(), &snapshot);
-        if let Some(link) = &link {
-            for action in &actions {
-                self.execute(plan, link, action, &mut log).await?;
-            }
-        } else {
-            // Only rules outlive their link; they need no link to delete.
-            let placeholder = Link {
-                name: String::new(),
-                index: 0,
-                mac: plan.mac,
-                up: false,
-            };
-            for action in &actions {
-                self.execute(plan, &placeholder, action, &mut log).await?;
-            }
+        // Without the link only its rule is left to remove, and a rule needs no link.
+        let link = link.unwrap_or_else(|| Link {
+            name: "(gone)".to_owned(),
+            index: 0,
+            mac: plan.mac,
+            up: false,
+        });
+        for action in &actions {
+            self.execute(plan, &link, action, &mut log).await?;
         }
         Ok(log)
     }

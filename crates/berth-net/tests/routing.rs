@@ -384,6 +384,11 @@ fn teardown_leaves_the_namespace_as_it_was() {
 
         net.configure(&plan, deadline()).await.expect("configure");
         assert_ne!(ip_state(), pristine);
+        assert_eq!(
+            ip_json(&["-6", "addr"]),
+            serde_json::json!([]),
+            "IPv6 is off in test namespaces"
+        );
         net.teardown(&plan).await.expect("teardown");
         assert_eq!(
             ip_state(),
@@ -550,6 +555,11 @@ fn real_packets_reach_the_eni_address_only_after_configure() {
     peer.ip(&["addr", "add", "10.0.0.30/24", "dev", "eth0"]);
     peer.ip(&["link", "set", "eth0", "up"]);
 
+    assert_eq!(
+        host.ip_json(&["-6", "addr"]),
+        serde_json::json!([]),
+        "IPv6 is off in named namespaces"
+    );
     let (_host_listener, host_port) = listen(&host);
     let (_peer_listener, peer_port) = listen(&peer);
     let eni = SocketAddrV4::new("10.0.0.20".parse().unwrap(), host_port);
