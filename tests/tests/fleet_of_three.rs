@@ -1,7 +1,7 @@
 //! One three-broker fleet, the mission end to end: concurrent boot (unique ids, each in its zone), berth
 //! SIGKILLed while Healthy and restarted (converges, nothing duplicated), ZooKeeper session expired while Healthy
 //! (re-claims the same id), a host killed and replaced (same id, address and data), a graceful drain (everything
-//! released, so a replacement starts at once).
+//! released, so a replacement starts at once). CloudFormation and the lifecycle hook hear SUCCESS/CONTINUE.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,26 @@ fn three_brokers_boot_crash_expire_replace_drain() {
             claimed_ids(&fleet).await? == ["0", "1", "2"],
             "claims after boot"
         );
+        // CloudFormation and the launch lifecycle hook heard "healthy" from each instance (recording endpoint).
+        for &host in &hosts {
+            let instance = fleet.host(host)?.instance.id.clone();
+            let signals = fleet.recorder().calls_of("SignalResource");
+            ensure!(
+                signals
+                    .iter()
+                    .any(|c| c.param("UniqueId") == Some(instance.as_str())
+                        && c.param("Status") == Some("SUCCESS")),
+                "no SignalResource SUCCESS from {instance}: {signals:?}"
+            );
+            let hooks = fleet.recorder().calls_of("CompleteLifecycleAction");
+            ensure!(
+                hooks
+                    .iter()
+                    .any(|c| c.param("InstanceId") == Some(instance.as_str())
+                        && c.param("LifecycleActionResult") == Some("CONTINUE")),
+                "no CompleteLifecycleAction CONTINUE from {instance}: {hooks:?}"
+            );
+        }
 
         // berth SIGKILLed while Healthy (Kafka keeps running), then restarted: same id, nothing duplicated.
         fleet.crash_berth(1).await?;

@@ -1,11 +1,12 @@
 //! A replacement launched while the dead instance is still `shutting-down` (its ENI and volume still in use, as
 //! EC2 keeps them): the replacement waits out the claim's session, takes the ENI and volume over from the
-//! shutting-down owner, and becomes the same broker with the same data, before the old instance is gone.
+//! shutting-down owner, and becomes the same broker with the same data, before the old instance is gone. Then
+//! the Auto Scaling drain path: IMDS's target-lifecycle-state turns Terminated and berth releases everything.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use berth_e2e::{assert_converged, data_path, write_record};
+use berth_e2e::{assert_converged, claimed_ids, data_path, write_record};
 use berth_sim::FleetOptions;
 
 const BOOT: Duration = Duration::from_secs(60);
@@ -49,6 +50,37 @@ fn replacement_takes_over_from_a_shutting_down_instance() {
         );
         assert_converged(&fleet, replacement, &state).await?;
         fleet.moto().finish_termination(&old_instance)?;
+
+        // The Auto Scaling path of a drain: IMDS says the instance is leaving; berth releases everything, exits 0,
+        // and completes the terminating lifecycle action.
+        let host = fleet.host(replacement)?;
+        host.with_imds(|imds| imds.set_lifecycle_state("Terminated"));
+        let code = fleet
+            .wait_berth_exit(replacement, Duration::from_secs(30))
+            .await?;
+        ensure!(code == Some(0), "lifecycle drain exit code {code:?}");
+        let resources = fleet.resources()[0].clone();
+        let attachments = fleet.ec2().attachments().await?;
+        ensure!(
+            attachments.enis.get(&resources.eni_id) == Some(&None),
+            "ENI attached after the lifecycle drain"
+        );
+        ensure!(
+            attachments.volumes.get(&resources.volume_id) == Some(&None),
+            "volume attached after the lifecycle drain"
+        );
+        ensure!(
+            claimed_ids(&fleet).await?.is_empty(),
+            "claim left after the lifecycle drain"
+        );
+        let hooks = fleet.recorder().calls_of("CompleteLifecycleAction");
+        ensure!(
+            hooks
+                .iter()
+                .any(|c| c.param("InstanceId") == Some(host.instance.id.as_str())
+                    && c.param("LifecycleHookName") == Some("berth-terminate")),
+            "terminating lifecycle action not completed: {hooks:?}"
+        );
         Ok(())
     })
     .expect("shutting-down replacement");
