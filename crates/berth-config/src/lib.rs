@@ -17,8 +17,8 @@ use berth_core::machine::{PhasePolicies, Settings};
 use berth_core::ports::MountPlan;
 use berth_core::retry::RetryPolicy;
 use berth_core::routing::RouteNumbering;
-use berth_core::tag::TagTemplate;
 use berth_core::serde_duration;
+use berth_core::tag::TagTemplate;
 use serde::{Deserialize, Serialize};
 
 /// The default location of the configuration file.
@@ -28,7 +28,12 @@ pub const DEFAULT_PATH: &str = "/etc/berth/berth.toml";
 pub const ENV_PREFIX: &str = "BERTH";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: [&str; 4] = ["storage.log_dirs", "storage.mkfs_options", "kafka.command", "aws.takeover_owner_states"];
+const LIST_KEYS: [&str; 4] = [
+    "storage.log_dirs",
+    "storage.mkfs_options",
+    "kafka.command",
+    "aws.takeover_owner_states",
+];
 
 /// A configuration that cannot be used, naming the key and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +58,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(key: &str, reason: impl Into<String>) -> Self {
-        Self::Invalid { key: key.to_owned(), reason: reason.into() }
+        Self::Invalid {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
     }
 
     /// The key concerned, when there is one.
@@ -126,7 +134,12 @@ pub struct TagsConfig {
 impl Default for TagsConfig {
     fn default() -> Self {
         let seed = TagTemplate::new("KAFKA-{id}").expect("the seed's template is valid");
-        Self { key: "Name".into(), eni: seed.clone(), volume: seed, cluster_key: String::new() }
+        Self {
+            key: "Name".into(),
+            eni: seed.clone(),
+            volume: seed,
+            cluster_key: String::new(),
+        }
     }
 }
 
@@ -314,7 +327,10 @@ impl Default for StorageConfig {
 impl StorageConfig {
     /// The absolute log dirs.
     pub fn absolute_log_dirs(&self) -> Vec<PathBuf> {
-        self.log_dirs.iter().map(|dir| self.mount_path.join(dir)).collect()
+        self.log_dirs
+            .iter()
+            .map(|dir| self.mount_path.join(dir))
+            .collect()
     }
 }
 
@@ -396,7 +412,9 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9798)) }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9798)),
+        }
     }
 }
 
@@ -425,11 +443,20 @@ fn default_max_backoff() -> Duration {
 
 impl StateConfig {
     fn with_deadline(deadline: Duration) -> Self {
-        Self { deadline, initial_backoff: default_initial_backoff(), max_backoff: default_max_backoff() }
+        Self {
+            deadline,
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
     }
 
     fn policy(&self) -> RetryPolicy {
-        RetryPolicy { initial: self.initial_backoff, max: self.max_backoff, multiplier: 2.0, deadline: self.deadline }
+        RetryPolicy {
+            initial: self.initial_backoff,
+            max: self.max_backoff,
+            multiplier: 2.0,
+            deadline: self.deadline,
+        }
     }
 }
 
@@ -505,7 +532,14 @@ pub fn parse<'a>(
     let config: Config = serde_path_to_error::deserialize(layered).map_err(|error| {
         let key = error.path().to_string();
         let reason = strip_key_suffix(&error.inner().to_string());
-        ConfigError::Invalid { key: if key == "." { "(top level)".into() } else { key }, reason }
+        ConfigError::Invalid {
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            reason,
+        }
     })?;
     config.validate()?;
     Ok(config)
@@ -513,10 +547,15 @@ pub fn parse<'a>(
 
 /// Reads the file and the process environment, then [`parse`]s.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError::Unreadable { path: path.to_owned(), reason: error.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })?;
     let environment: Vec<(String, String)> = std::env::vars().collect();
-    parse(&text, environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    parse(
+        &text,
+        environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 fn from_config_error(error: &config::ConfigError) -> ConfigError {
@@ -524,7 +563,9 @@ fn from_config_error(error: &config::ConfigError) -> ConfigError {
         config::ConfigError::Type { key: Some(key), .. } => {
             ConfigError::invalid(key, strip_key_suffix(&error.to_string()))
         }
-        config::ConfigError::FileParse { cause, .. } => ConfigError::invalid("(file)", cause.to_string()),
+        config::ConfigError::FileParse { cause, .. } => {
+            ConfigError::invalid("(file)", cause.to_string())
+        }
         other => ConfigError::invalid("(file)", other.to_string()),
     }
 }
@@ -546,7 +587,10 @@ fn ensure(condition: bool, key: &str, reason: impl FnOnce() -> String) -> Result
 }
 
 fn is_absolute_clean(path: &Path) -> bool {
-    path.is_absolute() && path.components().all(|c| !matches!(c, Component::ParentDir | Component::CurDir))
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| !matches!(c, Component::ParentDir | Component::CurDir))
 }
 
 impl Config {
@@ -556,50 +600,84 @@ impl Config {
         ensure(
             !name.is_empty()
                 && name.len() <= 64
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !name.starts_with('-'),
             "cluster.name",
-            || format!("must be 1-64 lower-case letters, digits or dashes, not starting with a dash; got {name:?}"),
+            || {
+                format!("must be 1-64 lower-case letters, digits or dashes, not starting with a dash; got {name:?}")
+            },
         )?;
-        ensure((1..=10_000).contains(&self.cluster.broker_count), "cluster.broker_count", || {
-            format!("must be between 1 and 10000, got {}", self.cluster.broker_count)
-        })?;
+        ensure(
+            (1..=10_000).contains(&self.cluster.broker_count),
+            "cluster.broker_count",
+            || {
+                format!(
+                    "must be between 1 and 10000, got {}",
+                    self.cluster.broker_count
+                )
+            },
+        )?;
         if let Some(id) = &self.cluster.kafka_cluster_id {
-            ensure(!id.trim().is_empty(), "cluster.kafka_cluster_id", || "must not be blank; omit the key instead".into())?;
+            ensure(!id.trim().is_empty(), "cluster.kafka_cluster_id", || {
+                "must not be blank; omit the key instead".into()
+            })?;
         }
-        ensure(!self.tags.key.trim().is_empty(), "tags.key", || "must not be empty".into())?;
+        ensure(!self.tags.key.trim().is_empty(), "tags.key", || {
+            "must not be empty".into()
+        })?;
         self.validate_zookeeper()?;
         self.validate_aws()?;
         self.validate_storage()?;
         self.validate_kafka()?;
         for (state, settings) in self.states.each() {
             let key = |field: &str| format!("states.{state}.{field}");
-            ensure(settings.deadline >= Duration::from_secs(1), &key("deadline"), || {
-                format!("must be at least 1s, got {}", berth_core::duration::format_duration(settings.deadline))
-            })?;
-            ensure(!settings.initial_backoff.is_zero(), &key("initial_backoff"), || "must be more than 0s".into())?;
-            ensure(settings.max_backoff >= settings.initial_backoff, &key("max_backoff"), || {
-                "must not be smaller than initial_backoff".into()
-            })?;
-            ensure(settings.max_backoff <= settings.deadline, &key("max_backoff"), || {
-                "must not be larger than the state's deadline".into()
-            })?;
+            ensure(
+                settings.deadline >= Duration::from_secs(1),
+                &key("deadline"),
+                || {
+                    format!(
+                        "must be at least 1s, got {}",
+                        berth_core::duration::format_duration(settings.deadline)
+                    )
+                },
+            )?;
+            ensure(
+                !settings.initial_backoff.is_zero(),
+                &key("initial_backoff"),
+                || "must be more than 0s".into(),
+            )?;
+            ensure(
+                settings.max_backoff >= settings.initial_backoff,
+                &key("max_backoff"),
+                || "must not be smaller than initial_backoff".into(),
+            )?;
+            ensure(
+                settings.max_backoff <= settings.deadline,
+                &key("max_backoff"),
+                || "must not be larger than the state's deadline".into(),
+            )?;
         }
         Ok(())
     }
 
     fn validate_zookeeper(&self) -> Result<(), ConfigError> {
         let zk = &self.zookeeper;
-        ensure(!zk.connect.trim().is_empty(), "zookeeper.connect", || "must list at least one host:port".into())?;
+        ensure(!zk.connect.trim().is_empty(), "zookeeper.connect", || {
+            "must list at least one host:port".into()
+        })?;
         ensure(!zk.connect.contains('/'), "zookeeper.connect", || {
             "must not carry a chroot; set zookeeper.root (claims) and zookeeper.kafka_chroot (Kafka) instead".into()
         })?;
         for server in zk.connect.split(',') {
             let server = server.trim();
-            let port_ok = server
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-            ensure(port_ok, "zookeeper.connect", || format!("{server:?} is not host:port"))?;
+            let port_ok = server.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            ensure(port_ok, "zookeeper.connect", || {
+                format!("{server:?} is not host:port")
+            })?;
         }
         ensure(
             (Duration::from_secs(2)..=Duration::from_secs(40)).contains(&zk.session_timeout),
@@ -611,9 +689,10 @@ impl Config {
                 )
             },
         )?;
-        for (key, path, may_be_empty) in
-            [("zookeeper.root", &zk.root, false), ("zookeeper.kafka_chroot", &zk.kafka_chroot, true)]
-        {
+        for (key, path, may_be_empty) in [
+            ("zookeeper.root", &zk.root, false),
+            ("zookeeper.kafka_chroot", &zk.kafka_chroot, true),
+        ] {
             if path.is_empty() && may_be_empty {
                 continue;
             }
@@ -621,10 +700,15 @@ impl Config {
                 && (path == "/" || !path.ends_with('/'))
                 && !path.contains("//")
                 && path.split('/').all(|part| part != "." && part != "..");
-            ensure(valid, key, || format!("must be an absolute znode path like /berth, got {path:?}"))?;
+            ensure(valid, key, || {
+                format!("must be an absolute znode path like /berth, got {path:?}")
+            })?;
         }
         if !zk.digest.is_empty() {
-            let ok = zk.digest.split_once(':').is_some_and(|(user, password)| !user.is_empty() && !password.is_empty());
+            let ok = zk
+                .digest
+                .split_once(':')
+                .is_some_and(|(user, password)| !user.is_empty() && !password.is_empty());
             ensure(ok, "zookeeper.digest", || "must be user:password".into())?;
         }
         Ok(())
@@ -632,10 +716,19 @@ impl Config {
 
     fn validate_aws(&self) -> Result<(), ConfigError> {
         let aws = &self.aws;
-        ensure(aws.eni_device_index >= 1 && aws.eni_device_index <= 31, "aws.eni_device_index", || {
-            format!("must be between 1 and 31 (0 is the primary interface), got {}", aws.eni_device_index)
+        ensure(
+            aws.eni_device_index >= 1 && aws.eni_device_index <= 31,
+            "aws.eni_device_index",
+            || {
+                format!(
+                    "must be between 1 and 31 (0 is the primary interface), got {}",
+                    aws.eni_device_index
+                )
+            },
+        )?;
+        ensure(aws.network_card <= 15, "aws.network_card", || {
+            format!("must be between 0 and 15, got {}", aws.network_card)
         })?;
-        ensure(aws.network_card <= 15, "aws.network_card", || format!("must be between 0 and 15, got {}", aws.network_card))?;
         let device_ok = aws.volume_device.strip_prefix("/dev/").is_some_and(|name| {
             let (prefix, letters) = if let Some(rest) = name.strip_prefix("xvd") {
                 ("xvd", rest)
@@ -644,7 +737,9 @@ impl Config {
             } else {
                 ("", "")
             };
-            !prefix.is_empty() && (1..=2).contains(&letters.len()) && letters.bytes().all(|b| b.is_ascii_lowercase())
+            !prefix.is_empty()
+                && (1..=2).contains(&letters.len())
+                && letters.bytes().all(|b| b.is_ascii_lowercase())
                 && !matches!(letters, "a" | "a1")
         });
         ensure(device_ok, "aws.volume_device", || {
@@ -652,26 +747,40 @@ impl Config {
         })?;
         for state in &aws.takeover_owner_states {
             ensure(
-                matches!(state.as_str(), "shutting-down" | "terminated" | "stopping" | "stopped"),
+                matches!(
+                    state.as_str(),
+                    "shutting-down" | "terminated" | "stopping" | "stopped"
+                ),
                 "aws.takeover_owner_states",
-                || format!("{state:?} is not a state an owner may be taken over in; use shutting-down, terminated, stopping or stopped"),
+                || {
+                    format!("{state:?} is not a state an owner may be taken over in; use shutting-down, terminated, stopping or stopped")
+                },
             )?;
         }
-        for (key, url, may_be_empty) in
-            [("aws.endpoint_url", &aws.endpoint_url, true), ("aws.imds_endpoint", &aws.imds_endpoint, false)]
-        {
+        for (key, url, may_be_empty) in [
+            ("aws.endpoint_url", &aws.endpoint_url, true),
+            ("aws.imds_endpoint", &aws.imds_endpoint, false),
+        ] {
             if url.is_empty() && may_be_empty {
                 continue;
             }
-            ensure(url.starts_with("http://") || url.starts_with("https://"), key, || {
-                format!("must be an http:// or https:// URL, got {url:?}")
-            })?;
+            ensure(
+                url.starts_with("http://") || url.starts_with("https://"),
+                key,
+                || format!("must be an http:// or https:// URL, got {url:?}"),
+            )?;
         }
-        ensure(aws.termination_poll >= Duration::from_millis(100), "aws.termination_poll", || "must be at least 100ms".into())?;
+        ensure(
+            aws.termination_poll >= Duration::from_millis(100),
+            "aws.termination_poll",
+            || "must be at least 100ms".into(),
+        )?;
         let heartbeat = aws.autoscaling.heartbeat_interval;
-        ensure(heartbeat.is_zero() || heartbeat >= Duration::from_secs(1), "aws.autoscaling.heartbeat_interval", || {
-            "must be 0s (off) or at least 1s".into()
-        })?;
+        ensure(
+            heartbeat.is_zero() || heartbeat >= Duration::from_secs(1),
+            "aws.autoscaling.heartbeat_interval",
+            || "must be 0s (off) or at least 1s".into(),
+        )?;
         Ok(())
     }
 
@@ -682,16 +791,26 @@ impl Config {
             ("storage.sys_root", &storage.sys_root),
             ("storage.mount_path", &storage.mount_path),
         ] {
-            ensure(is_absolute_clean(path), key, || format!("must be an absolute path without . or .., got {path:?}"))?;
+            ensure(is_absolute_clean(path), key, || {
+                format!("must be an absolute path without . or .., got {path:?}")
+            })?;
         }
-        ensure(storage.mount_path != Path::new("/"), "storage.mount_path", || "must not be /".into())?;
-        ensure(!storage.log_dirs.is_empty(), "storage.log_dirs", || "must name at least one log dir".into())?;
+        ensure(
+            storage.mount_path != Path::new("/"),
+            "storage.mount_path",
+            || "must not be /".into(),
+        )?;
+        ensure(!storage.log_dirs.is_empty(), "storage.log_dirs", || {
+            "must name at least one log dir".into()
+        })?;
         for dir in &storage.log_dirs {
             let relative = dir.is_relative()
                 && dir.components().all(|c| matches!(c, Component::Normal(_)))
                 && dir.components().next().is_some();
             ensure(relative, "storage.log_dirs", || {
-                format!("{dir:?} must be a relative path inside the mount point (no .., not absolute)")
+                format!(
+                    "{dir:?} must be a relative path inside the mount point (no .., not absolute)"
+                )
             })?;
         }
         ensure(
@@ -708,26 +827,61 @@ impl Config {
             Supervisor::Systemd => ensure(
                 kafka.unit.ends_with(".service") && kafka.unit.len() > ".service".len(),
                 "kafka.unit",
-                || format!("must be a systemd service name like kafka.service, got {:?}", kafka.unit),
+                || {
+                    format!(
+                        "must be a systemd service name like kafka.service, got {:?}",
+                        kafka.unit
+                    )
+                },
             )?,
             Supervisor::Process => ensure(!kafka.command.is_empty(), "kafka.command", || {
                 "must name the program to run when kafka.supervisor = \"process\"".into()
             })?,
         }
-        ensure(is_absolute_clean(&kafka.overlay_path), "kafka.overlay_path", || "must be an absolute path".into())?;
-        ensure(kafka.port > 0, "kafka.port", || "must be a port between 1 and 65535".into())?;
+        ensure(
+            is_absolute_clean(&kafka.overlay_path),
+            "kafka.overlay_path",
+            || "must be an absolute path".into(),
+        )?;
+        ensure(kafka.port > 0, "kafka.port", || {
+            "must be a port between 1 and 65535".into()
+        })?;
         ensure(
             !kafka.listener_name.is_empty()
-                && kafka.listener_name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                && kafka
+                    .listener_name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
             "kafka.listener_name",
-            || format!("must be an upper-case listener name like PLAINTEXT, got {:?}", kafka.listener_name),
+            || {
+                format!(
+                    "must be an upper-case listener name like PLAINTEXT, got {:?}",
+                    kafka.listener_name
+                )
+            },
         )?;
         if kafka.quorum_voters {
-            ensure(kafka.mode == KafkaMode::Kraft, "kafka.quorum_voters", || "only applies when kafka.mode = \"kraft\"".into())?;
-            ensure(kafka.controller_port != kafka.port, "kafka.controller_port", || "must differ from kafka.port".into())?;
+            ensure(
+                kafka.mode == KafkaMode::Kraft,
+                "kafka.quorum_voters",
+                || "only applies when kafka.mode = \"kraft\"".into(),
+            )?;
+            ensure(
+                kafka.controller_port != kafka.port,
+                "kafka.controller_port",
+                || "must differ from kafka.port".into(),
+            )?;
         }
-        ensure(kafka.check_interval >= Duration::from_millis(100), "kafka.check_interval", || "must be at least 100ms".into())?;
-        ensure(kafka.stop_timeout >= Duration::from_secs(1), "kafka.stop_timeout", || "must be at least 1s".into())?;
+        ensure(
+            kafka.check_interval >= Duration::from_millis(100),
+            "kafka.check_interval",
+            || "must be at least 100ms".into(),
+        )?;
+        ensure(
+            kafka.stop_timeout >= Duration::from_secs(1),
+            "kafka.stop_timeout",
+            || "must be at least 1s".into(),
+        )?;
         Ok(())
     }
 
@@ -756,7 +910,8 @@ impl Config {
                 start_kafka: self.states.start_kafka.policy(),
             },
             check_interval: self.kafka.check_interval,
-            unhealthy_after: nonzero(aws.autoscaling.mark_unhealthy_after).unwrap_or(Duration::MAX / 4),
+            unhealthy_after: nonzero(aws.autoscaling.mark_unhealthy_after)
+                .unwrap_or(Duration::MAX / 4),
             heartbeat_interval: if aws.autoscaling.launch_hook.is_empty() {
                 None
             } else {
@@ -766,9 +921,13 @@ impl Config {
                 network_card: aws.network_card,
                 device_index: aws.eni_device_index,
                 table: (self.network.table != 0).then_some(self.network.table),
-                rule_priority: (self.network.rule_priority != 0).then_some(self.network.rule_priority),
+                rule_priority: (self.network.rule_priority != 0)
+                    .then_some(self.network.rule_priority),
             },
-            mount: MountPlan { mount_path: self.storage.mount_path.clone(), log_dirs: self.storage.absolute_log_dirs() },
+            mount: MountPlan {
+                mount_path: self.storage.mount_path.clone(),
+                log_dirs: self.storage.absolute_log_dirs(),
+            },
         }
     }
 
@@ -779,5 +938,6 @@ impl Config {
 }
 
 fn toml_render(config: &Config) -> String {
-    toml::to_string_pretty(config).unwrap_or_else(|error| format!("# cannot render the configuration: {error}\n"))
+    toml::to_string_pretty(config)
+        .unwrap_or_else(|error| format!("# cannot render the configuration: {error}\n"))
 }

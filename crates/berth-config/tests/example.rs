@@ -28,7 +28,10 @@ fn environment_overrides_file() {
     assert_eq!(config.zookeeper.connect, "127.0.0.1:2181");
     assert_eq!(config.zookeeper.session_timeout, Duration::from_secs(4));
     assert_eq!(config.cluster.broker_count, 12);
-    assert_eq!(config.storage.log_dirs, vec![std::path::PathBuf::from("a"), "b".into()]);
+    assert_eq!(
+        config.storage.log_dirs,
+        vec![std::path::PathBuf::from("a"), "b".into()]
+    );
 }
 
 #[test]

@@ -62,7 +62,8 @@ pub fn plan_claim(
                 }
             },
             (None, None) => {
-                plan.skipped.push(skip("no ENI or volume is tagged for it".into()));
+                plan.skipped
+                    .push(skip("no ENI or volume is tagged for it".into()));
                 continue;
             }
         };
@@ -79,11 +80,14 @@ pub fn plan_claim(
         if plan.preferred.is_none() {
             if mine(eni.attachment.as_ref()) {
                 plan.preferred = Some(id);
-                plan.preferred_reason = Some(format!("ENI {} is already attached here", eni.eni_id));
+                plan.preferred_reason =
+                    Some(format!("ENI {} is already attached here", eni.eni_id));
             } else if mine(volume.attachment.as_ref()) {
                 plan.preferred = Some(id);
-                plan.preferred_reason =
-                    Some(format!("volume {} is already attached here", volume.volume_id));
+                plan.preferred_reason = Some(format!(
+                    "volume {} is already attached here",
+                    volume.volume_id
+                ));
             }
         }
         plan.candidates.push(id);
@@ -94,7 +98,10 @@ pub fn plan_claim(
 fn problem_id(problem: &crate::facts::InventoryProblem) -> BrokerId {
     use crate::facts::InventoryProblem::*;
     match problem {
-        DuplicateEni { id, .. } | DuplicateVolume { id, .. } | ZoneMismatch { id, .. } | Missing { id, .. } => *id,
+        DuplicateEni { id, .. }
+        | DuplicateVolume { id, .. }
+        | ZoneMismatch { id, .. }
+        | Missing { id, .. } => *id,
     }
 }
 
@@ -104,7 +111,12 @@ impl ClaimPlan {
     /// taken ones (they may be released while we try).
     pub fn try_order(&self, taken: &BTreeSet<BrokerId>, seed: u64) -> Vec<BrokerId> {
         let mut order: Vec<BrokerId> = self.preferred.into_iter().collect();
-        let others = || self.candidates.iter().copied().filter(|id| Some(*id) != self.preferred);
+        let others = || {
+            self.candidates
+                .iter()
+                .copied()
+                .filter(|id| Some(*id) != self.preferred)
+        };
         let free: Vec<BrokerId> = others().filter(|id| !taken.contains(id)).collect();
         if !free.is_empty() {
             let start = (seed % free.len() as u64) as usize;

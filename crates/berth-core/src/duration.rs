@@ -14,15 +14,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits_end == 0 {
-            return Err(format!("{text:?} is not a duration; write e.g. \"5s\" or \"250ms\""));
+            return Err(format!(
+                "{text:?} is not a duration; write e.g. \"5s\" or \"250ms\""
+            ));
         }
         let value: u64 = rest[..digits_end]
             .parse()
             .map_err(|_| format!("{text:?}: number too large"))?;
         rest = &rest[digits_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
         let part = match unit {
@@ -30,8 +36,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(value),
             "m" | "min" => Duration::from_secs(value.saturating_mul(60)),
             "h" => Duration::from_secs(value.saturating_mul(3600)),
-            "" => return Err(format!("{text:?} has no unit; write e.g. \"{value}s\" or \"{value}ms\"")),
-            other => return Err(format!("{text:?} has unknown unit {other:?}; use ms, s, m or h")),
+            "" => {
+                return Err(format!(
+                    "{text:?} has no unit; write e.g. \"{value}s\" or \"{value}ms\""
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "{text:?} has unknown unit {other:?}; use ms, s, m or h"
+                ))
+            }
         };
         total = total.saturating_add(part);
     }
@@ -81,7 +95,10 @@ pub mod serde_duration_option {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Serializes `Some` as e.g. `"5s"`, `None` as null.
-    pub fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match duration {
             Some(duration) => serializer.serialize_str(&super::format_duration(*duration)),
             None => serializer.serialize_none(),
@@ -89,7 +106,9 @@ pub mod serde_duration_option {
     }
 
     /// Deserializes from e.g. `"5s"` or null.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Option::<String>::deserialize(deserializer)?
             .map(|text| super::parse_duration(&text).map_err(serde::de::Error::custom))
             .transpose()
@@ -118,7 +137,9 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for ms in [0u64, 1, 999, 1000, 1500, 60_000, 90_500, 3_600_000, 3_723_004] {
+        for ms in [
+            0u64, 1, 999, 1000, 1500, 60_000, 90_500, 3_600_000, 3_723_004,
+        ] {
             let duration = Duration::from_millis(ms);
             assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
         }

@@ -166,7 +166,9 @@ pub enum InventoryProblem {
         ids: String,
     },
     /// The id's ENI and volume are in different availability zones: no instance can use both.
-    #[error("broker id {id}: ENI {eni_id} is in {eni_az} but volume {volume_id} is in {volume_az}")]
+    #[error(
+        "broker id {id}: ENI {eni_id} is in {eni_az} but volume {volume_id} is in {volume_az}"
+    )]
     ZoneMismatch {
         /// The id.
         id: BrokerId,

@@ -17,7 +17,9 @@ pub mod tag;
 
 pub use duration::{serde_duration, serde_duration_option};
 pub use facts::*;
-pub use machine::{Decision, Effect, Input, Machine, Output, Phase, Settings, Step, Teardown, TransitionError};
+pub use machine::{
+    Decision, Effect, Input, Machine, Output, Phase, Settings, Step, Teardown, TransitionError,
+};
 pub use ports::{Broker, Cloud, Coordination, Deadline, ErrorKind, Network, StepError, Storage};
 
 /// berth's version, written into claim nodes and reported by `/state`.

@@ -94,7 +94,12 @@ impl Phase {
     pub fn is_booting(self) -> bool {
         matches!(
             self,
-            Phase::Claim | Phase::AttachEni | Phase::Route | Phase::AttachEbs | Phase::Mount | Phase::StartKafka
+            Phase::Claim
+                | Phase::AttachEni
+                | Phase::Route
+                | Phase::AttachEbs
+                | Phase::Mount
+                | Phase::StartKafka
         )
     }
 }
@@ -226,6 +231,7 @@ impl Step {
 /// A step's successful result, carrying what it learnt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "output", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one value per transition; boxing would only add noise
 pub enum Output {
     /// Claim succeeded.
     Claimed {
@@ -251,6 +257,7 @@ pub enum Output {
 /// Something that happened, fed to [`Machine::decide`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one value per transition; boxing would only add noise
 pub enum Input {
     /// The daemon has initialised; begin with Claim.
     Start,
@@ -462,7 +469,12 @@ impl Machine {
             marked_unhealthy: false,
             next_check_at: None,
             next_heartbeat_at: None,
-            timeline: vec![PhaseTiming { phase: Phase::Claim, entered: Duration::ZERO, left: None, attempts: 0 }],
+            timeline: vec![PhaseTiming {
+                phase: Phase::Claim,
+                entered: Duration::ZERO,
+                left: None,
+                attempts: 0,
+            }],
             jitter: Jitter::new(jitter_seed),
             drain_reason: None,
             transitions: 0,
@@ -551,7 +563,10 @@ impl Machine {
             wakes.extend(self.reclaim_retry_at);
         }
         if self.phase == Phase::Healthy && !self.marked_unhealthy {
-            wakes.extend(self.lost_since.map(|since| since + self.settings.unhealthy_after));
+            wakes.extend(
+                self.lost_since
+                    .map(|since| since + self.settings.unhealthy_after),
+            );
         }
         wakes.into_iter().min()
     }
@@ -565,7 +580,12 @@ impl Machine {
         Ok((next, effects))
     }
 
-    fn apply(&mut self, input: &Input, now: Duration, effects: &mut Vec<Effect>) -> Result<(), TransitionError> {
+    fn apply(
+        &mut self,
+        input: &Input,
+        now: Duration,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), TransitionError> {
         match input {
             Input::Start => {
                 if self.started {
@@ -583,7 +603,10 @@ impl Machine {
             Input::ClaimLost => self.on_claim_lost(now, effects),
             Input::Reclaimed => {
                 if !self.reclaim_running {
-                    return Err(TransitionError::NotValidHere { phase: self.phase, input: "reclaimed" });
+                    return Err(TransitionError::NotValidHere {
+                        phase: self.phase,
+                        input: "reclaimed",
+                    });
                 }
                 self.reclaim_running = false;
                 self.reclaim_retry_at = None;
@@ -594,13 +617,19 @@ impl Machine {
                 }
                 if self.phase == Phase::Healthy {
                     self.next_check_at = Some(now);
-                } else if self.phase.is_booting() && self.running.is_none() && self.retry_at.is_none() {
+                } else if self.phase.is_booting()
+                    && self.running.is_none()
+                    && self.retry_at.is_none()
+                {
                     self.run_phase_step(now, effects);
                 }
             }
             Input::ReclaimFailed(error) => {
                 if !self.reclaim_running {
-                    return Err(TransitionError::NotValidHere { phase: self.phase, input: "reclaim_failed" });
+                    return Err(TransitionError::NotValidHere {
+                        phase: self.phase,
+                        input: "reclaim_failed",
+                    });
                 }
                 self.reclaim_running = false;
                 self.last_error = Some(format!("reclaim: {error}"));
@@ -612,9 +641,17 @@ impl Machine {
                 self.reclaim_attempts += 1;
                 let delay = policy.delay(self.reclaim_attempts, &mut self.jitter);
                 if !error.is_retryable() || now + delay >= since + policy.deadline {
-                    let id = self.facts.broker_id.map(|id| id.0.to_string()).unwrap_or_default();
+                    let id = self
+                        .facts
+                        .broker_id
+                        .map(|id| id.0.to_string())
+                        .unwrap_or_default();
                     effects.push(Effect::Fence);
-                    self.fail(format!("claim on broker id {id} lost and not re-claimed: {error}"), now, effects);
+                    self.fail(
+                        format!("claim on broker id {id} lost and not re-claimed: {error}"),
+                        now,
+                        effects,
+                    );
                 } else {
                     self.retries += 1;
                     self.reclaim_retry_at = Some(now + delay);
@@ -637,7 +674,10 @@ impl Machine {
             }
             Input::Drained => {
                 if self.phase != Phase::Draining {
-                    return Err(TransitionError::NotValidHere { phase: self.phase, input: "drained" });
+                    return Err(TransitionError::NotValidHere {
+                        phase: self.phase,
+                        input: "drained",
+                    });
                 }
                 effects.push(Effect::Exit);
             }
@@ -667,14 +707,25 @@ impl Machine {
             if let Some(spec) = self.broker_spec() {
                 self.running = Some("check");
                 let deadline = now + self.settings.check_interval.max(Duration::from_secs(1));
-                effects.push(Effect::Run { step: Step::Check { spec }, deadline });
+                effects.push(Effect::Run {
+                    step: Step::Check { spec },
+                    deadline,
+                });
             }
         }
     }
 
-    fn on_done(&mut self, output: &Output, now: Duration, effects: &mut Vec<Effect>) -> Result<(), TransitionError> {
+    fn on_done(
+        &mut self,
+        output: &Output,
+        now: Duration,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), TransitionError> {
         let Some(running) = self.running else {
-            return Err(TransitionError::NoStepRunning { phase: self.phase, input: output_name(output) });
+            return Err(TransitionError::NoStepRunning {
+                phase: self.phase,
+                input: output_name(output),
+            });
         };
         let fits = matches!(
             (running, output),
@@ -687,11 +738,18 @@ impl Machine {
                 | ("check", Output::Serving(_))
         );
         if !fits {
-            return Err(TransitionError::WrongOutput { phase: self.phase, output: output_name(output) });
+            return Err(TransitionError::WrongOutput {
+                phase: self.phase,
+                output: output_name(output),
+            });
         }
         self.running = None;
         match output {
-            Output::Claimed { identity, broker_id, resources } => {
+            Output::Claimed {
+                identity,
+                broker_id,
+                resources,
+            } => {
                 self.facts.identity = Some(identity.clone());
                 self.facts.broker_id = Some(*broker_id);
                 self.facts.resources = Some(resources.clone());
@@ -716,9 +774,17 @@ impl Machine {
         Ok(())
     }
 
-    fn on_failed(&mut self, error: &StepError, now: Duration, effects: &mut Vec<Effect>) -> Result<(), TransitionError> {
+    fn on_failed(
+        &mut self,
+        error: &StepError,
+        now: Duration,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), TransitionError> {
         let Some(running) = self.running.take() else {
-            return Err(TransitionError::NoStepRunning { phase: self.phase, input: "failed" });
+            return Err(TransitionError::NoStepRunning {
+                phase: self.phase,
+                input: "failed",
+            });
         };
         self.last_error = Some(format!("{running}: {error}"));
         if running == "check" {
@@ -763,7 +829,9 @@ impl Machine {
     }
 
     fn start_reclaim(&mut self, now: Duration, effects: &mut Vec<Effect>) {
-        let Some(broker_id) = self.facts.broker_id else { return };
+        let Some(broker_id) = self.facts.broker_id else {
+            return;
+        };
         self.reclaim_running = true;
         let since = self.reclaim_since.unwrap_or(now);
         effects.push(Effect::Run {
@@ -773,13 +841,17 @@ impl Machine {
     }
 
     fn housekeeping(&mut self, now: Duration, effects: &mut Vec<Effect>) {
-        if let (true, Some(at), Some(every)) =
-            (self.phase.is_booting(), self.next_heartbeat_at, self.settings.heartbeat_interval)
-        {
+        if let (true, Some(at), Some(every)) = (
+            self.phase.is_booting(),
+            self.next_heartbeat_at,
+            self.settings.heartbeat_interval,
+        ) {
             if at <= now {
                 self.next_heartbeat_at = Some(now + every);
                 if let Some(identity) = &self.facts.identity {
-                    effects.push(Effect::Heartbeat { identity: identity.clone() });
+                    effects.push(Effect::Heartbeat {
+                        identity: identity.clone(),
+                    });
                 }
             }
         }
@@ -787,20 +859,27 @@ impl Machine {
             if let (Some(since), Some(identity)) = (self.lost_since, &self.facts.identity) {
                 if now >= since + self.settings.unhealthy_after {
                     self.marked_unhealthy = true;
-                    effects.push(Effect::MarkUnhealthy { identity: identity.clone() });
+                    effects.push(Effect::MarkUnhealthy {
+                        identity: identity.clone(),
+                    });
                 }
             }
         }
     }
 
     fn advance(&mut self, now: Duration, effects: &mut Vec<Effect>) {
-        let Some(next) = self.phase.next() else { return };
+        let Some(next) = self.phase.next() else {
+            return;
+        };
         self.enter(next, now);
         if next == Phase::Healthy {
             self.serving = true;
             self.lost_since = None;
             self.next_check_at = Some(now + self.settings.check_interval);
-            effects.push(Effect::Signal { identity: self.facts.identity.clone(), verdict: Verdict::Success });
+            effects.push(Effect::Signal {
+                identity: self.facts.identity.clone(),
+                verdict: Verdict::Success,
+            });
         } else if self.claim != ClaimState::Lost {
             self.run_phase_step(now, effects);
         }
@@ -811,7 +890,12 @@ impl Machine {
             current.left = Some(now);
             current.attempts = self.attempts;
         }
-        self.timeline.push(PhaseTiming { phase, entered: now, left: None, attempts: 0 });
+        self.timeline.push(PhaseTiming {
+            phase,
+            entered: now,
+            left: None,
+            attempts: 0,
+        });
         self.phase = phase;
         if phase.is_booting() || phase == Phase::Healthy {
             self.furthest = self.furthest.max(phase);
@@ -835,14 +919,28 @@ impl Machine {
         self.serving = false;
         self.reclaim_retry_at = None;
         self.enter(Phase::Failed, now);
-        effects.push(Effect::Signal { identity: self.facts.identity.clone(), verdict: Verdict::Failure(reason) });
+        effects.push(Effect::Signal {
+            identity: self.facts.identity.clone(),
+            verdict: Verdict::Failure(reason),
+        });
     }
 
     /// The step for the current boot phase, built from the facts gathered so far.
     fn phase_step(&self) -> Result<Step, String> {
-        let missing = |what: &str| format!("internal: {} needs {what}, which is not known", self.phase);
-        let identity = || self.facts.identity.clone().ok_or_else(|| missing("the identity"));
-        let resources = || self.facts.resources.clone().ok_or_else(|| missing("the claimed resources"));
+        let missing =
+            |what: &str| format!("internal: {} needs {what}, which is not known", self.phase);
+        let identity = || {
+            self.facts
+                .identity
+                .clone()
+                .ok_or_else(|| missing("the identity"))
+        };
+        let resources = || {
+            self.facts
+                .resources
+                .clone()
+                .ok_or_else(|| missing("the claimed resources"))
+        };
         Ok(match self.phase {
             Phase::Claim => Step::Claim,
             Phase::AttachEni => Step::AttachEni {
@@ -850,8 +948,13 @@ impl Machine {
                 eni: resources()?.eni.ok_or_else(|| missing("the ENI"))?,
             },
             Phase::Route => {
-                let eni = self.facts.eni.as_ref().ok_or_else(|| missing("the attached ENI"))?;
-                let plan = plan_route(&identity()?, &eni.eni, &self.settings.routing).map_err(|e| e.to_string())?;
+                let eni = self
+                    .facts
+                    .eni
+                    .as_ref()
+                    .ok_or_else(|| missing("the attached ENI"))?;
+                let plan = plan_route(&identity()?, &eni.eni, &self.settings.routing)
+                    .map_err(|e| e.to_string())?;
                 Step::Route { plan }
             }
             Phase::AttachEbs => Step::AttachEbs {
@@ -859,12 +962,25 @@ impl Machine {
                 volume: resources()?.volume.ok_or_else(|| missing("the volume"))?,
             },
             Phase::Mount => Step::Mount {
-                device: self.facts.volume.as_ref().ok_or_else(|| missing("the attached volume"))?.device.clone(),
+                device: self
+                    .facts
+                    .volume
+                    .as_ref()
+                    .ok_or_else(|| missing("the attached volume"))?
+                    .device
+                    .clone(),
                 plan: self.settings.mount.clone(),
-                broker_id: self.facts.broker_id.ok_or_else(|| missing("the broker id"))?,
+                broker_id: self
+                    .facts
+                    .broker_id
+                    .ok_or_else(|| missing("the broker id"))?,
             },
-            Phase::StartKafka => Step::StartKafka { spec: self.broker_spec().ok_or_else(|| missing("the ENI"))? },
-            Phase::Healthy | Phase::Draining | Phase::Failed => return Err(missing("a boot phase")),
+            Phase::StartKafka => Step::StartKafka {
+                spec: self.broker_spec().ok_or_else(|| missing("the ENI"))?,
+            },
+            Phase::Healthy | Phase::Draining | Phase::Failed => {
+                return Err(missing("a boot phase"))
+            }
         })
     }
 
@@ -914,10 +1030,16 @@ impl Machine {
         }
         if let Some(identity) = &identity {
             if let (true, Some(volume)) = (reached(Phase::AttachEbs), resources.volume) {
-                steps.push(Teardown::DetachVolume { identity: identity.clone(), volume });
+                steps.push(Teardown::DetachVolume {
+                    identity: identity.clone(),
+                    volume,
+                });
             }
             if let (true, Some(eni)) = (reached(Phase::AttachEni), resources.eni) {
-                steps.push(Teardown::DetachEni { identity: identity.clone(), eni });
+                steps.push(Teardown::DetachEni {
+                    identity: identity.clone(),
+                    eni,
+                });
             }
         }
         steps.push(Teardown::ReleaseClaim);

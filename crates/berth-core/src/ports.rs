@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::claim::ClaimPlan;
 use crate::facts::{
-    BrokerId, EniFacts, Identity, Inventory, MacAddr, MountReport, RoutePlan,
-    ServingEvidence, VolumeFacts,
+    BrokerId, EniFacts, Identity, Inventory, MacAddr, MountReport, RoutePlan, ServingEvidence,
+    VolumeFacts,
 };
 
 /// Whether retrying a failed step can help.
@@ -42,17 +42,26 @@ pub struct StepError {
 impl StepError {
     /// A retryable failure from any error, keeping its source chain in the message.
     pub fn retryable(error: &(dyn std::error::Error + 'static)) -> Self {
-        Self { kind: ErrorKind::Retryable, message: chain_message(error) }
+        Self {
+            kind: ErrorKind::Retryable,
+            message: chain_message(error),
+        }
     }
 
     /// A fatal failure from any error, keeping its source chain in the message.
     pub fn fatal(error: &(dyn std::error::Error + 'static)) -> Self {
-        Self { kind: ErrorKind::Fatal, message: chain_message(error) }
+        Self {
+            kind: ErrorKind::Fatal,
+            message: chain_message(error),
+        }
     }
 
     /// A failure from a plain message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// True when retrying may help.
@@ -154,7 +163,11 @@ pub trait Cloud: Send + Sync {
     /// Detach the ENI from this instance (not attached here is success).
     async fn detach_eni(&self, identity: &Identity, eni: &EniFacts) -> Result<(), StepError>;
     /// Detach the volume from this instance (not attached here is success).
-    async fn detach_volume(&self, identity: &Identity, volume: &VolumeFacts) -> Result<(), StepError>;
+    async fn detach_volume(
+        &self,
+        identity: &Identity,
+        volume: &VolumeFacts,
+    ) -> Result<(), StepError>;
     /// Report the boot's verdict to CloudFormation and the launch lifecycle hook (each when configured).
     async fn signal(&self, identity: &Identity, verdict: &Verdict) -> Result<(), StepError>;
     /// Extend the launch lifecycle hook's timeout while booting is slow.
@@ -222,7 +235,11 @@ pub trait Coordination: Send + Sync {
 #[async_trait]
 pub trait Network: Send + Sync {
     /// Wait (link events, not polls) until a link with this MAC exists; returns its name and index.
-    async fn wait_for_link(&self, mac: MacAddr, deadline: Deadline) -> Result<(String, u32), StepError>;
+    async fn wait_for_link(
+        &self,
+        mac: MacAddr,
+        deadline: Deadline,
+    ) -> Result<(String, u32), StepError>;
     /// Bring the link up and install address, routes and rule; what is right is left alone.
     async fn configure(&self, plan: &RoutePlan, deadline: Deadline) -> Result<(), StepError>;
     /// Remove exactly what `configure` installs.
@@ -276,7 +293,11 @@ pub struct BrokerSpec {
 #[async_trait]
 pub trait Broker: Send + Sync {
     /// Write the settings overlay, start Kafka, and wait until it serves as this broker, by the deadline.
-    async fn start(&self, spec: &BrokerSpec, deadline: Deadline) -> Result<ServingEvidence, StepError>;
+    async fn start(
+        &self,
+        spec: &BrokerSpec,
+        deadline: Deadline,
+    ) -> Result<ServingEvidence, StepError>;
     /// One health check while Healthy.
     async fn check(&self, spec: &BrokerSpec) -> Result<ServingEvidence, StepError>;
     /// Controlled shutdown, by the deadline.

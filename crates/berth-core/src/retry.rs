@@ -87,16 +87,26 @@ mod tests {
         for attempt in 1..40 {
             let delay = policy().delay(attempt, &mut jitter);
             let base = (0.2 * 2f64.powi(attempt as i32 - 1)).min(5.0);
-            assert!(delay.as_secs_f64() >= base / 2.0 - 1e-9, "attempt {attempt}: {delay:?}");
-            assert!(delay.as_secs_f64() <= base + 1e-9, "attempt {attempt}: {delay:?}");
+            assert!(
+                delay.as_secs_f64() >= base / 2.0 - 1e-9,
+                "attempt {attempt}: {delay:?}"
+            );
+            assert!(
+                delay.as_secs_f64() <= base + 1e-9,
+                "attempt {attempt}: {delay:?}"
+            );
         }
     }
 
     #[test]
     fn jitter_spreads_hosts() {
-        let delays: std::collections::BTreeSet<_> =
-            (0..20).map(|seed| policy().delay(3, &mut Jitter::new(seed))).collect();
-        assert!(delays.len() > 15, "jitter should differ per seed: {delays:?}");
+        let delays: std::collections::BTreeSet<_> = (0..20)
+            .map(|seed| policy().delay(3, &mut Jitter::new(seed)))
+            .collect();
+        assert!(
+            delays.len() > 15,
+            "jitter should differ per seed: {delays:?}"
+        );
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub fn plan_route(
         return Err(RoutePlanError::NoGateway(subnet));
     }
     let gateway = Ipv4Addr::from(u32::from(subnet.network()) + 1);
-    let address = Ipv4Net::new(eni.private_ip, subnet.prefix_len()).map_err(|_| RoutePlanError::NoGateway(subnet))?;
+    let address = Ipv4Net::new(eni.private_ip, subnet.prefix_len())
+        .map_err(|_| RoutePlanError::NoGateway(subnet))?;
     let number = numbering.default_number();
     Ok(RoutePlan {
         mac: eni.mac,

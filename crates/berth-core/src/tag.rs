@@ -65,7 +65,9 @@ impl TagTemplate {
 
     /// The id a tag value names, if it matches exactly (canonical decimal, no leading zeros or signs).
     pub fn parse(&self, value: &str) -> Option<BrokerId> {
-        let digits = value.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
+        let digits = value
+            .strip_prefix(&self.prefix)?
+            .strip_suffix(&self.suffix)?;
         let canonical = !digits.is_empty()
             && digits.bytes().all(|b| b.is_ascii_digit())
             && (digits == "0" || !digits.starts_with('0'));
@@ -119,7 +121,15 @@ mod tests {
     #[test]
     fn non_canonical_values_are_not_ids() {
         let template = TagTemplate::new("KAFKA-{id}").unwrap();
-        for value in ["KAFKA-", "KAFKA-01", "KAFKA-1x", "KAFKA--1", "KAFKA-+1", "kafka-1", "KAFKA-99999999999"] {
+        for value in [
+            "KAFKA-",
+            "KAFKA-01",
+            "KAFKA-1x",
+            "KAFKA--1",
+            "KAFKA-+1",
+            "kafka-1",
+            "KAFKA-99999999999",
+        ] {
             assert_eq!(template.parse(value), None, "{value}");
         }
         assert_eq!(template.parse("KAFKA-0"), Some(BrokerId(0)));
@@ -127,11 +137,17 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused() {
-        assert!(matches!(TagTemplate::new("KAFKA"), Err(TagTemplateError::NoPlaceholder(_))));
+        assert!(matches!(
+            TagTemplate::new("KAFKA"),
+            Err(TagTemplateError::NoPlaceholder(_))
+        ));
         assert!(matches!(
             TagTemplate::new("{id}-{id}"),
             Err(TagTemplateError::SeveralPlaceholders(_))
         ));
-        assert!(matches!(TagTemplate::new("K*-{id}"), Err(TagTemplateError::Wildcard(_))));
+        assert!(matches!(
+            TagTemplate::new("K*-{id}"),
+            Err(TagTemplateError::Wildcard(_))
+        ));
     }
 }

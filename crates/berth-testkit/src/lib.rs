@@ -7,6 +7,8 @@
 
 pub mod aws;
 pub mod blockdev;
+pub mod fixtures;
+pub mod inprocess;
 pub mod netns;
 pub mod zk;
 

@@ -1,0 +1,524 @@
+//! Decision table and properties of the boot state machine.
+//!
+//! Every boot state is exercised with success, a retryable failure, a fatal failure and deadline expiry; then
+//! Healthy's checks, claim loss, drains from every state, illegal inputs, and random input sequences.
+
+use std::time::Duration;
+
+use berth_core::machine::{ClaimState, Output};
+use berth_core::ports::{DrainReason, ErrorKind, StepError, Verdict};
+use berth_core::{BrokerId, Effect, Input, Machine, Phase, Step, Teardown, TransitionError};
+use berth_testkit::fixtures;
+use proptest::prelude::*;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn machine() -> Machine {
+    Machine::new(fixtures::settings(DEADLINE), 7)
+}
+
+fn step(machine: &Machine, input: Input, now: Duration) -> (Machine, Vec<Effect>) {
+    machine
+        .decide(&input, now)
+        .unwrap_or_else(|e| panic!("{input:?} in {}: {e}", machine.phase()))
+}
+
+fn success_output(phase: Phase) -> Output {
+    match phase {
+        Phase::Claim => Output::Claimed {
+            identity: fixtures::identity(),
+            broker_id: BrokerId(0),
+            resources: fixtures::resources(0),
+        },
+        Phase::AttachEni => Output::EniReady(fixtures::eni_attachment(0)),
+        Phase::Route => Output::Routed,
+        Phase::AttachEbs => Output::VolumeReady(fixtures::volume_attachment(0)),
+        Phase::Mount => Output::Mounted(fixtures::mount_report()),
+        Phase::StartKafka | Phase::Healthy => Output::Serving(fixtures::serving(0)),
+        Phase::Draining | Phase::Failed => unreachable!("no step output in {phase}"),
+    }
+}
+
+fn retryable(message: &str) -> StepError {
+    StepError::new(ErrorKind::Retryable, message)
+}
+
+fn fatal(message: &str) -> StepError {
+    StepError::new(ErrorKind::Fatal, message)
+}
+
+/// A started machine driven by successes into `target`, at time `now` = 1 s per phase.
+fn drive_to(target: Phase) -> (Machine, Duration) {
+    let (mut m, _) = step(&machine(), Input::Start, Duration::ZERO);
+    let mut now = Duration::ZERO;
+    while m.phase() != target {
+        now += Duration::from_secs(1);
+        let output = success_output(m.phase());
+        m = step(&m, Input::Done(output), now).0;
+    }
+    (m, now)
+}
+
+fn run_steps(effects: &[Effect]) -> Vec<&Step> {
+    effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::Run { step, .. } = e {
+                Some(step)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn step_name_of(phase: Phase) -> &'static str {
+    phase.name()
+}
+
+#[test]
+fn start_runs_claim() {
+    let (m, effects) = step(&machine(), Input::Start, Duration::ZERO);
+    assert_eq!(m.phase(), Phase::Claim);
+    assert_eq!(run_steps(&effects), vec![&Step::Claim]);
+}
+
+#[test]
+fn success_advances_each_boot_state_in_order() {
+    for (index, phase) in Phase::BOOT.iter().enumerate().take(6) {
+        let (m, now) = drive_to(*phase);
+        let (next, effects) = step(
+            &m,
+            Input::Done(success_output(*phase)),
+            now + Duration::from_millis(10),
+        );
+        let expected = Phase::BOOT[index + 1];
+        assert_eq!(next.phase(), expected, "success in {phase}");
+        if expected == Phase::Healthy {
+            assert!(next.is_serving());
+            assert!(effects.contains(&Effect::Signal {
+                identity: Some(fixtures::identity()),
+                verdict: Verdict::Success
+            }));
+            assert!(run_steps(&effects).is_empty());
+        } else {
+            let steps = run_steps(&effects);
+            assert_eq!(steps.len(), 1, "one step runs after {phase}: {effects:?}");
+            assert_eq!(steps[0].name(), step_name_of(expected));
+            assert!(!next.is_serving());
+        }
+    }
+}
+
+#[test]
+fn retryable_failure_backs_off_then_retries_the_same_step() {
+    for phase in Phase::BOOT.iter().take(6) {
+        let (m, now) = drive_to(*phase);
+        let (waiting, effects) = step(&m, Input::Failed(retryable("throttled")), now);
+        assert_eq!(waiting.phase(), *phase);
+        assert!(
+            run_steps(&effects).is_empty(),
+            "no immediate retry in {phase}"
+        );
+        let wake = waiting.next_wake().expect("a retry is scheduled");
+        assert!(
+            wake > now && wake <= now + Duration::from_millis(250),
+            "first backoff in {phase}: {wake:?}"
+        );
+        let (early, effects) = step(&waiting, Input::Tick, wake - Duration::from_millis(1));
+        assert!(
+            run_steps(&effects).is_empty(),
+            "not before the backoff in {phase}"
+        );
+        let (retried, effects) = step(&early, Input::Tick, wake);
+        assert_eq!(run_steps(&effects).len(), 1);
+        assert_eq!(run_steps(&effects)[0].name(), step_name_of(*phase));
+        assert_eq!(retried.attempts(), 2);
+        assert_eq!(
+            retried.last_error(),
+            Some(format!("{}: throttled", phase.name()).as_str())
+        );
+    }
+}
+
+#[test]
+fn fatal_failure_fails_at_once_and_reports() {
+    for phase in Phase::BOOT.iter().take(6) {
+        let (m, now) = drive_to(*phase);
+        let (failed, effects) = step(
+            &m,
+            Input::Failed(fatal("meta.properties says broker.id=2")),
+            now,
+        );
+        assert_eq!(failed.phase(), Phase::Failed, "fatal in {phase}");
+        let reason = failed.failure().expect("failure reason");
+        assert!(
+            reason.contains("meta.properties says broker.id=2") && reason.contains(phase.name()),
+            "{reason}"
+        );
+        assert!(effects.iter().any(
+            |e| matches!(e, Effect::Signal { verdict: Verdict::Failure(r), .. } if r == reason)
+        ));
+        let fenced = effects.contains(&Effect::Fence);
+        assert_eq!(
+            fenced,
+            *phase >= Phase::StartKafka,
+            "fence only once Kafka may run ({phase})"
+        );
+        assert!(
+            failed.next_wake().is_none(),
+            "Failed is terminal: nothing scheduled"
+        );
+    }
+}
+
+#[test]
+fn deadline_expiry_fails_with_the_last_error() {
+    for phase in Phase::BOOT.iter().take(6) {
+        let (mut m, mut now) = drive_to(*phase);
+        let entered = now;
+        let mut attempts = 0;
+        while m.phase() == *phase {
+            attempts += 1;
+            assert!(attempts < 1000, "{phase} never gave up");
+            let (next, _) = step(
+                &m,
+                Input::Failed(retryable("owner i-123 still running")),
+                now,
+            );
+            m = next;
+            // Tick through heartbeats until the retry runs (or the state has failed).
+            while m.phase() == *phase {
+                now = m.next_wake().expect("a retry is scheduled");
+                let (next, effects) = step(&m, Input::Tick, now);
+                m = next;
+                if !run_steps(&effects).is_empty() {
+                    break;
+                }
+            }
+        }
+        assert_eq!(m.phase(), Phase::Failed);
+        assert!(
+            now <= entered + DEADLINE,
+            "{phase} failed after its deadline: {now:?}"
+        );
+        let reason = m.failure().unwrap();
+        assert!(
+            reason.contains("deadline") && reason.contains("owner i-123 still running"),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn healthy_check_failure_turns_unhealthy_then_marks_the_instance_after_grace() {
+    let (m, now) = drive_to(Phase::Healthy);
+    assert!(m.is_serving());
+    let check_at = m.next_wake().unwrap();
+    assert_eq!(check_at, now + Duration::from_secs(5));
+    let (m, effects) = step(&m, Input::Tick, check_at);
+    assert!(matches!(run_steps(&effects)[..], [Step::Check { .. }]));
+    let (m, _) = step(&m, Input::Failed(retryable("connection refused")), check_at);
+    assert!(!m.is_serving(), "503 at once");
+    assert_eq!(
+        m.phase(),
+        Phase::Healthy,
+        "a lost broker is not a boot failure"
+    );
+    let grace_end = check_at + Duration::from_secs(30);
+    let mut now = check_at;
+    let mut marked = 0;
+    let mut m = m;
+    while now < grace_end + Duration::from_secs(10) {
+        now = m.next_wake().unwrap();
+        let (next, effects) = step(&m, Input::Tick, now);
+        marked += effects
+            .iter()
+            .filter(|e| matches!(e, Effect::MarkUnhealthy { .. }))
+            .count();
+        if effects
+            .iter()
+            .any(|e| matches!(e, Effect::MarkUnhealthy { .. }))
+        {
+            assert!(now >= grace_end, "marked before the grace period: {now:?}");
+        }
+        m = next;
+        if !run_steps(&effects).is_empty() {
+            m = step(&m, Input::Failed(retryable("connection refused")), now).0;
+        }
+    }
+    assert_eq!(marked, 1, "SetInstanceHealth exactly once");
+    let check_at = m.next_wake().unwrap();
+    let (m, _) = step(&m, Input::Tick, check_at);
+    let (m, _) = step(
+        &m,
+        Input::Done(Output::Serving(fixtures::serving(0))),
+        check_at,
+    );
+    assert!(m.is_serving(), "back to 200 when Kafka is back");
+}
+
+#[test]
+fn claim_loss_reclaims_and_recovers() {
+    let (m, now) = drive_to(Phase::Healthy);
+    let (lost, effects) = step(&m, Input::ClaimLost, now);
+    assert_eq!(lost.claim_state(), ClaimState::Lost);
+    assert!(!lost.is_serving(), "never report healthy without the claim");
+    assert!(matches!(
+        run_steps(&effects)[..],
+        [Step::Reclaim {
+            broker_id: BrokerId(0)
+        }]
+    ));
+    let (back, _) = step(&lost, Input::Reclaimed, now + Duration::from_millis(50));
+    assert_eq!(back.claim_state(), ClaimState::Held);
+    assert_eq!(
+        back.next_wake(),
+        Some(now + Duration::from_millis(50)),
+        "re-check at once"
+    );
+}
+
+#[test]
+fn claim_taken_after_expiry_fences_kafka_and_fails() {
+    let (m, now) = drive_to(Phase::Healthy);
+    let (lost, _) = step(&m, Input::ClaimLost, now);
+    let (failed, effects) = step(
+        &lost,
+        Input::ReclaimFailed(fatal("id 0 is held by i-0bbbbbbbbbbbbbbbb")),
+        now + Duration::from_secs(1),
+    );
+    assert_eq!(failed.phase(), Phase::Failed);
+    assert_eq!(
+        effects.iter().filter(|e| **e == Effect::Fence).count(),
+        1,
+        "{effects:?}"
+    );
+    assert!(failed.failure().unwrap().contains("i-0bbbbbbbbbbbbbbbb"));
+}
+
+#[test]
+fn claim_loss_while_booting_pauses_the_boot_until_reclaimed() {
+    let (m, now) = drive_to(Phase::AttachEbs);
+    let (lost, _) = step(&m, Input::ClaimLost, now);
+    let (after, effects) = step(
+        &lost,
+        Input::Done(success_output(Phase::AttachEbs)),
+        now + Duration::from_millis(5),
+    );
+    assert_eq!(after.phase(), Phase::Mount);
+    assert!(
+        run_steps(&effects).is_empty(),
+        "no new boot step without the claim: {effects:?}"
+    );
+    let (resumed, effects) = step(&after, Input::Reclaimed, now + Duration::from_millis(10));
+    assert!(
+        matches!(run_steps(&effects)[..], [Step::Mount { .. }]),
+        "{effects:?}"
+    );
+    assert_eq!(resumed.phase(), Phase::Mount);
+}
+
+#[test]
+fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
+    for phase in Phase::BOOT {
+        for reason in [DrainReason::Signal, DrainReason::LifecycleTerminated] {
+            let (m, now) = drive_to(phase);
+            let (draining, effects) = step(&m, Input::Drain(reason.clone()), now);
+            assert_eq!(draining.phase(), Phase::Draining);
+            assert!(!draining.is_serving());
+            let teardown = effects
+                .iter()
+                .find_map(|e| {
+                    if let Effect::Teardown(t) = e {
+                        Some(t.clone())
+                    } else {
+                        None
+                    }
+                })
+                .expect("teardown effect");
+            let kinds: Vec<&str> = teardown
+                .iter()
+                .map(|t| match t {
+                    Teardown::StopKafka => "stop_kafka",
+                    Teardown::Unmount(_) => "unmount",
+                    Teardown::RemoveRoutes(_) => "remove_routes",
+                    Teardown::DetachVolume { .. } => "detach_volume",
+                    Teardown::DetachEni { .. } => "detach_eni",
+                    Teardown::ReleaseClaim => "release_claim",
+                    Teardown::CompleteTermination { .. } => "complete_termination",
+                })
+                .collect();
+            let mut expected = Vec::new();
+            if phase >= Phase::StartKafka {
+                expected.push("stop_kafka");
+            }
+            if phase >= Phase::Mount {
+                expected.push("unmount");
+            }
+            if phase >= Phase::Route {
+                expected.push("remove_routes");
+            }
+            if phase >= Phase::AttachEbs {
+                expected.push("detach_volume");
+            }
+            if phase >= Phase::AttachEni {
+                expected.push("detach_eni");
+            }
+            expected.push("release_claim");
+            if reason == DrainReason::LifecycleTerminated && phase > Phase::Claim {
+                expected.push("complete_termination");
+            }
+            assert_eq!(kinds, expected, "drain from {phase} ({reason})");
+            let running = phase != Phase::Healthy;
+            assert_eq!(
+                effects.contains(&Effect::Cancel),
+                running,
+                "running step cancelled in {phase}"
+            );
+            let (_, effects) = step(&draining, Input::Drained, now + Duration::from_secs(1));
+            assert_eq!(effects, vec![Effect::Exit]);
+        }
+    }
+}
+
+#[test]
+fn heartbeats_while_booting_only() {
+    let (m, _) = drive_to(Phase::AttachEni);
+    let wake = m.next_wake().unwrap();
+    assert_eq!(
+        wake,
+        Duration::from_secs(60),
+        "heartbeat due one interval after start"
+    );
+    let (m, effects) = step(&m, Input::Tick, wake);
+    assert!(
+        matches!(effects[..], [Effect::Heartbeat { .. }]),
+        "{effects:?}"
+    );
+    assert_eq!(m.next_wake(), Some(Duration::from_secs(120)));
+    let (healthy, _) = drive_to(Phase::Healthy);
+    let (_, effects) = step(&healthy, Input::Tick, Duration::from_secs(600));
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::Heartbeat { .. })));
+}
+
+#[test]
+fn illegal_inputs_are_typed_errors() {
+    let fresh = machine();
+    let (started, _) = step(&fresh, Input::Start, Duration::ZERO);
+    assert!(matches!(
+        started.decide(&Input::Start, Duration::ZERO),
+        Err(TransitionError::AlreadyStarted(_))
+    ));
+    assert!(matches!(
+        started.decide(&Input::Done(Output::Routed), Duration::ZERO),
+        Err(TransitionError::WrongOutput {
+            phase: Phase::Claim,
+            ..
+        })
+    ));
+    assert!(matches!(
+        fresh.decide(&Input::Done(success_output(Phase::Claim)), Duration::ZERO),
+        Err(TransitionError::NoStepRunning { .. })
+    ));
+    assert!(matches!(
+        started.decide(&Input::Drained, Duration::ZERO),
+        Err(TransitionError::NotValidHere {
+            input: "drained",
+            ..
+        })
+    ));
+    assert!(matches!(
+        started.decide(&Input::Reclaimed, Duration::ZERO),
+        Err(TransitionError::NotValidHere {
+            input: "reclaimed",
+            ..
+        })
+    ));
+}
+
+/// Random observations, chosen among those that could plausibly arrive next.
+#[derive(Debug, Clone)]
+enum Event {
+    Succeed,
+    FailRetryable,
+    FailFatal,
+    Wait(u64),
+    LoseClaim,
+    ReclaimOk,
+    ReclaimFail,
+    Drain,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        8 => Just(Event::Succeed),
+        6 => Just(Event::FailRetryable),
+        1 => Just(Event::FailFatal),
+        4 => (1u64..20_000).prop_map(Event::Wait),
+        1 => Just(Event::LoseClaim),
+        1 => Just(Event::ReclaimOk),
+        1 => Just(Event::ReclaimFail),
+        1 => Just(Event::Drain),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_observations_never_skip_or_go_back_and_always_finish(events in proptest::collection::vec(event(), 0..200), seed in any::<u64>()) {
+        let mut m = Machine::new(fixtures::settings(Duration::from_secs(30)), seed);
+        let mut now = Duration::ZERO;
+        let (next, effects) = m.decide(&Input::Start, now).unwrap();
+        m = next;
+        let mut running = run_steps(&effects).into_iter().any(|s| !matches!(s, Step::Reclaim { .. }));
+        let mut reclaiming = false;
+        let mut draining_sent = false;
+        let check = |before: Phase, after: Phase| {
+            if after == before || matches!(after, Phase::Draining | Phase::Failed) {
+                return Ok(());
+            }
+            prop_assert_eq!(before.next(), Some(after), "skipped or went back: {} -> {}", before, after);
+            Ok(())
+        };
+        // Random phase, then drive time forward with failures until the machine finishes.
+        let tail = std::iter::repeat_n(Event::FailRetryable, 2_000);
+        for event in events.into_iter().chain(tail) {
+            if matches!(m.phase(), Phase::Failed | Phase::Draining) || (m.phase() == Phase::Healthy && !reclaiming) {
+                break;
+            }
+            let input = match event {
+                Event::Succeed if running => Input::Done(success_output(m.phase())),
+                Event::FailRetryable if running => Input::Failed(retryable("transient")),
+                Event::FailFatal if running => Input::Failed(fatal("broken")),
+                Event::FailRetryable if reclaiming => Input::ReclaimFailed(retryable("zk down")),
+                Event::LoseClaim => Input::ClaimLost,
+                Event::ReclaimOk if reclaiming => Input::Reclaimed,
+                Event::ReclaimFail if reclaiming => Input::ReclaimFailed(retryable("zk down")),
+                Event::Drain if !draining_sent => { draining_sent = true; Input::Drain(DrainReason::Signal) }
+                Event::Wait(ms) => { now += Duration::from_millis(ms); Input::Tick }
+                _ => { now = m.next_wake().unwrap_or(now).max(now); Input::Tick }
+            };
+            let before = m.phase();
+            let (next, effects) = m.decide(&input, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            check(before, next.phase())?;
+            if matches!(input, Input::Done(_) | Input::Failed(_)) { running = false; }
+            if matches!(input, Input::Reclaimed | Input::ReclaimFailed(_)) { reclaiming = false; }
+            for step in run_steps(&effects) {
+                if matches!(step, Step::Reclaim { .. }) { reclaiming = true } else { running = true }
+            }
+            if effects.contains(&Effect::Cancel) { running = false; }
+            m = next;
+        }
+        prop_assert!(
+            matches!(m.phase(), Phase::Healthy | Phase::Draining | Phase::Failed),
+            "ended in {} at {:?}", m.phase(), now
+        );
+        if m.phase() == Phase::Failed {
+            prop_assert!(m.failure().is_some());
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! In-process adapters: a fake world for the daemon's own tests (NOT EC2, ZooKeeper, netlink, a disk or Kafka).
+//!
+//! They implement the five ports over shared memory, record every call in one ordered journal (so a test can
+//! check that a drain stopped Kafka before unmounting, and released the claim last), and can be told to fail a
+//! call a number of times, to hold Kafka "down", or to expire the claim. The adapters' real behaviour is tested
+//! against real servers in their own crates; this exists to test the loop that drives them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use berth_core::claim::ClaimPlan;
+use berth_core::ports::{
+    BrokerSpec, ClaimHolder, Deadline, DrainReason, MountPlan, SessionEvent, Verdict,
+};
+use berth_core::{
+    Broker, BrokerId, Cloud, Coordination, EniFacts, ErrorKind, Identity, Inventory, MacAddr,
+    MountReport, Network, RoutePlan, ServingEvidence, StepError, Storage, VolumeFacts,
+};
+use tokio::sync::{mpsc, Mutex as AsyncMutex};
+
+use crate::fixtures;
+
+#[derive(Default)]
+struct WorldState {
+    journal: Vec<String>,
+    failures: BTreeMap<String, (u32, ErrorKind)>,
+    kafka_down: bool,
+    claimed: Option<BrokerId>,
+    termination: Option<DrainReason>,
+}
+
+/// The five ports, each served by the same world: cloud, coordination, network, storage, broker.
+pub type AdapterSet = (
+    Arc<dyn Cloud>,
+    Arc<dyn Coordination>,
+    Arc<dyn Network>,
+    Arc<dyn Storage>,
+    Arc<dyn Broker>,
+);
+
+/// The shared fake world; clone it into each adapter.
+#[derive(Clone)]
+pub struct InProcessWorld {
+    state: Arc<Mutex<WorldState>>,
+    inventory: Inventory,
+    identity: Identity,
+    sessions: Arc<AsyncMutex<mpsc::UnboundedReceiver<SessionEvent>>>,
+    session_tx: mpsc::UnboundedSender<SessionEvent>,
+}
+
+impl InProcessWorld {
+    /// A world with the sample identity and an inventory of `count` ids (see [`fixtures`]).
+    pub fn new(count: u32) -> Self {
+        let (session_tx, session_rx) = mpsc::unbounded_channel();
+        Self {
+            state: Arc::default(),
+            inventory: fixtures::inventory(count),
+            identity: fixtures::identity(),
+            sessions: Arc::new(AsyncMutex::new(session_rx)),
+            session_tx,
+        }
+    }
+
+    /// Every call so far, in order, as `operation` or `operation:detail`.
+    pub fn journal(&self) -> Vec<String> {
+        self.lock().journal.clone()
+    }
+
+    /// Make the next `times` calls of `operation` fail with `kind`.
+    pub fn fail(&self, operation: &str, times: u32, kind: ErrorKind) {
+        self.lock()
+            .failures
+            .insert(operation.to_owned(), (times, kind));
+    }
+
+    /// Kafka stops (true) or resumes (false) answering checks.
+    pub fn set_kafka_down(&self, down: bool) {
+        self.lock().kafka_down = down;
+    }
+
+    /// Announce a termination through the (fake) instance metadata.
+    pub fn announce_termination(&self, reason: DrainReason) {
+        self.lock().termination = Some(reason);
+    }
+
+    /// Expire the (fake) coordination session.
+    pub fn expire_session(&self) {
+        let _ = self.session_tx.send(SessionEvent::Expired);
+    }
+
+    /// The five adapters over this world.
+    pub fn adapters(&self) -> AdapterSet {
+        let world = Arc::new(self.clone());
+        (
+            world.clone(),
+            world.clone(),
+            world.clone(),
+            world.clone(),
+            world,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorldState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Journals the call and applies any planned failure.
+    fn call(&self, operation: &str, detail: impl Into<String>) -> Result<(), StepError> {
+        let detail = detail.into();
+        let mut state = self.lock();
+        state.journal.push(if detail.is_empty() {
+            operation.to_owned()
+        } else {
+            format!("{operation}:{detail}")
+        });
+        if let Some((remaining, kind)) = state.failures.get_mut(operation) {
+            if *remaining > 0 {
+                *remaining -= 1;
+                return Err(StepError::new(
+                    *kind,
+                    format!("in-process {operation} failure (planned by the test)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Cloud for InProcessWorld {
+    async fn identity(&self) -> Result<Identity, StepError> {
+        self.call("identity", "")?;
+        Ok(self.identity.clone())
+    }
+    async fn discover(&self) -> Result<Inventory, StepError> {
+        self.call("discover", "")?;
+        Ok(self.inventory.clone())
+    }
+    async fn attach_eni(
+        &self,
+        _: &Identity,
+        eni: &EniFacts,
+        _: Deadline,
+    ) -> Result<EniFacts, StepError> {
+        self.call("attach_eni", &eni.eni_id)?;
+        Ok(eni.clone())
+    }
+    async fn attach_volume(
+        &self,
+        _: &Identity,
+        volume: &VolumeFacts,
+        _: Deadline,
+    ) -> Result<(VolumeFacts, String), StepError> {
+        self.call("attach_volume", &volume.volume_id)?;
+        Ok((volume.clone(), "/dev/xvdf".into()))
+    }
+    async fn detach_eni(&self, _: &Identity, eni: &EniFacts) -> Result<(), StepError> {
+        self.call("detach_eni", &eni.eni_id)
+    }
+    async fn detach_volume(&self, _: &Identity, volume: &VolumeFacts) -> Result<(), StepError> {
+        self.call("detach_volume", &volume.volume_id)
+    }
+    async fn signal(&self, _: &Identity, verdict: &Verdict) -> Result<(), StepError> {
+        let detail = match verdict {
+            Verdict::Success => "success".to_owned(),
+            Verdict::Failure(reason) => format!("failure:{reason}"),
+        };
+        self.call("signal", detail)
+    }
+    async fn heartbeat(&self, _: &Identity) -> Result<(), StepError> {
+        self.call("heartbeat", "")
+    }
+    async fn mark_unhealthy(&self, _: &Identity) -> Result<(), StepError> {
+        self.call("mark_unhealthy", "")
+    }
+    async fn complete_termination(&self, _: &Identity) -> Result<(), StepError> {
+        self.call("complete_termination", "")
+    }
+    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
+        Ok(self.lock().termination.clone())
+    }
+}
+
+#[async_trait]
+impl Coordination for InProcessWorld {
+    async fn claim(
+        &self,
+        plan: &ClaimPlan,
+        _: &ClaimHolder,
+        _: Deadline,
+    ) -> Result<BrokerId, StepError> {
+        let id = plan.try_order(&Default::default(), 0).first().copied();
+        self.call("claim", id.map(|id| id.to_string()).unwrap_or_default())?;
+        let id = id.ok_or_else(|| StepError::new(ErrorKind::Retryable, "no candidate"))?;
+        self.lock().claimed = Some(id);
+        Ok(id)
+    }
+    async fn reclaim(&self, id: BrokerId, _: &ClaimHolder, _: Deadline) -> Result<(), StepError> {
+        self.call("reclaim", id.to_string())?;
+        self.lock().claimed = Some(id);
+        Ok(())
+    }
+    async fn release(&self) -> Result<(), StepError> {
+        self.call("release_claim", "")?;
+        self.lock().claimed = None;
+        Ok(())
+    }
+    async fn next_session_event(&self) -> SessionEvent {
+        let mut events = self.sessions.lock().await;
+        match events.recv().await {
+            Some(event) => event,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait]
+impl Network for InProcessWorld {
+    async fn wait_for_link(&self, mac: MacAddr, _: Deadline) -> Result<(String, u32), StepError> {
+        self.call("wait_for_link", mac.to_string())?;
+        Ok(("ens6".into(), 6))
+    }
+    async fn configure(&self, plan: &RoutePlan, _: Deadline) -> Result<(), StepError> {
+        self.call(
+            "configure_routes",
+            format!("{} table {}", plan.address, plan.table),
+        )
+    }
+    async fn teardown(&self, plan: &RoutePlan) -> Result<(), StepError> {
+        self.call("remove_routes", plan.table.to_string())
+    }
+}
+
+#[async_trait]
+impl Storage for InProcessWorld {
+    async fn resolve(
+        &self,
+        volume: &VolumeFacts,
+        _: &str,
+        _: Deadline,
+    ) -> Result<PathBuf, StepError> {
+        self.call("resolve", &volume.volume_id)?;
+        Ok("/dev/nvme1n1".into())
+    }
+    async fn mount(
+        &self,
+        device: &Path,
+        plan: &MountPlan,
+        broker_id: BrokerId,
+    ) -> Result<MountReport, StepError> {
+        self.call(
+            "mount",
+            format!(
+                "{} {} {broker_id}",
+                device.display(),
+                plan.mount_path.display()
+            ),
+        )?;
+        Ok(MountReport {
+            device: device.to_owned(),
+            mount_path: plan.mount_path.clone(),
+            filesystem: "xfs".into(),
+            formatted: false,
+            already_mounted: false,
+        })
+    }
+    async fn unmount(&self, plan: &MountPlan) -> Result<(), StepError> {
+        self.call("unmount", plan.mount_path.display().to_string())
+    }
+}
+
+#[async_trait]
+impl Broker for InProcessWorld {
+    async fn start(&self, spec: &BrokerSpec, _: Deadline) -> Result<ServingEvidence, StepError> {
+        self.call(
+            "start_kafka",
+            format!("{} {}", spec.broker_id, spec.advertised_ip),
+        )?;
+        Ok(ServingEvidence {
+            listener: (spec.advertised_ip, 9092).into(),
+            probe_micros: 100,
+            detail: "in-process".into(),
+        })
+    }
+    async fn check(&self, spec: &BrokerSpec) -> Result<ServingEvidence, StepError> {
+        let down = self.lock().kafka_down;
+        self.call("check", "")?;
+        if down {
+            return Err(StepError::new(
+                ErrorKind::Retryable,
+                "in-process Kafka is down (planned by the test)",
+            ));
+        }
+        Ok(ServingEvidence {
+            listener: (spec.advertised_ip, 9092).into(),
+            probe_micros: 100,
+            detail: "in-process".into(),
+        })
+    }
+    async fn stop(&self, _: Deadline) -> Result<(), StepError> {
+        self.call("stop_kafka", "")
+    }
+}

@@ -1,0 +1,218 @@
+//! The read-only HTTP endpoint lifecycle hooks, load balancers and operators poll.
+//!
+//! `/health` answers 200 only when Healthy (Kafka serving, claim held) and 503 otherwise; `/state` is the JSON
+//! view; `/metrics` the Prometheus text. It speaks just enough HTTP/1.1 for that: GET or HEAD, one request per
+//! connection, a bounded request head, a read timeout and a cap on concurrent connections, so garbage, slow
+//! clients or a flood cannot stall or starve the daemon.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::view::StateView;
+
+/// Largest request head accepted.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Time allowed to send the request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the accept queue.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    view: watch::Receiver<Arc<StateView>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let view = view.clone();
+                tokio::spawn(async move {
+                    let _ = handle(stream, view).await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "health endpoint accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    view: watch::Receiver<Arc<StateView>>,
+) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(Some(head))) => head,
+        Ok(Ok(None)) => {
+            return respond(
+                &mut stream,
+                431,
+                "text/plain",
+                b"request head too large\n",
+                false,
+            )
+            .await
+        }
+        Ok(Err(error)) => return Err(error),
+        Err(_) => {
+            return respond(&mut stream, 408, "text/plain", b"request timeout\n", false).await
+        }
+    };
+    let request_line = head.lines().next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(
+            &mut stream,
+            405,
+            "text/plain",
+            b"only GET and HEAD\n",
+            false,
+        )
+        .await;
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    let snapshot = view.borrow().clone();
+    match path {
+        "/health" => {
+            let (status, body): (u16, &[u8]) = if snapshot.healthy {
+                (200, b"ok\n")
+            } else {
+                (503, b"unhealthy\n")
+            };
+            let body = format!(
+                "{}state={}\n",
+                String::from_utf8_lossy(body),
+                snapshot.state
+            );
+            respond(
+                &mut stream,
+                status,
+                "text/plain",
+                body.as_bytes(),
+                head_only,
+            )
+            .await
+        }
+        "/state" => {
+            let body = serde_json::to_vec_pretty(&*snapshot).unwrap_or_default();
+            respond(&mut stream, 200, "application/json", &body, head_only).await
+        }
+        "/metrics" => {
+            respond(
+                &mut stream,
+                200,
+                "text/plain; version=0.0.4",
+                snapshot.metrics().as_bytes(),
+                head_only,
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain",
+                b"not found: try /health, /state or /metrics\n",
+                head_only,
+            )
+            .await
+        }
+    }
+}
+
+/// Reads up to the blank line ending the head; `None` when it exceeds [`MAX_REQUEST_BYTES`].
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut buffer = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if buffer.windows(4).any(|w| w == b"\r\n\r\n") || buffer.windows(2).any(|w| w == b"\n\n") {
+            break;
+        }
+        if buffer.len() > MAX_REQUEST_BYTES {
+            return Ok(None);
+        }
+    }
+    Ok(Some(String::from_utf8_lossy(&buffer).into_owned()))
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        response.extend_from_slice(body);
+    }
+    stream.write_all(&response).await?;
+    stream.shutdown().await
+}
+
+/// Fetches a path from a health endpoint (for `berth status` and tests): status code and body.
+pub async fn get(address: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response timed out"))??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}

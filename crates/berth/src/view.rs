@@ -1,0 +1,353 @@
+//! What the daemon shows the outside: the `/state` JSON document and the `/metrics` Prometheus text.
+//!
+//! Both are built from the machine after every decision and published through a watch channel, so the HTTP
+//! server only ever reads a finished snapshot and never holds a lock the state loop needs.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use berth_core::machine::ClaimState;
+use berth_core::{Machine, Phase};
+use serde::{Deserialize, Serialize};
+
+/// One state's time on the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// State name.
+    pub state: String,
+    /// Entered, milliseconds since the daemon started.
+    pub entered_ms: u64,
+    /// Time spent in it so far, in milliseconds.
+    pub duration_ms: u64,
+    /// Attempts made in it.
+    pub attempts: u32,
+}
+
+/// The ENI as shown in `/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EniView {
+    /// `eni-...`
+    pub id: String,
+    /// Its fixed private address.
+    pub ip: String,
+    /// Its MAC.
+    pub mac: String,
+    /// Linux link name, once visible.
+    pub link: Option<String>,
+}
+
+/// The volume as shown in `/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeView {
+    /// `vol-...`
+    pub id: String,
+    /// Canonical block device, once resolved.
+    pub device: Option<String>,
+    /// Mount point, once mounted.
+    pub mount: Option<String>,
+    /// Filesystem, once mounted.
+    pub filesystem: Option<String>,
+}
+
+/// The `/state` document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateView {
+    /// berth's version.
+    pub version: String,
+    /// Current state name.
+    pub state: String,
+    /// True when `/health` answers 200.
+    pub healthy: bool,
+    /// `held`, `lost` or `none`.
+    pub claim: String,
+    /// The claimed broker id.
+    pub broker_id: Option<u32>,
+    /// This instance.
+    pub instance_id: Option<String>,
+    /// Its availability zone.
+    pub availability_zone: Option<String>,
+    /// The broker ENI.
+    pub eni: Option<EniView>,
+    /// Route table and rule priority, once planned.
+    pub route_table: Option<u32>,
+    /// The broker volume.
+    pub volume: Option<VolumeView>,
+    /// Kafka's advertised listener, once serving.
+    pub listener: Option<String>,
+    /// Per-state timings.
+    pub timeline: Vec<TimelineEntry>,
+    /// Milliseconds from start to Healthy, once reached.
+    pub time_to_healthy_ms: Option<u64>,
+    /// The most recent error.
+    pub last_error: Option<String>,
+    /// Why the daemon failed, in Failed.
+    pub failure: Option<String>,
+    /// Why it is draining, in Draining.
+    pub drain_reason: Option<String>,
+    /// Phase transitions so far.
+    pub transitions: u64,
+    /// Retries scheduled so far.
+    pub retries: u64,
+    /// Milliseconds since start.
+    pub uptime_ms: u64,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl StateView {
+    /// The view before the state loop has published anything.
+    pub fn empty() -> Self {
+        Self {
+            version: berth_core::VERSION.into(),
+            state: "starting".into(),
+            healthy: false,
+            claim: "none".into(),
+            broker_id: None,
+            instance_id: None,
+            availability_zone: None,
+            eni: None,
+            route_table: None,
+            volume: None,
+            listener: None,
+            timeline: Vec::new(),
+            time_to_healthy_ms: None,
+            last_error: None,
+            failure: None,
+            drain_reason: None,
+            transitions: 0,
+            retries: 0,
+            uptime_ms: 0,
+        }
+    }
+
+    /// The view of `machine` at `now` (time since the daemon started).
+    pub fn of(machine: &Machine, now: Duration) -> Self {
+        let facts = machine.facts();
+        let timeline = machine
+            .timeline()
+            .iter()
+            .map(|entry| TimelineEntry {
+                state: entry.phase.name().into(),
+                entered_ms: millis(entry.entered),
+                duration_ms: millis(entry.left.unwrap_or(now).saturating_sub(entry.entered)),
+                attempts: entry.attempts,
+            })
+            .collect();
+        let time_to_healthy_ms = machine
+            .timeline()
+            .iter()
+            .find(|entry| entry.phase == Phase::Healthy)
+            .map(|entry| millis(entry.entered));
+        let eni = facts
+            .resources
+            .as_ref()
+            .and_then(|r| r.eni.as_ref())
+            .map(|eni| EniView {
+                id: eni.eni_id.clone(),
+                ip: eni.private_ip.to_string(),
+                mac: eni.mac.to_string(),
+                link: facts.eni.as_ref().map(|a| a.link_name.clone()),
+            });
+        let volume = facts
+            .resources
+            .as_ref()
+            .and_then(|r| r.volume.as_ref())
+            .map(|volume| VolumeView {
+                id: volume.volume_id.clone(),
+                device: facts
+                    .volume
+                    .as_ref()
+                    .map(|v| v.device.display().to_string()),
+                mount: facts
+                    .mount
+                    .as_ref()
+                    .map(|m| m.mount_path.display().to_string()),
+                filesystem: facts.mount.as_ref().map(|m| m.filesystem.clone()),
+            });
+        Self {
+            version: berth_core::VERSION.into(),
+            state: machine.phase().name().into(),
+            healthy: machine.is_serving(),
+            claim: match machine.claim_state() {
+                ClaimState::None => "none",
+                ClaimState::Held => "held",
+                ClaimState::Lost => "lost",
+            }
+            .into(),
+            broker_id: facts.broker_id.map(|id| id.0),
+            instance_id: facts.identity.as_ref().map(|i| i.instance_id.clone()),
+            availability_zone: facts.identity.as_ref().map(|i| i.availability_zone.clone()),
+            eni,
+            route_table: facts.route.as_ref().map(|r| r.table),
+            volume,
+            listener: facts.serving.as_ref().map(|s| s.listener.to_string()),
+            timeline,
+            time_to_healthy_ms,
+            last_error: machine.last_error().map(str::to_owned),
+            failure: machine.failure().map(str::to_owned),
+            drain_reason: machine.drain_reason().map(|r| r.to_string()),
+            transitions: machine.transitions(),
+            retries: machine.retries(),
+            uptime_ms: millis(now),
+        }
+    }
+
+    /// The Prometheus text exposition of this view.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let states: Vec<(String, f64)> = Phase::ALL
+            .iter()
+            .map(|p| {
+                (
+                    format!("{{state=\"{}\"}}", p.name()),
+                    f64::from(u8::from(p.name() == self.state)),
+                )
+            })
+            .collect();
+        metric(
+            "berth_state",
+            "gauge",
+            "1 for the daemon's current state, 0 for the others.",
+            &states,
+        );
+        metric(
+            "berth_healthy",
+            "gauge",
+            "1 when /health answers 200.",
+            &[(String::new(), f64::from(u8::from(self.healthy)))],
+        );
+        metric(
+            "berth_claim_held",
+            "gauge",
+            "1 while the broker id claim is held.",
+            &[(String::new(), f64::from(u8::from(self.claim == "held")))],
+        );
+        if let Some(id) = self.broker_id {
+            metric(
+                "berth_broker_id",
+                "gauge",
+                "The claimed broker id.",
+                &[(String::new(), f64::from(id))],
+            );
+        }
+        metric(
+            "berth_transitions_total",
+            "counter",
+            "State transitions since start.",
+            &[(String::new(), self.transitions as f64)],
+        );
+        metric(
+            "berth_retries_total",
+            "counter",
+            "Retries scheduled since start.",
+            &[(String::new(), self.retries as f64)],
+        );
+        let mut durations: Vec<(String, f64)> = Vec::new();
+        for entry in &self.timeline {
+            let label = format!("{{state=\"{}\"}}", entry.state);
+            match durations.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, total)) => *total += entry.duration_ms as f64 / 1000.0,
+                None => durations.push((label, entry.duration_ms as f64 / 1000.0)),
+            }
+        }
+        metric(
+            "berth_state_seconds",
+            "gauge",
+            "Time spent in each state since start.",
+            &durations,
+        );
+        if let Some(ms) = self.time_to_healthy_ms {
+            metric(
+                "berth_time_to_healthy_seconds",
+                "gauge",
+                "Time from start to the first Healthy.",
+                &[(String::new(), ms as f64 / 1000.0)],
+            );
+        }
+        metric(
+            "berth_uptime_seconds",
+            "gauge",
+            "Time since the daemon started.",
+            &[(String::new(), self.uptime_ms as f64 / 1000.0)],
+        );
+        out
+    }
+
+    /// A human summary for `berth status`.
+    pub fn render_human(&self) -> String {
+        let mut out = String::new();
+        let health = if self.healthy {
+            "HEALTHY"
+        } else {
+            "not healthy"
+        };
+        let _ = writeln!(
+            out,
+            "state:       {} ({health}), berth {}",
+            self.state, self.version
+        );
+        let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "broker id:   {}   claim: {}",
+            or_dash(self.broker_id.map(|id| id.to_string())),
+            self.claim
+        );
+        let _ = writeln!(
+            out,
+            "instance:    {} in {}",
+            or_dash(self.instance_id.clone()),
+            or_dash(self.availability_zone.clone())
+        );
+        if let Some(eni) = &self.eni {
+            let link = eni.link.clone().unwrap_or_else(|| "not visible yet".into());
+            let table = or_dash(self.route_table.map(|t| t.to_string()));
+            let _ = writeln!(
+                out,
+                "eni:         {} {} ({}) link {link}, table {table}",
+                eni.id, eni.ip, eni.mac
+            );
+        }
+        if let Some(volume) = &self.volume {
+            let _ = writeln!(
+                out,
+                "volume:      {} device {} mounted at {} ({})",
+                volume.id,
+                or_dash(volume.device.clone()),
+                or_dash(volume.mount.clone()),
+                or_dash(volume.filesystem.clone())
+            );
+        }
+        if let Some(listener) = &self.listener {
+            let _ = writeln!(out, "kafka:       serving on {listener}");
+        }
+        let _ = writeln!(out, "timeline:");
+        for entry in &self.timeline {
+            let _ = writeln!(
+                out,
+                "  {:<12} at {:>8} ms  took {:>8} ms  attempts {}",
+                entry.state, entry.entered_ms, entry.duration_ms, entry.attempts
+            );
+        }
+        if let Some(ms) = self.time_to_healthy_ms {
+            let _ = writeln!(out, "time to healthy: {ms} ms");
+        }
+        if let Some(failure) = &self.failure {
+            let _ = writeln!(out, "FAILED:      {failure}");
+        } else if let Some(error) = &self.last_error {
+            let _ = writeln!(out, "last error:  {error}");
+        }
+        if let Some(reason) = &self.drain_reason {
+            let _ = writeln!(out, "draining:    {reason}");
+        }
+        out
+    }
+}

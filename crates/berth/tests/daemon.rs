@@ -1,0 +1,387 @@
+//! The daemon loop over in-process adapters: Claim to Healthy, systemd notifications on a real unix datagram
+//! socket, the health endpoint on a real TCP port, retries, Kafka loss and return, claim expiry, and the drain
+//! order on a real SIGTERM.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth::daemon::{Adapters, DaemonExit, DaemonOptions};
+use berth::notify::Notifier;
+use berth::view::StateView;
+use berth_core::ports::DrainReason;
+use berth_core::ErrorKind;
+use berth_testkit::fixtures;
+use berth_testkit::inprocess::InProcessWorld;
+use tokio::sync::{mpsc, watch};
+
+/// Collects systemd notifications from a real unix datagram socket on a thread, as systemd would.
+#[derive(Clone)]
+struct Notifications(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Notifications {
+    fn listen(socket: UnixDatagram) -> Self {
+        let messages = Self(Arc::default());
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = socket.recv(&mut buffer) {
+                sink.0
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buffer[..read]).into_owned());
+            }
+        });
+        messages
+    }
+
+    /// Waits until `done` holds for the messages so far, within a deadline.
+    async fn wait(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let messages = self.0.lock().unwrap().clone();
+            if done(&messages) {
+                return messages;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; got {messages:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+struct Running {
+    world: InProcessWorld,
+    health: std::net::SocketAddr,
+    drain: mpsc::Sender<DrainReason>,
+    notify: Notifications,
+    daemon: tokio::task::JoinHandle<DaemonExit>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(world: InProcessWorld, check_interval: Duration) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let notify = Notifications::listen(UnixDatagram::bind(&socket_path).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = listener.local_addr().unwrap();
+    let (view_tx, view_rx) = watch::channel(Arc::new(StateView::empty()));
+    tokio::spawn(berth::health::serve(
+        listener,
+        view_rx,
+        std::future::pending(),
+    ));
+    let (cloud, coordination, network, storage, broker) = world.adapters();
+    let adapters = Adapters {
+        cloud,
+        coordination,
+        network,
+        storage,
+        broker,
+    };
+    let mut settings = fixtures::settings(Duration::from_secs(30));
+    settings.check_interval = check_interval;
+    settings.unhealthy_after = Duration::from_millis(300);
+    let options = DaemonOptions {
+        settings,
+        broker_ids: (0..3).map(berth_core::BrokerId).collect(),
+        termination_poll: Duration::from_millis(50),
+        stop_timeout: Duration::from_secs(5),
+        teardown_timeout: Duration::from_secs(5),
+        jitter_seed: 1,
+    };
+    let (drain, drain_rx) = mpsc::channel(4);
+    let notifier = Notifier::to_socket(&socket_path, Some(Duration::from_millis(200)));
+    let daemon = tokio::spawn(berth::daemon::run(
+        options, adapters, notifier, drain_rx, view_tx,
+    ));
+    Running {
+        world,
+        health,
+        drain,
+        notify,
+        daemon,
+        _dir: dir,
+    }
+}
+
+/// Polls `/state` until `accept` holds, within a deadline.
+async fn wait_state(
+    health: std::net::SocketAddr,
+    what: &str,
+    accept: impl Fn(&StateView) -> bool,
+) -> StateView {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = berth::health::get(health, "/state").await.unwrap();
+        assert_eq!(code, 200);
+        let view: StateView = serde_json::from_str(&body).unwrap();
+        if accept(&view) {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last state: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boots_to_healthy_notifies_systemd_and_serves_health() {
+    let world = InProcessWorld::new(3);
+    world.fail("attach_volume", 2, ErrorKind::Retryable);
+    let running = start(world, Duration::from_secs(3600)).await;
+
+    let (code, _) = berth::health::get(running.health, "/health").await.unwrap();
+    assert_eq!(code, 503, "not healthy before Healthy");
+
+    let view = wait_state(running.health, "healthy", |v| v.healthy).await;
+    let (code, body) = berth::health::get(running.health, "/health").await.unwrap();
+    assert_eq!((code, body.trim()), (200, "ok\nstate=healthy"));
+    assert_eq!(view.state, "healthy");
+    assert_eq!(
+        view.broker_id,
+        Some(0),
+        "the only id in this instance's zone"
+    );
+    assert_eq!(view.claim, "held");
+    assert_eq!(view.eni.as_ref().map(|e| e.ip.as_str()), Some("10.0.0.100"));
+    assert_eq!(
+        view.eni.as_ref().and_then(|e| e.link.as_deref()),
+        Some("ens6")
+    );
+    assert_eq!(
+        view.volume.as_ref().and_then(|v| v.mount.as_deref()),
+        Some("/var/lib/kafka")
+    );
+    assert_eq!(view.route_table, Some(10_001));
+    let states: Vec<&str> = view.timeline.iter().map(|t| t.state.as_str()).collect();
+    assert_eq!(
+        states,
+        [
+            "claim",
+            "attach_eni",
+            "route",
+            "attach_ebs",
+            "mount",
+            "start_kafka",
+            "healthy"
+        ]
+    );
+    let attach_ebs = view
+        .timeline
+        .iter()
+        .find(|t| t.state == "attach_ebs")
+        .unwrap();
+    assert_eq!(attach_ebs.attempts, 3, "two planned failures, then success");
+    assert_eq!(view.retries, 2);
+    assert!(view.time_to_healthy_ms.is_some());
+
+    let messages = running
+        .notify
+        .wait("STATUS=healthy", |m| {
+            m.iter().any(|m| m.contains("STATUS=healthy"))
+        })
+        .await;
+    assert!(
+        messages[0].starts_with("READY=1\n"),
+        "READY first: {messages:?}"
+    );
+    let statuses: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m.strip_prefix("STATUS="))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "attach_eni broker 0",
+            "route broker 0",
+            "attach_ebs broker 0",
+            "mount broker 0",
+            "start_kafka broker 0",
+            "healthy broker 0"
+        ]
+    );
+    let watchdog = running
+        .notify
+        .wait("WATCHDOG=1", |m| m.iter().any(|m| m == "WATCHDOG=1"))
+        .await;
+    assert!(
+        watchdog.contains(&"WATCHDOG=1".to_owned()),
+        "watchdog pinged from the loop"
+    );
+
+    let (code, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("berth_state{state=\"healthy\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("berth_healthy 1"));
+    assert!(metrics.contains("berth_retries_total 2"));
+
+    let journal = running.world.journal();
+    assert!(
+        journal.contains(&"signal:success".to_owned()),
+        "{journal:?}"
+    );
+    assert_eq!(
+        journal
+            .iter()
+            .filter(|c| c.starts_with("attach_volume"))
+            .count(),
+        3
+    );
+    let _ = running.drain.send(DrainReason::Signal).await;
+    assert_eq!(running.daemon.await.unwrap(), DaemonExit::Drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_order_and_exits() {
+    let running = start(InProcessWorld::new(3), Duration::from_secs(3600)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    // A real SIGTERM through the same handler the binary installs.
+    let (signal_tx, signal_rx) = mpsc::channel(1);
+    let forward = running.drain.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let _ = signal_tx.send(()).await;
+        term.recv().await;
+        let _ = forward.send(DrainReason::Signal).await;
+    });
+    let mut signal_rx = signal_rx;
+    signal_rx.recv().await;
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, DaemonExit::Drained);
+    let journal = running.world.journal();
+    let after_start = journal
+        .iter()
+        .position(|c| c.starts_with("start_kafka"))
+        .unwrap();
+    let teardown: Vec<&str> = journal[after_start..]
+        .iter()
+        .map(|c| c.split(':').next().unwrap())
+        .filter(|c| !matches!(*c, "check" | "signal" | "start_kafka" | "heartbeat"))
+        .collect();
+    assert_eq!(
+        teardown,
+        [
+            "stop_kafka",
+            "unmount",
+            "remove_routes",
+            "detach_volume",
+            "detach_eni",
+            "release_claim"
+        ]
+    );
+    let messages = running
+        .notify
+        .wait("STOPPING=1", |m| m.iter().any(|m| m == "STOPPING=1"))
+        .await;
+    assert!(messages.contains(&"STOPPING=1".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_loss_turns_503_marks_unhealthy_and_recovers() {
+    let running = start(InProcessWorld::new(3), Duration::from_millis(50)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    running.world.set_kafka_down(true);
+    wait_state(running.health, "503 after a failed check", |v| {
+        !v.healthy && v.state == "healthy"
+    })
+    .await;
+    let (code, _) = berth::health::get(running.health, "/health").await.unwrap();
+    assert_eq!(code, 503);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running
+        .world
+        .journal()
+        .contains(&"mark_unhealthy".to_owned())
+    {
+        assert!(Instant::now() < deadline, "SetInstanceHealth never called");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running.world.set_kafka_down(false);
+    wait_state(running.health, "200 again", |v| v.healthy).await;
+    assert_eq!(
+        running
+            .world
+            .journal()
+            .iter()
+            .filter(|c| *c == "mark_unhealthy")
+            .count(),
+        1
+    );
+    let _ = running.drain.send(DrainReason::Signal).await;
+    running.daemon.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_reclaims_and_lifecycle_termination_drains() {
+    let running = start(InProcessWorld::new(3), Duration::from_millis(50)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    running.world.expire_session();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running.world.journal().contains(&"reclaim:0".to_owned()) {
+        assert!(Instant::now() < deadline, "no reclaim after expiry");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let view = wait_state(running.health, "healthy again", |v| {
+        v.healthy && v.claim == "held"
+    })
+    .await;
+    assert_eq!(view.broker_id, Some(0));
+    running
+        .world
+        .announce_termination(DrainReason::LifecycleTerminated);
+    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, DaemonExit::Drained);
+    let journal = running.world.journal();
+    assert_eq!(
+        journal.last().map(String::as_str),
+        Some("complete_termination"),
+        "{journal:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoint_survives_garbage() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let running = start(InProcessWorld::new(3), Duration::from_secs(3600)).await;
+    for garbage in [
+        &b"\x00\xff\xfe garbage\r\n\r\n"[..],
+        b"POST /health HTTP/1.1\r\n\r\n",
+        &[b'A'; 20_000][..],
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(running.health)
+            .await
+            .unwrap();
+        let _ = stream.write_all(garbage).await;
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        assert!(
+            text.starts_with("HTTP/1.1 4"),
+            "garbage answered with a 4xx: {text:?}"
+        );
+    }
+    let (code, _) = berth::health::get(running.health, "/nope").await.unwrap();
+    assert_eq!(code, 404);
+    let (code, _) = berth::health::get(running.health, "/state").await.unwrap();
+    assert_eq!(code, 200, "still serving after garbage");
+    let _ = running.drain.send(DrainReason::Signal).await;
+    running.daemon.await.unwrap();
+}
