@@ -23,7 +23,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-BENCHES := claim-storm route storage kafka-probe tth replace footprint
+BENCHES := claim-storm route storage kafka-probe aws tth replace footprint
 
 ## All benchmarks; each prints one final line `<name> key=value ...`.
 bench: $(addprefix bench-,$(BENCHES))
@@ -39,6 +39,9 @@ bench-storage: setup
 
 bench-kafka-probe: build
 	$(CARGO) bench -p berth-kafka --bench kafka_probe
+
+bench-aws: setup
+	$(CARGO) bench -p berth-aws --bench aws
 
 bench-tth bench-replace bench-footprint: build
 	$(CARGO) bench -p berth-sim --bench $(subst bench-,,$@)
