@@ -6,6 +6,7 @@
 //! a device with another filesystem is refused, never reformatted; the volume is first mounted read-only and
 //! its `meta.properties` checked against the claimed id and cluster before it is made writable ([`meta`]), so
 //! a foreign volume is unmounted again with nothing written on it; a busy unmount is reported, never forced.
+//! berth never writes inside the volume: missing log dirs are left for Kafka to create with its own user.
 //!
 //! All work happens on the calling thread (no blocking pool), because mounts act in the caller's mount
 //! namespace: tests run each case in a private one. The only long operation, mkfs, is an awaited child.
