@@ -257,6 +257,9 @@ pub struct Facts {
     pub broker_id: Option<BrokerId>,
     /// The claimed id's resources as discovered at claim time.
     pub resources: Option<IdResources>,
+    /// Every discovered id's ENI address (for KRaft `controller.quorum.voters`).
+    #[serde(default)]
+    pub peers: BTreeMap<BrokerId, Ipv4Addr>,
     /// The ENI once attached.
     pub eni: Option<EniAttachment>,
     /// The route configuration once applied.

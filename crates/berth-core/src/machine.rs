@@ -241,6 +241,8 @@ pub enum Output {
         broker_id: BrokerId,
         /// The id's ENI and volume as discovered.
         resources: IdResources,
+        /// Every discovered id's ENI address.
+        peers: std::collections::BTreeMap<BrokerId, std::net::Ipv4Addr>,
     },
     /// ENI attached and its link visible.
     EniReady(EniAttachment),
@@ -550,7 +552,8 @@ impl Machine {
     /// When the machine next needs a [`Input::Tick`] (time since start), if ever.
     pub fn next_wake(&self) -> Option<Duration> {
         let mut wakes = Vec::new();
-        if self.running.is_none() {
+        // While the claim is lost the boot is paused: a due retry waits for the reclaim, not for a timer.
+        if self.running.is_none() && self.claim != ClaimState::Lost {
             wakes.extend(self.retry_at);
             if self.phase == Phase::Healthy && self.claim == ClaimState::Held {
                 wakes.extend(self.next_check_at);
@@ -749,10 +752,12 @@ impl Machine {
                 identity,
                 broker_id,
                 resources,
+                peers,
             } => {
                 self.facts.identity = Some(identity.clone());
                 self.facts.broker_id = Some(*broker_id);
                 self.facts.resources = Some(resources.clone());
+                self.facts.peers = peers.clone();
                 self.claim = ClaimState::Held;
             }
             Output::EniReady(attachment) => self.facts.eni = Some(attachment.clone()),
@@ -1009,6 +1014,7 @@ impl Machine {
             advertised_ip: self.facts.eni.as_ref()?.eni.private_ip,
             rack: self.facts.identity.as_ref()?.availability_zone.clone(),
             log_dirs: self.settings.mount.log_dirs.clone(),
+            voters: self.facts.peers.clone(),
         })
     }
 

@@ -287,6 +287,9 @@ pub struct BrokerSpec {
     pub rack: String,
     /// log.dirs on the mounted volume.
     pub log_dirs: Vec<PathBuf>,
+    /// Every broker id's ENI address (KRaft `controller.quorum.voters`), from discovery.
+    #[serde(default)]
+    pub voters: std::collections::BTreeMap<BrokerId, std::net::Ipv4Addr>,
 }
 
 /// Kafka itself: settings, start and stop, and the proof that it serves.

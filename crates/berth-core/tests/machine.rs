@@ -29,6 +29,7 @@ fn success_output(phase: Phase) -> Output {
             identity: fixtures::identity(),
             broker_id: BrokerId(0),
             resources: fixtures::resources(0),
+            peers: Default::default(),
         },
         Phase::AttachEni => Output::EniReady(fixtures::eni_attachment(0)),
         Phase::Route => Output::Routed,

@@ -89,6 +89,7 @@ async fn main() {
     let config = berth_config::parse(&text, []).expect("bench configuration");
     let broker = KafkaBroker::with_restart_policy(&config, RestartPolicy::default());
     let spec = BrokerSpec {
+        voters: Default::default(),
         broker_id: BrokerId(0),
         advertised_ip: Ipv4Addr::LOCALHOST,
         rack: "az-a".into(),

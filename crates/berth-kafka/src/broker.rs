@@ -218,7 +218,13 @@ impl KafkaBroker {
 
     /// The overlay text for a broker.
     pub fn render_overlay(&self, spec: &BrokerSpec) -> Result<String, KafkaError> {
-        let voters = self.voters.lock().expect("voters lock").clone();
+        // Voters set explicitly win; otherwise the daemon's discovery result carried in the spec.
+        let voters = self
+            .voters
+            .lock()
+            .expect("voters lock")
+            .clone()
+            .or_else(|| (!spec.voters.is_empty()).then(|| spec.voters.clone()));
         let voters = match (self.mode, self.quorum_voters) {
             (KafkaMode::Kraft, true) => Some(voters.ok_or(KafkaError::MissingVoters {
                 broker_id: spec.broker_id,

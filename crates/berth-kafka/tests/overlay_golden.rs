@@ -19,6 +19,7 @@ fn config(kafka: &str) -> berth_config::Config {
 
 fn spec() -> BrokerSpec {
     BrokerSpec {
+        voters: Default::default(),
         broker_id: BrokerId(1),
         advertised_ip: Ipv4Addr::new(10, 0, 2, 11),
         rack: "eu-west-1b".into(),

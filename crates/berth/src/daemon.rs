@@ -395,10 +395,16 @@ async fn execute(
                 .claim(&plan, &holder, deadline)
                 .await?;
             let resources = inventory.ids.get(&broker_id).cloned().unwrap_or_default();
+            let peers = inventory
+                .ids
+                .iter()
+                .filter_map(|(id, r)| r.eni.as_ref().map(|eni| (*id, eni.private_ip)))
+                .collect();
             Ok(Some(Output::Claimed {
                 identity,
                 broker_id,
                 resources,
+                peers,
             }))
         }
         Step::AttachEni { identity, eni } => {

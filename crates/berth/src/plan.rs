@@ -283,6 +283,7 @@ pub fn decide(
             config,
             &inventory,
             &BrokerSpec {
+                voters: Default::default(),
                 broker_id,
                 advertised_ip: eni.private_ip,
                 rack: identity.availability_zone.clone(),

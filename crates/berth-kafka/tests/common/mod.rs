@@ -129,6 +129,7 @@ stop_timeout = "5s"
     /// The broker this host runs as.
     pub fn spec(&self, id: u32) -> BrokerSpec {
         BrokerSpec {
+            voters: Default::default(),
             broker_id: BrokerId(id),
             advertised_ip: Ipv4Addr::LOCALHOST,
             rack: "az-a".into(),
