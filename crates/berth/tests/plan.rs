@@ -206,6 +206,7 @@ overlay_path = "{overlay}"
     );
     assert_eq!(plan.mount.plan.mount_path, mount_path);
     let human = plan.render_human();
+    eprintln!("{human}");
     for state in [
         "claim",
         "attach_eni",
