@@ -38,8 +38,8 @@ fn main() {
         return;
     }
     let release = berth_testkit::workspace_root().join("target/release");
-    if release.join("berth").is_file() && std::env::var_os("BERTH_SIM_BIN_DIR").is_none() {
-        std::env::set_var("BERTH_SIM_BIN_DIR", &release);
+    if release.join("berth").is_file() && std::env::var_os("BERTHSIM_BIN_DIR").is_none() {
+        std::env::set_var("BERTHSIM_BIN_DIR", &release);
     }
     // Production intervals while idling (the fleet's own defaults check every second to keep tests fast).
     let berth_env = [

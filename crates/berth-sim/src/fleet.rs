@@ -147,10 +147,10 @@ pub struct Binaries {
 
 impl Binaries {
     /// Finds them next to the running executable (`target/<profile>/`, or its parent for tests and benches) or
-    /// under the workspace's `target/debug/`; `BERTH_SIM_BIN_DIR` overrides.
+    /// under the workspace's `target/debug/`; `BERTHSIM_BIN_DIR` overrides.
     pub fn locate() -> Result<Self, FleetError> {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        if let Some(dir) = std::env::var_os("BERTH_SIM_BIN_DIR") {
+        if let Some(dir) = std::env::var_os("BERTHSIM_BIN_DIR") {
             dirs.push(dir.into());
         }
         if let Ok(exe) = std::env::current_exe() {
@@ -678,19 +678,23 @@ listen = "0.0.0.0:{health}"
             .env("AWS_REGION", layout::REGION)
             .env(
                 "RUST_LOG",
-                std::env::var("BERTH_SIM_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("BERTHSIM_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env("NO_COLOR", "1")
-            .envs(
-                self.inner
-                    .options
-                    .berth_env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
+        // berth reads every BERTH_* variable as a configuration override: pass only the fleet's own.
+        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("BERTH_")) {
+            command.env_remove(key);
+        }
+        command.envs(
+            self.inner
+                .options
+                .berth_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let child = command
             .spawn()
             .map_err(io_error(format!("start berth on host {index}")))?;
