@@ -407,9 +407,13 @@ fn id_line(
             None => "free".into(),
         },
     };
+    let held_by_other = claims
+        .owner(id)
+        .is_some_and(|owner| owner.instance_id.as_deref() != Some(identity.instance_id.as_str()));
     let verdict = match plan.skipped.iter().find(|s| s.id == id) {
         Some(skipped) => format!("skipped: {}", skipped.reason),
         None if plan.preferred == Some(id) => "candidate (preferred)".into(),
+        None if held_by_other => "candidate, claimed by another host".into(),
         None => "candidate".into(),
     };
     IdLine {

@@ -186,6 +186,7 @@ overlay_path = "{overlay}"
     );
     let taken = plan.ids.iter().find(|line| line.id == BrokerId(0)).unwrap();
     assert!(taken.claim.contains("i-other"), "{taken:?}");
+    assert_eq!(taken.verdict, "candidate, claimed by another host");
     let route = plan
         .route
         .clone()
