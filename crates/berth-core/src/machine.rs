@@ -314,6 +314,21 @@ pub enum Teardown {
     },
 }
 
+impl Teardown {
+    /// Short name for logs and tests.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Teardown::StopKafka => "stop_kafka",
+            Teardown::Unmount(_) => "unmount",
+            Teardown::RemoveRoutes(_) => "remove_routes",
+            Teardown::DetachVolume { .. } => "detach_volume",
+            Teardown::DetachEni { .. } => "detach_eni",
+            Teardown::ReleaseClaim => "release_claim",
+            Teardown::CompleteTermination { .. } => "complete_termination",
+        }
+    }
+}
+
 /// What the daemon must do as a result of a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]

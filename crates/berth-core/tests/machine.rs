@@ -338,18 +338,7 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
                     }
                 })
                 .expect("teardown effect");
-            let kinds: Vec<&str> = teardown
-                .iter()
-                .map(|t| match t {
-                    Teardown::StopKafka => "stop_kafka",
-                    Teardown::Unmount(_) => "unmount",
-                    Teardown::RemoveRoutes(_) => "remove_routes",
-                    Teardown::DetachVolume { .. } => "detach_volume",
-                    Teardown::DetachEni { .. } => "detach_eni",
-                    Teardown::ReleaseClaim => "release_claim",
-                    Teardown::CompleteTermination { .. } => "complete_termination",
-                })
-                .collect();
+            let kinds: Vec<&str> = teardown.iter().map(Teardown::name).collect();
             let mut expected = Vec::new();
             if phase >= Phase::StartKafka {
                 expected.push("stop_kafka");

@@ -529,7 +529,7 @@ fn spawn_teardown(
     let (stop_timeout, each) = (options.stop_timeout, options.teardown_timeout);
     tokio::spawn(async move {
         for action in actions {
-            let name = teardown_name(&action);
+            let name = action.name();
             let limit = if matches!(action, Teardown::StopKafka) {
                 stop_timeout
             } else {
@@ -559,18 +559,6 @@ fn spawn_teardown(
         }
         let _ = inputs.send(Input::Drained).await;
     })
-}
-
-fn teardown_name(action: &Teardown) -> &'static str {
-    match action {
-        Teardown::StopKafka => "stop_kafka",
-        Teardown::Unmount(_) => "unmount",
-        Teardown::RemoveRoutes(_) => "remove_routes",
-        Teardown::DetachVolume { .. } => "detach_volume",
-        Teardown::DetachEni { .. } => "detach_eni",
-        Teardown::ReleaseClaim => "release_claim",
-        Teardown::CompleteTermination { .. } => "complete_termination",
-    }
 }
 
 async fn undo(action: Teardown, deadline: Deadline, adapters: &Adapters) -> Result<(), StepError> {

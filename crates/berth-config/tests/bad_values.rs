@@ -1,0 +1,237 @@
+//! Every key refuses its bad values with an error that names the key (what `berth check-config` prints before
+//! exiting 78). Each case overrides one key of the shipped example through the environment, the way an operator's
+//! drop-in would, or edits the file where the environment cannot express the value.
+
+use berth_config::{parse, ConfigError};
+
+const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+
+fn refused_env(name: &str, value: &str) -> ConfigError {
+    match parse(EXAMPLE, [(name, value)]) {
+        Ok(_) => panic!("{name}={value:?} was accepted"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn every_key_names_itself_when_its_value_is_bad() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("BERTH_CLUSTER__NAME", "Events", "cluster.name"),
+        ("BERTH_CLUSTER__NAME", "-events", "cluster.name"),
+        ("BERTH_CLUSTER__BROKER_COUNT", "0", "cluster.broker_count"),
+        (
+            "BERTH_CLUSTER__BROKER_COUNT",
+            "three",
+            "cluster.broker_count",
+        ),
+        (
+            "BERTH_CLUSTER__BROKER_COUNT",
+            "20000",
+            "cluster.broker_count",
+        ),
+        (
+            "BERTH_CLUSTER__KAFKA_CLUSTER_ID",
+            " ",
+            "cluster.kafka_cluster_id",
+        ),
+        ("BERTH_TAGS__KEY", " ", "tags.key"),
+        ("BERTH_TAGS__ENI", "KAFKA", "tags.eni"),
+        ("BERTH_TAGS__ENI", "KAFKA-{id}-{id}", "tags.eni"),
+        ("BERTH_TAGS__VOLUME", "KAFKA-*-{id}", "tags.volume"),
+        ("BERTH_ZOOKEEPER__CONNECT", "", "zookeeper.connect"),
+        (
+            "BERTH_ZOOKEEPER__CONNECT",
+            "zk1:2181/kafka",
+            "zookeeper.connect",
+        ),
+        ("BERTH_ZOOKEEPER__CONNECT", "zk1", "zookeeper.connect"),
+        ("BERTH_ZOOKEEPER__CONNECT", "zk1:0", "zookeeper.connect"),
+        (
+            "BERTH_ZOOKEEPER__SESSION_TIMEOUT",
+            "500ms",
+            "zookeeper.session_timeout",
+        ),
+        (
+            "BERTH_ZOOKEEPER__SESSION_TIMEOUT",
+            "5",
+            "zookeeper.session_timeout",
+        ),
+        (
+            "BERTH_ZOOKEEPER__SESSION_TIMEOUT",
+            "2h",
+            "zookeeper.session_timeout",
+        ),
+        ("BERTH_ZOOKEEPER__ROOT", "berth", "zookeeper.root"),
+        ("BERTH_ZOOKEEPER__ROOT", "/berth/", "zookeeper.root"),
+        ("BERTH_ZOOKEEPER__ROOT", "/a/../b", "zookeeper.root"),
+        (
+            "BERTH_ZOOKEEPER__KAFKA_CHROOT",
+            "kafka",
+            "zookeeper.kafka_chroot",
+        ),
+        ("BERTH_ZOOKEEPER__DIGEST", "justauser", "zookeeper.digest"),
+        ("BERTH_ZOOKEEPER__DIGEST", "user:", "zookeeper.digest"),
+        (
+            "BERTH_AWS__ENDPOINT_URL",
+            "localhost:5000",
+            "aws.endpoint_url",
+        ),
+        (
+            "BERTH_AWS__IMDS_ENDPOINT",
+            "169.254.169.254",
+            "aws.imds_endpoint",
+        ),
+        ("BERTH_AWS__ENI_DEVICE_INDEX", "0", "aws.eni_device_index"),
+        ("BERTH_AWS__ENI_DEVICE_INDEX", "32", "aws.eni_device_index"),
+        ("BERTH_AWS__ENI_DEVICE_INDEX", "one", "aws.eni_device_index"),
+        ("BERTH_AWS__NETWORK_CARD", "16", "aws.network_card"),
+        ("BERTH_AWS__VOLUME_DEVICE", "xvdf", "aws.volume_device"),
+        ("BERTH_AWS__VOLUME_DEVICE", "/dev/xvda", "aws.volume_device"),
+        (
+            "BERTH_AWS__VOLUME_DEVICE",
+            "/dev/nvme1n1",
+            "aws.volume_device",
+        ),
+        (
+            "BERTH_AWS__TAKEOVER_OWNER_STATES",
+            "running",
+            "aws.takeover_owner_states",
+        ),
+        (
+            "BERTH_AWS__TERMINATION_POLL",
+            "10ms",
+            "aws.termination_poll",
+        ),
+        (
+            "BERTH_AWS__CLOUDFORMATION__SIGNAL",
+            "maybe",
+            "aws.cloudformation.signal",
+        ),
+        (
+            "BERTH_AWS__AUTOSCALING__HEARTBEAT_INTERVAL",
+            "500ms",
+            "aws.autoscaling.heartbeat_interval",
+        ),
+        (
+            "BERTH_AWS__AUTOSCALING__MARK_UNHEALTHY_AFTER",
+            "soon",
+            "aws.autoscaling.mark_unhealthy_after",
+        ),
+        ("BERTH_NETWORK__TABLE", "-1", "network.table"),
+        (
+            "BERTH_NETWORK__RULE_PRIORITY",
+            "high",
+            "network.rule_priority",
+        ),
+        ("BERTH_STORAGE__DEVICE_ROOT", "dev", "storage.device_root"),
+        (
+            "BERTH_STORAGE__SYS_ROOT",
+            "/sys/../proc",
+            "storage.sys_root",
+        ),
+        ("BERTH_STORAGE__MOUNT_PATH", "/", "storage.mount_path"),
+        (
+            "BERTH_STORAGE__MOUNT_PATH",
+            "var/lib/kafka",
+            "storage.mount_path",
+        ),
+        (
+            "BERTH_STORAGE__MOUNT_OPTIONS",
+            "noatime, nodev",
+            "storage.mount_options",
+        ),
+        ("BERTH_STORAGE__FILESYSTEM", "zfs", "storage.filesystem"),
+        (
+            "BERTH_STORAGE__FORMAT_BLANK",
+            "yes please",
+            "storage.format_blank",
+        ),
+        ("BERTH_STORAGE__LOG_DIRS", "../escape", "storage.log_dirs"),
+        ("BERTH_STORAGE__LOG_DIRS", "/abs", "storage.log_dirs"),
+        ("BERTH_KAFKA__MODE", "raft", "kafka.mode"),
+        ("BERTH_KAFKA__SUPERVISOR", "runit", "kafka.supervisor"),
+        ("BERTH_KAFKA__UNIT", "kafka", "kafka.unit"),
+        (
+            "BERTH_KAFKA__OVERLAY_PATH",
+            "berth.properties",
+            "kafka.overlay_path",
+        ),
+        (
+            "BERTH_KAFKA__LISTENER_NAME",
+            "plaintext",
+            "kafka.listener_name",
+        ),
+        ("BERTH_KAFKA__PORT", "0", "kafka.port"),
+        ("BERTH_KAFKA__PORT", "70000", "kafka.port"),
+        ("BERTH_KAFKA__QUORUM_VOTERS", "true", "kafka.quorum_voters"),
+        ("BERTH_KAFKA__CHECK_INTERVAL", "1ms", "kafka.check_interval"),
+        ("BERTH_KAFKA__STOP_TIMEOUT", "0s", "kafka.stop_timeout"),
+        ("BERTH_HEALTH__LISTEN", "9798", "health.listen"),
+        (
+            "BERTH_STATES__CLAIM__DEADLINE",
+            "0s",
+            "states.claim.deadline",
+        ),
+        (
+            "BERTH_STATES__ATTACH_ENI__INITIAL_BACKOFF",
+            "0s",
+            "states.attach_eni.initial_backoff",
+        ),
+        (
+            "BERTH_STATES__ROUTE__MAX_BACKOFF",
+            "10m",
+            "states.route.max_backoff",
+        ),
+        (
+            "BERTH_STATES__ATTACH_EBS__MAX_BACKOFF",
+            "1ms",
+            "states.attach_ebs.max_backoff",
+        ),
+        (
+            "BERTH_STATES__MOUNT__DEADLINE",
+            "forever",
+            "states.mount.deadline",
+        ),
+        (
+            "BERTH_STATES__START_KAFKA__INITIAL_BACKOFF",
+            "x",
+            "states.start_kafka.initial_backoff",
+        ),
+    ];
+    for (name, value, key) in cases {
+        let error = refused_env(name, value);
+        assert_eq!(error.key(), Some(*key), "{name}={value:?} gave: {error}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("{key}: ")) && text.len() > key.len() + 6,
+            "no reason given: {text}"
+        );
+    }
+}
+
+#[test]
+fn process_supervisor_needs_a_command() {
+    let error = refused_env("BERTH_KAFKA__SUPERVISOR", "process");
+    assert_eq!(error.key(), Some("kafka.command"), "{error}");
+}
+
+#[test]
+fn unknown_keys_and_missing_sections_are_named() {
+    let typo = EXAMPLE.replace("session_timeout = \"6s\"", "session_timeuot = \"6s\"");
+    let error = parse(&typo, []).unwrap_err();
+    assert_eq!(error.key(), Some("zookeeper.session_timeuot"), "{error}");
+    assert!(error.to_string().contains("session_timeuot"), "{error}");
+
+    let error = parse("[cluster]\nname = \"a\"\nbroker_count = 3\n", []).unwrap_err();
+    assert!(error.to_string().contains("zookeeper"), "{error}");
+
+    let error = parse("[cluster\nname = 1", []).unwrap_err();
+    assert_eq!(error.key(), Some("(file)"), "{error}");
+}
+
+#[test]
+fn digest_is_never_printed() {
+    let config = parse(EXAMPLE, [("BERTH_ZOOKEEPER__DIGEST", "berth:s3cret")]).unwrap();
+    assert_eq!(config.zookeeper.digest, "berth:s3cret");
+    assert!(!config.to_toml().contains("s3cret"));
+}
