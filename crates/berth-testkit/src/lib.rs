@@ -32,5 +32,8 @@ pub fn free_port() -> u16 {
 
 /// The workspace root (for locating the moto virtualenv, scripts and built binaries).
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
