@@ -653,8 +653,9 @@ listen = "0.0.0.0:{health}"
         })?;
         std::fs::write(host.config_path(), config).map_err(io_error("berth.toml"))?;
         let server_properties = format!(
-            "# the operator's Kafka settings on simulated host {index}\nzookeeper.connect={}\n",
+            "# the operator's Kafka settings on simulated host {index}\nzookeeper.connect={}\nzookeeper.session.timeout.ms={}\n",
             self.inner.zk.connect_string(),
+            self.inner.options.session_timeout.as_millis(),
         );
         std::fs::write(host.dir.join("server.properties"), server_properties)
             .map_err(io_error("server.properties"))?;
