@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(zookeeper xfsprogs e2fsprogs lvm2 cryptsetup-bin btrfs-progs gdisk iproute2 nftables util-linux procps python3-venv lintian)
+APT_PACKAGES=(zookeeper xfsprogs e2fsprogs lvm2 cryptsetup-bin btrfs-progs gdisk iproute2 nftables util-linux procps python3-venv lintian curl)
 MOTO_VERSION="5.2.5"
 VENV="${BERTH_VENV:-$PWD/.venv}"
 
