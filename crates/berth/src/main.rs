@@ -115,8 +115,9 @@ fn run(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread is plenty for a daemon that mostly waits, and it keeps the footprint small (no per-worker
+    // allocator arenas); steps that block briefly (a device probe, a mount) block only this host's own loop.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
