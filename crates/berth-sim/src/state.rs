@@ -184,7 +184,7 @@ pub fn render_timeline(title: &str, state: &BerthState) -> String {
     let ip = state.eni.as_ref().map_or("-", |eni| eni.ip.as_str());
     let _ = writeln!(
         out,
-        "{title}: broker {id}, ENI address {ip}, now {}",
+        "{title}: broker {id}, ENI address {ip}, last seen {}",
         state.state
     );
     for entry in &state.timeline {
