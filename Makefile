@@ -46,5 +46,7 @@ bench-aws: setup
 bench-tth bench-replace bench-footprint: build
 	$(CARGO) bench -p berth-sim --bench $(subst bench-,,$@)
 
-deb:
-	$(CARGO) deb -p berth
+## The Debian package (workspace `release` profile); `scripts/ci-ops.sh --dist` builds the shipping `dist` one.
+deb: setup
+	command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb --version 3.8.0
+	$(CARGO) deb -p berth --locked

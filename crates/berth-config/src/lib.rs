@@ -512,7 +512,12 @@ pub fn parse<'a>(
 ) -> Result<Config, ConfigError> {
     let overrides: config::Map<String, String> = environment
         .into_iter()
-        .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}_")))
+        // Only BERTH_<SECTION>__<KEY> is an override; BERTH_LOG and the like belong to the process, not the file.
+        .filter(|(name, _)| {
+            name.strip_prefix(ENV_PREFIX)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|key| key.contains("__"))
+        })
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
     let mut environment = config::Environment::with_prefix(ENV_PREFIX)

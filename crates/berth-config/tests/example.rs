@@ -22,6 +22,7 @@ fn environment_overrides_file() {
             ("BERTH_CLUSTER__BROKER_COUNT", "12"),
             ("BERTH_STORAGE__LOG_DIRS", "a,b"),
             ("OTHER_THING", "ignored"),
+            ("BERTH_LOG", "debug"),
         ],
     )
     .unwrap();
