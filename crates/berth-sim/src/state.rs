@@ -217,7 +217,7 @@ mod tests {
         let state: BerthState = serde_json::from_str(json).expect("decodes");
         let text = render_timeline("host 0", &state);
         assert!(
-            text.starts_with("host 0: broker 0, ENI address 10.0.1.100, now Healthy"),
+            text.starts_with("host 0: broker 0, ENI address 10.0.1.100, last seen Healthy"),
             "{text}"
         );
         assert!(
