@@ -26,16 +26,7 @@ const STARTS: usize = 5;
 const CHECKS: usize = 300;
 
 fn standin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| berth_testkit::workspace_root().join("target"));
-    let binary = target.join("debug/kafka-standin");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p kafka-standin` first",
-        binary.display()
-    );
-    binary
+    berth_testkit::debug_binary("kafka-standin")
 }
 
 /// Relays every connection to `upstream`, counting them.

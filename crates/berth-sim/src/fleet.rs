@@ -161,7 +161,7 @@ impl Binaries {
                 }
             }
         }
-        dirs.push(berth_testkit::workspace_root().join("target/debug"));
+        dirs.push(berth_testkit::debug_dir());
         let find = |name: &'static str| {
             dirs.iter()
                 .map(|dir| dir.join(name))

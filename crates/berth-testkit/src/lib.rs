@@ -37,3 +37,24 @@ pub fn workspace_root() -> std::path::PathBuf {
         .canonicalize()
         .expect("workspace root")
 }
+
+/// The workspace's debug build directory (`$CARGO_TARGET_DIR/debug`, else `<workspace>/target/debug`), where
+/// `make test` builds every binary before the tests run.
+pub fn debug_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug")
+}
+
+/// A binary of another package of the workspace, built in debug; panics with the command that builds it when it
+/// is missing (`cargo test -p X` does not build other packages' binaries).
+pub fn debug_binary(name: &str) -> std::path::PathBuf {
+    let binary = debug_dir().join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p {name}` (or `make build`) first",
+        binary.display()
+    );
+    binary
+}

@@ -16,16 +16,7 @@ use berth_testkit::zk::ZooKeeper;
 /// The stand-in binary. `cargo test -p berth-kafka` does not build another package's binary, so `make test`
 /// (and anyone running these tests) builds it first: `cargo build -p kafka-standin`.
 pub fn standin_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| berth_testkit::workspace_root().join("target"));
-    let binary = target.join("debug/kafka-standin");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p kafka-standin` first",
-        binary.display()
-    );
-    binary
+    berth_testkit::debug_binary("kafka-standin")
 }
 
 /// Kafka's chroot in the test ensemble.
