@@ -210,6 +210,16 @@ impl KafkaBroker {
         }
     }
 
+    /// ZooKeeper mode: read Kafka's registrations on berth's claim session (one session per berth) while it
+    /// lives, instead of a session of the registration watch's own.
+    pub fn borrowing_zookeeper_session(mut self, shared: berth_zk::SharedSession) -> Self {
+        self.registrations = self
+            .registrations
+            .take()
+            .map(|registrations| registrations.borrowing(shared));
+        self
+    }
+
     /// KRaft: every voter's id and ENI address, for `controller.quorum.voters` (needed when
     /// `kafka.quorum_voters` is on; the daemon takes them from discovery).
     pub fn set_quorum_voters(&self, voters: BTreeMap<BrokerId, Ipv4Addr>) {

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Mutex};
 use zookeeper_client as zk;
 
-use crate::session::{self, SessionSettings};
+use crate::session::{self, SessionSettings, SharedSession};
 use crate::ZkError;
 
 /// How long `release` waits for the server to confirm the session's close.
@@ -84,6 +84,7 @@ pub struct ZkCoordination {
     events_rx: Mutex<mpsc::UnboundedReceiver<(u64, SessionEvent)>>,
     requests: AtomicU64,
     sessions: AtomicU64,
+    shared: SharedSession,
 }
 
 impl ZkCoordination {
@@ -126,6 +127,7 @@ impl ZkCoordination {
             events_rx: Mutex::new(events_rx),
             requests: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
+            shared: SharedSession::default(),
         })
     }
 
@@ -160,6 +162,19 @@ impl ZkCoordination {
             .map(|client| client.session_id().0)
     }
 
+    /// The claim session, lent to read-only users (Kafka's registration watch) so that berth runs one
+    /// ZooKeeper session, not one per reader.
+    pub fn shared_session(&self) -> SharedSession {
+        self.shared.clone()
+    }
+
+    /// Makes `client` the adapter's session (None: let it go, which closes it once no request is in flight).
+    /// The shared slot follows, so a borrower never keeps a session, and the claim on it, alive.
+    fn keep(&self, held: &mut Held, client: Option<zk::Client>) {
+        self.shared.set(client.clone());
+        held.client = client;
+    }
+
     fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -182,7 +197,7 @@ impl ZkCoordination {
         held: &mut Held,
         deadline: Deadline,
     ) -> Result<zk::Client, ZkError> {
-        held.client = None;
+        self.keep(held, None);
         held.claim = None;
         let client = session::open(&self.settings, Some(deadline)).await?;
         self.sessions.fetch_add(1, Ordering::Relaxed);
@@ -202,7 +217,7 @@ impl ZkCoordination {
             timeout_ms = client.session_timeout().as_millis() as u64,
             "ZooKeeper session opened"
         );
-        held.client = Some(client.clone());
+        self.keep(held, Some(client.clone()));
         held.lost = lost;
         Ok(client)
     }
@@ -356,10 +371,10 @@ impl ZkCoordination {
         }
         // A session without a known claim may still own a node whose create was cut short (an earlier call hit
         // its deadline or was cancelled mid-request): it is closed, which deletes any such node, never reused.
-        held.client = None;
+        self.keep(&mut held, None);
         let result = self.claim_on(&mut held, plan, holder, deadline).await;
         if result.is_err() {
-            held.client = None;
+            self.keep(&mut held, None);
         }
         result
     }
@@ -443,7 +458,7 @@ impl ZkCoordination {
                     source: zk::Error::SessionExpired | zk::Error::ClientClosed,
                     ..
                 }) => {
-                    held.client = None;
+                    self.keep(held, None);
                     look_at = plan.preferred;
                 }
                 Err(error) => return Err(error),
@@ -479,7 +494,7 @@ impl ZkCoordination {
         let result = self.reclaim_on(&mut held, id, holder, deadline).await;
         if result.is_err() {
             // Whatever a cut-short create left on this session goes with it.
-            held.client = None;
+            self.keep(&mut held, None);
         }
         result
     }
@@ -533,7 +548,9 @@ impl ZkCoordination {
     async fn release_inner(&self) -> Result<(), ZkError> {
         let mut held = self.held.lock().await;
         let claim = held.claim.take();
-        let Some(client) = held.client.take() else {
+        let taken = held.client.take();
+        self.shared.set(None);
+        let Some(client) = taken else {
             return Ok(());
         };
         let mut result = Ok(());

@@ -16,6 +16,7 @@ use zookeeper_client as zk;
 
 pub use coordination::ZkCoordination;
 pub use registration::{Registration, RegistrationWatch};
+pub use session::SharedSession;
 
 /// A ZooKeeper failure, naming the ensemble, znode or id concerned.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ use berth_core::{BrokerId, Deadline};
 use serde::Deserialize;
 use zookeeper_client as zk;
 
-use crate::session::Connection;
+use crate::session::{Connection, SharedSession};
 use crate::ZkError;
 
 /// One listener a broker advertises (`endpoints` in Kafka's JSON).
@@ -180,6 +180,13 @@ impl RegistrationWatch {
         Self::new(&zk.connect, zk.session_timeout, &zk.kafka_chroot)
     }
 
+    /// Reads on the claim's session (`ZkCoordination::shared_session`) while it lives instead of opening a
+    /// second one; a session of its own is opened only when there is none to borrow.
+    pub fn borrowing(mut self, shared: SharedSession) -> Self {
+        self.connection = self.connection.borrowing(shared);
+        self
+    }
+
     /// The znode of a broker's registration.
     pub fn path(&self, id: BrokerId) -> String {
         format!("{}/{id}", self.ids_path)
@@ -222,6 +229,8 @@ impl RegistrationWatch {
                     Err(error) => return Err(error),
                 }
             }
+            // The watch does not need the client: holding it could keep a borrowed session alive.
+            drop(client);
             let event = tokio::time::timeout(deadline.remaining(), watcher.changed())
                 .await
                 .map_err(|_| ZkError::Timeout {
@@ -246,6 +255,7 @@ impl RegistrationWatch {
             if stat.is_none() {
                 return Ok(());
             }
+            drop(client);
             let event = watcher.changed().await;
             match event.event_type {
                 zk::EventType::NodeDeleted => return Ok(()),

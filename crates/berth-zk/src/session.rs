@@ -3,7 +3,7 @@
 //! A claim must know which session it lives on, so [`open`] only ever opens a new session and never hides a
 //! replacement; [`Connection`] adds the lazy, self-renewing session that read-only watchers want.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::Deadline;
@@ -72,10 +72,46 @@ pub(crate) async fn open(
     }
 }
 
+/// The claim adapter's session, lent to read-only users so one berth runs one ZooKeeper session (each session
+/// has its own pings and client ticks, which is most of an idle berth's work).
+///
+/// The slot holds the session only while the claim adapter does: it is emptied the moment the adapter lets the
+/// session go, so a borrower never keeps that session, or the ephemeral claim on it, alive.
+#[derive(Clone, Default)]
+pub struct SharedSession(Arc<Mutex<Option<zk::Client>>>);
+
+impl SharedSession {
+    pub(crate) fn set(&self, client: Option<zk::Client>) {
+        *self.lock() = client;
+    }
+
+    /// The lent session while it lives.
+    pub(crate) fn live(&self) -> Option<zk::Client> {
+        self.lock()
+            .clone()
+            .filter(|client| !client.state().is_terminated())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<zk::Client>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::fmt::Debug for SharedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let session = self.lock().as_ref().map(|client| client.session_id().0);
+        f.debug_tuple("SharedSession").field(&session).finish()
+    }
+}
+
 /// A lazily opened session that is replaced when it ends (for read-only use: nothing may depend on its identity).
+/// With a [`SharedSession`] it borrows that one while it lives and opens its own only in between.
 pub(crate) struct Connection {
     settings: SessionSettings,
     current: Mutex<Option<zk::Client>>,
+    shared: Option<SharedSession>,
 }
 
 impl Connection {
@@ -87,11 +123,23 @@ impl Connection {
                 digest,
             },
             current: Mutex::new(None),
+            shared: None,
         }
+    }
+
+    /// Borrow `shared` whenever it holds a live session.
+    pub fn borrowing(mut self, shared: SharedSession) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// The live session's client, opening a new session when there is none or it has ended.
     pub async fn client(&self, deadline: Option<Deadline>) -> Result<zk::Client, ZkError> {
+        if let Some(client) = self.shared.as_ref().and_then(SharedSession::live) {
+            // Our own session, if one was opened while there was nothing to borrow, is not needed any more.
+            self.lock().take();
+            return Ok(client);
+        }
         self.forget_if_terminated();
         if let Some(client) = self.lock().clone() {
             return Ok(client);

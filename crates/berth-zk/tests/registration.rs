@@ -5,9 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use berth_core::ports::Coordination;
 use berth_core::{BrokerId, Deadline};
 use berth_testkit::zk::ZooKeeper;
 use berth_zk::registration::RegistrationWatch;
+use berth_zk::ZkCoordination;
 use zookeeper_client as zk;
 
 const KAFKA_JSON: &str = r#"{"features":{},"listener_security_protocol_map":{"PLAINTEXT":"PLAINTEXT"},"endpoints":["PLAINTEXT://10.0.0.5:9092"],"jmx_port":-1,"host":"10.0.0.5","timestamp":"1700000000000","port":9092,"rack":"eu-west-1a","version":5}"#;
@@ -92,5 +94,77 @@ async fn wait_for_gives_up_at_the_deadline() {
         started.elapsed() < Duration::from_secs(3),
         "gave up late: {:?}",
         started.elapsed()
+    );
+}
+
+/// Session ids the server has open connections for (from `cons`; the asking connection has none yet).
+fn open_sessions(server: &ZooKeeper) -> std::collections::BTreeSet<i64> {
+    let cons = server.four_letter(0, "cons").expect("cons");
+    cons.lines()
+        .filter_map(|line| line.split("sid=0x").nth(1))
+        .filter_map(|rest| rest.split([',', ')']).next())
+        .filter_map(|hex| i64::from_str_radix(hex, 16).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_the_claim_session_and_opens_its_own_only_without_one() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let connect = server.connect_string();
+    let kafka = common::client(&connect).await;
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    kafka
+        .mkdir("/brokers/ids", &persistent)
+        .await
+        .expect("mkdir");
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    kafka
+        .create("/brokers/ids/3", KAFKA_JSON.as_bytes(), &ephemeral)
+        .await
+        .expect("register");
+
+    let config = common::config(&connect, Duration::from_secs(2), "shared");
+    let coordination = ZkCoordination::new(&config).expect("adapter");
+    let claimed = coordination
+        .claim(
+            &common::plan(3..4, None),
+            &common::holder("i-shared"),
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed, BrokerId(3));
+    let claim_session = coordination.session_id().await.expect("claim session");
+    let watch = RegistrationWatch::new(&connect, Duration::from_secs(2), "")
+        .borrowing(coordination.shared_session());
+
+    let seen = watch
+        .get(BrokerId(3))
+        .await
+        .expect("get on the claim session");
+    assert_eq!(seen.map(|r| r.broker_id), Some(BrokerId(3)));
+    let kafka_session = kafka.session_id().0;
+    assert_eq!(
+        open_sessions(&server),
+        [kafka_session, claim_session].into_iter().collect(),
+        "berth reads on its claim session: no second session"
+    );
+
+    // Without a claim session the watch still works, on a session of its own.
+    coordination.release().await.expect("release");
+    let seen = watch
+        .get(BrokerId(3))
+        .await
+        .expect("get on its own session");
+    assert_eq!(seen.map(|r| r.broker_id), Some(BrokerId(3)));
+    let sessions = open_sessions(&server);
+    assert!(
+        !sessions.contains(&claim_session),
+        "claim session closed: {sessions:?}"
+    );
+    assert_eq!(
+        sessions.len(),
+        2,
+        "Kafka's and the watch's own: {sessions:?}"
     );
 }

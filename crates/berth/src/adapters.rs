@@ -16,7 +16,9 @@ pub async fn production(config: &berth_config::Config) -> anyhow::Result<Adapter
     let coordination = berth_zk::ZkCoordination::new(config).context("ZooKeeper adapter")?;
     let network = berth_net::NetlinkNetwork::new().context("netlink socket")?;
     let storage = berth_storage::BlockStorage::new(config);
-    let broker = berth_kafka::KafkaBroker::new(config).context("Kafka adapter")?;
+    let broker = berth_kafka::KafkaBroker::new(config)
+        .context("Kafka adapter")?
+        .borrowing_zookeeper_session(coordination.shared_session());
     Ok(Adapters {
         cloud: Arc::new(cloud),
         coordination: Arc::new(coordination),
