@@ -1,6 +1,6 @@
 //! bench-footprint: berth's peak RSS (VmHWM from /proc) through boot to Healthy, and the CPU seconds it uses
-//! over 60 s of Healthy idling (utime + stime from /proc/<pid>/stat), with production intervals (Kafka check and
-//! termination poll every 5 s). Uses `target/release/berth` when built (`cargo build --release -p berth`).
+//! over 60 s of Healthy idling (utime + stime from /proc/<pid>/stat), with production settings (Kafka check and
+//! termination poll every 5 s, 6 s ZooKeeper session). Uses `target/release/berth` when built (`cargo build --release -p berth`).
 
 use std::time::Duration;
 
@@ -49,6 +49,8 @@ fn main() {
     let options = berth_sim::FleetOptions {
         zones: 1,
         brokers: 1,
+        // The shipped default (config/berth.toml): ZooKeeper's client ticks and pings scale with it.
+        session_timeout: Duration::from_secs(6),
         berth_env: berth_env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1141,6 +1141,9 @@ impl Inner {
 }
 
 async fn hotplug_loop(inner: Arc<Inner>) {
+    // Woken by every API call the proxy answered (an attach or detach takes effect then, as in EC2), with the
+    // poll as a backstop for changes made behind the proxy (terminations driven through moto's control port).
+    let mut answered = inner.proxy.answered();
     loop {
         match inner.ec2.attachments().await {
             Ok(attachments) => {
@@ -1149,7 +1152,22 @@ async fn hotplug_loop(inner: Arc<Inner>) {
             }
             Err(error) => eprintln!("berth-sim: hot-plug cannot read attachments: {error}"),
         }
-        tokio::time::sleep(inner.options.hotplug_poll).await;
+        // Plug exactly when the earliest pending delay runs out, not on the next poll after it.
+        let next_due = lock(&inner.plugged)
+            .pending
+            .values()
+            .map(|&(_, due)| due)
+            .min();
+        let poll = tokio::time::Instant::now() + inner.options.hotplug_poll;
+        let wake = next_due.map_or(poll, |due| poll.min(due.into()));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            changed = answered.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 

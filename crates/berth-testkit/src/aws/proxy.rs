@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 use super::http::{forward, Handler, Request, Response, Server};
 
 /// The EC2 API version the SDK sends; it tells EC2's error format from the query services'.
@@ -34,6 +36,7 @@ struct State {
 pub struct FaultProxy {
     server: Server,
     state: Arc<Mutex<State>>,
+    answered: watch::Sender<u64>,
 }
 
 impl FaultProxy {
@@ -49,8 +52,11 @@ impl FaultProxy {
     ) -> std::io::Result<Self> {
         let state: Arc<Mutex<State>> = Arc::default();
         let shared = state.clone();
+        let (answered, _) = watch::channel(0u64);
+        let announce = answered.clone();
         let handler: Handler = Arc::new(move |request: Request| {
             let shared = shared.clone();
+            let announce = announce.clone();
             Box::pin(async move {
                 let params = request.params();
                 let action = params.get("Action").cloned().unwrap_or_default();
@@ -76,16 +82,30 @@ impl FaultProxy {
                 };
                 match fault {
                     Some(fault) => fault_response(fault, ec2),
-                    None => forward(upstream, &request).await.unwrap_or_else(|error| {
-                        Response::text(502, format!("fault proxy: upstream {upstream}: {error}"))
-                    }),
+                    None => {
+                        let response = forward(upstream, &request).await.unwrap_or_else(|error| {
+                            Response::text(
+                                502,
+                                format!("fault proxy: upstream {upstream}: {error}"),
+                            )
+                        });
+                        announce.send_modify(|count| *count += 1);
+                        response
+                    }
                 }
             })
         });
         Ok(Self {
             server: Server::from_listener(listener, handler)?,
             state,
+            answered,
         })
+    }
+
+    /// Changes each time upstream has answered a forwarded call, so a simulator reacts to an attachment the
+    /// moment EC2 records it instead of on its next poll.
+    pub fn answered(&self) -> watch::Receiver<u64> {
+        self.answered.subscribe()
     }
 
     /// `http://<address>`, to use as `aws.endpoint_url`.
