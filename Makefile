@@ -23,7 +23,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-BENCHES := claim-storm route storage kafka-probe aws tth replace footprint
+BENCHES := claim-storm claim-storm-fleet route storage kafka-probe aws tth replace footprint
 
 ## All benchmarks; each prints one final line `<name> key=value ...`.
 bench: $(addprefix bench-,$(BENCHES))
@@ -43,8 +43,17 @@ bench-kafka-probe: build
 bench-aws: setup
 	$(CARGO) bench -p berth-aws --bench aws
 
-bench-tth bench-replace bench-footprint: build
+bench-tth bench-replace: build
 	$(CARGO) bench -p berth-sim --bench $(subst bench-,,$@)
+
+## Footprint is measured on the binary the package ships (the `dist` profile: opt-level s, thin LTO).
+bench-footprint: build
+	$(CARGO) build --profile dist -p berth -p kafka-standin
+	BERTHSIM_BIN_DIR=$(CURDIR)/target/dist $(CARGO) bench -p berth-sim --bench footprint
+
+## The claim storm on the simulated region's ensemble (the one the fleet's hosts claim on).
+bench-claim-storm-fleet: build
+	$(CARGO) bench -p berth-sim --bench claim_storm_fleet
 
 ## The Debian package (workspace `release` profile); `scripts/ci-ops.sh --dist` builds the shipping `dist` one.
 deb: setup

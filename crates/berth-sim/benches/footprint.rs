@@ -1,6 +1,7 @@
 //! bench-footprint: berth's peak RSS (VmHWM from /proc) through boot to Healthy, and the CPU seconds it uses
 //! over 60 s of Healthy idling (utime + stime from /proc/<pid>/stat), with production settings (Kafka check and
-//! termination poll every 5 s, 6 s ZooKeeper session). Uses `target/release/berth` when built (`cargo build --release -p berth`).
+//! termination poll every 5 s, 6 s ZooKeeper session). `make bench-footprint` runs it on the shipped `dist`
+//! build (through BERTHSIM_BIN_DIR); run directly, it uses `target/release/berth` when built.
 
 use std::time::Duration;
 

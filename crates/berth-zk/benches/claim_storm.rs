@@ -9,15 +9,9 @@
 //! `CLAIMERS` sets N (default 100); ids are `0..max(N, 100)`. The ensemble is warmed up by one unreported storm
 //! first (its numbers go to stderr).
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+mod storm;
 
-use berth_core::claim::ClaimPlan;
-use berth_core::ports::{ClaimHolder, Coordination, Deadline};
-use berth_core::BrokerId;
 use berth_testkit::zk::ZooKeeper;
-use berth_zk::ZkCoordination;
-use zookeeper_client as zk;
 
 fn main() {
     let claimers: usize = std::env::var("CLAIMERS")
@@ -32,112 +26,20 @@ fn main() {
         .expect("runtime");
     // A production ensemble has been serving for a while; a JVM started a second ago has not loaded or compiled
     // its request path yet. The first storm warms it up and is reported on stderr only.
-    let cold = runtime.block_on(storm(&ensemble.connect_string(), claimers, ids, "cold"));
-    eprintln!("(cold ensemble, first storm: {cold})");
-    let warm = runtime.block_on(storm(&ensemble.connect_string(), claimers, ids, "storm"));
-    println!("{warm}");
-}
-
-/// Runs one storm in cluster `cluster` and returns its report line.
-async fn storm(connect: &str, claimers: usize, ids: u32, cluster: &str) -> String {
-    let text = format!(
-        "[cluster]\nname = \"{cluster}\"\nbroker_count = {ids}\n[zookeeper]\nconnect = \"{connect}\"\nsession_timeout = \"6s\"\n"
-    );
-    let config = berth_config::parse(&text, []).expect("bench configuration");
-    // The claims path exists in any cluster that has ever had a claim; create it outside the measurement.
-    let setup = zk::Client::connect(connect).await.expect("setup client");
-    setup
-        .mkdir(
-            &config.claims_path(),
-            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
-        )
-        .await
-        .expect("create the claims path");
-
-    let plan = ClaimPlan {
-        candidates: (0..ids).map(BrokerId).collect(),
-        ..ClaimPlan::default()
-    };
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..claimers)
-        .map(|index| {
-            let (config, plan) = (config.clone(), plan.clone());
-            tokio::spawn(async move {
-                let adapter = ZkCoordination::new(&config).expect("adapter");
-                let holder = ClaimHolder {
-                    instance_id: format!("i-{index:017x}"),
-                    availability_zone: "eu-west-1a".into(),
-                    host: format!("ip-10-0-0-{index}"),
-                    berth_version: berth_core::VERSION.into(),
-                };
-                let begun = Instant::now();
-                let id = adapter
-                    .claim(&plan, &holder, Deadline::after(Duration::from_secs(60)))
-                    .await;
-                let latency = begun.elapsed();
-                (adapter, holder.instance_id, id, latency)
-            })
-        })
-        .collect();
-    let mut results = Vec::with_capacity(claimers);
-    for task in tasks {
-        results.push(task.await.expect("claimer task"));
-    }
-    let wall = started.elapsed();
-
-    let owners = owners(&setup, &config.claims_path()).await;
-    let mut seen = HashSet::new();
-    let (mut duplicates, mut failed) = (0usize, 0usize);
-    let (mut requests, mut sessions) = (0u64, 0u64);
-    let mut latencies = Vec::with_capacity(claimers);
-    for (adapter, instance, id, latency) in &results {
-        requests += adapter.request_count();
-        sessions += adapter.session_count();
-        latencies.push(*latency);
-        match id {
-            Ok(id) => {
-                let owned = owners.get(&id.0)
-                    == Some(&(instance.clone(), adapter.session_id().await.unwrap_or(0)));
-                if !seen.insert(*id) || !owned {
-                    duplicates += 1;
-                }
-            }
-            Err(error) => {
-                failed += 1;
-                eprintln!("{instance}: {error}");
-            }
-        }
-    }
-    latencies.sort();
-    let percentile =
-        |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)].as_millis();
-    let n = claimers as f64;
-    eprintln!(
-        "claim-storm: {claimers} claimers over {} ids in {wall:?}; failed={failed}; sessions_per_claim={:.2}",
+    let cold = runtime.block_on(storm::storm(
+        "claim-storm",
+        &ensemble.connect_string(),
+        claimers,
         ids,
-        sessions as f64 / n
-    );
-    format!(
-        "claim-storm claimers={claimers} duplicates={duplicates} p50_ms={} p99_ms={} zk_ops_per_claim={:.2}",
-        percentile(50),
-        percentile(99),
-        requests as f64 / n
-    )
-}
-
-/// id -> (instance id in the body, owning session), read from the claim znodes.
-async fn owners(client: &zk::Client, claims_path: &str) -> BTreeMap<u32, (String, i64)> {
-    let mut table = BTreeMap::new();
-    for child in client
-        .list_children(claims_path)
-        .await
-        .expect("list claims")
-    {
-        let path = format!("{claims_path}/{child}");
-        let (body, stat) = client.get_data(&path).await.expect("read claim");
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("claim JSON");
-        let instance = body["instance_id"].as_str().unwrap_or_default().to_owned();
-        table.insert(child.parse().expect("id"), (instance, stat.ephemeral_owner));
-    }
-    table
+        "cold",
+    ));
+    eprintln!("(cold ensemble, first storm: {cold})");
+    let warm = runtime.block_on(storm::storm(
+        "claim-storm",
+        &ensemble.connect_string(),
+        claimers,
+        ids,
+        "storm",
+    ));
+    println!("{warm}");
 }
