@@ -7,6 +7,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use berth_config::Filesystem;
@@ -19,15 +20,19 @@ use berth_testkit::require_root;
 const VOLUME: &str = "vol-0123456789abcdef0";
 const SMALL: u64 = 64 << 20;
 
-/// One test's world: a loop device, a fake device tree naming it, and a mount point.
+/// One test's world: a loop device, a fake device tree naming it, and a mount point; while it lives, no other
+/// test of this process touches devices or spawns programs ([`blockdev::one_at_a_time`]).
 struct World {
     disk: LoopDevice,
     tree: FakeDeviceTree,
     mount_dir: tempfile::TempDir,
+    // Last, so it is released after the loop device is detached.
+    _one_at_a_time: MutexGuard<'static, ()>,
 }
 
 impl World {
     fn new(size: u64) -> Self {
+        let one_at_a_time = blockdev::one_at_a_time();
         let disk = LoopDevice::new(size).expect("loop device");
         let tree = FakeDeviceTree::new().expect("device tree");
         tree.add_ebs(1, VOLUME, disk.path(), true)
@@ -36,6 +41,7 @@ impl World {
             disk,
             tree,
             mount_dir: tempfile::tempdir().expect("mount dir"),
+            _one_at_a_time: one_at_a_time,
         }
     }
 
@@ -355,6 +361,7 @@ fn late_device_is_waited_for_on_every_route() {
     if !require_root("late_device_is_waited_for_on_every_route") {
         return;
     }
+    let _one_at_a_time = blockdev::one_at_a_time();
     let disk = LoopDevice::new(SMALL).unwrap();
     for route in ["by-id", "sysfs", "xen"] {
         let tree = FakeDeviceTree::new().unwrap();
@@ -440,6 +447,7 @@ fn instance_store_and_other_volumes_are_never_chosen() {
     if !require_root("instance_store_and_other_volumes_are_never_chosen") {
         return;
     }
+    let _one_at_a_time = blockdev::one_at_a_time();
     let disk = LoopDevice::new(SMALL).unwrap();
     let tree = FakeDeviceTree::new().unwrap();
     // An instance-store disk that even carries the volume's serial, and the requested name pointing at it.

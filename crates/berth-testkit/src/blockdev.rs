@@ -13,6 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -42,6 +43,22 @@ pub fn run(program: &str, args: &[&str]) -> io::Result<String> {
         )));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Held by each test of a process that opens block devices exclusively or spawns programs while another does;
+/// tests in one process take it so they run one at a time.
+///
+/// `fork` copies the whole descriptor table and `exec` closes the close-on-exec descriptors only afterwards, so a
+/// child spawned by one test thread briefly holds every device another thread has open with `O_EXCL` (the
+/// never-format probe, mkfs). A mount or mkfs of that device in that instant fails with EBUSY: measured, about
+/// one run in five of the storage suite on two cores. berth itself is one thread of work per host, and the
+/// simulated hosts are separate processes, so only tests sharing a process need this.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static DEVICES: Mutex<()> = Mutex::new(());
+    // A test that panicked while holding it poisoned nothing the next test relies on.
+    DEVICES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A loop device over a sparse temporary file; detached (and the file removed) on drop.
