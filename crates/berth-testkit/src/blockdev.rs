@@ -50,8 +50,8 @@ pub fn run(program: &str, args: &[&str]) -> io::Result<String> {
 ///
 /// `fork` copies the whole descriptor table and `exec` closes the close-on-exec descriptors only afterwards, so a
 /// child spawned by one test thread briefly holds every device another thread has open with `O_EXCL` (the
-/// never-format probe, mkfs). A mount or mkfs of that device in that instant fails with EBUSY: measured, about
-/// one run in five of the storage suite on two cores. berth itself is one thread of work per host, and the
+/// never-format probe, mkfs). A mount or mkfs of that device in that instant fails with EBUSY: measured, 5 of 31
+/// runs of the storage suite on two cores. berth itself is one thread of work per host, and the
 /// simulated hosts are separate processes, so only tests sharing a process need this.
 pub fn one_at_a_time() -> MutexGuard<'static, ()> {
     static DEVICES: Mutex<()> = Mutex::new(());
