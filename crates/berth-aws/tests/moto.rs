@@ -683,17 +683,12 @@ async fn a_refused_signal_is_an_answer_and_never_keeps_the_launch_hook_waiting()
     // Another instance's signal completed the stack's creation: ours is an ordinary replacement.
     let done = env.aws.with(|plane| {
         plane.stacks.signal(
-            &berth_testkit::aws::query::Params(
-                [
-                    ("StackName", "tagged-stack"),
-                    ("LogicalResourceId", "TaggedGroup"),
-                    ("UniqueId", other.instance_id.as_str()),
-                    ("Status", "SUCCESS"),
-                ]
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ),
+            &berth_testkit::aws::query::Params::from_pairs(&[
+                ("StackName", "tagged-stack"),
+                ("LogicalResourceId", "TaggedGroup"),
+                ("UniqueId", other.instance_id.as_str()),
+                ("Status", "SUCCESS"),
+            ]),
             Instant::now(),
         )
     });

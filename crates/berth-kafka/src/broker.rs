@@ -447,7 +447,10 @@ impl KafkaBroker {
                     seen,
                 });
             }
-            berth_core::progress::report(format!("Kafka listener {}: not serving yet: {seen}", target.listener));
+            berth_core::progress::report(format!(
+                "Kafka listener {}: not serving yet: {seen}",
+                target.listener
+            ));
             tokio::select! {
                 _ = tokio::time::sleep(backoff.min(deadline.remaining())) => {}
                 _ = child_exit(&mut child) => {}

@@ -26,7 +26,7 @@ use berth_testkit::aws::autoscaling::{
 };
 use berth_testkit::aws::cloudformation::ResourceSignal;
 
-use crate::fleet::{Fleet, FleetError};
+use crate::fleet::{Fleet, FleetError, FleetOptions};
 use crate::layout;
 
 /// The launch hook berth completes.
@@ -112,6 +112,25 @@ pub fn creation_policy(brokers: u32, options: &AsgOptions) -> ResourceSignal {
     }
 }
 
+/// Builds a fleet ([`crate::with_fleet`]), runs `prepare` on it, starts its Auto Scaling group, runs `body`,
+/// and stops the group before the fleet is torn down, whatever `body` returned.
+pub fn with_group<T, P, F, Fut>(options: FleetOptions, prepare: P, body: F) -> anyhow::Result<T>
+where
+    T: Send,
+    P: FnOnce(&Fleet) -> anyhow::Result<()> + Send,
+    F: FnOnce(Arc<Fleet>) -> Fut + Send,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    crate::with_fleet(options, |fleet| async move {
+        prepare(&fleet)?;
+        let fleet = Arc::new(fleet);
+        let group = Asg::start(fleet.clone());
+        let result = body(fleet).await;
+        group.stop().await;
+        result
+    })
+}
+
 /// The running group; stops (without touching the hosts) when stopped or dropped.
 pub struct Asg {
     task: tokio::task::JoinHandle<()>,
@@ -192,14 +211,38 @@ async fn terminate(fleet: Arc<Fleet>, instance_id: String, cause: String) {
         Ok(None) => "berth was not running".to_owned(),
         Err(_) => format!("berth still running after {grace:?}"),
     };
+    let held = held_by(&fleet, &instance_id).await;
     let killed = fleet.kill_host(host.index, None).await;
     let outcome = match killed {
-        Ok(()) => format!("terminated ({cause}); {exited}"),
-        Err(error) => format!("termination failed ({cause}): {error}; {exited}"),
+        Ok(()) => format!("terminated ({cause}); {exited}; {held}"),
+        Err(error) => format!("termination failed ({cause}): {error}; {exited}; {held}"),
     };
     fleet
         .aws()
         .with(|plane| plane.autoscaling.remove(&instance_id, &outcome));
+}
+
+/// What the instance still held when it was terminated, as EC2 shows it: "held ENIs [..], volumes [..]".
+async fn held_by(fleet: &Fleet, instance_id: &str) -> String {
+    match fleet.ec2().attachments().await {
+        Ok(attachments) => {
+            let mine = |holders: &std::collections::HashMap<String, Option<String>>| {
+                let mut ids: Vec<&str> = holders
+                    .iter()
+                    .filter(|(_, holder)| holder.as_deref() == Some(instance_id))
+                    .map(|(id, _)| id.as_str())
+                    .collect();
+                ids.sort_unstable();
+                ids.join(",")
+            };
+            format!(
+                "held ENIs [{}], volumes [{}]",
+                mine(&attachments.enis),
+                mine(&attachments.volumes)
+            )
+        }
+        Err(error) => format!("attachments unknown: {error}"),
+    }
 }
 
 /// Members whose host died leave the group (EC2's status checks would say the instance is gone).

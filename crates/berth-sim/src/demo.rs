@@ -8,13 +8,12 @@
 //! from berth's `/state`) and the group's history show how.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use berth_testkit::aws::autoscaling::LifecycleState;
 
-use crate::asg::{self, Asg};
+use crate::asg;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::state::{render_timeline, BerthState};
 
@@ -36,13 +35,11 @@ pub struct DemoReport {
 
 /// Runs the demo on a fresh fleet; prints progress to stdout and returns the report.
 pub fn run(options: FleetOptions) -> anyhow::Result<DemoReport> {
-    crate::with_fleet(options, |fleet| async move {
-        let fleet = Arc::new(fleet);
-        let group = Asg::start(fleet.clone());
-        let report = scenario(&fleet).await;
-        group.stop().await;
-        report
-    })
+    asg::with_group(
+        options,
+        |_| Ok(()),
+        |fleet| async move { scenario(&fleet).await },
+    )
 }
 
 fn say(line: impl AsRef<str>) {

@@ -112,6 +112,14 @@ async fn start(world: InProcessWorld, check_interval: Duration) -> Running {
     }
 }
 
+/// The daemon's exit, within a deadline.
+async fn ended(daemon: tokio::task::JoinHandle<DaemonExit>) -> DaemonExit {
+    tokio::time::timeout(Duration::from_secs(20), daemon)
+        .await
+        .expect("the daemon exits in time")
+        .expect("the daemon task completes")
+}
+
 /// Polls `/state` until `accept` holds, within a deadline.
 async fn wait_state(
     health: std::net::SocketAddr,
@@ -284,10 +292,7 @@ async fn sigterm_stops_berth_and_leaves_the_broker_in_place() {
     });
     signal_rx.recv().await;
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
-    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = ended(running.daemon).await;
     assert_eq!(exit, DaemonExit::Stopped);
     let journal = running.world.journal();
     assert_eq!(
@@ -321,10 +326,7 @@ async fn a_drain_request_releases_in_order_and_exits() {
         .requests
         .send(Request::Drain(DrainReason::Requested))
         .await;
-    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = ended(running.daemon).await;
     assert_eq!(exit, DaemonExit::Drained);
     assert_eq!(
         after_start(&running.world.journal()),
@@ -349,10 +351,7 @@ async fn a_failure_lets_go_of_everything_reports_last_and_exits_non_zero() {
     let world = InProcessWorld::new(3);
     world.fail("start_kafka", 1, ErrorKind::Fatal);
     let running = start(world, Duration::from_secs(3600)).await;
-    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = ended(running.daemon).await;
     assert_eq!(exit, DaemonExit::Failed);
     let journal = running.world.journal();
     assert!(
@@ -378,10 +377,7 @@ async fn a_refused_volume_is_left_untouched_when_letting_go() {
     let world = InProcessWorld::new(3);
     world.fail("mount", 1, ErrorKind::Fatal);
     let running = start(world, Duration::from_secs(3600)).await;
-    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = ended(running.daemon).await;
     assert_eq!(exit, DaemonExit::Failed);
     let journal = running.world.journal();
     let mount = journal.iter().position(|c| c.starts_with("mount")).unwrap();
@@ -458,10 +454,7 @@ async fn session_expiry_reclaims_and_lifecycle_termination_drains() {
     running
         .world
         .announce_termination(DrainReason::LifecycleTerminated);
-    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = ended(running.daemon).await;
     assert_eq!(exit, DaemonExit::Drained);
     let journal = running.world.journal();
     assert_eq!(
@@ -500,10 +493,7 @@ async fn a_claim_taken_elsewhere_is_waited_out_while_the_eni_is_here_and_fenced_
     );
 
     running.world.set_eni_here(false);
-    let exit = tokio::time::timeout(Duration::from_secs(20), running.daemon)
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = ended(running.daemon).await;
     assert_eq!(exit, DaemonExit::Failed);
     let journal = running.world.journal();
     let fenced = journal

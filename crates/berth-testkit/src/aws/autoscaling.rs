@@ -549,17 +549,8 @@ mod tests {
 
     const GROUP: &str = "kafka-asg";
 
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        Params(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
-    }
-
     fn complete(instance: &str, hook: &str, result: &str) -> Params {
-        params(&[
+        Params::from_pairs(&[
             ("AutoScalingGroupName", GROUP),
             ("LifecycleHookName", hook),
             ("InstanceId", instance),
@@ -568,7 +559,7 @@ mod tests {
     }
 
     fn heartbeat(instance: &str) -> Params {
-        params(&[
+        Params::from_pairs(&[
             ("AutoScalingGroupName", GROUP),
             ("LifecycleHookName", "launch"),
             ("InstanceId", instance),
@@ -580,7 +571,7 @@ mod tests {
         if let Some(respect) = respect {
             pairs.push(("ShouldRespectGracePeriod", respect));
         }
-        params(&pairs)
+        Params::from_pairs(&pairs)
     }
 
     fn group(launch_default: HookResult) -> AutoScaling {

@@ -356,33 +356,26 @@ mod tests {
     const NAME: &str = "kafka";
 
     fn signal(unique_id: &str, status: &str) -> Params {
-        Params(
-            [
-                ("StackName", NAME),
-                ("LogicalResourceId", "Brokers"),
-                ("UniqueId", unique_id),
-                ("Status", status),
-            ]
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        )
+        Params::from_pairs(&[
+            ("StackName", NAME),
+            ("LogicalResourceId", "Brokers"),
+            ("UniqueId", unique_id),
+            ("Status", status),
+        ])
+    }
+
+    fn policy(count: u32, seconds: u64) -> ResourceSignal {
+        ResourceSignal {
+            count,
+            timeout: Duration::from_secs(seconds),
+        }
     }
 
     fn created(count: u32, now: Instant) -> Stacks {
         let mut stacks = Stacks::new("us-east-1");
         stacks.create(
             NAME,
-            &[
-                (
-                    "Brokers",
-                    Some(ResourceSignal {
-                        count,
-                        timeout: Duration::from_secs(900),
-                    }),
-                ),
-                ("Eni0", None),
-            ],
+            &[("Brokers", Some(policy(count, 900))), ("Eni0", None)],
             now,
         );
         stacks
@@ -417,11 +410,9 @@ mod tests {
         let now = Instant::now();
         let mut stacks = created(1, now);
         stacks.signal(&signal("i-1", "SUCCESS"), now).unwrap();
-        let policy = ResourceSignal {
-            count: 1,
-            timeout: Duration::from_secs(60),
-        };
-        stacks.begin_update(NAME, "Eni0", policy, now).unwrap();
+        stacks
+            .begin_update(NAME, "Eni0", policy(1, 60), now)
+            .unwrap();
         let refused = stacks.signal(&signal("i-2", "SUCCESS"), now).unwrap_err();
         assert_eq!(
             refused.message,
@@ -434,11 +425,9 @@ mod tests {
         let now = Instant::now();
         let mut stacks = created(1, now);
         stacks.signal(&signal("i-1", "SUCCESS"), now).unwrap();
-        let policy = ResourceSignal {
-            count: 1,
-            timeout: Duration::from_secs(60),
-        };
-        stacks.begin_update(NAME, "Brokers", policy, now).unwrap();
+        stacks
+            .begin_update(NAME, "Brokers", policy(1, 60), now)
+            .unwrap();
         stacks.signal(&signal("i-2", "SUCCESS"), now).unwrap();
         assert_eq!(stacks.status(NAME), Some(Status::UpdateComplete));
         assert_eq!(

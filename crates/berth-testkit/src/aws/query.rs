@@ -88,6 +88,16 @@ fn escape(text: &str) -> String {
 pub struct Params(pub BTreeMap<String, String>);
 
 impl Params {
+    /// Parameters from name-value pairs (tests, and a control plane calling a model directly).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        )
+    }
+
     /// A required parameter: `ValidationError` "Value null at '<member>' ... must not be null" when absent,
     /// or "... must have length greater than or equal to 1" when empty. `member` is the lower-camel name AWS
     /// uses in the message (`stackName` for `StackName`).
@@ -147,18 +157,9 @@ fn lower_camel(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        Params(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
-    }
-
     #[test]
     fn constraint_failures_read_as_aws_words_them() {
-        let p = params(&[("Status", "MAYBE"), ("UniqueId", ""), ("Long", "abcdef")]);
+        let p = Params::from_pairs(&[("Status", "MAYBE"), ("UniqueId", ""), ("Long", "abcdef")]);
         assert_eq!(
             p.required("StackName").unwrap_err().message,
             "1 validation error detected: Value null at 'stackName' failed to satisfy constraint: Member must not be null"
