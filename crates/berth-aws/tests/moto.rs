@@ -1069,3 +1069,97 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
         ("available".into(), None)
     );
 }
+
+/// The strict endpoint's refusals reach the SDK as AWS's do: the error code and message of the query
+/// protocol's `ErrorResponse`, for calls berth never makes wrongly itself (what berth's own calls meet is tested
+/// above).
+#[tokio::test]
+async fn the_endpoint_refuses_as_aws_does_through_the_sdk() {
+    use aws_sdk_autoscaling::error::ProvideErrorMetadata;
+    let env = env(&[ZONE_A]).await;
+    let me = env.instance(ZONE_A).await;
+    env.stack("kafka-stack", "BrokerGroup", 1);
+    env.group("kafka-asg", "berth-launch", "berth-terminate");
+    env.launching("kafka-asg", &me);
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(env.proxy.url())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
+    let cloudformation = aws_sdk_cloudformation::Client::new(&sdk);
+    let code_and_message = |error: &dyn ProvideErrorMetadata| {
+        (
+            error.code().unwrap_or_default().to_owned(),
+            error.message().unwrap_or_default().to_owned(),
+        )
+    };
+
+    let young = autoscaling
+        .set_instance_health()
+        .instance_id(&me.instance_id)
+        .health_status("Unhealthy")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    let (code, message) = code_and_message(&young);
+    assert_eq!(code, "ValidationError");
+    assert!(
+        message.ends_with("is less than the configured grace period of 300 seconds"),
+        "ShouldRespectGracePeriod defaults to true: {message}"
+    );
+    let unknown = cloudformation
+        .signal_resource()
+        .stack_name("no-such-stack")
+        .logical_resource_id("BrokerGroup")
+        .unique_id(&me.instance_id)
+        .status("SUCCESS".into())
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        code_and_message(&unknown),
+        (
+            "ValidationError".into(),
+            "Stack with id no-such-stack does not exist".into()
+        )
+    );
+    let wrong_hook = autoscaling
+        .complete_lifecycle_action()
+        .auto_scaling_group_name("kafka-asg")
+        .lifecycle_hook_name("berth-terminate")
+        .instance_id(&me.instance_id)
+        .lifecycle_action_result("CONTINUE")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        code_and_message(&wrong_hook),
+        (
+            "ValidationError".into(),
+            format!(
+                "No active Lifecycle Action found with instance ID {}",
+                me.instance_id
+            )
+        )
+    );
+    let not_served = autoscaling
+        .describe_auto_scaling_groups()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code_and_message(&not_served).0, "InvalidAction");
+    assert_eq!(
+        env.lifecycle_state(&me),
+        Some("Pending:Wait"),
+        "refused calls change nothing"
+    );
+    assert!(env.aws.calls().iter().all(|call| !call.accepted()));
+}

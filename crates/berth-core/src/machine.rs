@@ -1,5 +1,11 @@
 //! The boot state machine: `Claim → AttachEni → Route → AttachEbs → Mount → StartKafka → Healthy`, plus
-//! `Draining` (graceful stop) and `Failed` (terminal after the retry budget).
+//! `Draining` (a drain: release everything, then exit) and `Failed` (after the retry budget or a fatal error:
+//! report, let go of everything but a refused volume, ask Auto Scaling for a replacement, exit non-zero).
+//!
+//! Three ways out, each an [`ExitReason`]: a drain (only on a termination notice or an operator's request), a
+//! failure's release, and a stop (SIGTERM), which leaves Kafka and everything berth set up in place for the next
+//! berth to adopt. A claim lost while this host may be the broker is re-claimed for as long as it takes; only
+//! another holder *and* the ENI gone from here make the machine let go (see [`ReclaimOutcome`]).
 //!
 //! [`Machine::decide`] is pure: it takes the current machine, one [`Input`] (a step's result, a timer, a
 //! signal, a session event) and the time, and returns the next machine and the [`Effect`]s to run. It does no

@@ -160,11 +160,14 @@ impl Drop for Asg {
 async fn control_loop(fleet: Arc<Fleet>) {
     let group = group_name(&fleet.options().cluster);
     let mut changed = fleet.aws().changed();
+    // Terminations in progress; dropped (and so aborted) with the loop.
+    let mut terminations = tokio::task::JoinSet::new();
     loop {
         let events = fleet.aws().with(|plane| plane.autoscaling.take_events());
         for event in events {
-            handle(&fleet, event);
+            handle(&fleet, event, &mut terminations);
         }
+        while terminations.try_join_next().is_some() {}
         replace_dead(&fleet, &group);
         if let Err(error) = fill(&fleet, &group).await {
             eprintln!("berth-sim: Auto Scaling group {group}: launch failed: {error}");
@@ -183,7 +186,7 @@ async fn control_loop(fleet: Arc<Fleet>) {
     }
 }
 
-fn handle(fleet: &Arc<Fleet>, event: GroupEvent) {
+fn handle(fleet: &Arc<Fleet>, event: GroupEvent, terminations: &mut tokio::task::JoinSet<()>) {
     match event {
         GroupEvent::InService(_) => {}
         GroupEvent::Terminating(instance_id) => {
@@ -192,7 +195,7 @@ fn handle(fleet: &Arc<Fleet>, event: GroupEvent) {
             }
         }
         GroupEvent::Terminate { instance_id, cause } => {
-            tokio::spawn(terminate(fleet.clone(), instance_id, cause));
+            terminations.spawn(terminate(fleet.clone(), instance_id, cause));
         }
     }
 }

@@ -216,7 +216,7 @@ impl Daemon {
                 return None;
             }
         };
-        self.log_input(input, &next);
+        self.log_input(input);
         self.machine = next;
         if self.machine.phase() != before {
             log_transition(&self.machine, before);
@@ -368,25 +368,15 @@ impl Daemon {
         }
     }
 
-    fn log_input(&self, input: &Input, next: &Machine) {
+    fn log_input(&self, input: &Input) {
         let machine = &self.machine;
         let state = machine.phase().name();
         let broker_id = machine.facts().broker_id.map(|id| id.0);
         match input {
             Input::Failed(error) if error.is_retryable() => {
+                // The reason alone (no attempt count): an unchanged reason is logged at most every 30 s.
                 let step = machine.running_step().unwrap_or("step");
-                let retry_in = next
-                    .next_wake()
-                    .map(|at| at.saturating_sub(self.start.elapsed()));
-                let reason = match retry_in {
-                    Some(delay) => format!(
-                        "{error} (attempt {}, retrying in {})",
-                        machine.attempts(),
-                        berth_core::duration::format_duration(delay)
-                    ),
-                    None => error.to_string(),
-                };
-                self.waiting.set(step, &reason, state);
+                self.waiting.set(step, &error.to_string(), state);
             }
             Input::ReclaimFailed(error) => self.waiting.set("reclaim", &error.to_string(), state),
             Input::Reclaimed(ReclaimOutcome::Taken {
