@@ -89,7 +89,7 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
     ensure!(
         fleet
             .aws()
-            .with(|plane| plane.stacks.status(&stack))
+            .read(|plane| plane.stacks.status(&stack))
             .map(|s| s.as_str())
             == Some("CREATE_COMPLETE"),
         "the CreationPolicy took one SUCCESS per broker"
@@ -142,15 +142,15 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
     fleet.signal_berth(kept, Signal::SIGTERM)?;
     let code = fleet.wait_berth_exit(kept, Duration::from_secs(30)).await?;
     ensure!(code == Some(0), "SIGTERM exit code {code:?}");
+    let id = kept_state.broker_id.context("id")?;
+    ensure!(
+        claimed_ids(fleet).await?.contains(&id.to_string()),
+        "the claim outlives berth (until its session times out)"
+    );
     ensure!(alive(kafka), "Kafka (pid {kafka}) stopped with berth");
     assert_converged(fleet, kept, kept_state)
         .await
         .context("ENI, volume, address, routes, rule and mount all left in place")?;
-    let id = kept_state.broker_id.context("id")?;
-    ensure!(
-        claimed_ids(fleet).await?.contains(&id.to_string()),
-        "claim kept"
-    );
     let restarted = Instant::now();
     fleet.start_berth(kept)?;
     let adopted = fleet.wait_healthy(kept, BOOT).await?;
@@ -360,8 +360,9 @@ async fn zookeeper_outage(fleet: &Fleet) -> anyhow::Result<()> {
         "claim lost {:?} into the outage; waiting: {waiting:?}",
         began.elapsed()
     );
-    // Hold the outage for its full length, checking all along that Kafka runs.
+    // Hold the outage for its full length, checking all along that Kafka runs and that berth says why it waits.
     let mut every = tokio::time::interval(Duration::from_secs(5));
+    let mut said = None;
     while began.elapsed() < OUTAGE {
         every.tick().await;
         ensure!(
@@ -374,7 +375,12 @@ async fn zookeeper_outage(fleet: &Fleet) -> anyhow::Result<()> {
             state.state == "healthy" && state.claim == "lost",
             "{state:?}"
         );
+        if let Some(waiting) = state.waiting.filter(|w| w.step == "reclaim") {
+            said = Some(waiting.reason);
+        }
     }
+    let said = said.context("/state never said the re-claim was waiting")?;
+    println!("while ZooKeeper was down, /state said: reclaim waits for {said:?}");
     for member in 0..zk.len() {
         zk.start_node(member)?;
     }

@@ -172,9 +172,11 @@ async fn control_loop(fleet: Arc<Fleet>) {
         if let Err(error) = fill(&fleet, &group).await {
             eprintln!("berth-sim: Auto Scaling group {group}: launch failed: {error}");
         }
-        let next = fleet.aws().with(|plane| plane.next_deadline());
+        let next = fleet.aws().read(|plane| plane.next_deadline());
         let poll = Instant::now() + fleet.options().asg.poll;
         let wake = next.map_or(poll, |at| at.min(poll));
+        // Our own changes above must not wake us; what changed since is caught by the poll at the latest.
+        changed.borrow_and_update();
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {}
             changed = changed.changed() => {
@@ -250,7 +252,7 @@ async fn held_by(fleet: &Fleet, instance_id: &str) -> String {
 
 /// Members whose host died leave the group (EC2's status checks would say the instance is gone).
 fn replace_dead(fleet: &Arc<Fleet>, group: &str) {
-    let members = fleet.aws().with(|plane| plane.autoscaling.members(group));
+    let members = fleet.aws().read(|plane| plane.autoscaling.members(group));
     for member in members {
         let dead = host_of(fleet, &member.instance_id).is_none_or(|host| !host.alive());
         let leaving = member.state == LifecycleState::TerminatingProceed;
@@ -271,7 +273,7 @@ async fn fill(fleet: &Arc<Fleet>, group: &str) -> Result<(), FleetError> {
     for az in 0..fleet.options().zones {
         let zone = layout::zone_name(az);
         loop {
-            let members = fleet.aws().with(|plane| plane.autoscaling.members(group));
+            let members = fleet.aws().read(|plane| plane.autoscaling.members(group));
             let active = members
                 .iter()
                 .filter(|m| m.availability_zone == zone && counts(m))
@@ -311,7 +313,7 @@ pub fn host_of(fleet: &Fleet, instance_id: &str) -> Option<Arc<crate::Host>> {
 /// The group's members now.
 pub fn members(fleet: &Fleet) -> Vec<Member> {
     let group = group_name(&fleet.options().cluster);
-    fleet.aws().with(|plane| plane.autoscaling.members(&group))
+    fleet.aws().read(|plane| plane.autoscaling.members(&group))
 }
 
 /// Waits (on the endpoint's changes, not a sleep loop) until `accept` holds for the group's members, up to
@@ -332,7 +334,7 @@ pub async fn wait_members(
         let history = || {
             fleet
                 .aws()
-                .with(|plane| plane.autoscaling.activities().to_vec())
+                .read(|plane| plane.autoscaling.activities().to_vec())
                 .iter()
                 .map(|a| a.description.clone())
                 .collect::<Vec<_>>()
@@ -360,7 +362,7 @@ pub fn in_service_hosts(fleet: &Fleet) -> Vec<usize> {
 
 /// The group's history, oldest first, one line each.
 pub fn history(fleet: &Fleet) -> Vec<String> {
-    fleet.aws().with(|plane| {
+    fleet.aws().read(|plane| {
         plane
             .autoscaling
             .activities()

@@ -83,7 +83,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
     .await?;
     let stack = fleet
         .aws()
-        .with(|plane| plane.stacks.status(&asg::stack_name(&options.cluster)))
+        .read(|plane| plane.stacks.status(&asg::stack_name(&options.cluster)))
         .map_or("-", |status| status.as_str());
     say(format!("every host InService; stack {stack}"));
     let mut ids: Vec<u32> = booted.iter().filter_map(|s| s.broker_id).collect();

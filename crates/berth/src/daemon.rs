@@ -101,7 +101,9 @@ const DELIVERY_ATTEMPTS: u32 = 5;
 const DELIVERY_GRACE: Duration = Duration::from_secs(15);
 
 /// Runs the daemon until it exits. `requests` delivers stop and drain requests; `published` receives the
-/// machine after every decision.
+/// machine after every decision. After [`DaemonExit::Stopped`] the caller must not drop its own handles on the
+/// adapters before the process exits: dropping the last one stops what they keep running (a supervised Kafka,
+/// the ZooKeeper session holding the claim), which a stop leaves in place.
 pub async fn run(
     options: DaemonOptions,
     adapters: Adapters,

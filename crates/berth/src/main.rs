@@ -152,10 +152,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     match runtime.block_on(run_daemon(config)) {
-        Ok(DaemonExit::Drained) => ExitCode::SUCCESS,
-        // Leave at once, without closing the ZooKeeper session: the claim outlives this process until the session
-        // times out, so nobody takes the id in the moment before the next berth replaces it as its own.
-        Ok(DaemonExit::Stopped) => std::process::exit(0),
+        Ok(DaemonExit::Drained | DaemonExit::Stopped) => ExitCode::SUCCESS,
         Ok(DaemonExit::Failed) => ExitCode::from(EX_FAILED),
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "berth could not start");
@@ -187,8 +184,20 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
         teardown_timeout: Duration::from_secs(120),
         jitter_seed: jitter_seed(),
     };
-    let exit =
-        berth::daemon::run(options, adapters, Notifier::from_env(), request_rx, view_tx).await;
+    let exit = berth::daemon::run(
+        options,
+        adapters.clone(),
+        Notifier::from_env(),
+        request_rx,
+        view_tx,
+    )
+    .await;
+    if exit == DaemonExit::Stopped {
+        // Leave at once, with the adapters still alive: dropping them would stop what they keep running (Kafka as a
+        // child of the process supervisor) and close the ZooKeeper session, whose claim must outlive this process
+        // until the session times out, so nobody takes the id before the next berth replaces it as its own.
+        std::process::exit(0);
+    }
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     Ok(exit)

@@ -168,6 +168,11 @@ impl AwsEndpoint {
         result
     }
 
+    /// Reads the control plane without changing it (no timeouts applied, no change announced).
+    pub fn read<T>(&self, f: impl FnOnce(&ControlPlane) -> T) -> T {
+        f(&lock(&self.plane))
+    }
+
     /// Changes after every answered call and every [`AwsEndpoint::with`].
     pub fn changed(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
