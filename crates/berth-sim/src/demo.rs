@@ -113,8 +113,9 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
     let before = booted[0].clone();
     let victim_host = fleet.host(victim)?;
     say(format!(
-        "killing host {victim} (broker {:?}, {}): SIGKILL, mounts gone, instance terminated",
-        before.broker_id, victim_host.instance.id
+        "killing host {victim} (broker {}, {}): SIGKILL, mounts gone, instance terminated",
+        before.broker_id.unwrap_or_default(),
+        victim_host.instance.id
     ));
     let killed = Instant::now();
     fleet.kill_host(victim, None).await?;
@@ -168,9 +169,9 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         .find_map(|call| call.refusal().map(str::to_owned))
         .unwrap_or_else(|| "-".into());
     say(format!(
-        "replacement host {replacement} is broker {:?} at {}, Healthy {:.1}s after the kill, InService; its volume \
+        "replacement host {replacement} is broker {} at {}, Healthy {:.1}s after the kill, InService; its volume \
          holds: {}",
-        after.broker_id,
+        after.broker_id.unwrap_or_default(),
         ip(&after).unwrap_or_default(),
         replace.as_secs_f64(),
         data.trim()
