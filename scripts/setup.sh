@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(zookeeper xfsprogs e2fsprogs lvm2 cryptsetup-bin btrfs-progs gdisk iproute2 nftables util-linux procps python3-venv lintian curl)
+APT_PACKAGES=(zookeeper xfsprogs e2fsprogs lvm2 cryptsetup-bin btrfs-progs gdisk iproute2 nftables util-linux procps python3-venv lintian curl
+  systemd-container debootstrap)
 MOTO_VERSION="5.2.5"
 VENV="${BERTH_VENV:-$PWD/.venv}"
 
@@ -43,17 +44,7 @@ HOST_IMAGE_MASKED=(getty@tty1.service console-getty.service systemd-logind.servi
   dpkg-db-backup.timer e2scrub_all.timer fstrim.timer)
 # Bump when the customisation below changes (it is an input too).
 HOST_IMAGE_REVISION=2
-host_image_apt=(systemd-container debootstrap)
-missing=()
-for package in "${host_image_apt[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing apt packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# (debootstrap and systemd-container, which boots the hosts, are in APT_PACKAGES above.)
 host_image_key=$(printf '%s\n' "$HOST_IMAGE_SUITE" "$HOST_IMAGE_MIRROR" minbase "$HOST_IMAGE_REVISION" \
   "${HOST_IMAGE_PACKAGES[@]}" "${HOST_IMAGE_MASKED[@]}" | sha256sum | cut -c1-16)
 host_image="$HOST_IMAGE_CACHE/$host_image_key"

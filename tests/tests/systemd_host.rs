@@ -110,16 +110,29 @@ async fn health(fleet: &Fleet, index: usize) -> anyhow::Result<u16> {
     Ok(berth_sim::state::fetch_health(address).await?)
 }
 
-/// berth's states in the order it goes through them, as its status line names them.
-const BOOT_ORDER: [&str; 7] = [
-    "claim",
-    "attach_eni",
-    "route",
-    "attach_ebs",
-    "mount",
-    "start_kafka",
-    "healthy",
-];
+/// `systemctl <args>` inside the host, returning its output.
+fn systemctl(host: &berth_sim::Host, args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec!["systemctl"];
+    argv.extend_from_slice(args);
+    on(host, |c| Ok(c.exec(&argv)?))
+}
+
+/// `systemctl restart berth` (what a package upgrade does); berth is Healthy again as the same broker.
+async fn restart_berth(
+    fleet: &Fleet,
+    index: usize,
+    before: &BerthState,
+) -> anyhow::Result<BerthState> {
+    systemctl(&*fleet.host(index)?, &["restart", "berth.service"])?;
+    let after = fleet.wait_healthy(index, BOOT).await?;
+    ensure!(
+        after.broker_id == before.broker_id,
+        "broker {:?} after the restart, {:?} before",
+        after.broker_id,
+        before.broker_id
+    );
+    Ok(after)
+}
 
 #[test]
 fn systemd_follows_berth_through_a_hardened_boot() {
@@ -188,7 +201,12 @@ fn systemd_follows_berth_through_a_hardened_boot() {
             .collect();
         let positions: Vec<usize> = states
             .iter()
-            .map(|s| BOOT_ORDER.iter().position(|b| b == s).unwrap_or(usize::MAX))
+            .map(|s| {
+                berth_core::Phase::BOOT
+                    .iter()
+                    .position(|phase| phase.name() == *s)
+                    .unwrap_or(usize::MAX)
+            })
             .collect();
         ensure!(
             positions.windows(2).all(|w| w[0] < w[1]) && positions.iter().all(|p| *p != usize::MAX),
@@ -596,15 +614,7 @@ fn a_berth_restart_is_not_propagated_to_kafka() {
     berth_sim::with_fleet(options(1), |fleet| async move {
         let (index, before, _) = healthy_host(&fleet).await?;
         let host = container(&fleet, index)?;
-        on(&host, |c| {
-            Ok(c.exec(&["systemctl", "restart", "berth.service"])?)
-        })?;
-        let after = fleet.wait_healthy(index, BOOT).await?;
-        ensure!(
-            after.broker_id == before.broker_id,
-            "broker {:?} after the restart",
-            after.broker_id
-        );
+        restart_berth(&fleet, index, &before).await?;
         let restarted = jobs(&host, "kafka.service", "restart")?;
         ensure!(
             restarted.is_empty(),
@@ -619,10 +629,9 @@ fn a_berth_restart_is_not_propagated_to_kafka() {
                 0o644,
             )?;
             c.exec(&["systemctl", "daemon-reload"])?;
-            c.exec(&["systemctl", "restart", "berth.service"])?;
             Ok(())
         })?;
-        fleet.wait_healthy(index, BOOT).await?;
+        restart_berth(&fleet, index, &before).await?;
         let restarted = jobs(&host, "kafka.service", "restart")?;
         ensure!(
             !restarted.is_empty(),
@@ -652,16 +661,7 @@ fn a_berth_restart_leaves_kafka_running() {
     berth_sim::with_fleet(options(1), |fleet| async move {
         let (index, before, kafka) = healthy_host(&fleet).await?;
         let host = container(&fleet, index)?;
-        // A package upgrade restarts berth.
-        on(&host, |c| {
-            Ok(c.exec(&["systemctl", "restart", "berth.service"])?)
-        })?;
-        let after = fleet.wait_healthy(index, BOOT).await?;
-        ensure!(
-            after.broker_id == before.broker_id,
-            "broker {:?} after the restart",
-            after.broker_id
-        );
+        let after = restart_berth(&fleet, index, &before).await?;
         let kafka_after = property(&host, "kafka.service", "MainPID")?;
         ensure!(
             kafka_after == kafka,
