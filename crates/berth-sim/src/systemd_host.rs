@@ -441,3 +441,32 @@ fn package_inputs(berth: &Path, workspace: &Path) -> u64 {
     }
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hosts_install_the_documented_dropin() {
+        let dropin = documented_dropin();
+        assert!(dropin.starts_with("[Unit]\n"), "{dropin}");
+        assert!(dropin.contains("\nAfter=berth.service\n"), "{dropin}");
+        // Requires=/BindsTo=/PartOf= would propagate a berth restart (or stop) to Kafka.
+        for key in ["Requires=", "BindsTo=", "PartOf="] {
+            assert!(
+                !dropin.lines().any(|line| line.starts_with(key)),
+                "{key} in {dropin}"
+            );
+        }
+        assert!(dropin.contains("\nExecStart=\nExecStart=/opt/kafka/bin/kafka-server-start.sh "));
+    }
+
+    #[test]
+    fn the_launcher_is_the_one_line_naming_the_stand_in() {
+        let naming: Vec<&str> = KAFKA_LAUNCHER
+            .lines()
+            .filter(|line| !line.starts_with('#') && line.contains("kafka-standin"))
+            .collect();
+        assert_eq!(naming, [format!("exec {STANDIN} \"$@\"")]);
+    }
+}
