@@ -144,7 +144,7 @@ pub async fn run(
                         let cloud = adapters.cloud.clone();
                         background.push(tokio::spawn(async move {
                             if let Err(error) = cloud.heartbeat(&identity).await {
-                                warn!(error = %error, "lifecycle heartbeat failed");
+                                warn!(error = %error, "lifecycle heartbeat failed: {error}");
                             }
                         }));
                     }
@@ -153,7 +153,7 @@ pub async fn run(
                         background.push(tokio::spawn(async move {
                             warn!(berth_instance_id = %identity.instance_id, "Kafka lost for too long: marking the instance unhealthy");
                             if let Err(error) = cloud.mark_unhealthy(&identity).await {
-                                error!(error = %error, "SetInstanceHealth failed");
+                                error!(error = %error, "SetInstanceHealth failed: {error}");
                             }
                         }));
                     }
@@ -163,7 +163,7 @@ pub async fn run(
                         background.push(tokio::spawn(async move {
                             warn!("fencing: stopping Kafka because this host no longer holds its broker id");
                             if let Err(error) = broker.stop(stop).await {
-                                error!(error = %error, "fencing Kafka failed");
+                                error!(error = %error, "fencing Kafka failed: {error}");
                             }
                         }));
                     }
@@ -255,7 +255,8 @@ fn log_transition(machine: &Machine, before: Phase) {
             berth_eni_id = eni_id,
             berth_volume_id = volume_id,
             berth_failure = machine.failure().unwrap_or_default(),
-            "boot failed"
+            "boot failed: {}",
+            machine.failure().unwrap_or_default()
         ),
         _ => info!(
             berth_state = state,
@@ -279,7 +280,7 @@ fn log_input(machine: &Machine, input: &Input, next: &Machine) {
             berth_attempt = machine.attempts(),
             berth_retry_in_ms = next.next_wake().map(|w| w.as_millis() as u64),
             error = %error,
-            "step failed"
+            "step failed: {error}"
         ),
         Input::ClaimLost => warn!(
             berth_state = state,
@@ -492,7 +493,7 @@ fn spawn_signal(
             None => match cloud.identity().await {
                 Ok(identity) => identity,
                 Err(error) => {
-                    error!(error = %error, ?verdict, "cannot signal: instance identity unknown");
+                    error!(error = %error, ?verdict, "cannot signal: instance identity unknown: {error}");
                     return;
                 }
             },
@@ -506,12 +507,12 @@ fn spawn_signal(
                     return;
                 }
                 Err(error) if error.is_retryable() && attempt < 5 => {
-                    warn!(error = %error, attempt, "signal failed; retrying");
+                    warn!(error = %error, attempt, "signal failed, retrying: {error}");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
                 Err(error) => {
-                    error!(error = %error, ?verdict, "signal failed");
+                    error!(error = %error, ?verdict, "signal failed: {error}");
                     return;
                 }
             }
@@ -548,7 +549,7 @@ fn spawn_teardown(
                     "teardown step done"
                 ),
                 Ok(Err(error)) => {
-                    error!(berth_state = "draining", berth_teardown = name, error = %error, "teardown step failed; continuing")
+                    error!(berth_state = "draining", berth_teardown = name, error = %error, "teardown step {name} failed, continuing: {error}")
                 }
                 Err(_) => error!(
                     berth_state = "draining",

@@ -130,7 +130,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     match runtime.block_on(run_daemon(config)) {
         Ok(DaemonExit::Drained) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "berth could not start");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "berth could not start: {error:#}"
+            );
             ExitCode::from(EX_SOFTWARE)
         }
     }
