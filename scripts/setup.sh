@@ -38,7 +38,8 @@ install_kafka() {
     return 0
   fi
   echo "setup: resolving Apache Kafka $version ($profile) into $target"
-  mkdir -p "$KAFKA_CACHE"
+  # Leftovers of an interrupted run (we hold the cache's lock, so no other run is using them).
+  rm -rf "$KAFKA_CACHE/.$version".*
   local temp
   temp=$(mktemp -d "$KAFKA_CACHE/.$version.XXXXXX")
   if ! mvn -q -B -f tests/kafka/pom.xml -P "$profile" -Dkafka.version="$version" \
@@ -57,10 +58,14 @@ install_kafka() {
   mv "$temp" "$target"
   rm -rf "$temp.old"
 }
-while read -r version profile; do
-  [[ -z "$version" || "$version" == \#* ]] && continue
-  install_kafka "$version" "$profile"
-done <tests/kafka/versions
+mkdir -p "$KAFKA_CACHE"
+(
+  flock 9 # one setup at a time fills the cache
+  while read -r version profile; do
+    [[ -z "$version" || "$version" == \#* ]] && continue
+    install_kafka "$version" "$profile"
+  done <tests/kafka/versions
+) 9>"$KAFKA_CACHE/.lock"
 
 # The kernel modules the namespace and loop-device tests rely on (built in on most kernels; harmless if so).
 for module in loop veth bridge; do modprobe -q "$module" 2>/dev/null || true; done
