@@ -12,11 +12,11 @@
 //! berth's overlay, concatenated exactly as the documented drop-in's `awk 1` does ([`merge_as_awk`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use berth_storage::meta::{self, LogDirState};
-use tokio::process::Command;
+
+use crate::supervisor::{output_within, Bounded};
 
 /// Lines of the format command's output kept to explain a failure.
 const OUTPUT_LINES: usize = 8;
@@ -214,25 +214,20 @@ impl Formatter {
         let config = write_config(overlay_path, &merged)?;
         let argv = self.command_line(cluster_id, config.path());
         let command = argv.join(" ");
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = match tokio::time::timeout(timeout, child).await {
-            Err(_) => {
+        let output = match output_within(&argv, timeout).await {
+            Err(Bounded::TimedOut) => {
                 return Err(FormatError::Timeout {
                     command,
                     after: timeout,
                 })
             }
-            Ok(Err(source)) => {
+            Err(Bounded::Spawn(source)) => {
                 return Err(FormatError::Spawn {
                     program: argv[0].clone(),
                     source,
                 })
             }
-            Ok(Ok(output)) => output,
+            Ok(output) => output,
         };
         let said = last_lines(&output.stdout, &output.stderr);
         if !output.status.success() {

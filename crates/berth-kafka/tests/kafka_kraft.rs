@@ -7,7 +7,6 @@ mod real;
 use std::time::Duration;
 
 use berth_core::ports::{Broker, Deadline};
-use berth_core::ErrorKind;
 use berth_kafka::probe::{self, ProbeError, METADATA_MAX_VERSION, METADATA_MIN_VERSION};
 use berth_kafka::supervisor::ChildState;
 use real::{RealHost, CLEAN_SHUTDOWN, CLUSTER_ID, RACK, START_DEADLINE};
@@ -144,11 +143,7 @@ async fn a_log_dir_with_data_but_no_meta_properties_is_never_formatted() {
     std::fs::create_dir_all(segment.parent().unwrap()).unwrap();
     std::fs::write(&segment, b"records of a broker").unwrap();
     let broker = host.broker();
-    let error = broker
-        .start(&host.spec(1), Deadline::after(START_DEADLINE))
-        .await
-        .expect_err("refused");
-    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    let error = real::refused(&broker, &host.spec(1)).await;
     assert!(
         error.message.contains(&format!(
             "log dir {} holds data (events-0) but no meta.properties",
@@ -156,7 +151,6 @@ async fn a_log_dir_with_data_but_no_meta_properties_is_never_formatted() {
         )),
         "{error}"
     );
-    assert_eq!(broker.child_state(), None, "Kafka never started");
     assert!(
         !host.log_dir().join("meta.properties").exists(),
         "not formatted"
@@ -172,12 +166,7 @@ async fn a_foreign_meta_properties_is_refused_with_kafkas_words() {
     );
     host.stamp(&host.log_dir(), &theirs);
     let broker = host.broker();
-    let error = broker
-        .start(&host.spec(1), Deadline::after(START_DEADLINE))
-        .await
-        .expect_err("refused");
-    eprintln!("{error}");
-    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    let error = real::refused(&broker, &host.spec(1)).await;
     assert!(
         error.message.contains(&format!(
             "Stored node id 2 doesn't match previous node id 1 in {}",
@@ -185,7 +174,6 @@ async fn a_foreign_meta_properties_is_refused_with_kafkas_words() {
         )),
         "Kafka's own words: {error}"
     );
-    assert_eq!(broker.child_state(), None, "not left crash-looping");
     assert_eq!(
         std::fs::read_to_string(host.log_dir().join("meta.properties")).unwrap(),
         theirs,
@@ -208,16 +196,10 @@ async fn a_wrong_cluster_id_is_refused_with_kafkas_words() {
     );
     let broker = host.broker();
     let spec = host.spec_with(1, vec![host.log_dir(), host.second_log_dir()]);
-    let error = broker
-        .start(&spec, Deadline::after(START_DEADLINE))
-        .await
-        .expect_err("refused");
-    eprintln!("{error}");
-    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    let error = real::refused(&broker, &spec).await;
     assert!(
         error.message.contains("Invalid cluster.id in: ")
             && error.message.contains("but read T3RoZXJDbHVzdGVySWRBQQ"),
         "Kafka's own words: {error}"
     );
-    assert_eq!(broker.child_state(), None);
 }

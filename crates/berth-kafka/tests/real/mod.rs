@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_config::Config;
-use berth_core::ports::BrokerSpec;
-use berth_core::BrokerId;
+use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
+use berth_core::{BrokerId, ErrorKind};
 use berth_kafka::probe::ProbeTarget;
 use berth_kafka::supervisor::RestartPolicy;
 use berth_kafka::KafkaBroker;
@@ -238,4 +238,16 @@ stop_timeout = "60s"
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("meta.properties"), text).unwrap();
     }
+}
+
+/// Starts Kafka expecting it to refuse for good: a fatal error, and no Kafka left running or crash-looping.
+pub async fn refused(broker: &KafkaBroker, spec: &BrokerSpec) -> StepError {
+    let error = broker
+        .start(spec, Deadline::after(START_DEADLINE))
+        .await
+        .expect_err("refused");
+    eprintln!("{error}");
+    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    assert_eq!(broker.child_state(), None, "not left running");
+    error
 }
