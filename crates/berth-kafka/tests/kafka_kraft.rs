@@ -164,21 +164,7 @@ async fn a_foreign_meta_properties_is_refused_with_kafkas_words() {
     let theirs = format!(
         "version=1\nnode.id=2\ndirectory.id=nL10qEMsD-0SnRmf7nY11w\ncluster.id={CLUSTER_ID}\n"
     );
-    host.stamp(&host.log_dir(), &theirs);
-    let broker = host.broker();
-    let error = real::refused(&broker, &host.spec(1)).await;
-    assert!(
-        error.message.contains(&format!(
-            "Stored node id 2 doesn't match previous node id 1 in {}",
-            host.log_dir().join("meta.properties").display()
-        )),
-        "Kafka's own words: {error}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(host.log_dir().join("meta.properties")).unwrap(),
-        theirs,
-        "the other node's file is untouched"
-    );
+    real::foreign_node_is_refused(&host, &theirs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

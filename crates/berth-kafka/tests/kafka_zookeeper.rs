@@ -105,20 +105,7 @@ async fn kafka_registers_serves_and_deregisters_on_a_controlled_shutdown() {
 async fn a_foreign_meta_properties_is_refused_with_kafkas_words() {
     let host = RealHost::zookeeper();
     let theirs = "version=0\nbroker.id=2\n";
-    host.stamp(&host.log_dir(), theirs);
-    let broker = host.broker();
-    let error = real::refused(&broker, &host.spec(1)).await;
-    assert!(
-        error.message.contains(&format!(
-            "Stored node id 2 doesn't match previous node id 1 in {}",
-            host.log_dir().join("meta.properties").display()
-        )),
-        "Kafka's own words: {error}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(host.log_dir().join("meta.properties")).unwrap(),
-        theirs
-    );
+    real::foreign_node_is_refused(&host, theirs).await;
     let zk = zookeeper_client::Client::connect(&host.zk.as_ref().unwrap().connect_string())
         .await
         .unwrap();

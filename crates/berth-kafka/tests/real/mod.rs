@@ -251,3 +251,17 @@ pub async fn refused(broker: &KafkaBroker, spec: &BrokerSpec) -> StepError {
     assert_eq!(broker.child_state(), None, "not left running");
     error
 }
+
+/// Stamps the log dir for node 2 (`theirs`), starts node 1 and checks Kafka's own refusal (the same words in
+/// 3.9 and 4.x) and that the other node's file is untouched.
+pub async fn foreign_node_is_refused(host: &RealHost, theirs: &str) {
+    host.stamp(&host.log_dir(), theirs);
+    let error = refused(&host.broker(), &host.spec(1)).await;
+    let meta = host.log_dir().join("meta.properties");
+    let words = format!(
+        "Stored node id 2 doesn't match previous node id 1 in {}",
+        meta.display()
+    );
+    assert!(error.message.contains(&words), "Kafka's own words: {error}");
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), theirs, "untouched");
+}
