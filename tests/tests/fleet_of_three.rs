@@ -139,7 +139,7 @@ fn three_brokers_boot_crash_expire_replace_drain() {
             "claim {id2} left after drain"
         );
         ensure!(
-            berth_sim::sys::mounts_under(&fleet.host(2)?.mount_path()).is_empty(),
+            fleet.host(2)?.broker_mounts().is_empty(),
             "mount left after drain"
         );
         fleet.retire_host(2).await?;

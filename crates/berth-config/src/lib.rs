@@ -28,10 +28,11 @@ pub const DEFAULT_PATH: &str = "/etc/berth/berth.toml";
 pub const ENV_PREFIX: &str = "BERTH";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: [&str; 4] = [
+const LIST_KEYS: [&str; 5] = [
     "storage.log_dirs",
     "storage.mkfs_options",
     "kafka.command",
+    "kafka.format_command",
     "aws.takeover_owner_states",
 ];
 
@@ -112,7 +113,8 @@ pub struct ClusterConfig {
     pub name: String,
     /// Number of broker ids: ids are `0..broker_count`.
     pub broker_count: u32,
-    /// Kafka `cluster.id` expected in `meta.properties`, when known.
+    /// Kafka `cluster.id`: expected in `meta.properties` when set, and required in KRaft mode, where berth
+    /// formats a blank volume's storage with it. Kafka's form: a UUID in base64url, 22 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_cluster_id: Option<String>,
 }
@@ -376,6 +378,12 @@ pub struct KafkaConfig {
     pub controller_port: u16,
     /// KRaft: render `controller.quorum.voters` from every id's ENI address.
     pub quorum_voters: bool,
+    /// KRaft: the command that formats blank storage (Kafka's storage tool); berth appends
+    /// `--cluster-id <cluster.kafka_cluster_id> --config <server_properties merged with the overlay>`.
+    pub format_command: Vec<String>,
+    /// The operator's `server.properties`: berth merges it with the overlay (as the documented `awk 1` drop-in
+    /// does) into the file the format command reads. Only read in KRaft mode, when storage is blank.
+    pub server_properties: PathBuf,
     /// Interval of health checks while Healthy.
     #[serde(with = "serde_duration")]
     pub check_interval: Duration,
@@ -396,6 +404,8 @@ impl Default for KafkaConfig {
             port: 9092,
             controller_port: 9093,
             quorum_voters: false,
+            format_command: vec!["/opt/kafka/bin/kafka-storage.sh".into(), "format".into()],
+            server_properties: "/etc/kafka/server.properties".into(),
             check_interval: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(120),
         }
@@ -591,6 +601,20 @@ fn ensure(condition: bool, key: &str, reason: impl FnOnce() -> String) -> Result
     }
 }
 
+/// What Kafka generates for a cluster id (`Uuid.randomUuid().toString()`): 16 bytes in unpadded base64url, so 22
+/// characters whose last one carries no stray bits, never starting with `-` (Kafka re-draws those, as its
+/// command-line tools would read them as an option). Kafka's storage tool itself accepts any string (measured:
+/// 3.9.2 and 4.4.0 format with `bad+id` or an empty id), so this is berth's check, not Kafka's.
+pub fn is_kafka_cluster_id(id: &str) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let digit = |b: u8| ALPHABET.iter().position(|&a| a == b);
+    id.len() == 22
+        && !id.starts_with('-')
+        && id.bytes().all(|b| digit(b).is_some())
+        // 22 characters hold 132 bits: the last character's low 4 bits are padding and must be zero.
+        && digit(id.as_bytes()[21]).is_some_and(|value| value & 0b1111 == 0)
+}
+
 fn is_absolute_clean(path: &Path) -> bool {
     path.is_absolute()
         && path
@@ -624,10 +648,22 @@ impl Config {
                 )
             },
         )?;
-        if let Some(id) = &self.cluster.kafka_cluster_id {
-            ensure(!id.trim().is_empty(), "cluster.kafka_cluster_id", || {
-                "must not be blank; omit the key instead".into()
-            })?;
+        match &self.cluster.kafka_cluster_id {
+            Some(id) => ensure(is_kafka_cluster_id(id), "cluster.kafka_cluster_id", || {
+                format!(
+                        "must be a Kafka cluster id (a UUID in base64url: 22 characters of A-Z a-z 0-9 - _, \
+                         not starting with '-', as `kafka-storage.sh random-uuid` prints), got {id:?}"
+                    )
+            })?,
+            None => ensure(
+                self.kafka.mode != KafkaMode::Kraft,
+                "cluster.kafka_cluster_id",
+                || {
+                    "is required when kafka.mode = \"kraft\": berth formats blank storage with it \
+                     (generate one with `kafka-storage.sh random-uuid`)"
+                        .into()
+                },
+            )?,
         }
         ensure(!self.tags.key.trim().is_empty(), "tags.key", || {
             "must not be empty".into()
@@ -865,6 +901,21 @@ impl Config {
                 )
             },
         )?;
+        if kafka.mode == KafkaMode::Kraft {
+            ensure(
+                kafka
+                    .format_command
+                    .first()
+                    .is_some_and(|program| !program.trim().is_empty()),
+                "kafka.format_command",
+                || "must name the storage tool when kafka.mode = \"kraft\"".into(),
+            )?;
+            ensure(
+                is_absolute_clean(&kafka.server_properties),
+                "kafka.server_properties",
+                || "must be an absolute path".into(),
+            )?;
+        }
         if kafka.quorum_voters {
             ensure(
                 kafka.mode == KafkaMode::Kraft,

@@ -235,3 +235,73 @@ fn digest_is_never_printed() {
     assert_eq!(config.zookeeper.digest, "berth:s3cret");
     assert!(!config.to_toml().contains("s3cret"));
 }
+
+#[test]
+fn kraft_mode_needs_a_cluster_id_in_kafkas_form() {
+    let error = refused_env("BERTH_KAFKA__MODE", "kraft");
+    assert_eq!(error.key(), Some("cluster.kafka_cluster_id"), "{error}");
+    assert!(error.to_string().contains("required"), "{error}");
+
+    let kraft = |id: &str| {
+        parse(
+            EXAMPLE,
+            [
+                ("BERTH_KAFKA__MODE", "kraft"),
+                ("BERTH_CLUSTER__KAFKA_CLUSTER_ID", id),
+            ],
+        )
+    };
+    // What `kafka-storage.sh random-uuid` prints is accepted, and is what the storage tool is given.
+    let config = kraft("MkU3OEVBNTcwNTJENDM2Qg").expect("a Kafka cluster id");
+    assert_eq!(
+        config.cluster.kafka_cluster_id.as_deref(),
+        Some("MkU3OEVBNTcwNTJENDM2Qg")
+    );
+    assert_eq!(
+        config.kafka.format_command,
+        ["/opt/kafka/bin/kafka-storage.sh", "format"]
+    );
+    for bad in [
+        " ",
+        "bad+id",
+        "MkU3OEVBNTcwNTJENDM2Q",    // 21 characters
+        "MkU3OEVBNTcwNTJENDM2Qg==", // padded
+        "MkU3OEVBNTcwNTJENDM2Q/",   // not base64url
+        "MkU3OEVBNTcwNTJENDM2Qh",   // stray bits: not 16 bytes
+        "-kU3OEVBNTcwNTJENDM2Qg",   // Kafka never generates these: tools would read an option
+    ] {
+        let error = kraft(bad).expect_err(bad);
+        assert_eq!(
+            error.key(),
+            Some("cluster.kafka_cluster_id"),
+            "{bad}: {error}"
+        );
+    }
+    // Set in ZooKeeper mode, it is checked the same way (Kafka generates it the same way there).
+    let error = refused_env("BERTH_CLUSTER__KAFKA_CLUSTER_ID", "ClusterOne");
+    assert_eq!(error.key(), Some("cluster.kafka_cluster_id"), "{error}");
+}
+
+#[test]
+fn kraft_mode_needs_a_format_command_and_an_absolute_server_properties() {
+    let kraft = |name: &str, value: &str| {
+        parse(
+            EXAMPLE,
+            [
+                ("BERTH_KAFKA__MODE", "kraft"),
+                ("BERTH_CLUSTER__KAFKA_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qg"),
+                (name, value),
+            ],
+        )
+    };
+    let error = kraft("BERTH_KAFKA__FORMAT_COMMAND", "").unwrap_err();
+    assert_eq!(error.key(), Some("kafka.format_command"), "{error}");
+    let error = kraft("BERTH_KAFKA__SERVER_PROPERTIES", "server.properties").unwrap_err();
+    assert_eq!(error.key(), Some("kafka.server_properties"), "{error}");
+    let config = kraft(
+        "BERTH_KAFKA__FORMAT_COMMAND",
+        "runuser,-u,kafka,--,/opt/kafka/bin/kafka-storage.sh,format",
+    )
+    .unwrap();
+    assert_eq!(config.kafka.format_command.len(), 6);
+}

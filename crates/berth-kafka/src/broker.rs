@@ -14,6 +14,7 @@ use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
 use tokio::sync::watch;
 
+use crate::format::{self, FormatError, Formatter, StorageState};
 use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::supervisor::{
@@ -27,12 +28,16 @@ const RETRY_FIRST: Duration = Duration::from_millis(5);
 /// ...up to this (KRaft mode has no registration to watch, so the probe is retried).
 const RETRY_MAX: Duration = Duration::from_millis(250);
 
-/// Lines of Kafka's output that mean it refuses this data or id for good (restarting cannot help).
-const REFUSALS: [&str; 4] = [
-    "InconsistentBrokerIdException",
-    "InconsistentClusterIdException",
-    "InconsistentNodeIdException",
-    "doesn't match stored",
+/// Lines of Kafka's output that mean it refuses this data or id for good (restarting cannot help). Kafka 3.9
+/// (ZooKeeper mode) and 4.x (KRaft) print the same texts, from `MetaPropertiesEnsemble.verify` (measured on
+/// 3.9.2 and 4.4.0; tests/kafka_*.rs prove each against real Kafka):
+const REFUSALS: [&str; 3] = [
+    // "java.lang.RuntimeException: Stored node id 2 doesn't match previous node id 1 in <dir>/meta.properties."
+    "doesn't match previous node id",
+    // "java.lang.RuntimeException: Invalid cluster.id in: <dir>/meta.properties. Expected <a>, but read <b>"
+    "Invalid cluster.id in:",
+    // KRaft, no log dir formatted: "java.lang.RuntimeException: No readable meta.properties files found."
+    "No readable meta.properties files found",
 ];
 
 /// Why Kafka could not be started, stopped or shown serving.
@@ -104,6 +109,21 @@ pub enum KafkaError {
     /// The protocol probe failed.
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// KRaft storage could not be formatted, or must not be.
+    #[error("KRaft storage of broker {broker_id}: {source}")]
+    Format {
+        /// The broker being started.
+        broker_id: BrokerId,
+        /// What went wrong.
+        #[source]
+        source: FormatError,
+    },
+    /// KRaft mode without `cluster.kafka_cluster_id` (the configuration check requires it).
+    #[error("cluster.kafka_cluster_id is needed to format KRaft storage for broker {broker_id}")]
+    MissingClusterId {
+        /// The broker being started.
+        broker_id: BrokerId,
+    },
     /// The start deadline passed without the broker serving.
     #[error("broker {broker_id} was not serving by the deadline; last seen: {seen}")]
     NotServing {
@@ -124,7 +144,10 @@ impl KafkaError {
     /// Whether retrying can help. Refusals, unusable settings and a missing program are fatal.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            KafkaError::Refused { .. } | KafkaError::MissingVoters { .. } => ErrorKind::Fatal,
+            KafkaError::Refused { .. }
+            | KafkaError::MissingVoters { .. }
+            | KafkaError::MissingClusterId { .. } => ErrorKind::Fatal,
+            KafkaError::Format { source, .. } if !source.is_retryable() => ErrorKind::Fatal,
             KafkaError::Overlay { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
@@ -167,6 +190,8 @@ pub struct KafkaBroker {
     stop_timeout: Duration,
     probe_timeout: Duration,
     runner: Runner,
+    formatter: Option<Formatter>,
+    cluster_id: Option<String>,
     registrations: Option<RegistrationWatch>,
     voters: Mutex<Option<BTreeMap<BrokerId, Ipv4Addr>>>,
     started_as: Mutex<Option<BrokerId>>,
@@ -190,9 +215,15 @@ impl KafkaBroker {
                 policy,
             )),
         };
-        let registrations = match kafka.mode {
-            KafkaMode::Zookeeper => Some(RegistrationWatch::from_config(config)),
-            KafkaMode::Kraft => None,
+        let (registrations, formatter) = match kafka.mode {
+            KafkaMode::Zookeeper => (Some(RegistrationWatch::from_config(config)), None),
+            KafkaMode::Kraft => (
+                None,
+                Some(Formatter {
+                    command: kafka.format_command.clone(),
+                    server_properties: kafka.server_properties.clone(),
+                }),
+            ),
         };
         Self {
             mode: kafka.mode,
@@ -204,6 +235,8 @@ impl KafkaBroker {
             stop_timeout: kafka.stop_timeout,
             probe_timeout: kafka.check_interval.min(PROBE_TIMEOUT_MAX),
             runner,
+            formatter,
+            cluster_id: config.cluster.kafka_cluster_id.clone(),
             registrations,
             voters: Mutex::new(None),
             started_as: Mutex::new(None),
@@ -465,6 +498,41 @@ impl KafkaBroker {
         }
     }
 
+    /// KRaft: formats blank storage before Kafka's first start on it; formatted storage is left to Kafka's own
+    /// checks. The one place that decides whether this node's storage may be formatted (issue #14 adds its
+    /// quorum check here: a controller's blank dir only while the other voters hold a majority).
+    async fn prepare_storage(
+        &self,
+        spec: &BrokerSpec,
+        overlay: &str,
+        deadline: Deadline,
+    ) -> Result<(), KafkaError> {
+        let Some(formatter) = &self.formatter else {
+            return Ok(());
+        };
+        let broker_id = spec.broker_id;
+        let failed = |source| KafkaError::Format { broker_id, source };
+        if format::assess(&spec.log_dirs).map_err(failed)? == StorageState::Formatted {
+            return Ok(());
+        }
+        let cluster_id = self
+            .cluster_id
+            .as_deref()
+            .ok_or(KafkaError::MissingClusterId { broker_id })?;
+        tracing::info!(%broker_id, cluster_id, log_dirs = ?spec.log_dirs, "every log dir is blank: formatting KRaft storage");
+        formatter
+            .format(
+                cluster_id,
+                &self.overlay_path,
+                overlay,
+                &spec.log_dirs,
+                deadline.remaining(),
+            )
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
     async fn check_once(&self, spec: &BrokerSpec) -> Result<ServingEvidence, KafkaError> {
         if let Some(state) = self.child_state() {
             if !matches!(state, ChildState::Running { .. }) {
@@ -547,6 +615,7 @@ impl Broker for KafkaBroker {
                 source,
             }
         })?;
+        self.prepare_storage(spec, &text, deadline).await?;
         tracing::info!(broker_id = %spec.broker_id, overlay = %self.overlay_path.display(), changed, "starting kafka");
         let child = self.launch(changed, deadline).await?;
         match self.wait_serving(spec, deadline, child).await {

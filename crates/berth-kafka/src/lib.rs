@@ -7,11 +7,15 @@
 //! protocol exchange (ApiVersions, then Metadata) on the advertised listener lists this broker id with the ENI
 //! host. The same evidence, cheaply re-taken, is the health check while Healthy.
 //!
+//! In KRaft mode the first start on blank storage formats it first ([`format`]), with the configured cluster id.
+//!
 //! - [`overlay`]: rendering and atomically writing the settings berth owns.
+//! - [`format`]: KRaft storage, formatted only when every log dir is blank.
 //! - [`supervisor`]: `systemctl` or a child process with systemd-like restarts.
-//! - [`probe`]: the ApiVersions + Metadata round trip; [`wire`]: Kafka framing (shared with the stand-in).
-//! - [`properties`]: Java properties text (shared with the stand-in).
+//! - [`probe`]: the ApiVersions + Metadata round trip; [`wire`]: Kafka framing, client side only.
+//! - [`properties`]: writing Java properties values as Kafka reads them (ISO-8859-1).
 
+pub mod format;
 pub mod overlay;
 pub mod probe;
 pub mod properties;

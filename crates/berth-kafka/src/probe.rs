@@ -21,6 +21,10 @@ use crate::wire::{self, WireError};
 pub const API_VERSIONS_VERSION: i16 = 3;
 /// Highest Metadata version berth asks for (lowered to what the broker supports).
 pub const METADATA_MAX_VERSION: i16 = 12;
+/// Lowest Metadata version berth can ask with: v0 reads an empty topic list as "all topics".
+pub const METADATA_MIN_VERSION: i16 = 1;
+/// First Metadata version with `allow_auto_topic_creation` (v1-v3 lack it, and encoding it there fails).
+const METADATA_AUTO_CREATE_SINCE: i16 = 4;
 
 /// Who the probe expects to find where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,10 +120,31 @@ fn wire_error(listener: SocketAddr) -> impl Fn(WireError) -> ProbeError {
     move |source| ProbeError::Wire { listener, source }
 }
 
+/// The Metadata request berth sends in `version`: no topics, and (where the version has the field) no topic
+/// auto-creation. Every field set is one the version carries, so it encodes in every version the probe picks.
+pub fn metadata_request(version: i16) -> MetadataRequest {
+    let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+    if version >= METADATA_AUTO_CREATE_SINCE {
+        request.with_allow_auto_topic_creation(false)
+    } else {
+        request
+    }
+}
+
 /// One ApiVersions + Metadata round trip on a fresh connection, bounded by `timeout`.
 pub async fn probe(target: &ProbeTarget, timeout: Duration) -> Result<ProbeReport, ProbeError> {
+    probe_up_to(target, timeout, METADATA_MAX_VERSION).await
+}
+
+/// As [`probe`], asking Metadata in at most `max_version` (the broker's highest if lower): the tests use it
+/// to send every version the probe may pick to a real broker.
+pub async fn probe_up_to(
+    target: &ProbeTarget,
+    timeout: Duration,
+    max_version: i16,
+) -> Result<ProbeReport, ProbeError> {
     let listener = target.listener;
-    match tokio::time::timeout(timeout, exchange(target)).await {
+    match tokio::time::timeout(timeout, exchange(target, max_version)).await {
         Ok(result) => result,
         Err(_) => Err(ProbeError::Timeout {
             listener,
@@ -128,7 +153,7 @@ pub async fn probe(target: &ProbeTarget, timeout: Duration) -> Result<ProbeRepor
     }
 }
 
-async fn exchange(target: &ProbeTarget) -> Result<ProbeReport, ProbeError> {
+async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport, ProbeError> {
     let listener = target.listener;
     let started = Instant::now();
     let mut stream = TcpStream::connect(listener)
@@ -170,8 +195,10 @@ async fn exchange(target: &ProbeTarget) -> Result<ProbeReport, ProbeError> {
             listener,
             detail: "no Metadata API listed".into(),
         })?;
-    let version = METADATA_MAX_VERSION.min(metadata.max_version);
-    if version < metadata.min_version.max(1) {
+    let version = max_version
+        .min(METADATA_MAX_VERSION)
+        .min(metadata.max_version);
+    if version < metadata.min_version.max(METADATA_MIN_VERSION) {
         return Err(ProbeError::ApiVersions {
             listener,
             detail: format!(
@@ -182,9 +209,7 @@ async fn exchange(target: &ProbeTarget) -> Result<ProbeReport, ProbeError> {
     }
 
     let header = request_header(ApiKey::Metadata, version, 2);
-    let request = MetadataRequest::default()
-        .with_topics(Some(Vec::new()))
-        .with_allow_auto_topic_creation(false);
+    let request = metadata_request(version);
     stream
         .write_all(&wire::encode_request(&header, &request).map_err(wire_error(listener))?)
         .await
@@ -238,4 +263,37 @@ fn request_header(api: ApiKey, version: i16, correlation_id: i32) -> RequestHead
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str("berth")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Decodable;
+
+    /// Every version the probe may pick encodes, and a decoder (a broker's side of `kafka-protocol`) reads the
+    /// request berth meant: no topics, and no auto-creation where the version can say so.
+    #[test]
+    fn the_metadata_request_encodes_in_every_version_the_probe_may_pick() {
+        for version in METADATA_MIN_VERSION..=METADATA_MAX_VERSION {
+            let header = request_header(ApiKey::Metadata, version, 7);
+            let frame = wire::encode_request(&header, &metadata_request(version))
+                .unwrap_or_else(|error| panic!("Metadata v{version}: {error}"));
+            let mut body = frame.slice(4..);
+            let header_version = ApiKey::Metadata.request_header_version(version);
+            let decoded_header = RequestHeader::decode(&mut body, header_version).unwrap();
+            assert_eq!(decoded_header.request_api_version, version);
+            let request = MetadataRequest::decode(&mut body, version).unwrap();
+            assert_eq!(
+                request.topics,
+                Some(Vec::new()),
+                "v{version}: no topics, not all"
+            );
+            assert_eq!(
+                request.allow_auto_topic_creation,
+                version < METADATA_AUTO_CREATE_SINCE,
+                "v{version}: absent fields decode to Kafka's default (true)"
+            );
+            assert!(body.is_empty(), "v{version}: nothing left over");
+        }
+    }
 }

@@ -117,25 +117,20 @@ impl SystemdUnit {
     pub async fn run(&self, action: UnitAction, timeout: Duration) -> Result<(), SupervisorError> {
         let argv = self.command(action);
         let command = argv.join(" ");
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = match tokio::time::timeout(timeout, child).await {
-            Err(_) => {
+        let output = match output_within(&argv, timeout).await {
+            Err(Bounded::TimedOut) => {
                 return Err(SupervisorError::SystemctlTimeout {
                     command,
                     after: timeout,
                 })
             }
-            Ok(Err(source)) => {
+            Err(Bounded::Spawn(source)) => {
                 return Err(SupervisorError::Spawn {
                     program: argv[0].clone(),
                     source,
                 })
             }
-            Ok(Ok(output)) => output,
+            Ok(output) => output,
         };
         if output.status.success() {
             return Ok(());
@@ -149,6 +144,34 @@ impl SystemdUnit {
             status: output.status.to_string(),
             output: text,
         })
+    }
+}
+
+/// Why a bounded command produced no output.
+#[derive(Debug)]
+pub(crate) enum Bounded {
+    /// It did not finish in time (it is killed).
+    TimedOut,
+    /// It could not be started.
+    Spawn(std::io::Error),
+}
+
+/// Runs a short command (no stdin) to completion and returns its output, killing it at `timeout`.
+pub(crate) async fn output_within(
+    argv: &[String],
+    timeout: Duration,
+) -> Result<std::process::Output, Bounded> {
+    let program = argv
+        .first()
+        .ok_or_else(|| Bounded::Spawn(std::io::ErrorKind::InvalidInput.into()))?;
+    let child = Command::new(program)
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(timeout, child).await {
+        Err(_) => Err(Bounded::TimedOut),
+        Ok(result) => result.map_err(Bounded::Spawn),
     }
 }
 

@@ -1,10 +1,11 @@
-//! Kafka's framing: a 4-byte big-endian size, then a header and a message encoded by `kafka-protocol`.
+//! Kafka's framing, client side: a 4-byte big-endian size, then a header and a message encoded by
+//! `kafka-protocol`. Requests out, responses in; the Kafka stand-in has its own server side, so a mistake here
+//! cannot be mirrored there, and the probe meets real Kafka in this crate's tests.
 //!
-//! Shared by berth's probe (client side) and the Kafka stand-in (server side) so both frame alike. Each frame is
-//! built in one buffer and sent with one write: a separate 4-byte size write costs ~40 ms on loopback (Nagle plus
-//! delayed ACK), which would dwarf the check itself.
+//! Each frame is built in one buffer and sent with one write: a separate 4-byte size write costs ~40 ms on
+//! loopback (Nagle plus delayed ACK), which would dwarf the check itself.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -36,7 +37,7 @@ pub enum WireError {
         /// The codec's message.
         reason: String,
     },
-    /// The request names an API key this side does not know.
+    /// The request names an API key `kafka-protocol` does not know.
     #[error("unknown api key {0}")]
     UnknownApi(i16),
 }
@@ -85,40 +86,6 @@ pub fn encode_request<M: Encodable>(header: &RequestHeader, body: &M) -> Result<
     Ok(finish(frame))
 }
 
-/// Encodes a response to a request of `api_key`/`version` into one buffer.
-pub fn encode_response<M: Encodable>(
-    correlation_id: i32,
-    api_key: ApiKey,
-    version: i16,
-    body: &M,
-) -> Result<Bytes, WireError> {
-    let key = api_key as i16;
-    let mut frame = BytesMut::with_capacity(256);
-    frame.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut frame, api_key.response_header_version(version))
-        .map_err(codec("encode response header", key, version))?;
-    body.encode(&mut frame, version)
-        .map_err(codec("encode response", key, version))?;
-    Ok(finish(frame))
-}
-
-/// Splits a request frame into its header and the undecoded body.
-pub fn decode_request_header(mut frame: Bytes) -> Result<(RequestHeader, Bytes), WireError> {
-    if frame.len() < 4 {
-        return Err(WireError::Size {
-            size: frame.len() as i64,
-        });
-    }
-    let key = (&frame[..2]).get_i16();
-    let version = (&frame[2..4]).get_i16();
-    let api = ApiKey::try_from(key).map_err(|_| WireError::UnknownApi(key))?;
-    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(codec("decode request header", key, version))?;
-    Ok((header, frame))
-}
-
 /// Decodes a response frame to a request of `api_key`/`version`; returns its correlation id and body.
 pub fn decode_response<M: Decodable>(
     mut frame: Bytes,
@@ -130,13 +97,4 @@ pub fn decode_response<M: Decodable>(
         .map_err(codec("decode response header", key, version))?;
     let body = M::decode(&mut frame, version).map_err(codec("decode response", key, version))?;
     Ok((header.correlation_id, body))
-}
-
-/// Decodes a request body of a known version.
-pub fn decode_body<M: Decodable>(
-    mut body: Bytes,
-    api_key: ApiKey,
-    version: i16,
-) -> Result<M, WireError> {
-    M::decode(&mut body, version).map_err(codec("decode request", api_key as i16, version))
 }

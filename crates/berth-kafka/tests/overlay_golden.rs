@@ -11,7 +11,7 @@ use berth_kafka::KafkaBroker;
 
 fn config(kafka: &str) -> berth_config::Config {
     let text = format!(
-        "[cluster]\nname = \"events\"\nbroker_count = 3\n[zookeeper]\nconnect = \"10.0.1.10:2181\"\n\
+        "[cluster]\nname = \"events\"\nbroker_count = 3\nkafka_cluster_id = \"MkU3OEVBNTcwNTJENDM2Qg\"\n[zookeeper]\nconnect = \"10.0.1.10:2181\"\n\
          [kafka]\nsupervisor = \"systemd\"\n{kafka}\n"
     );
     berth_config::parse(&text, []).expect("valid configuration")

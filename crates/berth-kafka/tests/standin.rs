@@ -1,6 +1,7 @@
-//! KafkaBroker against a real ZooKeeper and the Kafka stand-in run as a child process (Apache Kafka cannot be
-//! installed here; the stand-in honours its startup contract). Build the stand-in first:
-//! `cargo build -p kafka-standin` (`make test` does).
+//! KafkaBroker against a real ZooKeeper and the Kafka stand-in run as a child process: the fast tests of the
+//! adapter's own logic (restarts, registration watch, deadlines). The stand-in honours Kafka's startup contract
+//! and is no substitute for it: tests/kafka_kraft.rs and tests/kafka_zookeeper.rs meet real Kafka. Build the
+//! stand-in first: `cargo build -p kafka-standin` (`make test` does).
 
 mod common;
 
@@ -72,11 +73,12 @@ async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
     );
 
     // The overlay is what Kafka read: meta.properties stamped with the id, in ZooKeeper mode's version 0.
-    let meta = std::fs::read_to_string(host.log_dir().join("meta.properties")).unwrap();
-    let meta = berth_kafka::properties::parse(&meta);
+    let meta = berth_storage::meta::read(&host.log_dir())
+        .unwrap()
+        .expect("stamped");
     assert_eq!(
-        (meta["version"].as_str(), meta["broker.id"].as_str()),
-        ("0", "1")
+        (meta.version.as_deref(), meta.broker_id.as_deref()),
+        (Some("0"), Some("1"))
     );
 
     let checked = broker.check(&spec).await.expect("healthy check");
@@ -243,7 +245,9 @@ async fn a_volume_of_another_broker_is_refused_with_kafkas_reason() {
         .expect_err("refused");
     assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
     assert!(
-        error.message.contains("InconsistentBrokerIdException: Configured broker.id 1 doesn't match stored broker.id Some(2)"),
+        error
+            .message
+            .contains("Stored node id 2 doesn't match previous node id 1 in "),
         "{error}"
     );
     assert_eq!(broker.child_state(), None, "not left crash-looping");
@@ -276,12 +280,21 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
         "{}",
         evidence.detail
     );
-    let meta = berth_kafka::properties::parse(
-        &std::fs::read_to_string(host.log_dir().join("meta.properties")).unwrap(),
-    );
+    // Formatted by the configured storage tool (the stand-in's), with the configured cluster id.
+    let meta = berth_storage::meta::read(&host.log_dir())
+        .unwrap()
+        .expect("formatted");
     assert_eq!(
-        (meta["version"].as_str(), meta["node.id"].as_str()),
-        ("1", "0")
+        (meta.version.as_deref(), meta.node_id.as_deref()),
+        (Some("1"), Some("0"))
+    );
+    assert_eq!(meta.cluster_id.as_deref(), Some(common::CLUSTER_ID));
+    assert!(
+        evidence
+            .detail
+            .ends_with(&format!("cluster {})", common::CLUSTER_ID)),
+        "{}",
+        evidence.detail
     );
     broker.check(&spec).await.expect("healthy");
     broker

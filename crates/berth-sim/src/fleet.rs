@@ -5,11 +5,13 @@
 //! that needs to place one by hand.
 //!
 //! A host is a network namespace with a primary interface in its zone's bridge, an instance in moto, its own
-//! IMDSv2 endpoint on 169.254.169.254, a device tree, a sysfs tree and a mount root. berth runs in the host's
-//! network namespace only (`nsenter --net`), so the mounts it makes stay in the machine's mount namespace where
-//! the simulator can see and clean them. The hot-plug polls moto (the simulator may poll; berth may not) and,
-//! after the configured delay, plugs a veth carrying the ENI's MAC or a loop device over the volume's backing
-//! file into the host the resource is attached to; detach and terminate undo it.
+//! IMDSv2 endpoint on 169.254.169.254, a device tree and a sysfs tree. By default ([`HostKind::Systemd`]) it
+//! boots real systemd in a container in that namespace ([`crate::container`]), where berth is installed from
+//! its .deb and drives Kafka's unit ([`crate::systemd_host`]). A [`HostKind::Process`] host runs berth as a
+//! plain process in the namespace (`nsenter --net`) with Kafka as its child, its mounts in the machine's mount
+//! namespace. The hot-plug polls moto (the simulator may poll; berth may not) and, after the configured delay,
+//! plugs a veth carrying the ENI's MAC or a loop device over the volume's backing file into the host the
+//! resource is attached to; detach and terminate undo it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -26,12 +28,14 @@ use berth_testkit::blockdev::FakeDeviceTree;
 use berth_testkit::zk::{ZkOptions, ZooKeeper};
 
 use crate::asg::{self, AsgOptions};
+use crate::container::Container;
 use crate::devices::{self, PluggedVolume};
 use crate::ec2::{Attachments, BrokerResources, Ec2, Instance};
 use crate::layout;
 use crate::region::{self, Region};
 use crate::state::{self, BerthState};
 use crate::sys;
+use crate::systemd_host;
 
 /// How to build a fleet.
 #[derive(Debug, Clone)]
@@ -60,6 +64,30 @@ pub struct FleetOptions {
     pub kraft: bool,
     /// The Auto Scaling group and the stack's signal policy.
     pub asg: AsgOptions,
+    /// What the hosts run berth on.
+    pub host_kind: HostKind,
+}
+
+/// What a simulated host runs berth on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// Real systemd in `systemd-nspawn`: berth installed from its .deb as `berth.service`, Kafka as
+    /// `kafka.service` with berth's drop-in, driven through `systemctl` (the default).
+    Systemd,
+    /// berth as a plain process in the host's network namespace with Kafka as its child
+    /// (`kafka.supervisor = "process"`); kept only where systemd cannot give what a test needs
+    /// (docs/architecture.md).
+    Process,
+}
+
+impl HostKind {
+    /// `BERTHSIM_HOST_KIND` (`systemd` or `process`), else [`HostKind::Systemd`].
+    pub fn from_env() -> Self {
+        match std::env::var("BERTHSIM_HOST_KIND").as_deref() {
+            Ok("process") => Self::Process,
+            _ => Self::Systemd,
+        }
+    }
 }
 
 impl Default for FleetOptions {
@@ -77,6 +105,7 @@ impl Default for FleetOptions {
             berth_env: Vec::new(),
             kraft: false,
             asg: AsgOptions::default(),
+            host_kind: HostKind::from_env(),
         }
     }
 }
@@ -138,6 +167,14 @@ pub enum FleetError {
     /// There is no such host.
     #[error("no host {0}")]
     NoHost(usize),
+    /// A systemd host could not be booted, installed or driven.
+    #[error("host {host}: {source}")]
+    Systemd {
+        /// Host index.
+        host: usize,
+        /// What failed.
+        source: systemd_host::InstallError,
+    },
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
@@ -204,9 +241,11 @@ pub struct Host {
     pub ip: Ipv4Addr,
     /// Its instance in moto.
     pub instance: Instance,
-    /// Its directory: `kafka/` (mount root), `berth.toml`, `berth.log`, `berth.properties`.
+    /// Its directory: `kafka/` (mount root), `berth.toml`, `berth.log`, `berth.properties` (process hosts);
+    /// `container/` (the overlay root and the console log of systemd hosts).
     pub dir: PathBuf,
     tree: FakeDeviceTree,
+    container: Option<Container>,
     imds: Mutex<Option<Imds>>,
     berth: Mutex<Option<Child>>,
     alive: AtomicBool,
@@ -214,9 +253,13 @@ pub struct Host {
 }
 
 impl Host {
-    /// `storage.device_root`.
+    /// The host's device root as this machine reaches it (`storage.device_root` of a process host; the
+    /// container's own /dev on a systemd host).
     pub fn dev_root(&self) -> PathBuf {
-        self.tree.device_root()
+        match &self.container {
+            Some(container) => container.path("/dev"),
+            None => self.tree.device_root(),
+        }
     }
 
     /// `storage.sys_root`.
@@ -224,9 +267,28 @@ impl Host {
         self.tree.sys_root()
     }
 
-    /// `storage.mount_path`.
+    /// `storage.mount_path` as this machine reaches it (inside the container on a systemd host).
     pub fn mount_path(&self) -> PathBuf {
-        self.dir.join("kafka")
+        match &self.container {
+            Some(container) => container.path(SYSTEMD_MOUNT_PATH),
+            None => self.dir.join("kafka"),
+        }
+    }
+
+    /// The mounts at or below the broker's mount path in the host's mount table (one per mount).
+    pub fn broker_mounts(&self) -> Vec<PathBuf> {
+        match &self.container {
+            Some(container) => sys::mount_entries(
+                &PathBuf::from(format!("/proc/{}/mountinfo", container.leader())),
+                Path::new(SYSTEMD_MOUNT_PATH),
+            ),
+            None => sys::mount_entries(Path::new("/proc/self/mountinfo"), &self.mount_path()),
+        }
+    }
+
+    /// The host's systemd container (None on a process host).
+    pub fn container(&self) -> Option<&Container> {
+        self.container.as_ref()
     }
 
     /// berth's configuration file.
@@ -249,9 +311,15 @@ impl Host {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// berth's process id while it runs.
+    /// berth's process id (as this machine numbers it) while it runs.
     pub fn berth_pid(&self) -> Option<u32> {
-        lock(&self.berth).as_ref().map(Child::id)
+        match &self.container {
+            Some(container) => systemd_host::main_pid(container, systemd_host::BERTH_UNIT)
+                .ok()
+                .flatten()
+                .and_then(|inner| systemd_host::outer_pid(container, inner)),
+            None => lock(&self.berth).as_ref().map(Child::id),
+        }
     }
 
     /// Runs `f` with the host's IMDS endpoint (absent once the host is gone).
@@ -260,6 +328,9 @@ impl Host {
     }
 
     fn log_tail(&self) -> String {
+        if let Some(container) = &self.container {
+            return systemd_host::journal_tail(container, 15);
+        }
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
@@ -312,6 +383,9 @@ pub struct Fleet {
 
 /// The region namespace names of a run start with this, so leftovers of a crashed run are recognisable.
 pub const NS_PREFIX: &str = "bsim";
+
+/// `storage.mount_path` on a systemd host (the production default).
+const SYSTEMD_MOUNT_PATH: &str = "/var/lib/kafka";
 
 impl Fleet {
     /// Builds the region and the cluster's resources and starts the hot-plug. Must run on a thread (and tokio
@@ -403,17 +477,14 @@ impl Fleet {
         &self.inner.resources
     }
 
+    /// The file behind volume `volume_id`: its data, which outlives every host it is plugged into.
+    pub fn volume_backing(&self, volume_id: &str) -> PathBuf {
+        self.inner.volume_backing(volume_id)
+    }
+
     /// The simulator's EC2 client.
     pub fn ec2(&self) -> &Ec2 {
         &self.inner.ec2
-    }
-
-    /// The file backing a volume (what its loop device shows the host).
-    pub fn volume_backing(&self, volume_id: &str) -> PathBuf {
-        self.inner
-            .work
-            .join("volumes")
-            .join(format!("{volume_id}.img"))
     }
 
     /// The ZooKeeper ensemble.
@@ -547,7 +618,7 @@ impl Fleet {
             instance_id: instance.id.clone(),
             region: layout::REGION.into(),
             availability_zone: layout::zone_name(az),
-            hostname,
+            hostname: hostname.clone(),
             interfaces: vec![ImdsInterface {
                 mac: instance.primary_mac.clone(),
                 device_number: 0,
@@ -567,6 +638,16 @@ impl Fleet {
         })?
         .map_err(io_error(format!("IMDS of host {index}")))?;
         imds.set_lifecycle_state("InService");
+        let container = match inner.options.host_kind {
+            HostKind::Systemd => Some(
+                systemd_host::boot(&ns, &hostname, &dir, &tree.sys_root(), &Binaries::locate()?)
+                    .map_err(|source| FleetError::Systemd {
+                        host: index,
+                        source,
+                    })?,
+            ),
+            HostKind::Process => None,
+        };
         let host = Arc::new(Host {
             index,
             az,
@@ -575,6 +656,7 @@ impl Fleet {
             instance,
             dir,
             tree,
+            container,
             imds: Mutex::new(Some(imds)),
             berth: Mutex::new(None),
             alive: AtomicBool::new(true),
@@ -584,8 +666,25 @@ impl Fleet {
         Ok(index)
     }
 
-    /// berth's configuration for a host.
-    fn berth_config(&self, host: &Host, binaries: &Binaries) -> String {
+    /// The `[storage]` and `[kafka]` sections of a host's berth.toml: production paths and the systemd supervisor
+    /// on a systemd host; the fleet's trees and a child Kafka on a process host.
+    /// `kafka.mode` as the fleet's Kafka runs.
+    fn kafka_mode(&self) -> &'static str {
+        if self.inner.options.kraft {
+            "kraft"
+        } else {
+            "zookeeper"
+        }
+    }
+
+    fn storage_and_kafka(&self, host: &Host, binaries: &Binaries) -> String {
+        if host.container.is_some() {
+            return format!(
+                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\nmode = \"{}\"\nsupervisor = \"systemd\"\n",
+                systemd_host::SYS_ROOT,
+                self.kafka_mode()
+            );
+        }
         let o = &self.inner.options;
         // The operator's own server.properties (what berth's overlay does not own); berth appends its overlay.
         let mut command = vec![binaries.standin.display().to_string()];
@@ -599,6 +698,31 @@ impl Fleet {
             .map(|w| format!("{w:?}"))
             .collect::<Vec<_>>()
             .join(", ");
+        format!(
+            r#"[storage]
+device_root = "{dev}"
+sys_root = "{sys}"
+mount_path = "{mount}"
+filesystem = "ext4"
+format_blank = true
+
+[kafka]
+mode = "{mode}"
+supervisor = "process"
+command = [{command}]
+overlay_path = "{overlay}"
+"#,
+            mode = self.kafka_mode(),
+            dev = host.dev_root().display(),
+            sys = host.sys_root().display(),
+            mount = host.mount_path().display(),
+            overlay = host.dir.join("berth.properties").display(),
+        )
+    }
+
+    /// berth's configuration for a host.
+    fn berth_config(&self, host: &Host, binaries: &Binaries) -> String {
+        let o = &self.inner.options;
         format!(
             r#"# berth on simulated host {index} ({zone}), written by berth-sim
 [cluster]
@@ -634,19 +758,7 @@ terminate_hook = "{terminate_hook}"
 heartbeat_interval = "{heartbeat}ms"
 mark_unhealthy_after = "0s"
 
-[storage]
-device_root = "{dev}"
-sys_root = "{sys}"
-mount_path = "{mount}"
-filesystem = "ext4"
-format_blank = true
-
-[kafka]
-mode = "{kafka_mode}"
-supervisor = "process"
-command = [{command}]
-overlay_path = "{overlay}"
-port = {kafka_port}
+{storage_and_kafka}port = {kafka_port}
 check_interval = "1s"
 stop_timeout = "5s"
 
@@ -662,7 +774,6 @@ listen = "0.0.0.0:{health}"
             launch_hook = asg::LAUNCH_HOOK,
             terminate_hook = asg::TERMINATE_HOOK,
             heartbeat = (o.asg.launch_timeout / 2).as_millis(),
-            kafka_mode = if o.kraft { "kraft" } else { "zookeeper" },
             brokers = o.brokers,
             cluster_tag = layout::CLUSTER_TAG,
             zk = self.inner.zk.connect_string(),
@@ -670,10 +781,7 @@ listen = "0.0.0.0:{health}"
             region = layout::REGION,
             endpoint = self.inner.proxy.url(),
             imds = layout::IMDS_ADDR,
-            dev = host.dev_root().display(),
-            sys = host.sys_root().display(),
-            mount = host.mount_path().display(),
-            overlay = host.dir.join("berth.properties").display(),
+            storage_and_kafka = self.storage_and_kafka(host, binaries),
             kafka_port = layout::KAFKA_PORT,
             health = layout::HEALTH_PORT,
         )
@@ -688,7 +796,6 @@ listen = "0.0.0.0:{health}"
             host: index,
             source,
         })?;
-        std::fs::write(host.config_path(), config).map_err(io_error("berth.toml"))?;
         let server_properties = if self.inner.options.kraft {
             format!("# the operator's Kafka settings on simulated host {index}\nprocess.roles=broker,controller\n")
         } else {
@@ -698,6 +805,22 @@ listen = "0.0.0.0:{health}"
                 self.inner.options.session_timeout.as_millis(),
             )
         };
+        if let Some(container) = &host.container {
+            let options = &self.inner.options;
+            systemd_host::start(
+                container,
+                options,
+                config,
+                server_properties,
+                &binaries.berth,
+            )
+            .map_err(|source| FleetError::Systemd {
+                host: index,
+                source,
+            })?;
+            return Ok(host.berth_pid().unwrap_or(0));
+        }
+        std::fs::write(host.config_path(), config).map_err(io_error("berth.toml"))?;
         std::fs::write(host.dir.join("server.properties"), server_properties)
             .map_err(io_error("server.properties"))?;
         let log = std::fs::OpenOptions::new()
@@ -745,13 +868,21 @@ listen = "0.0.0.0:{health}"
         Ok(pid)
     }
 
-    /// Sends `signal` to host `index`'s berth.
+    /// Sends `signal` to host `index`'s berth (`systemctl kill --kill-whom=main` on a systemd host).
     pub fn signal_berth(
         &self,
         index: usize,
         signal: nix::sys::signal::Signal,
     ) -> Result<(), FleetError> {
         let host = self.host(index)?;
+        if let Some(container) = &host.container {
+            return systemd_host::signal_berth(container, signal).map_err(|e| {
+                FleetError::Systemd {
+                    host: index,
+                    source: e.into(),
+                }
+            });
+        }
         if let Some(pid) = host.berth_pid() {
             sys::signal(pid as i32, signal);
         }
@@ -767,6 +898,23 @@ listen = "0.0.0.0:{health}"
         let host = self.host(index)?;
         let started = Instant::now();
         loop {
+            if let Some(container) = &host.container {
+                match systemd_host::berth_exit(container) {
+                    Ok(code) => return Ok(code),
+                    Err(running) if started.elapsed() > timeout => {
+                        return Err(FleetError::Timeout {
+                            host: index,
+                            what: "berth exit".into(),
+                            waited: timeout,
+                            last: format!("{running}\n{}", host.log_tail()),
+                        })
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            }
             let status = lock(&host.berth)
                 .as_mut()
                 .and_then(|child| child.try_wait().ok().flatten());
@@ -835,7 +983,17 @@ listen = "0.0.0.0:{health}"
             match state::fetch_state(host.health_address()).await {
                 Ok(state) if accept(&state) => return Ok(state),
                 Ok(state) => last = format!("{} (last error: {:?})", state.state, state.last_error),
-                Err(error) => last = error.to_string(),
+                Err(error) => {
+                    last = error.to_string();
+                    if let Some(stopped) = host.container.as_ref().and_then(systemd_host::stopped) {
+                        return Err(FleetError::Timeout {
+                            host: index,
+                            what: what.into(),
+                            waited: started.elapsed(),
+                            last: format!("{stopped}\n--- journal tail ---\n{}", host.log_tail()),
+                        });
+                    }
+                }
             }
             if started.elapsed() > timeout {
                 return Err(FleetError::Timeout {
@@ -895,6 +1053,9 @@ listen = "0.0.0.0:{health}"
     }
 
     fn kill_processes(&self, host: &Host) {
+        if let Some(container) = &host.container {
+            container.kill();
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let pids = sys::netns_pids(&host.ns);
@@ -965,6 +1126,10 @@ impl Drop for Fleet {
 }
 
 impl Inner {
+    fn volume_backing(&self, volume_id: &str) -> PathBuf {
+        self.work.join("volumes").join(format!("{volume_id}.img"))
+    }
+
     fn live_host_of(&self, instance: &str) -> Option<Arc<Host>> {
         lock(&self.hosts)
             .iter()
@@ -1110,12 +1275,15 @@ impl Inner {
 
     fn plug_volume(&self, resource: &BrokerResources, index: usize) {
         let Some(host) = self.host(index) else { return };
-        let backing = self
-            .work
-            .join("volumes")
-            .join(format!("{}.img", resource.volume_id));
+        let backing = self.volume_backing(&resource.volume_id);
         let slot = host.next_slot.fetch_add(1, Ordering::SeqCst);
-        match devices::plug(&backing, &resource.volume_id, slot, &host.tree) {
+        match devices::plug(
+            &backing,
+            &resource.volume_id,
+            slot,
+            &host.tree,
+            host.container.as_ref(),
+        ) {
             Ok(plugged) => {
                 lock(&self.plugged)
                     .volumes
@@ -1140,8 +1308,9 @@ impl Inner {
                 host.with_imds(|imds| imds.remove_interface(&eni.mac));
             }
         }
-        if let Some((_, volume)) = volume {
-            devices::unplug(&volume);
+        if let Some((index, volume)) = volume {
+            let host = self.host(index);
+            devices::unplug(&volume, host.as_ref().and_then(|h| h.container.as_ref()));
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod asg;
 pub mod bench;
+pub mod container;
 pub mod demo;
 pub mod devices;
 pub mod ec2;
@@ -17,11 +18,12 @@ pub mod layout;
 pub mod region;
 pub mod state;
 pub mod sys;
+pub mod systemd_host;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use fleet::{Fleet, FleetError, FleetOptions, Host};
+pub use fleet::{Fleet, FleetError, FleetOptions, Host, HostKind};
 pub use state::BerthState;
 
 /// A namespace prefix unique to this process and call, short enough for interface names.

@@ -86,17 +86,25 @@ pub fn netns_pids(ns: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// Mount points at or below `root`, deepest first (the order to unmount them in).
-pub fn mounts_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+/// The mount points at or below `root` in a mount table (`/proc/<pid>/mountinfo`), one per mount: a mount
+/// stacked on another at the same point is listed twice.
+pub fn mount_entries(
+    mountinfo: &std::path::Path,
+    root: &std::path::Path,
+) -> Vec<std::path::PathBuf> {
+    let Ok(text) = std::fs::read_to_string(mountinfo) else {
         return Vec::new();
     };
-    let mut found: Vec<std::path::PathBuf> = text
-        .lines()
+    text.lines()
         .filter_map(|line| line.split(' ').nth(4))
         .map(|p| std::path::PathBuf::from(p.replace("\\040", " ")))
         .filter(|p| p.starts_with(root))
-        .collect();
+        .collect()
+}
+
+/// Mount points at or below `root`, deepest first (the order to unmount them in).
+pub fn mounts_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = mount_entries(std::path::Path::new("/proc/self/mountinfo"), root);
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
     found

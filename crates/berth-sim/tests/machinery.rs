@@ -174,10 +174,23 @@ fn hosts_reach_servers_and_attachments_hot_plug() {
             attached.elapsed() >= Duration::from_millis(200),
             "appeared before the configured delay"
         );
-        let device = std::fs::canonicalize(&by_id)?;
+        // The by-id link leads to a block device with the numbers of the loop device over the volume's file.
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let device = std::fs::metadata(&by_id)?;
         assert!(
-            device.to_string_lossy().starts_with("/dev/loop"),
+            device.file_type().is_block_device(),
             "by-id leads to {device:?}"
+        );
+        let loops = sys::run("losetup", &["-a"])?;
+        let loop_device = loops
+            .lines()
+            .find(|line| line.contains(&backing))
+            .and_then(|line| line.split(':').next())
+            .expect("a loop device over the volume's backing file");
+        assert_eq!(
+            device.rdev(),
+            std::fs::metadata(loop_device)?.rdev(),
+            "by-id does not lead to {loop_device}"
         );
         assert_eq!(fleet.plugged_into(index).0, vec![id0.mac.clone()]);
 

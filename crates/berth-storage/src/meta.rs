@@ -1,12 +1,15 @@
-//! The identity check: is the mounted volume this broker's, of this cluster?
+//! The identity check: is the mounted volume this broker's, of this cluster? And is a log dir blank?
 //!
-//! Kafka writes `meta.properties` into each log dir the first time it uses it (`broker.id` in ZooKeeper mode,
-//! `node.id` in KRaft mode, `cluster.id` in both). A volume whose file names another broker or cluster is the
-//! wrong volume: starting Kafka on it would serve another broker's data (or have Kafka refuse, after berth had
-//! already reported progress). A log dir without the file is a fresh volume and fine.
+//! Kafka writes `meta.properties` into each log dir: in ZooKeeper mode the first time it uses it (version 0,
+//! `broker.id`), in KRaft mode when its storage tool formats it (version 1, `node.id` and `directory.id`);
+//! `cluster.id` in both. A volume whose file names another broker or cluster is the wrong volume: starting
+//! Kafka on it would serve another broker's data (or have Kafka refuse, after berth had already reported
+//! progress). A log dir without the file is a fresh volume and fine here; in KRaft mode the Kafka adapter then
+//! formats it, but only when [`classify`] finds every log dir blank, never one holding data.
 //!
-//! The check only reads. berth never creates the log dirs or writes `meta.properties`: Kafka creates missing
-//! log dirs itself with its own user and permissions, so the volume's contents stay Kafka's alone.
+//! The check only reads. berth never creates the log dirs or writes `meta.properties` itself: Kafka (or its
+//! storage tool) does, so the volume's contents stay Kafka's alone. This module holds berth's one reader of
+//! Java properties text ([`parse`]), the format `meta.properties` is written in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,50 +18,222 @@ use berth_core::BrokerId;
 
 use crate::error::StorageError;
 
+/// The file Kafka stamps on each log dir.
+pub const META_FILE: &str = "meta.properties";
+
+/// An entry mkfs.ext4 creates at a filesystem's root; empty, it holds no Kafka data.
+const LOST_FOUND: &str = "lost+found";
+
 /// The identity keys read from one log dir.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetaIdentity {
     /// The file read.
     pub path: PathBuf,
+    /// `version`: 0 (ZooKeeper mode, `broker.id`) or 1 (KRaft, `node.id`), when present.
+    pub version: Option<String>,
     /// `broker.id`, when present.
     pub broker_id: Option<String>,
     /// `node.id`, when present.
     pub node_id: Option<String>,
     /// `cluster.id`, when present.
     pub cluster_id: Option<String>,
+    /// `directory.id` (KIP-858, written by Kafka 3.7 and later in KRaft mode), when present.
+    pub directory_id: Option<String>,
 }
 
-/// Reads the keys berth cares about from `meta.properties` text (`key=value` or `key: value` lines, `#`/`!`
-/// comments). Kafka writes these keys unescaped (decimal ids, a base64url cluster id).
-fn parse(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with('!'))
-        .filter_map(|line| {
-            let split = line.find(['=', ':'])?;
-            Some((
-                line[..split].trim().to_owned(),
-                line[split + 1..].trim().to_owned(),
-            ))
-        })
-        .collect()
+/// Settings as read from Java properties text; a later key replaces an earlier one.
+pub type Properties = BTreeMap<String, String>;
+
+/// Parses Java properties text as `java.util.Properties.load` does for the forms Kafka writes and operators
+/// use: `#`/`!` comments, `=`/`:`/blank separators, backslash escapes (`\\`, `\t`, `\n`, `\r`, `\f`, `\uXXXX`,
+/// escaped separators) and backslash line continuations. The text is taken as already decoded (Kafka's files
+/// are ISO-8859-1; what it writes is ASCII, anything else escaped).
+pub fn parse(text: &str) -> Properties {
+    let mut properties = Properties::new();
+    let mut logical = String::new();
+    let mut continuing = false;
+    for raw in text.lines() {
+        let line = raw.trim_start();
+        if !continuing && (line.is_empty() || line.starts_with('#') || line.starts_with('!')) {
+            continue;
+        }
+        let (body, continues) = strip_continuation(line);
+        logical.push_str(body);
+        continuing = continues;
+        if !continuing {
+            let (key, value) = split_entry(&logical);
+            properties.insert(key, value);
+            logical.clear();
+        }
+    }
+    if continuing && !logical.is_empty() {
+        let (key, value) = split_entry(&logical);
+        properties.insert(key, value);
+    }
+    properties
+}
+
+/// A line ending in an odd number of backslashes continues on the next line.
+fn strip_continuation(line: &str) -> (&str, bool) {
+    let trailing = line.bytes().rev().take_while(|&b| b == b'\\').count();
+    if trailing % 2 == 1 {
+        (&line[..line.len() - 1], true)
+    } else {
+        (line, false)
+    }
+}
+
+fn split_entry(line: &str) -> (String, String) {
+    let mut chars = line.char_indices();
+    let mut key_end = line.len();
+    let mut value_start = line.len();
+    while let Some((index, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '=' | ':' => {
+                key_end = index;
+                value_start = index + 1;
+                break;
+            }
+            c if c.is_whitespace() => {
+                key_end = index;
+                // Blanks, then optionally one `=` or `:`, then blanks separate key and value.
+                let trimmed = line[index..].trim_start();
+                let after_blank = line.len() - trimmed.len();
+                value_start = if trimmed.starts_with(['=', ':']) {
+                    after_blank + 1
+                } else {
+                    after_blank
+                };
+                break;
+            }
+            _ => {}
+        }
+    }
+    let key = unescape(&line[..key_end]);
+    let value = unescape(line[value_start..].trim_start());
+    (key, value)
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut units: Vec<u16> = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        // `\uXXXX` escapes are UTF-16 code units: a character outside the BMP is a pair of them.
+        if c == '\\' && chars.peek() == Some(&'u') {
+            chars.next();
+            let hex: String = chars.by_ref().take(4).collect();
+            match u16::from_str_radix(&hex, 16) {
+                Ok(unit) => units.push(unit),
+                Err(_) => {
+                    out.push_str("\\u");
+                    out.push_str(&hex);
+                }
+            }
+            continue;
+        }
+        if !units.is_empty() {
+            out.extend(char::decode_utf16(units.drain(..)).map(|r| r.unwrap_or('\u{fffd}')));
+        }
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\u{c}'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out.extend(char::decode_utf16(units.drain(..)).map(|r| r.unwrap_or('\u{fffd}')));
+    out
 }
 
 /// Reads `<log_dir>/meta.properties`; `None` when the dir or the file does not exist.
 pub fn read(log_dir: &Path) -> Result<Option<MetaIdentity>, StorageError> {
-    let path = log_dir.join("meta.properties");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let path = log_dir.join(META_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(StorageError::io("read", path, error)),
     };
+    // ISO-8859-1, as Java reads properties files: every byte is the character of the same number.
+    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
     let mut keys = parse(&text);
     Ok(Some(MetaIdentity {
+        version: keys.remove("version"),
         broker_id: keys.remove("broker.id"),
         node_id: keys.remove("node.id"),
         cluster_id: keys.remove("cluster.id"),
+        directory_id: keys.remove("directory.id"),
         path,
     }))
+}
+
+/// What one log dir holds, for the decision to format KRaft storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDirState {
+    /// The dir does not exist (a blank volume berth just formatted has no log dirs yet).
+    Absent,
+    /// The dir exists and is empty (an empty `lost+found` counts as empty).
+    Empty,
+    /// The dir carries `meta.properties`.
+    Formatted(MetaIdentity),
+    /// The dir holds something but no `meta.properties`: data Kafka did not stamp, never to be formatted.
+    Unstamped {
+        /// Up to five of its entries, to name in the refusal.
+        entries: Vec<String>,
+    },
+}
+
+impl LogDirState {
+    /// Absent or empty: nothing would be lost by formatting it.
+    pub fn is_blank(&self) -> bool {
+        matches!(self, LogDirState::Absent | LogDirState::Empty)
+    }
+}
+
+/// Looks at one log dir without changing it.
+pub fn classify(log_dir: &Path) -> Result<LogDirState, StorageError> {
+    if let Some(meta) = read(log_dir)? {
+        return Ok(LogDirState::Formatted(meta));
+    }
+    let listing = match std::fs::read_dir(log_dir) {
+        Ok(listing) => listing,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(LogDirState::Absent)
+        }
+        Err(error) => return Err(StorageError::io("list", log_dir, error)),
+    };
+    let mut entries = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|error| StorageError::io("list", log_dir, error))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == LOST_FOUND && is_empty_dir(&entry.path())? {
+            continue;
+        }
+        entries.push(name);
+    }
+    if entries.is_empty() {
+        return Ok(LogDirState::Empty);
+    }
+    entries.sort();
+    entries.truncate(5);
+    Ok(LogDirState::Unstamped { entries })
+}
+
+fn is_empty_dir(path: &Path) -> Result<bool, StorageError> {
+    match std::fs::read_dir(path) {
+        Ok(mut listing) => Ok(listing.next().is_none()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
+        Err(error) => Err(StorageError::io("list", path, error)),
+    }
 }
 
 /// Checks every log dir: ids must equal the claimed id, `cluster.id` the configured one (when configured) and
@@ -185,6 +360,83 @@ mod tests {
             error.contains("cluster.id is B") && error.contains("is A"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn kraft_meta_properties_version_1_with_a_directory_id_is_this_brokers() {
+        // As Kafka 4.4's storage tool writes it (measured).
+        let dir = dir_with(
+            "#\n#Tue Dec 01 04:21:00 UTC 2026\nnode.id=1\ndirectory.id=nL10qEMsD-0SnRmf7nY11w\nversion=1\n\
+             cluster.id=MkU3OEVBNTcwNTJENDM2Qg\n",
+        );
+        let seen = check(
+            &[dir.path().into()],
+            BrokerId(1),
+            Some("MkU3OEVBNTcwNTJENDM2Qg"),
+        )
+        .unwrap();
+        assert_eq!(seen[0].version.as_deref(), Some("1"));
+        assert_eq!(
+            seen[0].directory_id.as_deref(),
+            Some("nL10qEMsD-0SnRmf7nY11w")
+        );
+        let error = check(&[dir.path().into()], BrokerId(2), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("node.id is 1"), "{error}");
+    }
+
+    #[test]
+    fn reads_the_properties_forms_java_reads() {
+        let text = "# comment\n! also a comment\n\nbroker.id=1\nlisteners = PLAINTEXT://:9092\n\
+                    log.dirs:/a,\\\n    /b\nzookeeper.connect 10.0.0.1:2181/kafka\nbroker.id=2\n\
+                    escaped\\=key=x\\ty\nrack=zone-\\u00e4\\ud83d\\ude00\n";
+        let properties = parse(text);
+        assert_eq!(properties["broker.id"], "2", "a later key wins");
+        assert_eq!(properties["listeners"], "PLAINTEXT://:9092");
+        assert_eq!(properties["log.dirs"], "/a,/b");
+        assert_eq!(properties["zookeeper.connect"], "10.0.0.1:2181/kafka");
+        assert_eq!(properties["escaped=key"], "x\ty");
+        assert_eq!(
+            properties["rack"], "zone-\u{e4}\u{1f600}",
+            "UTF-16 escapes, a surrogate pair too"
+        );
+    }
+
+    #[test]
+    fn log_dirs_are_classified_without_being_changed() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(
+            classify(&root.path().join("absent")).unwrap(),
+            LogDirState::Absent
+        );
+        let empty = root.path().join("empty");
+        std::fs::create_dir_all(empty.join(LOST_FOUND)).unwrap();
+        assert_eq!(
+            classify(&empty).unwrap(),
+            LogDirState::Empty,
+            "an empty lost+found holds nothing"
+        );
+        std::fs::write(empty.join(LOST_FOUND).join("#1234"), "recovered").unwrap();
+        assert!(
+            matches!(classify(&empty).unwrap(), LogDirState::Unstamped { .. }),
+            "a non-empty one does"
+        );
+        let data = root.path().join("data");
+        std::fs::create_dir_all(data.join("events-0")).unwrap();
+        let state = classify(&data).unwrap();
+        assert_eq!(
+            state,
+            LogDirState::Unstamped {
+                entries: vec!["events-0".into()]
+            }
+        );
+        assert!(!state.is_blank());
+        std::fs::write(data.join(META_FILE), "version=1\nnode.id=3\n").unwrap();
+        let LogDirState::Formatted(meta) = classify(&data).unwrap() else {
+            panic!("formatted")
+        };
+        assert_eq!(meta.node_id.as_deref(), Some("3"));
     }
 
     #[test]

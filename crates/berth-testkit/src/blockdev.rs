@@ -219,11 +219,12 @@ impl FakeDeviceTree {
         target: &Path,
         by_id: bool,
     ) -> io::Result<PathBuf> {
-        let namespace = self.add_nvme(controller, EBS_MODEL, &nitro_serial(volume_id), target)?;
+        // The link first (dangling until the node exists): a resolver pass then never finds a half-plugged
+        // device through the sysfs scan when the by-id route is the one under test.
         if by_id {
             self.add_by_id(volume_id, controller)?;
         }
-        Ok(namespace)
+        self.add_nvme(controller, EBS_MODEL, &nitro_serial(volume_id), target)
     }
 
     /// udev's `disk/by-id/nvme-Amazon_Elastic_Block_Store_vol...` link to `../../nvme<controller>n1`.

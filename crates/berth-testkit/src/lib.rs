@@ -1,6 +1,7 @@
 //! Test support shared by berth's crates: the real parts tests run against.
 //!
-//! One place for harnesses so no crate copies another's: a real ZooKeeper from Debian's package ([`zk`]),
+//! One place for harnesses so no crate copies another's: a real ZooKeeper from Debian's package ([`zk`]), real
+//! Apache Kafka from Maven Central with a real client ([`kafka`]),
 //! a strict moto server and AWS-protocol fakes for the calls moto lacks ([`aws`]), network namespaces
 //! ([`netns`]) and loop devices with private mount namespaces ([`blockdev`]). Each starts on free ports or
 //! fresh names and cleans up in `Drop`. Tests needing root call [`require_root`] and skip loudly without it.
@@ -9,6 +10,7 @@ pub mod aws;
 pub mod blockdev;
 pub mod fixtures;
 pub mod inprocess;
+pub mod kafka;
 pub mod netns;
 pub mod zk;
 

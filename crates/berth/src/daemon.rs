@@ -398,7 +398,7 @@ impl Daemon {
                 berth_error_kind = ?error.kind,
                 berth_attempt = machine.attempts(),
                 error = %error,
-                "step failed"
+                "step failed: {error}"
             ),
             Input::ClaimLost => warn!(
                 berth_state = state,
@@ -473,7 +473,8 @@ fn log_transition(machine: &Machine, before: Phase) {
             berth_eni_id = eni_id,
             berth_volume_id = volume_id,
             berth_failure = machine.failure().unwrap_or_default(),
-            "boot failed"
+            "boot failed: {}",
+            machine.failure().unwrap_or_default()
         ),
         _ => info!(
             berth_state = state,
@@ -494,7 +495,7 @@ async fn known_identity(cloud: &Arc<dyn Cloud>, identity: Option<Identity>) -> O
     match cloud.identity().await {
         Ok(identity) => Some(identity),
         Err(error) => {
-            error!(error = %error, "cannot report to AWS: instance identity unknown");
+            error!(error = %error, "cannot report to AWS: instance identity unknown: {error}");
             None
         }
     }
@@ -525,12 +526,12 @@ where
                 return;
             }
             Err(error) if error.is_retryable() && attempt < DELIVERY_ATTEMPTS => {
-                warn!(berth_delivery = what, error = %error, attempt, "{what} failed; retrying");
+                warn!(berth_delivery = what, error = %error, attempt, "{what} failed, retrying: {error}");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
             Err(error) => {
-                error!(berth_delivery = what, error = %error, "{what} failed");
+                error!(berth_delivery = what, error = %error, "{what} failed: {error}");
                 return;
             }
         }
@@ -810,7 +811,7 @@ fn spawn_teardown(
             match outcome {
                 Ok(Ok(done)) => info!(berth_state = state, berth_teardown = name, "{done}"),
                 Ok(Err(error)) => {
-                    error!(berth_state = state, berth_teardown = name, error = %error, "teardown step failed; continuing")
+                    error!(berth_state = state, berth_teardown = name, error = %error, "teardown step {name} failed, continuing: {error}")
                 }
                 Err(_) => error!(
                     berth_state = state,

@@ -155,7 +155,10 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(DaemonExit::Drained | DaemonExit::Stopped) => ExitCode::SUCCESS,
         Ok(DaemonExit::Failed) => ExitCode::from(EX_FAILED),
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "berth could not start");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "berth could not start: {error:#}"
+            );
             ExitCode::from(EX_SOFTWARE)
         }
     }

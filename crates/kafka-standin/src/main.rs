@@ -4,8 +4,9 @@
 //! process that behaves as Kafka does at the points berth relies on. The stand-in honours Kafka's startup
 //! contract and nothing more:
 //! - reads the properties files it is given (later files and `--override`s win, as berth's overlay does);
-//! - refuses a log dir whose `meta.properties` names another broker (or cluster), exiting 1 with the text of
-//!   Kafka's `InconsistentBrokerIdException`; writes `meta.properties` where absent;
+//! - refuses a log dir whose `meta.properties` names another broker (or cluster), exiting 1 with the text
+//!   Kafka 3.9 and 4.x print; in ZooKeeper mode writes `meta.properties` where absent, in KRaft mode refuses to
+//!   start unless `kafka-standin format --cluster-id ID --config FILE` (Kafka's storage tool) formatted the dirs;
 //! - in ZooKeeper mode, gets or creates `/cluster/id` and registers the ephemeral `/brokers/ids/<id>` with
 //!   Kafka's version 5 JSON;
 //! - listens on the advertised listener and answers ApiVersions and Metadata (brokers = itself);
@@ -13,6 +14,7 @@
 //!
 //! `--start-delay` (or `KAFKA_STANDIN_START_DELAY`) stretches startup after the log dirs are checked, as log
 //! recovery does. It stores no records: a simulated fleet writes data on the mounted volume directly.
+//! Properties are read with the `java-properties` crate, not berth's reader, and the wire is its own.
 
 mod meta;
 mod registry;
@@ -58,31 +60,46 @@ pub enum Fatal {
     /// A setting is missing or malformed.
     #[error("org.apache.kafka.common.config.ConfigException: {0}")]
     Config(String),
-    /// A log dir belongs to another broker.
+    /// A log dir belongs to another broker (Kafka 3.9 and 4.x: `MetaPropertiesEnsemble.verify`, both modes).
     #[error(
-        "kafka.common.InconsistentBrokerIdException: Configured {key} {configured} doesn't match stored {key} \
-         Some({stored}) in meta.properties. If you moved your data, make sure your configured {key} matches. \
-         If you intend to create a new broker, you should remove all data in your data directories (log.dirs)."
+        "java.lang.RuntimeException: Stored node id {stored} doesn't match previous node id {configured} in \
+         {}. If you moved your data, make sure your configured node id matches. If you intend to create a new \
+         node, you should remove all data in your data directories.",
+        path.display()
     )]
-    InconsistentBrokerId {
-        /// `broker.id` or `node.id`.
-        key: &'static str,
+    NodeIdMismatch {
+        /// The stored id.
+        stored: String,
         /// The configured id.
         configured: i32,
+        /// The meta.properties file.
+        path: PathBuf,
+    },
+    /// A log dir belongs to another cluster (ZooKeeper's cluster id, or another log dir's).
+    #[error(
+        "java.lang.RuntimeException: Invalid cluster.id in: {}. Expected {expected}, but read {stored}",
+        path.display()
+    )]
+    ClusterIdMismatch {
+        /// The meta.properties file.
+        path: PathBuf,
+        /// The cluster id expected.
+        expected: String,
         /// The stored id.
         stored: String,
     },
-    /// A log dir belongs to another cluster.
+    /// KRaft mode with no formatted log dir.
+    #[error("java.lang.RuntimeException: No readable meta.properties files found.")]
+    NotFormatted,
+    /// `format` on a dir that is formatted already (the storage tool's words).
     #[error(
-        "kafka.common.InconsistentClusterIdException: The Cluster ID {configured} doesn't match stored clusterId \
-         Some({stored}) in meta.properties. The broker is trying to join the wrong cluster. Configured \
-         zookeeper.connect may be wrong."
+        "Log directory {} is already formatted. Use --ignore-formatted to ignore this directory and format the \
+         others.",
+        dir.display()
     )]
-    InconsistentClusterId {
-        /// The cluster's id.
-        configured: String,
-        /// The stored id.
-        stored: String,
+    AlreadyFormatted {
+        /// The log dir.
+        dir: PathBuf,
     },
     /// A file could not be read or written.
     #[error("java.io.IOException: {path}: {source}")]
@@ -142,12 +159,45 @@ fn parse_delay(text: &str) -> Result<Duration, Fatal> {
         .map_err(|reason| Fatal::config(format!("start delay: {reason}")))
 }
 
-fn read_settings(args: &Args) -> Result<Settings, Fatal> {
-    let mut properties = berth_kafka::properties::Properties::new();
-    for path in &args.properties {
-        let text = std::fs::read_to_string(path).map_err(|source| Fatal::io(path, source))?;
-        berth_kafka::properties::parse_into(&text, &mut properties);
+/// `kafka-standin format`: Kafka's storage tool (`kafka-storage.sh format`), for a static quorum.
+#[derive(Debug, Parser)]
+#[command(name = "kafka-standin format")]
+struct FormatArgs {
+    /// The cluster id to stamp.
+    #[arg(long = "cluster-id", short = 't')]
+    cluster_id: String,
+    /// The broker's properties (process.roles, node.id, log.dirs).
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+}
+
+fn read_properties(paths: &[PathBuf]) -> Result<settings::Properties, Fatal> {
+    let mut properties = settings::Properties::new();
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|source| Fatal::io(path, source))?;
+        settings::read_into(&bytes, &mut properties)
+            .map_err(|reason| Fatal::config(format!("{}: {reason}", path.display())))?;
     }
+    Ok(properties)
+}
+
+fn run_format(args: FormatArgs) -> Result<(), Fatal> {
+    let settings = Settings::from_properties(&read_properties(&[args.config])?)?;
+    if settings.mode != Mode::Kraft {
+        return Err(Fatal::config(
+            "The kafka configuration file appears to be for a legacy cluster. Formatting is only supported \
+             for clusters in KRaft mode."
+                .into(),
+        ));
+    }
+    for line in meta::format(&settings, &args.cluster_id)? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn read_settings(args: &Args) -> Result<Settings, Fatal> {
+    let mut properties = read_properties(&args.properties)?;
     for item in &args.overrides {
         let (key, value) = item
             .split_once('=')
@@ -184,7 +234,7 @@ async fn run(args: Args) -> Result<(), Fatal> {
         Mode::Kraft => (None, None),
     };
     let kraft = settings.mode == Mode::Kraft;
-    meta::check_and_stamp(
+    let cluster_id = meta::check_and_stamp(
         &settings.log_dirs,
         settings.id,
         kraft,
@@ -255,6 +305,16 @@ async fn run(args: Args) -> Result<(), Fatal> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("format") {
+        let args = FormatArgs::parse_from(std::env::args().skip(1));
+        return match run_format(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,

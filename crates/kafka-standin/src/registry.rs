@@ -19,9 +19,9 @@ fn keeper(op: &'static str, path: &str) -> impl FnOnce(zk::Error) -> Fatal {
     move |source| Fatal::ZooKeeper { op, path, source }
 }
 
-/// A random cluster id shaped like Kafka's (22 characters of the URL-safe base64 alphabet); only its
-/// uniqueness matters to the stand-in.
-fn new_cluster_id() -> String {
+/// A random id shaped like Kafka's `Uuid` (22 characters of the URL-safe base64 alphabet), as Kafka makes
+/// cluster and directory ids; only its uniqueness matters to the stand-in.
+pub fn new_uuid() -> String {
     let mut bytes = [0u8; 16];
     if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut urandom, &mut bytes);
@@ -90,7 +90,7 @@ impl Registry {
                     });
                 }
                 Err(zk::Error::NoNode) => {
-                    let body = json!({"version": "1", "id": new_cluster_id()}).to_string();
+                    let body = json!({"version": "1", "id": new_uuid()}).to_string();
                     let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
                     match self.client.create(&path, body.as_bytes(), &options).await {
                         Ok(_) | Err(zk::Error::NodeExists) => continue,
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn registration_has_kafkas_version_5_fields() {
-        let properties = berth_kafka::properties::parse(
+        let properties = crate::settings::parse(
             "broker.id=1\nzookeeper.connect=127.0.0.1:2181\nadvertised.listeners=PLAINTEXT://10.0.0.5:9092\n\
              broker.rack=us-east-1a\n",
         );
@@ -229,11 +229,11 @@ mod tests {
 
     #[test]
     fn cluster_ids_look_like_kafkas() {
-        let id = new_cluster_id();
+        let id = new_uuid();
         assert_eq!(id.len(), 22);
         assert!(id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_ne!(id, new_cluster_id());
+        assert_ne!(id, new_uuid());
     }
 }

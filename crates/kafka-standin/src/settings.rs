@@ -4,9 +4,27 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_kafka::properties::Properties;
-
 use crate::Fatal;
+
+/// Settings as read from properties files; later files win (see [`read_into`]).
+pub type Properties = std::collections::HashMap<String, String>;
+
+/// Reads Java properties text with the `java-properties` crate (ISO-8859-1, as `java.util.Properties.load`),
+/// not berth's reader: the stand-in shares no properties code with the berth it tests.
+pub fn read_into(bytes: &[u8], into: &mut Properties) -> Result<(), String> {
+    let read =
+        java_properties::read(std::io::Cursor::new(bytes)).map_err(|error| error.to_string())?;
+    into.extend(read);
+    Ok(())
+}
+
+/// Reads one properties text.
+#[cfg(test)]
+pub fn parse(text: &str) -> Properties {
+    let mut properties = Properties::new();
+    read_into(text.as_bytes(), &mut properties).expect("valid properties");
+    properties
+}
 
 /// One `NAME://host:port` listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,14 +228,16 @@ mod tests {
     #[test]
     fn the_overlay_wins_over_the_operators_file() {
         let mut properties = Properties::new();
-        berth_kafka::properties::parse_into(
-            "broker.id=-1\nlisteners=PLAINTEXT://:9092\nzookeeper.connect=127.0.0.1:2181/kafka\nlog.dirs=/tmp/x\n",
+        read_into(
+            b"broker.id=-1\nlisteners=PLAINTEXT://:9092\nzookeeper.connect=127.0.0.1:2181/kafka\nlog.dirs=/tmp/x\n",
             &mut properties,
-        );
-        berth_kafka::properties::parse_into(
-            "broker.id=2\nadvertised.listeners=PLAINTEXT://10.0.0.5:9092\nlog.dirs=/var/lib/kafka/data\nbroker.rack=az-b\n",
+        )
+        .unwrap();
+        read_into(
+            b"broker.id=2\nadvertised.listeners=PLAINTEXT://10.0.0.5:9092\nlog.dirs=/var/lib/kafka/data\nbroker.rack=az-b\n",
             &mut properties,
-        );
+        )
+        .unwrap();
         let settings = Settings::from_properties(&properties).unwrap();
         assert_eq!(settings.id, 2);
         assert_eq!(
@@ -243,9 +263,7 @@ mod tests {
 
     #[test]
     fn kraft_mode_needs_node_id() {
-        let properties = berth_kafka::properties::parse(
-            "process.roles=broker\nlisteners=PLAINTEXT://127.0.0.1:9092\n",
-        );
+        let properties = parse("process.roles=broker\nlisteners=PLAINTEXT://127.0.0.1:9092\n");
         let error = Settings::from_properties(&properties).unwrap_err();
         assert!(error.to_string().contains("node.id"), "{error}");
     }

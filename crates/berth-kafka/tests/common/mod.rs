@@ -19,6 +19,9 @@ pub fn standin_binary() -> PathBuf {
     berth_testkit::debug_binary("kafka-standin")
 }
 
+/// The cluster id of KRaft tests (as `kafka-storage.sh random-uuid` prints one).
+pub const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
+
 /// Kafka's chroot in the test ensemble.
 pub const CHROOT: &str = "/kafka";
 
@@ -70,14 +73,30 @@ impl Host {
         self.dir.path().join("volume/data")
     }
 
-    /// A berth configuration running `command` (the overlay path is appended by the supervisor).
+    /// A berth configuration running `command` (the overlay path is appended by the supervisor). In KRaft
+    /// mode storage is formatted by the stand-in's `format` (Kafka's storage tool) with [`CLUSTER_ID`].
     pub fn config(&self, mode: &str, command: &[String]) -> Config {
+        let kraft = if mode == "kraft" {
+            let format = [standin_binary().display().to_string(), "format".into()];
+            format!(
+                "format_command = {format:?}\nserver_properties = {:?}\n",
+                self.dir.path().join("server.properties")
+            )
+        } else {
+            String::new()
+        };
+        let cluster_id = if mode == "kraft" {
+            format!("kafka_cluster_id = \"{CLUSTER_ID}\"")
+        } else {
+            String::new()
+        };
         let command: Vec<String> = command.iter().map(|arg| format!("{arg:?}")).collect();
         let text = format!(
             r#"
 [cluster]
 name = "test"
 broker_count = 3
+{cluster_id}
 [zookeeper]
 connect = "{zk}"
 session_timeout = "4s"
@@ -91,6 +110,7 @@ overlay_path = "{overlay}"
 port = {port}
 check_interval = "1s"
 stop_timeout = "5s"
+{kraft}
 "#,
             zk = self.zk.connect_string(),
             command = command.join(", "),

@@ -1,0 +1,417 @@
+//! KRaft storage: formatted before the first start, and only when every log dir is blank.
+//!
+//! Kafka 4.x refuses to start on a log dir without `meta.properties` ("No readable meta.properties files
+//! found"); its storage tool (`kafka-storage.sh format`, class `kafka.tools.StorageTool`) writes one per dir
+//! with the cluster id, the node id and a fresh directory id. Formatting a dir that holds data would stamp
+//! someone else's data as this node's, so berth formats only when every log dir is absent or empty (a blank
+//! volume berth just made a filesystem on, or an empty dir), never when one holds anything: a dir with data but
+//! no `meta.properties` is refused (fatal, naming the dir), and so is a mix of formatted and blank dirs.
+//!
+//! The tool reads the broker's settings (`process.roles`, `node.id`, `log.dirs`, `controller.quorum.voters`...)
+//! from one file, so berth gives it what Kafka itself will read: the operator's `server.properties` followed by
+//! berth's overlay, concatenated exactly as the documented drop-in's `awk 1` does ([`merge_as_awk`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_storage::meta::{self, LogDirState};
+
+use crate::supervisor::{output_within, Bounded};
+
+/// Lines of the format command's output kept to explain a failure.
+const OUTPUT_LINES: usize = 8;
+
+/// What the log dirs hold, as far as formatting is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageState {
+    /// Every log dir carries `meta.properties`: Kafka checks the rest at start.
+    Formatted,
+    /// Every log dir is absent or empty: the storage must be formatted before Kafka can start.
+    Blank,
+}
+
+/// Why KRaft storage cannot be formatted, or was not.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// A log dir holds data but no `meta.properties`.
+    #[error(
+        "log dir {dir} holds data ({entries}) but no meta.properties: berth formats only blank log dirs, \
+         and Kafka does not start on an unformatted one; refusing to touch it"
+    )]
+    Unstamped {
+        /// The log dir.
+        dir: PathBuf,
+        /// Some of its entries.
+        entries: String,
+    },
+    /// Some log dirs are formatted, others blank.
+    #[error(
+        "log dirs {blank} are blank but {formatted} carry meta.properties: berth formats only when every log \
+         dir is blank; format the blank ones by hand (kafka-storage.sh format --ignore-formatted) once that is safe"
+    )]
+    PartlyFormatted {
+        /// The blank dirs.
+        blank: String,
+        /// The formatted dirs.
+        formatted: String,
+    },
+    /// A log dir could not be looked at, or `meta.properties` read.
+    #[error(transparent)]
+    Storage(#[from] berth_storage::StorageError),
+    /// The operator's `server.properties` could not be read.
+    #[error("reading kafka.server_properties {path} to build the storage tool's configuration")]
+    ServerProperties {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The merged configuration could not be written.
+    #[error("writing the storage tool's configuration next to {path}")]
+    Config {
+        /// The overlay beside which it is written.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The format command could not be started.
+    #[error("starting kafka.format_command {program:?}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The format command failed.
+    #[error("`{command}` failed ({status}): {output}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// Its last lines.
+        output: String,
+    },
+    /// The format command did not finish by the deadline.
+    #[error("`{command}` did not finish within {after:?}")]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The command succeeded but a log dir still has no `meta.properties`.
+    #[error("`{command}` succeeded but {dir} has no meta.properties")]
+    NotFormatted {
+        /// The command line.
+        command: String,
+        /// The log dir.
+        dir: PathBuf,
+    },
+}
+
+impl FormatError {
+    /// Whether retrying can help: only a command that ran out of time, or a transient I/O error.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FormatError::Timeout { .. } => true,
+            FormatError::Storage(error) => error.kind() == berth_core::ErrorKind::Retryable,
+            FormatError::ServerProperties { source, .. } | FormatError::Config { source, .. } => {
+                !matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Looks at every log dir (without changing any): formatted, blank, or refused.
+pub fn assess(log_dirs: &[PathBuf]) -> Result<StorageState, FormatError> {
+    let mut blank = Vec::new();
+    let mut formatted = Vec::new();
+    for dir in log_dirs {
+        match meta::classify(dir)? {
+            LogDirState::Unstamped { entries } => {
+                return Err(FormatError::Unstamped {
+                    dir: dir.clone(),
+                    entries: entries.join(", "),
+                })
+            }
+            LogDirState::Formatted(_) => formatted.push(dir.display().to_string()),
+            LogDirState::Absent | LogDirState::Empty => blank.push(dir.display().to_string()),
+        }
+    }
+    match (blank.is_empty(), formatted.is_empty()) {
+        (true, _) => Ok(StorageState::Formatted),
+        (false, true) => Ok(StorageState::Blank),
+        (false, false) => Err(FormatError::PartlyFormatted {
+            blank: blank.join(", "),
+            formatted: formatted.join(", "),
+        }),
+    }
+}
+
+/// The files concatenated as `awk 1 a b` prints them: each file's text, with a newline added to one that does
+/// not end with one (so its last line cannot glue to the next file's first).
+pub fn merge_as_awk(texts: &[&str]) -> String {
+    let mut merged = String::new();
+    for text in texts {
+        merged.push_str(text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            merged.push('\n');
+        }
+    }
+    merged
+}
+
+/// Kafka's storage tool, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Formatter {
+    /// `kafka.format_command`.
+    pub command: Vec<String>,
+    /// `kafka.server_properties`.
+    pub server_properties: PathBuf,
+}
+
+impl Formatter {
+    /// The full command line for a cluster id and a configuration file.
+    pub fn command_line(&self, cluster_id: &str, config: &Path) -> Vec<String> {
+        let mut argv = self.command.clone();
+        argv.extend([
+            "--cluster-id".into(),
+            cluster_id.into(),
+            "--config".into(),
+            config.display().to_string(),
+        ]);
+        argv
+    }
+
+    /// Formats blank storage: writes the merged configuration next to the overlay (mode 0644, removed after),
+    /// runs the command by the deadline, then checks that every log dir now carries `meta.properties`.
+    /// Returns the command line run.
+    pub async fn format(
+        &self,
+        cluster_id: &str,
+        overlay_path: &Path,
+        overlay: &str,
+        log_dirs: &[PathBuf],
+        timeout: Duration,
+    ) -> Result<String, FormatError> {
+        let server = std::fs::read(&self.server_properties).map_err(|source| {
+            FormatError::ServerProperties {
+                path: self.server_properties.clone(),
+                source,
+            }
+        })?;
+        // Bytes pass through unchanged: ISO-8859-1 in, ISO-8859-1 out, as awk would copy them.
+        let server: String = server.iter().map(|&b| char::from(b)).collect();
+        let merged = merge_as_awk(&[&server, overlay]);
+        let config = write_config(overlay_path, &merged)?;
+        let argv = self.command_line(cluster_id, config.path());
+        let command = argv.join(" ");
+        let output = match output_within(&argv, timeout).await {
+            Err(Bounded::TimedOut) => {
+                return Err(FormatError::Timeout {
+                    command,
+                    after: timeout,
+                })
+            }
+            Err(Bounded::Spawn(source)) => {
+                return Err(FormatError::Spawn {
+                    program: argv[0].clone(),
+                    source,
+                })
+            }
+            Ok(output) => output,
+        };
+        let said = last_lines(&output.stdout, &output.stderr);
+        if !output.status.success() {
+            return Err(FormatError::Failed {
+                command,
+                status: output.status.to_string(),
+                output: said,
+            });
+        }
+        tracing::info!(%command, output = %said, "formatted blank KRaft storage");
+        for dir in log_dirs {
+            if meta::read(dir)?.is_none() {
+                return Err(FormatError::NotFormatted {
+                    command,
+                    dir: dir.clone(),
+                });
+            }
+        }
+        Ok(command)
+    }
+}
+
+fn write_config(overlay_path: &Path, merged: &str) -> Result<tempfile::NamedTempFile, FormatError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let error = |source| FormatError::Config {
+        path: overlay_path.to_owned(),
+        source,
+    };
+    let dir = overlay_path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(error)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".berth-format.")
+        .suffix(".properties")
+        .tempfile_in(dir)
+        .map_err(error)?;
+    // Latin-1 out: every character of `merged` came from a byte or from berth's ASCII overlay.
+    let bytes: Vec<u8> = merged.chars().map(|c| c as u32 as u8).collect();
+    file.write_all(&bytes).map_err(error)?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(error)?;
+    file.as_file().sync_all().map_err(error)?;
+    Ok(file)
+}
+
+fn last_lines(stdout: &[u8], stderr: &[u8]) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(stdout),
+        String::from_utf8_lossy(stderr)
+    );
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(OUTPUT_LINES)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_as_awk_1_merges() {
+        // Checked against awk itself: the operator's file without a final newline keeps its last line apart.
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        let cases = [
+            ("x=1\ny=2", "node.id=3\n"),
+            ("x=1\n", "node.id=3\n"),
+            ("", "node.id=3\n"),
+            ("x=1\r\n#c", "node.id=3"),
+        ];
+        for (first, second) in cases {
+            std::fs::write(&a, first).unwrap();
+            std::fs::write(&b, second).unwrap();
+            let awk = std::process::Command::new("awk")
+                .arg("1")
+                .args([&a, &b])
+                .output()
+                .expect("awk runs");
+            assert_eq!(
+                merge_as_awk(&[first, second]),
+                String::from_utf8(awk.stdout).unwrap(),
+                "{first:?} + {second:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn storage_is_blank_only_when_every_log_dir_is() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        let b = root.path().join("b");
+        assert_eq!(
+            assess(&[a.clone(), b.clone()]).unwrap(),
+            StorageState::Blank
+        );
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::write(a.join("meta.properties"), "version=1\nnode.id=1\n").unwrap();
+        let error = assess(&[a.clone(), b.clone()]).unwrap_err();
+        assert!(
+            matches!(error, FormatError::PartlyFormatted { .. }),
+            "{error}"
+        );
+        std::fs::create_dir_all(b.join("events-0")).unwrap();
+        let error = assess(&[a.clone(), b.clone()]).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("log dir {} holds data (events-0)", b.display())),
+            "{error}"
+        );
+        std::fs::write(b.join("meta.properties"), "version=1\nnode.id=1\n").unwrap();
+        assert_eq!(assess(&[a, b]).unwrap(), StorageState::Formatted);
+    }
+
+    #[tokio::test]
+    async fn the_command_gets_the_cluster_id_and_the_merged_file_and_must_stamp_every_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dir.path().join("server.properties");
+        std::fs::write(&server, "process.roles=broker,controller\nnode.id=-1").unwrap();
+        let overlay = dir.path().join("conf/berth.properties");
+        let log_dir = dir.path().join("data");
+        let seen = dir.path().join("seen");
+        // A stand-in storage tool: records its arguments and the file it was given, stamps the log dir.
+        let script = format!(
+            "echo \"$@\" > {seen}; cat \"$4\" >> {seen}; mkdir -p {log}; echo version=1 > {log}/meta.properties",
+            seen = seen.display(),
+            log = log_dir.display()
+        );
+        let formatter = Formatter {
+            command: vec!["/bin/sh".into(), "-c".into(), script, "format".into()],
+            server_properties: server.clone(),
+        };
+        let command = formatter
+            .format(
+                "MkU3OEVBNTcwNTJENDM2Qg",
+                &overlay,
+                "node.id=3\n",
+                std::slice::from_ref(&log_dir),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("formatted");
+        assert!(
+            command.contains("--cluster-id MkU3OEVBNTcwNTJENDM2Qg --config "),
+            "{command}"
+        );
+        let seen = std::fs::read_to_string(&seen).unwrap();
+        let (args, file) = seen.split_once('\n').unwrap();
+        assert!(
+            args.starts_with("--cluster-id MkU3OEVBNTcwNTJENDM2Qg --config "),
+            "{args}"
+        );
+        assert_eq!(
+            file,
+            "process.roles=broker,controller\nnode.id=-1\nnode.id=3\n"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(overlay.parent().unwrap())
+            .unwrap()
+            .collect();
+        assert!(leftovers.is_empty(), "the merged file is removed");
+
+        // A command that succeeds without stamping every dir is not believed.
+        let formatter = Formatter {
+            command: vec!["/bin/true".into()],
+            server_properties: server,
+        };
+        let other = dir.path().join("other");
+        let error = formatter
+            .format(
+                "MkU3OEVBNTcwNTJENDM2Qg",
+                &overlay,
+                "",
+                &[other],
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FormatError::NotFormatted { .. }), "{error}");
+    }
+}

@@ -1,0 +1,191 @@
+//! KafkaBroker against real Apache Kafka 4.x in KRaft mode (installed by scripts/setup.sh), run by berth's
+//! process supervisor through the `awk 1` merge docs/kafka.md recommends and our launcher. One broker serves
+//! the whole life cycle (JVM starts cost 5-10 s here); the refusals each start Kafka once, until it refuses.
+
+mod real;
+
+use std::time::Duration;
+
+use berth_core::ports::{Broker, Deadline};
+use berth_kafka::probe::{self, ProbeError, METADATA_MAX_VERSION, METADATA_MIN_VERSION};
+use berth_kafka::supervisor::ChildState;
+use real::{RealHost, CLEAN_SHUTDOWN, CLUSTER_ID, RACK, START_DEADLINE};
+
+/// Sends Metadata in every version the probe may pick (v1 up to v12, as far as the broker goes) and checks
+/// each answer lists the broker with the rack Java read from berth's overlay. Returns the versions answered.
+pub async fn every_metadata_version(host: &RealHost, id: u32) -> Vec<i16> {
+    let mut answered = Vec::new();
+    for version in METADATA_MIN_VERSION..=METADATA_MAX_VERSION {
+        match probe::probe_up_to(&host.target(id), Duration::from_secs(10), version).await {
+            Ok(report) => {
+                assert_eq!(report.metadata_version, version);
+                let me = report.brokers.iter().find(|b| b.id == id as i32).unwrap();
+                assert_eq!(
+                    me.rack.as_deref(),
+                    Some(RACK),
+                    "v{version}: rack as Java read it"
+                );
+                answered.push(version);
+            }
+            // Kafka 4.0 dropped old versions (KIP-896): the probe refuses to pick below the broker's minimum.
+            Err(ProbeError::ApiVersions { detail, .. }) if detail.contains("Metadata versions") => {
+                let minimum: i16 = detail
+                    .trim_start_matches("Metadata versions ")
+                    .split("..")
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{detail}"));
+                assert!(version < minimum, "v{version} refused: {detail}");
+            }
+            Err(error) => panic!("Metadata v{version}: {error}"),
+        }
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts_unformatted() {
+    let host = RealHost::kraft();
+    let broker = host.broker();
+    let spec = host.spec(1);
+    assert!(!host.log_dir().exists(), "a blank volume: no log dir yet");
+
+    let evidence = broker
+        .start(&spec, Deadline::after(START_DEADLINE))
+        .await
+        .unwrap_or_else(|error| panic!("serving: {error}"));
+    eprintln!("serving: {}", evidence.detail);
+    assert!(
+        evidence
+            .detail
+            .starts_with("Metadata v12 lists broker 1 at 127.0.0.1")
+            && evidence
+                .detail
+                .ends_with(&format!("(controller 1, cluster {CLUSTER_ID})")),
+        "{}",
+        evidence.detail
+    );
+
+    // Formatted by Kafka's own storage tool, with the configured cluster id and the overlay's node id.
+    let meta = berth_storage::meta::read(&host.log_dir())
+        .unwrap()
+        .expect("formatted");
+    assert_eq!(meta.version.as_deref(), Some("1"));
+    assert_eq!(meta.node_id.as_deref(), Some("1"));
+    assert_eq!(meta.cluster_id.as_deref(), Some(CLUSTER_ID));
+    let directory_id = meta.directory_id.clone().expect("a directory.id (KIP-858)");
+    // What Kafka read is the merge of the operator's file and the overlay.
+    let merged = std::fs::read_to_string(host.dir.path().join("run/server.properties")).unwrap();
+    assert!(
+        merged.contains("group.initial.rebalance.delay.ms=0\n# Written by berth"),
+        "awk 1 ended the operator's last line: {merged}"
+    );
+    assert!(!host.log_dir().join(CLEAN_SHUTDOWN).exists(), "running");
+
+    // Every Metadata version the probe may pick, as real Kafka answers it, with the rack read back by Java.
+    let answered = every_metadata_version(&host, 1).await;
+    eprintln!(
+        "Metadata versions answered by Kafka {}: {answered:?}",
+        host.install.version()
+    );
+    assert!(
+        answered.contains(&4) && answered.contains(&12),
+        "{answered:?}"
+    );
+
+    broker.check(&spec).await.expect("healthy");
+    // Same settings again: no restart, no format.
+    let Some(ChildState::Running { pid, .. }) = broker.child_state() else {
+        panic!("running")
+    };
+    broker
+        .start(&spec, Deadline::after(START_DEADLINE))
+        .await
+        .expect("still serving");
+    assert!(
+        matches!(broker.child_state(), Some(ChildState::Running { pid: same, .. }) if same == pid)
+    );
+
+    // Controlled shutdown: Kafka stops by itself on SIGTERM and marks its log dir clean.
+    broker
+        .stop(Deadline::after(Duration::from_secs(60)))
+        .await
+        .expect("clean stop");
+    assert_eq!(broker.child_state(), None);
+    assert!(
+        host.log_dir().join(CLEAN_SHUTDOWN).exists(),
+        "Kafka marked its log dir cleanly shut down"
+    );
+    assert!(broker.check(&spec).await.is_err(), "not serving after stop");
+
+    // Started again on its own data: not formatted again (same directory id), serving.
+    let broker = host.broker();
+    broker
+        .start(&spec, Deadline::after(START_DEADLINE))
+        .await
+        .unwrap_or_else(|error| panic!("serving again: {error}"));
+    let meta = berth_storage::meta::read(&host.log_dir()).unwrap().unwrap();
+    assert_eq!(
+        meta.directory_id.as_deref(),
+        Some(directory_id.as_str()),
+        "never reformatted"
+    );
+    broker
+        .stop(Deadline::after(Duration::from_secs(60)))
+        .await
+        .expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_dir_with_data_but_no_meta_properties_is_never_formatted() {
+    let host = RealHost::kraft();
+    let segment = host.log_dir().join("events-0/00000000000000000000.log");
+    std::fs::create_dir_all(segment.parent().unwrap()).unwrap();
+    std::fs::write(&segment, b"records of a broker").unwrap();
+    let broker = host.broker();
+    let error = real::refused(&broker, &host.spec(1)).await;
+    assert!(
+        error.message.contains(&format!(
+            "log dir {} holds data (events-0) but no meta.properties",
+            host.log_dir().display()
+        )),
+        "{error}"
+    );
+    assert!(
+        !host.log_dir().join("meta.properties").exists(),
+        "not formatted"
+    );
+    assert_eq!(std::fs::read(&segment).unwrap(), b"records of a broker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_meta_properties_is_refused_with_kafkas_words() {
+    let host = RealHost::kraft();
+    let theirs = format!(
+        "version=1\nnode.id=2\ndirectory.id=nL10qEMsD-0SnRmf7nY11w\ncluster.id={CLUSTER_ID}\n"
+    );
+    real::foreign_node_is_refused(&host, &theirs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cluster_id_is_refused_with_kafkas_words() {
+    let host = RealHost::kraft();
+    host.stamp(
+        &host.log_dir(),
+        &format!(
+            "version=1\nnode.id=1\ndirectory.id=nL10qEMsD-0SnRmf7nY11w\ncluster.id={CLUSTER_ID}\n"
+        ),
+    );
+    host.stamp(
+        &host.second_log_dir(),
+        "version=1\nnode.id=1\ndirectory.id=AAAAAAAAAAAAAAAAAAAAAQ\ncluster.id=T3RoZXJDbHVzdGVySWRBQQ\n",
+    );
+    let broker = host.broker();
+    let spec = host.spec_with(1, vec![host.log_dir(), host.second_log_dir()]);
+    let error = real::refused(&broker, &spec).await;
+    assert!(
+        error.message.contains("Invalid cluster.id in: ")
+            && error.message.contains("but read T3RoZXJDbHVzdGVySWRBQQ"),
+        "Kafka's own words: {error}"
+    );
+}

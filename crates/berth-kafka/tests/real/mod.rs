@@ -1,0 +1,267 @@
+//! Shared set-up for the adapter's tests against real Apache Kafka (installed by scripts/setup.sh; see
+//! berth-testkit's `kafka` module): one broker host with the operator's server.properties, berth's overlay and
+//! the `awk 1` merge docs/kafka.md recommends, run by berth's process supervisor through our launcher.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_config::Config;
+use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
+use berth_core::{BrokerId, ErrorKind};
+use berth_kafka::probe::ProbeTarget;
+use berth_kafka::supervisor::RestartPolicy;
+use berth_kafka::KafkaBroker;
+use berth_testkit::kafka::Install;
+use berth_testkit::zk::ZooKeeper;
+
+/// The cluster id of KRaft tests (as `kafka-storage.sh random-uuid` prints one).
+pub const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
+/// Kafka's chroot in the test ensemble (ZooKeeper mode).
+pub const CHROOT: &str = "/kafka";
+/// A rack Java must read back as written: non-ASCII, and outside the BMP too (a surrogate pair).
+pub const RACK: &str = "zone-ä-東京-😀";
+/// A start on a loaded 2-core machine (JVM, log4j, quorum) takes 5-10 s; this bounds a stuck one.
+pub const START_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Kafka's own marker of a clean (controlled) shutdown, written into each log dir as it stops and removed
+/// when it starts (3.9 and 4.x).
+pub const CLEAN_SHUTDOWN: &str = ".kafka_cleanshutdown";
+
+/// One broker host against real Kafka.
+pub struct RealHost {
+    /// The Kafka version.
+    pub install: Install,
+    /// ZooKeeper mode: Debian's ZooKeeper.
+    pub zk: Option<ZooKeeper>,
+    /// Settings, overlay, merged file, log dirs.
+    pub dir: tempfile::TempDir,
+    /// Client listener port.
+    pub port: u16,
+    /// Controller listener port (KRaft).
+    pub controller_port: u16,
+}
+
+impl RealHost {
+    /// A KRaft host (Kafka 4.x, broker and controller in one process, a one-voter static quorum).
+    pub fn kraft() -> Self {
+        let install = Install::kraft().unwrap_or_else(|error| panic!("{error}"));
+        Self::with(install, None)
+    }
+
+    /// A ZooKeeper-mode host (Kafka 3.9) with its own ZooKeeper.
+    pub fn zookeeper() -> Self {
+        let install = Install::zookeeper_mode().unwrap_or_else(|error| panic!("{error}"));
+        let zk = ZooKeeper::standalone().expect("a real ZooKeeper (Debian's zookeeper package)");
+        Self::with(install, Some(zk))
+    }
+
+    fn with(install: Install, zk: Option<ZooKeeper>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-real-kafka-")
+            .tempdir()
+            .unwrap();
+        let host = Self {
+            install,
+            zk,
+            dir,
+            port: berth_testkit::free_port(),
+            controller_port: berth_testkit::free_port(),
+        };
+        std::fs::create_dir_all(host.dir.path().join("run")).unwrap();
+        host.write_server_properties();
+        host
+    }
+
+    /// The operator's server.properties, as an AMI would carry it (no final newline, so the merge is tested).
+    fn write_server_properties(&self) {
+        let mut text = String::from("# the operator's file\n");
+        match &self.zk {
+            Some(zk) => text.push_str(&format!(
+                "broker.id=-1\nlisteners=PLAINTEXT://127.0.0.1:{port}\nzookeeper.connect={zk}{CHROOT}\n\
+                 zookeeper.session.timeout.ms=6000\n",
+                port = self.port,
+                zk = zk.connect_string(),
+            )),
+            None => text.push_str(&format!(
+                "process.roles=broker,controller\nnode.id=-1\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
+                 controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n",
+                port = self.port,
+                cport = self.controller_port,
+            )),
+        }
+        text.push_str(
+            "log.dirs=/nonexistent\noffsets.topic.replication.factor=1\n\
+             transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0",
+        );
+        std::fs::write(self.server_properties(), text).unwrap();
+    }
+
+    /// The operator's file.
+    pub fn server_properties(&self) -> PathBuf {
+        self.dir.path().join("server.properties")
+    }
+
+    /// berth's overlay.
+    pub fn overlay(&self) -> PathBuf {
+        self.dir.path().join("conf/berth.properties")
+    }
+
+    /// The first log dir ("on the volume").
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("volume/data")
+    }
+
+    /// A second log dir.
+    pub fn second_log_dir(&self) -> PathBuf {
+        self.dir.path().join("volume/data2")
+    }
+
+    /// The process supervisor's command: docs/kafka.md's `awk 1` merge, then our launcher in place of
+    /// kafka-server-start.sh (berth appends the overlay's path as `$1`).
+    pub fn command(&self) -> Vec<String> {
+        let merged = self.dir.path().join("run/server.properties");
+        let server = self.install.command("server");
+        let quoted: Vec<String> = server.iter().map(|word| format!("'{word}'")).collect();
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                "awk 1 '{server}' \"$1\" > '{merged}' && exec {launch} '{merged}'",
+                server = self.server_properties().display(),
+                merged = merged.display(),
+                launch = quoted.join(" "),
+            ),
+            "kafka".into(),
+        ]
+    }
+
+    /// berth's configuration for this host.
+    pub fn config(&self) -> Config {
+        let list = |words: &[String]| {
+            words
+                .iter()
+                .map(|word| format!("{word:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (mode, connect, kraft) = match &self.zk {
+            Some(zk) => ("zookeeper", zk.connect_string(), String::new()),
+            None => (
+                "kraft",
+                "127.0.0.1:1".to_owned(),
+                format!(
+                    "controller_port = {}\nquorum_voters = true\nformat_command = [{}]\nserver_properties = {:?}\n",
+                    self.controller_port,
+                    list(&self.install.command("format")),
+                    self.server_properties(),
+                ),
+            ),
+        };
+        let cluster_id = if self.zk.is_none() {
+            format!("kafka_cluster_id = \"{CLUSTER_ID}\"")
+        } else {
+            String::new()
+        };
+        let text = format!(
+            r#"
+[cluster]
+name = "test"
+broker_count = 3
+{cluster_id}
+[zookeeper]
+connect = "{connect}"
+session_timeout = "6s"
+root = "/berth"
+kafka_chroot = "{CHROOT}"
+[kafka]
+mode = "{mode}"
+supervisor = "process"
+command = [{command}]
+overlay_path = "{overlay}"
+port = {port}
+check_interval = "2s"
+stop_timeout = "60s"
+{kraft}
+"#,
+            command = list(&self.command()),
+            overlay = self.overlay().display(),
+            port = self.port,
+        );
+        berth_config::parse(&text, []).expect("a valid test configuration")
+    }
+
+    /// The adapter (a short restart delay: a test should not wait systemd's usual seconds).
+    pub fn broker(&self) -> KafkaBroker {
+        let policy = RestartPolicy {
+            delay: Duration::from_millis(200),
+            ..RestartPolicy::default()
+        };
+        KafkaBroker::with_restart_policy(&self.config(), policy)
+    }
+
+    /// Broker `id` on 127.0.0.1 in rack [`RACK`], with the given log dirs (KRaft: it is the only voter).
+    pub fn spec_with(&self, id: u32, log_dirs: Vec<PathBuf>) -> BrokerSpec {
+        let voters: BTreeMap<BrokerId, Ipv4Addr> =
+            [(BrokerId(id), Ipv4Addr::LOCALHOST)].into_iter().collect();
+        BrokerSpec {
+            voters,
+            broker_id: BrokerId(id),
+            advertised_ip: Ipv4Addr::LOCALHOST,
+            rack: RACK.into(),
+            log_dirs,
+        }
+    }
+
+    /// Broker `id` on the first log dir.
+    pub fn spec(&self, id: u32) -> BrokerSpec {
+        self.spec_with(id, vec![self.log_dir()])
+    }
+
+    /// What the probe looks for.
+    pub fn target(&self, id: u32) -> ProbeTarget {
+        ProbeTarget {
+            listener: (Ipv4Addr::LOCALHOST, self.port).into(),
+            broker_id: id as i32,
+            host: "127.0.0.1".into(),
+            port: self.port,
+        }
+    }
+
+    /// Writes a meta.properties as Kafka would have (a volume from elsewhere).
+    pub fn stamp(&self, dir: &std::path::Path, text: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("meta.properties"), text).unwrap();
+    }
+}
+
+/// Starts Kafka expecting it to refuse for good: a fatal error, and no Kafka left running or crash-looping.
+pub async fn refused(broker: &KafkaBroker, spec: &BrokerSpec) -> StepError {
+    let error = broker
+        .start(spec, Deadline::after(START_DEADLINE))
+        .await
+        .expect_err("refused");
+    eprintln!("{error}");
+    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    assert_eq!(broker.child_state(), None, "not left running");
+    error
+}
+
+/// Stamps the log dir for node 2 (`theirs`), starts node 1 and checks Kafka's own refusal (the same words in
+/// 3.9 and 4.x) and that the other node's file is untouched.
+pub async fn foreign_node_is_refused(host: &RealHost, theirs: &str) {
+    host.stamp(&host.log_dir(), theirs);
+    let error = refused(&host.broker(), &host.spec(1)).await;
+    let meta = host.log_dir().join("meta.properties");
+    let words = format!(
+        "Stored node id 2 doesn't match previous node id 1 in {}",
+        meta.display()
+    );
+    assert!(error.message.contains(&words), "Kafka's own words: {error}");
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), theirs, "untouched");
+}

@@ -1,0 +1,472 @@
+//! What an operator installs on a broker host, done to a [`Container`]: Kafka as `kafka.service` with berth's
+//! drop-in exactly as `docs/kafka.md` shows it, the berth `.deb` (`dpkg -i`), `/etc/berth/berth.toml` and
+//! `/etc/berth/environment`, then `systemctl enable --now berth`. berth then drives Kafka through the container's
+//! real `systemctl` (`kafka.supervisor = "systemd"`, the production default).
+//!
+//! The package is what `make deb` builds (cargo-deb, the crate's `[package.metadata.deb]`), made from the
+//! binary the fleet runs (`--no-build`) with fast gzip (cargo-deb's own gzip took minutes on the unstripped
+//! debug binary; the system's takes seconds), once per binary and package inputs: it is cached next to the
+//! binary under a name that hashes them.
+//!
+//! Kafka is still `kafka-standin` (a stand-in that is NOT Kafka): the only line that names it is the launcher
+//! [`KAFKA_LAUNCHER`] at `/opt/kafka/bin/kafka-server-start.sh`, which the documented drop-in runs.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::container::{Bind, Container, ContainerError, ContainerSpec};
+use crate::fleet::{Binaries, FleetOptions};
+use crate::{ec2, layout, region};
+
+/// Where the berth package is bound inside every container.
+const PACKAGE_DIR: &str = "/run/berth-sim/packages";
+/// Where the fleet's fake sysfs tree (NVMe model and serial of each plugged volume) is bound.
+pub const SYS_ROOT: &str = "/run/berth-sim/sys";
+/// Where the Kafka stand-in's binary is bound.
+const STANDIN: &str = "/usr/local/lib/berth-sim/kafka-standin";
+/// berth's unit.
+pub const BERTH_UNIT: &str = "berth.service";
+/// Kafka's unit.
+pub const KAFKA_UNIT: &str = "kafka.service";
+
+/// The Kafka launcher the documented drop-in runs. Switching the hosts to real Kafka is this one exec line.
+pub const KAFKA_LAUNCHER: &str = "#!/bin/sh
+# kafka-server-start.sh of a berth-sim host. It runs kafka-standin, a stand-in that is NOT Kafka
+# (crates/kafka-standin): Kafka's startup contract, registration and ApiVersions/Metadata, nothing more.
+exec /usr/local/lib/berth-sim/kafka-standin \"$@\"
+";
+
+/// The operator's own Kafka unit (what a Kafka package ships); berth's drop-in overrides its start.
+fn kafka_unit(start_delay_ms: u128) -> String {
+    let delay = if start_delay_ms == 0 {
+        String::new()
+    } else {
+        format!("# Stretches the stand-in's startup, as log recovery does.\nEnvironment=KAFKA_STANDIN_START_DELAY={start_delay_ms}ms\n")
+    };
+    format!(
+        "# Kafka on a berth-sim host: /opt/kafka/bin/kafka-server-start.sh runs kafka-standin (NOT Kafka).
+[Unit]
+Description=Apache Kafka broker (berth-sim: kafka-standin, a stand-in)
+After=network-online.target
+
+[Service]
+User=kafka
+Group=kafka
+ExecStart=/opt/kafka/bin/kafka-server-start.sh /etc/kafka/server.properties
+{delay}
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+/// berth's drop-in for `kafka.service`, taken from `docs/kafka.md` (the hosts run what the documentation says).
+pub fn documented_dropin() -> &'static str {
+    const DOC: &str = include_str!("../../../docs/kafka.md");
+    const MARK: &str = "# /etc/systemd/system/kafka.service.d/berth.conf\n";
+    let start = DOC.find(MARK).map(|at| at + MARK.len()).expect(
+        "docs/kafka.md shows the drop-in under '# /etc/systemd/system/kafka.service.d/berth.conf'",
+    );
+    let end = DOC[start..]
+        .find("```")
+        .expect("the drop-in's code block in docs/kafka.md ends");
+    &DOC[start..start + end]
+}
+
+/// A step of the installation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The container refused a step.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// The package could not be built.
+    #[error("building the berth package (`{command}`): {why}")]
+    Package {
+        /// The command line.
+        command: String,
+        /// What it said.
+        why: String,
+    },
+}
+
+/// The files a host's berth and Kafka are configured with.
+#[derive(Debug, Clone)]
+struct HostFiles {
+    /// `/etc/berth/berth.toml`.
+    pub berth_toml: String,
+    /// `/etc/berth/environment` (`KEY=value` lines).
+    pub environment: String,
+    /// `/etc/kafka/server.properties` (the operator's; berth's overlay is merged in by the drop-in).
+    pub server_properties: String,
+    /// The stand-in's startup delay.
+    pub kafka_delay_ms: u128,
+}
+
+/// Boots the container of the simulated host in network namespace `ns` (named after it, so unique on this
+/// machine) from the host image, with the berth package, the Kafka stand-in and the host's fake sysfs bound
+/// read-only; the host's own files go under `dir/container`.
+pub fn boot(
+    ns: &str,
+    hostname: &str,
+    dir: &Path,
+    sys_root: &Path,
+    binaries: &Binaries,
+) -> Result<Container, InstallError> {
+    let package = package(&binaries.berth)?;
+    let bind = |source: &Path, target: &str| Bind {
+        source: source.to_owned(),
+        target: target.into(),
+    };
+    let spec = ContainerSpec {
+        name: ns.to_owned(),
+        hostname: hostname.to_owned(),
+        image: ContainerSpec::default_image(),
+        dir: dir.join("container"),
+        netns: region::netns_path(ns),
+        binds: vec![
+            bind(package.parent().unwrap_or(&package), PACKAGE_DIR),
+            bind(&binaries.standin, STANDIN),
+            bind(sys_root, SYS_ROOT),
+        ],
+    };
+    Ok(Container::boot(&spec)?)
+}
+
+/// Starts berth on a host. The first time, as an operator installs it ([`install_and_start`]): the AWS
+/// credentials, log filter and the fleet's `BERTH_*` overrides go to `/etc/berth/environment` (the simulated
+/// instance has no instance role). Later, [`start_again`].
+pub fn start(
+    container: &Container,
+    options: &FleetOptions,
+    berth_toml: String,
+    server_properties: String,
+    berth: &Path,
+) -> Result<(), InstallError> {
+    if container.path("/usr/bin/berth").is_file() {
+        return Ok(start_again(container)?);
+    }
+    let mut environment = format!(
+        "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_REGION={}\nRUST_LOG={}\n",
+        ec2::ACCESS_KEY,
+        ec2::SECRET_KEY,
+        layout::REGION,
+        std::env::var("BERTHSIM_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    for (key, value) in &options.berth_env {
+        environment.push_str(&format!("{key}={value}\n"));
+    }
+    let files = HostFiles {
+        berth_toml,
+        environment,
+        server_properties,
+        kafka_delay_ms: options.kafka_delay.as_millis(),
+    };
+    install_and_start(container, &package(berth)?, &files)
+}
+
+/// Installs Kafka's unit and berth's drop-in, then berth from its package, writes its configuration and runs
+/// `systemctl enable --now berth` (which returns once berth has sent READY).
+fn install_and_start(
+    container: &Container,
+    package: &Path,
+    files: &HostFiles,
+) -> Result<(), InstallError> {
+    // Kafka, as the operator's image has it: its user, launcher, unit (not enabled), settings, berth's drop-in.
+    container.exec(&[
+        "useradd",
+        "--system",
+        "--no-create-home",
+        "--home-dir",
+        "/var/lib/kafka",
+        "--shell",
+        "/usr/sbin/nologin",
+        "kafka",
+    ])?;
+    container.write(
+        "/opt/kafka/bin/kafka-server-start.sh",
+        KAFKA_LAUNCHER,
+        0o755,
+    )?;
+    container.write(
+        "/etc/systemd/system/kafka.service",
+        &kafka_unit(files.kafka_delay_ms),
+        0o644,
+    )?;
+    container.write(
+        "/etc/systemd/system/kafka.service.d/berth.conf",
+        documented_dropin(),
+        0o644,
+    )?;
+    container.write(
+        "/etc/kafka/server.properties",
+        &files.server_properties,
+        0o644,
+    )?;
+    // berth, as an operator installs it.
+    let name = package
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    container.exec(&["dpkg", "--install", &format!("{PACKAGE_DIR}/{name}")])?;
+    container.write("/etc/berth/berth.toml", &files.berth_toml, 0o640)?;
+    container.write("/etc/berth/environment", &files.environment, 0o600)?;
+    container.exec(&["systemctl", "daemon-reload"])?;
+    container.exec(&["systemctl", "enable", "--now", BERTH_UNIT])?;
+    Ok(())
+}
+
+/// Starts berth again on an installed host: `systemctl restart` when its main process is gone (also cutting a
+/// pending `Restart=` hold-off short), nothing when it runs.
+pub fn start_again(container: &Container) -> Result<(), ContainerError> {
+    if main_pid(container, BERTH_UNIT)?.is_none() {
+        container.exec(&["systemctl", "restart", BERTH_UNIT])?;
+    }
+    Ok(())
+}
+
+/// A unit's main process as the container numbers it (None when it has none).
+pub fn main_pid(container: &Container, unit: &str) -> Result<Option<u32>, ContainerError> {
+    let shown = container.show(unit, &["MainPID"])?;
+    Ok(shown
+        .get("MainPID")
+        .and_then(|pid| pid.parse().ok())
+        .filter(|pid| *pid != 0))
+}
+
+/// How berth's main process ended, once it has: `Some(code)` for an exit, `None` for a signal; `Err` while it
+/// runs or while a `systemctl` query fails.
+pub fn berth_exit(container: &Container) -> Result<Option<i32>, String> {
+    let shown = container
+        .show(
+            BERTH_UNIT,
+            &["MainPID", "ActiveState", "ExecMainCode", "ExecMainStatus"],
+        )
+        .map_err(|e| e.to_string())?;
+    let field = |key: &str| shown.get(key).map(String::as_str).unwrap_or_default();
+    if field("MainPID") != "0" || matches!(field("ActiveState"), "active" | "reloading") {
+        return Err(format!(
+            "berth.service is {} (main pid {})",
+            field("ActiveState"),
+            field("MainPID")
+        ));
+    }
+    // ExecMainCode is the waitid() code: 1 = exited, 2 = killed, 3 = dumped core.
+    Ok((field("ExecMainCode") == "1")
+        .then(|| field("ExecMainStatus").parse().ok())
+        .flatten())
+}
+
+/// Why berth will not answer again by itself: its unit is inactive or failed with no restart pending (None while
+/// it runs, starts or waits to be restarted).
+pub fn stopped(container: &Container) -> Option<String> {
+    let shown = container
+        .show(BERTH_UNIT, &["ActiveState", "SubState", "Result"])
+        .ok()?;
+    let field = |key: &str| shown.get(key).map(String::as_str).unwrap_or_default();
+    matches!(field("ActiveState"), "inactive" | "failed").then(|| {
+        format!(
+            "berth.service is {} ({}, result {})",
+            field("ActiveState"),
+            field("SubState"),
+            field("Result")
+        )
+    })
+}
+
+/// `systemctl kill --kill-whom=main --signal=<signal> berth.service`: what an operator types to signal the daemon.
+pub fn signal_berth(
+    container: &Container,
+    signal: nix::sys::signal::Signal,
+) -> Result<(), ContainerError> {
+    container
+        .exec(&[
+            "systemctl",
+            "kill",
+            "--kill-whom=main",
+            &format!("--signal={}", signal.as_str()),
+            BERTH_UNIT,
+        ])
+        .map(drop)
+}
+
+/// The pid (as this machine numbers it) of the container's process `inner` (as the container numbers it).
+pub fn outer_pid(container: &Container, inner: u32) -> Option<u32> {
+    let namespace = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let leader_ns = namespace(&container.leader().to_string())?;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| namespace(pid).as_ref() == Some(&leader_ns))
+        .find_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let ids: Vec<u32> = status
+                .lines()
+                .find_map(|line| line.strip_prefix("NSpid:"))?
+                .split_whitespace()
+                .filter_map(|id| id.parse().ok())
+                .collect();
+            (ids.last() == Some(&inner)).then(|| ids[0])
+        })
+}
+
+/// The last `lines` of berth's and Kafka's journal, for error messages.
+pub fn journal_tail(container: &Container, lines: usize) -> String {
+    container
+        .exec(&[
+            "journalctl",
+            "--unit",
+            BERTH_UNIT,
+            "--unit",
+            KAFKA_UNIT,
+            "--no-pager",
+            "--lines",
+            &lines.to_string(),
+        ])
+        .unwrap_or_else(|error| format!("(journalctl failed: {error})"))
+}
+
+/// The berth `.deb` of the binary at `berth` (built by cargo-deb from it, cached next to it).
+pub fn package(berth: &Path) -> Result<PathBuf, InstallError> {
+    static BUILT: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((binary, deb)) = built.as_ref() {
+        if binary == berth && deb.is_file() {
+            return Ok(deb.clone());
+        }
+    }
+    let deb = build_package(berth)?;
+    *built = Some((berth.to_owned(), deb.clone()));
+    Ok(deb)
+}
+
+fn build_package(berth: &Path) -> Result<PathBuf, InstallError> {
+    let workspace = berth_testkit::workspace_root();
+    let bin_dir = berth.parent().unwrap_or(Path::new("."));
+    // cargo-deb knows profiles by name; Cargo builds the `dev` profile into target/debug.
+    let profile = match bin_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let dir = bin_dir.join("berth-sim-packages");
+    let deb = dir.join(format!(
+        "berth-{:016x}.deb",
+        package_inputs(berth, &workspace)
+    ));
+    if deb.is_file() {
+        return Ok(deb);
+    }
+    let partial = dir.join(format!(".building-{}.deb", std::process::id()));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let args = [
+        "deb",
+        "--package",
+        "berth",
+        "--locked",
+        "--profile",
+        profile,
+        "--no-build",
+        "--fast",
+        "--compress-type",
+        "gz",
+        "--compress-system",
+        "--no-dbgsym",
+        "--quiet",
+        "--output",
+    ];
+    let command_line = format!(
+        "{} {} {}",
+        PathBuf::from(&cargo).display(),
+        args.join(" "),
+        partial.display()
+    );
+    let failed = |why: String| InstallError::Package {
+        command: command_line.clone(),
+        why,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
+    let output = Command::new(&cargo)
+        .args(args)
+        .arg(&partial)
+        .current_dir(&workspace)
+        .output()
+        .map_err(|e| {
+            failed(format!(
+                "{e} (is cargo-deb installed? ./scripts/setup.sh installs it)"
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    std::fs::rename(&partial, &deb).map_err(|e| failed(e.to_string()))?;
+    Ok(deb)
+}
+
+/// A hash of what goes into the package: the binary (size, mtime) and every asset source file (size, mtime).
+fn package_inputs(berth: &Path, workspace: &Path) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut stamp = |path: &Path| {
+        if let Ok(meta) = std::fs::metadata(path) {
+            path.hash(&mut hasher);
+            meta.len().hash(&mut hasher);
+            meta.modified().ok().hash(&mut hasher);
+        }
+    };
+    stamp(berth);
+    let mut files = vec![
+        workspace.join("crates/berth/Cargo.toml"),
+        workspace.join("README.md"),
+    ];
+    for dir in [
+        "systemd",
+        "config",
+        "docs",
+        "docs/examples",
+        "crates/berth/debian",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(workspace.join(dir)) {
+            files.extend(entries.flatten().map(|entry| entry.path()));
+        }
+    }
+    files.sort();
+    for file in &files {
+        stamp(file);
+    }
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hosts_install_the_documented_dropin() {
+        let dropin = documented_dropin();
+        assert!(dropin.starts_with("[Unit]\n"), "{dropin}");
+        assert!(dropin.contains("\nAfter=berth.service\n"), "{dropin}");
+        // Requires=/BindsTo=/PartOf= would propagate a berth restart (or stop) to Kafka.
+        for key in ["Requires=", "BindsTo=", "PartOf="] {
+            assert!(
+                !dropin.lines().any(|line| line.starts_with(key)),
+                "{key} in {dropin}"
+            );
+        }
+        assert!(dropin.contains("\nExecStart=\nExecStart=/opt/kafka/bin/kafka-server-start.sh "));
+    }
+
+    #[test]
+    fn the_launcher_is_the_one_line_naming_the_stand_in() {
+        let naming: Vec<&str> = KAFKA_LAUNCHER
+            .lines()
+            .filter(|line| !line.starts_with('#') && line.contains("kafka-standin"))
+            .collect();
+        assert_eq!(naming, [format!("exec {STANDIN} \"$@\"")]);
+    }
+}

@@ -1,0 +1,689 @@
+//! What only real systemd can answer, asked as an operator asks it: on a simulated host that boots systemd
+//! (systemd-nspawn) with berth installed from its .deb and Kafka as `kafka.service` with berth's documented
+//! drop-in, `systemctl show`, `systemctl kill`, `systemctl stop` and `journalctl` are run inside the host.
+//!
+//! - the unit's states: `ActiveState`/`SubState`/`StatusText` follow berth's states; READY comes once berth
+//!   answers; the hardened unit lets berth do every step (mkfs of a blank volume, mount, netlink, IMDS,
+//!   `systemctl` to PID 1) with its capabilities, seccomp filter and no-new-privileges in force;
+//! - a failed boot is in the journal with its structured fields (`journalctl -u berth BERTH_STATE=failed`);
+//! - the watchdog: a frozen berth is killed and restarted by systemd, converges to the same broker, and Kafka
+//!   keeps running (same pid);
+//! - Kafka stopped by an operator stays stopped (systemd's `Restart=` never undoes an explicit stop) and
+//!   `/health` says 503; Kafka crashing is restarted by its unit's `Restart=`;
+//! - the drop-in: a berth restart is not propagated to Kafka by systemd (with `Requires=berth.service` it was);
+//! - `systemctl restart berth` leaves Kafka running (same pid), the ENI and volume attached: SIGTERM stops berth,
+//!   not the broker, and the next berth adopts it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use berth_e2e::assert_converged;
+use berth_sim::container::Container;
+use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind};
+
+const BOOT: Duration = Duration::from_secs(90);
+
+fn options(brokers: u32) -> FleetOptions {
+    FleetOptions {
+        zones: 1,
+        brokers,
+        host_kind: HostKind::Systemd,
+        ..FleetOptions::default()
+    }
+}
+
+fn container(fleet: &Fleet, index: usize) -> anyhow::Result<std::sync::Arc<berth_sim::Host>> {
+    let host = fleet.host(index)?;
+    ensure!(
+        host.container().is_some(),
+        "host {index} is not a systemd host"
+    );
+    Ok(host)
+}
+
+/// Runs `body` with host `index`'s container.
+fn on<T>(
+    host: &berth_sim::Host,
+    body: impl FnOnce(&Container) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let container = host.container().context("not a systemd host")?;
+    tokio::task::block_in_place(|| body(container))
+}
+
+/// `systemctl show <unit> -p <properties>` inside the host.
+fn show(
+    host: &berth_sim::Host,
+    unit: &str,
+    properties: &[&str],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    on(host, |c| Ok(c.show(unit, properties)?))
+}
+
+/// One property of a unit.
+fn property(host: &berth_sim::Host, unit: &str, name: &str) -> anyhow::Result<String> {
+    show(host, unit, &[name])?
+        .remove(name)
+        .with_context(|| format!("systemctl show {unit} has no {name}"))
+}
+
+/// `journalctl <args> -o json` inside the host, one JSON object per entry.
+fn journal(host: &berth_sim::Host, args: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut argv = vec!["journalctl", "--no-pager", "--output=json"];
+    argv.extend_from_slice(args);
+    let text = on(host, |c| Ok(c.exec(&argv)?))?;
+    text.lines()
+        .map(|line| serde_json::from_str(line).with_context(|| format!("journal entry {line}")))
+        .collect()
+}
+
+/// berth's and Kafka's journal tail, for failure messages.
+fn tail(host: &berth_sim::Host) -> String {
+    host.container()
+        .map(|c| berth_sim::systemd_host::journal_tail(c, 40))
+        .unwrap_or_default()
+}
+
+fn field<'a>(entry: &'a serde_json::Value, name: &str) -> &'a str {
+    entry[name].as_str().unwrap_or_default()
+}
+
+/// Polls `check` (every 20 ms) until it returns Some, up to `timeout`.
+async fn until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check()? {
+            return Ok(value);
+        }
+        ensure!(
+            started.elapsed() < timeout,
+            "{what} not seen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn health(fleet: &Fleet, index: usize) -> anyhow::Result<u16> {
+    let address = fleet.host(index)?.health_address();
+    Ok(berth_sim::state::fetch_health(address).await?)
+}
+
+/// `systemctl <args>` inside the host, returning its output.
+fn systemctl(host: &berth_sim::Host, args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec!["systemctl"];
+    argv.extend_from_slice(args);
+    on(host, |c| Ok(c.exec(&argv)?))
+}
+
+/// `systemctl restart berth` (what a package upgrade does); berth is Healthy again as the same broker.
+async fn restart_berth(
+    fleet: &Fleet,
+    index: usize,
+    before: &BerthState,
+) -> anyhow::Result<BerthState> {
+    systemctl(&*fleet.host(index)?, &["restart", "berth.service"])?;
+    let after = fleet.wait_healthy(index, BOOT).await?;
+    ensure!(
+        after.broker_id == before.broker_id,
+        "broker {:?} after the restart, {:?} before",
+        after.broker_id,
+        before.broker_id
+    );
+    Ok(after)
+}
+
+#[test]
+fn systemd_follows_berth_through_a_hardened_boot() {
+    if !berth_testkit::require_root("systemd_follows_berth_through_a_hardened_boot") {
+        return;
+    }
+    // Delays that hold attach_eni, attach_ebs and start_kafka open long enough to be seen from outside.
+    let options = FleetOptions {
+        eni_delay: Duration::from_millis(1500),
+        volume_delay: Duration::from_millis(1500),
+        kafka_delay: Duration::from_millis(1500),
+        ..options(1)
+    };
+    berth_sim::with_fleet(options, |fleet| async move {
+        let index = fleet.prepare_host(0).await?;
+        let host = container(&fleet, index)?;
+        let booted_in = host
+            .container()
+            .map(Container::booted_in)
+            .unwrap_or_default();
+        println!("container booted in {booted_in:?}");
+        let installed = Instant::now();
+        // `systemctl enable --now berth` returns once berth has sent READY (Type=notify) ...
+        fleet.start_berth(index)?;
+        println!("installed and started in {:?}", installed.elapsed());
+        // ... and by then berth answers: READY comes once it is up.
+        let first = fleet
+            .state(index)
+            .await
+            .context("/state right after READY")?;
+        let unit = show(
+            &host,
+            "berth.service",
+            &["ActiveState", "SubState", "StatusText"],
+        )?;
+        ensure!(
+            unit["ActiveState"] == "active" && unit["SubState"] == "running",
+            "berth.service right after `systemctl enable --now`: {unit:?}"
+        );
+        println!("first /state after READY: {}; unit {unit:?}", first.state);
+
+        // The status line follows the states, in order, until Healthy.
+        let mut seen: Vec<String> = Vec::new();
+        let status = until("StatusText 'healthy broker 0'", BOOT, || {
+            let unit = show(
+                &host,
+                "berth.service",
+                &["ActiveState", "SubState", "StatusText"],
+            )?;
+            ensure!(
+                unit["ActiveState"] == "active" && unit["SubState"] == "running",
+                "berth.service left active/running while booting: {unit:?}"
+            );
+            let text = unit["StatusText"].clone();
+            if seen.last() != Some(&text) {
+                seen.push(text.clone());
+            }
+            Ok(text.starts_with("healthy").then_some(text))
+        })
+        .await
+        .with_context(|| format!("StatusText went {seen:?}\n{}", tail(&host)))?;
+        ensure!(status == "healthy broker 0", "status {status:?}");
+        let states: Vec<&str> = seen
+            .iter()
+            .map(|s| s.split_whitespace().next().unwrap_or_default())
+            .collect();
+        let positions: Vec<usize> = states
+            .iter()
+            .map(|s| {
+                berth_core::Phase::BOOT
+                    .iter()
+                    .position(|phase| phase.name() == *s)
+                    .unwrap_or(usize::MAX)
+            })
+            .collect();
+        ensure!(
+            positions.windows(2).all(|w| w[0] < w[1]) && positions.iter().all(|p| *p != usize::MAX),
+            "status lines out of order: {seen:?}"
+        );
+        for held in ["attach_eni", "attach_ebs", "start_kafka"] {
+            ensure!(
+                states.contains(&held),
+                "{held} never shown in StatusText: {seen:?}"
+            );
+        }
+        println!("StatusText went {seen:?}");
+
+        // Every step happened under the hardened unit.
+        let state = fleet.wait_healthy(index, BOOT).await?;
+        assert_converged(&fleet, index, &state).await?;
+        ensure!(
+            state.instance_id.as_deref() == Some(host.instance.id.as_str()),
+            "IMDS: /state names instance {:?}",
+            state.instance_id
+        );
+        let device = state
+            .volume
+            .as_ref()
+            .and_then(|v| v.device.clone())
+            .context("no volume device in /state")?;
+        let filesystem = on(&host, |c| {
+            Ok(c.exec(&[
+                "blkid",
+                "--probe",
+                "--match-tag",
+                "TYPE",
+                "--output",
+                "value",
+                &device,
+            ])?)
+        })?;
+        ensure!(
+            filesystem.trim() == "ext4",
+            "the blank volume holds {filesystem:?} (mkfs)"
+        );
+        let kafka = show(
+            &host,
+            "kafka.service",
+            &["ActiveState", "SubState", "MainPID"],
+        )?;
+        ensure!(
+            kafka["ActiveState"] == "active" && kafka["MainPID"] != "0",
+            "kafka.service (started by berth through systemctl): {kafka:?}"
+        );
+        let pid = host.berth_pid().context("berth's pid")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let line = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        // CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21) only; seccomp filter mode; no new privileges.
+        ensure!(
+            line("CapBnd:") == "0000000000201000" && line("CapEff:") == "0000000000201000",
+            "berth's capabilities: bounding {}, effective {}",
+            line("CapBnd:"),
+            line("CapEff:")
+        );
+        ensure!(line("Seccomp:") == "2", "seccomp mode {}", line("Seccomp:"));
+        ensure!(
+            line("NoNewPrivs:") == "1",
+            "NoNewPrivs {}",
+            line("NoNewPrivs:")
+        );
+        let refused = journal(
+            &host,
+            &[
+                "--unit=berth.service",
+                "--grep=(?i)permission|not permitted|denied",
+            ],
+        )
+        .unwrap_or_default();
+        ensure!(
+            refused.is_empty(),
+            "the hardening refused something: {:?}",
+            refused
+                .iter()
+                .map(|e| field(e, "MESSAGE"))
+                .collect::<Vec<_>>()
+        );
+        let devices = show(&host, "berth.service", &["DevicePolicy", "DeviceAllow"])?;
+        println!("device policy as systemd loaded it (not enforced in a container): {devices:?}");
+        // What an operator sees (docs/operations.md quotes a run of this).
+        on(&host, |c| {
+            let status = c
+                .command(&[
+                    "systemctl",
+                    "status",
+                    "--no-pager",
+                    "--lines=0",
+                    "berth.service",
+                ])
+                .output()?;
+            println!(
+                "$ systemctl status berth\n{}",
+                String::from_utf8_lossy(&status.stdout)
+            );
+            let journal = c.exec(&["journalctl", "--no-pager", "--unit=berth.service"])?;
+            println!("$ journalctl -u berth\n{journal}");
+            let verbose = c.exec(&[
+                "journalctl",
+                "--no-pager",
+                "--unit=berth.service",
+                "--output=verbose",
+                "BERTH_STATE=healthy",
+            ])?;
+            println!("$ journalctl -u berth -o verbose BERTH_STATE=healthy\n{verbose}");
+            let kafka = c.exec(&["journalctl", "--no-pager", "--unit=kafka.service"])?;
+            println!("$ journalctl -u kafka\n{kafka}");
+            Ok(())
+        })?;
+        Ok(())
+    })
+    .expect("systemd follows berth through a hardened boot");
+}
+
+#[test]
+fn a_failed_boot_is_in_the_journal_with_its_fields() {
+    if !berth_testkit::require_root("a_failed_boot_is_in_the_journal_with_its_fields") {
+        return;
+    }
+    berth_sim::with_fleet(options(1), |fleet| async move {
+        // A volume that is not blank and holds no filesystem: berth must refuse it (never format it).
+        let volume = fleet.resources()[0].volume_id.clone();
+        berth_testkit::blockdev::plant_random(&fleet.volume_backing(&volume), 0, 4096)?;
+        let index = fleet.launch(0).await?;
+        let host = container(&fleet, index)?;
+        let failed = fleet
+            .wait_for(index, "Failed", BOOT, |s| {
+                s.state.eq_ignore_ascii_case("failed")
+            })
+            .await?;
+        let entries = journal(&host, &["--unit=berth.service", "BERTH_STATE=failed"])?;
+        let entry = entries
+            .iter()
+            .find(|e| !field(e, "BERTH_FAILURE").is_empty())
+            .with_context(|| format!("no entry with BERTH_FAILURE among {entries:?}"))?;
+        println!("journalctl -u berth BERTH_STATE=failed -o json: {entry}");
+        ensure!(
+            field(entry, "BERTH_BROKER_ID") == "0",
+            "BERTH_BROKER_ID in {entry}"
+        );
+        ensure!(
+            field(entry, "BERTH_VOLUME_ID") == volume,
+            "BERTH_VOLUME_ID in {entry}"
+        );
+        ensure!(
+            field(entry, "BERTH_ENI_ID") == fleet.resources()[0].eni_id,
+            "BERTH_ENI_ID in {entry}"
+        );
+        ensure!(
+            field(entry, "BERTH_PREVIOUS_STATE") == "mount",
+            "BERTH_PREVIOUS_STATE in {entry}"
+        );
+        ensure!(
+            Some(field(entry, "BERTH_FAILURE")) == failed.failure.as_deref(),
+            "BERTH_FAILURE {:?} is not /state's failure {:?}",
+            field(entry, "BERTH_FAILURE"),
+            failed.failure
+        );
+        ensure!(
+            field(entry, "PRIORITY") == "3",
+            "an error is priority 3: {entry}"
+        );
+        ensure!(
+            field(entry, "SYSLOG_IDENTIFIER") == "berth",
+            "identifier in {entry}"
+        );
+        ensure!(
+            field(entry, "_SYSTEMD_UNIT") == "berth.service",
+            "unit in {entry}"
+        );
+        // The runbook's "every failed attempt and what went wrong" shows the reason in plain text.
+        let warnings = on(&host, |c| {
+            Ok(c.exec(&[
+                "journalctl",
+                "--no-pager",
+                "--unit=berth.service",
+                "--output=cat",
+                "--priority=warning",
+            ])?)
+        })?;
+        println!("journalctl -u berth -o cat -p warning:\n{warnings}");
+        let reason = failed.failure.clone().context("no failure in /state")?;
+        ensure!(
+            warnings.contains(&reason),
+            "the failure is not in the plain journal: {warnings}"
+        );
+        let status = property(&host, "berth.service", "StatusText")?;
+        ensure!(
+            status.starts_with("failed broker 0: "),
+            "StatusText after the failure: {status:?}"
+        );
+        // The refused volume was not touched: still no filesystem on it.
+        let blkid = std::process::Command::new("blkid")
+            .args(["--probe"])
+            .arg(fleet.volume_backing(&volume))
+            .output()?;
+        ensure!(
+            blkid.status.code() == Some(2),
+            "blkid finds a signature on the refused volume"
+        );
+        Ok(())
+    })
+    .expect("a failed boot is in the journal");
+}
+
+/// Boots host 0 to Healthy and returns its state and Kafka's main pid.
+async fn healthy_host(fleet: &Fleet) -> anyhow::Result<(usize, BerthState, String)> {
+    let index = fleet.launch(0).await?;
+    let state = fleet.wait_healthy(index, BOOT).await?;
+    let kafka = property(&*container(fleet, index)?, "kafka.service", "MainPID")?;
+    ensure!(kafka != "0", "kafka.service has no main process");
+    Ok((index, state, kafka))
+}
+
+#[test]
+fn the_watchdog_restarts_a_frozen_berth_while_kafka_runs_on() {
+    if !berth_testkit::require_root("the_watchdog_restarts_a_frozen_berth_while_kafka_runs_on") {
+        return;
+    }
+    berth_sim::with_fleet(options(1), |fleet| async move {
+        let index = fleet.prepare_host(0).await?;
+        let host = container(&fleet, index)?;
+        fleet.start_berth(index)?;
+        // A shorter watchdog than the unit's 60 s, as an operator's drop-in would set it.
+        on(&host, |c| {
+            c.write(
+                "/etc/systemd/system/berth.service.d/watchdog.conf",
+                "[Service]\nWatchdogSec=4s\n",
+                0o644,
+            )?;
+            c.exec(&["systemctl", "daemon-reload"])?;
+            c.exec(&["systemctl", "restart", "berth.service"])?;
+            Ok(())
+        })?;
+        let before = fleet.wait_healthy(index, BOOT).await?;
+        let kafka = property(&host, "kafka.service", "MainPID")?;
+        let berth = property(&host, "berth.service", "MainPID")?;
+        ensure!(
+            property(&host, "berth.service", "WatchdogUSec")? == "4s",
+            "watchdog not set"
+        );
+
+        on(&host, |c| {
+            Ok(c.exec(&[
+                "systemctl",
+                "kill",
+                "--kill-whom=main",
+                "--signal=SIGSTOP",
+                "berth.service",
+            ])?)
+        })?;
+        let frozen = Instant::now();
+        let restarted = until("berth restarted by systemd", BOOT, || {
+            let unit = show(&host, "berth.service", &["MainPID", "NRestarts"])?;
+            Ok(
+                (unit["MainPID"] != berth && unit["MainPID"] != "0" && unit["NRestarts"] != "0")
+                    .then_some(unit),
+            )
+        })
+        .await?;
+        println!(
+            "frozen berth replaced after {:?}: {restarted:?}",
+            frozen.elapsed()
+        );
+        let timeouts = journal(&host, &["--unit=berth.service", "--grep=Watchdog timeout"])?;
+        ensure!(!timeouts.is_empty(), "systemd logged no watchdog timeout");
+        let systemd_said = journal(&host, &["--unit=berth.service", "_PID=1"])?;
+        for entry in &systemd_said {
+            println!("systemd: {}", field(entry, "MESSAGE"));
+        }
+        let after = fleet.wait_healthy(index, BOOT).await?;
+        ensure!(
+            after.broker_id == before.broker_id,
+            "the restarted berth is broker {:?}, not {:?}",
+            after.broker_id,
+            before.broker_id
+        );
+        assert_converged(&fleet, index, &after).await?;
+        let kafka_after = property(&host, "kafka.service", "MainPID")?;
+        ensure!(
+            kafka_after == kafka,
+            "Kafka's pid changed from {kafka} to {kafka_after}"
+        );
+        Ok(())
+    })
+    .expect("the watchdog restarts a frozen berth");
+}
+
+#[test]
+fn kafka_stopped_stays_stopped_and_kafka_crashed_comes_back() {
+    if !berth_testkit::require_root("kafka_stopped_stays_stopped_and_kafka_crashed_comes_back") {
+        return;
+    }
+    berth_sim::with_fleet(options(1), |fleet| async move {
+        let (index, _, kafka) = healthy_host(&fleet).await?;
+        let host = container(&fleet, index)?;
+        ensure!(health(&fleet, index).await? == 200, "/health while Healthy");
+
+        // An operator stops Kafka: /health turns 503, and systemd leaves it stopped (no restart pending).
+        on(&host, |c| {
+            Ok(c.exec(&["systemctl", "stop", "kafka.service"])?)
+        })?;
+        let stopped = show(
+            &host,
+            "kafka.service",
+            &["ActiveState", "SubState", "NRestarts"],
+        )?;
+        ensure!(
+            stopped["ActiveState"] == "inactive" && stopped["SubState"] == "dead",
+            "kafka.service after systemctl stop: {stopped:?}"
+        );
+        let started = Instant::now();
+        while health(&fleet, index).await? != 503 {
+            ensure!(started.elapsed() < BOOT, "/health never turned 503");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ensure!(
+            property(&host, "kafka.service", "SubState")? == "dead",
+            "systemd restarted a Kafka the operator stopped"
+        );
+        on(&host, |c| {
+            Ok(c.exec(&["systemctl", "start", "kafka.service"])?)
+        })?;
+        fleet
+            .wait_for(
+                index,
+                "/health 200 after systemctl start kafka",
+                BOOT,
+                |s| s.healthy,
+            )
+            .await?;
+
+        // Kafka crashes: /health turns 503 and the unit's Restart= brings it back (a new process).
+        let running = property(&host, "kafka.service", "MainPID")?;
+        ensure!(
+            running != kafka,
+            "systemctl start did not start a new Kafka"
+        );
+        on(&host, |c| {
+            Ok(c.exec(&["systemctl", "kill", "--signal=SIGKILL", "kafka.service"])?)
+        })?;
+        let started = Instant::now();
+        while health(&fleet, index).await? != 503 {
+            ensure!(
+                started.elapsed() < BOOT,
+                "/health never turned 503 after the crash"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let back = until("kafka.service restarted by Restart=", BOOT, || {
+            let unit = show(
+                &host,
+                "kafka.service",
+                &["ActiveState", "MainPID", "NRestarts"],
+            )?;
+            Ok((unit["ActiveState"] == "active"
+                && unit["NRestarts"] == "1"
+                && unit["MainPID"] != running)
+                .then_some(unit))
+        })
+        .await?;
+        println!("kafka.service after the crash: {back:?}");
+        fleet
+            .wait_for(index, "/health 200 after Kafka's restart", BOOT, |s| {
+                s.healthy
+            })
+            .await?;
+        Ok(())
+    })
+    .expect("Kafka stopped and crashed under a Healthy berth");
+}
+
+/// systemd's own log lines about a job of `unit` of type `job_type` (e.g. a restart propagated to it).
+fn jobs(host: &berth_sim::Host, unit: &str, job_type: &str) -> anyhow::Result<Vec<String>> {
+    let entries = journal(
+        host,
+        &[
+            "_PID=1",
+            &format!("UNIT={unit}"),
+            &format!("JOB_TYPE={job_type}"),
+        ],
+    )?;
+    Ok(entries
+        .iter()
+        .map(|e| field(e, "MESSAGE").to_owned())
+        .collect())
+}
+
+#[test]
+fn a_berth_restart_is_not_propagated_to_kafka() {
+    if !berth_testkit::require_root("a_berth_restart_is_not_propagated_to_kafka") {
+        return;
+    }
+    berth_sim::with_fleet(options(1), |fleet| async move {
+        let (index, before, _) = healthy_host(&fleet).await?;
+        let host = container(&fleet, index)?;
+        restart_berth(&fleet, index, &before).await?;
+        let restarted = jobs(&host, "kafka.service", "restart")?;
+        ensure!(
+            restarted.is_empty(),
+            "systemd restarted kafka.service with berth: {restarted:?}"
+        );
+
+        // The control: with the drop-in's former Requires=berth.service, systemd restarts Kafka with berth.
+        on(&host, |c| {
+            c.write(
+                "/etc/systemd/system/kafka.service.d/requires.conf",
+                "[Unit]\nRequires=berth.service\n",
+                0o644,
+            )?;
+            c.exec(&["systemctl", "daemon-reload"])?;
+            Ok(())
+        })?;
+        restart_berth(&fleet, index, &before).await?;
+        let restarted = jobs(&host, "kafka.service", "restart")?;
+        ensure!(
+            !restarted.is_empty(),
+            "with Requires=berth.service, systemd did not restart kafka.service with berth"
+        );
+        println!("with Requires=berth.service, systemd restarted Kafka with berth: {restarted:?}");
+        println!(
+            "{}",
+            on(&host, |c| Ok(c.exec(&[
+                "journalctl",
+                "--no-pager",
+                "--unit=kafka.service",
+                "--output=short-precise"
+            ])?))?
+        );
+        Ok(())
+    })
+    .expect("a berth restart is not propagated to Kafka");
+}
+
+#[test]
+fn a_berth_restart_leaves_kafka_running() {
+    if !berth_testkit::require_root("a_berth_restart_leaves_kafka_running") {
+        return;
+    }
+    berth_sim::with_fleet(options(1), |fleet| async move {
+        let (index, before, kafka) = healthy_host(&fleet).await?;
+        let host = container(&fleet, index)?;
+        let after = restart_berth(&fleet, index, &before).await?;
+        let kafka_after = property(&host, "kafka.service", "MainPID")?;
+        ensure!(
+            kafka_after == kafka,
+            "Kafka's pid changed from {kafka} to {kafka_after}"
+        );
+        let resources = fleet.resources()[0].clone();
+        let attachments = fleet.ec2().attachments().await?;
+        ensure!(
+            attachments.enis.get(&resources.eni_id) == Some(&Some(host.instance.id.clone())),
+            "ENI not attached to the host after the restart: {attachments:?}"
+        );
+        ensure!(
+            attachments.volumes.get(&resources.volume_id) == Some(&Some(host.instance.id.clone())),
+            "volume not attached to the host after the restart: {attachments:?}"
+        );
+        assert_converged(&fleet, index, &after).await?;
+        ensure!(
+            layout::eni_ip(0, 1).to_string() == after.eni.map(|e| e.ip).unwrap_or_default(),
+            "ENI address"
+        );
+        Ok(())
+    })
+    .expect("a berth restart leaves Kafka running");
+}
