@@ -283,12 +283,15 @@ async fn fill(fleet: &Arc<Fleet>, group: &str) -> Result<(), FleetError> {
             }
             let index = fleet.prepare_host(az).await?;
             let instance_id = fleet.host(index)?.instance.id.clone();
+            // The instance joins the group once its berth has been started (as the instance's user data does
+            // at boot), so a member always has a berth to watch; berth's first lifecycle call comes only after
+            // its boot's first round trips, long after this.
+            fleet.start_berth(index)?;
             fleet.aws().with(|plane| {
                 plane
                     .autoscaling
                     .launch(group, &instance_id, &zone, Instant::now())
             });
-            fleet.start_berth(index)?;
         }
     }
     Ok(())

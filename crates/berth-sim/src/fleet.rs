@@ -381,6 +381,9 @@ pub struct Fleet {
     hotplug: tokio::task::JoinHandle<()>,
 }
 
+/// The Kafka cluster id of a KRaft fleet (`cluster.kafka_cluster_id`; 22 base64url characters, as Kafka's own).
+pub const KRAFT_CLUSTER_ID: &str = "BerthSimKRaftClusterAA";
+
 /// The region namespace names of a run start with this, so leftovers of a crashed run are recognisable.
 pub const NS_PREFIX: &str = "bsim";
 
@@ -668,21 +671,24 @@ impl Fleet {
 
     /// The `[storage]` and `[kafka]` sections of a host's berth.toml: production paths and the systemd supervisor
     /// on a systemd host; the fleet's trees and a child Kafka on a process host.
-    /// `kafka.mode` as the fleet's Kafka runs.
-    fn kafka_mode(&self) -> &'static str {
-        if self.inner.options.kraft {
-            "kraft"
-        } else {
-            "zookeeper"
+    /// `kafka.mode` as the fleet's Kafka runs, with what KRaft mode needs besides: the storage tool that formats
+    /// blank storage (the stand-in's `format`, NOT Kafka's) and the file it reads.
+    fn kafka_mode(&self, standin: &str, server_properties: &Path) -> String {
+        if !self.inner.options.kraft {
+            return "mode = \"zookeeper\"\n".into();
         }
+        format!(
+            "mode = \"kraft\"\nformat_command = [{standin:?}, \"format\"]\nserver_properties = {:?}\n",
+            server_properties.display().to_string()
+        )
     }
 
     fn storage_and_kafka(&self, host: &Host, binaries: &Binaries) -> String {
         if host.container.is_some() {
             return format!(
-                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\nmode = \"{}\"\nsupervisor = \"systemd\"\n",
+                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\n{}supervisor = \"systemd\"\n",
                 systemd_host::SYS_ROOT,
-                self.kafka_mode()
+                self.kafka_mode(systemd_host::STANDIN, Path::new("/etc/kafka/server.properties"))
             );
         }
         let o = &self.inner.options;
@@ -707,12 +713,14 @@ filesystem = "ext4"
 format_blank = true
 
 [kafka]
-mode = "{mode}"
-supervisor = "process"
+{mode}supervisor = "process"
 command = [{command}]
 overlay_path = "{overlay}"
 "#,
-            mode = self.kafka_mode(),
+            mode = self.kafka_mode(
+                &binaries.standin.display().to_string(),
+                &host.dir.join("server.properties")
+            ),
             dev = host.dev_root().display(),
             sys = host.sys_root().display(),
             mount = host.mount_path().display(),
@@ -728,7 +736,7 @@ overlay_path = "{overlay}"
 [cluster]
 name = "{cluster}"
 broker_count = {brokers}
-
+{cluster_id}
 [tags]
 key = "Name"
 eni = "KAFKA-{{id}}"
@@ -768,6 +776,11 @@ listen = "0.0.0.0:{health}"
             index = host.index,
             zone = layout::zone_name(host.az),
             cluster = o.cluster,
+            cluster_id = if o.kraft {
+                format!("kafka_cluster_id = \"{KRAFT_CLUSTER_ID}\"\n")
+            } else {
+                String::new()
+            },
             stack = asg::stack_name(&o.cluster),
             resource = asg::STACK_RESOURCE,
             group = asg::group_name(&o.cluster),
