@@ -24,9 +24,23 @@ use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(90);
 
-/// Waits until every zone's member is in service and returns their hosts' Healthy states, in zone order.
+/// Waits until every zone's member is launched, Healthy and in service; returns their hosts' Healthy states, in
+/// zone order.
 async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<berth_sim::BerthState>)> {
     let count = fleet.options().zones * fleet.options().asg.per_zone;
+    asg::wait_members(fleet, "every zone launched", BOOT, |members| {
+        members.len() == count
+    })
+    .await?;
+    let hosts: Vec<usize> = asg::members(fleet)
+        .iter()
+        .filter_map(|m| {
+            asg::host_of(fleet, &m.instance_id).map(|h| (m.availability_zone.clone(), h.index))
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    let states = all_healthy(fleet, &hosts, BOOT).await?;
     asg::wait_members(fleet, "every member in service", BOOT, |members| {
         members
             .iter()
@@ -35,8 +49,6 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<berth_sim::Berth
             == count
     })
     .await?;
-    let hosts = asg::in_service_hosts(fleet);
-    let states = all_healthy(fleet, &hosts, BOOT).await?;
     Ok((hosts, states))
 }
 
@@ -328,7 +340,6 @@ fn a_two_minute_zookeeper_outage_keeps_kafka_up_and_the_claim_comes_back() {
     let options = FleetOptions {
         zones: 1,
         brokers: 1,
-        kraft: true,
         // The outage lasts four times the claim deadline, which before governed re-claims too.
         berth_env: vec![("BERTH_STATES__CLAIM__DEADLINE".into(), "30s".into())],
         ..FleetOptions::default()

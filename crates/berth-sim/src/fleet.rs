@@ -60,8 +60,6 @@ pub struct FleetOptions {
     pub volume_mb: u64,
     /// Extra `BERTH_*` environment overrides for every berth.
     pub berth_env: Vec<(String, String)>,
-    /// The Kafka stand-in runs in KRaft mode (no ZooKeeper of its own) instead of ZooKeeper mode.
-    pub kraft: bool,
     /// The Auto Scaling group and the stack's signal policy.
     pub asg: AsgOptions,
     /// What the hosts run berth on.
@@ -103,7 +101,6 @@ impl Default for FleetOptions {
             hotplug_poll: Duration::from_millis(100),
             volume_mb: 64,
             berth_env: Vec::new(),
-            kraft: false,
             asg: AsgOptions::default(),
             host_kind: HostKind::from_env(),
         }
@@ -380,9 +377,6 @@ pub struct Fleet {
     inner: Arc<Inner>,
     hotplug: tokio::task::JoinHandle<()>,
 }
-
-/// The Kafka cluster id of a KRaft fleet (`cluster.kafka_cluster_id`; 22 base64url characters, as Kafka's own).
-pub const KRAFT_CLUSTER_ID: &str = "BerthSimKRaftClusterAA";
 
 /// The region namespace names of a run start with this, so leftovers of a crashed run are recognisable.
 pub const NS_PREFIX: &str = "bsim";
@@ -671,24 +665,11 @@ impl Fleet {
 
     /// The `[storage]` and `[kafka]` sections of a host's berth.toml: production paths and the systemd supervisor
     /// on a systemd host; the fleet's trees and a child Kafka on a process host.
-    /// `kafka.mode` as the fleet's Kafka runs, with what KRaft mode needs besides: the storage tool that formats
-    /// blank storage (the stand-in's `format`, NOT Kafka's) and the file it reads.
-    fn kafka_mode(&self, standin: &str, server_properties: &Path) -> String {
-        if !self.inner.options.kraft {
-            return "mode = \"zookeeper\"\n".into();
-        }
-        format!(
-            "mode = \"kraft\"\nformat_command = [{standin:?}, \"format\"]\nserver_properties = {:?}\n",
-            server_properties.display().to_string()
-        )
-    }
-
     fn storage_and_kafka(&self, host: &Host, binaries: &Binaries) -> String {
         if host.container.is_some() {
             return format!(
-                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\n{}supervisor = \"systemd\"\n",
-                systemd_host::SYS_ROOT,
-                self.kafka_mode(systemd_host::STANDIN, Path::new("/etc/kafka/server.properties"))
+                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\nmode = \"zookeeper\"\nsupervisor = \"systemd\"\n",
+                systemd_host::SYS_ROOT
             );
         }
         let o = &self.inner.options;
@@ -713,14 +694,11 @@ filesystem = "ext4"
 format_blank = true
 
 [kafka]
-{mode}supervisor = "process"
+mode = "zookeeper"
+supervisor = "process"
 command = [{command}]
 overlay_path = "{overlay}"
 "#,
-            mode = self.kafka_mode(
-                &binaries.standin.display().to_string(),
-                &host.dir.join("server.properties")
-            ),
             dev = host.dev_root().display(),
             sys = host.sys_root().display(),
             mount = host.mount_path().display(),
@@ -736,7 +714,7 @@ overlay_path = "{overlay}"
 [cluster]
 name = "{cluster}"
 broker_count = {brokers}
-{cluster_id}
+
 [tags]
 key = "Name"
 eni = "KAFKA-{{id}}"
@@ -776,11 +754,6 @@ listen = "0.0.0.0:{health}"
             index = host.index,
             zone = layout::zone_name(host.az),
             cluster = o.cluster,
-            cluster_id = if o.kraft {
-                format!("kafka_cluster_id = \"{KRAFT_CLUSTER_ID}\"\n")
-            } else {
-                String::new()
-            },
             stack = asg::stack_name(&o.cluster),
             resource = asg::STACK_RESOURCE,
             group = asg::group_name(&o.cluster),
@@ -809,15 +782,11 @@ listen = "0.0.0.0:{health}"
             host: index,
             source,
         })?;
-        let server_properties = if self.inner.options.kraft {
-            format!("# the operator's Kafka settings on simulated host {index}\nprocess.roles=broker,controller\n")
-        } else {
-            format!(
-                "# the operator's Kafka settings on simulated host {index}\nzookeeper.connect={}\nzookeeper.session.timeout.ms={}\n",
-                self.inner.zk.connect_string(),
-                self.inner.options.session_timeout.as_millis(),
-            )
-        };
+        let server_properties = format!(
+            "# the operator's Kafka settings on simulated host {index}\nzookeeper.connect={}\nzookeeper.session.timeout.ms={}\n",
+            self.inner.zk.connect_string(),
+            self.inner.options.session_timeout.as_millis(),
+        );
         if let Some(container) = &host.container {
             let options = &self.inner.options;
             systemd_host::start(

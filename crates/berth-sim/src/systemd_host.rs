@@ -24,8 +24,8 @@ use crate::{ec2, layout, region};
 const PACKAGE_DIR: &str = "/run/berth-sim/packages";
 /// Where the fleet's fake sysfs tree (NVMe model and serial of each plugged volume) is bound.
 pub const SYS_ROOT: &str = "/run/berth-sim/sys";
-/// Where the Kafka stand-in's binary is bound (also the storage tool of a KRaft fleet: `kafka-standin format`).
-pub const STANDIN: &str = "/usr/local/lib/berth-sim/kafka-standin";
+/// Where the Kafka stand-in's binary is bound.
+const STANDIN: &str = "/usr/local/lib/berth-sim/kafka-standin";
 /// berth's unit.
 pub const BERTH_UNIT: &str = "berth.service";
 /// Kafka's unit.
