@@ -972,7 +972,9 @@ impl Machine {
         self.last_error = Some(format!("{running}: {error}"));
         if running == "check" {
             self.serving = false;
-            self.lost_since.get_or_insert(now);
+            if self.claim == ClaimState::Held {
+                self.lost_since.get_or_insert(now);
+            }
             self.next_check_at = Some(now + self.settings.check_interval);
             return Ok(());
         }
@@ -1013,6 +1015,10 @@ impl Machine {
         }
         self.claim = ClaimState::Lost;
         self.last_error = Some("coordination session expired: the claim is gone".into());
+        // Checks are not run (and a failed one not held against Kafka) while coordination is lost: in ZooKeeper
+        // mode Kafka's registration cannot even be read. Asking for a replacement would turn a ZooKeeper outage
+        // into a Kafka outage; the first check after the re-claim judges Kafka again.
+        self.lost_since = None;
         self.reclaim_since = Some(now);
         self.reclaim_attempts = 0;
         self.start_reclaim(now, effects);
@@ -1044,7 +1050,8 @@ impl Machine {
                 }
             }
         }
-        if self.phase == Phase::Healthy && !self.marked_unhealthy {
+        if self.phase == Phase::Healthy && !self.marked_unhealthy && self.claim == ClaimState::Held
+        {
             if let (Some(since), Some(identity)) = (self.lost_since, &self.facts.identity) {
                 if now >= since + self.settings.unhealthy_after {
                     self.marked_unhealthy = true;

@@ -375,6 +375,42 @@ fn a_lost_claim_is_reclaimed_for_as_long_as_it_takes_and_kafka_is_never_stopped(
 }
 
 #[test]
+fn a_coordination_outage_longer_than_the_grace_never_marks_the_instance_unhealthy() {
+    let (m, now) = drive_to(Phase::Healthy);
+    let check_at = m.next_wake().unwrap();
+    let (m, _) = step(&m, Input::Tick, check_at);
+    // The check fails because ZooKeeper is gone (Kafka's registration cannot be read), then the claim goes too.
+    let (m, _) = step(
+        &m,
+        Input::Failed(retryable("registration: session expired")),
+        check_at,
+    );
+    let (mut m, _) = step(&m, Input::ClaimLost, check_at);
+    let mut at = check_at;
+    while at < now + Duration::from_secs(600) {
+        let (next, effects) = step(
+            &m,
+            Input::ReclaimFailed(retryable("ZooKeeper unreachable")),
+            at,
+        );
+        at = next.next_wake().unwrap();
+        let (next, tick) = step(&next, Input::Tick, at);
+        assert!(
+            !effects
+                .iter()
+                .chain(&tick)
+                .any(|e| matches!(e, Effect::MarkUnhealthy { .. })),
+            "marked unhealthy {:?} into a ZooKeeper outage",
+            at - check_at
+        );
+        m = next;
+    }
+    let (back, effects) = step(&m, Input::Reclaimed(ReclaimOutcome::Held), at);
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(back.next_wake(), Some(at), "Kafka is judged again at once");
+}
+
+#[test]
 fn another_holder_is_waited_out_while_the_eni_is_held_here() {
     let (m, now) = drive_to(Phase::Healthy);
     let (lost, _) = step(&m, Input::ClaimLost, now);
