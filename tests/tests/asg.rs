@@ -4,7 +4,8 @@
 //! * a replacement outside any stack update goes InService (its SignalResource is refused, its launch hook is
 //!   completed all the same);
 //! * SIGTERM stops berth and keeps the broker, and the restarted berth adopts it without restarting Kafka;
-//! * a lifecycle `Terminated` state drains, and the terminate hook is completed;
+//! * a lifecycle `Terminated` state drains, and the terminate hook is completed; so does an operator's
+//!   `berth drain`;
 //! * a refused volume leads to a replaced instance, with the volume's bytes unchanged;
 //! * a two-minute ZooKeeper outage keeps Kafka up, and the claim comes back.
 //!
@@ -233,6 +234,55 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
         "data"
     );
     assert_converged(fleet, successor, &after).await?;
+    berth_drain(fleet, replacement, &replaced).await
+}
+
+/// An operator's `berth drain` on the host (inside its systemd container, or its network namespace): the daemon
+/// releases everything and exits 0; the command reports it drained.
+async fn berth_drain(
+    fleet: &Fleet,
+    index: usize,
+    state: &berth_sim::BerthState,
+) -> anyhow::Result<()> {
+    let host = fleet.host(index)?;
+    let mut command = match host.container() {
+        Some(container) => container.command(&["berth", "drain"]),
+        None => {
+            let mut command = std::process::Command::new("nsenter");
+            command
+                .arg(format!("--net=/run/netns/{}", host.ns))
+                .arg("--")
+                .arg(berth_sim::fleet::Binaries::locate()?.berth)
+                .args(["drain", "--address", "127.0.0.1:9798"]);
+            command
+        }
+    };
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    let said = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && said.contains("drained"),
+        "berth drain: {:?} {said} {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let code = fleet
+        .wait_berth_exit(index, Duration::from_secs(30))
+        .await?;
+    ensure!(code == Some(0), "drained berth exit code {code:?}");
+    let resources = &fleet.resources()[state.broker_id.context("id")? as usize];
+    let attachments = fleet.ec2().attachments().await?;
+    ensure!(
+        attachments.enis.get(&resources.eni_id) == Some(&None)
+            && attachments.volumes.get(&resources.volume_id) == Some(&None),
+        "ENI and volume released by berth drain: {attachments:?}"
+    );
+    ensure!(
+        !claimed_ids(fleet)
+            .await?
+            .contains(&resources.id.to_string()),
+        "claim released by berth drain"
+    );
+    println!("berth drain: {}", said.trim());
     Ok(())
 }
 
