@@ -83,27 +83,20 @@ fn run_refuses_a_bad_config_with_78_before_doing_anything() {
 }
 
 #[test]
-fn status_reports_an_unreachable_daemon() {
-    let port = berth_testkit::free_port();
-    let output = Command::new(BERTH)
-        .args(["status", "--address", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the daemon"));
-}
-
-#[test]
-fn drain_reports_an_unreachable_daemon() {
-    let port = berth_testkit::free_port();
-    let output = Command::new(BERTH)
-        .args(["drain", "--address", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the daemon"));
+fn status_and_drain_report_an_unreachable_daemon() {
+    for command in ["status", "drain"] {
+        let port = berth_testkit::free_port();
+        let output = Command::new(BERTH)
+            .args([command, "--address", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{command}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("cannot reach the daemon"),
+            "{command}"
+        );
+    }
 }
 
 /// A `/state` naming a process that is not berth (this test's own) is refused, and nothing is signalled: this
