@@ -179,3 +179,23 @@ pub fn write_record(fleet: &Fleet, index: usize, id: u32) -> anyhow::Result<Stri
     std::fs::write(&path, &record)?;
     Ok(record)
 }
+
+/// The process id of the Kafka stand-in running on host `index` (in its network namespace), if one runs.
+pub fn kafka_pid(fleet: &Fleet, index: usize) -> anyhow::Result<Option<i32>> {
+    let host = fleet.host(index)?;
+    Ok(berth_sim::sys::netns_pids(&host.ns)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "kafka-standin")
+        }))
+}
+
+/// True while process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}

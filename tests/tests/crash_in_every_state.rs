@@ -18,7 +18,8 @@ use nix::sys::signal::Signal;
 const BOOT: Duration = Duration::from_secs(60);
 
 async fn drain(fleet: &Fleet, host: usize) -> anyhow::Result<()> {
-    fleet.signal_berth(host, Signal::SIGTERM)?;
+    // SIGUSR1 is what `berth drain` sends (SIGTERM would stop berth and leave everything in place).
+    fleet.signal_berth(host, Signal::SIGUSR1)?;
     let code = fleet.wait_berth_exit(host, Duration::from_secs(30)).await?;
     ensure!(code == Some(0), "host {host}: drain exit code {code:?}");
     fleet.retire_host(host).await?;

@@ -1,7 +1,8 @@
 //! One three-broker fleet, the mission end to end: concurrent boot (unique ids, each in its zone), berth
 //! SIGKILLed while Healthy and restarted (converges, nothing duplicated), ZooKeeper session expired while Healthy
 //! (re-claims the same id), a host killed and replaced (same id, address and data), a graceful drain (everything
-//! released, so a replacement starts at once). CloudFormation and the lifecycle hook hear SUCCESS/CONTINUE.
+//! released, so a replacement starts at once). CloudFormation hears SUCCESS, the launch hook CONTINUE. Hosts are
+//! placed by hand here; the Auto Scaling group's own replacements are tested in `asg.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -44,23 +45,23 @@ fn three_brokers_boot_crash_expire_replace_drain() {
             claimed_ids(&fleet).await? == ["0", "1", "2"],
             "claims after boot"
         );
-        // CloudFormation and the launch lifecycle hook heard "healthy" from each instance (recording endpoint).
+        // CloudFormation took "healthy" from each instance (the stack's creation awaited three signals); the
+        // launch hook was asked to CONTINUE by each (these hosts were launched by hand, not by the group, so Auto
+        // Scaling has no action pending for them and refuses, which berth takes as an answer).
         for &host in &hosts {
             let instance = fleet.host(host)?.instance.id.clone();
-            let signals = fleet.recorder().calls_of("SignalResource");
+            let signals = fleet.aws().calls_from("SignalResource", &instance);
             ensure!(
                 signals
                     .iter()
-                    .any(|c| c.param("UniqueId") == Some(instance.as_str())
-                        && c.param("Status") == Some("SUCCESS")),
-                "no SignalResource SUCCESS from {instance}: {signals:?}"
+                    .any(|c| c.accepted() && c.param("Status") == Some("SUCCESS")),
+                "no SignalResource SUCCESS taken from {instance}: {signals:?}"
             );
-            let hooks = fleet.recorder().calls_of("CompleteLifecycleAction");
+            let hooks = fleet.aws().calls_from("CompleteLifecycleAction", &instance);
             ensure!(
                 hooks
                     .iter()
-                    .any(|c| c.param("InstanceId") == Some(instance.as_str())
-                        && c.param("LifecycleActionResult") == Some("CONTINUE")),
+                    .any(|c| c.param("LifecycleActionResult") == Some("CONTINUE")),
                 "no CompleteLifecycleAction CONTINUE from {instance}: {hooks:?}"
             );
         }
@@ -118,8 +119,9 @@ fn three_brokers_boot_crash_expire_replace_drain() {
         ensure!(data == records[0], "data on the replacement: {data:?}");
         assert_converged(&fleet, replacement, &replaced).await?;
 
-        // Graceful drain of host 2: exit 0, ENI and volume available, claim gone; a replacement starts at once.
-        fleet.signal_berth(2, Signal::SIGTERM)?;
+        // Graceful drain of host 2 (SIGUSR1, what `berth drain` sends): exit 0, ENI and volume available, claim
+        // gone; a replacement starts at once.
+        fleet.signal_berth(2, Signal::SIGUSR1)?;
         let code = fleet.wait_berth_exit(2, Duration::from_secs(30)).await?;
         ensure!(code == Some(0), "drain exit code {code:?}");
         let resources = fleet.resources()[id2 as usize].clone();

@@ -73,12 +73,13 @@ fn replacement_takes_over_from_a_shutting_down_instance() {
             claimed_ids(&fleet).await?.is_empty(),
             "claim left after the lifecycle drain"
         );
-        let hooks = fleet.recorder().calls_of("CompleteLifecycleAction");
+        let hooks = fleet
+            .aws()
+            .calls_from("CompleteLifecycleAction", &host.instance.id);
         ensure!(
             hooks
                 .iter()
-                .any(|c| c.param("InstanceId") == Some(host.instance.id.as_str())
-                    && c.param("LifecycleHookName") == Some("berth-terminate")),
+                .any(|c| c.param("LifecycleHookName") == Some("berth-terminate")),
             "terminating lifecycle action not completed: {hooks:?}"
         );
         Ok(())

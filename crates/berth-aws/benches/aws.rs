@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use berth_core::ports::{Cloud, Deadline, Verdict};
+use berth_core::ports::{Cloud, Deadline, LaunchResult, Verdict};
 use berth_core::BrokerId;
 use berth_testkit::aws::world;
 use common::*;
@@ -16,6 +16,9 @@ const RUNS: usize = 5;
 async fn boot() -> (usize, Duration) {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
+    env.stack("kafka-stack", "BrokerGroup", 1);
+    env.group("kafka-asg", "berth-launch", "berth-terminate");
+    env.launching("kafka-asg", &me);
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, SIGNALS_CONFIGURED)).await;
     let deadline = Deadline::after(Duration::from_secs(30));
@@ -31,9 +34,13 @@ async fn boot() -> (usize, Duration) {
         .await
         .expect("volume");
     cloud
-        .signal(&identity, &Verdict::Success)
+        .signal_stack(&identity, &Verdict::Success)
         .await
         .expect("signal");
+    cloud
+        .complete_launch(&identity, LaunchResult::Continue)
+        .await
+        .expect("launch hook");
     (env.ec2_calls(), started.elapsed())
 }
 

@@ -183,6 +183,18 @@ impl Attacher {
         }
     }
 
+    /// Whether EC2 shows the ENI attached or attaching to this instance now.
+    pub async fn eni_attached_here(&self, me: &Identity, eni: &EniFacts) -> Result<bool, AwsError> {
+        let observed = match self.describe(Target::Eni(eni)).await {
+            Err(AwsError::NotFound { .. }) => return Ok(false),
+            other => other?,
+        };
+        Ok(observed.attachment().is_some_and(|attachment| {
+            attachment.instance_id == me.instance_id
+                && matches!(attachment.state.as_str(), "attaching" | "attached")
+        }))
+    }
+
     /// Detaches the ENI from this instance and waits until it has let go (not attached here is success).
     pub async fn detach_eni(&self, me: &Identity, eni: &EniFacts) -> Result<(), AwsError> {
         self.detach(me, Target::Eni(eni)).await
@@ -249,6 +261,11 @@ impl Attacher {
                     }
                 }
             }
+            berth_core::progress::report(format!(
+                "{}: {last_state}; waiting for it to be attached to {}",
+                target.id(),
+                me.instance_id
+            ));
             if !poller.wait(deadline).await {
                 return Err(AwsError::WaitTimeout {
                     resource: target.id().to_owned(),

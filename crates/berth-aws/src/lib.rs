@@ -24,7 +24,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use berth_core::facts::{EniFacts, Identity, Inventory, VolumeFacts};
-use berth_core::ports::{Cloud, Deadline, DrainReason, StepError, Verdict};
+use berth_core::ports::{
+    Cloud, Deadline, Delivery, DrainReason, FailureReport, LaunchResult, StepError, Verdict,
+};
 use ipnet::Ipv4Net;
 
 pub use attach::{AttachSettings, Attacher};
@@ -211,6 +213,14 @@ impl Cloud for AwsCloud {
             .await?)
     }
 
+    async fn eni_attached_here(
+        &self,
+        identity: &Identity,
+        eni: &EniFacts,
+    ) -> Result<bool, StepError> {
+        Ok(self.attacher.eni_attached_here(identity, eni).await?)
+    }
+
     async fn detach_eni(&self, identity: &Identity, eni: &EniFacts) -> Result<(), StepError> {
         Ok(self.attacher.detach_eni(identity, eni).await?)
     }
@@ -223,19 +233,35 @@ impl Cloud for AwsCloud {
         Ok(self.attacher.detach_volume(identity, volume).await?)
     }
 
-    async fn signal(&self, identity: &Identity, verdict: &Verdict) -> Result<(), StepError> {
-        Ok(self.signaller.signal(identity, verdict).await?)
+    async fn signal_stack(
+        &self,
+        identity: &Identity,
+        verdict: &Verdict,
+    ) -> Result<Delivery, StepError> {
+        Ok(self.signaller.signal_stack(identity, verdict).await?)
     }
 
-    async fn heartbeat(&self, identity: &Identity) -> Result<(), StepError> {
+    async fn complete_launch(
+        &self,
+        identity: &Identity,
+        result: LaunchResult,
+    ) -> Result<Delivery, StepError> {
+        Ok(self.signaller.complete_launch(identity, result).await?)
+    }
+
+    async fn heartbeat(&self, identity: &Identity) -> Result<Delivery, StepError> {
         Ok(self.signaller.heartbeat(identity).await?)
     }
 
-    async fn mark_unhealthy(&self, identity: &Identity) -> Result<(), StepError> {
+    async fn mark_unhealthy(&self, identity: &Identity) -> Result<Delivery, StepError> {
         Ok(self.signaller.mark_unhealthy(identity).await?)
     }
 
-    async fn complete_termination(&self, identity: &Identity) -> Result<(), StepError> {
+    async fn report_failure(&self, identity: &Identity) -> Result<FailureReport, StepError> {
+        Ok(self.signaller.report_failure(identity).await?)
+    }
+
+    async fn complete_termination(&self, identity: &Identity) -> Result<Delivery, StepError> {
         Ok(self.signaller.complete_termination(identity).await?)
     }
 

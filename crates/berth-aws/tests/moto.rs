@@ -1,12 +1,14 @@
-//! berth-aws against strict moto (real EC2 attach refusals), a fake CloudFormation/Auto Scaling recording
-//! endpoint, a fault-injecting proxy and an IMDSv2-only endpoint per host.
+//! berth-aws against strict moto (real EC2 attach refusals), the strict CloudFormation/Auto Scaling endpoint (a
+//! stand-in that refuses what AWS refuses), a fault-injecting proxy and an IMDSv2-only endpoint per host.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use berth_core::facts::InventoryProblem;
-use berth_core::ports::{Cloud, Deadline, DrainReason, ErrorKind, Verdict};
+use berth_core::ports::{
+    Cloud, Deadline, Delivery, DrainReason, ErrorKind, FailureReport, LaunchResult, Verdict,
+};
 use berth_core::BrokerId;
 use berth_testkit::aws::world;
 use berth_testkit::aws::{EniOnTerminate, Fault};
@@ -124,6 +126,9 @@ async fn discovery_maps_ids_and_names_every_configuration_error() {
 async fn happy_path_boot_stays_within_the_call_budget() {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
+    env.stack("kafka-stack", "BrokerGroup", 1);
+    env.group("kafka-asg", "berth-launch", "berth-terminate");
+    env.launching("kafka-asg", &me);
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, SIGNALS_CONFIGURED)).await;
     let deadline = Deadline::after(Duration::from_secs(30));
@@ -147,7 +152,21 @@ async fn happy_path_boot_stays_within_the_call_budget() {
         .attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
         .await
         .unwrap();
-    cloud.signal(&identity, &Verdict::Success).await.unwrap();
+    assert_eq!(
+        cloud
+            .signal_stack(&identity, &Verdict::Success)
+            .await
+            .unwrap(),
+        Delivery::Accepted
+    );
+    assert_eq!(
+        cloud
+            .complete_launch(&identity, LaunchResult::Continue)
+            .await
+            .unwrap(),
+        Delivery::Accepted
+    );
+    assert_eq!(env.lifecycle_state(&me), Some("InService"));
     let elapsed = started.elapsed();
 
     let attachment = eni.attachment.as_ref().unwrap();
@@ -196,17 +215,18 @@ async fn happy_path_boot_stays_within_the_call_budget() {
     assert!(imds.token_requests() >= 1);
 
     // Exact parameters of the signals.
-    let signal = &env.recorder.calls_of("SignalResource")[0];
+    let signal = &env.aws.calls_of("SignalResource")[0];
     assert_eq!(signal.param("StackName"), Some("kafka-stack"));
     assert_eq!(signal.param("LogicalResourceId"), Some("BrokerGroup"));
     assert_eq!(signal.param("UniqueId"), Some(me.instance_id.as_str()));
     assert_eq!(signal.param("Status"), Some("SUCCESS"));
-    let complete = &env.recorder.calls_of("CompleteLifecycleAction")[0];
+    let complete = &env.aws.calls_of("CompleteLifecycleAction")[0];
     assert_eq!(complete.param("AutoScalingGroupName"), Some("kafka-asg"));
     assert_eq!(complete.param("LifecycleHookName"), Some("berth-launch"));
     assert_eq!(complete.param("InstanceId"), Some(me.instance_id.as_str()));
     assert_eq!(complete.param("LifecycleActionResult"), Some("CONTINUE"));
-    assert_eq!(env.recorder.calls().len(), 2);
+    assert_eq!(env.aws.calls().len(), 2);
+    assert!(env.aws.calls().iter().all(|call| call.accepted()));
 }
 
 #[tokio::test]
@@ -539,6 +559,9 @@ async fn wrong_zone_is_refused_before_any_call() {
 async fn throttling_bursts_and_500s_are_survived() {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
+    env.stack("kafka-stack", "BrokerGroup", 1);
+    env.group("kafka-asg", "berth-launch", "berth-terminate");
+    env.launching("kafka-asg", &me);
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, SIGNALS_CONFIGURED)).await;
     let identity = cloud.identity().await.unwrap();
@@ -566,8 +589,13 @@ async fn throttling_bursts_and_500s_are_survived() {
         cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
     })
     .await;
-    let (_, signal_errors, _) =
-        until_ok(budget, || cloud.signal(&identity, &Verdict::Success)).await;
+    let (_, mut signal_errors, _) =
+        until_ok(budget, || cloud.signal_stack(&identity, &Verdict::Success)).await;
+    let (_, hook_errors, _) = until_ok(budget, || {
+        cloud.complete_launch(&identity, LaunchResult::Continue)
+    })
+    .await;
+    signal_errors.extend(hook_errors);
     for action in [
         "DescribeNetworkInterfaces",
         "DescribeVolumes",
@@ -608,9 +636,10 @@ async fn throttling_bursts_and_500s_are_survived() {
         all.iter().any(|e| e.message.contains("HTTP 500")),
         "{all:?}"
     );
-    // Exactly one signal and one hook completion got through, despite the retries of the whole step.
-    assert_eq!(env.recorder.calls_of("SignalResource").len(), 1);
-    assert_eq!(env.recorder.calls_of("CompleteLifecycleAction").len(), 1);
+    // Exactly one signal and one hook completion got through, despite the retries, and both were taken.
+    assert_eq!(env.aws.calls_of("SignalResource").len(), 1);
+    assert_eq!(env.aws.calls_of("CompleteLifecycleAction").len(), 1);
+    assert!(env.aws.calls().iter().all(|call| call.accepted()));
     assert_eq!(
         world::eni_owner(&env.ec2, &env.ids[0].eni_id)
             .await
@@ -620,11 +649,16 @@ async fn throttling_bursts_and_500s_are_survived() {
     );
 }
 
-#[tokio::test]
-async fn failure_heartbeat_health_and_termination_hooks_send_exact_parameters() {
-    let env = env(&[ZONE_A]).await;
+/// The world of an instance named by its tags (IMDS instance metadata tags): stack `tagged-stack` whose
+/// `TaggedGroup` awaits one signal, group `tagged-asg` with hooks `launch` and `terminate`.
+async fn tagged(
+    env: &Env,
+) -> (
+    world::SeededInstance,
+    berth_testkit::aws::Imds,
+    berth_aws::AwsCloud,
+) {
     let me = env.instance(ZONE_A).await;
-    // Names from the instance's tags, served by IMDS (instance metadata tags on).
     let imds = env.imds(
         &me,
         &[
@@ -633,33 +667,98 @@ async fn failure_heartbeat_health_and_termination_hooks_send_exact_parameters() 
             ("aws:autoscaling:groupName", "tagged-asg"),
         ],
     );
+    env.stack("tagged-stack", "TaggedGroup", 1);
+    env.group("tagged-asg", "launch", "terminate");
     let extra = "[aws.cloudformation]\nsignal = true\n[aws.autoscaling]\nlaunch_hook = \"launch\"\nterminate_hook = \"terminate\"\n";
     let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
-    let identity = cloud.identity().await.unwrap();
-    cloud.heartbeat(&identity).await.unwrap();
-    cloud
-        .signal(
-            &identity,
-            &Verdict::Failure("meta.properties names broker 2".into()),
+    (me, imds, cloud)
+}
+
+#[tokio::test]
+async fn a_refused_signal_is_an_answer_and_never_keeps_the_launch_hook_waiting() {
+    let env = env(&[ZONE_A]).await;
+    let (me, imds, cloud) = tagged(&env).await;
+    let other = env.instance(ZONE_A).await;
+    env.launching("tagged-asg", &me);
+    // Another instance's signal completed the stack's creation: ours is an ordinary replacement.
+    let done = env.aws.with(|plane| {
+        plane.stacks.signal(
+            &berth_testkit::aws::query::Params::from_pairs(&[
+                ("StackName", "tagged-stack"),
+                ("LogicalResourceId", "TaggedGroup"),
+                ("UniqueId", other.instance_id.as_str()),
+                ("Status", "SUCCESS"),
+            ]),
+            Instant::now(),
         )
+    });
+    done.expect("the first signal is taken");
+    let identity = cloud.identity().await.unwrap();
+    let refused = cloud
+        .signal_stack(&identity, &Verdict::Success)
         .await
         .unwrap();
-    cloud.mark_unhealthy(&identity).await.unwrap();
-    cloud.complete_termination(&identity).await.unwrap();
+    let Delivery::NotAwaited(answer) = refused else {
+        panic!("CloudFormation refused it; the adapter must say so: {refused:?}")
+    };
+    assert!(
+        answer.ends_with("is in CREATE_COMPLETE state and cannot be signaled"),
+        "{answer}"
+    );
+    assert_eq!(
+        cloud
+            .complete_launch(&identity, LaunchResult::Continue)
+            .await
+            .unwrap(),
+        Delivery::Accepted,
+        "the hook does not depend on CloudFormation"
+    );
+    assert_eq!(env.lifecycle_state(&me), Some("InService"));
+    assert!(matches!(
+        cloud.heartbeat(&identity).await.unwrap(),
+        Delivery::NotAwaited(answer) if answer == format!("No active Lifecycle Action found with instance ID {}", me.instance_id)
+    ));
+    assert!(matches!(
+        cloud
+            .complete_launch(&identity, LaunchResult::Continue)
+            .await
+            .unwrap(),
+        Delivery::NotAwaited(_)
+    ));
     assert_eq!(env.ec2_calls(), 0, "names came from IMDS tags");
-    let calls = env.recorder.calls();
+    assert_eq!(imds.v1_refusals(), 0);
+}
+
+#[tokio::test]
+async fn failure_abandons_a_pending_launch_else_marks_the_instance_unhealthy() {
+    let env = env(&[ZONE_A]).await;
+    let (me, _imds, cloud) = tagged(&env).await;
+    env.launching("tagged-asg", &me);
+    let identity = cloud.identity().await.unwrap();
+    cloud.heartbeat(&identity).await.unwrap();
+    assert_eq!(
+        cloud
+            .signal_stack(&identity, &Verdict::Failure("volume refused".into()))
+            .await
+            .unwrap(),
+        Delivery::Accepted
+    );
+    assert_eq!(
+        cloud.report_failure(&identity).await.unwrap(),
+        FailureReport::Abandoned
+    );
+    assert_eq!(env.lifecycle_state(&me), Some("Terminating:Proceed"));
+    let id = Some(me.instance_id.as_str());
+    let calls = env.aws.calls();
     let actions: Vec<_> = calls.iter().map(|c| c.action.as_str()).collect();
     assert_eq!(
         actions,
         [
             "RecordLifecycleActionHeartbeat",
             "SignalResource",
-            "CompleteLifecycleAction",
-            "SetInstanceHealth",
             "CompleteLifecycleAction"
         ]
     );
-    let id = Some(me.instance_id.as_str());
     assert_eq!(
         (
             calls[0].param("AutoScalingGroupName"),
@@ -682,30 +781,54 @@ async fn failure_heartbeat_health_and_termination_hooks_send_exact_parameters() 
             Some("FAILURE")
         )
     );
+    assert_eq!(calls[2].param("LifecycleActionResult"), Some("ABANDON"));
+    assert!(calls.iter().all(|call| call.accepted()));
+
+    // An instance already in service has no launch action: it is marked unhealthy, which a fresh instance
+    // (younger than the group's grace period) allows only without respecting that period.
+    let serving = env.instance(ZONE_A).await;
+    env.launching("tagged-asg", &serving);
+    let imds = env.imds(&serving, &[("aws:autoscaling:groupName", "tagged-asg")]);
+    let extra = "[aws.autoscaling]\nlaunch_hook = \"launch\"\nterminate_hook = \"terminate\"\n";
+    let serving_cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let serving_id = serving_cloud.identity().await.unwrap();
+    serving_cloud
+        .complete_launch(&serving_id, LaunchResult::Continue)
+        .await
+        .unwrap();
+    assert_eq!(
+        serving_cloud.report_failure(&serving_id).await.unwrap(),
+        FailureReport::MarkedUnhealthy
+    );
+    let health = env
+        .aws
+        .calls_from("SetInstanceHealth", &serving.instance_id);
     assert_eq!(
         (
-            calls[2].param("LifecycleHookName"),
-            calls[2].param("LifecycleActionResult")
+            health[0].param("HealthStatus"),
+            health[0].param("ShouldRespectGracePeriod"),
+            health[0].accepted()
         ),
-        (Some("launch"), Some("ABANDON"))
+        (Some("Unhealthy"), Some("false"), true)
     );
+    assert_eq!(env.lifecycle_state(&serving), Some("Terminating:Wait"));
+    assert_eq!(
+        serving_cloud
+            .complete_termination(&serving_id)
+            .await
+            .unwrap(),
+        Delivery::Accepted,
+        "the terminate hook waits for the drain"
+    );
+    let last = env.aws.calls().pop().unwrap();
     assert_eq!(
         (
-            calls[3].param("InstanceId"),
-            calls[3].param("HealthStatus"),
-            calls[3].param("ShouldRespectGracePeriod")
+            last.param("LifecycleHookName"),
+            last.param("LifecycleActionResult"),
+            last.accepted()
         ),
-        (id, Some("Unhealthy"), Some("false"))
+        (Some("terminate"), Some("CONTINUE"), true)
     );
-    assert_eq!(
-        (
-            calls[4].param("AutoScalingGroupName"),
-            calls[4].param("LifecycleHookName"),
-            calls[4].param("LifecycleActionResult")
-        ),
-        (Some("tagged-asg"), Some("terminate"), Some("CONTINUE"))
-    );
-    assert_eq!(imds.v1_refusals(), 0);
 }
 
 #[tokio::test]
@@ -723,29 +846,40 @@ async fn names_fall_back_to_describe_tags_and_missing_ones_are_fatal() {
     )
     .await
     .unwrap();
+    env.stack("s1", "L1", 1);
+    env.group("g1", "launch", "terminate");
+    env.launching("g1", &tagged);
     let imds = env.imds(&tagged, &[]);
     let extra =
         "[aws.autoscaling]\nlaunch_hook = \"launch\"\n[aws.cloudformation]\nsignal = true\n";
     let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
     let identity = cloud.identity().await.unwrap();
-    cloud.signal(&identity, &Verdict::Success).await.unwrap();
+    cloud
+        .signal_stack(&identity, &Verdict::Success)
+        .await
+        .unwrap();
+    cloud
+        .complete_launch(&identity, LaunchResult::Continue)
+        .await
+        .unwrap();
     assert_eq!(env.proxy.calls("DescribeTags"), 1);
-    let signal = &env.recorder.calls_of("SignalResource")[0];
+    let signal = &env.aws.calls_of("SignalResource")[0];
     assert_eq!(
         (signal.param("StackName"), signal.param("LogicalResourceId")),
         (Some("s1"), Some("L1"))
     );
     assert_eq!(
-        env.recorder.calls_of("CompleteLifecycleAction")[0].param("AutoScalingGroupName"),
+        env.aws.calls_of("CompleteLifecycleAction")[0].param("AutoScalingGroupName"),
         Some("g1")
     );
+    assert!(env.aws.calls().iter().all(|call| call.accepted()));
 
     let untagged = env.instance(ZONE_A).await;
     let imds = env.imds(&untagged, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
     let identity = cloud.identity().await.unwrap();
     let error = cloud
-        .signal(&identity, &Verdict::Success)
+        .signal_stack(&identity, &Verdict::Success)
         .await
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Fatal);
@@ -934,4 +1068,98 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
         world::volume_owner(&env.ec2, volume).await.unwrap(),
         ("available".into(), None)
     );
+}
+
+/// The strict endpoint's refusals reach the SDK as AWS's do: the error code and message of the query
+/// protocol's `ErrorResponse`, for calls berth never makes wrongly itself (what berth's own calls meet is tested
+/// above).
+#[tokio::test]
+async fn the_endpoint_refuses_as_aws_does_through_the_sdk() {
+    use aws_sdk_autoscaling::error::ProvideErrorMetadata;
+    let env = env(&[ZONE_A]).await;
+    let me = env.instance(ZONE_A).await;
+    env.stack("kafka-stack", "BrokerGroup", 1);
+    env.group("kafka-asg", "berth-launch", "berth-terminate");
+    env.launching("kafka-asg", &me);
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(env.proxy.url())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
+    let cloudformation = aws_sdk_cloudformation::Client::new(&sdk);
+    let code_and_message = |error: &dyn ProvideErrorMetadata| {
+        (
+            error.code().unwrap_or_default().to_owned(),
+            error.message().unwrap_or_default().to_owned(),
+        )
+    };
+
+    let young = autoscaling
+        .set_instance_health()
+        .instance_id(&me.instance_id)
+        .health_status("Unhealthy")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    let (code, message) = code_and_message(&young);
+    assert_eq!(code, "ValidationError");
+    assert!(
+        message.ends_with("is less than the configured grace period of 300 seconds"),
+        "ShouldRespectGracePeriod defaults to true: {message}"
+    );
+    let unknown = cloudformation
+        .signal_resource()
+        .stack_name("no-such-stack")
+        .logical_resource_id("BrokerGroup")
+        .unique_id(&me.instance_id)
+        .status("SUCCESS".into())
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        code_and_message(&unknown),
+        (
+            "ValidationError".into(),
+            "Stack with id no-such-stack does not exist".into()
+        )
+    );
+    let wrong_hook = autoscaling
+        .complete_lifecycle_action()
+        .auto_scaling_group_name("kafka-asg")
+        .lifecycle_hook_name("berth-terminate")
+        .instance_id(&me.instance_id)
+        .lifecycle_action_result("CONTINUE")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        code_and_message(&wrong_hook),
+        (
+            "ValidationError".into(),
+            format!(
+                "No active Lifecycle Action found with instance ID {}",
+                me.instance_id
+            )
+        )
+    );
+    let not_served = autoscaling
+        .describe_auto_scaling_groups()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code_and_message(&not_served).0, "InvalidAction");
+    assert_eq!(
+        env.lifecycle_state(&me),
+        Some("Pending:Wait"),
+        "refused calls change nothing"
+    );
+    assert!(env.aws.calls().iter().all(|call| !call.accepted()));
 }

@@ -984,6 +984,7 @@ impl Config {
                 mount_path: self.storage.mount_path.clone(),
                 log_dirs: self.storage.absolute_log_dirs(),
             },
+            reclaim_attempt: berth_core::machine::DEFAULT_RECLAIM_ATTEMPT,
         }
     }
 

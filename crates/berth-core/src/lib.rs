@@ -4,13 +4,15 @@
 //! broker's id, attaches its ENI and EBS volume, routes and mounts them, and starts Kafka as the same broker.
 //! This crate holds everything about that which can be decided without touching the world: the facts, the
 //! state machine and its retry policy, the claim and routing plans, and the traits ([`ports`]) through which
-//! the daemon reaches the world. It does no I/O and depends on no runtime, so every decision is unit-tested.
+//! the daemon reaches the world. It does no I/O, so every decision is unit-tested; its one use of a runtime is
+//! the task-local through which a waiting adapter reports why it waits ([`progress`]).
 
 pub mod claim;
 pub mod duration;
 pub mod facts;
 pub mod machine;
 pub mod ports;
+pub mod progress;
 pub mod retry;
 pub mod routing;
 pub mod tag;
@@ -18,7 +20,8 @@ pub mod tag;
 pub use duration::{serde_duration, serde_duration_option};
 pub use facts::*;
 pub use machine::{
-    Decision, Effect, Input, Machine, Output, Phase, Settings, Step, Teardown, TransitionError,
+    Decision, Effect, ExitReason, Failure, Input, Machine, Output, Phase, ReclaimOutcome, Settings,
+    Step, Teardown, TransitionError,
 };
 pub use ports::{Broker, Cloud, Coordination, Deadline, ErrorKind, Network, StepError, Storage};
 

@@ -1,5 +1,11 @@
 //! The boot state machine: `Claim → AttachEni → Route → AttachEbs → Mount → StartKafka → Healthy`, plus
-//! `Draining` (graceful stop) and `Failed` (terminal after the retry budget).
+//! `Draining` (a drain: release everything, then exit) and `Failed` (after the retry budget or a fatal error:
+//! report, let go of everything but a refused volume, ask Auto Scaling for a replacement, exit non-zero).
+//!
+//! Three ways out, each an [`ExitReason`]: a drain (only on a termination notice or an operator's request), a
+//! failure's release, and a stop (SIGTERM), which leaves Kafka and everything berth set up in place for the next
+//! berth to adopt. A claim lost while this host may be the broker is re-claimed for as long as it takes; only
+//! another holder *and* the ENI gone from here make the machine let go (see [`ReclaimOutcome`]).
 //!
 //! [`Machine::decide`] is pure: it takes the current machine, one [`Input`] (a step's result, a timer, a
 //! signal, a session event) and the time, and returns the next machine and the [`Effect`]s to run. It does no
@@ -17,7 +23,7 @@ use crate::facts::{
     BrokerId, EniAttachment, EniFacts, Facts, IdResources, Identity, MountReport, RoutePlan,
     ServingEvidence, VolumeAttachment, VolumeFacts,
 };
-use crate::ports::{BrokerSpec, DrainReason, MountPlan, StepError, Verdict};
+use crate::ports::{BrokerSpec, DrainReason, LaunchResult, MountPlan, StepError, Verdict};
 use crate::retry::{Jitter, RetryPolicy};
 use crate::routing::{plan_route, RouteNumbering};
 
@@ -159,6 +165,17 @@ pub struct Settings {
     pub routing: RouteNumbering,
     /// Mount point and Kafka log dirs on the volume.
     pub mount: MountPlan,
+    /// Time allowed for one attempt to re-claim the id after the session was lost (attempts repeat, with
+    /// backoff, for as long as it takes).
+    #[serde(default = "default_reclaim_attempt", with = "crate::serde_duration")]
+    pub reclaim_attempt: Duration,
+}
+
+/// The default of [`Settings::reclaim_attempt`]: long enough to open a session to a recovering ensemble.
+pub const DEFAULT_RECLAIM_ATTEMPT: Duration = Duration::from_secs(30);
+
+fn default_reclaim_attempt() -> Duration {
+    DEFAULT_RECLAIM_ATTEMPT
 }
 
 /// A unit of work the daemon runs through the adapters. Carries what the adapters need.
@@ -271,14 +288,32 @@ pub enum Input {
     Failed(StepError),
     /// The coordination session expired: the claim is gone.
     ClaimLost,
-    /// The reclaim step succeeded.
-    Reclaimed,
-    /// The reclaim step failed.
+    /// The reclaim step got an answer.
+    Reclaimed(ReclaimOutcome),
+    /// The reclaim step failed (ZooKeeper unreachable, a timeout): it is tried again, for as long as it takes.
     ReclaimFailed(StepError),
-    /// Stop gracefully.
+    /// Release everything and exit: a termination notice or an operator's `berth drain`.
     Drain(DrainReason),
-    /// The drain's teardown has finished.
+    /// Exit, leaving Kafka, the mount, the routes, the attachments and the claim as they are (SIGTERM).
+    Stop,
+    /// The teardown (a drain's, or a failure's) has finished.
     Drained,
+}
+
+/// What a reclaim found, with what the daemon observed to judge it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReclaimOutcome {
+    /// The claim is ours again.
+    Held,
+    /// Another host holds the claim.
+    Taken {
+        /// Who, as its claim node says.
+        holder: String,
+        /// Whether EC2 still shows the id's ENI attached to this instance (then nobody else can serve the id,
+        /// and berth keeps Kafka running and keeps re-claiming).
+        eni_held_here: bool,
+    },
 }
 
 /// One teardown action of a drain, in the order they must run.
@@ -312,6 +347,12 @@ pub enum Teardown {
         /// This instance.
         identity: Identity,
     },
+    /// Tell Auto Scaling the boot failed for good (ABANDON the pending launch, else SetInstanceHealth
+    /// Unhealthy), last, once everything is released, so the replacement finds it free.
+    ReportFailure {
+        /// This instance, when known.
+        identity: Option<Identity>,
+    },
 }
 
 impl Teardown {
@@ -325,6 +366,7 @@ impl Teardown {
             Teardown::DetachEni { .. } => "detach_eni",
             Teardown::ReleaseClaim => "release_claim",
             Teardown::CompleteTermination { .. } => "complete_termination",
+            Teardown::ReportFailure { .. } => "report_failure",
         }
     }
 }
@@ -343,12 +385,19 @@ pub enum Effect {
     },
     /// Abandon the running main step (its result will not be used).
     Cancel,
-    /// Report the verdict to CloudFormation and the launch lifecycle hook.
-    Signal {
-        /// This instance.
+    /// Report the verdict to CloudFormation (SignalResource), independently of the lifecycle hook.
+    SignalStack {
+        /// This instance (looked up when not known yet).
         identity: Option<Identity>,
         /// Success or failure with reason.
         verdict: Verdict,
+    },
+    /// Complete the launch lifecycle action, independently of CloudFormation.
+    CompleteLaunch {
+        /// This instance.
+        identity: Identity,
+        /// CONTINUE or ABANDON.
+        result: LaunchResult,
     },
     /// Extend the launch lifecycle hook.
     Heartbeat {
@@ -360,12 +409,32 @@ pub enum Effect {
         /// This instance.
         identity: Identity,
     },
-    /// Stop Kafka now: the claim is lost for good.
-    Fence,
     /// Run these teardown actions in order, then feed [`Input::Drained`].
     Teardown(Vec<Teardown>),
-    /// The drain is over: exit with status 0.
-    Exit,
+    /// The daemon is done: exit.
+    Exit(ExitReason),
+}
+
+/// Why the daemon exits; the binary maps it to an exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// A drain released everything (status 0).
+    Drained,
+    /// Stopped by SIGTERM with everything left in place (status 0); a restarted berth adopts it.
+    Stopped,
+    /// Failed, let go of what it held and told Auto Scaling (non-zero, so systemd shows it).
+    Failed,
+}
+
+/// Why the machine failed, and what that means for the teardown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The reason, for logs, `/state` and the STATUS line.
+    pub reason: String,
+    /// The volume was refused (a fatal Mount: another broker's data, not blank, another filesystem): nothing
+    /// on it is touched, not even to unmount or detach it.
+    pub volume_refused: bool,
 }
 
 /// An input that does not fit the machine's state: a bug in the caller, never silently ignored.
@@ -440,7 +509,8 @@ pub struct Machine {
     retry_at: Option<Duration>,
     running: Option<&'static str>,
     last_error: Option<String>,
-    failure: Option<String>,
+    failure: Option<Failure>,
+    tearing_down: bool,
     claim: ClaimState,
     reclaim_running: bool,
     reclaim_attempts: u32,
@@ -476,6 +546,7 @@ impl Machine {
             running: None,
             last_error: None,
             failure: None,
+            tearing_down: false,
             claim: ClaimState::None,
             reclaim_running: false,
             reclaim_attempts: 0,
@@ -526,7 +597,27 @@ impl Machine {
 
     /// Why the machine failed, when in Failed.
     pub fn failure(&self) -> Option<&str> {
-        self.failure.as_deref()
+        self.failure.as_ref().map(|failure| failure.reason.as_str())
+    }
+
+    /// The failure with what it means for the teardown, when in Failed.
+    pub fn failure_details(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// True while a teardown (a drain's or a failure's) runs.
+    pub fn tearing_down(&self) -> bool {
+        self.tearing_down
+    }
+
+    /// When the claim was lost (time since start), while re-claiming.
+    pub fn claim_lost_since(&self) -> Option<Duration> {
+        self.reclaim_since
+    }
+
+    /// Re-claim attempts since the claim was lost.
+    pub fn reclaim_attempts(&self) -> u32 {
+        self.reclaim_attempts
     }
 
     /// Claim state.
@@ -557,6 +648,11 @@ impl Machine {
     /// Attempts made in the current phase.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// The main step running now, by name (`claim`, ..., `check`), if any.
+    pub fn running_step(&self) -> Option<&'static str> {
+        self.running
     }
 
     /// Why the daemon is draining, when it is.
@@ -619,20 +715,50 @@ impl Machine {
             Input::Done(output) => self.on_done(output, now, effects)?,
             Input::Failed(error) => self.on_failed(error, now, effects)?,
             Input::ClaimLost => self.on_claim_lost(now, effects),
-            Input::Reclaimed => {
-                if !self.reclaim_running {
+            Input::Reclaimed(outcome) => self.on_reclaimed(outcome, now, effects)?,
+            Input::ReclaimFailed(error) => self.on_reclaim_failed(error, now)?,
+            Input::Drain(reason) => self.on_drain(reason, now, effects),
+            Input::Stop => self.on_stop(effects),
+            Input::Drained => {
+                if !self.tearing_down {
                     return Err(TransitionError::NotValidHere {
                         phase: self.phase,
-                        input: "reclaimed",
+                        input: "drained",
                     });
                 }
-                self.reclaim_running = false;
+                self.tearing_down = false;
+                effects.push(Effect::Exit(if self.phase == Phase::Failed {
+                    ExitReason::Failed
+                } else {
+                    ExitReason::Drained
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_reclaimed(
+        &mut self,
+        outcome: &ReclaimOutcome,
+        now: Duration,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), TransitionError> {
+        if !self.reclaim_running {
+            return Err(TransitionError::NotValidHere {
+                phase: self.phase,
+                input: "reclaimed",
+            });
+        }
+        self.reclaim_running = false;
+        if self.claim != ClaimState::Lost {
+            return Ok(());
+        }
+        match outcome {
+            ReclaimOutcome::Held => {
+                self.claim = ClaimState::Held;
                 self.reclaim_retry_at = None;
                 self.reclaim_since = None;
                 self.reclaim_attempts = 0;
-                if self.claim == ClaimState::Lost {
-                    self.claim = ClaimState::Held;
-                }
                 if self.phase == Phase::Healthy {
                     self.next_check_at = Some(now);
                 } else if self.phase.is_booting()
@@ -642,65 +768,102 @@ impl Machine {
                     self.run_phase_step(now, effects);
                 }
             }
-            Input::ReclaimFailed(error) => {
-                if !self.reclaim_running {
-                    return Err(TransitionError::NotValidHere {
-                        phase: self.phase,
-                        input: "reclaim_failed",
-                    });
-                }
-                self.reclaim_running = false;
-                self.last_error = Some(format!("reclaim: {error}"));
-                if self.claim != ClaimState::Lost {
-                    return Ok(());
-                }
-                let policy = self.settings.policies.claim;
-                let since = self.reclaim_since.unwrap_or(now);
-                self.reclaim_attempts += 1;
-                let delay = policy.delay(self.reclaim_attempts, &mut self.jitter);
-                if !error.is_retryable() || now + delay >= since + policy.deadline {
-                    let id = self
-                        .facts
-                        .broker_id
-                        .map(|id| id.0.to_string())
-                        .unwrap_or_default();
-                    effects.push(Effect::Fence);
-                    self.fail(
-                        format!("claim on broker id {id} lost and not re-claimed: {error}"),
-                        now,
-                        effects,
-                    );
-                } else {
-                    self.retries += 1;
-                    self.reclaim_retry_at = Some(now + delay);
-                }
+            ReclaimOutcome::Taken {
+                holder,
+                eni_held_here: true,
+            } => {
+                // Nobody else can serve the id while its ENI is attached here: keep Kafka and keep asking.
+                let id = self.broker_id_text();
+                let error = StepError::new(
+                    crate::ports::ErrorKind::Retryable,
+                    format!("broker id {id} is claimed by {holder}, but its ENI is still attached here, so nobody else can serve it; re-claiming"),
+                );
+                self.schedule_reclaim(&error, now);
             }
-            Input::Drain(reason) => {
-                if self.phase == Phase::Draining {
-                    return Ok(());
-                }
-                if self.running.take().is_some() {
-                    effects.push(Effect::Cancel);
-                }
-                self.drain_reason = Some(reason.clone());
-                let teardown = self.teardown_plan(reason);
-                self.enter(Phase::Draining, now);
-                self.retry_at = None;
-                self.reclaim_retry_at = None;
-                self.serving = false;
-                effects.push(Effect::Teardown(teardown));
-            }
-            Input::Drained => {
-                if self.phase != Phase::Draining {
-                    return Err(TransitionError::NotValidHere {
-                        phase: self.phase,
-                        input: "drained",
-                    });
-                }
-                effects.push(Effect::Exit);
+            ReclaimOutcome::Taken {
+                holder,
+                eni_held_here: false,
+            } => {
+                let id = self.broker_id_text();
+                self.fail(
+                    format!("broker id {id} is claimed by {holder} and its ENI is no longer attached here: another host is this broker now"),
+                    now,
+                    effects,
+                );
             }
         }
         Ok(())
+    }
+
+    fn on_reclaim_failed(
+        &mut self,
+        error: &StepError,
+        now: Duration,
+    ) -> Result<(), TransitionError> {
+        if !self.reclaim_running {
+            return Err(TransitionError::NotValidHere {
+                phase: self.phase,
+                input: "reclaim_failed",
+            });
+        }
+        self.reclaim_running = false;
+        if self.claim == ClaimState::Lost {
+            self.schedule_reclaim(error, now);
+        }
+        Ok(())
+    }
+
+    /// Re-claim again after a backoff. No deadline: while this host may be the broker, the claim is worth
+    /// waiting for (the claim deadline governs only the first claim at boot).
+    fn schedule_reclaim(&mut self, error: &StepError, now: Duration) {
+        self.last_error = Some(format!("reclaim: {error}"));
+        let policy = self.settings.policies.claim;
+        self.reclaim_attempts += 1;
+        let delay = policy.delay(self.reclaim_attempts, &mut self.jitter);
+        self.retries += 1;
+        self.reclaim_retry_at = Some(now + delay);
+    }
+
+    fn broker_id_text(&self) -> String {
+        self.facts
+            .broker_id
+            .map(|id| id.0.to_string())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn on_drain(&mut self, reason: &DrainReason, now: Duration, effects: &mut Vec<Effect>) {
+        // A drain or a failure's release is already under way: it finishes, and then the daemon exits.
+        if self.tearing_down {
+            return;
+        }
+        if self.running.take().is_some() {
+            effects.push(Effect::Cancel);
+        }
+        self.drain_reason = Some(reason.clone());
+        let mut teardown = self.release_plan(false);
+        if let (DrainReason::LifecycleTerminated, Some(identity)) =
+            (reason, self.facts.identity.clone())
+        {
+            teardown.push(Teardown::CompleteTermination { identity });
+        }
+        self.enter(Phase::Draining, now);
+        self.retry_at = None;
+        self.reclaim_retry_at = None;
+        self.serving = false;
+        self.tearing_down = true;
+        effects.push(Effect::Teardown(teardown));
+    }
+
+    fn on_stop(&mut self, effects: &mut Vec<Effect>) {
+        // A teardown in progress is finished first: half-released resources help nobody.
+        if self.tearing_down {
+            return;
+        }
+        if self.running.take().is_some() {
+            effects.push(Effect::Cancel);
+        }
+        self.reclaim_retry_at = None;
+        effects.push(Effect::Exit(ExitReason::Stopped));
     }
 
     fn on_tick(&mut self, now: Duration, effects: &mut Vec<Effect>) {
@@ -809,12 +972,21 @@ impl Machine {
         self.last_error = Some(format!("{running}: {error}"));
         if running == "check" {
             self.serving = false;
-            self.lost_since.get_or_insert(now);
+            if self.claim == ClaimState::Held {
+                self.lost_since.get_or_insert(now);
+            }
             self.next_check_at = Some(now + self.settings.check_interval);
             return Ok(());
         }
         if !error.is_retryable() {
-            self.fail(format!("{}: {error}", self.phase), now, effects);
+            // A fatal Mount is the volume's refusal (another broker's data, not blank, another filesystem).
+            let volume_refused = self.phase == Phase::Mount;
+            self.fail_with(
+                format!("{}: {error}", self.phase),
+                volume_refused,
+                now,
+                effects,
+            );
             return Ok(());
         }
         let policy = *self.settings.policies.of(self.phase);
@@ -843,6 +1015,10 @@ impl Machine {
         }
         self.claim = ClaimState::Lost;
         self.last_error = Some("coordination session expired: the claim is gone".into());
+        // Checks are not run (and a failed one not held against Kafka) while coordination is lost: in ZooKeeper
+        // mode Kafka's registration cannot even be read. Asking for a replacement would turn a ZooKeeper outage
+        // into a Kafka outage; the first check after the re-claim judges Kafka again.
+        self.lost_since = None;
         self.reclaim_since = Some(now);
         self.reclaim_attempts = 0;
         self.start_reclaim(now, effects);
@@ -853,10 +1029,9 @@ impl Machine {
             return;
         };
         self.reclaim_running = true;
-        let since = self.reclaim_since.unwrap_or(now);
         effects.push(Effect::Run {
             step: Step::Reclaim { broker_id },
-            deadline: since + self.settings.policies.claim.deadline,
+            deadline: now + self.settings.reclaim_attempt,
         });
     }
 
@@ -875,7 +1050,8 @@ impl Machine {
                 }
             }
         }
-        if self.phase == Phase::Healthy && !self.marked_unhealthy {
+        if self.phase == Phase::Healthy && !self.marked_unhealthy && self.claim == ClaimState::Held
+        {
             if let (Some(since), Some(identity)) = (self.lost_since, &self.facts.identity) {
                 if now >= since + self.settings.unhealthy_after {
                     self.marked_unhealthy = true;
@@ -896,10 +1072,17 @@ impl Machine {
             self.serving = true;
             self.lost_since = None;
             self.next_check_at = Some(now + self.settings.check_interval);
-            effects.push(Effect::Signal {
+            // Two independent reports: a refused signal must never keep the launch hook waiting.
+            effects.push(Effect::SignalStack {
                 identity: self.facts.identity.clone(),
                 verdict: Verdict::Success,
             });
+            if let Some(identity) = self.facts.identity.clone() {
+                effects.push(Effect::CompleteLaunch {
+                    identity,
+                    result: LaunchResult::Continue,
+                });
+            }
         } else if self.claim != ClaimState::Lost {
             self.run_phase_step(now, effects);
         }
@@ -926,23 +1109,41 @@ impl Machine {
         self.transitions += 1;
     }
 
+    /// Failed, from any state: report FAILURE to CloudFormation at once; then let go of everything (Kafka
+    /// stopped, the volume left untouched when it was refused) and, last, ask Auto Scaling for a replacement.
     fn fail(&mut self, reason: String, now: Duration, effects: &mut Vec<Effect>) {
-        let kafka_may_run = self.furthest >= Phase::StartKafka && self.phase != Phase::Draining;
-        if kafka_may_run && !effects.contains(&Effect::Fence) {
-            effects.push(Effect::Fence);
-        }
+        self.fail_with(reason, false, now, effects);
+    }
+
+    /// [`Machine::fail`], saying whether the failure is the volume's refusal.
+    fn fail_with(
+        &mut self,
+        reason: String,
+        volume_refused: bool,
+        now: Duration,
+        effects: &mut Vec<Effect>,
+    ) {
         if self.running.take().is_some() {
             effects.push(Effect::Cancel);
         }
-        self.failure = Some(reason.clone());
+        self.failure = Some(Failure {
+            reason: reason.clone(),
+            volume_refused,
+        });
         self.last_error = Some(reason.clone());
         self.serving = false;
         self.reclaim_retry_at = None;
         self.enter(Phase::Failed, now);
-        effects.push(Effect::Signal {
+        effects.push(Effect::SignalStack {
             identity: self.facts.identity.clone(),
             verdict: Verdict::Failure(reason),
         });
+        let mut teardown = self.release_plan(volume_refused);
+        teardown.push(Teardown::ReportFailure {
+            identity: self.facts.identity.clone(),
+        });
+        self.tearing_down = true;
+        effects.push(Effect::Teardown(teardown));
     }
 
     /// The step for the current boot phase, built from the facts gathered so far.
@@ -1033,24 +1234,26 @@ impl Machine {
         })
     }
 
-    /// The teardown for a drain: undo, in reverse, every phase that was reached (a step that was running may
-    /// have done part of its work, so its undo is included; each undo is a no-op when nothing is there).
-    fn teardown_plan(&self, reason: &DrainReason) -> Vec<Teardown> {
+    /// What releases everything reached, in reverse (a step that was running may have done part of its work,
+    /// so its undo is included; each undo is a no-op when nothing is there), the claim last. With
+    /// `keep_volume` the volume is neither unmounted nor detached.
+    fn release_plan(&self, keep_volume: bool) -> Vec<Teardown> {
         let reached = |phase: Phase| self.furthest >= phase;
-        let identity = self.facts.identity.clone();
         let resources = self.facts.resources.clone().unwrap_or_default();
         let mut steps = Vec::new();
         if reached(Phase::StartKafka) {
             steps.push(Teardown::StopKafka);
         }
-        if reached(Phase::Mount) {
+        if reached(Phase::Mount) && !keep_volume {
             steps.push(Teardown::Unmount(self.settings.mount.clone()));
         }
         if let Some(plan) = self.facts.route.clone() {
             steps.push(Teardown::RemoveRoutes(plan));
         }
-        if let Some(identity) = &identity {
-            if let (true, Some(volume)) = (reached(Phase::AttachEbs), resources.volume) {
+        if let Some(identity) = &self.facts.identity {
+            if let (true, false, Some(volume)) =
+                (reached(Phase::AttachEbs), keep_volume, resources.volume)
+            {
                 steps.push(Teardown::DetachVolume {
                     identity: identity.clone(),
                     volume,
@@ -1064,9 +1267,6 @@ impl Machine {
             }
         }
         steps.push(Teardown::ReleaseClaim);
-        if let (DrainReason::LifecycleTerminated, Some(identity)) = (reason, identity) {
-            steps.push(Teardown::CompleteTermination { identity });
-        }
         steps
     }
 }

@@ -106,22 +106,55 @@ impl Deadline {
     }
 }
 
-/// The outcome reported to CloudFormation and the launch lifecycle hook.
+/// The boot's outcome as CloudFormation hears it (SignalResource `SUCCESS` / `FAILURE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "verdict", content = "reason")]
 pub enum Verdict {
-    /// Kafka is serving as the claimed broker: SignalResource SUCCESS, CompleteLifecycleAction CONTINUE.
+    /// Kafka is serving as the claimed broker.
     Success,
-    /// Boot failed for good: SignalResource FAILURE, CompleteLifecycleAction ABANDON, with the reason.
+    /// Boot failed for good, with the reason (SignalResource carries no reason: the adapter logs it).
     Failure(String),
 }
 
-/// Why the daemon is draining.
+/// What the launch lifecycle hook is told (CompleteLifecycleAction `LifecycleActionResult`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaunchResult {
+    /// Put the instance in service.
+    Continue,
+    /// Terminate it (the Auto Scaling group launches another).
+    Abandon,
+}
+
+/// How AWS took a call that only makes sense while something awaits it (a signal, a lifecycle action).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "delivery", content = "detail")]
+pub enum Delivery {
+    /// Taken.
+    Accepted,
+    /// Refused because nothing awaits it (no stack create or update awaits this resource's signals, no
+    /// lifecycle action is pending for this instance): the answer is final, retrying cannot change it.
+    NotAwaited(String),
+    /// Not sent: this part is not configured.
+    NotConfigured,
+}
+
+/// How a failed boot was reported to Auto Scaling, so that the instance gets replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReport {
+    /// The pending launch lifecycle action was completed with ABANDON.
+    Abandoned,
+    /// No launch action was pending: SetInstanceHealth Unhealthy.
+    MarkedUnhealthy,
+}
+
+/// Why the daemon is draining. A plain SIGTERM is not one of them: it stops berth, not the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DrainReason {
-    /// SIGTERM or SIGINT (systemd stop, shutdown).
-    Signal,
+    /// An operator asked for it (`berth drain`, or SIGUSR1).
+    Requested,
     /// IMDS `autoscaling/target-lifecycle-state` says `Terminated`.
     LifecycleTerminated,
     /// IMDS `spot/instance-action` carries an interruption notice.
@@ -131,7 +164,7 @@ pub enum DrainReason {
 impl fmt::Display for DrainReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            DrainReason::Signal => "signal",
+            DrainReason::Requested => "requested",
             DrainReason::LifecycleTerminated => "lifecycle-terminated",
             DrainReason::SpotInterruption => "spot-interruption",
         })
@@ -160,6 +193,12 @@ pub trait Cloud: Send + Sync {
         volume: &VolumeFacts,
         deadline: Deadline,
     ) -> Result<(VolumeFacts, String), StepError>;
+    /// Whether EC2 shows the ENI attached (or attaching) to this instance now.
+    async fn eni_attached_here(
+        &self,
+        identity: &Identity,
+        eni: &EniFacts,
+    ) -> Result<bool, StepError>;
     /// Detach the ENI from this instance (not attached here is success).
     async fn detach_eni(&self, identity: &Identity, eni: &EniFacts) -> Result<(), StepError>;
     /// Detach the volume from this instance (not attached here is success).
@@ -168,14 +207,27 @@ pub trait Cloud: Send + Sync {
         identity: &Identity,
         volume: &VolumeFacts,
     ) -> Result<(), StepError>;
-    /// Report the boot's verdict to CloudFormation and the launch lifecycle hook (each when configured).
-    async fn signal(&self, identity: &Identity, verdict: &Verdict) -> Result<(), StepError>;
+    /// CloudFormation SignalResource with the verdict, when configured. Independent of the lifecycle hook.
+    async fn signal_stack(
+        &self,
+        identity: &Identity,
+        verdict: &Verdict,
+    ) -> Result<Delivery, StepError>;
+    /// CompleteLifecycleAction on the launch hook, when configured. Independent of CloudFormation.
+    async fn complete_launch(
+        &self,
+        identity: &Identity,
+        result: LaunchResult,
+    ) -> Result<Delivery, StepError>;
     /// Extend the launch lifecycle hook's timeout while booting is slow.
-    async fn heartbeat(&self, identity: &Identity) -> Result<(), StepError>;
-    /// Tell Auto Scaling this instance is unhealthy so it gets replaced.
-    async fn mark_unhealthy(&self, identity: &Identity) -> Result<(), StepError>;
+    async fn heartbeat(&self, identity: &Identity) -> Result<Delivery, StepError>;
+    /// Tell Auto Scaling this instance is unhealthy because Kafka was lost too long (when configured).
+    async fn mark_unhealthy(&self, identity: &Identity) -> Result<Delivery, StepError>;
+    /// Tell Auto Scaling a boot failed for good: ABANDON when the launch action is pending, else
+    /// SetInstanceHealth Unhealthy, so the instance is replaced.
+    async fn report_failure(&self, identity: &Identity) -> Result<FailureReport, StepError>;
     /// Complete the terminating lifecycle action after a drain.
-    async fn complete_termination(&self, identity: &Identity) -> Result<(), StepError>;
+    async fn complete_termination(&self, identity: &Identity) -> Result<Delivery, StepError>;
     /// Whether IMDS announces this instance's termination (lifecycle state or spot notice).
     async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError>;
 }
@@ -207,6 +259,16 @@ pub enum SessionEvent {
     Closed,
 }
 
+/// What a reclaim found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reclaim", content = "holder")]
+pub enum Reclaim {
+    /// The claim is ours again, on a new session.
+    Held,
+    /// Another host holds it (the holder, as its claim node names it).
+    TakenBy(String),
+}
+
 /// Exclusive ownership of a broker id (ZooKeeper ephemeral nodes in production).
 #[async_trait]
 pub trait Coordination: Send + Sync {
@@ -218,13 +280,14 @@ pub trait Coordination: Send + Sync {
         holder: &ClaimHolder,
         deadline: Deadline,
     ) -> Result<BrokerId, StepError>;
-    /// After expiry: claim the same id again on a new session. Taken by another host is a fatal error.
+    /// After expiry: claim the same id again on a new session. Another host holding it is an answer, not an
+    /// error: the daemon then decides with what else it knows (whether this instance still holds the ENI).
     async fn reclaim(
         &self,
         id: BrokerId,
         holder: &ClaimHolder,
         deadline: Deadline,
-    ) -> Result<(), StepError>;
+    ) -> Result<Reclaim, StepError>;
     /// Delete the claim node and close the session.
     async fn release(&self) -> Result<(), StepError>;
     /// The next session state change; pends until there is one.

@@ -1,13 +1,17 @@
 //! Decision table and properties of the boot state machine.
 //!
 //! Every boot state is exercised with success, a retryable failure, a fatal failure and deadline expiry; then
-//! Healthy's checks, claim loss, drains from every state, illegal inputs, and random input sequences.
+//! Healthy's checks, claim loss and re-claim, drains and stops from every state, a failure's release, illegal
+//! inputs, and random input sequences.
 
 use std::time::Duration;
 
 use berth_core::machine::{ClaimState, Output};
-use berth_core::ports::{DrainReason, ErrorKind, StepError, Verdict};
-use berth_core::{BrokerId, Effect, Input, Machine, Phase, Step, Teardown, TransitionError};
+use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, StepError, Verdict};
+use berth_core::{
+    BrokerId, Effect, ExitReason, Input, Machine, Phase, ReclaimOutcome, Step, Teardown,
+    TransitionError,
+};
 use berth_testkit::fixtures;
 use proptest::prelude::*;
 
@@ -77,6 +81,23 @@ fn step_name_of(phase: Phase) -> &'static str {
     phase.name()
 }
 
+fn teardown_of(effects: &[Effect]) -> Vec<&'static str> {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Teardown(actions) => Some(actions.iter().map(Teardown::name).collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn taken(eni_held_here: bool) -> Input {
+    Input::Reclaimed(ReclaimOutcome::Taken {
+        holder: "instance i-0bbbbbbbbbbbbbbbb in az-a".into(),
+        eni_held_here,
+    })
+}
+
 #[test]
 fn start_runs_claim() {
     let (m, effects) = step(&machine(), Input::Start, Duration::ZERO);
@@ -97,10 +118,17 @@ fn success_advances_each_boot_state_in_order() {
         assert_eq!(next.phase(), expected, "success in {phase}");
         if expected == Phase::Healthy {
             assert!(next.is_serving());
-            assert!(effects.contains(&Effect::Signal {
+            assert!(effects.contains(&Effect::SignalStack {
                 identity: Some(fixtures::identity()),
                 verdict: Verdict::Success
             }));
+            assert!(
+                effects.contains(&Effect::CompleteLaunch {
+                    identity: fixtures::identity(),
+                    result: LaunchResult::Continue
+                }),
+                "the launch hook is told on its own, not through CloudFormation: {effects:?}"
+            );
             assert!(run_steps(&effects).is_empty());
         } else {
             let steps = run_steps(&effects);
@@ -143,7 +171,7 @@ fn retryable_failure_backs_off_then_retries_the_same_step() {
 }
 
 #[test]
-fn fatal_failure_fails_at_once_and_reports() {
+fn fatal_failure_reports_lets_go_and_exits_non_zero() {
     for phase in Phase::BOOT.iter().take(6) {
         let (m, now) = drive_to(*phase);
         let (failed, effects) = step(
@@ -158,18 +186,38 @@ fn fatal_failure_fails_at_once_and_reports() {
             "{reason}"
         );
         assert!(effects.iter().any(
-            |e| matches!(e, Effect::Signal { verdict: Verdict::Failure(r), .. } if r == reason)
+            |e| matches!(e, Effect::SignalStack { verdict: Verdict::Failure(r), .. } if r == reason)
         ));
-        let fenced = effects.contains(&Effect::Fence);
+        let teardown = teardown_of(&effects);
         assert_eq!(
-            fenced,
+            teardown.first() == Some(&"stop_kafka"),
             *phase >= Phase::StartKafka,
-            "fence only once Kafka may run ({phase})"
+            "Kafka stopped first once it may run ({phase}): {teardown:?}"
+        );
+        assert_eq!(teardown.last(), Some(&"report_failure"), "{phase}");
+        assert!(teardown.contains(&"release_claim"), "{phase}");
+        let refused = *phase == Phase::Mount;
+        assert_eq!(
+            failed.failure_details().unwrap().volume_refused,
+            refused,
+            "{phase}"
+        );
+        assert_eq!(
+            teardown.contains(&"unmount"),
+            *phase > Phase::Mount,
+            "unmounted only when mounted and not refused ({phase}): {teardown:?}"
+        );
+        assert_eq!(
+            teardown.contains(&"detach_volume"),
+            *phase >= Phase::AttachEbs && !refused,
+            "a refused volume is not even detached ({phase}): {teardown:?}"
         );
         assert!(
             failed.next_wake().is_none(),
-            "Failed is terminal: nothing scheduled"
+            "nothing scheduled while letting go"
         );
+        let (_, effects) = step(&failed, Input::Drained, now + Duration::from_secs(1));
+        assert_eq!(effects, vec![Effect::Exit(ExitReason::Failed)], "{phase}");
     }
 }
 
@@ -265,13 +313,19 @@ fn claim_loss_reclaims_and_recovers() {
     let (lost, effects) = step(&m, Input::ClaimLost, now);
     assert_eq!(lost.claim_state(), ClaimState::Lost);
     assert!(!lost.is_serving(), "never report healthy without the claim");
-    assert!(matches!(
-        run_steps(&effects)[..],
-        [Step::Reclaim {
-            broker_id: BrokerId(0)
-        }]
-    ));
-    let (back, _) = step(&lost, Input::Reclaimed, now + Duration::from_millis(50));
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::Run { step: Step::Reclaim { broker_id: BrokerId(0) }, deadline }
+                if *deadline == now + berth_core::machine::DEFAULT_RECLAIM_ATTEMPT
+        )),
+        "one attempt, with an attempt's deadline: {effects:?}"
+    );
+    let (back, _) = step(
+        &lost,
+        Input::Reclaimed(ReclaimOutcome::Held),
+        now + Duration::from_millis(50),
+    );
     assert_eq!(back.claim_state(), ClaimState::Held);
     assert_eq!(
         back.next_wake(),
@@ -281,18 +335,106 @@ fn claim_loss_reclaims_and_recovers() {
 }
 
 #[test]
-fn claim_taken_after_expiry_fences_kafka_and_fails() {
+fn a_lost_claim_is_reclaimed_for_as_long_as_it_takes_and_kafka_is_never_stopped() {
+    let (m, start) = drive_to(Phase::Healthy);
+    let (mut m, _) = step(&m, Input::ClaimLost, start);
+    let mut now = start;
+    let mut attempts = 0;
+    // Far past states.claim.deadline (60 s here): a ZooKeeper outage of hours.
+    while now < start + Duration::from_secs(6 * 3600) {
+        let (next, effects) = step(
+            &m,
+            Input::ReclaimFailed(retryable("ZooKeeper unreachable")),
+            now,
+        );
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Teardown(_))),
+            "nothing stopped or released after {:?}: {effects:?}",
+            now - start
+        );
+        assert_eq!(next.phase(), Phase::Healthy);
+        let wake = next.next_wake().expect("a retry is scheduled");
+        assert!(
+            wake - now <= Duration::from_secs(10),
+            "backoff capped at max_backoff"
+        );
+        let (next, effects) = step(&next, Input::Tick, wake);
+        assert!(
+            matches!(run_steps(&effects)[..], [Step::Reclaim { .. }]),
+            "{effects:?}"
+        );
+        m = next;
+        now = wake;
+        attempts += 1;
+    }
+    assert!(attempts > 1000, "{attempts}");
+    assert_eq!(m.claim_lost_since(), Some(start));
+    let (back, _) = step(&m, Input::Reclaimed(ReclaimOutcome::Held), now);
+    assert_eq!(back.claim_state(), ClaimState::Held);
+    assert_eq!(back.phase(), Phase::Healthy);
+}
+
+#[test]
+fn a_coordination_outage_longer_than_the_grace_never_marks_the_instance_unhealthy() {
+    let (m, now) = drive_to(Phase::Healthy);
+    let check_at = m.next_wake().unwrap();
+    let (m, _) = step(&m, Input::Tick, check_at);
+    // The check fails because ZooKeeper is gone (Kafka's registration cannot be read), then the claim goes too.
+    let (m, _) = step(
+        &m,
+        Input::Failed(retryable("registration: session expired")),
+        check_at,
+    );
+    let (mut m, _) = step(&m, Input::ClaimLost, check_at);
+    let mut at = check_at;
+    while at < now + Duration::from_secs(600) {
+        let (next, effects) = step(
+            &m,
+            Input::ReclaimFailed(retryable("ZooKeeper unreachable")),
+            at,
+        );
+        at = next.next_wake().unwrap();
+        let (next, tick) = step(&next, Input::Tick, at);
+        assert!(
+            !effects
+                .iter()
+                .chain(&tick)
+                .any(|e| matches!(e, Effect::MarkUnhealthy { .. })),
+            "marked unhealthy {:?} into a ZooKeeper outage",
+            at - check_at
+        );
+        m = next;
+    }
+    let (back, effects) = step(&m, Input::Reclaimed(ReclaimOutcome::Held), at);
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(back.next_wake(), Some(at), "Kafka is judged again at once");
+}
+
+#[test]
+fn another_holder_is_waited_out_while_the_eni_is_held_here() {
     let (m, now) = drive_to(Phase::Healthy);
     let (lost, _) = step(&m, Input::ClaimLost, now);
-    let (failed, effects) = step(
-        &lost,
-        Input::ReclaimFailed(fatal("id 0 is held by i-0bbbbbbbbbbbbbbbb")),
-        now + Duration::from_secs(1),
-    );
+    let (waiting, effects) = step(&lost, taken(true), now + Duration::from_secs(1));
+    assert_eq!(waiting.phase(), Phase::Healthy);
+    assert!(effects.is_empty(), "{effects:?}");
+    assert!(waiting
+        .last_error()
+        .unwrap()
+        .contains("its ENI is still attached here"));
+    let wake = waiting.next_wake().unwrap();
+    let (_, effects) = step(&waiting, Input::Tick, wake);
+    assert!(matches!(run_steps(&effects)[..], [Step::Reclaim { .. }]));
+}
+
+#[test]
+fn another_holder_with_the_eni_gone_from_here_fails_and_stops_kafka_first() {
+    let (m, now) = drive_to(Phase::Healthy);
+    let (lost, _) = step(&m, Input::ClaimLost, now);
+    let (failed, effects) = step(&lost, taken(false), now + Duration::from_secs(1));
     assert_eq!(failed.phase(), Phase::Failed);
     assert_eq!(
-        effects.iter().filter(|e| **e == Effect::Fence).count(),
-        1,
+        teardown_of(&effects).first(),
+        Some(&"stop_kafka"),
         "{effects:?}"
     );
     assert!(failed.failure().unwrap().contains("i-0bbbbbbbbbbbbbbbb"));
@@ -312,7 +454,11 @@ fn claim_loss_while_booting_pauses_the_boot_until_reclaimed() {
         run_steps(&effects).is_empty(),
         "no new boot step without the claim: {effects:?}"
     );
-    let (resumed, effects) = step(&after, Input::Reclaimed, now + Duration::from_millis(10));
+    let (resumed, effects) = step(
+        &after,
+        Input::Reclaimed(ReclaimOutcome::Held),
+        now + Duration::from_millis(10),
+    );
     assert!(
         matches!(run_steps(&effects)[..], [Step::Mount { .. }]),
         "{effects:?}"
@@ -321,9 +467,45 @@ fn claim_loss_while_booting_pauses_the_boot_until_reclaimed() {
 }
 
 #[test]
+fn stop_exits_from_every_state_leaving_everything_in_place() {
+    for phase in Phase::BOOT {
+        let (m, now) = drive_to(phase);
+        let (_, effects) = step(&m, Input::Stop, now);
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Teardown(_))),
+            "nothing released on SIGTERM in {phase}: {effects:?}"
+        );
+        assert_eq!(effects.last(), Some(&Effect::Exit(ExitReason::Stopped)));
+        assert_eq!(
+            effects.contains(&Effect::Cancel),
+            phase != Phase::Healthy,
+            "{phase}"
+        );
+    }
+    let (m, now) = drive_to(Phase::Healthy);
+    let (draining, _) = step(&m, Input::Drain(DrainReason::Requested), now);
+    let (still, effects) = step(&draining, Input::Stop, now);
+    assert!(
+        effects.is_empty(),
+        "a drain under way finishes: {effects:?}"
+    );
+    let (_, effects) = step(&still, Input::Drained, now);
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+}
+
+#[test]
+fn a_drain_during_a_failures_release_changes_nothing() {
+    let (m, now) = drive_to(Phase::StartKafka);
+    let (failed, _) = step(&m, Input::Failed(fatal("Kafka refused")), now);
+    let (same, effects) = step(&failed, Input::Drain(DrainReason::LifecycleTerminated), now);
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(same.phase(), Phase::Failed);
+}
+
+#[test]
 fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
     for phase in Phase::BOOT {
-        for reason in [DrainReason::Signal, DrainReason::LifecycleTerminated] {
+        for reason in [DrainReason::Requested, DrainReason::LifecycleTerminated] {
             let (m, now) = drive_to(phase);
             let (draining, effects) = step(&m, Input::Drain(reason.clone()), now);
             assert_eq!(draining.phase(), Phase::Draining);
@@ -367,7 +549,7 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
                 "running step cancelled in {phase}"
             );
             let (_, effects) = step(&draining, Input::Drained, now + Duration::from_secs(1));
-            assert_eq!(effects, vec![Effect::Exit]);
+            assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
         }
     }
 }
@@ -421,7 +603,7 @@ fn illegal_inputs_are_typed_errors() {
         })
     ));
     assert!(matches!(
-        started.decide(&Input::Reclaimed, Duration::ZERO),
+        started.decide(&Input::Reclaimed(ReclaimOutcome::Held), Duration::ZERO),
         Err(TransitionError::NotValidHere {
             input: "reclaimed",
             ..
@@ -439,7 +621,9 @@ enum Event {
     LoseClaim,
     ReclaimOk,
     ReclaimFail,
+    ReclaimTaken(bool),
     Drain,
+    Stop,
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -451,7 +635,9 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::LoseClaim),
         1 => Just(Event::ReclaimOk),
         1 => Just(Event::ReclaimFail),
+        1 => any::<bool>().prop_map(Event::ReclaimTaken),
         1 => Just(Event::Drain),
+        1 => Just(Event::Stop),
     ]
 }
 
@@ -467,6 +653,7 @@ proptest! {
         let mut running = run_steps(&effects).into_iter().any(|s| !matches!(s, Step::Reclaim { .. }));
         let mut reclaiming = false;
         let mut draining_sent = false;
+        let mut exited = false;
         let check = |before: Phase, after: Phase| {
             if after == before || matches!(after, Phase::Draining | Phase::Failed) {
                 return Ok(());
@@ -475,9 +662,10 @@ proptest! {
             Ok(())
         };
         // Random phase, then drive time forward with failures until the machine finishes.
-        let tail = std::iter::repeat_n(Event::FailRetryable, 2_000);
+        // (A lost claim is re-claimed for as long as it takes, so the tail lets ZooKeeper come back.)
+        let tail = [Event::FailRetryable, Event::ReclaimOk].into_iter().cycle().take(4_000);
         for event in events.into_iter().chain(tail) {
-            if matches!(m.phase(), Phase::Failed | Phase::Draining) || (m.phase() == Phase::Healthy && !reclaiming) {
+            if exited || matches!(m.phase(), Phase::Failed | Phase::Draining) || (m.phase() == Phase::Healthy && !reclaiming) {
                 break;
             }
             let input = match event {
@@ -486,9 +674,11 @@ proptest! {
                 Event::FailFatal if running => Input::Failed(fatal("broken")),
                 Event::FailRetryable if reclaiming => Input::ReclaimFailed(retryable("zk down")),
                 Event::LoseClaim => Input::ClaimLost,
-                Event::ReclaimOk if reclaiming => Input::Reclaimed,
+                Event::ReclaimOk if reclaiming => Input::Reclaimed(ReclaimOutcome::Held),
                 Event::ReclaimFail if reclaiming => Input::ReclaimFailed(retryable("zk down")),
-                Event::Drain if !draining_sent => { draining_sent = true; Input::Drain(DrainReason::Signal) }
+                Event::ReclaimTaken(eni_held_here) if reclaiming => Input::Reclaimed(ReclaimOutcome::Taken { holder: "another".into(), eni_held_here }),
+                Event::Drain if !draining_sent => { draining_sent = true; Input::Drain(DrainReason::Requested) }
+                Event::Stop => Input::Stop,
                 Event::Wait(ms) => { now += Duration::from_millis(ms); Input::Tick }
                 _ => { now = m.next_wake().unwrap_or(now).max(now); Input::Tick }
             };
@@ -496,7 +686,8 @@ proptest! {
             let (next, effects) = m.decide(&input, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
             check(before, next.phase())?;
             if matches!(input, Input::Done(_) | Input::Failed(_)) { running = false; }
-            if matches!(input, Input::Reclaimed | Input::ReclaimFailed(_)) { reclaiming = false; }
+            if matches!(input, Input::Reclaimed(_) | Input::ReclaimFailed(_)) { reclaiming = false; }
+            if effects.iter().any(|e| matches!(e, Effect::Exit(_))) { exited = true; }
             for step in run_steps(&effects) {
                 if matches!(step, Step::Reclaim { .. }) { reclaiming = true } else { running = true }
             }
@@ -504,7 +695,7 @@ proptest! {
             m = next;
         }
         prop_assert!(
-            matches!(m.phase(), Phase::Healthy | Phase::Draining | Phase::Failed),
+            exited || matches!(m.phase(), Phase::Healthy | Phase::Draining | Phase::Failed),
             "ended in {} at {:?}", m.phase(), now
         );
         if m.phase() == Phase::Failed {

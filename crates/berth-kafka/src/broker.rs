@@ -480,6 +480,10 @@ impl KafkaBroker {
                     seen,
                 });
             }
+            berth_core::progress::report(format!(
+                "Kafka listener {}: not serving yet: {seen}",
+                target.listener
+            ));
             tokio::select! {
                 _ = tokio::time::sleep(backoff.min(deadline.remaining())) => {}
                 _ = child_exit(&mut child) => {}

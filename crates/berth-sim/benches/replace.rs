@@ -1,7 +1,8 @@
-//! bench-replace: a Healthy host taken away -> its replacement Healthy, with a drain (SIGTERM: berth releases
-//! everything) and without (SIGKILL + terminate: the replacement waits for the claim's session to expire, by a
-//! watch, and takes the ENI and volume over). Reports the replacement's time in Claim (waiting on ZooKeeper) and
-//! in AttachEni + AttachEbs (waiting on EC2), with the benchmark's injected delays (2 s + 3 s + 2 s).
+//! bench-replace: a Healthy host taken away -> its replacement Healthy, with a drain (SIGUSR1, what `berth drain`
+//! sends: berth releases everything) and without (SIGKILL + terminate: the replacement waits for the claim's
+//! session to expire, by a watch, and takes the ENI and volume over). Reports the replacement's time in Claim
+//! (waiting on ZooKeeper) and in AttachEni + AttachEbs (waiting on EC2), with the benchmark's injected delays
+//! (2 s + 3 s + 2 s).
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ const BOOT: Duration = Duration::from_secs(90);
 async fn replace(fleet: &Fleet, victim: usize, drain: bool) -> anyhow::Result<(u64, BerthState)> {
     let started = Instant::now();
     if drain {
-        fleet.signal_berth(victim, Signal::SIGTERM)?;
+        fleet.signal_berth(victim, Signal::SIGUSR1)?;
         fleet
             .wait_berth_exit(victim, Duration::from_secs(30))
             .await?;

@@ -25,7 +25,7 @@ fn main() {
                 berth_sim::state::render_timeline(&format!("host {host}"), &state)
             );
             last = Some(state);
-            fleet.signal_berth(host, Signal::SIGTERM)?;
+            fleet.signal_berth(host, Signal::SIGUSR1)?;
             fleet.wait_berth_exit(host, Duration::from_secs(30)).await?;
             fleet.retire_host(host).await?;
         }

@@ -1,6 +1,8 @@
-//! The simulated fleet: a region (namespace, bridges, ZooKeeper ensemble, strict moto with its recording endpoint
-//! and fault proxy), the cluster's tagged ENIs and volumes, broker hosts running the real `berth run`, and the
-//! hot-plug that makes EC2's attachments real inside the hosts.
+//! The simulated fleet: a region (namespace, bridges, ZooKeeper ensemble, strict moto behind the strict
+//! CloudFormation/Auto Scaling endpoint and the fault proxy), the cluster's tagged ENIs and volumes, its stack
+//! and Auto Scaling group, broker hosts running the real `berth run`, and the hot-plug that makes EC2's
+//! attachments real inside the hosts. Hosts are launched by the simulated group ([`crate::asg`]), or by a test
+//! that needs to place one by hand.
 //!
 //! A host is a network namespace with a primary interface in its zone's bridge, an instance in moto, its own
 //! IMDSv2 endpoint on 169.254.169.254, a device tree and a sysfs tree. By default ([`HostKind::Systemd`]) it
@@ -20,11 +22,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use berth_testkit::aws::{
-    Fault, FaultProxy, Imds, ImdsHost, ImdsInterface, RecordingEndpoint, StrictMoto,
+    AwsEndpoint, Fault, FaultProxy, Imds, ImdsHost, ImdsInterface, StrictMoto,
 };
 use berth_testkit::blockdev::FakeDeviceTree;
 use berth_testkit::zk::{ZkOptions, ZooKeeper};
 
+use crate::asg::{self, AsgOptions};
 use crate::container::Container;
 use crate::devices::{self, PluggedVolume};
 use crate::ec2::{Attachments, BrokerResources, Ec2, Instance};
@@ -57,6 +60,8 @@ pub struct FleetOptions {
     pub volume_mb: u64,
     /// Extra `BERTH_*` environment overrides for every berth.
     pub berth_env: Vec<(String, String)>,
+    /// The Auto Scaling group and the stack's signal policy.
+    pub asg: AsgOptions,
     /// What the hosts run berth on.
     pub host_kind: HostKind,
 }
@@ -96,6 +101,7 @@ impl Default for FleetOptions {
             hotplug_poll: Duration::from_millis(100),
             volume_mb: 64,
             berth_env: Vec::new(),
+            asg: AsgOptions::default(),
             host_kind: HostKind::from_env(),
         }
     }
@@ -359,7 +365,7 @@ struct Inner {
     hosts: Mutex<Vec<Arc<Host>>>,
     plugged: Mutex<Plugged>,
     proxy: FaultProxy,
-    recorder: RecordingEndpoint,
+    aws: AwsEndpoint,
     moto: StrictMoto,
     zk: ZooKeeper,
     region: Region,
@@ -405,12 +411,25 @@ impl Fleet {
             .host(layout::moto_ip().into())
             .port(layout::MOTO_PORT)
             .start()?;
-        let recorder = RecordingEndpoint::start(
+        let aws = AwsEndpoint::start(
             SocketAddr::from((layout::moto_ip(), 0)),
+            layout::REGION,
             Some(moto.address()),
         )
-        .map_err(io_error("recording endpoint"))?;
-        let proxy = FaultProxy::start(SocketAddr::from((layout::moto_ip(), 0)), recorder.address())
+        .map_err(io_error("CloudFormation/Auto Scaling endpoint"))?;
+        aws.with(|plane| {
+            let policy = asg::creation_policy(options.brokers, &options.asg);
+            let stack = asg::stack_name(&options.cluster);
+            plane.stacks.create(
+                &stack,
+                &[(asg::STACK_RESOURCE, Some(policy))],
+                Instant::now(),
+            );
+            plane
+                .autoscaling
+                .create_group(asg::group_spec(&options.cluster, &options.asg));
+        });
+        let proxy = FaultProxy::start(SocketAddr::from((layout::moto_ip(), 0)), aws.address())
             .map_err(io_error("fault proxy"))?;
         let ec2 = Ec2::connect(moto.endpoint(), &options.cluster);
         let subnets = ec2.create_network(options.zones).await?;
@@ -434,7 +453,7 @@ impl Fleet {
             hosts: Mutex::new(Vec::new()),
             plugged: Mutex::new(Plugged::default()),
             proxy,
-            recorder,
+            aws,
             moto,
             zk,
             region,
@@ -480,9 +499,9 @@ impl Fleet {
         &self.inner.proxy
     }
 
-    /// The recording endpoint for CloudFormation / Auto Scaling calls.
-    pub fn recorder(&self) -> &RecordingEndpoint {
-        &self.inner.recorder
+    /// The strict CloudFormation / Auto Scaling endpoint: the stack, the group, and the calls berth made.
+    pub fn aws(&self) -> &AwsEndpoint {
+        &self.inner.aws
     }
 
     /// The region namespace.
@@ -715,14 +734,14 @@ termination_poll = "1s"
 
 [aws.cloudformation]
 signal = true
-stack = "{cluster}-stack"
-resource = "Brokers"
+stack = "{stack}"
+resource = "{resource}"
 
 [aws.autoscaling]
-group = "{cluster}-asg"
-launch_hook = "berth-launch"
-terminate_hook = "berth-terminate"
-heartbeat_interval = "30s"
+group = "{group}"
+launch_hook = "{launch_hook}"
+terminate_hook = "{terminate_hook}"
+heartbeat_interval = "{heartbeat}ms"
 mark_unhealthy_after = "0s"
 
 {storage_and_kafka}port = {kafka_port}
@@ -735,6 +754,12 @@ listen = "0.0.0.0:{health}"
             index = host.index,
             zone = layout::zone_name(host.az),
             cluster = o.cluster,
+            stack = asg::stack_name(&o.cluster),
+            resource = asg::STACK_RESOURCE,
+            group = asg::group_name(&o.cluster),
+            launch_hook = asg::LAUNCH_HOOK,
+            terminate_hook = asg::TERMINATE_HOOK,
+            heartbeat = (o.asg.launch_timeout / 2).as_millis(),
             brokers = o.brokers,
             cluster_tag = layout::CLUSTER_TAG,
             zk = self.inner.zk.connect_string(),

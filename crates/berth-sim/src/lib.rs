@@ -4,9 +4,10 @@
 //! convergence after a crash anywhere) are only proven end to end, with a real ZooKeeper ensemble, a moto that
 //! refuses attachments as EC2 does, real network namespaces, veths and loop devices. This crate builds that
 //! world ([`fleet`]), serves the demo ([`demo`]), and is the base of the end-to-end tests and fleet benchmarks.
-//! The only fakes are the ones named in the test kit: the Kafka stand-in and the CloudFormation/Auto Scaling
-//! recording endpoint.
+//! The only stand-ins are the ones named in the test kit: the Kafka stand-in and the strict CloudFormation/Auto
+//! Scaling endpoint, which the simulated Auto Scaling group ([`asg`]) drives.
 
+pub mod asg;
 pub mod bench;
 pub mod container;
 pub mod demo;

@@ -76,6 +76,25 @@ pub struct BerthState {
     pub last_error: Option<String>,
     /// Why it failed, in Failed.
     pub failure: Option<String>,
+    /// `held`, `lost` or `none`.
+    pub claim: String,
+    /// What the running step waits for.
+    pub waiting: Option<WaitingState>,
+    /// berth's process id.
+    pub pid: u32,
+}
+
+/// What a waiting step waits for (the `/state` document's `waiting`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct WaitingState {
+    /// The step.
+    pub step: String,
+    /// What it waits for.
+    #[serde(rename = "for")]
+    pub reason: String,
+    /// For how long, in milliseconds.
+    pub for_ms: u64,
 }
 
 /// A `/state` or `/health` request that failed.

@@ -1,9 +1,11 @@
-//! The AWS side of berth's tests: real moto with real EC2's attach checks, and fakes only for what moto lacks.
+//! The AWS side of berth's tests: real moto with real EC2's attach checks, and stand-ins, at least as strict as
+//! AWS, only for what moto lacks.
 //!
 //! * [`moto`]: the strict moto launcher (python/strict_moto.py), with switches for how termination releases ENIs
 //!   and for holding an instance in `shutting-down`.
-//! * [`recorder`]: a fake CloudFormation/Auto Scaling endpoint for SignalResource and lifecycle actions, which
-//!   records parameters and forwards every other call to moto.
+//! * [`endpoint`]: the strict CloudFormation/Auto Scaling endpoint (a stand-in): SignalResource, lifecycle
+//!   actions and instance health held as AWS holds them ([`cloudformation`], [`autoscaling`]), each refusal
+//!   with AWS's error ([`query`]); EC2 is forwarded to moto.
 //! * [`proxy`]: a fault-injecting, call-counting proxy (RequestLimitExceeded, 500s).
 //! * [`imds`]: an IMDSv2-only metadata endpoint per simulated host.
 //! * [`world`]: seeding moto with a cluster's VPC, tagged ENIs and volumes, and instances.
@@ -11,17 +13,20 @@
 //! Every server binds any given address (port 0 picks a free one) and stops in `Drop`, so the simulated fleet
 //! can place them inside network namespaces.
 
+pub mod autoscaling;
+pub mod cloudformation;
+pub mod endpoint;
 pub mod http;
 pub mod imds;
 pub mod moto;
 pub mod proxy;
-pub mod recorder;
+pub mod query;
 pub mod world;
 
+pub use endpoint::{AwsEndpoint, ControlPlane, RecordedCall};
 pub use imds::{Imds, ImdsHost, ImdsInterface};
 pub use moto::{EniOnTerminate, MotoError, StrictMoto};
 pub use proxy::{Fault, FaultProxy};
-pub use recorder::{RecordedCall, RecordingEndpoint};
 
 /// `127.0.0.1:0`: loopback on a free port, the usual bind address in adapter tests.
 pub fn loopback_any_port() -> std::net::SocketAddr {

@@ -144,5 +144,6 @@ pub fn settings(deadline: Duration) -> Settings {
             mount_path: PathBuf::from("/var/lib/kafka"),
             log_dirs: vec![PathBuf::from("/var/lib/kafka/data")],
         },
+        reclaim_attempt: berth_core::machine::DEFAULT_RECLAIM_ATTEMPT,
     }
 }

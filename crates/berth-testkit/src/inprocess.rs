@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use berth_core::claim::ClaimPlan;
 use berth_core::ports::{
-    BrokerSpec, ClaimHolder, Deadline, DrainReason, MountPlan, SessionEvent, Verdict,
+    BrokerSpec, ClaimHolder, Deadline, Delivery, DrainReason, FailureReport, LaunchResult,
+    MountPlan, Reclaim, SessionEvent, Verdict,
 };
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, EniFacts, ErrorKind, Identity, Inventory, MacAddr,
@@ -27,8 +28,13 @@ struct WorldState {
     journal: Vec<String>,
     failures: BTreeMap<String, (u32, ErrorKind)>,
     kafka_down: bool,
+    kafka_running: bool,
     claimed: Option<BrokerId>,
     termination: Option<DrainReason>,
+    taken_by: Option<String>,
+    eni_here: bool,
+    launch_pending: bool,
+    waits: BTreeMap<String, Vec<String>>,
 }
 
 /// The five ports, each served by the same world: cloud, coordination, network, storage, broker.
@@ -54,8 +60,12 @@ impl InProcessWorld {
     /// A world with the sample identity and an inventory of `count` ids (see [`fixtures`]).
     pub fn new(count: u32) -> Self {
         let (session_tx, session_rx) = mpsc::unbounded_channel();
+        let state = WorldState {
+            launch_pending: true,
+            ..WorldState::default()
+        };
         Self {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
             inventory: fixtures::inventory(count),
             identity: fixtures::identity(),
             sessions: Arc::new(AsyncMutex::new(session_rx)),
@@ -80,6 +90,11 @@ impl InProcessWorld {
         self.lock().kafka_down = down;
     }
 
+    /// Kafka runs already (as after berth was stopped and started again): a check finds it serving.
+    pub fn set_kafka_running(&self, running: bool) {
+        self.lock().kafka_running = running;
+    }
+
     /// Announce a termination through the (fake) instance metadata.
     pub fn announce_termination(&self, reason: DrainReason) {
         self.lock().termination = Some(reason);
@@ -88,6 +103,47 @@ impl InProcessWorld {
     /// Expire the (fake) coordination session.
     pub fn expire_session(&self) {
         let _ = self.session_tx.send(SessionEvent::Expired);
+    }
+
+    /// Another host holds the claim from now on (`None`: nobody); a reclaim then answers `TakenBy`.
+    pub fn set_claim_taken_by(&self, holder: Option<&str>) {
+        self.lock().taken_by = holder.map(str::to_owned);
+    }
+
+    /// Whether EC2 shows the ENI attached here (true once attached, until a test says otherwise).
+    pub fn set_eni_here(&self, here: bool) {
+        self.lock().eni_here = here;
+    }
+
+    /// Whether a launch lifecycle action is pending (true until CONTINUE or ABANDON completes it).
+    pub fn set_launch_pending(&self, pending: bool) {
+        self.lock().launch_pending = pending;
+    }
+
+    /// Make `operation` report these waiting reasons (through `berth_core::progress`), then stay blocked on
+    /// the last one until [`InProcessWorld::release`].
+    pub fn wait_in(&self, operation: &str, reasons: &[&str]) {
+        self.lock().waits.insert(
+            operation.to_owned(),
+            reasons.iter().map(|r| (*r).to_owned()).collect(),
+        );
+    }
+
+    /// Let an operation blocked by [`InProcessWorld::wait_in`] continue.
+    pub fn release(&self, operation: &str) {
+        self.lock().waits.remove(operation);
+    }
+
+    /// Reports the planned waiting reasons of `operation`, then blocks while they are planned.
+    async fn maybe_wait(&self, operation: &str) {
+        let reasons = self.lock().waits.get(operation).cloned();
+        let Some(reasons) = reasons else { return };
+        for reason in &reasons {
+            berth_core::progress::report(reason);
+        }
+        while self.lock().waits.contains_key(operation) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// The five adapters over this world.
@@ -147,6 +203,7 @@ impl Cloud for InProcessWorld {
         _: Deadline,
     ) -> Result<EniFacts, StepError> {
         self.call("attach_eni", &eni.eni_id)?;
+        self.lock().eni_here = true;
         Ok(eni.clone())
     }
     async fn attach_volume(
@@ -156,32 +213,70 @@ impl Cloud for InProcessWorld {
         _: Deadline,
     ) -> Result<(VolumeFacts, String), StepError> {
         self.call("attach_volume", &volume.volume_id)?;
+        self.maybe_wait("attach_volume").await;
         Ok((volume.clone(), "/dev/xvdf".into()))
     }
+    async fn eni_attached_here(&self, _: &Identity, eni: &EniFacts) -> Result<bool, StepError> {
+        self.call("eni_attached_here", &eni.eni_id)?;
+        Ok(self.lock().eni_here)
+    }
     async fn detach_eni(&self, _: &Identity, eni: &EniFacts) -> Result<(), StepError> {
-        self.call("detach_eni", &eni.eni_id)
+        self.call("detach_eni", &eni.eni_id)?;
+        self.lock().eni_here = false;
+        Ok(())
     }
     async fn detach_volume(&self, _: &Identity, volume: &VolumeFacts) -> Result<(), StepError> {
         self.call("detach_volume", &volume.volume_id)
     }
-    async fn signal(&self, _: &Identity, verdict: &Verdict) -> Result<(), StepError> {
+    async fn signal_stack(&self, _: &Identity, verdict: &Verdict) -> Result<Delivery, StepError> {
         let detail = match verdict {
             Verdict::Success => "success".to_owned(),
             Verdict::Failure(reason) => format!("failure:{reason}"),
         };
-        self.call("signal", detail)
+        self.call("signal_stack", detail)?;
+        Ok(Delivery::Accepted)
     }
-    async fn heartbeat(&self, _: &Identity) -> Result<(), StepError> {
-        self.call("heartbeat", "")
+    async fn complete_launch(
+        &self,
+        _: &Identity,
+        result: LaunchResult,
+    ) -> Result<Delivery, StepError> {
+        self.call("complete_launch", format!("{result:?}").to_lowercase())?;
+        Ok(self.take_launch_action())
     }
-    async fn mark_unhealthy(&self, _: &Identity) -> Result<(), StepError> {
-        self.call("mark_unhealthy", "")
+    async fn heartbeat(&self, _: &Identity) -> Result<Delivery, StepError> {
+        self.call("heartbeat", "")?;
+        Ok(Delivery::Accepted)
     }
-    async fn complete_termination(&self, _: &Identity) -> Result<(), StepError> {
-        self.call("complete_termination", "")
+    async fn mark_unhealthy(&self, _: &Identity) -> Result<Delivery, StepError> {
+        self.call("mark_unhealthy", "")?;
+        Ok(Delivery::Accepted)
+    }
+    async fn report_failure(&self, _: &Identity) -> Result<FailureReport, StepError> {
+        self.call("report_failure", "")?;
+        Ok(match self.take_launch_action() {
+            Delivery::Accepted => FailureReport::Abandoned,
+            _ => FailureReport::MarkedUnhealthy,
+        })
+    }
+    async fn complete_termination(&self, _: &Identity) -> Result<Delivery, StepError> {
+        self.call("complete_termination", "")?;
+        Ok(Delivery::Accepted)
     }
     async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
         Ok(self.lock().termination.clone())
+    }
+}
+
+impl InProcessWorld {
+    /// Completes the pending launch action, if any: Accepted the first time, NotAwaited afterwards.
+    fn take_launch_action(&self) -> Delivery {
+        let mut state = self.lock();
+        if std::mem::take(&mut state.launch_pending) {
+            Delivery::Accepted
+        } else {
+            Delivery::NotAwaited("no active lifecycle action (in-process)".into())
+        }
     }
 }
 
@@ -199,10 +294,19 @@ impl Coordination for InProcessWorld {
         self.lock().claimed = Some(id);
         Ok(id)
     }
-    async fn reclaim(&self, id: BrokerId, _: &ClaimHolder, _: Deadline) -> Result<(), StepError> {
+    async fn reclaim(
+        &self,
+        id: BrokerId,
+        _: &ClaimHolder,
+        _: Deadline,
+    ) -> Result<Reclaim, StepError> {
         self.call("reclaim", id.to_string())?;
-        self.lock().claimed = Some(id);
-        Ok(())
+        let mut state = self.lock();
+        if let Some(holder) = state.taken_by.clone() {
+            return Ok(Reclaim::TakenBy(holder));
+        }
+        state.claimed = Some(id);
+        Ok(Reclaim::Held)
     }
     async fn release(&self) -> Result<(), StepError> {
         self.call("release_claim", "")?;
@@ -280,6 +384,8 @@ impl Broker for InProcessWorld {
             "start_kafka",
             format!("{} {}", spec.broker_id, spec.advertised_ip),
         )?;
+        self.maybe_wait("start_kafka").await;
+        self.lock().kafka_running = true;
         Ok(ServingEvidence {
             listener: (spec.advertised_ip, 9092).into(),
             probe_micros: 100,
@@ -287,8 +393,17 @@ impl Broker for InProcessWorld {
         })
     }
     async fn check(&self, spec: &BrokerSpec) -> Result<ServingEvidence, StepError> {
-        let down = self.lock().kafka_down;
+        let (down, running) = {
+            let state = self.lock();
+            (state.kafka_down, state.kafka_running)
+        };
         self.call("check", "")?;
+        if !running {
+            return Err(StepError::new(
+                ErrorKind::Retryable,
+                "in-process Kafka is not running",
+            ));
+        }
         if down {
             return Err(StepError::new(
                 ErrorKind::Retryable,
@@ -302,6 +417,8 @@ impl Broker for InProcessWorld {
         })
     }
     async fn stop(&self, _: Deadline) -> Result<(), StepError> {
-        self.call("stop_kafka", "")
+        self.call("stop_kafka", "")?;
+        self.lock().kafka_running = false;
+        Ok(())
     }
 }

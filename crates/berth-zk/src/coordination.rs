@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use berth_core::claim::ClaimPlan;
-use berth_core::ports::{ClaimHolder, Coordination, Deadline, SessionEvent, StepError};
+use berth_core::ports::{ClaimHolder, Coordination, Deadline, Reclaim, SessionEvent, StepError};
 use berth_core::retry::stable_hash;
 use berth_core::BrokerId;
 use serde::{Deserialize, Serialize};
@@ -439,6 +439,10 @@ impl ZkCoordination {
                 Ok(Ok(None)) => {}
                 Ok(Err(None)) => {}
                 Ok(Err(Some(watcher))) => {
+                    berth_core::progress::report(format!(
+                        "every candidate id under {} is claimed; waiting for one to be released",
+                        self.claims_path
+                    ));
                     tracing::info!(path = %self.claims_path, "every candidate id is claimed; waiting for a release");
                     if tokio::time::timeout(deadline.remaining(), watcher.changed())
                         .await
@@ -673,10 +677,12 @@ impl Coordination for ZkCoordination {
         id: BrokerId,
         holder: &ClaimHolder,
         deadline: Deadline,
-    ) -> Result<(), StepError> {
-        self.reclaim_inner(id, holder, deadline)
-            .await
-            .map_err(StepError::from)
+    ) -> Result<Reclaim, StepError> {
+        match self.reclaim_inner(id, holder, deadline).await {
+            Ok(()) => Ok(Reclaim::Held),
+            Err(ZkError::TakenByOther { holder, .. }) => Ok(Reclaim::TakenBy(holder)),
+            Err(error) => Err(StepError::from(error)),
+        }
     }
 
     async fn release(&self) -> Result<(), StepError> {

@@ -1,20 +1,26 @@
 //! `berth run`: the loop that drives the pure state machine through the adapters.
 //!
-//! The loop owns the [`Machine`]. It feeds it inputs (step results, timers, session events, drain requests),
-//! runs the effects it returns, and publishes a [`StateView`] for the health endpoint after every decision.
-//! Steps run as spawned tasks so the loop keeps ticking while an adapter waits (a watchdog ping from a stalled
-//! loop would be a lie); a cancelled step's task is aborted. Everything the daemon touches comes in through
-//! [`Adapters`] and [`DaemonOptions`], so tests run the same loop over in-process adapters.
+//! The loop owns the [`Machine`]. It feeds it inputs (step results, timers, session events, requests to stop
+//! or drain), runs the effects it returns, one method per effect, and publishes the machine after every
+//! decision for the health endpoint, which computes `/state` from it when asked. Steps run as spawned tasks so
+//! the loop keeps ticking while an adapter waits (a watchdog ping from a stalled loop would be a lie); a
+//! cancelled step's task is aborted. Each step runs inside a [`berth_core::progress`] scope, so what an adapter
+//! waits for reaches `/state` and the journal ([`WaitingBoard`]). Everything the daemon touches comes in
+//! through [`Adapters`] and [`DaemonOptions`], so tests run the same loop over in-process adapters.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::claim::plan_claim;
-use berth_core::machine::{Output, Settings};
-use berth_core::ports::{ClaimHolder, Deadline, DrainReason, SessionEvent, Verdict};
+use berth_core::machine::{ExitReason, Output, ReclaimOutcome, Settings};
+use berth_core::ports::{
+    ClaimHolder, Deadline, Delivery, DrainReason, LaunchResult, Reclaim, SessionEvent, Verdict,
+};
 use berth_core::{
-    Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, Facts, Input, Machine, Network,
-    Phase, Step, StepError, Storage, Teardown, VolumeAttachment,
+    Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, ErrorKind, Facts, Identity,
+    Input, Machine, Network, Phase, Step, StepError, Storage, Teardown, VolumeAttachment,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,7 +28,8 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::notify::Notifier;
-use crate::view::StateView;
+use crate::view::Published;
+use crate::waiting::WaitingBoard;
 
 /// The five seams, as trait objects.
 #[derive(Clone)]
@@ -56,151 +63,362 @@ pub struct DaemonOptions {
     pub jitter_seed: u64,
 }
 
-/// How the daemon ended.
+/// What the outside asks of the daemon (signals in production, channels in tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// SIGTERM / SIGINT: exit and leave everything in place for the next berth to adopt.
+    Stop,
+    /// Release everything and exit (`berth drain`, SIGUSR1).
+    Drain(DrainReason),
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DaemonExit {
     /// A drain completed; exit 0.
     Drained,
+    /// Stopped with everything left in place; exit 0.
+    Stopped,
+    /// Failed, let go and reported; exit [`crate::EX_FAILED`].
+    Failed,
+}
+
+impl From<ExitReason> for DaemonExit {
+    fn from(reason: ExitReason) -> Self {
+        match reason {
+            ExitReason::Drained => DaemonExit::Drained,
+            ExitReason::Stopped => DaemonExit::Stopped,
+            ExitReason::Failed => DaemonExit::Failed,
+        }
+    }
 }
 
 /// Grace beyond a step's deadline before the loop gives up on it (the adapter should have returned).
 const STEP_OVERRUN_GRACE: Duration = Duration::from_secs(5);
+/// Attempts at a signal or lifecycle call that fails retryably.
+const DELIVERY_ATTEMPTS: u32 = 5;
+/// How long an exiting daemon waits for signals and lifecycle calls still in flight.
+const DELIVERY_GRACE: Duration = Duration::from_secs(15);
 
-/// Runs the daemon until a drain completes. `drain` delivers drain requests (signals, tests); `view` receives
-/// the state after every decision.
+/// Runs the daemon until it exits. `requests` delivers stop and drain requests; `published` receives the
+/// machine after every decision. After [`DaemonExit::Stopped`] the caller must not drop its own handles on the
+/// adapters before the process exits: dropping the last one stops what they keep running (a supervised Kafka,
+/// the ZooKeeper session holding the claim), which a stop leaves in place.
 pub async fn run(
     options: DaemonOptions,
     adapters: Adapters,
     notifier: Notifier,
-    mut drain: mpsc::Receiver<DrainReason>,
-    view: watch::Sender<Arc<StateView>>,
+    mut requests: mpsc::Receiver<Request>,
+    published: watch::Sender<Option<Arc<Published>>>,
 ) -> DaemonExit {
-    let start = Instant::now();
-    let since_start = move || start.elapsed();
     let (input_tx, mut inputs) = mpsc::channel::<Input>(64);
-    let mut machine = Machine::new(options.settings.clone(), options.jitter_seed);
-    let mut main_step: Option<JoinHandle<()>> = None;
-    let mut background: Vec<JoinHandle<()>> = Vec::new();
-
-    let session_events = spawn_session_forwarder(adapters.coordination.clone(), input_tx.clone());
-    let termination = spawn_termination_poller(
-        adapters.cloud.clone(),
-        options.termination_poll,
-        input_tx.clone(),
-    );
-    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
-
-    notifier.ready("claim");
+    let mut daemon = Daemon::new(options, adapters, notifier, input_tx, published);
+    let mut watchdog = daemon
+        .notifier
+        .watchdog_interval()
+        .map(tokio::time::interval);
+    daemon.notifier.ready("claim");
     info!(
         berth_state = "claim",
         berth_version = berth_core::VERSION,
         "berth started"
     );
     let mut pending = vec![Input::Start];
-
     loop {
         for input in pending.drain(..) {
-            let now = since_start();
-            let before = machine.phase();
-            let (next, effects) = match machine.decide(&input, now) {
-                Ok(decision) => decision,
-                Err(transition) => {
-                    error!(berth_state = before.name(), error = %transition, "input ignored: not valid in this state");
-                    continue;
-                }
-            };
-            log_input(&machine, &input, &next);
-            machine = next;
-            if machine.phase() != before {
-                log_transition(&machine, before);
-                notifier.status(&status_line(&machine));
+            if let Some(exit) = daemon.decide(&input) {
+                daemon.finish_deliveries().await;
+                return exit;
             }
-            for effect in effects {
-                match effect {
-                    Effect::Run { step, deadline } => {
-                        let deadline = Deadline((start + deadline).into_std());
-                        let task = spawn_step(
-                            step,
-                            deadline,
-                            machine.facts().clone(),
-                            &options,
-                            &adapters,
-                            input_tx.clone(),
-                        );
-                        match task {
-                            SpawnedStep::Main(handle) => main_step = Some(handle),
-                            SpawnedStep::Side(handle) => background.push(handle),
-                        }
-                    }
-                    Effect::Cancel => {
-                        if let Some(handle) = main_step.take() {
-                            handle.abort();
-                        }
-                    }
-                    Effect::Signal { identity, verdict } => {
-                        background.push(spawn_signal(adapters.cloud.clone(), identity, verdict));
-                    }
-                    Effect::Heartbeat { identity } => {
-                        let cloud = adapters.cloud.clone();
-                        background.push(tokio::spawn(async move {
-                            if let Err(error) = cloud.heartbeat(&identity).await {
-                                warn!(error = %error, "lifecycle heartbeat failed: {error}");
-                            }
-                        }));
-                    }
-                    Effect::MarkUnhealthy { identity } => {
-                        let cloud = adapters.cloud.clone();
-                        background.push(tokio::spawn(async move {
-                            warn!(berth_instance_id = %identity.instance_id, "Kafka lost for too long: marking the instance unhealthy");
-                            if let Err(error) = cloud.mark_unhealthy(&identity).await {
-                                error!(error = %error, "SetInstanceHealth failed: {error}");
-                            }
-                        }));
-                    }
-                    Effect::Fence => {
-                        let broker = adapters.broker.clone();
-                        let stop = Deadline::after(options.stop_timeout);
-                        background.push(tokio::spawn(async move {
-                            warn!("fencing: stopping Kafka because this host no longer holds its broker id");
-                            if let Err(error) = broker.stop(stop).await {
-                                error!(error = %error, "fencing Kafka failed: {error}");
-                            }
-                        }));
-                    }
-                    Effect::Teardown(actions) => {
-                        notifier.stopping();
-                        background.push(spawn_teardown(
-                            actions,
-                            &options,
-                            &adapters,
-                            input_tx.clone(),
-                        ));
-                    }
-                    Effect::Exit => {
-                        info!(berth_state = "draining", "drain complete; exiting");
-                        session_events.abort();
-                        termination.abort();
-                        for handle in background {
-                            handle.abort();
-                        }
-                        let _ = view.send(Arc::new(StateView::of(&machine, since_start())));
-                        return DaemonExit::Drained;
-                    }
-                }
-            }
-            let _ = view.send(Arc::new(StateView::of(&machine, since_start())));
         }
-        background.retain(|handle| !handle.is_finished());
-
-        let wake = machine.next_wake().map(|at| start + at);
+        daemon.background.retain(|handle| !handle.is_finished());
+        daemon.deliveries.retain(|handle| !handle.is_finished());
+        let wake = daemon.machine.next_wake().map(|at| daemon.start + at);
         tokio::select! {
             Some(input) = inputs.recv() => pending.push(input),
-            Some(reason) = drain.recv() => {
-                info!(berth_drain_reason = %reason, "drain requested");
-                pending.push(Input::Drain(reason));
-            }
+            Some(request) = requests.recv() => pending.push(daemon.accept(request)),
             _ = sleep_until_opt(wake) => pending.push(Input::Tick),
-            _ = tick_opt(&mut watchdog) => notifier.watchdog(),
+            _ = tick_opt(&mut watchdog) => daemon.notifier.watchdog(),
+        }
+    }
+}
+
+/// The loop's state: the machine, the running tasks, and the channels back into the loop.
+struct Daemon {
+    options: DaemonOptions,
+    adapters: Adapters,
+    notifier: Notifier,
+    start: Instant,
+    machine: Machine,
+    inputs: mpsc::Sender<Input>,
+    published: watch::Sender<Option<Arc<Published>>>,
+    waiting: WaitingBoard,
+    main_step: Option<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    deliveries: Vec<JoinHandle<()>>,
+    watchers: Vec<JoinHandle<()>>,
+    /// Deliveries AWS answered "nothing awaits this": said once, never sent again.
+    settled: Arc<Mutex<BTreeSet<&'static str>>>,
+}
+
+impl Daemon {
+    fn new(
+        options: DaemonOptions,
+        adapters: Adapters,
+        notifier: Notifier,
+        inputs: mpsc::Sender<Input>,
+        published: watch::Sender<Option<Arc<Published>>>,
+    ) -> Self {
+        let watchers = vec![
+            spawn_session_forwarder(adapters.coordination.clone(), inputs.clone()),
+            spawn_termination_poller(
+                adapters.cloud.clone(),
+                options.termination_poll,
+                inputs.clone(),
+            ),
+        ];
+        Self {
+            machine: Machine::new(options.settings.clone(), options.jitter_seed),
+            options,
+            adapters,
+            notifier,
+            start: Instant::now(),
+            inputs,
+            published,
+            waiting: WaitingBoard::default(),
+            main_step: None,
+            background: Vec::new(),
+            deliveries: Vec::new(),
+            watchers,
+            settled: Arc::default(),
+        }
+    }
+
+    fn accept(&self, request: Request) -> Input {
+        match request {
+            Request::Stop => {
+                info!(berth_state = self.machine.phase().name(), "SIGTERM: stopping berth; Kafka, the mount, the routes, the attachments and the claim stay");
+                Input::Stop
+            }
+            Request::Drain(reason) => {
+                info!(berth_drain_reason = %reason, "drain requested");
+                Input::Drain(reason)
+            }
+        }
+    }
+
+    /// Feeds one input to the machine and runs the effects; `Some` when the daemon must exit.
+    fn decide(&mut self, input: &Input) -> Option<DaemonExit> {
+        let now = self.start.elapsed();
+        let before = self.machine.phase();
+        let (next, effects) = match self.machine.decide(input, now) {
+            Ok(decision) => decision,
+            Err(transition) => {
+                error!(berth_state = before.name(), error = %transition, "input ignored: not valid in this state");
+                return None;
+            }
+        };
+        self.log_input(input);
+        self.machine = next;
+        if self.machine.phase() != before {
+            log_transition(&self.machine, before);
+            self.notifier.status(&status_line(&self.machine));
+        }
+        let mut exit = None;
+        for effect in effects {
+            exit = exit.or(self.apply(effect));
+        }
+        self.publish();
+        exit
+    }
+
+    fn publish(&self) {
+        let _ = self.published.send(Some(Arc::new(Published {
+            machine: self.machine.clone(),
+            started: self.start.into_std(),
+            waiting: self.waiting.clone(),
+        })));
+    }
+
+    fn apply(&mut self, effect: Effect) -> Option<DaemonExit> {
+        match effect {
+            Effect::Run { step, deadline } => self.run_step(step, deadline),
+            Effect::Cancel => self.cancel(),
+            Effect::SignalStack { identity, verdict } => self.signal_stack(identity, verdict),
+            Effect::CompleteLaunch { identity, result } => self.complete_launch(identity, result),
+            Effect::Heartbeat { identity } => self.heartbeat(identity),
+            Effect::MarkUnhealthy { identity } => self.mark_unhealthy(identity),
+            Effect::Teardown(actions) => self.teardown(actions),
+            Effect::Exit(reason) => return Some(self.exit(reason)),
+        }
+        None
+    }
+
+    fn run_step(&mut self, step: Step, deadline: Duration) {
+        let deadline = Deadline((self.start + deadline).into_std());
+        let is_reclaim = matches!(step, Step::Reclaim { .. });
+        let handle = spawn_step(
+            step,
+            deadline,
+            StepContext {
+                facts: self.machine.facts().clone(),
+                broker_ids: self.options.broker_ids.clone(),
+                adapters: self.adapters.clone(),
+                waiting: self.waiting.clone(),
+                state: self.machine.phase().name(),
+            },
+            self.inputs.clone(),
+        );
+        if is_reclaim {
+            self.background.push(handle);
+        } else {
+            self.main_step = Some(handle);
+        }
+    }
+
+    fn cancel(&mut self) {
+        if let Some(handle) = self.main_step.take() {
+            handle.abort();
+        }
+    }
+
+    fn signal_stack(&mut self, identity: Option<Identity>, verdict: Verdict) {
+        let cloud = self.adapters.cloud.clone();
+        let settled = self.settled.clone();
+        self.deliveries.push(tokio::spawn(async move {
+            let Some(identity) = known_identity(&cloud, identity).await else {
+                return;
+            };
+            deliver("SignalResource", &settled, || {
+                cloud.signal_stack(&identity, &verdict)
+            })
+            .await;
+        }));
+    }
+
+    fn complete_launch(&mut self, identity: Identity, result: LaunchResult) {
+        let cloud = self.adapters.cloud.clone();
+        let settled = self.settled.clone();
+        self.deliveries.push(tokio::spawn(async move {
+            deliver("launch lifecycle action", &settled, || {
+                cloud.complete_launch(&identity, result)
+            })
+            .await;
+        }));
+    }
+
+    fn heartbeat(&mut self, identity: Identity) {
+        let cloud = self.adapters.cloud.clone();
+        let settled = self.settled.clone();
+        self.deliveries.push(tokio::spawn(async move {
+            deliver("lifecycle heartbeat", &settled, || {
+                cloud.heartbeat(&identity)
+            })
+            .await;
+        }));
+    }
+
+    fn mark_unhealthy(&mut self, identity: Identity) {
+        let cloud = self.adapters.cloud.clone();
+        let settled = self.settled.clone();
+        self.deliveries.push(tokio::spawn(async move {
+            warn!(berth_instance_id = %identity.instance_id, "Kafka lost for too long: marking the instance unhealthy");
+            deliver("SetInstanceHealth", &settled, || cloud.mark_unhealthy(&identity)).await;
+        }));
+    }
+
+    fn teardown(&mut self, actions: Vec<Teardown>) {
+        self.notifier.stopping();
+        self.background.push(spawn_teardown(
+            actions,
+            self.machine.phase().name(),
+            &self.options,
+            &self.adapters,
+            self.inputs.clone(),
+        ));
+    }
+
+    fn exit(&mut self, reason: ExitReason) -> DaemonExit {
+        let state = self.machine.phase().name();
+        match reason {
+            ExitReason::Drained => info!(berth_state = state, "drain complete; exiting"),
+            ExitReason::Stopped => info!(
+                berth_state = state,
+                "stopped; everything left in place for the next berth to adopt"
+            ),
+            ExitReason::Failed => error!(
+                berth_state = state,
+                berth_failure = self.machine.failure().unwrap_or_default(),
+                "failed: released what it held and asked Auto Scaling for a replacement; exiting"
+            ),
+        }
+        for handle in self.watchers.drain(..).chain(self.background.drain(..)) {
+            handle.abort();
+        }
+        self.cancel();
+        self.publish();
+        reason.into()
+    }
+
+    /// Lets signals and lifecycle calls still in flight finish (a FAILURE signal must not be lost to the exit),
+    /// within a bound.
+    async fn finish_deliveries(&mut self) {
+        let pending = std::mem::take(&mut self.deliveries);
+        let all = futures::future::join_all(pending);
+        if tokio::time::timeout(DELIVERY_GRACE, all).await.is_err() {
+            warn!("signals still in flight after {DELIVERY_GRACE:?}; exiting without them");
+        }
+    }
+
+    fn log_input(&self, input: &Input) {
+        let machine = &self.machine;
+        let state = machine.phase().name();
+        let broker_id = machine.facts().broker_id.map(|id| id.0);
+        match input {
+            Input::Failed(error) if error.is_retryable() => {
+                // The reason alone (no attempt count): an unchanged reason is logged at most every 30 s.
+                let step = machine.running_step().unwrap_or("step");
+                self.waiting.set(step, &error.to_string(), state);
+            }
+            Input::ReclaimFailed(error) => self.waiting.set("reclaim", &error.to_string(), state),
+            Input::Reclaimed(ReclaimOutcome::Taken {
+                holder,
+                eni_held_here: true,
+            }) => self.waiting.set(
+                "reclaim",
+                &format!(
+                    "broker id {} is claimed by {holder}, while its ENI is still attached here",
+                    broker_id.unwrap_or_default()
+                ),
+                state,
+            ),
+            Input::Failed(error) => warn!(
+                berth_state = state,
+                berth_broker_id = broker_id,
+                berth_error_kind = ?error.kind,
+                berth_attempt = machine.attempts(),
+                error = %error,
+                "step failed: {error}"
+            ),
+            Input::ClaimLost => warn!(
+                berth_state = state,
+                berth_broker_id = broker_id,
+                "ZooKeeper session expired: claim lost, re-claiming (Kafka keeps running)"
+            ),
+            Input::Reclaimed(ReclaimOutcome::Held) => {
+                self.waiting.clear("reclaim");
+                info!(
+                    berth_state = state,
+                    berth_broker_id = broker_id,
+                    "claim re-established on a new session"
+                )
+            }
+            Input::Done(_) => {
+                if let Some(step) = machine.running_step() {
+                    self.waiting.clear(step);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -269,157 +487,145 @@ fn log_transition(machine: &Machine, before: Phase) {
     }
 }
 
-fn log_input(machine: &Machine, input: &Input, next: &Machine) {
-    let state = machine.phase().name();
-    let broker_id = machine.facts().broker_id.map(|id| id.0);
-    match input {
-        Input::Failed(error) | Input::ReclaimFailed(error) => warn!(
-            berth_state = state,
-            berth_broker_id = broker_id,
-            berth_error_kind = ?error.kind,
-            berth_attempt = machine.attempts(),
-            berth_retry_in_ms = next.next_wake().map(|w| w.as_millis() as u64),
-            error = %error,
-            "step failed: {error}"
-        ),
-        Input::ClaimLost => warn!(
-            berth_state = state,
-            berth_broker_id = broker_id,
-            "ZooKeeper session expired: claim lost, re-claiming"
-        ),
-        Input::Reclaimed => info!(
-            berth_state = state,
-            berth_broker_id = broker_id,
-            "claim re-established on a new session"
-        ),
-        _ => {}
+/// The identity to report with, looked up when the boot failed before learning it.
+async fn known_identity(cloud: &Arc<dyn Cloud>, identity: Option<Identity>) -> Option<Identity> {
+    if identity.is_some() {
+        return identity;
+    }
+    match cloud.identity().await {
+        Ok(identity) => Some(identity),
+        Err(error) => {
+            error!(error = %error, "cannot report to AWS: instance identity unknown: {error}");
+            None
+        }
     }
 }
 
-enum SpawnedStep {
-    Main(JoinHandle<()>),
-    Side(JoinHandle<()>),
+/// Sends one signal or lifecycle call: retried a few times while it fails retryably; an answer that nothing
+/// awaits it is logged once at info and never sent again.
+async fn deliver<F, Fut>(what: &'static str, settled: &Mutex<BTreeSet<&'static str>>, call: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Delivery, StepError>>,
+{
+    if lock(settled).contains(what) {
+        return;
+    }
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=DELIVERY_ATTEMPTS {
+        match call().await {
+            Ok(Delivery::Accepted) => {
+                info!(berth_delivery = what, "{what}: delivered");
+                return;
+            }
+            Ok(Delivery::NotConfigured) => return,
+            Ok(Delivery::NotAwaited(answer)) => {
+                if lock(settled).insert(what) {
+                    info!(berth_delivery = what, answer = %answer, "{what}: nothing awaits it, not sent again");
+                }
+                return;
+            }
+            Err(error) if error.is_retryable() && attempt < DELIVERY_ATTEMPTS => {
+                warn!(berth_delivery = what, error = %error, attempt, "{what} failed, retrying: {error}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(error) => {
+                error!(berth_delivery = what, error = %error, "{what} failed: {error}");
+                return;
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a step task needs from the loop.
+struct StepContext {
+    facts: Facts,
+    broker_ids: Vec<BrokerId>,
+    adapters: Adapters,
+    waiting: WaitingBoard,
+    state: &'static str,
 }
 
 fn spawn_step(
     step: Step,
     deadline: Deadline,
-    facts: Facts,
-    options: &DaemonOptions,
-    adapters: &Adapters,
+    context: StepContext,
     inputs: mpsc::Sender<Input>,
-) -> SpawnedStep {
-    let adapters = adapters.clone();
-    let broker_ids = options.broker_ids.clone();
-    let is_reclaim = matches!(step, Step::Reclaim { .. });
+) -> JoinHandle<()> {
     let name = step.name();
     let overrun = tokio::time::Instant::from_std(deadline.0) + STEP_OVERRUN_GRACE;
-    let handle = tokio::spawn(async move {
+    tokio::spawn(async move {
         let began = Instant::now();
-        let result = tokio::time::timeout_at(
-            overrun,
-            execute(step, deadline, &facts, &broker_ids, &adapters),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(StepError::new(
-                berth_core::ErrorKind::Retryable,
-                format!("{name}: step overran its deadline"),
-            ))
-        });
-        let elapsed_ms = began.elapsed().as_millis() as u64;
-        let input = match (result, is_reclaim) {
-            (Ok(Some(output)), _) => {
-                tracing::debug!(
-                    berth_step = name,
-                    berth_step_ms = elapsed_ms,
-                    "step succeeded"
-                );
-                Input::Done(output)
+        let reporter = context.waiting.reporter(name, context.state);
+        let work = async {
+            match step {
+                Step::Reclaim { broker_id } => reclaim(broker_id, deadline, &context)
+                    .await
+                    .map(StepDone::Reclaimed),
+                step => execute(step, deadline, &context)
+                    .await
+                    .map(StepDone::Output),
             }
-            (Ok(None), true) => Input::Reclaimed,
-            (Ok(None), false) => Input::Done(Output::Routed),
-            (Err(error), true) => Input::ReclaimFailed(error),
-            (Err(error), false) => Input::Failed(error),
+        };
+        let result = tokio::time::timeout_at(overrun, berth_core::progress::scope(reporter, work))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StepError::new(
+                    ErrorKind::Retryable,
+                    format!("{name}: step overran its deadline"),
+                ))
+            });
+        tracing::debug!(
+            berth_step = name,
+            berth_step_ms = began.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "step finished"
+        );
+        let input = match (result, name) {
+            (Ok(StepDone::Output(output)), _) => Input::Done(output),
+            (Ok(StepDone::Reclaimed(outcome)), _) => Input::Reclaimed(outcome),
+            (Err(error), "reclaim") => Input::ReclaimFailed(error),
+            (Err(error), _) => Input::Failed(error),
         };
         let _ = inputs.send(input).await;
-    });
-    if is_reclaim {
-        SpawnedStep::Side(handle)
-    } else {
-        SpawnedStep::Main(handle)
-    }
+    })
 }
 
-/// Runs one step through the adapters. `Ok(None)` is success without an output (route, reclaim).
+/// A finished step's result (one value per step, short-lived: boxing would only add noise).
+#[allow(clippy::large_enum_variant)]
+enum StepDone {
+    Output(Output),
+    Reclaimed(ReclaimOutcome),
+}
+
+/// Runs one main step through the adapters.
 async fn execute(
     step: Step,
     deadline: Deadline,
-    facts: &Facts,
-    broker_ids: &[BrokerId],
-    adapters: &Adapters,
-) -> Result<Option<Output>, StepError> {
+    context: &StepContext,
+) -> Result<Output, StepError> {
+    let adapters = &context.adapters;
     match step {
-        Step::Claim => {
-            let identity = adapters.cloud.identity().await?;
-            let inventory = adapters.cloud.discover().await?;
-            for problem in &inventory.problems {
-                warn!(berth_state = "claim", berth_broker_id = problem_id(problem), problem = %problem, "tagging problem: id skipped");
-            }
-            let plan = plan_claim(&inventory, &identity, broker_ids.iter().copied());
-            if plan.candidates.is_empty() {
-                return Err(StepError::new(
-                    berth_core::ErrorKind::Retryable,
-                    format!(
-                        "no broker id can be claimed from {} ({} ids skipped: {})",
-                        identity.availability_zone,
-                        plan.skipped.len(),
-                        plan.skipped
-                            .iter()
-                            .map(|s| format!("{}: {}", s.id, s.reason))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ),
-                ));
-            }
-            info!(
-                berth_state = "claim",
-                berth_instance_id = %identity.instance_id,
-                berth_availability_zone = %identity.availability_zone,
-                candidates = ?plan.candidates.iter().map(|id| id.0).collect::<Vec<_>>(),
-                preferred = ?plan.preferred.map(|id| id.0),
-                "claiming a broker id"
-            );
-            let holder = holder(&identity);
-            let broker_id = adapters
-                .coordination
-                .claim(&plan, &holder, deadline)
-                .await?;
-            let resources = inventory.ids.get(&broker_id).cloned().unwrap_or_default();
-            let peers = inventory
-                .ids
-                .iter()
-                .filter_map(|(id, r)| r.eni.as_ref().map(|eni| (*id, eni.private_ip)))
-                .collect();
-            Ok(Some(Output::Claimed {
-                identity,
-                broker_id,
-                resources,
-                peers,
-            }))
-        }
+        Step::Claim => claim(deadline, context).await,
         Step::AttachEni { identity, eni } => {
             let eni = adapters.cloud.attach_eni(&identity, &eni, deadline).await?;
             let (link_name, link_index) = adapters.network.wait_for_link(eni.mac, deadline).await?;
-            Ok(Some(Output::EniReady(EniAttachment {
+            Ok(Output::EniReady(EniAttachment {
                 eni,
                 link_name,
                 link_index,
-            })))
+            }))
         }
         Step::Route { plan } => {
             adapters.network.configure(&plan, deadline).await?;
-            Ok(None)
+            Ok(Output::Routed)
         }
         Step::AttachEbs { identity, volume } => {
             let (volume, requested_device) = adapters
@@ -430,37 +636,134 @@ async fn execute(
                 .storage
                 .resolve(&volume, &requested_device, deadline)
                 .await?;
-            Ok(Some(Output::VolumeReady(VolumeAttachment {
+            Ok(Output::VolumeReady(VolumeAttachment {
                 volume,
                 requested_device,
                 device,
-            })))
+            }))
         }
         Step::Mount {
             device,
             plan,
             broker_id,
-        } => Ok(Some(Output::Mounted(
+        } => Ok(Output::Mounted(
             adapters.storage.mount(&device, &plan, broker_id).await?,
-        ))),
-        Step::StartKafka { spec } => Ok(Some(Output::Serving(
-            adapters.broker.start(&spec, deadline).await?,
-        ))),
-        Step::Check { spec } => Ok(Some(Output::Serving(adapters.broker.check(&spec).await?))),
-        Step::Reclaim { broker_id } => {
-            let identity = facts.identity.as_ref().ok_or_else(|| {
-                StepError::new(
-                    berth_core::ErrorKind::Fatal,
-                    "internal: reclaim without a known identity",
-                )
-            })?;
-            adapters
-                .coordination
-                .reclaim(broker_id, &holder(identity), deadline)
-                .await?;
-            Ok(None)
-        }
+        )),
+        Step::StartKafka { spec } => start_kafka(&spec, deadline, adapters).await,
+        Step::Check { spec } => Ok(Output::Serving(adapters.broker.check(&spec).await?)),
+        Step::Reclaim { .. } => Err(StepError::new(
+            ErrorKind::Fatal,
+            "internal: reclaim is not a main step",
+        )),
     }
+}
+
+/// Observe first: a Kafka already serving as this broker (berth was stopped and started again) is adopted, not
+/// restarted; otherwise it is started.
+async fn start_kafka(
+    spec: &berth_core::ports::BrokerSpec,
+    deadline: Deadline,
+    adapters: &Adapters,
+) -> Result<Output, StepError> {
+    if let Ok(evidence) = adapters.broker.check(spec).await {
+        info!(berth_state = "start_kafka", berth_broker_id = spec.broker_id.0, detail = %evidence.detail, "Kafka is already serving as this broker: adopted, not restarted");
+        return Ok(Output::Serving(evidence));
+    }
+    Ok(Output::Serving(
+        adapters.broker.start(spec, deadline).await?,
+    ))
+}
+
+async fn claim(deadline: Deadline, context: &StepContext) -> Result<Output, StepError> {
+    let adapters = &context.adapters;
+    let identity = adapters.cloud.identity().await?;
+    let inventory = adapters.cloud.discover().await?;
+    for problem in &inventory.problems {
+        warn!(berth_state = "claim", berth_broker_id = problem_id(problem), problem = %problem, "tagging problem: id skipped");
+    }
+    let plan = plan_claim(&inventory, &identity, context.broker_ids.iter().copied());
+    if plan.candidates.is_empty() {
+        return Err(StepError::new(
+            ErrorKind::Retryable,
+            format!(
+                "no broker id can be claimed from {} ({} ids skipped: {})",
+                identity.availability_zone,
+                plan.skipped.len(),
+                plan.skipped
+                    .iter()
+                    .map(|s| format!("{}: {}", s.id, s.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ));
+    }
+    info!(
+        berth_state = "claim",
+        berth_instance_id = %identity.instance_id,
+        berth_availability_zone = %identity.availability_zone,
+        candidates = ?plan.candidates.iter().map(|id| id.0).collect::<Vec<_>>(),
+        preferred = ?plan.preferred.map(|id| id.0),
+        "claiming a broker id"
+    );
+    let broker_id = adapters
+        .coordination
+        .claim(&plan, &holder(&identity), deadline)
+        .await?;
+    let resources = inventory.ids.get(&broker_id).cloned().unwrap_or_default();
+    let peers = inventory
+        .ids
+        .iter()
+        .filter_map(|(id, r)| r.eni.as_ref().map(|eni| (*id, eni.private_ip)))
+        .collect();
+    Ok(Output::Claimed {
+        identity,
+        broker_id,
+        resources,
+        peers,
+    })
+}
+
+/// Re-claims the id; when another host holds it, observes whether the id's ENI is still attached here, which
+/// the machine needs to decide between waiting and letting go.
+async fn reclaim(
+    broker_id: BrokerId,
+    deadline: Deadline,
+    context: &StepContext,
+) -> Result<ReclaimOutcome, StepError> {
+    let identity = context.facts.identity.as_ref().ok_or_else(|| {
+        StepError::new(
+            ErrorKind::Fatal,
+            "internal: reclaim without a known identity",
+        )
+    })?;
+    let answer = context
+        .adapters
+        .coordination
+        .reclaim(broker_id, &holder(identity), deadline)
+        .await?;
+    let holder = match answer {
+        Reclaim::Held => return Ok(ReclaimOutcome::Held),
+        Reclaim::TakenBy(holder) => holder,
+    };
+    let eni = context
+        .facts
+        .resources
+        .as_ref()
+        .and_then(|resources| resources.eni.as_ref());
+    let eni_held_here = match eni {
+        Some(eni) => {
+            context
+                .adapters
+                .cloud
+                .eni_attached_here(identity, eni)
+                .await?
+        }
+        None => false,
+    };
+    Ok(ReclaimOutcome::Taken {
+        holder,
+        eni_held_here,
+    })
 }
 
 fn problem_id(problem: &berth_core::InventoryProblem) -> u32 {
@@ -473,7 +776,7 @@ fn problem_id(problem: &berth_core::InventoryProblem) -> u32 {
     }
 }
 
-fn holder(identity: &berth_core::Identity) -> ClaimHolder {
+fn holder(identity: &Identity) -> ClaimHolder {
     ClaimHolder {
         instance_id: identity.instance_id.clone(),
         availability_zone: identity.availability_zone.clone(),
@@ -482,46 +785,9 @@ fn holder(identity: &berth_core::Identity) -> ClaimHolder {
     }
 }
 
-fn spawn_signal(
-    cloud: Arc<dyn Cloud>,
-    identity: Option<berth_core::Identity>,
-    verdict: Verdict,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let identity = match identity {
-            Some(identity) => identity,
-            None => match cloud.identity().await {
-                Ok(identity) => identity,
-                Err(error) => {
-                    error!(error = %error, ?verdict, "cannot signal: instance identity unknown: {error}");
-                    return;
-                }
-            },
-        };
-        // Signals matter (a CreationPolicy or lifecycle hook waits on them): retry transient failures a few times.
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1..=5 {
-            match cloud.signal(&identity, &verdict).await {
-                Ok(()) => {
-                    info!(berth_signal = ?verdict, "signalled CloudFormation / Auto Scaling");
-                    return;
-                }
-                Err(error) if error.is_retryable() && attempt < 5 => {
-                    warn!(error = %error, attempt, "signal failed, retrying: {error}");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(error) => {
-                    error!(error = %error, ?verdict, "signal failed: {error}");
-                    return;
-                }
-            }
-        }
-    })
-}
-
 fn spawn_teardown(
     actions: Vec<Teardown>,
+    state: &'static str,
     options: &DaemonOptions,
     adapters: &Adapters,
     inputs: mpsc::Sender<Input>,
@@ -543,16 +809,12 @@ fn spawn_teardown(
             )
             .await;
             match outcome {
-                Ok(Ok(())) => info!(
-                    berth_state = "draining",
-                    berth_teardown = name,
-                    "teardown step done"
-                ),
+                Ok(Ok(done)) => info!(berth_state = state, berth_teardown = name, "{done}"),
                 Ok(Err(error)) => {
-                    error!(berth_state = "draining", berth_teardown = name, error = %error, "teardown step {name} failed, continuing: {error}")
+                    error!(berth_state = state, berth_teardown = name, error = %error, "teardown step {name} failed, continuing: {error}")
                 }
                 Err(_) => error!(
-                    berth_state = "draining",
+                    berth_state = state,
                     berth_teardown = name,
                     "teardown step timed out; continuing"
                 ),
@@ -562,18 +824,51 @@ fn spawn_teardown(
     })
 }
 
-async fn undo(action: Teardown, deadline: Deadline, adapters: &Adapters) -> Result<(), StepError> {
+/// Runs one teardown action; what it did, for the log.
+async fn undo(
+    action: Teardown,
+    deadline: Deadline,
+    adapters: &Adapters,
+) -> Result<String, StepError> {
+    let done = |what: &str| Ok(format!("teardown step done: {what}"));
     match action {
-        Teardown::StopKafka => adapters.broker.stop(deadline).await,
-        Teardown::Unmount(plan) => adapters.storage.unmount(&plan).await,
-        Teardown::RemoveRoutes(plan) => adapters.network.teardown(&plan).await,
-        Teardown::DetachVolume { identity, volume } => {
-            adapters.cloud.detach_volume(&identity, &volume).await
+        Teardown::StopKafka => {
+            adapters.broker.stop(deadline).await?;
+            done("Kafka stopped")
         }
-        Teardown::DetachEni { identity, eni } => adapters.cloud.detach_eni(&identity, &eni).await,
-        Teardown::ReleaseClaim => adapters.coordination.release().await,
+        Teardown::Unmount(plan) => {
+            adapters.storage.unmount(&plan).await?;
+            done("unmounted")
+        }
+        Teardown::RemoveRoutes(plan) => {
+            adapters.network.teardown(&plan).await?;
+            done("routes removed")
+        }
+        Teardown::DetachVolume { identity, volume } => {
+            adapters.cloud.detach_volume(&identity, &volume).await?;
+            done("volume detached")
+        }
+        Teardown::DetachEni { identity, eni } => {
+            adapters.cloud.detach_eni(&identity, &eni).await?;
+            done("ENI detached")
+        }
+        Teardown::ReleaseClaim => {
+            adapters.coordination.release().await?;
+            done("claim released")
+        }
         Teardown::CompleteTermination { identity } => {
-            adapters.cloud.complete_termination(&identity).await
+            let delivery = adapters.cloud.complete_termination(&identity).await?;
+            Ok(format!("terminating lifecycle action: {delivery:?}"))
+        }
+        Teardown::ReportFailure { identity } => {
+            let Some(identity) = known_identity(&adapters.cloud, identity).await else {
+                return Err(StepError::new(
+                    ErrorKind::Retryable,
+                    "failure not reported to Auto Scaling: identity unknown",
+                ));
+            };
+            let report = adapters.cloud.report_failure(&identity).await?;
+            Ok(format!("failure reported to Auto Scaling: {report:?}"))
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The read-only HTTP endpoint lifecycle hooks, load balancers and operators poll.
 //!
 //! `/health` answers 200 only when Healthy (Kafka serving, claim held) and 503 otherwise; `/state` is the JSON
-//! view; `/metrics` the Prometheus text. It speaks just enough HTTP/1.1 for that: GET or HEAD, one request per
+//! view; `/metrics` the Prometheus text. All three are computed from the state loop's latest machine when they
+//! are asked for, so durations and what berth waits for are live. It speaks just enough HTTP/1.1 for that: GET or HEAD, one request per
 //! connection, a bounded request head, a read timeout and a cap on concurrent connections, so garbage, slow
 //! clients or a flood cannot stall or starve the daemon.
 
@@ -12,7 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::view::StateView;
+use crate::view::{Published, StateView};
+
+/// What the state loop publishes for the endpoint: nothing before its first decision.
+pub type Feed = watch::Receiver<Option<Arc<Published>>>;
 
 /// Largest request head accepted.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -24,7 +28,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    view: watch::Receiver<Arc<StateView>>,
+    view: Feed,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -54,10 +58,7 @@ pub async fn serve(
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
-    view: watch::Receiver<Arc<StateView>>,
-) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, view: Feed) -> std::io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => {
@@ -93,19 +94,12 @@ async fn handle(
         .await;
     }
     let path = target.split('?').next().unwrap_or_default();
-    let snapshot = view.borrow().clone();
+    let published = view.borrow().clone();
+    let snapshot = published.map_or_else(StateView::empty, |published| published.view());
     match path {
         "/health" => {
-            let (status, body): (u16, &[u8]) = if snapshot.healthy {
-                (200, b"ok\n")
-            } else {
-                (503, b"unhealthy\n")
-            };
-            let body = format!(
-                "{}state={}\n",
-                String::from_utf8_lossy(body),
-                snapshot.state
-            );
+            let status = if snapshot.healthy { 200 } else { 503 };
+            let body = health_body(&snapshot);
             respond(
                 &mut stream,
                 status,
@@ -116,7 +110,7 @@ async fn handle(
             .await
         }
         "/state" => {
-            let body = serde_json::to_vec_pretty(&*snapshot).unwrap_or_default();
+            let body = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
             respond(&mut stream, 200, "application/json", &body, head_only).await
         }
         "/metrics" => {
@@ -140,6 +134,22 @@ async fn handle(
             .await
         }
     }
+}
+
+/// `/health`'s text: the verdict, the state, and while not healthy what berth waits for.
+fn health_body(view: &StateView) -> String {
+    let mut body = format!(
+        "{}\nstate={}\n",
+        if view.healthy { "ok" } else { "unhealthy" },
+        view.state
+    );
+    if view.claim_lost_ms.is_some() {
+        body.push_str("claim=lost (re-claiming; Kafka keeps running)\n");
+    }
+    if let (false, Some(waiting)) = (view.healthy, &view.waiting) {
+        body.push_str(&format!("waiting={}: {}\n", waiting.step, waiting.reason));
+    }
+    body
 }
 
 /// Reads up to the blank line ending the head; `None` when it exceeds [`MAX_REQUEST_BYTES`].

@@ -1,18 +1,23 @@
 //! The `berth` daemon and its command line, as a library so tests drive the same code the binary runs.
 //!
 //! [`daemon::run`] is the state loop; [`health`] the HTTP endpoint; [`notify`] the systemd notify protocol;
-//! [`logging`] journald or stderr; [`view`] the `/state` and `/metrics` documents; [`adapters`] builds the
-//! production adapters from the configuration.
+//! [`logging`] journald or stderr; [`view`] the `/state` and `/metrics` documents; [`waiting`] what the running
+//! step waits for; [`adapters`] builds the production adapters from the configuration.
 
 pub mod adapters;
 pub mod daemon;
+pub mod drain;
 pub mod health;
 pub mod logging;
 pub mod notify;
 pub mod plan;
 pub mod view;
+pub mod waiting;
 
 /// Exit status for a configuration error (sysexits.h EX_CONFIG); berth.service does not restart on it.
 pub const EX_CONFIG: u8 = 78;
 /// Exit status for a failure to start (adapters could not be built, the health port is taken, ...).
 pub const EX_SOFTWARE: u8 = 70;
+/// Exit status after Failed (sysexits.h EX_UNAVAILABLE): berth let go of what it held and asked Auto Scaling
+/// for a replacement; berth.service does not restart on it (a restart would claim again what it just released).
+pub const EX_FAILED: u8 = 69;

@@ -1,20 +1,23 @@
-//! `berth`: run the daemon, check a configuration, show the daemon's status, or plan (read-only).
+//! `berth`: run the daemon, check a configuration, show the daemon's status, plan (read-only), or drain.
 //!
-//! Errors are mapped to exit statuses here, at the edge: 78 (EX_CONFIG) for a bad configuration, which
-//! berth.service's RestartPreventExitStatus keeps systemd from retrying; 70 for a failure to start; 0 after a
-//! completed drain.
+//! Errors are mapped to exit statuses here, at the edge: 78 (EX_CONFIG) for a bad configuration and 69
+//! (EX_UNAVAILABLE) after Failed, which berth.service's RestartPreventExitStatus keeps systemd from retrying; 70
+//! for a failure to start; 0 after a completed drain or a stop.
+//!
+//! Signals: SIGTERM and SIGINT stop berth and leave the broker running (Kafka, the mount, the routes, the
+//! attachments, and the claim until its session times out), so `systemctl restart berth` or a package upgrade
+//! costs Kafka nothing; the next berth adopts what is there. SIGUSR1 (what `berth drain` sends) drains.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth::daemon::{DaemonExit, DaemonOptions};
+use berth::daemon::{DaemonExit, DaemonOptions, Request};
 use berth::notify::Notifier;
 use berth::view::StateView;
-use berth::{adapters, health, logging, EX_CONFIG, EX_SOFTWARE};
+use berth::{adapters, health, logging, EX_CONFIG, EX_FAILED, EX_SOFTWARE};
 use berth_core::ports::DrainReason;
 use clap::{Parser, Subcommand};
 use tokio::sync::{mpsc, watch};
@@ -56,6 +59,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drain the running daemon: stop Kafka, unmount, remove routes, detach, release the claim; waits for it.
+    Drain {
+        /// The health endpoint's address (default: from the configuration's health.listen, on loopback).
+        #[arg(long)]
+        address: Option<SocketAddr>,
+        /// Configuration file, to find the endpoint.
+        #[arg(long, short, default_value = berth_config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// How long to wait for the drain to finish.
+        #[arg(long, default_value = "300s", value_parser = parse_duration_arg)]
+        timeout: Duration,
+    },
     /// Show what `berth run` would do on this host (identity, ids, claim, route, mount, overlay); changes nothing.
     Plan {
         /// Configuration file.
@@ -85,7 +100,16 @@ fn main() -> ExitCode {
             json,
             no_zookeeper,
         } => plan(&config, json, no_zookeeper),
+        Command::Drain {
+            address,
+            config,
+            timeout,
+        } => drain(address, &config, timeout),
     }
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    berth_core::duration::parse_duration(text)
 }
 
 fn load_or_report(path: &std::path::Path) -> Result<berth_config::Config, ExitCode> {
@@ -128,7 +152,8 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     match runtime.block_on(run_daemon(config)) {
-        Ok(DaemonExit::Drained) => ExitCode::SUCCESS,
+        Ok(DaemonExit::Drained | DaemonExit::Stopped) => ExitCode::SUCCESS,
+        Ok(DaemonExit::Failed) => ExitCode::from(EX_FAILED),
         Err(error) => {
             tracing::error!(
                 error = format!("{error:#}"),
@@ -143,7 +168,7 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
     let listener = tokio::net::TcpListener::bind(config.health.listen)
         .await
         .with_context(|| format!("binding the health endpoint on {}", config.health.listen))?;
-    let (view_tx, view_rx) = watch::channel(Arc::new(StateView::empty()));
+    let (view_tx, view_rx) = watch::channel(None);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut shutdown = shutdown_rx.clone();
     let server = tokio::spawn(health::serve(listener, view_rx, async move {
@@ -152,8 +177,8 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
     let adapters = adapters::production(&config)
         .await
         .context("building the adapters")?;
-    let (drain_tx, drain_rx) = mpsc::channel(4);
-    tokio::spawn(forward_signals(drain_tx));
+    let (request_tx, request_rx) = mpsc::channel(4);
+    tokio::spawn(forward_signals(request_tx));
     let options = DaemonOptions {
         settings: config.machine_settings(),
         broker_ids: config.broker_ids().collect(),
@@ -162,28 +187,43 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
         teardown_timeout: Duration::from_secs(120),
         jitter_seed: jitter_seed(),
     };
-    let exit = berth::daemon::run(options, adapters, Notifier::from_env(), drain_rx, view_tx).await;
+    let exit = berth::daemon::run(
+        options,
+        adapters.clone(),
+        Notifier::from_env(),
+        request_rx,
+        view_tx,
+    )
+    .await;
+    if exit == DaemonExit::Stopped {
+        // Leave at once, with the adapters still alive: dropping them would stop what they keep running (Kafka as a
+        // child of the process supervisor) and close the ZooKeeper session, whose claim must outlive this process
+        // until the session times out, so nobody takes the id before the next berth replaces it as its own.
+        std::process::exit(0);
+    }
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     Ok(exit)
 }
 
-/// SIGTERM and SIGINT become drain requests.
-async fn forward_signals(drain: mpsc::Sender<DrainReason>) {
+/// SIGTERM and SIGINT stop berth (the broker stays); SIGUSR1 drains it.
+async fn forward_signals(requests: mpsc::Sender<Request>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
     loop {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        if drain.send(DrainReason::Signal).await.is_err() {
+        let request = tokio::select! {
+            _ = term.recv() => Request::Stop,
+            _ = int.recv() => Request::Stop,
+            _ = usr1.recv() => Request::Drain(DrainReason::Requested),
+        };
+        if requests.send(request).await.is_err() {
             return;
         }
     }
@@ -197,32 +237,40 @@ fn jitter_seed() -> u64 {
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
-fn status(address: Option<SocketAddr>, config: &std::path::Path, json: bool) -> ExitCode {
-    let address = match address {
-        Some(address) => address,
-        None => match berth_config::load(config) {
-            Ok(config) => {
-                let mut address = config.health.listen;
-                if address.ip().is_unspecified() {
-                    address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                address
+/// The daemon's health endpoint: `--address`, else the configuration's `health.listen` on loopback.
+fn endpoint(address: Option<SocketAddr>, config: &std::path::Path) -> Result<SocketAddr, ExitCode> {
+    if let Some(address) = address {
+        return Ok(address);
+    }
+    match berth_config::load(config) {
+        Ok(config) => {
+            let mut address = config.health.listen;
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            Err(error) => {
-                eprintln!("berth: cannot find the health endpoint: {error} (pass --address)");
-                return ExitCode::from(EX_CONFIG);
-            }
-        },
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+            Ok(address)
+        }
+        Err(error) => {
+            eprintln!("berth: cannot find the health endpoint: {error} (pass --address)");
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
+}
+
+fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
+        .map_err(|error| {
             eprintln!("berth: {error}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
+            ExitCode::from(EX_SOFTWARE)
+        })
+}
+
+fn status(address: Option<SocketAddr>, config: &std::path::Path, json: bool) -> ExitCode {
+    let (address, runtime) = match (endpoint(address, config), small_runtime()) {
+        (Ok(address), Ok(runtime)) => (address, runtime),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
     match runtime.block_on(health::get(address, "/state")) {
         Ok((200, body)) if json => {
@@ -261,15 +309,9 @@ fn plan(path: &std::path::Path, json: bool, no_zookeeper: bool) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match small_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("berth: {error}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let cloud = berth_aws::AwsCloud::new(&config)
@@ -304,6 +346,29 @@ fn plan(path: &std::path::Path, json: bool, no_zookeeper: bool) -> ExitCode {
         Err(error) => {
             eprintln!("berth plan: {error:#}");
             ExitCode::from(EX_SOFTWARE)
+        }
+    }
+}
+
+/// `berth drain`: asks the daemon (SIGUSR1 to the pid its `/state` names) to drain, then follows it until it is
+/// gone. Exit 0 when it drained, 1 when it ended otherwise or did not finish in time, 3 when unreachable.
+fn drain(address: Option<SocketAddr>, config: &std::path::Path, timeout: Duration) -> ExitCode {
+    let (address, runtime) = match (endpoint(address, config), small_runtime()) {
+        (Ok(address), Ok(runtime)) => (address, runtime),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    match runtime.block_on(berth::drain::request(address, timeout)) {
+        Ok(outcome) => {
+            println!("berth drain: {outcome}");
+            if outcome.drained() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("berth drain: {error}");
+            ExitCode::from(3)
         }
     }
 }

@@ -1,14 +1,35 @@
 //! What the daemon shows the outside: the `/state` JSON document and the `/metrics` Prometheus text.
 //!
-//! Both are built from the machine after every decision and published through a watch channel, so the HTTP
-//! server only ever reads a finished snapshot and never holds a lock the state loop needs.
+//! The state loop publishes the machine after every decision ([`Published`], through a watch channel); the HTTP
+//! server computes the documents from it when they are asked for, so durations, uptime and what berth waits for
+//! are live, and the server never holds a lock the state loop needs.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_core::machine::ClaimState;
 use berth_core::{Machine, Phase};
 use serde::{Deserialize, Serialize};
+
+use crate::waiting::{WaitingBoard, WaitingView};
+
+/// The state loop's latest machine, and what is needed to show it live.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The machine after the latest decision.
+    pub machine: Machine,
+    /// When the daemon started (the machine's time zero).
+    pub started: Instant,
+    /// What the running step waits for.
+    pub waiting: WaitingBoard,
+}
+
+impl Published {
+    /// The `/state` document now.
+    pub fn view(&self) -> StateView {
+        StateView::of(&self.machine, self.started.elapsed(), self.waiting.view())
+    }
+}
 
 /// One state's time on the timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +111,18 @@ pub struct StateView {
     pub retries: u64,
     /// Milliseconds since start.
     pub uptime_ms: u64,
+    /// The daemon's process id (`berth drain` signals it).
+    #[serde(default)]
+    pub pid: u32,
+    /// What the running step waits for, when it waits.
+    #[serde(default)]
+    pub waiting: Option<WaitingView>,
+    /// Milliseconds since the claim was lost, while re-claiming.
+    #[serde(default)]
+    pub claim_lost_ms: Option<u64>,
+    /// Re-claim attempts since the claim was lost.
+    #[serde(default)]
+    pub reclaim_attempts: u32,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -119,11 +152,15 @@ impl StateView {
             transitions: 0,
             retries: 0,
             uptime_ms: 0,
+            pid: std::process::id(),
+            waiting: None,
+            claim_lost_ms: None,
+            reclaim_attempts: 0,
         }
     }
 
-    /// The view of `machine` at `now` (time since the daemon started).
-    pub fn of(machine: &Machine, now: Duration) -> Self {
+    /// The view of `machine` at `now` (time since the daemon started), with what it waits for.
+    pub fn of(machine: &Machine, now: Duration, waiting: Option<WaitingView>) -> Self {
         let facts = machine.facts();
         let timeline = machine
             .timeline()
@@ -191,6 +228,12 @@ impl StateView {
             transitions: machine.transitions(),
             retries: machine.retries(),
             uptime_ms: millis(now),
+            pid: std::process::id(),
+            waiting,
+            claim_lost_ms: machine
+                .claim_lost_since()
+                .map(|since| millis(now.saturating_sub(since))),
+            reclaim_attempts: machine.reclaim_attempts(),
         }
     }
 
@@ -339,6 +382,23 @@ impl StateView {
         }
         if let Some(ms) = self.time_to_healthy_ms {
             let _ = writeln!(out, "time to healthy: {ms} ms");
+        }
+        if let Some(ms) = self.claim_lost_ms {
+            let _ = writeln!(
+                out,
+                "claim lost:  {} ago, re-claiming (attempt {}); Kafka keeps running",
+                berth_core::duration::format_duration(Duration::from_millis(ms)),
+                self.reclaim_attempts
+            );
+        }
+        if let Some(waiting) = &self.waiting {
+            let _ = writeln!(
+                out,
+                "waiting:     {} for {}: {}",
+                waiting.step,
+                berth_core::duration::format_duration(Duration::from_millis(waiting.for_ms)),
+                waiting.reason
+            );
         }
         if let Some(failure) = &self.failure {
             let _ = writeln!(out, "FAILED:      {failure}");

@@ -1,6 +1,6 @@
 //! The binary's edge: `berth check-config` prints the effective configuration or exits 78 (EX_CONFIG) naming the
-//! key; `berth run` refuses a bad configuration the same way before touching anything; `berth status` says when
-//! the daemon cannot be reached.
+//! key; `berth run` refuses a bad configuration the same way before touching anything; `berth status` and
+//! `berth drain` say when the daemon cannot be reached; `berth drain` signals only a process that is berth.
 
 use std::process::Command;
 
@@ -83,13 +83,57 @@ fn run_refuses_a_bad_config_with_78_before_doing_anything() {
 }
 
 #[test]
-fn status_reports_an_unreachable_daemon() {
-    let port = berth_testkit::free_port();
+fn status_and_drain_report_an_unreachable_daemon() {
+    for command in ["status", "drain"] {
+        let port = berth_testkit::free_port();
+        let output = Command::new(BERTH)
+            .args([command, "--address", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{command}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("cannot reach the daemon"),
+            "{command}"
+        );
+    }
+}
+
+/// A `/state` naming a process that is not berth (this test's own) is refused, and nothing is signalled: this
+/// test process would die of SIGUSR1's default action if it were.
+#[test]
+fn drain_signals_only_a_berth_process() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let body = format!(
+        "{{\"version\":\"0\",\"state\":\"healthy\",\"healthy\":true,\"claim\":\"held\",\"broker_id\":0,\
+         \"instance_id\":null,\"availability_zone\":null,\"eni\":null,\"route_table\":null,\"volume\":null,\
+         \"listener\":null,\"timeline\":[],\"time_to_healthy_ms\":null,\"last_error\":null,\"failure\":null,\
+         \"drain_reason\":null,\"transitions\":0,\"retries\":0,\"uptime_ms\":1,\"pid\":{}}}",
+        std::process::id()
+    );
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
     let output = Command::new(BERTH)
-        .args(["status", "--address", &format!("127.0.0.1:{port}")])
+        .args(["drain", "--address", &address.to_string()])
         .env_clear()
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the daemon"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not berth; refusing to signal it"),
+        "{stderr}"
+    );
 }

@@ -1,12 +1,13 @@
 //! The daemon loop over in-process adapters: Claim to Healthy, systemd notifications on a real unix datagram
-//! socket, the health endpoint on a real TCP port, retries, Kafka loss and return, claim expiry, and the drain
-//! order on a real SIGTERM.
+//! socket, the health endpoint on a real TCP port, retries, Kafka loss and return, claim expiry and re-claim,
+//! a real SIGTERM that stops berth and leaves the broker, a drain request, a restart that adopts a serving
+//! Kafka, a failure that lets go and reports, and `/state` saying what a step waits for.
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::daemon::{Adapters, DaemonExit, DaemonOptions};
+use berth::daemon::{Adapters, DaemonExit, DaemonOptions, Request};
 use berth::notify::Notifier;
 use berth::view::StateView;
 use berth_core::ports::DrainReason;
@@ -55,7 +56,7 @@ impl Notifications {
 struct Running {
     world: InProcessWorld,
     health: std::net::SocketAddr,
-    drain: mpsc::Sender<DrainReason>,
+    requests: mpsc::Sender<Request>,
     notify: Notifications,
     daemon: tokio::task::JoinHandle<DaemonExit>,
     _dir: tempfile::TempDir,
@@ -67,7 +68,7 @@ async fn start(world: InProcessWorld, check_interval: Duration) -> Running {
     let notify = Notifications::listen(UnixDatagram::bind(&socket_path).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = listener.local_addr().unwrap();
-    let (view_tx, view_rx) = watch::channel(Arc::new(StateView::empty()));
+    let (view_tx, view_rx) = watch::channel(None);
     tokio::spawn(berth::health::serve(
         listener,
         view_rx,
@@ -92,19 +93,31 @@ async fn start(world: InProcessWorld, check_interval: Duration) -> Running {
         teardown_timeout: Duration::from_secs(5),
         jitter_seed: 1,
     };
-    let (drain, drain_rx) = mpsc::channel(4);
+    let (requests, requests_rx) = mpsc::channel(4);
     let notifier = Notifier::to_socket(&socket_path, Some(Duration::from_millis(200)));
     let daemon = tokio::spawn(berth::daemon::run(
-        options, adapters, notifier, drain_rx, view_tx,
+        options,
+        adapters,
+        notifier,
+        requests_rx,
+        view_tx,
     ));
     Running {
         world,
         health,
-        drain,
+        requests,
         notify,
         daemon,
         _dir: dir,
     }
+}
+
+/// The daemon's exit, within a deadline.
+async fn ended(daemon: tokio::task::JoinHandle<DaemonExit>) -> DaemonExit {
+    tokio::time::timeout(Duration::from_secs(20), daemon)
+        .await
+        .expect("the daemon exits in time")
+        .expect("the daemon task completes")
 }
 
 /// Polls `/state` until `accept` holds, within a deadline.
@@ -227,8 +240,9 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
 
     let journal = running.world.journal();
     assert!(
-        journal.contains(&"signal:success".to_owned()),
-        "{journal:?}"
+        journal.contains(&"signal_stack:success".to_owned())
+            && journal.contains(&"complete_launch:continue".to_owned()),
+        "CloudFormation and the launch hook are each told: {journal:?}"
     );
     assert_eq!(
         journal
@@ -237,44 +251,85 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
             .count(),
         3
     );
-    let _ = running.drain.send(DrainReason::Signal).await;
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::Requested))
+        .await;
     assert_eq!(running.daemon.await.unwrap(), DaemonExit::Drained);
 }
 
+/// The calls after Kafka was started, without the routine ones (checks, signals, heartbeats).
+fn after_start(journal: &[String]) -> Vec<&str> {
+    let start = journal
+        .iter()
+        .position(|c| c.starts_with("start_kafka"))
+        .expect("Kafka was started");
+    journal[start..]
+        .iter()
+        .map(|c| c.split(':').next().unwrap())
+        .filter(|c| {
+            !matches!(
+                *c,
+                "check" | "signal_stack" | "complete_launch" | "start_kafka" | "heartbeat"
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_in_order_and_exits() {
-    let running = start(InProcessWorld::new(3), Duration::from_secs(3600)).await;
+async fn sigterm_stops_berth_and_leaves_the_broker_in_place() {
+    let running = start(InProcessWorld::new(3), Duration::from_millis(50)).await;
     wait_state(running.health, "healthy", |v| v.healthy).await;
-    // A real SIGTERM through the same handler the binary installs.
-    let (signal_tx, signal_rx) = mpsc::channel(1);
-    let forward = running.drain.clone();
+    // A real SIGTERM through the handler the binary installs: SIGTERM is a stop, not a drain.
+    let (signal_tx, mut signal_rx) = mpsc::channel(1);
+    let forward = running.requests.clone();
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         let _ = signal_tx.send(()).await;
         term.recv().await;
-        let _ = forward.send(DrainReason::Signal).await;
+        let _ = forward.send(Request::Stop).await;
     });
-    let mut signal_rx = signal_rx;
     signal_rx.recv().await;
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
-    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(exit, DaemonExit::Drained);
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Stopped);
     let journal = running.world.journal();
-    let after_start = journal
-        .iter()
-        .position(|c| c.starts_with("start_kafka"))
-        .unwrap();
-    let teardown: Vec<&str> = journal[after_start..]
-        .iter()
-        .map(|c| c.split(':').next().unwrap())
-        .filter(|c| !matches!(*c, "check" | "signal" | "start_kafka" | "heartbeat"))
-        .collect();
     assert_eq!(
-        teardown,
+        after_start(&journal),
+        Vec::<&str>::new(),
+        "nothing stopped, unmounted, detached or released: {journal:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_berth_adopts_the_serving_kafka_without_starting_it() {
+    let world = InProcessWorld::new(3);
+    world.set_kafka_running(true);
+    let running = start(world, Duration::from_millis(50)).await;
+    let view = wait_state(running.health, "healthy", |v| v.healthy).await;
+    assert_eq!(view.broker_id, Some(0));
+    let journal = running.world.journal();
+    assert!(
+        !journal.iter().any(|c| c.starts_with("start_kafka")),
+        "a serving Kafka is adopted, not started again: {journal:?}"
+    );
+    let _ = running.requests.send(Request::Stop).await;
+    assert_eq!(running.daemon.await.unwrap(), DaemonExit::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_request_releases_in_order_and_exits() {
+    let running = start(InProcessWorld::new(3), Duration::from_secs(3600)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::Requested))
+        .await;
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Drained);
+    assert_eq!(
+        after_start(&running.world.journal()),
         [
             "stop_kafka",
             "unmount",
@@ -289,6 +344,58 @@ async fn sigterm_drains_in_order_and_exits() {
         .wait("STOPPING=1", |m| m.iter().any(|m| m == "STOPPING=1"))
         .await;
     assert!(messages.contains(&"STOPPING=1".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_lets_go_of_everything_reports_last_and_exits_non_zero() {
+    let world = InProcessWorld::new(3);
+    world.fail("start_kafka", 1, ErrorKind::Fatal);
+    let running = start(world, Duration::from_secs(3600)).await;
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Failed);
+    let journal = running.world.journal();
+    assert!(
+        journal.contains(&"signal_stack:failure:start_kafka: in-process start_kafka failure (planned by the test)".to_owned()),
+        "{journal:?}"
+    );
+    assert_eq!(
+        after_start(&journal),
+        [
+            "stop_kafka",
+            "unmount",
+            "remove_routes",
+            "detach_volume",
+            "detach_eni",
+            "release_claim",
+            "report_failure"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_volume_is_left_untouched_when_letting_go() {
+    let world = InProcessWorld::new(3);
+    world.fail("mount", 1, ErrorKind::Fatal);
+    let running = start(world, Duration::from_secs(3600)).await;
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Failed);
+    let journal = running.world.journal();
+    let mount = journal.iter().position(|c| c.starts_with("mount")).unwrap();
+    let after: Vec<&str> = journal[mount + 1..]
+        .iter()
+        .map(|c| c.split(':').next().unwrap())
+        .filter(|c| *c != "signal_stack")
+        .collect();
+    assert_eq!(
+        after,
+        [
+            "remove_routes",
+            "detach_eni",
+            "release_claim",
+            "report_failure"
+        ],
+        "neither unmounted nor detached: {journal:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,7 +429,10 @@ async fn kafka_loss_turns_503_marks_unhealthy_and_recovers() {
             .count(),
         1
     );
-    let _ = running.drain.send(DrainReason::Signal).await;
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::Requested))
+        .await;
     running.daemon.await.unwrap();
 }
 
@@ -344,10 +454,7 @@ async fn session_expiry_reclaims_and_lifecycle_termination_drains() {
     running
         .world
         .announce_termination(DrainReason::LifecycleTerminated);
-    let exit = tokio::time::timeout(Duration::from_secs(10), running.daemon)
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = ended(running.daemon).await;
     assert_eq!(exit, DaemonExit::Drained);
     let journal = running.world.journal();
     assert_eq!(
@@ -355,6 +462,85 @@ async fn session_expiry_reclaims_and_lifecycle_termination_drains() {
         Some("complete_termination"),
         "{journal:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_taken_elsewhere_is_waited_out_while_the_eni_is_here_and_fenced_once_it_is_not() {
+    let running = start(InProcessWorld::new(3), Duration::from_millis(50)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    running
+        .world
+        .set_claim_taken_by(Some("instance i-0bbbbbbbbbbbbbbbb in az-a"));
+    running.world.expire_session();
+    let view = wait_state(running.health, "a second reclaim attempt", |v| {
+        v.reclaim_attempts >= 2
+    })
+    .await;
+    assert_eq!(view.claim, "lost");
+    assert!(!view.healthy, "503 without the claim");
+    let waiting = view.waiting.expect("says what it waits for");
+    assert_eq!(waiting.step, "reclaim");
+    assert!(
+        waiting.reason.contains("i-0bbbbbbbbbbbbbbbb"),
+        "{waiting:?}"
+    );
+    let (code, body) = berth::health::get(running.health, "/health").await.unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("claim=lost"), "{body}");
+    assert!(
+        !running.world.journal().iter().any(|c| c == "stop_kafka"),
+        "Kafka keeps running while the ENI is held here"
+    );
+
+    running.world.set_eni_here(false);
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Failed);
+    let journal = running.world.journal();
+    let fenced = journal
+        .iter()
+        .position(|c| c == "stop_kafka")
+        .expect("fenced");
+    assert!(
+        journal[..fenced]
+            .iter()
+            .any(|c| c.starts_with("eni_attached_here")),
+        "fenced only after observing the ENI gone: {journal:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_says_live_what_a_step_waits_for() {
+    let world = InProcessWorld::new(3);
+    let reason = "Kafka listener 10.0.0.100:9092: no Metadata yet: connection refused";
+    world.wait_in("start_kafka", &[reason]);
+    let running = start(world, Duration::from_secs(3600)).await;
+    let first = wait_state(running.health, "waiting in start_kafka", |v| {
+        v.waiting.is_some()
+    })
+    .await;
+    let waiting = first.waiting.clone().unwrap();
+    assert_eq!(
+        (waiting.step.as_str(), waiting.reason.as_str()),
+        ("start_kafka", reason)
+    );
+    let later = wait_state(running.health, "time to pass", |v| {
+        v.uptime_ms > first.uptime_ms
+            && v.waiting
+                .as_ref()
+                .is_some_and(|w| w.for_ms > waiting.for_ms)
+    })
+    .await;
+    let running_state = later.timeline.last().unwrap();
+    assert_eq!(running_state.state, "start_kafka");
+    assert!(
+        running_state.duration_ms > first.timeline.last().unwrap().duration_ms,
+        "durations are computed when asked"
+    );
+    running.world.release("start_kafka");
+    let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
+    assert_eq!(healthy.waiting, None);
+    let _ = running.requests.send(Request::Stop).await;
+    running.daemon.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,6 +568,9 @@ async fn health_endpoint_survives_garbage() {
     assert_eq!(code, 404);
     let (code, _) = berth::health::get(running.health, "/state").await.unwrap();
     assert_eq!(code, 200, "still serving after garbage");
-    let _ = running.drain.send(DrainReason::Signal).await;
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::Requested))
+        .await;
     running.daemon.await.unwrap();
 }

@@ -8,7 +8,9 @@
 //!   Kafka 3.9 and 4.x print; in ZooKeeper mode writes `meta.properties` where absent, in KRaft mode refuses to
 //!   start unless `kafka-standin format --cluster-id ID --config FILE` (Kafka's storage tool) formatted the dirs;
 //! - in ZooKeeper mode, gets or creates `/cluster/id` and registers the ephemeral `/brokers/ids/<id>` with
-//!   Kafka's version 5 JSON;
+//!   Kafka's version 5 JSON; when its session expires (a ZooKeeper outage), it keeps serving and registers
+//!   again on a new session once ZooKeeper answers, as Kafka's ZooKeeper mode does (KafkaZkClient re-creates
+//!   the session and `registerBroker` runs again);
 //! - listens on the advertised listener and answers ApiVersions and Metadata (brokers = itself);
 //! - on SIGTERM or SIGINT, deregisters and exits 0 (a controlled shutdown).
 //!
@@ -136,9 +138,6 @@ pub enum Fatal {
         /// The znode.
         path: String,
     },
-    /// The session expired while running: the registration is gone.
-    #[error("org.apache.zookeeper.KeeperException$SessionExpiredException: session expired")]
-    SessionExpired,
 }
 
 impl Fatal {
@@ -278,21 +277,37 @@ async fn run(args: Args) -> Result<(), Fatal> {
         .map_err(|source| Fatal::io(Path::new("SIGTERM"), source))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|source| Fatal::io(Path::new("SIGINT"), source))?;
-    let mut session = registry.as_ref().map(Registry::state_watcher);
-    let expired = async {
-        match session.as_mut() {
-            Some(watcher) => loop {
-                if watcher.changed().await.is_terminated() {
-                    break;
-                }
-            },
-            None => std::future::pending().await,
+    let mut registry = registry;
+    let mut registered = registered;
+    loop {
+        let mut session = registry.as_ref().map(Registry::state_watcher);
+        let expired = async {
+            match session.as_mut() {
+                Some(watcher) => loop {
+                    if watcher.changed().await.is_terminated() {
+                        break;
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = expired => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = expired => return Err(Fatal::SessionExpired),
+        println!("WARN {tag} ZooKeeper session expired: registering again on a new session, still serving");
+        // The expired session's registration is gone with it: nothing to deregister until a new one is made.
+        registered = None;
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            (next, path) = register_again(&settings, &tag) => {
+                println!("INFO {tag} registered {path} again");
+                registry = Some(next);
+                registered = Some(path);
+            }
+        }
     }
     println!("INFO {tag} shutting down");
     server.abort();
@@ -301,6 +316,31 @@ async fn run(args: Args) -> Result<(), Fatal> {
     }
     println!("INFO {tag} shut down completed");
     Ok(())
+}
+
+/// A new session and registration after the old session expired, retried (every second) until ZooKeeper answers
+/// and the previous registration has gone.
+async fn register_again(settings: &Settings, tag: &str) -> (Registry, String) {
+    let Mode::Zookeeper {
+        hosts,
+        chroot,
+        session_timeout,
+    } = &settings.mode
+    else {
+        return std::future::pending().await;
+    };
+    loop {
+        let attempt = async {
+            let registry = Registry::connect(hosts, chroot, *session_timeout).await?;
+            let path = registry.register(settings).await?;
+            Ok::<_, Fatal>((registry, path))
+        };
+        match attempt.await {
+            Ok(done) => return done,
+            Err(error) => println!("WARN {tag} not registered yet: {error}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]

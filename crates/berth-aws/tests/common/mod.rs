@@ -1,5 +1,6 @@
-//! The test world: strict moto behind the recording endpoint (fake CloudFormation/Auto Scaling, named as such)
-//! behind the fault proxy, which counts every call; one IMDSv2 endpoint per simulated host.
+//! The test world: strict moto behind the strict CloudFormation/Auto Scaling endpoint (a stand-in, named as such)
+//! behind the fault proxy, which counts every call; one IMDSv2 endpoint per simulated host. A test creates the
+//! stack and group its calls need ([`Env::stack`], [`Env::group`], [`Env::launching`]).
 
 #![allow(dead_code)]
 
@@ -10,10 +11,12 @@ use aws_credential_types::Credentials;
 use berth_aws::AwsCloud;
 use berth_core::ports::StepError;
 use berth_core::retry::{Jitter, RetryPolicy};
+use berth_testkit::aws::autoscaling::{GroupSpec, Hook, HookResult, Transition};
+use berth_testkit::aws::cloudformation::ResourceSignal;
 use berth_testkit::aws::world::{self, Network, SeededId, SeededInstance};
 use berth_testkit::aws::{
-    loopback_any_port, EniOnTerminate, FaultProxy, Imds, ImdsHost, ImdsInterface,
-    RecordingEndpoint, StrictMoto,
+    loopback_any_port, AwsEndpoint, EniOnTerminate, FaultProxy, Imds, ImdsHost, ImdsInterface,
+    StrictMoto,
 };
 
 pub const REGION: &str = "eu-west-1";
@@ -22,7 +25,7 @@ pub const ZONE_B: &str = "eu-west-1b";
 pub const CLUSTER: &str = "events";
 pub const CLUSTER_KEY: &str = "berth:cluster";
 
-/// The actions answered by the recording endpoint (not EC2).
+/// The actions answered by the CloudFormation/Auto Scaling endpoint (not EC2).
 pub const NOT_EC2: [&str; 4] = [
     "SignalResource",
     "CompleteLifecycleAction",
@@ -32,7 +35,7 @@ pub const NOT_EC2: [&str; 4] = [
 
 pub struct Env {
     pub proxy: FaultProxy,
-    pub recorder: RecordingEndpoint,
+    pub aws: AwsEndpoint,
     pub moto: StrictMoto,
     /// Direct to moto (seeding and checks are not counted).
     pub ec2: aws_sdk_ec2::Client,
@@ -51,9 +54,9 @@ pub async fn env_with(zones: &[&str], eni_on_terminate: EniOnTerminate) -> Env {
         .eni_on_terminate(eni_on_terminate)
         .start()
         .expect("strict moto starts");
-    let recorder =
-        RecordingEndpoint::start(loopback_any_port(), Some(moto.address())).expect("recorder");
-    let proxy = FaultProxy::start(loopback_any_port(), recorder.address()).expect("proxy");
+    let aws =
+        AwsEndpoint::start(loopback_any_port(), REGION, Some(moto.address())).expect("endpoint");
+    let proxy = FaultProxy::start(loopback_any_port(), aws.address()).expect("proxy");
     let ec2 = world::ec2_client(moto.endpoint(), REGION);
     let net = world::network(&ec2, &[ZONE_A, ZONE_B])
         .await
@@ -70,7 +73,7 @@ pub async fn env_with(zones: &[&str], eni_on_terminate: EniOnTerminate) -> Env {
     .expect("broker ids");
     Env {
         proxy,
-        recorder,
+        aws,
         moto,
         ec2,
         net,
@@ -79,6 +82,61 @@ pub async fn env_with(zones: &[&str], eni_on_terminate: EniOnTerminate) -> Env {
 }
 
 impl Env {
+    /// A stack `name` being created, whose `resource` awaits `count` SUCCESS signals.
+    pub fn stack(&self, name: &str, resource: &str, count: u32) {
+        let policy = ResourceSignal {
+            count,
+            timeout: Duration::from_secs(3600),
+        };
+        self.aws.with(|plane| {
+            plane
+                .stacks
+                .create(name, &[(resource, Some(policy))], Instant::now())
+        });
+    }
+
+    /// An Auto Scaling group `name` with a launch and a terminate hook.
+    pub fn group(&self, name: &str, launch_hook: &str, terminate_hook: &str) {
+        let hook = |name: &str, transition| Hook {
+            name: name.to_owned(),
+            transition,
+            heartbeat_timeout: Duration::from_secs(3600),
+            default_result: HookResult::Abandon,
+        };
+        self.aws.with(|plane| {
+            plane.autoscaling.create_group(GroupSpec {
+                name: name.to_owned(),
+                hooks: vec![
+                    hook(launch_hook, Transition::Launching),
+                    hook(terminate_hook, Transition::Terminating),
+                ],
+                health_check_grace_period: Duration::from_secs(300),
+            })
+        });
+    }
+
+    /// `instance` joins `group`, waiting on its launch hook.
+    pub fn launching(&self, group: &str, instance: &SeededInstance) {
+        self.aws.with(|plane| {
+            plane.autoscaling.launch(
+                group,
+                &instance.instance_id,
+                &instance.availability_zone,
+                Instant::now(),
+            )
+        });
+    }
+
+    /// What the group says of `instance` (`Pending:Wait`, `InService`, ...).
+    pub fn lifecycle_state(&self, instance: &SeededInstance) -> Option<&'static str> {
+        self.aws.with(|plane| {
+            plane
+                .autoscaling
+                .member(&instance.instance_id)
+                .map(|member| member.state.as_str())
+        })
+    }
+
     /// A running instance in `zone` with the CloudFormation/Auto Scaling tags.
     pub async fn instance(&self, zone: &str) -> SeededInstance {
         world::instance(&self.ec2, &self.net, zone, &[])
