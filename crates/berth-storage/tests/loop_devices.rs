@@ -373,7 +373,12 @@ fn late_device_is_waited_for_on_every_route() {
             scope.spawn(|| {
                 std::thread::sleep(delay); // the scenario: the device shows up late
                 match route {
-                    "by-id" => tree.add_ebs(2, VOLUME, disk.path(), true).map(drop),
+                    // The node first, then udev's link, and no sysfs identity: only the by-id route can
+                    // resolve, so a resolver pass racing this plug cannot take the sysfs route instead.
+                    "by-id" => tree
+                        .add_name("nvme2n1", disk.path())
+                        .and_then(|_| tree.add_by_id(VOLUME, 2))
+                        .map(drop),
                     "sysfs" => tree.add_ebs(2, VOLUME, disk.path(), false).map(drop),
                     _ => tree.add_name("xvdf", disk.path()).map(drop),
                 }

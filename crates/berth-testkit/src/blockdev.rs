@@ -219,8 +219,7 @@ impl FakeDeviceTree {
         target: &Path,
         by_id: bool,
     ) -> io::Result<PathBuf> {
-        // The link first (dangling until the node exists): a resolver pass then never finds a half-plugged
-        // device through the sysfs scan when the by-id route is the one under test.
+        // The link first, dangling until the node exists: no pass ever sees a node without its link.
         if by_id {
             self.add_by_id(volume_id, controller)?;
         }
