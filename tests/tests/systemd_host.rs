@@ -259,6 +259,30 @@ fn systemd_follows_berth_through_a_hardened_boot() {
             kafka["ActiveState"] == "active" && kafka["MainPID"] != "0",
             "kafka.service (started by berth through systemctl): {kafka:?}"
         );
+        // Real Kafka 4.x in KRaft mode: berth formatted the blank storage as root under berth.service's
+        // UMask=0077, and Kafka (User=kafka) started on it the first time: the drop-in handed the log dir over.
+        let kafka_unit = show(&host, "kafka.service", &["NRestarts", "User"])?;
+        ensure!(
+            kafka_unit["NRestarts"] == "0" && kafka_unit["User"] == "kafka",
+            "kafka.service restarted (crash loop?): {kafka_unit:?}\n{}",
+            tail(&host)
+        );
+        let owners = on(&host, |c| {
+            Ok(c.exec(&[
+                "find",
+                "/var/lib/kafka/data",
+                "-maxdepth",
+                "2",
+                "-printf",
+                "%u:%g %m %P\\n",
+            ])?)
+        })?;
+        println!("the log dir after berth's format and Kafka's start:\n{owners}");
+        ensure!(
+            owners.lines().any(|l| l.ends_with(" meta.properties"))
+                && owners.lines().all(|l| l.starts_with("kafka:kafka ")),
+            "the log dir is not all Kafka's:\n{owners}"
+        );
         let pid = host.berth_pid().context("berth's pid")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let line = |key: &str| {

@@ -12,15 +12,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use berth_testkit::aws::autoscaling::LifecycleState;
+use berth_testkit::kafka::TopicSpec;
 
 use crate::asg;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::state::{render_timeline, BerthState};
 
-/// Where the demo writes each broker's data, relative to the broker's mount root (inside its Kafka log dir).
-pub const DATA_FILE: &str = "data/berth-sim-demo.txt";
+/// The demo's topic.
+pub const TOPIC: &str = "demo";
+/// Records produced before the kill.
+const RECORDS: u32 = 10_000;
+/// Records produced while broker 0 is away.
+const WHILE_AWAY: u32 = 1_000;
+/// Lines of each host's berth journal shown.
+const JOURNAL_LINES: usize = 40;
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs a blocking client call (a JVM tool or kcat) from the runtime.
+fn blocking<T, E: Into<anyhow::Error>>(call: impl FnOnce() -> Result<T, E>) -> anyhow::Result<T> {
+    tokio::task::block_in_place(call).map_err(Into::into)
+}
 
 /// What the demo observed, for its summary and for tests.
 #[derive(Debug, Clone)]
@@ -93,6 +105,10 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         ids.len() == hosts.len(),
         "duplicate or missing broker ids: {booted:?}"
     );
+    let install = fleet
+        .kafka()
+        .context("the demo runs Apache Kafka (BERTHSIM_KAFKA=kraft, the default, or zookeeper)")?
+        .clone();
     for (&host, state) in hosts.iter().zip(&booted) {
         let h = fleet.host(host)?;
         let id = state.broker_id.context("Healthy without a broker id")?;
@@ -102,23 +118,48 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
             crate::layout::zone_name(h.az),
             h.instance.id
         ));
-        let path = h.mount_path().join(DATA_FILE);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        }
-        std::fs::write(&path, format!("written on broker {id} by host {host}\n"))
-            .with_context(|| format!("write {}", path.display()))?;
     }
-    let victim = hosts[0];
-    let before = booted[0].clone();
-    let victim_host = fleet.host(victim)?;
+    let client = crate::kafka::client(fleet, &install);
+    let topic = TopicSpec {
+        name: TOPIC.into(),
+        partitions: 6,
+        replication_factor: 3,
+        configs: vec![("min.insync.replicas".into(), "2".into())],
+    };
+    blocking(|| client.create_topic(&topic))?;
     say(format!(
-        "killing host {victim} (broker {}, {}): SIGKILL, mounts gone, instance terminated",
-        before.broker_id.unwrap_or_default(),
+        "Apache Kafka {} ({}): topic {TOPIC} created, 6 partitions, replication factor 3, min.insync.replicas=2",
+        install.version(),
+        options.kafka.mode()
+    ));
+    blocking(|| client.produce_range(TOPIC, 0..RECORDS, 0))?;
+    say(format!(
+        "produced {RECORDS} keyed records with acks=all (kcat, librdkafka)"
+    ));
+    let victim_index = booted
+        .iter()
+        .position(|s| s.broker_id == Some(0))
+        .context("no host is broker 0")?;
+    let victim = hosts[victim_index];
+    let before = booted[victim_index].clone();
+    let victim_host = fleet.host(victim)?;
+    let log_dir = |host: &crate::Host| host.mount_path().join("data");
+    let held_before = crate::kafka::topic_bytes(&log_dir(&victim_host), TOPIC);
+    let victim_journal = victim_host
+        .container()
+        .map(|c| crate::kafka::berth_journal(c, JOURNAL_LINES))
+        .unwrap_or_default();
+    say(format!(
+        "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): SIGKILL, mounts gone, \
+         instance terminated",
         victim_host.instance.id
     ));
     let killed = Instant::now();
     fleet.kill_host(victim, None).await?;
+    blocking(|| client.produce_range(TOPIC, RECORDS..RECORDS + WHILE_AWAY, 0))?;
+    say(format!(
+        "while broker 0 is away, produced {WHILE_AWAY} more records (acks=all: two in-sync replicas suffice)"
+    ));
     let zone = crate::layout::zone_name(victim_host.az);
     let members = asg::wait_members(fleet, "a replacement launched", BOOT_TIMEOUT, |m| {
         m.iter()
@@ -143,8 +184,6 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
             .any(|m| m.instance_id == new_instance && m.state == LifecycleState::InService)
     })
     .await?;
-    let data = std::fs::read_to_string(fleet.host(replacement)?.mount_path().join(DATA_FILE))
-        .unwrap_or_default();
     ensure!(
         after.broker_id == before.broker_id,
         "replacement became broker {:?}, not {:?}",
@@ -158,9 +197,21 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         ip(&after),
         ip(&before)
     );
+    let replacement_host = fleet.host(replacement)?;
+    let synced = blocking(|| {
+        crate::kafka::wait_fully_replicated(&client, TOPIC, BOOT_TIMEOUT)
+            .map_err(anyhow::Error::msg)
+    })?;
+    let in_sync = killed.elapsed();
+    let held_after = crate::kafka::topic_bytes(&log_dir(&replacement_host), TOPIC);
+    let report = blocking(|| client.consume(TOPIC, RECORDS + WHILE_AWAY))?;
     ensure!(
-        data.contains(&format!("broker {}", before.broker_id.unwrap_or(0))),
-        "data not found on the replacement: {data:?}"
+        report.is_exact(),
+        "consumed {} records: {} missing, {} duplicated, {} corrupt",
+        report.records.len(),
+        report.missing.len(),
+        report.duplicated.len(),
+        report.corrupt.len()
     );
     let refused = fleet
         .aws()
@@ -169,12 +220,24 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         .find_map(|call| call.refusal().map(str::to_owned))
         .unwrap_or_else(|| "-".into());
     say(format!(
-        "replacement host {replacement} is broker {} at {}, Healthy {:.1}s after the kill, InService; its volume \
-         holds: {}",
+        "replacement host {replacement} is broker {} at {} on volume {}, Healthy {:.1}s after the kill, InService; \
+         every partition fully in sync {:.1}s after the kill ({} partitions, ISR = replicas)",
         after.broker_id.unwrap_or_default(),
         ip(&after).unwrap_or_default(),
+        after.volume.as_ref().map_or("-", |v| v.id.as_str()),
         replace.as_secs_f64(),
-        data.trim()
+        in_sync.as_secs_f64(),
+        synced.len(),
+    ));
+    say(format!(
+        "consumed every record: {} read of {} produced, 0 missing, 0 duplicated",
+        report.records.len(),
+        RECORDS + WHILE_AWAY
+    ));
+    say(format!(
+        "broker 0 re-fetched {} bytes: its volume held {held_before} bytes of {TOPIC} before the kill and \
+         {held_after} once in sync, so it fetched what was produced while it was away, not the partitions' size",
+        held_after.saturating_sub(held_before)
     ));
     say(format!(
         "its SignalResource was refused, as outside any stack update AWS refuses it: {refused}"
@@ -192,6 +255,17 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         &format!("host {replacement} (replacement)"),
         &after,
     ));
+    let _ = writeln!(
+        text,
+        "journalctl -u berth on host {victim} (killed; read just before the kill):\n{victim_journal}"
+    );
+    if let Some(container) = replacement_host.container() {
+        let _ = writeln!(
+            text,
+            "journalctl -u berth on host {replacement} (replacement):\n{}",
+            crate::kafka::berth_journal(container, JOURNAL_LINES)
+        );
+    }
     let _ = writeln!(text, "Auto Scaling group history:");
     for line in asg::history(fleet) {
         let _ = writeln!(text, "  {line}");
