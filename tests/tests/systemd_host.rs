@@ -12,13 +12,15 @@
 //!   `/health` says 503; Kafka crashing is restarted by its unit's `Restart=`;
 //! - the drop-in: a berth restart is not propagated to Kafka by systemd (with `Requires=berth.service` it was);
 //! - `systemctl restart berth` leaves Kafka running (same pid), the ENI and volume attached: SIGTERM stops berth,
-//!   not the broker, and the next berth adopts it.
+//!   not the broker, and the next berth adopts it;
+//! - `systemctl poweroff` of a host whose lifecycle state is `Terminated`: the shutdown waits while berth finishes
+//!   its drain (inside `TimeoutStopSec=`), which releases everything and completes the terminate hook.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use berth_e2e::assert_converged;
+use berth_e2e::{assert_converged, claimed_ids};
 use berth_sim::container::Container;
 use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind};
 
@@ -707,7 +709,70 @@ fn a_berth_restart_leaves_kafka_running() {
             layout::eni_ip(0, 1).to_string() == after.eni.map(|e| e.ip).unwrap_or_default(),
             "ENI address"
         );
-        Ok(())
+        poweroff_while_terminating(&fleet, index).await
     })
-    .expect("a berth restart leaves Kafka running");
+    .expect("a berth restart leaves Kafka running; a poweroff while terminating drains first");
+}
+
+/// The instance's lifecycle state turns `Terminated` (Auto Scaling scales it in) and berth starts draining;
+/// `systemctl poweroff` comes meanwhile. systemd holds the shutdown while berth finishes the drain (within
+/// `TimeoutStopSec=`): berth.service is seen deactivating with a draining status, and once the host is off,
+/// everything was released and the terminate hook completed.
+async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Result<()> {
+    let host = container(fleet, index)?;
+    let resources = fleet.resources()[0].clone();
+    host.with_imds(|imds| imds.set_lifecycle_state("Terminated"))
+        .context("the host's IMDS")?;
+    until("berth draining", BOOT, || {
+        let status = property(&host, "berth.service", "StatusText")?;
+        Ok(status.starts_with("draining").then_some(()))
+    })
+    .await
+    .with_context(|| tail(&host))?;
+    systemctl(&host, &["poweroff", "--no-block"])?;
+    let stop_timeout = property(&host, "berth.service", "TimeoutStopUSec")?;
+    // While the host shuts down, systemd waits on berth's stop: deactivating, still draining.
+    let mut seen_stopping = None;
+    let container = host.container().context("a systemd host")?;
+    let powered_off = Instant::now();
+    while container.running() && powered_off.elapsed() < Duration::from_secs(300) {
+        if let Ok(unit) = container.show("berth.service", &["ActiveState", "StatusText"]) {
+            if unit["ActiveState"] == "deactivating" && unit["StatusText"].starts_with("draining") {
+                seen_stopping.get_or_insert(unit);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(
+        !container.running(),
+        "the host did not power off within 300 s (berth.service TimeoutStopSec {stop_timeout})"
+    );
+    ensure!(
+        seen_stopping.is_some(),
+        "berth.service was never seen stopping while draining"
+    );
+    println!(
+        "poweroff: off after {:?}, berth stopped while draining ({seen_stopping:?}), TimeoutStopSec {stop_timeout}",
+        powered_off.elapsed()
+    );
+    let attachments = fleet.ec2().attachments().await?;
+    ensure!(
+        attachments.enis.get(&resources.eni_id) == Some(&None)
+            && attachments.volumes.get(&resources.volume_id) == Some(&None),
+        "ENI and volume released by the drain before the poweroff completed: {attachments:?}"
+    );
+    ensure!(
+        claimed_ids(fleet).await?.is_empty(),
+        "claim released by the drain"
+    );
+    let completed = fleet
+        .aws()
+        .calls_from("CompleteLifecycleAction", &host.instance.id);
+    ensure!(
+        completed.iter().any(|c| c.param("LifecycleHookName")
+            == Some(berth_sim::asg::TERMINATE_HOOK)
+            && c.param("LifecycleActionResult") == Some("CONTINUE")),
+        "the terminate hook completed by the draining berth: {completed:?}"
+    );
+    Ok(())
 }

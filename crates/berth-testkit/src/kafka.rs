@@ -860,8 +860,10 @@ impl Client {
         .map(str::to_owned)
         .to_vec();
         let output = run(&self.prefix, &words, Some(input.as_bytes()), TOOL_TIMEOUT)?;
+        // kcat's words for a record not delivered ("Delivery failed for message", "Failed to produce message"); a
+        // broker that is down shows as transport errors while librdkafka delivers through the others.
         let errors = String::from_utf8_lossy(&output.stderr);
-        if errors.contains("ERROR") || errors.contains("Delivery failed") {
+        if errors.contains("Delivery failed") || errors.contains("Failed to produce") {
             return Err(KafkaHarnessError::Failed {
                 command: words.join(" "),
                 status: "delivery errors".into(),
