@@ -101,6 +101,8 @@ After=network-online.target
 User=kafka
 Group=kafka
 ExecStart=/opt/kafka/bin/kafka-server-start.sh /etc/kafka/server.properties
+# The JVM exits 143 (128 + SIGTERM) after Kafka's shutdown hook completed a controlled shutdown.
+SuccessExitStatus=143
 {delay}
 [Install]
 WantedBy=multi-user.target
