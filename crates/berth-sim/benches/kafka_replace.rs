@@ -10,14 +10,17 @@
 //! - `berth_overhead_ms`: berth's start to Healthy minus what it waits for: the claim (the dead owner's session),
 //!   the ENI and volume attachments (EC2 and the hot-plug), and Kafka's own start as Kafka logs it (first line to
 //!   "Kafka Server started", from `journalctl -u kafka`). `launch_ms` (kill to berth's start: the instance's
-//!   replacement and boot) is the simulated Auto Scaling's, not berth's.
+//!   replacement and boot) is the simulated Auto Scaling's, not berth's. `jvm_before_first_log_ms` (systemd's
+//!   "Started kafka.service" to Kafka's first log line: the JVM loading Kafka) is inside `berth_overhead_ms` but
+//!   not berth's either; `berth_own_ms` is the overhead without it.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use berth_sim::bench::{self, ms_in};
+use berth_sim::kafka::blocking;
 use berth_sim::{kafka as fleet_kafka, BerthState, Fleet, FleetOptions, SimKafka};
-use berth_testkit::kafka::{Client, TopicSpec};
+use berth_testkit::kafka::Client;
 
 const BOOT: Duration = Duration::from_secs(240);
 const TOPIC: &str = "replace";
@@ -34,10 +37,7 @@ struct Replaced {
     refetched_bytes: u64,
     state: BerthState,
     kafka_start_ms: u64,
-}
-
-fn blocking<T, E: Into<anyhow::Error>>(call: impl FnOnce() -> Result<T, E>) -> anyhow::Result<T> {
-    tokio::task::block_in_place(call).map_err(Into::into)
+    jvm_before_first_log_ms: u64,
 }
 
 async fn replace(
@@ -73,10 +73,17 @@ async fn replace(
     let new_host = fleet.host(replacement)?;
     let held_after = fleet_kafka::topic_bytes(&new_host.mount_path().join("data"), TOPIC);
     let container = new_host.container().context("a systemd host")?;
-    let kafka_start_ms = fleet_kafka::kafka_starts(container)?
+    let run = fleet_kafka::kafka_starts(container)?
         .last()
-        .and_then(|run| run.kafka_start_time())
+        .copied()
+        .context("Kafka's run in journalctl -u kafka")?;
+    let kafka_start_ms = run
+        .kafka_start_time()
         .context("Kafka's start in journalctl -u kafka")?
+        .as_millis() as u64;
+    let jvm_before_first_log_ms = fleet_kafka::kafka_unit_started(container)
+        .and_then(|started| run.first_line.duration_since(started).ok())
+        .context("systemd's 'Started kafka.service' before Kafka's first line")?
         .as_millis() as u64;
     Ok(Replaced {
         kill_to_healthy_ms,
@@ -84,6 +91,7 @@ async fn replace(
         refetched_bytes: held_after.saturating_sub(held_before),
         state,
         kafka_start_ms,
+        jvm_before_first_log_ms,
     })
 }
 
@@ -102,14 +110,7 @@ async fn scenario(fleet: Fleet) -> anyhow::Result<String> {
     }
     let victim = victim.context("no host is broker 0")?;
     let client = fleet_kafka::client(&fleet, &install);
-    blocking(|| {
-        client.create_topic(&TopicSpec {
-            name: TOPIC.into(),
-            partitions: 6,
-            replication_factor: 3,
-            configs: vec![("min.insync.replicas".into(), "2".into())],
-        })
-    })?;
+    blocking(|| client.create_topic(&fleet_kafka::replicated_topic(TOPIC)))?;
     let produced = Instant::now();
     blocking(|| client.produce_range(TOPIC, 0..RECORDS, PADDING))?;
     let produce_ms = produced.elapsed().as_millis() as u64;
@@ -130,7 +131,8 @@ async fn scenario(fleet: Fleet) -> anyhow::Result<String> {
          kill_to_healthy_ms={} kill_to_isr_full_ms={} refetched_bytes={} control_kill_to_isr_full_ms={} \
          control_refetched_bytes={} refetched_pct_of_control={:.2} launch_ms={} berth_to_healthy_ms={berth_ms} \
          claim_wait_ms={} attach_wait_ms={} kafka_start_ms={} berth_overhead_ms={overhead} \
-         berth_overhead_pct={:.2} missing={} duplicated={} berth={}",
+         berth_overhead_pct={:.2} jvm_before_first_log_ms={} berth_own_ms={} berth_own_pct={:.2} missing={} \
+         duplicated={} berth={}",
         install.version(),
         u64::from(WHILE_AWAY) * (PADDING as u64 + 28),
         own.kill_to_healthy_ms,
@@ -144,6 +146,10 @@ async fn scenario(fleet: Fleet) -> anyhow::Result<String> {
         ms_in(&own.state, "attach_eni") + ms_in(&own.state, "attach_ebs"),
         own.kafka_start_ms,
         overhead as f64 * 100.0 / own.kill_to_healthy_ms.max(1) as f64,
+        own.jvm_before_first_log_ms,
+        overhead.saturating_sub(own.jvm_before_first_log_ms),
+        overhead.saturating_sub(own.jvm_before_first_log_ms) as f64 * 100.0
+            / own.kill_to_healthy_ms.max(1) as f64,
         report.missing.len(),
         report.duplicated.len(),
         bench::berth_profile(),

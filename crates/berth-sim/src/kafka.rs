@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_testkit::kafka::{self, Client, Install, PartitionState, StartRecord};
+use berth_testkit::kafka::{self, Client, Install, PartitionState, StartRecord, TopicSpec};
 
 use crate::container::Container;
 use crate::fleet::{Fleet, FleetError};
@@ -21,6 +21,24 @@ pub fn client(fleet: &Fleet, install: &Install) -> Client {
         .map(|id| format!("{}:{}", layout::eni_ip(id, zones), layout::KAFKA_PORT))
         .collect();
     Client::new(install, bootstrap.join(","), Vec::new())
+}
+
+/// Runs a blocking client call (a JVM tool or kcat) from the simulator's runtime.
+pub fn blocking<T, E: Into<anyhow::Error>>(
+    call: impl FnOnce() -> Result<T, E>,
+) -> anyhow::Result<T> {
+    tokio::task::block_in_place(call).map_err(Into::into)
+}
+
+/// The topic of the demo and the benchmark: 6 partitions, replication factor 3, `min.insync.replicas=2` (a
+/// write with `acks=all` survives one broker away).
+pub fn replicated_topic(name: &str) -> TopicSpec {
+    TopicSpec {
+        name: name.into(),
+        partitions: 6,
+        replication_factor: 3,
+        configs: vec![("min.insync.replicas".into(), "2".into())],
+    }
 }
 
 /// The bytes of `topic`'s partition logs (`*.log` segments) under a broker's log dir.
@@ -89,6 +107,27 @@ pub fn kafka_starts(container: &Container) -> Result<Vec<StartRecord>, FleetErro
             source: std::io::Error::other(source.to_string()),
         })?;
     Ok(kafka::parse_starts(&text))
+}
+
+/// When systemd last logged "Started kafka.service" on a host (the launcher exec'd; the JVM then loads for a
+/// while before Kafka logs its first line).
+pub fn kafka_unit_started(container: &Container) -> Option<std::time::SystemTime> {
+    let text = container
+        .exec(&[
+            "journalctl",
+            "--unit",
+            KAFKA_UNIT,
+            "--output=short-unix",
+            "--no-pager",
+            "_PID=1",
+        ])
+        .ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|line| line.contains(" Started kafka.service"))?;
+    let seconds: f64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs_f64(seconds))
 }
 
 /// berth's journal on a host as an operator reads it (`journalctl -u berth -o short-precise`), keeping the
