@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use berth_e2e::{assert_converged, claimed_ids};
 use berth_sim::container::Container;
-use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind};
+use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind, SimKafka};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -808,4 +808,51 @@ async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Resu
         "the terminate hook completed by the draining berth: {completed:?}"
     );
     Ok(())
+}
+
+#[test]
+fn a_zookeeper_mode_host_runs_kafka_3_9_registered_in_the_ensemble() {
+    if !berth_testkit::require_root(
+        "a_zookeeper_mode_host_runs_kafka_3_9_registered_in_the_ensemble",
+    ) {
+        return;
+    }
+    let options = FleetOptions {
+        kafka: SimKafka::ZooKeeperMode,
+        ..options(1)
+    };
+    berth_sim::with_fleet(options, |fleet| async move {
+        let (index, state, _) = healthy_host(&fleet).await?;
+        let host = container(&fleet, index)?;
+        let install = fleet.kafka().context("Apache Kafka")?.clone();
+        ensure!(
+            install.has_zookeeper_mode(),
+            "the fleet runs Kafka {}",
+            install.version()
+        );
+        let unit = show(&host, "kafka.service", &["NRestarts", "Description"])?;
+        ensure!(
+            unit["NRestarts"] == "0" && unit["Description"].contains(install.version()),
+            "kafka.service: {unit:?}"
+        );
+        // Kafka 3.9 registered itself under /brokers/ids in the fleet's ensemble, at the ENI's address.
+        let zk = zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(4))
+            .connect(&fleet.zookeeper().connect_string())
+            .await?;
+        let (registration, _) = zk.get_data("/brokers/ids/0").await?;
+        let registration = String::from_utf8_lossy(&registration).into_owned();
+        let eni_ip = state.eni.as_ref().map(|e| e.ip.clone()).unwrap_or_default();
+        ensure!(
+            registration.contains(&format!("PLAINTEXT://{eni_ip}:{}", layout::KAFKA_PORT)),
+            "registration {registration}"
+        );
+        // A real client produces and reads back through it.
+        let client = berth_sim::kafka::client(&fleet, &install);
+        tokio::task::block_in_place(|| client.produce("zk-mode", 100))?;
+        let report = tokio::task::block_in_place(|| client.consume("zk-mode", 100))?;
+        ensure!(report.is_exact(), "consumed {report:?}");
+        Ok(())
+    })
+    .expect("a ZooKeeper-mode host runs Kafka 3.9");
 }
