@@ -518,6 +518,32 @@ mod tests {
             );
         }
         assert!(dropin.contains("\nExecStart=\nExecStart=/opt/kafka/bin/kafka-server-start.sh "));
+        // What berth's storage tool wrote as root is handed to Kafka's user before every start.
+        assert!(
+            dropin.contains(
+                "\nExecStartPre=+/bin/chown -R --from=root kafka:kafka /var/lib/kafka/data\n"
+            ),
+            "{dropin}"
+        );
+    }
+
+    #[test]
+    fn kafkas_scripts_exec_our_launcher_with_their_version() {
+        for (subcommand, line) in [
+            (
+                "server",
+                "exec /usr/local/lib/berth-sim/kafka/bin/kafka --version 4.4.0 server \"$@\"",
+            ),
+            (
+                "storage",
+                "exec /usr/local/lib/berth-sim/kafka/bin/kafka --version 4.4.0 storage \"$@\"",
+            ),
+        ] {
+            let script = kafka_launcher("4.4.0", subcommand);
+            let commands: Vec<&str> = script.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(commands, [line], "{script}");
+        }
+        assert_eq!(container_libs("3.9.2"), "/var/cache/berth/kafka/3.9.2/libs");
     }
 
     #[test]
