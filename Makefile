@@ -23,7 +23,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-BENCHES := claim-storm claim-storm-fleet route storage kafka-probe aws tth replace footprint
+BENCHES := claim-storm claim-storm-fleet route storage kafka-probe aws tth replace kafka-replace footprint
 
 ## All benchmarks; each prints one final line `<name> key=value ...`.
 bench: $(addprefix bench-,$(BENCHES))
@@ -45,6 +45,11 @@ bench-aws: setup
 
 bench-tth bench-replace: build
 	$(CARGO) bench -p berth-sim --bench $(subst bench-,,$@)
+
+## Broker 0 of a three-broker KRaft fleet on Apache Kafka killed and replaced: time to Healthy and to a full ISR,
+## bytes re-fetched with its own volume and with a blank one (the control), berth's own overhead.
+bench-kafka-replace: build
+	$(CARGO) bench -p berth-sim --bench kafka_replace
 
 ## Footprint is measured on the binary the package ships (the `dist` profile: opt-level s, thin LTO).
 bench-footprint: build

@@ -180,9 +180,16 @@ pub fn write_record(fleet: &Fleet, index: usize, id: u32) -> anyhow::Result<Stri
     Ok(record)
 }
 
-/// The process id of the Kafka stand-in running on host `index` (in its network namespace), if one runs.
+/// The process id (as this machine numbers it) of Kafka on host `index`, if it runs: `kafka.service`'s main
+/// process on a systemd host, the stand-in in the host's network namespace on a process host.
 pub fn kafka_pid(fleet: &Fleet, index: usize) -> anyhow::Result<Option<i32>> {
+    use berth_sim::systemd_host::{main_pid, outer_pid, KAFKA_UNIT};
     let host = fleet.host(index)?;
+    if let Some(container) = host.container() {
+        return Ok(main_pid(container, KAFKA_UNIT)?
+            .and_then(|inner| outer_pid(container, inner))
+            .map(|pid| pid as i32));
+    }
     Ok(berth_sim::sys::netns_pids(&host.ns)
         .into_iter()
         .find(|pid| {

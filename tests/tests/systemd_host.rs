@@ -12,15 +12,17 @@
 //!   `/health` says 503; Kafka crashing is restarted by its unit's `Restart=`;
 //! - the drop-in: a berth restart is not propagated to Kafka by systemd (with `Requires=berth.service` it was);
 //! - `systemctl restart berth` leaves Kafka running (same pid), the ENI and volume attached: SIGTERM stops berth,
-//!   not the broker, and the next berth adopts it.
+//!   not the broker, and the next berth adopts it;
+//! - `systemctl poweroff` of a host whose lifecycle state is `Terminated`, during berth's drain: the shutdown lets
+//!   berth finish (inside `TimeoutStopSec=`), which releases everything and completes the terminate hook.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use berth_e2e::assert_converged;
+use berth_e2e::{assert_converged, claimed_ids};
 use berth_sim::container::Container;
-use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind};
+use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind, SimKafka};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -141,11 +143,11 @@ fn systemd_follows_berth_through_a_hardened_boot() {
     if !berth_testkit::require_root("systemd_follows_berth_through_a_hardened_boot") {
         return;
     }
-    // Delays that hold attach_eni, attach_ebs and start_kafka open long enough to be seen from outside.
+    // Delays that hold attach_eni and attach_ebs open long enough to be seen from outside (start_kafka is held
+    // open by Kafka's storage tool and Kafka's own start, several seconds).
     let options = FleetOptions {
         eni_delay: Duration::from_millis(1500),
         volume_delay: Duration::from_millis(1500),
-        kafka_delay: Duration::from_millis(1500),
         ..options(1)
     };
     berth_sim::with_fleet(options, |fleet| async move {
@@ -258,6 +260,30 @@ fn systemd_follows_berth_through_a_hardened_boot() {
         ensure!(
             kafka["ActiveState"] == "active" && kafka["MainPID"] != "0",
             "kafka.service (started by berth through systemctl): {kafka:?}"
+        );
+        // Real Kafka 4.x in KRaft mode: berth formatted the blank storage as root under berth.service's
+        // UMask=0077, and Kafka (User=kafka) started on it the first time: the drop-in handed the log dir over.
+        let kafka_unit = show(&host, "kafka.service", &["NRestarts", "User"])?;
+        ensure!(
+            kafka_unit["NRestarts"] == "0" && kafka_unit["User"] == "kafka",
+            "kafka.service restarted (crash loop?): {kafka_unit:?}\n{}",
+            tail(&host)
+        );
+        let owners = on(&host, |c| {
+            Ok(c.exec(&[
+                "find",
+                "/var/lib/kafka/data",
+                "-maxdepth",
+                "2",
+                "-printf",
+                "%u:%g %m %P\\n",
+            ])?)
+        })?;
+        println!("the log dir after berth's format and Kafka's start:\n{owners}");
+        ensure!(
+            owners.lines().any(|l| l.ends_with(" meta.properties"))
+                && owners.lines().all(|l| l.starts_with("kafka:kafka ")),
+            "the log dir is not all Kafka's:\n{owners}"
         );
         let pid = host.berth_pid().context("berth's pid")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -683,7 +709,150 @@ fn a_berth_restart_leaves_kafka_running() {
             layout::eni_ip(0, 1).to_string() == after.eni.map(|e| e.ip).unwrap_or_default(),
             "ENI address"
         );
+        poweroff_while_terminating(&fleet, index).await
+    })
+    .expect("a berth restart leaves Kafka running; a poweroff while terminating drains first");
+}
+
+/// The instance's lifecycle state turns `Terminated` (Auto Scaling scales it in) and berth starts draining;
+/// `systemctl poweroff` comes while the drain is under way (its first step, Kafka's controlled shutdown, takes a
+/// second or more). The shutdown lets berth finish: its journal has "drain complete" after the poweroff was
+/// requested and then berth.service deactivated successfully (not killed at `TimeoutStopSec=`), the host powers
+/// off, everything was released and the terminate hook completed.
+///
+/// Nothing enters the container once the poweroff is under way: systemd-shutdown SIGSTOPs every process of the
+/// container, `nsenter` then stops itself beside its stopped child and never reaps it, and the shutdown waits on
+/// that zombie. The journal files are read from outside (`journalctl --directory`, through `/proc/<pid>/root`).
+async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Result<()> {
+    let host = container(fleet, index)?;
+    let resources = fleet.resources()[0].clone();
+    let stop_timeout = property(&host, "berth.service", "TimeoutStopUSec")?;
+    host.with_imds(|imds| imds.set_lifecycle_state("Terminated"))
+        .context("the host's IMDS")?;
+    until("berth draining", BOOT, || {
+        let status = property(&host, "berth.service", "StatusText")?;
+        Ok(status.starts_with("draining").then_some(()))
+    })
+    .await
+    .with_context(|| tail(&host))?;
+    systemctl(&host, &["poweroff", "--no-block"])?;
+    let requested = std::time::SystemTime::now();
+    let container = host.container().context("a systemd host")?;
+    let journal_dir = container.path("/run/log/journal");
+    let powered_off = Instant::now();
+    let mut journal: Vec<serde_json::Value> = Vec::new();
+    while container.running() && powered_off.elapsed() < Duration::from_secs(330) {
+        let read = tokio::task::block_in_place(|| {
+            std::process::Command::new("journalctl")
+                .arg(format!("--directory={}", journal_dir.display()))
+                .args(["--no-pager", "--output=json", "--unit=berth.service"])
+                .output()
+        });
+        if let Some(output) = read
+            .ok()
+            .filter(|o| o.status.success() && !o.stdout.is_empty())
+        {
+            journal = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(
+        container.wait_exit(Duration::ZERO),
+        "the host did not power off within 330 s (berth.service TimeoutStopSec {stop_timeout})"
+    );
+    let messages: Vec<&str> = journal.iter().map(|e| field(e, "MESSAGE")).collect();
+    let drained = messages
+        .iter()
+        .rposition(|m| m.starts_with("drain complete"))
+        .with_context(|| format!("no drain in berth's journal: {messages:#?}"))?;
+    let drained_at: u128 = field(&journal[drained], "__REALTIME_TIMESTAMP").parse()?;
+    let requested_at = requested.duration_since(std::time::UNIX_EPOCH)?.as_micros();
+    ensure!(
+        requested_at < drained_at,
+        "the poweroff ({requested_at}) came after the drain completed ({drained_at}): nothing was tested"
+    );
+    let after = &messages[drained..];
+    ensure!(
+        after.iter().any(|m| m.contains("Deactivated successfully"))
+            && !after
+                .iter()
+                .any(|m| m.contains("timed out") || m.contains("Killing process")),
+        "berth.service did not end by itself after its drain: {after:#?}"
+    );
+    println!(
+        "poweroff while terminating: requested {:.2} s before berth's drain completed; the host was off {:?} \
+         after `systemctl poweroff` (berth.service TimeoutStopSec {stop_timeout})",
+        (drained_at - requested_at) as f64 / 1e6,
+        powered_off.elapsed()
+    );
+    let attachments = fleet.ec2().attachments().await?;
+    ensure!(
+        attachments.enis.get(&resources.eni_id) == Some(&None)
+            && attachments.volumes.get(&resources.volume_id) == Some(&None),
+        "ENI and volume released by the drain before the poweroff completed: {attachments:?}"
+    );
+    ensure!(
+        claimed_ids(fleet).await?.is_empty(),
+        "claim released by the drain"
+    );
+    let completed = fleet
+        .aws()
+        .calls_from("CompleteLifecycleAction", &host.instance.id);
+    ensure!(
+        completed.iter().any(|c| c.param("LifecycleHookName")
+            == Some(berth_sim::asg::TERMINATE_HOOK)
+            && c.param("LifecycleActionResult") == Some("CONTINUE")),
+        "the terminate hook completed by the draining berth: {completed:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_zookeeper_mode_host_runs_kafka_3_9_registered_in_the_ensemble() {
+    if !berth_testkit::require_root(
+        "a_zookeeper_mode_host_runs_kafka_3_9_registered_in_the_ensemble",
+    ) {
+        return;
+    }
+    let options = FleetOptions {
+        kafka: SimKafka::ZooKeeperMode,
+        ..options(1)
+    };
+    berth_sim::with_fleet(options, |fleet| async move {
+        let (index, state, _) = healthy_host(&fleet).await?;
+        let host = container(&fleet, index)?;
+        let install = fleet.kafka().context("Apache Kafka")?.clone();
+        ensure!(
+            install.has_zookeeper_mode(),
+            "the fleet runs Kafka {}",
+            install.version()
+        );
+        let unit = show(&host, "kafka.service", &["NRestarts", "Description"])?;
+        ensure!(
+            unit["NRestarts"] == "0" && unit["Description"].contains(install.version()),
+            "kafka.service: {unit:?}"
+        );
+        // Kafka 3.9 registered itself under /brokers/ids in the fleet's ensemble, at the ENI's address.
+        let zk = zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(4))
+            .connect(&fleet.zookeeper().connect_string())
+            .await?;
+        let (registration, _) = zk.get_data("/brokers/ids/0").await?;
+        let registration = String::from_utf8_lossy(&registration).into_owned();
+        let eni_ip = state.eni.as_ref().map(|e| e.ip.clone()).unwrap_or_default();
+        ensure!(
+            registration.contains(&format!("PLAINTEXT://{eni_ip}:{}", layout::KAFKA_PORT)),
+            "registration {registration}"
+        );
+        // A real client produces and reads back through it.
+        let client = berth_sim::kafka::client(&fleet, &install);
+        tokio::task::block_in_place(|| client.produce("zk-mode", 100))?;
+        let report = tokio::task::block_in_place(|| client.consume("zk-mode", 100))?;
+        ensure!(report.is_exact(), "consumed {report:?}");
         Ok(())
     })
-    .expect("a berth restart leaves Kafka running");
+    .expect("a ZooKeeper-mode host runs Kafka 3.9");
 }

@@ -404,7 +404,7 @@ impl Default for KafkaConfig {
             port: 9092,
             controller_port: 9093,
             quorum_voters: false,
-            format_command: vec!["/opt/kafka/bin/kafka-storage.sh".into(), "format".into()],
+            format_command: DEFAULT_FORMAT_COMMAND.iter().map(|&w| w.into()).collect(),
             server_properties: "/etc/kafka/server.properties".into(),
             check_interval: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(120),
@@ -600,6 +600,21 @@ fn ensure(condition: bool, key: &str, reason: impl FnOnce() -> String) -> Result
         Err(ConfigError::invalid(key, reason()))
     }
 }
+
+/// `kafka.format_command`'s default: Kafka's storage tool as a transient systemd unit, outside berth's sandbox.
+/// Run as berth's child it would inherit berth.service's hardening, and the JVM cannot start under
+/// `MemoryDenyWriteExecute=` (its JIT maps writable code: "Failed to mark memory page as executable"); the
+/// files it writes as root are handed to Kafka's user by the documented kafka.service drop-in.
+pub const DEFAULT_FORMAT_COMMAND: &[&str] = &[
+    "systemd-run",
+    "--wait",
+    "--pipe",
+    "--collect",
+    "--quiet",
+    "--service-type=exec",
+    "/opt/kafka/bin/kafka-storage.sh",
+    "format",
+];
 
 /// What Kafka generates for a cluster id (`Uuid.randomUuid().toString()`): 16 bytes in unpadded base64url, so 22
 /// characters whose last one carries no stray bits, never starting with `-` (Kafka re-draws those, as its

@@ -259,7 +259,7 @@ fn kraft_mode_needs_a_cluster_id_in_kafkas_form() {
     );
     assert_eq!(
         config.kafka.format_command,
-        ["/opt/kafka/bin/kafka-storage.sh", "format"]
+        berth_config::DEFAULT_FORMAT_COMMAND
     );
     for bad in [
         " ",

@@ -11,16 +11,24 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use berth_testkit::aws::autoscaling::LifecycleState;
+use berth_testkit::aws::autoscaling::{LifecycleState, Member};
+use berth_testkit::kafka::Client;
 
 use crate::asg;
 use crate::fleet::{Fleet, FleetOptions};
+use crate::kafka::blocking;
 use crate::state::{render_timeline, BerthState};
 
-/// Where the demo writes each broker's data, relative to the broker's mount root (inside its Kafka log dir).
-pub const DATA_FILE: &str = "data/berth-sim-demo.txt";
+/// The demo's topic.
+pub const TOPIC: &str = "demo";
+/// Records produced before the kill.
+const RECORDS: u32 = 10_000;
+/// Records produced while broker 0 is away.
+const WHILE_AWAY: u32 = 1_000;
+/// Lines of each host's berth journal shown.
+const JOURNAL_LINES: usize = 40;
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// What the demo observed, for its summary and for tests.
 #[derive(Debug, Clone)]
@@ -48,6 +56,69 @@ fn say(line: impl AsRef<str>) {
 
 async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
     let started = Instant::now();
+    let (hosts, booted) = boot(fleet).await?;
+    let install = fleet
+        .kafka()
+        .context("the demo runs Apache Kafka (BERTHSIM_KAFKA=kraft, the default, or zookeeper)")?
+        .clone();
+    let client = crate::kafka::client(fleet, &install);
+    blocking(|| client.create_topic(&crate::kafka::replicated_topic(TOPIC)))?;
+    say(format!(
+        "Apache Kafka {} ({}): topic {TOPIC} created, 6 partitions, replication factor 3, min.insync.replicas=2",
+        install.version(),
+        fleet.options().kafka.mode()
+    ));
+    blocking(|| client.produce_range(TOPIC, 0..RECORDS, 0))?;
+    say(format!(
+        "produced {RECORDS} keyed records with acks=all (kcat, librdkafka)"
+    ));
+    let victim = booted
+        .iter()
+        .position(|s| s.broker_id == Some(0))
+        .context("no host is broker 0")?;
+    let replaced = replace(fleet, &client, hosts[victim], &booted[victim]).await?;
+    let report = blocking(|| client.consume(TOPIC, RECORDS + WHILE_AWAY))?;
+    ensure!(
+        report.is_exact(),
+        "consumed {} records: {} missing, {} duplicated, {} corrupt",
+        report.records.len(),
+        report.missing.len(),
+        report.duplicated.len(),
+        report.corrupt.len()
+    );
+    say(format!(
+        "consumed every record: {} read of {} produced, 0 missing, 0 duplicated",
+        report.records.len(),
+        RECORDS + WHILE_AWAY
+    ));
+    say(format!(
+        "broker 0 re-fetched {} bytes: its volume held {} bytes of {TOPIC} before the kill and {} once in sync, \
+         so it fetched what was produced while it was away, not the partitions' size",
+        replaced.held_after.saturating_sub(replaced.held_before),
+        replaced.held_before,
+        replaced.held_after,
+    ));
+    let refused = fleet
+        .aws()
+        .calls_from("SignalResource", &replaced.instance)
+        .iter()
+        .find_map(|call| call.refusal().map(str::to_owned))
+        .unwrap_or_else(|| "-".into());
+    say(format!(
+        "its SignalResource was refused, as outside any stack update AWS refuses it: {refused}"
+    ));
+    let text = timelines(fleet, &hosts, &booted, &replaced, started)?;
+    println!("\n{text}");
+    say("cleaning up (processes, mounts, loop devices, namespaces, servers)");
+    Ok(DemoReport {
+        text,
+        replace: replaced.healthy_after,
+        broker_id: replaced.state.broker_id.unwrap_or(0),
+    })
+}
+
+/// Waits until the group's hosts are Healthy with unique ids and InService; their indexes and states.
+async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<BerthState>)> {
     let options = fleet.options();
     say(format!(
         "region up: ZooKeeper ensemble {}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
@@ -95,93 +166,131 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
     );
     for (&host, state) in hosts.iter().zip(&booted) {
         let h = fleet.host(host)?;
-        let id = state.broker_id.context("Healthy without a broker id")?;
-        let ip = state.eni.as_ref().map(|e| e.ip.clone()).unwrap_or_default();
         say(format!(
-            "host {host} ({}, {}) is broker {id} at {ip}, Healthy",
+            "host {host} ({}, {}) is broker {} at {}, Healthy",
             crate::layout::zone_name(h.az),
-            h.instance.id
+            h.instance.id,
+            state.broker_id.context("Healthy without a broker id")?,
+            state
+                .eni
+                .as_ref()
+                .map(|e| e.ip.as_str())
+                .unwrap_or_default(),
         ));
-        let path = h.mount_path().join(DATA_FILE);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        }
-        std::fs::write(&path, format!("written on broker {id} by host {host}\n"))
-            .with_context(|| format!("write {}", path.display()))?;
     }
-    let victim = hosts[0];
-    let before = booted[0].clone();
+    Ok((hosts, booted))
+}
+
+/// What the replacement of broker 0 showed.
+struct Replaced {
+    victim: usize,
+    victim_journal: String,
+    host: usize,
+    instance: String,
+    state: BerthState,
+    healthy_after: Duration,
+    held_before: u64,
+    held_after: u64,
+}
+
+/// Kills broker 0's host, produces while it is away, and waits for the group's replacement to be broker 0 on
+/// the same address and for every partition to be fully in sync again.
+async fn replace(
+    fleet: &Fleet,
+    client: &Client,
+    victim: usize,
+    before: &BerthState,
+) -> anyhow::Result<Replaced> {
     let victim_host = fleet.host(victim)?;
+    let log_dir = |host: &crate::Host| host.mount_path().join("data");
+    let held_before = crate::kafka::topic_bytes(&log_dir(&victim_host), TOPIC);
+    let victim_journal = victim_host
+        .container()
+        .map(|c| crate::kafka::berth_journal(c, JOURNAL_LINES))
+        .unwrap_or_default();
     say(format!(
-        "killing host {victim} (broker {}, {}): SIGKILL, mounts gone, instance terminated",
-        before.broker_id.unwrap_or_default(),
+        "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): SIGKILL, mounts gone, \
+         instance terminated",
         victim_host.instance.id
     ));
     let killed = Instant::now();
     fleet.kill_host(victim, None).await?;
+    blocking(|| client.produce_range(TOPIC, RECORDS..RECORDS + WHILE_AWAY, 0))?;
+    say(format!(
+        "while broker 0 is away, produced {WHILE_AWAY} more records (acks=all: two in-sync replicas suffice)"
+    ));
     let zone = crate::layout::zone_name(victim_host.az);
+    let replacing =
+        |m: &Member| m.availability_zone == zone && m.instance_id != victim_host.instance.id;
     let members = asg::wait_members(fleet, "a replacement launched", BOOT_TIMEOUT, |m| {
-        m.iter()
-            .any(|m| m.availability_zone == zone && m.instance_id != victim_host.instance.id)
+        m.iter().any(replacing)
     })
     .await?;
-    let new_instance = members
+    let instance = members
         .iter()
-        .find(|m| m.availability_zone == zone && m.instance_id != victim_host.instance.id)
+        .find(|m| replacing(m))
         .map(|m| m.instance_id.clone())
         .context("replacement member")?;
-    let replacement = asg::host_of(fleet, &new_instance)
+    let host = asg::host_of(fleet, &instance)
         .context("the replacement's host")?
         .index;
     say(format!(
-        "the Auto Scaling group noticed the dead instance and launched host {replacement} ({new_instance}) in {zone}"
+        "the Auto Scaling group noticed the dead instance and launched host {host} ({instance}) in {zone}"
     ));
-    let after = fleet.wait_healthy(replacement, BOOT_TIMEOUT).await?;
-    let replace = killed.elapsed();
+    let state = fleet.wait_healthy(host, BOOT_TIMEOUT).await?;
+    let healthy_after = killed.elapsed();
     asg::wait_members(fleet, "the replacement in service", BOOT_TIMEOUT, |m| {
         m.iter()
-            .any(|m| m.instance_id == new_instance && m.state == LifecycleState::InService)
+            .any(|m| m.instance_id == instance && m.state == LifecycleState::InService)
     })
     .await?;
-    let data = std::fs::read_to_string(fleet.host(replacement)?.mount_path().join(DATA_FILE))
-        .unwrap_or_default();
-    ensure!(
-        after.broker_id == before.broker_id,
-        "replacement became broker {:?}, not {:?}",
-        after.broker_id,
-        before.broker_id
-    );
     let ip = |s: &BerthState| s.eni.as_ref().map(|e| e.ip.clone());
     ensure!(
-        ip(&after) == ip(&before),
-        "replacement's address {:?} differs from {:?}",
-        ip(&after),
-        ip(&before)
+        state.broker_id == before.broker_id && ip(&state) == ip(before),
+        "replacement became broker {:?} at {:?}, not {:?} at {:?}",
+        state.broker_id,
+        ip(&state),
+        before.broker_id,
+        ip(before)
     );
-    ensure!(
-        data.contains(&format!("broker {}", before.broker_id.unwrap_or(0))),
-        "data not found on the replacement: {data:?}"
-    );
-    let refused = fleet
-        .aws()
-        .calls_from("SignalResource", &new_instance)
-        .iter()
-        .find_map(|call| call.refusal().map(str::to_owned))
-        .unwrap_or_else(|| "-".into());
+    let synced = blocking(|| {
+        crate::kafka::wait_fully_replicated(client, TOPIC, BOOT_TIMEOUT).map_err(anyhow::Error::msg)
+    })?;
+    let in_sync = killed.elapsed();
+    let held_after = crate::kafka::topic_bytes(&log_dir(&*fleet.host(host)?), TOPIC);
     say(format!(
-        "replacement host {replacement} is broker {} at {}, Healthy {:.1}s after the kill, InService; its volume \
-         holds: {}",
-        after.broker_id.unwrap_or_default(),
-        ip(&after).unwrap_or_default(),
-        replace.as_secs_f64(),
-        data.trim()
+        "replacement host {host} is broker {} at {} on volume {}, Healthy {:.1}s after the kill, InService; \
+         every partition fully in sync {:.1}s after the kill ({} partitions, ISR = replicas)",
+        state.broker_id.unwrap_or_default(),
+        ip(&state).unwrap_or_default(),
+        state.volume.as_ref().map_or("-", |v| v.id.as_str()),
+        healthy_after.as_secs_f64(),
+        in_sync.as_secs_f64(),
+        synced.len(),
     ));
-    say(format!(
-        "its SignalResource was refused, as outside any stack update AWS refuses it: {refused}"
-    ));
+    Ok(Replaced {
+        victim,
+        victim_journal,
+        host,
+        instance,
+        state,
+        healthy_after,
+        held_before,
+        held_after,
+    })
+}
+
+/// Per host, the timeline from `/state` and berth's journal, then the group's history.
+fn timelines(
+    fleet: &Fleet,
+    hosts: &[usize],
+    booted: &[BerthState],
+    replaced: &Replaced,
+    started: Instant,
+) -> anyhow::Result<String> {
     let mut text = String::new();
-    for (&host, state) in hosts.iter().zip(&booted) {
-        let title = if host == victim {
+    for (&host, state) in hosts.iter().zip(booted) {
+        let title = if host == replaced.victim {
             format!("host {host} (killed)")
         } else {
             format!("host {host}")
@@ -189,9 +298,22 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         text.push_str(&render_timeline(&title, state));
     }
     text.push_str(&render_timeline(
-        &format!("host {replacement} (replacement)"),
-        &after,
+        &format!("host {} (replacement)", replaced.host),
+        &replaced.state,
     ));
+    let _ = writeln!(
+        text,
+        "journalctl -u berth on host {} (killed; read just before the kill):\n{}",
+        replaced.victim, replaced.victim_journal
+    );
+    if let Some(container) = fleet.host(replaced.host)?.container() {
+        let _ = writeln!(
+            text,
+            "journalctl -u berth on host {} (replacement):\n{}",
+            replaced.host,
+            crate::kafka::berth_journal(container, JOURNAL_LINES)
+        );
+    }
     let _ = writeln!(text, "Auto Scaling group history:");
     for line in asg::history(fleet) {
         let _ = writeln!(text, "  {line}");
@@ -201,11 +323,5 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         "total demo time {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    println!("\n{text}");
-    say("cleaning up (processes, mounts, loop devices, namespaces, servers)");
-    Ok(DemoReport {
-        text,
-        replace,
-        broker_id: after.broker_id.unwrap_or(0),
-    })
+    Ok(text)
 }

@@ -25,6 +25,7 @@ use berth_testkit::aws::{
     AwsEndpoint, Fault, FaultProxy, Imds, ImdsHost, ImdsInterface, StrictMoto,
 };
 use berth_testkit::blockdev::FakeDeviceTree;
+use berth_testkit::kafka::{Install, KafkaHarnessError};
 use berth_testkit::zk::{ZkOptions, ZooKeeper};
 
 use crate::asg::{self, AsgOptions};
@@ -64,7 +65,53 @@ pub struct FleetOptions {
     pub asg: AsgOptions,
     /// What the hosts run berth on.
     pub host_kind: HostKind,
+    /// What Kafka the systemd hosts run (process hosts always run the stand-in).
+    pub kafka: SimKafka,
 }
+
+/// The Kafka of the fleet's systemd hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimKafka {
+    /// Apache Kafka 4.x (the newest in tests/kafka/versions), KRaft: every broker is also a controller, the
+    /// voters are the ids' ENI addresses as berth renders them (the default).
+    Kraft,
+    /// Apache Kafka 3.9 in ZooKeeper mode, registering in the fleet's ensemble.
+    ZooKeeperMode,
+    /// `kafka-standin` (NOT Kafka): only where a test needs what real Kafka cannot give (a fixed start delay,
+    /// a dozen brokers on two cores); named in docs/architecture.md.
+    Standin,
+}
+
+impl SimKafka {
+    /// `BERTHSIM_KAFKA` (`kraft`, `zookeeper` or `standin`), else [`SimKafka::Kraft`].
+    pub fn from_env() -> Self {
+        match std::env::var("BERTHSIM_KAFKA").as_deref() {
+            Ok("zookeeper") => Self::ZooKeeperMode,
+            Ok("standin") => Self::Standin,
+            _ => Self::Kraft,
+        }
+    }
+
+    /// The installed Apache Kafka this runs (None for the stand-in); a missing one names the setup command.
+    pub fn install(self) -> Result<Option<Install>, KafkaHarnessError> {
+        match self {
+            Self::Kraft => Install::kraft().map(Some),
+            Self::ZooKeeperMode => Install::zookeeper_mode().map(Some),
+            Self::Standin => Ok(None),
+        }
+    }
+
+    /// berth's `kafka.mode`.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Self::Kraft => "kraft",
+            Self::ZooKeeperMode | Self::Standin => "zookeeper",
+        }
+    }
+}
+
+/// The KRaft cluster id of every simulated fleet (`cluster.kafka_cluster_id`; Kafka's own documentation example).
+pub const KAFKA_CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
 
 /// What a simulated host runs berth on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +150,7 @@ impl Default for FleetOptions {
             berth_env: Vec::new(),
             asg: AsgOptions::default(),
             host_kind: HostKind::from_env(),
+            kafka: SimKafka::from_env(),
         }
     }
 }
@@ -164,6 +212,9 @@ pub enum FleetError {
     /// There is no such host.
     #[error("no host {0}")]
     NoHost(usize),
+    /// The fleet's Apache Kafka is not installed.
+    #[error("the fleet's Kafka: {0}")]
+    Kafka(#[from] KafkaHarnessError),
     /// A systemd host could not be booted, installed or driven.
     #[error("host {host}: {source}")]
     Systemd {
@@ -369,6 +420,7 @@ struct Inner {
     moto: StrictMoto,
     zk: ZooKeeper,
     region: Region,
+    kafka: Option<Install>,
     _work: tempfile::TempDir,
 }
 
@@ -392,6 +444,10 @@ impl Fleet {
         prefix: &str,
         region: Region,
     ) -> Result<Self, FleetError> {
+        let kafka = match options.host_kind {
+            HostKind::Systemd => options.kafka.install()?,
+            HostKind::Process => None,
+        };
         let work = tempfile::Builder::new()
             .prefix(&format!("{prefix}-"))
             .tempdir()
@@ -458,6 +514,7 @@ impl Fleet {
             zk,
             region,
             options,
+            kafka,
             _work: work,
         });
         let hotplug = tokio::spawn(hotplug_loop(inner.clone()));
@@ -467,6 +524,11 @@ impl Fleet {
     /// The options the fleet was built with.
     pub fn options(&self) -> &FleetOptions {
         &self.inner.options
+    }
+
+    /// The Apache Kafka the systemd hosts run (None: the stand-in).
+    pub fn kafka(&self) -> Option<&Install> {
+        self.inner.kafka.as_ref()
     }
 
     /// The cluster's ENIs and volumes by broker id.
@@ -637,11 +699,18 @@ impl Fleet {
         imds.set_lifecycle_state("InService");
         let container = match inner.options.host_kind {
             HostKind::Systemd => Some(
-                systemd_host::boot(&ns, &hostname, &dir, &tree.sys_root(), &Binaries::locate()?)
-                    .map_err(|source| FleetError::Systemd {
-                        host: index,
-                        source,
-                    })?,
+                systemd_host::boot(
+                    &ns,
+                    &hostname,
+                    &dir,
+                    &tree.sys_root(),
+                    &Binaries::locate()?,
+                    inner.kafka.as_ref(),
+                )
+                .map_err(|source| FleetError::Systemd {
+                    host: index,
+                    source,
+                })?,
             ),
             HostKind::Process => None,
         };
@@ -667,9 +736,14 @@ impl Fleet {
     /// on a systemd host; the fleet's trees and a child Kafka on a process host.
     fn storage_and_kafka(&self, host: &Host, binaries: &Binaries) -> String {
         if host.container.is_some() {
+            let kafka = self.inner.options.kafka;
+            // A real broker's controlled shutdown moves leadership away first: give it Kafka's own time.
+            let stop_timeout = if self.inner.kafka.is_some() { 60 } else { 5 };
             return format!(
-                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\nmode = \"zookeeper\"\nsupervisor = \"systemd\"\n",
-                systemd_host::SYS_ROOT
+                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\nmode = \"{}\"\nsupervisor = \"systemd\"\nquorum_voters = {}\nstop_timeout = \"{stop_timeout}s\"\n",
+                systemd_host::SYS_ROOT,
+                kafka.mode(),
+                kafka == SimKafka::Kraft,
             );
         }
         let o = &self.inner.options;
@@ -698,12 +772,56 @@ mode = "zookeeper"
 supervisor = "process"
 command = [{command}]
 overlay_path = "{overlay}"
+stop_timeout = "5s"
 "#,
             dev = host.dev_root().display(),
             sys = host.sys_root().display(),
             mount = host.mount_path().display(),
             overlay = host.dir.join("berth.properties").display(),
         )
+    }
+
+    /// The operator's `server.properties` on host `index` (what berth's overlay does not own): for real Kafka
+    /// the listeners on every address (the ENI's appears later), KRaft's roles and controller listener or
+    /// ZooKeeper's connect string, and replication settings that fit the fleet's size.
+    fn server_properties(&self, index: usize, systemd: bool) -> String {
+        let options = &self.inner.options;
+        let zookeeper = format!(
+            "zookeeper.connect={}\nzookeeper.session.timeout.ms={}\n",
+            self.inner.zk.connect_string(),
+            options.session_timeout.as_millis(),
+        );
+        let mut text = format!("# the operator's Kafka settings on simulated host {index}\n");
+        let kafka = if systemd {
+            options.kafka
+        } else {
+            SimKafka::Standin
+        };
+        match kafka {
+            SimKafka::Standin => return text + &zookeeper,
+            SimKafka::Kraft => text.push_str(&format!(
+                "process.roles=broker,controller\n\
+                 listeners=PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{cport}\n\
+                 controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n",
+                port = layout::KAFKA_PORT,
+                cport = layout::KAFKA_CONTROLLER_PORT,
+            )),
+            SimKafka::ZooKeeperMode => {
+                text.push_str(&zookeeper);
+                text.push_str(&format!(
+                    "listeners=PLAINTEXT://0.0.0.0:{}\n",
+                    layout::KAFKA_PORT
+                ));
+            }
+        }
+        let replicas = options.brokers.min(3);
+        text.push_str(&format!(
+            "offsets.topic.replication.factor={replicas}\ntransaction.state.log.replication.factor={replicas}\n\
+             transaction.state.log.min.isr={}\ngroup.initial.rebalance.delay.ms=0\n",
+            replicas.min(2)
+        ));
+        text
     }
 
     /// berth's configuration for a host.
@@ -714,7 +832,7 @@ overlay_path = "{overlay}"
 [cluster]
 name = "{cluster}"
 broker_count = {brokers}
-
+{cluster_id}
 [tags]
 key = "Name"
 eni = "KAFKA-{{id}}"
@@ -746,7 +864,6 @@ mark_unhealthy_after = "0s"
 
 {storage_and_kafka}port = {kafka_port}
 check_interval = "1s"
-stop_timeout = "5s"
 
 [health]
 listen = "0.0.0.0:{health}"
@@ -761,6 +878,12 @@ listen = "0.0.0.0:{health}"
             terminate_hook = asg::TERMINATE_HOOK,
             heartbeat = (o.asg.launch_timeout / 2).as_millis(),
             brokers = o.brokers,
+            cluster_id = if host.container.is_some() && self.inner.options.kafka == SimKafka::Kraft
+            {
+                format!("kafka_cluster_id = \"{KAFKA_CLUSTER_ID}\"\n")
+            } else {
+                String::new()
+            },
             cluster_tag = layout::CLUSTER_TAG,
             zk = self.inner.zk.connect_string(),
             session = o.session_timeout.as_millis(),
@@ -782,11 +905,7 @@ listen = "0.0.0.0:{health}"
             host: index,
             source,
         })?;
-        let server_properties = format!(
-            "# the operator's Kafka settings on simulated host {index}\nzookeeper.connect={}\nzookeeper.session.timeout.ms={}\n",
-            self.inner.zk.connect_string(),
-            self.inner.options.session_timeout.as_millis(),
-        );
+        let server_properties = self.server_properties(index, host.container.is_some());
         if let Some(container) = &host.container {
             let options = &self.inner.options;
             systemd_host::start(
@@ -795,6 +914,7 @@ listen = "0.0.0.0:{health}"
                 config,
                 server_properties,
                 &binaries.berth,
+                self.inner.kafka.as_ref(),
             )
             .map_err(|source| FleetError::Systemd {
                 host: index,

@@ -17,6 +17,8 @@ pub const ZK_PORT: u16 = 2181;
 pub const HEALTH_PORT: u16 = 9798;
 /// The Kafka stand-in's listener port on the ENI address.
 pub const KAFKA_PORT: u16 = 9092;
+/// Kafka's controller listener (KRaft; berth's `kafka.controller_port` default).
+pub const KAFKA_CONTROLLER_PORT: u16 = 9093;
 /// The link-local address of the instance metadata service.
 pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 

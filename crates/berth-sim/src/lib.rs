@@ -14,6 +14,7 @@ pub mod demo;
 pub mod devices;
 pub mod ec2;
 pub mod fleet;
+pub mod kafka;
 pub mod layout;
 pub mod region;
 pub mod state;
@@ -23,7 +24,7 @@ pub mod systemd_host;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use fleet::{Fleet, FleetError, FleetOptions, Host, HostKind};
+pub use fleet::{Fleet, FleetError, FleetOptions, Host, HostKind, SimKafka};
 pub use state::BerthState;
 
 /// A namespace prefix unique to this process and call, short enough for interface names.

@@ -8,13 +8,18 @@
 //! debug binary; the system's takes seconds), once per binary and package inputs: it is cached next to the
 //! binary under a name that hashes them.
 //!
-//! Kafka is still `kafka-standin` (a stand-in that is NOT Kafka): the only line that names it is the launcher
-//! [`KAFKA_LAUNCHER`] at `/opt/kafka/bin/kafka-server-start.sh`, which the documented drop-in runs.
+//! Kafka is Apache Kafka (the fleet's [`crate::fleet::SimKafka`]: 4.x in KRaft mode by default, 3.9 in ZooKeeper
+//! mode as an option): its jars from the setup cache and our launcher (`tests/kafka`) are bound read-only into
+//! the container, and `/opt/kafka/bin/kafka-server-start.sh` and `kafka-storage.sh` (what the documented drop-in
+//! and berth's default `kafka.format_command` run) exec the launcher, with a 256 MiB heap. Where a test needs
+//! what real Kafka cannot give, the launcher runs `kafka-standin` instead ([`STANDIN_LAUNCHER`], NOT Kafka).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+
+use berth_testkit::kafka::Install;
 
 use crate::container::{Bind, Container, ContainerError, ContainerSpec};
 use crate::fleet::{Binaries, FleetOptions};
@@ -31,30 +36,73 @@ pub const BERTH_UNIT: &str = "berth.service";
 /// Kafka's unit.
 pub const KAFKA_UNIT: &str = "kafka.service";
 
-/// The Kafka launcher the documented drop-in runs. Switching the hosts to real Kafka is this one exec line.
-pub const KAFKA_LAUNCHER: &str = "#!/bin/sh
+/// Where `tests/kafka` (our launcher and its log4j configurations) is bound inside every container.
+const KAFKA_TOOLS: &str = "/usr/local/lib/berth-sim/kafka";
+/// Where the setup cache keeps a version's jars, inside a container (the launcher's default cache root).
+fn container_libs(version: &str) -> String {
+    format!("/var/cache/berth/kafka/{version}/libs")
+}
+
+/// The Kafka stand-in's launcher (a stand-in that is NOT Kafka), for fleets that ask for it.
+pub const STANDIN_LAUNCHER: &str = "#!/bin/sh
 # kafka-server-start.sh of a berth-sim host. It runs kafka-standin, a stand-in that is NOT Kafka
 # (crates/kafka-standin): Kafka's startup contract, registration and ApiVersions/Metadata, nothing more.
 exec /usr/local/lib/berth-sim/kafka-standin \"$@\"
 ";
 
+/// `/opt/kafka/bin/<script>` running our launcher's `subcommand` for Apache Kafka `version`.
+fn kafka_launcher(version: &str, subcommand: &str) -> String {
+    format!(
+        "#!/bin/sh
+# {subcommand} of Apache Kafka {version} on a berth-sim host: the jars from Maven Central (setup's cache, bound
+# read-only) through berth's launcher (tests/kafka/bin/kafka), heap 256 MiB.
+exec {KAFKA_TOOLS}/bin/kafka --version {version} {subcommand} \"$@\"
+"
+    )
+}
+
+/// The scripts under `/opt/kafka/bin` (path, content) for Kafka `install` (None: the stand-in).
+fn kafka_scripts(install: Option<&Install>) -> Vec<(&'static str, String)> {
+    match install {
+        Some(install) => vec![
+            (
+                "/opt/kafka/bin/kafka-server-start.sh",
+                kafka_launcher(install.version(), "server"),
+            ),
+            (
+                "/opt/kafka/bin/kafka-storage.sh",
+                kafka_launcher(install.version(), "storage"),
+            ),
+        ],
+        None => vec![(
+            "/opt/kafka/bin/kafka-server-start.sh",
+            STANDIN_LAUNCHER.to_owned(),
+        )],
+    }
+}
+
 /// The operator's own Kafka unit (what a Kafka package ships); berth's drop-in overrides its start.
-fn kafka_unit(start_delay_ms: u128) -> String {
-    let delay = if start_delay_ms == 0 {
-        String::new()
-    } else {
-        format!("# Stretches the stand-in's startup, as log recovery does.\nEnvironment=KAFKA_STANDIN_START_DELAY={start_delay_ms}ms\n")
+fn kafka_unit(install: Option<&Install>, start_delay_ms: u128) -> String {
+    let (what, delay) = match install {
+        Some(install) => (format!("Apache Kafka {}", install.version()), String::new()),
+        None if start_delay_ms == 0 => ("kafka-standin, a stand-in".to_owned(), String::new()),
+        None => (
+            "kafka-standin, a stand-in".to_owned(),
+            format!("# Stretches the stand-in's startup, as log recovery does.\nEnvironment=KAFKA_STANDIN_START_DELAY={start_delay_ms}ms\n"),
+        ),
     };
     format!(
-        "# Kafka on a berth-sim host: /opt/kafka/bin/kafka-server-start.sh runs kafka-standin (NOT Kafka).
+        "# Kafka on a berth-sim host: /opt/kafka/bin/kafka-server-start.sh runs {what}.
 [Unit]
-Description=Apache Kafka broker (berth-sim: kafka-standin, a stand-in)
+Description=Apache Kafka broker (berth-sim: {what})
 After=network-online.target
 
 [Service]
 User=kafka
 Group=kafka
 ExecStart=/opt/kafka/bin/kafka-server-start.sh /etc/kafka/server.properties
+# The JVM exits 143 (128 + SIGTERM) after Kafka's shutdown hook completed a controlled shutdown.
+SuccessExitStatus=143
 {delay}
 [Install]
 WantedBy=multi-user.target
@@ -102,34 +150,45 @@ struct HostFiles {
     pub server_properties: String,
     /// The stand-in's startup delay.
     pub kafka_delay_ms: u128,
+    /// Apache Kafka (None: the stand-in).
+    pub kafka: Option<Install>,
 }
 
 /// Boots the container of the simulated host in network namespace `ns` (named after it, so unique on this
-/// machine) from the host image, with the berth package, the Kafka stand-in and the host's fake sysfs bound
-/// read-only; the host's own files go under `dir/container`.
+/// machine) from the host image, with the berth package, the Kafka stand-in, Apache Kafka's jars and launcher
+/// (`kafka`, when the fleet runs it) and the host's fake sysfs bound read-only; the host's own files go under
+/// `dir/container`.
 pub fn boot(
     ns: &str,
     hostname: &str,
     dir: &Path,
     sys_root: &Path,
     binaries: &Binaries,
+    kafka: Option<&Install>,
 ) -> Result<Container, InstallError> {
     let package = package(&binaries.berth)?;
     let bind = |source: &Path, target: &str| Bind {
         source: source.to_owned(),
         target: target.into(),
     };
+    let mut binds = vec![
+        bind(package.parent().unwrap_or(&package), PACKAGE_DIR),
+        bind(&binaries.standin, STANDIN),
+        bind(sys_root, SYS_ROOT),
+    ];
+    if let Some(install) = kafka {
+        let tools = berth_testkit::kafka::launcher();
+        let tools = tools.parent().and_then(Path::parent).unwrap_or(&tools);
+        binds.push(bind(tools, KAFKA_TOOLS));
+        binds.push(bind(install.libs(), &container_libs(install.version())));
+    }
     let spec = ContainerSpec {
         name: ns.to_owned(),
         hostname: hostname.to_owned(),
         image: ContainerSpec::default_image(),
         dir: dir.join("container"),
         netns: region::netns_path(ns),
-        binds: vec![
-            bind(package.parent().unwrap_or(&package), PACKAGE_DIR),
-            bind(&binaries.standin, STANDIN),
-            bind(sys_root, SYS_ROOT),
-        ],
+        binds,
     };
     Ok(Container::boot(&spec)?)
 }
@@ -143,6 +202,7 @@ pub fn start(
     berth_toml: String,
     server_properties: String,
     berth: &Path,
+    kafka: Option<&Install>,
 ) -> Result<(), InstallError> {
     if container.path("/usr/bin/berth").is_file() {
         return Ok(start_again(container)?);
@@ -162,6 +222,7 @@ pub fn start(
         environment,
         server_properties,
         kafka_delay_ms: options.kafka_delay.as_millis(),
+        kafka: kafka.cloned(),
     };
     install_and_start(container, &package(berth)?, &files)
 }
@@ -184,14 +245,12 @@ fn install_and_start(
         "/usr/sbin/nologin",
         "kafka",
     ])?;
-    container.write(
-        "/opt/kafka/bin/kafka-server-start.sh",
-        KAFKA_LAUNCHER,
-        0o755,
-    )?;
+    for (path, script) in kafka_scripts(files.kafka.as_ref()) {
+        container.write(path, &script, 0o755)?;
+    }
     container.write(
         "/etc/systemd/system/kafka.service",
-        &kafka_unit(files.kafka_delay_ms),
+        &kafka_unit(files.kafka.as_ref(), files.kafka_delay_ms),
         0o644,
     )?;
     container.write(
@@ -459,11 +518,37 @@ mod tests {
             );
         }
         assert!(dropin.contains("\nExecStart=\nExecStart=/opt/kafka/bin/kafka-server-start.sh "));
+        // What berth's storage tool wrote as root is handed to Kafka's user before every start.
+        assert!(
+            dropin.contains(
+                "\nExecStartPre=+/bin/chown -R --from=root kafka:kafka /var/lib/kafka/data\n"
+            ),
+            "{dropin}"
+        );
     }
 
     #[test]
-    fn the_launcher_is_the_one_line_naming_the_stand_in() {
-        let naming: Vec<&str> = KAFKA_LAUNCHER
+    fn kafkas_scripts_exec_our_launcher_with_their_version() {
+        for (subcommand, line) in [
+            (
+                "server",
+                "exec /usr/local/lib/berth-sim/kafka/bin/kafka --version 4.4.0 server \"$@\"",
+            ),
+            (
+                "storage",
+                "exec /usr/local/lib/berth-sim/kafka/bin/kafka --version 4.4.0 storage \"$@\"",
+            ),
+        ] {
+            let script = kafka_launcher("4.4.0", subcommand);
+            let commands: Vec<&str> = script.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(commands, [line], "{script}");
+        }
+        assert_eq!(container_libs("3.9.2"), "/var/cache/berth/kafka/3.9.2/libs");
+    }
+
+    #[test]
+    fn the_stand_in_launcher_is_the_one_line_naming_the_stand_in() {
+        let naming: Vec<&str> = STANDIN_LAUNCHER
             .lines()
             .filter(|line| !line.starts_with('#') && line.contains("kafka-standin"))
             .collect();

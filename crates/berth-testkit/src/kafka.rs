@@ -825,9 +825,21 @@ impl Client {
     /// Produces records `0..count` (keys [`record_key`], values [`record_value`]) with `acks=all` through
     /// kcat; an undelivered record fails the call (kcat exits non-zero and says which).
     pub fn produce(&self, topic: &str, count: u32) -> Result<()> {
-        let mut input = String::with_capacity(count as usize * 28);
-        for n in 0..count {
-            let _ = writeln!(input, "{}:{}", record_key(n), record_value(n));
+        self.produce_range(topic, 0..count, 0)
+    }
+
+    /// Produces records `range` as [`Client::produce`] does, each value padded with `padding` bytes (a
+    /// benchmark's volume of data; [`compare`] reads padded values back as the same record).
+    pub fn produce_range(
+        &self,
+        topic: &str,
+        range: std::ops::Range<u32>,
+        padding: usize,
+    ) -> Result<()> {
+        let pad = ".".repeat(padding);
+        let mut input = String::with_capacity(range.len() * (28 + padding));
+        for n in range {
+            let _ = writeln!(input, "{}:{}{pad}", record_key(n), record_value(n));
         }
         let words: Vec<String> = [
             Self::kcat()?,
@@ -848,8 +860,10 @@ impl Client {
         .map(str::to_owned)
         .to_vec();
         let output = run(&self.prefix, &words, Some(input.as_bytes()), TOOL_TIMEOUT)?;
+        // kcat's words for a record not delivered ("Delivery failed for message", "Failed to produce message"); a
+        // broker that is down shows as transport errors while librdkafka delivers through the others.
         let errors = String::from_utf8_lossy(&output.stderr);
-        if errors.contains("ERROR") || errors.contains("Delivery failed") {
+        if errors.contains("Delivery failed") || errors.contains("Failed to produce") {
             return Err(KafkaHarnessError::Failed {
                 command: words.join(" "),
                 status: "delivery errors".into(),
@@ -857,6 +871,15 @@ impl Client {
             });
         }
         Ok(())
+    }
+
+    /// The topic's partitions as the cluster's metadata has them (kcat `-L`): leader, replicas, in-sync replicas.
+    pub fn partitions(&self, topic: &str) -> Result<Vec<PartitionState>> {
+        let words: Vec<String> = [Self::kcat()?, "-L", "-b", &self.bootstrap, "-t", topic]
+            .map(str::to_owned)
+            .to_vec();
+        let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
+        Ok(parse_partitions(&String::from_utf8_lossy(&output.stdout)))
     }
 
     /// Consumes the topic from the beginning to its end (kcat `-e`) and compares with records `0..produced`.
@@ -882,6 +905,59 @@ impl Client {
     }
 }
 
+/// One partition in the cluster's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The partition number.
+    pub partition: u32,
+    /// Its leader (-1 when it has none).
+    pub leader: i64,
+    /// Its replicas.
+    pub replicas: Vec<u32>,
+    /// Its in-sync replicas.
+    pub isrs: Vec<u32>,
+}
+
+impl PartitionState {
+    /// Every replica in sync.
+    pub fn fully_replicated(&self) -> bool {
+        let mut replicas = self.replicas.clone();
+        let mut isrs = self.isrs.clone();
+        replicas.sort_unstable();
+        isrs.sort_unstable();
+        !replicas.is_empty() && replicas == isrs
+    }
+}
+
+/// Reads kcat's `-L` lines `partition 0, leader 1, replicas: 1,2,0, isrs: 1,2,0`.
+pub fn parse_partitions(metadata: &str) -> Vec<PartitionState> {
+    let ids = |list: &str| -> Vec<u32> {
+        list.split(',')
+            .filter_map(|id| id.trim().parse().ok())
+            .collect()
+    };
+    metadata
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("partition ")?;
+            let (partition, rest) = rest.split_once(", leader ")?;
+            let (leader, rest) = rest.split_once(", replicas: ")?;
+            let (replicas, isrs) = rest.split_once(", isrs: ")?;
+            // kcat may append ", <error>" after the list.
+            let end = isrs
+                .find(|c: char| !(c.is_ascii_digit() || c == ','))
+                .unwrap_or(isrs.len());
+            let isrs = isrs[..end].trim_end_matches(',');
+            Some(PartitionState {
+                partition: partition.trim().parse().ok()?,
+                leader: leader.trim().parse().ok()?,
+                replicas: ids(replicas),
+                isrs: ids(isrs),
+            })
+        })
+        .collect()
+}
+
 /// Compares consumed `key:value` lines with records `0..produced`.
 pub fn compare(consumed: &str, produced: u32) -> ConsumeReport {
     let mut report = ConsumeReport::default();
@@ -893,8 +969,10 @@ pub fn compare(consumed: &str, produced: u32) -> ConsumeReport {
             .strip_prefix("key-")
             .and_then(|n| n.parse::<u32>().ok())
             .filter(|&n| n < produced);
+        // A padded value (Client::produce_range) is the record's value followed by dots.
+        let unpadded = value.trim_end_matches('.');
         match number {
-            Some(n) if value == record_value(n) => seen[n as usize] += 1,
+            Some(n) if unpadded == record_value(n) => seen[n as usize] += 1,
             _ => report.corrupt.push((key.to_owned(), value.to_owned())),
         }
     }
@@ -960,6 +1038,22 @@ mod tests {
         assert!(!report.is_exact());
         let exact = compare(&format!("{}:{}\n", record_key(0), record_value(0)), 1);
         assert!(exact.is_exact());
+    }
+
+    #[test]
+    fn kcat_metadata_lines_give_leaders_replicas_and_isrs() {
+        let metadata = "Metadata for demo (from broker 1: 10.0.1.20:9092/1):\n 3 brokers:\n  broker 0 at 10.0.0.20:9092\n \
+                        1 topics:\n  topic \"demo\" with 2 partitions:\n    partition 0, leader 1, replicas: 0,1,2, isrs: 1,2\n    \
+                        partition 1, leader 2, replicas: 2,0,1, isrs: 2,0,1\n";
+        let partitions = parse_partitions(metadata);
+        assert_eq!(partitions.len(), 2);
+        assert_eq!(partitions[0].leader, 1);
+        assert_eq!(partitions[0].replicas, [0, 1, 2]);
+        assert_eq!(partitions[0].isrs, [1, 2]);
+        assert!(!partitions[0].fully_replicated());
+        assert!(partitions[1].fully_replicated());
+        let padded = format!("{}:{}...\n", record_key(0), record_value(0));
+        assert!(compare(&padded, 1).is_exact());
     }
 
     #[test]
