@@ -4,7 +4,8 @@
 //! An operator asks this before enabling berth on a host, or when a replacement does not become the broker they
 //! expected. The plan reads only: IMDSv2 for the identity, one filtered describe per resource type for the
 //! cluster's ENIs and volumes (through [`berth_core::Cloud::identity`] and [`berth_core::Cloud::discover`], never
-//! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path), and
+//! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path; with the `ec2` claim backend
+//! the ENI attachments discovery shows are the claims), and
 //! the current overlay file. The decisions come from [`plan_claim`], [`ClaimPlan::try_order`] (seeded as the
 //! ZooKeeper adapter seeds it), [`plan_route`], the configuration's mount plan and the Kafka adapter's overlay
 //! renderer, so the plan cannot drift from what the daemon does.
@@ -14,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_config::Config;
+use berth_config::{ClaimBackend, Config};
 use berth_core::claim::{plan_claim, ClaimPlan};
 use berth_core::ports::{BrokerSpec, MountPlan};
 use berth_core::retry::stable_hash;
@@ -62,6 +63,30 @@ impl ClaimsView {
             ClaimsView::Unknown { .. } => None,
         }
     }
+}
+
+/// With the `ec2` claim backend the claims are the ENI attachments discovery shows: an id is held by the
+/// instance its ENI is attached to.
+pub fn attachment_claims(inventory: &Inventory) -> ClaimsView {
+    let taken = inventory
+        .ids
+        .iter()
+        .filter_map(|(id, resources)| {
+            let eni = resources.eni.as_ref()?;
+            let attachment = eni.attachment.as_ref()?;
+            Some((
+                *id,
+                ClaimOwner {
+                    instance_id: Some(attachment.instance_id.clone()),
+                    description: format!(
+                        "ENI {} {} to {}",
+                        eni.eni_id, attachment.state, attachment.instance_id
+                    ),
+                },
+            ))
+        })
+        .collect();
+    ClaimsView::Read { taken }
 }
 
 /// Reads the claim nodes under `<zookeeper.root>/<cluster>/claims` (list and get only), by `timeout`.
@@ -238,6 +263,10 @@ pub fn decide(
 ) -> Plan {
     let settings = config.machine_settings();
     let claim_plan = plan_claim(&inventory, &identity, config.broker_ids());
+    let claims = match config.claim_backend() {
+        ClaimBackend::Ec2 => attachment_claims(&inventory),
+        ClaimBackend::Zookeeper => claims,
+    };
     let choice = choose(&claim_plan, &claims, &identity);
     let ids = config
         .broker_ids()
@@ -338,8 +367,8 @@ fn choose(plan: &ClaimPlan, claims: &ClaimsView, identity: &Identity) -> Choice 
         ),
         None => (
             None,
-            "every candidate is claimed by another host: berth would wait on a ZooKeeper watch for a claim to be \
-             released, up to states.claim.deadline"
+            "every candidate is claimed by another host: berth would wait for a claim to be released (a ZooKeeper \
+             watch, or with the ec2 backend EC2 looked at again with backoff), up to states.claim.deadline"
                 .into(),
         ),
         Some(id) if Some(id) == plan.preferred => {
