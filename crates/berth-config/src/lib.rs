@@ -28,7 +28,8 @@ pub const DEFAULT_PATH: &str = "/etc/berth/berth.toml";
 pub const ENV_PREFIX: &str = "BERTH";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: [&str; 5] = [
+const LIST_KEYS: [&str; 6] = [
+    "kafka.controller_ids",
     "storage.log_dirs",
     "storage.mkfs_options",
     "kafka.command",
@@ -429,6 +430,9 @@ pub struct KafkaConfig {
     pub controller_port: u16,
     /// KRaft: render `controller.quorum.voters` from every id's ENI address.
     pub quorum_voters: bool,
+    /// KRaft: the ids that are controllers (voters); empty means every id. Only these are listed in
+    /// `controller.quorum.voters`, and asked about the quorum before a blank controller is formatted.
+    pub controller_ids: Vec<u32>,
     /// KRaft: the command that formats blank storage (Kafka's storage tool); berth appends
     /// `--cluster-id <cluster.kafka_cluster_id> --config <server_properties merged with the overlay>`.
     pub format_command: Vec<String>,
@@ -455,6 +459,7 @@ impl Default for KafkaConfig {
             port: 9092,
             controller_port: 9093,
             quorum_voters: false,
+            controller_ids: Vec::new(),
             format_command: vec!["/opt/kafka/bin/kafka-storage.sh".into(), "format".into()],
             server_properties: "/etc/kafka/server.properties".into(),
             check_interval: Duration::from_secs(5),
@@ -978,6 +983,23 @@ impl Config {
                 || "must be an absolute path".into(),
             )?;
         }
+        for id in &kafka.controller_ids {
+            ensure(
+                *id < self.cluster.broker_count,
+                "kafka.controller_ids",
+                || {
+                    format!(
+                        "{id} is not a broker id (ids are 0..{})",
+                        self.cluster.broker_count
+                    )
+                },
+            )?;
+        }
+        ensure(
+            kafka.controller_ids.is_empty() || kafka.mode == KafkaMode::Kraft,
+            "kafka.controller_ids",
+            || "only applies when kafka.mode = \"kraft\"".into(),
+        )?;
         if kafka.quorum_voters {
             ensure(
                 kafka.mode == KafkaMode::Kraft,

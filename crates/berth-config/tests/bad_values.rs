@@ -344,3 +344,26 @@ fn claim_backend_defaults_by_kafka_mode_and_refuses_unknown_values() {
         assert!(error.to_string().contains("ec2"), "{bad:?}: {error}");
     }
 }
+
+#[test]
+fn controller_ids_must_be_broker_ids_in_kraft_mode() {
+    let kraft = |ids: &str| {
+        parse(
+            EXAMPLE,
+            [
+                ("BERTH_KAFKA__MODE", "kraft"),
+                ("BERTH_CLUSTER__KAFKA_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qg"),
+                ("BERTH_KAFKA__CONTROLLER_IDS", ids),
+            ],
+        )
+    };
+    assert_eq!(kraft("0,2").unwrap().kafka.controller_ids, vec![0, 2]);
+    let error = kraft("0,3").unwrap_err();
+    assert_eq!(error.key(), Some("kafka.controller_ids"), "{error}");
+    assert!(
+        error.to_string().contains("3 is not a broker id"),
+        "{error}"
+    );
+    let error = refused_env("BERTH_KAFKA__CONTROLLER_IDS", "0");
+    assert_eq!(error.key(), Some("kafka.controller_ids"), "{error}");
+}
