@@ -10,8 +10,11 @@
 //!   the voter set; otherwise it refuses, retryably, saying who is behind, and Kafka stays stopped.
 //!
 //! A node that is only a broker is formatted without asking (its metadata comes from the controllers), and a
-//! node whose storage is formatted is never formatted. The decision ([`decide`]) is pure; [`observe`] does the
-//! looking.
+//! node whose storage is formatted is never formatted. In a dynamic quorum (KIP-853) the controller with the
+//! lowest id forms a fresh quorum (`--standalone`); the others wait for its leader and join with
+//! `--no-initial-controllers`, as does a controller whose storage comes back blank (its new directory id makes
+//! it an observer until Kafka's auto-join, 4.2+, or an operator's remove/add makes it a voter again). The
+//! decision ([`decide`]) is pure; [`observe`] does the looking.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,46 +69,78 @@ pub enum Quorum {
     Undescribed(String),
 }
 
+/// This node's part in the quorum, from `process.roles` and how the quorum is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Broker only.
+    Broker,
+    /// A voter of a static quorum (`controller.quorum.voters`).
+    StaticController,
+    /// A controller of a dynamic quorum (KIP-853, `controller.quorum.bootstrap.servers`); `first` when it has
+    /// the lowest controller id, the one that forms a fresh quorum (`--standalone`).
+    DynamicController {
+        /// Lowest controller id.
+        first: bool,
+    },
+}
+
 /// What to do with this node's storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageDecision {
     /// Formatted already: Kafka checks the rest.
     LeaveAlone,
-    /// Blank, and formatting is safe (why, for the log).
-    Format(String),
+    /// Blank, and formatting is safe: why (for the log), and the storage tool's quorum arguments.
+    Format(String, Vec<String>),
     /// Blank, and formatting now could lose committed metadata: why, and what would make it safe.
     Refuse(String),
 }
 
-/// Decides whether node `me`'s storage may be formatted. Pure.
-pub fn decide(
-    storage: &StorageState,
-    me: i32,
-    controller: bool,
-    quorum: &Quorum,
-) -> StorageDecision {
+/// Decides whether node `me`'s storage may be formatted, and how. Pure.
+pub fn decide(storage: &StorageState, me: i32, role: Role, quorum: &Quorum) -> StorageDecision {
     if *storage == StorageState::Formatted {
         return StorageDecision::LeaveAlone;
     }
-    if !controller {
-        return StorageDecision::Format(
-            "a broker's metadata comes from the controllers: blank storage is formatted with the cluster id".into(),
-        );
-    }
-    let view = match quorum {
-        Quorum::Silent => {
+    let join = match role {
+        Role::Broker => {
             return StorageDecision::Format(
-                "no other controller answers: a fresh cluster, formed with the configured cluster id".into(),
+                "a broker's metadata comes from the controllers: blank storage is formatted with the cluster id"
+                    .into(),
+                Vec::new(),
             )
         }
-        Quorum::Undescribed(why) => {
+        Role::StaticController => Vec::new(),
+        Role::DynamicController { .. } => vec!["--no-initial-controllers".to_owned()],
+    };
+    let view = match (quorum, role) {
+        (Quorum::Silent, Role::DynamicController { first: false }) => {
+            return StorageDecision::Refuse(
+                "dynamic quorum and no controller answers: the controller with the lowest id forms it \
+                 (--standalone); this one joins once that one leads"
+                    .into(),
+            )
+        }
+        (Quorum::Silent, _) => {
+            let arguments = match role {
+                Role::DynamicController { .. } => vec!["--standalone".to_owned()],
+                _ => Vec::new(),
+            };
+            return StorageDecision::Format(
+                "no other controller answers: a fresh cluster, formed with the configured cluster id".into(),
+                arguments,
+            );
+        }
+        (Quorum::Undescribed(why), _) => {
             return StorageDecision::Refuse(format!(
                 "a controller answers but the quorum could not be described ({why}); a blank controller is not \
                  formatted until the other voters are known to hold the committed metadata"
             ))
         }
-        Quorum::Described(view) => view,
+        (Quorum::Described(view), _) => view,
     };
+    majority_rule(view, me, join)
+}
+
+fn majority_rule(view: &QuorumView, me: i32, arguments: Vec<String>) -> StorageDecision {
     if view.leader_id < 0 {
         return StorageDecision::Refuse(
             "the quorum has no leader: a blank controller is not formatted until the other voters elect one".into(),
@@ -125,16 +160,19 @@ pub fn decide(
             .join(", ")
     };
     if current.len() >= majority {
-        StorageDecision::Format(format!(
-            "the other voters {} hold everything committed (high watermark {}, leader {} epoch {}): {} of {} \
-             voters, a majority; this controller catches up from them",
-            ids(&current),
-            view.high_watermark,
-            view.leader_id,
-            view.leader_epoch,
-            current.len(),
-            view.voters.len()
-        ))
+        StorageDecision::Format(
+            format!(
+                "the other voters {} hold everything committed (high watermark {}, leader {} epoch {}): {} of \
+                 {} voters, a majority; this controller catches up from them",
+                ids(&current),
+                view.high_watermark,
+                view.leader_id,
+                view.leader_epoch,
+                current.len(),
+                view.voters.len()
+            ),
+            arguments,
+        )
     } else {
         StorageDecision::Refuse(format!(
             "only {} of {} voters other than this one hold everything committed (high watermark {}): current \
@@ -305,20 +343,20 @@ mod tests {
     fn formatted_storage_is_never_formatted_and_a_brokers_blank_storage_is() {
         let quorum = Quorum::Undescribed("x".into());
         assert_eq!(
-            decide(&StorageState::Formatted, 1, true, &quorum),
+            decide(&StorageState::Formatted, 1, Role::StaticController, &quorum),
             StorageDecision::LeaveAlone
         );
         assert!(matches!(
-            decide(&StorageState::Blank, 4, false, &quorum),
-            StorageDecision::Format(_)
+            decide(&StorageState::Blank, 4, Role::Broker, &quorum),
+            StorageDecision::Format(_, _)
         ));
     }
 
     #[test]
     fn a_silent_quorum_is_a_fresh_cluster() {
         assert!(matches!(
-            decide(&StorageState::Blank, 0, true, &Quorum::Silent),
-            StorageDecision::Format(why) if why.contains("fresh")
+            decide(&StorageState::Blank, 0, Role::StaticController, &Quorum::Silent),
+            StorageDecision::Format(why, args) if why.contains("fresh") && args.is_empty()
         ));
     }
 
@@ -327,12 +365,14 @@ mod tests {
         // 3 voters, this one (2) blank: the two others caught up are a majority.
         let ok = view(0, 100, &[(0, 120), (1, 100), (2, 40)]);
         assert!(matches!(
-            decide(&StorageState::Blank, 2, true, &ok),
-            StorageDecision::Format(_)
+            decide(&StorageState::Blank, 2, Role::StaticController, &ok),
+            StorageDecision::Format(_, _)
         ));
         // One of the others is behind: 1 of 3 is not a majority.
         let behind = view(0, 100, &[(0, 120), (1, 60), (2, 40)]);
-        let StorageDecision::Refuse(why) = decide(&StorageState::Blank, 2, true, &behind) else {
+        let StorageDecision::Refuse(why) =
+            decide(&StorageState::Blank, 2, Role::StaticController, &behind)
+        else {
             panic!("refused");
         };
         assert!(
@@ -342,13 +382,35 @@ mod tests {
         // 5 voters: three others current are enough, two are not.
         let five = view(0, 10, &[(0, 10), (1, 10), (2, 10), (3, 0), (4, 0)]);
         assert!(matches!(
-            decide(&StorageState::Blank, 4, true, &five),
-            StorageDecision::Format(_)
+            decide(&StorageState::Blank, 4, Role::StaticController, &five),
+            StorageDecision::Format(_, _)
         ));
         let five = view(0, 10, &[(0, 10), (1, 10), (2, 3), (3, 0), (4, 0)]);
         assert!(matches!(
-            decide(&StorageState::Blank, 4, true, &five),
+            decide(&StorageState::Blank, 4, Role::StaticController, &five),
             StorageDecision::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn a_dynamic_quorum_is_formed_by_the_first_controller_and_joined_by_the_others() {
+        let first = Role::DynamicController { first: true };
+        let other = Role::DynamicController { first: false };
+        assert_eq!(
+            decide(&StorageState::Blank, 0, first, &Quorum::Silent),
+            StorageDecision::Format(
+                "no other controller answers: a fresh cluster, formed with the configured cluster id".into(),
+                vec!["--standalone".into()]
+            )
+        );
+        assert!(matches!(
+            decide(&StorageState::Blank, 1, other, &Quorum::Silent),
+            StorageDecision::Refuse(why) if why.contains("lowest id")
+        ));
+        let led = view(0, 7, &[(0, 7)]);
+        assert!(matches!(
+            decide(&StorageState::Blank, 1, other, &led),
+            StorageDecision::Format(_, args) if args == ["--no-initial-controllers"]
         ));
     }
 
@@ -356,12 +418,12 @@ mod tests {
     fn no_leader_or_no_description_is_a_refusal() {
         let leaderless = view(-1, 0, &[(0, 5), (1, 5), (2, 5)]);
         assert!(matches!(
-            decide(&StorageState::Blank, 2, true, &leaderless),
+            decide(&StorageState::Blank, 2, Role::StaticController, &leaderless),
             StorageDecision::Refuse(_)
         ));
         let undescribed = Quorum::Undescribed("error 6".into());
         assert!(matches!(
-            decide(&StorageState::Blank, 2, true, &undescribed),
+            decide(&StorageState::Blank, 2, Role::StaticController, &undescribed),
             StorageDecision::Refuse(why) if why.contains("error 6")
         ));
     }

@@ -1,0 +1,102 @@
+//! The quorum check before a blank controller is formatted, against a real 3-node Kafka 4.x static quorum (one
+//! cluster for every assertion; each node on its own loopback address with the same controller port, as ENI
+//! addresses are): silence before the cluster exists is a fresh cluster; while every voter runs, the others
+//! hold a majority and node 2's blank storage may be formatted; once node 1 is stopped and the metadata log
+//! moves on without it, node 2's blank storage is refused, naming node 1 as behind.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use berth_kafka::format::StorageState;
+use berth_kafka::quorum::{self, Quorum, Role, StorageDecision};
+use berth_testkit::kafka::{
+    Client, ClusterMode, ClusterOptions, Install, KafkaCluster, NodeSpec, TopicSpec,
+};
+
+const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
+const ASK: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majority() {
+    let install = Install::kraft().expect("Kafka 4.x installed");
+    let controller_port = berth_testkit::free_port();
+    let nodes: Vec<NodeSpec> = (0..3u8)
+        .map(|id| NodeSpec {
+            id: id.into(),
+            host: Ipv4Addr::new(127, 0, 0, 11 + id),
+            port: berth_testkit::free_port(),
+            controller_port,
+            rack: None,
+        })
+        .collect();
+    let controllers: Vec<SocketAddr> = nodes
+        .iter()
+        .map(|node| SocketAddr::from((node.host, controller_port)))
+        .collect();
+    let blank = StorageState::Blank;
+
+    // Nothing answers yet: a fresh cluster.
+    let silent = quorum::observe(&controllers, ASK).await;
+    assert_eq!(silent, Quorum::Silent);
+    assert!(matches!(
+        quorum::decide(&blank, 2, Role::StaticController, &silent),
+        StorageDecision::Format(_, _)
+    ));
+
+    let cluster = tokio::task::spawn_blocking({
+        let (install, nodes) = (install.clone(), nodes.clone());
+        move || {
+            KafkaCluster::start(
+                &install,
+                ClusterOptions::new(
+                    ClusterMode::Kraft {
+                        cluster_id: CLUSTER_ID.into(),
+                    },
+                    nodes,
+                ),
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .expect("3-node KRaft cluster");
+
+    // Every voter runs: only the leader describes the quorum (followers refuse); observe finds it.
+    let described = quorum::observe(&controllers, ASK).await;
+    let Quorum::Described(view) = &described else {
+        panic!("a running quorum is described: {described:?}");
+    };
+    assert!(view.leader_id >= 0, "{view:?}");
+    let mut ids: Vec<i32> = view.voters.iter().map(|v| v.id).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2], "{view:?}");
+    let decision = quorum::decide(&blank, 2, Role::StaticController, &described);
+    assert!(
+        matches!(decision, StorageDecision::Format(_, _)),
+        "{decision:?}"
+    );
+
+    // Node 1 stops; a topic is created, so the committed metadata moves past node 1's log end.
+    let bootstrap = nodes[0].bootstrap();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.node(1).stop(Duration::from_secs(30));
+        Client::new(&install, bootstrap, Vec::new())
+            .create_topic(&TopicSpec {
+                name: "after-node-1".into(),
+                partitions: 1,
+                replication_factor: 2,
+                configs: Vec::new(),
+            })
+            .expect("create a topic with two of three nodes");
+        cluster
+    })
+    .await
+    .unwrap();
+    let described = quorum::observe(&controllers, ASK).await;
+    let decision = quorum::decide(&blank, 2, Role::StaticController, &described);
+    let StorageDecision::Refuse(why) = &decision else {
+        panic!("node 2 blank with node 1 behind must be refused: {described:?} {decision:?}");
+    };
+    assert!(why.contains("behind [1 (log end"), "{why}");
+    drop(cluster);
+}
