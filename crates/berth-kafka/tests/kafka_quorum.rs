@@ -1,11 +1,20 @@
 //! The quorum check before a blank controller is formatted, against a real 3-node Kafka 4.x static quorum (one
 //! cluster for every assertion; each node on its own loopback address with the same controller port, as ENI
 //! addresses are): silence before the cluster exists is a fresh cluster; while every voter runs, the others
-//! hold a majority and node 2's blank storage may be formatted; once node 1 is stopped and the metadata log
-//! moves on without it, node 2's blank storage is refused, naming node 1 as behind.
+//! hold a majority and node 2's blank storage may be formatted, and berth's KafkaBroker does so when node 2 is
+//! replaced with a blank volume; once node 1 is stopped and the metadata log moves on without it, node 2's blank
+//! storage is refused, naming node 1 as behind, and berth leaves Kafka stopped.
 
+mod real;
+
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+use berth_core::ports::{Broker, Deadline};
+use berth_core::{BrokerId, ErrorKind};
+use berth_kafka::supervisor::ChildState;
+use real::{RealHost, CLUSTER_ID, START_DEADLINE};
 
 use berth_kafka::format::StorageState;
 use berth_kafka::quorum::{self, Quorum, Role, StorageDecision};
@@ -13,7 +22,6 @@ use berth_testkit::kafka::{
     Client, ClusterMode, ClusterOptions, Install, KafkaCluster, NodeSpec, TopicSpec,
 };
 
-const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
 const ASK: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,7 +84,32 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
         "{decision:?}"
     );
 
-    // Node 1 stops; a topic is created, so the committed metadata moves past node 1's log end.
+    // Node 2's host is replaced and its volume comes back blank: berth (node 2's KafkaBroker, the ENI address
+    // and ports of node 2) asks the quorum, 0 and 1 are current, so it formats and Kafka joins as voter 2.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.node(2).stop(Duration::from_secs(30));
+        cluster
+    })
+    .await
+    .unwrap();
+    let voters: BTreeMap<BrokerId, Ipv4Addr> = nodes
+        .iter()
+        .map(|node| (BrokerId(node.id), node.host))
+        .collect();
+    let host = RealHost::kraft_member(2, voters, controller_port, nodes[2].port);
+    let broker = host.broker();
+    let spec = host.spec(2);
+    broker
+        .start(&spec, Deadline::after(START_DEADLINE))
+        .await
+        .expect("a blank controller formatted while 0 and 1 hold the metadata, and serving");
+    let meta = std::fs::read_to_string(host.log_dir().join("meta.properties")).unwrap();
+    assert!(
+        meta.contains("node.id=2") && meta.contains(CLUSTER_ID),
+        "{meta}"
+    );
+
+    // Node 1 stops; a topic is created by 0 and the new 2, so the committed metadata moves past node 1's log end.
     let bootstrap = nodes[0].bootstrap();
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.node(1).stop(Duration::from_secs(30));
@@ -98,5 +131,27 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
         panic!("node 2 blank with node 1 behind must be refused: {described:?} {decision:?}");
     };
     assert!(why.contains("behind [1 (log end"), "{why}");
+
+    // Node 2 is lost again and comes back blank: berth refuses to format it, Kafka stays stopped, and the
+    // error says why (retryable: the start is tried again until the state's deadline).
+    broker
+        .stop(Deadline::after(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(host.log_dir()).unwrap();
+    let error = broker
+        .start(&spec, Deadline::after(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
+    assert!(
+        error.message.contains("blank KRaft storage not formatted"),
+        "{error}"
+    );
+    assert!(!host.log_dir().join("meta.properties").exists());
+    assert!(!matches!(
+        broker.child_state(),
+        Some(ChildState::Running { .. })
+    ));
     drop(cluster);
 }
