@@ -39,7 +39,8 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 pub struct Voter {
     /// The node id.
     pub id: i32,
-    /// Its directory id (KIP-853; zero in a static quorum).
+    /// Its directory id (KIP-853) as Kafka writes it in `meta.properties` (22 characters of base64url; all
+    /// `A` in a static quorum, where voters carry none).
     pub directory_id: String,
     /// How far its log reaches, as the leader last saw it.
     pub log_end_offset: i64,
@@ -294,11 +295,27 @@ async fn exchange(controller: SocketAddr) -> Result<QuorumView, QuorumError> {
             .iter()
             .map(|voter| Voter {
                 id: voter.replica_id.0,
-                directory_id: voter.replica_directory_id.to_string(),
+                directory_id: kafka_uuid(voter.replica_directory_id.as_bytes()),
                 log_end_offset: voter.log_end_offset,
             })
             .collect(),
     })
+}
+
+/// A UUID as Kafka prints it (`Uuid.toString()`): its 16 bytes in base64url without padding.
+pub fn kafka_uuid(bytes: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
 }
 
 /// Looks at the other controllers: silent when none accepts a connection, else the first description any of
@@ -350,6 +367,16 @@ mod tests {
             decide(&StorageState::Blank, 4, Role::Broker, &quorum),
             StorageDecision::Format(_, _)
         ));
+    }
+
+    #[test]
+    fn directory_ids_read_as_kafka_writes_them() {
+        // Kafka's Uuid.toString() of 7fffffff-ffff-ffff-8000-000000000001 (base64url without padding, as Python's base64.urlsafe_b64encode gives it).
+        let bytes = [
+            0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1,
+        ];
+        assert_eq!(kafka_uuid(&bytes), "f_________-AAAAAAAAAAQ");
+        assert_eq!(kafka_uuid(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
     }
 
     #[test]

@@ -155,3 +155,67 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
     ));
     drop(cluster);
 }
+
+/// A dynamic quorum (KIP-853) formed and joined by berth on Kafka 4.x: node 0 (the lowest controller id) finds
+/// no controller and formats `--standalone`; node 1 finds 0 leading, formats `--no-initial-controllers`, and
+/// Kafka's auto-join (4.2+) makes it a voter with the directory id its format wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dynamic_quorum_is_formed_by_the_first_controller_and_joined_by_the_next() {
+    let controller_port = berth_testkit::free_port();
+    let controllers: BTreeMap<BrokerId, Ipv4Addr> = (0..2u8)
+        .map(|id| (BrokerId(id.into()), Ipv4Addr::new(127, 0, 0, 21 + id)))
+        .collect();
+    let hosts: Vec<RealHost> = (0..2)
+        .map(|id| {
+            RealHost::kraft_dynamic_member(
+                id,
+                controllers.clone(),
+                controller_port,
+                berth_testkit::free_port(),
+            )
+        })
+        .collect();
+    let brokers: Vec<_> = hosts.iter().map(RealHost::broker).collect();
+    for (id, (host, broker)) in hosts.iter().zip(&brokers).enumerate() {
+        broker
+            .start(&host.spec(id as u32), Deadline::after(START_DEADLINE))
+            .await
+            .unwrap_or_else(|error| panic!("node {id}: {error}"));
+    }
+    let addresses: Vec<SocketAddr> = controllers
+        .values()
+        .map(|ip| SocketAddr::from((*ip, controller_port)))
+        .collect();
+    let meta = std::fs::read_to_string(hosts[1].log_dir().join("meta.properties")).unwrap();
+    let directory_id = meta
+        .lines()
+        .find_map(|line| line.strip_prefix("directory.id="))
+        .expect("a directory id")
+        .to_owned();
+    // Auto-join is Kafka's own, asynchronous step: look until the voter set shows node 1, or give up.
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    let joined = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            every.tick().await;
+            if let Quorum::Described(view) = quorum::observe(&addresses, ASK).await {
+                if view.voters.iter().any(|v| v.id == 1) {
+                    return view;
+                }
+            }
+        }
+    })
+    .await
+    .expect("node 1 auto-joined the voter set");
+    let voter = joined.voters.iter().find(|v| v.id == 1).unwrap();
+    assert_eq!(
+        voter.directory_id, directory_id,
+        "node 1 is a voter with the directory id its format wrote: {joined:?}"
+    );
+    assert_eq!(joined.voters.len(), 2, "{joined:?}");
+    for broker in &brokers {
+        broker
+            .stop(Deadline::after(Duration::from_secs(60)))
+            .await
+            .unwrap();
+    }
+}

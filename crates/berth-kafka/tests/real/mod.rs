@@ -46,6 +46,9 @@ pub struct RealHost {
     pub address: Ipv4Addr,
     /// KRaft: the voters' addresses (this host alone unless it joins a cluster).
     pub voters: BTreeMap<BrokerId, Ipv4Addr>,
+    /// KRaft: a dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` from `voters`, auto-join on,
+    /// no `controller.quorum.voters`.
+    pub dynamic: bool,
 }
 
 impl RealHost {
@@ -72,6 +75,19 @@ impl RealHost {
         host
     }
 
+    /// As [`RealHost::kraft_member`], in a dynamic quorum whose bootstrap servers are the `controllers`.
+    pub fn kraft_dynamic_member(
+        id: u32,
+        controllers: BTreeMap<BrokerId, Ipv4Addr>,
+        controller_port: u16,
+        port: u16,
+    ) -> Self {
+        let mut host = Self::kraft_member(id, controllers, controller_port, port);
+        host.dynamic = true;
+        host.write_server_properties();
+        host
+    }
+
     /// A ZooKeeper-mode host (Kafka 3.9) with its own ZooKeeper.
     pub fn zookeeper() -> Self {
         let install = Install::zookeeper_mode().unwrap_or_else(|error| panic!("{error}"));
@@ -92,6 +108,7 @@ impl RealHost {
             controller_port: berth_testkit::free_port(),
             address: Ipv4Addr::LOCALHOST,
             voters: BTreeMap::new(),
+            dynamic: false,
         };
         std::fs::create_dir_all(host.dir.path().join("run")).unwrap();
         host.write_server_properties();
@@ -118,6 +135,17 @@ impl RealHost {
                 port = self.port,
                 cport = self.controller_port,
             )),
+        }
+        if self.dynamic {
+            let servers: Vec<String> = self
+                .voters
+                .values()
+                .map(|address| format!("{address}:{}", self.controller_port))
+                .collect();
+            text.push_str(&format!(
+                "controller.quorum.bootstrap.servers={}\ncontroller.quorum.auto.join.enable=true\n",
+                servers.join(",")
+            ));
         }
         let replication = self.voters.len().clamp(1, 3);
         text.push_str(&format!(
@@ -182,8 +210,9 @@ impl RealHost {
                 "kraft",
                 "127.0.0.1:1".to_owned(),
                 format!(
-                    "controller_port = {}\nquorum_voters = true\nformat_command = [{}]\nserver_properties = {:?}\n",
+                    "controller_port = {}\nquorum_voters = {}\nformat_command = [{}]\nserver_properties = {:?}\n",
                     self.controller_port,
+                    !self.dynamic,
                     list(&self.install.command("format")),
                     self.server_properties(),
                 ),
