@@ -668,3 +668,49 @@ impl Plan {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use berth_core::Attachment;
+    use berth_testkit::fixtures;
+
+    use super::*;
+
+    #[test]
+    fn with_the_ec2_backend_the_eni_attachments_are_the_claims_and_zookeeper_is_not_needed() {
+        let config = berth_config::parse(
+            "[cluster]\nname = \"events\"\nbroker_count = 6\nkafka_cluster_id = \"MkU3OEVBNTcwNTJENDM2Qg\"\n\
+             [kafka]\nmode = \"kraft\"\n",
+            [],
+        )
+        .expect("KRaft without ZooKeeper");
+        // ids 0 and 3 are in this host's zone; 0's ENI is attached to another instance.
+        let mut inventory = fixtures::inventory(6);
+        let eni = inventory
+            .ids
+            .get_mut(&BrokerId(0))
+            .unwrap()
+            .eni
+            .as_mut()
+            .unwrap();
+        eni.attachment = Some(Attachment {
+            instance_id: "i-other".into(),
+            state: "attached".into(),
+            slot: "1".into(),
+        });
+        let plan = decide(
+            &config,
+            fixtures::identity(),
+            inventory,
+            ClaimsView::Unknown {
+                reason: "not read".into(),
+            },
+        );
+        let ClaimsView::Read { taken } = &plan.claims else {
+            panic!("the attachments are read as claims: {:?}", plan.claims);
+        };
+        assert_eq!(taken[&BrokerId(0)].instance_id.as_deref(), Some("i-other"));
+        assert_eq!(taken.len(), 1);
+        assert_eq!(plan.choice.id, Some(BrokerId(3)), "{}", plan.choice.reason);
+    }
+}
