@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, InstanceStateName};
+use aws_sdk_ec2::types::Filter;
 use berth_core::facts::{Attachment, EniFacts, Identity, VolumeFacts};
 use berth_core::ports::Deadline;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
@@ -149,6 +149,11 @@ impl Attacher {
         Self { ec2, settings }
     }
 
+    /// The settings it was made with.
+    pub fn settings(&self) -> &AttachSettings {
+        &self.settings
+    }
+
     /// Attaches the ENI here (see the module docs for the rules).
     pub async fn attach_eni(
         &self,
@@ -193,6 +198,44 @@ impl Attacher {
             attachment.instance_id == me.instance_id
                 && matches!(attachment.state.as_str(), "attaching" | "attached")
         }))
+    }
+
+    /// Asks EC2 once to attach the ENI here, without waiting (the `ec2` claim backend's claim attempt): EC2
+    /// refuses with `InvalidNetworkInterface.InUse` when another instance holds it.
+    pub async fn request_eni_attach(&self, me: &Identity, eni: &EniFacts) -> Result<(), AwsError> {
+        self.attach_call(me, Target::Eni(eni)).await
+    }
+
+    /// The states of these instances; one EC2 no longer knows counts as `terminated`.
+    pub async fn instance_states(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
+        let output = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(instance_ids.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::api("DescribeInstances", instance_ids.join(","), e))?;
+        let mut states: std::collections::BTreeMap<String, String> = instance_ids
+            .iter()
+            .map(|id| (id.clone(), "terminated".to_owned()))
+            .collect();
+        for instance in output.reservations().iter().flat_map(|r| r.instances()) {
+            if let (Some(id), Some(state)) = (
+                instance.instance_id(),
+                instance.state().and_then(|s| s.name()),
+            ) {
+                states.insert(id.to_owned(), state.as_str().to_owned());
+            }
+        }
+        Ok(states)
     }
 
     /// Detaches the ENI from this instance and waits until it has let go (not attached here is success).
@@ -526,28 +569,11 @@ impl Attacher {
 
     /// The owner's state; an instance EC2 no longer knows counts as `terminated`.
     async fn instance_state(&self, instance_id: &str) -> Result<String, AwsError> {
-        let output = self
-            .ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("instance-id")
-                    .values(instance_id)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| AwsError::api("DescribeInstances", instance_id, e))?;
-        let state = output
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find(|i| i.instance_id() == Some(instance_id))
-            .and_then(|i| i.state())
-            .and_then(|s| s.name())
-            .map(InstanceStateName::as_str)
-            .unwrap_or("terminated");
-        Ok(state.to_owned())
+        let states = self.instance_states(&[instance_id.to_owned()]).await?;
+        Ok(states
+            .get(instance_id)
+            .cloned()
+            .unwrap_or_else(|| "terminated".into()))
     }
 }
 

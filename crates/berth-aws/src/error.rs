@@ -131,6 +131,15 @@ pub enum AwsError {
         /// What we waited for.
         wanted: &'static str,
     },
+    /// `ec2` claim backend: every candidate id's ENI is held by a live instance, still at the deadline.
+    #[error("no broker id could be claimed: {detail}")]
+    AllHeld {
+        /// Which instances hold which ids.
+        detail: String,
+    },
+    /// `ec2` claim backend: the plan has no candidate id.
+    #[error("no broker id can be claimed from this instance's zone")]
+    NoCandidates,
     /// CloudFormation or Auto Scaling names could not be found in config or instance tags.
     #[error("{what}: not configured ({key}) and instance {instance_id} has no {tag} tag")]
     MissingName {
@@ -209,7 +218,10 @@ impl AwsError {
         match self {
             AwsError::Imds { .. } | AwsError::ImdsMissing { .. } => true,
             AwsError::Api { retryable, .. } => *retryable,
-            AwsError::OwnerAlive { .. } | AwsError::WaitTimeout { .. } => true,
+            AwsError::OwnerAlive { .. }
+            | AwsError::WaitTimeout { .. }
+            | AwsError::AllHeld { .. }
+            | AwsError::NoCandidates => true,
             AwsError::Config { .. }
             | AwsError::ImdsValue { .. }
             | AwsError::Malformed { .. }

@@ -3,12 +3,14 @@
 //!
 //! [`AwsCloud`] implements [`berth_core::ports::Cloud`] on the official aws-sdk-rust. Its parts, one job each:
 //! [`metadata`] (IMDSv2 only), [`discovery`] (one filtered, paginated describe per resource type),
-//! [`attach`] (attach, takeover from dying owners only, detach), [`signals`] (CloudFormation and Auto Scaling),
+//! [`attach`] (attach, takeover from dying owners only, detach), [`claim`] (the `ec2` claim backend: an id is
+//! claimed by attaching its ENI), [`signals`] (CloudFormation and Auto Scaling),
 //! and [`error`] (the one place where failures become Retryable or Fatal). The SDK retries transient errors
 //! itself (standard mode, jittered); what is still failing reaches the state machine as Retryable, so throttling
 //! and 5xx never become Failed before the state's deadline. See docs/aws.md.
 
 pub mod attach;
+pub mod claim;
 pub mod discovery;
 pub mod error;
 pub mod metadata;
@@ -30,6 +32,7 @@ use berth_core::ports::{
 use ipnet::Ipv4Net;
 
 pub use attach::{AttachSettings, Attacher};
+pub use claim::Ec2Claim;
 pub use discovery::DiscoverySpec;
 pub use error::AwsError;
 pub use metadata::Metadata;
@@ -121,6 +124,15 @@ impl AwsCloud {
             attacher,
             signaller,
         })
+    }
+
+    /// The `ec2` claim backend over this adapter's EC2 configuration and IMDS.
+    pub fn ec2_claim(&self) -> Ec2Claim {
+        Ec2Claim::new(
+            &self.ec2,
+            self.attacher.settings().clone(),
+            self.metadata.clone(),
+        )
     }
 
     /// The IMDS client (identity, interfaces, notices).

@@ -28,7 +28,8 @@ pub const DEFAULT_PATH: &str = "/etc/berth/berth.toml";
 pub const ENV_PREFIX: &str = "BERTH";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: [&str; 5] = [
+const LIST_KEYS: [&str; 6] = [
+    "kafka.controller_ids",
     "storage.log_dirs",
     "storage.mkfs_options",
     "kafka.command",
@@ -83,7 +84,12 @@ pub struct Config {
     /// How ENIs and volumes are tagged.
     #[serde(default)]
     pub tags: TagsConfig,
-    /// The ZooKeeper ensemble holding the claims.
+    /// Where broker id claims are held.
+    #[serde(default)]
+    pub claim: ClaimConfig,
+    /// The ZooKeeper ensemble holding the claims (backend `zookeeper`) and Kafka's metadata (ZooKeeper mode);
+    /// not needed with the `ec2` backend in KRaft mode.
+    #[serde(default)]
     pub zookeeper: ZooKeeperConfig,
     /// EC2, CloudFormation and Auto Scaling.
     #[serde(default)]
@@ -145,11 +151,45 @@ impl Default for TagsConfig {
     }
 }
 
+/// Where a broker id's claim is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum ClaimBackend {
+    /// An ephemeral znode per id, held by berth's ZooKeeper session.
+    Zookeeper,
+    /// The id's ENI attachment itself: EC2 attaches an ENI to at most one instance (docs/decisions/0002).
+    Ec2,
+}
+
+impl TryFrom<String> for ClaimBackend {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "zookeeper" => Ok(Self::Zookeeper),
+            "ec2" => Ok(Self::Ec2),
+            other => Err(format!("must be \"zookeeper\" or \"ec2\", got {other:?}")),
+        }
+    }
+}
+
+/// `[claim]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimConfig {
+    /// The backend; unset means `ec2` when `kafka.mode = "kraft"` and `zookeeper` otherwise (see
+    /// [`Config::claim_backend`]). [`parse`] fills it in, so the effective configuration names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<ClaimBackend>,
+}
+
 /// `[zookeeper]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZooKeeperConfig {
-    /// Connect string: `host:port,host:port,...` (no chroot; see `root`).
+    /// Connect string: `host:port,host:port,...` (no chroot; see `root`). Required when the claim backend is
+    /// `zookeeper` or Kafka runs in ZooKeeper mode.
+    #[serde(default)]
     pub connect: String,
     /// Session timeout (the server clamps it to 2..20 ticks).
     #[serde(with = "serde_duration", default = "default_session_timeout")]
@@ -163,6 +203,18 @@ pub struct ZooKeeperConfig {
     /// Kafka's own chroot in this ensemble (where `/brokers/ids` lives), e.g. `/kafka`; empty is the root.
     #[serde(default)]
     pub kafka_chroot: String,
+}
+
+impl Default for ZooKeeperConfig {
+    fn default() -> Self {
+        Self {
+            connect: String::new(),
+            session_timeout: default_session_timeout(),
+            root: default_zk_root(),
+            digest: String::new(),
+            kafka_chroot: String::new(),
+        }
+    }
 }
 
 fn default_session_timeout() -> Duration {
@@ -378,6 +430,9 @@ pub struct KafkaConfig {
     pub controller_port: u16,
     /// KRaft: render `controller.quorum.voters` from every id's ENI address.
     pub quorum_voters: bool,
+    /// KRaft: the ids that are controllers (voters); empty means every id. Only these are listed in
+    /// `controller.quorum.voters`, and asked about the quorum before a blank controller is formatted.
+    pub controller_ids: Vec<u32>,
     /// KRaft: the command that formats blank storage (Kafka's storage tool); berth appends
     /// `--cluster-id <cluster.kafka_cluster_id> --config <server_properties merged with the overlay>`.
     pub format_command: Vec<String>,
@@ -404,6 +459,7 @@ impl Default for KafkaConfig {
             port: 9092,
             controller_port: 9093,
             quorum_voters: false,
+            controller_ids: Vec::new(),
             format_command: DEFAULT_FORMAT_COMMAND.iter().map(|&w| w.into()).collect(),
             server_properties: "/etc/kafka/server.properties".into(),
             check_interval: Duration::from_secs(5),
@@ -556,6 +612,8 @@ pub fn parse<'a>(
             reason,
         }
     })?;
+    let mut config = config;
+    config.claim.backend = Some(config.claim_backend());
     config.validate()?;
     Ok(config)
 }
@@ -683,7 +741,11 @@ impl Config {
         ensure(!self.tags.key.trim().is_empty(), "tags.key", || {
             "must not be empty".into()
         })?;
-        self.validate_zookeeper()?;
+        if self.claim_backend() == ClaimBackend::Zookeeper
+            || self.kafka.mode == KafkaMode::Zookeeper
+        {
+            self.validate_zookeeper()?;
+        }
         self.validate_aws()?;
         self.validate_storage()?;
         self.validate_kafka()?;
@@ -721,7 +783,12 @@ impl Config {
     fn validate_zookeeper(&self) -> Result<(), ConfigError> {
         let zk = &self.zookeeper;
         ensure(!zk.connect.trim().is_empty(), "zookeeper.connect", || {
-            "must list at least one host:port".into()
+            let needed_by = if self.kafka.mode == KafkaMode::Zookeeper {
+                "kafka.mode = \"zookeeper\""
+            } else {
+                "claim.backend = \"zookeeper\""
+            };
+            format!("must list at least one host:port (needed by {needed_by})")
         })?;
         ensure(!zk.connect.contains('/'), "zookeeper.connect", || {
             "must not carry a chroot; set zookeeper.root (claims) and zookeeper.kafka_chroot (Kafka) instead".into()
@@ -931,6 +998,23 @@ impl Config {
                 || "must be an absolute path".into(),
             )?;
         }
+        for id in &kafka.controller_ids {
+            ensure(
+                *id < self.cluster.broker_count,
+                "kafka.controller_ids",
+                || {
+                    format!(
+                        "{id} is not a broker id (ids are 0..{})",
+                        self.cluster.broker_count
+                    )
+                },
+            )?;
+        }
+        ensure(
+            kafka.controller_ids.is_empty() || kafka.mode == KafkaMode::Kraft,
+            "kafka.controller_ids",
+            || "only applies when kafka.mode = \"kraft\"".into(),
+        )?;
         if kafka.quorum_voters {
             ensure(
                 kafka.mode == KafkaMode::Kraft,
@@ -954,6 +1038,15 @@ impl Config {
             || "must be at least 1s".into(),
         )?;
         Ok(())
+    }
+
+    /// The claim backend: as configured, else `ec2` in KRaft mode (no ZooKeeper needed) and `zookeeper` in
+    /// ZooKeeper mode.
+    pub fn claim_backend(&self) -> ClaimBackend {
+        self.claim.backend.unwrap_or(match self.kafka.mode {
+            KafkaMode::Kraft => ClaimBackend::Ec2,
+            KafkaMode::Zookeeper => ClaimBackend::Zookeeper,
+        })
     }
 
     /// Broker ids this cluster has.

@@ -305,3 +305,65 @@ fn kraft_mode_needs_a_format_command_and_an_absolute_server_properties() {
     .unwrap();
     assert_eq!(config.kafka.format_command.len(), 6);
 }
+
+#[test]
+fn claim_backend_defaults_by_kafka_mode_and_refuses_unknown_values() {
+    use berth_config::ClaimBackend;
+    let zookeeper_mode = parse(EXAMPLE, []).unwrap();
+    assert_eq!(zookeeper_mode.claim_backend(), ClaimBackend::Zookeeper);
+
+    // KRaft with no [zookeeper] section at all: claims are EC2's, nothing asks for ZooKeeper.
+    let kraft = "[cluster]\nname = \"events\"\nbroker_count = 3\nkafka_cluster_id = \"MkU3OEVBNTcwNTJENDM2Qg\"\n\
+                 [kafka]\nmode = \"kraft\"\n";
+    let config = parse(kraft, []).expect("KRaft needs no ZooKeeper");
+    assert_eq!(config.claim_backend(), ClaimBackend::Ec2);
+    assert!(
+        config.to_toml().contains("backend = \"ec2\""),
+        "the effective configuration names the backend: {}",
+        config.to_toml()
+    );
+    assert_eq!(parse(&config.to_toml(), []).unwrap(), config);
+
+    // KRaft with the ZooKeeper backend asked for, but no ensemble: the key that is missing is named.
+    let error = parse(kraft, [("BERTH_CLAIM__BACKEND", "zookeeper")]).unwrap_err();
+    assert_eq!(error.key(), Some("zookeeper.connect"), "{error}");
+    assert!(error.to_string().contains("claim.backend"), "{error}");
+
+    // ZooKeeper-mode Kafka still needs the ensemble with the ec2 backend (Kafka's metadata lives there).
+    let error = parse(
+        &EXAMPLE.replace("connect = \"10.0.1.10", "connect = \"\"#"),
+        [("BERTH_CLAIM__BACKEND", "ec2")],
+    )
+    .unwrap_err();
+    assert_eq!(error.key(), Some("zookeeper.connect"), "{error}");
+    assert!(error.to_string().contains("kafka.mode"), "{error}");
+
+    for bad in ["etcd", "EC2", ""] {
+        let error = refused_env("BERTH_CLAIM__BACKEND", bad);
+        assert_eq!(error.key(), Some("claim.backend"), "{bad:?}: {error}");
+        assert!(error.to_string().contains("ec2"), "{bad:?}: {error}");
+    }
+}
+
+#[test]
+fn controller_ids_must_be_broker_ids_in_kraft_mode() {
+    let kraft = |ids: &str| {
+        parse(
+            EXAMPLE,
+            [
+                ("BERTH_KAFKA__MODE", "kraft"),
+                ("BERTH_CLUSTER__KAFKA_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qg"),
+                ("BERTH_KAFKA__CONTROLLER_IDS", ids),
+            ],
+        )
+    };
+    assert_eq!(kraft("0,2").unwrap().kafka.controller_ids, vec![0, 2]);
+    let error = kraft("0,3").unwrap_err();
+    assert_eq!(error.key(), Some("kafka.controller_ids"), "{error}");
+    assert!(
+        error.to_string().contains("3 is not a broker id"),
+        "{error}"
+    );
+    let error = refused_env("BERTH_KAFKA__CONTROLLER_IDS", "0");
+    assert_eq!(error.key(), Some("kafka.controller_ids"), "{error}");
+}

@@ -5,11 +5,11 @@
 //! that is a restart, and taking any other id would strand those attachments. Hosts try the remaining free
 //! ids in an order rotated by a per-host seed, so a mass boot does not have every host collide on the lowest id.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{BrokerId, Identity, Inventory};
+use crate::facts::{BrokerId, EniFacts, Identity, Inventory};
 
 /// An id that cannot be claimed from this host, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,9 @@ pub struct ClaimPlan {
     pub skipped: Vec<SkippedId>,
     /// Why the preferred id was chosen (for logs and `berth plan`).
     pub preferred_reason: Option<String>,
+    /// Each candidate's ENI as discovered (the `ec2` claim backend claims an id by attaching it).
+    #[serde(skip)]
+    pub enis: BTreeMap<BrokerId, EniFacts>,
 }
 
 /// Works out the claim plan for this instance from the discovered resources. Pure.
@@ -91,6 +94,7 @@ pub fn plan_claim(
             }
         }
         plan.candidates.push(id);
+        plan.enis.insert(id, eni.clone());
     }
     plan
 }

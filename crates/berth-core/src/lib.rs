@@ -7,6 +7,7 @@
 //! the daemon reaches the world. It does no I/O, so every decision is unit-tested; its one use of a runtime is
 //! the task-local through which a waiting adapter reports why it waits ([`progress`]).
 
+pub mod attachment_claim;
 pub mod claim;
 pub mod duration;
 pub mod facts;

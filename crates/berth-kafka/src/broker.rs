@@ -17,12 +17,16 @@ use tokio::sync::watch;
 use crate::format::{self, FormatError, Formatter, StorageState};
 use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
+use crate::quorum::{self, Quorum, Role, StorageDecision};
 use crate::supervisor::{
     ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
 };
 
 /// Longest a single probe may take (a check never waits longer than this for a dead listener).
 const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+/// How long each other controller is given to answer (connect and DescribeQuorum) before a blank controller
+/// is formatted.
+const QUORUM_ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Probe retries while starting back off from this...
 const RETRY_FIRST: Duration = Duration::from_millis(5);
 /// ...up to this (KRaft mode has no registration to watch, so the probe is retried).
@@ -118,6 +122,14 @@ pub enum KafkaError {
         #[source]
         source: FormatError,
     },
+    /// A controller's storage is blank while formatting it could lose committed metadata.
+    #[error("broker {broker_id}: blank KRaft storage not formatted: {reason}")]
+    QuorumUnsafe {
+        /// The broker being started.
+        broker_id: BrokerId,
+        /// What the quorum showed, and what would make it safe.
+        reason: String,
+    },
     /// KRaft mode without `cluster.kafka_cluster_id` (the configuration check requires it).
     #[error("cluster.kafka_cluster_id is needed to format KRaft storage for broker {broker_id}")]
     MissingClusterId {
@@ -186,6 +198,7 @@ pub struct KafkaBroker {
     port: u16,
     controller_port: u16,
     quorum_voters: bool,
+    controller_ids: Option<std::collections::BTreeSet<BrokerId>>,
     overlay_path: PathBuf,
     stop_timeout: Duration,
     probe_timeout: Duration,
@@ -231,6 +244,8 @@ impl KafkaBroker {
             port: kafka.port,
             controller_port: kafka.controller_port,
             quorum_voters: kafka.quorum_voters,
+            controller_ids: (!kafka.controller_ids.is_empty())
+                .then(|| kafka.controller_ids.iter().copied().map(BrokerId).collect()),
             overlay_path: kafka.overlay_path.clone(),
             stop_timeout: kafka.stop_timeout,
             probe_timeout: kafka.check_interval.min(PROBE_TIMEOUT_MAX),
@@ -259,15 +274,24 @@ impl KafkaBroker {
         *self.voters.lock().expect("voters lock") = Some(voters);
     }
 
-    /// The overlay text for a broker.
-    pub fn render_overlay(&self, spec: &BrokerSpec) -> Result<String, KafkaError> {
-        // Voters set explicitly win; otherwise the daemon's discovery result carried in the spec.
-        let voters = self
+    /// The controllers' ids and ENI addresses: voters set explicitly win, otherwise the daemon's discovery
+    /// result carried in the spec; only `kafka.controller_ids` when set.
+    fn controllers(&self, spec: &BrokerSpec) -> Option<BTreeMap<BrokerId, Ipv4Addr>> {
+        let mut voters = self
             .voters
             .lock()
             .expect("voters lock")
             .clone()
-            .or_else(|| (!spec.voters.is_empty()).then(|| spec.voters.clone()));
+            .or_else(|| (!spec.voters.is_empty()).then(|| spec.voters.clone()))?;
+        if let Some(ids) = &self.controller_ids {
+            voters.retain(|id, _| ids.contains(id));
+        }
+        Some(voters)
+    }
+
+    /// The overlay text for a broker.
+    pub fn render_overlay(&self, spec: &BrokerSpec) -> Result<String, KafkaError> {
+        let voters = self.controllers(spec);
         let voters = match (self.mode, self.quorum_voters) {
             (KafkaMode::Kraft, true) => Some(voters.ok_or(KafkaError::MissingVoters {
                 broker_id: spec.broker_id,
@@ -499,8 +523,8 @@ impl KafkaBroker {
     }
 
     /// KRaft: formats blank storage before Kafka's first start on it; formatted storage is left to Kafka's own
-    /// checks. The one place that decides whether this node's storage may be formatted (issue #14 adds its
-    /// quorum check here: a controller's blank dir only while the other voters hold a majority).
+    /// checks. The one place that decides whether this node's storage may be formatted: a controller's blank
+    /// storage only in a fresh cluster or while the other voters hold a majority ([`quorum`]).
     async fn prepare_storage(
         &self,
         spec: &BrokerSpec,
@@ -512,19 +536,52 @@ impl KafkaBroker {
         };
         let broker_id = spec.broker_id;
         let failed = |source| KafkaError::Format { broker_id, source };
-        if format::assess(&spec.log_dirs).map_err(failed)? == StorageState::Formatted {
+        let storage = format::assess(&spec.log_dirs).map_err(failed)?;
+        if storage == StorageState::Formatted {
             return Ok(());
         }
+        let settings = formatter.settings(overlay).map_err(failed)?;
+        let others: Vec<(BrokerId, SocketAddr)> = self
+            .controllers(spec)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(id, _)| *id != broker_id)
+            .map(|(id, ip)| (id, SocketAddr::from((ip, self.controller_port))))
+            .collect();
+        let role = match (settings.controller, settings.dynamic) {
+            (false, _) => Role::Broker,
+            (true, false) => Role::StaticController,
+            (true, true) => Role::DynamicController {
+                first: others.iter().all(|(id, _)| *id > broker_id),
+            },
+        };
+        let seen = if settings.controller {
+            let addresses: Vec<SocketAddr> = others.iter().map(|(_, a)| *a).collect();
+            quorum::observe(&addresses, QUORUM_ASK_TIMEOUT.min(deadline.remaining())).await
+        } else {
+            Quorum::Silent
+        };
+        let (why, arguments) = match quorum::decide(&storage, broker_id.0 as i32, role, &seen) {
+            StorageDecision::LeaveAlone => return Ok(()),
+            StorageDecision::Refuse(reason) => {
+                berth_core::progress::report(format!(
+                    "blank KRaft storage not formatted: {reason}"
+                ));
+                return Err(KafkaError::QuorumUnsafe { broker_id, reason });
+            }
+            StorageDecision::Format(why, arguments) => (why, arguments),
+        };
         let cluster_id = self
             .cluster_id
             .as_deref()
             .ok_or(KafkaError::MissingClusterId { broker_id })?;
-        tracing::info!(%broker_id, cluster_id, log_dirs = ?spec.log_dirs, "every log dir is blank: formatting KRaft storage");
+        tracing::info!(%broker_id, cluster_id, log_dirs = ?spec.log_dirs, why = %why, arguments = ?arguments, "every log dir is blank: formatting KRaft storage");
         formatter
             .format(
                 cluster_id,
                 &self.overlay_path,
-                overlay,
+                &settings.merged,
+                &arguments,
                 &spec.log_dirs,
                 deadline.remaining(),
             )

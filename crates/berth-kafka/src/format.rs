@@ -169,6 +169,44 @@ pub fn merge_as_awk(texts: &[&str]) -> String {
     merged
 }
 
+/// What the storage tool will read, and what berth needs from it to decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolSettings {
+    /// The operator's `server.properties` followed by the overlay ([`merge_as_awk`]).
+    pub merged: String,
+    /// `process.roles` names `controller`.
+    pub controller: bool,
+    /// A dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` set, `controller.quorum.voters` not.
+    pub dynamic: bool,
+}
+
+impl ToolSettings {
+    /// From the merged text; for a repeated key the last line wins, as in Java's `Properties`.
+    pub fn from_merged(merged: String) -> Self {
+        let value = |key: &str| {
+            merged
+                .lines()
+                .map(str::trim_start)
+                .filter(|line| !line.starts_with('#') && !line.starts_with('!'))
+                .filter_map(|line| {
+                    let (k, v) = line.split_once(['=', ':'])?;
+                    (k.trim() == key).then(|| v.trim().to_owned())
+                })
+                .next_back()
+                .filter(|v| !v.is_empty())
+        };
+        let controller = value("process.roles")
+            .is_some_and(|roles| roles.split(',').any(|role| role.trim() == "controller"));
+        let dynamic = value("controller.quorum.voters").is_none()
+            && value("controller.quorum.bootstrap.servers").is_some();
+        Self {
+            merged,
+            controller,
+            dynamic,
+        }
+    }
+}
+
 /// Kafka's storage tool, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Formatter {
@@ -179,8 +217,8 @@ pub struct Formatter {
 }
 
 impl Formatter {
-    /// The full command line for a cluster id and a configuration file.
-    pub fn command_line(&self, cluster_id: &str, config: &Path) -> Vec<String> {
+    /// The full command line for a cluster id, a configuration file and the quorum arguments.
+    pub fn command_line(&self, cluster_id: &str, config: &Path, quorum: &[String]) -> Vec<String> {
         let mut argv = self.command.clone();
         argv.extend([
             "--cluster-id".into(),
@@ -188,20 +226,12 @@ impl Formatter {
             "--config".into(),
             config.display().to_string(),
         ]);
+        argv.extend(quorum.iter().cloned());
         argv
     }
 
-    /// Formats blank storage: writes the merged configuration next to the overlay (mode 0644, removed after),
-    /// runs the command by the deadline, then checks that every log dir now carries `meta.properties`.
-    /// Returns the command line run.
-    pub async fn format(
-        &self,
-        cluster_id: &str,
-        overlay_path: &Path,
-        overlay: &str,
-        log_dirs: &[PathBuf],
-        timeout: Duration,
-    ) -> Result<String, FormatError> {
+    /// What the tool would read: the operator's `server.properties` merged with `overlay`.
+    pub fn settings(&self, overlay: &str) -> Result<ToolSettings, FormatError> {
         let server = std::fs::read(&self.server_properties).map_err(|source| {
             FormatError::ServerProperties {
                 path: self.server_properties.clone(),
@@ -210,9 +240,23 @@ impl Formatter {
         })?;
         // Bytes pass through unchanged: ISO-8859-1 in, ISO-8859-1 out, as awk would copy them.
         let server: String = server.iter().map(|&b| char::from(b)).collect();
-        let merged = merge_as_awk(&[&server, overlay]);
-        let config = write_config(overlay_path, &merged)?;
-        let argv = self.command_line(cluster_id, config.path());
+        Ok(ToolSettings::from_merged(merge_as_awk(&[&server, overlay])))
+    }
+
+    /// Formats blank storage: writes the merged configuration (see [`Formatter::settings`]) next to the overlay
+    /// (mode 0644, removed after), runs the command with the quorum arguments by the deadline, then checks that
+    /// every log dir now carries `meta.properties`. Returns the command line run.
+    pub async fn format(
+        &self,
+        cluster_id: &str,
+        overlay_path: &Path,
+        merged: &str,
+        quorum: &[String],
+        log_dirs: &[PathBuf],
+        timeout: Duration,
+    ) -> Result<String, FormatError> {
+        let config = write_config(overlay_path, merged)?;
+        let argv = self.command_line(cluster_id, config.path(), quorum);
         let command = argv.join(" ");
         let output = match output_within(&argv, timeout).await {
             Err(Bounded::TimedOut) => {
@@ -324,6 +368,22 @@ mod tests {
     }
 
     #[test]
+    fn roles_and_the_quorum_kind_are_read_as_kafka_reads_them() {
+        let read = |text: &str| ToolSettings::from_merged(text.into());
+        let settings = read("process.roles=broker\n#process.roles=controller\n");
+        assert!(!settings.controller);
+        assert!(read("process.roles = broker, controller\n").controller);
+        assert!(!read("process.roles=broker,controller\nprocess.roles=broker\n").controller);
+        assert!(read("controller.quorum.bootstrap.servers=a:9093\n").dynamic);
+        assert!(
+            !read(
+                "controller.quorum.bootstrap.servers=a:9093\ncontroller.quorum.voters=0@a:9093\n"
+            )
+            .dynamic
+        );
+    }
+
+    #[test]
     fn storage_is_blank_only_when_every_log_dir_is() {
         let root = tempfile::tempdir().unwrap();
         let a = root.path().join("a");
@@ -367,11 +427,14 @@ mod tests {
             command: vec!["/bin/sh".into(), "-c".into(), script, "format".into()],
             server_properties: server.clone(),
         };
+        let settings = formatter.settings("node.id=3\n").unwrap();
+        assert!(settings.controller && !settings.dynamic);
         let command = formatter
             .format(
                 "MkU3OEVBNTcwNTJENDM2Qg",
                 &overlay,
-                "node.id=3\n",
+                &settings.merged,
+                &[],
                 std::slice::from_ref(&log_dir),
                 Duration::from_secs(10),
             )
@@ -407,6 +470,7 @@ mod tests {
                 "MkU3OEVBNTcwNTJENDM2Qg",
                 &overlay,
                 "",
+                &[],
                 &[other],
                 Duration::from_secs(10),
             )

@@ -19,6 +19,7 @@ pub mod format;
 pub mod overlay;
 pub mod probe;
 pub mod properties;
+pub mod quorum;
 pub mod supervisor;
 pub mod wire;
 

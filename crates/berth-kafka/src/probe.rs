@@ -257,7 +257,7 @@ async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport,
     })
 }
 
-fn request_header(api: ApiKey, version: i16, correlation_id: i32) -> RequestHeader {
+pub(crate) fn request_header(api: ApiKey, version: i16, correlation_id: i32) -> RequestHeader {
     RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)

@@ -8,7 +8,15 @@
 //!
 //! `CLAIMERS` sets N (default 100); ids are `0..max(N, 100)`. The ensemble is warmed up by one unreported storm
 //! first (its numbers go to stderr).
+//!
+//! The same line reports the `ec2` backend (claims as ENI attachments, no ZooKeeper) against strict moto:
+//! `EC2_CLAIMERS` claimers (default 30) on `EC2_IDS` ids (default 10), fields prefixed `ec2_` (see
+//! berth-aws `benches/ec2_storm`).
 
+#[path = "../../berth-aws/tests/common/mod.rs"]
+mod common;
+#[path = "../../berth-aws/benches/ec2_storm/mod.rs"]
+mod ec2_storm;
 mod storm;
 
 use berth_testkit::zk::ZooKeeper;
@@ -41,5 +49,15 @@ fn main() {
         ids,
         "storm",
     ));
-    println!("{warm}");
+    let env_or = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let ec2 = runtime.block_on(ec2_storm::storm(
+        env_or("EC2_CLAIMERS", 30),
+        env_or("EC2_IDS", 10),
+    ));
+    println!("{warm} {ec2}");
 }

@@ -317,7 +317,11 @@ fn plan(path: &std::path::Path, json: bool, no_zookeeper: bool) -> ExitCode {
         let cloud = berth_aws::AwsCloud::new(&config)
             .await
             .context("AWS clients")?;
-        let claims = if no_zookeeper {
+        let claims = if config.claim_backend() == berth_config::ClaimBackend::Ec2 {
+            berth::plan::ClaimsView::Unknown {
+                reason: "claim.backend = \"ec2\": the ENI attachments are the claims".into(),
+            }
+        } else if no_zookeeper {
             berth::plan::ClaimsView::Unknown {
                 reason: "--no-zookeeper".into(),
             }

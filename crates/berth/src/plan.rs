@@ -4,7 +4,8 @@
 //! An operator asks this before enabling berth on a host, or when a replacement does not become the broker they
 //! expected. The plan reads only: IMDSv2 for the identity, one filtered describe per resource type for the
 //! cluster's ENIs and volumes (through [`berth_core::Cloud::identity`] and [`berth_core::Cloud::discover`], never
-//! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path), and
+//! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path; with the `ec2` claim backend
+//! the ENI attachments discovery shows are the claims), and
 //! the current overlay file. The decisions come from [`plan_claim`], [`ClaimPlan::try_order`] (seeded as the
 //! ZooKeeper adapter seeds it), [`plan_route`], the configuration's mount plan and the Kafka adapter's overlay
 //! renderer, so the plan cannot drift from what the daemon does.
@@ -14,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_config::Config;
+use berth_config::{ClaimBackend, Config};
 use berth_core::claim::{plan_claim, ClaimPlan};
 use berth_core::ports::{BrokerSpec, MountPlan};
 use berth_core::retry::stable_hash;
@@ -62,6 +63,30 @@ impl ClaimsView {
             ClaimsView::Unknown { .. } => None,
         }
     }
+}
+
+/// With the `ec2` claim backend the claims are the ENI attachments discovery shows: an id is held by the
+/// instance its ENI is attached to.
+pub fn attachment_claims(inventory: &Inventory) -> ClaimsView {
+    let taken = inventory
+        .ids
+        .iter()
+        .filter_map(|(id, resources)| {
+            let eni = resources.eni.as_ref()?;
+            let attachment = eni.attachment.as_ref()?;
+            Some((
+                *id,
+                ClaimOwner {
+                    instance_id: Some(attachment.instance_id.clone()),
+                    description: format!(
+                        "ENI {} {} to {}",
+                        eni.eni_id, attachment.state, attachment.instance_id
+                    ),
+                },
+            ))
+        })
+        .collect();
+    ClaimsView::Read { taken }
 }
 
 /// Reads the claim nodes under `<zookeeper.root>/<cluster>/claims` (list and get only), by `timeout`.
@@ -238,6 +263,10 @@ pub fn decide(
 ) -> Plan {
     let settings = config.machine_settings();
     let claim_plan = plan_claim(&inventory, &identity, config.broker_ids());
+    let claims = match config.claim_backend() {
+        ClaimBackend::Ec2 => attachment_claims(&inventory),
+        ClaimBackend::Zookeeper => claims,
+    };
     let choice = choose(&claim_plan, &claims, &identity);
     let ids = config
         .broker_ids()
@@ -338,8 +367,8 @@ fn choose(plan: &ClaimPlan, claims: &ClaimsView, identity: &Identity) -> Choice 
         ),
         None => (
             None,
-            "every candidate is claimed by another host: berth would wait on a ZooKeeper watch for a claim to be \
-             released, up to states.claim.deadline"
+            "every candidate is claimed by another host: berth would wait for a claim to be released (a ZooKeeper \
+             watch, or with the ec2 backend EC2 looked at again with backoff), up to states.claim.deadline"
                 .into(),
         ),
         Some(id) if Some(id) == plan.preferred => {
@@ -637,5 +666,51 @@ impl Plan {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_core::Attachment;
+    use berth_testkit::fixtures;
+
+    use super::*;
+
+    #[test]
+    fn with_the_ec2_backend_the_eni_attachments_are_the_claims_and_zookeeper_is_not_needed() {
+        let config = berth_config::parse(
+            "[cluster]\nname = \"events\"\nbroker_count = 6\nkafka_cluster_id = \"MkU3OEVBNTcwNTJENDM2Qg\"\n\
+             [kafka]\nmode = \"kraft\"\n",
+            [],
+        )
+        .expect("KRaft without ZooKeeper");
+        // ids 0 and 3 are in this host's zone; 0's ENI is attached to another instance.
+        let mut inventory = fixtures::inventory(6);
+        let eni = inventory
+            .ids
+            .get_mut(&BrokerId(0))
+            .unwrap()
+            .eni
+            .as_mut()
+            .unwrap();
+        eni.attachment = Some(Attachment {
+            instance_id: "i-other".into(),
+            state: "attached".into(),
+            slot: "1".into(),
+        });
+        let plan = decide(
+            &config,
+            fixtures::identity(),
+            inventory,
+            ClaimsView::Unknown {
+                reason: "not read".into(),
+            },
+        );
+        let ClaimsView::Read { taken } = &plan.claims else {
+            panic!("the attachments are read as claims: {:?}", plan.claims);
+        };
+        assert_eq!(taken[&BrokerId(0)].instance_id.as_deref(), Some("i-other"));
+        assert_eq!(taken.len(), 1);
+        assert_eq!(plan.choice.id, Some(BrokerId(3)), "{}", plan.choice.reason);
     }
 }

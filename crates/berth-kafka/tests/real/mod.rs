@@ -42,6 +42,13 @@ pub struct RealHost {
     pub port: u16,
     /// Controller listener port (KRaft).
     pub controller_port: u16,
+    /// The address it listens on and advertises (its "ENI address").
+    pub address: Ipv4Addr,
+    /// KRaft: the voters' addresses (this host alone unless it joins a cluster).
+    pub voters: BTreeMap<BrokerId, Ipv4Addr>,
+    /// KRaft: a dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` from `voters`, auto-join on,
+    /// no `controller.quorum.voters`.
+    pub dynamic: bool,
 }
 
 impl RealHost {
@@ -49,6 +56,36 @@ impl RealHost {
     pub fn kraft() -> Self {
         let install = Install::kraft().unwrap_or_else(|error| panic!("{error}"));
         Self::with(install, None)
+    }
+
+    /// A KRaft host that is node `id` of a static quorum of `voters` (all on `controller_port`), listening on
+    /// its voter address, with replication settings for three nodes.
+    pub fn kraft_member(
+        id: u32,
+        voters: BTreeMap<BrokerId, Ipv4Addr>,
+        controller_port: u16,
+        port: u16,
+    ) -> Self {
+        let mut host = Self::kraft();
+        host.address = voters[&BrokerId(id)];
+        host.voters = voters;
+        host.controller_port = controller_port;
+        host.port = port;
+        host.write_server_properties();
+        host
+    }
+
+    /// As [`RealHost::kraft_member`], in a dynamic quorum whose bootstrap servers are the `controllers`.
+    pub fn kraft_dynamic_member(
+        id: u32,
+        controllers: BTreeMap<BrokerId, Ipv4Addr>,
+        controller_port: u16,
+        port: u16,
+    ) -> Self {
+        let mut host = Self::kraft_member(id, controllers, controller_port, port);
+        host.dynamic = true;
+        host.write_server_properties();
+        host
     }
 
     /// A ZooKeeper-mode host (Kafka 3.9) with its own ZooKeeper.
@@ -69,6 +106,9 @@ impl RealHost {
             dir,
             port: berth_testkit::free_port(),
             controller_port: berth_testkit::free_port(),
+            address: Ipv4Addr::LOCALHOST,
+            voters: BTreeMap::new(),
+            dynamic: false,
         };
         std::fs::create_dir_all(host.dir.path().join("run")).unwrap();
         host.write_server_properties();
@@ -80,25 +120,39 @@ impl RealHost {
         let mut text = String::from("# the operator's file\n");
         match &self.zk {
             Some(zk) => text.push_str(&format!(
-                "broker.id=-1\nlisteners=PLAINTEXT://127.0.0.1:{port}\nzookeeper.connect={zk}{CHROOT}\n\
+                "broker.id=-1\nlisteners=PLAINTEXT://{address}:{port}\nzookeeper.connect={zk}{CHROOT}\n\
                  zookeeper.session.timeout.ms=6000\n",
+                address = self.address,
                 port = self.port,
                 zk = zk.connect_string(),
             )),
             None => text.push_str(&format!(
                 "process.roles=broker,controller\nnode.id=-1\n\
-                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
+                 listeners=PLAINTEXT://{address}:{port},CONTROLLER://{address}:{cport}\n\
                  controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
                  listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n",
+                address = self.address,
                 port = self.port,
                 cport = self.controller_port,
             )),
         }
-        text.push_str(
-            "log.dirs=/nonexistent\noffsets.topic.replication.factor=1\n\
-             transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
+        if self.dynamic {
+            let servers: Vec<String> = self
+                .voters
+                .values()
+                .map(|address| format!("{address}:{}", self.controller_port))
+                .collect();
+            text.push_str(&format!(
+                "controller.quorum.bootstrap.servers={}\ncontroller.quorum.auto.join.enable=true\n",
+                servers.join(",")
+            ));
+        }
+        let replication = self.voters.len().clamp(1, 3);
+        text.push_str(&format!(
+            "log.dirs=/nonexistent\noffsets.topic.replication.factor={replication}\n\
+             transaction.state.log.replication.factor={replication}\ntransaction.state.log.min.isr=1\n\
              group.initial.rebalance.delay.ms=0",
-        );
+        ));
         std::fs::write(self.server_properties(), text).unwrap();
     }
 
@@ -156,8 +210,9 @@ impl RealHost {
                 "kraft",
                 "127.0.0.1:1".to_owned(),
                 format!(
-                    "controller_port = {}\nquorum_voters = true\nformat_command = [{}]\nserver_properties = {:?}\n",
+                    "controller_port = {}\nquorum_voters = {}\nformat_command = [{}]\nserver_properties = {:?}\n",
                     self.controller_port,
+                    !self.dynamic,
                     list(&self.install.command("format")),
                     self.server_properties(),
                 ),
@@ -205,14 +260,18 @@ stop_timeout = "60s"
         KafkaBroker::with_restart_policy(&self.config(), policy)
     }
 
-    /// Broker `id` on 127.0.0.1 in rack [`RACK`], with the given log dirs (KRaft: it is the only voter).
+    /// Broker `id` on this host's address in rack [`RACK`], with the given log dirs (KRaft: the only voter
+    /// unless the host was made a member of a quorum).
     pub fn spec_with(&self, id: u32, log_dirs: Vec<PathBuf>) -> BrokerSpec {
-        let voters: BTreeMap<BrokerId, Ipv4Addr> =
-            [(BrokerId(id), Ipv4Addr::LOCALHOST)].into_iter().collect();
+        let voters: BTreeMap<BrokerId, Ipv4Addr> = if self.voters.is_empty() {
+            [(BrokerId(id), self.address)].into_iter().collect()
+        } else {
+            self.voters.clone()
+        };
         BrokerSpec {
             voters,
             broker_id: BrokerId(id),
-            advertised_ip: Ipv4Addr::LOCALHOST,
+            advertised_ip: self.address,
             rack: RACK.into(),
             log_dirs,
         }
@@ -226,9 +285,9 @@ stop_timeout = "60s"
     /// What the probe looks for.
     pub fn target(&self, id: u32) -> ProbeTarget {
         ProbeTarget {
-            listener: (Ipv4Addr::LOCALHOST, self.port).into(),
+            listener: (self.address, self.port).into(),
             broker_id: id as i32,
-            host: "127.0.0.1".into(),
+            host: self.address.to_string(),
             port: self.port,
         }
     }
