@@ -833,6 +833,11 @@ stop_timeout = "5s"
 name = "{cluster}"
 broker_count = {brokers}
 {cluster_id}
+# The card's ZooKeeper claims, also in KRaft mode (where berth's default is the ec2 backend): the fleet's tests
+# read the claims from the ensemble.
+[claim]
+backend = "zookeeper"
+
 [tags]
 key = "Name"
 eni = "KAFKA-{{id}}"
