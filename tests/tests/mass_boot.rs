@@ -62,3 +62,37 @@ fn twelve_hosts_through_leader_loss_and_throttling() {
     })
     .expect("mass boot");
 }
+
+/// The same mass boot with `claim.backend = "ec2"`: the ENI attachment is the claim. Every host ends Healthy
+/// with a unique id from its own zone, and no claim znode was written (ZooKeeper still runs, for the ZooKeeper-mode
+/// Kafka stand-in only).
+#[test]
+fn twelve_hosts_claim_by_eni_attachment_through_throttling() {
+    if !berth_testkit::require_root("twelve_hosts_claim_by_eni_attachment_through_throttling") {
+        return;
+    }
+    let options = FleetOptions {
+        brokers: 12,
+        berth_env: vec![("BERTH_CLAIM__BACKEND".into(), "ec2".into())],
+        ..FleetOptions::default()
+    };
+    berth_sim::with_fleet(options, |fleet| async move {
+        for action in ["AttachNetworkInterface", "DescribeNetworkInterfaces"] {
+            fleet.inject(action, Fault::Throttle, 8);
+        }
+        let zones: Vec<usize> = (0..12).map(|n| n % 3).collect();
+        let hosts = fleet.launch_many(&zones).await?;
+        let states = all_healthy(&fleet, &hosts, Duration::from_secs(240)).await?;
+        assert_unique_ids(&states, 12)?;
+        for (&host, state) in hosts.iter().zip(&states) {
+            assert_converged(&fleet, host, state).await?;
+        }
+        anyhow::ensure!(
+            claimed_ids(&fleet).await?.is_empty(),
+            "the ec2 backend writes no claim znode"
+        );
+        println!("12 hosts Healthy, claimed by ENI attachment");
+        Ok(())
+    })
+    .expect("mass boot with the ec2 claim backend");
+}

@@ -172,25 +172,35 @@ impl Ec2Claim {
                     owner_states.extend(self.attacher.instance_states(&owners).await?);
                 }
                 Move::Wait(why) => {
-                    if waits == 0 {
-                        self.calls_when_waiting
-                            .store(self.call_count(), Ordering::Relaxed);
-                        tracing::info!(waiting_for = %why, "every candidate id is held: waiting on EC2");
-                    }
-                    berth_core::progress::report(why.clone());
                     waits += 1;
-                    if deadline.expired() {
-                        return Err(AwsError::AllHeld { detail: why });
-                    }
-                    let pause = WAIT_POLICY
-                        .delay(waits, &mut jitter)
-                        .min(deadline.remaining());
-                    tokio::time::sleep(pause).await;
+                    self.pause(why, waits, &mut jitter, deadline).await?;
                     owner_states.clear();
                     self.refresh(&me, &mut plan, &mut holders).await?;
                 }
             }
         }
+    }
+
+    /// Says what it waits for (once in the log, every time to `/state`), then waits the `waits`-th backoff;
+    /// at the deadline, the error names the holders.
+    async fn pause(
+        &self,
+        why: String,
+        waits: u32,
+        jitter: &mut Jitter,
+        deadline: Deadline,
+    ) -> Result<(), AwsError> {
+        if waits == 1 {
+            self.calls_when_waiting
+                .store(self.call_count(), Ordering::Relaxed);
+            tracing::info!(waiting_for = %why, "every candidate id is held: waiting on EC2");
+        }
+        berth_core::progress::report(why.clone());
+        if deadline.expired() {
+            return Err(AwsError::AllHeld { detail: why });
+        }
+        tokio::time::sleep(WAIT_POLICY.delay(waits, jitter).min(deadline.remaining())).await;
+        Ok(())
     }
 
     fn hold(&self, plan: &ClaimPlan, id: BrokerId) -> BrokerId {
