@@ -21,7 +21,7 @@ pub use duration::{serde_duration, serde_duration_option};
 pub use facts::*;
 pub use machine::{
     Decision, Effect, ExitReason, Failure, Input, Machine, Output, Phase, ReclaimOutcome, Settings,
-    Step, Teardown, TransitionError,
+    Step, StepKind, StepTag, Teardown, TransitionError,
 };
 pub use ports::{Broker, Cloud, Coordination, Deadline, ErrorKind, Network, StepError, Storage};
 

@@ -20,12 +20,13 @@ use berth_core::ports::{
 };
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, ErrorKind, Facts, Identity,
-    Input, Machine, Network, Phase, Step, StepError, Storage, Teardown, VolumeAttachment,
+    Input, Machine, Network, Phase, Step, StepError, StepKind, StepTag, Storage, Teardown,
+    TransitionError, VolumeAttachment,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::notify::Notifier;
 use crate::view::Published;
@@ -213,6 +214,10 @@ impl Daemon {
         let before = self.machine.phase();
         let (next, effects) = match self.machine.decide(input, now) {
             Ok(decision) => decision,
+            Err(stale @ TransitionError::Stale { .. }) => {
+                debug!(berth_state = before.name(), "result dropped: {stale}");
+                return None;
+            }
             Err(transition) => {
                 error!(berth_state = before.name(), error = %transition, "input ignored: not valid in this state");
                 return None;
@@ -242,7 +247,11 @@ impl Daemon {
 
     fn apply(&mut self, effect: Effect) -> Option<DaemonExit> {
         match effect {
-            Effect::Run { step, deadline } => self.run_step(step, deadline),
+            Effect::Run {
+                tag,
+                step,
+                deadline,
+            } => self.run_step(tag, step, deadline),
             Effect::Cancel => self.cancel(),
             Effect::SignalStack { identity, verdict } => self.signal_stack(identity, verdict),
             Effect::CompleteLaunch { identity, result } => self.complete_launch(identity, result),
@@ -254,10 +263,11 @@ impl Daemon {
         None
     }
 
-    fn run_step(&mut self, step: Step, deadline: Duration) {
+    fn run_step(&mut self, tag: StepTag, step: Step, deadline: Duration) {
         let deadline = Deadline((self.start + deadline).into_std());
-        let is_reclaim = matches!(step, Step::Reclaim { .. });
+        let is_reclaim = tag.kind == StepKind::Reclaim;
         let handle = spawn_step(
+            tag,
             step,
             deadline,
             StepContext {
@@ -375,16 +385,21 @@ impl Daemon {
         let state = machine.phase().name();
         let broker_id = machine.facts().broker_id.map(|id| id.0);
         match input {
-            Input::Failed(error) if error.is_retryable() => {
+            Input::Failed { tag, error } if error.is_retryable() => {
                 // The reason alone (no attempt count): an unchanged reason is logged at most every 30 s.
-                let step = machine.running_step().unwrap_or("step");
-                self.waiting.set(step, &error.to_string(), state);
+                self.waiting.set(tag.kind.name(), &error.to_string(), state);
             }
-            Input::ReclaimFailed(error) => self.waiting.set("reclaim", &error.to_string(), state),
-            Input::Reclaimed(ReclaimOutcome::Taken {
-                holder,
-                eni_held_here: true,
-            }) => self.waiting.set(
+            Input::ReclaimFailed { error, .. } => {
+                self.waiting.set("reclaim", &error.to_string(), state)
+            }
+            Input::Reclaimed {
+                outcome:
+                    ReclaimOutcome::Taken {
+                        holder,
+                        eni_held_here: true,
+                    },
+                ..
+            } => self.waiting.set(
                 "reclaim",
                 &format!(
                     "broker id {} is claimed by {holder}, while its ENI is still attached here",
@@ -392,7 +407,7 @@ impl Daemon {
                 ),
                 state,
             ),
-            Input::Failed(error) => warn!(
+            Input::Failed { error, .. } => warn!(
                 berth_state = state,
                 berth_broker_id = broker_id,
                 berth_error_kind = ?error.kind,
@@ -405,7 +420,10 @@ impl Daemon {
                 berth_broker_id = broker_id,
                 "ZooKeeper session expired: claim lost, re-claiming (Kafka keeps running)"
             ),
-            Input::Reclaimed(ReclaimOutcome::Held) => {
+            Input::Reclaimed {
+                outcome: ReclaimOutcome::Held,
+                ..
+            } => {
                 self.waiting.clear("reclaim");
                 info!(
                     berth_state = state,
@@ -413,11 +431,7 @@ impl Daemon {
                     "claim re-established on a new session"
                 )
             }
-            Input::Done(_) => {
-                if let Some(step) = machine.running_step() {
-                    self.waiting.clear(step);
-                }
-            }
+            Input::Done { tag, .. } => self.waiting.clear(tag.kind.name()),
             _ => {}
         }
     }
@@ -554,12 +568,13 @@ struct StepContext {
 }
 
 fn spawn_step(
+    tag: StepTag,
     step: Step,
     deadline: Deadline,
     context: StepContext,
     inputs: mpsc::Sender<Input>,
 ) -> JoinHandle<()> {
-    let name = step.name();
+    let name = tag.kind.name();
     let overrun = tokio::time::Instant::from_std(deadline.0) + STEP_OVERRUN_GRACE;
     tokio::spawn(async move {
         let began = Instant::now();
@@ -582,17 +597,17 @@ fn spawn_step(
                     format!("{name}: step overran its deadline"),
                 ))
             });
-        tracing::debug!(
+        debug!(
             berth_step = name,
             berth_step_ms = began.elapsed().as_millis() as u64,
             ok = result.is_ok(),
             "step finished"
         );
-        let input = match (result, name) {
-            (Ok(StepDone::Output(output)), _) => Input::Done(output),
-            (Ok(StepDone::Reclaimed(outcome)), _) => Input::Reclaimed(outcome),
-            (Err(error), "reclaim") => Input::ReclaimFailed(error),
-            (Err(error), _) => Input::Failed(error),
+        let input = match result {
+            Ok(StepDone::Output(output)) => Input::Done { tag, output },
+            Ok(StepDone::Reclaimed(outcome)) => Input::Reclaimed { tag, outcome },
+            Err(error) if tag.kind == StepKind::Reclaim => Input::ReclaimFailed { tag, error },
+            Err(error) => Input::Failed { tag, error },
         };
         let _ = inputs.send(input).await;
     })
