@@ -7,10 +7,15 @@
 //! * attached to another instance: describe that instance. If it is in one of `aws.takeover_owner_states`
 //!   (shutting-down/terminated by default) force-detach, wait for `available`, attach. A live owner is never
 //!   touched: the call fails Retryable naming the owner, and the state machine retries until its deadline.
+//!   An owner DescribeInstances does not return is unknown, not terminated (EC2 is eventually consistent, and
+//!   an API answer can be partial): berth waits, and takes over only once the same attachment has stood for
+//!   [`UNKNOWN_OWNER_BOUND`] with its owner unknown throughout.
 //!
 //! A resource in another AZ than this instance is refused before any API call. ENI and volume share one loop;
 //! only the three EC2 calls that differ are per kind.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
@@ -23,6 +28,52 @@ use crate::error::AwsError;
 
 /// How long a drain waits for its own detach to complete before reporting a retryable error.
 const DETACH_WAIT: Duration = Duration::from_secs(60);
+
+/// How long an attachment must stand unchanged, its owner unknown to DescribeInstances throughout, before berth
+/// takes it over. A new instance shows up within seconds; EC2 forgets a terminated one about an hour after it
+/// ended; five minutes of an unchanged attachment to an instance EC2 cannot show is no live broker. It is
+/// shorter than the default deadlines of `attach_eni` and `attach_ebs` (10 minutes), so a boot gets there.
+pub const UNKNOWN_OWNER_BOUND: Duration = Duration::from_secs(300);
+
+/// What the takeover rule allows for a resource attached to another instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerVerdict {
+    /// Force-detach it; the reason, for the log.
+    TakeOver(String),
+    /// Leave it alone; what the owner is, for the error.
+    Wait(String),
+}
+
+/// The takeover rule, without I/O: `owner_state` is what DescribeInstances says of the owner (None: it does
+/// not return the instance), `unknown_for` how long this same attachment has had an unknown owner.
+pub fn judge_owner(
+    owner_state: Option<&str>,
+    takeover_states: &[String],
+    unknown_for: Duration,
+) -> OwnerVerdict {
+    match owner_state {
+        Some(state) if takeover_states.iter().any(|s| s == state) => {
+            OwnerVerdict::TakeOver(format!("the owner is {state}"))
+        }
+        Some(state) => OwnerVerdict::Wait(state.to_owned()),
+        None if unknown_for >= UNKNOWN_OWNER_BOUND => OwnerVerdict::TakeOver(format!(
+            "DescribeInstances has not returned the owner for {}, the attachment unchanged",
+            berth_core::duration::format_duration(unknown_for)
+        )),
+        None => OwnerVerdict::Wait(format!(
+            "not returned by DescribeInstances (for {}; taken over after {} with the attachment unchanged)",
+            berth_core::duration::format_duration(unknown_for),
+            berth_core::duration::format_duration(UNKNOWN_OWNER_BOUND)
+        )),
+    }
+}
+
+/// An attachment whose owner DescribeInstances did not return, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnknownOwner {
+    attachment: String,
+    since: tokio::time::Instant,
+}
 
 /// Attachment settings from the configuration.
 #[derive(Debug, Clone)]
@@ -141,12 +192,45 @@ impl Poller {
 pub struct Attacher {
     ec2: aws_sdk_ec2::Client,
     settings: AttachSettings,
+    /// Per resource: the attachment last seen with an owner EC2 does not return (kept across a step's retries).
+    unknown_owners: Arc<Mutex<HashMap<String, UnknownOwner>>>,
 }
 
 impl Attacher {
     /// An attacher over an EC2 client.
     pub fn new(ec2: aws_sdk_ec2::Client, settings: AttachSettings) -> Self {
-        Self { ec2, settings }
+        Self {
+            ec2,
+            settings,
+            unknown_owners: Arc::default(),
+        }
+    }
+
+    /// How long this resource's current attachment has had an unknown owner (zero when first seen so; the
+    /// clock restarts whenever the attachment changes); `None` forgets the resource's entry.
+    fn unknown_owner_for(&self, resource: &str, attachment: Option<String>) -> Duration {
+        let mut unknown = self
+            .unknown_owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(attachment) = attachment else {
+            unknown.remove(resource);
+            return Duration::ZERO;
+        };
+        let now = tokio::time::Instant::now();
+        let entry = unknown
+            .entry(resource.to_owned())
+            .or_insert_with(|| UnknownOwner {
+                attachment: attachment.clone(),
+                since: now,
+            });
+        if entry.attachment != attachment {
+            *entry = UnknownOwner {
+                attachment,
+                since: now,
+            };
+        }
+        now - entry.since
     }
 
     /// Attaches the ENI here (see the module docs for the rules).
@@ -285,22 +369,39 @@ impl Attacher {
     ) -> Result<(), AwsError> {
         let owner = &attachment.instance_id;
         let owner_state = if owner.is_empty() {
-            "unknown".to_owned()
+            None
         } else {
             self.instance_state(owner).await?
         };
-        if !self.settings.takeover_owner_states.contains(&owner_state) {
-            return Err(AwsError::OwnerAlive {
-                resource: target.id().to_owned(),
-                owner: owner.clone(),
-                owner_state,
-            });
-        }
+        let identity = match observed {
+            Observed::Eni { attachment_id, .. } => attachment_id.clone().unwrap_or_default(),
+            Observed::Volume(_) => String::new(),
+        };
+        let unknown_for = self.unknown_owner_for(
+            target.id(),
+            owner_state
+                .is_none()
+                .then(|| format!("{owner} {} {identity}", attachment.slot)),
+        );
+        let reason = match judge_owner(
+            owner_state.as_deref(),
+            &self.settings.takeover_owner_states,
+            unknown_for,
+        ) {
+            OwnerVerdict::TakeOver(reason) => reason,
+            OwnerVerdict::Wait(owner_state) => {
+                return Err(AwsError::OwnerAlive {
+                    resource: target.id().to_owned(),
+                    owner: owner.clone(),
+                    owner_state,
+                })
+            }
+        };
+        self.unknown_owner_for(target.id(), None);
         tracing::warn!(
             resource = target.id(),
             owner = %owner,
-            owner_state = %owner_state,
-            "taking over: force-detaching from an instance that is {owner_state}"
+            "taking over: force-detaching from {owner}: {reason}"
         );
         let result = match observed {
             Observed::Eni { attachment_id, .. } => {
@@ -524,8 +625,8 @@ impl Attacher {
         }
     }
 
-    /// The owner's state; an instance EC2 no longer knows counts as `terminated`.
-    async fn instance_state(&self, instance_id: &str) -> Result<String, AwsError> {
+    /// The owner's state; `None` when DescribeInstances does not return the instance.
+    async fn instance_state(&self, instance_id: &str) -> Result<Option<String>, AwsError> {
         let output = self
             .ec2
             .describe_instances()
@@ -546,8 +647,8 @@ impl Attacher {
             .and_then(|i| i.state())
             .and_then(|s| s.name())
             .map(InstanceStateName::as_str)
-            .unwrap_or("terminated");
-        Ok(state.to_owned())
+            .map(str::to_owned);
+        Ok(state)
     }
 }
 
@@ -557,5 +658,46 @@ fn not_found_or(error: AwsError, resource: &str) -> AwsError {
             resource: resource.to_owned(),
         },
         _ => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Vec<String> {
+        vec!["shutting-down".into(), "terminated".into()]
+    }
+
+    #[test]
+    fn an_owner_ec2_does_not_return_is_unknown_not_terminated() {
+        assert!(matches!(
+            judge_owner(None, &defaults(), Duration::ZERO),
+            OwnerVerdict::Wait(state) if state.contains("not returned by DescribeInstances")
+        ));
+        assert!(matches!(
+            judge_owner(None, &defaults(), UNKNOWN_OWNER_BOUND - Duration::from_secs(1)),
+            OwnerVerdict::Wait(_)
+        ));
+        assert!(matches!(
+            judge_owner(None, &defaults(), UNKNOWN_OWNER_BOUND),
+            OwnerVerdict::TakeOver(_)
+        ));
+    }
+
+    #[test]
+    fn only_a_takeover_state_lets_go_of_a_known_owner() {
+        for state in ["shutting-down", "terminated"] {
+            assert!(matches!(
+                judge_owner(Some(state), &defaults(), Duration::ZERO),
+                OwnerVerdict::TakeOver(_)
+            ));
+        }
+        for state in ["running", "pending", "stopping", "stopped"] {
+            assert_eq!(
+                judge_owner(Some(state), &defaults(), UNKNOWN_OWNER_BOUND * 10),
+                OwnerVerdict::Wait(state.into())
+            );
+        }
     }
 }
