@@ -30,6 +30,8 @@ const LUKS2_SECONDARY_OFFSETS: [u64; 9] = [
 ];
 /// Page sizes at whose end a swap signature may sit.
 const SWAP_PAGE_SIZES: [u64; 5] = [4096, 8192, 16384, 32768, 65536];
+/// Offset of `sb_inprogress` in the XFS superblock.
+const XFS_INPROGRESS: u64 = 126;
 /// The MD RAID superblock magic 0xa92b4efc, little-endian.
 const MD_MAGIC: [u8; 4] = [0xfc, 0x4e, 0x2b, 0xa9];
 
@@ -121,6 +123,10 @@ pub struct Probe {
     pub findings: Vec<Finding>,
     /// The first non-zero byte in the probed regions: offset and value.
     pub first_nonzero: Option<(u64, u8)>,
+    /// The XFS superblock at 0 has `sb_inprogress` set: mkfs.xfs sets it first and clears it last, so this is
+    /// a format that was interrupted (berth killed an abandoned mkfs, or the instance died), never a filesystem
+    /// that held data. The kernel refuses to mount it.
+    pub xfs_format_interrupted: bool,
 }
 
 /// The judgement of a probe.
@@ -130,6 +136,9 @@ pub enum Content {
     Blank,
     /// Exactly one filesystem signature and nothing else recognised.
     Filesystem(Finding),
+    /// An XFS superblock left by an interrupted mkfs.xfs (see [`Probe::xfs_format_interrupted`]): no data was
+    /// ever written to it, so it may be formatted again, like a blank device.
+    InterruptedFormat(Finding),
     /// Anything else: partition table, LVM, LUKS, swap, several signatures, or unknown non-zero data.
     Other,
 }
@@ -141,6 +150,9 @@ impl Probe {
             return Content::Blank;
         }
         match self.findings.as_slice() {
+            [only] if only.signature == Signature::Xfs && self.xfs_format_interrupted => {
+                Content::InterruptedFormat(only.clone())
+            }
             [only] if only.signature.is_filesystem() => Content::Filesystem(only.clone()),
             _ => Content::Other,
         }
@@ -294,6 +306,7 @@ fn judge(
         tail_len,
         findings,
         first_nonzero,
+        xfs_format_interrupted: is(0, b"XFSB") && at(XFS_INPROGRESS, 1).is_some_and(|b| b[0] != 0),
     }
 }
 
@@ -433,6 +446,26 @@ mod tests {
             "{}",
             probe.describe()
         );
+    }
+
+    #[test]
+    fn an_xfs_superblock_marked_in_progress_is_an_interrupted_format() {
+        let mut head = blank(1 << 20);
+        head[..4].copy_from_slice(b"XFSB");
+        let finished = probe_regions(1 << 20, &head, &[]);
+        assert!(matches!(finished.content(), Content::Filesystem(_)));
+        head[XFS_INPROGRESS as usize] = 1;
+        let interrupted = probe_regions(1 << 20, &head, &[]);
+        assert!(matches!(
+            interrupted.content(),
+            Content::InterruptedFormat(Finding {
+                signature: Signature::Xfs,
+                offset: 0
+            })
+        ));
+        // Beside another signature it is no format of berth's: refused like anything else.
+        head[510..512].copy_from_slice(&[0x55, 0xAA]);
+        assert_eq!(probe_regions(1 << 20, &head, &[]).content(), Content::Other);
     }
 
     #[test]

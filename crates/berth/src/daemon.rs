@@ -662,7 +662,10 @@ async fn execute(
             plan,
             broker_id,
         } => Ok(Output::Mounted(
-            adapters.storage.mount(&device, &plan, broker_id).await?,
+            adapters
+                .storage
+                .mount(&device, &plan, broker_id, deadline)
+                .await?,
         )),
         Step::StartKafka { spec } => start_kafka(&spec, deadline, adapters).await,
         Step::Check { spec } => Ok(Output::Serving(adapters.broker.check(&spec).await?)),
