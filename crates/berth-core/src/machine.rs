@@ -233,12 +233,12 @@ impl Step {
     /// Which step this is.
     pub fn kind(&self) -> StepKind {
         match self {
-            Step::Claim => StepKind::Claim,
-            Step::AttachEni { .. } => StepKind::AttachEni,
-            Step::Route { .. } => StepKind::Route,
-            Step::AttachEbs { .. } => StepKind::AttachEbs,
-            Step::Mount { .. } => StepKind::Mount,
-            Step::StartKafka { .. } => StepKind::StartKafka,
+            Step::Claim => StepKind::Boot(Phase::Claim),
+            Step::AttachEni { .. } => StepKind::Boot(Phase::AttachEni),
+            Step::Route { .. } => StepKind::Boot(Phase::Route),
+            Step::AttachEbs { .. } => StepKind::Boot(Phase::AttachEbs),
+            Step::Mount { .. } => StepKind::Boot(Phase::Mount),
+            Step::StartKafka { .. } => StepKind::Boot(Phase::StartKafka),
             Step::Check { .. } => StepKind::Check,
             Step::Reclaim { .. } => StepKind::Reclaim,
         }
@@ -254,34 +254,19 @@ impl Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
-    /// [`Step::Claim`].
-    Claim,
-    /// [`Step::AttachEni`].
-    AttachEni,
-    /// [`Step::Route`].
-    Route,
-    /// [`Step::AttachEbs`].
-    AttachEbs,
-    /// [`Step::Mount`].
-    Mount,
-    /// [`Step::StartKafka`].
-    StartKafka,
-    /// [`Step::Check`].
+    /// The step of a boot state (Claim to StartKafka).
+    Boot(Phase),
+    /// [`Step::Check`], while Healthy.
     Check,
-    /// [`Step::Reclaim`].
+    /// [`Step::Reclaim`], after the claim was lost.
     Reclaim,
 }
 
 impl StepKind {
-    /// Short name for logs and metrics.
+    /// Short name for logs and metrics: the boot state's name, `check` or `reclaim`.
     pub fn name(self) -> &'static str {
         match self {
-            StepKind::Claim => "claim",
-            StepKind::AttachEni => "attach_eni",
-            StepKind::Route => "route",
-            StepKind::AttachEbs => "attach_ebs",
-            StepKind::Mount => "mount",
-            StepKind::StartKafka => "start_kafka",
+            StepKind::Boot(phase) => phase.name(),
             StepKind::Check => "check",
             StepKind::Reclaim => "reclaim",
         }
@@ -291,12 +276,15 @@ impl StepKind {
     fn produces(self, output: &Output) -> bool {
         matches!(
             (self, output),
-            (StepKind::Claim, Output::Claimed { .. })
-                | (StepKind::AttachEni, Output::EniReady(_))
-                | (StepKind::Route, Output::Routed)
-                | (StepKind::AttachEbs, Output::VolumeReady(_))
-                | (StepKind::Mount, Output::Mounted(_))
-                | (StepKind::StartKafka | StepKind::Check, Output::Serving(_))
+            (StepKind::Boot(Phase::Claim), Output::Claimed { .. })
+                | (StepKind::Boot(Phase::AttachEni), Output::EniReady(_))
+                | (StepKind::Boot(Phase::Route), Output::Routed)
+                | (StepKind::Boot(Phase::AttachEbs), Output::VolumeReady(_))
+                | (StepKind::Boot(Phase::Mount), Output::Mounted(_))
+                | (
+                    StepKind::Boot(Phase::StartKafka) | StepKind::Check,
+                    Output::Serving(_)
+                )
         )
     }
 }
@@ -854,26 +842,14 @@ impl Machine {
 
     /// Accepts the result of the main step run `tag`; any other run's result is stale.
     fn finish_main(&mut self, tag: StepTag) -> Result<(), TransitionError> {
-        if self.running != Some(tag) {
-            return Err(TransitionError::Stale {
-                phase: self.phase,
-                tag,
-            });
-        }
-        self.running = None;
-        Ok(())
+        let phase = self.phase;
+        accept(&mut self.running, tag, phase)
     }
 
     /// Accepts the result of the reclaim run `tag`; any other run's result is stale.
     fn finish_reclaim(&mut self, tag: StepTag) -> Result<(), TransitionError> {
-        if self.reclaim_running != Some(tag) {
-            return Err(TransitionError::Stale {
-                phase: self.phase,
-                tag,
-            });
-        }
-        self.reclaim_running = None;
-        Ok(())
+        let phase = self.phase;
+        accept(&mut self.reclaim_running, tag, phase)
     }
 
     /// A new tag for a run of `kind`.
@@ -1086,7 +1062,7 @@ impl Machine {
             self.next_check_at = Some(now + self.settings.check_interval);
             return;
         }
-        if kind == StepKind::Claim {
+        if kind == StepKind::Boot(Phase::Claim) {
             // The next claim starts on a session of its own.
             self.session_suspect = false;
         }
@@ -1131,7 +1107,11 @@ impl Machine {
             }
             // A claim or reclaim in flight may have created its node on the session that just expired: its
             // result is not trusted as Held (see `on_done` and `on_reclaimed`).
-            ClaimState::None if self.running.is_some_and(|t| t.kind == StepKind::Claim) => {
+            ClaimState::None
+                if self
+                    .running
+                    .is_some_and(|t| t.kind == StepKind::Boot(Phase::Claim)) =>
+            {
                 self.session_suspect = true;
             }
             ClaimState::Lost if self.reclaim_running.is_some() => self.session_suspect = true,
@@ -1404,6 +1384,19 @@ impl Machine {
         steps.push(Teardown::ReleaseClaim);
         steps
     }
+}
+
+/// Clears `running` when it is the run `tag`; a result of any other run is stale.
+fn accept(
+    running: &mut Option<StepTag>,
+    tag: StepTag,
+    phase: Phase,
+) -> Result<(), TransitionError> {
+    if *running != Some(tag) {
+        return Err(TransitionError::Stale { phase, tag });
+    }
+    *running = None;
+    Ok(())
 }
 
 fn output_name(output: &Output) -> &'static str {
