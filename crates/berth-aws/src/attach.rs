@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use berth_core::facts::{Attachment, EniFacts, Identity, VolumeFacts};
 use berth_core::ports::Deadline;
@@ -361,12 +363,14 @@ impl Attacher {
     }
 
     /// Force-detaches from an owner in a takeover state; refuses (Retryable) for any other owner.
-    async fn take_over(
+    /// Applies the takeover rule to the owner of `attachment`: why it may be force-detached, or the error that
+    /// says why not.
+    async fn may_take_over(
         &self,
         target: Target<'_>,
         observed: &Observed,
         attachment: &Attachment,
-    ) -> Result<(), AwsError> {
+    ) -> Result<String, AwsError> {
         let owner = &attachment.instance_id;
         let owner_state = if owner.is_empty() {
             None
@@ -383,76 +387,37 @@ impl Attacher {
                 .is_none()
                 .then(|| format!("{owner} {} {identity}", attachment.slot)),
         );
-        let reason = match judge_owner(
+        match judge_owner(
             owner_state.as_deref(),
             &self.settings.takeover_owner_states,
             unknown_for,
         ) {
-            OwnerVerdict::TakeOver(reason) => reason,
-            OwnerVerdict::Wait(owner_state) => {
-                return Err(AwsError::OwnerAlive {
-                    resource: target.id().to_owned(),
-                    owner: owner.clone(),
-                    owner_state,
-                })
+            OwnerVerdict::TakeOver(reason) => {
+                self.unknown_owner_for(target.id(), None);
+                Ok(reason)
             }
-        };
-        self.unknown_owner_for(target.id(), None);
+            OwnerVerdict::Wait(owner_state) => Err(AwsError::OwnerAlive {
+                resource: target.id().to_owned(),
+                owner: owner.clone(),
+                owner_state,
+            }),
+        }
+    }
+
+    async fn take_over(
+        &self,
+        target: Target<'_>,
+        observed: &Observed,
+        attachment: &Attachment,
+    ) -> Result<(), AwsError> {
+        let owner = &attachment.instance_id;
+        let reason = self.may_take_over(target, observed, attachment).await?;
         tracing::warn!(
             resource = target.id(),
             owner = %owner,
             "taking over: force-detaching from {owner}: {reason}"
         );
-        let result = match observed {
-            Observed::Eni { attachment_id, .. } => {
-                let Some(attachment_id) = attachment_id else {
-                    return Err(AwsError::Malformed {
-                        operation: "DescribeNetworkInterfaces",
-                        resource: target.id().to_owned(),
-                        field: "Attachment.AttachmentId",
-                    });
-                };
-                self.ec2
-                    .detach_network_interface()
-                    .attachment_id(attachment_id)
-                    .force(true)
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        AwsError::api(
-                            "DetachNetworkInterface",
-                            format!("{} from {owner}", target.id()),
-                            e,
-                        )
-                    })
-            }
-            Observed::Volume(_) => self
-                .ec2
-                .detach_volume()
-                .volume_id(target.id())
-                .instance_id(owner)
-                .device(&attachment.slot)
-                .force(true)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| {
-                    AwsError::api("DetachVolume", format!("{} from {owner}", target.id()), e)
-                }),
-        };
-        match result {
-            // Already gone by the time we asked (EC2 released it on its own): observe again.
-            Err(error)
-                if matches!(
-                    error.code(),
-                    Some("InvalidAttachmentID.NotFound" | "IncorrectState")
-                ) =>
-            {
-                Ok(())
-            }
-            other => other,
-        }
+        self.detach_call(owner, observed, attachment, true).await
     }
 
     async fn detach(&self, me: &Identity, target: Target<'_>) -> Result<(), AwsError> {
@@ -474,7 +439,8 @@ impl Attacher {
                 return Ok(());
             };
             if !requested && attachment.state != "detaching" {
-                self.detach_call(me, &observed, attachment).await?;
+                self.detach_call(&me.instance_id, &observed, attachment, false)
+                    .await?;
                 tracing::info!(resource = target.id(), instance_id = %me.instance_id, "detach requested");
                 requested = true;
             }
@@ -489,36 +455,50 @@ impl Attacher {
         }
     }
 
+    /// Detaches the observed resource from `owner` (forced when taking over from a dying owner); an
+    /// attachment already gone by the time it is asked for is success (observe again).
     async fn detach_call(
         &self,
-        me: &Identity,
+        owner: &str,
         observed: &Observed,
         attachment: &Attachment,
+        force: bool,
     ) -> Result<(), AwsError> {
         let result = match observed {
             Observed::Eni {
                 facts,
                 attachment_id,
             } => {
-                let attachment_id = attachment_id.as_deref().unwrap_or_default();
+                let context = format!("{} from {owner}", facts.eni_id);
+                let Some(attachment_id) = attachment_id else {
+                    return Err(AwsError::Malformed {
+                        operation: "DescribeNetworkInterfaces",
+                        resource: facts.eni_id.clone(),
+                        field: "Attachment.AttachmentId",
+                    });
+                };
                 self.ec2
                     .detach_network_interface()
                     .attachment_id(attachment_id)
+                    .force(force)
                     .send()
                     .await
                     .map(drop)
-                    .map_err(|e| AwsError::api("DetachNetworkInterface", &facts.eni_id, e))
+                    .map_err(|e| AwsError::api("DetachNetworkInterface", context, e))
             }
-            Observed::Volume(facts) => self
-                .ec2
-                .detach_volume()
-                .volume_id(&facts.volume_id)
-                .instance_id(&me.instance_id)
-                .device(&attachment.slot)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| AwsError::api("DetachVolume", &facts.volume_id, e)),
+            Observed::Volume(facts) => {
+                let context = format!("{} from {owner}", facts.volume_id);
+                self.ec2
+                    .detach_volume()
+                    .volume_id(&facts.volume_id)
+                    .instance_id(owner)
+                    .device(&attachment.slot)
+                    .force(force)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| AwsError::api("DetachVolume", context, e))
+            }
         };
         match result {
             Err(error)
@@ -581,19 +561,8 @@ impl Attacher {
                     .network_interface_ids(&eni.eni_id)
                     .send()
                     .await
-                    .map_err(|e| {
-                        not_found_or(
-                            AwsError::api("DescribeNetworkInterfaces", &eni.eni_id, e),
-                            &eni.eni_id,
-                        )
-                    })?;
-                let found =
-                    output
-                        .network_interfaces()
-                        .first()
-                        .ok_or_else(|| AwsError::NotFound {
-                            resource: eni.eni_id.clone(),
-                        })?;
+                    .map_err(describe_failed("DescribeNetworkInterfaces", &eni.eni_id))?;
+                let found = first_found(output.network_interfaces(), &eni.eni_id)?;
                 let cidrs = [(eni.subnet_id.clone(), eni.subnet)].into_iter().collect();
                 let attachment_id = found
                     .attachment()
@@ -611,15 +580,8 @@ impl Attacher {
                     .volume_ids(&volume.volume_id)
                     .send()
                     .await
-                    .map_err(|e| {
-                        not_found_or(
-                            AwsError::api("DescribeVolumes", &volume.volume_id, e),
-                            &volume.volume_id,
-                        )
-                    })?;
-                let found = output.volumes().first().ok_or_else(|| AwsError::NotFound {
-                    resource: volume.volume_id.clone(),
-                })?;
+                    .map_err(describe_failed("DescribeVolumes", &volume.volume_id))?;
+                let found = first_found(output.volumes(), &volume.volume_id)?;
                 Ok(Observed::Volume(volume_facts(found)?))
             }
         }
@@ -652,6 +614,24 @@ impl Attacher {
     }
 }
 
+/// The error of a Describe call on one resource, whose `*.NotFound` code is [`AwsError::NotFound`].
+fn describe_failed<'a, E>(
+    operation: &'static str,
+    resource: &'a str,
+) -> impl FnOnce(SdkError<E, HttpResponse>) -> AwsError + 'a
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    move |error| not_found_or(AwsError::api(operation, resource, error), resource)
+}
+
+/// The one resource a Describe by id returned; none is [`AwsError::NotFound`].
+fn first_found<'a, T>(found: &'a [T], resource: &str) -> Result<&'a T, AwsError> {
+    found.first().ok_or_else(|| AwsError::NotFound {
+        resource: resource.to_owned(),
+    })
+}
+
 fn not_found_or(error: AwsError, resource: &str) -> AwsError {
     match error.code() {
         Some(code) if code.ends_with(".NotFound") => AwsError::NotFound {
@@ -676,7 +656,11 @@ mod tests {
             OwnerVerdict::Wait(state) if state.contains("not returned by DescribeInstances")
         ));
         assert!(matches!(
-            judge_owner(None, &defaults(), UNKNOWN_OWNER_BOUND - Duration::from_secs(1)),
+            judge_owner(
+                None,
+                &defaults(),
+                UNKNOWN_OWNER_BOUND - Duration::from_secs(1)
+            ),
             OwnerVerdict::Wait(_)
         ));
         assert!(matches!(
