@@ -10,6 +10,8 @@
 pub mod claim;
 pub mod duration;
 pub mod facts;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod machine;
 pub mod ports;
 pub mod progress;

@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
+use berth_core::fixtures;
 use berth_core::machine::{ClaimState, Output};
 use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, StepError, Verdict};
 use berth_core::{
     BrokerId, Effect, ExitReason, Input, Machine, Phase, ReclaimOutcome, Step, StepKind, StepTag,
     Teardown, TransitionError,
 };
-use berth_testkit::fixtures;
 use proptest::prelude::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);

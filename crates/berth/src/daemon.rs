@@ -374,7 +374,11 @@ impl Daemon {
     /// within a bound.
     async fn finish_deliveries(&mut self) {
         let pending = std::mem::take(&mut self.deliveries);
-        let all = futures::future::join_all(pending);
+        let all = async {
+            for delivery in pending {
+                let _ = delivery.await;
+            }
+        };
         if tokio::time::timeout(DELIVERY_GRACE, all).await.is_err() {
             warn!("signals still in flight after {DELIVERY_GRACE:?}; exiting without them");
         }
