@@ -62,18 +62,21 @@ impl Phase {
         Phase::Healthy,
     ];
 
-    /// Every phase.
-    pub const ALL: [Phase; 9] = [
-        Phase::Claim,
-        Phase::AttachEni,
-        Phase::Route,
-        Phase::AttachEbs,
-        Phase::Mount,
-        Phase::StartKafka,
-        Phase::Healthy,
-        Phase::Draining,
-        Phase::Failed,
-    ];
+    /// Every phase: the boot phases, then Draining and Failed.
+    pub const ALL: [Phase; 9] = {
+        let boot = Self::BOOT;
+        [
+            boot[0],
+            boot[1],
+            boot[2],
+            boot[3],
+            boot[4],
+            boot[5],
+            boot[6],
+            Phase::Draining,
+            Phase::Failed,
+        ]
+    };
 
     /// The phase a success leads to.
     pub fn next(self) -> Option<Phase> {

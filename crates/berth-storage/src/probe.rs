@@ -221,30 +221,65 @@ fn judge(
     windows: &[Window<'_>],
     first_nonzero: Option<(u64, u8)>,
 ) -> Probe {
-    let at = |offset: u64, len: usize| -> Option<&[u8]> {
+    let regions = Regions { windows };
+    let mut findings = Vec::new();
+    let mut found =
+        |signature: Signature, offset: u64| findings.push(Finding { signature, offset });
+    filesystem_signatures(&regions, &mut found);
+    container_signatures(&regions, size, &mut found);
+    findings.sort_by_key(|finding| finding.offset);
+    findings.dedup();
+    Probe {
+        size,
+        head_len,
+        tail_len,
+        findings,
+        first_nonzero,
+        xfs_format_interrupted: regions.is(0, b"XFSB")
+            && regions.at(XFS_INPROGRESS, 1).is_some_and(|b| b[0] != 0),
+    }
+}
+
+/// The bytes read, by device offset.
+struct Regions<'a> {
+    windows: &'a [Window<'a>],
+}
+
+impl<'a> Regions<'a> {
+    /// `len` bytes at `offset`, when a window holds all of them.
+    fn at(&self, offset: u64, len: usize) -> Option<&'a [u8]> {
         let end = offset.checked_add(len as u64)?;
-        windows.iter().find_map(|window| {
+        self.windows.iter().find_map(|window| {
             let window_end = window.start + window.bytes.len() as u64;
             (offset >= window.start && end <= window_end).then(|| {
                 let from = (offset - window.start) as usize;
                 &window.bytes[from..from + len]
             })
         })
-    };
-    let is = |offset: u64, magic: &[u8]| at(offset, magic.len()) == Some(magic);
-    let mut findings = Vec::new();
-    let mut found =
-        |signature: Signature, offset: u64| findings.push(Finding { signature, offset });
+    }
 
-    if is(0, b"XFSB") {
+    /// Whether `magic` stands at `offset`.
+    fn is(&self, offset: u64, magic: &[u8]) -> bool {
+        self.at(offset, magic.len()) == Some(magic)
+    }
+}
+
+/// The filesystems' superblocks near the start: XFS, ext2/3/4, Btrfs.
+fn filesystem_signatures(regions: &Regions<'_>, found: &mut impl FnMut(Signature, u64)) {
+    if regions.is(0, b"XFSB") {
         found(Signature::Xfs, 0);
     }
-    if is(1080, &[0x53, 0xEF]) {
-        found(ext_variant(&at), 1080);
+    if regions.is(1080, &[0x53, 0xEF]) {
+        found(ext_variant(&|offset, len| regions.at(offset, len)), 1080);
     }
-    if is(0x1_0040, b"_BHRfS_M") {
+    if regions.is(0x1_0040, b"_BHRfS_M") {
         found(Signature::Btrfs, 0x1_0040);
     }
+}
+
+/// Everything else berth knows: partition tables, LVM, LUKS, swap, MD RAID, ISO 9660.
+fn container_signatures(regions: &Regions<'_>, size: u64, found: &mut impl FnMut(Signature, u64)) {
+    let is = |offset: u64, magic: &[u8]| regions.is(offset, magic);
     if is(510, &[0x55, 0xAA]) {
         found(Signature::Mbr, 510);
     }
@@ -265,7 +300,7 @@ fn judge(
         found(Signature::Lvm2, offset);
     }
     if is(0, b"LUKS\xba\xbe") {
-        let version = at(6, 2).map(|v| u16::from_be_bytes([v[0], v[1]]));
+        let version = regions.at(6, 2).map(|v| u16::from_be_bytes([v[0], v[1]]));
         found(
             if version == Some(1) {
                 Signature::Luks1
@@ -296,17 +331,6 @@ fn judge(
     }
     if is(0x8001, b"CD001") {
         found(Signature::Iso9660, 0x8001);
-    }
-
-    findings.sort_by_key(|finding| finding.offset);
-    findings.dedup();
-    Probe {
-        size,
-        head_len,
-        tail_len,
-        findings,
-        first_nonzero,
-        xfs_format_interrupted: is(0, b"XFSB") && at(XFS_INPROGRESS, 1).is_some_and(|b| b[0] != 0),
     }
 }
 
