@@ -55,6 +55,31 @@ pub struct ClaimBody {
     pub claimed_at_ms: u64,
 }
 
+impl ClaimBody {
+    /// A claim node's body, when it is one, and who holds the node, as logs and `berth plan` say it (the
+    /// owning session included, which is all there is to say of an unreadable body).
+    pub fn read(body: &[u8], session: i64) -> (Option<ClaimBody>, String) {
+        let claim = serde_json::from_slice::<ClaimBody>(body).ok();
+        let description = match &claim {
+            Some(claim) => format!(
+                "instance {} in {} on {}, berth {}, session {session:#x}",
+                claim.holder.instance_id,
+                claim.holder.availability_zone,
+                claim.holder.host,
+                claim.holder.berth_version,
+            ),
+            None => format!("session {session:#x} with an unreadable body"),
+        };
+        (claim, description)
+    }
+}
+
+/// The seed of a host's first try order (`ClaimPlan::try_order`), from its instance id; `berth plan` shows the
+/// order this seed gives.
+pub fn first_seed(instance_id: &str) -> u64 {
+    stable_hash(instance_id)
+}
+
 /// The claim this adapter holds, and the session it lives on.
 #[derive(Default)]
 struct Held {
@@ -337,21 +362,7 @@ impl ZkCoordination {
             if stat.ephemeral_owner == client.session_id().0 {
                 return Ok((Created::Ours, None));
             }
-            let owner = serde_json::from_slice::<ClaimBody>(&data).ok();
-            let description = match &owner {
-                Some(owner) => format!(
-                    "instance {} in {} on {}, berth {}, session {:#x}",
-                    owner.holder.instance_id,
-                    owner.holder.availability_zone,
-                    owner.holder.host,
-                    owner.holder.berth_version,
-                    stat.ephemeral_owner
-                ),
-                None => format!(
-                    "session {:#x} with an unreadable body",
-                    stat.ephemeral_owner
-                ),
-            };
+            let (owner, description) = ClaimBody::read(&data, stat.ephemeral_owner);
             if replaced_stale
                 || owner.is_none_or(|owner| owner.holder.instance_id != holder.instance_id)
             {
@@ -411,7 +422,7 @@ impl ZkCoordination {
     ) -> Result<BrokerId, ZkError> {
         let mut search = ClaimSearch {
             body: claim_body(holder),
-            seed: stable_hash(&holder.instance_id),
+            seed: first_seed(&holder.instance_id),
             look_at: plan.preferred,
             round: 0,
             searched_own: false,

@@ -5,9 +5,10 @@
 //! expected. The plan reads only: IMDSv2 for the identity, one filtered describe per resource type for the
 //! cluster's ENIs and volumes (through [`berth_core::Cloud::identity`] and [`berth_core::Cloud::discover`], never
 //! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path), and
-//! the current overlay file. The decisions come from [`plan_claim`], [`ClaimPlan::try_order`] (seeded as the
-//! ZooKeeper adapter seeds it), [`plan_route`], the configuration's mount plan and the Kafka adapter's overlay
-//! renderer, so the plan cannot drift from what the daemon does.
+//! the current overlay file. The decisions come from [`plan_claim`], [`ClaimPlan::try_order`] (seeded by the
+//! ZooKeeper adapter's own [`first_seed`], claim bodies read by its [`ClaimBody::read`]), [`plan_route`], the
+//! configuration's mount plan and the Kafka adapter's overlay renderer, so the plan cannot drift from what the
+//! daemon does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -17,9 +18,9 @@ use std::time::Duration;
 use berth_config::Config;
 use berth_core::claim::{plan_claim, ClaimPlan};
 use berth_core::ports::{BrokerSpec, MountPlan};
-use berth_core::retry::stable_hash;
 use berth_core::routing::plan_route;
 use berth_core::{Attachment, BrokerId, Cloud, Identity, Inventory, RoutePlan, StepError};
+use berth_zk::coordination::{first_seed, ClaimBody};
 use serde::Serialize;
 use zookeeper_client as zk;
 
@@ -100,25 +101,10 @@ async fn read_claims_inner(config: &Config) -> Result<BTreeMap<BrokerId, ClaimOw
         let node = format!("{path}/{child}");
         let owner = match client.get_data(&node).await {
             Ok((body, stat)) => {
-                match serde_json::from_slice::<berth_zk::coordination::ClaimBody>(&body) {
-                    Ok(claim) => ClaimOwner {
-                        instance_id: Some(claim.holder.instance_id.clone()),
-                        description: format!(
-                            "instance {} in {} on {}, berth {}, session {:#x}",
-                            claim.holder.instance_id,
-                            claim.holder.availability_zone,
-                            claim.holder.host,
-                            claim.holder.berth_version,
-                            stat.ephemeral_owner
-                        ),
-                    },
-                    Err(_) => ClaimOwner {
-                        instance_id: None,
-                        description: format!(
-                            "session {:#x} with an unreadable body",
-                            stat.ephemeral_owner
-                        ),
-                    },
+                let (claim, description) = ClaimBody::read(&body, stat.ephemeral_owner);
+                ClaimOwner {
+                    instance_id: claim.map(|claim| claim.holder.instance_id),
+                    description,
                 }
             }
             // Released between the listing and the read.
@@ -311,8 +297,7 @@ pub fn decide(
 
 fn choose(plan: &ClaimPlan, claims: &ClaimsView, identity: &Identity) -> Choice {
     let taken = claims.taken();
-    // The ZooKeeper adapter's first round uses exactly this seed (berth-zk coordination.rs).
-    let try_order = plan.try_order(&taken, stable_hash(&identity.instance_id));
+    let try_order = plan.try_order(&taken, first_seed(&identity.instance_id));
     let ours = |id: BrokerId| {
         claims.owner(id).and_then(|o| o.instance_id.as_deref())
             == Some(identity.instance_id.as_str())
