@@ -18,6 +18,7 @@ use berth_core::machine::{ExitReason, Output, ReclaimOutcome, Settings};
 use berth_core::ports::{
     ClaimHolder, Deadline, Delivery, DrainReason, LaunchResult, Reclaim, SessionEvent, Verdict,
 };
+use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, ErrorKind, Facts, Identity,
     Input, Machine, Network, Phase, Step, StepError, StepKind, StepTag, Storage, Teardown,
@@ -98,6 +99,14 @@ impl From<ExitReason> for DaemonExit {
 const STEP_OVERRUN_GRACE: Duration = Duration::from_secs(5);
 /// Attempts at a signal or lifecycle call that fails retryably.
 const DELIVERY_ATTEMPTS: u32 = 5;
+/// Backoff between those attempts: the core's policy (0.5 s doubling, equal jitter; four waits stay under
+/// [`DELIVERY_GRACE`]). Its deadline is unused: the attempts are counted.
+const DELIVERY_BACKOFF: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(4),
+    multiplier: 2.0,
+    deadline: Duration::from_secs(15),
+};
 /// How long an exiting daemon waits for signals and lifecycle calls still in flight.
 const DELIVERY_GRACE: Duration = Duration::from_secs(15);
 
@@ -529,7 +538,7 @@ where
     if lock(settled).contains(what) {
         return;
     }
-    let mut delay = Duration::from_millis(500);
+    let mut jitter = Jitter::new(stable_hash(what));
     for attempt in 1..=DELIVERY_ATTEMPTS {
         match call().await {
             Ok(Delivery::Accepted) => {
@@ -545,8 +554,7 @@ where
             }
             Err(error) if error.is_retryable() && attempt < DELIVERY_ATTEMPTS => {
                 warn!(berth_delivery = what, error = %error, attempt, "{what} failed, retrying: {error}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(DELIVERY_BACKOFF.delay(attempt, &mut jitter)).await;
             }
             Err(error) => {
                 error!(berth_delivery = what, error = %error, "{what} failed: {error}");
