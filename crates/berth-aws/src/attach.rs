@@ -7,12 +7,19 @@
 //! * attached to another instance: describe that instance. If it is in one of `aws.takeover_owner_states`
 //!   (shutting-down/terminated by default) force-detach, wait for `available`, attach. A live owner is never
 //!   touched: the call fails Retryable naming the owner, and the state machine retries until its deadline.
+//!   An owner DescribeInstances does not return is unknown, not terminated (EC2 is eventually consistent, and
+//!   an API answer can be partial): berth waits, and takes over only once the same attachment has stood for
+//!   [`UNKNOWN_OWNER_BOUND`] with its owner unknown throughout.
 //!
 //! A resource in another AZ than this instance is refused before any API call. ENI and volume share one loop;
 //! only the three EC2 calls that differ are per kind.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::Filter;
 use berth_core::facts::{Attachment, EniFacts, Identity, VolumeFacts};
 use berth_core::ports::Deadline;
@@ -23,6 +30,52 @@ use crate::error::AwsError;
 
 /// How long a drain waits for its own detach to complete before reporting a retryable error.
 const DETACH_WAIT: Duration = Duration::from_secs(60);
+
+/// How long an attachment must stand unchanged, its owner unknown to DescribeInstances throughout, before berth
+/// takes it over. A new instance shows up within seconds; EC2 forgets a terminated one about an hour after it
+/// ended; five minutes of an unchanged attachment to an instance EC2 cannot show is no live broker. It is
+/// shorter than the default deadlines of `attach_eni` and `attach_ebs` (10 minutes), so a boot gets there.
+pub const UNKNOWN_OWNER_BOUND: Duration = Duration::from_secs(300);
+
+/// What the takeover rule allows for a resource attached to another instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerVerdict {
+    /// Force-detach it; the reason, for the log.
+    TakeOver(String),
+    /// Leave it alone; what the owner is, for the error.
+    Wait(String),
+}
+
+/// The takeover rule, without I/O: `owner_state` is what DescribeInstances says of the owner (None: it does
+/// not return the instance), `unknown_for` how long this same attachment has had an unknown owner.
+pub fn judge_owner(
+    owner_state: Option<&str>,
+    takeover_states: &[String],
+    unknown_for: Duration,
+) -> OwnerVerdict {
+    match owner_state {
+        Some(state) if takeover_states.iter().any(|s| s == state) => {
+            OwnerVerdict::TakeOver(format!("the owner is {state}"))
+        }
+        Some(state) => OwnerVerdict::Wait(state.to_owned()),
+        None if unknown_for >= UNKNOWN_OWNER_BOUND => OwnerVerdict::TakeOver(format!(
+            "DescribeInstances has not returned the owner for {}, the attachment unchanged",
+            berth_core::duration::format_duration(unknown_for)
+        )),
+        None => OwnerVerdict::Wait(format!(
+            "not returned by DescribeInstances (for {}; taken over after {} with the attachment unchanged)",
+            berth_core::duration::format_duration(unknown_for),
+            berth_core::duration::format_duration(UNKNOWN_OWNER_BOUND)
+        )),
+    }
+}
+
+/// An attachment whose owner DescribeInstances did not return, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnknownOwner {
+    attachment: String,
+    since: tokio::time::Instant,
+}
 
 /// Attachment settings from the configuration.
 #[derive(Debug, Clone)]
@@ -141,12 +194,45 @@ impl Poller {
 pub struct Attacher {
     ec2: aws_sdk_ec2::Client,
     settings: AttachSettings,
+    /// Per resource: the attachment last seen with an owner EC2 does not return (kept across a step's retries).
+    unknown_owners: Arc<Mutex<HashMap<String, UnknownOwner>>>,
 }
 
 impl Attacher {
     /// An attacher over an EC2 client.
     pub fn new(ec2: aws_sdk_ec2::Client, settings: AttachSettings) -> Self {
-        Self { ec2, settings }
+        Self {
+            ec2,
+            settings,
+            unknown_owners: Arc::default(),
+        }
+    }
+
+    /// How long this resource's current attachment has had an unknown owner (zero when first seen so; the
+    /// clock restarts whenever the attachment changes); `None` forgets the resource's entry.
+    fn unknown_owner_for(&self, resource: &str, attachment: Option<String>) -> Duration {
+        let mut unknown = self
+            .unknown_owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(attachment) = attachment else {
+            unknown.remove(resource);
+            return Duration::ZERO;
+        };
+        let now = tokio::time::Instant::now();
+        let entry = unknown
+            .entry(resource.to_owned())
+            .or_insert_with(|| UnknownOwner {
+                attachment: attachment.clone(),
+                since: now,
+            });
+        if entry.attachment != attachment {
+            *entry = UnknownOwner {
+                attachment,
+                since: now,
+            };
+        }
+        now - entry.since
     }
 
     /// The settings it was made with.
@@ -206,7 +292,7 @@ impl Attacher {
         self.attach_call(me, Target::Eni(eni)).await
     }
 
-    /// The states of these instances; one EC2 no longer knows counts as `terminated`.
+    /// The states of these instances; one DescribeInstances does not return is absent (unknown, not terminated).
     pub async fn instance_states(
         &self,
         instance_ids: &[String],
@@ -223,10 +309,7 @@ impl Attacher {
             .send()
             .await
             .map_err(|e| AwsError::api("DescribeInstances", instance_ids.join(","), e))?;
-        let mut states: std::collections::BTreeMap<String, String> = instance_ids
-            .iter()
-            .map(|id| (id.clone(), "terminated".to_owned()))
-            .collect();
+        let mut states = std::collections::BTreeMap::new();
         for instance in output.reservations().iter().flat_map(|r| r.instances()) {
             if let (Some(id), Some(state)) = (
                 instance.instance_id(),
@@ -320,6 +403,47 @@ impl Attacher {
     }
 
     /// Force-detaches from an owner in a takeover state; refuses (Retryable) for any other owner.
+    /// Applies the takeover rule to the owner of `attachment`: why it may be force-detached, or the error that
+    /// says why not.
+    async fn may_take_over(
+        &self,
+        target: Target<'_>,
+        observed: &Observed,
+        attachment: &Attachment,
+    ) -> Result<String, AwsError> {
+        let owner = &attachment.instance_id;
+        let owner_state = if owner.is_empty() {
+            None
+        } else {
+            self.instance_state(owner).await?
+        };
+        let identity = match observed {
+            Observed::Eni { attachment_id, .. } => attachment_id.clone().unwrap_or_default(),
+            Observed::Volume(_) => String::new(),
+        };
+        let unknown_for = self.unknown_owner_for(
+            target.id(),
+            owner_state
+                .is_none()
+                .then(|| format!("{owner} {} {identity}", attachment.slot)),
+        );
+        match judge_owner(
+            owner_state.as_deref(),
+            &self.settings.takeover_owner_states,
+            unknown_for,
+        ) {
+            OwnerVerdict::TakeOver(reason) => {
+                self.unknown_owner_for(target.id(), None);
+                Ok(reason)
+            }
+            OwnerVerdict::Wait(owner_state) => Err(AwsError::OwnerAlive {
+                resource: target.id().to_owned(),
+                owner: owner.clone(),
+                owner_state,
+            }),
+        }
+    }
+
     async fn take_over(
         &self,
         target: Target<'_>,
@@ -327,74 +451,13 @@ impl Attacher {
         attachment: &Attachment,
     ) -> Result<(), AwsError> {
         let owner = &attachment.instance_id;
-        let owner_state = if owner.is_empty() {
-            "unknown".to_owned()
-        } else {
-            self.instance_state(owner).await?
-        };
-        if !self.settings.takeover_owner_states.contains(&owner_state) {
-            return Err(AwsError::OwnerAlive {
-                resource: target.id().to_owned(),
-                owner: owner.clone(),
-                owner_state,
-            });
-        }
+        let reason = self.may_take_over(target, observed, attachment).await?;
         tracing::warn!(
             resource = target.id(),
             owner = %owner,
-            owner_state = %owner_state,
-            "taking over: force-detaching from an instance that is {owner_state}"
+            "taking over: force-detaching from {owner}: {reason}"
         );
-        let result = match observed {
-            Observed::Eni { attachment_id, .. } => {
-                let Some(attachment_id) = attachment_id else {
-                    return Err(AwsError::Malformed {
-                        operation: "DescribeNetworkInterfaces",
-                        resource: target.id().to_owned(),
-                        field: "Attachment.AttachmentId",
-                    });
-                };
-                self.ec2
-                    .detach_network_interface()
-                    .attachment_id(attachment_id)
-                    .force(true)
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        AwsError::api(
-                            "DetachNetworkInterface",
-                            format!("{} from {owner}", target.id()),
-                            e,
-                        )
-                    })
-            }
-            Observed::Volume(_) => self
-                .ec2
-                .detach_volume()
-                .volume_id(target.id())
-                .instance_id(owner)
-                .device(&attachment.slot)
-                .force(true)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| {
-                    AwsError::api("DetachVolume", format!("{} from {owner}", target.id()), e)
-                }),
-        };
-        match result {
-            // Already gone by the time we asked (EC2 released it on its own): observe again.
-            Err(error)
-                if matches!(
-                    error.code(),
-                    Some("InvalidAttachmentID.NotFound" | "IncorrectState")
-                ) =>
-            {
-                Ok(())
-            }
-            other => other,
-        }
+        self.detach_call(owner, observed, attachment, true).await
     }
 
     async fn detach(&self, me: &Identity, target: Target<'_>) -> Result<(), AwsError> {
@@ -416,7 +479,8 @@ impl Attacher {
                 return Ok(());
             };
             if !requested && attachment.state != "detaching" {
-                self.detach_call(me, &observed, attachment).await?;
+                self.detach_call(&me.instance_id, &observed, attachment, false)
+                    .await?;
                 tracing::info!(resource = target.id(), instance_id = %me.instance_id, "detach requested");
                 requested = true;
             }
@@ -431,36 +495,50 @@ impl Attacher {
         }
     }
 
+    /// Detaches the observed resource from `owner` (forced when taking over from a dying owner); an
+    /// attachment already gone by the time it is asked for is success (observe again).
     async fn detach_call(
         &self,
-        me: &Identity,
+        owner: &str,
         observed: &Observed,
         attachment: &Attachment,
+        force: bool,
     ) -> Result<(), AwsError> {
         let result = match observed {
             Observed::Eni {
                 facts,
                 attachment_id,
             } => {
-                let attachment_id = attachment_id.as_deref().unwrap_or_default();
+                let context = format!("{} from {owner}", facts.eni_id);
+                let Some(attachment_id) = attachment_id else {
+                    return Err(AwsError::Malformed {
+                        operation: "DescribeNetworkInterfaces",
+                        resource: facts.eni_id.clone(),
+                        field: "Attachment.AttachmentId",
+                    });
+                };
                 self.ec2
                     .detach_network_interface()
                     .attachment_id(attachment_id)
+                    .force(force)
                     .send()
                     .await
                     .map(drop)
-                    .map_err(|e| AwsError::api("DetachNetworkInterface", &facts.eni_id, e))
+                    .map_err(|e| AwsError::api("DetachNetworkInterface", context, e))
             }
-            Observed::Volume(facts) => self
-                .ec2
-                .detach_volume()
-                .volume_id(&facts.volume_id)
-                .instance_id(&me.instance_id)
-                .device(&attachment.slot)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| AwsError::api("DetachVolume", &facts.volume_id, e)),
+            Observed::Volume(facts) => {
+                let context = format!("{} from {owner}", facts.volume_id);
+                self.ec2
+                    .detach_volume()
+                    .volume_id(&facts.volume_id)
+                    .instance_id(owner)
+                    .device(&attachment.slot)
+                    .force(force)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| AwsError::api("DetachVolume", context, e))
+            }
         };
         match result {
             Err(error)
@@ -523,19 +601,8 @@ impl Attacher {
                     .network_interface_ids(&eni.eni_id)
                     .send()
                     .await
-                    .map_err(|e| {
-                        not_found_or(
-                            AwsError::api("DescribeNetworkInterfaces", &eni.eni_id, e),
-                            &eni.eni_id,
-                        )
-                    })?;
-                let found =
-                    output
-                        .network_interfaces()
-                        .first()
-                        .ok_or_else(|| AwsError::NotFound {
-                            resource: eni.eni_id.clone(),
-                        })?;
+                    .map_err(describe_failed("DescribeNetworkInterfaces", &eni.eni_id))?;
+                let found = first_found(output.network_interfaces(), &eni.eni_id)?;
                 let cidrs = [(eni.subnet_id.clone(), eni.subnet)].into_iter().collect();
                 let attachment_id = found
                     .attachment()
@@ -553,28 +620,36 @@ impl Attacher {
                     .volume_ids(&volume.volume_id)
                     .send()
                     .await
-                    .map_err(|e| {
-                        not_found_or(
-                            AwsError::api("DescribeVolumes", &volume.volume_id, e),
-                            &volume.volume_id,
-                        )
-                    })?;
-                let found = output.volumes().first().ok_or_else(|| AwsError::NotFound {
-                    resource: volume.volume_id.clone(),
-                })?;
+                    .map_err(describe_failed("DescribeVolumes", &volume.volume_id))?;
+                let found = first_found(output.volumes(), &volume.volume_id)?;
                 Ok(Observed::Volume(volume_facts(found)?))
             }
         }
     }
 
-    /// The owner's state; an instance EC2 no longer knows counts as `terminated`.
-    async fn instance_state(&self, instance_id: &str) -> Result<String, AwsError> {
+    /// The owner's state; `None` when DescribeInstances does not return the instance.
+    async fn instance_state(&self, instance_id: &str) -> Result<Option<String>, AwsError> {
         let states = self.instance_states(&[instance_id.to_owned()]).await?;
-        Ok(states
-            .get(instance_id)
-            .cloned()
-            .unwrap_or_else(|| "terminated".into()))
+        Ok(states.get(instance_id).cloned())
     }
+}
+
+/// The error of a Describe call on one resource, whose `*.NotFound` code is [`AwsError::NotFound`].
+fn describe_failed<'a, E>(
+    operation: &'static str,
+    resource: &'a str,
+) -> impl FnOnce(SdkError<E, HttpResponse>) -> AwsError + 'a
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    move |error| not_found_or(AwsError::api(operation, resource, error), resource)
+}
+
+/// The one resource a Describe by id returned; none is [`AwsError::NotFound`].
+fn first_found<'a, T>(found: &'a [T], resource: &str) -> Result<&'a T, AwsError> {
+    found.first().ok_or_else(|| AwsError::NotFound {
+        resource: resource.to_owned(),
+    })
 }
 
 fn not_found_or(error: AwsError, resource: &str) -> AwsError {
@@ -583,5 +658,50 @@ fn not_found_or(error: AwsError, resource: &str) -> AwsError {
             resource: resource.to_owned(),
         },
         _ => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Vec<String> {
+        vec!["shutting-down".into(), "terminated".into()]
+    }
+
+    #[test]
+    fn an_owner_ec2_does_not_return_is_unknown_not_terminated() {
+        assert!(matches!(
+            judge_owner(None, &defaults(), Duration::ZERO),
+            OwnerVerdict::Wait(state) if state.contains("not returned by DescribeInstances")
+        ));
+        assert!(matches!(
+            judge_owner(
+                None,
+                &defaults(),
+                UNKNOWN_OWNER_BOUND - Duration::from_secs(1)
+            ),
+            OwnerVerdict::Wait(_)
+        ));
+        assert!(matches!(
+            judge_owner(None, &defaults(), UNKNOWN_OWNER_BOUND),
+            OwnerVerdict::TakeOver(_)
+        ));
+    }
+
+    #[test]
+    fn only_a_takeover_state_lets_go_of_a_known_owner() {
+        for state in ["shutting-down", "terminated"] {
+            assert!(matches!(
+                judge_owner(Some(state), &defaults(), Duration::ZERO),
+                OwnerVerdict::TakeOver(_)
+            ));
+        }
+        for state in ["running", "pending", "stopping", "stopped"] {
+            assert_eq!(
+                judge_owner(Some(state), &defaults(), UNKNOWN_OWNER_BOUND * 10),
+                OwnerVerdict::Wait(state.into())
+            );
+        }
     }
 }

@@ -169,7 +169,12 @@ impl Ec2Claim {
                     }
                 }
                 Move::LookUpOwners(owners) => {
-                    owner_states.extend(self.attacher.instance_states(&owners).await?);
+                    // An owner DescribeInstances does not return is unknown, not terminated: waited for.
+                    let found = self.attacher.instance_states(&owners).await?;
+                    for owner in owners {
+                        let state = found.get(&owner).map_or("unknown", String::as_str);
+                        owner_states.insert(owner.clone(), state.to_owned());
+                    }
                 }
                 Move::Wait(why) => {
                     waits += 1;

@@ -5,21 +5,12 @@
 //! off until its deadline; only what no amount of waiting fixes (wrong AZ, missing permissions, bad
 //! parameters, a resource that does not exist, missing CloudFormation/Auto Scaling names) is Fatal.
 
+// Codes that mean "slow down", and transient ones (a request timed out): the SDK's own classifier lists, so a
+// code AWS adds (EC2's `EC2ThrottledException`, say) is known here as soon as the SDK knows it.
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use berth_core::ports::StepError;
-
-/// Error codes that mean "slow down" on EC2, CloudFormation and Auto Scaling.
-const THROTTLING_CODES: [&str; 8] = [
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "SlowDown",
-];
 
 /// Client-side codes where waiting can help: someone else's attachment is still letting go, a resource we
 /// just caused to change is not there yet, or EC2's eventual consistency has not caught up with a new instance.
@@ -173,7 +164,9 @@ impl AwsError {
                 let retryable = status >= 500
                     || status == 429
                     || code.as_deref().is_some_and(|c| {
-                        THROTTLING_CODES.contains(&c) || WAITABLE_CODES.contains(&c)
+                        THROTTLING_ERRORS.contains(&c)
+                            || TRANSIENT_ERRORS.contains(&c)
+                            || WAITABLE_CODES.contains(&c)
                     });
                 (code, message, Some(status), retryable)
             }
@@ -234,7 +227,7 @@ impl AwsError {
     /// Whether the error is throttling (for logs and metrics).
     pub fn is_throttling(&self) -> bool {
         self.code()
-            .is_some_and(|code| THROTTLING_CODES.contains(&code))
+            .is_some_and(|code| THROTTLING_ERRORS.contains(&code))
     }
 }
 
@@ -279,6 +272,25 @@ mod tests {
             assert_eq!(StepError::from(error).kind, ErrorKind::Retryable, "{code}");
         }
         assert!(service_error(503, "RequestLimitExceeded").is_throttling());
+    }
+
+    #[test]
+    fn every_code_the_sdk_classifies_as_throttling_or_transient_is_retryable() {
+        // Codes the SDK's own classifier knows that a hand-kept list lacked; a 400 status, so only the code
+        // can make them retryable.
+        for code in [
+            "EC2ThrottledException",
+            "PriorRequestNotComplete",
+            "BandwidthLimitExceeded",
+            "ProvisionedThroughputExceededException",
+        ] {
+            let error = service_error(400, code);
+            assert!(error.is_throttling(), "{code}");
+            assert!(error.is_retryable(), "{code}");
+        }
+        for code in ["RequestTimeout", "RequestTimeoutException"] {
+            assert!(service_error(400, code).is_retryable(), "{code}");
+        }
     }
 
     #[test]

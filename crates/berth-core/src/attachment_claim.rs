@@ -59,8 +59,8 @@ pub enum Move {
     Wait(String),
 }
 
-/// Decides the next move. `owner_states` maps instance ids to their EC2 state (an instance EC2 no longer
-/// knows is `terminated`); `seed` spreads hosts over the free ids. Pure.
+/// Decides the next move. `owner_states` maps instance ids to their EC2 state (an instance EC2 does not
+/// return is `unknown`, never taken over); `seed` spreads hosts over the free ids. Pure.
 pub fn next_move(
     plan: &ClaimPlan,
     holders: &BTreeMap<BrokerId, Holder>,

@@ -11,6 +11,8 @@ pub mod attachment_claim;
 pub mod claim;
 pub mod duration;
 pub mod facts;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod machine;
 pub mod ports;
 pub mod progress;
@@ -22,7 +24,7 @@ pub use duration::{serde_duration, serde_duration_option};
 pub use facts::*;
 pub use machine::{
     Decision, Effect, ExitReason, Failure, Input, Machine, Output, Phase, ReclaimOutcome, Settings,
-    Step, Teardown, TransitionError,
+    Step, StepKind, StepTag, Teardown, TransitionError,
 };
 pub use ports::{Broker, Cloud, Coordination, Deadline, ErrorKind, Network, StepError, Storage};
 

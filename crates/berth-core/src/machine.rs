@@ -62,18 +62,21 @@ impl Phase {
         Phase::Healthy,
     ];
 
-    /// Every phase.
-    pub const ALL: [Phase; 9] = [
-        Phase::Claim,
-        Phase::AttachEni,
-        Phase::Route,
-        Phase::AttachEbs,
-        Phase::Mount,
-        Phase::StartKafka,
-        Phase::Healthy,
-        Phase::Draining,
-        Phase::Failed,
-    ];
+    /// Every phase: the boot phases, then Draining and Failed.
+    pub const ALL: [Phase; 9] = {
+        let boot = Self::BOOT;
+        [
+            boot[0],
+            boot[1],
+            boot[2],
+            boot[3],
+            boot[4],
+            boot[5],
+            boot[6],
+            Phase::Draining,
+            Phase::Failed,
+        ]
+    };
 
     /// The phase a success leads to.
     pub fn next(self) -> Option<Phase> {
@@ -230,18 +233,85 @@ pub enum Step {
 }
 
 impl Step {
+    /// Which step this is.
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Step::Claim => StepKind::Boot(Phase::Claim),
+            Step::AttachEni { .. } => StepKind::Boot(Phase::AttachEni),
+            Step::Route { .. } => StepKind::Boot(Phase::Route),
+            Step::AttachEbs { .. } => StepKind::Boot(Phase::AttachEbs),
+            Step::Mount { .. } => StepKind::Boot(Phase::Mount),
+            Step::StartKafka { .. } => StepKind::Boot(Phase::StartKafka),
+            Step::Check { .. } => StepKind::Check,
+            Step::Reclaim { .. } => StepKind::Reclaim,
+        }
+    }
+
     /// Short name for logs and metrics.
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+}
+
+/// The kind of a [`Step`], without its data: what the machine remembers of the step it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// The step of a boot state (Claim to StartKafka).
+    Boot(Phase),
+    /// [`Step::Check`], while Healthy.
+    Check,
+    /// [`Step::Reclaim`], after the claim was lost.
+    Reclaim,
+}
+
+impl StepKind {
+    /// Short name for logs and metrics: the boot state's name, `check` or `reclaim`.
+    pub fn name(self) -> &'static str {
         match self {
-            Step::Claim => "claim",
-            Step::AttachEni { .. } => "attach_eni",
-            Step::Route { .. } => "route",
-            Step::AttachEbs { .. } => "attach_ebs",
-            Step::Mount { .. } => "mount",
-            Step::StartKafka { .. } => "start_kafka",
-            Step::Check { .. } => "check",
-            Step::Reclaim { .. } => "reclaim",
+            StepKind::Boot(phase) => phase.name(),
+            StepKind::Check => "check",
+            StepKind::Reclaim => "reclaim",
         }
+    }
+
+    /// Whether `output` is what this step produces.
+    fn produces(self, output: &Output) -> bool {
+        matches!(
+            (self, output),
+            (StepKind::Boot(Phase::Claim), Output::Claimed { .. })
+                | (StepKind::Boot(Phase::AttachEni), Output::EniReady(_))
+                | (StepKind::Boot(Phase::Route), Output::Routed)
+                | (StepKind::Boot(Phase::AttachEbs), Output::VolumeReady(_))
+                | (StepKind::Boot(Phase::Mount), Output::Mounted(_))
+                | (
+                    StepKind::Boot(Phase::StartKafka) | StepKind::Check,
+                    Output::Serving(_)
+                )
+        )
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One run of a step: its kind and the machine's sequence number of the run. A result carries the tag of the
+/// run it belongs to, so a result of a run that was cancelled (a drain, a failure) or superseded is recognised
+/// and dropped instead of being taken for the running one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepTag {
+    /// Which step.
+    pub kind: StepKind,
+    /// The machine's count of step runs when this one started (unique within a machine).
+    pub attempt: u64,
+}
+
+impl std::fmt::Display for StepTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (run {})", self.kind, self.attempt)
     }
 }
 
@@ -282,16 +352,36 @@ pub enum Input {
     Start,
     /// Time passed (a timer the machine asked for via [`Machine::next_wake`]).
     Tick,
-    /// The running main step succeeded.
-    Done(Output),
-    /// The running main step failed.
-    Failed(StepError),
+    /// A main step succeeded.
+    Done {
+        /// The run it belongs to.
+        tag: StepTag,
+        /// What it learnt.
+        output: Output,
+    },
+    /// A main step failed.
+    Failed {
+        /// The run it belongs to.
+        tag: StepTag,
+        /// Why.
+        error: StepError,
+    },
     /// The coordination session expired: the claim is gone.
     ClaimLost,
     /// The reclaim step got an answer.
-    Reclaimed(ReclaimOutcome),
+    Reclaimed {
+        /// The run it belongs to.
+        tag: StepTag,
+        /// The answer.
+        outcome: ReclaimOutcome,
+    },
     /// The reclaim step failed (ZooKeeper unreachable, a timeout): it is tried again, for as long as it takes.
-    ReclaimFailed(StepError),
+    ReclaimFailed {
+        /// The run it belongs to.
+        tag: StepTag,
+        /// Why.
+        error: StepError,
+    },
     /// Release everything and exit: a termination notice or an operator's `berth drain`.
     Drain(DrainReason),
     /// Exit, leaving Kafka, the mount, the routes, the attachments and the claim as they are (SIGTERM).
@@ -377,6 +467,8 @@ impl Teardown {
 pub enum Effect {
     /// Start a step now; it must finish by `deadline` (time since the daemon started).
     Run {
+        /// The run, to be carried by its result.
+        tag: StepTag,
         /// The step.
         step: Step,
         /// Deadline, as time since start.
@@ -440,21 +532,13 @@ pub struct Failure {
 /// An input that does not fit the machine's state: a bug in the caller, never silently ignored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
-    /// A step result arrived but no step was running.
-    #[error("{input} arrived in {phase} but no step was running")]
-    NoStepRunning {
+    /// The result of a step run that is no longer awaited (cancelled by a drain or a failure, or superseded).
+    #[error("a result of {tag} arrived in {phase}, which no longer awaits it")]
+    Stale {
         /// Current phase.
         phase: Phase,
-        /// The input's kind.
-        input: &'static str,
-    },
-    /// A step result that belongs to another phase.
-    #[error("{output} does not belong to phase {phase}")]
-    WrongOutput {
-        /// Current phase.
-        phase: Phase,
-        /// The output's kind.
-        output: &'static str,
+        /// The run the result belongs to.
+        tag: StepTag,
     },
     /// `Start` after the machine has started.
     #[error("start arrived in {0} after the machine had started")]
@@ -507,12 +591,15 @@ pub struct Machine {
     attempts: u32,
     phase_entered: Duration,
     retry_at: Option<Duration>,
-    running: Option<&'static str>,
+    running: Option<StepTag>,
+    runs: u64,
     last_error: Option<String>,
     failure: Option<Failure>,
     tearing_down: bool,
     claim: ClaimState,
-    reclaim_running: bool,
+    reclaim_running: Option<StepTag>,
+    /// The session expired while a claim or reclaim was running: its result may name a node that is gone.
+    session_suspect: bool,
     reclaim_attempts: u32,
     reclaim_since: Option<Duration>,
     reclaim_retry_at: Option<Duration>,
@@ -544,11 +631,13 @@ impl Machine {
             phase_entered: Duration::ZERO,
             retry_at: None,
             running: None,
+            runs: 0,
             last_error: None,
             failure: None,
             tearing_down: false,
             claim: ClaimState::None,
-            reclaim_running: false,
+            reclaim_running: None,
+            session_suspect: false,
             reclaim_attempts: 0,
             reclaim_since: None,
             reclaim_retry_at: None,
@@ -650,9 +739,14 @@ impl Machine {
         self.attempts
     }
 
-    /// The main step running now, by name (`claim`, ..., `check`), if any.
-    pub fn running_step(&self) -> Option<&'static str> {
+    /// The main step running now, if any.
+    pub fn running_step(&self) -> Option<StepTag> {
         self.running
+    }
+
+    /// The reclaim running now, if any.
+    pub fn running_reclaim(&self) -> Option<StepTag> {
+        self.reclaim_running
     }
 
     /// Why the daemon is draining, when it is.
@@ -673,7 +767,7 @@ impl Machine {
         if self.phase.is_booting() {
             wakes.extend(self.next_heartbeat_at);
         }
-        if !self.reclaim_running {
+        if self.reclaim_running.is_none() {
             wakes.extend(self.reclaim_retry_at);
         }
         if self.phase == Phase::Healthy && !self.marked_unhealthy {
@@ -712,11 +806,23 @@ impl Machine {
                 self.run_phase_step(now, effects);
             }
             Input::Tick => self.on_tick(now, effects),
-            Input::Done(output) => self.on_done(output, now, effects)?,
-            Input::Failed(error) => self.on_failed(error, now, effects)?,
+            Input::Done { tag, output } => {
+                self.finish_main(*tag)?;
+                self.on_done(*tag, output, now, effects);
+            }
+            Input::Failed { tag, error } => {
+                self.finish_main(*tag)?;
+                self.on_failed(tag.kind, error, now, effects);
+            }
             Input::ClaimLost => self.on_claim_lost(now, effects),
-            Input::Reclaimed(outcome) => self.on_reclaimed(outcome, now, effects)?,
-            Input::ReclaimFailed(error) => self.on_reclaim_failed(error, now)?,
+            Input::Reclaimed { tag, outcome } => {
+                self.finish_reclaim(*tag)?;
+                self.on_reclaimed(outcome, now, effects);
+            }
+            Input::ReclaimFailed { tag, error } => {
+                self.finish_reclaim(*tag)?;
+                self.on_reclaim_failed(error, now);
+            }
             Input::Drain(reason) => self.on_drain(reason, now, effects),
             Input::Stop => self.on_stop(effects),
             Input::Drained => {
@@ -737,23 +843,34 @@ impl Machine {
         Ok(())
     }
 
-    fn on_reclaimed(
-        &mut self,
-        outcome: &ReclaimOutcome,
-        now: Duration,
-        effects: &mut Vec<Effect>,
-    ) -> Result<(), TransitionError> {
-        if !self.reclaim_running {
-            return Err(TransitionError::NotValidHere {
-                phase: self.phase,
-                input: "reclaimed",
-            });
+    /// Accepts the result of the main step run `tag`; any other run's result is stale.
+    fn finish_main(&mut self, tag: StepTag) -> Result<(), TransitionError> {
+        let phase = self.phase;
+        accept(&mut self.running, tag, phase)
+    }
+
+    /// Accepts the result of the reclaim run `tag`; any other run's result is stale.
+    fn finish_reclaim(&mut self, tag: StepTag) -> Result<(), TransitionError> {
+        let phase = self.phase;
+        accept(&mut self.reclaim_running, tag, phase)
+    }
+
+    /// A new tag for a run of `kind`.
+    fn next_tag(&mut self, kind: StepKind) -> StepTag {
+        self.runs += 1;
+        StepTag {
+            kind,
+            attempt: self.runs,
         }
-        self.reclaim_running = false;
+    }
+
+    fn on_reclaimed(&mut self, outcome: &ReclaimOutcome, now: Duration, effects: &mut Vec<Effect>) {
         if self.claim != ClaimState::Lost {
-            return Ok(());
+            return;
         }
         match outcome {
+            // The session the reclaim created its node on expired before the answer came: claim again.
+            ReclaimOutcome::Held if self.session_suspect => self.start_reclaim(now, effects),
             ReclaimOutcome::Held => {
                 self.claim = ClaimState::Held;
                 self.reclaim_retry_at = None;
@@ -792,25 +909,12 @@ impl Machine {
                 );
             }
         }
-        Ok(())
     }
 
-    fn on_reclaim_failed(
-        &mut self,
-        error: &StepError,
-        now: Duration,
-    ) -> Result<(), TransitionError> {
-        if !self.reclaim_running {
-            return Err(TransitionError::NotValidHere {
-                phase: self.phase,
-                input: "reclaim_failed",
-            });
-        }
-        self.reclaim_running = false;
+    fn on_reclaim_failed(&mut self, error: &StepError, now: Duration) {
         if self.claim == ClaimState::Lost {
             self.schedule_reclaim(error, now);
         }
-        Ok(())
     }
 
     /// Re-claim again after a backoff. No deadline: while this host may be the broker, the claim is worth
@@ -868,7 +972,7 @@ impl Machine {
 
     fn on_tick(&mut self, now: Duration, effects: &mut Vec<Effect>) {
         if let Some(at) = self.reclaim_retry_at {
-            if at <= now && !self.reclaim_running {
+            if at <= now && self.reclaim_running.is_none() {
                 self.reclaim_retry_at = None;
                 self.start_reclaim(now, effects);
             }
@@ -886,9 +990,11 @@ impl Machine {
         if self.phase == Phase::Healthy && self.next_check_at.is_some_and(|at| at <= now) {
             self.next_check_at = None;
             if let Some(spec) = self.broker_spec() {
-                self.running = Some("check");
+                let tag = self.next_tag(StepKind::Check);
+                self.running = Some(tag);
                 let deadline = now + self.settings.check_interval.max(Duration::from_secs(1));
                 effects.push(Effect::Run {
+                    tag,
                     step: Step::Check { spec },
                     deadline,
                 });
@@ -896,35 +1002,15 @@ impl Machine {
         }
     }
 
-    fn on_done(
-        &mut self,
-        output: &Output,
-        now: Duration,
-        effects: &mut Vec<Effect>,
-    ) -> Result<(), TransitionError> {
-        let Some(running) = self.running else {
-            return Err(TransitionError::NoStepRunning {
-                phase: self.phase,
-                input: output_name(output),
-            });
-        };
-        let fits = matches!(
-            (running, output),
-            ("claim", Output::Claimed { .. })
-                | ("attach_eni", Output::EniReady(_))
-                | ("route", Output::Routed)
-                | ("attach_ebs", Output::VolumeReady(_))
-                | ("mount", Output::Mounted(_))
-                | ("start_kafka", Output::Serving(_))
-                | ("check", Output::Serving(_))
-        );
-        if !fits {
-            return Err(TransitionError::WrongOutput {
-                phase: self.phase,
-                output: output_name(output),
-            });
+    fn on_done(&mut self, tag: StepTag, output: &Output, now: Duration, effects: &mut Vec<Effect>) {
+        if !tag.kind.produces(output) {
+            // A bug in an adapter or the daemon; failing the run (retried like any failure) keeps the boot going.
+            let error = StepError::new(
+                crate::ports::ErrorKind::Retryable,
+                format!("internal: {} returned {}", tag.kind, output_name(output)),
+            );
+            return self.on_failed(tag.kind, &error, now, effects);
         }
-        self.running = None;
         match output {
             Output::Claimed {
                 identity,
@@ -937,6 +1023,10 @@ impl Machine {
                 self.facts.resources = Some(resources.clone());
                 self.facts.peers = peers.clone();
                 self.claim = ClaimState::Held;
+                if self.session_suspect {
+                    // The session the claim was made on expired before this result: the node may be gone.
+                    self.lose_claim(now);
+                }
             }
             Output::EniReady(attachment) => self.facts.eni = Some(attachment.clone()),
             Output::Routed => {}
@@ -949,34 +1039,35 @@ impl Machine {
                     self.lost_since = None;
                     self.marked_unhealthy = false;
                     self.next_check_at = Some(now + self.settings.check_interval);
-                    return Ok(());
+                    return;
                 }
             }
         }
         self.advance(now, effects);
-        Ok(())
+        if matches!(output, Output::Claimed { .. }) && self.claim == ClaimState::Lost {
+            self.start_reclaim(now, effects);
+        }
     }
 
     fn on_failed(
         &mut self,
+        kind: StepKind,
         error: &StepError,
         now: Duration,
         effects: &mut Vec<Effect>,
-    ) -> Result<(), TransitionError> {
-        let Some(running) = self.running.take() else {
-            return Err(TransitionError::NoStepRunning {
-                phase: self.phase,
-                input: "failed",
-            });
-        };
-        self.last_error = Some(format!("{running}: {error}"));
-        if running == "check" {
+    ) {
+        self.last_error = Some(format!("{kind}: {error}"));
+        if kind == StepKind::Check {
             self.serving = false;
             if self.claim == ClaimState::Held {
                 self.lost_since.get_or_insert(now);
             }
             self.next_check_at = Some(now + self.settings.check_interval);
-            return Ok(());
+            return;
+        }
+        if kind == StepKind::Boot(Phase::Claim) {
+            // The next claim starts on a session of its own.
+            self.session_suspect = false;
         }
         if !error.is_retryable() {
             // A fatal Mount is the volume's refusal (another broker's data, not blank, another filesystem).
@@ -987,7 +1078,7 @@ impl Machine {
                 now,
                 effects,
             );
-            return Ok(());
+            return;
         }
         let policy = *self.settings.policies.of(self.phase);
         let delay = policy.delay(self.attempts, &mut self.jitter);
@@ -1006,13 +1097,33 @@ impl Machine {
             self.retries += 1;
             self.retry_at = Some(now + delay);
         }
-        Ok(())
     }
 
     fn on_claim_lost(&mut self, now: Duration, effects: &mut Vec<Effect>) {
-        if self.claim != ClaimState::Held || matches!(self.phase, Phase::Draining | Phase::Failed) {
+        if matches!(self.phase, Phase::Draining | Phase::Failed) {
             return;
         }
+        match self.claim {
+            ClaimState::Held => {
+                self.lose_claim(now);
+                self.start_reclaim(now, effects);
+            }
+            // A claim or reclaim in flight may have created its node on the session that just expired: its
+            // result is not trusted as Held (see `on_done` and `on_reclaimed`).
+            ClaimState::None
+                if self
+                    .running
+                    .is_some_and(|t| t.kind == StepKind::Boot(Phase::Claim)) =>
+            {
+                self.session_suspect = true;
+            }
+            ClaimState::Lost if self.reclaim_running.is_some() => self.session_suspect = true,
+            ClaimState::None | ClaimState::Lost => {}
+        }
+    }
+
+    /// The claim is gone: pause the boot (or the checks) until it is re-claimed.
+    fn lose_claim(&mut self, now: Duration) {
         self.claim = ClaimState::Lost;
         self.last_error = Some("coordination session expired: the claim is gone".into());
         // Checks are not run (and a failed one not held against Kafka) while coordination is lost: in ZooKeeper
@@ -1021,15 +1132,17 @@ impl Machine {
         self.lost_since = None;
         self.reclaim_since = Some(now);
         self.reclaim_attempts = 0;
-        self.start_reclaim(now, effects);
     }
 
     fn start_reclaim(&mut self, now: Duration, effects: &mut Vec<Effect>) {
         let Some(broker_id) = self.facts.broker_id else {
             return;
         };
-        self.reclaim_running = true;
+        self.session_suspect = false;
+        let tag = self.next_tag(StepKind::Reclaim);
+        self.reclaim_running = Some(tag);
         effects.push(Effect::Run {
+            tag,
             step: Step::Reclaim { broker_id },
             deadline: now + self.settings.reclaim_attempt,
         });
@@ -1215,9 +1328,14 @@ impl Machine {
                 if let Some(current) = self.timeline.last_mut() {
                     current.attempts = self.attempts;
                 }
-                self.running = Some(step.name());
+                let tag = self.next_tag(step.kind());
+                self.running = Some(tag);
                 let deadline = self.phase_entered + self.settings.policies.of(self.phase).deadline;
-                effects.push(Effect::Run { step, deadline });
+                effects.push(Effect::Run {
+                    tag,
+                    step,
+                    deadline,
+                });
             }
             Err(reason) => self.fail(reason, now, effects),
         }
@@ -1269,6 +1387,19 @@ impl Machine {
         steps.push(Teardown::ReleaseClaim);
         steps
     }
+}
+
+/// Clears `running` when it is the run `tag`; a result of any other run is stale.
+fn accept(
+    running: &mut Option<StepTag>,
+    tag: StepTag,
+    phase: Phase,
+) -> Result<(), TransitionError> {
+    if *running != Some(tag) {
+        return Err(TransitionError::Stale { phase, tag });
+    }
+    *running = None;
+    Ok(())
 }
 
 fn output_name(output: &Output) -> &'static str {

@@ -334,6 +334,7 @@ pub trait Storage: Send + Sync {
         device: &std::path::Path,
         plan: &MountPlan,
         broker_id: BrokerId,
+        deadline: Deadline,
     ) -> Result<MountReport, StepError>;
     /// Unmount (a busy mount is an error, never forced).
     async fn unmount(&self, plan: &MountPlan) -> Result<(), StepError>;

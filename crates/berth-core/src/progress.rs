@@ -10,15 +10,20 @@
 //! [`LOG_EVERY`] while it stays the same, so a ten-minute wait says what it waits for without flooding the
 //! journal. It is pure (time is an argument) and unit-tested.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Receives each reason a step reports.
 pub type Reporter = Arc<dyn Fn(&str) + Send + Sync>;
 
-tokio::task_local! {
-    static REPORTER: Reporter;
+thread_local! {
+    /// The reporter of the scope being polled on this thread (set only while [`Scoped`] polls its future, so
+    /// a task moved between threads finds it wherever it runs).
+    static REPORTER: RefCell<Option<Reporter>> = const { RefCell::new(None) };
 }
 
 /// How often an unchanged waiting reason is logged again.
@@ -26,12 +31,54 @@ pub const LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Reports why the running step waits (again); a no-op outside [`scope`].
 pub fn report(reason: impl AsRef<str>) {
-    let _ = REPORTER.try_with(|reporter| reporter(reason.as_ref()));
+    let reporter = REPORTER
+        .try_with(|current| current.borrow().clone())
+        .ok()
+        .flatten();
+    if let Some(reporter) = reporter {
+        reporter(reason.as_ref());
+    }
 }
 
 /// Runs `future` with `reporter` receiving what it [`report`]s.
 pub async fn scope<F: Future>(reporter: Reporter, future: F) -> F::Output {
-    REPORTER.scope(reporter, future).await
+    Scoped {
+        reporter,
+        future: Box::pin(future),
+    }
+    .await
+}
+
+/// A future polled with its reporter installed for the poll's duration (what `tokio::task_local!` does,
+/// without tying the core to a runtime).
+struct Scoped<F> {
+    reporter: Reporter,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _installed = Installed::new(self.reporter.clone());
+        self.future.as_mut().poll(cx)
+    }
+}
+
+/// Installs a reporter on this thread and puts the previous one back when dropped (also on a panic).
+struct Installed(Option<Reporter>);
+
+impl Installed {
+    fn new(reporter: Reporter) -> Self {
+        Self(REPORTER.with(|current| current.replace(Some(reporter))))
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        REPORTER.with(|current| *current.borrow_mut() = previous);
+    }
 }
 
 /// Decides when a waiting reason is logged: when it differs from the last one logged, or when the same one
@@ -87,20 +134,51 @@ mod tests {
         assert!(gate.admit("owner i-1 is running", at(62)));
     }
 
-    #[tokio::test]
-    async fn reports_reach_the_scope_and_nothing_else() {
+    /// Pending once, then ready: a suspension point, as an adapter's await is.
+    struct YieldOnce(bool);
+
+    impl Future for YieldOnce {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if std::mem::replace(&mut self.0, true) {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    /// Polls `future` to completion on this thread, between polls outside its scope.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let mut future = Box::pin(future);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            report("between polls: dropped");
+        }
+    }
+
+    #[test]
+    fn reports_reach_the_scope_and_nothing_else() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let reporter: Reporter =
             Arc::new(move |reason| sink.lock().unwrap().push(reason.to_owned()));
+        let other: Reporter = Arc::new(|reason| panic!("reached the wrong scope: {reason}"));
         report("outside: dropped");
-        scope(reporter, async {
+        block_on(scope(reporter, async {
             report("first");
-            tokio::task::yield_now().await;
+            YieldOnce(false).await;
             report("second");
-        })
-        .await;
+            // A nested scope has its own reporter, and the outer one is back after it.
+            scope(Arc::new(|_: &str| {}), async { report("inner") }).await;
+            report("third");
+        }));
+        block_on(scope(other, async {}));
         report("after: dropped");
-        assert_eq!(*seen.lock().unwrap(), ["first", "second"]);
+        assert_eq!(*seen.lock().unwrap(), ["first", "second", "third"]);
     }
 }

@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
+use berth_core::fixtures;
 use berth_core::machine::{ClaimState, Output};
 use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, StepError, Verdict};
 use berth_core::{
-    BrokerId, Effect, ExitReason, Input, Machine, Phase, ReclaimOutcome, Step, Teardown,
-    TransitionError,
+    BrokerId, Effect, ExitReason, Input, Machine, Phase, ReclaimOutcome, Step, StepKind, StepTag,
+    Teardown, TransitionError,
 };
-use berth_testkit::fixtures;
 use proptest::prelude::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -59,7 +59,7 @@ fn drive_to(target: Phase) -> (Machine, Duration) {
     while m.phase() != target {
         now += Duration::from_secs(1);
         let output = success_output(m.phase());
-        m = step(&m, Input::Done(output), now).0;
+        m = step(&m, done(&m, output), now).0;
     }
     (m, now)
 }
@@ -91,11 +91,46 @@ fn teardown_of(effects: &[Effect]) -> Vec<&'static str> {
         .unwrap_or_default()
 }
 
-fn taken(eni_held_here: bool) -> Input {
-    Input::Reclaimed(ReclaimOutcome::Taken {
-        holder: "instance i-0bbbbbbbbbbbbbbbb in az-a".into(),
-        eni_held_here,
-    })
+fn taken(m: &Machine, eni_held_here: bool) -> Input {
+    reclaimed(
+        m,
+        ReclaimOutcome::Taken {
+            holder: "instance i-0bbbbbbbbbbbbbbbb in az-a".into(),
+            eni_held_here,
+        },
+    )
+}
+
+/// The running main step's success.
+fn done(m: &Machine, output: Output) -> Input {
+    Input::Done {
+        tag: m.running_step().expect("a main step runs"),
+        output,
+    }
+}
+
+/// The running main step's failure.
+fn failed(m: &Machine, error: StepError) -> Input {
+    Input::Failed {
+        tag: m.running_step().expect("a main step runs"),
+        error,
+    }
+}
+
+/// The running reclaim's answer.
+fn reclaimed(m: &Machine, outcome: ReclaimOutcome) -> Input {
+    Input::Reclaimed {
+        tag: m.running_reclaim().expect("a reclaim runs"),
+        outcome,
+    }
+}
+
+/// The running reclaim's failure.
+fn reclaim_failed(m: &Machine, error: StepError) -> Input {
+    Input::ReclaimFailed {
+        tag: m.running_reclaim().expect("a reclaim runs"),
+        error,
+    }
 }
 
 #[test]
@@ -111,7 +146,7 @@ fn success_advances_each_boot_state_in_order() {
         let (m, now) = drive_to(*phase);
         let (next, effects) = step(
             &m,
-            Input::Done(success_output(*phase)),
+            done(&m, success_output(*phase)),
             now + Duration::from_millis(10),
         );
         let expected = Phase::BOOT[index + 1];
@@ -143,7 +178,7 @@ fn success_advances_each_boot_state_in_order() {
 fn retryable_failure_backs_off_then_retries_the_same_step() {
     for phase in Phase::BOOT.iter().take(6) {
         let (m, now) = drive_to(*phase);
-        let (waiting, effects) = step(&m, Input::Failed(retryable("throttled")), now);
+        let (waiting, effects) = step(&m, failed(&m, retryable("throttled")), now);
         assert_eq!(waiting.phase(), *phase);
         assert!(
             run_steps(&effects).is_empty(),
@@ -176,7 +211,7 @@ fn fatal_failure_reports_lets_go_and_exits_non_zero() {
         let (m, now) = drive_to(*phase);
         let (failed, effects) = step(
             &m,
-            Input::Failed(fatal("meta.properties says broker.id=2")),
+            failed(&m, fatal("meta.properties says broker.id=2")),
             now,
         );
         assert_eq!(failed.phase(), Phase::Failed, "fatal in {phase}");
@@ -230,11 +265,7 @@ fn deadline_expiry_fails_with_the_last_error() {
         while m.phase() == *phase {
             attempts += 1;
             assert!(attempts < 1000, "{phase} never gave up");
-            let (next, _) = step(
-                &m,
-                Input::Failed(retryable("owner i-123 still running")),
-                now,
-            );
+            let (next, _) = step(&m, failed(&m, retryable("owner i-123 still running")), now);
             m = next;
             // Tick through heartbeats until the retry runs (or the state has failed).
             while m.phase() == *phase {
@@ -267,7 +298,7 @@ fn healthy_check_failure_turns_unhealthy_then_marks_the_instance_after_grace() {
     assert_eq!(check_at, now + Duration::from_secs(5));
     let (m, effects) = step(&m, Input::Tick, check_at);
     assert!(matches!(run_steps(&effects)[..], [Step::Check { .. }]));
-    let (m, _) = step(&m, Input::Failed(retryable("connection refused")), check_at);
+    let (m, _) = step(&m, failed(&m, retryable("connection refused")), check_at);
     assert!(!m.is_serving(), "503 at once");
     assert_eq!(
         m.phase(),
@@ -293,7 +324,7 @@ fn healthy_check_failure_turns_unhealthy_then_marks_the_instance_after_grace() {
         }
         m = next;
         if !run_steps(&effects).is_empty() {
-            m = step(&m, Input::Failed(retryable("connection refused")), now).0;
+            m = step(&m, failed(&m, retryable("connection refused")), now).0;
         }
     }
     assert_eq!(marked, 1, "SetInstanceHealth exactly once");
@@ -301,7 +332,7 @@ fn healthy_check_failure_turns_unhealthy_then_marks_the_instance_after_grace() {
     let (m, _) = step(&m, Input::Tick, check_at);
     let (m, _) = step(
         &m,
-        Input::Done(Output::Serving(fixtures::serving(0))),
+        done(&m, Output::Serving(fixtures::serving(0))),
         check_at,
     );
     assert!(m.is_serving(), "back to 200 when Kafka is back");
@@ -316,14 +347,14 @@ fn claim_loss_reclaims_and_recovers() {
     assert!(
         effects.iter().any(|e| matches!(
             e,
-            Effect::Run { step: Step::Reclaim { broker_id: BrokerId(0) }, deadline }
+            Effect::Run { step: Step::Reclaim { broker_id: BrokerId(0) }, deadline, .. }
                 if *deadline == now + berth_core::machine::DEFAULT_RECLAIM_ATTEMPT
         )),
         "one attempt, with an attempt's deadline: {effects:?}"
     );
     let (back, _) = step(
         &lost,
-        Input::Reclaimed(ReclaimOutcome::Held),
+        reclaimed(&lost, ReclaimOutcome::Held),
         now + Duration::from_millis(50),
     );
     assert_eq!(back.claim_state(), ClaimState::Held);
@@ -344,7 +375,7 @@ fn a_lost_claim_is_reclaimed_for_as_long_as_it_takes_and_kafka_is_never_stopped(
     while now < start + Duration::from_secs(6 * 3600) {
         let (next, effects) = step(
             &m,
-            Input::ReclaimFailed(retryable("ZooKeeper unreachable")),
+            reclaim_failed(&m, retryable("ZooKeeper unreachable")),
             now,
         );
         assert!(
@@ -369,7 +400,7 @@ fn a_lost_claim_is_reclaimed_for_as_long_as_it_takes_and_kafka_is_never_stopped(
     }
     assert!(attempts > 1000, "{attempts}");
     assert_eq!(m.claim_lost_since(), Some(start));
-    let (back, _) = step(&m, Input::Reclaimed(ReclaimOutcome::Held), now);
+    let (back, _) = step(&m, reclaimed(&m, ReclaimOutcome::Held), now);
     assert_eq!(back.claim_state(), ClaimState::Held);
     assert_eq!(back.phase(), Phase::Healthy);
 }
@@ -382,7 +413,7 @@ fn a_coordination_outage_longer_than_the_grace_never_marks_the_instance_unhealth
     // The check fails because ZooKeeper is gone (Kafka's registration cannot be read), then the claim goes too.
     let (m, _) = step(
         &m,
-        Input::Failed(retryable("registration: session expired")),
+        failed(&m, retryable("registration: session expired")),
         check_at,
     );
     let (mut m, _) = step(&m, Input::ClaimLost, check_at);
@@ -390,7 +421,7 @@ fn a_coordination_outage_longer_than_the_grace_never_marks_the_instance_unhealth
     while at < now + Duration::from_secs(600) {
         let (next, effects) = step(
             &m,
-            Input::ReclaimFailed(retryable("ZooKeeper unreachable")),
+            reclaim_failed(&m, retryable("ZooKeeper unreachable")),
             at,
         );
         at = next.next_wake().unwrap();
@@ -405,7 +436,7 @@ fn a_coordination_outage_longer_than_the_grace_never_marks_the_instance_unhealth
         );
         m = next;
     }
-    let (back, effects) = step(&m, Input::Reclaimed(ReclaimOutcome::Held), at);
+    let (back, effects) = step(&m, reclaimed(&m, ReclaimOutcome::Held), at);
     assert!(effects.is_empty(), "{effects:?}");
     assert_eq!(back.next_wake(), Some(at), "Kafka is judged again at once");
 }
@@ -414,7 +445,7 @@ fn a_coordination_outage_longer_than_the_grace_never_marks_the_instance_unhealth
 fn another_holder_is_waited_out_while_the_eni_is_held_here() {
     let (m, now) = drive_to(Phase::Healthy);
     let (lost, _) = step(&m, Input::ClaimLost, now);
-    let (waiting, effects) = step(&lost, taken(true), now + Duration::from_secs(1));
+    let (waiting, effects) = step(&lost, taken(&lost, true), now + Duration::from_secs(1));
     assert_eq!(waiting.phase(), Phase::Healthy);
     assert!(effects.is_empty(), "{effects:?}");
     assert!(waiting
@@ -430,7 +461,7 @@ fn another_holder_is_waited_out_while_the_eni_is_held_here() {
 fn another_holder_with_the_eni_gone_from_here_fails_and_stops_kafka_first() {
     let (m, now) = drive_to(Phase::Healthy);
     let (lost, _) = step(&m, Input::ClaimLost, now);
-    let (failed, effects) = step(&lost, taken(false), now + Duration::from_secs(1));
+    let (failed, effects) = step(&lost, taken(&lost, false), now + Duration::from_secs(1));
     assert_eq!(failed.phase(), Phase::Failed);
     assert_eq!(
         teardown_of(&effects).first(),
@@ -446,7 +477,7 @@ fn claim_loss_while_booting_pauses_the_boot_until_reclaimed() {
     let (lost, _) = step(&m, Input::ClaimLost, now);
     let (after, effects) = step(
         &lost,
-        Input::Done(success_output(Phase::AttachEbs)),
+        done(&lost, success_output(Phase::AttachEbs)),
         now + Duration::from_millis(5),
     );
     assert_eq!(after.phase(), Phase::Mount);
@@ -456,7 +487,7 @@ fn claim_loss_while_booting_pauses_the_boot_until_reclaimed() {
     );
     let (resumed, effects) = step(
         &after,
-        Input::Reclaimed(ReclaimOutcome::Held),
+        reclaimed(&after, ReclaimOutcome::Held),
         now + Duration::from_millis(10),
     );
     assert!(
@@ -496,7 +527,7 @@ fn stop_exits_from_every_state_leaving_everything_in_place() {
 #[test]
 fn a_drain_during_a_failures_release_changes_nothing() {
     let (m, now) = drive_to(Phase::StartKafka);
-    let (failed, _) = step(&m, Input::Failed(fatal("Kafka refused")), now);
+    let (failed, _) = step(&m, failed(&m, fatal("Kafka refused")), now);
     let (same, effects) = step(&failed, Input::Drain(DrainReason::LifecycleTerminated), now);
     assert!(effects.is_empty(), "{effects:?}");
     assert_eq!(same.phase(), Phase::Failed);
@@ -584,16 +615,16 @@ fn illegal_inputs_are_typed_errors() {
         started.decide(&Input::Start, Duration::ZERO),
         Err(TransitionError::AlreadyStarted(_))
     ));
+    let claim_run = started.running_step().unwrap();
     assert!(matches!(
-        started.decide(&Input::Done(Output::Routed), Duration::ZERO),
-        Err(TransitionError::WrongOutput {
-            phase: Phase::Claim,
-            ..
-        })
-    ));
-    assert!(matches!(
-        fresh.decide(&Input::Done(success_output(Phase::Claim)), Duration::ZERO),
-        Err(TransitionError::NoStepRunning { .. })
+        fresh.decide(
+            &Input::Done {
+                tag: claim_run,
+                output: success_output(Phase::Claim)
+            },
+            Duration::ZERO
+        ),
+        Err(TransitionError::Stale { .. })
     ));
     assert!(matches!(
         started.decide(&Input::Drained, Duration::ZERO),
@@ -603,11 +634,17 @@ fn illegal_inputs_are_typed_errors() {
         })
     ));
     assert!(matches!(
-        started.decide(&Input::Reclaimed(ReclaimOutcome::Held), Duration::ZERO),
-        Err(TransitionError::NotValidHere {
-            input: "reclaimed",
-            ..
-        })
+        started.decide(
+            &Input::Reclaimed {
+                tag: StepTag {
+                    kind: StepKind::Reclaim,
+                    attempt: claim_run.attempt
+                },
+                outcome: ReclaimOutcome::Held
+            },
+            Duration::ZERO
+        ),
+        Err(TransitionError::Stale { .. })
     ));
 }
 
@@ -650,8 +687,7 @@ proptest! {
         let mut now = Duration::ZERO;
         let (next, effects) = m.decide(&Input::Start, now).unwrap();
         m = next;
-        let mut running = run_steps(&effects).into_iter().any(|s| !matches!(s, Step::Reclaim { .. }));
-        let mut reclaiming = false;
+        assert!(!effects.is_empty());
         let mut draining_sent = false;
         let mut exited = false;
         let check = |before: Phase, after: Phase| {
@@ -665,18 +701,19 @@ proptest! {
         // (A lost claim is re-claimed for as long as it takes, so the tail lets ZooKeeper come back.)
         let tail = [Event::FailRetryable, Event::ReclaimOk].into_iter().cycle().take(4_000);
         for event in events.into_iter().chain(tail) {
+            let (running, reclaiming) = (m.running_step().is_some(), m.running_reclaim().is_some());
             if exited || matches!(m.phase(), Phase::Failed | Phase::Draining) || (m.phase() == Phase::Healthy && !reclaiming) {
                 break;
             }
             let input = match event {
-                Event::Succeed if running => Input::Done(success_output(m.phase())),
-                Event::FailRetryable if running => Input::Failed(retryable("transient")),
-                Event::FailFatal if running => Input::Failed(fatal("broken")),
-                Event::FailRetryable if reclaiming => Input::ReclaimFailed(retryable("zk down")),
+                Event::Succeed if running => done(&m, success_output(m.phase())),
+                Event::FailRetryable if running => failed(&m, retryable("transient")),
+                Event::FailFatal if running => failed(&m, fatal("broken")),
+                Event::FailRetryable if reclaiming => reclaim_failed(&m, retryable("zk down")),
                 Event::LoseClaim => Input::ClaimLost,
-                Event::ReclaimOk if reclaiming => Input::Reclaimed(ReclaimOutcome::Held),
-                Event::ReclaimFail if reclaiming => Input::ReclaimFailed(retryable("zk down")),
-                Event::ReclaimTaken(eni_held_here) if reclaiming => Input::Reclaimed(ReclaimOutcome::Taken { holder: "another".into(), eni_held_here }),
+                Event::ReclaimOk if reclaiming => reclaimed(&m, ReclaimOutcome::Held),
+                Event::ReclaimFail if reclaiming => reclaim_failed(&m, retryable("zk down")),
+                Event::ReclaimTaken(eni_held_here) if reclaiming => reclaimed(&m, ReclaimOutcome::Taken { holder: "another".into(), eni_held_here }),
                 Event::Drain if !draining_sent => { draining_sent = true; Input::Drain(DrainReason::Requested) }
                 Event::Stop => Input::Stop,
                 Event::Wait(ms) => { now += Duration::from_millis(ms); Input::Tick }
@@ -685,13 +722,7 @@ proptest! {
             let before = m.phase();
             let (next, effects) = m.decide(&input, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
             check(before, next.phase())?;
-            if matches!(input, Input::Done(_) | Input::Failed(_)) { running = false; }
-            if matches!(input, Input::Reclaimed(_) | Input::ReclaimFailed(_)) { reclaiming = false; }
             if effects.iter().any(|e| matches!(e, Effect::Exit(_))) { exited = true; }
-            for step in run_steps(&effects) {
-                if matches!(step, Step::Reclaim { .. }) { reclaiming = true } else { running = true }
-            }
-            if effects.contains(&Effect::Cancel) { running = false; }
             m = next;
         }
         prop_assert!(
@@ -702,4 +733,125 @@ proptest! {
             prop_assert!(m.failure().is_some());
         }
     }
+}
+
+#[test]
+fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
+    let (m, _) = step(&machine(), Input::Start, Duration::ZERO);
+    // The session the claim step works on expires before its result arrives: the node it created may be gone.
+    let (m, _) = step(&m, Input::ClaimLost, Duration::from_millis(5));
+    let (claimed, effects) = step(
+        &m,
+        done(&m, success_output(Phase::Claim)),
+        Duration::from_millis(10),
+    );
+    assert_eq!(
+        claimed.claim_state(),
+        ClaimState::Lost,
+        "no Held without a node"
+    );
+    assert!(
+        matches!(
+            run_steps(&effects)[..],
+            [Step::Reclaim {
+                broker_id: BrokerId(0)
+            }]
+        ),
+        "the id is re-claimed before anything is attached: {effects:?}"
+    );
+    let (resumed, effects) = step(
+        &claimed,
+        reclaimed(&claimed, ReclaimOutcome::Held),
+        Duration::from_millis(20),
+    );
+    assert_eq!(resumed.claim_state(), ClaimState::Held);
+    assert!(
+        matches!(run_steps(&effects)[..], [Step::AttachEni { .. }]),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_session_expiry_during_a_reclaim_is_not_forgotten() {
+    let (m, now) = drive_to(Phase::Healthy);
+    let (lost, _) = step(&m, Input::ClaimLost, now);
+    // The reclaim's new session expires too before the reclaim reports.
+    let (lost_again, effects) = step(&lost, Input::ClaimLost, now + Duration::from_millis(5));
+    assert!(
+        run_steps(&effects).is_empty(),
+        "one reclaim at a time: {effects:?}"
+    );
+    let (after, effects) = step(
+        &lost_again,
+        reclaimed(&lost_again, ReclaimOutcome::Held),
+        now + Duration::from_millis(10),
+    );
+    assert_eq!(
+        after.claim_state(),
+        ClaimState::Lost,
+        "no Held without a node"
+    );
+    assert!(!after.is_serving());
+    assert!(
+        matches!(run_steps(&effects)[..], [Step::Reclaim { .. }]),
+        "re-claimed again at once: {effects:?}"
+    );
+}
+
+#[test]
+fn a_result_that_fits_no_running_step_does_not_leave_it_running() {
+    let (m, now) = drive_to(Phase::AttachEni);
+    let later = now + Duration::from_millis(5);
+    let (next, effects) = m
+        .decide(&done(&m, Output::Routed), later)
+        .expect("a misfit result is a failure of the running step, not an ignored input");
+    assert!(run_steps(&effects).is_empty(), "{effects:?}");
+    assert_eq!(next.running_step(), None);
+    assert!(
+        next.last_error().unwrap().contains("routed"),
+        "{:?}",
+        next.last_error()
+    );
+    let wake = next.next_wake().expect("the step is retried");
+    let (_, effects) = step(&next, Input::Tick, wake);
+    assert!(
+        matches!(run_steps(&effects)[..], [Step::AttachEni { .. }]),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_result_of_a_cancelled_run_is_stale() {
+    let (m, now) = drive_to(Phase::Mount);
+    let mount_run = m.running_step().unwrap();
+    let (draining, effects) = step(&m, Input::Drain(DrainReason::Requested), now);
+    assert!(effects.contains(&Effect::Cancel));
+    let late = Input::Done {
+        tag: mount_run,
+        output: success_output(Phase::Mount),
+    };
+    assert_eq!(
+        draining.decide(&late, now + Duration::from_millis(5)),
+        Err(TransitionError::Stale {
+            phase: Phase::Draining,
+            tag: mount_run
+        })
+    );
+    // A retry's result is told from the earlier run's, which the retry superseded.
+    let (m, now) = drive_to(Phase::AttachEni);
+    let first = m.running_step().unwrap();
+    let (waiting, _) = step(&m, failed(&m, retryable("throttled")), now);
+    let (retrying, _) = step(&waiting, Input::Tick, waiting.next_wake().unwrap());
+    let second = retrying.running_step().unwrap();
+    assert_ne!(first, second);
+    assert!(matches!(
+        retrying.decide(
+            &Input::Failed {
+                tag: first,
+                error: retryable("late")
+            },
+            now
+        ),
+        Err(TransitionError::Stale { .. })
+    ));
 }

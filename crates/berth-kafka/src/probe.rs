@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
     RequestHeader,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -162,25 +162,56 @@ async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport,
     stream
         .set_nodelay(true)
         .map_err(|source| ProbeError::Connect { listener, source })?;
-    let io = |source: std::io::Error| ProbeError::Wire {
-        listener,
-        source: WireError::Io(source),
-    };
-
-    let header = request_header(ApiKey::ApiVersions, API_VERSIONS_VERSION, 1);
     let request = ApiVersionsRequest::default()
         .with_client_software_name(StrBytes::from_static_str("berth"))
         .with_client_software_version(StrBytes::from_static_str(berth_core::VERSION));
+    let versions: ApiVersionsResponse = round_trip(
+        &mut stream,
+        listener,
+        (ApiKey::ApiVersions, API_VERSIONS_VERSION, 1),
+        &request,
+    )
+    .await?;
+    let version = metadata_version(&versions, max_version, listener)?;
+    let metadata: MetadataResponse = round_trip(
+        &mut stream,
+        listener,
+        (ApiKey::Metadata, version, 2),
+        &metadata_request(version),
+    )
+    .await?;
+    judge_metadata(target, &metadata, version, started.elapsed())
+}
+
+/// Sends one request (`api`, version, correlation id) and reads its response.
+async fn round_trip<Request: Encodable, Response: Decodable>(
+    stream: &mut TcpStream,
+    listener: SocketAddr,
+    (api, version, correlation_id): (ApiKey, i16, i32),
+    request: &Request,
+) -> Result<Response, ProbeError> {
+    let header = request_header(api, version, correlation_id);
+    let frame = wire::encode_request(&header, request).map_err(wire_error(listener))?;
     stream
-        .write_all(&wire::encode_request(&header, &request).map_err(wire_error(listener))?)
+        .write_all(&frame)
         .await
-        .map_err(io)?;
-    let frame = wire::read_frame(&mut stream)
+        .map_err(|source| ProbeError::Wire {
+            listener,
+            source: WireError::Io(source),
+        })?;
+    let frame = wire::read_frame(stream)
         .await
         .map_err(wire_error(listener))?;
-    let (_, versions): (i32, ApiVersionsResponse) =
-        wire::decode_response(frame, ApiKey::ApiVersions, API_VERSIONS_VERSION)
-            .map_err(wire_error(listener))?;
+    let (_, response) = wire::decode_response(frame, api, version).map_err(wire_error(listener))?;
+    Ok(response)
+}
+
+/// The Metadata version to ask for: the highest that berth, `max_version` and the broker all speak.
+fn metadata_version(
+    versions: &ApiVersionsResponse,
+    max_version: i16,
+    listener: SocketAddr,
+) -> Result<i16, ProbeError> {
     if versions.error_code != 0 {
         return Err(ProbeError::ApiVersions {
             listener,
@@ -207,20 +238,16 @@ async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport,
             ),
         });
     }
+    Ok(version)
+}
 
-    let header = request_header(ApiKey::Metadata, version, 2);
-    let request = metadata_request(version);
-    stream
-        .write_all(&wire::encode_request(&header, &request).map_err(wire_error(listener))?)
-        .await
-        .map_err(io)?;
-    let frame = wire::read_frame(&mut stream)
-        .await
-        .map_err(wire_error(listener))?;
-    let (_, metadata): (i32, MetadataResponse) =
-        wire::decode_response(frame, ApiKey::Metadata, version).map_err(wire_error(listener))?;
-    let elapsed = started.elapsed();
-
+/// The report, when the metadata lists the target broker at its advertised address.
+fn judge_metadata(
+    target: &ProbeTarget,
+    metadata: &MetadataResponse,
+    version: i16,
+    elapsed: Duration,
+) -> Result<ProbeReport, ProbeError> {
     let brokers: Vec<SeenBroker> = metadata
         .brokers
         .iter()
@@ -242,7 +269,7 @@ async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport,
             .map(|b| format!("{}@{}:{}", b.id, b.host, b.port))
             .collect();
         return Err(ProbeError::NotListed {
-            listener,
+            listener: target.listener,
             broker_id: target.broker_id,
             expected: format!("{}:{}", target.host, target.port),
             seen: seen.join(", "),
@@ -252,7 +279,7 @@ async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport,
         metadata_version: version,
         brokers,
         controller_id: metadata.controller_id.0,
-        cluster_id: metadata.cluster_id.map(|id| id.to_string()),
+        cluster_id: metadata.cluster_id.as_ref().map(|id| id.to_string()),
         elapsed,
     })
 }

@@ -381,128 +381,114 @@ impl NetlinkNetwork {
         action: &Action,
         log: &mut Vec<NetlinkRequest>,
     ) -> Result<(), NetError> {
-        let create = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-        let delete = NLM_F_REQUEST | NLM_F_ACK;
-        let gone: &[(i32, &'static str)] = &[
-            (ENOENT, "ENOENT, already gone"),
-            (ESRCH, "ESRCH, already gone"),
-            (EADDRNOTAVAIL, "EADDRNOTAVAIL, already gone"),
-        ];
-        let exists: &[(i32, &'static str)] = &[(EEXIST, "EEXIST, already present")];
-        match action {
-            Action::SetLink(up) => {
-                let mut message = LinkMessage::default();
-                message.header.index = link.index;
-                message.header.change_mask = LinkFlags::Up;
-                if *up {
-                    message.header.flags = LinkFlags::Up;
-                }
-                let detail = format!("dev {} {}", link.name, if *up { "up" } else { "down" });
-                self.request(
-                    log,
-                    "RTM_SETLINK",
-                    detail,
-                    RouteNetlinkMessage::SetLink(message),
-                    delete,
-                    &[],
-                )
-                .await?;
-            }
-            Action::AddAddress => {
-                let message = address_message(
-                    link.index,
-                    plan.address.addr(),
-                    plan.address.prefix_len(),
-                    true,
-                );
-                let detail = format!("{} dev {} noprefixroute", plan.address, link.name);
-                self.request(
-                    log,
-                    "RTM_NEWADDR",
-                    detail,
-                    RouteNetlinkMessage::NewAddress(message),
-                    create,
-                    exists,
-                )
-                .await?;
-            }
-            Action::DeleteAddress(entry) => {
-                let message = address_message(
-                    entry.index,
-                    entry.address.addr(),
-                    entry.address.prefix_len(),
-                    false,
-                );
-                let detail = format!("{} dev {}", entry.address, link.name);
-                self.request(
-                    log,
-                    "RTM_DELADDR",
-                    detail,
-                    RouteNetlinkMessage::DelAddress(message),
-                    delete,
-                    gone,
-                )
-                .await?;
-            }
-            Action::AddRoute(role) => {
-                let (message, detail) = planned_route(plan, link, *role);
-                self.request(
-                    log,
-                    "RTM_NEWROUTE",
-                    detail,
-                    RouteNetlinkMessage::NewRoute(message),
-                    create,
-                    exists,
-                )
-                .await?;
-            }
-            Action::DeleteRoute(entry) => {
-                let (message, detail) = route_key(entry);
-                self.request(
-                    log,
-                    "RTM_DELROUTE",
-                    detail,
-                    RouteNetlinkMessage::DelRoute(message),
-                    delete,
-                    gone,
-                )
-                .await?;
-            }
-            Action::AddRule => {
-                let (message, detail) = planned_rule(plan);
-                self.request(
-                    log,
-                    "RTM_NEWRULE",
-                    detail,
-                    RouteNetlinkMessage::NewRule(message),
-                    create,
-                    exists,
-                )
-                .await?;
-            }
-            Action::DeleteRule(entry) => {
-                let detail = format!(
-                    "from {} priority {} lookup {} action {:?}",
-                    entry
-                        .source
-                        .map(|net| net.to_string())
-                        .unwrap_or_else(|| "all".to_owned()),
-                    entry.priority,
-                    entry.table,
-                    entry.action
-                );
-                self.request(
-                    log,
-                    "RTM_DELRULE",
-                    detail,
-                    RouteNetlinkMessage::DelRule(entry.message.clone()),
-                    delete,
-                    gone,
-                )
-                .await?;
-            }
-        }
+        let request = action_request(plan, link, action);
+        let (flags, tolerated): (u16, &[(i32, &'static str)]) = match request.change {
+            Change::Set => (NLM_F_REQUEST | NLM_F_ACK, &[]),
+            Change::Add => (
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                &[(EEXIST, "EEXIST, already present")],
+            ),
+            Change::Delete => (
+                NLM_F_REQUEST | NLM_F_ACK,
+                &[
+                    (ENOENT, "ENOENT, already gone"),
+                    (ESRCH, "ESRCH, already gone"),
+                    (EADDRNOTAVAIL, "EADDRNOTAVAIL, already gone"),
+                ],
+            ),
+        };
+        self.request(
+            log,
+            request.kind,
+            request.detail,
+            request.message,
+            flags,
+            tolerated,
+        )
+        .await?;
         Ok(())
+    }
+}
+
+/// What a request does to its object, which decides its flags and which errors mean "already done".
+enum Change {
+    /// Changes an object in place (link up or down).
+    Set,
+    /// Creates it: EEXIST means already present.
+    Add,
+    /// Deletes it: ENOENT, ESRCH and EADDRNOTAVAIL mean already gone.
+    Delete,
+}
+
+/// The netlink request of one action.
+struct ActionRequest {
+    kind: &'static str,
+    detail: String,
+    message: RouteNetlinkMessage,
+    change: Change,
+}
+
+/// Builds the request that performs `action`. Pure.
+fn action_request(plan: &RoutePlan, link: &Link, action: &Action) -> ActionRequest {
+    let request = |kind, detail, message, change| ActionRequest {
+        kind,
+        detail,
+        message,
+        change,
+    };
+    match action {
+        Action::SetLink(up) => {
+            let mut message = LinkMessage::default();
+            message.header.index = link.index;
+            message.header.change_mask = LinkFlags::Up;
+            if *up {
+                message.header.flags = LinkFlags::Up;
+            }
+            let detail = format!("dev {} {}", link.name, if *up { "up" } else { "down" });
+            let message = RouteNetlinkMessage::SetLink(message);
+            request("RTM_SETLINK", detail, message, Change::Set)
+        }
+        Action::AddAddress => {
+            let (address, prefix) = (plan.address.addr(), plan.address.prefix_len());
+            let message = address_message(link.index, address, prefix, true);
+            let detail = format!("{} dev {} noprefixroute", plan.address, link.name);
+            let message = RouteNetlinkMessage::NewAddress(message);
+            request("RTM_NEWADDR", detail, message, Change::Add)
+        }
+        Action::DeleteAddress(entry) => {
+            let (address, prefix) = (entry.address.addr(), entry.address.prefix_len());
+            let message = address_message(entry.index, address, prefix, false);
+            let detail = format!("{} dev {}", entry.address, link.name);
+            let message = RouteNetlinkMessage::DelAddress(message);
+            request("RTM_DELADDR", detail, message, Change::Delete)
+        }
+        Action::AddRoute(role) => {
+            let (message, detail) = planned_route(plan, link, *role);
+            let message = RouteNetlinkMessage::NewRoute(message);
+            request("RTM_NEWROUTE", detail, message, Change::Add)
+        }
+        Action::DeleteRoute(entry) => {
+            let (message, detail) = route_key(entry);
+            let message = RouteNetlinkMessage::DelRoute(message);
+            request("RTM_DELROUTE", detail, message, Change::Delete)
+        }
+        Action::AddRule => {
+            let (message, detail) = planned_rule(plan);
+            let message = RouteNetlinkMessage::NewRule(message);
+            request("RTM_NEWRULE", detail, message, Change::Add)
+        }
+        Action::DeleteRule(entry) => {
+            let source = entry
+                .source
+                .map(|net| net.to_string())
+                .unwrap_or_else(|| "all".to_owned());
+            let detail = format!(
+                "from {source} priority {} lookup {} action {:?}",
+                entry.priority, entry.table, entry.action
+            );
+            let message = RouteNetlinkMessage::DelRule(entry.message.clone());
+            request("RTM_DELRULE", detail, message, Change::Delete)
+        }
     }
 }
 

@@ -402,100 +402,13 @@ pub fn diff(
     snapshot: &Snapshot,
 ) -> (RouteObservation, Vec<Action>) {
     let mut actions = Vec::new();
-    let ip = plan.address.addr();
-
-    let address = match link {
-        None => Check::Missing,
-        Some(link) => {
-            let same_ip: Vec<&AddressEntry> = snapshot
-                .addresses
-                .iter()
-                .filter(|entry| entry.index == link.index && entry.address.addr() == ip)
-                .collect();
-            if same_ip.iter().any(|entry| entry.address == plan.address) {
-                Check::Right
-            } else if let Some(wrong) = same_ip.first() {
-                actions.extend(
-                    same_ip
-                        .iter()
-                        .map(|entry| Action::DeleteAddress((*entry).clone())),
-                );
-                actions.push(Action::AddAddress);
-                Check::Wrong(wrong.address.to_string())
-            } else {
-                actions.push(Action::AddAddress);
-                Check::Missing
-            }
-        }
-    };
-
-    let mut route_checks = Vec::new();
-    for role in [RouteRole::Subnet, RouteRole::Default] {
-        let destination = role_destination(plan, role);
-        let in_place: Vec<&RouteEntry> = snapshot
-            .routes
-            .iter()
-            .filter(|route| route.table == plan.table && route.destination == destination)
-            .collect();
-        let check = match link {
-            None => Check::Missing,
-            Some(link) => {
-                let right = in_place
-                    .iter()
-                    .any(|route| route_is_right(plan, link, role, route));
-                let wrong: Vec<&&RouteEntry> = in_place
-                    .iter()
-                    .filter(|route| !route_is_right(plan, link, role, route))
-                    .collect();
-                actions.extend(
-                    wrong
-                        .iter()
-                        .map(|route| Action::DeleteRoute((**route).clone())),
-                );
-                if !right {
-                    actions.push(Action::AddRoute(role));
-                }
-                match (right, wrong.first()) {
-                    (true, None) => Check::Right,
-                    (_, Some(route)) => Check::Wrong(describe_route(route)),
-                    (false, None) => Check::Missing,
-                }
-            }
-        };
-        route_checks.push(check);
+    let address = diff_address(plan, link, snapshot, &mut actions);
+    let subnet_route = diff_route(plan, link, RouteRole::Subnet, snapshot, &mut actions);
+    let default_route = diff_route(plan, link, RouteRole::Default, snapshot, &mut actions);
+    let rule = diff_rule(plan, link, snapshot, &mut actions);
+    if link.is_some_and(|link| !link.up) {
+        actions.insert(0, Action::SetLink(true));
     }
-    let default_route = route_checks.pop().unwrap_or(Check::Missing);
-    let subnet_route = route_checks.pop().unwrap_or(Check::Missing);
-
-    let in_place: Vec<&RuleEntry> = snapshot
-        .rules
-        .iter()
-        .filter(|rule| rule_in_place(plan, rule))
-        .collect();
-    let right = in_place.iter().any(|rule| rule_is_right(plan, rule));
-    let wrong: Vec<&&RuleEntry> = in_place
-        .iter()
-        .filter(|rule| !rule_is_right(plan, rule))
-        .collect();
-    let rule = match (right, wrong.first()) {
-        (true, None) => Check::Right,
-        (_, Some(rule)) => Check::Wrong(describe_rule(rule)),
-        (false, None) => Check::Missing,
-    };
-    if link.is_some() {
-        actions.extend(
-            wrong
-                .iter()
-                .map(|rule| Action::DeleteRule((**rule).clone())),
-        );
-        if !right {
-            actions.push(Action::AddRule);
-        }
-        if link.is_some_and(|link| !link.up) {
-            actions.insert(0, Action::SetLink(true));
-        }
-    }
-
     let observation = RouteObservation {
         link: link.cloned(),
         address,
@@ -504,6 +417,96 @@ pub fn diff(
         rule,
     };
     (observation, actions)
+}
+
+/// The ENI's address: a same-IP address with another prefix is replaced.
+fn diff_address(
+    plan: &RoutePlan,
+    link: Option<&Link>,
+    snapshot: &Snapshot,
+    actions: &mut Vec<Action>,
+) -> Check {
+    let Some(link) = link else {
+        return Check::Missing;
+    };
+    let ip = plan.address.addr();
+    let same_ip: Vec<&AddressEntry> = snapshot
+        .addresses
+        .iter()
+        .filter(|entry| entry.index == link.index && entry.address.addr() == ip)
+        .collect();
+    if same_ip.iter().any(|entry| entry.address == plan.address) {
+        return Check::Right;
+    }
+    actions.extend(
+        same_ip
+            .iter()
+            .map(|entry| Action::DeleteAddress((*entry).clone())),
+    );
+    actions.push(Action::AddAddress);
+    match same_ip.first() {
+        Some(wrong) => Check::Wrong(wrong.address.to_string()),
+        None => Check::Missing,
+    }
+}
+
+/// One of the table's two routes: wrong ones at its destination are deleted before the right one is added.
+fn diff_route(
+    plan: &RoutePlan,
+    link: Option<&Link>,
+    role: RouteRole,
+    snapshot: &Snapshot,
+    actions: &mut Vec<Action>,
+) -> Check {
+    let Some(link) = link else {
+        return Check::Missing;
+    };
+    let destination = role_destination(plan, role);
+    let in_place = snapshot
+        .routes
+        .iter()
+        .filter(|route| route.table == plan.table && route.destination == destination);
+    let (right, wrong): (Vec<&RouteEntry>, Vec<&RouteEntry>) =
+        in_place.partition(|route| route_is_right(plan, link, role, route));
+    actions.extend(
+        wrong
+            .iter()
+            .map(|route| Action::DeleteRoute((*route).clone())),
+    );
+    if right.is_empty() {
+        actions.push(Action::AddRoute(role));
+    }
+    match (right.is_empty(), wrong.first()) {
+        (false, None) => Check::Right,
+        (_, Some(route)) => Check::Wrong(describe_route(route)),
+        (true, None) => Check::Missing,
+    }
+}
+
+/// The rule, last: judged even without the link (a rule survives it), changed only with it.
+fn diff_rule(
+    plan: &RoutePlan,
+    link: Option<&Link>,
+    snapshot: &Snapshot,
+    actions: &mut Vec<Action>,
+) -> Check {
+    let in_place = snapshot
+        .rules
+        .iter()
+        .filter(|rule| rule_in_place(plan, rule));
+    let (right, wrong): (Vec<&RuleEntry>, Vec<&RuleEntry>) =
+        in_place.partition(|rule| rule_is_right(plan, rule));
+    if link.is_some() {
+        actions.extend(wrong.iter().map(|rule| Action::DeleteRule((*rule).clone())));
+        if right.is_empty() {
+            actions.push(Action::AddRule);
+        }
+    }
+    match (right.is_empty(), wrong.first()) {
+        (false, None) => Check::Right,
+        (_, Some(rule)) => Check::Wrong(describe_rule(rule)),
+        (true, None) => Check::Missing,
+    }
 }
 
 /// The changes that remove exactly what configure installs, in order: the rule first (traffic from the address

@@ -64,7 +64,12 @@ fn main() {
                     .expect("resolve");
                 let at_resolved = Instant::now();
                 let report = storage
-                    .mount_volume(&resolved.device, &plan, BrokerId(1))
+                    .mount_volume(
+                        &resolved.device,
+                        &plan,
+                        BrokerId(1),
+                        Deadline::after(Duration::from_secs(60)),
+                    )
                     .await
                     .expect("mount");
                 assert!(!report.formatted && !report.already_mounted, "{report:?}");

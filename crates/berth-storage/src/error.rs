@@ -19,6 +19,17 @@ pub enum StorageError {
         /// The id given.
         volume_id: String,
     },
+    /// A mount step's blocking work (the probe, mount(2)) did not finish by the step's deadline; it goes on in
+    /// the background, and a retry waits for it.
+    #[error(
+        "{what} did not finish by {waited}; it goes on in the background and a retry waits for it"
+    )]
+    Abandoned {
+        /// What was running.
+        what: &'static str,
+        /// The deadline, described.
+        waited: String,
+    },
     /// The volume's block device did not appear by the deadline.
     #[error(
         "volume {volume_id} (requested as {requested}) did not appear as a block device within {waited:?}; \
@@ -197,6 +208,7 @@ impl StorageError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StorageError::DeviceTimeout { .. }
+            | StorageError::Abandoned { .. }
             | StorageError::Io { .. }
             | StorageError::DeviceInUse { .. }
             | StorageError::Mkfs { .. }

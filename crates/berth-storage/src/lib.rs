@@ -8,8 +8,9 @@
 //! a foreign volume is unmounted again with nothing written on it; a busy unmount is reported, never forced.
 //! berth never writes inside the volume: missing log dirs are left for Kafka to create with its own user.
 //!
-//! All work happens on the calling thread (no blocking pool), because mounts act in the caller's mount
-//! namespace: tests run each case in a private one. The only long operation, mkfs, is an awaited child.
+//! The blocking work of a mount step (the probe's reads, mount(2)) runs on a thread spawned from the caller's,
+//! which shares the caller's mount namespace (tests run each case in a private one), and mkfs is an awaited
+//! child killed when the step is abandoned: the daemon's single thread never blocks on the volume.
 
 pub mod error;
 pub mod meta;
@@ -21,6 +22,7 @@ pub mod resolve;
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -44,6 +46,46 @@ pub struct BlockStorage {
     resolver: Resolver,
     config: StorageConfig,
     cluster_id: Option<String>,
+    /// Held by the thread doing a mount step's blocking work (see [`BlockStorage::off_loop`]).
+    work: Arc<Mutex<()>>,
+}
+
+/// What a mount step works on.
+#[derive(Debug, Clone)]
+struct MountRequest {
+    device: PathBuf,
+    plan: MountPlan,
+    broker_id: BrokerId,
+}
+
+/// A device to mount, and how.
+#[derive(Debug, Clone)]
+struct ToMount {
+    device: PathBuf,
+    dev: (u64, u64),
+    mount_path: PathBuf,
+    fstype: &'static str,
+    /// The device holds what an interrupted mkfs left: mkfs is told to overwrite it.
+    redo_interrupted: bool,
+}
+
+/// What the read-only first half found.
+#[derive(Debug)]
+enum Prepared {
+    /// Already mounted at the mount point, and checked.
+    AlreadyMounted(MountReport),
+    /// Holds the configured filesystem: mount it.
+    Mount(ToMount),
+    /// Blank, and formatting is allowed: format it, then mount it.
+    Format(ToMount),
+}
+
+fn deadline_text(deadline: Deadline) -> String {
+    let late = deadline.0.elapsed();
+    format!(
+        "the step's deadline ({} ago)",
+        berth_core::duration::format_duration(late)
+    )
 }
 
 /// What is true right now, for a restarted daemon and `berth plan`.
@@ -102,6 +144,7 @@ impl BlockStorage {
             resolver: Resolver::new(&config.storage.device_root, &config.storage.sys_root),
             config: config.storage.clone(),
             cluster_id: config.cluster.kafka_cluster_id.clone(),
+            work: Arc::default(),
         }
     }
 
@@ -139,12 +182,83 @@ impl BlockStorage {
 
     /// Probes, formats a blank device when allowed, mounts (read-only first), checks `meta.properties`, then
     /// makes the mount writable. Already mounted at the mount point is success (checked, left as found).
+    ///
+    /// The blocking parts (the probe's reads, mount(2), which may replay an XFS log for a long time after an
+    /// unclean death) run on a thread of their own ([`BlockStorage::off_loop`]) and mkfs is an awaited child,
+    /// so the caller's thread (the daemon's only one) keeps serving ZooKeeper, `/health` and the watchdog. All
+    /// of it is bounded by `deadline`.
     pub async fn mount_volume(
         &self,
         device: &Path,
         plan: &MountPlan,
         broker_id: BrokerId,
+        deadline: Deadline,
     ) -> Result<MountReport, StorageError> {
+        let (device, plan) = (device.to_owned(), plan.clone());
+        let request = MountRequest {
+            device,
+            plan,
+            broker_id,
+        };
+        let prepared = {
+            let request = request.clone();
+            self.off_loop("probe", deadline, move |storage| storage.prepare(&request))
+                .await?
+        };
+        let (mount, formatted) = match prepared {
+            Prepared::AlreadyMounted(report) => return Ok(report),
+            Prepared::Mount(mount) => (mount, false),
+            Prepared::Format(target) => (self.format(target, deadline).await?, true),
+        };
+        self.off_loop("mount", deadline, move |storage| {
+            storage.mount_checked(&request, &mount, formatted)
+        })
+        .await
+    }
+
+    /// Runs `work` on a thread of its own and waits for it until `deadline`. The thread is spawned from the
+    /// calling thread, so it shares its mount namespace (tests run each case in a private one). An abandoned
+    /// thread (mount(2) cannot be interrupted) finishes on its own; it holds the adapter's work lock until
+    /// then, so a retry's work waits for it instead of racing it on the same device.
+    async fn off_loop<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        deadline: Deadline,
+        work: impl FnOnce(&BlockStorage) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let storage = self.clone();
+        std::thread::Builder::new()
+            .name(format!("berth-{what}"))
+            .spawn(move || {
+                let _exclusive = storage
+                    .work
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _ = done.send(work(&storage));
+            })
+            .map_err(|e| StorageError::io("spawn a thread for", what, e))?;
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline.0), result).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(StorageError::io(
+                "run",
+                what,
+                std::io::Error::other("the worker thread panicked"),
+            )),
+            Err(_) => Err(StorageError::Abandoned {
+                what,
+                waited: deadline_text(deadline),
+            }),
+        }
+    }
+
+    /// The first, read-only half: what is at the mount point, and what is on the device.
+    fn prepare(&self, request: &MountRequest) -> Result<Prepared, StorageError> {
+        let MountRequest {
+            device,
+            plan,
+            broker_id,
+        } = request;
         let (device, dev) = block_device(device)?;
         let options = mount::parse_options(&self.config.mount_options)?;
         std::fs::create_dir_all(&plan.mount_path)
@@ -153,124 +267,180 @@ impl BlockStorage {
             .map_err(|e| StorageError::io("canonicalize", &plan.mount_path, e))?;
         let entries = mountinfo::read()?;
         if let Some(top) = mountinfo::top_at(&entries, &mount_path) {
-            if !top.is_device(&device, dev) {
-                return Err(StorageError::OtherMounted {
-                    path: mount_path,
-                    source_device: top.source.clone(),
-                    fstype: top.fstype.clone(),
-                    device,
-                });
-            }
-            meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref())?;
-            // A daemon that died between the read-only mount and the remount left it read-only: finish the job.
-            let read_only = top.options.split(',').any(|option| option == "ro");
-            if read_only && !options.flags.contains(MountFlags::RDONLY) {
-                mount::mount(
-                    &device,
-                    &mount_path,
-                    &top.fstype,
-                    &options,
-                    MountFlags::REMOUNT,
-                    false,
-                )?;
-            }
-            info!(device = %device.display(), mount_path = %mount_path.display(), "volume already mounted");
-            return Ok(MountReport {
-                device,
-                mount_path,
-                filesystem: top.fstype.clone(),
-                formatted: false,
-                already_mounted: true,
-            });
+            return self
+                .adopt(top, &device, dev, &mount_path, &options, plan, *broker_id)
+                .map(Prepared::AlreadyMounted);
         }
-
         let configured = self.config.filesystem;
         let probe = self.probe(&device, dev, &entries)?;
-        let (fstype, formatted) = match probe.content() {
-            Content::Blank if !self.config.format_blank => {
-                return Err(StorageError::BlankNotAllowed {
+        let target = || ToMount {
+            device: device.clone(),
+            dev,
+            mount_path: mount_path.clone(),
+            fstype: configured.name(),
+            redo_interrupted: false,
+        };
+        match probe.content() {
+            Content::Blank | Content::InterruptedFormat(_) if !self.config.format_blank => {
+                Err(StorageError::BlankNotAllowed {
                     device,
                     head: probe.head_len,
                     tail: probe.tail_len,
                 })
             }
-            Content::Blank => {
-                let command =
-                    mount::mkfs(&device, configured.name(), &self.config.mkfs_options).await?;
-                info!(device = %device.display(), command, "formatted blank volume");
-                let after = self.probe(&device, dev, &entries)?;
-                match after.content() {
-                    Content::Filesystem(found)
-                        if mount_type(found.signature, configured).is_some() =>
-                    {
-                        (
-                            mount_type(found.signature, configured).unwrap_or(configured.name()),
-                            true,
-                        )
-                    }
-                    _ => {
-                        return Err(StorageError::MkfsUnverified {
-                            device,
-                            command,
-                            found: after.describe(),
-                            configured: configured.name(),
-                        })
-                    }
-                }
+            Content::Blank => Ok(Prepared::Format(target())),
+            Content::InterruptedFormat(found) => {
+                warn!(device = %device.display(), found = %found, "an interrupted mkfs.xfs left this superblock (sb_inprogress set): formatting again");
+                Ok(Prepared::Format(ToMount {
+                    redo_interrupted: true,
+                    ..target()
+                }))
             }
             Content::Filesystem(found) => match mount_type(found.signature, configured) {
-                Some(fstype) => (fstype, false),
-                None => {
-                    return Err(StorageError::WrongFilesystem {
-                        device,
-                        found: found.signature.name(),
-                        offset: found.offset,
-                        configured: configured.name(),
-                    })
-                }
-            },
-            Content::Other => {
-                return Err(StorageError::NotBlank {
+                Some(fstype) => Ok(Prepared::Mount(ToMount { fstype, ..target() })),
+                None => Err(StorageError::WrongFilesystem {
                     device,
+                    found: found.signature.name(),
+                    offset: found.offset,
                     configured: configured.name(),
-                    found: probe.describe(),
-                })
-            }
-        };
+                }),
+            },
+            Content::Other => Err(StorageError::NotBlank {
+                device,
+                configured: configured.name(),
+                found: probe.describe(),
+            }),
+        }
+    }
 
+    /// The volume is already mounted at the mount point (a restarted daemon): checked, and left as found
+    /// (made writable when a daemon died between the read-only mount and the remount).
+    #[allow(clippy::too_many_arguments)] // one call site; a struct for it would only rename the arguments
+    fn adopt(
+        &self,
+        top: &MountEntry,
+        device: &Path,
+        dev: (u64, u64),
+        mount_path: &Path,
+        options: &mount::MountOptions,
+        plan: &MountPlan,
+        broker_id: BrokerId,
+    ) -> Result<MountReport, StorageError> {
+        if !top.is_device(device, dev) {
+            return Err(StorageError::OtherMounted {
+                path: mount_path.to_owned(),
+                source_device: top.source.clone(),
+                fstype: top.fstype.clone(),
+                device: device.to_owned(),
+            });
+        }
+        meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref())?;
+        let read_only = top.options.split(',').any(|option| option == "ro");
+        if read_only && !options.flags.contains(MountFlags::RDONLY) {
+            mount::mount(
+                device,
+                mount_path,
+                &top.fstype,
+                options,
+                MountFlags::REMOUNT,
+                false,
+            )?;
+        }
+        info!(device = %device.display(), mount_path = %mount_path.display(), "volume already mounted");
+        Ok(MountReport {
+            device: device.to_owned(),
+            mount_path: mount_path.to_owned(),
+            filesystem: top.fstype.clone(),
+            formatted: false,
+            already_mounted: true,
+        })
+    }
+
+    /// Formats a device the probe found blank (mkfs is killed if the step is abandoned), then probes it again:
+    /// only the configured filesystem may be found.
+    async fn format(&self, target: ToMount, deadline: Deadline) -> Result<ToMount, StorageError> {
+        let configured = self.config.filesystem;
+        let command = mount::mkfs(
+            &target.device,
+            configured.name(),
+            &self.config.mkfs_options,
+            target.redo_interrupted,
+            deadline,
+        )
+        .await?;
+        info!(device = %target.device.display(), command, "formatted blank volume");
+        self.off_loop("probe after mkfs", deadline, move |storage| {
+            let after = storage.probe(&target.device, target.dev, &mountinfo::read()?)?;
+            let fstype = match after.content() {
+                Content::Filesystem(found) => mount_type(found.signature, configured),
+                _ => None,
+            };
+            match fstype {
+                Some(fstype) => Ok(ToMount { fstype, ..target }),
+                None => Err(StorageError::MkfsUnverified {
+                    device: target.device,
+                    command,
+                    found: after.describe(),
+                    configured: configured.name(),
+                }),
+            }
+        })
+        .await
+    }
+
+    /// The second half: mount read-only, check `meta.properties` (a foreign volume is unmounted again with
+    /// nothing written), then make the mount writable.
+    fn mount_checked(
+        &self,
+        request: &MountRequest,
+        target: &ToMount,
+        formatted: bool,
+    ) -> Result<MountReport, StorageError> {
+        let options = mount::parse_options(&self.config.mount_options)?;
+        let ToMount {
+            device,
+            mount_path,
+            fstype,
+            ..
+        } = target;
         mount::mount(
-            &device,
-            &mount_path,
+            device,
+            mount_path,
             fstype,
             &options,
             MountFlags::RDONLY,
             true,
         )?;
-        if let Err(error) = meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref()) {
-            if let Err(unmount) = mount::unmount(&mount_path) {
+        let checked = meta::check(
+            &request.plan.log_dirs,
+            request.broker_id,
+            self.cluster_id.as_deref(),
+        );
+        if let Err(error) = checked {
+            if let Err(unmount) = mount::unmount(mount_path) {
                 warn!(error = %unmount, "could not unmount the refused volume");
             }
             return Err(error);
         }
         if !options.flags.contains(MountFlags::RDONLY) {
             let remount = mount::mount(
-                &device,
-                &mount_path,
+                device,
+                mount_path,
                 fstype,
                 &options,
                 MountFlags::REMOUNT,
                 false,
             );
             if let Err(error) = remount {
-                let _ = mount::unmount(&mount_path);
+                let _ = mount::unmount(mount_path);
                 return Err(error);
             }
         }
         info!(device = %device.display(), mount_path = %mount_path.display(), fstype, formatted, "volume mounted");
         Ok(MountReport {
-            device,
-            mount_path,
-            filesystem: fstype.to_owned(),
+            device: device.clone(),
+            mount_path: mount_path.clone(),
+            filesystem: (*fstype).to_owned(),
             formatted,
             already_mounted: false,
         })
@@ -379,8 +549,9 @@ impl Storage for BlockStorage {
         device: &Path,
         plan: &MountPlan,
         broker_id: BrokerId,
+        deadline: Deadline,
     ) -> Result<MountReport, StepError> {
-        Ok(self.mount_volume(device, plan, broker_id).await?)
+        Ok(self.mount_volume(device, plan, broker_id, deadline).await?)
     }
 
     async fn unmount(&self, plan: &MountPlan) -> Result<(), StepError> {

@@ -114,16 +114,32 @@ fn mkfs_program(filesystem: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-/// Runs mkfs on a device the probe found blank. Never passes a force flag of its own: mkfs's own checks stay
-/// on as a second guard. stdin is closed so an interactive question is answered "no". Returns the command line.
+/// Runs mkfs on a device the probe found blank. Never passes a force flag of its own (mkfs's own checks stay
+/// on as a second guard), except with `redo_interrupted`, for the superblock an interrupted mkfs.xfs left, which
+/// mkfs would otherwise refuse. stdin is closed so an interactive question is answered "no". mkfs is killed
+/// when it runs past `deadline` or the step is abandoned (the future dropped): what that leaves is an XFS
+/// superblock with `sb_inprogress` set, which the probe recognises and a retry formats again (see
+/// docs/operations.md for ext4). Returns the command line.
 pub async fn mkfs(
     device: &Path,
     filesystem: &str,
     options: &[String],
+    redo_interrupted: bool,
+    deadline: berth_core::Deadline,
 ) -> Result<String, StorageError> {
     let program = mkfs_program(filesystem);
-    let command = std::iter::once(program.display().to_string())
+    let force: &[&str] = match (redo_interrupted, filesystem) {
+        (false, _) => &[],
+        (true, "xfs") => &["-f"],
+        (true, _) => &["-F"],
+    };
+    let args: Vec<String> = force
+        .iter()
+        .map(|flag| (*flag).to_owned())
         .chain(options.iter().cloned())
+        .collect();
+    let command = std::iter::once(program.display().to_string())
+        .chain(args.iter().cloned())
         .chain(std::iter::once(device.display().to_string()))
         .collect::<Vec<_>>()
         .join(" ");
@@ -132,13 +148,21 @@ pub async fn mkfs(
         command: command.clone(),
         detail,
     };
-    let output = tokio::process::Command::new(&program)
-        .args(options)
+    let child = tokio::process::Command::new(&program)
+        .args(&args)
         .arg(device)
         .stdin(Stdio::null())
-        .output()
-        .await
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .map_err(|spawn| error(spawn.to_string()))?;
+    let until = tokio::time::Instant::from_std(deadline.0);
+    let output = match tokio::time::timeout_at(until, child.wait_with_output()).await {
+        Ok(output) => output.map_err(|wait| error(wait.to_string()))?,
+        // Dropping the child kills it.
+        Err(_) => return Err(error("killed at the step's deadline".into())),
+    };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(error(format!("{}: {}", output.status, stderr.trim())));

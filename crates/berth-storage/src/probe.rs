@@ -30,6 +30,8 @@ const LUKS2_SECONDARY_OFFSETS: [u64; 9] = [
 ];
 /// Page sizes at whose end a swap signature may sit.
 const SWAP_PAGE_SIZES: [u64; 5] = [4096, 8192, 16384, 32768, 65536];
+/// Offset of `sb_inprogress` in the XFS superblock.
+const XFS_INPROGRESS: u64 = 126;
 /// The MD RAID superblock magic 0xa92b4efc, little-endian.
 const MD_MAGIC: [u8; 4] = [0xfc, 0x4e, 0x2b, 0xa9];
 
@@ -121,6 +123,10 @@ pub struct Probe {
     pub findings: Vec<Finding>,
     /// The first non-zero byte in the probed regions: offset and value.
     pub first_nonzero: Option<(u64, u8)>,
+    /// The XFS superblock at 0 has `sb_inprogress` set: mkfs.xfs sets it first and clears it last, so this is
+    /// a format that was interrupted (berth killed an abandoned mkfs, or the instance died), never a filesystem
+    /// that held data. The kernel refuses to mount it.
+    pub xfs_format_interrupted: bool,
 }
 
 /// The judgement of a probe.
@@ -130,6 +136,9 @@ pub enum Content {
     Blank,
     /// Exactly one filesystem signature and nothing else recognised.
     Filesystem(Finding),
+    /// An XFS superblock left by an interrupted mkfs.xfs (see [`Probe::xfs_format_interrupted`]): no data was
+    /// ever written to it, so it may be formatted again, like a blank device.
+    InterruptedFormat(Finding),
     /// Anything else: partition table, LVM, LUKS, swap, several signatures, or unknown non-zero data.
     Other,
 }
@@ -141,6 +150,9 @@ impl Probe {
             return Content::Blank;
         }
         match self.findings.as_slice() {
+            [only] if only.signature == Signature::Xfs && self.xfs_format_interrupted => {
+                Content::InterruptedFormat(only.clone())
+            }
             [only] if only.signature.is_filesystem() => Content::Filesystem(only.clone()),
             _ => Content::Other,
         }
@@ -209,30 +221,65 @@ fn judge(
     windows: &[Window<'_>],
     first_nonzero: Option<(u64, u8)>,
 ) -> Probe {
-    let at = |offset: u64, len: usize| -> Option<&[u8]> {
+    let regions = Regions { windows };
+    let mut findings = Vec::new();
+    let mut found =
+        |signature: Signature, offset: u64| findings.push(Finding { signature, offset });
+    filesystem_signatures(&regions, &mut found);
+    container_signatures(&regions, size, &mut found);
+    findings.sort_by_key(|finding| finding.offset);
+    findings.dedup();
+    Probe {
+        size,
+        head_len,
+        tail_len,
+        findings,
+        first_nonzero,
+        xfs_format_interrupted: regions.is(0, b"XFSB")
+            && regions.at(XFS_INPROGRESS, 1).is_some_and(|b| b[0] != 0),
+    }
+}
+
+/// The bytes read, by device offset.
+struct Regions<'a> {
+    windows: &'a [Window<'a>],
+}
+
+impl<'a> Regions<'a> {
+    /// `len` bytes at `offset`, when a window holds all of them.
+    fn at(&self, offset: u64, len: usize) -> Option<&'a [u8]> {
         let end = offset.checked_add(len as u64)?;
-        windows.iter().find_map(|window| {
+        self.windows.iter().find_map(|window| {
             let window_end = window.start + window.bytes.len() as u64;
             (offset >= window.start && end <= window_end).then(|| {
                 let from = (offset - window.start) as usize;
                 &window.bytes[from..from + len]
             })
         })
-    };
-    let is = |offset: u64, magic: &[u8]| at(offset, magic.len()) == Some(magic);
-    let mut findings = Vec::new();
-    let mut found =
-        |signature: Signature, offset: u64| findings.push(Finding { signature, offset });
+    }
 
-    if is(0, b"XFSB") {
+    /// Whether `magic` stands at `offset`.
+    fn is(&self, offset: u64, magic: &[u8]) -> bool {
+        self.at(offset, magic.len()) == Some(magic)
+    }
+}
+
+/// The filesystems' superblocks near the start: XFS, ext2/3/4, Btrfs.
+fn filesystem_signatures(regions: &Regions<'_>, found: &mut impl FnMut(Signature, u64)) {
+    if regions.is(0, b"XFSB") {
         found(Signature::Xfs, 0);
     }
-    if is(1080, &[0x53, 0xEF]) {
-        found(ext_variant(&at), 1080);
+    if regions.is(1080, &[0x53, 0xEF]) {
+        found(ext_variant(&|offset, len| regions.at(offset, len)), 1080);
     }
-    if is(0x1_0040, b"_BHRfS_M") {
+    if regions.is(0x1_0040, b"_BHRfS_M") {
         found(Signature::Btrfs, 0x1_0040);
     }
+}
+
+/// Everything else berth knows: partition tables, LVM, LUKS, swap, MD RAID, ISO 9660.
+fn container_signatures(regions: &Regions<'_>, size: u64, found: &mut impl FnMut(Signature, u64)) {
+    let is = |offset: u64, magic: &[u8]| regions.is(offset, magic);
     if is(510, &[0x55, 0xAA]) {
         found(Signature::Mbr, 510);
     }
@@ -253,7 +300,7 @@ fn judge(
         found(Signature::Lvm2, offset);
     }
     if is(0, b"LUKS\xba\xbe") {
-        let version = at(6, 2).map(|v| u16::from_be_bytes([v[0], v[1]]));
+        let version = regions.at(6, 2).map(|v| u16::from_be_bytes([v[0], v[1]]));
         found(
             if version == Some(1) {
                 Signature::Luks1
@@ -284,16 +331,6 @@ fn judge(
     }
     if is(0x8001, b"CD001") {
         found(Signature::Iso9660, 0x8001);
-    }
-
-    findings.sort_by_key(|finding| finding.offset);
-    findings.dedup();
-    Probe {
-        size,
-        head_len,
-        tail_len,
-        findings,
-        first_nonzero,
     }
 }
 
@@ -433,6 +470,26 @@ mod tests {
             "{}",
             probe.describe()
         );
+    }
+
+    #[test]
+    fn an_xfs_superblock_marked_in_progress_is_an_interrupted_format() {
+        let mut head = blank(1 << 20);
+        head[..4].copy_from_slice(b"XFSB");
+        let finished = probe_regions(1 << 20, &head, &[]);
+        assert!(matches!(finished.content(), Content::Filesystem(_)));
+        head[XFS_INPROGRESS as usize] = 1;
+        let interrupted = probe_regions(1 << 20, &head, &[]);
+        assert!(matches!(
+            interrupted.content(),
+            Content::InterruptedFormat(Finding {
+                signature: Signature::Xfs,
+                offset: 0
+            })
+        ));
+        // Beside another signature it is no format of berth's: refused like anything else.
+        head[510..512].copy_from_slice(&[0x55, 0xAA]);
+        assert_eq!(probe_regions(1 << 20, &head, &[]).content(), Content::Other);
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn format_blank_and_mount(size: u64, filesystem: Filesystem) {
             .expect("resolve");
         assert_eq!(device, world.disk.path());
         let report = storage
-            .mount(&device, &world.plan(), BrokerId(3))
+            .mount(&device, &world.plan(), BrokerId(3), soon())
             .await
             .expect("mount");
         assert!(report.formatted && !report.already_mounted, "{report:?}");
@@ -171,7 +171,7 @@ fn blank_device_is_not_formatted_unless_configured() {
     let storage = BlockStorage::new(&config);
     let error = blockdev::block_on_in_private_mount_ns(|| async {
         storage
-            .mount(world.disk.path(), &world.plan(), BrokerId(0))
+            .mount(world.disk.path(), &world.plan(), BrokerId(0), soon())
             .await
             .unwrap_err()
     });
@@ -207,7 +207,7 @@ fn sentinel_survives(size: u64, filesystem: Filesystem, other: Filesystem) {
     let wrong = world.storage(other);
     let error = blockdev::block_on_in_private_mount_ns(|| async {
         wrong
-            .mount(world.disk.path(), &world.plan(), BrokerId(1))
+            .mount(world.disk.path(), &world.plan(), BrokerId(1), soon())
             .await
             .unwrap_err()
     });
@@ -229,7 +229,7 @@ fn sentinel_survives(size: u64, filesystem: Filesystem, other: Filesystem) {
     let right = world.storage(filesystem);
     blockdev::block_on_in_private_mount_ns(|| async {
         let report = right
-            .mount(world.disk.path(), &world.plan(), BrokerId(1))
+            .mount(world.disk.path(), &world.plan(), BrokerId(1), soon())
             .await
             .expect("mount");
         assert!(!report.formatted, "{report:?}");
@@ -277,7 +277,7 @@ fn refused(name: &str, plant: impl FnOnce(&LoopDevice), needles: &[&str]) -> Wor
     let storage = world.storage(Filesystem::Ext4);
     let error = blockdev::block_on_in_private_mount_ns(|| async {
         let error = storage
-            .mount(world.disk.path(), &world.plan(), BrokerId(0))
+            .mount(world.disk.path(), &world.plan(), BrokerId(0), soon())
             .await
             .unwrap_err();
         assert!(
@@ -503,14 +503,14 @@ fn already_mounted_is_a_no_op_and_foreign_mounts_are_refused() {
     let storage = world.storage(Filesystem::Ext4);
     blockdev::block_on_in_private_mount_ns(|| async {
         let first = storage
-            .mount(world.disk.path(), &world.plan(), BrokerId(2))
+            .mount(world.disk.path(), &world.plan(), BrokerId(2), soon())
             .await
             .unwrap();
         assert!(first.formatted);
         // Through the by-id name this time: the same device.
         let by_id = world.tree.by_id_path(VOLUME);
         let second = storage
-            .mount(&by_id, &world.plan(), BrokerId(2))
+            .mount(&by_id, &world.plan(), BrokerId(2), soon())
             .await
             .unwrap();
         assert!(second.already_mounted && !second.formatted, "{second:?}");
@@ -527,7 +527,7 @@ fn already_mounted_is_a_no_op_and_foreign_mounts_are_refused() {
         )
         .unwrap();
         let error = storage
-            .mount(world.disk.path(), &world.plan(), BrokerId(2))
+            .mount(world.disk.path(), &world.plan(), BrokerId(2), soon())
             .await
             .unwrap_err();
         assert_fatal(&error, &["tmpfs", "refusing to mount over it"]);
@@ -537,7 +537,7 @@ fn already_mounted_is_a_no_op_and_foreign_mounts_are_refused() {
         let elsewhere = tempfile::tempdir().unwrap();
         sys_mount_simple(world.disk.path(), elsewhere.path(), "ext4");
         let error = storage
-            .mount(world.disk.path(), &world.plan(), BrokerId(2))
+            .mount(world.disk.path(), &world.plan(), BrokerId(2), soon())
             .await
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
@@ -563,7 +563,7 @@ fn foreign_meta_properties_is_refused_and_nothing_is_written() {
     let meta = world.mount_path().join("data/meta.properties");
     blockdev::block_on_in_private_mount_ns(|| async {
         storage
-            .mount(world.disk.path(), &world.plan(), BrokerId(7))
+            .mount(world.disk.path(), &world.plan(), BrokerId(7), soon())
             .await
             .unwrap();
         std::fs::create_dir_all(world.mount_path().join("data")).unwrap();
@@ -597,7 +597,7 @@ fn foreign_meta_properties_is_refused_and_nothing_is_written() {
         let storage = BlockStorage::new(&config);
         blockdev::block_on_in_private_mount_ns(|| async {
             let error = storage
-                .mount(world.disk.path(), &world.plan(), BrokerId(id))
+                .mount(world.disk.path(), &world.plan(), BrokerId(id), soon())
                 .await
                 .unwrap_err();
             assert_fatal(&error, &needles);
@@ -628,7 +628,7 @@ fn remount_after_a_daemon_restart() {
                 .await
                 .unwrap();
             first_daemon
-                .mount(&device, &world.plan(), BrokerId(4))
+                .mount(&device, &world.plan(), BrokerId(4), soon())
                 .await
                 .unwrap();
             std::fs::create_dir_all(world.mount_path().join("data")).unwrap();
@@ -653,7 +653,7 @@ fn remount_after_a_daemon_restart() {
             .await
             .unwrap();
         let report = restarted
-            .mount(&device, &world.plan(), BrokerId(4))
+            .mount(&device, &world.plan(), BrokerId(4), soon())
             .await
             .unwrap();
         assert!(report.already_mounted && !report.formatted);
@@ -662,7 +662,7 @@ fn remount_after_a_daemon_restart() {
         restarted.unmount(&world.plan()).await.unwrap();
         assert!(!restarted.observe(VOLUME, "/dev/sdf").unwrap().mounted_here);
         let report = restarted
-            .mount(&device, &world.plan(), BrokerId(4))
+            .mount(&device, &world.plan(), BrokerId(4), soon())
             .await
             .unwrap();
         assert!(!report.already_mounted && !report.formatted, "{report:?}");
@@ -681,7 +681,7 @@ fn remount_after_a_daemon_restart() {
         )
         .unwrap();
         let report = restarted
-            .mount(&device, &world.plan(), BrokerId(4))
+            .mount(&device, &world.plan(), BrokerId(4), soon())
             .await
             .unwrap();
         assert!(report.already_mounted, "{report:?}");
@@ -705,7 +705,7 @@ fn busy_unmount_is_reported_not_forced() {
     let storage = world.storage(Filesystem::Ext4);
     blockdev::block_on_in_private_mount_ns(|| async {
         storage
-            .mount(world.disk.path(), &world.plan(), BrokerId(0))
+            .mount(world.disk.path(), &world.plan(), BrokerId(0), soon())
             .await
             .unwrap();
         let open = std::fs::File::create(world.mount_path().join("held-open")).unwrap();
@@ -731,4 +731,116 @@ fn errors_convert_with_the_right_kind() {
     assert_eq!(fatal.kind, ErrorKind::Fatal);
     let retry: StepError = StorageError::Busy { path: "/m".into() }.into();
     assert_eq!(retry.kind, ErrorKind::Retryable);
+}
+
+/// A mkfs.xfs killed part-way (an abandoned Mount step, or the instance dying) leaves an XFS superblock with
+/// `sb_inprogress` set, which the kernel refuses to mount. Nothing was ever stored in it, so berth formats it
+/// again when formatting is allowed, rather than refusing the volume forever; it is refused when it is not.
+#[test]
+fn an_interrupted_xfs_format_is_formatted_again() {
+    if !require_root("an_interrupted_xfs_format_is_formatted_again") {
+        return;
+    }
+    let world = World::new(blockdev::XFS_MIN_BYTES);
+    blockdev::make_filesystem(world.disk.path(), "xfs").expect("mkfs");
+    // What mkfs.xfs leaves until its last write: sb_inprogress (byte 126 of the superblock) set.
+    {
+        use std::os::unix::fs::FileExt;
+        let device = std::fs::OpenOptions::new()
+            .write(true)
+            .open(world.disk.path())
+            .unwrap();
+        device.write_all_at(&[1], 126).unwrap();
+        device.sync_all().unwrap();
+    }
+    let probe = berth_storage::probe::probe_device(world.disk.path()).unwrap();
+    assert!(
+        matches!(
+            probe.content(),
+            berth_storage::Content::InterruptedFormat(_)
+        ),
+        "{probe:?}"
+    );
+    let mut refusing = world.config(Filesystem::Xfs);
+    refusing.storage.format_blank = false;
+    let error = blockdev::block_on_in_private_mount_ns(|| async {
+        BlockStorage::new(&refusing)
+            .mount(world.disk.path(), &world.plan(), BrokerId(0), soon())
+            .await
+            .unwrap_err()
+    });
+    assert_fatal(&error, &["format_blank is off"]);
+    let storage = world.storage(Filesystem::Xfs);
+    blockdev::block_on_in_private_mount_ns(|| async {
+        let report = storage
+            .mount(world.disk.path(), &world.plan(), BrokerId(0), soon())
+            .await
+            .expect("formatted again and mounted");
+        assert!(report.formatted, "{report:?}");
+        assert_eq!(mounted_at(&world.mount_path()).len(), 1);
+        storage.unmount(&world.plan()).await.expect("unmount");
+    });
+}
+
+/// mkfs is bounded by the Mount step's deadline and killed when it runs past it: a stuck mkfs (here a stand-in
+/// that never finishes, first on PATH) neither holds the step forever nor lingers after it.
+#[test]
+fn an_mkfs_past_the_deadline_is_killed() {
+    if !require_root("an_mkfs_past_the_deadline_is_killed") {
+        return;
+    }
+    let world = World::new(SMALL);
+    let bin = tempfile::tempdir().unwrap();
+    let pid_file = bin.path().join("pid");
+    let script = bin.path().join("mkfs.ext4");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // PATH is read only when a program is spawned, and the World keeps every other test of this process
+    // from spawning one while it lives.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin.path().to_owned()];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::set_var("PATH", std::env::join_paths(dirs).unwrap());
+    let storage = world.storage(Filesystem::Ext4);
+    let started = Instant::now();
+    let error = blockdev::block_on_in_private_mount_ns(|| async {
+        storage
+            .mount(
+                world.disk.path(),
+                &world.plan(),
+                BrokerId(0),
+                Deadline::after(Duration::from_secs(2)),
+            )
+            .await
+            .unwrap_err()
+    });
+    std::env::set_var("PATH", path);
+    assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
+    assert!(error.message.contains("killed"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    let polled = Instant::now();
+    // Killed: gone, or a zombie until it is reaped.
+    while std::fs::read_to_string(&stat).is_ok_and(|stat| !stat.contains(") Z ")) {
+        assert!(
+            polled.elapsed() < Duration::from_secs(10),
+            "mkfs {pid} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -355,6 +355,7 @@ impl Storage for InProcessWorld {
         device: &Path,
         plan: &MountPlan,
         broker_id: BrokerId,
+        _deadline: Deadline,
     ) -> Result<MountReport, StepError> {
         self.call(
             "mount",

@@ -8,7 +8,7 @@
 
 pub mod aws;
 pub mod blockdev;
-pub mod fixtures;
+pub use berth_core::fixtures;
 pub mod inprocess;
 pub mod kafka;
 pub mod netns;

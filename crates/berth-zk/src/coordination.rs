@@ -12,9 +12,16 @@
 //! collision they are read again (with a varied seed) rather than probed blindly. When every candidate is
 //! taken, a child watch wakes the claimer, never a sleep loop. Measured by the `claim_storm` bench.
 //!
+//! An id whose ENI or volume is already attached here (the plan's preferred id) is the only one tried: when
+//! another host holds it, the claimer waits for it, saying who holds it, until its deadline; taking another id
+//! would strand what is attached here (the state machine then fails, and the replacement of this instance
+//! finds them released by the termination).
+//!
 //! A restarted daemon may find its previous session's claim still present (the old session lives until its
-//! timeout): a preferred id's node whose body names this instance is that stale claim, and is replaced at
-//! once. systemd runs one berth per host, so the instance id identifies the claimer.
+//! timeout): a node whose body names this instance is that stale claim, and is replaced at once. The preferred
+//! id's node is looked at first; without a preferred id, the taken candidates are read once when none is free
+//! (a restart among as many hosts as ids), instead of waiting for the old session to time out. systemd runs one
+//! berth per host, so the instance id identifies the claimer.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +55,31 @@ pub struct ClaimBody {
     pub claimed_at_ms: u64,
 }
 
+impl ClaimBody {
+    /// A claim node's body, when it is one, and who holds the node, as logs and `berth plan` say it (the
+    /// owning session included, which is all there is to say of an unreadable body).
+    pub fn read(body: &[u8], session: i64) -> (Option<ClaimBody>, String) {
+        let claim = serde_json::from_slice::<ClaimBody>(body).ok();
+        let description = match &claim {
+            Some(claim) => format!(
+                "instance {} in {} on {}, berth {}, session {session:#x}",
+                claim.holder.instance_id,
+                claim.holder.availability_zone,
+                claim.holder.host,
+                claim.holder.berth_version,
+            ),
+            None => format!("session {session:#x} with an unreadable body"),
+        };
+        (claim, description)
+    }
+}
+
+/// The seed of a host's first try order (`ClaimPlan::try_order`), from its instance id; `berth plan` shows the
+/// order this seed gives.
+pub fn first_seed(instance_id: &str) -> u64 {
+    stable_hash(instance_id)
+}
+
 /// The claim this adapter holds, and the session it lives on.
 #[derive(Default)]
 struct Held {
@@ -63,6 +95,22 @@ impl Held {
             .clone()
             .filter(|client| !client.state().is_terminated() && !self.lost.load(Ordering::SeqCst))
     }
+}
+
+/// Where one claim call stands between its tries.
+struct ClaimSearch {
+    /// The claim node's body.
+    body: Vec<u8>,
+    /// This host's seed for the order of tries.
+    seed: u64,
+    /// An id whose node may be this instance's own (from a previous session): looked at even when taken.
+    look_at: Option<BrokerId>,
+    /// Tries so far.
+    round: u64,
+    /// Whether the taken candidates were searched for this instance's own claim.
+    searched_own: bool,
+    /// Who holds the preferred id, once looked at.
+    preferred_holder: Option<String>,
 }
 
 /// What became of one create attempt.
@@ -314,21 +362,7 @@ impl ZkCoordination {
             if stat.ephemeral_owner == client.session_id().0 {
                 return Ok((Created::Ours, None));
             }
-            let owner = serde_json::from_slice::<ClaimBody>(&data).ok();
-            let description = match &owner {
-                Some(owner) => format!(
-                    "instance {} in {} on {}, berth {}, session {:#x}",
-                    owner.holder.instance_id,
-                    owner.holder.availability_zone,
-                    owner.holder.host,
-                    owner.holder.berth_version,
-                    stat.ephemeral_owner
-                ),
-                None => format!(
-                    "session {:#x} with an unreadable body",
-                    stat.ephemeral_owner
-                ),
-            };
+            let (owner, description) = ClaimBody::read(&data, stat.ephemeral_owner);
             if replaced_stale
                 || owner.is_none_or(|owner| owner.holder.instance_id != holder.instance_id)
             {
@@ -386,69 +420,37 @@ impl ZkCoordination {
         holder: &ClaimHolder,
         deadline: Deadline,
     ) -> Result<BrokerId, ZkError> {
-        let body = claim_body(holder);
-        let seed = stable_hash(&holder.instance_id);
-        // Ids whose node may be ours: the preferred one (a restart) until looked at.
-        let mut look_at = plan.preferred;
-        let mut round: u64 = 0;
+        let mut search = ClaimSearch {
+            body: claim_body(holder),
+            seed: first_seed(&holder.instance_id),
+            look_at: plan.preferred,
+            round: 0,
+            searched_own: false,
+            preferred_holder: None,
+        };
         loop {
             let client = self.session(held, deadline).await?;
-            let attempt = async {
-                // The first try is optimistic: the id this host would pick from an empty listing, created
-                // straight away. In a mass boot most such picks are free, which saves the listing; when it
-                // is taken, the claims are read and the free ones tried.
-                let (taken, watcher) = if round == 0 {
-                    (BTreeSet::new(), None)
-                } else {
-                    let (taken, watcher) = self.list_claims(&client).await?;
-                    (taken, Some(watcher))
-                };
-                let order =
-                    // The first listing uses the host's own seed (as `berth plan` does); later ones
-                    // vary it, so claimers that just collided do not pick alike again.
-                    plan.try_order(&taken, seed ^ round.saturating_sub(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                round += 1;
-                let candidate = order
-                    .into_iter()
-                    .find(|id| !taken.contains(id) || Some(*id) == look_at);
-                let Some(id) = candidate else {
-                    return Ok(Err(watcher));
-                };
-                look_at = None;
-                let (created, holder_text) = self
-                    .create_claim(&client, id, &body, holder, Some(id) == plan.preferred)
-                    .await?;
-                match created {
-                    Created::Ours => Ok(Ok(Some(id))),
-                    Created::Taken => {
-                        tracing::debug!(%id, holder = holder_text.as_deref(), "id taken; reading the claims again");
-                        Ok(Ok(None))
-                    }
-                }
-            };
+            let attempt = self.claim_round(&client, plan, holder, &mut search);
             let outcome = match tokio::time::timeout(deadline.remaining(), attempt).await {
                 Ok(outcome) => outcome,
-                Err(_) => return Err(self.all_taken(plan)),
+                Err(_) => return Err(self.gave_up(plan, &search)),
             };
             match outcome {
-                Ok(Ok(Some(id))) => {
+                Ok(Ok(id)) => {
                     held.claim = Some(id);
                     tracing::info!(%id, path = %self.claim_path(id), "claimed broker id");
                     return Ok(id);
                 }
-                Ok(Ok(None)) => {}
                 Ok(Err(None)) => {}
                 Ok(Err(Some(watcher))) => {
-                    berth_core::progress::report(format!(
-                        "every candidate id under {} is claimed; waiting for one to be released",
-                        self.claims_path
-                    ));
-                    tracing::info!(path = %self.claims_path, "every candidate id is claimed; waiting for a release");
+                    let waiting = self.waiting_for(plan, &search);
+                    berth_core::progress::report(waiting.clone());
+                    tracing::info!(path = %self.claims_path, "{waiting}");
                     if tokio::time::timeout(deadline.remaining(), watcher.changed())
                         .await
                         .is_err()
                     {
-                        return Err(self.all_taken(plan));
+                        return Err(self.gave_up(plan, &search));
                     }
                 }
                 Err(ZkError::Op {
@@ -463,14 +465,117 @@ impl ZkCoordination {
                     ..
                 }) => {
                     self.keep(held, None);
-                    look_at = plan.preferred;
+                    search.look_at = plan.preferred;
                 }
                 Err(error) => return Err(error),
             }
             if deadline.expired() {
-                return Err(self.all_taken(plan));
+                return Err(self.gave_up(plan, &search));
             }
         }
+    }
+
+    /// One try: `Ok(id)` claimed; `Err(None)` try again at once; `Err(Some(watcher))` nothing to try until the
+    /// claims change.
+    async fn claim_round(
+        &self,
+        client: &zk::Client,
+        plan: &ClaimPlan,
+        holder: &ClaimHolder,
+        search: &mut ClaimSearch,
+    ) -> Result<Result<BrokerId, Option<zk::OneshotWatcher>>, ZkError> {
+        // The first try is optimistic: the id this host would pick from an empty listing, created straight
+        // away. In a mass boot most such picks are free, which saves the listing; when it is taken, the claims
+        // are read and the free ones tried.
+        let (taken, watcher) = if search.round == 0 {
+            (BTreeSet::new(), None)
+        } else {
+            let (taken, watcher) = self.list_claims(client).await?;
+            (taken, Some(watcher))
+        };
+        // The first listing uses the host's own seed (as `berth plan` does); later ones vary it, so claimers
+        // that just collided do not pick alike again.
+        let seed = search.seed
+            ^ search
+                .round
+                .saturating_sub(1)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        search.round += 1;
+        let mut candidate = match plan.preferred {
+            // What is attached here belongs to the preferred id: no other id is tried.
+            Some(preferred) => (!taken.contains(&preferred) || search.look_at == Some(preferred))
+                .then_some(preferred),
+            None => plan
+                .try_order(&taken, seed)
+                .into_iter()
+                .find(|id| !taken.contains(id) || Some(*id) == search.look_at),
+        };
+        if candidate.is_none() && plan.preferred.is_none() && !search.searched_own {
+            // Every candidate is taken: one of them may be this instance's own claim from its previous
+            // session (a restart), which is taken back rather than waited out. Looked for once per claim.
+            search.searched_own = true;
+            let taken_candidates = plan.candidates.iter().filter(|id| taken.contains(id));
+            candidate = self.own_claim(client, taken_candidates, holder).await?;
+            search.look_at = candidate;
+        }
+        let Some(id) = candidate else {
+            return Ok(Err(watcher));
+        };
+        let inspect = search.look_at == Some(id);
+        search.look_at = None;
+        let (created, holder_text) = self
+            .create_claim(client, id, &search.body, holder, inspect)
+            .await?;
+        match created {
+            Created::Ours => Ok(Ok(id)),
+            Created::Taken => {
+                tracing::debug!(%id, holder = holder_text.as_deref(), "id taken; reading the claims again");
+                if Some(id) == plan.preferred {
+                    search.preferred_holder = holder_text;
+                }
+                Ok(Err(None))
+            }
+        }
+    }
+
+    /// The first of `ids` whose claim node names this instance (a claim left by its previous session).
+    async fn own_claim(
+        &self,
+        client: &zk::Client,
+        ids: impl Iterator<Item = &BrokerId>,
+        holder: &ClaimHolder,
+    ) -> Result<Option<BrokerId>, ZkError> {
+        for id in ids {
+            let path = self.claim_path(*id);
+            self.count();
+            match client.get_data(&path).await {
+                Ok((data, _)) => {
+                    let body = serde_json::from_slice::<ClaimBody>(&data).ok();
+                    if body.is_some_and(|body| body.holder.instance_id == holder.instance_id) {
+                        return Ok(Some(*id));
+                    }
+                }
+                Err(zk::Error::NoNode) => {}
+                Err(source) => return Err(ZkError::op("get_data", &path, source)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// What a claimer with nothing to try waits for.
+    fn waiting_for(&self, plan: &ClaimPlan, search: &ClaimSearch) -> String {
+        match preferred_taken(plan, search) {
+            Some(error) => error.to_string(),
+            None => format!(
+                "every candidate id under {} is claimed; waiting for one to be released",
+                self.claims_path
+            ),
+        }
+    }
+
+    /// The error of a claim that ran out of time.
+    fn gave_up(&self, plan: &ClaimPlan, search: &ClaimSearch) -> ZkError {
+        preferred_taken(plan, search).unwrap_or_else(|| self.all_taken(plan))
     }
 
     fn all_taken(&self, plan: &ClaimPlan) -> ZkError {
@@ -646,6 +751,21 @@ async fn watch_session(
             return;
         }
     }
+}
+
+/// With a preferred id, why the claimer waits: who holds it, and what is attached here.
+fn preferred_taken(plan: &ClaimPlan, search: &ClaimSearch) -> Option<ZkError> {
+    Some(ZkError::PreferredTaken {
+        id: plan.preferred?,
+        holder: search
+            .preferred_holder
+            .clone()
+            .unwrap_or_else(|| "another host".into()),
+        why: plan
+            .preferred_reason
+            .clone()
+            .unwrap_or_else(|| "its ENI or volume is attached here".into()),
+    })
 }
 
 fn claim_body(holder: &ClaimHolder) -> Vec<u8> {

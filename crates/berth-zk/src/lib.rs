@@ -81,6 +81,17 @@ pub enum ZkError {
         /// The candidates, comma separated.
         candidates: String,
     },
+    /// The preferred id (its ENI or volume is attached here) stayed claimed by another host until the deadline;
+    /// no other id is claimed, which would strand what is attached here.
+    #[error("broker id {id} is claimed by {holder}, while {why}: waiting for it, not claiming another id that would strand them")]
+    PreferredTaken {
+        /// The preferred id.
+        id: BrokerId,
+        /// Who holds it.
+        holder: String,
+        /// What is attached here (the plan's reason for preferring the id).
+        why: String,
+    },
     /// `zookeeper.digest` is not `user:password`.
     #[error("zookeeper.digest must be user:password")]
     BadDigest,
@@ -106,9 +117,10 @@ impl ZkError {
                 | zk::Error::BadArguments(_) => ErrorKind::Fatal,
                 _ => ErrorKind::Retryable,
             },
-            ZkError::Timeout { .. } | ZkError::AllTaken { .. } | ZkError::NoCandidates { .. } => {
-                ErrorKind::Retryable
-            }
+            ZkError::Timeout { .. }
+            | ZkError::AllTaken { .. }
+            | ZkError::PreferredTaken { .. }
+            | ZkError::NoCandidates { .. } => ErrorKind::Retryable,
             ZkError::TakenByOther { .. } | ZkError::BadRegistration { .. } | ZkError::BadDigest => {
                 ErrorKind::Fatal
             }

@@ -91,7 +91,8 @@ async fn fifty_claimers_over_ten_ids_never_share_an_owner() {
     );
 }
 
-/// The preferred id is taken first; if another host holds it, another id is claimed (no error).
+/// The preferred id is taken first. If another host holds it, no other id is claimed (that would strand the
+/// ENI and volume attached here): the claimer waits for it, saying who holds it, until its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferred_id_first_and_release_frees_it_at_once_for_a_waiter() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
@@ -111,15 +112,24 @@ async fn preferred_id_first_and_release_frees_it_at_once_for_a_waiter() {
         BrokerId(4)
     );
     let second = ZkCoordination::new(&config).expect("adapter");
-    let other = second
-        .claim(&plan(0..6, Some(4)), &holder("i-second"), deadline())
+    let mut preferring_4 = plan(0..6, Some(4));
+    preferring_4.preferred_reason = Some("ENI eni-4 is already attached here".into());
+    let refused = second
+        .claim(
+            &preferring_4,
+            &holder("i-second"),
+            Deadline::after(Duration::from_secs(2)),
+        )
         .await
-        .unwrap();
-    assert_ne!(
-        other,
-        BrokerId(4),
-        "another host's claim on the preferred id is respected"
+        .expect_err(
+            "another host's claim on the preferred id is respected, and no other id is taken",
+        );
+    assert_eq!(refused.kind, ErrorKind::Retryable);
+    assert!(
+        refused.message.contains("i-first") && refused.message.contains("eni-4"),
+        "names the holder and what is attached here: {refused}"
     );
+    assert_eq!(second.held().await, None);
 
     // A waiter for id 4 alone wins it as soon as it is released, far sooner than a session timeout.
     let waiter = Arc::new(ZkCoordination::new(&config).expect("adapter"));
@@ -274,30 +284,23 @@ async fn availability_zone_filter_is_honoured() {
     assert_eq!(owners.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
 }
 
-/// After a crash, this instance's claim from its previous session is still there until that session times out.
-/// The restarted daemon replaces it at once; another instance's lingering claim is left alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn own_stale_claim_is_taken_over_at_once() {
-    let server = ZooKeeper::standalone().expect("start ZooKeeper");
-    let connect = server.connect_string();
-    let config = config(&connect, Duration::from_secs(10), "restart");
-    let claims_path = config.claims_path();
-
-    // Two "crashed" daemons: sessions that nobody closes (detached), each holding a claim.
+/// Claims left by "crashed" daemons: one detached session that nobody closes (it lives until its 10 s timeout)
+/// holds a node per `(id, instance)`. Returns the session id.
+async fn crashed_claims(connect: &str, claims_path: &str, claims: &[(u32, &str)]) -> i64 {
     let crashed = zk::Client::connector()
         .with_session_timeout(Duration::from_secs(10))
         .with_detached()
-        .connect(&connect)
+        .connect(connect)
         .await
         .unwrap();
     crashed
         .mkdir(
-            &claims_path,
+            claims_path,
             &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
         )
         .await
         .unwrap();
-    for (id, instance) in [(2, "i-restarted"), (3, "i-other")] {
+    for (id, instance) in claims {
         let body = serde_json::to_vec(&ClaimBody {
             holder: holder(instance),
             claimed_at_ms: 0,
@@ -309,8 +312,25 @@ async fn own_stale_claim_is_taken_over_at_once() {
             .await
             .unwrap();
     }
-    let stale_session = crashed.session_id().0;
-    drop(crashed);
+    crashed.session_id().0
+}
+
+/// After a crash, this instance's claim from its previous session is still there until that session times out.
+/// The restarted daemon replaces it at once; another instance's lingering claim is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_stale_claim_is_taken_over_at_once() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let connect = server.connect_string();
+    let config = config(&connect, Duration::from_secs(10), "restart");
+    let claims_path = config.claims_path();
+
+    // Two "crashed" daemons: a session that nobody closes, holding their claims.
+    let stale_session = crashed_claims(
+        &connect,
+        &claims_path,
+        &[(2, "i-restarted"), (3, "i-other")],
+    )
+    .await;
 
     let started = Instant::now();
     let restarted = ZkCoordination::new(&config).unwrap();
@@ -338,16 +358,18 @@ async fn own_stale_claim_is_taken_over_at_once() {
     );
     assert_ne!(owners[&2].1, stale_session);
 
-    // Another instance preferring id 3 (say its ENI is still attached) must not take i-other's live-looking claim.
+    // Another instance preferring id 3 (say its ENI is still attached) must not take i-other's live-looking
+    // claim, nor another id: it waits.
     let intruder = ZkCoordination::new(&config).unwrap();
-    let id = intruder
+    let refused = intruder
         .claim(
             &plan(0..4, Some(3)),
             &holder("i-intruder"),
-            Deadline::after(Duration::from_secs(20)),
+            Deadline::after(Duration::from_secs(2)),
         )
-        .await;
-    assert_ne!(id.unwrap(), BrokerId(3));
+        .await
+        .expect_err("waits for id 3");
+    assert!(refused.message.contains("i-other"), "{refused}");
     assert_eq!(
         common::owners(&checker, &claims_path).await[&3],
         ("i-other".to_owned(), stale_session)
@@ -403,5 +425,54 @@ async fn digest_acl_protects_claims() {
         stranger.check_stat(&path).await.unwrap(),
         None,
         "released by berth itself"
+    );
+}
+
+/// A restarted daemon's own claim from its previous session is recognised for any id, not only for one whose
+/// ENI or volume is attached here: with every id taken, it takes its own back at once instead of waiting for the
+/// old session to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_stale_claim_on_any_id_is_taken_back_at_once() {
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let connect = server.connect_string();
+    let config = config(&connect, Duration::from_secs(10), "restart-any");
+    let claims_path = config.claims_path();
+    let others: Vec<String> = (0..4).map(|id| format!("i-other-{id}")).collect();
+    let claims: Vec<(u32, &str)> = (0..4)
+        .map(|id| {
+            (
+                id,
+                if id == 2 {
+                    "i-restarted"
+                } else {
+                    others[id as usize].as_str()
+                },
+            )
+        })
+        .collect();
+    crashed_claims(&connect, &claims_path, &claims).await;
+
+    let started = Instant::now();
+    let restarted = ZkCoordination::new(&config).unwrap();
+    let id = restarted
+        .claim(
+            &plan(0..4, None),
+            &holder("i-restarted"),
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await;
+    assert_eq!(id.unwrap(), BrokerId(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}; the old session lasts 10 s",
+        started.elapsed()
+    );
+    let checker = common::client(&connect).await;
+    assert_eq!(
+        common::owners(&checker, &claims_path).await[&2],
+        (
+            "i-restarted".to_owned(),
+            restarted.session_id().await.unwrap()
+        )
     );
 }

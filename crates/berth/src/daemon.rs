@@ -18,14 +18,16 @@ use berth_core::machine::{ExitReason, Output, ReclaimOutcome, Settings};
 use berth_core::ports::{
     ClaimHolder, Deadline, Delivery, DrainReason, LaunchResult, Reclaim, SessionEvent, Verdict,
 };
+use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, ErrorKind, Facts, Identity,
-    Input, Machine, Network, Phase, Step, StepError, Storage, Teardown, VolumeAttachment,
+    Input, Machine, Network, Phase, Step, StepError, StepKind, StepTag, Storage, Teardown,
+    TransitionError, VolumeAttachment,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::notify::Notifier;
 use crate::view::Published;
@@ -97,6 +99,14 @@ impl From<ExitReason> for DaemonExit {
 const STEP_OVERRUN_GRACE: Duration = Duration::from_secs(5);
 /// Attempts at a signal or lifecycle call that fails retryably.
 const DELIVERY_ATTEMPTS: u32 = 5;
+/// Backoff between those attempts: the core's policy (0.5 s doubling, equal jitter; four waits stay under
+/// [`DELIVERY_GRACE`]). Its deadline is unused: the attempts are counted.
+const DELIVERY_BACKOFF: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(4),
+    multiplier: 2.0,
+    deadline: Duration::from_secs(15),
+};
 /// How long an exiting daemon waits for signals and lifecycle calls still in flight.
 const DELIVERY_GRACE: Duration = Duration::from_secs(15);
 
@@ -213,6 +223,10 @@ impl Daemon {
         let before = self.machine.phase();
         let (next, effects) = match self.machine.decide(input, now) {
             Ok(decision) => decision,
+            Err(stale @ TransitionError::Stale { .. }) => {
+                debug!(berth_state = before.name(), "result dropped: {stale}");
+                return None;
+            }
             Err(transition) => {
                 error!(berth_state = before.name(), error = %transition, "input ignored: not valid in this state");
                 return None;
@@ -242,7 +256,11 @@ impl Daemon {
 
     fn apply(&mut self, effect: Effect) -> Option<DaemonExit> {
         match effect {
-            Effect::Run { step, deadline } => self.run_step(step, deadline),
+            Effect::Run {
+                tag,
+                step,
+                deadline,
+            } => self.run_step(tag, step, deadline),
             Effect::Cancel => self.cancel(),
             Effect::SignalStack { identity, verdict } => self.signal_stack(identity, verdict),
             Effect::CompleteLaunch { identity, result } => self.complete_launch(identity, result),
@@ -254,10 +272,11 @@ impl Daemon {
         None
     }
 
-    fn run_step(&mut self, step: Step, deadline: Duration) {
+    fn run_step(&mut self, tag: StepTag, step: Step, deadline: Duration) {
         let deadline = Deadline((self.start + deadline).into_std());
-        let is_reclaim = matches!(step, Step::Reclaim { .. });
+        let is_reclaim = tag.kind == StepKind::Reclaim;
         let handle = spawn_step(
+            tag,
             step,
             deadline,
             StepContext {
@@ -364,7 +383,11 @@ impl Daemon {
     /// within a bound.
     async fn finish_deliveries(&mut self) {
         let pending = std::mem::take(&mut self.deliveries);
-        let all = futures::future::join_all(pending);
+        let all = async {
+            for delivery in pending {
+                let _ = delivery.await;
+            }
+        };
         if tokio::time::timeout(DELIVERY_GRACE, all).await.is_err() {
             warn!("signals still in flight after {DELIVERY_GRACE:?}; exiting without them");
         }
@@ -375,16 +398,21 @@ impl Daemon {
         let state = machine.phase().name();
         let broker_id = machine.facts().broker_id.map(|id| id.0);
         match input {
-            Input::Failed(error) if error.is_retryable() => {
+            Input::Failed { tag, error } if error.is_retryable() => {
                 // The reason alone (no attempt count): an unchanged reason is logged at most every 30 s.
-                let step = machine.running_step().unwrap_or("step");
-                self.waiting.set(step, &error.to_string(), state);
+                self.waiting.set(tag.kind.name(), &error.to_string(), state);
             }
-            Input::ReclaimFailed(error) => self.waiting.set("reclaim", &error.to_string(), state),
-            Input::Reclaimed(ReclaimOutcome::Taken {
-                holder,
-                eni_held_here: true,
-            }) => self.waiting.set(
+            Input::ReclaimFailed { error, .. } => {
+                self.waiting.set("reclaim", &error.to_string(), state)
+            }
+            Input::Reclaimed {
+                outcome:
+                    ReclaimOutcome::Taken {
+                        holder,
+                        eni_held_here: true,
+                    },
+                ..
+            } => self.waiting.set(
                 "reclaim",
                 &format!(
                     "broker id {} is claimed by {holder}, while its ENI is still attached here",
@@ -392,7 +420,7 @@ impl Daemon {
                 ),
                 state,
             ),
-            Input::Failed(error) => warn!(
+            Input::Failed { error, .. } => warn!(
                 berth_state = state,
                 berth_broker_id = broker_id,
                 berth_error_kind = ?error.kind,
@@ -405,7 +433,10 @@ impl Daemon {
                 berth_broker_id = broker_id,
                 "ZooKeeper session expired: claim lost, re-claiming (Kafka keeps running)"
             ),
-            Input::Reclaimed(ReclaimOutcome::Held) => {
+            Input::Reclaimed {
+                outcome: ReclaimOutcome::Held,
+                ..
+            } => {
                 self.waiting.clear("reclaim");
                 info!(
                     berth_state = state,
@@ -413,11 +444,7 @@ impl Daemon {
                     "claim re-established on a new session"
                 )
             }
-            Input::Done(_) => {
-                if let Some(step) = machine.running_step() {
-                    self.waiting.clear(step);
-                }
-            }
+            Input::Done { tag, .. } => self.waiting.clear(tag.kind.name()),
             _ => {}
         }
     }
@@ -511,7 +538,7 @@ where
     if lock(settled).contains(what) {
         return;
     }
-    let mut delay = Duration::from_millis(500);
+    let mut jitter = Jitter::new(stable_hash(what));
     for attempt in 1..=DELIVERY_ATTEMPTS {
         match call().await {
             Ok(Delivery::Accepted) => {
@@ -527,8 +554,7 @@ where
             }
             Err(error) if error.is_retryable() && attempt < DELIVERY_ATTEMPTS => {
                 warn!(berth_delivery = what, error = %error, attempt, "{what} failed, retrying: {error}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(DELIVERY_BACKOFF.delay(attempt, &mut jitter)).await;
             }
             Err(error) => {
                 error!(berth_delivery = what, error = %error, "{what} failed: {error}");
@@ -554,12 +580,13 @@ struct StepContext {
 }
 
 fn spawn_step(
+    tag: StepTag,
     step: Step,
     deadline: Deadline,
     context: StepContext,
     inputs: mpsc::Sender<Input>,
 ) -> JoinHandle<()> {
-    let name = step.name();
+    let name = tag.kind.name();
     let overrun = tokio::time::Instant::from_std(deadline.0) + STEP_OVERRUN_GRACE;
     tokio::spawn(async move {
         let began = Instant::now();
@@ -582,17 +609,17 @@ fn spawn_step(
                     format!("{name}: step overran its deadline"),
                 ))
             });
-        tracing::debug!(
+        debug!(
             berth_step = name,
             berth_step_ms = began.elapsed().as_millis() as u64,
             ok = result.is_ok(),
             "step finished"
         );
-        let input = match (result, name) {
-            (Ok(StepDone::Output(output)), _) => Input::Done(output),
-            (Ok(StepDone::Reclaimed(outcome)), _) => Input::Reclaimed(outcome),
-            (Err(error), "reclaim") => Input::ReclaimFailed(error),
-            (Err(error), _) => Input::Failed(error),
+        let input = match result {
+            Ok(StepDone::Output(output)) => Input::Done { tag, output },
+            Ok(StepDone::Reclaimed(outcome)) => Input::Reclaimed { tag, outcome },
+            Err(error) if tag.kind == StepKind::Reclaim => Input::ReclaimFailed { tag, error },
+            Err(error) => Input::Failed { tag, error },
         };
         let _ = inputs.send(input).await;
     })
@@ -647,7 +674,10 @@ async fn execute(
             plan,
             broker_id,
         } => Ok(Output::Mounted(
-            adapters.storage.mount(&device, &plan, broker_id).await?,
+            adapters
+                .storage
+                .mount(&device, &plan, broker_id, deadline)
+                .await?,
         )),
         Step::StartKafka { spec } => start_kafka(&spec, deadline, adapters).await,
         Step::Check { spec } => Ok(Output::Serving(adapters.broker.check(&spec).await?)),

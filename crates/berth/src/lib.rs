@@ -21,3 +21,9 @@ pub const EX_SOFTWARE: u8 = 70;
 /// Exit status after Failed (sysexits.h EX_UNAVAILABLE): berth let go of what it held and asked Auto Scaling
 /// for a replacement; berth.service does not restart on it (a restart would claim again what it just released).
 pub const EX_FAILED: u8 = 69;
+/// Exit status of `berth status` when the broker is not healthy, and of `berth drain` when the daemon answered
+/// but did not drain.
+pub const EX_NOT_DONE: u8 = 1;
+/// Exit status of `berth status` and `berth drain` when the daemon cannot be reached (as LSB's `status` uses 3
+/// for "not running").
+pub const EX_UNREACHABLE: u8 = 3;

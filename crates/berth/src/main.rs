@@ -17,7 +17,9 @@ use anyhow::Context;
 use berth::daemon::{DaemonExit, DaemonOptions, Request};
 use berth::notify::Notifier;
 use berth::view::StateView;
-use berth::{adapters, health, logging, EX_CONFIG, EX_FAILED, EX_SOFTWARE};
+use berth::{
+    adapters, health, logging, EX_CONFIG, EX_FAILED, EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE,
+};
 use berth_core::ports::DrainReason;
 use clap::{Parser, Subcommand};
 use tokio::sync::{mpsc, watch};
@@ -139,17 +141,9 @@ fn run(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     logging::init();
-    // One thread is plenty for a daemon that mostly waits, and it keeps the footprint small (no per-worker
-    // allocator arenas); steps that block briefly (a device probe, a mount) block only this host's own loop.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match small_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("berth: cannot start the runtime: {error}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run_daemon(config)) {
         Ok(DaemonExit::Drained | DaemonExit::Stopped) => ExitCode::SUCCESS,
@@ -257,12 +251,15 @@ fn endpoint(address: Option<SocketAddr>, config: &std::path::Path) -> Result<Soc
     }
 }
 
+/// The one runtime of every subcommand: one thread is plenty for a daemon that mostly waits, and it keeps the
+/// footprint small (no per-worker allocator arenas); the blocking work of a mount step runs on a thread of its
+/// own (berth-storage), so nothing blocks the loop.
 fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| {
-            eprintln!("berth: {error}");
+            eprintln!("berth: cannot start the runtime: {error}");
             ExitCode::from(EX_SOFTWARE)
         })
 }
@@ -283,7 +280,7 @@ fn status(address: Option<SocketAddr>, config: &std::path::Path, json: bool) -> 
                 if view.healthy {
                     ExitCode::SUCCESS
                 } else {
-                    ExitCode::from(1)
+                    ExitCode::from(EX_NOT_DONE)
                 }
             }
             Err(error) => {
@@ -299,7 +296,7 @@ fn status(address: Option<SocketAddr>, config: &std::path::Path, json: bool) -> 
             eprintln!(
                 "berth: cannot reach the daemon at {address}: {error} (is berth.service running?)"
             );
-            ExitCode::from(3)
+            ExitCode::from(EX_UNREACHABLE)
         }
     }
 }
@@ -367,12 +364,12 @@ fn drain(address: Option<SocketAddr>, config: &std::path::Path, timeout: Duratio
             if outcome.drained() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(EX_NOT_DONE)
             }
         }
         Err(error) => {
             eprintln!("berth drain: {error}");
-            ExitCode::from(3)
+            ExitCode::from(EX_UNREACHABLE)
         }
     }
 }

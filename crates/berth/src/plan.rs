@@ -4,11 +4,11 @@
 //! An operator asks this before enabling berth on a host, or when a replacement does not become the broker they
 //! expected. The plan reads only: IMDSv2 for the identity, one filtered describe per resource type for the
 //! cluster's ENIs and volumes (through [`berth_core::Cloud::identity`] and [`berth_core::Cloud::discover`], never
-//! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path; with the `ec2` claim backend
-//! the ENI attachments discovery shows are the claims), and
-//! the current overlay file. The decisions come from [`plan_claim`], [`ClaimPlan::try_order`] (seeded as the
-//! ZooKeeper adapter seeds it), [`plan_route`], the configuration's mount plan and the Kafka adapter's overlay
-//! renderer, so the plan cannot drift from what the daemon does.
+//! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path; with
+//! the `ec2` claim backend the ENI attachments discovery shows are the claims), and the current overlay file. The
+//! decisions come from [`plan_claim`], [`ClaimPlan::try_order`] (seeded by the ZooKeeper adapter's own
+//! [`first_seed`], claim bodies read by its [`ClaimBody::read`]), [`plan_route`], the configuration's mount plan
+//! and the Kafka adapter's overlay renderer, so the plan cannot drift from what the daemon does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -18,9 +18,9 @@ use std::time::Duration;
 use berth_config::{ClaimBackend, Config};
 use berth_core::claim::{plan_claim, ClaimPlan};
 use berth_core::ports::{BrokerSpec, MountPlan};
-use berth_core::retry::stable_hash;
 use berth_core::routing::plan_route;
 use berth_core::{Attachment, BrokerId, Cloud, Identity, Inventory, RoutePlan, StepError};
+use berth_zk::coordination::{first_seed, ClaimBody};
 use serde::Serialize;
 use zookeeper_client as zk;
 
@@ -125,25 +125,10 @@ async fn read_claims_inner(config: &Config) -> Result<BTreeMap<BrokerId, ClaimOw
         let node = format!("{path}/{child}");
         let owner = match client.get_data(&node).await {
             Ok((body, stat)) => {
-                match serde_json::from_slice::<berth_zk::coordination::ClaimBody>(&body) {
-                    Ok(claim) => ClaimOwner {
-                        instance_id: Some(claim.holder.instance_id.clone()),
-                        description: format!(
-                            "instance {} in {} on {}, berth {}, session {:#x}",
-                            claim.holder.instance_id,
-                            claim.holder.availability_zone,
-                            claim.holder.host,
-                            claim.holder.berth_version,
-                            stat.ephemeral_owner
-                        ),
-                    },
-                    Err(_) => ClaimOwner {
-                        instance_id: None,
-                        description: format!(
-                            "session {:#x} with an unreadable body",
-                            stat.ephemeral_owner
-                        ),
-                    },
+                let (claim, description) = ClaimBody::read(&body, stat.ephemeral_owner);
+                ClaimOwner {
+                    instance_id: claim.map(|claim| claim.holder.instance_id),
+                    description,
                 }
             }
             // Released between the listing and the read.
@@ -340,8 +325,7 @@ pub fn decide(
 
 fn choose(plan: &ClaimPlan, claims: &ClaimsView, identity: &Identity) -> Choice {
     let taken = claims.taken();
-    // The ZooKeeper adapter's first round uses exactly this seed (berth-zk coordination.rs).
-    let try_order = plan.try_order(&taken, stable_hash(&identity.instance_id));
+    let try_order = plan.try_order(&taken, first_seed(&identity.instance_id));
     let ours = |id: BrokerId| {
         claims.owner(id).and_then(|o| o.instance_id.as_deref())
             == Some(identity.instance_id.as_str())
@@ -484,52 +468,89 @@ fn overlay(config: &Config, inventory: &Inventory, spec: &BrokerSpec) -> Overlay
 }
 
 fn states(config: &Config, plan: &Plan) -> Vec<StatePlan> {
-    let settings = config.machine_settings();
-    let deadline =
-        |phase| berth_core::duration::format_duration(settings.policies.of(phase).deadline);
-    use berth_core::Phase;
-    let resources = plan.choice.id.and_then(|id| plan.inventory.ids.get(&id));
-    let eni = resources.and_then(|r| r.eni.as_ref());
-    let volume = resources.and_then(|r| r.volume.as_ref());
-    let id = plan
-        .choice
-        .id
-        .map(|id| id.to_string())
-        .unwrap_or_else(|| "-".into());
-    let mut out = Vec::new();
-    let mut push = |state: &'static str, action: String| out.push(StatePlan { state, action });
-    push(
-        "claim",
+    let context = StateContext::new(config, plan);
+    vec![
+        context.state("claim", StateContext::claim),
+        context.state("attach_eni", StateContext::attach_eni),
+        context.state("route", StateContext::route),
+        context.state("attach_ebs", StateContext::attach_ebs),
+        context.state("mount", StateContext::mount),
+        context.state("start_kafka", StateContext::start_kafka),
+        context.state("healthy", StateContext::healthy),
+    ]
+}
+
+/// What the description of each state draws on.
+struct StateContext<'a> {
+    config: &'a Config,
+    plan: &'a Plan,
+    settings: berth_core::Settings,
+    eni: Option<&'a berth_core::EniFacts>,
+    volume: Option<&'a berth_core::VolumeFacts>,
+    id: String,
+}
+
+impl<'a> StateContext<'a> {
+    fn new(config: &'a Config, plan: &'a Plan) -> Self {
+        let resources = plan.choice.id.and_then(|id| plan.inventory.ids.get(&id));
+        Self {
+            config,
+            plan,
+            settings: config.machine_settings(),
+            eni: resources.and_then(|r| r.eni.as_ref()),
+            volume: resources.and_then(|r| r.volume.as_ref()),
+            id: plan
+                .choice
+                .id
+                .map(|id| id.to_string())
+                .unwrap_or_else(|| "-".into()),
+        }
+    }
+
+    fn state(&self, state: &'static str, describe: fn(&Self) -> String) -> StatePlan {
+        StatePlan {
+            state,
+            action: describe(self),
+        }
+    }
+
+    fn deadline(&self, phase: berth_core::Phase) -> String {
+        berth_core::duration::format_duration(self.settings.policies.of(phase).deadline)
+    }
+
+    fn claim(&self) -> String {
         format!(
-            "create the EPHEMERAL node {}/{id} (try order {:?}); deadline {}",
-            config.claims_path(),
-            plan.choice
+            "create the EPHEMERAL node {}/{} (try order {:?}); deadline {}",
+            self.config.claims_path(),
+            self.id,
+            self.plan
+                .choice
                 .try_order
                 .iter()
                 .map(|id| id.0)
                 .collect::<Vec<_>>(),
-            deadline(Phase::Claim)
-        ),
-    );
-    push(
-        "attach_eni",
-        match eni {
-            Some(eni) => format!(
-                "attach {} at device index {} ({}), then wait for the link with MAC {}; a running owner is never \
-                 touched, an owner in {:?} is detached first; deadline {}",
-                eni.eni_id,
-                config.aws.eni_device_index,
-                attachment_text(eni.attachment.as_ref(), &plan.identity),
-                eni.mac,
-                config.aws.takeover_owner_states,
-                deadline(Phase::AttachEni)
-            ),
-            None => "nothing (no id chosen)".into(),
-        },
-    );
-    push(
-        "route",
-        match &plan.route {
+            self.deadline(berth_core::Phase::Claim)
+        )
+    }
+
+    fn attach_eni(&self) -> String {
+        let Some(eni) = self.eni else {
+            return "nothing (no id chosen)".into();
+        };
+        format!(
+            "attach {} at device index {} ({}), then wait for the link with MAC {}; a running owner is never \
+             touched, an owner in {:?} is detached first; deadline {}",
+            eni.eni_id,
+            self.config.aws.eni_device_index,
+            attachment_text(eni.attachment.as_ref(), &self.plan.identity),
+            eni.mac,
+            self.config.aws.takeover_owner_states,
+            self.deadline(berth_core::Phase::AttachEni)
+        )
+    }
+
+    fn route(&self) -> String {
+        match &self.plan.route {
             Some(Ok(route)) => format!(
                 "link up; address {}; default via {} in table {}; rule `from {} lookup {}` priority {}; deadline {}",
                 route.address,
@@ -538,72 +559,85 @@ fn states(config: &Config, plan: &Plan) -> Vec<StatePlan> {
                 route.address.addr(),
                 route.table,
                 route.rule_priority,
-                deadline(Phase::Route)
+                self.deadline(berth_core::Phase::Route)
             ),
             Some(Err(error)) => format!("cannot plan: {error}"),
             None => "nothing (no id chosen)".into(),
-        },
-    );
-    push(
-        "attach_ebs",
-        match volume {
-            Some(volume) => format!(
-                "attach {} as {} ({}), then find its block device at {}; deadline {}",
-                volume.volume_id,
-                config.aws.volume_device,
-                attachment_text(volume.attachment.as_ref(), &plan.identity),
-                plan.mount.device_hint,
-                deadline(Phase::AttachEbs)
-            ),
-            None => "nothing (no id chosen)".into(),
-        },
-    );
-    push(
-        "mount",
+        }
+    }
+
+    fn attach_ebs(&self) -> String {
+        let Some(volume) = self.volume else {
+            return "nothing (no id chosen)".into();
+        };
         format!(
-            "probe the device: any signature means never format; {}; mount {} at {} with {}; check meta.properties \
-             in {} names broker.id {id}; deadline {}",
-            if plan.mount.format_blank {
-                format!("an all-zero device gets mkfs.{}", plan.mount.filesystem)
-            } else {
-                "a blank device is refused (storage.format_blank is off)".into()
-            },
-            plan.mount.filesystem,
-            plan.mount.plan.mount_path.display(),
-            plan.mount.options,
-            plan.mount.plan.log_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-            deadline(Phase::Mount)
-        ),
-    );
-    let start = match config.kafka.supervisor {
-        berth_config::Supervisor::Systemd => format!("systemctl start {}", config.kafka.unit),
-        berth_config::Supervisor::Process => format!("run {:?} as a child", config.kafka.command),
-    };
-    push(
-        "start_kafka",
-        match &plan.overlay {
-            Some(overlay) => format!(
-                "write {} ({}), {start}, wait until it serves as broker {id} on {}:{}; deadline {}",
-                overlay.path.display(),
-                overlay.on_disk,
-                eni.map(|e| e.private_ip.to_string()).unwrap_or_default(),
-                config.kafka.port,
-                deadline(Phase::StartKafka)
-            ),
-            None => "nothing (no id chosen)".into(),
-        },
-    );
-    push(
-        "healthy",
+            "attach {} as {} ({}), then find its block device at {}; deadline {}",
+            volume.volume_id,
+            self.config.aws.volume_device,
+            attachment_text(volume.attachment.as_ref(), &self.plan.identity),
+            self.plan.mount.device_hint,
+            self.deadline(berth_core::Phase::AttachEbs)
+        )
+    }
+
+    fn mount(&self) -> String {
+        let mount = &self.plan.mount;
+        let blank = if mount.format_blank {
+            format!("an all-zero device gets mkfs.{}", mount.filesystem)
+        } else {
+            "a blank device is refused (storage.format_blank is off)".into()
+        };
+        let log_dirs = mount
+            .plan
+            .log_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "probe the device: any signature means never format; {blank}; mount {} at {} with {}; check \
+             meta.properties in {log_dirs} names broker.id {}; deadline {}",
+            mount.filesystem,
+            mount.plan.mount_path.display(),
+            mount.options,
+            self.id,
+            self.deadline(berth_core::Phase::Mount)
+        )
+    }
+
+    fn start_kafka(&self) -> String {
+        let kafka = &self.config.kafka;
+        let start = match kafka.supervisor {
+            berth_config::Supervisor::Systemd => format!("systemctl start {}", kafka.unit),
+            berth_config::Supervisor::Process => format!("run {:?} as a child", kafka.command),
+        };
+        let Some(overlay) = &self.plan.overlay else {
+            return "nothing (no id chosen)".into();
+        };
+        format!(
+            "write {} ({}), {start}, wait until it serves as broker {} on {}:{}; deadline {}",
+            overlay.path.display(),
+            overlay.on_disk,
+            self.id,
+            self.eni
+                .map(|e| e.private_ip.to_string())
+                .unwrap_or_default(),
+            kafka.port,
+            self.deadline(berth_core::Phase::StartKafka)
+        )
+    }
+
+    fn healthy(&self) -> String {
+        let aws = &self.config.aws;
+        let hook = aws.autoscaling.launch_hook.as_str();
         format!(
             "signal CloudFormation ({}) and the launch hook ({}); /health 200 on {}; check every {}",
-            if config.aws.cloudformation.signal { "on" } else { "off" },
-            if config.aws.autoscaling.launch_hook.is_empty() { "none" } else { config.aws.autoscaling.launch_hook.as_str() },
-            config.health.listen,
-            berth_core::duration::format_duration(config.kafka.check_interval)
-        ),
-    );
-    out
+            if aws.cloudformation.signal { "on" } else { "off" },
+            if hook.is_empty() { "none" } else { hook },
+            self.config.health.listen,
+            berth_core::duration::format_duration(self.config.kafka.check_interval)
+        )
+    }
 }
 
 impl Plan {

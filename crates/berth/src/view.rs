@@ -246,20 +246,11 @@ impl StateView {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        let states: Vec<(String, f64)> = Phase::ALL
-            .iter()
-            .map(|p| {
-                (
-                    format!("{{state=\"{}\"}}", p.name()),
-                    f64::from(u8::from(p.name() == self.state)),
-                )
-            })
-            .collect();
         metric(
             "berth_state",
             "gauge",
             "1 for the daemon's current state, 0 for the others.",
-            &states,
+            &self.state_samples(),
         );
         metric(
             "berth_healthy",
@@ -293,19 +284,11 @@ impl StateView {
             "Retries scheduled since start.",
             &[(String::new(), self.retries as f64)],
         );
-        let mut durations: Vec<(String, f64)> = Vec::new();
-        for entry in &self.timeline {
-            let label = format!("{{state=\"{}\"}}", entry.state);
-            match durations.iter_mut().find(|(l, _)| *l == label) {
-                Some((_, total)) => *total += entry.duration_ms as f64 / 1000.0,
-                None => durations.push((label, entry.duration_ms as f64 / 1000.0)),
-            }
-        }
         metric(
             "berth_state_seconds",
             "gauge",
             "Time spent in each state since start.",
-            &durations,
+            &self.state_seconds(),
         );
         if let Some(ms) = self.time_to_healthy_ms {
             metric(
@@ -324,9 +307,42 @@ impl StateView {
         out
     }
 
+    /// `berth_state`'s samples: 1 for the current state, 0 for the others.
+    fn state_samples(&self) -> Vec<(String, f64)> {
+        Phase::ALL
+            .iter()
+            .map(|p| {
+                (
+                    format!("{{state=\"{}\"}}", p.name()),
+                    f64::from(u8::from(p.name() == self.state)),
+                )
+            })
+            .collect()
+    }
+
+    /// `berth_state_seconds`' samples: the time spent in each state, summed over its visits.
+    fn state_seconds(&self) -> Vec<(String, f64)> {
+        let mut durations: Vec<(String, f64)> = Vec::new();
+        for entry in &self.timeline {
+            let label = format!("{{state=\"{}\"}}", entry.state);
+            match durations.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, total)) => *total += entry.duration_ms as f64 / 1000.0,
+                None => durations.push((label, entry.duration_ms as f64 / 1000.0)),
+            }
+        }
+        durations
+    }
+
     /// A human summary for `berth status`.
     pub fn render_human(&self) -> String {
         let mut out = String::new();
+        self.render_what(&mut out);
+        self.render_progress(&mut out);
+        out
+    }
+
+    /// What this broker is: state, id, instance, ENI, volume, listener.
+    fn render_what(&self, out: &mut String) {
         let health = if self.healthy {
             "HEALTHY"
         } else {
@@ -372,6 +388,10 @@ impl StateView {
         if let Some(listener) = &self.listener {
             let _ = writeln!(out, "kafka:       serving on {listener}");
         }
+    }
+
+    /// How it got here, and what it waits for now.
+    fn render_progress(&self, out: &mut String) {
         let _ = writeln!(out, "timeline:");
         for entry in &self.timeline {
             let _ = writeln!(
@@ -408,6 +428,5 @@ impl StateView {
         if let Some(reason) = &self.drain_reason {
             let _ = writeln!(out, "draining:    {reason}");
         }
-        out
     }
 }

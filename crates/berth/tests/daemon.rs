@@ -523,19 +523,20 @@ async fn state_says_live_what_a_step_waits_for() {
         (waiting.step.as_str(), waiting.reason.as_str()),
         ("start_kafka", reason)
     );
-    let later = wait_state(running.health, "time to pass", |v| {
+    // Durations are computed when asked: each one grows while the step waits (each is rounded to the
+    // millisecond from its own start, so one may tick before the other; the wait is for both).
+    let first_duration = first.timeline.last().unwrap().duration_ms;
+    let later = wait_state(running.health, "durations to grow", |v| {
         v.uptime_ms > first.uptime_ms
             && v.waiting
                 .as_ref()
                 .is_some_and(|w| w.for_ms > waiting.for_ms)
+            && v.timeline
+                .last()
+                .is_some_and(|entry| entry.duration_ms > first_duration)
     })
     .await;
-    let running_state = later.timeline.last().unwrap();
-    assert_eq!(running_state.state, "start_kafka");
-    assert!(
-        running_state.duration_ms > first.timeline.last().unwrap().duration_ms,
-        "durations are computed when asked"
-    );
+    assert_eq!(later.timeline.last().unwrap().state, "start_kafka");
     running.world.release("start_kafka");
     let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
     assert_eq!(healthy.waiting, None);

@@ -1,15 +1,17 @@
 //! Sample facts and settings for tests of the state machine and the daemon: one instance in `az-a` and a
-//! three-id inventory, one id per zone, the way the CloudFormation example lays a cluster out.
+//! three-id inventory, one id per zone, the way the CloudFormation example lays a cluster out. Behind the
+//! `fixtures` feature, so that production builds do not carry them and the core's own tests need no test kit
+//! (which brings the AWS SDK and tokio).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_core::machine::{PhasePolicies, Settings};
-use berth_core::ports::MountPlan;
-use berth_core::retry::RetryPolicy;
-use berth_core::routing::RouteNumbering;
-use berth_core::{
+use crate::machine::{PhasePolicies, Settings};
+use crate::ports::MountPlan;
+use crate::retry::RetryPolicy;
+use crate::routing::RouteNumbering;
+use crate::{
     BrokerId, EniAttachment, EniFacts, IdResources, Identity, Inventory, MacAddr, MountReport,
     ServingEvidence, VolumeAttachment, VolumeFacts,
 };
@@ -144,6 +146,6 @@ pub fn settings(deadline: Duration) -> Settings {
             mount_path: PathBuf::from("/var/lib/kafka"),
             log_dirs: vec![PathBuf::from("/var/lib/kafka/data")],
         },
-        reclaim_attempt: berth_core::machine::DEFAULT_RECLAIM_ATTEMPT,
+        reclaim_attempt: crate::machine::DEFAULT_RECLAIM_ATTEMPT,
     }
 }
