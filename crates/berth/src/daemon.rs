@@ -38,7 +38,7 @@ use crate::waiting::WaitingBoard;
 pub struct Adapters {
     /// EC2, IMDS, CloudFormation, Auto Scaling.
     pub cloud: Arc<dyn Cloud>,
-    /// The claim (ZooKeeper).
+    /// The claim: ZooKeeper or the ENI attachment, as `claim.backend` says.
     pub coordination: Arc<dyn Coordination>,
     /// Links and policy routing (netlink).
     pub network: Arc<dyn Network>,
