@@ -107,6 +107,14 @@ const DELIVERY_BACKOFF: RetryPolicy = RetryPolicy {
     multiplier: 2.0,
     deadline: Duration::from_secs(15),
 };
+/// Backoff between attempts at a teardown step that fails retryably (the core's policy; the step's own limit is
+/// the deadline).
+const TEARDOWN_BACKOFF: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(10),
+    multiplier: 2.0,
+    deadline: Duration::from_secs(120),
+};
 /// How long an exiting daemon waits for signals and lifecycle calls still in flight.
 const DELIVERY_GRACE: Duration = Duration::from_secs(15);
 
@@ -832,10 +840,9 @@ fn spawn_teardown(
             } else {
                 each
             };
-            let deadline = Deadline::after(limit);
             let outcome = tokio::time::timeout(
                 limit + STEP_OVERRUN_GRACE,
-                undo(action, deadline, &adapters),
+                undo_until(action, state, Deadline::after(limit), &adapters),
             )
             .await;
             match outcome {
@@ -852,6 +859,32 @@ fn spawn_teardown(
         }
         let _ = inputs.send(Input::Drained).await;
     })
+}
+
+/// Runs one teardown action, again with the core's backoff while it fails retryably and its deadline allows: a
+/// throttled detach must not leave the volume attached when the drain moves on.
+async fn undo_until(
+    action: Teardown,
+    state: &'static str,
+    deadline: Deadline,
+    adapters: &Adapters,
+) -> Result<String, StepError> {
+    let name = action.name();
+    let mut jitter = Jitter::new(stable_hash(name));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match undo(action.clone(), deadline, adapters).await {
+            Err(error) if error.is_retryable() && !deadline.expired() => {
+                let pause = TEARDOWN_BACKOFF
+                    .delay(attempt, &mut jitter)
+                    .min(deadline.remaining());
+                warn!(berth_state = state, berth_teardown = name, error = %error, attempt, "teardown step {name} failed, retrying in {pause:?}: {error}");
+                tokio::time::sleep(pause).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Runs one teardown action; what it did, for the log.

@@ -347,6 +347,35 @@ async fn a_drain_request_releases_in_order_and_exits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_step_that_fails_retryably_is_retried_not_skipped() {
+    let world = InProcessWorld::new(3);
+    let running = start(world, Duration::from_secs(3600)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    // Throttled three times, as the SDK gives up after its own three attempts: the volume must still be detached
+    // before the ENI, the claim and the exit.
+    running.world.fail("detach_volume", 3, ErrorKind::Retryable);
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::Requested))
+        .await;
+    assert_eq!(ended(running.daemon).await, DaemonExit::Drained);
+    assert_eq!(
+        after_start(&running.world.journal()),
+        [
+            "stop_kafka",
+            "unmount",
+            "remove_routes",
+            "detach_volume",
+            "detach_volume",
+            "detach_volume",
+            "detach_volume",
+            "detach_eni",
+            "release_claim"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_lets_go_of_everything_reports_last_and_exits_non_zero() {
     let world = InProcessWorld::new(3);
     world.fail("start_kafka", 1, ErrorKind::Fatal);
