@@ -318,29 +318,43 @@ async fn a_restarted_berth_adopts_the_serving_kafka_without_starting_it() {
     assert_eq!(running.daemon.await.unwrap(), DaemonExit::Stopped);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_request_releases_in_order_and_exits() {
+/// The teardown a drain runs after Kafka was started, in order.
+const DRAIN_ORDER: [&str; 6] = [
+    "stop_kafka",
+    "unmount",
+    "remove_routes",
+    "detach_volume",
+    "detach_eni",
+    "release_claim",
+];
+
+/// Boots to Healthy, plans `failures` (operation, times; retryable), asks for a drain and waits for the exit.
+/// Returns the exit, the calls after Kafka's start (see [`after_start`]) and systemd's notifications.
+async fn drain_after(failures: &[(&str, u32)]) -> (DaemonExit, Vec<String>, Notifications) {
     let running = start(InProcessWorld::new(3), Duration::from_secs(3600)).await;
     wait_state(running.health, "healthy", |v| v.healthy).await;
+    for (operation, times) in failures {
+        running.world.fail(operation, *times, ErrorKind::Retryable);
+    }
     let _ = running
         .requests
         .send(Request::Drain(DrainReason::Requested))
         .await;
     let exit = ended(running.daemon).await;
+    let journal = running.world.journal();
+    let calls = after_start(&journal)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    (exit, calls, running.notify)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_request_releases_in_order_and_exits() {
+    let (exit, calls, notify) = drain_after(&[]).await;
     assert_eq!(exit, DaemonExit::Drained);
-    assert_eq!(
-        after_start(&running.world.journal()),
-        [
-            "stop_kafka",
-            "unmount",
-            "remove_routes",
-            "detach_volume",
-            "detach_eni",
-            "release_claim"
-        ]
-    );
-    let messages = running
-        .notify
+    assert_eq!(calls, DRAIN_ORDER);
+    let messages = notify
         .wait("STOPPING=1", |m| m.iter().any(|m| m == "STOPPING=1"))
         .await;
     assert!(messages.contains(&"STOPPING=1".to_owned()));
@@ -348,31 +362,13 @@ async fn a_drain_request_releases_in_order_and_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_step_that_fails_retryably_is_retried_not_skipped() {
-    let world = InProcessWorld::new(3);
-    let running = start(world, Duration::from_secs(3600)).await;
-    wait_state(running.health, "healthy", |v| v.healthy).await;
     // Throttled three times, as the SDK gives up after its own three attempts: the volume must still be detached
     // before the ENI, the claim and the exit.
-    running.world.fail("detach_volume", 3, ErrorKind::Retryable);
-    let _ = running
-        .requests
-        .send(Request::Drain(DrainReason::Requested))
-        .await;
-    assert_eq!(ended(running.daemon).await, DaemonExit::Drained);
-    assert_eq!(
-        after_start(&running.world.journal()),
-        [
-            "stop_kafka",
-            "unmount",
-            "remove_routes",
-            "detach_volume",
-            "detach_volume",
-            "detach_volume",
-            "detach_volume",
-            "detach_eni",
-            "release_claim"
-        ]
-    );
+    let (exit, calls, _) = drain_after(&[("detach_volume", 3)]).await;
+    assert_eq!(exit, DaemonExit::Drained);
+    let mut expected = DRAIN_ORDER.to_vec();
+    expected.splice(3..3, ["detach_volume"; 3]);
+    assert_eq!(calls, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
