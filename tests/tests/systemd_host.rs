@@ -206,9 +206,9 @@ fn systemd_follows_berth_through_a_hardened_boot() {
         let positions: Vec<usize> = states
             .iter()
             .map(|s| {
-                berth_core::Phase::BOOT
+                berth_core::State::BOOT
                     .iter()
-                    .position(|phase| phase.name() == *s)
+                    .position(|state| state.name() == *s)
                     .unwrap_or(usize::MAX)
             })
             .collect();
