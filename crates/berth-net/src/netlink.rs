@@ -233,42 +233,55 @@ impl NetlinkNetwork {
         }
     }
 
+    /// One dump request: every object of the message's kind.
+    async fn dump(
+        &self,
+        log: &mut Vec<NetlinkRequest>,
+        kind: &'static str,
+        detail: &str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetError> {
+        self.request(
+            log,
+            kind,
+            detail.to_owned(),
+            message,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            &[],
+        )
+        .await
+    }
+
     /// Dumps the IPv4 addresses, routes (all tables) and rules.
     async fn snapshot(&self, log: &mut Vec<NetlinkRequest>) -> Result<Snapshot, NetError> {
         let mut address_request = AddressMessage::default();
         address_request.header.family = AddressFamily::Inet;
         let addresses = self
-            .request(
+            .dump(
                 log,
                 "RTM_GETADDR",
-                "dump inet".to_owned(),
+                "dump inet",
                 RouteNetlinkMessage::GetAddress(address_request),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                &[],
             )
             .await?;
         let mut route_request = RouteMessage::default();
         route_request.header.address_family = AddressFamily::Inet;
         let routes = self
-            .request(
+            .dump(
                 log,
                 "RTM_GETROUTE",
-                "dump inet, all tables".to_owned(),
+                "dump inet, all tables",
                 RouteNetlinkMessage::GetRoute(route_request),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                &[],
             )
             .await?;
         let mut rule_request = RuleMessage::default();
         rule_request.header.family = AddressFamily::Inet;
         let rules = self
-            .request(
+            .dump(
                 log,
                 "RTM_GETRULE",
-                "dump inet".to_owned(),
+                "dump inet",
                 RouteNetlinkMessage::GetRule(rule_request),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                &[],
             )
             .await?;
         Ok(Snapshot {
