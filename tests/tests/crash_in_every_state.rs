@@ -4,8 +4,9 @@
 //! Each state is held open long enough to be caught from outside: Claim by another host still holding the only
 //! id, AttachEni and AttachEbs by throttling bursts at the fault proxy and by the hot-plug delays (berth waits
 //! there for the link / the block device), StartKafka by the stand-in's start delay. Route and Mount (once the
-//! volume is formatted) last a millisecond or two: they are crashed in when caught, otherwise right after.
-//! Healthy is covered by the three-broker test.
+//! volume is formatted) last a millisecond or two: berth's crash points (the `failpoints` feature, armed by
+//! `FAILPOINTS`) SIGKILL it inside them, after their work and before their result, every run. Healthy is
+//! covered by the three-broker test.
 
 use std::time::Duration;
 
@@ -26,18 +27,30 @@ async fn drain(fleet: &Fleet, host: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for `state` and SIGKILLs berth in it, then restarts it. A state too short to be seen from outside
-/// (`required` false: Route and an already formatted Mount take a millisecond or two) may be passed before it is
-/// caught; then berth is crashed right after it, while Healthy, and the function returns false.
-async fn crash_in(fleet: &Fleet, host: usize, state: &str, required: bool) -> anyhow::Result<bool> {
-    let seen = fleet
-        .wait_for(host, state, BOOT, |s| {
-            s.state == state || (!required && s.state == "healthy")
-        })
+/// Waits for `state` and SIGKILLs berth in it, then restarts it.
+async fn crash_in(fleet: &Fleet, host: usize, state: &str) -> anyhow::Result<()> {
+    fleet
+        .wait_for(host, state, BOOT, |s| s.state == state)
         .await?;
     fleet.crash_berth(host).await?;
     fleet.start_berth(host)?;
-    Ok(seen.state == state)
+    Ok(())
+}
+
+/// Launches a host whose berth SIGKILLs itself at the crash point `point`, waits for that death, and restarts
+/// berth without it.
+async fn launch_crashing_at(fleet: &Fleet, point: &str) -> anyhow::Result<usize> {
+    let host = fleet.prepare_host(0).await?;
+    fleet.start_berth_with_env(host, &[("FAILPOINTS", &format!("{point}=return"))])?;
+    let code = fleet.wait_berth_exit(host, BOOT).await.context(
+        "berth did not die at its crash point: is it built with the `failpoints` feature?",
+    )?;
+    ensure!(
+        code.is_none(),
+        "berth exited with {code:?} instead of being killed at the crash point {point}"
+    );
+    fleet.start_berth(host)?;
+    Ok(host)
 }
 
 #[test]
@@ -64,23 +77,23 @@ fn sigkill_in_every_state_then_restart_converges() {
 
         // Claim: a second host waits for the only id, which the first still holds.
         let mut current = fleet.launch(0).await?;
-        crash_in(&fleet, current, "claim", true).await?;
+        crash_in(&fleet, current, "claim").await?;
         drain(&fleet, first).await?;
         let state = fleet.wait_healthy(current, BOOT).await?;
         assert_converged(&fleet, current, &state).await?;
 
-        // (state to crash in, what holds it open, whether it must be caught)
+        // (state to crash in, what holds it open)
         let cases = [
-            ("attach_eni", "throttled AttachNetworkInterface", true),
-            ("attach_eni", "waiting for the hot-plugged link", true),
-            ("route", "nothing (instant)", false),
-            ("attach_ebs", "throttled AttachVolume", true),
-            ("attach_ebs", "waiting for the block device", true),
-            ("mount", "nothing (instant once formatted)", false),
-            ("start_kafka", "the stand-in's start delay", true),
+            ("attach_eni", "throttled AttachNetworkInterface"),
+            ("attach_eni", "waiting for the hot-plugged link"),
+            ("route", "crash point"),
+            ("attach_ebs", "throttled AttachVolume"),
+            ("attach_ebs", "waiting for the block device"),
+            ("mount", "crash point"),
+            ("start_kafka", "the stand-in's start delay"),
         ];
         let mut caught = Vec::new();
-        for (target, holder, required) in cases {
+        for (target, holder) in cases {
             drain(&fleet, current).await?;
             match holder {
                 "throttled AttachNetworkInterface" => {
@@ -89,14 +102,17 @@ fn sigkill_in_every_state_then_restart_converges() {
                 "throttled AttachVolume" => fleet.inject("AttachVolume", Fault::Throttle, 6),
                 _ => {}
             }
-            current = fleet.launch(0).await?;
             let context = || format!("crash in {target} ({holder})");
-            if crash_in(&fleet, current, target, required)
-                .await
-                .with_context(context)?
-            {
-                caught.push(format!("{target} ({holder})"));
-            }
+            current = if holder == "crash point" {
+                launch_crashing_at(&fleet, target)
+                    .await
+                    .with_context(context)?
+            } else {
+                let host = fleet.launch(0).await?;
+                crash_in(&fleet, host, target).await.with_context(context)?;
+                host
+            };
+            caught.push(format!("{target} ({holder})"));
             let state = fleet
                 .wait_healthy(current, BOOT)
                 .await

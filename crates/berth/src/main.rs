@@ -83,6 +83,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Crash points (tests only): armed by the FAILPOINTS environment variable.
+    #[cfg(feature = "failpoints")]
+    let _crash_points = fail::FailScenario::setup();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config::check_config(&config),
