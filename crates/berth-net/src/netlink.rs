@@ -233,73 +233,55 @@ impl NetlinkNetwork {
         }
     }
 
-    /// One dump request: every object of the message's kind.
-    async fn dump(
-        &self,
-        log: &mut Vec<NetlinkRequest>,
-        kind: &'static str,
-        detail: &str,
-        message: RouteNetlinkMessage,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetError> {
-        self.request(
-            log,
-            kind,
-            detail.to_owned(),
-            message,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            &[],
-        )
-        .await
-    }
-
     /// Dumps the IPv4 addresses, routes (all tables) and rules.
     async fn snapshot(&self, log: &mut Vec<NetlinkRequest>) -> Result<Snapshot, NetError> {
         let mut address_request = AddressMessage::default();
         address_request.header.family = AddressFamily::Inet;
-        let addresses = self
-            .dump(
-                log,
+        let mut route_request = RouteMessage::default();
+        route_request.header.address_family = AddressFamily::Inet;
+        let mut rule_request = RuleMessage::default();
+        rule_request.header.family = AddressFamily::Inet;
+        let dumps = [
+            (
                 "RTM_GETADDR",
                 "dump inet",
                 RouteNetlinkMessage::GetAddress(address_request),
-            )
-            .await?;
-        let mut route_request = RouteMessage::default();
-        route_request.header.address_family = AddressFamily::Inet;
-        let routes = self
-            .dump(
-                log,
+            ),
+            (
                 "RTM_GETROUTE",
                 "dump inet, all tables",
                 RouteNetlinkMessage::GetRoute(route_request),
-            )
-            .await?;
-        let mut rule_request = RuleMessage::default();
-        rule_request.header.family = AddressFamily::Inet;
-        let rules = self
-            .dump(
-                log,
+            ),
+            (
                 "RTM_GETRULE",
                 "dump inet",
                 RouteNetlinkMessage::GetRule(rule_request),
-            )
-            .await?;
+            ),
+        ];
+        let mut replies = Vec::new();
+        for (kind, detail, message) in dumps {
+            let flags = NLM_F_REQUEST | NLM_F_DUMP;
+            replies.extend(
+                self.request(log, kind, detail.into(), message, flags, &[])
+                    .await?,
+            );
+        }
         Ok(Snapshot {
-            addresses: addresses
+            addresses: replies
                 .iter()
                 .filter_map(|reply| match reply {
                     RouteNetlinkMessage::NewAddress(message) => AddressEntry::from_message(message),
                     _ => None,
                 })
                 .collect(),
-            routes: routes
+            routes: replies
                 .iter()
                 .filter_map(|reply| match reply {
                     RouteNetlinkMessage::NewRoute(message) => RouteEntry::from_message(message),
                     _ => None,
                 })
                 .collect(),
-            rules: rules
+            rules: replies
                 .iter()
                 .filter_map(|reply| match reply {
                     RouteNetlinkMessage::NewRule(message) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use berth::{EX_NOT_DONE, EX_UNREACHABLE};
 
-use super::{endpoint, small_runtime};
+use super::with_daemon;
 
 /// `berth drain`: asks the daemon (SIGUSR1 to the pid its `/state` names) to drain, then follows it until it is
 /// gone. Exit 0 when it drained, 1 when it ended otherwise or did not finish in time, 3 when unreachable.
@@ -15,22 +15,20 @@ pub(crate) fn drain(
     config: &std::path::Path,
     timeout: Duration,
 ) -> ExitCode {
-    let (address, runtime) = match (endpoint(address, config), small_runtime()) {
-        (Ok(address), Ok(runtime)) => (address, runtime),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
-    match runtime.block_on(berth::drain::request(address, timeout)) {
-        Ok(outcome) => {
-            println!("berth drain: {outcome}");
-            if outcome.drained() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EX_NOT_DONE)
+    with_daemon(address, config, |address, runtime| {
+        match runtime.block_on(berth::drain::request(address, timeout)) {
+            Ok(outcome) => {
+                println!("berth drain: {outcome}");
+                if outcome.drained() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EX_NOT_DONE)
+                }
+            }
+            Err(error) => {
+                eprintln!("berth drain: {error}");
+                ExitCode::from(EX_UNREACHABLE)
             }
         }
-        Err(error) => {
-            eprintln!("berth drain: {error}");
-            ExitCode::from(EX_UNREACHABLE)
-        }
-    }
+    })
 }

@@ -54,3 +54,16 @@ pub(crate) fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             ExitCode::from(EX_SOFTWARE)
         })
 }
+
+/// Runs `talk` against the running daemon (`berth status`, `berth drain`): its endpoint and a runtime, or the
+/// exit status that says why there are none.
+pub(crate) fn with_daemon(
+    address: Option<SocketAddr>,
+    config: &std::path::Path,
+    talk: impl FnOnce(SocketAddr, tokio::runtime::Runtime) -> ExitCode,
+) -> ExitCode {
+    match (endpoint(address, config), small_runtime()) {
+        (Ok(address), Ok(runtime)) => talk(address, runtime),
+        (Err(code), _) | (_, Err(code)) => code,
+    }
+}

@@ -6,45 +6,43 @@ use std::process::ExitCode;
 use berth::view::StateView;
 use berth::{health, EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE};
 
-use super::{endpoint, small_runtime};
+use super::with_daemon;
 
 pub(crate) fn status(
     address: Option<SocketAddr>,
     config: &std::path::Path,
     json: bool,
 ) -> ExitCode {
-    let (address, runtime) = match (endpoint(address, config), small_runtime()) {
-        (Ok(address), Ok(runtime)) => (address, runtime),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
-    match runtime.block_on(health::get(address, "/state")) {
-        Ok((200, body)) if json => {
-            print!("{body}");
-            ExitCode::SUCCESS
-        }
-        Ok((200, body)) => match serde_json::from_str::<StateView>(&body) {
-            Ok(view) => {
-                print!("{}", view.render_human());
-                if view.healthy {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(EX_NOT_DONE)
-                }
+    with_daemon(address, config, |address, runtime| {
+        match runtime.block_on(health::get(address, "/state")) {
+            Ok((200, body)) if json => {
+                print!("{body}");
+                ExitCode::SUCCESS
             }
-            Err(error) => {
-                eprintln!("berth: unexpected /state from {address}: {error}");
+            Ok((200, body)) => match serde_json::from_str::<StateView>(&body) {
+                Ok(view) => {
+                    print!("{}", view.render_human());
+                    if view.healthy {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(EX_NOT_DONE)
+                    }
+                }
+                Err(error) => {
+                    eprintln!("berth: unexpected /state from {address}: {error}");
+                    ExitCode::from(EX_SOFTWARE)
+                }
+            },
+            Ok((code, body)) => {
+                eprintln!("berth: {address}/state answered {code}: {body}");
                 ExitCode::from(EX_SOFTWARE)
             }
-        },
-        Ok((code, body)) => {
-            eprintln!("berth: {address}/state answered {code}: {body}");
-            ExitCode::from(EX_SOFTWARE)
-        }
-        Err(error) => {
-            eprintln!(
+            Err(error) => {
+                eprintln!(
                 "berth: cannot reach the daemon at {address}: {error} (is berth.service running?)"
             );
-            ExitCode::from(EX_UNREACHABLE)
+                ExitCode::from(EX_UNREACHABLE)
+            }
         }
-    }
+    })
 }
