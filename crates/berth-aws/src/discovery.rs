@@ -228,8 +228,7 @@ pub fn build_inventory(
         if enis.is_empty() && volumes.is_empty() {
             continue;
         }
-        let mut resources = IdResources::default();
-        resources.eni = the_one(
+        let eni = the_one(
             enis,
             id,
             "ENI",
@@ -237,7 +236,7 @@ pub fn build_inventory(
             |e| &e.eni_id,
             |count, ids| InventoryProblem::DuplicateEni { id, count, ids },
         );
-        resources.volume = the_one(
+        let volume = the_one(
             volumes,
             id,
             "volume",
@@ -245,6 +244,7 @@ pub fn build_inventory(
             |v| &v.volume_id,
             |count, ids| InventoryProblem::DuplicateVolume { id, count, ids },
         );
+        let resources = IdResources { eni, volume };
         if let (Some(eni), Some(volume)) = (&resources.eni, &resources.volume) {
             if eni.availability_zone != volume.availability_zone {
                 inventory.problems.push(InventoryProblem::ZoneMismatch {
