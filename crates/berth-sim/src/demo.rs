@@ -1,5 +1,10 @@
 //! `berth-sim demo`: the README's first command, the whole mission in under two minutes.
 //!
+//! By default the fleet is Kafka 4.x in KRaft mode with `claim.backend = "ec2"` and no ZooKeeper process
+//! anywhere: the ENI attachments are the claims. `--zookeeper` runs the card's ZooKeeper claims instead (an
+//! ensemble, `claim.backend = "zookeeper"`). Either way the demo says which backend holds the claims and shows
+//! them, read from there ([`crate::claims`]), after the boot and after the replacement.
+//!
 //! The simulated Auto Scaling group launches three brokers in three zones; they boot concurrently to Healthy and
 //! the stack's CreationPolicy completes. Data is written on each broker's volume; host 0 is killed, and the
 //! group (not the demo) notices the dead instance and launches a replacement in its zone, which becomes broker 0
@@ -15,6 +20,7 @@ use berth_testkit::aws::autoscaling::{LifecycleState, Member};
 use berth_testkit::kafka::Client;
 
 use crate::asg;
+use crate::claims;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::kafka::blocking;
 use crate::state::{render_timeline, BerthState};
@@ -77,6 +83,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         .position(|s| s.broker_id == Some(0))
         .context("no host is broker 0")?;
     let replaced = replace(fleet, &client, hosts[victim], &booted[victim]).await?;
+    show_claims(fleet, "after the replacement").await?;
     let report = blocking(|| client.consume(TOPIC, RECORDS + WHILE_AWAY))?;
     ensure!(
         report.is_exact(),
@@ -120,10 +127,13 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
 /// Waits until the group's hosts are Healthy with unique ids and InService; their indexes and states.
 async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<BerthState>)> {
     let options = fleet.options();
+    let zookeeper = fleet.zookeeper().map_or_else(
+        || "no ZooKeeper process anywhere".to_owned(),
+        |zk| format!("ZooKeeper ensemble {}", zk.connect_string()),
+    );
     say(format!(
-        "region up: ZooKeeper ensemble {}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
+        "region up: {zookeeper}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
          Auto Scaling group {} with launch and terminate hooks, stack {} awaiting {} signals",
-        fleet.zookeeper().connect_string(),
         options.zones,
         options.brokers,
         asg::group_name(&options.cluster),
@@ -178,7 +188,28 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<BerthState>)> {
                 .unwrap_or_default(),
         ));
     }
+    show_claims(fleet, "after the boot").await?;
     Ok((hosts, booted))
+}
+
+/// Says which backend holds the claims and shows them, read from there.
+async fn show_claims(fleet: &Fleet, when: &str) -> anyhow::Result<()> {
+    let backend = match fleet.options().claim_backend {
+        berth_config::ClaimBackend::Ec2 => {
+            "claim.backend = \"ec2\": each id's ENI attachment is its claim"
+        }
+        berth_config::ClaimBackend::Zookeeper => {
+            "claim.backend = \"zookeeper\": an ephemeral znode per id, held by berth's session"
+        }
+    };
+    say(format!("claims {when} ({backend}):"));
+    for claim in claims::held(fleet).await? {
+        say(format!(
+            "  broker {} held by {}: {}",
+            claim.broker_id, claim.instance_id, claim.evidence
+        ));
+    }
+    Ok(())
 }
 
 /// What the replacement of broker 0 showed.
