@@ -129,7 +129,16 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<BerthState>)> {
     let options = fleet.options();
     let zookeeper = fleet.zookeeper().map_or_else(
         || "no ZooKeeper process anywhere".to_owned(),
-        |zk| format!("ZooKeeper ensemble {}", zk.connect_string()),
+        |zk| {
+            let claims = options.claim_backend == berth_config::ClaimBackend::Zookeeper;
+            let kafka = options.kafka != crate::SimKafka::Kraft;
+            let holds = match (claims, kafka) {
+                (true, true) => "the claims and Kafka's metadata",
+                (true, false) => "the claims",
+                _ => "Kafka's metadata (ZooKeeper mode)",
+            };
+            format!("ZooKeeper ensemble {} for {holds}", zk.connect_string())
+        },
     );
     say(format!(
         "region up: {zookeeper}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
