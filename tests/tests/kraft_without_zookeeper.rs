@@ -25,7 +25,6 @@ use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
 use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind, SimKafka};
 use berth_testkit::aws::autoscaling::LifecycleState;
-use berth_testkit::kafka::Client;
 
 const BOOT: Duration = Duration::from_secs(180);
 const TOPIC: &str = "kraft-e2e";
@@ -78,7 +77,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     let (host, state) = replacement(fleet, victim).await?;
     assert_same_broker(&booted[&0].1, &state)?;
     quorum_whole(fleet).await?;
-    consume_all(&client, 2 * BATCH)?;
+    fleet_kafka::consume_exactly(&client, TOPIC, 2 * BATCH)?;
     println!(
         "broker 0 replaced by host {host}: Healthy {:.1}s after the kill, quorum whole, {} records exact",
         killed.elapsed().as_secs_f64(),
@@ -116,7 +115,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     blocking(|| {
         fleet_kafka::wait_fully_replicated(&client, TOPIC, BOOT).map_err(anyhow::Error::msg)
     })?;
-    consume_all(&client, 2 * BATCH)?;
+    fleet_kafka::consume_exactly(&client, TOPIC, 2 * BATCH)?;
     let blank_kafka = kafka_started(fleet, blank_host)?;
     let kept_kafka = kafka_started(fleet, kept_host)?;
     ensure!(
@@ -295,24 +294,9 @@ async fn replacement_watching(
 }
 
 async fn launched_for(fleet: &Fleet, old: usize) -> anyhow::Result<usize> {
-    let dead = fleet.host(old)?;
-    let zone = layout::zone_name(dead.az);
-    let replacing = |m: &berth_testkit::aws::autoscaling::Member| {
-        m.availability_zone == zone && m.instance_id != dead.instance.id
-    };
-    let members = asg::wait_members(fleet, &format!("a replacement in {zone}"), BOOT, |m| {
-        m.iter().any(replacing)
-    })
-    .await?;
-    let instance = members
-        .iter()
-        .find(|m| replacing(m))
-        .context("replacement")?
-        .instance_id
-        .clone();
-    Ok(asg::host_of(fleet, &instance)
-        .context("the replacement's host")?
-        .index)
+    Ok(asg::replacement_of(fleet, &*fleet.host(old)?, BOOT)
+        .await?
+        .1)
 }
 
 /// The replacement is the same broker: id, ENI address and volume.
@@ -361,19 +345,6 @@ async fn quorum_whole(fleet: &Fleet) -> anyhow::Result<QuorumView> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn consume_all(client: &Client, count: u32) -> anyhow::Result<()> {
-    let report = blocking(|| client.consume(TOPIC, count))?;
-    ensure!(
-        report.is_exact(),
-        "consumed {} records: {} missing, {} duplicated, {} corrupt",
-        report.records.len(),
-        report.missing.len(),
-        report.duplicated.len(),
-        report.corrupt.len()
-    );
-    Ok(())
 }
 
 /// Why berth formatted host `index`'s KRaft storage: the `WHY` field of its journal entry

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use berth_testkit::aws::autoscaling::{LifecycleState, Member};
+use berth_testkit::aws::autoscaling::LifecycleState;
 use berth_testkit::kafka::Client;
 
 use crate::asg;
@@ -84,15 +84,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         .context("no host is broker 0")?;
     let replaced = replace(fleet, &client, hosts[victim], &booted[victim]).await?;
     show_claims(fleet, "after the replacement").await?;
-    let report = blocking(|| client.consume(TOPIC, RECORDS + WHILE_AWAY))?;
-    ensure!(
-        report.is_exact(),
-        "consumed {} records: {} missing, {} duplicated, {} corrupt",
-        report.records.len(),
-        report.missing.len(),
-        report.duplicated.len(),
-        report.corrupt.len()
-    );
+    let report = crate::kafka::consume_exactly(&client, TOPIC, RECORDS + WHILE_AWAY)?;
     say(format!(
         "consumed every record: {} read of {} produced, 0 missing, 0 duplicated",
         report.records.len(),
@@ -260,20 +252,7 @@ async fn replace(
         "while broker 0 is away, produced {WHILE_AWAY} more records (acks=all: two in-sync replicas suffice)"
     ));
     let zone = crate::layout::zone_name(victim_host.az);
-    let replacing =
-        |m: &Member| m.availability_zone == zone && m.instance_id != victim_host.instance.id;
-    let members = asg::wait_members(fleet, "a replacement launched", BOOT_TIMEOUT, |m| {
-        m.iter().any(replacing)
-    })
-    .await?;
-    let instance = members
-        .iter()
-        .find(|m| replacing(m))
-        .map(|m| m.instance_id.clone())
-        .context("replacement member")?;
-    let host = asg::host_of(fleet, &instance)
-        .context("the replacement's host")?
-        .index;
+    let (instance, host) = asg::replacement_of(fleet, &victim_host, BOOT_TIMEOUT).await?;
     say(format!(
         "the Auto Scaling group noticed the dead instance and launched host {host} ({instance}) in {zone}"
     ));
