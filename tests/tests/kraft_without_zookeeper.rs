@@ -23,7 +23,7 @@ use berth_config::ClaimBackend;
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
-use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind, SimKafka};
+use berth_sim::{layout, Fleet, FleetOptions, HostKind, SimKafka, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
 
 const BOOT: Duration = Duration::from_secs(180);
@@ -148,7 +148,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
 }
 
 /// The booted hosts by broker id: (host index, Healthy state).
-type Booted = std::collections::BTreeMap<u32, (usize, BerthState)>;
+type Booted = std::collections::BTreeMap<u32, (usize, StateView)>;
 
 /// Waits until the group's three members are Healthy and in service; their states by broker id.
 async fn boot(fleet: &Fleet) -> anyhow::Result<Booted> {
@@ -252,7 +252,7 @@ async fn assert_claims_in_ec2(fleet: &Fleet, booted: &Booted) -> anyhow::Result<
 }
 
 /// The group's replacement of dead host `old`: its host index and Healthy state.
-async fn replacement(fleet: &Fleet, old: usize) -> anyhow::Result<(usize, BerthState)> {
+async fn replacement(fleet: &Fleet, old: usize) -> anyhow::Result<(usize, StateView)> {
     let host = launched_for(fleet, old).await?;
     Ok((host, fleet.wait_healthy(host, BOOT).await?))
 }
@@ -271,7 +271,7 @@ async fn replacement_watching(
     fleet: &Fleet,
     old: usize,
     waits: &Mutex<QuorumWaits>,
-) -> anyhow::Result<(usize, BerthState)> {
+) -> anyhow::Result<(usize, StateView)> {
     let host = launched_for(fleet, old).await?;
     let state = fleet
         .wait_for(host, "Healthy", BOOT, |state| {
@@ -300,9 +300,9 @@ async fn launched_for(fleet: &Fleet, old: usize) -> anyhow::Result<usize> {
 }
 
 /// The replacement is the same broker: id, ENI address and volume.
-fn assert_same_broker(before: &BerthState, after: &BerthState) -> anyhow::Result<()> {
-    let eni = |s: &BerthState| s.eni.as_ref().map(|e| e.ip.clone());
-    let volume = |s: &BerthState| s.volume.as_ref().map(|v| v.id.clone());
+fn assert_same_broker(before: &StateView, after: &StateView) -> anyhow::Result<()> {
+    let eni = |s: &StateView| s.eni.as_ref().map(|e| e.ip.clone());
+    let volume = |s: &StateView| s.volume.as_ref().map(|v| v.id.clone());
     ensure!(
         after.broker_id == before.broker_id
             && eni(after) == eni(before)
