@@ -1527,3 +1527,28 @@ async fn hotplug_loop(inner: Arc<Inner>) {
 pub fn read_under(root: &Path, relative: &str) -> Option<String> {
     std::fs::read_to_string(root.join(relative)).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(claim_backend: ClaimBackend, kafka: SimKafka, host_kind: HostKind) -> FleetOptions {
+        FleetOptions {
+            claim_backend,
+            kafka,
+            host_kind,
+            ..FleetOptions::default()
+        }
+    }
+
+    #[test]
+    fn only_kraft_with_ec2_claims_on_systemd_hosts_runs_without_zookeeper() {
+        use ClaimBackend::{Ec2, Zookeeper};
+        let systemd = HostKind::Systemd;
+        assert!(!options(Ec2, SimKafka::Kraft, systemd).needs_zookeeper());
+        assert!(options(Zookeeper, SimKafka::Kraft, systemd).needs_zookeeper());
+        assert!(options(Ec2, SimKafka::ZooKeeperMode, systemd).needs_zookeeper());
+        assert!(options(Ec2, SimKafka::Standin, systemd).needs_zookeeper());
+        assert!(options(Ec2, SimKafka::Kraft, HostKind::Process).needs_zookeeper());
+    }
+}
