@@ -603,7 +603,11 @@ async fn wrong_zone_is_refused_before_any_call() {
         .request_volume(&identity, resources.volume.as_ref().unwrap())
         .await
         .unwrap_err();
-    assert_eq!(error.kind, ErrorKind::Fatal, "the early request too: {error}");
+    assert_eq!(
+        error.kind,
+        ErrorKind::Fatal,
+        "the early request too: {error}"
+    );
     assert!(
         env.proxy.counts().is_empty(),
         "no API call at all: {:?}",

@@ -872,7 +872,9 @@ impl Machine {
                 self.finish_reclaim(*tag)?;
                 self.on_reclaim_failed(error, now);
             }
-            Input::VolumeRequested { tag, result } => self.on_volume_requested(*tag, result, now)?,
+            Input::VolumeRequested { tag, result } => {
+                self.on_volume_requested(*tag, result, now)?
+            }
             Input::Drain(reason) => self.on_drain(reason, now, effects),
             Input::Stop => self.on_stop(effects),
             Input::Drained => {
@@ -1467,8 +1469,7 @@ impl Machine {
         }
         if let Some(identity) = &self.facts.identity {
             let volume_requested = reached(Phase::AttachEbs) || self.early_volume.is_some();
-            if let (true, false, Some(volume)) = (volume_requested, keep_volume, resources.volume)
-            {
+            if let (true, false, Some(volume)) = (volume_requested, keep_volume, resources.volume) {
                 steps.push(Teardown::DetachVolume {
                     identity: identity.clone(),
                     volume,

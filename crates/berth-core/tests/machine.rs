@@ -883,7 +883,11 @@ fn the_volume_is_requested_alongside_attach_eni_once_the_claim_is_held() {
     assert_eq!(kinds, ["attach_eni", "request_volume"]);
     let (tag, volume) = volume_request_of(&effects).expect("requested");
     assert_eq!(tag.kind, StepKind::RequestVolume);
-    assert_eq!(volume, fixtures::volume(0).volume_id, "the claimed id's volume");
+    assert_eq!(
+        volume,
+        fixtures::volume(0).volume_id,
+        "the claimed id's volume"
+    );
     assert_ne!(Some(tag), attaching.running_step(), "not the main step");
     let early = attaching.early_volume().expect("recorded");
     assert_eq!((early.requested, early.answer.clone()), (now, None));
@@ -991,6 +995,11 @@ fn a_drain_or_failure_in_attach_eni_detaches_the_early_requested_volume() {
     let (_, effects) = step(&m, failed(&m, fatal("ENI in another zone")), now);
     assert_eq!(
         teardown_of(&effects),
-        ["detach_volume", "detach_eni", "release_claim", "report_failure"]
+        [
+            "detach_volume",
+            "detach_eni",
+            "release_claim",
+            "report_failure"
+        ]
     );
 }

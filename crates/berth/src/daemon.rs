@@ -334,7 +334,10 @@ impl Daemon {
                 .unwrap_or_else(|_| {
                     Err(StepError::new(
                         ErrorKind::Retryable,
-                        format!("{}: no answer within {VOLUME_REQUEST_LIMIT:?}", volume.volume_id),
+                        format!(
+                            "{}: no answer within {VOLUME_REQUEST_LIMIT:?}",
+                            volume.volume_id
+                        ),
                     ))
                 });
             let _ = inputs.send(Input::VolumeRequested { tag, result }).await;
@@ -929,7 +932,13 @@ fn spawn_teardown(
             };
             let outcome = tokio::time::timeout(
                 limit + STEP_OVERRUN_GRACE,
-                undo_until(action, state, Deadline::after(limit), &adapters, &volume_turn),
+                undo_until(
+                    action,
+                    state,
+                    Deadline::after(limit),
+                    &adapters,
+                    &volume_turn,
+                ),
             )
             .await;
             match outcome {
