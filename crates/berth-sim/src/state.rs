@@ -48,6 +48,18 @@ pub struct VolumeState {
     pub mount: Option<String>,
 }
 
+/// The volume's attachment requested alongside AttachEni (the `/state` document's `volume_request`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct VolumeRequestState {
+    /// Sent, in milliseconds since the daemon started.
+    pub requested_ms: u64,
+    /// Answered, in milliseconds since the daemon started.
+    pub answered_ms: Option<u64>,
+    /// What was sent, or why not.
+    pub answer: Option<String>,
+}
+
 /// The fields of berth's `/state` document the simulation reads (unknown fields are ignored).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -82,6 +94,8 @@ pub struct BerthState {
     pub waiting: Option<WaitingState>,
     /// berth's process id.
     pub pid: u32,
+    /// The volume's attachment requested alongside AttachEni.
+    pub volume_request: Option<VolumeRequestState>,
 }
 
 /// What a waiting step waits for (the `/state` document's `waiting`).
@@ -194,7 +208,8 @@ pub async fn fetch_health(address: SocketAddr) -> Result<u16, StateError> {
 }
 
 /// A host's timeline as aligned text: one line per state with when it was entered, how long it took and the
-/// attempts made, e.g. `  AttachEni   +0.41s   2.03s  (1 attempt)`.
+/// attempts made, e.g. `  AttachEni   +0.41s   2.03s  (1 attempt)`; under AttachEni, the volume's request that
+/// overlaps it (`    volume requested +0.42s, answered +0.47s: sent an attach to i-...`).
 pub fn render_timeline(title: &str, state: &BerthState) -> String {
     let mut out = String::new();
     let id = state
@@ -216,6 +231,18 @@ pub fn render_timeline(title: &str, state: &BerthState) -> String {
             entry.duration_ms as f64 / 1000.0,
             entry.attempts,
         );
+        if let (Some(request), "attach_eni") = (&state.volume_request, entry.state.as_str()) {
+            let answered = request.answered_ms.map_or_else(
+                || "in flight".to_owned(),
+                |ms| format!("answered +{:.2}s", ms as f64 / 1000.0),
+            );
+            let _ = writeln!(
+                out,
+                "    volume requested +{:.2}s, {answered}: {}",
+                request.requested_ms as f64 / 1000.0,
+                request.answer.as_deref().unwrap_or("-"),
+            );
+        }
     }
     if let Some(ms) = state.time_to_healthy_ms {
         let _ = writeln!(out, "  time to Healthy: {:.2}s", ms as f64 / 1000.0);
@@ -230,8 +257,9 @@ mod tests {
     #[test]
     fn renders_a_timeline_and_reads_the_state_document() {
         let json = r#"{"state":"Healthy","healthy":true,"broker_id":0,"eni":{"id":"eni-1","ip":"10.0.1.100","mac":"x"},
-            "timeline":[{"state":"Claim","entered_ms":0,"duration_ms":120,"attempts":1},
-                        {"state":"AttachEni","entered_ms":120,"duration_ms":2040,"attempts":3}],
+            "timeline":[{"state":"claim","entered_ms":0,"duration_ms":120,"attempts":1},
+                        {"state":"attach_eni","entered_ms":120,"duration_ms":2040,"attempts":3}],
+            "volume_request":{"requested_ms":121,"answered_ms":170,"answer":"sent an attach to i-1"},
             "time_to_healthy_ms":7300,"extra":1}"#;
         let state: BerthState = serde_json::from_str(json).expect("decodes");
         let text = render_timeline("host 0", &state);
@@ -240,7 +268,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("AttachEni   +  0.12s    2.04s  (3 attempts)"),
+            text.contains("attach_eni  +  0.12s    2.04s  (3 attempts)\n    volume requested +0.12s, answered +0.17s: sent an attach to i-1\n"),
             "{text}"
         );
         assert!(text.contains("time to Healthy: 7.30s"), "{text}");
