@@ -374,14 +374,29 @@ async fn owned_by_other(
     (owner, identity, cloud, imds)
 }
 
-#[tokio::test]
-async fn an_early_volume_request_sends_one_attach_that_attach_volume_then_finds() {
-    let env = env(&[ZONE_A]).await;
-    let me = env.instance(ZONE_A).await;
+/// A new instance in `zone` with its cloud adapter: (instance, identity, cloud, imds, id 0's resources).
+async fn booting_in(
+    env: &Env,
+    zone: &str,
+) -> (
+    world::SeededInstance,
+    berth_core::Identity,
+    berth_aws::AwsCloud,
+    berth_testkit::aws::Imds,
+    berth_core::IdResources,
+) {
+    let me = env.instance(zone).await;
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, "")).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
+    (me, identity, cloud, imds, resources)
+}
+
+#[tokio::test]
+async fn an_early_volume_request_sends_one_attach_that_attach_volume_then_finds() {
+    let env = env(&[ZONE_A]).await;
+    let (me, identity, cloud, _imds, resources) = booting_in(&env, ZONE_A).await;
     let volume = resources.volume.as_ref().unwrap();
     env.proxy.reset_counts();
 
@@ -578,11 +593,7 @@ async fn conservative_takeover_waits_for_termination_then_attaches_what_ec2_rele
 #[tokio::test]
 async fn wrong_zone_is_refused_before_any_call() {
     let env = env(&[ZONE_B]).await;
-    let me = env.instance(ZONE_A).await;
-    let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
-    let identity = cloud.identity().await.unwrap();
-    let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
+    let (_, identity, cloud, _imds, resources) = booting_in(&env, ZONE_A).await;
     env.proxy.reset_counts();
     let deadline = Deadline::after(Duration::from_secs(5));
     let error = cloud

@@ -761,6 +761,10 @@ fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
         ),
         "the id is re-claimed before anything is attached: {effects:?}"
     );
+    assert!(
+        volume_request_of(&effects).is_none() && claimed.early_volume().is_none(),
+        "nor the volume requested: {effects:?}"
+    );
     let (resumed, effects) = step(
         &claimed,
         reclaimed(&claimed, ReclaimOutcome::Held),
@@ -770,6 +774,10 @@ fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
     assert!(
         matches!(run_steps(&effects)[..], [Step::AttachEni { .. }]),
         "{effects:?}"
+    );
+    assert!(
+        volume_request_of(&effects).is_some() && resumed.early_volume().is_some(),
+        "the volume is requested once the claim is held: {effects:?}"
     );
 }
 
@@ -951,26 +959,6 @@ fn the_volume_is_requested_once_per_boot_not_per_attach_eni_attempt() {
     assert!(matches!(run_steps(&effects)[..], [Step::AttachEni { .. }]));
     assert!(volume_request_of(&effects).is_none(), "{effects:?}");
     assert_eq!(retried.early_volume(), m.early_volume());
-}
-
-#[test]
-fn no_early_request_while_the_claim_is_not_held() {
-    let (m, _) = step(&machine(), Input::Start, Duration::ZERO);
-    let (m, _) = step(&m, Input::ClaimLost, Duration::from_millis(5));
-    let (claimed, effects) = step(
-        &m,
-        done(&m, success_output(Phase::Claim)),
-        Duration::from_millis(10),
-    );
-    assert!(volume_request_of(&effects).is_none(), "{effects:?}");
-    assert!(claimed.early_volume().is_none());
-    let (resumed, effects) = step(
-        &claimed,
-        reclaimed(&claimed, ReclaimOutcome::Held),
-        Duration::from_millis(20),
-    );
-    assert!(volume_request_of(&effects).is_some(), "{effects:?}");
-    assert!(resumed.early_volume().is_some());
 }
 
 #[test]
