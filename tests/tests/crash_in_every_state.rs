@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use berth_e2e::{assert_converged, data_path, write_record};
-use berth_sim::state::BerthState;
+use berth_sim::StateView;
 use berth_sim::{Fleet, FleetOptions, SimKafka};
 use berth_testkit::aws::Fault;
 use nix::sys::signal::Signal;
@@ -42,7 +42,7 @@ async fn crash_when(
     host: usize,
     state: &str,
     required: bool,
-    also: impl Fn(&BerthState) -> bool,
+    also: impl Fn(&StateView) -> bool,
 ) -> anyhow::Result<bool> {
     let seen = fleet
         .wait_for(host, state, BOOT, |s| {
@@ -57,7 +57,7 @@ async fn crash_when(
 /// Crashes berth in AttachEni once its early volume request was refused, having checked in EC2 that the ENI's
 /// attachment went out and the volume's did not.
 async fn crash_between_the_requests(fleet: &Fleet, host: usize) -> anyhow::Result<bool> {
-    let refused = |s: &BerthState| {
+    let refused = |s: &StateView| {
         s.volume_request
             .as_ref()
             .and_then(|r| r.answer.as_deref())

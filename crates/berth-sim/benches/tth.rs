@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use berth_sim::bench::{self, median, ms_in};
-use berth_sim::state::BerthState;
 use berth_sim::Fleet;
+use berth_sim::StateView;
 use berth_testkit::aws::Fault;
 use nix::sys::signal::Signal;
 
@@ -46,7 +46,7 @@ struct Measured {
     tth_ms: u64,
     floor_ms: u64,
     all_ms: Vec<u64>,
-    last: BerthState,
+    last: StateView,
 }
 
 impl Measured {
@@ -95,7 +95,7 @@ async fn boots(fleet: &Fleet, order: Order) -> anyhow::Result<Measured> {
         tth_ms: median(tth.clone()),
         floor_ms: median(floor),
         all_ms: tth,
-        last: last.unwrap_or_default(),
+        last: last.unwrap_or_else(StateView::empty),
     })
 }
 
