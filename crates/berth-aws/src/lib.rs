@@ -28,6 +28,7 @@ use aws_credential_types::Credentials;
 use berth_core::facts::{EniFacts, Identity, Inventory, VolumeFacts};
 use berth_core::ports::{
     Cloud, Deadline, Delivery, DrainReason, FailureReport, LaunchResult, StepError, Verdict,
+    VolumeRequest,
 };
 use ipnet::Ipv4Net;
 
@@ -223,6 +224,14 @@ impl Cloud for AwsCloud {
             .attacher
             .attach_volume(identity, volume, deadline)
             .await?)
+    }
+
+    async fn request_volume(
+        &self,
+        identity: &Identity,
+        volume: &VolumeFacts,
+    ) -> Result<VolumeRequest, StepError> {
+        Ok(self.attacher.request_volume(identity, volume).await?)
     }
 
     async fn eni_attached_here(

@@ -12,6 +12,11 @@
 //! I/O, reads no clock and draws no randomness of its own, so every decision is reproducible in a unit test.
 //! The daemon runs the effects through the adapters and feeds their results back as inputs.
 //!
+//! The two attachments overlap: once the claim is held, the volume's attachment is requested
+//! ([`Effect::RequestVolume`]) alongside the AttachEni step, so EC2 attaches both at once. AttachEni still owns
+//! the ENI's wait and AttachEbs the volume's; the early request's answer ([`Input::VolumeRequested`]) never moves
+//! the machine, because AttachEbs observes the volume again (a lost or refused early request costs only time).
+//!
 //! Every step is idempotent and starts by observing reality, so the machine always starts at `Claim` and a
 //! restarted daemon converges by re-running each step, which finds its work already done.
 
@@ -23,7 +28,9 @@ use crate::facts::{
     BrokerId, EniAttachment, EniFacts, Facts, IdResources, Identity, MountReport, RoutePlan,
     ServingEvidence, VolumeAttachment, VolumeFacts,
 };
-use crate::ports::{BrokerSpec, DrainReason, LaunchResult, MountPlan, StepError, Verdict};
+use crate::ports::{
+    BrokerSpec, DrainReason, LaunchResult, MountPlan, StepError, Verdict, VolumeRequest,
+};
 use crate::retry::{Jitter, RetryPolicy};
 use crate::routing::{plan_route, RouteNumbering};
 
@@ -36,7 +43,8 @@ pub enum State {
     AttachEni,
     /// Install address, routes and rule for the ENI.
     Route,
-    /// Attach the id's volume and wait for its block device.
+    /// Attach the id's volume (its attachment already requested while AttachEni ran) and wait for its block
+    /// device.
     AttachEbs,
     /// Probe, (only if blank and allowed) format, mount, and check Kafka's identity on the volume.
     Mount,
@@ -263,6 +271,8 @@ pub enum StepKind {
     Check,
     /// [`Step::Reclaim`], after the claim was lost.
     Reclaim,
+    /// [`Effect::RequestVolume`], the volume's attachment requested alongside AttachEni.
+    RequestVolume,
 }
 
 impl StepKind {
@@ -272,6 +282,7 @@ impl StepKind {
             StepKind::Boot(state) => state.name(),
             StepKind::Check => "check",
             StepKind::Reclaim => "reclaim",
+            StepKind::RequestVolume => "request_volume",
         }
     }
 
@@ -382,6 +393,14 @@ pub enum Input {
         /// Why.
         error: StepError,
     },
+    /// The early volume request ([`Effect::RequestVolume`]) answered. Recorded, never acted on: AttachEbs
+    /// observes the volume again whatever the answer.
+    VolumeRequested {
+        /// The request it answers.
+        tag: StepTag,
+        /// What it did, or why it could not.
+        result: Result<VolumeRequest, StepError>,
+    },
     /// Release everything and exit: a termination notice or an operator's `berth drain`.
     Drain(DrainReason),
     /// Exit, leaving Kafka, the mount, the routes, the attachments and the claim as they are (SIGTERM).
@@ -474,6 +493,17 @@ pub enum Effect {
         /// Deadline, as time since start.
         #[serde(with = "crate::serde_duration")]
         deadline: Duration,
+    },
+    /// Request the volume's attachment now, without waiting for it (one pass of AttachEbs's rules), alongside
+    /// the AttachEni step; answered by [`Input::VolumeRequested`]. Never two requests for the volume at once:
+    /// AttachEbs and a teardown's detach wait for this one to finish.
+    RequestVolume {
+        /// The request, to be carried by its answer.
+        tag: StepTag,
+        /// This instance.
+        identity: Identity,
+        /// The claimed id's volume.
+        volume: VolumeFacts,
     },
     /// Abandon the running main step (its result will not be used).
     Cancel,
@@ -568,6 +598,17 @@ pub struct StateTiming {
     pub attempts: u32,
 }
 
+/// The early volume request: when it went out and what it answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyVolume {
+    /// The request.
+    pub tag: StepTag,
+    /// Sent, as time since start.
+    pub requested: Duration,
+    /// Answered, as time since start, with the answer (None while in flight).
+    pub answer: Option<(Duration, Result<VolumeRequest, StepError>)>,
+}
+
 /// Whether the claim is currently held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -642,6 +683,8 @@ pub struct Machine {
     session_suspect: bool,
     next_heartbeat_at: Option<Duration>,
     timeline: Vec<StateTiming>,
+    /// The volume's attachment requested alongside AttachEni (once per boot).
+    early_volume: Option<EarlyVolume>,
     jitter: Jitter,
     drain_reason: Option<DrainReason>,
     transitions: u64,
@@ -677,6 +720,7 @@ impl Machine {
                 left: None,
                 attempts: 0,
             }],
+            early_volume: None,
             jitter: Jitter::new(jitter_seed),
             drain_reason: None,
             transitions: 0,
@@ -772,6 +816,11 @@ impl Machine {
     /// Per-state timeline.
     pub fn timeline(&self) -> &[StateTiming] {
         &self.timeline
+    }
+
+    /// The volume's attachment requested alongside AttachEni, once it was.
+    pub fn early_volume(&self) -> Option<&EarlyVolume> {
+        self.early_volume.as_ref()
     }
 
     /// Number of state transitions so far.
@@ -888,6 +937,9 @@ impl Machine {
                 self.finish_reclaim(*tag)?;
                 self.on_reclaim_failed(error, now);
             }
+            Input::VolumeRequested { tag, result } => {
+                self.on_volume_requested(*tag, result, now)?
+            }
             Input::Drain(reason) => self.on_drain(reason, now, effects),
             Input::Stop => self.on_stop(effects),
             Input::Drained => {
@@ -912,6 +964,51 @@ impl Machine {
     fn finish_main(&mut self, tag: StepTag) -> Result<(), TransitionError> {
         let state = self.state();
         accept(&mut self.running, tag, state)
+    }
+
+    /// Records the early volume request's answer; an answer to no request in flight is stale.
+    fn on_volume_requested(
+        &mut self,
+        tag: StepTag,
+        result: &Result<VolumeRequest, StepError>,
+        now: Duration,
+    ) -> Result<(), TransitionError> {
+        match &mut self.early_volume {
+            Some(early) if early.tag == tag && early.answer.is_none() => {
+                early.answer = Some((now, result.clone()));
+                Ok(())
+            }
+            _ => Err(TransitionError::Stale {
+                state: self.state(),
+                tag,
+            }),
+        }
+    }
+
+    /// Asks for the volume's attachment alongside the first AttachEni step, once the claim is held and the
+    /// volume known (else AttachEbs alone attaches it, and says what is missing).
+    fn request_volume_early(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if self.state() != State::AttachEni
+            || self.early_volume.is_some()
+            || self.claim != Claim::Held
+        {
+            return;
+        }
+        let volume = self.facts.resources.as_ref().and_then(|r| r.volume.clone());
+        let (Some(identity), Some(volume)) = (self.facts.identity.clone(), volume) else {
+            return;
+        };
+        let tag = self.next_tag(StepKind::RequestVolume);
+        self.early_volume = Some(EarlyVolume {
+            tag,
+            requested: now,
+            answer: None,
+        });
+        effects.push(Effect::RequestVolume {
+            tag,
+            identity,
+            volume,
+        });
     }
 
     /// Accepts the result of the reclaim run `tag`; any other run's result is stale.
@@ -1437,6 +1534,7 @@ impl Machine {
                     step,
                     deadline,
                 });
+                self.request_volume_early(now, effects);
             }
             Err(reason) => self.fail(reason, now, effects),
         }
@@ -1454,8 +1552,9 @@ impl Machine {
     }
 
     /// What releases everything reached, in reverse (a step that was running may have done part of its work,
-    /// so its undo is included; each undo is a no-op when nothing is there), the claim last. With
-    /// `keep_volume` the volume is neither unmounted nor detached.
+    /// so its undo is included; each undo is a no-op when nothing is there), the claim last. A volume whose
+    /// early request went out is detached even before AttachEbs. With `keep_volume` the volume is neither
+    /// unmounted nor detached.
     fn release_plan(&self, keep_volume: bool) -> Vec<Teardown> {
         let reached = |state: State| self.furthest >= state;
         let resources = self.facts.resources.clone().unwrap_or_default();
@@ -1470,9 +1569,8 @@ impl Machine {
             steps.push(Teardown::RemoveRoutes(plan));
         }
         if let Some(identity) = &self.facts.identity {
-            if let (true, false, Some(volume)) =
-                (reached(State::AttachEbs), keep_volume, resources.volume)
-            {
+            let volume_requested = reached(State::AttachEbs) || self.early_volume.is_some();
+            if let (true, false, Some(volume)) = (volume_requested, keep_volume, resources.volume) {
                 steps.push(Teardown::DetachVolume {
                     identity: identity.clone(),
                     volume,

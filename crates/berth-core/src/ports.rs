@@ -149,6 +149,29 @@ pub enum FailureReport {
     MarkedUnhealthy,
 }
 
+/// What an early volume request did: one pass of the attach rules, without waiting for the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "request", content = "detail")]
+pub enum VolumeRequest {
+    /// Already attached here: nothing was sent.
+    AlreadyAttached,
+    /// A request was sent (AttachVolume, or the force-detach from an owner the takeover rule lets go of).
+    Sent(String),
+    /// Nothing was sent; the volume's state (attaching here, detaching from another instance, an attach that
+    /// raced with another instance's): AttachEbs observes it again.
+    NothingSent(String),
+}
+
+impl fmt::Display for VolumeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VolumeRequest::AlreadyAttached => f.write_str("already attached here"),
+            VolumeRequest::Sent(what) => write!(f, "sent {what}"),
+            VolumeRequest::NothingSent(state) => write!(f, "nothing sent: {state}"),
+        }
+    }
+}
+
 /// Why the daemon is draining. A plain SIGTERM is not one of them: it stops berth, not the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,6 +216,14 @@ pub trait Cloud: Send + Sync {
         volume: &VolumeFacts,
         deadline: Deadline,
     ) -> Result<(VolumeFacts, String), StepError>;
+    /// One pass of [`Cloud::attach_volume`]'s rules, without its wait: observe the volume, then request its
+    /// attachment here (or the force-detach the takeover rule allows) and return. Sent while AttachEni waits,
+    /// so the volume's attachment runs alongside the ENI's; AttachEbs still observes and waits for it.
+    async fn request_volume(
+        &self,
+        identity: &Identity,
+        volume: &VolumeFacts,
+    ) -> Result<VolumeRequest, StepError>;
     /// Whether EC2 shows the ENI attached (or attaching) to this instance now.
     async fn eni_attached_here(
         &self,

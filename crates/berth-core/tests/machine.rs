@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_core::fixtures;
 use berth_core::machine::{ClaimState, Output};
-use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, StepError, Verdict};
+use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, StepError, Verdict, VolumeRequest};
 use berth_core::{
     BrokerId, Effect, ExitReason, Input, Machine, ReclaimOutcome, State, Step, StepKind, StepTag,
     Teardown, TransitionError,
@@ -244,8 +244,9 @@ fn fatal_failure_reports_lets_go_and_exits_non_zero() {
         );
         assert_eq!(
             teardown.contains(&"detach_volume"),
-            *state >= State::AttachEbs && !refused,
-            "a refused volume is not even detached ({state}): {teardown:?}"
+            *state >= State::AttachEni && !refused,
+            "detached once its attachment was requested (alongside AttachEni); a refused volume is not even \
+             detached ({state}): {teardown:?}"
         );
         assert!(
             failed.next_wake().is_none(),
@@ -562,7 +563,8 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
             if state >= State::Route {
                 expected.push("remove_routes");
             }
-            if state >= State::AttachEbs {
+            // The volume's attachment is requested alongside AttachEni.
+            if state >= State::AttachEni {
                 expected.push("detach_volume");
             }
             if state >= State::AttachEni {
@@ -759,6 +761,10 @@ fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
         ),
         "the id is re-claimed before anything is attached: {effects:?}"
     );
+    assert!(
+        volume_request_of(&effects).is_none() && claimed.early_volume().is_none(),
+        "nor the volume requested: {effects:?}"
+    );
     let (resumed, effects) = step(
         &claimed,
         reclaimed(&claimed, ReclaimOutcome::Held),
@@ -768,6 +774,10 @@ fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
     assert!(
         matches!(run_steps(&effects)[..], [Step::AttachEni { .. }]),
         "{effects:?}"
+    );
+    assert!(
+        volume_request_of(&effects).is_some() && resumed.early_volume().is_some(),
+        "the volume is requested once the claim is held: {effects:?}"
     );
 }
 
@@ -854,4 +864,130 @@ fn a_result_of_a_cancelled_run_is_stale() {
         ),
         Err(TransitionError::Stale { .. })
     ));
+}
+
+/// The early volume request in `effects`: its tag and volume.
+fn volume_request_of(effects: &[Effect]) -> Option<(StepTag, &str)> {
+    effects.iter().find_map(|e| match e {
+        Effect::RequestVolume { tag, volume, .. } => Some((*tag, volume.volume_id.as_str())),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_volume_is_requested_alongside_attach_eni_once_the_claim_is_held() {
+    let (m, now) = drive_to(State::Claim);
+    let (attaching, effects) = step(&m, done(&m, success_output(State::Claim)), now);
+    assert_eq!(attaching.state(), State::AttachEni);
+    // The order: the ENI's step first, then the volume's request; both before anything waits.
+    let kinds: Vec<&str> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Run { step, .. } => Some(step.name()),
+            Effect::RequestVolume { .. } => Some("request_volume"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["attach_eni", "request_volume"]);
+    let (tag, volume) = volume_request_of(&effects).expect("requested");
+    assert_eq!(tag.kind, StepKind::RequestVolume);
+    assert_eq!(
+        volume,
+        fixtures::volume(0).volume_id,
+        "the claimed id's volume"
+    );
+    assert_ne!(Some(tag), attaching.running_step(), "not the main step");
+    let early = attaching.early_volume().expect("recorded");
+    assert_eq!((early.requested, early.answer.clone()), (now, None));
+}
+
+#[test]
+fn the_early_answer_never_moves_the_machine_and_attach_ebs_still_runs() {
+    for answer in [
+        Ok(VolumeRequest::Sent("AttachVolume".into())),
+        Ok(VolumeRequest::AlreadyAttached),
+        Err(retryable("RequestLimitExceeded")),
+        Err(fatal("vol-0 is in another zone")),
+    ] {
+        let (m, now) = drive_to(State::Claim);
+        let (attaching, effects) = step(&m, done(&m, success_output(State::Claim)), now);
+        let (tag, _) = volume_request_of(&effects).unwrap();
+        let later = now + Duration::from_millis(40);
+        let input = Input::VolumeRequested {
+            tag,
+            result: answer.clone(),
+        };
+        let (answered, effects) = step(&attaching, input.clone(), later);
+        assert!(effects.is_empty(), "{answer:?}: {effects:?}");
+        assert_eq!(answered.state(), State::AttachEni, "{answer:?}");
+        assert_eq!(answered.running_step(), attaching.running_step());
+        assert_eq!(answered.last_error(), attaching.last_error());
+        assert_eq!(
+            answered.early_volume().unwrap().answer,
+            Some((later, answer.clone()))
+        );
+        assert!(
+            matches!(
+                answered.decide(&input, later),
+                Err(TransitionError::Stale { .. })
+            ),
+            "answered once"
+        );
+        // ENI ready, routed: AttachEbs runs its own step (it observes the volume again), and no second request.
+        let (routing, effects) = step(
+            &answered,
+            done(&answered, success_output(State::AttachEni)),
+            later,
+        );
+        assert!(volume_request_of(&effects).is_none());
+        let (ebs, effects) = step(&routing, done(&routing, Output::Routed), later);
+        assert_eq!(ebs.state(), State::AttachEbs);
+        assert!(
+            matches!(run_steps(&effects)[..], [Step::AttachEbs { .. }]),
+            "{effects:?}"
+        );
+        assert!(volume_request_of(&effects).is_none());
+    }
+}
+
+#[test]
+fn the_volume_is_requested_once_per_boot_not_per_attach_eni_attempt() {
+    let (m, now) = drive_to(State::AttachEni);
+    let (waiting, _) = step(&m, failed(&m, retryable("link not yet visible")), now);
+    let wake = waiting.next_wake().unwrap();
+    let (retried, effects) = step(&waiting, Input::Tick, wake);
+    assert!(matches!(run_steps(&effects)[..], [Step::AttachEni { .. }]));
+    assert!(volume_request_of(&effects).is_none(), "{effects:?}");
+    assert_eq!(retried.early_volume(), m.early_volume());
+}
+
+#[test]
+fn a_drain_or_failure_in_attach_eni_detaches_the_early_requested_volume() {
+    let (m, now) = drive_to(State::AttachEni);
+    let (draining, effects) = step(&m, Input::Drain(DrainReason::Requested), now);
+    assert_eq!(
+        teardown_of(&effects),
+        ["detach_volume", "detach_eni", "release_claim"]
+    );
+    // The request's answer may arrive during the teardown: recorded, nothing else.
+    let tag = m.early_volume().unwrap().tag;
+    let (_, effects) = step(
+        &draining,
+        Input::VolumeRequested {
+            tag,
+            result: Ok(VolumeRequest::Sent("AttachVolume".into())),
+        },
+        now,
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    let (_, effects) = step(&m, failed(&m, fatal("ENI in another zone")), now);
+    assert_eq!(
+        teardown_of(&effects),
+        [
+            "detach_volume",
+            "detach_eni",
+            "release_claim",
+            "report_failure"
+        ]
+    );
 }

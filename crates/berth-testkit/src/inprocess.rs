@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use berth_core::claim::ClaimPlan;
 use berth_core::ports::{
     BrokerSpec, ClaimHolder, Deadline, Delivery, DrainReason, FailureReport, LaunchResult,
-    MountPlan, Reclaim, SessionEvent, Verdict,
+    MountPlan, Reclaim, SessionEvent, Verdict, VolumeRequest,
 };
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, EniFacts, ErrorKind, Identity, Inventory, MacAddr,
@@ -216,6 +216,15 @@ impl Cloud for InProcessWorld {
         self.maybe_wait("attach_volume").await;
         Ok((volume.clone(), "/dev/xvdf".into()))
     }
+    async fn request_volume(
+        &self,
+        _: &Identity,
+        volume: &VolumeFacts,
+    ) -> Result<VolumeRequest, StepError> {
+        self.call("request_volume", &volume.volume_id)?;
+        self.maybe_wait("request_volume").await;
+        Ok(VolumeRequest::Sent("an attach".into()))
+    }
     async fn eni_attached_here(&self, _: &Identity, eni: &EniFacts) -> Result<bool, StepError> {
         self.call("eni_attached_here", &eni.eni_id)?;
         Ok(self.lock().eni_here)
@@ -326,6 +335,7 @@ impl Coordination for InProcessWorld {
 impl Network for InProcessWorld {
     async fn wait_for_link(&self, mac: MacAddr, _: Deadline) -> Result<(String, u32), StepError> {
         self.call("wait_for_link", mac.to_string())?;
+        self.maybe_wait("wait_for_link").await;
         Ok(("ens6".into(), 6))
     }
     async fn configure(&self, plan: &RoutePlan, _: Deadline) -> Result<(), StepError> {

@@ -5,7 +5,9 @@
 //! decision for the health endpoint, which computes `/state` from it when asked. Steps run as spawned tasks so
 //! the loop keeps ticking while an adapter waits (a watchdog ping from a stalled loop would be a lie); a
 //! cancelled step's task is aborted. Each step runs inside a [`berth_core::progress`] scope, so what an adapter
-//! waits for reaches `/state` and the journal ([`WaitingBoard`]). Everything the daemon touches comes in
+//! waits for reaches `/state` and the journal ([`WaitingBoard`]). The early volume request runs as a task of
+//! its own beside the AttachEni step; it holds the volume's turn ([`VolumeTurn`]), which AttachEbs and a
+//! teardown's detach take first, so berth never has two requests for the volume in flight. Everything the daemon touches comes in
 //! through [`Adapters`] and [`DaemonOptions`], so tests run the same loop over in-process adapters.
 
 use std::collections::BTreeSet;
@@ -17,12 +19,13 @@ use berth_core::claim::plan_claim;
 use berth_core::machine::{ExitReason, Output, ReclaimOutcome, Settings};
 use berth_core::ports::{
     ClaimHolder, Deadline, Delivery, DrainReason, LaunchResult, Reclaim, SessionEvent, Verdict,
+    VolumeRequest,
 };
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, ErrorKind, Facts, Identity,
     Input, Machine, Network, State, Step, StepError, StepKind, StepTag, Storage, Teardown,
-    TransitionError, VolumeAttachment,
+    TransitionError, VolumeAttachment, VolumeFacts,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -115,6 +118,8 @@ const TEARDOWN_BACKOFF: RetryPolicy = RetryPolicy {
     multiplier: 2.0,
     deadline: Duration::from_secs(120),
 };
+/// Time allowed for the early volume request (one describe and one request, each retried by the SDK).
+const VOLUME_REQUEST_LIMIT: Duration = Duration::from_secs(60);
 /// How long an exiting daemon waits for signals and lifecycle calls still in flight.
 const DELIVERY_GRACE: Duration = Duration::from_secs(15);
 
@@ -175,6 +180,7 @@ struct Daemon {
     background: Vec<JoinHandle<()>>,
     deliveries: Vec<JoinHandle<()>>,
     watchers: Vec<JoinHandle<()>>,
+    volume_turn: VolumeTurn,
     /// Deliveries AWS answered "nothing awaits this": said once, never sent again.
     settled: Arc<Mutex<BTreeSet<&'static str>>>,
 }
@@ -208,6 +214,7 @@ impl Daemon {
             background: Vec::new(),
             deliveries: Vec::new(),
             watchers,
+            volume_turn: VolumeTurn::default(),
             settled: Arc::default(),
         }
     }
@@ -269,6 +276,11 @@ impl Daemon {
                 step,
                 deadline,
             } => self.run_step(tag, step, deadline),
+            Effect::RequestVolume {
+                tag,
+                identity,
+                volume,
+            } => self.request_volume(tag, identity, volume),
             Effect::Cancel => self.cancel(),
             Effect::SignalStack { identity, verdict } => self.signal_stack(identity, verdict),
             Effect::CompleteLaunch { identity, result } => self.complete_launch(identity, result),
@@ -293,6 +305,7 @@ impl Daemon {
                 adapters: self.adapters.clone(),
                 waiting: self.waiting.clone(),
                 state: self.machine.state(),
+                volume_turn: self.volume_turn.clone(),
             },
             self.inputs.clone(),
         );
@@ -301,6 +314,34 @@ impl Daemon {
         } else {
             self.main_step = Some(handle);
         }
+    }
+
+    /// Sends the volume's attach request beside the running AttachEni step, holding the volume's turn from now
+    /// (taken before the task starts, so AttachEbs cannot overtake it) until it is answered.
+    fn request_volume(&mut self, tag: StepTag, identity: Identity, volume: VolumeFacts) {
+        let cloud = self.adapters.cloud.clone();
+        let turn = self.volume_turn.clone();
+        let held = turn.0.clone().try_lock_owned().ok();
+        let inputs = self.inputs.clone();
+        self.background.push(tokio::spawn(async move {
+            let _turn = match held {
+                Some(guard) => guard,
+                None => turn.0.lock_owned().await,
+            };
+            let request = cloud.request_volume(&identity, &volume);
+            let result = tokio::time::timeout(VOLUME_REQUEST_LIMIT, request)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StepError::new(
+                        ErrorKind::Retryable,
+                        format!(
+                            "{}: no answer within {VOLUME_REQUEST_LIMIT:?}",
+                            volume.volume_id
+                        ),
+                    ))
+                });
+            let _ = inputs.send(Input::VolumeRequested { tag, result }).await;
+        }));
     }
 
     fn cancel(&mut self) {
@@ -361,6 +402,7 @@ impl Daemon {
             self.machine.state(),
             &self.options,
             &self.adapters,
+            self.volume_turn.clone(),
             self.inputs.clone(),
         ));
     }
@@ -454,8 +496,36 @@ impl Daemon {
                 )
             }
             Input::Done { tag, .. } => self.waiting.clear(tag.kind),
+            Input::VolumeRequested { result, .. } => log_volume_request(machine, result),
             _ => {}
         }
+    }
+}
+
+/// The early volume request's answer: what was sent, or why not (AttachEbs observes the volume again).
+fn log_volume_request(machine: &Machine, result: &Result<VolumeRequest, StepError>) {
+    let state = machine.state().name();
+    let broker_id = machine.facts().broker_id.map(|id| id.0);
+    let volume_id = machine
+        .facts()
+        .resources
+        .as_ref()
+        .and_then(|r| r.volume.as_ref())
+        .map(|v| v.volume_id.as_str());
+    match result {
+        Ok(request) => info!(
+            berth_state = state,
+            berth_broker_id = broker_id,
+            berth_volume_id = volume_id,
+            "volume requested alongside the ENI: {request}"
+        ),
+        Err(error) => warn!(
+            berth_state = state,
+            berth_broker_id = broker_id,
+            berth_volume_id = volume_id,
+            error = %error,
+            "early volume request failed (AttachEbs attaches it): {error}"
+        ),
     }
 }
 
@@ -579,6 +649,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The volume's turn: whoever changes the volume's attachment (the early request, AttachEbs, a teardown's
+/// detach) holds it, so two requests for the volume are never in flight at once.
+#[derive(Clone, Default)]
+struct VolumeTurn(Arc<tokio::sync::Mutex<()>>);
+
+impl VolumeTurn {
+    /// Waits for the turn, saying so while the early request still holds it.
+    async fn take(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        if let Ok(guard) = self.0.clone().try_lock_owned() {
+            return guard;
+        }
+        berth_core::progress::report("the early volume request to be answered");
+        self.0.clone().lock_owned().await
+    }
+}
+
 /// What a step task needs from the loop.
 struct StepContext {
     facts: Facts,
@@ -586,6 +672,7 @@ struct StepContext {
     adapters: Adapters,
     waiting: WaitingBoard,
     state: State,
+    volume_turn: VolumeTurn,
 }
 
 fn spawn_step(
@@ -664,10 +751,12 @@ async fn execute(
             Ok(Output::Routed)
         }
         Step::AttachEbs { identity, volume } => {
+            let turn = context.volume_turn.take().await;
             let (volume, requested_device) = adapters
                 .cloud
                 .attach_volume(&identity, &volume, deadline)
                 .await?;
+            drop(turn);
             let device = adapters
                 .storage
                 .resolve(&volume, &requested_device, deadline)
@@ -829,6 +918,7 @@ fn spawn_teardown(
     state: State,
     options: &DaemonOptions,
     adapters: &Adapters,
+    volume_turn: VolumeTurn,
     inputs: mpsc::Sender<Input>,
 ) -> JoinHandle<()> {
     let adapters = adapters.clone();
@@ -843,7 +933,13 @@ fn spawn_teardown(
             };
             let outcome = tokio::time::timeout(
                 limit + STEP_OVERRUN_GRACE,
-                undo_until(action, state, Deadline::after(limit), &adapters),
+                undo_until(
+                    action,
+                    state,
+                    Deadline::after(limit),
+                    &adapters,
+                    &volume_turn,
+                ),
             )
             .await;
             match outcome {
@@ -869,8 +965,14 @@ async fn undo_until(
     state: State,
     deadline: Deadline,
     adapters: &Adapters,
+    volume_turn: &VolumeTurn,
 ) -> Result<String, StepError> {
     let name = action.name();
+    // An early volume request still in flight lands before the detach observes the volume.
+    let _turn = match action {
+        Teardown::DetachVolume { .. } => Some(volume_turn.take().await),
+        _ => None,
+    };
     let mut jitter = Jitter::new(stable_hash(name));
     let mut attempt = 0;
     loop {

@@ -70,6 +70,17 @@ pub struct VolumeView {
     pub filesystem: Option<String>,
 }
 
+/// The volume's attachment requested alongside AttachEni, as shown in `/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRequestView {
+    /// Sent, milliseconds since the daemon started.
+    pub requested_ms: u64,
+    /// Answered, milliseconds since the daemon started (None while in flight).
+    pub answered_ms: Option<u64>,
+    /// The answer: what was sent, or why not.
+    pub answer: Option<String>,
+}
+
 /// The `/state` document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateView {
@@ -123,6 +134,9 @@ pub struct StateView {
     /// Re-claim attempts since the claim was lost.
     #[serde(default)]
     pub reclaim_attempts: u32,
+    /// The volume's attachment requested alongside AttachEni, once it was.
+    #[serde(default)]
+    pub volume_request: Option<VolumeRequestView>,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -156,6 +170,7 @@ impl StateView {
             waiting: None,
             claim_lost_ms: None,
             reclaim_attempts: 0,
+            volume_request: None,
         }
     }
 
@@ -234,6 +249,14 @@ impl StateView {
                 .claim_lost_since()
                 .map(|since| millis(now.saturating_sub(since))),
             reclaim_attempts: machine.reclaim_attempts(),
+            volume_request: machine.early_volume().map(|early| VolumeRequestView {
+                requested_ms: millis(early.requested),
+                answered_ms: early.answer.as_ref().map(|(at, _)| millis(*at)),
+                answer: early.answer.as_ref().map(|(_, answer)| match answer {
+                    Ok(request) => request.to_string(),
+                    Err(error) => format!("failed: {error}"),
+                }),
+            }),
         }
     }
 

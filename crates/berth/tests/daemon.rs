@@ -592,3 +592,91 @@ async fn health_endpoint_survives_garbage() {
         .await;
     running.daemon.await.unwrap();
 }
+
+/// The calls of the boot, by operation, up to the first of `until` (routine ones left out).
+fn boot_calls<'a>(journal: &'a [String], until: &str) -> Vec<&'a str> {
+    journal
+        .iter()
+        .map(|c| c.split(':').next().unwrap())
+        .take_while(|c| *c != until)
+        .filter(|c| !matches!(*c, "heartbeat" | "identity" | "discover"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_volume_is_requested_while_the_eni_attaches_and_a_drain_then_detaches_it() {
+    let world = InProcessWorld::new(3);
+    world.wait_in("wait_for_link", &["link with the ENI's MAC to appear"]);
+    let running = start(world, Duration::from_secs(3600)).await;
+    let view = wait_state(running.health, "the early volume request answered", |v| {
+        v.volume_request
+            .as_ref()
+            .is_some_and(|r| r.answered_ms.is_some())
+    })
+    .await;
+    assert_eq!(view.state, "attach_eni", "the ENI's link is still awaited");
+    let before_drain = running.world.journal().len();
+    let request = view.volume_request.unwrap();
+    assert_eq!(request.answer.as_deref(), Some("sent an attach"));
+    let journal = running.world.journal();
+    let mut calls = boot_calls(&journal, "none");
+    calls.sort_unstable();
+    assert_eq!(
+        calls,
+        ["attach_eni", "claim", "request_volume", "wait_for_link"],
+        "requested alongside the ENI's wait (the two tasks run in either order), before routes and AttachEbs: \
+         {journal:?}"
+    );
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::Requested))
+        .await;
+    assert_eq!(ended(running.daemon).await, DaemonExit::Drained);
+    let journal = running.world.journal();
+    let after: Vec<&str> = journal[before_drain..]
+        .iter()
+        .map(|c| c.split(':').next().unwrap())
+        .filter(|c| *c != "heartbeat")
+        .collect();
+    assert_eq!(
+        after,
+        ["detach_volume", "detach_eni", "release_claim"],
+        "a volume requested before AttachEbs began is detached too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_ebs_waits_for_the_early_request_in_flight_never_two_at_once() {
+    let world = InProcessWorld::new(3);
+    world.wait_in("request_volume", &["AttachVolume answered"]);
+    let running = start(world, Duration::from_secs(3600)).await;
+    let view = wait_state(running.health, "AttachEbs waiting for its turn", |v| {
+        v.waiting
+            .as_ref()
+            .is_some_and(|w| w.reason.contains("early volume request"))
+    })
+    .await;
+    assert_eq!(view.state, "attach_ebs");
+    let journal = running.world.journal();
+    assert!(
+        !journal.iter().any(|c| c.starts_with("attach_volume")),
+        "no second request while the first is in flight: {journal:?}"
+    );
+    running.world.release("request_volume");
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    let journal = running.world.journal();
+    let calls = boot_calls(&journal, "resolve");
+    let position = |call: &str| calls.iter().position(|c| *c == call).unwrap();
+    assert!(
+        position("claim") < position("request_volume")
+            && position("request_volume") < position("attach_volume"),
+        "requested once the claim is held; AttachEbs after it was answered: {journal:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| **c == "attach_volume").count(),
+        1,
+        "{journal:?}"
+    );
+    let _ = running.requests.send(Request::Stop).await;
+    assert_eq!(ended(running.daemon).await, DaemonExit::Stopped);
+}
