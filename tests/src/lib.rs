@@ -139,7 +139,14 @@ pub fn assert_unique_ids(states: &[StateView], expected: usize) -> anyhow::Resul
 pub async fn claimed_ids(fleet: &Fleet) -> anyhow::Result<Vec<String>> {
     let client = zookeeper_client::Client::connector()
         .with_session_timeout(Duration::from_secs(4))
-        .connect(&fleet.zookeeper().connect_string())
+        .connect(
+            &fleet
+                .zookeeper()
+                .context(
+                    "claimed_ids reads the zookeeper backend's claims; the fleet runs no ensemble",
+                )?
+                .connect_string(),
+        )
         .await?;
     let path = format!("/berth/{}/claims", fleet.options().cluster);
     let mut children = match client.list_children(&path).await {

@@ -408,7 +408,9 @@ async fn zookeeper_outage(fleet: &Fleet) -> anyhow::Result<()> {
     let host = hosts[0];
     let kafka = kafka_pid(fleet, host)?.context("Kafka runs")?;
     ensure!(claimed_ids(fleet).await? == ["0"], "claimed");
-    let zk = fleet.zookeeper();
+    let zk = fleet
+        .zookeeper()
+        .context("the fleet's ZooKeeper ensemble")?;
     let began = Instant::now();
     for member in 0..zk.len() {
         zk.kill(member);

@@ -32,7 +32,9 @@ fn twelve_hosts_through_leader_loss_and_throttling() {
         let zones: Vec<usize> = (0..12).map(|n| n % 3).collect();
         let hosts = fleet.launch_many(&zones).await?;
         // Kill the leader while the hosts are claiming.
-        let zk = fleet.zookeeper();
+        let zk = fleet
+            .zookeeper()
+            .ok_or_else(|| anyhow::anyhow!("no ZooKeeper ensemble"))?;
         let leader = zk
             .leader()
             .ok_or_else(|| anyhow::anyhow!("no ZooKeeper leader"))?;

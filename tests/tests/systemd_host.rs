@@ -846,7 +846,12 @@ fn a_zookeeper_mode_host_runs_kafka_3_9_registered_in_the_ensemble() {
         // Kafka 3.9 registered itself under /brokers/ids in the fleet's ensemble, at the ENI's address.
         let zk = zookeeper_client::Client::connector()
             .with_session_timeout(Duration::from_secs(4))
-            .connect(&fleet.zookeeper().connect_string())
+            .connect(
+                &fleet
+                    .zookeeper()
+                    .context("the fleet's ZooKeeper ensemble")?
+                    .connect_string(),
+            )
             .await?;
         let (registration, _) = zk.get_data("/brokers/ids/0").await?;
         let registration = String::from_utf8_lossy(&registration).into_owned();

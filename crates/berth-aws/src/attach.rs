@@ -13,6 +13,9 @@
 //!
 //! A resource in another AZ than this instance is refused before any API call. ENI and volume share one loop;
 //! only the three EC2 calls that differ are per kind.
+//!
+//! [`Attacher::request_volume`] is one pass of the same loop without the wait: it is sent while the ENI
+//! attaches, so the volume's attachment runs alongside; `attach_volume` then observes it and waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +25,7 @@ use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::Filter;
 use berth_core::facts::{Attachment, EniFacts, Identity, VolumeFacts};
-use berth_core::ports::Deadline;
+use berth_core::ports::{Deadline, VolumeRequest};
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 
 use crate::discovery::{eni_facts, volume_facts};
@@ -151,6 +154,30 @@ impl Observed {
             Observed::Volume(facts) => facts.attachment.as_ref(),
         }
     }
+}
+
+/// What one pass of the attach rules found or did.
+#[derive(Debug)]
+enum Pass {
+    /// Attached here.
+    Attached(Observed),
+    /// A request was sent (what), and the state it leaves.
+    Acted { sent: String, state: String },
+    /// Nothing sent; the state observed.
+    Unchanged(String),
+}
+
+/// Refuses a resource in another zone than this instance, before any API call.
+fn check_zone(me: &Identity, target: Target<'_>) -> Result<(), AwsError> {
+    if target.zone() == me.availability_zone {
+        return Ok(());
+    }
+    Err(AwsError::WrongZone {
+        resource: target.id().to_owned(),
+        resource_az: target.zone().to_owned(),
+        instance_id: me.instance_id.clone(),
+        instance_az: me.availability_zone.clone(),
+    })
 }
 
 /// Sleeps between polls with jittered exponential backoff, never past the deadline.
@@ -337,56 +364,20 @@ impl Attacher {
         target: Target<'_>,
         deadline: Deadline,
     ) -> Result<Observed, AwsError> {
-        if target.zone() != me.availability_zone {
-            return Err(AwsError::WrongZone {
-                resource: target.id().to_owned(),
-                resource_az: target.zone().to_owned(),
-                instance_id: me.instance_id.clone(),
-                instance_az: me.availability_zone.clone(),
-            });
-        }
+        check_zone(me, target)?;
         let mut poller = Poller::new(
             self.settings.poll,
             &format!("{}/{}", me.instance_id, target.id()),
         );
-        let mut last_state: String;
         loop {
-            let observed = self.describe(target).await?;
-            match observed.attachment() {
-                Some(attachment) if attachment.instance_id == me.instance_id => {
-                    if attachment.state == "attached" {
-                        return Ok(observed);
-                    }
-                    last_state = attachment.state.clone();
+            let last_state = match self.attach_pass(me, target).await? {
+                Pass::Attached(observed) => return Ok(observed),
+                Pass::Acted { state, .. } => {
+                    poller.reset();
+                    state
                 }
-                Some(attachment) => {
-                    last_state = format!("{} on {}", attachment.state, attachment.instance_id);
-                    if attachment.state != "detaching" {
-                        self.take_over(target, &observed, attachment).await?;
-                        poller.reset();
-                    }
-                }
-                None => {
-                    match self.attach_call(me, target).await {
-                        Ok(()) => {
-                            tracing::info!(resource = target.id(), instance_id = %me.instance_id, "attach requested");
-                            last_state = "attaching".into();
-                            poller.reset();
-                        }
-                        // Another host won a race since our describe: observe again after a pause.
-                        Err(error)
-                            if matches!(
-                                error.code(),
-                                Some("InvalidNetworkInterface.InUse" | "VolumeInUse")
-                            ) =>
-                        {
-                            tracing::info!(resource = target.id(), %error, "attach raced with another instance");
-                            last_state = "in use by another instance (attach raced)".into();
-                        }
-                        Err(error) => return Err(error),
-                    }
-                }
-            }
+                Pass::Unchanged(state) => state,
+            };
             berth_core::progress::report(format!(
                 "{}: {last_state}; waiting for it to be attached to {}",
                 target.id(),
@@ -400,6 +391,67 @@ impl Attacher {
                 });
             }
         }
+    }
+
+    /// One pass of [`Attacher::attach`]'s rules, without waiting: observe the volume, then request its
+    /// attachment here (or the force-detach the takeover rule allows from a dying owner). A live owner is an
+    /// error, as in `attach_volume`; a volume in another zone is refused before any call.
+    pub async fn request_volume(
+        &self,
+        me: &Identity,
+        volume: &VolumeFacts,
+    ) -> Result<VolumeRequest, AwsError> {
+        let target = Target::Volume(volume);
+        check_zone(me, target)?;
+        Ok(match self.attach_pass(me, target).await? {
+            Pass::Attached(_) => VolumeRequest::AlreadyAttached,
+            Pass::Acted { sent, .. } => VolumeRequest::Sent(sent),
+            Pass::Unchanged(state) => VolumeRequest::NothingSent(state),
+        })
+    }
+
+    /// Observes the resource once and makes at most one request towards attaching it here.
+    async fn attach_pass(&self, me: &Identity, target: Target<'_>) -> Result<Pass, AwsError> {
+        let observed = self.describe(target).await?;
+        Ok(match observed.attachment() {
+            Some(attachment) if attachment.instance_id == me.instance_id => {
+                if attachment.state == "attached" {
+                    return Ok(Pass::Attached(observed));
+                }
+                Pass::Unchanged(attachment.state.clone())
+            }
+            Some(attachment) => {
+                let state = format!("{} on {}", attachment.state, attachment.instance_id);
+                if attachment.state == "detaching" {
+                    return Ok(Pass::Unchanged(state));
+                }
+                self.take_over(target, &observed, attachment).await?;
+                Pass::Acted {
+                    sent: format!("a forced detach from {}", attachment.instance_id),
+                    state,
+                }
+            }
+            None => match self.attach_call(me, target).await {
+                Ok(()) => {
+                    tracing::info!(resource = target.id(), instance_id = %me.instance_id, "attach requested");
+                    Pass::Acted {
+                        sent: format!("an attach to {}", me.instance_id),
+                        state: "attaching".into(),
+                    }
+                }
+                // Another host won a race since our describe: observe again after a pause.
+                Err(error)
+                    if matches!(
+                        error.code(),
+                        Some("InvalidNetworkInterface.InUse" | "VolumeInUse")
+                    ) =>
+                {
+                    tracing::info!(resource = target.id(), %error, "attach raced with another instance");
+                    Pass::Unchanged("in use by another instance (attach raced)".into())
+                }
+                Err(error) => return Err(error),
+            },
+        })
     }
 
     /// Force-detaches from an owner in a takeover state; refuses (Retryable) for any other owner.

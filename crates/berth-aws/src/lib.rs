@@ -28,6 +28,7 @@ use aws_credential_types::Credentials;
 use berth_core::facts::{EniFacts, Identity, Inventory, VolumeFacts};
 use berth_core::ports::{
     Cloud, Deadline, Delivery, DrainReason, FailureReport, LaunchResult, StepError, Verdict,
+    VolumeRequest,
 };
 use ipnet::Ipv4Net;
 
@@ -225,6 +226,14 @@ impl Cloud for AwsCloud {
             .await?)
     }
 
+    async fn request_volume(
+        &self,
+        identity: &Identity,
+        volume: &VolumeFacts,
+    ) -> Result<VolumeRequest, StepError> {
+        Ok(self.attacher.request_volume(identity, volume).await?)
+    }
+
     async fn eni_attached_here(
         &self,
         identity: &Identity,
@@ -263,6 +272,10 @@ impl Cloud for AwsCloud {
 
     async fn heartbeat(&self, identity: &Identity) -> Result<Delivery, StepError> {
         Ok(self.signaller.heartbeat(identity).await?)
+    }
+
+    async fn heartbeat_termination(&self, identity: &Identity) -> Result<Delivery, StepError> {
+        Ok(self.signaller.heartbeat_termination(identity).await?)
     }
 
     async fn mark_unhealthy(&self, identity: &Identity) -> Result<Delivery, StepError> {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use berth_core::facts::InventoryProblem;
 use berth_core::ports::{
     Cloud, Deadline, Delivery, DrainReason, ErrorKind, FailureReport, LaunchResult, Verdict,
+    VolumeRequest,
 };
 use berth_core::BrokerId;
 use berth_testkit::aws::world;
@@ -288,6 +289,13 @@ async fn a_running_owner_is_never_touched_and_is_named() {
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
 
+    // The early request (one pass, alongside AttachEni) refuses the same way, touching nothing.
+    let error = cloud
+        .request_volume(&identity, resources.volume.as_ref().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
+    assert!(error.message.contains(&owner.instance_id), "{error}");
     // The state machine retries within its deadline; every attempt is Retryable and names the owner.
     let budget = Instant::now() + Duration::from_secs(3);
     let mut attempts = 0;
@@ -364,6 +372,64 @@ async fn owned_by_other(
     let cloud = env.cloud(&env.config(&imds, 1, aws_extra)).await;
     let identity = cloud.identity().await.unwrap();
     (owner, identity, cloud, imds)
+}
+
+/// A new instance in `zone` with its cloud adapter: (instance, identity, cloud, imds, id 0's resources).
+async fn booting_in(
+    env: &Env,
+    zone: &str,
+) -> (
+    world::SeededInstance,
+    berth_core::Identity,
+    berth_aws::AwsCloud,
+    berth_testkit::aws::Imds,
+    berth_core::IdResources,
+) {
+    let me = env.instance(zone).await;
+    let imds = env.imds(&me, &[]);
+    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let identity = cloud.identity().await.unwrap();
+    let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
+    (me, identity, cloud, imds, resources)
+}
+
+#[tokio::test]
+async fn an_early_volume_request_sends_one_attach_that_attach_volume_then_finds() {
+    let env = env(&[ZONE_A]).await;
+    let (me, identity, cloud, _imds, resources) = booting_in(&env, ZONE_A).await;
+    let volume = resources.volume.as_ref().unwrap();
+    env.proxy.reset_counts();
+
+    let request = cloud.request_volume(&identity, volume).await.unwrap();
+    assert!(
+        matches!(&request, VolumeRequest::Sent(what) if what.contains(&identity.instance_id)),
+        "{request:?}"
+    );
+    assert_eq!(
+        (
+            env.proxy.calls("DescribeVolumes"),
+            env.proxy.calls("AttachVolume")
+        ),
+        (1, 1),
+        "one pass: observe, request, no wait"
+    );
+    let (attached, device) = cloud
+        .attach_volume(&identity, volume, Deadline::after(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(attached.attachment.unwrap().instance_id, me.instance_id);
+    assert_eq!(device, "/dev/xvdf");
+    assert_eq!(
+        cloud.request_volume(&identity, volume).await.unwrap(),
+        VolumeRequest::AlreadyAttached,
+        "a restarted berth's early request finds it attached"
+    );
+    assert_eq!(
+        env.proxy.calls("AttachVolume"),
+        1,
+        "never a second attach: {:?}",
+        env.proxy.counts()
+    );
 }
 
 #[tokio::test]
@@ -527,11 +593,7 @@ async fn conservative_takeover_waits_for_termination_then_attaches_what_ec2_rele
 #[tokio::test]
 async fn wrong_zone_is_refused_before_any_call() {
     let env = env(&[ZONE_B]).await;
-    let me = env.instance(ZONE_A).await;
-    let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
-    let identity = cloud.identity().await.unwrap();
-    let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
+    let (_, identity, cloud, _imds, resources) = booting_in(&env, ZONE_A).await;
     env.proxy.reset_counts();
     let deadline = Deadline::after(Duration::from_secs(5));
     let error = cloud
@@ -548,6 +610,15 @@ async fn wrong_zone_is_refused_before_any_call() {
         .await
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Fatal);
+    let error = cloud
+        .request_volume(&identity, resources.volume.as_ref().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.kind,
+        ErrorKind::Fatal,
+        "the early request too: {error}"
+    );
     assert!(
         env.proxy.counts().is_empty(),
         "no API call at all: {:?}",

@@ -12,6 +12,11 @@
 //! I/O, reads no clock and draws no randomness of its own, so every decision is reproducible in a unit test.
 //! The daemon runs the effects through the adapters and feeds their results back as inputs.
 //!
+//! The two attachments overlap: once the claim is held, the volume's attachment is requested
+//! ([`Effect::RequestVolume`]) alongside the AttachEni step, so EC2 attaches both at once. AttachEni still owns
+//! the ENI's wait and AttachEbs the volume's; the early request's answer ([`Input::VolumeRequested`]) never moves
+//! the machine, because AttachEbs observes the volume again (a lost or refused early request costs only time).
+//!
 //! Every step is idempotent and starts by observing reality, so the machine always starts at `Claim` and a
 //! restarted daemon converges by re-running each step, which finds its work already done.
 
@@ -19,11 +24,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drain_wait::DrainWait;
 use crate::facts::{
     BrokerId, EniAttachment, EniFacts, Facts, IdResources, Identity, MountReport, RoutePlan,
     ServingEvidence, VolumeAttachment, VolumeFacts,
 };
-use crate::ports::{BrokerSpec, DrainReason, LaunchResult, MountPlan, StepError, Verdict};
+use crate::ports::{
+    BrokerSpec, DrainReason, LaunchResult, LifecycleHook, MountPlan, StepError, Verdict,
+    VolumeRequest,
+};
+use crate::replication::{
+    bound_reached, catch_up, drain_start, stop_safety, DrainOutcome, DrainStart, ReplicationView,
+};
 use crate::retry::{Jitter, RetryPolicy};
 use crate::routing::{plan_route, RouteNumbering};
 
@@ -36,7 +48,8 @@ pub enum State {
     AttachEni,
     /// Install address, routes and rule for the ENI.
     Route,
-    /// Attach the id's volume and wait for its block device.
+    /// Attach the id's volume (its attachment already requested while AttachEni ran) and wait for its block
+    /// device.
     AttachEbs,
     /// Probe, (only if blank and allowed) format, mount, and check Kafka's identity on the volume.
     Mount,
@@ -172,6 +185,26 @@ pub struct Settings {
     /// backoff, for as long as it takes).
     #[serde(default = "default_reclaim_attempt", with = "crate::serde_duration")]
     pub reclaim_attempt: Duration,
+    /// The caught-up gate (`kafka.healthy_when = "caught_up"`); `None`: Healthy as soon as Kafka serves.
+    #[serde(default)]
+    pub catch_up: Option<CatchUpGate>,
+    /// The safe drain's bound (`kafka.drain_wait`); `None`: a drain stops Kafka without checking.
+    #[serde(default, with = "crate::serde_duration_option")]
+    pub drain_wait: Option<Duration>,
+    /// Terminating-hook heartbeat interval while a drain waits; `None` disables them.
+    #[serde(default, with = "crate::serde_duration_option")]
+    pub terminate_heartbeat_interval: Option<Duration>,
+}
+
+/// How long berth waits, after Kafka serves, for the partitions it hosts to be in sync again before Healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpGate {
+    /// Past this (from the first serving evidence), the boot fails (`kafka.caught_up_deadline`).
+    #[serde(with = "crate::serde_duration")]
+    pub deadline: Duration,
+    /// Interval between looks at the replication (`kafka.check_interval`).
+    #[serde(with = "crate::serde_duration")]
+    pub poll: Duration,
 }
 
 /// The default of [`Settings::reclaim_attempt`]: long enough to open a session to a recovering ensemble.
@@ -220,8 +253,18 @@ pub enum Step {
         /// What Kafka must be told.
         spec: BrokerSpec,
     },
+    /// One look at the replication: is every partition this broker hosts in sync (the caught-up gate)?
+    CatchUp {
+        /// What Kafka was told.
+        spec: BrokerSpec,
+    },
     /// One health check while Healthy.
     Check {
+        /// What Kafka was told.
+        spec: BrokerSpec,
+    },
+    /// One look at the replication before a drain stops Kafka: would stopping it be safe?
+    DrainCheck {
         /// What Kafka was told.
         spec: BrokerSpec,
     },
@@ -242,7 +285,9 @@ impl Step {
             Step::AttachEbs { .. } => StepKind::Boot(State::AttachEbs),
             Step::Mount { .. } => StepKind::Boot(State::Mount),
             Step::StartKafka { .. } => StepKind::Boot(State::StartKafka),
+            Step::CatchUp { .. } => StepKind::CatchUp,
             Step::Check { .. } => StepKind::Check,
+            Step::DrainCheck { .. } => StepKind::DrainCheck,
             Step::Reclaim { .. } => StepKind::Reclaim,
         }
     }
@@ -259,10 +304,16 @@ impl Step {
 pub enum StepKind {
     /// The step of a boot state (Claim to StartKafka).
     Boot(State),
+    /// [`Step::CatchUp`], in StartKafka once Kafka serves.
+    CatchUp,
     /// [`Step::Check`], while Healthy.
     Check,
+    /// [`Step::DrainCheck`], while Draining waits for a safe stop.
+    DrainCheck,
     /// [`Step::Reclaim`], after the claim was lost.
     Reclaim,
+    /// [`Effect::RequestVolume`], the volume's attachment requested alongside AttachEni.
+    RequestVolume,
 }
 
 impl StepKind {
@@ -270,8 +321,11 @@ impl StepKind {
     pub fn name(self) -> &'static str {
         match self {
             StepKind::Boot(state) => state.name(),
+            StepKind::CatchUp => "catch_up",
             StepKind::Check => "check",
+            StepKind::DrainCheck => "drain_check",
             StepKind::Reclaim => "reclaim",
+            StepKind::RequestVolume => "request_volume",
         }
     }
 
@@ -287,6 +341,10 @@ impl StepKind {
                 | (
                     StepKind::Boot(State::StartKafka) | StepKind::Check,
                     Output::Serving(_)
+                )
+                | (
+                    StepKind::CatchUp | StepKind::DrainCheck,
+                    Output::Replication(_)
                 )
         )
     }
@@ -341,6 +399,8 @@ pub enum Output {
     Mounted(MountReport),
     /// Kafka serves as this broker.
     Serving(ServingEvidence),
+    /// The cluster's replication as Kafka describes it.
+    Replication(ReplicationView),
 }
 
 /// Something that happened, fed to [`Machine::decide`].
@@ -381,6 +441,14 @@ pub enum Input {
         tag: StepTag,
         /// Why.
         error: StepError,
+    },
+    /// The early volume request ([`Effect::RequestVolume`]) answered. Recorded, never acted on: AttachEbs
+    /// observes the volume again whatever the answer.
+    VolumeRequested {
+        /// The request it answers.
+        tag: StepTag,
+        /// What it did, or why it could not.
+        result: Result<VolumeRequest, StepError>,
     },
     /// Release everything and exit: a termination notice or an operator's `berth drain`.
     Drain(DrainReason),
@@ -475,6 +543,17 @@ pub enum Effect {
         #[serde(with = "crate::serde_duration")]
         deadline: Duration,
     },
+    /// Request the volume's attachment now, without waiting for it (one pass of AttachEbs's rules), alongside
+    /// the AttachEni step; answered by [`Input::VolumeRequested`]. Never two requests for the volume at once:
+    /// AttachEbs and a teardown's detach wait for this one to finish.
+    RequestVolume {
+        /// The request, to be carried by its answer.
+        tag: StepTag,
+        /// This instance.
+        identity: Identity,
+        /// The claimed id's volume.
+        volume: VolumeFacts,
+    },
     /// Abandon the running main step (its result will not be used).
     Cancel,
     /// Report the verdict to CloudFormation (SignalResource), independently of the lifecycle hook.
@@ -491,10 +570,12 @@ pub enum Effect {
         /// CONTINUE or ABANDON.
         result: LaunchResult,
     },
-    /// Extend the launch lifecycle hook.
+    /// Extend a lifecycle hook (the launch hook while booting, the terminating hook while a drain waits).
     Heartbeat {
         /// This instance.
         identity: Identity,
+        /// Which hook.
+        hook: LifecycleHook,
     },
     /// Tell Auto Scaling the instance is unhealthy.
     MarkUnhealthy {
@@ -566,6 +647,17 @@ pub struct StateTiming {
     pub left: Option<Duration>,
     /// Attempts made in it.
     pub attempts: u32,
+}
+
+/// The early volume request: when it went out and what it answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyVolume {
+    /// The request.
+    pub tag: StepTag,
+    /// Sent, as time since start.
+    pub requested: Duration,
+    /// Answered, as time since start, with the answer (None while in flight).
+    pub answer: Option<(Duration, Result<VolumeRequest, StepError>)>,
 }
 
 /// Whether the claim is currently held.
@@ -642,10 +734,16 @@ pub struct Machine {
     session_suspect: bool,
     next_heartbeat_at: Option<Duration>,
     timeline: Vec<StateTiming>,
+    /// The volume's attachment requested alongside AttachEni (once per boot).
+    early_volume: Option<EarlyVolume>,
     jitter: Jitter,
     drain_reason: Option<DrainReason>,
     transitions: u64,
     retries: u64,
+    /// When Kafka first served in StartKafka, while the caught-up gate waits.
+    catch_up_since: Option<Duration>,
+    /// The drain's wait for a safe stop (kept once ended, for `/state`).
+    drain_wait: Option<DrainWait>,
 }
 
 /// The result of a decision: the next machine and what to do.
@@ -677,10 +775,13 @@ impl Machine {
                 left: None,
                 attempts: 0,
             }],
+            early_volume: None,
             jitter: Jitter::new(jitter_seed),
             drain_reason: None,
             transitions: 0,
             retries: 0,
+            catch_up_since: None,
+            drain_wait: None,
         }
     }
 
@@ -774,6 +875,11 @@ impl Machine {
         &self.timeline
     }
 
+    /// The volume's attachment requested alongside AttachEni, once it was.
+    pub fn early_volume(&self) -> Option<&EarlyVolume> {
+        self.early_volume.as_ref()
+    }
+
     /// Number of state transitions so far.
     pub fn transitions(&self) -> u64 {
         self.transitions
@@ -812,6 +918,11 @@ impl Machine {
         self.drain_reason.as_ref()
     }
 
+    /// The drain's wait for a safe stop: while it waits, and how it ended.
+    pub fn drain_wait(&self) -> Option<&DrainWait> {
+        self.drain_wait.as_ref()
+    }
+
     /// When the machine next needs a [`Input::Tick`] (time since start), if ever.
     pub fn next_wake(&self) -> Option<Duration> {
         let mut wakes = Vec::new();
@@ -833,6 +944,9 @@ impl Machine {
             if reclaiming.running.is_none() {
                 wakes.extend(reclaiming.retry_at);
             }
+        }
+        if let Some(wait) = &self.drain_wait {
+            wakes.extend(wait.next_wake(self.running.is_some()));
         }
         if let Some(watch) = watch.filter(|watch| !watch.marked_unhealthy) {
             wakes.extend(
@@ -888,8 +1002,11 @@ impl Machine {
                 self.finish_reclaim(*tag)?;
                 self.on_reclaim_failed(error, now);
             }
+            Input::VolumeRequested { tag, result } => {
+                self.on_volume_requested(*tag, result, now)?
+            }
             Input::Drain(reason) => self.on_drain(reason, now, effects),
-            Input::Stop => self.on_stop(effects),
+            Input::Stop => self.on_stop(now, effects),
             Input::Drained => {
                 if !self.tearing_down {
                     return Err(TransitionError::NotValidHere {
@@ -912,6 +1029,51 @@ impl Machine {
     fn finish_main(&mut self, tag: StepTag) -> Result<(), TransitionError> {
         let state = self.state();
         accept(&mut self.running, tag, state)
+    }
+
+    /// Records the early volume request's answer; an answer to no request in flight is stale.
+    fn on_volume_requested(
+        &mut self,
+        tag: StepTag,
+        result: &Result<VolumeRequest, StepError>,
+        now: Duration,
+    ) -> Result<(), TransitionError> {
+        match &mut self.early_volume {
+            Some(early) if early.tag == tag && early.answer.is_none() => {
+                early.answer = Some((now, result.clone()));
+                Ok(())
+            }
+            _ => Err(TransitionError::Stale {
+                state: self.state(),
+                tag,
+            }),
+        }
+    }
+
+    /// Asks for the volume's attachment alongside the first AttachEni step, once the claim is held and the
+    /// volume known (else AttachEbs alone attaches it, and says what is missing).
+    fn request_volume_early(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if self.state() != State::AttachEni
+            || self.early_volume.is_some()
+            || self.claim != Claim::Held
+        {
+            return;
+        }
+        let volume = self.facts.resources.as_ref().and_then(|r| r.volume.clone());
+        let (Some(identity), Some(volume)) = (self.facts.identity.clone(), volume) else {
+            return;
+        };
+        let tag = self.next_tag(StepKind::RequestVolume);
+        self.early_volume = Some(EarlyVolume {
+            tag,
+            requested: now,
+            answer: None,
+        });
+        effects.push(Effect::RequestVolume {
+            tag,
+            identity,
+            volume,
+        });
     }
 
     /// Accepts the result of the reclaim run `tag`; any other run's result is stale.
@@ -1008,27 +1170,129 @@ impl Machine {
         if self.tearing_down {
             return;
         }
+        if self.drain_wait.as_ref().is_some_and(DrainWait::active) {
+            // Waiting for a safe stop: only a spot notice (two minutes) cuts the wait short.
+            if *reason == DrainReason::SpotInterruption {
+                self.drain_reason = Some(reason.clone());
+                let why =
+                    "a spot interruption notice arrived while the drain waited: stopping Kafka now";
+                self.end_drain_wait(DrainOutcome::CutShort(why.into()), now, effects);
+            }
+            return;
+        }
         if self.running.take().is_some() {
             effects.push(Effect::Cancel);
         }
         self.drain_reason = Some(reason.clone());
+        self.enter(State::Draining, now);
+        self.stop_reclaim_retries();
+        let kafka_started = self.furthest >= State::StartKafka && self.broker_spec().is_some();
+        match drain_start(reason, self.settings.drain_wait.is_some(), kafka_started) {
+            DrainStart::Check => {
+                let bound = self.settings.drain_wait.unwrap_or_default();
+                let heartbeat = self
+                    .settings
+                    .terminate_heartbeat_interval
+                    .filter(|_| *reason == DrainReason::LifecycleTerminated);
+                self.drain_wait = Some(DrainWait::begin(now, bound, heartbeat));
+                self.run_drain_check(now, effects);
+            }
+            DrainStart::Skip(why) => {
+                self.drain_wait = Some(DrainWait::skipped(now, why));
+                self.begin_teardown(effects);
+            }
+        }
+    }
+
+    /// The drain's release plan (and, on a lifecycle termination, completing its action), now.
+    fn begin_teardown(&mut self, effects: &mut Vec<Effect>) {
         let mut teardown = self.release_plan(false);
-        if let (DrainReason::LifecycleTerminated, Some(identity)) =
-            (reason, self.facts.identity.clone())
+        if let (Some(DrainReason::LifecycleTerminated), Some(identity)) =
+            (&self.drain_reason, self.facts.identity.clone())
         {
             teardown.push(Teardown::CompleteTermination { identity });
         }
-        self.enter(State::Draining, now);
-        self.retry_at = None;
-        self.stop_reclaim_retries();
         self.tearing_down = true;
         effects.push(Effect::Teardown(teardown));
     }
 
-    fn on_stop(&mut self, effects: &mut Vec<Effect>) {
+    fn run_drain_check(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        let (Some(spec), Some(wait)) = (self.broker_spec(), &self.drain_wait) else {
+            return;
+        };
+        let deadline = wait.bound_at().max(now);
+        let tag = self.next_tag(StepKind::DrainCheck);
+        self.running = Some(tag);
+        effects.push(Effect::Run {
+            tag,
+            step: Step::DrainCheck { spec },
+            deadline,
+        });
+    }
+
+    /// A drain check's result (the replication, or why it could not be read): stop Kafka now, or look again.
+    fn on_drain_check(
+        &mut self,
+        checked: Result<&ReplicationView, &StepError>,
+        now: Duration,
+        effects: &mut Vec<Effect>,
+    ) {
+        let me = self
+            .facts
+            .broker_id
+            .unwrap_or(crate::facts::BrokerId(u32::MAX));
+        let safety = checked.map(|view| stop_safety(view, me));
+        let Some(wait) = self.drain_wait.as_mut().filter(|wait| wait.active()) else {
+            return;
+        };
+        let outcome = match &safety {
+            Ok(safety) => wait.checked(Ok(safety), now, &mut self.jitter),
+            Err(error) => wait.checked(Err(&error.message), now, &mut self.jitter),
+        };
+        if let Some(outcome) = outcome {
+            self.end_drain_wait(outcome, now, effects);
+        }
+    }
+
+    /// Ends the drain's wait with `outcome` (a check still running is abandoned) and starts the teardown.
+    fn end_drain_wait(&mut self, outcome: DrainOutcome, now: Duration, effects: &mut Vec<Effect>) {
+        if self.running.take().is_some() {
+            effects.push(Effect::Cancel);
+        }
+        if let Some(wait) = self.drain_wait.as_mut() {
+            wait.end(outcome, now);
+        }
+        self.begin_teardown(effects);
+    }
+
+    /// While the drain waits: the bound ends it; a due check runs.
+    fn on_drain_wait_tick(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        let Some(wait) = self.drain_wait.as_mut().filter(|wait| wait.active()) else {
+            return;
+        };
+        if now >= wait.bound_at() {
+            let why = wait
+                .last
+                .clone()
+                .unwrap_or_else(|| "the first check had not answered".into());
+            let outcome = bound_reached(wait.bound(), &why);
+            return self.end_drain_wait(outcome, now, effects);
+        }
+        if self.running.is_none() && wait.check_due(now) {
+            self.run_drain_check(now, effects);
+        }
+    }
+
+    fn on_stop(&mut self, now: Duration, effects: &mut Vec<Effect>) {
         // A teardown in progress is finished first: half-released resources help nobody.
         if self.tearing_down {
             return;
+        }
+        if self.drain_wait.as_ref().is_some_and(DrainWait::active) {
+            // The drain was decided: a stop ends its wait, and the drain finishes before the daemon exits.
+            let why =
+                "berth was asked to stop while the drain waited: stopping Kafka now, then exiting";
+            return self.end_drain_wait(DrainOutcome::CutShort(why.into()), now, effects);
         }
         if self.running.take().is_some() {
             effects.push(Effect::Cancel);
@@ -1038,6 +1302,9 @@ impl Machine {
     }
 
     fn on_tick(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if self.drain_wait.as_ref().is_some_and(DrainWait::active) {
+            return self.on_drain_wait_tick(now, effects);
+        }
         if let Some(reclaiming) = self.reclaiming() {
             if reclaiming.running.is_none() && reclaiming.retry_at.is_some_and(|at| at <= now) {
                 reclaiming.retry_at = None;
@@ -1113,7 +1380,19 @@ impl Machine {
                     };
                     return;
                 }
+                if self.settings.catch_up.is_some() {
+                    // Serving is not caught up: look at the replication until this broker is in sync.
+                    self.catch_up_since = Some(now);
+                    if !matches!(self.claim, Claim::Lost(_)) {
+                        self.run_state_step(now, effects);
+                    }
+                    return;
+                }
             }
+            Output::Replication(view) if tag.kind == StepKind::DrainCheck => {
+                return self.on_drain_check(Ok(view), now, effects)
+            }
+            Output::Replication(view) => return self.on_replication(view, now, effects),
         }
         self.advance(now, effects);
         if matches!(output, Output::Claimed { .. }) && matches!(self.claim, Claim::Lost(_)) {
@@ -1129,6 +1408,14 @@ impl Machine {
         effects: &mut Vec<Effect>,
     ) {
         self.last_error = Some(format!("{kind}: {error}"));
+        if kind == StepKind::DrainCheck {
+            return self.on_drain_check(Err(error), now, effects);
+        }
+        if kind == StepKind::CatchUp {
+            // Not reading the replication is no verdict on Kafka: look again until the gate's deadline.
+            self.retries += 1;
+            return self.wait_for_catch_up(error.to_string(), now, effects);
+        }
         if kind == StepKind::Check {
             let held = self.claim == Claim::Held;
             let next_check_at = Some(now + self.settings.check_interval);
@@ -1242,6 +1529,14 @@ impl Machine {
     }
 
     fn housekeeping(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if let (Some(wait), Some(identity)) = (self.drain_wait.as_mut(), &self.facts.identity) {
+            if wait.heartbeat_due(now) {
+                effects.push(Effect::Heartbeat {
+                    identity: identity.clone(),
+                    hook: LifecycleHook::Terminate,
+                });
+            }
+        }
         if let (true, Some(at), Some(every)) = (
             self.state().is_booting(),
             self.next_heartbeat_at,
@@ -1252,6 +1547,7 @@ impl Machine {
                 if let Some(identity) = &self.facts.identity {
                     effects.push(Effect::Heartbeat {
                         identity: identity.clone(),
+                        hook: LifecycleHook::Launch,
                     });
                 }
             }
@@ -1316,7 +1612,51 @@ impl Machine {
         self.state_entered = now;
         self.attempts = 0;
         self.retry_at = None;
+        self.catch_up_since = None;
         self.transitions += 1;
+    }
+
+    /// A look at the replication during the caught-up gate: Healthy once in sync, else look again.
+    fn on_replication(&mut self, view: &ReplicationView, now: Duration, effects: &mut Vec<Effect>) {
+        let Some(me) = self.facts.broker_id else {
+            return self.fail(
+                "internal: catch_up without a broker id".into(),
+                now,
+                effects,
+            );
+        };
+        let progress = catch_up(view, me);
+        let caught_up = progress.caught_up();
+        let why = progress.to_string();
+        self.facts.catch_up = Some(progress);
+        if caught_up {
+            self.advance(now, effects);
+        } else {
+            self.wait_for_catch_up(why, now, effects);
+        }
+    }
+
+    /// Looks again after the gate's interval, or fails once that would pass its deadline.
+    fn wait_for_catch_up(&mut self, why: String, now: Duration, effects: &mut Vec<Effect>) {
+        let (Some(gate), Some(since)) = (self.settings.catch_up, self.catch_up_since) else {
+            return self.fail(
+                format!("internal: catch_up outside the gate: {why}"),
+                now,
+                effects,
+            );
+        };
+        if now + gate.poll >= since + gate.deadline {
+            self.fail(
+                format!(
+                    "Kafka serves but did not catch up within kafka.caught_up_deadline ({}): {why}",
+                    crate::duration::format_duration(gate.deadline)
+                ),
+                now,
+                effects,
+            );
+        } else {
+            self.retry_at = Some(now + gate.poll);
+        }
     }
 
     /// Failed, from any state: report FAILURE to CloudFormation at once; then let go of everything (Kafka
@@ -1409,9 +1749,14 @@ impl Machine {
                     .broker_id
                     .ok_or_else(|| missing("the broker id"))?,
             },
-            State::StartKafka => Step::StartKafka {
-                spec: self.broker_spec().ok_or_else(|| missing("the ENI"))?,
-            },
+            State::StartKafka => {
+                let spec = self.broker_spec().ok_or_else(|| missing("the ENI"))?;
+                if self.catch_up_since.is_some() {
+                    Step::CatchUp { spec }
+                } else {
+                    Step::StartKafka { spec }
+                }
+            }
             State::Healthy | State::Draining | State::Failed => {
                 return Err(missing("a boot state"))
             }
@@ -1430,13 +1775,16 @@ impl Machine {
                 }
                 let tag = self.next_tag(step.kind());
                 self.running = Some(tag);
-                let deadline =
-                    self.state_entered + self.settings.policies.of(self.state()).deadline;
+                let deadline = match (self.catch_up_since, self.settings.catch_up) {
+                    (Some(since), Some(gate)) => since + gate.deadline,
+                    _ => self.state_entered + self.settings.policies.of(self.state()).deadline,
+                };
                 effects.push(Effect::Run {
                     tag,
                     step,
                     deadline,
                 });
+                self.request_volume_early(now, effects);
             }
             Err(reason) => self.fail(reason, now, effects),
         }
@@ -1454,8 +1802,9 @@ impl Machine {
     }
 
     /// What releases everything reached, in reverse (a step that was running may have done part of its work,
-    /// so its undo is included; each undo is a no-op when nothing is there), the claim last. With
-    /// `keep_volume` the volume is neither unmounted nor detached.
+    /// so its undo is included; each undo is a no-op when nothing is there), the claim last. A volume whose
+    /// early request went out is detached even before AttachEbs. With `keep_volume` the volume is neither
+    /// unmounted nor detached.
     fn release_plan(&self, keep_volume: bool) -> Vec<Teardown> {
         let reached = |state: State| self.furthest >= state;
         let resources = self.facts.resources.clone().unwrap_or_default();
@@ -1470,9 +1819,8 @@ impl Machine {
             steps.push(Teardown::RemoveRoutes(plan));
         }
         if let Some(identity) = &self.facts.identity {
-            if let (true, false, Some(volume)) =
-                (reached(State::AttachEbs), keep_volume, resources.volume)
-            {
+            let volume_requested = reached(State::AttachEbs) || self.early_volume.is_some();
+            if let (true, false, Some(volume)) = (volume_requested, keep_volume, resources.volume) {
                 steps.push(Teardown::DetachVolume {
                     identity: identity.clone(),
                     volume,
@@ -1511,5 +1859,6 @@ fn output_name(output: &Output) -> &'static str {
         Output::VolumeReady(_) => "volume_ready",
         Output::Mounted(_) => "mounted",
         Output::Serving(_) => "serving",
+        Output::Replication(_) => "replication",
     }
 }

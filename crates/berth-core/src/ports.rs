@@ -149,6 +149,39 @@ pub enum FailureReport {
     MarkedUnhealthy,
 }
 
+/// What an early volume request did: one pass of the attach rules, without waiting for the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "request", content = "detail")]
+pub enum VolumeRequest {
+    /// Already attached here: nothing was sent.
+    AlreadyAttached,
+    /// A request was sent (AttachVolume, or the force-detach from an owner the takeover rule lets go of).
+    Sent(String),
+    /// Nothing was sent; the volume's state (attaching here, detaching from another instance, an attach that
+    /// raced with another instance's): AttachEbs observes it again.
+    NothingSent(String),
+}
+
+impl fmt::Display for VolumeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VolumeRequest::AlreadyAttached => f.write_str("already attached here"),
+            VolumeRequest::Sent(what) => write!(f, "sent {what}"),
+            VolumeRequest::NothingSent(state) => write!(f, "nothing sent: {state}"),
+        }
+    }
+}
+
+/// Which lifecycle hook a heartbeat extends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleHook {
+    /// The launch hook, while booting.
+    Launch,
+    /// The terminating hook, while a drain waits.
+    Terminate,
+}
+
 /// Why the daemon is draining. A plain SIGTERM is not one of them: it stops berth, not the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,6 +226,14 @@ pub trait Cloud: Send + Sync {
         volume: &VolumeFacts,
         deadline: Deadline,
     ) -> Result<(VolumeFacts, String), StepError>;
+    /// One pass of [`Cloud::attach_volume`]'s rules, without its wait: observe the volume, then request its
+    /// attachment here (or the force-detach the takeover rule allows) and return. Sent while AttachEni waits,
+    /// so the volume's attachment runs alongside the ENI's; AttachEbs still observes and waits for it.
+    async fn request_volume(
+        &self,
+        identity: &Identity,
+        volume: &VolumeFacts,
+    ) -> Result<VolumeRequest, StepError>;
     /// Whether EC2 shows the ENI attached (or attaching) to this instance now.
     async fn eni_attached_here(
         &self,
@@ -221,6 +262,8 @@ pub trait Cloud: Send + Sync {
     ) -> Result<Delivery, StepError>;
     /// Extend the launch lifecycle hook's timeout while booting is slow.
     async fn heartbeat(&self, identity: &Identity) -> Result<Delivery, StepError>;
+    /// Extend the terminating lifecycle hook's timeout while a drain waits for a safe stop.
+    async fn heartbeat_termination(&self, identity: &Identity) -> Result<Delivery, StepError>;
     /// Tell Auto Scaling this instance is unhealthy because Kafka was lost too long (when configured).
     async fn mark_unhealthy(&self, identity: &Identity) -> Result<Delivery, StepError>;
     /// Tell Auto Scaling a boot failed for good: ABANDON when the launch action is pending, else
@@ -367,6 +410,12 @@ pub trait Broker: Send + Sync {
     ) -> Result<ServingEvidence, StepError>;
     /// One health check while Healthy.
     async fn check(&self, spec: &BrokerSpec) -> Result<ServingEvidence, StepError>;
+    /// The cluster's replication (every partition's replicas and ISR, each topic's `min.insync.replicas`, the
+    /// live brokers), asked of this broker, or of another when this one does not answer.
+    async fn replication(
+        &self,
+        spec: &BrokerSpec,
+    ) -> Result<crate::replication::ReplicationView, StepError>;
     /// Controlled shutdown, by the deadline.
     async fn stop(&self, deadline: Deadline) -> Result<(), StepError>;
 }

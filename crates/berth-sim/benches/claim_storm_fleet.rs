@@ -7,6 +7,7 @@
 #[path = "../../berth-zk/benches/storm/mod.rs"]
 mod storm;
 
+use anyhow::Context;
 use berth_sim::bench;
 
 fn main() {
@@ -19,7 +20,10 @@ fn main() {
         .unwrap_or(100);
     let ids = claimers.max(100) as u32;
     let result = berth_sim::with_fleet(bench::options(3, 3), |fleet| async move {
-        let connect = fleet.zookeeper().connect_string();
+        let connect = fleet
+            .zookeeper()
+            .context("the fleet's ZooKeeper ensemble")?
+            .connect_string();
         let region = fleet.region().ns().to_owned();
         // Sockets belong to the namespace of the thread that opens them: the storm runs on a runtime whose
         // threads all start inside the region.

@@ -13,6 +13,9 @@
 //!   replacement and boot) is the simulated Auto Scaling's, not berth's. `jvm_before_first_log_ms` (systemd's
 //!   "Started kafka.service" to Kafka's first log line: the JVM loading Kafka) is inside `berth_overhead_ms` but
 //!   not berth's either; `berth_own_ms` is the overhead without it.
+//! - the same split as `bench-tth`, with Kafka's start read from its log: the ENI and volume delays differ (1 s,
+//!   4 s) and their attachments overlap, so `floor_ms` = claim + max(ENI, volume) + Kafka's start, and
+//!   `floor_overhead_ms` = berth's start to Healthy - `floor_ms`.
 
 use std::time::{Duration, Instant};
 
@@ -126,13 +129,15 @@ async fn scenario(fleet: Fleet) -> anyhow::Result<String> {
         + own.kafka_start_ms;
     let berth_ms = own.state.time_to_healthy_ms.unwrap_or_default();
     let overhead = berth_ms.saturating_sub(waits);
+    let floor_ms = ms_in(&own.state, "claim") + bench::attach_floor_ms(true) + own.kafka_start_ms;
     Ok(format!(
         "kafka-replace kafka={} topic_bytes={topic_bytes} produce_ms={produce_ms} while_away_bytes={} \
          kill_to_healthy_ms={} kill_to_isr_full_ms={} refetched_bytes={} control_kill_to_isr_full_ms={} \
          control_refetched_bytes={} refetched_pct_of_control={:.2} launch_ms={} berth_to_healthy_ms={berth_ms} \
          claim_wait_ms={} attach_wait_ms={} kafka_start_ms={} berth_overhead_ms={overhead} \
          berth_overhead_pct={:.2} jvm_before_first_log_ms={} berth_own_ms={} berth_own_pct={:.2} missing={} \
-         duplicated={} berth={}",
+         duplicated={} floor_ms={floor_ms} floor_overhead_ms={} floor_overhead_pct={:.1} \
+         attach_eni_ms={} attach_ebs_ms={} berth={}",
         install.version(),
         u64::from(WHILE_AWAY) * (PADDING as u64 + 28),
         own.kill_to_healthy_ms,
@@ -152,6 +157,10 @@ async fn scenario(fleet: Fleet) -> anyhow::Result<String> {
             / own.kill_to_healthy_ms.max(1) as f64,
         report.missing.len(),
         report.duplicated.len(),
+        berth_ms as i64 - floor_ms as i64,
+        (berth_ms as f64 - floor_ms as f64) * 100.0 / floor_ms.max(1) as f64,
+        ms_in(&own.state, "attach_eni"),
+        ms_in(&own.state, "attach_ebs"),
         bench::berth_profile(),
     ))
 }
@@ -166,6 +175,8 @@ fn main() {
         volume_mb: 512,
         kafka: SimKafka::Kraft,
         hotplug_poll: Duration::from_millis(20),
+        eni_delay: bench::OVERLAP_ENI_DELAY,
+        volume_delay: bench::OVERLAP_VOLUME_DELAY,
         ..FleetOptions::default()
     };
     match berth_sim::with_fleet(options, scenario) {

@@ -1,54 +1,129 @@
-//! bench-tth: time to Healthy with injected delays (ENI hot-plug 2 s, volume 3 s, Kafka start 2 s), and berth's
-//! own cost on the critical path (`overhead_ms` = time to Healthy - injected delays; API calls included).
-//! Three boots of one host (drained between), median reported.
+//! bench-tth: time to Healthy with injected delays that differ (ENI hot-plug 1 s, volume 4 s, Kafka start 2 s),
+//! in both orders of the attachments, in one run:
+//! * `overlap` (berth's order): the volume is requested alongside the ENI, so a boot waits for the slower of the
+//!   two: `floor_ms` = claim + max(ENI, volume) + Kafka start;
+//! * `sequential` (the order before it, for comparison): the early AttachVolume is refused (throttled three
+//!   times at the fault proxy, as many as the SDK attempts), so the volume is requested when AttachEbs begins:
+//!   `floor_ms` = claim + ENI + volume + Kafka start.
+//!
+//! `overhead_ms` = time to Healthy - floor: berth's own cost on the critical path (routes, mount, EC2 round
+//! trips, systemctl). Three boots of one host per order (drained between), medians reported. The comparison
+//! switch lives here, in the fault proxy, and nowhere in berth's configuration.
 
 use std::time::Duration;
 
-use berth_sim::bench::{self, injected, median, ms_in};
+use berth_sim::bench::{self, median, ms_in};
+use berth_sim::Fleet;
+use berth_sim::StateView;
+use berth_testkit::aws::Fault;
 use nix::sys::signal::Signal;
 
 const RUNS: usize = 3;
+
+/// The two orders measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Overlap,
+    Sequential,
+}
+
+impl Order {
+    fn name(self) -> &'static str {
+        match self {
+            Order::Overlap => "overlap",
+            Order::Sequential => "sequential",
+        }
+    }
+
+    /// The injected waits a boot cannot avoid in this order, in milliseconds.
+    fn injected_ms(self) -> u64 {
+        bench::attach_floor_ms(self == Order::Overlap) + bench::KAFKA_DELAY.as_millis() as u64
+    }
+}
+
+/// One order's medians.
+struct Measured {
+    tth_ms: u64,
+    floor_ms: u64,
+    all_ms: Vec<u64>,
+    last: StateView,
+}
+
+impl Measured {
+    fn overhead_ms(&self) -> i64 {
+        self.tth_ms as i64 - self.floor_ms as i64
+    }
+
+    fn fields(&self, prefix: &str) -> String {
+        let state = &self.last;
+        format!(
+            "{prefix}tth_ms={} {prefix}floor_ms={} {prefix}overhead_ms={} {prefix}overhead_pct={:.1} {prefix}all_ms={:?} {prefix}attach_eni_ms={} {prefix}route_ms={} {prefix}attach_ebs_ms={} {prefix}mount_ms={} {prefix}start_kafka_ms={}",
+            self.tth_ms,
+            self.floor_ms,
+            self.overhead_ms(),
+            self.overhead_ms() as f64 * 100.0 / self.floor_ms.max(1) as f64,
+            self.all_ms,
+            ms_in(state, "attach_eni"),
+            ms_in(state, "route"),
+            ms_in(state, "attach_ebs"),
+            ms_in(state, "mount"),
+            ms_in(state, "start_kafka"),
+        )
+    }
+}
+
+async fn boots(fleet: &Fleet, order: Order) -> anyhow::Result<Measured> {
+    let (mut tth, mut floor, mut last) = (Vec::new(), Vec::new(), None);
+    for _ in 0..RUNS {
+        if order == Order::Sequential {
+            fleet.inject("AttachVolume", Fault::Throttle, 3);
+        }
+        let host = fleet.launch(0).await?;
+        let state = fleet.wait_healthy(host, Duration::from_secs(60)).await?;
+        tth.push(state.time_to_healthy_ms.unwrap_or(0));
+        floor.push(ms_in(&state, "claim") + order.injected_ms());
+        print!(
+            "{}",
+            berth_sim::state::render_timeline(&format!("{} host {host}", order.name()), &state)
+        );
+        last = Some(state);
+        fleet.signal_berth(host, Signal::SIGUSR1)?;
+        fleet.wait_berth_exit(host, Duration::from_secs(30)).await?;
+        fleet.retire_host(host).await?;
+    }
+    Ok(Measured {
+        tth_ms: median(tth.clone()),
+        floor_ms: median(floor),
+        all_ms: tth,
+        last: last.unwrap_or_else(StateView::empty),
+    })
+}
 
 fn main() {
     if !bench::can_run("tth") {
         return;
     }
-    let result = berth_sim::with_fleet(bench::options(1, 1), |fleet| async move {
-        let mut tth = Vec::new();
-        let mut last = None;
-        for _ in 0..RUNS {
-            let host = fleet.launch(0).await?;
-            let state = fleet.wait_healthy(host, Duration::from_secs(60)).await?;
-            tth.push(state.time_to_healthy_ms.unwrap_or(0));
-            print!(
-                "{}",
-                berth_sim::state::render_timeline(&format!("host {host}"), &state)
-            );
-            last = Some(state);
-            fleet.signal_berth(host, Signal::SIGUSR1)?;
-            fleet.wait_berth_exit(host, Duration::from_secs(30)).await?;
-            fleet.retire_host(host).await?;
-        }
-        Ok((tth, last.unwrap_or_else(berth_sim::StateView::empty)))
+    let options = berth_sim::FleetOptions {
+        eni_delay: bench::OVERLAP_ENI_DELAY,
+        volume_delay: bench::OVERLAP_VOLUME_DELAY,
+        ..bench::options(1, 1)
+    };
+    let result = berth_sim::with_fleet(options, |fleet| async move {
+        let overlap = boots(&fleet, Order::Overlap).await?;
+        let sequential = boots(&fleet, Order::Sequential).await?;
+        Ok((overlap, sequential))
     });
     match result {
-        Ok((tth, state)) => {
-            let tth_ms = median(tth.clone());
-            let injected_ms = injected().as_millis() as u64;
-            println!(
-                "tth tth_ms={tth_ms} injected_ms={injected_ms} overhead_ms={} runs={} all_ms={:?} claim_ms={} attach_eni_ms={} route_ms={} attach_ebs_ms={} mount_ms={} start_kafka_ms={} berth={}",
-                tth_ms.saturating_sub(injected_ms),
-                tth.len(),
-                tth,
-                ms_in(&state, "claim"),
-                ms_in(&state, "attach_eni"),
-                ms_in(&state, "route"),
-                ms_in(&state, "attach_ebs"),
-                ms_in(&state, "mount"),
-                ms_in(&state, "start_kafka"),
-                bench::berth_profile(),
-            );
-        }
+        Ok((overlap, sequential)) => println!(
+            "tth eni_ms={} volume_ms={} kafka_ms={} claim_ms={} {} {} runs={RUNS} berth={}",
+            bench::OVERLAP_ENI_DELAY.as_millis(),
+            bench::OVERLAP_VOLUME_DELAY.as_millis(),
+            bench::KAFKA_DELAY.as_millis(),
+            ms_in(&overlap.last, "claim"),
+            overlap.fields(""),
+            sequential.fields("sequential_"),
+            bench::berth_profile(),
+        ),
         Err(error) => println!("tth error={:?}", format!("{error:#}")),
     }
 }

@@ -352,6 +352,30 @@ pub async fn wait_members(
     }
 }
 
+/// Waits until the group has launched a replacement of dead host `dead` in its zone; the replacement's instance
+/// id and host index.
+pub async fn replacement_of(
+    fleet: &Fleet,
+    dead: &crate::Host,
+    timeout: Duration,
+) -> anyhow::Result<(String, usize)> {
+    let zone = layout::zone_name(dead.az);
+    let replacing = |m: &Member| m.availability_zone == zone && m.instance_id != dead.instance.id;
+    let members = wait_members(fleet, &format!("a replacement in {zone}"), timeout, |m| {
+        m.iter().any(replacing)
+    })
+    .await?;
+    let instance = members
+        .into_iter()
+        .find(|m| replacing(m))
+        .map(|m| m.instance_id)
+        .ok_or_else(|| anyhow::anyhow!("no replacement in {zone}"))?;
+    let host = host_of(fleet, &instance)
+        .ok_or_else(|| anyhow::anyhow!("the replacement {instance} has no live host"))?
+        .index;
+    Ok((instance, host))
+}
+
 /// The host index of every member in service, in zone order.
 pub fn in_service_hosts(fleet: &Fleet) -> Vec<usize> {
     let mut hosts: Vec<(String, usize)> = members(fleet)

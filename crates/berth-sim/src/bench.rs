@@ -13,6 +13,25 @@ pub const VOLUME_DELAY: Duration = Duration::from_secs(3);
 /// Kafka (stand-in) start delay injected by the benchmarks.
 pub const KAFKA_DELAY: Duration = Duration::from_secs(2);
 
+/// ENI hot-plug delay of the benchmarks that measure the attachments' overlap (`tth`, `kafka-replace`).
+pub const OVERLAP_ENI_DELAY: Duration = Duration::from_secs(1);
+/// Volume delay of those benchmarks: longer than the ENI's, as on EC2.
+pub const OVERLAP_VOLUME_DELAY: Duration = Duration::from_secs(4);
+
+/// The attachments' wait a boot cannot avoid, in milliseconds: the slower of the two when they overlap (berth's
+/// order), their sum when one waits for the other.
+pub fn attach_floor_ms(overlapping: bool) -> u64 {
+    let (eni, volume) = (
+        OVERLAP_ENI_DELAY.as_millis() as u64,
+        OVERLAP_VOLUME_DELAY.as_millis() as u64,
+    );
+    if overlapping {
+        eni.max(volume)
+    } else {
+        eni + volume
+    }
+}
+
 /// The sum of the injected delays (all on the boot's critical path).
 pub fn injected() -> Duration {
     ENI_DELAY + VOLUME_DELAY + KAFKA_DELAY

@@ -1,5 +1,10 @@
 //! `berth-sim demo`: the README's first command, the whole mission in under two minutes.
 //!
+//! By default the fleet is Kafka 4.x in KRaft mode with `claim.backend = "ec2"` and no ZooKeeper process
+//! anywhere: the ENI attachments are the claims. `--zookeeper` runs the card's ZooKeeper claims instead (an
+//! ensemble, `claim.backend = "zookeeper"`). Either way the demo says which backend holds the claims and shows
+//! them, read from there ([`crate::claims`]), after the boot and after the replacement.
+//!
 //! The simulated Auto Scaling group launches three brokers in three zones; they boot concurrently to Healthy and
 //! the stack's CreationPolicy completes. Data is written on each broker's volume; host 0 is killed, and the
 //! group (not the demo) notices the dead instance and launches a replacement in its zone, which becomes broker 0
@@ -11,10 +16,11 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use berth_testkit::aws::autoscaling::{LifecycleState, Member};
+use berth_testkit::aws::autoscaling::LifecycleState;
 use berth_testkit::kafka::Client;
 
 use crate::asg;
+use crate::claims;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::kafka::blocking;
 use crate::state::{render_timeline, StateView};
@@ -77,15 +83,8 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         .position(|s| s.broker_id == Some(0))
         .context("no host is broker 0")?;
     let replaced = replace(fleet, &client, hosts[victim], &booted[victim]).await?;
-    let report = blocking(|| client.consume(TOPIC, RECORDS + WHILE_AWAY))?;
-    ensure!(
-        report.is_exact(),
-        "consumed {} records: {} missing, {} duplicated, {} corrupt",
-        report.records.len(),
-        report.missing.len(),
-        report.duplicated.len(),
-        report.corrupt.len()
-    );
+    show_claims(fleet, "after the replacement").await?;
+    let report = crate::kafka::consume_exactly(&client, TOPIC, RECORDS + WHILE_AWAY)?;
     say(format!(
         "consumed every record: {} read of {} produced, 0 missing, 0 duplicated",
         report.records.len(),
@@ -120,10 +119,22 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
 /// Waits until the group's hosts are Healthy with unique ids and InService; their indexes and states.
 async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
     let options = fleet.options();
+    let zookeeper = fleet.zookeeper().map_or_else(
+        || "no ZooKeeper process anywhere".to_owned(),
+        |zk| {
+            let claims = options.claim_backend == berth_config::ClaimBackend::Zookeeper;
+            let kafka = options.kafka != crate::SimKafka::Kraft;
+            let holds = match (claims, kafka) {
+                (true, true) => "the claims and Kafka's metadata",
+                (true, false) => "the claims",
+                _ => "Kafka's metadata (ZooKeeper mode)",
+            };
+            format!("ZooKeeper ensemble {} for {holds}", zk.connect_string())
+        },
+    );
     say(format!(
-        "region up: ZooKeeper ensemble {}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
+        "region up: {zookeeper}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
          Auto Scaling group {} with launch and terminate hooks, stack {} awaiting {} signals",
-        fleet.zookeeper().connect_string(),
         options.zones,
         options.brokers,
         asg::group_name(&options.cluster),
@@ -178,7 +189,28 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
                 .unwrap_or_default(),
         ));
     }
+    show_claims(fleet, "after the boot").await?;
     Ok((hosts, booted))
+}
+
+/// Says which backend holds the claims and shows them, read from there.
+async fn show_claims(fleet: &Fleet, when: &str) -> anyhow::Result<()> {
+    let backend = match fleet.options().claim_backend {
+        berth_config::ClaimBackend::Ec2 => {
+            "claim.backend = \"ec2\": each id's ENI attachment is its claim"
+        }
+        berth_config::ClaimBackend::Zookeeper => {
+            "claim.backend = \"zookeeper\": an ephemeral znode per id, held by berth's session"
+        }
+    };
+    say(format!("claims {when} ({backend}):"));
+    for claim in claims::held(fleet).await? {
+        say(format!(
+            "  broker {} held by {}: {}",
+            claim.broker_id, claim.instance_id, claim.evidence
+        ));
+    }
+    Ok(())
 }
 
 /// What the replacement of broker 0 showed.
@@ -220,20 +252,7 @@ async fn replace(
         "while broker 0 is away, produced {WHILE_AWAY} more records (acks=all: two in-sync replicas suffice)"
     ));
     let zone = crate::layout::zone_name(victim_host.az);
-    let replacing =
-        |m: &Member| m.availability_zone == zone && m.instance_id != victim_host.instance.id;
-    let members = asg::wait_members(fleet, "a replacement launched", BOOT_TIMEOUT, |m| {
-        m.iter().any(replacing)
-    })
-    .await?;
-    let instance = members
-        .iter()
-        .find(|m| replacing(m))
-        .map(|m| m.instance_id.clone())
-        .context("replacement member")?;
-    let host = asg::host_of(fleet, &instance)
-        .context("the replacement's host")?
-        .index;
+    let (instance, host) = asg::replacement_of(fleet, &victim_host, BOOT_TIMEOUT).await?;
     say(format!(
         "the Auto Scaling group noticed the dead instance and launched host {host} ({instance}) in {zone}"
     ));

@@ -1,5 +1,6 @@
-//! The simulated fleet: a region (namespace, bridges, ZooKeeper ensemble, strict moto behind the strict
-//! CloudFormation/Auto Scaling endpoint and the fault proxy), the cluster's tagged ENIs and volumes, its stack
+//! The simulated fleet: a region (namespace, bridges, strict moto behind the strict CloudFormation/Auto Scaling
+//! endpoint and the fault proxy, and a ZooKeeper ensemble only when something needs one: the `zookeeper` claim
+//! backend, or Kafka in ZooKeeper mode), the cluster's tagged ENIs and volumes, its stack
 //! and Auto Scaling group, broker hosts running the real `berth run`, and the hot-plug that makes EC2's
 //! attachments real inside the hosts. Hosts are launched by the simulated group ([`crate::asg`]), or by a test
 //! that needs to place one by hand.
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use berth_config::ClaimBackend;
 use berth_testkit::aws::{
     AwsEndpoint, Fault, FaultProxy, Imds, ImdsHost, ImdsInterface, StrictMoto,
 };
@@ -67,6 +69,20 @@ pub struct FleetOptions {
     pub host_kind: HostKind,
     /// What Kafka the systemd hosts run (process hosts always run the stand-in).
     pub kafka: SimKafka,
+    /// Where the hosts' berths claim broker ids (`claim.backend`): `zookeeper` (the default, the card's claims)
+    /// or `ec2` (the ENI attachment is the claim). With `ec2` and KRaft on systemd hosts the fleet starts no
+    /// ZooKeeper at all.
+    pub claim_backend: ClaimBackend,
+}
+
+impl FleetOptions {
+    /// Whether the fleet needs a ZooKeeper ensemble: for the `zookeeper` claim backend, or for Kafka in
+    /// ZooKeeper mode (3.9, or the stand-in, which every process host runs).
+    pub fn needs_zookeeper(&self) -> bool {
+        self.claim_backend == ClaimBackend::Zookeeper
+            || self.host_kind == HostKind::Process
+            || self.kafka != SimKafka::Kraft
+    }
 }
 
 /// The Kafka of the fleet's systemd hosts.
@@ -151,6 +167,7 @@ impl Default for FleetOptions {
             asg: AsgOptions::default(),
             host_kind: HostKind::from_env(),
             kafka: SimKafka::from_env(),
+            claim_backend: ClaimBackend::Zookeeper,
         }
     }
 }
@@ -418,7 +435,7 @@ struct Inner {
     proxy: FaultProxy,
     aws: AwsEndpoint,
     moto: StrictMoto,
-    zk: ZooKeeper,
+    zk: Option<ZooKeeper>,
     region: Region,
     kafka: Option<Install>,
     _work: tempfile::TempDir,
@@ -452,17 +469,11 @@ impl Fleet {
             .prefix(&format!("{prefix}-"))
             .tempdir()
             .map_err(io_error("work directory"))?;
-        let zk_options = ZkOptions {
-            nodes: 3,
-            bind: layout::zk_ip(0).into(),
-            ..ZkOptions::default()
+        let zk = if options.needs_zookeeper() {
+            Some(start_ensemble().await?)
+        } else {
+            None
         };
-        let zk = tokio::task::spawn_blocking(move || ZooKeeper::start(zk_options))
-            .await
-            .map_err(|e| FleetError::Io {
-                what: "ZooKeeper start".into(),
-                source: std::io::Error::other(e),
-            })??;
         let moto = StrictMoto::builder()
             .host(layout::moto_ip().into())
             .port(layout::MOTO_PORT)
@@ -546,9 +557,9 @@ impl Fleet {
         &self.inner.ec2
     }
 
-    /// The ZooKeeper ensemble.
-    pub fn zookeeper(&self) -> &ZooKeeper {
-        &self.inner.zk
+    /// The ZooKeeper ensemble (None: the fleet runs none, see [`FleetOptions::needs_zookeeper`]).
+    pub fn zookeeper(&self) -> Option<&ZooKeeper> {
+        self.inner.zk.as_ref()
     }
 
     /// The strict moto server (control endpoint: shutting-down holds).
@@ -786,11 +797,14 @@ stop_timeout = "5s"
     /// ZooKeeper's connect string, and replication settings that fit the fleet's size.
     fn server_properties(&self, index: usize, systemd: bool) -> String {
         let options = &self.inner.options;
-        let zookeeper = format!(
-            "zookeeper.connect={}\nzookeeper.session.timeout.ms={}\n",
-            self.inner.zk.connect_string(),
-            options.session_timeout.as_millis(),
-        );
+        // Kafka in ZooKeeper mode (the only one that reads this) always has the fleet's ensemble.
+        let zookeeper = self.inner.zk.as_ref().map_or_else(String::new, |zk| {
+            format!(
+                "zookeeper.connect={}\nzookeeper.session.timeout.ms={}\n",
+                zk.connect_string(),
+                options.session_timeout.as_millis(),
+            )
+        });
         let mut text = format!("# the operator's Kafka settings on simulated host {index}\n");
         let kafka = if systemd {
             options.kafka
@@ -833,22 +847,15 @@ stop_timeout = "5s"
 name = "{cluster}"
 broker_count = {brokers}
 {cluster_id}
-# The card's ZooKeeper claims, also in KRaft mode (where berth's default is the ec2 backend): the fleet's tests
-# read the claims from the ensemble.
 [claim]
-backend = "zookeeper"
+backend = "{claim_backend}"
 
 [tags]
 key = "Name"
 eni = "KAFKA-{{id}}"
 volume = "KAFKA-{{id}}"
 cluster_key = "{cluster_tag}"
-
-[zookeeper]
-connect = "{zk}"
-session_timeout = "{session}ms"
-root = "/berth"
-
+{zookeeper}
 [aws]
 region = "{region}"
 endpoint_url = "{endpoint}"
@@ -890,8 +897,20 @@ listen = "0.0.0.0:{health}"
                 String::new()
             },
             cluster_tag = layout::CLUSTER_TAG,
-            zk = self.inner.zk.connect_string(),
-            session = o.session_timeout.as_millis(),
+            claim_backend = match o.claim_backend {
+                ClaimBackend::Zookeeper => "zookeeper",
+                ClaimBackend::Ec2 => "ec2",
+            },
+            // No ZooKeeper in the fleet: no zookeeper key in any host's configuration.
+            zookeeper = self
+                .inner
+                .zk
+                .as_ref()
+                .map_or_else(String::new, |zk| format!(
+                "\n[zookeeper]\nconnect = \"{}\"\nsession_timeout = \"{}ms\"\nroot = \"/berth\"\n",
+                zk.connect_string(),
+                o.session_timeout.as_millis()
+            )),
             region = layout::REGION,
             endpoint = self.inner.proxy.url(),
             imds = layout::IMDS_ADDR,
@@ -1474,6 +1493,22 @@ impl Inner {
     }
 }
 
+/// The region's three-member ZooKeeper ensemble (Debian's server), started off the runtime's threads.
+async fn start_ensemble() -> Result<ZooKeeper, FleetError> {
+    let zk_options = ZkOptions {
+        nodes: 3,
+        bind: layout::zk_ip(0).into(),
+        ..ZkOptions::default()
+    };
+    tokio::task::spawn_blocking(move || ZooKeeper::start(zk_options))
+        .await
+        .map_err(|e| FleetError::Io {
+            what: "ZooKeeper start".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(FleetError::from)
+}
+
 async fn hotplug_loop(inner: Arc<Inner>) {
     // Woken by every API call the proxy answered (an attach or detach takes effect then, as in EC2), with the
     // poll as a backstop for changes made behind the proxy (terminations driven through moto's control port).
@@ -1508,4 +1543,29 @@ async fn hotplug_loop(inner: Arc<Inner>) {
 /// Reads a file under host `index`'s mount root (e.g. the data written before a kill), if present.
 pub fn read_under(root: &Path, relative: &str) -> Option<String> {
     std::fs::read_to_string(root.join(relative)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(claim_backend: ClaimBackend, kafka: SimKafka, host_kind: HostKind) -> FleetOptions {
+        FleetOptions {
+            claim_backend,
+            kafka,
+            host_kind,
+            ..FleetOptions::default()
+        }
+    }
+
+    #[test]
+    fn only_kraft_with_ec2_claims_on_systemd_hosts_runs_without_zookeeper() {
+        use ClaimBackend::{Ec2, Zookeeper};
+        let systemd = HostKind::Systemd;
+        assert!(!options(Ec2, SimKafka::Kraft, systemd).needs_zookeeper());
+        assert!(options(Zookeeper, SimKafka::Kraft, systemd).needs_zookeeper());
+        assert!(options(Ec2, SimKafka::ZooKeeperMode, systemd).needs_zookeeper());
+        assert!(options(Ec2, SimKafka::Standin, systemd).needs_zookeeper());
+        assert!(options(Ec2, SimKafka::Kraft, HostKind::Process).needs_zookeeper());
+    }
 }

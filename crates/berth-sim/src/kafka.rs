@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_testkit::kafka::{self, Client, Install, PartitionState, StartRecord, TopicSpec};
+use berth_testkit::kafka::{
+    self, Client, ConsumeReport, Install, PartitionState, StartRecord, TopicSpec,
+};
 
 use crate::container::Container;
 use crate::fleet::{Fleet, FleetError};
@@ -28,6 +30,25 @@ pub fn blocking<T, E: Into<anyhow::Error>>(
     call: impl FnOnce() -> Result<T, E>,
 ) -> anyhow::Result<T> {
     tokio::task::block_in_place(call).map_err(Into::into)
+}
+
+/// Consumes `topic` from the beginning and requires every one of the `produced` records exactly once (none
+/// missing, duplicated or corrupt).
+pub fn consume_exactly(
+    client: &Client,
+    topic: &str,
+    produced: u32,
+) -> anyhow::Result<ConsumeReport> {
+    let report = blocking(|| client.consume(topic, produced))?;
+    anyhow::ensure!(
+        report.is_exact(),
+        "consumed {} records of {produced}: {} missing, {} duplicated, {} corrupt",
+        report.records.len(),
+        report.missing.len(),
+        report.duplicated.len(),
+        report.corrupt.len()
+    );
+    Ok(report)
 }
 
 /// The topic of the demo and the benchmark: 6 partitions, replication factor 3, `min.insync.replicas=2` (a

@@ -9,6 +9,7 @@
 
 pub mod asg;
 pub mod bench;
+pub mod claims;
 pub mod container;
 pub mod demo;
 pub mod devices;

@@ -15,8 +15,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// 3 brokers in 3 zones boot concurrently, host 0 is killed and replaced: same id, same IP, same data.
+    /// 3 brokers in 3 zones boot concurrently, host 0 is killed and replaced: same id, same IP, same data. KRaft
+    /// with the ec2 claim backend and no ZooKeeper, unless --zookeeper.
     Demo {
+        /// The card's ZooKeeper claims: a ZooKeeper ensemble and `claim.backend = "zookeeper"`.
+        #[arg(long)]
+        zookeeper: bool,
         /// Delay before a hot-plugged ENI appears in the host.
         #[arg(long, default_value = "300", value_name = "MS")]
         eni_delay_ms: u64,
@@ -38,12 +42,18 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Demo {
+            zookeeper,
             eni_delay_ms,
             volume_delay_ms,
         } => {
             let options = berth_sim::FleetOptions {
                 eni_delay: Duration::from_millis(eni_delay_ms),
                 volume_delay: Duration::from_millis(volume_delay_ms),
+                claim_backend: if zookeeper {
+                    berth_config::ClaimBackend::Zookeeper
+                } else {
+                    berth_config::ClaimBackend::Ec2
+                },
                 ..berth_sim::FleetOptions::default()
             };
             match berth_sim::demo::run(options) {

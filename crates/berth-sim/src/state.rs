@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use berth::view::{EniView, StateView, TimelineEntry, VolumeView};
+pub use berth::view::{EniView, StateView, TimelineEntry, VolumeRequestView, VolumeView};
 pub use berth::waiting::WaitingView;
 
 /// A `/state` or `/health` request that failed.
@@ -61,7 +61,8 @@ pub async fn fetch_health(address: SocketAddr) -> Result<u16, StateError> {
 }
 
 /// A host's timeline as aligned text: one line per state with when it was entered, how long it took and the
-/// attempts made, e.g. `  attach_eni  +0.41s   2.03s  (1 attempt)`.
+/// attempts made, e.g. `  attach_eni  +0.41s   2.03s  (1 attempt)`; under attach_eni, the volume's request that
+/// overlaps it (`    volume requested +0.42s, answered +0.47s: sent an attach to i-...`).
 pub fn render_timeline(title: &str, state: &StateView) -> String {
     let mut out = String::new();
     let id = state
@@ -83,6 +84,18 @@ pub fn render_timeline(title: &str, state: &StateView) -> String {
             entry.duration_ms as f64 / 1000.0,
             entry.attempts,
         );
+        if let (Some(request), "attach_eni") = (&state.volume_request, entry.state.as_str()) {
+            let answered = request.answered_ms.map_or_else(
+                || "in flight".to_owned(),
+                |ms| format!("answered +{:.2}s", ms as f64 / 1000.0),
+            );
+            let _ = writeln!(
+                out,
+                "    volume requested +{:.2}s, {answered}: {}",
+                request.requested_ms as f64 / 1000.0,
+                request.answer.as_deref().unwrap_or("-"),
+            );
+        }
     }
     if let Some(ms) = state.time_to_healthy_ms {
         let _ = writeln!(out, "  time to Healthy: {:.2}s", ms as f64 / 1000.0);
@@ -114,6 +127,11 @@ mod tests {
             }),
             timeline: vec![entry("claim", 0, 120, 1), entry("attach_eni", 120, 2040, 3)],
             time_to_healthy_ms: Some(7300),
+            volume_request: Some(VolumeRequestView {
+                requested_ms: 121,
+                answered_ms: Some(170),
+                answer: Some("sent an attach to i-1".into()),
+            }),
             ..StateView::empty()
         };
         let mut json = serde_json::to_value(&view).expect("encodes");
@@ -127,7 +145,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("attach_eni  +  0.12s    2.04s  (3 attempts)"),
+            text.contains("attach_eni  +  0.12s    2.04s  (3 attempts)\n    volume requested +0.12s, answered +0.17s: sent an attach to i-1\n"),
             "{text}"
         );
         assert!(text.contains("time to Healthy: 7.30s"), "{text}");

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use berth_sim::{layout, sys, FleetOptions};
 use berth_testkit::aws::world;
 
@@ -31,7 +32,10 @@ fn hosts_reach_servers_and_attachments_hot_plug() {
     berth_sim::with_fleet(options, |fleet| async move {
         let index = fleet.prepare_host(0).await?;
         let host = fleet.host(index)?;
-        let zk = fleet.zookeeper().client_address(0);
+        let zk = fleet
+            .zookeeper()
+            .context("the fleet's ZooKeeper ensemble")?
+            .client_address(0);
 
         // A host reaches ZooKeeper (in the region namespace) through its zone bridge and gateway.
         let probe = format!(

@@ -5,7 +5,9 @@
 //! decision for the health endpoint, which computes `/state` from it when asked. Steps run as spawned tasks so
 //! the loop keeps ticking while an adapter waits (a watchdog ping from a stalled loop would be a lie); a
 //! cancelled step's task is aborted. Each step runs inside a [`berth_core::progress`] scope, so what an adapter
-//! waits for reaches `/state` and the journal ([`WaitingBoard`]). Everything the daemon touches comes in
+//! waits for reaches `/state` and the journal ([`WaitingBoard`]). The early volume request runs as a task of
+//! its own beside the AttachEni step; it holds the volume's turn ([`VolumeTurn`]), which AttachEbs and a
+//! teardown's detach take first, so berth never has two requests for the volume in flight. Everything the daemon touches comes in
 //! through [`Adapters`] and [`DaemonOptions`], so tests run the same loop over in-process adapters.
 
 use std::collections::BTreeSet;
@@ -16,13 +18,15 @@ use std::time::Duration;
 use berth_core::claim::plan_claim;
 use berth_core::machine::{ExitReason, Output, ReclaimOutcome, Settings};
 use berth_core::ports::{
-    ClaimHolder, Deadline, Delivery, DrainReason, LaunchResult, Reclaim, SessionEvent, Verdict,
+    ClaimHolder, Deadline, Delivery, DrainReason, LaunchResult, LifecycleHook, Reclaim,
+    SessionEvent, Verdict, VolumeRequest,
 };
+use berth_core::replication::DrainOutcome;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, ErrorKind, Facts, Identity,
     Input, Machine, Network, State, Step, StepError, StepKind, StepTag, Storage, Teardown,
-    TransitionError, VolumeAttachment,
+    TransitionError, VolumeAttachment, VolumeFacts,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -115,6 +119,8 @@ const TEARDOWN_BACKOFF: RetryPolicy = RetryPolicy {
     multiplier: 2.0,
     deadline: Duration::from_secs(120),
 };
+/// Time allowed for the early volume request (one describe and one request, each retried by the SDK).
+const VOLUME_REQUEST_LIMIT: Duration = Duration::from_secs(60);
 /// How long an exiting daemon waits for signals and lifecycle calls still in flight.
 const DELIVERY_GRACE: Duration = Duration::from_secs(15);
 
@@ -175,6 +181,7 @@ struct Daemon {
     background: Vec<JoinHandle<()>>,
     deliveries: Vec<JoinHandle<()>>,
     watchers: Vec<JoinHandle<()>>,
+    volume_turn: VolumeTurn,
     /// Deliveries AWS answered "nothing awaits this": said once, never sent again.
     settled: Arc<Mutex<BTreeSet<&'static str>>>,
 }
@@ -208,6 +215,7 @@ impl Daemon {
             background: Vec::new(),
             deliveries: Vec::new(),
             watchers,
+            volume_turn: VolumeTurn::default(),
             settled: Arc::default(),
         }
     }
@@ -241,7 +249,12 @@ impl Daemon {
             }
         };
         self.log_input(input);
+        let drain_decided = self.machine.drain_wait().is_some_and(|w| !w.active());
         self.machine = next;
+        self.report_drain_wait(drain_decided);
+        if matches!(input, Input::Done { tag, .. } if tag.kind == StepKind::CatchUp) {
+            self.report_catch_up();
+        }
         if self.machine.state() != before {
             log_transition(&self.machine, before);
             self.notifier.status(&status_line(&self.machine));
@@ -252,6 +265,43 @@ impl Daemon {
         }
         self.publish();
         exit
+    }
+
+    /// What the caught-up gate saw: a wait reason for `/state` and the journal while behind, one line once in
+    /// sync.
+    fn report_catch_up(&self) {
+        let Some(progress) = &self.machine.facts().catch_up else {
+            return;
+        };
+        let state = self.machine.state();
+        if progress.caught_up() {
+            info!(
+                berth_state = state.name(),
+                berth_partitions_hosted = progress.hosted,
+                "caught up: {progress}"
+            );
+        } else if state == State::StartKafka {
+            self.waiting
+                .set(StepKind::CatchUp, &progress.to_string(), state);
+        }
+    }
+
+    /// The drain's wait: what it waits for while it does (for `/state` and the journal), and, once, how it
+    /// ended (`already_decided`: it had ended before this decision).
+    fn report_drain_wait(&self, already_decided: bool) {
+        let Some(wait) = self.machine.drain_wait() else {
+            return;
+        };
+        let state = self.machine.state();
+        match (&wait.outcome, &wait.last) {
+            (None, Some(why)) => self.waiting.set(StepKind::DrainCheck, why, state),
+            (Some(outcome), _) if !already_decided => {
+                self.waiting.clear(StepKind::DrainCheck);
+                let waited_ms = millis(wait.waited(self.start.elapsed()));
+                log_drain_outcome(outcome, state.name(), waited_ms);
+            }
+            _ => {}
+        }
     }
 
     fn publish(&self) {
@@ -269,10 +319,15 @@ impl Daemon {
                 step,
                 deadline,
             } => self.run_step(tag, step, deadline),
+            Effect::RequestVolume {
+                tag,
+                identity,
+                volume,
+            } => self.request_volume(tag, identity, volume),
             Effect::Cancel => self.cancel(),
             Effect::SignalStack { identity, verdict } => self.signal_stack(identity, verdict),
             Effect::CompleteLaunch { identity, result } => self.complete_launch(identity, result),
-            Effect::Heartbeat { identity } => self.heartbeat(identity),
+            Effect::Heartbeat { identity, hook } => self.heartbeat(identity, hook),
             Effect::MarkUnhealthy { identity } => self.mark_unhealthy(identity),
             Effect::Teardown(actions) => self.teardown(actions),
             Effect::Exit(reason) => return Some(self.exit(reason)),
@@ -293,6 +348,7 @@ impl Daemon {
                 adapters: self.adapters.clone(),
                 waiting: self.waiting.clone(),
                 state: self.machine.state(),
+                volume_turn: self.volume_turn.clone(),
             },
             self.inputs.clone(),
         );
@@ -301,6 +357,34 @@ impl Daemon {
         } else {
             self.main_step = Some(handle);
         }
+    }
+
+    /// Sends the volume's attach request beside the running AttachEni step, holding the volume's turn from now
+    /// (taken before the task starts, so AttachEbs cannot overtake it) until it is answered.
+    fn request_volume(&mut self, tag: StepTag, identity: Identity, volume: VolumeFacts) {
+        let cloud = self.adapters.cloud.clone();
+        let turn = self.volume_turn.clone();
+        let held = turn.0.clone().try_lock_owned().ok();
+        let inputs = self.inputs.clone();
+        self.background.push(tokio::spawn(async move {
+            let _turn = match held {
+                Some(guard) => guard,
+                None => turn.0.lock_owned().await,
+            };
+            let request = cloud.request_volume(&identity, &volume);
+            let result = tokio::time::timeout(VOLUME_REQUEST_LIMIT, request)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StepError::new(
+                        ErrorKind::Retryable,
+                        format!(
+                            "{}: no answer within {VOLUME_REQUEST_LIMIT:?}",
+                            volume.volume_id
+                        ),
+                    ))
+                });
+            let _ = inputs.send(Input::VolumeRequested { tag, result }).await;
+        }));
     }
 
     fn cancel(&mut self) {
@@ -334,14 +418,24 @@ impl Daemon {
         }));
     }
 
-    fn heartbeat(&mut self, identity: Identity) {
+    fn heartbeat(&mut self, identity: Identity, hook: LifecycleHook) {
         let cloud = self.adapters.cloud.clone();
         let settled = self.settled.clone();
         self.deliveries.push(tokio::spawn(async move {
-            deliver("lifecycle heartbeat", &settled, || {
-                cloud.heartbeat(&identity)
-            })
-            .await;
+            match hook {
+                LifecycleHook::Launch => {
+                    deliver("lifecycle heartbeat", &settled, || {
+                        cloud.heartbeat(&identity)
+                    })
+                    .await
+                }
+                LifecycleHook::Terminate => {
+                    deliver("terminating lifecycle heartbeat", &settled, || {
+                        cloud.heartbeat_termination(&identity)
+                    })
+                    .await
+                }
+            }
         }));
     }
 
@@ -361,6 +455,7 @@ impl Daemon {
             self.machine.state(),
             &self.options,
             &self.adapters,
+            self.volume_turn.clone(),
             self.inputs.clone(),
         ));
     }
@@ -454,8 +549,70 @@ impl Daemon {
                 )
             }
             Input::Done { tag, .. } => self.waiting.clear(tag.kind),
+            Input::VolumeRequested { result, .. } => log_volume_request(machine, result),
             _ => {}
         }
+    }
+}
+
+/// The early volume request's answer: what was sent, or why not (AttachEbs observes the volume again).
+fn log_volume_request(machine: &Machine, result: &Result<VolumeRequest, StepError>) {
+    let state = machine.state().name();
+    let broker_id = machine.facts().broker_id.map(|id| id.0);
+    let volume_id = machine
+        .facts()
+        .resources
+        .as_ref()
+        .and_then(|r| r.volume.as_ref())
+        .map(|v| v.volume_id.as_str());
+    match result {
+        Ok(request) => info!(
+            berth_state = state,
+            berth_broker_id = broker_id,
+            berth_volume_id = volume_id,
+            "volume requested alongside the ENI: {request}"
+        ),
+        Err(error) => warn!(
+            berth_state = state,
+            berth_broker_id = broker_id,
+            berth_volume_id = volume_id,
+            error = %error,
+            "early volume request failed (AttachEbs attaches it): {error}"
+        ),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How a drain's wait ended: info when safe, a warning when skipped or cut short, an error when the bound was
+/// reached while stopping was still unsafe.
+fn log_drain_outcome(outcome: &DrainOutcome, state: &'static str, waited_ms: u64) {
+    match outcome {
+        DrainOutcome::Safe(why) => info!(
+            berth_state = state,
+            berth_drain_waited_ms = waited_ms,
+            berth_drain_outcome = "safe",
+            "drain: stopping Kafka: {why}"
+        ),
+        DrainOutcome::Skipped(why) => warn!(
+            berth_state = state,
+            berth_drain_outcome = "skipped",
+            "drain: replicas not checked: {why}"
+        ),
+        DrainOutcome::CutShort(why) => warn!(
+            berth_state = state,
+            berth_drain_waited_ms = waited_ms,
+            berth_drain_outcome = "cut_short",
+            "drain: wait cut short: {why}"
+        ),
+        DrainOutcome::BoundReached(why) => error!(
+            berth_state = state,
+            berth_drain_waited_ms = waited_ms,
+            berth_drain_outcome = "bound_reached",
+            "drain: stopping Kafka although it is not safe: {why}"
+        ),
     }
 }
 
@@ -579,6 +736,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The volume's turn: whoever changes the volume's attachment (the early request, AttachEbs, a teardown's
+/// detach) holds it, so two requests for the volume are never in flight at once.
+#[derive(Clone, Default)]
+struct VolumeTurn(Arc<tokio::sync::Mutex<()>>);
+
+impl VolumeTurn {
+    /// Waits for the turn, saying so while the early request still holds it.
+    async fn take(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        if let Ok(guard) = self.0.clone().try_lock_owned() {
+            return guard;
+        }
+        berth_core::progress::report("the early volume request to be answered");
+        self.0.clone().lock_owned().await
+    }
+}
+
 /// What a step task needs from the loop.
 struct StepContext {
     facts: Facts,
@@ -586,6 +759,7 @@ struct StepContext {
     adapters: Adapters,
     waiting: WaitingBoard,
     state: State,
+    volume_turn: VolumeTurn,
 }
 
 fn spawn_step(
@@ -665,10 +839,12 @@ async fn execute(
             Ok(Output::Routed)
         }
         Step::AttachEbs { identity, volume } => {
+            let turn = context.volume_turn.take().await;
             let (volume, requested_device) = adapters
                 .cloud
                 .attach_volume(&identity, &volume, deadline)
                 .await?;
+            drop(turn);
             let device = adapters
                 .storage
                 .resolve(&volume, &requested_device, deadline)
@@ -693,6 +869,9 @@ async fn execute(
         }
         Step::StartKafka { spec } => start_kafka(&spec, deadline, adapters).await,
         Step::Check { spec } => Ok(Output::Serving(adapters.broker.check(&spec).await?)),
+        Step::CatchUp { spec } | Step::DrainCheck { spec } => Ok(Output::Replication(
+            adapters.broker.replication(&spec).await?,
+        )),
         Step::Reclaim { .. } => Err(StepError::new(
             ErrorKind::Fatal,
             "internal: reclaim is not a main step",
@@ -845,6 +1024,7 @@ fn spawn_teardown(
     state: State,
     options: &DaemonOptions,
     adapters: &Adapters,
+    volume_turn: VolumeTurn,
     inputs: mpsc::Sender<Input>,
 ) -> JoinHandle<()> {
     let adapters = adapters.clone();
@@ -859,7 +1039,13 @@ fn spawn_teardown(
             };
             let outcome = tokio::time::timeout(
                 limit + STEP_OVERRUN_GRACE,
-                undo_until(action, state, Deadline::after(limit), &adapters),
+                undo_until(
+                    action,
+                    state,
+                    Deadline::after(limit),
+                    &adapters,
+                    &volume_turn,
+                ),
             )
             .await;
             match outcome {
@@ -885,8 +1071,14 @@ async fn undo_until(
     state: State,
     deadline: Deadline,
     adapters: &Adapters,
+    volume_turn: &VolumeTurn,
 ) -> Result<String, StepError> {
     let name = action.name();
+    // An early volume request still in flight lands before the detach observes the volume.
+    let _turn = match action {
+        Teardown::DetachVolume { .. } => Some(volume_turn.take().await),
+        _ => None,
+    };
     let mut jitter = Jitter::new(stable_hash(name));
     let mut attempt = 0;
     loop {

@@ -1,0 +1,380 @@
+//! A KRaft fleet with no ZooKeeper process anywhere: Apache Kafka 4.x, three combined broker+controller nodes
+//! launched by the simulated Auto Scaling group, `claim.backend = "ec2"` (the ENI attachment is the claim).
+//! One fleet through the whole test:
+//!
+//! * after the boot, nothing in the fleet runs ZooKeeper or listens on its port, and no host's configuration
+//!   names it; the claims are read from EC2 alone;
+//! * one node's host killed (SIGKILL, instance terminated): the group's replacement becomes the same broker
+//!   (id, ENI address, volume), the quorum is whole again (three voters, all caught up, read with
+//!   DescribeQuorum), and every acks=all record is consumed exactly once;
+//! * two nodes killed in a row, the second before the first's replacement is Healthy, and the first one's
+//!   volume comes back blank (a lost EBS volume replaced by an empty one for the same id): the blank controller
+//!   is formatted only once the other two voters hold everything committed, so its Kafka starts after the
+//!   other replacement's (the quorum rule of `berth_kafka::quorum`), while the other replacement, whose metadata
+//!   log is intact, rejoins at once. Both become their brokers again, the quorum is whole, every record is
+//!   consumed exactly once.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use berth_config::ClaimBackend;
+use berth_kafka::quorum::{self, Quorum, QuorumView};
+use berth_sim::asg;
+use berth_sim::kafka::{self as fleet_kafka, blocking};
+use berth_sim::{layout, Fleet, FleetOptions, HostKind, SimKafka, StateView};
+use berth_testkit::aws::autoscaling::LifecycleState;
+
+const BOOT: Duration = Duration::from_secs(180);
+const TOPIC: &str = "kraft-e2e";
+/// Records produced after the boot, and again while one node is away.
+const BATCH: u32 = 2_000;
+/// ZooKeeper's client port, the one a ZooKeeper anywhere in the fleet would listen on.
+const ZOOKEEPER_PORT: u16 = 2181;
+
+#[test]
+fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
+    if !berth_testkit::require_root("kraft_fleet_without_zookeeper_replaces_one_then_two_nodes") {
+        return;
+    }
+    let options = FleetOptions {
+        host_kind: HostKind::Systemd,
+        kafka: SimKafka::Kraft,
+        claim_backend: ClaimBackend::Ec2,
+        ..FleetOptions::default()
+    };
+    asg::with_group(
+        options,
+        |_| Ok(()),
+        |fleet| async move { scenario(&fleet).await },
+    )
+    .expect("KRaft fleet without ZooKeeper");
+}
+
+async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let booted = boot(fleet).await?;
+    assert_no_zookeeper(fleet)?;
+    assert_claims_in_ec2(fleet, &booted).await?;
+    let install = fleet.kafka().context("Apache Kafka installed")?.clone();
+    let client = fleet_kafka::client(fleet, &install);
+    blocking(|| client.create_topic(&fleet_kafka::replicated_topic(TOPIC)))?;
+    blocking(|| client.produce_range(TOPIC, 0..BATCH, 0))?;
+    let view = quorum_whole(fleet).await?;
+    println!(
+        "booted in {:.1}s, no ZooKeeper; quorum leader {} epoch {}",
+        started.elapsed().as_secs_f64(),
+        view.leader_id,
+        view.leader_epoch
+    );
+
+    // One node killed: the group's replacement is the same broker, the quorum whole, every record there.
+    let killed = Instant::now();
+    let victim = host_of_broker(&booted, 0)?;
+    fleet.kill_host(victim, None).await?;
+    blocking(|| client.produce_range(TOPIC, BATCH..2 * BATCH, 0))?;
+    let (host, state) = replacement(fleet, victim).await?;
+    assert_same_broker(&booted[&0].1, &state)?;
+    quorum_whole(fleet).await?;
+    fleet_kafka::consume_exactly(&client, TOPIC, 2 * BATCH)?;
+    println!(
+        "broker 0 replaced by host {host}: Healthy {:.1}s after the kill, quorum whole, {} records exact",
+        killed.elapsed().as_secs_f64(),
+        2 * BATCH
+    );
+
+    // Two nodes killed in a row; broker 1's volume comes back blank.
+    let first = host_of_broker(&booted, 1)?;
+    let second = host_of_broker(&booted, 2)?;
+    let killed = Instant::now();
+    fleet.kill_host(first, None).await?;
+    let volume = &fleet.resources()[1].volume_id;
+    let backing = fleet.volume_backing(volume);
+    std::fs::remove_file(&backing).with_context(|| format!("remove {}", backing.display()))?;
+    berth_sim::devices::create_backing(&backing, fleet.options().volume_mb)?;
+    fleet.kill_host(second, None).await?;
+    let zone = layout::zone_name(fleet.host(first)?.az);
+    let old = fleet.host(first)?.instance.id.clone();
+    ensure!(
+        !asg::members(fleet)
+            .iter()
+            .any(|m| m.availability_zone == zone
+                && m.instance_id != old
+                && m.state == LifecycleState::InService),
+        "the first replacement was in service before the second kill"
+    );
+    let waits = Mutex::new(QuorumWaits::default());
+    let ((blank_host, blank), (kept_host, kept)) = tokio::try_join!(
+        replacement_watching(fleet, first, &waits),
+        replacement(fleet, second)
+    )?;
+    assert_same_broker(&booted[&1].1, &blank)?;
+    assert_same_broker(&booted[&2].1, &kept)?;
+    quorum_whole(fleet).await?;
+    blocking(|| {
+        fleet_kafka::wait_fully_replicated(&client, TOPIC, BOOT).map_err(anyhow::Error::msg)
+    })?;
+    fleet_kafka::consume_exactly(&client, TOPIC, 2 * BATCH)?;
+    let blank_kafka = kafka_started(fleet, blank_host)?;
+    let kept_kafka = kafka_started(fleet, kept_host)?;
+    ensure!(
+        blank_kafka > kept_kafka,
+        "the blank controller's Kafka started ({blank_kafka:?}) before the other replacement's \
+         ({kept_kafka:?}): formatted without a majority of the other voters"
+    );
+    let why = format_reason(fleet, blank_host)?;
+    ensure!(
+        why.contains("2 of 3 voters, a majority"),
+        "the blank controller was formatted for another reason: {why}"
+    );
+    let waits = waits.into_inner().unwrap_or_default();
+    println!(
+        "brokers 1 (blank volume) and 2 replaced: Healthy {:.1}s after the first kill; the blank controller's \
+         Kafka started {:.1}s after the other's; its /state first showed the quorum refusal {:.1}s after the first \
+         kill ({})",
+        killed.elapsed().as_secs_f64(),
+        blank_kafka
+            .duration_since(kept_kafka)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        waits
+            .seen
+            .map_or(0.0, |seen| (seen - killed).as_secs_f64()),
+        waits.first.as_deref().unwrap_or("not seen")
+    );
+    assert_no_zookeeper(fleet)?;
+    println!("total {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The booted hosts by broker id: (host index, Healthy state).
+type Booted = std::collections::BTreeMap<u32, (usize, StateView)>;
+
+/// Waits until the group's three members are Healthy and in service; their states by broker id.
+async fn boot(fleet: &Fleet) -> anyhow::Result<Booted> {
+    let count = fleet.options().zones * fleet.options().asg.per_zone;
+    asg::wait_members(fleet, "every zone launched", BOOT, |m| m.len() == count).await?;
+    let mut booted = Booted::new();
+    for host in fleet.hosts() {
+        let state = fleet.wait_healthy(host.index, BOOT).await?;
+        let id = state.broker_id.context("Healthy without an id")?;
+        ensure!(
+            booted.insert(id, (host.index, state)).is_none(),
+            "broker {id} twice"
+        );
+    }
+    ensure!(booted.len() == count, "ids {:?}", booted.keys());
+    asg::wait_members(fleet, "every member in service", BOOT, |m| {
+        m.iter()
+            .filter(|m| m.state == LifecycleState::InService)
+            .count()
+            == count
+    })
+    .await?;
+    Ok(booted)
+}
+
+fn host_of_broker(booted: &Booted, id: u32) -> anyhow::Result<usize> {
+    Ok(booted
+        .get(&id)
+        .with_context(|| format!("no broker {id}"))?
+        .0)
+}
+
+/// No ZooKeeper in the fleet: no ensemble, no ZooKeeper server process and nothing listening on its port in the
+/// region's namespace or any live host's, and no zookeeper key in any host's berth.toml or Kafka settings.
+fn assert_no_zookeeper(fleet: &Fleet) -> anyhow::Result<()> {
+    ensure!(fleet.zookeeper().is_none(), "the fleet started ZooKeeper");
+    let mut namespaces = vec![(
+        fleet.region().ns().to_owned(),
+        fleet.region().ns_path().display().to_string(),
+    )];
+    for host in fleet.hosts().iter().filter(|h| h.alive()) {
+        namespaces.push((
+            host.ns.clone(),
+            berth_sim::region::netns_path(&host.ns)
+                .display()
+                .to_string(),
+        ));
+        let container = host.container().context("systemd host")?;
+        for file in ["/etc/berth/berth.toml", "/etc/kafka/server.properties"] {
+            let text = std::fs::read_to_string(container.path(file))
+                .with_context(|| format!("host {}: {file}", host.index))?;
+            ensure!(
+                !text.to_lowercase().contains("zookeeper"),
+                "host {}: {file} names ZooKeeper:\n{text}",
+                host.index
+            );
+        }
+        let config = std::fs::read_to_string(container.path("/etc/berth/berth.toml"))?;
+        ensure!(
+            config.contains("backend = \"ec2\""),
+            "host {}: claim backend not ec2",
+            host.index
+        );
+    }
+    for (ns, path) in &namespaces {
+        for pid in berth_sim::sys::netns_pids(ns) {
+            let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let command = String::from_utf8_lossy(&command).replace('\0', " ");
+            ensure!(
+                !command.contains("org.apache.zookeeper.server"),
+                "ZooKeeper runs in {ns}: pid {pid}: {command}"
+            );
+        }
+        let port = format!("sport = :{ZOOKEEPER_PORT}");
+        let listening =
+            berth_sim::sys::run("nsenter", &[&format!("--net={path}"), "ss", "-Hltn", &port])?;
+        ensure!(
+            listening.trim().is_empty(),
+            "something listens on {ZOOKEEPER_PORT} in {ns}: {listening}"
+        );
+    }
+    Ok(())
+}
+
+/// The claims read from EC2 (the ENI attachments) name exactly the instances the hosts report for their ids.
+async fn assert_claims_in_ec2(fleet: &Fleet, booted: &Booted) -> anyhow::Result<()> {
+    let claims = berth_sim::claims::held(fleet).await?;
+    let held: Vec<(u32, String)> = claims
+        .iter()
+        .map(|c| (c.broker_id, c.instance_id.clone()))
+        .collect();
+    let reported: Vec<(u32, String)> = booted
+        .iter()
+        .map(|(id, (_, state))| (*id, state.instance_id.clone().unwrap_or_default()))
+        .collect();
+    ensure!(
+        held == reported,
+        "claims in EC2 {claims:?}, hosts report {reported:?}"
+    );
+    Ok(())
+}
+
+/// The group's replacement of dead host `old`: its host index and Healthy state.
+async fn replacement(fleet: &Fleet, old: usize) -> anyhow::Result<(usize, StateView)> {
+    let host = launched_for(fleet, old).await?;
+    Ok((host, fleet.wait_healthy(host, BOOT).await?))
+}
+
+/// What a replacement's `/state` said while its StartKafka waited for the quorum.
+#[derive(Debug, Default)]
+struct QuorumWaits {
+    /// The first refusal.
+    first: Option<String>,
+    /// When it was first seen.
+    seen: Option<Instant>,
+}
+
+/// As [`replacement`], keeping what `/state` said while its step waited for the quorum.
+async fn replacement_watching(
+    fleet: &Fleet,
+    old: usize,
+    waits: &Mutex<QuorumWaits>,
+) -> anyhow::Result<(usize, StateView)> {
+    let host = launched_for(fleet, old).await?;
+    let state = fleet
+        .wait_for(host, "Healthy", BOOT, |state| {
+            let said = [
+                state.last_error.clone(),
+                state.waiting.as_ref().map(|w| w.reason.clone()),
+            ];
+            for text in said.into_iter().flatten() {
+                if text.contains("blank KRaft storage not formatted") {
+                    let mut waits = waits.lock().unwrap_or_else(|e| e.into_inner());
+                    waits.seen.get_or_insert_with(Instant::now);
+                    waits.first.get_or_insert(text);
+                }
+            }
+            state.state.eq_ignore_ascii_case("healthy")
+        })
+        .await?;
+    Ok((host, state))
+}
+
+async fn launched_for(fleet: &Fleet, old: usize) -> anyhow::Result<usize> {
+    Ok(asg::replacement_of(fleet, &*fleet.host(old)?, BOOT)
+        .await?
+        .1)
+}
+
+/// The replacement is the same broker: id, ENI address and volume.
+fn assert_same_broker(before: &StateView, after: &StateView) -> anyhow::Result<()> {
+    let eni = |s: &StateView| s.eni.as_ref().map(|e| e.ip.clone());
+    let volume = |s: &StateView| s.volume.as_ref().map(|v| v.id.clone());
+    ensure!(
+        after.broker_id == before.broker_id
+            && eni(after) == eni(before)
+            && volume(after) == volume(before),
+        "replacement is broker {:?} at {:?} on {:?}, not {:?} at {:?} on {:?}",
+        after.broker_id,
+        eni(after),
+        volume(after),
+        before.broker_id,
+        eni(before),
+        volume(before)
+    );
+    Ok(())
+}
+
+/// Polls DescribeQuorum (every 200 ms, as `kafka-metadata-quorum describe --replication` asks it) until the
+/// quorum has a leader and three voters, each fetched up to the high watermark.
+async fn quorum_whole(fleet: &Fleet) -> anyhow::Result<QuorumView> {
+    let zones = fleet.options().zones;
+    let controllers: Vec<SocketAddr> = (0..fleet.options().brokers)
+        .map(|id| SocketAddr::from((layout::eni_ip(id, zones), layout::KAFKA_CONTROLLER_PORT)))
+        .collect();
+    let started = Instant::now();
+    loop {
+        let seen = quorum::observe(&controllers, Duration::from_secs(3)).await;
+        if let Quorum::Described(view) = &seen {
+            if view.leader_id >= 0
+                && view.voters.len() == 3
+                && view
+                    .voters
+                    .iter()
+                    .all(|v| v.log_end_offset >= view.high_watermark)
+            {
+                return Ok(view.clone());
+            }
+        }
+        ensure!(
+            started.elapsed() < BOOT,
+            "quorum not whole within {BOOT:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Why berth formatted host `index`'s KRaft storage: the `WHY` field of its journal entry
+/// (`journalctl -u berth -o json`).
+fn format_reason(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
+    let host = fleet.host(index)?;
+    let container = host.container().context("systemd host")?;
+    let text = container.exec(&[
+        "journalctl",
+        "--unit",
+        "berth",
+        "--output=json",
+        "--no-pager",
+    ])?;
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| {
+            entry["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains("formatting KRaft storage"))
+        })
+        .and_then(|entry| entry["WHY"].as_str().map(str::to_owned))
+        .with_context(|| {
+            format!("host {index}: no 'formatting KRaft storage' entry with a WHY in its journal")
+        })
+}
+
+/// When systemd started `kafka.service` on host `index` (last time).
+fn kafka_started(fleet: &Fleet, index: usize) -> anyhow::Result<std::time::SystemTime> {
+    let host = fleet.host(index)?;
+    fleet_kafka::kafka_unit_started(host.container().context("systemd host")?)
+        .with_context(|| format!("host {index}: no 'Started kafka.service' in its journal"))
+}
