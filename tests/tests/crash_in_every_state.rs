@@ -6,8 +6,9 @@
 //! there for the link / the block device; the volume's delay is the longer, since its attachment is requested
 //! alongside the ENI's), StartKafka by the stand-in's start delay. One more point lies between the two attach
 //! requests: the ENI's sent, the volume's early request refused (throttled), berth still in AttachEni. Route and Mount (once the
-//! volume is formatted) last a millisecond or two: they are crashed in when caught, otherwise right after.
-//! Healthy is covered by the three-broker test.
+//! volume is formatted) last a millisecond or two: berth's crash points (the `failpoints` feature, armed by
+//! `FAILPOINTS`) SIGKILL it inside them, after their work and before their result, every run. Healthy is
+//! covered by the three-broker test.
 
 use std::time::Duration;
 
@@ -95,6 +96,22 @@ async fn crash_between_the_requests(fleet: &Fleet, host: usize) -> anyhow::Resul
     crash_when(fleet, host, "attach_eni", true, refused).await
 }
 
+/// Launches a host whose berth SIGKILLs itself at the crash point `point`, waits for that death, and restarts
+/// berth without it.
+async fn launch_crashing_at(fleet: &Fleet, point: &str) -> anyhow::Result<usize> {
+    let host = fleet.prepare_host(0).await?;
+    fleet.start_berth_with_env(host, &[("FAILPOINTS", &format!("{point}=return"))])?;
+    let code = fleet.wait_berth_exit(host, BOOT).await.context(
+        "berth did not die at its crash point: is it built with the `failpoints` feature?",
+    )?;
+    ensure!(
+        code.is_none(),
+        "berth exited with {code:?} instead of being killed at the crash point {point}"
+    );
+    fleet.start_berth(host)?;
+    Ok(host)
+}
+
 #[test]
 fn sigkill_in_every_state_then_restart_converges() {
     if !berth_testkit::require_root("sigkill_in_every_state_then_restart_converges") {
@@ -130,10 +147,10 @@ fn sigkill_in_every_state_then_restart_converges() {
             ("attach_eni", "throttled AttachNetworkInterface", true),
             ("attach_eni", "between the two requests", true),
             ("attach_eni", "waiting for the hot-plugged link", true),
-            ("route", "nothing (instant)", false),
+            ("route", "crash point", true),
             ("attach_ebs", "throttled AttachVolume", true),
             ("attach_ebs", "waiting for the block device", true),
-            ("mount", "nothing (instant once formatted)", false),
+            ("mount", "crash point", true),
             ("start_kafka", "the stand-in's start delay", true),
         ];
         let mut caught = Vec::new();
@@ -148,15 +165,22 @@ fn sigkill_in_every_state_then_restart_converges() {
                 "between the two requests" => fleet.inject("AttachVolume", Fault::Throttle, 3),
                 _ => {}
             }
-            current = fleet.launch(0).await?;
             let context = || format!("crash in {target} ({holder})");
-            let crashed = if holder == "between the two requests" {
-                crash_between_the_requests(&fleet, current).await
-            } else {
-                crash_in(&fleet, current, target, required).await
-            };
-            if crashed.with_context(context)? {
+            if holder == "crash point" {
+                current = launch_crashing_at(&fleet, target)
+                    .await
+                    .with_context(context)?;
                 caught.push(format!("{target} ({holder})"));
+            } else {
+                current = fleet.launch(0).await?;
+                let crashed = if holder == "between the two requests" {
+                    crash_between_the_requests(&fleet, current).await
+                } else {
+                    crash_in(&fleet, current, target, required).await
+                };
+                if crashed.with_context(context)? {
+                    caught.push(format!("{target} ({holder})"));
+                }
             }
             let state = fleet
                 .wait_healthy(current, BOOT)

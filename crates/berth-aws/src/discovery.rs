@@ -83,6 +83,29 @@ pub fn subnet_ids(enis: &[NetworkInterface]) -> Vec<String> {
     ids.into_iter().map(str::to_owned).collect()
 }
 
+/// The one resource an id has of a kind; none, or several (each named by `name`), is a problem.
+fn the_one<T>(
+    mut found: Vec<T>,
+    id: BrokerId,
+    what: &str,
+    problems: &mut Vec<InventoryProblem>,
+    name: impl Fn(&T) -> &String,
+    several: impl FnOnce(usize, String) -> InventoryProblem,
+) -> Option<T> {
+    match found.len() {
+        0 => problems.push(InventoryProblem::Missing {
+            id,
+            missing: what.into(),
+        }),
+        1 => return found.pop(),
+        count => {
+            let ids = found.iter().map(|f| name(f).as_str()).collect::<Vec<_>>();
+            problems.push(several(count, ids.join(", ")));
+        }
+    }
+    None
+}
+
 /// Maps one described ENI to its facts; the subnet CIDR comes from `cidrs`.
 pub fn eni_facts(
     eni: &NetworkInterface,
@@ -205,39 +228,23 @@ pub fn build_inventory(
         if enis.is_empty() && volumes.is_empty() {
             continue;
         }
-        let mut resources = IdResources::default();
-        match enis.len() {
-            0 => inventory.problems.push(InventoryProblem::Missing {
-                id,
-                missing: "ENI".into(),
-            }),
-            1 => resources.eni = enis.into_iter().next(),
-            count => inventory.problems.push(InventoryProblem::DuplicateEni {
-                id,
-                count,
-                ids: enis
-                    .iter()
-                    .map(|e| e.eni_id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        }
-        match volumes.len() {
-            0 => inventory.problems.push(InventoryProblem::Missing {
-                id,
-                missing: "volume".into(),
-            }),
-            1 => resources.volume = volumes.into_iter().next(),
-            count => inventory.problems.push(InventoryProblem::DuplicateVolume {
-                id,
-                count,
-                ids: volumes
-                    .iter()
-                    .map(|v| v.volume_id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        }
+        let eni = the_one(
+            enis,
+            id,
+            "ENI",
+            &mut inventory.problems,
+            |e| &e.eni_id,
+            |count, ids| InventoryProblem::DuplicateEni { id, count, ids },
+        );
+        let volume = the_one(
+            volumes,
+            id,
+            "volume",
+            &mut inventory.problems,
+            |v| &v.volume_id,
+            |count, ids| InventoryProblem::DuplicateVolume { id, count, ids },
+        );
+        let resources = IdResources { eni, volume };
         if let (Some(eni), Some(volume)) = (&resources.eni, &resources.volume) {
             if eni.availability_zone != volume.availability_zone {
                 inventory.problems.push(InventoryProblem::ZoneMismatch {

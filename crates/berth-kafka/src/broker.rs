@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use berth_config::{Config, KafkaMode, Supervisor};
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::replication::ReplicationView;
+use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::{BrokerId, ErrorKind, ServingEvidence};
 use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
@@ -31,10 +32,14 @@ const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 const QUORUM_ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time allowed for each broker asked about the replication (Metadata for every topic can be large).
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Probe retries while starting back off from this...
-const RETRY_FIRST: Duration = Duration::from_millis(5);
-/// ...up to this (KRaft mode has no registration to watch, so the probe is retried).
-const RETRY_MAX: Duration = Duration::from_millis(250);
+/// Probe retries while starting: the core's backoff, 5 ms doubling up to 250 ms (KRaft mode has no registration
+/// to watch, so the probe is retried). The step's deadline bounds the whole; the policy's own is unused.
+const SERVING_BACKOFF: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(5),
+    max: Duration::from_millis(250),
+    multiplier: 2.0,
+    deadline: Duration::MAX,
+};
 
 /// Lines of Kafka's output that mean it refuses this data or id for good (restarting cannot help). Kafka 3.9
 /// (ZooKeeper mode) and 4.x (KRaft) print the same texts, from `MetaPropertiesEnsemble.verify` (measured on
@@ -468,7 +473,8 @@ impl KafkaBroker {
     ) -> Result<ServingEvidence, KafkaError> {
         let target = self.target(spec);
         let mut seen: String;
-        let mut backoff = RETRY_FIRST;
+        let mut jitter = Jitter::new(stable_hash(&target.listener.to_string()));
+        let mut attempt = 0;
         loop {
             if let Some(child) = &child {
                 self.judge_child(spec, &child.borrow())?;
@@ -514,15 +520,15 @@ impl KafkaBroker {
                     seen,
                 });
             }
+            attempt += 1;
             berth_core::progress::report(format!(
                 "Kafka listener {}: not serving yet: {seen}",
                 target.listener
             ));
             tokio::select! {
-                _ = tokio::time::sleep(backoff.min(deadline.remaining())) => {}
+                _ = tokio::time::sleep(SERVING_BACKOFF.delay(attempt, &mut jitter).min(deadline.remaining())) => {}
                 _ = child_exit(&mut child) => {}
             }
-            backoff = (backoff * 2).min(RETRY_MAX);
             if deadline.expired() {
                 return Err(KafkaError::NotServing {
                     broker_id: spec.broker_id,

@@ -237,56 +237,51 @@ impl NetlinkNetwork {
     async fn snapshot(&self, log: &mut Vec<NetlinkRequest>) -> Result<Snapshot, NetError> {
         let mut address_request = AddressMessage::default();
         address_request.header.family = AddressFamily::Inet;
-        let addresses = self
-            .request(
-                log,
-                "RTM_GETADDR",
-                "dump inet".to_owned(),
-                RouteNetlinkMessage::GetAddress(address_request),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                &[],
-            )
-            .await?;
         let mut route_request = RouteMessage::default();
         route_request.header.address_family = AddressFamily::Inet;
-        let routes = self
-            .request(
-                log,
-                "RTM_GETROUTE",
-                "dump inet, all tables".to_owned(),
-                RouteNetlinkMessage::GetRoute(route_request),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                &[],
-            )
-            .await?;
         let mut rule_request = RuleMessage::default();
         rule_request.header.family = AddressFamily::Inet;
-        let rules = self
-            .request(
-                log,
+        let dumps = [
+            (
+                "RTM_GETADDR",
+                "dump inet",
+                RouteNetlinkMessage::GetAddress(address_request),
+            ),
+            (
+                "RTM_GETROUTE",
+                "dump inet, all tables",
+                RouteNetlinkMessage::GetRoute(route_request),
+            ),
+            (
                 "RTM_GETRULE",
-                "dump inet".to_owned(),
+                "dump inet",
                 RouteNetlinkMessage::GetRule(rule_request),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                &[],
-            )
-            .await?;
+            ),
+        ];
+        let mut replies = Vec::new();
+        for (kind, detail, message) in dumps {
+            let flags = NLM_F_REQUEST | NLM_F_DUMP;
+            replies.extend(
+                self.request(log, kind, detail.into(), message, flags, &[])
+                    .await?,
+            );
+        }
         Ok(Snapshot {
-            addresses: addresses
+            addresses: replies
                 .iter()
                 .filter_map(|reply| match reply {
                     RouteNetlinkMessage::NewAddress(message) => AddressEntry::from_message(message),
                     _ => None,
                 })
                 .collect(),
-            routes: routes
+            routes: replies
                 .iter()
                 .filter_map(|reply| match reply {
                     RouteNetlinkMessage::NewRoute(message) => RouteEntry::from_message(message),
                     _ => None,
                 })
                 .collect(),
-            rules: rules
+            rules: replies
                 .iter()
                 .filter_map(|reply| match reply {
                     RouteNetlinkMessage::NewRule(message) => {

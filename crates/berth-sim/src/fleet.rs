@@ -922,7 +922,23 @@ listen = "0.0.0.0:{health}"
 
     /// Starts (or restarts) berth on host `index`, in the host's network namespace only.
     pub fn start_berth(&self, index: usize) -> Result<u32, FleetError> {
+        self.start_berth_with_env(index, &[])
+    }
+
+    /// [`Fleet::start_berth`] with extra environment for this start only (e.g. `FAILPOINTS` for a berth built
+    /// with the `failpoints` feature); process hosts only.
+    pub fn start_berth_with_env(
+        &self,
+        index: usize,
+        extra_env: &[(&str, &str)],
+    ) -> Result<u32, FleetError> {
         let host = self.host(index)?;
+        if host.container.is_some() && !extra_env.is_empty() {
+            return Err(FleetError::Io {
+                what: format!("start berth on host {index}"),
+                source: std::io::Error::other("extra environment is for process hosts only"),
+            });
+        }
         let binaries = Binaries::locate()?;
         let config = self.berth_config(&host, &binaries);
         berth_config::parse(&config, []).map_err(|source| FleetError::Config {
@@ -986,6 +1002,7 @@ listen = "0.0.0.0:{health}"
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
+        command.envs(extra_env.iter().copied());
         let child = command
             .spawn()
             .map_err(io_error(format!("start berth on host {index}")))?;

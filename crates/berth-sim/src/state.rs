@@ -5,8 +5,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 pub use berth::view::{EniView, StateView, TimelineEntry, VolumeRequestView, VolumeView};
 pub use berth::waiting::WaitingView;
 
@@ -33,63 +31,19 @@ pub enum StateError {
     },
 }
 
-/// One HTTP/1.1 GET with `Connection: close`: the status code and body.
+/// One GET through the test kit's HTTP client: the status code and body.
 pub async fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), StateError> {
-    let io = |source| StateError::Io {
-        address,
-        path: path.to_owned(),
-        source,
-    };
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(3), exchange)
+    let response = berth_testkit::aws::http::get(address, path, Duration::from_secs(3))
         .await
-        .map_err(|_| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer within 3s",
-            ))
-        })?
-        .map_err(io)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        unchunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn unchunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || tail.len() < size {
-            break;
-        }
-        out.push_str(&tail[..size]);
-        rest = tail[size..].trim_start_matches("\r\n");
-    }
-    out
+        .map_err(|source| StateError::Io {
+            address,
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok((
+        response.status,
+        String::from_utf8_lossy(&response.body).into_owned(),
+    ))
 }
 
 /// berth's `/state` at `address`.
@@ -195,13 +149,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("time to Healthy: 7.30s"), "{text}");
-    }
-
-    #[test]
-    fn decodes_chunked_bodies() {
-        assert_eq!(
-            unchunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            "hello world"
-        );
     }
 }

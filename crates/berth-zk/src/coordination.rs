@@ -223,6 +223,18 @@ impl ZkCoordination {
         held.client = client;
     }
 
+    /// A claim or reclaim that failed: whatever a cut-short create left on its session goes with the session.
+    fn discard_on_error<T>(
+        &self,
+        held: &mut Held,
+        result: Result<T, ZkError>,
+    ) -> Result<T, ZkError> {
+        if result.is_err() {
+            self.keep(held, None);
+        }
+        result
+    }
+
     fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -407,10 +419,7 @@ impl ZkCoordination {
         // its deadline or was cancelled mid-request): it is closed, which deletes any such node, never reused.
         self.keep(&mut held, None);
         let result = self.claim_on(&mut held, plan, holder, deadline).await;
-        if result.is_err() {
-            self.keep(&mut held, None);
-        }
-        result
+        self.discard_on_error(&mut held, result)
     }
 
     async fn claim_on(
@@ -601,11 +610,7 @@ impl ZkCoordination {
             return Ok(());
         }
         let result = self.reclaim_on(&mut held, id, holder, deadline).await;
-        if result.is_err() {
-            // Whatever a cut-short create left on this session goes with it.
-            self.keep(&mut held, None);
-        }
-        result
+        self.discard_on_error(&mut held, result)
     }
 
     async fn reclaim_on(

@@ -6,14 +6,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::Deadline;
 use zookeeper_client as zk;
 
 use crate::ZkError;
 
-/// First pause between connection attempts; doubled up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Pauses between connection attempts: the core's backoff, 0.1 s doubling up to 1 s (the caller's deadline, if
+/// any, bounds the whole; the policy's own is unused).
+const CONNECT_BACKOFF: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+    multiplier: 2.0,
+    deadline: Duration::MAX,
+};
 
 /// Where and how to open sessions.
 #[derive(Debug, Clone)]
@@ -31,21 +37,23 @@ pub(crate) async fn open(
     settings: &SessionSettings,
     deadline: Option<Deadline>,
 ) -> Result<zk::Client, ZkError> {
-    let mut backoff = FIRST_BACKOFF;
+    let mut jitter = Jitter::new(stable_hash(&settings.connect));
+    let mut attempt = 0;
     loop {
+        attempt += 1;
         let mut connector = zk::Client::connector()
             .with_session_timeout(settings.session_timeout)
             .with_fail_eagerly();
         if let Some(digest) = &settings.digest {
             connector = connector.with_auth("digest", digest.as_bytes());
         }
-        let attempt = connector.connect(&settings.connect);
+        let connecting = connector.connect(&settings.connect);
         let result = match deadline {
-            Some(deadline) => match tokio::time::timeout(deadline.remaining(), attempt).await {
+            Some(deadline) => match tokio::time::timeout(deadline.remaining(), connecting).await {
                 Ok(result) => result,
                 Err(_) => Err(zk::Error::Timeout),
             },
-            None => attempt.await,
+            None => connecting.await,
         };
         let error = match result {
             Ok(client) => return Ok(client),
@@ -57,6 +65,7 @@ pub(crate) async fn open(
             }
             Err(error) => error,
         };
+        let backoff = CONNECT_BACKOFF.delay(attempt, &mut jitter);
         let pause = match deadline {
             Some(deadline) if deadline.remaining() <= backoff => {
                 return Err(ZkError::Connect {
@@ -68,7 +77,6 @@ pub(crate) async fn open(
         };
         tracing::debug!(connect = %settings.connect, %error, "ZooKeeper not reachable yet; retrying");
         tokio::time::sleep(pause).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

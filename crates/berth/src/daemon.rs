@@ -835,6 +835,7 @@ async fn execute(
         }
         Step::Route { plan } => {
             adapters.network.configure(&plan, deadline).await?;
+            crash_point("route");
             Ok(Output::Routed)
         }
         Step::AttachEbs { identity, volume } => {
@@ -858,12 +859,14 @@ async fn execute(
             device,
             plan,
             broker_id,
-        } => Ok(Output::Mounted(
-            adapters
+        } => {
+            let report = adapters
                 .storage
                 .mount(&device, &plan, broker_id, deadline)
-                .await?,
-        )),
+                .await?;
+            crash_point("mount");
+            Ok(Output::Mounted(report))
+        }
         Step::StartKafka { spec } => start_kafka(&spec, deadline, adapters).await,
         Step::Check { spec } => Ok(Output::Serving(adapters.broker.check(&spec).await?)),
         Step::CatchUp { spec } | Step::DrainCheck { spec } => Ok(Output::Replication(
@@ -874,6 +877,19 @@ async fn execute(
             "internal: reclaim is not a main step",
         )),
     }
+}
+
+/// A crash point, for the crash test only: built with the `failpoints` feature and started with
+/// `FAILPOINTS=<name>=return`, berth is SIGKILLed here, where a state's work is done and its result not yet
+/// taken (a window too short to hit from outside). Without the feature it is nothing.
+fn crash_point(name: &'static str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| {
+        tracing::warn!(berth_crash_point = name, "crash point reached: SIGKILL");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        std::process::abort()
+    });
+    let _ = name;
 }
 
 /// Observe first: a Kafka already serving as this broker (berth was stopped and started again) is adopted, not

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 server and client for the AWS test parts.
+//! A minimal HTTP/1.1 server and client for the AWS test parts, and the one HTTP client of the tests and the
+//! simulation.
 //!
 //! The recording endpoint, the fault proxy and the IMDS endpoint need only request/response exchanges with
 //! `Content-Length` bodies, keep-alive, and forwarding to moto. A few hundred lines over `httparse` keep the
@@ -391,6 +392,29 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
         body.extend_from_slice(rest.get(..size)?);
         rest = rest.get(size + 2..)?;
     }
+}
+
+/// GETs `path` from `address` on a fresh connection, answered within `timeout` (tests and the simulation
+/// reading berth's `/state` and `/health`).
+pub async fn get(
+    address: SocketAddr,
+    path: &str,
+    timeout: std::time::Duration,
+) -> io::Result<Response> {
+    let request = Request {
+        method: "GET".into(),
+        target: path.into(),
+        headers: vec![("host".into(), address.to_string())],
+        body: Vec::new(),
+    };
+    tokio::time::timeout(timeout, forward(address, &request))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("GET http://{address}{path}: no answer within {timeout:?}"),
+            )
+        })?
 }
 
 /// A blocking one-shot request for test code outside any runtime (e.g. the moto control endpoint).

@@ -1,0 +1,34 @@
+//! `berth drain`: ask the running daemon to drain and follow it until it is gone.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use berth::{EX_NOT_DONE, EX_UNREACHABLE};
+
+use super::with_daemon;
+
+/// `berth drain`: asks the daemon (SIGUSR1 to the pid its `/state` names) to drain, then follows it until it is
+/// gone. Exit 0 when it drained, 1 when it ended otherwise or did not finish in time, 3 when unreachable.
+pub(crate) fn drain(
+    address: Option<SocketAddr>,
+    config: &std::path::Path,
+    timeout: Duration,
+) -> ExitCode {
+    with_daemon(address, config, |address, runtime| {
+        match runtime.block_on(berth::drain::request(address, timeout)) {
+            Ok(outcome) => {
+                println!("berth drain: {outcome}");
+                if outcome.drained() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EX_NOT_DONE)
+                }
+            }
+            Err(error) => {
+                eprintln!("berth drain: {error}");
+                ExitCode::from(EX_UNREACHABLE)
+            }
+        }
+    })
+}

@@ -1,0 +1,59 @@
+//! `berth plan`: what `berth run` would do on this host; changes nothing.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth::EX_SOFTWARE;
+
+use super::{load_or_report, small_runtime};
+
+pub(crate) fn plan(path: &std::path::Path, json: bool, no_zookeeper: bool) -> ExitCode {
+    let config = match load_or_report(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match small_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let cloud = berth_aws::AwsCloud::new(&config)
+            .await
+            .context("AWS clients")?;
+        let claims = if config.claim_backend() == berth_config::ClaimBackend::Ec2 {
+            berth::plan::ClaimsView::Unknown {
+                reason: "claim.backend = \"ec2\": the ENI attachments are the claims".into(),
+            }
+        } else if no_zookeeper {
+            berth::plan::ClaimsView::Unknown {
+                reason: "--no-zookeeper".into(),
+            }
+        } else {
+            berth::plan::read_claims(&config, Duration::from_secs(10)).await
+        };
+        berth::plan::make(&config, &cloud, claims)
+            .await
+            .context("identity and discovery")
+    });
+    match result {
+        Ok(plan) if json => match serde_json::to_string_pretty(&plan) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("berth: {error}");
+                ExitCode::from(EX_SOFTWARE)
+            }
+        },
+        Ok(plan) => {
+            print!("{}", plan.render_human());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("berth plan: {error:#}");
+            ExitCode::from(EX_SOFTWARE)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `berth status`: the running daemon's `/state`, as text or JSON.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use berth::view::StateView;
+use berth::{health, EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE};
+
+use super::with_daemon;
+
+pub(crate) fn status(
+    address: Option<SocketAddr>,
+    config: &std::path::Path,
+    json: bool,
+) -> ExitCode {
+    with_daemon(address, config, |address, runtime| {
+        match runtime.block_on(health::get(address, "/state")) {
+            Ok((200, body)) if json => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            Ok((200, body)) => match serde_json::from_str::<StateView>(&body) {
+                Ok(view) => {
+                    print!("{}", view.render_human());
+                    if view.healthy {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(EX_NOT_DONE)
+                    }
+                }
+                Err(error) => {
+                    eprintln!("berth: unexpected /state from {address}: {error}");
+                    ExitCode::from(EX_SOFTWARE)
+                }
+            },
+            Ok((code, body)) => {
+                eprintln!("berth: {address}/state answered {code}: {body}");
+                ExitCode::from(EX_SOFTWARE)
+            }
+            Err(error) => {
+                eprintln!(
+                "berth: cannot reach the daemon at {address}: {error} (is berth.service running?)"
+            );
+                ExitCode::from(EX_UNREACHABLE)
+            }
+        }
+    })
+}
