@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use berth_config::{Config, Filesystem, StorageConfig};
 use berth_core::ports::MountPlan;
 use berth_core::{BrokerId, Deadline, MountReport, StepError, Storage, VolumeFacts};
-use nix::mount::MsFlags;
+use sys_mount::MountFlags;
 use tracing::{info, warn};
 
 pub use error::StorageError;
@@ -336,13 +336,13 @@ impl BlockStorage {
         }
         meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref())?;
         let read_only = top.options.split(',').any(|option| option == "ro");
-        if read_only && !options.flags.contains(MsFlags::MS_RDONLY) {
+        if read_only && !options.flags.contains(MountFlags::RDONLY) {
             mount::mount(
                 device,
                 mount_path,
                 &top.fstype,
                 options,
-                MsFlags::MS_REMOUNT,
+                MountFlags::REMOUNT,
                 false,
             )?;
         }
@@ -408,7 +408,7 @@ impl BlockStorage {
             mount_path,
             fstype,
             &options,
-            MsFlags::MS_RDONLY,
+            MountFlags::RDONLY,
             true,
         )?;
         let checked = meta::check(
@@ -422,13 +422,13 @@ impl BlockStorage {
             }
             return Err(error);
         }
-        if !options.flags.contains(MsFlags::MS_RDONLY) {
+        if !options.flags.contains(MountFlags::RDONLY) {
             let remount = mount::mount(
                 device,
                 mount_path,
                 fstype,
                 &options,
-                MsFlags::MS_REMOUNT,
+                MountFlags::REMOUNT,
                 false,
             );
             if let Err(error) = remount {

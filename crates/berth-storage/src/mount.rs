@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use nix::mount::{MntFlags, MsFlags};
+use sys_mount::{Mount, MountFlags, UnmountFlags};
 
 use crate::error::StorageError;
 
@@ -15,7 +15,7 @@ use crate::error::StorageError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
     /// mount(2) flags.
-    pub flags: MsFlags,
+    pub flags: MountFlags,
     /// Filesystem-specific options, comma separated.
     pub data: String,
     /// The options as configured, for messages.
@@ -24,7 +24,7 @@ pub struct MountOptions {
 
 /// Parses fstab-style options (`noatime,nodev,logbsize=256k`).
 pub fn parse_options(text: &str) -> Result<MountOptions, StorageError> {
-    let mut flags = MsFlags::empty();
+    let mut flags = MountFlags::empty();
     let mut data = Vec::new();
     for option in text
         .split(',')
@@ -35,16 +35,16 @@ pub fn parse_options(text: &str) -> Result<MountOptions, StorageError> {
             "defaults" | "rw" | "async" | "dev" | "exec" | "suid" | "auto" | "noauto"
             | "nofail" | "user" | "nouser" | "users" | "_netdev" | "atime" | "diratime" => {}
             _ if option.starts_with("x-") || option.starts_with("comment=") => {}
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "noatime" => flags |= MsFlags::MS_NOATIME,
-            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
-            "dirsync" => flags |= MsFlags::MS_DIRSYNC,
+            "ro" => flags |= MountFlags::RDONLY,
+            "noatime" => flags |= MountFlags::NOATIME,
+            "nodiratime" => flags |= MountFlags::NODIRATIME,
+            "relatime" => flags |= MountFlags::RELATIME,
+            "strictatime" => flags |= MountFlags::STRICTATIME,
+            "nodev" => flags |= MountFlags::NODEV,
+            "noexec" => flags |= MountFlags::NOEXEC,
+            "nosuid" => flags |= MountFlags::NOSUID,
+            "sync" => flags |= MountFlags::SYNCHRONOUS,
+            "dirsync" => flags |= MountFlags::DIRSYNC,
             "bind" | "rbind" | "move" | "remount" => {
                 return Err(StorageError::BadMountOption {
                     option: option.to_owned(),
@@ -68,37 +68,36 @@ pub fn mount(
     target: &Path,
     fstype: &str,
     options: &MountOptions,
-    extra: MsFlags,
+    extra: MountFlags,
     with_data: bool,
 ) -> Result<(), StorageError> {
-    let data = (with_data && !options.data.is_empty()).then_some(options.data.as_str());
-    nix::mount::mount(
-        Some(device),
-        target,
-        Some(fstype),
-        options.flags | extra,
-        data,
-    )
-    .map_err(|errno| StorageError::Mount {
-        device: device.to_owned(),
-        path: target.to_owned(),
-        filesystem: fstype.to_owned(),
-        options: options.text.clone(),
-        source: errno.into(),
-    })
+    let mut builder = Mount::builder().fstype(fstype).flags(options.flags | extra);
+    if with_data && !options.data.is_empty() {
+        builder = builder.data(&options.data);
+    }
+    builder
+        .mount(device, target)
+        .map(drop)
+        .map_err(|source| StorageError::Mount {
+            device: device.to_owned(),
+            path: target.to_owned(),
+            filesystem: fstype.to_owned(),
+            options: options.text.clone(),
+            source,
+        })
 }
 
 /// Unmounts `target`, never forced or lazy: a busy mount is [`StorageError::Busy`].
 pub fn unmount(target: &Path) -> Result<(), StorageError> {
-    nix::mount::umount2(target, MntFlags::empty()).map_err(|errno| {
-        if errno == nix::errno::Errno::EBUSY {
+    sys_mount::unmount(target, UnmountFlags::empty()).map_err(|source| {
+        if source.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) {
             StorageError::Busy {
                 path: target.to_owned(),
             }
         } else {
             StorageError::Unmount {
                 path: target.to_owned(),
-                source: errno.into(),
+                source,
             }
         }
     })
@@ -180,9 +179,9 @@ mod tests {
         let parsed =
             parse_options("defaults,noatime,nodev,logbsize=256k,nofail,x-systemd.device-timeout=5")
                 .unwrap();
-        assert_eq!(parsed.flags, MsFlags::MS_NOATIME | MsFlags::MS_NODEV);
+        assert_eq!(parsed.flags, MountFlags::NOATIME | MountFlags::NODEV);
         assert_eq!(parsed.data, "logbsize=256k");
         assert!(parse_options("bind").is_err());
-        assert_eq!(parse_options("").unwrap().flags, MsFlags::empty());
+        assert_eq!(parse_options("").unwrap().flags, MountFlags::empty());
     }
 }
