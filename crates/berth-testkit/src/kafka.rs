@@ -28,6 +28,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod steady;
+pub use steady::{ProduceReport, SteadyProducer};
+
 /// The versions file shared with scripts/setup.sh and the launcher: `<version> <maven profile>` lines.
 const VERSIONS: &str = include_str!("../../../tests/kafka/versions");
 /// How long a node may take to log "started" (a JVM start on a loaded 2-core machine takes 5-10 s).
@@ -841,7 +844,26 @@ impl Client {
         for n in range {
             let _ = writeln!(input, "{}:{}{pad}", record_key(n), record_value(n));
         }
-        let words: Vec<String> = [
+        let words = self.kcat_producer(topic, Duration::from_secs(60))?;
+        let output = run(&self.prefix, &words, Some(input.as_bytes()), TOOL_TIMEOUT)?;
+        // kcat's words for a record not delivered ("Delivery failed for message", "Failed to produce message"); a
+        // broker that is down shows as transport errors while librdkafka delivers through the others.
+        let errors = String::from_utf8_lossy(&output.stderr);
+        if errors.contains("Delivery failed") || errors.contains("Failed to produce") {
+            return Err(KafkaHarnessError::Failed {
+                command: words.join(" "),
+                status: "delivery errors".into(),
+                output: errors.lines().take(10).collect::<Vec<_>>().join(" | "),
+            });
+        }
+        Ok(())
+    }
+
+    /// kcat producing `key:value` lines from its stdin to `topic` with `acks=all` and idempotence, each record
+    /// given up (a delivery error) after `message_timeout`.
+    fn kcat_producer(&self, topic: &str, message_timeout: Duration) -> Result<Vec<String>> {
+        let timeout = format!("message.timeout.ms={}", message_timeout.as_millis());
+        Ok([
             Self::kcat()?,
             "-P",
             "-b",
@@ -855,22 +877,10 @@ impl Client {
             "-X",
             "enable.idempotence=true",
             "-X",
-            "message.timeout.ms=60000",
+            &timeout,
         ]
         .map(str::to_owned)
-        .to_vec();
-        let output = run(&self.prefix, &words, Some(input.as_bytes()), TOOL_TIMEOUT)?;
-        // kcat's words for a record not delivered ("Delivery failed for message", "Failed to produce message"); a
-        // broker that is down shows as transport errors while librdkafka delivers through the others.
-        let errors = String::from_utf8_lossy(&output.stderr);
-        if errors.contains("Delivery failed") || errors.contains("Failed to produce") {
-            return Err(KafkaHarnessError::Failed {
-                command: words.join(" "),
-                status: "delivery errors".into(),
-                output: errors.lines().take(10).collect::<Vec<_>>().join(" | "),
-            });
-        }
-        Ok(())
+        .to_vec())
     }
 
     /// The topic's partitions as the cluster's metadata has them (kcat `-L`): leader, replicas, in-sync replicas.

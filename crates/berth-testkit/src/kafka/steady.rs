@@ -1,0 +1,235 @@
+//! A producer that keeps writing while something happens to the cluster (a roll, a replacement): kcat with
+//! `acks=all` and idempotence reading numbered records ([`super::record_key`], [`super::record_value`]) from a
+//! pipe at a steady rate, with what went wrong counted from what librdkafka itself says.
+//!
+//! Two counts, both read from kcat's stderr with librdkafka's `msg` debug context on, never assumed:
+//!
+//! * **failed produces**: records whose delivery report is an error ("Delivery failed for message: ..."), i.e.
+//!   librdkafka gave up on them (retries exhausted or `message.timeout.ms` passed). An application would have
+//!   seen these writes fail.
+//! * **produce request errors**: every error a broker answered a ProduceRequest with ("MessageSet with N
+//!   message(s) ... encountered error: <error> (actions ...)"), retried or not. A retried request that then
+//!   succeeded loses nothing, but the count shows the cluster refused writes for a while (e.g. "Not enough
+//!   in-sync replicas" while fewer than `min.insync.replicas` replicas were in sync).
+//!
+//! A consume afterwards ([`super::Client::consume`] with [`ProduceReport::sent`]) finds lost or duplicated
+//! records.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{record_key, record_value, Client, KafkaHarnessError, Result};
+
+/// librdkafka's words for a ProduceRequest answered with an error (debug context `msg`).
+const REQUEST_ERROR: &str = "encountered error: ";
+/// kcat's words for a record whose delivery report is an error.
+const DELIVERY_FAILED: &str = "Delivery failed for message";
+
+/// The producer running; [`SteadyProducer::finish`] stops it and reports.
+#[derive(Debug)]
+pub struct SteadyProducer {
+    child: Child,
+    command: String,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU32>,
+    writer: JoinHandle<std::io::Result<()>>,
+    reader: JoinHandle<Vec<String>>,
+}
+
+/// What a steady producer saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProduceReport {
+    /// Records handed to kcat: numbers `0..sent`.
+    pub sent: u32,
+    /// Records whose delivery report is an error.
+    pub failed_produces: u32,
+    /// ProduceRequests a broker answered with an error (retried or not).
+    pub request_errors: u32,
+    /// Each error's text (delivery or request) and how often it was seen.
+    pub errors: BTreeMap<String, u32>,
+}
+
+impl ProduceReport {
+    /// Reads kcat's stderr lines (only [`REQUEST_ERROR`] and [`DELIVERY_FAILED`] lines count).
+    pub fn from_lines<'a>(sent: u32, lines: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut report = Self {
+            sent,
+            ..Self::default()
+        };
+        for line in lines {
+            if let Some((_, rest)) = line.split_once(REQUEST_ERROR) {
+                report.request_errors += 1;
+                let error = rest.split(" (actions").next().unwrap_or(rest).trim();
+                *report.errors.entry(error.to_owned()).or_default() += 1;
+            } else if let Some((_, rest)) = line.split_once(DELIVERY_FAILED) {
+                report.failed_produces += 1;
+                let error = format!("delivery failed{}", rest.trim_end());
+                *report.errors.entry(error).or_default() += 1;
+            }
+        }
+        report
+    }
+}
+
+impl Client {
+    /// Starts producing records `0, 1, 2, ...` to `topic` at `per_second`, each given up after
+    /// `message_timeout` (then counted as a failed produce).
+    pub fn steady_producer(
+        &self,
+        topic: &str,
+        per_second: u32,
+        message_timeout: Duration,
+    ) -> Result<SteadyProducer> {
+        let mut words = self.kcat_producer(topic, message_timeout)?;
+        words.extend(["-X".into(), "debug=msg".into()]);
+        let argv: Vec<&String> = self.prefix.iter().chain(&words).collect();
+        let command = argv
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| KafkaHarnessError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU32::new(0));
+        let interval = Duration::from_secs(1) / per_second.max(1);
+        let writer = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || write_records(stdin, interval, &stop, &sent))
+        };
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(std::result::Result::ok)
+                .filter(|line| line.contains(REQUEST_ERROR) || line.contains(DELIVERY_FAILED))
+                .collect()
+        });
+        Ok(SteadyProducer {
+            child,
+            command,
+            stop,
+            sent,
+            writer,
+            reader,
+        })
+    }
+}
+
+/// Writes one record per `interval` (paced against the clock, so a slow write does not slow the rate) until
+/// told to stop, then closes kcat's stdin so it delivers what it holds and exits.
+fn write_records(
+    mut stdin: std::process::ChildStdin,
+    interval: Duration,
+    stop: &AtomicBool,
+    sent: &AtomicU32,
+) -> std::io::Result<()> {
+    let started = Instant::now();
+    let mut n = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        writeln!(stdin, "{}:{}", record_key(n), record_value(n))?;
+        stdin.flush()?;
+        n += 1;
+        sent.store(n, Ordering::Relaxed);
+        // Pacing the load, not waiting for anything to happen.
+        let due = started + interval * n;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
+    Ok(())
+}
+
+impl SteadyProducer {
+    /// Records handed to kcat so far.
+    pub fn sent(&self) -> u32 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops writing, lets kcat deliver what it holds (up to `timeout`; its message timeout bounds it) and
+    /// reports. kcat exiting non-zero, or the pipe breaking before the stop, fails the call.
+    pub fn finish(mut self, timeout: Duration) -> Result<ProduceReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.sent.clone();
+        let written = self
+            .writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    // kcat flushes its queue after stdin closes; poll its exit at a short interval.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break None;
+                }
+            }
+        };
+        let lines = self.reader.join().unwrap_or_default();
+        let report = ProduceReport::from_lines(sent.load(Ordering::Relaxed), lines.iter().map(String::as_str));
+        let failure = match (&written, status) {
+            (Err(error), _) => Some(format!("writing records failed: {error}")),
+            (_, None) => Some(format!("still delivering after {timeout:?}; killed")),
+            (_, Some(status)) if !status.success() => Some(status.to_string()),
+            _ => None,
+        };
+        match failure {
+            Some(status) => Err(KafkaHarnessError::Failed {
+                command: self.command,
+                status,
+                output: format!("{report:?}"),
+            }),
+            None => Ok(report),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_errors_and_failed_deliveries_are_counted_apart() {
+        let lines = [
+            "%7|1764590000.123|MSGSET|rdkafka#producer-1| [thrd:10.0.0.5:9092/1]: 10.0.0.5:9092/1: roll [3]: \
+             MessageSet with 2 message(s) (MsgId 41, BaseSeq 40) encountered error: Broker: Not enough in-sync \
+             replicas (actions Retry,MsgNotPersisted)",
+            "%7|1764590000.200|MSGSET|rdkafka#producer-1| [thrd:10.0.0.5:9092/1]: 10.0.0.5:9092/1: roll [4]: \
+             MessageSet with 1 message(s) (MsgId 42, BaseSeq 12) encountered error: Broker: Not enough in-sync \
+             replicas (actions Retry,MsgNotPersisted)",
+            "% Delivery failed for message: Local: Message timed out",
+            "%7|1764590000.300|PRODUCE|rdkafka#producer-1| roll [3]: Produce MessageSet with 5 message(s)",
+        ];
+        let report = ProduceReport::from_lines(100, lines);
+        assert_eq!(report.sent, 100);
+        assert_eq!(report.request_errors, 2);
+        assert_eq!(report.failed_produces, 1);
+        assert_eq!(
+            report.errors.get("Broker: Not enough in-sync replicas"),
+            Some(&2)
+        );
+        assert_eq!(
+            report
+                .errors
+                .get("delivery failed: Local: Message timed out"),
+            Some(&1)
+        );
+    }
+}
