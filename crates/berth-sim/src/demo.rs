@@ -122,11 +122,11 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<BerthState>)> {
     let options = fleet.options();
     say(format!(
         "region up: ZooKeeper ensemble {}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
-         Auto Scaling group {} with launch and terminate hooks, stack {} awaiting {} signals",
+         Auto Scaling groups {} (one per zone) with launch and terminate hooks, stack {} awaiting {} signals",
         fleet.zookeeper().connect_string(),
         options.zones,
         options.brokers,
-        asg::group_name(&options.cluster),
+        asg::group_names(options).join(", "),
         asg::stack_name(&options.cluster),
         options.brokers,
     ));

@@ -183,7 +183,10 @@ impl SteadyProducer {
             }
         };
         let lines = self.reader.join().unwrap_or_default();
-        let report = ProduceReport::from_lines(sent.load(Ordering::Relaxed), lines.iter().map(String::as_str));
+        let report = ProduceReport::from_lines(
+            sent.load(Ordering::Relaxed),
+            lines.iter().map(String::as_str),
+        );
         let failure = match (&written, status) {
             (Err(error), _) => Some(format!("writing records failed: {error}")),
             (_, None) => Some(format!("still delivering after {timeout:?}; killed")),

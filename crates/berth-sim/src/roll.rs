@@ -1,0 +1,232 @@
+//! The cluster upgraded as operators upgrade it: an instance refresh of each zone's Auto Scaling group, one
+//! group after another, with real Apache Kafka and a producer writing with `acks=all` all along. Shared by the
+//! e2e test (tests/tests/roll.rs) and `make bench-roll`.
+//!
+//! What is measured, never assumed: the producer's failed deliveries and the produce requests brokers refused
+//! ([`berth_testkit::kafka::SteadyProducer`]), every record read back once ([`Client::consume`]), and for every
+//! replacement the broker id it became and the volume and ENI it holds, as EC2 and its `/state` show them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use berth_testkit::aws::autoscaling::{InstanceRefresh, LifecycleState};
+use berth_testkit::kafka::{Client, ConsumeReport, ProduceReport};
+
+use crate::asg::{self, RefreshSettings};
+use crate::kafka::{self as fleet_kafka, blocking};
+use crate::Fleet;
+
+/// The topic written through the roll: 6 partitions, replication factor 3, `min.insync.replicas=2`.
+pub const TOPIC: &str = "roll";
+
+/// How the roll is run.
+#[derive(Debug, Clone)]
+pub struct RollOptions {
+    /// The refresh's preferences for every group.
+    pub refresh: RefreshSettings,
+    /// Records per second the producer writes.
+    pub per_second: u32,
+    /// When the producer gives a record up (a failed produce).
+    pub message_timeout: Duration,
+    /// How long the boot, each group's refresh, and the final catch-up may take.
+    pub step_timeout: Duration,
+}
+
+impl Default for RollOptions {
+    fn default() -> Self {
+        Self {
+            // No warmup: berth completes the launch hook only once its broker is back, which is what a warmup
+            // would otherwise guess at.
+            refresh: RefreshSettings::group_of_one(Duration::ZERO),
+            per_second: 100,
+            message_timeout: Duration::from_secs(30),
+            step_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A broker as EC2, the group and berth show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The instance.
+    pub instance_id: String,
+    /// The broker id its berth reports.
+    pub broker_id: Option<u32>,
+    /// The volumes attached to it.
+    pub volumes: Vec<String>,
+    /// The ENIs attached to it (besides its primary one).
+    pub enis: Vec<String>,
+}
+
+/// One replacement of the roll.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The zone's group.
+    pub group: String,
+    /// The instance replaced, as it was.
+    pub old: Placement,
+    /// Its replacement, as it is after the roll.
+    pub new: Placement,
+    /// The old instance's termination to the new one's end of warmup (the refresh moved on).
+    pub step: Duration,
+}
+
+/// What the roll did.
+#[derive(Debug, Clone)]
+pub struct RollReport {
+    /// Every replacement, in order.
+    pub steps: Vec<Step>,
+    /// The first refresh's start to the last one's end.
+    pub total: Duration,
+    /// What the producer saw.
+    pub produced: ProduceReport,
+    /// What was read back.
+    pub consumed: ConsumeReport,
+}
+
+impl RollReport {
+    /// The longest step.
+    pub fn max_step(&self) -> Duration {
+        self.steps.iter().map(|s| s.step).max().unwrap_or_default()
+    }
+
+    /// Every step kept its broker's id, volume and ENI.
+    pub fn same_brokers(&self) -> bool {
+        self.steps.iter().all(|s| {
+            s.old.instance_id != s.new.instance_id
+                && s.new.broker_id.is_some()
+                && s.new.broker_id == s.old.broker_id
+                && !s.new.volumes.is_empty()
+                && s.new.volumes == s.old.volumes
+                && s.new.enis == s.old.enis
+        })
+    }
+
+    /// One line per step, for a test's output.
+    pub fn describe_steps(&self) -> String {
+        self.steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {} -> {} broker {:?} volumes {:?} ENIs {:?}: {} ms",
+                    s.group,
+                    s.old.instance_id,
+                    s.new.instance_id,
+                    s.new.broker_id,
+                    s.new.volumes,
+                    s.new.enis,
+                    s.step.as_millis()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Boots the group's brokers (every zone's member Healthy and in service), writes through an instance refresh
+/// of every group, and reads everything back.
+pub async fn run(fleet: &Fleet, options: &RollOptions) -> anyhow::Result<RollReport> {
+    let install = fleet
+        .kafka()
+        .context("a fleet running Apache Kafka")?
+        .clone();
+    let before = boot(fleet, options.step_timeout).await?;
+    let client = fleet_kafka::client(fleet, &install);
+    blocking(|| client.create_topic(&fleet_kafka::replicated_topic(TOPIC)))?;
+    fully_replicated(&client, options.step_timeout)?;
+    let producer =
+        blocking(|| client.steady_producer(TOPIC, options.per_second, options.message_timeout))?;
+    let started = Instant::now();
+    let rolled = asg::roll(fleet, options.refresh, options.step_timeout).await;
+    let total = started.elapsed();
+    let caught_up = fully_replicated(&client, options.step_timeout);
+    let produced = blocking(|| producer.finish(options.message_timeout * 2))?;
+    let rolled = rolled?;
+    caught_up?;
+    let consumed = blocking(|| client.consume(TOPIC, produced.sent))?;
+    let steps = steps(fleet, &before, &rolled).await?;
+    Ok(RollReport {
+        steps,
+        total,
+        produced,
+        consumed,
+    })
+}
+
+fn fully_replicated(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    blocking(|| {
+        fleet_kafka::wait_fully_replicated(client, TOPIC, timeout).map_err(anyhow::Error::msg)
+    })
+    .map(drop)
+}
+
+/// Waits until every zone's member is in service with a Healthy berth; returns where each broker is.
+async fn boot(fleet: &Fleet, timeout: Duration) -> anyhow::Result<Vec<Placement>> {
+    let count = fleet.options().zones * fleet.options().asg.per_zone;
+    let members = asg::wait_members(fleet, "every member in service", timeout, |members| {
+        members
+            .iter()
+            .filter(|m| m.state == LifecycleState::InService)
+            .count()
+            == count
+    })
+    .await?;
+    for member in &members {
+        let host = asg::host_of(fleet, &member.instance_id).context("a member's host")?;
+        fleet.wait_healthy(host.index, timeout).await?;
+    }
+    let mut placements = Vec::new();
+    for member in members {
+        placements.push(placement(fleet, &member.instance_id).await?);
+    }
+    Ok(placements)
+}
+
+/// Where an instance's broker is now.
+async fn placement(fleet: &Fleet, instance_id: &str) -> anyhow::Result<Placement> {
+    let host = asg::host_of(fleet, instance_id).with_context(|| format!("{instance_id}'s host"))?;
+    let state = fleet.state(host.index).await?;
+    let attachments = fleet.ec2().attachments().await?;
+    let held = |holders: &std::collections::HashMap<String, Option<String>>| {
+        let mut ids: Vec<String> = holders
+            .iter()
+            .filter(|(_, holder)| holder.as_deref() == Some(instance_id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    Ok(Placement {
+        instance_id: instance_id.to_owned(),
+        broker_id: state.broker_id,
+        volumes: held(&attachments.volumes),
+        enis: held(&attachments.enis),
+    })
+}
+
+async fn steps(
+    fleet: &Fleet,
+    before: &[Placement],
+    rolled: &[InstanceRefresh],
+) -> anyhow::Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for refresh in rolled {
+        for replacement in &refresh.replacements {
+            let old = before
+                .iter()
+                .find(|p| p.instance_id == replacement.old)
+                .with_context(|| format!("{} was not a member before the roll", replacement.old))?;
+            let new = replacement
+                .new
+                .as_deref()
+                .context("a replacement launched")?;
+            steps.push(Step {
+                group: refresh.group.clone(),
+                old: old.clone(),
+                new: placement(fleet, new).await?,
+                step: replacement.step().context("a replacement warmed up")?,
+            });
+        }
+    }
+    Ok(steps)
+}

@@ -1,0 +1,88 @@
+//! Upgrading the cluster as operators do (issue 16): an instance refresh of each zone's Auto Scaling group, one
+//! after another, on a three-broker KRaft fleet running Apache Kafka under systemd, with a producer writing
+//! (`acks=all`, topic RF 3, `min.insync.replicas=2`) all along. Every old instance leaves through berth's drain
+//! (its terminate hook), every replacement becomes the same broker on the same volume and ENI, no write fails
+//! and every record is read back exactly once. The step times are printed.
+
+use anyhow::ensure;
+use berth_sim::roll::{self, RollOptions};
+use berth_sim::{asg, Fleet, FleetOptions, SimKafka};
+
+#[test]
+fn an_instance_refresh_of_every_group_fails_and_loses_no_write() {
+    if !berth_testkit::require_root("roll") {
+        return;
+    }
+    let options = FleetOptions {
+        kafka: SimKafka::Kraft,
+        ..FleetOptions::default()
+    };
+    asg::with_group(
+        options,
+        |_| Ok(()),
+        |fleet| async move { rolled(&fleet).await },
+    )
+    .expect("an instance refresh of every group with a producer running");
+}
+
+async fn rolled(fleet: &Fleet) -> anyhow::Result<()> {
+    let report = roll::run(fleet, &RollOptions::default()).await?;
+    println!(
+        "roll: {} steps, total {} ms, max step {} ms\n{}",
+        report.steps.len(),
+        report.total.as_millis(),
+        report.max_step().as_millis(),
+        report.describe_steps()
+    );
+    println!(
+        "producer: {} records sent, {} failed produces, {} produce requests refused {:?}; read back: {} missing, \
+         {} duplicated",
+        report.produced.sent,
+        report.produced.failed_produces,
+        report.produced.request_errors,
+        report.produced.errors,
+        report.consumed.missing.len(),
+        report.consumed.duplicated.len()
+    );
+    ensure!(
+        report.steps.len() == fleet.options().zones,
+        "one replacement per group: {}",
+        report.describe_steps()
+    );
+    ensure!(
+        report.same_brokers(),
+        "every replacement is the broker it replaced, on its volume and ENI:\n{}",
+        report.describe_steps()
+    );
+    ensure!(report.produced.sent > 0, "the producer wrote nothing");
+    ensure!(
+        report.produced.failed_produces == 0,
+        "failed produces: {:?}",
+        report.produced
+    );
+    ensure!(
+        report.consumed.is_exact(),
+        "lost {:?}, duplicated {:?}, corrupt {:?}",
+        report.consumed.missing,
+        report.consumed.duplicated,
+        report.consumed.corrupt
+    );
+    let history = asg::history(fleet);
+    for step in &report.steps {
+        let old = &step.old.instance_id;
+        let drained = fleet
+            .aws()
+            .calls_from("CompleteLifecycleAction", old)
+            .iter()
+            .any(|c| c.accepted() && c.param("LifecycleHookName") == Some(asg::TERMINATE_HOOK));
+        ensure!(drained, "{old}'s berth completed its terminate hook");
+        ensure!(
+            history.iter().any(|line| line.contains(old)
+                && line.contains("berth exited with status 0")
+                && line.contains("held ENIs [], volumes []")),
+            "{old} was drained (ENI and volume released, berth exited 0) before it was terminated: \
+             {history:#?}"
+        );
+    }
+    Ok(())
+}
