@@ -1,8 +1,10 @@
 //! Upgrading the cluster as operators do (issue 16): an instance refresh of each zone's Auto Scaling group, one
 //! after another, on a three-broker KRaft fleet running Apache Kafka under systemd, with a producer writing
 //! (`acks=all`, topic RF 3, `min.insync.replicas=2`) all along. Every old instance leaves through berth's drain
-//! (its terminate hook), every replacement becomes the same broker on the same volume and ENI, no write fails
-//! and every record is read back exactly once. The step times are printed.
+//! (its terminate hook), every replacement becomes the same broker on the same volume and ENI, no write fails,
+//! no write is even refused for want of in-sync replicas (a broker stopped before the previous one was back in
+//! the ISR: librdkafka retries that, so it would not show as a failed produce until it lasts longer than the
+//! producer's message timeout), and every record is read back exactly once. The step times are printed.
 
 use anyhow::ensure;
 use berth_sim::roll::{self, RollOptions};
@@ -59,6 +61,13 @@ async fn rolled(fleet: &Fleet) -> anyhow::Result<()> {
         report.produced.failed_produces == 0,
         "failed produces: {:?}",
         report.produced
+    );
+    ensure!(
+        report.not_enough_replicas() == 0,
+        "{} produce requests refused with \"{}\": a broker was stopped while the previous one was not back in \
+         the ISR",
+        report.not_enough_replicas(),
+        roll::NOT_ENOUGH_REPLICAS
     );
     ensure!(
         report.consumed.is_exact(),

@@ -7,7 +7,8 @@
 //! - `total_ms`: the first refresh's start to the last one's end; `max_step_ms` and `step_ms`: each old
 //!   instance's termination to its replacement in service (launch hook completed by berth);
 //! - `failed_produces`: records whose delivery report is an error (given up after 30 s); `produce_request_errors`:
-//!   produce requests a broker refused, retried or not; `lost` / `duplicated`: records read back 0 / 2+ times;
+//!   produce requests a broker refused, retried or not, and `not_enough_replicas` those refused because fewer than
+//!   `min.insync.replicas` replicas were in sync; `lost` / `duplicated`: records read back 0 / 2+ times;
 //! - `same_brokers`: every replacement is the broker it replaced, on the same volume and ENI.
 
 use berth_sim::bench;
@@ -39,7 +40,7 @@ fn main() {
                 .collect();
             Ok(format!(
             "roll brokers={brokers} total_ms={} max_step_ms={} failed_produces={} lost={} duplicated={} \
-             produce_request_errors={} records={} per_second={per_second} step_ms={} same_brokers={} kafka={kafka} \
+             produce_request_errors={} not_enough_replicas={} records={} per_second={per_second} step_ms={} same_brokers={} kafka={kafka} \
              berth={}",
             report.total.as_millis(),
             report.max_step().as_millis(),
@@ -47,6 +48,7 @@ fn main() {
             report.consumed.missing.len(),
             report.consumed.duplicated.len(),
             report.produced.request_errors,
+            report.not_enough_replicas(),
             report.produced.sent,
             steps.join(","),
             report.same_brokers(),

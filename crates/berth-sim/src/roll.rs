@@ -18,6 +18,10 @@ use crate::Fleet;
 
 /// The topic written through the roll: 6 partitions, replication factor 3, `min.insync.replicas=2`.
 pub const TOPIC: &str = "roll";
+/// Kafka's refusal of an `acks=all` write while fewer than `min.insync.replicas` replicas are in sync (as
+/// librdkafka words `NOT_ENOUGH_REPLICAS`): what a roll that stops a broker before the previous one is back in
+/// the ISR causes. librdkafka retries it, so it shows here before it becomes a failed produce.
+pub const NOT_ENOUGH_REPLICAS: &str = "Not enough in-sync replicas";
 
 /// How the roll is run.
 #[derive(Debug, Clone)]
@@ -85,6 +89,11 @@ pub struct RollReport {
 }
 
 impl RollReport {
+    /// Produce requests refused because too few replicas were in sync.
+    pub fn not_enough_replicas(&self) -> u32 {
+        self.produced.refused(NOT_ENOUGH_REPLICAS)
+    }
+
     /// The longest step.
     pub fn max_step(&self) -> Duration {
         self.steps.iter().map(|s| s.step).max().unwrap_or_default()

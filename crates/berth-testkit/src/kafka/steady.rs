@@ -55,6 +55,15 @@ pub struct ProduceReport {
 }
 
 impl ProduceReport {
+    /// Produce requests refused with an error whose text contains `error` (e.g. "Not enough in-sync replicas").
+    pub fn refused(&self, error: &str) -> u32 {
+        self.errors
+            .iter()
+            .filter(|(text, _)| !text.starts_with("delivery failed") && text.contains(error))
+            .map(|(_, count)| count)
+            .sum()
+    }
+
     /// Reads kcat's stderr lines (only [`REQUEST_ERROR`] and [`DELIVERY_FAILED`] lines count).
     pub fn from_lines<'a>(sent: u32, lines: impl IntoIterator<Item = &'a str>) -> Self {
         let mut report = Self {
@@ -224,10 +233,8 @@ mod tests {
         assert_eq!(report.sent, 100);
         assert_eq!(report.request_errors, 2);
         assert_eq!(report.failed_produces, 1);
-        assert_eq!(
-            report.errors.get("Broker: Not enough in-sync replicas"),
-            Some(&2)
-        );
+        assert_eq!(report.refused("Not enough in-sync replicas"), 2);
+        assert_eq!(report.refused("Message timed out"), 0, "a delivery error");
         assert_eq!(
             report
                 .errors
