@@ -367,6 +367,19 @@ pub async fn wait_members(
     }
 }
 
+/// Waits until every zone's group has its desired capacity in service, up to `timeout`; returns the members.
+pub async fn wait_all_in_service(fleet: &Fleet, timeout: Duration) -> anyhow::Result<Vec<Member>> {
+    let count = fleet.options().zones * fleet.options().asg.per_zone;
+    wait_members(fleet, "every member in service", timeout, |members| {
+        members
+            .iter()
+            .filter(|m| m.state == LifecycleState::InService)
+            .count()
+            == count
+    })
+    .await
+}
+
 /// The host index of every member in service, in zone order.
 pub fn in_service_hosts(fleet: &Fleet) -> Vec<usize> {
     let mut hosts: Vec<(String, usize)> = members(fleet)

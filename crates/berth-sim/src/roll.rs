@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use berth_testkit::aws::autoscaling::{InstanceRefresh, LifecycleState};
+use berth_testkit::aws::autoscaling::InstanceRefresh;
 use berth_testkit::kafka::{Client, ConsumeReport, ProduceReport};
 
 use crate::asg::{self, RefreshSettings};
@@ -171,15 +171,7 @@ fn fully_replicated(client: &Client, timeout: Duration) -> anyhow::Result<()> {
 
 /// Waits until every zone's member is in service with a Healthy berth; returns where each broker is.
 async fn boot(fleet: &Fleet, timeout: Duration) -> anyhow::Result<Vec<Placement>> {
-    let count = fleet.options().zones * fleet.options().asg.per_zone;
-    let members = asg::wait_members(fleet, "every member in service", timeout, |members| {
-        members
-            .iter()
-            .filter(|m| m.state == LifecycleState::InService)
-            .count()
-            == count
-    })
-    .await?;
+    let members = asg::wait_all_in_service(fleet, timeout).await?;
     for member in &members {
         let host = asg::host_of(fleet, &member.instance_id).context("a member's host")?;
         fleet.wait_healthy(host.index, timeout).await?;

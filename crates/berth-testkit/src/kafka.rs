@@ -209,6 +209,32 @@ impl Install {
     }
 }
 
+/// Starts `words` behind `prefix` with `stdin` and `stdout`, stderr piped; the child and its command line.
+fn spawn(
+    prefix: &[String],
+    words: &[String],
+    stdin: Stdio,
+    stdout: Stdio,
+) -> Result<(Child, String)> {
+    let argv: Vec<&String> = prefix.iter().chain(words).collect();
+    let command = argv
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| KafkaHarnessError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    Ok((child, command))
+}
+
 /// Runs `words` (behind `prefix`) with `input` on stdin, by `timeout`; its output, or an error with it.
 fn run(
     prefix: &[String],
@@ -216,26 +242,12 @@ fn run(
     input: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Output> {
-    let argv: Vec<&String> = prefix.iter().chain(words).collect();
-    let command = argv
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| KafkaHarnessError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let (mut child, command) = spawn(prefix, words, stdin, Stdio::piped())?;
     let writer = match (input, child.stdin.take()) {
         (Some(input), Some(mut stdin)) => {
             let input = input.to_vec();

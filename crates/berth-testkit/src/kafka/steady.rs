@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -96,22 +96,8 @@ impl Client {
     ) -> Result<SteadyProducer> {
         let mut words = self.kcat_producer(topic, message_timeout)?;
         words.extend(["-X".into(), "debug=msg".into()]);
-        let argv: Vec<&String> = self.prefix.iter().chain(&words).collect();
-        let command = argv
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = Command::new(argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| KafkaHarnessError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+        let (mut child, command) =
+            super::spawn(&self.prefix, &words, Stdio::piped(), Stdio::null())?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stderr = child.stderr.take().expect("piped stderr");
         let stop = Arc::new(AtomicBool::new(false));
