@@ -265,6 +265,10 @@ impl Cloud for AwsCloud {
         Ok(self.signaller.heartbeat(identity).await?)
     }
 
+    async fn heartbeat_termination(&self, identity: &Identity) -> Result<Delivery, StepError> {
+        Ok(self.signaller.heartbeat_termination(identity).await?)
+    }
+
     async fn mark_unhealthy(&self, identity: &Identity) -> Result<Delivery, StepError> {
         Ok(self.signaller.mark_unhealthy(identity).await?)
     }

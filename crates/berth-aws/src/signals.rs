@@ -220,7 +220,18 @@ impl Signaller {
 
     /// RecordLifecycleActionHeartbeat for the launch hook (when configured).
     pub async fn heartbeat(&self, me: &Identity) -> Result<Delivery, AwsError> {
-        if self.settings.launch_hook.is_empty() {
+        let hook = self.settings.launch_hook.clone();
+        self.record_heartbeat(me, &hook).await
+    }
+
+    /// RecordLifecycleActionHeartbeat for the terminating hook (when configured), while a drain waits.
+    pub async fn heartbeat_termination(&self, me: &Identity) -> Result<Delivery, AwsError> {
+        let hook = self.settings.terminate_hook.clone();
+        self.record_heartbeat(me, &hook).await
+    }
+
+    async fn record_heartbeat(&self, me: &Identity, hook: &str) -> Result<Delivery, AwsError> {
+        if hook.is_empty() {
             return Ok(Delivery::NotConfigured);
         }
         let mut progress = self.progress.lock().await;
@@ -229,12 +240,18 @@ impl Signaller {
             .autoscaling
             .record_lifecycle_action_heartbeat()
             .auto_scaling_group_name(&group)
-            .lifecycle_hook_name(&self.settings.launch_hook)
+            .lifecycle_hook_name(hook)
             .instance_id(&me.instance_id)
             .send()
             .await
             .map(drop)
-            .map_err(|e| AwsError::api("RecordLifecycleActionHeartbeat", &group, e));
+            .map_err(|e| {
+                AwsError::api(
+                    "RecordLifecycleActionHeartbeat",
+                    format!("{group}/{hook}"),
+                    e,
+                )
+            });
         delivered(sent)
     }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use berth_core::machine::{PhasePolicies, Settings};
+use berth_core::machine::{CatchUpGate, PhasePolicies, Settings};
 use berth_core::ports::MountPlan;
 use berth_core::retry::RetryPolicy;
 use berth_core::routing::RouteNumbering;
@@ -23,6 +23,12 @@ use serde::{Deserialize, Serialize};
 
 /// The default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/berth/berth.toml";
+
+/// Auto Scaling's global timeout of a lifecycle action (48 hours): no wait berth makes may outlast it.
+const MAX_HOOK_WAIT: Duration = Duration::from_secs(48 * 3600);
+
+/// Longest interval between the caught-up gate's looks at the replication.
+const CATCH_UP_POLL_MAX: Duration = Duration::from_secs(1);
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "BERTH";
@@ -445,6 +451,26 @@ pub struct KafkaConfig {
     /// Time allowed for a controlled shutdown.
     #[serde(with = "serde_duration")]
     pub stop_timeout: Duration,
+    /// When berth reports Healthy (signals SUCCESS, completes the launch hook).
+    pub healthy_when: HealthyWhen,
+    /// With `healthy_when = "caught_up"`: how long after Kafka serves its partitions may take to be in sync
+    /// again before the boot fails.
+    #[serde(with = "serde_duration")]
+    pub caught_up_deadline: Duration,
+    /// Before a drain stops Kafka: how long to wait, at most, until stopping it keeps every partition at its
+    /// `min.insync.replicas`; `0s` stops without checking.
+    #[serde(with = "serde_duration")]
+    pub drain_wait: Duration,
+}
+
+/// When a broker counts as Healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthyWhen {
+    /// Registered and answering Metadata.
+    Serving,
+    /// Serving, and none of the partitions it hosts is under-replicated because of it.
+    CaughtUp,
 }
 
 impl Default for KafkaConfig {
@@ -464,6 +490,9 @@ impl Default for KafkaConfig {
             server_properties: "/etc/kafka/server.properties".into(),
             check_interval: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(120),
+            healthy_when: HealthyWhen::CaughtUp,
+            caught_up_deadline: Duration::from_secs(30 * 60),
+            drain_wait: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -1037,6 +1066,19 @@ impl Config {
             "kafka.stop_timeout",
             || "must be at least 1s".into(),
         )?;
+        ensure(
+            (Duration::from_secs(1)..=MAX_HOOK_WAIT).contains(&kafka.caught_up_deadline),
+            "kafka.caught_up_deadline",
+            || "must be between 1s and 48h (Auto Scaling's longest lifecycle hook wait)".into(),
+        )?;
+        ensure(
+            kafka.drain_wait <= MAX_HOOK_WAIT,
+            "kafka.drain_wait",
+            || {
+                "must be between 0s (off) and 48h (Auto Scaling's longest lifecycle hook wait)"
+                    .into()
+            },
+        )?;
         Ok(())
     }
 
@@ -1093,6 +1135,16 @@ impl Config {
                 log_dirs: self.storage.absolute_log_dirs(),
             },
             reclaim_attempt: berth_core::machine::DEFAULT_RECLAIM_ATTEMPT,
+            catch_up: (self.kafka.healthy_when == HealthyWhen::CaughtUp).then(|| CatchUpGate {
+                deadline: self.kafka.caught_up_deadline,
+                poll: self.kafka.check_interval.min(CATCH_UP_POLL_MAX),
+            }),
+            drain_wait: nonzero(self.kafka.drain_wait),
+            terminate_heartbeat_interval: if aws.autoscaling.terminate_hook.is_empty() {
+                None
+            } else {
+                nonzero(aws.autoscaling.heartbeat_interval)
+            },
         }
     }
 

@@ -166,6 +166,23 @@ fn every_key_names_itself_when_its_value_is_bad() {
         ("BERTH_KAFKA__QUORUM_VOTERS", "true", "kafka.quorum_voters"),
         ("BERTH_KAFKA__CHECK_INTERVAL", "1ms", "kafka.check_interval"),
         ("BERTH_KAFKA__STOP_TIMEOUT", "0s", "kafka.stop_timeout"),
+        (
+            "BERTH_KAFKA__HEALTHY_WHEN",
+            "registered",
+            "kafka.healthy_when",
+        ),
+        ("BERTH_KAFKA__DRAIN_WAIT", "49h", "kafka.drain_wait"),
+        ("BERTH_KAFKA__DRAIN_WAIT", "soon", "kafka.drain_wait"),
+        (
+            "BERTH_KAFKA__CAUGHT_UP_DEADLINE",
+            "0s",
+            "kafka.caught_up_deadline",
+        ),
+        (
+            "BERTH_KAFKA__CAUGHT_UP_DEADLINE",
+            "49h",
+            "kafka.caught_up_deadline",
+        ),
         ("BERTH_HEALTH__LISTEN", "9798", "health.listen"),
         (
             "BERTH_STATES__CLAIM__DEADLINE",

@@ -270,6 +270,9 @@ pub struct Facts {
     pub mount: Option<MountReport>,
     /// The latest serving evidence.
     pub serving: Option<ServingEvidence>,
+    /// The caught-up gate's last look at the partitions this broker hosts.
+    #[serde(default)]
+    pub catch_up: Option<crate::replication::CatchUpProgress>,
 }
 
 /// The policy routing berth installs for the broker ENI, derived purely from the ENI and the configuration.

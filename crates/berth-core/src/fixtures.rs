@@ -147,5 +147,24 @@ pub fn settings(deadline: Duration) -> Settings {
             log_dirs: vec![PathBuf::from("/var/lib/kafka/data")],
         },
         reclaim_attempt: crate::machine::DEFAULT_RECLAIM_ATTEMPT,
+        catch_up: None,
+        drain_wait: None,
+        terminate_heartbeat_interval: None,
+    }
+}
+
+/// A three-broker cluster where broker 0 hosts `events-0` (replicas 0, 1, 2; leader 1;
+/// `min.insync.replicas=2`) with `isr` in sync.
+pub fn replication(isr: &[u32]) -> crate::replication::ReplicationView {
+    crate::replication::ReplicationView {
+        live_brokers: [0, 1, 2].map(BrokerId).into_iter().collect(),
+        partitions: vec![crate::replication::PartitionReplicas {
+            topic: "events".into(),
+            partition: 0,
+            leader: Some(BrokerId(1)),
+            replicas: [0, 1, 2].map(BrokerId).to_vec(),
+            isr: isr.iter().copied().map(BrokerId).collect(),
+            min_insync: 2,
+        }],
     }
 }

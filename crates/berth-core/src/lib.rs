@@ -9,6 +9,7 @@
 
 pub mod attachment_claim;
 pub mod claim;
+pub mod drain_wait;
 pub mod duration;
 pub mod facts;
 #[cfg(feature = "fixtures")]
@@ -16,6 +17,7 @@ pub mod fixtures;
 pub mod machine;
 pub mod ports;
 pub mod progress;
+pub mod replication;
 pub mod retry;
 pub mod routing;
 pub mod tag;

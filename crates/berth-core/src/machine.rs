@@ -19,11 +19,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drain_wait::DrainWait;
 use crate::facts::{
     BrokerId, EniAttachment, EniFacts, Facts, IdResources, Identity, MountReport, RoutePlan,
     ServingEvidence, VolumeAttachment, VolumeFacts,
 };
-use crate::ports::{BrokerSpec, DrainReason, LaunchResult, MountPlan, StepError, Verdict};
+use crate::ports::{
+    BrokerSpec, DrainReason, LaunchResult, LifecycleHook, MountPlan, StepError, Verdict,
+};
+use crate::replication::{
+    bound_reached, catch_up, drain_start, stop_safety, DrainOutcome, DrainStart, ReplicationView,
+};
 use crate::retry::{Jitter, RetryPolicy};
 use crate::routing::{plan_route, RouteNumbering};
 
@@ -172,6 +178,26 @@ pub struct Settings {
     /// backoff, for as long as it takes).
     #[serde(default = "default_reclaim_attempt", with = "crate::serde_duration")]
     pub reclaim_attempt: Duration,
+    /// The caught-up gate (`kafka.healthy_when = "caught_up"`); `None`: Healthy as soon as Kafka serves.
+    #[serde(default)]
+    pub catch_up: Option<CatchUpGate>,
+    /// The safe drain's bound (`kafka.drain_wait`); `None`: a drain stops Kafka without checking.
+    #[serde(default, with = "crate::serde_duration_option")]
+    pub drain_wait: Option<Duration>,
+    /// Terminating-hook heartbeat interval while a drain waits; `None` disables them.
+    #[serde(default, with = "crate::serde_duration_option")]
+    pub terminate_heartbeat_interval: Option<Duration>,
+}
+
+/// How long berth waits, after Kafka serves, for the partitions it hosts to be in sync again before Healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpGate {
+    /// Past this (from the first serving evidence), the boot fails (`kafka.caught_up_deadline`).
+    #[serde(with = "crate::serde_duration")]
+    pub deadline: Duration,
+    /// Interval between looks at the replication (`kafka.check_interval`).
+    #[serde(with = "crate::serde_duration")]
+    pub poll: Duration,
 }
 
 /// The default of [`Settings::reclaim_attempt`]: long enough to open a session to a recovering ensemble.
@@ -220,8 +246,18 @@ pub enum Step {
         /// What Kafka must be told.
         spec: BrokerSpec,
     },
+    /// One look at the replication: is every partition this broker hosts in sync (the caught-up gate)?
+    CatchUp {
+        /// What Kafka was told.
+        spec: BrokerSpec,
+    },
     /// One health check while Healthy.
     Check {
+        /// What Kafka was told.
+        spec: BrokerSpec,
+    },
+    /// One look at the replication before a drain stops Kafka: would stopping it be safe?
+    DrainCheck {
         /// What Kafka was told.
         spec: BrokerSpec,
     },
@@ -242,7 +278,9 @@ impl Step {
             Step::AttachEbs { .. } => StepKind::Boot(Phase::AttachEbs),
             Step::Mount { .. } => StepKind::Boot(Phase::Mount),
             Step::StartKafka { .. } => StepKind::Boot(Phase::StartKafka),
+            Step::CatchUp { .. } => StepKind::CatchUp,
             Step::Check { .. } => StepKind::Check,
+            Step::DrainCheck { .. } => StepKind::DrainCheck,
             Step::Reclaim { .. } => StepKind::Reclaim,
         }
     }
@@ -259,8 +297,12 @@ impl Step {
 pub enum StepKind {
     /// The step of a boot state (Claim to StartKafka).
     Boot(Phase),
+    /// [`Step::CatchUp`], in StartKafka once Kafka serves.
+    CatchUp,
     /// [`Step::Check`], while Healthy.
     Check,
+    /// [`Step::DrainCheck`], while Draining waits for a safe stop.
+    DrainCheck,
     /// [`Step::Reclaim`], after the claim was lost.
     Reclaim,
 }
@@ -270,7 +312,9 @@ impl StepKind {
     pub fn name(self) -> &'static str {
         match self {
             StepKind::Boot(phase) => phase.name(),
+            StepKind::CatchUp => "catch_up",
             StepKind::Check => "check",
+            StepKind::DrainCheck => "drain_check",
             StepKind::Reclaim => "reclaim",
         }
     }
@@ -287,6 +331,10 @@ impl StepKind {
                 | (
                     StepKind::Boot(Phase::StartKafka) | StepKind::Check,
                     Output::Serving(_)
+                )
+                | (
+                    StepKind::CatchUp | StepKind::DrainCheck,
+                    Output::Replication(_)
                 )
         )
     }
@@ -341,6 +389,8 @@ pub enum Output {
     Mounted(MountReport),
     /// Kafka serves as this broker.
     Serving(ServingEvidence),
+    /// The cluster's replication as Kafka describes it.
+    Replication(ReplicationView),
 }
 
 /// Something that happened, fed to [`Machine::decide`].
@@ -491,10 +541,12 @@ pub enum Effect {
         /// CONTINUE or ABANDON.
         result: LaunchResult,
     },
-    /// Extend the launch lifecycle hook.
+    /// Extend a lifecycle hook (the launch hook while booting, the terminating hook while a drain waits).
     Heartbeat {
         /// This instance.
         identity: Identity,
+        /// Which hook.
+        hook: LifecycleHook,
     },
     /// Tell Auto Scaling the instance is unhealthy.
     MarkUnhealthy {
@@ -613,6 +665,10 @@ pub struct Machine {
     drain_reason: Option<DrainReason>,
     transitions: u64,
     retries: u64,
+    /// When Kafka first served in StartKafka, while the caught-up gate waits.
+    catch_up_since: Option<Duration>,
+    /// The drain's wait for a safe stop (kept once ended, for `/state`).
+    drain_wait: Option<DrainWait>,
 }
 
 /// The result of a decision: the next machine and what to do.
@@ -656,6 +712,8 @@ impl Machine {
             drain_reason: None,
             transitions: 0,
             retries: 0,
+            catch_up_since: None,
+            drain_wait: None,
         }
     }
 
@@ -754,6 +812,11 @@ impl Machine {
         self.drain_reason.as_ref()
     }
 
+    /// The drain's wait for a safe stop: while it waits, and how it ended.
+    pub fn drain_wait(&self) -> Option<&DrainWait> {
+        self.drain_wait.as_ref()
+    }
+
     /// When the machine next needs a [`Input::Tick`] (time since start), if ever.
     pub fn next_wake(&self) -> Option<Duration> {
         let mut wakes = Vec::new();
@@ -769,6 +832,9 @@ impl Machine {
         }
         if self.reclaim_running.is_none() {
             wakes.extend(self.reclaim_retry_at);
+        }
+        if let Some(wait) = &self.drain_wait {
+            wakes.extend(wait.next_wake(self.running.is_some()));
         }
         if self.phase == Phase::Healthy && !self.marked_unhealthy {
             wakes.extend(
@@ -824,7 +890,7 @@ impl Machine {
                 self.on_reclaim_failed(error, now);
             }
             Input::Drain(reason) => self.on_drain(reason, now, effects),
-            Input::Stop => self.on_stop(effects),
+            Input::Stop => self.on_stop(now, effects),
             Input::Drained => {
                 if !self.tearing_down {
                     return Err(TransitionError::NotValidHere {
@@ -940,28 +1006,130 @@ impl Machine {
         if self.tearing_down {
             return;
         }
+        if self.drain_wait.as_ref().is_some_and(DrainWait::active) {
+            // Waiting for a safe stop: only a spot notice (two minutes) cuts the wait short.
+            if *reason == DrainReason::SpotInterruption {
+                self.drain_reason = Some(reason.clone());
+                let why =
+                    "a spot interruption notice arrived while the drain waited: stopping Kafka now";
+                self.end_drain_wait(DrainOutcome::CutShort(why.into()), now, effects);
+            }
+            return;
+        }
         if self.running.take().is_some() {
             effects.push(Effect::Cancel);
         }
         self.drain_reason = Some(reason.clone());
+        self.enter(Phase::Draining, now);
+        self.reclaim_retry_at = None;
+        self.serving = false;
+        let kafka_started = self.furthest >= Phase::StartKafka && self.broker_spec().is_some();
+        match drain_start(reason, self.settings.drain_wait.is_some(), kafka_started) {
+            DrainStart::Check => {
+                let bound = self.settings.drain_wait.unwrap_or_default();
+                let heartbeat = self
+                    .settings
+                    .terminate_heartbeat_interval
+                    .filter(|_| *reason == DrainReason::LifecycleTerminated);
+                self.drain_wait = Some(DrainWait::begin(now, bound, heartbeat));
+                self.run_drain_check(now, effects);
+            }
+            DrainStart::Skip(why) => {
+                self.drain_wait = Some(DrainWait::skipped(now, why));
+                self.begin_teardown(effects);
+            }
+        }
+    }
+
+    /// The drain's release plan (and, on a lifecycle termination, completing its action), now.
+    fn begin_teardown(&mut self, effects: &mut Vec<Effect>) {
         let mut teardown = self.release_plan(false);
-        if let (DrainReason::LifecycleTerminated, Some(identity)) =
-            (reason, self.facts.identity.clone())
+        if let (Some(DrainReason::LifecycleTerminated), Some(identity)) =
+            (&self.drain_reason, self.facts.identity.clone())
         {
             teardown.push(Teardown::CompleteTermination { identity });
         }
-        self.enter(Phase::Draining, now);
-        self.retry_at = None;
-        self.reclaim_retry_at = None;
-        self.serving = false;
         self.tearing_down = true;
         effects.push(Effect::Teardown(teardown));
     }
 
-    fn on_stop(&mut self, effects: &mut Vec<Effect>) {
+    fn run_drain_check(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        let (Some(spec), Some(wait)) = (self.broker_spec(), &self.drain_wait) else {
+            return;
+        };
+        let deadline = wait.bound_at().max(now);
+        let tag = self.next_tag(StepKind::DrainCheck);
+        self.running = Some(tag);
+        effects.push(Effect::Run {
+            tag,
+            step: Step::DrainCheck { spec },
+            deadline,
+        });
+    }
+
+    /// A drain check's result (the replication, or why it could not be read): stop Kafka now, or look again.
+    fn on_drain_check(
+        &mut self,
+        checked: Result<&ReplicationView, &StepError>,
+        now: Duration,
+        effects: &mut Vec<Effect>,
+    ) {
+        let me = self
+            .facts
+            .broker_id
+            .unwrap_or(crate::facts::BrokerId(u32::MAX));
+        let safety = checked.map(|view| stop_safety(view, me));
+        let Some(wait) = self.drain_wait.as_mut().filter(|wait| wait.active()) else {
+            return;
+        };
+        let outcome = match &safety {
+            Ok(safety) => wait.checked(Ok(safety), now, &mut self.jitter),
+            Err(error) => wait.checked(Err(&error.message), now, &mut self.jitter),
+        };
+        if let Some(outcome) = outcome {
+            self.end_drain_wait(outcome, now, effects);
+        }
+    }
+
+    /// Ends the drain's wait with `outcome` (a check still running is abandoned) and starts the teardown.
+    fn end_drain_wait(&mut self, outcome: DrainOutcome, now: Duration, effects: &mut Vec<Effect>) {
+        if self.running.take().is_some() {
+            effects.push(Effect::Cancel);
+        }
+        if let Some(wait) = self.drain_wait.as_mut() {
+            wait.end(outcome, now);
+        }
+        self.begin_teardown(effects);
+    }
+
+    /// While the drain waits: the bound ends it; a due check runs.
+    fn on_drain_wait_tick(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        let Some(wait) = self.drain_wait.as_mut().filter(|wait| wait.active()) else {
+            return;
+        };
+        if now >= wait.bound_at() {
+            let why = wait
+                .last
+                .clone()
+                .unwrap_or_else(|| "the first check had not answered".into());
+            let outcome = bound_reached(wait.bound(), &why);
+            return self.end_drain_wait(outcome, now, effects);
+        }
+        if self.running.is_none() && wait.check_due(now) {
+            self.run_drain_check(now, effects);
+        }
+    }
+
+    fn on_stop(&mut self, now: Duration, effects: &mut Vec<Effect>) {
         // A teardown in progress is finished first: half-released resources help nobody.
         if self.tearing_down {
             return;
+        }
+        if self.drain_wait.as_ref().is_some_and(DrainWait::active) {
+            // The drain was decided: a stop ends its wait, and the drain finishes before the daemon exits.
+            let why =
+                "berth was asked to stop while the drain waited: stopping Kafka now, then exiting";
+            return self.end_drain_wait(DrainOutcome::CutShort(why.into()), now, effects);
         }
         if self.running.take().is_some() {
             effects.push(Effect::Cancel);
@@ -971,6 +1139,9 @@ impl Machine {
     }
 
     fn on_tick(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if self.drain_wait.as_ref().is_some_and(DrainWait::active) {
+            return self.on_drain_wait_tick(now, effects);
+        }
         if let Some(at) = self.reclaim_retry_at {
             if at <= now && self.reclaim_running.is_none() {
                 self.reclaim_retry_at = None;
@@ -1041,7 +1212,19 @@ impl Machine {
                     self.next_check_at = Some(now + self.settings.check_interval);
                     return;
                 }
+                if self.settings.catch_up.is_some() {
+                    // Serving is not caught up: look at the replication until this broker is in sync.
+                    self.catch_up_since = Some(now);
+                    if self.claim != ClaimState::Lost {
+                        self.run_phase_step(now, effects);
+                    }
+                    return;
+                }
             }
+            Output::Replication(view) if tag.kind == StepKind::DrainCheck => {
+                return self.on_drain_check(Ok(view), now, effects)
+            }
+            Output::Replication(view) => return self.on_replication(view, now, effects),
         }
         self.advance(now, effects);
         if matches!(output, Output::Claimed { .. }) && self.claim == ClaimState::Lost {
@@ -1057,6 +1240,14 @@ impl Machine {
         effects: &mut Vec<Effect>,
     ) {
         self.last_error = Some(format!("{kind}: {error}"));
+        if kind == StepKind::DrainCheck {
+            return self.on_drain_check(Err(error), now, effects);
+        }
+        if kind == StepKind::CatchUp {
+            // Not reading the replication is no verdict on Kafka: look again until the gate's deadline.
+            self.retries += 1;
+            return self.wait_for_catch_up(error.to_string(), now, effects);
+        }
         if kind == StepKind::Check {
             self.serving = false;
             if self.claim == ClaimState::Held {
@@ -1149,6 +1340,14 @@ impl Machine {
     }
 
     fn housekeeping(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        if let (Some(wait), Some(identity)) = (self.drain_wait.as_mut(), &self.facts.identity) {
+            if wait.heartbeat_due(now) {
+                effects.push(Effect::Heartbeat {
+                    identity: identity.clone(),
+                    hook: LifecycleHook::Terminate,
+                });
+            }
+        }
         if let (true, Some(at), Some(every)) = (
             self.phase.is_booting(),
             self.next_heartbeat_at,
@@ -1159,6 +1358,7 @@ impl Machine {
                 if let Some(identity) = &self.facts.identity {
                     effects.push(Effect::Heartbeat {
                         identity: identity.clone(),
+                        hook: LifecycleHook::Launch,
                     });
                 }
             }
@@ -1219,7 +1419,51 @@ impl Machine {
         self.phase_entered = now;
         self.attempts = 0;
         self.retry_at = None;
+        self.catch_up_since = None;
         self.transitions += 1;
+    }
+
+    /// A look at the replication during the caught-up gate: Healthy once in sync, else look again.
+    fn on_replication(&mut self, view: &ReplicationView, now: Duration, effects: &mut Vec<Effect>) {
+        let Some(me) = self.facts.broker_id else {
+            return self.fail(
+                "internal: catch_up without a broker id".into(),
+                now,
+                effects,
+            );
+        };
+        let progress = catch_up(view, me);
+        let caught_up = progress.caught_up();
+        let why = progress.to_string();
+        self.facts.catch_up = Some(progress);
+        if caught_up {
+            self.advance(now, effects);
+        } else {
+            self.wait_for_catch_up(why, now, effects);
+        }
+    }
+
+    /// Looks again after the gate's interval, or fails once that would pass its deadline.
+    fn wait_for_catch_up(&mut self, why: String, now: Duration, effects: &mut Vec<Effect>) {
+        let (Some(gate), Some(since)) = (self.settings.catch_up, self.catch_up_since) else {
+            return self.fail(
+                format!("internal: catch_up outside the gate: {why}"),
+                now,
+                effects,
+            );
+        };
+        if now + gate.poll >= since + gate.deadline {
+            self.fail(
+                format!(
+                    "Kafka serves but did not catch up within kafka.caught_up_deadline ({}): {why}",
+                    crate::duration::format_duration(gate.deadline)
+                ),
+                now,
+                effects,
+            );
+        } else {
+            self.retry_at = Some(now + gate.poll);
+        }
     }
 
     /// Failed, from any state: report FAILURE to CloudFormation at once; then let go of everything (Kafka
@@ -1309,9 +1553,14 @@ impl Machine {
                     .broker_id
                     .ok_or_else(|| missing("the broker id"))?,
             },
-            Phase::StartKafka => Step::StartKafka {
-                spec: self.broker_spec().ok_or_else(|| missing("the ENI"))?,
-            },
+            Phase::StartKafka => {
+                let spec = self.broker_spec().ok_or_else(|| missing("the ENI"))?;
+                if self.catch_up_since.is_some() {
+                    Step::CatchUp { spec }
+                } else {
+                    Step::StartKafka { spec }
+                }
+            }
             Phase::Healthy | Phase::Draining | Phase::Failed => {
                 return Err(missing("a boot phase"))
             }
@@ -1330,7 +1579,10 @@ impl Machine {
                 }
                 let tag = self.next_tag(step.kind());
                 self.running = Some(tag);
-                let deadline = self.phase_entered + self.settings.policies.of(self.phase).deadline;
+                let deadline = match (self.catch_up_since, self.settings.catch_up) {
+                    (Some(since), Some(gate)) => since + gate.deadline,
+                    _ => self.phase_entered + self.settings.policies.of(self.phase).deadline,
+                };
                 effects.push(Effect::Run {
                     tag,
                     step,
@@ -1410,5 +1662,6 @@ fn output_name(output: &Output) -> &'static str {
         Output::VolumeReady(_) => "volume_ready",
         Output::Mounted(_) => "mounted",
         Output::Serving(_) => "serving",
+        Output::Replication(_) => "replication",
     }
 }

@@ -149,6 +149,16 @@ pub enum FailureReport {
     MarkedUnhealthy,
 }
 
+/// Which lifecycle hook a heartbeat extends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleHook {
+    /// The launch hook, while booting.
+    Launch,
+    /// The terminating hook, while a drain waits.
+    Terminate,
+}
+
 /// Why the daemon is draining. A plain SIGTERM is not one of them: it stops berth, not the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,6 +231,8 @@ pub trait Cloud: Send + Sync {
     ) -> Result<Delivery, StepError>;
     /// Extend the launch lifecycle hook's timeout while booting is slow.
     async fn heartbeat(&self, identity: &Identity) -> Result<Delivery, StepError>;
+    /// Extend the terminating lifecycle hook's timeout while a drain waits for a safe stop.
+    async fn heartbeat_termination(&self, identity: &Identity) -> Result<Delivery, StepError>;
     /// Tell Auto Scaling this instance is unhealthy because Kafka was lost too long (when configured).
     async fn mark_unhealthy(&self, identity: &Identity) -> Result<Delivery, StepError>;
     /// Tell Auto Scaling a boot failed for good: ABANDON when the launch action is pending, else
@@ -367,6 +379,12 @@ pub trait Broker: Send + Sync {
     ) -> Result<ServingEvidence, StepError>;
     /// One health check while Healthy.
     async fn check(&self, spec: &BrokerSpec) -> Result<ServingEvidence, StepError>;
+    /// The cluster's replication (every partition's replicas and ISR, each topic's `min.insync.replicas`, the
+    /// live brokers), asked of this broker, or of another when this one does not answer.
+    async fn replication(
+        &self,
+        spec: &BrokerSpec,
+    ) -> Result<crate::replication::ReplicationView, StepError>;
     /// Controlled shutdown, by the deadline.
     async fn stop(&self, deadline: Deadline) -> Result<(), StepError>;
 }

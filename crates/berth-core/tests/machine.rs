@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use berth_core::fixtures;
-use berth_core::machine::{ClaimState, Output};
-use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, StepError, Verdict};
+use berth_core::machine::{CatchUpGate, ClaimState, Output};
+use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, LifecycleHook, StepError, Verdict};
+use berth_core::replication::DrainOutcome;
 use berth_core::{
     BrokerId, Effect, ExitReason, Input, Machine, Phase, ReclaimOutcome, Step, StepKind, StepTag,
     Teardown, TransitionError,
@@ -54,7 +55,12 @@ fn fatal(message: &str) -> StepError {
 
 /// A started machine driven by successes into `target`, at time `now` = 1 s per phase.
 fn drive_to(target: Phase) -> (Machine, Duration) {
-    let (mut m, _) = step(&machine(), Input::Start, Duration::ZERO);
+    drive(machine(), target)
+}
+
+/// `machine` started and driven by successes into `target`, at time `now` = 1 s per phase.
+fn drive(machine: Machine, target: Phase) -> (Machine, Duration) {
+    let (mut m, _) = step(&machine, Input::Start, Duration::ZERO);
     let mut now = Duration::ZERO;
     while m.phase() != target {
         now += Duration::from_secs(1);
@@ -853,5 +859,326 @@ fn a_result_of_a_cancelled_run_is_stale() {
             now
         ),
         Err(TransitionError::Stale { .. })
+    ));
+}
+
+/// The fixture settings with the caught-up gate on (a 1 s look interval, a 30 s deadline).
+fn gated() -> Machine {
+    let mut settings = fixtures::settings(DEADLINE);
+    settings.catch_up = Some(CatchUpGate {
+        deadline: Duration::from_secs(30),
+        poll: Duration::from_secs(1),
+    });
+    Machine::new(settings, 7)
+}
+
+/// A gated machine driven to StartKafka and given Kafka's serving evidence.
+fn serving_behind_the_gate() -> (Machine, Vec<Effect>, Duration) {
+    let (m, now) = drive(gated(), Phase::StartKafka);
+    let now = now + Duration::from_secs(1);
+    let (m, effects) = step(&m, done(&m, Output::Serving(fixtures::serving(0))), now);
+    (m, effects, now)
+}
+
+#[test]
+fn the_gate_reports_healthy_only_once_this_broker_is_in_sync() {
+    let (m, effects, now) = serving_behind_the_gate();
+    assert_eq!(m.phase(), Phase::StartKafka, "serving is not caught up");
+    assert!(matches!(run_steps(&effects)[..], [Step::CatchUp { .. }]));
+    assert!(!effects.iter().any(|e| matches!(
+        e,
+        Effect::SignalStack { .. } | Effect::CompleteLaunch { .. }
+    )));
+
+    // Behind: still StartKafka, nothing reported, the next look after the interval.
+    let now = now + Duration::from_millis(200);
+    let (m, effects) = step(
+        &m,
+        done(&m, Output::Replication(fixtures::replication(&[1, 2]))),
+        now,
+    );
+    assert_eq!(m.phase(), Phase::StartKafka);
+    assert!(effects.is_empty(), "{effects:?}");
+    let progress = m
+        .facts()
+        .catch_up
+        .clone()
+        .expect("progress kept for /state");
+    assert_eq!(progress.behind, ["events-0"]);
+    assert_eq!(m.next_wake(), Some(now + Duration::from_secs(1)));
+    let (m, effects) = step(&m, Input::Tick, now + Duration::from_secs(1));
+    assert!(matches!(run_steps(&effects)[..], [Step::CatchUp { .. }]));
+
+    // In sync: Healthy, SUCCESS and the launch hook's CONTINUE, in that decision.
+    let (m, effects) = step(
+        &m,
+        done(&m, Output::Replication(fixtures::replication(&[1, 2, 0]))),
+        now + Duration::from_secs(2),
+    );
+    assert_eq!(m.phase(), Phase::Healthy);
+    assert!(m.is_serving());
+    assert!(effects.contains(&Effect::SignalStack {
+        identity: Some(fixtures::identity()),
+        verdict: Verdict::Success
+    }));
+    assert!(effects.contains(&Effect::CompleteLaunch {
+        identity: fixtures::identity(),
+        result: LaunchResult::Continue
+    }));
+}
+
+#[test]
+fn heartbeats_keep_the_launch_hook_alive_while_the_gate_waits() {
+    let mut settings = fixtures::settings(DEADLINE);
+    settings.heartbeat_interval = Some(Duration::from_secs(5));
+    settings.catch_up = Some(CatchUpGate {
+        deadline: Duration::from_secs(30),
+        poll: Duration::from_secs(1),
+    });
+    // With a 5 s heartbeat interval, the launch hook hears from berth throughout the wait.
+    let (m, mut now) = drive(Machine::new(settings, 7), Phase::StartKafka);
+    let mut m = step(&m, done(&m, Output::Serving(fixtures::serving(0))), now).0;
+    let mut beats = Vec::new();
+    for _ in 0..20 {
+        let (next, effects) = step(
+            &m,
+            done(&m, Output::Replication(fixtures::replication(&[1]))),
+            now,
+        );
+        now += Duration::from_secs(1);
+        let (next, tick) = step(&next, Input::Tick, now);
+        if effects
+            .iter()
+            .chain(&tick)
+            .any(|e| matches!(e, Effect::Heartbeat { .. }))
+        {
+            beats.push(now);
+        }
+        m = next;
+    }
+    assert!(
+        beats.len() >= 3,
+        "a heartbeat every 5 s of a 20 s wait: {beats:?}"
+    );
+}
+
+#[test]
+fn the_gate_fails_the_boot_at_its_deadline_saying_what_is_behind() {
+    let (mut m, _, start) = serving_behind_the_gate();
+    let mut now = start;
+    let effects = loop {
+        let (next, effects) = step(
+            &m,
+            done(&m, Output::Replication(fixtures::replication(&[1, 2]))),
+            now,
+        );
+        m = next;
+        if m.phase() == Phase::Failed {
+            break effects;
+        }
+        now += Duration::from_secs(1);
+        m = step(&m, Input::Tick, now).0;
+    };
+    assert!(now < start + Duration::from_secs(31), "{now:?}");
+    let reason = m.failure().unwrap();
+    assert!(
+        reason.contains("kafka.caught_up_deadline (30s)") && reason.contains("events-0"),
+        "{reason}"
+    );
+    assert!(teardown_of(&effects).starts_with(&["stop_kafka"]));
+}
+
+#[test]
+fn an_unreadable_replication_is_looked_at_again_not_taken_for_caught_up() {
+    let (m, _, now) = serving_behind_the_gate();
+    let (m, effects) = step(&m, failed(&m, fatal("connection refused")), now);
+    assert_eq!(m.phase(), Phase::StartKafka);
+    assert!(effects.is_empty(), "{effects:?}");
+    assert!(m
+        .last_error()
+        .unwrap()
+        .contains("catch_up: connection refused"));
+    let (_, effects) = step(&m, Input::Tick, now + Duration::from_secs(1));
+    assert!(matches!(run_steps(&effects)[..], [Step::CatchUp { .. }]));
+}
+
+#[test]
+fn without_the_gate_serving_is_healthy_at_once() {
+    let (m, _) = drive_to(Phase::Healthy);
+    assert!(m.facts().catch_up.is_none());
+}
+
+/// A Healthy machine whose drains wait up to `bound` for a safe stop, heartbeating the terminating hook every
+/// 10 s.
+fn healthy_with_drain_wait(bound: Duration) -> (Machine, Duration) {
+    let mut settings = fixtures::settings(DEADLINE);
+    settings.drain_wait = Some(bound);
+    settings.terminate_heartbeat_interval = Some(Duration::from_secs(10));
+    drive(Machine::new(settings, 7), Phase::Healthy)
+}
+
+/// Broker 0 is in sync for `events-0` with `isr`; stopping it is unsafe unless two others are in sync.
+fn drain_view(isr: &[u32]) -> Output {
+    let mut view = fixtures::replication(isr);
+    view.partitions[0].leader = Some(BrokerId(0));
+    Output::Replication(view)
+}
+
+#[test]
+fn a_drain_checks_first_and_stops_kafka_at_once_when_safe() {
+    let (m, now) = healthy_with_drain_wait(Duration::from_secs(300));
+    let (m, effects) = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
+    assert_eq!(m.phase(), Phase::Draining);
+    assert!(matches!(run_steps(&effects)[..], [Step::DrainCheck { .. }]));
+    assert!(
+        teardown_of(&effects).is_empty(),
+        "Kafka is not stopped before the check"
+    );
+    let (m, effects) = step(&m, done(&m, drain_view(&[0, 1, 2])), now);
+    assert_eq!(teardown_of(&effects)[0], "stop_kafka");
+    assert!(teardown_of(&effects).ends_with(&["complete_termination"]));
+    let wait = m.drain_wait().unwrap();
+    assert!(!wait.active());
+    assert!(matches!(wait.outcome, Some(DrainOutcome::Safe(_))));
+}
+
+#[test]
+fn an_unsafe_drain_waits_with_backoff_and_heartbeats_then_proceeds_at_the_bound() {
+    let bound = Duration::from_secs(60);
+    let (mut m, start) = healthy_with_drain_wait(bound);
+    m = step(&m, Input::Drain(DrainReason::LifecycleTerminated), start).0;
+    let mut now = start;
+    let (mut checks, mut heartbeats, mut gaps) = (0, 0, Vec::new());
+    let effects = loop {
+        let mut effects = Vec::new();
+        if m.running_step().is_some() {
+            checks += 1;
+            let (next, answer) = step(&m, done(&m, drain_view(&[0, 1])), now);
+            m = next;
+            effects.extend(answer);
+        }
+        if !teardown_of(&effects).is_empty() {
+            break effects;
+        }
+        let wake = m.next_wake().expect("the wait wakes the machine");
+        gaps.push(wake - now);
+        now = wake;
+        let (next, tick) = step(&m, Input::Tick, now);
+        heartbeats += tick
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Heartbeat {
+                        hook: LifecycleHook::Terminate,
+                        ..
+                    }
+                )
+            })
+            .count();
+        m = next;
+        if !teardown_of(&tick).is_empty() {
+            break tick;
+        }
+    };
+    assert_eq!(now, start + bound, "proceeds exactly at the bound");
+    assert!(checks >= 4, "looked again while waiting: {checks}");
+    assert_eq!(
+        heartbeats, 5,
+        "the terminating hook heard from berth every 10 s"
+    );
+    assert_eq!(teardown_of(&effects)[0], "stop_kafka");
+    let wait = m.drain_wait().unwrap();
+    let Some(DrainOutcome::BoundReached(why)) = &wait.outcome else {
+        panic!("the bound was reached: {wait:?}");
+    };
+    assert!(why.contains("events-0: 1/2"), "{why}");
+    assert_eq!(wait.waited(now + Duration::from_secs(100)), bound);
+    assert!(m.running_step().is_none());
+}
+
+#[test]
+fn a_failed_check_is_waited_on_like_an_unsafe_one() {
+    let (m, now) = healthy_with_drain_wait(Duration::from_secs(300));
+    let (m, _) = step(&m, Input::Drain(DrainReason::Requested), now);
+    let (m, effects) = step(&m, failed(&m, retryable("connection refused")), now);
+    assert!(teardown_of(&effects).is_empty());
+    assert!(m
+        .drain_wait()
+        .unwrap()
+        .last
+        .as_deref()
+        .unwrap()
+        .contains("connection refused"));
+    let (m, effects) = step(&m, Input::Tick, m.next_wake().unwrap());
+    assert!(matches!(run_steps(&effects)[..], [Step::DrainCheck { .. }]));
+    let (_, effects) = step(
+        &m,
+        done(&m, drain_view(&[0, 1, 2])),
+        now + Duration::from_secs(5),
+    );
+    assert_eq!(teardown_of(&effects)[0], "stop_kafka");
+}
+
+#[test]
+fn a_spot_interruption_skips_the_wait_or_cuts_it_short() {
+    let (m, now) = healthy_with_drain_wait(Duration::from_secs(300));
+    let (spot, effects) = step(&m, Input::Drain(DrainReason::SpotInterruption), now);
+    assert!(run_steps(&effects).is_empty(), "no check on a spot notice");
+    assert_eq!(teardown_of(&effects)[0], "stop_kafka");
+    assert!(matches!(
+        &spot.drain_wait().unwrap().outcome,
+        Some(DrainOutcome::Skipped(why)) if why.contains("spot interruption")
+    ));
+
+    // A lifecycle drain waiting when the spot notice arrives: the check is abandoned, Kafka stops now.
+    let (m, _) = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
+    let (m, _) = step(&m, done(&m, drain_view(&[0, 1])), now);
+    let (m, effects) = step(
+        &m,
+        Input::Drain(DrainReason::SpotInterruption),
+        now + Duration::from_secs(2),
+    );
+    assert_eq!(teardown_of(&effects)[0], "stop_kafka");
+    assert!(matches!(
+        m.drain_wait().unwrap().outcome,
+        Some(DrainOutcome::CutShort(_))
+    ));
+    // ...and the teardown, once started, is not started again.
+    let (_, effects) = step(
+        &m,
+        Input::Drain(DrainReason::Requested),
+        now + Duration::from_secs(3),
+    );
+    assert!(effects.is_empty());
+}
+
+#[test]
+fn a_stop_while_the_drain_waits_finishes_the_drain() {
+    let (m, now) = healthy_with_drain_wait(Duration::from_secs(300));
+    let (m, _) = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
+    let (m, effects) = step(&m, Input::Stop, now + Duration::from_secs(1));
+    assert!(effects.contains(&Effect::Cancel));
+    assert_eq!(teardown_of(&effects)[0], "stop_kafka");
+    assert!(!effects.contains(&Effect::Exit(ExitReason::Stopped)));
+    let (_, effects) = step(&m, Input::Drained, now + Duration::from_secs(2));
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+}
+
+#[test]
+fn a_drain_before_kafka_started_does_not_check() {
+    let mut settings = fixtures::settings(DEADLINE);
+    settings.drain_wait = Some(Duration::from_secs(300));
+    let (m, _) = step(&Machine::new(settings, 7), Input::Start, Duration::ZERO);
+    let (m, effects) = step(
+        &m,
+        Input::Drain(DrainReason::LifecycleTerminated),
+        Duration::from_secs(1),
+    );
+    assert!(run_steps(&effects).is_empty());
+    assert_eq!(teardown_of(&effects), ["release_claim"]);
+    assert!(matches!(
+        m.drain_wait().unwrap().outcome,
+        Some(DrainOutcome::Skipped(_))
     ));
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use berth_config::{Config, KafkaMode, Supervisor};
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
+use berth_core::replication::ReplicationView;
 use berth_core::{BrokerId, ErrorKind, ServingEvidence};
 use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
@@ -18,6 +19,7 @@ use crate::format::{self, FormatError, Formatter, StorageState};
 use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::quorum::{self, Quorum, Role, StorageDecision};
+use crate::replication;
 use crate::supervisor::{
     ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
 };
@@ -27,6 +29,8 @@ const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 /// How long each other controller is given to answer (connect and DescribeQuorum) before a blank controller
 /// is formatted.
 const QUORUM_ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time allowed for each broker asked about the replication (Metadata for every topic can be large).
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Probe retries while starting back off from this...
 const RETRY_FIRST: Duration = Duration::from_millis(5);
 /// ...up to this (KRaft mode has no registration to watch, so the probe is retried).
@@ -143,6 +147,12 @@ pub enum KafkaError {
         broker_id: BrokerId,
         /// The last failed observation.
         seen: String,
+    },
+    /// No broker described the cluster's replication.
+    #[error("no broker described the cluster's replication: {failures}")]
+    Replication {
+        /// Each broker asked, and why it did not answer.
+        failures: String,
     },
     /// The registration was still there after the stop deadline.
     #[error("{path} still exists after stopping Kafka")]
@@ -697,5 +707,28 @@ impl Broker for KafkaBroker {
     async fn stop(&self, deadline: Deadline) -> Result<(), StepError> {
         self.stop_inner(deadline).await?;
         Ok(())
+    }
+
+    async fn replication(&self, spec: &BrokerSpec) -> Result<ReplicationView, StepError> {
+        // This broker first; any other answers as well when this one does not.
+        let listeners: Vec<SocketAddr> = std::iter::once(spec.advertised_ip)
+            .chain(
+                spec.voters
+                    .iter()
+                    .filter(|(id, _)| **id != spec.broker_id)
+                    .map(|(_, ip)| *ip),
+            )
+            .map(|ip| SocketAddr::from((ip, self.port)))
+            .collect();
+        replication::describe_any(&listeners, REPLICATION_TIMEOUT)
+            .await
+            .map_err(|failures| {
+                let failures = failures
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                KafkaError::Replication { failures }.into()
+            })
     }
 }

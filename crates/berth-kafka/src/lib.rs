@@ -13,6 +13,8 @@
 //! - [`format`]: KRaft storage, formatted only when every log dir is blank.
 //! - [`supervisor`]: `systemctl` or a child process with systemd-like restarts.
 //! - [`probe`]: the ApiVersions + Metadata round trip; [`wire`]: Kafka framing, client side only.
+//! - [`replication`]: every partition's replicas and ISR and each topic's `min.insync.replicas`, for the
+//!   caught-up gate and the safe drain.
 //! - [`properties`]: writing Java properties values as Kafka reads them (ISO-8859-1).
 
 pub mod format;
@@ -20,6 +22,7 @@ pub mod overlay;
 pub mod probe;
 pub mod properties;
 pub mod quorum;
+pub mod replication;
 pub mod supervisor;
 pub mod wire;
 

@@ -156,6 +156,22 @@ pub async fn probe_up_to(
 async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport, ProbeError> {
     let listener = target.listener;
     let started = Instant::now();
+    let (mut stream, versions) = open(listener).await?;
+    let version = metadata_version(&versions, max_version, listener)?;
+    let metadata: MetadataResponse = round_trip(
+        &mut stream,
+        listener,
+        (ApiKey::Metadata, version, 2),
+        &metadata_request(version),
+    )
+    .await?;
+    judge_metadata(target, &metadata, version, started.elapsed())
+}
+
+/// Connects to `listener` (TCP_NODELAY) and asks which API versions it speaks.
+pub(crate) async fn open(
+    listener: SocketAddr,
+) -> Result<(TcpStream, ApiVersionsResponse), ProbeError> {
     let mut stream = TcpStream::connect(listener)
         .await
         .map_err(|source| ProbeError::Connect { listener, source })?;
@@ -172,19 +188,45 @@ async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport,
         &request,
     )
     .await?;
-    let version = metadata_version(&versions, max_version, listener)?;
-    let metadata: MetadataResponse = round_trip(
-        &mut stream,
-        listener,
-        (ApiKey::Metadata, version, 2),
-        &metadata_request(version),
-    )
-    .await?;
-    judge_metadata(target, &metadata, version, started.elapsed())
+    if versions.error_code != 0 {
+        return Err(ProbeError::ApiVersions {
+            listener,
+            detail: format!("error code {}", versions.error_code),
+        });
+    }
+    Ok((stream, versions))
+}
+
+/// The highest version of `api` that berth (`ours`) and the broker both speak.
+pub(crate) fn api_version(
+    versions: &ApiVersionsResponse,
+    api: ApiKey,
+    ours: std::ops::RangeInclusive<i16>,
+    listener: SocketAddr,
+) -> Result<i16, ProbeError> {
+    let theirs = versions
+        .api_keys
+        .iter()
+        .find(|key| key.api_key == api as i16)
+        .ok_or_else(|| ProbeError::ApiVersions {
+            listener,
+            detail: format!("no {api:?} API listed"),
+        })?;
+    let version = (*ours.end()).min(theirs.max_version);
+    if version < theirs.min_version.max(*ours.start()) {
+        return Err(ProbeError::ApiVersions {
+            listener,
+            detail: format!(
+                "{api:?} versions {}..={} only",
+                theirs.min_version, theirs.max_version
+            ),
+        });
+    }
+    Ok(version)
 }
 
 /// Sends one request (`api`, version, correlation id) and reads its response.
-async fn round_trip<Request: Encodable, Response: Decodable>(
+pub(crate) async fn round_trip<Request: Encodable, Response: Decodable>(
     stream: &mut TcpStream,
     listener: SocketAddr,
     (api, version, correlation_id): (ApiKey, i16, i32),
@@ -212,33 +254,12 @@ fn metadata_version(
     max_version: i16,
     listener: SocketAddr,
 ) -> Result<i16, ProbeError> {
-    if versions.error_code != 0 {
-        return Err(ProbeError::ApiVersions {
-            listener,
-            detail: format!("error code {}", versions.error_code),
-        });
-    }
-    let metadata = versions
-        .api_keys
-        .iter()
-        .find(|api| api.api_key == ApiKey::Metadata as i16)
-        .ok_or_else(|| ProbeError::ApiVersions {
-            listener,
-            detail: "no Metadata API listed".into(),
-        })?;
-    let version = max_version
-        .min(METADATA_MAX_VERSION)
-        .min(metadata.max_version);
-    if version < metadata.min_version.max(METADATA_MIN_VERSION) {
-        return Err(ProbeError::ApiVersions {
-            listener,
-            detail: format!(
-                "Metadata versions {}..={} only",
-                metadata.min_version, metadata.max_version
-            ),
-        });
-    }
-    Ok(version)
+    api_version(
+        versions,
+        ApiKey::Metadata,
+        METADATA_MIN_VERSION..=max_version.min(METADATA_MAX_VERSION),
+        listener,
+    )
 }
 
 /// The report, when the metadata lists the target broker at its advertised address.

@@ -1,14 +1,24 @@
 //! KafkaBroker against real Apache Kafka 4.x in KRaft mode (installed by scripts/setup.sh), run by berth's
 //! process supervisor through the `awk 1` merge docs/kafka.md recommends and our launcher. One broker serves
-//! the whole life cycle (JVM starts cost 5-10 s here); the refusals each start Kafka once, until it refuses.
+//! the whole life cycle (JVM starts cost 5-10 s here); the refusals each start Kafka once, until it refuses. One
+//! 3-node cluster serves the caught-up gate's and the drain check's reading of real under-replication.
 
 mod real;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use berth_core::ports::{Broker, Deadline};
+use berth_core::replication::{
+    catch_up, stop_safety, PartitionReplicas, ReplicationView, StopSafety,
+};
+use berth_core::BrokerId;
 use berth_kafka::probe::{self, ProbeError, METADATA_MAX_VERSION, METADATA_MIN_VERSION};
+use berth_kafka::replication;
 use berth_kafka::supervisor::ChildState;
+use berth_testkit::kafka::{
+    Client, ClusterMode, ClusterOptions, Install, KafkaCluster, NodeSpec, TopicSpec,
+};
 use real::{RealHost, CLEAN_SHUTDOWN, CLUSTER_ID, RACK, START_DEADLINE};
 
 /// Sends Metadata in every version the probe may pick (v1 up to v12, as far as the broker goes) and checks
@@ -188,4 +198,167 @@ async fn a_wrong_cluster_id_is_refused_with_kafkas_words() {
             && error.message.contains("but read T3RoZXJDbHVzdGVySWRBQQ"),
         "Kafka's own words: {error}"
     );
+}
+
+/// Asks `listeners` about the replication until `done` holds for the view, within `within`: Kafka shrinks
+/// and expands ISRs on its own schedule, so the test observes until it has, or gives up.
+async fn replication_until(
+    listeners: &[SocketAddr],
+    what: &str,
+    within: Duration,
+    done: impl Fn(&ReplicationView) -> bool,
+) -> ReplicationView {
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    let mut last = None;
+    let found = tokio::time::timeout(within, async {
+        loop {
+            every.tick().await;
+            match replication::describe_any(listeners, Duration::from_secs(10)).await {
+                Ok(view) if done(&view) => return view,
+                Ok(view) => last = Some(format!("{view:?}")),
+                Err(errors) => last = Some(format!("{errors:?}")),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{what} within {within:?}; last seen: {last:?}"))
+}
+
+/// The caught-up gate and the safe drain read a real 3-node Kafka 4.x cluster: a topic with replication
+/// factor 3 and `min.insync.replicas=2` (read back through DescribeConfigs). With every node running, every
+/// broker is caught up and any one may stop. Node 2 stops: its partitions leave the ISR, so node 2 (were it
+/// booting) is behind, and stopping node 0 would leave one in-sync replica, which the drain check calls unsafe;
+/// a broker that does not answer is passed over for the next. Node 2 restarts and catches up: both clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster() {
+    let install = Install::kraft().expect("Kafka 4.x installed");
+    let controller_port = berth_testkit::free_port();
+    let nodes: Vec<NodeSpec> = (0..3u8)
+        .map(|id| NodeSpec {
+            id: id.into(),
+            host: Ipv4Addr::new(127, 0, 0, 31 + id),
+            port: berth_testkit::free_port(),
+            controller_port,
+            rack: None,
+        })
+        .collect();
+    let listeners: Vec<SocketAddr> = nodes
+        .iter()
+        .map(|node| SocketAddr::from((node.host, node.port)))
+        .collect();
+    let bootstrap = nodes[0].bootstrap();
+    let cluster = tokio::task::spawn_blocking({
+        let (install, nodes) = (install.clone(), nodes.clone());
+        move || {
+            let cluster = KafkaCluster::start(
+                &install,
+                ClusterOptions::new(
+                    ClusterMode::Kraft {
+                        cluster_id: CLUSTER_ID.into(),
+                    },
+                    nodes,
+                ),
+            )
+            .expect("3-node KRaft cluster");
+            Client::new(&install, bootstrap, Vec::new())
+                .create_topic(&TopicSpec {
+                    name: "orders".into(),
+                    partitions: 3,
+                    replication_factor: 3,
+                    configs: vec![("min.insync.replicas".into(), "2".into())],
+                })
+                .expect("topic created");
+            cluster
+        }
+    })
+    .await
+    .unwrap();
+    let orders = |view: &ReplicationView| -> Vec<PartitionReplicas> {
+        view.partitions
+            .iter()
+            .filter(|p| p.topic == "orders")
+            .cloned()
+            .collect()
+    };
+    let full = replication_until(&listeners, "orders fully in sync", START_DEADLINE, |view| {
+        let orders = orders(view);
+        orders.len() == 3 && orders.iter().all(|p| p.isr.len() == 3)
+    })
+    .await;
+    assert_eq!(
+        full.live_brokers,
+        [0, 1, 2].map(BrokerId).into_iter().collect()
+    );
+    assert!(
+        orders(&full).iter().all(|p| p.min_insync == 2),
+        "min.insync.replicas read through DescribeConfigs: {full:?}"
+    );
+    for id in 0..3 {
+        let progress = catch_up(&full, BrokerId(id));
+        assert!(
+            progress.caught_up() && progress.hosted >= 3,
+            "{id}: {progress}"
+        );
+        assert!(
+            matches!(stop_safety(&full, BrokerId(id)), StopSafety::Safe { .. }),
+            "{id} may stop while all three are in sync"
+        );
+    }
+
+    // Node 2 stops (controlled shutdown): the controller takes it out of every ISR.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.node(2).stop(Duration::from_secs(60));
+        cluster
+    })
+    .await
+    .unwrap();
+    let dead_first = [listeners[2], listeners[0], listeners[1]];
+    let degraded = replication_until(
+        &dead_first,
+        "node 2 out of the ISRs",
+        START_DEADLINE,
+        |view| orders(view).iter().all(|p| !p.isr.contains(&BrokerId(2))),
+    )
+    .await;
+    assert!(
+        !degraded.live_brokers.contains(&BrokerId(2)),
+        "{degraded:?}"
+    );
+    let behind = catch_up(&degraded, BrokerId(2));
+    assert!(
+        !behind.caught_up()
+            && behind
+                .behind
+                .iter()
+                .filter(|p| p.starts_with("orders-"))
+                .count()
+                == 3,
+        "the gate would hold node 2: {behind}"
+    );
+    let StopSafety::Unsafe { at_risk, .. } = stop_safety(&degraded, BrokerId(0)) else {
+        panic!("stopping node 0 with node 2 out of sync leaves one replica in sync");
+    };
+    assert!(
+        ["orders-0: 1/2", "orders-1: 1/2", "orders-2: 1/2"]
+            .iter()
+            .all(|p| at_risk.iter().any(|r| r == p)),
+        "{at_risk:?}"
+    );
+
+    // Node 2 comes back on its data and catches up: the gate opens and node 0 may stop again.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(2).expect("node 2 restarts");
+        cluster
+    })
+    .await
+    .unwrap();
+    let recovered = replication_until(&listeners, "node 2 caught up", START_DEADLINE, |view| {
+        catch_up(view, BrokerId(2)).caught_up()
+    })
+    .await;
+    assert!(matches!(
+        stop_safety(&recovered, BrokerId(0)),
+        StopSafety::Safe { .. }
+    ));
+    drop(cluster);
 }

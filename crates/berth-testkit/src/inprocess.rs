@@ -15,6 +15,7 @@ use berth_core::ports::{
     BrokerSpec, ClaimHolder, Deadline, Delivery, DrainReason, FailureReport, LaunchResult,
     MountPlan, Reclaim, SessionEvent, Verdict,
 };
+use berth_core::replication::ReplicationView;
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, EniFacts, ErrorKind, Identity, Inventory, MacAddr,
     MountReport, Network, RoutePlan, ServingEvidence, StepError, Storage, VolumeFacts,
@@ -35,6 +36,8 @@ struct WorldState {
     eni_here: bool,
     launch_pending: bool,
     waits: BTreeMap<String, Vec<String>>,
+    replication: ReplicationView,
+    termination_completed: bool,
 }
 
 /// The five ports, each served by the same world: cloud, coordination, network, storage, broker.
@@ -93,6 +96,11 @@ impl InProcessWorld {
     /// Kafka runs already (as after berth was stopped and started again): a check finds it serving.
     pub fn set_kafka_running(&self, running: bool) {
         self.lock().kafka_running = running;
+    }
+
+    /// What Kafka answers about the cluster's replication from now on (empty until set: no partitions).
+    pub fn set_replication(&self, view: ReplicationView) {
+        self.lock().replication = view;
     }
 
     /// Announce a termination through the (fake) instance metadata.
@@ -246,7 +254,12 @@ impl Cloud for InProcessWorld {
     }
     async fn heartbeat(&self, _: &Identity) -> Result<Delivery, StepError> {
         self.call("heartbeat", "")?;
-        Ok(Delivery::Accepted)
+        // As Auto Scaling: a heartbeat is taken only while the launch action is pending.
+        Ok(if self.lock().launch_pending {
+            Delivery::Accepted
+        } else {
+            Delivery::NotAwaited("no active lifecycle action (in-process)".into())
+        })
     }
     async fn mark_unhealthy(&self, _: &Identity) -> Result<Delivery, StepError> {
         self.call("mark_unhealthy", "")?;
@@ -259,8 +272,23 @@ impl Cloud for InProcessWorld {
             _ => FailureReport::MarkedUnhealthy,
         })
     }
+    async fn heartbeat_termination(&self, _: &Identity) -> Result<Delivery, StepError> {
+        self.call("heartbeat_termination", "")?;
+        // As Auto Scaling: taken only while a terminating action is pending (announced, not yet completed).
+        let state = self.lock();
+        Ok(
+            if state.termination == Some(DrainReason::LifecycleTerminated)
+                && !state.termination_completed
+            {
+                Delivery::Accepted
+            } else {
+                Delivery::NotAwaited("no active lifecycle action (in-process)".into())
+            },
+        )
+    }
     async fn complete_termination(&self, _: &Identity) -> Result<Delivery, StepError> {
         self.call("complete_termination", "")?;
+        self.lock().termination_completed = true;
         Ok(Delivery::Accepted)
     }
     async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
@@ -374,7 +402,9 @@ impl Storage for InProcessWorld {
         })
     }
     async fn unmount(&self, plan: &MountPlan) -> Result<(), StepError> {
-        self.call("unmount", plan.mount_path.display().to_string())
+        self.call("unmount", plan.mount_path.display().to_string())?;
+        self.maybe_wait("unmount").await;
+        Ok(())
     }
 }
 
@@ -416,6 +446,10 @@ impl Broker for InProcessWorld {
             probe_micros: 100,
             detail: "in-process".into(),
         })
+    }
+    async fn replication(&self, _: &BrokerSpec) -> Result<ReplicationView, StepError> {
+        self.call("replication", "")?;
+        Ok(self.lock().replication.clone())
     }
     async fn stop(&self, _: Deadline) -> Result<(), StepError> {
         self.call("stop_kafka", "")?;

@@ -16,8 +16,10 @@ use std::time::Duration;
 use berth_core::claim::plan_claim;
 use berth_core::machine::{ExitReason, Output, ReclaimOutcome, Settings};
 use berth_core::ports::{
-    ClaimHolder, Deadline, Delivery, DrainReason, LaunchResult, Reclaim, SessionEvent, Verdict,
+    ClaimHolder, Deadline, Delivery, DrainReason, LaunchResult, LifecycleHook, Reclaim,
+    SessionEvent, Verdict,
 };
+use berth_core::replication::DrainOutcome;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, ErrorKind, Facts, Identity,
@@ -241,7 +243,12 @@ impl Daemon {
             }
         };
         self.log_input(input);
+        let drain_decided = self.machine.drain_wait().is_some_and(|w| !w.active());
         self.machine = next;
+        self.report_drain_wait(drain_decided);
+        if matches!(input, Input::Done { tag, .. } if tag.kind == StepKind::CatchUp) {
+            self.report_catch_up();
+        }
         if self.machine.phase() != before {
             log_transition(&self.machine, before);
             self.notifier.status(&status_line(&self.machine));
@@ -252,6 +259,41 @@ impl Daemon {
         }
         self.publish();
         exit
+    }
+
+    /// What the caught-up gate saw: a wait reason for `/state` and the journal while behind, one line once in
+    /// sync.
+    fn report_catch_up(&self) {
+        let Some(progress) = &self.machine.facts().catch_up else {
+            return;
+        };
+        let state = self.machine.phase().name();
+        if progress.caught_up() {
+            info!(
+                berth_state = state,
+                berth_partitions_hosted = progress.hosted,
+                "caught up: {progress}"
+            );
+        } else if self.machine.phase() == Phase::StartKafka {
+            self.waiting.set("catch_up", &progress.to_string(), state);
+        }
+    }
+
+    /// The drain's wait: what it waits for while it does (for `/state` and the journal), and, once, how it
+    /// ended (`already_decided`: it had ended before this decision).
+    fn report_drain_wait(&self, already_decided: bool) {
+        let Some(wait) = self.machine.drain_wait() else {
+            return;
+        };
+        let state = self.machine.phase().name();
+        match (&wait.outcome, &wait.last) {
+            (None, Some(why)) => self.waiting.set("drain_check", why, state),
+            (Some(outcome), _) if !already_decided => {
+                self.waiting.clear("drain_check");
+                log_drain_outcome(outcome, state, millis(wait.waited(self.start.elapsed())));
+            }
+            _ => {}
+        }
     }
 
     fn publish(&self) {
@@ -272,7 +314,7 @@ impl Daemon {
             Effect::Cancel => self.cancel(),
             Effect::SignalStack { identity, verdict } => self.signal_stack(identity, verdict),
             Effect::CompleteLaunch { identity, result } => self.complete_launch(identity, result),
-            Effect::Heartbeat { identity } => self.heartbeat(identity),
+            Effect::Heartbeat { identity, hook } => self.heartbeat(identity, hook),
             Effect::MarkUnhealthy { identity } => self.mark_unhealthy(identity),
             Effect::Teardown(actions) => self.teardown(actions),
             Effect::Exit(reason) => return Some(self.exit(reason)),
@@ -334,14 +376,24 @@ impl Daemon {
         }));
     }
 
-    fn heartbeat(&mut self, identity: Identity) {
+    fn heartbeat(&mut self, identity: Identity, hook: LifecycleHook) {
         let cloud = self.adapters.cloud.clone();
         let settled = self.settled.clone();
         self.deliveries.push(tokio::spawn(async move {
-            deliver("lifecycle heartbeat", &settled, || {
-                cloud.heartbeat(&identity)
-            })
-            .await;
+            match hook {
+                LifecycleHook::Launch => {
+                    deliver("lifecycle heartbeat", &settled, || {
+                        cloud.heartbeat(&identity)
+                    })
+                    .await
+                }
+                LifecycleHook::Terminate => {
+                    deliver("terminating lifecycle heartbeat", &settled, || {
+                        cloud.heartbeat_termination(&identity)
+                    })
+                    .await
+                }
+            }
         }));
     }
 
@@ -455,6 +507,40 @@ impl Daemon {
             Input::Done { tag, .. } => self.waiting.clear(tag.kind.name()),
             _ => {}
         }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How a drain's wait ended: info when safe, a warning when skipped or cut short, an error when the bound was
+/// reached while stopping was still unsafe.
+fn log_drain_outcome(outcome: &DrainOutcome, state: &'static str, waited_ms: u64) {
+    match outcome {
+        DrainOutcome::Safe(why) => info!(
+            berth_state = state,
+            berth_drain_waited_ms = waited_ms,
+            berth_drain_outcome = "safe",
+            "drain: stopping Kafka: {why}"
+        ),
+        DrainOutcome::Skipped(why) => warn!(
+            berth_state = state,
+            berth_drain_outcome = "skipped",
+            "drain: replicas not checked: {why}"
+        ),
+        DrainOutcome::CutShort(why) => warn!(
+            berth_state = state,
+            berth_drain_waited_ms = waited_ms,
+            berth_drain_outcome = "cut_short",
+            "drain: wait cut short: {why}"
+        ),
+        DrainOutcome::BoundReached(why) => error!(
+            berth_state = state,
+            berth_drain_waited_ms = waited_ms,
+            berth_drain_outcome = "bound_reached",
+            "drain: stopping Kafka although it is not safe: {why}"
+        ),
     }
 }
 
@@ -689,6 +775,9 @@ async fn execute(
         )),
         Step::StartKafka { spec } => start_kafka(&spec, deadline, adapters).await,
         Step::Check { spec } => Ok(Output::Serving(adapters.broker.check(&spec).await?)),
+        Step::CatchUp { spec } | Step::DrainCheck { spec } => Ok(Output::Replication(
+            adapters.broker.replication(&spec).await?,
+        )),
         Step::Reclaim { .. } => Err(StepError::new(
             ErrorKind::Fatal,
             "internal: reclaim is not a main step",

@@ -7,7 +7,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use berth_core::drain_wait::DrainWait;
 use berth_core::machine::ClaimState;
+use berth_core::replication::{CatchUpProgress, DrainOutcome};
 use berth_core::{Machine, Phase};
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +125,46 @@ pub struct StateView {
     /// Re-claim attempts since the claim was lost.
     #[serde(default)]
     pub reclaim_attempts: u32,
+    /// The caught-up gate's last look at the partitions this broker hosts (hosted, behind, leaderless).
+    #[serde(default)]
+    pub catch_up: Option<CatchUpProgress>,
+    /// The drain's wait for a safe stop, once a drain began.
+    #[serde(default)]
+    pub drain_wait: Option<DrainWaitView>,
+}
+
+/// The drain's wait for a safe stop, as `/state` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainWaitView {
+    /// True while the drain waits (Kafka not stopped yet).
+    pub waiting: bool,
+    /// Time waited so far (or in all), in milliseconds.
+    pub waited_ms: u64,
+    /// The bound (`kafka.drain_wait`), in milliseconds.
+    pub bound_ms: u64,
+    /// Safety checks made.
+    pub checks: u32,
+    /// Why the last check found stopping unsafe.
+    pub unsafe_because: Option<String>,
+    /// How the wait ended: `safe`, `skipped`, `bound_reached` or `cut_short`, with why.
+    pub outcome: Option<DrainOutcome>,
+}
+
+impl DrainWaitView {
+    fn of(wait: &DrainWait, now: Duration) -> Self {
+        Self {
+            waiting: wait.active(),
+            waited_ms: millis(wait.waited(now)),
+            bound_ms: millis(wait.bound()),
+            checks: wait.checks,
+            unsafe_because: wait.last.clone(),
+            outcome: wait.outcome.clone(),
+        }
+    }
+
+    fn bound_reached(&self) -> bool {
+        matches!(self.outcome, Some(DrainOutcome::BoundReached(_)))
+    }
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -156,6 +198,8 @@ impl StateView {
             waiting: None,
             claim_lost_ms: None,
             reclaim_attempts: 0,
+            catch_up: None,
+            drain_wait: None,
         }
     }
 
@@ -234,6 +278,10 @@ impl StateView {
                 .claim_lost_since()
                 .map(|since| millis(now.saturating_sub(since))),
             reclaim_attempts: machine.reclaim_attempts(),
+            catch_up: facts.catch_up.clone(),
+            drain_wait: machine
+                .drain_wait()
+                .map(|wait| DrainWaitView::of(wait, now)),
         }
     }
 
@@ -296,6 +344,28 @@ impl StateView {
                 "gauge",
                 "Time from start to the first Healthy.",
                 &[(String::new(), ms as f64 / 1000.0)],
+            );
+        }
+        if let Some(progress) = &self.catch_up {
+            metric(
+                "berth_kafka_partitions_behind",
+                "gauge",
+                "Partitions this broker hosts that are under-replicated because of it, at the caught-up gate's last look.",
+                &[(String::new(), progress.behind.len() as f64)],
+            );
+        }
+        if let Some(wait) = &self.drain_wait {
+            metric(
+                "berth_drain_wait_seconds",
+                "gauge",
+                "Time the drain has waited (or waited in all) for stopping Kafka to be safe.",
+                &[(String::new(), wait.waited_ms as f64 / 1000.0)],
+            );
+            metric(
+                "berth_drain_wait_bound_reached",
+                "gauge",
+                "1 when the drain stopped Kafka at kafka.drain_wait while stopping was still unsafe.",
+                &[(String::new(), f64::from(u8::from(wait.bound_reached())))],
             );
         }
         metric(
@@ -420,6 +490,9 @@ impl StateView {
                 waiting.reason
             );
         }
+        if let Some(progress) = &self.catch_up {
+            let _ = writeln!(out, "catch-up:    {progress}");
+        }
         if let Some(failure) = &self.failure {
             let _ = writeln!(out, "FAILED:      {failure}");
         } else if let Some(error) = &self.last_error {
@@ -427,6 +500,21 @@ impl StateView {
         }
         if let Some(reason) = &self.drain_reason {
             let _ = writeln!(out, "draining:    {reason}");
+        }
+        if let Some(wait) = &self.drain_wait {
+            let waited =
+                berth_core::duration::format_duration(Duration::from_millis(wait.waited_ms));
+            match (&wait.outcome, &wait.unsafe_because) {
+                (Some(outcome), _) => {
+                    let _ = writeln!(out, "drain wait:  {waited}: {}", outcome.why());
+                }
+                (None, Some(why)) => {
+                    let _ = writeln!(out, "drain wait:  {waited} (check {}): {why}", wait.checks);
+                }
+                (None, None) => {
+                    let _ = writeln!(out, "drain wait:  {waited}: checking replicas");
+                }
+            }
         }
     }
 }

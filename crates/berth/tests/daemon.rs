@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use berth::daemon::{Adapters, DaemonExit, DaemonOptions, Request};
 use berth::notify::Notifier;
 use berth::view::StateView;
+use berth_core::machine::CatchUpGate;
 use berth_core::ports::DrainReason;
-use berth_core::ErrorKind;
+use berth_core::replication::DrainOutcome;
+use berth_core::{BrokerId, ErrorKind};
 use berth_testkit::fixtures;
 use berth_testkit::inprocess::InProcessWorld;
 use tokio::sync::{mpsc, watch};
@@ -63,6 +65,15 @@ struct Running {
 }
 
 async fn start(world: InProcessWorld, check_interval: Duration) -> Running {
+    start_with(world, check_interval, |_| {}).await
+}
+
+/// As [`start`], with the machine's settings adjusted by `adjust`.
+async fn start_with(
+    world: InProcessWorld,
+    check_interval: Duration,
+    adjust: impl FnOnce(&mut berth_core::Settings),
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let notify = Notifications::listen(UnixDatagram::bind(&socket_path).unwrap());
@@ -85,6 +96,7 @@ async fn start(world: InProcessWorld, check_interval: Duration) -> Running {
     let mut settings = fixtures::settings(Duration::from_secs(30));
     settings.check_interval = check_interval;
     settings.unhealthy_after = Duration::from_millis(300);
+    adjust(&mut settings);
     let options = DaemonOptions {
         settings,
         broker_ids: (0..3).map(berth_core::BrokerId).collect(),
@@ -591,4 +603,224 @@ async fn health_endpoint_survives_garbage() {
         .send(Request::Drain(DrainReason::Requested))
         .await;
     running.daemon.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwhile() {
+    let world = InProcessWorld::new(3);
+    world.set_replication(fixtures::replication(&[1, 2]));
+    let running = start_with(world, Duration::from_secs(3600), |settings| {
+        settings.heartbeat_interval = Some(Duration::from_millis(100));
+        settings.catch_up = Some(CatchUpGate {
+            deadline: Duration::from_secs(60),
+            poll: Duration::from_millis(50),
+        });
+    })
+    .await;
+
+    // Serving but behind: StartKafka, 503, the partition named in /state and /metrics, heartbeats flowing.
+    let behind = wait_state(
+        running.health,
+        "the gate to report a partition behind",
+        |v| v.catch_up.as_ref().is_some_and(|p| !p.caught_up()),
+    )
+    .await;
+    assert_eq!(behind.state, "start_kafka");
+    assert!(!behind.healthy);
+    let waiting = wait_state(running.health, "the gate's wait in /state", |v| {
+        v.waiting.as_ref().is_some_and(|w| w.step == "catch_up")
+    })
+    .await
+    .waiting
+    .unwrap();
+    assert!(
+        waiting
+            .reason
+            .contains("1 of 1 hosted partitions not yet in sync: events-0"),
+        "{waiting:?}"
+    );
+    let (_, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_kafka_partitions_behind 1"),
+        "{metrics}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running
+        .world
+        .journal()
+        .iter()
+        .filter(|c| *c == "heartbeat")
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeats while the gate waits"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let journal = running.world.journal();
+    assert!(
+        !journal
+            .iter()
+            .any(|c| c.starts_with("complete_launch") || c.starts_with("signal_stack")),
+        "nothing reported while behind: {journal:?}"
+    );
+
+    // In sync: Healthy, then SUCCESS and CONTINUE, after the last look that found it behind.
+    running
+        .world
+        .set_replication(fixtures::replication(&[1, 2, 0]));
+    let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
+    assert_eq!(healthy.catch_up.as_ref().map(|p| p.behind.len()), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let journal = loop {
+        let journal = running.world.journal();
+        if journal.iter().any(|c| c == "complete_launch:continue") {
+            break journal;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "launch hook never completed: {journal:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let completed = journal
+        .iter()
+        .position(|c| c == "complete_launch:continue")
+        .unwrap();
+    let first_look = journal.iter().position(|c| c == "replication").unwrap();
+    let heartbeats = journal[first_look..completed]
+        .iter()
+        .filter(|c| *c == "heartbeat")
+        .count();
+    assert!(
+        heartbeats >= 3,
+        "heartbeats between the first look and CONTINUE: {journal:?}"
+    );
+    let (_, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_kafka_partitions_behind 0"),
+        "{metrics}"
+    );
+    let _ = running.requests.send(Request::Stop).await;
+    running.daemon.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_drain_waits_with_heartbeats_then_stops_kafka_at_the_bound_with_the_metric() {
+    let world = InProcessWorld::new(3);
+    // Broker 0 leads events-0 with only 1 also in sync: stopping 0 would leave 1 of the 2 needed.
+    let mut view = fixtures::replication(&[0, 1]);
+    view.partitions[0].leader = Some(BrokerId(0));
+    world.set_replication(view);
+    let running = start_with(world, Duration::from_secs(3600), |settings| {
+        settings.drain_wait = Some(Duration::from_millis(1500));
+        settings.terminate_heartbeat_interval = Some(Duration::from_millis(100));
+    })
+    .await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    running
+        .world
+        .announce_termination(DrainReason::LifecycleTerminated);
+
+    let waiting = wait_state(running.health, "the drain to wait for a safe stop", |v| {
+        v.drain_wait
+            .as_ref()
+            .is_some_and(|w| w.waiting && w.checks >= 1)
+    })
+    .await;
+    assert_eq!(waiting.state, "draining");
+    let wait = waiting.drain_wait.unwrap();
+    assert!(
+        wait.unsafe_because
+            .as_deref()
+            .is_some_and(|w| w.contains("events-0: 1/2")),
+        "{wait:?}"
+    );
+    assert!(
+        !running.world.journal().iter().any(|c| c == "stop_kafka"),
+        "Kafka still runs while stopping it is unsafe"
+    );
+    let (_, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_drain_wait_bound_reached 0"),
+        "{metrics}"
+    );
+
+    assert_eq!(ended(running.daemon).await, DaemonExit::Drained);
+    let journal = running.world.journal();
+    let stopped = journal
+        .iter()
+        .position(|c| c == "stop_kafka")
+        .expect("Kafka stopped");
+    let checks = journal[..stopped]
+        .iter()
+        .filter(|c| *c == "replication")
+        .count();
+    let heartbeats = journal[..stopped]
+        .iter()
+        .filter(|c| *c == "heartbeat_termination")
+        .count();
+    assert!(checks >= 2, "looked again while waiting: {journal:?}");
+    assert!(
+        heartbeats >= 5,
+        "the terminating hook heard from berth while waiting: {journal:?}"
+    );
+    assert_eq!(
+        journal.last().map(String::as_str),
+        Some("complete_termination")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_wait_shows_in_state_and_metrics_once_it_ended_at_the_bound() {
+    let world = InProcessWorld::new(3);
+    let mut view = fixtures::replication(&[0, 1]);
+    view.partitions[0].leader = Some(BrokerId(0));
+    world.set_replication(view);
+    // Unmount blocks, so the daemon stays in Draining after Kafka stopped and /state can be read.
+    world.wait_in("unmount", &["unmount held by the test"]);
+    let running = start_with(world, Duration::from_secs(3600), |settings| {
+        settings.drain_wait = Some(Duration::from_millis(500));
+    })
+    .await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::Requested))
+        .await;
+    let ended_wait = wait_state(running.health, "the drain wait to end at its bound", |v| {
+        v.drain_wait.as_ref().is_some_and(|w| !w.waiting)
+    })
+    .await
+    .drain_wait
+    .unwrap();
+    assert!(
+        matches!(&ended_wait.outcome, Some(DrainOutcome::BoundReached(why)) if why.contains("events-0")),
+        "{ended_wait:?}"
+    );
+    assert!(ended_wait.waited_ms >= 500, "{ended_wait:?}");
+    let (_, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_drain_wait_bound_reached 1"),
+        "{metrics}"
+    );
+    let waited: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_drain_wait_seconds "))
+        .expect("berth_drain_wait_seconds")
+        .parse()
+        .unwrap();
+    assert!((0.5..5.0).contains(&waited), "{metrics}");
+    running.world.release("unmount");
+    assert_eq!(ended(running.daemon).await, DaemonExit::Drained);
 }
