@@ -153,6 +153,12 @@ pub async fn run(fleet: &Fleet, options: &RollOptions) -> anyhow::Result<RollRep
     let rolled = rolled?;
     caught_up?;
     let consumed = blocking(|| client.consume(TOPIC, produced.sent))?;
+    if !consumed.missing.is_empty() {
+        eprintln!(
+            "roll: records missing; {}",
+            partitions_read(&client, &consumed.missing)
+        );
+    }
     let steps = steps(fleet, &before, &rolled).await?;
     Ok(RollReport {
         steps,
@@ -160,6 +166,37 @@ pub async fn run(fleet: &Fleet, options: &RollOptions) -> anyhow::Result<RollRep
         produced,
         consumed,
     })
+}
+
+/// Per partition: the first offset read, how many records, and which of the `missing` keys' neighbours it holds
+/// (where a loss happened, for the failure's message).
+fn partitions_read(client: &Client, missing: &[u32]) -> String {
+    let text = match client.consume_formatted(TOPIC, "%p %o %k\\n") {
+        Ok(text) => text,
+        Err(error) => return format!("reading partitions failed: {error}"),
+    };
+    let mut partitions: std::collections::BTreeMap<&str, (String, u32, Vec<&str>)> =
+        std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        let (Some(partition), Some(offset), Some(key)) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let entry = partitions
+            .entry(partition)
+            .or_insert_with(|| (offset.to_owned(), 0, Vec::new()));
+        entry.1 += 1;
+        if entry.2.len() < 12 {
+            entry.2.push(key);
+        }
+    }
+    let described = client
+        .describe_topic(TOPIC)
+        .unwrap_or_else(|error| error.to_string());
+    format!(
+        "missing {missing:?}; per partition (first offset, records, first keys): {partitions:?}; {described}"
+    )
 }
 
 fn fully_replicated(client: &Client, timeout: Duration) -> anyhow::Result<()> {

@@ -906,6 +906,13 @@ impl Client {
 
     /// Consumes the topic from the beginning to its end (kcat `-e`) and compares with records `0..produced`.
     pub fn consume(&self, topic: &str, produced: u32) -> Result<ConsumeReport> {
+        let text = self.consume_formatted(topic, "%k:%s\\n")?;
+        Ok(compare(&text, produced))
+    }
+
+    /// Every record of the topic from the beginning to its end, each printed with kcat's `-f` `format` (`%p`
+    /// partition, `%o` offset, `%k` key, `%s` value).
+    pub fn consume_formatted(&self, topic: &str, format: &str) -> Result<String> {
         let words: Vec<String> = [
             Self::kcat()?,
             "-C",
@@ -918,12 +925,12 @@ impl Client {
             "-e",
             "-q",
             "-f",
-            "%k:%s\\n",
+            format,
         ]
         .map(str::to_owned)
         .to_vec();
         let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
-        Ok(compare(&String::from_utf8_lossy(&output.stdout), produced))
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 }
 
