@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use aws_sdk_ec2::types::Filter;
-use berth_sim::{layout, BerthState, Fleet};
+use berth_sim::{layout, Fleet, StateView};
 
 /// The routing table and rule priority berth uses with the default numbering (10000 + 100 * card + index).
 pub const TABLE: u32 = 10001;
@@ -17,7 +17,7 @@ pub const TABLE: u32 = 10001;
 pub async fn assert_converged(
     fleet: &Fleet,
     index: usize,
-    state: &BerthState,
+    state: &StateView,
 ) -> anyhow::Result<()> {
     let host = fleet.host(index)?;
     let id = state.broker_id.context("no broker id")?;
@@ -125,7 +125,7 @@ pub async fn assert_converged(
 }
 
 /// Asserts the states hold distinct broker ids covering exactly `expected` ids.
-pub fn assert_unique_ids(states: &[BerthState], expected: usize) -> anyhow::Result<()> {
+pub fn assert_unique_ids(states: &[StateView], expected: usize) -> anyhow::Result<()> {
     let ids: BTreeSet<u32> = states.iter().filter_map(|s| s.broker_id).collect();
     ensure!(
         ids.len() == expected && states.len() == expected,
@@ -156,7 +156,7 @@ pub async fn all_healthy(
     fleet: &Fleet,
     hosts: &[usize],
     timeout: Duration,
-) -> anyhow::Result<Vec<BerthState>> {
+) -> anyhow::Result<Vec<StateView>> {
     let mut states = Vec::new();
     for &host in hosts {
         states.push(fleet.wait_healthy(host, timeout).await?);

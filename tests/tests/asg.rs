@@ -27,7 +27,7 @@ const BOOT: Duration = Duration::from_secs(90);
 
 /// Waits until every zone's member is launched, Healthy and in service; returns their hosts' Healthy states, in
 /// zone order.
-async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<berth_sim::BerthState>)> {
+async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<berth_sim::StateView>)> {
     let count = fleet.options().zones * fleet.options().asg.per_zone;
     asg::wait_members(fleet, "every zone launched", BOOT, |members| {
         members.len() == count
@@ -235,7 +235,7 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
 async fn berth_drain(
     fleet: &Fleet,
     index: usize,
-    state: &berth_sim::BerthState,
+    state: &berth_sim::StateView,
 ) -> anyhow::Result<()> {
     let host = fleet.host(index)?;
     let mut command = match host.container() {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use berth_e2e::{assert_converged, claimed_ids};
 use berth_sim::container::Container;
-use berth_sim::{layout, BerthState, Fleet, FleetOptions, HostKind, SimKafka};
+use berth_sim::{layout, Fleet, FleetOptions, HostKind, SimKafka, StateView};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -125,8 +125,8 @@ fn systemctl(host: &berth_sim::Host, args: &[&str]) -> anyhow::Result<String> {
 async fn restart_berth(
     fleet: &Fleet,
     index: usize,
-    before: &BerthState,
-) -> anyhow::Result<BerthState> {
+    before: &StateView,
+) -> anyhow::Result<StateView> {
     systemctl(&*fleet.host(index)?, &["restart", "berth.service"])?;
     let after = fleet.wait_healthy(index, BOOT).await?;
     ensure!(
@@ -206,9 +206,9 @@ fn systemd_follows_berth_through_a_hardened_boot() {
         let positions: Vec<usize> = states
             .iter()
             .map(|s| {
-                berth_core::Phase::BOOT
+                berth_core::State::BOOT
                     .iter()
-                    .position(|phase| phase.name() == *s)
+                    .position(|state| state.name() == *s)
                     .unwrap_or(usize::MAX)
             })
             .collect();
@@ -452,7 +452,7 @@ fn a_failed_boot_is_in_the_journal_with_its_fields() {
 }
 
 /// Boots host 0 to Healthy and returns its state and Kafka's main pid.
-async fn healthy_host(fleet: &Fleet) -> anyhow::Result<(usize, BerthState, String)> {
+async fn healthy_host(fleet: &Fleet) -> anyhow::Result<(usize, StateView, String)> {
     let index = fleet.launch(0).await?;
     let state = fleet.wait_healthy(index, BOOT).await?;
     let kafka = property(&*container(fleet, index)?, "kafka.service", "MainPID")?;

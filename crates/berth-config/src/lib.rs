@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use berth_core::machine::{CatchUpGate, PhasePolicies, Settings};
+use berth_core::machine::{CatchUpGate, Settings, StatePolicies};
 use berth_core::ports::MountPlan;
 use berth_core::retry::RetryPolicy;
 use berth_core::routing::RouteNumbering;
@@ -1107,7 +1107,7 @@ impl Config {
         let aws = &self.aws;
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
         Settings {
-            policies: PhasePolicies {
+            policies: StatePolicies {
                 claim: self.states.claim.policy(),
                 attach_eni: self.states.attach_eni.policy(),
                 route: self.states.route.policy(),

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::machine::{PhasePolicies, Settings};
+use crate::machine::{Settings, StatePolicies};
 use crate::ports::MountPlan;
 use crate::retry::RetryPolicy;
 use crate::routing::RouteNumbering;
@@ -121,11 +121,11 @@ pub fn policy(initial_ms: u64, max_ms: u64, deadline: Duration) -> RetryPolicy {
     }
 }
 
-/// Settings with every phase's deadline at `deadline` (250 ms first backoff, 2 s max), 5 s checks, 30 s grace.
+/// Settings with every state's deadline at `deadline` (250 ms first backoff, 2 s max), 5 s checks, 30 s grace.
 pub fn settings(deadline: Duration) -> Settings {
     let each = policy(250, 2_000, deadline);
     Settings {
-        policies: PhasePolicies {
+        policies: StatePolicies {
             claim: each,
             attach_eni: each,
             route: each,

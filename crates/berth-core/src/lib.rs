@@ -25,7 +25,7 @@ pub mod tag;
 pub use duration::{serde_duration, serde_duration_option};
 pub use facts::*;
 pub use machine::{
-    Decision, Effect, ExitReason, Failure, Input, Machine, Output, Phase, ReclaimOutcome, Settings,
+    Decision, Effect, ExitReason, Failure, Input, Machine, Output, ReclaimOutcome, Settings, State,
     Step, StepKind, StepTag, Teardown, TransitionError,
 };
 pub use ports::{Broker, Cloud, Coordination, Deadline, ErrorKind, Network, StepError, Storage};

@@ -35,7 +35,7 @@ use crate::routing::{plan_route, RouteNumbering};
 
 /// The daemon's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Phase {
+pub enum State {
     /// Claim a broker id in ZooKeeper.
     Claim,
     /// Attach the id's ENI and wait for its Linux link.
@@ -56,20 +56,20 @@ pub enum Phase {
     Failed,
 }
 
-impl Phase {
-    /// The boot phases in order.
-    pub const BOOT: [Phase; 7] = [
-        Phase::Claim,
-        Phase::AttachEni,
-        Phase::Route,
-        Phase::AttachEbs,
-        Phase::Mount,
-        Phase::StartKafka,
-        Phase::Healthy,
+impl State {
+    /// The boot states in order.
+    pub const BOOT: [State; 7] = [
+        State::Claim,
+        State::AttachEni,
+        State::Route,
+        State::AttachEbs,
+        State::Mount,
+        State::StartKafka,
+        State::Healthy,
     ];
 
-    /// Every phase: the boot phases, then Draining and Failed.
-    pub const ALL: [Phase; 9] = {
+    /// Every state: the boot states, then Draining and Failed.
+    pub const ALL: [State; 9] = {
         let boot = Self::BOOT;
         [
             boot[0],
@@ -79,13 +79,13 @@ impl Phase {
             boot[4],
             boot[5],
             boot[6],
-            Phase::Draining,
-            Phase::Failed,
+            State::Draining,
+            State::Failed,
         ]
     };
 
-    /// The phase a success leads to.
-    pub fn next(self) -> Option<Phase> {
+    /// The state a success leads to.
+    pub fn next(self) -> Option<State> {
         let position = Self::BOOT.iter().position(|p| *p == self)?;
         Self::BOOT.get(position + 1).copied()
     }
@@ -93,41 +93,41 @@ impl Phase {
     /// Lower-case name, as used in logs, `/state`, metrics and config keys.
     pub fn name(self) -> &'static str {
         match self {
-            Phase::Claim => "claim",
-            Phase::AttachEni => "attach_eni",
-            Phase::Route => "route",
-            Phase::AttachEbs => "attach_ebs",
-            Phase::Mount => "mount",
-            Phase::StartKafka => "start_kafka",
-            Phase::Healthy => "healthy",
-            Phase::Draining => "draining",
-            Phase::Failed => "failed",
+            State::Claim => "claim",
+            State::AttachEni => "attach_eni",
+            State::Route => "route",
+            State::AttachEbs => "attach_ebs",
+            State::Mount => "mount",
+            State::StartKafka => "start_kafka",
+            State::Healthy => "healthy",
+            State::Draining => "draining",
+            State::Failed => "failed",
         }
     }
 
-    /// True for the boot phases before Healthy (where steps retry against a deadline).
+    /// True for the boot states before Healthy (where steps retry against a deadline).
     pub fn is_booting(self) -> bool {
         matches!(
             self,
-            Phase::Claim
-                | Phase::AttachEni
-                | Phase::Route
-                | Phase::AttachEbs
-                | Phase::Mount
-                | Phase::StartKafka
+            State::Claim
+                | State::AttachEni
+                | State::Route
+                | State::AttachEbs
+                | State::Mount
+                | State::StartKafka
         )
     }
 }
 
-impl std::fmt::Display for Phase {
+impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
 }
 
-/// Retry policy per boot phase.
+/// Retry policy per boot state.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct PhasePolicies {
+pub struct StatePolicies {
     /// Claim.
     pub claim: RetryPolicy,
     /// AttachEni.
@@ -142,15 +142,15 @@ pub struct PhasePolicies {
     pub start_kafka: RetryPolicy,
 }
 
-impl PhasePolicies {
-    /// The policy of a boot phase (Claim's for the others, which do not retry against it).
-    pub fn of(&self, phase: Phase) -> &RetryPolicy {
-        match phase {
-            Phase::AttachEni => &self.attach_eni,
-            Phase::Route => &self.route,
-            Phase::AttachEbs => &self.attach_ebs,
-            Phase::Mount => &self.mount,
-            Phase::StartKafka => &self.start_kafka,
+impl StatePolicies {
+    /// The policy of a boot state (Claim's for the others, which do not retry against it).
+    pub fn of(&self, state: State) -> &RetryPolicy {
+        match state {
+            State::AttachEni => &self.attach_eni,
+            State::Route => &self.route,
+            State::AttachEbs => &self.attach_ebs,
+            State::Mount => &self.mount,
+            State::StartKafka => &self.start_kafka,
             _ => &self.claim,
         }
     }
@@ -159,8 +159,8 @@ impl PhasePolicies {
 /// Everything the decisions need besides observations: policies, timers and layout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
-    /// Backoff and deadline per boot phase.
-    pub policies: PhasePolicies,
+    /// Backoff and deadline per boot state.
+    pub policies: StatePolicies,
     /// Interval between health checks while Healthy.
     #[serde(with = "crate::serde_duration")]
     pub check_interval: Duration,
@@ -272,12 +272,12 @@ impl Step {
     /// Which step this is.
     pub fn kind(&self) -> StepKind {
         match self {
-            Step::Claim => StepKind::Boot(Phase::Claim),
-            Step::AttachEni { .. } => StepKind::Boot(Phase::AttachEni),
-            Step::Route { .. } => StepKind::Boot(Phase::Route),
-            Step::AttachEbs { .. } => StepKind::Boot(Phase::AttachEbs),
-            Step::Mount { .. } => StepKind::Boot(Phase::Mount),
-            Step::StartKafka { .. } => StepKind::Boot(Phase::StartKafka),
+            Step::Claim => StepKind::Boot(State::Claim),
+            Step::AttachEni { .. } => StepKind::Boot(State::AttachEni),
+            Step::Route { .. } => StepKind::Boot(State::Route),
+            Step::AttachEbs { .. } => StepKind::Boot(State::AttachEbs),
+            Step::Mount { .. } => StepKind::Boot(State::Mount),
+            Step::StartKafka { .. } => StepKind::Boot(State::StartKafka),
             Step::CatchUp { .. } => StepKind::CatchUp,
             Step::Check { .. } => StepKind::Check,
             Step::DrainCheck { .. } => StepKind::DrainCheck,
@@ -296,7 +296,7 @@ impl Step {
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     /// The step of a boot state (Claim to StartKafka).
-    Boot(Phase),
+    Boot(State),
     /// [`Step::CatchUp`], in StartKafka once Kafka serves.
     CatchUp,
     /// [`Step::Check`], while Healthy.
@@ -311,7 +311,7 @@ impl StepKind {
     /// Short name for logs and metrics: the boot state's name, `check` or `reclaim`.
     pub fn name(self) -> &'static str {
         match self {
-            StepKind::Boot(phase) => phase.name(),
+            StepKind::Boot(state) => state.name(),
             StepKind::CatchUp => "catch_up",
             StepKind::Check => "check",
             StepKind::DrainCheck => "drain_check",
@@ -323,13 +323,13 @@ impl StepKind {
     fn produces(self, output: &Output) -> bool {
         matches!(
             (self, output),
-            (StepKind::Boot(Phase::Claim), Output::Claimed { .. })
-                | (StepKind::Boot(Phase::AttachEni), Output::EniReady(_))
-                | (StepKind::Boot(Phase::Route), Output::Routed)
-                | (StepKind::Boot(Phase::AttachEbs), Output::VolumeReady(_))
-                | (StepKind::Boot(Phase::Mount), Output::Mounted(_))
+            (StepKind::Boot(State::Claim), Output::Claimed { .. })
+                | (StepKind::Boot(State::AttachEni), Output::EniReady(_))
+                | (StepKind::Boot(State::Route), Output::Routed)
+                | (StepKind::Boot(State::AttachEbs), Output::VolumeReady(_))
+                | (StepKind::Boot(State::Mount), Output::Mounted(_))
                 | (
-                    StepKind::Boot(Phase::StartKafka) | StepKind::Check,
+                    StepKind::Boot(State::StartKafka) | StepKind::Check,
                     Output::Serving(_)
                 )
                 | (
@@ -585,31 +585,31 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
     /// The result of a step run that is no longer awaited (cancelled by a drain or a failure, or superseded).
-    #[error("a result of {tag} arrived in {phase}, which no longer awaits it")]
+    #[error("a result of {tag} arrived in {state}, which no longer awaits it")]
     Stale {
-        /// Current phase.
-        phase: Phase,
+        /// Current state.
+        state: State,
         /// The run the result belongs to.
         tag: StepTag,
     },
     /// `Start` after the machine has started.
     #[error("start arrived in {0} after the machine had started")]
-    AlreadyStarted(Phase),
+    AlreadyStarted(State),
     /// `Drained` outside Draining, or a reclaim result with no reclaim running.
-    #[error("{input} is not valid in {phase}")]
+    #[error("{input} is not valid in {state}")]
     NotValidHere {
-        /// Current phase.
-        phase: Phase,
+        /// Current state.
+        state: State,
         /// The input's kind.
         input: &'static str,
     },
 }
 
-/// Time spent in one phase.
+/// Time spent in one state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PhaseTiming {
-    /// The phase.
-    pub phase: Phase,
+pub struct StateTiming {
+    /// The state.
+    pub state: State,
     /// Entered, as time since start.
     #[serde(with = "crate::serde_duration")]
     pub entered: Duration,
@@ -624,7 +624,7 @@ pub struct PhaseTiming {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimState {
-    /// Not claimed yet (Claim phase).
+    /// Not claimed yet (Claim state).
     None,
     /// Held by this daemon's session.
     Held,
@@ -632,35 +632,68 @@ pub enum ClaimState {
     Lost,
 }
 
+/// The current state, with the data that only it has.
+#[derive(Debug, Clone, PartialEq)]
+enum Current {
+    /// Healthy, watching Kafka.
+    Healthy(Watch),
+    /// Any other state (the boot states' attempts and retry belong to the machine: every boot state has them).
+    Other(State),
+}
+
+/// What Healthy keeps: whether Kafka serves, since when it has been lost, and when to check next.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Watch {
+    serving: bool,
+    /// When checks started failing while the claim was held.
+    lost_since: Option<Duration>,
+    /// Auto Scaling has been told the instance is unhealthy (once per loss).
+    marked_unhealthy: bool,
+    next_check_at: Option<Duration>,
+}
+
+/// The claim, with what a lost claim keeps while it is re-claimed.
+#[derive(Debug, Clone, PartialEq)]
+enum Claim {
+    None,
+    Held,
+    Lost(Reclaiming),
+}
+
+/// The re-claiming of a lost claim.
+#[derive(Debug, Clone, PartialEq)]
+struct Reclaiming {
+    /// When the claim was lost.
+    since: Duration,
+    /// Attempts so far.
+    attempts: u32,
+    /// When the next attempt starts, after a failed one.
+    retry_at: Option<Duration>,
+    /// The attempt running now.
+    running: Option<StepTag>,
+}
+
 /// The daemon's whole decision state. Cheap to clone; [`Machine::decide`] returns a new one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
     settings: Settings,
-    phase: Phase,
-    furthest: Phase,
+    current: Current,
+    furthest: State,
     started: bool,
     facts: Facts,
     attempts: u32,
-    phase_entered: Duration,
+    state_entered: Duration,
     retry_at: Option<Duration>,
     running: Option<StepTag>,
     runs: u64,
     last_error: Option<String>,
     failure: Option<Failure>,
     tearing_down: bool,
-    claim: ClaimState,
-    reclaim_running: Option<StepTag>,
+    claim: Claim,
     /// The session expired while a claim or reclaim was running: its result may name a node that is gone.
     session_suspect: bool,
-    reclaim_attempts: u32,
-    reclaim_since: Option<Duration>,
-    reclaim_retry_at: Option<Duration>,
-    serving: bool,
-    lost_since: Option<Duration>,
-    marked_unhealthy: bool,
-    next_check_at: Option<Duration>,
     next_heartbeat_at: Option<Duration>,
-    timeline: Vec<PhaseTiming>,
+    timeline: Vec<StateTiming>,
     jitter: Jitter,
     drain_reason: Option<DrainReason>,
     transitions: u64,
@@ -679,31 +712,23 @@ impl Machine {
     pub fn new(settings: Settings, jitter_seed: u64) -> Self {
         Self {
             settings,
-            phase: Phase::Claim,
-            furthest: Phase::Claim,
+            current: Current::Other(State::Claim),
+            furthest: State::Claim,
             started: false,
             facts: Facts::default(),
             attempts: 0,
-            phase_entered: Duration::ZERO,
+            state_entered: Duration::ZERO,
             retry_at: None,
             running: None,
             runs: 0,
             last_error: None,
             failure: None,
             tearing_down: false,
-            claim: ClaimState::None,
-            reclaim_running: None,
+            claim: Claim::None,
             session_suspect: false,
-            reclaim_attempts: 0,
-            reclaim_since: None,
-            reclaim_retry_at: None,
-            serving: false,
-            lost_since: None,
-            marked_unhealthy: false,
-            next_check_at: None,
             next_heartbeat_at: None,
-            timeline: vec![PhaseTiming {
-                phase: Phase::Claim,
+            timeline: vec![StateTiming {
+                state: State::Claim,
                 entered: Duration::ZERO,
                 left: None,
                 attempts: 0,
@@ -717,9 +742,28 @@ impl Machine {
         }
     }
 
-    /// Current phase.
-    pub fn phase(&self) -> Phase {
-        self.phase
+    /// Current state.
+    pub fn state(&self) -> State {
+        match self.current {
+            Current::Healthy(_) => State::Healthy,
+            Current::Other(state) => state,
+        }
+    }
+
+    /// Healthy's watch, when Healthy.
+    fn watch(&mut self) -> Option<&mut Watch> {
+        match &mut self.current {
+            Current::Healthy(watch) => Some(watch),
+            Current::Other(_) => None,
+        }
+    }
+
+    /// The re-claiming, while the claim is lost.
+    fn reclaiming(&mut self) -> Option<&mut Reclaiming> {
+        match &mut self.claim {
+            Claim::Lost(reclaiming) => Some(reclaiming),
+            Claim::None | Claim::Held => None,
+        }
     }
 
     /// What has been learnt so far.
@@ -734,7 +778,8 @@ impl Machine {
 
     /// True when `/health` must answer 200: Healthy, Kafka serving, claim held.
     pub fn is_serving(&self) -> bool {
-        self.phase == Phase::Healthy && self.serving && self.claim == ClaimState::Held
+        matches!(&self.current, Current::Healthy(watch) if watch.serving)
+            && self.claim == Claim::Held
     }
 
     /// The most recent error (retryable or not), for `/state`.
@@ -759,25 +804,35 @@ impl Machine {
 
     /// When the claim was lost (time since start), while re-claiming.
     pub fn claim_lost_since(&self) -> Option<Duration> {
-        self.reclaim_since
+        match &self.claim {
+            Claim::Lost(reclaiming) => Some(reclaiming.since),
+            Claim::None | Claim::Held => None,
+        }
     }
 
     /// Re-claim attempts since the claim was lost.
     pub fn reclaim_attempts(&self) -> u32 {
-        self.reclaim_attempts
+        match &self.claim {
+            Claim::Lost(reclaiming) => reclaiming.attempts,
+            Claim::None | Claim::Held => 0,
+        }
     }
 
     /// Claim state.
     pub fn claim_state(&self) -> ClaimState {
-        self.claim
+        match self.claim {
+            Claim::None => ClaimState::None,
+            Claim::Held => ClaimState::Held,
+            Claim::Lost(_) => ClaimState::Lost,
+        }
     }
 
-    /// Per-phase timeline.
-    pub fn timeline(&self) -> &[PhaseTiming] {
+    /// Per-state timeline.
+    pub fn timeline(&self) -> &[StateTiming] {
         &self.timeline
     }
 
-    /// Number of phase transitions so far.
+    /// Number of state transitions so far.
     pub fn transitions(&self) -> u64 {
         self.transitions
     }
@@ -787,12 +842,12 @@ impl Machine {
         self.retries
     }
 
-    /// The furthest boot phase reached (Healthy included).
-    pub fn furthest(&self) -> Phase {
+    /// The furthest boot state reached (Healthy included).
+    pub fn furthest(&self) -> State {
         self.furthest
     }
 
-    /// Attempts made in the current phase.
+    /// Attempts made in the current state.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
@@ -804,7 +859,10 @@ impl Machine {
 
     /// The reclaim running now, if any.
     pub fn running_reclaim(&self) -> Option<StepTag> {
-        self.reclaim_running
+        match &self.claim {
+            Claim::Lost(reclaiming) => reclaiming.running,
+            Claim::None | Claim::Held => None,
+        }
     }
 
     /// Why the daemon is draining, when it is.
@@ -821,24 +879,31 @@ impl Machine {
     pub fn next_wake(&self) -> Option<Duration> {
         let mut wakes = Vec::new();
         // While the claim is lost the boot is paused: a due retry waits for the reclaim, not for a timer.
-        if self.running.is_none() && self.claim != ClaimState::Lost {
+        let watch = match &self.current {
+            Current::Healthy(watch) => Some(watch),
+            Current::Other(_) => None,
+        };
+        if self.running.is_none() && !matches!(self.claim, Claim::Lost(_)) {
             wakes.extend(self.retry_at);
-            if self.phase == Phase::Healthy && self.claim == ClaimState::Held {
-                wakes.extend(self.next_check_at);
+            if self.claim == Claim::Held {
+                wakes.extend(watch.and_then(|watch| watch.next_check_at));
             }
         }
-        if self.phase.is_booting() {
+        if self.state().is_booting() {
             wakes.extend(self.next_heartbeat_at);
         }
-        if self.reclaim_running.is_none() {
-            wakes.extend(self.reclaim_retry_at);
+        if let Claim::Lost(reclaiming) = &self.claim {
+            if reclaiming.running.is_none() {
+                wakes.extend(reclaiming.retry_at);
+            }
         }
         if let Some(wait) = &self.drain_wait {
             wakes.extend(wait.next_wake(self.running.is_some()));
         }
-        if self.phase == Phase::Healthy && !self.marked_unhealthy {
+        if let Some(watch) = watch.filter(|watch| !watch.marked_unhealthy) {
             wakes.extend(
-                self.lost_since
+                watch
+                    .lost_since
                     .map(|since| since + self.settings.unhealthy_after),
             );
         }
@@ -863,13 +928,13 @@ impl Machine {
         match input {
             Input::Start => {
                 if self.started {
-                    return Err(TransitionError::AlreadyStarted(self.phase));
+                    return Err(TransitionError::AlreadyStarted(self.state()));
                 }
                 self.started = true;
-                self.phase_entered = now;
+                self.state_entered = now;
                 self.timeline[0].entered = now;
                 self.next_heartbeat_at = self.settings.heartbeat_interval.map(|every| now + every);
-                self.run_phase_step(now, effects);
+                self.run_state_step(now, effects);
             }
             Input::Tick => self.on_tick(now, effects),
             Input::Done { tag, output } => {
@@ -894,12 +959,12 @@ impl Machine {
             Input::Drained => {
                 if !self.tearing_down {
                     return Err(TransitionError::NotValidHere {
-                        phase: self.phase,
+                        state: self.state(),
                         input: "drained",
                     });
                 }
                 self.tearing_down = false;
-                effects.push(Effect::Exit(if self.phase == Phase::Failed {
+                effects.push(Effect::Exit(if self.state() == State::Failed {
                     ExitReason::Failed
                 } else {
                     ExitReason::Drained
@@ -911,14 +976,17 @@ impl Machine {
 
     /// Accepts the result of the main step run `tag`; any other run's result is stale.
     fn finish_main(&mut self, tag: StepTag) -> Result<(), TransitionError> {
-        let phase = self.phase;
-        accept(&mut self.running, tag, phase)
+        let state = self.state();
+        accept(&mut self.running, tag, state)
     }
 
     /// Accepts the result of the reclaim run `tag`; any other run's result is stale.
     fn finish_reclaim(&mut self, tag: StepTag) -> Result<(), TransitionError> {
-        let phase = self.phase;
-        accept(&mut self.reclaim_running, tag, phase)
+        let state = self.state();
+        match self.reclaiming() {
+            Some(reclaiming) => accept(&mut reclaiming.running, tag, state),
+            None => Err(TransitionError::Stale { state, tag }),
+        }
     }
 
     /// A new tag for a run of `kind`.
@@ -931,24 +999,21 @@ impl Machine {
     }
 
     fn on_reclaimed(&mut self, outcome: &ReclaimOutcome, now: Duration, effects: &mut Vec<Effect>) {
-        if self.claim != ClaimState::Lost {
+        if !matches!(self.claim, Claim::Lost(_)) {
             return;
         }
         match outcome {
             // The session the reclaim created its node on expired before the answer came: claim again.
             ReclaimOutcome::Held if self.session_suspect => self.start_reclaim(now, effects),
             ReclaimOutcome::Held => {
-                self.claim = ClaimState::Held;
-                self.reclaim_retry_at = None;
-                self.reclaim_since = None;
-                self.reclaim_attempts = 0;
-                if self.phase == Phase::Healthy {
-                    self.next_check_at = Some(now);
-                } else if self.phase.is_booting()
+                self.claim = Claim::Held;
+                if let Some(watch) = self.watch() {
+                    watch.next_check_at = Some(now);
+                } else if self.state().is_booting()
                     && self.running.is_none()
                     && self.retry_at.is_none()
                 {
-                    self.run_phase_step(now, effects);
+                    self.run_state_step(now, effects);
                 }
             }
             ReclaimOutcome::Taken {
@@ -978,7 +1043,7 @@ impl Machine {
     }
 
     fn on_reclaim_failed(&mut self, error: &StepError, now: Duration) {
-        if self.claim == ClaimState::Lost {
+        if matches!(self.claim, Claim::Lost(_)) {
             self.schedule_reclaim(error, now);
         }
     }
@@ -988,10 +1053,13 @@ impl Machine {
     fn schedule_reclaim(&mut self, error: &StepError, now: Duration) {
         self.last_error = Some(format!("reclaim: {error}"));
         let policy = self.settings.policies.claim;
-        self.reclaim_attempts += 1;
-        let delay = policy.delay(self.reclaim_attempts, &mut self.jitter);
+        let Claim::Lost(reclaiming) = &mut self.claim else {
+            return;
+        };
+        reclaiming.attempts += 1;
+        let delay = policy.delay(reclaiming.attempts, &mut self.jitter);
+        reclaiming.retry_at = Some(now + delay);
         self.retries += 1;
-        self.reclaim_retry_at = Some(now + delay);
     }
 
     fn broker_id_text(&self) -> String {
@@ -1020,10 +1088,9 @@ impl Machine {
             effects.push(Effect::Cancel);
         }
         self.drain_reason = Some(reason.clone());
-        self.enter(Phase::Draining, now);
-        self.reclaim_retry_at = None;
-        self.serving = false;
-        let kafka_started = self.furthest >= Phase::StartKafka && self.broker_spec().is_some();
+        self.enter(State::Draining, now);
+        self.stop_reclaim_retries();
+        let kafka_started = self.furthest >= State::StartKafka && self.broker_spec().is_some();
         match drain_start(reason, self.settings.drain_wait.is_some(), kafka_started) {
             DrainStart::Check => {
                 let bound = self.settings.drain_wait.unwrap_or_default();
@@ -1134,7 +1201,7 @@ impl Machine {
         if self.running.take().is_some() {
             effects.push(Effect::Cancel);
         }
-        self.reclaim_retry_at = None;
+        self.stop_reclaim_retries();
         effects.push(Effect::Exit(ExitReason::Stopped));
     }
 
@@ -1142,24 +1209,27 @@ impl Machine {
         if self.drain_wait.as_ref().is_some_and(DrainWait::active) {
             return self.on_drain_wait_tick(now, effects);
         }
-        if let Some(at) = self.reclaim_retry_at {
-            if at <= now && self.reclaim_running.is_none() {
-                self.reclaim_retry_at = None;
+        if let Some(reclaiming) = self.reclaiming() {
+            if reclaiming.running.is_none() && reclaiming.retry_at.is_some_and(|at| at <= now) {
+                reclaiming.retry_at = None;
                 self.start_reclaim(now, effects);
             }
         }
-        if self.running.is_some() || self.claim == ClaimState::Lost {
+        if self.running.is_some() || matches!(self.claim, Claim::Lost(_)) {
             return;
         }
         if let Some(at) = self.retry_at {
             if at <= now {
                 self.retry_at = None;
-                self.run_phase_step(now, effects);
+                self.run_state_step(now, effects);
             }
             return;
         }
-        if self.phase == Phase::Healthy && self.next_check_at.is_some_and(|at| at <= now) {
-            self.next_check_at = None;
+        let check_due = self
+            .watch()
+            .filter(|watch| watch.next_check_at.is_some_and(|at| at <= now));
+        if let Some(watch) = check_due {
+            watch.next_check_at = None;
             if let Some(spec) = self.broker_spec() {
                 let tag = self.next_tag(StepKind::Check);
                 self.running = Some(tag);
@@ -1193,7 +1263,7 @@ impl Machine {
                 self.facts.broker_id = Some(*broker_id);
                 self.facts.resources = Some(resources.clone());
                 self.facts.peers = peers.clone();
-                self.claim = ClaimState::Held;
+                self.claim = Claim::Held;
                 if self.session_suspect {
                     // The session the claim was made on expired before this result: the node may be gone.
                     self.lose_claim(now);
@@ -1205,18 +1275,20 @@ impl Machine {
             Output::Mounted(report) => self.facts.mount = Some(report.clone()),
             Output::Serving(evidence) => {
                 self.facts.serving = Some(evidence.clone());
-                if self.phase == Phase::Healthy {
-                    self.serving = true;
-                    self.lost_since = None;
-                    self.marked_unhealthy = false;
-                    self.next_check_at = Some(now + self.settings.check_interval);
+                let next_check_at = Some(now + self.settings.check_interval);
+                if let Some(watch) = self.watch() {
+                    *watch = Watch {
+                        serving: true,
+                        next_check_at,
+                        ..Watch::default()
+                    };
                     return;
                 }
                 if self.settings.catch_up.is_some() {
                     // Serving is not caught up: look at the replication until this broker is in sync.
                     self.catch_up_since = Some(now);
-                    if self.claim != ClaimState::Lost {
-                        self.run_phase_step(now, effects);
+                    if !matches!(self.claim, Claim::Lost(_)) {
+                        self.run_state_step(now, effects);
                     }
                     return;
                 }
@@ -1227,7 +1299,7 @@ impl Machine {
             Output::Replication(view) => return self.on_replication(view, now, effects),
         }
         self.advance(now, effects);
-        if matches!(output, Output::Claimed { .. }) && self.claim == ClaimState::Lost {
+        if matches!(output, Output::Claimed { .. }) && matches!(self.claim, Claim::Lost(_)) {
             self.start_reclaim(now, effects);
         }
     }
@@ -1249,35 +1321,39 @@ impl Machine {
             return self.wait_for_catch_up(error.to_string(), now, effects);
         }
         if kind == StepKind::Check {
-            self.serving = false;
-            if self.claim == ClaimState::Held {
-                self.lost_since.get_or_insert(now);
+            let held = self.claim == Claim::Held;
+            let next_check_at = Some(now + self.settings.check_interval);
+            if let Some(watch) = self.watch() {
+                watch.serving = false;
+                if held {
+                    watch.lost_since.get_or_insert(now);
+                }
+                watch.next_check_at = next_check_at;
             }
-            self.next_check_at = Some(now + self.settings.check_interval);
             return;
         }
-        if kind == StepKind::Boot(Phase::Claim) {
+        if kind == StepKind::Boot(State::Claim) {
             // The next claim starts on a session of its own.
             self.session_suspect = false;
         }
         if !error.is_retryable() {
             // A fatal Mount is the volume's refusal (another broker's data, not blank, another filesystem).
-            let volume_refused = self.phase == Phase::Mount;
+            let volume_refused = self.state() == State::Mount;
             self.fail_with(
-                format!("{}: {error}", self.phase),
+                format!("{}: {error}", self.state()),
                 volume_refused,
                 now,
                 effects,
             );
             return;
         }
-        let policy = *self.settings.policies.of(self.phase);
+        let policy = *self.settings.policies.of(self.state());
         let delay = policy.delay(self.attempts, &mut self.jitter);
-        if now + delay >= self.phase_entered + policy.deadline {
+        if now + delay >= self.state_entered + policy.deadline {
             self.fail(
                 format!(
                     "{} did not succeed within its deadline of {} ({} attempts); last error: {error}",
-                    self.phase,
+                    self.state(),
                     crate::duration::format_duration(policy.deadline),
                     self.attempts
                 ),
@@ -1291,38 +1367,52 @@ impl Machine {
     }
 
     fn on_claim_lost(&mut self, now: Duration, effects: &mut Vec<Effect>) {
-        if matches!(self.phase, Phase::Draining | Phase::Failed) {
+        if matches!(self.state(), State::Draining | State::Failed) {
             return;
         }
         match self.claim {
-            ClaimState::Held => {
+            Claim::Held => {
                 self.lose_claim(now);
                 self.start_reclaim(now, effects);
             }
             // A claim or reclaim in flight may have created its node on the session that just expired: its
             // result is not trusted as Held (see `on_done` and `on_reclaimed`).
-            ClaimState::None
+            Claim::None
                 if self
                     .running
-                    .is_some_and(|t| t.kind == StepKind::Boot(Phase::Claim)) =>
+                    .is_some_and(|t| t.kind == StepKind::Boot(State::Claim)) =>
             {
                 self.session_suspect = true;
             }
-            ClaimState::Lost if self.reclaim_running.is_some() => self.session_suspect = true,
-            ClaimState::None | ClaimState::Lost => {}
+            Claim::Lost(Reclaiming {
+                running: Some(_), ..
+            }) => self.session_suspect = true,
+            Claim::None | Claim::Lost(_) => {}
         }
     }
 
     /// The claim is gone: pause the boot (or the checks) until it is re-claimed.
     fn lose_claim(&mut self, now: Duration) {
-        self.claim = ClaimState::Lost;
+        self.claim = Claim::Lost(Reclaiming {
+            since: now,
+            attempts: 0,
+            retry_at: None,
+            running: None,
+        });
         self.last_error = Some("coordination session expired: the claim is gone".into());
         // Checks are not run (and a failed one not held against Kafka) while coordination is lost: in ZooKeeper
         // mode Kafka's registration cannot even be read. Asking for a replacement would turn a ZooKeeper outage
         // into a Kafka outage; the first check after the re-claim judges Kafka again.
-        self.lost_since = None;
-        self.reclaim_since = Some(now);
-        self.reclaim_attempts = 0;
+        if let Some(watch) = self.watch() {
+            watch.lost_since = None;
+        }
+    }
+
+    /// No further re-claim attempts: the daemon is leaving.
+    fn stop_reclaim_retries(&mut self) {
+        if let Some(reclaiming) = self.reclaiming() {
+            reclaiming.retry_at = None;
+        }
     }
 
     fn start_reclaim(&mut self, now: Duration, effects: &mut Vec<Effect>) {
@@ -1331,7 +1421,10 @@ impl Machine {
         };
         self.session_suspect = false;
         let tag = self.next_tag(StepKind::Reclaim);
-        self.reclaim_running = Some(tag);
+        let Some(reclaiming) = self.reclaiming() else {
+            return;
+        };
+        reclaiming.running = Some(tag);
         effects.push(Effect::Run {
             tag,
             step: Step::Reclaim { broker_id },
@@ -1349,7 +1442,7 @@ impl Machine {
             }
         }
         if let (true, Some(at), Some(every)) = (
-            self.phase.is_booting(),
+            self.state().is_booting(),
             self.next_heartbeat_at,
             self.settings.heartbeat_interval,
         ) {
@@ -1363,28 +1456,28 @@ impl Machine {
                 }
             }
         }
-        if self.phase == Phase::Healthy && !self.marked_unhealthy && self.claim == ClaimState::Held
-        {
-            if let (Some(since), Some(identity)) = (self.lost_since, &self.facts.identity) {
-                if now >= since + self.settings.unhealthy_after {
-                    self.marked_unhealthy = true;
-                    effects.push(Effect::MarkUnhealthy {
-                        identity: identity.clone(),
-                    });
-                }
+        let (held, unhealthy_after) = (self.claim == Claim::Held, self.settings.unhealthy_after);
+        let identity = self.facts.identity.clone();
+        if let (true, Some(watch), Some(identity)) = (held, self.watch(), identity) {
+            let lost_too_long = watch
+                .lost_since
+                .is_some_and(|since| now >= since + unhealthy_after);
+            if lost_too_long && !watch.marked_unhealthy {
+                watch.marked_unhealthy = true;
+                effects.push(Effect::MarkUnhealthy { identity });
             }
         }
     }
 
     fn advance(&mut self, now: Duration, effects: &mut Vec<Effect>) {
-        let Some(next) = self.phase.next() else {
+        let Some(next) = self.state().next() else {
             return;
         };
         self.enter(next, now);
-        if next == Phase::Healthy {
-            self.serving = true;
-            self.lost_since = None;
-            self.next_check_at = Some(now + self.settings.check_interval);
+        let next_check_at = Some(now + self.settings.check_interval);
+        if let Some(watch) = self.watch() {
+            watch.serving = true;
+            watch.next_check_at = next_check_at;
             // Two independent reports: a refused signal must never keep the launch hook waiting.
             effects.push(Effect::SignalStack {
                 identity: self.facts.identity.clone(),
@@ -1396,27 +1489,31 @@ impl Machine {
                     result: LaunchResult::Continue,
                 });
             }
-        } else if self.claim != ClaimState::Lost {
-            self.run_phase_step(now, effects);
+        } else if !matches!(self.claim, Claim::Lost(_)) {
+            self.run_state_step(now, effects);
         }
     }
 
-    fn enter(&mut self, phase: Phase, now: Duration) {
+    fn enter(&mut self, state: State, now: Duration) {
         if let Some(current) = self.timeline.last_mut() {
             current.left = Some(now);
             current.attempts = self.attempts;
         }
-        self.timeline.push(PhaseTiming {
-            phase,
+        self.timeline.push(StateTiming {
+            state,
             entered: now,
             left: None,
             attempts: 0,
         });
-        self.phase = phase;
-        if phase.is_booting() || phase == Phase::Healthy {
-            self.furthest = self.furthest.max(phase);
+        self.current = if state == State::Healthy {
+            Current::Healthy(Watch::default())
+        } else {
+            Current::Other(state)
+        };
+        if state.is_booting() || state == State::Healthy {
+            self.furthest = self.furthest.max(state);
         }
-        self.phase_entered = now;
+        self.state_entered = now;
         self.attempts = 0;
         self.retry_at = None;
         self.catch_up_since = None;
@@ -1488,9 +1585,8 @@ impl Machine {
             volume_refused,
         });
         self.last_error = Some(reason.clone());
-        self.serving = false;
-        self.reclaim_retry_at = None;
-        self.enter(Phase::Failed, now);
+        self.stop_reclaim_retries();
+        self.enter(State::Failed, now);
         effects.push(Effect::SignalStack {
             identity: self.facts.identity.clone(),
             verdict: Verdict::Failure(reason),
@@ -1503,10 +1599,14 @@ impl Machine {
         effects.push(Effect::Teardown(teardown));
     }
 
-    /// The step for the current boot phase, built from the facts gathered so far.
-    fn phase_step(&self) -> Result<Step, String> {
-        let missing =
-            |what: &str| format!("internal: {} needs {what}, which is not known", self.phase);
+    /// The step for the current boot state, built from the facts gathered so far.
+    fn state_step(&self) -> Result<Step, String> {
+        let missing = |what: &str| {
+            format!(
+                "internal: {} needs {what}, which is not known",
+                self.state()
+            )
+        };
         let identity = || {
             self.facts
                 .identity
@@ -1519,13 +1619,13 @@ impl Machine {
                 .clone()
                 .ok_or_else(|| missing("the claimed resources"))
         };
-        Ok(match self.phase {
-            Phase::Claim => Step::Claim,
-            Phase::AttachEni => Step::AttachEni {
+        Ok(match self.state() {
+            State::Claim => Step::Claim,
+            State::AttachEni => Step::AttachEni {
                 identity: identity()?,
                 eni: resources()?.eni.ok_or_else(|| missing("the ENI"))?,
             },
-            Phase::Route => {
+            State::Route => {
                 let eni = self
                     .facts
                     .eni
@@ -1535,11 +1635,11 @@ impl Machine {
                     .map_err(|e| e.to_string())?;
                 Step::Route { plan }
             }
-            Phase::AttachEbs => Step::AttachEbs {
+            State::AttachEbs => Step::AttachEbs {
                 identity: identity()?,
                 volume: resources()?.volume.ok_or_else(|| missing("the volume"))?,
             },
-            Phase::Mount => Step::Mount {
+            State::Mount => Step::Mount {
                 device: self
                     .facts
                     .volume
@@ -1553,7 +1653,7 @@ impl Machine {
                     .broker_id
                     .ok_or_else(|| missing("the broker id"))?,
             },
-            Phase::StartKafka => {
+            State::StartKafka => {
                 let spec = self.broker_spec().ok_or_else(|| missing("the ENI"))?;
                 if self.catch_up_since.is_some() {
                     Step::CatchUp { spec }
@@ -1561,14 +1661,14 @@ impl Machine {
                     Step::StartKafka { spec }
                 }
             }
-            Phase::Healthy | Phase::Draining | Phase::Failed => {
-                return Err(missing("a boot phase"))
+            State::Healthy | State::Draining | State::Failed => {
+                return Err(missing("a boot state"))
             }
         })
     }
 
-    fn run_phase_step(&mut self, now: Duration, effects: &mut Vec<Effect>) {
-        match self.phase_step() {
+    fn run_state_step(&mut self, now: Duration, effects: &mut Vec<Effect>) {
+        match self.state_step() {
             Ok(step) => {
                 if let Step::Route { plan } = &step {
                     self.facts.route = Some(plan.clone());
@@ -1581,7 +1681,7 @@ impl Machine {
                 self.running = Some(tag);
                 let deadline = match (self.catch_up_since, self.settings.catch_up) {
                     (Some(since), Some(gate)) => since + gate.deadline,
-                    _ => self.phase_entered + self.settings.policies.of(self.phase).deadline,
+                    _ => self.state_entered + self.settings.policies.of(self.state()).deadline,
                 };
                 effects.push(Effect::Run {
                     tag,
@@ -1608,13 +1708,13 @@ impl Machine {
     /// so its undo is included; each undo is a no-op when nothing is there), the claim last. With
     /// `keep_volume` the volume is neither unmounted nor detached.
     fn release_plan(&self, keep_volume: bool) -> Vec<Teardown> {
-        let reached = |phase: Phase| self.furthest >= phase;
+        let reached = |state: State| self.furthest >= state;
         let resources = self.facts.resources.clone().unwrap_or_default();
         let mut steps = Vec::new();
-        if reached(Phase::StartKafka) {
+        if reached(State::StartKafka) {
             steps.push(Teardown::StopKafka);
         }
-        if reached(Phase::Mount) && !keep_volume {
+        if reached(State::Mount) && !keep_volume {
             steps.push(Teardown::Unmount(self.settings.mount.clone()));
         }
         if let Some(plan) = self.facts.route.clone() {
@@ -1622,14 +1722,14 @@ impl Machine {
         }
         if let Some(identity) = &self.facts.identity {
             if let (true, false, Some(volume)) =
-                (reached(Phase::AttachEbs), keep_volume, resources.volume)
+                (reached(State::AttachEbs), keep_volume, resources.volume)
             {
                 steps.push(Teardown::DetachVolume {
                     identity: identity.clone(),
                     volume,
                 });
             }
-            if let (true, Some(eni)) = (reached(Phase::AttachEni), resources.eni) {
+            if let (true, Some(eni)) = (reached(State::AttachEni), resources.eni) {
                 steps.push(Teardown::DetachEni {
                     identity: identity.clone(),
                     eni,
@@ -1645,10 +1745,10 @@ impl Machine {
 fn accept(
     running: &mut Option<StepTag>,
     tag: StepTag,
-    phase: Phase,
+    state: State,
 ) -> Result<(), TransitionError> {
     if *running != Some(tag) {
-        return Err(TransitionError::Stale { phase, tag });
+        return Err(TransitionError::Stale { state, tag });
     }
     *running = None;
     Ok(())

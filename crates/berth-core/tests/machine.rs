@@ -11,7 +11,7 @@ use berth_core::machine::{CatchUpGate, ClaimState, Output};
 use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, LifecycleHook, StepError, Verdict};
 use berth_core::replication::DrainOutcome;
 use berth_core::{
-    BrokerId, Effect, ExitReason, Input, Machine, Phase, ReclaimOutcome, Step, StepKind, StepTag,
+    BrokerId, Effect, ExitReason, Input, Machine, ReclaimOutcome, State, Step, StepKind, StepTag,
     Teardown, TransitionError,
 };
 use proptest::prelude::*;
@@ -25,23 +25,23 @@ fn machine() -> Machine {
 fn step(machine: &Machine, input: Input, now: Duration) -> (Machine, Vec<Effect>) {
     machine
         .decide(&input, now)
-        .unwrap_or_else(|e| panic!("{input:?} in {}: {e}", machine.phase()))
+        .unwrap_or_else(|e| panic!("{input:?} in {}: {e}", machine.state()))
 }
 
-fn success_output(phase: Phase) -> Output {
-    match phase {
-        Phase::Claim => Output::Claimed {
+fn success_output(state: State) -> Output {
+    match state {
+        State::Claim => Output::Claimed {
             identity: fixtures::identity(),
             broker_id: BrokerId(0),
             resources: fixtures::resources(0),
             peers: Default::default(),
         },
-        Phase::AttachEni => Output::EniReady(fixtures::eni_attachment(0)),
-        Phase::Route => Output::Routed,
-        Phase::AttachEbs => Output::VolumeReady(fixtures::volume_attachment(0)),
-        Phase::Mount => Output::Mounted(fixtures::mount_report()),
-        Phase::StartKafka | Phase::Healthy => Output::Serving(fixtures::serving(0)),
-        Phase::Draining | Phase::Failed => unreachable!("no step output in {phase}"),
+        State::AttachEni => Output::EniReady(fixtures::eni_attachment(0)),
+        State::Route => Output::Routed,
+        State::AttachEbs => Output::VolumeReady(fixtures::volume_attachment(0)),
+        State::Mount => Output::Mounted(fixtures::mount_report()),
+        State::StartKafka | State::Healthy => Output::Serving(fixtures::serving(0)),
+        State::Draining | State::Failed => unreachable!("no step output in {state}"),
     }
 }
 
@@ -53,18 +53,18 @@ fn fatal(message: &str) -> StepError {
     StepError::new(ErrorKind::Fatal, message)
 }
 
-/// A started machine driven by successes into `target`, at time `now` = 1 s per phase.
-fn drive_to(target: Phase) -> (Machine, Duration) {
+/// A started machine driven by successes into `target`, at time `now` = 1 s per state.
+fn drive_to(target: State) -> (Machine, Duration) {
     drive(machine(), target)
 }
 
-/// `machine` started and driven by successes into `target`, at time `now` = 1 s per phase.
-fn drive(machine: Machine, target: Phase) -> (Machine, Duration) {
+/// `machine` started and driven by successes into `target`, at time `now` = 1 s per state.
+fn drive(machine: Machine, target: State) -> (Machine, Duration) {
     let (mut m, _) = step(&machine, Input::Start, Duration::ZERO);
     let mut now = Duration::ZERO;
-    while m.phase() != target {
+    while m.state() != target {
         now += Duration::from_secs(1);
-        let output = success_output(m.phase());
+        let output = success_output(m.state());
         m = step(&m, done(&m, output), now).0;
     }
     (m, now)
@@ -83,8 +83,8 @@ fn run_steps(effects: &[Effect]) -> Vec<&Step> {
         .collect()
 }
 
-fn step_name_of(phase: Phase) -> &'static str {
-    phase.name()
+fn step_name_of(state: State) -> &'static str {
+    state.name()
 }
 
 fn teardown_of(effects: &[Effect]) -> Vec<&'static str> {
@@ -142,22 +142,22 @@ fn reclaim_failed(m: &Machine, error: StepError) -> Input {
 #[test]
 fn start_runs_claim() {
     let (m, effects) = step(&machine(), Input::Start, Duration::ZERO);
-    assert_eq!(m.phase(), Phase::Claim);
+    assert_eq!(m.state(), State::Claim);
     assert_eq!(run_steps(&effects), vec![&Step::Claim]);
 }
 
 #[test]
 fn success_advances_each_boot_state_in_order() {
-    for (index, phase) in Phase::BOOT.iter().enumerate().take(6) {
-        let (m, now) = drive_to(*phase);
+    for (index, state) in State::BOOT.iter().enumerate().take(6) {
+        let (m, now) = drive_to(*state);
         let (next, effects) = step(
             &m,
-            done(&m, success_output(*phase)),
+            done(&m, success_output(*state)),
             now + Duration::from_millis(10),
         );
-        let expected = Phase::BOOT[index + 1];
-        assert_eq!(next.phase(), expected, "success in {phase}");
-        if expected == Phase::Healthy {
+        let expected = State::BOOT[index + 1];
+        assert_eq!(next.state(), expected, "success in {state}");
+        if expected == State::Healthy {
             assert!(next.is_serving());
             assert!(effects.contains(&Effect::SignalStack {
                 identity: Some(fixtures::identity()),
@@ -173,7 +173,7 @@ fn success_advances_each_boot_state_in_order() {
             assert!(run_steps(&effects).is_empty());
         } else {
             let steps = run_steps(&effects);
-            assert_eq!(steps.len(), 1, "one step runs after {phase}: {effects:?}");
+            assert_eq!(steps.len(), 1, "one step runs after {state}: {effects:?}");
             assert_eq!(steps[0].name(), step_name_of(expected));
             assert!(!next.is_serving());
         }
@@ -182,48 +182,48 @@ fn success_advances_each_boot_state_in_order() {
 
 #[test]
 fn retryable_failure_backs_off_then_retries_the_same_step() {
-    for phase in Phase::BOOT.iter().take(6) {
-        let (m, now) = drive_to(*phase);
+    for state in State::BOOT.iter().take(6) {
+        let (m, now) = drive_to(*state);
         let (waiting, effects) = step(&m, failed(&m, retryable("throttled")), now);
-        assert_eq!(waiting.phase(), *phase);
+        assert_eq!(waiting.state(), *state);
         assert!(
             run_steps(&effects).is_empty(),
-            "no immediate retry in {phase}"
+            "no immediate retry in {state}"
         );
         let wake = waiting.next_wake().expect("a retry is scheduled");
         assert!(
             wake > now && wake <= now + Duration::from_millis(250),
-            "first backoff in {phase}: {wake:?}"
+            "first backoff in {state}: {wake:?}"
         );
         let (early, effects) = step(&waiting, Input::Tick, wake - Duration::from_millis(1));
         assert!(
             run_steps(&effects).is_empty(),
-            "not before the backoff in {phase}"
+            "not before the backoff in {state}"
         );
         let (retried, effects) = step(&early, Input::Tick, wake);
         assert_eq!(run_steps(&effects).len(), 1);
-        assert_eq!(run_steps(&effects)[0].name(), step_name_of(*phase));
+        assert_eq!(run_steps(&effects)[0].name(), step_name_of(*state));
         assert_eq!(retried.attempts(), 2);
         assert_eq!(
             retried.last_error(),
-            Some(format!("{}: throttled", phase.name()).as_str())
+            Some(format!("{}: throttled", state.name()).as_str())
         );
     }
 }
 
 #[test]
 fn fatal_failure_reports_lets_go_and_exits_non_zero() {
-    for phase in Phase::BOOT.iter().take(6) {
-        let (m, now) = drive_to(*phase);
+    for state in State::BOOT.iter().take(6) {
+        let (m, now) = drive_to(*state);
         let (failed, effects) = step(
             &m,
             failed(&m, fatal("meta.properties says broker.id=2")),
             now,
         );
-        assert_eq!(failed.phase(), Phase::Failed, "fatal in {phase}");
+        assert_eq!(failed.state(), State::Failed, "fatal in {state}");
         let reason = failed.failure().expect("failure reason");
         assert!(
-            reason.contains("meta.properties says broker.id=2") && reason.contains(phase.name()),
+            reason.contains("meta.properties says broker.id=2") && reason.contains(state.name()),
             "{reason}"
         );
         assert!(effects.iter().any(
@@ -232,49 +232,49 @@ fn fatal_failure_reports_lets_go_and_exits_non_zero() {
         let teardown = teardown_of(&effects);
         assert_eq!(
             teardown.first() == Some(&"stop_kafka"),
-            *phase >= Phase::StartKafka,
-            "Kafka stopped first once it may run ({phase}): {teardown:?}"
+            *state >= State::StartKafka,
+            "Kafka stopped first once it may run ({state}): {teardown:?}"
         );
-        assert_eq!(teardown.last(), Some(&"report_failure"), "{phase}");
-        assert!(teardown.contains(&"release_claim"), "{phase}");
-        let refused = *phase == Phase::Mount;
+        assert_eq!(teardown.last(), Some(&"report_failure"), "{state}");
+        assert!(teardown.contains(&"release_claim"), "{state}");
+        let refused = *state == State::Mount;
         assert_eq!(
             failed.failure_details().unwrap().volume_refused,
             refused,
-            "{phase}"
+            "{state}"
         );
         assert_eq!(
             teardown.contains(&"unmount"),
-            *phase > Phase::Mount,
-            "unmounted only when mounted and not refused ({phase}): {teardown:?}"
+            *state > State::Mount,
+            "unmounted only when mounted and not refused ({state}): {teardown:?}"
         );
         assert_eq!(
             teardown.contains(&"detach_volume"),
-            *phase >= Phase::AttachEbs && !refused,
-            "a refused volume is not even detached ({phase}): {teardown:?}"
+            *state >= State::AttachEbs && !refused,
+            "a refused volume is not even detached ({state}): {teardown:?}"
         );
         assert!(
             failed.next_wake().is_none(),
             "nothing scheduled while letting go"
         );
         let (_, effects) = step(&failed, Input::Drained, now + Duration::from_secs(1));
-        assert_eq!(effects, vec![Effect::Exit(ExitReason::Failed)], "{phase}");
+        assert_eq!(effects, vec![Effect::Exit(ExitReason::Failed)], "{state}");
     }
 }
 
 #[test]
 fn deadline_expiry_fails_with_the_last_error() {
-    for phase in Phase::BOOT.iter().take(6) {
-        let (mut m, mut now) = drive_to(*phase);
+    for state in State::BOOT.iter().take(6) {
+        let (mut m, mut now) = drive_to(*state);
         let entered = now;
         let mut attempts = 0;
-        while m.phase() == *phase {
+        while m.state() == *state {
             attempts += 1;
-            assert!(attempts < 1000, "{phase} never gave up");
+            assert!(attempts < 1000, "{state} never gave up");
             let (next, _) = step(&m, failed(&m, retryable("owner i-123 still running")), now);
             m = next;
             // Tick through heartbeats until the retry runs (or the state has failed).
-            while m.phase() == *phase {
+            while m.state() == *state {
                 now = m.next_wake().expect("a retry is scheduled");
                 let (next, effects) = step(&m, Input::Tick, now);
                 m = next;
@@ -283,10 +283,10 @@ fn deadline_expiry_fails_with_the_last_error() {
                 }
             }
         }
-        assert_eq!(m.phase(), Phase::Failed);
+        assert_eq!(m.state(), State::Failed);
         assert!(
             now <= entered + DEADLINE,
-            "{phase} failed after its deadline: {now:?}"
+            "{state} failed after its deadline: {now:?}"
         );
         let reason = m.failure().unwrap();
         assert!(
@@ -298,7 +298,7 @@ fn deadline_expiry_fails_with_the_last_error() {
 
 #[test]
 fn healthy_check_failure_turns_unhealthy_then_marks_the_instance_after_grace() {
-    let (m, now) = drive_to(Phase::Healthy);
+    let (m, now) = drive_to(State::Healthy);
     assert!(m.is_serving());
     let check_at = m.next_wake().unwrap();
     assert_eq!(check_at, now + Duration::from_secs(5));
@@ -307,8 +307,8 @@ fn healthy_check_failure_turns_unhealthy_then_marks_the_instance_after_grace() {
     let (m, _) = step(&m, failed(&m, retryable("connection refused")), check_at);
     assert!(!m.is_serving(), "503 at once");
     assert_eq!(
-        m.phase(),
-        Phase::Healthy,
+        m.state(),
+        State::Healthy,
         "a lost broker is not a boot failure"
     );
     let grace_end = check_at + Duration::from_secs(30);
@@ -346,7 +346,7 @@ fn healthy_check_failure_turns_unhealthy_then_marks_the_instance_after_grace() {
 
 #[test]
 fn claim_loss_reclaims_and_recovers() {
-    let (m, now) = drive_to(Phase::Healthy);
+    let (m, now) = drive_to(State::Healthy);
     let (lost, effects) = step(&m, Input::ClaimLost, now);
     assert_eq!(lost.claim_state(), ClaimState::Lost);
     assert!(!lost.is_serving(), "never report healthy without the claim");
@@ -373,7 +373,7 @@ fn claim_loss_reclaims_and_recovers() {
 
 #[test]
 fn a_lost_claim_is_reclaimed_for_as_long_as_it_takes_and_kafka_is_never_stopped() {
-    let (m, start) = drive_to(Phase::Healthy);
+    let (m, start) = drive_to(State::Healthy);
     let (mut m, _) = step(&m, Input::ClaimLost, start);
     let mut now = start;
     let mut attempts = 0;
@@ -389,7 +389,7 @@ fn a_lost_claim_is_reclaimed_for_as_long_as_it_takes_and_kafka_is_never_stopped(
             "nothing stopped or released after {:?}: {effects:?}",
             now - start
         );
-        assert_eq!(next.phase(), Phase::Healthy);
+        assert_eq!(next.state(), State::Healthy);
         let wake = next.next_wake().expect("a retry is scheduled");
         assert!(
             wake - now <= Duration::from_secs(10),
@@ -408,12 +408,12 @@ fn a_lost_claim_is_reclaimed_for_as_long_as_it_takes_and_kafka_is_never_stopped(
     assert_eq!(m.claim_lost_since(), Some(start));
     let (back, _) = step(&m, reclaimed(&m, ReclaimOutcome::Held), now);
     assert_eq!(back.claim_state(), ClaimState::Held);
-    assert_eq!(back.phase(), Phase::Healthy);
+    assert_eq!(back.state(), State::Healthy);
 }
 
 #[test]
 fn a_coordination_outage_longer_than_the_grace_never_marks_the_instance_unhealthy() {
-    let (m, now) = drive_to(Phase::Healthy);
+    let (m, now) = drive_to(State::Healthy);
     let check_at = m.next_wake().unwrap();
     let (m, _) = step(&m, Input::Tick, check_at);
     // The check fails because ZooKeeper is gone (Kafka's registration cannot be read), then the claim goes too.
@@ -449,10 +449,10 @@ fn a_coordination_outage_longer_than_the_grace_never_marks_the_instance_unhealth
 
 #[test]
 fn another_holder_is_waited_out_while_the_eni_is_held_here() {
-    let (m, now) = drive_to(Phase::Healthy);
+    let (m, now) = drive_to(State::Healthy);
     let (lost, _) = step(&m, Input::ClaimLost, now);
     let (waiting, effects) = step(&lost, taken(&lost, true), now + Duration::from_secs(1));
-    assert_eq!(waiting.phase(), Phase::Healthy);
+    assert_eq!(waiting.state(), State::Healthy);
     assert!(effects.is_empty(), "{effects:?}");
     assert!(waiting
         .last_error()
@@ -465,10 +465,10 @@ fn another_holder_is_waited_out_while_the_eni_is_held_here() {
 
 #[test]
 fn another_holder_with_the_eni_gone_from_here_fails_and_stops_kafka_first() {
-    let (m, now) = drive_to(Phase::Healthy);
+    let (m, now) = drive_to(State::Healthy);
     let (lost, _) = step(&m, Input::ClaimLost, now);
     let (failed, effects) = step(&lost, taken(&lost, false), now + Duration::from_secs(1));
-    assert_eq!(failed.phase(), Phase::Failed);
+    assert_eq!(failed.state(), State::Failed);
     assert_eq!(
         teardown_of(&effects).first(),
         Some(&"stop_kafka"),
@@ -479,14 +479,14 @@ fn another_holder_with_the_eni_gone_from_here_fails_and_stops_kafka_first() {
 
 #[test]
 fn claim_loss_while_booting_pauses_the_boot_until_reclaimed() {
-    let (m, now) = drive_to(Phase::AttachEbs);
+    let (m, now) = drive_to(State::AttachEbs);
     let (lost, _) = step(&m, Input::ClaimLost, now);
     let (after, effects) = step(
         &lost,
-        done(&lost, success_output(Phase::AttachEbs)),
+        done(&lost, success_output(State::AttachEbs)),
         now + Duration::from_millis(5),
     );
-    assert_eq!(after.phase(), Phase::Mount);
+    assert_eq!(after.state(), State::Mount);
     assert!(
         run_steps(&effects).is_empty(),
         "no new boot step without the claim: {effects:?}"
@@ -500,26 +500,26 @@ fn claim_loss_while_booting_pauses_the_boot_until_reclaimed() {
         matches!(run_steps(&effects)[..], [Step::Mount { .. }]),
         "{effects:?}"
     );
-    assert_eq!(resumed.phase(), Phase::Mount);
+    assert_eq!(resumed.state(), State::Mount);
 }
 
 #[test]
 fn stop_exits_from_every_state_leaving_everything_in_place() {
-    for phase in Phase::BOOT {
-        let (m, now) = drive_to(phase);
+    for state in State::BOOT {
+        let (m, now) = drive_to(state);
         let (_, effects) = step(&m, Input::Stop, now);
         assert!(
             !effects.iter().any(|e| matches!(e, Effect::Teardown(_))),
-            "nothing released on SIGTERM in {phase}: {effects:?}"
+            "nothing released on SIGTERM in {state}: {effects:?}"
         );
         assert_eq!(effects.last(), Some(&Effect::Exit(ExitReason::Stopped)));
         assert_eq!(
             effects.contains(&Effect::Cancel),
-            phase != Phase::Healthy,
-            "{phase}"
+            state != State::Healthy,
+            "{state}"
         );
     }
-    let (m, now) = drive_to(Phase::Healthy);
+    let (m, now) = drive_to(State::Healthy);
     let (draining, _) = step(&m, Input::Drain(DrainReason::Requested), now);
     let (still, effects) = step(&draining, Input::Stop, now);
     assert!(
@@ -532,20 +532,20 @@ fn stop_exits_from_every_state_leaving_everything_in_place() {
 
 #[test]
 fn a_drain_during_a_failures_release_changes_nothing() {
-    let (m, now) = drive_to(Phase::StartKafka);
+    let (m, now) = drive_to(State::StartKafka);
     let (failed, _) = step(&m, failed(&m, fatal("Kafka refused")), now);
     let (same, effects) = step(&failed, Input::Drain(DrainReason::LifecycleTerminated), now);
     assert!(effects.is_empty(), "{effects:?}");
-    assert_eq!(same.phase(), Phase::Failed);
+    assert_eq!(same.state(), State::Failed);
 }
 
 #[test]
 fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
-    for phase in Phase::BOOT {
+    for state in State::BOOT {
         for reason in [DrainReason::Requested, DrainReason::LifecycleTerminated] {
-            let (m, now) = drive_to(phase);
+            let (m, now) = drive_to(state);
             let (draining, effects) = step(&m, Input::Drain(reason.clone()), now);
-            assert_eq!(draining.phase(), Phase::Draining);
+            assert_eq!(draining.state(), State::Draining);
             assert!(!draining.is_serving());
             let teardown = effects
                 .iter()
@@ -559,31 +559,31 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
                 .expect("teardown effect");
             let kinds: Vec<&str> = teardown.iter().map(Teardown::name).collect();
             let mut expected = Vec::new();
-            if phase >= Phase::StartKafka {
+            if state >= State::StartKafka {
                 expected.push("stop_kafka");
             }
-            if phase >= Phase::Mount {
+            if state >= State::Mount {
                 expected.push("unmount");
             }
-            if phase >= Phase::Route {
+            if state >= State::Route {
                 expected.push("remove_routes");
             }
-            if phase >= Phase::AttachEbs {
+            if state >= State::AttachEbs {
                 expected.push("detach_volume");
             }
-            if phase >= Phase::AttachEni {
+            if state >= State::AttachEni {
                 expected.push("detach_eni");
             }
             expected.push("release_claim");
-            if reason == DrainReason::LifecycleTerminated && phase > Phase::Claim {
+            if reason == DrainReason::LifecycleTerminated && state > State::Claim {
                 expected.push("complete_termination");
             }
-            assert_eq!(kinds, expected, "drain from {phase} ({reason})");
-            let running = phase != Phase::Healthy;
+            assert_eq!(kinds, expected, "drain from {state} ({reason})");
+            let running = state != State::Healthy;
             assert_eq!(
                 effects.contains(&Effect::Cancel),
                 running,
-                "running step cancelled in {phase}"
+                "running step cancelled in {state}"
             );
             let (_, effects) = step(&draining, Input::Drained, now + Duration::from_secs(1));
             assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
@@ -593,7 +593,7 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
 
 #[test]
 fn heartbeats_while_booting_only() {
-    let (m, _) = drive_to(Phase::AttachEni);
+    let (m, _) = drive_to(State::AttachEni);
     let wake = m.next_wake().unwrap();
     assert_eq!(
         wake,
@@ -606,7 +606,7 @@ fn heartbeats_while_booting_only() {
         "{effects:?}"
     );
     assert_eq!(m.next_wake(), Some(Duration::from_secs(120)));
-    let (healthy, _) = drive_to(Phase::Healthy);
+    let (healthy, _) = drive_to(State::Healthy);
     let (_, effects) = step(&healthy, Input::Tick, Duration::from_secs(600));
     assert!(!effects
         .iter()
@@ -626,7 +626,7 @@ fn illegal_inputs_are_typed_errors() {
         fresh.decide(
             &Input::Done {
                 tag: claim_run,
-                output: success_output(Phase::Claim)
+                output: success_output(State::Claim)
             },
             Duration::ZERO
         ),
@@ -696,23 +696,23 @@ proptest! {
         assert!(!effects.is_empty());
         let mut draining_sent = false;
         let mut exited = false;
-        let check = |before: Phase, after: Phase| {
-            if after == before || matches!(after, Phase::Draining | Phase::Failed) {
+        let check = |before: State, after: State| {
+            if after == before || matches!(after, State::Draining | State::Failed) {
                 return Ok(());
             }
             prop_assert_eq!(before.next(), Some(after), "skipped or went back: {} -> {}", before, after);
             Ok(())
         };
-        // Random phase, then drive time forward with failures until the machine finishes.
+        // Random state, then drive time forward with failures until the machine finishes.
         // (A lost claim is re-claimed for as long as it takes, so the tail lets ZooKeeper come back.)
         let tail = [Event::FailRetryable, Event::ReclaimOk].into_iter().cycle().take(4_000);
         for event in events.into_iter().chain(tail) {
             let (running, reclaiming) = (m.running_step().is_some(), m.running_reclaim().is_some());
-            if exited || matches!(m.phase(), Phase::Failed | Phase::Draining) || (m.phase() == Phase::Healthy && !reclaiming) {
+            if exited || matches!(m.state(), State::Failed | State::Draining) || (m.state() == State::Healthy && !reclaiming) {
                 break;
             }
             let input = match event {
-                Event::Succeed if running => done(&m, success_output(m.phase())),
+                Event::Succeed if running => done(&m, success_output(m.state())),
                 Event::FailRetryable if running => failed(&m, retryable("transient")),
                 Event::FailFatal if running => failed(&m, fatal("broken")),
                 Event::FailRetryable if reclaiming => reclaim_failed(&m, retryable("zk down")),
@@ -725,17 +725,17 @@ proptest! {
                 Event::Wait(ms) => { now += Duration::from_millis(ms); Input::Tick }
                 _ => { now = m.next_wake().unwrap_or(now).max(now); Input::Tick }
             };
-            let before = m.phase();
+            let before = m.state();
             let (next, effects) = m.decide(&input, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            check(before, next.phase())?;
+            check(before, next.state())?;
             if effects.iter().any(|e| matches!(e, Effect::Exit(_))) { exited = true; }
             m = next;
         }
         prop_assert!(
-            exited || matches!(m.phase(), Phase::Healthy | Phase::Draining | Phase::Failed),
-            "ended in {} at {:?}", m.phase(), now
+            exited || matches!(m.state(), State::Healthy | State::Draining | State::Failed),
+            "ended in {} at {:?}", m.state(), now
         );
-        if m.phase() == Phase::Failed {
+        if m.state() == State::Failed {
             prop_assert!(m.failure().is_some());
         }
     }
@@ -748,7 +748,7 @@ fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
     let (m, _) = step(&m, Input::ClaimLost, Duration::from_millis(5));
     let (claimed, effects) = step(
         &m,
-        done(&m, success_output(Phase::Claim)),
+        done(&m, success_output(State::Claim)),
         Duration::from_millis(10),
     );
     assert_eq!(
@@ -779,7 +779,7 @@ fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
 
 #[test]
 fn a_session_expiry_during_a_reclaim_is_not_forgotten() {
-    let (m, now) = drive_to(Phase::Healthy);
+    let (m, now) = drive_to(State::Healthy);
     let (lost, _) = step(&m, Input::ClaimLost, now);
     // The reclaim's new session expires too before the reclaim reports.
     let (lost_again, effects) = step(&lost, Input::ClaimLost, now + Duration::from_millis(5));
@@ -806,7 +806,7 @@ fn a_session_expiry_during_a_reclaim_is_not_forgotten() {
 
 #[test]
 fn a_result_that_fits_no_running_step_does_not_leave_it_running() {
-    let (m, now) = drive_to(Phase::AttachEni);
+    let (m, now) = drive_to(State::AttachEni);
     let later = now + Duration::from_millis(5);
     let (next, effects) = m
         .decide(&done(&m, Output::Routed), later)
@@ -828,23 +828,23 @@ fn a_result_that_fits_no_running_step_does_not_leave_it_running() {
 
 #[test]
 fn a_result_of_a_cancelled_run_is_stale() {
-    let (m, now) = drive_to(Phase::Mount);
+    let (m, now) = drive_to(State::Mount);
     let mount_run = m.running_step().unwrap();
     let (draining, effects) = step(&m, Input::Drain(DrainReason::Requested), now);
     assert!(effects.contains(&Effect::Cancel));
     let late = Input::Done {
         tag: mount_run,
-        output: success_output(Phase::Mount),
+        output: success_output(State::Mount),
     };
     assert_eq!(
         draining.decide(&late, now + Duration::from_millis(5)),
         Err(TransitionError::Stale {
-            phase: Phase::Draining,
+            state: State::Draining,
             tag: mount_run
         })
     );
     // A retry's result is told from the earlier run's, which the retry superseded.
-    let (m, now) = drive_to(Phase::AttachEni);
+    let (m, now) = drive_to(State::AttachEni);
     let first = m.running_step().unwrap();
     let (waiting, _) = step(&m, failed(&m, retryable("throttled")), now);
     let (retrying, _) = step(&waiting, Input::Tick, waiting.next_wake().unwrap());
@@ -874,7 +874,7 @@ fn gated() -> Machine {
 
 /// A gated machine driven to StartKafka and given Kafka's serving evidence.
 fn serving_behind_the_gate() -> (Machine, Vec<Effect>, Duration) {
-    let (m, now) = drive(gated(), Phase::StartKafka);
+    let (m, now) = drive(gated(), State::StartKafka);
     let now = now + Duration::from_secs(1);
     let (m, effects) = step(&m, done(&m, Output::Serving(fixtures::serving(0))), now);
     (m, effects, now)
@@ -883,7 +883,7 @@ fn serving_behind_the_gate() -> (Machine, Vec<Effect>, Duration) {
 #[test]
 fn the_gate_reports_healthy_only_once_this_broker_is_in_sync() {
     let (m, effects, now) = serving_behind_the_gate();
-    assert_eq!(m.phase(), Phase::StartKafka, "serving is not caught up");
+    assert_eq!(m.state(), State::StartKafka, "serving is not caught up");
     assert!(matches!(run_steps(&effects)[..], [Step::CatchUp { .. }]));
     assert!(!effects.iter().any(|e| matches!(
         e,
@@ -897,7 +897,7 @@ fn the_gate_reports_healthy_only_once_this_broker_is_in_sync() {
         done(&m, Output::Replication(fixtures::replication(&[1, 2]))),
         now,
     );
-    assert_eq!(m.phase(), Phase::StartKafka);
+    assert_eq!(m.state(), State::StartKafka);
     assert!(effects.is_empty(), "{effects:?}");
     let progress = m
         .facts()
@@ -915,7 +915,7 @@ fn the_gate_reports_healthy_only_once_this_broker_is_in_sync() {
         done(&m, Output::Replication(fixtures::replication(&[1, 2, 0]))),
         now + Duration::from_secs(2),
     );
-    assert_eq!(m.phase(), Phase::Healthy);
+    assert_eq!(m.state(), State::Healthy);
     assert!(m.is_serving());
     assert!(effects.contains(&Effect::SignalStack {
         identity: Some(fixtures::identity()),
@@ -936,7 +936,7 @@ fn heartbeats_keep_the_launch_hook_alive_while_the_gate_waits() {
         poll: Duration::from_secs(1),
     });
     // With a 5 s heartbeat interval, the launch hook hears from berth throughout the wait.
-    let (m, mut now) = drive(Machine::new(settings, 7), Phase::StartKafka);
+    let (m, mut now) = drive(Machine::new(settings, 7), State::StartKafka);
     let mut m = step(&m, done(&m, Output::Serving(fixtures::serving(0))), now).0;
     let mut beats = Vec::new();
     for _ in 0..20 {
@@ -973,7 +973,7 @@ fn the_gate_fails_the_boot_at_its_deadline_saying_what_is_behind() {
             now,
         );
         m = next;
-        if m.phase() == Phase::Failed {
+        if m.state() == State::Failed {
             break effects;
         }
         now += Duration::from_secs(1);
@@ -992,7 +992,7 @@ fn the_gate_fails_the_boot_at_its_deadline_saying_what_is_behind() {
 fn an_unreadable_replication_is_looked_at_again_not_taken_for_caught_up() {
     let (m, _, now) = serving_behind_the_gate();
     let (m, effects) = step(&m, failed(&m, fatal("connection refused")), now);
-    assert_eq!(m.phase(), Phase::StartKafka);
+    assert_eq!(m.state(), State::StartKafka);
     assert!(effects.is_empty(), "{effects:?}");
     assert!(m
         .last_error()
@@ -1004,7 +1004,7 @@ fn an_unreadable_replication_is_looked_at_again_not_taken_for_caught_up() {
 
 #[test]
 fn without_the_gate_serving_is_healthy_at_once() {
-    let (m, _) = drive_to(Phase::Healthy);
+    let (m, _) = drive_to(State::Healthy);
     assert!(m.facts().catch_up.is_none());
 }
 
@@ -1014,7 +1014,7 @@ fn healthy_with_drain_wait(bound: Duration) -> (Machine, Duration) {
     let mut settings = fixtures::settings(DEADLINE);
     settings.drain_wait = Some(bound);
     settings.terminate_heartbeat_interval = Some(Duration::from_secs(10));
-    drive(Machine::new(settings, 7), Phase::Healthy)
+    drive(Machine::new(settings, 7), State::Healthy)
 }
 
 /// Broker 0 is in sync for `events-0` with `isr`; stopping it is unsafe unless two others are in sync.
@@ -1028,7 +1028,7 @@ fn drain_view(isr: &[u32]) -> Output {
 fn a_drain_checks_first_and_stops_kafka_at_once_when_safe() {
     let (m, now) = healthy_with_drain_wait(Duration::from_secs(300));
     let (m, effects) = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
-    assert_eq!(m.phase(), Phase::Draining);
+    assert_eq!(m.state(), State::Draining);
     assert!(matches!(run_steps(&effects)[..], [Step::DrainCheck { .. }]));
     assert!(
         teardown_of(&effects).is_empty(),

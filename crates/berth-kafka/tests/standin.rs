@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_core::ports::{Broker, Deadline};
-use berth_core::ErrorKind;
+use berth_core::replication::{catch_up, stop_safety, StopSafety};
+use berth_core::{BrokerId, ErrorKind};
 use berth_kafka::supervisor::ChildState;
 use common::{Host, CHROOT};
 
@@ -297,11 +298,26 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
         evidence.detail
     );
     broker.check(&spec).await.expect("healthy");
+    // The stand-in has no topics: the caught-up gate and the drain check read an empty cluster of one broker
+    // (so a fleet of stand-ins is caught up at once, and a drain there is the last broker's).
+    let view = broker.replication(&spec).await.expect("replication read");
+    assert!(view.partitions.is_empty(), "{view:?}");
+    assert_eq!(view.live_brokers, [BrokerId(0)].into_iter().collect());
+    assert!(catch_up(&view, BrokerId(0)).caught_up());
+    assert_eq!(stop_safety(&view, BrokerId(0)), StopSafety::LastBroker);
     broker
         .stop(Deadline::after(Duration::from_secs(10)))
         .await
         .expect("clean stop");
     assert!(broker.check(&spec).await.is_err());
+    let error = broker.replication(&spec).await.expect_err("nobody answers");
+    assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
+    assert!(
+        error
+            .message
+            .contains("no broker described the cluster's replication"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

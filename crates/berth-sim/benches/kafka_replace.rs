@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use berth_sim::bench::{self, ms_in};
 use berth_sim::kafka::blocking;
-use berth_sim::{kafka as fleet_kafka, BerthState, Fleet, FleetOptions, SimKafka};
+use berth_sim::{kafka as fleet_kafka, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::kafka::Client;
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -35,7 +35,7 @@ struct Replaced {
     kill_to_healthy_ms: u64,
     kill_to_isr_full_ms: u64,
     refetched_bytes: u64,
-    state: BerthState,
+    state: StateView,
     kafka_start_ms: u64,
     jvm_before_first_log_ms: u64,
 }

@@ -7,12 +7,12 @@
 use std::time::{Duration, Instant};
 
 use berth_sim::bench::{self, injected, ms_in};
-use berth_sim::{BerthState, Fleet};
+use berth_sim::{Fleet, StateView};
 use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(90);
 
-async fn replace(fleet: &Fleet, victim: usize, drain: bool) -> anyhow::Result<(u64, BerthState)> {
+async fn replace(fleet: &Fleet, victim: usize, drain: bool) -> anyhow::Result<(u64, StateView)> {
     let started = Instant::now();
     if drain {
         fleet.signal_berth(victim, Signal::SIGUSR1)?;
@@ -45,7 +45,7 @@ fn main() {
         Ok((drained_ms, drained, killed_ms, killed)) => {
             // AttachEni / AttachEbs include the injected hot-plug waits; the rest is EC2 API time.
             let hot_plug = (bench::ENI_DELAY + bench::VOLUME_DELAY).as_millis() as u64;
-            let ec2 = |s: &BerthState| {
+            let ec2 = |s: &StateView| {
                 (ms_in(s, "attach_eni") + ms_in(s, "attach_ebs")).saturating_sub(hot_plug)
             };
             println!(

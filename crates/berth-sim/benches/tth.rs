@@ -29,7 +29,7 @@ fn main() {
             fleet.wait_berth_exit(host, Duration::from_secs(30)).await?;
             fleet.retire_host(host).await?;
         }
-        Ok((tth, last.unwrap_or_default()))
+        Ok((tth, last.unwrap_or_else(berth_sim::StateView::empty)))
     });
     match result {
         Ok((tth, state)) => {

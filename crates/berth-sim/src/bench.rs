@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::state::BerthState;
+use crate::state::StateView;
 use crate::FleetOptions;
 
 /// ENI hot-plug delay injected by the benchmarks.
@@ -36,7 +36,7 @@ pub fn options(zones: usize, brokers: u32) -> FleetOptions {
 }
 
 /// Milliseconds berth spent in `state` (first visit), from its `/state` timeline.
-pub fn ms_in(state: &BerthState, name: &str) -> u64 {
+pub fn ms_in(state: &StateView, name: &str) -> u64 {
     state
         .timeline
         .iter()

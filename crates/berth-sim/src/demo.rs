@@ -17,7 +17,7 @@ use berth_testkit::kafka::Client;
 use crate::asg;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::kafka::blocking;
-use crate::state::{render_timeline, BerthState};
+use crate::state::{render_timeline, StateView};
 
 /// The demo's topic.
 pub const TOPIC: &str = "demo";
@@ -118,7 +118,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
 }
 
 /// Waits until the group's hosts are Healthy with unique ids and InService; their indexes and states.
-async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<BerthState>)> {
+async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
     let options = fleet.options();
     say(format!(
         "region up: ZooKeeper ensemble {}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
@@ -141,7 +141,7 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<BerthState>)> {
         "the Auto Scaling group launched {} hosts (Pending:Wait on the launch hook); waiting for Healthy",
         hosts.len()
     ));
-    let mut booted: Vec<BerthState> = Vec::new();
+    let mut booted: Vec<StateView> = Vec::new();
     for &host in &hosts {
         booted.push(fleet.wait_healthy(host, BOOT_TIMEOUT).await?);
     }
@@ -187,7 +187,7 @@ struct Replaced {
     victim_journal: String,
     host: usize,
     instance: String,
-    state: BerthState,
+    state: StateView,
     healthy_after: Duration,
     held_before: u64,
     held_after: u64,
@@ -199,7 +199,7 @@ async fn replace(
     fleet: &Fleet,
     client: &Client,
     victim: usize,
-    before: &BerthState,
+    before: &StateView,
 ) -> anyhow::Result<Replaced> {
     let victim_host = fleet.host(victim)?;
     let log_dir = |host: &crate::Host| host.mount_path().join("data");
@@ -244,7 +244,7 @@ async fn replace(
             .any(|m| m.instance_id == instance && m.state == LifecycleState::InService)
     })
     .await?;
-    let ip = |s: &BerthState| s.eni.as_ref().map(|e| e.ip.clone());
+    let ip = |s: &StateView| s.eni.as_ref().map(|e| e.ip.clone());
     ensure!(
         state.broker_id == before.broker_id && ip(&state) == ip(before),
         "replacement became broker {:?} at {:?}, not {:?} at {:?}",
@@ -284,7 +284,7 @@ async fn replace(
 fn timelines(
     fleet: &Fleet,
     hosts: &[usize],
-    booted: &[BerthState],
+    booted: &[StateView],
     replaced: &Replaced,
     started: Instant,
 ) -> anyhow::Result<String> {

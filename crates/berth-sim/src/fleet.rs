@@ -34,7 +34,7 @@ use crate::devices::{self, PluggedVolume};
 use crate::ec2::{Attachments, BrokerResources, Ec2, Instance};
 use crate::layout;
 use crate::region::{self, Region};
-use crate::state::{self, BerthState};
+use crate::state::{self, StateView};
 use crate::sys;
 use crate::systemd_host;
 
@@ -1055,7 +1055,7 @@ listen = "0.0.0.0:{health}"
     }
 
     /// berth's `/state` on host `index`.
-    pub async fn state(&self, index: usize) -> Result<BerthState, state::StateError> {
+    pub async fn state(&self, index: usize) -> Result<StateView, state::StateError> {
         let address = self
             .host(index)
             .map(|h| h.health_address())
@@ -1069,8 +1069,8 @@ listen = "0.0.0.0:{health}"
         index: usize,
         what: &str,
         timeout: Duration,
-        accept: impl Fn(&BerthState) -> bool,
-    ) -> Result<BerthState, FleetError> {
+        accept: impl Fn(&StateView) -> bool,
+    ) -> Result<StateView, FleetError> {
         let host = self.host(index)?;
         let started = Instant::now();
         let mut last;
@@ -1121,7 +1121,7 @@ listen = "0.0.0.0:{health}"
         &self,
         index: usize,
         timeout: Duration,
-    ) -> Result<BerthState, FleetError> {
+    ) -> Result<StateView, FleetError> {
         self.wait_for(index, "Healthy", timeout, |s| {
             s.state.eq_ignore_ascii_case("healthy")
         })

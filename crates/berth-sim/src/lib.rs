@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use fleet::{Fleet, FleetError, FleetOptions, Host, HostKind, SimKafka};
-pub use state::BerthState;
+pub use state::StateView;
 
 /// A namespace prefix unique to this process and call, short enough for interface names.
 fn unique_prefix() -> String {

@@ -5,97 +5,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One state on berth's timeline (the `/state` document's `timeline` entries).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct TimelineEntry {
-    /// State name.
-    pub state: String,
-    /// Entered, in milliseconds since the daemon started.
-    pub entered_ms: u64,
-    /// Time spent in it so far.
-    pub duration_ms: u64,
-    /// Attempts made in it.
-    pub attempts: u32,
-}
-
-/// The ENI part of `/state`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct EniState {
-    /// ENI id.
-    pub id: String,
-    /// Its private address.
-    pub ip: String,
-    /// Its MAC.
-    pub mac: String,
-    /// The Linux link, once found.
-    pub link: Option<String>,
-}
-
-/// The volume part of `/state`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct VolumeState {
-    /// Volume id.
-    pub id: String,
-    /// Block device, once resolved.
-    pub device: Option<String>,
-    /// Mount point, once mounted.
-    pub mount: Option<String>,
-}
-
-/// The fields of berth's `/state` document the simulation reads (unknown fields are ignored).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct BerthState {
-    /// Current state name (`Claim`, ..., `Healthy`, `Failed`, `Draining`).
-    pub state: String,
-    /// True when `/health` answers 200.
-    pub healthy: bool,
-    /// The claimed broker id.
-    pub broker_id: Option<u32>,
-    /// The instance berth runs on.
-    pub instance_id: Option<String>,
-    /// Its zone.
-    pub availability_zone: Option<String>,
-    /// The broker ENI.
-    pub eni: Option<EniState>,
-    /// The broker volume.
-    pub volume: Option<VolumeState>,
-    /// Kafka's advertised listener, once serving.
-    pub listener: Option<String>,
-    /// Per-state timings.
-    pub timeline: Vec<TimelineEntry>,
-    /// Milliseconds from start to Healthy.
-    pub time_to_healthy_ms: Option<u64>,
-    /// The latest error.
-    pub last_error: Option<String>,
-    /// Why it failed, in Failed.
-    pub failure: Option<String>,
-    /// `held`, `lost` or `none`.
-    pub claim: String,
-    /// What the running step waits for.
-    pub waiting: Option<WaitingState>,
-    /// berth's process id.
-    pub pid: u32,
-}
-
-/// What a waiting step waits for (the `/state` document's `waiting`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct WaitingState {
-    /// The step.
-    pub step: String,
-    /// What it waits for.
-    #[serde(rename = "for")]
-    pub reason: String,
-    /// For how long, in milliseconds.
-    pub for_ms: u64,
-}
+pub use berth::view::{EniView, StateView, TimelineEntry, VolumeView};
+pub use berth::waiting::WaitingView;
 
 /// A `/state` or `/health` request that failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +93,7 @@ fn unchunk(body: &str) -> String {
 }
 
 /// berth's `/state` at `address`.
-pub async fn fetch_state(address: SocketAddr) -> Result<BerthState, StateError> {
+pub async fn fetch_state(address: SocketAddr) -> Result<StateView, StateError> {
     let (_, body) = http_get(address, "/state").await?;
     serde_json::from_str(&body).map_err(|error| StateError::Decode {
         address,
@@ -194,8 +107,8 @@ pub async fn fetch_health(address: SocketAddr) -> Result<u16, StateError> {
 }
 
 /// A host's timeline as aligned text: one line per state with when it was entered, how long it took and the
-/// attempts made, e.g. `  AttachEni   +0.41s   2.03s  (1 attempt)`.
-pub fn render_timeline(title: &str, state: &BerthState) -> String {
+/// attempts made, e.g. `  attach_eni  +0.41s   2.03s  (1 attempt)`.
+pub fn render_timeline(title: &str, state: &StateView) -> String {
     let mut out = String::new();
     let id = state
         .broker_id
@@ -229,18 +142,38 @@ mod tests {
 
     #[test]
     fn renders_a_timeline_and_reads_the_state_document() {
-        let json = r#"{"state":"Healthy","healthy":true,"broker_id":0,"eni":{"id":"eni-1","ip":"10.0.1.100","mac":"x"},
-            "timeline":[{"state":"Claim","entered_ms":0,"duration_ms":120,"attempts":1},
-                        {"state":"AttachEni","entered_ms":120,"duration_ms":2040,"attempts":3}],
-            "time_to_healthy_ms":7300,"extra":1}"#;
-        let state: BerthState = serde_json::from_str(json).expect("decodes");
+        let entry = |state: &str, entered_ms, duration_ms, attempts| TimelineEntry {
+            state: state.into(),
+            entered_ms,
+            duration_ms,
+            attempts,
+        };
+        let view = StateView {
+            state: "healthy".into(),
+            healthy: true,
+            broker_id: Some(0),
+            eni: Some(EniView {
+                id: "eni-1".into(),
+                ip: "10.0.1.100".into(),
+                mac: "x".into(),
+                link: None,
+            }),
+            timeline: vec![entry("claim", 0, 120, 1), entry("attach_eni", 120, 2040, 3)],
+            time_to_healthy_ms: Some(7300),
+            ..StateView::empty()
+        };
+        let mut json = serde_json::to_value(&view).expect("encodes");
+        json["extra"] = 1.into();
+        let state: StateView =
+            serde_json::from_value(json).expect("decodes, ignoring unknown fields");
+        assert_eq!(state, view);
         let text = render_timeline("host 0", &state);
         assert!(
-            text.starts_with("host 0: broker 0, ENI address 10.0.1.100, last seen Healthy"),
+            text.starts_with("host 0: broker 0, ENI address 10.0.1.100, last seen healthy"),
             "{text}"
         );
         assert!(
-            text.contains("AttachEni   +  0.12s    2.04s  (3 attempts)"),
+            text.contains("attach_eni  +  0.12s    2.04s  (3 attempts)"),
             "{text}"
         );
         assert!(text.contains("time to Healthy: 7.30s"), "{text}");

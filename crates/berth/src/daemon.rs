@@ -23,7 +23,7 @@ use berth_core::replication::DrainOutcome;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::{
     Broker, BrokerId, Cloud, Coordination, Effect, EniAttachment, ErrorKind, Facts, Identity,
-    Input, Machine, Network, Phase, Step, StepError, StepKind, StepTag, Storage, Teardown,
+    Input, Machine, Network, State, Step, StepError, StepKind, StepTag, Storage, Teardown,
     TransitionError, VolumeAttachment,
 };
 use tokio::sync::{mpsc, watch};
@@ -137,9 +137,9 @@ pub async fn run(
         .notifier
         .watchdog_interval()
         .map(tokio::time::interval);
-    daemon.notifier.ready("claim");
+    daemon.notifier.ready(State::Claim.name());
     info!(
-        berth_state = "claim",
+        berth_state = State::Claim.name(),
         berth_version = berth_core::VERSION,
         "berth started"
     );
@@ -217,7 +217,7 @@ impl Daemon {
     fn accept(&self, request: Request) -> Input {
         match request {
             Request::Stop => {
-                info!(berth_state = self.machine.phase().name(), "SIGTERM: stopping berth; Kafka, the mount, the routes, the attachments and the claim stay");
+                info!(berth_state = self.machine.state().name(), "SIGTERM: stopping berth; Kafka, the mount, the routes, the attachments and the claim stay");
                 Input::Stop
             }
             Request::Drain(reason) => {
@@ -230,7 +230,7 @@ impl Daemon {
     /// Feeds one input to the machine and runs the effects; `Some` when the daemon must exit.
     fn decide(&mut self, input: &Input) -> Option<DaemonExit> {
         let now = self.start.elapsed();
-        let before = self.machine.phase();
+        let before = self.machine.state();
         let (next, effects) = match self.machine.decide(input, now) {
             Ok(decision) => decision,
             Err(stale @ TransitionError::Stale { .. }) => {
@@ -249,7 +249,7 @@ impl Daemon {
         if matches!(input, Input::Done { tag, .. } if tag.kind == StepKind::CatchUp) {
             self.report_catch_up();
         }
-        if self.machine.phase() != before {
+        if self.machine.state() != before {
             log_transition(&self.machine, before);
             self.notifier.status(&status_line(&self.machine));
         }
@@ -267,15 +267,16 @@ impl Daemon {
         let Some(progress) = &self.machine.facts().catch_up else {
             return;
         };
-        let state = self.machine.phase().name();
+        let state = self.machine.state();
         if progress.caught_up() {
             info!(
-                berth_state = state,
+                berth_state = state.name(),
                 berth_partitions_hosted = progress.hosted,
                 "caught up: {progress}"
             );
-        } else if self.machine.phase() == Phase::StartKafka {
-            self.waiting.set("catch_up", &progress.to_string(), state);
+        } else if state == State::StartKafka {
+            self.waiting
+                .set(StepKind::CatchUp, &progress.to_string(), state);
         }
     }
 
@@ -285,12 +286,13 @@ impl Daemon {
         let Some(wait) = self.machine.drain_wait() else {
             return;
         };
-        let state = self.machine.phase().name();
+        let state = self.machine.state();
         match (&wait.outcome, &wait.last) {
-            (None, Some(why)) => self.waiting.set("drain_check", why, state),
+            (None, Some(why)) => self.waiting.set(StepKind::DrainCheck, why, state),
             (Some(outcome), _) if !already_decided => {
-                self.waiting.clear("drain_check");
-                log_drain_outcome(outcome, state, millis(wait.waited(self.start.elapsed())));
+                self.waiting.clear(StepKind::DrainCheck);
+                let waited_ms = millis(wait.waited(self.start.elapsed()));
+                log_drain_outcome(outcome, state.name(), waited_ms);
             }
             _ => {}
         }
@@ -334,7 +336,7 @@ impl Daemon {
                 broker_ids: self.options.broker_ids.clone(),
                 adapters: self.adapters.clone(),
                 waiting: self.waiting.clone(),
-                state: self.machine.phase().name(),
+                state: self.machine.state(),
             },
             self.inputs.clone(),
         );
@@ -410,7 +412,7 @@ impl Daemon {
         self.notifier.stopping();
         self.background.push(spawn_teardown(
             actions,
-            self.machine.phase().name(),
+            self.machine.state(),
             &self.options,
             &self.adapters,
             self.inputs.clone(),
@@ -418,15 +420,15 @@ impl Daemon {
     }
 
     fn exit(&mut self, reason: ExitReason) -> DaemonExit {
-        let state = self.machine.phase().name();
+        let state = self.machine.state();
         match reason {
-            ExitReason::Drained => info!(berth_state = state, "drain complete; exiting"),
+            ExitReason::Drained => info!(berth_state = state.name(), "drain complete; exiting"),
             ExitReason::Stopped => info!(
-                berth_state = state,
+                berth_state = state.name(),
                 "stopped; everything left in place for the next berth to adopt"
             ),
             ExitReason::Failed => error!(
-                berth_state = state,
+                berth_state = state.name(),
                 berth_failure = self.machine.failure().unwrap_or_default(),
                 "failed: released what it held and asked Auto Scaling for a replacement; exiting"
             ),
@@ -455,15 +457,16 @@ impl Daemon {
 
     fn log_input(&self, input: &Input) {
         let machine = &self.machine;
-        let state = machine.phase().name();
+        let state = machine.state();
         let broker_id = machine.facts().broker_id.map(|id| id.0);
         match input {
             Input::Failed { tag, error } if error.is_retryable() => {
                 // The reason alone (no attempt count): an unchanged reason is logged at most every 30 s.
-                self.waiting.set(tag.kind.name(), &error.to_string(), state);
+                self.waiting.set(tag.kind, &error.to_string(), state);
             }
             Input::ReclaimFailed { error, .. } => {
-                self.waiting.set("reclaim", &error.to_string(), state)
+                self.waiting
+                    .set(StepKind::Reclaim, &error.to_string(), state)
             }
             Input::Reclaimed {
                 outcome:
@@ -473,7 +476,7 @@ impl Daemon {
                     },
                 ..
             } => self.waiting.set(
-                "reclaim",
+                StepKind::Reclaim,
                 &format!(
                     "broker id {} is claimed by {holder}, while its ENI is still attached here",
                     broker_id.unwrap_or_default()
@@ -481,7 +484,7 @@ impl Daemon {
                 state,
             ),
             Input::Failed { error, .. } => warn!(
-                berth_state = state,
+                berth_state = state.name(),
                 berth_broker_id = broker_id,
                 berth_error_kind = ?error.kind,
                 berth_attempt = machine.attempts(),
@@ -489,7 +492,7 @@ impl Daemon {
                 "step failed: {error}"
             ),
             Input::ClaimLost => warn!(
-                berth_state = state,
+                berth_state = state.name(),
                 berth_broker_id = broker_id,
                 "ZooKeeper session expired: claim lost, re-claiming (Kafka keeps running)"
             ),
@@ -497,14 +500,14 @@ impl Daemon {
                 outcome: ReclaimOutcome::Held,
                 ..
             } => {
-                self.waiting.clear("reclaim");
+                self.waiting.clear(StepKind::Reclaim);
                 info!(
-                    berth_state = state,
+                    berth_state = state.name(),
                     berth_broker_id = broker_id,
                     "claim re-established on a new session"
                 )
             }
-            Input::Done { tag, .. } => self.waiting.clear(tag.kind.name()),
+            Input::Done { tag, .. } => self.waiting.clear(tag.kind),
             _ => {}
         }
     }
@@ -568,11 +571,11 @@ fn status_line(machine: &Machine) -> String {
         .unwrap_or_default();
     match machine.failure() {
         Some(failure) => format!("failed{id}: {failure}"),
-        None => format!("{}{id}", machine.phase()),
+        None => format!("{}{id}", machine.state()),
     }
 }
 
-fn log_transition(machine: &Machine, before: Phase) {
+fn log_transition(machine: &Machine, before: State) {
     let facts = machine.facts();
     let broker_id = facts.broker_id.map(|id| id.0);
     let eni_id = facts
@@ -585,10 +588,10 @@ fn log_transition(machine: &Machine, before: Phase) {
         .as_ref()
         .and_then(|r| r.volume.as_ref())
         .map(|v| v.volume_id.as_str());
-    let state = machine.phase().name();
-    match machine.phase() {
-        Phase::Failed => error!(
-            berth_state = state,
+    let state = machine.state();
+    match machine.state() {
+        State::Failed => error!(
+            berth_state = state.name(),
             berth_previous_state = before.name(),
             berth_broker_id = broker_id,
             berth_eni_id = eni_id,
@@ -598,7 +601,7 @@ fn log_transition(machine: &Machine, before: Phase) {
             machine.failure().unwrap_or_default()
         ),
         _ => info!(
-            berth_state = state,
+            berth_state = state.name(),
             berth_previous_state = before.name(),
             berth_broker_id = broker_id,
             berth_eni_id = eni_id,
@@ -670,7 +673,7 @@ struct StepContext {
     broker_ids: Vec<BrokerId>,
     adapters: Adapters,
     waiting: WaitingBoard,
-    state: &'static str,
+    state: State,
 }
 
 fn spawn_step(
@@ -684,7 +687,7 @@ fn spawn_step(
     let overrun = tokio::time::Instant::from_std(deadline.0) + STEP_OVERRUN_GRACE;
     tokio::spawn(async move {
         let began = Instant::now();
-        let reporter = context.waiting.reporter(name, context.state);
+        let reporter = context.waiting.reporter(tag.kind, context.state);
         let work = async {
             match step {
                 Step::Reclaim { broker_id } => reclaim(broker_id, deadline, &context)
@@ -793,7 +796,7 @@ async fn start_kafka(
     adapters: &Adapters,
 ) -> Result<Output, StepError> {
     if let Ok(evidence) = adapters.broker.check(spec).await {
-        info!(berth_state = "start_kafka", berth_broker_id = spec.broker_id.0, detail = %evidence.detail, "Kafka is already serving as this broker: adopted, not restarted");
+        info!(berth_state = State::StartKafka.name(), berth_broker_id = spec.broker_id.0, detail = %evidence.detail, "Kafka is already serving as this broker: adopted, not restarted");
         return Ok(Output::Serving(evidence));
     }
     Ok(Output::Serving(
@@ -806,7 +809,7 @@ async fn claim(deadline: Deadline, context: &StepContext) -> Result<Output, Step
     let identity = adapters.cloud.identity().await?;
     let inventory = adapters.cloud.discover().await?;
     for problem in &inventory.problems {
-        warn!(berth_state = "claim", berth_broker_id = problem_id(problem), problem = %problem, "tagging problem: id skipped");
+        warn!(berth_state = State::Claim.name(), berth_broker_id = problem_id(problem), problem = %problem, "tagging problem: id skipped");
     }
     let plan = plan_claim(&inventory, &identity, context.broker_ids.iter().copied());
     if plan.candidates.is_empty() {
@@ -825,7 +828,7 @@ async fn claim(deadline: Deadline, context: &StepContext) -> Result<Output, Step
         ));
     }
     info!(
-        berth_state = "claim",
+        berth_state = State::Claim.name(),
         berth_instance_id = %identity.instance_id,
         berth_availability_zone = %identity.availability_zone,
         candidates = ?plan.candidates.iter().map(|id| id.0).collect::<Vec<_>>(),
@@ -914,7 +917,7 @@ fn holder(identity: &Identity) -> ClaimHolder {
 
 fn spawn_teardown(
     actions: Vec<Teardown>,
-    state: &'static str,
+    state: State,
     options: &DaemonOptions,
     adapters: &Adapters,
     inputs: mpsc::Sender<Input>,
@@ -935,12 +938,12 @@ fn spawn_teardown(
             )
             .await;
             match outcome {
-                Ok(Ok(done)) => info!(berth_state = state, berth_teardown = name, "{done}"),
+                Ok(Ok(done)) => info!(berth_state = state.name(), berth_teardown = name, "{done}"),
                 Ok(Err(error)) => {
-                    error!(berth_state = state, berth_teardown = name, error = %error, "teardown step {name} failed, continuing: {error}")
+                    error!(berth_state = state.name(), berth_teardown = name, error = %error, "teardown step {name} failed, continuing: {error}")
                 }
                 Err(_) => error!(
-                    berth_state = state,
+                    berth_state = state.name(),
                     berth_teardown = name,
                     "teardown step timed out; continuing"
                 ),
@@ -954,7 +957,7 @@ fn spawn_teardown(
 /// throttled detach must not leave the volume attached when the drain moves on.
 async fn undo_until(
     action: Teardown,
-    state: &'static str,
+    state: State,
     deadline: Deadline,
     adapters: &Adapters,
 ) -> Result<String, StepError> {
@@ -968,7 +971,7 @@ async fn undo_until(
                 let pause = TEARDOWN_BACKOFF
                     .delay(attempt, &mut jitter)
                     .min(deadline.remaining());
-                warn!(berth_state = state, berth_teardown = name, error = %error, attempt, "teardown step {name} failed, retrying in {pause:?}: {error}");
+                warn!(berth_state = state.name(), berth_teardown = name, error = %error, attempt, "teardown step {name} failed, retrying in {pause:?}: {error}");
                 tokio::time::sleep(pause).await;
             }
             outcome => return outcome,

@@ -470,13 +470,13 @@ fn overlay(config: &Config, inventory: &Inventory, spec: &BrokerSpec) -> Overlay
 fn states(config: &Config, plan: &Plan) -> Vec<StatePlan> {
     let context = StateContext::new(config, plan);
     vec![
-        context.state("claim", StateContext::claim),
-        context.state("attach_eni", StateContext::attach_eni),
-        context.state("route", StateContext::route),
-        context.state("attach_ebs", StateContext::attach_ebs),
-        context.state("mount", StateContext::mount),
-        context.state("start_kafka", StateContext::start_kafka),
-        context.state("healthy", StateContext::healthy),
+        context.state(berth_core::State::Claim, StateContext::claim),
+        context.state(berth_core::State::AttachEni, StateContext::attach_eni),
+        context.state(berth_core::State::Route, StateContext::route),
+        context.state(berth_core::State::AttachEbs, StateContext::attach_ebs),
+        context.state(berth_core::State::Mount, StateContext::mount),
+        context.state(berth_core::State::StartKafka, StateContext::start_kafka),
+        context.state(berth_core::State::Healthy, StateContext::healthy),
     ]
 }
 
@@ -507,15 +507,15 @@ impl<'a> StateContext<'a> {
         }
     }
 
-    fn state(&self, state: &'static str, describe: fn(&Self) -> String) -> StatePlan {
+    fn state(&self, state: berth_core::State, describe: fn(&Self) -> String) -> StatePlan {
         StatePlan {
-            state,
+            state: state.name(),
             action: describe(self),
         }
     }
 
-    fn deadline(&self, phase: berth_core::Phase) -> String {
-        berth_core::duration::format_duration(self.settings.policies.of(phase).deadline)
+    fn deadline(&self, state: berth_core::State) -> String {
+        berth_core::duration::format_duration(self.settings.policies.of(state).deadline)
     }
 
     fn claim(&self) -> String {
@@ -529,7 +529,7 @@ impl<'a> StateContext<'a> {
                 .iter()
                 .map(|id| id.0)
                 .collect::<Vec<_>>(),
-            self.deadline(berth_core::Phase::Claim)
+            self.deadline(berth_core::State::Claim)
         )
     }
 
@@ -545,7 +545,7 @@ impl<'a> StateContext<'a> {
             attachment_text(eni.attachment.as_ref(), &self.plan.identity),
             eni.mac,
             self.config.aws.takeover_owner_states,
-            self.deadline(berth_core::Phase::AttachEni)
+            self.deadline(berth_core::State::AttachEni)
         )
     }
 
@@ -559,7 +559,7 @@ impl<'a> StateContext<'a> {
                 route.address.addr(),
                 route.table,
                 route.rule_priority,
-                self.deadline(berth_core::Phase::Route)
+                self.deadline(berth_core::State::Route)
             ),
             Some(Err(error)) => format!("cannot plan: {error}"),
             None => "nothing (no id chosen)".into(),
@@ -576,7 +576,7 @@ impl<'a> StateContext<'a> {
             self.config.aws.volume_device,
             attachment_text(volume.attachment.as_ref(), &self.plan.identity),
             self.plan.mount.device_hint,
-            self.deadline(berth_core::Phase::AttachEbs)
+            self.deadline(berth_core::State::AttachEbs)
         )
     }
 
@@ -601,7 +601,7 @@ impl<'a> StateContext<'a> {
             mount.plan.mount_path.display(),
             mount.options,
             self.id,
-            self.deadline(berth_core::Phase::Mount)
+            self.deadline(berth_core::State::Mount)
         )
     }
 
@@ -623,7 +623,7 @@ impl<'a> StateContext<'a> {
                 .map(|e| e.private_ip.to_string())
                 .unwrap_or_default(),
             kafka.port,
-            self.deadline(berth_core::Phase::StartKafka)
+            self.deadline(berth_core::State::StartKafka)
         )
     }
 

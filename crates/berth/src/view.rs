@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use berth_core::drain_wait::DrainWait;
 use berth_core::machine::ClaimState;
 use berth_core::replication::{CatchUpProgress, DrainOutcome};
-use berth_core::{Machine, Phase};
+use berth_core::{Machine, State};
 use serde::{Deserialize, Serialize};
 
 use crate::waiting::{WaitingBoard, WaitingView};
@@ -107,7 +107,7 @@ pub struct StateView {
     pub failure: Option<String>,
     /// Why it is draining, in Draining.
     pub drain_reason: Option<String>,
-    /// Phase transitions so far.
+    /// State transitions so far.
     pub transitions: u64,
     /// Retries scheduled so far.
     pub retries: u64,
@@ -210,7 +210,7 @@ impl StateView {
             .timeline()
             .iter()
             .map(|entry| TimelineEntry {
-                state: entry.phase.name().into(),
+                state: entry.state.name().into(),
                 entered_ms: millis(entry.entered),
                 duration_ms: millis(entry.left.unwrap_or(now).saturating_sub(entry.entered)),
                 attempts: entry.attempts,
@@ -219,7 +219,7 @@ impl StateView {
         let time_to_healthy_ms = machine
             .timeline()
             .iter()
-            .find(|entry| entry.phase == Phase::Healthy)
+            .find(|entry| entry.state == State::Healthy)
             .map(|entry| millis(entry.entered));
         let eni = facts
             .resources
@@ -249,7 +249,7 @@ impl StateView {
             });
         Self {
             version: berth_core::VERSION.into(),
-            state: machine.phase().name().into(),
+            state: machine.state().name().into(),
             healthy: machine.is_serving(),
             claim: match machine.claim_state() {
                 ClaimState::None => "none",
@@ -379,7 +379,7 @@ impl StateView {
 
     /// `berth_state`'s samples: 1 for the current state, 0 for the others.
     fn state_samples(&self) -> Vec<(String, f64)> {
-        Phase::ALL
+        State::ALL
             .iter()
             .map(|p| {
                 (

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_core::progress::{LogGate, Reporter, LOG_EVERY};
+use berth_core::{State, StepKind};
 use serde::{Deserialize, Serialize};
 
 /// One waiting reason as `/state` shows it.
@@ -26,7 +27,7 @@ pub struct WaitingView {
 
 #[derive(Debug)]
 struct Current {
-    step: &'static str,
+    step: StepKind,
     reason: String,
     since: Instant,
 }
@@ -54,7 +55,7 @@ impl Default for WaitingBoard {
 
 impl WaitingBoard {
     /// `step` waits for `reason` (again): remembered, and logged when the gate admits it.
-    pub fn set(&self, step: &'static str, reason: &str, state: &'static str) {
+    pub fn set(&self, step: StepKind, reason: &str, state: State) {
         let mut board = self.lock();
         let now = Instant::now();
         let unchanged = board
@@ -73,8 +74,8 @@ impl WaitingBoard {
         if board.gate.admit(&format!("{step}: {reason}"), at) {
             let waited_ms = millis(now.saturating_duration_since(since));
             tracing::info!(
-                berth_state = state,
-                berth_step = step,
+                berth_state = state.name(),
+                berth_step = step.name(),
                 berth_waiting_for = reason,
                 berth_waited_ms = waited_ms,
                 "waiting: {reason}"
@@ -83,7 +84,7 @@ impl WaitingBoard {
     }
 
     /// `step` no longer waits (it succeeded, or it was given up).
-    pub fn clear(&self, step: &'static str) {
+    pub fn clear(&self, step: StepKind) {
         let mut board = self.lock();
         if board
             .current
@@ -96,7 +97,7 @@ impl WaitingBoard {
     }
 
     /// A reporter for a step's adapters ([`berth_core::progress::scope`]).
-    pub fn reporter(&self, step: &'static str, state: &'static str) -> Reporter {
+    pub fn reporter(&self, step: StepKind, state: State) -> Reporter {
         let board = self.clone();
         Arc::new(move |reason: &str| board.set(step, reason, state))
     }
@@ -105,7 +106,7 @@ impl WaitingBoard {
     pub fn view(&self) -> Option<WaitingView> {
         let board = self.lock();
         board.current.as_ref().map(|current| WaitingView {
-            step: current.step.to_owned(),
+            step: current.step.name().to_owned(),
             reason: current.reason.clone(),
             for_ms: millis(current.since.elapsed()),
         })
@@ -126,33 +127,35 @@ fn millis(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    const ATTACH_ENI: StepKind = StepKind::Boot(State::AttachEni);
+
     #[test]
     fn keeps_the_last_reason_with_the_time_it_was_first_seen() {
         let board = WaitingBoard::default();
         assert_eq!(board.view(), None);
         board.set(
-            "attach_eni",
+            ATTACH_ENI,
             "eni-1 is attached to i-2 which is running",
-            "attach_eni",
+            State::AttachEni,
         );
         let first = board.view().unwrap();
         std::thread::sleep(Duration::from_millis(20));
         board.set(
-            "attach_eni",
+            ATTACH_ENI,
             "eni-1 is attached to i-2 which is running",
-            "attach_eni",
+            State::AttachEni,
         );
         let again = board.view().unwrap();
         assert_eq!(again.reason, first.reason);
         assert!(again.for_ms >= 20, "the duration is live: {again:?}");
-        board.set("attach_eni", "eni-1: attaching", "attach_eni");
+        board.set(ATTACH_ENI, "eni-1: attaching", State::AttachEni);
         assert!(
             board.view().unwrap().for_ms < 20,
             "a new reason starts over"
         );
-        board.clear("route");
+        board.clear(StepKind::Boot(State::Route));
         assert!(board.view().is_some(), "another step's clear leaves it");
-        board.clear("attach_eni");
+        board.clear(ATTACH_ENI);
         assert_eq!(board.view(), None);
     }
 }
