@@ -37,9 +37,10 @@ async fn rolled(fleet: &Fleet) -> anyhow::Result<()> {
         report.describe_steps()
     );
     println!(
-        "producer: {} records sent, {} failed produces, {} produce requests refused {:?}; read back: {} missing, \
+        "producer: {} records sent, {} delivered, {} failed produces, {} produce requests refused {:?}; read back: {} missing, \
          {} duplicated",
         report.produced.sent,
+        report.produced.delivered,
         report.produced.failed_produces,
         report.produced.request_errors,
         report.produced.errors,
@@ -57,6 +58,15 @@ async fn rolled(fleet: &Fleet) -> anyhow::Result<()> {
         report.describe_steps()
     );
     ensure!(report.produced.sent > 0, "the producer wrote nothing");
+    // A record counts as written only once its delivery report said so; every record handed to kcat must have
+    // a report (success or error), else the read-back below would compare with records nobody acknowledged.
+    ensure!(
+        report.produced.unreported() == 0,
+        "{} records handed to kcat got no delivery report ({} delivered, {} failed)",
+        report.produced.unreported(),
+        report.produced.delivered,
+        report.produced.failed_produces
+    );
     ensure!(
         report.produced.failed_produces == 0,
         "failed produces: {:?}",

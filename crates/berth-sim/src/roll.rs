@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use berth_testkit::aws::autoscaling::InstanceRefresh;
-use berth_testkit::kafka::{Client, ConsumeReport, ProduceReport};
+use berth_testkit::kafka::{Client, ConsumeReport, ProduceReport, SteadyProducer};
 
 use crate::asg::{self, RefreshSettings};
 use crate::kafka::{self as fleet_kafka, blocking};
@@ -145,6 +145,13 @@ pub async fn run(fleet: &Fleet, options: &RollOptions) -> anyhow::Result<RollRep
     fully_replicated(&client, options.step_timeout)?;
     let producer =
         blocking(|| client.steady_producer(TOPIC, options.per_second, options.message_timeout))?;
+    // A new partition's ISR is every replica from the moment KRaft creates it, before any follower has fetched:
+    // "fully replicated" by metadata is nominal until a record written with acks=all has been acknowledged. The
+    // roll starts on a cluster that is really replicating every partition (as an operator's cluster is), so the
+    // first drain does not race the followers' first fetch.
+    let topic = fleet_kafka::replicated_topic(TOPIC);
+    wait_acknowledged_everywhere(&producer, topic.partitions as usize, options.step_timeout)
+        .await?;
     let started = Instant::now();
     let rolled = asg::roll(fleet, options.refresh, options.step_timeout).await;
     let total = started.elapsed();
@@ -153,10 +160,10 @@ pub async fn run(fleet: &Fleet, options: &RollOptions) -> anyhow::Result<RollRep
     let rolled = rolled?;
     caught_up?;
     let consumed = blocking(|| client.consume(TOPIC, produced.sent))?;
-    if !consumed.missing.is_empty() {
+    if !consumed.is_exact() {
         eprintln!(
-            "roll: records missing; {}",
-            partitions_read(&client, &consumed.missing)
+            "roll: records missing or duplicated; {}",
+            partitions_read(&client, &consumed, &produced)
         );
     }
     let steps = steps(fleet, &before, &rolled).await?;
@@ -170,13 +177,14 @@ pub async fn run(fleet: &Fleet, options: &RollOptions) -> anyhow::Result<RollRep
 
 /// Per partition: the first offset read, how many records, and which of the `missing` keys' neighbours it holds
 /// (where a loss happened, for the failure's message).
-fn partitions_read(client: &Client, missing: &[u32]) -> String {
+fn partitions_read(client: &Client, consumed: &ConsumeReport, produced: &ProduceReport) -> String {
     let text = match client.consume_formatted(TOPIC, "%p %o %k\\n") {
         Ok(text) => text,
         Err(error) => return format!("reading partitions failed: {error}"),
     };
     let mut partitions: std::collections::BTreeMap<&str, (String, u32, Vec<&str>)> =
         std::collections::BTreeMap::new();
+    let mut read: std::collections::BTreeSet<(u32, i64)> = std::collections::BTreeSet::new();
     for line in text.lines() {
         let mut words = line.split(' ');
         let (Some(partition), Some(offset), Some(key)) = (words.next(), words.next(), words.next())
@@ -187,6 +195,9 @@ fn partitions_read(client: &Client, missing: &[u32]) -> String {
             .entry(partition)
             .or_insert_with(|| (offset.to_owned(), 0, Vec::new()));
         entry.1 += 1;
+        if let (Ok(p), Ok(o)) = (partition.parse(), offset.parse()) {
+            read.insert((p, o));
+        }
         if entry.2.len() < 12 {
             entry.2.push(key);
         }
@@ -194,9 +205,47 @@ fn partitions_read(client: &Client, missing: &[u32]) -> String {
     let described = client
         .describe_topic(TOPIC)
         .unwrap_or_else(|error| error.to_string());
+    // Offsets Kafka acknowledged (a successful delivery report) but not read back: a loss in Kafka's log, as
+    // opposed to a record never acknowledged.
+    let unread: std::collections::BTreeMap<u32, Vec<i64>> = produced
+        .acknowledged
+        .iter()
+        .map(|(&p, offsets)| {
+            let gone = offsets.iter().filter(|&&o| !read.contains(&(p, o)));
+            (p, gone.take(20).copied().collect::<Vec<_>>())
+        })
+        .filter(|(_, gone)| !gone.is_empty())
+        .collect();
+    let acknowledged: std::collections::BTreeMap<u32, (Option<&i64>, usize)> = produced
+        .acknowledged
+        .iter()
+        .map(|(&p, offsets)| (p, (offsets.iter().min(), offsets.len())))
+        .collect();
     format!(
-        "missing {missing:?}; per partition (first offset, records, first keys): {partitions:?}; {described}"
+        "missing {:?}, duplicated {:?}; per partition (first offset, records, first keys) read: {partitions:?}; \
+         acknowledged (lowest offset, count): {acknowledged:?}; acknowledged offsets not read: {unread:?}; \
+         {described}",
+        consumed.missing, consumed.duplicated
     )
+}
+
+/// Waits until the producer has had a record acknowledged on each of the topic's `partitions`.
+async fn wait_acknowledged_everywhere(
+    producer: &SteadyProducer,
+    partitions: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while producer.acknowledged_partitions() < partitions {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "waiting for an acknowledged record on each of {partitions} partitions: {} after {timeout:?}",
+            producer.acknowledged_partitions()
+        );
+        // Polling the producer's delivery reports for the condition above.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 fn fully_replicated(client: &Client, timeout: Duration) -> anyhow::Result<()> {
