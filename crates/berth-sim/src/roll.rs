@@ -216,6 +216,14 @@ fn partitions_read(client: &Client, consumed: &ConsumeReport, produced: &Produce
         })
         .filter(|(_, gone)| !gone.is_empty())
         .collect();
+    // Offsets read but never acknowledged: a record Kafka kept whose delivery report was lost or went to another
+    // copy (a duplicate written by a client re-sending, not by Kafka acknowledging twice).
+    let acked: std::collections::BTreeSet<(u32, i64)> = produced
+        .acknowledged
+        .iter()
+        .flat_map(|(&p, offsets)| offsets.iter().map(move |&o| (p, o)))
+        .collect();
+    let unacknowledged: Vec<&(u32, i64)> = read.difference(&acked).take(20).collect();
     let acknowledged: std::collections::BTreeMap<u32, (Option<&i64>, usize)> = produced
         .acknowledged
         .iter()
@@ -224,7 +232,7 @@ fn partitions_read(client: &Client, consumed: &ConsumeReport, produced: &Produce
     format!(
         "missing {:?}, duplicated {:?}; per partition (first offset, records, first keys) read: {partitions:?}; \
          acknowledged (lowest offset, count): {acknowledged:?}; acknowledged offsets not read: {unread:?}; \
-         {described}",
+         (partition, offset) read but not acknowledged: {unacknowledged:?}; {described}",
         consumed.missing, consumed.duplicated
     )
 }
