@@ -23,7 +23,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-BENCHES := claim-storm claim-storm-fleet route storage kafka-probe aws tth replace kafka-replace footprint
+BENCHES := claim-storm claim-storm-fleet route storage kafka-probe aws tth replace kafka-replace roll footprint
 
 ## All benchmarks; each prints one final line `<name> key=value ...`.
 bench: $(addprefix bench-,$(BENCHES))
@@ -50,6 +50,11 @@ bench-tth bench-replace: build
 ## bytes re-fetched with its own volume and with a blank one (the control), berth's own overhead.
 bench-kafka-replace: build
 	$(CARGO) bench -p berth-sim --bench kafka_replace
+
+## The cluster upgraded: an instance refresh of each zone's group in turn on a three-broker KRaft fleet with a
+## producer running (acks=all, RF 3, min.insync.replicas=2): total and per-step time, failed produces, lost records.
+bench-roll: build
+	$(CARGO) bench -p berth-sim --bench roll
 
 ## Footprint is measured on the binary the package ships (the `dist` profile: opt-level s, thin LTO).
 bench-footprint: build

@@ -42,14 +42,7 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<berth_sim::State
         .into_values()
         .collect();
     let states = all_healthy(fleet, &hosts, BOOT).await?;
-    asg::wait_members(fleet, "every member in service", BOOT, |members| {
-        members
-            .iter()
-            .filter(|m| m.state == LifecycleState::InService)
-            .count()
-            == count
-    })
-    .await?;
+    asg::wait_all_in_service(fleet, BOOT).await?;
     Ok((hosts, states))
 }
 

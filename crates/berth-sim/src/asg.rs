@@ -1,5 +1,7 @@
-//! The simulated Auto Scaling group: the control plane that launches, keeps and replaces the fleet's hosts, so
-//! nobody launches a replacement by hand.
+//! The simulated Auto Scaling groups: the control plane that launches, keeps and replaces the fleet's hosts, so
+//! nobody launches a replacement by hand. As in docs/examples/berth-cluster.yaml there is one group per zone
+//! (`<cluster>-broker-<zone index>`), each with the zone's desired capacity, and one stack resource awaiting a
+//! signal per broker.
 //!
 //! The group's contract lives in the strict endpoint's model ([`berth_testkit::aws::autoscaling`]): lifecycle
 //! states, hooks with their heartbeat timeouts and default results, health. This module plays the part of
@@ -15,6 +17,10 @@
 //! * an instance that dies (a host killed by a test or the demo) is noticed, leaves the group, and is replaced;
 //! * while an instance's terminate hook waits, its IMDS `autoscaling/target-lifecycle-state` says `Terminated`.
 //!
+//! * an instance refresh ([`roll`]: StartInstanceRefresh on each zone's group in turn, as an operator upgrades
+//!   the cluster) terminates members through their terminate hook; the group launches their replacements as
+//!   above, and the endpoint's model moves the refresh on once they are in service and warmed up.
+//!
 //! The loop wakes on every change of the endpoint (an API call berth made, a timeout), at the next lifecycle
 //! timeout, and on a short poll that notices dead hosts.
 
@@ -22,9 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_testkit::aws::autoscaling::{
-    GroupEvent, GroupSpec, Hook, HookResult, LifecycleState, Member, Transition,
+    GroupEvent, GroupSpec, Hook, HookResult, InstanceRefresh, LifecycleState, Member,
+    RefreshStatus, Transition,
 };
 use berth_testkit::aws::cloudformation::ResourceSignal;
+use berth_testkit::aws::query::Params;
 
 use crate::fleet::{Fleet, FleetError, FleetOptions};
 use crate::layout;
@@ -36,9 +44,16 @@ pub const TERMINATE_HOOK: &str = "berth-terminate";
 /// The stack's logical id of the group, which berth signals.
 pub const STACK_RESOURCE: &str = "Brokers";
 
-/// The group's name for a cluster.
-pub fn group_name(cluster: &str) -> String {
-    format!("{cluster}-asg")
+/// The name of a cluster's group in zone `az` (as the CloudFormation example names it).
+pub fn group_name(cluster: &str, az: usize) -> String {
+    format!("{cluster}-broker-{az}")
+}
+
+/// Every group of a fleet, in zone order.
+pub fn group_names(options: &FleetOptions) -> Vec<String> {
+    (0..options.zones)
+        .map(|az| group_name(&options.cluster, az))
+        .collect()
 }
 
 /// The stack's name for a cluster.
@@ -82,10 +97,10 @@ impl Default for AsgOptions {
     }
 }
 
-/// The group as CloudFormation creates it: a launch and a terminate hook.
-pub fn group_spec(cluster: &str, options: &AsgOptions) -> GroupSpec {
+/// A zone's group as CloudFormation creates it: a launch and a terminate hook.
+pub fn group_spec(cluster: &str, az: usize, options: &AsgOptions) -> GroupSpec {
     GroupSpec {
-        name: group_name(cluster),
+        name: group_name(cluster, az),
         hooks: vec![
             Hook {
                 name: LAUNCH_HOOK.into(),
@@ -158,7 +173,7 @@ impl Drop for Asg {
 }
 
 async fn control_loop(fleet: Arc<Fleet>) {
-    let group = group_name(&fleet.options().cluster);
+    let groups = group_names(fleet.options());
     let mut changed = fleet.aws().changed();
     // Terminations in progress; dropped (and so aborted) with the loop.
     let mut terminations = tokio::task::JoinSet::new();
@@ -168,9 +183,11 @@ async fn control_loop(fleet: Arc<Fleet>) {
             handle(&fleet, event, &mut terminations);
         }
         while terminations.try_join_next().is_some() {}
-        replace_dead(&fleet, &group);
-        if let Err(error) = fill(&fleet, &group).await {
-            eprintln!("berth-sim: Auto Scaling group {group}: launch failed: {error}");
+        for (az, group) in groups.iter().enumerate() {
+            replace_dead(&fleet, group);
+            if let Err(error) = fill(&fleet, az, group).await {
+                eprintln!("berth-sim: Auto Scaling group {group}: launch failed: {error}");
+            }
         }
         let next = fleet.aws().read(|plane| plane.next_deadline());
         let poll = Instant::now() + fleet.options().asg.poll;
@@ -267,34 +284,27 @@ fn replace_dead(fleet: &Arc<Fleet>, group: &str) {
     }
 }
 
-/// Launches hosts until every zone has its desired capacity pending or in service.
-async fn fill(fleet: &Arc<Fleet>, group: &str) -> Result<(), FleetError> {
+/// Launches hosts until zone `az`'s group has its desired capacity pending or in service.
+async fn fill(fleet: &Arc<Fleet>, az: usize, group: &str) -> Result<(), FleetError> {
     let desired = fleet.options().asg.per_zone;
-    for az in 0..fleet.options().zones {
-        let zone = layout::zone_name(az);
-        loop {
-            let members = fleet.aws().read(|plane| plane.autoscaling.members(group));
-            let active = members
-                .iter()
-                .filter(|m| m.availability_zone == zone && counts(m))
-                .count();
-            if active >= desired {
-                break;
-            }
-            let index = fleet.prepare_host(az).await?;
-            let instance_id = fleet.host(index)?.instance.id.clone();
-            // The instance joins the group once its berth has been started (as the instance's user data does
-            // at boot), so a member always has a berth to watch; berth's first lifecycle call comes only after
-            // its boot's first round trips, long after this.
-            fleet.start_berth(index)?;
-            fleet.aws().with(|plane| {
-                plane
-                    .autoscaling
-                    .launch(group, &instance_id, &zone, Instant::now())
-            });
+    let zone = layout::zone_name(az);
+    loop {
+        let members = fleet.aws().read(|plane| plane.autoscaling.members(group));
+        if members.iter().filter(|m| counts(m)).count() >= desired {
+            return Ok(());
         }
+        let index = fleet.prepare_host(az).await?;
+        let instance_id = fleet.host(index)?.instance.id.clone();
+        // The instance joins the group once its berth has been started (as the instance's user data does at
+        // boot), so a member always has a berth to watch; berth's first lifecycle call comes only after its
+        // boot's first round trips, long after this.
+        fleet.start_berth(index)?;
+        fleet.aws().with(|plane| {
+            plane
+                .autoscaling
+                .launch(group, &instance_id, &zone, Instant::now())
+        });
     }
-    Ok(())
 }
 
 /// Whether a member counts toward capacity (pending or in service, not leaving).
@@ -313,13 +323,18 @@ pub fn host_of(fleet: &Fleet, instance_id: &str) -> Option<Arc<crate::Host>> {
         .find(|host| host.instance.id == instance_id && host.alive())
 }
 
-/// The group's members now.
+/// The members of every group now, in zone order.
 pub fn members(fleet: &Fleet) -> Vec<Member> {
-    let group = group_name(&fleet.options().cluster);
-    fleet.aws().read(|plane| plane.autoscaling.members(&group))
+    let groups = group_names(fleet.options());
+    fleet.aws().read(|plane| {
+        groups
+            .iter()
+            .flat_map(|group| plane.autoscaling.members(group))
+            .collect()
+    })
 }
 
-/// Waits (on the endpoint's changes, not a sleep loop) until `accept` holds for the group's members, up to
+/// Waits (on the endpoint's changes, not a sleep loop) until `accept` holds for the groups' members, up to
 /// `timeout`; returns them.
 pub async fn wait_members(
     fleet: &Fleet,
@@ -376,6 +391,19 @@ pub async fn replacement_of(
     Ok((instance, host))
 }
 
+/// Waits until every zone's group has its desired capacity in service, up to `timeout`; returns the members.
+pub async fn wait_all_in_service(fleet: &Fleet, timeout: Duration) -> anyhow::Result<Vec<Member>> {
+    let count = fleet.options().zones * fleet.options().asg.per_zone;
+    wait_members(fleet, "every member in service", timeout, |members| {
+        members
+            .iter()
+            .filter(|m| m.state == LifecycleState::InService)
+            .count()
+            == count
+    })
+    .await
+}
+
 /// The host index of every member in service, in zone order.
 pub fn in_service_hosts(fleet: &Fleet) -> Vec<usize> {
     let mut hosts: Vec<(String, usize)> = members(fleet)
@@ -397,4 +425,92 @@ pub fn history(fleet: &Fleet) -> Vec<String> {
             .map(|activity| activity.description.clone())
             .collect()
     })
+}
+
+/// An instance refresh's preferences (StartInstanceRefresh `Preferences`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshSettings {
+    /// `MinHealthyPercentage`.
+    pub min_healthy_percentage: u32,
+    /// `MaxHealthyPercentage`.
+    pub max_healthy_percentage: u32,
+    /// `InstanceWarmup`.
+    pub instance_warmup: Duration,
+}
+
+impl RefreshSettings {
+    /// The settings for a group of one broker: `MaxHealthyPercentage` 100, so the old instance is terminated
+    /// (and berth's drain releases the ENI and the volume) before its replacement is launched, which could not
+    /// attach them while the old one held them; `MinHealthyPercentage` 0, since the group's only instance must
+    /// leave. Kafka's availability is kept by rolling the groups one after another and by berth (it completes
+    /// the launch hook only once the broker is back, and drains only when stopping it leaves every partition
+    /// enough in-sync replicas), not by the group.
+    pub fn group_of_one(instance_warmup: Duration) -> Self {
+        Self {
+            min_healthy_percentage: 0,
+            max_healthy_percentage: 100,
+            instance_warmup,
+        }
+    }
+
+    /// StartInstanceRefresh's parameters for `group`.
+    pub fn params(&self, group: &str) -> Params {
+        let min = self.min_healthy_percentage.to_string();
+        let max = self.max_healthy_percentage.to_string();
+        let warmup = self.instance_warmup.as_secs().to_string();
+        Params::from_pairs(&[
+            ("AutoScalingGroupName", group),
+            ("Strategy", "Rolling"),
+            ("Preferences.MinHealthyPercentage", &min),
+            ("Preferences.MaxHealthyPercentage", &max),
+            ("Preferences.InstanceWarmup", &warmup),
+        ])
+    }
+}
+
+/// Rolls the fleet as an operator upgrades it: an instance refresh of each zone's group, one group after
+/// another (the next starts once the previous is `Successful`), each allowed `per_group`. Returns every
+/// group's refresh as DescribeInstanceRefreshes shows it, in zone order.
+pub async fn roll(
+    fleet: &Fleet,
+    settings: RefreshSettings,
+    per_group: Duration,
+) -> anyhow::Result<Vec<InstanceRefresh>> {
+    let mut rolled = Vec::new();
+    for group in group_names(fleet.options()) {
+        let id = fleet
+            .aws()
+            .with(|plane| {
+                plane
+                    .autoscaling
+                    .start_instance_refresh(&settings.params(&group), Instant::now())
+            })
+            .map_err(|error| anyhow::anyhow!("StartInstanceRefresh on {group}: {error}"))?;
+        rolled.push(wait_refresh(fleet, &group, &id, per_group).await?);
+    }
+    Ok(rolled)
+}
+
+/// Waits (on the endpoint's changes) until refresh `id` of `group` is `Successful`, up to `timeout`.
+async fn wait_refresh(
+    fleet: &Fleet,
+    group: &str,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<InstanceRefresh> {
+    let what = format!("instance refresh {id} of {group} successful");
+    let refresh = || {
+        fleet.aws().read(|plane| {
+            plane
+                .autoscaling
+                .instance_refreshes(group)
+                .into_iter()
+                .find(|r| r.id == id)
+        })
+    };
+    wait_members(fleet, &what, timeout, |_| {
+        refresh().is_some_and(|r| r.status == RefreshStatus::Successful)
+    })
+    .await?;
+    refresh().ok_or_else(|| anyhow::anyhow!("{what}: the refresh vanished"))
 }

@@ -134,10 +134,10 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
     );
     say(format!(
         "region up: {zookeeper}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
-         Auto Scaling group {} with launch and terminate hooks, stack {} awaiting {} signals",
+         Auto Scaling groups {} (one per zone) with launch and terminate hooks, stack {} awaiting {} signals",
         options.zones,
         options.brokers,
-        asg::group_name(&options.cluster),
+        asg::group_names(options).join(", "),
         asg::stack_name(&options.cluster),
         options.brokers,
     ));

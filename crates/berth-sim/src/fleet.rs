@@ -492,9 +492,11 @@ impl Fleet {
                 &[(asg::STACK_RESOURCE, Some(policy))],
                 Instant::now(),
             );
-            plane
-                .autoscaling
-                .create_group(asg::group_spec(&options.cluster, &options.asg));
+            for az in 0..options.zones {
+                plane
+                    .autoscaling
+                    .create_group(asg::group_spec(&options.cluster, az, &options.asg));
+            }
         });
         let proxy = FaultProxy::start(SocketAddr::from((layout::moto_ip(), 0)), aws.address())
             .map_err(io_error("fault proxy"))?;
@@ -885,7 +887,7 @@ listen = "0.0.0.0:{health}"
             cluster = o.cluster,
             stack = asg::stack_name(&o.cluster),
             resource = asg::STACK_RESOURCE,
-            group = asg::group_name(&o.cluster),
+            group = asg::group_name(&o.cluster, host.az),
             launch_hook = asg::LAUNCH_HOOK,
             terminate_hook = asg::TERMINATE_HOOK,
             heartbeat = (o.asg.launch_timeout / 2).as_millis(),

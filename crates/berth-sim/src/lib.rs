@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod kafka;
 pub mod layout;
 pub mod region;
+pub mod roll;
 pub mod state;
 pub mod sys;
 pub mod systemd_host;

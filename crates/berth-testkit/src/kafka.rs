@@ -28,6 +28,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod steady;
+pub use steady::{ProduceReport, SteadyProducer};
+
 /// The versions file shared with scripts/setup.sh and the launcher: `<version> <maven profile>` lines.
 const VERSIONS: &str = include_str!("../../../tests/kafka/versions");
 /// How long a node may take to log "started" (a JVM start on a loaded 2-core machine takes 5-10 s).
@@ -206,6 +209,32 @@ impl Install {
     }
 }
 
+/// Starts `words` behind `prefix` with `stdin` and `stdout`, stderr piped; the child and its command line.
+fn spawn(
+    prefix: &[String],
+    words: &[String],
+    stdin: Stdio,
+    stdout: Stdio,
+) -> Result<(Child, String)> {
+    let argv: Vec<&String> = prefix.iter().chain(words).collect();
+    let command = argv
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| KafkaHarnessError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    Ok((child, command))
+}
+
 /// Runs `words` (behind `prefix`) with `input` on stdin, by `timeout`; its output, or an error with it.
 fn run(
     prefix: &[String],
@@ -213,26 +242,12 @@ fn run(
     input: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Output> {
-    let argv: Vec<&String> = prefix.iter().chain(words).collect();
-    let command = argv
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| KafkaHarnessError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let (mut child, command) = spawn(prefix, words, stdin, Stdio::piped())?;
     let writer = match (input, child.stdin.take()) {
         (Some(input), Some(mut stdin)) => {
             let input = input.to_vec();
@@ -841,24 +856,7 @@ impl Client {
         for n in range {
             let _ = writeln!(input, "{}:{}{pad}", record_key(n), record_value(n));
         }
-        let words: Vec<String> = [
-            Self::kcat()?,
-            "-P",
-            "-b",
-            &self.bootstrap,
-            "-t",
-            topic,
-            "-K",
-            ":",
-            "-X",
-            "acks=all",
-            "-X",
-            "enable.idempotence=true",
-            "-X",
-            "message.timeout.ms=60000",
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let words = self.kcat_producer(topic, Duration::from_secs(60))?;
         let output = run(&self.prefix, &words, Some(input.as_bytes()), TOOL_TIMEOUT)?;
         // kcat's words for a record not delivered ("Delivery failed for message", "Failed to produce message"); a
         // broker that is down shows as transport errors while librdkafka delivers through the others.
@@ -873,6 +871,30 @@ impl Client {
         Ok(())
     }
 
+    /// kcat producing `key:value` lines from its stdin to `topic` with `acks=all` and idempotence, each record
+    /// given up (a delivery error) after `message_timeout`.
+    fn kcat_producer(&self, topic: &str, message_timeout: Duration) -> Result<Vec<String>> {
+        let timeout = format!("message.timeout.ms={}", message_timeout.as_millis());
+        Ok([
+            Self::kcat()?,
+            "-P",
+            "-b",
+            &self.bootstrap,
+            "-t",
+            topic,
+            "-K",
+            ":",
+            "-X",
+            "acks=all",
+            "-X",
+            "enable.idempotence=true",
+            "-X",
+            &timeout,
+        ]
+        .map(str::to_owned)
+        .to_vec())
+    }
+
     /// The topic's partitions as the cluster's metadata has them (kcat `-L`): leader, replicas, in-sync replicas.
     pub fn partitions(&self, topic: &str) -> Result<Vec<PartitionState>> {
         let words: Vec<String> = [Self::kcat()?, "-L", "-b", &self.bootstrap, "-t", topic]
@@ -884,6 +906,13 @@ impl Client {
 
     /// Consumes the topic from the beginning to its end (kcat `-e`) and compares with records `0..produced`.
     pub fn consume(&self, topic: &str, produced: u32) -> Result<ConsumeReport> {
+        let text = self.consume_formatted(topic, "%k:%s\\n")?;
+        Ok(compare(&text, produced))
+    }
+
+    /// Every record of the topic from the beginning to its end, each printed with kcat's `-f` `format` (`%p`
+    /// partition, `%o` offset, `%k` key, `%s` value).
+    pub fn consume_formatted(&self, topic: &str, format: &str) -> Result<String> {
         let words: Vec<String> = [
             Self::kcat()?,
             "-C",
@@ -896,12 +925,12 @@ impl Client {
             "-e",
             "-q",
             "-f",
-            "%k:%s\\n",
+            format,
         ]
         .map(str::to_owned)
         .to_vec();
         let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
-        Ok(compare(&String::from_utf8_lossy(&output.stdout), produced))
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 }
 

@@ -170,7 +170,78 @@ struct Action {
 struct Slot {
     member: Member,
     launched: Instant,
+    in_service_at: Option<Instant>,
     action: Option<Action>,
+}
+
+/// An instance refresh's status (DescribeInstanceRefreshes' `Status`; the values this model reaches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshStatus {
+    /// `InProgress`
+    InProgress,
+    /// `Successful`
+    Successful,
+}
+
+/// One replacement an instance refresh made: the old instance terminated, the new one launched in its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    /// The instance replaced.
+    pub old: String,
+    /// When the refresh started terminating it (through the terminate hook).
+    pub terminating_at: Instant,
+    /// The instance launched in its place, once there is one.
+    pub new: Option<String>,
+    /// When the new instance went `InService` (its launch hook completed).
+    pub in_service_at: Option<Instant>,
+    /// When its warmup ended, and the refresh could move on.
+    pub ready_at: Option<Instant>,
+}
+
+impl Replacement {
+    /// From the old instance's termination to the new one's end of warmup, once it is over.
+    pub fn step(&self) -> Option<Duration> {
+        self.ready_at
+            .map(|ready| ready.saturating_duration_since(self.terminating_at))
+    }
+}
+
+/// An instance refresh (StartInstanceRefresh, `Strategy=Rolling`), as DescribeInstanceRefreshes shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRefresh {
+    /// `InstanceRefreshId`.
+    pub id: String,
+    /// The group refreshed.
+    pub group: String,
+    /// `Status`.
+    pub status: RefreshStatus,
+    /// `Preferences.MinHealthyPercentage`.
+    pub min_healthy_percentage: u32,
+    /// `Preferences.MaxHealthyPercentage`.
+    pub max_healthy_percentage: u32,
+    /// `Preferences.InstanceWarmup`.
+    pub instance_warmup: Duration,
+    /// The group's capacity when the refresh started (every member pending or in service).
+    pub capacity: usize,
+    /// Instances still to replace, in the order they will be.
+    pub remaining: Vec<String>,
+    /// The replacements made so far, in order.
+    pub replacements: Vec<Replacement>,
+    /// `StartTime`.
+    pub started_at: Instant,
+    /// `EndTime`.
+    pub ended_at: Option<Instant>,
+}
+
+impl InstanceRefresh {
+    /// The longest replacement so far (termination to the new instance's end of warmup).
+    pub fn max_step(&self) -> Duration {
+        self.replacements
+            .iter()
+            .filter_map(Replacement::step)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// One activity of a group's history (DescribeScalingActivities' `Description`).
@@ -189,6 +260,7 @@ pub struct AutoScaling {
     members: BTreeMap<String, Slot>,
     events: VecDeque<GroupEvent>,
     activities: Vec<Activity>,
+    refreshes: Vec<InstanceRefresh>,
     tokens: u64,
 }
 
@@ -218,6 +290,7 @@ impl AutoScaling {
             Slot {
                 member: Member { state, ..member },
                 launched: now,
+                in_service_at: (state == LifecycleState::InService).then_some(now),
                 action,
             },
         );
@@ -305,8 +378,9 @@ impl AutoScaling {
                     result.as_str()
                 ),
             );
-            self.finish_action(&instance_id, result);
+            self.finish_action(&instance_id, result, now);
         }
+        self.progress_refreshes(now);
     }
 
     /// Events for the group's control plane, oldest first.
@@ -314,12 +388,23 @@ impl AutoScaling {
         self.events.drain(..).collect()
     }
 
-    /// The earliest lifecycle timeout still pending.
+    /// The earliest lifecycle timeout still pending, or the end of a refreshed instance's warmup.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let warmups = self
+            .refreshes
+            .iter()
+            .filter(|r| r.status == RefreshStatus::InProgress)
+            .flat_map(|r| {
+                r.replacements
+                    .iter()
+                    .filter(|step| step.ready_at.is_none())
+                    .filter_map(move |step| step.in_service_at.map(|at| at + r.instance_warmup))
+            });
         self.members
             .values()
             .filter_map(|slot| slot.action.as_ref())
             .map(|action| action.timeout_at.min(action.global_at))
+            .chain(warmups)
             .min()
     }
 
@@ -375,7 +460,7 @@ impl AutoScaling {
                 result.as_str()
             ),
         );
-        self.finish_action(&instance_id, result);
+        self.finish_action(&instance_id, result, now);
         Ok(())
     }
 
@@ -428,6 +513,197 @@ impl AutoScaling {
             );
         }
         Ok(())
+    }
+
+    /// StartInstanceRefresh (`Strategy=Rolling`): replaces every member pending or in service now, in batches
+    /// that keep `MinHealthyPercentage` of the group's capacity in service and warmed up, each old instance
+    /// terminated through the terminate hook before its replacement is launched; the next batch starts once the
+    /// group is back at capacity with every new instance `InService` (launch hook completed) and past its
+    /// `InstanceWarmup`. Returns the `InstanceRefreshId`.
+    pub fn start_instance_refresh(
+        &mut self,
+        params: &Params,
+        now: Instant,
+    ) -> Result<String, ApiError> {
+        self.advance(now);
+        let group = params.required("AutoScalingGroupName")?.to_owned();
+        let Some(spec) = self.groups.get(&group) else {
+            return Err(ApiError::validation(format!(
+                "AutoScalingGroup name not found - {group}"
+            )));
+        };
+        let preferences = RefreshPreferences::from_params(params, spec.health_check_grace_period)?;
+        if self
+            .refreshes
+            .iter()
+            .any(|r| r.group == group && r.status == RefreshStatus::InProgress)
+        {
+            return Err(ApiError {
+                status: 400,
+                code: "InstanceRefreshInProgress",
+                message:
+                    "An Instance Refresh is already in progress and blocks the execution of this \
+                          Instance Refresh."
+                        .into(),
+            });
+        }
+        let remaining: Vec<String> = self
+            .members
+            .values()
+            .filter(|slot| slot.member.group == group && active(&slot.member))
+            .map(|slot| slot.member.instance_id.clone())
+            .collect();
+        self.tokens += 1;
+        let id = format!("{:08x}-0000-4000-b000-{:012x}", self.tokens, self.tokens);
+        self.record(
+            "",
+            format!(
+                "Instance refresh {id} of {group} started: MinHealthyPercentage {}, MaxHealthyPercentage {}, \
+                 InstanceWarmup {} s, {} instances to replace",
+                preferences.min_healthy,
+                preferences.max_healthy,
+                preferences.warmup.as_secs(),
+                remaining.len()
+            ),
+        );
+        self.refreshes.push(InstanceRefresh {
+            id: id.clone(),
+            group,
+            status: RefreshStatus::InProgress,
+            min_healthy_percentage: preferences.min_healthy,
+            max_healthy_percentage: preferences.max_healthy,
+            instance_warmup: preferences.warmup,
+            capacity: remaining.len(),
+            remaining,
+            replacements: Vec::new(),
+            started_at: now,
+            ended_at: None,
+        });
+        self.progress_refreshes(now);
+        Ok(id)
+    }
+
+    /// The instance refreshes of `group`, oldest first (DescribeInstanceRefreshes).
+    pub fn instance_refreshes(&self, group: &str) -> Vec<InstanceRefresh> {
+        self.refreshes
+            .iter()
+            .filter(|r| r.group == group)
+            .cloned()
+            .collect()
+    }
+
+    /// Moves every refresh in progress on: notes the new instances and their warmups, and starts the next batch
+    /// when the group is back at capacity, in service and warmed up.
+    fn progress_refreshes(&mut self, now: Instant) {
+        for index in 0..self.refreshes.len() {
+            if self.refreshes[index].status != RefreshStatus::InProgress {
+                continue;
+            }
+            self.note_replacements(index, now);
+            let refresh = &self.refreshes[index];
+            let members: Vec<&Slot> = self
+                .members
+                .values()
+                .filter(|slot| slot.member.group == refresh.group)
+                .collect();
+            // In service, and past its warmup when the refresh launched it.
+            let settled = |slot: &&&Slot| {
+                let id = slot.member.instance_id.as_str();
+                let launched_by_refresh = refresh
+                    .replacements
+                    .iter()
+                    .any(|r| r.new.as_deref() == Some(id));
+                slot.member.state == LifecycleState::InService
+                    && (!launched_by_refresh
+                        || slot
+                            .in_service_at
+                            .is_some_and(|at| at + refresh.instance_warmup <= now))
+            };
+            let ready = members.iter().filter(settled).count();
+            if ready < members.len() || members.len() < refresh.capacity {
+                continue;
+            }
+            let remaining: Vec<String> = refresh
+                .remaining
+                .iter()
+                .filter(|id| self.members.contains_key(*id))
+                .cloned()
+                .collect();
+            if remaining.is_empty() {
+                let refresh = &mut self.refreshes[index];
+                refresh.remaining.clear();
+                refresh.status = RefreshStatus::Successful;
+                refresh.ended_at = Some(now);
+                let line = format!(
+                    "Instance refresh {} of {} successful",
+                    refresh.id, refresh.group
+                );
+                self.record("", line);
+                continue;
+            }
+            let keep = (refresh.capacity * refresh.min_healthy_percentage as usize).div_ceil(100);
+            // AWS: at 100 % the refresh still replaces one instance at a time.
+            let batch = ready.saturating_sub(keep).max(1).min(remaining.len());
+            let (now_replaced, later) = remaining.split_at(batch);
+            let refresh = &mut self.refreshes[index];
+            refresh.remaining = later.to_vec();
+            for old in now_replaced {
+                refresh.replacements.push(Replacement {
+                    old: old.clone(),
+                    terminating_at: now,
+                    new: None,
+                    in_service_at: None,
+                    ready_at: None,
+                });
+            }
+            let cause = format!("an instance refresh ({})", refresh.id);
+            for old in now_replaced {
+                self.terminate(old, &cause, now);
+            }
+        }
+    }
+
+    /// Attributes new members to the refresh's open replacements and records when they went in service and
+    /// warmed up.
+    fn note_replacements(&mut self, index: usize, now: Instant) {
+        let refresh = &self.refreshes[index];
+        let known: Vec<&str> = refresh
+            .replacements
+            .iter()
+            .flat_map(|r| [Some(r.old.as_str()), r.new.as_deref()])
+            .flatten()
+            .chain(refresh.remaining.iter().map(String::as_str))
+            .collect();
+        let mut newcomers: Vec<(Instant, String)> = self
+            .members
+            .values()
+            .filter(|slot| {
+                slot.member.group == refresh.group
+                    && !known.contains(&slot.member.instance_id.as_str())
+                    && slot.launched >= refresh.started_at
+            })
+            .map(|slot| (slot.launched, slot.member.instance_id.clone()))
+            .collect();
+        newcomers.sort();
+        let warmup = refresh.instance_warmup;
+        let refresh = &mut self.refreshes[index];
+        for (_, id) in newcomers {
+            if let Some(open) = refresh.replacements.iter_mut().find(|r| r.new.is_none()) {
+                open.new = Some(id);
+            }
+        }
+        for replacement in &mut refresh.replacements {
+            let Some(slot) = replacement.new.as_ref().and_then(|id| self.members.get(id)) else {
+                continue;
+            };
+            replacement.in_service_at = slot.in_service_at;
+            if replacement.ready_at.is_none() {
+                replacement.ready_at = slot
+                    .in_service_at
+                    .map(|at| at + warmup)
+                    .filter(|ready| *ready <= now);
+            }
+        }
     }
 
     /// The instance whose action the parameters name (group, hook, and instance or token), or AWS's refusal.
@@ -492,7 +768,7 @@ impl AutoScaling {
         })
     }
 
-    fn finish_action(&mut self, instance_id: &str, result: HookResult) {
+    fn finish_action(&mut self, instance_id: &str, result: HookResult, now: Instant) {
         let Some(slot) = self.members.get_mut(instance_id) else {
             return;
         };
@@ -502,6 +778,7 @@ impl AutoScaling {
         match (action.transition, result) {
             (Transition::Launching, HookResult::Continue) => {
                 slot.member.state = LifecycleState::InService;
+                slot.in_service_at = Some(now);
                 self.events
                     .push_back(GroupEvent::InService(instance_id.to_owned()));
             }
@@ -535,6 +812,105 @@ impl AutoScaling {
             description,
         });
     }
+}
+
+/// StartInstanceRefresh's preferences this model holds, checked as AWS checks them.
+struct RefreshPreferences {
+    min_healthy: u32,
+    max_healthy: u32,
+    warmup: Duration,
+}
+
+impl RefreshPreferences {
+    /// AWS's ranges: MinHealthyPercentage 0-100 (default 90), MaxHealthyPercentage 100-200 and only with
+    /// MinHealthyPercentage, at most 100 above it; InstanceWarmup 0-172800 s (default: the group's health check
+    /// grace period). Stricter than AWS (named as this stand-in's): a strategy other than `Rolling`, a
+    /// MaxHealthyPercentage above 100 (launching before terminating is not modelled) and any other preference
+    /// or a desired configuration are refused.
+    fn from_params(params: &Params, grace: Duration) -> Result<Self, ApiError> {
+        if let Some(strategy) = params.optional("Strategy") {
+            params.one_of("Strategy", &["Rolling", "ReplaceRootVolume"])?;
+            if strategy != "Rolling" {
+                return Err(stand_in_refuses(&format!("Strategy {strategy}")));
+            }
+        }
+        if let Some(other) = params.0.keys().find(|key| {
+            (key.starts_with("Preferences.") || key.starts_with("DesiredConfiguration"))
+                && !matches!(
+                    key.as_str(),
+                    "Preferences.MinHealthyPercentage"
+                        | "Preferences.MaxHealthyPercentage"
+                        | "Preferences.InstanceWarmup"
+                )
+        }) {
+            return Err(stand_in_refuses(other));
+        }
+        let number = |name: &str,
+                      range: std::ops::RangeInclusive<u32>|
+         -> Result<Option<u32>, ApiError> {
+            let Some(text) = params.optional(name) else {
+                return Ok(None);
+            };
+            let member = name.rsplit('.').next().unwrap_or(name);
+            let member = format!("{}{}", member[..1].to_lowercase(), &member[1..]);
+            match text.parse::<u32>() {
+                Ok(value) if value < *range.start() => Err(ApiError::validation(format!(
+                    "1 validation error detected: Value '{value}' at 'preferences.{member}' failed to satisfy \
+                     constraint: Member must have value greater than or equal to {}",
+                    range.start()
+                ))),
+                Ok(value) if value > *range.end() => Err(ApiError::validation(format!(
+                    "1 validation error detected: Value '{value}' at 'preferences.{member}' failed to satisfy \
+                     constraint: Member must have value less than or equal to {}",
+                    range.end()
+                ))),
+                Ok(value) => Ok(Some(value)),
+                Err(_) => Err(ApiError::validation(format!(
+                    "Invalid value '{text}' for preferences.{member}: not an integer"
+                ))),
+            }
+        };
+        let min = number("Preferences.MinHealthyPercentage", 0..=100)?;
+        let max = number("Preferences.MaxHealthyPercentage", 100..=200)?;
+        let warmup = number("Preferences.InstanceWarmup", 0..=172_800)?;
+        if let Some(max) = max {
+            let Some(min) = min else {
+                return Err(ApiError::validation(
+                    "You must specify MinHealthyPercentage when you specify MaxHealthyPercentage.",
+                ));
+            };
+            if max - min > 100 {
+                return Err(ApiError::validation(
+                    "The difference between MaxHealthyPercentage and MinHealthyPercentage cannot be greater \
+                     than 100.",
+                ));
+            }
+            if max > 100 {
+                return Err(stand_in_refuses("MaxHealthyPercentage above 100"));
+            }
+        }
+        Ok(Self {
+            min_healthy: min.unwrap_or(90),
+            max_healthy: max.unwrap_or(100),
+            warmup: warmup.map_or(grace, |s| Duration::from_secs(u64::from(s))),
+        })
+    }
+}
+
+/// A preference AWS accepts and this stand-in does not model: refused rather than ignored.
+fn stand_in_refuses(what: &str) -> ApiError {
+    ApiError::validation(format!(
+        "{what} is not modelled by this Auto Scaling stand-in (it is NOT AWS); the call is refused rather than \
+         half-served"
+    ))
+}
+
+/// Pending or in service: counts toward the group's capacity.
+fn active(member: &Member) -> bool {
+    matches!(
+        member.state,
+        LifecycleState::PendingWait | LifecycleState::InService
+    )
 }
 
 fn not_managed(instance_id: &str) -> ApiError {
@@ -798,5 +1174,199 @@ mod tests {
         );
         asg.complete_lifecycle_action(&token, now)
             .expect("the launch action's own token");
+    }
+    fn refresh(pairs: &[(&str, &str)]) -> Params {
+        let mut all = vec![("AutoScalingGroupName", GROUP)];
+        all.extend_from_slice(pairs);
+        Params::from_pairs(&all)
+    }
+
+    /// Completes the launch hook of every member pending.
+    fn complete_launches(asg: &mut AutoScaling, now: Instant) -> Vec<String> {
+        let pending: Vec<String> = asg
+            .members(GROUP)
+            .into_iter()
+            .filter(|m| m.state == LifecycleState::PendingWait)
+            .map(|m| m.instance_id)
+            .collect();
+        for id in &pending {
+            asg.complete_lifecycle_action(&complete(id, "launch", "CONTINUE"), now)
+                .unwrap();
+        }
+        pending
+    }
+
+    /// Plays the group's control plane for one terminating instance: its terminate hook completed, the instance
+    /// gone, and a replacement launched in its place.
+    fn replace(asg: &mut AutoScaling, old: &str, new: &str, now: Instant) {
+        asg.complete_lifecycle_action(&complete(old, "terminate", "CONTINUE"), now)
+            .unwrap();
+        asg.remove(old, "terminated");
+        asg.launch(GROUP, new, "az-a", now);
+    }
+
+    #[test]
+    fn a_refresh_of_a_group_of_one_terminates_first_and_waits_for_service_and_warmup() {
+        let t0 = Instant::now();
+        let mut asg = group(HookResult::Abandon);
+        asg.launch(GROUP, "i-1", "az-a", t0);
+        complete_launches(&mut asg, t0);
+        let id = asg
+            .start_instance_refresh(
+                &refresh(&[
+                    ("Preferences.MinHealthyPercentage", "0"),
+                    ("Preferences.MaxHealthyPercentage", "100"),
+                    ("Preferences.InstanceWarmup", "10"),
+                ]),
+                t0,
+            )
+            .unwrap();
+        assert_eq!(
+            asg.member("i-1").unwrap().state,
+            LifecycleState::TerminatingWait,
+            "a group of one at MaxHealthyPercentage 100 terminates before it launches"
+        );
+        let again = asg.start_instance_refresh(&refresh(&[]), t0).unwrap_err();
+        assert_eq!(again.code, "InstanceRefreshInProgress");
+        let t1 = t0 + Duration::from_secs(5);
+        replace(&mut asg, "i-1", "i-2", t1);
+        asg.advance(t1);
+        let status = |asg: &AutoScaling| asg.instance_refreshes(GROUP)[0].status;
+        assert_eq!(status(&asg), RefreshStatus::InProgress, "i-2 is pending");
+        let t2 = t0 + Duration::from_secs(20);
+        complete_launches(&mut asg, t2);
+        asg.advance(t2 + Duration::from_secs(9));
+        assert_eq!(status(&asg), RefreshStatus::InProgress, "still warming up");
+        assert_eq!(asg.next_deadline(), Some(t2 + Duration::from_secs(10)));
+        asg.advance(t2 + Duration::from_secs(10));
+        let done = &asg.instance_refreshes(GROUP)[0];
+        assert_eq!(
+            (done.id.as_str(), done.status),
+            (id.as_str(), RefreshStatus::Successful)
+        );
+        assert_eq!(done.replacements.len(), 1);
+        assert_eq!(done.replacements[0].new.as_deref(), Some("i-2"));
+        assert_eq!(
+            done.max_step(),
+            Duration::from_secs(30),
+            "terminating to warmed up"
+        );
+        asg.start_instance_refresh(&refresh(&[]), t2 + Duration::from_secs(11))
+            .expect("a finished refresh no longer blocks the next");
+    }
+
+    #[test]
+    fn a_refresh_keeps_min_healthy_percentage_in_service() {
+        let t0 = Instant::now();
+        let mut asg = group(HookResult::Abandon);
+        for id in ["i-1", "i-2", "i-3"] {
+            asg.launch(GROUP, id, "az-a", t0);
+        }
+        complete_launches(&mut asg, t0);
+        asg.start_instance_refresh(
+            &refresh(&[
+                ("Preferences.MinHealthyPercentage", "66"),
+                ("Preferences.InstanceWarmup", "0"),
+            ]),
+            t0,
+        )
+        .unwrap();
+        let leaving = |asg: &AutoScaling| {
+            asg.members(GROUP)
+                .into_iter()
+                .filter(|m| m.state == LifecycleState::TerminatingWait)
+                .map(|m| m.instance_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            leaving(&asg),
+            ["i-1"],
+            "ceil(66 % of 3) = 2 stay in service"
+        );
+        for (n, (old, new)) in [("i-1", "i-4"), ("i-2", "i-5"), ("i-3", "i-6")]
+            .iter()
+            .enumerate()
+        {
+            let at = t0 + Duration::from_secs(10 * (n as u64 + 1));
+            assert_eq!(leaving(&asg), [*old]);
+            replace(&mut asg, old, new, at);
+            asg.advance(at);
+            assert!(
+                leaving(&asg).is_empty(),
+                "nothing more leaves while {new} is pending"
+            );
+            complete_launches(&mut asg, at);
+            asg.advance(at);
+        }
+        let done = &asg.instance_refreshes(GROUP)[0];
+        assert_eq!(done.status, RefreshStatus::Successful);
+        assert_eq!(done.replacements.len(), 3);
+    }
+
+    #[test]
+    fn start_instance_refresh_refuses_what_aws_refuses() {
+        let now = Instant::now();
+        let mut asg = group(HookResult::Abandon);
+        let refused = |asg: &mut AutoScaling, pairs: &[(&str, &str)]| {
+            asg.start_instance_refresh(&refresh(pairs), now)
+                .unwrap_err()
+                .message
+        };
+        let mut unknown = refresh(&[]);
+        unknown
+            .0
+            .insert("AutoScalingGroupName".into(), "other".into());
+        assert_eq!(
+            asg.start_instance_refresh(&unknown, now)
+                .unwrap_err()
+                .message,
+            "AutoScalingGroup name not found - other"
+        );
+        assert!(
+            refused(&mut asg, &[("Preferences.MinHealthyPercentage", "101")])
+                .contains("less than or equal to 100")
+        );
+        assert!(
+            refused(&mut asg, &[("Preferences.MaxHealthyPercentage", "100")])
+                .contains("must specify MinHealthyPercentage")
+        );
+        assert!(refused(
+            &mut asg,
+            &[
+                ("Preferences.MinHealthyPercentage", "90"),
+                ("Preferences.MaxHealthyPercentage", "99")
+            ]
+        )
+        .contains("greater than or equal to 100"));
+        assert!(refused(
+            &mut asg,
+            &[
+                ("Preferences.MinHealthyPercentage", "0"),
+                ("Preferences.MaxHealthyPercentage", "150")
+            ]
+        )
+        .contains("cannot be greater than 100"));
+        assert!(refused(&mut asg, &[("Strategy", "Fast")]).contains("[Rolling, ReplaceRootVolume]"));
+        for (name, value) in [
+            ("Strategy", "ReplaceRootVolume"),
+            ("Preferences.CheckpointPercentages.member.1", "50"),
+        ] {
+            assert!(
+                refused(&mut asg, &[(name, value)]).contains("NOT AWS"),
+                "{name}"
+            );
+        }
+        assert!(refused(
+            &mut asg,
+            &[
+                ("Preferences.MinHealthyPercentage", "90"),
+                ("Preferences.MaxHealthyPercentage", "110")
+            ]
+        )
+        .contains("NOT AWS"));
+        assert!(
+            asg.instance_refreshes(GROUP).is_empty(),
+            "nothing refused started"
+        );
     }
 }
