@@ -147,7 +147,9 @@ fn systemd_follows_berth_through_a_hardened_boot() {
     // open by Kafka's storage tool and Kafka's own start, several seconds).
     let options = FleetOptions {
         eni_delay: Duration::from_millis(1500),
-        volume_delay: Duration::from_millis(1500),
+        // Longer than the ENI's: the volume is requested alongside it, so AttachEbs waits only for the remainder,
+        // which must still be long enough for StatusText to show it.
+        volume_delay: Duration::from_millis(3500),
         ..options(1)
     };
     berth_sim::with_fleet(options, |fleet| async move {

@@ -727,6 +727,23 @@ fn is_absolute_clean(path: &Path) -> bool {
 impl Config {
     /// Cross-field and range rules serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_cluster()?;
+        ensure(!self.tags.key.trim().is_empty(), "tags.key", || {
+            "must not be empty".into()
+        })?;
+        if self.claim_backend() == ClaimBackend::Zookeeper
+            || self.kafka.mode == KafkaMode::Zookeeper
+        {
+            self.validate_zookeeper()?;
+        }
+        self.validate_aws()?;
+        self.validate_storage()?;
+        self.validate_kafka()?;
+        self.validate_states()
+    }
+
+    /// The cluster's name, size and Kafka cluster id.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
         let name = &self.cluster.name;
         ensure(
             !name.is_empty()
@@ -767,17 +784,11 @@ impl Config {
                 },
             )?,
         }
-        ensure(!self.tags.key.trim().is_empty(), "tags.key", || {
-            "must not be empty".into()
-        })?;
-        if self.claim_backend() == ClaimBackend::Zookeeper
-            || self.kafka.mode == KafkaMode::Zookeeper
-        {
-            self.validate_zookeeper()?;
-        }
-        self.validate_aws()?;
-        self.validate_storage()?;
-        self.validate_kafka()?;
+        Ok(())
+    }
+
+    /// Each state's deadline and backoff.
+    fn validate_states(&self) -> Result<(), ConfigError> {
         for (state, settings) in self.states.each() {
             let key = |field: &str| format!("states.{state}.{field}");
             ensure(
@@ -974,6 +985,13 @@ impl Config {
     }
 
     fn validate_kafka(&self) -> Result<(), ConfigError> {
+        self.validate_kafka_process()?;
+        self.validate_kafka_kraft()?;
+        self.validate_kafka_waits()
+    }
+
+    /// How Kafka is run and reached.
+    fn validate_kafka_process(&self) -> Result<(), ConfigError> {
         let kafka = &self.kafka;
         match kafka.supervisor {
             Supervisor::Systemd => ensure(
@@ -1012,6 +1030,12 @@ impl Config {
                 )
             },
         )?;
+        Ok(())
+    }
+
+    /// KRaft storage and the controller quorum.
+    fn validate_kafka_kraft(&self) -> Result<(), ConfigError> {
+        let kafka = &self.kafka;
         if kafka.mode == KafkaMode::Kraft {
             ensure(
                 kafka
@@ -1056,6 +1080,12 @@ impl Config {
                 || "must differ from kafka.port".into(),
             )?;
         }
+        Ok(())
+    }
+
+    /// The checks' interval and the gate's, the stop's and the drain's bounds.
+    fn validate_kafka_waits(&self) -> Result<(), ConfigError> {
+        let kafka = &self.kafka;
         ensure(
             kafka.check_interval >= Duration::from_millis(100),
             "kafka.check_interval",

@@ -928,18 +928,20 @@ listen = "0.0.0.0:{health}"
     }
 
     /// [`Fleet::start_berth`] with extra environment for this start only (e.g. `FAILPOINTS` for a berth built
-    /// with the `failpoints` feature); process hosts only.
+    /// with the `failpoints` feature). On a systemd host it stays for systemd's restarts until the next start without it.
     pub fn start_berth_with_env(
         &self,
         index: usize,
         extra_env: &[(&str, &str)],
     ) -> Result<u32, FleetError> {
         let host = self.host(index)?;
-        if host.container.is_some() && !extra_env.is_empty() {
-            return Err(FleetError::Io {
-                what: format!("start berth on host {index}"),
-                source: std::io::Error::other("extra environment is for process hosts only"),
-            });
+        if let Some(container) = &host.container {
+            systemd_host::set_start_environment(container, extra_env).map_err(|source| {
+                FleetError::Systemd {
+                    host: index,
+                    source: source.into(),
+                }
+            })?;
         }
         let binaries = Binaries::locate()?;
         let config = self.berth_config(&host, &binaries);

@@ -285,6 +285,37 @@ pub fn start_again(container: &Container) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// berth's environment for its next starts only, as a runtime drop-in (gone when the container stops), e.g.
+/// `FAILPOINTS` for a berth built with the `failpoints` feature; an empty list removes it. The unit reads it at
+/// each start, so a restart by systemd after the drop-in is gone runs without it.
+pub fn set_start_environment(
+    container: &Container,
+    extra: &[(&str, &str)],
+) -> Result<(), ContainerError> {
+    const DROPIN: &str = "/run/systemd/system/berth.service.d/start-environment.conf";
+    if extra.is_empty() {
+        match std::fs::remove_file(container.path(DROPIN)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(ContainerError::Io {
+                    name: container.name().to_owned(),
+                    what: format!("remove {DROPIN}"),
+                    source,
+                })
+            }
+        }
+    } else {
+        let lines: String = extra
+            .iter()
+            .map(|(key, value)| format!("Environment=\"{key}={value}\"\n"))
+            .collect();
+        container.write(DROPIN, &format!("[Service]\n{lines}"), 0o644)?;
+    }
+    container.exec(&["systemctl", "daemon-reload"])?;
+    Ok(())
+}
+
 /// A unit's main process as the container numbers it (None when it has none).
 pub fn main_pid(container: &Container, unit: &str) -> Result<Option<u32>, ContainerError> {
     let shown = container.show(unit, &["MainPID"])?;

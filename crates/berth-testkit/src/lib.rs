@@ -4,7 +4,7 @@
 //! Apache Kafka from Maven Central with a real client ([`kafka`]),
 //! a strict moto server and AWS-protocol fakes for the calls moto lacks ([`aws`]), network namespaces
 //! ([`netns`]) and loop devices with private mount namespaces ([`blockdev`]). Each starts on free ports or
-//! fresh names and cleans up in `Drop`. Tests needing root call [`require_root`] and skip loudly without it.
+//! fresh names and cleans up in `Drop`. Tests needing root call [`require_root`], which fails them without it.
 
 pub mod aws;
 pub mod blockdev;
@@ -14,14 +14,14 @@ pub mod kafka;
 pub mod netns;
 pub mod zk;
 
-/// True when running as root; otherwise prints a loud SKIP line naming the test, so a skipped privileged test
-/// is visible in the output instead of passing silently.
+/// Fails the test loudly unless it runs as root: a privileged test must never pass by not running. Returns true,
+/// so callers read `if !require_root(..) { return; }` as a guard.
 pub fn require_root(test: &str) -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        eprintln!("SKIP {test}: needs root (network namespaces, mounts, loop devices)");
-    }
-    root
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "{test}: needs root (network namespaces, mounts, loop devices); run the tests as root"
+    );
+    true
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

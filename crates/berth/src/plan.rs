@@ -268,30 +268,7 @@ pub fn decide(
     let route = eni
         .as_ref()
         .map(|eni| plan_route(&identity, eni, &settings.routing).map_err(|e| e.to_string()));
-    let resolver =
-        berth_storage::Resolver::new(&config.storage.device_root, &config.storage.sys_root);
-    let device_hint = match volume
-        .as_ref()
-        .map(|v| berth_storage::resolve::volume_serial(&v.volume_id))
-    {
-        Some(Ok(serial)) => format!(
-            "{} (Nitro), else {} (Xen), never an instance-store disk",
-            resolver.by_id_path(&serial).display(),
-            config.aws.volume_device
-        ),
-        Some(Err(error)) => error.to_string(),
-        None => format!(
-            "the claimed id's volume, requested as {}",
-            config.aws.volume_device
-        ),
-    };
-    let mount = MountSummary {
-        plan: settings.mount.clone(),
-        device_hint,
-        filesystem: config.storage.filesystem.name().into(),
-        format_blank: config.storage.format_blank,
-        options: config.storage.mount_options.clone(),
-    };
+    let mount = mount_summary(config, &settings, volume.as_ref());
     let overlay = match (choice.id, &eni) {
         (Some(broker_id), Some(eni)) => Some(overlay(
             config,
@@ -321,6 +298,35 @@ pub fn decide(
     };
     plan.states = states(config, &plan);
     plan
+}
+
+/// How the claimed id's volume would be found and mounted.
+fn mount_summary(
+    config: &Config,
+    settings: &berth_core::Settings,
+    volume: Option<&berth_core::VolumeFacts>,
+) -> MountSummary {
+    let resolver =
+        berth_storage::Resolver::new(&config.storage.device_root, &config.storage.sys_root);
+    let device_hint = match volume.map(|v| berth_storage::resolve::volume_serial(&v.volume_id)) {
+        Some(Ok(serial)) => format!(
+            "{} (Nitro), else {} (Xen), never an instance-store disk",
+            resolver.by_id_path(&serial).display(),
+            config.aws.volume_device
+        ),
+        Some(Err(error)) => error.to_string(),
+        None => format!(
+            "the claimed id's volume, requested as {}",
+            config.aws.volume_device
+        ),
+    };
+    MountSummary {
+        plan: settings.mount.clone(),
+        device_hint,
+        filesystem: config.storage.filesystem.name().into(),
+        format_blank: config.storage.format_blank,
+        options: config.storage.mount_options.clone(),
+    }
 }
 
 fn choose(plan: &ClaimPlan, claims: &ClaimsView, identity: &Identity) -> Choice {

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use berth_core::drain_wait::DrainWait;
-use berth_core::machine::ClaimState;
+use berth_core::machine::{ClaimState, EarlyVolume};
 use berth_core::replication::{CatchUpProgress, DrainOutcome};
-use berth_core::{Machine, State};
+use berth_core::{Facts, Machine, State};
 use serde::{Deserialize, Serialize};
 
 use crate::waiting::{WaitingBoard, WaitingView};
@@ -81,6 +81,19 @@ pub struct VolumeRequestView {
     pub answered_ms: Option<u64>,
     /// The answer: what was sent, or why not.
     pub answer: Option<String>,
+}
+
+impl VolumeRequestView {
+    fn of(early: &EarlyVolume) -> Self {
+        Self {
+            requested_ms: millis(early.requested),
+            answered_ms: early.answer.as_ref().map(|(at, _)| millis(*at)),
+            answer: early.answer.as_ref().map(|(_, answer)| match answer {
+                Ok(request) => request.to_string(),
+                Err(error) => format!("failed: {error}"),
+            }),
+        }
+    }
 }
 
 /// The `/state` document.
@@ -181,6 +194,78 @@ impl DrainWaitView {
     }
 }
 
+/// Each state visit: when it began, how long it lasted (so far), in how many attempts.
+fn timeline_view(machine: &Machine, now: Duration) -> Vec<TimelineEntry> {
+    machine
+        .timeline()
+        .iter()
+        .map(|entry| TimelineEntry {
+            state: entry.state.name().into(),
+            entered_ms: millis(entry.entered),
+            duration_ms: millis(entry.left.unwrap_or(now).saturating_sub(entry.entered)),
+            attempts: entry.attempts,
+        })
+        .collect()
+}
+
+/// The claimed id's ENI, with its Linux link once found.
+fn eni_view(facts: &Facts) -> Option<EniView> {
+    facts
+        .resources
+        .as_ref()
+        .and_then(|r| r.eni.as_ref())
+        .map(|eni| EniView {
+            id: eni.eni_id.clone(),
+            ip: eni.private_ip.to_string(),
+            mac: eni.mac.to_string(),
+            link: facts.eni.as_ref().map(|a| a.link_name.clone()),
+        })
+}
+
+/// The claimed id's volume, with its device and mount once known.
+fn volume_view(facts: &Facts) -> Option<VolumeView> {
+    facts
+        .resources
+        .as_ref()
+        .and_then(|r| r.volume.as_ref())
+        .map(|volume| VolumeView {
+            id: volume.volume_id.clone(),
+            device: facts
+                .volume
+                .as_ref()
+                .map(|v| v.device.display().to_string()),
+            mount: facts
+                .mount
+                .as_ref()
+                .map(|m| m.mount_path.display().to_string()),
+            filesystem: facts.mount.as_ref().map(|m| m.filesystem.clone()),
+        })
+}
+
+/// One metric family of the exposition: its name, type, help and samples (labels, value).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(String, f64)>,
+}
+
+impl Family {
+    fn new(
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        samples: &[(String, f64)],
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            help,
+            samples: samples.to_vec(),
+        }
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -221,47 +306,6 @@ impl StateView {
     /// The view of `machine` at `now` (time since the daemon started), with what it waits for.
     pub fn of(machine: &Machine, now: Duration, waiting: Option<WaitingView>) -> Self {
         let facts = machine.facts();
-        let timeline = machine
-            .timeline()
-            .iter()
-            .map(|entry| TimelineEntry {
-                state: entry.state.name().into(),
-                entered_ms: millis(entry.entered),
-                duration_ms: millis(entry.left.unwrap_or(now).saturating_sub(entry.entered)),
-                attempts: entry.attempts,
-            })
-            .collect();
-        let time_to_healthy_ms = machine
-            .timeline()
-            .iter()
-            .find(|entry| entry.state == State::Healthy)
-            .map(|entry| millis(entry.entered));
-        let eni = facts
-            .resources
-            .as_ref()
-            .and_then(|r| r.eni.as_ref())
-            .map(|eni| EniView {
-                id: eni.eni_id.clone(),
-                ip: eni.private_ip.to_string(),
-                mac: eni.mac.to_string(),
-                link: facts.eni.as_ref().map(|a| a.link_name.clone()),
-            });
-        let volume = facts
-            .resources
-            .as_ref()
-            .and_then(|r| r.volume.as_ref())
-            .map(|volume| VolumeView {
-                id: volume.volume_id.clone(),
-                device: facts
-                    .volume
-                    .as_ref()
-                    .map(|v| v.device.display().to_string()),
-                mount: facts
-                    .mount
-                    .as_ref()
-                    .map(|m| m.mount_path.display().to_string()),
-                filesystem: facts.mount.as_ref().map(|m| m.filesystem.clone()),
-            });
         Self {
             version: berth_core::VERSION.into(),
             state: machine.state().name().into(),
@@ -275,12 +319,16 @@ impl StateView {
             broker_id: facts.broker_id.map(|id| id.0),
             instance_id: facts.identity.as_ref().map(|i| i.instance_id.clone()),
             availability_zone: facts.identity.as_ref().map(|i| i.availability_zone.clone()),
-            eni,
+            eni: eni_view(facts),
             route_table: facts.route.as_ref().map(|r| r.table),
-            volume,
+            volume: volume_view(facts),
             listener: facts.serving.as_ref().map(|s| s.listener.to_string()),
-            timeline,
-            time_to_healthy_ms,
+            timeline: timeline_view(machine, now),
+            time_to_healthy_ms: machine
+                .timeline()
+                .iter()
+                .find(|entry| entry.state == State::Healthy)
+                .map(|entry| millis(entry.entered)),
             last_error: machine.last_error().map(str::to_owned),
             failure: machine.failure().map(str::to_owned),
             drain_reason: machine.drain_reason().map(|r| r.to_string()),
@@ -293,14 +341,7 @@ impl StateView {
                 .claim_lost_since()
                 .map(|since| millis(now.saturating_sub(since))),
             reclaim_attempts: machine.reclaim_attempts(),
-            volume_request: machine.early_volume().map(|early| VolumeRequestView {
-                requested_ms: millis(early.requested),
-                answered_ms: early.answer.as_ref().map(|(at, _)| millis(*at)),
-                answer: early.answer.as_ref().map(|(_, answer)| match answer {
-                    Ok(request) => request.to_string(),
-                    Err(error) => format!("failed: {error}"),
-                }),
-            }),
+            volume_request: machine.early_volume().map(VolumeRequestView::of),
             catch_up: facts.catch_up.clone(),
             drain_wait: machine
                 .drain_wait()
@@ -311,93 +352,115 @@ impl StateView {
     /// The Prometheus text exposition of this view.
     pub fn metrics(&self) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        for family in self
+            .daemon_families()
+            .into_iter()
+            .chain(self.kafka_families())
+        {
+            let Family {
+                name,
+                kind,
+                help,
+                samples,
+            } = family;
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in samples {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
-        };
-        metric(
+        }
+        out
+    }
+
+    /// The daemon's own metrics: state, health, claim, transitions, retries, times.
+    fn daemon_families(&self) -> Vec<Family> {
+        let mut families = Vec::new();
+        families.push(Family::new(
             "berth_state",
             "gauge",
             "1 for the daemon's current state, 0 for the others.",
             &self.state_samples(),
-        );
-        metric(
+        ));
+        families.push(Family::new(
             "berth_healthy",
             "gauge",
             "1 when /health answers 200.",
             &[(String::new(), f64::from(u8::from(self.healthy)))],
-        );
-        metric(
+        ));
+        families.push(Family::new(
             "berth_claim_held",
             "gauge",
             "1 while the broker id claim is held.",
             &[(String::new(), f64::from(u8::from(self.claim == "held")))],
-        );
+        ));
         if let Some(id) = self.broker_id {
-            metric(
+            families.push(Family::new(
                 "berth_broker_id",
                 "gauge",
                 "The claimed broker id.",
                 &[(String::new(), f64::from(id))],
-            );
+            ));
         }
-        metric(
+        families.push(Family::new(
             "berth_transitions_total",
             "counter",
             "State transitions since start.",
             &[(String::new(), self.transitions as f64)],
-        );
-        metric(
+        ));
+        families.push(Family::new(
             "berth_retries_total",
             "counter",
             "Retries scheduled since start.",
             &[(String::new(), self.retries as f64)],
-        );
-        metric(
+        ));
+        families.push(Family::new(
             "berth_state_seconds",
             "gauge",
             "Time spent in each state since start.",
             &self.state_seconds(),
-        );
+        ));
         if let Some(ms) = self.time_to_healthy_ms {
-            metric(
+            families.push(Family::new(
                 "berth_time_to_healthy_seconds",
                 "gauge",
                 "Time from start to the first Healthy.",
                 &[(String::new(), ms as f64 / 1000.0)],
-            );
+            ));
         }
-        if let Some(progress) = &self.catch_up {
-            metric(
-                "berth_kafka_partitions_behind",
-                "gauge",
-                "Partitions this broker hosts that are under-replicated because of it, at the caught-up gate's last look.",
-                &[(String::new(), progress.behind.len() as f64)],
-            );
-        }
-        if let Some(wait) = &self.drain_wait {
-            metric(
-                "berth_drain_wait_seconds",
-                "gauge",
-                "Time the drain has waited (or waited in all) for stopping Kafka to be safe.",
-                &[(String::new(), wait.waited_ms as f64 / 1000.0)],
-            );
-            metric(
-                "berth_drain_wait_bound_reached",
-                "gauge",
-                "1 when the drain stopped Kafka at kafka.drain_wait while stopping was still unsafe.",
-                &[(String::new(), f64::from(u8::from(wait.bound_reached())))],
-            );
-        }
-        metric(
+        families.push(Family::new(
             "berth_uptime_seconds",
             "gauge",
             "Time since the daemon started.",
             &[(String::new(), self.uptime_ms as f64 / 1000.0)],
-        );
-        out
+        ));
+        families
+    }
+
+    /// The caught-up gate's and the drain's metrics, once they have looked at Kafka.
+    fn kafka_families(&self) -> Vec<Family> {
+        let mut families = Vec::new();
+        if let Some(progress) = &self.catch_up {
+            families.push(Family::new(
+                "berth_kafka_partitions_behind",
+                "gauge",
+                "Partitions this broker hosts that are under-replicated because of it, at the caught-up gate's last look.",
+                &[(String::new(), progress.behind.len() as f64)],
+            ));
+        }
+        if let Some(wait) = &self.drain_wait {
+            families.push(Family::new(
+                "berth_drain_wait_seconds",
+                "gauge",
+                "Time the drain has waited (or waited in all) for stopping Kafka to be safe.",
+                &[(String::new(), wait.waited_ms as f64 / 1000.0)],
+            ));
+            families.push(Family::new(
+                "berth_drain_wait_bound_reached",
+                "gauge",
+                "1 when the drain stopped Kafka at kafka.drain_wait while stopping was still unsafe.",
+                &[(String::new(), f64::from(u8::from(wait.bound_reached())))],
+            ));
+        }
+        families
     }
 
     /// `berth_state`'s samples: 1 for the current state, 0 for the others.
