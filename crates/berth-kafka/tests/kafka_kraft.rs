@@ -5,7 +5,7 @@
 
 mod real;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use berth_core::ports::{Broker, Deadline};
@@ -232,16 +232,7 @@ async fn replication_until(
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster() {
     let install = Install::kraft().expect("Kafka 4.x installed");
-    let controller_port = berth_testkit::free_port();
-    let nodes: Vec<NodeSpec> = (0..3u8)
-        .map(|id| NodeSpec {
-            id: id.into(),
-            host: Ipv4Addr::new(127, 0, 0, 31 + id),
-            port: berth_testkit::free_port(),
-            controller_port,
-            rack: None,
-        })
-        .collect();
+    let nodes = NodeSpec::loopback_trio(31);
     let listeners: Vec<SocketAddr> = nodes
         .iter()
         .map(|node| SocketAddr::from((node.host, node.port)))

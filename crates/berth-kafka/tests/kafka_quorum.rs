@@ -27,16 +27,8 @@ const ASK: Duration = Duration::from_secs(5);
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majority() {
     let install = Install::kraft().expect("Kafka 4.x installed");
-    let controller_port = berth_testkit::free_port();
-    let nodes: Vec<NodeSpec> = (0..3u8)
-        .map(|id| NodeSpec {
-            id: id.into(),
-            host: Ipv4Addr::new(127, 0, 0, 11 + id),
-            port: berth_testkit::free_port(),
-            controller_port,
-            rack: None,
-        })
-        .collect();
+    let nodes = NodeSpec::loopback_trio(11);
+    let controller_port = nodes[0].controller_port;
     let controllers: Vec<SocketAddr> = nodes
         .iter()
         .map(|node| SocketAddr::from((node.host, controller_port)))

@@ -315,6 +315,21 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
+    /// Three nodes (ids 0, 1, 2) on 127.0.0.`first_octet`.. `+2`, each with a free client port, sharing one free
+    /// controller port (each listens on its own address): a 3-node combined KRaft cluster on loopback.
+    pub fn loopback_trio(first_octet: u8) -> Vec<NodeSpec> {
+        let controller_port = crate::free_port();
+        (0..3u8)
+            .map(|id| NodeSpec {
+                id: id.into(),
+                host: Ipv4Addr::new(127, 0, 0, first_octet + id),
+                port: crate::free_port(),
+                controller_port,
+                rack: None,
+            })
+            .collect()
+    }
+
     /// `host:port` of the client listener.
     pub fn bootstrap(&self) -> String {
         format!("{}:{}", self.host, self.port)
