@@ -230,6 +230,15 @@ impl AwsError {
         }
     }
 
+    /// Retryable or Fatal, as the state machine sees it.
+    pub fn kind(&self) -> ErrorKind {
+        if self.is_retryable() {
+            ErrorKind::Retryable
+        } else {
+            ErrorKind::Fatal
+        }
+    }
+
     /// Whether the error is throttling (for logs and metrics).
     pub fn is_throttling(&self) -> bool {
         self.code()
@@ -239,12 +248,7 @@ impl AwsError {
 
 impl From<AwsError> for StepError {
     fn from(error: AwsError) -> Self {
-        let kind = if error.is_retryable() {
-            ErrorKind::Retryable
-        } else {
-            ErrorKind::Fatal
-        };
-        StepError::new(kind, chain_message(&error))
+        StepError::new(error.kind(), chain_message(&error))
     }
 }
 
