@@ -571,6 +571,30 @@ mod tests {
         }
     }
 
+    /// An address message names the local address (IFA_LOCAL) before the peer's (IFA_ADDRESS), as `ip` reads
+    /// it; an IPv6 one is skipped.
+    #[test]
+    fn an_address_entry_is_the_local_ipv4_address_with_its_prefix() {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.index = 7;
+        message.header.prefix_len = 24;
+        message.attributes = vec![
+            AddressAttribute::Address(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9))),
+            AddressAttribute::Local(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 20))),
+        ];
+        let entry = AddressEntry::from_message(&message).unwrap();
+        assert_eq!(
+            (entry.index, entry.address.to_string()),
+            (7, "10.0.0.20/24".into())
+        );
+        message.attributes.remove(1);
+        let entry = AddressEntry::from_message(&message).unwrap();
+        assert_eq!(entry.address.to_string(), "10.0.0.9/24");
+        message.header.family = AddressFamily::Inet6;
+        assert_eq!(AddressEntry::from_message(&message), None);
+    }
+
     fn link(up: bool) -> Link {
         Link {
             name: "eth1".into(),
