@@ -688,6 +688,26 @@ fn ensure(condition: bool, key: &str, reason: impl FnOnce() -> String) -> Result
     }
 }
 
+/// `key`'s duration must be at least `least`.
+fn ensure_at_least(value: Duration, least: Duration, key: &str) -> Result<(), ConfigError> {
+    ensure(value >= least, key, || {
+        format!(
+            "must be at least {}",
+            berth_core::duration::format_duration(least)
+        )
+    })
+}
+
+/// The `(key, value)` settings to check: each required one, and each optional one (`may_be_empty`) that is set.
+fn set_or_required<'a, const N: usize>(
+    settings: [(&'static str, &'a String, bool); N],
+) -> impl Iterator<Item = (&'static str, &'a String)> {
+    settings
+        .into_iter()
+        .filter(|(_, value, may_be_empty)| !(value.is_empty() && *may_be_empty))
+        .map(|(key, value, _)| (key, value))
+}
+
 /// `kafka.format_command`'s default: Kafka's storage tool as a transient systemd unit, outside berth's sandbox.
 /// Run as berth's child it would inherit berth.service's hardening, and the JVM cannot start under
 /// `MemoryDenyWriteExecute=` (its JIT maps writable code: "Failed to mark memory page as executable"); the
@@ -852,13 +872,10 @@ impl Config {
                 )
             },
         )?;
-        for (key, path, may_be_empty) in [
+        for (key, path) in set_or_required([
             ("zookeeper.root", &zk.root, false),
             ("zookeeper.kafka_chroot", &zk.kafka_chroot, true),
-        ] {
-            if path.is_empty() && may_be_empty {
-                continue;
-            }
+        ]) {
             let valid = path.starts_with('/')
                 && (path == "/" || !path.ends_with('/'))
                 && !path.contains("//")
@@ -920,23 +937,20 @@ impl Config {
                 },
             )?;
         }
-        for (key, url, may_be_empty) in [
+        for (key, url) in set_or_required([
             ("aws.endpoint_url", &aws.endpoint_url, true),
             ("aws.imds_endpoint", &aws.imds_endpoint, false),
-        ] {
-            if url.is_empty() && may_be_empty {
-                continue;
-            }
+        ]) {
             ensure(
                 url.starts_with("http://") || url.starts_with("https://"),
                 key,
                 || format!("must be an http:// or https:// URL, got {url:?}"),
             )?;
         }
-        ensure(
-            aws.termination_poll >= Duration::from_millis(100),
+        ensure_at_least(
+            aws.termination_poll,
+            Duration::from_millis(100),
             "aws.termination_poll",
-            || "must be at least 100ms".into(),
         )?;
         let heartbeat = aws.autoscaling.heartbeat_interval;
         ensure(
@@ -1063,17 +1077,9 @@ impl Config {
                 },
             )?;
         }
-        ensure(
-            kafka.controller_ids.is_empty() || kafka.mode == KafkaMode::Kraft,
-            "kafka.controller_ids",
-            || "only applies when kafka.mode = \"kraft\"".into(),
-        )?;
+        self.ensure_kraft_only(!kafka.controller_ids.is_empty(), "kafka.controller_ids")?;
+        self.ensure_kraft_only(kafka.quorum_voters, "kafka.quorum_voters")?;
         if kafka.quorum_voters {
-            ensure(
-                kafka.mode == KafkaMode::Kraft,
-                "kafka.quorum_voters",
-                || "only applies when kafka.mode = \"kraft\"".into(),
-            )?;
             ensure(
                 kafka.controller_port != kafka.port,
                 "kafka.controller_port",
@@ -1083,18 +1089,25 @@ impl Config {
         Ok(())
     }
 
+    /// A KRaft-only setting `key` must not be `set` in ZooKeeper mode.
+    fn ensure_kraft_only(&self, set: bool, key: &str) -> Result<(), ConfigError> {
+        ensure(!set || self.kafka.mode == KafkaMode::Kraft, key, || {
+            "only applies when kafka.mode = \"kraft\"".into()
+        })
+    }
+
     /// The checks' interval and the gate's, the stop's and the drain's bounds.
     fn validate_kafka_waits(&self) -> Result<(), ConfigError> {
         let kafka = &self.kafka;
-        ensure(
-            kafka.check_interval >= Duration::from_millis(100),
+        ensure_at_least(
+            kafka.check_interval,
+            Duration::from_millis(100),
             "kafka.check_interval",
-            || "must be at least 100ms".into(),
         )?;
-        ensure(
-            kafka.stop_timeout >= Duration::from_secs(1),
+        ensure_at_least(
+            kafka.stop_timeout,
+            Duration::from_secs(1),
             "kafka.stop_timeout",
-            || "must be at least 1s".into(),
         )?;
         ensure(
             (Duration::from_secs(1)..=MAX_HOOK_WAIT).contains(&kafka.caught_up_deadline),

@@ -381,6 +381,76 @@ fn controller_ids_must_be_broker_ids_in_kraft_mode() {
         error.to_string().contains("3 is not a broker id"),
         "{error}"
     );
-    let error = refused_env("BERTH_KAFKA__CONTROLLER_IDS", "0");
+    // ZooKeeper mode has no controllers (a list: one id alone would be refused as the wrong type).
+    let error = refused_env("BERTH_KAFKA__CONTROLLER_IDS", "0,1");
     assert_eq!(error.key(), Some("kafka.controller_ids"), "{error}");
+    assert!(error.to_string().contains("only applies"), "{error}");
+}
+
+#[test]
+fn lower_bounds_and_kraft_only_keys_say_why() {
+    let cases = [
+        (
+            "BERTH_AWS__TERMINATION_POLL",
+            "99ms",
+            "aws.termination_poll: must be at least 100ms",
+        ),
+        (
+            "BERTH_KAFKA__CHECK_INTERVAL",
+            "99ms",
+            "kafka.check_interval: must be at least 100ms",
+        ),
+        (
+            "BERTH_KAFKA__STOP_TIMEOUT",
+            "999ms",
+            "kafka.stop_timeout: must be at least 1s",
+        ),
+        (
+            "BERTH_KAFKA__QUORUM_VOTERS",
+            "true",
+            "kafka.quorum_voters: only applies when kafka.mode = \"kraft\"",
+        ),
+        (
+            "BERTH_KAFKA__CONTROLLER_IDS",
+            "0,1",
+            "kafka.controller_ids: only applies when kafka.mode = \"kraft\"",
+        ),
+    ];
+    for (name, value, message) in cases {
+        assert_eq!(
+            refused_env(name, value).to_string(),
+            message,
+            "{name}={value:?}"
+        );
+    }
+    for (name, value) in [
+        ("BERTH_AWS__TERMINATION_POLL", "100ms"),
+        ("BERTH_KAFKA__CHECK_INTERVAL", "100ms"),
+        ("BERTH_KAFKA__STOP_TIMEOUT", "1s"),
+    ] {
+        assert!(
+            parse(EXAMPLE, [(name, value)]).is_ok(),
+            "{name}={value:?} was refused"
+        );
+    }
+}
+
+#[test]
+fn optional_paths_and_urls_may_be_empty_required_ones_may_not() {
+    for empty in ["kafka_chroot = \"\"", "endpoint_url = \"\""] {
+        assert!(EXAMPLE.contains(empty), "the example no longer has {empty}");
+    }
+    parse(EXAMPLE, []).expect("the example, with its empty optional settings, parses");
+    for (from, to, key) in [
+        ("root = \"/berth\"", "root = \"\"", "zookeeper.root"),
+        (
+            "imds_endpoint = \"http://169.254.169.254\"",
+            "imds_endpoint = \"\"",
+            "aws.imds_endpoint",
+        ),
+    ] {
+        assert!(EXAMPLE.contains(from), "the example has no {from}");
+        let error = parse(&EXAMPLE.replace(from, to), []).unwrap_err();
+        assert_eq!(error.key(), Some(key), "{error}");
+    }
 }

@@ -113,6 +113,15 @@ pub enum FormatError {
     },
 }
 
+impl From<Bounded> for FormatError {
+    fn from(failure: Bounded) -> Self {
+        match failure {
+            Bounded::TimedOut { command, after } => Self::Timeout { command, after },
+            Bounded::Spawn { program, source } => Self::Spawn { program, source },
+        }
+    }
+}
+
 impl FormatError {
     /// Whether retrying can help: only a command that ran out of time, or a transient I/O error.
     pub fn is_retryable(&self) -> bool {
@@ -258,21 +267,7 @@ impl Formatter {
         let config = write_config(overlay_path, merged)?;
         let argv = self.command_line(cluster_id, config.path(), quorum);
         let command = argv.join(" ");
-        let output = match output_within(&argv, timeout).await {
-            Err(Bounded::TimedOut) => {
-                return Err(FormatError::Timeout {
-                    command,
-                    after: timeout,
-                })
-            }
-            Err(Bounded::Spawn(source)) => {
-                return Err(FormatError::Spawn {
-                    program: argv[0].clone(),
-                    source,
-                })
-            }
-            Ok(output) => output,
-        };
+        let output = output_within(&argv, timeout).await?;
         let said = last_lines(&output.stdout, &output.stderr);
         if !output.status.success() {
             return Err(FormatError::Failed {

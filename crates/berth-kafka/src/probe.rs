@@ -143,14 +143,23 @@ pub async fn probe_up_to(
     timeout: Duration,
     max_version: i16,
 ) -> Result<ProbeReport, ProbeError> {
-    let listener = target.listener;
-    match tokio::time::timeout(timeout, exchange(target, max_version)).await {
-        Ok(result) => result,
-        Err(_) => Err(ProbeError::Timeout {
-            listener,
-            after: timeout,
-        }),
-    }
+    within(target.listener, timeout, exchange(target, max_version)).await
+}
+
+/// Awaits an exchange with `listener`, or fails with [`ProbeError::Timeout`] once `timeout` has passed.
+pub(crate) async fn within<T>(
+    listener: SocketAddr,
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<T, ProbeError>>,
+) -> Result<T, ProbeError> {
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProbeError::Timeout {
+                listener,
+                after: timeout,
+            })
+        })
 }
 
 async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport, ProbeError> {

@@ -49,13 +49,7 @@ pub async fn describe(
     listener: SocketAddr,
     timeout: Duration,
 ) -> Result<ReplicationView, ProbeError> {
-    match tokio::time::timeout(timeout, exchange(listener)).await {
-        Ok(result) => result,
-        Err(_) => Err(ProbeError::Timeout {
-            listener,
-            after: timeout,
-        }),
-    }
+    probe::within(listener, timeout, exchange(listener)).await
 }
 
 async fn exchange(listener: SocketAddr) -> Result<ReplicationView, ProbeError> {

@@ -117,21 +117,7 @@ impl SystemdUnit {
     pub async fn run(&self, action: UnitAction, timeout: Duration) -> Result<(), SupervisorError> {
         let argv = self.command(action);
         let command = argv.join(" ");
-        let output = match output_within(&argv, timeout).await {
-            Err(Bounded::TimedOut) => {
-                return Err(SupervisorError::SystemctlTimeout {
-                    command,
-                    after: timeout,
-                })
-            }
-            Err(Bounded::Spawn(source)) => {
-                return Err(SupervisorError::Spawn {
-                    program: argv[0].clone(),
-                    source,
-                })
-            }
-            Ok(output) => output,
-        };
+        let output = output_within(&argv, timeout).await?;
         if output.status.success() {
             return Ok(());
         }
@@ -147,13 +133,25 @@ impl SystemdUnit {
     }
 }
 
-/// Why a bounded command produced no output.
+/// Why a bounded command produced no output; each caller's error type takes it in with `From`.
 #[derive(Debug)]
 pub(crate) enum Bounded {
     /// It did not finish in time (it is killed).
-    TimedOut,
+    TimedOut { command: String, after: Duration },
     /// It could not be started.
-    Spawn(std::io::Error),
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<Bounded> for SupervisorError {
+    fn from(failure: Bounded) -> Self {
+        match failure {
+            Bounded::TimedOut { command, after } => Self::SystemctlTimeout { command, after },
+            Bounded::Spawn { program, source } => Self::Spawn { program, source },
+        }
+    }
 }
 
 /// Runs a short command (no stdin) to completion and returns its output, killing it at `timeout`.
@@ -161,17 +159,24 @@ pub(crate) async fn output_within(
     argv: &[String],
     timeout: Duration,
 ) -> Result<std::process::Output, Bounded> {
-    let program = argv
-        .first()
-        .ok_or_else(|| Bounded::Spawn(std::io::ErrorKind::InvalidInput.into()))?;
+    let program = argv.first().ok_or_else(|| Bounded::Spawn {
+        program: String::new(),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
     let child = Command::new(program)
         .args(&argv[1..])
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(timeout, child).await {
-        Err(_) => Err(Bounded::TimedOut),
-        Ok(result) => result.map_err(Bounded::Spawn),
+        Err(_) => Err(Bounded::TimedOut {
+            command: argv.join(" "),
+            after: timeout,
+        }),
+        Ok(result) => result.map_err(|source| Bounded::Spawn {
+            program: program.clone(),
+            source,
+        }),
     }
 }
 

@@ -444,15 +444,13 @@ fn action_request(plan: &RoutePlan, link: &Link, action: &Action) -> ActionReque
             request("RTM_SETLINK", detail, message, Change::Set)
         }
         Action::AddAddress => {
-            let (address, prefix) = (plan.address.addr(), plan.address.prefix_len());
-            let message = address_message(link.index, address, prefix, true);
+            let message = address_message(link.index, plan.address, true);
             let detail = format!("{} dev {} noprefixroute", plan.address, link.name);
             let message = RouteNetlinkMessage::NewAddress(message);
             request("RTM_NEWADDR", detail, message, Change::Add)
         }
         Action::DeleteAddress(entry) => {
-            let (address, prefix) = (entry.address.addr(), entry.address.prefix_len());
-            let message = address_message(entry.index, address, prefix, false);
+            let message = address_message(entry.index, entry.address, false);
             let detail = format!("{} dev {}", entry.address, link.name);
             let message = RouteNetlinkMessage::DelAddress(message);
             request("RTM_DELADDR", detail, message, Change::Delete)
@@ -490,7 +488,8 @@ fn action_request(plan: &RoutePlan, link: &Link, action: &Action) -> ActionReque
 /// An IPv4 address message; `new` adds the broadcast address and `noprefixroute` (the subnet route belongs in the
 /// ENI's table only: a second main-table route to the subnet via the ENI would send the primary address's
 /// traffic out of the wrong interface, which EC2's source/destination check drops).
-fn address_message(index: u32, ip: Ipv4Addr, prefix_len: u8, new: bool) -> AddressMessage {
+fn address_message(index: u32, address: ipnet::Ipv4Net, new: bool) -> AddressMessage {
+    let (ip, prefix_len) = (address.addr(), address.prefix_len());
     let mut message = AddressMessage::default();
     message.header.family = AddressFamily::Inet;
     message.header.prefix_len = prefix_len;

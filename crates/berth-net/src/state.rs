@@ -54,6 +54,11 @@ impl Link {
     }
 }
 
+/// `Some` for IPv4 and `None` for every other family, which the parsers below skip with `?`.
+fn ipv4(family: AddressFamily) -> Option<()> {
+    (family == AddressFamily::Inet).then_some(())
+}
+
 /// One IPv4 address on a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressEntry {
@@ -66,23 +71,15 @@ pub struct AddressEntry {
 impl AddressEntry {
     /// Parses an address message; `None` for other families.
     pub fn from_message(message: &AddressMessage) -> Option<AddressEntry> {
-        if message.header.family != AddressFamily::Inet {
-            return None;
+        ipv4(message.header.family)?;
+        let (mut local, mut address) = (None, None);
+        for attribute in &message.attributes {
+            match attribute {
+                AddressAttribute::Local(IpAddr::V4(ip)) => local = local.or(Some(*ip)),
+                AddressAttribute::Address(IpAddr::V4(ip)) => address = address.or(Some(*ip)),
+                _ => {}
+            }
         }
-        let local = message
-            .attributes
-            .iter()
-            .find_map(|attribute| match attribute {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            });
-        let address = message
-            .attributes
-            .iter()
-            .find_map(|attribute| match attribute {
-                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            });
         let ip = local.or(address)?;
         Some(AddressEntry {
             index: message.header.index,
@@ -115,9 +112,7 @@ pub struct RouteEntry {
 impl RouteEntry {
     /// Parses a route message; `None` for other families.
     pub fn from_message(message: &RouteMessage) -> Option<RouteEntry> {
-        if message.header.address_family != AddressFamily::Inet {
-            return None;
-        }
+        ipv4(message.header.address_family)?;
         let mut table = u32::from(message.header.table);
         let mut destination = Ipv4Addr::UNSPECIFIED;
         let mut entry = RouteEntry {
@@ -167,9 +162,7 @@ pub struct RuleEntry {
 impl RuleEntry {
     /// Parses a rule message; `None` for other families.
     pub fn from_message(message: &RuleMessage) -> Option<RuleEntry> {
-        if message.header.family != AddressFamily::Inet {
-            return None;
-        }
+        ipv4(message.header.family)?;
         let mut entry = RuleEntry {
             priority: 0,
             table: u32::from(message.header.table),
@@ -401,11 +394,17 @@ pub fn diff(
     link: Option<&Link>,
     snapshot: &Snapshot,
 ) -> (RouteObservation, Vec<Action>) {
-    let mut actions = Vec::new();
-    let address = diff_address(plan, link, snapshot, &mut actions);
-    let subnet_route = diff_route(plan, link, RouteRole::Subnet, snapshot, &mut actions);
-    let default_route = diff_route(plan, link, RouteRole::Default, snapshot, &mut actions);
-    let rule = diff_rule(plan, link, snapshot, &mut actions);
+    let mut comparison = Comparison {
+        plan,
+        link,
+        snapshot,
+        actions: Vec::new(),
+    };
+    let address = comparison.address();
+    let subnet_route = comparison.route(RouteRole::Subnet);
+    let default_route = comparison.route(RouteRole::Default);
+    let rule = comparison.rule();
+    let mut actions = comparison.actions;
     if link.is_some_and(|link| !link.up) {
         actions.insert(0, Action::SetLink(true));
     }
@@ -419,93 +418,97 @@ pub fn diff(
     (observation, actions)
 }
 
-/// The ENI's address: a same-IP address with another prefix is replaced.
-fn diff_address(
-    plan: &RoutePlan,
-    link: Option<&Link>,
-    snapshot: &Snapshot,
-    actions: &mut Vec<Action>,
-) -> Check {
-    let Some(link) = link else {
-        return Check::Missing;
-    };
-    let ip = plan.address.addr();
-    let same_ip: Vec<&AddressEntry> = snapshot
-        .addresses
-        .iter()
-        .filter(|entry| entry.index == link.index && entry.address.addr() == ip)
-        .collect();
-    if same_ip.iter().any(|entry| entry.address == plan.address) {
-        return Check::Right;
-    }
-    actions.extend(
-        same_ip
-            .iter()
-            .map(|entry| Action::DeleteAddress((*entry).clone())),
-    );
-    actions.push(Action::AddAddress);
-    match same_ip.first() {
-        Some(wrong) => Check::Wrong(wrong.address.to_string()),
-        None => Check::Missing,
-    }
+/// One [`diff`]: what it compares, and the changes it collects in order.
+struct Comparison<'a> {
+    plan: &'a RoutePlan,
+    link: Option<&'a Link>,
+    snapshot: &'a Snapshot,
+    actions: Vec<Action>,
 }
 
-/// One of the table's two routes: wrong ones at its destination are deleted before the right one is added.
-fn diff_route(
-    plan: &RoutePlan,
-    link: Option<&Link>,
-    role: RouteRole,
-    snapshot: &Snapshot,
-    actions: &mut Vec<Action>,
-) -> Check {
-    let Some(link) = link else {
-        return Check::Missing;
-    };
-    let destination = role_destination(plan, role);
-    let in_place = snapshot
-        .routes
-        .iter()
-        .filter(|route| route.table == plan.table && route.destination == destination);
-    let (right, wrong): (Vec<&RouteEntry>, Vec<&RouteEntry>) =
-        in_place.partition(|route| route_is_right(plan, link, role, route));
-    actions.extend(
-        wrong
+impl Comparison<'_> {
+    /// The ENI's address: a same-IP address with another prefix is replaced.
+    fn address(&mut self) -> Check {
+        let Some(link) = self.link else {
+            return Check::Missing;
+        };
+        let ip = self.plan.address.addr();
+        let same_ip: Vec<&AddressEntry> = self
+            .snapshot
+            .addresses
             .iter()
-            .map(|route| Action::DeleteRoute((*route).clone())),
-    );
-    if right.is_empty() {
-        actions.push(Action::AddRoute(role));
-    }
-    match (right.is_empty(), wrong.first()) {
-        (false, None) => Check::Right,
-        (_, Some(route)) => Check::Wrong(describe_route(route)),
-        (true, None) => Check::Missing,
-    }
-}
-
-/// The rule, last: judged even without the link (a rule survives it), changed only with it.
-fn diff_rule(
-    plan: &RoutePlan,
-    link: Option<&Link>,
-    snapshot: &Snapshot,
-    actions: &mut Vec<Action>,
-) -> Check {
-    let in_place = snapshot
-        .rules
-        .iter()
-        .filter(|rule| rule_in_place(plan, rule));
-    let (right, wrong): (Vec<&RuleEntry>, Vec<&RuleEntry>) =
-        in_place.partition(|rule| rule_is_right(plan, rule));
-    if link.is_some() {
-        actions.extend(wrong.iter().map(|rule| Action::DeleteRule((*rule).clone())));
-        if right.is_empty() {
-            actions.push(Action::AddRule);
+            .filter(|entry| entry.index == link.index && entry.address.addr() == ip)
+            .collect();
+        if same_ip
+            .iter()
+            .any(|entry| entry.address == self.plan.address)
+        {
+            return Check::Right;
+        }
+        self.actions.extend(
+            same_ip
+                .iter()
+                .map(|entry| Action::DeleteAddress((*entry).clone())),
+        );
+        self.actions.push(Action::AddAddress);
+        match same_ip.first() {
+            Some(wrong) => Check::Wrong(wrong.address.to_string()),
+            None => Check::Missing,
         }
     }
-    match (right.is_empty(), wrong.first()) {
-        (false, None) => Check::Right,
-        (_, Some(rule)) => Check::Wrong(describe_rule(rule)),
-        (true, None) => Check::Missing,
+
+    /// One of the table's two routes: wrong ones at its destination are deleted before the right one is added.
+    fn route(&mut self, role: RouteRole) -> Check {
+        let Some(link) = self.link else {
+            return Check::Missing;
+        };
+        let plan = self.plan;
+        let destination = role_destination(plan, role);
+        let in_place = self
+            .snapshot
+            .routes
+            .iter()
+            .filter(|route| route.table == plan.table && route.destination == destination);
+        let (right, wrong): (Vec<&RouteEntry>, Vec<&RouteEntry>) =
+            in_place.partition(|route| route_is_right(plan, link, role, route));
+        self.actions.extend(
+            wrong
+                .iter()
+                .map(|route| Action::DeleteRoute((*route).clone())),
+        );
+        if right.is_empty() {
+            self.actions.push(Action::AddRoute(role));
+        }
+        judged(!right.is_empty(), wrong.first().copied(), describe_route)
+    }
+
+    /// The rule, last: judged even without the link (a rule survives it), changed only with it.
+    fn rule(&mut self) -> Check {
+        let plan = self.plan;
+        let in_place = self
+            .snapshot
+            .rules
+            .iter()
+            .filter(|rule| rule_in_place(plan, rule));
+        let (right, wrong): (Vec<&RuleEntry>, Vec<&RuleEntry>) =
+            in_place.partition(|rule| rule_is_right(plan, rule));
+        if self.link.is_some() {
+            let deletes = wrong.iter().map(|rule| Action::DeleteRule((*rule).clone()));
+            self.actions.extend(deletes);
+            if right.is_empty() {
+                self.actions.push(Action::AddRule);
+            }
+        }
+        judged(!right.is_empty(), wrong.first().copied(), describe_rule)
+    }
+}
+
+/// The check of a place: wrong while a wrong entry holds it (described), else right when the right one is there.
+fn judged<T>(right: bool, wrong: Option<&T>, describe: fn(&T) -> String) -> Check {
+    match (right, wrong) {
+        (true, None) => Check::Right,
+        (_, Some(entry)) => Check::Wrong(describe(entry)),
+        (false, None) => Check::Missing,
     }
 }
 
@@ -566,6 +569,30 @@ mod tests {
             table: 10001,
             rule_priority: 10001,
         }
+    }
+
+    /// An address message names the local address (IFA_LOCAL) before the peer's (IFA_ADDRESS), as `ip` reads
+    /// it; an IPv6 one is skipped.
+    #[test]
+    fn an_address_entry_is_the_local_ipv4_address_with_its_prefix() {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.index = 7;
+        message.header.prefix_len = 24;
+        message.attributes = vec![
+            AddressAttribute::Address(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9))),
+            AddressAttribute::Local(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 20))),
+        ];
+        let entry = AddressEntry::from_message(&message).unwrap();
+        assert_eq!(
+            (entry.index, entry.address.to_string()),
+            (7, "10.0.0.20/24".into())
+        );
+        message.attributes.remove(1);
+        let entry = AddressEntry::from_message(&message).unwrap();
+        assert_eq!(entry.address.to_string(), "10.0.0.9/24");
+        message.header.family = AddressFamily::Inet6;
+        assert_eq!(AddressEntry::from_message(&message), None);
     }
 
     fn link(up: bool) -> Link {

@@ -48,6 +48,24 @@ fn call_error<E: std::error::Error + 'static>(
     }
 }
 
+/// A failed call of the test kit's seeding helpers (their message as it is).
+fn seed_error(
+    operation: &'static str,
+    subject: impl Into<String>,
+    error: &world::SeedError,
+) -> Ec2Error {
+    Ec2Error::Call {
+        operation,
+        subject: subject.into(),
+        message: error.to_string(),
+    }
+}
+
+/// Whether an attachment in `state` holds its ENI or volume (attaching counts: the device is on its way).
+fn holds(state: &str) -> bool {
+    matches!(state, "attaching" | "attached")
+}
+
 fn missing(operation: &'static str, subject: impl Into<String>, field: &'static str) -> Ec2Error {
     Ec2Error::Missing {
         operation,
@@ -130,11 +148,7 @@ impl Ec2 {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let network = world::network(&self.client, &refs)
             .await
-            .map_err(|e| Ec2Error::Call {
-                operation: "CreateVpc/CreateSubnet",
-                subject: names.join(","),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| seed_error("CreateVpc/CreateSubnet", names.join(","), &e))?;
         names
             .iter()
             .map(|zone| {
@@ -184,11 +198,7 @@ impl Ec2 {
                 .ok_or_else(|| missing("CreateNetworkInterface", &name, "MacAddress"))?;
             let volume_id = world::volume(&self.client, &layout::zone_name(az), &pairs)
                 .await
-                .map_err(|e| Ec2Error::Call {
-                    operation: "CreateVolume",
-                    subject: name.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| seed_error("CreateVolume", &name, &e))?;
             out.push(BrokerResources {
                 id,
                 az,
@@ -254,22 +264,14 @@ impl Ec2 {
     pub async fn terminate(&self, instance: &str) -> Result<(), Ec2Error> {
         world::terminate(&self.client, instance)
             .await
-            .map_err(|e| Ec2Error::Call {
-                operation: "TerminateInstances",
-                subject: instance.to_owned(),
-                message: e.to_string(),
-            })
+            .map_err(|e| seed_error("TerminateInstances", instance, &e))
     }
 
     /// An instance's state name (`running`, `shutting-down`, `terminated`, ...).
     pub async fn instance_state(&self, instance: &str) -> Result<String, Ec2Error> {
         world::instance_state(&self.client, instance)
             .await
-            .map_err(|e| Ec2Error::Call {
-                operation: "DescribeInstances",
-                subject: instance.to_owned(),
-                message: e.to_string(),
-            })
+            .map_err(|e| seed_error("DescribeInstances", instance, &e))
     }
 
     /// Who holds each of the cluster's ENIs and volumes (two describe calls filtered by the cluster tag).
@@ -299,10 +301,7 @@ impl Ec2 {
             };
             let holder = eni
                 .attachment()
-                .filter(|a| {
-                    a.status()
-                        .is_some_and(|s| matches!(s.as_str(), "attaching" | "attached"))
-                })
+                .filter(|a| a.status().is_some_and(|s| holds(s.as_str())))
                 .and_then(|a| a.instance_id())
                 .map(str::to_owned);
             out.enis.insert(id.to_owned(), holder);
@@ -314,10 +313,7 @@ impl Ec2 {
             let holder = volume
                 .attachments()
                 .iter()
-                .find(|a| {
-                    a.state()
-                        .is_some_and(|s| matches!(s.as_str(), "attaching" | "attached"))
-                })
+                .find(|a| a.state().is_some_and(|s| holds(s.as_str())))
                 .and_then(|a| a.instance_id())
                 .map(str::to_owned);
             out.volumes.insert(id.to_owned(), holder);

@@ -674,17 +674,7 @@ impl Fleet {
                 &layout::gateway(az).to_string(),
             ],
         )?;
-        sys::ip_in(
-            region_ns,
-            &[
-                "link",
-                "set",
-                &port,
-                "master",
-                &region::bridge_name(az),
-                "up",
-            ],
-        )?;
+        inner.region.join_bridge(&port, az)?;
         inner.region.allow_source(&port, ip)?;
         let imds_host = ImdsHost {
             instance_id: instance.id.clone(),
@@ -1292,10 +1282,7 @@ impl Inner {
     fn reconcile(&self, attachments: &Attachments) {
         let now = Instant::now();
         for resource in &self.resources {
-            let eni_holder = attachments.enis.get(&resource.eni_id).cloned().flatten();
-            let eni_host = eni_holder
-                .and_then(|i| self.live_host_of(&i))
-                .map(|h| h.index);
+            let eni_host = self.live_holder(&attachments.enis, &resource.eni_id);
             self.follow(
                 &resource.eni_id,
                 eni_host,
@@ -1303,14 +1290,7 @@ impl Inner {
                 now,
                 |host| self.plug_eni(resource, host),
             );
-            let volume_holder = attachments
-                .volumes
-                .get(&resource.volume_id)
-                .cloned()
-                .flatten();
-            let volume_host = volume_holder
-                .and_then(|i| self.live_host_of(&i))
-                .map(|h| h.index);
+            let volume_host = self.live_holder(&attachments.volumes, &resource.volume_id);
             self.follow(
                 &resource.volume_id,
                 volume_host,
@@ -1319,6 +1299,12 @@ impl Inner {
                 |host| self.plug_volume(resource, host),
             );
         }
+    }
+
+    /// The index of the live host that moto says holds `id` (an ENI or a volume), if any.
+    fn live_holder(&self, holders: &HashMap<String, Option<String>>, id: &str) -> Option<usize> {
+        let instance = holders.get(id)?.as_deref()?;
+        self.live_host_of(instance).map(|h| h.index)
     }
 
     fn current_host(&self, key: &str) -> Option<usize> {
@@ -1381,17 +1367,7 @@ impl Inner {
                 ],
             )?;
             sys::ip_in(&host.ns, &["link", "set", &link, "address", &resource.mac])?;
-            sys::ip_in(
-                region_ns,
-                &[
-                    "link",
-                    "set",
-                    &port,
-                    "master",
-                    &region::bridge_name(host.az),
-                    "up",
-                ],
-            )?;
+            self.region.join_bridge(&port, host.az)?;
             self.region.allow_source(&port, resource.ip)
         })();
         match result {

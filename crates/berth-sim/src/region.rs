@@ -181,6 +181,15 @@ impl Region {
         })
     }
 
+    /// Puts bridge port `port` on zone `az`'s bridge and brings it up.
+    pub fn join_bridge(&self, port: &str, az: usize) -> Result<(), SysError> {
+        sys::ip_in(
+            &self.ns,
+            &["link", "set", port, "master", &bridge_name(az), "up"],
+        )
+        .map(drop)
+    }
+
     /// Lets bridge port `port` send IPv4 from `address` (EC2's source/destination check allows a NIC only its own
     /// addresses).
     pub fn allow_source(&self, port: &str, address: std::net::Ipv4Addr) -> Result<(), SysError> {

@@ -589,28 +589,28 @@ fn millis(duration: Duration) -> u64 {
 /// How a drain's wait ended: info when safe, a warning when skipped or cut short, an error when the bound was
 /// reached while stopping was still unsafe.
 fn log_drain_outcome(outcome: &DrainOutcome, state: &'static str, waited_ms: u64) {
+    // The outcomes that waited: the same fields, at the outcome's level.
+    macro_rules! waited {
+        ($level:ident, $outcome:literal, $message:literal) => {
+            $level!(
+                berth_state = state,
+                berth_drain_waited_ms = waited_ms,
+                berth_drain_outcome = $outcome,
+                $message
+            )
+        };
+    }
     match outcome {
-        DrainOutcome::Safe(why) => info!(
-            berth_state = state,
-            berth_drain_waited_ms = waited_ms,
-            berth_drain_outcome = "safe",
-            "drain: stopping Kafka: {why}"
-        ),
+        DrainOutcome::Safe(why) => waited!(info, "safe", "drain: stopping Kafka: {why}"),
         DrainOutcome::Skipped(why) => warn!(
             berth_state = state,
             berth_drain_outcome = "skipped",
             "drain: replicas not checked: {why}"
         ),
-        DrainOutcome::CutShort(why) => warn!(
-            berth_state = state,
-            berth_drain_waited_ms = waited_ms,
-            berth_drain_outcome = "cut_short",
-            "drain: wait cut short: {why}"
-        ),
-        DrainOutcome::BoundReached(why) => error!(
-            berth_state = state,
-            berth_drain_waited_ms = waited_ms,
-            berth_drain_outcome = "bound_reached",
+        DrainOutcome::CutShort(why) => waited!(warn, "cut_short", "drain: wait cut short: {why}"),
+        DrainOutcome::BoundReached(why) => waited!(
+            error,
+            "bound_reached",
             "drain: stopping Kafka although it is not safe: {why}"
         ),
     }

@@ -10,14 +10,13 @@
 
 mod commands;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{check_config, drain, plan, run, status};
+use crate::commands::{check_config, drain, plan, run, status, DaemonArgs};
 
 #[derive(Parser)]
 #[command(
@@ -46,24 +45,16 @@ enum Command {
     },
     /// Show the running daemon's state (reads its /state endpoint).
     Status {
-        /// The health endpoint's address (default: from the configuration's health.listen, on loopback).
-        #[arg(long)]
-        address: Option<SocketAddr>,
-        /// Configuration file, to find the endpoint.
-        #[arg(long, short, default_value = berth_config::DEFAULT_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        daemon: DaemonArgs,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
     },
     /// Drain the running daemon: stop Kafka, unmount, remove routes, detach, release the claim; waits for it.
     Drain {
-        /// The health endpoint's address (default: from the configuration's health.listen, on loopback).
-        #[arg(long)]
-        address: Option<SocketAddr>,
-        /// Configuration file, to find the endpoint.
-        #[arg(long, short, default_value = berth_config::DEFAULT_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        daemon: DaemonArgs,
         /// How long to wait for the drain to finish.
         #[arg(long, default_value = "300s", value_parser = parse_duration_arg)]
         timeout: Duration,
@@ -90,21 +81,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config::check_config(&config),
         Command::Run { config } => run::run(&config),
-        Command::Status {
-            address,
-            config,
-            json,
-        } => status::status(address, &config, json),
+        Command::Status { daemon, json } => status::status(&daemon, json),
         Command::Plan {
             config,
             json,
             no_zookeeper,
         } => plan::plan(&config, json, no_zookeeper),
-        Command::Drain {
-            address,
-            config,
-            timeout,
-        } => drain::drain(address, &config, timeout),
+        Command::Drain { daemon, timeout } => drain::drain(&daemon, timeout),
     }
 }
 

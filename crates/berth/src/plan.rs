@@ -390,6 +390,11 @@ fn attachment_text(attachment: Option<&Attachment>, identity: &Identity) -> Stri
     }
 }
 
+/// A tagged resource as `describe` puts it, or that none is tagged.
+fn tagged<T>(resource: Option<&T>, describe: impl FnOnce(&T) -> String) -> String {
+    resource.map_or_else(|| "none tagged".into(), describe)
+}
+
 fn id_line(
     id: BrokerId,
     inventory: &Inventory,
@@ -398,27 +403,25 @@ fn id_line(
     identity: &Identity,
 ) -> IdLine {
     let resources = inventory.ids.get(&id);
-    let eni = match resources.and_then(|r| r.eni.as_ref()) {
-        Some(eni) => format!(
+    let eni = tagged(resources.and_then(|r| r.eni.as_ref()), |eni| {
+        format!(
             "{} {} ({}) {}",
             eni.eni_id,
             eni.private_ip,
             eni.availability_zone,
             attachment_text(eni.attachment.as_ref(), identity)
-        ),
-        None => "none tagged".into(),
-    };
-    let volume = match resources.and_then(|r| r.volume.as_ref()) {
-        Some(volume) => format!(
+        )
+    });
+    let volume = tagged(resources.and_then(|r| r.volume.as_ref()), |volume| {
+        format!(
             "{} {} GiB ({}) {}, {}",
             volume.volume_id,
             volume.size_gib,
             volume.availability_zone,
             volume.state,
             attachment_text(volume.attachment.as_ref(), identity)
-        ),
-        None => "none tagged".into(),
-    };
+        )
+    });
     let claim = match claims {
         ClaimsView::Unknown { .. } => "unknown".into(),
         ClaimsView::Read { taken } => match taken.get(&id) {

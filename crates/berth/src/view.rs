@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use berth_core::drain_wait::DrainWait;
 use berth_core::machine::{ClaimState, EarlyVolume};
 use berth_core::replication::{CatchUpProgress, DrainOutcome};
-use berth_core::{Facts, Machine, State};
+use berth_core::{EniFacts, Facts, Machine, State, VolumeFacts};
 use serde::{Deserialize, Serialize};
 
 use crate::waiting::{WaitingBoard, WaitingView};
@@ -208,27 +208,22 @@ fn timeline_view(machine: &Machine, now: Duration) -> Vec<TimelineEntry> {
         .collect()
 }
 
-/// The claimed id's ENI, with its Linux link once found.
-fn eni_view(facts: &Facts) -> Option<EniView> {
-    facts
-        .resources
-        .as_ref()
-        .and_then(|r| r.eni.as_ref())
-        .map(|eni| EniView {
+impl EniView {
+    /// The claimed id's ENI, with its Linux link once found.
+    fn of(eni: &EniFacts, facts: &Facts) -> Self {
+        Self {
             id: eni.eni_id.clone(),
             ip: eni.private_ip.to_string(),
             mac: eni.mac.to_string(),
             link: facts.eni.as_ref().map(|a| a.link_name.clone()),
-        })
+        }
+    }
 }
 
-/// The claimed id's volume, with its device and mount once known.
-fn volume_view(facts: &Facts) -> Option<VolumeView> {
-    facts
-        .resources
-        .as_ref()
-        .and_then(|r| r.volume.as_ref())
-        .map(|volume| VolumeView {
+impl VolumeView {
+    /// The claimed id's volume, with its device and mount once known.
+    fn of(volume: &VolumeFacts, facts: &Facts) -> Self {
+        Self {
             id: volume.volume_id.clone(),
             device: facts
                 .volume
@@ -239,7 +234,8 @@ fn volume_view(facts: &Facts) -> Option<VolumeView> {
                 .as_ref()
                 .map(|m| m.mount_path.display().to_string()),
             filesystem: facts.mount.as_ref().map(|m| m.filesystem.clone()),
-        })
+        }
+    }
 }
 
 /// One metric family of the exposition: its name, type, help and samples (labels, value).
@@ -306,6 +302,7 @@ impl StateView {
     /// The view of `machine` at `now` (time since the daemon started), with what it waits for.
     pub fn of(machine: &Machine, now: Duration, waiting: Option<WaitingView>) -> Self {
         let facts = machine.facts();
+        let resources = facts.resources.as_ref();
         Self {
             version: berth_core::VERSION.into(),
             state: machine.state().name().into(),
@@ -319,9 +316,13 @@ impl StateView {
             broker_id: facts.broker_id.map(|id| id.0),
             instance_id: facts.identity.as_ref().map(|i| i.instance_id.clone()),
             availability_zone: facts.identity.as_ref().map(|i| i.availability_zone.clone()),
-            eni: eni_view(facts),
+            eni: resources
+                .and_then(|r| r.eni.as_ref())
+                .map(|eni| EniView::of(eni, facts)),
             route_table: facts.route.as_ref().map(|r| r.table),
-            volume: volume_view(facts),
+            volume: resources
+                .and_then(|r| r.volume.as_ref())
+                .map(|volume| VolumeView::of(volume, facts)),
             listener: facts.serving.as_ref().map(|s| s.listener.to_string()),
             timeline: timeline_view(machine, now),
             time_to_healthy_ms: machine

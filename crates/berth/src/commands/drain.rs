@@ -1,21 +1,16 @@
 //! `berth drain`: ask the running daemon to drain and follow it until it is gone.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use berth::{EX_NOT_DONE, EX_UNREACHABLE};
 
-use super::with_daemon;
+use super::{with_daemon, DaemonArgs};
 
 /// `berth drain`: asks the daemon (SIGUSR1 to the pid its `/state` names) to drain, then follows it until it is
 /// gone. Exit 0 when it drained, 1 when it ended otherwise or did not finish in time, 3 when unreachable.
-pub(crate) fn drain(
-    address: Option<SocketAddr>,
-    config: &std::path::Path,
-    timeout: Duration,
-) -> ExitCode {
-    with_daemon(address, config, |address, runtime| {
+pub(crate) fn drain(daemon: &DaemonArgs, timeout: Duration) -> ExitCode {
+    with_daemon(daemon, |address, runtime| {
         match runtime.block_on(berth::drain::request(address, timeout)) {
             Ok(outcome) => {
                 println!("berth drain: {outcome}");

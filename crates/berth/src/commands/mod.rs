@@ -8,6 +8,7 @@ pub(crate) mod run;
 pub(crate) mod status;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use berth::{EX_CONFIG, EX_SOFTWARE};
@@ -19,25 +20,35 @@ pub(crate) fn load_or_report(path: &std::path::Path) -> Result<berth_config::Con
     })
 }
 
-/// The daemon's health endpoint: `--address`, else the configuration's `health.listen` on loopback.
-pub(crate) fn endpoint(
-    address: Option<SocketAddr>,
-    config: &std::path::Path,
-) -> Result<SocketAddr, ExitCode> {
-    if let Some(address) = address {
-        return Ok(address);
-    }
-    match berth_config::load(config) {
-        Ok(config) => {
-            let mut address = config.health.listen;
-            if address.ip().is_unspecified() {
-                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            Ok(address)
+/// How `berth status` and `berth drain` find the running daemon.
+#[derive(clap::Args)]
+pub(crate) struct DaemonArgs {
+    /// The health endpoint's address (default: from the configuration's health.listen, on loopback).
+    #[arg(long)]
+    pub(crate) address: Option<SocketAddr>,
+    /// Configuration file, to find the endpoint.
+    #[arg(long, short, default_value = berth_config::DEFAULT_PATH)]
+    pub(crate) config: PathBuf,
+}
+
+impl DaemonArgs {
+    /// The daemon's health endpoint: `--address`, else the configuration's `health.listen` on loopback.
+    fn endpoint(&self) -> Result<SocketAddr, ExitCode> {
+        if let Some(address) = self.address {
+            return Ok(address);
         }
-        Err(error) => {
-            eprintln!("berth: cannot find the health endpoint: {error} (pass --address)");
-            Err(ExitCode::from(EX_CONFIG))
+        match berth_config::load(&self.config) {
+            Ok(config) => {
+                let mut address = config.health.listen;
+                if address.ip().is_unspecified() {
+                    address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                Ok(address)
+            }
+            Err(error) => {
+                eprintln!("berth: cannot find the health endpoint: {error} (pass --address)");
+                Err(ExitCode::from(EX_CONFIG))
+            }
         }
     }
 }
@@ -58,11 +69,10 @@ pub(crate) fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// Runs `talk` against the running daemon (`berth status`, `berth drain`): its endpoint and a runtime, or the
 /// exit status that says why there are none.
 pub(crate) fn with_daemon(
-    address: Option<SocketAddr>,
-    config: &std::path::Path,
+    daemon: &DaemonArgs,
     talk: impl FnOnce(SocketAddr, tokio::runtime::Runtime) -> ExitCode,
 ) -> ExitCode {
-    match (endpoint(address, config), small_runtime()) {
+    match (daemon.endpoint(), small_runtime()) {
         (Ok(address), Ok(runtime)) => talk(address, runtime),
         (Err(code), _) | (_, Err(code)) => code,
     }

@@ -1,19 +1,16 @@
 //! `berth status`: the running daemon's `/state`, as text or JSON.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use berth::view::StateView;
 use berth::{health, EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE};
 
-use super::with_daemon;
+use super::{with_daemon, DaemonArgs};
 
-pub(crate) fn status(
-    address: Option<SocketAddr>,
-    config: &std::path::Path,
-    json: bool,
-) -> ExitCode {
-    with_daemon(address, config, |address, runtime| {
+/// `berth status`: the daemon's `/state`, as text or (`json`) as it came. Exit 0 when healthy, 1 when not, 3
+/// when unreachable, 70 when it answered something else.
+pub(crate) fn status(daemon: &DaemonArgs, json: bool) -> ExitCode {
+    with_daemon(daemon, |address, runtime| {
         match runtime.block_on(health::get(address, "/state")) {
             Ok((200, body)) if json => {
                 print!("{body}");
