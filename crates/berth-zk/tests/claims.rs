@@ -45,12 +45,7 @@ async fn fifty_claimers_over_ten_ids_never_share_an_owner() {
             );
             tasks.push(tokio::spawn(async move {
                 let me = format!("i-{round}-{index}");
-                let id = claimer
-                    .claim(
-                        &plan(0..10, None),
-                        &holder(&me),
-                        Deadline::after(Duration::from_secs(30)),
-                    )
+                let id = common::claim_any(&claimer, 0..10, &me, Duration::from_secs(30))
                     .await
                     .unwrap_or_else(|error| panic!("{me}: {error}"));
                 if let Some(other) = table.lock().unwrap().insert(id, me.clone()) {
@@ -400,12 +395,7 @@ async fn digest_acl_protects_claims() {
     let mut config = config(&connect, Duration::from_secs(4), "secured");
     config.zookeeper.digest = "berth:s3cret".into();
     let adapter = ZkCoordination::new(&config).unwrap();
-    let id = adapter
-        .claim(
-            &plan(0..3, None),
-            &holder("i-acl"),
-            Deadline::after(Duration::from_secs(20)),
-        )
+    let id = common::claim_any(&adapter, 0..3, "i-acl", Duration::from_secs(20))
         .await
         .unwrap();
     let path = adapter.claim_path(id);

@@ -128,12 +128,7 @@ async fn reads_on_the_claim_session_and_opens_its_own_only_without_one() {
 
     let config = common::config(&connect, Duration::from_secs(2), "shared");
     let coordination = ZkCoordination::new(&config).expect("adapter");
-    let claimed = coordination
-        .claim(
-            &common::plan(3..4, None),
-            &common::holder("i-shared"),
-            Deadline::after(Duration::from_secs(20)),
-        )
+    let claimed = common::claim_any(&coordination, 3..4, "i-shared", Duration::from_secs(20))
         .await
         .expect("claim");
     assert_eq!(claimed, BrokerId(3));
