@@ -15,12 +15,7 @@ const RUNS: usize = 5;
 
 async fn boot() -> (usize, Duration) {
     let env = env(&[ZONE_A]).await;
-    let me = env.instance(ZONE_A).await;
-    env.stack("kafka-stack", "BrokerGroup", 1);
-    env.group("kafka-asg", "berth-launch", "berth-terminate");
-    env.launching("kafka-asg", &me);
-    let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, SIGNALS_CONFIGURED)).await;
+    let (_me, _imds, cloud) = env.launching_host().await;
     let deadline = Deadline::after(Duration::from_secs(30));
     let started = Instant::now();
     let identity = cloud.identity().await.expect("identity");
@@ -50,35 +45,13 @@ async fn takeover() -> Duration {
         .set_terminate_hold(Duration::from_secs(120))
         .expect("hold");
     let owner = env.instance(ZONE_A).await;
-    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &owner.instance_id, 1)
-        .await
-        .expect("seed eni");
-    world::attach_volume(
-        &env.ec2,
-        &env.ids[0].volume_id,
-        &owner.instance_id,
-        "/dev/xvdf",
-    )
-    .await
-    .expect("seed volume");
-    let me = env.instance(ZONE_A).await;
-    let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
-    let identity = cloud.identity().await.expect("identity");
-    let resources = cloud.discover().await.expect("discover").ids[&BrokerId(0)].clone();
+    env.attach_id0(&owner, "/dev/xvdf").await;
+    let (_me, identity, cloud, _imds, resources) = booting_in(&env, ZONE_A).await;
     let started = Instant::now();
     world::terminate(&env.ec2, &owner.instance_id)
         .await
         .expect("terminate");
-    let deadline = Deadline::after(Duration::from_secs(30));
-    until_ok(Duration::from_secs(30), || {
-        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
-    })
-    .await;
-    until_ok(Duration::from_secs(30), || {
-        cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
-    })
-    .await;
+    attach_both(&cloud, &identity, &resources, Duration::from_secs(30)).await;
     started.elapsed()
 }
 

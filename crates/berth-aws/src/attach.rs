@@ -23,12 +23,11 @@ use std::time::Duration;
 
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::Filter;
 use berth_core::facts::{Attachment, EniFacts, Identity, VolumeFacts};
 use berth_core::ports::{Deadline, VolumeRequest};
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 
-use crate::discovery::{eni_facts, volume_facts};
+use crate::discovery::{eni_facts, filter, volume_facts};
 use crate::error::AwsError;
 
 /// How long a drain waits for its own detach to complete before reporting a retryable error.
@@ -327,12 +326,7 @@ impl Attacher {
         let output = self
             .ec2
             .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("instance-id")
-                    .set_values(Some(instance_ids.to_vec()))
-                    .build(),
-            )
+            .filters(filter("instance-id", instance_ids))
             .send()
             .await
             .map_err(|e| AwsError::api("DescribeInstances", instance_ids.join(","), e))?;
@@ -563,11 +557,11 @@ impl Attacher {
             } => {
                 let context = format!("{} from {owner}", facts.eni_id);
                 let Some(attachment_id) = attachment_id else {
-                    return Err(AwsError::Malformed {
-                        operation: "DescribeNetworkInterfaces",
-                        resource: facts.eni_id.clone(),
-                        field: "Attachment.AttachmentId",
-                    });
+                    return Err(AwsError::malformed(
+                        "DescribeNetworkInterfaces",
+                        &facts.eni_id,
+                        "Attachment.AttachmentId",
+                    ));
                 };
                 self.ec2
                     .detach_network_interface()
@@ -647,34 +641,30 @@ impl Attacher {
     async fn describe(&self, target: Target<'_>) -> Result<Observed, AwsError> {
         match target {
             Target::Eni(eni) => {
-                let output = self
+                let id = &eni.eni_id;
+                let answer = self
                     .ec2
                     .describe_network_interfaces()
-                    .network_interface_ids(&eni.eni_id)
-                    .send()
-                    .await
-                    .map_err(describe_failed("DescribeNetworkInterfaces", &eni.eni_id))?;
-                let found = first_found(output.network_interfaces(), &eni.eni_id)?;
+                    .network_interface_ids(id)
+                    .send();
+                let found = one_described(answer.await, "DescribeNetworkInterfaces", id, |o| {
+                    o.network_interfaces()
+                })?;
                 let cidrs = [(eni.subnet_id.clone(), eni.subnet)].into_iter().collect();
                 let attachment_id = found
                     .attachment()
                     .and_then(|a| a.attachment_id())
                     .map(str::to_owned);
                 Ok(Observed::Eni {
-                    facts: eni_facts(found, &cidrs)?,
+                    facts: eni_facts(&found, &cidrs)?,
                     attachment_id,
                 })
             }
             Target::Volume(volume) => {
-                let output = self
-                    .ec2
-                    .describe_volumes()
-                    .volume_ids(&volume.volume_id)
-                    .send()
-                    .await
-                    .map_err(describe_failed("DescribeVolumes", &volume.volume_id))?;
-                let found = first_found(output.volumes(), &volume.volume_id)?;
-                Ok(Observed::Volume(volume_facts(found)?))
+                let id = &volume.volume_id;
+                let answer = self.ec2.describe_volumes().volume_ids(id).send();
+                let found = one_described(answer.await, "DescribeVolumes", id, |o| o.volumes())?;
+                Ok(Observed::Volume(volume_facts(&found)?))
             }
         }
     }
@@ -686,22 +676,25 @@ impl Attacher {
     }
 }
 
-/// The error of a Describe call on one resource, whose `*.NotFound` code is [`AwsError::NotFound`].
-fn describe_failed<'a, E>(
+/// The one resource a Describe by id answered with, taken from the answer by `items`; EC2's `*.NotFound`, or
+/// an empty answer, is [`AwsError::NotFound`].
+fn one_described<O, T: Clone, E>(
+    answer: Result<O, SdkError<E, HttpResponse>>,
     operation: &'static str,
-    resource: &'a str,
-) -> impl FnOnce(SdkError<E, HttpResponse>) -> AwsError + 'a
+    resource: &str,
+    items: impl FnOnce(&O) -> &[T],
+) -> Result<T, AwsError>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    move |error| not_found_or(AwsError::api(operation, resource, error), resource)
-}
-
-/// The one resource a Describe by id returned; none is [`AwsError::NotFound`].
-fn first_found<'a, T>(found: &'a [T], resource: &str) -> Result<&'a T, AwsError> {
-    found.first().ok_or_else(|| AwsError::NotFound {
-        resource: resource.to_owned(),
-    })
+    let output = answer
+        .map_err(|error| not_found_or(AwsError::api(operation, resource, error), resource))?;
+    items(&output)
+        .first()
+        .cloned()
+        .ok_or_else(|| AwsError::NotFound {
+            resource: resource.to_owned(),
+        })
 }
 
 fn not_found_or(error: AwsError, resource: &str) -> AwsError {

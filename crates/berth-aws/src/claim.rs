@@ -25,7 +25,6 @@ use async_trait::async_trait;
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::BoxError;
-use aws_sdk_ec2::types::Filter;
 use berth_core::attachment_claim::{next_move, Holder, Move};
 use berth_core::claim::ClaimPlan;
 use berth_core::facts::{Attachment, EniFacts, Identity};
@@ -34,6 +33,7 @@ use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 use berth_core::BrokerId;
 
 use crate::attach::{AttachSettings, Attacher};
+use crate::discovery::filter;
 use crate::error::AwsError;
 use crate::metadata::Metadata;
 
@@ -114,6 +114,9 @@ impl Ec2Claim {
         plan: &ClaimPlan,
         deadline: Deadline,
     ) -> Result<BrokerId, AwsError> {
+        if plan.candidates.is_empty() {
+            return Err(AwsError::NoCandidates);
+        }
         let me = self.metadata.identity().await?;
         let mut plan = plan.clone();
         let seed = stable_hash(&me.instance_id);
@@ -228,12 +231,7 @@ impl Ec2Claim {
         let output = self
             .ec2
             .describe_network_interfaces()
-            .filters(
-                Filter::builder()
-                    .name("network-interface-id")
-                    .set_values(Some(ids.clone()))
-                    .build(),
-            )
+            .filters(filter("network-interface-id", &ids))
             .send()
             .await
             .map_err(|e| AwsError::api("DescribeNetworkInterfaces", ids.join(","), e))?;
@@ -299,9 +297,6 @@ impl Coordination for Ec2Claim {
         _holder: &ClaimHolder,
         deadline: Deadline,
     ) -> Result<BrokerId, StepError> {
-        if plan.candidates.is_empty() {
-            return Err(AwsError::NoCandidates.into());
-        }
         Ok(self.claim_inner(plan, deadline).await?)
     }
 

@@ -48,17 +48,9 @@ impl DiscoverySpec {
 
     /// The server-side filters for one resource type.
     pub fn filters(&self, template: &TagTemplate) -> Vec<Filter> {
-        let mut filters = vec![Filter::builder()
-            .name(format!("tag:{}", self.key))
-            .values(template.wildcard())
-            .build()];
+        let mut filters = vec![filter(format!("tag:{}", self.key), [template.wildcard()])];
         if let Some((key, value)) = &self.cluster_tag {
-            filters.push(
-                Filter::builder()
-                    .name(format!("tag:{key}"))
-                    .values(value)
-                    .build(),
-            );
+            filters.push(filter(format!("tag:{key}"), [value]));
         }
         filters
     }
@@ -75,6 +67,23 @@ impl DiscoverySpec {
         });
         (id.0 < self.broker_count && in_cluster).then_some(id)
     }
+
+    /// The facts of the described resources of one kind that carry an id in range, grouped by that id.
+    fn group_by_id<R, F>(
+        &self,
+        template: &TagTemplate,
+        resources: &[R],
+        tags: impl Fn(&R) -> &[Tag],
+        facts: impl Fn(&R) -> Result<F, AwsError>,
+    ) -> Result<BTreeMap<BrokerId, Vec<F>>, AwsError> {
+        let mut groups: BTreeMap<BrokerId, Vec<F>> = BTreeMap::new();
+        for resource in resources {
+            if let Some(id) = self.id_of(template, tags(resource)) {
+                groups.entry(id).or_default().push(facts(resource)?);
+            }
+        }
+        Ok(groups)
+    }
 }
 
 /// The subnet ids the ENIs live in (for the one DescribeSubnets call).
@@ -83,27 +92,55 @@ pub fn subnet_ids(enis: &[NetworkInterface]) -> Vec<String> {
     ids.into_iter().map(str::to_owned).collect()
 }
 
-/// The one resource an id has of a kind; none, or several (each named by `name`), is a problem.
+/// A kind of tagged resource: what a problem calls it, its EC2 id, and the problem when an id has several.
+struct Kind<T> {
+    what: &'static str,
+    name: fn(&T) -> &str,
+    several: fn(BrokerId, usize, String) -> InventoryProblem,
+}
+
+const ENI: Kind<EniFacts> = Kind {
+    what: "ENI",
+    name: |eni| &eni.eni_id,
+    several: |id, count, ids| InventoryProblem::DuplicateEni { id, count, ids },
+};
+
+const VOLUME: Kind<VolumeFacts> = Kind {
+    what: "volume",
+    name: |volume| &volume.volume_id,
+    several: |id, count, ids| InventoryProblem::DuplicateVolume { id, count, ids },
+};
+
+/// The one resource an id has of a kind; none, or several, is a problem.
 fn the_one<T>(
     mut found: Vec<T>,
     id: BrokerId,
-    what: &str,
+    kind: &Kind<T>,
     problems: &mut Vec<InventoryProblem>,
-    name: impl Fn(&T) -> &String,
-    several: impl FnOnce(usize, String) -> InventoryProblem,
 ) -> Option<T> {
     match found.len() {
         0 => problems.push(InventoryProblem::Missing {
             id,
-            missing: what.into(),
+            missing: kind.what.into(),
         }),
         1 => return found.pop(),
         count => {
-            let ids = found.iter().map(|f| name(f).as_str()).collect::<Vec<_>>();
-            problems.push(several(count, ids.join(", ")));
+            let ids = found.iter().map(kind.name).collect::<Vec<_>>();
+            problems.push((kind.several)(id, count, ids.join(", ")));
         }
     }
     None
+}
+
+/// A server-side filter: `name` matching any of `values`.
+pub fn filter<V: Into<String>>(
+    name: impl Into<String>,
+    values: impl IntoIterator<Item = V>,
+) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.into_iter().map(Into::into).collect()))
+        .build()
 }
 
 /// Maps one described ENI to its facts; the subnet CIDR comes from `cidrs`.
@@ -113,11 +150,7 @@ pub fn eni_facts(
 ) -> Result<EniFacts, AwsError> {
     const OP: &str = "DescribeNetworkInterfaces";
     let eni_id = eni.network_interface_id().unwrap_or_default().to_owned();
-    let malformed = |field| AwsError::Malformed {
-        operation: OP,
-        resource: eni_id.clone(),
-        field,
-    };
+    let malformed = |field| AwsError::malformed(OP, &eni_id, field);
     let mac = eni
         .mac_address()
         .and_then(|mac| mac.parse().ok())
@@ -138,18 +171,14 @@ pub fn eni_facts(
         .ok_or_else(|| malformed("AvailabilityZone"))?
         .to_owned();
     let attachment = eni.attachment().and_then(|attachment| {
-        let state = attachment
-            .status()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default();
-        (state != "detached").then(|| Attachment {
-            instance_id: attachment.instance_id().unwrap_or_default().to_owned(),
-            state,
-            slot: attachment
+        live_attachment(
+            attachment.instance_id(),
+            attachment.status().map(|s| s.as_str()),
+            attachment
                 .device_index()
                 .map(|index| index.to_string())
                 .unwrap_or_default(),
-        })
+        )
     });
     Ok(EniFacts {
         eni_id,
@@ -167,22 +196,14 @@ pub fn volume_facts(volume: &Volume) -> Result<VolumeFacts, AwsError> {
     let volume_id = volume.volume_id().unwrap_or_default().to_owned();
     let availability_zone = volume
         .availability_zone()
-        .ok_or_else(|| AwsError::Malformed {
-            operation: "DescribeVolumes",
-            resource: volume_id.clone(),
-            field: "AvailabilityZone",
-        })?
+        .ok_or_else(|| AwsError::malformed("DescribeVolumes", &volume_id, "AvailabilityZone"))?
         .to_owned();
     let attachment = volume.attachments().iter().find_map(|attachment| {
-        let state = attachment
-            .state()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default();
-        (state != "detached").then(|| Attachment {
-            instance_id: attachment.instance_id().unwrap_or_default().to_owned(),
-            state,
-            slot: attachment.device().unwrap_or_default().to_owned(),
-        })
+        live_attachment(
+            attachment.instance_id(),
+            attachment.state().map(|s| s.as_str()),
+            attachment.device().unwrap_or_default().to_owned(),
+        )
     });
     Ok(VolumeFacts {
         volume_id,
@@ -196,6 +217,20 @@ pub fn volume_facts(volume: &Volume) -> Result<VolumeFacts, AwsError> {
     })
 }
 
+/// An attachment as EC2 describes it; `None` once `detached` (EC2 keeps listing those for a while).
+fn live_attachment(
+    instance_id: Option<&str>,
+    state: Option<&str>,
+    slot: String,
+) -> Option<Attachment> {
+    let state = state.unwrap_or_default();
+    (state != "detached").then(|| Attachment {
+        instance_id: instance_id.unwrap_or_default().to_owned(),
+        state: state.to_owned(),
+        slot,
+    })
+}
+
 /// Groups described resources by id and names every tagging problem. Pure.
 pub fn build_inventory(
     spec: &DiscoverySpec,
@@ -203,24 +238,10 @@ pub fn build_inventory(
     volumes: &[Volume],
     cidrs: &BTreeMap<String, Ipv4Net>,
 ) -> Result<Inventory, AwsError> {
-    let mut eni_groups: BTreeMap<BrokerId, Vec<EniFacts>> = BTreeMap::new();
-    for eni in enis {
-        if let Some(id) = spec.id_of(&spec.eni, eni.tag_set()) {
-            eni_groups
-                .entry(id)
-                .or_default()
-                .push(eni_facts(eni, cidrs)?);
-        }
-    }
-    let mut volume_groups: BTreeMap<BrokerId, Vec<VolumeFacts>> = BTreeMap::new();
-    for volume in volumes {
-        if let Some(id) = spec.id_of(&spec.volume, volume.tags()) {
-            volume_groups
-                .entry(id)
-                .or_default()
-                .push(volume_facts(volume)?);
-        }
-    }
+    let mut eni_groups = spec.group_by_id(&spec.eni, enis, NetworkInterface::tag_set, |eni| {
+        eni_facts(eni, cidrs)
+    })?;
+    let mut volume_groups = spec.group_by_id(&spec.volume, volumes, Volume::tags, volume_facts)?;
     let mut inventory = Inventory::default();
     for id in (0..spec.broker_count).map(BrokerId) {
         let enis = eni_groups.remove(&id).unwrap_or_default();
@@ -228,22 +249,8 @@ pub fn build_inventory(
         if enis.is_empty() && volumes.is_empty() {
             continue;
         }
-        let eni = the_one(
-            enis,
-            id,
-            "ENI",
-            &mut inventory.problems,
-            |e| &e.eni_id,
-            |count, ids| InventoryProblem::DuplicateEni { id, count, ids },
-        );
-        let volume = the_one(
-            volumes,
-            id,
-            "volume",
-            &mut inventory.problems,
-            |v| &v.volume_id,
-            |count, ids| InventoryProblem::DuplicateVolume { id, count, ids },
-        );
+        let eni = the_one(enis, id, &ENI, &mut inventory.problems);
+        let volume = the_one(volumes, id, &VOLUME, &mut inventory.problems);
         let resources = IdResources { eni, volume };
         if let (Some(eni), Some(volume)) = (&resources.eni, &resources.volume) {
             if eni.availability_zone != volume.availability_zone {

@@ -10,7 +10,7 @@
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use berth_core::ports::StepError;
+use berth_core::ports::{chain_message, ErrorKind, StepError};
 
 /// Client-side codes where waiting can help: someone else's attachment is still letting go, a resource we
 /// just caused to change is not there yet, or EC2's eventual consistency has not caught up with a new instance.
@@ -175,18 +175,15 @@ impl AwsError {
                 let status = context.raw().status().as_u16();
                 (
                     None,
-                    format!(
-                        "undecodable response: {}",
-                        berth_core::ports::chain_message(&error)
-                    ),
+                    format!("undecodable response: {}", chain_message(&error)),
                     Some(status),
                     true,
                 )
             }
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-                (None, berth_core::ports::chain_message(&error), None, true)
+                (None, chain_message(&error), None, true)
             }
-            _ => (None, berth_core::ports::chain_message(&error), None, false),
+            _ => (None, chain_message(&error), None, false),
         };
         Self::Api {
             operation,
@@ -195,6 +192,15 @@ impl AwsError {
             message,
             status,
             retryable,
+        }
+    }
+
+    /// A describe answer for `resource` that lacks `field`.
+    pub fn malformed(operation: &'static str, resource: &str, field: &'static str) -> Self {
+        Self::Malformed {
+            operation,
+            resource: resource.to_owned(),
+            field,
         }
     }
 
@@ -224,6 +230,15 @@ impl AwsError {
         }
     }
 
+    /// Retryable or Fatal, as the state machine sees it.
+    pub fn kind(&self) -> ErrorKind {
+        if self.is_retryable() {
+            ErrorKind::Retryable
+        } else {
+            ErrorKind::Fatal
+        }
+    }
+
     /// Whether the error is throttling (for logs and metrics).
     pub fn is_throttling(&self) -> bool {
         self.code()
@@ -233,11 +248,7 @@ impl AwsError {
 
 impl From<AwsError> for StepError {
     fn from(error: AwsError) -> Self {
-        if error.is_retryable() {
-            StepError::retryable(&error)
-        } else {
-            StepError::fatal(&error)
-        }
+        StepError::new(error.kind(), chain_message(&error))
     }
 }
 

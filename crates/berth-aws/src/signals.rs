@@ -31,11 +31,11 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::Filter;
 use berth_core::facts::Identity;
 use berth_core::ports::{Delivery, FailureReport, LaunchResult, Verdict};
 use tokio::sync::Mutex;
 
+use crate::discovery::filter;
 use crate::error::AwsError;
 use crate::metadata::Metadata;
 
@@ -379,20 +379,8 @@ impl Signaller {
         let output = self
             .ec2
             .describe_tags()
-            .filters(
-                Filter::builder()
-                    .name("resource-id")
-                    .values(&me.instance_id)
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name("key")
-                    .values(STACK_TAG)
-                    .values(LOGICAL_ID_TAG)
-                    .values(GROUP_TAG)
-                    .build(),
-            )
+            .filters(filter("resource-id", [&me.instance_id]))
+            .filters(filter("key", [STACK_TAG, LOGICAL_ID_TAG, GROUP_TAG]))
             .send()
             .await
             .map_err(|e| AwsError::api("DescribeTags", &me.instance_id, e))?;

@@ -126,12 +126,7 @@ async fn discovery_maps_ids_and_names_every_configuration_error() {
 #[tokio::test]
 async fn happy_path_boot_stays_within_the_call_budget() {
     let env = env(&[ZONE_A]).await;
-    let me = env.instance(ZONE_A).await;
-    env.stack("kafka-stack", "BrokerGroup", 1);
-    env.group("kafka-asg", "berth-launch", "berth-terminate");
-    env.launching("kafka-asg", &me);
-    let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, SIGNALS_CONFIGURED)).await;
+    let (me, imds, cloud) = env.launching_host().await;
     let deadline = Deadline::after(Duration::from_secs(30));
     let started = Instant::now();
 
@@ -234,17 +229,7 @@ async fn happy_path_boot_stays_within_the_call_budget() {
 async fn already_attached_here_is_success_without_attach_calls() {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
-    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &me.instance_id, 1)
-        .await
-        .unwrap();
-    world::attach_volume(
-        &env.ec2,
-        &env.ids[0].volume_id,
-        &me.instance_id,
-        "/dev/xvdg",
-    )
-    .await
-    .unwrap();
+    env.attach_id0(&me, "/dev/xvdg").await;
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, "")).await;
     let identity = cloud.identity().await.unwrap();
@@ -272,17 +257,7 @@ async fn already_attached_here_is_success_without_attach_calls() {
 async fn a_running_owner_is_never_touched_and_is_named() {
     let env = env(&[ZONE_A]).await;
     let owner = env.instance(ZONE_A).await;
-    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &owner.instance_id, 1)
-        .await
-        .unwrap();
-    world::attach_volume(
-        &env.ec2,
-        &env.ids[0].volume_id,
-        &owner.instance_id,
-        "/dev/xvdf",
-    )
-    .await
-    .unwrap();
+    env.attach_id0(&owner, "/dev/xvdf").await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, "")).await;
@@ -356,41 +331,12 @@ async fn owned_by_other(
     berth_testkit::aws::Imds,
 ) {
     let owner = env.instance(ZONE_A).await;
-    world::attach_eni(&env.ec2, &env.ids[0].eni_id, &owner.instance_id, 1)
-        .await
-        .unwrap();
-    world::attach_volume(
-        &env.ec2,
-        &env.ids[0].volume_id,
-        &owner.instance_id,
-        "/dev/xvdf",
-    )
-    .await
-    .unwrap();
+    env.attach_id0(&owner, "/dev/xvdf").await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(&env.config(&imds, 1, aws_extra)).await;
     let identity = cloud.identity().await.unwrap();
     (owner, identity, cloud, imds)
-}
-
-/// A new instance in `zone` with its cloud adapter: (instance, identity, cloud, imds, id 0's resources).
-async fn booting_in(
-    env: &Env,
-    zone: &str,
-) -> (
-    world::SeededInstance,
-    berth_core::Identity,
-    berth_aws::AwsCloud,
-    berth_testkit::aws::Imds,
-    berth_core::IdResources,
-) {
-    let me = env.instance(zone).await;
-    let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
-    let identity = cloud.identity().await.unwrap();
-    let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
-    (me, identity, cloud, imds, resources)
 }
 
 #[tokio::test]
@@ -451,15 +397,8 @@ async fn takeover_from_an_owner_still_shutting_down() {
             .unwrap(),
         "shutting-down"
     );
-    let deadline = Deadline::after(Duration::from_secs(30));
-    let (eni, _, _) = until_ok(Duration::from_secs(30), || {
-        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
-    })
-    .await;
-    let ((volume, _), _, _) = until_ok(Duration::from_secs(30), || {
-        cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
-    })
-    .await;
+    let Attached { eni, volume, .. } =
+        attach_both(&cloud, &identity, &resources, Duration::from_secs(30)).await;
     let takeover = terminated_at.elapsed();
     println!(
         "aws-takeover from=shutting-down takeover_ms={}",
@@ -568,15 +507,7 @@ async fn conservative_takeover_waits_for_termination_then_attaches_what_ec2_rele
         &format!("{{\"instance_id\": \"{}\"}}", owner.instance_id),
     )
     .expect("finish");
-    let deadline = Deadline::after(Duration::from_secs(30));
-    until_ok(Duration::from_secs(30), || {
-        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
-    })
-    .await;
-    until_ok(Duration::from_secs(30), || {
-        cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
-    })
-    .await;
+    attach_both(&cloud, &identity, &resources, Duration::from_secs(30)).await;
     let takeover = finished_at.elapsed();
     println!(
         "aws-takeover from=terminated(real-ec2-release) takeover_ms={} retries={}",
@@ -629,12 +560,7 @@ async fn wrong_zone_is_refused_before_any_call() {
 #[tokio::test]
 async fn throttling_bursts_and_500s_are_survived() {
     let env = env(&[ZONE_A]).await;
-    let me = env.instance(ZONE_A).await;
-    env.stack("kafka-stack", "BrokerGroup", 1);
-    env.group("kafka-asg", "berth-launch", "berth-terminate");
-    env.launching("kafka-asg", &me);
-    let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, SIGNALS_CONFIGURED)).await;
+    let (me, _imds, cloud) = env.launching_host().await;
     let identity = cloud.identity().await.unwrap();
     // More faults than the SDK's own attempts, so some reach the state machine, which must see Retryable.
     env.proxy
@@ -649,17 +575,13 @@ async fn throttling_bursts_and_500s_are_survived() {
     env.proxy
         .inject("CompleteLifecycleAction", Fault::ServerError, 4);
     let budget = Duration::from_secs(60);
-    let deadline = Deadline::after(budget);
     let (inventory, discover_errors, _) = until_ok(budget, || cloud.discover()).await;
     let resources = inventory.ids[&BrokerId(0)].clone();
-    let (_, eni_errors, _) = until_ok(budget, || {
-        cloud.attach_eni(&identity, resources.eni.as_ref().unwrap(), deadline)
-    })
-    .await;
-    let (_, volume_errors, _) = until_ok(budget, || {
-        cloud.attach_volume(&identity, resources.volume.as_ref().unwrap(), deadline)
-    })
-    .await;
+    let Attached {
+        eni_errors,
+        volume_errors,
+        ..
+    } = attach_both(&cloud, &identity, &resources, budget).await;
     let (_, mut signal_errors, _) =
         until_ok(budget, || cloud.signal_stack(&identity, &Verdict::Success)).await;
     let (_, hook_errors, _) = until_ok(budget, || {

@@ -129,4 +129,38 @@ impl ClaimPlan {
         order.extend(others().filter(|id| taken.contains(id)));
         order
     }
+
+    /// The skipped ids and why, as `id: reason` joined with `; ` (empty when none is skipped).
+    pub fn skipped_summary(&self) -> String {
+        self.skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.id, s.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_summary_names_each_id_and_reason() {
+        let mut plan = ClaimPlan::default();
+        assert_eq!(plan.skipped_summary(), "");
+        plan.skipped = vec![
+            SkippedId {
+                id: BrokerId(2),
+                reason: "no ENI is tagged for it".into(),
+            },
+            SkippedId {
+                id: BrokerId(5),
+                reason: "no volume is tagged for it".into(),
+            },
+        ];
+        assert_eq!(
+            plan.skipped_summary(),
+            "2: no ENI is tagged for it; 5: no volume is tagged for it"
+        );
+    }
 }

@@ -397,12 +397,7 @@ impl ZkCoordination {
         deadline: Deadline,
     ) -> Result<BrokerId, ZkError> {
         if plan.candidates.is_empty() {
-            let reason = plan
-                .skipped
-                .iter()
-                .map(|s| format!("{}: {}", s.id, s.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let reason = plan.skipped_summary();
             return Err(ZkError::NoCandidates {
                 reason: if reason.is_empty() {
                     "no ids configured".into()

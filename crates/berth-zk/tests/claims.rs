@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_core::claim::plan_claim;
+use berth_core::claim::{plan_claim, ClaimPlan};
 use berth_core::facts::{
     Attachment, EniFacts, IdResources, Identity, Inventory, InventoryProblem, VolumeFacts,
 };
@@ -45,12 +45,7 @@ async fn fifty_claimers_over_ten_ids_never_share_an_owner() {
             );
             tasks.push(tokio::spawn(async move {
                 let me = format!("i-{round}-{index}");
-                let id = claimer
-                    .claim(
-                        &plan(0..10, None),
-                        &holder(&me),
-                        Deadline::after(Duration::from_secs(30)),
-                    )
+                let id = common::claim_any(&claimer, 0..10, &me, Duration::from_secs(30))
                     .await
                     .unwrap_or_else(|error| panic!("{me}: {error}"));
                 if let Some(other) = table.lock().unwrap().insert(id, me.clone()) {
@@ -315,6 +310,40 @@ async fn crashed_claims(connect: &str, claims_path: &str, claims: &[(u32, &str)]
     crashed.session_id().0
 }
 
+/// The restarted daemon of `i-restarted` claims from `plan` while its crashed session's claim on id 2 stands: it
+/// gets id 2 within `within` (well before that session's 10 s timeout), owned by its new session. Returned so
+/// that the claim lives on.
+async fn restart_takes_back_id_2(
+    config: &berth_config::Config,
+    plan: &ClaimPlan,
+    within: Duration,
+) -> ZkCoordination {
+    let started = Instant::now();
+    let restarted = ZkCoordination::new(config).unwrap();
+    let id = restarted
+        .claim(
+            plan,
+            &holder("i-restarted"),
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await;
+    assert_eq!(id.unwrap(), BrokerId(2));
+    assert!(
+        started.elapsed() < within,
+        "took {:?}; the old session lasts 10 s",
+        started.elapsed()
+    );
+    let checker = common::client(&config.zookeeper.connect).await;
+    assert_eq!(
+        common::owners(&checker, &config.claims_path()).await[&2],
+        (
+            "i-restarted".to_owned(),
+            restarted.session_id().await.unwrap()
+        )
+    );
+    restarted
+}
+
 /// After a crash, this instance's claim from its previous session is still there until that session times out.
 /// The restarted daemon replaces it at once; another instance's lingering claim is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,31 +361,13 @@ async fn own_stale_claim_is_taken_over_at_once() {
     )
     .await;
 
-    let started = Instant::now();
-    let restarted = ZkCoordination::new(&config).unwrap();
-    let id = restarted
-        .claim(
-            &plan(0..4, Some(2)),
-            &holder("i-restarted"),
-            Deadline::after(Duration::from_secs(20)),
-        )
-        .await;
-    assert_eq!(id.unwrap(), BrokerId(2));
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}; the old session lasts 10 s",
-        started.elapsed()
-    );
+    let _restarted =
+        restart_takes_back_id_2(&config, &plan(0..4, Some(2)), Duration::from_secs(3)).await;
     let checker = common::client(&connect).await;
-    let owners = common::owners(&checker, &claims_path).await;
-    assert_eq!(
-        owners[&2],
-        (
-            "i-restarted".to_owned(),
-            restarted.session_id().await.unwrap()
-        )
+    assert_ne!(
+        common::owners(&checker, &claims_path).await[&2].1,
+        stale_session
     );
-    assert_ne!(owners[&2].1, stale_session);
 
     // Another instance preferring id 3 (say its ENI is still attached) must not take i-other's live-looking
     // claim, nor another id: it waits.
@@ -384,12 +395,7 @@ async fn digest_acl_protects_claims() {
     let mut config = config(&connect, Duration::from_secs(4), "secured");
     config.zookeeper.digest = "berth:s3cret".into();
     let adapter = ZkCoordination::new(&config).unwrap();
-    let id = adapter
-        .claim(
-            &plan(0..3, None),
-            &holder("i-acl"),
-            Deadline::after(Duration::from_secs(20)),
-        )
+    let id = common::claim_any(&adapter, 0..3, "i-acl", Duration::from_secs(20))
         .await
         .unwrap();
     let path = adapter.claim_path(id);
@@ -452,27 +458,5 @@ async fn own_stale_claim_on_any_id_is_taken_back_at_once() {
         .collect();
     crashed_claims(&connect, &claims_path, &claims).await;
 
-    let started = Instant::now();
-    let restarted = ZkCoordination::new(&config).unwrap();
-    let id = restarted
-        .claim(
-            &plan(0..4, None),
-            &holder("i-restarted"),
-            Deadline::after(Duration::from_secs(20)),
-        )
-        .await;
-    assert_eq!(id.unwrap(), BrokerId(2));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}; the old session lasts 10 s",
-        started.elapsed()
-    );
-    let checker = common::client(&connect).await;
-    assert_eq!(
-        common::owners(&checker, &claims_path).await[&2],
-        (
-            "i-restarted".to_owned(),
-            restarted.session_id().await.unwrap()
-        )
-    );
+    restart_takes_back_id_2(&config, &plan(0..4, None), Duration::from_secs(5)).await;
 }

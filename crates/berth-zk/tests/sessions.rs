@@ -121,13 +121,7 @@ async fn expiry_case(
         let config = common::config(&server.connect_string(), Duration::from_secs(4), cluster);
         tokio::spawn(async move {
             let rival = ZkCoordination::new(&config).expect("adapter");
-            let id = rival
-                .claim(
-                    &plan([0], None),
-                    &holder("i-rival"),
-                    Deadline::after(Duration::from_secs(20)),
-                )
-                .await;
+            let id = common::claim_any(&rival, [0], "i-rival", Duration::from_secs(20)).await;
             (rival, id)
         })
     });
@@ -193,12 +187,7 @@ async fn leader_killed_during_claims_loses_and_duplicates_nothing() {
                 tokio::spawn(async move {
                     let adapter = ZkCoordination::new(&config).expect("adapter");
                     let me = format!("i-{index}");
-                    let id = adapter
-                        .claim(
-                            &plan(0..40, None),
-                            &holder(&me),
-                            Deadline::after(Duration::from_secs(30)),
-                        )
+                    let id = common::claim_any(&adapter, 0..40, &me, Duration::from_secs(30))
                         .await
                         .unwrap_or_else(|error| panic!("{me}: {error}"));
                     (adapter, me, id)
@@ -240,12 +229,7 @@ async fn zookeeper_not_yet_up_then_claims() {
     let adapter = ZkCoordination::new(&config).expect("adapter (connects lazily)");
 
     let started = Instant::now();
-    let error = adapter
-        .claim(
-            &plan(0..3, None),
-            &holder("i-early"),
-            Deadline::after(Duration::from_millis(700)),
-        )
+    let error = common::claim_any(&adapter, 0..3, "i-early", Duration::from_millis(700))
         .await
         .expect_err("no server yet");
     assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
@@ -259,13 +243,7 @@ async fn zookeeper_not_yet_up_then_claims() {
     let claiming = {
         let adapter = Arc::clone(&adapter);
         tokio::spawn(async move {
-            let id = adapter
-                .claim(
-                    &plan(0..3, None),
-                    &holder("i-early"),
-                    Deadline::after(Duration::from_secs(30)),
-                )
-                .await;
+            let id = common::claim_any(&adapter, 0..3, "i-early", Duration::from_secs(30)).await;
             (id, Instant::now())
         })
     };
@@ -290,12 +268,7 @@ async fn short_partition_keeps_the_claim() {
     let config = config(&proxy.address().to_string(), Duration::from_secs(4), "blip");
     let adapter = Arc::new(ZkCoordination::new(&config).expect("adapter"));
     let mut events = session_events(&adapter);
-    let id = adapter
-        .claim(
-            &plan(0..2, None),
-            &holder("i-blip"),
-            Deadline::after(Duration::from_secs(20)),
-        )
+    let id = common::claim_any(&adapter, 0..2, "i-blip", Duration::from_secs(20))
         .await
         .expect("claim");
     let session = adapter.session_id().await;

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use berth_aws::AwsCloud;
-use berth_core::ports::StepError;
+use berth_core::facts::{EniFacts, IdResources, Identity, VolumeFacts};
+use berth_core::ports::{Cloud, Deadline, StepError};
 use berth_core::retry::{Jitter, RetryPolicy};
+use berth_core::BrokerId;
 use berth_testkit::aws::autoscaling::{GroupSpec, Hook, HookResult, Transition};
 use berth_testkit::aws::cloudformation::ResourceSignal;
 use berth_testkit::aws::world::{self, Network, SeededId, SeededInstance};
@@ -137,6 +139,33 @@ impl Env {
         })
     }
 
+    /// Broker id 0's ENI (device index 1) and volume (at `device`) attached to `instance`, seeded directly.
+    pub async fn attach_id0(&self, instance: &SeededInstance, device: &str) {
+        world::attach_eni(&self.ec2, &self.ids[0].eni_id, &instance.instance_id, 1)
+            .await
+            .expect("seed ENI attachment");
+        world::attach_volume(
+            &self.ec2,
+            &self.ids[0].volume_id,
+            &instance.instance_id,
+            device,
+        )
+        .await
+        .expect("seed volume attachment");
+    }
+
+    /// A host launching into group `kafka-asg` (launch hook pending) of stack `kafka-stack`, with its IMDS and
+    /// its adapter configured to signal both.
+    pub async fn launching_host(&self) -> (SeededInstance, Imds, AwsCloud) {
+        let me = self.instance(ZONE_A).await;
+        self.stack("kafka-stack", "BrokerGroup", 1);
+        self.group("kafka-asg", "berth-launch", "berth-terminate");
+        self.launching("kafka-asg", &me);
+        let imds = self.imds(&me, &[]);
+        let cloud = self.cloud(&self.config(&imds, 1, SIGNALS_CONFIGURED)).await;
+        (me, imds, cloud)
+    }
+
     /// A running instance in `zone` with the CloudFormation/Auto Scaling tags.
     pub async fn instance(&self, zone: &str) -> SeededInstance {
         world::instance(&self.ec2, &self.net, zone, &[])
@@ -227,6 +256,49 @@ terminate_hook = "berth-terminate"
 heartbeat_interval = "30s"
 mark_unhealthy_after = "5m"
 "#;
+
+/// A new instance in `zone` with its cloud adapter: (instance, identity, cloud, imds, id 0's resources).
+pub async fn booting_in(
+    env: &Env,
+    zone: &str,
+) -> (SeededInstance, Identity, AwsCloud, Imds, IdResources) {
+    let me = env.instance(zone).await;
+    let imds = env.imds(&me, &[]);
+    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let identity = cloud.identity().await.unwrap();
+    let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
+    (me, identity, cloud, imds, resources)
+}
+
+/// An id's ENI and volume attached through the adapter, and the Retryable errors each step met first.
+pub struct Attached {
+    pub eni: EniFacts,
+    pub volume: VolumeFacts,
+    pub eni_errors: Vec<StepError>,
+    pub volume_errors: Vec<StepError>,
+}
+
+/// AttachEni then AttachEbs of `resources` as the state machine runs them: each retried ([`until_ok`]) within
+/// `budget`, with one deadline of `budget` for both.
+pub async fn attach_both(
+    cloud: &AwsCloud,
+    identity: &Identity,
+    resources: &IdResources,
+    budget: Duration,
+) -> Attached {
+    let deadline = Deadline::after(budget);
+    let eni = resources.eni.as_ref().expect("the id has an ENI");
+    let volume = resources.volume.as_ref().expect("the id has a volume");
+    let (eni, eni_errors, _) = until_ok(budget, || cloud.attach_eni(identity, eni, deadline)).await;
+    let ((volume, _), volume_errors, _) =
+        until_ok(budget, || cloud.attach_volume(identity, volume, deadline)).await;
+    Attached {
+        eni,
+        volume,
+        eni_errors,
+        volume_errors,
+    }
+}
 
 /// What the state machine does with a retryable step: back off (250 ms doubling to 2 s, jittered) and call it
 /// again until it succeeds or `budget` runs out. Panics on a Fatal error. Returns the value, the retryable

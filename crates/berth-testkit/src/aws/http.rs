@@ -268,16 +268,7 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Resul
                 let mut request = Request {
                     method: parsed.method.unwrap_or_default().to_owned(),
                     target: parsed.path.unwrap_or_default().to_owned(),
-                    headers: parsed
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_ascii_lowercase(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect(),
+                    headers: header_pairs(parsed.headers),
                     body: Vec::new(),
                 };
                 let length: usize = request
@@ -319,6 +310,19 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Resul
     }
 }
 
+/// Parsed headers as (lower-case name, value) pairs.
+fn header_pairs(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
     let mut chunk = [0u8; 16 * 1024];
     let read = stream.read(&mut chunk).await?;
@@ -348,16 +352,7 @@ fn parse_response(raw: &[u8]) -> io::Result<Response> {
     };
     let mut response = Response {
         status: parsed.code.unwrap_or(500),
-        headers: parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_pairs(parsed.headers),
         body: Vec::new(),
     };
     let rest = &raw[head_len..];

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use berth_config::Config;
 use berth_core::claim::ClaimPlan;
-use berth_core::ports::ClaimHolder;
+use berth_core::ports::{ClaimHolder, Coordination, Deadline, StepError};
 use berth_core::BrokerId;
 use berth_zk::coordination::ClaimBody;
+use berth_zk::ZkCoordination;
 use zookeeper_client as zk;
 
 /// A valid configuration for `connect`, with the given session timeout and cluster name.
@@ -40,6 +41,18 @@ pub fn plan(candidates: impl IntoIterator<Item = u32>, preferred: Option<u32>) -
         candidates: candidates.into_iter().map(BrokerId).collect(),
         ..ClaimPlan::default()
     }
+}
+
+/// `coordination` claiming one of `ids` (none preferred) for `instance`, by a deadline `within` from now.
+pub async fn claim_any(
+    coordination: &ZkCoordination,
+    ids: impl IntoIterator<Item = u32>,
+    instance: &str,
+    within: Duration,
+) -> Result<BrokerId, StepError> {
+    coordination
+        .claim(&plan(ids, None), &holder(instance), Deadline::after(within))
+        .await
 }
 
 /// A plain client, for looking at znodes as an operator would.
