@@ -923,11 +923,7 @@ async fn claim(deadline: Deadline, context: &StepContext) -> Result<Output, Step
                 "no broker id can be claimed from {} ({} ids skipped: {})",
                 identity.availability_zone,
                 plan.skipped.len(),
-                plan.skipped
-                    .iter()
-                    .map(|s| format!("{}: {}", s.id, s.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                plan.skipped_summary()
             ),
         ));
     }
