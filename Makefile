@@ -21,6 +21,7 @@ test: build
 
 lint:
 	$(CARGO) fmt --all -- --check
+	./scripts/longest-functions.py --limit 80
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 BENCHES := claim-storm claim-storm-fleet route storage kafka-probe aws tth replace kafka-replace roll footprint
