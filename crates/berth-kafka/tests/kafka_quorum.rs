@@ -5,7 +5,7 @@
 //! replaced with a blank volume; once node 1 is stopped and the metadata log moves on without it, node 2's blank
 //! storage is refused, naming node 1 as behind, and berth leaves Kafka stopped.
 
-mod real;
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,7 +14,8 @@ use std::time::Duration;
 use berth_core::ports::{Broker, Deadline};
 use berth_core::{BrokerId, ErrorKind};
 use berth_kafka::supervisor::ChildState;
-use real::{RealHost, CLUSTER_ID, START_DEADLINE};
+use common::real::{RealHost, START_DEADLINE};
+use common::CLUSTER_ID;
 
 use berth_kafka::format::StorageState;
 use berth_kafka::quorum::{self, Quorum, Role, StorageDecision};

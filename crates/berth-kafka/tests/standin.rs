@@ -11,11 +11,8 @@ use berth_core::ports::{Broker, Deadline};
 use berth_core::replication::{catch_up, stop_safety, StopSafety};
 use berth_core::{BrokerId, ErrorKind};
 use berth_kafka::supervisor::ChildState;
-use common::{Host, CHROOT};
-
-fn registration_path(id: u32) -> String {
-    format!("{CHROOT}/brokers/ids/{id}")
-}
+use common::standin::Host;
+use common::{assert_unregistered, registration, registration_path, stop_cleanly, CLUSTER_ID};
 
 fn wall_ms() -> i64 {
     SystemTime::now()
@@ -55,13 +52,7 @@ async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
 
     // What the stand-in registered, read with a client of the test's own.
     let zk = host.client().await;
-    let (body, stat) = zk
-        .get_data(&registration_path(1))
-        .await
-        .expect("registered");
-    let registration =
-        berth_zk::Registration::parse(berth_core::BrokerId(1), &registration_path(1), &body)
-            .unwrap();
+    let (registration, stat) = registration(&zk, 1).await;
     assert_eq!(registration.version, 5);
     assert_eq!(registration.rack.as_deref(), Some("az-a"));
     assert!(registration.advertises_host("127.0.0.1"));
@@ -108,15 +99,8 @@ async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
         modified
     );
 
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
-    assert_eq!(
-        zk.check_stat(&registration_path(1)).await.unwrap(),
-        None,
-        "deregistered"
-    );
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
+    assert_unregistered(&zk, 1, "deregistered").await;
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", host.port)).is_err(),
         "listener closed"
@@ -153,10 +137,7 @@ async fn a_broker_registering_the_wrong_host_is_not_healthy() {
     );
     let error = broker.check(&spec).await.expect_err("check fails too");
     assert!(error.message.contains("127.0.0.2"), "{error}");
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,10 +202,7 @@ async fn a_killed_broker_fails_the_next_check_and_passes_once_restarted() {
         broker.child_state(),
         Some(ChildState::Running { starts: 2, .. })
     ));
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,12 +235,7 @@ async fn a_volume_of_another_broker_is_refused_with_kafkas_reason() {
         meta, "version=0\nbroker.id=2\n",
         "the other broker's data is untouched"
     );
-    let zk = host.client().await;
-    assert_eq!(
-        zk.check_stat(&registration_path(1)).await.unwrap(),
-        None,
-        "never registered"
-    );
+    assert_unregistered(&host.client().await, 1, "never registered").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,11 +262,11 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
         (meta.version.as_deref(), meta.node_id.as_deref()),
         (Some("1"), Some("0"))
     );
-    assert_eq!(meta.cluster_id.as_deref(), Some(common::CLUSTER_ID));
+    assert_eq!(meta.cluster_id.as_deref(), Some(CLUSTER_ID));
     assert!(
         evidence
             .detail
-            .ends_with(&format!("cluster {})", common::CLUSTER_ID)),
+            .ends_with(&format!("cluster {})", CLUSTER_ID)),
         "{}",
         evidence.detail
     );
@@ -305,10 +278,7 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
     assert_eq!(view.live_brokers, [BrokerId(0)].into_iter().collect());
     assert!(catch_up(&view, BrokerId(0)).caught_up());
     assert_eq!(stop_safety(&view, BrokerId(0)), StopSafety::LastBroker);
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
     assert!(broker.check(&spec).await.is_err());
     let error = broker.replication(&spec).await.expect_err("nobody answers");
     assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
@@ -347,8 +317,5 @@ async fn a_lost_registration_fails_the_check_even_with_the_listener_up() {
         "{error}"
     );
     assert_eq!(error.kind, ErrorKind::Retryable);
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
 }
