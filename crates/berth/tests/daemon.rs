@@ -16,6 +16,7 @@ use berth_core::replication::DrainOutcome;
 use berth_core::{BrokerId, ErrorKind};
 use berth_testkit::fixtures;
 use berth_testkit::inprocess::InProcessWorld;
+use berth_testkit::BOOT_STATE_NAMES;
 use tokio::sync::{mpsc, watch};
 
 /// Collects systemd notifications from a real unix datagram socket on a thread, as systemd would.
@@ -184,18 +185,7 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
     );
     assert_eq!(view.route_table, Some(10_001));
     let states: Vec<&str> = view.timeline.iter().map(|t| t.state.as_str()).collect();
-    assert_eq!(
-        states,
-        [
-            "claim",
-            "attach_eni",
-            "route",
-            "attach_ebs",
-            "mount",
-            "start_kafka",
-            "healthy"
-        ]
-    );
+    assert_eq!(states, BOOT_STATE_NAMES);
     let attach_ebs = view
         .timeline
         .iter()

@@ -60,19 +60,9 @@ pub async fn env_with(zones: &[&str], eni_on_terminate: EniOnTerminate) -> Env {
         AwsEndpoint::start(loopback_any_port(), REGION, Some(moto.address())).expect("endpoint");
     let proxy = FaultProxy::start(loopback_any_port(), aws.address()).expect("proxy");
     let ec2 = world::ec2_client(moto.endpoint(), REGION);
-    let net = world::network(&ec2, &[ZONE_A, ZONE_B])
+    let (net, ids) = world::seed_world(&ec2, &[ZONE_A, ZONE_B], zones, (CLUSTER_KEY, CLUSTER))
         .await
-        .expect("network");
-    let ids = world::broker_ids(
-        &ec2,
-        &net,
-        zones,
-        "Name",
-        "KAFKA-{id}",
-        Some((CLUSTER_KEY, CLUSTER)),
-    )
-    .await
-    .expect("broker ids");
+        .expect("network and broker ids");
     Env {
         proxy,
         aws,
