@@ -129,6 +129,20 @@ impl Env {
         })
     }
 
+    /// Broker id `index`'s ENI as EC2 has it: (status, the instance it is attached to).
+    pub async fn eni_of(&self, index: usize) -> (String, Option<String>) {
+        world::eni_owner(&self.ec2, &self.ids[index].eni_id)
+            .await
+            .expect("eni owner")
+    }
+
+    /// Broker id `index`'s volume as EC2 has it: (state, the instance it is attached to).
+    pub async fn volume_of(&self, index: usize) -> (String, Option<String>) {
+        world::volume_owner(&self.ec2, &self.ids[index].volume_id)
+            .await
+            .expect("volume owner")
+    }
+
     /// Broker id 0's ENI (device index 1) and volume (at `device`) attached to `instance`, seeded directly.
     pub async fn attach_id0(&self, instance: &SeededInstance, device: &str) {
         world::attach_eni(&self.ec2, &self.ids[0].eni_id, &instance.instance_id, 1)
