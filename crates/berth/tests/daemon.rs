@@ -19,6 +19,26 @@ use berth_testkit::inprocess::InProcessWorld;
 use berth_testkit::BOOT_STATE_NAMES;
 use tokio::sync::{mpsc, watch};
 
+/// Reads `read` every 10 ms until `done` holds for what it returns, within 10 s.
+async fn wait_for<T: std::fmt::Debug>(
+    what: &str,
+    read: impl Fn() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = read();
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; got {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Collects systemd notifications from a real unix datagram socket on a thread, as systemd would.
 #[derive(Clone)]
 struct Notifications(Arc<std::sync::Mutex<Vec<String>>>);
@@ -41,18 +61,12 @@ impl Notifications {
 
     /// Waits until `done` holds for the messages so far, within a deadline.
     async fn wait(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let messages = self.0.lock().unwrap().clone();
-            if done(&messages) {
-                return messages;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; got {messages:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for(
+            what,
+            || self.0.lock().unwrap().clone(),
+            |messages| done(messages),
+        )
+        .await
     }
 }
 
@@ -428,15 +442,12 @@ async fn kafka_loss_turns_503_marks_unhealthy_and_recovers() {
     .await;
     let (code, _) = berth::health::get(running.health, "/health").await.unwrap();
     assert_eq!(code, 503);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running
-        .world
-        .journal()
-        .contains(&"mark_unhealthy".to_owned())
-    {
-        assert!(Instant::now() < deadline, "SetInstanceHealth never called");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        "SetInstanceHealth",
+        || running.world.journal(),
+        |journal| journal.iter().any(|c| c == "mark_unhealthy"),
+    )
+    .await;
     running.world.set_kafka_down(false);
     wait_state(running.health, "200 again", |v| v.healthy).await;
     assert_eq!(
@@ -460,11 +471,12 @@ async fn session_expiry_reclaims_and_lifecycle_termination_drains() {
     let running = start(InProcessWorld::new(3), Duration::from_millis(50)).await;
     wait_state(running.health, "healthy", |v| v.healthy).await;
     running.world.expire_session();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running.world.journal().contains(&"reclaim:0".to_owned()) {
-        assert!(Instant::now() < deadline, "no reclaim after expiry");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        "a reclaim after expiry",
+        || running.world.journal(),
+        |journal| journal.iter().any(|c| c == "reclaim:0"),
+    )
+    .await;
     let view = wait_state(running.health, "healthy again", |v| {
         v.healthy && v.claim == "held"
     })
@@ -724,21 +736,12 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
         metrics.contains("berth_kafka_partitions_behind 1"),
         "{metrics}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running
-        .world
-        .journal()
-        .iter()
-        .filter(|c| *c == "heartbeat")
-        .count()
-        < 3
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no heartbeats while the gate waits"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        "heartbeats while the gate waits",
+        || running.world.journal(),
+        |journal| journal.iter().filter(|c| *c == "heartbeat").count() >= 3,
+    )
+    .await;
     let journal = running.world.journal();
     assert!(
         !journal
@@ -753,18 +756,12 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
         .set_replication(fixtures::replication(&[1, 2, 0]));
     let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
     assert_eq!(healthy.catch_up.as_ref().map(|p| p.behind.len()), Some(0));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let journal = loop {
-        let journal = running.world.journal();
-        if journal.iter().any(|c| c == "complete_launch:continue") {
-            break journal;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "launch hook never completed: {journal:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let journal = wait_for(
+        "the launch hook's completion",
+        || running.world.journal(),
+        |journal| journal.iter().any(|c| c == "complete_launch:continue"),
+    )
+    .await;
     let completed = journal
         .iter()
         .position(|c| c == "complete_launch:continue")
