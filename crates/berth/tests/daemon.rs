@@ -22,12 +22,12 @@ use tokio::sync::{mpsc, watch};
 /// Reads `read` every 10 ms until `done` holds for what it returns, within 10 s.
 async fn wait_for<T: std::fmt::Debug>(
     what: &str,
-    read: impl Fn() -> T,
+    read: impl AsyncFn() -> T,
     done: impl Fn(&T) -> bool,
 ) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let value = read();
+        let value = read().await;
         if done(&value) {
             return value;
         }
@@ -63,7 +63,7 @@ impl Notifications {
     async fn wait(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
         wait_for(
             what,
-            || self.0.lock().unwrap().clone(),
+            async || self.0.lock().unwrap().clone(),
             |messages| done(messages),
         )
         .await
@@ -153,20 +153,12 @@ async fn wait_state(
     what: &str,
     accept: impl Fn(&StateView) -> bool,
 ) -> StateView {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let read = async || {
         let (code, body) = berth::health::get(health, "/state").await.unwrap();
         assert_eq!(code, 200);
-        let view: StateView = serde_json::from_str(&body).unwrap();
-        if accept(&view) {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last state: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        serde_json::from_str::<StateView>(&body).unwrap()
+    };
+    wait_for(what, read, accept).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,7 +436,7 @@ async fn kafka_loss_turns_503_marks_unhealthy_and_recovers() {
     assert_eq!(code, 503);
     wait_for(
         "SetInstanceHealth",
-        || running.world.journal(),
+        async || running.world.journal(),
         |journal| journal.iter().any(|c| c == "mark_unhealthy"),
     )
     .await;
@@ -473,7 +465,7 @@ async fn session_expiry_reclaims_and_lifecycle_termination_drains() {
     running.world.expire_session();
     wait_for(
         "a reclaim after expiry",
-        || running.world.journal(),
+        async || running.world.journal(),
         |journal| journal.iter().any(|c| c == "reclaim:0"),
     )
     .await;
@@ -738,7 +730,7 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
     );
     wait_for(
         "heartbeats while the gate waits",
-        || running.world.journal(),
+        async || running.world.journal(),
         |journal| journal.iter().filter(|c| *c == "heartbeat").count() >= 3,
     )
     .await;
@@ -758,7 +750,7 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
     assert_eq!(healthy.catch_up.as_ref().map(|p| p.behind.len()), Some(0));
     let journal = wait_for(
         "the launch hook's completion",
-        || running.world.journal(),
+        async || running.world.journal(),
         |journal| journal.iter().any(|c| c == "complete_launch:continue"),
     )
     .await;
