@@ -147,6 +147,16 @@ async fn ended(daemon: tokio::task::JoinHandle<DaemonExit>) -> DaemonExit {
         .expect("the daemon task completes")
 }
 
+/// Boots a world whose `step` fails fatally; the daemon must exit Failed. Returns the calls it made.
+async fn journal_after_fatal(step: &str) -> Vec<String> {
+    let world = InProcessWorld::new(3);
+    world.fail(step, 1, ErrorKind::Fatal);
+    let running = start(world, Duration::from_secs(3600)).await;
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Failed);
+    running.world.journal()
+}
+
 /// Polls `/state` until `accept` holds, within a deadline.
 async fn wait_state(
     health: std::net::SocketAddr,
@@ -381,12 +391,7 @@ async fn a_drain_step_that_fails_retryably_is_retried_not_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_lets_go_of_everything_reports_last_and_exits_non_zero() {
-    let world = InProcessWorld::new(3);
-    world.fail("start_kafka", 1, ErrorKind::Fatal);
-    let running = start(world, Duration::from_secs(3600)).await;
-    let exit = ended(running.daemon).await;
-    assert_eq!(exit, DaemonExit::Failed);
-    let journal = running.world.journal();
+    let journal = journal_after_fatal("start_kafka").await;
     assert!(
         journal.contains(&"signal_stack:failure:start_kafka: in-process start_kafka failure (planned by the test)".to_owned()),
         "{journal:?}"
@@ -399,12 +404,7 @@ async fn a_failure_lets_go_of_everything_reports_last_and_exits_non_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_volume_is_left_untouched_when_letting_go() {
-    let world = InProcessWorld::new(3);
-    world.fail("mount", 1, ErrorKind::Fatal);
-    let running = start(world, Duration::from_secs(3600)).await;
-    let exit = ended(running.daemon).await;
-    assert_eq!(exit, DaemonExit::Failed);
-    let journal = running.world.journal();
+    let journal = journal_after_fatal("mount").await;
     let mount = journal.iter().position(|c| c.starts_with("mount")).unwrap();
     let after: Vec<&str> = journal[mount + 1..]
         .iter()
