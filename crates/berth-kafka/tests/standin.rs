@@ -24,13 +24,8 @@ fn wall_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
     let host = Host::new();
-    let server = host.server_properties("");
     // The stand-in takes 1 s to "recover its log" before registering, as the fleet's Kafka does.
-    let config = host.config(
-        "zookeeper",
-        &host.standin_command(&server, &["--start-delay", "1s"]),
-    );
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &["--start-delay", "1s"]);
     let spec = host.spec(1);
 
     let evidence = broker
@@ -112,13 +107,8 @@ async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_registering_the_wrong_host_is_not_healthy() {
     let host = Host::new();
-    let server = host.server_properties("");
     let wrong = format!("advertised.listeners=PLAINTEXT://127.0.0.2:{}", host.port);
-    let config = host.config(
-        "zookeeper",
-        &host.standin_command(&server, &["--override", &wrong]),
-    );
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &["--override", &wrong]);
     let spec = host.spec(1);
 
     let started = Instant::now();
@@ -143,9 +133,7 @@ async fn a_broker_registering_the_wrong_host_is_not_healthy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_broker_fails_the_next_check_and_passes_once_restarted() {
     let host = Host::new();
-    let server = host.server_properties("");
-    let config = host.config("zookeeper", &host.standin_command(&server, &[]));
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &[]);
     let spec = host.spec(2);
     broker
         .start(&spec, Deadline::after(Duration::from_secs(30)))
@@ -214,9 +202,7 @@ async fn a_volume_of_another_broker_is_refused_with_kafkas_reason() {
         "version=0\nbroker.id=2\n",
     )
     .unwrap();
-    let server = host.server_properties("");
-    let config = host.config("zookeeper", &host.standin_command(&server, &[]));
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &[]);
 
     let error = broker
         .start(&host.spec(1), Deadline::after(Duration::from_secs(30)))
@@ -241,9 +227,7 @@ async fn a_volume_of_another_broker_is_refused_with_kafkas_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kraft_mode_is_serving_on_the_protocol_alone() {
     let host = Host::new();
-    let server = host.server_properties("process.roles=broker\n");
-    let config = host.config("kraft", &host.standin_command(&server, &[]));
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("kraft", "process.roles=broker\n", &[]);
     let spec = host.spec(0);
     let evidence = broker
         .start(&spec, Deadline::after(Duration::from_secs(30)))
@@ -293,9 +277,7 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_registration_fails_the_check_even_with_the_listener_up() {
     let host = Host::new();
-    let server = host.server_properties("");
-    let config = host.config("zookeeper", &host.standin_command(&server, &[]));
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &[]);
     let spec = host.spec(1);
     broker
         .start(&spec, Deadline::after(Duration::from_secs(30)))

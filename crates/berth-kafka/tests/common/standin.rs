@@ -102,6 +102,13 @@ impl Host {
         command
     }
 
+    /// The adapter over the stand-in in `mode` (`kraft` or `zookeeper`), reading the operator's
+    /// server.properties with the `extra` lines, started with `args`.
+    pub fn standin_broker(&self, mode: &str, extra: &str, args: &[&str]) -> KafkaBroker {
+        let server = self.server_properties(extra);
+        self.broker(&self.config(mode, &self.standin_command(&server, args)))
+    }
+
     /// A broker adapter with a short restart delay (a test should not wait systemd's usual seconds).
     pub fn broker(&self, config: &Config) -> KafkaBroker {
         broker_restarting_after(config, Duration::from_millis(100))
