@@ -288,12 +288,10 @@ async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster
     }
 
     // Node 2 stops (controlled shutdown): the controller takes it out of every ISR.
-    let cluster = tokio::task::spawn_blocking(move || {
+    let cluster = real::on_blocking_thread(cluster, |cluster| {
         cluster.node(2).stop(Duration::from_secs(60));
-        cluster
     })
-    .await
-    .unwrap();
+    .await;
     let dead_first = [listeners[2], listeners[0], listeners[1]];
     let degraded = replication_until(
         &dead_first,
@@ -328,12 +326,10 @@ async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster
     );
 
     // Node 2 comes back on its data and catches up: the gate opens and node 0 may stop again.
-    let cluster = tokio::task::spawn_blocking(move || {
+    let cluster = real::on_blocking_thread(cluster, |cluster| {
         cluster.restart(2).expect("node 2 restarts");
-        cluster
     })
-    .await
-    .unwrap();
+    .await;
     let recovered = replication_until(&listeners, "node 2 caught up", START_DEADLINE, |view| {
         catch_up(view, BrokerId(2)).caught_up()
     })

@@ -12,7 +12,7 @@ use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::{BrokerId, ErrorKind, ServingEvidence};
 use berth_kafka::probe::ProbeTarget;
 use berth_kafka::KafkaBroker;
-use berth_testkit::kafka::Install;
+use berth_testkit::kafka::{Install, KafkaCluster};
 use berth_testkit::zk::ZooKeeper;
 
 use super::{broker_restarting_after, toml_items, HostConfig, CHROOT};
@@ -271,6 +271,20 @@ impl RealHost {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("meta.properties"), text).unwrap();
     }
+}
+
+/// Runs `work` (stops, restarts, tool runs: they wait on processes) on a blocking thread and hands the cluster
+/// back.
+pub async fn on_blocking_thread(
+    cluster: KafkaCluster,
+    work: impl FnOnce(&KafkaCluster) + Send + 'static,
+) -> KafkaCluster {
+    tokio::task::spawn_blocking(move || {
+        work(&cluster);
+        cluster
+    })
+    .await
+    .expect("the cluster's blocking work completes")
 }
 
 /// Starts Kafka and waits until it serves, printing its evidence.
