@@ -58,11 +58,9 @@ impl Claimer {
 /// EC2's view: id -> the instance its ENI is attached to.
 async fn eni_owners(env: &Env) -> BTreeMap<BrokerId, Option<String>> {
     let mut owners = BTreeMap::new();
-    for (id, seeded) in env.ids.iter().enumerate() {
-        let (_, owner) = world::eni_owner(&env.ec2, &seeded.eni_id)
-            .await
-            .expect("eni owner");
-        owners.insert(BrokerId(id as u32), owner);
+    for index in 0..env.ids.len() {
+        let (_, owner) = env.eni_of(index).await;
+        owners.insert(BrokerId(index as u32), owner);
     }
     owners
 }

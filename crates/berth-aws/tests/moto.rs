@@ -180,15 +180,11 @@ async fn happy_path_boot_stays_within_the_call_budget() {
         me.instance_id
     );
     assert_eq!(
-        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
-            .await
-            .unwrap(),
+        env.eni_of(0).await,
         ("in-use".into(), Some(me.instance_id.clone()))
     );
     assert_eq!(
-        world::volume_owner(&env.ec2, &env.ids[0].volume_id)
-            .await
-            .unwrap(),
+        env.volume_of(0).await,
         ("in-use".into(), Some(me.instance_id.clone()))
     );
 
@@ -304,20 +300,8 @@ async fn a_running_owner_is_never_touched_and_is_named() {
         env.proxy.calls("AttachNetworkInterface") + env.proxy.calls("AttachVolume"),
         0
     );
-    assert_eq!(
-        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
-            .await
-            .unwrap()
-            .1,
-        Some(owner.instance_id.clone())
-    );
-    assert_eq!(
-        world::volume_owner(&env.ec2, &env.ids[0].volume_id)
-            .await
-            .unwrap()
-            .1,
-        Some(owner.instance_id.clone())
-    );
+    assert_eq!(env.eni_of(0).await.1, Some(owner.instance_id.clone()));
+    assert_eq!(env.volume_of(0).await.1, Some(owner.instance_id.clone()));
 }
 
 /// Owner and replacement set up with the ENI and volume on the owner; returns (owner, me, cloud, imds).
@@ -430,9 +414,7 @@ async fn takeover_from_a_terminated_owner_that_moto_leaves_holding_the_eni() {
         .await
         .unwrap();
     assert_eq!(
-        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
-            .await
-            .unwrap(),
+        env.eni_of(0).await,
         ("in-use".into(), Some(owner.instance_id.clone()))
     );
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
@@ -633,13 +615,7 @@ async fn throttling_bursts_and_500s_are_survived() {
     assert_eq!(env.aws.calls_of("SignalResource").len(), 1);
     assert_eq!(env.aws.calls_of("CompleteLifecycleAction").len(), 1);
     assert!(env.aws.calls().iter().all(|call| call.accepted()));
-    assert_eq!(
-        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
-            .await
-            .unwrap()
-            .1,
-        Some(me.instance_id.clone())
-    );
+    assert_eq!(env.eni_of(0).await.1, Some(me.instance_id.clone()));
 }
 
 /// The world of an instance named by its tags (IMDS instance metadata tags): stack `tagged-stack` whose
@@ -902,18 +878,8 @@ async fn detach_on_drain_releases_both_and_is_idempotent() {
         .unwrap();
     cloud.detach_volume(&identity, &volume).await.unwrap();
     cloud.detach_eni(&identity, &eni).await.unwrap();
-    assert_eq!(
-        world::eni_owner(&env.ec2, &env.ids[0].eni_id)
-            .await
-            .unwrap(),
-        ("available".into(), None)
-    );
-    assert_eq!(
-        world::volume_owner(&env.ec2, &env.ids[0].volume_id)
-            .await
-            .unwrap(),
-        ("available".into(), None)
-    );
+    assert_eq!(env.eni_of(0).await, ("available".into(), None));
+    assert_eq!(env.volume_of(0).await, ("available".into(), None));
     cloud.detach_volume(&identity, &volume).await.unwrap();
     cloud.detach_eni(&identity, &eni).await.unwrap();
     assert_eq!(

@@ -3,7 +3,7 @@
 //! the whole life cycle (JVM starts cost 5-10 s here); the refusals each start Kafka once, until it refuses. One
 //! 3-node cluster serves the caught-up gate's and the drain check's reading of real under-replication.
 
-mod real;
+mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +19,8 @@ use berth_kafka::supervisor::ChildState;
 use berth_testkit::kafka::{
     Client, ClusterMode, ClusterOptions, Install, KafkaCluster, NodeSpec, TopicSpec,
 };
-use real::{RealHost, CLEAN_SHUTDOWN, CLUSTER_ID, RACK, START_DEADLINE};
+use common::real::{self, RealHost, CLEAN_SHUTDOWN, RACK, START_DEADLINE};
+use common::{stop_cleanly, CLUSTER_ID};
 
 /// Sends Metadata in every version the probe may pick (v1 up to v12, as far as the broker goes) and checks
 /// each answer lists the broker with the rack Java read from berth's overlay. Returns the versions answered.
@@ -60,11 +61,7 @@ async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts
     let spec = host.spec(1);
     assert!(!host.log_dir().exists(), "a blank volume: no log dir yet");
 
-    let evidence = broker
-        .start(&spec, Deadline::after(START_DEADLINE))
-        .await
-        .unwrap_or_else(|error| panic!("serving: {error}"));
-    eprintln!("serving: {}", evidence.detail);
+    let evidence = real::serving(&broker, &spec).await;
     assert!(
         evidence
             .detail
@@ -117,10 +114,7 @@ async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts
     );
 
     // Controlled shutdown: Kafka stops by itself on SIGTERM and marks its log dir clean.
-    broker
-        .stop(Deadline::after(Duration::from_secs(60)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(60)).await;
     assert_eq!(broker.child_state(), None);
     assert!(
         host.log_dir().join(CLEAN_SHUTDOWN).exists(),
@@ -140,10 +134,7 @@ async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts
         Some(directory_id.as_str()),
         "never reformatted"
     );
-    broker
-        .stop(Deadline::after(Duration::from_secs(60)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,12 +288,10 @@ async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster
     }
 
     // Node 2 stops (controlled shutdown): the controller takes it out of every ISR.
-    let cluster = tokio::task::spawn_blocking(move || {
+    let cluster = real::on_blocking_thread(cluster, |cluster| {
         cluster.node(2).stop(Duration::from_secs(60));
-        cluster
     })
-    .await
-    .unwrap();
+    .await;
     let dead_first = [listeners[2], listeners[0], listeners[1]];
     let degraded = replication_until(
         &dead_first,
@@ -337,12 +326,10 @@ async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster
     );
 
     // Node 2 comes back on its data and catches up: the gate opens and node 0 may stop again.
-    let cluster = tokio::task::spawn_blocking(move || {
+    let cluster = real::on_blocking_thread(cluster, |cluster| {
         cluster.restart(2).expect("node 2 restarts");
-        cluster
     })
-    .await
-    .unwrap();
+    .await;
     let recovered = replication_until(&listeners, "node 2 caught up", START_DEADLINE, |view| {
         catch_up(view, BrokerId(2)).caught_up()
     })

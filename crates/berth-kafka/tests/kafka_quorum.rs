@@ -5,7 +5,7 @@
 //! replaced with a blank volume; once node 1 is stopped and the metadata log moves on without it, node 2's blank
 //! storage is refused, naming node 1 as behind, and berth leaves Kafka stopped.
 
-mod real;
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,7 +14,8 @@ use std::time::Duration;
 use berth_core::ports::{Broker, Deadline};
 use berth_core::{BrokerId, ErrorKind};
 use berth_kafka::supervisor::ChildState;
-use real::{RealHost, CLUSTER_ID, START_DEADLINE};
+use common::real::{self, RealHost, START_DEADLINE};
+use common::CLUSTER_ID;
 
 use berth_kafka::format::StorageState;
 use berth_kafka::quorum::{self, Quorum, Role, StorageDecision};
@@ -78,12 +79,10 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
 
     // Node 2's host is replaced and its volume comes back blank: berth (node 2's KafkaBroker, the ENI address
     // and ports of node 2) asks the quorum, 0 and 1 are current, so it formats and Kafka joins as voter 2.
-    let cluster = tokio::task::spawn_blocking(move || {
+    let cluster = real::on_blocking_thread(cluster, |cluster| {
         cluster.node(2).stop(Duration::from_secs(30));
-        cluster
     })
-    .await
-    .unwrap();
+    .await;
     let voters: BTreeMap<BrokerId, Ipv4Addr> = nodes
         .iter()
         .map(|node| (BrokerId(node.id), node.host))
@@ -103,7 +102,7 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
 
     // Node 1 stops; a topic is created by 0 and the new 2, so the committed metadata moves past node 1's log end.
     let bootstrap = nodes[0].bootstrap();
-    let cluster = tokio::task::spawn_blocking(move || {
+    let cluster = real::on_blocking_thread(cluster, move |cluster| {
         cluster.node(1).stop(Duration::from_secs(30));
         Client::new(&install, bootstrap, Vec::new())
             .create_topic(&TopicSpec {
@@ -113,10 +112,8 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
                 configs: Vec::new(),
             })
             .expect("create a topic with two of three nodes");
-        cluster
     })
-    .await
-    .unwrap();
+    .await;
     let described = quorum::observe(&controllers, ASK).await;
     let decision = quorum::decide(&blank, 2, Role::StaticController, &described);
     let StorageDecision::Refuse(why) = &decision else {

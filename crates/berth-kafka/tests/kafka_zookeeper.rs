@@ -2,18 +2,14 @@
 //! ZooKeeper, run by berth's process supervisor through the `awk 1` merge docs/kafka.md recommends and our
 //! launcher. No storage formatting in this mode: Kafka stamps its log dir itself (version 0).
 
-mod real;
+mod common;
 
 use std::time::Duration;
 
-use berth_core::ports::{Broker, Deadline};
-use berth_core::BrokerId;
+use berth_core::ports::Broker;
 use berth_kafka::probe::{self, METADATA_MAX_VERSION, METADATA_MIN_VERSION};
-use real::{RealHost, CHROOT, CLEAN_SHUTDOWN, RACK, START_DEADLINE};
-
-fn registration_path(id: u32) -> String {
-    format!("{CHROOT}/brokers/ids/{id}")
-}
+use common::real::{self, RealHost, CLEAN_SHUTDOWN, RACK};
+use common::{assert_unregistered, registration, registration_path, stop_cleanly, CHROOT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_registers_serves_and_deregisters_on_a_controlled_shutdown() {
@@ -21,11 +17,7 @@ async fn kafka_registers_serves_and_deregisters_on_a_controlled_shutdown() {
     let broker = host.broker();
     let spec = host.spec(1);
 
-    let evidence = broker
-        .start(&spec, Deadline::after(START_DEADLINE))
-        .await
-        .unwrap_or_else(|error| panic!("serving: {error}"));
-    eprintln!("serving: {}", evidence.detail);
+    let evidence = real::serving(&broker, &spec).await;
     assert!(
         evidence.detail.starts_with(&format!(
             "registered PLAINTEXT://127.0.0.1:{} at {}; Metadata v12 lists broker 1",
@@ -37,15 +29,8 @@ async fn kafka_registers_serves_and_deregisters_on_a_controlled_shutdown() {
     );
 
     // Kafka's own registration, read with a client of the test's own: the overlay's address and rack.
-    let zk = zookeeper_client::Client::connect(&host.zk.as_ref().unwrap().connect_string())
-        .await
-        .unwrap();
-    let (body, stat) = zk
-        .get_data(&registration_path(1))
-        .await
-        .expect("registered");
-    let registration =
-        berth_zk::Registration::parse(BrokerId(1), &registration_path(1), &body).unwrap();
+    let zk = host.client().await;
+    let (registration, stat) = registration(&zk, 1).await;
     assert!(registration.advertises_host("127.0.0.1"));
     assert_eq!(
         registration.rack.as_deref(),
@@ -84,15 +69,8 @@ async fn kafka_registers_serves_and_deregisters_on_a_controlled_shutdown() {
     assert!(!host.log_dir().join(CLEAN_SHUTDOWN).exists(), "running");
 
     // Controlled shutdown: berth's stop returns once the registration is gone; the log dir is marked clean.
-    broker
-        .stop(Deadline::after(Duration::from_secs(60)))
-        .await
-        .expect("clean stop");
-    assert_eq!(
-        zk.check_stat(&registration_path(1)).await.unwrap(),
-        None,
-        "deregistered"
-    );
+    stop_cleanly(&broker, Duration::from_secs(60)).await;
+    assert_unregistered(&zk, 1, "deregistered").await;
     assert!(
         host.log_dir().join(CLEAN_SHUTDOWN).exists(),
         "Kafka shut down cleanly"
@@ -106,14 +84,7 @@ async fn a_foreign_meta_properties_is_refused_with_kafkas_words() {
     let host = RealHost::zookeeper();
     let theirs = "version=0\nbroker.id=2\n";
     real::foreign_node_is_refused(&host, theirs).await;
-    let zk = zookeeper_client::Client::connect(&host.zk.as_ref().unwrap().connect_string())
-        .await
-        .unwrap();
-    assert_eq!(
-        zk.check_stat(&registration_path(1)).await.unwrap(),
-        None,
-        "never registered"
-    );
+    assert_unregistered(&host.client().await, 1, "never registered").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,11 +11,8 @@ use berth_core::ports::{Broker, Deadline};
 use berth_core::replication::{catch_up, stop_safety, StopSafety};
 use berth_core::{BrokerId, ErrorKind};
 use berth_kafka::supervisor::ChildState;
-use common::{Host, CHROOT};
-
-fn registration_path(id: u32) -> String {
-    format!("{CHROOT}/brokers/ids/{id}")
-}
+use common::standin::Host;
+use common::{assert_unregistered, registration, registration_path, stop_cleanly, CLUSTER_ID};
 
 fn wall_ms() -> i64 {
     SystemTime::now()
@@ -27,13 +24,8 @@ fn wall_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
     let host = Host::new();
-    let server = host.server_properties("");
     // The stand-in takes 1 s to "recover its log" before registering, as the fleet's Kafka does.
-    let config = host.config(
-        "zookeeper",
-        &host.standin_command(&server, &["--start-delay", "1s"]),
-    );
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &["--start-delay", "1s"]);
     let spec = host.spec(1);
 
     let evidence = broker
@@ -55,13 +47,7 @@ async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
 
     // What the stand-in registered, read with a client of the test's own.
     let zk = host.client().await;
-    let (body, stat) = zk
-        .get_data(&registration_path(1))
-        .await
-        .expect("registered");
-    let registration =
-        berth_zk::Registration::parse(berth_core::BrokerId(1), &registration_path(1), &body)
-            .unwrap();
+    let (registration, stat) = registration(&zk, 1).await;
     assert_eq!(registration.version, 5);
     assert_eq!(registration.rack.as_deref(), Some("az-a"));
     assert!(registration.advertises_host("127.0.0.1"));
@@ -108,15 +94,8 @@ async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
         modified
     );
 
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
-    assert_eq!(
-        zk.check_stat(&registration_path(1)).await.unwrap(),
-        None,
-        "deregistered"
-    );
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
+    assert_unregistered(&zk, 1, "deregistered").await;
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", host.port)).is_err(),
         "listener closed"
@@ -128,13 +107,8 @@ async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_registering_the_wrong_host_is_not_healthy() {
     let host = Host::new();
-    let server = host.server_properties("");
     let wrong = format!("advertised.listeners=PLAINTEXT://127.0.0.2:{}", host.port);
-    let config = host.config(
-        "zookeeper",
-        &host.standin_command(&server, &["--override", &wrong]),
-    );
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &["--override", &wrong]);
     let spec = host.spec(1);
 
     let started = Instant::now();
@@ -153,18 +127,13 @@ async fn a_broker_registering_the_wrong_host_is_not_healthy() {
     );
     let error = broker.check(&spec).await.expect_err("check fails too");
     assert!(error.message.contains("127.0.0.2"), "{error}");
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_broker_fails_the_next_check_and_passes_once_restarted() {
     let host = Host::new();
-    let server = host.server_properties("");
-    let config = host.config("zookeeper", &host.standin_command(&server, &[]));
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &[]);
     let spec = host.spec(2);
     broker
         .start(&spec, Deadline::after(Duration::from_secs(30)))
@@ -221,10 +190,7 @@ async fn a_killed_broker_fails_the_next_check_and_passes_once_restarted() {
         broker.child_state(),
         Some(ChildState::Running { starts: 2, .. })
     ));
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,9 +202,7 @@ async fn a_volume_of_another_broker_is_refused_with_kafkas_reason() {
         "version=0\nbroker.id=2\n",
     )
     .unwrap();
-    let server = host.server_properties("");
-    let config = host.config("zookeeper", &host.standin_command(&server, &[]));
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &[]);
 
     let error = broker
         .start(&host.spec(1), Deadline::after(Duration::from_secs(30)))
@@ -257,20 +221,13 @@ async fn a_volume_of_another_broker_is_refused_with_kafkas_reason() {
         meta, "version=0\nbroker.id=2\n",
         "the other broker's data is untouched"
     );
-    let zk = host.client().await;
-    assert_eq!(
-        zk.check_stat(&registration_path(1)).await.unwrap(),
-        None,
-        "never registered"
-    );
+    assert_unregistered(&host.client().await, 1, "never registered").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kraft_mode_is_serving_on_the_protocol_alone() {
     let host = Host::new();
-    let server = host.server_properties("process.roles=broker\n");
-    let config = host.config("kraft", &host.standin_command(&server, &[]));
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("kraft", "process.roles=broker\n", &[]);
     let spec = host.spec(0);
     let evidence = broker
         .start(&spec, Deadline::after(Duration::from_secs(30)))
@@ -289,11 +246,11 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
         (meta.version.as_deref(), meta.node_id.as_deref()),
         (Some("1"), Some("0"))
     );
-    assert_eq!(meta.cluster_id.as_deref(), Some(common::CLUSTER_ID));
+    assert_eq!(meta.cluster_id.as_deref(), Some(CLUSTER_ID));
     assert!(
         evidence
             .detail
-            .ends_with(&format!("cluster {})", common::CLUSTER_ID)),
+            .ends_with(&format!("cluster {})", CLUSTER_ID)),
         "{}",
         evidence.detail
     );
@@ -305,10 +262,7 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
     assert_eq!(view.live_brokers, [BrokerId(0)].into_iter().collect());
     assert!(catch_up(&view, BrokerId(0)).caught_up());
     assert_eq!(stop_safety(&view, BrokerId(0)), StopSafety::LastBroker);
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
     assert!(broker.check(&spec).await.is_err());
     let error = broker.replication(&spec).await.expect_err("nobody answers");
     assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
@@ -323,9 +277,7 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_registration_fails_the_check_even_with_the_listener_up() {
     let host = Host::new();
-    let server = host.server_properties("");
-    let config = host.config("zookeeper", &host.standin_command(&server, &[]));
-    let broker = host.broker(&config);
+    let broker = host.standin_broker("zookeeper", "", &[]);
     let spec = host.spec(1);
     broker
         .start(&spec, Deadline::after(Duration::from_secs(30)))
@@ -347,8 +299,5 @@ async fn a_lost_registration_fails_the_check_even_with_the_listener_up() {
         "{error}"
     );
     assert_eq!(error.kind, ErrorKind::Retryable);
-    broker
-        .stop(Deadline::after(Duration::from_secs(10)))
-        .await
-        .expect("clean stop");
+    stop_cleanly(&broker, Duration::from_secs(10)).await;
 }

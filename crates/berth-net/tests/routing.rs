@@ -4,6 +4,7 @@
 //! client we did not write. The packet test builds a subnet bridge with EC2's source/destination check and
 //! proves with TCP that routing makes the ENI address reachable.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,20 @@ fn host_links() {
     ip(&[
         "rule", "add", "from", "10.9.9.9", "lookup", "200", "priority", "200",
     ]);
+}
+
+/// Runs `scenario` in a fresh network namespace holding the host's links ([`host_links`]); root only.
+fn on_a_host<F, Fut>(test: &str, scenario: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    if require_root(test) {
+        in_fresh_netns(move || async move {
+            host_links();
+            scenario().await;
+        });
+    }
 }
 
 /// Everything IPv4 the namespace holds, through `ip -j`.
@@ -150,56 +165,51 @@ fn assert_primary_untouched() {
 
 #[test]
 fn configure_from_scratch_then_again_changes_nothing() {
-    if !require_root("configure_from_scratch_then_again_changes_nothing") {
-        return;
-    }
-    in_fresh_netns(|| async {
-        host_links();
-        let plan = plan();
-        let net = NetlinkNetwork::new().expect("netlink socket");
+    on_a_host(
+        "configure_from_scratch_then_again_changes_nothing",
+        || async {
+            let plan = plan();
+            let net = NetlinkNetwork::new().expect("netlink socket");
 
-        let before = net.observe(&plan).await.unwrap();
-        assert_eq!(before.address, Check::Missing);
-        assert!(!before.is_routed());
+            let before = net.observe(&plan).await.unwrap();
+            assert_eq!(before.address, Check::Missing);
+            assert!(!before.is_routed());
 
-        let first = net.apply(&plan, deadline()).await.expect("configure");
-        assert_eq!(first.link.name, "eth1");
-        assert_eq!(first.changes, 5, "{:#?}", first.requests);
-        for request in &first.requests {
-            eprintln!("configure request: {request}");
-        }
-        let observed = net.observe(&plan).await.unwrap();
-        assert!(observed.is_routed(), "{}", observed.problems());
-        assert_installed_per_ip(&plan);
-        assert_primary_untouched();
+            let first = net.apply(&plan, deadline()).await.expect("configure");
+            assert_eq!(first.link.name, "eth1");
+            assert_eq!(first.changes, 5, "{:#?}", first.requests);
+            for request in &first.requests {
+                eprintln!("configure request: {request}");
+            }
+            let observed = net.observe(&plan).await.unwrap();
+            assert!(observed.is_routed(), "{}", observed.problems());
+            assert_installed_per_ip(&plan);
+            assert_primary_untouched();
 
-        let state = ip_state();
-        let second = net.apply(&plan, deadline()).await.expect("configure again");
-        assert_eq!(second.changes, 0, "{:#?}", second.requests);
-        assert!(
-            second
-                .requests
-                .iter()
-                .all(|request| request.kind.starts_with("RTM_GET")),
-            "{:#?}",
-            second.requests
-        );
-        assert_eq!(ip_state(), state, "a second configure changes nothing");
-        // Through the trait as the daemon calls it.
-        net.configure(&plan, deadline())
-            .await
-            .expect("configure via the trait");
-        assert_eq!(ip_state(), state);
-    });
+            let state = ip_state();
+            let second = net.apply(&plan, deadline()).await.expect("configure again");
+            assert_eq!(second.changes, 0, "{:#?}", second.requests);
+            assert!(
+                second
+                    .requests
+                    .iter()
+                    .all(|request| request.kind.starts_with("RTM_GET")),
+                "{:#?}",
+                second.requests
+            );
+            assert_eq!(ip_state(), state, "a second configure changes nothing");
+            // Through the trait as the daemon calls it.
+            net.configure(&plan, deadline())
+                .await
+                .expect("configure via the trait");
+            assert_eq!(ip_state(), state);
+        },
+    );
 }
 
 #[test]
 fn wrong_address_route_and_rule_are_corrected() {
-    if !require_root("wrong_address_route_and_rule_are_corrected") {
-        return;
-    }
-    in_fresh_netns(|| async {
-        host_links();
+    on_a_host("wrong_address_route_and_rule_are_corrected", || async {
         let plan = plan();
         // What a half-done or mistaken earlier setup leaves: the address with the wrong prefix, a default route
         // via the wrong gateway, and the rtnetlink pitfall rule (action unspec, which black-holes the source).
@@ -313,47 +323,42 @@ fn a_link_that_appears_later_is_waited_for_by_events() {
 
 #[test]
 fn a_link_that_never_appears_times_out_naming_the_mac() {
-    if !require_root("a_link_that_never_appears_times_out_naming_the_mac") {
-        return;
-    }
-    in_fresh_netns(|| async {
-        host_links();
-        let net = NetlinkNetwork::new().unwrap();
-        let missing = MacAddr([0x02, 0xb3, 0xde, 0xad, 0xbe, 0xef]);
-        let started = Instant::now();
-        let error = net
-            .wait_for_link(missing, Deadline::after(Duration::from_millis(300)))
-            .await
-            .expect_err("no such link");
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(error.kind, ErrorKind::Retryable);
-        assert!(
-            error.message.contains("02:b3:de:ad:be:ef"),
-            "{}",
-            error.message
-        );
+    on_a_host(
+        "a_link_that_never_appears_times_out_naming_the_mac",
+        || async {
+            let net = NetlinkNetwork::new().unwrap();
+            let missing = MacAddr([0x02, 0xb3, 0xde, 0xad, 0xbe, 0xef]);
+            let started = Instant::now();
+            let error = net
+                .wait_for_link(missing, Deadline::after(Duration::from_millis(300)))
+                .await
+                .expect_err("no such link");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert_eq!(error.kind, ErrorKind::Retryable);
+            assert!(
+                error.message.contains("02:b3:de:ad:be:ef"),
+                "{}",
+                error.message
+            );
 
-        let mut plan = plan();
-        plan.mac = missing;
-        let error = net
-            .configure(&plan, Deadline::after(Duration::from_millis(200)))
-            .await
-            .expect_err("no link");
-        assert!(
-            error.message.contains("02:b3:de:ad:be:ef"),
-            "{}",
-            error.message
-        );
-    });
+            let mut plan = plan();
+            plan.mac = missing;
+            let error = net
+                .configure(&plan, Deadline::after(Duration::from_millis(200)))
+                .await
+                .expect_err("no link");
+            assert!(
+                error.message.contains("02:b3:de:ad:be:ef"),
+                "{}",
+                error.message
+            );
+        },
+    );
 }
 
 #[test]
 fn the_primary_interface_is_never_configured() {
-    if !require_root("the_primary_interface_is_never_configured") {
-        return;
-    }
-    in_fresh_netns(|| async {
-        host_links();
+    on_a_host("the_primary_interface_is_never_configured", || async {
         let state = ip_state();
         let net = NetlinkNetwork::new().unwrap();
         let mut plan = plan();
@@ -372,11 +377,7 @@ fn the_primary_interface_is_never_configured() {
 
 #[test]
 fn teardown_leaves_the_namespace_as_it_was() {
-    if !require_root("teardown_leaves_the_namespace_as_it_was") {
-        return;
-    }
-    in_fresh_netns(|| async {
-        host_links();
+    on_a_host("teardown_leaves_the_namespace_as_it_was", || async {
         let plan = plan();
         let net = NetlinkNetwork::new().unwrap();
         let pristine = ip_state();

@@ -19,6 +19,19 @@ fn poll(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `command` inside host namespace `ns`, returning its stdout.
+fn in_host(ns: &str, command: &[&str]) -> Result<String, sys::SysError> {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(command);
+    sys::run("ip", &all)
+}
+
+/// Reads `path` from the host's own IMDS (IMDSv2: `header` carries the session token).
+fn imds_in(ns: &str, header: &str, path: &str) -> Result<String, sys::SysError> {
+    let url = format!("http://169.254.169.254/latest/{path}");
+    in_host(ns, &["curl", "-sf", "-H", header, &url])
+}
+
 #[test]
 fn hosts_reach_servers_and_attachments_hot_plug() {
     if !berth_testkit::require_root("hosts_reach_servers_and_attachments_hot_plug") {
@@ -43,16 +56,13 @@ fn hosts_reach_servers_and_attachments_hot_plug() {
             zk.ip(),
             zk.port()
         );
-        let out = sys::run("ip", &["netns", "exec", &host.ns, "bash", "-c", &probe])?;
+        let out = in_host(&host.ns, &["bash", "-c", &probe])?;
         assert!(out.contains("Mode:"), "srvr from the host: {out}");
 
         // Inside the host: its own IMDSv2 (token, then the instance id) and the EC2 endpoint berth is given.
-        let token = sys::run(
-            "ip",
+        let token = in_host(
+            &host.ns,
             &[
-                "netns",
-                "exec",
-                &host.ns,
                 "curl",
                 "-sf",
                 "-X",
@@ -63,33 +73,9 @@ fn hosts_reach_servers_and_attachments_hot_plug() {
             ],
         )?;
         let header = format!("X-aws-ec2-metadata-token: {}", token.trim());
-        let instance = sys::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &host.ns,
-                "curl",
-                "-sf",
-                "-H",
-                &header,
-                "http://169.254.169.254/latest/meta-data/instance-id",
-            ],
-        )?;
+        let instance = imds_in(&host.ns, &header, "meta-data/instance-id")?;
         assert_eq!(instance.trim(), host.instance.id);
-        let zone = sys::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &host.ns,
-                "curl",
-                "-sf",
-                "-H",
-                &header,
-                "http://169.254.169.254/latest/meta-data/placement/availability-zone",
-            ],
-        )?;
+        let zone = imds_in(&host.ns, &header, "meta-data/placement/availability-zone")?;
         assert_eq!(zone.trim(), layout::zone_name(0));
         let query = format!(
             "{}/?Action=DescribeAvailabilityZones&Version=2016-11-15",

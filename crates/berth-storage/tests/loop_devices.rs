@@ -98,6 +98,11 @@ fn mounted_at(path: &Path) -> Vec<berth_storage::MountEntry> {
 
 fn assert_fatal(error: &StepError, needles: &[&str]) {
     assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    assert_names(error, needles);
+}
+
+/// Asserts the error's message names every needle.
+fn assert_names(error: &StepError, needles: &[&str]) {
     for needle in needles {
         assert!(
             error.message.contains(needle),
@@ -105,6 +110,23 @@ fn assert_fatal(error: &StepError, needles: &[&str]) {
             error.message
         );
     }
+}
+
+/// Storage over `tree` for the cases that only resolve devices (its mount point is never used).
+fn resolver(tree: &FakeDeviceTree, filesystem: Filesystem) -> BlockStorage {
+    BlockStorage::new(&blockdev::storage_config(
+        tree,
+        Path::new("/nonexistent"),
+        filesystem,
+    ))
+}
+
+/// A runtime for the cases that resolve devices, which need no private mount namespace.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn format_blank_and_mount(size: u64, filesystem: Filesystem) {
@@ -365,8 +387,7 @@ fn late_device_is_waited_for_on_every_route() {
     let disk = LoopDevice::new(SMALL).unwrap();
     for route in ["by-id", "sysfs", "xen"] {
         let tree = FakeDeviceTree::new().unwrap();
-        let config = blockdev::storage_config(&tree, Path::new("/nonexistent"), Filesystem::Ext4);
-        let storage = BlockStorage::new(&config);
+        let storage = resolver(&tree, Filesystem::Ext4);
         let delay = Duration::from_millis(300);
         let started = Instant::now();
         let resolved = std::thread::scope(|scope| {
@@ -384,11 +405,7 @@ fn late_device_is_waited_for_on_every_route() {
                 }
                 .unwrap();
             });
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime
+            runtime()
                 .block_on(storage.resolve_volume(VOLUME, "/dev/sdf", soon()))
                 .expect("resolve")
         });
@@ -409,15 +426,8 @@ fn late_device_is_waited_for_on_every_route() {
 #[test]
 fn missing_device_times_out_naming_the_volume() {
     let tree = FakeDeviceTree::new().unwrap();
-    let storage = BlockStorage::new(&blockdev::storage_config(
-        &tree,
-        Path::new("/nonexistent"),
-        Filesystem::Xfs,
-    ));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let storage = resolver(&tree, Filesystem::Xfs);
+    let runtime = runtime();
     let started = Instant::now();
     let error = runtime
         .block_on(storage.resolve(
@@ -432,19 +442,16 @@ fn missing_device_times_out_naming_the_volume() {
         "{waited:?}"
     );
     assert_eq!(error.kind, ErrorKind::Retryable);
-    for needle in [
-        VOLUME,
-        "/dev/sdf",
-        "did not appear",
-        "nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0",
-        "xvdf",
-    ] {
-        assert!(
-            error.message.contains(needle),
-            "{needle:?} missing from {}",
-            error.message
-        );
-    }
+    assert_names(
+        &error,
+        &[
+            VOLUME,
+            "/dev/sdf",
+            "did not appear",
+            "nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0",
+            "xvdf",
+        ],
+    );
 }
 
 #[test]
@@ -463,15 +470,8 @@ fn instance_store_and_other_volumes_are_never_chosen() {
     tree.add_ebs(3, "vol-0fffffffffffffff0", disk.path(), true)
         .unwrap();
     tree.add_name("sdf", Path::new("nvme3n1")).unwrap();
-    let storage = BlockStorage::new(&blockdev::storage_config(
-        &tree,
-        Path::new("/nonexistent"),
-        Filesystem::Xfs,
-    ));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let storage = resolver(&tree, Filesystem::Xfs);
+    let runtime = runtime();
     let error = runtime
         .block_on(storage.resolve(
             &volume(),
@@ -479,16 +479,13 @@ fn instance_store_and_other_volumes_are_never_chosen() {
             Deadline::after(Duration::from_millis(100)),
         ))
         .unwrap_err();
-    for needle in [
-        "instance-store disk (nvme0n1",
-        "EBS volume vol0fffffffffffffff0, not vol0123456789abcdef0",
-    ] {
-        assert!(
-            error.message.contains(needle),
-            "{needle:?} missing from {}",
-            error.message
-        );
-    }
+    assert_names(
+        &error,
+        &[
+            "instance-store disk (nvme0n1",
+            "EBS volume vol0fffffffffffffff0, not vol0123456789abcdef0",
+        ],
+    );
     let observed = storage.observe(VOLUME, "/dev/sdf").unwrap();
     assert_eq!(observed.device, None);
     assert_eq!(observed.skipped.len(), 2, "{:?}", observed.skipped);

@@ -818,15 +818,23 @@ impl Client {
         }
     }
 
-    /// Creates a topic with Kafka's own TopicCommand.
-    pub fn create_topic(&self, topic: &TopicSpec) -> Result<()> {
+    /// TopicCommand's words for `action` (`--create`, `--describe`) on topic `name`.
+    fn topic_command(&self, action: &str, name: &str) -> Vec<String> {
         let mut words = self.install.command("topics");
         words.extend([
             "--bootstrap-server".into(),
             self.bootstrap.clone(),
-            "--create".into(),
+            action.into(),
             "--topic".into(),
-            topic.name.clone(),
+            name.into(),
+        ]);
+        words
+    }
+
+    /// Creates a topic with Kafka's own TopicCommand.
+    pub fn create_topic(&self, topic: &TopicSpec) -> Result<()> {
+        let mut words = self.topic_command("--create", &topic.name);
+        words.extend([
             "--partitions".into(),
             topic.partitions.to_string(),
             "--replication-factor".into(),
@@ -840,14 +848,7 @@ impl Client {
 
     /// Describes a topic with TopicCommand (its text: leaders, replicas, ISRs).
     pub fn describe_topic(&self, name: &str) -> Result<String> {
-        let mut words = self.install.command("topics");
-        words.extend([
-            "--bootstrap-server".into(),
-            self.bootstrap.clone(),
-            "--describe".into(),
-            "--topic".into(),
-            name.into(),
-        ]);
+        let words = self.topic_command("--describe", name);
         let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }

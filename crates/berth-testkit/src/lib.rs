@@ -14,6 +14,18 @@ pub mod kafka;
 pub mod netns;
 pub mod zk;
 
+/// The boot path's state names in order, as `/state`, `berth plan` and the logs spell them: written out here, not
+/// taken from `State::name`, so that a test comparing against them pins the contract.
+pub const BOOT_STATE_NAMES: [&str; 7] = [
+    "claim",
+    "attach_eni",
+    "route",
+    "attach_ebs",
+    "mount",
+    "start_kafka",
+    "healthy",
+];
+
 /// Fails the test loudly unless it runs as root: a privileged test must never pass by not running. Returns true,
 /// so callers read `if !require_root(..) { return; }` as a guard.
 pub fn require_root(test: &str) -> bool {

@@ -2,9 +2,19 @@
 //! key; `berth run` refuses a bad configuration the same way before touching anything; `berth status` and
 //! `berth drain` say when the daemon cannot be reached; `berth drain` signals only a process that is berth.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// Runs the berth binary with `args` in an empty environment plus `env`.
+fn berth(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BERTH)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run berth")
+}
 
 fn example() -> String {
     format!("{}/../../config/berth.toml", env!("CARGO_MANIFEST_DIR"))
@@ -12,11 +22,7 @@ fn example() -> String {
 
 #[test]
 fn check_config_accepts_the_shipped_example() {
-    let output = Command::new(BERTH)
-        .args(["check-config", &example()])
-        .env_clear()
-        .output()
-        .unwrap();
+    let output = berth(&["check-config", &example()], &[]);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -44,12 +50,7 @@ fn check_config_exits_78_naming_the_key() {
         .unwrap()
         .replace("eni_device_index = 1", "eni_device_index = 0");
     std::fs::write(&bad, text).unwrap();
-    let output = Command::new(BERTH)
-        .arg("check-config")
-        .arg(&bad)
-        .env_clear()
-        .output()
-        .unwrap();
+    let output = berth(&["check-config", &bad.display().to_string()], &[]);
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -61,23 +62,17 @@ fn check_config_exits_78_naming_the_key() {
 
 #[test]
 fn environment_override_is_validated_too() {
-    let output = Command::new(BERTH)
-        .args(["check-config", &example()])
-        .env_clear()
-        .env("BERTH_ZOOKEEPER__SESSION_TIMEOUT", "100ms")
-        .output()
-        .unwrap();
+    let output = berth(
+        &["check-config", &example()],
+        &[("BERTH_ZOOKEEPER__SESSION_TIMEOUT", "100ms")],
+    );
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("zookeeper.session_timeout"));
 }
 
 #[test]
 fn run_refuses_a_bad_config_with_78_before_doing_anything() {
-    let output = Command::new(BERTH)
-        .args(["run", "--config", "/nonexistent/berth.toml"])
-        .env_clear()
-        .output()
-        .unwrap();
+    let output = berth(&["run", "--config", "/nonexistent/berth.toml"], &[]);
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/berth.toml"));
 }
@@ -86,11 +81,7 @@ fn run_refuses_a_bad_config_with_78_before_doing_anything() {
 fn status_and_drain_report_an_unreachable_daemon() {
     for command in ["status", "drain"] {
         let port = berth_testkit::free_port();
-        let output = Command::new(BERTH)
-            .args([command, "--address", &format!("127.0.0.1:{port}")])
-            .env_clear()
-            .output()
-            .unwrap();
+        let output = berth(&[command, "--address", &format!("127.0.0.1:{port}")], &[]);
         assert_eq!(output.status.code(), Some(3), "{command}");
         assert!(
             String::from_utf8_lossy(&output.stderr).contains("cannot reach the daemon"),
@@ -125,11 +116,7 @@ fn drain_signals_only_a_berth_process() {
             );
         }
     });
-    let output = Command::new(BERTH)
-        .args(["drain", "--address", &address.to_string()])
-        .env_clear()
-        .output()
-        .unwrap();
+    let output = berth(&["drain", "--address", &address.to_string()], &[]);
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -16,7 +16,28 @@ use berth_core::replication::DrainOutcome;
 use berth_core::{BrokerId, ErrorKind};
 use berth_testkit::fixtures;
 use berth_testkit::inprocess::InProcessWorld;
+use berth_testkit::BOOT_STATE_NAMES;
 use tokio::sync::{mpsc, watch};
+
+/// Reads `read` every 10 ms until `done` holds for what it returns, within 10 s.
+async fn wait_for<T: std::fmt::Debug>(
+    what: &str,
+    read: impl AsyncFn() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = read().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; got {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// Collects systemd notifications from a real unix datagram socket on a thread, as systemd would.
 #[derive(Clone)]
@@ -40,18 +61,12 @@ impl Notifications {
 
     /// Waits until `done` holds for the messages so far, within a deadline.
     async fn wait(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let messages = self.0.lock().unwrap().clone();
-            if done(&messages) {
-                return messages;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; got {messages:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for(
+            what,
+            async || self.0.lock().unwrap().clone(),
+            |messages| done(messages),
+        )
+        .await
     }
 }
 
@@ -132,26 +147,28 @@ async fn ended(daemon: tokio::task::JoinHandle<DaemonExit>) -> DaemonExit {
         .expect("the daemon task completes")
 }
 
+/// Boots a world whose `step` fails fatally; the daemon must exit Failed. Returns the calls it made.
+async fn journal_after_fatal(step: &str) -> Vec<String> {
+    let world = InProcessWorld::new(3);
+    world.fail(step, 1, ErrorKind::Fatal);
+    let running = start(world, Duration::from_secs(3600)).await;
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Failed);
+    running.world.journal()
+}
+
 /// Polls `/state` until `accept` holds, within a deadline.
 async fn wait_state(
     health: std::net::SocketAddr,
     what: &str,
     accept: impl Fn(&StateView) -> bool,
 ) -> StateView {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let read = async || {
         let (code, body) = berth::health::get(health, "/state").await.unwrap();
         assert_eq!(code, 200);
-        let view: StateView = serde_json::from_str(&body).unwrap();
-        if accept(&view) {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last state: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        serde_json::from_str::<StateView>(&body).unwrap()
+    };
+    wait_for(what, read, accept).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,18 +201,7 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
     );
     assert_eq!(view.route_table, Some(10_001));
     let states: Vec<&str> = view.timeline.iter().map(|t| t.state.as_str()).collect();
-    assert_eq!(
-        states,
-        [
-            "claim",
-            "attach_eni",
-            "route",
-            "attach_ebs",
-            "mount",
-            "start_kafka",
-            "healthy"
-        ]
-    );
+    assert_eq!(states, BOOT_STATE_NAMES);
     let attach_ebs = view
         .timeline
         .iter()
@@ -385,12 +391,7 @@ async fn a_drain_step_that_fails_retryably_is_retried_not_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_lets_go_of_everything_reports_last_and_exits_non_zero() {
-    let world = InProcessWorld::new(3);
-    world.fail("start_kafka", 1, ErrorKind::Fatal);
-    let running = start(world, Duration::from_secs(3600)).await;
-    let exit = ended(running.daemon).await;
-    assert_eq!(exit, DaemonExit::Failed);
-    let journal = running.world.journal();
+    let journal = journal_after_fatal("start_kafka").await;
     assert!(
         journal.contains(&"signal_stack:failure:start_kafka: in-process start_kafka failure (planned by the test)".to_owned()),
         "{journal:?}"
@@ -403,12 +404,7 @@ async fn a_failure_lets_go_of_everything_reports_last_and_exits_non_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_volume_is_left_untouched_when_letting_go() {
-    let world = InProcessWorld::new(3);
-    world.fail("mount", 1, ErrorKind::Fatal);
-    let running = start(world, Duration::from_secs(3600)).await;
-    let exit = ended(running.daemon).await;
-    assert_eq!(exit, DaemonExit::Failed);
-    let journal = running.world.journal();
+    let journal = journal_after_fatal("mount").await;
     let mount = journal.iter().position(|c| c.starts_with("mount")).unwrap();
     let after: Vec<&str> = journal[mount + 1..]
         .iter()
@@ -438,15 +434,12 @@ async fn kafka_loss_turns_503_marks_unhealthy_and_recovers() {
     .await;
     let (code, _) = berth::health::get(running.health, "/health").await.unwrap();
     assert_eq!(code, 503);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running
-        .world
-        .journal()
-        .contains(&"mark_unhealthy".to_owned())
-    {
-        assert!(Instant::now() < deadline, "SetInstanceHealth never called");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        "SetInstanceHealth",
+        async || running.world.journal(),
+        |journal| journal.iter().any(|c| c == "mark_unhealthy"),
+    )
+    .await;
     running.world.set_kafka_down(false);
     wait_state(running.health, "200 again", |v| v.healthy).await;
     assert_eq!(
@@ -470,11 +463,12 @@ async fn session_expiry_reclaims_and_lifecycle_termination_drains() {
     let running = start(InProcessWorld::new(3), Duration::from_millis(50)).await;
     wait_state(running.health, "healthy", |v| v.healthy).await;
     running.world.expire_session();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running.world.journal().contains(&"reclaim:0".to_owned()) {
-        assert!(Instant::now() < deadline, "no reclaim after expiry");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        "a reclaim after expiry",
+        async || running.world.journal(),
+        |journal| journal.iter().any(|c| c == "reclaim:0"),
+    )
+    .await;
     let view = wait_state(running.health, "healthy again", |v| {
         v.healthy && v.claim == "held"
     })
@@ -734,21 +728,12 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
         metrics.contains("berth_kafka_partitions_behind 1"),
         "{metrics}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running
-        .world
-        .journal()
-        .iter()
-        .filter(|c| *c == "heartbeat")
-        .count()
-        < 3
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no heartbeats while the gate waits"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        "heartbeats while the gate waits",
+        async || running.world.journal(),
+        |journal| journal.iter().filter(|c| *c == "heartbeat").count() >= 3,
+    )
+    .await;
     let journal = running.world.journal();
     assert!(
         !journal
@@ -763,18 +748,12 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
         .set_replication(fixtures::replication(&[1, 2, 0]));
     let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
     assert_eq!(healthy.catch_up.as_ref().map(|p| p.behind.len()), Some(0));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let journal = loop {
-        let journal = running.world.journal();
-        if journal.iter().any(|c| c == "complete_launch:continue") {
-            break journal;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "launch hook never completed: {journal:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let journal = wait_for(
+        "the launch hook's completion",
+        async || running.world.journal(),
+        |journal| journal.iter().any(|c| c == "complete_launch:continue"),
+    )
+    .await;
     let completed = journal
         .iter()
         .position(|c| c == "complete_launch:continue")

@@ -13,6 +13,7 @@ use berth_testkit::aws::{
     loopback_any_port, FaultProxy, Imds, ImdsHost, ImdsInterface, StrictMoto,
 };
 use berth_testkit::zk::ZooKeeper;
+use berth_testkit::BOOT_STATE_NAMES;
 use berth_zk::coordination::ClaimBody;
 use zookeeper_client as zk;
 
@@ -41,20 +42,15 @@ async fn plan_reads_only_and_explains_the_choice() {
     let moto = StrictMoto::start().expect("strict moto starts");
     let proxy = FaultProxy::start(loopback_any_port(), moto.address()).expect("proxy");
     let ec2 = world::ec2_client(moto.endpoint(), REGION);
-    let net = world::network(&ec2, &[ZONE_A, ZONE_B])
-        .await
-        .expect("network");
     // ids 0 and 1 in zone a, id 2 in zone b.
-    let ids = world::broker_ids(
+    let (net, ids) = world::seed_world(
         &ec2,
-        &net,
+        &[ZONE_A, ZONE_B],
         &[ZONE_A, ZONE_A, ZONE_B],
-        "Name",
-        "KAFKA-{id}",
-        Some(("berth:cluster", "events")),
+        ("berth:cluster", "events"),
     )
     .await
-    .expect("broker ids");
+    .expect("network and broker ids");
     let me = world::instance(&ec2, &net, ZONE_A, &[])
         .await
         .expect("instance");
@@ -208,15 +204,7 @@ overlay_path = "{overlay}"
     assert_eq!(plan.mount.plan.mount_path, mount_path);
     let human = plan.render_human();
     eprintln!("{human}");
-    for state in [
-        "claim",
-        "attach_eni",
-        "route",
-        "attach_ebs",
-        "mount",
-        "start_kafka",
-        "healthy",
-    ] {
+    for state in BOOT_STATE_NAMES {
         assert!(
             plan.states.iter().any(|s| s.state == state),
             "state {state} missing:\n{human}"

@@ -60,19 +60,9 @@ pub async fn env_with(zones: &[&str], eni_on_terminate: EniOnTerminate) -> Env {
         AwsEndpoint::start(loopback_any_port(), REGION, Some(moto.address())).expect("endpoint");
     let proxy = FaultProxy::start(loopback_any_port(), aws.address()).expect("proxy");
     let ec2 = world::ec2_client(moto.endpoint(), REGION);
-    let net = world::network(&ec2, &[ZONE_A, ZONE_B])
+    let (net, ids) = world::seed_world(&ec2, &[ZONE_A, ZONE_B], zones, (CLUSTER_KEY, CLUSTER))
         .await
-        .expect("network");
-    let ids = world::broker_ids(
-        &ec2,
-        &net,
-        zones,
-        "Name",
-        "KAFKA-{id}",
-        Some((CLUSTER_KEY, CLUSTER)),
-    )
-    .await
-    .expect("broker ids");
+        .expect("network and broker ids");
     Env {
         proxy,
         aws,
@@ -137,6 +127,20 @@ impl Env {
                 .member(&instance.instance_id)
                 .map(|member| member.state.as_str())
         })
+    }
+
+    /// Broker id `index`'s ENI as EC2 has it: (status, the instance it is attached to).
+    pub async fn eni_of(&self, index: usize) -> (String, Option<String>) {
+        world::eni_owner(&self.ec2, &self.ids[index].eni_id)
+            .await
+            .expect("eni owner")
+    }
+
+    /// Broker id `index`'s volume as EC2 has it: (state, the instance it is attached to).
+    pub async fn volume_of(&self, index: usize) -> (String, Option<String>) {
+        world::volume_owner(&self.ec2, &self.ids[index].volume_id)
+            .await
+            .expect("volume owner")
     }
 
     /// Broker id 0's ENI (device index 1) and volume (at `device`) attached to `instance`, seeded directly.

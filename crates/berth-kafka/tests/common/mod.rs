@@ -1,96 +1,111 @@
-//! Shared set-up for the adapter's tests: a real ZooKeeper (berth-testkit), the Kafka stand-in as a child
-//! process, and a berth configuration pointing at both.
+//! Shared set-up for the adapter's tests: [`standin`] runs the Kafka stand-in as a child process against a real
+//! ZooKeeper, [`real`] runs real Apache Kafka; both write berth's configuration with [`HostConfig`] and read
+//! what Kafka registered in ZooKeeper with the helpers here.
 #![allow(dead_code)]
 
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+pub mod real;
+pub mod standin;
+
+use std::path::Path;
 use std::time::Duration;
 
 use berth_config::Config;
-use berth_core::ports::BrokerSpec;
+use berth_core::ports::{Broker, Deadline};
 use berth_core::BrokerId;
 use berth_kafka::supervisor::RestartPolicy;
 use berth_kafka::KafkaBroker;
-use berth_testkit::zk::ZooKeeper;
-
-/// The stand-in binary. `cargo test -p berth-kafka` does not build another package's binary, so `make test`
-/// (and anyone running these tests) builds it first: `cargo build -p kafka-standin`.
-pub fn standin_binary() -> PathBuf {
-    berth_testkit::debug_binary("kafka-standin")
-}
 
 /// The cluster id of KRaft tests (as `kafka-storage.sh random-uuid` prints one).
 pub const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
 
-/// Kafka's chroot in the test ensemble.
+/// Kafka's chroot in the test ensemble (ZooKeeper mode).
 pub const CHROOT: &str = "/kafka";
 
-/// One broker host: a ZooKeeper, a directory for settings and data, a listener port.
-pub struct Host {
-    /// The real ZooKeeper.
-    pub zk: ZooKeeper,
-    /// Settings, overlay, log dirs.
-    pub dir: tempfile::TempDir,
-    /// Kafka's listener port.
-    pub port: u16,
+/// Where Kafka registers broker `id` in ZooKeeper mode.
+pub fn registration_path(id: u32) -> String {
+    format!("{CHROOT}/brokers/ids/{id}")
 }
 
-impl Host {
-    /// A fresh ZooKeeper and directory.
-    pub fn new() -> Self {
-        let zk = ZooKeeper::standalone().expect("a real ZooKeeper (Debian's zookeeper package)");
-        let dir = tempfile::Builder::new()
-            .prefix("berth-kafka-")
-            .tempdir()
-            .unwrap();
-        Self {
-            zk,
-            dir,
-            port: berth_testkit::free_port(),
-        }
-    }
+/// Broker `id`'s registration, read with a client of the test's own, and the stat of its node.
+pub async fn registration(
+    zk: &zookeeper_client::Client,
+    id: u32,
+) -> (berth_zk::Registration, zookeeper_client::Stat) {
+    let (body, stat) = zk
+        .get_data(&registration_path(id))
+        .await
+        .expect("registered");
+    let registration = berth_zk::Registration::parse(BrokerId(id), &registration_path(id), &body)
+        .expect("a registration Kafka wrote");
+    (registration, stat)
+}
 
-    /// The operator's server.properties, as an AMI would carry it.
-    pub fn server_properties(&self, extra: &str) -> PathBuf {
-        let path = self.dir.path().join("server.properties");
-        let text = format!(
-            "# the operator's file\nbroker.id=-1\nlisteners=PLAINTEXT://127.0.0.1:{port}\n\
-             zookeeper.connect={zk}{CHROOT}\nzookeeper.session.timeout.ms=2000\nlog.dirs=/nonexistent\n{extra}",
-            port = self.port,
-            zk = self.zk.connect_string(),
-        );
-        std::fs::write(&path, text).unwrap();
-        path
-    }
+/// Asserts broker `id` has no registration (`why` says when that is expected).
+pub async fn assert_unregistered(zk: &zookeeper_client::Client, id: u32, why: &str) {
+    assert_eq!(
+        zk.check_stat(&registration_path(id)).await.unwrap(),
+        None,
+        "{why}"
+    );
+}
 
-    /// The overlay's path.
-    pub fn overlay(&self) -> PathBuf {
-        self.dir.path().join("conf/berth.properties")
-    }
+/// Stops Kafka, expecting a clean stop within `within`.
+pub async fn stop_cleanly(broker: &KafkaBroker, within: Duration) {
+    broker
+        .stop(Deadline::after(within))
+        .await
+        .expect("clean stop");
+}
 
-    /// The log dir on the "volume".
-    pub fn log_dir(&self) -> PathBuf {
-        self.dir.path().join("volume/data")
-    }
+/// The adapter over `config`, restarting a dead Kafka after `delay` (a test should not wait systemd's usual
+/// seconds).
+pub fn broker_restarting_after(config: &Config, delay: Duration) -> KafkaBroker {
+    let policy = RestartPolicy {
+        delay,
+        ..RestartPolicy::default()
+    };
+    KafkaBroker::with_restart_policy(config, policy)
+}
 
-    /// A berth configuration running `command` (the overlay path is appended by the supervisor). In KRaft
-    /// mode storage is formatted by the stand-in's `format` (Kafka's storage tool) with [`CLUSTER_ID`].
-    pub fn config(&self, mode: &str, command: &[String]) -> Config {
-        let kraft = if mode == "kraft" {
-            let format = [standin_binary().display().to_string(), "format".into()];
-            format!(
-                "format_command = {format:?}\nserver_properties = {:?}\n",
-                self.dir.path().join("server.properties")
-            )
-        } else {
-            String::new()
-        };
-        let cluster_id = if mode == "kraft" {
+/// Words as a TOML array's items (`"a", "b"`).
+pub fn toml_items(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|word| format!("{word:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// berth's configuration of one broker host run by the process supervisor; in KRaft mode with [`CLUSTER_ID`].
+pub struct HostConfig<'a> {
+    /// `kraft` or `zookeeper`.
+    pub mode: &'a str,
+    /// The ZooKeeper connect string (unused in KRaft mode, but the section is required).
+    pub connect: &'a str,
+    /// ZooKeeper's session timeout, e.g. `4s`.
+    pub session_timeout: &'a str,
+    /// The supervisor's command (the overlay path is appended by the supervisor).
+    pub command: &'a [String],
+    /// berth's overlay.
+    pub overlay: &'a Path,
+    /// Kafka's client port.
+    pub port: u16,
+    /// The health check's interval, e.g. `1s`.
+    pub check_interval: &'a str,
+    /// How long a stop may take, e.g. `5s`.
+    pub stop_timeout: &'a str,
+    /// The `[kafka]` lines of KRaft mode (empty in ZooKeeper mode).
+    pub kraft: &'a str,
+}
+
+impl HostConfig<'_> {
+    /// The parsed configuration.
+    pub fn parse(&self) -> Config {
+        let cluster_id = if self.mode == "kraft" {
             format!("kafka_cluster_id = \"{CLUSTER_ID}\"")
         } else {
             String::new()
         };
-        let command: Vec<String> = command.iter().map(|arg| format!("{arg:?}")).collect();
         let text = format!(
             r#"
 [cluster]
@@ -98,8 +113,8 @@ name = "test"
 broker_count = 3
 {cluster_id}
 [zookeeper]
-connect = "{zk}"
-session_timeout = "4s"
+connect = "{connect}"
+session_timeout = "{session_timeout}"
 root = "/berth"
 kafka_chroot = "{CHROOT}"
 [kafka]
@@ -108,50 +123,20 @@ supervisor = "process"
 command = [{command}]
 overlay_path = "{overlay}"
 port = {port}
-check_interval = "1s"
-stop_timeout = "5s"
+check_interval = "{check_interval}"
+stop_timeout = "{stop_timeout}"
 {kraft}
 "#,
-            zk = self.zk.connect_string(),
-            command = command.join(", "),
-            overlay = self.overlay().display(),
+            connect = self.connect,
+            session_timeout = self.session_timeout,
+            mode = self.mode,
+            command = toml_items(self.command),
+            overlay = self.overlay.display(),
             port = self.port,
+            check_interval = self.check_interval,
+            stop_timeout = self.stop_timeout,
+            kraft = self.kraft,
         );
         berth_config::parse(&text, []).expect("a valid test configuration")
-    }
-
-    /// The stand-in command line reading server.properties (plus `args`).
-    pub fn standin_command(&self, server_properties: &Path, args: &[&str]) -> Vec<String> {
-        let mut command = vec![standin_binary().display().to_string()];
-        command.extend(args.iter().map(|arg| arg.to_string()));
-        command.push(server_properties.display().to_string());
-        command
-    }
-
-    /// A broker adapter with a short restart delay (a test should not wait systemd's usual seconds).
-    pub fn broker(&self, config: &Config) -> KafkaBroker {
-        let policy = RestartPolicy {
-            delay: Duration::from_millis(100),
-            ..RestartPolicy::default()
-        };
-        KafkaBroker::with_restart_policy(config, policy)
-    }
-
-    /// The broker this host runs as.
-    pub fn spec(&self, id: u32) -> BrokerSpec {
-        BrokerSpec {
-            voters: Default::default(),
-            broker_id: BrokerId(id),
-            advertised_ip: Ipv4Addr::LOCALHOST,
-            rack: "az-a".into(),
-            log_dirs: vec![self.log_dir()],
-        }
-    }
-
-    /// A ZooKeeper client of the test's own, to look at what Kafka (the stand-in) wrote.
-    pub async fn client(&self) -> zookeeper_client::Client {
-        zookeeper_client::Client::connect(&self.zk.connect_string())
-            .await
-            .expect("test ZooKeeper client")
     }
 }

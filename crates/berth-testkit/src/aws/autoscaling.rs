@@ -950,6 +950,15 @@ mod tests {
         Params::from_pairs(&pairs)
     }
 
+    /// A [`group`] in which instance i-1 launched in az-a now (waiting on its launch hook); returns the group and
+    /// the launch's instant.
+    fn launched_one(launch_default: HookResult) -> (AutoScaling, Instant) {
+        let now = Instant::now();
+        let mut asg = group(launch_default);
+        asg.launch(GROUP, "i-1", "az-a", now);
+        (asg, now)
+    }
+
     fn group(launch_default: HookResult) -> AutoScaling {
         let mut asg = AutoScaling::default();
         asg.create_group(GroupSpec {
@@ -975,9 +984,7 @@ mod tests {
 
     #[test]
     fn a_launch_waits_for_its_hook_and_continue_puts_it_in_service() {
-        let now = Instant::now();
-        let mut asg = group(HookResult::Abandon);
-        asg.launch(GROUP, "i-1", "az-a", now);
+        let (mut asg, now) = launched_one(HookResult::Abandon);
         assert_eq!(
             asg.member("i-1").unwrap().state,
             LifecycleState::PendingWait
@@ -999,9 +1006,7 @@ mod tests {
 
     #[test]
     fn the_default_result_applies_at_the_timeout_and_heartbeats_push_it_out() {
-        let now = Instant::now();
-        let mut asg = group(HookResult::Abandon);
-        asg.launch(GROUP, "i-1", "az-a", now);
+        let (mut asg, now) = launched_one(HookResult::Abandon);
         let later = now + Duration::from_secs(50);
         asg.record_heartbeat(&heartbeat("i-1"), later).unwrap();
         asg.advance(now + Duration::from_secs(100));
@@ -1030,9 +1035,7 @@ mod tests {
 
     #[test]
     fn heartbeats_never_outlast_the_global_timeout() {
-        let now = Instant::now();
-        let mut asg = group(HookResult::Continue);
-        asg.launch(GROUP, "i-1", "az-a", now);
+        let (mut asg, now) = launched_one(HookResult::Continue);
         let mut at = now;
         while asg.member("i-1").unwrap().state == LifecycleState::PendingWait {
             at += Duration::from_secs(30);
@@ -1049,9 +1052,7 @@ mod tests {
 
     #[test]
     fn abandon_terminates_a_launch_without_its_terminate_hook() {
-        let now = Instant::now();
-        let mut asg = group(HookResult::Continue);
-        asg.launch(GROUP, "i-1", "az-a", now);
+        let (mut asg, now) = launched_one(HookResult::Continue);
         asg.complete_lifecycle_action(&complete("i-1", "launch", "ABANDON"), now)
             .unwrap();
         assert_eq!(
@@ -1066,9 +1067,7 @@ mod tests {
 
     #[test]
     fn unhealthy_in_service_goes_through_the_terminate_hook() {
-        let now = Instant::now();
-        let mut asg = group(HookResult::Continue);
-        asg.launch(GROUP, "i-1", "az-a", now);
+        let (mut asg, now) = launched_one(HookResult::Continue);
         asg.complete_lifecycle_action(&complete("i-1", "launch", "CONTINUE"), now)
             .unwrap();
         asg.take_events();
@@ -1113,9 +1112,7 @@ mod tests {
 
     #[test]
     fn names_instances_tokens_and_values_are_checked() {
-        let now = Instant::now();
-        let mut asg = group(HookResult::Continue);
-        asg.launch(GROUP, "i-1", "az-a", now);
+        let (mut asg, now) = launched_one(HookResult::Continue);
         let mut wrong_group = complete("i-1", "launch", "CONTINUE");
         wrong_group
             .0
@@ -1207,9 +1204,7 @@ mod tests {
 
     #[test]
     fn a_refresh_of_a_group_of_one_terminates_first_and_waits_for_service_and_warmup() {
-        let t0 = Instant::now();
-        let mut asg = group(HookResult::Abandon);
-        asg.launch(GROUP, "i-1", "az-a", t0);
+        let (mut asg, t0) = launched_one(HookResult::Abandon);
         complete_launches(&mut asg, t0);
         let id = asg
             .start_instance_refresh(

@@ -172,6 +172,27 @@ pub async fn broker_ids(
     Ok(seeded)
 }
 
+/// The seed's world: a network with a subnet in each of `network_zones`, and broker ids `0..id_zones.len()`
+/// (id n in `id_zones[n]`) tagged with the seed's scheme `Name=KAFKA-{id}` and `<cluster key>=<cluster name>`.
+pub async fn seed_world(
+    client: &Client,
+    network_zones: &[&str],
+    id_zones: &[&str],
+    cluster_tag: (&str, &str),
+) -> Result<(Network, Vec<SeededId>), SeedError> {
+    let net = network(client, network_zones).await?;
+    let ids = broker_ids(
+        client,
+        &net,
+        id_zones,
+        "Name",
+        "KAFKA-{id}",
+        Some(cluster_tag),
+    )
+    .await?;
+    Ok((net, ids))
+}
+
 /// Launches an instance in the zone's subnet, tagged as given.
 pub async fn instance(
     client: &Client,

@@ -1,7 +1,6 @@
 //! Shared set-up for the adapter's tests against real Apache Kafka (installed by scripts/setup.sh; see
 //! berth-testkit's `kafka` module): one broker host with the operator's server.properties, berth's overlay and
 //! the `awk 1` merge docs/kafka.md recommends, run by berth's process supervisor through our launcher.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -10,17 +9,14 @@ use std::time::Duration;
 
 use berth_config::Config;
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
-use berth_core::{BrokerId, ErrorKind};
+use berth_core::{BrokerId, ErrorKind, ServingEvidence};
 use berth_kafka::probe::ProbeTarget;
-use berth_kafka::supervisor::RestartPolicy;
 use berth_kafka::KafkaBroker;
-use berth_testkit::kafka::Install;
+use berth_testkit::kafka::{Install, KafkaCluster};
 use berth_testkit::zk::ZooKeeper;
 
-/// The cluster id of KRaft tests (as `kafka-storage.sh random-uuid` prints one).
-pub const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
-/// Kafka's chroot in the test ensemble (ZooKeeper mode).
-pub const CHROOT: &str = "/kafka";
+use super::{broker_restarting_after, toml_items, HostConfig, CHROOT};
+
 /// A rack Java must read back as written: non-ASCII, and outside the BMP too (a surrogate pair).
 pub const RACK: &str = "zone-ä-東京-😀";
 /// A start on a loaded 2-core machine (JVM, log4j, quorum) takes 5-10 s; this bounds a stuck one.
@@ -197,13 +193,6 @@ impl RealHost {
 
     /// berth's configuration for this host.
     pub fn config(&self) -> Config {
-        let list = |words: &[String]| {
-            words
-                .iter()
-                .map(|word| format!("{word:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let (mode, connect, kraft) = match &self.zk {
             Some(zk) => ("zookeeper", zk.connect_string(), String::new()),
             None => (
@@ -213,51 +202,36 @@ impl RealHost {
                     "controller_port = {}\nquorum_voters = {}\nformat_command = [{}]\nserver_properties = {:?}\n",
                     self.controller_port,
                     !self.dynamic,
-                    list(&self.install.command("format")),
+                    toml_items(&self.install.command("format")),
                     self.server_properties(),
                 ),
             ),
         };
-        let cluster_id = if self.zk.is_none() {
-            format!("kafka_cluster_id = \"{CLUSTER_ID}\"")
-        } else {
-            String::new()
-        };
-        let text = format!(
-            r#"
-[cluster]
-name = "test"
-broker_count = 3
-{cluster_id}
-[zookeeper]
-connect = "{connect}"
-session_timeout = "6s"
-root = "/berth"
-kafka_chroot = "{CHROOT}"
-[kafka]
-mode = "{mode}"
-supervisor = "process"
-command = [{command}]
-overlay_path = "{overlay}"
-port = {port}
-check_interval = "2s"
-stop_timeout = "60s"
-{kraft}
-"#,
-            command = list(&self.command()),
-            overlay = self.overlay().display(),
-            port = self.port,
-        );
-        berth_config::parse(&text, []).expect("a valid test configuration")
+        HostConfig {
+            mode,
+            connect: &connect,
+            session_timeout: "6s",
+            command: &self.command(),
+            overlay: &self.overlay(),
+            port: self.port,
+            check_interval: "2s",
+            stop_timeout: "60s",
+            kraft: &kraft,
+        }
+        .parse()
     }
 
     /// The adapter (a short restart delay: a test should not wait systemd's usual seconds).
     pub fn broker(&self) -> KafkaBroker {
-        let policy = RestartPolicy {
-            delay: Duration::from_millis(200),
-            ..RestartPolicy::default()
-        };
-        KafkaBroker::with_restart_policy(&self.config(), policy)
+        broker_restarting_after(&self.config(), Duration::from_millis(200))
+    }
+
+    /// A ZooKeeper client of the test's own (ZooKeeper mode), to look at what Kafka wrote.
+    pub async fn client(&self) -> zookeeper_client::Client {
+        let zk = self.zk.as_ref().expect("a ZooKeeper-mode host");
+        zookeeper_client::Client::connect(&zk.connect_string())
+            .await
+            .expect("test ZooKeeper client")
     }
 
     /// Broker `id` on this host's address in rack [`RACK`], with the given log dirs (KRaft: the only voter
@@ -297,6 +271,30 @@ stop_timeout = "60s"
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("meta.properties"), text).unwrap();
     }
+}
+
+/// Runs `work` (stops, restarts, tool runs: they wait on processes) on a blocking thread and hands the cluster
+/// back.
+pub async fn on_blocking_thread(
+    cluster: KafkaCluster,
+    work: impl FnOnce(&KafkaCluster) + Send + 'static,
+) -> KafkaCluster {
+    tokio::task::spawn_blocking(move || {
+        work(&cluster);
+        cluster
+    })
+    .await
+    .expect("the cluster's blocking work completes")
+}
+
+/// Starts Kafka and waits until it serves, printing its evidence.
+pub async fn serving(broker: &KafkaBroker, spec: &BrokerSpec) -> ServingEvidence {
+    let evidence = broker
+        .start(spec, Deadline::after(START_DEADLINE))
+        .await
+        .unwrap_or_else(|error| panic!("serving: {error}"));
+    eprintln!("serving: {}", evidence.detail);
+    evidence
 }
 
 /// Starts Kafka expecting it to refuse for good: a fatal error, and no Kafka left running or crash-looping.
