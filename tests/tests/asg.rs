@@ -80,11 +80,9 @@ fn the_group_replaces_a_dead_broker_keeps_one_across_sigterm_and_drains_one_it_t
     if !berth_testkit::require_root("asg_replace_keep_drain") {
         return;
     }
-    asg::with_group(
-        FleetOptions::default(),
-        |_| Ok(()),
-        |fleet| async move { replace_keep_drain(&fleet).await },
-    )
+    asg::with_group(FleetOptions::default(), |fleet| async move {
+        replace_keep_drain(&fleet).await
+    })
     .expect("replace, keep across SIGTERM, drain on Terminated");
 }
 
@@ -297,7 +295,7 @@ fn a_refused_volume_gets_its_host_replaced_and_is_left_byte_for_byte_untouched()
         *before.lock().unwrap() = std::fs::read(&backing)?;
         Ok(())
     };
-    asg::with_group(options, prepare, |fleet| async move {
+    asg::with_prepared_group(options, prepare, |fleet| async move {
         refused_volume(&fleet).await?;
         let backing = fleet.volume_backing(&fleet.resources()[0].volume_id);
         ensure!(
@@ -389,7 +387,6 @@ fn a_two_minute_zookeeper_outage_keeps_kafka_up_and_the_claim_comes_back() {
     };
     asg::with_group(
         options,
-        |_| Ok(()),
         |fleet| async move { zookeeper_outage(&fleet).await },
     )
     .expect("ZooKeeper outage");

@@ -44,12 +44,8 @@ fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
         claim_backend: ClaimBackend::Ec2,
         ..FleetOptions::default()
     };
-    asg::with_group(
-        options,
-        |_| Ok(()),
-        |fleet| async move { scenario(&fleet).await },
-    )
-    .expect("KRaft fleet without ZooKeeper");
+    asg::with_group(options, |fleet| async move { scenario(&fleet).await })
+        .expect("KRaft fleet without ZooKeeper");
 }
 
 async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {

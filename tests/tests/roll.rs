@@ -19,12 +19,8 @@ fn an_instance_refresh_of_every_group_fails_and_loses_no_write() {
         kafka: SimKafka::Kraft,
         ..FleetOptions::default()
     };
-    asg::with_group(
-        options,
-        |_| Ok(()),
-        |fleet| async move { rolled(&fleet).await },
-    )
-    .expect("an instance refresh of every group with a producer running");
+    asg::with_group(options, |fleet| async move { rolled(&fleet).await })
+        .expect("an instance refresh of every group with a producer running");
 }
 
 async fn rolled(fleet: &Fleet) -> anyhow::Result<()> {

@@ -26,19 +26,16 @@ fn main() {
     let brokers = options.brokers;
     let roll_options = RollOptions::default();
     let per_second = roll_options.per_second;
-    let outcome = asg::with_group(
-        options,
-        |_| Ok(()),
-        |fleet| async move {
-            let report = roll::run(&fleet, &roll_options).await?;
-            let kafka = fleet.kafka().map_or("-", |i| i.version()).to_owned();
-            eprintln!("{}", report.describe_steps());
-            let steps: Vec<String> = report
-                .steps
-                .iter()
-                .map(|s| s.step.as_millis().to_string())
-                .collect();
-            Ok(format!(
+    let outcome = asg::with_group(options, |fleet| async move {
+        let report = roll::run(&fleet, &roll_options).await?;
+        let kafka = fleet.kafka().map_or("-", |i| i.version()).to_owned();
+        eprintln!("{}", report.describe_steps());
+        let steps: Vec<String> = report
+            .steps
+            .iter()
+            .map(|s| s.step.as_millis().to_string())
+            .collect();
+        Ok(format!(
             "roll brokers={brokers} total_ms={} max_step_ms={} failed_produces={} lost={} duplicated={} \
              produce_request_errors={} not_enough_replicas={} records={} per_second={per_second} step_ms={} same_brokers={} kafka={kafka} \
              berth={}",
@@ -54,8 +51,7 @@ fn main() {
             report.same_brokers(),
             bench::berth_profile(),
         ))
-        },
-    );
+    });
     match outcome {
         Ok(line) => println!("{line}"),
         Err(error) => println!("roll error={:?}", format!("{error:#}")),

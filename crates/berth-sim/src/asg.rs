@@ -127,9 +127,24 @@ pub fn creation_policy(brokers: u32, options: &AsgOptions) -> ResourceSignal {
     }
 }
 
-/// Builds a fleet ([`crate::with_fleet`]), runs `prepare` on it, starts its Auto Scaling group, runs `body`,
-/// and stops the group before the fleet is torn down, whatever `body` returned.
-pub fn with_group<T, P, F, Fut>(options: FleetOptions, prepare: P, body: F) -> anyhow::Result<T>
+/// Builds a fleet ([`crate::with_fleet`]), starts its Auto Scaling group, runs `body`, and stops the group
+/// before the fleet is torn down, whatever `body` returned.
+pub fn with_group<T, F, Fut>(options: FleetOptions, body: F) -> anyhow::Result<T>
+where
+    T: Send,
+    F: FnOnce(Arc<Fleet>) -> Fut + Send,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    with_prepared_group(options, |_| Ok(()), body)
+}
+
+/// [`with_group`], with `prepare` run on the fleet before its group starts (to change the world the group's
+/// first launches meet).
+pub fn with_prepared_group<T, P, F, Fut>(
+    options: FleetOptions,
+    prepare: P,
+    body: F,
+) -> anyhow::Result<T>
 where
     T: Send,
     P: FnOnce(&Fleet) -> anyhow::Result<()> + Send,

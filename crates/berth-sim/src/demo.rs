@@ -49,11 +49,7 @@ pub struct DemoReport {
 
 /// Runs the demo on a fresh fleet; prints progress to stdout and returns the report.
 pub fn run(options: FleetOptions) -> anyhow::Result<DemoReport> {
-    asg::with_group(
-        options,
-        |_| Ok(()),
-        |fleet| async move { scenario(&fleet).await },
-    )
+    asg::with_group(options, |fleet| async move { scenario(&fleet).await })
 }
 
 fn say(line: impl AsRef<str>) {
