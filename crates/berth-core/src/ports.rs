@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -431,4 +432,24 @@ pub trait Broker: Send + Sync {
     ) -> Result<crate::replication::ReplicationView, StepError>;
     /// Controlled shutdown, by the deadline.
     async fn stop(&self, deadline: Deadline) -> Result<(), StepError>;
+}
+
+/// The ports, one adapter each, as trait objects: what the daemon reaches the world through (the production
+/// adapters, or the in-process ones of its tests).
+#[derive(Clone)]
+pub struct Adapters {
+    /// IMDS: this instance's identity, and whether it is going away.
+    pub metadata: Arc<dyn Metadata>,
+    /// EC2: discovery, and the ENI's and the volume's attachments.
+    pub attachments: Arc<dyn Attachments>,
+    /// CloudFormation and Auto Scaling: the signal, the lifecycle calls, instance health.
+    pub signals: Arc<dyn Signals>,
+    /// The claim: ZooKeeper or the ENI attachment, as `claim.backend` says.
+    pub coordination: Arc<dyn Coordination>,
+    /// Links and policy routing (netlink).
+    pub network: Arc<dyn Network>,
+    /// Block device, filesystem, mount.
+    pub storage: Arc<dyn Storage>,
+    /// Kafka.
+    pub broker: Arc<dyn Broker>,
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use berth_core::claim::ClaimPlan;
 use berth_core::ports::{
-    Attachments, BrokerSpec, ClaimHolder, Deadline, Delivery, DrainReason, FailureReport,
+    Adapters, Attachments, BrokerSpec, ClaimHolder, Deadline, Delivery, DrainReason, FailureReport,
     LaunchResult, Metadata, MountPlan, Reclaim, SessionEvent, Signals, Verdict, VolumeRequest,
 };
 use berth_core::replication::ReplicationView;
@@ -38,24 +38,6 @@ struct WorldState {
     waits: BTreeMap<String, Vec<String>>,
     replication: ReplicationView,
     termination_completed: bool,
-}
-
-/// The ports, each served by the same world.
-pub struct AdapterSet {
-    /// The instance's metadata (identity, termination notice).
-    pub metadata: Arc<dyn Metadata>,
-    /// EC2 discovery and attachments.
-    pub attachments: Arc<dyn Attachments>,
-    /// CloudFormation and Auto Scaling.
-    pub signals: Arc<dyn Signals>,
-    /// The claim.
-    pub coordination: Arc<dyn Coordination>,
-    /// Links and routes.
-    pub network: Arc<dyn Network>,
-    /// Block device and mount.
-    pub storage: Arc<dyn Storage>,
-    /// Kafka.
-    pub broker: Arc<dyn Broker>,
 }
 
 /// The shared fake world; clone it into each adapter.
@@ -164,9 +146,9 @@ impl InProcessWorld {
     }
 
     /// The adapters over this world.
-    pub fn adapters(&self) -> AdapterSet {
+    pub fn adapters(&self) -> Adapters {
         let world = Arc::new(self.clone());
-        AdapterSet {
+        Adapters {
             metadata: world.clone(),
             attachments: world.clone(),
             signals: world.clone(),

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::daemon::{Adapters, DaemonExit, DaemonOptions, Request};
+use berth::daemon::{DaemonExit, DaemonOptions, Request};
 use berth::notify::Notifier;
 use berth::view::StateView;
 use berth_core::machine::CatchUpGate;
@@ -100,16 +100,7 @@ async fn start_with(
         view_rx,
         std::future::pending(),
     ));
-    let set = world.adapters();
-    let adapters = Adapters {
-        metadata: set.metadata,
-        attachments: set.attachments,
-        signals: set.signals,
-        coordination: set.coordination,
-        network: set.network,
-        storage: set.storage,
-        broker: set.broker,
-    };
+    let adapters = world.adapters();
     let mut settings = fixtures::settings(Duration::from_secs(30));
     settings.check_interval = check_interval;
     settings.unhealthy_after = Duration::from_millis(300);

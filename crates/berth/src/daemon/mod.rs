@@ -22,11 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::machine::{ExitReason, Settings};
-use berth_core::ports::{Attachments, DrainReason, Metadata, Signals};
-use berth_core::{
-    Broker, BrokerId, Coordination, Effect, Input, Machine, Network, State, Storage,
-    TransitionError,
-};
+pub use berth_core::ports::Adapters;
+use berth_core::ports::DrainReason;
+use berth_core::{BrokerId, Effect, Input, Machine, State, TransitionError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -38,25 +36,6 @@ use crate::notify::Notifier;
 use crate::view::Published;
 use crate::waiting::WaitingBoard;
 use deliveries::Deliveries;
-
-/// The seams, as trait objects.
-#[derive(Clone)]
-pub struct Adapters {
-    /// IMDS: this instance's identity, and whether it is going away.
-    pub metadata: Arc<dyn Metadata>,
-    /// EC2: discovery, and the ENI's and the volume's attachments.
-    pub attachments: Arc<dyn Attachments>,
-    /// CloudFormation and Auto Scaling: the signal, the lifecycle calls, instance health.
-    pub signals: Arc<dyn Signals>,
-    /// The claim: ZooKeeper or the ENI attachment, as `claim.backend` says.
-    pub coordination: Arc<dyn Coordination>,
-    /// Links and policy routing (netlink).
-    pub network: Arc<dyn Network>,
-    /// Block device, filesystem, mount.
-    pub storage: Arc<dyn Storage>,
-    /// Kafka.
-    pub broker: Arc<dyn Broker>,
-}
 
 /// What the loop needs besides the adapters.
 #[derive(Debug, Clone)]
