@@ -154,10 +154,13 @@ pub enum KafkaError {
         seen: String,
     },
     /// No broker described the cluster's replication.
-    #[error("no broker described the cluster's replication: {failures}")]
+    #[error(
+        "no broker described the cluster's replication: {}",
+        each_failure(failures)
+    )]
     Replication {
-        /// Each broker asked, and why it did not answer.
-        failures: String,
+        /// Why each broker asked did not answer, in the order asked.
+        failures: Vec<ProbeError>,
     },
     /// The registration was still there after the stop deadline.
     #[error("{path} still exists after stopping Kafka")]
@@ -165,6 +168,15 @@ pub enum KafkaError {
         /// The znode.
         path: String,
     },
+}
+
+/// Each failure with its causes, `; ` between them.
+fn each_failure(failures: &[ProbeError]) -> String {
+    failures
+        .iter()
+        .map(|failure| berth_core::ports::chain_message(failure))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Classify for KafkaError {
@@ -714,13 +726,6 @@ impl Broker for KafkaBroker {
             .collect();
         replication::describe_any(&listeners, REPLICATION_TIMEOUT)
             .await
-            .map_err(|failures| {
-                let failures = failures
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                KafkaError::Replication { failures }.into()
-            })
+            .map_err(|failures| KafkaError::Replication { failures }.into())
     }
 }
