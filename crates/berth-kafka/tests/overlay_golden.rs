@@ -11,8 +11,8 @@ use berth_core::{BrokerId, KafkaMode};
 use berth_kafka::format::Formatter;
 use berth_kafka::{KafkaBroker, KafkaSettings, RegistrationSettings, Supervision};
 
-/// The adapter's settings as the daemon builds them from the example's defaults (systemd, listener
-/// `PLAINTEXT` on 9092, controllers on 9093) in `mode`.
+/// The adapter's settings with the configuration's defaults (systemd, listener `PLAINTEXT` on 9092, controllers
+/// on 9093) in `mode`; only the mode, listener, port and voters shape the overlay.
 fn settings(mode: KafkaMode) -> KafkaSettings {
     KafkaSettings {
         mode,

@@ -142,3 +142,89 @@ pub fn kafka_settings(config: &Config) -> KafkaSettings {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use berth_core::KafkaMode;
+
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+
+    #[test]
+    fn each_adapter_reads_what_the_file_says() {
+        let config = berth_config::parse(EXAMPLE, []).expect("the example parses");
+        let aws = aws_settings(&config);
+        assert_eq!(
+            (aws.region, aws.endpoint_url),
+            (None, None),
+            "empty: IMDS's and AWS's own"
+        );
+        assert_eq!(
+            aws.discovery.cluster_tag,
+            Some(("berth:cluster".into(), "events".into()))
+        );
+        assert_eq!(
+            (aws.discovery.broker_count, aws.attach.device_index),
+            (3, 1)
+        );
+        assert!(aws.signals.cloudformation && aws.signals.mark_unhealthy);
+        assert_eq!(aws.signals.launch_hook, "berth-launch");
+        let zk = zk_settings(&config);
+        assert_eq!(zk.claims_path, "/berth/events/claims");
+        assert_eq!(zk.session_timeout, Duration::from_secs(6));
+        let kafka = kafka_settings(&config);
+        assert_eq!(kafka.mode, KafkaMode::Zookeeper);
+        assert_eq!(
+            kafka.supervision,
+            Supervision::Systemd {
+                unit: "kafka.service".into()
+            }
+        );
+        assert_eq!(kafka.registrations.connect, config.zookeeper.connect);
+        assert_eq!(
+            storage_settings(&config).mount_path,
+            config.storage.mount_path
+        );
+    }
+
+    #[test]
+    fn unset_and_zero_values_mean_off_and_process_runs_the_command() {
+        let environment = [
+            ("BERTH_AWS__REGION", "eu-west-1"),
+            ("BERTH_TAGS__CLUSTER_KEY", ""),
+            ("BERTH_AWS__AUTOSCALING__MARK_UNHEALTHY_AFTER", "0s"),
+            ("BERTH_KAFKA__SUPERVISOR", "process"),
+            (
+                "BERTH_KAFKA__COMMAND",
+                "/opt/kafka/bin/kafka-server-start.sh,/etc/kafka/server.properties",
+            ),
+            ("BERTH_KAFKA__MODE", "kraft"),
+            ("BERTH_KAFKA__CONTROLLER_IDS", "0,2"),
+            ("BERTH_CLUSTER__KAFKA_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qg"),
+        ];
+        let config = berth_config::parse(EXAMPLE, environment).expect("a valid configuration");
+        let aws = aws_settings(&config);
+        assert_eq!(aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(aws.discovery.cluster_tag, None);
+        assert!(!aws.signals.mark_unhealthy);
+        let kafka = kafka_settings(&config);
+        assert_eq!(
+            kafka.supervision,
+            Supervision::Process {
+                command: vec![
+                    "/opt/kafka/bin/kafka-server-start.sh".into(),
+                    "/etc/kafka/server.properties".into()
+                ]
+            }
+        );
+        assert_eq!(kafka.controller_ids, [BrokerId(0), BrokerId(2)]);
+        assert_eq!(kafka.cluster_id.as_deref(), Some("MkU3OEVBNTcwNTJENDM2Qg"));
+        assert_eq!(
+            storage_settings(&config).cluster_id.as_deref(),
+            Some("MkU3OEVBNTcwNTJENDM2Qg")
+        );
+    }
+}
