@@ -114,7 +114,7 @@ impl TryFrom<String> for ClaimBackend {
 #[serde(deny_unknown_fields, default)]
 pub struct ClaimConfig {
     /// The backend; unset means `ec2` when `kafka.mode = "kraft"` and `zookeeper` otherwise (see
-    /// [`Config::claim_backend`]). [`parse`] fills it in, so the effective configuration names it.
+    /// [`Config::claim_backend`]). [`parse`](fn@crate::parse) fills it in, so the effective configuration names it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<ClaimBackend>,
 }

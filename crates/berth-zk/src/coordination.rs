@@ -70,7 +70,7 @@ pub struct ZkSettings {
 struct Held {
     client: Option<zk::Client>,
     claim: Option<BrokerId>,
-    /// Set once berth has declared this session lost (see [`watch_session`]): it is never used again.
+    /// Set once berth has declared this session lost (see [`session_watch::watch_session`]): it is never used again.
     lost: Arc<AtomicBool>,
 }
 
