@@ -142,6 +142,15 @@ pub enum AwsError {
     /// `ec2` claim backend: the plan has no candidate id.
     #[error("no broker id can be claimed from this instance's zone")]
     NoCandidates,
+    /// A failed boot reached Auto Scaling neither way: ABANDON failed, and so did SetInstanceHealth.
+    #[error("ABANDON failed ({abandon}), and SetInstanceHealth Unhealthy too")]
+    NotReported {
+        /// Why ABANDON did not land.
+        abandon: Box<AwsError>,
+        /// Why SetInstanceHealth did not land.
+        #[source]
+        unhealthy: Box<AwsError>,
+    },
     /// CloudFormation or Auto Scaling names could not be found in config or instance tags.
     #[error("{what}: not configured ({key}) and instance {instance_id} has no {tag} tag")]
     MissingName {
@@ -251,6 +260,8 @@ impl Classify for AwsError {
             | AwsError::WaitTimeout { .. }
             | AwsError::AllHeld { .. }
             | AwsError::NoCandidates => ErrorKind::Retryable,
+            // The fallback decides: a SetInstanceHealth that may still land is worth another report.
+            AwsError::NotReported { unhealthy, .. } => unhealthy.kind(),
             AwsError::Config { .. }
             | AwsError::ImdsValue { .. }
             | AwsError::Malformed { .. }

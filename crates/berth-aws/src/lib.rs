@@ -91,50 +91,16 @@ impl AwsCloud {
         credentials: Option<Credentials>,
     ) -> Result<Self, AwsError> {
         let metadata = Metadata::new(&settings.imds_endpoint)?;
-        let region = match settings.region {
-            Some(region) => region,
-            None => metadata.get("placement/region").await?,
-        };
-        let region = Region::new(region);
-        let credentials = match credentials {
-            Some(credentials) => SharedCredentialsProvider::new(credentials),
-            None => SharedCredentialsProvider::new(
-                aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                    .region(region.clone())
-                    .imds_client(metadata.client())
-                    .build()
-                    .await,
-            ),
-        };
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
-            .credentials_provider(credentials)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(SDK_MAX_ATTEMPTS)
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(Duration::from_secs(5)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(20))
-                    .operation_timeout(Duration::from_secs(60))
-                    .build(),
-            );
-        if let Some(endpoint_url) = &settings.endpoint_url {
-            loader = loader.endpoint_url(endpoint_url);
-        }
-        let sdk: SdkConfig = loader.load().await;
+        let sdk = sdk_config(
+            &metadata,
+            settings.region,
+            settings.endpoint_url.as_deref(),
+            credentials,
+        )
+        .await?;
         let ec2 = aws_sdk_ec2::Client::new(&sdk);
         let attacher = Attacher::new(ec2.clone(), settings.attach);
-        let signaller = Signaller::new(
-            settings.signals,
-            ec2.clone(),
-            aws_sdk_cloudformation::Client::new(&sdk),
-            aws_sdk_autoscaling::Client::new(&sdk),
-            metadata.clone(),
-        );
+        let signaller = signaller(&sdk, settings.signals, &metadata);
         Ok(Self {
             ec2,
             metadata,
@@ -142,6 +108,20 @@ impl AwsCloud {
             attacher,
             signaller,
         })
+    }
+
+    /// Only the signals and the instance metadata, from the few settings they need: how a `berth run` whose
+    /// configuration does not validate still reports the failure (before it exits 78).
+    pub async fn signals_only(
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        imds_endpoint: &str,
+        signals: SignalSettings,
+    ) -> Result<(Metadata, Signaller), AwsError> {
+        let metadata = Metadata::new(imds_endpoint)?;
+        let sdk = sdk_config(&metadata, region, endpoint_url.as_deref(), None).await?;
+        let signaller = signaller(&sdk, signals, &metadata);
+        Ok((metadata, signaller))
     }
 
     /// The `ec2` claim backend over this adapter's EC2 configuration and IMDS.
@@ -210,6 +190,62 @@ impl AwsCloud {
         }
         Ok(inventory)
     }
+}
+
+/// The SDK's configuration: region as set or from IMDS, the endpoint override when set, credentials as given or
+/// from the default chain (environment, profile, then the instance role through the configured IMDS endpoint),
+/// the retry and timeout policy.
+async fn sdk_config(
+    metadata: &Metadata,
+    region: Option<String>,
+    endpoint_url: Option<&str>,
+    credentials: Option<Credentials>,
+) -> Result<SdkConfig, AwsError> {
+    let region = match region {
+        Some(region) => region,
+        None => metadata.get("placement/region").await?,
+    };
+    let region = Region::new(region);
+    let credentials = match credentials {
+        Some(credentials) => SharedCredentialsProvider::new(credentials),
+        None => SharedCredentialsProvider::new(
+            aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                .region(region.clone())
+                .imds_client(metadata.client())
+                .build()
+                .await,
+        ),
+    };
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(credentials)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(SDK_MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(200))
+                .with_max_backoff(Duration::from_secs(5)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if let Some(endpoint_url) = endpoint_url {
+        loader = loader.endpoint_url(endpoint_url);
+    }
+    Ok(loader.load().await)
+}
+
+fn signaller(sdk: &SdkConfig, settings: SignalSettings, metadata: &Metadata) -> Signaller {
+    Signaller::new(
+        settings,
+        aws_sdk_ec2::Client::new(sdk),
+        aws_sdk_cloudformation::Client::new(sdk),
+        aws_sdk_autoscaling::Client::new(sdk),
+        metadata.clone(),
+    )
 }
 
 #[async_trait]

@@ -22,7 +22,9 @@
 //!
 //! A failed boot is reported by [`Signaller::report_failure`]: ABANDON when the launch action is pending
 //! (Auto Scaling then terminates the instance and launches another), else SetInstanceHealth Unhealthy with
-//! `ShouldRespectGracePeriod=false` (the same outcome for an instance already in service).
+//! `ShouldRespectGracePeriod=false` (the same outcome for an instance already in service). An ABANDON that fails
+//! for any reason (throttled, refused, names missing) falls back to SetInstanceHealth, which needs only the
+//! instance id: a failure that can reach the group always does.
 //!
 //! Stack, logical id and group come from the configuration or, when empty, from the instance's own tags
 //! (`aws:cloudformation:stack-name`, `aws:cloudformation:logical-id`, `aws:autoscaling:groupName`), read from
@@ -248,18 +250,28 @@ impl Signaller {
         Ok(Delivery::Accepted)
     }
 
-    /// A failed boot: ABANDON the pending launch action, else (none pending, or no launch hook)
-    /// SetInstanceHealth Unhealthy. Either way Auto Scaling terminates the instance and replaces it.
+    /// A failed boot: ABANDON the pending launch action, else (none pending, no launch hook, or ABANDON failed
+    /// for any reason) SetInstanceHealth Unhealthy. Either way Auto Scaling terminates the instance and replaces
+    /// it; [`AwsError::NotReported`] when neither landed.
     pub async fn report_failure(&self, me: &Identity) -> Result<FailureReport, AwsError> {
-        match self.complete_launch(me, LaunchResult::Abandon).await? {
-            Delivery::Accepted => {
+        let abandon = match self.complete_launch(me, LaunchResult::Abandon).await {
+            Ok(Delivery::Accepted) => {
                 tracing::warn!(instance_id = %me.instance_id, "launch lifecycle action abandoned");
-                Ok(FailureReport::Abandoned)
+                return Ok(FailureReport::Abandoned);
             }
-            Delivery::NotAwaited(_) | Delivery::NotConfigured => {
-                self.set_unhealthy(me).await?;
-                Ok(FailureReport::MarkedUnhealthy)
+            Ok(Delivery::NotAwaited(_) | Delivery::NotConfigured) => None,
+            Err(error) => {
+                tracing::warn!(instance_id = %me.instance_id, error = %error, "ABANDON failed, marking the instance unhealthy instead: {error}");
+                Some(error)
             }
+        };
+        match (self.set_unhealthy(me).await, abandon) {
+            (Ok(()), _) => Ok(FailureReport::MarkedUnhealthy),
+            (Err(unhealthy), None) => Err(unhealthy),
+            (Err(unhealthy), Some(abandon)) => Err(AwsError::NotReported {
+                abandon: Box::new(abandon),
+                unhealthy: Box::new(unhealthy),
+            }),
         }
     }
 

@@ -816,6 +816,48 @@ async fn failure_abandons_a_pending_launch_else_marks_the_instance_unhealthy() {
 }
 
 #[tokio::test]
+async fn an_abandon_that_fails_falls_back_to_set_instance_health_and_neither_is_named() {
+    let env = env(&[ZONE_A]).await;
+    let (me, _imds, cloud) = tagged(&env).await;
+    env.launching("tagged-asg", &me);
+    let identity = cloud.identity().await.unwrap();
+    // ABANDON throttled past the SDK's own three attempts: the failure still reaches the group.
+    env.proxy
+        .inject("CompleteLifecycleAction", Fault::Throttle, 3);
+    assert_eq!(
+        cloud.report_failure(&identity).await.unwrap(),
+        FailureReport::MarkedUnhealthy
+    );
+    let health = env.aws.calls_from("SetInstanceHealth", &me.instance_id);
+    assert_eq!(
+        (
+            health.len(),
+            health[0].param("HealthStatus"),
+            health[0].accepted()
+        ),
+        (1, Some("Unhealthy"), true)
+    );
+    let member = env
+        .aws
+        .read(|plane| plane.autoscaling.member(&me.instance_id))
+        .unwrap();
+    assert!(member.unhealthy, "{member:?}");
+    // Both throttled: one error naming both, retryable (the daemon reports again later).
+    env.proxy
+        .inject("CompleteLifecycleAction", Fault::Throttle, 3);
+    env.proxy.inject("SetInstanceHealth", Fault::Throttle, 3);
+    let error = cloud.report_failure(&identity).await.unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(
+        error.message.contains("ABANDON failed")
+            && error.message.contains("CompleteLifecycleAction")
+            && error.message.contains("SetInstanceHealth"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
 async fn names_fall_back_to_describe_tags_and_missing_ones_are_fatal() {
     let env = env(&[ZONE_A]).await;
     let tagged = world::instance(

@@ -76,6 +76,7 @@ impl Config {
             } else {
                 nonzero(aws.autoscaling.heartbeat_interval)
             },
+            terminate_hook: !aws.autoscaling.terminate_hook.is_empty(),
         }
     }
 

@@ -10,17 +10,23 @@
 //! single underscores), e.g. `BERTH_ZOOKEEPER__CONNECT=10.0.0.5:2181`. List keys take comma-separated values.
 //!
 //! One module per job: `schema` (sections, keys, defaults), `parse` (text and environment to a validated
-//! [`Config`]), `validate` (the rules), `derived` (what the daemon derives from them), `error`.
+//! [`Config`]), `validate` (the rules), `derived` (what the daemon derives from them), `budget` (the time budgets
+//! against the lifecycle hooks), `salvage` (what a configuration that does not validate still says about where
+//! to report that), `error`.
 
+mod budget;
 mod derived;
 mod error;
 mod parse;
+mod salvage;
 mod schema;
 mod validate;
 
 pub use berth_core::{Filesystem, KafkaMode};
+pub use budget::{BudgetWarning, TEARDOWN_ACTION_TIMEOUT};
 pub use error::ConfigError;
 pub use parse::{load, parse, ENV_PREFIX};
+pub use salvage::{salvage, Salvage};
 pub use schema::*;
 pub use validate::is_kafka_cluster_id;
 

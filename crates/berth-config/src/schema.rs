@@ -227,9 +227,15 @@ pub struct AutoScalingConfig {
     pub launch_hook: String,
     /// Terminating lifecycle hook to complete after a drain; empty disables.
     pub terminate_hook: String,
-    /// Heartbeat interval for the launch hook while booting; `0s` disables.
+    /// Heartbeat interval of a pending lifecycle action (the launch action from the start until CONTINUE is
+    /// answered, the terminate action from the notice until its CONTINUE is answered); `0s` disables.
     #[serde(with = "serde_duration")]
     pub heartbeat_interval: Duration,
+    /// The lifecycle hooks' `HeartbeatTimeout`, as configured on the group: berth retries a completion for at
+    /// most their global timeout (100 times this, at most 48 h), and `berth check-config` checks the heartbeat
+    /// interval and the worst-case boot and drain against it.
+    #[serde(with = "serde_duration")]
+    pub hook_timeout: Duration,
     /// SetInstanceHealth Unhealthy after Kafka has been lost this long while Healthy; `0s` disables.
     #[serde(with = "serde_duration")]
     pub mark_unhealthy_after: Duration,
@@ -242,6 +248,7 @@ impl Default for AutoScalingConfig {
             launch_hook: String::new(),
             terminate_hook: String::new(),
             heartbeat_interval: Duration::from_secs(60),
+            hook_timeout: Duration::from_secs(600),
             mark_unhealthy_after: Duration::from_secs(300),
         }
     }

@@ -4,10 +4,8 @@
 use std::path::{Component, Path};
 use std::time::Duration;
 
+use crate::budget::MAX_HOOK_WAIT;
 use crate::{ClaimBackend, Config, ConfigError, KafkaMode, Supervisor};
-
-/// Auto Scaling's global timeout of a lifecycle action (48 hours): no wait berth makes may outlast it.
-const MAX_HOOK_WAIT: Duration = Duration::from_secs(48 * 3600);
 
 fn ensure(condition: bool, key: &str, reason: impl FnOnce() -> String) -> Result<(), ConfigError> {
     if condition {
@@ -271,6 +269,12 @@ impl Config {
             heartbeat.is_zero() || heartbeat >= Duration::from_secs(1),
             "aws.autoscaling.heartbeat_interval",
             || "must be 0s (off) or at least 1s".into(),
+        )?;
+        ensure(
+            (Duration::from_secs(30)..=Duration::from_secs(7200))
+                .contains(&aws.autoscaling.hook_timeout),
+            "aws.autoscaling.hook_timeout",
+            || "must be between 30s and 2h (Auto Scaling's HeartbeatTimeout range)".into(),
         )?;
         Ok(())
     }

@@ -167,6 +167,16 @@ fn every_key_names_itself_when_its_value_is_bad() {
         ("BERTH_KAFKA__CHECK_INTERVAL", "1ms", "kafka.check_interval"),
         ("BERTH_KAFKA__STOP_TIMEOUT", "0s", "kafka.stop_timeout"),
         (
+            "BERTH_AWS__AUTOSCALING__HOOK_TIMEOUT",
+            "10s",
+            "aws.autoscaling.hook_timeout",
+        ),
+        (
+            "BERTH_AWS__AUTOSCALING__HOOK_TIMEOUT",
+            "3h",
+            "aws.autoscaling.hook_timeout",
+        ),
+        (
             "BERTH_KAFKA__HEALTHY_WHEN",
             "registered",
             "kafka.healthy_when",

@@ -1,5 +1,6 @@
-//! The safe drain's wait, as the machine keeps it: since when it waits, when it looks again (with backoff),
-//! when the terminating hook hears from berth, and how the wait ended.
+//! The safe drain's wait, as the machine keeps it: since when it waits, when it looks again (with backoff), and
+//! how the wait ended. (The terminate hook's heartbeats go on meanwhile, and through the teardown: the machine's
+//! `lifecycle` module keeps them.)
 //!
 //! A drain that may stop Kafka right away does not wait at all; one whose check finds stopping unsafe looks
 //! again with backoff until it is safe or `kafka.drain_wait` has passed, and then stops Kafka anyway (the
@@ -39,16 +40,12 @@ pub struct DrainWait {
     #[serde(with = "crate::serde_duration")]
     bound: Duration,
     #[serde(default, with = "crate::serde_duration_option")]
-    heartbeat: Option<Duration>,
-    #[serde(default, with = "crate::serde_duration_option")]
     retry_at: Option<Duration>,
-    #[serde(default, with = "crate::serde_duration_option")]
-    next_heartbeat_at: Option<Duration>,
 }
 
 impl DrainWait {
-    /// A wait of at most `bound` from `now`, heartbeating the terminating hook every `heartbeat` if any.
-    pub fn begin(now: Duration, bound: Duration, heartbeat: Option<Duration>) -> Self {
+    /// A wait of at most `bound` from `now`.
+    pub fn begin(now: Duration, bound: Duration) -> Self {
         Self {
             since: now,
             ended: None,
@@ -56,15 +53,13 @@ impl DrainWait {
             last: None,
             outcome: None,
             bound,
-            heartbeat,
             retry_at: None,
-            next_heartbeat_at: heartbeat.map(|every| now + every),
         }
     }
 
     /// A drain that did not wait, and why.
     pub fn skipped(now: Duration, why: String) -> Self {
-        let mut wait = Self::begin(now, Duration::ZERO, None);
+        let mut wait = Self::begin(now, Duration::ZERO);
         wait.end(DrainOutcome::Skipped(why), now);
         wait
     }
@@ -118,36 +113,20 @@ impl DrainWait {
         false
     }
 
-    /// Whether a terminating-hook heartbeat is due at `now` (then the next is scheduled).
-    pub fn heartbeat_due(&mut self, now: Duration) -> bool {
-        match (self.active(), self.next_heartbeat_at, self.heartbeat) {
-            (true, Some(at), Some(every)) if at <= now => {
-                self.next_heartbeat_at = Some(now + every);
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Ends the wait with `outcome` at `now`.
     pub fn end(&mut self, outcome: DrainOutcome, now: Duration) {
         self.ended = Some(now);
         self.retry_at = None;
-        self.next_heartbeat_at = None;
         self.outcome = Some(outcome);
     }
 
-    /// When the machine must wake for this wait: the next check (unless one runs), the next heartbeat, the
-    /// bound.
+    /// When the machine must wake for this wait: the next check (unless one runs), the bound.
     pub fn next_wake(&self, check_running: bool) -> Option<Duration> {
         if !self.active() {
             return None;
         }
         let check = self.retry_at.filter(|_| !check_running);
-        [check, self.next_heartbeat_at, Some(self.bound_at())]
-            .into_iter()
-            .flatten()
-            .min()
+        [check, Some(self.bound_at())].into_iter().flatten().min()
     }
 }
 
@@ -166,7 +145,7 @@ mod tests {
 
     #[test]
     fn checks_back_off_and_never_past_the_bound() {
-        let mut wait = DrainWait::begin(Duration::from_secs(10), BOUND, None);
+        let mut wait = DrainWait::begin(Duration::from_secs(10), BOUND);
         let mut jitter = Jitter::new(3);
         let mut now = Duration::from_secs(10);
         let mut previous = Duration::ZERO;
@@ -192,15 +171,10 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_are_due_every_interval_while_waiting_only() {
-        let every = Duration::from_secs(5);
-        let mut wait = DrainWait::begin(Duration::ZERO, BOUND, Some(every));
-        assert!(!wait.heartbeat_due(Duration::from_secs(4)));
-        assert!(wait.heartbeat_due(Duration::from_secs(5)));
-        assert!(!wait.heartbeat_due(Duration::from_secs(6)));
-        assert!(wait.heartbeat_due(Duration::from_secs(10)));
+    fn an_ended_wait_keeps_its_time_and_wakes_nobody() {
+        let mut wait = DrainWait::begin(Duration::ZERO, BOUND);
+        assert_eq!(wait.next_wake(false), Some(BOUND));
         wait.end(DrainOutcome::Safe("safe".into()), Duration::from_secs(12));
-        assert!(!wait.heartbeat_due(Duration::from_secs(20)));
         assert_eq!(
             wait.waited(Duration::from_secs(99)),
             Duration::from_secs(12)

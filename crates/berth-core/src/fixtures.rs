@@ -150,6 +150,7 @@ pub fn settings(deadline: Duration) -> Settings {
         catch_up: None,
         drain_wait: None,
         terminate_heartbeat_interval: None,
+        terminate_hook: false,
     }
 }
 

@@ -142,7 +142,7 @@ pub enum Delivery {
 }
 
 /// How a failed boot was reported to Auto Scaling, so that the instance gets replaced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReport {
     /// The pending launch lifecycle action was completed with ABANDON.
@@ -175,14 +175,23 @@ impl fmt::Display for VolumeRequest {
     }
 }
 
-/// Which lifecycle hook a heartbeat extends.
+/// Which lifecycle hook a call concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleHook {
-    /// The launch hook, while booting.
+    /// The launch hook: the instance waits in `Pending:Wait`.
     Launch,
-    /// The terminating hook, while a drain waits.
+    /// The terminate hook: the instance waits in `Terminating:Wait`.
     Terminate,
+}
+
+impl fmt::Display for LifecycleHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LifecycleHook::Launch => "launch",
+            LifecycleHook::Terminate => "terminate",
+        })
+    }
 }
 
 /// Why the daemon is draining. A plain SIGTERM is not one of them: it stops berth, not the broker.
@@ -276,16 +285,16 @@ pub trait Signals: Send + Sync {
         identity: &Identity,
         result: LaunchResult,
     ) -> Result<Delivery, StepError>;
-    /// Extend the launch lifecycle hook's timeout while booting is slow.
+    /// Extend the launch lifecycle action's timeout while it is pending.
     async fn heartbeat(&self, identity: &Identity) -> Result<Delivery, StepError>;
-    /// Extend the terminating lifecycle hook's timeout while a drain waits for a safe stop.
+    /// Extend the terminate lifecycle action's timeout until berth completes it.
     async fn heartbeat_termination(&self, identity: &Identity) -> Result<Delivery, StepError>;
     /// Tell Auto Scaling this instance is unhealthy because Kafka was lost too long (when configured).
     async fn mark_unhealthy(&self, identity: &Identity) -> Result<Delivery, StepError>;
-    /// Tell Auto Scaling a boot failed for good: ABANDON when the launch action is pending, else
-    /// SetInstanceHealth Unhealthy, so the instance is replaced.
+    /// Tell Auto Scaling a boot failed for good: ABANDON when the launch action is pending, else (or when
+    /// ABANDON fails for any reason) SetInstanceHealth Unhealthy, so the instance is replaced.
     async fn report_failure(&self, identity: &Identity) -> Result<FailureReport, StepError>;
-    /// Complete the terminating lifecycle action after a drain.
+    /// Complete the terminate lifecycle action with CONTINUE, once everything is released.
     async fn complete_termination(&self, identity: &Identity) -> Result<Delivery, StepError>;
 }
 

@@ -7,8 +7,13 @@
 use std::time::Duration;
 
 use berth_core::fixtures;
-use berth_core::machine::{CatchUpGate, ClaimState, Event as MachineEvent, Output};
-use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, LifecycleHook, StepError, Verdict};
+use berth_core::machine::{
+    CatchUpGate, ClaimState, Event as MachineEvent, FailureReportState, HookAction, HookAnswer,
+    Output,
+};
+use berth_core::ports::{
+    DrainReason, ErrorKind, FailureReport, LaunchResult, LifecycleHook, StepError, Verdict,
+};
 use berth_core::replication::DrainOutcome;
 use berth_core::{
     BrokerId, Effect, ExitReason, Input, Machine, ReclaimOutcome, State, Step, StepKind, StepTag,
@@ -59,16 +64,32 @@ fn drive_to(target: State) -> (Machine, Duration) {
     drive(machine(), target)
 }
 
-/// `machine` started and driven by successes into `target`, at time `now` = 1 s per state.
+/// `machine` started and driven by successes into `target`, at time `now` = 1 s per state (a CONTINUE sent on
+/// the way to Healthy is taken at once, as Auto Scaling does).
 fn drive(machine: Machine, target: State) -> (Machine, Duration) {
     let (mut m, _) = step(&machine, Input::Start, Duration::ZERO);
     let mut now = Duration::ZERO;
     while m.state() != target {
         now += Duration::from_secs(1);
         let output = success_output(m.state());
-        m = step(&m, done(&m, output), now).0;
+        let (next, effects) = step(&m, done(&m, output), now);
+        m = next;
+        if effects
+            .iter()
+            .any(|e| matches!(e, Effect::CompleteLaunch { .. }))
+        {
+            m = step(&m, launch_completed(), now).0;
+        }
     }
     (m, now)
+}
+
+/// Auto Scaling took the launch action's CONTINUE.
+fn launch_completed() -> Input {
+    Input::HookAnswered {
+        hook: LifecycleHook::Launch,
+        answer: HookAnswer::Completed,
+    }
 }
 
 fn run_steps(effects: &[Effect]) -> Vec<&Step> {
@@ -236,8 +257,11 @@ fn fatal_failure_reports_lets_go_and_exits_non_zero() {
             *state >= State::StartKafka,
             "Kafka stopped first once it may run ({state}): {teardown:?}"
         );
-        assert_eq!(teardown.last(), Some(&"report_failure"), "{state}");
-        assert!(teardown.contains(&"release_claim"), "{state}");
+        assert_eq!(
+            teardown.last(),
+            Some(&"release_claim"),
+            "the claim last; Auto Scaling is told after the release: {state}"
+        );
         let refused = *state == State::Mount;
         assert_eq!(
             failed.failure_details().unwrap().volume_refused,
@@ -255,11 +279,20 @@ fn fatal_failure_reports_lets_go_and_exits_non_zero() {
             "detached once its attachment was requested (alongside AttachEni); a refused volume is not even \
              detached ({state}): {teardown:?}"
         );
-        assert!(
-            failed.next_wake().is_none(),
-            "nothing scheduled while letting go"
+        let (released, effects) = step(&failed, Input::TeardownDone, now + Duration::from_secs(1));
+        assert_eq!(
+            effects,
+            vec![Effect::ReportFailure {
+                // Claim fails before the identity is a fact: the daemon looks it up.
+                identity: (*state > State::Claim).then(fixtures::identity)
+            }],
+            "told last, once released: {state}"
         );
-        let (_, effects) = step(&failed, Input::TeardownDone, now + Duration::from_secs(1));
+        let (_, effects) = step(
+            &released,
+            Input::FailureReported(Ok(FailureReport::Abandoned)),
+            now + Duration::from_secs(2),
+        );
         assert_eq!(effects, vec![Effect::Exit(ExitReason::Failed)], "{state}");
     }
 }
@@ -578,9 +611,6 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
                 expected.push("detach_eni");
             }
             expected.push("release_claim");
-            if reason == DrainReason::LifecycleTerminated && state > State::Claim {
-                expected.push("complete_termination");
-            }
             assert_eq!(kinds, expected, "drain from {state} ({reason})");
             let running = state != State::Healthy;
             assert_eq!(
@@ -588,29 +618,131 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
                 running,
                 "running step cancelled in {state}"
             );
-            let (_, effects) = step(&draining, Input::TeardownDone, now + Duration::from_secs(1));
-            assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+            let (released, effects) =
+                step(&draining, Input::TeardownDone, now + Duration::from_secs(1));
+            if reason == DrainReason::LifecycleTerminated && state > State::Claim {
+                assert_eq!(
+                    effects,
+                    vec![Effect::CompleteTermination {
+                        identity: fixtures::identity()
+                    }],
+                    "the terminate action completed once released, its answer awaited ({state})"
+                );
+                let answer = Input::HookAnswered {
+                    hook: LifecycleHook::Terminate,
+                    answer: HookAnswer::Completed,
+                };
+                let (_, effects) = step(&released, answer, now + Duration::from_secs(2));
+                assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+            } else {
+                // Requested, or before the claim: no identity to complete the action with.
+                assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)], "{state}");
+            }
         }
     }
 }
 
 #[test]
-fn heartbeats_while_booting_only() {
-    let (m, _) = drive_to(State::AttachEni);
-    let wake = m.next_wake().unwrap();
-    assert_eq!(
-        wake,
-        Duration::from_secs(60),
-        "heartbeat due one interval after start"
-    );
-    let (m, effects) = step(&m, Input::Tick, wake);
+fn launch_heartbeats_begin_with_the_identity_before_the_claim_ends() {
+    let (m, effects) = step(&machine(), Input::Start, Duration::ZERO);
     assert!(
-        matches!(effects[..], [Effect::Heartbeat { .. }]),
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Heartbeat { .. })),
+        "no heartbeat before the identity is known"
+    );
+    assert_eq!(m.next_wake(), None, "nothing to wake for: no busy loop");
+    // The instance metadata answers while Claim still waits (its predecessor drains): a heartbeat at once.
+    let identified = Input::Identified(fixtures::identity());
+    let (m, effects) = step(&m, identified, Duration::from_millis(300));
+    assert_eq!(
+        effects,
+        vec![Effect::Heartbeat {
+            identity: fixtures::identity(),
+            hook: LifecycleHook::Launch
+        }]
+    );
+    assert_eq!(m.state(), State::Claim);
+    // ... and one every interval for as long as Claim waits, whatever runs.
+    let mut m = m;
+    let mut beats = Vec::new();
+    while let Some(wake) = m.next_wake().filter(|at| *at <= Duration::from_secs(601)) {
+        let (next, effects) = step(&m, Input::Tick, wake);
+        if effects
+            .iter()
+            .any(|e| matches!(e, Effect::Heartbeat { .. }))
+        {
+            beats.push(wake.as_secs());
+        }
+        m = next;
+    }
+    assert_eq!(beats, [60, 120, 180, 240, 300, 360, 420, 480, 540, 600]);
+    assert_eq!(m.state(), State::Claim);
+}
+
+#[test]
+fn healthy_keeps_the_launch_action_alive_until_continue_is_answered() {
+    let (m, _) = drive_to(State::StartKafka);
+    let now = Duration::from_secs(30);
+    let (healthy, effects) = step(&m, done(&m, success_output(State::StartKafka)), now);
+    assert!(effects.contains(&Effect::CompleteLaunch {
+        identity: fixtures::identity(),
+        result: LaunchResult::Continue
+    }));
+    assert!(matches!(
+        healthy.lifecycle().0,
+        HookAction::Completing { .. }
+    ));
+    // CONTINUE is retried (throttled): the action hears a heartbeat meanwhile (one interval after the one sent
+    // when the claim made the identity known, at 1 s).
+    let (still, effects) = step(&healthy, Input::Tick, Duration::from_secs(61));
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::Heartbeat {
+                hook: LifecycleHook::Launch,
+                ..
+            }
+        )),
         "{effects:?}"
     );
-    assert_eq!(m.next_wake(), Some(Duration::from_secs(120)));
-    let (healthy, _) = drive_to(State::Healthy);
-    let (_, effects) = step(&healthy, Input::Tick, Duration::from_secs(600));
+    let (done_with_it, _) = step(&still, launch_completed(), Duration::from_secs(70));
+    assert_eq!(done_with_it.lifecycle().0, HookAction::Over);
+    let (_, effects) = step(&done_with_it, Input::Tick, Duration::from_secs(600));
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::Heartbeat { .. })));
+}
+
+#[test]
+fn a_heartbeat_nothing_awaits_ends_the_launch_action_and_continue_is_not_sent() {
+    // A restarted berth on an instance in service: its first heartbeat is answered "no active action".
+    let (m, now) = drive_to(State::Mount);
+    let answer = Input::HookAnswered {
+        hook: LifecycleHook::Launch,
+        answer: HookAnswer::NotAwaited("No active Lifecycle Action found".into()),
+    };
+    let (m, _) = step(&m, answer, now);
+    let now = now + Duration::from_secs(1);
+    let (m, _) = step(&m, done(&m, success_output(State::Mount)), now);
+    let (healthy, effects) = step(&m, done(&m, success_output(State::StartKafka)), now);
+    assert_eq!(healthy.state(), State::Healthy);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::CompleteLaunch { .. } | Effect::Heartbeat { .. })),
+        "{effects:?}"
+    );
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::SignalStack { .. })));
+}
+
+#[test]
+fn launch_heartbeats_stop_once_the_boot_failed_so_the_hook_can_end_it() {
+    let (m, now) = drive_to(State::AttachEbs);
+    let (failed, _) = step(&m, failed(&m, fatal("wrong zone")), now);
+    let (_, effects) = step(&failed, Input::Tick, Duration::from_secs(3600));
     assert!(!effects
         .iter()
         .any(|e| matches!(e, Effect::Heartbeat { .. })));
@@ -952,12 +1084,7 @@ fn a_drain_or_failure_in_attach_eni_detaches_the_early_requested_volume() {
     let (_, effects) = step(&m, failed(&m, fatal("ENI in another zone")), now);
     assert_eq!(
         teardown_of(&effects),
-        [
-            "detach_volume",
-            "detach_eni",
-            "release_claim",
-            "report_failure"
-        ]
+        ["detach_volume", "detach_eni", "release_claim"]
     );
 }
 
@@ -1135,7 +1262,7 @@ fn a_drain_checks_first_and_stops_kafka_at_once_when_safe() {
     );
     let (m, effects) = step(&m, done(&m, drain_view(&[0, 1, 2])), now);
     assert_eq!(teardown_of(&effects)[0], "stop_kafka");
-    assert!(teardown_of(&effects).ends_with(&["complete_termination"]));
+    assert!(teardown_of(&effects).ends_with(&["release_claim"]));
     let wait = m.drain_wait().unwrap();
     assert!(!wait.active());
     assert!(matches!(wait.outcome, Some(DrainOutcome::Safe(_))));
@@ -1183,8 +1310,8 @@ fn an_unsafe_drain_waits_with_backoff_and_heartbeats_then_proceeds_at_the_bound(
     assert_eq!(now, start + bound, "proceeds exactly at the bound");
     assert!(checks >= 4, "looked again while waiting: {checks}");
     assert_eq!(
-        heartbeats, 5,
-        "the terminating hook heard from berth every 10 s"
+        heartbeats, 6,
+        "the terminate hook heard from berth every 10 s (and goes on hearing through the teardown)"
     );
     assert_eq!(teardown_of(&effects)[0], "stop_kafka");
     let wait = m.drain_wait().unwrap();
@@ -1261,7 +1388,16 @@ fn a_stop_while_the_drain_waits_finishes_the_drain() {
     assert_eq!(teardown_of(&effects)[0], "stop_kafka");
     assert!(!effects.contains(&Effect::Exit(ExitReason::Stopped)));
     let (_, effects) = step(&m, Input::TeardownDone, now + Duration::from_secs(2));
-    assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+    assert_eq!(
+        effects,
+        vec![
+            Effect::CompleteTermination {
+                identity: fixtures::identity()
+            },
+            Effect::Exit(ExitReason::Drained)
+        ],
+        "after a stop, the completion is sent and the daemon exits without its answer"
+    );
 }
 
 #[test]
@@ -1406,4 +1542,324 @@ fn the_gate_and_the_drain_say_what_they_wait_for_and_how_it_ended() {
         ),
         "{said:?}"
     );
+}
+
+/// A Healthy machine with a terminate hook whose action hears a heartbeat every 10 s.
+fn healthy_with_terminate_hook() -> (Machine, Duration) {
+    let mut settings = fixtures::settings(DEADLINE);
+    settings.terminate_heartbeat_interval = Some(Duration::from_secs(10));
+    settings.terminate_hook = true;
+    drive(Machine::new(settings, 7), State::Healthy)
+}
+
+fn terminate_heartbeats(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Heartbeat {
+                    hook: LifecycleHook::Terminate,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+fn terminate_answered(answer: HookAnswer) -> Input {
+    Input::HookAnswered {
+        hook: LifecycleHook::Terminate,
+        answer,
+    }
+}
+
+/// Ticks `m` every second from `from` to `to`; the terminate heartbeats sent meanwhile.
+fn tick_through(m: Machine, from: Duration, to: Duration) -> (Machine, usize) {
+    let (mut m, mut now, mut beats) = (m, from, 0);
+    while now < to {
+        now += Duration::from_secs(1);
+        let (next, effects) = step(&m, Input::Tick, now);
+        beats += terminate_heartbeats(&effects);
+        m = next;
+    }
+    (m, beats)
+}
+
+#[test]
+fn the_terminate_action_is_kept_alive_through_the_teardown_and_completed_once_released() {
+    let (m, now) = healthy_with_terminate_hook();
+    let (m, effects) = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
+    assert_eq!(terminate_heartbeats(&effects), 1, "a heartbeat at once");
+    assert!(
+        !teardown_of(&effects).is_empty(),
+        "no drain wait configured"
+    );
+    // A teardown of 60 s (Kafka's stop, a throttled detach): the action hears from berth all along.
+    let (m, beats) = tick_through(m, now, now + Duration::from_secs(60));
+    assert_eq!(beats, 6, "every 10 s while the teardown runs");
+    let (m, effects) = step(&m, Input::TeardownDone, now + Duration::from_secs(61));
+    assert_eq!(
+        effects,
+        vec![Effect::CompleteTermination {
+            identity: fixtures::identity()
+        }]
+    );
+    // CONTINUE is retried (throttled) for a minute: heartbeats go on, the daemon waits for the answer.
+    let (m, beats) = tick_through(
+        m,
+        now + Duration::from_secs(61),
+        now + Duration::from_secs(121),
+    );
+    assert_eq!(beats, 6, "heartbeats while CONTINUE is retried");
+    let (m, effects) = step(
+        &m,
+        terminate_answered(HookAnswer::Completed),
+        now + Duration::from_secs(122),
+    );
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+    assert_eq!(m.lifecycle().1, HookAction::Over);
+}
+
+#[test]
+fn a_lifecycle_notice_during_a_spot_drain_completes_the_terminate_hook_too() {
+    let (m, now) = healthy_with_terminate_hook();
+    let (spot, effects) = step(&m, Input::Drain(DrainReason::SpotInterruption), now);
+    assert_eq!(teardown_of(&effects)[0], "stop_kafka");
+    assert_eq!(terminate_heartbeats(&effects), 0, "no terminate action yet");
+    // The group puts the instance in Terminating:Wait while the spot drain tears down.
+    let later = now + Duration::from_secs(5);
+    let (m, effects) = step(&spot, Input::Drain(DrainReason::LifecycleTerminated), later);
+    assert!(teardown_of(&effects).is_empty(), "one teardown only");
+    assert_eq!(terminate_heartbeats(&effects), 1);
+    let (m, effects) = step(&m, Input::TeardownDone, later + Duration::from_secs(1));
+    assert_eq!(
+        effects,
+        vec![Effect::CompleteTermination {
+            identity: fixtures::identity()
+        }]
+    );
+    let answer = terminate_answered(HookAnswer::NotAwaited("no action".into()));
+    let (_, effects) = step(&m, answer, later + Duration::from_secs(2));
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+}
+
+#[test]
+fn a_heartbeat_nothing_awaits_ends_the_terminate_action_and_no_continue_follows() {
+    let (m, now) = healthy_with_terminate_hook();
+    let (m, _) = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
+    let answer = terminate_answered(HookAnswer::NotAwaited("expired".into()));
+    let (m, _) = step(&m, answer, now + Duration::from_secs(1));
+    let (m, beats) = tick_through(
+        m,
+        now + Duration::from_secs(1),
+        now + Duration::from_secs(40),
+    );
+    assert_eq!(beats, 0);
+    let (_, effects) = step(&m, Input::TeardownDone, now + Duration::from_secs(41));
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+}
+
+/// A machine failed in Mount (the volume refused) and released, its report sent: the report's effects.
+fn failed_and_released(settings: berth_core::Settings) -> (Machine, Duration) {
+    let (m, now) = drive(Machine::new(settings, 7), State::Mount);
+    let (m, _) = step(&m, failed(&m, fatal("not blank")), now);
+    let (m, effects) = step(&m, Input::TeardownDone, now + Duration::from_secs(1));
+    assert!(
+        matches!(effects[..], [Effect::ReportFailure { .. }]),
+        "{effects:?}"
+    );
+    (m, now + Duration::from_secs(1))
+}
+
+#[test]
+fn a_failure_report_that_does_not_land_is_sent_again_with_backoff_for_as_long_as_it_takes() {
+    let (mut m, mut now) = failed_and_released(fixtures::settings(DEADLINE));
+    let mut gaps = Vec::new();
+    for attempt in 1..=8u32 {
+        let error = retryable("ABANDON: Throttling; SetInstanceHealth: Throttling");
+        let (next, effects) = step(&m, Input::FailureReported(Err(error)), now);
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Exit(_))),
+            "never exits into silence: {effects:?}"
+        );
+        let Some(FailureReportState::NotLanded {
+            attempts,
+            error,
+            retry_at,
+        }) = next.failure_report().cloned()
+        else {
+            panic!("{:?}", next.failure_report());
+        };
+        assert_eq!(attempts, attempt);
+        assert!(error.contains("SetInstanceHealth"), "{error}");
+        assert_eq!(next.next_wake(), Some(retry_at));
+        let (early, effects) = step(&next, Input::Tick, retry_at - Duration::from_millis(1));
+        assert!(effects.is_empty(), "{effects:?}");
+        let (sent, effects) = step(&early, Input::Tick, retry_at);
+        assert!(
+            matches!(effects[..], [Effect::ReportFailure { .. }]),
+            "{effects:?}"
+        );
+        gaps.push(retry_at - now);
+        (m, now) = (sent, retry_at);
+    }
+    assert!(
+        gaps[0] >= Duration::from_secs(15) && gaps[0] <= Duration::from_secs(30),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps.iter().all(|gap| *gap <= Duration::from_secs(300)),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps.last().unwrap() >= &Duration::from_secs(150),
+        "backs off: {gaps:?}"
+    );
+    let (_, effects) = step(
+        &m,
+        Input::FailureReported(Ok(FailureReport::MarkedUnhealthy)),
+        now,
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Exit(ExitReason::Failed)],
+        "no terminate hook: exits"
+    );
+}
+
+#[test]
+fn reported_unhealthy_with_a_terminate_hook_waits_for_the_notice_and_completes_it() {
+    let mut settings = fixtures::settings(DEADLINE);
+    settings.terminate_hook = true;
+    settings.terminate_heartbeat_interval = Some(Duration::from_secs(10));
+    let (m, now) = failed_and_released(settings);
+    let (waiting, effects) = step(
+        &m,
+        Input::FailureReported(Ok(FailureReport::MarkedUnhealthy)),
+        now,
+    );
+    assert!(
+        effects.is_empty(),
+        "waits for the group to terminate it: {effects:?}"
+    );
+    let later = now + Duration::from_secs(7);
+    let (m, effects) = step(
+        &waiting,
+        Input::Drain(DrainReason::LifecycleTerminated),
+        later,
+    );
+    assert!(teardown_of(&effects).is_empty(), "released already");
+    assert!(effects.contains(&Effect::CompleteTermination {
+        identity: fixtures::identity()
+    }));
+    let (_, effects) = step(&m, terminate_answered(HookAnswer::Completed), later);
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Failed)]);
+    // A SIGTERM while it waits (the host shuts down): it exits non-zero.
+    let (_, effects) = step(&waiting, Input::Stop, later);
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Failed)]);
+}
+
+#[test]
+fn a_termination_notice_during_a_failures_release_is_completed_after_it() {
+    let mut settings = fixtures::settings(DEADLINE);
+    settings.terminate_heartbeat_interval = Some(Duration::from_secs(10));
+    let (m, now) = drive(Machine::new(settings, 7), State::StartKafka);
+    let (m, _) = step(&m, failed(&m, fatal("Kafka refused")), now);
+    let (m, effects) = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
+    assert!(teardown_of(&effects).is_empty(), "one release: {effects:?}");
+    assert_eq!(terminate_heartbeats(&effects), 1, "kept alive meanwhile");
+    let (m, effects) = step(&m, Input::TeardownDone, now + Duration::from_secs(1));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::ReportFailure {
+                identity: Some(fixtures::identity())
+            },
+            Effect::CompleteTermination {
+                identity: fixtures::identity()
+            }
+        ]
+    );
+    let (m, effects) = step(
+        &m,
+        Input::FailureReported(Ok(FailureReport::Abandoned)),
+        now,
+    );
+    assert!(
+        effects.is_empty(),
+        "the terminate action's answer is awaited: {effects:?}"
+    );
+    let (_, effects) = step(&m, terminate_answered(HookAnswer::Completed), now);
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Failed)]);
+}
+
+#[test]
+fn a_stop_during_a_release_exits_once_released_without_waiting_for_auto_scaling() {
+    let (m, now) = drive_to(State::StartKafka);
+    let (m, _) = step(&m, failed(&m, fatal("broken")), now);
+    let (m, effects) = step(&m, Input::Stop, now);
+    assert!(
+        effects.is_empty(),
+        "the release finishes first: {effects:?}"
+    );
+    let (_, effects) = step(&m, Input::TeardownDone, now + Duration::from_secs(1));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::ReportFailure {
+                identity: Some(fixtures::identity())
+            },
+            Effect::Exit(ExitReason::Failed)
+        ],
+        "the report is sent (the daemon's exit grace lets it land) and the daemon exits"
+    );
+}
+
+/// A machine whose claim was lost while `target` ran (a reclaim runs), then left: drained (Healthy) or failed
+/// (the running Mount step refused the volume). Both start a teardown.
+fn leaving_with_a_reclaim_running(leave: &str) -> (Machine, Duration) {
+    let target = if leave == "drain" {
+        State::Healthy
+    } else {
+        State::Mount
+    };
+    let (m, now) = drive_to(target);
+    let (m, _) = step(&m, Input::ClaimLost, now);
+    assert!(m.running_reclaim().is_some());
+    let (m, effects) = if leave == "drain" {
+        step(&m, Input::Drain(DrainReason::Requested), now)
+    } else {
+        step(&m, failed(&m, fatal("not blank")), now)
+    };
+    assert!(!teardown_of(&effects).is_empty(), "{leave}: {effects:?}");
+    assert!(m.running_reclaim().is_some(), "the reclaim still runs");
+    (m, now)
+}
+
+#[test]
+fn a_reclaim_answering_while_the_daemon_leaves_starts_no_second_teardown_and_no_reclaim() {
+    for leave in ["drain", "failure"] {
+        let expected = if leave == "drain" {
+            State::Draining
+        } else {
+            State::Failed
+        };
+        // Taken, and the ENI gone from here: before, this failed the machine again (a second teardown).
+        let (m, now) = leaving_with_a_reclaim_running(leave);
+        let (after, effects) = step(&m, taken(&m, false), now + Duration::from_secs(1));
+        assert_eq!(after.state(), expected, "{leave}");
+        assert!(effects.is_empty(), "{leave}: recorded only: {effects:?}");
+        // Taken while the ENI is here: before, this scheduled another reclaim during the teardown.
+        let (m, now) = leaving_with_a_reclaim_running(leave);
+        let (after, _) = step(&m, taken(&m, true), now + Duration::from_secs(1));
+        assert_eq!(after.next_wake(), None, "{leave}: nothing scheduled");
+        let (_, effects) = step(&after, Input::Tick, now + Duration::from_secs(120));
+        assert!(run_steps(&effects).is_empty(), "{leave}: {effects:?}");
+        // A reclaim that fails while leaving is not tried again either.
+        let (m, now) = leaving_with_a_reclaim_running(leave);
+        let (after, _) = step(&m, reclaim_failed(&m, retryable("zk down")), now);
+        assert_eq!(after.next_wake(), None, "{leave}");
+        assert_eq!(after.state(), expected);
+    }
 }

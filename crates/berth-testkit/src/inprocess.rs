@@ -287,26 +287,28 @@ impl Signals for InProcessWorld {
     }
     async fn heartbeat_termination(&self, _: &Identity) -> Result<Delivery, StepError> {
         self.call("heartbeat_termination", "")?;
-        // As Auto Scaling: taken only while a terminating action is pending (announced, not yet completed).
-        let state = self.lock();
-        Ok(
-            if state.termination == Some(DrainReason::LifecycleTerminated)
-                && !state.termination_completed
-            {
-                Delivery::Accepted
-            } else {
-                Delivery::NotAwaited("no active lifecycle action (in-process)".into())
-            },
-        )
+        Ok(self.terminate_action(false))
     }
     async fn complete_termination(&self, _: &Identity) -> Result<Delivery, StepError> {
         self.call("complete_termination", "")?;
-        self.lock().termination_completed = true;
-        Ok(Delivery::Accepted)
+        Ok(self.terminate_action(true))
     }
 }
 
 impl InProcessWorld {
+    /// As Auto Scaling: a terminate action is pending once a lifecycle termination is announced, until it is
+    /// completed (`complete`); a call is taken only while it is.
+    fn terminate_action(&self, complete: bool) -> Delivery {
+        let mut state = self.lock();
+        let pending = state.termination == Some(DrainReason::LifecycleTerminated)
+            && !state.termination_completed;
+        if !pending {
+            return Delivery::NotAwaited("no active lifecycle action (in-process)".into());
+        }
+        state.termination_completed |= complete;
+        Delivery::Accepted
+    }
+
     /// Completes the pending launch action, if any: Accepted the first time, NotAwaited afterwards.
     fn take_launch_action(&self) -> Delivery {
         let mut state = self.lock();
@@ -328,6 +330,7 @@ impl Coordination for InProcessWorld {
     ) -> Result<BrokerId, StepError> {
         let id = plan.try_order(&Default::default(), 0).first().copied();
         self.call("claim", id.map(|id| id.to_string()).unwrap_or_default())?;
+        self.maybe_wait("claim").await;
         let id = id.ok_or_else(|| StepError::new(ErrorKind::Retryable, "no candidate"))?;
         self.lock().claimed = Some(id);
         Ok(id)

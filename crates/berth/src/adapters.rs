@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use berth_aws::{AttachSettings, AwsSettings, DiscoverySpec, SignalSettings};
-use berth_config::{ClaimBackend, Config, Supervisor};
+use berth_config::{ClaimBackend, Config, Salvage, Supervisor};
+use berth_core::ports::{FailureReport, Verdict};
 use berth_core::{BrokerId, Coordination};
 use berth_kafka::format::Formatter;
 use berth_kafka::{KafkaSettings, RegistrationSettings, Supervision};
@@ -83,6 +84,50 @@ pub fn aws_settings(config: &Config) -> AwsSettings {
             mark_unhealthy: !aws.autoscaling.mark_unhealthy_after.is_zero(),
         },
     }
+}
+
+/// A boot whose configuration does not validate, reported before berth exits 78, when the parts that parsed name
+/// the launch hook (the group may come from the instance's tag): FAILURE to CloudFormation when signals are on,
+/// then ABANDON (else SetInstanceHealth Unhealthy), so Auto Scaling replaces the instance at once instead of
+/// waiting out the hook. `None` when the launch hook is not known: nothing is sent.
+pub async fn report_unusable_configuration(
+    salvage: &Salvage,
+    reason: &str,
+) -> anyhow::Result<Option<FailureReport>> {
+    if salvage.launch_hook.is_empty() {
+        return Ok(None);
+    }
+    let set = |value: &String| (!value.is_empty()).then(|| value.clone());
+    let signals = SignalSettings {
+        cloudformation: salvage.signal,
+        stack: salvage.stack.clone(),
+        resource: salvage.resource.clone(),
+        group: salvage.group.clone(),
+        launch_hook: salvage.launch_hook.clone(),
+        terminate_hook: String::new(),
+        mark_unhealthy: false,
+    };
+    let (metadata, signaller) = berth_aws::AwsCloud::signals_only(
+        set(&salvage.region),
+        set(&salvage.endpoint_url),
+        &salvage.imds_endpoint,
+        signals,
+    )
+    .await
+    .context("AWS clients")?;
+    let identity = metadata
+        .identity()
+        .await
+        .context("the instance's identity")?;
+    let verdict = Verdict::Failure(format!("invalid configuration: {reason}"));
+    if let Err(error) = signaller.signal_stack(&identity, &verdict).await {
+        tracing::warn!(error = %error, "SignalResource FAILURE not sent: {error}");
+    }
+    let report = signaller
+        .report_failure(&identity)
+        .await
+        .context("reporting the failure to Auto Scaling")?;
+    Ok(Some(report))
 }
 
 /// berth-zk's claims: `[zookeeper]`'s ensemble and credentials, and the cluster's claims path.

@@ -14,6 +14,10 @@ pub mod plan;
 pub mod view;
 pub mod waiting;
 
+/// berth.service's `TimeoutStopSec=` as shipped (systemd/berth.service): how long systemd waits for a stop before
+/// berth's `EXTEND_TIMEOUT_USEC` messages, which it sends while a drain or a failure releases, extend it.
+pub const UNIT_TIMEOUT_STOP: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Exit status for a configuration error (sysexits.h EX_CONFIG); berth.service does not restart on it.
 pub const EX_CONFIG: u8 = 78;
 /// Exit status for a failure to start (adapters could not be built, the health port is taken, ...).

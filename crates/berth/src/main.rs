@@ -55,9 +55,10 @@ enum Command {
     Drain {
         #[command(flatten)]
         daemon: DaemonArgs,
-        /// How long to wait for the drain to finish.
-        #[arg(long, default_value = "300s", value_parser = parse_duration_arg)]
-        timeout: Duration,
+        /// How long to wait for the drain to finish (default: the configuration's worst-case drain,
+        /// kafka.drain_wait + kafka.stop_timeout + the release, plus 30s).
+        #[arg(long, value_parser = parse_duration_arg)]
+        timeout: Option<Duration>,
     },
     /// Show what `berth run` would do on this host (identity, ids, claim, route, mount, overlay); changes nothing.
     Plan {

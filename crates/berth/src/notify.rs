@@ -1,10 +1,15 @@
-//! The systemd notify protocol (`Type=notify`): READY, STATUS, STOPPING and WATCHDOG messages sent as unix
-//! datagrams to `$NOTIFY_SOCKET`.
+//! The systemd notify protocol (`Type=notify`): READY, STATUS, STOPPING, EXTEND_TIMEOUT_USEC and WATCHDOG
+//! messages sent as unix datagrams to `$NOTIFY_SOCKET`.
 //!
 //! Small enough to own: one datagram per message, abstract-namespace sockets (`@...`) included. Without
 //! `NOTIFY_SOCKET` (not under systemd) every call is a no-op, so the daemon needs no special mode.
-//! Not the `sd-notify` crate: these four messages and the watchdog rule are a few dozen tested lines of std,
+//! Not the `sd-notify` crate: these five messages and the watchdog rule are a few dozen tested lines of std,
 //! fewer than the dependency would add to review.
+//!
+//! `EXTEND_TIMEOUT_USEC=<µs>` (systemd 236 and later, sd_notify(3)): the service must send another message
+//! within that time, and the stop times out only then, once the runtime is past `TimeoutStopSec=`. berth sends
+//! it every few seconds while a drain or a failure releases, so a drain whose teardown outlasts the unit's
+//! `TimeoutStopSec=` (Kafka's controlled shutdown, a throttled detach) is not killed half-way.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
@@ -68,6 +73,11 @@ impl Notifier {
     /// `STOPPING=1`.
     pub fn stopping(&self) {
         self.send("STOPPING=1");
+    }
+
+    /// `EXTEND_TIMEOUT_USEC=<extension>`: systemd waits at least that much longer for the next message.
+    pub fn extend_timeout(&self, extension: Duration) {
+        self.send(&format!("EXTEND_TIMEOUT_USEC={}", extension.as_micros()));
     }
 
     /// `WATCHDOG=1`.

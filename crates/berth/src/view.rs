@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use berth_core::drain_wait::DrainWait;
-use berth_core::machine::ClaimState;
+use berth_core::machine::{ClaimState, FailureReportState, HookAction};
+use berth_core::ports::FailureReport;
 use berth_core::replication::{CatchUpProgress, DrainOutcome};
 use berth_core::{EniFacts, Facts, Machine, State, VolumeFacts};
 use serde::{Deserialize, Serialize};
@@ -166,6 +167,79 @@ pub struct StateView {
     /// The drain's wait for a safe stop, once a drain began.
     #[serde(default)]
     pub drain_wait: Option<DrainWaitView>,
+    /// The lifecycle actions berth keeps alive and completes.
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleView>,
+    /// The failure's report to Auto Scaling, in Failed.
+    #[serde(default)]
+    pub failure_report: Option<FailureReportView>,
+}
+
+/// The lifecycle actions as `/state` shows them: `idle` (not begun), `pending` (heartbeats), `completing`
+/// (completion sent, heartbeats until its answer), `over`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleView {
+    /// The launch action.
+    pub launch: String,
+    /// The terminate action.
+    pub terminate: String,
+}
+
+impl LifecycleView {
+    fn of((launch, terminate): (HookAction, HookAction)) -> Self {
+        let name = |action: HookAction| match action {
+            HookAction::Idle => "idle",
+            HookAction::Pending { .. } => "pending",
+            HookAction::Completing { .. } => "completing",
+            HookAction::Over => "over",
+        };
+        Self {
+            launch: name(launch).into(),
+            terminate: name(terminate).into(),
+        }
+    }
+}
+
+/// Where telling Auto Scaling about the failure stands, as `/state` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReportView {
+    /// `releasing`, `sending`, `not_landed` (sent again later), `abandoned` or `marked_unhealthy`.
+    pub status: String,
+    /// Reports sent so far.
+    pub attempts: u32,
+    /// Why the last one did not land.
+    pub error: Option<String>,
+    /// When the next is sent, in milliseconds from now.
+    pub retry_in_ms: Option<u64>,
+}
+
+impl FailureReportView {
+    fn of(report: &FailureReportState, now: Duration) -> Self {
+        let (status, attempts, error, retry_in_ms) = match report {
+            FailureReportState::Releasing => ("releasing", 0, None, None),
+            FailureReportState::Sending { attempts } => ("sending", *attempts, None, None),
+            FailureReportState::NotLanded {
+                attempts,
+                error,
+                retry_at,
+            } => (
+                "not_landed",
+                *attempts,
+                Some(error.clone()),
+                Some(millis(retry_at.saturating_sub(now))),
+            ),
+            FailureReportState::Landed(FailureReport::Abandoned) => ("abandoned", 0, None, None),
+            FailureReportState::Landed(FailureReport::MarkedUnhealthy) => {
+                ("marked_unhealthy", 0, None, None)
+            }
+        };
+        Self {
+            status: status.into(),
+            attempts,
+            error,
+            retry_in_ms,
+        }
+    }
 }
 
 /// The drain's wait for a safe stop, as `/state` shows it.
@@ -304,6 +378,8 @@ impl StateView {
             volume_request: None,
             catch_up: None,
             drain_wait: None,
+            lifecycle: None,
+            failure_report: None,
         }
     }
 
@@ -361,6 +437,10 @@ impl StateView {
             drain_wait: machine
                 .drain_wait()
                 .map(|wait| DrainWaitView::of(wait, now)),
+            lifecycle: Some(LifecycleView::of(machine.lifecycle())),
+            failure_report: machine
+                .failure_report()
+                .map(|report| FailureReportView::of(report, now)),
         }
     }
 
@@ -473,6 +553,14 @@ impl StateView {
                 "gauge",
                 "1 when the drain stopped Kafka at kafka.drain_wait while stopping was still unsafe.",
                 &[(String::new(), f64::from(u8::from(wait.bound_reached())))],
+            ));
+        }
+        if let Some(report) = &self.failure_report {
+            families.push(Family::new(
+                "berth_failure_not_reported",
+                "gauge",
+                "1 while a failed boot's report to Auto Scaling has not landed (berth keeps trying).",
+                &[(String::new(), f64::from(u8::from(report.status == "not_landed")))],
             ));
         }
         families
@@ -596,6 +684,10 @@ impl StateView {
         }
         if let Some(failure) = &self.failure {
             let _ = writeln!(out, "FAILED:      {failure}");
+            if let Some(report) = &self.failure_report {
+                let error = report.error.as_deref().unwrap_or("");
+                let _ = writeln!(out, "reported:    {} {error}", report.status);
+            }
         } else if let Some(error) = &self.last_error {
             let _ = writeln!(out, "last error:  {error}");
         }

@@ -1,6 +1,8 @@
-//! The binary's edge: `berth check-config` prints the effective configuration or exits 78 (EX_CONFIG) naming the
-//! key; `berth run` refuses a bad configuration the same way before touching anything; `berth status` and
-//! `berth drain` say when the daemon cannot be reached; `berth drain` signals only a process that is berth.
+//! The binary's edge: `berth check-config` prints the effective configuration (with its time budgets) or exits 78
+//! (EX_CONFIG) naming the key, and warns about budgets that cannot fit the lifecycle hooks; `berth run` refuses a
+//! bad configuration the same way before touching anything but the failure's report to Auto Scaling (when the
+//! launch hook is known); `berth status` and `berth drain` say when the daemon cannot be reached; `berth drain`
+//! signals only a process that is berth.
 
 use std::process::{Command, Output};
 
@@ -42,14 +44,21 @@ fn check_config_accepts_the_shipped_example() {
     berth_config::parse(&reparsed, []).expect("the printed configuration parses again");
 }
 
-#[test]
-fn check_config_exits_78_naming_the_key() {
+/// The shipped example with the ENI at device index 0 (the primary interface): refused, naming the key. The
+/// directory holding it is removed when dropped.
+fn bad_example() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("berth.toml");
     let text = std::fs::read_to_string(example())
         .unwrap()
         .replace("eni_device_index = 1", "eni_device_index = 0");
     std::fs::write(&bad, text).unwrap();
+    (dir, bad)
+}
+
+#[test]
+fn check_config_exits_78_naming_the_key() {
+    let (_dir, bad) = bad_example();
     let output = berth(&["check-config", &bad.display().to_string()], &[]);
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -74,7 +83,131 @@ fn environment_override_is_validated_too() {
 fn run_refuses_a_bad_config_with_78_before_doing_anything() {
     let output = berth(&["run", "--config", "/nonexistent/berth.toml"], &[]);
     assert_eq!(output.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/berth.toml"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/berth.toml"), "{stderr}");
+    assert!(
+        stderr.contains("the launch hook is not known: the failure is not reported"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_warns_about_budgets_that_cannot_fit_the_hooks_and_prints_them() {
+    let output = berth(
+        &["check-config", &example()],
+        &[("BERTH_AWS__AUTOSCALING__HEARTBEAT_INTERVAL", "0s")],
+    );
+    assert_eq!(output.status.code(), Some(0), "a warning, not a refusal");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("berth: warning: aws.autoscaling.heartbeat_interval: is 0s (off)"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("# budgets: a boot may take up to 1h57m, a drain up to 17m"),
+        "{stdout}"
+    );
+    let quiet = berth(&["check-config", &example()], &[]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}
+
+#[test]
+fn the_unit_stop_timeout_berth_reports_is_the_shipped_units() {
+    let unit = std::fs::read_to_string(format!(
+        "{}/../../systemd/berth.service",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let seconds = berth::UNIT_TIMEOUT_STOP.as_secs();
+    assert!(
+        unit.lines()
+            .any(|l| l == format!("TimeoutStopSec={seconds}")),
+        "systemd/berth.service says TimeoutStopSec={seconds}"
+    );
+}
+
+/// An instance in `Pending:Wait` whose berth.toml does not validate: berth reports the failure (ABANDON) before it
+/// exits 78, with the group from the instance's tag and the hook from the part of the file that parsed.
+#[test]
+fn run_reports_an_unusable_configuration_to_auto_scaling_before_exiting_78() {
+    use berth_testkit::aws::autoscaling::{GroupSpec, Hook, HookResult, Transition};
+    use berth_testkit::aws::{loopback_any_port, AwsEndpoint, Imds, ImdsHost, ImdsInterface};
+
+    let instance = "i-0c0nf1a0000000001";
+    let aws = AwsEndpoint::start(loopback_any_port(), "eu-west-1", None).unwrap();
+    aws.with(|plane| {
+        plane.autoscaling.create_group(GroupSpec {
+            name: "events-broker-0".into(),
+            hooks: vec![Hook {
+                name: "berth-launch".into(),
+                transition: Transition::Launching,
+                heartbeat_timeout: std::time::Duration::from_secs(600),
+                default_result: HookResult::Abandon,
+            }],
+            health_check_grace_period: std::time::Duration::from_secs(300),
+        });
+        plane.autoscaling.launch(
+            "events-broker-0",
+            instance,
+            "eu-west-1a",
+            std::time::Instant::now(),
+        );
+    });
+    let imds = Imds::start(
+        loopback_any_port(),
+        &ImdsHost {
+            instance_id: instance.into(),
+            region: "eu-west-1".into(),
+            availability_zone: "eu-west-1a".into(),
+            hostname: "broker-host".into(),
+            interfaces: vec![ImdsInterface {
+                mac: "0a:00:00:00:00:01".into(),
+                device_number: 0,
+                interface_id: "eni-0primary".into(),
+            }],
+            tags: [
+                ("aws:autoscaling:groupName", "events-broker-0"),
+                ("aws:cloudformation:stack-name", "events-stack"),
+                ("aws:cloudformation:logical-id", "BrokerGroup0"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        },
+    )
+    .unwrap();
+    let (_dir, bad) = bad_example();
+    let (endpoint, metadata) = (aws.url(), imds.url());
+    let output = berth(
+        &["run", "--config", &bad.display().to_string()],
+        &[
+            ("BERTH_AWS__ENDPOINT_URL", endpoint.as_str()),
+            ("BERTH_AWS__IMDS_ENDPOINT", metadata.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("aws.eni_device_index"), "{stderr}");
+    assert!(
+        stderr.contains("failure reported to Auto Scaling: Abandoned"),
+        "{stderr}"
+    );
+    let abandon = aws.calls_from("CompleteLifecycleAction", instance);
+    assert_eq!(abandon.len(), 1, "{abandon:?}");
+    assert_eq!(
+        (
+            abandon[0].param("LifecycleActionResult"),
+            abandon[0].param("LifecycleHookName"),
+            abandon[0].accepted()
+        ),
+        (Some("ABANDON"), Some("berth-launch"), true)
+    );
 }
 
 #[test]

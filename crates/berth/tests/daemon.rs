@@ -111,6 +111,7 @@ async fn start_with(
         termination_poll: Duration::from_millis(50),
         stop_timeout: Duration::from_secs(5),
         teardown_timeout: Duration::from_secs(5),
+        delivery_bound: Duration::from_secs(60),
         jitter_seed: 1,
     };
     let (requests, requests_rx) = mpsc::channel(4);
@@ -731,7 +732,11 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
     wait_for(
         "heartbeats while the gate waits",
         async || running.world.journal(),
-        |journal| journal.iter().filter(|c| *c == "heartbeat").count() >= 3,
+        |journal| {
+            let first_look = journal.iter().position(|c| c == "replication");
+            first_look
+                .is_some_and(|at| journal[at..].iter().filter(|c| *c == "heartbeat").count() >= 3)
+        },
     )
     .await;
     let journal = running.world.journal();
@@ -841,8 +846,12 @@ async fn an_unsafe_drain_waits_with_heartbeats_then_stops_kafka_at_the_bound_wit
         "the terminating hook heard from berth while waiting: {journal:?}"
     );
     assert_eq!(
-        journal.last().map(String::as_str),
-        Some("complete_termination")
+        journal
+            .iter()
+            .rfind(|c| *c != "heartbeat_termination")
+            .map(String::as_str),
+        Some("complete_termination"),
+        "completed last, once released: {journal:?}"
     );
 }
 
@@ -890,4 +899,215 @@ async fn the_drain_wait_shows_in_state_and_metrics_once_it_ended_at_the_bound() 
     assert!((0.5..5.0).contains(&waited), "{metrics}");
     running.world.release("unmount");
     assert_eq!(ended(running.daemon).await, DaemonExit::Drained);
+}
+
+/// The positions of `call` in `journal`.
+fn positions(journal: &[String], call: &str) -> Vec<usize> {
+    journal
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| *c == call)
+        .map(|(at, _)| at)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launch_action_hears_heartbeats_while_claim_still_waits() {
+    let world = InProcessWorld::new(3);
+    // The claim waits (a predecessor still drains): the identity, read before Claim, keeps the hook alive.
+    world.wait_in(
+        "claim",
+        &["broker id 0 is held by i-0predecessor (draining)"],
+    );
+    let running = start_with(world, Duration::from_secs(3600), |settings| {
+        settings.heartbeat_interval = Some(Duration::from_millis(100));
+    })
+    .await;
+    let journal = wait_for(
+        "heartbeats while Claim waits",
+        async || running.world.journal(),
+        |journal| positions(journal, "heartbeat").len() >= 3,
+    )
+    .await;
+    let view = wait_state(running.health, "still claiming", |v| v.state == "claim").await;
+    assert_eq!(
+        view.instance_id.as_deref(),
+        Some(fixtures::identity().instance_id.as_str()),
+        "the identity is known before the claim ends"
+    );
+    assert_eq!(view.lifecycle.unwrap().launch, "pending");
+    assert!(
+        positions(&journal, "identity")[0] < positions(&journal, "heartbeat")[0],
+        "{journal:?}"
+    );
+    running.world.release("claim");
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    let _ = running.requests.send(Request::Stop).await;
+    assert_eq!(ended(running.daemon).await, DaemonExit::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_continue_is_retried_until_it_lands_with_heartbeats_meanwhile() {
+    let world = InProcessWorld::new(3);
+    // Throttled past the SDK's own attempts, several times over.
+    world.fail("complete_launch", 3, ErrorKind::Retryable);
+    let running = start_with(world, Duration::from_secs(3600), |settings| {
+        settings.heartbeat_interval = Some(Duration::from_millis(100));
+    })
+    .await;
+    let view = wait_state(running.health, "CONTINUE landed", |v| {
+        v.lifecycle.as_ref().is_some_and(|l| l.launch == "over")
+    })
+    .await;
+    assert!(view.healthy);
+    let journal = running.world.journal();
+    let continues = positions(&journal, "complete_launch:continue");
+    assert_eq!(
+        continues.len(),
+        4,
+        "three throttled, the fourth taken: {journal:?}"
+    );
+    let beats_meanwhile = positions(&journal, "heartbeat")
+        .into_iter()
+        .filter(|at| (continues[0]..continues[3]).contains(at))
+        .count();
+    assert!(
+        beats_meanwhile >= 3,
+        "the launch action heard from berth while CONTINUE was retried: {journal:?}"
+    );
+    // Once taken, the action is over: no more heartbeats.
+    let after = journal.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let journal = running.world.journal();
+    assert!(
+        !journal[after..].iter().any(|c| c == "heartbeat"),
+        "{journal:?}"
+    );
+    let _ = running.requests.send(Request::Stop).await;
+    assert_eq!(ended(running.daemon).await, DaemonExit::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_report_that_lands_nowhere_keeps_berth_up_saying_so() {
+    let world = InProcessWorld::new(3);
+    world.fail("mount", 1, ErrorKind::Fatal);
+    // Neither ABANDON nor SetInstanceHealth lands (refused, as for missing permissions).
+    world.fail("report_failure", 100, ErrorKind::Fatal);
+    let running = start(world, Duration::from_secs(3600)).await;
+    let view = wait_state(running.health, "the report not landed", |v| {
+        v.failure_report
+            .as_ref()
+            .is_some_and(|r| r.status == "not_landed")
+    })
+    .await;
+    assert_eq!(view.state, "failed");
+    let report = view.failure_report.unwrap();
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("report_failure"))
+            && report.retry_in_ms.is_some(),
+        "{report:?}"
+    );
+    let (_, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_failure_not_reported 1"),
+        "{metrics}"
+    );
+    assert!(
+        !running.daemon.is_finished(),
+        "berth does not exit into silence"
+    );
+    // A SIGTERM (the instance going away) ends it, non-zero.
+    let _ = running.requests.send(Request::Stop).await;
+    assert_eq!(ended(running.daemon).await, DaemonExit::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_unhealthy_berth_completes_the_terminate_hook_when_the_group_terminates_it() {
+    let world = InProcessWorld::new(3);
+    world.set_launch_pending(false);
+    world.fail("start_kafka", 1, ErrorKind::Fatal);
+    let running = start_with(world, Duration::from_secs(3600), |settings| {
+        settings.terminate_hook = true;
+        settings.terminate_heartbeat_interval = Some(Duration::from_millis(100));
+    })
+    .await;
+    let view = wait_state(running.health, "reported unhealthy", |v| {
+        v.failure_report
+            .as_ref()
+            .is_some_and(|r| r.status == "marked_unhealthy")
+    })
+    .await;
+    assert_eq!(view.lifecycle.unwrap().terminate, "idle");
+    assert!(
+        !running.daemon.is_finished(),
+        "waits for the termination notice"
+    );
+    running
+        .world
+        .announce_termination(DrainReason::LifecycleTerminated);
+    assert_eq!(ended(running.daemon).await, DaemonExit::Failed);
+    let journal = running.world.journal();
+    let reported = positions(&journal, "report_failure")[0];
+    let completed = positions(&journal, "complete_termination");
+    assert_eq!(completed.len(), 1, "{journal:?}");
+    assert!(reported < completed[0], "{journal:?}");
+    assert!(
+        !journal[reported..]
+            .iter()
+            .any(|c| c == "stop_kafka" || c.starts_with("detach")),
+        "released once, before the report: {journal:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_drain_followed_by_the_lifecycle_state_completes_the_terminate_hook() {
+    let world = InProcessWorld::new(3);
+    world.wait_in("unmount", &["unmount held by the test"]);
+    let running = start_with(world, Duration::from_secs(3600), |settings| {
+        settings.terminate_hook = true;
+        settings.terminate_heartbeat_interval = Some(Duration::from_millis(100));
+    })
+    .await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    running
+        .world
+        .announce_termination(DrainReason::SpotInterruption);
+    wait_for(
+        "the spot drain's teardown",
+        async || running.world.journal(),
+        |journal| journal.iter().any(|c| c.starts_with("unmount")),
+    )
+    .await;
+    // The group puts the instance in Terminating:Wait while the teardown runs: IMDS says so next.
+    running
+        .world
+        .announce_termination(DrainReason::LifecycleTerminated);
+    wait_for(
+        "terminate heartbeats during the teardown",
+        async || running.world.journal(),
+        |journal| positions(journal, "heartbeat_termination").len() >= 3,
+    )
+    .await;
+    let messages = running
+        .notify
+        .wait("EXTEND_TIMEOUT_USEC", |m| {
+            m.iter().any(|m| m == "EXTEND_TIMEOUT_USEC=30000000")
+        })
+        .await;
+    assert!(messages.contains(&"STOPPING=1".to_owned()));
+    running.world.release("unmount");
+    assert_eq!(ended(running.daemon).await, DaemonExit::Drained);
+    let journal = running.world.journal();
+    let released = positions(&journal, "release_claim")[0];
+    let completed = positions(&journal, "complete_termination");
+    assert_eq!(completed.len(), 1, "{journal:?}");
+    assert!(
+        released < completed[0],
+        "completed once released: {journal:?}"
+    );
 }

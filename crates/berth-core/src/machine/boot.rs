@@ -1,19 +1,18 @@
 //! Booting, Claim to StartKafka: each state runs its step, built from the facts gathered so far; a retryable
-//! failure is retried with the state's backoff until its deadline, a fatal one fails the boot. The launch hook
-//! hears a heartbeat while the boot lasts. With the caught-up gate on, StartKafka does not end when Kafka
-//! serves: the replication is looked at every `poll` until this broker is in sync, within the gate's own
-//! deadline.
+//! failure is retried with the state's backoff until its deadline, a fatal one fails the boot. (The launch hook
+//! hears a heartbeat meanwhile: see [`super::lifecycle`].) With the caught-up gate on, StartKafka does not end
+//! when Kafka serves: the replication is looked at every `poll` until this broker is in sync, within the gate's
+//! own deadline.
 
 use std::time::Duration;
 
 use super::{Effect, Event, Machine, Out, Output, Phase, State, Step, StepKind, Watch};
 use crate::duration::format_duration;
-use crate::ports::{LaunchResult, LifecycleHook, StepError, Verdict};
+use crate::ports::{StepError, Verdict};
 use crate::replication::{catch_up, ReplicationView};
 use crate::routing::plan_route;
 
-/// What a boot state keeps: when it began, its attempts, the next retry, the caught-up gate's start, and when
-/// the launch hook hears from berth next (carried from state to state).
+/// What a boot state keeps: when it began, its attempts, the next retry and the caught-up gate's start.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Boot {
     /// Claim to StartKafka.
@@ -26,20 +25,17 @@ pub(super) struct Boot {
     retry_at: Option<Duration>,
     /// When Kafka first served, while the caught-up gate waits (StartKafka only).
     catch_up_since: Option<Duration>,
-    /// When the next launch heartbeat is due.
-    next_heartbeat_at: Option<Duration>,
 }
 
 impl Boot {
-    /// `state`, entered at `now`, with the launch heartbeat due at `next_heartbeat_at`.
-    pub(super) fn new(state: State, now: Duration, next_heartbeat_at: Option<Duration>) -> Self {
+    /// `state`, entered at `now`.
+    pub(super) fn new(state: State, now: Duration) -> Self {
         Self {
             state,
             entered: now,
             attempts: 0,
             retry_at: None,
             catch_up_since: None,
-            next_heartbeat_at,
         }
     }
 
@@ -57,12 +53,9 @@ impl Boot {
         self.retry_at.is_some()
     }
 
-    /// The retry (when `idle`: no step runs and the claim is not lost) and the next heartbeat.
-    pub(super) fn next_wake(&self, idle: bool) -> impl Iterator<Item = Duration> {
-        idle.then_some(self.retry_at)
-            .flatten()
-            .into_iter()
-            .chain(self.next_heartbeat_at)
+    /// The retry, when `idle` (no step runs and the claim is not lost).
+    pub(super) fn next_wake(&self, idle: bool) -> Option<Duration> {
+        idle.then_some(self.retry_at).flatten()
     }
 }
 
@@ -74,7 +67,8 @@ impl Machine {
         }
     }
 
-    /// `Start`: Claim begins now, and with it the launch heartbeats.
+    /// `Start`: Claim begins now, and the launch action is pending (its heartbeats go out once the identity is
+    /// known).
     pub(super) fn start(
         &mut self,
         now: Duration,
@@ -85,10 +79,11 @@ impl Machine {
         }
         self.started = true;
         self.record.timeline[0].entered = now;
-        let next_heartbeat_at = self.settings.heartbeat_interval.map(|every| now + every);
+        self.hooks.launch = super::HookAction::Pending {
+            next_heartbeat_at: now,
+        };
         if let Some(boot) = self.boot() {
             boot.entered = now;
-            boot.next_heartbeat_at = next_heartbeat_at;
         }
         self.run_state_step(now, out);
         Ok(())
@@ -100,13 +95,8 @@ impl Machine {
         let Some(next) = self.state().next() else {
             return;
         };
-        let next_heartbeat_at = self.boot().and_then(|boot| boot.next_heartbeat_at);
         if next != State::Healthy {
-            self.enter(
-                Phase::Booting(Boot::new(next, now, next_heartbeat_at)),
-                now,
-                out,
-            );
+            self.enter(Phase::Booting(Boot::new(next, now)), now, out);
             if !self.claim.is_lost() {
                 self.run_state_step(now, out);
             }
@@ -119,12 +109,7 @@ impl Machine {
             identity: self.facts.identity.clone(),
             verdict: Verdict::Success,
         });
-        if let Some(identity) = self.facts.identity.clone() {
-            out.effect(Effect::CompleteLaunch {
-                identity,
-                result: LaunchResult::Continue,
-            });
-        }
+        self.complete_launch(out);
     }
 
     /// Runs the current boot state's step (or fails when what it needs is not known).
@@ -334,25 +319,6 @@ impl Machine {
             now,
             out,
         );
-    }
-
-    /// The launch hook's heartbeat, when due while booting.
-    pub(super) fn launch_heartbeat(&mut self, now: Duration, out: &mut Out) {
-        let every = self.settings.heartbeat_interval;
-        let identity = self.facts.identity.clone();
-        let (Some(boot), Some(every)) = (self.boot(), every) else {
-            return;
-        };
-        if boot.next_heartbeat_at.is_none_or(|at| at > now) {
-            return;
-        }
-        boot.next_heartbeat_at = Some(now + every);
-        if let Some(identity) = identity {
-            out.effect(Effect::Heartbeat {
-                identity,
-                hook: LifecycleHook::Launch,
-            });
-        }
     }
 
     /// A claimed id: its identity, resources and peers are facts now, and the claim is held (unless the session

@@ -1,27 +1,31 @@
 //! Draining, and a stop. A drain (a termination notice or an operator's request) first waits for a safe stop
 //! when Kafka may run and `kafka.drain_wait` is set: [`Step::DrainCheck`] reads the replication until stopping
 //! Kafka leaves every partition at its `min.insync.replicas`, or the bound is reached (a spot notice skips the
-//! wait or cuts it short). Then it releases everything (see [`super::release`]) and, on a lifecycle
-//! termination, completes the terminating action. A stop (SIGTERM) exits at once and leaves everything in place,
-//! except that a drain already decided finishes first.
+//! wait or cuts it short). Then it releases everything (see [`super::release`]) and, when a lifecycle
+//! termination notice came (before the drain or during it, a spot notice followed by the lifecycle state), completes
+//! the terminate action and waits for its answer (see [`super::lifecycle`]). A stop (SIGTERM) exits at once and
+//! leaves everything in place, except that a drain already decided, or a failure's release, finishes first (and
+//! then exits without waiting for Auto Scaling's answers, which the daemon's exit grace lets land).
 
 use std::time::Duration;
 
-use super::{Effect, Event, ExitReason, Machine, Out, Phase, State, Step, StepKind, Teardown};
+use super::{Effect, Event, ExitReason, Machine, Out, Phase, State, Step, StepKind};
 use crate::drain_wait::DrainWait;
 use crate::facts::BrokerId;
-use crate::ports::{DrainReason, LifecycleHook, StepError};
+use crate::ports::{DrainReason, StepError};
 use crate::replication::ReplicationView;
 use crate::replication::{bound_reached, drain_start, stop_safety, DrainOutcome, DrainStart};
 
-/// What Draining keeps: why, its wait for a safe stop (kept once ended, for `/state`), and whether the
-/// teardown runs.
+/// What Draining keeps: why, its wait for a safe stop (kept once ended, for `/state`), whether the teardown
+/// runs, and whether it has finished.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Drain {
     pub(super) reason: DrainReason,
     pub(super) wait: DrainWait,
     /// True from the end of the wait until the teardown has finished.
     pub(super) tearing_down: bool,
+    /// The teardown has finished (what is left: the terminate action's answer).
+    pub(super) released: bool,
 }
 
 impl Machine {
@@ -38,21 +42,27 @@ impl Machine {
     }
 
     pub(super) fn on_drain(&mut self, reason: &DrainReason, now: Duration, out: &mut Out) {
-        // A drain or a failure's release is already under way: it finishes, and then the daemon exits.
-        if self.tearing_down() {
-            return;
+        if *reason == DrainReason::LifecycleTerminated {
+            // Whatever happens next, Auto Scaling waits for this action: it is kept alive and completed.
+            self.begin_termination(now);
         }
-        if self.drain_waits() {
-            // Waiting for a safe stop: only a spot notice (two minutes) cuts the wait short.
-            if *reason == DrainReason::SpotInterruption {
-                if let Some(drain) = self.drain() {
-                    drain.reason = reason.clone();
-                }
-                let why =
-                    "a spot interruption notice arrived while the drain waited: stopping Kafka now";
-                self.end_drain_wait(DrainOutcome::CutShort(why.into()), now, out);
+        match &self.phase {
+            // A failure already lets go: the terminate action is completed once everything is released.
+            Phase::Failed(fall) if fall.released => {
+                self.complete_termination(out);
+                return self.leave_when_done(out);
             }
-            return;
+            Phase::Failed(_) => return,
+            // A drain under way finishes; a terminate action that began meanwhile is completed after it.
+            Phase::Draining(drain) if drain.released => {
+                self.complete_termination(out);
+                return;
+            }
+            Phase::Draining(_) if self.drain_waits() => {
+                return self.drain_notice_while_waiting(reason, now, out)
+            }
+            Phase::Draining(_) => return,
+            Phase::Booting(_) | Phase::Healthy(_) => {}
         }
         self.cancel_running(out);
         self.stop_reclaim_retries();
@@ -61,12 +71,7 @@ impl Machine {
         let start = drain_start(reason, self.settings.drain_wait.is_some(), kafka_started);
         let wait = match &start {
             DrainStart::Check => {
-                let heartbeat = self
-                    .settings
-                    .terminate_heartbeat_interval
-                    .filter(|_| *reason == DrainReason::LifecycleTerminated);
-                let bound = self.settings.drain_wait.unwrap_or_default();
-                DrainWait::begin(now, bound, heartbeat)
+                DrainWait::begin(now, self.settings.drain_wait.unwrap_or_default())
             }
             DrainStart::Skip(why) => DrainWait::skipped(now, why.clone()),
         };
@@ -74,6 +79,7 @@ impl Machine {
             reason: reason.clone(),
             wait,
             tearing_down: false,
+            released: false,
         };
         self.enter(Phase::Draining(drain), now, out);
         match start {
@@ -88,16 +94,25 @@ impl Machine {
         }
     }
 
-    /// The drain's release plan (and, on a lifecycle termination, completing its action), now.
+    /// Another notice while the drain waits for a safe stop: only a spot notice (two minutes) cuts the wait
+    /// short.
+    fn drain_notice_while_waiting(&mut self, reason: &DrainReason, now: Duration, out: &mut Out) {
+        if *reason != DrainReason::SpotInterruption {
+            return;
+        }
+        if let Some(drain) = self.drain() {
+            drain.reason = reason.clone();
+        }
+        let why = "a spot interruption notice arrived while the drain waited: stopping Kafka now";
+        self.end_drain_wait(DrainOutcome::CutShort(why.into()), now, out);
+    }
+
+    /// The drain's release plan, now.
     fn begin_teardown(&mut self, out: &mut Out) {
-        let mut teardown = self.release_plan(false);
-        let identity = self.facts.identity.clone();
+        let teardown = self.release_plan(false);
         let Some(drain) = self.drain() else {
             return;
         };
-        if let (DrainReason::LifecycleTerminated, Some(identity)) = (&drain.reason, identity) {
-            teardown.push(Teardown::CompleteTermination { identity });
-        }
         drain.tearing_down = true;
         out.effect(Effect::Teardown(teardown));
     }
@@ -184,32 +199,18 @@ impl Machine {
         }
     }
 
-    /// The terminating hook's heartbeat, when due while the drain waits.
-    pub(super) fn drain_heartbeat(&mut self, now: Duration, out: &mut Out) {
-        let identity = self.facts.identity.clone();
-        let (Some(drain), Some(identity)) = (self.drain(), identity) else {
-            return;
-        };
-        if drain.wait.heartbeat_due(now) {
-            out.effect(Effect::Heartbeat {
-                identity,
-                hook: LifecycleHook::Terminate,
-            });
-        }
-    }
-
-    /// SIGTERM: exit now and leave everything in place, unless a teardown runs or a drain was decided (then it
-    /// finishes first).
+    /// SIGTERM: exit now and leave everything in place, unless a drain was decided or a release runs (then it
+    /// finishes first, and the daemon exits once released, without waiting for Auto Scaling's answers).
     pub(super) fn on_stop(&mut self, now: Duration, out: &mut Out) {
-        // A teardown in progress is finished first: half-released resources help nobody.
-        if self.tearing_down() {
-            return;
-        }
-        if self.drain_waits() {
-            // The drain was decided: a stop ends its wait, and the drain finishes before the daemon exits.
-            let why =
-                "berth was asked to stop while the drain waited: stopping Kafka now, then exiting";
-            return self.end_drain_wait(DrainOutcome::CutShort(why.into()), now, out);
+        if matches!(self.phase, Phase::Draining(_) | Phase::Failed(_)) {
+            // Half-released resources help nobody: a release in progress is finished first.
+            self.stopping = true;
+            if self.drain_waits() {
+                // The drain was decided: a stop ends its wait, and the drain finishes before the daemon exits.
+                let why = "berth was asked to stop while the drain waited: stopping Kafka now, then exiting";
+                return self.end_drain_wait(DrainOutcome::CutShort(why.into()), now, out);
+            }
+            return self.leave_when_done(out);
         }
         self.cancel_running(out);
         self.stop_reclaim_retries();

@@ -35,17 +35,6 @@ pub enum Teardown {
     },
     /// Delete the claim node and close the session (last, so a replacement finds everything free).
     ReleaseClaim,
-    /// Complete the terminating lifecycle action.
-    CompleteTermination {
-        /// This instance.
-        identity: Identity,
-    },
-    /// Tell Auto Scaling the boot failed for good (ABANDON the pending launch, else SetInstanceHealth
-    /// Unhealthy), last, once everything is released, so the replacement finds it free.
-    ReportFailure {
-        /// This instance, when known.
-        identity: Option<Identity>,
-    },
 }
 
 impl Teardown {
@@ -58,8 +47,6 @@ impl Teardown {
             Teardown::DetachVolume { .. } => "detach_volume",
             Teardown::DetachEni { .. } => "detach_eni",
             Teardown::ReleaseClaim => "release_claim",
-            Teardown::CompleteTermination { .. } => "complete_termination",
-            Teardown::ReportFailure { .. } => "report_failure",
         }
     }
 }
@@ -88,19 +75,35 @@ pub enum Effect {
         /// Success or failure with reason.
         verdict: Verdict,
     },
-    /// Complete the launch lifecycle action, independently of CloudFormation.
+    /// Complete the launch lifecycle action, independently of CloudFormation; answered with
+    /// [`Input::HookAnswered`](super::Input::HookAnswered).
     CompleteLaunch {
         /// This instance.
         identity: Identity,
         /// CONTINUE or ABANDON.
         result: LaunchResult,
     },
-    /// Extend a lifecycle hook (the launch hook while booting, the terminating hook while a drain waits).
+    /// Complete the terminate lifecycle action with CONTINUE, once everything is released; answered with
+    /// [`Input::HookAnswered`](super::Input::HookAnswered).
+    CompleteTermination {
+        /// This instance.
+        identity: Identity,
+    },
+    /// Extend a pending lifecycle action (the launch action while booting, the terminate action until it is
+    /// completed); a heartbeat that nothing awaits is answered with
+    /// [`Input::HookAnswered`](super::Input::HookAnswered).
     Heartbeat {
         /// This instance.
         identity: Identity,
         /// Which hook.
         hook: LifecycleHook,
+    },
+    /// Tell Auto Scaling the boot failed for good (ABANDON the pending launch, else SetInstanceHealth
+    /// Unhealthy), once everything is released, so the replacement finds it free; answered with
+    /// [`Input::FailureReported`](super::Input::FailureReported).
+    ReportFailure {
+        /// This instance, when known.
+        identity: Option<Identity>,
     },
     /// Tell Auto Scaling the instance is unhealthy.
     MarkUnhealthy {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::{State, StepKind};
-use crate::ports::StepError;
+use super::{HookAnswer, NotLanded, State, StepKind};
+use crate::ports::{FailureReport, LifecycleHook, StepError};
 use crate::replication::{CatchUpProgress, DrainOutcome};
 
 /// One thing that happened in a decision, in the order it happened.
@@ -54,4 +54,19 @@ pub enum Event {
         /// How long the drain waited.
         waited: Duration,
     },
+    /// A reclaim answered (or failed) after a drain or a failure began: recorded only, the release owns the
+    /// claim.
+    ReclaimIgnored {
+        /// What it answered.
+        answer: String,
+    },
+    /// Auto Scaling answered about a lifecycle action: it is over (completed, not awaited, or given up).
+    HookAnswered {
+        /// Which action.
+        hook: LifecycleHook,
+        /// The answer.
+        answer: HookAnswer,
+    },
+    /// The failure's report to Auto Scaling landed, or did not (and is sent again later).
+    FailureReported(Result<FailureReport, NotLanded>),
 }

@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Output, State, StepTag};
-use crate::ports::{DrainReason, StepError};
+use super::{HookAnswer, Output, State, StepTag};
+use crate::facts::Identity;
+use crate::ports::{DrainReason, FailureReport, LifecycleHook, StepError};
 
 /// Something that happened, fed to [`Machine::decide`](super::Machine::decide).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +52,19 @@ pub enum Input {
     Stop,
     /// The teardown the machine asked for (a drain's, or a failure's release) has finished.
     TeardownDone,
+    /// This instance's identity, read from the instance metadata when the daemon starts (before the claim), so
+    /// the lifecycle actions hear from berth from the first second.
+    Identified(Identity),
+    /// Auto Scaling's final answer about a lifecycle action: its completion's (after the daemon's retries), or
+    /// a heartbeat's when nothing awaits it.
+    HookAnswered {
+        /// Which action.
+        hook: LifecycleHook,
+        /// The answer.
+        answer: HookAnswer,
+    },
+    /// How the failure's report to Auto Scaling ended (after the daemon's retries).
+    FailureReported(Result<FailureReport, StepError>),
 }
 
 impl Input {
@@ -67,6 +81,9 @@ impl Input {
             Input::Drain(_) => "drain",
             Input::Stop => "stop",
             Input::TeardownDone => "teardown_done",
+            Input::Identified(_) => "identified",
+            Input::HookAnswered { .. } => "hook_answered",
+            Input::FailureReported(_) => "failure_reported",
         }
     }
 }

@@ -34,6 +34,7 @@ mod effect;
 mod event;
 mod failure;
 mod input;
+mod lifecycle;
 mod reclaim;
 mod release;
 mod settings;
@@ -45,14 +46,17 @@ use std::time::Duration;
 
 pub use effect::{Effect, ExitReason, Teardown};
 pub use event::Event;
-pub use failure::Failure;
+pub use failure::{Failure, FailureReportState, NotLanded};
 pub use input::{Input, ReclaimOutcome, TransitionError};
+pub use lifecycle::{HookAction, HookAnswer};
 pub use settings::{CatchUpGate, Settings, StatePolicies, DEFAULT_RECLAIM_ATTEMPT};
 pub use state::{ClaimState, State, StateTiming};
 pub use step::{Output, Step, StepKind, StepTag};
 
 use boot::Boot;
 use drain::Drain;
+use failure::Fall;
+use lifecycle::Hooks;
 use reclaim::Claim;
 use watch::Watch;
 
@@ -70,13 +74,8 @@ enum Phase {
     Healthy(Watch),
     /// Releasing everything, once stopping Kafka is safe (or the wait is over).
     Draining(Drain),
-    /// Failed: reported, releasing what it held.
-    Failed {
-        /// Why.
-        failure: Failure,
-        /// True until the release has finished.
-        tearing_down: bool,
-    },
+    /// Failed: releasing what it held, then telling Auto Scaling.
+    Failed(Fall),
 }
 
 /// What the machine keeps of its whole run: the timeline, how far the boot got (what a release must undo),
@@ -105,6 +104,12 @@ pub struct Machine {
     session_suspect: bool,
     /// The step run the machine awaits (a boot step, a catch-up look, a check, a drain check).
     running: Option<StepTag>,
+    /// The launch and terminate lifecycle actions.
+    hooks: Hooks,
+    /// A stop (SIGTERM) came while a drain or a failure released: exit once released.
+    stopping: bool,
+    /// The exit was decided.
+    exited: bool,
     /// Step runs started so far (each run's number).
     runs: u64,
     record: Record,
@@ -144,12 +149,15 @@ impl Machine {
     pub fn new(settings: Settings, jitter_seed: u64) -> Self {
         Self {
             settings,
-            phase: Phase::Booting(Boot::new(State::Claim, Duration::ZERO, None)),
+            phase: Phase::Booting(Boot::new(State::Claim, Duration::ZERO)),
             started: false,
             facts: Facts::default(),
             claim: Claim::None,
             session_suspect: false,
             running: None,
+            hooks: Hooks::default(),
+            stopping: false,
+            exited: false,
             runs: 0,
             record: Record {
                 timeline: vec![StateTiming {
@@ -174,7 +182,7 @@ impl Machine {
             Phase::Booting(boot) => boot.state,
             Phase::Healthy(_) => State::Healthy,
             Phase::Draining(_) => State::Draining,
-            Phase::Failed { .. } => State::Failed,
+            Phase::Failed(_) => State::Failed,
         }
     }
 
@@ -207,7 +215,7 @@ impl Machine {
     /// The failure with what it means for the teardown, when in Failed.
     pub fn failure_details(&self) -> Option<&Failure> {
         match &self.phase {
-            Phase::Failed { failure, .. } => Some(failure),
+            Phase::Failed(fall) => Some(&fall.failure),
             _ => None,
         }
     }
@@ -216,7 +224,7 @@ impl Machine {
     pub fn tearing_down(&self) -> bool {
         match &self.phase {
             Phase::Draining(drain) => drain.tearing_down,
-            Phase::Failed { tearing_down, .. } => *tearing_down,
+            Phase::Failed(fall) => !fall.released,
             Phase::Booting(_) | Phase::Healthy(_) => false,
         }
     }
@@ -298,9 +306,10 @@ impl Machine {
                 self.settings.unhealthy_after,
             )),
             Phase::Draining(drain) => wakes.extend(drain.wait.next_wake(self.running.is_some())),
-            Phase::Failed { .. } => {}
+            Phase::Failed(_) => wakes.extend(self.next_failure_report()),
         }
         wakes.extend(self.claim.next_wake());
+        wakes.extend(self.next_heartbeat());
         wakes.into_iter().min()
     }
 
@@ -347,21 +356,25 @@ impl Machine {
             Input::Drain(reason) => self.on_drain(reason, now, out),
             Input::Stop => self.on_stop(now, out),
             Input::TeardownDone => self.on_teardown_done(input, out)?,
+            Input::Identified(identity) => self.on_identified(identity),
+            Input::HookAnswered { hook, answer } => self.on_hook_answered(*hook, answer, out),
+            Input::FailureReported(answer) => self.on_failure_reported(answer, now, out),
         }
         Ok(())
     }
 
-    /// Timers due every decision: heartbeats (the terminating hook's while a drain waits, the launch hook's
-    /// while booting) and telling Auto Scaling once Kafka has been lost too long.
+    /// Timers due every decision: the lifecycle actions' heartbeats and telling Auto Scaling once Kafka has
+    /// been lost too long.
     fn housekeeping(&mut self, now: Duration, out: &mut Out) {
-        self.drain_heartbeat(now, out);
-        self.launch_heartbeat(now, out);
+        self.lifecycle_heartbeats(now, out);
         self.mark_unhealthy_when_lost_too_long(now, out);
     }
 
     fn on_tick(&mut self, now: Duration, out: &mut Out) {
-        if self.drain_waits() {
-            return self.on_drain_wait_tick(now, out);
+        match &self.phase {
+            Phase::Draining(_) => return self.on_drain_wait_tick(now, out),
+            Phase::Failed(_) => return self.retry_failure_report_when_due(now, out),
+            Phase::Booting(_) | Phase::Healthy(_) => {}
         }
         self.retry_reclaim_when_due(now, out);
         if self.running.is_some() || self.claim.is_lost() {
@@ -370,7 +383,7 @@ impl Machine {
         let due = match &mut self.phase {
             Phase::Booting(boot) => boot.retry_due(now),
             Phase::Healthy(watch) => watch.check_due(now),
-            Phase::Draining(_) | Phase::Failed { .. } => false,
+            Phase::Draining(_) | Phase::Failed(_) => false,
         };
         match (due, &self.phase) {
             (true, Phase::Booting(_)) => self.run_state_step(now, out),

@@ -179,7 +179,7 @@ impl Machine {
     }
 
     pub(super) fn on_reclaimed(&mut self, outcome: &ReclaimOutcome, now: Duration, out: &mut Out) {
-        if !self.claim.is_lost() {
+        if !self.claim.is_lost() || self.leaving(outcome, out) {
             return;
         }
         let id = self.broker_id_text();
@@ -225,7 +225,7 @@ impl Machine {
                 false
             }
             Phase::Booting(boot) => self.running.is_none() && !boot.retry_pending(),
-            Phase::Draining(_) | Phase::Failed { .. } => false,
+            Phase::Draining(_) | Phase::Failed(_) => false,
         };
         if resume {
             self.run_state_step(now, out);
@@ -233,6 +233,12 @@ impl Machine {
     }
 
     pub(super) fn on_reclaim_failed(&mut self, error: &StepError, now: Duration, out: &mut Out) {
+        if self.leaving_phase() {
+            // The daemon is leaving: the release owns the claim now; nothing is re-claimed.
+            return out.event(Event::ReclaimIgnored {
+                answer: format!("failed: {error}"),
+            });
+        }
         out.event(Event::Waiting {
             step: StepKind::Reclaim,
             reason: error.to_string(),
@@ -240,6 +246,26 @@ impl Machine {
         if self.claim.is_lost() {
             self.schedule_reclaim(error, now);
         }
+    }
+
+    /// Draining or Failed: a reclaim still running when the drain or the failure began answers into a release
+    /// that already owns the claim.
+    fn leaving_phase(&self) -> bool {
+        matches!(self.phase, Phase::Draining(_) | Phase::Failed(_))
+    }
+
+    /// A reclaim's answer while the daemon is leaving is recorded only: it neither fails the machine again
+    /// (which would start a second teardown) nor schedules another reclaim. True when it was.
+    fn leaving(&mut self, outcome: &ReclaimOutcome, out: &mut Out) -> bool {
+        if !self.leaving_phase() {
+            return false;
+        }
+        let answer = match outcome {
+            ReclaimOutcome::Held => "held again".to_owned(),
+            ReclaimOutcome::Taken { holder, .. } => format!("claimed by {holder}"),
+        };
+        out.event(Event::ReclaimIgnored { answer });
+        true
     }
 
     /// Re-claim again after a backoff. No deadline: while this host may be the broker, the claim is worth

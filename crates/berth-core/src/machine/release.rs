@@ -1,7 +1,8 @@
 //! What a drain or a failure releases: everything the boot reached, in reverse, the claim last (so a
-//! replacement finds everything free); and the end of that release.
+//! replacement finds everything free); and the end of that release, after which Auto Scaling is told (the
+//! terminate action completed, a failure reported) before the daemon exits.
 
-use super::{Effect, ExitReason, Input, Machine, Out, Phase, State, Teardown, TransitionError};
+use super::{Input, Machine, Out, Phase, State, Teardown, TransitionError};
 
 impl Machine {
     /// What releases everything reached, in reverse (a step that was running may have done part of its work,
@@ -40,29 +41,28 @@ impl Machine {
         steps
     }
 
-    /// The teardown has finished: exit (non-zero after a failure).
+    /// The teardown has finished: a drain completes a pending terminate action, a failure is reported; the
+    /// daemon exits once nothing is left to wait for.
     pub(super) fn on_teardown_done(
         &mut self,
         input: &Input,
         out: &mut Out,
     ) -> Result<(), TransitionError> {
-        let reason = match &mut self.phase {
+        match &mut self.phase {
             Phase::Draining(drain) if drain.tearing_down => {
                 drain.tearing_down = false;
-                ExitReason::Drained
+                drain.released = true;
+                self.complete_termination(out);
             }
-            Phase::Failed { tearing_down, .. } if *tearing_down => {
-                *tearing_down = false;
-                ExitReason::Failed
-            }
+            Phase::Failed(fall) if !fall.released => self.failure_released(out),
             _ => {
                 return Err(TransitionError::NotValidHere {
                     state: self.state(),
                     input: input.name(),
                 })
             }
-        };
-        out.effect(Effect::Exit(reason));
+        }
+        self.leave_when_done(out);
         Ok(())
     }
 }

@@ -69,9 +69,14 @@ pub struct Settings {
     /// The safe drain's bound (`kafka.drain_wait`); `None`: a drain stops Kafka without checking.
     #[serde(default, with = "crate::serde_duration_option")]
     pub drain_wait: Option<Duration>,
-    /// Terminating-hook heartbeat interval while a drain waits; `None` disables them.
+    /// Terminate-hook heartbeat interval, from the termination notice until its completion is answered;
+    /// `None` disables them.
     #[serde(default, with = "crate::serde_duration_option")]
     pub terminate_heartbeat_interval: Option<Duration>,
+    /// A terminate hook is configured: a failure reported as unhealthy waits for the termination notice and
+    /// completes the hook before exiting (Auto Scaling terminates the instance through it).
+    #[serde(default)]
+    pub terminate_hook: bool,
 }
 
 /// How long berth waits, after Kafka serves, for the partitions it hosts to be in sync again before Healthy.

@@ -12,10 +12,16 @@ use tokio::sync::{mpsc, watch};
 
 use super::{load_or_report, small_runtime};
 
+/// How long an unusable configuration's report may take before berth exits 78 anyway.
+const REPORT_LIMIT: Duration = Duration::from_secs(60);
+
 pub(crate) fn run(path: &std::path::Path) -> ExitCode {
     let config = match load_or_report(path) {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(code) => {
+            report_unusable(path);
+            return code;
+        }
     };
     logging::init();
     let runtime = match small_runtime() {
@@ -55,7 +61,8 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
         broker_ids: config.broker_ids().collect(),
         termination_poll: config.aws.termination_poll,
         stop_timeout: config.kafka.stop_timeout,
-        teardown_timeout: Duration::from_secs(120),
+        teardown_timeout: berth_config::TEARDOWN_ACTION_TIMEOUT,
+        delivery_bound: config.hook_global_timeout(),
         jitter_seed: jitter_seed(),
     };
     let exit = berth::daemon::run(
@@ -75,6 +82,53 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     Ok(exit)
+}
+
+/// A configuration that does not validate: tells Auto Scaling the boot failed when what did parse names the launch
+/// hook (see [`adapters::report_unusable_configuration`]), within [`REPORT_LIMIT`]; says what it did either way.
+fn report_unusable(path: &std::path::Path) {
+    let reason = berth_config::load(path)
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let environment: Vec<(String, String)> = std::env::vars().collect();
+    let salvage = berth_config::salvage(
+        &text,
+        environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    if salvage.launch_hook.is_empty() {
+        eprintln!(
+            "berth: the launch hook is not known: the failure is not reported to Auto Scaling"
+        );
+        return;
+    }
+    logging::init();
+    let Ok(runtime) = small_runtime() else {
+        return;
+    };
+    let report = runtime.block_on(async {
+        tokio::time::timeout(
+            REPORT_LIMIT,
+            adapters::report_unusable_configuration(&salvage, &reason),
+        )
+        .await
+    });
+    match report {
+        Ok(Ok(Some(report))) => {
+            tracing::error!(report = ?report, "invalid configuration: failure reported to Auto Scaling ({report:?}); exiting 78");
+            eprintln!("berth: failure reported to Auto Scaling: {report:?}");
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(error)) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "invalid configuration, and the failure could not be reported: {error:#}"
+            );
+            eprintln!("berth: the failure could not be reported to Auto Scaling: {error:#}");
+        }
+        Err(_) => eprintln!("berth: the failure's report did not finish within {REPORT_LIMIT:?}"),
+    }
 }
 
 /// SIGTERM and SIGINT stop berth (the broker stays); SIGUSR1 drains it.

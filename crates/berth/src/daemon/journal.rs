@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use berth_core::machine::ExitReason;
+use berth_core::machine::{ExitReason, HookAnswer};
+use berth_core::ports::{FailureReport, LifecycleHook};
 use berth_core::replication::DrainOutcome;
 use berth_core::{Event, Machine, State, StepKind};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::waiting::WaitingBoard;
 
@@ -61,6 +62,52 @@ pub(super) fn record(event: &Event, machine: &Machine, waiting: &WaitingBoard) {
             waiting.clear(StepKind::DrainCheck);
             log_drain_outcome(outcome, state.name(), millis(*waited));
         }
+        Event::ReclaimIgnored { answer } => debug!(
+            berth_state = state.name(),
+            "reclaim answered while leaving ({answer}): ignored, the release owns the claim"
+        ),
+        Event::HookAnswered { hook, answer } => log_hook_answer(*hook, answer, state.name()),
+        Event::FailureReported(Ok(report)) => {
+            let waits = *report == FailureReport::MarkedUnhealthy
+                && machine.settings().terminate_hook
+                && machine.lifecycle().1 == berth_core::machine::HookAction::Idle;
+            if waits {
+                info!(
+                    berth_state = state.name(),
+                    "failure reported (marked unhealthy): waiting for Auto Scaling's termination notice to \
+                     complete the terminate hook"
+                )
+            }
+        }
+        Event::FailureReported(Err(not_landed)) => error!(
+            berth_state = state.name(),
+            berth_attempt = not_landed.attempts,
+            error = %not_landed.error,
+            "failure not reported to Auto Scaling ({} reports so far): trying again in {}s; berth stays up until it \
+             lands",
+            not_landed.attempts,
+            not_landed.retry_in.as_secs()
+        ),
+    }
+}
+
+/// How a lifecycle action ended, at the level it deserves: a completion given up is an error.
+fn log_hook_answer(hook: LifecycleHook, answer: &HookAnswer, state: &'static str) {
+    match answer {
+        HookAnswer::Completed => {
+            info!(berth_state = state, berth_hook = %hook, "{hook} lifecycle action completed")
+        }
+        HookAnswer::NotAwaited(why) => info!(
+            berth_state = state,
+            berth_hook = %hook,
+            "{hook} lifecycle action: nothing awaits it ({why}); no more heartbeats"
+        ),
+        HookAnswer::GaveUp(why) => error!(
+            berth_state = state,
+            berth_hook = %hook,
+            "{hook} lifecycle action not completed: {why}; Auto Scaling applies the hook's default result at its \
+             timeout"
+        ),
     }
 }
 

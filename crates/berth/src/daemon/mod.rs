@@ -5,8 +5,11 @@
 //! ([`journal`]), and publishes the machine after every decision for the health endpoint, which computes
 //! `/state` from it when asked. The rooms: [`steps`] runs a step as a task (so the loop keeps ticking while an
 //! adapter waits: a watchdog ping from a stalled loop would be a lie), [`teardown`] runs a release in order,
-//! [`deliveries`] sends the CloudFormation signal and the Auto Scaling calls, [`watchers`] forward the session's
-//! events and the termination notice, and [`retry`] is the one backoff the teardown and the deliveries share.
+//! [`deliveries`] sends the CloudFormation signal and the Auto Scaling calls (answering the machine), [`watchers`]
+//! read the identity at the start and forward the session's events and the termination notices, and [`retry`] is
+//! the one backoff the teardown, the deliveries and the identity share. While a drain or a failure releases,
+//! the loop tells systemd to extend its stop timeout (`EXTEND_TIMEOUT_USEC`), so a stop that arrives during
+//! the teardown waits for it however long Kafka's stop and the detaches take.
 //! Everything the daemon touches comes in through [`Adapters`] and [`DaemonOptions`], so tests run the same loop
 //! over in-process adapters.
 
@@ -50,6 +53,9 @@ pub struct DaemonOptions {
     pub stop_timeout: Duration,
     /// Time allowed for each other teardown action.
     pub teardown_timeout: Duration,
+    /// How long a lifecycle completion (and the stack signal) is retried at most: the lifecycle hooks' global
+    /// timeout.
+    pub delivery_bound: Duration,
     /// Seed of the retry jitter (differs per host).
     pub jitter_seed: u64,
 }
@@ -88,6 +94,11 @@ impl From<ExitReason> for DaemonExit {
 /// have returned).
 const STEP_OVERRUN_GRACE: Duration = Duration::from_secs(5);
 
+/// While a drain or a failure releases, systemd hears `EXTEND_TIMEOUT_USEC` this often...
+const EXTEND_EVERY: Duration = Duration::from_secs(10);
+/// ...each extending the stop timeout by this much (three messages' worth, so one late loop turn is no harm).
+const EXTENSION: Duration = Duration::from_secs(30);
+
 /// Runs the daemon until it exits. `requests` delivers stop and drain requests; `published` receives the
 /// machine after every decision. After [`DaemonExit::Stopped`] the caller must not drop its own handles on the
 /// adapters before the process exits: dropping the last one stops what they keep running (a supervised Kafka,
@@ -105,6 +116,7 @@ pub async fn run(
         .notifier
         .watchdog_interval()
         .map(tokio::time::interval);
+    let mut extend = tokio::time::interval(EXTEND_EVERY);
     daemon.notifier.ready(State::Claim.name());
     info!(
         berth_state = State::Claim.name(),
@@ -122,11 +134,13 @@ pub async fn run(
         daemon.background.retain(|handle| !handle.is_finished());
         daemon.deliveries.forget_finished();
         let wake = daemon.machine.next_wake().map(|at| daemon.start + at);
+        let releasing = daemon.releasing();
         tokio::select! {
             Some(input) = inputs.recv() => pending.push(input),
             Some(request) = requests.recv() => pending.push(daemon.accept(request)),
             _ = sleep_until_opt(wake) => pending.push(Input::Tick),
             _ = tick_opt(&mut watchdog) => daemon.notifier.watchdog(),
+            _ = extend.tick(), if releasing => daemon.notifier.extend_timeout(EXTENSION),
         }
     }
 }
@@ -157,6 +171,7 @@ impl Daemon {
         published: watch::Sender<Option<Arc<Published>>>,
     ) -> Self {
         let watchers = vec![
+            watchers::identify(adapters.metadata.clone(), inputs.clone()),
             watchers::forward_session_events(adapters.coordination.clone(), inputs.clone()),
             watchers::poll_termination_notice(
                 adapters.metadata.clone(),
@@ -165,9 +180,15 @@ impl Daemon {
             ),
         ];
         let start = Instant::now();
+        let deliveries = Deliveries::new(
+            adapters.metadata.clone(),
+            adapters.signals.clone(),
+            inputs.clone(),
+            options.delivery_bound,
+        );
         Self {
             machine: Machine::new(options.settings.clone(), options.jitter_seed),
-            deliveries: Deliveries::new(adapters.metadata.clone(), adapters.signals.clone()),
+            deliveries,
             options,
             adapters,
             notifier,
@@ -180,6 +201,11 @@ impl Daemon {
             background: Vec::new(),
             watchers,
         }
+    }
+
+    /// Draining or Failed before the exit: a stop must wait for the release, so systemd is told to extend.
+    fn releasing(&self) -> bool {
+        matches!(self.machine.state(), State::Draining | State::Failed)
     }
 
     fn accept(&self, request: Request) -> Input {
@@ -266,10 +292,15 @@ impl Daemon {
             Effect::CompleteLaunch { identity, result } => {
                 self.deliveries.complete_launch(identity, result)
             }
+            Effect::CompleteTermination { identity } => {
+                self.deliveries.complete_termination(identity)
+            }
             Effect::Heartbeat { identity, hook } => self.deliveries.heartbeat(identity, hook),
             Effect::MarkUnhealthy { identity } => self.deliveries.mark_unhealthy(identity),
+            Effect::ReportFailure { identity } => self.deliveries.report_failure(identity),
             Effect::Teardown(actions) => {
                 self.notifier.stopping();
+                self.notifier.extend_timeout(EXTENSION);
                 self.background.push(teardown::spawn(
                     actions,
                     self.machine.state(),

@@ -1,6 +1,7 @@
-//! The one retry policy for what the daemon sends on its own, outside the steps: teardown actions and
-//! deliveries. A call that fails retryably is tried again after the core's jittered backoff ([`BACKOFF`]) until
-//! it succeeds, fails for good, or reaches its [`Bound`]; only the bound differs by use.
+//! The one retry policy for what the daemon sends on its own, outside the steps: teardown actions, deliveries
+//! and the first look at the instance's identity. A call that fails retryably is tried again after the core's
+//! jittered backoff ([`BACKOFF`]) until it succeeds, fails for good, or reaches its [`Bound`]; only the bound
+//! differs by use.
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub(super) enum Bound {
     Attempts(u32),
     /// Attempts until the deadline (a pause never runs past it).
     Until(Deadline),
+    /// Attempts for as long as it takes (the daemon cannot do without the answer).
+    Unbounded,
 }
 
 impl Bound {
@@ -32,13 +35,14 @@ impl Bound {
         match self {
             Bound::Attempts(attempts) => attempt < attempts,
             Bound::Until(deadline) => !deadline.expired(),
+            Bound::Unbounded => true,
         }
     }
 
     /// The pause before the next attempt, kept within the bound.
     fn pause(self, delay: Duration) -> Duration {
         match self {
-            Bound::Attempts(_) => delay,
+            Bound::Attempts(_) | Bound::Unbounded => delay,
             Bound::Until(deadline) => delay.min(deadline.remaining()),
         }
     }

@@ -4,12 +4,11 @@
 //! failed action is logged and the next one runs; at the end the machine hears [`Input::TeardownDone`].
 
 use berth_core::ports::Deadline;
-use berth_core::{ErrorKind, Input, State, StepError, Teardown};
+use berth_core::{Input, State, StepError, Teardown};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::deliveries::known_identity;
 use super::retry::{retrying, Bound};
 use super::{Adapters, DaemonOptions, STEP_OVERRUN_GRACE};
 
@@ -105,20 +104,6 @@ async fn undo(
         Teardown::ReleaseClaim => {
             adapters.coordination.release().await?;
             done("claim released")
-        }
-        Teardown::CompleteTermination { identity } => {
-            let delivery = adapters.signals.complete_termination(&identity).await?;
-            Ok(format!("terminating lifecycle action: {delivery:?}"))
-        }
-        Teardown::ReportFailure { identity } => {
-            let Some(identity) = known_identity(adapters.metadata.as_ref(), identity).await else {
-                return Err(StepError::new(
-                    ErrorKind::Retryable,
-                    "failure not reported to Auto Scaling: identity unknown",
-                ));
-            };
-            let report = adapters.signals.report_failure(&identity).await?;
-            Ok(format!("failure reported to Auto Scaling: {report:?}"))
         }
     }
 }
