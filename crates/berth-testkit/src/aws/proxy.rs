@@ -1,12 +1,17 @@
 //! A fault-injecting, call-counting HTTP proxy in front of moto (or the recording endpoint).
 //!
 //! Under a mass replacement EC2 answers `RequestLimitExceeded` (HTTP 503) and the odd 500; berth must back off
-//! and never turn those into Failed. The proxy answers chosen actions with such faults a set number of times,
-//! then forwards them again; it also counts every action it sees, which is how tests count API calls per boot.
+//! and never turn those into Failed. The proxy answers chosen actions with such faults a set number of times
+//! ([`FaultProxy::inject`]), or every call of an action for a stretch of time from its first call on
+//! ([`FaultProxy::sustain`]: an AZ-wide replacement throttles an account's calls for as long as the burst lasts;
+//! the throttling codes are AWS's own: EC2's `RequestLimitExceeded`, "Request throttling for the Amazon EC2 API",
+//! and the query services' `Throttling` "Rate exceeded", their Common Errors), then forwards them again; it also
+//! counts every action it sees, which is how tests count API calls per boot.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -24,11 +29,49 @@ pub enum Fault {
     ServerError,
 }
 
+/// A fault held on every call of an action (naming `instance`, when given) for `window` from the first such call.
+#[derive(Debug)]
+struct Sustained {
+    fault: Fault,
+    window: Duration,
+    instance: Option<String>,
+    began: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     faults: BTreeMap<String, Vec<(Fault, usize)>>,
+    sustained: BTreeMap<String, Vec<Sustained>>,
     seen: BTreeMap<String, usize>,
     faulted: BTreeMap<String, usize>,
+}
+
+impl State {
+    /// The fault for this call of `action`, if one is set: a counted one first, else a sustained one (whose
+    /// window starts now if it has not yet).
+    fn fault_for(&mut self, action: &str, params: &BTreeMap<String, String>) -> Option<Fault> {
+        let counted = self.faults.get_mut(action).and_then(|queue| {
+            let (fault, left) = queue.first_mut()?;
+            let fault = *fault;
+            *left -= 1;
+            if *left == 0 {
+                queue.remove(0);
+            }
+            Some(fault)
+        });
+        if counted.is_some() {
+            return counted;
+        }
+        let now = Instant::now();
+        let held = self.sustained.get_mut(action)?;
+        held.retain(|sustained| sustained.began.is_none_or(|at| now < at + sustained.window));
+        let instance = params.get("InstanceId");
+        let sustained = held
+            .iter_mut()
+            .find(|sustained| sustained.instance.is_none() || sustained.instance.as_ref() == instance)?;
+        sustained.began.get_or_insert(now);
+        Some(sustained.fault)
+    }
 }
 
 /// The running proxy; stops when dropped.
@@ -66,15 +109,7 @@ impl FaultProxy {
                 let fault = {
                     let mut state = shared.lock().expect("proxy lock");
                     *state.seen.entry(action.clone()).or_default() += 1;
-                    let fault = state.faults.get_mut(&action).and_then(|queue| {
-                        let (fault, left) = queue.first_mut()?;
-                        let fault = *fault;
-                        *left -= 1;
-                        if *left == 0 {
-                            queue.remove(0);
-                        }
-                        Some(fault)
-                    });
+                    let fault = state.fault_for(&action, &params);
                     if fault.is_some() {
                         *state.faulted.entry(action.clone()).or_default() += 1;
                     }
@@ -131,6 +166,24 @@ impl FaultProxy {
         }
     }
 
+    /// Answers every call of `action` with `fault` for `window`, counted from the first call that arrives after
+    /// this (so "throttled for a minute from its first call"); with `instance`, only the calls naming it
+    /// (`InstanceId`). Then `action` is forwarded again.
+    pub fn sustain(&self, action: &str, fault: Fault, window: Duration, instance: Option<&str>) {
+        self.state
+            .lock()
+            .expect("proxy lock")
+            .sustained
+            .entry(action.to_owned())
+            .or_default()
+            .push(Sustained {
+                fault,
+                window,
+                instance: instance.map(str::to_owned),
+                began: None,
+            });
+    }
+
     /// How many calls of `action` arrived (faulted ones included).
     pub fn calls(&self, action: &str) -> usize {
         self.state
@@ -179,4 +232,77 @@ fn fault_response(fault: Fault, ec2: bool) -> Response {
         format!("<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault-proxy</RequestId></ErrorResponse>")
     };
     Response::xml(status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::aws::autoscaling::{GroupSpec, Hook, HookResult, Transition};
+    use crate::aws::http::blocking_request;
+    use crate::aws::{loopback_any_port, AwsEndpoint};
+
+    /// A heartbeat for `instance` through `proxy`: the HTTP status and the error code, if any.
+    fn heartbeat(proxy: &FaultProxy, instance: &str) -> (u16, Option<String>) {
+        let url = format!(
+            "{}/?Action=RecordLifecycleActionHeartbeat&Version=2011-01-01&AutoScalingGroupName=g\
+             &LifecycleHookName=launch&InstanceId={instance}",
+            proxy.url()
+        );
+        let response = blocking_request(&url, "POST", "").expect("an answer");
+        let body = String::from_utf8_lossy(&response.body).into_owned();
+        let code = body
+            .split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(code, _)| code.to_owned());
+        (response.status, code)
+    }
+
+    #[test]
+    fn a_sustained_throttle_holds_from_the_first_call_for_its_window_then_lets_calls_through() {
+        let aws = AwsEndpoint::start(loopback_any_port(), "eu-west-1", None).unwrap();
+        let now = Instant::now();
+        aws.with(|plane| {
+            plane.autoscaling.create_group(GroupSpec {
+                name: "g".into(),
+                hooks: vec![Hook {
+                    name: "launch".into(),
+                    transition: Transition::Launching,
+                    heartbeat_timeout: Duration::from_secs(600),
+                    default_result: HookResult::Abandon,
+                }],
+                health_check_grace_period: Duration::ZERO,
+            });
+            plane.autoscaling.launch("g", "i-1", "eu-west-1a", now);
+            plane.autoscaling.launch("g", "i-2", "eu-west-1a", now);
+        });
+        let proxy = FaultProxy::start(loopback_any_port(), aws.address()).unwrap();
+        let window = Duration::from_millis(600);
+        proxy.sustain(
+            "RecordLifecycleActionHeartbeat",
+            Fault::Throttle,
+            window,
+            Some("i-1"),
+        );
+        // Armed, not started: another instance's call passes, and the window waits for i-1's first call.
+        assert_eq!(heartbeat(&proxy, "i-2"), (200, None));
+        std::thread::sleep(window);
+        let first = Instant::now();
+        let mut throttled = 0;
+        while heartbeat(&proxy, "i-1") == (400, Some("Throttling".into())) {
+            throttled += 1;
+            assert!(first.elapsed() < window * 3, "the window ends");
+        }
+        let held = first.elapsed();
+        assert!(throttled >= 2, "every call in the window: {throttled}");
+        assert!(held >= window, "held {held:?} of {window:?}, counted from the first call");
+        assert_eq!(heartbeat(&proxy, "i-1"), (200, None), "forwarded again");
+        assert_eq!(proxy.faulted("RecordLifecycleActionHeartbeat"), throttled);
+        assert_eq!(
+            aws.calls_of("RecordLifecycleActionHeartbeat").len(),
+            3,
+            "the throttled calls never reached the endpoint"
+        );
+    }
 }
