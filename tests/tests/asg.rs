@@ -228,26 +228,15 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
     berth_drain(fleet, replacement, &replaced).await
 }
 
-/// An operator's `berth drain` on the host (inside its systemd container, or its network namespace): the daemon
-/// releases everything and exits 0; the command reports it drained.
+/// An operator's `berth drain` on the host (inside its systemd container): the daemon releases everything and
+/// exits 0; the command reports it drained.
 async fn berth_drain(
     fleet: &Fleet,
     index: usize,
     state: &berth_sim::StateView,
 ) -> anyhow::Result<()> {
     let host = fleet.host(index)?;
-    let mut command = match host.container() {
-        Some(container) => container.command(&["berth", "drain"]),
-        None => {
-            let mut command = std::process::Command::new("nsenter");
-            command
-                .arg(format!("--net=/run/netns/{}", host.ns))
-                .arg("--")
-                .arg(berth_sim::fleet::Binaries::locate()?.berth)
-                .args(["drain", "--address", "127.0.0.1:9798"]);
-            command
-        }
-    };
+    let mut command = host.container().command(&["berth", "drain"]);
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
     let said = String::from_utf8_lossy(&output.stdout);
     ensure!(

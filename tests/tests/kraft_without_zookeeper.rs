@@ -23,7 +23,7 @@ use berth_config::ClaimBackend;
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
-use berth_sim::{layout, Fleet, FleetOptions, HostKind, SimKafka, StateView};
+use berth_sim::{layout, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
 
 const BOOT: Duration = Duration::from_secs(180);
@@ -39,7 +39,6 @@ fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
         return;
     }
     let options = FleetOptions {
-        host_kind: HostKind::Systemd,
         kafka: SimKafka::Kraft,
         claim_backend: ClaimBackend::Ec2,
         ..FleetOptions::default()
@@ -193,7 +192,7 @@ fn assert_no_zookeeper(fleet: &Fleet) -> anyhow::Result<()> {
                 .display()
                 .to_string(),
         ));
-        let container = host.container().context("systemd host")?;
+        let container = host.container();
         for file in ["/etc/berth/berth.toml", "/etc/kafka/server.properties"] {
             let text = std::fs::read_to_string(container.path(file))
                 .with_context(|| format!("host {}: {file}", host.index))?;
@@ -347,7 +346,7 @@ async fn quorum_whole(fleet: &Fleet) -> anyhow::Result<QuorumView> {
 /// (`journalctl -u berth -o json`).
 fn format_reason(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
     let host = fleet.host(index)?;
-    let container = host.container().context("systemd host")?;
+    let container = host.container();
     let text = container.exec(&[
         "journalctl",
         "--unit",
@@ -371,6 +370,6 @@ fn format_reason(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
 /// When systemd started `kafka.service` on host `index` (last time).
 fn kafka_started(fleet: &Fleet, index: usize) -> anyhow::Result<std::time::SystemTime> {
     let host = fleet.host(index)?;
-    fleet_kafka::kafka_unit_started(host.container().context("systemd host")?)
+    fleet_kafka::kafka_unit_started(host.container())
         .with_context(|| format!("host {index}: no 'Started kafka.service' in its journal"))
 }

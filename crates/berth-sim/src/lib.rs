@@ -26,7 +26,7 @@ pub mod systemd_host;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use fleet::{Fleet, FleetError, FleetOptions, Host, HostKind, SimKafka};
+pub use fleet::{Fleet, FleetError, FleetOptions, Host, SimKafka};
 pub use state::StateView;
 
 /// A namespace prefix unique to this process and call, short enough for interface names.
