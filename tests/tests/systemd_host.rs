@@ -570,86 +570,107 @@ fn kafka_stopped_stays_stopped_and_kafka_crashed_comes_back() {
         let host = container(&fleet, index)?;
         ensure!(health(&fleet, index).await? == 200, "/health while Healthy");
 
-        // An operator stops Kafka: /health turns 503, and systemd leaves it stopped (no restart pending).
-        on(&host, |c| {
-            Ok(c.exec(&["systemctl", "stop", "kafka.service"])?)
-        })?;
-        let stopped = show(
-            &host,
-            "kafka.service",
-            &["ActiveState", "SubState", "NRestarts"],
-        )?;
-        ensure!(
-            stopped["ActiveState"] == "inactive" && stopped["SubState"] == "dead",
-            "kafka.service after systemctl stop: {stopped:?}"
-        );
-        let started = Instant::now();
-        while health(&fleet, index).await? != 503 {
-            ensure!(started.elapsed() < BOOT, "/health never turned 503");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        ensure!(
-            property(&host, "kafka.service", "SubState")? == "dead",
-            "systemd restarted a Kafka the operator stopped"
-        );
-        on(&host, |c| {
-            Ok(c.exec(&["systemctl", "start", "kafka.service"])?)
-        })?;
-        fleet
-            .wait_for(
-                index,
-                "/health 200 after systemctl start kafka",
-                BOOT,
-                |s| s.healthy,
-            )
-            .await?;
-
-        // Kafka crashes (its JVM, the unit's main process, is SIGKILLed; systemd then stops the rest of the cgroup):
-        // /health turns 503 and the unit's Restart= brings it back (a new process). Only the main process: a
-        // signal to the whole cgroup can fail with EIO on a process that is already exiting (seen once here).
-        let running = property(&host, "kafka.service", "MainPID")?;
-        ensure!(
-            running != kafka,
-            "systemctl start did not start a new Kafka"
-        );
-        on(&host, |c| {
-            Ok(c.exec(&[
-                "systemctl",
-                "kill",
-                "--kill-whom=main",
-                "--signal=SIGKILL",
-                "kafka.service",
-            ])?)
-        })?;
-        let started = Instant::now();
-        while health(&fleet, index).await? != 503 {
-            ensure!(
-                started.elapsed() < BOOT,
-                "/health never turned 503 after the crash"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let back = until("kafka.service restarted by Restart=", BOOT, || {
-            let unit = show(
-                &host,
-                "kafka.service",
-                &["ActiveState", "MainPID", "NRestarts"],
-            )?;
-            Ok((unit["ActiveState"] == "active"
-                && unit["NRestarts"] == "1"
-                && unit["MainPID"] != running)
-                .then_some(unit))
-        })
-        .await?;
-        println!("kafka.service after the crash: {back:?}");
-        fleet
-            .wait_for(index, "/health 200 after Kafka's restart", BOOT, |s| {
-                s.healthy
-            })
-            .await?;
-        Ok(())
+        stopped_kafka_stays_stopped(&fleet, index, &host).await?;
+        crashed_kafka_comes_back(&fleet, index, &host, &kafka).await
     })
     .expect("Kafka stopped and crashed under a Healthy berth");
+}
+
+/// Kafka crashes: /health turns 503 and the unit's Restart= brings it back as a new process; the broker is
+/// healthy again.
+async fn crashed_kafka_comes_back(
+    fleet: &Fleet,
+    index: usize,
+    host: &berth_sim::Host,
+    kafka: &str,
+) -> anyhow::Result<()> {
+    // Kafka crashes (its JVM, the unit's main process, is SIGKILLed; systemd then stops the rest of the cgroup):
+    // /health turns 503 and the unit's Restart= brings it back (a new process). Only the main process: a
+    // signal to the whole cgroup can fail with EIO on a process that is already exiting (seen once here).
+    let running = property(host, "kafka.service", "MainPID")?;
+    ensure!(
+        running != kafka,
+        "systemctl start did not start a new Kafka"
+    );
+    on(host, |c| {
+        Ok(c.exec(&[
+            "systemctl",
+            "kill",
+            "--kill-whom=main",
+            "--signal=SIGKILL",
+            "kafka.service",
+        ])?)
+    })?;
+    let started = Instant::now();
+    while health(fleet, index).await? != 503 {
+        ensure!(
+            started.elapsed() < BOOT,
+            "/health never turned 503 after the crash"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back = until("kafka.service restarted by Restart=", BOOT, || {
+        let unit = show(
+            host,
+            "kafka.service",
+            &["ActiveState", "MainPID", "NRestarts"],
+        )?;
+        Ok((unit["ActiveState"] == "active"
+            && unit["NRestarts"] == "1"
+            && unit["MainPID"] != running)
+            .then_some(unit))
+    })
+    .await?;
+    println!("kafka.service after the crash: {back:?}");
+    fleet
+        .wait_for(index, "/health 200 after Kafka's restart", BOOT, |s| {
+            s.healthy
+        })
+        .await?;
+    Ok(())
+}
+
+/// An operator stops Kafka: /health turns 503, and systemd leaves it stopped (no restart pending); started again,
+/// the broker is healthy again.
+async fn stopped_kafka_stays_stopped(
+    fleet: &Fleet,
+    index: usize,
+    host: &berth_sim::Host,
+) -> anyhow::Result<()> {
+    // An operator stops Kafka: /health turns 503, and systemd leaves it stopped (no restart pending).
+    on(host, |c| {
+        Ok(c.exec(&["systemctl", "stop", "kafka.service"])?)
+    })?;
+    let stopped = show(
+        host,
+        "kafka.service",
+        &["ActiveState", "SubState", "NRestarts"],
+    )?;
+    ensure!(
+        stopped["ActiveState"] == "inactive" && stopped["SubState"] == "dead",
+        "kafka.service after systemctl stop: {stopped:?}"
+    );
+    let started = Instant::now();
+    while health(fleet, index).await? != 503 {
+        ensure!(started.elapsed() < BOOT, "/health never turned 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(
+        property(host, "kafka.service", "SubState")? == "dead",
+        "systemd restarted a Kafka the operator stopped"
+    );
+    on(host, |c| {
+        Ok(c.exec(&["systemctl", "start", "kafka.service"])?)
+    })?;
+    fleet
+        .wait_for(
+            index,
+            "/health 200 after systemctl start kafka",
+            BOOT,
+            |s| s.healthy,
+        )
+        .await?;
+    Ok(())
 }
 
 /// systemd's own log lines about a job of `unit` of type `job_type` (e.g. a restart propagated to it).
@@ -759,7 +780,6 @@ fn a_berth_restart_leaves_kafka_running() {
 /// that zombie. The journal files are read from outside (`journalctl --directory`, through `/proc/<pid>/root`).
 async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Result<()> {
     let host = container(fleet, index)?;
-    let resources = fleet.resources()[0].clone();
     let stop_timeout = property(&host, "berth.service", "TimeoutStopUSec")?;
     host.with_imds(|imds| imds.set_lifecycle_state("Terminated"))
         .context("the host's IMDS")?;
@@ -774,25 +794,7 @@ async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Resu
     let container = host.container();
     let journal_dir = container.path("/run/log/journal");
     let powered_off = Instant::now();
-    let mut journal: Vec<serde_json::Value> = Vec::new();
-    while container.running() && powered_off.elapsed() < Duration::from_secs(330) {
-        let read = tokio::task::block_in_place(|| {
-            std::process::Command::new("journalctl")
-                .arg(format!("--directory={}", journal_dir.display()))
-                .args(["--no-pager", "--output=json", "--unit=berth.service"])
-                .output()
-        });
-        if let Some(output) = read
-            .ok()
-            .filter(|o| o.status.success() && !o.stdout.is_empty())
-        {
-            journal = String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter_map(|line| serde_json::from_str(line).ok())
-                .collect();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let journal = berth_journal_until_off(container, &journal_dir, powered_off).await;
     ensure!(
         container.wait_exit(Duration::ZERO),
         "the host did not power off within 330 s (berth.service TimeoutStopSec {stop_timeout})"
@@ -822,6 +824,41 @@ async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Resu
         (drained_at - requested_at) as f64 / 1e6,
         powered_off.elapsed()
     );
+    released_by_the_drain(fleet, &host.instance.id).await
+}
+
+/// berth's journal (as JSON entries), read from outside through the container's root (`journal_dir`) while the
+/// container runs, for at most 330 s after `powered_off`: the last read before it stopped.
+async fn berth_journal_until_off(
+    container: &Container,
+    journal_dir: &std::path::Path,
+    powered_off: Instant,
+) -> Vec<serde_json::Value> {
+    let mut journal: Vec<serde_json::Value> = Vec::new();
+    while container.running() && powered_off.elapsed() < Duration::from_secs(330) {
+        let read = tokio::task::block_in_place(|| {
+            std::process::Command::new("journalctl")
+                .arg(format!("--directory={}", journal_dir.display()))
+                .args(["--no-pager", "--output=json", "--unit=berth.service"])
+                .output()
+        });
+        if let Some(output) = read
+            .ok()
+            .filter(|o| o.status.success() && !o.stdout.is_empty())
+        {
+            journal = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    journal
+}
+
+/// The drain released broker 0's ENI, volume and claim, and completed the terminate hook of `instance`.
+async fn released_by_the_drain(fleet: &Fleet, instance: &str) -> anyhow::Result<()> {
+    let resources = fleet.resources()[0].clone();
     let attachments = fleet.ec2().attachments().await?;
     ensure!(
         attachments.enis.get(&resources.eni_id) == Some(&None)
@@ -832,9 +869,7 @@ async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Resu
         claimed_ids(fleet).await?.is_empty(),
         "claim released by the drain"
     );
-    let completed = fleet
-        .aws()
-        .calls_from("CompleteLifecycleAction", &host.instance.id);
+    let completed = fleet.aws().calls_from("CompleteLifecycleAction", instance);
     ensure!(
         completed.iter().any(|c| c.param("LifecycleHookName")
             == Some(berth_sim::asg::TERMINATE_HOOK)
