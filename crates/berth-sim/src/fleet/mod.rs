@@ -4,11 +4,11 @@
 //! groups, and broker hosts running the real `berth run`. Hosts are launched by the simulated groups
 //! ([`crate::asg`]), or by a test that needs to place one by hand.
 //!
-//! Its rooms: this module is the world (what the fleet starts, holds and tears down); [`host`] provisions and
+//! Its rooms: this module is the world (what the fleet starts, holds and tears down); `host` provisions and
 //! kills a host (a network namespace with a primary interface in its zone's bridge, an instance in moto, its own
 //! IMDSv2 endpoint on 169.254.169.254, a device and a sysfs tree, and real systemd booted in a container in that
 //! namespace, [`crate::container`], where berth is installed from its .deb and drives Kafka's unit,
-//! [`crate::systemd_host`]); [`config`] renders a host's configuration through berth's own `Config`; `drive`
+//! [`crate::systemd_host`]); `config` renders a host's configuration through berth's own `Config`; `drive`
 //! starts, signals and watches a host's berth; `hotplug` makes EC2's attachments real inside the hosts.
 
 mod config;
