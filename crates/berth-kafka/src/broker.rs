@@ -7,11 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use berth_config::{Config, KafkaMode, Supervisor};
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::replication::ReplicationView;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
-use berth_core::{BrokerId, ErrorKind, ServingEvidence};
+use berth_core::{BrokerId, Classify, ErrorKind, KafkaMode, ServingEvidence};
 use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
 use tokio::sync::watch;
@@ -21,6 +20,7 @@ use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::quorum::{self, Quorum, Role, StorageDecision};
 use crate::replication;
+use crate::settings::{KafkaSettings, Supervision};
 use crate::supervisor::{
     ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
 };
@@ -154,10 +154,13 @@ pub enum KafkaError {
         seen: String,
     },
     /// No broker described the cluster's replication.
-    #[error("no broker described the cluster's replication: {failures}")]
+    #[error(
+        "no broker described the cluster's replication: {}",
+        each_failure(failures)
+    )]
     Replication {
-        /// Each broker asked, and why it did not answer.
-        failures: String,
+        /// Why each broker asked did not answer, in the order asked.
+        failures: Vec<ProbeError>,
     },
     /// The registration was still there after the stop deadline.
     #[error("{path} still exists after stopping Kafka")]
@@ -167,37 +170,32 @@ pub enum KafkaError {
     },
 }
 
-impl KafkaError {
+/// Each failure with its causes, `; ` between them.
+fn each_failure(failures: &[ProbeError]) -> String {
+    failures
+        .iter()
+        .map(|failure| berth_core::ports::chain_message(failure))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Classify for KafkaError {
     /// Whether retrying can help. Refusals, unusable settings and a missing program are fatal.
-    pub fn kind(&self) -> ErrorKind {
+    fn kind(&self) -> ErrorKind {
         match self {
             KafkaError::Refused { .. }
             | KafkaError::MissingVoters { .. }
             | KafkaError::MissingClusterId { .. } => ErrorKind::Fatal,
-            KafkaError::Format { source, .. } if !source.is_retryable() => ErrorKind::Fatal,
+            KafkaError::Format { source, .. } => source.kind(),
             KafkaError::Overlay { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
                 ErrorKind::Fatal
             }
-            KafkaError::Supervisor(SupervisorError::Spawn { source, .. })
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
-                ErrorKind::Fatal
-            }
-            KafkaError::Supervisor(SupervisorError::NoCommand) => ErrorKind::Fatal,
+            KafkaError::Supervisor(error) => error.kind(),
             KafkaError::Registration(error) => error.kind(),
             _ => ErrorKind::Retryable,
         }
-    }
-}
-
-impl From<KafkaError> for StepError {
-    fn from(error: KafkaError) -> Self {
-        StepError::new(error.kind(), berth_core::ports::chain_message(&error))
     }
 }
 
@@ -226,47 +224,47 @@ pub struct KafkaBroker {
 }
 
 impl KafkaBroker {
-    /// Kafka as configured in `[kafka]` (and, in ZooKeeper mode, `[zookeeper]` for the registration watch).
-    /// Nothing is contacted until [`Broker::start`].
-    pub fn new(config: &Config) -> Result<Self, KafkaError> {
-        Ok(Self::with_restart_policy(config, RestartPolicy::default()))
+    /// Kafka with these settings. Nothing is contacted until [`Broker::start`].
+    pub fn new(settings: KafkaSettings) -> Result<Self, KafkaError> {
+        Ok(Self::with_restart_policy(
+            settings,
+            RestartPolicy::default(),
+        ))
     }
 
     /// As [`KafkaBroker::new`], with the process supervisor's restart policy chosen (tests shorten its delay).
-    pub fn with_restart_policy(config: &Config, policy: RestartPolicy) -> Self {
-        let kafka = &config.kafka;
-        let runner = match kafka.supervisor {
-            Supervisor::Systemd => Runner::Systemd(SystemdUnit::new(kafka.unit.clone())),
-            Supervisor::Process => Runner::Process(ProcessSupervisor::new(
-                kafka.command.clone(),
-                kafka.overlay_path.clone(),
+    pub fn with_restart_policy(settings: KafkaSettings, policy: RestartPolicy) -> Self {
+        let runner = match settings.supervision {
+            Supervision::Systemd { unit } => Runner::Systemd(SystemdUnit::new(unit)),
+            Supervision::Process { command } => Runner::Process(ProcessSupervisor::new(
+                command,
+                settings.overlay_path.clone(),
                 policy,
             )),
         };
-        let (registrations, formatter) = match kafka.mode {
-            KafkaMode::Zookeeper => (Some(RegistrationWatch::from_config(config)), None),
-            KafkaMode::Kraft => (
-                None,
-                Some(Formatter {
-                    command: kafka.format_command.clone(),
-                    server_properties: kafka.server_properties.clone(),
-                }),
-            ),
+        let (registrations, formatter) = match settings.mode {
+            KafkaMode::Zookeeper => {
+                let at = &settings.registrations;
+                let watch =
+                    RegistrationWatch::new(&at.connect, at.session_timeout, &at.kafka_chroot);
+                (Some(watch), None)
+            }
+            KafkaMode::Kraft => (None, Some(settings.formatter)),
         };
         Self {
-            mode: kafka.mode,
-            listener_name: kafka.listener_name.clone(),
-            port: kafka.port,
-            controller_port: kafka.controller_port,
-            quorum_voters: kafka.quorum_voters,
-            controller_ids: (!kafka.controller_ids.is_empty())
-                .then(|| kafka.controller_ids.iter().copied().map(BrokerId).collect()),
-            overlay_path: kafka.overlay_path.clone(),
-            stop_timeout: kafka.stop_timeout,
-            probe_timeout: kafka.check_interval.min(PROBE_TIMEOUT_MAX),
+            mode: settings.mode,
+            listener_name: settings.listener_name,
+            port: settings.port,
+            controller_port: settings.controller_port,
+            quorum_voters: settings.quorum_voters,
+            controller_ids: (!settings.controller_ids.is_empty())
+                .then(|| settings.controller_ids.into_iter().collect()),
+            overlay_path: settings.overlay_path,
+            stop_timeout: settings.stop_timeout,
+            probe_timeout: settings.check_interval.min(PROBE_TIMEOUT_MAX),
             runner,
             formatter,
-            cluster_id: config.cluster.kafka_cluster_id.clone(),
+            cluster_id: settings.cluster_id,
             registrations,
             voters: Mutex::new(None),
             started_as: Mutex::new(None),
@@ -728,13 +726,6 @@ impl Broker for KafkaBroker {
             .collect();
         replication::describe_any(&listeners, REPLICATION_TIMEOUT)
             .await
-            .map_err(|failures| {
-                let failures = failures
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                KafkaError::Replication { failures }.into()
-            })
+            .map_err(|failures| KafkaError::Replication { failures }.into())
     }
 }

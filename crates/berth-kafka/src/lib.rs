@@ -16,6 +16,7 @@
 //! - [`replication`]: every partition's replicas and ISR and each topic's `min.insync.replicas`, for the
 //!   caught-up gate and the safe drain.
 //! - [`properties`]: writing Java properties values as Kafka reads them (ISO-8859-1).
+//! - [`settings`]: what the adapter reads, built by the daemon from its configuration.
 
 pub mod format;
 pub mod overlay;
@@ -23,9 +24,11 @@ pub mod probe;
 pub mod properties;
 pub mod quorum;
 pub mod replication;
+pub mod settings;
 pub mod supervisor;
 pub mod wire;
 
 mod broker;
 
 pub use broker::{KafkaBroker, KafkaError};
+pub use settings::{KafkaSettings, RegistrationSettings, Supervision};

@@ -432,7 +432,7 @@ fn id_line(
 
 fn overlay(config: &Config, inventory: &Inventory, spec: &BrokerSpec) -> OverlaySummary {
     let path = config.kafka.overlay_path.clone();
-    let text = match berth_kafka::KafkaBroker::new(config) {
+    let text = match berth_kafka::KafkaBroker::new(crate::adapters::kafka_settings(config)) {
         Ok(broker) => {
             let voters = inventory
                 .ids

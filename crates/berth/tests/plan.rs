@@ -85,7 +85,7 @@ async fn plan_reads_only_and_explains_the_choice() {
     let text = configuration(&server, &proxy, &imds, &paths);
     let config = berth_config::parse(&text, std::iter::empty()).expect("valid configuration");
     let cloud = berth_aws::AwsCloud::with_credentials(
-        &config,
+        berth::adapters::aws_settings(&config),
         Credentials::new("testing", "testing", None, None, "test"),
     )
     .await
