@@ -1,6 +1,6 @@
-//! Who holds each broker id's claim, read and nothing else: `berth plan` and the simulated fleet list the claim
-//! nodes through this, so they read them as the claimer writes them ([`ClaimBody::read`]). A list and a get per
-//! node, on a session of its own: no create, not even of the claims path, and no watch.
+//! Who holds each broker id's claim, read and nothing else: `berth plan`, the simulated fleet and the claim storm
+//! benchmarks list the claim nodes through this, so they all read them as the claimer writes them
+//! ([`ClaimBody::read`]). A list and a get per node: no create, not even of the claims path, and no watch.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,13 +18,14 @@ pub struct ListedClaim {
     pub path: String,
     /// The holder's instance id, when the node's body names one.
     pub instance_id: Option<String>,
+    /// The session that owns the node (0 for a node that is not ephemeral, which berth never creates).
+    pub session: i64,
     /// Who holds it, as logs and `berth plan` say it (instance, zone, host, berth version, session).
     pub description: String,
 }
 
-/// The claims held now under `claims_path` (`<root>/<cluster>/claims`), by id: none when the path does not exist;
-/// children that are not ids, and nodes released between the listing and their read, are left out. The session
-/// is opened with `session_timeout` and fails at once when no server of `connect` answers.
+/// [`read_claims`] on a session of its own, opened with `session_timeout`, that fails at once when no server of
+/// `connect` answers.
 pub async fn list_claims(
     connect: &str,
     session_timeout: Duration,
@@ -39,6 +40,16 @@ pub async fn list_claims(
             connect: connect.to_owned(),
             source,
         })?;
+    read_claims(&client, claims_path).await
+}
+
+/// The claims held now under `claims_path` (`<root>/<cluster>/claims`), by id, read through `client`: none when
+/// the path does not exist; children that are not ids, and nodes released between the listing and their read, are
+/// left out.
+pub async fn read_claims(
+    client: &zk::Client,
+    claims_path: &str,
+) -> Result<BTreeMap<BrokerId, ListedClaim>, ZkError> {
     let children = match client.list_children(claims_path).await {
         Ok(children) => children,
         Err(zk::Error::NoNode) => Vec::new(),
@@ -61,6 +72,7 @@ pub async fn list_claims(
             ListedClaim {
                 path,
                 instance_id: claim.map(|claim| claim.holder.instance_id),
+                session: stat.ephemeral_owner,
                 description,
             },
         );
