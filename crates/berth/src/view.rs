@@ -8,12 +8,13 @@
 use std::time::{Duration, Instant};
 
 use berth_core::drain_wait::DrainWait;
-use berth_core::machine::{ClaimState, EarlyVolume};
+use berth_core::machine::ClaimState;
 use berth_core::{EniFacts, Facts, Machine, State, VolumeFacts};
 pub use berth_state::{
     DrainWaitView, EniView, StateView, TimelineEntry, VolumeRequestView, VolumeView, WaitingView,
 };
 
+use crate::daemon::{EarlyVolume, EarlyVolumeRecord};
 use crate::waiting::WaitingBoard;
 
 /// The state loop's latest machine, and what is needed to show it live.
@@ -25,17 +26,30 @@ pub struct Published {
     pub started: Instant,
     /// What the running step waits for.
     pub waiting: WaitingBoard,
+    /// The volume's attach request sent beside the ENI's.
+    pub early_volume: EarlyVolumeRecord,
 }
 
 impl Published {
     /// The `/state` document now.
     pub fn view(&self) -> StateView {
-        state_view(&self.machine, self.started.elapsed(), self.waiting.view())
+        state_view(
+            &self.machine,
+            self.started.elapsed(),
+            self.waiting.view(),
+            self.early_volume.get().as_ref(),
+        )
     }
 }
 
-/// The view of `machine` at `now` (time since the daemon started), with what it waits for.
-pub fn state_view(machine: &Machine, now: Duration, waiting: Option<WaitingView>) -> StateView {
+/// The view of `machine` at `now` (time since the daemon started), with what it waits for and the volume's early
+/// attach request.
+pub fn state_view(
+    machine: &Machine,
+    now: Duration,
+    waiting: Option<WaitingView>,
+    early_volume: Option<&EarlyVolume>,
+) -> StateView {
     let facts = machine.facts();
     let resources = facts.resources.as_ref();
     StateView {
@@ -77,7 +91,7 @@ pub fn state_view(machine: &Machine, now: Duration, waiting: Option<WaitingView>
             .claim_lost_since()
             .map(|since| millis(now.saturating_sub(since))),
         reclaim_attempts: machine.reclaim_attempts(),
-        volume_request: machine.early_volume().map(volume_request_view),
+        volume_request: early_volume.map(volume_request_view),
         catch_up: facts.catch_up.clone(),
         drain_wait: machine.drain_wait().map(|wait| drain_wait_view(wait, now)),
     }

@@ -94,7 +94,9 @@ async fn plan_reads_only_and_explains_the_choice() {
     proxy.reset_counts();
 
     let claims = plan::read_claims(&config, Duration::from_secs(10)).await;
-    let plan = plan::make(&config, &cloud, claims).await.expect("plan");
+    let plan = plan::make(&config, &cloud, &cloud, claims)
+        .await
+        .expect("plan");
 
     explains_the_choice(&plan, &me.instance_id, &ids, &paths);
 
