@@ -2,11 +2,16 @@
 //! endpoint, real berth, real ZooKeeper ensemble, strict moto, namespaces, loop devices):
 //!
 //! * a replacement outside any stack update goes InService (its SignalResource is refused, its launch hook is
-//!   completed all the same);
+//!   completed all the same), though CompleteLifecycleAction is throttled for a minute from its first call
+//!   (longer than the launch hook's heartbeat timeout): heartbeats keep the action, CONTINUE lands, never
+//!   ABANDONed;
 //! * SIGTERM stops berth and keeps the broker, and the restarted berth adopts it without restarting Kafka;
 //! * a lifecycle `Terminated` state drains, and the terminate hook is completed; so does an operator's
 //!   `berth drain`;
-//! * a refused volume leads to a replaced instance, with the volume's bytes unchanged;
+//! * a spot interruption drains (no wait for replicas), and the terminate hook is completed before EC2 would
+//!   reclaim the instance;
+//! * a refused volume leads to a replaced instance, with the volume's bytes unchanged, also when its ABANDON is
+//!   refused (reported Unhealthy instead);
 //! * a two-minute ZooKeeper outage keeps Kafka up, and the claim comes back.
 //!
 //! The tests share one binary so the long outage test runs beside the others.
@@ -21,9 +26,16 @@ use berth_e2e::{
 use berth_sim::asg;
 use berth_sim::{Fleet, FleetOptions, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
+use berth_testkit::aws::Fault;
 use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(90);
+/// How long CompleteLifecycleAction is throttled from its first call (AWS's burst during an AZ-wide replacement;
+/// longer than the simulated launch hook's heartbeat timeout, 60 s).
+const THROTTLE: Duration = Duration::from_secs(60);
+/// How long each of a drain's detaches (volume, then ENI) is throttled from its first call: together longer than
+/// twice the simulated hooks' heartbeat timeout (60 s), each within berth's limit for one teardown action (120 s).
+const DETACH_THROTTLE: Duration = Duration::from_secs(65);
 
 /// Waits until every zone's member is launched, Healthy and in service; returns their hosts' Healthy states, in
 /// zone order.
@@ -66,11 +78,20 @@ async fn replacement_of(fleet: &Fleet, old: &str, zone: &str) -> anyhow::Result<
 }
 
 async fn in_service(fleet: &Fleet, instance: &str) -> anyhow::Result<()> {
-    asg::wait_members(fleet, &format!("{instance} in service"), BOOT, |members| {
-        members
-            .iter()
-            .any(|m| m.instance_id == instance && m.state == LifecycleState::InService)
-    })
+    in_service_within(fleet, instance, BOOT).await
+}
+
+async fn in_service_within(fleet: &Fleet, instance: &str, timeout: Duration) -> anyhow::Result<()> {
+    asg::wait_members(
+        fleet,
+        &format!("{instance} in service"),
+        timeout,
+        |members| {
+            members
+                .iter()
+                .any(|m| m.instance_id == instance && m.state == LifecycleState::InService)
+        },
+    )
     .await
     .map(drop)
 }
@@ -102,10 +123,18 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
     for (&host, state) in hosts.iter().zip(&states) {
         records.push(write_record(fleet, host, state.broker_id.context("id")?)?);
     }
+    let step = Instant::now();
+    fleet
+        .proxy()
+        .sustain("CompleteLifecycleAction", Fault::Throttle, THROTTLE, None);
     let (replacement, replaced) =
         replaced_outside_a_stack_update(fleet, hosts[0], &states[0], &records[0]).await?;
+    println!("step replaced (CONTINUE throttled): {:?}", step.elapsed());
     sigterm_keeps_the_broker(fleet, hosts[1], &states[1]).await?;
     terminated_drains_then_is_replaced(fleet, hosts[2], &states[2], &records[2]).await?;
+    let step = Instant::now();
+    spot_interruption_drains(fleet, hosts[1], &states[1]).await?;
+    println!("step spot interruption: {:?}", step.elapsed());
     berth_drain(fleet, replacement, &replaced).await
 }
 
@@ -122,7 +151,8 @@ async fn replaced_outside_a_stack_update(
     let zone = berth_sim::layout::zone_name(dead.az);
     let (instance, replacement) = replacement_of(fleet, &dead.instance.id, &zone).await?;
     let replaced = fleet.wait_healthy(replacement, BOOT).await?;
-    in_service(fleet, &instance).await?;
+    in_service_within(fleet, &instance, THROTTLE + BOOT).await?;
+    throttled_continue_landed(fleet, &instance)?;
     ensure!(
         replaced.broker_id == state.broker_id,
         "replacement is {:?}",
@@ -153,6 +183,38 @@ async fn replaced_outside_a_stack_update(
     assert_converged(fleet, replacement, &replaced).await?;
 
     Ok((replacement, replaced))
+}
+
+/// CompleteLifecycleAction was throttled for [`THROTTLE`] from the replacement's first CONTINUE: the launch
+/// action outlived its heartbeat timeout on heartbeats, CONTINUE was retried until it landed, nothing ABANDONed.
+fn throttled_continue_landed(fleet: &Fleet, instance: &str) -> anyhow::Result<()> {
+    let throttled = fleet.proxy().faulted("CompleteLifecycleAction");
+    ensure!(
+        throttled >= 3,
+        "CONTINUE throttled and retried: {throttled} throttled calls"
+    );
+    let hooks = fleet.aws().calls_from("CompleteLifecycleAction", instance);
+    ensure!(
+        hooks
+            .iter()
+            .all(|c| c.param("LifecycleActionResult") == Some("CONTINUE")),
+        "never ABANDONed: {hooks:?}"
+    );
+    let beats = fleet
+        .aws()
+        .calls_from("RecordLifecycleActionHeartbeat", instance);
+    ensure!(
+        beats.iter().filter(|c| c.accepted()).count() >= 2,
+        "the launch action heard heartbeats while CONTINUE was throttled: {beats:?}"
+    );
+    let history = asg::history(fleet);
+    ensure!(
+        !history
+            .iter()
+            .any(|line| line.contains(instance) && line.contains("timed out")),
+        "the launch action never timed out: {history:#?}"
+    );
+    Ok(())
 }
 
 /// SIGTERM stops berth, not the broker; a restarted berth adopts it without restarting Kafka.
@@ -197,6 +259,9 @@ async fn sigterm_keeps_the_broker(
 }
 
 /// A lifecycle Terminated state drains: everything released, the terminate hook completed, replaced at once.
+/// The drain's detaches are throttled for [`DETACH_THROTTLE`] each, so its teardown outlasts the terminate hook's
+/// heartbeat timeout (kept by heartbeats) and the replacement waits in Claim for twice the launch hook's (kept
+/// by heartbeats from its first second).
 async fn terminated_drains_then_is_replaced(
     fleet: &Fleet,
     host: usize,
@@ -204,6 +269,11 @@ async fn terminated_drains_then_is_replaced(
     record: &str,
 ) -> anyhow::Result<()> {
     let leaving = fleet.host(host)?;
+    for detach in ["DetachVolume", "DetachNetworkInterface"] {
+        fleet
+            .proxy()
+            .sustain(detach, Fault::Throttle, DETACH_THROTTLE, None);
+    }
     fleet.aws().with(|plane| {
         plane
             .autoscaling
@@ -211,8 +281,11 @@ async fn terminated_drains_then_is_replaced(
     });
     let zone = berth_sim::layout::zone_name(leaving.az);
     let (instance, successor) = replacement_of(fleet, &leaving.instance.id, &zone).await?;
-    let after = fleet.wait_healthy(successor, BOOT).await?;
+    let after = fleet
+        .wait_healthy(successor, DETACH_THROTTLE * 2 + BOOT)
+        .await?;
     in_service(fleet, &instance).await?;
+    claim_waited_twice_the_hook_timeout(fleet, &instance, &after)?;
     let completed = fleet
         .aws()
         .calls_from("CompleteLifecycleAction", &leaving.instance.id);
@@ -254,6 +327,89 @@ async fn terminated_drains_then_is_replaced(
     );
     assert_converged(fleet, successor, &after).await?;
     Ok(())
+}
+
+/// The replacement waited in Claim (its predecessor draining) for twice the launch hook's heartbeat timeout, and
+/// its launch action was kept: heartbeats from the first second, never timed out.
+fn claim_waited_twice_the_hook_timeout(
+    fleet: &Fleet,
+    instance: &str,
+    after: &StateView,
+) -> anyhow::Result<()> {
+    let hook_timeout = fleet.options().asg.launch_timeout;
+    let claim = after
+        .timeline
+        .iter()
+        .find(|t| t.state == "claim")
+        .context("a claim on the timeline")?;
+    ensure!(
+        Duration::from_millis(claim.duration_ms) >= hook_timeout * 2,
+        "the replacement waited in Claim {} ms, not twice the launch hook's {hook_timeout:?}",
+        claim.duration_ms
+    );
+    let beats = fleet
+        .aws()
+        .calls_from("RecordLifecycleActionHeartbeat", instance);
+    ensure!(
+        beats.iter().filter(|c| c.accepted()).count() >= 4,
+        "the launch action heard heartbeats while Claim waited: {beats:?}"
+    );
+    let history = asg::history(fleet);
+    ensure!(
+        !history
+            .iter()
+            .any(|line| line.contains(instance) && line.contains("timed out")),
+        "the launch action never timed out: {history:#?}"
+    );
+    Ok(())
+}
+
+/// A spot interruption (AWS's two minutes' notice, then the group's terminate action): berth drains at once,
+/// releases everything, completes the terminate hook and exits 0 before EC2 would reclaim the instance; the
+/// group's replacement takes the broker back.
+async fn spot_interruption_drains(
+    fleet: &Fleet,
+    host: usize,
+    state: &StateView,
+) -> anyhow::Result<()> {
+    let interrupted = fleet.host(host)?;
+    let leaving = interrupted.instance.id.clone();
+    let zone = berth_sim::layout::zone_name(interrupted.az);
+    fleet
+        .aws()
+        .with(|plane| {
+            let notice = Duration::from_secs(120);
+            plane
+                .autoscaling
+                .interrupt_spot(&leaving, notice, Instant::now())
+        })
+        .context("the interrupted instance is a member")?;
+    let (instance, successor) = replacement_of(fleet, &leaving, &zone).await?;
+    let after = fleet.wait_healthy(successor, BOOT).await?;
+    in_service(fleet, &instance).await?;
+    let completed = fleet.aws().calls_from("CompleteLifecycleAction", &leaving);
+    ensure!(
+        completed.iter().any(|c| c.accepted()
+            && c.param("LifecycleHookName") == Some(asg::TERMINATE_HOOK)
+            && c.param("LifecycleActionResult") == Some("CONTINUE")),
+        "terminate hook completed after the spot drain: {completed:?}"
+    );
+    let history = asg::history(fleet);
+    let mine = |text: &str| {
+        history
+            .iter()
+            .any(|line| line.contains(&leaving) && line.contains(text))
+    };
+    ensure!(
+        mine("berth exited with status 0; held ENIs [], volumes []") && !mine("EC2 reclaimed"),
+        "released everything and exited 0 before EC2 reclaimed the instance: {history:#?}"
+    );
+    ensure!(
+        after.broker_id == state.broker_id,
+        "successor is {:?}",
+        after.broker_id
+    );
+    assert_converged(fleet, successor, &after).await
 }
 
 /// An operator's `berth drain` on the host (inside its systemd container): the daemon releases everything and
@@ -310,6 +466,9 @@ fn a_refused_volume_gets_its_host_replaced_and_is_left_byte_for_byte_untouched()
         let backing = fleet.volume_backing(&fleet.resources()[0].volume_id);
         foreign_broker_volume(&backing)?;
         *before.lock().unwrap() = std::fs::read(&backing)?;
+        fleet
+            .proxy()
+            .inject("CompleteLifecycleAction", Fault::AccessDenied, 1);
         Ok(())
     };
     asg::with_prepared_group(options, prepare, |fleet| async move {
@@ -341,52 +500,79 @@ fn foreign_broker_volume(backing: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first instance's ABANDON is refused for good (the proxy answers AccessDenied once): berth reports it
+/// Unhealthy instead, and the group replaces it when its launch action expires. The second one's ABANDON lands:
+/// abandoned, berth exits 69. Neither touched the refused volume.
 async fn refused_volume(fleet: &Fleet) -> anyhow::Result<()> {
     let first = asg::wait_members(fleet, "the first launch", BOOT, |m| !m.is_empty()).await?[0]
         .instance_id
         .clone();
     let zone = berth_sim::layout::zone_name(0);
     let (second, _) = replacement_of(fleet, &first, &zone).await?;
-    let history = asg::history(fleet);
-    ensure!(
-        history
-            .iter()
-            .any(|line| line.contains(&first) && line.contains("launch abandoned")),
-        "the failed instance's launch was abandoned: {history:#?}"
-    );
-    asg::wait_members(fleet, "the failed instance gone", BOOT, |m| {
-        !m.iter().any(|m| m.instance_id == first)
+    abandon_refused_marked_unhealthy(fleet, &first)?;
+    asg::wait_members(fleet, "both failed instances gone", BOOT, |m| {
+        !m.iter()
+            .any(|m| m.instance_id == first || m.instance_id == second)
     })
     .await?;
     let history = asg::history(fleet);
     ensure!(
         history
             .iter()
-            .any(|line| line.contains(&first) && line.contains("berth exited with status 69")),
+            .any(|line| line.contains(&second) && line.contains("berth exited with status 69")),
         "berth exited non-zero on its own before its instance was terminated: {history:#?}"
     );
-    let hooks = fleet.aws().calls_from("CompleteLifecycleAction", &first);
+    let hooks = fleet.aws().calls_from("CompleteLifecycleAction", &second);
     ensure!(
         hooks
             .iter()
             .any(|c| c.accepted() && c.param("LifecycleActionResult") == Some("ABANDON")),
         "ABANDON while the launch was pending: {hooks:?}"
     );
-    let signals = fleet.aws().calls_from("SignalResource", &first);
+    let signals = fleet.aws().calls_from("SignalResource", &second);
     ensure!(
         signals
             .iter()
             .any(|c| c.accepted() && c.param("Status") == Some("FAILURE")),
         "CloudFormation heard FAILURE: {signals:?}"
     );
-    let resources = &fleet.resources()[0];
-    let held = format!("held ENIs [], volumes [{}]", resources.volume_id);
+    let held = format!("held ENIs [], volumes [{}]", fleet.resources()[0].volume_id);
+    for instance in [&first, &second] {
+        ensure!(
+            history.iter().any(|line| line.contains(instance) && line.contains(&held)),
+            "at its termination {instance} had let go of the ENI and left the refused volume attached \
+             ({held}): {history:#?}"
+        );
+    }
+    println!("refused volume: {first} reported unhealthy, {second} abandoned");
+    Ok(())
+}
+
+/// The first instance: ABANDON refused, SetInstanceHealth Unhealthy landed instead, the launch action left to
+/// expire (no heartbeats after the failure), the instance replaced.
+fn abandon_refused_marked_unhealthy(fleet: &Fleet, first: &str) -> anyhow::Result<()> {
     ensure!(
-        history.iter().any(|line| line.contains(&first) && line.contains(&held)),
-        "at its termination the failed instance had let go of the ENI and left the refused volume attached \
-         ({held}): {history:#?}"
+        fleet.proxy().faulted("CompleteLifecycleAction") == 1,
+        "the first ABANDON was refused"
     );
-    println!("refused volume: {first} abandoned and replaced by {second}");
+    let hooks = fleet.aws().calls_from("CompleteLifecycleAction", first);
+    ensure!(
+        !hooks.iter().any(|c| c.accepted()),
+        "no ABANDON landed for {first}: {hooks:?}"
+    );
+    let health = fleet.aws().calls_from("SetInstanceHealth", first);
+    ensure!(
+        health
+            .iter()
+            .any(|c| c.accepted() && c.param("HealthStatus") == Some("Unhealthy")),
+        "reported Unhealthy instead: {health:?}"
+    );
+    let history = asg::history(fleet);
+    ensure!(
+        history.iter().any(|line| line.contains(first)
+            && line.contains("timed out (heartbeat timeout): DefaultResult ABANDON")),
+        "the failed launch's action expired and the instance was replaced: {history:#?}"
+    );
     Ok(())
 }
 

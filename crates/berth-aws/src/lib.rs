@@ -254,8 +254,8 @@ impl ports::Metadata for AwsCloud {
         Ok(self.metadata.identity().await?)
     }
 
-    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
-        Ok(self.metadata.termination_notice().await?)
+    async fn termination_notices(&self) -> Result<Vec<DrainReason>, StepError> {
+        Ok(self.metadata.termination_notices().await?)
     }
 }
 

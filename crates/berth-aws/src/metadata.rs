@@ -149,17 +149,18 @@ impl Metadata {
         self.get_optional(&format!("tags/instance/{key}")).await
     }
 
-    /// `Terminated` lifecycle state or a spot interruption notice, if IMDS announces one.
-    pub async fn termination_notice(&self) -> Result<Option<DrainReason>, AwsError> {
+    /// The termination notices IMDS announces: a spot interruption notice first, then the `Terminated`
+    /// lifecycle state (a spot instance of a group with a terminate hook has both).
+    pub async fn termination_notices(&self) -> Result<Vec<DrainReason>, AwsError> {
+        let spot = self.get_optional("spot/instance-action").await?;
         let lifecycle = self
             .get_optional("autoscaling/target-lifecycle-state")
             .await?;
-        if lifecycle.as_deref() == Some("Terminated") {
-            return Ok(Some(DrainReason::LifecycleTerminated));
-        }
-        let spot = self.get_optional("spot/instance-action").await?;
-        Ok(spot
+        let spot = spot
             .filter(|notice| !notice.is_empty())
-            .map(|_| DrainReason::SpotInterruption))
+            .map(|_| DrainReason::SpotInterruption);
+        let terminated = (lifecycle.as_deref() == Some("Terminated"))
+            .then_some(DrainReason::LifecycleTerminated);
+        Ok(spot.into_iter().chain(terminated).collect())
     }
 }

@@ -977,18 +977,22 @@ async fn termination_notices_come_from_imds_v2_only() {
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(env.settings(&imds, 1)).await;
-    assert_eq!(cloud.termination_notice().await.unwrap(), None);
+    assert_eq!(cloud.termination_notices().await.unwrap(), []);
     imds.set_lifecycle_state("InService");
-    assert_eq!(cloud.termination_notice().await.unwrap(), None);
+    assert_eq!(cloud.termination_notices().await.unwrap(), []);
     imds.set_spot_action(r#"{"action": "terminate", "time": "2026-11-25T03:00:00Z"}"#);
     assert_eq!(
-        cloud.termination_notice().await.unwrap(),
-        Some(DrainReason::SpotInterruption)
+        cloud.termination_notices().await.unwrap(),
+        [DrainReason::SpotInterruption]
     );
+    // The group's terminate action follows the spot notice: both are announced, the spot notice first.
     imds.set_lifecycle_state("Terminated");
     assert_eq!(
-        cloud.termination_notice().await.unwrap(),
-        Some(DrainReason::LifecycleTerminated)
+        cloud.termination_notices().await.unwrap(),
+        [
+            DrainReason::SpotInterruption,
+            DrainReason::LifecycleTerminated
+        ]
     );
     assert_eq!(imds.v1_refusals(), 0, "berth never tried IMDSv1");
 

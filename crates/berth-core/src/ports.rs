@@ -221,8 +221,10 @@ impl fmt::Display for DrainReason {
 pub trait Metadata: Send + Sync {
     /// This instance's identity.
     async fn identity(&self) -> Result<Identity, StepError>;
-    /// Whether this instance's termination is announced (lifecycle state or spot notice).
-    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError>;
+    /// The notices of this instance's termination IMDS announces now: a spot interruption first (the more
+    /// urgent), then the lifecycle state `Terminated` (both can stand at once: the group's terminate action
+    /// follows the spot notice, and berth must complete it).
+    async fn termination_notices(&self) -> Result<Vec<DrainReason>, StepError>;
 }
 
 /// The cluster's ENIs and volumes in EC2: discovery, and their attachments to this instance.

@@ -94,6 +94,12 @@ impl Instances for Fleet {
         }
     }
 
+    fn mark_spot_interrupted(&self, instance_id: &str, notice: &str) {
+        if let Some(host) = host_of(self, instance_id) {
+            host.with_imds(|imds| imds.set_spot_action(notice));
+        }
+    }
+
     async fn terminate(&self, instance_id: &str, grace: Duration) -> Ended {
         let Some(host) = host_of(self, instance_id) else {
             return Ended {

@@ -12,5 +12,6 @@ mod schema;
 
 pub use client::StateError;
 pub use schema::{
-    DrainWaitView, EniView, FailureReportView, LifecycleView, StateView, TimelineEntry, VolumeRequestView, VolumeView, WaitingView,
+    DrainWaitView, EniView, FailureReportView, LifecycleView, StateView, TimelineEntry,
+    VolumeRequestView, VolumeView, WaitingView,
 };

@@ -193,8 +193,8 @@ impl Metadata for InProcessWorld {
         self.call("identity", "")?;
         Ok(self.identity.clone())
     }
-    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
-        Ok(self.lock().termination.clone())
+    async fn termination_notices(&self) -> Result<Vec<DrainReason>, StepError> {
+        Ok(self.lock().termination.clone().into_iter().collect())
     }
 }
 

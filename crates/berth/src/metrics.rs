@@ -116,7 +116,10 @@ fn daemon_families(view: &StateView) -> Vec<Family> {
             "berth_failure_not_reported",
             "gauge",
             "1 while a failed boot's report to Auto Scaling has not landed (berth keeps trying).",
-            &[(String::new(), f64::from(u8::from(report.status == "not_landed")))],
+            &[(
+                String::new(),
+                f64::from(u8::from(report.status == "not_landed")),
+            )],
         ));
     }
     families

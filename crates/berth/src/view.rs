@@ -12,8 +12,8 @@ use berth_core::machine::{ClaimState, FailureReportState, HookAction};
 use berth_core::ports::FailureReport;
 use berth_core::{EniFacts, Facts, Machine, State, VolumeFacts};
 pub use berth_state::{
-    DrainWaitView, EniView, FailureReportView, LifecycleView, StateView, TimelineEntry, VolumeRequestView,
-    VolumeView, WaitingView,
+    DrainWaitView, EniView, FailureReportView, LifecycleView, StateView, TimelineEntry,
+    VolumeRequestView, VolumeView, WaitingView,
 };
 
 use crate::daemon::{EarlyVolume, EarlyVolumeRecord};

@@ -89,6 +89,7 @@ impl HostSettings<'_> {
                 launch_hook: asg::LAUNCH_HOOK.into(),
                 terminate_hook: asg::TERMINATE_HOOK.into(),
                 heartbeat_interval: o.asg.launch_timeout / 2,
+                hook_timeout: o.asg.launch_timeout,
                 mark_unhealthy_after: Duration::ZERO,
             },
             ..AwsConfig::default()

@@ -27,6 +27,9 @@ pub enum Fault {
     Throttle,
     /// HTTP 500 `InternalError`.
     ServerError,
+    /// Refused for good, as a role without the permission is: EC2's HTTP 403 `UnauthorizedOperation`, the query
+    /// services' HTTP 403 `AccessDenied` (their Common Errors).
+    AccessDenied,
 }
 
 /// A fault held on every call of an action (naming `instance`, when given) for `window` from the first such call.
@@ -66,9 +69,9 @@ impl State {
         let held = self.sustained.get_mut(action)?;
         held.retain(|sustained| sustained.began.is_none_or(|at| now < at + sustained.window));
         let instance = params.get("InstanceId");
-        let sustained = held
-            .iter_mut()
-            .find(|sustained| sustained.instance.is_none() || sustained.instance.as_ref() == instance)?;
+        let sustained = held.iter_mut().find(|sustained| {
+            sustained.instance.is_none() || sustained.instance.as_ref() == instance
+        })?;
         sustained.began.get_or_insert(now);
         Some(sustained.fault)
     }
@@ -224,6 +227,16 @@ fn fault_response(fault: Fault, ec2: bool) -> Response {
         (Fault::Throttle, true) => (503, "RequestLimitExceeded", "Request limit exceeded."),
         (Fault::Throttle, false) => (400, "Throttling", "Rate exceeded"),
         (Fault::ServerError, _) => (500, "InternalError", "An internal error has occurred"),
+        (Fault::AccessDenied, true) => (
+            403,
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation.",
+        ),
+        (Fault::AccessDenied, false) => (
+            403,
+            "AccessDenied",
+            "User is not authorized to perform this action (fault proxy)",
+        ),
     };
     let body = if ec2 {
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>")
@@ -296,7 +309,10 @@ mod tests {
         }
         let held = first.elapsed();
         assert!(throttled >= 2, "every call in the window: {throttled}");
-        assert!(held >= window, "held {held:?} of {window:?}, counted from the first call");
+        assert!(
+            held >= window,
+            "held {held:?} of {window:?}, counted from the first call"
+        );
         assert_eq!(heartbeat(&proxy, "i-1"), (200, None), "forwarded again");
         assert_eq!(proxy.faulted("RecordLifecycleActionHeartbeat"), throttled);
         assert_eq!(

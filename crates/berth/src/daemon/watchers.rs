@@ -50,15 +50,19 @@ pub(super) fn poll_termination_notice(
         let mut announced: Vec<DrainReason> = Vec::new();
         loop {
             interval.tick().await;
-            match metadata.termination_notice().await {
-                Ok(Some(reason)) if !announced.contains(&reason) => {
-                    info!(berth_drain_reason = %reason, "instance metadata announces termination");
-                    announced.push(reason.clone());
-                    if inputs.send(Input::Drain(reason)).await.is_err() {
-                        return;
+            match metadata.termination_notices().await {
+                Ok(notices) => {
+                    for reason in notices {
+                        if announced.contains(&reason) {
+                            continue;
+                        }
+                        info!(berth_drain_reason = %reason, "instance metadata announces termination");
+                        announced.push(reason.clone());
+                        if inputs.send(Input::Drain(reason)).await.is_err() {
+                            return;
+                        }
                     }
                 }
-                Ok(_) => {}
                 Err(error) => debug!(error = %error, "termination notice poll failed"),
             }
         }

@@ -14,6 +14,8 @@
 //!   after a drain or a failure; how it ended goes into the group's history), then killed;
 //! * an instance that dies (a host killed by a test or the demo) is noticed, leaves the group, and is replaced;
 //! * while an instance's terminate hook waits, its IMDS `autoscaling/target-lifecycle-state` says `Terminated`;
+//! * a Spot interruption ([`super::AutoScaling::interrupt_spot`]) sets the instance's IMDS `spot/instance-action`,
+//!   and when its notice runs out the instance is killed at once;
 //! * an instance refresh ([`roll`]: StartInstanceRefresh on each zone's group in turn, as an operator upgrades
 //!   the cluster) terminates members through their terminate hook; the group launches their replacements as
 //!   above, and the model moves the refresh on once they are in service and warmed up.
@@ -185,6 +187,8 @@ pub trait Instances: Send + Sync + 'static {
     async fn launch(&self, az: usize) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
     /// The instance's IMDS says `autoscaling/target-lifecycle-state` = `Terminated` from now on.
     fn mark_terminating(&self, instance_id: &str);
+    /// The instance's IMDS says `spot/instance-action` = `notice` from now on.
+    fn mark_spot_interrupted(&self, instance_id: &str, notice: &str);
     /// Lets the instance's software finish for up to `grace`, then kills the instance.
     async fn terminate(&self, instance_id: &str, grace: Duration) -> Ended;
 }
@@ -257,16 +261,35 @@ fn handle(
     match event {
         GroupEvent::InService(_) => {}
         GroupEvent::Terminating(instance_id) => instances.mark_terminating(&instance_id),
+        GroupEvent::SpotInterruption {
+            instance_id,
+            notice,
+        } => instances.mark_spot_interrupted(&instance_id, &notice),
+        GroupEvent::Reclaimed(instance_id) => {
+            let cause = "EC2 reclaimed the interrupted Spot Instance".to_owned();
+            terminations.spawn(terminate(
+                instances.clone(),
+                instance_id,
+                cause,
+                Duration::ZERO,
+            ));
+        }
         GroupEvent::Terminate { instance_id, cause } => {
-            terminations.spawn(terminate(instances.clone(), instance_id, cause));
+            let grace = instances.groups().options.shutdown_grace;
+            terminations.spawn(terminate(instances.clone(), instance_id, cause, grace));
         }
     }
 }
 
-/// Terminates a member: lets its software finish (how it ended goes into the history), then kills it.
-async fn terminate(instances: Arc<dyn Instances>, instance_id: String, cause: String) {
+/// Terminates a member: lets its software finish within `grace` (how it ended goes into the history), then
+/// kills it.
+async fn terminate(
+    instances: Arc<dyn Instances>,
+    instance_id: String,
+    cause: String,
+    grace: Duration,
+) {
     let outcome = if instances.alive(&instance_id) {
-        let grace = instances.groups().options.shutdown_grace;
         let ended = instances.terminate(&instance_id, grace).await;
         match ended.killed {
             Ok(()) => format!("terminated ({cause}); {}", ended.notes),

@@ -33,7 +33,8 @@
 //!
 //! The model also keeps the group's activity history (as DescribeScalingActivities would show it) and queues
 //! [`GroupEvent`]s for the group's control plane ([`group`], which launches and terminates the simulated
-//! instances). Time is an argument of every call. Instance refreshes are modelled in `refresh.rs`.
+//! instances). Time is an argument of every call. Instance refreshes are modelled in `refresh.rs`, Spot
+//! interruptions (the two minutes' notice, the terminate hook that cannot outlast it) in `spot.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -42,10 +43,12 @@ use super::query::{ApiError, Params};
 
 pub mod group;
 mod refresh;
+mod spot;
 #[cfg(test)]
 mod tests;
 
 pub use refresh::{InstanceRefresh, RefreshStatus, Replacement};
+pub use spot::spot_notice;
 
 /// Auto Scaling's XML namespace (API version 2011-01-01).
 pub const NAMESPACE: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
@@ -138,6 +141,15 @@ pub enum GroupEvent {
     InService(String),
     /// The instance is leaving and may still act (its terminate hook waits): its IMDS says `Terminated`.
     Terminating(String),
+    /// EC2 interrupts the Spot Instance: its IMDS `spot/instance-action` says `notice` from now on.
+    SpotInterruption {
+        /// The instance.
+        instance_id: String,
+        /// The notice, as IMDS serves it.
+        notice: String,
+    },
+    /// EC2 reclaimed the interrupted Spot Instance: it is gone now (no shutdown grace).
+    Reclaimed(String),
     /// Terminate the instance now and launch a replacement as capacity requires.
     Terminate {
         /// The instance.
@@ -179,6 +191,8 @@ struct Slot {
     launched: Instant,
     in_service_at: Option<Instant>,
     action: Option<Action>,
+    /// When EC2 reclaims it (a Spot interruption's notice runs out).
+    reclaim_at: Option<Instant>,
 }
 
 /// One activity of a group's history (DescribeScalingActivities' `Description`).
@@ -229,6 +243,7 @@ impl AutoScaling {
                 launched: now,
                 in_service_at: (state == LifecycleState::InService).then_some(now),
                 action,
+                reclaim_at: None,
             },
         );
         self.record(
@@ -317,6 +332,7 @@ impl AutoScaling {
             );
             self.finish_action(&instance_id, result, now);
         }
+        self.reclaim_interrupted(now);
         self.progress_refreshes(now);
     }
 
@@ -342,6 +358,7 @@ impl AutoScaling {
             .filter_map(|slot| slot.action.as_ref())
             .map(|action| action.timeout_at.min(action.global_at))
             .chain(warmups)
+            .chain(self.next_reclaim())
             .min()
     }
 

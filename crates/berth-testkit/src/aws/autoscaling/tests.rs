@@ -441,3 +441,119 @@ fn start_instance_refresh_refuses_what_aws_refuses() {
         "nothing refused started"
     );
 }
+
+fn terminate_heartbeat(instance: &str) -> Params {
+    Params::from_pairs(&[
+        ("AutoScalingGroupName", GROUP),
+        ("LifecycleHookName", "terminate"),
+        ("InstanceId", instance),
+    ])
+}
+
+/// i-1 in service, then interrupted with AWS's two minutes' notice; the group, the interruption's instant and
+/// when EC2 reclaims it.
+fn interrupted_in_service() -> (AutoScaling, Instant, Instant) {
+    let (mut asg, launched) = launched_one(HookResult::Abandon);
+    asg.complete_lifecycle_action(&complete("i-1", "launch", "CONTINUE"), launched)
+        .unwrap();
+    asg.take_events();
+    let now = launched + Duration::from_secs(600);
+    let reclaim = asg
+        .interrupt_spot("i-1", Duration::from_secs(120), now)
+        .unwrap();
+    (asg, now, reclaim)
+}
+
+#[test]
+fn a_spot_interruption_terminates_through_the_hook_which_cannot_outlast_the_notice() {
+    let (mut asg, now, reclaim) = interrupted_in_service();
+    assert_eq!(reclaim, now + Duration::from_secs(120));
+    let events = asg.take_events();
+    assert!(
+        matches!(&events[..], [GroupEvent::SpotInterruption { instance_id, notice }, GroupEvent::Terminating(leaving)]
+            if instance_id == "i-1" && notice.starts_with(r#"{"action": "terminate", "time": ""#) && leaving == "i-1"),
+        "the notice in IMDS, then the terminate action: {events:?}"
+    );
+    assert_eq!(
+        asg.member("i-1").unwrap().state,
+        LifecycleState::TerminatingWait
+    );
+    assert_eq!(asg.target_lifecycle_state("i-1"), Some("Terminated"));
+    // Heartbeats push the hook's own timeout past the notice, yet EC2 reclaims the instance at its time.
+    for after in [50, 100] {
+        asg.record_heartbeat(
+            &terminate_heartbeat("i-1"),
+            now + Duration::from_secs(after),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        asg.next_deadline(),
+        Some(reclaim),
+        "the reclaim comes first"
+    );
+    asg.advance(reclaim - Duration::from_millis(1));
+    assert_eq!(
+        asg.member("i-1").unwrap().state,
+        LifecycleState::TerminatingWait
+    );
+    asg.advance(reclaim);
+    assert_eq!(
+        asg.member("i-1").unwrap().state,
+        LifecycleState::TerminatingProceed
+    );
+    assert_eq!(asg.take_events(), vec![GroupEvent::Reclaimed("i-1".into())]);
+    assert!(asg
+        .activities()
+        .iter()
+        .any(|a| a.description
+            == "EC2 reclaimed Spot Instance i-1 (its lifecycle action still pending)"));
+    let late = asg
+        .complete_lifecycle_action(&complete("i-1", "terminate", "CONTINUE"), reclaim)
+        .unwrap_err();
+    assert_eq!(
+        late.message,
+        "No active Lifecycle Action found with instance ID i-1"
+    );
+    assert_eq!(asg.next_deadline(), None);
+}
+
+#[test]
+fn a_spot_instance_whose_terminate_hook_is_completed_in_time_is_terminated_by_the_group() {
+    let (mut asg, now, reclaim) = interrupted_in_service();
+    asg.take_events();
+    asg.complete_lifecycle_action(
+        &complete("i-1", "terminate", "CONTINUE"),
+        now + Duration::from_secs(20),
+    )
+    .unwrap();
+    asg.advance(reclaim + Duration::from_secs(1));
+    let events = asg.take_events();
+    assert!(
+        matches!(&events[..], [GroupEvent::Terminate { instance_id, cause }]
+            if instance_id == "i-1" && cause == "terminated by the group"),
+        "terminated once, by the group, not reclaimed: {events:?}"
+    );
+}
+
+#[test]
+fn a_spot_interruption_ends_a_pending_launch() {
+    let (mut asg, now) = launched_one(HookResult::Continue);
+    asg.interrupt_spot("i-1", Duration::from_secs(120), now)
+        .unwrap();
+    assert_eq!(
+        asg.member("i-1").unwrap().state,
+        LifecycleState::TerminatingWait
+    );
+    let over = asg
+        .complete_lifecycle_action(&complete("i-1", "launch", "CONTINUE"), now)
+        .unwrap_err();
+    assert_eq!(
+        over.message,
+        "No active Lifecycle Action found with instance ID i-1"
+    );
+    assert_eq!(
+        asg.interrupt_spot("i-9", Duration::from_secs(120), now),
+        None
+    );
+}
