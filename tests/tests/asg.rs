@@ -529,7 +529,8 @@ async fn refused_volume(fleet: &Fleet) -> anyhow::Result<()> {
             .any(|c| c.accepted() && c.param("LifecycleActionResult") == Some("ABANDON")),
         "ABANDON while the launch was pending: {hooks:?}"
     );
-    let signals = fleet.aws().calls_from("SignalResource", &second);
+    // The first instance's FAILURE failed the stack's creation; the second's finds it over.
+    let signals = fleet.aws().calls_from("SignalResource", &first);
     ensure!(
         signals
             .iter()
