@@ -131,7 +131,9 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
         replaced_outside_a_stack_update(fleet, hosts[0], &states[0], &records[0]).await?;
     println!("step replaced (CONTINUE throttled): {:?}", step.elapsed());
     sigterm_keeps_the_broker(fleet, hosts[1], &states[1]).await?;
+    let step = Instant::now();
     terminated_drains_then_is_replaced(fleet, hosts[2], &states[2], &records[2]).await?;
+    println!("step drained (detaches throttled): {:?}", step.elapsed());
     let step = Instant::now();
     spot_interruption_drains(fleet, hosts[1], &states[1]).await?;
     println!("step spot interruption: {:?}", step.elapsed());
