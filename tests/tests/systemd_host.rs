@@ -14,7 +14,8 @@
 //! - `systemctl restart berth` leaves Kafka running (same pid), the ENI and volume attached: SIGTERM stops berth,
 //!   not the broker, and the next berth adopts it;
 //! - `systemctl poweroff` of a host whose lifecycle state is `Terminated`, during berth's drain: the shutdown lets
-//!   berth finish (inside `TimeoutStopSec=`), which releases everything and completes the terminate hook.
+//!   berth finish, which releases everything and completes the terminate hook, even when the drain's teardown
+//!   (a throttled detach) outlasts the unit's `TimeoutStopSec=`: berth extends it (`EXTEND_TIMEOUT_USEC`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,6 +26,10 @@ use berth_sim::container::Container;
 use berth_sim::{layout, Fleet, FleetOptions, SimKafka, StateView};
 
 const BOOT: Duration = Duration::from_secs(90);
+/// The berth unit's stop timeout in the poweroff test (a drop-in; the shipped unit says 300 s).
+const SHORT_STOP: Duration = Duration::from_secs(15);
+/// How long the drain's DetachVolume is throttled there: twice [`SHORT_STOP`].
+const DETACH_THROTTLE: Duration = Duration::from_secs(30);
 
 fn options(brokers: u32) -> FleetOptions {
     FleetOptions {
@@ -771,7 +776,9 @@ fn a_berth_restart_leaves_kafka_running() {
 
 /// The instance's lifecycle state turns `Terminated` (Auto Scaling scales it in) and berth starts draining;
 /// `systemctl poweroff` comes while the drain is under way (its first step, Kafka's controlled shutdown, takes a
-/// second or more). The shutdown lets berth finish: its journal has "drain complete" after the poweroff was
+/// second or more). The unit's `TimeoutStopSec=` is cut to [`SHORT_STOP`] and the drain's DetachVolume throttled
+/// for twice that, so the drain outlasts the stop timeout and finishes only because berth extends it. The
+/// shutdown lets berth finish: its journal has "drain complete" more than `SHORT_STOP` after the poweroff was
 /// requested and then berth.service deactivated successfully (not killed at `TimeoutStopSec=`), the host powers
 /// off, everything was released and the terminate hook completed.
 ///
@@ -780,7 +787,16 @@ fn a_berth_restart_leaves_kafka_running() {
 /// that zombie. The journal files are read from outside (`journalctl --directory`, through `/proc/<pid>/root`).
 async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Result<()> {
     let host = container(fleet, index)?;
+    short_stop_timeout(&host)?;
     let stop_timeout = property(&host, "berth.service", "TimeoutStopUSec")?;
+    ensure!(stop_timeout == "15s", "TimeoutStopSec {stop_timeout}");
+    fleet.proxy().sustain(
+        "DetachVolume",
+        berth_testkit::aws::Fault::Throttle,
+        DETACH_THROTTLE,
+        None,
+    );
+    member_terminating(fleet, &host);
     host.with_imds(|imds| imds.set_lifecycle_state("Terminated"))
         .context("the host's IMDS")?;
     until("berth draining", BOOT, || {
@@ -807,8 +823,9 @@ async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Resu
     let drained_at: u128 = field(&journal[drained], "__REALTIME_TIMESTAMP").parse()?;
     let requested_at = requested.duration_since(std::time::UNIX_EPOCH)?.as_micros();
     ensure!(
-        requested_at < drained_at,
-        "the poweroff ({requested_at}) came after the drain completed ({drained_at}): nothing was tested"
+        requested_at + SHORT_STOP.as_micros() < drained_at,
+        "the drain completed ({drained_at}) within TimeoutStopSec of the poweroff ({requested_at}): the \
+         extension was not tested"
     );
     let after = &messages[drained..];
     ensure!(
@@ -825,6 +842,35 @@ async fn poweroff_while_terminating(fleet: &Fleet, index: usize) -> anyhow::Resu
         powered_off.elapsed()
     );
     released_by_the_drain(fleet, &host.instance.id).await
+}
+
+/// The host's instance joins its zone's group and leaves it at once: `Terminating:Wait`, its terminate action
+/// pending (this fleet has no group control plane; the test plays it and sets the IMDS lifecycle state).
+fn member_terminating(fleet: &Fleet, host: &berth_sim::Host) {
+    let group = berth_sim::asg::group_names(fleet.options())[host.az].clone();
+    let zone = layout::zone_name(host.az);
+    fleet.aws().with(|plane| {
+        let now = Instant::now();
+        plane
+            .autoscaling
+            .launch(&group, &host.instance.id, &zone, now);
+        plane
+            .autoscaling
+            .terminate(&host.instance.id, "a test scales in", now);
+        plane.autoscaling.take_events();
+    });
+}
+
+/// A drop-in cutting berth.service's `TimeoutStopSec=` to [`SHORT_STOP`] (in /run, gone at the poweroff).
+fn short_stop_timeout(host: &berth_sim::Host) -> anyhow::Result<()> {
+    let dir = host.container().path("/run/systemd/system/berth.service.d");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("50-short-stop.conf"),
+        format!("[Service]\nTimeoutStopSec={}s\n", SHORT_STOP.as_secs()),
+    )?;
+    systemctl(host, &["daemon-reload"])?;
+    Ok(())
 }
 
 /// berth's journal (as JSON entries), read from outside through the container's root (`journal_dir`) while the
@@ -871,8 +917,8 @@ async fn released_by_the_drain(fleet: &Fleet, instance: &str) -> anyhow::Result<
     );
     let completed = fleet.aws().calls_from("CompleteLifecycleAction", instance);
     ensure!(
-        completed.iter().any(|c| c.param("LifecycleHookName")
-            == Some(berth_sim::asg::TERMINATE_HOOK)
+        completed.iter().any(|c| c.accepted()
+            && c.param("LifecycleHookName") == Some(berth_sim::asg::TERMINATE_HOOK)
             && c.param("LifecycleActionResult") == Some("CONTINUE")),
         "the terminate hook completed by the draining berth: {completed:?}"
     );
