@@ -1,7 +1,7 @@
 //! One simulated broker host: how it is provisioned (an instance in moto, a network namespace with its primary
 //! interface in the zone's bridge, its own IMDSv2 endpoint, device and sysfs trees, and a systemd container booted
-//! in that namespace) and how it dies (as a dead instance does: every process killed, its mounts and devices gone,
-//! its instance terminated in moto).
+//! in that namespace) and how it dies (as a dead instance does: power lost, so its volumes keep only what had reached
+//! them, every process killed, its mounts and devices gone, its instance terminated in moto).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -187,6 +187,7 @@ impl Fleet {
     /// berth.
     pub async fn prepare_host(&self, az: usize) -> Result<usize, FleetError> {
         let inner = &self.inner;
+        let _preparing = inner.preparing.lock().await;
         let index = lock(&inner.hosts).len();
         let ns = format!("{}-h{index}", inner.prefix);
         let ip = layout::host_ip(index, az);
@@ -228,8 +229,9 @@ impl Fleet {
         Ok(index)
     }
 
-    /// Kills host `index` as a dead instance dies: SIGKILL to every process in its namespace, its mounts gone,
-    /// its devices unplugged, its instance terminated in moto. With `shutting_down`, the instance stays in
+    /// Kills host `index` as a dead instance dies: as power loss (its volumes keep only what had reached them,
+    /// [`super::power_loss`]), every process in its namespace killed, its mounts gone, its devices unplugged,
+    /// its instance terminated in moto. With `shutting_down`, the instance stays in
     /// `shutting-down` that long (`Some(Duration::ZERO)`: until
     /// [`berth_testkit::aws::StrictMoto::finish_termination`]), keeping its ENI and volume in use, as EC2 does.
     pub async fn kill_host(
@@ -238,8 +240,11 @@ impl Fleet {
         shutting_down: Option<Duration>,
     ) -> Result<(), FleetError> {
         let host = self.host(index)?;
+        host.freeze();
+        let at_death = self.inner.volumes_at_death(index)?;
         host.stop();
         self.inner.unplug_host(index);
+        self.inner.restore_at_death(index, at_death)?;
         match shutting_down {
             Some(hold) => {
                 let hold = (!hold.is_zero()).then_some(hold);
