@@ -192,27 +192,27 @@ impl Fleet {
         let ns = format!("{}-h{index}", inner.prefix);
         let ip = layout::host_ip(index, az);
         let hostname = format!("broker-host-{index}");
+        let binaries = Binaries::locate()?;
         let instance = inner
             .ec2
             .run_instance(&inner.network, az, ip, &hostname)
             .await?;
-        let dir = inner.work.join(format!("h{index}"));
-        std::fs::create_dir_all(&dir).map_err(io_error(format!("host {index} directory")))?;
-        let tree = FakeDeviceTree::new().map_err(io_error(format!("host {index} device tree")))?;
-        plug_primary_interface(inner, index, az, &ns, &instance)?;
-        let imds = start_imds(index, az, &ns, &hostname, &instance)?;
-        let container = systemd_host::boot(
-            &ns,
-            &hostname,
-            &dir,
-            &tree.sys_root(),
-            &Binaries::locate()?,
-            inner.kafka.as_ref(),
-        )
-        .map_err(|source| FleetError::Systemd {
-            host: index,
-            source,
-        })?;
+        let provisioned = match provision(inner, index, az, &ns, &hostname, &instance, &binaries) {
+            Ok(provisioned) => provisioned,
+            Err(error) => {
+                // An instance whose host could not be made is terminated, as a failed launch is: left running
+                // it would hold the host's address, and every later launch of this index would be refused.
+                let _ = sys::ip(&["netns", "del", &ns]);
+                let _ = inner.ec2.terminate(&instance.id).await;
+                return Err(error);
+            }
+        };
+        let Provisioned {
+            dir,
+            tree,
+            imds,
+            container,
+        } = provisioned;
         lock(&inner.hosts).push(Arc::new(Host {
             index,
             az,
@@ -262,6 +262,50 @@ impl Fleet {
     pub async fn retire_host(&self, index: usize) -> Result<(), FleetError> {
         self.kill_host(index, None).await
     }
+}
+
+/// What a host is made of besides its instance.
+struct Provisioned {
+    dir: PathBuf,
+    tree: FakeDeviceTree,
+    imds: Imds,
+    container: Container,
+}
+
+/// Makes host `index` for `instance`: its directory, device tree, namespace with its primary interface, IMDS and
+/// booted systemd container.
+fn provision(
+    inner: &Inner,
+    index: usize,
+    az: usize,
+    ns: &str,
+    hostname: &str,
+    instance: &Instance,
+    binaries: &Binaries,
+) -> Result<Provisioned, FleetError> {
+    let dir = inner.work.join(format!("h{index}"));
+    std::fs::create_dir_all(&dir).map_err(io_error(format!("host {index} directory")))?;
+    let tree = FakeDeviceTree::new().map_err(io_error(format!("host {index} device tree")))?;
+    plug_primary_interface(inner, index, az, ns, instance)?;
+    let imds = start_imds(index, az, ns, hostname, instance)?;
+    let container = systemd_host::boot(
+        ns,
+        hostname,
+        &dir,
+        &tree.sys_root(),
+        binaries,
+        inner.kafka.as_ref(),
+    )
+    .map_err(|source| FleetError::Systemd {
+        host: index,
+        source,
+    })?;
+    Ok(Provisioned {
+        dir,
+        tree,
+        imds,
+        container,
+    })
 }
 
 /// Host `index`'s network namespace `ns` with its primary interface `eth0` (the instance's MAC and address) on
