@@ -187,10 +187,17 @@ pub fn data_path(fleet: &Fleet, index: usize) -> anyhow::Result<std::path::PathB
 pub fn write_record(fleet: &Fleet, index: usize, id: u32) -> anyhow::Result<String> {
     let path = data_path(fleet, index)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let record = format!("record of broker {id} written by host {index}");
-    std::fs::write(&path, &record)?;
+    std::fs::write(&path, &record).with_context(|| format!("write {}", path.display()))?;
+    // On the volume, not only in this host's page cache: a test kills the host next, and its replacement mounts
+    // the volume through a loop device of its own.
+    for synced in [Some(path.as_path()), path.parent()].into_iter().flatten() {
+        std::fs::File::open(synced)
+            .and_then(|file| file.sync_all())
+            .with_context(|| format!("sync {}", synced.display()))?;
+    }
     Ok(record)
 }
 

@@ -160,10 +160,10 @@ async fn replaced_outside_a_stack_update(
         "replacement is {:?}",
         replaced.broker_id
     );
-    ensure!(
-        std::fs::read_to_string(data_path(fleet, replacement)?)? == record,
-        "data"
-    );
+    let path = data_path(fleet, replacement)?;
+    let read =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    ensure!(read == record, "data: read {read:?}, written {record:?}");
     let signals = fleet.aws().calls_from("SignalResource", &instance);
     ensure!(
         signals.iter().any(|c| c

@@ -83,9 +83,13 @@ impl Instances for Fleet {
 
     async fn launch(&self, az: usize) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         let index = self.prepare_host(az).await?;
-        let instance_id = self.host(index)?.instance.id.clone();
-        self.start_berth(index)?;
-        Ok(instance_id)
+        Ok(self.host(index)?.instance.id.clone())
+    }
+
+    fn start(&self, instance_id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let host = host_of(self, instance_id).ok_or_else(|| format!("{instance_id}: no host"))?;
+        self.start_berth(host.index)?;
+        Ok(())
     }
 
     fn mark_terminating(&self, instance_id: &str) {

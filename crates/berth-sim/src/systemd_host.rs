@@ -349,13 +349,23 @@ pub fn berth_exit(container: &Container) -> Result<Option<i32>, String> {
 }
 
 /// Why berth will not answer again by itself: its unit is inactive or failed with no restart pending (None while
-/// it runs, starts or waits to be restarted).
+/// it runs, starts or waits to be restarted, and before its first start: a launching instance joins its group
+/// before its software starts).
 pub fn stopped(container: &Container) -> Option<String> {
     let shown = container
-        .show(BERTH_UNIT, &["ActiveState", "SubState", "Result"])
+        .show(
+            BERTH_UNIT,
+            &[
+                "ActiveState",
+                "SubState",
+                "Result",
+                "ExecMainStartTimestampMonotonic",
+            ],
+        )
         .ok()?;
     let field = |key: &str| shown.get(key).map(String::as_str).unwrap_or_default();
-    matches!(field("ActiveState"), "inactive" | "failed").then(|| {
+    let started = !matches!(field("ExecMainStartTimestampMonotonic"), "" | "0");
+    (started && matches!(field("ActiveState"), "inactive" | "failed")).then(|| {
         format!(
             "berth.service is {} ({}, result {})",
             field("ActiveState"),

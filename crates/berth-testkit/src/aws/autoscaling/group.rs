@@ -183,8 +183,10 @@ pub trait Instances: Send + Sync + 'static {
     fn groups(&self) -> &Groups;
     /// Whether the instance still runs.
     fn alive(&self, instance_id: &str) -> bool;
-    /// Launches an instance in zone `az` with its software started (as its user data does at boot); its id.
+    /// Launches an instance in zone `az`, its software not started yet; its id.
     async fn launch(&self, az: usize) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
+    /// Starts the instance's software (as its user data does at boot).
+    fn start(&self, instance_id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
     /// The instance's IMDS says `autoscaling/target-lifecycle-state` = `Terminated` from now on.
     fn mark_terminating(&self, instance_id: &str);
     /// The instance's IMDS says `spot/instance-action` = `notice` from now on.
@@ -335,14 +337,16 @@ async fn fill(
         if members.iter().filter(|m| counts(m)).count() >= desired {
             return Ok(());
         }
-        // The instance joins the group once its software has been started, so a member always has a berth to
-        // watch; berth's first lifecycle call comes only after its boot's first round trips, long after this.
+        // The instance joins the group (in `Pending:Wait` while its launch hook waits) before its software
+        // starts, as in AWS, where nothing on an instance runs before the group holds it: berth heartbeats the
+        // launch action from its first second, and an action not there yet would be answered "not awaited".
         let instance_id = instances.launch(az).await?;
         aws.with(|plane| {
             plane
                 .autoscaling
                 .launch(group, &instance_id, zone, Instant::now())
         });
+        instances.start(&instance_id)?;
     }
 }
 
