@@ -244,7 +244,7 @@ async fn berth_drain(
                 .arg(format!("--net=/run/netns/{}", host.ns))
                 .arg("--")
                 .arg(berth_sim::fleet::Binaries::locate()?.berth)
-                .args(["drain", "--address", "127.0.0.1:9798"]);
+                .args(["drain", "--address", "127.0.0.1:9799"]);
             command
         }
     };

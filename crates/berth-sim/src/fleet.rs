@@ -366,9 +366,15 @@ impl Host {
         self.dir.join("berth.log")
     }
 
-    /// berth's health endpoint, reachable from the region namespace.
+    /// berth's health endpoint (`/health`, `/metrics`), reachable from the region namespace.
     pub fn health_address(&self) -> SocketAddr {
         SocketAddr::from((self.ip, layout::HEALTH_PORT))
+    }
+
+    /// berth's `/state` endpoint, reachable from the region namespace (the hosts' `health.state_listen` is not
+    /// the loopback default).
+    pub fn state_address(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, layout::STATE_PORT))
     }
 
     /// False once the host has been killed or removed.
@@ -871,6 +877,7 @@ check_interval = "1s"
 
 [health]
 listen = "0.0.0.0:{health}"
+state_listen = "0.0.0.0:{state}"
 "#,
             index = host.index,
             zone = layout::zone_name(host.az),
@@ -909,6 +916,7 @@ listen = "0.0.0.0:{health}"
             storage_and_kafka = self.storage_and_kafka(host, binaries),
             kafka_port = layout::KAFKA_PORT,
             health = layout::HEALTH_PORT,
+            state = layout::STATE_PORT,
         )
     }
 
@@ -1086,7 +1094,7 @@ listen = "0.0.0.0:{health}"
     pub async fn state(&self, index: usize) -> Result<StateView, state::StateError> {
         let address = self
             .host(index)
-            .map(|h| h.health_address())
+            .map(|h| h.state_address())
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         state::fetch_state(address).await
     }
@@ -1117,7 +1125,7 @@ listen = "0.0.0.0:{health}"
                     ),
                 });
             }
-            match state::fetch_state(host.health_address()).await {
+            match state::fetch_state(host.state_address()).await {
                 Ok(state) if accept(&state) => return Ok(state),
                 Ok(state) => last = format!("{} (last error: {:?})", state.state, state.last_error),
                 Err(error) => {

@@ -1,16 +1,20 @@
 //! The `berth` daemon and its command line, as a library so tests drive the same code the binary runs.
 //!
-//! [`daemon::run`] is the state loop; [`health`] the HTTP endpoint; [`notify`] the systemd notify protocol;
-//! [`logging`] journald or stderr; [`view`] the `/state` and `/metrics` documents; [`waiting`] what the running
-//! step waits for; [`adapters`] builds the production adapters from the configuration.
+//! [`daemon::run`] is the state loop; [`health`] the HTTP endpoints; [`notify`] the systemd notify protocol;
+//! [`logging`] journald or stderr; [`view`] the `/state` document; [`metrics`] the `/metrics` exposition;
+//! [`waiting`] what the running step waits for; [`adapters`] builds the production adapters from the
+//! configuration; [`cli`] the command line's shape.
 
 pub mod adapters;
+pub mod cli;
 pub mod daemon;
 pub mod drain;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod plan;
+mod process_metrics;
 pub mod view;
 pub mod waiting;
 

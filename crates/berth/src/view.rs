@@ -1,4 +1,5 @@
-//! What the daemon shows the outside: the `/state` JSON document and the `/metrics` Prometheus text.
+//! What the daemon shows the outside: the `/state` JSON document (`/metrics` is computed from it, in
+//! [`crate::metrics`]).
 //!
 //! The state loop publishes the machine after every decision ([`Published`], through a watch channel); the HTTP
 //! server computes the documents from it when they are asked for, so durations, uptime and what berth waits for
@@ -188,10 +189,6 @@ impl DrainWaitView {
             outcome: wait.outcome.clone(),
         }
     }
-
-    fn bound_reached(&self) -> bool {
-        matches!(self.outcome, Some(DrainOutcome::BoundReached(_)))
-    }
 }
 
 /// Each state visit: when it began, how long it lasted (so far), in how many attempts.
@@ -234,30 +231,6 @@ impl VolumeView {
                 .as_ref()
                 .map(|m| m.mount_path.display().to_string()),
             filesystem: facts.mount.as_ref().map(|m| m.filesystem.clone()),
-        }
-    }
-}
-
-/// One metric family of the exposition: its name, type, help and samples (labels, value).
-struct Family {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    samples: Vec<(String, f64)>,
-}
-
-impl Family {
-    fn new(
-        name: &'static str,
-        kind: &'static str,
-        help: &'static str,
-        samples: &[(String, f64)],
-    ) -> Self {
-        Self {
-            name,
-            kind,
-            help,
-            samples: samples.to_vec(),
         }
     }
 }
@@ -348,146 +321,6 @@ impl StateView {
                 .drain_wait()
                 .map(|wait| DrainWaitView::of(wait, now)),
         }
-    }
-
-    /// The Prometheus text exposition of this view.
-    pub fn metrics(&self) -> String {
-        let mut out = String::new();
-        for family in self
-            .daemon_families()
-            .into_iter()
-            .chain(self.kafka_families())
-        {
-            let Family {
-                name,
-                kind,
-                help,
-                samples,
-            } = family;
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        }
-        out
-    }
-
-    /// The daemon's own metrics: state, health, claim, transitions, retries, times.
-    fn daemon_families(&self) -> Vec<Family> {
-        let mut families = Vec::new();
-        families.push(Family::new(
-            "berth_state",
-            "gauge",
-            "1 for the daemon's current state, 0 for the others.",
-            &self.state_samples(),
-        ));
-        families.push(Family::new(
-            "berth_healthy",
-            "gauge",
-            "1 when /health answers 200.",
-            &[(String::new(), f64::from(u8::from(self.healthy)))],
-        ));
-        families.push(Family::new(
-            "berth_claim_held",
-            "gauge",
-            "1 while the broker id claim is held.",
-            &[(String::new(), f64::from(u8::from(self.claim == "held")))],
-        ));
-        if let Some(id) = self.broker_id {
-            families.push(Family::new(
-                "berth_broker_id",
-                "gauge",
-                "The claimed broker id.",
-                &[(String::new(), f64::from(id))],
-            ));
-        }
-        families.push(Family::new(
-            "berth_transitions_total",
-            "counter",
-            "State transitions since start.",
-            &[(String::new(), self.transitions as f64)],
-        ));
-        families.push(Family::new(
-            "berth_retries_total",
-            "counter",
-            "Retries scheduled since start.",
-            &[(String::new(), self.retries as f64)],
-        ));
-        families.push(Family::new(
-            "berth_state_seconds",
-            "gauge",
-            "Time spent in each state since start.",
-            &self.state_seconds(),
-        ));
-        if let Some(ms) = self.time_to_healthy_ms {
-            families.push(Family::new(
-                "berth_time_to_healthy_seconds",
-                "gauge",
-                "Time from start to the first Healthy.",
-                &[(String::new(), ms as f64 / 1000.0)],
-            ));
-        }
-        families.push(Family::new(
-            "berth_uptime_seconds",
-            "gauge",
-            "Time since the daemon started.",
-            &[(String::new(), self.uptime_ms as f64 / 1000.0)],
-        ));
-        families
-    }
-
-    /// The caught-up gate's and the drain's metrics, once they have looked at Kafka.
-    fn kafka_families(&self) -> Vec<Family> {
-        let mut families = Vec::new();
-        if let Some(progress) = &self.catch_up {
-            families.push(Family::new(
-                "berth_kafka_partitions_behind",
-                "gauge",
-                "Partitions this broker hosts that are under-replicated because of it, at the caught-up gate's last look.",
-                &[(String::new(), progress.behind.len() as f64)],
-            ));
-        }
-        if let Some(wait) = &self.drain_wait {
-            families.push(Family::new(
-                "berth_drain_wait_seconds",
-                "gauge",
-                "Time the drain has waited (or waited in all) for stopping Kafka to be safe.",
-                &[(String::new(), wait.waited_ms as f64 / 1000.0)],
-            ));
-            families.push(Family::new(
-                "berth_drain_wait_bound_reached",
-                "gauge",
-                "1 when the drain stopped Kafka at kafka.drain_wait while stopping was still unsafe.",
-                &[(String::new(), f64::from(u8::from(wait.bound_reached())))],
-            ));
-        }
-        families
-    }
-
-    /// `berth_state`'s samples: 1 for the current state, 0 for the others.
-    fn state_samples(&self) -> Vec<(String, f64)> {
-        State::ALL
-            .iter()
-            .map(|p| {
-                (
-                    format!("{{state=\"{}\"}}", p.name()),
-                    f64::from(u8::from(p.name() == self.state)),
-                )
-            })
-            .collect()
-    }
-
-    /// `berth_state_seconds`' samples: the time spent in each state, summed over its visits.
-    fn state_seconds(&self) -> Vec<(String, f64)> {
-        let mut durations: Vec<(String, f64)> = Vec::new();
-        for entry in &self.timeline {
-            let label = format!("{{state=\"{}\"}}", entry.state);
-            match durations.iter_mut().find(|(l, _)| *l == label) {
-                Some((_, total)) => *total += entry.duration_ms as f64 / 1000.0,
-                None => durations.push((label, entry.duration_ms as f64 / 1000.0)),
-            }
-        }
-        durations
     }
 
     /// A human summary for `berth status`.

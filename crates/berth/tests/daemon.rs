@@ -97,7 +97,8 @@ async fn start_with(
     let (view_tx, view_rx) = watch::channel(None);
     tokio::spawn(berth::health::serve(
         listener,
-        view_rx,
+        berth::health::Listener::Local,
+        berth::health::Endpoint::new(view_rx),
         std::future::pending(),
     ));
     let (cloud, coordination, network, storage, broker) = world.adapters();
@@ -725,7 +726,7 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
         .await
         .unwrap();
     assert!(
-        metrics.contains("berth_kafka_partitions_behind 1"),
+        metrics.contains("berth_kafka_partitions_behind 1.0"),
         "{metrics}"
     );
     wait_for(
@@ -771,7 +772,7 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
         .await
         .unwrap();
     assert!(
-        metrics.contains("berth_kafka_partitions_behind 0"),
+        metrics.contains("berth_kafka_partitions_behind 0.0"),
         "{metrics}"
     );
     let _ = running.requests.send(Request::Stop).await;

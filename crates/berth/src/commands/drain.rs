@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use berth::{EX_NOT_DONE, EX_UNREACHABLE};
 
-use super::{with_daemon, DaemonArgs};
+use berth::cli::DaemonArgs;
+
+use super::with_daemon;
 
 /// `berth drain`: asks the daemon (SIGUSR1 to the pid its `/state` names) to drain, then follows it until it is
 /// gone. Exit 0 when it drained, 1 when it ended otherwise or did not finish in time, 3 when unreachable.

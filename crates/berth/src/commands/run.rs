@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::{load_or_report, small_runtime};
 
-pub(crate) fn run(path: &std::path::Path) -> ExitCode {
-    let config = match load_or_report(path) {
-        Ok(config) => config,
+pub(crate) fn run(sources: &berth_config::Sources) -> ExitCode {
+    let config = match load_or_report(sources) {
+        Ok(loaded) => loaded.config,
         Err(code) => return code,
     };
     logging::init();
@@ -36,15 +36,10 @@ pub(crate) fn run(path: &std::path::Path) -> ExitCode {
 }
 
 async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> {
-    let listener = tokio::net::TcpListener::bind(config.health.listen)
-        .await
-        .with_context(|| format!("binding the health endpoint on {}", config.health.listen))?;
     let (view_tx, view_rx) = watch::channel(None);
+    let endpoint = health::Endpoint::new(view_rx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut shutdown = shutdown_rx.clone();
-    let server = tokio::spawn(health::serve(listener, view_rx, async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    }));
+    let servers = health::start(&config.health, &endpoint, shutdown_rx).await?;
     let adapters = adapters::production(&config)
         .await
         .context("building the adapters")?;
@@ -73,7 +68,9 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
         std::process::exit(0);
     }
     let _ = shutdown_tx.send(true);
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     Ok(exit)
 }
 

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use berth::view::StateView;
 use berth::{health, EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE};
 
-use super::{with_daemon, DaemonArgs};
+use berth::cli::DaemonArgs;
+
+use super::with_daemon;
 
 /// `berth status`: the daemon's `/state`, as text or (`json`) as it came. Exit 0 when healthy, 1 when not, 3
 /// when unreachable, 70 when it answered something else.
