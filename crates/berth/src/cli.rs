@@ -12,13 +12,12 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// What `berth --help` and the man page say after the options: the files and the exit statuses.
 const AFTER_HELP: &str = "\
-Files:
-  /etc/berth/berth.toml     the configuration (--config)
-  /etc/berth/environment    BERTH_<SECTION>__<KEY>=value overrides, read by berth.service and by every
-                            subcommand (--env-file); the process environment overrides both
+Files: /etc/berth/berth.toml is the configuration (--config). /etc/berth/environment holds \
+BERTH_<SECTION>__<KEY>=value overrides, read by berth.service and by every subcommand (--env-file, when present); \
+the process environment overrides both. `berth check-config` shows where each value came from.
 
-Exit statuses: 0 done (a drain completed, a stop, a valid configuration, a healthy broker); 1 not done (not
-healthy, or a drain that did not finish); 3 the daemon cannot be reached; 69 berth failed and let go of the broker;
+Exit statuses: 0 done (a drain completed, a stop, a valid configuration, a healthy broker); 1 not done (not \
+healthy, or a drain that did not finish); 3 the daemon cannot be reached; 69 berth failed and let go of the broker; \
 70 berth could not start; 78 the configuration is invalid (the message names the key and what to set).
 
 Documentation: /usr/share/doc/berth/ (operations.md is the runbook).";

@@ -18,6 +18,17 @@ fn berth(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run berth")
 }
 
+/// The standard output of a run that exited 0 (else the test fails showing its standard error).
+fn succeeded(output: &Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn example() -> String {
     format!(
         "{}/../../docs/examples/berth.toml",
@@ -88,13 +99,7 @@ fn every_subcommand_reads_the_environment_file() {
         &["check-config", &config, "--env-file", &env],
         &[("BERTH_AWS__ENI_DEVICE_INDEX", "2")],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&output);
     assert!(
         stdout
             .lines()
@@ -121,13 +126,7 @@ fn status_finds_the_daemon_where_the_environment_file_puts_it() {
     let address = serve_state(state_document(1));
     let (_dir, env) = env_file(&format!("BERTH_HEALTH__STATE_LISTEN={address}\n"));
     let output = berth(&["status", "--config", &example(), "--env-file", &env], &[]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&output);
     assert!(
         stdout.contains("state:       healthy (HEALTHY)"),
         "{stdout}"
@@ -160,13 +159,7 @@ fn the_packaged_configuration_says_what_to_set_then_shows_where_each_value_came_
          BERTH_ZOOKEEPER__CONNECT=\"10.0.1.10:2181,10.0.2.10:2181\"\n",
     );
     let output = berth(&["check-config", &packaged(), "--env-file", &complete], &[]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&output);
     let line = |key: &str| {
         stdout
             .lines()
