@@ -1,8 +1,6 @@
 //! From the file's text and an environment to a validated [`Config`]: the TOML layered under `BERTH_*`
 //! overrides, deserialized with the failing key named, then validated.
 
-use std::path::Path;
-
 use crate::{Config, ConfigError};
 
 /// The prefix of environment overrides.
@@ -86,20 +84,6 @@ pub(crate) fn build(
     config.claim.backend = Some(config.claim_backend());
     config.validate()?;
     Ok(config)
-}
-
-/// Reads the file and the process environment, then [`parse`]s (no environment file: see
-/// [`load_sources`](crate::load_sources), which every berth command uses).
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
-        path: path.to_owned(),
-        reason: error.to_string(),
-    })?;
-    let environment: Vec<(String, String)> = std::env::vars().collect();
-    parse(
-        &text,
-        environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )
 }
 
 fn from_config_error(error: &config::ConfigError) -> ConfigError {
