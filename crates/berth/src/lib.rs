@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 mod process_metrics;
+pub mod summary;
 pub mod view;
 pub mod waiting;
 
