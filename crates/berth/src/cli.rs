@@ -66,8 +66,12 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
         /// Print the raw JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Follow the daemon live: print a line whenever its state or what it waits for changes, until
+        /// interrupted.
+        #[arg(long, short)]
+        watch: bool,
     },
     /// Drain the running daemon: stop Kafka, unmount, remove routes, detach, release the claim; waits for it.
     Drain {

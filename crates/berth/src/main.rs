@@ -27,7 +27,12 @@ fn main() -> ExitCode {
             check_config::check_config(&sources.sources(path.as_ref()))
         }
         Command::Run { sources } => run::run(&sources.sources(None)),
-        Command::Status { daemon, json } => status::status(&daemon, json),
+        Command::Status {
+            daemon,
+            json: _,
+            watch: true,
+        } => status::watch(&daemon),
+        Command::Status { daemon, json, .. } => status::status(&daemon, json),
         Command::Plan {
             sources,
             json,

@@ -64,6 +64,32 @@ fn detail(view: &StateView) -> Option<String> {
     })
 }
 
+/// The lines worth printing while following a daemon: each new [`one_line`], and the first of a run of failed
+/// reads (a berth restarting after an upgrade does not answer for a moment).
+#[derive(Debug, Default)]
+pub struct Changes {
+    last: Option<String>,
+}
+
+impl Changes {
+    /// The line for `view`, when it differs from the last one printed.
+    pub fn view(&mut self, view: &StateView) -> Option<String> {
+        self.changed(one_line(view))
+    }
+
+    /// The line for a failed read, when the last one printed was not the same failure.
+    pub fn unreachable(&mut self, error: &dyn std::fmt::Display) -> Option<String> {
+        self.changed(format!("not answering: {error}"))
+    }
+
+    fn changed(&mut self, line: String) -> Option<String> {
+        (self.last.as_ref() != Some(&line)).then(|| {
+            self.last = Some(line.clone());
+            line
+        })
+    }
+}
+
 fn shortened(line: String) -> String {
     match line.char_indices().nth(MAX_CHARS) {
         Some((at, _)) => format!("{}…", &line[..at]),
@@ -139,6 +165,29 @@ mod tests {
         });
         starting.waiting = None;
         assert_eq!(one_line(&starting), "start_kafka broker 1");
+    }
+
+    #[test]
+    fn a_follower_prints_only_what_changed() {
+        let mut changes = Changes::default();
+        let mut attaching = view("attach_eni");
+        attaching.waiting = waiting("attach_eni", "attaching");
+        assert_eq!(
+            changes.view(&attaching).as_deref(),
+            Some("attach_eni broker 1: waiting: attaching")
+        );
+        attaching.waiting.as_mut().unwrap().for_ms += 1_000;
+        assert_eq!(changes.view(&attaching), None);
+        let refused = "connection refused";
+        assert_eq!(
+            changes.unreachable(&refused).as_deref(),
+            Some("not answering: connection refused")
+        );
+        assert_eq!(changes.unreachable(&refused), None);
+        assert_eq!(
+            changes.view(&view("healthy")).as_deref(),
+            Some("healthy broker 1")
+        );
     }
 
     #[test]

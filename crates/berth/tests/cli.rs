@@ -52,14 +52,20 @@ fn env_file(text: &str) -> (tempfile::TempDir, String) {
 
 /// Serves `body` as every answer on a loopback port (a stand-in for a daemon's `/state`), forever.
 fn serve_state(body: String) -> std::net::SocketAddr {
+    serve_states(vec![body])
+}
+
+/// Serves `bodies` in turn, one per request, the last one for good (a daemon going through states).
+fn serve_states(bodies: Vec<String>) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         use std::io::{Read, Write};
-        for stream in listener.incoming() {
+        for (answered, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { return };
             let mut head = [0u8; 1024];
             let _ = stream.read(&mut head);
+            let body = &bodies[answered.min(bodies.len() - 1)];
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -257,4 +263,78 @@ fn drain_signals_only_a_berth_process() {
         stderr.contains("not berth; refusing to signal it"),
         "{stderr}"
     );
+}
+
+/// `berth status --watch` prints a line each time the state or what it waits for changes, and nothing while it
+/// stays the same (the daemon here answers each read with its next document).
+#[test]
+fn status_watch_follows_the_states_as_they_change() {
+    use std::io::BufRead;
+    let document = |state: &str, adjust: &dyn Fn(&mut berth::view::StateView)| {
+        let mut view = berth::view::StateView::empty();
+        view.state = state.into();
+        adjust(&mut view);
+        serde_json::to_string(&view).unwrap()
+    };
+    let waiting = |reason: &str| {
+        let reason = reason.to_owned();
+        move |view: &mut berth::view::StateView| {
+            view.broker_id = Some(0);
+            view.waiting = Some(berth::waiting::WaitingView {
+                step: "attach_eni".into(),
+                reason: reason.clone(),
+                for_ms: 1_000,
+            })
+        }
+    };
+    let attaching = document("attach_eni", &waiting("attaching to i-1"));
+    let healthy = document("healthy", &|view| view.broker_id = Some(0));
+    let address = serve_states(vec![
+        attaching.clone(),
+        attaching,
+        document("attach_eni", &waiting("attached; waiting for the link")),
+        healthy,
+    ]);
+    let mut child = Command::new(BERTH)
+        .args(["status", "--watch", "--address", &address.to_string()])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = lines_tx.send(line.unwrap_or_default());
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match lines.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    // Nothing more: the last document repeats.
+    let more = lines.recv_timeout(std::time::Duration::from_millis(2_500));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let said: Vec<&str> = seen
+        .iter()
+        .map(|line| {
+            line.split_once("s  ")
+                .map_or(line.as_str(), |(_, rest)| rest)
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "attach_eni broker 0: waiting: attaching to i-1",
+            "attach_eni broker 0: waiting: attached; waiting for the link",
+            "healthy broker 0",
+        ],
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|line| line.starts_with('+')), "{seen:?}");
+    assert!(more.is_err(), "a line while nothing changed: {more:?}");
 }
