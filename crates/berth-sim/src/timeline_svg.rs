@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+use crate::state::StateView;
+
 /// One state's bar on a row: from, to (milliseconds on the common axis).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bar {
@@ -25,6 +27,40 @@ pub struct Row {
     pub label: String,
     /// Its states in order.
     pub bars: Vec<Bar>,
+}
+
+impl Row {
+    /// A host's row from its `/state` document, read `read_at_ms` into the chart's axis: the document's timeline
+    /// counts from its berth's start, which was `uptime_ms` before the read.
+    pub fn of(label: impl Into<String>, view: &StateView, read_at_ms: u64) -> Self {
+        let started = read_at_ms.saturating_sub(view.uptime_ms);
+        let bars = view
+            .timeline
+            .iter()
+            .map(|entry| Bar {
+                state: entry.state.clone(),
+                from_ms: started + entry.entered_ms,
+                to_ms: started + entry.entered_ms + entry.duration_ms,
+            })
+            .collect();
+        Self {
+            label: label.into(),
+            bars,
+        }
+    }
+
+    /// When the row's first state began (its berth's start).
+    pub fn start_ms(&self) -> Option<u64> {
+        self.bars.first().map(|bar| bar.from_ms)
+    }
+
+    /// The last state lasts until `at_ms` (a killed host's berth was last read before the kill).
+    pub fn last_until(mut self, at_ms: u64) -> Self {
+        if let Some(last) = self.bars.last_mut() {
+            last.to_ms = last.to_ms.max(at_ms);
+        }
+        self
+    }
 }
 
 /// A moment marked on a row.
@@ -275,6 +311,29 @@ mod tests {
         ] {
             assert!(texts.contains(&expected), "{expected} in {texts:?}");
         }
+    }
+
+    #[test]
+    fn a_row_places_a_documents_timeline_by_when_it_was_read() {
+        let mut view = StateView::empty();
+        view.uptime_ms = 9_000;
+        view.timeline = [("claim", 0, 1_000), ("healthy", 1_000, 8_000)]
+            .into_iter()
+            .map(|(state, entered_ms, duration_ms)| crate::state::TimelineEntry {
+                state: state.into(),
+                entered_ms,
+                duration_ms,
+                attempts: 1,
+            })
+            .collect();
+        let row = Row::of("host 3", &view, 30_000);
+        assert_eq!(
+            row.bars,
+            [bar("claim", 21_000, 22_000), bar("healthy", 22_000, 30_000)]
+        );
+        assert_eq!(row.start_ms(), Some(21_000));
+        let killed = row.last_until(45_000);
+        assert_eq!(killed.bars[1], bar("healthy", 22_000, 45_000));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::view::StateView;
+use berth_state::StateView;
 
 /// How often `/state` is read while following the drain.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
@@ -132,7 +132,7 @@ pub async fn request(
 }
 
 async fn state(address: SocketAddr) -> Result<StateView, DrainError> {
-    let (_, body) = crate::health::get(address, "/state")
+    let (_, body) = berth_state::client::get(address, "/state")
         .await
         .map_err(|source| DrainError::Unreachable { address, source })?;
     serde_json::from_str(&body).map_err(|error| DrainError::BadState {

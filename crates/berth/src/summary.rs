@@ -5,7 +5,7 @@
 //! The line leaves out how long berth has waited, so that it changes only when what berth waits for changes (a
 //! new reason, another catch-up count, another drain check); the duration is `/state`'s (`waiting.for_ms`).
 
-use crate::view::StateView;
+use berth_state::StateView;
 
 /// The longest line: systemd shows `STATUS=` on one line of `systemctl status`.
 const MAX_CHARS: usize = 300;
@@ -102,8 +102,7 @@ mod tests {
     use berth_core::replication::CatchUpProgress;
 
     use super::*;
-    use crate::view::DrainWaitView;
-    use crate::waiting::WaitingView;
+    use berth_state::{DrainWaitView, WaitingView};
 
     fn view(state: &str) -> StateView {
         let mut view = StateView::empty();

@@ -270,17 +270,17 @@ fn drain_signals_only_a_berth_process() {
 #[test]
 fn status_watch_follows_the_states_as_they_change() {
     use std::io::BufRead;
-    let document = |state: &str, adjust: &dyn Fn(&mut berth::view::StateView)| {
-        let mut view = berth::view::StateView::empty();
+    let document = |state: &str, adjust: &dyn Fn(&mut berth_state::StateView)| {
+        let mut view = berth_state::StateView::empty();
         view.state = state.into();
         adjust(&mut view);
         serde_json::to_string(&view).unwrap()
     };
     let waiting = |reason: &str| {
         let reason = reason.to_owned();
-        move |view: &mut berth::view::StateView| {
+        move |view: &mut berth_state::StateView| {
             view.broker_id = Some(0);
-            view.waiting = Some(berth::waiting::WaitingView {
+            view.waiting = Some(berth_state::WaitingView {
                 step: "attach_eni".into(),
                 reason: reason.clone(),
                 for_ms: 1_000,

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::daemon::{Adapters, DaemonExit, DaemonOptions, Request};
+use berth::daemon::{DaemonExit, DaemonOptions, Request};
 use berth::notify::Notifier;
 use berth::view::StateView;
 use berth_core::machine::CatchUpGate;
@@ -101,14 +101,7 @@ async fn start_with(
         berth::health::Endpoint::new(view_rx),
         std::future::pending(),
     ));
-    let (cloud, coordination, network, storage, broker) = world.adapters();
-    let adapters = Adapters {
-        cloud,
-        coordination,
-        network,
-        storage,
-        broker,
-    };
+    let adapters = world.adapters();
     let mut settings = fixtures::settings(Duration::from_secs(30));
     settings.check_interval = check_interval;
     settings.unhealthy_after = Duration::from_millis(300);
@@ -212,40 +205,7 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
     assert_eq!(view.retries, 2);
     assert!(view.time_to_healthy_ms.is_some());
 
-    let messages = running
-        .notify
-        .wait("STATUS=healthy", |m| {
-            m.iter().any(|m| m.contains("STATUS=healthy"))
-        })
-        .await;
-    assert!(
-        messages[0].starts_with("READY=1\n"),
-        "READY first: {messages:?}"
-    );
-    let statuses: Vec<&str> = messages
-        .iter()
-        .filter_map(|m| m.strip_prefix("STATUS="))
-        .collect();
-    assert_eq!(
-        statuses,
-        [
-            "attach_eni broker 0",
-            "route broker 0",
-            "attach_ebs broker 0",
-            "mount broker 0",
-            "start_kafka broker 0",
-            "healthy broker 0"
-        ]
-    );
-    let watchdog = running
-        .notify
-        .wait("WATCHDOG=1", |m| m.iter().any(|m| m == "WATCHDOG=1"))
-        .await;
-    assert!(
-        watchdog.contains(&"WATCHDOG=1".to_owned()),
-        "watchdog pinged from the loop"
-    );
-
+    systemd_heard_ready_each_state_and_the_watchdog(&running.notify).await;
     let (code, metrics) = berth::health::get(running.health, "/metrics")
         .await
         .unwrap();
@@ -275,6 +235,44 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
         .send(Request::Drain(DrainReason::Requested))
         .await;
     assert_eq!(running.daemon.await.unwrap(), DaemonExit::Drained);
+}
+
+/// systemd heard READY first, then status lines through the states in order (one per state, more while a step
+/// waits and its reason changes) until `healthy broker 0`, and the watchdog pinged.
+async fn systemd_heard_ready_each_state_and_the_watchdog(notify: &Notifications) {
+    let messages = notify
+        .wait("STATUS=healthy", |m| {
+            m.iter().any(|m| m.contains("STATUS=healthy"))
+        })
+        .await;
+    assert!(
+        messages[0].starts_with("READY=1\n"),
+        "READY first: {messages:?}"
+    );
+    let mut statuses: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m.strip_prefix("STATUS="))
+        .map(|line| line.split(':').next().unwrap_or_default())
+        .collect();
+    statuses.dedup();
+    assert_eq!(
+        statuses,
+        [
+            "attach_eni broker 0",
+            "route broker 0",
+            "attach_ebs broker 0",
+            "mount broker 0",
+            "start_kafka broker 0",
+            "healthy broker 0"
+        ]
+    );
+    let watchdog = notify
+        .wait("WATCHDOG=1", |m| m.iter().any(|m| m == "WATCHDOG=1"))
+        .await;
+    assert!(
+        watchdog.contains(&"WATCHDOG=1".to_owned()),
+        "watchdog pinged from the loop"
+    );
 }
 
 /// The calls after Kafka was started, without the routine ones (checks, signals, heartbeats).
@@ -653,17 +651,24 @@ async fn the_volume_is_requested_while_the_eni_attaches_and_a_drain_then_detache
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_ebs_waits_for_the_early_request_in_flight_never_two_at_once() {
+async fn the_eni_step_waits_for_its_volume_request_in_flight_never_two_at_once() {
     let world = InProcessWorld::new(3);
     world.wait_in("request_volume", &["AttachVolume answered"]);
     let running = start(world, Duration::from_secs(3600)).await;
-    let view = wait_state(running.health, "AttachEbs waiting for its turn", |v| {
-        v.waiting
-            .as_ref()
-            .is_some_and(|w| w.reason.contains("early volume request"))
-    })
+    let view = wait_state(
+        running.health,
+        "AttachEni waiting for the volume's request",
+        |v| {
+            v.waiting
+                .as_ref()
+                .is_some_and(|w| w.reason.contains("the volume's attach request"))
+        },
+    )
     .await;
-    assert_eq!(view.state, "attach_ebs");
+    assert_eq!(
+        view.state, "attach_eni",
+        "the ENI is ready, and its step ends only once the volume's request is answered"
+    );
     let journal = running.world.journal();
     assert!(
         !journal.iter().any(|c| c.starts_with("attach_volume")),
@@ -701,47 +706,7 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
     })
     .await;
 
-    // Serving but behind: StartKafka, 503, the partition named in /state and /metrics, heartbeats flowing.
-    let behind = wait_state(
-        running.health,
-        "the gate to report a partition behind",
-        |v| v.catch_up.as_ref().is_some_and(|p| !p.caught_up()),
-    )
-    .await;
-    assert_eq!(behind.state, "start_kafka");
-    assert!(!behind.healthy);
-    let waiting = wait_state(running.health, "the gate's wait in /state", |v| {
-        v.waiting.as_ref().is_some_and(|w| w.step == "catch_up")
-    })
-    .await
-    .waiting
-    .unwrap();
-    assert!(
-        waiting
-            .reason
-            .contains("1 of 1 hosted partitions not yet in sync: events-0"),
-        "{waiting:?}"
-    );
-    let (_, metrics) = berth::health::get(running.health, "/metrics")
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("berth_kafka_partitions_behind 1.0"),
-        "{metrics}"
-    );
-    wait_for(
-        "heartbeats while the gate waits",
-        async || running.world.journal(),
-        |journal| journal.iter().filter(|c| *c == "heartbeat").count() >= 3,
-    )
-    .await;
-    let journal = running.world.journal();
-    assert!(
-        !journal
-            .iter()
-            .any(|c| c.starts_with("complete_launch") || c.starts_with("signal_stack")),
-        "nothing reported while behind: {journal:?}"
-    );
+    held_while_behind(&running).await;
 
     // In sync: Healthy, then SUCCESS and CONTINUE, after the last look that found it behind.
     running
@@ -777,6 +742,60 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
     );
     let _ = running.requests.send(Request::Stop).await;
     running.daemon.await.unwrap();
+}
+
+/// Serving but behind: StartKafka, 503, the partition named in /state and /metrics, heartbeats flowing, nothing
+/// reported to CloudFormation or the launch hook.
+async fn held_while_behind(running: &Running) {
+    let behind = wait_state(
+        running.health,
+        "the gate to report a partition behind",
+        |v| v.catch_up.as_ref().is_some_and(|p| !p.caught_up()),
+    )
+    .await;
+    assert_eq!(behind.state, "start_kafka");
+    assert!(!behind.healthy);
+    let waiting = wait_state(running.health, "the gate's wait in /state", |v| {
+        v.waiting.as_ref().is_some_and(|w| w.step == "catch_up")
+    })
+    .await
+    .waiting
+    .unwrap();
+    assert!(
+        waiting
+            .reason
+            .contains("1 of 1 hosted partitions not yet in sync: events-0"),
+        "{waiting:?}"
+    );
+    // systemd's status line carries the catch-up counts while the gate waits.
+    running
+        .notify
+        .wait("STATUS= with the catch-up counts", |messages| {
+            messages.iter().any(|m| {
+                m == "STATUS=start_kafka broker 0: catching up: 1 of 1 hosted partitions not yet in sync: events-0"
+            })
+        })
+        .await;
+    let (_, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_kafka_partitions_behind 1.0"),
+        "{metrics}"
+    );
+    wait_for(
+        "heartbeats while the gate waits",
+        async || running.world.journal(),
+        |journal| journal.iter().filter(|c| *c == "heartbeat").count() >= 3,
+    )
+    .await;
+    let journal = running.world.journal();
+    assert!(
+        !journal
+            .iter()
+            .any(|c| c.starts_with("complete_launch") || c.starts_with("signal_stack")),
+        "nothing reported while behind: {journal:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

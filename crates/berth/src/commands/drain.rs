@@ -15,7 +15,7 @@ use super::with_daemon;
 pub(crate) fn drain(daemon: &DaemonArgs, timeout: Duration) -> ExitCode {
     with_daemon(daemon, |address, runtime| {
         let mut changes = berth::summary::Changes::default();
-        let progress = |view: &berth::view::StateView| {
+        let progress = |view: &berth_state::StateView| {
             if let Some(line) = changes.view(view) {
                 println!("berth drain: {line}");
             }

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use berth::view::StateView;
-use berth::{health, EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE};
+use berth::{EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE};
+use berth_state::{client, StateView};
 
 use berth::cli::DaemonArgs;
 
@@ -14,7 +14,7 @@ use super::with_daemon;
 /// when unreachable, 70 when it answered something else.
 pub(crate) fn status(daemon: &DaemonArgs, json: bool) -> ExitCode {
     with_daemon(daemon, |address, runtime| {
-        match runtime.block_on(health::get(address, "/state")) {
+        match runtime.block_on(client::get(address, "/state")) {
             Ok((200, body)) if json => {
                 print!("{body}");
                 ExitCode::SUCCESS
@@ -59,7 +59,7 @@ pub(crate) fn watch(daemon: &DaemonArgs) -> ExitCode {
         let mut changes = berth::summary::Changes::default();
         runtime.block_on(async {
             loop {
-                let line = match health::get(address, "/state").await {
+                let line = match client::get(address, "/state").await {
                     Ok((200, body)) => match serde_json::from_str::<StateView>(&body) {
                         Ok(view) => changes.view(&view),
                         Err(error) => changes.unreachable(&error),
