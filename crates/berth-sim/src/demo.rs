@@ -347,7 +347,11 @@ async fn picture(
     let broker = |view: &StateView| view.broker_id.map_or("-".into(), |id| id.to_string());
     let killed = &replaced.killed;
     let mut rows = vec![Row::of(
-        format!("host {} (broker {}, killed)", replaced.victim, broker(&killed.view)),
+        format!(
+            "host {} (broker {}, killed)",
+            replaced.victim,
+            broker(&killed.view)
+        ),
         &killed.view,
         killed.read_ms,
     )
@@ -358,7 +362,11 @@ async fn picture(
         rows.push(Row::of(label, &view, millis(started.elapsed())));
     }
     let replacement = Row::of(
-        format!("host {} (broker {}, replacement)", replaced.host, broker(&replaced.state)),
+        format!(
+            "host {} (broker {}, replacement)",
+            replaced.host,
+            broker(&replaced.state)
+        ),
         &replaced.state,
         replaced.read_ms,
     );

@@ -319,12 +319,14 @@ mod tests {
         view.uptime_ms = 9_000;
         view.timeline = [("claim", 0, 1_000), ("healthy", 1_000, 8_000)]
             .into_iter()
-            .map(|(state, entered_ms, duration_ms)| crate::state::TimelineEntry {
-                state: state.into(),
-                entered_ms,
-                duration_ms,
-                attempts: 1,
-            })
+            .map(
+                |(state, entered_ms, duration_ms)| crate::state::TimelineEntry {
+                    state: state.into(),
+                    entered_ms,
+                    duration_ms,
+                    attempts: 1,
+                },
+            )
             .collect();
         let row = Row::of("host 3", &view, 30_000);
         assert_eq!(
