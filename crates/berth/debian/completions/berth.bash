@@ -283,7 +283,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__status)
-            opts="-c -h --address --config --env-file --json --help"
+            opts="-c -w -h --address --config --env-file --json --watch --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -42,6 +42,7 @@ complete -c berth -n "__fish_berth_using_subcommand status" -l address -d 'The d
 complete -c berth -n "__fish_berth_using_subcommand status" -s c -l config -d 'Configuration file' -r -F
 complete -c berth -n "__fish_berth_using_subcommand status" -l env-file -d 'Environment file of BERTH_<SECTION>__<KEY>=value overrides [default: /etc/berth/environment, when present]. A file named here must exist' -r -F
 complete -c berth -n "__fish_berth_using_subcommand status" -l json -d 'Print the raw JSON'
+complete -c berth -n "__fish_berth_using_subcommand status" -s w -l watch -d 'Follow the daemon live: print a line whenever its state or what it waits for changes, until interrupted'
 complete -c berth -n "__fish_berth_using_subcommand status" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand drain" -l address -d 'The daemon\'s /state endpoint (default: the configuration\'s health.state_listen, on loopback)' -r
 complete -c berth -n "__fish_berth_using_subcommand drain" -s c -l config -d 'Configuration file' -r -F
