@@ -223,8 +223,6 @@ struct Replaced {
     host: usize,
     instance: String,
     state: StateView,
-    /// When `state` was read, on the demo's clock.
-    read_ms: u64,
     healthy_after: Duration,
     held_after: u64,
 }
@@ -293,7 +291,6 @@ async fn replace(
         "the Auto Scaling group noticed the dead instance and launched host {host} ({instance}) in {zone}"
     ));
     let state = fleet.wait_healthy(host, BOOT_TIMEOUT).await?;
-    let read_ms = millis(started.elapsed());
     let healthy_after = killed.at.elapsed();
     asg::wait_members(fleet, "the replacement in service", BOOT_TIMEOUT, |m| {
         m.iter()
@@ -330,14 +327,13 @@ async fn replace(
         host,
         instance,
         state,
-        read_ms,
         healthy_after,
         held_after,
     })
 }
 
-/// The SVG timeline: the killed host until its kill, the others until now (their `/state` read again), the
-/// replacement from its berth's start until it was Healthy; the kill and the replacement's start marked.
+/// The SVG timeline: the killed host until its kill, the others (the replacement last) until now, their `/state`
+/// read again; the kill and the replacement's berth's start marked.
 async fn picture(
     fleet: &Fleet,
     hosts: &[usize],
@@ -356,20 +352,18 @@ async fn picture(
         killed.read_ms,
     )
     .last_until(killed.at_ms)];
-    for &host in hosts.iter().filter(|&&host| host != replaced.victim) {
+    let alive = hosts.iter().filter(|&&host| host != replaced.victim);
+    for &host in alive.chain([&replaced.host]) {
         let view = fleet.state(host).await?;
-        let label = format!("host {host} (broker {})", broker(&view));
+        let role = if host == replaced.host {
+            ", replacement"
+        } else {
+            ""
+        };
+        let label = format!("host {host} (broker {}{role})", broker(&view));
         rows.push(Row::of(label, &view, millis(started.elapsed())));
     }
-    let replacement = Row::of(
-        format!(
-            "host {} (broker {}, replacement)",
-            replaced.host,
-            broker(&replaced.state)
-        ),
-        &replaced.state,
-        replaced.read_ms,
-    );
+    let replacement = rows.pop().context("the replacement's row")?;
     let marks = [
         Mark {
             at_ms: killed.at_ms,
@@ -378,7 +372,7 @@ async fn picture(
             kill: true,
         },
         Mark {
-            at_ms: replacement.start_ms().unwrap_or(replaced.read_ms),
+            at_ms: replacement.start_ms().unwrap_or(killed.at_ms),
             row: rows.len(),
             label: "replacement's berth starts".into(),
             kill: false,

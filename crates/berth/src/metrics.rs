@@ -5,8 +5,9 @@
 //! not known yet and 0 would mislead).
 //!
 //! Two kinds of metric: what the state machine knows is computed from the `/state` view when scraped
-//! ([`ViewCollector`]), so it is as live as `/state` and never out of step with it; what only the adapters' calls
-//! see (their errors, by service and kind) is counted as it happens ([`Metrics::call_error`]). The exposition is
+//! ([`ViewCollector`]), so it is as live as `/state` and never out of step with it; failed calls, by service and
+//! kind, are counted as they happen ([`Metrics::call_error`]): the daemon counts each failed step against the
+//! service it calls ([`Service::of_step`]). The exposition is
 //! OpenMetrics when the scraper asks for it (Prometheus does), else the Prometheus text format 0.0.4.
 
 use prometheus_client::collector::Collector;
@@ -18,7 +19,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use berth_core::{ErrorKind, State};
+use berth_core::{ErrorKind, State, StepKind};
 
 use crate::view::StateView;
 
@@ -74,6 +75,21 @@ impl Service {
         Self::Storage,
     ];
 
+    /// What a failed step was calling: the claims' backend (`claims`) for claiming and re-claiming, AWS for the
+    /// attachments, netlink for the routes, the volume for the mount, Kafka for its start, catch-up, checks and the
+    /// drain's safety checks.
+    pub fn of_step(step: StepKind, claims: Service) -> Self {
+        match step {
+            StepKind::Boot(State::Claim) | StepKind::Reclaim => claims,
+            StepKind::Boot(State::AttachEni | State::AttachEbs) => Self::Aws,
+            StepKind::Boot(State::Route) => Self::Network,
+            StepKind::Boot(State::Mount) => Self::Storage,
+            StepKind::Boot(_) | StepKind::CatchUp | StepKind::Check | StepKind::DrainCheck => {
+                Self::Kafka
+            }
+        }
+    }
+
     /// The `service` label's value.
     pub fn name(self) -> &'static str {
         match self {
@@ -123,8 +139,8 @@ impl Metrics {
         }
         registry.register(
             "berth_call_errors",
-            "Failed calls to AWS, ZooKeeper, Kafka, netlink and the volume, by service and by kind (retryable or \
-             fatal)",
+            "Failed steps by the service they call (AWS, ZooKeeper, Kafka, netlink, the volume) and by kind \
+             (retryable or fatal)",
             call_errors.clone(),
         );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
@@ -328,6 +344,43 @@ mod tests {
         text.lines()
             .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
             .map(|value| value.parse().expect("a number"))
+    }
+
+    #[test]
+    fn a_failed_step_counts_against_the_service_it_calls() {
+        let zookeeper = Service::Zookeeper;
+        assert_eq!(
+            Service::of_step(StepKind::Boot(State::Claim), zookeeper),
+            zookeeper
+        );
+        assert_eq!(
+            Service::of_step(StepKind::Reclaim, Service::Aws),
+            Service::Aws
+        );
+        for (state, service) in [
+            (State::AttachEni, Service::Aws),
+            (State::Route, Service::Network),
+            (State::AttachEbs, Service::Aws),
+            (State::Mount, Service::Storage),
+            (State::StartKafka, Service::Kafka),
+        ] {
+            assert_eq!(Service::of_step(StepKind::Boot(state), zookeeper), service);
+        }
+        for step in [StepKind::CatchUp, StepKind::Check, StepKind::DrainCheck] {
+            assert_eq!(Service::of_step(step, zookeeper), Service::Kafka);
+        }
+        let metrics = Metrics::new();
+        metrics.call_error(Service::Aws, ErrorKind::Retryable);
+        metrics.call_error(Service::Aws, ErrorKind::Retryable);
+        let text = metrics.render(&StateView::empty(), Format::Prometheus);
+        assert_eq!(
+            sample(
+                &text,
+                "berth_call_errors_total{service=\"aws\",kind=\"retryable\"}"
+            ),
+            Some(2.0),
+            "{text}"
+        );
     }
 
     #[test]

@@ -95,10 +95,11 @@ async fn start_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = listener.local_addr().unwrap();
     let (view_tx, view_rx) = watch::channel(None);
+    let endpoint = berth::health::Endpoint::new(view_rx);
     tokio::spawn(berth::health::serve(
         listener,
         berth::health::Listener::Local,
-        berth::health::Endpoint::new(view_rx),
+        endpoint.clone(),
         std::future::pending(),
     ));
     let adapters = world.adapters();
@@ -113,6 +114,8 @@ async fn start_with(
         stop_timeout: Duration::from_secs(5),
         teardown_timeout: Duration::from_secs(5),
         jitter_seed: 1,
+        metrics: endpoint.metrics.clone(),
+        claims: berth::metrics::Service::Zookeeper,
     };
     let (requests, requests_rx) = mpsc::channel(4);
     let notifier = Notifier::to_socket(&socket_path, Some(Duration::from_millis(200)));
@@ -216,6 +219,10 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
     );
     assert!(metrics.contains("berth_healthy 1"));
     assert!(metrics.contains("berth_retries_total 2"));
+    assert!(
+        metrics.contains("berth_call_errors_total{service=\"aws\",kind=\"retryable\"} 2"),
+        "AttachEbs' two failures counted against AWS: {metrics}"
+    );
 
     let journal = running.world.journal();
     assert!(

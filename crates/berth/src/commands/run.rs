@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth::daemon::{DaemonExit, DaemonOptions, Request};
+use berth::metrics::Service;
 use berth::notify::Notifier;
 use berth::{adapters, health, logging, EX_FAILED, EX_SOFTWARE};
 use berth_core::ports::DrainReason;
@@ -52,6 +53,11 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
         stop_timeout: config.kafka.stop_timeout,
         teardown_timeout: Duration::from_secs(120),
         jitter_seed: jitter_seed(),
+        metrics: endpoint.metrics.clone(),
+        claims: match config.claim_backend() {
+            berth_config::ClaimBackend::Zookeeper => Service::Zookeeper,
+            berth_config::ClaimBackend::Ec2 => Service::Aws,
+        },
     };
     let exit = berth::daemon::run(
         options,

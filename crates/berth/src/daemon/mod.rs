@@ -34,6 +34,7 @@ use tracing::{debug, error, info};
 
 pub use early_volume::{EarlyVolume, EarlyVolumeRecord};
 
+use crate::metrics::{Metrics, Service};
 use crate::notify::Notifier;
 use crate::view::{state_view, Published};
 use crate::waiting::WaitingBoard;
@@ -54,6 +55,10 @@ pub struct DaemonOptions {
     pub teardown_timeout: Duration,
     /// Seed of the retry jitter (differs per host).
     pub jitter_seed: u64,
+    /// Where failed steps are counted (`berth_call_errors_total`), by the service they call.
+    pub metrics: Arc<Metrics>,
+    /// The service the claims are made with (ZooKeeper, or AWS for the `ec2` backend).
+    pub claims: Service,
 }
 
 /// What the outside asks of the daemon (signals in production, channels in tests).
@@ -221,6 +226,10 @@ impl Daemon {
         self.machine = decision.machine;
         for event in &decision.events {
             journal::record(event, &self.machine, &self.waiting);
+            if let berth_core::Event::StepFailed { step, error, .. } = event {
+                let service = Service::of_step(*step, self.options.claims);
+                self.options.metrics.call_error(service, error.kind);
+            }
         }
         self.refresh_status();
         let mut exit = None;
