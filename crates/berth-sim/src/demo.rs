@@ -92,9 +92,11 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         RECORDS + WHILE_AWAY
     ));
     say(format!(
-        "broker 0 re-fetched {} bytes: its volume held {} bytes of {TOPIC} before the kill and {} once in sync, \
-         so it fetched what was produced while it was away, not the partitions' size",
+        "broker 0 re-fetched {} bytes plus what the power loss took ({} bytes of volume blocks, log and \
+         metadata alike): it held {} bytes of {TOPIC} before the kill and {} once in sync, so it fetched what \
+         was produced while it was away and what its volume lost, not the partitions' size",
         replaced.held_after.saturating_sub(replaced.killed.held_before),
+        replaced.killed.lost_at_death,
         replaced.killed.held_before,
         replaced.held_after,
     ));
@@ -237,6 +239,8 @@ struct Killed {
     at_ms: u64,
     /// Bytes of the topic on its volume.
     held_before: u64,
+    /// Bytes of its volume written after its death (lost with the power).
+    lost_at_death: u64,
     /// Its berth journal.
     journal: String,
 }
@@ -254,18 +258,24 @@ async fn kill(fleet: &Fleet, victim: usize, started: Instant) -> anyhow::Result<
     let view = fleet.state(victim).await?;
     let read_ms = millis(started.elapsed());
     say(format!(
-        "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): SIGKILL, mounts gone, \
-         instance terminated",
+        "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): power lost, SIGKILL, \
+         mounts gone, instance terminated",
         victim_host.instance.id
     ));
     let at = Instant::now();
     fleet.kill_host(victim, None).await?;
+    let lost_at_death = fleet.lost_at_death(victim).unwrap_or_default();
+    say(format!(
+        "its volume lost {lost_at_death} bytes with the power (written to the page cache, not yet to the \
+         volume): Kafka recovers its log from what reached the volume"
+    ));
     Ok(Killed {
         view,
         read_ms,
         at,
         at_ms: millis(at.duration_since(started)),
         held_before,
+        lost_at_death,
         journal,
     })
 }
