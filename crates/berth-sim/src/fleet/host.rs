@@ -208,6 +208,7 @@ impl Fleet {
             Err(error) => {
                 // An instance whose host could not be made is terminated, as a failed launch is: left running
                 // it would hold the host's address, and every later launch of this index would be refused.
+                let _ = sys::ip_in(inner.region.ns(), &["link", "del", &format!("h{index}")]);
                 let _ = sys::ip(&["netns", "del", &ns]);
                 let _ = inner.ec2.terminate(&instance.id).await;
                 return Err(error);
