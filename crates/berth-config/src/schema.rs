@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The Kafka cluster berth manages on this host.
+    /// The Kafka cluster berth manages on this host (its name and size are required: validation names them).
+    #[serde(default)]
     pub cluster: ClusterConfig,
     /// How ENIs and volumes are tagged.
     #[serde(default)]
@@ -48,12 +49,15 @@ pub struct Config {
 }
 
 /// `[cluster]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Cluster name: lower-case letters, digits and dashes; used in ZooKeeper paths and the cluster tag.
+    /// Required (empty is unset).
+    #[serde(default)]
     pub name: String,
-    /// Number of broker ids: ids are `0..broker_count`.
+    /// Number of broker ids: ids are `0..broker_count`. Required (0 is unset).
+    #[serde(default)]
     pub broker_count: u32,
     /// Kafka `cluster.id`: expected in `meta.properties` when set, and required in KRaft mode, where berth
     /// formats a blank volume's storage with it. Kafka's form: a UUID in base64url, 22 characters.
@@ -401,14 +405,18 @@ impl Default for KafkaConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// Listen address of `/health`, `/state`, `/metrics`.
+    /// Listen address of `/health` (load balancers, lifecycle checks) and `/metrics` (Prometheus).
     pub listen: SocketAddr,
+    /// Listen address of `/state` (with `/health` and `/metrics`), which names the instance, its ENI, berth's pid
+    /// and AWS's error messages: loopback by default, for `berth status`, `berth drain` and the operator.
+    pub state_listen: SocketAddr,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 9798)),
+            state_listen: SocketAddr::from(([127, 0, 0, 1], 9799)),
         }
     }
 }

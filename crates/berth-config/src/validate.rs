@@ -73,15 +73,42 @@ impl Config {
         self.validate_aws()?;
         self.validate_storage()?;
         self.validate_kafka()?;
+        self.validate_health()?;
         self.validate_states()
+    }
+
+    /// The two listeners cannot share a port on overlapping addresses (the second bind would fail).
+    fn validate_health(&self) -> Result<(), ConfigError> {
+        let (public, local) = (self.health.listen, self.health.state_listen);
+        let overlap = public.ip() == local.ip()
+            || public.ip().is_unspecified()
+            || local.ip().is_unspecified();
+        ensure(
+            public.port() != local.port() || !overlap || public.port() == 0,
+            "health.state_listen",
+            || {
+                format!("must not share health.listen's port on an overlapping address, got {local} and {public}")
+            },
+        )
     }
 
     /// The cluster's name, size and Kafka cluster id.
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let name = &self.cluster.name;
+        if name.is_empty() {
+            return Err(ConfigError::required(
+                "cluster.name",
+                "the cluster's name (lower-case letters, digits and dashes; the value of the cluster tag)",
+            ));
+        }
+        if self.cluster.broker_count == 0 {
+            return Err(ConfigError::required(
+                "cluster.broker_count",
+                "the number of broker ids, 1 to 10000 (ids are 0 .. broker_count-1)",
+            ));
+        }
         ensure(
-            !name.is_empty()
-                && name.len() <= 64
+            name.len() <= 64
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -108,15 +135,14 @@ impl Config {
                          not starting with '-', as `kafka-storage.sh random-uuid` prints), got {id:?}"
                     )
             })?,
-            None => ensure(
-                self.kafka.mode != KafkaMode::Kraft,
-                "cluster.kafka_cluster_id",
-                || {
-                    "is required when kafka.mode = \"kraft\": berth formats blank storage with it \
-                     (generate one with `kafka-storage.sh random-uuid`)"
-                        .into()
-                },
-            )?,
+            None if self.kafka.mode == KafkaMode::Kraft => {
+                return Err(ConfigError::required(
+                    "cluster.kafka_cluster_id",
+                    "required when kafka.mode = \"kraft\": berth formats blank storage with it \
+                     (generate one with `kafka-storage.sh random-uuid`)",
+                ))
+            }
+            None => {}
         }
         Ok(())
     }
@@ -156,14 +182,17 @@ impl Config {
 
     fn validate_zookeeper(&self) -> Result<(), ConfigError> {
         let zk = &self.zookeeper;
-        ensure(!zk.connect.trim().is_empty(), "zookeeper.connect", || {
+        if zk.connect.trim().is_empty() {
             let needed_by = if self.kafka.mode == KafkaMode::Zookeeper {
-                "kafka.mode = \"zookeeper\""
+                "kafka.mode = \"zookeeper\" (the default; \"kraft\" needs no ZooKeeper)"
             } else {
                 "claim.backend = \"zookeeper\""
             };
-            format!("must list at least one host:port (needed by {needed_by})")
-        })?;
+            return Err(ConfigError::required(
+                "zookeeper.connect",
+                &format!("the ensemble's host:port list, needed by {needed_by}"),
+            ));
+        }
         ensure(!zk.connect.contains('/'), "zookeeper.connect", || {
             "must not carry a chroot; set zookeeper.root (claims) and zookeeper.kafka_chroot (Kafka) instead".into()
         })?;

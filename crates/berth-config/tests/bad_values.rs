@@ -4,7 +4,7 @@
 
 use berth_config::{parse, ConfigError};
 
-const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+const EXAMPLE: &str = include_str!("../../../docs/examples/berth.toml");
 
 fn refused_env(name: &str, value: &str) -> ConfigError {
     match parse(EXAMPLE, [(name, value)]) {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+const EXAMPLE: &str = include_str!("../../../docs/examples/berth.toml");
 
 #[test]
 fn shipped_example_is_valid() {

@@ -154,7 +154,7 @@ mod tests {
 
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+    const EXAMPLE: &str = include_str!("../../../docs/examples/berth.toml");
 
     #[test]
     fn each_adapter_reads_what_the_file_says() {

@@ -66,6 +66,7 @@ impl HostSettings<'_> {
             kafka: self.kafka(),
             health: HealthConfig {
                 listen: ([0, 0, 0, 0], layout::HEALTH_PORT).into(),
+                state_listen: ([0, 0, 0, 0], layout::STATE_PORT).into(),
             },
             states: Default::default(),
         }
