@@ -192,6 +192,14 @@ pub enum StorageError {
         /// The mount point.
         path: PathBuf,
     },
+    /// A log dir was to be cleared of an interrupted format's files but holds something else.
+    #[error("{path} holds more than an interrupted format leaves ({found}): not touched")]
+    NotInterrupted {
+        /// The log dir.
+        path: PathBuf,
+        /// What it was found to hold.
+        found: String,
+    },
     /// The unmount system call failed otherwise.
     #[error("unmount {path}: {source}")]
     Unmount {
@@ -224,7 +232,8 @@ impl StorageError {
             | StorageError::OtherMounted { .. }
             | StorageError::BadMountOption { .. }
             | StorageError::ForeignMeta { .. }
-            | StorageError::BadMeta { .. } => ErrorKind::Fatal,
+            | StorageError::BadMeta { .. }
+            | StorageError::NotInterrupted { .. } => ErrorKind::Fatal,
         }
     }
 
