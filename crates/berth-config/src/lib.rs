@@ -247,8 +247,13 @@ pub struct AwsConfig {
     pub network_card: u32,
     /// Device name requested for the volume (Nitro exposes it as NVMe whatever is requested).
     pub volume_device: String,
-    /// Owner instance states in which berth may force-detach the id's ENI and volume.
+    /// Owner instance states in which berth may force-detach the id's ENI and volume: `shutting-down`,
+    /// `terminated` (never a state in which Kafka may still run or start again).
     pub takeover_owner_states: Vec<String>,
+    /// How long a `shutting-down` owner is given to terminate or let go by itself (its Kafka may still be in
+    /// its controlled shutdown) before berth force-detaches.
+    #[serde(with = "serde_duration")]
+    pub takeover_wait: Duration,
     /// Poll interval of IMDS for termination notices (lifecycle state, spot).
     #[serde(with = "serde_duration")]
     pub termination_poll: Duration,
@@ -268,6 +273,7 @@ impl Default for AwsConfig {
             network_card: 0,
             volume_device: "/dev/xvdf".into(),
             takeover_owner_states: vec!["shutting-down".into(), "terminated".into()],
+            takeover_wait: Duration::from_secs(120),
             termination_poll: Duration::from_secs(5),
             cloudformation: CloudFormationConfig::default(),
             autoscaling: AutoScalingConfig::default(),
@@ -434,10 +440,11 @@ pub struct KafkaConfig {
     pub port: u16,
     /// KRaft: controller port, used to build `controller.quorum.voters` when `quorum_voters` is on.
     pub controller_port: u16,
-    /// KRaft: render `controller.quorum.voters` from every id's ENI address.
+    /// KRaft: render `controller.quorum.voters` from the controller ids' ENI addresses.
     pub quorum_voters: bool,
-    /// KRaft: the ids that are controllers (voters); empty means every id. Only these are listed in
-    /// `controller.quorum.voters`, and asked about the quorum before a blank controller is formatted.
+    /// KRaft: the ids that are controllers (voters); required with `quorum_voters` (the static voter set comes
+    /// only from here), otherwise empty means every id. These are listed in `controller.quorum.voters`, asked
+    /// about the quorum, and their volumes carry the cluster's birth mark.
     pub controller_ids: Vec<u32>,
     /// KRaft: the command that formats blank storage (Kafka's storage tool); berth appends
     /// `--cluster-id <cluster.kafka_cluster_id> --config <server_properties merged with the overlay>`.
@@ -712,8 +719,11 @@ fn set_or_required<'a, const N: usize>(
 /// Run as berth's child it would inherit berth.service's hardening, and the JVM cannot start under
 /// `MemoryDenyWriteExecute=` (its JIT maps writable code: "Failed to mark memory page as executable"); the
 /// files it writes as root are handed to Kafka's user by the documented kafka.service drop-in.
+/// The unit is named, so a run that outlives a berth (killed, or past its deadline) can be stopped before the
+/// next one looks at the log dirs.
 pub const DEFAULT_FORMAT_COMMAND: &[&str] = &[
     "systemd-run",
+    "--unit=berth-kafka-format",
     "--wait",
     "--pipe",
     "--collect",
@@ -735,6 +745,36 @@ pub fn is_kafka_cluster_id(id: &str) -> bool {
         && id.bytes().all(|b| digit(b).is_some())
         // 22 characters hold 132 bits: the last character's low 4 bits are padding and must be zero.
         && digit(id.as_bytes()[21]).is_some_and(|value| value & 0b1111 == 0)
+}
+
+/// The transient unit a `systemd-run` command runs as (its `--unit=NAME`, `--unit NAME` or `-u NAME`), for
+/// any other program `None`; `Err` for a `systemd-run` command that names none.
+pub fn transient_unit(command: &[String]) -> Result<Option<String>, String> {
+    let Some(program) = command.first() else {
+        return Ok(None);
+    };
+    if Path::new(program)
+        .file_name()
+        .is_none_or(|name| name != "systemd-run")
+    {
+        return Ok(None);
+    }
+    let mut words = command.iter().skip(1);
+    while let Some(word) = words.next() {
+        if let Some(unit) = word.strip_prefix("--unit=") {
+            return Ok(Some(unit.to_owned()));
+        }
+        if word == "--unit" || word == "-u" {
+            return Ok(words.next().cloned());
+        }
+        if !word.starts_with('-') {
+            // The command to run: systemd-run's own options are over.
+            break;
+        }
+    }
+    Err("a systemd-run command must name its unit (--unit=NAME) so that berth can stop a run that outlived \
+         it before looking at the log dirs again"
+        .into())
 }
 
 fn is_absolute_clean(path: &Path) -> bool {
@@ -927,16 +967,28 @@ impl Config {
         })?;
         for state in &aws.takeover_owner_states {
             ensure(
-                matches!(
-                    state.as_str(),
-                    "shutting-down" | "terminated" | "stopping" | "stopped"
-                ),
+                matches!(state.as_str(), "shutting-down" | "terminated"),
                 "aws.takeover_owner_states",
                 || {
-                    format!("{state:?} is not a state an owner may be taken over in; use shutting-down, terminated, stopping or stopped")
+                    format!("{state:?} is not a state an owner may be taken over in: only shutting-down and terminated (a stopping or stopped instance keeps its attachments and may run Kafka again)")
                 },
             )?;
         }
+        let attach_deadline = self
+            .states
+            .attach_eni
+            .deadline
+            .min(self.states.attach_ebs.deadline);
+        ensure(
+            aws.takeover_wait < attach_deadline,
+            "aws.takeover_wait",
+            || {
+                format!(
+                    "must be shorter than the attach states' deadlines ({}), or a boot could never take over",
+                    berth_core::duration::format_duration(attach_deadline)
+                )
+            },
+        )?;
         for (key, url) in set_or_required([
             ("aws.endpoint_url", &aws.endpoint_url, true),
             ("aws.imds_endpoint", &aws.imds_endpoint, false),
@@ -1079,7 +1131,20 @@ impl Config {
         }
         self.ensure_kraft_only(!kafka.controller_ids.is_empty(), "kafka.controller_ids")?;
         self.ensure_kraft_only(kafka.quorum_voters, "kafka.quorum_voters")?;
+        if kafka.mode == KafkaMode::Kraft {
+            transient_unit(&kafka.format_command)
+                .map_err(|reason| ConfigError::invalid("kafka.format_command", reason))?;
+        }
         if kafka.quorum_voters {
+            ensure(
+                !kafka.controller_ids.is_empty(),
+                "kafka.controller_ids",
+                || {
+                    "must list the controller ids when kafka.quorum_voters is on: the static voter set comes only \
+                 from here (never from discovery, where a new id or a missing tag would change it)"
+                    .into()
+                },
+            )?;
             ensure(
                 kafka.controller_port != kafka.port,
                 "kafka.controller_port",
