@@ -7,8 +7,10 @@
 //!
 //! * The first move uses discovery's view (the plan's ENIs): in a mass boot most hosts' spread picks are free
 //!   and one call claims. An ENI attached here is a restart's claim: no call at all.
-//! * `InUse` means another host won the id: one filtered `DescribeNetworkInterfaces` refreshes who holds
-//!   every candidate, then the next free one is tried.
+//! * `InUse` means another host won the id: after a short jittered pause ([`IN_USE_BACKOFF`], growing with
+//!   each refusal), one filtered `DescribeNetworkInterfaces` refreshes who holds every candidate, then the next
+//!   free one is tried. The pause lets a storm settle: a refresh taken at once still shows ids its racers are
+//!   about to win (and EC2's describes lag its attaches), so each would cost another refused attach.
 //! * When every candidate is held, one `DescribeInstances` tells dying owners (taken over, as the attach step
 //!   does today) from live ones; with only live owners the claimer waits on EC2 with backoff (EC2 has no
 //!   watches), saying which instances hold which ids, and looks again.
@@ -41,6 +43,15 @@ use crate::metadata::Metadata;
 pub const WAIT_POLICY: RetryPolicy = RetryPolicy {
     initial: Duration::from_secs(1),
     max: Duration::from_secs(15),
+    multiplier: 2.0,
+    deadline: Duration::MAX,
+};
+
+/// Pause after an `InvalidNetworkInterface.InUse` refusal, before looking again (the n-th refusal waits the
+/// n-th delay, jittered per host).
+pub const IN_USE_BACKOFF: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(300),
+    max: Duration::from_secs(3),
     multiplier: 2.0,
     deadline: Duration::MAX,
 };
@@ -133,6 +144,7 @@ impl Ec2Claim {
         let mut owner_states = BTreeMap::new();
         let mut jitter = Jitter::new(seed);
         let mut waits = 0;
+        let mut refusals = 0;
         loop {
             let step = next_move(&plan, &holders, &owner_states, &self.takeover_states, seed);
             match step {
@@ -145,7 +157,12 @@ impl Ec2Claim {
                     {
                         Ok(()) => return Ok(self.hold(&plan, id)),
                         Err(error) if error.code() == Some("InvalidNetworkInterface.InUse") => {
-                            tracing::debug!(%id, "ENI attach refused: another instance holds it; looking again");
+                            refusals += 1;
+                            let pause = IN_USE_BACKOFF
+                                .delay(refusals, &mut jitter)
+                                .min(deadline.remaining());
+                            tracing::debug!(%id, ?pause, "ENI attach refused: another instance holds it; looking again after a pause");
+                            tokio::time::sleep(pause).await;
                             self.refresh(&me, &mut plan, &mut holders).await?;
                         }
                         Err(error) => return Err(error),
@@ -163,8 +180,12 @@ impl Ec2Claim {
                         .await
                     {
                         Ok(_) => return Ok(self.hold(&plan, id)),
-                        // Another claimer took it over first: look again.
-                        Err(AwsError::OwnerAlive { .. }) => {
+                        // Another claimer took it over first, or the owner is given time to shut down
+                        // (aws.takeover_wait): wait, then look again.
+                        Err(error @ AwsError::OwnerAlive { .. }) => {
+                            waits += 1;
+                            self.pause(error.to_string(), waits, &mut jitter, deadline)
+                                .await?;
                             owner_states.clear();
                             self.refresh(&me, &mut plan, &mut holders).await?;
                         }

@@ -24,8 +24,13 @@ struct Claimer {
 }
 
 async fn claimer(env: &Env, instance: SeededInstance) -> Claimer {
+    claimer_with(env, instance, "").await
+}
+
+/// As [`claimer`], with extra `[aws]` lines.
+async fn claimer_with(env: &Env, instance: SeededInstance, aws_extra: &str) -> Claimer {
     let imds = env.imds(&instance, &[]);
-    let config = env.config(&imds, env.ids.len() as u32, "");
+    let config = env.config(&imds, env.ids.len() as u32, aws_extra);
     let cloud = env.cloud(&config).await;
     let identity = cloud.identity().await.expect("identity");
     let inventory = cloud.discover().await.expect("discover");
@@ -169,7 +174,8 @@ async fn a_dying_owners_id_is_taken_over_while_the_claimer_waits() {
         .expect("hold");
     let owner = claimer(&env, env.instance(ZONE_A).await).await;
     let id = owner.claim(Duration::from_secs(5)).await.unwrap();
-    let replacement = claimer(&env, env.instance(ZONE_A).await).await;
+    let replacement =
+        claimer_with(&env, env.instance(ZONE_A).await, "takeover_wait = \"2s\"").await;
 
     // The replacement reports what it waits for (as /state shows it); the owner starts dying only then.
     let (said, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -186,9 +192,24 @@ async fn a_dying_owners_id_is_taken_over_while_the_claimer_waits() {
         world::terminate(&env.ec2, &owner.instance.instance_id)
             .await
             .expect("terminate");
+        let dying = std::time::Instant::now();
+        // Shutting down, it is waited for (aws.takeover_wait), not forced at once.
+        loop {
+            let reason = heard.recv().await.expect("a waiting reason");
+            if reason.contains("shutting-down (for") {
+                assert!(reason.contains("aws.takeover_wait = 2s"), "{reason}");
+                break;
+            }
+        }
+        dying
     };
-    let (claimed, ()) = tokio::join!(waiting, kill);
+    let (claimed, dying) = tokio::join!(waiting, kill);
     assert_eq!(claimed.expect("taken over"), id);
+    assert!(
+        dying.elapsed() >= Duration::from_secs(2),
+        "forced after {:?}, within aws.takeover_wait",
+        dying.elapsed()
+    );
     assert_eq!(
         world::instance_state(&env.ec2, &owner.instance.instance_id)
             .await
