@@ -10,7 +10,9 @@
 //! In KRaft mode the first start on blank storage formats it first ([`format`]), with the configured cluster id.
 //!
 //! - [`overlay`]: rendering and atomically writing the settings berth owns.
-//! - [`format`]: KRaft storage, formatted only when every log dir is blank.
+//! - [`format`]: KRaft storage, formatted only when every log dir is blank, beside the log dirs ([`staging`]).
+//! - [`format_rule`]: whether blank storage may be formatted (the birth rule and the majority check);
+//!   [`quorum`]: DescribeQuorum and what berth reads from it; [`kraft`]: the adapter's KRaft side.
 //! - [`supervisor`]: `systemctl` or a child process with systemd-like restarts.
 //! - [`probe`]: the ApiVersions + Metadata round trip; [`wire`]: Kafka framing, client side only.
 //! - [`replication`]: every partition's replicas and ISR and each topic's `min.insync.replicas`, for the
@@ -18,11 +20,14 @@
 //! - [`properties`]: writing Java properties values as Kafka reads them (ISO-8859-1).
 
 pub mod format;
+pub mod format_rule;
+pub mod kraft;
 pub mod overlay;
 pub mod probe;
 pub mod properties;
 pub mod quorum;
 pub mod replication;
+pub mod staging;
 pub mod supervisor;
 pub mod wire;
 

@@ -16,7 +16,9 @@ pub async fn production(config: &berth_config::Config) -> anyhow::Result<Adapter
     let cloud = berth_aws::AwsCloud::new(config)
         .await
         .context("AWS clients")?;
-    let mut broker = berth_kafka::KafkaBroker::new(config).context("Kafka adapter")?;
+    let mut broker = berth_kafka::KafkaBroker::new(config)
+        .context("Kafka adapter")?
+        .with_birth_record(Arc::new(cloud.birth_record()));
     let coordination: Arc<dyn Coordination> = match config.claim_backend() {
         ClaimBackend::Zookeeper => {
             let zookeeper = berth_zk::ZkCoordination::new(config).context("ZooKeeper adapter")?;

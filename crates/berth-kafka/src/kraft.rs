@@ -1,0 +1,490 @@
+//! The KRaft side of the Kafka adapter: which controllers there are, whether blank storage may be formatted
+//! (the birth rule and the majority check, [`crate::format_rule`]), the birth mark once the quorum has
+//! committed, and what DescribeQuorum says of this node after it starts.
+//!
+//! * **Controllers** come from `kafka.controller_ids` (with `kafka.quorum_voters`, only from there; the
+//!   configuration requires them) and their ENI addresses from discovery; a configured controller whose ENI
+//!   discovery did not find fails closed, so a missing or duplicated tag can never shrink the voter set.
+//! * **The voter set the cluster was born with** is kept: before writing the overlay, every birth mark on the
+//!   controllers' volumes must name the same cluster and voters as this node would render
+//!   ([`berth_core::birth::check_voters`]); otherwise Kafka is not started.
+//! * **After Kafka serves**, a controller asks the quorum: it confirms that this (node id, directory id) is a
+//!   voter (a dynamic quorum's auto-join is never assumed: when it is not, the journal and the step's report
+//!   say so with the `kafka-metadata-quorum` commands that fix it), and once it is a voter at a committed high
+//!   watermark it marks its own volume as born ([`BirthRecord::mark`]), which it also does from the health
+//!   check when it adopted a running Kafka (clusters that predate the mark are marked this way).
+//! * **A controller-only node** (`process.roles=controller`) has no broker listener: it serves when it is a
+//!   voter at the quorum's high watermark ([`crate::quorum::at_high_watermark`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_config::Config;
+use berth_core::birth::{self, Birth, BirthMark, BirthRecord, DYNAMIC_VOTERS};
+use berth_core::ports::{BrokerSpec, Deadline};
+use berth_core::{BrokerId, ServingEvidence};
+use berth_storage::meta;
+
+use crate::broker::KafkaError;
+use crate::format::{self, Formatter, StorageState, ToolSettings, FORMAT_MIN_TIME};
+use crate::format_rule::{self, Role, StorageDecision};
+use crate::quorum::{self, Membership, Quorum, QuorumView, NO_DIRECTORY_ID};
+use crate::staging;
+
+/// How long each other controller is given to answer (connect and DescribeQuorum).
+pub const QUORUM_ASK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The KRaft settings and state of one broker adapter.
+pub(crate) struct Kraft {
+    formatter: Formatter,
+    cluster_id: Option<String>,
+    controller_port: u16,
+    quorum_voters: bool,
+    controller_ids: Vec<u32>,
+    broker_count: u32,
+    overlay_path: PathBuf,
+    birth: Option<Arc<dyn BirthRecord>>,
+    marked: AtomicBool,
+    formatted: Mutex<Option<String>>,
+}
+
+/// What a controller learnt from the quorum after its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumReport {
+    /// Whether this node is a voter, and if not, the fix.
+    pub membership: Membership,
+    /// The birth mark's outcome: written, already there, or why not yet.
+    pub mark: String,
+}
+
+impl Kraft {
+    pub(crate) fn new(config: &Config) -> Self {
+        let kafka = &config.kafka;
+        Self {
+            formatter: Formatter {
+                command: kafka.format_command.clone(),
+                server_properties: kafka.server_properties.clone(),
+            },
+            cluster_id: config.cluster.kafka_cluster_id.clone(),
+            controller_port: kafka.controller_port,
+            quorum_voters: kafka.quorum_voters,
+            controller_ids: kafka.controller_ids.clone(),
+            broker_count: config.cluster.broker_count,
+            overlay_path: kafka.overlay_path.clone(),
+            birth: None,
+            marked: AtomicBool::new(false),
+            formatted: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_birth_record(&mut self, record: Arc<dyn BirthRecord>) {
+        self.birth = Some(record);
+    }
+
+    pub(crate) fn formatter(&self) -> &Formatter {
+        &self.formatter
+    }
+
+    pub(crate) fn controller_port(&self) -> u16 {
+        self.controller_port
+    }
+
+    /// Whether berth renders `controller.quorum.voters`.
+    pub(crate) fn renders_voters(&self) -> bool {
+        self.quorum_voters
+    }
+
+    /// Every controller id: `kafka.controller_ids`, or every id when none are configured.
+    fn controller_set(&self) -> BTreeSet<BrokerId> {
+        birth::controller_set(&self.controller_ids, (0..self.broker_count).map(BrokerId))
+    }
+
+    /// The controllers' ENI addresses among `known` (discovery's). A configured controller id without one
+    /// fails closed.
+    pub(crate) fn controllers(
+        &self,
+        known: &BTreeMap<BrokerId, Ipv4Addr>,
+        broker_id: BrokerId,
+    ) -> Result<BTreeMap<BrokerId, Ipv4Addr>, KafkaError> {
+        let wanted = self.controller_set();
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|id| !known.contains_key(id))
+            .map(ToString::to_string)
+            .collect();
+        if !self.controller_ids.is_empty() && !missing.is_empty() {
+            return Err(KafkaError::ControllerEniMissing {
+                broker_id,
+                ids: missing.join(", "),
+            });
+        }
+        Ok(known
+            .iter()
+            .filter(|(id, _)| wanted.contains(id))
+            .map(|(id, ip)| (*id, *ip))
+            .collect())
+    }
+
+    /// The voters as they would be recorded in a birth mark.
+    pub(crate) fn voter_text(
+        &self,
+        controllers: &BTreeMap<BrokerId, Ipv4Addr>,
+        settings: &ToolSettings,
+    ) -> String {
+        if self.quorum_voters {
+            birth::render_voters(controllers, self.controller_port)
+        } else if settings.dynamic {
+            DYNAMIC_VOTERS.to_owned()
+        } else {
+            quorum_voters_of(&settings.merged).unwrap_or_default()
+        }
+    }
+
+    /// The birth evidence, read now; without a record configured, unknown.
+    pub(crate) async fn birth(&self, broker_id: BrokerId) -> Result<Birth, KafkaError> {
+        let Some(record) = &self.birth else {
+            return Ok(Birth::Unknown {
+                reason: "no birth record is configured".into(),
+            });
+        };
+        let evidence = record
+            .read(&self.controller_set())
+            .await
+            .map_err(|source| KafkaError::BirthEvidence { broker_id, source })?;
+        let birth = birth::judge(&evidence);
+        if let Birth::Born { marked } = &birth {
+            if marked.iter().any(|m| m.id == broker_id) {
+                self.marked.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(birth)
+    }
+
+    /// Refuses to start Kafka with a voter set other than the one the cluster was born with.
+    pub(crate) fn check_voters(
+        &self,
+        broker_id: BrokerId,
+        voters: &str,
+        birth: &Birth,
+    ) -> Result<(), KafkaError> {
+        let cluster_id = self.cluster_id.as_deref().unwrap_or_default();
+        birth::check_voters(cluster_id, voters, birth)
+            .map_err(|reason| KafkaError::VoterSetChanged { broker_id, reason })
+    }
+
+    /// Formats blank storage when the birth rule or the majority allows it; formatted storage is left to Kafka.
+    pub(crate) async fn prepare_storage(
+        &self,
+        spec: &BrokerSpec,
+        settings: &ToolSettings,
+        controllers: &BTreeMap<BrokerId, Ipv4Addr>,
+        birth: &Birth,
+        deadline: Deadline,
+    ) -> Result<(), KafkaError> {
+        let broker_id = spec.broker_id;
+        let failed = |source| KafkaError::Format { broker_id, source };
+        self.formatter
+            .settle(deadline.remaining())
+            .await
+            .map_err(failed)?;
+        let metadata_dir = settings.metadata_dir(&spec.log_dirs).map_err(failed)?;
+        for done in staging::recover(&spec.log_dirs, &metadata_dir).map_err(failed)? {
+            tracing::warn!(%broker_id, %done, "an interrupted format was found");
+        }
+        let storage = format::assess(&spec.log_dirs).map_err(failed)?;
+        if storage == StorageState::Formatted {
+            return Ok(());
+        }
+        if deadline.remaining() < FORMAT_MIN_TIME + QUORUM_ASK_TIMEOUT && settings.controller {
+            return Err(failed(format::FormatError::TooLittleTime {
+                left: deadline.remaining(),
+                needed: FORMAT_MIN_TIME + QUORUM_ASK_TIMEOUT,
+            }));
+        }
+        let me = broker_id.0 as i32;
+        let others: Vec<SocketAddr> = controllers
+            .iter()
+            .filter(|(id, _)| **id != broker_id)
+            .map(|(_, ip)| SocketAddr::from((*ip, self.controller_port)))
+            .collect();
+        let role = match (settings.controller, settings.dynamic) {
+            (false, _) => Role::Broker,
+            (true, false) => Role::StaticController,
+            (true, true) => Role::DynamicController {
+                first: controllers.keys().all(|id| *id >= broker_id),
+            },
+        };
+        let seen = match (
+            role,
+            quorum::ask_timeout(deadline.remaining(), QUORUM_ASK_TIMEOUT),
+        ) {
+            (Role::Broker, _) => Quorum::Silent,
+            (_, Ok(timeout)) => quorum::observe(&others, timeout).await,
+            (_, Err(why)) => Quorum::NotAsked(why),
+        };
+        let (basis, why, arguments) = match format_rule::decide(&storage, me, role, birth, &seen) {
+            StorageDecision::LeaveAlone => return Ok(()),
+            StorageDecision::Refuse(reason) => {
+                tracing::info!(%broker_id, berth_birth = %birth, why = %reason, "blank KRaft storage not formatted");
+                berth_core::progress::report(format!(
+                    "blank KRaft storage not formatted: {reason}"
+                ));
+                return Err(KafkaError::QuorumUnsafe { broker_id, reason });
+            }
+            StorageDecision::Format {
+                basis,
+                why,
+                arguments,
+            } => (basis, why, arguments),
+        };
+        let cluster_id = self
+            .cluster_id
+            .as_deref()
+            .ok_or(KafkaError::MissingClusterId { broker_id })?;
+        tracing::info!(%broker_id, cluster_id, log_dirs = ?spec.log_dirs, berth_format_basis = basis.name(), berth_birth = %birth, why = %why, arguments = ?arguments, "every log dir is blank: formatting KRaft storage");
+        self.formatter
+            .format(
+                cluster_id,
+                &self.overlay_path,
+                settings,
+                &arguments,
+                &spec.log_dirs,
+                deadline.remaining(),
+            )
+            .await
+            .map_err(failed)?;
+        *self.formatted.lock().expect("formatted lock") =
+            Some(format!("formatted on the {} rule: {why}", basis.name()));
+        Ok(())
+    }
+
+    /// What the last start's format decided (once: the next look no longer says it).
+    pub(crate) fn take_format_note(&self) -> Option<String> {
+        self.formatted.lock().expect("formatted lock").take()
+    }
+
+    /// This node's directory id, as its metadata log dir's `meta.properties` has it.
+    fn directory_id(&self, spec: &BrokerSpec, settings: &ToolSettings) -> String {
+        settings
+            .metadata_dir(&spec.log_dirs)
+            .ok()
+            .and_then(|dir| meta::read(&dir).ok().flatten())
+            .and_then(|identity| identity.directory_id)
+            .unwrap_or_else(|| NO_DIRECTORY_ID.to_owned())
+    }
+
+    /// The quorum as the controllers (this one first) describe it.
+    async fn describe(
+        &self,
+        spec: &BrokerSpec,
+        controllers: &BTreeMap<BrokerId, Ipv4Addr>,
+        timeout: Duration,
+    ) -> Result<QuorumView, String> {
+        let addresses: Vec<SocketAddr> = std::iter::once(spec.advertised_ip)
+            .chain(
+                controllers
+                    .iter()
+                    .filter(|(id, _)| **id != spec.broker_id)
+                    .map(|(_, ip)| *ip),
+            )
+            .map(|ip| SocketAddr::from((ip, self.controller_port)))
+            .collect();
+        match quorum::observe(&addresses, timeout).await {
+            Quorum::Described(view) => Ok(view),
+            Quorum::Silent => Err("no controller accepts a connection".into()),
+            Quorum::Undescribed(why) | Quorum::NotAsked(why) => Err(why),
+        }
+    }
+
+    /// A controller-only node's serving evidence: it is a voter at the quorum's committed high watermark.
+    pub(crate) async fn controller_serving(
+        &self,
+        spec: &BrokerSpec,
+        settings: &ToolSettings,
+        controllers: &BTreeMap<BrokerId, Ipv4Addr>,
+        timeout: Duration,
+    ) -> Result<ServingEvidence, KafkaError> {
+        let started = std::time::Instant::now();
+        let listener = SocketAddr::from((spec.advertised_ip, self.controller_port));
+        let not_serving = |seen: String| KafkaError::NotServing {
+            broker_id: spec.broker_id,
+            seen,
+        };
+        let view = self
+            .describe(spec, controllers, timeout)
+            .await
+            .map_err(not_serving)?;
+        let directory_id = self.directory_id(spec, settings);
+        let detail = quorum::at_high_watermark(
+            &view,
+            spec.broker_id.0 as i32,
+            &directory_id,
+            settings.dynamic,
+        )
+        .map_err(not_serving)?;
+        Ok(ServingEvidence {
+            listener,
+            probe_micros: started.elapsed().as_micros() as u64,
+            detail: format!("controller {listener}: DescribeQuorum shows {detail}"),
+        })
+    }
+
+    /// After Kafka serves (or while Healthy, until marked): confirms this node is a voter and marks its volume
+    /// once the quorum has committed with it as a voter at the high watermark. Errors are reported, not raised.
+    pub(crate) async fn confirm(
+        &self,
+        spec: &BrokerSpec,
+        settings: &ToolSettings,
+        controllers: &BTreeMap<BrokerId, Ipv4Addr>,
+    ) -> Option<QuorumReport> {
+        if !settings.controller {
+            return None;
+        }
+        let broker_id = spec.broker_id;
+        let view = match self.describe(spec, controllers, QUORUM_ASK_TIMEOUT).await {
+            Ok(view) => view,
+            Err(why) => {
+                tracing::info!(%broker_id, %why, "the quorum could not be described after the start: asked again later");
+                return None;
+            }
+        };
+        let me = broker_id.0 as i32;
+        let directory_id = self.directory_id(spec, settings);
+        let membership = quorum::membership(&view, me, &directory_id, settings.dynamic);
+        if let Membership::NotVoter { reason, fix } = &membership {
+            tracing::warn!(%broker_id, berth_voter = false, %reason, %fix, "this controller is not a voter");
+            berth_core::progress::report(format!("not a voter: {reason}; fix: {fix}"));
+        }
+        let mark = self
+            .mark(spec, settings, controllers, &view, &directory_id)
+            .await;
+        Some(QuorumReport { membership, mark })
+    }
+
+    async fn mark(
+        &self,
+        spec: &BrokerSpec,
+        settings: &ToolSettings,
+        controllers: &BTreeMap<BrokerId, Ipv4Addr>,
+        view: &QuorumView,
+        directory_id: &str,
+    ) -> String {
+        let broker_id = spec.broker_id;
+        if self.marked.load(Ordering::Relaxed) {
+            return "already marked".into();
+        }
+        let Some(record) = &self.birth else {
+            return "no birth record is configured".into();
+        };
+        let evidence = match quorum::at_high_watermark(
+            view,
+            broker_id.0 as i32,
+            directory_id,
+            settings.dynamic,
+        ) {
+            Ok(evidence) => evidence,
+            Err(why) => return format!("not marked yet: {why}"),
+        };
+        let mark = BirthMark {
+            cluster_id: self.cluster_id.clone().unwrap_or_default(),
+            voters: self.voter_text(controllers, settings),
+        };
+        match record.mark(broker_id, &mark).await {
+            Ok(volume_id) => {
+                self.marked.store(true, Ordering::Relaxed);
+                tracing::info!(%broker_id, %volume_id, berth_birth_mark = %mark.render(), %evidence, "the quorum has committed: this controller's volume is marked as born");
+                format!("marked {volume_id}: {evidence}")
+            }
+            Err(error) => {
+                tracing::warn!(%broker_id, %error, "the birth mark could not be written: tried again later");
+                format!("not marked: {error}")
+            }
+        }
+    }
+
+    /// Whether the birth mark is still to be written.
+    pub(crate) fn unmarked(&self) -> bool {
+        !self.marked.load(Ordering::Relaxed)
+    }
+}
+
+/// `controller.quorum.voters` in the merged settings, when set.
+fn quorum_voters_of(merged: &str) -> Option<String> {
+    meta::parse(merged)
+        .remove("controller.quorum.voters")
+        .filter(|voters| !voters.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kraft(controller_ids: &[u32], quorum_voters: bool) -> Kraft {
+        let mut config: Config = berth_config::parse(
+            "[cluster]\nname = \"c\"\nbroker_count = 4\nkafka_cluster_id = \"MkU3OEVBNTcwNTJENDM2Qg\"\n\
+             [claim]\nbackend = \"ec2\"\n[kafka]\nmode = \"kraft\"\n",
+            [],
+        )
+        .unwrap();
+        config.kafka.controller_ids = controller_ids.to_vec();
+        config.kafka.quorum_voters = quorum_voters;
+        Kraft::new(&config)
+    }
+
+    fn known(ids: &[u32]) -> BTreeMap<BrokerId, Ipv4Addr> {
+        ids.iter()
+            .map(|id| (BrokerId(*id), Ipv4Addr::new(10, 0, 0, 10 + *id as u8)))
+            .collect()
+    }
+
+    #[test]
+    fn static_voters_are_the_configured_controllers_and_a_missing_eni_fails_closed() {
+        let ours = kraft(&[0, 1, 2], true);
+        let voters = ours
+            .controllers(&known(&[0, 1, 2, 3]), BrokerId(3))
+            .unwrap();
+        assert_eq!(voters.keys().map(|id| id.0).collect::<Vec<_>>(), [0, 1, 2]);
+        let error = ours
+            .controllers(&known(&[0, 2, 3]), BrokerId(3))
+            .unwrap_err();
+        assert!(
+            matches!(&error, KafkaError::ControllerEniMissing { ids, .. } if ids == "1"),
+            "{error}"
+        );
+        assert_eq!(error.kind(), berth_core::ErrorKind::Fatal);
+        // Without configured ids (no voters rendered), every id discovery found is asked.
+        assert_eq!(
+            kraft(&[], false)
+                .controllers(&known(&[0, 3]), BrokerId(0))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn the_voters_a_mark_records_are_what_the_node_runs_with() {
+        let ours = kraft(&[0, 1], true);
+        let settings = ToolSettings::from_merged("process.roles=controller\n".into());
+        assert_eq!(
+            ours.voter_text(&known(&[0, 1]), &settings),
+            "0@10.0.0.10:9093,1@10.0.0.11:9093"
+        );
+        let operator = kraft(&[0, 1], false);
+        let dynamic = ToolSettings::from_merged(
+            "process.roles=controller\ncontroller.quorum.bootstrap.servers=a:9093\n".into(),
+        );
+        assert_eq!(
+            operator.voter_text(&known(&[0, 1]), &dynamic),
+            DYNAMIC_VOTERS
+        );
+        let rendered = ToolSettings::from_merged(
+            "process.roles=controller\ncontroller.quorum.voters=0@a:9093\n".into(),
+        );
+        assert_eq!(operator.voter_text(&known(&[0, 1]), &rendered), "0@a:9093");
+    }
+}
