@@ -59,13 +59,19 @@ fn zookeeper_mode() {
 #[test]
 fn kraft_mode_with_quorum_voters() {
     let broker = KafkaBroker::new(&config(
-        "mode = \"kraft\"\nlistener_name = \"BROKER\"\nport = 9094\ncontroller_port = 9093\nquorum_voters = true",
+        "mode = \"kraft\"\nlistener_name = \"BROKER\"\nport = 9094\ncontroller_port = 9093\nquorum_voters = true\n\
+         controller_ids = [0, 1, 2]",
     ))
     .unwrap();
     let error = broker
         .render_overlay(&spec())
-        .expect_err("voters are needed");
-    assert!(error.to_string().contains("no voter addresses"), "{error}");
+        .expect_err("the controllers' addresses are needed");
+    assert!(
+        error
+            .to_string()
+            .contains("kafka.controller_ids names 0, 1, 2 but discovery found no ENI"),
+        "{error}"
+    );
     let voters: BTreeMap<BrokerId, Ipv4Addr> = (0..3)
         .map(|id| {
             (
