@@ -131,23 +131,13 @@ impl Ec2Claim {
         let me = self.metadata.identity().await?;
         let mut plan = plan.clone();
         let seed = stable_hash(&me.instance_id);
-        let mut holders: BTreeMap<BrokerId, Holder> = plan
-            .enis
-            .iter()
-            .map(|(id, eni)| {
-                (
-                    *id,
-                    Holder::from_attachment(eni.attachment.as_ref(), &me.instance_id),
-                )
-            })
-            .collect();
+        let mut holders = holders_seen(&plan, &me.instance_id);
         let mut owner_states = BTreeMap::new();
         let mut jitter = Jitter::new(seed);
-        let mut waits = 0;
-        let mut refusals = 0;
+        let (mut waits, mut refusals) = (0, 0);
         loop {
             let step = next_move(&plan, &holders, &owner_states, &self.takeover_states, seed);
-            match step {
+            let wait = match step {
                 Move::Held(id) => return Ok(self.hold(&plan, id)),
                 Move::Attach(id) => {
                     match self
@@ -164,6 +154,7 @@ impl Ec2Claim {
                             tracing::debug!(%id, ?pause, "ENI attach refused: another instance holds it; looking again after a pause");
                             tokio::time::sleep(pause).await;
                             self.refresh(&me, &mut plan, &mut holders).await?;
+                            continue;
                         }
                         Err(error) => return Err(error),
                     }
@@ -182,13 +173,7 @@ impl Ec2Claim {
                         Ok(_) => return Ok(self.hold(&plan, id)),
                         // Another claimer took it over first, or the owner is given time to shut down
                         // (aws.takeover_wait): wait, then look again.
-                        Err(error @ AwsError::OwnerAlive { .. }) => {
-                            waits += 1;
-                            self.pause(error.to_string(), waits, &mut jitter, deadline)
-                                .await?;
-                            owner_states.clear();
-                            self.refresh(&me, &mut plan, &mut holders).await?;
-                        }
+                        Err(error @ AwsError::OwnerAlive { .. }) => error.to_string(),
                         Err(error) => return Err(error),
                     }
                 }
@@ -199,14 +184,14 @@ impl Ec2Claim {
                         let state = found.get(&owner).map_or("unknown", String::as_str);
                         owner_states.insert(owner.clone(), state.to_owned());
                     }
+                    continue;
                 }
-                Move::Wait(why) => {
-                    waits += 1;
-                    self.pause(why, waits, &mut jitter, deadline).await?;
-                    owner_states.clear();
-                    self.refresh(&me, &mut plan, &mut holders).await?;
-                }
-            }
+                Move::Wait(why) => why,
+            };
+            waits += 1;
+            self.pause(wait, waits, &mut jitter, deadline).await?;
+            owner_states.clear();
+            self.refresh(&me, &mut plan, &mut holders).await?;
         }
     }
 
@@ -281,6 +266,19 @@ impl Ec2Claim {
         }
         Ok(())
     }
+}
+
+/// Who holds each candidate's ENI as discovery saw it, seen from `instance_id`.
+fn holders_seen(plan: &ClaimPlan, instance_id: &str) -> BTreeMap<BrokerId, Holder> {
+    plan.enis
+        .iter()
+        .map(|(id, eni)| {
+            (
+                *id,
+                Holder::from_attachment(eni.attachment.as_ref(), instance_id),
+            )
+        })
+        .collect()
 }
 
 fn attachment_of(eni: &aws_sdk_ec2::types::NetworkInterface) -> Option<Attachment> {

@@ -363,6 +363,22 @@ async fn an_early_volume_request_sends_one_attach_that_attach_volume_then_finds(
     );
 }
 
+/// The id of the ENI's current attachment, as EC2 shows it.
+async fn eni_attachment_id(env: &Env, eni_id: &str) -> String {
+    let described = env
+        .ec2
+        .describe_network_interfaces()
+        .network_interface_ids(eni_id)
+        .send()
+        .await
+        .unwrap();
+    described.network_interfaces()[0]
+        .attachment()
+        .and_then(|a| a.attachment_id())
+        .expect("attached")
+        .to_owned()
+}
+
 /// `aws.takeover_wait` in the takeover tests: long enough to see the wait, short for a test.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 
@@ -448,18 +464,7 @@ async fn a_shutting_down_owner_that_lets_go_within_the_wait_is_never_forced() {
         .await
         .unwrap();
     assert_eq!(attachment.as_deref(), Some(owner.instance_id.as_str()));
-    let detached = env
-        .ec2
-        .describe_network_interfaces()
-        .network_interface_ids(&env.ids[0].eni_id)
-        .send()
-        .await
-        .unwrap();
-    let attachment_id = detached.network_interfaces()[0]
-        .attachment()
-        .and_then(|a| a.attachment_id())
-        .unwrap()
-        .to_owned();
+    let attachment_id = eni_attachment_id(&env, &env.ids[0].eni_id).await;
     env.ec2
         .detach_network_interface()
         .attachment_id(attachment_id)
@@ -524,18 +529,7 @@ async fn a_multi_attach_volume_or_a_delete_on_termination_eni_is_refused_by_name
     // id 0's ENI attached here, then marked DeleteOnTermination (a launch template, or a person).
     let eni = resources.eni.as_ref().unwrap();
     cloud.attach_eni(&identity, eni, deadline).await.unwrap();
-    let described = env
-        .ec2
-        .describe_network_interfaces()
-        .network_interface_ids(&eni.eni_id)
-        .send()
-        .await
-        .unwrap();
-    let attachment_id = described.network_interfaces()[0]
-        .attachment()
-        .and_then(|a| a.attachment_id())
-        .unwrap()
-        .to_owned();
+    let attachment_id = eni_attachment_id(&env, &eni.eni_id).await;
     env.ec2
         .modify_network_interface_attribute()
         .network_interface_id(&eni.eni_id)

@@ -205,28 +205,10 @@ impl Kraft {
                 needed: FORMAT_MIN_TIME + QUORUM_ASK_TIMEOUT,
             }));
         }
-        let me = broker_id.0 as i32;
-        let others: Vec<SocketAddr> = controllers
-            .iter()
-            .filter(|(id, _)| **id != broker_id)
-            .map(|(_, ip)| SocketAddr::from((*ip, self.controller_port)))
-            .collect();
-        let role = match (settings.controller, settings.dynamic) {
-            (false, _) => Role::Broker,
-            (true, false) => Role::StaticController,
-            (true, true) => Role::DynamicController {
-                first: controllers.keys().all(|id| *id >= broker_id),
-            },
-        };
-        let seen = match (
-            role,
-            quorum::ask_timeout(deadline.remaining(), QUORUM_ASK_TIMEOUT),
-        ) {
-            (Role::Broker, _) => Quorum::Silent,
-            (_, Ok(timeout)) => quorum::observe(&others, timeout).await,
-            (_, Err(why)) => Quorum::NotAsked(why),
-        };
-        let (basis, why, arguments) = match format_rule::decide(&storage, me, role, birth, &seen) {
+        let (basis, why, arguments) = match self
+            .decide(spec, settings, controllers, birth, &storage, deadline)
+            .await
+        {
             StorageDecision::LeaveAlone => return Ok(()),
             StorageDecision::Refuse(reason) => {
                 tracing::info!(%broker_id, berth_birth = %birth, why = %reason, "blank KRaft storage not formatted");
@@ -260,6 +242,40 @@ impl Kraft {
         *self.formatted.lock().expect("formatted lock") =
             Some(format!("formatted on the {} rule: {why}", basis.name()));
         Ok(())
+    }
+
+    /// Asks the other controllers (a controller's blank storage only) and decides ([`format_rule::decide`]).
+    async fn decide(
+        &self,
+        spec: &BrokerSpec,
+        settings: &ToolSettings,
+        controllers: &BTreeMap<BrokerId, Ipv4Addr>,
+        birth: &Birth,
+        storage: &StorageState,
+        deadline: Deadline,
+    ) -> StorageDecision {
+        let broker_id = spec.broker_id;
+        let others: Vec<SocketAddr> = controllers
+            .iter()
+            .filter(|(id, _)| **id != broker_id)
+            .map(|(_, ip)| SocketAddr::from((*ip, self.controller_port)))
+            .collect();
+        let role = match (settings.controller, settings.dynamic) {
+            (false, _) => Role::Broker,
+            (true, false) => Role::StaticController,
+            (true, true) => Role::DynamicController {
+                first: controllers.keys().all(|id| *id >= broker_id),
+            },
+        };
+        let seen = match (
+            role,
+            quorum::ask_timeout(deadline.remaining(), QUORUM_ASK_TIMEOUT),
+        ) {
+            (Role::Broker, _) => Quorum::Silent,
+            (_, Ok(timeout)) => quorum::observe(&others, timeout).await,
+            (_, Err(why)) => Quorum::NotAsked(why),
+        };
+        format_rule::decide(storage, broker_id.0 as i32, role, birth, &seen)
     }
 
     /// What the last start's format decided (once: the next look no longer says it).

@@ -81,6 +81,17 @@ async fn until(
     .unwrap_or_else(|_| panic!("{what} within {within:?}"))
 }
 
+/// Asserts the serving evidence says each of `words`.
+fn says(evidence: &ServingEvidence, words: &[&str]) {
+    for word in words {
+        assert!(
+            evidence.detail.contains(word),
+            "no {word:?} in: {}",
+            evidence.detail
+        );
+    }
+}
+
 fn refusal(result: Result<ServingEvidence, StepError>) -> String {
     let error = result.expect_err("refused");
     assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
@@ -134,24 +145,19 @@ async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_major
         .start(1, START_DEADLINE)
         .await
         .expect("node 1 formatted on the birth rule, and serving");
-    assert!(
-        second.detail.contains("formatted on the birth rule")
-            && second
-                .detail
-                .contains("no controller volume carries berth:kraft-born")
-            && second.detail.contains("error 6"),
-        "{}",
-        second.detail
+    says(
+        &second,
+        &[
+            "formatted on the birth rule",
+            "no controller volume carries berth:kraft-born",
+            "error 6",
+        ],
     );
     let first = first
         .await
         .unwrap()
         .expect("node 0 serving once node 1 joined");
-    assert!(
-        first.detail.contains("formatted on the birth rule"),
-        "{}",
-        first.detail
-    );
+    says(&first, &["formatted on the birth rule"]);
     // Once the quorum committed, each marked its own volume (node 0 perhaps at its next health check).
     nodes[0].broker.check(&nodes[0].host.spec(0)).await.unwrap();
     let marks = births.marks();
@@ -167,12 +173,8 @@ async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_major
         .start(2, START_DEADLINE)
         .await
         .expect("node 2 serving");
-    assert!(
-        third.detail.contains("formatted on the majority rule"),
-        "{}",
-        third.detail
-    );
-    assert!(third.detail.contains("quorum: a voter"), "{}", third.detail);
+    says(&third, &["formatted on the majority rule"]);
+    says(&third, &["quorum: a voter"]);
     until(&controllers, START_DEADLINE, "three voters at the high watermark", |seen| {
         matches!(seen, Quorum::Described(view) if (0..3).all(|id| quorum::at_high_watermark(view, id, "", false).is_ok()))
     })
@@ -184,11 +186,7 @@ async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_major
         .start(2, START_DEADLINE)
         .await
         .expect("node 2 back");
-    assert!(
-        replaced.detail.contains("formatted on the majority rule"),
-        "{}",
-        replaced.detail
-    );
+    says(&replaced, &["formatted on the majority rule"]);
 
     // Node 1 stops; a topic is created by 0 and 2, so the committed metadata moves past node 1's log end.
     nodes[1].stop().await;
@@ -249,11 +247,7 @@ async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_major
         .start(2, START_DEADLINE)
         .await
         .expect("node 2 rejoins");
-    assert!(
-        rejoined.detail.contains("formatted on the majority rule"),
-        "{}",
-        rejoined.detail
-    );
+    says(&rejoined, &["formatted on the majority rule"]);
     for node in &nodes {
         node.stop().await;
     }
@@ -294,31 +288,15 @@ async fn a_dynamic_quorum_is_formed_by_the_first_controller_and_a_joiner_is_conf
         .start(&hosts[0].spec(0), Deadline::after(START_DEADLINE))
         .await
         .expect("node 0 forms the quorum");
-    assert!(
-        formed.detail.contains("formatted on the birth rule"),
-        "{}",
-        formed.detail
-    );
-    assert!(
-        formed.detail.contains("quorum: a voter"),
-        "{}",
-        formed.detail
-    );
+    says(&formed, &["formatted on the birth rule"]);
+    says(&formed, &["quorum: a voter"]);
     let joined = brokers[1]
         .start(&hosts[1].spec(1), Deadline::after(START_DEADLINE))
         .await
         .expect("node 1 joins");
-    assert!(
-        joined.detail.contains("formatted on the majority rule"),
-        "{}",
-        joined.detail
-    );
+    says(&joined, &["formatted on the majority rule"]);
     // Auto-join is off: node 1 is an observer, and berth says so with the fix.
-    assert!(
-        joined.detail.contains("NOT a voter") && joined.detail.contains("add-controller"),
-        "{}",
-        joined.detail
-    );
+    says(&joined, &["NOT a voter", "add-controller"]);
     let fix = joined
         .detail
         .split("fix: ")
