@@ -801,7 +801,7 @@ impl Broker for KafkaBroker {
 
     async fn check(&self, spec: &BrokerSpec) -> Result<ServingEvidence, StepError> {
         let evidence = self.check_once(spec).await?;
-        if self.kraft.as_ref().is_some_and(Kraft::unmarked) {
+        if self.kraft.as_ref().is_some_and(Kraft::confirm_due) {
             // A Kafka adopted running (or one whose quorum had not committed at its start): mark it once it has.
             self.confirm_quorum(spec).await;
         }

@@ -12,7 +12,8 @@
 //!   voter (a dynamic quorum's auto-join is never assumed: when it is not, the journal and the step's report
 //!   say so with the `kafka-metadata-quorum` commands that fix it), and once it is a voter at a committed high
 //!   watermark it marks its own volume as born ([`BirthRecord::mark`]), which it also does from the health
-//!   check when it adopted a running Kafka (clusters that predate the mark are marked this way).
+//!   check until it succeeds (a Kafka adopted running, a quorum that had not committed at the start: clusters
+//!   that predate the mark are marked this way); after a failed write it waits [`MARK_RETRY`].
 //! * **A controller-only node** (`process.roles=controller`) has no broker listener: it serves when it is a
 //!   voter at the quorum's high watermark ([`crate::quorum::at_high_watermark`]).
 
@@ -37,6 +38,9 @@ use crate::staging;
 
 /// How long each other controller is given to answer (connect and DescribeQuorum).
 pub const QUORUM_ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a birth mark that could not be written, how long before the health check tries again: a mark that
+/// keeps failing (say, `ec2:CreateTags` not granted) must not cost EC2 calls at every check.
+pub const MARK_RETRY: Duration = Duration::from_secs(60);
 
 /// The KRaft settings and state of one broker adapter.
 pub(crate) struct Kraft {
@@ -50,6 +54,7 @@ pub(crate) struct Kraft {
     birth: Option<Arc<dyn BirthRecord>>,
     marked: AtomicBool,
     formatted: Mutex<Option<String>>,
+    last_failed_mark: Mutex<Option<std::time::Instant>>,
 }
 
 /// What a controller learnt from the quorum after its start.
@@ -78,6 +83,7 @@ impl Kraft {
             birth: None,
             marked: AtomicBool::new(false),
             formatted: Mutex::new(None),
+            last_failed_mark: Mutex::new(None),
         }
     }
 
@@ -416,15 +422,19 @@ impl Kraft {
                 format!("marked {volume_id}: {evidence}")
             }
             Err(error) => {
+                *self.last_failed_mark.lock().expect("last_failed_mark lock") =
+                    Some(std::time::Instant::now());
                 tracing::warn!(%broker_id, %error, "the birth mark could not be written: tried again later");
                 format!("not marked: {error}")
             }
         }
     }
 
-    /// Whether the birth mark is still to be written.
-    pub(crate) fn unmarked(&self) -> bool {
-        !self.marked.load(Ordering::Relaxed)
+    /// Whether the health check should confirm the quorum again: the birth mark is still to be written, and
+    /// no attempt to write it failed in the last [`MARK_RETRY`].
+    pub(crate) fn confirm_due(&self) -> bool {
+        let failed = *self.last_failed_mark.lock().expect("last_failed_mark lock");
+        !self.marked.load(Ordering::Relaxed) && failed.is_none_or(|at| at.elapsed() >= MARK_RETRY)
     }
 }
 
