@@ -34,7 +34,8 @@ const CATCH_UP_POLL_MAX: Duration = Duration::from_secs(1);
 pub const ENV_PREFIX: &str = "BERTH";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
+    "claim.ids",
     "kafka.controller_ids",
     "storage.log_dirs",
     "storage.mkfs_options",
@@ -187,6 +188,9 @@ pub struct ClaimConfig {
     /// [`Config::claim_backend`]). [`parse`] fills it in, so the effective configuration names it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<ClaimBackend>,
+    /// The ids this host may claim; empty means every id. Hosts of one group claim only that group's ids,
+    /// e.g. a group of dedicated controllers `[0, 1, 2]` and a group of brokers `[3, 4, 5]`.
+    pub ids: Vec<u32>,
 }
 
 /// `[zookeeper]`
@@ -791,6 +795,14 @@ impl Config {
         ensure(!self.tags.key.trim().is_empty(), "tags.key", || {
             "must not be empty".into()
         })?;
+        for id in &self.claim.ids {
+            ensure(*id < self.cluster.broker_count, "claim.ids", || {
+                format!(
+                    "{id} is not a broker id (ids are 0..{})",
+                    self.cluster.broker_count
+                )
+            })?;
+        }
         if self.claim_backend() == ClaimBackend::Zookeeper
             || self.kafka.mode == KafkaMode::Zookeeper
         {
@@ -1202,6 +1214,20 @@ impl Config {
     /// Broker ids this cluster has.
     pub fn broker_ids(&self) -> impl Iterator<Item = berth_core::BrokerId> {
         (0..self.cluster.broker_count).map(berth_core::BrokerId)
+    }
+
+    /// The ids this host may claim: `claim.ids`, or every id.
+    pub fn claimable_ids(&self) -> Vec<berth_core::BrokerId> {
+        if self.claim.ids.is_empty() {
+            self.broker_ids().collect()
+        } else {
+            self.claim
+                .ids
+                .iter()
+                .copied()
+                .map(berth_core::BrokerId)
+                .collect()
+        }
     }
 
     /// The claims' parent znode: `<root>/<cluster>/claims`.

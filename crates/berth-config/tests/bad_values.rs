@@ -35,6 +35,8 @@ fn every_key_names_itself_when_its_value_is_bad() {
             "cluster.kafka_cluster_id",
         ),
         ("BERTH_TAGS__KEY", " ", "tags.key"),
+        ("BERTH_CLAIM__IDS", "0,3", "claim.ids"),
+        ("BERTH_CLAIM__IDS", "zero", "claim.ids[0]"),
         ("BERTH_TAGS__ENI", "KAFKA", "tags.eni"),
         ("BERTH_TAGS__ENI", "KAFKA-{id}-{id}", "tags.eni"),
         ("BERTH_TAGS__VOLUME", "KAFKA-*-{id}", "tags.volume"),
