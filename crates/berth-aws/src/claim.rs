@@ -16,7 +16,8 @@
 //!   watches), saying which instances hold which ids, and looks again.
 //!
 //! The claim has no session: it never expires while the instance lives, `reclaim` only reports whether the
-//! ENI is still attached here, and `release` leaves the detaching to the drain's `DetachEni`.
+//! ENI is still attached here, and `release` detaches what the drain's `DetachEni` did not: any ENI it asked
+//! EC2 to attach here that still is (a claim a drain cut short after EC2 accepted it).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +87,9 @@ pub struct Ec2Claim {
     calls: CallCounter,
     calls_when_waiting: AtomicU64,
     held: Mutex<Option<(BrokerId, EniFacts)>>,
+    /// Every ENI this backend asked EC2 to attach here (recorded before the request): a claim cut short after
+    /// EC2 accepted it (a drain cancels the step, or its answer comes too late to be used) is still released.
+    asked: Mutex<BTreeMap<String, EniFacts>>,
 }
 
 impl Ec2Claim {
@@ -102,6 +106,7 @@ impl Ec2Claim {
             calls,
             calls_when_waiting: AtomicU64::new(0),
             held: Mutex::new(None),
+            asked: Mutex::default(),
         }
     }
 
@@ -140,11 +145,8 @@ impl Ec2Claim {
             let wait = match step {
                 Move::Held(id) => return Ok(self.hold(&plan, id)),
                 Move::Attach(id) => {
-                    match self
-                        .attacher
-                        .request_eni_attach(&me, eni_of(&plan, id)?)
-                        .await
-                    {
+                    let eni = self.asking(eni_of(&plan, id)?);
+                    match self.attacher.request_eni_attach(&me, eni).await {
                         Ok(()) => return Ok(self.hold(&plan, id)),
                         Err(error) if error.code() == Some("InvalidNetworkInterface.InUse") => {
                             refusals += 1;
@@ -165,11 +167,8 @@ impl Ec2Claim {
                     owner_state,
                 } => {
                     tracing::warn!(%id, %owner, %owner_state, "claiming by taking the ENI over from an instance that is {owner_state}");
-                    match self
-                        .attacher
-                        .attach_eni(&me, eni_of(&plan, id)?, deadline)
-                        .await
-                    {
+                    let eni = self.asking(eni_of(&plan, id)?);
+                    match self.attacher.attach_eni(&me, eni, deadline).await {
                         Ok(_) => return Ok(self.hold(&plan, id)),
                         // Another claimer took it over first, or the owner is given time to shut down
                         // (aws.takeover_wait): wait, then look again.
@@ -217,9 +216,15 @@ impl Ec2Claim {
         Ok(())
     }
 
+    /// Records that this ENI's attachment here is about to be asked for.
+    fn asking<'a>(&self, eni: &'a EniFacts) -> &'a EniFacts {
+        lock(&self.asked).insert(eni.eni_id.clone(), eni.clone());
+        eni
+    }
+
     fn hold(&self, plan: &ClaimPlan, id: BrokerId) -> BrokerId {
         if let Some(eni) = plan.enis.get(&id) {
-            *lock(&self.held) = Some((id, eni.clone()));
+            *lock(&self.held) = Some((id, self.asking(eni).clone()));
         }
         tracing::info!(%id, eni = plan.enis.get(&id).map(|e| e.eni_id.as_str()), "claimed broker id: its ENI is attached here");
         id
@@ -263,6 +268,24 @@ impl Ec2Claim {
                 *id,
                 Holder::from_attachment(attachment.as_ref(), &me.instance_id),
             );
+        }
+        Ok(())
+    }
+}
+
+impl Ec2Claim {
+    async fn release_asked(&self) -> Result<(), AwsError> {
+        let asked: Vec<EniFacts> = lock(&self.asked).values().cloned().collect();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let me = self.metadata.identity().await?;
+        for eni in asked {
+            if self.attacher.eni_attached_here(&me, &eni).await? {
+                tracing::warn!(eni = %eni.eni_id, "releasing the claim: an ENI it asked for is still attached here");
+                self.attacher.detach_eni(&me, &eni).await?;
+            }
+            lock(&self.asked).remove(&eni.eni_id);
         }
         Ok(())
     }
@@ -343,9 +366,11 @@ impl Coordination for Ec2Claim {
         }
     }
 
-    /// Nothing to do: the claim ends when the drain's `DetachEni` lets the ENI go (or the instance ends).
+    /// The claim ends when the teardown's `DetachEni` lets the ENI go (or the instance ends); this detaches
+    /// any ENI this backend asked for that is still attached here, such as one whose claim a drain cut short
+    /// after EC2 accepted it (the machine never learnt the id, so its teardown has no `DetachEni`).
     async fn release(&self) -> Result<(), StepError> {
-        Ok(())
+        Ok(self.release_asked().await?)
     }
 
     /// The claim has no session: no event ever comes.

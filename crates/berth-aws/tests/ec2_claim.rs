@@ -227,3 +227,46 @@ async fn a_dying_owners_id_is_taken_over_while_the_claimer_waits() {
         Some(replacement.instance.instance_id.as_str())
     );
 }
+
+#[tokio::test]
+async fn a_claim_cut_short_after_ec2_accepted_it_is_released_by_the_teardown() {
+    let env = env(&[ZONE_A, ZONE_A]).await;
+    let claimer = claimer(&env, env.instance(ZONE_A).await).await;
+    env.proxy.reset_counts();
+    // A drain cancels the claim step once EC2 has been asked to attach: the machine never learns the id, so
+    // its teardown has no DetachEni; only the claim's release remains.
+    let claim = claimer.claim(Duration::from_secs(10));
+    tokio::pin!(claim);
+    let asked = async {
+        while env.proxy.calls("AttachNetworkInterface") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        claimed = &mut claim => { claimed.expect("claimed before the drain came"); }
+        () = asked => {}
+    }
+    // EC2 finishes what it accepted, however the step ended.
+    let mine = Some(claimer.instance.instance_id.clone());
+    let attached_here = |owners: BTreeMap<BrokerId, Option<String>>| {
+        owners.values().filter(|owner| **owner == mine).count()
+    };
+    let accepted = tokio::time::timeout(Duration::from_secs(10), async {
+        while attached_here(eni_owners(&env).await) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    accepted
+        .await
+        .expect("EC2 attached the ENI the claim asked for");
+    claimer.backend.release().await.expect("released");
+    assert_eq!(
+        attached_here(eni_owners(&env).await),
+        0,
+        "no ENI left attached to the drained instance"
+    );
+    assert_eq!(env.proxy.calls("DetachNetworkInterface"), 1);
+    // Released again (a retried teardown step): nothing left to do.
+    claimer.backend.release().await.expect("released twice");
+    assert_eq!(env.proxy.calls("DetachNetworkInterface"), 1);
+}
