@@ -1,8 +1,9 @@
 //! EC2, CloudFormation and Auto Scaling adapter for berth: IMDSv2 identity, ENI and EBS attachment by tag with
 //! safe takeover, CloudFormation signal, Auto Scaling lifecycle.
 //!
-//! [`AwsCloud`] implements [`berth_core::ports::Cloud`] on the official aws-sdk-rust. Its parts, one job each:
-//! [`metadata`] (IMDSv2 only), [`discovery`] (one filtered, paginated describe per resource type),
+//! [`AwsCloud`] implements the ports [`berth_core::ports::Metadata`] (IMDS), [`berth_core::ports::Attachments`]
+//! (EC2) and [`berth_core::ports::Signals`] (CloudFormation and Auto Scaling) on the official aws-sdk-rust. Its
+//! parts, one job each: [`metadata`] (IMDSv2 only), [`discovery`] (one filtered, paginated describe per resource type),
 //! [`attach`] (attach, takeover from dying owners only, detach), [`birth`] (the KRaft birth mark on the
 //! controllers' volumes), [`claim`] (the `ec2` claim backend: an id is
 //! claimed by attaching its ENI), [`signals`] (CloudFormation and Auto Scaling),
@@ -30,7 +31,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use berth_core::facts::{EniFacts, Identity, Inventory, VolumeFacts};
 use berth_core::ports::{
-    Cloud, Deadline, Delivery, DrainReason, FailureReport, LaunchResult, StepError, Verdict,
+    self, Deadline, Delivery, DrainReason, FailureReport, LaunchResult, StepError, Verdict,
     VolumeRequest,
 };
 use ipnet::Ipv4Net;
@@ -56,31 +57,47 @@ pub struct AwsCloud {
     signaller: Signaller,
 }
 
+/// What the AWS adapter reads: where AWS and IMDS answer, how the cluster's resources are found and attached,
+/// and which signals are on. The daemon builds it from `[aws]`, `[tags]` and `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// The region; `None`: the instance's, from IMDS.
+    pub region: Option<String>,
+    /// Endpoint override for EC2, CloudFormation and Auto Scaling (tests, VPC endpoints); `None`: AWS's own.
+    pub endpoint_url: Option<String>,
+    /// The instance metadata service's base URL.
+    pub imds_endpoint: String,
+    /// How the cluster's ENIs and volumes are found.
+    pub discovery: DiscoverySpec,
+    /// How they are attached, and whose attachments may be taken over.
+    pub attach: AttachSettings,
+    /// CloudFormation's signal and the Auto Scaling lifecycle calls.
+    pub signals: SignalSettings,
+}
+
 impl AwsCloud {
-    /// Builds the clients from the configuration: region from `aws.region` or IMDS, endpoint override from
-    /// `aws.endpoint_url`, credentials from the default chain (environment, profile, then the instance role
-    /// through the configured IMDS endpoint).
-    pub async fn new(config: &berth_config::Config) -> Result<Self, AwsError> {
-        Self::build(config, None).await
+    /// Builds the clients: region as set or from IMDS, the endpoint override when set, credentials from the
+    /// default chain (environment, profile, then the instance role through the configured IMDS endpoint).
+    pub async fn new(settings: AwsSettings) -> Result<Self, AwsError> {
+        Self::build(settings, None).await
     }
 
     /// Like [`new`](Self::new) with fixed credentials (tests, the simulated fleet).
     pub async fn with_credentials(
-        config: &berth_config::Config,
+        settings: AwsSettings,
         credentials: Credentials,
     ) -> Result<Self, AwsError> {
-        Self::build(config, Some(credentials)).await
+        Self::build(settings, Some(credentials)).await
     }
 
     async fn build(
-        config: &berth_config::Config,
+        settings: AwsSettings,
         credentials: Option<Credentials>,
     ) -> Result<Self, AwsError> {
-        let metadata = Metadata::new(&config.aws.imds_endpoint)?;
-        let region = if config.aws.region.is_empty() {
-            metadata.get("placement/region").await?
-        } else {
-            config.aws.region.clone()
+        let metadata = Metadata::new(&settings.imds_endpoint)?;
+        let region = match settings.region {
+            Some(region) => region,
+            None => metadata.get("placement/region").await?,
         };
         let region = Region::new(region);
         let credentials = match credentials {
@@ -109,14 +126,14 @@ impl AwsCloud {
                     .operation_timeout(Duration::from_secs(60))
                     .build(),
             );
-        if !config.aws.endpoint_url.is_empty() {
-            loader = loader.endpoint_url(&config.aws.endpoint_url);
+        if let Some(endpoint_url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(endpoint_url);
         }
         let sdk: SdkConfig = loader.load().await;
         let ec2 = aws_sdk_ec2::Client::new(&sdk);
-        let attacher = Attacher::new(ec2.clone(), AttachSettings::from_config(config));
+        let attacher = Attacher::new(ec2.clone(), settings.attach);
         let signaller = Signaller::new(
-            SignalSettings::from_config(config),
+            settings.signals,
             ec2.clone(),
             aws_sdk_cloudformation::Client::new(&sdk),
             aws_sdk_autoscaling::Client::new(&sdk),
@@ -125,7 +142,7 @@ impl AwsCloud {
         Ok(Self {
             ec2,
             metadata,
-            discovery: DiscoverySpec::from_config(config),
+            discovery: settings.discovery,
             attacher,
             signaller,
         })
@@ -205,11 +222,18 @@ impl AwsCloud {
 }
 
 #[async_trait]
-impl Cloud for AwsCloud {
+impl ports::Metadata for AwsCloud {
     async fn identity(&self) -> Result<Identity, StepError> {
         Ok(self.metadata.identity().await?)
     }
 
+    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
+        Ok(self.metadata.termination_notice().await?)
+    }
+}
+
+#[async_trait]
+impl ports::Attachments for AwsCloud {
     async fn discover(&self) -> Result<Inventory, StepError> {
         Ok(self.inventory().await?)
     }
@@ -262,7 +286,10 @@ impl Cloud for AwsCloud {
     ) -> Result<(), StepError> {
         Ok(self.attacher.detach_volume(identity, volume).await?)
     }
+}
 
+#[async_trait]
+impl ports::Signals for AwsCloud {
     async fn signal_stack(
         &self,
         identity: &Identity,
@@ -297,9 +324,5 @@ impl Cloud for AwsCloud {
 
     async fn complete_termination(&self, identity: &Identity) -> Result<Delivery, StepError> {
         Ok(self.signaller.complete_termination(identity).await?)
-    }
-
-    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
-        Ok(self.metadata.termination_notice().await?)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_aws::Ec2Claim;
 use berth_core::claim::{plan_claim, ClaimPlan};
-use berth_core::ports::{ClaimHolder, Cloud, Coordination, Deadline, ErrorKind};
+use berth_core::ports::{Attachments, ClaimHolder, Coordination, Deadline, ErrorKind, Metadata};
 use berth_core::BrokerId;
 use berth_testkit::aws::world::{self, SeededInstance};
 use berth_testkit::aws::Imds;
@@ -24,17 +24,19 @@ struct Claimer {
 }
 
 async fn claimer(env: &Env, instance: SeededInstance) -> Claimer {
-    claimer_with(env, instance, "").await
+    claimer_with(env, instance, DEFAULT_TAKEOVER_WAIT).await
 }
 
-/// As [`claimer`], with extra `[aws]` lines.
-async fn claimer_with(env: &Env, instance: SeededInstance, aws_extra: &str) -> Claimer {
+/// As [`claimer`], with this `aws.takeover_wait`.
+async fn claimer_with(env: &Env, instance: SeededInstance, takeover_wait: Duration) -> Claimer {
     let imds = env.imds(&instance, &[]);
-    let config = env.config(&imds, env.ids.len() as u32, aws_extra);
-    let cloud = env.cloud(&config).await;
+    let broker_count = env.ids.len() as u32;
+    let mut settings = env.settings(&imds, broker_count);
+    settings.attach.takeover_wait = takeover_wait;
+    let cloud = env.cloud(settings).await;
     let identity = cloud.identity().await.expect("identity");
     let inventory = cloud.discover().await.expect("discover");
-    let plan = plan_claim(&inventory, &identity, config.broker_ids());
+    let plan = plan_claim(&inventory, &identity, (0..broker_count).map(BrokerId));
     Claimer {
         instance,
         backend: cloud.ec2_claim(),
@@ -175,7 +177,7 @@ async fn a_dying_owners_id_is_taken_over_while_the_claimer_waits() {
     let owner = claimer(&env, env.instance(ZONE_A).await).await;
     let id = owner.claim(Duration::from_secs(5)).await.unwrap();
     let replacement =
-        claimer_with(&env, env.instance(ZONE_A).await, "takeover_wait = \"2s\"").await;
+        claimer_with(&env, env.instance(ZONE_A).await, Duration::from_secs(2)).await;
 
     // The replacement reports what it waits for (as /state shows it); the owner starts dying only then.
     let (said, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -5,21 +5,98 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use berth_aws::{AttachSettings, AwsSettings};
 use berth_core::birth::{self, BirthRecord};
 use berth_core::facts::InventoryProblem;
 use berth_core::ports::{
-    Cloud, Deadline, Delivery, DrainReason, ErrorKind, FailureReport, LaunchResult, Verdict,
-    VolumeRequest,
+    Attachments, Deadline, Delivery, DrainReason, ErrorKind, FailureReport, LaunchResult, Metadata,
+    Signals, Verdict, VolumeRequest,
 };
 use berth_core::BrokerId;
 use berth_testkit::aws::world;
-use berth_testkit::aws::{EniOnTerminate, Fault};
+use berth_testkit::aws::{EniOnTerminate, Fault, Imds};
 use common::*;
 
 #[tokio::test]
 async fn discovery_maps_ids_and_names_every_configuration_error() {
     // ids 0, 1 in zone a; id 2 in zone b (all fine so far).
     let env = env(&[ZONE_A, ZONE_A, ZONE_B]).await;
+    seed_what_discovery_must_flag(&env).await;
+    let me = env.instance(ZONE_A).await;
+    let imds = env.imds(&me, &[]);
+    let cloud = env.cloud(env.settings(&imds, 6)).await;
+    let inventory = cloud.discover().await.expect("discovery");
+
+    assert_eq!(
+        env.proxy.counts().into_iter().collect::<Vec<_>>(),
+        vec![
+            ("DescribeNetworkInterfaces".to_owned(), 1),
+            ("DescribeSubnets".to_owned(), 1),
+            ("DescribeVolumes".to_owned(), 1)
+        ],
+        "one describe per resource type plus one for the subnets"
+    );
+    let zero = &inventory.ids[&BrokerId(0)];
+    let eni = zero.eni.as_ref().unwrap();
+    assert_eq!(eni.eni_id, env.ids[0].eni_id);
+    assert_eq!(eni.private_ip, env.ids[0].ip);
+    assert_eq!(eni.mac.to_string(), env.ids[0].mac.to_lowercase());
+    assert_eq!(eni.subnet.to_string(), "10.0.1.0/24");
+    assert_eq!(eni.availability_zone, ZONE_A);
+    assert_eq!(eni.attachment, None);
+    let volume = zero.volume.as_ref().unwrap();
+    assert_eq!(
+        (volume.volume_id.as_str(), volume.state.as_str()),
+        (env.ids[0].volume_id.as_str(), "available")
+    );
+    assert_eq!(
+        inventory.ids[&BrokerId(2)]
+            .eni
+            .as_ref()
+            .unwrap()
+            .subnet
+            .to_string(),
+        "10.0.2.0/24"
+    );
+
+    problems_name_the_ids(&env, &inventory);
+    assert!(!inventory.ids.contains_key(&BrokerId(5)));
+    assert!(!inventory.ids.contains_key(&BrokerId(7)));
+}
+
+/// The duplicate ENI, the zone mismatch and the missing volume are reported, naming what is wrong.
+fn problems_name_the_ids(env: &Env, inventory: &berth_core::Inventory) {
+    let problems: Vec<String> = inventory.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(inventory.problems.len(), 3, "{problems:#?}");
+    assert!(matches!(
+        &inventory.problems[0],
+        InventoryProblem::DuplicateEni {
+            id: BrokerId(1),
+            count: 2,
+            ..
+        }
+    ));
+    assert!(matches!(
+        &inventory.problems[1],
+        InventoryProblem::ZoneMismatch { id: BrokerId(3), eni_az, volume_az, .. } if eni_az == ZONE_B && volume_az == ZONE_A
+    ));
+    assert_eq!(
+        inventory.problems[2],
+        InventoryProblem::Missing {
+            id: BrokerId(4),
+            missing: "volume".into()
+        }
+    );
+    assert!(
+        problems[0].contains(&env.ids[1].eni_id),
+        "the duplicate names both ENIs: {}",
+        problems[0]
+    );
+}
+
+/// What discovery must flag or pass over: id 1 gets a second ENI, id 3 an ENI in b with its volume in a, id 4
+/// only an ENI; another cluster's id 0, a non-canonical tag (`KAFKA-01`) and an id out of range are not ours.
+async fn seed_what_discovery_must_flag(env: &Env) {
     let tagged = |name: &'static str| [("Name", name), (CLUSTER_KEY, CLUSTER)];
     // id 1 gets a second ENI; id 3 an ENI in b with its volume in a; id 4 only an ENI.
     world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-1"))
@@ -56,72 +133,6 @@ async fn discovery_maps_ids_and_names_every_configuration_error() {
     world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-7"))
         .await
         .unwrap();
-
-    let me = env.instance(ZONE_A).await;
-    let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 6, "")).await;
-    let inventory = cloud.discover().await.expect("discovery");
-
-    assert_eq!(
-        env.proxy.counts().into_iter().collect::<Vec<_>>(),
-        vec![
-            ("DescribeNetworkInterfaces".to_owned(), 1),
-            ("DescribeSubnets".to_owned(), 1),
-            ("DescribeVolumes".to_owned(), 1)
-        ],
-        "one describe per resource type plus one for the subnets"
-    );
-    let zero = &inventory.ids[&BrokerId(0)];
-    let eni = zero.eni.as_ref().unwrap();
-    assert_eq!(eni.eni_id, env.ids[0].eni_id);
-    assert_eq!(eni.private_ip, env.ids[0].ip);
-    assert_eq!(eni.mac.to_string(), env.ids[0].mac.to_lowercase());
-    assert_eq!(eni.subnet.to_string(), "10.0.1.0/24");
-    assert_eq!(eni.availability_zone, ZONE_A);
-    assert_eq!(eni.attachment, None);
-    let volume = zero.volume.as_ref().unwrap();
-    assert_eq!(
-        (volume.volume_id.as_str(), volume.state.as_str()),
-        (env.ids[0].volume_id.as_str(), "available")
-    );
-    assert_eq!(
-        inventory.ids[&BrokerId(2)]
-            .eni
-            .as_ref()
-            .unwrap()
-            .subnet
-            .to_string(),
-        "10.0.2.0/24"
-    );
-
-    let problems: Vec<String> = inventory.problems.iter().map(ToString::to_string).collect();
-    assert_eq!(inventory.problems.len(), 3, "{problems:#?}");
-    assert!(matches!(
-        &inventory.problems[0],
-        InventoryProblem::DuplicateEni {
-            id: BrokerId(1),
-            count: 2,
-            ..
-        }
-    ));
-    assert!(matches!(
-        &inventory.problems[1],
-        InventoryProblem::ZoneMismatch { id: BrokerId(3), eni_az, volume_az, .. } if eni_az == ZONE_B && volume_az == ZONE_A
-    ));
-    assert_eq!(
-        inventory.problems[2],
-        InventoryProblem::Missing {
-            id: BrokerId(4),
-            missing: "volume".into()
-        }
-    );
-    assert!(
-        problems[0].contains(&env.ids[1].eni_id),
-        "the duplicate names both ENIs: {}",
-        problems[0]
-    );
-    assert!(!inventory.ids.contains_key(&BrokerId(5)));
-    assert!(!inventory.ids.contains_key(&BrokerId(7)));
 }
 
 #[tokio::test]
@@ -189,6 +200,15 @@ async fn happy_path_boot_stays_within_the_call_budget() {
         ("in-use".into(), Some(me.instance_id.clone()))
     );
 
+    within_the_call_budget(&env, elapsed);
+    assert_eq!(imds.v1_refusals(), 0, "IMDSv1 must never be used");
+    assert!(imds.token_requests() >= 1);
+
+    signals_carry_exact_parameters(&env, &me.instance_id);
+}
+
+/// At most 15 EC2 calls for a happy boot, none of them a detach (printed as `aws-boot ec2_calls=..`).
+fn within_the_call_budget(env: &Env, elapsed: Duration) {
     let ec2_calls = env.ec2_calls();
     println!(
         "aws-boot ec2_calls={ec2_calls} elapsed_ms={} calls={:?}",
@@ -204,22 +224,6 @@ async fn happy_path_boot_stays_within_the_call_budget() {
         env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"),
         0
     );
-    assert_eq!(imds.v1_refusals(), 0, "IMDSv1 must never be used");
-    assert!(imds.token_requests() >= 1);
-
-    // Exact parameters of the signals.
-    let signal = &env.aws.calls_of("SignalResource")[0];
-    assert_eq!(signal.param("StackName"), Some("kafka-stack"));
-    assert_eq!(signal.param("LogicalResourceId"), Some("BrokerGroup"));
-    assert_eq!(signal.param("UniqueId"), Some(me.instance_id.as_str()));
-    assert_eq!(signal.param("Status"), Some("SUCCESS"));
-    let complete = &env.aws.calls_of("CompleteLifecycleAction")[0];
-    assert_eq!(complete.param("AutoScalingGroupName"), Some("kafka-asg"));
-    assert_eq!(complete.param("LifecycleHookName"), Some("berth-launch"));
-    assert_eq!(complete.param("InstanceId"), Some(me.instance_id.as_str()));
-    assert_eq!(complete.param("LifecycleActionResult"), Some("CONTINUE"));
-    assert_eq!(env.aws.calls().len(), 2);
-    assert!(env.aws.calls().iter().all(|call| call.accepted()));
 }
 
 #[tokio::test]
@@ -228,7 +232,7 @@ async fn already_attached_here_is_success_without_attach_calls() {
     let me = env.instance(ZONE_A).await;
     env.attach_id0(&me, "/dev/xvdg").await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     let deadline = Deadline::after(Duration::from_secs(10));
@@ -250,6 +254,22 @@ async fn already_attached_here_is_success_without_attach_calls() {
     );
 }
 
+/// The two signals of a boot, with their exact parameters, both accepted and nothing else sent.
+fn signals_carry_exact_parameters(env: &Env, instance_id: &str) {
+    let signal = &env.aws.calls_of("SignalResource")[0];
+    assert_eq!(signal.param("StackName"), Some("kafka-stack"));
+    assert_eq!(signal.param("LogicalResourceId"), Some("BrokerGroup"));
+    assert_eq!(signal.param("UniqueId"), Some(instance_id));
+    assert_eq!(signal.param("Status"), Some("SUCCESS"));
+    let complete = &env.aws.calls_of("CompleteLifecycleAction")[0];
+    assert_eq!(complete.param("AutoScalingGroupName"), Some("kafka-asg"));
+    assert_eq!(complete.param("LifecycleHookName"), Some("berth-launch"));
+    assert_eq!(complete.param("InstanceId"), Some(instance_id));
+    assert_eq!(complete.param("LifecycleActionResult"), Some("CONTINUE"));
+    assert_eq!(env.aws.calls().len(), 2);
+    assert!(env.aws.calls().iter().all(|call| call.accepted()));
+}
+
 #[tokio::test]
 async fn a_running_owner_is_never_touched_and_is_named() {
     let env = env(&[ZONE_A]).await;
@@ -257,7 +277,7 @@ async fn a_running_owner_is_never_touched_and_is_named() {
     env.attach_id0(&owner, "/dev/xvdf").await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
 
@@ -305,10 +325,11 @@ async fn a_running_owner_is_never_touched_and_is_named() {
     assert_eq!(env.volume_of(0).await.1, Some(owner.instance_id.clone()));
 }
 
-/// Owner and replacement set up with the ENI and volume on the owner; returns (owner, me, cloud, imds).
+/// Owner and replacement set up with the ENI and volume on the owner, the replacement's attach settings
+/// changed by `attach`; returns (owner, me, cloud, imds).
 async fn owned_by_other(
     env: &Env,
-    aws_extra: &str,
+    attach: impl FnOnce(&mut AttachSettings),
 ) -> (
     world::SeededInstance,
     berth_core::Identity,
@@ -319,7 +340,9 @@ async fn owned_by_other(
     env.attach_id0(&owner, "/dev/xvdf").await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, aws_extra)).await;
+    let mut settings = env.settings(&imds, 1);
+    attach(&mut settings.attach);
+    let cloud = env.cloud(settings).await;
     let identity = cloud.identity().await.unwrap();
     (owner, identity, cloud, imds)
 }
@@ -388,7 +411,8 @@ async fn a_shutting_down_owner_gets_the_takeover_wait_before_the_force() {
     env.moto
         .set_terminate_hold(Duration::from_secs(120))
         .unwrap();
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, "takeover_wait = \"3s\"").await;
+    let (owner, identity, cloud, _imds) =
+        owned_by_other(&env, |attach| attach.takeover_wait = TAKEOVER_WAIT).await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
 
     let terminated_at = Instant::now();
@@ -448,7 +472,10 @@ async fn a_shutting_down_owner_that_lets_go_within_the_wait_is_never_forced() {
     env.moto
         .set_terminate_hold(Duration::from_secs(120))
         .unwrap();
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, "takeover_wait = \"5m\"").await;
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, |attach| {
+        attach.takeover_wait = Duration::from_secs(300)
+    })
+    .await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     world::terminate(&env.ec2, &owner.instance_id)
         .await
@@ -564,7 +591,7 @@ async fn the_birth_mark_is_read_and_written_on_the_controllers_volumes() {
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
     // Four ids configured; the world has volumes for 0-2 only.
-    let cloud = env.cloud(&env.config(&imds, 4, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 4)).await;
     let record = cloud.birth_record();
     let controllers: std::collections::BTreeSet<BrokerId> = (0..3).map(BrokerId).collect();
     env.proxy.reset_counts();
@@ -629,7 +656,7 @@ async fn the_birth_mark_is_read_and_written_on_the_controllers_volumes() {
 #[tokio::test]
 async fn takeover_from_a_terminated_owner_that_moto_leaves_holding_the_eni() {
     let env = env_with(&[ZONE_A], EniOnTerminate::Keep).await;
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, "").await;
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, |_| {}).await;
     world::terminate(&env.ec2, &owner.instance_id)
         .await
         .unwrap();
@@ -664,8 +691,10 @@ async fn conservative_takeover_waits_for_termination_then_attaches_what_ec2_rele
     env.moto
         .set_terminate_hold(Duration::from_secs(120))
         .unwrap();
-    let (owner, identity, cloud, _imds) =
-        owned_by_other(&env, "takeover_owner_states = [\"terminated\"]").await;
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, |attach| {
+        attach.takeover_owner_states = vec!["terminated".into()]
+    })
+    .await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     world::terminate(&env.ec2, &owner.instance_id)
         .await
@@ -858,8 +887,13 @@ async fn tagged(
     );
     env.stack("tagged-stack", "TaggedGroup", 1);
     env.group("tagged-asg", "launch", "terminate");
-    let extra = "[aws.cloudformation]\nsignal = true\n[aws.autoscaling]\nlaunch_hook = \"launch\"\nterminate_hook = \"terminate\"\n";
-    let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let signals = signals(true, "launch", "terminate");
+    let cloud = env
+        .cloud(AwsSettings {
+            signals,
+            ..env.settings(&imds, 1)
+        })
+        .await;
     (me, imds, cloud)
 }
 
@@ -973,13 +1007,23 @@ async fn failure_abandons_a_pending_launch_else_marks_the_instance_unhealthy() {
     assert_eq!(calls[2].param("LifecycleActionResult"), Some("ABANDON"));
     assert!(calls.iter().all(|call| call.accepted()));
 
-    // An instance already in service has no launch action: it is marked unhealthy, which a fresh instance
-    // (younger than the group's grace period) allows only without respecting that period.
+    an_instance_in_service_is_marked_unhealthy(&env).await;
+}
+
+/// An instance already in service has no launch action: it is marked unhealthy, which a fresh instance (younger
+/// than the group's grace period) allows only without respecting that period; its terminate hook then waits for
+/// the drain.
+async fn an_instance_in_service_is_marked_unhealthy(env: &Env) {
     let serving = env.instance(ZONE_A).await;
     env.launching("tagged-asg", &serving);
     let imds = env.imds(&serving, &[("aws:autoscaling:groupName", "tagged-asg")]);
-    let extra = "[aws.autoscaling]\nlaunch_hook = \"launch\"\nterminate_hook = \"terminate\"\n";
-    let serving_cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let signals = signals(false, "launch", "terminate");
+    let serving_cloud = env
+        .cloud(AwsSettings {
+            signals,
+            ..env.settings(&imds, 1)
+        })
+        .await;
     let serving_id = serving_cloud.identity().await.unwrap();
     serving_cloud
         .complete_launch(&serving_id, LaunchResult::Continue)
@@ -1039,9 +1083,11 @@ async fn names_fall_back_to_describe_tags_and_missing_ones_are_fatal() {
     env.group("g1", "launch", "terminate");
     env.launching("g1", &tagged);
     let imds = env.imds(&tagged, &[]);
-    let extra =
-        "[aws.autoscaling]\nlaunch_hook = \"launch\"\n[aws.cloudformation]\nsignal = true\n";
-    let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let settings = |imds: &Imds| AwsSettings {
+        signals: signals(true, "launch", ""),
+        ..env.settings(imds, 1)
+    };
+    let cloud = env.cloud(settings(&imds)).await;
     let identity = cloud.identity().await.unwrap();
     cloud
         .signal_stack(&identity, &Verdict::Success)
@@ -1065,7 +1111,7 @@ async fn names_fall_back_to_describe_tags_and_missing_ones_are_fatal() {
 
     let untagged = env.instance(ZONE_A).await;
     let imds = env.imds(&untagged, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let cloud = env.cloud(settings(&imds)).await;
     let identity = cloud.identity().await.unwrap();
     let error = cloud
         .signal_stack(&identity, &Verdict::Success)
@@ -1084,7 +1130,7 @@ async fn detach_on_drain_releases_both_and_is_idempotent() {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     let deadline = Deadline::after(Duration::from_secs(10));
@@ -1113,7 +1159,7 @@ async fn termination_notices_come_from_imds_v2_only() {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     assert_eq!(cloud.termination_notice().await.unwrap(), None);
     imds.set_lifecycle_state("InService");
     assert_eq!(cloud.termination_notice().await.unwrap(), None);
@@ -1143,24 +1189,6 @@ async fn termination_notices_come_from_imds_v2_only() {
 #[tokio::test]
 async fn strict_moto_refuses_attachments_as_real_ec2_does() {
     let env = env(&[ZONE_A]).await;
-    let code = |error: world::SeedError| {
-        let error = error.downcast::<aws_sdk_ec2::error::SdkError<
-            aws_sdk_ec2::operation::attach_network_interface::AttachNetworkInterfaceError,
-        >>();
-        match error {
-            Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
-                .unwrap_or_default()
-                .to_owned(),
-            Err(other) => match other.downcast::<aws_sdk_ec2::error::SdkError<
-                aws_sdk_ec2::operation::attach_volume::AttachVolumeError,
-            >>() {
-                Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
-                    .unwrap_or_default()
-                    .to_owned(),
-                Err(other) => panic!("unexpected error {other}"),
-            },
-        }
-    };
     let first = env.instance(ZONE_A).await;
     let second = env.instance(ZONE_A).await;
     let in_b = env.instance(ZONE_B).await;
@@ -1175,11 +1203,11 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
     let err = world::attach_eni(&env.ec2, eni, &second.instance_id, 1)
         .await
         .unwrap_err();
-    assert_eq!(code(err), "InvalidNetworkInterface.InUse");
+    assert_eq!(error_code(err), "InvalidNetworkInterface.InUse");
     let err = world::attach_volume(&env.ec2, volume, &second.instance_id, "/dev/xvdf")
         .await
         .unwrap_err();
-    assert_eq!(code(err), "VolumeInUse");
+    assert_eq!(error_code(err), "VolumeInUse");
 
     let (spare_eni, _, _) = world::eni(&env.ec2, &env.net, ZONE_A, &[("Name", "spare")])
         .await
@@ -1191,7 +1219,7 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
         .await
         .unwrap_err();
     assert_eq!(
-        code(err),
+        error_code(err),
         "InvalidParameterValue",
         "device index 1 is taken"
     );
@@ -1199,7 +1227,7 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
         .await
         .unwrap_err();
     assert_eq!(
-        code(err),
+        error_code(err),
         "InvalidParameterValue",
         "device name /dev/xvdf is taken"
     );
@@ -1207,33 +1235,16 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
         .await
         .unwrap_err();
     assert_eq!(
-        code(err),
+        error_code(err),
         "InvalidParameterCombination",
         "ENI in another AZ"
     );
     let err = world::attach_volume(&env.ec2, &spare_volume, &in_b.instance_id, "/dev/xvdf")
         .await
         .unwrap_err();
-    assert_eq!(code(err), "InvalidVolume.ZoneMismatch");
+    assert_eq!(error_code(err), "InvalidVolume.ZoneMismatch");
 
-    env.moto
-        .begin_shutting_down(&second.instance_id, None)
-        .unwrap();
-    assert_eq!(
-        world::instance_state(&env.ec2, &second.instance_id)
-            .await
-            .unwrap(),
-        "shutting-down"
-    );
-    let err = world::attach_eni(&env.ec2, &spare_eni, &second.instance_id, 1)
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), "IncorrectInstanceState");
-    env.moto.finish_termination(&second.instance_id).unwrap();
-    let err = world::attach_volume(&env.ec2, &spare_volume, &second.instance_id, "/dev/xvdg")
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), "IncorrectInstanceState");
+    attaching_to_a_leaving_instance_is_refused(&env, &second, &spare_eni, &spare_volume).await;
 
     // Termination releases the secondary ENI once shutting-down ends (real EC2), and frees the data volume.
     world::terminate(&env.ec2, &first.instance_id)
@@ -1249,34 +1260,68 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
     );
 }
 
+/// The EC2 error code of a seeding call that attached an ENI or a volume.
+fn error_code(error: world::SeedError) -> String {
+    let error = error.downcast::<aws_sdk_ec2::error::SdkError<
+        aws_sdk_ec2::operation::attach_network_interface::AttachNetworkInterfaceError,
+    >>();
+    match error {
+        Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
+            .unwrap_or_default()
+            .to_owned(),
+        Err(other) => {
+            match other.downcast::<aws_sdk_ec2::error::SdkError<
+                aws_sdk_ec2::operation::attach_volume::AttachVolumeError,
+            >>() {
+                Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
+                    .unwrap_or_default()
+                    .to_owned(),
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        }
+    }
+}
+
+/// An instance shutting down, then terminated, takes no attachment (`IncorrectInstanceState`).
+async fn attaching_to_a_leaving_instance_is_refused(
+    env: &Env,
+    second: &world::SeededInstance,
+    spare_eni: &str,
+    spare_volume: &str,
+) {
+    env.moto
+        .begin_shutting_down(&second.instance_id, None)
+        .unwrap();
+    assert_eq!(
+        world::instance_state(&env.ec2, &second.instance_id)
+            .await
+            .unwrap(),
+        "shutting-down"
+    );
+    let err = world::attach_eni(&env.ec2, spare_eni, &second.instance_id, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(err), "IncorrectInstanceState");
+    env.moto.finish_termination(&second.instance_id).unwrap();
+    let err = world::attach_volume(&env.ec2, spare_volume, &second.instance_id, "/dev/xvdg")
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(err), "IncorrectInstanceState");
+}
+
 /// The strict endpoint's refusals reach the SDK as AWS's do: the error code and message of the query
 /// protocol's `ErrorResponse`, for calls berth never makes wrongly itself (what berth's own calls meet is tested
 /// above).
 #[tokio::test]
 async fn the_endpoint_refuses_as_aws_does_through_the_sdk() {
-    use aws_sdk_autoscaling::error::ProvideErrorMetadata;
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
     env.stack("kafka-stack", "BrokerGroup", 1);
     env.group("kafka-asg", "berth-launch", "berth-terminate");
     env.launching("kafka-asg", &me);
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(env.proxy.url())
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
+    let sdk = sdk_config(&env).await;
     let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
     let cloudformation = aws_sdk_cloudformation::Client::new(&sdk);
-    let code_and_message = |error: &dyn ProvideErrorMetadata| {
-        (
-            error.code().unwrap_or_default().to_owned(),
-            error.message().unwrap_or_default().to_owned(),
-        )
-    };
-
     let young = autoscaling
         .set_instance_health()
         .instance_id(&me.instance_id)
@@ -1341,4 +1386,26 @@ async fn the_endpoint_refuses_as_aws_does_through_the_sdk() {
         "refused calls change nothing"
     );
     assert!(env.aws.calls().iter().all(|call| !call.accepted()));
+}
+
+/// The SDK's configuration for the proxy in front of the endpoint, with moto's static credentials.
+async fn sdk_config(env: &Env) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(env.proxy.url())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await
+}
+
+/// A service error's code and message, as the SDK reads them.
+fn code_and_message(
+    error: &dyn aws_sdk_autoscaling::error::ProvideErrorMetadata,
+) -> (String, String) {
+    (
+        error.code().unwrap_or_default().to_owned(),
+        error.message().unwrap_or_default().to_owned(),
+    )
 }

@@ -252,11 +252,11 @@ pub fn check_voters(cluster_id: &str, voters: &str, birth: &Birth) -> Result<(),
 }
 
 /// The controllers asked about: `ids`, or every id in `all` when none are configured.
-pub fn controller_set(ids: &[u32], all: impl Iterator<Item = BrokerId>) -> BTreeSet<BrokerId> {
+pub fn controller_set(ids: &[BrokerId], all: impl Iterator<Item = BrokerId>) -> BTreeSet<BrokerId> {
     if ids.is_empty() {
         all.collect()
     } else {
-        ids.iter().copied().map(BrokerId).collect()
+        ids.iter().copied().collect()
     }
 }
 
@@ -399,7 +399,7 @@ mod tests {
     fn controllers_are_the_configured_ids_or_every_id() {
         let all = || (0..4).map(BrokerId);
         assert_eq!(
-            controller_set(&[2, 0], all()),
+            controller_set(&[BrokerId(2), BrokerId(0)], all()),
             [BrokerId(0), BrokerId(2)].into()
         );
         assert_eq!(controller_set(&[], all()).len(), 4);

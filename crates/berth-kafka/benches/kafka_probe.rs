@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_core::ports::{Broker, BrokerSpec, Deadline};
-use berth_core::BrokerId;
+use berth_core::{BrokerId, KafkaMode};
+use berth_kafka::format::Formatter;
 use berth_kafka::supervisor::RestartPolicy;
-use berth_kafka::KafkaBroker;
+use berth_kafka::{KafkaBroker, KafkaSettings, RegistrationSettings, Supervision};
 use berth_testkit::zk::ZooKeeper;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -58,27 +59,8 @@ async fn main() {
     let listener = TcpListener::bind(("127.0.0.1", advertised)).await.unwrap();
     tokio::spawn(relay(listener, real, accepted.clone()));
 
-    // The stand-in binds `real` but advertises the relay's port, which berth probes.
-    let server = dir.path().join("server.properties");
-    std::fs::write(
-        &server,
-        format!(
-            "listeners=PLAINTEXT://127.0.0.1:{real}\nzookeeper.connect={}/kafka\nzookeeper.session.timeout.ms=2000\n",
-            zk.connect_string()
-        ),
-    )
-    .unwrap();
-    let text = format!(
-        "[cluster]\nname = \"bench\"\nbroker_count = 1\n[zookeeper]\nconnect = \"{zk}\"\nkafka_chroot = \"/kafka\"\n\
-         [kafka]\nsupervisor = \"process\"\ncommand = [{standin:?}, \"--start-delay\", \"300ms\", {server:?}]\n\
-         overlay_path = \"{overlay}\"\nport = {advertised}\ncheck_interval = \"1s\"\nstop_timeout = \"5s\"\n",
-        zk = zk.connect_string(),
-        standin = standin().display().to_string(),
-        server = server.display().to_string(),
-        overlay = dir.path().join("berth.properties").display(),
-    );
-    let config = berth_config::parse(&text, []).expect("bench configuration");
-    let broker = KafkaBroker::with_restart_policy(&config, RestartPolicy::default());
+    let settings = settings(&zk, dir.path(), advertised, real);
+    let broker = KafkaBroker::with_restart_policy(settings, RestartPolicy::default());
     let spec = BrokerSpec {
         voters: Default::default(),
         broker_id: BrokerId(0),
@@ -90,10 +72,77 @@ async fn main() {
         .await
         .unwrap();
 
+    let register_to_healthy = register_to_healthy(&broker, &spec, &client).await;
+    let (checks, connections) = check_times(&broker, &spec, &accepted).await;
+
+    let max = register_to_healthy.iter().cloned().fold(f64::MIN, f64::max);
+    let mut sorted = checks.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let p99 = sorted[(CHECKS * 99) / 100];
+    println!(
+        "kafka-probe register_to_healthy_ms={:.1} register_to_healthy_max_ms={max:.1} check_ms={:.2} \
+         check_p99_ms={p99:.2} connections_per_check={:.2} starts={STARTS} checks={CHECKS}",
+        median(register_to_healthy),
+        median(checks),
+        connections as f64 / CHECKS as f64,
+    );
+}
+
+/// The broker's settings: the stand-in (300 ms start delay) as a child, binding `real` but advertising the relay's
+/// port `advertised`, which berth probes; registrations under `/kafka` in `zk`.
+fn settings(zk: &ZooKeeper, dir: &std::path::Path, advertised: u16, real: u16) -> KafkaSettings {
+    let server = dir.join("server.properties");
+    std::fs::write(
+        &server,
+        format!(
+            "listeners=PLAINTEXT://127.0.0.1:{real}\nzookeeper.connect={}/kafka\nzookeeper.session.timeout.ms=2000\n",
+            zk.connect_string()
+        ),
+    )
+    .unwrap();
+    KafkaSettings {
+        mode: KafkaMode::Zookeeper,
+        supervision: Supervision::Process {
+            command: vec![
+                standin().display().to_string(),
+                "--start-delay".into(),
+                "300ms".into(),
+                server.display().to_string(),
+            ],
+        },
+        overlay_path: dir.join("berth.properties"),
+        listener_name: "PLAINTEXT".into(),
+        port: advertised,
+        check_interval: Duration::from_secs(1),
+        stop_timeout: Duration::from_secs(5),
+        controller_port: 9093,
+        quorum_voters: false,
+        controller_ids: Vec::new(),
+        broker_count: 1,
+        formatter: Formatter {
+            command: Vec::new(),
+            server_properties: PathBuf::new(),
+            unit: None,
+        },
+        cluster_id: None,
+        registrations: RegistrationSettings {
+            connect: zk.connect_string(),
+            session_timeout: Duration::from_secs(6),
+            kafka_chroot: "/kafka".into(),
+        },
+    }
+}
+
+/// Milliseconds from the registration znode's creation to `start()` returning, for each of [`STARTS`] starts.
+async fn register_to_healthy(
+    broker: &KafkaBroker,
+    spec: &BrokerSpec,
+    client: &zookeeper_client::Client,
+) -> Vec<f64> {
     let mut register_to_healthy = Vec::new();
     for _ in 0..STARTS {
         broker
-            .start(&spec, Deadline::after(Duration::from_secs(30)))
+            .start(spec, Deadline::after(Duration::from_secs(30)))
             .await
             .expect("serving");
         let detected = SystemTime::now()
@@ -112,18 +161,28 @@ async fn main() {
             .expect("stopped");
     }
 
+    register_to_healthy
+}
+
+/// [`CHECKS`] checks of a serving broker after a warm-up, in milliseconds each, and the connections the relay
+/// accepted for them.
+async fn check_times(
+    broker: &KafkaBroker,
+    spec: &BrokerSpec,
+    accepted: &AtomicU64,
+) -> (Vec<f64>, u64) {
     broker
-        .start(&spec, Deadline::after(Duration::from_secs(30)))
+        .start(spec, Deadline::after(Duration::from_secs(30)))
         .await
         .expect("serving");
     for _ in 0..20 {
-        broker.check(&spec).await.expect("warm-up check");
+        broker.check(spec).await.expect("warm-up check");
     }
     let before = accepted.load(Ordering::SeqCst);
     let mut checks = Vec::with_capacity(CHECKS);
     for _ in 0..CHECKS {
         let started = Instant::now();
-        broker.check(&spec).await.expect("healthy");
+        broker.check(spec).await.expect("healthy");
         checks.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     let connections = accepted.load(Ordering::SeqCst) - before;
@@ -132,15 +191,5 @@ async fn main() {
         .await
         .expect("stopped");
 
-    let max = register_to_healthy.iter().cloned().fold(f64::MIN, f64::max);
-    let mut sorted = checks.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let p99 = sorted[(CHECKS * 99) / 100];
-    println!(
-        "kafka-probe register_to_healthy_ms={:.1} register_to_healthy_max_ms={max:.1} check_ms={:.2} \
-         check_p99_ms={p99:.2} connections_per_check={:.2} starts={STARTS} checks={CHECKS}",
-        median(register_to_healthy),
-        median(checks),
-        connections as f64 / CHECKS as f64,
-    );
+    (checks, connections)
 }

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use berth_config::{Config, KafkaMode, Supervisor};
 use berth_core::birth::{Birth, BirthRecord};
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::replication::ReplicationView;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
-use berth_core::{BrokerId, ErrorKind, ServingEvidence};
+use berth_core::{BrokerId, Classify, ErrorKind, KafkaMode, ServingEvidence};
 use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
 use tokio::sync::watch;
@@ -23,6 +22,7 @@ use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::quorum::Membership;
 use crate::replication;
+use crate::settings::{KafkaSettings, Supervision};
 use crate::supervisor::{
     ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
 };
@@ -181,10 +181,13 @@ pub enum KafkaError {
         seen: String,
     },
     /// No broker described the cluster's replication.
-    #[error("no broker described the cluster's replication: {failures}")]
+    #[error(
+        "no broker described the cluster's replication: {}",
+        each_failure(failures)
+    )]
     Replication {
-        /// Each broker asked, and why it did not answer.
-        failures: String,
+        /// Why each broker asked did not answer, in the order asked.
+        failures: Vec<ProbeError>,
     },
     /// The registration was still there after the stop deadline.
     #[error("{path} still exists after stopping Kafka")]
@@ -194,9 +197,18 @@ pub enum KafkaError {
     },
 }
 
-impl KafkaError {
+/// Each failure with its causes, `; ` between them.
+fn each_failure(failures: &[ProbeError]) -> String {
+    failures
+        .iter()
+        .map(|failure| berth_core::ports::chain_message(failure))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Classify for KafkaError {
     /// Whether retrying can help. Refusals, unusable settings and a missing program are fatal.
-    pub fn kind(&self) -> ErrorKind {
+    fn kind(&self) -> ErrorKind {
         match self {
             KafkaError::Refused { .. }
             | KafkaError::MissingVoters { .. }
@@ -204,30 +216,16 @@ impl KafkaError {
             | KafkaError::VoterSetChanged { .. }
             | KafkaError::MissingClusterId { .. } => ErrorKind::Fatal,
             KafkaError::BirthEvidence { source, .. } => source.kind,
-            KafkaError::Format { source, .. } if !source.is_retryable() => ErrorKind::Fatal,
+            KafkaError::Format { source, .. } => source.kind(),
             KafkaError::Overlay { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
                 ErrorKind::Fatal
             }
-            KafkaError::Supervisor(SupervisorError::Spawn { source, .. })
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
-                ErrorKind::Fatal
-            }
-            KafkaError::Supervisor(SupervisorError::NoCommand) => ErrorKind::Fatal,
+            KafkaError::Supervisor(error) => error.kind(),
             KafkaError::Registration(error) => error.kind(),
             _ => ErrorKind::Retryable,
         }
-    }
-}
-
-impl From<KafkaError> for StepError {
-    fn from(error: KafkaError) -> Self {
-        StepError::new(error.kind(), berth_core::ports::chain_message(&error))
     }
 }
 
@@ -267,34 +265,36 @@ impl KraftNode {
 }
 
 impl KafkaBroker {
-    /// Kafka as configured in `[kafka]` (and, in ZooKeeper mode, `[zookeeper]` for the registration watch).
-    /// Nothing is contacted until [`Broker::start`].
-    pub fn new(config: &Config) -> Result<Self, KafkaError> {
-        Ok(Self::with_restart_policy(config, RestartPolicy::default()))
+    /// Kafka with these settings. Nothing is contacted until [`Broker::start`].
+    pub fn new(settings: KafkaSettings) -> Result<Self, KafkaError> {
+        Ok(Self::with_restart_policy(
+            settings,
+            RestartPolicy::default(),
+        ))
     }
 
     /// As [`KafkaBroker::new`], with the process supervisor's restart policy chosen (tests shorten its delay).
-    pub fn with_restart_policy(config: &Config, policy: RestartPolicy) -> Self {
-        let kafka = &config.kafka;
-        let runner = match kafka.supervisor {
-            Supervisor::Systemd => Runner::Systemd(SystemdUnit::new(kafka.unit.clone())),
-            Supervisor::Process => Runner::Process(ProcessSupervisor::new(
-                kafka.command.clone(),
-                kafka.overlay_path.clone(),
+    pub fn with_restart_policy(settings: KafkaSettings, policy: RestartPolicy) -> Self {
+        let kraft = (settings.mode == KafkaMode::Kraft).then(|| Kraft::new(&settings));
+        let runner = match settings.supervision {
+            Supervision::Systemd { unit } => Runner::Systemd(SystemdUnit::new(unit)),
+            Supervision::Process { command } => Runner::Process(ProcessSupervisor::new(
+                command,
+                settings.overlay_path.clone(),
                 policy,
             )),
         };
-        let (registrations, kraft) = match kafka.mode {
-            KafkaMode::Zookeeper => (Some(RegistrationWatch::from_config(config)), None),
-            KafkaMode::Kraft => (None, Some(Kraft::new(config))),
-        };
+        let registrations = (settings.mode == KafkaMode::Zookeeper).then(|| {
+            let at = &settings.registrations;
+            RegistrationWatch::new(&at.connect, at.session_timeout, &at.kafka_chroot)
+        });
         Self {
-            mode: kafka.mode,
-            listener_name: kafka.listener_name.clone(),
-            port: kafka.port,
-            overlay_path: kafka.overlay_path.clone(),
-            stop_timeout: kafka.stop_timeout,
-            probe_timeout: kafka.check_interval.min(PROBE_TIMEOUT_MAX),
+            mode: settings.mode,
+            listener_name: settings.listener_name,
+            port: settings.port,
+            overlay_path: settings.overlay_path,
+            stop_timeout: settings.stop_timeout,
+            probe_timeout: settings.check_interval.min(PROBE_TIMEOUT_MAX),
             runner,
             kraft,
             registrations,
@@ -826,13 +826,6 @@ impl Broker for KafkaBroker {
             .collect();
         replication::describe_any(&listeners, REPLICATION_TIMEOUT)
             .await
-            .map_err(|failures| {
-                let failures = failures
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                KafkaError::Replication { failures }.into()
-            })
+            .map_err(|failures| KafkaError::Replication { failures }.into())
     }
 }

@@ -5,7 +5,7 @@
 //! found"); its storage tool (`kafka-storage.sh format`, class `kafka.tools.StorageTool`) writes one per dir
 //! with the cluster id, the node id and a fresh directory id. Formatting a dir that holds data would stamp
 //! someone else's data as this node's, so berth formats only when every log dir is absent, empty, or holds
-//! only what an interrupted format leaves (`berth_storage::meta::LogDirState::InterruptedFormat`: the bootstrap
+//! only what an interrupted format leaves (`berth_logdir::LogDirState::InterruptedFormat`: the bootstrap
 //! snapshot, temporary files, no records), never when one holds anything else: a dir with data but no
 //! `meta.properties` is refused (fatal, naming the dir), and so is a mix of formatted and blank dirs.
 //!
@@ -23,7 +23,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_storage::meta::{self, LogDirState};
+use berth_core::{Classify, ErrorKind};
+use berth_logdir::{LogDirError, LogDirState};
 
 use crate::staging;
 use crate::supervisor::{output_within, Bounded, SupervisorError, SystemdUnit, UnitAction};
@@ -71,7 +72,7 @@ pub enum FormatError {
     },
     /// A log dir could not be looked at, or `meta.properties` read.
     #[error(transparent)]
-    Storage(#[from] berth_storage::StorageError),
+    LogDir(#[from] LogDirError),
     /// The operator's `server.properties` could not be read.
     #[error("reading kafka.server_properties {path} to build the storage tool's configuration")]
     ServerProperties {
@@ -178,26 +179,30 @@ impl From<Bounded> for FormatError {
     }
 }
 
-impl FormatError {
-    /// Whether retrying can help: a command that ran out of time (or had too little), a unit that would not
-    /// stop yet, a transient I/O error.
-    pub fn is_retryable(&self) -> bool {
+impl Classify for FormatError {
+    /// Retryable when trying again can help: a command that ran out of time (or had too little), a unit that
+    /// would not stop yet, a transient I/O error.
+    fn kind(&self) -> ErrorKind {
         match self {
-            FormatError::Timeout { .. } | FormatError::TooLittleTime { .. } => true,
-            FormatError::Unit { source, .. } => {
-                !matches!(source, crate::supervisor::SupervisorError::Spawn { .. })
+            FormatError::Timeout { .. } | FormatError::TooLittleTime { .. } => ErrorKind::Retryable,
+            FormatError::Unit { source, .. } if !matches!(source, SupervisorError::Spawn { .. }) => {
+                ErrorKind::Retryable
             }
-            FormatError::Rename { source, .. } => {
-                source.kind() != std::io::ErrorKind::DirectoryNotEmpty
+            FormatError::Rename { source, .. }
+                if source.kind() != std::io::ErrorKind::DirectoryNotEmpty =>
+            {
+                ErrorKind::Retryable
             }
-            FormatError::Storage(error) => error.kind() == berth_core::ErrorKind::Retryable,
-            FormatError::ServerProperties { source, .. } | FormatError::Config { source, .. } => {
-                !matches!(
+            FormatError::LogDir(error) => error.kind(),
+            FormatError::ServerProperties { source, .. } | FormatError::Config { source, .. }
+                if !matches!(
                     source.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                )
+                ) =>
+            {
+                ErrorKind::Retryable
             }
-            _ => false,
+            _ => ErrorKind::Fatal,
         }
     }
 }
@@ -208,7 +213,7 @@ pub fn assess(log_dirs: &[PathBuf]) -> Result<StorageState, FormatError> {
     let mut blank = Vec::new();
     let mut formatted = Vec::new();
     for dir in log_dirs {
-        match meta::classify(dir)? {
+        match berth_logdir::classify(dir)? {
             LogDirState::Unstamped { entries } => {
                 return Err(FormatError::Unstamped {
                     dir: dir.clone(),
@@ -262,7 +267,7 @@ pub struct ToolSettings {
 impl ToolSettings {
     /// From the merged text, read as Java's `Properties` reads it (a repeated key: the last line wins).
     pub fn from_merged(merged: String) -> Self {
-        let properties = meta::parse(&merged);
+        let properties = berth_logdir::parse(&merged);
         let value = |key: &str| properties.get(key).filter(|v| !v.trim().is_empty());
         let has_role = |wanted: &str| {
             value("process.roles")
@@ -304,6 +309,9 @@ pub struct Formatter {
     pub command: Vec<String>,
     /// `kafka.server_properties`.
     pub server_properties: PathBuf,
+    /// The transient systemd unit the command runs the tool as (`systemd-run --unit=`), `None` when it runs
+    /// as berth's child (and dies with the step).
+    pub unit: Option<String>,
 }
 
 impl Formatter {
@@ -333,17 +341,11 @@ impl Formatter {
         Ok(ToolSettings::from_merged(merge_as_awk(&[&server, overlay])))
     }
 
-    /// The transient systemd unit the tool runs as: the `--unit` of a `systemd-run` command (`None` for any
-    /// other command, which runs as berth's child and dies with the step).
-    pub fn unit(&self) -> Option<String> {
-        berth_config::transient_unit(&self.command).ok().flatten()
-    }
-
     /// Stops the tool's unit if an earlier run is still going (a berth killed, or a deadline passed, while it
     /// ran) and waits until it has stopped, so nothing writes while berth looks at the log dirs. A unit that is
     /// not loaded is stopped already.
     pub async fn settle(&self, timeout: Duration) -> Result<(), FormatError> {
-        let Some(unit) = self.unit() else {
+        let Some(unit) = self.unit.clone() else {
             return Ok(());
         };
         match SystemdUnit::new(unit.clone())
@@ -390,7 +392,7 @@ impl Formatter {
         let argv = self.command_line(cluster_id, config.path(), quorum);
         let command = argv.join(" ");
         let output = match output_within(&argv, timeout).await {
-            Err(Bounded::TimedOut { .. }) if self.unit().is_some() => {
+            Err(Bounded::TimedOut { .. }) if self.unit.is_some() => {
                 // Killing systemd-run leaves its unit running: stop it before anyone looks again.
                 let stopped = self.settle(FORMAT_MIN_TIME).await;
                 tracing::warn!(%command, ?stopped, "the storage tool overran the deadline: its unit stopped");
@@ -411,7 +413,7 @@ impl Formatter {
         }
         for dir in log_dirs {
             let staged = staging::dir_beside(dir);
-            if meta::read(&staged)?.is_none() {
+            if berth_logdir::read(&staged)?.is_none() {
                 return Err(FormatError::NotFormatted {
                     command,
                     dir: staged,
@@ -557,6 +559,7 @@ mod tests {
         let formatter = Formatter {
             command: vec!["/bin/sh".into(), "-c".into(), script, "format".into()],
             server_properties: server.clone(),
+            unit: None,
         };
         let settings = formatter.settings("node.id=3\n").unwrap();
         assert!(settings.controller && settings.broker && !settings.dynamic);
@@ -602,6 +605,7 @@ mod tests {
         let formatter = Formatter {
             command: vec!["/bin/true".into()],
             server_properties: server,
+            unit: None,
         };
         let other = dir.path().join("other");
         let format = |timeout| {
@@ -625,6 +629,6 @@ mod tests {
             matches!(error, FormatError::TooLittleTime { .. }),
             "{error}"
         );
-        assert!(error.is_retryable());
+        assert_eq!(error.kind(), ErrorKind::Retryable);
     }
 }

@@ -24,16 +24,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_config::Config;
 use berth_core::birth::{self, Birth, BirthMark, BirthRecord, DYNAMIC_VOTERS};
 use berth_core::ports::{BrokerSpec, Deadline};
 use berth_core::{BrokerId, ServingEvidence};
-use berth_storage::meta;
+use berth_logdir as meta;
 
 use crate::broker::KafkaError;
 use crate::format::{self, Formatter, StorageState, ToolSettings, FORMAT_MIN_TIME};
 use crate::format_rule::{self, Role, StorageDecision};
 use crate::quorum::{self, Membership, Quorum, QuorumView, NO_DIRECTORY_ID};
+use crate::settings::KafkaSettings;
 use crate::staging;
 
 /// How long each other controller is given to answer (connect and DescribeQuorum).
@@ -48,7 +48,7 @@ pub(crate) struct Kraft {
     cluster_id: Option<String>,
     controller_port: u16,
     quorum_voters: bool,
-    controller_ids: Vec<u32>,
+    controller_ids: Vec<BrokerId>,
     broker_count: u32,
     overlay_path: PathBuf,
     birth: Option<Arc<dyn BirthRecord>>,
@@ -67,19 +67,15 @@ pub struct QuorumReport {
 }
 
 impl Kraft {
-    pub(crate) fn new(config: &Config) -> Self {
-        let kafka = &config.kafka;
+    pub(crate) fn new(settings: &KafkaSettings) -> Self {
         Self {
-            formatter: Formatter {
-                command: kafka.format_command.clone(),
-                server_properties: kafka.server_properties.clone(),
-            },
-            cluster_id: config.cluster.kafka_cluster_id.clone(),
-            controller_port: kafka.controller_port,
-            quorum_voters: kafka.quorum_voters,
-            controller_ids: kafka.controller_ids.clone(),
-            broker_count: config.cluster.broker_count,
-            overlay_path: kafka.overlay_path.clone(),
+            formatter: settings.formatter.clone(),
+            cluster_id: settings.cluster_id.clone(),
+            controller_port: settings.controller_port,
+            quorum_voters: settings.quorum_voters,
+            controller_ids: settings.controller_ids.clone(),
+            broker_count: settings.broker_count,
+            overlay_path: settings.overlay_path.clone(),
             birth: None,
             marked: AtomicBool::new(false),
             formatted: Mutex::new(None),
@@ -447,18 +443,37 @@ fn quorum_voters_of(merged: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use berth_core::Classify;
+
     use super::*;
 
     fn kraft(controller_ids: &[u32], quorum_voters: bool) -> Kraft {
-        let mut config: Config = berth_config::parse(
-            "[cluster]\nname = \"c\"\nbroker_count = 4\nkafka_cluster_id = \"MkU3OEVBNTcwNTJENDM2Qg\"\n\
-             [claim]\nbackend = \"ec2\"\n[kafka]\nmode = \"kraft\"\n",
-            [],
-        )
-        .unwrap();
-        config.kafka.controller_ids = controller_ids.to_vec();
-        config.kafka.quorum_voters = quorum_voters;
-        Kraft::new(&config)
+        Kraft::new(&KafkaSettings {
+            mode: berth_core::KafkaMode::Kraft,
+            supervision: crate::Supervision::Systemd {
+                unit: "kafka.service".into(),
+            },
+            overlay_path: "/etc/kafka/berth.properties".into(),
+            listener_name: "PLAINTEXT".into(),
+            port: 9092,
+            check_interval: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(30),
+            controller_port: 9093,
+            quorum_voters,
+            controller_ids: controller_ids.iter().copied().map(BrokerId).collect(),
+            broker_count: 4,
+            formatter: Formatter {
+                command: vec!["kafka-storage.sh".into(), "format".into()],
+                server_properties: "/etc/kafka/server.properties".into(),
+                unit: None,
+            },
+            cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qg".into()),
+            registrations: crate::RegistrationSettings {
+                connect: String::new(),
+                session_timeout: Duration::from_secs(6),
+                kafka_chroot: String::new(),
+            },
+        })
     }
 
     fn known(ids: &[u32]) -> BTreeMap<BrokerId, Ipv4Addr> {

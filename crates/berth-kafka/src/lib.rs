@@ -18,6 +18,7 @@
 //! - [`replication`]: every partition's replicas and ISR and each topic's `min.insync.replicas`, for the
 //!   caught-up gate and the safe drain.
 //! - [`properties`]: writing Java properties values as Kafka reads them (ISO-8859-1).
+//! - [`settings`]: what the adapter reads, built by the daemon from its configuration.
 
 pub mod format;
 pub mod format_rule;
@@ -27,6 +28,7 @@ pub mod probe;
 pub mod properties;
 pub mod quorum;
 pub mod replication;
+pub mod settings;
 pub mod staging;
 pub mod supervisor;
 pub mod wire;
@@ -34,3 +36,4 @@ pub mod wire;
 mod broker;
 
 pub use broker::{KafkaBroker, KafkaError};
+pub use settings::{KafkaSettings, RegistrationSettings, Supervision};

@@ -14,13 +14,13 @@
 //!   and Kafka never ran there (Kafka writes its checkpoints into every log dir it starts on), so those
 //!   `meta.properties` files are removed and the format runs again;
 //! * a log dir holding an interrupted in-place format (an earlier berth's, or a hand-run tool's): only the
-//!   files the tool writes are removed (`berth_storage::meta::clear_interrupted_format`).
+//!   files the tool writes are removed (`berth_logdir::clear_interrupted_format`).
 //!
 //! A log dir holding anything else is never touched: renames go only into an absent or empty dir.
 
 use std::path::{Path, PathBuf};
 
-use berth_storage::meta::{self, LogDirState, META_FILE};
+use berth_logdir::{self as meta, LogDirState, META_FILE};
 
 use crate::format::FormatError;
 use crate::properties::escape_value;

@@ -102,45 +102,104 @@ fn refusal(result: Result<ServingEvidence, StepError>) -> String {
     error.message
 }
 
+/// A static trio of berth-managed nodes on loopback addresses, sharing one birth record.
+struct Trio {
+    specs: Vec<NodeSpec>,
+    controllers: Vec<SocketAddr>,
+    births: Arc<RecordedBirths>,
+    nodes: Vec<Node>,
+}
+
+impl Trio {
+    fn new() -> Self {
+        let specs = NodeSpec::loopback_trio(11);
+        let controller_port = specs[0].controller_port;
+        let controllers: Vec<SocketAddr> = specs
+            .iter()
+            .map(|node| SocketAddr::from((node.host, controller_port)))
+            .collect();
+        let voters: BTreeMap<BrokerId, Ipv4Addr> = specs
+            .iter()
+            .map(|node| (BrokerId(node.id), node.host))
+            .collect();
+        let births = Arc::new(RecordedBirths::new(0..3));
+        let nodes: Vec<Node> = specs
+            .iter()
+            .map(|spec| {
+                let host =
+                    RealHost::kraft_member(spec.id, voters.clone(), controller_port, spec.port);
+                let broker = Arc::new(host.broker_with(births.clone()));
+                Node { host, broker }
+            })
+            .collect();
+        Self {
+            specs,
+            controllers,
+            births,
+            nodes,
+        }
+    }
+
+    /// What the birth rule and the majority check decide for a blank node 2 now.
+    async fn decision_for_a_blank_node_2(&self) -> StorageDecision {
+        let evidence = self
+            .births
+            .read(&(0..3).map(BrokerId).collect())
+            .await
+            .unwrap();
+        format_rule::decide(
+            &StorageState::Blank,
+            2,
+            Role::StaticController,
+            &birth::judge(&evidence),
+            &quorum::observe(&self.controllers, ASK).await,
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_majority() {
     let install = Install::kraft().expect("Kafka 4.x installed");
-    let specs = NodeSpec::loopback_trio(11);
-    let controller_port = specs[0].controller_port;
-    let controllers: Vec<SocketAddr> = specs
-        .iter()
-        .map(|node| SocketAddr::from((node.host, controller_port)))
-        .collect();
-    let voters: BTreeMap<BrokerId, Ipv4Addr> = specs
-        .iter()
-        .map(|node| (BrokerId(node.id), node.host))
-        .collect();
-    let births = Arc::new(RecordedBirths::new(0..3));
-    let nodes: Vec<Node> = specs
-        .iter()
-        .map(|spec| {
-            let host = RealHost::kraft_member(spec.id, voters.clone(), controller_port, spec.port);
-            let broker = Arc::new(host.broker_with(births.clone()));
-            Node { host, broker }
-        })
-        .collect();
+    let trio = Trio::new();
+    a_staggered_birth_is_decided_by_the_birth_rule(&trio).await;
+    a_blank_controller_joins_a_born_cluster_on_the_majority(&trio).await;
+    a_blank_controller_beside_a_behind_or_absent_majority_is_refused(&trio, &install).await;
 
-    // A staggered birth. Node 0 formats (nothing is marked, nobody leads) and starts alone: a lone voter of
-    // three elects no leader and answers DescribeQuorum with NOT_LEADER_OR_FOLLOWER.
+    // The two come back on their own volumes (formatted: never formatted again), and then node 2 joins them.
+    let nodes = &trio.nodes;
+    let (zero, one) = tokio::join!(
+        nodes[0].start(0, START_DEADLINE),
+        nodes[1].start(1, START_DEADLINE)
+    );
+    zero.expect("node 0 back");
+    one.expect("node 1 back");
+    let rejoined = nodes[2]
+        .start(2, START_DEADLINE)
+        .await
+        .expect("node 2 rejoins");
+    says(&rejoined, &["formatted on the majority rule"]);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Node 0 formats (nothing is marked, nobody leads) and starts alone: a lone voter of three elects no leader
+/// and answers DescribeQuorum with NOT_LEADER_OR_FOLLOWER. Node 1 boots later and sees that answer, which used
+/// to be a refusal; no volume carries the birth mark, so it is the cluster's birth and node 1 formats on that
+/// evidence. Once the quorum has committed, each marks its own volume.
+async fn a_staggered_birth_is_decided_by_the_birth_rule(trio: &Trio) {
+    let (nodes, specs) = (&trio.nodes, &trio.specs);
     let first = tokio::spawn({
         let (broker, spec) = (nodes[0].broker.clone(), nodes[0].host.spec(0));
         async move { broker.start(&spec, Deadline::after(START_DEADLINE)).await }
     });
-    let lone = until(
-        &controllers[..1],
+    until(
+        &trio.controllers[..1],
         START_DEADLINE,
         "node 0 answers as a lone voter",
         |seen| matches!(seen, Quorum::Undescribed(why) if why.contains("error 6")),
     )
     .await;
-    eprintln!("node 0 alone: {lone:?}");
-    // Node 1 boots later: it sees that answer, which used to be a refusal. No volume carries the birth mark:
-    // it is the cluster's birth, and node 1 formats on that evidence.
     let second = nodes[1]
         .start(1, START_DEADLINE)
         .await
@@ -158,39 +217,50 @@ async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_major
         .unwrap()
         .expect("node 0 serving once node 1 joined");
     says(&first, &["formatted on the birth rule"]);
-    // Once the quorum committed, each marked its own volume (node 0 perhaps at its next health check).
+    // Node 0 perhaps marks at its next health check.
     nodes[0].broker.check(&nodes[0].host.spec(0)).await.unwrap();
-    let marks = births.marks();
+    let marks = trio.births.marks();
+    let port = specs[0].controller_port;
     let born = format!(
-        "cluster={CLUSTER_ID} voters=0@{}:{controller_port},1@{}:{controller_port},2@{}:{controller_port}",
+        "cluster={CLUSTER_ID} voters=0@{}:{port},1@{}:{port},2@{}:{port}",
         specs[0].host, specs[1].host, specs[2].host
     );
     assert_eq!(marks.get(&0), Some(&born), "{marks:?}");
     assert_eq!(marks.get(&1), Some(&born), "{marks:?}");
+}
 
-    // Node 2 boots into a born cluster: the majority decides, and it holds.
+/// Node 2 boots into a born cluster: the majority decides, and it holds; its volume lost while 0 and 1 run,
+/// the others are current, so it is formatted again and rejoins.
+async fn a_blank_controller_joins_a_born_cluster_on_the_majority(trio: &Trio) {
+    let nodes = &trio.nodes;
     let third = nodes[2]
         .start(2, START_DEADLINE)
         .await
         .expect("node 2 serving");
     says(&third, &["formatted on the majority rule"]);
     says(&third, &["quorum: a voter"]);
-    until(&controllers, START_DEADLINE, "three voters at the high watermark", |seen| {
+    until(&trio.controllers, START_DEADLINE, "three voters at the high watermark", |seen| {
         matches!(seen, Quorum::Described(view) if (0..3).all(|id| quorum::at_high_watermark(view, id, "", false).is_ok()))
     })
     .await;
-
-    // Node 2's volume is lost while 0 and 1 run: the others are current, so it is formatted and rejoins.
-    nodes[2].lose_volume(2, &births).await;
+    nodes[2].lose_volume(2, &trio.births).await;
     let replaced = nodes[2]
         .start(2, START_DEADLINE)
         .await
         .expect("node 2 back");
     says(&replaced, &["formatted on the majority rule"]);
+}
 
-    // Node 1 stops; a topic is created by 0 and 2, so the committed metadata moves past node 1's log end.
+/// Node 1 stops and a topic is created by 0 and 2, so the committed metadata moves past node 1's log end: a
+/// blank node 2 would have one current voter of three, and is refused (Kafka left stopped). Node 0 goes down
+/// too: node 2, blank, is alone with the marks of 0 and 1, and silence is not a birth.
+async fn a_blank_controller_beside_a_behind_or_absent_majority_is_refused(
+    trio: &Trio,
+    install: &Install,
+) {
+    let nodes = &trio.nodes;
     nodes[1].stop().await;
-    let bootstrap = specs[0].bootstrap();
+    let (install, bootstrap) = (install.clone(), trio.specs[0].bootstrap());
     tokio::task::spawn_blocking(move || {
         Client::new(&install, bootstrap, Vec::new())
             .create_topic(&TopicSpec {
@@ -203,21 +273,12 @@ async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_major
     })
     .await
     .unwrap();
-    // Were node 2 blank now, node 1 would be behind: 1 of 3 others current is no majority.
-    let evidence = births.read(&(0..3).map(BrokerId).collect()).await.unwrap();
-    let decision = format_rule::decide(
-        &StorageState::Blank,
-        2,
-        Role::StaticController,
-        &birth::judge(&evidence),
-        &quorum::observe(&controllers, ASK).await,
-    );
+    let decision = trio.decision_for_a_blank_node_2().await;
     assert!(
         matches!(&decision, StorageDecision::Refuse(why) if why.contains("not current [1 (")),
         "{decision:?}"
     );
-    // And when it is lost blank (so only node 0 runs), berth refuses to format it and leaves Kafka stopped.
-    nodes[2].lose_volume(2, &births).await;
+    nodes[2].lose_volume(2, &trio.births).await;
     refusal(nodes[2].start(2, Duration::from_secs(60)).await);
     assert!(!nodes[2].host.log_dir().join("meta.properties").exists());
     assert!(!matches!(
@@ -225,7 +286,6 @@ async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_major
         Some(ChildState::Running { .. })
     ));
 
-    // Node 0 goes down too: node 2, blank, is alone with the marks of 0 and 1. Silence is not a birth.
     nodes[0].stop().await;
     let why = refusal(nodes[2].start(2, Duration::from_secs(60)).await);
     assert!(
@@ -235,22 +295,6 @@ async fn a_cluster_is_born_on_evidence_and_a_blank_controller_joins_only_a_major
         "{why}"
     );
     assert!(!nodes[2].host.log_dir().join("meta.properties").exists());
-
-    // The two come back on their own volumes (formatted: never formatted again), and then node 2 joins them.
-    let (zero, one) = tokio::join!(
-        nodes[0].start(0, START_DEADLINE),
-        nodes[1].start(1, START_DEADLINE)
-    );
-    zero.expect("node 0 back");
-    one.expect("node 1 back");
-    let rejoined = nodes[2]
-        .start(2, START_DEADLINE)
-        .await
-        .expect("node 2 rejoins");
-    says(&rejoined, &["formatted on the majority rule"]);
-    for node in &nodes {
-        node.stop().await;
-    }
 }
 
 /// A dynamic quorum (KIP-853) formed and joined by berth on Kafka 4.x: node 0 (the lowest controller id) finds

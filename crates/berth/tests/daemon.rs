@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::daemon::{Adapters, DaemonExit, DaemonOptions, Request};
+use berth::daemon::{DaemonExit, DaemonOptions, Request};
 use berth::notify::Notifier;
 use berth::view::StateView;
 use berth_core::machine::CatchUpGate;
@@ -100,14 +100,7 @@ async fn start_with(
         view_rx,
         std::future::pending(),
     ));
-    let (cloud, coordination, network, storage, broker) = world.adapters();
-    let adapters = Adapters {
-        cloud,
-        coordination,
-        network,
-        storage,
-        broker,
-    };
+    let adapters = world.adapters();
     let mut settings = fixtures::settings(Duration::from_secs(30));
     settings.check_interval = check_interval;
     settings.unhealthy_after = Duration::from_millis(300);
@@ -211,40 +204,7 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
     assert_eq!(view.retries, 2);
     assert!(view.time_to_healthy_ms.is_some());
 
-    let messages = running
-        .notify
-        .wait("STATUS=healthy", |m| {
-            m.iter().any(|m| m.contains("STATUS=healthy"))
-        })
-        .await;
-    assert!(
-        messages[0].starts_with("READY=1\n"),
-        "READY first: {messages:?}"
-    );
-    let statuses: Vec<&str> = messages
-        .iter()
-        .filter_map(|m| m.strip_prefix("STATUS="))
-        .collect();
-    assert_eq!(
-        statuses,
-        [
-            "attach_eni broker 0",
-            "route broker 0",
-            "attach_ebs broker 0",
-            "mount broker 0",
-            "start_kafka broker 0",
-            "healthy broker 0"
-        ]
-    );
-    let watchdog = running
-        .notify
-        .wait("WATCHDOG=1", |m| m.iter().any(|m| m == "WATCHDOG=1"))
-        .await;
-    assert!(
-        watchdog.contains(&"WATCHDOG=1".to_owned()),
-        "watchdog pinged from the loop"
-    );
-
+    systemd_heard_ready_each_state_and_the_watchdog(&running.notify).await;
     let (code, metrics) = berth::health::get(running.health, "/metrics")
         .await
         .unwrap();
@@ -274,6 +234,41 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
         .send(Request::Drain(DrainReason::Requested))
         .await;
     assert_eq!(running.daemon.await.unwrap(), DaemonExit::Drained);
+}
+
+/// systemd heard READY first, then a status line per state until `healthy broker 0`, and the watchdog pinged.
+async fn systemd_heard_ready_each_state_and_the_watchdog(notify: &Notifications) {
+    let messages = notify
+        .wait("STATUS=healthy", |m| {
+            m.iter().any(|m| m.contains("STATUS=healthy"))
+        })
+        .await;
+    assert!(
+        messages[0].starts_with("READY=1\n"),
+        "READY first: {messages:?}"
+    );
+    let statuses: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m.strip_prefix("STATUS="))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "attach_eni broker 0",
+            "route broker 0",
+            "attach_ebs broker 0",
+            "mount broker 0",
+            "start_kafka broker 0",
+            "healthy broker 0"
+        ]
+    );
+    let watchdog = notify
+        .wait("WATCHDOG=1", |m| m.iter().any(|m| m == "WATCHDOG=1"))
+        .await;
+    assert!(
+        watchdog.contains(&"WATCHDOG=1".to_owned()),
+        "watchdog pinged from the loop"
+    );
 }
 
 /// The calls after Kafka was started, without the routine ones (checks, signals, heartbeats).
@@ -387,6 +382,35 @@ async fn a_drain_step_that_fails_retryably_is_retried_not_skipped() {
     let mut expected = DRAIN_ORDER.to_vec();
     expected.splice(3..3, ["detach_volume"; 3]);
     assert_eq!(calls, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_whose_unmount_fails_stops_before_the_eni_and_the_claim_and_says_so() {
+    let running = start(InProcessWorld::new(3), Duration::from_secs(3600)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    running.world.fail("unmount", 1, ErrorKind::Fatal);
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::LifecycleTerminated))
+        .await;
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Drained);
+    let journal = running.world.journal();
+    // The mount may remain: neither the ENI nor the claim is let go; Auto Scaling is still told.
+    assert_eq!(
+        after_start(&journal),
+        ["stop_kafka", "unmount", "complete_termination"]
+    );
+    let state = wait_state(running.health, "the stop in /state", |v| {
+        v.last_error.is_some()
+    })
+    .await;
+    let said = state.last_error.unwrap();
+    assert!(
+        said.contains("teardown stopped at unmount")
+            && said.contains("remove_routes, detach_volume, detach_eni, release_claim"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -652,17 +676,24 @@ async fn the_volume_is_requested_while_the_eni_attaches_and_a_drain_then_detache
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_ebs_waits_for_the_early_request_in_flight_never_two_at_once() {
+async fn the_eni_step_waits_for_its_volume_request_in_flight_never_two_at_once() {
     let world = InProcessWorld::new(3);
     world.wait_in("request_volume", &["AttachVolume answered"]);
     let running = start(world, Duration::from_secs(3600)).await;
-    let view = wait_state(running.health, "AttachEbs waiting for its turn", |v| {
-        v.waiting
-            .as_ref()
-            .is_some_and(|w| w.reason.contains("early volume request"))
-    })
+    let view = wait_state(
+        running.health,
+        "AttachEni waiting for the volume's request",
+        |v| {
+            v.waiting
+                .as_ref()
+                .is_some_and(|w| w.reason.contains("the volume's attach request"))
+        },
+    )
     .await;
-    assert_eq!(view.state, "attach_ebs");
+    assert_eq!(
+        view.state, "attach_eni",
+        "the ENI is ready, and its step ends only once the volume's request is answered"
+    );
     let journal = running.world.journal();
     assert!(
         !journal.iter().any(|c| c.starts_with("attach_volume")),
@@ -700,7 +731,47 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
     })
     .await;
 
-    // Serving but behind: StartKafka, 503, the partition named in /state and /metrics, heartbeats flowing.
+    held_while_behind(&running).await;
+
+    // In sync: Healthy, then SUCCESS and CONTINUE, after the last look that found it behind.
+    running
+        .world
+        .set_replication(fixtures::replication(&[1, 2, 0]));
+    let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
+    assert_eq!(healthy.catch_up.as_ref().map(|p| p.behind.len()), Some(0));
+    let journal = wait_for(
+        "the launch hook's completion",
+        async || running.world.journal(),
+        |journal| journal.iter().any(|c| c == "complete_launch:continue"),
+    )
+    .await;
+    let completed = journal
+        .iter()
+        .position(|c| c == "complete_launch:continue")
+        .unwrap();
+    let first_look = journal.iter().position(|c| c == "replication").unwrap();
+    let heartbeats = journal[first_look..completed]
+        .iter()
+        .filter(|c| *c == "heartbeat")
+        .count();
+    assert!(
+        heartbeats >= 3,
+        "heartbeats between the first look and CONTINUE: {journal:?}"
+    );
+    let (_, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_kafka_partitions_behind 0"),
+        "{metrics}"
+    );
+    let _ = running.requests.send(Request::Stop).await;
+    running.daemon.await.unwrap();
+}
+
+/// Serving but behind: StartKafka, 503, the partition named in /state and /metrics, heartbeats flowing, nothing
+/// reported to CloudFormation or the launch hook.
+async fn held_while_behind(running: &Running) {
     let behind = wait_state(
         running.health,
         "the gate to report a partition behind",
@@ -741,41 +812,6 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
             .any(|c| c.starts_with("complete_launch") || c.starts_with("signal_stack")),
         "nothing reported while behind: {journal:?}"
     );
-
-    // In sync: Healthy, then SUCCESS and CONTINUE, after the last look that found it behind.
-    running
-        .world
-        .set_replication(fixtures::replication(&[1, 2, 0]));
-    let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
-    assert_eq!(healthy.catch_up.as_ref().map(|p| p.behind.len()), Some(0));
-    let journal = wait_for(
-        "the launch hook's completion",
-        async || running.world.journal(),
-        |journal| journal.iter().any(|c| c == "complete_launch:continue"),
-    )
-    .await;
-    let completed = journal
-        .iter()
-        .position(|c| c == "complete_launch:continue")
-        .unwrap();
-    let first_look = journal.iter().position(|c| c == "replication").unwrap();
-    let heartbeats = journal[first_look..completed]
-        .iter()
-        .filter(|c| *c == "heartbeat")
-        .count();
-    assert!(
-        heartbeats >= 3,
-        "heartbeats between the first look and CONTINUE: {journal:?}"
-    );
-    let (_, metrics) = berth::health::get(running.health, "/metrics")
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("berth_kafka_partitions_behind 0"),
-        "{metrics}"
-    );
-    let _ = running.requests.send(Request::Stop).await;
-    running.daemon.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,15 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_config::Config;
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::{BrokerId, ErrorKind, ServingEvidence};
+use berth_kafka::format::Formatter;
 use berth_kafka::probe::ProbeTarget;
-use berth_kafka::KafkaBroker;
+use berth_kafka::{KafkaBroker, KafkaSettings};
 use berth_testkit::kafka::{Install, KafkaCluster};
 use berth_testkit::zk::ZooKeeper;
 
-use super::{broker_restarting_after, toml_items, HostConfig, RecordedBirths, CHROOT};
+use super::{broker_restarting_after, HostSettings, RecordedBirths, CHROOT};
 
 /// A rack Java must read back as written: non-ASCII, and outside the BMP too (a surrogate pair).
 pub const RACK: &str = "zone-ä-東京-😀";
@@ -201,40 +201,34 @@ impl RealHost {
         ]
     }
 
-    /// berth's configuration for this host.
-    pub fn config(&self) -> Config {
-        let (mode, connect, kraft) = match &self.zk {
-            Some(zk) => ("zookeeper", zk.connect_string(), String::new()),
-            None => (
-                "kraft",
-                "127.0.0.1:1".to_owned(),
-                format!(
-                    "controller_port = {}\nquorum_voters = {}\ncontroller_ids = [{}]\nformat_command = [{}]\n\
-                     server_properties = {:?}\n",
-                    self.controller_port,
-                    !self.dynamic,
-                    self.voters
-                        .keys()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    toml_items(&self.install.command("format")),
-                    self.server_properties(),
-                ),
-            ),
+    /// The adapter's settings for this host.
+    pub fn settings(&self) -> KafkaSettings {
+        let connect = match &self.zk {
+            Some(zk) => zk.connect_string(),
+            None => "127.0.0.1:1".to_owned(),
         };
-        HostConfig {
-            mode,
+        let kraft = self.zk.is_none().then(|| Formatter {
+            command: self.install.command("format"),
+            server_properties: self.server_properties(),
+            unit: None,
+        });
+        let mut settings = HostSettings {
             connect: &connect,
-            session_timeout: "6s",
+            session_timeout: Duration::from_secs(6),
             command: &self.command(),
             overlay: &self.overlay(),
             port: self.port,
-            check_interval: "2s",
-            stop_timeout: "60s",
-            kraft: &kraft,
+            check_interval: Duration::from_secs(2),
+            stop_timeout: Duration::from_secs(60),
+            kraft,
         }
-        .parse()
+        .settings();
+        if self.zk.is_none() {
+            settings.controller_port = self.controller_port;
+            settings.quorum_voters = !self.dynamic;
+            settings.controller_ids = self.voters.keys().copied().collect();
+        }
+        settings
     }
 
     /// The adapter (a short restart delay: a test should not wait systemd's usual seconds), its birth record a
@@ -246,7 +240,7 @@ impl RealHost {
 
     /// The adapter with the given birth record.
     pub fn broker_with(&self, births: Arc<RecordedBirths>) -> KafkaBroker {
-        broker_restarting_after(&self.config(), Duration::from_millis(200))
+        broker_restarting_after(self.settings(), Duration::from_millis(200))
             .with_birth_record(births)
     }
 

@@ -1,4 +1,5 @@
-//! The identity check: is the mounted volume this broker's, of this cluster? And is a log dir blank?
+//! What a Kafka log dir holds, as berth reads it: is the mounted volume this broker's, of this cluster? And is a
+//! log dir blank?
 //!
 //! Kafka writes `meta.properties` into each log dir: in ZooKeeper mode the first time it uses it (version 0,
 //! `broker.id`), in KRaft mode when its storage tool formats it (version 1, `node.id` and `directory.id`);
@@ -7,16 +8,88 @@
 //! progress). A log dir without the file is a fresh volume and fine here; in KRaft mode the Kafka adapter then
 //! formats it, but only when [`classify`] finds every log dir blank, never one holding data.
 //!
+//! Two adapters read it, so it is a crate of its own: berth-storage checks the identity when it mounts
+//! ([`check`]), berth-kafka decides whether KRaft storage may be formatted ([`classify`]) and confirms that it
+//! was ([`read`]). Neither depends on the other.
+//!
 //! The check only reads. berth never creates the log dirs or writes `meta.properties` itself: Kafka (or its
-//! storage tool) does, so the volume's contents stay Kafka's alone. This module holds berth's one reader of
+//! storage tool) does, so the volume's contents stay Kafka's alone. This crate holds berth's one reader of
 //! Java properties text ([`parse`]), the format `meta.properties` is written in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use berth_core::BrokerId;
+use berth_core::{BrokerId, Classify, ErrorKind};
 
-use crate::error::StorageError;
+/// A log dir that cannot be read, or whose `meta.properties` is not this broker's.
+#[derive(Debug, thiserror::Error)]
+pub enum LogDirError {
+    /// An operating-system call failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done (`read`, `list`).
+        operation: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A log dir was to be cleared of an interrupted format's files but holds something else.
+    #[error("{path} holds more than an interrupted format leaves ({found}): not touched")]
+    NotInterrupted {
+        /// The log dir.
+        path: PathBuf,
+        /// What it was found to hold.
+        found: String,
+    },
+    /// A log dir's `meta.properties` names another broker or cluster: this is not this broker's volume.
+    #[error("{path}: {key} is {found} but {expected_what} is {expected}; this volume is not this broker's, refusing to use it")]
+    ForeignMeta {
+        /// The meta.properties file.
+        path: PathBuf,
+        /// `broker.id`, `node.id` or `cluster.id`.
+        key: &'static str,
+        /// The value on the volume.
+        found: String,
+        /// What it was compared with (`the claimed broker id`, `cluster.kafka_cluster_id`, or another log dir's file).
+        expected_what: String,
+        /// The value expected.
+        expected: String,
+    },
+    /// A `meta.properties` that cannot be understood (a non-numeric id).
+    #[error("{path}: {key} = {value:?} is not a broker id")]
+    BadMeta {
+        /// The meta.properties file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl LogDirError {
+    fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl Classify for LogDirError {
+    /// An I/O error may pass; a volume that is not this broker's never does.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LogDirError::Io { .. } => ErrorKind::Retryable,
+            LogDirError::ForeignMeta { .. }
+            | LogDirError::BadMeta { .. }
+            | LogDirError::NotInterrupted { .. } => ErrorKind::Fatal,
+        }
+    }
+}
 
 /// The file Kafka stamps on each log dir.
 pub const META_FILE: &str = "meta.properties";
@@ -174,12 +247,12 @@ fn unescape(text: &str) -> String {
 }
 
 /// Reads `<log_dir>/meta.properties`; `None` when the dir or the file does not exist.
-pub fn read(log_dir: &Path) -> Result<Option<MetaIdentity>, StorageError> {
+pub fn read(log_dir: &Path) -> Result<Option<MetaIdentity>, LogDirError> {
     let path = log_dir.join(META_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(StorageError::io("read", path, error)),
+        Err(error) => return Err(LogDirError::io("read", path, error)),
     };
     // ISO-8859-1, as Java reads properties files: every byte is the character of the same number.
     let text: String = bytes.iter().map(|&b| char::from(b)).collect();
@@ -227,7 +300,7 @@ impl LogDirState {
 }
 
 /// Looks at one log dir without changing it.
-pub fn classify(log_dir: &Path) -> Result<LogDirState, StorageError> {
+pub fn classify(log_dir: &Path) -> Result<LogDirState, LogDirError> {
     if let Some(meta) = read(log_dir)? {
         return Ok(LogDirState::Formatted(meta));
     }
@@ -236,11 +309,11 @@ pub fn classify(log_dir: &Path) -> Result<LogDirState, StorageError> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Ok(LogDirState::Absent)
         }
-        Err(error) => return Err(StorageError::io("list", log_dir, error)),
+        Err(error) => return Err(LogDirError::io("list", log_dir, error)),
     };
     let mut entries = Vec::new();
     for entry in listing {
-        let entry = entry.map_err(|error| StorageError::io("list", log_dir, error))?;
+        let entry = entry.map_err(|error| LogDirError::io("list", log_dir, error))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == LOST_FOUND && is_empty_dir(&entry.path())? {
             continue;
@@ -263,7 +336,7 @@ pub fn classify(log_dir: &Path) -> Result<LogDirState, StorageError> {
 fn interrupted_format(
     log_dir: &Path,
     entries: &[String],
-) -> Result<Option<Vec<String>>, StorageError> {
+) -> Result<Option<Vec<String>>, LogDirError> {
     let mut found = Vec::new();
     for name in entries {
         if FORMAT_LEFTOVERS.contains(&name.as_str()) && log_dir.join(name).is_file() {
@@ -277,11 +350,11 @@ fn interrupted_format(
         let listing = match std::fs::read_dir(&metadata) {
             Ok(listing) => listing,
             Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),
-            Err(error) => return Err(StorageError::io("list", metadata, error)),
+            Err(error) => return Err(LogDirError::io("list", metadata, error)),
         };
         found.push(format!("{METADATA_LOG}/"));
         for entry in listing {
-            let entry = entry.map_err(|error| StorageError::io("list", &metadata, error))?;
+            let entry = entry.map_err(|error| LogDirError::io("list", &metadata, error))?;
             let file = entry.file_name().to_string_lossy().into_owned();
             let snapshot = file == format!("{BOOTSTRAP_SNAPSHOT}.checkpoint")
                 || (file.starts_with(BOOTSTRAP_SNAPSHOT) && file.ends_with(".checkpoint.part"));
@@ -297,12 +370,12 @@ fn interrupted_format(
 /// Removes what an interrupted format left in `log_dir` (as [`classify`] found it, looking again first) and
 /// nothing else: each named file, then the metadata log's dir only if that leaves it empty. A dir that holds
 /// anything else is refused, untouched.
-pub fn clear_interrupted_format(log_dir: &Path) -> Result<Vec<String>, StorageError> {
+pub fn clear_interrupted_format(log_dir: &Path) -> Result<Vec<String>, LogDirError> {
     let entries = match classify(log_dir)? {
         LogDirState::InterruptedFormat { entries } => entries,
         LogDirState::Absent | LogDirState::Empty => return Ok(Vec::new()),
         other => {
-            return Err(StorageError::NotInterrupted {
+            return Err(LogDirError::NotInterrupted {
                 path: log_dir.to_owned(),
                 found: format!("{other:?}"),
             })
@@ -310,21 +383,21 @@ pub fn clear_interrupted_format(log_dir: &Path) -> Result<Vec<String>, StorageEr
     };
     for entry in entries.iter().filter(|entry| !entry.ends_with('/')) {
         let path = log_dir.join(entry);
-        std::fs::remove_file(&path).map_err(|error| StorageError::io("remove", path, error))?;
+        std::fs::remove_file(&path).map_err(|error| LogDirError::io("remove", path, error))?;
     }
     let metadata = log_dir.join(METADATA_LOG);
     if entries.iter().any(|entry| entry.ends_with('/')) {
         std::fs::remove_dir(&metadata)
-            .map_err(|error| StorageError::io("remove", metadata, error))?;
+            .map_err(|error| LogDirError::io("remove", metadata, error))?;
     }
     Ok(entries)
 }
 
-fn is_empty_dir(path: &Path) -> Result<bool, StorageError> {
+fn is_empty_dir(path: &Path) -> Result<bool, LogDirError> {
     match std::fs::read_dir(path) {
         Ok(mut listing) => Ok(listing.next().is_none()),
         Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
-        Err(error) => Err(StorageError::io("list", path, error)),
+        Err(error) => Err(LogDirError::io("list", path, error)),
     }
 }
 
@@ -334,20 +407,20 @@ pub fn check(
     log_dirs: &[PathBuf],
     broker_id: BrokerId,
     cluster_id: Option<&str>,
-) -> Result<Vec<MetaIdentity>, StorageError> {
+) -> Result<Vec<MetaIdentity>, LogDirError> {
     let mut seen = Vec::new();
     let mut first_cluster: Option<(String, PathBuf)> = None;
     for dir in log_dirs {
         let Some(meta) = read(dir)? else { continue };
         for (key, value) in [("broker.id", &meta.broker_id), ("node.id", &meta.node_id)] {
             let Some(value) = value else { continue };
-            let parsed: u32 = value.parse().map_err(|_| StorageError::BadMeta {
+            let parsed: u32 = value.parse().map_err(|_| LogDirError::BadMeta {
                 path: meta.path.clone(),
                 key,
                 value: value.clone(),
             })?;
             if parsed != broker_id.0 {
-                return Err(StorageError::ForeignMeta {
+                return Err(LogDirError::ForeignMeta {
                     path: meta.path.clone(),
                     key,
                     found: value.clone(),
@@ -358,7 +431,7 @@ pub fn check(
         }
         if let Some(found) = &meta.cluster_id {
             if let Some(expected) = cluster_id.filter(|expected| expected != found) {
-                return Err(StorageError::ForeignMeta {
+                return Err(LogDirError::ForeignMeta {
                     path: meta.path.clone(),
                     key: "cluster.id",
                     found: found.clone(),
@@ -368,7 +441,7 @@ pub fn check(
             }
             match &first_cluster {
                 Some((other, other_path)) if other != found => {
-                    return Err(StorageError::ForeignMeta {
+                    return Err(LogDirError::ForeignMeta {
                         path: meta.path.clone(),
                         key: "cluster.id",
                         found: found.clone(),
@@ -536,7 +609,7 @@ mod tests {
         let dir = dir_with("broker.id=seven\n");
         assert!(matches!(
             check(&[dir.path().into()], BrokerId(7), None),
-            Err(StorageError::BadMeta { .. })
+            Err(LogDirError::BadMeta { .. })
         ));
     }
 
@@ -586,7 +659,7 @@ mod tests {
             );
             let refused = clear_interrupted_format(&dir).unwrap_err();
             assert!(
-                matches!(refused, StorageError::NotInterrupted { .. }),
+                matches!(refused, LogDirError::NotInterrupted { .. }),
                 "{refused}"
             );
             assert!(path.exists(), "{what} untouched");
