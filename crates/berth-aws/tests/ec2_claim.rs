@@ -176,8 +176,7 @@ async fn a_dying_owners_id_is_taken_over_while_the_claimer_waits() {
         .expect("hold");
     let owner = claimer(&env, env.instance(ZONE_A).await).await;
     let id = owner.claim(Duration::from_secs(5)).await.unwrap();
-    let replacement =
-        claimer_with(&env, env.instance(ZONE_A).await, Duration::from_secs(2)).await;
+    let replacement = claimer_with(&env, env.instance(ZONE_A).await, Duration::from_secs(2)).await;
 
     // The replacement reports what it waits for (as /state shows it); the owner starts dying only then.
     let (said, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -626,7 +626,11 @@ fn a_failed_action_before_the_enis_detach_stops_the_release_but_not_the_signal()
     // Past the ENI's detach nothing more is held back; a failed signal holds nothing back either.
     for failed in ["detach_eni", "release_claim", "complete_termination"] {
         let at = actions.iter().position(|a| a.name() == failed).unwrap();
-        assert_eq!(after_failure(&actions, at), AfterFailure::Continue, "{failed}");
+        assert_eq!(
+            after_failure(&actions, at),
+            AfterFailure::Continue,
+            "{failed}"
+        );
     }
 
     // The machine remembers it for /state and says it; the teardown still ends (the daemon sends Done).
@@ -652,7 +656,10 @@ fn a_failed_action_before_the_enis_detach_stops_the_release_but_not_the_signal()
     // Outside a teardown it is a caller's bug, refused.
     assert!(matches!(
         m.decide(&stopped, now),
-        Err(TransitionError::NotValidHere { input: "teardown_stopped", .. })
+        Err(TransitionError::NotValidHere {
+            input: "teardown_stopped",
+            ..
+        })
     ));
 }
 
@@ -669,7 +676,12 @@ fn a_failures_release_that_fails_before_the_enis_detach_still_reports_the_failur
     let kept: Vec<_> = kept.iter().map(Teardown::name).collect();
     assert_eq!(
         kept,
-        ["remove_routes", "detach_volume", "detach_eni", "release_claim"]
+        [
+            "remove_routes",
+            "detach_volume",
+            "detach_eni",
+            "release_claim"
+        ]
     );
     assert_eq!(
         then.iter().map(Teardown::name).collect::<Vec<_>>(),

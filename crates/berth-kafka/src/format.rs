@@ -185,7 +185,9 @@ impl Classify for FormatError {
     fn kind(&self) -> ErrorKind {
         match self {
             FormatError::Timeout { .. } | FormatError::TooLittleTime { .. } => ErrorKind::Retryable,
-            FormatError::Unit { source, .. } if !matches!(source, SupervisorError::Spawn { .. }) => {
+            FormatError::Unit { source, .. }
+                if !matches!(source, SupervisorError::Spawn { .. }) =>
+            {
                 ErrorKind::Retryable
             }
             FormatError::Rename { source, .. }
@@ -600,13 +602,25 @@ mod tests {
             .unwrap()
             .collect();
         assert!(leftovers.is_empty(), "the merged file is removed");
+    }
 
-        // A command that succeeds without stamping every dir is not believed, and nothing is moved in.
+    #[tokio::test]
+    async fn a_command_that_stamps_nothing_is_not_believed_and_too_little_time_starts_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dir.path().join("server.properties");
+        std::fs::write(
+            &server,
+            "process.roles=broker,controller
+",
+        )
+        .unwrap();
+        let overlay = dir.path().join("conf/berth.properties");
         let formatter = Formatter {
             command: vec!["/bin/true".into()],
             server_properties: server,
             unit: None,
         };
+        let settings = formatter.settings("node.id=3\n").unwrap();
         let other = dir.path().join("other");
         let format = |timeout| {
             formatter.format(
@@ -618,6 +632,7 @@ mod tests {
                 timeout,
             )
         };
+        // It succeeds without stamping the dir: nothing is moved in.
         let error = format(FORMAT_MIN_TIME).await.unwrap_err();
         assert!(!other.exists());
         assert!(matches!(error, FormatError::NotFormatted { .. }), "{error}");

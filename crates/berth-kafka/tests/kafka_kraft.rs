@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_core::ports::{Broker, Deadline};
@@ -87,22 +88,45 @@ async fn format_by_hand(host: &RealHost, dir: &std::path::Path) -> String {
         .expect("formatted by hand")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts_unformatted() {
-    let host = RealHost::kraft();
-    let broker = host.broker();
-    let spec = host.spec(1);
-    // What formats that were killed half way leave. In the log dir, Kafka's storage tool stopped between the
-    // bootstrap snapshot and meta.properties (it writes them in that order); beside it, a staging dir of
-    // berth's whose rename never happened.
-    format_by_hand(&host, &host.log_dir()).await;
+/// What formats that were killed half way leave. In the log dir, Kafka's storage tool stopped between the
+/// bootstrap snapshot and meta.properties (it writes them in that order); beside it, a staging dir of berth's
+/// whose rename never happened. Returns the staging dir and its directory id.
+async fn leave_interrupted_formats(host: &RealHost) -> (PathBuf, String) {
+    format_by_hand(host, &host.log_dir()).await;
     std::fs::remove_file(host.log_dir().join("meta.properties")).unwrap();
     let snapshot = host
         .log_dir()
         .join("__cluster_metadata-0/00000000000000000000-0000000000.checkpoint");
     assert!(snapshot.exists(), "the bootstrap snapshot is left");
     let staged = berth_kafka::staging::dir_beside(&host.log_dir());
-    let staged_id = format_by_hand(&host, &staged).await;
+    let staged_id = format_by_hand(host, &staged).await;
+    (staged, staged_id)
+}
+
+/// Formatted by Kafka's own storage tool, with the configured cluster id and the overlay's node id, afresh
+/// (not the stale staging dir moved in, which is gone); returns the directory id.
+fn formatted_again(host: &RealHost, staged: &Path, staged_id: &str) -> String {
+    let meta = berth_logdir::read(&host.log_dir())
+        .unwrap()
+        .expect("formatted");
+    assert_eq!(meta.version.as_deref(), Some("1"));
+    assert_eq!(meta.node_id.as_deref(), Some("1"));
+    assert_eq!(meta.cluster_id.as_deref(), Some(CLUSTER_ID));
+    let directory_id = meta.directory_id.expect("a directory.id (KIP-858)");
+    assert_ne!(
+        directory_id, staged_id,
+        "formatted again, not the stale staging dir moved in"
+    );
+    assert!(!staged.exists(), "the stale staging dir is gone");
+    directory_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts_unformatted() {
+    let host = RealHost::kraft();
+    let broker = host.broker();
+    let spec = host.spec(1);
+    let (staged, staged_id) = leave_interrupted_formats(&host).await;
 
     let evidence = real::serving(&broker, &spec).await;
     assert!(
@@ -116,19 +140,7 @@ async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts
         evidence.detail
     );
 
-    // Formatted by Kafka's own storage tool, with the configured cluster id and the overlay's node id.
-    let meta = berth_logdir::read(&host.log_dir())
-        .unwrap()
-        .expect("formatted");
-    assert_eq!(meta.version.as_deref(), Some("1"));
-    assert_eq!(meta.node_id.as_deref(), Some("1"));
-    assert_eq!(meta.cluster_id.as_deref(), Some(CLUSTER_ID));
-    let directory_id = meta.directory_id.clone().expect("a directory.id (KIP-858)");
-    assert_ne!(
-        directory_id, staged_id,
-        "formatted again, not the stale staging dir moved in"
-    );
-    assert!(!staged.exists(), "the stale staging dir is gone");
+    let directory_id = formatted_again(&host, &staged, &staged_id);
     assert!(
         evidence
             .detail

@@ -297,6 +297,46 @@ async fn a_blank_controller_beside_a_behind_or_absent_majority_is_refused(
     assert!(!nodes[2].host.log_dir().join("meta.properties").exists());
 }
 
+/// The `kafka-metadata-quorum` command the evidence names as the fix.
+fn fix_in(evidence: &ServingEvidence) -> &str {
+    evidence
+        .detail
+        .split("fix: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (or set").next())
+        .expect("the fix in the evidence")
+}
+
+/// Runs `fix` as printed on `host` (its merged settings as the command config, our launcher for the script).
+async fn run_as_printed(host: &RealHost, fix: &str) {
+    let merged = host.dir.path().join("run/server.properties");
+    let mut command = host.install.command("quorum");
+    command.extend(
+        fix.replacen("kafka-metadata-quorum.sh ", "", 1)
+            .replace(
+                "<this node's server.properties>",
+                &merged.display().to_string(),
+            )
+            .split(' ')
+            .map(str::to_owned),
+    );
+    let output = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{command:?}: {output:?}");
+}
+
+/// The directory id the format wrote into `host`'s log dir.
+fn directory_id_of(host: &RealHost) -> String {
+    let meta = std::fs::read_to_string(host.log_dir().join("meta.properties")).unwrap();
+    meta.lines()
+        .find_map(|line| line.strip_prefix("directory.id="))
+        .expect("a directory id")
+        .to_owned()
+}
+
 /// A dynamic quorum (KIP-853) formed and joined by berth on Kafka 4.x: node 0 (the lowest controller id) finds
 /// nothing marked and no controller, and formats `--standalone`; node 1 finds 0 leading and formats
 /// `--no-initial-controllers`. With auto-join off it stays an observer: berth reports it with the
@@ -341,12 +381,7 @@ async fn a_dynamic_quorum_is_formed_by_the_first_controller_and_a_joiner_is_conf
     says(&joined, &["formatted on the majority rule"]);
     // Auto-join is off: node 1 is an observer, and berth says so with the fix.
     says(&joined, &["NOT a voter", "add-controller"]);
-    let fix = joined
-        .detail
-        .split("fix: ")
-        .nth(1)
-        .and_then(|rest| rest.split(" (or set").next())
-        .expect("the fix in the evidence");
+    let fix = fix_in(&joined);
     let leader = format!("{}:{controller_port}", controllers[&BrokerId(0)]);
     assert_eq!(
         fix,
@@ -355,30 +390,8 @@ async fn a_dynamic_quorum_is_formed_by_the_first_controller_and_a_joiner_is_conf
              server.properties> add-controller"
         )
     );
-    // Run it as printed, on node 1 (its merged settings as the command config).
-    let merged = hosts[1].dir.path().join("run/server.properties");
-    let mut command = hosts[1].install.command("quorum");
-    command.extend(
-        fix.replacen("kafka-metadata-quorum.sh ", "", 1)
-            .replace(
-                "<this node's server.properties>",
-                &merged.display().to_string(),
-            )
-            .split(' ')
-            .map(str::to_owned),
-    );
-    let output = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "{command:?}: {output:?}");
-    let meta = std::fs::read_to_string(hosts[1].log_dir().join("meta.properties")).unwrap();
-    let directory_id = meta
-        .lines()
-        .find_map(|line| line.strip_prefix("directory.id="))
-        .expect("a directory id")
-        .to_owned();
+    run_as_printed(&hosts[1], fix).await;
+    let directory_id = directory_id_of(&hosts[1]);
     let addresses: Vec<SocketAddr> = controllers
         .values()
         .map(|ip| SocketAddr::from((*ip, controller_port)))
