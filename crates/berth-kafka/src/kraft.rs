@@ -27,7 +27,6 @@ use std::time::Duration;
 use berth_core::birth::{self, Birth, BirthMark, BirthRecord, DYNAMIC_VOTERS};
 use berth_core::ports::{BrokerSpec, Deadline};
 use berth_core::{BrokerId, ServingEvidence};
-use berth_logdir as meta;
 
 use crate::broker::KafkaError;
 use crate::format::{self, Formatter, StorageState, ToolSettings, FORMAT_MIN_TIME};
@@ -290,7 +289,7 @@ impl Kraft {
         settings
             .metadata_dir(&spec.log_dirs)
             .ok()
-            .and_then(|dir| meta::read(&dir).ok().flatten())
+            .and_then(|dir| berth_logdir::read(&dir).ok().flatten())
             .and_then(|identity| identity.directory_id)
             .unwrap_or_else(|| NO_DIRECTORY_ID.to_owned())
     }
@@ -436,7 +435,7 @@ impl Kraft {
 
 /// `controller.quorum.voters` in the merged settings, when set.
 fn quorum_voters_of(merged: &str) -> Option<String> {
-    meta::parse(merged)
+    berth_logdir::parse(merged)
         .remove("controller.quorum.voters")
         .filter(|voters| !voters.trim().is_empty())
 }

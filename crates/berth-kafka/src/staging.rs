@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_logdir::{self as meta, LogDirState, META_FILE};
+use berth_logdir::{LogDirState, META_FILE};
 
 use crate::format::FormatError;
 use crate::properties::escape_value;
@@ -65,7 +65,7 @@ pub fn prepare(log_dirs: &[PathBuf]) -> Result<(), FormatError> {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(rename_error(&staged, dir, source)),
         }
-        let cleared = meta::clear_interrupted_format(dir)?;
+        let cleared = berth_logdir::clear_interrupted_format(dir)?;
         if !cleared.is_empty() {
             tracing::warn!(log_dir = %dir.display(), ?cleared, "removed what an interrupted format left (no records)");
         }
@@ -94,7 +94,7 @@ fn rename_error(staging: &Path, dir: &Path, source: std::io::Error) -> FormatErr
 fn rename_into(dir: &Path) -> Result<(), FormatError> {
     let staged = dir_beside(dir);
     if !matches!(
-        meta::classify(dir)?,
+        berth_logdir::classify(dir)?,
         LogDirState::Absent | LogDirState::Empty
     ) {
         return Err(rename_error(
@@ -117,15 +117,15 @@ fn rename_into(dir: &Path) -> Result<(), FormatError> {
 /// renames of one that was not committed (module docs). Returns what it did, for the journal.
 pub fn recover(log_dirs: &[PathBuf], metadata_dir: &Path) -> Result<Vec<String>, FormatError> {
     let mut done = Vec::new();
-    let committed = match meta::classify(metadata_dir)? {
+    let committed = match berth_logdir::classify(metadata_dir)? {
         LogDirState::Formatted(identity) => Some(identity),
         _ => None,
     };
     for dir in log_dirs.iter().filter(|dir| *dir != metadata_dir) {
         let staged = dir_beside(dir);
-        match (&committed, meta::classify(dir)?) {
+        match (&committed, berth_logdir::classify(dir)?) {
             (Some(identity), LogDirState::Absent | LogDirState::Empty) => {
-                let Some(staged_identity) = meta::read(&staged)? else {
+                let Some(staged_identity) = berth_logdir::read(&staged)? else {
                     continue;
                 };
                 let same = staged_identity.cluster_id == identity.cluster_id
@@ -257,7 +257,7 @@ mod tests {
         .unwrap();
         prepare(std::slice::from_ref(&dir)).unwrap();
         assert!(!dir_beside(&dir).exists());
-        assert_eq!(meta::classify(&dir).unwrap(), LogDirState::Empty);
+        assert_eq!(berth_logdir::classify(&dir).unwrap(), LogDirState::Empty);
         std::fs::write(dir.join("events-0"), "data").unwrap();
         assert!(prepare(std::slice::from_ref(&dir)).is_err());
         assert!(dir.join("events-0").exists());
