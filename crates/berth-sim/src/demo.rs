@@ -87,9 +87,11 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         RECORDS + WHILE_AWAY
     ));
     say(format!(
-        "broker 0 re-fetched {} bytes: its volume held {} bytes of {TOPIC} before the kill and {} once in sync, \
-         so it fetched what was produced while it was away, not the partitions' size",
+        "broker 0 re-fetched {} bytes plus what the power loss took ({} bytes of volume blocks, log and \
+         metadata alike): it held {} bytes of {TOPIC} before the kill and {} once in sync, so it fetched what \
+         was produced while it was away and what its volume lost, not the partitions' size",
         replaced.held_after.saturating_sub(replaced.held_before),
+        replaced.lost_at_death,
         replaced.held_before,
         replaced.held_after,
     ));
@@ -219,6 +221,8 @@ struct Replaced {
     healthy_after: Duration,
     held_before: u64,
     held_after: u64,
+    /// Bytes of the victim's volume written after its death (lost with the power).
+    lost_at_death: u64,
 }
 
 /// Kills broker 0's host, produces while it is away, and waits for the group's replacement to be broker 0 on
@@ -234,12 +238,17 @@ async fn replace(
     let held_before = crate::kafka::topic_bytes(&log_dir(&victim_host), TOPIC);
     let victim_journal = crate::kafka::berth_journal(victim_host.container(), JOURNAL_LINES);
     say(format!(
-        "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): SIGKILL, mounts gone, \
-         instance terminated",
+        "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): power lost, SIGKILL, \
+         mounts gone, instance terminated",
         victim_host.instance.id
     ));
     let killed = Instant::now();
     fleet.kill_host(victim, None).await?;
+    let lost_at_death = fleet.lost_at_death(victim).unwrap_or_default();
+    say(format!(
+        "its volume lost {lost_at_death} bytes with the power (written to the page cache, not yet to the \
+         volume): Kafka recovers its log from what reached the volume"
+    ));
     blocking(|| client.produce_range(TOPIC, RECORDS..RECORDS + WHILE_AWAY, 0))?;
     say(format!(
         "while broker 0 is away, produced {WHILE_AWAY} more records (acks=all: two in-sync replicas suffice)"
@@ -289,6 +298,7 @@ async fn replace(
         healthy_after,
         held_before,
         held_after,
+        lost_at_death,
     })
 }
 
