@@ -30,7 +30,7 @@ pub use error::ConfigError;
 pub use parse::{key_of_variable, parse, ENV_PREFIX};
 pub use schema::*;
 pub use sources::{load_sources, parse_sources, EnvFile, Loaded, Origin, Sources};
-pub use validate::is_kafka_cluster_id;
+pub use validate::{is_kafka_cluster_id, transient_unit};
 
 /// The default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/berth/berth.toml";

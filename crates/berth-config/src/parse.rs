@@ -7,7 +7,8 @@ use crate::{Config, ConfigError};
 pub const ENV_PREFIX: &str = "BERTH";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
+    "claim.ids",
     "kafka.controller_ids",
     "storage.log_dirs",
     "storage.mkfs_options",

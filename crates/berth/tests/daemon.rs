@@ -396,6 +396,35 @@ async fn a_drain_step_that_fails_retryably_is_retried_not_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_whose_unmount_fails_stops_before_the_eni_and_the_claim_and_says_so() {
+    let running = start(InProcessWorld::new(3), Duration::from_secs(3600)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    running.world.fail("unmount", 1, ErrorKind::Fatal);
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::LifecycleTerminated))
+        .await;
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Drained);
+    let journal = running.world.journal();
+    // The mount may remain: neither the ENI nor the claim is let go; Auto Scaling is still told.
+    assert_eq!(
+        after_start(&journal),
+        ["stop_kafka", "unmount", "complete_termination"]
+    );
+    let state = wait_state(running.health, "the stop in /state", |v| {
+        v.last_error.is_some()
+    })
+    .await;
+    let said = state.last_error.unwrap();
+    assert!(
+        said.contains("teardown stopped at unmount")
+            && said.contains("remove_routes, detach_volume, detach_eni, release_claim"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_lets_go_of_everything_reports_last_and_exits_non_zero() {
     let journal = journal_after_fatal("start_kafka").await;
     assert!(

@@ -48,7 +48,7 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
     tokio::spawn(forward_signals(request_tx));
     let options = DaemonOptions {
         settings: config.machine_settings(),
-        broker_ids: config.broker_ids().collect(),
+        broker_ids: config.claimable_ids(),
         termination_poll: config.aws.termination_poll,
         stop_timeout: config.kafka.stop_timeout,
         teardown_timeout: Duration::from_secs(120),

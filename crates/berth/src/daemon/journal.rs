@@ -57,6 +57,16 @@ pub(super) fn record(event: &Event, machine: &Machine, waiting: &WaitingBoard) {
             "caught up: {progress}"
         ),
         Event::Waiting { step, reason } => waiting.set(*step, reason, state),
+        Event::TeardownStopped { step, error, kept } => error!(
+            berth_state = state.name(),
+            berth_broker_id = broker_id,
+            berth_teardown = step.as_str(),
+            berth_teardown_kept = kept.join(","),
+            error = %error,
+            "teardown stopped at {step}: {error}; left undone so the id stays held here (Kafka, the mount or \
+             an attachment may remain): {}",
+            kept.join(", ")
+        ),
         Event::DrainDecided { outcome, waited } => {
             waiting.clear(StepKind::DrainCheck);
             log_drain_outcome(outcome, state.name(), millis(*waited));
