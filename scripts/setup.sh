@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# prometheus is here for its promtool, which checks and unit-tests docs/examples/berth-alerts.yaml (crates/berth/tests/
+# alerting.rs); nothing runs its server.
 APT_PACKAGES=(zookeeper xfsprogs e2fsprogs lvm2 cryptsetup-bin btrfs-progs gdisk iproute2 nftables util-linux procps python3-venv lintian curl
-  systemd-container debootstrap openjdk-17-jre-headless maven kcat)
+  systemd-container debootstrap openjdk-17-jre-headless maven kcat prometheus)
 MOTO_VERSION="5.2.5"
 VENV="${BERTH_VENV:-$PWD/.venv}"
 

@@ -1,15 +1,14 @@
 //! From the file's text and an environment to a validated [`Config`]: the TOML layered under `BERTH_*`
 //! overrides, deserialized with the failing key named, then validated.
 
-use std::path::Path;
-
 use crate::{Config, ConfigError};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "BERTH";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
+    "claim.ids",
     "kafka.controller_ids",
     "storage.log_dirs",
     "storage.mkfs_options",
@@ -23,16 +22,33 @@ pub fn parse<'a>(
     toml_text: &str,
     environment: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Config, ConfigError> {
-    let overrides: config::Map<String, String> = environment
+    build(toml_text, overrides_of(environment))
+}
+
+/// The dotted key a `BERTH_<SECTION>__<KEY>` variable overrides (`BERTH_AWS__CLOUDFORMATION__SIGNAL` is
+/// `aws.cloudformation.signal`); `None` for any other variable (`BERTH_LOG` and the like belong to the process).
+pub fn key_of_variable(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?.strip_prefix('_')?;
+    rest.contains("__")
+        .then(|| rest.to_ascii_lowercase().replace("__", "."))
+}
+
+/// The `BERTH_<SECTION>__<KEY>` overrides among `environment` (a later one of the same name wins).
+pub(crate) fn overrides_of<'a>(
+    environment: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> config::Map<String, String> {
+    environment
         .into_iter()
-        // Only BERTH_<SECTION>__<KEY> is an override; BERTH_LOG and the like belong to the process, not the file.
-        .filter(|(name, _)| {
-            name.strip_prefix(ENV_PREFIX)
-                .and_then(|rest| rest.strip_prefix('_'))
-                .is_some_and(|key| key.contains("__"))
-        })
+        .filter(|(name, _)| key_of_variable(name).is_some())
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .collect();
+        .collect()
+}
+
+/// The TOML layered under `overrides`, deserialized (the failing key named) and validated.
+pub(crate) fn build(
+    toml_text: &str,
+    overrides: config::Map<String, String>,
+) -> Result<Config, ConfigError> {
     let mut environment = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("_")
         .separator("__")
@@ -47,35 +63,28 @@ pub fn parse<'a>(
         .add_source(environment)
         .build()
         .map_err(|error| from_config_error(&error))?;
-    let config: Config = serde_path_to_error::deserialize(layered).map_err(|error| {
+    let mut config: Config = serde_path_to_error::deserialize(layered).map_err(|error| {
         let key = error.path().to_string();
         let reason = strip_key_suffix(&error.inner().to_string());
-        ConfigError::Invalid {
-            key: if key == "." {
-                "(top level)".into()
-            } else {
-                key
+        match reason
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            Some(field) if key == "." => ConfigError::required(field, "a required setting"),
+            Some(field) => ConfigError::required(&format!("{key}.{field}"), "a required setting"),
+            None => ConfigError::Invalid {
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                reason,
             },
-            reason,
         }
     })?;
-    let mut config = config;
     config.claim.backend = Some(config.claim_backend());
     config.validate()?;
     Ok(config)
-}
-
-/// Reads the file and the process environment, then [`parse`]s.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
-        path: path.to_owned(),
-        reason: error.to_string(),
-    })?;
-    let environment: Vec<(String, String)> = std::env::vars().collect();
-    parse(
-        &text,
-        environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )
 }
 
 fn from_config_error(error: &config::ConfigError) -> ConfigError {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+const EXAMPLE: &str = include_str!("../../../docs/examples/berth.toml");
 
 fn with(environment: &[(&str, &str)]) -> berth_config::Config {
     berth_config::parse(EXAMPLE, environment.iter().copied()).expect("valid")

@@ -10,7 +10,9 @@
 //! In KRaft mode the first start on blank storage formats it first ([`format`]), with the configured cluster id.
 //!
 //! - [`overlay`]: rendering and atomically writing the settings berth owns.
-//! - [`format`]: KRaft storage, formatted only when every log dir is blank.
+//! - [`format`]: KRaft storage, formatted only when every log dir is blank, beside the log dirs ([`staging`]).
+//! - [`format_rule`]: whether blank storage may be formatted (the birth rule and the majority check);
+//!   [`quorum`]: DescribeQuorum and what berth reads from it; [`kraft`]: the adapter's KRaft side.
 //! - [`supervisor`]: `systemctl` or a child process with systemd-like restarts.
 //! - [`probe`]: the ApiVersions + Metadata round trip; [`wire`]: Kafka framing, client side only.
 //! - [`replication`]: every partition's replicas and ISR and each topic's `min.insync.replicas`, for the
@@ -19,12 +21,15 @@
 //! - [`settings`]: what the adapter reads, built by the daemon from its configuration.
 
 pub mod format;
+pub mod format_rule;
+pub mod kraft;
 pub mod overlay;
 pub mod probe;
 pub mod properties;
 pub mod quorum;
 pub mod replication;
 pub mod settings;
+pub mod staging;
 pub mod supervisor;
 pub mod wire;
 

@@ -50,6 +50,16 @@ pub enum Input {
     Drain(DrainReason),
     /// Exit, leaving Kafka, the mount, the routes, the attachments and the claim as they are (SIGTERM).
     Stop,
+    /// The teardown stopped releasing at a failed action ([`after_failure`](super::after_failure)): what
+    /// would let another host take the id is left undone.
+    TeardownStopped {
+        /// The failed action ([`Teardown::name`](super::Teardown::name)).
+        step: String,
+        /// Why it failed.
+        error: String,
+        /// The actions left undone.
+        kept: Vec<String>,
+    },
     /// The teardown the machine asked for (a drain's, or a failure's release) has finished.
     TeardownDone,
     /// This instance's identity, read from the instance metadata when the daemon starts (before the claim), so
@@ -80,6 +90,7 @@ impl Input {
             Input::ReclaimFailed { .. } => "reclaim_failed",
             Input::Drain(_) => "drain",
             Input::Stop => "stop",
+            Input::TeardownStopped { .. } => "teardown_stopped",
             Input::TeardownDone => "teardown_done",
             Input::Identified(_) => "identified",
             Input::HookAnswered { .. } => "hook_answered",

@@ -49,6 +49,7 @@ pub use event::Event;
 pub use failure::{Failure, FailureReportState, NotLanded};
 pub use input::{Input, ReclaimOutcome, TransitionError};
 pub use lifecycle::{HookAction, HookAnswer};
+pub use release::{after_failure, AfterFailure};
 pub use settings::{CatchUpGate, Settings, StatePolicies, DEFAULT_RECLAIM_ATTEMPT};
 pub use state::{ClaimState, State, StateTiming};
 pub use step::{Output, Step, StepKind, StepTag};
@@ -355,6 +356,7 @@ impl Machine {
             }
             Input::Drain(reason) => self.on_drain(reason, now, out),
             Input::Stop => self.on_stop(now, out),
+            Input::TeardownStopped { .. } => self.on_teardown_stopped(input, out)?,
             Input::TeardownDone => self.on_teardown_done(input, out)?,
             Input::Identified(identity) => self.on_identified(identity),
             Input::HookAnswered { hook, answer } => self.on_hook_answered(*hook, answer, out),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
@@ -15,7 +16,7 @@ use berth_kafka::{KafkaBroker, KafkaSettings};
 use berth_testkit::kafka::{Install, KafkaCluster};
 use berth_testkit::zk::ZooKeeper;
 
-use super::{broker_restarting_after, HostSettings, CHROOT};
+use super::{broker_restarting_after, HostSettings, RecordedBirths, CHROOT};
 
 /// A rack Java must read back as written: non-ASCII, and outside the BMP too (a surrogate pair).
 pub const RACK: &str = "zone-ä-東京-😀";
@@ -42,16 +43,21 @@ pub struct RealHost {
     pub address: Ipv4Addr,
     /// KRaft: the voters' addresses (this host alone unless it joins a cluster).
     pub voters: BTreeMap<BrokerId, Ipv4Addr>,
-    /// KRaft: a dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` from `voters`, auto-join on,
-    /// no `controller.quorum.voters`.
+    /// KRaft: a dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` from `voters`, no
+    /// `controller.quorum.voters`.
     pub dynamic: bool,
+    /// KRaft, dynamic: `controller.quorum.auto.join.enable`.
+    pub auto_join: bool,
 }
 
 impl RealHost {
-    /// A KRaft host (Kafka 4.x, broker and controller in one process, a one-voter static quorum).
+    /// A KRaft host (Kafka 4.x, broker and controller in one process, a one-voter static quorum of node 1).
     pub fn kraft() -> Self {
         let install = Install::kraft().unwrap_or_else(|error| panic!("{error}"));
-        Self::with(install, None)
+        let mut host = Self::with(install, None);
+        host.voters = BTreeMap::from([(BrokerId(1), host.address)]);
+        host.write_server_properties();
+        host
     }
 
     /// A KRaft host that is node `id` of a static quorum of `voters` (all on `controller_port`), listening on
@@ -80,6 +86,7 @@ impl RealHost {
     ) -> Self {
         let mut host = Self::kraft_member(id, controllers, controller_port, port);
         host.dynamic = true;
+        host.auto_join = true;
         host.write_server_properties();
         host
     }
@@ -105,14 +112,16 @@ impl RealHost {
             address: Ipv4Addr::LOCALHOST,
             voters: BTreeMap::new(),
             dynamic: false,
+            auto_join: false,
         };
         std::fs::create_dir_all(host.dir.path().join("run")).unwrap();
         host.write_server_properties();
         host
     }
 
-    /// The operator's server.properties, as an AMI would carry it (no final newline, so the merge is tested).
-    fn write_server_properties(&self) {
+    /// The operator's server.properties, as an AMI would carry it (no final newline, so the merge is tested);
+    /// written again after a change to the host's fields.
+    pub fn write_server_properties(&self) {
         let mut text = String::from("# the operator's file\n");
         match &self.zk {
             Some(zk) => text.push_str(&format!(
@@ -139,8 +148,9 @@ impl RealHost {
                 .map(|address| format!("{address}:{}", self.controller_port))
                 .collect();
             text.push_str(&format!(
-                "controller.quorum.bootstrap.servers={}\ncontroller.quorum.auto.join.enable=true\n",
-                servers.join(",")
+                "controller.quorum.bootstrap.servers={}\ncontroller.quorum.auto.join.enable={}\n",
+                servers.join(","),
+                self.auto_join
             ));
         }
         let replication = self.voters.len().clamp(1, 3);
@@ -200,6 +210,7 @@ impl RealHost {
         let kraft = self.zk.is_none().then(|| Formatter {
             command: self.install.command("format"),
             server_properties: self.server_properties(),
+            unit: None,
         });
         let mut settings = HostSettings {
             connect: &connect,
@@ -215,13 +226,22 @@ impl RealHost {
         if self.zk.is_none() {
             settings.controller_port = self.controller_port;
             settings.quorum_voters = !self.dynamic;
+            settings.controller_ids = self.voters.keys().copied().collect();
         }
         settings
     }
 
-    /// The adapter (a short restart delay: a test should not wait systemd's usual seconds).
+    /// The adapter (a short restart delay: a test should not wait systemd's usual seconds), its birth record a
+    /// fresh one in which no controller volume is marked (KRaft: blank controllers form the cluster).
     pub fn broker(&self) -> KafkaBroker {
+        let ids = self.voters.keys().map(|id| id.0);
+        self.broker_with(Arc::new(RecordedBirths::new(ids)))
+    }
+
+    /// The adapter with the given birth record.
+    pub fn broker_with(&self, births: Arc<RecordedBirths>) -> KafkaBroker {
         broker_restarting_after(self.settings(), Duration::from_millis(200))
+            .with_birth_record(births)
     }
 
     /// A ZooKeeper client of the test's own (ZooKeeper mode), to look at what Kafka wrote.

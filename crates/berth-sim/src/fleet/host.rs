@@ -118,9 +118,15 @@ impl Host {
         &self.container
     }
 
-    /// berth's health endpoint, reachable from the region namespace.
+    /// berth's health endpoint (`/health`, `/metrics`), reachable from the region namespace.
     pub fn health_address(&self) -> SocketAddr {
         SocketAddr::from((self.ip, layout::HEALTH_PORT))
+    }
+
+    /// berth's `/state` endpoint, reachable from the region namespace (the hosts' `health.state_listen` is not
+    /// the loopback default).
+    pub fn state_address(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, layout::STATE_PORT))
     }
 
     /// False once the host has been killed or removed.

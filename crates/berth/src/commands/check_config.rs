@@ -1,5 +1,5 @@
-//! `berth check-config`: validate a configuration and print the effective result, with the time budgets it
-//! adds up to; warn (on stderr, exit 0) when they cannot fit the lifecycle hooks' timeouts.
+//! `berth check-config`: validate the configuration and print each effective value with its source, with the
+//! time budgets it adds up to; warn (on stderr, exit 0) when they cannot fit the lifecycle hooks' timeouts.
 
 use std::process::ExitCode;
 
@@ -7,16 +7,13 @@ use berth::UNIT_TIMEOUT_STOP;
 
 use super::load_or_report;
 
-pub(crate) fn check_config(path: &std::path::Path) -> ExitCode {
-    match load_or_report(path) {
-        Ok(config) => {
-            println!(
-                "# effective configuration of {} (secrets omitted)",
-                path.display()
-            );
-            println!("# {}", config.budget_summary(UNIT_TIMEOUT_STOP));
-            print!("{}", config.to_toml());
-            for warning in config.budget_warnings() {
+pub(crate) fn check_config(sources: &berth_config::Sources) -> ExitCode {
+    match load_or_report(sources) {
+        Ok(loaded) => {
+            println!("# berth's effective configuration (secrets omitted); after each value, where it came from");
+            println!("# {}", loaded.config.budget_summary(UNIT_TIMEOUT_STOP));
+            print!("{}", loaded.render_with_origins());
+            for warning in loaded.config.budget_warnings() {
                 eprintln!("berth: warning: {warning}");
             }
             ExitCode::SUCCESS

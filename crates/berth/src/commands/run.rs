@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth::daemon::{DaemonExit, DaemonOptions, Request};
+use berth::metrics::Service;
 use berth::notify::Notifier;
 use berth::{adapters, health, logging, EX_FAILED, EX_SOFTWARE};
 use berth_core::ports::DrainReason;
@@ -15,11 +16,11 @@ use super::{load_or_report, small_runtime};
 /// How long an unusable configuration's report may take before berth exits 78 anyway.
 const REPORT_LIMIT: Duration = Duration::from_secs(60);
 
-pub(crate) fn run(path: &std::path::Path) -> ExitCode {
-    let config = match load_or_report(path) {
-        Ok(config) => config,
+pub(crate) fn run(sources: &berth_config::Sources) -> ExitCode {
+    let config = match load_or_report(sources) {
+        Ok(loaded) => loaded.config,
         Err(code) => {
-            report_unusable(path);
+            report_unusable(sources);
             return code;
         }
     };
@@ -42,15 +43,10 @@ pub(crate) fn run(path: &std::path::Path) -> ExitCode {
 }
 
 async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> {
-    let listener = tokio::net::TcpListener::bind(config.health.listen)
-        .await
-        .with_context(|| format!("binding the health endpoint on {}", config.health.listen))?;
     let (view_tx, view_rx) = watch::channel(None);
+    let endpoint = health::Endpoint::new(view_rx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut shutdown = shutdown_rx.clone();
-    let server = tokio::spawn(health::serve(listener, view_rx, async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    }));
+    let servers = health::start(&config.health, &endpoint, shutdown_rx).await?;
     let adapters = adapters::production(&config)
         .await
         .context("building the adapters")?;
@@ -58,12 +54,17 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
     tokio::spawn(forward_signals(request_tx));
     let options = DaemonOptions {
         settings: config.machine_settings(),
-        broker_ids: config.broker_ids().collect(),
+        broker_ids: config.claimable_ids(),
         termination_poll: config.aws.termination_poll,
         stop_timeout: config.kafka.stop_timeout,
         teardown_timeout: berth_config::TEARDOWN_ACTION_TIMEOUT,
         delivery_bound: config.hook_global_timeout(),
         jitter_seed: jitter_seed(),
+        metrics: endpoint.metrics.clone(),
+        claims: match config.claim_backend() {
+            berth_config::ClaimBackend::Zookeeper => Service::Zookeeper,
+            berth_config::ClaimBackend::Ec2 => Service::Aws,
+        },
     };
     let exit = berth::daemon::run(
         options,
@@ -80,19 +81,28 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
         std::process::exit(0);
     }
     let _ = shutdown_tx.send(true);
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     Ok(exit)
 }
 
 /// A configuration that does not validate: tells Auto Scaling the boot failed when what did parse names the launch
 /// hook (see [`adapters::report_unusable_configuration`]), within [`REPORT_LIMIT`]; says what it did either way.
-fn report_unusable(path: &std::path::Path) {
-    let reason = berth_config::load(path)
+fn report_unusable(sources: &berth_config::Sources) {
+    let reason = berth_config::load_sources(sources)
         .err()
         .map(|error| error.to_string())
         .unwrap_or_default();
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let environment: Vec<(String, String)> = std::env::vars().collect();
+    let text = std::fs::read_to_string(&sources.file).unwrap_or_default();
+    // The process environment before the environment file's lines: `salvage` takes the first match, and the
+    // process environment overrides the environment file (as in every command's sources).
+    let env_file = sources
+        .env_file
+        .as_ref()
+        .and_then(|env_file| berth_config::read_env_file(&env_file.path).ok().flatten())
+        .unwrap_or_default();
+    let environment: Vec<(String, String)> = std::env::vars().chain(env_file).collect();
     let salvage = berth_config::salvage(
         &text,
         environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),

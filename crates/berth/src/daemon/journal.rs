@@ -1,10 +1,10 @@
-//! The journal: the structured log lines of what the machine says happened ([`Event`]), the STATUS line systemd
-//! shows, and the exit. What a step waits for goes to the [`WaitingBoard`], which logs it as its rule says
-//! (at info when it changes, at most every 30 s while it stays the same) and keeps it for `/state`.
+//! The journal: the structured log lines of what the machine says happened ([`Event`]), and the exit. What a step
+//! waits for goes to the [`WaitingBoard`], which logs it as its rule says (at info when it changes, at most every
+//! 30 s while it stays the same) and keeps it for `/state` (and STATUS=, the daemon's summary of `/state`).
 
 use std::time::Duration;
 
-use berth_core::machine::{ExitReason, HookAnswer};
+use berth_core::machine::{ExitReason, HookAnswer, NotLanded};
 use berth_core::ports::{FailureReport, LifecycleHook};
 use berth_core::replication::DrainOutcome;
 use berth_core::{Event, Machine, State, StepKind};
@@ -58,6 +58,16 @@ pub(super) fn record(event: &Event, machine: &Machine, waiting: &WaitingBoard) {
             "caught up: {progress}"
         ),
         Event::Waiting { step, reason } => waiting.set(*step, reason, state),
+        Event::TeardownStopped { step, error, kept } => error!(
+            berth_state = state.name(),
+            berth_broker_id = broker_id,
+            berth_teardown = step.as_str(),
+            berth_teardown_kept = kept.join(","),
+            error = %error,
+            "teardown stopped at {step}: {error}; left undone so the id stays held here (Kafka, the mount or \
+             an attachment may remain): {}",
+            kept.join(", ")
+        ),
         Event::DrainDecided { outcome, waited } => {
             waiting.clear(StepKind::DrainCheck);
             log_drain_outcome(outcome, state.name(), millis(*waited));
@@ -67,7 +77,15 @@ pub(super) fn record(event: &Event, machine: &Machine, waiting: &WaitingBoard) {
             "reclaim answered while leaving ({answer}): ignored, the release owns the claim"
         ),
         Event::HookAnswered { hook, answer } => log_hook_answer(*hook, answer, state.name()),
-        Event::FailureReported(Ok(report)) => {
+        Event::FailureReported(answer) => log_failure_report(answer, machine),
+    }
+}
+
+/// What came of a failed boot's report to Auto Scaling: a report that did not land is an error (berth keeps trying).
+fn log_failure_report(answer: &Result<FailureReport, NotLanded>, machine: &Machine) {
+    let state = machine.state();
+    match answer {
+        Ok(report) => {
             let waits = *report == FailureReport::MarkedUnhealthy
                 && machine.settings().terminate_hook
                 && machine.lifecycle().1 == berth_core::machine::HookAction::Idle;
@@ -79,7 +97,7 @@ pub(super) fn record(event: &Event, machine: &Machine, waiting: &WaitingBoard) {
                 )
             }
         }
-        Event::FailureReported(Err(not_landed)) => error!(
+        Err(not_landed) => error!(
             berth_state = state.name(),
             berth_attempt = not_landed.attempts,
             error = %not_landed.error,
@@ -108,19 +126,6 @@ fn log_hook_answer(hook: LifecycleHook, answer: &HookAnswer, state: &'static str
             "{hook} lifecycle action not completed: {why}; Auto Scaling applies the hook's default result at its \
              timeout"
         ),
-    }
-}
-
-/// The STATUS line: the state and the broker id, or why it failed.
-pub(super) fn status_line(machine: &Machine) -> String {
-    let id = machine
-        .facts()
-        .broker_id
-        .map(|id| format!(" broker {id}"))
-        .unwrap_or_default();
-    match machine.failure() {
-        Some(failure) => format!("failed{id}: {failure}"),
-        None => format!("{}{id}", machine.state()),
     }
 }
 
