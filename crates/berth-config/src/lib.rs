@@ -21,6 +21,12 @@ use berth_core::serde_duration;
 use berth_core::tag::TagTemplate;
 use serde::{Deserialize, Serialize};
 
+mod kafka_security;
+pub mod secret;
+
+pub use kafka_security::{KafkaSecurity, SaslMechanism, SecurityProtocol, TlsMaterial};
+pub use secret::Secret;
+
 /// The default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/berth/berth.toml";
 
@@ -65,7 +71,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: &str, reason: impl Into<String>) -> Self {
         Self::Invalid {
             key: key.to_owned(),
             reason: reason.into(),
@@ -203,9 +209,9 @@ pub struct ZooKeeperConfig {
     /// Root znode; claims live under `<root>/<cluster>/claims/<id>`.
     #[serde(default = "default_zk_root")]
     pub root: String,
-    /// Digest credentials `user:password` for claim ACLs; empty means open ACLs.
+    /// Digest credentials `user:password` for claim ACLs; empty means open ACLs (a secret: see [`secret`]).
     #[serde(default, skip_serializing)]
-    pub digest: String,
+    pub digest: Secret,
     /// Kafka's own chroot in this ensemble (where `/brokers/ids` lives), e.g. `/kafka`; empty is the root.
     #[serde(default)]
     pub kafka_chroot: String,
@@ -217,7 +223,7 @@ impl Default for ZooKeeperConfig {
             connect: String::new(),
             session_timeout: default_session_timeout(),
             root: default_zk_root(),
-            digest: String::new(),
+            digest: Secret::default(),
             kafka_chroot: String::new(),
         }
     }
@@ -461,6 +467,11 @@ pub struct KafkaConfig {
     /// `min.insync.replicas`; `0s` stops without checking.
     #[serde(with = "serde_duration")]
     pub drain_wait: Duration,
+    /// How berth connects to the listener it probes (`listener_name`), for every read it makes there.
+    pub security: KafkaSecurity,
+    /// KRaft: how berth connects to the controllers' listener (DescribeQuorum); absent: as `security`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_security: Option<KafkaSecurity>,
 }
 
 /// When a broker counts as Healthy.
@@ -493,6 +504,8 @@ impl Default for KafkaConfig {
             healthy_when: HealthyWhen::CaughtUp,
             caught_up_deadline: Duration::from_secs(30 * 60),
             drain_wait: Duration::from_secs(5 * 60),
+            security: KafkaSecurity::default(),
+            controller_security: None,
         }
     }
 }
@@ -605,7 +618,16 @@ pub fn parse<'a>(
     toml_text: &str,
     environment: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Config, ConfigError> {
-    let overrides: config::Map<String, String> = environment
+    parse_with_credentials(toml_text, environment, &secret::OutsideSecrets::default())
+}
+
+/// [`parse`], with the secrets of systemd credentials winning over the environment's and the file's.
+fn parse_with_credentials<'a>(
+    toml_text: &str,
+    environment: impl IntoIterator<Item = (&'a str, &'a str)>,
+    credentials: &secret::OutsideSecrets,
+) -> Result<Config, ConfigError> {
+    let mut overrides: config::Map<String, String> = environment
         .into_iter()
         // Only BERTH_<SECTION>__<KEY> is an override; BERTH_LOG and the like belong to the process, not the file.
         .filter(|(name, _)| {
@@ -615,6 +637,7 @@ pub fn parse<'a>(
         })
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
+    let secrets = secret::take_from_environment(&mut overrides);
     let mut environment = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("_")
         .separator("__")
@@ -629,7 +652,7 @@ pub fn parse<'a>(
         .add_source(environment)
         .build()
         .map_err(|error| from_config_error(&error))?;
-    let config: Config = serde_path_to_error::deserialize(layered).map_err(|error| {
+    let mut config: Config = serde_path_to_error::deserialize(layered).map_err(|error| {
         let key = error.path().to_string();
         let reason = strip_key_suffix(&error.inner().to_string());
         ConfigError::Invalid {
@@ -641,23 +664,46 @@ pub fn parse<'a>(
             reason,
         }
     })?;
-    let mut config = config;
+    secret::apply(&mut config, credentials, &secrets)?;
     config.claim.backend = Some(config.claim_backend());
     config.validate()?;
     Ok(config)
 }
 
-/// Reads the file and the process environment, then [`parse`]s.
+/// Reads the file and the process environment, then [`parse`]s; see [`load_from`].
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
+    let environment: Vec<(String, String)> = std::env::vars().collect();
+    load_from(path, &environment)
+}
+
+/// Reads the file, the systemd credentials of `$CREDENTIALS_DIRECTORY` (named in `environment`) and the TLS files,
+/// and [`parse`]s with `environment`. A secret in a file every user may read is refused.
+pub fn load_from(path: &Path, environment: &[(String, String)]) -> Result<Config, ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let unreadable = |error: std::io::Error| ConfigError::Unreadable {
         path: path.to_owned(),
         reason: error.to_string(),
-    })?;
-    let environment: Vec<(String, String)> = std::env::vars().collect();
-    parse(
+    };
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    let mode = std::fs::metadata(path)
+        .map_err(unreadable)?
+        .permissions()
+        .mode();
+    secret::refuse_world_readable(&text, mode)?;
+    let credentials = match environment
+        .iter()
+        .find(|(name, _)| name == secret::CREDENTIALS_DIRECTORY)
+    {
+        Some((_, directory)) => secret::read_credentials(Path::new(directory))?,
+        None => secret::OutsideSecrets::default(),
+    };
+    let config = parse_with_credentials(
         &text,
         environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )
+        &credentials,
+    )?;
+    config.check_tls_files()?;
+    Ok(config)
 }
 
 fn from_config_error(error: &config::ConfigError) -> ConfigError {
@@ -680,7 +726,11 @@ fn strip_key_suffix(message: &str) -> String {
     }
 }
 
-fn ensure(condition: bool, key: &str, reason: impl FnOnce() -> String) -> Result<(), ConfigError> {
+pub(crate) fn ensure(
+    condition: bool,
+    key: &str,
+    reason: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
     if condition {
         Ok(())
     } else {
@@ -737,7 +787,7 @@ pub fn is_kafka_cluster_id(id: &str) -> bool {
         && digit(id.as_bytes()[21]).is_some_and(|value| value & 0b1111 == 0)
 }
 
-fn is_absolute_clean(path: &Path) -> bool {
+pub(crate) fn is_absolute_clean(path: &Path) -> bool {
     path.is_absolute()
         && path
             .components()
@@ -887,6 +937,7 @@ impl Config {
         if !zk.digest.is_empty() {
             let ok = zk
                 .digest
+                .expose()
                 .split_once(':')
                 .is_some_and(|(user, password)| !user.is_empty() && !password.is_empty());
             ensure(ok, "zookeeper.digest", || "must be user:password".into())?;
@@ -1001,7 +1052,30 @@ impl Config {
     fn validate_kafka(&self) -> Result<(), ConfigError> {
         self.validate_kafka_process()?;
         self.validate_kafka_kraft()?;
-        self.validate_kafka_waits()
+        self.validate_kafka_waits()?;
+        self.kafka.security.validate("kafka.security")?;
+        if let Some(controller) = &self.kafka.controller_security {
+            self.ensure_kraft_only(true, "kafka.controller_security")?;
+            controller.validate("kafka.controller_security")?;
+        }
+        Ok(())
+    }
+
+    /// The controllers' listener's security: `kafka.controller_security`, else `kafka.security`.
+    pub fn controller_security(&self) -> &KafkaSecurity {
+        self.kafka
+            .controller_security
+            .as_ref()
+            .unwrap_or(&self.kafka.security)
+    }
+
+    /// Reads every configured TLS file (certificates, keys), naming the key of the first that is unusable.
+    pub fn check_tls_files(&self) -> Result<(), ConfigError> {
+        self.kafka.security.tls_material("kafka.security")?;
+        if let Some(controller) = &self.kafka.controller_security {
+            controller.tls_material("kafka.controller_security")?;
+        }
+        Ok(())
     }
 
     /// How Kafka is run and reached.

@@ -78,7 +78,8 @@ async fn main() {
         overlay = dir.path().join("berth.properties").display(),
     );
     let config = berth_config::parse(&text, []).expect("bench configuration");
-    let broker = KafkaBroker::with_restart_policy(&config, RestartPolicy::default());
+    let broker =
+        KafkaBroker::with_restart_policy(&config, RestartPolicy::default()).expect("adapter");
     let spec = BrokerSpec {
         voters: Default::default(),
         broker_id: BrokerId(0),

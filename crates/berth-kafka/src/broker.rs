@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use berth_config::{Config, KafkaMode, Supervisor};
+use berth_config::{Config, ConfigError, KafkaMode, Supervisor};
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::replication::ReplicationView;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
@@ -16,11 +16,13 @@ use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
 use tokio::sync::watch;
 
+use crate::client::{KafkaClient, Peer};
 use crate::format::{self, FormatError, Formatter, StorageState};
+use crate::listeners::{self, OperatorListeners};
 use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::quorum::{self, Quorum, Role, StorageDecision};
-use crate::replication;
+use crate::replication::{self, Question, ReplicationError};
 use crate::supervisor::{
     ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
 };
@@ -65,6 +67,24 @@ pub enum KafkaError {
         #[source]
         source: std::io::Error,
     },
+    /// A setting cannot be used (a TLS file changed since the configuration was checked).
+    #[error(transparent)]
+    Settings(#[from] ConfigError),
+    /// The operator's `server.properties` could not be read for its listeners.
+    #[error("reading the listeners of kafka.server_properties {path}")]
+    ServerProperties {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operator's listeners do not fit berth's settings.
+    #[error("advertised.listeners: {0}")]
+    Listeners(String),
+    /// The replication was read, but it does not let berth judge: not caught up, not safe to stop.
+    #[error("{0}")]
+    CannotJudge(String),
     /// `kafka.quorum_voters` is on but the daemon gave no voter addresses.
     #[error("kafka.quorum_voters is on but no voter addresses were given for broker {broker_id}")]
     MissingVoters {
@@ -173,7 +193,9 @@ impl KafkaError {
         match self {
             KafkaError::Refused { .. }
             | KafkaError::MissingVoters { .. }
-            | KafkaError::MissingClusterId { .. } => ErrorKind::Fatal,
+            | KafkaError::MissingClusterId { .. }
+            | KafkaError::Settings(_)
+            | KafkaError::Listeners(_) => ErrorKind::Fatal,
             KafkaError::Format { source, .. } if !source.is_retryable() => ErrorKind::Fatal,
             KafkaError::Overlay { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -215,6 +237,9 @@ pub struct KafkaBroker {
     quorum_voters: bool,
     controller_ids: Option<std::collections::BTreeSet<BrokerId>>,
     overlay_path: PathBuf,
+    server_properties: PathBuf,
+    client: KafkaClient,
+    controller_client: KafkaClient,
     stop_timeout: Duration,
     probe_timeout: Duration,
     runner: Runner,
@@ -227,13 +252,13 @@ pub struct KafkaBroker {
 
 impl KafkaBroker {
     /// Kafka as configured in `[kafka]` (and, in ZooKeeper mode, `[zookeeper]` for the registration watch).
-    /// Nothing is contacted until [`Broker::start`].
+    /// Nothing is contacted until [`Broker::start`]; the TLS files are read now.
     pub fn new(config: &Config) -> Result<Self, KafkaError> {
-        Ok(Self::with_restart_policy(config, RestartPolicy::default()))
+        Self::with_restart_policy(config, RestartPolicy::default())
     }
 
     /// As [`KafkaBroker::new`], with the process supervisor's restart policy chosen (tests shorten its delay).
-    pub fn with_restart_policy(config: &Config, policy: RestartPolicy) -> Self {
+    pub fn with_restart_policy(config: &Config, policy: RestartPolicy) -> Result<Self, KafkaError> {
         let kafka = &config.kafka;
         let runner = match kafka.supervisor {
             Supervisor::Systemd => Runner::Systemd(SystemdUnit::new(kafka.unit.clone())),
@@ -253,7 +278,12 @@ impl KafkaBroker {
                 }),
             ),
         };
-        Self {
+        let client = KafkaClient::new(&kafka.security, "kafka.security")?;
+        let controller_client = match &kafka.controller_security {
+            Some(security) => KafkaClient::new(security, "kafka.controller_security")?,
+            None => client.clone(),
+        };
+        Ok(Self {
             mode: kafka.mode,
             listener_name: kafka.listener_name.clone(),
             port: kafka.port,
@@ -262,6 +292,9 @@ impl KafkaBroker {
             controller_ids: (!kafka.controller_ids.is_empty())
                 .then(|| kafka.controller_ids.iter().copied().map(BrokerId).collect()),
             overlay_path: kafka.overlay_path.clone(),
+            server_properties: kafka.server_properties.clone(),
+            client,
+            controller_client,
             stop_timeout: kafka.stop_timeout,
             probe_timeout: kafka.check_interval.min(PROBE_TIMEOUT_MAX),
             runner,
@@ -270,7 +303,7 @@ impl KafkaBroker {
             registrations,
             voters: Mutex::new(None),
             started_as: Mutex::new(None),
-        }
+        })
     }
 
     /// ZooKeeper mode: read Kafka's registrations on berth's claim session (one session per berth) while it
@@ -313,14 +346,47 @@ impl KafkaBroker {
             })?),
             _ => None,
         };
+        let advertised = listeners::advertised(
+            &self.operator_listeners()?,
+            &self.listener_name,
+            self.port,
+            spec.advertised_ip,
+        )
+        .map_err(KafkaError::Listeners)?;
         Ok(overlay::render(&OverlayInput {
             mode: self.mode,
             spec,
-            listener_name: &self.listener_name,
-            port: self.port,
+            advertised_listeners: &advertised,
             voters: voters.as_ref(),
             controller_port: self.controller_port,
         }))
+    }
+
+    /// `listeners` and `advertised.listeners` of the operator's `server.properties` (none when it is absent).
+    fn operator_listeners(&self) -> Result<OperatorListeners, KafkaError> {
+        let path = &self.server_properties;
+        let failed = |source| KafkaError::ServerProperties {
+            path: path.clone(),
+            source,
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(OperatorListeners::default())
+            }
+            Err(error) => return Err(failed(error)),
+        };
+        let properties = java_properties::read(std::io::BufReader::new(file))
+            .map_err(|error| failed(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?;
+        let list = |key: &str| {
+            listeners::parse(properties.get(key).map(String::as_str).unwrap_or_default()).map_err(
+                |reason| KafkaError::Listeners(format!("{key} in {}: {reason}", path.display())),
+            )
+        };
+        Ok(OperatorListeners {
+            listeners: list("listeners")?,
+            advertised: list("advertised.listeners")?,
+        })
     }
 
     /// The child Kafka's state (process supervisor only).
@@ -498,7 +564,8 @@ impl KafkaBroker {
                     }
                 }
                 let remaining = deadline.remaining().max(Duration::from_millis(1));
-                let report = probe::probe(&target, self.probe_timeout.min(remaining)).await?;
+                let report =
+                    probe::probe(&self.client, &target, self.probe_timeout.min(remaining)).await?;
                 Ok(self.evidence(spec, &report, self.registrations.is_some()))
             };
             let outcome = tokio::select! {
@@ -572,8 +639,9 @@ impl KafkaBroker {
             },
         };
         let seen = if settings.controller {
-            let addresses: Vec<SocketAddr> = others.iter().map(|(_, a)| *a).collect();
-            quorum::observe(&addresses, QUORUM_ASK_TIMEOUT.min(deadline.remaining())).await
+            let peers: Vec<Peer> = others.iter().map(|(id, a)| Peer::new(id.0, *a)).collect();
+            let timeout = QUORUM_ASK_TIMEOUT.min(deadline.remaining());
+            quorum::observe(&self.controller_client, &peers, timeout).await
         } else {
             Quorum::Silent
         };
@@ -630,7 +698,7 @@ impl KafkaBroker {
                 }
             }
         }
-        let report = probe::probe(&self.target(spec), self.probe_timeout).await?;
+        let report = probe::probe(&self.client, &self.target(spec), self.probe_timeout).await?;
         Ok(self.evidence(spec, &report, self.registrations.is_some()))
     }
 
@@ -716,25 +784,42 @@ impl Broker for KafkaBroker {
     }
 
     async fn replication(&self, spec: &BrokerSpec) -> Result<ReplicationView, StepError> {
-        // This broker first; any other answers as well when this one does not.
-        let listeners: Vec<SocketAddr> = std::iter::once(spec.advertised_ip)
+        // This broker first; any other answers as well when this one cannot be reached.
+        let peers: Vec<Peer> = std::iter::once((spec.broker_id, spec.advertised_ip))
             .chain(
                 spec.voters
                     .iter()
                     .filter(|(id, _)| **id != spec.broker_id)
-                    .map(|(_, ip)| *ip),
+                    .map(|(id, ip)| (*id, *ip)),
             )
-            .map(|ip| SocketAddr::from((ip, self.port)))
+            .map(|(id, ip)| Peer::new(id.0, SocketAddr::from((ip, self.port))))
             .collect();
-        replication::describe_any(&listeners, REPLICATION_TIMEOUT)
+        let on_disk = replication::topics_on_disk(&spec.log_dirs).map_err(|error| {
+            KafkaError::CannotJudge(format!(
+                "cannot judge the replication: the log dirs cannot be listed ({error}), so the partitions this \
+                 broker hosts are unknown"
+            ))
+        })?;
+        let question = Question {
+            me: Some(spec.broker_id),
+            on_disk,
+        };
+        replication::describe_any(&self.client, &peers, &question, REPLICATION_TIMEOUT)
             .await
             .map_err(|failures| {
+                let judged = failures
+                    .iter()
+                    .any(|failure| matches!(failure, ReplicationError::CannotJudge { .. }));
                 let failures = failures
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; ");
-                KafkaError::Replication { failures }.into()
+                if judged {
+                    KafkaError::CannotJudge(failures).into()
+                } else {
+                    KafkaError::Replication { failures }.into()
+                }
             })
     }
 }

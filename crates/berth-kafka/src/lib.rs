@@ -12,17 +12,23 @@
 //! - [`overlay`]: rendering and atomically writing the settings berth owns.
 //! - [`format`]: KRaft storage, formatted only when every log dir is blank.
 //! - [`supervisor`]: `systemctl` or a child process with systemd-like restarts.
+//! - [`client`]: the one way to a listener (TCP, TLS through rustls, ApiVersions, SASL through [`sasl`]) for the
+//!   probe, the replication read and DescribeQuorum.
 //! - [`probe`]: the ApiVersions + Metadata round trip; [`wire`]: Kafka framing, client side only.
+//! - [`listeners`]: `advertised.listeners` for every listener of the operator's.
 //! - [`replication`]: every partition's replicas and ISR and each topic's `min.insync.replicas`, for the
 //!   caught-up gate and the safe drain.
 //! - [`properties`]: writing Java properties values as Kafka reads them (ISO-8859-1).
 
+pub mod client;
 pub mod format;
+pub mod listeners;
 pub mod overlay;
 pub mod probe;
 pub mod properties;
 pub mod quorum;
 pub mod replication;
+pub mod sasl;
 pub mod supervisor;
 pub mod wire;
 

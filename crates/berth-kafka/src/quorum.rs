@@ -22,12 +22,10 @@ use std::time::Duration;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{ApiKey, DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
+use crate::client::{KafkaClient, Peer};
 use crate::format::StorageState;
-use crate::probe::request_header;
-use crate::wire::{self, WireError};
+use crate::probe::{self, ProbeError};
 
 /// The DescribeQuorum version berth asks in (Kafka 3.9 and 4.x answer v0-v2; v2 carries directory ids).
 pub const DESCRIBE_QUORUM_VERSION: i16 = 2;
@@ -192,24 +190,9 @@ fn majority_rule(view: &QuorumView, me: i32, arguments: Vec<String>) -> StorageD
 /// Why a controller could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
-    /// The connection failed.
-    #[error("{controller}: {source}")]
-    Connect {
-        /// The controller.
-        controller: SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The exchange failed.
-    #[error("{controller}: {source}")]
-    Wire {
-        /// The controller.
-        controller: SocketAddr,
-        /// The framing or codec error.
-        #[source]
-        source: WireError,
-    },
+    /// It was not reached, not secured or authenticated, did not answer in time, or the exchange broke.
+    #[error(transparent)]
+    Unreachable(#[from] ProbeError),
     /// The controller answered with an error code (e.g. 6, NOT_LEADER_OR_FOLLOWER).
     #[error("{controller} answered DescribeQuorum with error {code}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Refused {
@@ -220,49 +203,37 @@ pub enum QuorumError {
         /// Its message.
         message: Option<String>,
     },
-    /// No answer in time.
-    #[error("{controller}: no answer within {after:?}")]
-    Timeout {
-        /// The controller.
-        controller: SocketAddr,
-        /// The time allowed.
-        after: Duration,
-    },
 }
 
-/// Sends one DescribeQuorum for the metadata log to `controller`'s controller listener.
+/// Sends one DescribeQuorum for the metadata log to a controller's listener, through `client` (the controller
+/// listener's security), within `timeout`.
 pub async fn describe(
-    controller: SocketAddr,
+    client: &KafkaClient,
+    controller: Peer,
     timeout: Duration,
 ) -> Result<QuorumView, QuorumError> {
-    match tokio::time::timeout(timeout, exchange(controller)).await {
-        Ok(result) => result,
-        Err(_) => Err(QuorumError::Timeout {
-            controller,
-            after: timeout,
-        }),
-    }
-}
-
-async fn exchange(controller: SocketAddr) -> Result<QuorumView, QuorumError> {
-    let wire_error = |source| QuorumError::Wire { controller, source };
-    let mut stream = TcpStream::connect(controller)
-        .await
-        .map_err(|source| QuorumError::Connect { controller, source })?;
-    let _ = stream.set_nodelay(true);
-    let header = request_header(ApiKey::DescribeQuorum, DESCRIBE_QUORUM_VERSION, 1);
+    let started = std::time::Instant::now();
+    let mut connection = client
+        .connect(controller.listener, controller.id, timeout)
+        .await?;
+    let remaining = timeout.saturating_sub(started.elapsed());
     let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
         .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
         .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
-    let frame = wire::encode_request(&header, &request).map_err(wire_error)?;
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(|source| wire_error(WireError::Io(source)))?;
-    let frame = wire::read_frame(&mut stream).await.map_err(wire_error)?;
-    let (_, response): (i32, DescribeQuorumResponse) =
-        wire::decode_response(frame, ApiKey::DescribeQuorum, DESCRIBE_QUORUM_VERSION)
-            .map_err(wire_error)?;
+    let response: DescribeQuorumResponse = probe::within(
+        controller.listener,
+        remaining,
+        connection.round_trip(ApiKey::DescribeQuorum, DESCRIBE_QUORUM_VERSION, &request),
+    )
+    .await?;
+    view_of(controller.listener, &response)
+}
+
+/// The quorum as a controller's answer describes it, or its refusal.
+fn view_of(
+    controller: SocketAddr,
+    response: &DescribeQuorumResponse,
+) -> Result<QuorumView, QuorumError> {
     let refused = |code, message: Option<&StrBytes>| QuorumError::Refused {
         controller,
         code,
@@ -319,13 +290,14 @@ pub fn kafka_uuid(bytes: &[u8; 16]) -> String {
 }
 
 /// Looks at the other controllers: silent when none accepts a connection, else the first description any of
-/// them gives (only the leader answers; followers refuse with NOT_LEADER_OR_FOLLOWER).
-pub async fn observe(controllers: &[SocketAddr], timeout: Duration) -> Quorum {
+/// them gives (only the leader answers; followers refuse with NOT_LEADER_OR_FOLLOWER). A controller that
+/// accepts the connection but fails its TLS, SASL or DescribeQuorum in time answers, and undescribed.
+pub async fn observe(client: &KafkaClient, controllers: &[Peer], timeout: Duration) -> Quorum {
     let mut answered = Vec::new();
     for controller in controllers {
-        match describe(*controller, timeout).await {
+        match describe(client, *controller, timeout).await {
             Ok(view) => return Quorum::Described(view),
-            Err(QuorumError::Connect { .. } | QuorumError::Timeout { .. }) => {}
+            Err(QuorumError::Unreachable(ProbeError::Connect { .. })) => {}
             Err(error) => answered.push(error.to_string()),
         }
     }

@@ -17,6 +17,7 @@ use berth_kafka::supervisor::ChildState;
 use common::real::{self, RealHost, START_DEADLINE};
 use common::CLUSTER_ID;
 
+use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::format::StorageState;
 use berth_kafka::quorum::{self, Quorum, Role, StorageDecision};
 use berth_testkit::kafka::{
@@ -30,14 +31,14 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
     let install = Install::kraft().expect("Kafka 4.x installed");
     let nodes = NodeSpec::loopback_trio(11);
     let controller_port = nodes[0].controller_port;
-    let controllers: Vec<SocketAddr> = nodes
+    let controllers: Vec<Peer> = nodes
         .iter()
-        .map(|node| SocketAddr::from((node.host, controller_port)))
+        .map(|node| Peer::new(node.id, SocketAddr::from((node.host, controller_port))))
         .collect();
     let blank = StorageState::Blank;
 
     // Nothing answers yet: a fresh cluster.
-    let silent = quorum::observe(&controllers, ASK).await;
+    let silent = quorum::observe(&KafkaClient::plaintext(), &controllers, ASK).await;
     assert_eq!(silent, Quorum::Silent);
     assert!(matches!(
         quorum::decide(&blank, 2, Role::StaticController, &silent),
@@ -63,7 +64,7 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
     .expect("3-node KRaft cluster");
 
     // Every voter runs: only the leader describes the quorum (followers refuse); observe finds it.
-    let described = quorum::observe(&controllers, ASK).await;
+    let described = quorum::observe(&KafkaClient::plaintext(), &controllers, ASK).await;
     let Quorum::Described(view) = &described else {
         panic!("a running quorum is described: {described:?}");
     };
@@ -114,7 +115,7 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
             .expect("create a topic with two of three nodes");
     })
     .await;
-    let described = quorum::observe(&controllers, ASK).await;
+    let described = quorum::observe(&KafkaClient::plaintext(), &controllers, ASK).await;
     let decision = quorum::decide(&blank, 2, Role::StaticController, &described);
     let StorageDecision::Refuse(why) = &decision else {
         panic!("node 2 blank with node 1 behind must be refused: {described:?} {decision:?}");
@@ -171,9 +172,9 @@ async fn a_dynamic_quorum_is_formed_by_the_first_controller_and_joined_by_the_ne
             .await
             .unwrap_or_else(|error| panic!("node {id}: {error}"));
     }
-    let addresses: Vec<SocketAddr> = controllers
-        .values()
-        .map(|ip| SocketAddr::from((*ip, controller_port)))
+    let addresses: Vec<Peer> = controllers
+        .iter()
+        .map(|(id, ip)| Peer::new(id.0, SocketAddr::from((*ip, controller_port))))
         .collect();
     let meta = std::fs::read_to_string(hosts[1].log_dir().join("meta.properties")).unwrap();
     let directory_id = meta
@@ -186,7 +187,9 @@ async fn a_dynamic_quorum_is_formed_by_the_first_controller_and_joined_by_the_ne
     let joined = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             every.tick().await;
-            if let Quorum::Described(view) = quorum::observe(&addresses, ASK).await {
+            if let Quorum::Described(view) =
+                quorum::observe(&KafkaClient::plaintext(), &addresses, ASK).await
+            {
                 if view.voters.iter().any(|v| v.id == 1) {
                     return view;
                 }

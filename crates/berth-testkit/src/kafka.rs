@@ -28,6 +28,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod security;
 mod steady;
 pub use steady::{ProduceReport, SteadyProducer};
 
@@ -50,7 +51,7 @@ pub enum KafkaHarnessError {
         libs: PathBuf,
     },
     /// A program the harness needs is missing.
-    #[error("{program} is missing: run ./scripts/setup.sh (it installs Debian's {package})")]
+    #[error("{program} is missing: run ./scripts/setup.sh (it installs {package})")]
     MissingProgram {
         /// The program.
         program: String,
@@ -785,6 +786,16 @@ pub struct Client {
     install: Install,
     bootstrap: String,
     prefix: Vec<String>,
+    secured: Option<Secured>,
+}
+
+/// A secured client's settings: Kafka's tools read `command_config`, kcat takes `-X` settings and runs with a
+/// librdkafka that speaks SCRAM to Kafka 4.x ([`security::librdkafka_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Secured {
+    command_config: PathBuf,
+    kcat: Vec<String>,
+    librdkafka: PathBuf,
 }
 
 /// The key of record `n`, as [`Client::produce`] writes it.
@@ -804,7 +815,51 @@ impl Client {
             install: install.clone(),
             bootstrap: bootstrap.into(),
             prefix,
+            secured: None,
         }
+    }
+
+    /// The same client, authenticating as `auth` (its Java settings written to `command_config`, mode 0600).
+    pub fn secured(mut self, auth: &security::ClientAuth, command_config: &Path) -> Result<Self> {
+        self.secured = Some(Secured {
+            command_config: auth.write_command_config(command_config)?,
+            kcat: auth.kcat_settings(),
+            librdkafka: security::librdkafka_dir()?,
+        });
+        Ok(self)
+    }
+
+    /// A Kafka tool (`tool CLASS` or a launcher subcommand) against this client's bootstrap, with its security.
+    pub fn tool(&self, subcommand: &[&str], arguments: &[&str]) -> Result<String> {
+        let mut words = self.install.command(subcommand[0]);
+        words.extend(subcommand[1..].iter().map(|w| (*w).to_owned()));
+        words.extend(["--bootstrap-server".to_owned(), self.bootstrap.clone()]);
+        if let Some(secured) = &self.secured {
+            words.extend([
+                "--command-config".to_owned(),
+                secured.command_config.display().to_string(),
+            ]);
+        }
+        words.extend(arguments.iter().map(|w| (*w).to_owned()));
+        let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// kcat's first words: the program (with the newer librdkafka when secured), then its security settings.
+    fn kcat_words(&self) -> Result<Vec<String>> {
+        let kcat = Self::kcat()?.to_owned();
+        Ok(match &self.secured {
+            None => vec![kcat],
+            Some(secured) => {
+                let mut words = vec![
+                    "/usr/bin/env".to_owned(),
+                    format!("LD_LIBRARY_PATH={}", secured.librdkafka.display()),
+                    kcat,
+                ];
+                words.extend(secured.kcat.iter().cloned());
+                words
+            }
+        })
     }
 
     fn kcat() -> Result<&'static str> {
@@ -813,7 +868,7 @@ impl Client {
         } else {
             Err(KafkaHarnessError::MissingProgram {
                 program: "/usr/bin/kcat".into(),
-                package: "kcat",
+                package: "Debian's kcat",
             })
         }
     }
@@ -821,13 +876,14 @@ impl Client {
     /// TopicCommand's words for `action` (`--create`, `--describe`) on topic `name`.
     fn topic_command(&self, action: &str, name: &str) -> Vec<String> {
         let mut words = self.install.command("topics");
-        words.extend([
-            "--bootstrap-server".into(),
-            self.bootstrap.clone(),
-            action.into(),
-            "--topic".into(),
-            name.into(),
-        ]);
+        words.extend(["--bootstrap-server".into(), self.bootstrap.clone()]);
+        if let Some(secured) = &self.secured {
+            words.extend([
+                "--command-config".into(),
+                secured.command_config.display().to_string(),
+            ]);
+        }
+        words.extend([action.into(), "--topic".into(), name.into()]);
         words
     }
 
@@ -891,31 +947,32 @@ impl Client {
     /// given up (a delivery error) after `message_timeout`.
     fn kcat_producer(&self, topic: &str, message_timeout: Duration) -> Result<Vec<String>> {
         let timeout = format!("message.timeout.ms={}", message_timeout.as_millis());
-        Ok([
-            Self::kcat()?,
-            "-P",
-            "-b",
-            &self.bootstrap,
-            "-t",
-            topic,
-            "-K",
-            ":",
-            "-X",
-            "acks=all",
-            "-X",
-            "enable.idempotence=true",
-            "-X",
-            &timeout,
-        ]
-        .map(str::to_owned)
-        .to_vec())
+        let mut words = self.kcat_words()?;
+        words.extend(
+            [
+                "-P",
+                "-b",
+                &self.bootstrap,
+                "-t",
+                topic,
+                "-K",
+                ":",
+                "-X",
+                "acks=all",
+                "-X",
+                "enable.idempotence=true",
+                "-X",
+                &timeout,
+            ]
+            .map(str::to_owned),
+        );
+        Ok(words)
     }
 
     /// The topic's partitions as the cluster's metadata has them (kcat `-L`): leader, replicas, in-sync replicas.
     pub fn partitions(&self, topic: &str) -> Result<Vec<PartitionState>> {
-        let words: Vec<String> = [Self::kcat()?, "-L", "-b", &self.bootstrap, "-t", topic]
-            .map(str::to_owned)
-            .to_vec();
+        let mut words = self.kcat_words()?;
+        words.extend(["-L", "-b", &self.bootstrap, "-t", topic].map(str::to_owned));
         let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
         Ok(parse_partitions(&String::from_utf8_lossy(&output.stdout)))
     }
@@ -929,22 +986,23 @@ impl Client {
     /// Every record of the topic from the beginning to its end, each printed with kcat's `-f` `format` (`%p`
     /// partition, `%o` offset, `%k` key, `%s` value).
     pub fn consume_formatted(&self, topic: &str, format: &str) -> Result<String> {
-        let words: Vec<String> = [
-            Self::kcat()?,
-            "-C",
-            "-b",
-            &self.bootstrap,
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            format,
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let mut words = self.kcat_words()?;
+        words.extend(
+            [
+                "-C",
+                "-b",
+                &self.bootstrap,
+                "-t",
+                topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                format,
+            ]
+            .map(str::to_owned),
+        );
         let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }

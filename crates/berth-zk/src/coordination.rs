@@ -143,6 +143,7 @@ impl ZkCoordination {
             None
         } else if zk
             .digest
+            .expose()
             .split_once(':')
             .is_some_and(|(user, password)| !user.is_empty() && !password.is_empty())
         {

@@ -64,7 +64,7 @@ pub fn broker_restarting_after(config: &Config, delay: Duration) -> KafkaBroker 
         delay,
         ..RestartPolicy::default()
     };
-    KafkaBroker::with_restart_policy(config, policy)
+    KafkaBroker::with_restart_policy(config, policy).expect("the Kafka adapter")
 }
 
 /// Words as a TOML array's items (`"a", "b"`).
@@ -94,8 +94,12 @@ pub struct HostConfig<'a> {
     pub check_interval: &'a str,
     /// How long a stop may take, e.g. `5s`.
     pub stop_timeout: &'a str,
-    /// The `[kafka]` lines of KRaft mode (empty in ZooKeeper mode).
+    /// The `[kafka]` lines of KRaft mode (empty in ZooKeeper mode), and any other `[kafka]` key.
     pub kraft: &'a str,
+    /// Sections after `[kafka]` (e.g. `[kafka.security]`).
+    pub sections: &'a str,
+    /// Environment overrides (`BERTH_...`), as berth.service's environment file would give them.
+    pub environment: &'a [(String, String)],
 }
 
 impl HostConfig<'_> {
@@ -126,6 +130,7 @@ port = {port}
 check_interval = "{check_interval}"
 stop_timeout = "{stop_timeout}"
 {kraft}
+{sections}
 "#,
             connect = self.connect,
             session_timeout = self.session_timeout,
@@ -136,7 +141,12 @@ stop_timeout = "{stop_timeout}"
             check_interval = self.check_interval,
             stop_timeout = self.stop_timeout,
             kraft = self.kraft,
+            sections = self.sections,
         );
-        berth_config::parse(&text, []).expect("a valid test configuration")
+        let environment = self
+            .environment
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        berth_config::parse(&text, environment).expect("a valid test configuration")
     }
 }

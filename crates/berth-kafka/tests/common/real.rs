@@ -10,6 +10,7 @@ use std::time::Duration;
 use berth_config::Config;
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::{BrokerId, ErrorKind, ServingEvidence};
+use berth_kafka::client::KafkaClient;
 use berth_kafka::probe::ProbeTarget;
 use berth_kafka::KafkaBroker;
 use berth_testkit::kafka::{Install, KafkaCluster};
@@ -45,6 +46,22 @@ pub struct RealHost {
     /// KRaft: a dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` from `voters`, auto-join on,
     /// no `controller.quorum.voters`.
     pub dynamic: bool,
+    /// berth's settings beyond the usual: more `[kafka]` keys, more sections, environment overrides, another
+    /// format command (a secured host's).
+    pub berth: BerthExtras,
+}
+
+/// berth settings a host adds to the usual ones.
+#[derive(Debug, Clone, Default)]
+pub struct BerthExtras {
+    /// More `[kafka]` keys.
+    pub kafka: String,
+    /// Sections after `[kafka]`.
+    pub sections: String,
+    /// `BERTH_*` overrides.
+    pub environment: Vec<(String, String)>,
+    /// `kafka.format_command` instead of the launcher's `format`.
+    pub format_command: Option<Vec<String>>,
 }
 
 impl RealHost {
@@ -105,6 +122,7 @@ impl RealHost {
             address: Ipv4Addr::LOCALHOST,
             voters: BTreeMap::new(),
             dynamic: false,
+            berth: BerthExtras::default(),
         };
         std::fs::create_dir_all(host.dir.path().join("run")).unwrap();
         host.write_server_properties();
@@ -149,6 +167,11 @@ impl RealHost {
              transaction.state.log.replication.factor={replication}\ntransaction.state.log.min.isr=1\n\
              group.initial.rebalance.delay.ms=0",
         ));
+        std::fs::write(self.server_properties(), text).unwrap();
+    }
+
+    /// Replaces the operator's file (a host whose listeners are not the usual ones).
+    pub fn write_operator_properties(&self, text: &str) {
         std::fs::write(self.server_properties(), text).unwrap();
     }
 
@@ -199,11 +222,17 @@ impl RealHost {
                 "kraft",
                 "127.0.0.1:1".to_owned(),
                 format!(
-                    "controller_port = {}\nquorum_voters = {}\nformat_command = [{}]\nserver_properties = {:?}\n",
+                    "controller_port = {}\nquorum_voters = {}\nformat_command = [{}]\nserver_properties = {:?}\n{}",
                     self.controller_port,
                     !self.dynamic,
-                    toml_items(&self.install.command("format")),
+                    toml_items(
+                        self.berth
+                            .format_command
+                            .as_ref()
+                            .unwrap_or(&self.install.command("format"))
+                    ),
                     self.server_properties(),
+                    self.berth.kafka,
                 ),
             ),
         };
@@ -217,6 +246,8 @@ impl RealHost {
             check_interval: "2s",
             stop_timeout: "60s",
             kraft: &kraft,
+            sections: &self.berth.sections,
+            environment: &self.berth.environment,
         }
         .parse()
     }
@@ -254,6 +285,11 @@ impl RealHost {
     /// Broker `id` on the first log dir.
     pub fn spec(&self, id: u32) -> BrokerSpec {
         self.spec_with(id, vec![self.log_dir()])
+    }
+
+    /// A client of its listener (plaintext unless the host is secured).
+    pub fn kafka_client(&self) -> KafkaClient {
+        KafkaClient::new(&self.config().kafka.security, "kafka.security").expect("a client")
     }
 
     /// What the probe looks for.

@@ -90,6 +90,8 @@ impl Host {
             check_interval: "1s",
             stop_timeout: "5s",
             kraft: &kraft,
+            sections: "",
+            environment: &[],
         }
         .parse()
     }

@@ -1,0 +1,293 @@
+//! Security material a test makes for itself, and the clients that use it: a certificate authority and
+//! certificates from Debian's `openssl` (EC P-256 keys, subject alternative names for the brokers' addresses,
+//! PKCS#8 keys that Kafka reads as PEM keystores), SCRAM users added by Kafka's storage tool at format time
+//! (`--add-scram`), and the settings of Kafka's Java tools and of kcat for a secured listener.
+//!
+//! kcat: Debian's librdkafka (2.0.2) repeats the client nonce in SCRAM's final message, which Kafka 4.x refuses
+//! ("invalid credentials"; fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895). `scripts/setup.sh` puts a
+//! newer librdkafka (the self-contained one of PyPI's `confluent-kafka` wheel) under
+//! `$BERTH_CACHE/librdkafka/`, and a secured [`super::Client`] runs kcat with it ([`librdkafka_dir`]).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use super::{io_error, run, KafkaHarnessError, Result, TOOL_TIMEOUT};
+
+/// A certificate authority of the test's own, in a directory the test owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pki {
+    dir: PathBuf,
+}
+
+/// A certificate the [`Pki`] issued, with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8 PEM, mode 0600).
+    pub key: PathBuf,
+    /// Key then certificate in one PEM file: a Kafka keystore (`ssl.keystore.type=PEM`), mode 0600.
+    pub bundle: PathBuf,
+    /// The principal Kafka derives from it (`CN=<name>`).
+    pub principal: String,
+}
+
+fn openssl(words: &[&str]) -> Result<()> {
+    let words: Vec<String> = std::iter::once("openssl")
+        .chain(words.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    run(&[], &words, None, TOOL_TIMEOUT).map(|_| ())
+}
+
+fn owner_only(path: &Path) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error(path))
+}
+
+impl Pki {
+    /// Creates a CA (`CN=<name>`) in `dir`.
+    pub fn create(dir: &Path, name: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let pki = Self {
+            dir: dir.to_owned(),
+        };
+        let (key, ca) = (pki.path("ca.key"), pki.ca());
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key.display().to_string(),
+            "-out",
+            &ca.display().to_string(),
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])?;
+        owner_only(&key)?;
+        Ok(pki)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The CA certificate (PEM): the truststore of brokers and clients.
+    pub fn ca(&self) -> PathBuf {
+        self.path("ca.pem")
+    }
+
+    /// Issues a certificate for `name` (`CN=<name>`), valid for server and client use, carrying `addresses` and
+    /// `dns_names` as subject alternative names.
+    pub fn issue(&self, name: &str, addresses: &[IpAddr], dns_names: &[&str]) -> Result<Issued> {
+        let (key, csr, cert, bundle, extensions) = (
+            self.path(&format!("{name}.key")),
+            self.path(&format!("{name}.csr")),
+            self.path(&format!("{name}.pem")),
+            self.path(&format!("{name}.keystore.pem")),
+            self.path(&format!("{name}.ext")),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key.display().to_string(),
+            "-out",
+            &csr.display().to_string(),
+            "-subj",
+            &format!("/CN={name}"),
+        ])?;
+        owner_only(&key)?;
+        let mut text = String::from(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth,clientAuth\n",
+        );
+        let names: Vec<String> = addresses
+            .iter()
+            .map(|ip| format!("IP:{ip}"))
+            .chain(dns_names.iter().map(|dns| format!("DNS:{dns}")))
+            .collect();
+        if !names.is_empty() {
+            let _ = writeln!(text, "subjectAltName={}", names.join(","));
+        }
+        std::fs::write(&extensions, text).map_err(io_error(&extensions))?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr.display().to_string(),
+            "-CA",
+            &self.ca().display().to_string(),
+            "-CAkey",
+            &self.path("ca.key").display().to_string(),
+            "-CAcreateserial",
+            "-out",
+            &cert.display().to_string(),
+            "-days",
+            "30",
+            "-extfile",
+            &extensions.display().to_string(),
+        ])?;
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
+        let keystore = format!("{}{}", read(&key)?, read(&cert)?);
+        std::fs::write(&bundle, keystore).map_err(io_error(&bundle))?;
+        owner_only(&bundle)?;
+        Ok(Issued {
+            cert,
+            key,
+            bundle,
+            principal: format!("CN={name}"),
+        })
+    }
+}
+
+/// A SCRAM user for Kafka's storage tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramUser {
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    /// The user name.
+    pub name: String,
+    /// The password.
+    pub password: String,
+}
+
+impl ScramUser {
+    /// A user of `mechanism`.
+    pub fn new(mechanism: &str, name: &str, password: &str) -> Self {
+        Self {
+            mechanism: mechanism.into(),
+            name: name.into(),
+            password: password.into(),
+        }
+    }
+}
+
+/// The storage tool's arguments that add `users` at format time (`--add-scram 'MECH=[name="u",password="p"]'`;
+/// unquoted values are not what Kafka stores).
+pub fn add_scram_arguments(users: &[ScramUser]) -> Vec<String> {
+    users
+        .iter()
+        .flat_map(|user| {
+            [
+                "--add-scram".to_owned(),
+                format!(
+                    "{}=[name=\"{}\",password=\"{}\"]",
+                    user.mechanism, user.name, user.password
+                ),
+            ]
+        })
+        .collect()
+}
+
+/// How a client authenticates to a secured listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `SASL_SSL` with SCRAM (`mechanism`), trusting `ca`.
+    SaslSsl {
+        /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        mechanism: String,
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+        /// CA bundle.
+        ca: PathBuf,
+    },
+    /// `SSL` with a client certificate, trusting `ca`.
+    Ssl {
+        /// CA bundle.
+        ca: PathBuf,
+        /// The client's certificate and key.
+        client: Issued,
+    },
+}
+
+impl ClientAuth {
+    /// The settings of Kafka's Java clients (a `--command-config` file's text).
+    pub fn java_properties(&self) -> String {
+        match self {
+            ClientAuth::SaslSsl {
+                mechanism,
+                user,
+                password,
+                ca,
+            } => format!(
+                "security.protocol=SASL_SSL\nsasl.mechanism={mechanism}\n\
+                 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
+                 username=\"{user}\" password=\"{password}\";\n\
+                 ssl.truststore.type=PEM\nssl.truststore.location={}\n",
+                ca.display()
+            ),
+            ClientAuth::Ssl { ca, client } => format!(
+                "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n\
+                 ssl.keystore.type=PEM\nssl.keystore.location={}\n",
+                ca.display(),
+                client.bundle.display()
+            ),
+        }
+    }
+
+    /// kcat's `-X` settings (librdkafka's names).
+    pub fn kcat_settings(&self) -> Vec<String> {
+        let pairs: Vec<String> = match self {
+            ClientAuth::SaslSsl {
+                mechanism,
+                user,
+                password,
+                ca,
+            } => vec![
+                "security.protocol=SASL_SSL".into(),
+                format!("sasl.mechanisms={mechanism}"),
+                format!("sasl.username={user}"),
+                format!("sasl.password={password}"),
+                format!("ssl.ca.location={}", ca.display()),
+            ],
+            ClientAuth::Ssl { ca, client } => vec![
+                "security.protocol=SSL".into(),
+                format!("ssl.ca.location={}", ca.display()),
+                format!("ssl.certificate.location={}", client.cert.display()),
+                format!("ssl.key.location={}", client.key.display()),
+            ],
+        };
+        pairs
+            .into_iter()
+            .flat_map(|pair| ["-X".to_owned(), pair])
+            .collect()
+    }
+
+    /// Writes [`ClientAuth::java_properties`] to `path` (mode 0600) for `--command-config`.
+    pub fn write_command_config(&self, path: &Path) -> Result<PathBuf> {
+        std::fs::write(path, self.java_properties()).map_err(io_error(path))?;
+        owner_only(path)?;
+        Ok(path.to_owned())
+    }
+}
+
+/// The directory holding the librdkafka (≥ 2.6.1) a secured kcat runs with, as `scripts/setup.sh` installs it.
+pub fn librdkafka_dir() -> Result<PathBuf> {
+    let dir = super::cache_root().join("librdkafka/lib");
+    if dir.join("librdkafka.so.1").exists() {
+        Ok(dir)
+    } else {
+        Err(KafkaHarnessError::MissingProgram {
+            program: dir.join("librdkafka.so.1").display().to_string(),
+            package: "confluent-kafka (PyPI; scripts/setup.sh extracts its librdkafka)",
+        })
+    }
+}
