@@ -331,7 +331,7 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ProbeError::Tls { .. }) && error.to_string().contains("NotValidForName"),
+        matches!(error, ProbeError::Tls { .. }) && error.to_string().contains("certificate not valid for name"),
         "{error}"
     );
 
@@ -356,9 +356,28 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         SocketAddr::from((Ipv4Addr::LOCALHOST, host.controller_port)),
     );
     let with_certificate = secured.ssl(Some(&secured.berth_cert), "");
-    let view = quorum::describe(&with_certificate, controller, ASK)
+    let refused = quorum::describe(&with_certificate, controller, ASK)
         .await
-        .expect("DescribeQuorum through mutual TLS");
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("error 31"),
+        "DescribeQuorum needs DESCRIBE on the cluster (CLUSTER_AUTHORIZATION_FAILED): {refused}"
+    );
+    acl(
+        &secured,
+        &["--add", "--allow-principal", "User:CN=berth", "--operation", "Describe", "--cluster"],
+    )
+    .await;
+    let view = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match quorum::describe(&with_certificate, controller, ASK).await {
+                Ok(view) => return view,
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    })
+    .await
+    .expect("DescribeQuorum through mutual TLS once berth may describe the cluster");
     assert_eq!(view.leader_id, 1);
     // A controller berth cannot talk to answers all the same: never silence, never a fresh cluster.
     let seen = quorum::observe(&secured.ssl(None, ""), &[controller], ASK).await;
