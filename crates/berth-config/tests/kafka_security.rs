@@ -27,9 +27,12 @@ const SASL_SSL: &str =
                         sasl_username = \"berth\"\ntls_ca_file = \"/etc/berth/kafka-ca.pem\"\n";
 const PASSWORD: (&str, &str) = ("BERTH_KAFKA__SECURITY__SASL_PASSWORD", "0012e3");
 
+/// A configuration's text, its environment, and the key its error must name.
+type Case<'a> = (String, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn every_security_key_names_itself_when_its_value_is_bad() {
-    let cases: &[(String, &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (with("[kafka.security]\nprotocol = \"TLS\"\n"), &[], "kafka.security.protocol"),
         (
             with("[kafka.security]\nprotocol = \"SASL_SSL\"\ntls_ca_file = \"/ca.pem\"\n"),
@@ -119,55 +122,30 @@ fn secrets_are_taken_byte_for_byte_and_never_shown() {
     assert_eq!(again, config);
 }
 
-/// A CA and a client certificate and key, made with openssl for the test.
+/// A CA and a client certificate and key (each self-signed; berth-config only reads them), made with openssl.
 fn material(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
+    for (name, subject) in [("ca", "/CN=test CA"), ("client", "/CN=berth")] {
+        let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+        let words = [
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let output = Command::new("openssl")
+            .args(words)
+            .args([
+                "-keyout", &key, "-out", &cert, "-days", "2", "-subj", subject,
+            ])
             .current_dir(dir)
             .output()
             .unwrap();
-        assert!(status.status.success(), "openssl {args:?}: {status:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-    ]);
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=berth",
-    ]);
-    std::fs::set_permissions(
-        dir.join("client.key"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+        assert!(output.status.success(), "openssl: {output:?}");
+        std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     (
         dir.join("ca.pem"),
         dir.join("client.pem"),

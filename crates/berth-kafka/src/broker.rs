@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::client::{KafkaClient, Peer};
 use crate::format::{self, FormatError, Formatter, StorageState};
-use crate::listeners::{self, OperatorListeners};
+use crate::listeners;
 use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::quorum::{self, Quorum, Role, StorageDecision};
@@ -346,8 +346,16 @@ impl KafkaBroker {
             })?),
             _ => None,
         };
+        let operator =
+            listeners::read_operator(&self.server_properties).map_err(|failure| match failure {
+                listeners::ReadError::Io(source) => KafkaError::ServerProperties {
+                    path: self.server_properties.clone(),
+                    source,
+                },
+                listeners::ReadError::Listeners(reason) => KafkaError::Listeners(reason),
+            })?;
         let advertised = listeners::advertised(
-            &self.operator_listeners()?,
+            &operator,
             &self.listener_name,
             self.port,
             spec.advertised_ip,
@@ -360,33 +368,6 @@ impl KafkaBroker {
             voters: voters.as_ref(),
             controller_port: self.controller_port,
         }))
-    }
-
-    /// `listeners` and `advertised.listeners` of the operator's `server.properties` (none when it is absent).
-    fn operator_listeners(&self) -> Result<OperatorListeners, KafkaError> {
-        let path = &self.server_properties;
-        let failed = |source| KafkaError::ServerProperties {
-            path: path.clone(),
-            source,
-        };
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(OperatorListeners::default())
-            }
-            Err(error) => return Err(failed(error)),
-        };
-        let properties = java_properties::read(std::io::BufReader::new(file))
-            .map_err(|error| failed(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?;
-        let list = |key: &str| {
-            listeners::parse(properties.get(key).map(String::as_str).unwrap_or_default()).map_err(
-                |reason| KafkaError::Listeners(format!("{key} in {}: {reason}", path.display())),
-            )
-        };
-        Ok(OperatorListeners {
-            listeners: list("listeners")?,
-            advertised: list("advertised.listeners")?,
-        })
     }
 
     /// The child Kafka's state (process supervisor only).
@@ -784,26 +765,13 @@ impl Broker for KafkaBroker {
     }
 
     async fn replication(&self, spec: &BrokerSpec) -> Result<ReplicationView, StepError> {
-        // This broker first; any other answers as well when this one cannot be reached.
-        let peers: Vec<Peer> = std::iter::once((spec.broker_id, spec.advertised_ip))
-            .chain(
-                spec.voters
-                    .iter()
-                    .filter(|(id, _)| **id != spec.broker_id)
-                    .map(|(id, ip)| (*id, *ip)),
-            )
-            .map(|(id, ip)| Peer::new(id.0, SocketAddr::from((ip, self.port))))
-            .collect();
-        let on_disk = replication::topics_on_disk(&spec.log_dirs).map_err(|error| {
+        let question = Question::about(spec).map_err(|error| {
             KafkaError::CannotJudge(format!(
                 "cannot judge the replication: the log dirs cannot be listed ({error}), so the partitions this \
                  broker hosts are unknown"
             ))
         })?;
-        let question = Question {
-            me: Some(spec.broker_id),
-            on_disk,
-        };
+        let peers = replication::peers(spec, self.port);
         replication::describe_any(&self.client, &peers, &question, REPLICATION_TIMEOUT)
             .await
             .map_err(|failures| {

@@ -16,6 +16,7 @@
 //! listener, as before.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 /// One `NAME://host:port` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,39 @@ pub struct OperatorListeners {
     pub listeners: Vec<Listener>,
     /// `advertised.listeners`.
     pub advertised: Vec<Listener>,
+}
+
+/// Why the operator's listeners could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// A listener list is malformed.
+    Listeners(String),
+}
+
+/// `listeners` and `advertised.listeners` of the operator's `server.properties` at `path` (none when it is
+/// absent), read as Java reads properties files.
+pub fn read_operator(path: &Path) -> Result<OperatorListeners, ReadError> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(OperatorListeners::default())
+        }
+        Err(error) => return Err(ReadError::Io(error)),
+    };
+    let properties = java_properties::read(std::io::BufReader::new(file)).map_err(|error| {
+        ReadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+    })?;
+    let list = |key: &str| {
+        parse(properties.get(key).map(String::as_str).unwrap_or_default()).map_err(|reason| {
+            ReadError::Listeners(format!("{key} in {}: {reason}", path.display()))
+        })
+    };
+    Ok(OperatorListeners {
+        listeners: list("listeners")?,
+        advertised: list("advertised.listeners")?,
+    })
 }
 
 /// The value of `advertised.listeners` for a broker at `eni`, probed on listener `probed` at `port`.
@@ -142,6 +176,26 @@ mod tests {
             advertised(&listeners, "INTERNAL", 9094, ENI).unwrap(),
             "INTERNAL://10.0.2.11:9094,EXTERNAL://kafka-1.example.com:19096"
         );
+    }
+
+    #[test]
+    fn the_operators_file_is_read_as_java_reads_it_and_may_be_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        assert_eq!(read_operator(&path).unwrap(), OperatorListeners::default());
+        std::fs::write(
+            &path,
+            "listeners = INTERNAL://0.0.0.0:9094,\\\n   CLIENT://:9092\n#advertised.listeners=X://y:1\n",
+        )
+        .unwrap();
+        let read = read_operator(&path).unwrap();
+        assert_eq!(
+            read.listeners,
+            parse("INTERNAL://0.0.0.0:9094,CLIENT://:9092").unwrap()
+        );
+        assert!(read.advertised.is_empty(), "a comment is not a setting");
+        std::fs::write(&path, "listeners=PLAINTEXT:9092\n").unwrap();
+        assert!(matches!(read_operator(&path), Err(ReadError::Listeners(_))));
     }
 
     #[test]

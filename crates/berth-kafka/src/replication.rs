@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_core::ports::BrokerSpec;
 use berth_core::replication::{PartitionReplicas, ReplicationView};
 use berth_core::BrokerId;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -53,6 +54,29 @@ pub struct Question {
     /// The topics this broker's log dirs hold ([`topics_on_disk`]): each must be in the answer, or be named
     /// by Kafka as gone.
     pub on_disk: BTreeSet<String>,
+}
+
+impl Question {
+    /// About the broker of `spec`: its id, and the topics its log dirs hold.
+    pub fn about(spec: &BrokerSpec) -> std::io::Result<Self> {
+        Ok(Self {
+            me: Some(spec.broker_id),
+            on_disk: topics_on_disk(&spec.log_dirs)?,
+        })
+    }
+}
+
+/// Whom to ask about `spec`'s broker: itself first, then every other voter (all on the client `port`).
+pub fn peers(spec: &BrokerSpec, port: u16) -> Vec<Peer> {
+    std::iter::once((spec.broker_id, spec.advertised_ip))
+        .chain(
+            spec.voters
+                .iter()
+                .filter(|(id, _)| **id != spec.broker_id)
+                .map(|(id, ip)| (*id, *ip)),
+        )
+        .map(|(id, ip)| Peer::new(id.0, SocketAddr::from((ip, port))))
+        .collect()
 }
 
 /// Why one broker's answer was not a view.

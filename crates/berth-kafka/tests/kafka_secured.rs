@@ -216,6 +216,18 @@ async fn acl(secured: &Secured, arguments: &[&str]) {
     .unwrap();
 }
 
+/// Allows berth's principal `operation` on every topic.
+async fn allow_on_every_topic(secured: &Secured, operation: &str) {
+    let arguments = [
+        "--add",
+        "--allow-principal",
+        "User:berth",
+        "--operation",
+        operation,
+    ];
+    acl(secured, &[&arguments[..], &["--topic", "*"]].concat()).await;
+}
+
 /// Asks the adapter for the replication until `done` holds (ACLs reach the broker on Kafka's schedule).
 async fn replication_until(
     broker: &berth_kafka::KafkaBroker,
@@ -331,7 +343,8 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ProbeError::Tls { .. }) && error.to_string().contains("certificate not valid for name"),
+        matches!(error, ProbeError::Tls { .. })
+            && error.to_string().contains("certificate not valid for name"),
         "{error}"
     );
 
@@ -365,7 +378,14 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     );
     acl(
         &secured,
-        &["--add", "--allow-principal", "User:CN=berth", "--operation", "Describe", "--cluster"],
+        &[
+            "--add",
+            "--allow-principal",
+            "User:CN=berth",
+            "--operation",
+            "Describe",
+            "--cluster",
+        ],
     )
     .await;
     let view = tokio::time::timeout(Duration::from_secs(60), async {
@@ -414,22 +434,7 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         "looked at again, never taken for caught up"
     );
 
-    let topics = ["--topic", "*"];
-    acl(
-        &secured,
-        &[
-            &[
-                "--add",
-                "--allow-principal",
-                "User:berth",
-                "--operation",
-                "Describe",
-            ][..],
-            &topics,
-        ]
-        .concat(),
-    )
-    .await;
+    allow_on_every_topic(&secured, "Describe").await;
     let no_configs = replication_until(&broker, &spec, "orders described", |seen| {
         refused_with(seen, "DescribeConfigs of topic orders answered error 29")
     })
@@ -437,21 +442,7 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     .unwrap_err();
     assert!(no_configs.message.contains("cannot judge"), "{no_configs}");
 
-    acl(
-        &secured,
-        &[
-            &[
-                "--add",
-                "--allow-principal",
-                "User:berth",
-                "--operation",
-                "DescribeConfigs",
-            ][..],
-            &topics,
-        ]
-        .concat(),
-    )
-    .await;
+    allow_on_every_topic(&secured, "DescribeConfigs").await;
     let view = replication_until(&broker, &spec, "the replication readable", Result::is_ok)
         .await
         .unwrap();

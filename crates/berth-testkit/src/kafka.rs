@@ -786,16 +786,7 @@ pub struct Client {
     install: Install,
     bootstrap: String,
     prefix: Vec<String>,
-    secured: Option<Secured>,
-}
-
-/// A secured client's settings: Kafka's tools read `command_config`, kcat takes `-X` settings and runs with a
-/// librdkafka that speaks SCRAM to Kafka 4.x ([`security::librdkafka_dir`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Secured {
-    command_config: PathBuf,
-    kcat: Vec<String>,
-    librdkafka: PathBuf,
+    secured: Option<security::Secured>,
 }
 
 /// The key of record `n`, as [`Client::produce`] writes it.
@@ -819,49 +810,6 @@ impl Client {
         }
     }
 
-    /// The same client, authenticating as `auth` (its Java settings written to `command_config`, mode 0600).
-    pub fn secured(mut self, auth: &security::ClientAuth, command_config: &Path) -> Result<Self> {
-        self.secured = Some(Secured {
-            command_config: auth.write_command_config(command_config)?,
-            kcat: auth.kcat_settings(),
-            librdkafka: security::librdkafka_dir()?,
-        });
-        Ok(self)
-    }
-
-    /// A Kafka tool (`tool CLASS` or a launcher subcommand) against this client's bootstrap, with its security.
-    pub fn tool(&self, subcommand: &[&str], arguments: &[&str]) -> Result<String> {
-        let mut words = self.install.command(subcommand[0]);
-        words.extend(subcommand[1..].iter().map(|w| (*w).to_owned()));
-        words.extend(["--bootstrap-server".to_owned(), self.bootstrap.clone()]);
-        if let Some(secured) = &self.secured {
-            words.extend([
-                "--command-config".to_owned(),
-                secured.command_config.display().to_string(),
-            ]);
-        }
-        words.extend(arguments.iter().map(|w| (*w).to_owned()));
-        let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// kcat's first words: the program (with the newer librdkafka when secured), then its security settings.
-    fn kcat_words(&self) -> Result<Vec<String>> {
-        let kcat = Self::kcat()?.to_owned();
-        Ok(match &self.secured {
-            None => vec![kcat],
-            Some(secured) => {
-                let mut words = vec![
-                    "/usr/bin/env".to_owned(),
-                    format!("LD_LIBRARY_PATH={}", secured.librdkafka.display()),
-                    kcat,
-                ];
-                words.extend(secured.kcat.iter().cloned());
-                words
-            }
-        })
-    }
-
     fn kcat() -> Result<&'static str> {
         if Path::new("/usr/bin/kcat").exists() {
             Ok("/usr/bin/kcat")
@@ -878,10 +826,7 @@ impl Client {
         let mut words = self.install.command("topics");
         words.extend(["--bootstrap-server".into(), self.bootstrap.clone()]);
         if let Some(secured) = &self.secured {
-            words.extend([
-                "--command-config".into(),
-                secured.command_config.display().to_string(),
-            ]);
+            words.extend(secured.command_config());
         }
         words.extend([action.into(), "--topic".into(), name.into()]);
         words

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use super::{io_error, run, KafkaHarnessError, Result, TOOL_TIMEOUT};
+use super::{io_error, run, Client, KafkaHarnessError, Result, TOOL_TIMEOUT};
 
 /// A certificate authority of the test's own, in a directory the test owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,27 @@ fn openssl(words: &[&str]) -> Result<()> {
     run(&[], &words, None, TOOL_TIMEOUT).map(|_| ())
 }
 
+/// A new P-256 key (mode 0600) and, for `CN=<name>`, a request, or with `-x509` a self-signed certificate.
+fn new_key(key: &Path, out: &Path, name: &str, extra: &[&str]) -> Result<()> {
+    let (key_path, out_path, subject) = (
+        key.display().to_string(),
+        out.display().to_string(),
+        format!("/CN={name}"),
+    );
+    let mut words = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    words.extend(["-keyout", &key_path, "-out", &out_path, "-subj", &subject]);
+    words.extend(extra);
+    openssl(&words)?;
+    owner_only(key)
+}
+
 fn owner_only(path: &Path) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error(path))
 }
@@ -53,29 +74,20 @@ impl Pki {
         let pki = Self {
             dir: dir.to_owned(),
         };
-        let (key, ca) = (pki.path("ca.key"), pki.ca());
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key.display().to_string(),
-            "-out",
-            &ca.display().to_string(),
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ])?;
-        owner_only(&key)?;
+        new_key(
+            &pki.path("ca.key"),
+            &pki.ca(),
+            name,
+            &[
+                "-x509",
+                "-days",
+                "30",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        )?;
         Ok(pki)
     }
 
@@ -98,21 +110,7 @@ impl Pki {
             self.path(&format!("{name}.keystore.pem")),
             self.path(&format!("{name}.ext")),
         );
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key.display().to_string(),
-            "-out",
-            &csr.display().to_string(),
-            "-subj",
-            &format!("/CN={name}"),
-        ])?;
-        owner_only(&key)?;
+        new_key(&key, &csr, name, &[])?;
         let mut text = String::from(
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
              extendedKeyUsage=serverAuth,clientAuth\n",
@@ -288,6 +286,67 @@ pub fn librdkafka_dir() -> Result<PathBuf> {
         Err(KafkaHarnessError::MissingProgram {
             program: dir.join("librdkafka.so.1").display().to_string(),
             package: "confluent-kafka (PyPI; scripts/setup.sh extracts its librdkafka)",
+        })
+    }
+}
+
+/// A secured client's settings: Kafka's tools read `command_config`, kcat takes `-X` settings and runs with a
+/// librdkafka that speaks SCRAM to Kafka 4.x ([`librdkafka_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Secured {
+    command_config: PathBuf,
+    kcat: Vec<String>,
+    librdkafka: PathBuf,
+}
+
+impl Secured {
+    /// `--command-config FILE` for Kafka's tools.
+    pub(super) fn command_config(&self) -> [String; 2] {
+        [
+            "--command-config".to_owned(),
+            self.command_config.display().to_string(),
+        ]
+    }
+}
+
+impl Client {
+    /// The same client, authenticating as `auth` (its Java settings written to `command_config`, mode 0600).
+    pub fn secured(mut self, auth: &ClientAuth, command_config: &Path) -> Result<Self> {
+        self.secured = Some(Secured {
+            command_config: auth.write_command_config(command_config)?,
+            kcat: auth.kcat_settings(),
+            librdkafka: librdkafka_dir()?,
+        });
+        Ok(self)
+    }
+
+    /// A Kafka tool (`tool CLASS` or a launcher subcommand) against this client's bootstrap, with its security.
+    pub fn tool(&self, subcommand: &[&str], arguments: &[&str]) -> Result<String> {
+        let mut words = self.install.command(subcommand[0]);
+        words.extend(subcommand[1..].iter().map(|w| (*w).to_owned()));
+        words.extend(["--bootstrap-server".to_owned(), self.bootstrap.clone()]);
+        if let Some(secured) = &self.secured {
+            words.extend(secured.command_config());
+        }
+        words.extend(arguments.iter().map(|w| (*w).to_owned()));
+        let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// kcat's first words: the program (with the newer librdkafka when secured), then its security settings.
+    pub(super) fn kcat_words(&self) -> Result<Vec<String>> {
+        let kcat = Self::kcat()?.to_owned();
+        Ok(match &self.secured {
+            None => vec![kcat],
+            Some(secured) => {
+                let mut words = vec![
+                    "/usr/bin/env".to_owned(),
+                    format!("LD_LIBRARY_PATH={}", secured.librdkafka.display()),
+                    kcat,
+                ];
+                words.extend(secured.kcat.iter().cloned());
+                words
+            }
         })
     }
 }
