@@ -79,8 +79,16 @@ struct UnknownOwner {
     since: tokio::time::Instant,
 }
 
-/// Attachment settings from the configuration.
-#[derive(Debug, Clone)]
+/// Poll backoff while waiting for an attachment state (deadline unused: the caller's deadline rules).
+const ATTACH_POLL: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(250),
+    max: Duration::from_secs(2),
+    multiplier: 2.0,
+    deadline: Duration::MAX,
+};
+
+/// Where the id's ENI and volume are attached, and whose attachments may be taken over (`aws.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachSettings {
     /// ENI device index.
     pub device_index: i32,
@@ -90,27 +98,6 @@ pub struct AttachSettings {
     pub volume_device: String,
     /// Owner states that allow a forced detach.
     pub takeover_owner_states: Vec<String>,
-    /// Poll backoff while waiting for an attachment state (deadline unused: the caller's deadline rules).
-    pub poll: RetryPolicy,
-}
-
-impl AttachSettings {
-    /// From the validated configuration.
-    pub fn from_config(config: &berth_config::Config) -> Self {
-        let aws = &config.aws;
-        Self {
-            device_index: aws.eni_device_index as i32,
-            network_card: aws.network_card as i32,
-            volume_device: aws.volume_device.clone(),
-            takeover_owner_states: aws.takeover_owner_states.clone(),
-            poll: RetryPolicy {
-                initial: Duration::from_millis(250),
-                max: Duration::from_secs(2),
-                multiplier: 2.0,
-                deadline: Duration::MAX / 4,
-            },
-        }
-    }
 }
 
 /// The resource being attached.
@@ -359,10 +346,7 @@ impl Attacher {
         deadline: Deadline,
     ) -> Result<Observed, AwsError> {
         check_zone(me, target)?;
-        let mut poller = Poller::new(
-            self.settings.poll,
-            &format!("{}/{}", me.instance_id, target.id()),
-        );
+        let mut poller = Poller::new(ATTACH_POLL, &format!("{}/{}", me.instance_id, target.id()));
         loop {
             let last_state = match self.attach_pass(me, target).await? {
                 Pass::Attached(observed) => return Ok(observed),
@@ -509,7 +493,7 @@ impl Attacher {
     async fn detach(&self, me: &Identity, target: Target<'_>) -> Result<(), AwsError> {
         let deadline = Deadline::after(DETACH_WAIT);
         let mut poller = Poller::new(
-            self.settings.poll,
+            ATTACH_POLL,
             &format!("{}/{}/detach", me.instance_id, target.id()),
         );
         let mut requested = false;
@@ -685,7 +669,7 @@ fn one_described<O, T: Clone, E>(
     items: impl FnOnce(&O) -> &[T],
 ) -> Result<T, AwsError>
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let output = answer
         .map_err(|error| not_found_or(AwsError::api(operation, resource, error), resource))?;

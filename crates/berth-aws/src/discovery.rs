@@ -17,8 +17,8 @@ use ipnet::Ipv4Net;
 
 use crate::error::AwsError;
 
-/// How the cluster's resources are found: tag key, templates, cluster tag, id range.
-#[derive(Debug, Clone)]
+/// How the cluster's resources are found: tag key, templates, cluster tag, id range (`tags.*`, `cluster.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoverySpec {
     /// The tag whose value names the id.
     pub key: String,
@@ -33,19 +33,6 @@ pub struct DiscoverySpec {
 }
 
 impl DiscoverySpec {
-    /// From the validated configuration.
-    pub fn from_config(config: &berth_config::Config) -> Self {
-        let tags = &config.tags;
-        Self {
-            key: tags.key.clone(),
-            eni: tags.eni.clone(),
-            volume: tags.volume.clone(),
-            cluster_tag: (!tags.cluster_key.is_empty())
-                .then(|| (tags.cluster_key.clone(), config.cluster.name.clone())),
-            broker_count: config.cluster.broker_count,
-        }
-    }
-
     /// The server-side filters for one resource type.
     pub fn filters(&self, template: &TagTemplate) -> Vec<Filter> {
         let mut filters = vec![filter(format!("tag:{}", self.key), [template.wildcard()])];

@@ -7,10 +7,14 @@
 
 // Codes that mean "slow down", and transient ones (a request timed out): the SDK's own classifier lists, so a
 // code AWS adds (EC2's `EC2ThrottledException`, say) is known here as soon as the SDK knows it.
+use aws_config::imds::client::error::ImdsError;
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use berth_core::ports::{chain_message, ErrorKind, StepError};
+use berth_core::{Classify, ErrorKind};
+
+/// A cause of any type, kept as the error's source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Client-side codes where waiting can help: someone else's attachment is still letting go, a resource we
 /// just caused to change is not there yet, or EC2's eventual consistency has not caught up with a new instance.
@@ -27,20 +31,22 @@ const WAITABLE_CODES: [&str; 6] = [
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
     /// The configuration cannot be used (caught before any call).
-    #[error("aws configuration {key}: {reason}")]
+    #[error("aws configuration {key}")]
     Config {
         /// Dotted key.
         key: &'static str,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong with it.
+        #[source]
+        source: BoxError,
     },
     /// An IMDS request failed (transport, token, or a status other than 404).
-    #[error("IMDS {path}: {detail}")]
+    #[error("IMDS {path}")]
     Imds {
         /// The metadata path.
         path: String,
-        /// The client's error text.
-        detail: String,
+        /// The client's error (boxed: it is large).
+        #[source]
+        source: Box<ImdsError>,
     },
     /// A required IMDS path answered 404.
     #[error("IMDS {path} is missing (404)")]
@@ -49,14 +55,15 @@ pub enum AwsError {
         path: String,
     },
     /// An IMDS value could not be parsed.
-    #[error("IMDS {path}: unusable value {value:?}: {reason}")]
+    #[error("IMDS {path}: unusable value {value:?}")]
     ImdsValue {
         /// The metadata path.
         path: String,
         /// The value.
         value: String,
         /// Why it is unusable.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
     /// An AWS API call failed.
     #[error("{operation} {resource}: {}{message}{}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default(), status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
@@ -73,6 +80,10 @@ pub enum AwsError {
         status: Option<u16>,
         /// Whether retrying may help (throttling, 5xx, timeouts, resources in transition).
         retryable: bool,
+        /// The SDK's error when no service answered it (dispatch, timeout, an undecodable response); a service's
+        /// answer is all in `code` and `message`.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A describe answer lacks a field berth needs.
     #[error("{operation} {resource}: the answer has no usable {field}")]
@@ -153,7 +164,7 @@ impl AwsError {
         error: SdkError<E, HttpResponse>,
     ) -> Self
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let resource = resource.into();
         let (code, message, status, retryable) = match &error {
@@ -175,15 +186,20 @@ impl AwsError {
                 let status = context.raw().status().as_u16();
                 (
                     None,
-                    format!("undecodable response: {}", chain_message(&error)),
+                    format!("undecodable response: {error}"),
                     Some(status),
                     true,
                 )
             }
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-                (None, chain_message(&error), None, true)
+                (None, error.to_string(), None, true)
             }
-            _ => (None, chain_message(&error), None, false),
+            _ => (None, error.to_string(), None, false),
+        };
+        // The service's own answer is whole in code and message; any other failure keeps the SDK's error.
+        let source = match error {
+            SdkError::ServiceError(_) => None,
+            other => Some(Box::new(other) as BoxError),
         };
         Self::Api {
             operation,
@@ -192,6 +208,7 @@ impl AwsError {
             message,
             status,
             retryable,
+            source,
         }
     }
 
@@ -212,33 +229,6 @@ impl AwsError {
         }
     }
 
-    /// Whether retrying (after a backoff) may help.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            AwsError::Imds { .. } | AwsError::ImdsMissing { .. } => true,
-            AwsError::Api { retryable, .. } => *retryable,
-            AwsError::OwnerAlive { .. }
-            | AwsError::WaitTimeout { .. }
-            | AwsError::AllHeld { .. }
-            | AwsError::NoCandidates => true,
-            AwsError::Config { .. }
-            | AwsError::ImdsValue { .. }
-            | AwsError::Malformed { .. }
-            | AwsError::NotFound { .. }
-            | AwsError::WrongZone { .. }
-            | AwsError::MissingName { .. } => false,
-        }
-    }
-
-    /// Retryable or Fatal, as the state machine sees it.
-    pub fn kind(&self) -> ErrorKind {
-        if self.is_retryable() {
-            ErrorKind::Retryable
-        } else {
-            ErrorKind::Fatal
-        }
-    }
-
     /// Whether the error is throttling (for logs and metrics).
     pub fn is_throttling(&self) -> bool {
         self.code()
@@ -246,9 +236,28 @@ impl AwsError {
     }
 }
 
-impl From<AwsError> for StepError {
-    fn from(error: AwsError) -> Self {
-        StepError::new(error.kind(), chain_message(&error))
+impl Classify for AwsError {
+    /// Retryable when waiting may help (after a backoff), else Fatal.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AwsError::Imds { .. } | AwsError::ImdsMissing { .. } => ErrorKind::Retryable,
+            AwsError::Api {
+                retryable: true, ..
+            } => ErrorKind::Retryable,
+            AwsError::Api {
+                retryable: false, ..
+            } => ErrorKind::Fatal,
+            AwsError::OwnerAlive { .. }
+            | AwsError::WaitTimeout { .. }
+            | AwsError::AllHeld { .. }
+            | AwsError::NoCandidates => ErrorKind::Retryable,
+            AwsError::Config { .. }
+            | AwsError::ImdsValue { .. }
+            | AwsError::Malformed { .. }
+            | AwsError::NotFound { .. }
+            | AwsError::WrongZone { .. }
+            | AwsError::MissingName { .. } => ErrorKind::Fatal,
+        }
     }
 }
 
@@ -258,6 +267,7 @@ mod tests {
     use aws_sdk_ec2::operation::attach_volume::AttachVolumeError;
     use aws_smithy_types::body::SdkBody;
     use berth_core::ports::ErrorKind;
+    use berth_core::StepError;
 
     use super::*;
 
@@ -279,7 +289,7 @@ mod tests {
             (400, "InvalidInstanceID.NotFound"),
         ] {
             let error = service_error(status, code);
-            assert!(error.is_retryable(), "{code}");
+            assert_eq!(error.kind(), ErrorKind::Retryable, "{code}");
             assert_eq!(StepError::from(error).kind, ErrorKind::Retryable, "{code}");
         }
         assert!(service_error(503, "RequestLimitExceeded").is_throttling());
@@ -297,10 +307,14 @@ mod tests {
         ] {
             let error = service_error(400, code);
             assert!(error.is_throttling(), "{code}");
-            assert!(error.is_retryable(), "{code}");
+            assert_eq!(error.kind(), ErrorKind::Retryable, "{code}");
         }
         for code in ["RequestTimeout", "RequestTimeoutException"] {
-            assert!(service_error(400, code).is_retryable(), "{code}");
+            assert_eq!(
+                service_error(400, code).kind(),
+                ErrorKind::Retryable,
+                "{code}"
+            );
         }
     }
 

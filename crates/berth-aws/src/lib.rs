@@ -52,31 +52,47 @@ pub struct AwsCloud {
     signaller: Signaller,
 }
 
+/// What the AWS adapter reads: where AWS and IMDS answer, how the cluster's resources are found and attached,
+/// and which signals are on. The daemon builds it from `[aws]`, `[tags]` and `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// The region; `None`: the instance's, from IMDS.
+    pub region: Option<String>,
+    /// Endpoint override for EC2, CloudFormation and Auto Scaling (tests, VPC endpoints); `None`: AWS's own.
+    pub endpoint_url: Option<String>,
+    /// The instance metadata service's base URL.
+    pub imds_endpoint: String,
+    /// How the cluster's ENIs and volumes are found.
+    pub discovery: DiscoverySpec,
+    /// How they are attached, and whose attachments may be taken over.
+    pub attach: AttachSettings,
+    /// CloudFormation's signal and the Auto Scaling lifecycle calls.
+    pub signals: SignalSettings,
+}
+
 impl AwsCloud {
-    /// Builds the clients from the configuration: region from `aws.region` or IMDS, endpoint override from
-    /// `aws.endpoint_url`, credentials from the default chain (environment, profile, then the instance role
-    /// through the configured IMDS endpoint).
-    pub async fn new(config: &berth_config::Config) -> Result<Self, AwsError> {
-        Self::build(config, None).await
+    /// Builds the clients: region as set or from IMDS, the endpoint override when set, credentials from the
+    /// default chain (environment, profile, then the instance role through the configured IMDS endpoint).
+    pub async fn new(settings: AwsSettings) -> Result<Self, AwsError> {
+        Self::build(settings, None).await
     }
 
     /// Like [`new`](Self::new) with fixed credentials (tests, the simulated fleet).
     pub async fn with_credentials(
-        config: &berth_config::Config,
+        settings: AwsSettings,
         credentials: Credentials,
     ) -> Result<Self, AwsError> {
-        Self::build(config, Some(credentials)).await
+        Self::build(settings, Some(credentials)).await
     }
 
     async fn build(
-        config: &berth_config::Config,
+        settings: AwsSettings,
         credentials: Option<Credentials>,
     ) -> Result<Self, AwsError> {
-        let metadata = Metadata::new(&config.aws.imds_endpoint)?;
-        let region = if config.aws.region.is_empty() {
-            metadata.get("placement/region").await?
-        } else {
-            config.aws.region.clone()
+        let metadata = Metadata::new(&settings.imds_endpoint)?;
+        let region = match settings.region {
+            Some(region) => region,
+            None => metadata.get("placement/region").await?,
         };
         let region = Region::new(region);
         let credentials = match credentials {
@@ -105,14 +121,14 @@ impl AwsCloud {
                     .operation_timeout(Duration::from_secs(60))
                     .build(),
             );
-        if !config.aws.endpoint_url.is_empty() {
-            loader = loader.endpoint_url(&config.aws.endpoint_url);
+        if let Some(endpoint_url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(endpoint_url);
         }
         let sdk: SdkConfig = loader.load().await;
         let ec2 = aws_sdk_ec2::Client::new(&sdk);
-        let attacher = Attacher::new(ec2.clone(), AttachSettings::from_config(config));
+        let attacher = Attacher::new(ec2.clone(), settings.attach);
         let signaller = Signaller::new(
-            SignalSettings::from_config(config),
+            settings.signals,
             ec2.clone(),
             aws_sdk_cloudformation::Client::new(&sdk),
             aws_sdk_autoscaling::Client::new(&sdk),
@@ -121,7 +137,7 @@ impl AwsCloud {
         Ok(Self {
             ec2,
             metadata,
-            discovery: DiscoverySpec::from_config(config),
+            discovery: settings.discovery,
             attacher,
             signaller,
         })

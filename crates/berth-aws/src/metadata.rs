@@ -36,9 +36,9 @@ impl Metadata {
     pub fn new(endpoint: &str) -> Result<Self, AwsError> {
         let client = imds::Client::builder()
             .endpoint(endpoint)
-            .map_err(|error| AwsError::Config {
+            .map_err(|source| AwsError::Config {
                 key: "aws.imds_endpoint",
-                reason: error.to_string(),
+                source,
             })?
             .max_attempts(3)
             .connect_timeout(Duration::from_secs(1))
@@ -61,9 +61,9 @@ impl Metadata {
             {
                 Ok(None)
             }
-            Err(error) => Err(AwsError::Imds {
+            Err(source) => Err(AwsError::Imds {
                 path: path.to_owned(),
-                detail: berth_core::ports::chain_message(&error),
+                source: Box::new(source),
             }),
         }
     }
@@ -88,7 +88,7 @@ impl Metadata {
             .map_err(|error: berth_core::facts::BadMac| AwsError::ImdsValue {
                 path: "mac".into(),
                 value: mac_text.clone(),
-                reason: error.to_string(),
+                source: error.into(),
             })?;
         let hostname = self
             .get_optional("local-hostname")
@@ -121,16 +121,19 @@ impl Metadata {
                     .map_err(|error: berth_core::facts::BadMac| AwsError::ImdsValue {
                         path: "network/interfaces/macs/".into(),
                         value: entry.to_owned(),
-                        reason: error.to_string(),
+                        source: error.into(),
                     })?;
             let base = format!("network/interfaces/macs/{entry}");
             let device_path = format!("{base}/device-number");
             let device_text = self.get(&device_path).await?;
-            let device_number = device_text.parse().map_err(|_| AwsError::ImdsValue {
-                path: device_path,
-                value: device_text.clone(),
-                reason: "not a number".into(),
-            })?;
+            let device_number =
+                device_text
+                    .parse::<u32>()
+                    .map_err(|error| AwsError::ImdsValue {
+                        path: device_path,
+                        value: device_text.clone(),
+                        source: error.into(),
+                    })?;
             let interface_id = self.get(&format!("{base}/interface-id")).await?;
             interfaces.push(MetadataInterface {
                 mac,

@@ -43,8 +43,8 @@ const STACK_TAG: &str = "aws:cloudformation:stack-name";
 const LOGICAL_ID_TAG: &str = "aws:cloudformation:logical-id";
 const GROUP_TAG: &str = "aws:autoscaling:groupName";
 
-/// Which signals are on, and the names configured for them.
-#[derive(Debug, Clone)]
+/// Which signals are on, and the names configured for them (`aws.cloudformation`, `aws.autoscaling`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalSettings {
     /// SignalResource on.
     pub cloudformation: bool,
@@ -60,22 +60,6 @@ pub struct SignalSettings {
     pub terminate_hook: String,
     /// SetInstanceHealth when Kafka is lost too long (a failed boot is always reported).
     pub mark_unhealthy: bool,
-}
-
-impl SignalSettings {
-    /// From the validated configuration.
-    pub fn from_config(config: &berth_config::Config) -> Self {
-        let aws = &config.aws;
-        Self {
-            cloudformation: aws.cloudformation.signal,
-            stack: aws.cloudformation.stack.clone(),
-            resource: aws.cloudformation.resource.clone(),
-            group: aws.autoscaling.group.clone(),
-            launch_hook: aws.autoscaling.launch_hook.clone(),
-            terminate_hook: aws.autoscaling.terminate_hook.clone(),
-            mark_unhealthy: !aws.autoscaling.mark_unhealthy_after.is_zero(),
-        }
-    }
 }
 
 #[derive(Debug, Default)]

@@ -25,11 +25,11 @@ struct Claimer {
 
 async fn claimer(env: &Env, instance: SeededInstance) -> Claimer {
     let imds = env.imds(&instance, &[]);
-    let config = env.config(&imds, env.ids.len() as u32, "");
-    let cloud = env.cloud(&config).await;
+    let broker_count = env.ids.len() as u32;
+    let cloud = env.cloud(env.settings(&imds, broker_count)).await;
     let identity = cloud.identity().await.expect("identity");
     let inventory = cloud.discover().await.expect("discover");
-    let plan = plan_claim(&inventory, &identity, config.broker_ids());
+    let plan = plan_claim(&inventory, &identity, (0..broker_count).map(BrokerId));
     Claimer {
         instance,
         backend: cloud.ec2_claim(),

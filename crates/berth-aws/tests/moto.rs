@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use berth_aws::AwsSettings;
 use berth_core::facts::InventoryProblem;
 use berth_core::ports::{
     Cloud, Deadline, Delivery, DrainReason, ErrorKind, FailureReport, LaunchResult, Verdict,
@@ -12,7 +13,7 @@ use berth_core::ports::{
 };
 use berth_core::BrokerId;
 use berth_testkit::aws::world;
-use berth_testkit::aws::{EniOnTerminate, Fault};
+use berth_testkit::aws::{EniOnTerminate, Fault, Imds};
 use common::*;
 
 #[tokio::test]
@@ -58,7 +59,7 @@ async fn discovery_maps_ids_and_names_every_configuration_error() {
 
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 6, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 6)).await;
     let inventory = cloud.discover().await.expect("discovery");
 
     assert_eq!(
@@ -227,7 +228,7 @@ async fn already_attached_here_is_success_without_attach_calls() {
     let me = env.instance(ZONE_A).await;
     env.attach_id0(&me, "/dev/xvdg").await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     let deadline = Deadline::after(Duration::from_secs(10));
@@ -256,7 +257,7 @@ async fn a_running_owner_is_never_touched_and_is_named() {
     env.attach_id0(&owner, "/dev/xvdf").await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
 
@@ -307,7 +308,7 @@ async fn a_running_owner_is_never_touched_and_is_named() {
 /// Owner and replacement set up with the ENI and volume on the owner; returns (owner, me, cloud, imds).
 async fn owned_by_other(
     env: &Env,
-    aws_extra: &str,
+    takeover_owner_states: &[&str],
 ) -> (
     world::SeededInstance,
     berth_core::Identity,
@@ -318,7 +319,12 @@ async fn owned_by_other(
     env.attach_id0(&owner, "/dev/xvdf").await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, aws_extra)).await;
+    let mut settings = env.settings(&imds, 1);
+    if !takeover_owner_states.is_empty() {
+        settings.attach.takeover_owner_states =
+            takeover_owner_states.iter().map(|s| (*s).into()).collect();
+    }
+    let cloud = env.cloud(settings).await;
     let identity = cloud.identity().await.unwrap();
     (owner, identity, cloud, imds)
 }
@@ -368,7 +374,7 @@ async fn takeover_from_an_owner_still_shutting_down() {
     env.moto
         .set_terminate_hold(Duration::from_secs(120))
         .unwrap();
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, "").await;
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, &[]).await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
 
     let terminated_at = Instant::now();
@@ -409,7 +415,7 @@ async fn takeover_from_an_owner_still_shutting_down() {
 #[tokio::test]
 async fn takeover_from_a_terminated_owner_that_moto_leaves_holding_the_eni() {
     let env = env_with(&[ZONE_A], EniOnTerminate::Keep).await;
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, "").await;
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, &[]).await;
     world::terminate(&env.ec2, &owner.instance_id)
         .await
         .unwrap();
@@ -444,8 +450,7 @@ async fn conservative_takeover_waits_for_termination_then_attaches_what_ec2_rele
     env.moto
         .set_terminate_hold(Duration::from_secs(120))
         .unwrap();
-    let (owner, identity, cloud, _imds) =
-        owned_by_other(&env, "takeover_owner_states = [\"terminated\"]").await;
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, &["terminated"]).await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     world::terminate(&env.ec2, &owner.instance_id)
         .await
@@ -638,8 +643,13 @@ async fn tagged(
     );
     env.stack("tagged-stack", "TaggedGroup", 1);
     env.group("tagged-asg", "launch", "terminate");
-    let extra = "[aws.cloudformation]\nsignal = true\n[aws.autoscaling]\nlaunch_hook = \"launch\"\nterminate_hook = \"terminate\"\n";
-    let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let signals = signals(true, "launch", "terminate");
+    let cloud = env
+        .cloud(AwsSettings {
+            signals,
+            ..env.settings(&imds, 1)
+        })
+        .await;
     (me, imds, cloud)
 }
 
@@ -758,8 +768,13 @@ async fn failure_abandons_a_pending_launch_else_marks_the_instance_unhealthy() {
     let serving = env.instance(ZONE_A).await;
     env.launching("tagged-asg", &serving);
     let imds = env.imds(&serving, &[("aws:autoscaling:groupName", "tagged-asg")]);
-    let extra = "[aws.autoscaling]\nlaunch_hook = \"launch\"\nterminate_hook = \"terminate\"\n";
-    let serving_cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let signals = signals(false, "launch", "terminate");
+    let serving_cloud = env
+        .cloud(AwsSettings {
+            signals,
+            ..env.settings(&imds, 1)
+        })
+        .await;
     let serving_id = serving_cloud.identity().await.unwrap();
     serving_cloud
         .complete_launch(&serving_id, LaunchResult::Continue)
@@ -819,9 +834,11 @@ async fn names_fall_back_to_describe_tags_and_missing_ones_are_fatal() {
     env.group("g1", "launch", "terminate");
     env.launching("g1", &tagged);
     let imds = env.imds(&tagged, &[]);
-    let extra =
-        "[aws.autoscaling]\nlaunch_hook = \"launch\"\n[aws.cloudformation]\nsignal = true\n";
-    let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let settings = |imds: &Imds| AwsSettings {
+        signals: signals(true, "launch", ""),
+        ..env.settings(imds, 1)
+    };
+    let cloud = env.cloud(settings(&imds)).await;
     let identity = cloud.identity().await.unwrap();
     cloud
         .signal_stack(&identity, &Verdict::Success)
@@ -845,7 +862,7 @@ async fn names_fall_back_to_describe_tags_and_missing_ones_are_fatal() {
 
     let untagged = env.instance(ZONE_A).await;
     let imds = env.imds(&untagged, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, extra)).await;
+    let cloud = env.cloud(settings(&imds)).await;
     let identity = cloud.identity().await.unwrap();
     let error = cloud
         .signal_stack(&identity, &Verdict::Success)
@@ -864,7 +881,7 @@ async fn detach_on_drain_releases_both_and_is_idempotent() {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     let deadline = Deadline::after(Duration::from_secs(10));
@@ -893,7 +910,7 @@ async fn termination_notices_come_from_imds_v2_only() {
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     assert_eq!(cloud.termination_notice().await.unwrap(), None);
     imds.set_lifecycle_state("InService");
     assert_eq!(cloud.termination_notice().await.unwrap(), None);

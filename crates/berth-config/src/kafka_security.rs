@@ -13,106 +13,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 
-use crate::secret::Secret;
-use crate::{ensure, ConfigError};
+use berth_core::security::{SaslMechanism, Secret, SecurityProtocol};
 
-/// Kafka's `security.protocol` of a listener.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum SecurityProtocol {
-    /// Neither TLS nor SASL.
-    #[default]
-    Plaintext,
-    /// TLS (with a client certificate when the listener requires one).
-    Ssl,
-    /// SASL on a plain connection.
-    SaslPlaintext,
-    /// SASL inside TLS.
-    SaslSsl,
-}
-
-impl SecurityProtocol {
-    /// Kafka's name for it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Plaintext => "PLAINTEXT",
-            Self::Ssl => "SSL",
-            Self::SaslPlaintext => "SASL_PLAINTEXT",
-            Self::SaslSsl => "SASL_SSL",
-        }
-    }
-
-    /// Whether the connection is TLS.
-    pub fn tls(self) -> bool {
-        matches!(self, Self::Ssl | Self::SaslSsl)
-    }
-
-    /// Whether the client authenticates with SASL.
-    pub fn sasl(self) -> bool {
-        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
-    }
-}
-
-impl TryFrom<String> for SecurityProtocol {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        [Self::Plaintext, Self::Ssl, Self::SaslPlaintext, Self::SaslSsl]
-            .into_iter()
-            .find(|protocol| protocol.name() == value)
-            .ok_or_else(|| {
-                format!(
-                    "must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Kafka's security.protocol), got {value:?}"
-                )
-            })
-    }
-}
-
-impl From<SecurityProtocol> for String {
-    fn from(protocol: SecurityProtocol) -> Self {
-        protocol.name().into()
-    }
-}
-
-/// Kafka's `sasl.mechanism`, of those berth speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum SaslMechanism {
-    /// User name and password in the clear (inside TLS, please).
-    Plain,
-    /// RFC 5802/7677 with SHA-256.
-    ScramSha256,
-    /// RFC 5802 with SHA-512.
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    /// Kafka's (IANA's) name for it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Plain => "PLAIN",
-            Self::ScramSha256 => "SCRAM-SHA-256",
-            Self::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
-}
-
-impl TryFrom<String> for SaslMechanism {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        [Self::Plain, Self::ScramSha256, Self::ScramSha512]
-            .into_iter()
-            .find(|mechanism| mechanism.name() == value)
-            .ok_or_else(|| format!("must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got {value:?}"))
-    }
-}
-
-impl From<SaslMechanism> for String {
-    fn from(mechanism: SaslMechanism) -> Self {
-        mechanism.name().into()
-    }
-}
+use crate::validate::{ensure, is_absolute_clean};
+use crate::{Config, ConfigError};
 
 /// How berth connects to one kind of Kafka listener.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,7 +135,7 @@ impl KafkaSecurity {
         })?;
         for (field, file) in files {
             if let Some(path) = file {
-                ensure(crate::is_absolute_clean(path), &key(field), || {
+                ensure(is_absolute_clean(path), &key(field), || {
                     format!("must be an absolute path, got {path:?}")
                 })?;
             }
@@ -276,6 +180,25 @@ impl KafkaSecurity {
             _ => None,
         };
         Ok(Some(TlsMaterial { roots, client }))
+    }
+}
+
+impl Config {
+    /// The controllers' listener's security: `kafka.controller_security`, else `kafka.security`.
+    pub fn controller_security(&self) -> &KafkaSecurity {
+        self.kafka
+            .controller_security
+            .as_ref()
+            .unwrap_or(&self.kafka.security)
+    }
+
+    /// Reads every configured TLS file (certificates, keys), naming the key of the first that is unusable.
+    pub fn check_tls_files(&self) -> Result<(), ConfigError> {
+        self.kafka.security.tls_material("kafka.security")?;
+        if let Some(controller) = &self.kafka.controller_security {
+            controller.tls_material("kafka.controller_security")?;
+        }
+        Ok(())
     }
 }
 

@@ -15,10 +15,9 @@
 //! key of mutual TLS, used when `tls_key_file` is not set.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+pub use berth_core::security::Secret;
 
 use crate::{Config, ConfigError, ENV_PREFIX};
 
@@ -40,51 +39,6 @@ const KEY_FILE_CREDENTIALS: [(&str, &str); 2] = [
 
 /// The environment variable systemd sets to the directory of the unit's credentials.
 pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
-
-/// A value never to be shown: `Debug` and `Display` say `<redacted>` (or `""` when empty, which tells an
-/// operator it is unset without telling anything else).
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the one place that uses it (an authentication exchange). Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether it is unset.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("\"\"")
-        } else {
-            f.write_str("<redacted>")
-        }
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Self::new(value)
-    }
-}
 
 /// The environment variable that overrides `key` (`zookeeper.digest` → `BERTH_ZOOKEEPER__DIGEST`).
 pub fn env_name(key: &str) -> String {
@@ -241,14 +195,6 @@ pub(crate) fn refuse_world_readable(toml_text: &str, mode: u32) -> Result<(), Co
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_secret_never_shows_its_value() {
-        let secret = Secret::new("s3cret");
-        assert_eq!(format!("{secret:?} {secret}"), "<redacted> <redacted>");
-        assert_eq!(format!("{:?}", Secret::default()), "\"\"");
-        assert_eq!(secret.expose(), "s3cret");
-    }
 
     #[test]
     fn environment_names_follow_the_override_scheme() {

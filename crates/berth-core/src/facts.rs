@@ -291,3 +291,33 @@ pub struct RoutePlan {
     /// Priority of the `from <address> lookup <table>` rule.
     pub rule_priority: u32,
 }
+
+/// The filesystem of a broker volume: what berth creates on a blank one and expects on every other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filesystem {
+    /// XFS (Kafka's usual choice).
+    Xfs,
+    /// ext4.
+    Ext4,
+}
+
+impl Filesystem {
+    /// The kernel's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Filesystem::Xfs => "xfs",
+            Filesystem::Ext4 => "ext4",
+        }
+    }
+}
+
+/// How Kafka finds its controllers and registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaMode {
+    /// ZooKeeper mode: `broker.id`, registration in `/brokers/ids`.
+    Zookeeper,
+    /// KRaft mode: `node.id`.
+    Kraft,
+}

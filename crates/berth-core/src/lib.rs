@@ -9,6 +9,7 @@
 
 pub mod attachment_claim;
 pub mod claim;
+pub mod classify;
 pub mod drain_wait;
 pub mod duration;
 pub mod facts;
@@ -20,8 +21,10 @@ pub mod progress;
 pub mod replication;
 pub mod retry;
 pub mod routing;
+pub mod security;
 pub mod tag;
 
+pub use classify::Classify;
 pub use duration::{serde_duration, serde_duration_option};
 pub use facts::*;
 pub use machine::{

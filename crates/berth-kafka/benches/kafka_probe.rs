@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_core::ports::{Broker, BrokerSpec, Deadline};
-use berth_core::BrokerId;
+use berth_core::{BrokerId, KafkaMode};
+use berth_kafka::format::Formatter;
 use berth_kafka::supervisor::RestartPolicy;
-use berth_kafka::KafkaBroker;
+use berth_kafka::{KafkaBroker, KafkaSettings, RegistrationSettings, Supervision};
 use berth_testkit::zk::ZooKeeper;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -68,18 +69,39 @@ async fn main() {
         ),
     )
     .unwrap();
-    let text = format!(
-        "[cluster]\nname = \"bench\"\nbroker_count = 1\n[zookeeper]\nconnect = \"{zk}\"\nkafka_chroot = \"/kafka\"\n\
-         [kafka]\nsupervisor = \"process\"\ncommand = [{standin:?}, \"--start-delay\", \"300ms\", {server:?}]\n\
-         overlay_path = \"{overlay}\"\nport = {advertised}\ncheck_interval = \"1s\"\nstop_timeout = \"5s\"\n",
-        zk = zk.connect_string(),
-        standin = standin().display().to_string(),
-        server = server.display().to_string(),
-        overlay = dir.path().join("berth.properties").display(),
-    );
-    let config = berth_config::parse(&text, []).expect("bench configuration");
+    let settings = KafkaSettings {
+        mode: KafkaMode::Zookeeper,
+        supervision: Supervision::Process {
+            command: vec![
+                standin().display().to_string(),
+                "--start-delay".into(),
+                "300ms".into(),
+                server.display().to_string(),
+            ],
+        },
+        overlay_path: dir.path().join("berth.properties"),
+        listener_name: "PLAINTEXT".into(),
+        port: advertised,
+        check_interval: Duration::from_secs(1),
+        stop_timeout: Duration::from_secs(5),
+        controller_port: 9093,
+        quorum_voters: false,
+        controller_ids: Vec::new(),
+        formatter: Formatter {
+            command: Vec::new(),
+            server_properties: PathBuf::new(),
+        },
+        cluster_id: None,
+        registrations: RegistrationSettings {
+            connect: zk.connect_string(),
+            session_timeout: Duration::from_secs(6),
+            kafka_chroot: "/kafka".into(),
+        },
+        security: Default::default(),
+        controller_security: Default::default(),
+    };
     let broker =
-        KafkaBroker::with_restart_policy(&config, RestartPolicy::default()).expect("adapter");
+        KafkaBroker::with_restart_policy(settings, RestartPolicy::default()).expect("the adapter");
     let spec = BrokerSpec {
         voters: Default::default(),
         broker_id: BrokerId(0),

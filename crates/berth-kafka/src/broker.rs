@@ -7,11 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use berth_config::{Config, ConfigError, KafkaMode, Supervisor};
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::replication::ReplicationView;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
-use berth_core::{BrokerId, ErrorKind, ServingEvidence};
+use berth_core::{BrokerId, Classify, ErrorKind, KafkaMode, ServingEvidence};
 use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
 use tokio::sync::watch;
@@ -23,6 +22,7 @@ use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::quorum::{self, Quorum, Role, StorageDecision};
 use crate::replication::{self, Question, ReplicationError};
+use crate::settings::{KafkaSettings, Supervision};
 use crate::supervisor::{
     ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
 };
@@ -67,9 +67,14 @@ pub enum KafkaError {
         #[source]
         source: std::io::Error,
     },
-    /// A setting cannot be used (a TLS file changed since the configuration was checked).
-    #[error(transparent)]
-    Settings(#[from] ConfigError),
+    /// The TLS settings cannot be used (rustls refused the certificates or the key).
+    #[error("{key}: {reason}")]
+    Security {
+        /// The setting, e.g. `kafka.security.tls_key_file`.
+        key: String,
+        /// rustls's reason.
+        reason: String,
+    },
     /// The operator's `server.properties` could not be read for its listeners.
     #[error("reading the listeners of kafka.server_properties {path}")]
     ServerProperties {
@@ -174,10 +179,13 @@ pub enum KafkaError {
         seen: String,
     },
     /// No broker described the cluster's replication.
-    #[error("no broker described the cluster's replication: {failures}")]
+    #[error(
+        "no broker described the cluster's replication: {}",
+        each_failure(failures)
+    )]
     Replication {
-        /// Each broker asked, and why it did not answer.
-        failures: String,
+        /// Why each broker asked did not answer, in the order asked.
+        failures: Vec<ReplicationError>,
     },
     /// The registration was still there after the stop deadline.
     #[error("{path} still exists after stopping Kafka")]
@@ -187,39 +195,34 @@ pub enum KafkaError {
     },
 }
 
-impl KafkaError {
+/// Each failure with its causes, `; ` between them.
+fn each_failure(failures: &[ReplicationError]) -> String {
+    failures
+        .iter()
+        .map(|failure| berth_core::ports::chain_message(failure))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Classify for KafkaError {
     /// Whether retrying can help. Refusals, unusable settings and a missing program are fatal.
-    pub fn kind(&self) -> ErrorKind {
+    fn kind(&self) -> ErrorKind {
         match self {
             KafkaError::Refused { .. }
             | KafkaError::MissingVoters { .. }
             | KafkaError::MissingClusterId { .. }
-            | KafkaError::Settings(_)
+            | KafkaError::Security { .. }
             | KafkaError::Listeners(_) => ErrorKind::Fatal,
-            KafkaError::Format { source, .. } if !source.is_retryable() => ErrorKind::Fatal,
+            KafkaError::Format { source, .. } => source.kind(),
             KafkaError::Overlay { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
                 ErrorKind::Fatal
             }
-            KafkaError::Supervisor(SupervisorError::Spawn { source, .. })
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
-                ErrorKind::Fatal
-            }
-            KafkaError::Supervisor(SupervisorError::NoCommand) => ErrorKind::Fatal,
+            KafkaError::Supervisor(error) => error.kind(),
             KafkaError::Registration(error) => error.kind(),
             _ => ErrorKind::Retryable,
         }
-    }
-}
-
-impl From<KafkaError> for StepError {
-    fn from(error: KafkaError) -> Self {
-        StepError::new(error.kind(), berth_core::ports::chain_message(&error))
     }
 }
 
@@ -251,55 +254,64 @@ pub struct KafkaBroker {
 }
 
 impl KafkaBroker {
-    /// Kafka as configured in `[kafka]` (and, in ZooKeeper mode, `[zookeeper]` for the registration watch).
-    /// Nothing is contacted until [`Broker::start`]; the TLS files are read now.
-    pub fn new(config: &Config) -> Result<Self, KafkaError> {
-        Self::with_restart_policy(config, RestartPolicy::default())
+    /// Kafka with these settings. Nothing is contacted until [`Broker::start`].
+    pub fn new(settings: KafkaSettings) -> Result<Self, KafkaError> {
+        Self::with_restart_policy(settings, RestartPolicy::default())
     }
 
     /// As [`KafkaBroker::new`], with the process supervisor's restart policy chosen (tests shorten its delay).
-    pub fn with_restart_policy(config: &Config, policy: RestartPolicy) -> Result<Self, KafkaError> {
-        let kafka = &config.kafka;
-        let runner = match kafka.supervisor {
-            Supervisor::Systemd => Runner::Systemd(SystemdUnit::new(kafka.unit.clone())),
-            Supervisor::Process => Runner::Process(ProcessSupervisor::new(
-                kafka.command.clone(),
-                kafka.overlay_path.clone(),
+    pub fn with_restart_policy(
+        settings: KafkaSettings,
+        policy: RestartPolicy,
+    ) -> Result<Self, KafkaError> {
+        let client = KafkaClient::new(&settings.security).map_err(|(field, reason)| {
+            KafkaError::Security {
+                key: format!("kafka.security.{field}"),
+                reason,
+            }
+        })?;
+        let controller_client =
+            KafkaClient::new(&settings.controller_security).map_err(|(field, reason)| {
+                KafkaError::Security {
+                    key: format!("kafka.controller_security.{field}"),
+                    reason,
+                }
+            })?;
+        let server_properties = settings.formatter.server_properties.clone();
+        let runner = match settings.supervision {
+            Supervision::Systemd { unit } => Runner::Systemd(SystemdUnit::new(unit)),
+            Supervision::Process { command } => Runner::Process(ProcessSupervisor::new(
+                command,
+                settings.overlay_path.clone(),
                 policy,
             )),
         };
-        let (registrations, formatter) = match kafka.mode {
-            KafkaMode::Zookeeper => (Some(RegistrationWatch::from_config(config)), None),
-            KafkaMode::Kraft => (
-                None,
-                Some(Formatter {
-                    command: kafka.format_command.clone(),
-                    server_properties: kafka.server_properties.clone(),
-                }),
-            ),
-        };
-        let client = KafkaClient::new(&kafka.security, "kafka.security")?;
-        let controller_client = match &kafka.controller_security {
-            Some(security) => KafkaClient::new(security, "kafka.controller_security")?,
-            None => client.clone(),
+        let (registrations, formatter) = match settings.mode {
+            KafkaMode::Zookeeper => {
+                let at = &settings.registrations;
+                let watch =
+                    RegistrationWatch::new(&at.connect, at.session_timeout, &at.kafka_chroot);
+                (Some(watch), None)
+            }
+            KafkaMode::Kraft => (None, Some(settings.formatter)),
         };
         Ok(Self {
-            mode: kafka.mode,
-            listener_name: kafka.listener_name.clone(),
-            port: kafka.port,
-            controller_port: kafka.controller_port,
-            quorum_voters: kafka.quorum_voters,
-            controller_ids: (!kafka.controller_ids.is_empty())
-                .then(|| kafka.controller_ids.iter().copied().map(BrokerId).collect()),
-            overlay_path: kafka.overlay_path.clone(),
-            server_properties: kafka.server_properties.clone(),
+            mode: settings.mode,
+            listener_name: settings.listener_name,
+            port: settings.port,
+            controller_port: settings.controller_port,
+            quorum_voters: settings.quorum_voters,
+            controller_ids: (!settings.controller_ids.is_empty())
+                .then(|| settings.controller_ids.into_iter().collect()),
+            overlay_path: settings.overlay_path,
+            server_properties,
             client,
             controller_client,
-            stop_timeout: kafka.stop_timeout,
-            probe_timeout: kafka.check_interval.min(PROBE_TIMEOUT_MAX),
+            stop_timeout: settings.stop_timeout,
+            probe_timeout: settings.check_interval.min(PROBE_TIMEOUT_MAX),
             runner,
             formatter,
-            cluster_id: config.cluster.kafka_cluster_id.clone(),
+            cluster_id: settings.cluster_id,
             registrations,
             voters: Mutex::new(None),
             started_as: Mutex::new(None),
@@ -775,18 +787,12 @@ impl Broker for KafkaBroker {
         replication::describe_any(&self.client, &peers, &question, REPLICATION_TIMEOUT)
             .await
             .map_err(|failures| {
-                let judged = failures
+                match failures
                     .iter()
-                    .any(|failure| matches!(failure, ReplicationError::CannotJudge { .. }));
-                let failures = failures
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                if judged {
-                    KafkaError::CannotJudge(failures).into()
-                } else {
-                    KafkaError::Replication { failures }.into()
+                    .position(|failure| matches!(failure, ReplicationError::CannotJudge { .. }))
+                {
+                    Some(at) => KafkaError::CannotJudge(failures[at].to_string()).into(),
+                    None => KafkaError::Replication { failures }.into(),
                 }
             })
     }

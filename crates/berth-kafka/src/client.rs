@@ -13,7 +13,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_config::{ConfigError, KafkaSecurity, SaslMechanism, Secret, SecurityProtocol};
+use berth_core::security::{SaslMechanism, Secret, SecurityProtocol};
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, SaslAuthenticateRequest,
@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 
 use crate::probe::{self, ProbeError};
 use crate::sasl::{self, Scram};
+use crate::settings::ClientSettings;
 use crate::wire::{self, WireError};
 
 /// ApiVersions version berth sends (Kafka 2.4+ answers it).
@@ -117,47 +118,43 @@ impl KafkaClient {
         }
     }
 
-    /// A client as `security` (the section `section` of the configuration) says; reads the TLS files.
-    pub fn new(security: &KafkaSecurity, section: &str) -> Result<Self, ConfigError> {
-        let tls = match security.tls_material(section)? {
+    /// A client as `settings` say; an error names the setting rustls refused (`tls_ca_file`,
+    /// `tls_key_file`) and why.
+    pub fn new(settings: &ClientSettings) -> Result<Self, (&'static str, String)> {
+        let tls = match &settings.tls {
             None => None,
-            Some(material) => {
-                let invalid = |field: &str, error: rustls::Error| ConfigError::Invalid {
-                    key: format!("{section}.{field}"),
-                    reason: error.to_string(),
-                };
+            Some(tls) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for root in material.roots {
-                    roots.add(root).map_err(|e| invalid("tls_ca_file", e))?;
+                for root in &tls.roots {
+                    roots
+                        .add(root.clone())
+                        .map_err(|e| ("tls_ca_file", e.to_string()))?;
                 }
                 let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
                     rustls::crypto::aws_lc_rs::default_provider(),
                 ))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| invalid("protocol", e))?
+                .map_err(|e| ("protocol", e.to_string()))?
                 .with_root_certificates(roots);
-                let config = match material.client {
+                let config = match &tls.client {
                     Some((chain, key)) => builder
-                        .with_client_auth_cert(chain, key)
-                        .map_err(|e| invalid("tls_key_file", e))?,
+                        .with_client_auth_cert(chain.clone(), key.clone_key())
+                        .map_err(|e| ("tls_key_file", e.to_string()))?,
                     None => builder.with_no_client_auth(),
                 };
                 Some(Tls {
                     connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-                    server_name: security.tls_server_name.clone(),
+                    server_name: tls.server_name.clone(),
                 })
             }
         };
-        let sasl = match (security.protocol.sasl(), security.sasl_mechanism) {
-            (true, Some(mechanism)) => Some(Sasl {
-                mechanism,
-                username: security.sasl_username.clone(),
-                password: security.sasl_password.clone(),
-            }),
-            _ => None,
-        };
+        let sasl = settings.sasl.as_ref().map(|sasl| Sasl {
+            mechanism: sasl.mechanism,
+            username: sasl.username.clone(),
+            password: sasl.password.clone(),
+        });
         Ok(Self {
-            protocol: security.protocol,
+            protocol: settings.protocol,
             tls,
             sasl,
         })

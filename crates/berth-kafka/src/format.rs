@@ -14,7 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_storage::meta::{self, LogDirState};
+use berth_core::{Classify, ErrorKind};
+use berth_logdir::{LogDirError, LogDirState};
 
 use crate::supervisor::{output_within, Bounded};
 
@@ -57,7 +58,7 @@ pub enum FormatError {
     },
     /// A log dir could not be looked at, or `meta.properties` read.
     #[error(transparent)]
-    Storage(#[from] berth_storage::StorageError),
+    LogDir(#[from] LogDirError),
     /// The operator's `server.properties` could not be read.
     #[error("reading kafka.server_properties {path} to build the storage tool's configuration")]
     ServerProperties {
@@ -122,19 +123,21 @@ impl From<Bounded> for FormatError {
     }
 }
 
-impl FormatError {
-    /// Whether retrying can help: only a command that ran out of time, or a transient I/O error.
-    pub fn is_retryable(&self) -> bool {
+impl Classify for FormatError {
+    /// Retryable only for a command that ran out of time, or a transient I/O error.
+    fn kind(&self) -> ErrorKind {
         match self {
-            FormatError::Timeout { .. } => true,
-            FormatError::Storage(error) => error.kind() == berth_core::ErrorKind::Retryable,
-            FormatError::ServerProperties { source, .. } | FormatError::Config { source, .. } => {
-                !matches!(
+            FormatError::Timeout { .. } => ErrorKind::Retryable,
+            FormatError::LogDir(error) => error.kind(),
+            FormatError::ServerProperties { source, .. } | FormatError::Config { source, .. }
+                if !matches!(
                     source.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                )
+                ) =>
+            {
+                ErrorKind::Retryable
             }
-            _ => false,
+            _ => ErrorKind::Fatal,
         }
     }
 }
@@ -144,7 +147,7 @@ pub fn assess(log_dirs: &[PathBuf]) -> Result<StorageState, FormatError> {
     let mut blank = Vec::new();
     let mut formatted = Vec::new();
     for dir in log_dirs {
-        match meta::classify(dir)? {
+        match berth_logdir::classify(dir)? {
             LogDirState::Unstamped { entries } => {
                 return Err(FormatError::Unstamped {
                     dir: dir.clone(),
@@ -278,7 +281,7 @@ impl Formatter {
         }
         tracing::info!(%command, output = %said, "formatted blank KRaft storage");
         for dir in log_dirs {
-            if meta::read(dir)?.is_none() {
+            if berth_logdir::read(dir)?.is_none() {
                 return Err(FormatError::NotFormatted {
                     command,
                     dir: dir.clone(),

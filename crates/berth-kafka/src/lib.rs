@@ -19,6 +19,7 @@
 //! - [`replication`]: every partition's replicas and ISR and each topic's `min.insync.replicas`, for the
 //!   caught-up gate and the safe drain.
 //! - [`properties`]: writing Java properties values as Kafka reads them (ISO-8859-1).
+//! - [`settings`]: what the adapter reads, built by the daemon from its configuration.
 
 pub mod client;
 pub mod format;
@@ -29,9 +30,11 @@ pub mod properties;
 pub mod quorum;
 pub mod replication;
 pub mod sasl;
+pub mod settings;
 pub mod supervisor;
 pub mod wire;
 
 mod broker;
 
 pub use broker::{KafkaBroker, KafkaError};
+pub use settings::{KafkaSettings, RegistrationSettings, Supervision};

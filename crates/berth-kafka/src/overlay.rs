@@ -13,9 +13,8 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use berth_config::KafkaMode;
 use berth_core::ports::BrokerSpec;
-use berth_core::BrokerId;
+use berth_core::{BrokerId, KafkaMode};
 
 use crate::properties::escape_value;
 

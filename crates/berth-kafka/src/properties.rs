@@ -4,7 +4,7 @@
 //! 4.4.0: `broker.rack = zone-Ã¤` in its startup log). So a value is written as `java.util.Properties.store`
 //! writes it: printable ASCII as is, the usual escapes for `\` and control characters, a leading blank
 //! escaped, and every other character as `\uXXXX` (UTF-16 code units, a surrogate pair outside the BMP).
-//! berth only writes properties; its one reader is `berth_storage::meta::parse`.
+//! berth only writes properties; its one reader is `berth_logdir::parse`.
 
 use std::fmt::Write as _;
 
@@ -58,7 +58,7 @@ mod tests {
             assert!(text.is_ascii(), "{text:?} is not ASCII");
             assert_eq!(java_reads(&text), value, "{text:?}");
             assert_eq!(
-                berth_storage::meta::parse(&text)["key"],
+                berth_logdir::parse(&text)["key"],
                 value,
                 "berth's reader agrees: {text:?}"
             );
@@ -72,7 +72,7 @@ mod tests {
     fn characters_outside_the_bmp_are_surrogate_pairs() {
         let text = format!("key={}\n", escape_value("emoji-😀"));
         assert_eq!(text, "key=emoji-\\uD83D\\uDE00\n");
-        assert_eq!(berth_storage::meta::parse(&text)["key"], "emoji-😀");
+        assert_eq!(berth_logdir::parse(&text)["key"], "emoji-😀");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use aws_lc_rs::{constant_time, digest, hmac, pbkdf2};
 use base64::Engine as _;
-use berth_config::{SaslMechanism, Secret};
+use berth_core::security::{SaslMechanism, Secret};
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 

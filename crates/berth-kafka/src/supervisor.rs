@@ -14,6 +14,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_core::{Classify, ErrorKind};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -59,6 +60,24 @@ pub enum SupervisorError {
     /// No command line was configured for the process supervisor.
     #[error("kafka.command is empty")]
     NoCommand,
+}
+
+impl Classify for SupervisorError {
+    /// Fatal when Kafka cannot be run at all (no program, or one that is missing or not executable).
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SupervisorError::Spawn { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                ErrorKind::Fatal
+            }
+            SupervisorError::NoCommand => ErrorKind::Fatal,
+            _ => ErrorKind::Retryable,
+        }
+    }
 }
 
 /// What berth asks systemd to do with the Kafka unit.

@@ -33,7 +33,7 @@ pub enum WireError {
         size: i64,
     },
     /// `kafka-protocol` could not encode or decode a message.
-    #[error("{what} (api key {api_key}, version {version}): {reason}")]
+    #[error("{what} (api key {api_key}, version {version})")]
     Codec {
         /// Encoding or decoding what.
         what: &'static str,
@@ -41,8 +41,9 @@ pub enum WireError {
         api_key: i16,
         /// The API version.
         version: i16,
-        /// The codec's message.
-        reason: String,
+        /// The codec's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The request names an API key `kafka-protocol` does not know.
     #[error("unknown api key {0}")]
@@ -57,7 +58,7 @@ pub enum WireError {
     },
 }
 
-fn codec<E: std::fmt::Display>(
+fn codec<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     what: &'static str,
     api_key: i16,
     version: i16,
@@ -66,7 +67,7 @@ fn codec<E: std::fmt::Display>(
         what,
         api_key,
         version,
-        reason: error.to_string(),
+        source: error.into(),
     }
 }
 

@@ -82,7 +82,7 @@ async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts
     );
 
     // Formatted by Kafka's own storage tool, with the configured cluster id and the overlay's node id.
-    let meta = berth_storage::meta::read(&host.log_dir())
+    let meta = berth_logdir::read(&host.log_dir())
         .unwrap()
         .expect("formatted");
     assert_eq!(meta.version.as_deref(), Some("1"));
@@ -136,7 +136,7 @@ async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts
         .start(&spec, Deadline::after(START_DEADLINE))
         .await
         .unwrap_or_else(|error| panic!("serving again: {error}"));
-    let meta = berth_storage::meta::read(&host.log_dir()).unwrap().unwrap();
+    let meta = berth_logdir::read(&host.log_dir()).unwrap().unwrap();
     assert_eq!(
         meta.directory_id.as_deref(),
         Some(directory_id.as_str()),

@@ -12,16 +12,17 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use berth_config::KafkaSecurity;
 use berth_core::ports::{Broker, StepError};
 use berth_core::replication::{catch_up, ReplicationView};
+use berth_core::security::{SaslMechanism, Secret, SecurityProtocol};
 use berth_core::{BrokerId, ErrorKind};
 use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::probe::{self, ProbeError, ProbeTarget};
 use berth_kafka::quorum::{self, Quorum};
+use berth_kafka::settings::{ClientSettings, SaslSettings, TlsSettings};
 use berth_testkit::kafka::security::{add_scram_arguments, ClientAuth, Issued, Pki, ScramUser};
 use berth_testkit::kafka::{Client, TopicSpec};
-use common::real::{self, RealHost};
+use common::real::{self, BerthSide, RealHost};
 use common::stop_cleanly;
 
 /// The brokers' own SCRAM-SHA-512 user (inter-broker), a super user.
@@ -114,21 +115,21 @@ impl Secured {
         .unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700)).unwrap();
-        host.berth.format_command = Some(vec![wrapper.display().to_string()]);
-        host.berth.kafka = "listener_name = \"INTERNAL\"\n".into();
-        host.berth.sections = format!(
-            "[kafka.security]\nprotocol = \"SASL_SSL\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n\
-             sasl_username = \"berth\"\ntls_ca_file = {ca:?}\n\
-             [kafka.controller_security]\nprotocol = \"SSL\"\ntls_ca_file = {ca:?}\n\
-             tls_cert_file = {cert:?}\ntls_key_file = {key:?}\n",
-            ca = pki.ca(),
-            cert = berth_cert.cert,
-            key = berth_cert.key,
-        );
-        host.berth.environment = vec![(
-            "BERTH_KAFKA__SECURITY__SASL_PASSWORD".into(),
-            BERTH_PASSWORD.into(),
-        )];
+        let berth = ClientSettings {
+            protocol: SecurityProtocol::SaslSsl,
+            sasl: Some(sasl_settings(SaslMechanism::ScramSha512, BERTH_PASSWORD)),
+            tls: Some(tls_settings(&pki, None, "")),
+        };
+        host.berth = BerthSide {
+            listener_name: "INTERNAL".into(),
+            security: berth,
+            controller_security: ClientSettings {
+                protocol: SecurityProtocol::Ssl,
+                sasl: None,
+                tls: Some(tls_settings(&pki, Some(&berth_cert), "")),
+            },
+            format_command: Some(vec![wrapper.display().to_string()]),
+        };
         Self {
             host,
             pki,
@@ -138,43 +139,31 @@ impl Secured {
         }
     }
 
-    /// A client of the given settings (`kafka.security` as TOML lines and a password).
-    fn client(&self, toml: &str, password: Option<&str>) -> KafkaClient {
-        let text = format!(
-            "[cluster]\nname = \"t\"\nbroker_count = 3\nkafka_cluster_id = \"{}\"\n\
-             [kafka]\nmode = \"kraft\"\n[kafka.security]\n{toml}\n",
-            common::CLUSTER_ID
-        );
-        let environment: Vec<(&str, &str)> = password
-            .map(|p| ("BERTH_KAFKA__SECURITY__SASL_PASSWORD", p))
-            .into_iter()
-            .collect();
-        let config = berth_config::parse(&text, environment).expect("client settings");
-        KafkaClient::new(&config.kafka.security, "kafka.security").expect("a client")
+    fn sasl(&self, mechanism: SaslMechanism, password: &str) -> KafkaClient {
+        KafkaClient::new(&ClientSettings {
+            protocol: SecurityProtocol::SaslSsl,
+            sasl: Some(sasl_settings(mechanism, password)),
+            tls: Some(tls_settings(&self.pki, None, "")),
+        })
+        .expect("a SASL_SSL client")
     }
 
-    fn sasl(&self, mechanism: &str, password: &str) -> KafkaClient {
-        self.client(
-            &format!(
-                "protocol = \"SASL_SSL\"\nsasl_mechanism = \"{mechanism}\"\nsasl_username = \"berth\"\n\
-                 tls_ca_file = {:?}",
-                self.pki.ca()
-            ),
-            Some(password),
-        )
+    fn ssl(&self, certificate: Option<&Issued>) -> KafkaClient {
+        KafkaClient::new(&ClientSettings {
+            protocol: SecurityProtocol::Ssl,
+            sasl: None,
+            tls: Some(tls_settings(&self.pki, certificate, "")),
+        })
+        .expect("an SSL client")
     }
 
-    fn ssl(&self, certificate: Option<&Issued>, extra: &str) -> KafkaClient {
-        let client = certificate
-            .map(|c| format!("tls_cert_file = {:?}\ntls_key_file = {:?}\n", c.cert, c.key))
-            .unwrap_or_default();
-        self.client(
-            &format!(
-                "protocol = \"SSL\"\ntls_ca_file = {:?}\n{client}{extra}",
-                self.pki.ca()
-            ),
-            None,
-        )
+    /// berth's own client with other TLS settings.
+    fn berths_with(&self, tls: TlsSettings) -> KafkaClient {
+        KafkaClient::new(&ClientSettings {
+            tls: Some(tls),
+            ..self.host.berth.security.clone()
+        })
+        .expect("a client")
     }
 
     fn target(&self, port: u16) -> ProbeTarget {
@@ -296,15 +285,15 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     // The other mechanisms, and what must fail.
     let internal = secured.target(host.port);
     for (mechanism, password) in [
-        ("SCRAM-SHA-256", BERTH_256_PASSWORD),
-        ("PLAIN", PLAIN_PASSWORD),
+        (SaslMechanism::ScramSha256, BERTH_256_PASSWORD),
+        (SaslMechanism::Plain, PLAIN_PASSWORD),
     ] {
         probe::probe(&secured.sasl(mechanism, password), &internal, ASK)
             .await
-            .unwrap_or_else(|error| panic!("{mechanism}: {error}"));
+            .unwrap_or_else(|error| panic!("{mechanism:?}: {error}"));
     }
     let wrong = probe::probe(
-        &secured.sasl("SCRAM-SHA-512", "not-the-password"),
+        &secured.sasl(SaslMechanism::ScramSha512, "not-the-password"),
         &internal,
         ASK,
     )
@@ -316,26 +305,10 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     );
     assert!(!wrong.to_string().contains("not-the-password"), "{wrong}");
     let other_ca = Pki::create(&host.dir.path().join("other-pki"), "another CA").unwrap();
-    let untrusted = KafkaClient::new(
-        &KafkaSecurity {
-            tls_ca_file: Some(other_ca.ca()),
-            ..secured_security(&secured)
-        },
-        "kafka.security",
-    )
-    .unwrap();
+    let untrusted = secured.berths_with(tls_settings(&other_ca, None, ""));
     let error = probe::probe(&untrusted, &internal, ASK).await.unwrap_err();
     assert!(matches!(error, ProbeError::Tls { .. }), "{error}");
-    let named = |name: &str| {
-        KafkaClient::new(
-            &KafkaSecurity {
-                tls_server_name: name.into(),
-                ..secured_security(&secured)
-            },
-            "kafka.security",
-        )
-        .unwrap()
-    };
+    let named = |name: &str| secured.berths_with(tls_settings(&secured.pki, None, name));
     probe::probe(&named("broker-{id}.kafka.test"), &internal, ASK)
         .await
         .expect("the certificate's DNS name for broker 1");
@@ -351,13 +324,13 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     // The client listener wants a client certificate.
     let client_listener = secured.target(secured.client_port);
     probe::probe(
-        &secured.ssl(Some(&secured.berth_cert), ""),
+        &secured.ssl(Some(&secured.berth_cert)),
         &client_listener,
         ASK,
     )
     .await
     .expect("mutual TLS");
-    let anonymous = probe::probe(&secured.ssl(None, ""), &client_listener, ASK).await;
+    let anonymous = probe::probe(&secured.ssl(None), &client_listener, ASK).await;
     assert!(
         anonymous.is_err(),
         "no client certificate, no answer: {anonymous:?}"
@@ -368,7 +341,7 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         1,
         SocketAddr::from((Ipv4Addr::LOCALHOST, host.controller_port)),
     );
-    let with_certificate = secured.ssl(Some(&secured.berth_cert), "");
+    let with_certificate = secured.ssl(Some(&secured.berth_cert));
     let refused = quorum::describe(&with_certificate, controller, ASK)
         .await
         .unwrap_err();
@@ -400,7 +373,7 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     .expect("DescribeQuorum through mutual TLS once berth may describe the cluster");
     assert_eq!(view.leader_id, 1);
     // A controller berth cannot talk to answers all the same: never silence, never a fresh cluster.
-    let seen = quorum::observe(&secured.ssl(None, ""), &[controller], ASK).await;
+    let seen = quorum::observe(&secured.ssl(None), &[controller], ASK).await;
     assert!(matches!(seen, Quorum::Undescribed(_)), "{seen:?}");
     let seen = quorum::observe(&KafkaClient::plaintext(), &[controller], ASK).await;
     assert!(matches!(seen, Quorum::Undescribed(_)), "{seen:?}");
@@ -486,7 +459,19 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     stop_cleanly(&broker, Duration::from_secs(60)).await;
 }
 
-/// berth's own `kafka.security` (SASL_SSL, SCRAM-SHA-512).
-fn secured_security(secured: &Secured) -> KafkaSecurity {
-    secured.host.config().kafka.security
+fn sasl_settings(mechanism: SaslMechanism, password: &str) -> SaslSettings {
+    SaslSettings {
+        mechanism,
+        username: "berth".into(),
+        password: Secret::new(password),
+    }
+}
+
+/// TLS trusting `pki`'s CA, showing `client`'s certificate if any, verifying `server_name` (empty: the address).
+fn tls_settings(pki: &Pki, client: Option<&Issued>, server_name: &str) -> TlsSettings {
+    common::tls_settings(
+        &pki.ca(),
+        client.map(|c| (c.cert.as_path(), c.key.as_path())),
+        server_name,
+    )
 }

@@ -40,7 +40,7 @@ async fn kafka_registers_serves_and_deregisters_on_a_controlled_shutdown() {
     assert!(stat.ephemeral_owner != 0);
 
     // Not formatted by berth: Kafka stamped version 0 with broker.id and ZooKeeper's cluster id.
-    let meta = berth_storage::meta::read(&host.log_dir())
+    let meta = berth_logdir::read(&host.log_dir())
         .unwrap()
         .expect("stamped by Kafka");
     assert_eq!(

@@ -4,17 +4,42 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use berth_core::ports::BrokerSpec;
-use berth_core::BrokerId;
-use berth_kafka::KafkaBroker;
+use berth_core::{BrokerId, KafkaMode};
+use berth_kafka::format::Formatter;
+use berth_kafka::{KafkaBroker, KafkaSettings, RegistrationSettings, Supervision};
 
-fn config(kafka: &str) -> berth_config::Config {
-    let text = format!(
-        "[cluster]\nname = \"events\"\nbroker_count = 3\nkafka_cluster_id = \"MkU3OEVBNTcwNTJENDM2Qg\"\n[zookeeper]\nconnect = \"10.0.1.10:2181\"\n\
-         [kafka]\nsupervisor = \"systemd\"\n{kafka}\n"
-    );
-    berth_config::parse(&text, []).expect("valid configuration")
+/// The adapter's settings with the configuration's defaults (systemd, listener `PLAINTEXT` on 9092, controllers
+/// on 9093) in `mode`; only the mode, listener, port and voters shape the overlay.
+fn settings(mode: KafkaMode) -> KafkaSettings {
+    KafkaSettings {
+        mode,
+        supervision: Supervision::Systemd {
+            unit: "kafka.service".into(),
+        },
+        overlay_path: "/etc/kafka/berth.properties".into(),
+        listener_name: "PLAINTEXT".into(),
+        port: 9092,
+        check_interval: Duration::from_secs(5),
+        stop_timeout: Duration::from_secs(120),
+        controller_port: 9093,
+        quorum_voters: false,
+        controller_ids: Vec::new(),
+        formatter: Formatter {
+            command: vec!["/opt/kafka/bin/kafka-storage.sh".into(), "format".into()],
+            server_properties: "/etc/kafka/server.properties".into(),
+        },
+        cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qg".into()),
+        registrations: RegistrationSettings {
+            connect: "10.0.1.10:2181".into(),
+            session_timeout: Duration::from_secs(6),
+            kafka_chroot: String::new(),
+        },
+        security: Default::default(),
+        controller_security: Default::default(),
+    }
 }
 
 fn spec() -> BrokerSpec {
@@ -49,7 +74,7 @@ fn assert_golden(name: &str, rendered: &str) {
 
 #[test]
 fn zookeeper_mode() {
-    let broker = KafkaBroker::new(&config("mode = \"zookeeper\"")).unwrap();
+    let broker = KafkaBroker::new(settings(KafkaMode::Zookeeper)).unwrap();
     assert_golden(
         "zookeeper.properties",
         &broker.render_overlay(&spec()).unwrap(),
@@ -58,9 +83,13 @@ fn zookeeper_mode() {
 
 #[test]
 fn kraft_mode_with_quorum_voters() {
-    let broker = KafkaBroker::new(&config(
-        "mode = \"kraft\"\nlistener_name = \"BROKER\"\nport = 9094\ncontroller_port = 9093\nquorum_voters = true",
-    ))
+    let broker = KafkaBroker::new(KafkaSettings {
+        listener_name: "BROKER".into(),
+        port: 9094,
+        controller_port: 9093,
+        quorum_voters: true,
+        ..settings(KafkaMode::Kraft)
+    })
     .unwrap();
     let error = broker
         .render_overlay(&spec())
@@ -80,7 +109,7 @@ fn kraft_mode_with_quorum_voters() {
 
 #[test]
 fn kraft_mode_without_quorum_voters_leaves_them_to_the_operator() {
-    let broker = KafkaBroker::new(&config("mode = \"kraft\"")).unwrap();
+    let broker = KafkaBroker::new(settings(KafkaMode::Kraft)).unwrap();
     let rendered = broker.render_overlay(&spec()).unwrap();
     assert!(
         rendered.contains("\nnode.id=1\n") && !rendered.contains("controller.quorum.voters"),

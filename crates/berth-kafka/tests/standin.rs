@@ -60,7 +60,7 @@ async fn start_detects_serving_soon_after_registration_and_stop_is_clean() {
     );
 
     // The overlay is what Kafka read: meta.properties stamped with the id, in ZooKeeper mode's version 0.
-    let meta = berth_storage::meta::read(&host.log_dir())
+    let meta = berth_logdir::read(&host.log_dir())
         .unwrap()
         .expect("stamped");
     assert_eq!(
@@ -239,7 +239,7 @@ async fn kraft_mode_is_serving_on_the_protocol_alone() {
         evidence.detail
     );
     // Formatted by the configured storage tool (the stand-in's), with the configured cluster id.
-    let meta = berth_storage::meta::read(&host.log_dir())
+    let meta = berth_logdir::read(&host.log_dir())
         .unwrap()
         .expect("formatted");
     assert_eq!(

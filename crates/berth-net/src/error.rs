@@ -4,7 +4,7 @@
 use std::io;
 
 use berth_core::facts::MacAddr;
-use berth_core::StepError;
+use berth_core::{Classify, ErrorKind};
 
 /// Everything that can go wrong while finding the ENI's link or routing it.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +49,13 @@ pub enum NetError {
         source: io::Error,
     },
     /// The request could not be sent or answered (connection closed) or got an unexpected reply.
-    #[error("netlink request {request} failed: {detail}")]
+    #[error("netlink request {request} failed")]
     Connection {
         /// The request.
         request: String,
         /// What happened.
-        detail: String,
+        #[source]
+        source: rtnetlink::Error,
     },
     /// After configuring, reading back still shows something not right (another agent is fighting us?).
     #[error("routing for MAC {mac} did not converge: {detail}")]
@@ -80,28 +81,23 @@ impl NetError {
             _ => None,
         }
     }
+}
 
-    /// True when retrying cannot help: the plan names the primary interface, there is no runtime, or the
+impl Classify for NetError {
+    /// Fatal when retrying cannot help: the plan names the primary interface, there is no runtime, or the
     /// kernel denies permission. Everything else (a link not there yet, a dying connection, a transient kernel
     /// refusal) is worth another attempt.
-    pub fn is_fatal(&self) -> bool {
+    fn kind(&self) -> ErrorKind {
         match self {
-            NetError::PrimaryInterface { .. } | NetError::NoRuntime => true,
-            NetError::Kernel { errno, .. } => matches!(*errno, EPERM | EACCES),
-            _ => false,
+            NetError::PrimaryInterface { .. } | NetError::NoRuntime => ErrorKind::Fatal,
+            NetError::Kernel {
+                errno: EPERM | EACCES,
+                ..
+            } => ErrorKind::Fatal,
+            _ => ErrorKind::Retryable,
         }
     }
 }
 
 const EPERM: i32 = 1;
 const EACCES: i32 = 13;
-
-impl From<NetError> for StepError {
-    fn from(error: NetError) -> Self {
-        if error.is_fatal() {
-            StepError::fatal(&error)
-        } else {
-            StepError::retryable(&error)
-        }
-    }
-}

@@ -131,9 +131,9 @@ impl NetlinkNetwork {
         let mut handle = self.handle.clone();
         let mut responses = handle
             .request(request)
-            .map_err(|error| NetError::Connection {
+            .map_err(|source| NetError::Connection {
                 request: format!("{kind} {detail}"),
-                detail: error.to_string(),
+                source,
             })?;
         let mut replies = Vec::new();
         let mut outcome = "ok";

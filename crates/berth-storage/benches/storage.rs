@@ -5,11 +5,14 @@
 //! returns (read-only mount, meta.properties check, remount read-write). Each run unmounts again. Runs in a
 //! private mount namespace; needs root. Final line: `storage appear_to_mounted_ms=<median> ...`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use berth_config::Filesystem;
 use berth_core::ports::MountPlan;
+use berth_core::Filesystem;
 use berth_core::{BrokerId, Deadline};
 use berth_storage::BlockStorage;
 use berth_testkit::blockdev::{self, FakeDeviceTree, LoopDevice};
@@ -44,11 +47,7 @@ fn main() {
     blockdev::block_on_in_private_mount_ns(|| async {
         for run in 0..RUNS {
             let tree = FakeDeviceTree::new().expect("device tree");
-            let storage = BlockStorage::new(&blockdev::storage_config(
-                &tree,
-                &mount_path,
-                Filesystem::Xfs,
-            ));
+            let storage = BlockStorage::new(common::settings(&tree, &mount_path, Filesystem::Xfs));
             let deadline = Deadline::after(Duration::from_secs(10));
             let appear = async {
                 // Let resolve start waiting first, then make the device appear.

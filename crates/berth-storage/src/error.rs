@@ -1,14 +1,15 @@
 //! What can go wrong between a volume id and a checked mount, with the context an operator needs.
 //!
 //! Every refusal names what was found where (device, offset, signature, path, both values). The mapping to
-//! [`StepError`] decides Retryable vs Fatal in one place: anything that protects data (a non-blank device, the
+//! [`berth_core::StepError`] decides Retryable vs Fatal in one place ([`Classify::kind`]): anything that protects data (a non-blank device, the
 //! wrong filesystem, a foreign `meta.properties`) is Fatal, because retrying cannot make it right; anything that
 //! time or the kernel may fix (a device not there yet, a busy mount, an I/O error) is Retryable.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_core::{ErrorKind, StepError};
+use berth_core::{Classify, ErrorKind};
+use berth_logdir::LogDirError;
 
 /// A storage step's failure.
 #[derive(Debug, thiserror::Error)]
@@ -105,15 +106,26 @@ pub enum StorageError {
         /// Bytes probed at the end.
         tail: u64,
     },
-    /// mkfs failed or could not be run.
+    /// mkfs failed, or was killed at the deadline.
     #[error("{command} failed on {device}: {detail}")]
     Mkfs {
         /// The device.
         device: PathBuf,
         /// The command line.
         command: String,
-        /// Exit status and output, or the spawn error.
+        /// Exit status and output, or why it was killed.
         detail: String,
+    },
+    /// mkfs could not be started, or not waited for.
+    #[error("{command} failed on {device}")]
+    MkfsRun {
+        /// The device.
+        device: PathBuf,
+        /// The command line.
+        command: String,
+        /// The spawn or wait error.
+        #[source]
+        source: std::io::Error,
     },
     /// After mkfs the probe did not find the filesystem just made.
     #[error("after {command} the probe of {device} found {found} instead of {configured}")]
@@ -162,30 +174,9 @@ pub enum StorageError {
         /// Why.
         reason: &'static str,
     },
-    /// A log dir's `meta.properties` names another broker or cluster: this is not this broker's volume.
-    #[error("{path}: {key} is {found} but {expected_what} is {expected}; this volume is not this broker's, refusing to use it")]
-    ForeignMeta {
-        /// The meta.properties file.
-        path: PathBuf,
-        /// `broker.id`, `node.id` or `cluster.id`.
-        key: &'static str,
-        /// The value on the volume.
-        found: String,
-        /// What it was compared with (`the claimed broker id`, `cluster.kafka_cluster_id`, or another log dir's file).
-        expected_what: String,
-        /// The value expected.
-        expected: String,
-    },
-    /// A `meta.properties` that cannot be understood (a non-numeric id).
-    #[error("{path}: {key} = {value:?} is not a broker id")]
-    BadMeta {
-        /// The meta.properties file.
-        path: PathBuf,
-        /// The key.
-        key: &'static str,
-        /// Its value.
-        value: String,
-    },
+    /// A log dir's `meta.properties` is not this broker's, or could not be read.
+    #[error(transparent)]
+    LogDir(#[from] LogDirError),
     /// The mount is busy (open files, a process's cwd): reported, never forced.
     #[error("cannot unmount {path}: it is busy (open files or a process inside); not forcing it")]
     Busy {
@@ -203,15 +194,16 @@ pub enum StorageError {
     },
 }
 
-impl StorageError {
+impl Classify for StorageError {
     /// Whether retrying can help.
-    pub fn kind(&self) -> ErrorKind {
+    fn kind(&self) -> ErrorKind {
         match self {
             StorageError::DeviceTimeout { .. }
             | StorageError::Abandoned { .. }
             | StorageError::Io { .. }
             | StorageError::DeviceInUse { .. }
             | StorageError::Mkfs { .. }
+            | StorageError::MkfsRun { .. }
             | StorageError::Mount { .. }
             | StorageError::Busy { .. }
             | StorageError::Unmount { .. } => ErrorKind::Retryable,
@@ -222,12 +214,13 @@ impl StorageError {
             | StorageError::BlankNotAllowed { .. }
             | StorageError::MkfsUnverified { .. }
             | StorageError::OtherMounted { .. }
-            | StorageError::BadMountOption { .. }
-            | StorageError::ForeignMeta { .. }
-            | StorageError::BadMeta { .. } => ErrorKind::Fatal,
+            | StorageError::BadMountOption { .. } => ErrorKind::Fatal,
+            StorageError::LogDir(error) => error.kind(),
         }
     }
+}
 
+impl StorageError {
     /// An I/O error on a path.
     pub(crate) fn io(
         operation: &'static str,
@@ -238,15 +231,6 @@ impl StorageError {
             operation,
             path: path.into(),
             source,
-        }
-    }
-}
-
-impl From<StorageError> for StepError {
-    fn from(error: StorageError) -> Self {
-        match error.kind() {
-            ErrorKind::Retryable => StepError::retryable(&error),
-            ErrorKind::Fatal => StepError::fatal(&error),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! guesses: the device is found by the volume's own serial and never an instance-store disk ([`resolve`]);
 //! only a device whose probed regions are all zeros may be formatted, and only when configured ([`probe`]);
 //! a device with another filesystem is refused, never reformatted; the volume is first mounted read-only and
-//! its `meta.properties` checked against the claimed id and cluster before it is made writable ([`meta`]), so
+//! its `meta.properties` checked against the claimed id and cluster before it is made writable (berth-logdir), so
 //! a foreign volume is unmounted again with nothing written on it; a busy unmount is reported, never forced.
 //! berth never writes inside the volume: missing log dirs are left for Kafka to create with its own user.
 //!
@@ -13,7 +13,6 @@
 //! child killed when the step is abandoned: the daemon's single thread never blocks on the volume.
 
 pub mod error;
-pub mod meta;
 pub mod mount;
 pub mod mountinfo;
 pub mod probe;
@@ -26,9 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use berth_config::{Config, Filesystem, StorageConfig};
 use berth_core::ports::MountPlan;
-use berth_core::{BrokerId, Deadline, MountReport, StepError, Storage, VolumeFacts};
+use berth_core::{BrokerId, Deadline, Filesystem, MountReport, StepError, Storage, VolumeFacts};
 use sys_mount::MountFlags;
 use tracing::{info, warn};
 
@@ -40,12 +38,33 @@ pub use resolve::{Resolved, Resolver, Route};
 /// How often the device tree is looked at while waiting for a volume to appear.
 pub const POLL_PERIOD: Duration = Duration::from_millis(5);
 
+/// What the storage adapter reads: where devices and sysfs are, how the volume is formatted and mounted
+/// (`[storage]`), and the Kafka cluster id `meta.properties` must carry when one is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSettings {
+    /// Where block devices and `disk/by-id` live (tests point it elsewhere).
+    pub device_root: PathBuf,
+    /// Where sysfs lives (for the NVMe model/serial scan).
+    pub sys_root: PathBuf,
+    /// Mount point of the broker volume.
+    pub mount_path: PathBuf,
+    /// Mount options, comma separated as in fstab.
+    pub mount_options: String,
+    /// Filesystem to create on a blank volume, and expected on others.
+    pub filesystem: Filesystem,
+    /// Format a volume that is entirely blank (all zeros where signatures live). Never anything else.
+    pub format_blank: bool,
+    /// Extra options for mkfs.
+    pub mkfs_options: Vec<String>,
+    /// The Kafka cluster id every `meta.properties` must name, when set.
+    pub cluster_id: Option<String>,
+}
+
 /// The real storage adapter: block devices, sysfs, mount(2).
 #[derive(Debug, Clone)]
 pub struct BlockStorage {
     resolver: Resolver,
-    config: StorageConfig,
-    cluster_id: Option<String>,
+    settings: StorageSettings,
     /// Held by the thread doing a mount step's blocking work (see [`BlockStorage::off_loop`]).
     work: Arc<Mutex<()>>,
 }
@@ -138,12 +157,11 @@ fn mount_type(signature: Signature, configured: Filesystem) -> Option<&'static s
 }
 
 impl BlockStorage {
-    /// The adapter for this configuration (`[storage]` and `cluster.kafka_cluster_id`).
-    pub fn new(config: &Config) -> Self {
+    /// The adapter for these settings.
+    pub fn new(settings: StorageSettings) -> Self {
         Self {
-            resolver: Resolver::new(&config.storage.device_root, &config.storage.sys_root),
-            config: config.storage.clone(),
-            cluster_id: config.cluster.kafka_cluster_id.clone(),
+            resolver: Resolver::new(&settings.device_root, &settings.sys_root),
+            settings,
             work: Arc::default(),
         }
     }
@@ -260,7 +278,7 @@ impl BlockStorage {
             broker_id,
         } = request;
         let (device, dev) = block_device(device)?;
-        let options = mount::parse_options(&self.config.mount_options)?;
+        let options = mount::parse_options(&self.settings.mount_options)?;
         std::fs::create_dir_all(&plan.mount_path)
             .map_err(|e| StorageError::io("create", &plan.mount_path, e))?;
         let mount_path = std::fs::canonicalize(&plan.mount_path)
@@ -271,7 +289,7 @@ impl BlockStorage {
                 .adopt(top, &device, dev, &mount_path, &options, plan, *broker_id)
                 .map(Prepared::AlreadyMounted);
         }
-        let configured = self.config.filesystem;
+        let configured = self.settings.filesystem;
         let probe = self.probe(&device, dev, &entries)?;
         let target = || ToMount {
             device: device.clone(),
@@ -281,7 +299,7 @@ impl BlockStorage {
             redo_interrupted: false,
         };
         match probe.content() {
-            Content::Blank | Content::InterruptedFormat(_) if !self.config.format_blank => {
+            Content::Blank | Content::InterruptedFormat(_) if !self.settings.format_blank => {
                 Err(StorageError::BlankNotAllowed {
                     device,
                     head: probe.head_len,
@@ -334,7 +352,11 @@ impl BlockStorage {
                 device: device.to_owned(),
             });
         }
-        meta::check(&plan.log_dirs, broker_id, self.cluster_id.as_deref())?;
+        berth_logdir::check(
+            &plan.log_dirs,
+            broker_id,
+            self.settings.cluster_id.as_deref(),
+        )?;
         let read_only = top.options.split(',').any(|option| option == "ro");
         if read_only && !options.flags.contains(MountFlags::RDONLY) {
             mount::mount(
@@ -359,11 +381,11 @@ impl BlockStorage {
     /// Formats a device the probe found blank (mkfs is killed if the step is abandoned), then probes it again:
     /// only the configured filesystem may be found.
     async fn format(&self, target: ToMount, deadline: Deadline) -> Result<ToMount, StorageError> {
-        let configured = self.config.filesystem;
+        let configured = self.settings.filesystem;
         let command = mount::mkfs(
             &target.device,
             configured.name(),
-            &self.config.mkfs_options,
+            &self.settings.mkfs_options,
             target.redo_interrupted,
             deadline,
         )
@@ -396,7 +418,7 @@ impl BlockStorage {
         target: &ToMount,
         formatted: bool,
     ) -> Result<MountReport, StorageError> {
-        let options = mount::parse_options(&self.config.mount_options)?;
+        let options = mount::parse_options(&self.settings.mount_options)?;
         let ToMount {
             device,
             mount_path,
@@ -411,16 +433,16 @@ impl BlockStorage {
             MountFlags::RDONLY,
             true,
         )?;
-        let checked = meta::check(
+        let checked = berth_logdir::check(
             &request.plan.log_dirs,
             request.broker_id,
-            self.cluster_id.as_deref(),
+            self.settings.cluster_id.as_deref(),
         );
         if let Err(error) = checked {
             if let Err(unmount) = mount::unmount(mount_path) {
                 warn!(error = %unmount, "could not unmount the refused volume");
             }
-            return Err(error);
+            return Err(error.into());
         }
         if !options.flags.contains(MountFlags::RDONLY) {
             let remount = mount::mount(
@@ -500,8 +522,8 @@ impl BlockStorage {
         let serial = resolve::volume_serial(volume_id)?;
         let attempt = self.resolver.attempt(&serial, requested_device);
         let entries = mountinfo::read()?;
-        let mount_path = std::fs::canonicalize(&self.config.mount_path)
-            .unwrap_or_else(|_| self.config.mount_path.clone());
+        let mount_path = std::fs::canonicalize(&self.settings.mount_path)
+            .unwrap_or_else(|_| self.settings.mount_path.clone());
         let at_mount_path = mountinfo::top_at(&entries, &mount_path).cloned();
         let device = attempt
             .resolved

@@ -148,6 +148,11 @@ pub async fn mkfs(
         command: command.clone(),
         detail,
     };
+    let run_failed = |source| StorageError::MkfsRun {
+        device: device.to_owned(),
+        command: command.clone(),
+        source,
+    };
     let child = tokio::process::Command::new(&program)
         .args(&args)
         .arg(device)
@@ -156,10 +161,10 @@ pub async fn mkfs(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|spawn| error(spawn.to_string()))?;
+        .map_err(run_failed)?;
     let until = tokio::time::Instant::from_std(deadline.0);
     let output = match tokio::time::timeout_at(until, child.wait_with_output()).await {
-        Ok(output) => output.map_err(|wait| error(wait.to_string()))?,
+        Ok(output) => output.map_err(run_failed)?,
         // Dropping the child kills it.
         Err(_) => return Err(error("killed at the step's deadline".into())),
     };

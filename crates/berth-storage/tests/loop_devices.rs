@@ -4,16 +4,18 @@
 //! probe, mkfs, mount(2), mountinfo and meta.properties are all real. "Never formatted" is proven by the device's
 //! bytes (a hash of the whole backing file) and the filesystem UUID staying the same.
 
+mod common;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use berth_config::Filesystem;
 use berth_core::ports::MountPlan;
+use berth_core::Filesystem;
 use berth_core::{BrokerId, Deadline, ErrorKind, StepError, Storage, VolumeFacts};
-use berth_storage::{BlockStorage, Route, StorageError};
+use berth_storage::{BlockStorage, Route, StorageError, StorageSettings};
 use berth_testkit::blockdev::{self, FakeDeviceTree, LoopDevice};
 use berth_testkit::require_root;
 
@@ -49,12 +51,12 @@ impl World {
         self.mount_dir.path().join("kafka")
     }
 
-    fn config(&self, filesystem: Filesystem) -> berth_config::Config {
-        blockdev::storage_config(&self.tree, &self.mount_path(), filesystem)
+    fn settings(&self, filesystem: Filesystem) -> StorageSettings {
+        common::settings(&self.tree, &self.mount_path(), filesystem)
     }
 
     fn storage(&self, filesystem: Filesystem) -> BlockStorage {
-        BlockStorage::new(&self.config(filesystem))
+        BlockStorage::new(self.settings(filesystem))
     }
 
     fn plan(&self) -> MountPlan {
@@ -114,7 +116,7 @@ fn assert_names(error: &StepError, needles: &[&str]) {
 
 /// Storage over `tree` for the cases that only resolve devices (its mount point is never used).
 fn resolver(tree: &FakeDeviceTree, filesystem: Filesystem) -> BlockStorage {
-    BlockStorage::new(&blockdev::storage_config(
+    BlockStorage::new(common::settings(
         tree,
         Path::new("/nonexistent"),
         filesystem,
@@ -188,9 +190,9 @@ fn blank_device_is_not_formatted_unless_configured() {
         return;
     }
     let world = World::new(SMALL);
-    let mut config = world.config(Filesystem::Ext4);
-    config.storage.format_blank = false;
-    let storage = BlockStorage::new(&config);
+    let mut settings = world.settings(Filesystem::Ext4);
+    settings.format_blank = false;
+    let storage = BlockStorage::new(settings);
     let error = blockdev::block_on_in_private_mount_ns(|| async {
         storage
             .mount(world.disk.path(), &world.plan(), BrokerId(0), soon())
@@ -554,9 +556,9 @@ fn foreign_meta_properties_is_refused_and_nothing_is_written() {
         return;
     }
     let world = World::new(SMALL);
-    let mut config = world.config(Filesystem::Ext4);
-    config.cluster.kafka_cluster_id = Some("ClusterOne".into());
-    let storage = BlockStorage::new(&config);
+    let mut settings = world.settings(Filesystem::Ext4);
+    settings.cluster_id = Some("ClusterOne".into());
+    let storage = BlockStorage::new(settings.clone());
     let meta = world.mount_path().join("data/meta.properties");
     blockdev::block_on_in_private_mount_ns(|| async {
         storage
@@ -589,9 +591,9 @@ fn foreign_meta_properties_is_refused_and_nothing_is_written() {
             ],
         ),
     ] {
-        let mut config = config.clone();
-        config.cluster.kafka_cluster_id = Some(cluster.into());
-        let storage = BlockStorage::new(&config);
+        let mut settings = settings.clone();
+        settings.cluster_id = Some(cluster.into());
+        let storage = BlockStorage::new(settings);
         blockdev::block_on_in_private_mount_ns(|| async {
             let error = storage
                 .mount(world.disk.path(), &world.plan(), BrokerId(id), soon())
@@ -758,10 +760,10 @@ fn an_interrupted_xfs_format_is_formatted_again() {
         ),
         "{probe:?}"
     );
-    let mut refusing = world.config(Filesystem::Xfs);
-    refusing.storage.format_blank = false;
+    let mut refusing = world.settings(Filesystem::Xfs);
+    refusing.format_blank = false;
     let error = blockdev::block_on_in_private_mount_ns(|| async {
-        BlockStorage::new(&refusing)
+        BlockStorage::new(refusing)
             .mount(world.disk.path(), &world.plan(), BrokerId(0), soon())
             .await
             .unwrap_err()

@@ -379,23 +379,3 @@ pub fn filesystem_uuid(device: &Path) -> io::Result<String> {
     )
     .map(|uuid| uuid.trim().to_owned())
 }
-
-/// The example configuration (`config/berth.toml`) with `[storage]` pointed at a fake device tree and a mount
-/// point, formatting blank volumes with `filesystem`.
-pub fn storage_config(
-    tree: &FakeDeviceTree,
-    mount_path: &Path,
-    filesystem: berth_config::Filesystem,
-) -> berth_config::Config {
-    let mut config = berth_config::parse(
-        include_str!("../../../config/berth.toml"),
-        std::iter::empty(),
-    )
-    .expect("the example configuration parses");
-    config.storage.device_root = tree.device_root();
-    config.storage.sys_root = tree.sys_root();
-    config.storage.mount_path = mount_path.to_owned();
-    config.storage.filesystem = filesystem;
-    config.storage.format_blank = true;
-    config
-}

@@ -11,10 +11,10 @@ pub mod coordination;
 pub mod registration;
 mod session;
 
-use berth_core::{BrokerId, ErrorKind, StepError};
+use berth_core::{BrokerId, Classify, ErrorKind};
 use zookeeper_client as zk;
 
-pub use coordination::ZkCoordination;
+pub use coordination::{ZkCoordination, ZkSettings};
 pub use registration::{Registration, RegistrationWatch};
 pub use session::SharedSession;
 
@@ -48,6 +48,15 @@ pub enum ZkError {
         path: String,
         /// What was awaited.
         waiting_for: &'static str,
+    },
+    /// Kafka's registration is not the JSON Kafka writes.
+    #[error("{path}: unreadable Kafka registration")]
+    RegistrationJson {
+        /// The znode.
+        path: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
     },
     /// Kafka's registration could not be understood.
     #[error("{path}: unreadable Kafka registration: {reason}")]
@@ -105,10 +114,12 @@ impl ZkError {
             source,
         }
     }
+}
 
+impl Classify for ZkError {
     /// Whether retrying can help: connection trouble and waits are retryable; an id held by another host,
     /// refused credentials or ACLs, and unreadable Kafka data are not.
-    pub fn kind(&self) -> ErrorKind {
+    fn kind(&self) -> ErrorKind {
         match self {
             ZkError::Op { source, .. } | ZkError::Connect { source, .. } => match source {
                 zk::Error::NoAuth
@@ -121,19 +132,10 @@ impl ZkError {
             | ZkError::AllTaken { .. }
             | ZkError::PreferredTaken { .. }
             | ZkError::NoCandidates { .. } => ErrorKind::Retryable,
-            ZkError::TakenByOther { .. } | ZkError::BadRegistration { .. } | ZkError::BadDigest => {
-                ErrorKind::Fatal
-            }
-        }
-    }
-}
-
-impl From<ZkError> for StepError {
-    fn from(error: ZkError) -> Self {
-        let kind = error.kind();
-        StepError {
-            kind,
-            message: berth_core::ports::chain_message(&error),
+            ZkError::TakenByOther { .. }
+            | ZkError::RegistrationJson { .. }
+            | ZkError::BadRegistration { .. }
+            | ZkError::BadDigest => ErrorKind::Fatal,
         }
     }
 }

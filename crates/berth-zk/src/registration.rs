@@ -90,7 +90,10 @@ impl Registration {
             reason,
         };
         let raw: RawRegistration =
-            serde_json::from_slice(body).map_err(|error| bad(error.to_string()))?;
+            serde_json::from_slice(body).map_err(|source| ZkError::RegistrationJson {
+                path: path.to_owned(),
+                source,
+            })?;
         if !(4..=5).contains(&raw.version) {
             return Err(bad(format!(
                 "version {} is not supported (4 and 5 are)",
@@ -172,12 +175,6 @@ impl RegistrationWatch {
             connection: Connection::new(connect, session_timeout, None),
             ids_path: format!("{chroot}/brokers/ids"),
         }
-    }
-
-    /// A watch configured from berth's `[zookeeper]` section (`connect`, `session_timeout`, `kafka_chroot`).
-    pub fn from_config(config: &berth_config::Config) -> Self {
-        let zk = &config.zookeeper;
-        Self::new(&zk.connect, zk.session_timeout, &zk.kafka_chroot)
     }
 
     /// Reads on the claim's session (`ZkCoordination::shared_session`) while it lives instead of opening a

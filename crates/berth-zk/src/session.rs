@@ -29,7 +29,7 @@ pub(crate) struct SessionSettings {
     /// Requested session timeout (the server clamps it to 2..20 ticks).
     pub session_timeout: Duration,
     /// Digest credentials `user:password` (never printed: `Secret`'s `Debug` redacts it).
-    pub digest: Option<berth_config::Secret>,
+    pub digest: Option<berth_core::security::Secret>,
 }
 
 /// Opens a new session, retrying (with backoff) while no server answers, until the deadline (None: forever).
@@ -126,7 +126,7 @@ impl Connection {
     pub fn new(
         connect: &str,
         session_timeout: Duration,
-        digest: Option<berth_config::Secret>,
+        digest: Option<berth_core::security::Secret>,
     ) -> Self {
         Self {
             settings: SessionSettings {

@@ -15,10 +15,10 @@ use berth_core::ports::{Coordination, Deadline, ErrorKind, SessionEvent};
 use berth_core::BrokerId;
 use berth_testkit::zk::ZooKeeper;
 use berth_zk::coordination::ClaimBody;
-use berth_zk::ZkCoordination;
+use berth_zk::{ZkCoordination, ZkSettings};
 use zookeeper_client as zk;
 
-use common::{config, holder, plan};
+use common::{holder, plan, settings};
 
 /// 50 claimers over 10 ids, 20 rounds: at no time do two claimers hold one id (checked against an owner table
 /// and against the znodes themselves), and the 40 losers of each round wait and win as owners leave.
@@ -26,11 +26,11 @@ use common::{config, holder, plan};
 async fn fifty_claimers_over_ten_ids_never_share_an_owner() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
     let connect = server.connect_string();
-    let config = config(&connect, Duration::from_secs(4), "contention");
-    let claims_path = config.claims_path();
+    let settings = settings(&connect, Duration::from_secs(4), "contention");
+    let claims_path = settings.claims_path.clone();
     let checker = common::client(&connect).await;
     let claimers: Vec<Arc<ZkCoordination>> = (0..50)
-        .map(|_| Arc::new(ZkCoordination::new(&config).expect("adapter")))
+        .map(|_| Arc::new(ZkCoordination::new(settings.clone()).expect("adapter")))
         .collect();
     let started = Instant::now();
     for round in 0..20 {
@@ -91,14 +91,14 @@ async fn fifty_claimers_over_ten_ids_never_share_an_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferred_id_first_and_release_frees_it_at_once_for_a_waiter() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
-    let config = config(
+    let settings = settings(
         &server.connect_string(),
         Duration::from_secs(6),
         "preferred",
     );
     let deadline = || Deadline::after(Duration::from_secs(20));
 
-    let first = ZkCoordination::new(&config).expect("adapter");
+    let first = ZkCoordination::new(settings.clone()).expect("adapter");
     assert_eq!(
         first
             .claim(&plan(0..6, Some(4)), &holder("i-first"), deadline())
@@ -106,7 +106,7 @@ async fn preferred_id_first_and_release_frees_it_at_once_for_a_waiter() {
             .unwrap(),
         BrokerId(4)
     );
-    let second = ZkCoordination::new(&config).expect("adapter");
+    let second = ZkCoordination::new(settings.clone()).expect("adapter");
     let mut preferring_4 = plan(0..6, Some(4));
     preferring_4.preferred_reason = Some("ENI eni-4 is already attached here".into());
     let refused = second
@@ -127,7 +127,7 @@ async fn preferred_id_first_and_release_frees_it_at_once_for_a_waiter() {
     assert_eq!(second.held().await, None);
 
     // A waiter for id 4 alone wins it as soon as it is released, far sooner than a session timeout.
-    let waiter = Arc::new(ZkCoordination::new(&config).expect("adapter"));
+    let waiter = Arc::new(ZkCoordination::new(settings.clone()).expect("adapter"));
     let waiting = {
         let waiter = Arc::clone(&waiter);
         tokio::spawn(async move {
@@ -197,7 +197,7 @@ fn volume(id: u32, zone: &str) -> VolumeFacts {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn availability_zone_filter_is_honoured() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
-    let config = config(&server.connect_string(), Duration::from_secs(4), "zones");
+    let settings = settings(&server.connect_string(), Duration::from_secs(4), "zones");
     let mut inventory = Inventory::default();
     for (id, zone) in [
         (0, "eu-west-1b"),
@@ -231,7 +231,7 @@ async fn availability_zone_filter_is_honoured() {
     assert_eq!(plan.candidates, vec![BrokerId(1), BrokerId(3)]);
 
     let adapters: Vec<ZkCoordination> = (0..3)
-        .map(|_| ZkCoordination::new(&config).unwrap())
+        .map(|_| ZkCoordination::new(settings.clone()).unwrap())
         .collect();
     let claims = futures::future::join_all(adapters.iter().enumerate().map(|(index, adapter)| {
         let plan = plan_claim(
@@ -273,7 +273,7 @@ async fn availability_zone_filter_is_honoured() {
     );
     let owners = common::owners(
         &common::client(&server.connect_string()).await,
-        &config.claims_path(),
+        &settings.claims_path,
     )
     .await;
     assert_eq!(owners.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
@@ -314,12 +314,12 @@ async fn crashed_claims(connect: &str, claims_path: &str, claims: &[(u32, &str)]
 /// gets id 2 within `within` (well before that session's 10 s timeout), owned by its new session. Returned so
 /// that the claim lives on.
 async fn restart_takes_back_id_2(
-    config: &berth_config::Config,
+    settings: &ZkSettings,
     plan: &ClaimPlan,
     within: Duration,
 ) -> ZkCoordination {
     let started = Instant::now();
-    let restarted = ZkCoordination::new(config).unwrap();
+    let restarted = ZkCoordination::new(settings.clone()).unwrap();
     let id = restarted
         .claim(
             plan,
@@ -333,9 +333,9 @@ async fn restart_takes_back_id_2(
         "took {:?}; the old session lasts 10 s",
         started.elapsed()
     );
-    let checker = common::client(&config.zookeeper.connect).await;
+    let checker = common::client(&settings.connect).await;
     assert_eq!(
-        common::owners(&checker, &config.claims_path()).await[&2],
+        common::owners(&checker, &settings.claims_path).await[&2],
         (
             "i-restarted".to_owned(),
             restarted.session_id().await.unwrap()
@@ -350,8 +350,8 @@ async fn restart_takes_back_id_2(
 async fn own_stale_claim_is_taken_over_at_once() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
     let connect = server.connect_string();
-    let config = config(&connect, Duration::from_secs(10), "restart");
-    let claims_path = config.claims_path();
+    let settings = settings(&connect, Duration::from_secs(10), "restart");
+    let claims_path = settings.claims_path.clone();
 
     // Two "crashed" daemons: a session that nobody closes, holding their claims.
     let stale_session = crashed_claims(
@@ -362,7 +362,7 @@ async fn own_stale_claim_is_taken_over_at_once() {
     .await;
 
     let _restarted =
-        restart_takes_back_id_2(&config, &plan(0..4, Some(2)), Duration::from_secs(3)).await;
+        restart_takes_back_id_2(&settings, &plan(0..4, Some(2)), Duration::from_secs(3)).await;
     let checker = common::client(&connect).await;
     assert_ne!(
         common::owners(&checker, &claims_path).await[&2].1,
@@ -371,7 +371,7 @@ async fn own_stale_claim_is_taken_over_at_once() {
 
     // Another instance preferring id 3 (say its ENI is still attached) must not take i-other's live-looking
     // claim, nor another id: it waits.
-    let intruder = ZkCoordination::new(&config).unwrap();
+    let intruder = ZkCoordination::new(settings.clone()).unwrap();
     let refused = intruder
         .claim(
             &plan(0..4, Some(3)),
@@ -392,9 +392,9 @@ async fn own_stale_claim_is_taken_over_at_once() {
 async fn digest_acl_protects_claims() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
     let connect = server.connect_string();
-    let mut config = config(&connect, Duration::from_secs(4), "secured");
-    config.zookeeper.digest = "berth:s3cret".into();
-    let adapter = ZkCoordination::new(&config).unwrap();
+    let mut settings = settings(&connect, Duration::from_secs(4), "secured");
+    settings.digest = "berth:s3cret".into();
+    let adapter = ZkCoordination::new(settings.clone()).unwrap();
     let id = common::claim_any(&adapter, 0..3, "i-acl", Duration::from_secs(20))
         .await
         .unwrap();
@@ -412,7 +412,7 @@ async fn digest_acl_protects_claims() {
     );
     let stranger_claim = stranger
         .create(
-            &format!("{}/9", config.claims_path()),
+            &format!("{}/9", settings.claims_path),
             b"{}",
             &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()),
         )
@@ -423,9 +423,9 @@ async fn digest_acl_protects_claims() {
         "a stranger cannot claim"
     );
 
-    let mut bad = config.clone();
-    bad.zookeeper.digest = "no-colon".into();
-    assert!(ZkCoordination::new(&bad).is_err());
+    let mut bad = settings.clone();
+    bad.digest = "no-colon".into();
+    assert!(ZkCoordination::new(bad).is_err());
     adapter.release().await.unwrap();
     assert_eq!(
         stranger.check_stat(&path).await.unwrap(),
@@ -441,8 +441,8 @@ async fn digest_acl_protects_claims() {
 async fn own_stale_claim_on_any_id_is_taken_back_at_once() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
     let connect = server.connect_string();
-    let config = config(&connect, Duration::from_secs(10), "restart-any");
-    let claims_path = config.claims_path();
+    let settings = settings(&connect, Duration::from_secs(10), "restart-any");
+    let claims_path = settings.claims_path.clone();
     let others: Vec<String> = (0..4).map(|id| format!("i-other-{id}")).collect();
     let claims: Vec<(u32, &str)> = (0..4)
         .map(|id| {
@@ -458,5 +458,5 @@ async fn own_stale_claim_on_any_id_is_taken_back_at_once() {
         .collect();
     crashed_claims(&connect, &claims_path, &claims).await;
 
-    restart_takes_back_id_2(&config, &plan(0..4, None), Duration::from_secs(5)).await;
+    restart_takes_back_id_2(&settings, &plan(0..4, None), Duration::from_secs(5)).await;
 }

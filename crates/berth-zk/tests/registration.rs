@@ -126,8 +126,8 @@ async fn reads_on_the_claim_session_and_opens_its_own_only_without_one() {
         .await
         .expect("register");
 
-    let config = common::config(&connect, Duration::from_secs(2), "shared");
-    let coordination = ZkCoordination::new(&config).expect("adapter");
+    let settings = common::settings(&connect, Duration::from_secs(2), "shared");
+    let coordination = ZkCoordination::new(settings.clone()).expect("adapter");
     let claimed = common::claim_any(&coordination, 3..4, "i-shared", Duration::from_secs(20))
         .await
         .expect("claim");

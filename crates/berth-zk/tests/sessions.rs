@@ -16,7 +16,7 @@ use berth_zk::ZkCoordination;
 use tokio::sync::mpsc;
 use zookeeper_client as zk;
 
-use common::{config, holder, plan};
+use common::{holder, plan, settings};
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Allowed lateness of the Expired report beyond the session timeout, counted from the partition.
@@ -101,8 +101,8 @@ async fn expiry_case(
     someone_takes_it: bool,
 ) -> (Instant, Instant, Instant) {
     let proxy = BlackHoleProxy::start(server.client_address(0)).expect("proxy");
-    let config = config(&proxy.address().to_string(), SESSION_TIMEOUT, cluster);
-    let adapter = Arc::new(ZkCoordination::new(&config).expect("adapter"));
+    let settings = settings(&proxy.address().to_string(), SESSION_TIMEOUT, cluster);
+    let adapter = Arc::new(ZkCoordination::new(settings.clone()).expect("adapter"));
     let mut events = session_events(&adapter);
     let me = holder("i-partitioned");
     let id = adapter
@@ -118,9 +118,9 @@ async fn expiry_case(
 
     // Another host waiting for the same id (directly connected) wins it once the server expires our session.
     let rival = someone_takes_it.then(|| {
-        let config = common::config(&server.connect_string(), Duration::from_secs(4), cluster);
+        let settings = common::settings(&server.connect_string(), Duration::from_secs(4), cluster);
         tokio::spawn(async move {
-            let rival = ZkCoordination::new(&config).expect("adapter");
+            let rival = ZkCoordination::new(settings.clone()).expect("adapter");
             let id = common::claim_any(&rival, [0], "i-rival", Duration::from_secs(20)).await;
             (rival, id)
         })
@@ -179,13 +179,13 @@ async fn expiry_case(
 async fn leader_killed_during_claims_loses_and_duplicates_nothing() {
     let ensemble = ZooKeeper::ensemble(3).expect("start a 3-node ensemble");
     let connect = ensemble.connect_string();
-    let config = config(&connect, Duration::from_secs(6), "election");
+    let settings = settings(&connect, Duration::from_secs(6), "election");
     let spawn_claimers = |range: std::ops::Range<usize>| {
         range
             .map(|index| {
-                let config = config.clone();
+                let settings = settings.clone();
                 tokio::spawn(async move {
-                    let adapter = ZkCoordination::new(&config).expect("adapter");
+                    let adapter = ZkCoordination::new(settings.clone()).expect("adapter");
                     let me = format!("i-{index}");
                     let id = common::claim_any(&adapter, 0..40, &me, Duration::from_secs(30))
                         .await
@@ -206,7 +206,7 @@ async fn leader_killed_during_claims_loses_and_duplicates_nothing() {
     let ids: BTreeSet<BrokerId> = results.iter().map(|(_, _, id)| *id).collect();
     assert_eq!(ids.len(), 40, "40 claimers, 40 distinct ids");
     let checker = common::client(&connect).await;
-    let owners = common::owners(&checker, &config.claims_path()).await;
+    let owners = common::owners(&checker, &settings.claims_path).await;
     for (adapter, me, id) in &results {
         let (owner, session) = &owners[&id.0];
         assert_eq!(owner, me, "id {id}");
@@ -225,8 +225,8 @@ async fn leader_killed_during_claims_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_not_yet_up_then_claims() {
     let server = ZooKeeper::prepare(ZkOptions::default()).expect("configure ZooKeeper");
-    let config = config(&server.connect_string(), SESSION_TIMEOUT, "late");
-    let adapter = ZkCoordination::new(&config).expect("adapter (connects lazily)");
+    let settings = settings(&server.connect_string(), SESSION_TIMEOUT, "late");
+    let adapter = ZkCoordination::new(settings.clone()).expect("adapter (connects lazily)");
 
     let started = Instant::now();
     let error = common::claim_any(&adapter, 0..3, "i-early", Duration::from_millis(700))
@@ -265,8 +265,8 @@ async fn zookeeper_not_yet_up_then_claims() {
 async fn short_partition_keeps_the_claim() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
     let proxy = BlackHoleProxy::start(server.client_address(0)).expect("proxy");
-    let config = config(&proxy.address().to_string(), Duration::from_secs(4), "blip");
-    let adapter = Arc::new(ZkCoordination::new(&config).expect("adapter"));
+    let settings = settings(&proxy.address().to_string(), Duration::from_secs(4), "blip");
+    let adapter = Arc::new(ZkCoordination::new(settings.clone()).expect("adapter"));
     let mut events = session_events(&adapter);
     let id = common::claim_any(&adapter, 0..2, "i-blip", Duration::from_secs(20))
         .await

@@ -143,7 +143,7 @@ overlay_path = "{overlay}"
     );
     let config = berth_config::parse(&text, std::iter::empty()).expect("valid configuration");
     let cloud = berth_aws::AwsCloud::with_credentials(
-        &config,
+        berth::adapters::aws_settings(&config),
         Credentials::new("testing", "testing", None, None, "test"),
     )
     .await

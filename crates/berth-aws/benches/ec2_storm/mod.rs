@@ -28,11 +28,10 @@ pub async fn storm(claimers: usize, ids: usize) -> String {
     for _ in 0..claimers {
         let instance = env.instance(ZONE_A).await;
         let imds = env.imds(&instance, &[]);
-        let config = env.config(&imds, ids as u32, "");
-        let cloud = env.cloud(&config).await;
+        let cloud = env.cloud(env.settings(&imds, ids as u32)).await;
         let identity = cloud.identity().await.expect("identity");
         let inventory = cloud.discover().await.expect("discover");
-        let plan = plan_claim(&inventory, &identity, config.broker_ids());
+        let plan = plan_claim(&inventory, &identity, (0..ids as u32).map(BrokerId));
         let holder = ClaimHolder {
             instance_id: identity.instance_id.clone(),
             availability_zone: identity.availability_zone.clone(),

@@ -8,10 +8,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
-use berth_aws::AwsCloud;
+use berth_aws::{AttachSettings, AwsCloud, AwsSettings, DiscoverySpec, SignalSettings};
 use berth_core::facts::{EniFacts, IdResources, Identity, VolumeFacts};
 use berth_core::ports::{Cloud, Deadline, StepError};
 use berth_core::retry::{Jitter, RetryPolicy};
+use berth_core::tag::TagTemplate;
 use berth_core::BrokerId;
 use berth_testkit::aws::autoscaling::{GroupSpec, Hook, HookResult, Transition};
 use berth_testkit::aws::cloudformation::ResourceSignal;
@@ -166,7 +167,12 @@ impl Env {
         self.group("kafka-asg", "berth-launch", "berth-terminate");
         self.launching("kafka-asg", &me);
         let imds = self.imds(&me, &[]);
-        let cloud = self.cloud(&self.config(&imds, 1, SIGNALS_CONFIGURED)).await;
+        let cloud = self
+            .cloud(AwsSettings {
+                signals: signals_configured(),
+                ..self.settings(&imds, 1)
+            })
+            .await;
         (me, imds, cloud)
     }
 
@@ -197,38 +203,34 @@ impl Env {
         Imds::start(loopback_any_port(), &host).expect("imds")
     }
 
-    /// The configuration of a host using this world (extra TOML lines appended to `[aws]`).
-    pub fn config(&self, imds: &Imds, broker_count: u32, aws_extra: &str) -> berth_config::Config {
-        let text = format!(
-            r#"
-[cluster]
-name = "{CLUSTER}"
-broker_count = {broker_count}
-
-[tags]
-key = "Name"
-eni = "KAFKA-{{id}}"
-volume = "KAFKA-{{id}}"
-cluster_key = "{CLUSTER_KEY}"
-
-[zookeeper]
-connect = "127.0.0.1:2181"
-
-[aws]
-region = "{REGION}"
-endpoint_url = "{endpoint}"
-imds_endpoint = "{imds}"
-{aws_extra}
-"#,
-            endpoint = self.proxy.url(),
-            imds = imds.url(),
-        );
-        berth_config::parse(&text, std::iter::empty()).expect("test configuration is valid")
+    /// The adapter's settings for a host of this world: ids `0..broker_count` tagged `KAFKA-{id}` in this
+    /// cluster, the ENI at device index 1, takeover from shutting-down and terminated owners, no signals.
+    pub fn settings(&self, imds: &Imds, broker_count: u32) -> AwsSettings {
+        let template = TagTemplate::new("KAFKA-{id}").expect("a valid template");
+        AwsSettings {
+            region: Some(REGION.into()),
+            endpoint_url: Some(self.proxy.url()),
+            imds_endpoint: imds.url(),
+            discovery: DiscoverySpec {
+                key: "Name".into(),
+                eni: template.clone(),
+                volume: template,
+                cluster_tag: Some((CLUSTER_KEY.into(), CLUSTER.into())),
+                broker_count,
+            },
+            attach: AttachSettings {
+                device_index: 1,
+                network_card: 0,
+                volume_device: "/dev/xvdf".into(),
+                takeover_owner_states: vec!["shutting-down".into(), "terminated".into()],
+            },
+            signals: signals(false, "", ""),
+        }
     }
 
-    pub async fn cloud(&self, config: &berth_config::Config) -> AwsCloud {
+    pub async fn cloud(&self, settings: AwsSettings) -> AwsCloud {
         AwsCloud::with_credentials(
-            config,
+            settings,
             Credentials::new("testing", "testing", None, None, "test"),
         )
         .await
@@ -246,20 +248,29 @@ imds_endpoint = "{imds}"
     }
 }
 
-/// Signals, hooks: a full `[aws.*]` section naming everything in config.
-pub const SIGNALS_CONFIGURED: &str = r#"
-[aws.cloudformation]
-signal = true
-stack = "kafka-stack"
-resource = "BrokerGroup"
+/// Signals, hooks: everything named in the settings.
+pub fn signals_configured() -> SignalSettings {
+    SignalSettings {
+        stack: "kafka-stack".into(),
+        resource: "BrokerGroup".into(),
+        group: "kafka-asg".into(),
+        ..signals(true, "berth-launch", "berth-terminate")
+    }
+}
 
-[aws.autoscaling]
-group = "kafka-asg"
-launch_hook = "berth-launch"
-terminate_hook = "berth-terminate"
-heartbeat_interval = "30s"
-mark_unhealthy_after = "5m"
-"#;
+/// The signals on (`cloudformation`) or named (the hooks, empty for none); stack, logical id and group are
+/// the instance's tags; a lost Kafka marks the instance unhealthy.
+pub fn signals(cloudformation: bool, launch_hook: &str, terminate_hook: &str) -> SignalSettings {
+    SignalSettings {
+        cloudformation,
+        stack: String::new(),
+        resource: String::new(),
+        group: String::new(),
+        launch_hook: launch_hook.into(),
+        terminate_hook: terminate_hook.into(),
+        mark_unhealthy: true,
+    }
+}
 
 /// A new instance in `zone` with its cloud adapter: (instance, identity, cloud, imds, id 0's resources).
 pub async fn booting_in(
@@ -268,7 +279,7 @@ pub async fn booting_in(
 ) -> (SeededInstance, Identity, AwsCloud, Imds, IdResources) {
     let me = env.instance(zone).await;
     let imds = env.imds(&me, &[]);
-    let cloud = env.cloud(&env.config(&imds, 1, "")).await;
+    let cloud = env.cloud(env.settings(&imds, 1)).await;
     let identity = cloud.identity().await.unwrap();
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     (me, identity, cloud, imds, resources)

@@ -1,19 +1,19 @@
 //! Shared set-up for the adapter's tests: [`standin`] runs the Kafka stand-in as a child process against a real
-//! ZooKeeper, [`real`] runs real Apache Kafka; both write berth's configuration with [`HostConfig`] and read
+//! ZooKeeper, [`real`] runs real Apache Kafka; both build the adapter's settings with [`HostSettings`] and read
 //! what Kafka registered in ZooKeeper with the helpers here.
 #![allow(dead_code)]
 
 pub mod real;
 pub mod standin;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_config::Config;
 use berth_core::ports::{Broker, Deadline};
-use berth_core::BrokerId;
+use berth_core::{BrokerId, KafkaMode};
+use berth_kafka::format::Formatter;
 use berth_kafka::supervisor::RestartPolicy;
-use berth_kafka::KafkaBroker;
+use berth_kafka::{KafkaBroker, KafkaSettings, RegistrationSettings, Supervision};
 
 /// The cluster id of KRaft tests (as `kafka-storage.sh random-uuid` prints one).
 pub const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
@@ -57,96 +57,99 @@ pub async fn stop_cleanly(broker: &KafkaBroker, within: Duration) {
         .expect("clean stop");
 }
 
-/// The adapter over `config`, restarting a dead Kafka after `delay` (a test should not wait systemd's usual
+/// The adapter with `settings`, restarting a dead Kafka after `delay` (a test should not wait systemd's usual
 /// seconds).
-pub fn broker_restarting_after(config: &Config, delay: Duration) -> KafkaBroker {
+pub fn broker_restarting_after(settings: KafkaSettings, delay: Duration) -> KafkaBroker {
     let policy = RestartPolicy {
         delay,
         ..RestartPolicy::default()
     };
-    KafkaBroker::with_restart_policy(config, policy).expect("the Kafka adapter")
+    KafkaBroker::with_restart_policy(settings, policy).expect("the Kafka adapter")
 }
 
-/// Words as a TOML array's items (`"a", "b"`).
-pub fn toml_items(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|word| format!("{word:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// berth's configuration of one broker host run by the process supervisor; in KRaft mode with [`CLUSTER_ID`].
-pub struct HostConfig<'a> {
-    /// `kraft` or `zookeeper`.
-    pub mode: &'a str,
-    /// The ZooKeeper connect string (unused in KRaft mode, but the section is required).
+/// The adapter's settings on one broker host run by the process supervisor: listener `PLAINTEXT`, Kafka
+/// registering under [`CHROOT`] in ZooKeeper mode, in KRaft mode formatting with [`CLUSTER_ID`] (controllers
+/// on 9093, voters left to the operator unless a test says otherwise).
+pub struct HostSettings<'a> {
+    /// The ZooKeeper connect string (read in ZooKeeper mode only).
     pub connect: &'a str,
-    /// ZooKeeper's session timeout, e.g. `4s`.
-    pub session_timeout: &'a str,
+    /// ZooKeeper's session timeout.
+    pub session_timeout: Duration,
     /// The supervisor's command (the overlay path is appended by the supervisor).
     pub command: &'a [String],
     /// berth's overlay.
     pub overlay: &'a Path,
     /// Kafka's client port.
     pub port: u16,
-    /// The health check's interval, e.g. `1s`.
-    pub check_interval: &'a str,
-    /// How long a stop may take, e.g. `5s`.
-    pub stop_timeout: &'a str,
-    /// The `[kafka]` lines of KRaft mode (empty in ZooKeeper mode), and any other `[kafka]` key.
-    pub kraft: &'a str,
-    /// Sections after `[kafka]` (e.g. `[kafka.security]`).
-    pub sections: &'a str,
-    /// Environment overrides (`BERTH_...`), as berth.service's environment file would give them.
-    pub environment: &'a [(String, String)],
+    /// The health check's interval.
+    pub check_interval: Duration,
+    /// How long a stop may take.
+    pub stop_timeout: Duration,
+    /// KRaft mode's storage tool; `None` is ZooKeeper mode.
+    pub kraft: Option<Formatter>,
 }
 
-impl HostConfig<'_> {
-    /// The parsed configuration.
-    pub fn parse(&self) -> Config {
-        let cluster_id = if self.mode == "kraft" {
-            format!("kafka_cluster_id = \"{CLUSTER_ID}\"")
-        } else {
-            String::new()
+impl HostSettings<'_> {
+    /// The adapter's settings.
+    pub fn settings(&self) -> KafkaSettings {
+        let (mode, formatter, cluster_id) = match &self.kraft {
+            Some(formatter) => (KafkaMode::Kraft, formatter.clone(), Some(CLUSTER_ID.into())),
+            None => (
+                KafkaMode::Zookeeper,
+                Formatter {
+                    command: Vec::new(),
+                    server_properties: PathBuf::new(),
+                },
+                None,
+            ),
         };
-        let text = format!(
-            r#"
-[cluster]
-name = "test"
-broker_count = 3
-{cluster_id}
-[zookeeper]
-connect = "{connect}"
-session_timeout = "{session_timeout}"
-root = "/berth"
-kafka_chroot = "{CHROOT}"
-[kafka]
-mode = "{mode}"
-supervisor = "process"
-command = [{command}]
-overlay_path = "{overlay}"
-port = {port}
-check_interval = "{check_interval}"
-stop_timeout = "{stop_timeout}"
-{kraft}
-{sections}
-"#,
-            connect = self.connect,
-            session_timeout = self.session_timeout,
-            mode = self.mode,
-            command = toml_items(self.command),
-            overlay = self.overlay.display(),
-            port = self.port,
-            check_interval = self.check_interval,
-            stop_timeout = self.stop_timeout,
-            kraft = self.kraft,
-            sections = self.sections,
-        );
-        let environment = self
-            .environment
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()));
-        berth_config::parse(&text, environment).expect("a valid test configuration")
+        KafkaSettings {
+            mode,
+            supervision: Supervision::Process {
+                command: self.command.to_vec(),
+            },
+            overlay_path: self.overlay.to_owned(),
+            listener_name: "PLAINTEXT".into(),
+            port: self.port,
+            check_interval: self.check_interval,
+            stop_timeout: self.stop_timeout,
+            controller_port: 9093,
+            quorum_voters: false,
+            controller_ids: Vec::new(),
+            formatter,
+            cluster_id,
+            registrations: RegistrationSettings {
+                connect: self.connect.into(),
+                session_timeout: self.session_timeout,
+                kafka_chroot: CHROOT.into(),
+            },
+            security: Default::default(),
+            controller_security: Default::default(),
+        }
+    }
+}
+
+/// TLS settings from PEM files, as the daemon builds them from `[kafka.security]`: the CA bundle, a client
+/// certificate and key (mutual TLS), the name to verify.
+pub fn tls_settings(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    server_name: &str,
+) -> berth_kafka::settings::TlsSettings {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certificates = |path: &Path| -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(path)
+            .expect("a PEM file")
+            .collect::<Result<_, _>>()
+            .expect("certificates")
+    };
+    berth_kafka::settings::TlsSettings {
+        roots: certificates(ca),
+        client: client.map(|(cert, key)| {
+            let key = PrivateKeyDer::from_pem_file(key).expect("a private key");
+            (certificates(cert), std::sync::Arc::new(key))
+        }),
+        server_name: server_name.into(),
     }
 }

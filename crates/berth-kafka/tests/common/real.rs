@@ -7,16 +7,17 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_config::Config;
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::{BrokerId, ErrorKind, ServingEvidence};
 use berth_kafka::client::KafkaClient;
+use berth_kafka::format::Formatter;
 use berth_kafka::probe::ProbeTarget;
-use berth_kafka::KafkaBroker;
+use berth_kafka::settings::ClientSettings;
+use berth_kafka::{KafkaBroker, KafkaSettings};
 use berth_testkit::kafka::{Install, KafkaCluster};
 use berth_testkit::zk::ZooKeeper;
 
-use super::{broker_restarting_after, toml_items, HostConfig, CHROOT};
+use super::{broker_restarting_after, HostSettings, CHROOT};
 
 /// A rack Java must read back as written: non-ASCII, and outside the BMP too (a surrogate pair).
 pub const RACK: &str = "zone-ä-東京-😀";
@@ -46,20 +47,19 @@ pub struct RealHost {
     /// KRaft: a dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` from `voters`, auto-join on,
     /// no `controller.quorum.voters`.
     pub dynamic: bool,
-    /// berth's settings beyond the usual: more `[kafka]` keys, more sections, environment overrides, another
-    /// format command (a secured host's).
-    pub berth: BerthExtras,
+    /// How berth talks to this host's Kafka (a secured host's settings; plaintext by default).
+    pub berth: BerthSide,
 }
 
-/// berth settings a host adds to the usual ones.
+/// berth's side of a host: the listener it probes, how it reaches it and the controllers, and the storage tool.
 #[derive(Debug, Clone, Default)]
-pub struct BerthExtras {
-    /// More `[kafka]` keys.
-    pub kafka: String,
-    /// Sections after `[kafka]`.
-    pub sections: String,
-    /// `BERTH_*` overrides.
-    pub environment: Vec<(String, String)>,
+pub struct BerthSide {
+    /// `kafka.listener_name` (`PLAINTEXT` when empty).
+    pub listener_name: String,
+    /// `[kafka.security]`.
+    pub security: ClientSettings,
+    /// `[kafka.controller_security]`.
+    pub controller_security: ClientSettings,
     /// `kafka.format_command` instead of the launcher's `format`.
     pub format_command: Option<Vec<String>>,
 }
@@ -122,7 +122,7 @@ impl RealHost {
             address: Ipv4Addr::LOCALHOST,
             voters: BTreeMap::new(),
             dynamic: false,
-            berth: BerthExtras::default(),
+            berth: BerthSide::default(),
         };
         std::fs::create_dir_all(host.dir.path().join("run")).unwrap();
         host.write_server_properties();
@@ -170,11 +170,6 @@ impl RealHost {
         std::fs::write(self.server_properties(), text).unwrap();
     }
 
-    /// Replaces the operator's file (a host whose listeners are not the usual ones).
-    pub fn write_operator_properties(&self, text: &str) {
-        std::fs::write(self.server_properties(), text).unwrap();
-    }
-
     /// The operator's file.
     pub fn server_properties(&self) -> PathBuf {
         self.dir.path().join("server.properties")
@@ -214,47 +209,56 @@ impl RealHost {
         ]
     }
 
-    /// berth's configuration for this host.
-    pub fn config(&self) -> Config {
-        let (mode, connect, kraft) = match &self.zk {
-            Some(zk) => ("zookeeper", zk.connect_string(), String::new()),
-            None => (
-                "kraft",
-                "127.0.0.1:1".to_owned(),
-                format!(
-                    "controller_port = {}\nquorum_voters = {}\nformat_command = [{}]\nserver_properties = {:?}\n{}",
-                    self.controller_port,
-                    !self.dynamic,
-                    toml_items(
-                        self.berth
-                            .format_command
-                            .as_ref()
-                            .unwrap_or(&self.install.command("format"))
-                    ),
-                    self.server_properties(),
-                    self.berth.kafka,
-                ),
-            ),
+    /// The adapter's settings for this host.
+    pub fn settings(&self) -> KafkaSettings {
+        let connect = match &self.zk {
+            Some(zk) => zk.connect_string(),
+            None => "127.0.0.1:1".to_owned(),
         };
-        HostConfig {
-            mode,
+        let kraft = self.zk.is_none().then(|| Formatter {
+            command: self
+                .berth
+                .format_command
+                .clone()
+                .unwrap_or_else(|| self.install.command("format")),
+            server_properties: self.server_properties(),
+        });
+        let mut settings = HostSettings {
             connect: &connect,
-            session_timeout: "6s",
+            session_timeout: Duration::from_secs(6),
             command: &self.command(),
             overlay: &self.overlay(),
             port: self.port,
-            check_interval: "2s",
-            stop_timeout: "60s",
-            kraft: &kraft,
-            sections: &self.berth.sections,
-            environment: &self.berth.environment,
+            check_interval: Duration::from_secs(2),
+            stop_timeout: Duration::from_secs(60),
+            kraft,
         }
-        .parse()
+        .settings();
+        if self.zk.is_none() {
+            settings.controller_port = self.controller_port;
+            settings.quorum_voters = !self.dynamic;
+        }
+        if !self.berth.listener_name.is_empty() {
+            settings.listener_name = self.berth.listener_name.clone();
+        }
+        settings.security = self.berth.security.clone();
+        settings.controller_security = self.berth.controller_security.clone();
+        settings
+    }
+
+    /// A client of its probed listener, as berth's.
+    pub fn kafka_client(&self) -> KafkaClient {
+        KafkaClient::new(&self.berth.security).expect("a client")
+    }
+
+    /// Replaces the operator's file (a host whose listeners are not the usual ones).
+    pub fn write_operator_properties(&self, text: &str) {
+        std::fs::write(self.server_properties(), text).unwrap();
     }
 
     /// The adapter (a short restart delay: a test should not wait systemd's usual seconds).
     pub fn broker(&self) -> KafkaBroker {
-        broker_restarting_after(&self.config(), Duration::from_millis(200))
+        broker_restarting_after(self.settings(), Duration::from_millis(200))
     }
 
     /// A ZooKeeper client of the test's own (ZooKeeper mode), to look at what Kafka wrote.
@@ -285,11 +289,6 @@ impl RealHost {
     /// Broker `id` on the first log dir.
     pub fn spec(&self, id: u32) -> BrokerSpec {
         self.spec_with(id, vec![self.log_dir()])
-    }
-
-    /// A client of its listener (plaintext unless the host is secured).
-    pub fn kafka_client(&self) -> KafkaClient {
-        KafkaClient::new(&self.config().kafka.security, "kafka.security").expect("a client")
     }
 
     /// What the probe looks for.

@@ -1,17 +1,17 @@
 //! One broker host for the adapter's fast tests: a real ZooKeeper (berth-testkit), the Kafka stand-in as a child
-//! process, and a berth configuration pointing at both.
+//! process, and the adapter's settings pointing at both.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_config::Config;
 use berth_core::ports::BrokerSpec;
 use berth_core::BrokerId;
-use berth_kafka::KafkaBroker;
+use berth_kafka::format::Formatter;
+use berth_kafka::{KafkaBroker, KafkaSettings};
 use berth_testkit::zk::ZooKeeper;
 
-use super::{broker_restarting_after, toml_items, HostConfig, CHROOT};
+use super::{broker_restarting_after, HostSettings, CHROOT};
 
 /// The stand-in binary. `cargo test -p berth-kafka` does not build another package's binary, so `make test`
 /// (and anyone running these tests) builds it first: `cargo build -p kafka-standin`.
@@ -67,33 +67,24 @@ impl Host {
         self.dir.path().join("volume/data")
     }
 
-    /// A berth configuration running `command` (the overlay path is appended by the supervisor). In KRaft
+    /// The adapter's settings running `command` (the overlay path is appended by the supervisor). In KRaft
     /// mode storage is formatted by the stand-in's `format` (Kafka's storage tool) with [`super::CLUSTER_ID`].
-    pub fn config(&self, mode: &str, command: &[String]) -> Config {
-        let kraft = if mode == "kraft" {
-            let format = [standin_binary().display().to_string(), "format".into()];
-            format!(
-                "format_command = [{}]\nserver_properties = {:?}\n",
-                toml_items(&format),
-                self.dir.path().join("server.properties")
-            )
-        } else {
-            String::new()
-        };
-        HostConfig {
-            mode,
+    pub fn settings(&self, mode: &str, command: &[String]) -> KafkaSettings {
+        let kraft = (mode == "kraft").then(|| Formatter {
+            command: vec![standin_binary().display().to_string(), "format".into()],
+            server_properties: self.dir.path().join("server.properties"),
+        });
+        HostSettings {
             connect: &self.zk.connect_string(),
-            session_timeout: "4s",
+            session_timeout: Duration::from_secs(4),
             command,
             overlay: &self.overlay(),
             port: self.port,
-            check_interval: "1s",
-            stop_timeout: "5s",
-            kraft: &kraft,
-            sections: "",
-            environment: &[],
+            check_interval: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(5),
+            kraft,
         }
-        .parse()
+        .settings()
     }
 
     /// The stand-in command line reading server.properties (plus `args`).
@@ -108,12 +99,12 @@ impl Host {
     /// server.properties with the `extra` lines, started with `args`.
     pub fn standin_broker(&self, mode: &str, extra: &str, args: &[&str]) -> KafkaBroker {
         let server = self.server_properties(extra);
-        self.broker(&self.config(mode, &self.standin_command(&server, args)))
+        self.broker(self.settings(mode, &self.standin_command(&server, args)))
     }
 
     /// A broker adapter with a short restart delay (a test should not wait systemd's usual seconds).
-    pub fn broker(&self, config: &Config) -> KafkaBroker {
-        broker_restarting_after(config, Duration::from_millis(100))
+    pub fn broker(&self, settings: KafkaSettings) -> KafkaBroker {
+        broker_restarting_after(settings, Duration::from_millis(100))
     }
 
     /// The broker this host runs as.

@@ -10,20 +10,22 @@ use std::time::{Duration, Instant};
 use berth_core::claim::ClaimPlan;
 use berth_core::ports::{ClaimHolder, Coordination, Deadline};
 use berth_core::BrokerId;
-use berth_zk::ZkCoordination;
+use berth_zk::{ZkCoordination, ZkSettings};
 use zookeeper_client as zk;
 
 /// Runs one storm in cluster `cluster` and returns its report line, starting with `name`.
 pub async fn storm(name: &str, connect: &str, claimers: usize, ids: u32, cluster: &str) -> String {
-    let text = format!(
-        "[cluster]\nname = \"{cluster}\"\nbroker_count = {ids}\n[zookeeper]\nconnect = \"{connect}\"\nsession_timeout = \"6s\"\n"
-    );
-    let config = berth_config::parse(&text, []).expect("bench configuration");
+    let settings = ZkSettings {
+        connect: connect.into(),
+        session_timeout: Duration::from_secs(6),
+        digest: Default::default(),
+        claims_path: format!("/berth/{cluster}/claims"),
+    };
     // The claims path exists in any cluster that has ever had a claim; create it outside the measurement.
     let setup = zk::Client::connect(connect).await.expect("setup client");
     setup
         .mkdir(
-            &config.claims_path(),
+            &settings.claims_path,
             &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
         )
         .await
@@ -36,9 +38,9 @@ pub async fn storm(name: &str, connect: &str, claimers: usize, ids: u32, cluster
     let started = Instant::now();
     let tasks: Vec<_> = (0..claimers)
         .map(|index| {
-            let (config, plan) = (config.clone(), plan.clone());
+            let (settings, plan) = (settings.clone(), plan.clone());
             tokio::spawn(async move {
-                let adapter = ZkCoordination::new(&config).expect("adapter");
+                let adapter = ZkCoordination::new(settings).expect("adapter");
                 let holder = ClaimHolder {
                     instance_id: format!("i-{index:017x}"),
                     availability_zone: "eu-west-1a".into(),
@@ -60,7 +62,7 @@ pub async fn storm(name: &str, connect: &str, claimers: usize, ids: u32, cluster
     }
     let wall = started.elapsed();
 
-    let owners = owners(&setup, &config.claims_path()).await;
+    let owners = owners(&setup, &settings.claims_path).await;
     let mut seen = HashSet::new();
     let (mut duplicates, mut failed) = (0usize, 0usize);
     let (mut requests, mut sessions) = (0u64, 0u64);

@@ -1,27 +1,26 @@
-//! Shared helpers of berth-zk's tests: configuration, holders and plans, and a plain client for checking znodes.
+//! Shared helpers of berth-zk's tests: settings, holders and plans, and a plain client for checking znodes.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use berth_config::Config;
 use berth_core::claim::ClaimPlan;
 use berth_core::ports::{ClaimHolder, Coordination, Deadline, StepError};
 use berth_core::BrokerId;
 use berth_zk::coordination::ClaimBody;
-use berth_zk::ZkCoordination;
+use berth_zk::{ZkCoordination, ZkSettings};
 use zookeeper_client as zk;
 
-/// A valid configuration for `connect`, with the given session timeout and cluster name.
-pub fn config(connect: &str, session_timeout: Duration, cluster: &str) -> Config {
-    let text = format!(
-        "[cluster]\nname = \"{cluster}\"\nbroker_count = 100\n[zookeeper]\nconnect = \"{connect}\"\nsession_timeout = \"2s\"\n"
-    );
-    let mut config = berth_config::parse(&text, []).expect("test configuration is valid");
-    // The harness runs tickTime 500 ms, so sessions down to 1 s are honoured; validation stops at 2 s for
-    // production, tests go below it to stay fast.
-    config.zookeeper.session_timeout = session_timeout;
-    config
+/// The claim adapter's settings for `connect`, with the given session timeout, claims under
+/// `/berth/<cluster>/claims`, open ACLs. The harness runs tickTime 500 ms, so sessions down to 1 s are honoured
+/// (the configuration's check stops at 2 s for production; tests go below it to stay fast).
+pub fn settings(connect: &str, session_timeout: Duration, cluster: &str) -> ZkSettings {
+    ZkSettings {
+        connect: connect.into(),
+        session_timeout,
+        digest: Default::default(),
+        claims_path: format!("/berth/{cluster}/claims"),
+    }
 }
 
 /// A claim holder for a made-up instance.

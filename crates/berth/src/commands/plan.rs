@@ -18,7 +18,7 @@ pub(crate) fn plan(path: &std::path::Path, json: bool, no_zookeeper: bool) -> Ex
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let cloud = berth_aws::AwsCloud::new(&config)
+        let cloud = berth_aws::AwsCloud::new(berth::adapters::aws_settings(&config))
             .await
             .context("AWS clients")?;
         let claims = if config.claim_backend() == berth_config::ClaimBackend::Ec2 {

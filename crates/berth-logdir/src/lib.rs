@@ -1,4 +1,5 @@
-//! The identity check: is the mounted volume this broker's, of this cluster? And is a log dir blank?
+//! What a Kafka log dir holds, as berth reads it: is the mounted volume this broker's, of this cluster? And is a
+//! log dir blank?
 //!
 //! Kafka writes `meta.properties` into each log dir: in ZooKeeper mode the first time it uses it (version 0,
 //! `broker.id`), in KRaft mode when its storage tool formats it (version 1, `node.id` and `directory.id`);
@@ -7,16 +8,78 @@
 //! progress). A log dir without the file is a fresh volume and fine here; in KRaft mode the Kafka adapter then
 //! formats it, but only when [`classify`] finds every log dir blank, never one holding data.
 //!
+//! Two adapters read it, so it is a crate of its own: berth-storage checks the identity when it mounts
+//! ([`check`]), berth-kafka decides whether KRaft storage may be formatted ([`classify`]) and confirms that it
+//! was ([`read`]). Neither depends on the other.
+//!
 //! The check only reads. berth never creates the log dirs or writes `meta.properties` itself: Kafka (or its
-//! storage tool) does, so the volume's contents stay Kafka's alone. This module holds berth's one reader of
+//! storage tool) does, so the volume's contents stay Kafka's alone. This crate holds berth's one reader of
 //! Java properties text ([`parse`]), the format `meta.properties` is written in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use berth_core::BrokerId;
+use berth_core::{BrokerId, Classify, ErrorKind};
 
-use crate::error::StorageError;
+/// A log dir that cannot be read, or whose `meta.properties` is not this broker's.
+#[derive(Debug, thiserror::Error)]
+pub enum LogDirError {
+    /// An operating-system call failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done (`read`, `list`).
+        operation: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A log dir's `meta.properties` names another broker or cluster: this is not this broker's volume.
+    #[error("{path}: {key} is {found} but {expected_what} is {expected}; this volume is not this broker's, refusing to use it")]
+    ForeignMeta {
+        /// The meta.properties file.
+        path: PathBuf,
+        /// `broker.id`, `node.id` or `cluster.id`.
+        key: &'static str,
+        /// The value on the volume.
+        found: String,
+        /// What it was compared with (`the claimed broker id`, `cluster.kafka_cluster_id`, or another log dir's file).
+        expected_what: String,
+        /// The value expected.
+        expected: String,
+    },
+    /// A `meta.properties` that cannot be understood (a non-numeric id).
+    #[error("{path}: {key} = {value:?} is not a broker id")]
+    BadMeta {
+        /// The meta.properties file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl LogDirError {
+    fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl Classify for LogDirError {
+    /// An I/O error may pass; a volume that is not this broker's never does.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LogDirError::Io { .. } => ErrorKind::Retryable,
+            LogDirError::ForeignMeta { .. } | LogDirError::BadMeta { .. } => ErrorKind::Fatal,
+        }
+    }
+}
 
 /// The file Kafka stamps on each log dir.
 pub const META_FILE: &str = "meta.properties";
@@ -156,12 +219,12 @@ fn unescape(text: &str) -> String {
 }
 
 /// Reads `<log_dir>/meta.properties`; `None` when the dir or the file does not exist.
-pub fn read(log_dir: &Path) -> Result<Option<MetaIdentity>, StorageError> {
+pub fn read(log_dir: &Path) -> Result<Option<MetaIdentity>, LogDirError> {
     let path = log_dir.join(META_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(StorageError::io("read", path, error)),
+        Err(error) => return Err(LogDirError::io("read", path, error)),
     };
     // ISO-8859-1, as Java reads properties files: every byte is the character of the same number.
     let text: String = bytes.iter().map(|&b| char::from(b)).collect();
@@ -200,7 +263,7 @@ impl LogDirState {
 }
 
 /// Looks at one log dir without changing it.
-pub fn classify(log_dir: &Path) -> Result<LogDirState, StorageError> {
+pub fn classify(log_dir: &Path) -> Result<LogDirState, LogDirError> {
     if let Some(meta) = read(log_dir)? {
         return Ok(LogDirState::Formatted(meta));
     }
@@ -209,11 +272,11 @@ pub fn classify(log_dir: &Path) -> Result<LogDirState, StorageError> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Ok(LogDirState::Absent)
         }
-        Err(error) => return Err(StorageError::io("list", log_dir, error)),
+        Err(error) => return Err(LogDirError::io("list", log_dir, error)),
     };
     let mut entries = Vec::new();
     for entry in listing {
-        let entry = entry.map_err(|error| StorageError::io("list", log_dir, error))?;
+        let entry = entry.map_err(|error| LogDirError::io("list", log_dir, error))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == LOST_FOUND && is_empty_dir(&entry.path())? {
             continue;
@@ -228,11 +291,11 @@ pub fn classify(log_dir: &Path) -> Result<LogDirState, StorageError> {
     Ok(LogDirState::Unstamped { entries })
 }
 
-fn is_empty_dir(path: &Path) -> Result<bool, StorageError> {
+fn is_empty_dir(path: &Path) -> Result<bool, LogDirError> {
     match std::fs::read_dir(path) {
         Ok(mut listing) => Ok(listing.next().is_none()),
         Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
-        Err(error) => Err(StorageError::io("list", path, error)),
+        Err(error) => Err(LogDirError::io("list", path, error)),
     }
 }
 
@@ -242,20 +305,20 @@ pub fn check(
     log_dirs: &[PathBuf],
     broker_id: BrokerId,
     cluster_id: Option<&str>,
-) -> Result<Vec<MetaIdentity>, StorageError> {
+) -> Result<Vec<MetaIdentity>, LogDirError> {
     let mut seen = Vec::new();
     let mut first_cluster: Option<(String, PathBuf)> = None;
     for dir in log_dirs {
         let Some(meta) = read(dir)? else { continue };
         for (key, value) in [("broker.id", &meta.broker_id), ("node.id", &meta.node_id)] {
             let Some(value) = value else { continue };
-            let parsed: u32 = value.parse().map_err(|_| StorageError::BadMeta {
+            let parsed: u32 = value.parse().map_err(|_| LogDirError::BadMeta {
                 path: meta.path.clone(),
                 key,
                 value: value.clone(),
             })?;
             if parsed != broker_id.0 {
-                return Err(StorageError::ForeignMeta {
+                return Err(LogDirError::ForeignMeta {
                     path: meta.path.clone(),
                     key,
                     found: value.clone(),
@@ -266,7 +329,7 @@ pub fn check(
         }
         if let Some(found) = &meta.cluster_id {
             if let Some(expected) = cluster_id.filter(|expected| expected != found) {
-                return Err(StorageError::ForeignMeta {
+                return Err(LogDirError::ForeignMeta {
                     path: meta.path.clone(),
                     key: "cluster.id",
                     found: found.clone(),
@@ -276,7 +339,7 @@ pub fn check(
             }
             match &first_cluster {
                 Some((other, other_path)) if other != found => {
-                    return Err(StorageError::ForeignMeta {
+                    return Err(LogDirError::ForeignMeta {
                         path: meta.path.clone(),
                         key: "cluster.id",
                         found: found.clone(),
@@ -444,7 +507,7 @@ mod tests {
         let dir = dir_with("broker.id=seven\n");
         assert!(matches!(
             check(&[dir.path().into()], BrokerId(7), None),
-            Err(StorageError::BadMeta { .. })
+            Err(LogDirError::BadMeta { .. })
         ));
     }
 }

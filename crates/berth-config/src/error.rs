@@ -1,0 +1,41 @@
+//! A configuration that cannot be used, naming the key and the reason.
+
+use std::path::PathBuf;
+
+/// A configuration that cannot be used, naming the key and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key has a bad value (or is unknown, or missing).
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `zookeeper.session_timeout`.
+        key: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// The file could not be read.
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The key concerned, when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } => Some(key),
+            Self::Unreadable { .. } => None,
+        }
+    }
+}
