@@ -350,3 +350,245 @@ impl Client {
         })
     }
 }
+
+/// What a secured cluster's brokers and clients listen and authenticate with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecuredListeners {
+    /// Clients and brokers on `SASL_SSL` with SCRAM-SHA-512; controllers on `SSL` with client certificates.
+    SaslSsl,
+    /// Clients and brokers on `SSL` with client certificates (mutual TLS); controllers likewise.
+    MutualTls,
+}
+
+/// Where a host keeps the material (inside the host).
+pub const KAFKA_TLS_DIR: &str = "/etc/kafka/tls";
+/// berth's certificate directory on a host.
+pub const BERTH_TLS_DIR: &str = "/etc/berth/tls";
+/// berth's secrets directory on a host (the sources of its systemd credentials).
+pub const BERTH_SECRETS_DIR: &str = "/etc/berth/secrets";
+
+/// One file to put on every host: path, content, mode, owner (`user:group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFile {
+    /// Absolute path on the host.
+    pub path: String,
+    /// Content.
+    pub content: String,
+    /// Mode.
+    pub mode: u32,
+    /// `chown` argument.
+    pub owner: &'static str,
+}
+
+/// The security of a simulated cluster: a CA, one broker certificate valid for every broker address, berth's and
+/// a client's certificates, SCRAM users and their passwords, and the settings that use them (the operator's
+/// `server.properties` lines, berth's sections and systemd credentials, the clients' settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSecurity {
+    /// Which listeners.
+    pub listeners: SecuredListeners,
+    /// The CA.
+    pub pki: Pki,
+    /// The brokers' certificate (every broker address as an IP subject alternative name).
+    pub broker: Issued,
+    /// berth's client certificate (`CN=berth`).
+    pub berth: Issued,
+    /// The test's clients' certificate (`CN=client`).
+    pub client: Issued,
+}
+
+/// The SCRAM passwords of the brokers, berth and the test's clients (secrets the tests look for everywhere).
+pub const BROKER_PASSWORD: &str = "scram-broker-5d41402a";
+/// berth's SCRAM-SHA-512 password.
+pub const BERTH_PASSWORD: &str = "scram-berth-7d793037";
+/// The test's clients' SCRAM-SHA-512 password.
+pub const CLIENT_PASSWORD: &str = "scram-client-9e107d9d";
+
+impl ClusterSecurity {
+    /// Makes the material in `dir` for brokers at `addresses`.
+    pub fn create(dir: &Path, listeners: SecuredListeners, addresses: &[IpAddr]) -> Result<Self> {
+        let pki = Pki::create(dir, "berth-sim CA")?;
+        Ok(Self {
+            listeners,
+            broker: pki.issue("broker", addresses, &[])?,
+            berth: pki.issue("berth", &[], &[])?,
+            client: pki.issue("client", &[], &[])?,
+            pki,
+        })
+    }
+
+    /// Every secret a host is given: what must appear in no journal, no `/state`, no `check-config` output.
+    pub fn secrets(&self) -> Vec<String> {
+        let key = |issued: &Issued| std::fs::read_to_string(&issued.key).unwrap_or_default();
+        let mut secrets: Vec<String> = [BROKER_PASSWORD, BERTH_PASSWORD, CLIENT_PASSWORD]
+            .map(str::to_owned)
+            .to_vec();
+        // A private key's base64 lines (the PEM armour is not secret).
+        for issued in [&self.broker, &self.berth] {
+            secrets.extend(
+                key(issued)
+                    .lines()
+                    .filter(|line| !line.starts_with("-----") && line.len() > 40)
+                    .map(str::to_owned),
+            );
+        }
+        secrets
+    }
+
+    /// The SCRAM users the storage tool adds when a blank volume is formatted.
+    pub fn scram_users(&self) -> Vec<ScramUser> {
+        match self.listeners {
+            SecuredListeners::SaslSsl => vec![
+                ScramUser::new("SCRAM-SHA-512", "broker", BROKER_PASSWORD),
+                ScramUser::new("SCRAM-SHA-512", "berth", BERTH_PASSWORD),
+                ScramUser::new("SCRAM-SHA-512", "client", CLIENT_PASSWORD),
+            ],
+            SecuredListeners::MutualTls => Vec::new(),
+        }
+    }
+
+    /// The operator's `server.properties` lines for the listeners on `port` (clients and brokers) and
+    /// `controller_port`, both bound to every address, with the authorizer and the super users (the brokers and the
+    /// test's clients; berth gets only the ACLs a test grants).
+    pub fn server_properties(&self, port: u16, controller_port: u16) -> String {
+        let (protocol, sasl) = match self.listeners {
+            SecuredListeners::SaslSsl => (
+                "SASL_SSL",
+                format!(
+                    "sasl.enabled.mechanisms=SCRAM-SHA-512\nsasl.mechanism.inter.broker.protocol=SCRAM-SHA-512\n\
+                     listener.name.internal.scram-sha-512.sasl.jaas.config=\
+                     org.apache.kafka.common.security.scram.ScramLoginModule required \
+                     username=\"broker\" password=\"{BROKER_PASSWORD}\";\n"
+                ),
+            ),
+            SecuredListeners::MutualTls => (
+                "SSL",
+                "listener.name.internal.ssl.client.auth=required\n".to_owned(),
+            ),
+        };
+        format!(
+            "listeners=INTERNAL://0.0.0.0:{port},CONTROLLER://0.0.0.0:{controller_port}\n\
+             listener.security.protocol.map=INTERNAL:{protocol},CONTROLLER:SSL\n\
+             inter.broker.listener.name=INTERNAL\ncontroller.listener.names=CONTROLLER\n\
+             {sasl}listener.name.controller.ssl.client.auth=required\n\
+             ssl.keystore.type=PEM\nssl.keystore.location={KAFKA_TLS_DIR}/broker.pem\n\
+             ssl.truststore.type=PEM\nssl.truststore.location={KAFKA_TLS_DIR}/ca.pem\n\
+             authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             super.users=User:broker;User:CN=broker;User:client;User:CN=client\n"
+        )
+    }
+
+    /// berth's `listener_name` and its `[kafka.security]` and `[kafka.controller_security]` sections (the SASL
+    /// password and the client key come as systemd credentials, [`ClusterSecurity::host_files`]).
+    pub fn berth_sections(&self) -> String {
+        let security = match self.listeners {
+            SecuredListeners::SaslSsl => format!(
+                "protocol = \"SASL_SSL\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"berth\"\n\
+                 tls_ca_file = \"{KAFKA_TLS_DIR}/ca.pem\"\n"
+            ),
+            SecuredListeners::MutualTls => format!(
+                "protocol = \"SSL\"\ntls_ca_file = \"{KAFKA_TLS_DIR}/ca.pem\"\n\
+                 tls_cert_file = \"{BERTH_TLS_DIR}/berth.pem\"\n"
+            ),
+        };
+        format!(
+            "[kafka.security]\n{security}\n[kafka.controller_security]\nprotocol = \"SSL\"\n\
+             tls_ca_file = \"{KAFKA_TLS_DIR}/ca.pem\"\ntls_cert_file = \"{BERTH_TLS_DIR}/berth.pem\"\n"
+        )
+    }
+
+    /// berth.service's drop-in loading its secrets as systemd credentials.
+    pub fn berth_credentials_dropin(&self) -> String {
+        let mut text = String::from("[Service]\n");
+        if self.listeners == SecuredListeners::SaslSsl {
+            let _ = writeln!(
+                text,
+                "LoadCredential=kafka.security.sasl_password:{BERTH_SECRETS_DIR}/kafka-password"
+            );
+        }
+        for section in ["kafka.security", "kafka.controller_security"] {
+            let _ = writeln!(text, "LoadCredential={section}.tls_key:{BERTH_TLS_DIR}/berth.key");
+        }
+        text
+    }
+
+    /// The files every host gets: Kafka's keystore and truststore (Kafka's user reads them), berth's certificate,
+    /// key and password (root's alone).
+    pub fn host_files(&self) -> Result<Vec<HostFile>> {
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
+        let mut files = vec![
+            HostFile {
+                path: format!("{KAFKA_TLS_DIR}/ca.pem"),
+                content: read(&self.pki.ca())?,
+                mode: 0o644,
+                owner: "root:root",
+            },
+            HostFile {
+                path: format!("{KAFKA_TLS_DIR}/broker.pem"),
+                content: read(&self.broker.bundle)?,
+                mode: 0o640,
+                owner: "root:kafka",
+            },
+            HostFile {
+                path: format!("{BERTH_TLS_DIR}/berth.pem"),
+                content: read(&self.berth.cert)?,
+                mode: 0o644,
+                owner: "root:root",
+            },
+            HostFile {
+                path: format!("{BERTH_TLS_DIR}/berth.key"),
+                content: read(&self.berth.key)?,
+                mode: 0o600,
+                owner: "root:root",
+            },
+        ];
+        if self.listeners == SecuredListeners::SaslSsl {
+            files.push(HostFile {
+                path: format!("{BERTH_SECRETS_DIR}/kafka-password"),
+                content: format!("{BERTH_PASSWORD}\n"),
+                mode: 0o600,
+                owner: "root:root",
+            });
+        }
+        Ok(files)
+    }
+
+    /// The operator's storage-tool wrapper (root's alone, mode 0700): Kafka's `storage_tool` formatting with the
+    /// SCRAM users added, so no password is in berth's `format_command` (which berth logs).
+    pub fn format_wrapper(&self, storage_tool: &str) -> String {
+        let users: Vec<String> = add_scram_arguments(&self.scram_users())
+            .iter()
+            .map(|word| format!("'{word}'"))
+            .collect();
+        format!(
+            "#!/bin/sh
+# The operator's wrapper: format with the cluster's SCRAM users.
+exec {storage_tool} format {} \"$@\"\n",
+            users.join(" ")
+        )
+    }
+
+    /// How the test's clients (kcat, Kafka's tools) authenticate: as `client`, a super user.
+    pub fn client_auth(&self) -> ClientAuth {
+        match self.listeners {
+            SecuredListeners::SaslSsl => ClientAuth::SaslSsl {
+                mechanism: "SCRAM-SHA-512".into(),
+                user: "client".into(),
+                password: CLIENT_PASSWORD.into(),
+                ca: self.pki.ca(),
+            },
+            SecuredListeners::MutualTls => ClientAuth::Ssl {
+                ca: self.pki.ca(),
+                client: self.client.clone(),
+            },
+        }
+    }
+
+    /// berth's principal on the client listener, as ACLs name it.
+    pub fn berth_principal(&self) -> &'static str {
+        match self.listeners {
+            SecuredListeners::SaslSsl => "User:berth",
+            SecuredListeners::MutualTls => "User:CN=berth",
+        }
+    }
+}
