@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use berth_core::ports::{Cloud, Deadline, LaunchResult, Verdict};
+use berth_core::ports::{Attachments, Deadline, LaunchResult, Metadata, Signals, Verdict};
 use berth_core::BrokerId;
 use berth_testkit::aws::world;
 use common::*;

@@ -1,8 +1,9 @@
 //! EC2, CloudFormation and Auto Scaling adapter for berth: IMDSv2 identity, ENI and EBS attachment by tag with
 //! safe takeover, CloudFormation signal, Auto Scaling lifecycle.
 //!
-//! [`AwsCloud`] implements [`berth_core::ports::Cloud`] on the official aws-sdk-rust. Its parts, one job each:
-//! [`metadata`] (IMDSv2 only), [`discovery`] (one filtered, paginated describe per resource type),
+//! [`AwsCloud`] implements the ports [`berth_core::ports::Metadata`] (IMDS), [`berth_core::ports::Attachments`]
+//! (EC2) and [`berth_core::ports::Signals`] (CloudFormation and Auto Scaling) on the official aws-sdk-rust. Its
+//! parts, one job each: [`metadata`] (IMDSv2 only), [`discovery`] (one filtered, paginated describe per resource type),
 //! [`attach`] (attach, takeover from dying owners only, detach), [`claim`] (the `ec2` claim backend: an id is
 //! claimed by attaching its ENI), [`signals`] (CloudFormation and Auto Scaling),
 //! and [`error`] (the one place where failures become Retryable or Fatal). The SDK retries transient errors
@@ -27,7 +28,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use berth_core::facts::{EniFacts, Identity, Inventory, VolumeFacts};
 use berth_core::ports::{
-    Cloud, Deadline, Delivery, DrainReason, FailureReport, LaunchResult, StepError, Verdict,
+    self, Deadline, Delivery, DrainReason, FailureReport, LaunchResult, StepError, Verdict,
     VolumeRequest,
 };
 use ipnet::Ipv4Net;
@@ -212,11 +213,18 @@ impl AwsCloud {
 }
 
 #[async_trait]
-impl Cloud for AwsCloud {
+impl ports::Metadata for AwsCloud {
     async fn identity(&self) -> Result<Identity, StepError> {
         Ok(self.metadata.identity().await?)
     }
 
+    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
+        Ok(self.metadata.termination_notice().await?)
+    }
+}
+
+#[async_trait]
+impl ports::Attachments for AwsCloud {
     async fn discover(&self) -> Result<Inventory, StepError> {
         Ok(self.inventory().await?)
     }
@@ -269,7 +277,10 @@ impl Cloud for AwsCloud {
     ) -> Result<(), StepError> {
         Ok(self.attacher.detach_volume(identity, volume).await?)
     }
+}
 
+#[async_trait]
+impl ports::Signals for AwsCloud {
     async fn signal_stack(
         &self,
         identity: &Identity,
@@ -304,9 +315,5 @@ impl Cloud for AwsCloud {
 
     async fn complete_termination(&self, identity: &Identity) -> Result<Delivery, StepError> {
         Ok(self.signaller.complete_termination(identity).await?)
-    }
-
-    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
-        Ok(self.metadata.termination_notice().await?)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_aws::Ec2Claim;
 use berth_core::claim::{plan_claim, ClaimPlan};
-use berth_core::ports::{ClaimHolder, Cloud, Coordination, Deadline, ErrorKind};
+use berth_core::ports::{Attachments, ClaimHolder, Coordination, Deadline, ErrorKind, Metadata};
 use berth_core::BrokerId;
 use berth_testkit::aws::world::{self, SeededInstance};
 use berth_testkit::aws::Imds;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use berth_aws::AwsSettings;
 use berth_core::facts::InventoryProblem;
 use berth_core::ports::{
-    Cloud, Deadline, Delivery, DrainReason, ErrorKind, FailureReport, LaunchResult, Verdict,
-    VolumeRequest,
+    Attachments, Deadline, Delivery, DrainReason, ErrorKind, FailureReport, LaunchResult, Metadata,
+    Signals, Verdict, VolumeRequest,
 };
 use berth_core::BrokerId;
 use berth_testkit::aws::world;

@@ -28,10 +28,13 @@ pub use classify::Classify;
 pub use duration::{serde_duration, serde_duration_option};
 pub use facts::*;
 pub use machine::{
-    Decision, Effect, ExitReason, Failure, Input, Machine, Output, ReclaimOutcome, Settings, State,
-    Step, StepKind, StepTag, Teardown, TransitionError,
+    Decision, Effect, Event, ExitReason, Failure, Input, Machine, Output, ReclaimOutcome, Settings,
+    State, Step, StepKind, StepTag, Teardown, TransitionError,
 };
-pub use ports::{Broker, Cloud, Coordination, Deadline, ErrorKind, Network, StepError, Storage};
+pub use ports::{
+    Attachments, Broker, Coordination, Deadline, ErrorKind, Metadata, Network, Signals, StepError,
+    Storage,
+};
 
 /// berth's version, written into claim nodes and reported by `/state`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,12 +1,14 @@
 //! The narrow seams between the daemon and the outside world.
 //!
-//! Each trait is one adapter's job (cloud, coordination, network, storage, broker). Real implementations live
+//! Each trait is one adapter's concern: the instance's metadata, EC2 attachments, signals to CloudFormation and
+//! Auto Scaling, coordination, network, storage, broker. Real implementations live
 //! in the adapter crates; the daemon test and the simulation plug in their own. Every method is idempotent and
 //! starts by observing reality, so a restarted daemon that calls it again converges instead of duplicating.
 //! Methods that wait (for an attachment, a link, a device, a claim) take a [`Deadline`] and must give up by it.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -149,7 +151,8 @@ pub enum FailureReport {
     MarkedUnhealthy,
 }
 
-/// What an early volume request did: one pass of the attach rules, without waiting for the result.
+/// What a volume request ([`Attachments::request_volume`]) did: one pass of the attach rules, without waiting for
+/// the result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "request", content = "detail")]
 pub enum VolumeRequest {
@@ -204,11 +207,18 @@ impl fmt::Display for DrainReason {
     }
 }
 
-/// Identity, discovery and attachments in EC2; signals to CloudFormation and Auto Scaling.
+/// This instance as the instance metadata service (IMDSv2) describes it: who it is, and whether it is going away.
 #[async_trait]
-pub trait Cloud: Send + Sync {
-    /// This instance's identity (IMDSv2).
+pub trait Metadata: Send + Sync {
+    /// This instance's identity.
     async fn identity(&self) -> Result<Identity, StepError>;
+    /// Whether this instance's termination is announced (lifecycle state or spot notice).
+    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError>;
+}
+
+/// The cluster's ENIs and volumes in EC2: discovery, and their attachments to this instance.
+#[async_trait]
+pub trait Attachments: Send + Sync {
     /// The cluster's ENIs and volumes by broker id: one filtered, paginated describe per resource type.
     async fn discover(&self) -> Result<Inventory, StepError>;
     /// Attach the ENI to this instance (already attached here is success), taking it over only from an owner
@@ -226,9 +236,10 @@ pub trait Cloud: Send + Sync {
         volume: &VolumeFacts,
         deadline: Deadline,
     ) -> Result<(VolumeFacts, String), StepError>;
-    /// One pass of [`Cloud::attach_volume`]'s rules, without its wait: observe the volume, then request its
-    /// attachment here (or the force-detach the takeover rule allows) and return. Sent while AttachEni waits,
-    /// so the volume's attachment runs alongside the ENI's; AttachEbs still observes and waits for it.
+    /// One pass of [`Attachments::attach_volume`]'s rules, without its wait: observe the volume, then request
+    /// its attachment here (or the force-detach the takeover rule allows) and return. Sent by the AttachEni
+    /// step beside the ENI's attach, so the volume's attachment runs alongside; AttachEbs still observes and
+    /// waits for it.
     async fn request_volume(
         &self,
         identity: &Identity,
@@ -248,6 +259,11 @@ pub trait Cloud: Send + Sync {
         identity: &Identity,
         volume: &VolumeFacts,
     ) -> Result<(), StepError>;
+}
+
+/// What berth tells CloudFormation and Auto Scaling about this instance.
+#[async_trait]
+pub trait Signals: Send + Sync {
     /// CloudFormation SignalResource with the verdict, when configured. Independent of the lifecycle hook.
     async fn signal_stack(
         &self,
@@ -271,8 +287,6 @@ pub trait Cloud: Send + Sync {
     async fn report_failure(&self, identity: &Identity) -> Result<FailureReport, StepError>;
     /// Complete the terminating lifecycle action after a drain.
     async fn complete_termination(&self, identity: &Identity) -> Result<Delivery, StepError>;
-    /// Whether IMDS announces this instance's termination (lifecycle state or spot notice).
-    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError>;
 }
 
 /// The claim body written into the lock node: who holds the id.
@@ -418,4 +432,24 @@ pub trait Broker: Send + Sync {
     ) -> Result<crate::replication::ReplicationView, StepError>;
     /// Controlled shutdown, by the deadline.
     async fn stop(&self, deadline: Deadline) -> Result<(), StepError>;
+}
+
+/// The ports, one adapter each, as trait objects: what the daemon reaches the world through (the production
+/// adapters, or the in-process ones of its tests).
+#[derive(Clone)]
+pub struct Adapters {
+    /// IMDS: this instance's identity, and whether it is going away.
+    pub metadata: Arc<dyn Metadata>,
+    /// EC2: discovery, and the ENI's and the volume's attachments.
+    pub attachments: Arc<dyn Attachments>,
+    /// CloudFormation and Auto Scaling: the signal, the lifecycle calls, instance health.
+    pub signals: Arc<dyn Signals>,
+    /// The claim: ZooKeeper or the ENI attachment, as `claim.backend` says.
+    pub coordination: Arc<dyn Coordination>,
+    /// Links and policy routing (netlink).
+    pub network: Arc<dyn Network>,
+    /// Block device, filesystem, mount.
+    pub storage: Arc<dyn Storage>,
+    /// Kafka.
+    pub broker: Arc<dyn Broker>,
 }

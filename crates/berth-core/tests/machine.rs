@@ -7,10 +7,8 @@
 use std::time::Duration;
 
 use berth_core::fixtures;
-use berth_core::machine::{CatchUpGate, ClaimState, Output};
-use berth_core::ports::{
-    DrainReason, ErrorKind, LaunchResult, LifecycleHook, StepError, Verdict, VolumeRequest,
-};
+use berth_core::machine::{CatchUpGate, ClaimState, Event as MachineEvent, Output};
+use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, LifecycleHook, StepError, Verdict};
 use berth_core::replication::DrainOutcome;
 use berth_core::{
     BrokerId, Effect, ExitReason, Input, Machine, ReclaimOutcome, State, Step, StepKind, StepTag,
@@ -25,9 +23,10 @@ fn machine() -> Machine {
 }
 
 fn step(machine: &Machine, input: Input, now: Duration) -> (Machine, Vec<Effect>) {
-    machine
+    let decision = machine
         .decide(&input, now)
-        .unwrap_or_else(|e| panic!("{input:?} in {}: {e}", machine.state()))
+        .unwrap_or_else(|e| panic!("{input:?} in {}: {e}", machine.state()));
+    (decision.machine, decision.effects)
 }
 
 fn success_output(state: State) -> Output {
@@ -111,7 +110,7 @@ fn taken(m: &Machine, eni_held_here: bool) -> Input {
 
 /// The running main step's success.
 fn done(m: &Machine, output: Output) -> Input {
-    Input::Done {
+    Input::StepDone {
         tag: m.running_step().expect("a main step runs"),
         output,
     }
@@ -119,7 +118,7 @@ fn done(m: &Machine, output: Output) -> Input {
 
 /// The running main step's failure.
 fn failed(m: &Machine, error: StepError) -> Input {
-    Input::Failed {
+    Input::StepFailed {
         tag: m.running_step().expect("a main step runs"),
         error,
     }
@@ -260,7 +259,7 @@ fn fatal_failure_reports_lets_go_and_exits_non_zero() {
             failed.next_wake().is_none(),
             "nothing scheduled while letting go"
         );
-        let (_, effects) = step(&failed, Input::Drained, now + Duration::from_secs(1));
+        let (_, effects) = step(&failed, Input::TeardownDone, now + Duration::from_secs(1));
         assert_eq!(effects, vec![Effect::Exit(ExitReason::Failed)], "{state}");
     }
 }
@@ -529,7 +528,7 @@ fn stop_exits_from_every_state_leaving_everything_in_place() {
         effects.is_empty(),
         "a drain under way finishes: {effects:?}"
     );
-    let (_, effects) = step(&still, Input::Drained, now);
+    let (_, effects) = step(&still, Input::TeardownDone, now);
     assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
 }
 
@@ -589,7 +588,7 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
                 running,
                 "running step cancelled in {state}"
             );
-            let (_, effects) = step(&draining, Input::Drained, now + Duration::from_secs(1));
+            let (_, effects) = step(&draining, Input::TeardownDone, now + Duration::from_secs(1));
             assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
         }
     }
@@ -628,7 +627,7 @@ fn illegal_inputs_are_typed_errors() {
     let claim_run = started.running_step().unwrap();
     assert!(matches!(
         fresh.decide(
-            &Input::Done {
+            &Input::StepDone {
                 tag: claim_run,
                 output: success_output(State::Claim)
             },
@@ -637,9 +636,9 @@ fn illegal_inputs_are_typed_errors() {
         Err(TransitionError::Stale { .. })
     ));
     assert!(matches!(
-        started.decide(&Input::Drained, Duration::ZERO),
+        started.decide(&Input::TeardownDone, Duration::ZERO),
         Err(TransitionError::NotValidHere {
-            input: "drained",
+            input: "teardown_done",
             ..
         })
     ));
@@ -648,7 +647,7 @@ fn illegal_inputs_are_typed_errors() {
             &Input::Reclaimed {
                 tag: StepTag {
                     kind: StepKind::Reclaim,
-                    attempt: claim_run.attempt
+                    run: claim_run.run
                 },
                 outcome: ReclaimOutcome::Held
             },
@@ -695,9 +694,9 @@ proptest! {
     fn random_observations_never_skip_or_go_back_and_always_finish(events in proptest::collection::vec(event(), 0..200), seed in any::<u64>()) {
         let mut m = Machine::new(fixtures::settings(Duration::from_secs(30)), seed);
         let mut now = Duration::ZERO;
-        let (next, effects) = m.decide(&Input::Start, now).unwrap();
-        m = next;
-        assert!(!effects.is_empty());
+        let started = m.decide(&Input::Start, now).unwrap();
+        m = started.machine;
+        assert!(!started.effects.is_empty());
         let mut draining_sent = false;
         let mut exited = false;
         let check = |before: State, after: State| {
@@ -730,7 +729,8 @@ proptest! {
                 _ => { now = m.next_wake().unwrap_or(now).max(now); Input::Tick }
             };
             let before = m.state();
-            let (next, effects) = m.decide(&input, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let decision = m.decide(&input, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let (next, effects) = (decision.machine, decision.effects);
             check(before, next.state())?;
             if effects.iter().any(|e| matches!(e, Effect::Exit(_))) { exited = true; }
             m = next;
@@ -770,7 +770,7 @@ fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
         "the id is re-claimed before anything is attached: {effects:?}"
     );
     assert!(
-        volume_request_of(&effects).is_none() && claimed.early_volume().is_none(),
+        volume_request_of(&effects).is_none() && !claimed.volume_requested(),
         "nor the volume requested: {effects:?}"
     );
     let (resumed, effects) = step(
@@ -784,7 +784,7 @@ fn a_session_expiry_during_the_claim_step_is_not_forgotten() {
         "{effects:?}"
     );
     assert!(
-        volume_request_of(&effects).is_some() && resumed.early_volume().is_some(),
+        volume_request_of(&effects).is_some() && resumed.volume_requested(),
         "the volume is requested once the claim is held: {effects:?}"
     );
 }
@@ -820,9 +820,10 @@ fn a_session_expiry_during_a_reclaim_is_not_forgotten() {
 fn a_result_that_fits_no_running_step_does_not_leave_it_running() {
     let (m, now) = drive_to(State::AttachEni);
     let later = now + Duration::from_millis(5);
-    let (next, effects) = m
+    let decision = m
         .decide(&done(&m, Output::Routed), later)
         .expect("a misfit result is a failure of the running step, not an ignored input");
+    let (next, effects) = (decision.machine, decision.effects);
     assert!(run_steps(&effects).is_empty(), "{effects:?}");
     assert_eq!(next.running_step(), None);
     assert!(
@@ -844,7 +845,7 @@ fn a_result_of_a_cancelled_run_is_stale() {
     let mount_run = m.running_step().unwrap();
     let (draining, effects) = step(&m, Input::Drain(DrainReason::Requested), now);
     assert!(effects.contains(&Effect::Cancel));
-    let late = Input::Done {
+    let late = Input::StepDone {
         tag: mount_run,
         output: success_output(State::Mount),
     };
@@ -864,7 +865,7 @@ fn a_result_of_a_cancelled_run_is_stale() {
     assert_ne!(first, second);
     assert!(matches!(
         retrying.decide(
-            &Input::Failed {
+            &Input::StepFailed {
                 tag: first,
                 error: retryable("late")
             },
@@ -874,10 +875,18 @@ fn a_result_of_a_cancelled_run_is_stale() {
     ));
 }
 
-/// The early volume request in `effects`: its tag and volume.
+/// The volume whose attachment an AttachEni run in `effects` requests too, with that run's tag.
 fn volume_request_of(effects: &[Effect]) -> Option<(StepTag, &str)> {
     effects.iter().find_map(|e| match e {
-        Effect::RequestVolume { tag, volume, .. } => Some((*tag, volume.volume_id.as_str())),
+        Effect::Run {
+            tag,
+            step:
+                Step::AttachEni {
+                    volume: Some(volume),
+                    ..
+                },
+            ..
+        } => Some((*tag, volume.volume_id.as_str())),
         _ => None,
     })
 }
@@ -887,75 +896,38 @@ fn the_volume_is_requested_alongside_attach_eni_once_the_claim_is_held() {
     let (m, now) = drive_to(State::Claim);
     let (attaching, effects) = step(&m, done(&m, success_output(State::Claim)), now);
     assert_eq!(attaching.state(), State::AttachEni);
-    // The order: the ENI's step first, then the volume's request; both before anything waits.
-    let kinds: Vec<&str> = effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Run { step, .. } => Some(step.name()),
-            Effect::RequestVolume { .. } => Some("request_volume"),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(kinds, ["attach_eni", "request_volume"]);
+    // One step: the ENI's attach, which sends the volume's request beside it; nothing waits before either.
+    let kinds: Vec<&str> = run_steps(&effects).iter().map(|s| s.name()).collect();
+    assert_eq!(kinds, ["attach_eni"]);
     let (tag, volume) = volume_request_of(&effects).expect("requested");
-    assert_eq!(tag.kind, StepKind::RequestVolume);
+    assert_eq!(tag.kind, StepKind::Boot(State::AttachEni));
     assert_eq!(
         volume,
         fixtures::volume(0).volume_id,
         "the claimed id's volume"
     );
-    assert_ne!(Some(tag), attaching.running_step(), "not the main step");
-    let early = attaching.early_volume().expect("recorded");
-    assert_eq!((early.requested, early.answer.clone()), (now, None));
+    assert!(attaching.volume_requested(), "recorded");
 }
 
 #[test]
-fn the_early_answer_never_moves_the_machine_and_attach_ebs_still_runs() {
-    for answer in [
-        Ok(VolumeRequest::Sent("AttachVolume".into())),
-        Ok(VolumeRequest::AlreadyAttached),
-        Err(retryable("RequestLimitExceeded")),
-        Err(fatal("vol-0 is in another zone")),
-    ] {
-        let (m, now) = drive_to(State::Claim);
-        let (attaching, effects) = step(&m, done(&m, success_output(State::Claim)), now);
-        let (tag, _) = volume_request_of(&effects).unwrap();
-        let later = now + Duration::from_millis(40);
-        let input = Input::VolumeRequested {
-            tag,
-            result: answer.clone(),
-        };
-        let (answered, effects) = step(&attaching, input.clone(), later);
-        assert!(effects.is_empty(), "{answer:?}: {effects:?}");
-        assert_eq!(answered.state(), State::AttachEni, "{answer:?}");
-        assert_eq!(answered.running_step(), attaching.running_step());
-        assert_eq!(answered.last_error(), attaching.last_error());
-        assert_eq!(
-            answered.early_volume().unwrap().answer,
-            Some((later, answer.clone()))
-        );
-        assert!(
-            matches!(
-                answered.decide(&input, later),
-                Err(TransitionError::Stale { .. })
-            ),
-            "answered once"
-        );
-        // ENI ready, routed: AttachEbs runs its own step (it observes the volume again), and no second request.
-        let (routing, effects) = step(
-            &answered,
-            done(&answered, success_output(State::AttachEni)),
-            later,
-        );
-        assert!(volume_request_of(&effects).is_none());
-        let (ebs, effects) = step(&routing, done(&routing, Output::Routed), later);
-        assert_eq!(ebs.state(), State::AttachEbs);
-        assert!(
-            matches!(run_steps(&effects)[..], [Step::AttachEbs { .. }]),
-            "{effects:?}"
-        );
-        assert!(volume_request_of(&effects).is_none());
-    }
+fn attach_ebs_still_runs_its_own_step_after_the_request() {
+    let (m, now) = drive_to(State::Claim);
+    let (attaching, _) = step(&m, done(&m, success_output(State::Claim)), now);
+    let later = now + Duration::from_millis(40);
+    // ENI ready, routed: AttachEbs runs its own step (it observes the volume again), and no second request.
+    let (routing, effects) = step(
+        &attaching,
+        done(&attaching, success_output(State::AttachEni)),
+        later,
+    );
+    assert!(volume_request_of(&effects).is_none());
+    let (ebs, effects) = step(&routing, done(&routing, Output::Routed), later);
+    assert_eq!(ebs.state(), State::AttachEbs);
+    assert!(
+        matches!(run_steps(&effects)[..], [Step::AttachEbs { .. }]),
+        "{effects:?}"
+    );
+    assert!(volume_request_of(&effects).is_none());
 }
 
 #[test]
@@ -966,28 +938,17 @@ fn the_volume_is_requested_once_per_boot_not_per_attach_eni_attempt() {
     let (retried, effects) = step(&waiting, Input::Tick, wake);
     assert!(matches!(run_steps(&effects)[..], [Step::AttachEni { .. }]));
     assert!(volume_request_of(&effects).is_none(), "{effects:?}");
-    assert_eq!(retried.early_volume(), m.early_volume());
+    assert_eq!(retried.volume_requested(), m.volume_requested());
 }
 
 #[test]
 fn a_drain_or_failure_in_attach_eni_detaches_the_early_requested_volume() {
     let (m, now) = drive_to(State::AttachEni);
-    let (draining, effects) = step(&m, Input::Drain(DrainReason::Requested), now);
+    let (_, effects) = step(&m, Input::Drain(DrainReason::Requested), now);
     assert_eq!(
         teardown_of(&effects),
         ["detach_volume", "detach_eni", "release_claim"]
     );
-    // The request's answer may arrive during the teardown: recorded, nothing else.
-    let tag = m.early_volume().unwrap().tag;
-    let (_, effects) = step(
-        &draining,
-        Input::VolumeRequested {
-            tag,
-            result: Ok(VolumeRequest::Sent("AttachVolume".into())),
-        },
-        now,
-    );
-    assert!(effects.is_empty(), "{effects:?}");
     let (_, effects) = step(&m, failed(&m, fatal("ENI in another zone")), now);
     assert_eq!(
         teardown_of(&effects),
@@ -1032,7 +993,7 @@ fn the_gate_reports_healthy_only_once_this_broker_is_in_sync() {
     let now = now + Duration::from_millis(200);
     let (m, effects) = step(
         &m,
-        done(&m, Output::Replication(fixtures::replication(&[1, 2]))),
+        done(&m, Output::CatchUpView(fixtures::replication(&[1, 2]))),
         now,
     );
     assert_eq!(m.state(), State::StartKafka);
@@ -1050,7 +1011,7 @@ fn the_gate_reports_healthy_only_once_this_broker_is_in_sync() {
     // In sync: Healthy, SUCCESS and the launch hook's CONTINUE, in that decision.
     let (m, effects) = step(
         &m,
-        done(&m, Output::Replication(fixtures::replication(&[1, 2, 0]))),
+        done(&m, Output::CatchUpView(fixtures::replication(&[1, 2, 0]))),
         now + Duration::from_secs(2),
     );
     assert_eq!(m.state(), State::Healthy);
@@ -1080,7 +1041,7 @@ fn heartbeats_keep_the_launch_hook_alive_while_the_gate_waits() {
     for _ in 0..20 {
         let (next, effects) = step(
             &m,
-            done(&m, Output::Replication(fixtures::replication(&[1]))),
+            done(&m, Output::CatchUpView(fixtures::replication(&[1]))),
             now,
         );
         now += Duration::from_secs(1);
@@ -1107,7 +1068,7 @@ fn the_gate_fails_the_boot_at_its_deadline_saying_what_is_behind() {
     let effects = loop {
         let (next, effects) = step(
             &m,
-            done(&m, Output::Replication(fixtures::replication(&[1, 2]))),
+            done(&m, Output::CatchUpView(fixtures::replication(&[1, 2]))),
             now,
         );
         m = next;
@@ -1159,7 +1120,7 @@ fn healthy_with_drain_wait(bound: Duration) -> (Machine, Duration) {
 fn drain_view(isr: &[u32]) -> Output {
     let mut view = fixtures::replication(isr);
     view.partitions[0].leader = Some(BrokerId(0));
-    Output::Replication(view)
+    Output::DrainCheckView(view)
 }
 
 #[test]
@@ -1299,7 +1260,7 @@ fn a_stop_while_the_drain_waits_finishes_the_drain() {
     assert!(effects.contains(&Effect::Cancel));
     assert_eq!(teardown_of(&effects)[0], "stop_kafka");
     assert!(!effects.contains(&Effect::Exit(ExitReason::Stopped)));
-    let (_, effects) = step(&m, Input::Drained, now + Duration::from_secs(2));
+    let (_, effects) = step(&m, Input::TeardownDone, now + Duration::from_secs(2));
     assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
 }
 
@@ -1319,4 +1280,130 @@ fn a_drain_before_kafka_started_does_not_check() {
         m.drain_wait().unwrap().outcome,
         Some(DrainOutcome::Skipped(_))
     ));
+}
+
+/// The events of `input` at `now`, with the next machine.
+fn events(machine: &Machine, input: Input, now: Duration) -> (Machine, Vec<MachineEvent>) {
+    let decision = machine.decide(&input, now).expect("valid input");
+    (decision.machine, decision.events)
+}
+
+#[test]
+fn a_decision_says_what_happened_in_order() {
+    let (m, now) = drive_to(State::Route);
+    let (m, said) = events(&m, done(&m, Output::Routed), now);
+    assert_eq!(
+        said,
+        [
+            MachineEvent::StepDone {
+                step: StepKind::Boot(State::Route)
+            },
+            MachineEvent::Transition {
+                from: State::Route,
+                to: State::AttachEbs
+            }
+        ]
+    );
+    let (m, said) = events(&m, failed(&m, retryable("throttled")), now);
+    assert_eq!(
+        said,
+        [MachineEvent::StepFailed {
+            step: StepKind::Boot(State::AttachEbs),
+            error: retryable("throttled"),
+            state: State::AttachEbs,
+            attempts: 1
+        }],
+        "a retry is no transition"
+    );
+    let retry_at = m.next_wake().unwrap();
+    let (m, _) = step(&m, Input::Tick, retry_at);
+    let (_, said) = events(&m, failed(&m, fatal("vol-0 in another zone")), retry_at);
+    assert!(
+        matches!(
+            &said[..],
+            [
+                MachineEvent::StepFailed { attempts: 2, .. },
+                MachineEvent::Transition {
+                    from: State::AttachEbs,
+                    to: State::Failed
+                }
+            ]
+        ),
+        "{said:?}"
+    );
+}
+
+#[test]
+fn the_claims_loss_and_return_are_said() {
+    let (m, now) = drive_to(State::Healthy);
+    let (lost, said) = events(&m, Input::ClaimLost, now);
+    assert_eq!(said, [MachineEvent::ClaimLost]);
+    let (waiting, said) = events(&lost, taken(&lost, true), now);
+    assert!(
+        matches!(&said[..], [MachineEvent::Waiting { step: StepKind::Reclaim, reason }] if reason.contains("still attached here")),
+        "{said:?}"
+    );
+    let (retrying, _) = step(&waiting, Input::Tick, waiting.next_wake().unwrap());
+    let (_, said) = events(&retrying, reclaimed(&retrying, ReclaimOutcome::Held), now);
+    assert_eq!(said, [MachineEvent::ClaimReestablished]);
+}
+
+#[test]
+fn the_gate_and_the_drain_say_what_they_wait_for_and_how_it_ended() {
+    let (m, _, now) = serving_behind_the_gate();
+    let (m, said) = events(
+        &m,
+        done(&m, Output::CatchUpView(fixtures::replication(&[1, 2]))),
+        now,
+    );
+    assert!(
+        matches!(
+            &said[..],
+            [MachineEvent::StepDone { step: StepKind::CatchUp }, MachineEvent::Waiting { step: StepKind::CatchUp, reason }]
+                if reason.contains("events-0")
+        ),
+        "{said:?}"
+    );
+    let (m, _) = step(&m, Input::Tick, m.next_wake().unwrap());
+    let (_, said) = events(
+        &m,
+        done(&m, Output::CatchUpView(fixtures::replication(&[1, 2, 0]))),
+        now + Duration::from_secs(2),
+    );
+    assert!(
+        matches!(
+            &said[..],
+            [
+                MachineEvent::StepDone { .. },
+                MachineEvent::CaughtUp(progress),
+                MachineEvent::Transition { to: State::Healthy, .. }
+            ] if progress.caught_up()
+        ),
+        "{said:?}"
+    );
+
+    let (m, now) = healthy_with_drain_wait(Duration::from_secs(300));
+    let (m, said) = events(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
+    assert_eq!(
+        said,
+        [MachineEvent::Transition {
+            from: State::Healthy,
+            to: State::Draining
+        }]
+    );
+    let (m, said) = events(&m, done(&m, drain_view(&[0, 1])), now);
+    assert!(
+        matches!(&said[1..], [MachineEvent::Waiting { step: StepKind::DrainCheck, reason }] if reason.contains("events-0")),
+        "{said:?}"
+    );
+    let later = now + Duration::from_secs(3);
+    let (m, _) = step(&m, Input::Tick, m.next_wake().unwrap());
+    let (_, said) = events(&m, done(&m, drain_view(&[0, 1, 2])), later);
+    assert!(
+        matches!(
+            &said[1..],
+            [MachineEvent::DrainDecided { outcome: DrainOutcome::Safe(_), waited }] if *waited == Duration::from_secs(3)
+        ),
+        "{said:?}"
+    );
 }

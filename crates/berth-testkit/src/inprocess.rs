@@ -1,6 +1,6 @@
 //! In-process adapters: a fake world for the daemon's own tests (NOT EC2, ZooKeeper, netlink, a disk or Kafka).
 //!
-//! They implement the five ports over shared memory, record every call in one ordered journal (so a test can
+//! They implement the ports over shared memory, record every call in one ordered journal (so a test can
 //! check that a drain stopped Kafka before unmounting, and released the claim last), and can be told to fail a
 //! call a number of times, to hold Kafka "down", or to expire the claim. The adapters' real behaviour is tested
 //! against real servers in their own crates; this exists to test the loop that drives them.
@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use berth_core::claim::ClaimPlan;
 use berth_core::ports::{
-    BrokerSpec, ClaimHolder, Deadline, Delivery, DrainReason, FailureReport, LaunchResult,
-    MountPlan, Reclaim, SessionEvent, Verdict, VolumeRequest,
+    Adapters, Attachments, BrokerSpec, ClaimHolder, Deadline, Delivery, DrainReason, FailureReport,
+    LaunchResult, Metadata, MountPlan, Reclaim, SessionEvent, Signals, Verdict, VolumeRequest,
 };
 use berth_core::replication::ReplicationView;
 use berth_core::{
-    Broker, BrokerId, Cloud, Coordination, EniFacts, ErrorKind, Identity, Inventory, MacAddr,
-    MountReport, Network, RoutePlan, ServingEvidence, StepError, Storage, VolumeFacts,
+    Broker, BrokerId, Coordination, EniFacts, ErrorKind, Identity, Inventory, MacAddr, MountReport,
+    Network, RoutePlan, ServingEvidence, StepError, Storage, VolumeFacts,
 };
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
 
@@ -39,15 +39,6 @@ struct WorldState {
     replication: ReplicationView,
     termination_completed: bool,
 }
-
-/// The five ports, each served by the same world: cloud, coordination, network, storage, broker.
-pub type AdapterSet = (
-    Arc<dyn Cloud>,
-    Arc<dyn Coordination>,
-    Arc<dyn Network>,
-    Arc<dyn Storage>,
-    Arc<dyn Broker>,
-);
 
 /// The shared fake world; clone it into each adapter.
 #[derive(Clone)]
@@ -154,16 +145,18 @@ impl InProcessWorld {
         }
     }
 
-    /// The five adapters over this world.
-    pub fn adapters(&self) -> AdapterSet {
+    /// The adapters over this world.
+    pub fn adapters(&self) -> Adapters {
         let world = Arc::new(self.clone());
-        (
-            world.clone(),
-            world.clone(),
-            world.clone(),
-            world.clone(),
-            world,
-        )
+        Adapters {
+            metadata: world.clone(),
+            attachments: world.clone(),
+            signals: world.clone(),
+            coordination: world.clone(),
+            network: world.clone(),
+            storage: world.clone(),
+            broker: world,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WorldState> {
@@ -195,11 +188,18 @@ impl InProcessWorld {
 }
 
 #[async_trait]
-impl Cloud for InProcessWorld {
+impl Metadata for InProcessWorld {
     async fn identity(&self) -> Result<Identity, StepError> {
         self.call("identity", "")?;
         Ok(self.identity.clone())
     }
+    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
+        Ok(self.lock().termination.clone())
+    }
+}
+
+#[async_trait]
+impl Attachments for InProcessWorld {
     async fn discover(&self) -> Result<Inventory, StepError> {
         self.call("discover", "")?;
         Ok(self.inventory.clone())
@@ -245,6 +245,10 @@ impl Cloud for InProcessWorld {
     async fn detach_volume(&self, _: &Identity, volume: &VolumeFacts) -> Result<(), StepError> {
         self.call("detach_volume", &volume.volume_id)
     }
+}
+
+#[async_trait]
+impl Signals for InProcessWorld {
     async fn signal_stack(&self, _: &Identity, verdict: &Verdict) -> Result<Delivery, StepError> {
         let detail = match verdict {
             Verdict::Success => "success".to_owned(),
@@ -299,9 +303,6 @@ impl Cloud for InProcessWorld {
         self.call("complete_termination", "")?;
         self.lock().termination_completed = true;
         Ok(Delivery::Accepted)
-    }
-    async fn termination_notice(&self) -> Result<Option<DrainReason>, StepError> {
-        Ok(self.lock().termination.clone())
     }
 }
 

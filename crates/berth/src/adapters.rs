@@ -40,8 +40,11 @@ pub async fn production(config: &Config) -> anyhow::Result<Adapters> {
     };
     let network = berth_net::NetlinkNetwork::new().context("netlink socket")?;
     let storage = berth_storage::BlockStorage::new(storage_settings(config));
+    let cloud = Arc::new(cloud);
     Ok(Adapters {
-        cloud: Arc::new(cloud),
+        metadata: cloud.clone(),
+        attachments: cloud.clone(),
+        signals: cloud,
         coordination,
         network: Arc::new(network),
         storage: Arc::new(storage),

@@ -3,7 +3,7 @@
 //!
 //! An operator asks this before enabling berth on a host, or when a replacement does not become the broker they
 //! expected. The plan reads only: IMDSv2 for the identity, one filtered describe per resource type for the
-//! cluster's ENIs and volumes (through [`berth_core::Cloud::identity`] and [`berth_core::Cloud::discover`], never
+//! cluster's ENIs and volumes (through [`berth_core::ports::Metadata::identity`] and [`berth_core::ports::Attachments::discover`], never
 //! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path; with
 //! the `ec2` claim backend the ENI attachments discovery shows are the claims), and the current overlay file. The
 //! decisions come from [`plan_claim`], [`ClaimPlan::try_order`] (seeded by the ZooKeeper adapter's own
@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use berth_config::{ClaimBackend, Config};
 use berth_core::claim::{plan_claim, ClaimPlan};
+use berth_core::ports::{Attachments, Metadata};
 use berth_core::ports::{BrokerSpec, MountPlan};
 use berth_core::routing::plan_route;
-use berth_core::{Attachment, BrokerId, Cloud, Identity, Inventory, RoutePlan, StepError};
+use berth_core::{Attachment, BrokerId, Identity, Inventory, RoutePlan, StepError};
 use berth_zk::coordination::{first_seed, ClaimBody};
 use serde::Serialize;
 use zookeeper_client as zk;
@@ -228,14 +229,16 @@ pub struct Plan {
     pub states: Vec<StatePlan>,
 }
 
-/// Works out the plan: the identity and discovery through `cloud` (reads only), the rest pure.
+/// Works out the plan: the identity through `metadata` and discovery through `attachments` (reads only), the rest
+/// pure.
 pub async fn make(
     config: &Config,
-    cloud: &dyn Cloud,
+    metadata: &dyn Metadata,
+    attachments: &dyn Attachments,
     claims: ClaimsView,
 ) -> Result<Plan, StepError> {
-    let identity = cloud.identity().await?;
-    let inventory = cloud.discover().await?;
+    let identity = metadata.identity().await?;
+    let inventory = attachments.discover().await?;
     Ok(decide(config, identity, inventory, claims))
 }
 

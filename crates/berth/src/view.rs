@@ -8,11 +8,12 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use berth_core::drain_wait::DrainWait;
-use berth_core::machine::{ClaimState, EarlyVolume};
+use berth_core::machine::ClaimState;
 use berth_core::replication::{CatchUpProgress, DrainOutcome};
 use berth_core::{EniFacts, Facts, Machine, State, VolumeFacts};
 use serde::{Deserialize, Serialize};
 
+use crate::daemon::{EarlyVolume, EarlyVolumeRecord};
 use crate::waiting::{WaitingBoard, WaitingView};
 
 /// The state loop's latest machine, and what is needed to show it live.
@@ -24,12 +25,19 @@ pub struct Published {
     pub started: Instant,
     /// What the running step waits for.
     pub waiting: WaitingBoard,
+    /// The volume's attach request sent beside the ENI's.
+    pub early_volume: EarlyVolumeRecord,
 }
 
 impl Published {
     /// The `/state` document now.
     pub fn view(&self) -> StateView {
-        StateView::of(&self.machine, self.started.elapsed(), self.waiting.view())
+        StateView::of(
+            &self.machine,
+            self.started.elapsed(),
+            self.waiting.view(),
+            self.early_volume.get().as_ref(),
+        )
     }
 }
 
@@ -299,8 +307,14 @@ impl StateView {
         }
     }
 
-    /// The view of `machine` at `now` (time since the daemon started), with what it waits for.
-    pub fn of(machine: &Machine, now: Duration, waiting: Option<WaitingView>) -> Self {
+    /// The view of `machine` at `now` (time since the daemon started), with what it waits for and the volume's
+    /// early attach request.
+    pub fn of(
+        machine: &Machine,
+        now: Duration,
+        waiting: Option<WaitingView>,
+        early_volume: Option<&EarlyVolume>,
+    ) -> Self {
         let facts = machine.facts();
         let resources = facts.resources.as_ref();
         Self {
@@ -342,7 +356,7 @@ impl StateView {
                 .claim_lost_since()
                 .map(|since| millis(now.saturating_sub(since))),
             reclaim_attempts: machine.reclaim_attempts(),
-            volume_request: machine.early_volume().map(VolumeRequestView::of),
+            volume_request: early_volume.map(VolumeRequestView::of),
             catch_up: facts.catch_up.clone(),
             drain_wait: machine
                 .drain_wait()

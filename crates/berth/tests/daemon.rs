@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::daemon::{Adapters, DaemonExit, DaemonOptions, Request};
+use berth::daemon::{DaemonExit, DaemonOptions, Request};
 use berth::notify::Notifier;
 use berth::view::StateView;
 use berth_core::machine::CatchUpGate;
@@ -100,14 +100,7 @@ async fn start_with(
         view_rx,
         std::future::pending(),
     ));
-    let (cloud, coordination, network, storage, broker) = world.adapters();
-    let adapters = Adapters {
-        cloud,
-        coordination,
-        network,
-        storage,
-        broker,
-    };
+    let adapters = world.adapters();
     let mut settings = fixtures::settings(Duration::from_secs(30));
     settings.check_interval = check_interval;
     settings.unhealthy_after = Duration::from_millis(300);
@@ -652,17 +645,24 @@ async fn the_volume_is_requested_while_the_eni_attaches_and_a_drain_then_detache
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_ebs_waits_for_the_early_request_in_flight_never_two_at_once() {
+async fn the_eni_step_waits_for_its_volume_request_in_flight_never_two_at_once() {
     let world = InProcessWorld::new(3);
     world.wait_in("request_volume", &["AttachVolume answered"]);
     let running = start(world, Duration::from_secs(3600)).await;
-    let view = wait_state(running.health, "AttachEbs waiting for its turn", |v| {
-        v.waiting
-            .as_ref()
-            .is_some_and(|w| w.reason.contains("early volume request"))
-    })
+    let view = wait_state(
+        running.health,
+        "AttachEni waiting for the volume's request",
+        |v| {
+            v.waiting
+                .as_ref()
+                .is_some_and(|w| w.reason.contains("the volume's attach request"))
+        },
+    )
     .await;
-    assert_eq!(view.state, "attach_ebs");
+    assert_eq!(
+        view.state, "attach_eni",
+        "the ENI is ready, and its step ends only once the volume's request is answered"
+    );
     let journal = running.world.journal();
     assert!(
         !journal.iter().any(|c| c.starts_with("attach_volume")),

@@ -152,7 +152,9 @@ overlay_path = "{overlay}"
     proxy.reset_counts();
 
     let claims = plan::read_claims(&config, Duration::from_secs(10)).await;
-    let plan = plan::make(&config, &cloud, claims).await.expect("plan");
+    let plan = plan::make(&config, &cloud, &cloud, claims)
+        .await
+        .expect("plan");
 
     // What it says.
     assert_eq!(plan.identity.instance_id, me.instance_id);

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use berth_core::claim::plan_claim;
-use berth_core::ports::{ClaimHolder, Cloud, Coordination, Deadline};
+use berth_core::ports::{Attachments, ClaimHolder, Coordination, Deadline, Metadata};
 use berth_core::BrokerId;
 use berth_testkit::aws::world;
 

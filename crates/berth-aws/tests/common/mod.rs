@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_credential_types::Credentials;
 use berth_aws::{AttachSettings, AwsCloud, AwsSettings, DiscoverySpec, SignalSettings};
 use berth_core::facts::{EniFacts, IdResources, Identity, VolumeFacts};
-use berth_core::ports::{Cloud, Deadline, StepError};
+use berth_core::ports::{Attachments, Deadline, Metadata, StepError};
 use berth_core::retry::{Jitter, RetryPolicy};
 use berth_core::tag::TagTemplate;
 use berth_core::BrokerId;

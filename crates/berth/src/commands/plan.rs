@@ -32,7 +32,7 @@ pub(crate) fn plan(path: &std::path::Path, json: bool, no_zookeeper: bool) -> Ex
         } else {
             berth::plan::read_claims(&config, Duration::from_secs(10)).await
         };
-        berth::plan::make(&config, &cloud, claims)
+        berth::plan::make(&config, &cloud, &cloud, claims)
             .await
             .context("identity and discovery")
     });
