@@ -21,7 +21,7 @@ use crate::listeners;
 use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::quorum::{self, Quorum, Role, StorageDecision};
-use crate::replication::{self, Question, ReplicationError};
+use crate::replication::{self, Question};
 use crate::settings::{KafkaSettings, Supervision};
 use crate::supervisor::{
     ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
@@ -87,9 +87,12 @@ pub enum KafkaError {
     /// The operator's listeners do not fit berth's settings.
     #[error("advertised.listeners: {0}")]
     Listeners(String),
-    /// The replication was read, but it does not let berth judge: not caught up, not safe to stop.
-    #[error("{0}")]
-    CannotJudge(String),
+    /// The log dirs cannot be listed, so the partitions this broker hosts are unknown: not caught up, not safe to
+    /// stop.
+    #[error(
+        "cannot judge the replication: the log dirs cannot be listed, so the partitions this broker hosts are unknown"
+    )]
+    LogDirsUnlisted(#[source] std::io::Error),
     /// `kafka.quorum_voters` is on but the daemon gave no voter addresses.
     #[error("kafka.quorum_voters is on but no voter addresses were given for broker {broker_id}")]
     MissingVoters {
@@ -185,7 +188,7 @@ pub enum KafkaError {
     )]
     Replication {
         /// Why each broker asked did not answer, in the order asked.
-        failures: Vec<ReplicationError>,
+        failures: Vec<ProbeError>,
     },
     /// The registration was still there after the stop deadline.
     #[error("{path} still exists after stopping Kafka")]
@@ -196,7 +199,7 @@ pub enum KafkaError {
 }
 
 /// Each failure with its causes, `; ` between them.
-fn each_failure(failures: &[ReplicationError]) -> String {
+fn each_failure(failures: &[ProbeError]) -> String {
     failures
         .iter()
         .map(|failure| berth_core::ports::chain_message(failure))
@@ -777,23 +780,10 @@ impl Broker for KafkaBroker {
     }
 
     async fn replication(&self, spec: &BrokerSpec) -> Result<ReplicationView, StepError> {
-        let question = Question::about(spec).map_err(|error| {
-            KafkaError::CannotJudge(format!(
-                "cannot judge the replication: the log dirs cannot be listed ({error}), so the partitions this \
-                 broker hosts are unknown"
-            ))
-        })?;
+        let question = Question::about(spec).map_err(KafkaError::LogDirsUnlisted)?;
         let peers = replication::peers(spec, self.port);
         replication::describe_any(&self.client, &peers, &question, REPLICATION_TIMEOUT)
             .await
-            .map_err(|failures| {
-                match failures
-                    .iter()
-                    .position(|failure| matches!(failure, ReplicationError::CannotJudge { .. }))
-                {
-                    Some(at) => KafkaError::CannotJudge(failures[at].to_string()).into(),
-                    None => KafkaError::Replication { failures }.into(),
-                }
-            })
+            .map_err(|failures| KafkaError::Replication { failures }.into())
     }
 }

@@ -9,8 +9,8 @@
 //! describe, so berth compares the answer with the topics its own log dirs hold and asks for the missing ones by
 //! name (Kafka then says `TopicAuthorizationFailed` instead of staying silent). A topic answered with an error,
 //! a hosted partition with an error Kafka's clients do not wait out, a `min.insync.replicas` that cannot be read,
-//! or an answer too large to read is [`ReplicationError::CannotJudge`]: not caught up, not safe to stop, with the
-//! reason. Large answers are read (see [`crate::wire`]); DescribeConfigs goes in batches.
+//! or an answer too large to read goes into the view's `cannot_judge`: not caught up, not safe to stop, with the
+//! reason ([`berth_core::replication`]). Large answers are read (see [`crate::wire`]); DescribeConfigs goes in batches.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -44,6 +44,8 @@ const CONFIGS_BATCH: usize = 500;
 const PARTITION_STATES: [i16; 3] = [0, 5, 9];
 /// UNKNOWN_TOPIC_OR_PARTITION: a topic named on disk that the cluster no longer has (deleted while away).
 const UNKNOWN_TOPIC: i16 = 3;
+/// Reasons a view keeps (then "and N more").
+const REASONS: usize = 5;
 
 /// What berth asks about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,35 +81,18 @@ pub fn peers(spec: &BrokerSpec, port: u16) -> Vec<Peer> {
         .collect()
 }
 
-/// Why one broker's answer was not a view.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicationError {
-    /// It could not be asked (not reached, not secured or authenticated, the exchange broke): another may answer.
-    #[error(transparent)]
-    Unreachable(#[from] ProbeError),
-    /// It answered, and the answer does not let berth judge (not caught up, not safe to stop).
-    #[error("cannot judge the replication from {listener}: {reason}")]
-    CannotJudge {
-        /// The broker asked.
-        listener: SocketAddr,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Asks `peers` in order (this broker first) and returns the first view; an answer that cannot be judged ends
-/// the search (another broker would say the same); otherwise every failure.
+/// Asks `peers` in order (this broker first) and returns the first answer (one that cannot be judged included:
+/// another broker would say the same), or why none could be asked.
 pub async fn describe_any(
     client: &KafkaClient,
     peers: &[Peer],
     question: &Question,
     timeout: Duration,
-) -> Result<ReplicationView, Vec<ReplicationError>> {
+) -> Result<ReplicationView, Vec<ProbeError>> {
     let mut failures = Vec::new();
     for peer in peers {
         match describe(client, *peer, question, timeout).await {
             Ok(view) => return Ok(view),
-            Err(error @ ReplicationError::CannotJudge { .. }) => return Err(vec![error]),
             Err(error) => failures.push(error),
         }
     }
@@ -120,27 +105,18 @@ pub async fn describe(
     peer: Peer,
     question: &Question,
     timeout: Duration,
-) -> Result<ReplicationView, ReplicationError> {
+) -> Result<ReplicationView, ProbeError> {
     let started = std::time::Instant::now();
-    let outcome = match client.connect(peer.listener, peer.id, timeout).await {
-        Ok(connection) => {
-            let remaining = timeout.saturating_sub(started.elapsed());
-            probe::within(peer.listener, remaining, async {
-                Ok(exchange(connection, question).await)
-            })
-            .await
-            .unwrap_or_else(|error| Err(error.into()))
-        }
-        Err(error) => Err(error.into()),
-    };
-    match outcome {
-        // An answer too large to read is the same from every broker.
-        Err(ReplicationError::Unreachable(ProbeError::Wire {
-            listener,
+    let connection = client.connect(peer.listener, peer.id, timeout).await?;
+    let remaining = timeout.saturating_sub(started.elapsed());
+    match probe::within(peer.listener, remaining, exchange(connection, question)).await {
+        // An answer too large to read is an answer (every broker would give it), and no view: cannot judge.
+        Err(ProbeError::Wire {
             source: source @ WireError::Size { .. },
-        })) => Err(ReplicationError::CannotJudge {
-            listener,
-            reason: source.to_string(),
+            ..
+        }) => Ok(ReplicationView {
+            cannot_judge: vec![format!("Metadata: {source}")],
+            ..ReplicationView::default()
         }),
         other => other,
     }
@@ -149,9 +125,7 @@ pub async fn describe(
 async fn exchange(
     mut connection: Connection,
     question: &Question,
-) -> Result<ReplicationView, ReplicationError> {
-    let listener = connection.listener();
-    let cannot_judge = |reason: String| ReplicationError::CannotJudge { listener, reason };
+) -> Result<ReplicationView, ProbeError> {
     let version = probe::metadata_version(&connection, METADATA_MAX_VERSION)?;
     let all: MetadataResponse = connection
         .round_trip(
@@ -183,7 +157,7 @@ async fn exchange(
             .await?;
         Some(answer)
     };
-    let mut view = view_of(&all, named.as_ref(), question.me).map_err(cannot_judge)?;
+    let mut view = view_of(&all, named.as_ref(), question.me);
     let topics: BTreeSet<String> = view.partitions.iter().map(|p| p.topic.clone()).collect();
     if !topics.is_empty() {
         let version = connection.api_version(ApiKey::DescribeConfigs, DESCRIBE_CONFIGS_VERSIONS)?;
@@ -193,13 +167,26 @@ async fn exchange(
             let response: DescribeConfigsResponse = connection
                 .round_trip(ApiKey::DescribeConfigs, version, &configs_request(batch))
                 .await?;
-            minimums.extend(min_insync(&response, batch).map_err(cannot_judge)?);
+            minimums.extend(min_insync(&response, batch, &mut view.cannot_judge));
         }
+        view.partitions
+            .retain(|partition| minimums.contains_key(&partition.topic));
         for partition in &mut view.partitions {
             partition.min_insync = minimums[&partition.topic];
         }
     }
+    view.cannot_judge = summarized(std::mem::take(&mut view.cannot_judge));
     Ok(view)
+}
+
+/// At most [`REASONS`] reasons, then how many more (a cluster may hide thousands of topics).
+fn summarized(mut reasons: Vec<String>) -> Vec<String> {
+    if reasons.len() > REASONS {
+        let more = reasons.len() - REASONS;
+        reasons.truncate(REASONS);
+        reasons.push(format!("and {more} more"));
+    }
+    reasons
 }
 
 fn configs_request(topics: &[String]) -> DescribeConfigsRequest {
@@ -216,16 +203,17 @@ fn configs_request(topics: &[String]) -> DescribeConfigsRequest {
     )
 }
 
-/// Every asked topic's effective `min.insync.replicas`, or why one cannot be read.
+/// Every asked topic's effective `min.insync.replicas`; why each other one cannot be read goes to `cannot_judge`.
 fn min_insync(
     response: &DescribeConfigsResponse,
     asked: &[String],
-) -> Result<BTreeMap<String, u32>, String> {
+    cannot_judge: &mut Vec<String>,
+) -> BTreeMap<String, u32> {
     let mut minimums = BTreeMap::new();
     for result in &response.results {
         let topic = result.resource_name.to_string();
         if result.error_code != 0 {
-            return Err(format!(
+            cannot_judge.push(format!(
                 "DescribeConfigs of topic {topic} answered {}{}",
                 kafka_error(result.error_code),
                 result
@@ -234,36 +222,54 @@ fn min_insync(
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
             ));
+            continue;
         }
         let value = result
             .configs
             .iter()
             .find(|config| config.name.as_str() == MIN_INSYNC)
             .and_then(|config| config.value.as_ref())
-            .and_then(|value| value.parse().ok())
-            .ok_or_else(|| {
-                format!("DescribeConfigs of topic {topic} did not give its {MIN_INSYNC}")
-            })?;
-        minimums.insert(topic, value);
+            .and_then(|value| value.parse().ok());
+        match value {
+            Some(min) => {
+                minimums.insert(topic, min);
+            }
+            None => cannot_judge.push(format!(
+                "DescribeConfigs of topic {topic} did not give its {MIN_INSYNC}"
+            )),
+        }
     }
-    match asked.iter().find(|topic| !minimums.contains_key(*topic)) {
-        Some(topic) => Err(format!("DescribeConfigs did not answer for topic {topic}")),
-        None => Ok(minimums),
+    for topic in asked {
+        let answered = response
+            .results
+            .iter()
+            .any(|r| r.resource_name.as_str() == topic);
+        if !answered {
+            cannot_judge.push(format!("DescribeConfigs did not answer for topic {topic}"));
+        }
     }
+    minimums
 }
 
-/// The live brokers and the kept partitions (`min.insync.replicas` not yet known), or why the answer cannot
-/// be judged. `named` answers the topics on disk that `all` left out.
+/// The live brokers and the kept partitions (`min.insync.replicas` not yet known), with why any topic or hosted
+/// partition cannot be judged. `named` answers the topics on disk that `all` left out.
 fn view_of(
     all: &MetadataResponse,
     named: Option<&MetadataResponse>,
     me: Option<BrokerId>,
-) -> Result<ReplicationView, String> {
+) -> ReplicationView {
     let id = |raw: i32| u32::try_from(raw).ok().map(BrokerId);
     let ids = |raw: &[kafka_protocol::messages::BrokerId]| -> Vec<BrokerId> {
         raw.iter().filter_map(|b| id(b.0)).collect()
     };
-    let mut partitions = Vec::new();
+    let mut view = ReplicationView {
+        live_brokers: all
+            .brokers
+            .iter()
+            .filter_map(|broker| id(broker.node_id.0))
+            .collect(),
+        ..ReplicationView::default()
+    };
     let topics = all.topics.iter().map(|topic| (topic, false));
     let named_topics = named
         .into_iter()
@@ -278,13 +284,20 @@ fn view_of(
             0 => {}
             UNKNOWN_TOPIC if on_disk_only => continue,
             code if on_disk_only => {
-                return Err(format!(
+                view.cannot_judge.push(format!(
                     "this broker's log dirs hold topic {name}, which Metadata leaves out; asked by name, \
                      Kafka answers {} (berth's principal needs DESCRIBE and DESCRIBE_CONFIGS on every topic)",
                     kafka_error(code)
-                ))
+                ));
+                continue;
             }
-            code => return Err(format!("Metadata answers topic {name} with {}", kafka_error(code))),
+            code => {
+                view.cannot_judge.push(format!(
+                    "Metadata answers topic {name} with {}",
+                    kafka_error(code)
+                ));
+                continue;
+            }
         }
         for partition in &topic.partitions {
             let replicas = ids(&partition.replica_nodes);
@@ -292,13 +305,14 @@ fn view_of(
                 continue;
             }
             if !PARTITION_STATES.contains(&partition.error_code) {
-                return Err(format!(
+                view.cannot_judge.push(format!(
                     "Metadata answers partition {name}-{} with {}",
                     partition.partition_index,
                     kafka_error(partition.error_code)
                 ));
+                continue;
             }
-            partitions.push(PartitionReplicas {
+            view.partitions.push(PartitionReplicas {
                 topic: name.clone(),
                 partition: partition.partition_index,
                 leader: id(partition.leader_id.0),
@@ -308,14 +322,7 @@ fn view_of(
             });
         }
     }
-    Ok(ReplicationView {
-        live_brokers: all
-            .brokers
-            .iter()
-            .filter_map(|broker| id(broker.node_id.0))
-            .collect(),
-        partitions,
-    })
+    view
 }
 
 /// The topics whose partitions the log dirs hold (`<topic>-<partition>` directories; Kafka's renamed ones,
@@ -418,7 +425,7 @@ mod tests {
                 (2, 5, &[2, 0], &[]),
             ],
         )]);
-        let view = view_of(&all, None, Some(BrokerId(0))).unwrap();
+        let view = view_of(&all, None, Some(BrokerId(0)));
         let kept: Vec<i32> = view.partitions.iter().map(|p| p.partition).collect();
         assert_eq!(
             kept,
@@ -426,28 +433,29 @@ mod tests {
             "a leaderless hosted partition is kept (the rules name it)"
         );
         assert_eq!(view.live_brokers.len(), 3);
-        assert_eq!(view_of(&all, None, None).unwrap().partitions.len(), 3);
+        assert!(view.cannot_judge.is_empty());
+        assert_eq!(view_of(&all, None, None).partitions.len(), 3);
     }
 
     #[test]
     fn errors_in_the_answer_are_cannot_judge_not_silence() {
-        let error = view_of(&metadata(vec![topic("orders", 29, &[])]), None, None).unwrap_err();
-        assert!(
-            error.contains("topic orders with error 29 (TopicAuthorizationFailed)"),
-            "{error}"
-        );
+        let reasons = |view: ReplicationView| view.cannot_judge.join(" | ");
+        let refused = view_of(&metadata(vec![topic("orders", 29, &[])]), None, None);
+        assert!(reasons(refused).contains("topic orders with error 29 (TopicAuthorizationFailed)"));
         let hosted = metadata(vec![topic("orders", 0, &[(0, 72, &[0, 1], &[0, 1])])]);
-        let error = view_of(&hosted, None, Some(BrokerId(0))).unwrap_err();
+        let error = reasons(view_of(&hosted, None, Some(BrokerId(0))));
         assert!(
             error.contains("partition orders-0 with error 72"),
             "{error}"
         );
         assert!(
-            view_of(&hosted, None, Some(BrokerId(2))).is_ok(),
+            view_of(&hosted, None, Some(BrokerId(2)))
+                .cannot_judge
+                .is_empty(),
             "a partition this broker does not host does not matter"
         );
         let hidden = metadata(vec![topic("secret", 29, &[])]);
-        let error = view_of(&metadata(vec![]), Some(&hidden), Some(BrokerId(0))).unwrap_err();
+        let error = reasons(view_of(&metadata(vec![]), Some(&hidden), Some(BrokerId(0))));
         assert!(
             error.contains("log dirs hold topic secret, which Metadata leaves out")
                 && error.contains("TopicAuthorizationFailed"),
@@ -455,9 +463,13 @@ mod tests {
         );
         let deleted = metadata(vec![topic("gone", UNKNOWN_TOPIC, &[])]);
         assert!(
-            view_of(&metadata(vec![]), Some(&deleted), Some(BrokerId(0))).is_ok(),
+            view_of(&metadata(vec![]), Some(&deleted), Some(BrokerId(0)))
+                .cannot_judge
+                .is_empty(),
             "a topic the cluster no longer has is not hosted"
         );
+        let many: Vec<String> = (0..9).map(|n| format!("r{n}")).collect();
+        assert_eq!(summarized(many).last().unwrap(), "and 4 more");
     }
 
     #[test]
@@ -480,31 +492,30 @@ mod tests {
                 )
         };
         let asked = ["a".to_owned(), "b".to_owned()];
-        let answer = |results| DescribeConfigsResponse::default().with_results(results);
-        let ok = min_insync(
-            &answer(vec![result("a", 0, Some("2")), result("b", 0, Some("1"))]),
-            &asked,
+        let read = |results| {
+            let mut reasons = Vec::new();
+            let minimums = min_insync(
+                &DescribeConfigsResponse::default().with_results(results),
+                &asked,
+                &mut reasons,
+            );
+            (minimums, reasons.join(" | "))
+        };
+        let (ok, none) = read(vec![result("a", 0, Some("2")), result("b", 0, Some("1"))]);
+        assert_eq!(ok, [("a".into(), 2), ("b".into(), 1)].into_iter().collect());
+        assert!(none.is_empty());
+        let (_, refused) = read(vec![result("a", 0, Some("2")), result("b", 29, None)]);
+        assert!(refused.contains("topic b answered error 29"), "{refused}");
+        let (_, missing) = read(vec![result("a", 0, Some("2")), result("b", 0, None)]);
+        assert!(
+            missing.contains("did not give its min.insync.replicas"),
+            "{missing}"
         );
-        assert_eq!(
-            ok.unwrap(),
-            [("a".into(), 2), ("b".into(), 1)].into_iter().collect()
+        let (_, unanswered) = read(vec![result("a", 0, Some("2"))]);
+        assert!(
+            unanswered.contains("did not answer for topic b"),
+            "{unanswered}"
         );
-        let refused = min_insync(
-            &answer(vec![result("a", 0, Some("2")), result("b", 29, None)]),
-            &asked,
-        );
-        assert!(refused.unwrap_err().contains("topic b answered error 29"));
-        let missing = min_insync(
-            &answer(vec![result("a", 0, Some("2")), result("b", 0, None)]),
-            &asked,
-        );
-        assert!(missing
-            .unwrap_err()
-            .contains("did not give its min.insync.replicas"));
-        let unanswered = min_insync(&answer(vec![result("a", 0, Some("2"))]), &asked);
-        assert!(unanswered
-            .unwrap_err()
-            .contains("did not answer for topic b"));
     }
 
     #[test]

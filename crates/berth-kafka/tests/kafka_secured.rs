@@ -13,9 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use berth_core::ports::{Broker, StepError};
-use berth_core::replication::{catch_up, ReplicationView};
+use berth_core::replication::{catch_up, stop_safety, ReplicationView, StopSafety};
 use berth_core::security::{SaslMechanism, Secret, SecurityProtocol};
-use berth_core::{BrokerId, ErrorKind};
+use berth_core::BrokerId;
 use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::probe::{self, ProbeError, ProbeTarget};
 use berth_kafka::quorum::{self, Quorum};
@@ -239,8 +239,21 @@ async fn replication_until(
     found.unwrap_or_else(|_| panic!("{what} within 60 s; last seen: {last}"))
 }
 
-fn refused_with(seen: &Result<ReplicationView, StepError>, words: &str) -> bool {
-    matches!(seen, Err(error) if error.message.contains(words))
+/// An answer that cannot be judged, for a reason with `words`.
+fn unjudged(seen: &Result<ReplicationView, StepError>, words: &str) -> bool {
+    matches!(seen, Ok(view) if view.cannot_judge.iter().any(|reason| reason.contains(words)))
+}
+
+/// Neither caught up nor safe to stop, and the reasons say why (`words`).
+fn assert_fails_closed(view: &ReplicationView, words: &str) {
+    let progress = catch_up(view, BrokerId(1));
+    assert!(!progress.caught_up(), "{progress}");
+    assert!(progress.to_string().contains(words), "{progress}");
+    let safety = stop_safety(view, BrokerId(1));
+    assert!(
+        matches!(&safety, StopSafety::CannotJudge { reasons } if reasons.iter().any(|r| r.contains(words))),
+        "{safety}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,27 +406,19 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     .await
     .unwrap();
     let hidden = replication_until(&broker, &spec, "orders hidden from berth", |seen| {
-        refused_with(seen, "log dirs hold topic orders")
+        unjudged(seen, "log dirs hold topic orders")
     })
     .await
-    .unwrap_err();
-    assert!(
-        hidden.message.contains("TopicAuthorizationFailed"),
-        "{hidden}"
-    );
-    assert_eq!(
-        hidden.kind,
-        ErrorKind::Retryable,
-        "looked at again, never taken for caught up"
-    );
+    .unwrap();
+    assert_fails_closed(&hidden, "error 29 (TopicAuthorizationFailed)");
 
     allow_on_every_topic(&secured, "Describe").await;
     let no_configs = replication_until(&broker, &spec, "orders described", |seen| {
-        refused_with(seen, "DescribeConfigs of topic orders answered error 29")
+        unjudged(seen, "DescribeConfigs of topic orders answered error 29")
     })
     .await
-    .unwrap_err();
-    assert!(no_configs.message.contains("cannot judge"), "{no_configs}");
+    .unwrap();
+    assert_fails_closed(&no_configs, "DescribeConfigs of topic orders");
 
     allow_on_every_topic(&secured, "DescribeConfigs").await;
     let view = replication_until(&broker, &spec, "the replication readable", Result::is_ok)
@@ -444,17 +449,19 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     )
     .await;
     let denied = replication_until(&broker, &spec, "orders denied to berth", |seen| {
-        refused_with(seen, "log dirs hold topic orders")
+        unjudged(seen, "log dirs hold topic orders")
     })
     .await
-    .unwrap_err();
+    .unwrap();
+    assert_fails_closed(&denied, "TopicAuthorizationFailed");
+    let shown = format!("{denied:?} {}", evidence.detail);
     for secret in [
         BROKER_PASSWORD,
         BERTH_PASSWORD,
         BERTH_256_PASSWORD,
         PLAIN_PASSWORD,
     ] {
-        assert!(!denied.message.contains(secret) && !evidence.detail.contains(secret));
+        assert!(!shown.contains(secret));
     }
     stop_cleanly(&broker, Duration::from_secs(60)).await;
 }

@@ -460,6 +460,12 @@ impl StateView {
                 "Partitions this broker hosts that are under-replicated because of it, at the caught-up gate's last look.",
                 &[(String::new(), progress.behind.len() as f64)],
             ));
+            families.push(Family::new(
+                "berth_kafka_replication_unjudged",
+                "gauge",
+                "1 when the caught-up gate's last answer did not let berth judge (an ACL hides a hosted topic, a topic error, an unreadable min.insync.replicas): not caught up.",
+                &[(String::new(), f64::from(u8::from(!progress.cannot_judge.is_empty())))],
+            ));
         }
         if let Some(wait) = &self.drain_wait {
             families.push(Family::new(

@@ -507,7 +507,10 @@ impl ClusterSecurity {
             );
         }
         for section in ["kafka.security", "kafka.controller_security"] {
-            let _ = writeln!(text, "LoadCredential={section}.tls_key:{BERTH_TLS_DIR}/berth.key");
+            let _ = writeln!(
+                text,
+                "LoadCredential={section}.tls_key:{BERTH_TLS_DIR}/berth.key"
+            );
         }
         text
     }
@@ -515,32 +518,40 @@ impl ClusterSecurity {
     /// The files every host gets: Kafka's keystore and truststore (Kafka's user reads them), berth's certificate,
     /// key and password (root's alone).
     pub fn host_files(&self) -> Result<Vec<HostFile>> {
-        let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
+        let file = |path: String, source: &Path, mode: u32, owner: &'static str| {
+            let content = std::fs::read_to_string(source).map_err(io_error(source))?;
+            Ok(HostFile {
+                path,
+                content,
+                mode,
+                owner,
+            })
+        };
         let mut files = vec![
-            HostFile {
-                path: format!("{KAFKA_TLS_DIR}/ca.pem"),
-                content: read(&self.pki.ca())?,
-                mode: 0o644,
-                owner: "root:root",
-            },
-            HostFile {
-                path: format!("{KAFKA_TLS_DIR}/broker.pem"),
-                content: read(&self.broker.bundle)?,
-                mode: 0o640,
-                owner: "root:kafka",
-            },
-            HostFile {
-                path: format!("{BERTH_TLS_DIR}/berth.pem"),
-                content: read(&self.berth.cert)?,
-                mode: 0o644,
-                owner: "root:root",
-            },
-            HostFile {
-                path: format!("{BERTH_TLS_DIR}/berth.key"),
-                content: read(&self.berth.key)?,
-                mode: 0o600,
-                owner: "root:root",
-            },
+            file(
+                format!("{KAFKA_TLS_DIR}/ca.pem"),
+                &self.pki.ca(),
+                0o644,
+                "root:root",
+            )?,
+            file(
+                format!("{KAFKA_TLS_DIR}/broker.pem"),
+                &self.broker.bundle,
+                0o640,
+                "root:kafka",
+            )?,
+            file(
+                format!("{BERTH_TLS_DIR}/berth.pem"),
+                &self.berth.cert,
+                0o644,
+                "root:root",
+            )?,
+            file(
+                format!("{BERTH_TLS_DIR}/berth.key"),
+                &self.berth.key,
+                0o600,
+                "root:root",
+            )?,
         ];
         if self.listeners == SecuredListeners::SaslSsl {
             files.push(HostFile {
