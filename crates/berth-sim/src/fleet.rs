@@ -27,6 +27,7 @@ use berth_testkit::aws::{
     AwsEndpoint, Fault, FaultProxy, Imds, ImdsHost, ImdsInterface, StrictMoto,
 };
 use berth_testkit::blockdev::FakeDeviceTree;
+use berth_testkit::kafka::security::{ClusterSecurity, SecuredListeners};
 use berth_testkit::kafka::{Install, KafkaHarnessError};
 use berth_testkit::zk::{ZkOptions, ZooKeeper};
 
@@ -73,6 +74,10 @@ pub struct FleetOptions {
     /// or `ec2` (the ENI attachment is the claim). With `ec2` and KRaft on systemd hosts the fleet starts no
     /// ZooKeeper at all.
     pub claim_backend: ClaimBackend,
+    /// KRaft on systemd hosts: every listener secured (`SASL_SSL` with SCRAM-SHA-512, or mutual TLS, for clients
+    /// and brokers; `SSL` with client certificates for controllers), with material the fleet makes
+    /// ([`berth_testkit::kafka::security::ClusterSecurity`]); None: `PLAINTEXT`.
+    pub security: Option<SecuredListeners>,
 }
 
 impl FleetOptions {
@@ -168,6 +173,7 @@ impl Default for FleetOptions {
             host_kind: HostKind::from_env(),
             kafka: SimKafka::from_env(),
             claim_backend: ClaimBackend::Zookeeper,
+            security: None,
         }
     }
 }
@@ -178,6 +184,9 @@ pub enum FleetError {
     /// A system tool failed.
     #[error(transparent)]
     Sys(#[from] sys::SysError),
+    /// A secured fleet's security material could not be made.
+    #[error("making the fleet's security material: {0}")]
+    Security(String),
     /// The region could not be built.
     #[error(transparent)]
     Region(#[from] region::RegionError),
@@ -438,6 +447,7 @@ struct Inner {
     zk: Option<ZooKeeper>,
     region: Region,
     kafka: Option<Install>,
+    security: Option<ClusterSecurity>,
     _work: tempfile::TempDir,
 }
 
@@ -505,6 +515,18 @@ impl Fleet {
         let resources = ec2
             .create_broker_resources(&subnets, options.brokers)
             .await?;
+        let security = match options.security {
+            Some(listeners) if kafka.is_some() && options.kafka == SimKafka::Kraft => {
+                let addresses: Vec<std::net::IpAddr> = (0..options.brokers)
+                    .map(|id| layout::eni_ip(id, options.zones).into())
+                    .collect();
+                Some(
+                    ClusterSecurity::create(&work.path().join("pki"), listeners, &addresses)
+                        .map_err(|error| FleetError::Security(error.to_string()))?,
+                )
+            }
+            _ => None,
+        };
         let volumes = work.path().join("volumes");
         std::fs::create_dir_all(&volumes).map_err(io_error("volumes directory"))?;
         for resource in &resources {
@@ -528,6 +550,7 @@ impl Fleet {
             region,
             options,
             kafka,
+            security,
             _work: work,
         });
         let hotplug = tokio::spawn(hotplug_loop(inner.clone()));
@@ -542,6 +565,16 @@ impl Fleet {
     /// The Apache Kafka the systemd hosts run (None: the stand-in).
     pub fn kafka(&self) -> Option<&Install> {
         self.inner.kafka.as_ref()
+    }
+
+    /// The security of a secured fleet's Kafka (None: `PLAINTEXT`).
+    pub fn security(&self) -> Option<&ClusterSecurity> {
+        self.inner.security.as_ref()
+    }
+
+    /// The fleet's work directory (removed with the fleet).
+    pub fn work_dir(&self) -> &Path {
+        &self.inner.work
     }
 
     /// The cluster's ENIs and volumes by broker id.
@@ -742,8 +775,15 @@ impl Fleet {
             let kafka = self.inner.options.kafka;
             // A real broker's controlled shutdown moves leadership away first: give it Kafka's own time.
             let stop_timeout = if self.inner.kafka.is_some() { 60 } else { 5 };
+            let secured = self.inner.security.as_ref().map_or_else(String::new, |_| {
+                format!(
+                    "listener_name = \"INTERNAL\"\nformat_command = [\"systemd-run\", \"--wait\", \"--pipe\", \
+                     \"--collect\", \"--quiet\", \"--service-type=exec\", \"{}\"]\n",
+                    systemd_host::FORMAT_WRAPPER
+                )
+            });
             return format!(
-                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\nmode = \"{}\"\nsupervisor = \"systemd\"\nquorum_voters = {}\nstop_timeout = \"{stop_timeout}s\"\n",
+                "[storage]\nsys_root = \"{}\"\nfilesystem = \"ext4\"\nformat_blank = true\n\n[kafka]\nmode = \"{}\"\nsupervisor = \"systemd\"\nquorum_voters = {}\nstop_timeout = \"{stop_timeout}s\"\n{secured}",
                 systemd_host::SYS_ROOT,
                 kafka.mode(),
                 kafka == SimKafka::Kraft,
@@ -805,14 +845,20 @@ stop_timeout = "5s"
         };
         match kafka {
             SimKafka::Standin => return text + &zookeeper,
-            SimKafka::Kraft => text.push_str(&format!(
-                "process.roles=broker,controller\n\
-                 listeners=PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{cport}\n\
-                 controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n",
-                port = layout::KAFKA_PORT,
-                cport = layout::KAFKA_CONTROLLER_PORT,
-            )),
+            SimKafka::Kraft => match &self.inner.security {
+                Some(security) => text.push_str(&format!(
+                    "process.roles=broker,controller\n{}",
+                    security.server_properties(layout::KAFKA_PORT, layout::KAFKA_CONTROLLER_PORT)
+                )),
+                None => text.push_str(&format!(
+                    "process.roles=broker,controller\n\
+                     listeners=PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{cport}\n\
+                     controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+                     listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n",
+                    port = layout::KAFKA_PORT,
+                    cport = layout::KAFKA_CONTROLLER_PORT,
+                )),
+            },
             SimKafka::ZooKeeperMode => {
                 text.push_str(&zookeeper);
                 text.push_str(&format!(
@@ -869,7 +915,7 @@ mark_unhealthy_after = "0s"
 {storage_and_kafka}port = {kafka_port}
 check_interval = "1s"
 
-[health]
+{security_sections}[health]
 listen = "0.0.0.0:{health}"
 "#,
             index = host.index,
@@ -907,6 +953,10 @@ listen = "0.0.0.0:{health}"
             endpoint = self.inner.proxy.url(),
             imds = layout::IMDS_ADDR,
             storage_and_kafka = self.storage_and_kafka(host, binaries),
+            security_sections = match (&self.inner.security, &host.container) {
+                (Some(security), Some(_)) => security.berth_sections() + "\n",
+                _ => String::new(),
+            },
             kafka_port = layout::KAFKA_PORT,
             health = layout::HEALTH_PORT,
         )
@@ -935,7 +985,15 @@ listen = "0.0.0.0:{health}"
         }
         let binaries = Binaries::locate()?;
         let config = self.berth_config(&host, &binaries);
-        berth_config::parse(&config, []).map_err(|source| FleetError::Config {
+        // A secured host's password and client key come as systemd credentials: the check stands them in.
+        let credentials = self
+            .inner
+            .security
+            .as_ref()
+            .map(|security| security.credentials_for_a_check())
+            .unwrap_or_default();
+        let credentials = credentials.iter().map(|(k, v)| (*k, v.as_str()));
+        berth_config::parse(&config, credentials).map_err(|source| FleetError::Config {
             host: index,
             source,
         })?;
@@ -945,8 +1003,11 @@ listen = "0.0.0.0:{health}"
             systemd_host::start(
                 container,
                 options,
-                config,
-                server_properties,
+                systemd_host::Configured {
+                    berth_toml: config,
+                    server_properties,
+                    security: self.inner.security.as_ref(),
+                },
                 &binaries.berth,
                 self.inner.kafka.as_ref(),
             )

@@ -497,6 +497,26 @@ impl ClusterSecurity {
         )
     }
 
+    /// What the credentials give berth, as environment overrides: for a check of its configuration outside the
+    /// host (`berth_config::parse`), which reads no credentials.
+    pub fn credentials_for_a_check(&self) -> Vec<(&'static str, String)> {
+        let key = format!("{BERTH_TLS_DIR}/berth.key");
+        let mut overrides = vec![(
+            "BERTH_KAFKA__CONTROLLER_SECURITY__TLS_KEY_FILE",
+            key.clone(),
+        )];
+        match self.listeners {
+            SecuredListeners::SaslSsl => overrides.push((
+                "BERTH_KAFKA__SECURITY__SASL_PASSWORD",
+                BERTH_PASSWORD.to_owned(),
+            )),
+            SecuredListeners::MutualTls => {
+                overrides.push(("BERTH_KAFKA__SECURITY__TLS_KEY_FILE", key))
+            }
+        }
+        overrides
+    }
+
     /// berth.service's drop-in loading its secrets as systemd credentials.
     pub fn berth_credentials_dropin(&self) -> String {
         let mut text = String::from("[Service]\n");
