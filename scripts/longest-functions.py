@@ -1,32 +1,26 @@
 #!/usr/bin/env python3
-"""The longest functions of berth's production crates (the standard: under 80 lines).
+"""The longest functions of berth's workspace (the standard: under 80 lines, in every crate).
 
-A function's length is its non-blank, non-comment lines from `fn` to its closing brace, as rustfmt lays
-it out; `#[cfg(test)]` modules are left out. Usage: `scripts/longest-functions.py [how-many]` from the
-repository root; prints `<lines> <file> <line> <name>`, longest first. With `--limit N` it prints every
-function of N lines or more and exits 1 if there is one (CI runs `--limit 80`).
+The rule covers all the Rust the project writes: the production crates, the test infrastructure (berth-sim,
+berth-testkit, kafka-standin, the end-to-end crate's helpers), every crate's tests and benchmarks, and the unit
+tests in `#[cfg(test)]` modules; a `#[test]` function is held to it like any other (a long scenario is split
+into steps, each keeping its assertions). A function's length is its non-blank, non-comment lines from `fn` to
+its closing brace, as rustfmt lays it out. Usage: `scripts/longest-functions.py [how-many]` from the repository
+root; prints `<lines> <file> <line> <name>`, longest first. With `--limit N` it prints every function of N lines
+or more and exits 1 if there is one (CI and `make lint` run `--limit 80`).
 """
 import glob
 import re
 import sys
 
-PRODUCTION_CRATES = [
-    "berth", "berth-core", "berth-config", "berth-zk", "berth-aws", "berth-net", "berth-storage", "berth-kafka",
-]
+# Every Rust source of the workspace: each crate's src, tests, benches and examples, and the end-to-end crate.
+SOURCES = ["crates/*/**/*.rs", "tests/**/*.rs"]
 FN = re.compile(r"^(\s*)(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?fn\s+(\w+)")
-
-
-def without_tests(lines):
-    """The lines before the file's test module."""
-    for i, line in enumerate(lines):
-        if line.strip() == "#[cfg(test)]" and i + 1 < len(lines) and lines[i + 1].startswith("mod "):
-            return lines[:i]
-    return lines
 
 
 def functions(path):
     """(length, path, first line, name) for each function body in the file."""
-    lines = without_tests(open(path).read().split("\n"))
+    lines = open(path).read().split("\n")
     for start, line in enumerate(lines):
         head = FN.match(line)
         if not head or line.rstrip().endswith(";"):
@@ -42,23 +36,24 @@ def functions(path):
         yield len(body), path, start + 1, head.group(7)
 
 
+def sources():
+    """Every Rust file of the workspace, once, build output left out."""
+    found = {path for pattern in SOURCES for path in glob.glob(pattern, recursive=True)}
+    return sorted(path for path in found if "/target/" not in path)
+
+
 def main():
     args = sys.argv[1:]
     limit = int(args[1]) if args[:1] == ["--limit"] else None
     how_many = None if limit else int(args[0]) if args else 5
-    found = [
-        f
-        for crate in PRODUCTION_CRATES
-        for path in glob.glob(f"crates/{crate}/src/**/*.rs", recursive=True)
-        for f in functions(path)
-    ]
+    found = [f for path in sources() for f in functions(path)]
     longest = sorted(found, reverse=True)
     shown = [f for f in longest if f[0] >= limit] if limit else longest[:how_many]
     for length, path, line, name in shown:
         print(length, path, line, name)
     sys.stdout.flush()
     if limit and shown:
-        sys.exit(f"{len(shown)} production function(s) of {limit} lines or more: split them")
+        sys.exit(f"{len(shown)} function(s) of {limit} lines or more: split them")
 
 
 if __name__ == "__main__":

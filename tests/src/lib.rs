@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use aws_sdk_ec2::types::Filter;
+use berth_sim::ec2::BrokerResources;
 use berth_sim::{layout, Fleet, StateView};
 
 /// The routing table and rule priority berth uses with the default numbering (10000 + 100 * card + index).
@@ -32,6 +33,24 @@ pub async fn assert_converged(
         host.az,
         resources.az
     );
+    assert_attached_only(fleet, index, &resources).await?;
+    assert_routed(fleet, index, &resources)?;
+    let mounts = host.broker_mounts();
+    ensure!(
+        mounts.len() == 1,
+        "host {index}: {} mounts at or below the mount path: {mounts:?}",
+        mounts.len()
+    );
+    Ok(())
+}
+
+/// Asserts that EC2 shows exactly the id's ENI and volume of the cluster attached to host `index`'s instance.
+async fn assert_attached_only(
+    fleet: &Fleet,
+    index: usize,
+    resources: &BrokerResources,
+) -> anyhow::Result<()> {
+    let host = fleet.host(index)?;
     let client = fleet.ec2().client();
     let by_instance = Filter::builder()
         .name("attachment.instance-id")
@@ -73,7 +92,12 @@ pub async fn assert_converged(
         "host {index}: volumes attached {volume_ids:?}, want [{}]",
         resources.volume_id
     );
+    Ok(())
+}
 
+/// Asserts that inside host `index` the ENI's address is on one link (not eth0), its table has one default
+/// route and one `from <ip>` rule leads there.
+fn assert_routed(fleet: &Fleet, index: usize, resources: &BrokerResources) -> anyhow::Result<()> {
     let ip = resources.ip.to_string();
     let addresses = fleet.ip_on(index, &["-j", "addr", "show"])?;
     let addresses: serde_json::Value = serde_json::from_str(&addresses)?;
@@ -115,12 +139,6 @@ pub async fn assert_converged(
         "host {index}: {from_eni} rules from {}: {rules}",
         resources.ip
     );
-    let mounts = host.broker_mounts();
-    ensure!(
-        mounts.len() == 1,
-        "host {index}: {} mounts at or below the mount path: {mounts:?}",
-        mounts.len()
-    );
     Ok(())
 }
 
@@ -135,27 +153,16 @@ pub fn assert_unique_ids(states: &[StateView], expected: usize) -> anyhow::Resul
     Ok(())
 }
 
-/// The children of the cluster's claims node in ZooKeeper (the ids currently claimed).
+/// The ids claimed now in ZooKeeper (the claim nodes under the cluster's claims node, in id order), read by
+/// berth-zk's read-only lister through [`berth_sim::claims`].
 pub async fn claimed_ids(fleet: &Fleet) -> anyhow::Result<Vec<String>> {
-    let client = zookeeper_client::Client::connector()
-        .with_session_timeout(Duration::from_secs(4))
-        .connect(
-            &fleet
-                .zookeeper()
-                .context(
-                    "claimed_ids reads the zookeeper backend's claims; the fleet runs no ensemble",
-                )?
-                .connect_string(),
-        )
-        .await?;
-    let path = format!("/berth/{}/claims", fleet.options().cluster);
-    let mut children = match client.list_children(&path).await {
-        Ok(children) => children,
-        Err(zookeeper_client::Error::NoNode) => Vec::new(),
-        Err(error) => return Err(error.into()),
-    };
-    children.sort();
-    Ok(children)
+    let claims = berth_sim::claims::held_in_zookeeper(fleet)
+        .await
+        .context("claimed_ids reads the zookeeper backend's claims")?;
+    Ok(claims
+        .iter()
+        .map(|claim| claim.broker_id.to_string())
+        .collect())
 }
 
 /// Waits for every host in `hosts` to be Healthy and returns their states in order.
@@ -188,21 +195,14 @@ pub fn write_record(fleet: &Fleet, index: usize, id: u32) -> anyhow::Result<Stri
 }
 
 /// The process id (as this machine numbers it) of Kafka on host `index`, if it runs: `kafka.service`'s main
-/// process on a systemd host, the stand-in in the host's network namespace on a process host.
+/// process.
 pub fn kafka_pid(fleet: &Fleet, index: usize) -> anyhow::Result<Option<i32>> {
     use berth_sim::systemd_host::{main_pid, outer_pid, KAFKA_UNIT};
     let host = fleet.host(index)?;
-    if let Some(container) = host.container() {
-        return Ok(main_pid(container, KAFKA_UNIT)?
-            .and_then(|inner| outer_pid(container, inner))
-            .map(|pid| pid as i32));
-    }
-    Ok(berth_sim::sys::netns_pids(&host.ns)
-        .into_iter()
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == "kafka-standin")
-        }))
+    let container = host.container();
+    Ok(main_pid(container, KAFKA_UNIT)?
+        .and_then(|inner| outer_pid(container, inner))
+        .map(|pid| pid as i32))
 }
 
 /// True while process `pid` exists and is not a zombie.

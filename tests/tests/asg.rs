@@ -19,7 +19,7 @@ use berth_e2e::{
     write_record,
 };
 use berth_sim::asg;
-use berth_sim::{Fleet, FleetOptions};
+use berth_sim::{Fleet, FleetOptions, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
 use nix::sys::signal::Signal;
 
@@ -102,21 +102,34 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
     for (&host, state) in hosts.iter().zip(&states) {
         records.push(write_record(fleet, host, state.broker_id.context("id")?)?);
     }
+    let (replacement, replaced) =
+        replaced_outside_a_stack_update(fleet, hosts[0], &states[0], &records[0]).await?;
+    sigterm_keeps_the_broker(fleet, hosts[1], &states[1]).await?;
+    terminated_drains_then_is_replaced(fleet, hosts[2], &states[2], &records[2]).await?;
+    berth_drain(fleet, replacement, &replaced).await
+}
 
-    // A replacement outside any stack update: CloudFormation refuses its signal; the hook is completed anyway.
-    let dead = fleet.host(hosts[0])?;
-    fleet.kill_host(hosts[0], None).await?;
+/// A replacement outside any stack update: CloudFormation refuses its signal; the hook is completed anyway. The
+/// replacement's host index and state.
+async fn replaced_outside_a_stack_update(
+    fleet: &Fleet,
+    host: usize,
+    state: &StateView,
+    record: &str,
+) -> anyhow::Result<(usize, StateView)> {
+    let dead = fleet.host(host)?;
+    fleet.kill_host(host, None).await?;
     let zone = berth_sim::layout::zone_name(dead.az);
     let (instance, replacement) = replacement_of(fleet, &dead.instance.id, &zone).await?;
     let replaced = fleet.wait_healthy(replacement, BOOT).await?;
     in_service(fleet, &instance).await?;
     ensure!(
-        replaced.broker_id == states[0].broker_id,
+        replaced.broker_id == state.broker_id,
         "replacement is {:?}",
         replaced.broker_id
     );
     ensure!(
-        std::fs::read_to_string(data_path(fleet, replacement)?)? == records[0],
+        std::fs::read_to_string(data_path(fleet, replacement)?)? == record,
         "data"
     );
     let signals = fleet.aws().calls_from("SignalResource", &instance);
@@ -139,9 +152,15 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
     );
     assert_converged(fleet, replacement, &replaced).await?;
 
-    // SIGTERM stops berth, not the broker; a restarted berth adopts it without restarting Kafka.
-    let kept = hosts[1];
-    let kept_state = &states[1];
+    Ok((replacement, replaced))
+}
+
+/// SIGTERM stops berth, not the broker; a restarted berth adopts it without restarting Kafka.
+async fn sigterm_keeps_the_broker(
+    fleet: &Fleet,
+    kept: usize,
+    kept_state: &StateView,
+) -> anyhow::Result<()> {
     let kafka = kafka_pid(fleet, kept)?.context("Kafka runs")?;
     fleet.signal_berth(kept, Signal::SIGTERM)?;
     let code = fleet.wait_berth_exit(kept, Duration::from_secs(30)).await?;
@@ -174,8 +193,17 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
     );
     assert_converged(fleet, kept, &adopted).await?;
 
-    // A lifecycle Terminated state drains: everything released, the terminate hook completed, replaced at once.
-    let leaving = fleet.host(hosts[2])?;
+    Ok(())
+}
+
+/// A lifecycle Terminated state drains: everything released, the terminate hook completed, replaced at once.
+async fn terminated_drains_then_is_replaced(
+    fleet: &Fleet,
+    host: usize,
+    state: &StateView,
+    record: &str,
+) -> anyhow::Result<()> {
+    let leaving = fleet.host(host)?;
     fleet.aws().with(|plane| {
         plane
             .autoscaling
@@ -204,7 +232,7 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
         "the drained berth released both and exited 0 before its instance was terminated: {history:#?}"
     );
     ensure!(
-        after.broker_id == states[2].broker_id,
+        after.broker_id == state.broker_id,
         "successor is {:?}",
         after.broker_id
     );
@@ -221,33 +249,22 @@ async fn replace_keep_drain(fleet: &Fleet) -> anyhow::Result<()> {
         after.timeline
     );
     ensure!(
-        std::fs::read_to_string(data_path(fleet, successor)?)? == records[2],
+        std::fs::read_to_string(data_path(fleet, successor)?)? == record,
         "data"
     );
     assert_converged(fleet, successor, &after).await?;
-    berth_drain(fleet, replacement, &replaced).await
+    Ok(())
 }
 
-/// An operator's `berth drain` on the host (inside its systemd container, or its network namespace): the daemon
-/// releases everything and exits 0; the command reports it drained.
+/// An operator's `berth drain` on the host (inside its systemd container): the daemon releases everything and
+/// exits 0; the command reports it drained.
 async fn berth_drain(
     fleet: &Fleet,
     index: usize,
     state: &berth_sim::StateView,
 ) -> anyhow::Result<()> {
     let host = fleet.host(index)?;
-    let mut command = match host.container() {
-        Some(container) => container.command(&["berth", "drain"]),
-        None => {
-            let mut command = std::process::Command::new("nsenter");
-            command
-                .arg(format!("--net=/run/netns/{}", host.ns))
-                .arg("--")
-                .arg(berth_sim::fleet::Binaries::locate()?.berth)
-                .args(["drain", "--address", "127.0.0.1:9798"]);
-            command
-        }
-    };
+    let mut command = host.container().command(&["berth", "drain"]);
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
     let said = String::from_utf8_lossy(&output.stdout);
     ensure!(

@@ -156,50 +156,68 @@ fn sigkill_in_every_state_then_restart_converges() {
         let mut caught = Vec::new();
         for (target, holder, required) in cases {
             drain(&fleet, current).await?;
-            match holder {
-                "throttled AttachNetworkInterface" => {
-                    fleet.inject("AttachNetworkInterface", Fault::Throttle, 6)
-                }
-                "throttled AttachVolume" => fleet.inject("AttachVolume", Fault::Throttle, 6),
-                // As many as the SDK's attempts: the early request is refused, AttachEbs's goes through.
-                "between the two requests" => fleet.inject("AttachVolume", Fault::Throttle, 3),
-                _ => {}
-            }
             let context = || format!("crash in {target} ({holder})");
-            if holder == "crash point" {
-                current = launch_crashing_at(&fleet, target)
-                    .await
-                    .with_context(context)?;
+            let crashed;
+            (current, crashed) = crash_in_case(&fleet, target, holder, required)
+                .await
+                .with_context(context)?;
+            if crashed {
                 caught.push(format!("{target} ({holder})"));
-            } else {
-                current = fleet.launch(0).await?;
-                let crashed = if holder == "between the two requests" {
-                    crash_between_the_requests(&fleet, current).await
-                } else {
-                    crash_in(&fleet, current, target, required).await
-                };
-                if crashed.with_context(context)? {
-                    caught.push(format!("{target} ({holder})"));
-                }
             }
-            let state = fleet
-                .wait_healthy(current, BOOT)
+            converged_as_before(&fleet, current, &booted, &record)
                 .await
                 .with_context(context)?;
-            ensure!(
-                state.broker_id == booted.broker_id,
-                "{}: id {:?}",
-                context(),
-                state.broker_id
-            );
-            assert_converged(&fleet, current, &state)
-                .await
-                .with_context(context)?;
-            let data = std::fs::read_to_string(data_path(&fleet, current)?)?;
-            ensure!(data == record, "{}: data {data:?}", context());
         }
         println!("crashed and converged in: claim, {}", caught.join(", "));
         Ok(())
     })
     .expect("crash in every state");
+}
+
+/// Launches a host whose berth will be caught in `target` while `holder` holds it open, crashes it there and
+/// starts it again: the host, and whether the crash landed in `target` (required or not).
+async fn crash_in_case(
+    fleet: &Fleet,
+    target: &str,
+    holder: &str,
+    required: bool,
+) -> anyhow::Result<(usize, bool)> {
+    match holder {
+        "throttled AttachNetworkInterface" => {
+            fleet.inject("AttachNetworkInterface", Fault::Throttle, 6)
+        }
+        "throttled AttachVolume" => fleet.inject("AttachVolume", Fault::Throttle, 6),
+        // As many as the SDK's attempts: the early request is refused, AttachEbs's goes through.
+        "between the two requests" => fleet.inject("AttachVolume", Fault::Throttle, 3),
+        _ => {}
+    }
+    if holder == "crash point" {
+        return Ok((launch_crashing_at(fleet, target).await?, true));
+    }
+    let current = fleet.launch(0).await?;
+    let crashed = if holder == "between the two requests" {
+        crash_between_the_requests(fleet, current).await?
+    } else {
+        crash_in(fleet, current, target, required).await?
+    };
+    Ok((current, crashed))
+}
+
+/// The restarted host `current` converged as the first broker (`booted`), with its data (`record`).
+async fn converged_as_before(
+    fleet: &Fleet,
+    current: usize,
+    booted: &StateView,
+    record: &str,
+) -> anyhow::Result<()> {
+    let state = fleet.wait_healthy(current, BOOT).await?;
+    ensure!(
+        state.broker_id == booted.broker_id,
+        "id {:?}",
+        state.broker_id
+    );
+    assert_converged(fleet, current, &state).await?;
+    let data = std::fs::read_to_string(data_path(fleet, current)?)?;
+    ensure!(data == record, "data {data:?}");
+    Ok(())
 }

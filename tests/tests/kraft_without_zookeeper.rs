@@ -24,8 +24,9 @@ use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
-use berth_sim::{layout, Fleet, FleetOptions, HostKind, SimKafka, StateView};
+use berth_sim::{layout, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
+use berth_testkit::kafka::Client;
 
 const BOOT: Duration = Duration::from_secs(180);
 const TOPIC: &str = "kraft-e2e";
@@ -40,7 +41,6 @@ fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
         return;
     }
     let options = FleetOptions {
-        host_kind: HostKind::Systemd,
         kafka: SimKafka::Kraft,
         claim_backend: ClaimBackend::Ec2,
         ..FleetOptions::default()
@@ -65,25 +65,41 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
         view.leader_id,
         view.leader_epoch
     );
+    replace_one(fleet, &client, &booted).await?;
+    replace_two_one_blank(fleet, &client, &booted).await?;
+    assert_no_zookeeper(fleet)?;
+    println!("total {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
 
-    // One node killed: the group's replacement is the same broker, the quorum whole, every record there.
+/// One node killed: the group's replacement is the same broker, the quorum whole, every record there.
+async fn replace_one(fleet: &Fleet, client: &Client, booted: &Booted) -> anyhow::Result<()> {
     let killed = Instant::now();
-    let victim = host_of_broker(&booted, 0)?;
+    let victim = host_of_broker(booted, 0)?;
     fleet.kill_host(victim, None).await?;
     blocking(|| client.produce_range(TOPIC, BATCH..2 * BATCH, 0))?;
     let (host, state) = replacement(fleet, victim).await?;
     assert_same_broker(&booted[&0].1, &state)?;
     quorum_whole(fleet).await?;
-    fleet_kafka::consume_exactly(&client, TOPIC, 2 * BATCH)?;
+    fleet_kafka::consume_exactly(client, TOPIC, 2 * BATCH)?;
     println!(
         "broker 0 replaced by host {host}: Healthy {:.1}s after the kill, quorum whole, {} records exact",
         killed.elapsed().as_secs_f64(),
         2 * BATCH
     );
 
-    // Two nodes killed in a row; broker 1's volume comes back blank.
-    let first = host_of_broker(&booted, 1)?;
-    let second = host_of_broker(&booted, 2)?;
+    Ok(())
+}
+
+/// Two nodes killed in a row, broker 1's volume coming back blank: both replaced as the same brokers, the blank
+/// controller formatted only once the other voters hold a majority, every record there.
+async fn replace_two_one_blank(
+    fleet: &Fleet,
+    client: &Client,
+    booted: &Booted,
+) -> anyhow::Result<()> {
+    let first = host_of_broker(booted, 1)?;
+    let second = host_of_broker(booted, 2)?;
     let killed = Instant::now();
     fleet.kill_host(first, None).await?;
     let volume = &fleet.resources()[1].volume_id;
@@ -110,9 +126,9 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     assert_same_broker(&booted[&2].1, &kept)?;
     quorum_whole(fleet).await?;
     blocking(|| {
-        fleet_kafka::wait_fully_replicated(&client, TOPIC, BOOT).map_err(anyhow::Error::msg)
+        fleet_kafka::wait_fully_replicated(client, TOPIC, BOOT).map_err(anyhow::Error::msg)
     })?;
-    fleet_kafka::consume_exactly(&client, TOPIC, 2 * BATCH)?;
+    fleet_kafka::consume_exactly(client, TOPIC, 2 * BATCH)?;
     let blank_kafka = kafka_started(fleet, blank_host)?;
     let kept_kafka = kafka_started(fleet, kept_host)?;
     ensure!(
@@ -140,8 +156,6 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
             .map_or(0.0, |seen| (seen - killed).as_secs_f64()),
         waits.first.as_deref().unwrap_or("not seen")
     );
-    assert_no_zookeeper(fleet)?;
-    println!("total {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -194,7 +208,7 @@ fn assert_no_zookeeper(fleet: &Fleet) -> anyhow::Result<()> {
                 .display()
                 .to_string(),
         ));
-        let container = host.container().context("systemd host")?;
+        let container = host.container();
         for file in ["/etc/berth/berth.toml", "/etc/kafka/server.properties"] {
             let text = std::fs::read_to_string(container.path(file))
                 .with_context(|| format!("host {}: {file}", host.index))?;
@@ -356,7 +370,7 @@ async fn quorum_whole(fleet: &Fleet) -> anyhow::Result<QuorumView> {
 /// (`journalctl -u berth -o json`).
 fn format_reason(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
     let host = fleet.host(index)?;
-    let container = host.container().context("systemd host")?;
+    let container = host.container();
     let text = container.exec(&[
         "journalctl",
         "--unit",
@@ -380,6 +394,6 @@ fn format_reason(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
 /// When systemd started `kafka.service` on host `index` (last time).
 fn kafka_started(fleet: &Fleet, index: usize) -> anyhow::Result<std::time::SystemTime> {
     let host = fleet.host(index)?;
-    fleet_kafka::kafka_unit_started(host.container().context("systemd host")?)
+    fleet_kafka::kafka_unit_started(host.container())
         .with_context(|| format!("host {index}: no 'Started kafka.service' in its journal"))
 }

@@ -20,43 +20,7 @@ use common::*;
 async fn discovery_maps_ids_and_names_every_configuration_error() {
     // ids 0, 1 in zone a; id 2 in zone b (all fine so far).
     let env = env(&[ZONE_A, ZONE_A, ZONE_B]).await;
-    let tagged = |name: &'static str| [("Name", name), (CLUSTER_KEY, CLUSTER)];
-    // id 1 gets a second ENI; id 3 an ENI in b with its volume in a; id 4 only an ENI.
-    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-1"))
-        .await
-        .unwrap();
-    world::eni(&env.ec2, &env.net, ZONE_B, &tagged("KAFKA-3"))
-        .await
-        .unwrap();
-    world::volume(&env.ec2, ZONE_A, &tagged("KAFKA-3"))
-        .await
-        .unwrap();
-    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-4"))
-        .await
-        .unwrap();
-    // Another cluster's id 0, a non-canonical tag and an id out of range are not ours.
-    world::eni(
-        &env.ec2,
-        &env.net,
-        ZONE_A,
-        &[("Name", "KAFKA-0"), (CLUSTER_KEY, "other")],
-    )
-    .await
-    .unwrap();
-    world::volume(
-        &env.ec2,
-        ZONE_A,
-        &[("Name", "KAFKA-0"), (CLUSTER_KEY, "other")],
-    )
-    .await
-    .unwrap();
-    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-01"))
-        .await
-        .unwrap();
-    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-7"))
-        .await
-        .unwrap();
-
+    seed_what_discovery_must_flag(&env).await;
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
     let cloud = env.cloud(env.settings(&imds, 6)).await;
@@ -94,6 +58,13 @@ async fn discovery_maps_ids_and_names_every_configuration_error() {
         "10.0.2.0/24"
     );
 
+    problems_name_the_ids(&env, &inventory);
+    assert!(!inventory.ids.contains_key(&BrokerId(5)));
+    assert!(!inventory.ids.contains_key(&BrokerId(7)));
+}
+
+/// The duplicate ENI, the zone mismatch and the missing volume are reported, naming what is wrong.
+fn problems_name_the_ids(env: &Env, inventory: &berth_core::Inventory) {
     let problems: Vec<String> = inventory.problems.iter().map(ToString::to_string).collect();
     assert_eq!(inventory.problems.len(), 3, "{problems:#?}");
     assert!(matches!(
@@ -120,8 +91,47 @@ async fn discovery_maps_ids_and_names_every_configuration_error() {
         "the duplicate names both ENIs: {}",
         problems[0]
     );
-    assert!(!inventory.ids.contains_key(&BrokerId(5)));
-    assert!(!inventory.ids.contains_key(&BrokerId(7)));
+}
+
+/// What discovery must flag or pass over: id 1 gets a second ENI, id 3 an ENI in b with its volume in a, id 4
+/// only an ENI; another cluster's id 0, a non-canonical tag (`KAFKA-01`) and an id out of range are not ours.
+async fn seed_what_discovery_must_flag(env: &Env) {
+    let tagged = |name: &'static str| [("Name", name), (CLUSTER_KEY, CLUSTER)];
+    // id 1 gets a second ENI; id 3 an ENI in b with its volume in a; id 4 only an ENI.
+    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-1"))
+        .await
+        .unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_B, &tagged("KAFKA-3"))
+        .await
+        .unwrap();
+    world::volume(&env.ec2, ZONE_A, &tagged("KAFKA-3"))
+        .await
+        .unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-4"))
+        .await
+        .unwrap();
+    // Another cluster's id 0, a non-canonical tag and an id out of range are not ours.
+    world::eni(
+        &env.ec2,
+        &env.net,
+        ZONE_A,
+        &[("Name", "KAFKA-0"), (CLUSTER_KEY, "other")],
+    )
+    .await
+    .unwrap();
+    world::volume(
+        &env.ec2,
+        ZONE_A,
+        &[("Name", "KAFKA-0"), (CLUSTER_KEY, "other")],
+    )
+    .await
+    .unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-01"))
+        .await
+        .unwrap();
+    world::eni(&env.ec2, &env.net, ZONE_A, &tagged("KAFKA-7"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -189,6 +199,15 @@ async fn happy_path_boot_stays_within_the_call_budget() {
         ("in-use".into(), Some(me.instance_id.clone()))
     );
 
+    within_the_call_budget(&env, elapsed);
+    assert_eq!(imds.v1_refusals(), 0, "IMDSv1 must never be used");
+    assert!(imds.token_requests() >= 1);
+
+    signals_carry_exact_parameters(&env, &me.instance_id);
+}
+
+/// At most 15 EC2 calls for a happy boot, none of them a detach (printed as `aws-boot ec2_calls=..`).
+fn within_the_call_budget(env: &Env, elapsed: Duration) {
     let ec2_calls = env.ec2_calls();
     println!(
         "aws-boot ec2_calls={ec2_calls} elapsed_ms={} calls={:?}",
@@ -204,22 +223,6 @@ async fn happy_path_boot_stays_within_the_call_budget() {
         env.proxy.calls("DetachNetworkInterface") + env.proxy.calls("DetachVolume"),
         0
     );
-    assert_eq!(imds.v1_refusals(), 0, "IMDSv1 must never be used");
-    assert!(imds.token_requests() >= 1);
-
-    // Exact parameters of the signals.
-    let signal = &env.aws.calls_of("SignalResource")[0];
-    assert_eq!(signal.param("StackName"), Some("kafka-stack"));
-    assert_eq!(signal.param("LogicalResourceId"), Some("BrokerGroup"));
-    assert_eq!(signal.param("UniqueId"), Some(me.instance_id.as_str()));
-    assert_eq!(signal.param("Status"), Some("SUCCESS"));
-    let complete = &env.aws.calls_of("CompleteLifecycleAction")[0];
-    assert_eq!(complete.param("AutoScalingGroupName"), Some("kafka-asg"));
-    assert_eq!(complete.param("LifecycleHookName"), Some("berth-launch"));
-    assert_eq!(complete.param("InstanceId"), Some(me.instance_id.as_str()));
-    assert_eq!(complete.param("LifecycleActionResult"), Some("CONTINUE"));
-    assert_eq!(env.aws.calls().len(), 2);
-    assert!(env.aws.calls().iter().all(|call| call.accepted()));
 }
 
 #[tokio::test]
@@ -248,6 +251,22 @@ async fn already_attached_here_is_success_without_attach_calls() {
         env.proxy.calls("AttachNetworkInterface") + env.proxy.calls("AttachVolume"),
         0
     );
+}
+
+/// The two signals of a boot, with their exact parameters, both accepted and nothing else sent.
+fn signals_carry_exact_parameters(env: &Env, instance_id: &str) {
+    let signal = &env.aws.calls_of("SignalResource")[0];
+    assert_eq!(signal.param("StackName"), Some("kafka-stack"));
+    assert_eq!(signal.param("LogicalResourceId"), Some("BrokerGroup"));
+    assert_eq!(signal.param("UniqueId"), Some(instance_id));
+    assert_eq!(signal.param("Status"), Some("SUCCESS"));
+    let complete = &env.aws.calls_of("CompleteLifecycleAction")[0];
+    assert_eq!(complete.param("AutoScalingGroupName"), Some("kafka-asg"));
+    assert_eq!(complete.param("LifecycleHookName"), Some("berth-launch"));
+    assert_eq!(complete.param("InstanceId"), Some(instance_id));
+    assert_eq!(complete.param("LifecycleActionResult"), Some("CONTINUE"));
+    assert_eq!(env.aws.calls().len(), 2);
+    assert!(env.aws.calls().iter().all(|call| call.accepted()));
 }
 
 #[tokio::test]
@@ -763,8 +782,13 @@ async fn failure_abandons_a_pending_launch_else_marks_the_instance_unhealthy() {
     assert_eq!(calls[2].param("LifecycleActionResult"), Some("ABANDON"));
     assert!(calls.iter().all(|call| call.accepted()));
 
-    // An instance already in service has no launch action: it is marked unhealthy, which a fresh instance
-    // (younger than the group's grace period) allows only without respecting that period.
+    an_instance_in_service_is_marked_unhealthy(&env).await;
+}
+
+/// An instance already in service has no launch action: it is marked unhealthy, which a fresh instance (younger
+/// than the group's grace period) allows only without respecting that period; its terminate hook then waits for
+/// the drain.
+async fn an_instance_in_service_is_marked_unhealthy(env: &Env) {
     let serving = env.instance(ZONE_A).await;
     env.launching("tagged-asg", &serving);
     let imds = env.imds(&serving, &[("aws:autoscaling:groupName", "tagged-asg")]);
@@ -940,24 +964,6 @@ async fn termination_notices_come_from_imds_v2_only() {
 #[tokio::test]
 async fn strict_moto_refuses_attachments_as_real_ec2_does() {
     let env = env(&[ZONE_A]).await;
-    let code = |error: world::SeedError| {
-        let error = error.downcast::<aws_sdk_ec2::error::SdkError<
-            aws_sdk_ec2::operation::attach_network_interface::AttachNetworkInterfaceError,
-        >>();
-        match error {
-            Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
-                .unwrap_or_default()
-                .to_owned(),
-            Err(other) => match other.downcast::<aws_sdk_ec2::error::SdkError<
-                aws_sdk_ec2::operation::attach_volume::AttachVolumeError,
-            >>() {
-                Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
-                    .unwrap_or_default()
-                    .to_owned(),
-                Err(other) => panic!("unexpected error {other}"),
-            },
-        }
-    };
     let first = env.instance(ZONE_A).await;
     let second = env.instance(ZONE_A).await;
     let in_b = env.instance(ZONE_B).await;
@@ -972,11 +978,11 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
     let err = world::attach_eni(&env.ec2, eni, &second.instance_id, 1)
         .await
         .unwrap_err();
-    assert_eq!(code(err), "InvalidNetworkInterface.InUse");
+    assert_eq!(error_code(err), "InvalidNetworkInterface.InUse");
     let err = world::attach_volume(&env.ec2, volume, &second.instance_id, "/dev/xvdf")
         .await
         .unwrap_err();
-    assert_eq!(code(err), "VolumeInUse");
+    assert_eq!(error_code(err), "VolumeInUse");
 
     let (spare_eni, _, _) = world::eni(&env.ec2, &env.net, ZONE_A, &[("Name", "spare")])
         .await
@@ -988,7 +994,7 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
         .await
         .unwrap_err();
     assert_eq!(
-        code(err),
+        error_code(err),
         "InvalidParameterValue",
         "device index 1 is taken"
     );
@@ -996,7 +1002,7 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
         .await
         .unwrap_err();
     assert_eq!(
-        code(err),
+        error_code(err),
         "InvalidParameterValue",
         "device name /dev/xvdf is taken"
     );
@@ -1004,33 +1010,16 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
         .await
         .unwrap_err();
     assert_eq!(
-        code(err),
+        error_code(err),
         "InvalidParameterCombination",
         "ENI in another AZ"
     );
     let err = world::attach_volume(&env.ec2, &spare_volume, &in_b.instance_id, "/dev/xvdf")
         .await
         .unwrap_err();
-    assert_eq!(code(err), "InvalidVolume.ZoneMismatch");
+    assert_eq!(error_code(err), "InvalidVolume.ZoneMismatch");
 
-    env.moto
-        .begin_shutting_down(&second.instance_id, None)
-        .unwrap();
-    assert_eq!(
-        world::instance_state(&env.ec2, &second.instance_id)
-            .await
-            .unwrap(),
-        "shutting-down"
-    );
-    let err = world::attach_eni(&env.ec2, &spare_eni, &second.instance_id, 1)
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), "IncorrectInstanceState");
-    env.moto.finish_termination(&second.instance_id).unwrap();
-    let err = world::attach_volume(&env.ec2, &spare_volume, &second.instance_id, "/dev/xvdg")
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), "IncorrectInstanceState");
+    attaching_to_a_leaving_instance_is_refused(&env, &second, &spare_eni, &spare_volume).await;
 
     // Termination releases the secondary ENI once shutting-down ends (real EC2), and frees the data volume.
     world::terminate(&env.ec2, &first.instance_id)
@@ -1046,34 +1035,68 @@ async fn strict_moto_refuses_attachments_as_real_ec2_does() {
     );
 }
 
+/// The EC2 error code of a seeding call that attached an ENI or a volume.
+fn error_code(error: world::SeedError) -> String {
+    let error = error.downcast::<aws_sdk_ec2::error::SdkError<
+        aws_sdk_ec2::operation::attach_network_interface::AttachNetworkInterfaceError,
+    >>();
+    match error {
+        Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
+            .unwrap_or_default()
+            .to_owned(),
+        Err(other) => {
+            match other.downcast::<aws_sdk_ec2::error::SdkError<
+                aws_sdk_ec2::operation::attach_volume::AttachVolumeError,
+            >>() {
+                Ok(error) => aws_sdk_ec2::error::ProvideErrorMetadata::code(&*error)
+                    .unwrap_or_default()
+                    .to_owned(),
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        }
+    }
+}
+
+/// An instance shutting down, then terminated, takes no attachment (`IncorrectInstanceState`).
+async fn attaching_to_a_leaving_instance_is_refused(
+    env: &Env,
+    second: &world::SeededInstance,
+    spare_eni: &str,
+    spare_volume: &str,
+) {
+    env.moto
+        .begin_shutting_down(&second.instance_id, None)
+        .unwrap();
+    assert_eq!(
+        world::instance_state(&env.ec2, &second.instance_id)
+            .await
+            .unwrap(),
+        "shutting-down"
+    );
+    let err = world::attach_eni(&env.ec2, spare_eni, &second.instance_id, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(err), "IncorrectInstanceState");
+    env.moto.finish_termination(&second.instance_id).unwrap();
+    let err = world::attach_volume(&env.ec2, spare_volume, &second.instance_id, "/dev/xvdg")
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(err), "IncorrectInstanceState");
+}
+
 /// The strict endpoint's refusals reach the SDK as AWS's do: the error code and message of the query
 /// protocol's `ErrorResponse`, for calls berth never makes wrongly itself (what berth's own calls meet is tested
 /// above).
 #[tokio::test]
 async fn the_endpoint_refuses_as_aws_does_through_the_sdk() {
-    use aws_sdk_autoscaling::error::ProvideErrorMetadata;
     let env = env(&[ZONE_A]).await;
     let me = env.instance(ZONE_A).await;
     env.stack("kafka-stack", "BrokerGroup", 1);
     env.group("kafka-asg", "berth-launch", "berth-terminate");
     env.launching("kafka-asg", &me);
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(env.proxy.url())
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
+    let sdk = sdk_config(&env).await;
     let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
     let cloudformation = aws_sdk_cloudformation::Client::new(&sdk);
-    let code_and_message = |error: &dyn ProvideErrorMetadata| {
-        (
-            error.code().unwrap_or_default().to_owned(),
-            error.message().unwrap_or_default().to_owned(),
-        )
-    };
-
     let young = autoscaling
         .set_instance_health()
         .instance_id(&me.instance_id)
@@ -1138,4 +1161,26 @@ async fn the_endpoint_refuses_as_aws_does_through_the_sdk() {
         "refused calls change nothing"
     );
     assert!(env.aws.calls().iter().all(|call| !call.accepted()));
+}
+
+/// The SDK's configuration for the proxy in front of the endpoint, with moto's static credentials.
+async fn sdk_config(env: &Env) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(env.proxy.url())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await
+}
+
+/// A service error's code and message, as the SDK reads them.
+fn code_and_message(
+    error: &dyn aws_sdk_autoscaling::error::ProvideErrorMetadata,
+) -> (String, String) {
+    (
+        error.code().unwrap_or_default().to_owned(),
+        error.message().unwrap_or_default().to_owned(),
+    )
 }

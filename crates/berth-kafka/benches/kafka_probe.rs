@@ -59,8 +59,40 @@ async fn main() {
     let listener = TcpListener::bind(("127.0.0.1", advertised)).await.unwrap();
     tokio::spawn(relay(listener, real, accepted.clone()));
 
-    // The stand-in binds `real` but advertises the relay's port, which berth probes.
-    let server = dir.path().join("server.properties");
+    let settings = settings(&zk, dir.path(), advertised, real);
+    let broker =
+        KafkaBroker::with_restart_policy(settings, RestartPolicy::default()).expect("the adapter");
+    let spec = BrokerSpec {
+        voters: Default::default(),
+        broker_id: BrokerId(0),
+        advertised_ip: Ipv4Addr::LOCALHOST,
+        rack: "az-a".into(),
+        log_dirs: vec![dir.path().join("data")],
+    };
+    let client = zookeeper_client::Client::connect(&zk.connect_string())
+        .await
+        .unwrap();
+
+    let register_to_healthy = register_to_healthy(&broker, &spec, &client).await;
+    let (checks, connections) = check_times(&broker, &spec, &accepted).await;
+
+    let max = register_to_healthy.iter().cloned().fold(f64::MIN, f64::max);
+    let mut sorted = checks.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let p99 = sorted[(CHECKS * 99) / 100];
+    println!(
+        "kafka-probe register_to_healthy_ms={:.1} register_to_healthy_max_ms={max:.1} check_ms={:.2} \
+         check_p99_ms={p99:.2} connections_per_check={:.2} starts={STARTS} checks={CHECKS}",
+        median(register_to_healthy),
+        median(checks),
+        connections as f64 / CHECKS as f64,
+    );
+}
+
+/// The broker's settings: the stand-in (300 ms start delay) as a child, binding `real` but advertising the relay's
+/// port `advertised`, which berth probes; registrations under `/kafka` in `zk`.
+fn settings(zk: &ZooKeeper, dir: &std::path::Path, advertised: u16, real: u16) -> KafkaSettings {
+    let server = dir.join("server.properties");
     std::fs::write(
         &server,
         format!(
@@ -69,7 +101,7 @@ async fn main() {
         ),
     )
     .unwrap();
-    let settings = KafkaSettings {
+    KafkaSettings {
         mode: KafkaMode::Zookeeper,
         supervision: Supervision::Process {
             command: vec![
@@ -79,7 +111,7 @@ async fn main() {
                 server.display().to_string(),
             ],
         },
-        overlay_path: dir.path().join("berth.properties"),
+        overlay_path: dir.join("berth.properties"),
         listener_name: "PLAINTEXT".into(),
         port: advertised,
         check_interval: Duration::from_secs(1),
@@ -99,24 +131,19 @@ async fn main() {
         },
         security: Default::default(),
         controller_security: Default::default(),
-    };
-    let broker =
-        KafkaBroker::with_restart_policy(settings, RestartPolicy::default()).expect("the adapter");
-    let spec = BrokerSpec {
-        voters: Default::default(),
-        broker_id: BrokerId(0),
-        advertised_ip: Ipv4Addr::LOCALHOST,
-        rack: "az-a".into(),
-        log_dirs: vec![dir.path().join("data")],
-    };
-    let client = zookeeper_client::Client::connect(&zk.connect_string())
-        .await
-        .unwrap();
+    }
+}
 
+/// Milliseconds from the registration znode's creation to `start()` returning, for each of [`STARTS`] starts.
+async fn register_to_healthy(
+    broker: &KafkaBroker,
+    spec: &BrokerSpec,
+    client: &zookeeper_client::Client,
+) -> Vec<f64> {
     let mut register_to_healthy = Vec::new();
     for _ in 0..STARTS {
         broker
-            .start(&spec, Deadline::after(Duration::from_secs(30)))
+            .start(spec, Deadline::after(Duration::from_secs(30)))
             .await
             .expect("serving");
         let detected = SystemTime::now()
@@ -135,18 +162,28 @@ async fn main() {
             .expect("stopped");
     }
 
+    register_to_healthy
+}
+
+/// [`CHECKS`] checks of a serving broker after a warm-up, in milliseconds each, and the connections the relay
+/// accepted for them.
+async fn check_times(
+    broker: &KafkaBroker,
+    spec: &BrokerSpec,
+    accepted: &AtomicU64,
+) -> (Vec<f64>, u64) {
     broker
-        .start(&spec, Deadline::after(Duration::from_secs(30)))
+        .start(spec, Deadline::after(Duration::from_secs(30)))
         .await
         .expect("serving");
     for _ in 0..20 {
-        broker.check(&spec).await.expect("warm-up check");
+        broker.check(spec).await.expect("warm-up check");
     }
     let before = accepted.load(Ordering::SeqCst);
     let mut checks = Vec::with_capacity(CHECKS);
     for _ in 0..CHECKS {
         let started = Instant::now();
-        broker.check(&spec).await.expect("healthy");
+        broker.check(spec).await.expect("healthy");
         checks.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     let connections = accepted.load(Ordering::SeqCst) - before;
@@ -155,15 +192,5 @@ async fn main() {
         .await
         .expect("stopped");
 
-    let max = register_to_healthy.iter().cloned().fold(f64::MIN, f64::max);
-    let mut sorted = checks.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let p99 = sorted[(CHECKS * 99) / 100];
-    println!(
-        "kafka-probe register_to_healthy_ms={:.1} register_to_healthy_max_ms={max:.1} check_ms={:.2} \
-         check_p99_ms={p99:.2} connections_per_check={:.2} starts={STARTS} checks={CHECKS}",
-        median(register_to_healthy),
-        median(checks),
-        connections as f64 / CHECKS as f64,
-    );
+    (checks, connections)
 }

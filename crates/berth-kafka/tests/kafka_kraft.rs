@@ -244,8 +244,41 @@ async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster
         .map(|node| Peer::new(node.id, SocketAddr::from((node.host, node.port))))
         .collect();
     let bootstrap = nodes[0].bootstrap();
-    let cluster = tokio::task::spawn_blocking({
-        let (install, nodes) = (install.clone(), nodes.clone());
+    let cluster = start_with_orders(&install, &nodes, bootstrap).await;
+    every_broker_caught_up_and_free_to_stop(&listeners).await;
+
+    // Node 2 stops (controlled shutdown): the controller takes it out of every ISR.
+    let cluster = real::on_blocking_thread(cluster, |cluster| {
+        cluster.node(2).stop(Duration::from_secs(60));
+    })
+    .await;
+    node_2_behind_and_node_0_unsafe(&listeners).await;
+
+    // Node 2 comes back on its data and catches up: the gate opens and node 0 may stop again.
+    let cluster = real::on_blocking_thread(cluster, |cluster| {
+        cluster.restart(2).expect("node 2 restarts");
+    })
+    .await;
+    let recovered = replication_until(&listeners, "node 2 caught up", START_DEADLINE, |view| {
+        catch_up(view, BrokerId(2)).caught_up()
+    })
+    .await;
+    assert!(matches!(
+        stop_safety(&recovered, BrokerId(0)),
+        StopSafety::Safe { .. }
+    ));
+    drop(cluster);
+}
+
+/// The 3-node KRaft cluster of `nodes`, started off the runtime, with topic `orders` (3 partitions, replication
+/// factor 3, `min.insync.replicas=2`).
+async fn start_with_orders(
+    install: &Install,
+    nodes: &[NodeSpec],
+    bootstrap: String,
+) -> KafkaCluster {
+    tokio::task::spawn_blocking({
+        let (install, nodes) = (install.clone(), nodes.to_vec());
         move || {
             let cluster = KafkaCluster::start(
                 &install,
@@ -269,15 +302,22 @@ async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster
         }
     })
     .await
-    .unwrap();
-    let orders = |view: &ReplicationView| -> Vec<PartitionReplicas> {
-        view.partitions
-            .iter()
-            .filter(|p| p.topic == "orders")
-            .cloned()
-            .collect()
-    };
-    let full = replication_until(&listeners, "orders fully in sync", START_DEADLINE, |view| {
+    .unwrap()
+}
+
+/// The partitions of topic `orders` in `view`.
+fn orders(view: &ReplicationView) -> Vec<PartitionReplicas> {
+    view.partitions
+        .iter()
+        .filter(|p| p.topic == "orders")
+        .cloned()
+        .collect()
+}
+
+/// With every node running and in sync (`min.insync.replicas` read through DescribeConfigs), every broker is
+/// caught up and any one may stop.
+async fn every_broker_caught_up_and_free_to_stop(listeners: &[Peer]) {
+    let full = replication_until(listeners, "orders fully in sync", START_DEADLINE, |view| {
         let orders = orders(view);
         orders.len() == 3 && orders.iter().all(|p| p.isr.len() == 3)
     })
@@ -301,12 +341,11 @@ async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster
             "{id} may stop while all three are in sync"
         );
     }
+}
 
-    // Node 2 stops (controlled shutdown): the controller takes it out of every ISR.
-    let cluster = real::on_blocking_thread(cluster, |cluster| {
-        cluster.node(2).stop(Duration::from_secs(60));
-    })
-    .await;
+/// Node 2 out of every ISR: it is behind (the gate would hold it) and stopping node 0 would leave one replica in
+/// sync; a broker that does not answer (node 2, asked first) is passed over for the next.
+async fn node_2_behind_and_node_0_unsafe(listeners: &[Peer]) {
     let dead_first = [listeners[2], listeners[0], listeners[1]];
     let degraded = replication_until(
         &dead_first,
@@ -339,19 +378,4 @@ async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster
             .all(|p| at_risk.iter().any(|r| r == p)),
         "{at_risk:?}"
     );
-
-    // Node 2 comes back on its data and catches up: the gate opens and node 0 may stop again.
-    let cluster = real::on_blocking_thread(cluster, |cluster| {
-        cluster.restart(2).expect("node 2 restarts");
-    })
-    .await;
-    let recovered = replication_until(&listeners, "node 2 caught up", START_DEADLINE, |view| {
-        catch_up(view, BrokerId(2)).caught_up()
-    })
-    .await;
-    assert!(matches!(
-        stop_safety(&recovered, BrokerId(0)),
-        StopSafety::Safe { .. }
-    ));
-    drop(cluster);
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use berth_core::ports::{Broker, Deadline};
 use berth_core::{BrokerId, ErrorKind};
 use berth_kafka::supervisor::ChildState;
+use berth_kafka::KafkaBroker;
 use common::real::{self, RealHost, START_DEADLINE};
 use common::CLUSTER_ID;
 
@@ -45,38 +46,8 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
         StorageDecision::Format(_, _)
     ));
 
-    let cluster = tokio::task::spawn_blocking({
-        let (install, nodes) = (install.clone(), nodes.clone());
-        move || {
-            KafkaCluster::start(
-                &install,
-                ClusterOptions::new(
-                    ClusterMode::Kraft {
-                        cluster_id: CLUSTER_ID.into(),
-                    },
-                    nodes,
-                ),
-            )
-        }
-    })
-    .await
-    .unwrap()
-    .expect("3-node KRaft cluster");
-
-    // Every voter runs: only the leader describes the quorum (followers refuse); observe finds it.
-    let described = quorum::observe(&KafkaClient::plaintext(), &controllers, ASK).await;
-    let Quorum::Described(view) = &described else {
-        panic!("a running quorum is described: {described:?}");
-    };
-    assert!(view.leader_id >= 0, "{view:?}");
-    let mut ids: Vec<i32> = view.voters.iter().map(|v| v.id).collect();
-    ids.sort();
-    assert_eq!(ids, [0, 1, 2], "{view:?}");
-    let decision = quorum::decide(&blank, 2, Role::StaticController, &described);
-    assert!(
-        matches!(decision, StorageDecision::Format(_, _)),
-        "{decision:?}"
-    );
+    let cluster = start_trio(&install, &nodes).await;
+    a_running_quorum_lets_a_blank_node_2_format(&controllers).await;
 
     // Node 2's host is replaced and its volume comes back blank: berth (node 2's KafkaBroker, the ENI address
     // and ports of node 2) asks the quorum, 0 and 1 are current, so it formats and Kafka joins as voter 2.
@@ -122,8 +93,54 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
     };
     assert!(why.contains("behind [1 (log end"), "{why}");
 
-    // Node 2 is lost again and comes back blank: berth refuses to format it, Kafka stays stopped, and the
-    // error says why (retryable: the start is tried again until the state's deadline).
+    a_blank_node_2_is_refused(&broker, &host).await;
+    drop(cluster);
+}
+
+/// The 3-node KRaft cluster of `nodes` (a static quorum), started off the runtime.
+async fn start_trio(install: &Install, nodes: &[NodeSpec]) -> KafkaCluster {
+    tokio::task::spawn_blocking({
+        let (install, nodes) = (install.clone(), nodes.to_vec());
+        move || {
+            KafkaCluster::start(
+                &install,
+                ClusterOptions::new(
+                    ClusterMode::Kraft {
+                        cluster_id: CLUSTER_ID.into(),
+                    },
+                    nodes,
+                ),
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .expect("3-node KRaft cluster")
+}
+
+/// Every voter runs: only the leader describes the quorum (followers refuse); observe finds it, and the others
+/// hold a majority, so node 2's blank storage may be formatted.
+async fn a_running_quorum_lets_a_blank_node_2_format(controllers: &[Peer]) {
+    let blank = StorageState::Blank;
+    let described = quorum::observe(&KafkaClient::plaintext(), controllers, ASK).await;
+    let Quorum::Described(view) = &described else {
+        panic!("a running quorum is described: {described:?}");
+    };
+    assert!(view.leader_id >= 0, "{view:?}");
+    let mut ids: Vec<i32> = view.voters.iter().map(|v| v.id).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2], "{view:?}");
+    let decision = quorum::decide(&blank, 2, Role::StaticController, &described);
+    assert!(
+        matches!(decision, StorageDecision::Format(_, _)),
+        "{decision:?}"
+    );
+}
+
+/// Node 2 is lost again and comes back blank while node 1 is behind: berth refuses to format it, Kafka stays
+/// stopped, and the error says why (retryable: the start is tried again until the state's deadline).
+async fn a_blank_node_2_is_refused(broker: &KafkaBroker, host: &RealHost) {
+    let spec = host.spec(2);
     broker
         .stop(Deadline::after(Duration::from_secs(60)))
         .await
@@ -143,7 +160,6 @@ async fn a_blank_controller_is_formatted_only_while_the_other_voters_hold_a_majo
         broker.child_state(),
         Some(ChildState::Running { .. })
     ));
-    drop(cluster);
 }
 
 /// A dynamic quorum (KIP-853) formed and joined by berth on Kafka 4.x: node 0 (the lowest controller id) finds

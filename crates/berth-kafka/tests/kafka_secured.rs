@@ -12,14 +12,16 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use berth_core::ports::{Broker, StepError};
+use berth_core::ports::{Broker, BrokerSpec, StepError};
 use berth_core::replication::{catch_up, stop_safety, ReplicationView, StopSafety};
 use berth_core::security::{SaslMechanism, Secret, SecurityProtocol};
 use berth_core::BrokerId;
+use berth_core::ServingEvidence;
 use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::probe::{self, ProbeError, ProbeTarget};
 use berth_kafka::quorum::{self, Quorum};
 use berth_kafka::settings::{ClientSettings, SaslSettings, TlsSettings};
+use berth_kafka::KafkaBroker;
 use berth_testkit::kafka::security::{add_scram_arguments, ClientAuth, Issued, Pki, ScramUser};
 use berth_testkit::kafka::{Client, TopicSpec};
 use common::real::{self, BerthSide, RealHost};
@@ -57,79 +59,14 @@ impl Secured {
         let berth_cert = pki
             .issue("berth", &[], &[])
             .expect("berth's client certificate");
-        let jaas = |module: &str, options: &str| {
-            format!("org.apache.kafka.common.security.{module} required{options};")
-        };
-        host.write_operator_properties(&format!(
-            "# the operator's file: every listener secured\n\
-             process.roles=broker,controller\nnode.id=-1\n\
-             listeners=INTERNAL://127.0.0.1:{port},CLIENT://0.0.0.0:{client_port},CONTROLLER://127.0.0.1:{cport}\n\
-             controller.listener.names=CONTROLLER\ninter.broker.listener.name=INTERNAL\n\
-             listener.security.protocol.map=INTERNAL:SASL_SSL,CLIENT:SSL,CONTROLLER:SSL\n\
-             sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN\n\
-             sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512\n\
-             listener.name.internal.scram-sha-512.sasl.jaas.config={scram512}\n\
-             listener.name.internal.scram-sha-256.sasl.jaas.config={scram256}\n\
-             listener.name.internal.plain.sasl.jaas.config={plain}\n\
-             ssl.keystore.type=PEM\nssl.keystore.location={keystore}\n\
-             ssl.truststore.type=PEM\nssl.truststore.location={ca}\n\
-             listener.name.client.ssl.client.auth=required\n\
-             listener.name.controller.ssl.client.auth=required\n\
-             authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
-             super.users=User:broker;User:CN=broker\n\
-             log.dirs=/nonexistent\noffsets.topic.replication.factor=1\n\
-             transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
-             group.initial.rebalance.delay.ms=0",
-            port = host.port,
-            cport = host.controller_port,
-            scram512 = jaas(
-                "scram.ScramLoginModule",
-                &format!(" username=\"broker\" password=\"{BROKER_PASSWORD}\"")
-            ),
-            scram256 = jaas("scram.ScramLoginModule", ""),
-            plain = jaas(
-                "plain.PlainLoginModule",
-                &format!(" user_berth=\"{PLAIN_PASSWORD}\"")
-            ),
-            keystore = broker_cert.bundle.display(),
-            ca = pki.ca().display(),
+        host.write_operator_properties(&operator_properties(
+            &host,
+            client_port,
+            &pki,
+            &broker_cert,
         ));
-        // The operator's storage tool wrapper adds the SCRAM users when berth formats the blank volume.
-        let users = [
-            ScramUser::new("SCRAM-SHA-512", "broker", BROKER_PASSWORD),
-            ScramUser::new("SCRAM-SHA-512", "berth", BERTH_PASSWORD),
-            ScramUser::new("SCRAM-SHA-256", "berth", BERTH_256_PASSWORD),
-        ];
-        let wrapper = host.dir.path().join("kafka-storage-format");
-        let launcher: Vec<String> = host
-            .install
-            .command("format")
-            .into_iter()
-            .chain(add_scram_arguments(&users))
-            .map(|word| format!("'{word}'"))
-            .collect();
-        std::fs::write(
-            &wrapper,
-            format!("#!/bin/sh\nexec {} \"$@\"\n", launcher.join(" ")),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let berth = ClientSettings {
-            protocol: SecurityProtocol::SaslSsl,
-            sasl: Some(sasl_settings(SaslMechanism::ScramSha512, BERTH_PASSWORD)),
-            tls: Some(tls_settings(&pki, None, "")),
-        };
-        host.berth = BerthSide {
-            listener_name: "INTERNAL".into(),
-            security: berth,
-            controller_security: ClientSettings {
-                protocol: SecurityProtocol::Ssl,
-                sasl: None,
-                tls: Some(tls_settings(&pki, Some(&berth_cert), "")),
-            },
-            format_command: Some(vec![wrapper.display().to_string()]),
-        };
+        let wrapper = format_wrapper(&host);
+        host.berth = berth_side(&pki, &berth_cert, &wrapper);
         Self {
             host,
             pki,
@@ -188,6 +125,97 @@ impl Secured {
         )
         .secured(&auth, &self.host.dir.path().join("admin.properties"))
         .expect("an admin client")
+    }
+}
+
+/// The operator's `server.properties`: every listener secured, an authorizer, the brokers as super users.
+fn operator_properties(
+    host: &RealHost,
+    client_port: u16,
+    pki: &Pki,
+    broker_cert: &Issued,
+) -> String {
+    let jaas = |module: &str, options: &str| {
+        format!("org.apache.kafka.common.security.{module} required{options};")
+    };
+    format!(
+        "# the operator's file: every listener secured\n\
+         process.roles=broker,controller\nnode.id=-1\n\
+         listeners=INTERNAL://127.0.0.1:{port},CLIENT://0.0.0.0:{client_port},CONTROLLER://127.0.0.1:{cport}\n\
+         controller.listener.names=CONTROLLER\ninter.broker.listener.name=INTERNAL\n\
+         listener.security.protocol.map=INTERNAL:SASL_SSL,CLIENT:SSL,CONTROLLER:SSL\n\
+         sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN\n\
+         sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512\n\
+         listener.name.internal.scram-sha-512.sasl.jaas.config={scram512}\n\
+         listener.name.internal.scram-sha-256.sasl.jaas.config={scram256}\n\
+         listener.name.internal.plain.sasl.jaas.config={plain}\n\
+         ssl.keystore.type=PEM\nssl.keystore.location={keystore}\n\
+         ssl.truststore.type=PEM\nssl.truststore.location={ca}\n\
+         listener.name.client.ssl.client.auth=required\n\
+         listener.name.controller.ssl.client.auth=required\n\
+         authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+         super.users=User:broker;User:CN=broker\n\
+         log.dirs=/nonexistent\noffsets.topic.replication.factor=1\n\
+         transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
+         group.initial.rebalance.delay.ms=0",
+        port = host.port,
+        cport = host.controller_port,
+        scram512 = jaas(
+            "scram.ScramLoginModule",
+            &format!(" username=\"broker\" password=\"{BROKER_PASSWORD}\"")
+        ),
+        scram256 = jaas("scram.ScramLoginModule", ""),
+        plain = jaas(
+            "plain.PlainLoginModule",
+            &format!(" user_berth=\"{PLAIN_PASSWORD}\"")
+        ),
+        keystore = broker_cert.bundle.display(),
+        ca = pki.ca().display(),
+    )
+}
+
+/// The operator's storage-tool wrapper, which adds the SCRAM users when berth formats the blank volume.
+fn format_wrapper(host: &RealHost) -> std::path::PathBuf {
+    let users = [
+        ScramUser::new("SCRAM-SHA-512", "broker", BROKER_PASSWORD),
+        ScramUser::new("SCRAM-SHA-512", "berth", BERTH_PASSWORD),
+        ScramUser::new("SCRAM-SHA-256", "berth", BERTH_256_PASSWORD),
+    ];
+    let wrapper = host.dir.path().join("kafka-storage-format");
+    let launcher: Vec<String> = host
+        .install
+        .command("format")
+        .into_iter()
+        .chain(add_scram_arguments(&users))
+        .map(|word| format!("'{word}'"))
+        .collect();
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {} \"$@\"\n", launcher.join(" ")),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700)).unwrap();
+    wrapper
+}
+
+/// berth's side: it probes `INTERNAL` (SASL_SSL, SCRAM-SHA-512), asks the controllers with its certificate and
+/// formats through `wrapper`.
+fn berth_side(pki: &Pki, berth_cert: &Issued, wrapper: &std::path::Path) -> BerthSide {
+    let berth = ClientSettings {
+        protocol: SecurityProtocol::SaslSsl,
+        sasl: Some(sasl_settings(SaslMechanism::ScramSha512, BERTH_PASSWORD)),
+        tls: Some(tls_settings(pki, None, "")),
+    };
+    BerthSide {
+        listener_name: "INTERNAL".into(),
+        security: berth,
+        controller_security: ClientSettings {
+            protocol: SecurityProtocol::Ssl,
+            sasl: None,
+            tls: Some(tls_settings(pki, Some(berth_cert), "")),
+        },
+        format_command: Some(vec![wrapper.display().to_string()]),
     }
 }
 
@@ -259,13 +287,26 @@ fn assert_fails_closed(view: &ReplicationView, words: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() {
     let secured = Secured::new();
-    let host = &secured.host;
-    let broker = host.broker();
-    let spec = host.spec(1);
+    let broker = secured.host.broker();
+    let spec = secured.host.spec(1);
+    let evidence = formatted_and_serving(&secured, &broker, &spec).await;
+    other_mechanisms_and_what_must_fail(&secured).await;
+    the_client_listener_wants_a_certificate(&secured).await;
+    describe_quorum_over_mutual_tls(&secured).await;
+    replication_fails_closed_until_berth_may_read(&secured, &broker, &spec).await;
+    an_acl_hiding_a_hosted_topic_fails_closed(&secured, &broker, &spec, &evidence.detail).await;
+    stop_cleanly(&broker, Duration::from_secs(60)).await;
+}
 
-    // berth formats the blank volume through the operator's wrapper (SCRAM users added), starts Kafka and proves
-    // it serving through SASL_SSL with SCRAM-SHA-512.
-    let evidence = real::serving(&broker, &spec).await;
+/// berth formats the blank volume through the operator's wrapper (SCRAM users added), starts Kafka and proves it
+/// serving through SASL_SSL with SCRAM-SHA-512; every operator listener is advertised; the format's file is gone.
+async fn formatted_and_serving(
+    secured: &Secured,
+    broker: &KafkaBroker,
+    spec: &BrokerSpec,
+) -> ServingEvidence {
+    let host = &secured.host;
+    let evidence = real::serving(broker, spec).await;
     assert!(
         evidence.detail.starts_with(&format!(
             "Metadata v12 lists broker 1 at 127.0.0.1:{}",
@@ -291,11 +332,17 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         "the storage tool's file is removed: {leftovers:?}"
     );
     broker
-        .check(&spec)
+        .check(spec)
         .await
         .expect("the health check speaks SASL_SSL too");
 
-    // The other mechanisms, and what must fail.
+    evidence
+}
+
+/// SCRAM-SHA-256 and PLAIN serve too; a wrong password, an unknown CA and a name the certificate lacks are refused,
+/// each named, no password shown.
+async fn other_mechanisms_and_what_must_fail(secured: &Secured) {
+    let host = &secured.host;
     let internal = secured.target(host.port);
     for (mechanism, password) in [
         (SaslMechanism::ScramSha256, BERTH_256_PASSWORD),
@@ -333,8 +380,10 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
             && error.to_string().contains("certificate not valid for name"),
         "{error}"
     );
+}
 
-    // The client listener wants a client certificate.
+/// The client listener wants a client certificate.
+async fn the_client_listener_wants_a_certificate(secured: &Secured) {
     let client_listener = secured.target(secured.client_port);
     probe::probe(
         &secured.ssl(Some(&secured.berth_cert)),
@@ -348,8 +397,12 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         anonymous.is_err(),
         "no client certificate, no answer: {anonymous:?}"
     );
+}
 
-    // DescribeQuorum on the controllers' listener (SSL, client certificate), as berth asks before formatting.
+/// DescribeQuorum on the controllers' listener (SSL, client certificate), as berth asks before formatting: refused
+/// until berth may describe the cluster, then answered; a controller berth cannot talk to is never silence.
+async fn describe_quorum_over_mutual_tls(secured: &Secured) {
+    let host = &secured.host;
     let controller = Peer::new(
         1,
         SocketAddr::from((Ipv4Addr::LOCALHOST, host.controller_port)),
@@ -363,7 +416,7 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         "DescribeQuorum needs DESCRIBE on the cluster (CLUSTER_AUTHORIZATION_FAILED): {refused}"
     );
     acl(
-        &secured,
+        secured,
         &[
             "--add",
             "--allow-principal",
@@ -390,8 +443,15 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     assert!(matches!(seen, Quorum::Undescribed(_)), "{seen:?}");
     let seen = quorum::observe(&KafkaClient::plaintext(), &[controller], ASK).await;
     assert!(matches!(seen, Quorum::Undescribed(_)), "{seen:?}");
+}
 
-    // The replication read fails closed while berth's principal may not see what this broker hosts.
+/// The replication read fails closed while berth's principal may not see what this broker hosts (no DESCRIBE,
+/// then no DESCRIBE_CONFIGS), and reads once it may.
+async fn replication_fails_closed_until_berth_may_read(
+    secured: &Secured,
+    broker: &KafkaBroker,
+    spec: &BrokerSpec,
+) {
     let admin = secured.admin();
     tokio::task::spawn_blocking(move || {
         admin
@@ -405,23 +465,23 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     })
     .await
     .unwrap();
-    let hidden = replication_until(&broker, &spec, "orders hidden from berth", |seen| {
+    let hidden = replication_until(broker, spec, "orders hidden from berth", |seen| {
         unjudged(seen, "log dirs hold topic orders")
     })
     .await
     .unwrap();
     assert_fails_closed(&hidden, "error 29 (TopicAuthorizationFailed)");
 
-    allow_on_every_topic(&secured, "Describe").await;
-    let no_configs = replication_until(&broker, &spec, "orders described", |seen| {
+    allow_on_every_topic(secured, "Describe").await;
+    let no_configs = replication_until(broker, spec, "orders described", |seen| {
         unjudged(seen, "DescribeConfigs of topic orders answered error 29")
     })
     .await
     .unwrap();
     assert_fails_closed(&no_configs, "DescribeConfigs of topic orders");
 
-    allow_on_every_topic(&secured, "DescribeConfigs").await;
-    let view = replication_until(&broker, &spec, "the replication readable", Result::is_ok)
+    allow_on_every_topic(secured, "DescribeConfigs").await;
+    let view = replication_until(broker, spec, "the replication readable", Result::is_ok)
         .await
         .unwrap();
     let progress = catch_up(&view, BrokerId(1));
@@ -433,10 +493,18 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         view.partitions.iter().all(|p| p.min_insync == 1),
         "{view:?}"
     );
+}
 
-    // An ACL that hides a topic this broker hosts: not caught up, not safe to stop, and why.
+/// An ACL that hides a topic this broker hosts: not caught up, not safe to stop, and why; no secret in what is
+/// shown.
+async fn an_acl_hiding_a_hosted_topic_fails_closed(
+    secured: &Secured,
+    broker: &KafkaBroker,
+    spec: &BrokerSpec,
+    evidence: &str,
+) {
     acl(
-        &secured,
+        secured,
         &[
             "--add",
             "--deny-principal",
@@ -448,13 +516,13 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
         ],
     )
     .await;
-    let denied = replication_until(&broker, &spec, "orders denied to berth", |seen| {
+    let denied = replication_until(broker, spec, "orders denied to berth", |seen| {
         unjudged(seen, "log dirs hold topic orders")
     })
     .await
     .unwrap();
     assert_fails_closed(&denied, "TopicAuthorizationFailed");
-    let shown = format!("{denied:?} {}", evidence.detail);
+    let shown = format!("{denied:?} {}", evidence);
     for secret in [
         BROKER_PASSWORD,
         BERTH_PASSWORD,
@@ -463,7 +531,6 @@ async fn every_read_berth_makes_speaks_the_clusters_security_and_fails_closed() 
     ] {
         assert!(!shown.contains(secret));
     }
-    stop_cleanly(&broker, Duration::from_secs(60)).await;
 }
 
 fn sasl_settings(mechanism: SaslMechanism, password: &str) -> SaslSettings {

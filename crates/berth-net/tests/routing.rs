@@ -522,40 +522,7 @@ fn real_packets_reach_the_eni_address_only_after_configure() {
     if !require_root("real_packets_reach_the_eni_address_only_after_configure") {
         return;
     }
-    let subnet = Subnet::new(
-        "bsub",
-        "10.0.0.0/24".parse().unwrap(),
-        test_mac([0xff, 0, 0, 1]),
-    );
-    let host = NetNs::new("bhost");
-    let peer = NetNs::new("bpeer");
-    let parking = NetNs::new("bpark");
-    subnet.plug(
-        &host,
-        "eth0",
-        test_mac(PRIMARY_MAC),
-        "10.0.0.10".parse().unwrap(),
-    );
-    // The ENI starts detached (in a parking namespace) and is hot-plugged into the host later.
-    subnet.plug(
-        &parking,
-        "eth1",
-        test_mac(ENI_MAC),
-        "10.0.0.20".parse().unwrap(),
-    );
-    subnet.plug(
-        &peer,
-        "eth0",
-        test_mac([0, 0, 0, 0x30]),
-        "10.0.0.30".parse().unwrap(),
-    );
-    subnet.enable_source_dest_check();
-    host.ip(&["addr", "add", "10.0.0.10/24", "dev", "eth0"]);
-    host.ip(&["link", "set", "eth0", "up"]);
-    host.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "eth0"]);
-    peer.ip(&["addr", "add", "10.0.0.30/24", "dev", "eth0"]);
-    peer.ip(&["link", "set", "eth0", "up"]);
-
+    let (subnet, host, peer, parking) = subnet_with_host_peer_and_parked_eni();
     assert_eq!(
         host.ip_json(&["-6", "addr"]),
         serde_json::json!([]),
@@ -606,8 +573,61 @@ fn real_packets_reach_the_eni_address_only_after_configure() {
         "the source/destination check is active (it dropped the primary's ARP answer for the ENI address)"
     );
 
-    // Without the rule, answers from the ENI address leave by the primary interface and the check drops them:
-    // the policy routing is what makes the address work. Configuring again restores it.
+    the_rule_makes_the_address_work(&subnet, &host, &peer, eni);
+
+    host.run_async(|| async { NetlinkNetwork::new().unwrap().teardown(&plan()).await })
+        .expect("teardown");
+    assert!(
+        connect(&peer, eni, None, MUST_FAIL).is_err(),
+        "unreachable again after teardown"
+    );
+    connect_eventually(&peer, primary, None).expect("primary unaffected by teardown");
+}
+
+/// A subnet (with EC2's source/destination check) holding a host (`eth0`, 10.0.0.10, default route through the
+/// gateway), a peer (10.0.0.30) and, parked in a namespace of its own, the ENI (`eth1`, 10.0.0.20) that is
+/// hot-plugged into the host later.
+fn subnet_with_host_peer_and_parked_eni() -> (Subnet, NetNs, NetNs, NetNs) {
+    let subnet = Subnet::new(
+        "bsub",
+        "10.0.0.0/24".parse().unwrap(),
+        test_mac([0xff, 0, 0, 1]),
+    );
+    let host = NetNs::new("bhost");
+    let peer = NetNs::new("bpeer");
+    let parking = NetNs::new("bpark");
+    subnet.plug(
+        &host,
+        "eth0",
+        test_mac(PRIMARY_MAC),
+        "10.0.0.10".parse().unwrap(),
+    );
+    // The ENI starts detached (in a parking namespace) and is hot-plugged into the host later.
+    subnet.plug(
+        &parking,
+        "eth1",
+        test_mac(ENI_MAC),
+        "10.0.0.20".parse().unwrap(),
+    );
+    subnet.plug(
+        &peer,
+        "eth0",
+        test_mac([0, 0, 0, 0x30]),
+        "10.0.0.30".parse().unwrap(),
+    );
+    subnet.enable_source_dest_check();
+    host.ip(&["addr", "add", "10.0.0.10/24", "dev", "eth0"]);
+    host.ip(&["link", "set", "eth0", "up"]);
+    host.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "eth0"]);
+    peer.ip(&["addr", "add", "10.0.0.30/24", "dev", "eth0"]);
+    peer.ip(&["link", "set", "eth0", "up"]);
+
+    (subnet, host, peer, parking)
+}
+
+/// Without the rule, answers from the ENI address leave by the primary interface and the check drops them: the
+/// policy routing is what makes the address work. Configuring again restores it.
+fn the_rule_makes_the_address_work(subnet: &Subnet, host: &NetNs, peer: &NetNs, eni: SocketAddrV4) {
     let dropped = subnet.dropped_packets();
     host.ip(&[
         "rule",
@@ -620,7 +640,7 @@ fn real_packets_reach_the_eni_address_only_after_configure() {
         "10001",
     ]);
     assert!(
-        connect(&peer, eni, None, MUST_FAIL).is_err(),
+        connect(peer, eni, None, MUST_FAIL).is_err(),
         "unreachable without the rule"
     );
     assert!(
@@ -634,13 +654,5 @@ fn real_packets_reach_the_eni_address_only_after_configure() {
             .await
     })
     .expect("configure restores the rule");
-    connect_eventually(&peer, eni, None).expect("reachable again");
-
-    host.run_async(|| async { NetlinkNetwork::new().unwrap().teardown(&plan()).await })
-        .expect("teardown");
-    assert!(
-        connect(&peer, eni, None, MUST_FAIL).is_err(),
-        "unreachable again after teardown"
-    );
-    connect_eventually(&peer, primary, None).expect("primary unaffected by teardown");
+    connect_eventually(peer, eni, None).expect("reachable again");
 }

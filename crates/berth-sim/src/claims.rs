@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use berth_config::ClaimBackend;
-use berth_zk::coordination::ClaimBody;
+use berth_zk::listing::list_claims;
 
 use crate::fleet::Fleet;
 
@@ -30,13 +30,8 @@ pub enum ClaimsError {
     #[error("claim.backend = \"zookeeper\" but the fleet runs no ZooKeeper ensemble")]
     NoEnsemble,
     /// ZooKeeper did not answer.
-    #[error("reading {path} in ZooKeeper: {source}")]
-    ZooKeeper {
-        /// The node read.
-        path: String,
-        /// The client's error.
-        source: zookeeper_client::Error,
-    },
+    #[error("reading the claims in ZooKeeper: {}", berth_core::ports::chain_message(.0))]
+    ZooKeeper(#[from] berth_zk::ZkError),
 }
 
 /// The claims held now, by broker id, from the fleet's claim backend.
@@ -67,44 +62,18 @@ async fn held_in_ec2(fleet: &Fleet) -> Result<Vec<Claim>, ClaimsError> {
         .collect())
 }
 
-/// The `zookeeper` backend's claims: the ephemeral nodes under `/berth/<cluster>/claims`, their bodies and
-/// owning sessions.
-async fn held_in_zookeeper(fleet: &Fleet) -> Result<Vec<Claim>, ClaimsError> {
+/// The `zookeeper` backend's claims: the ephemeral nodes under `/berth/<cluster>/claims`, read by berth-zk's
+/// read-only lister (what `berth plan` reads them with), their bodies and owning sessions.
+pub async fn held_in_zookeeper(fleet: &Fleet) -> Result<Vec<Claim>, ClaimsError> {
     let ensemble = fleet.zookeeper().ok_or(ClaimsError::NoEnsemble)?;
     let root = format!("/berth/{}/claims", fleet.options().cluster);
-    let failed = |path: &str| {
-        let path = path.to_owned();
-        move |source| ClaimsError::ZooKeeper { path, source }
-    };
-    let client = zookeeper_client::Client::connector()
-        .with_session_timeout(Duration::from_secs(4))
-        .connect(&ensemble.connect_string())
-        .await
-        .map_err(failed(&root))?;
-    let children = match client.list_children(&root).await {
-        Ok(children) => children,
-        Err(zookeeper_client::Error::NoNode) => Vec::new(),
-        Err(error) => return Err(failed(&root)(error)),
-    };
-    let mut claims = Vec::new();
-    for child in children {
-        let Ok(broker_id) = child.parse::<u32>() else {
-            continue;
-        };
-        let path = format!("{root}/{child}");
-        let (body, stat) = match client.get_data(&path).await {
-            Ok(node) => node,
-            // Released between the listing and the read.
-            Err(zookeeper_client::Error::NoNode) => continue,
-            Err(error) => return Err(failed(&path)(error)),
-        };
-        let (claim, description) = ClaimBody::read(&body, stat.ephemeral_owner);
-        claims.push(Claim {
-            broker_id,
-            instance_id: claim.map(|c| c.holder.instance_id).unwrap_or_default(),
-            evidence: format!("ZooKeeper: {path} held by {description}"),
-        });
-    }
-    claims.sort_by_key(|claim| claim.broker_id);
-    Ok(claims)
+    let listed = list_claims(&ensemble.connect_string(), Duration::from_secs(4), &root).await?;
+    Ok(listed
+        .into_iter()
+        .map(|(id, claim)| Claim {
+            broker_id: id.0,
+            instance_id: claim.instance_id.unwrap_or_default(),
+            evidence: format!("ZooKeeper: {} held by {}", claim.path, claim.description),
+        })
+        .collect())
 }

@@ -65,10 +65,10 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         .clone();
     let client = crate::kafka::client(fleet, &install);
     blocking(|| client.create_topic(&crate::kafka::replicated_topic(TOPIC)))?;
+    let mode = format!("{:?}", fleet.options().kafka.mode()).to_lowercase();
     say(format!(
-        "Apache Kafka {} ({}): topic {TOPIC} created, 6 partitions, replication factor 3, min.insync.replicas=2",
+        "Apache Kafka {} ({mode}): topic {TOPIC} created, 6 partitions, replication factor 3, min.insync.replicas=2",
         install.version(),
-        fleet.options().kafka.mode()
     ));
     blocking(|| client.produce_range(TOPIC, 0..RECORDS, 0))?;
     say(format!(
@@ -232,10 +232,7 @@ async fn replace(
     let victim_host = fleet.host(victim)?;
     let log_dir = |host: &crate::Host| host.mount_path().join("data");
     let held_before = crate::kafka::topic_bytes(&log_dir(&victim_host), TOPIC);
-    let victim_journal = victim_host
-        .container()
-        .map(|c| crate::kafka::berth_journal(c, JOURNAL_LINES))
-        .unwrap_or_default();
+    let victim_journal = crate::kafka::berth_journal(victim_host.container(), JOURNAL_LINES);
     say(format!(
         "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): SIGKILL, mounts gone, \
          instance terminated",
@@ -321,14 +318,12 @@ fn timelines(
         "journalctl -u berth on host {} (killed; read just before the kill):\n{}",
         replaced.victim, replaced.victim_journal
     );
-    if let Some(container) = fleet.host(replaced.host)?.container() {
-        let _ = writeln!(
-            text,
-            "journalctl -u berth on host {} (replacement):\n{}",
-            replaced.host,
-            crate::kafka::berth_journal(container, JOURNAL_LINES)
-        );
-    }
+    let _ = writeln!(
+        text,
+        "journalctl -u berth on host {} (replacement):\n{}",
+        replaced.host,
+        crate::kafka::berth_journal(fleet.host(replaced.host)?.container(), JOURNAL_LINES)
+    );
     let _ = writeln!(text, "Auto Scaling group history:");
     for line in asg::history(fleet) {
         let _ = writeln!(text, "  {line}");

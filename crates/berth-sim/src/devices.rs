@@ -3,10 +3,9 @@
 //!
 //! On Nitro a volume appears as `nvmeXn1` whatever name was requested, udev links
 //! `disk/by-id/nvme-Amazon_Elastic_Block_Store_vol<id without dash>` to it, and sysfs carries the model
-//! "Amazon Elastic Block Store" and the serial. The host's `storage.device_root` and `storage.sys_root` point at
-//! these trees; the links lead to the real `/dev/loopN`, so berth mounts a real block device. A systemd host's
-//! container has its own /dev (and no udev): there the namespace is a block-device node with the loop device's
-//! numbers, and the by-id link is made next to it, as udev would.
+//! "Amazon Elastic Block Store" and the serial, in the host's sysfs tree (its `storage.sys_root`). The host's
+//! container has its own /dev (and no udev): there the namespace is a block-device node with the numbers of the
+//! real `/dev/loopN`, so berth mounts a real block device, and the by-id link is made next to it, as udev would.
 
 use std::path::{Path, PathBuf};
 
@@ -24,8 +23,8 @@ pub struct PluggedVolume {
     pub name: String,
     /// Every file this plug created in the host's trees (removed on unplug).
     pub created: Vec<PathBuf>,
-    /// The files it created inside a systemd host's container, as the container names them (removed on unplug
-    /// while the container lives; they vanish with it otherwise).
+    /// The files it created inside the host's container, as the container names them (removed on unplug while
+    /// the container lives; they vanish with it otherwise).
     pub in_container: Vec<PathBuf>,
 }
 
@@ -45,15 +44,14 @@ pub fn create_backing(path: &Path, size_mb: u64) -> Result<(), SysError> {
 }
 
 /// Plugs the volume backed by `backing` into a host's device tree as NVMe controller `controller`: a loop device,
-/// the namespace link, the sysfs model/serial and udev's by-id link (the test kit's Nitro-shaped tree). With
-/// `container` (a systemd host), the namespace is also a block-device node in the container's /dev, with its
-/// by-id link.
+/// the namespace link, the sysfs model/serial and udev's by-id link (the test kit's Nitro-shaped tree), and the
+/// namespace as a block-device node in the host `container`'s /dev, with its by-id link.
 pub fn plug(
     backing: &Path,
     volume_id: &str,
     controller: u32,
     tree: &FakeDeviceTree,
-    container: Option<&Container>,
+    container: &Container,
 ) -> Result<PluggedVolume, SysError> {
     let loop_device = PathBuf::from(
         sys::run("losetup", &["-f", "--show", &backing.display().to_string()])?.trim(),
@@ -81,20 +79,17 @@ pub fn plug(
         .add_ebs(controller, volume_id, &loop_device, true)
         .map(drop)
         .map_err(|source| (tree.device_root(), source))
-        .and_then(|()| match container {
-            Some(container) => {
-                let dev = Path::new("/dev");
-                plugged.in_container = vec![dev.join(&by_id), dev.join(&name)];
-                let (link, node) = (
-                    container.path(dev.join(&by_id)),
-                    container.path(dev.join(&name)),
-                );
-                node_with_link(&loop_device, &node, &link).map_err(|source| (node, source))
-            }
-            None => Ok(()),
+        .and_then(|()| {
+            let dev = Path::new("/dev");
+            plugged.in_container = vec![dev.join(&by_id), dev.join(&name)];
+            let (link, node) = (
+                container.path(dev.join(&by_id)),
+                container.path(dev.join(&name)),
+            );
+            node_with_link(&loop_device, &node, &link).map_err(|source| (node, source))
         });
     if let Err((root, source)) = result {
-        unplug(&plugged, container);
+        unplug(&plugged, Some(container));
         return Err(SysError::Io {
             what: "add to device tree",
             path: root.display().to_string(),

@@ -1,13 +1,14 @@
 //! The simulator's own view of EC2 (the strict moto server), through the real SDK: it lays the cluster out as the
 //! CloudFormation example would (VPC, a subnet per zone, a tagged ENI with a fixed address and a tagged volume per
-//! broker id), launches and terminates instances, and reads attachments so the hot-plug can mirror them.
+//! broker id; the test kit's seeding, [`berth_testkit::aws::world`], which the adapter tests use too), launches
+//! and terminates instances, and reads attachments so the hot-plug can mirror them.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use aws_sdk_ec2::types::{Filter, InstanceType, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
-use berth_testkit::aws::world;
+use berth_testkit::aws::world::{self, Network};
 
 use crate::layout;
 
@@ -24,16 +25,6 @@ pub enum Ec2Error {
         /// The SDK's error, with its code when the service gave one.
         message: String,
     },
-    /// The answer lacked a field the simulation needs.
-    #[error("EC2 {operation} ({subject}) answered without {field}")]
-    Missing {
-        /// The API operation.
-        operation: &'static str,
-        /// The resource or zone concerned.
-        subject: String,
-        /// The missing field.
-        field: &'static str,
-    },
 }
 
 fn call_error<E: std::error::Error + 'static>(
@@ -48,7 +39,7 @@ fn call_error<E: std::error::Error + 'static>(
     }
 }
 
-/// A failed call of the test kit's seeding helpers (their message as it is).
+/// A failed call of the test kit's seeding helpers, with the SDK's chain of causes.
 fn seed_error(
     operation: &'static str,
     subject: impl Into<String>,
@@ -57,21 +48,13 @@ fn seed_error(
     Ec2Error::Call {
         operation,
         subject: subject.into(),
-        message: error.to_string(),
+        message: berth_core::ports::chain_message(error.as_ref()),
     }
 }
 
 /// Whether an attachment in `state` holds its ENI or volume (attaching counts: the device is on its way).
 fn holds(state: &str) -> bool {
     matches!(state, "attaching" | "attached")
-}
-
-fn missing(operation: &'static str, subject: impl Into<String>, field: &'static str) -> Ec2Error {
-    Ec2Error::Missing {
-        operation,
-        subject: subject.into(),
-        field,
-    }
 }
 
 /// One broker id's resources, as created for the cluster.
@@ -118,21 +101,10 @@ pub struct Ec2 {
     cluster: String,
 }
 
-fn tags(resource: ResourceType, pairs: &[(&str, &str)]) -> TagSpecification {
-    let mut spec = TagSpecification::builder().resource_type(resource);
-    for (key, value) in pairs {
-        spec = spec.tags(Tag::builder().key(*key).value(*value).build());
-    }
-    spec.build()
-}
-
 /// Static credentials moto accepts (the test kit's client uses the same); also what berth gets in its environment.
 pub const ACCESS_KEY: &str = "testing";
 /// See [`ACCESS_KEY`].
 pub const SECRET_KEY: &str = "testing";
-/// An image id moto knows.
-const IMAGE: &str = "ami-12c6146b";
-
 impl Ec2 {
     /// A client for `endpoint` (e.g. `http://10.0.0.20:5000`) that reads and tags resources of `cluster`.
     pub fn connect(endpoint: &str, cluster: &str) -> Self {
@@ -142,32 +114,23 @@ impl Ec2 {
         }
     }
 
-    /// The VPC and one subnet per zone (the test kit's seeding); returns the subnet ids by zone index.
-    pub async fn create_network(&self, zones: usize) -> Result<Vec<String>, Ec2Error> {
+    /// The VPC and one subnet per zone (the test kit's seeding).
+    pub async fn create_network(&self, zones: usize) -> Result<Network, Ec2Error> {
         let names: Vec<String> = (0..zones).map(layout::zone_name).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let network = world::network(&self.client, &refs)
+        world::network(&self.client, &refs)
             .await
-            .map_err(|e| seed_error("CreateVpc/CreateSubnet", names.join(","), &e))?;
-        names
-            .iter()
-            .map(|zone| {
-                network
-                    .subnets
-                    .get(zone)
-                    .cloned()
-                    .ok_or_else(|| missing("CreateSubnet", zone, "SubnetId"))
-            })
-            .collect()
+            .map_err(|e| seed_error("CreateVpc/CreateSubnet", names.join(","), &e))
     }
 
-    /// A tagged ENI with its fixed address and a tagged 1 GiB volume for each id, in the id's zone.
+    /// A tagged ENI with its fixed address and a tagged 1 GiB volume for each id, in the id's zone (the test
+    /// kit's seeding).
     pub async fn create_broker_resources(
         &self,
-        subnets: &[String],
+        net: &Network,
+        zones: usize,
         ids: u32,
     ) -> Result<Vec<BrokerResources>, Ec2Error> {
-        let zones = subnets.len();
         let mut out = Vec::new();
         for id in 0..ids {
             let az = layout::zone_of_id(id, zones);
@@ -177,86 +140,44 @@ impl Ec2 {
                 (layout::CLUSTER_TAG, self.cluster.as_str()),
             ];
             let ip = layout::eni_ip(id, zones);
-            let eni = self
-                .client
-                .create_network_interface()
-                .subnet_id(&subnets[az])
-                .private_ip_address(ip.to_string())
-                .description(format!("broker {id}"))
-                .tag_specifications(tags(ResourceType::NetworkInterface, &pairs))
-                .send()
-                .await
-                .map_err(|e| call_error("CreateNetworkInterface", &name, e))?;
-            let eni = eni
-                .network_interface()
-                .ok_or_else(|| missing("CreateNetworkInterface", &name, "NetworkInterface"))?;
-            let eni_id = eni
-                .network_interface_id()
-                .ok_or_else(|| missing("CreateNetworkInterface", &name, "Id"))?;
-            let mac = eni
-                .mac_address()
-                .ok_or_else(|| missing("CreateNetworkInterface", &name, "MacAddress"))?;
-            let volume_id = world::volume(&self.client, &layout::zone_name(az), &pairs)
-                .await
-                .map_err(|e| seed_error("CreateVolume", &name, &e))?;
+            let seeded = world::broker_id(
+                &self.client,
+                net,
+                id as usize,
+                &layout::zone_name(az),
+                Some(ip),
+                &pairs,
+            )
+            .await
+            .map_err(|e| seed_error("CreateNetworkInterface/CreateVolume", &name, &e))?;
             out.push(BrokerResources {
                 id,
                 az,
-                eni_id: eni_id.to_owned(),
-                mac: mac.to_lowercase(),
-                ip,
-                volume_id,
+                eni_id: seeded.eni_id,
+                mac: seeded.mac.to_lowercase(),
+                ip: seeded.ip,
+                volume_id: seeded.volume_id,
             });
         }
         Ok(out)
     }
 
-    /// Launches one instance in `subnet` with primary address `ip`.
+    /// Launches one instance in zone `az` with primary address `ip`, named `host`.
     pub async fn run_instance(
         &self,
-        subnet: &str,
+        net: &Network,
+        az: usize,
         ip: Ipv4Addr,
         host: &str,
     ) -> Result<Instance, Ec2Error> {
-        let launched = self
-            .client
-            .run_instances()
-            .image_id(IMAGE)
-            .instance_type(InstanceType::M5Large)
-            .min_count(1)
-            .max_count(1)
-            .subnet_id(subnet)
-            .private_ip_address(ip.to_string())
-            .tag_specifications(tags(
-                ResourceType::Instance,
-                &[("Name", host), (layout::CLUSTER_TAG, &self.cluster)],
-            ))
-            .send()
+        let tags = [("Name", host), (layout::CLUSTER_TAG, self.cluster.as_str())];
+        let seeded = world::instance_at(&self.client, net, &layout::zone_name(az), Some(ip), &tags)
             .await
-            .map_err(|e| call_error("RunInstances", host, e))?;
-        let instance = launched
-            .instances()
-            .first()
-            .ok_or_else(|| missing("RunInstances", host, "Instances"))?;
-        let id = instance
-            .instance_id()
-            .ok_or_else(|| missing("RunInstances", host, "InstanceId"))?;
-        let primary = instance
-            .network_interfaces()
-            .iter()
-            .find(|eni| eni.attachment().and_then(|a| a.device_index()) == Some(0))
-            .or_else(|| instance.network_interfaces().first())
-            .ok_or_else(|| missing("RunInstances", host, "NetworkInterfaces"))?;
+            .map_err(|e| seed_error("RunInstances", host, &e))?;
         Ok(Instance {
-            id: id.to_owned(),
-            primary_mac: primary
-                .mac_address()
-                .ok_or_else(|| missing("RunInstances", host, "MacAddress"))?
-                .to_lowercase(),
-            primary_eni: primary
-                .network_interface_id()
-                .unwrap_or_default()
-                .to_owned(),
+            id: seeded.instance_id,
+            primary_mac: seeded.primary_mac.to_lowercase(),
+            primary_eni: seeded.primary_eni_id,
         })
     }
 

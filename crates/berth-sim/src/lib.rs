@@ -5,7 +5,9 @@
 //! refuses attachments as EC2 does, real network namespaces, veths and loop devices. This crate builds that
 //! world ([`fleet`]), serves the demo ([`demo`]), and is the base of the end-to-end tests and fleet benchmarks.
 //! The only stand-ins are the ones named in the test kit: the Kafka stand-in and the strict CloudFormation/Auto
-//! Scaling endpoint, which the simulated Auto Scaling group ([`asg`]) drives.
+//! Scaling endpoint, whose simulated Auto Scaling groups launch and terminate the fleet's hosts ([`asg`]). It reads
+//! berth from the outside only: `/state` through the `berth-state` crate, the claims through berth-zk's lister,
+//! the journal through `journalctl`; it does not link the daemon.
 
 pub mod asg;
 pub mod bench;
@@ -26,7 +28,7 @@ pub mod systemd_host;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use fleet::{Fleet, FleetError, FleetOptions, Host, HostKind, SimKafka};
+pub use fleet::{Fleet, FleetError, FleetOptions, Host, SimKafka};
 pub use state::StateView;
 
 /// A namespace prefix unique to this process and call, short enough for interface names.

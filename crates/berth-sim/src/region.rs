@@ -68,29 +68,22 @@ impl Region {
 
     fn build(&self) -> Result<(), SysError> {
         let ns = self.ns.as_str();
-        sys::ip_in(ns, &["link", "set", "lo", "up"])?;
-        for member in 0..3 {
-            sys::ip_in(
-                ns,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/32", layout::zk_ip(member)),
-                    "dev",
-                    "lo",
-                ],
-            )?;
+        let mut commands = vec!["link set lo up".to_owned()];
+        for service in (0..3).map(layout::zk_ip).chain([layout::moto_ip()]) {
+            commands.push(format!("addr add {service}/32 dev lo"));
         }
-        sys::ip_in(
-            ns,
-            &[
-                "addr",
-                "add",
-                &format!("{}/32", layout::moto_ip()),
-                "dev",
-                "lo",
-            ],
-        )?;
+        for az in 0..self.zones {
+            let bridge = bridge_name(az);
+            commands.extend([
+                format!(
+                    "link add {bridge} address {} type bridge",
+                    layout::bridge_mac(az)
+                ),
+                format!("addr add {}/24 dev {bridge}", layout::gateway(az)),
+                format!("link set {bridge} up"),
+            ]);
+        }
+        sys::ip_batch(ns, &commands)?;
         sys::run(
             "ip",
             &[
@@ -102,32 +95,13 @@ impl Region {
                 "net.ipv4.ip_forward=1",
             ],
         )?;
-        for az in 0..self.zones {
-            let bridge = bridge_name(az);
-            sys::ip_in(
-                ns,
-                &[
-                    "link",
-                    "add",
-                    &bridge,
-                    "address",
-                    &layout::bridge_mac(az),
-                    "type",
-                    "bridge",
-                ],
-            )?;
-            sys::ip_in(
-                ns,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/24", layout::gateway(az)),
-                    "dev",
-                    &bridge,
-                ],
-            )?;
-            sys::ip_in(ns, &["link", "set", &bridge, "up"])?;
-        }
+        self.load_source_check()
+    }
+
+    /// The source/destination check: a bridge prerouting filter that lets a port send IPv4 only from the
+    /// addresses registered for it.
+    fn load_source_check(&self) -> Result<(), SysError> {
+        let ns = self.ns.as_str();
         let rules = format!(
             "table bridge {NFT_TABLE} {{\n\
                set allowed {{ type ifname . ipv4_addr; }}\n\

@@ -1,64 +1,13 @@
 //! Reading a host's berth from the outside, as an operator would: its `/state` document and `/health` status over
-//! HTTP, and a readable timeline of the states it went through.
+//! HTTP (the `berth-state` crate's schema and client, re-exported here), and a readable timeline of the states it
+//! went through.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::time::Duration;
 
-pub use berth::view::{EniView, StateView, TimelineEntry, VolumeRequestView, VolumeView};
-pub use berth::waiting::WaitingView;
-
-/// A `/state` or `/health` request that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// No answer (connection refused, timeout, reset).
-    #[error("GET http://{address}{path}: {source}")]
-    Io {
-        /// The endpoint.
-        address: SocketAddr,
-        /// The path.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The answer was not a `/state` document.
-    #[error("GET http://{address}/state: not a state document: {reason}")]
-    Decode {
-        /// The endpoint.
-        address: SocketAddr,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// One GET through the test kit's HTTP client: the status code and body.
-pub async fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), StateError> {
-    let response = berth_testkit::aws::http::get(address, path, Duration::from_secs(3))
-        .await
-        .map_err(|source| StateError::Io {
-            address,
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok((
-        response.status,
-        String::from_utf8_lossy(&response.body).into_owned(),
-    ))
-}
-
-/// berth's `/state` at `address`.
-pub async fn fetch_state(address: SocketAddr) -> Result<StateView, StateError> {
-    let (_, body) = http_get(address, "/state").await?;
-    serde_json::from_str(&body).map_err(|error| StateError::Decode {
-        address,
-        reason: format!("{error}: {body:.200}"),
-    })
-}
-
-/// berth's `/health` status code at `address`.
-pub async fn fetch_health(address: SocketAddr) -> Result<u16, StateError> {
-    Ok(http_get(address, "/health").await?.0)
-}
+pub use berth_state::client::{fetch_health, fetch_state, get, StateError};
+pub use berth_state::{
+    EniView, StateView, TimelineEntry, VolumeRequestView, VolumeView, WaitingView,
+};
 
 /// A host's timeline as aligned text: one line per state with when it was entered, how long it took and the
 /// attempts made, e.g. `  attach_eni  +0.41s   2.03s  (1 attempt)`; under attach_eni, the volume's request that

@@ -70,6 +70,43 @@ pub fn ip_in(ns: &str, args: &[&str]) -> Result<String, SysError> {
     run("ip", &all)
 }
 
+/// Runs `commands` (one `ip` command a line, without the leading `ip`) in one `ip -n <ns> -batch -`: a set-up
+/// reads as the script an operator would type, and a failure names the script and the line that failed.
+pub fn ip_batch(ns: &str, commands: &[String]) -> Result<(), SysError> {
+    use std::io::Write as _;
+    let script = commands.join("\n");
+    let command = format!("ip -n {ns} -batch - <<EOF\n{script}\nEOF");
+    let spawned = Command::new("ip")
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = spawned.map_err(|source| SysError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(format!("{script}\n").as_bytes()));
+    let output = child.wait_with_output().map_err(|source| SysError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if let Some(Err(source)) = written {
+        return Err(SysError::Spawn { command, source });
+    }
+    if !output.status.success() {
+        return Err(SysError::Failed {
+            command,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Sends `signal` to `pid`, ignoring a process that is already gone.
 pub fn signal(pid: i32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);

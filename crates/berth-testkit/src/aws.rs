@@ -5,10 +5,13 @@
 //!   and for holding an instance in `shutting-down`.
 //! * [`endpoint`]: the strict CloudFormation/Auto Scaling endpoint (a stand-in): SignalResource, lifecycle
 //!   actions and instance health held as AWS holds them ([`cloudformation`], [`autoscaling`]), each refusal
-//!   with AWS's error ([`query`]); EC2 is forwarded to moto.
+//!   with AWS's error ([`query`]); EC2 is forwarded to moto. [`autoscaling::group`] plays the groups' control
+//!   plane on that model (capacity, replacements, terminations, instance refreshes) for whoever supplies the
+//!   instances (the simulated fleet).
 //! * [`proxy`]: a fault-injecting, call-counting proxy (RequestLimitExceeded, 500s).
 //! * [`imds`]: an IMDSv2-only metadata endpoint per simulated host.
-//! * [`world`]: seeding moto with a cluster's VPC, tagged ENIs and volumes, and instances.
+//! * [`world`]: seeding moto with a cluster's VPC, tagged ENIs and volumes, and instances (for the adapter tests
+//!   and the simulated fleet alike).
 //!
 //! Every server binds any given address (port 0 picks a free one) and stops in `Drop`, so the simulated fleet
 //! can place them inside network namespaces.

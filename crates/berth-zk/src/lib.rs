@@ -5,9 +5,11 @@
 //! of the session's fate at once: this crate uses `zookeeper-client`, which reports Disconnected and Expired as
 //! they happen (docs/decisions/0001-zookeeper-client.md records why not `zookeeper-async`). Kafka's own
 //! registration under `/brokers/ids` is read and watched by [`registration::RegistrationWatch`], for the Kafka
-//! adapter's proof that the broker really serves.
+//! adapter's proof that the broker really serves. [`listing::list_claims`] reads who holds each id, for
+//! `berth plan` and the simulated fleet.
 
 pub mod coordination;
+pub mod listing;
 pub mod registration;
 mod session;
 

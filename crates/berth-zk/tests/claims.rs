@@ -198,28 +198,7 @@ fn volume(id: u32, zone: &str) -> VolumeFacts {
 async fn availability_zone_filter_is_honoured() {
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
     let settings = settings(&server.connect_string(), Duration::from_secs(4), "zones");
-    let mut inventory = Inventory::default();
-    for (id, zone) in [
-        (0, "eu-west-1b"),
-        (1, "eu-west-1a"),
-        (2, "eu-west-1c"),
-        (3, "eu-west-1a"),
-    ] {
-        inventory.ids.insert(
-            BrokerId(id),
-            IdResources {
-                eni: Some(eni(id, zone, None)),
-                volume: Some(volume(id, zone)),
-            },
-        );
-    }
-    inventory.problems.push(InventoryProblem::ZoneMismatch {
-        id: BrokerId(4),
-        eni_id: "eni-4".into(),
-        eni_az: "eu-west-1a".into(),
-        volume_id: "vol-4".into(),
-        volume_az: "eu-west-1b".into(),
-    });
+    let inventory = ids_in_three_zones();
     let identity = |instance: &str| Identity {
         instance_id: instance.into(),
         region: "eu-west-1".into(),
@@ -277,6 +256,33 @@ async fn availability_zone_filter_is_honoured() {
     )
     .await;
     assert_eq!(owners.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+}
+
+/// Ids 0 to 3 with their ENI and volume in zones b, a, c and a; id 4's in two zones (a problem, never a candidate).
+fn ids_in_three_zones() -> Inventory {
+    let mut inventory = Inventory::default();
+    for (id, zone) in [
+        (0, "eu-west-1b"),
+        (1, "eu-west-1a"),
+        (2, "eu-west-1c"),
+        (3, "eu-west-1a"),
+    ] {
+        inventory.ids.insert(
+            BrokerId(id),
+            IdResources {
+                eni: Some(eni(id, zone, None)),
+                volume: Some(volume(id, zone)),
+            },
+        );
+    }
+    inventory.problems.push(InventoryProblem::ZoneMismatch {
+        id: BrokerId(4),
+        eni_id: "eni-4".into(),
+        eni_az: "eu-west-1a".into(),
+        volume_id: "vol-4".into(),
+        volume_az: "eu-west-1b".into(),
+    });
+    inventory
 }
 
 /// Claims left by "crashed" daemons: one detached session that nobody closes (it lives until its 10 s timeout)

@@ -124,7 +124,7 @@ pub async fn request(address: SocketAddr, timeout: Duration) -> Result<DrainOutc
 }
 
 async fn state(address: SocketAddr) -> Result<StateView, DrainError> {
-    let (_, body) = crate::health::get(address, "/state")
+    let (_, body) = berth_state::client::get(address, "/state")
         .await
         .map_err(|source| DrainError::Unreachable { address, source })?;
     serde_json::from_str(&body).map_err(|error| DrainError::BadState {

@@ -13,6 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+pub use berth_state::client::get;
+
+use crate::metrics;
 use crate::view::{Published, StateView};
 
 /// What the state loop publishes for the endpoint: nothing before its first decision.
@@ -118,7 +121,7 @@ async fn handle(mut stream: TcpStream, view: Feed) -> std::io::Result<()> {
                 &mut stream,
                 200,
                 "text/plain; version=0.0.4",
-                snapshot.metrics().as_bytes(),
+                metrics::exposition(&snapshot).as_bytes(),
                 head_only,
             )
             .await
@@ -198,31 +201,4 @@ async fn respond(
     }
     stream.write_all(&response).await?;
     stream.shutdown().await
-}
-
-/// Fetches a path from a health endpoint (for `berth status` and tests): status code and body.
-pub async fn get(address: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response timed out"))??;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }

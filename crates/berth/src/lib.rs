@@ -1,14 +1,16 @@
 //! The `berth` daemon and its command line, as a library so tests drive the same code the binary runs.
 //!
 //! [`daemon::run`] is the state loop; [`health`] the HTTP endpoint; [`notify`] the systemd notify protocol;
-//! [`logging`] journald or stderr; [`view`] the `/state` and `/metrics` documents; [`waiting`] what the running
-//! step waits for; [`adapters`] builds the production adapters from the configuration.
+//! [`logging`] journald or stderr; [`view`] builds the `/state` document (its schema and client are the
+//! `berth-state` crate's) and [`metrics`] renders it for Prometheus; [`waiting`] what the running step waits for;
+//! [`adapters`] builds the production adapters from the configuration.
 
 pub mod adapters;
 pub mod daemon;
 pub mod drain;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod view;

@@ -3,12 +3,13 @@
 //!
 //! An operator asks this before enabling berth on a host, or when a replacement does not become the broker they
 //! expected. The plan reads only: IMDSv2 for the identity, one filtered describe per resource type for the
-//! cluster's ENIs and volumes (through [`berth_core::ports::Metadata::identity`] and [`berth_core::ports::Attachments::discover`], never
-//! an attach, detach or signal), ZooKeeper's claim nodes (list and get; no create, not even the claims path; with
-//! the `ec2` claim backend the ENI attachments discovery shows are the claims), and the current overlay file. The
-//! decisions come from [`plan_claim`], [`ClaimPlan::try_order`] (seeded by the ZooKeeper adapter's own
-//! [`first_seed`], claim bodies read by its [`ClaimBody::read`]), [`plan_route`], the configuration's mount plan
-//! and the Kafka adapter's overlay renderer, so the plan cannot drift from what the daemon does.
+//! cluster's ENIs and volumes (through [`berth_core::ports::Metadata::identity`] and
+//! [`berth_core::ports::Attachments::discover`], never an attach, detach or signal), ZooKeeper's claim nodes
+//! (berth-zk's read-only [`list_claims`]: list and get, no create, not even the claims path; with the `ec2` claim
+//! backend the ENI attachments discovery shows are the claims), and the current overlay file. The decisions come
+//! from [`plan_claim`], [`ClaimPlan::try_order`] (seeded by the ZooKeeper adapter's own [`first_seed`]),
+//! [`plan_route`], the configuration's mount plan and the Kafka adapter's overlay renderer, so the plan cannot
+//! drift from what the daemon does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -21,9 +22,9 @@ use berth_core::ports::{Attachments, Metadata};
 use berth_core::ports::{BrokerSpec, MountPlan};
 use berth_core::routing::plan_route;
 use berth_core::{Attachment, BrokerId, Identity, Inventory, RoutePlan, StepError};
-use berth_zk::coordination::{first_seed, ClaimBody};
+use berth_zk::coordination::first_seed;
+use berth_zk::listing::list_claims;
 use serde::Serialize;
-use zookeeper_client as zk;
 
 /// What ZooKeeper says about the cluster's claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,40 +106,23 @@ pub async fn read_claims(config: &Config, timeout: Duration) -> ClaimsView {
 }
 
 async fn read_claims_inner(config: &Config) -> Result<BTreeMap<BrokerId, ClaimOwner>, String> {
-    let connect = &config.zookeeper.connect;
-    let client = zk::Client::connector()
-        .with_session_timeout(config.zookeeper.session_timeout)
-        .with_fail_eagerly()
-        .connect(connect)
-        .await
-        .map_err(|error| format!("cannot connect to ZooKeeper {connect}: {error}"))?;
-    let path = config.claims_path();
-    let children = match client.list_children(&path).await {
-        Ok(children) => children,
-        Err(zk::Error::NoNode) => Vec::new(),
-        Err(error) => return Err(format!("listing {path}: {error}")),
-    };
-    let mut taken = BTreeMap::new();
-    for child in children {
-        let Ok(id) = child.parse::<u32>() else {
-            continue;
-        };
-        let node = format!("{path}/{child}");
-        let owner = match client.get_data(&node).await {
-            Ok((body, stat)) => {
-                let (claim, description) = ClaimBody::read(&body, stat.ephemeral_owner);
-                ClaimOwner {
-                    instance_id: claim.map(|claim| claim.holder.instance_id),
-                    description,
-                }
-            }
-            // Released between the listing and the read.
-            Err(zk::Error::NoNode) => continue,
-            Err(error) => return Err(format!("reading {node}: {error}")),
-        };
-        taken.insert(BrokerId(id), owner);
-    }
-    Ok(taken)
+    let listed = list_claims(
+        &config.zookeeper.connect,
+        config.zookeeper.session_timeout,
+        &config.claims_path(),
+    )
+    .await
+    .map_err(|error| berth_core::ports::chain_message(&error))?;
+    Ok(listed
+        .into_iter()
+        .map(|(id, claim)| {
+            let owner = ClaimOwner {
+                instance_id: claim.instance_id,
+                description: claim.description,
+            };
+            (id, owner)
+        })
+        .collect())
 }
 
 /// One broker id as discovered, for the table of ids.

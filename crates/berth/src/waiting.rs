@@ -11,19 +11,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::progress::{LogGate, Reporter, LOG_EVERY};
 use berth_core::{State, StepKind};
-use serde::{Deserialize, Serialize};
-
-/// One waiting reason as `/state` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WaitingView {
-    /// The step that waits (`attach_eni`, `start_kafka`, `reclaim`, ...).
-    pub step: String,
-    /// What it waits for: its last retryable reason.
-    #[serde(rename = "for")]
-    pub reason: String,
-    /// How long this reason has been the answer, in milliseconds.
-    pub for_ms: u64,
-}
+pub use berth_state::WaitingView;
 
 #[derive(Debug)]
 struct Current {

@@ -204,40 +204,7 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
     assert_eq!(view.retries, 2);
     assert!(view.time_to_healthy_ms.is_some());
 
-    let messages = running
-        .notify
-        .wait("STATUS=healthy", |m| {
-            m.iter().any(|m| m.contains("STATUS=healthy"))
-        })
-        .await;
-    assert!(
-        messages[0].starts_with("READY=1\n"),
-        "READY first: {messages:?}"
-    );
-    let statuses: Vec<&str> = messages
-        .iter()
-        .filter_map(|m| m.strip_prefix("STATUS="))
-        .collect();
-    assert_eq!(
-        statuses,
-        [
-            "attach_eni broker 0",
-            "route broker 0",
-            "attach_ebs broker 0",
-            "mount broker 0",
-            "start_kafka broker 0",
-            "healthy broker 0"
-        ]
-    );
-    let watchdog = running
-        .notify
-        .wait("WATCHDOG=1", |m| m.iter().any(|m| m == "WATCHDOG=1"))
-        .await;
-    assert!(
-        watchdog.contains(&"WATCHDOG=1".to_owned()),
-        "watchdog pinged from the loop"
-    );
-
+    systemd_heard_ready_each_state_and_the_watchdog(&running.notify).await;
     let (code, metrics) = berth::health::get(running.health, "/metrics")
         .await
         .unwrap();
@@ -267,6 +234,41 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
         .send(Request::Drain(DrainReason::Requested))
         .await;
     assert_eq!(running.daemon.await.unwrap(), DaemonExit::Drained);
+}
+
+/// systemd heard READY first, then a status line per state until `healthy broker 0`, and the watchdog pinged.
+async fn systemd_heard_ready_each_state_and_the_watchdog(notify: &Notifications) {
+    let messages = notify
+        .wait("STATUS=healthy", |m| {
+            m.iter().any(|m| m.contains("STATUS=healthy"))
+        })
+        .await;
+    assert!(
+        messages[0].starts_with("READY=1\n"),
+        "READY first: {messages:?}"
+    );
+    let statuses: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m.strip_prefix("STATUS="))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "attach_eni broker 0",
+            "route broker 0",
+            "attach_ebs broker 0",
+            "mount broker 0",
+            "start_kafka broker 0",
+            "healthy broker 0"
+        ]
+    );
+    let watchdog = notify
+        .wait("WATCHDOG=1", |m| m.iter().any(|m| m == "WATCHDOG=1"))
+        .await;
+    assert!(
+        watchdog.contains(&"WATCHDOG=1".to_owned()),
+        "watchdog pinged from the loop"
+    );
 }
 
 /// The calls after Kafka was started, without the routine ones (checks, signals, heartbeats).
@@ -700,7 +702,47 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
     })
     .await;
 
-    // Serving but behind: StartKafka, 503, the partition named in /state and /metrics, heartbeats flowing.
+    held_while_behind(&running).await;
+
+    // In sync: Healthy, then SUCCESS and CONTINUE, after the last look that found it behind.
+    running
+        .world
+        .set_replication(fixtures::replication(&[1, 2, 0]));
+    let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
+    assert_eq!(healthy.catch_up.as_ref().map(|p| p.behind.len()), Some(0));
+    let journal = wait_for(
+        "the launch hook's completion",
+        async || running.world.journal(),
+        |journal| journal.iter().any(|c| c == "complete_launch:continue"),
+    )
+    .await;
+    let completed = journal
+        .iter()
+        .position(|c| c == "complete_launch:continue")
+        .unwrap();
+    let first_look = journal.iter().position(|c| c == "replication").unwrap();
+    let heartbeats = journal[first_look..completed]
+        .iter()
+        .filter(|c| *c == "heartbeat")
+        .count();
+    assert!(
+        heartbeats >= 3,
+        "heartbeats between the first look and CONTINUE: {journal:?}"
+    );
+    let (_, metrics) = berth::health::get(running.health, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_kafka_partitions_behind 0"),
+        "{metrics}"
+    );
+    let _ = running.requests.send(Request::Stop).await;
+    running.daemon.await.unwrap();
+}
+
+/// Serving but behind: StartKafka, 503, the partition named in /state and /metrics, heartbeats flowing, nothing
+/// reported to CloudFormation or the launch hook.
+async fn held_while_behind(running: &Running) {
     let behind = wait_state(
         running.health,
         "the gate to report a partition behind",
@@ -741,41 +783,6 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
             .any(|c| c.starts_with("complete_launch") || c.starts_with("signal_stack")),
         "nothing reported while behind: {journal:?}"
     );
-
-    // In sync: Healthy, then SUCCESS and CONTINUE, after the last look that found it behind.
-    running
-        .world
-        .set_replication(fixtures::replication(&[1, 2, 0]));
-    let healthy = wait_state(running.health, "healthy", |v| v.healthy).await;
-    assert_eq!(healthy.catch_up.as_ref().map(|p| p.behind.len()), Some(0));
-    let journal = wait_for(
-        "the launch hook's completion",
-        async || running.world.journal(),
-        |journal| journal.iter().any(|c| c == "complete_launch:continue"),
-    )
-    .await;
-    let completed = journal
-        .iter()
-        .position(|c| c == "complete_launch:continue")
-        .unwrap();
-    let first_look = journal.iter().position(|c| c == "replication").unwrap();
-    let heartbeats = journal[first_look..completed]
-        .iter()
-        .filter(|c| *c == "heartbeat")
-        .count();
-    assert!(
-        heartbeats >= 3,
-        "heartbeats between the first look and CONTINUE: {journal:?}"
-    );
-    let (_, metrics) = berth::health::get(running.health, "/metrics")
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("berth_kafka_partitions_behind 0"),
-        "{metrics}"
-    );
-    let _ = running.requests.send(Request::Stop).await;
-    running.daemon.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

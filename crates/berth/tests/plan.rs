@@ -58,41 +58,9 @@ async fn plan_reads_only_and_explains_the_choice() {
     world::attach_volume(&ec2, &ids[1].volume_id, &me.instance_id, "/dev/xvdf")
         .await
         .expect("attach");
-
     // Another host holds id 0's claim.
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
-    let other = zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(10))
-        .connect(&server.connect_string())
-        .await
-        .expect("connect");
-    let claims_path = "/berth/events/claims";
-    other
-        .mkdir(
-            claims_path,
-            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
-        )
-        .await
-        .expect("mkdir");
-    let body = serde_json::to_vec(&ClaimBody {
-        holder: berth_core::ports::ClaimHolder {
-            instance_id: "i-other".into(),
-            availability_zone: ZONE_A.into(),
-            host: "ip-10-0-1-9".into(),
-            berth_version: "0.1.0".into(),
-        },
-        claimed_at_ms: 0,
-    })
-    .unwrap();
-    other
-        .create(
-            &format!("{claims_path}/0"),
-            &body,
-            &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()),
-        )
-        .await
-        .expect("claim id 0");
-
+    let other = another_host_claims_id_0(&server).await;
     let imds = Imds::start(
         loopback_any_port(),
         &ImdsHost {
@@ -110,9 +78,100 @@ async fn plan_reads_only_and_explains_the_choice() {
     )
     .expect("imds");
     let dir = tempfile::tempdir().unwrap();
-    let overlay_path = dir.path().join("kafka/berth.properties");
-    let mount_path = dir.path().join("mnt/kafka");
-    let text = format!(
+    let paths = Paths {
+        overlay: dir.path().join("kafka/berth.properties"),
+        mount: dir.path().join("mnt/kafka"),
+    };
+    let text = configuration(&server, &proxy, &imds, &paths);
+    let config = berth_config::parse(&text, std::iter::empty()).expect("valid configuration");
+    let cloud = berth_aws::AwsCloud::with_credentials(
+        berth::adapters::aws_settings(&config),
+        Credentials::new("testing", "testing", None, None, "test"),
+    )
+    .await
+    .expect("cloud");
+    let before = snapshot_of!(&ec2, &ids);
+    proxy.reset_counts();
+
+    let claims = plan::read_claims(&config, Duration::from_secs(10)).await;
+    let plan = plan::make(&config, &cloud, &cloud, claims)
+        .await
+        .expect("plan");
+
+    explains_the_choice(&plan, &me.instance_id, &ids, &paths);
+
+    // What it did: reads only.
+    let counts = proxy.counts();
+    assert!(
+        counts.contains_key("DescribeNetworkInterfaces") && counts.contains_key("DescribeVolumes"),
+        "{counts:?}"
+    );
+    let mutating: Vec<_> = counts
+        .keys()
+        .filter(|action| !action.starts_with("Describe"))
+        .collect();
+    assert!(
+        mutating.is_empty(),
+        "plan made non-Describe calls: {mutating:?} (all: {counts:?})"
+    );
+    assert_eq!(snapshot_of!(&ec2, &ids), before, "an ENI or volume changed");
+    assert_eq!(imds.v1_refusals(), 0, "IMDSv1 was tried");
+    assert!(
+        !paths.overlay.exists() && !paths.overlay.parent().unwrap().exists(),
+        "the overlay was written"
+    );
+    assert!(!paths.mount.exists(), "the mount point was created");
+    let (children, _) = other.get_children(CLAIMS_PATH).await.expect("list claims");
+    assert_eq!(children, vec!["0".to_owned()], "plan created a claim");
+}
+
+/// Where the plan's host keeps Kafka's overlay and mounts the volume (temporary paths, never to be created).
+struct Paths {
+    overlay: std::path::PathBuf,
+    mount: std::path::PathBuf,
+}
+
+/// The claims path of cluster `events` under the default root.
+const CLAIMS_PATH: &str = "/berth/events/claims";
+
+/// Another host's session holding id 0's claim node (the session must outlive the plan).
+async fn another_host_claims_id_0(server: &ZooKeeper) -> zk::Client {
+    let other = zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&server.connect_string())
+        .await
+        .expect("connect");
+    other
+        .mkdir(
+            CLAIMS_PATH,
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .expect("mkdir");
+    let body = serde_json::to_vec(&ClaimBody {
+        holder: berth_core::ports::ClaimHolder {
+            instance_id: "i-other".into(),
+            availability_zone: ZONE_A.into(),
+            host: "ip-10-0-1-9".into(),
+            berth_version: "0.1.0".into(),
+        },
+        claimed_at_ms: 0,
+    })
+    .unwrap();
+    other
+        .create(
+            &format!("{CLAIMS_PATH}/0"),
+            &body,
+            &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .expect("claim id 0");
+    other
+}
+
+/// The host's configuration: cluster `events`, the ensemble, the proxy in front of moto, its IMDS, `paths`.
+fn configuration(server: &ZooKeeper, proxy: &FaultProxy, imds: &Imds, paths: &Paths) -> String {
+    format!(
         r#"
 [cluster]
 name = "events"
@@ -138,26 +197,20 @@ overlay_path = "{overlay}"
         zk = server.connect_string(),
         endpoint = proxy.url(),
         imds = imds.url(),
-        mount = mount_path.display(),
-        overlay = overlay_path.display(),
-    );
-    let config = berth_config::parse(&text, std::iter::empty()).expect("valid configuration");
-    let cloud = berth_aws::AwsCloud::with_credentials(
-        berth::adapters::aws_settings(&config),
-        Credentials::new("testing", "testing", None, None, "test"),
+        mount = paths.mount.display(),
+        overlay = paths.overlay.display(),
     )
-    .await
-    .expect("cloud");
-    let before = snapshot_of!(&ec2, &ids);
-    proxy.reset_counts();
+}
 
-    let claims = plan::read_claims(&config, Duration::from_secs(10)).await;
-    let plan = plan::make(&config, &cloud, &cloud, claims)
-        .await
-        .expect("plan");
-
-    // What it says.
-    assert_eq!(plan.identity.instance_id, me.instance_id);
+/// What the plan says: the identity, who holds the claims, the choice of id 1 (its volume is attached here) and
+/// why, the ids skipped or taken, the route, the overlay and the mount, every boot state.
+fn explains_the_choice(
+    plan: &plan::Plan,
+    instance_id: &str,
+    ids: &[world::SeededId],
+    paths: &Paths,
+) {
+    assert_eq!(plan.identity.instance_id, instance_id);
     match &plan.claims {
         ClaimsView::Read { taken } => {
             assert_eq!(taken.keys().copied().collect::<Vec<_>>(), vec![BrokerId(0)]);
@@ -195,7 +248,7 @@ overlay_path = "{overlay}"
     assert_eq!(route.gateway.to_string(), "10.0.1.1");
     assert_eq!((route.table, route.rule_priority), (10001, 10001));
     let overlay = plan.overlay.clone().expect("an overlay");
-    assert_eq!(overlay.path, overlay_path);
+    assert_eq!(overlay.path, paths.overlay);
     assert_eq!(overlay.on_disk, "absent");
     assert!(overlay.text.contains("broker.id=1\n"), "{}", overlay.text);
     assert!(
@@ -203,7 +256,7 @@ overlay_path = "{overlay}"
         "{}",
         overlay.text
     );
-    assert_eq!(plan.mount.plan.mount_path, mount_path);
+    assert_eq!(plan.mount.plan.mount_path, paths.mount);
     let human = plan.render_human();
     eprintln!("{human}");
     for state in BOOT_STATE_NAMES {
@@ -213,30 +266,6 @@ overlay_path = "{overlay}"
         );
     }
     serde_json::to_string(&plan).expect("the plan serialises");
-
-    // What it did: reads only.
-    let counts = proxy.counts();
-    assert!(
-        counts.contains_key("DescribeNetworkInterfaces") && counts.contains_key("DescribeVolumes"),
-        "{counts:?}"
-    );
-    let mutating: Vec<_> = counts
-        .keys()
-        .filter(|action| !action.starts_with("Describe"))
-        .collect();
-    assert!(
-        mutating.is_empty(),
-        "plan made non-Describe calls: {mutating:?} (all: {counts:?})"
-    );
-    assert_eq!(snapshot_of!(&ec2, &ids), before, "an ENI or volume changed");
-    assert_eq!(imds.v1_refusals(), 0, "IMDSv1 was tried");
-    assert!(
-        !overlay_path.exists() && !overlay_path.parent().unwrap().exists(),
-        "the overlay was written"
-    );
-    assert!(!mount_path.exists(), "the mount point was created");
-    let (children, _) = other.get_children(claims_path).await.expect("list claims");
-    assert_eq!(children, vec!["0".to_owned()], "plan created a claim");
 }
 
 /// A ZooKeeper that cannot be reached does not stop the plan: the claims are reported unknown, naming it.

@@ -243,7 +243,26 @@ async fn run(args: Args) -> Result<(), Fatal> {
         println!("INFO {tag} start delay {delay:?} (simulated log recovery)");
         tokio::time::sleep(delay).await;
     }
+    let (server, registered) =
+        start_serving(&settings, &tag, registry.as_ref(), cluster_id).await?;
+    let (registry, registered) = serve_until_stopped(&settings, &tag, registry, registered).await?;
+    println!("INFO {tag} shutting down");
+    server.abort();
+    if let (Some(registry), Some(path)) = (registry, registered) {
+        registry.deregister(&path).await;
+    }
+    println!("INFO {tag} shut down completed");
+    Ok(())
+}
 
+/// Binds the listener, registers in ZooKeeper (when in ZooKeeper mode) and only then serves, as Kafka does (a
+/// client connecting in between waits in the accept queue): the server's task and the registration's znode.
+async fn start_serving(
+    settings: &Settings,
+    tag: &str,
+    registry: Option<&Registry>,
+    cluster_id: Option<String>,
+) -> Result<(tokio::task::JoinHandle<()>, Option<String>), Fatal> {
     let listener = TcpListener::bind(settings.bind)
         .await
         .map_err(|source| Fatal::Bind {
@@ -255,13 +274,11 @@ async fn run(args: Args) -> Result<(), Fatal> {
         host: settings.advertised.host.clone(),
         port: settings.advertised.port,
         rack: settings.rack.clone(),
-        cluster_id: cluster_id.clone(),
+        cluster_id,
     });
-    // As Kafka does: bound first, registered, and only then processing requests (a client connecting in
-    // between waits in the accept queue).
-    let registered = match &registry {
+    let registered = match registry {
         Some(registry) => {
-            let path = registry.register(&settings).await?;
+            let path = registry.register(settings).await?;
             println!(
                 "INFO {tag} registered {path} at {}://{}:{}",
                 settings.advertised.name, settings.advertised.host, settings.advertised.port
@@ -272,13 +289,21 @@ async fn run(args: Args) -> Result<(), Fatal> {
     };
     let server = tokio::spawn(server::serve(listener, identity));
     println!("INFO {tag} started (listening on {})", settings.bind);
+    Ok((server, registered))
+}
 
+/// Serves until SIGTERM or SIGINT; a ZooKeeper session that expires meanwhile is replaced and the broker
+/// registered again on the new one, as Kafka does. The registry and registration in use at the end.
+async fn serve_until_stopped(
+    settings: &Settings,
+    tag: &str,
+    mut registry: Option<Registry>,
+    mut registered: Option<String>,
+) -> Result<(Option<Registry>, Option<String>), Fatal> {
     let mut term = signal(SignalKind::terminate())
         .map_err(|source| Fatal::io(Path::new("SIGTERM"), source))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|source| Fatal::io(Path::new("SIGINT"), source))?;
-    let mut registry = registry;
-    let mut registered = registered;
     loop {
         let mut session = registry.as_ref().map(Registry::state_watcher);
         let expired = async {
@@ -302,20 +327,14 @@ async fn run(args: Args) -> Result<(), Fatal> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            (next, path) = register_again(&settings, &tag) => {
+            (next, path) = register_again(settings, tag) => {
                 println!("INFO {tag} registered {path} again");
                 registry = Some(next);
                 registered = Some(path);
             }
         }
     }
-    println!("INFO {tag} shutting down");
-    server.abort();
-    if let (Some(registry), Some(path)) = (registry, registered) {
-        registry.deregister(&path).await;
-    }
-    println!("INFO {tag} shut down completed");
-    Ok(())
+    Ok((registry, registered))
 }
 
 /// A new session and registration after the old session expired, retried (every second) until ZooKeeper answers

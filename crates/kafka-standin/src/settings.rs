@@ -113,67 +113,77 @@ fn listeners(properties: &Properties, key: &str) -> Result<Vec<Listener>, Fatal>
         .collect()
 }
 
+/// KRaft (`process.roles` set) or ZooKeeper mode with its ensemble, chroot and session timeout; and the key that
+/// names the broker's id in that mode.
+fn mode(properties: &Properties) -> Result<(&'static str, Mode), Fatal> {
+    let kraft = properties
+        .get("process.roles")
+        .is_some_and(|roles| !roles.trim().is_empty());
+    if kraft {
+        return Ok(("node.id", Mode::Kraft));
+    }
+    let connect = required(properties, "zookeeper.connect")?;
+    let (hosts, chroot) = match connect.find('/') {
+        Some(slash) => (&connect[..slash], connect[slash..].trim_end_matches('/')),
+        None => (connect, ""),
+    };
+    let millis: u64 = match properties.get("zookeeper.session.timeout.ms") {
+        Some(text) => text.trim().parse().map_err(|_| {
+            Fatal::config(format!(
+                "Invalid value {text} for configuration zookeeper.session.timeout.ms"
+            ))
+        })?,
+        None => 18_000,
+    };
+    let mode = Mode::Zookeeper {
+        hosts: hosts.to_owned(),
+        chroot: chroot.to_owned(),
+        session_timeout: Duration::from_millis(millis),
+    };
+    Ok(("broker.id", mode))
+}
+
+/// The listener clients are told of (the first advertised one, else the first bound one) and the address the
+/// stand-in binds for it (its bound listener of the same name, `0.0.0.0` for an empty host).
+fn advertised_and_bind(properties: &Properties) -> Result<(Listener, SocketAddr), Fatal> {
+    let bound = listeners(properties, "listeners")?;
+    let advertised = listeners(properties, "advertised.listeners")?
+        .into_iter()
+        .next()
+        .or_else(|| bound.first().cloned())
+        .ok_or_else(|| {
+            Fatal::config("no listener: set advertised.listeners or listeners".into())
+        })?;
+    let bind_listener = bound
+        .iter()
+        .find(|l| l.name == advertised.name)
+        .unwrap_or(&advertised);
+    let bind_host = if bind_listener.host.is_empty() {
+        "0.0.0.0"
+    } else {
+        bind_listener.host.as_str()
+    };
+    let bind: SocketAddr = format!("{bind_host}:{}", bind_listener.port)
+        .parse()
+        .map_err(|_| {
+            Fatal::config(format!(
+                "the stand-in binds IP addresses only, not {bind_host:?}"
+            ))
+        })?;
+    Ok((advertised, bind))
+}
+
 impl Settings {
     /// Reads the settings from merged properties.
     pub fn from_properties(properties: &Properties) -> Result<Self, Fatal> {
-        let kraft = properties
-            .get("process.roles")
-            .is_some_and(|roles| !roles.trim().is_empty());
-        let (id_key, mode) = if kraft {
-            ("node.id", Mode::Kraft)
-        } else {
-            let connect = required(properties, "zookeeper.connect")?;
-            let (hosts, chroot) = match connect.find('/') {
-                Some(slash) => (&connect[..slash], connect[slash..].trim_end_matches('/')),
-                None => (connect, ""),
-            };
-            let millis: u64 = match properties.get("zookeeper.session.timeout.ms") {
-                Some(text) => text.trim().parse().map_err(|_| {
-                    Fatal::config(format!(
-                        "Invalid value {text} for configuration zookeeper.session.timeout.ms"
-                    ))
-                })?,
-                None => 18_000,
-            };
-            let mode = Mode::Zookeeper {
-                hosts: hosts.to_owned(),
-                chroot: chroot.to_owned(),
-                session_timeout: Duration::from_millis(millis),
-            };
-            ("broker.id", mode)
-        };
+        let (id_key, mode) = mode(properties)?;
         let id_text = required(properties, id_key)?;
         let id: i32 = id_text.parse().ok().filter(|id| *id >= 0).ok_or_else(|| {
             Fatal::config(format!(
                 "Invalid value {id_text} for configuration {id_key}"
             ))
         })?;
-
-        let bound = listeners(properties, "listeners")?;
-        let advertised = listeners(properties, "advertised.listeners")?
-            .into_iter()
-            .next()
-            .or_else(|| bound.first().cloned())
-            .ok_or_else(|| {
-                Fatal::config("no listener: set advertised.listeners or listeners".into())
-            })?;
-        let bind_listener = bound
-            .iter()
-            .find(|l| l.name == advertised.name)
-            .unwrap_or(&advertised);
-        let bind_host = if bind_listener.host.is_empty() {
-            "0.0.0.0"
-        } else {
-            bind_listener.host.as_str()
-        };
-        let bind: SocketAddr = format!("{bind_host}:{}", bind_listener.port)
-            .parse()
-            .map_err(|_| {
-                Fatal::config(format!(
-                    "the stand-in binds IP addresses only, not {bind_host:?}"
-                ))
-            })?;
-
+        let (advertised, bind) = advertised_and_bind(properties)?;
         let mut security_protocols: Vec<(String, String)> =
             ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
                 .into_iter()

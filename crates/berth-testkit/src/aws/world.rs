@@ -1,8 +1,8 @@
 //! Seeding moto with what a berth cluster's CloudFormation stack would create: a VPC, one subnet per AZ,
 //! tagged ENIs and volumes per broker id, and instances standing in for ASG members.
 //!
-//! The adapter tests and the simulated fleet build the same world; keeping it here means the tagging scheme is
-//! written once.
+//! The adapter tests and the simulated fleet build the same world through these functions (the fleet adds fixed
+//! addresses, as its CloudFormation stack would), so the tagging scheme and the seeding are written once.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -110,6 +110,19 @@ pub async fn eni(
     zone: &str,
     tag_list: &[(&str, &str)],
 ) -> Result<(String, String, Ipv4Addr), SeedError> {
+    eni_at(client, net, zone, None, "", tag_list).await
+}
+
+/// Creates an ENI in the zone's subnet with the given tags, at `ip` when given (else the subnet picks one) and
+/// with `description`: its id, MAC and address.
+pub async fn eni_at(
+    client: &Client,
+    net: &Network,
+    zone: &str,
+    ip: Option<Ipv4Addr>,
+    description: &str,
+    tag_list: &[(&str, &str)],
+) -> Result<(String, String, Ipv4Addr), SeedError> {
     let subnet = net
         .subnets
         .get(zone)
@@ -117,6 +130,8 @@ pub async fn eni(
     let created = client
         .create_network_interface()
         .subnet_id(subnet)
+        .set_private_ip_address(ip.map(|ip| ip.to_string()))
+        .set_description((!description.is_empty()).then(|| description.to_owned()))
         .tag_specifications(tags(ResourceType::NetworkInterface, tag_list))
         .send()
         .await?;
@@ -159,17 +174,31 @@ pub async fn broker_ids(
         let value = template.replace("{id}", &id.to_string());
         let mut tag_list = vec![(key, value.as_str())];
         tag_list.extend(cluster_tag);
-        let (eni_id, mac, ip) = eni(client, net, zone, &tag_list).await?;
-        let volume_id = volume(client, zone, &tag_list).await?;
-        seeded.push(SeededId {
-            eni_id,
-            mac,
-            ip,
-            volume_id,
-            availability_zone: (*zone).to_owned(),
-        });
+        seeded.push(broker_id(client, net, id, zone, None, &tag_list).await?);
     }
     Ok(seeded)
+}
+
+/// Seeds one broker id's resources in `zone`, both tagged `tag_list`: its ENI (described `broker <id>`, at `ip`
+/// when given) and its 1 GiB volume. The adapter tests and the simulated fleet seed ids through this.
+pub async fn broker_id(
+    client: &Client,
+    net: &Network,
+    id: usize,
+    zone: &str,
+    ip: Option<Ipv4Addr>,
+    tag_list: &[(&str, &str)],
+) -> Result<SeededId, SeedError> {
+    let description = format!("broker {id}");
+    let (eni_id, mac, ip) = eni_at(client, net, zone, ip, &description, tag_list).await?;
+    let volume_id = volume(client, zone, tag_list).await?;
+    Ok(SeededId {
+        eni_id,
+        mac,
+        ip,
+        volume_id,
+        availability_zone: zone.to_owned(),
+    })
 }
 
 /// The seed's world: a network with a subnet in each of `network_zones`, and broker ids `0..id_zones.len()`
@@ -200,6 +229,18 @@ pub async fn instance(
     zone: &str,
     tag_list: &[(&str, &str)],
 ) -> Result<SeededInstance, SeedError> {
+    instance_at(client, net, zone, None, tag_list).await
+}
+
+/// Launches an instance in the zone's subnet, tagged as given, with primary address `ip` when given (else the
+/// subnet picks one).
+pub async fn instance_at(
+    client: &Client,
+    net: &Network,
+    zone: &str,
+    ip: Option<Ipv4Addr>,
+    tag_list: &[(&str, &str)],
+) -> Result<SeededInstance, SeedError> {
     let subnet = net
         .subnets
         .get(zone)
@@ -209,7 +250,8 @@ pub async fn instance(
         .image_id("ami-12c6146b")
         .min_count(1)
         .max_count(1)
-        .subnet_id(subnet);
+        .subnet_id(subnet)
+        .set_private_ip_address(ip.map(|ip| ip.to_string()));
     if !tag_list.is_empty() {
         run = run.tag_specifications(tags(ResourceType::Instance, tag_list));
     }
@@ -217,7 +259,9 @@ pub async fn instance(
     let instance = output.instances().first().ok_or("no instance")?;
     let primary = instance
         .network_interfaces()
-        .first()
+        .iter()
+        .find(|eni| eni.attachment().and_then(|a| a.device_index()) == Some(0))
+        .or_else(|| instance.network_interfaces().first())
         .ok_or("no primary interface")?;
     Ok(SeededInstance {
         instance_id: instance.instance_id().ok_or("no instance id")?.to_owned(),

@@ -478,25 +478,6 @@ impl ClusterSecurity {
         )
     }
 
-    /// berth's `listener_name` and its `[kafka.security]` and `[kafka.controller_security]` sections (the SASL
-    /// password and the client key come as systemd credentials, [`ClusterSecurity::host_files`]).
-    pub fn berth_sections(&self) -> String {
-        let security = match self.listeners {
-            SecuredListeners::SaslSsl => format!(
-                "protocol = \"SASL_SSL\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"berth\"\n\
-                 tls_ca_file = \"{KAFKA_TLS_DIR}/ca.pem\"\n"
-            ),
-            SecuredListeners::MutualTls => format!(
-                "protocol = \"SSL\"\ntls_ca_file = \"{KAFKA_TLS_DIR}/ca.pem\"\n\
-                 tls_cert_file = \"{BERTH_TLS_DIR}/berth.pem\"\n"
-            ),
-        };
-        format!(
-            "[kafka.security]\n{security}\n[kafka.controller_security]\nprotocol = \"SSL\"\n\
-             tls_ca_file = \"{KAFKA_TLS_DIR}/ca.pem\"\ntls_cert_file = \"{BERTH_TLS_DIR}/berth.pem\"\n"
-        )
-    }
-
     /// What the credentials give berth, as environment overrides: for a check of its configuration outside the
     /// host (`berth_config::parse`), which reads no credentials.
     pub fn credentials_for_a_check(&self) -> Vec<(&'static str, String)> {

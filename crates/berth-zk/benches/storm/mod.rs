@@ -36,30 +36,7 @@ pub async fn storm(name: &str, connect: &str, claimers: usize, ids: u32, cluster
         ..ClaimPlan::default()
     };
     let started = Instant::now();
-    let tasks: Vec<_> = (0..claimers)
-        .map(|index| {
-            let (settings, plan) = (settings.clone(), plan.clone());
-            tokio::spawn(async move {
-                let adapter = ZkCoordination::new(settings).expect("adapter");
-                let holder = ClaimHolder {
-                    instance_id: format!("i-{index:017x}"),
-                    availability_zone: "eu-west-1a".into(),
-                    host: format!("ip-10-0-0-{index}"),
-                    berth_version: berth_core::VERSION.into(),
-                };
-                let begun = Instant::now();
-                let id = adapter
-                    .claim(&plan, &holder, Deadline::after(Duration::from_secs(60)))
-                    .await;
-                let latency = begun.elapsed();
-                (adapter, holder.instance_id, id, latency)
-            })
-        })
-        .collect();
-    let mut results = Vec::with_capacity(claimers);
-    for task in tasks {
-        results.push(task.await.expect("claimer task"));
-    }
+    let results = claim_all(&settings, &plan, claimers).await;
     let wall = started.elapsed();
 
     let owners = owners(&setup, &settings.claims_path).await;
@@ -102,19 +79,49 @@ pub async fn storm(name: &str, connect: &str, claimers: usize, ids: u32, cluster
     )
 }
 
-/// id -> (instance id in the body, owning session), read from the claim znodes.
+/// id -> (instance id in the body, owning session), read from the claim znodes by berth-zk's lister.
 async fn owners(client: &zk::Client, claims_path: &str) -> BTreeMap<u32, (String, i64)> {
-    let mut table = BTreeMap::new();
-    for child in client
-        .list_children(claims_path)
+    berth_zk::listing::read_claims(client, claims_path)
         .await
         .expect("list claims")
-    {
-        let path = format!("{claims_path}/{child}");
-        let (body, stat) = client.get_data(&path).await.expect("read claim");
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("claim JSON");
-        let instance = body["instance_id"].as_str().unwrap_or_default().to_owned();
-        table.insert(child.parse().expect("id"), (instance, stat.ephemeral_owner));
+        .into_iter()
+        .map(|(id, claim)| (id.0, (claim.instance_id.unwrap_or_default(), claim.session)))
+        .collect()
+}
+
+/// One claim's outcome: the adapter that made it, its instance, the id (or why none) and how long it took.
+type Outcome = (
+    ZkCoordination,
+    String,
+    Result<BrokerId, berth_core::StepError>,
+    Duration,
+);
+
+/// `claimers` adapters, each for an instance of its own, claiming from `plan` at once.
+async fn claim_all(settings: &ZkSettings, plan: &ClaimPlan, claimers: usize) -> Vec<Outcome> {
+    let tasks: Vec<_> = (0..claimers)
+        .map(|index| {
+            let (settings, plan) = (settings.clone(), plan.clone());
+            tokio::spawn(async move {
+                let adapter = ZkCoordination::new(settings).expect("adapter");
+                let holder = ClaimHolder {
+                    instance_id: format!("i-{index:017x}"),
+                    availability_zone: "eu-west-1a".into(),
+                    host: format!("ip-10-0-0-{index}"),
+                    berth_version: berth_core::VERSION.into(),
+                };
+                let begun = Instant::now();
+                let id = adapter
+                    .claim(&plan, &holder, Deadline::after(Duration::from_secs(60)))
+                    .await;
+                let latency = begun.elapsed();
+                (adapter, holder.instance_id, id, latency)
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(claimers);
+    for task in tasks {
+        results.push(task.await.expect("claimer task"));
     }
-    table
+    results
 }

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use berth::view::StateView;
-use berth::{health, EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE};
+use berth::{EX_NOT_DONE, EX_SOFTWARE, EX_UNREACHABLE};
+use berth_state::{client, StateView};
 
 use super::{with_daemon, DaemonArgs};
 
@@ -11,7 +11,7 @@ use super::{with_daemon, DaemonArgs};
 /// when unreachable, 70 when it answered something else.
 pub(crate) fn status(daemon: &DaemonArgs, json: bool) -> ExitCode {
     with_daemon(daemon, |address, runtime| {
-        match runtime.block_on(health::get(address, "/state")) {
+        match runtime.block_on(client::get(address, "/state")) {
             Ok((200, body)) if json => {
                 print!("{body}");
                 ExitCode::SUCCESS

@@ -1,0 +1,171 @@
+//! Driving a host's berth as an operator does: start it (installed from its package the first time, then through
+//! `systemctl`), signal it, wait for it to exit, and read its `/state` until it says what a test waits for.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::config::HostSettings;
+use super::{Binaries, Fleet, FleetError};
+use crate::state::{self, StateView};
+use crate::systemd_host;
+
+impl Fleet {
+    /// Host `index`'s configuration files: berth's (validated by berth's parser) and Kafka's server.properties.
+    fn host_files(&self, index: usize, az: usize) -> Result<(String, String), FleetError> {
+        let settings = HostSettings {
+            index,
+            az,
+            options: self.options(),
+            zookeeper: self.zookeeper().map(|zk| zk.connect_string()),
+            endpoint_url: self.proxy().url(),
+            security: self.security(),
+        };
+        let berth_toml = settings.berth_toml().map_err(|source| FleetError::Config {
+            host: index,
+            source,
+        })?;
+        Ok((berth_toml, settings.server_properties()))
+    }
+
+    /// Starts (or restarts) berth on host `index`.
+    pub fn start_berth(&self, index: usize) -> Result<u32, FleetError> {
+        self.start_berth_with_env(index, &[])
+    }
+
+    /// [`Fleet::start_berth`] with extra environment for this start only (e.g. `FAILPOINTS` for a berth built
+    /// with the `failpoints` feature). It stays for systemd's restarts until the next start without it.
+    pub fn start_berth_with_env(
+        &self,
+        index: usize,
+        extra_env: &[(&str, &str)],
+    ) -> Result<u32, FleetError> {
+        let host = self.host(index)?;
+        let failed = |source| FleetError::Systemd {
+            host: index,
+            source,
+        };
+        systemd_host::set_start_environment(host.container(), extra_env)
+            .map_err(|source| failed(source.into()))?;
+        let (berth_toml, server_properties) = self.host_files(index, host.az)?;
+        systemd_host::start(
+            host.container(),
+            self.options(),
+            systemd_host::Configured {
+                berth_toml,
+                server_properties,
+                security: self.security(),
+            },
+            &Binaries::locate()?.berth,
+            self.kafka(),
+        )
+        .map_err(failed)?;
+        Ok(host.berth_pid().unwrap_or(0))
+    }
+
+    /// Sends `signal` to host `index`'s berth (`systemctl kill --kill-whom=main`).
+    pub fn signal_berth(
+        &self,
+        index: usize,
+        signal: nix::sys::signal::Signal,
+    ) -> Result<(), FleetError> {
+        let host = self.host(index)?;
+        systemd_host::signal_berth(host.container(), signal).map_err(|e| FleetError::Systemd {
+            host: index,
+            source: e.into(),
+        })
+    }
+
+    /// Waits for host `index`'s berth to exit and returns its exit code (None when killed by a signal).
+    pub async fn wait_berth_exit(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<Option<i32>, FleetError> {
+        let host = self.host(index)?;
+        let started = Instant::now();
+        loop {
+            match systemd_host::berth_exit(host.container()) {
+                Ok(code) => return Ok(code),
+                Err(running) if started.elapsed() > timeout => {
+                    return Err(FleetError::Timeout {
+                        host: index,
+                        what: "berth exit".into(),
+                        waited: timeout,
+                        last: format!("{running}\n{}", host.log_tail()),
+                    })
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// SIGKILLs berth alone on host `index` (its Kafka keeps running, as after a daemon crash) and waits until
+    /// systemd has seen it end.
+    pub async fn crash_berth(&self, index: usize) -> Result<(), FleetError> {
+        self.signal_berth(index, nix::sys::signal::Signal::SIGKILL)?;
+        self.wait_berth_exit(index, Duration::from_secs(5))
+            .await
+            .map(drop)
+    }
+
+    /// berth's `/state` on host `index`.
+    pub async fn state(&self, index: usize) -> Result<StateView, state::StateError> {
+        let address = self
+            .host(index)
+            .map(|h| h.health_address())
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        state::fetch_state(address).await
+    }
+
+    /// Polls host `index`'s `/state` until `accept` holds, up to `timeout`; gives up early when berth's unit
+    /// has stopped for good.
+    pub async fn wait_for(
+        &self,
+        index: usize,
+        what: &str,
+        timeout: Duration,
+        accept: impl Fn(&StateView) -> bool,
+    ) -> Result<StateView, FleetError> {
+        let host = self.host(index)?;
+        let started = Instant::now();
+        let mut last;
+        loop {
+            match state::fetch_state(host.health_address()).await {
+                Ok(state) if accept(&state) => return Ok(state),
+                Ok(state) => last = format!("{} (last error: {:?})", state.state, state.last_error),
+                Err(error) => {
+                    last = error.to_string();
+                    if let Some(stopped) = systemd_host::stopped(host.container()) {
+                        return Err(FleetError::Timeout {
+                            host: index,
+                            what: what.into(),
+                            waited: started.elapsed(),
+                            last: format!("{stopped}\n--- journal tail ---\n{}", host.log_tail()),
+                        });
+                    }
+                }
+            }
+            if started.elapsed() > timeout {
+                return Err(FleetError::Timeout {
+                    host: index,
+                    what: what.into(),
+                    waited: timeout,
+                    last: format!("{last}\n--- journal tail ---\n{}", host.log_tail()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until host `index` reports Healthy.
+    pub async fn wait_healthy(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<StateView, FleetError> {
+        self.wait_for(index, "Healthy", timeout, |s| {
+            s.state.eq_ignore_ascii_case("healthy")
+        })
+        .await
+    }
+}
