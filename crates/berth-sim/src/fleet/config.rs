@@ -11,13 +11,14 @@
 
 use std::time::Duration;
 
+use berth_config::secret::env_name;
 use berth_config::{
     AutoScalingConfig, AwsConfig, ClaimConfig, CloudFormationConfig, ClusterConfig, Config,
     ConfigError, Filesystem, HealthConfig, KafkaConfig, KafkaSecurity, SaslMechanism,
     SecurityProtocol, StorageConfig, Supervisor, TagsConfig, ZooKeeperConfig,
 };
 use berth_testkit::kafka::security::{
-    ClusterSecurity, SecuredListeners, BERTH_TLS_DIR, KAFKA_TLS_DIR,
+    ClusterSecurity, SecuredListeners, BERTH_PASSWORD, BERTH_TLS_DIR, KAFKA_TLS_DIR,
 };
 
 use super::{FleetOptions, SimKafka, KAFKA_CLUSTER_ID};
@@ -136,13 +137,30 @@ impl HostSettings<'_> {
             layout::zone_name(self.az),
             toml::to_string_pretty(&table).expect("a TOML table renders")
         );
-        // A secured host's password and client key come as systemd credentials: the check stands them in.
-        let credentials = self
-            .security
-            .map(ClusterSecurity::credentials_for_a_check)
-            .unwrap_or_default();
-        berth_config::parse(&text, credentials.iter().map(|(k, v)| (*k, v.as_str())))?;
+        let credentials = self.credentials_for_a_check();
+        berth_config::parse(
+            &text,
+            credentials.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
         Ok(text)
+    }
+
+    /// What a secured host's systemd credentials give berth, as the environment overrides that stand them in for
+    /// a check of the file here (a key credential for the key file's path on the host, the password's value).
+    fn credentials_for_a_check(&self) -> Vec<(String, String)> {
+        let Some(security) = self.security else {
+            return Vec::new();
+        };
+        security
+            .berth_credentials()
+            .into_iter()
+            .map(
+                |(credential, path)| match credential.strip_suffix(".tls_key") {
+                    Some(section) => (env_name(&format!("{section}.tls_key_file")), path),
+                    None => (env_name(credential), BERTH_PASSWORD.to_owned()),
+                },
+            )
+            .collect()
     }
 
     /// The operator's `server.properties` (what berth's overlay does not own): for real Kafka the listeners on
@@ -294,5 +312,51 @@ mod tests {
             Some(KAFKA_CLUSTER_ID)
         );
         assert!(!host.server_properties().contains("zookeeper"));
+    }
+
+    #[test]
+    fn a_secured_fleets_configuration_validates_with_its_credentials_and_holds_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        for listeners in [SecuredListeners::SaslSsl, SecuredListeners::MutualTls] {
+            let security = ClusterSecurity::create(
+                &dir.path().join(format!("{listeners:?}")),
+                listeners,
+                &[std::net::Ipv4Addr::new(10, 0, 1, 10).into()],
+            )
+            .expect("the test's CA and certificates");
+            let options = FleetOptions {
+                kafka: SimKafka::Kraft,
+                claim_backend: ClaimBackend::Ec2,
+                security: Some(listeners),
+                ..FleetOptions::default()
+            };
+            let host = HostSettings {
+                security: Some(&security),
+                ..settings(&options, None)
+            };
+            let text = host
+                .berth_toml()
+                .expect("validates with the credentials stood in");
+            for secret in security.secrets() {
+                assert!(!text.contains(&secret), "{listeners:?}: {text}");
+            }
+            let credentials = host.credentials_for_a_check();
+            let read = berth_config::parse(
+                &text,
+                credentials.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .unwrap();
+            assert_eq!(read.kafka.listener_name, "INTERNAL");
+            assert_eq!(read.controller_security().protocol, SecurityProtocol::Ssl);
+            let protocol = read.kafka.security.protocol;
+            assert_eq!(
+                protocol == SecurityProtocol::SaslSsl,
+                listeners == SecuredListeners::SaslSsl,
+                "{protocol:?}"
+            );
+            assert!(host
+                .server_properties()
+                .contains("listener.security.protocol.map=INTERNAL:"));
+        }
     }
 }

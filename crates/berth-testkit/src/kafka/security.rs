@@ -478,40 +478,26 @@ impl ClusterSecurity {
         )
     }
 
-    /// What the credentials give berth, as environment overrides: for a check of its configuration outside the
-    /// host (`berth_config::parse`), which reads no credentials.
-    pub fn credentials_for_a_check(&self) -> Vec<(&'static str, String)> {
+    /// berth's systemd credentials: (credential name, the host file it is loaded from). The SCRAM password with
+    /// `SASL_SSL`; the client key for the controllers' listener, and for the client listener with mutual TLS.
+    pub fn berth_credentials(&self) -> Vec<(&'static str, String)> {
         let key = format!("{BERTH_TLS_DIR}/berth.key");
-        let mut overrides = vec![(
-            "BERTH_KAFKA__CONTROLLER_SECURITY__TLS_KEY_FILE",
-            key.clone(),
-        )];
+        let mut credentials = vec![("kafka.controller_security.tls_key", key.clone())];
         match self.listeners {
-            SecuredListeners::SaslSsl => overrides.push((
-                "BERTH_KAFKA__SECURITY__SASL_PASSWORD",
-                BERTH_PASSWORD.to_owned(),
+            SecuredListeners::SaslSsl => credentials.push((
+                "kafka.security.sasl_password",
+                format!("{BERTH_SECRETS_DIR}/kafka-password"),
             )),
-            SecuredListeners::MutualTls => {
-                overrides.push(("BERTH_KAFKA__SECURITY__TLS_KEY_FILE", key))
-            }
+            SecuredListeners::MutualTls => credentials.push(("kafka.security.tls_key", key)),
         }
-        overrides
+        credentials
     }
 
     /// berth.service's drop-in loading its secrets as systemd credentials.
     pub fn berth_credentials_dropin(&self) -> String {
         let mut text = String::from("[Service]\n");
-        if self.listeners == SecuredListeners::SaslSsl {
-            let _ = writeln!(
-                text,
-                "LoadCredential=kafka.security.sasl_password:{BERTH_SECRETS_DIR}/kafka-password"
-            );
-        }
-        for section in ["kafka.security", "kafka.controller_security"] {
-            let _ = writeln!(
-                text,
-                "LoadCredential={section}.tls_key:{BERTH_TLS_DIR}/berth.key"
-            );
+        for (credential, path) in self.berth_credentials() {
+            let _ = writeln!(text, "LoadCredential={credential}:{path}");
         }
         text
     }
