@@ -15,9 +15,10 @@ build: setup
 demo: build
 	./target/debug/berth-sim demo
 
-## Every test: unit, adapters against real servers/namespaces/loop devices, end to end on the simulated fleet.
+## Every test: unit, adapters against real servers/namespaces/loop devices, end to end on the simulated fleet;
+## each test binary under its own timeout, the time of each printed at the end (scripts/run-tests.py).
 test: build
-	$(CARGO) test --workspace --no-fail-fast
+	./scripts/run-tests.py
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Operations checks (run as root on Debian 12; .ci/run calls it):
 #   1. build the .deb with cargo-deb (workspace `release` profile; `--dist` for the shipping `dist` profile),
-#   2. install it with dpkg -i and check that files land where berth.service expects them,
+#   2. install it with dpkg -i and check that files land where berth.service expects them, that the packaged
+#      configuration fails berth check-config saying what to set (and passes once it is set), that the man pages,
+#      completions and the kafka.service drop-in are installed, and that the maintainer scripts neither enable nor
+#      start berth on install and restart it only after an upgrade, if it runs,
 #   3. lintian on the package (findings fail the run unless listed below with the reason),
 #   4. systemd-analyze verify on the installed unit (must print nothing),
 #   5. systemd-analyze security --offline=yes with the recorded exposure threshold,
 #   6. parliament (IAM policy linter, PyPI) on docs/iam-policy.json,
-#   7. cfn-lint (PyPI) on docs/examples/*.yaml,
+#   7. cfn-lint (PyPI) on the CloudFormation templates in docs/examples (the alert rules there are promtool's:
+#      crates/berth/tests/alerting.rs),
 # then purges the package again. Tools are installed by this script when missing: cargo-deb (cargo install),
 # lintian (apt), parliament and cfn-lint (a venv in .venv-ops).
 #
@@ -24,7 +28,6 @@ OPS_VENV="${BERTH_OPS_VENV:-$PWD/.venv-ops}"
 # Lintian tags accepted, each with the reason (one per line: tag, then the reason after #).
 LINTIAN_ACCEPTED=(
   "non-standard-file-perm"          # /etc/berth/berth.toml is 0640 on purpose: it may hold the ZooKeeper digest
-  "no-manual-page"                  # `berth --help` and /usr/share/doc/berth/*.md are the documentation
   "initial-upload-closes-no-bugs"   # not uploaded to Debian: there is no ITP bug to close
 )
 
@@ -82,7 +85,7 @@ step "dpkg -i"
 cleanup() { dpkg --purge berth >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 dpkg -i "$deb" >/dev/null
-unit=/lib/systemd/system/berth.service
+unit=/usr/lib/systemd/system/berth.service
 [[ -f "$unit" ]] || fail "$unit not installed"
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
 binary=${exec_start%% *}
@@ -92,13 +95,36 @@ config=$(sed -n 's/.*--config \([^ ]*\).*/\1/p' <<<"$exec_start")
 dpkg-query -W -f='${Conffiles}\n' berth | grep -q " $config " || fail "$config is not a conffile"
 [[ "$(stat -c %a "$config")" == 640 ]] || fail "$config should be mode 0640 (it may hold the ZooKeeper digest)"
 "$binary" --version >/dev/null || fail "$binary --version"
-"$binary" check-config "$config" >/dev/null || fail "the packaged $config does not pass berth check-config"
+# The packaged configuration is minimal: it fails until the required keys are set, naming what to set.
+env_dir=$(mktemp -d)
+: >"$env_dir/empty"
+if said=$("$binary" check-config --env-file "$env_dir/empty" 2>&1); then fail "the packaged $config passed check-config unset"; fi
+grep -q "cluster.name: not set.*BERTH_CLUSTER__NAME=" <<<"$said" || fail "check-config did not say what to set: $said"
+printf 'BERTH_CLUSTER__NAME=events\nBERTH_CLUSTER__BROKER_COUNT=3\nBERTH_ZOOKEEPER__CONNECT=10.0.1.10:2181\n' >"$env_dir/set"
+"$binary" check-config --env-file "$env_dir/set" >/dev/null || fail "the packaged $config with its required keys set fails"
+rm -rf "$env_dir"
 for doc in README.md operations.md configuration.md aws.md kafka.md architecture.md iam-policy.json \
-  examples/berth-cluster.yaml copyright changelog.Debian.gz; do
+  examples/berth-cluster.yaml examples/berth.toml examples/berth-alerts.yaml examples/berth-dashboard.json \
+  copyright changelog.Debian.gz; do
   [[ -f "/usr/share/doc/berth/$doc" ]] || fail "/usr/share/doc/berth/$doc is missing"
+done
+for file in /usr/share/berth/kafka.service.d/berth.conf /usr/share/man/man1/berth.1.gz \
+  /usr/share/man/man1/berth-check-config.1.gz /usr/share/bash-completion/completions/berth \
+  /usr/share/zsh/vendor-completions/_berth /usr/share/fish/vendor_completions.d/berth.fish; do
+  [[ -f "$file" ]] || fail "$file is missing"
 done
 documentation=$(sed -n 's|^Documentation=file://||p' "$unit")
 [[ -f "$documentation" ]] || fail "the unit's Documentation= $documentation is not installed"
+# Maintainer scripts (cargo-deb's systemd support): never enable or start on install; after an upgrade, restart
+# only a running berth (try-restart); stop it on removal.
+scripts=$(mktemp -d)
+dpkg-deb --control "$deb" "$scripts"
+grep -q 'deb-systemd-invoke try-restart berth.service' "$scripts/postinst" || fail "postinst does not try-restart berth"
+! grep -Eq 'deb-systemd-invoke (start|restart) ' "$scripts/postinst" || fail "postinst starts berth"
+# dh_installsystemd's --no-enable form: enable again only what was enabled before.
+grep -q 'deb-systemd-helper debian-installed berth.service' "$scripts/postinst" || fail "postinst enables berth"
+grep -q 'deb-systemd-invoke stop berth.service' "$scripts/prerm" || fail "prerm does not stop berth on removal"
+rm -rf "$scripts"
 echo "ci-ops: files in place: $binary, $config (conffile), $unit, /usr/share/doc/berth"
 
 step "lintian"
@@ -133,7 +159,9 @@ policy=$(sed -e 's/REGION/eu-west-1/g; s/ACCOUNT_ID/123456789012/g; s/CLUSTER_NA
 echo "ci-ops: parliament: no findings"
 
 step "cfn-lint"
-"$OPS_VENV/bin/cfn-lint" --include-checks I -- docs/examples/*.yaml || fail "cfn-lint findings"
+mapfile -t templates < <(grep -l '^AWSTemplateFormatVersion:' docs/examples/*.yaml)
+((${#templates[@]})) || fail "no CloudFormation template in docs/examples"
+"$OPS_VENV/bin/cfn-lint" --include-checks I -- "${templates[@]}" || fail "cfn-lint findings"
 echo "ci-ops: cfn-lint: no findings"
 
 step "done"

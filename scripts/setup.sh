@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# prometheus is here for its promtool, which checks and unit-tests docs/examples/berth-alerts.yaml (crates/berth/tests/
+# alerting.rs); nothing runs its server.
 APT_PACKAGES=(zookeeper xfsprogs e2fsprogs lvm2 cryptsetup-bin btrfs-progs gdisk iproute2 nftables util-linux procps python3-venv lintian curl
-  systemd-container debootstrap openjdk-17-jre-headless maven kcat)
+  systemd-container debootstrap openjdk-17-jre-headless maven kcat prometheus)
 MOTO_VERSION="5.2.5"
 VENV="${BERTH_VENV:-$PWD/.venv}"
 
@@ -124,6 +126,16 @@ mkdir -p "$KAFKA_CACHE"
   while read -r version profile; do
     [[ -z "$version" || "$version" == \#* ]] && continue
     install_kafka "$version" "$profile"
+    # Class-data-sharing archives (tests/kafka/bin/make-cds; a no-op once made): Kafka's classes mapped at every
+    # start instead of loaded, for this machine's JVM (the test kit's servers) and, inside the hosts' image, for
+    # theirs (the fleets' brokers). An archive belongs to one JVM build, so each JVM makes its own.
+    tests/kafka/bin/make-cds "$version"
+    systemd-nspawn --quiet --register=no --keep-unit --as-pid2 --volatile=overlay --machine=berth-setup-cds \
+      -D "$HOST_IMAGE_CACHE/current" \
+      --bind="$KAFKA_CACHE/$version/libs:/var/cache/berth/kafka/$version/libs" \
+      --bind-ro="$PWD/tests/kafka:/usr/local/lib/berth-sim/kafka" \
+      /usr/local/lib/berth-sim/kafka/bin/make-cds "$version" \
+      2> >(grep -v 'Attempted to remove disk file system' >&2)
   done <tests/kafka/versions
 ) 9>"$KAFKA_CACHE/.lock"
 

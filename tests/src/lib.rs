@@ -190,7 +190,13 @@ pub fn write_record(fleet: &Fleet, index: usize, id: u32) -> anyhow::Result<Stri
         std::fs::create_dir_all(dir)?;
     }
     let record = format!("record of broker {id} written by host {index}");
-    std::fs::write(&path, &record)?;
+    // Synced, as an acknowledged write is: a host's death is a power loss, which takes what is only cached.
+    let mut file = std::fs::File::create(&path)?;
+    std::io::Write::write_all(&mut file, record.as_bytes())?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(record)
 }
 

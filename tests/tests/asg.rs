@@ -256,8 +256,8 @@ async fn terminated_drains_then_is_replaced(
     Ok(())
 }
 
-/// An operator's `berth drain` on the host (inside its systemd container): the daemon releases everything and
-/// exits 0; the command reports it drained.
+/// An operator's `berth drain` on the host (inside its systemd container): the command prints what the drain
+/// waits for as it changes, the daemon releases everything and exits 0, and the command reports it drained.
 async fn berth_drain(
     fleet: &Fleet,
     index: usize,
@@ -272,6 +272,13 @@ async fn berth_drain(
         "berth drain: {:?} {said} {}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
+    );
+    // What the drain waits for, printed as it changes, before the verdict.
+    let id = state.broker_id.context("id")?;
+    ensure!(
+        said.lines()
+            .any(|line| line.starts_with(&format!("berth drain: draining broker {id}"))),
+        "berth drain printed no progress: {said}"
     );
     let code = fleet
         .wait_berth_exit(index, Duration::from_secs(30))

@@ -4,7 +4,8 @@
 //!
 //! * after the boot, nothing in the fleet runs ZooKeeper or listens on its port, and no host's configuration
 //!   names it; the claims are read from EC2 alone;
-//! * one node's host killed (SIGKILL, instance terminated): the group's replacement becomes the same broker
+//! * one node's host killed as power loss right after a produce (its volume loses what was still in its page
+//!   cache, asserted non-empty; SIGKILL, instance terminated): the group's replacement becomes the same broker
 //!   (id, ENI address, volume), the quorum is whole again (three voters, all caught up, read with
 //!   DescribeQuorum), and every acks=all record is consumed exactly once;
 //! * two nodes killed in a row, the second before the first's replacement is Healthy, and the first one's
@@ -30,7 +31,7 @@ use berth_testkit::kafka::Client;
 
 const BOOT: Duration = Duration::from_secs(180);
 const TOPIC: &str = "kraft-e2e";
-/// Records produced after the boot, and again while one node is away.
+/// Records produced after the boot, again just before a node's death, and again while it is away.
 const BATCH: u32 = 2_000;
 /// ZooKeeper's client port, the one a ZooKeeper anywhere in the fleet would listen on.
 const ZOOKEEPER_PORT: u16 = 2181;
@@ -72,20 +73,28 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One node killed: the group's replacement is the same broker, the quorum whole, every record there.
+/// One node killed as power loss right after a produce (acknowledged records still in its page cache, lost
+/// from its volume): the group's replacement is the same broker, the quorum whole, every acknowledged record there.
 async fn replace_one(fleet: &Fleet, client: &Client, booted: &Booted) -> anyhow::Result<()> {
-    let killed = Instant::now();
     let victim = host_of_broker(booted, 0)?;
-    fleet.kill_host(victim, None).await?;
     blocking(|| client.produce_range(TOPIC, BATCH..2 * BATCH, 0))?;
+    let killed = Instant::now();
+    fleet.kill_host(victim, None).await?;
+    let lost = fleet.lost_at_death(victim).unwrap_or_default();
+    ensure!(
+        lost > 0,
+        "the power loss took nothing from broker 0's volume: its page cache reached the volume"
+    );
+    blocking(|| client.produce_range(TOPIC, 2 * BATCH..3 * BATCH, 0))?;
     let (host, state) = replacement(fleet, victim).await?;
     assert_same_broker(&booted[&0].1, &state)?;
     quorum_whole(fleet).await?;
-    fleet_kafka::consume_exactly(client, TOPIC, 2 * BATCH)?;
+    fleet_kafka::consume_exactly(client, TOPIC, 3 * BATCH)?;
     println!(
-        "broker 0 replaced by host {host}: Healthy {:.1}s after the kill, quorum whole, {} records exact",
+        "broker 0 replaced by host {host} after losing {lost} bytes with the power: Healthy {:.1}s after \
+         the kill, quorum whole, {} records exact",
         killed.elapsed().as_secs_f64(),
-        2 * BATCH
+        3 * BATCH
     );
 
     Ok(())
@@ -128,7 +137,7 @@ async fn replace_two_one_blank(
     blocking(|| {
         fleet_kafka::wait_fully_replicated(client, TOPIC, BOOT).map_err(anyhow::Error::msg)
     })?;
-    fleet_kafka::consume_exactly(client, TOPIC, 2 * BATCH)?;
+    fleet_kafka::consume_exactly(client, TOPIC, 3 * BATCH)?;
     let blank_kafka = kafka_started(fleet, blank_host)?;
     let kept_kafka = kafka_started(fleet, kept_host)?;
     ensure!(

@@ -11,8 +11,9 @@
 //! - Kafka stopped by an operator stays stopped (systemd's `Restart=` never undoes an explicit stop) and
 //!   `/health` says 503; Kafka crashing is restarted by its unit's `Restart=`;
 //! - the drop-in: a berth restart is not propagated to Kafka by systemd (with `Requires=berth.service` it was);
-//! - `systemctl restart berth` leaves Kafka running (same pid), the ENI and volume attached: SIGTERM stops berth,
-//!   not the broker, and the next berth adopts it;
+//! - a package upgrade (`dpkg --install` of the next version; the package neither enabled nor started berth when it
+//!   was first installed) restarts berth, which comes back as the same broker while Kafka keeps running (same
+//!   pid), the ENI and volume attached: SIGTERM stops berth, not the broker, and the next berth adopts it;
 //! - `systemctl poweroff` of a host whose lifecycle state is `Terminated`, during berth's drain: the shutdown lets
 //!   berth finish (inside `TimeoutStopSec=`), which releases everything and completes the terminate hook.
 
@@ -119,10 +120,20 @@ async fn restart_berth(
     before: &StateView,
 ) -> anyhow::Result<StateView> {
     systemctl(&*fleet.host(index)?, &["restart", "berth.service"])?;
+    healthy_again(fleet, index, before, "the restart").await
+}
+
+/// berth on host `index` Healthy again as the broker it was `before` `what`.
+async fn healthy_again(
+    fleet: &Fleet,
+    index: usize,
+    before: &StateView,
+    what: &str,
+) -> anyhow::Result<StateView> {
     let after = fleet.wait_healthy(index, BOOT).await?;
     ensure!(
         after.broker_id == before.broker_id,
-        "broker {:?} after the restart, {:?} before",
+        "broker {:?} after {what}, {:?} before",
         after.broker_id,
         before.broker_id
     );
@@ -176,7 +187,8 @@ fn systemd_follows_berth_through_a_hardened_boot() {
     .expect("systemd follows berth through a hardened boot");
 }
 
-/// The status line (systemd's StatusText) follows the boot's states, in order, until `healthy broker 0`.
+/// The status line (systemd's StatusText) follows the boot's states, in order, until `healthy broker 0`, and says
+/// what a held step waits for.
 async fn status_follows_the_states(host: &berth_sim::Host) -> anyhow::Result<()> {
     let mut seen: Vec<String> = Vec::new();
     let status = until("StatusText 'healthy broker 0'", BOOT, || {
@@ -198,10 +210,12 @@ async fn status_follows_the_states(host: &berth_sim::Host) -> anyhow::Result<()>
     .await
     .with_context(|| format!("StatusText went {seen:?}\n{}", tail(host)))?;
     ensure!(status == "healthy broker 0", "status {status:?}");
-    let states: Vec<&str> = seen
+    let mut states: Vec<&str> = seen
         .iter()
         .map(|s| s.split_whitespace().next().unwrap_or_default())
         .collect();
+    // A state shows more than one line while what it waits for changes.
+    states.dedup();
     let positions: Vec<usize> = states
         .iter()
         .map(|s| {
@@ -221,6 +235,12 @@ async fn status_follows_the_states(host: &berth_sim::Host) -> anyhow::Result<()>
             "{held} never shown in StatusText: {seen:?}"
         );
     }
+    // The held ENI attachment says what it waits for, not just the state's name.
+    ensure!(
+        seen.iter()
+            .any(|s| s.starts_with("attach_eni broker 0: waiting: ")),
+        "no waiting reason in StatusText: {seen:?}"
+    );
     println!("StatusText went {seen:?}");
     Ok(())
 }
@@ -735,15 +755,37 @@ fn a_berth_restart_is_not_propagated_to_kafka() {
     .expect("a berth restart is not propagated to Kafka");
 }
 
+/// The package upgraded as an operator does it (`dpkg --install` of a later version over the running one): its
+/// maintainer scripts restart berth (a new process, the new version installed), which comes back Healthy as the
+/// same broker while Kafka keeps running (same pid) and the ENI and volume stay attached.
 #[test]
-fn a_berth_restart_leaves_kafka_running() {
-    if !berth_testkit::require_root("a_berth_restart_leaves_kafka_running") {
+fn a_package_upgrade_restarts_berth_and_leaves_kafka_running() {
+    if !berth_testkit::require_root("a_package_upgrade_restarts_berth_and_leaves_kafka_running") {
         return;
     }
     berth_sim::with_fleet(options(1), |fleet| async move {
         let (index, before, kafka) = healthy_host(&fleet).await?;
         let host = container(&fleet, index)?;
-        let after = restart_berth(&fleet, index, &before).await?;
+        let berth_before = property(&host, "berth.service", "MainPID")?;
+        let installed = |host: &berth_sim::Host| {
+            on(host, |c| {
+                Ok(c.exec(&["dpkg-query", "--show", "--showformat=${Version}", "berth"])?)
+            })
+        };
+        let version_before = installed(&host)?;
+        let berth = berth_sim::fleet::Binaries::locate()?.berth;
+        on(&host, |c| Ok(berth_sim::systemd_host::upgrade(c, &berth, 2)?))?;
+        let version_after = installed(&host)?;
+        ensure!(
+            version_before.ends_with("-1") && version_after.ends_with("-2"),
+            "installed {version_before}, then {version_after}"
+        );
+        let berth_after = property(&host, "berth.service", "MainPID")?;
+        ensure!(
+            berth_after != berth_before && berth_after != "0",
+            "berth's pid {berth_before} before the upgrade, {berth_after} after: not restarted"
+        );
+        let after = healthy_again(&fleet, index, &before, "the upgrade").await?;
         let kafka_after = property(&host, "kafka.service", "MainPID")?;
         ensure!(
             kafka_after == kafka,
@@ -753,11 +795,11 @@ fn a_berth_restart_leaves_kafka_running() {
         let attachments = fleet.ec2().attachments().await?;
         ensure!(
             attachments.enis.get(&resources.eni_id) == Some(&Some(host.instance.id.clone())),
-            "ENI not attached to the host after the restart: {attachments:?}"
+            "ENI not attached to the host after the upgrade: {attachments:?}"
         );
         ensure!(
             attachments.volumes.get(&resources.volume_id) == Some(&Some(host.instance.id.clone())),
-            "volume not attached to the host after the restart: {attachments:?}"
+            "volume not attached to the host after the upgrade: {attachments:?}"
         );
         assert_converged(&fleet, index, &after).await?;
         ensure!(
@@ -766,7 +808,7 @@ fn a_berth_restart_leaves_kafka_running() {
         );
         poweroff_while_terminating(&fleet, index).await
     })
-    .expect("a berth restart leaves Kafka running; a poweroff while terminating drains first");
+    .expect("a package upgrade restarts berth and leaves Kafka running; a poweroff while terminating drains first");
 }
 
 /// The instance's lifecycle state turns `Terminated` (Auto Scaling scales it in) and berth starts draining;

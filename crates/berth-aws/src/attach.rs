@@ -4,12 +4,11 @@
 //! the resource (so a restarted daemon converges), then:
 //! * attached here: success;
 //! * available: attach, then poll until `attached` (backoff 250 ms doubling to 2 s, jittered);
-//! * attached to another instance: describe that instance. If it is in one of `aws.takeover_owner_states`
-//!   (shutting-down/terminated by default) force-detach, wait for `available`, attach. A live owner is never
-//!   touched: the call fails Retryable naming the owner, and the state machine retries until its deadline.
-//!   An owner DescribeInstances does not return is unknown, not terminated (EC2 is eventually consistent, and
-//!   an API answer can be partial): berth waits, and takes over only once the same attachment has stood for
-//!   [`UNKNOWN_OWNER_BOUND`] with its owner unknown throughout.
+//! * attached to another instance: describe that instance and apply the takeover rule ([`crate::takeover`]):
+//!   a terminated owner is force-detached at once, a shutting-down one after `aws.takeover_wait` unless it lets
+//!   go first, an unknown one after [`UNKNOWN_OWNER_BOUND`]; a live owner is never touched. Until then the
+//!   call fails Retryable naming the owner, and the state machine retries until its deadline.
+//! * a volume with multi-attach enabled, or an attachment with DeleteOnTermination: refused (Fatal), named.
 //!
 //! A resource in another AZ than this instance is refused before any API call. ENI and volume share one loop;
 //! only the three EC2 calls that differ are per kind.
@@ -17,8 +16,7 @@
 //! [`Attacher::request_volume`] is one pass of the same loop without the wait: it is sent while the ENI
 //! attaches, so the volume's attachment runs alongside; `attach_volume` then observes it and waits.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::config::http::HttpResponse;
@@ -29,55 +27,11 @@ use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
 
 use crate::discovery::{eni_facts, filter, volume_facts};
 use crate::error::AwsError;
+use crate::takeover::{attachment_hazard, OwnerWatch};
+pub use crate::takeover::{judge_owner, OwnerVerdict, UNKNOWN_OWNER_BOUND};
 
 /// How long a drain waits for its own detach to complete before reporting a retryable error.
 const DETACH_WAIT: Duration = Duration::from_secs(60);
-
-/// How long an attachment must stand unchanged, its owner unknown to DescribeInstances throughout, before berth
-/// takes it over. A new instance shows up within seconds; EC2 forgets a terminated one about an hour after it
-/// ended; five minutes of an unchanged attachment to an instance EC2 cannot show is no live broker. It is
-/// shorter than the default deadlines of `attach_eni` and `attach_ebs` (10 minutes), so a boot gets there.
-pub const UNKNOWN_OWNER_BOUND: Duration = Duration::from_secs(300);
-
-/// What the takeover rule allows for a resource attached to another instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnerVerdict {
-    /// Force-detach it; the reason, for the log.
-    TakeOver(String),
-    /// Leave it alone; what the owner is, for the error.
-    Wait(String),
-}
-
-/// The takeover rule, without I/O: `owner_state` is what DescribeInstances says of the owner (None: it does
-/// not return the instance), `unknown_for` how long this same attachment has had an unknown owner.
-pub fn judge_owner(
-    owner_state: Option<&str>,
-    takeover_states: &[String],
-    unknown_for: Duration,
-) -> OwnerVerdict {
-    match owner_state {
-        Some(state) if takeover_states.iter().any(|s| s == state) => {
-            OwnerVerdict::TakeOver(format!("the owner is {state}"))
-        }
-        Some(state) => OwnerVerdict::Wait(state.to_owned()),
-        None if unknown_for >= UNKNOWN_OWNER_BOUND => OwnerVerdict::TakeOver(format!(
-            "DescribeInstances has not returned the owner for {}, the attachment unchanged",
-            berth_core::duration::format_duration(unknown_for)
-        )),
-        None => OwnerVerdict::Wait(format!(
-            "not returned by DescribeInstances (for {}; taken over after {} with the attachment unchanged)",
-            berth_core::duration::format_duration(unknown_for),
-            berth_core::duration::format_duration(UNKNOWN_OWNER_BOUND)
-        )),
-    }
-}
-
-/// An attachment whose owner DescribeInstances did not return, and since when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct UnknownOwner {
-    attachment: String,
-    since: tokio::time::Instant,
-}
 
 /// Poll backoff while waiting for an attachment state (deadline unused: the caller's deadline rules).
 const ATTACH_POLL: RetryPolicy = RetryPolicy {
@@ -98,6 +52,8 @@ pub struct AttachSettings {
     pub volume_device: String,
     /// Owner states that allow a forced detach.
     pub takeover_owner_states: Vec<String>,
+    /// How long a shutting-down owner is given to terminate or let go before the forced detach.
+    pub takeover_wait: Duration,
 }
 
 /// The resource being attached.
@@ -123,21 +79,31 @@ impl Target<'_> {
     }
 }
 
-/// What one describe showed.
+/// What one describe showed; `hazard`: why berth must not use it ([`attachment_hazard`]).
 #[derive(Debug, Clone)]
 enum Observed {
     Eni {
         facts: EniFacts,
         attachment_id: Option<String>,
+        hazard: Option<String>,
     },
-    Volume(VolumeFacts),
+    Volume {
+        facts: VolumeFacts,
+        hazard: Option<String>,
+    },
 }
 
 impl Observed {
     fn attachment(&self) -> Option<&Attachment> {
         match self {
             Observed::Eni { facts, .. } => facts.attachment.as_ref(),
-            Observed::Volume(facts) => facts.attachment.as_ref(),
+            Observed::Volume { facts, .. } => facts.attachment.as_ref(),
+        }
+    }
+
+    fn hazard(&self) -> Option<&str> {
+        match self {
+            Observed::Eni { hazard, .. } | Observed::Volume { hazard, .. } => hazard.as_deref(),
         }
     }
 }
@@ -207,8 +173,8 @@ impl Poller {
 pub struct Attacher {
     ec2: aws_sdk_ec2::Client,
     settings: AttachSettings,
-    /// Per resource: the attachment last seen with an owner EC2 does not return (kept across a step's retries).
-    unknown_owners: Arc<Mutex<HashMap<String, UnknownOwner>>>,
+    /// Per resource: the attachment last seen with an owner unknown or shutting down, and since when.
+    owners: Arc<OwnerWatch>,
 }
 
 impl Attacher {
@@ -217,35 +183,8 @@ impl Attacher {
         Self {
             ec2,
             settings,
-            unknown_owners: Arc::default(),
+            owners: Arc::default(),
         }
-    }
-
-    /// How long this resource's current attachment has had an unknown owner (zero when first seen so; the
-    /// clock restarts whenever the attachment changes); `None` forgets the resource's entry.
-    fn unknown_owner_for(&self, resource: &str, attachment: Option<String>) -> Duration {
-        let mut unknown = self
-            .unknown_owners
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(attachment) = attachment else {
-            unknown.remove(resource);
-            return Duration::ZERO;
-        };
-        let now = tokio::time::Instant::now();
-        let entry = unknown
-            .entry(resource.to_owned())
-            .or_insert_with(|| UnknownOwner {
-                attachment: attachment.clone(),
-                since: now,
-            });
-        if entry.attachment != attachment {
-            *entry = UnknownOwner {
-                attachment,
-                since: now,
-            };
-        }
-        now - entry.since
     }
 
     /// The settings it was made with.
@@ -262,7 +201,7 @@ impl Attacher {
     ) -> Result<EniFacts, AwsError> {
         match self.attach(me, Target::Eni(eni), deadline).await? {
             Observed::Eni { facts, .. } => Ok(facts),
-            Observed::Volume(_) => unreachable!("an ENI target is observed as an ENI"),
+            Observed::Volume { .. } => unreachable!("an ENI target is observed as an ENI"),
         }
     }
 
@@ -274,7 +213,7 @@ impl Attacher {
         deadline: Deadline,
     ) -> Result<(VolumeFacts, String), AwsError> {
         match self.attach(me, Target::Volume(volume), deadline).await? {
-            Observed::Volume(facts) => {
+            Observed::Volume { facts, .. } => {
                 let device = facts
                     .attachment
                     .as_ref()
@@ -391,6 +330,12 @@ impl Attacher {
     /// Observes the resource once and makes at most one request towards attaching it here.
     async fn attach_pass(&self, me: &Identity, target: Target<'_>) -> Result<Pass, AwsError> {
         let observed = self.describe(target).await?;
+        if let Some(hazard) = observed.hazard() {
+            return Err(AwsError::Unsafe {
+                resource: target.id().to_owned(),
+                reason: hazard.to_owned(),
+            });
+        }
         Ok(match observed.attachment() {
             Some(attachment) if attachment.instance_id == me.instance_id => {
                 if attachment.state == "attached" {
@@ -449,21 +394,26 @@ impl Attacher {
         };
         let identity = match observed {
             Observed::Eni { attachment_id, .. } => attachment_id.clone().unwrap_or_default(),
-            Observed::Volume(_) => String::new(),
+            Observed::Volume { .. } => String::new(),
         };
-        let unknown_for = self.unknown_owner_for(
+        // The clock runs while the same attachment stands with its owner unknown, or shutting down.
+        let watched = match owner_state.as_deref() {
+            None => Some("unknown"),
+            Some("shutting-down") => Some("shutting-down"),
+            Some(_) => None,
+        };
+        let seen_for = self.owners.seen_for(
             target.id(),
-            owner_state
-                .is_none()
-                .then(|| format!("{owner} {} {identity}", attachment.slot)),
+            watched.map(|state| format!("{owner} {} {identity} {state}", attachment.slot)),
         );
         match judge_owner(
             owner_state.as_deref(),
             &self.settings.takeover_owner_states,
-            unknown_for,
+            seen_for,
+            self.settings.takeover_wait,
         ) {
             OwnerVerdict::TakeOver(reason) => {
-                self.unknown_owner_for(target.id(), None);
+                self.owners.seen_for(target.id(), None);
                 Ok(reason)
             }
             OwnerVerdict::Wait(owner_state) => Err(AwsError::OwnerAlive {
@@ -538,6 +488,7 @@ impl Attacher {
             Observed::Eni {
                 facts,
                 attachment_id,
+                ..
             } => {
                 let context = format!("{} from {owner}", facts.eni_id);
                 let Some(attachment_id) = attachment_id else {
@@ -556,7 +507,7 @@ impl Attacher {
                     .map(drop)
                     .map_err(|e| AwsError::api("DetachNetworkInterface", context, e))
             }
-            Observed::Volume(facts) => {
+            Observed::Volume { facts, .. } => {
                 let context = format!("{} from {owner}", facts.volume_id);
                 self.ec2
                     .detach_volume()
@@ -635,11 +586,15 @@ impl Attacher {
                     o.network_interfaces()
                 })?;
                 let cidrs = [(eni.subnet_id.clone(), eni.subnet)].into_iter().collect();
-                let attachment_id = found
-                    .attachment()
+                let attachment = found.attachment();
+                let attachment_id = attachment
                     .and_then(|a| a.attachment_id())
                     .map(str::to_owned);
+                let deleted_with = attachment
+                    .filter(|a| a.delete_on_termination() == Some(true))
+                    .map(|a| a.instance_id().unwrap_or("its instance"));
                 Ok(Observed::Eni {
+                    hazard: attachment_hazard(id, false, deleted_with),
                     facts: eni_facts(&found, &cidrs)?,
                     attachment_id,
                 })
@@ -648,7 +603,19 @@ impl Attacher {
                 let id = &volume.volume_id;
                 let answer = self.ec2.describe_volumes().volume_ids(id).send();
                 let found = one_described(answer.await, "DescribeVolumes", id, |o| o.volumes())?;
-                Ok(Observed::Volume(volume_facts(&found)?))
+                let deleted_with = found
+                    .attachments()
+                    .iter()
+                    .find(|a| a.delete_on_termination() == Some(true))
+                    .map(|a| a.instance_id().unwrap_or("its instance"));
+                Ok(Observed::Volume {
+                    hazard: attachment_hazard(
+                        id,
+                        found.multi_attach_enabled() == Some(true),
+                        deleted_with,
+                    ),
+                    facts: volume_facts(&found)?,
+                })
             }
         }
     }
@@ -687,50 +654,5 @@ fn not_found_or(error: AwsError, resource: &str) -> AwsError {
             resource: resource.to_owned(),
         },
         _ => error,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn defaults() -> Vec<String> {
-        vec!["shutting-down".into(), "terminated".into()]
-    }
-
-    #[test]
-    fn an_owner_ec2_does_not_return_is_unknown_not_terminated() {
-        assert!(matches!(
-            judge_owner(None, &defaults(), Duration::ZERO),
-            OwnerVerdict::Wait(state) if state.contains("not returned by DescribeInstances")
-        ));
-        assert!(matches!(
-            judge_owner(
-                None,
-                &defaults(),
-                UNKNOWN_OWNER_BOUND - Duration::from_secs(1)
-            ),
-            OwnerVerdict::Wait(_)
-        ));
-        assert!(matches!(
-            judge_owner(None, &defaults(), UNKNOWN_OWNER_BOUND),
-            OwnerVerdict::TakeOver(_)
-        ));
-    }
-
-    #[test]
-    fn only_a_takeover_state_lets_go_of_a_known_owner() {
-        for state in ["shutting-down", "terminated"] {
-            assert!(matches!(
-                judge_owner(Some(state), &defaults(), Duration::ZERO),
-                OwnerVerdict::TakeOver(_)
-            ));
-        }
-        for state in ["running", "pending", "stopping", "stopped"] {
-            assert_eq!(
-                judge_owner(Some(state), &defaults(), UNKNOWN_OWNER_BOUND * 10),
-                OwnerVerdict::Wait(state.into())
-            );
-        }
     }
 }

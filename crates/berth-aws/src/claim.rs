@@ -7,14 +7,17 @@
 //!
 //! * The first move uses discovery's view (the plan's ENIs): in a mass boot most hosts' spread picks are free
 //!   and one call claims. An ENI attached here is a restart's claim: no call at all.
-//! * `InUse` means another host won the id: one filtered `DescribeNetworkInterfaces` refreshes who holds
-//!   every candidate, then the next free one is tried.
+//! * `InUse` means another host won the id: after a short jittered pause ([`IN_USE_BACKOFF`], growing with
+//!   each refusal), one filtered `DescribeNetworkInterfaces` refreshes who holds every candidate, then the next
+//!   free one is tried. The pause lets a storm settle: a refresh taken at once still shows ids its racers are
+//!   about to win (and EC2's describes lag its attaches), so each would cost another refused attach.
 //! * When every candidate is held, one `DescribeInstances` tells dying owners (taken over, as the attach step
 //!   does today) from live ones; with only live owners the claimer waits on EC2 with backoff (EC2 has no
 //!   watches), saying which instances hold which ids, and looks again.
 //!
 //! The claim has no session: it never expires while the instance lives, `reclaim` only reports whether the
-//! ENI is still attached here, and `release` leaves the detaching to the drain's `DetachEni`.
+//! ENI is still attached here, and `release` detaches what the drain's `DetachEni` did not: any ENI it asked
+//! EC2 to attach here that still is (a claim a drain cut short after EC2 accepted it).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +44,15 @@ use crate::metadata::Metadata;
 pub const WAIT_POLICY: RetryPolicy = RetryPolicy {
     initial: Duration::from_secs(1),
     max: Duration::from_secs(15),
+    multiplier: 2.0,
+    deadline: Duration::MAX,
+};
+
+/// Pause after an `InvalidNetworkInterface.InUse` refusal, before looking again (the n-th refusal waits the
+/// n-th delay, jittered per host).
+pub const IN_USE_BACKOFF: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(300),
+    max: Duration::from_secs(3),
     multiplier: 2.0,
     deadline: Duration::MAX,
 };
@@ -75,6 +87,9 @@ pub struct Ec2Claim {
     calls: CallCounter,
     calls_when_waiting: AtomicU64,
     held: Mutex<Option<(BrokerId, EniFacts)>>,
+    /// Every ENI this backend asked EC2 to attach here (recorded before the request): a claim cut short after
+    /// EC2 accepted it (a drain cancels the step, or its answer comes too late to be used) is still released.
+    asked: Mutex<BTreeMap<String, EniFacts>>,
 }
 
 impl Ec2Claim {
@@ -91,6 +106,7 @@ impl Ec2Claim {
             calls,
             calls_when_waiting: AtomicU64::new(0),
             held: Mutex::new(None),
+            asked: Mutex::default(),
         }
     }
 
@@ -120,33 +136,27 @@ impl Ec2Claim {
         let me = self.metadata.identity().await?;
         let mut plan = plan.clone();
         let seed = stable_hash(&me.instance_id);
-        let mut holders: BTreeMap<BrokerId, Holder> = plan
-            .enis
-            .iter()
-            .map(|(id, eni)| {
-                (
-                    *id,
-                    Holder::from_attachment(eni.attachment.as_ref(), &me.instance_id),
-                )
-            })
-            .collect();
+        let mut holders = holders_seen(&plan, &me.instance_id);
         let mut owner_states = BTreeMap::new();
         let mut jitter = Jitter::new(seed);
-        let mut waits = 0;
+        let (mut waits, mut refusals) = (0, 0);
         loop {
             let step = next_move(&plan, &holders, &owner_states, &self.takeover_states, seed);
-            match step {
+            let wait = match step {
                 Move::Held(id) => return Ok(self.hold(&plan, id)),
                 Move::Attach(id) => {
-                    match self
-                        .attacher
-                        .request_eni_attach(&me, eni_of(&plan, id)?)
-                        .await
-                    {
+                    let eni = self.asking(eni_of(&plan, id)?);
+                    match self.attacher.request_eni_attach(&me, eni).await {
                         Ok(()) => return Ok(self.hold(&plan, id)),
                         Err(error) if error.code() == Some("InvalidNetworkInterface.InUse") => {
-                            tracing::debug!(%id, "ENI attach refused: another instance holds it; looking again");
+                            refusals += 1;
+                            let pause = IN_USE_BACKOFF
+                                .delay(refusals, &mut jitter)
+                                .min(deadline.remaining());
+                            tracing::debug!(%id, ?pause, "ENI attach refused: another instance holds it; looking again after a pause");
+                            tokio::time::sleep(pause).await;
                             self.refresh(&me, &mut plan, &mut holders).await?;
+                            continue;
                         }
                         Err(error) => return Err(error),
                     }
@@ -157,17 +167,12 @@ impl Ec2Claim {
                     owner_state,
                 } => {
                     tracing::warn!(%id, %owner, %owner_state, "claiming by taking the ENI over from an instance that is {owner_state}");
-                    match self
-                        .attacher
-                        .attach_eni(&me, eni_of(&plan, id)?, deadline)
-                        .await
-                    {
+                    let eni = self.asking(eni_of(&plan, id)?);
+                    match self.attacher.attach_eni(&me, eni, deadline).await {
                         Ok(_) => return Ok(self.hold(&plan, id)),
-                        // Another claimer took it over first: look again.
-                        Err(AwsError::OwnerAlive { .. }) => {
-                            owner_states.clear();
-                            self.refresh(&me, &mut plan, &mut holders).await?;
-                        }
+                        // Another claimer took it over first, or the owner is given time to shut down
+                        // (aws.takeover_wait): wait, then look again.
+                        Err(error @ AwsError::OwnerAlive { .. }) => error.to_string(),
                         Err(error) => return Err(error),
                     }
                 }
@@ -178,14 +183,14 @@ impl Ec2Claim {
                         let state = found.get(&owner).map_or("unknown", String::as_str);
                         owner_states.insert(owner.clone(), state.to_owned());
                     }
+                    continue;
                 }
-                Move::Wait(why) => {
-                    waits += 1;
-                    self.pause(why, waits, &mut jitter, deadline).await?;
-                    owner_states.clear();
-                    self.refresh(&me, &mut plan, &mut holders).await?;
-                }
-            }
+                Move::Wait(why) => why,
+            };
+            waits += 1;
+            self.pause(wait, waits, &mut jitter, deadline).await?;
+            owner_states.clear();
+            self.refresh(&me, &mut plan, &mut holders).await?;
         }
     }
 
@@ -211,9 +216,15 @@ impl Ec2Claim {
         Ok(())
     }
 
+    /// Records that this ENI's attachment here is about to be asked for.
+    fn asking<'a>(&self, eni: &'a EniFacts) -> &'a EniFacts {
+        lock(&self.asked).insert(eni.eni_id.clone(), eni.clone());
+        eni
+    }
+
     fn hold(&self, plan: &ClaimPlan, id: BrokerId) -> BrokerId {
         if let Some(eni) = plan.enis.get(&id) {
-            *lock(&self.held) = Some((id, eni.clone()));
+            *lock(&self.held) = Some((id, self.asking(eni).clone()));
         }
         tracing::info!(%id, eni = plan.enis.get(&id).map(|e| e.eni_id.as_str()), "claimed broker id: its ENI is attached here");
         id
@@ -260,6 +271,37 @@ impl Ec2Claim {
         }
         Ok(())
     }
+}
+
+impl Ec2Claim {
+    async fn release_asked(&self) -> Result<(), AwsError> {
+        let asked: Vec<EniFacts> = lock(&self.asked).values().cloned().collect();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let me = self.metadata.identity().await?;
+        for eni in asked {
+            if self.attacher.eni_attached_here(&me, &eni).await? {
+                tracing::warn!(eni = %eni.eni_id, "releasing the claim: an ENI it asked for is still attached here");
+                self.attacher.detach_eni(&me, &eni).await?;
+            }
+            lock(&self.asked).remove(&eni.eni_id);
+        }
+        Ok(())
+    }
+}
+
+/// Who holds each candidate's ENI as discovery saw it, seen from `instance_id`.
+fn holders_seen(plan: &ClaimPlan, instance_id: &str) -> BTreeMap<BrokerId, Holder> {
+    plan.enis
+        .iter()
+        .map(|(id, eni)| {
+            (
+                *id,
+                Holder::from_attachment(eni.attachment.as_ref(), instance_id),
+            )
+        })
+        .collect()
 }
 
 fn attachment_of(eni: &aws_sdk_ec2::types::NetworkInterface) -> Option<Attachment> {
@@ -324,9 +366,11 @@ impl Coordination for Ec2Claim {
         }
     }
 
-    /// Nothing to do: the claim ends when the drain's `DetachEni` lets the ENI go (or the instance ends).
+    /// The claim ends when the teardown's `DetachEni` lets the ENI go (or the instance ends); this detaches
+    /// any ENI this backend asked for that is still attached here, such as one whose claim a drain cut short
+    /// after EC2 accepted it (the machine never learnt the id, so its teardown has no `DetachEni`).
     async fn release(&self) -> Result<(), StepError> {
-        Ok(())
+        Ok(self.release_asked().await?)
     }
 
     /// The claim has no session: no event ever comes.

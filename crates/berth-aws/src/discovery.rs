@@ -42,7 +42,8 @@ impl DiscoverySpec {
         filters
     }
 
-    fn id_of(&self, template: &TagTemplate, tags: &[Tag]) -> Option<BrokerId> {
+    /// The id a resource's tags name under `template`, when in range and in this cluster.
+    pub(crate) fn id_of(&self, template: &TagTemplate, tags: &[Tag]) -> Option<BrokerId> {
         let value = tags
             .iter()
             .find(|tag| tag.key() == Some(self.key.as_str()))?

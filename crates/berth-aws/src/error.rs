@@ -123,6 +123,14 @@ pub enum AwsError {
         /// Its state (`running`, `pending`, `stopping`, ...).
         owner_state: String,
     },
+    /// The resource must not be used as it stands (multi-attach, DeleteOnTermination): what and why.
+    #[error("refusing {resource}: {reason}")]
+    Unsafe {
+        /// The ENI or volume id.
+        resource: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// The attachment did not reach the wanted state by the deadline.
     #[error("{resource}: still {state} at the deadline while waiting for {wanted}")]
     WaitTimeout {
@@ -256,6 +264,7 @@ impl Classify for AwsError {
             | AwsError::Malformed { .. }
             | AwsError::NotFound { .. }
             | AwsError::WrongZone { .. }
+            | AwsError::Unsafe { .. }
             | AwsError::MissingName { .. } => ErrorKind::Fatal,
         }
     }

@@ -4,18 +4,21 @@
 //! [`AwsCloud`] implements the ports [`berth_core::ports::Metadata`] (IMDS), [`berth_core::ports::Attachments`]
 //! (EC2) and [`berth_core::ports::Signals`] (CloudFormation and Auto Scaling) on the official aws-sdk-rust. Its
 //! parts, one job each: [`metadata`] (IMDSv2 only), [`discovery`] (one filtered, paginated describe per resource type),
-//! [`attach`] (attach, takeover from dying owners only, detach), [`claim`] (the `ec2` claim backend: an id is
+//! [`attach`] (attach, takeover from dying owners only, detach), [`birth`] (the KRaft birth mark on the
+//! controllers' volumes), [`claim`] (the `ec2` claim backend: an id is
 //! claimed by attaching its ENI), [`signals`] (CloudFormation and Auto Scaling),
 //! and [`error`] (the one place where failures become Retryable or Fatal). The SDK retries transient errors
 //! itself (standard mode, jittered); what is still failing reaches the state machine as Retryable, so throttling
 //! and 5xx never become Failed before the state's deadline. See docs/aws.md.
 
 pub mod attach;
+pub mod birth;
 pub mod claim;
 pub mod discovery;
 pub mod error;
 pub mod metadata;
 pub mod signals;
+pub mod takeover;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +37,7 @@ use berth_core::ports::{
 use ipnet::Ipv4Net;
 
 pub use attach::{AttachSettings, Attacher};
+pub use birth::AwsBirthRecord;
 pub use claim::Ec2Claim;
 pub use discovery::DiscoverySpec;
 pub use error::AwsError;
@@ -151,6 +155,11 @@ impl AwsCloud {
             self.attacher.settings().clone(),
             self.metadata.clone(),
         )
+    }
+
+    /// The KRaft birth record: the birth mark on the controllers' volumes (docs/decisions/0003).
+    pub fn birth_record(&self) -> AwsBirthRecord {
+        AwsBirthRecord::new(self.ec2.clone(), self.discovery.clone())
     }
 
     /// The IMDS client (identity, interfaces, notices).

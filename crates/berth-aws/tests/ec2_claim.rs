@@ -24,9 +24,16 @@ struct Claimer {
 }
 
 async fn claimer(env: &Env, instance: SeededInstance) -> Claimer {
+    claimer_with(env, instance, DEFAULT_TAKEOVER_WAIT).await
+}
+
+/// As [`claimer`], with this `aws.takeover_wait`.
+async fn claimer_with(env: &Env, instance: SeededInstance, takeover_wait: Duration) -> Claimer {
     let imds = env.imds(&instance, &[]);
     let broker_count = env.ids.len() as u32;
-    let cloud = env.cloud(env.settings(&imds, broker_count)).await;
+    let mut settings = env.settings(&imds, broker_count);
+    settings.attach.takeover_wait = takeover_wait;
+    let cloud = env.cloud(settings).await;
     let identity = cloud.identity().await.expect("identity");
     let inventory = cloud.discover().await.expect("discover");
     let plan = plan_claim(&inventory, &identity, (0..broker_count).map(BrokerId));
@@ -169,7 +176,7 @@ async fn a_dying_owners_id_is_taken_over_while_the_claimer_waits() {
         .expect("hold");
     let owner = claimer(&env, env.instance(ZONE_A).await).await;
     let id = owner.claim(Duration::from_secs(5)).await.unwrap();
-    let replacement = claimer(&env, env.instance(ZONE_A).await).await;
+    let replacement = claimer_with(&env, env.instance(ZONE_A).await, Duration::from_secs(2)).await;
 
     // The replacement reports what it waits for (as /state shows it); the owner starts dying only then.
     let (said, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -186,9 +193,24 @@ async fn a_dying_owners_id_is_taken_over_while_the_claimer_waits() {
         world::terminate(&env.ec2, &owner.instance.instance_id)
             .await
             .expect("terminate");
+        let dying = std::time::Instant::now();
+        // Shutting down, it is waited for (aws.takeover_wait), not forced at once.
+        loop {
+            let reason = heard.recv().await.expect("a waiting reason");
+            if reason.contains("shutting-down (for") {
+                assert!(reason.contains("aws.takeover_wait = 2s"), "{reason}");
+                break;
+            }
+        }
+        dying
     };
-    let (claimed, ()) = tokio::join!(waiting, kill);
+    let (claimed, dying) = tokio::join!(waiting, kill);
     assert_eq!(claimed.expect("taken over"), id);
+    assert!(
+        dying.elapsed() >= Duration::from_secs(2),
+        "forced after {:?}, within aws.takeover_wait",
+        dying.elapsed()
+    );
     assert_eq!(
         world::instance_state(&env.ec2, &owner.instance.instance_id)
             .await
@@ -205,4 +227,47 @@ async fn a_dying_owners_id_is_taken_over_while_the_claimer_waits() {
         eni_owners(&env).await[&id].as_deref(),
         Some(replacement.instance.instance_id.as_str())
     );
+}
+
+#[tokio::test]
+async fn a_claim_cut_short_after_ec2_accepted_it_is_released_by_the_teardown() {
+    let env = env(&[ZONE_A, ZONE_A]).await;
+    let claimer = claimer(&env, env.instance(ZONE_A).await).await;
+    env.proxy.reset_counts();
+    // A drain cancels the claim step once EC2 has been asked to attach: the machine never learns the id, so
+    // its teardown has no DetachEni; only the claim's release remains.
+    let claim = claimer.claim(Duration::from_secs(10));
+    tokio::pin!(claim);
+    let asked = async {
+        while env.proxy.calls("AttachNetworkInterface") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        claimed = &mut claim => { claimed.expect("claimed before the drain came"); }
+        () = asked => {}
+    }
+    // EC2 finishes what it accepted, however the step ended.
+    let mine = Some(claimer.instance.instance_id.clone());
+    let attached_here = |owners: BTreeMap<BrokerId, Option<String>>| {
+        owners.values().filter(|owner| **owner == mine).count()
+    };
+    let accepted = tokio::time::timeout(Duration::from_secs(10), async {
+        while attached_here(eni_owners(&env).await) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    accepted
+        .await
+        .expect("EC2 attached the ENI the claim asked for");
+    claimer.backend.release().await.expect("released");
+    assert_eq!(
+        attached_here(eni_owners(&env).await),
+        0,
+        "no ENI left attached to the drained instance"
+    );
+    assert_eq!(env.proxy.calls("DetachNetworkInterface"), 1);
+    // Released again (a retried teardown step): nothing left to do.
+    claimer.backend.release().await.expect("released twice");
+    assert_eq!(env.proxy.calls("DetachNetworkInterface"), 1);
 }

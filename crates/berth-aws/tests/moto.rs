@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use berth_aws::AwsSettings;
+use berth_aws::{AttachSettings, AwsSettings};
+use berth_core::birth::{self, BirthRecord};
 use berth_core::facts::InventoryProblem;
 use berth_core::ports::{
     Attachments, Deadline, Delivery, DrainReason, ErrorKind, FailureReport, LaunchResult, Metadata,
@@ -324,10 +325,11 @@ async fn a_running_owner_is_never_touched_and_is_named() {
     assert_eq!(env.volume_of(0).await.1, Some(owner.instance_id.clone()));
 }
 
-/// Owner and replacement set up with the ENI and volume on the owner; returns (owner, me, cloud, imds).
+/// Owner and replacement set up with the ENI and volume on the owner, the replacement's attach settings
+/// changed by `attach`; returns (owner, me, cloud, imds).
 async fn owned_by_other(
     env: &Env,
-    takeover_owner_states: &[&str],
+    attach: impl FnOnce(&mut AttachSettings),
 ) -> (
     world::SeededInstance,
     berth_core::Identity,
@@ -339,10 +341,7 @@ async fn owned_by_other(
     let me = env.instance(ZONE_A).await;
     let imds = env.imds(&me, &[]);
     let mut settings = env.settings(&imds, 1);
-    if !takeover_owner_states.is_empty() {
-        settings.attach.takeover_owner_states =
-            takeover_owner_states.iter().map(|s| (*s).into()).collect();
-    }
+    attach(&mut settings.attach);
     let cloud = env.cloud(settings).await;
     let identity = cloud.identity().await.unwrap();
     (owner, identity, cloud, imds)
@@ -387,13 +386,33 @@ async fn an_early_volume_request_sends_one_attach_that_attach_volume_then_finds(
     );
 }
 
+/// The id of the ENI's current attachment, as EC2 shows it.
+async fn eni_attachment_id(env: &Env, eni_id: &str) -> String {
+    let described = env
+        .ec2
+        .describe_network_interfaces()
+        .network_interface_ids(eni_id)
+        .send()
+        .await
+        .unwrap();
+    described.network_interfaces()[0]
+        .attachment()
+        .and_then(|a| a.attachment_id())
+        .expect("attached")
+        .to_owned()
+}
+
+/// `aws.takeover_wait` in the takeover tests: long enough to see the wait, short for a test.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
+
 #[tokio::test]
-async fn takeover_from_an_owner_still_shutting_down() {
+async fn a_shutting_down_owner_gets_the_takeover_wait_before_the_force() {
     let env = env(&[ZONE_A]).await;
     env.moto
         .set_terminate_hold(Duration::from_secs(120))
         .unwrap();
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, &[]).await;
+    let (owner, identity, cloud, _imds) =
+        owned_by_other(&env, |attach| attach.takeover_wait = TAKEOVER_WAIT).await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
 
     let terminated_at = Instant::now();
@@ -406,35 +425,238 @@ async fn takeover_from_an_owner_still_shutting_down() {
             .unwrap(),
         "shutting-down"
     );
-    let Attached { eni, volume, .. } =
-        attach_both(&cloud, &identity, &resources, Duration::from_secs(30)).await;
+    let Attached {
+        eni,
+        volume,
+        eni_errors,
+        ..
+    } = attach_both(&cloud, &identity, &resources, Duration::from_secs(30)).await;
     let takeover = terminated_at.elapsed();
     println!(
-        "aws-takeover from=shutting-down takeover_ms={}",
-        takeover.as_millis()
+        "aws-takeover from=shutting-down takeover_ms={} waits={}",
+        takeover.as_millis(),
+        eni_errors.len()
     );
-
+    assert!(
+        eni_errors
+            .iter()
+            .all(|e| e.message.contains("shutting-down (for")
+                && e.message.contains("aws.takeover_wait = 3s")),
+        "{eni_errors:?}"
+    );
+    assert!(!eni_errors.is_empty(), "the owner was waited for first");
+    assert!(
+        takeover >= TAKEOVER_WAIT,
+        "force-detached after {takeover:?}, before the wait"
+    );
     assert_eq!(
         world::instance_state(&env.ec2, &owner.instance_id)
             .await
             .unwrap(),
         "shutting-down",
-        "taken over during the hold"
+        "taken over during the hold, once the wait was over"
     );
     assert_eq!(eni.attachment.unwrap().instance_id, identity.instance_id);
     assert_eq!(volume.attachment.unwrap().instance_id, identity.instance_id);
     assert_eq!(env.proxy.calls("DetachNetworkInterface"), 1);
     assert_eq!(env.proxy.calls("DetachVolume"), 1);
     assert!(
-        takeover < Duration::from_secs(10),
+        takeover < TAKEOVER_WAIT + Duration::from_secs(10),
         "takeover took {takeover:?}"
     );
 }
 
 #[tokio::test]
+async fn a_shutting_down_owner_that_lets_go_within_the_wait_is_never_forced() {
+    let env = env(&[ZONE_A]).await;
+    env.moto
+        .set_terminate_hold(Duration::from_secs(120))
+        .unwrap();
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, |attach| {
+        attach.takeover_wait = Duration::from_secs(300)
+    })
+    .await;
+    let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
+    world::terminate(&env.ec2, &owner.instance_id)
+        .await
+        .unwrap();
+    let eni = resources.eni.as_ref().unwrap();
+    let error = cloud
+        .attach_eni(&identity, eni, Deadline::after(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("shutting-down (for"), "{error}");
+    // The owner's own drain lets go (its berth detaches, not forced).
+    let (_, attachment) = world::eni_owner(&env.ec2, &env.ids[0].eni_id)
+        .await
+        .unwrap();
+    assert_eq!(attachment.as_deref(), Some(owner.instance_id.as_str()));
+    let attachment_id = eni_attachment_id(&env, &env.ids[0].eni_id).await;
+    env.ec2
+        .detach_network_interface()
+        .attachment_id(attachment_id)
+        .send()
+        .await
+        .unwrap();
+    let (attached, errors, _) = until_ok(Duration::from_secs(30), || {
+        cloud.attach_eni(&identity, eni, Deadline::after(Duration::from_secs(30)))
+    })
+    .await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        attached.attachment.unwrap().instance_id,
+        identity.instance_id
+    );
+    assert_eq!(
+        env.proxy.calls("DetachNetworkInterface"),
+        0,
+        "berth never forced: the owner let go within aws.takeover_wait"
+    );
+}
+
+#[tokio::test]
+async fn a_multi_attach_volume_or_a_delete_on_termination_eni_is_refused_by_name() {
+    let env = env(&[ZONE_A]).await;
+    let (_, identity, cloud, _imds, resources) = booting_in(&env, ZONE_A).await;
+    let deadline = Deadline::after(Duration::from_secs(10));
+    // A multi-attach volume tagged as id 0's (it replaces the seeded one's tag).
+    let multi = env
+        .ec2
+        .create_volume()
+        .availability_zone(ZONE_A)
+        .size(10)
+        .volume_type(aws_sdk_ec2::types::VolumeType::Io2)
+        .iops(100)
+        .multi_attach_enabled(true)
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_owned();
+    let mut volume = resources.volume.clone().unwrap();
+    volume.volume_id = multi.clone();
+    let error = cloud
+        .attach_volume(&identity, &volume, deadline)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    assert!(
+        error
+            .message
+            .contains(&format!("{multi} has multi-attach enabled")),
+        "{error}"
+    );
+    assert_eq!(
+        env.proxy.calls("AttachVolume"),
+        0,
+        "refused before any attach"
+    );
+
+    // id 0's ENI attached here, then marked DeleteOnTermination (a launch template, or a person).
+    let eni = resources.eni.as_ref().unwrap();
+    cloud.attach_eni(&identity, eni, deadline).await.unwrap();
+    let attachment_id = eni_attachment_id(&env, &eni.eni_id).await;
+    env.ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(&eni.eni_id)
+        .attachment(
+            aws_sdk_ec2::types::NetworkInterfaceAttachmentChanges::builder()
+                .attachment_id(attachment_id)
+                .delete_on_termination(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let error = cloud
+        .attach_eni(&identity, eni, deadline)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+    assert!(
+        error.message.contains(&format!(
+            "{}'s attachment to {} has DeleteOnTermination set",
+            eni.eni_id, identity.instance_id
+        )),
+        "{error}"
+    );
+    // Releasing it is never refused: the drain detaches what it must.
+    cloud.detach_eni(&identity, eni).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_birth_mark_is_read_and_written_on_the_controllers_volumes() {
+    let env = env(&[ZONE_A, ZONE_A, ZONE_A]).await;
+    let me = env.instance(ZONE_A).await;
+    let imds = env.imds(&me, &[]);
+    // Four ids configured; the world has volumes for 0-2 only.
+    let cloud = env.cloud(env.settings(&imds, 4)).await;
+    let record = cloud.birth_record();
+    let controllers: std::collections::BTreeSet<BrokerId> = (0..3).map(BrokerId).collect();
+    env.proxy.reset_counts();
+    let evidence = record.read(&controllers).await.unwrap();
+    assert_eq!(
+        env.proxy.calls("DescribeVolumes"),
+        1,
+        "one filtered describe"
+    );
+    assert_eq!(
+        birth::judge(&evidence),
+        birth::Birth::Unborn {
+            volumes: (0..3)
+                .map(|id| (BrokerId(id), env.ids[id as usize].volume_id.clone()))
+                .collect()
+        }
+    );
+
+    let mark = birth::BirthMark {
+        cluster_id: "MkU3OEVBNTcwNTJENDM2Qg".into(),
+        voters: "0@10.0.1.10:9093,1@10.0.1.11:9093,2@10.0.1.12:9093".into(),
+    };
+    let volume = record.mark(BrokerId(1), &mark).await.unwrap();
+    assert_eq!(volume, env.ids[1].volume_id);
+    assert_eq!(env.proxy.calls("CreateTags"), 1);
+    // EC2 itself shows the tag on the volume.
+    let tags = env
+        .ec2
+        .describe_volumes()
+        .volume_ids(&volume)
+        .send()
+        .await
+        .unwrap()
+        .volumes()[0]
+        .tags()
+        .to_vec();
+    assert!(
+        tags.iter().any(|tag| tag.key() == Some(birth::BIRTH_TAG)
+            && tag.value() == Some(mark.render().as_str())),
+        "{tags:?}"
+    );
+    let birth = birth::judge(&record.read(&controllers).await.unwrap());
+    assert!(
+        matches!(&birth, birth::Birth::Born { marked } if marked.len() == 1 && marked[0].id == BrokerId(1)),
+        "{birth:?}"
+    );
+    assert_eq!(
+        birth::check_voters(&mark.cluster_id, &mark.voters, &birth),
+        Ok(())
+    );
+
+    // A controller whose volume does not exist, with no mark anywhere, cannot tell; one mark still can.
+    let with_missing: std::collections::BTreeSet<BrokerId> = [0, 3].map(BrokerId).into();
+    assert!(matches!(
+        birth::judge(&record.read(&with_missing).await.unwrap()),
+        birth::Birth::Unknown { reason } if reason.contains("no volume is tagged for controller 3")
+    ));
+    let error = record.mark(BrokerId(3), &mark).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+}
+
+#[tokio::test]
 async fn takeover_from_a_terminated_owner_that_moto_leaves_holding_the_eni() {
     let env = env_with(&[ZONE_A], EniOnTerminate::Keep).await;
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, &[]).await;
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, |_| {}).await;
     world::terminate(&env.ec2, &owner.instance_id)
         .await
         .unwrap();
@@ -469,7 +691,10 @@ async fn conservative_takeover_waits_for_termination_then_attaches_what_ec2_rele
     env.moto
         .set_terminate_hold(Duration::from_secs(120))
         .unwrap();
-    let (owner, identity, cloud, _imds) = owned_by_other(&env, &["terminated"]).await;
+    let (owner, identity, cloud, _imds) = owned_by_other(&env, |attach| {
+        attach.takeover_owner_states = vec!["terminated".into()]
+    })
+    .await;
     let resources = cloud.discover().await.unwrap().ids[&BrokerId(0)].clone();
     world::terminate(&env.ec2, &owner.instance_id)
         .await

@@ -27,6 +27,20 @@ impl Config {
         (0..self.cluster.broker_count).map(berth_core::BrokerId)
     }
 
+    /// The ids this host may claim: `claim.ids`, or every id.
+    pub fn claimable_ids(&self) -> Vec<berth_core::BrokerId> {
+        if self.claim.ids.is_empty() {
+            self.broker_ids().collect()
+        } else {
+            self.claim
+                .ids
+                .iter()
+                .copied()
+                .map(berth_core::BrokerId)
+                .collect()
+        }
+    }
+
     /// The claims' parent znode: `<root>/<cluster>/claims`.
     pub fn claims_path(&self) -> String {
         let root = self.zookeeper.root.trim_end_matches('/');

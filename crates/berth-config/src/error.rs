@@ -31,6 +31,26 @@ impl ConfigError {
         }
     }
 
+    /// A required key that is not set: the reason says what it is and where to set it (the file's section, or
+    /// the environment file's variable).
+    pub(crate) fn required(key: &str, what: &str) -> Self {
+        let (section, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+        let place = if section.is_empty() {
+            "at the top of the configuration file".to_owned()
+        } else {
+            format!("under [{section}] in the configuration file")
+        };
+        let variable = format!(
+            "{}_{}",
+            crate::ENV_PREFIX,
+            key.to_ascii_uppercase().replace('.', "__")
+        );
+        Self::invalid(
+            key,
+            format!("not set; it is {what}: set `{leaf} = ...` {place}, or {variable}=... in the environment file"),
+        )
+    }
+
     /// The key concerned, when there is one.
     pub fn key(&self) -> Option<&str> {
         match self {

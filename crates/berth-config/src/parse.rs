@@ -1,15 +1,14 @@
 //! From the file's text and an environment to a validated [`Config`]: the TOML layered under `BERTH_*`
 //! overrides, deserialized with the failing key named, then validated.
 
-use std::path::Path;
-
 use crate::{secret, Config, ConfigError};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "BERTH";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
+    "claim.ids",
     "kafka.controller_ids",
     "storage.log_dirs",
     "storage.mkfs_options",
@@ -23,25 +22,39 @@ pub fn parse<'a>(
     toml_text: &str,
     environment: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Config, ConfigError> {
-    parse_with_credentials(toml_text, environment, &secret::OutsideSecrets::default())
+    build(
+        toml_text,
+        overrides_of(environment),
+        &secret::OutsideSecrets::default(),
+    )
 }
 
-/// [`parse`], with the secrets of systemd credentials winning over the environment's and the file's.
-fn parse_with_credentials<'a>(
-    toml_text: &str,
+/// The dotted key a `BERTH_<SECTION>__<KEY>` variable overrides (`BERTH_AWS__CLOUDFORMATION__SIGNAL` is
+/// `aws.cloudformation.signal`); `None` for any other variable (`BERTH_LOG` and the like belong to the process).
+pub fn key_of_variable(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?.strip_prefix('_')?;
+    rest.contains("__")
+        .then(|| rest.to_ascii_lowercase().replace("__", "."))
+}
+
+/// The `BERTH_<SECTION>__<KEY>` overrides among `environment` (a later one of the same name wins).
+pub(crate) fn overrides_of<'a>(
     environment: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> config::Map<String, String> {
+    environment
+        .into_iter()
+        .filter(|(name, _)| key_of_variable(name).is_some())
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// The TOML layered under `overrides`, deserialized (the failing key named), the secrets put in (systemd
+/// `credentials` before the overrides' raw values, before the file's) and validated.
+pub(crate) fn build(
+    toml_text: &str,
+    mut overrides: config::Map<String, String>,
     credentials: &secret::OutsideSecrets,
 ) -> Result<Config, ConfigError> {
-    let mut overrides: config::Map<String, String> = environment
-        .into_iter()
-        // Only BERTH_<SECTION>__<KEY> is an override; BERTH_LOG and the like belong to the process, not the file.
-        .filter(|(name, _)| {
-            name.strip_prefix(ENV_PREFIX)
-                .and_then(|rest| rest.strip_prefix('_'))
-                .is_some_and(|key| key.contains("__"))
-        })
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .collect();
     let secrets = secret::take_from_environment(&mut overrides);
     let mut environment = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("_")
@@ -60,54 +73,25 @@ fn parse_with_credentials<'a>(
     let mut config: Config = serde_path_to_error::deserialize(layered).map_err(|error| {
         let key = error.path().to_string();
         let reason = strip_key_suffix(&error.inner().to_string());
-        ConfigError::Invalid {
-            key: if key == "." {
-                "(top level)".into()
-            } else {
-                key
+        match reason
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            Some(field) if key == "." => ConfigError::required(field, "a required setting"),
+            Some(field) => ConfigError::required(&format!("{key}.{field}"), "a required setting"),
+            None => ConfigError::Invalid {
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                reason,
             },
-            reason,
         }
     })?;
     secret::apply(&mut config, credentials, &secrets)?;
     config.claim.backend = Some(config.claim_backend());
     config.validate()?;
-    Ok(config)
-}
-
-/// Reads the file and the process environment, then [`parse`]s; see [`load_from`].
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let environment: Vec<(String, String)> = std::env::vars().collect();
-    load_from(path, &environment)
-}
-
-/// Reads the file, the systemd credentials of `$CREDENTIALS_DIRECTORY` (named in `environment`) and the TLS files,
-/// and [`parse`]s with `environment`. A secret in a file every user may read is refused.
-pub fn load_from(path: &Path, environment: &[(String, String)]) -> Result<Config, ConfigError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let unreadable = |error: std::io::Error| ConfigError::Unreadable {
-        path: path.to_owned(),
-        reason: error.to_string(),
-    };
-    let text = std::fs::read_to_string(path).map_err(unreadable)?;
-    let mode = std::fs::metadata(path)
-        .map_err(unreadable)?
-        .permissions()
-        .mode();
-    secret::refuse_world_readable(&text, mode)?;
-    let credentials = match environment
-        .iter()
-        .find(|(name, _)| name == secret::CREDENTIALS_DIRECTORY)
-    {
-        Some((_, directory)) => secret::read_credentials(Path::new(directory))?,
-        None => secret::OutsideSecrets::default(),
-    };
-    let config = parse_with_credentials(
-        &text,
-        environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &credentials,
-    )?;
-    config.check_tls_files()?;
     Ok(config)
 }
 

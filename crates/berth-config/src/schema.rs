@@ -17,7 +17,8 @@ use crate::{KafkaSecurity, Secret};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The Kafka cluster berth manages on this host.
+    /// The Kafka cluster berth manages on this host (its name and size are required: validation names them).
+    #[serde(default)]
     pub cluster: ClusterConfig,
     /// How ENIs and volumes are tagged.
     #[serde(default)]
@@ -50,12 +51,15 @@ pub struct Config {
 }
 
 /// `[cluster]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Cluster name: lower-case letters, digits and dashes; used in ZooKeeper paths and the cluster tag.
+    /// Required (empty is unset).
+    #[serde(default)]
     pub name: String,
-    /// Number of broker ids: ids are `0..broker_count`.
+    /// Number of broker ids: ids are `0..broker_count`. Required (0 is unset).
+    #[serde(default)]
     pub broker_count: u32,
     /// Kafka `cluster.id`: expected in `meta.properties` when set, and required in KRaft mode, where berth
     /// formats a blank volume's storage with it. Kafka's form: a UUID in base64url, 22 characters.
@@ -119,6 +123,9 @@ pub struct ClaimConfig {
     /// [`Config::claim_backend`]). [`parse`](fn@crate::parse) fills it in, so the effective configuration names it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<ClaimBackend>,
+    /// The ids this host may claim; empty means every id. Hosts of one group claim only that group's ids,
+    /// e.g. a group of dedicated controllers `[0, 1, 2]` and a group of brokers `[3, 4, 5]`.
+    pub ids: Vec<u32>,
 }
 
 /// `[zookeeper]`
@@ -179,8 +186,13 @@ pub struct AwsConfig {
     pub network_card: u32,
     /// Device name requested for the volume (Nitro exposes it as NVMe whatever is requested).
     pub volume_device: String,
-    /// Owner instance states in which berth may force-detach the id's ENI and volume.
+    /// Owner instance states in which berth may force-detach the id's ENI and volume: `shutting-down`,
+    /// `terminated` (never a state in which Kafka may still run or start again).
     pub takeover_owner_states: Vec<String>,
+    /// How long a `shutting-down` owner is given to terminate or let go by itself (its Kafka may still be in
+    /// its controlled shutdown) before berth force-detaches.
+    #[serde(with = "serde_duration")]
+    pub takeover_wait: Duration,
     /// Poll interval of IMDS for termination notices (lifecycle state, spot).
     #[serde(with = "serde_duration")]
     pub termination_poll: Duration,
@@ -200,6 +212,7 @@ impl Default for AwsConfig {
             network_card: 0,
             volume_device: "/dev/xvdf".into(),
             takeover_owner_states: vec!["shutting-down".into(), "terminated".into()],
+            takeover_wait: Duration::from_secs(120),
             termination_poll: Duration::from_secs(5),
             cloudformation: CloudFormationConfig::default(),
             autoscaling: AutoScalingConfig::default(),
@@ -336,10 +349,11 @@ pub struct KafkaConfig {
     pub port: u16,
     /// KRaft: controller port, used to build `controller.quorum.voters` when `quorum_voters` is on.
     pub controller_port: u16,
-    /// KRaft: render `controller.quorum.voters` from every id's ENI address.
+    /// KRaft: render `controller.quorum.voters` from the controller ids' ENI addresses.
     pub quorum_voters: bool,
-    /// KRaft: the ids that are controllers (voters); empty means every id. Only these are listed in
-    /// `controller.quorum.voters`, and asked about the quorum before a blank controller is formatted.
+    /// KRaft: the ids that are controllers (voters); required with `quorum_voters` (the static voter set comes
+    /// only from here), otherwise empty means every id. These are listed in `controller.quorum.voters`, asked
+    /// about the quorum, and their volumes carry the cluster's birth mark.
     pub controller_ids: Vec<u32>,
     /// KRaft: the command that formats blank storage (Kafka's storage tool); berth appends
     /// `--cluster-id <cluster.kafka_cluster_id> --config <server_properties merged with the overlay>`.
@@ -410,14 +424,18 @@ impl Default for KafkaConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// Listen address of `/health`, `/state`, `/metrics`.
+    /// Listen address of `/health` (load balancers, lifecycle checks) and `/metrics` (Prometheus).
     pub listen: SocketAddr,
+    /// Listen address of `/state` (with `/health` and `/metrics`), which names the instance, its ENI, berth's pid
+    /// and AWS's error messages: loopback by default, for `berth status`, `berth drain` and the operator.
+    pub state_listen: SocketAddr,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 9798)),
+            state_listen: SocketAddr::from(([127, 0, 0, 1], 9799)),
         }
     }
 }
@@ -513,8 +531,11 @@ impl StatesConfig {
 /// Run as berth's child it would inherit berth.service's hardening, and the JVM cannot start under
 /// `MemoryDenyWriteExecute=` (its JIT maps writable code: "Failed to mark memory page as executable"); the
 /// files it writes as root are handed to Kafka's user by the documented kafka.service drop-in.
+/// The unit is named, so a run that outlives a berth (killed, or past its deadline) can be stopped before the
+/// next one looks at the log dirs.
 pub const DEFAULT_FORMAT_COMMAND: &[&str] = &[
     "systemd-run",
+    "--unit=berth-kafka-format",
     "--wait",
     "--pipe",
     "--collect",

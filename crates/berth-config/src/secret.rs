@@ -62,13 +62,36 @@ fn slot<'a>(config: &'a mut Config, key: &str) -> Option<&'a mut Secret> {
     }
 }
 
-/// The secrets found outside the file: systemd credentials (by key) and the environment (by variable name).
+/// The secrets found in systemd credentials, by key, and the credential files that stand for a key file.
 #[derive(Default)]
 pub(crate) struct OutsideSecrets {
+    /// `$CREDENTIALS_DIRECTORY`.
+    pub directory: PathBuf,
     /// `key` → value, from `$CREDENTIALS_DIRECTORY`.
     pub credentials: BTreeMap<String, Secret>,
     /// Credential files that stand for a key file: `tls_key_file` key → path.
     pub key_files: BTreeMap<&'static str, PathBuf>,
+}
+
+impl OutsideSecrets {
+    /// The keys of `config` these credentials set, and the credential file of each.
+    pub(crate) fn used_by(&self, config: &Config) -> Vec<(&'static str, PathBuf)> {
+        let mut used: Vec<(&'static str, PathBuf)> = SECRET_KEYS
+            .into_iter()
+            .filter(|key| self.credentials.contains_key(*key))
+            .map(|key| (key, self.directory.join(key)))
+            .collect();
+        for (key, path) in &self.key_files {
+            let security = match *key {
+                "kafka.security.tls_key_file" => Some(&config.kafka.security),
+                _ => config.kafka.controller_security.as_ref(),
+            };
+            if security.and_then(|s| s.tls_key_file.as_ref()) == Some(path) {
+                used.push((key, path.clone()));
+            }
+        }
+        used
+    }
 }
 
 /// Takes the secrets' variables out of `overrides` (they are applied raw, after parsing): `key` → value.
@@ -122,7 +145,10 @@ pub(crate) fn apply(
 
 /// Reads the credentials berth knows from `directory` (`$CREDENTIALS_DIRECTORY`); absent ones are skipped.
 pub(crate) fn read_credentials(directory: &Path) -> Result<OutsideSecrets, ConfigError> {
-    let mut found = OutsideSecrets::default();
+    let mut found = OutsideSecrets {
+        directory: directory.to_owned(),
+        ..OutsideSecrets::default()
+    };
     for key in SECRET_KEYS {
         let path = directory.join(key);
         match std::fs::read_to_string(&path) {

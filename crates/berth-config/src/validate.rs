@@ -55,6 +55,36 @@ pub fn is_kafka_cluster_id(id: &str) -> bool {
         && digit(id.as_bytes()[21]).is_some_and(|value| value & 0b1111 == 0)
 }
 
+/// The transient unit a `systemd-run` command runs as (its `--unit=NAME`, `--unit NAME` or `-u NAME`), for
+/// any other program `None`; `Err` for a `systemd-run` command that names none.
+pub fn transient_unit(command: &[String]) -> Result<Option<String>, String> {
+    let Some(program) = command.first() else {
+        return Ok(None);
+    };
+    if Path::new(program)
+        .file_name()
+        .is_none_or(|name| name != "systemd-run")
+    {
+        return Ok(None);
+    }
+    let mut words = command.iter().skip(1);
+    while let Some(word) = words.next() {
+        if let Some(unit) = word.strip_prefix("--unit=") {
+            return Ok(Some(unit.to_owned()));
+        }
+        if word == "--unit" || word == "-u" {
+            return Ok(words.next().cloned());
+        }
+        if !word.starts_with('-') {
+            // The command to run: systemd-run's own options are over.
+            break;
+        }
+    }
+    Err("a systemd-run command must name its unit (--unit=NAME) so that berth can stop a run that outlived \
+         it before looking at the log dirs again"
+        .into())
+}
+
 pub(crate) fn is_absolute_clean(path: &Path) -> bool {
     path.is_absolute()
         && path
@@ -69,6 +99,14 @@ impl Config {
         ensure(!self.tags.key.trim().is_empty(), "tags.key", || {
             "must not be empty".into()
         })?;
+        for id in &self.claim.ids {
+            ensure(*id < self.cluster.broker_count, "claim.ids", || {
+                format!(
+                    "{id} is not a broker id (ids are 0..{})",
+                    self.cluster.broker_count
+                )
+            })?;
+        }
         if self.claim_backend() == ClaimBackend::Zookeeper
             || self.kafka.mode == KafkaMode::Zookeeper
         {
@@ -77,15 +115,42 @@ impl Config {
         self.validate_aws()?;
         self.validate_storage()?;
         self.validate_kafka()?;
+        self.validate_health()?;
         self.validate_states()
+    }
+
+    /// The two listeners cannot share a port on overlapping addresses (the second bind would fail).
+    fn validate_health(&self) -> Result<(), ConfigError> {
+        let (public, local) = (self.health.listen, self.health.state_listen);
+        let overlap = public.ip() == local.ip()
+            || public.ip().is_unspecified()
+            || local.ip().is_unspecified();
+        ensure(
+            public.port() != local.port() || !overlap || public.port() == 0,
+            "health.state_listen",
+            || {
+                format!("must not share health.listen's port on an overlapping address, got {local} and {public}")
+            },
+        )
     }
 
     /// The cluster's name, size and Kafka cluster id.
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let name = &self.cluster.name;
+        if name.is_empty() {
+            return Err(ConfigError::required(
+                "cluster.name",
+                "the cluster's name (lower-case letters, digits and dashes; the value of the cluster tag)",
+            ));
+        }
+        if self.cluster.broker_count == 0 {
+            return Err(ConfigError::required(
+                "cluster.broker_count",
+                "the number of broker ids, 1 to 10000 (ids are 0 .. broker_count-1)",
+            ));
+        }
         ensure(
-            !name.is_empty()
-                && name.len() <= 64
+            name.len() <= 64
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -112,15 +177,14 @@ impl Config {
                          not starting with '-', as `kafka-storage.sh random-uuid` prints), got {id:?}"
                     )
             })?,
-            None => ensure(
-                self.kafka.mode != KafkaMode::Kraft,
-                "cluster.kafka_cluster_id",
-                || {
-                    "is required when kafka.mode = \"kraft\": berth formats blank storage with it \
-                     (generate one with `kafka-storage.sh random-uuid`)"
-                        .into()
-                },
-            )?,
+            None if self.kafka.mode == KafkaMode::Kraft => {
+                return Err(ConfigError::required(
+                    "cluster.kafka_cluster_id",
+                    "required when kafka.mode = \"kraft\": berth formats blank storage with it \
+                     (generate one with `kafka-storage.sh random-uuid`)",
+                ))
+            }
+            None => {}
         }
         Ok(())
     }
@@ -160,14 +224,17 @@ impl Config {
 
     fn validate_zookeeper(&self) -> Result<(), ConfigError> {
         let zk = &self.zookeeper;
-        ensure(!zk.connect.trim().is_empty(), "zookeeper.connect", || {
+        if zk.connect.trim().is_empty() {
             let needed_by = if self.kafka.mode == KafkaMode::Zookeeper {
-                "kafka.mode = \"zookeeper\""
+                "kafka.mode = \"zookeeper\" (the default; \"kraft\" needs no ZooKeeper)"
             } else {
                 "claim.backend = \"zookeeper\""
             };
-            format!("must list at least one host:port (needed by {needed_by})")
-        })?;
+            return Err(ConfigError::required(
+                "zookeeper.connect",
+                &format!("the ensemble's host:port list, needed by {needed_by}"),
+            ));
+        }
         ensure(!zk.connect.contains('/'), "zookeeper.connect", || {
             "must not carry a chroot; set zookeeper.root (claims) and zookeeper.kafka_chroot (Kafka) instead".into()
         })?;
@@ -246,16 +313,28 @@ impl Config {
         })?;
         for state in &aws.takeover_owner_states {
             ensure(
-                matches!(
-                    state.as_str(),
-                    "shutting-down" | "terminated" | "stopping" | "stopped"
-                ),
+                matches!(state.as_str(), "shutting-down" | "terminated"),
                 "aws.takeover_owner_states",
                 || {
-                    format!("{state:?} is not a state an owner may be taken over in; use shutting-down, terminated, stopping or stopped")
+                    format!("{state:?} is not a state an owner may be taken over in: only shutting-down and terminated (a stopping or stopped instance keeps its attachments and may run Kafka again)")
                 },
             )?;
         }
+        let attach_deadline = self
+            .states
+            .attach_eni
+            .deadline
+            .min(self.states.attach_ebs.deadline);
+        ensure(
+            aws.takeover_wait < attach_deadline,
+            "aws.takeover_wait",
+            || {
+                format!(
+                    "must be shorter than the attach states' deadlines ({}), or a boot could never take over",
+                    berth_core::duration::format_duration(attach_deadline)
+                )
+            },
+        )?;
         for (key, url) in set_or_required([
             ("aws.endpoint_url", &aws.endpoint_url, true),
             ("aws.imds_endpoint", &aws.imds_endpoint, false),
@@ -404,7 +483,20 @@ impl Config {
         }
         self.ensure_kraft_only(!kafka.controller_ids.is_empty(), "kafka.controller_ids")?;
         self.ensure_kraft_only(kafka.quorum_voters, "kafka.quorum_voters")?;
+        if kafka.mode == KafkaMode::Kraft {
+            transient_unit(&kafka.format_command)
+                .map_err(|reason| ConfigError::invalid("kafka.format_command", reason))?;
+        }
         if kafka.quorum_voters {
+            ensure(
+                !kafka.controller_ids.is_empty(),
+                "kafka.controller_ids",
+                || {
+                    "must list the controller ids when kafka.quorum_voters is on: the static voter set comes only \
+                     from here (never from discovery, where a new id or a missing tag would change it)"
+                        .into()
+                },
+            )?;
             ensure(
                 kafka.controller_port != kafka.port,
                 "kafka.controller_port",

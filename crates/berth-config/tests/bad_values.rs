@@ -4,7 +4,7 @@
 
 use berth_config::{parse, ConfigError};
 
-const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+const EXAMPLE: &str = include_str!("../../../docs/examples/berth.toml");
 
 fn refused_env(name: &str, value: &str) -> ConfigError {
     match parse(EXAMPLE, [(name, value)]) {
@@ -34,6 +34,8 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
         "cluster.kafka_cluster_id",
     ),
     ("BERTH_TAGS__KEY", " ", "tags.key"),
+    ("BERTH_CLAIM__IDS", "0,3", "claim.ids"),
+    ("BERTH_CLAIM__IDS", "zero", "claim.ids[0]"),
     ("BERTH_TAGS__ENI", "KAFKA", "tags.eni"),
     ("BERTH_TAGS__ENI", "KAFKA-{id}-{id}", "tags.eni"),
     ("BERTH_TAGS__VOLUME", "KAFKA-*-{id}", "tags.volume"),
@@ -96,6 +98,18 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
         "running",
         "aws.takeover_owner_states",
     ),
+    (
+        "BERTH_AWS__TAKEOVER_OWNER_STATES",
+        "shutting-down,stopping",
+        "aws.takeover_owner_states",
+    ),
+    (
+        "BERTH_AWS__TAKEOVER_OWNER_STATES",
+        "stopped",
+        "aws.takeover_owner_states",
+    ),
+    ("BERTH_AWS__TAKEOVER_WAIT", "10m", "aws.takeover_wait"),
+    ("BERTH_AWS__TAKEOVER_WAIT", "later", "aws.takeover_wait"),
     (
         "BERTH_AWS__TERMINATION_POLL",
         "10ms",
@@ -392,6 +406,67 @@ fn controller_ids_must_be_broker_ids_in_kraft_mode() {
     let error = refused_env("BERTH_KAFKA__CONTROLLER_IDS", "0,1");
     assert_eq!(error.key(), Some("kafka.controller_ids"), "{error}");
     assert!(error.to_string().contains("only applies"), "{error}");
+}
+
+#[test]
+fn static_voters_come_only_from_the_controller_ids() {
+    let kraft = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("BERTH_KAFKA__MODE", "kraft"),
+            ("BERTH_CLUSTER__KAFKA_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qg"),
+            ("BERTH_KAFKA__QUORUM_VOTERS", "true"),
+        ];
+        env.extend_from_slice(extra);
+        parse(EXAMPLE, env)
+    };
+    let error = kraft(&[]).unwrap_err();
+    assert_eq!(error.key(), Some("kafka.controller_ids"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("must list the controller ids when kafka.quorum_voters is on"),
+        "{error}"
+    );
+    let config = kraft(&[("BERTH_KAFKA__CONTROLLER_IDS", "0,1,2")]).unwrap();
+    assert_eq!(config.kafka.controller_ids, vec![0, 1, 2]);
+}
+
+#[test]
+fn a_transient_format_unit_must_be_named() {
+    let kraft = |command: &'static str| {
+        parse(
+            EXAMPLE,
+            [
+                ("BERTH_KAFKA__MODE", "kraft"),
+                ("BERTH_CLUSTER__KAFKA_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qg"),
+                ("BERTH_KAFKA__FORMAT_COMMAND", command),
+            ],
+        )
+    };
+    let error =
+        kraft("systemd-run,--wait,--pipe,/opt/kafka/bin/kafka-storage.sh,format").unwrap_err();
+    assert_eq!(error.key(), Some("kafka.format_command"), "{error}");
+    assert!(error.to_string().contains("--unit=NAME"), "{error}");
+    let named =
+        kraft("/usr/bin/systemd-run,-u,fmt,--wait,/opt/kafka/bin/kafka-storage.sh,format").unwrap();
+    assert_eq!(
+        berth_config::transient_unit(&named.kafka.format_command),
+        Ok(Some("fmt".into()))
+    );
+    // Not systemd-run: the tool runs as berth's child, no unit.
+    let child = kraft("/opt/kafka/bin/kafka-storage.sh,format").unwrap();
+    assert_eq!(
+        berth_config::transient_unit(&child.kafka.format_command),
+        Ok(None)
+    );
+    // The default names its unit.
+    let default =
+        kraft("systemd-run,--unit=berth-kafka-format,--wait,kafka-storage.sh,format").unwrap();
+    assert_eq!(
+        berth_config::transient_unit(&default.kafka.format_command),
+        Ok(Some("berth-kafka-format".into()))
+    );
+    assert!(berth_config::DEFAULT_FORMAT_COMMAND.contains(&"--unit=berth-kafka-format"));
 }
 
 #[test]

@@ -2,13 +2,23 @@
 
 use std::time::Duration;
 
-const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+const EXAMPLE: &str = include_str!("../../../docs/examples/berth.toml");
 
 #[test]
 fn shipped_example_is_valid() {
     let config = berth_config::parse(EXAMPLE, []).expect("config/berth.toml must be valid");
     assert_eq!(config.cluster.name, "events");
     assert_eq!(config.claims_path(), "/berth/events/claims");
+    assert_eq!(
+        config.claimable_ids().len(),
+        config.cluster.broker_count as usize
+    );
+    let controllers =
+        berth_config::parse(EXAMPLE, [("BERTH_CLAIM__IDS", "0,2")]).expect("claim.ids 0,2");
+    assert_eq!(
+        controllers.claimable_ids(),
+        [berth_core::BrokerId(0), berth_core::BrokerId(2)]
+    );
     assert_eq!(config.machine_settings().routing.default_number(), 10_001);
 }
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_config::{load_from, parse, SaslMechanism, SecurityProtocol};
+use berth_config::{load_sources_in, parse, SaslMechanism, SecurityProtocol, Sources};
 
 const BASE: &str = "[cluster]\nname = \"events\"\nbroker_count = 3\nkafka_cluster_id = \"MkU3OEVBNTcwNTJENDM2Qg\"\n\
                     [kafka]\nmode = \"kraft\"\n";
@@ -153,6 +153,18 @@ fn material(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// Loads `path` with `process` as the process environment and no environment file.
+fn load_from(
+    path: &Path,
+    process: &[(String, String)],
+) -> Result<berth_config::Loaded, berth_config::ConfigError> {
+    let sources = Sources {
+        file: path.to_owned(),
+        env_file: None,
+    };
+    load_sources_in(&sources, process)
+}
+
 fn write_config(dir: &Path, text: &str, mode: u32) -> PathBuf {
     let path = dir.join("berth.toml");
     std::fs::write(&path, text).unwrap();
@@ -184,7 +196,9 @@ fn loading_reads_credentials_refuses_world_readable_secrets_and_checks_the_tls_f
         (PASSWORD.0.to_owned(), "from-the-environment".to_owned()),
     ];
     let path = write_config(dir.path(), &with(&mtls), 0o644);
-    let config = load_from(&path, &environment).expect("credentials fill the password and the key");
+    let config = load_from(&path, &environment)
+        .map(|loaded| loaded.config)
+        .expect("credentials fill the password and the key");
     let security = &config.kafka.security;
     assert_eq!(
         security.sasl_password.expose(),
@@ -208,6 +222,7 @@ fn loading_reads_credentials_refuses_world_readable_secrets_and_checks_the_tls_f
     assert_eq!(
         load_from(&path, &[])
             .unwrap()
+            .config
             .kafka
             .security
             .sasl_password

@@ -8,6 +8,7 @@
 //! the task-local through which a waiting adapter reports why it waits ([`progress`]).
 
 pub mod attachment_claim;
+pub mod birth;
 pub mod claim;
 pub mod classify;
 pub mod drain_wait;

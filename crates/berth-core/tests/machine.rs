@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use berth_core::fixtures;
-use berth_core::machine::{CatchUpGate, ClaimState, Event as MachineEvent, Output};
+use berth_core::machine::{
+    after_failure, AfterFailure, CatchUpGate, ClaimState, Event as MachineEvent, Output,
+};
 use berth_core::ports::{DrainReason, ErrorKind, LaunchResult, LifecycleHook, StepError, Verdict};
 use berth_core::replication::DrainOutcome;
 use berth_core::{
@@ -592,6 +594,99 @@ fn drain_undoes_what_was_reached_in_reverse_and_releases_the_claim_last() {
             assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
         }
     }
+}
+
+/// The actions of the teardown `effects` start.
+fn teardown_actions(effects: &[Effect]) -> Vec<Teardown> {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Teardown(actions) => Some(actions.clone()),
+            _ => None,
+        })
+        .expect("a teardown")
+}
+
+#[test]
+fn a_failed_action_before_the_enis_detach_stops_the_release_but_not_the_signal() {
+    let (m, now) = drive_to(State::Healthy);
+    let (draining, effects) = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now);
+    let actions = teardown_actions(&effects);
+    let names = |actions: &[Teardown]| actions.iter().map(Teardown::name).collect::<Vec<_>>();
+    // Kafka would not stop, the volume would not unmount or detach, the routes stayed: the id is kept here.
+    for failed in ["stop_kafka", "unmount", "remove_routes", "detach_volume"] {
+        let at = actions.iter().position(|a| a.name() == failed).unwrap();
+        let AfterFailure::Stop { kept, then } = after_failure(&actions, at) else {
+            panic!("{failed} failing must stop the release");
+        };
+        assert_eq!(names(&kept).last(), Some(&"release_claim"), "{failed}");
+        assert!(names(&kept).contains(&"detach_eni"), "{failed}");
+        assert_eq!(names(&then), ["complete_termination"], "{failed}");
+    }
+    // Past the ENI's detach nothing more is held back; a failed signal holds nothing back either.
+    for failed in ["detach_eni", "release_claim", "complete_termination"] {
+        let at = actions.iter().position(|a| a.name() == failed).unwrap();
+        assert_eq!(
+            after_failure(&actions, at),
+            AfterFailure::Continue,
+            "{failed}"
+        );
+    }
+
+    // The machine remembers it for /state and says it; the teardown still ends (the daemon sends Done).
+    let stopped = Input::TeardownStopped {
+        step: "stop_kafka".into(),
+        error: "kafka.service did not stop within 2m".into(),
+        kept: vec!["detach_eni".into(), "release_claim".into()],
+    };
+    let decision = draining.decide(&stopped, now).unwrap();
+    assert!(decision.effects.is_empty(), "{:?}", decision.effects);
+    assert!(matches!(
+        decision.events.as_slice(),
+        [MachineEvent::TeardownStopped { step, kept, .. }] if step == "stop_kafka" && kept.len() == 2
+    ));
+    let said = decision.machine.last_error().unwrap();
+    assert!(
+        said.contains("teardown stopped at stop_kafka: kafka.service did not stop")
+            && said.contains("detach_eni, release_claim"),
+        "{said}"
+    );
+    let (_, effects) = step(&decision.machine, Input::TeardownDone, now);
+    assert_eq!(effects, vec![Effect::Exit(ExitReason::Drained)]);
+    // Outside a teardown it is a caller's bug, refused.
+    assert!(matches!(
+        m.decide(&stopped, now),
+        Err(TransitionError::NotValidHere {
+            input: "teardown_stopped",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_failures_release_that_fails_before_the_enis_detach_still_reports_the_failure() {
+    let (m, now) = drive_to(State::StartKafka);
+    let (failed, effects) = step(&m, failed(&m, fatal("broken")), now);
+    assert_eq!(failed.state(), State::Failed);
+    let actions = teardown_actions(&effects);
+    let at = actions.iter().position(|a| a.name() == "unmount").unwrap();
+    let AfterFailure::Stop { kept, then } = after_failure(&actions, at) else {
+        panic!("a failed unmount must stop the release");
+    };
+    let kept: Vec<_> = kept.iter().map(Teardown::name).collect();
+    assert_eq!(
+        kept,
+        [
+            "remove_routes",
+            "detach_volume",
+            "detach_eni",
+            "release_claim"
+        ]
+    );
+    assert_eq!(
+        then.iter().map(Teardown::name).collect::<Vec<_>>(),
+        ["report_failure"]
+    );
 }
 
 #[test]

@@ -119,9 +119,11 @@ fn settings(zk: &ZooKeeper, dir: &std::path::Path, advertised: u16, real: u16) -
         controller_port: 9093,
         quorum_voters: false,
         controller_ids: Vec::new(),
+        broker_count: 1,
         formatter: Formatter {
             command: Vec::new(),
             server_properties: PathBuf::new(),
+            unit: None,
         },
         cluster_id: None,
         registrations: RegistrationSettings {

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use berth_core::birth::{Birth, BirthRecord};
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::replication::ReplicationView;
 use berth_core::retry::{stable_hash, Jitter, RetryPolicy};
@@ -15,12 +16,13 @@ use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
 use tokio::sync::watch;
 
-use crate::client::{KafkaClient, Peer};
-use crate::format::{self, FormatError, Formatter, StorageState};
+use crate::client::KafkaClient;
+use crate::format::{FormatError, ToolSettings};
+use crate::kraft::Kraft;
 use crate::listeners;
 use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
-use crate::quorum::{self, Quorum, Role, StorageDecision};
+use crate::quorum::Membership;
 use crate::replication::{self, Question};
 use crate::settings::{KafkaSettings, Supervision};
 use crate::supervisor::{
@@ -29,9 +31,6 @@ use crate::supervisor::{
 
 /// Longest a single probe may take (a check never waits longer than this for a dead listener).
 const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(2);
-/// How long each other controller is given to answer (connect and DescribeQuorum) before a blank controller
-/// is formatted.
-const QUORUM_ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time allowed for each broker asked about the replication (Metadata for every topic can be large).
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Probe retries while starting: the core's backoff, 5 ms doubling up to 250 ms (KRaft mode has no registration
@@ -159,6 +158,34 @@ pub enum KafkaError {
         #[source]
         source: FormatError,
     },
+    /// A configured controller id has no ENI in discovery: the voter set cannot be rendered whole.
+    #[error(
+        "broker {broker_id}: kafka.controller_ids names {ids} but discovery found no ENI for it: the controllers' \
+         addresses are incomplete, so nothing is rendered or asked (check the ENIs' tags)"
+    )]
+    ControllerEniMissing {
+        /// The broker being started.
+        broker_id: BrokerId,
+        /// The controller ids without an ENI.
+        ids: String,
+    },
+    /// The voter set this node would render is not the one the cluster was born with.
+    #[error("broker {broker_id}: Kafka not started: {reason}")]
+    VoterSetChanged {
+        /// The broker being started.
+        broker_id: BrokerId,
+        /// The birth mark and what would be rendered.
+        reason: String,
+    },
+    /// The controllers' volumes could not be read for the birth evidence.
+    #[error("broker {broker_id}: reading the birth evidence (the controllers' volumes): {source}")]
+    BirthEvidence {
+        /// The broker being started.
+        broker_id: BrokerId,
+        /// What the record said.
+        #[source]
+        source: StepError,
+    },
     /// A controller's storage is blank while formatting it could lose committed metadata.
     #[error("broker {broker_id}: blank KRaft storage not formatted: {reason}")]
     QuorumUnsafe {
@@ -213,9 +240,12 @@ impl Classify for KafkaError {
         match self {
             KafkaError::Refused { .. }
             | KafkaError::MissingVoters { .. }
+            | KafkaError::ControllerEniMissing { .. }
+            | KafkaError::VoterSetChanged { .. }
             | KafkaError::MissingClusterId { .. }
             | KafkaError::Security { .. }
             | KafkaError::Listeners(_) => ErrorKind::Fatal,
+            KafkaError::BirthEvidence { source, .. } => source.kind,
             KafkaError::Format { source, .. } => source.kind(),
             KafkaError::Overlay { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -239,21 +269,31 @@ pub struct KafkaBroker {
     mode: KafkaMode,
     listener_name: String,
     port: u16,
-    controller_port: u16,
-    quorum_voters: bool,
-    controller_ids: Option<std::collections::BTreeSet<BrokerId>>,
     overlay_path: PathBuf,
     server_properties: PathBuf,
     client: KafkaClient,
-    controller_client: KafkaClient,
     stop_timeout: Duration,
     probe_timeout: Duration,
     runner: Runner,
-    formatter: Option<Formatter>,
-    cluster_id: Option<String>,
+    kraft: Option<Kraft>,
     registrations: Option<RegistrationWatch>,
     voters: Mutex<Option<BTreeMap<BrokerId, Ipv4Addr>>>,
     started_as: Mutex<Option<BrokerId>>,
+    node: Mutex<Option<KraftNode>>,
+}
+
+/// What a KRaft node runs with, once known: the merged settings (roles, quorum kind) and the controllers.
+#[derive(Debug, Clone)]
+struct KraftNode {
+    settings: ToolSettings,
+    controllers: BTreeMap<BrokerId, Ipv4Addr>,
+}
+
+impl KraftNode {
+    /// `process.roles=controller` alone: no broker listener to probe.
+    fn controller_only(&self) -> bool {
+        self.settings.controller && !self.settings.broker
+    }
 }
 
 impl KafkaBroker {
@@ -281,6 +321,8 @@ impl KafkaBroker {
                 }
             })?;
         let server_properties = settings.formatter.server_properties.clone();
+        let kraft =
+            (settings.mode == KafkaMode::Kraft).then(|| Kraft::new(&settings, controller_client));
         let runner = match settings.supervision {
             Supervision::Systemd { unit } => Runner::Systemd(SystemdUnit::new(unit)),
             Supervision::Process { command } => Runner::Process(ProcessSupervisor::new(
@@ -289,35 +331,25 @@ impl KafkaBroker {
                 policy,
             )),
         };
-        let (registrations, formatter) = match settings.mode {
-            KafkaMode::Zookeeper => {
-                let at = &settings.registrations;
-                let watch =
-                    RegistrationWatch::new(&at.connect, at.session_timeout, &at.kafka_chroot);
-                (Some(watch), None)
-            }
-            KafkaMode::Kraft => (None, Some(settings.formatter)),
-        };
+        let registrations = (settings.mode == KafkaMode::Zookeeper).then(|| {
+            let at = &settings.registrations;
+            RegistrationWatch::new(&at.connect, at.session_timeout, &at.kafka_chroot)
+        });
         Ok(Self {
             mode: settings.mode,
             listener_name: settings.listener_name,
             port: settings.port,
-            controller_port: settings.controller_port,
-            quorum_voters: settings.quorum_voters,
-            controller_ids: (!settings.controller_ids.is_empty())
-                .then(|| settings.controller_ids.into_iter().collect()),
             overlay_path: settings.overlay_path,
             server_properties,
             client,
-            controller_client,
             stop_timeout: settings.stop_timeout,
             probe_timeout: settings.check_interval.min(PROBE_TIMEOUT_MAX),
             runner,
-            formatter,
-            cluster_id: settings.cluster_id,
+            kraft,
             registrations,
             voters: Mutex::new(None),
             started_as: Mutex::new(None),
+            node: Mutex::new(None),
         })
     }
 
@@ -331,34 +363,48 @@ impl KafkaBroker {
         self
     }
 
-    /// KRaft: every voter's id and ENI address, for `controller.quorum.voters` (needed when
-    /// `kafka.quorum_voters` is on; the daemon takes them from discovery).
+    /// KRaft: where the cluster's birth is recorded (the controllers' volume tags in production). Without one,
+    /// the birth is unknown and a blank controller is never formatted.
+    pub fn with_birth_record(mut self, record: Arc<dyn BirthRecord>) -> Self {
+        if let Some(kraft) = &mut self.kraft {
+            kraft.set_birth_record(record);
+        }
+        self
+    }
+
+    /// KRaft: every id's ENI address, for `controller.quorum.voters` (the daemon carries discovery's in the
+    /// spec; set here, these win).
     pub fn set_quorum_voters(&self, voters: BTreeMap<BrokerId, Ipv4Addr>) {
         *self.voters.lock().expect("voters lock") = Some(voters);
     }
 
-    /// The controllers' ids and ENI addresses: voters set explicitly win, otherwise the daemon's discovery
-    /// result carried in the spec; only `kafka.controller_ids` when set.
-    fn controllers(&self, spec: &BrokerSpec) -> Option<BTreeMap<BrokerId, Ipv4Addr>> {
-        let mut voters = self
+    /// The controllers' ids and ENI addresses (KRaft): of the addresses set explicitly, else of the daemon's
+    /// discovery result carried in the spec; `kafka.controller_ids`' each, or fail closed.
+    fn controllers(&self, spec: &BrokerSpec) -> Result<BTreeMap<BrokerId, Ipv4Addr>, KafkaError> {
+        let Some(kraft) = &self.kraft else {
+            return Ok(BTreeMap::new());
+        };
+        let known = self
             .voters
             .lock()
             .expect("voters lock")
             .clone()
-            .or_else(|| (!spec.voters.is_empty()).then(|| spec.voters.clone()))?;
-        if let Some(ids) = &self.controller_ids {
-            voters.retain(|id, _| ids.contains(id));
-        }
-        Some(voters)
+            .unwrap_or_else(|| spec.voters.clone());
+        kraft.controllers(&known, spec.broker_id)
     }
 
     /// The overlay text for a broker.
     pub fn render_overlay(&self, spec: &BrokerSpec) -> Result<String, KafkaError> {
-        let voters = self.controllers(spec);
-        let voters = match (self.mode, self.quorum_voters) {
-            (KafkaMode::Kraft, true) => Some(voters.ok_or(KafkaError::MissingVoters {
-                broker_id: spec.broker_id,
-            })?),
+        let voters = match &self.kraft {
+            Some(kraft) if kraft.renders_voters() => {
+                let voters = self.controllers(spec)?;
+                if voters.is_empty() {
+                    return Err(KafkaError::MissingVoters {
+                        broker_id: spec.broker_id,
+                    });
+                }
+                Some(voters)
+            }
             _ => None,
         };
         let operator =
@@ -381,7 +427,7 @@ impl KafkaBroker {
             spec,
             advertised_listeners: &advertised,
             voters: voters.as_ref(),
-            controller_port: self.controller_port,
+            controller_port: self.kraft.as_ref().map_or(0, Kraft::controller_port),
         }))
     }
 
@@ -526,6 +572,76 @@ impl KafkaBroker {
         }
     }
 
+    /// One look at whether the broker serves: the registration (ZooKeeper mode), then the probe.
+    async fn serving_once(
+        &self,
+        spec: &BrokerSpec,
+        deadline: Deadline,
+    ) -> Result<ServingEvidence, KafkaError> {
+        if let Some(registrations) = &self.registrations {
+            let registration = registrations
+                .wait_for(spec.broker_id, deadline)
+                .await
+                .map_err(KafkaError::Registration)?;
+            if let Err(wrong) =
+                self.matches(spec, &registration, registrations.path(spec.broker_id))
+            {
+                // Kafka writes its registration once per session: wait for it to go (a restart), not poll.
+                let _ = tokio::time::timeout(
+                    deadline.remaining(),
+                    registrations.wait_gone(spec.broker_id),
+                )
+                .await;
+                return Err(wrong);
+            }
+        }
+        let remaining = deadline.remaining().max(Duration::from_millis(1));
+        self.look(spec, self.probe_timeout.min(remaining)).await
+    }
+
+    /// The protocol evidence: Metadata on the broker listener, or, for a controller-only node (no broker
+    /// listener), DescribeQuorum showing it a voter at the high watermark.
+    async fn look(
+        &self,
+        spec: &BrokerSpec,
+        timeout: Duration,
+    ) -> Result<ServingEvidence, KafkaError> {
+        if let (Some(kraft), Some(node)) = (&self.kraft, self.kraft_node(spec)?) {
+            if node.controller_only() {
+                return kraft
+                    .controller_serving(spec, &node.settings, &node.controllers, timeout)
+                    .await;
+            }
+        }
+        let report = probe::probe(&self.client, &self.target(spec), timeout).await?;
+        Ok(self.evidence(spec, &report, self.registrations.is_some()))
+    }
+
+    /// KRaft: the node's settings and controllers, as the last start prepared them or, for a Kafka adopted
+    /// running, as the overlay renders them now.
+    fn kraft_node(&self, spec: &BrokerSpec) -> Result<Option<KraftNode>, KafkaError> {
+        let Some(kraft) = &self.kraft else {
+            return Ok(None);
+        };
+        let mut node = self.node.lock().expect("node lock");
+        if node.is_none() {
+            let text = self.render_overlay(spec)?;
+            let settings =
+                kraft
+                    .formatter()
+                    .settings(&text)
+                    .map_err(|source| KafkaError::Format {
+                        broker_id: spec.broker_id,
+                        source,
+                    })?;
+            *node = Some(KraftNode {
+                settings,
+                controllers: self.controllers(spec)?,
+            });
+        }
+        Ok(node.clone())
+    }
+
     /// Waits until the registration (ZooKeeper mode) and the probe prove the broker serving, by the deadline.
     async fn wait_serving(
         &self,
@@ -541,29 +657,7 @@ impl KafkaBroker {
             if let Some(child) = &child {
                 self.judge_child(spec, &child.borrow())?;
             }
-            let step = async {
-                if let Some(registrations) = &self.registrations {
-                    let registration = registrations
-                        .wait_for(spec.broker_id, deadline)
-                        .await
-                        .map_err(KafkaError::Registration)?;
-                    if let Err(wrong) =
-                        self.matches(spec, &registration, registrations.path(spec.broker_id))
-                    {
-                        // Kafka writes its registration once per session: wait for it to go (a restart), not poll.
-                        let _ = tokio::time::timeout(
-                            deadline.remaining(),
-                            registrations.wait_gone(spec.broker_id),
-                        )
-                        .await;
-                        return Err(wrong);
-                    }
-                }
-                let remaining = deadline.remaining().max(Duration::from_millis(1));
-                let report =
-                    probe::probe(&self.client, &target, self.probe_timeout.min(remaining)).await?;
-                Ok(self.evidence(spec, &report, self.registrations.is_some()))
-            };
+            let step = self.serving_once(spec, deadline);
             let outcome = tokio::select! {
                 outcome = step => Some(outcome),
                 _ = child_exit(&mut child) => None,
@@ -601,73 +695,72 @@ impl KafkaBroker {
         }
     }
 
-    /// KRaft: formats blank storage before Kafka's first start on it; formatted storage is left to Kafka's own
-    /// checks. The one place that decides whether this node's storage may be formatted: a controller's blank
-    /// storage only in a fresh cluster or while the other voters hold a majority ([`quorum`]).
-    async fn prepare_storage(
+    /// Writes the overlay; in KRaft mode first reads the birth evidence, refuses a voter set other than the
+    /// one the cluster was born with, and after writing formats blank storage when the birth rule or the
+    /// majority allows it ([`Kraft::prepare_storage`]). Returns whether the overlay changed.
+    async fn prepare(
         &self,
         spec: &BrokerSpec,
-        overlay: &str,
+        text: &str,
         deadline: Deadline,
-    ) -> Result<(), KafkaError> {
-        let Some(formatter) = &self.formatter else {
-            return Ok(());
+    ) -> Result<bool, KafkaError> {
+        let write = || {
+            overlay::write_atomic(&self.overlay_path, text).map_err(|source| KafkaError::Overlay {
+                path: self.overlay_path.clone(),
+                source,
+            })
+        };
+        let Some(kraft) = &self.kraft else {
+            return write();
         };
         let broker_id = spec.broker_id;
-        let failed = |source| KafkaError::Format { broker_id, source };
-        let storage = format::assess(&spec.log_dirs).map_err(failed)?;
-        if storage == StorageState::Formatted {
-            return Ok(());
-        }
-        let settings = formatter.settings(overlay).map_err(failed)?;
-        let others: Vec<(BrokerId, SocketAddr)> = self
-            .controllers(spec)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(id, _)| *id != broker_id)
-            .map(|(id, ip)| (id, SocketAddr::from((ip, self.controller_port))))
-            .collect();
-        let role = match (settings.controller, settings.dynamic) {
-            (false, _) => Role::Broker,
-            (true, false) => Role::StaticController,
-            (true, true) => Role::DynamicController {
-                first: others.iter().all(|(id, _)| *id > broker_id),
-            },
-        };
-        let seen = if settings.controller {
-            let peers: Vec<Peer> = others.iter().map(|(id, a)| Peer::new(id.0, *a)).collect();
-            let timeout = QUORUM_ASK_TIMEOUT.min(deadline.remaining());
-            quorum::observe(&self.controller_client, &peers, timeout).await
+        let settings = kraft
+            .formatter()
+            .settings(text)
+            .map_err(|source| KafkaError::Format { broker_id, source })?;
+        let controllers = self.controllers(spec)?;
+        let birth = if kraft.renders_voters() || settings.controller {
+            kraft.birth(broker_id).await?
         } else {
-            Quorum::Silent
-        };
-        let (why, arguments) = match quorum::decide(&storage, broker_id.0 as i32, role, &seen) {
-            StorageDecision::LeaveAlone => return Ok(()),
-            StorageDecision::Refuse(reason) => {
-                berth_core::progress::report(format!(
-                    "blank KRaft storage not formatted: {reason}"
-                ));
-                return Err(KafkaError::QuorumUnsafe { broker_id, reason });
+            Birth::Unknown {
+                reason: "not read: a broker that renders no voters needs no birth evidence".into(),
             }
-            StorageDecision::Format(why, arguments) => (why, arguments),
         };
-        let cluster_id = self
-            .cluster_id
-            .as_deref()
-            .ok_or(KafkaError::MissingClusterId { broker_id })?;
-        tracing::info!(%broker_id, cluster_id, log_dirs = ?spec.log_dirs, why = %why, arguments = ?arguments, "every log dir is blank: formatting KRaft storage");
-        formatter
-            .format(
-                cluster_id,
-                &self.overlay_path,
-                &settings.merged,
-                &arguments,
-                &spec.log_dirs,
-                deadline.remaining(),
-            )
-            .await
-            .map_err(failed)?;
-        Ok(())
+        if kraft.renders_voters() {
+            kraft.check_voters(
+                broker_id,
+                &kraft.voter_text(&controllers, &settings),
+                &birth,
+            )?;
+        }
+        let changed = write()?;
+        kraft
+            .prepare_storage(spec, &settings, &controllers, &birth, deadline)
+            .await?;
+        *self.node.lock().expect("node lock") = Some(KraftNode {
+            settings,
+            controllers,
+        });
+        Ok(changed)
+    }
+
+    /// KRaft, a controller: after the start (or while Healthy, until its volume is marked), what the quorum says
+    /// of this node, for the serving evidence.
+    async fn confirm_quorum(&self, spec: &BrokerSpec) -> Option<String> {
+        let kraft = self.kraft.as_ref()?;
+        let node = self.kraft_node(spec).ok()??;
+        let report = kraft
+            .confirm(spec, &node.settings, &node.controllers)
+            .await?;
+        Some(match report.membership {
+            Membership::Voter => format!("a voter; birth mark: {}", report.mark),
+            Membership::NotVoter { reason, fix } => {
+                format!(
+                    "NOT a voter: {reason}; fix: {fix}; birth mark: {}",
+                    report.mark
+                )
+            }
+        })
     }
 
     async fn check_once(&self, spec: &BrokerSpec) -> Result<ServingEvidence, KafkaError> {
@@ -694,8 +787,7 @@ impl KafkaBroker {
                 }
             }
         }
-        let report = probe::probe(&self.client, &self.target(spec), self.probe_timeout).await?;
-        Ok(self.evidence(spec, &report, self.registrations.is_some()))
+        self.look(spec, self.probe_timeout).await
     }
 
     async fn stop_inner(&self, deadline: Deadline) -> Result<(), KafkaError> {
@@ -746,17 +838,17 @@ impl Broker for KafkaBroker {
         let started = Instant::now();
         *self.started_as.lock().expect("started_as lock") = Some(spec.broker_id);
         let text = self.render_overlay(spec)?;
-        let changed = overlay::write_atomic(&self.overlay_path, &text).map_err(|source| {
-            KafkaError::Overlay {
-                path: self.overlay_path.clone(),
-                source,
-            }
-        })?;
-        self.prepare_storage(spec, &text, deadline).await?;
+        let changed = self.prepare(spec, &text, deadline).await?;
         tracing::info!(broker_id = %spec.broker_id, overlay = %self.overlay_path.display(), changed, "starting kafka");
         let child = self.launch(changed, deadline).await?;
         match self.wait_serving(spec, deadline, child).await {
-            Ok(evidence) => {
+            Ok(mut evidence) => {
+                if let Some(formatted) = self.kraft.as_ref().and_then(Kraft::take_format_note) {
+                    evidence.detail.push_str(&format!("; storage {formatted}"));
+                }
+                if let Some(quorum) = self.confirm_quorum(spec).await {
+                    evidence.detail.push_str(&format!("; quorum: {quorum}"));
+                }
                 tracing::info!(broker_id = %spec.broker_id, elapsed = ?started.elapsed(), detail = %evidence.detail, "kafka serving");
                 Ok(evidence)
             }
@@ -771,7 +863,12 @@ impl Broker for KafkaBroker {
     }
 
     async fn check(&self, spec: &BrokerSpec) -> Result<ServingEvidence, StepError> {
-        Ok(self.check_once(spec).await?)
+        let evidence = self.check_once(spec).await?;
+        if self.kraft.as_ref().is_some_and(Kraft::confirm_due) {
+            // A Kafka adopted running (or one whose quorum had not committed at its start): mark it once it has.
+            self.confirm_quorum(spec).await;
+        }
+        Ok(evidence)
     }
 
     async fn stop(&self, deadline: Deadline) -> Result<(), StepError> {

@@ -1,15 +1,24 @@
-//! KRaft storage: formatted before the first start, and only when every log dir is blank.
+//! KRaft storage: formatted before the first start, only when every log dir is blank, and so that an
+//! interruption leaves nothing half done.
 //!
 //! Kafka 4.x refuses to start on a log dir without `meta.properties` ("No readable meta.properties files
 //! found"); its storage tool (`kafka-storage.sh format`, class `kafka.tools.StorageTool`) writes one per dir
 //! with the cluster id, the node id and a fresh directory id. Formatting a dir that holds data would stamp
-//! someone else's data as this node's, so berth formats only when every log dir is absent or empty (a blank
-//! volume berth just made a filesystem on, or an empty dir), never when one holds anything: a dir with data but
-//! no `meta.properties` is refused (fatal, naming the dir), and so is a mix of formatted and blank dirs.
+//! someone else's data as this node's, so berth formats only when every log dir is absent, empty, or holds
+//! only what an interrupted format leaves (`berth_logdir::LogDirState::InterruptedFormat`: the bootstrap
+//! snapshot, temporary files, no records), never when one holds anything else: a dir with data but no
+//! `meta.properties` is refused (fatal, naming the dir), and so is a mix of formatted and blank dirs.
+//!
+//! The tool writes the bootstrap snapshot before `meta.properties` (`Formatter.java`), so a tool killed half
+//! way leaves a log dir that is neither blank nor formatted. berth therefore never lets it write into a log dir:
+//! it formats beside it and renames into place ([`crate::staging`]), and a run that can outlive berth (the
+//! default runs the tool as a transient systemd unit) is a named unit that berth stops before it looks at the
+//! log dirs again ([`Formatter::settle`]), and stops when its own deadline passes.
 //!
 //! The tool reads the broker's settings (`process.roles`, `node.id`, `log.dirs`, `controller.quorum.voters`...)
 //! from one file, so berth gives it what Kafka itself will read: the operator's `server.properties` followed by
-//! berth's overlay, concatenated exactly as the documented drop-in's `awk 1` does ([`merge_as_awk`]).
+//! berth's overlay, concatenated exactly as the documented drop-in's `awk 1` does ([`merge_as_awk`]), then the
+//! staging dirs as `log.dirs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +26,12 @@ use std::time::Duration;
 use berth_core::{Classify, ErrorKind};
 use berth_logdir::{LogDirError, LogDirState};
 
-use crate::supervisor::{output_within, Bounded};
+use crate::staging;
+use crate::supervisor::{output_within, Bounded, SupervisorError, SystemdUnit, UnitAction};
+
+/// The least time the storage tool is started with: a JVM that formats takes 1-2 s on a quiet host and ten
+/// times that on a loaded one; a tool started with less than this left would likely be killed half way.
+pub const FORMAT_MIN_TIME: Duration = Duration::from_secs(30);
 
 /// Lines of the format command's output kept to explain a failure.
 const OUTPUT_LINES: usize = 8;
@@ -104,6 +118,48 @@ pub enum FormatError {
         /// The time allowed.
         after: Duration,
     },
+    /// `metadata.log.dir` names a dir that is not one of `storage.log_dirs`: berth formats only its volume.
+    #[error(
+        "metadata.log.dir {dir} is not one of the log dirs berth manages ({log_dirs}): leave it unset (Kafka then \
+         keeps the metadata log in the first log dir) or name one of them"
+    )]
+    MetadataDirOutside {
+        /// The configured metadata log dir.
+        dir: String,
+        /// The log dirs.
+        log_dirs: String,
+    },
+    /// The transient unit of an earlier run could not be stopped.
+    #[error("stopping the storage tool's unit {unit} before looking at the log dirs")]
+    Unit {
+        /// The unit.
+        unit: String,
+        /// What systemctl said.
+        #[source]
+        source: crate::supervisor::SupervisorError,
+    },
+    /// Too little of the deadline is left to give the tool its minimum time.
+    #[error("only {left:?} of the deadline is left, less than the {needed:?} the storage tool is given: not started")]
+    TooLittleTime {
+        /// What is left.
+        left: Duration,
+        /// The minimum.
+        needed: Duration,
+    },
+    /// Renaming the formatted staging dir into place failed (or the log dir is no longer blank).
+    #[error("moving the format from {staging} into {dir}")]
+    Rename {
+        /// The staging dir.
+        staging: PathBuf,
+        /// The log dir.
+        dir: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No log dir is configured.
+    #[error("no log dir is configured (storage.log_dirs)")]
+    NoLogDirs,
     /// The command succeeded but a log dir still has no `meta.properties`.
     #[error("`{command}` succeeded but {dir} has no meta.properties")]
     NotFormatted {
@@ -124,10 +180,21 @@ impl From<Bounded> for FormatError {
 }
 
 impl Classify for FormatError {
-    /// Retryable only for a command that ran out of time, or a transient I/O error.
+    /// Retryable when trying again can help: a command that ran out of time (or had too little), a unit that
+    /// would not stop yet, a transient I/O error.
     fn kind(&self) -> ErrorKind {
         match self {
-            FormatError::Timeout { .. } => ErrorKind::Retryable,
+            FormatError::Timeout { .. } | FormatError::TooLittleTime { .. } => ErrorKind::Retryable,
+            FormatError::Unit { source, .. }
+                if !matches!(source, SupervisorError::Spawn { .. }) =>
+            {
+                ErrorKind::Retryable
+            }
+            FormatError::Rename { source, .. }
+                if source.kind() != std::io::ErrorKind::DirectoryNotEmpty =>
+            {
+                ErrorKind::Retryable
+            }
             FormatError::LogDir(error) => error.kind(),
             FormatError::ServerProperties { source, .. } | FormatError::Config { source, .. }
                 if !matches!(
@@ -142,7 +209,8 @@ impl Classify for FormatError {
     }
 }
 
-/// Looks at every log dir (without changing any): formatted, blank, or refused.
+/// Looks at every log dir (without changing any): formatted, blank (a dir holding only an interrupted format's
+/// files counts as blank: [`crate::staging`] clears exactly those before it renames a format in), or refused.
 pub fn assess(log_dirs: &[PathBuf]) -> Result<StorageState, FormatError> {
     let mut blank = Vec::new();
     let mut formatted = Vec::new();
@@ -155,7 +223,9 @@ pub fn assess(log_dirs: &[PathBuf]) -> Result<StorageState, FormatError> {
                 })
             }
             LogDirState::Formatted(_) => formatted.push(dir.display().to_string()),
-            LogDirState::Absent | LogDirState::Empty => blank.push(dir.display().to_string()),
+            LogDirState::Absent | LogDirState::Empty | LogDirState::InterruptedFormat { .. } => {
+                blank.push(dir.display().to_string())
+            }
         }
     }
     match (blank.is_empty(), formatted.is_empty()) {
@@ -188,33 +258,48 @@ pub struct ToolSettings {
     pub merged: String,
     /// `process.roles` names `controller`.
     pub controller: bool,
+    /// `process.roles` names `broker`.
+    pub broker: bool,
     /// A dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` set, `controller.quorum.voters` not.
     pub dynamic: bool,
+    /// `metadata.log.dir`, when set (Kafka's default is the first of `log.dirs`).
+    pub metadata_log_dir: Option<PathBuf>,
 }
 
 impl ToolSettings {
-    /// From the merged text; for a repeated key the last line wins, as in Java's `Properties`.
+    /// From the merged text, read as Java's `Properties` reads it (a repeated key: the last line wins).
     pub fn from_merged(merged: String) -> Self {
-        let value = |key: &str| {
-            merged
-                .lines()
-                .map(str::trim_start)
-                .filter(|line| !line.starts_with('#') && !line.starts_with('!'))
-                .filter_map(|line| {
-                    let (k, v) = line.split_once(['=', ':'])?;
-                    (k.trim() == key).then(|| v.trim().to_owned())
-                })
-                .next_back()
-                .filter(|v| !v.is_empty())
+        let properties = berth_logdir::parse(&merged);
+        let value = |key: &str| properties.get(key).filter(|v| !v.trim().is_empty());
+        let has_role = |wanted: &str| {
+            value("process.roles")
+                .is_some_and(|roles| roles.split(',').any(|role| role.trim() == wanted))
         };
-        let controller = value("process.roles")
-            .is_some_and(|roles| roles.split(',').any(|role| role.trim() == "controller"));
         let dynamic = value("controller.quorum.voters").is_none()
             && value("controller.quorum.bootstrap.servers").is_some();
         Self {
-            merged,
-            controller,
+            controller: has_role("controller"),
+            broker: has_role("broker"),
             dynamic,
+            metadata_log_dir: value("metadata.log.dir").map(|dir| PathBuf::from(dir.trim())),
+            merged,
+        }
+    }
+
+    /// The log dir that holds the metadata log: `metadata.log.dir` (which must be one of `log_dirs`), else the
+    /// first log dir, as Kafka chooses.
+    pub fn metadata_dir(&self, log_dirs: &[PathBuf]) -> Result<PathBuf, FormatError> {
+        match &self.metadata_log_dir {
+            Some(dir) if log_dirs.contains(dir) => Ok(dir.clone()),
+            Some(dir) => Err(FormatError::MetadataDirOutside {
+                dir: dir.display().to_string(),
+                log_dirs: log_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            None => log_dirs.first().cloned().ok_or(FormatError::NoLogDirs),
         }
     }
 }
@@ -226,6 +311,9 @@ pub struct Formatter {
     pub command: Vec<String>,
     /// `kafka.server_properties`.
     pub server_properties: PathBuf,
+    /// The transient systemd unit the command runs the tool as (`systemd-run --unit=`), `None` when it runs
+    /// as berth's child (and dies with the step).
+    pub unit: Option<String>,
 }
 
 impl Formatter {
@@ -255,22 +343,68 @@ impl Formatter {
         Ok(ToolSettings::from_merged(merge_as_awk(&[&server, overlay])))
     }
 
-    /// Formats blank storage: writes the merged configuration (see [`Formatter::settings`]) next to the overlay
-    /// (mode 0644, removed after), runs the command with the quorum arguments by the deadline, then checks that
-    /// every log dir now carries `meta.properties`. Returns the command line run.
+    /// Stops the tool's unit if an earlier run is still going (a berth killed, or a deadline passed, while it
+    /// ran) and waits until it has stopped, so nothing writes while berth looks at the log dirs. A unit that is
+    /// not loaded is stopped already.
+    pub async fn settle(&self, timeout: Duration) -> Result<(), FormatError> {
+        let Some(unit) = self.unit.clone() else {
+            return Ok(());
+        };
+        match SystemdUnit::new(unit.clone())
+            .run(UnitAction::Stop, timeout)
+            .await
+        {
+            Err(SupervisorError::Systemctl { output, .. }) if output.contains("not loaded") => {
+                Ok(())
+            }
+            Err(source) => Err(FormatError::Unit { unit, source }),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Formats blank storage beside the log dirs and renames it into place ([`crate::staging`]): clears stale
+    /// staging dirs and interrupted formats' files, writes the merged configuration (see
+    /// [`Formatter::settings`]) with the staging dirs as `log.dirs` next to the overlay (mode 0644, removed
+    /// after), runs the command with the quorum arguments, at least [`FORMAT_MIN_TIME`] and at most `timeout`
+    /// (stopping its unit if it overruns), checks that every staging dir carries `meta.properties`, then renames
+    /// them in, the metadata log's dir last. Returns the command line run.
     pub async fn format(
         &self,
         cluster_id: &str,
         overlay_path: &Path,
-        merged: &str,
+        settings: &ToolSettings,
         quorum: &[String],
         log_dirs: &[PathBuf],
         timeout: Duration,
     ) -> Result<String, FormatError> {
-        let config = write_config(overlay_path, merged)?;
+        if timeout < FORMAT_MIN_TIME {
+            return Err(FormatError::TooLittleTime {
+                left: timeout,
+                needed: FORMAT_MIN_TIME,
+            });
+        }
+        let metadata_dir = settings.metadata_dir(log_dirs)?;
+        staging::prepare(log_dirs)?;
+        let mut text = settings.merged.clone();
+        text.push_str(&staging::settings(
+            log_dirs,
+            settings.metadata_log_dir.as_deref(),
+        ));
+        let config = write_config(overlay_path, &text)?;
         let argv = self.command_line(cluster_id, config.path(), quorum);
         let command = argv.join(" ");
-        let output = output_within(&argv, timeout).await?;
+        let output = match output_within(&argv, timeout).await {
+            Err(Bounded::TimedOut { .. }) if self.unit.is_some() => {
+                // Killing systemd-run leaves its unit running: stop it before anyone looks again.
+                let stopped = self.settle(FORMAT_MIN_TIME).await;
+                tracing::warn!(%command, ?stopped, "the storage tool overran the deadline: its unit stopped");
+                return Err(FormatError::Timeout {
+                    command,
+                    after: timeout,
+                });
+            }
+            other => other?,
+        };
         let said = last_lines(&output.stdout, &output.stderr);
         if !output.status.success() {
             return Err(FormatError::Failed {
@@ -279,15 +413,17 @@ impl Formatter {
                 output: said,
             });
         }
-        tracing::info!(%command, output = %said, "formatted blank KRaft storage");
         for dir in log_dirs {
-            if berth_logdir::read(dir)?.is_none() {
+            let staged = staging::dir_beside(dir);
+            if berth_logdir::read(&staged)?.is_none() {
                 return Err(FormatError::NotFormatted {
                     command,
-                    dir: dir.clone(),
+                    dir: staged,
                 });
             }
         }
+        staging::commit(log_dirs, &metadata_dir)?;
+        tracing::info!(%command, output = %said, "formatted blank KRaft storage beside the log dirs and moved it in");
         Ok(command)
     }
 }
@@ -417,28 +553,29 @@ mod tests {
         let overlay = dir.path().join("conf/berth.properties");
         let log_dir = dir.path().join("data");
         let seen = dir.path().join("seen");
-        // A stand-in storage tool: records its arguments, the file it was given and that file's mode, stamps the
-        // log dir.
+        // A stand-in storage tool: records its arguments, the file it was given and that file's mode, and stamps
+        // the dir the file's last `log.dirs` names (the staging dir beside the log dir).
         let script = format!(
-            "echo \"$@\" > {seen}; stat -c %a \"$4\" >> {seen}; cat \"$4\" >> {seen}; mkdir -p {log}; \
-             echo version=1 > {log}/meta.properties",
+            "echo \"$@\" > {seen}; stat -c %a \"$4\" >> {seen}; cat \"$4\" >> {seen}; \
+             staged=$(sed -n 's/^log.dirs=//p' \"$4\" | tail -1); mkdir -p \"$staged\"; \
+             echo version=1 > \"$staged/meta.properties\"",
             seen = seen.display(),
-            log = log_dir.display()
         );
         let formatter = Formatter {
             command: vec!["/bin/sh".into(), "-c".into(), script, "format".into()],
             server_properties: server.clone(),
+            unit: None,
         };
         let settings = formatter.settings("node.id=3\n").unwrap();
-        assert!(settings.controller && !settings.dynamic);
+        assert!(settings.controller && settings.broker && !settings.dynamic);
         let command = formatter
             .format(
                 "MkU3OEVBNTcwNTJENDM2Qg",
                 &overlay,
-                &settings.merged,
+                &settings,
                 &[],
                 std::slice::from_ref(&log_dir),
-                Duration::from_secs(10),
+                FORMAT_MIN_TIME,
             )
             .await
             .expect("formatted");
@@ -459,30 +596,62 @@ mod tests {
         );
         assert_eq!(
             file,
-            "process.roles=broker,controller\nnode.id=-1\nnode.id=3\n"
+            format!(
+                "process.roles=broker,controller\nnode.id=-1\nnode.id=3\nlog.dirs={}\n",
+                crate::staging::dir_beside(&log_dir).display()
+            )
         );
+        assert!(
+            log_dir.join("meta.properties").exists(),
+            "renamed into place"
+        );
+        assert!(!crate::staging::dir_beside(&log_dir).exists());
         let leftovers: Vec<_> = std::fs::read_dir(overlay.parent().unwrap())
             .unwrap()
             .collect();
         assert!(leftovers.is_empty(), "the merged file is removed");
+    }
 
-        // A command that succeeds without stamping every dir is not believed.
+    #[tokio::test]
+    async fn a_command_that_stamps_nothing_is_not_believed_and_too_little_time_starts_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dir.path().join("server.properties");
+        std::fs::write(
+            &server,
+            "process.roles=broker,controller
+",
+        )
+        .unwrap();
+        let overlay = dir.path().join("conf/berth.properties");
         let formatter = Formatter {
             command: vec!["/bin/true".into()],
             server_properties: server,
+            unit: None,
         };
+        let settings = formatter.settings("node.id=3\n").unwrap();
         let other = dir.path().join("other");
-        let error = formatter
-            .format(
+        let format = |timeout| {
+            formatter.format(
                 "MkU3OEVBNTcwNTJENDM2Qg",
                 &overlay,
-                "",
+                &settings,
                 &[],
-                &[other],
-                Duration::from_secs(10),
+                std::slice::from_ref(&other),
+                timeout,
             )
+        };
+        // It succeeds without stamping the dir: nothing is moved in.
+        let error = format(FORMAT_MIN_TIME).await.unwrap_err();
+        assert!(!other.exists());
+        assert!(matches!(error, FormatError::NotFormatted { .. }), "{error}");
+        // Less than the tool's minimum time left: it is not started at all.
+        let error = format(FORMAT_MIN_TIME - Duration::from_millis(1))
             .await
             .unwrap_err();
-        assert!(matches!(error, FormatError::NotFormatted { .. }), "{error}");
+        assert!(
+            matches!(error, FormatError::TooLittleTime { .. }),
+            "{error}"
+        );
+        assert_eq!(error.kind(), ErrorKind::Retryable);
     }
 }

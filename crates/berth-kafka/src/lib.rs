@@ -10,7 +10,9 @@
 //! In KRaft mode the first start on blank storage formats it first ([`format`]), with the configured cluster id.
 //!
 //! - [`overlay`]: rendering and atomically writing the settings berth owns.
-//! - [`format`]: KRaft storage, formatted only when every log dir is blank.
+//! - [`format`]: KRaft storage, formatted only when every log dir is blank, beside the log dirs ([`staging`]).
+//! - [`format_rule`]: whether blank storage may be formatted (the birth rule and the majority check);
+//!   [`quorum`]: DescribeQuorum and what berth reads from it; [`kraft`]: the adapter's KRaft side.
 //! - [`supervisor`]: `systemctl` or a child process with systemd-like restarts.
 //! - [`client`]: the one way to a listener (TCP, TLS through rustls, ApiVersions, SASL through [`sasl`]) for the
 //!   probe, the replication read and DescribeQuorum.
@@ -23,6 +25,8 @@
 
 pub mod client;
 pub mod format;
+pub mod format_rule;
+pub mod kraft;
 pub mod listeners;
 pub mod overlay;
 pub mod probe;
@@ -31,6 +35,7 @@ pub mod quorum;
 pub mod replication;
 pub mod sasl;
 pub mod settings;
+pub mod staging;
 pub mod supervisor;
 pub mod wire;
 

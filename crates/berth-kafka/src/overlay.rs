@@ -52,11 +52,10 @@ pub fn render(input: &OverlayInput<'_>) -> String {
         KafkaMode::Kraft => {
             line("node.id", &spec.broker_id.to_string());
             if let Some(voters) = input.voters {
-                let list: Vec<String> = voters
-                    .iter()
-                    .map(|(id, ip)| format!("{id}@{ip}:{}", input.controller_port))
-                    .collect();
-                line("controller.quorum.voters", &list.join(","));
+                line(
+                    "controller.quorum.voters",
+                    &berth_core::birth::render_voters(voters, input.controller_port),
+                );
             }
         }
     }

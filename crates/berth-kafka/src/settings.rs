@@ -56,10 +56,13 @@ pub struct KafkaSettings {
     pub stop_timeout: Duration,
     /// KRaft: the controllers' port, for `controller.quorum.voters`.
     pub controller_port: u16,
-    /// KRaft: render `controller.quorum.voters` from every id's ENI address.
+    /// KRaft: render `controller.quorum.voters` from the controller ids' ENI addresses.
     pub quorum_voters: bool,
-    /// KRaft: the ids that are controllers (voters); empty means every id.
+    /// KRaft: the ids that are controllers (voters); required with `quorum_voters`, otherwise empty means
+    /// every id.
     pub controller_ids: Vec<BrokerId>,
+    /// The cluster's size (`cluster.broker_count`): its ids are `0..broker_count`.
+    pub broker_count: u32,
     /// KRaft: the storage tool that formats blank storage.
     pub formatter: Formatter,
     /// KRaft: the cluster id blank storage is formatted with.

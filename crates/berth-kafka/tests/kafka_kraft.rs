@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_core::ports::{Broker, Deadline};
@@ -62,33 +63,99 @@ pub async fn every_metadata_version(host: &RealHost, id: u32) -> Vec<i16> {
     answered
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts_unformatted() {
-    let host = RealHost::kraft();
-    let broker = host.broker();
-    let spec = host.spec(1);
-    assert!(!host.log_dir().exists(), "a blank volume: no log dir yet");
+/// Runs Kafka's own storage tool for node 1 into `dir` (as a berth's format would, up to the point where it
+/// was killed) and returns the directory id it wrote.
+async fn format_by_hand(host: &RealHost, dir: &std::path::Path) -> String {
+    let config = host.dir.path().join("by-hand.properties");
+    let server = std::fs::read_to_string(host.server_properties()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{server}\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{}\nlog.dirs={}\n",
+            host.controller_port,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut command = host.install.command("format");
+    command.extend([
+        "--cluster-id".into(),
+        CLUSTER_ID.into(),
+        "--config".into(),
+        config.display().to_string(),
+    ]);
+    let output = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    berth_logdir::read(dir)
+        .unwrap()
+        .and_then(|meta| meta.directory_id)
+        .expect("formatted by hand")
+}
 
-    let evidence = real::serving(&broker, &spec).await;
-    assert!(
-        evidence
-            .detail
-            .starts_with("Metadata v12 lists broker 1 at 127.0.0.1")
-            && evidence
-                .detail
-                .ends_with(&format!("(controller 1, cluster {CLUSTER_ID})")),
-        "{}",
-        evidence.detail
-    );
+/// What formats that were killed half way leave. In the log dir, Kafka's storage tool stopped between the
+/// bootstrap snapshot and meta.properties (it writes them in that order); beside it, a staging dir of berth's
+/// whose rename never happened. Returns the staging dir and its directory id.
+async fn leave_interrupted_formats(host: &RealHost) -> (PathBuf, String) {
+    format_by_hand(host, &host.log_dir()).await;
+    std::fs::remove_file(host.log_dir().join("meta.properties")).unwrap();
+    let snapshot = host
+        .log_dir()
+        .join("__cluster_metadata-0/00000000000000000000-0000000000.checkpoint");
+    assert!(snapshot.exists(), "the bootstrap snapshot is left");
+    let staged = berth_kafka::staging::dir_beside(&host.log_dir());
+    let staged_id = format_by_hand(host, &staged).await;
+    (staged, staged_id)
+}
 
-    // Formatted by Kafka's own storage tool, with the configured cluster id and the overlay's node id.
+/// Formatted by Kafka's own storage tool, with the configured cluster id and the overlay's node id, afresh
+/// (not the stale staging dir moved in, which is gone); returns the directory id.
+fn formatted_again(host: &RealHost, staged: &Path, staged_id: &str) -> String {
     let meta = berth_logdir::read(&host.log_dir())
         .unwrap()
         .expect("formatted");
     assert_eq!(meta.version.as_deref(), Some("1"));
     assert_eq!(meta.node_id.as_deref(), Some("1"));
     assert_eq!(meta.cluster_id.as_deref(), Some(CLUSTER_ID));
-    let directory_id = meta.directory_id.clone().expect("a directory.id (KIP-858)");
+    let directory_id = meta.directory_id.expect("a directory.id (KIP-858)");
+    assert_ne!(
+        directory_id, staged_id,
+        "formatted again, not the stale staging dir moved in"
+    );
+    assert!(!staged.exists(), "the stale staging dir is gone");
+    directory_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_storage_is_formatted_then_kafka_serves_stops_cleanly_and_restarts_unformatted() {
+    let host = RealHost::kraft();
+    let broker = host.broker();
+    let spec = host.spec(1);
+    let (staged, staged_id) = leave_interrupted_formats(&host).await;
+
+    let evidence = real::serving(&broker, &spec).await;
+    assert!(
+        evidence
+            .detail
+            .starts_with("Metadata v12 lists broker 1 at 127.0.0.1")
+            && evidence.detail.contains(&format!(
+                "(controller 1, cluster {CLUSTER_ID}); storage formatted"
+            )),
+        "{}",
+        evidence.detail
+    );
+
+    let directory_id = formatted_again(&host, &staged, &staged_id);
+    assert!(
+        evidence
+            .detail
+            .contains("storage formatted on the birth rule"),
+        "{}",
+        evidence.detail
+    );
     // What Kafka read is the merge of the operator's file and the overlay.
     let merged = std::fs::read_to_string(host.dir.path().join("run/server.properties")).unwrap();
     assert!(

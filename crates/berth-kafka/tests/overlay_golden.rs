@@ -27,9 +27,11 @@ fn settings(mode: KafkaMode) -> KafkaSettings {
         controller_port: 9093,
         quorum_voters: false,
         controller_ids: Vec::new(),
+        broker_count: 3,
         formatter: Formatter {
             command: vec!["/opt/kafka/bin/kafka-storage.sh".into(), "format".into()],
             server_properties: "/etc/kafka/server.properties".into(),
+            unit: None,
         },
         cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qg".into()),
         registrations: RegistrationSettings {
@@ -88,13 +90,19 @@ fn kraft_mode_with_quorum_voters() {
         port: 9094,
         controller_port: 9093,
         quorum_voters: true,
+        controller_ids: vec![BrokerId(0), BrokerId(1), BrokerId(2)],
         ..settings(KafkaMode::Kraft)
     })
     .unwrap();
     let error = broker
         .render_overlay(&spec())
-        .expect_err("voters are needed");
-    assert!(error.to_string().contains("no voter addresses"), "{error}");
+        .expect_err("the controllers' addresses are needed");
+    assert!(
+        error
+            .to_string()
+            .contains("kafka.controller_ids names 0, 1, 2 but discovery found no ENI"),
+        "{error}"
+    );
     let voters: BTreeMap<BrokerId, Ipv4Addr> = (0..3)
         .map(|id| {
             (

@@ -35,6 +35,14 @@ pub enum LogDirError {
         #[source]
         source: std::io::Error,
     },
+    /// A log dir was to be cleared of an interrupted format's files but holds something else.
+    #[error("{path} holds more than an interrupted format leaves ({found}): not touched")]
+    NotInterrupted {
+        /// The log dir.
+        path: PathBuf,
+        /// What it was found to hold.
+        found: String,
+    },
     /// A log dir's `meta.properties` names another broker or cluster: this is not this broker's volume.
     #[error("{path}: {key} is {found} but {expected_what} is {expected}; this volume is not this broker's, refusing to use it")]
     ForeignMeta {
@@ -76,7 +84,9 @@ impl Classify for LogDirError {
     fn kind(&self) -> ErrorKind {
         match self {
             LogDirError::Io { .. } => ErrorKind::Retryable,
-            LogDirError::ForeignMeta { .. } | LogDirError::BadMeta { .. } => ErrorKind::Fatal,
+            LogDirError::ForeignMeta { .. }
+            | LogDirError::BadMeta { .. }
+            | LogDirError::NotInterrupted { .. } => ErrorKind::Fatal,
         }
     }
 }
@@ -86,6 +96,24 @@ pub const META_FILE: &str = "meta.properties";
 
 /// An entry mkfs.ext4 creates at a filesystem's root; empty, it holds no Kafka data.
 const LOST_FOUND: &str = "lost+found";
+
+/// The metadata log's directory in a KRaft log dir.
+const METADATA_LOG: &str = "__cluster_metadata-0";
+
+/// What Kafka's storage tool (Kafka 3.9-4.x, `metadata/.../storage/Formatter.java`) writes into a log dir
+/// before `meta.properties`, and so all an interrupted format can leave: `meta.properties` through a `.tmp`
+/// file (`PropertiesUtils.writePropertiesFile`), the bootstrap metadata as `bootstrap.checkpoint` through a
+/// `.tmp` file (`BootstrapDirectory`, 3.x), and the metadata log's directory holding the bootstrap snapshot
+/// `00000000000000000000-0000000000.checkpoint`, written through a `<same>…checkpoint.part` temporary file
+/// (`Snapshots.createTempFile`). Kafka's first start adds log segments, `quorum-state`, `partition.metadata`
+/// and checkpoints of its own, none of which is here: a dir holding only these has never held records.
+const FORMAT_LEFTOVERS: [&str; 3] = [
+    "meta.properties.tmp",
+    "bootstrap.checkpoint",
+    "bootstrap.checkpoint.tmp",
+];
+/// The bootstrap snapshot's name (offset 0, epoch 0: `Snapshots.BOOTSTRAP_SNAPSHOT_ID`).
+const BOOTSTRAP_SNAPSHOT: &str = "00000000000000000000-0000000000";
 
 /// The identity keys read from one log dir.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -248,6 +276,12 @@ pub enum LogDirState {
     Empty,
     /// The dir carries `meta.properties`.
     Formatted(MetaIdentity),
+    /// The dir holds only what an interrupted run of Kafka's storage tool leaves ([`clear_interrupted_format`]
+    /// removes exactly that): no records, nothing Kafka wrote at a start.
+    InterruptedFormat {
+        /// Its entries (in the metadata log's dir too), relative to the log dir.
+        entries: Vec<String>,
+    },
     /// The dir holds something but no `meta.properties`: data Kafka did not stamp, never to be formatted.
     Unstamped {
         /// Up to five of its entries, to name in the refusal.
@@ -256,9 +290,12 @@ pub enum LogDirState {
 }
 
 impl LogDirState {
-    /// Absent or empty: nothing would be lost by formatting it.
+    /// Absent, empty, or holding only an interrupted format's files: nothing would be lost by formatting it.
     pub fn is_blank(&self) -> bool {
-        matches!(self, LogDirState::Absent | LogDirState::Empty)
+        matches!(
+            self,
+            LogDirState::Absent | LogDirState::Empty | LogDirState::InterruptedFormat { .. }
+        )
     }
 }
 
@@ -287,8 +324,73 @@ pub fn classify(log_dir: &Path) -> Result<LogDirState, LogDirError> {
         return Ok(LogDirState::Empty);
     }
     entries.sort();
+    if let Some(entries) = interrupted_format(log_dir, &entries)? {
+        return Ok(LogDirState::InterruptedFormat { entries });
+    }
     entries.truncate(5);
     Ok(LogDirState::Unstamped { entries })
+}
+
+/// The entries of a log dir without `meta.properties` when they are only what an interrupted format leaves
+/// ([`FORMAT_LEFTOVERS`]), with the metadata log's dir's entries as `__cluster_metadata-0/<name>`.
+fn interrupted_format(
+    log_dir: &Path,
+    entries: &[String],
+) -> Result<Option<Vec<String>>, LogDirError> {
+    let mut found = Vec::new();
+    for name in entries {
+        if FORMAT_LEFTOVERS.contains(&name.as_str()) && log_dir.join(name).is_file() {
+            found.push(name.clone());
+            continue;
+        }
+        if name != METADATA_LOG {
+            return Ok(None);
+        }
+        let metadata = log_dir.join(name);
+        let listing = match std::fs::read_dir(&metadata) {
+            Ok(listing) => listing,
+            Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),
+            Err(error) => return Err(LogDirError::io("list", metadata, error)),
+        };
+        found.push(format!("{METADATA_LOG}/"));
+        for entry in listing {
+            let entry = entry.map_err(|error| LogDirError::io("list", &metadata, error))?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let snapshot = file == format!("{BOOTSTRAP_SNAPSHOT}.checkpoint")
+                || (file.starts_with(BOOTSTRAP_SNAPSHOT) && file.ends_with(".checkpoint.part"));
+            if !snapshot || !entry.path().is_file() {
+                return Ok(None);
+            }
+            found.push(format!("{METADATA_LOG}/{file}"));
+        }
+    }
+    Ok(Some(found))
+}
+
+/// Removes what an interrupted format left in `log_dir` (as [`classify`] found it, looking again first) and
+/// nothing else: each named file, then the metadata log's dir only if that leaves it empty. A dir that holds
+/// anything else is refused, untouched.
+pub fn clear_interrupted_format(log_dir: &Path) -> Result<Vec<String>, LogDirError> {
+    let entries = match classify(log_dir)? {
+        LogDirState::InterruptedFormat { entries } => entries,
+        LogDirState::Absent | LogDirState::Empty => return Ok(Vec::new()),
+        other => {
+            return Err(LogDirError::NotInterrupted {
+                path: log_dir.to_owned(),
+                found: format!("{other:?}"),
+            })
+        }
+    };
+    for entry in entries.iter().filter(|entry| !entry.ends_with('/')) {
+        let path = log_dir.join(entry);
+        std::fs::remove_file(&path).map_err(|error| LogDirError::io("remove", path, error))?;
+    }
+    let metadata = log_dir.join(METADATA_LOG);
+    if entries.iter().any(|entry| entry.ends_with('/')) {
+        std::fs::remove_dir(&metadata)
+            .map_err(|error| LogDirError::io("remove", metadata, error))?;
+    }
+    Ok(entries)
 }
 
 fn is_empty_dir(path: &Path) -> Result<bool, LogDirError> {
@@ -509,5 +611,66 @@ mod tests {
             check(&[dir.path().into()], BrokerId(7), None),
             Err(LogDirError::BadMeta { .. })
         ));
+    }
+
+    #[test]
+    fn what_an_interrupted_format_leaves_is_recognised_and_cleared_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        let metadata = dir.join(METADATA_LOG);
+        std::fs::create_dir_all(&metadata).unwrap();
+        // Kafka 4.4 killed while writing: the bootstrap snapshot's temporary file, meta.properties' .tmp.
+        let part = format!("{BOOTSTRAP_SNAPSHOT}8120476159071183651.checkpoint.part");
+        std::fs::write(metadata.join(&part), b"partial").unwrap();
+        std::fs::write(dir.join("meta.properties.tmp"), b"version=1").unwrap();
+        let state = classify(&dir).unwrap();
+        assert_eq!(
+            state,
+            LogDirState::InterruptedFormat {
+                entries: vec![
+                    format!("{METADATA_LOG}/"),
+                    format!("{METADATA_LOG}/{part}"),
+                    "meta.properties.tmp".into()
+                ]
+            }
+        );
+        assert!(state.is_blank());
+        // The finished snapshot alone (killed before meta.properties) is an interrupted format too.
+        std::fs::write(
+            metadata.join(format!("{BOOTSTRAP_SNAPSHOT}.checkpoint")),
+            b"snapshot",
+        )
+        .unwrap();
+        assert!(matches!(
+            classify(&dir).unwrap(),
+            LogDirState::InterruptedFormat { .. }
+        ));
+        // Anything Kafka writes when it runs makes it data: a log segment, quorum-state, another partition.
+        for (path, what) in [
+            (metadata.join("00000000000000000000.log"), "a log segment"),
+            (metadata.join("quorum-state"), "the quorum state"),
+            (dir.join("events-0"), "a partition"),
+            (dir.join("bootstrap.checkpoint.old"), "an unknown file"),
+        ] {
+            std::fs::write(&path, b"x").unwrap();
+            assert!(
+                matches!(classify(&dir).unwrap(), LogDirState::Unstamped { .. }),
+                "{what} is data"
+            );
+            let refused = clear_interrupted_format(&dir).unwrap_err();
+            assert!(
+                matches!(refused, LogDirError::NotInterrupted { .. }),
+                "{refused}"
+            );
+            assert!(path.exists(), "{what} untouched");
+            std::fs::remove_file(&path).unwrap();
+        }
+        let cleared = clear_interrupted_format(&dir).unwrap();
+        assert_eq!(cleared.len(), 4, "{cleared:?}");
+        assert_eq!(classify(&dir).unwrap(), LogDirState::Empty);
+        assert_eq!(
+            clear_interrupted_format(&dir).unwrap(),
+            Vec::<String>::new()
+        );
     }
 }

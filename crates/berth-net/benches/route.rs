@@ -85,8 +85,8 @@ fn run_once() -> (f64, bool, usize) {
 
 fn main() {
     if !berth_testkit::require_root("bench route") {
-        println!("route appear_to_routed_ms=skipped reason=needs_root");
-        return;
+        println!("route error=\"needs root\"");
+        std::process::exit(1);
     }
     let mut samples = Vec::with_capacity(RUNS);
     let mut by_event = 0;

@@ -55,6 +55,6 @@ fn main() {
     });
     match result {
         Ok(line) => println!("{line}"),
-        Err(error) => println!("claim-storm-fleet error={:?}", format!("{error:#}")),
+        Err(error) => bench::fail("claim-storm-fleet", &error),
     }
 }

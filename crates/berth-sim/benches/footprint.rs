@@ -98,6 +98,6 @@ fn main() {
                 bench::berth_profile(),
             );
         }
-        Err(error) => println!("footprint error={:?}", format!("{error:#}")),
+        Err(error) => bench::fail("footprint", &error),
     }
 }

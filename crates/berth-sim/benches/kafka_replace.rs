@@ -181,6 +181,6 @@ fn main() {
     };
     match berth_sim::with_fleet(options, scenario) {
         Ok(line) => println!("{line}"),
-        Err(error) => println!("kafka-replace error={:?}", format!("{error:#}")),
+        Err(error) => bench::fail("kafka-replace", &error),
     }
 }

@@ -58,6 +58,6 @@ fn main() {
                 bench::berth_profile(),
             );
         }
-        Err(error) => println!("replace error={:?}", format!("{error:#}")),
+        Err(error) => bench::fail("replace", &error),
     }
 }

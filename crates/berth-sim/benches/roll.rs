@@ -54,6 +54,6 @@ fn main() {
     });
     match outcome {
         Ok(line) => println!("{line}"),
-        Err(error) => println!("roll error={:?}", format!("{error:#}")),
+        Err(error) => bench::fail("roll", &error),
     }
 }

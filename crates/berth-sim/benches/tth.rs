@@ -124,6 +124,6 @@ fn main() {
             sequential.fields("sequential_"),
             bench::berth_profile(),
         ),
-        Err(error) => println!("tth error={:?}", format!("{error:#}")),
+        Err(error) => bench::fail("tth", &error),
     }
 }

@@ -83,11 +83,18 @@ pub fn median(mut values: Vec<u64>) -> u64 {
     values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
-/// True when the benchmark can run (root); otherwise prints the skip line under the benchmark's name.
+/// True when the benchmark can run (root); otherwise prints the refusal under the benchmark's name and exits 1:
+/// a benchmark that cannot measure fails (`make bench` with it).
 pub fn can_run(name: &str) -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        println!("{name} skipped=needs-root");
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("{name} error=\"needs root\"");
+        std::process::exit(1);
     }
-    root
+    true
+}
+
+/// Prints the benchmark's error line under its name and exits 1, so `make bench` fails with it.
+pub fn fail(name: &str, error: &anyhow::Error) -> ! {
+    println!("{name} error={:?}", format!("{error:#}"));
+    std::process::exit(1)
 }

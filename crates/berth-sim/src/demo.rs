@@ -10,7 +10,9 @@
 //! group (not the demo) notices the dead instance and launches a replacement in its zone, which becomes broker 0
 //! again, with the same address and the same data; its SignalResource is refused (no stack operation awaits it)
 //! while its launch hook is completed, so it goes in service. A timeline per host (states and durations, read
-//! from berth's `/state`) and the group's history show how.
+//! from berth's `/state`) and the group's history show how, and so does a picture: the hosts' states as bars on
+//! one time axis, the kill and the replacement marked ([`crate::timeline_svg`]), which `berth-sim demo` writes
+//! to a file.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ use crate::claims;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::kafka::blocking;
 use crate::state::{render_timeline, StateView};
+use crate::timeline_svg::{self, Mark, Row};
 
 /// The demo's topic.
 pub const TOPIC: &str = "demo";
@@ -45,6 +48,8 @@ pub struct DemoReport {
     pub replace: Duration,
     /// The replaced broker's id (0).
     pub broker_id: u32,
+    /// The SVG timeline: one row per host, its states on one time axis, the kill and the replacement marked.
+    pub svg: String,
 }
 
 /// Runs the demo on a fresh fleet; prints progress to stdout and returns the report.
@@ -78,7 +83,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         .iter()
         .position(|s| s.broker_id == Some(0))
         .context("no host is broker 0")?;
-    let replaced = replace(fleet, &client, hosts[victim], &booted[victim]).await?;
+    let replaced = replace(fleet, &client, hosts[victim], &booted[victim], started).await?;
     show_claims(fleet, "after the replacement").await?;
     let report = crate::kafka::consume_exactly(&client, TOPIC, RECORDS + WHILE_AWAY)?;
     say(format!(
@@ -87,10 +92,12 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         RECORDS + WHILE_AWAY
     ));
     say(format!(
-        "broker 0 re-fetched {} bytes: its volume held {} bytes of {TOPIC} before the kill and {} once in sync, \
-         so it fetched what was produced while it was away, not the partitions' size",
-        replaced.held_after.saturating_sub(replaced.held_before),
-        replaced.held_before,
+        "broker 0 re-fetched {} bytes plus what the power loss took ({} bytes of volume blocks, log and \
+         metadata alike): it held {} bytes of {TOPIC} before the kill and {} once in sync, so it fetched what \
+         was produced while it was away and what its volume lost, not the partitions' size",
+        replaced.held_after.saturating_sub(replaced.killed.held_before),
+        replaced.killed.lost_at_death,
+        replaced.killed.held_before,
         replaced.held_after,
     ));
     let refused = fleet
@@ -102,6 +109,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
     say(format!(
         "its SignalResource was refused, as outside any stack update AWS refuses it: {refused}"
     ));
+    let svg = picture(fleet, &hosts, &replaced, started).await?;
     let text = timelines(fleet, &hosts, &booted, &replaced, started)?;
     println!("\n{text}");
     say("cleaning up (processes, mounts, loop devices, namespaces, servers)");
@@ -109,6 +117,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
         text,
         replace: replaced.healthy_after,
         broker_id: replaced.state.broker_id.unwrap_or(0),
+        svg,
     })
 }
 
@@ -212,13 +221,63 @@ async fn show_claims(fleet: &Fleet, when: &str) -> anyhow::Result<()> {
 /// What the replacement of broker 0 showed.
 struct Replaced {
     victim: usize,
-    victim_journal: String,
+    killed: Killed,
     host: usize,
     instance: String,
     state: StateView,
     healthy_after: Duration,
-    held_before: u64,
     held_after: u64,
+}
+
+/// The victim just before its kill, and the kill.
+struct Killed {
+    /// Its `/state`, read just before the kill, and when (on the demo's clock).
+    view: StateView,
+    read_ms: u64,
+    /// When it was killed.
+    at: Instant,
+    at_ms: u64,
+    /// Bytes of the topic on its volume.
+    held_before: u64,
+    /// Bytes of its volume written after its death (lost with the power).
+    lost_at_death: u64,
+    /// Its berth journal.
+    journal: String,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Reads what the picture and the summary need of host `victim`, then kills it: SIGKILL, mounts gone, instance
+/// terminated.
+async fn kill(fleet: &Fleet, victim: usize, started: Instant) -> anyhow::Result<Killed> {
+    let victim_host = fleet.host(victim)?;
+    let held_before = crate::kafka::topic_bytes(&victim_host.mount_path().join("data"), TOPIC);
+    let journal = crate::kafka::berth_journal(victim_host.container(), JOURNAL_LINES);
+    let view = fleet.state(victim).await?;
+    let read_ms = millis(started.elapsed());
+    say(format!(
+        "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): power lost, SIGKILL, \
+         mounts gone, instance terminated",
+        victim_host.instance.id
+    ));
+    let at = Instant::now();
+    fleet.kill_host(victim, None).await?;
+    let lost_at_death = fleet.lost_at_death(victim).unwrap_or_default();
+    say(format!(
+        "its volume lost {lost_at_death} bytes with the power (written to the page cache, not yet to the \
+         volume): Kafka recovers its log from what reached the volume"
+    ));
+    Ok(Killed {
+        view,
+        read_ms,
+        at,
+        at_ms: millis(at.duration_since(started)),
+        held_before,
+        lost_at_death,
+        journal,
+    })
 }
 
 /// Kills broker 0's host, produces while it is away, and waits for the group's replacement to be broker 0 on
@@ -228,18 +287,10 @@ async fn replace(
     client: &Client,
     victim: usize,
     before: &StateView,
+    started: Instant,
 ) -> anyhow::Result<Replaced> {
     let victim_host = fleet.host(victim)?;
-    let log_dir = |host: &crate::Host| host.mount_path().join("data");
-    let held_before = crate::kafka::topic_bytes(&log_dir(&victim_host), TOPIC);
-    let victim_journal = crate::kafka::berth_journal(victim_host.container(), JOURNAL_LINES);
-    say(format!(
-        "killing host {victim} (broker 0, {}; it holds {held_before} bytes of {TOPIC}): SIGKILL, mounts gone, \
-         instance terminated",
-        victim_host.instance.id
-    ));
-    let killed = Instant::now();
-    fleet.kill_host(victim, None).await?;
+    let killed = kill(fleet, victim, started).await?;
     blocking(|| client.produce_range(TOPIC, RECORDS..RECORDS + WHILE_AWAY, 0))?;
     say(format!(
         "while broker 0 is away, produced {WHILE_AWAY} more records (acks=all: two in-sync replicas suffice)"
@@ -250,7 +301,7 @@ async fn replace(
         "the Auto Scaling group noticed the dead instance and launched host {host} ({instance}) in {zone}"
     ));
     let state = fleet.wait_healthy(host, BOOT_TIMEOUT).await?;
-    let healthy_after = killed.elapsed();
+    let healthy_after = killed.at.elapsed();
     asg::wait_members(fleet, "the replacement in service", BOOT_TIMEOUT, |m| {
         m.iter()
             .any(|m| m.instance_id == instance && m.state == LifecycleState::InService)
@@ -268,8 +319,8 @@ async fn replace(
     let synced = blocking(|| {
         crate::kafka::wait_fully_replicated(client, TOPIC, BOOT_TIMEOUT).map_err(anyhow::Error::msg)
     })?;
-    let in_sync = killed.elapsed();
-    let held_after = crate::kafka::topic_bytes(&log_dir(&*fleet.host(host)?), TOPIC);
+    let in_sync = killed.at.elapsed();
+    let held_after = crate::kafka::topic_bytes(&fleet.host(host)?.mount_path().join("data"), TOPIC);
     say(format!(
         "replacement host {host} is broker {} at {} on volume {}, Healthy {:.1}s after the kill, InService; \
          every partition fully in sync {:.1}s after the kill ({} partitions, ISR = replicas)",
@@ -282,14 +333,68 @@ async fn replace(
     ));
     Ok(Replaced {
         victim,
-        victim_journal,
+        killed,
         host,
         instance,
         state,
         healthy_after,
-        held_before,
         held_after,
     })
+}
+
+/// The SVG timeline: the killed host until its kill, the others (the replacement last) until now, their `/state`
+/// read again; the kill and the replacement's berth's start marked.
+async fn picture(
+    fleet: &Fleet,
+    hosts: &[usize],
+    replaced: &Replaced,
+    started: Instant,
+) -> anyhow::Result<String> {
+    let broker = |view: &StateView| view.broker_id.map_or("-".into(), |id| id.to_string());
+    let killed = &replaced.killed;
+    let mut rows = vec![Row::of(
+        format!(
+            "host {} (broker {}, killed)",
+            replaced.victim,
+            broker(&killed.view)
+        ),
+        &killed.view,
+        killed.read_ms,
+    )
+    .last_until(killed.at_ms)];
+    let alive = hosts.iter().filter(|&&host| host != replaced.victim);
+    for &host in alive.chain([&replaced.host]) {
+        let view = fleet.state(host).await?;
+        let role = if host == replaced.host {
+            ", replacement"
+        } else {
+            ""
+        };
+        let label = format!("host {host} (broker {}{role})", broker(&view));
+        rows.push(Row::of(label, &view, millis(started.elapsed())));
+    }
+    let replacement = rows.pop().context("the replacement's row")?;
+    let marks = [
+        Mark {
+            at_ms: killed.at_ms,
+            row: 0,
+            label: "killed".into(),
+            kill: true,
+        },
+        Mark {
+            at_ms: replacement.start_ms().unwrap_or(killed.at_ms),
+            row: rows.len(),
+            label: "replacement's berth starts".into(),
+            kill: false,
+        },
+    ];
+    rows.push(replacement);
+    let title = format!(
+        "broker {} replaced: Healthy {:.1} s after the kill",
+        broker(&replaced.state),
+        replaced.healthy_after.as_secs_f64()
+    );
+    Ok(timeline_svg::render(&title, &rows, &marks))
 }
 
 /// Per host, the timeline from `/state` and berth's journal, then the group's history.
@@ -316,7 +421,7 @@ fn timelines(
     let _ = writeln!(
         text,
         "journalctl -u berth on host {} (killed; read just before the kill):\n{}",
-        replaced.victim, replaced.victim_journal
+        replaced.victim, replaced.killed.journal
     );
     let _ = writeln!(
         text,

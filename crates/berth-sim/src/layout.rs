@@ -13,8 +13,11 @@ pub const REGION: &str = "us-east-1";
 pub const MOTO_PORT: u16 = 5000;
 /// ZooKeeper client port on each ensemble member.
 pub const ZK_PORT: u16 = 2181;
-/// berth's health endpoint port inside each host.
+/// berth's health endpoint port inside each host (`/health`, `/metrics`).
 pub const HEALTH_PORT: u16 = 9798;
+/// berth's `/state` port inside each host (`health.state_listen`; the simulated hosts open it to the region's
+/// namespace, where the tests and the demo read it, as an operator's monitoring through a tunnel would).
+pub const STATE_PORT: u16 = 9799;
 /// The Kafka stand-in's listener port on the ENI address.
 pub const KAFKA_PORT: u16 = 9092;
 /// Kafka's controller listener (KRaft; berth's `kafka.controller_port` default).

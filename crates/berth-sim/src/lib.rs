@@ -24,6 +24,7 @@ pub mod roll;
 pub mod state;
 pub mod sys;
 pub mod systemd_host;
+pub mod timeline_svg;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};

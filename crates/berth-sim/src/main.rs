@@ -27,6 +27,9 @@ enum Command {
         /// Delay before an attached volume's block device appears in the host.
         #[arg(long, default_value = "300", value_name = "MS")]
         volume_delay_ms: u64,
+        /// Where the SVG timeline of the replacement is written (one row per host, its states on one time axis).
+        #[arg(long, default_value = "target/demo-timeline.svg", value_name = "PATH")]
+        timeline: std::path::PathBuf,
     },
     /// Remove namespaces and loop devices a crashed run left behind.
     Cleanup,
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
             zookeeper,
             eni_delay_ms,
             volume_delay_ms,
+            timeline,
         } => {
             let options = berth_sim::FleetOptions {
                 eni_delay: Duration::from_millis(eni_delay_ms),
@@ -58,6 +62,13 @@ fn main() -> ExitCode {
             };
             match berth_sim::demo::run(options) {
                 Ok(report) => {
+                    match std::fs::write(&timeline, &report.svg) {
+                        Ok(()) => println!("timeline: {}", timeline.display()),
+                        Err(error) => {
+                            eprintln!("demo FAILED: writing {}: {error}", timeline.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
                     println!(
                         "demo OK: broker {} replaced in {:.1}s",
                         report.broker_id,

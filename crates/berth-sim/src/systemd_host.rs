@@ -1,12 +1,15 @@
-//! What an operator installs on a broker host, done to a [`Container`]: Kafka as `kafka.service` with berth's
-//! drop-in exactly as `docs/kafka.md` shows it, the berth `.deb` (`dpkg -i`), `/etc/berth/berth.toml` and
-//! `/etc/berth/environment`, then `systemctl enable --now berth`. berth then drives Kafka through the container's
-//! real `systemctl` (`kafka.supervisor = "systemd"`, the production default).
+//! What an operator installs on a broker host, done to a [`Container`]: Kafka as `kafka.service`, the berth
+//! `.deb` (`dpkg -i`, which neither enables nor starts berth: checked), berth's drop-in for `kafka.service` as the
+//! package ships it (`/usr/share/berth/kafka.service.d/berth.conf`, installed as `docs/kafka.md` says),
+//! `/etc/berth/berth.toml` and `/etc/berth/environment`, then `systemctl enable --now berth`. berth then drives Kafka
+//! through the container's real `systemctl` (`kafka.supervisor = "systemd"`, the production default). A later
+//! version of the package is installed over it as an operator upgrades ([`upgrade`]).
 //!
 //! The package is what `make deb` builds (cargo-deb, the crate's `[package.metadata.deb]`), made from the
 //! binary the fleet runs (`--no-build`) with fast gzip (cargo-deb's own gzip took minutes on the unstripped
 //! debug binary; the system's takes seconds), once per binary and package inputs: it is cached next to the
-//! binary under a name that hashes them.
+//! binary under a name that hashes them (and the Debian revision: the same binary packaged as a later revision
+//! is how a test upgrades berth).
 //!
 //! Kafka is Apache Kafka (the fleet's [`crate::fleet::SimKafka`]: 4.x in KRaft mode by default, 3.9 in ZooKeeper
 //! mode as an option): its jars from the setup cache and our launcher (`tests/kafka`) are bound read-only into
@@ -111,18 +114,9 @@ WantedBy=multi-user.target
     )
 }
 
-/// berth's drop-in for `kafka.service`, taken from `docs/kafka.md` (the hosts run what the documentation says).
-pub fn documented_dropin() -> &'static str {
-    const DOC: &str = include_str!("../../../docs/kafka.md");
-    const MARK: &str = "# /etc/systemd/system/kafka.service.d/berth.conf\n";
-    let start = DOC.find(MARK).map(|at| at + MARK.len()).expect(
-        "docs/kafka.md shows the drop-in under '# /etc/systemd/system/kafka.service.d/berth.conf'",
-    );
-    let end = DOC[start..]
-        .find("```")
-        .expect("the drop-in's code block in docs/kafka.md ends");
-    &DOC[start..start + end]
-}
+/// Where the package ships berth's drop-in for `kafka.service`, and where the operator installs it.
+const DROPIN_SHIPPED: &str = "/usr/share/berth/kafka.service.d/berth.conf";
+const DROPIN_INSTALLED: &str = "/etc/systemd/system/kafka.service.d/berth.conf";
 
 /// A step of the installation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -133,9 +127,12 @@ pub enum InstallError {
     /// A secured host's material could not be read.
     #[error("a secured host's material: {0}")]
     Security(String),
+    /// The package did what it must not (enable or start berth on install).
+    #[error("the berth package {0}")]
+    Package(String),
     /// The package could not be built.
     #[error("building the berth package (`{command}`): {why}")]
-    Package {
+    Build {
         /// The command line.
         command: String,
         /// What it said.
@@ -263,7 +260,7 @@ fn install_and_start(
     package: &Path,
     files: &HostFiles,
 ) -> Result<(), InstallError> {
-    // Kafka, as the operator's image has it: its user, launcher, unit (not enabled), settings, berth's drop-in.
+    // Kafka, as the operator's image has it: its user, launcher, unit (not enabled), settings.
     container.exec(&[
         "useradd",
         "--system",
@@ -283,12 +280,6 @@ fn install_and_start(
         0o644,
     )?;
     container.write(
-        "/etc/systemd/system/kafka.service.d/berth.conf",
-        documented_dropin(),
-        0o644,
-    )?;
-    // The operator's settings hold secrets on a secured host (sasl.jaas.config): Kafka's group reads them.
-    container.write(
         "/etc/kafka/server.properties",
         &files.server_properties,
         0o640,
@@ -306,12 +297,25 @@ fn install_and_start(
         )?;
         container.write(FORMAT_WRAPPER, wrapper, 0o700)?;
     }
-    // berth, as an operator installs it.
-    let name = package
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    container.exec(&["dpkg", "--install", &format!("{PACKAGE_DIR}/{name}")])?;
+    // berth, as an operator installs it: the package, which leaves berth disabled and stopped, then the drop-in it
+    // ships for kafka.service and the host's configuration.
+    container.exec(&["dpkg", "--install", &packaged(package)])?;
+    let unit = container.show(BERTH_UNIT, &["UnitFileState", "ActiveState"])?;
+    let field = |key: &str| unit.get(key).map(String::as_str).unwrap_or_default();
+    if field("UnitFileState") != "disabled" || field("ActiveState") != "inactive" {
+        return Err(InstallError::Package(format!(
+            "left berth.service {} and {} on install (it must be neither enabled nor started)",
+            field("UnitFileState"),
+            field("ActiveState")
+        )));
+    }
+    container.exec(&[
+        "install",
+        "-D",
+        "--mode=644",
+        DROPIN_SHIPPED,
+        DROPIN_INSTALLED,
+    ])?;
     container.write("/etc/berth/berth.toml", &files.berth_toml, 0o640)?;
     container.write("/etc/berth/environment", &files.environment, 0o600)?;
     container.exec(&["systemctl", "daemon-reload"])?;
@@ -462,23 +466,46 @@ pub fn journal_tail(container: &Container, lines: usize) -> String {
         .unwrap_or_else(|error| format!("(journalctl failed: {error})"))
 }
 
+/// Installs revision `revision` (above the fleet's 1) of the package of the binary at `berth` over the one a host
+/// has, as an operator upgrades: `dpkg --install`, whose maintainer scripts restart berth if it runs.
+pub fn upgrade(container: &Container, berth: &Path, revision: u32) -> Result<(), InstallError> {
+    let package = package_revision(berth, revision)?;
+    container.exec(&["dpkg", "--install", &packaged(&package)])?;
+    Ok(())
+}
+
+/// The package's path inside a container (the packages' directory is bound there).
+fn packaged(package: &Path) -> String {
+    let name = package
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{PACKAGE_DIR}/{name}")
+}
+
 /// The berth `.deb` of the binary at `berth` (built by cargo-deb from it, cached next to it).
 pub fn package(berth: &Path) -> Result<PathBuf, InstallError> {
-    static BUILT: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
+    package_revision(berth, 1)
+}
+
+/// The berth `.deb` of the binary at `berth` with Debian revision `revision` (`0.1.0-<revision>`).
+fn package_revision(berth: &Path, revision: u32) -> Result<PathBuf, InstallError> {
+    static BUILT: Mutex<Vec<(PathBuf, u32, PathBuf)>> = Mutex::new(Vec::new());
     let mut built = BUILT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((binary, deb)) = built.as_ref() {
-        if binary == berth && deb.is_file() {
-            return Ok(deb.clone());
-        }
+    if let Some((_, _, deb)) = built
+        .iter()
+        .find(|(binary, rev, deb)| binary == berth && *rev == revision && deb.is_file())
+    {
+        return Ok(deb.clone());
     }
-    let deb = build_package(berth)?;
-    *built = Some((berth.to_owned(), deb.clone()));
+    let deb = build_package(berth, revision)?;
+    built.push((berth.to_owned(), revision, deb.clone()));
     Ok(deb)
 }
 
-fn build_package(berth: &Path) -> Result<PathBuf, InstallError> {
+fn build_package(berth: &Path, revision: u32) -> Result<PathBuf, InstallError> {
     let workspace = berth_testkit::workspace_root();
     let bin_dir = berth.parent().unwrap_or(Path::new("."));
     // cargo-deb knows profiles by name; Cargo builds the `dev` profile into target/debug.
@@ -488,7 +515,7 @@ fn build_package(berth: &Path) -> Result<PathBuf, InstallError> {
     };
     let dir = bin_dir.join("berth-sim-packages");
     let deb = dir.join(format!(
-        "berth-{:016x}.deb",
+        "berth-{:016x}-{revision}.deb",
         package_inputs(berth, &workspace)
     ));
     if deb.is_file() {
@@ -496,11 +523,14 @@ fn build_package(berth: &Path) -> Result<PathBuf, InstallError> {
     }
     let partial = dir.join(format!(".building-{}.deb", std::process::id()));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let revision = revision.to_string();
     let args = [
         "deb",
         "--package",
         "berth",
         "--locked",
+        "--deb-revision",
+        &revision,
         "--profile",
         profile,
         "--no-build",
@@ -518,7 +548,7 @@ fn build_package(berth: &Path) -> Result<PathBuf, InstallError> {
         args.join(" "),
         partial.display()
     );
-    let failed = |why: String| InstallError::Package {
+    let failed = |why: String| InstallError::Build {
         command: command_line.clone(),
         why,
     };
@@ -559,10 +589,13 @@ fn package_inputs(berth: &Path, workspace: &Path) -> u64 {
     ];
     for dir in [
         "systemd",
+        "systemd/kafka.service.d",
         "config",
         "docs",
         "docs/examples",
         "crates/berth/debian",
+        "crates/berth/debian/man",
+        "crates/berth/debian/completions",
     ] {
         if let Ok(entries) = std::fs::read_dir(workspace.join(dir)) {
             files.extend(entries.flatten().map(|entry| entry.path()));
@@ -579,10 +612,13 @@ fn package_inputs(berth: &Path, workspace: &Path) -> u64 {
 mod tests {
     use super::*;
 
+    /// The drop-in the package ships (`systemd/kafka.service.d/berth.conf`), which the hosts install.
+    const SHIPPED_DROPIN: &str = include_str!("../../../systemd/kafka.service.d/berth.conf");
+
     #[test]
-    fn the_hosts_install_the_documented_dropin() {
-        let dropin = documented_dropin();
-        assert!(dropin.starts_with("[Unit]\n"), "{dropin}");
+    fn the_shipped_dropin_orders_kafka_after_berth_and_is_what_the_docs_show() {
+        let dropin = SHIPPED_DROPIN;
+        assert!(dropin.contains("\n[Unit]\n"), "{dropin}");
         assert!(dropin.contains("\nAfter=berth.service\n"), "{dropin}");
         // Requires=/BindsTo=/PartOf= would propagate a berth restart (or stop) to Kafka.
         for key in ["Requires=", "BindsTo=", "PartOf="] {
@@ -598,6 +634,12 @@ mod tests {
                 "\nExecStartPre=+/bin/chown -R --from=root kafka:kafka /var/lib/kafka/data\n"
             ),
             "{dropin}"
+        );
+        assert!(dropin.contains(DROPIN_SHIPPED) && dropin.contains(DROPIN_INSTALLED));
+        const DOC: &str = include_str!("../../../docs/kafka.md");
+        assert!(
+            DOC.contains(&format!("```ini\n{dropin}```")),
+            "docs/kafka.md shows the shipped drop-in as it is"
         );
     }
 

@@ -31,8 +31,8 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn main() {
     if !berth_testkit::require_root("storage bench") {
-        println!("storage appear_to_mounted_ms=skipped reason=not_root");
-        return;
+        println!("storage error=\"needs root\"");
+        std::process::exit(1);
     }
     let disk = LoopDevice::new(blockdev::XFS_MIN_BYTES).expect("loop device");
     blockdev::make_filesystem(disk.path(), "xfs").expect("mkfs.xfs (not timed)");

@@ -10,6 +10,8 @@ ThreadedMotoServer:
   shutting-down or terminated).
 * AttachVolume: VolumeInUse, InvalidVolume.ZoneMismatch, InvalidParameterValue (device name taken),
   IncorrectInstanceState.
+* ModifyNetworkInterfaceAttribute: honours `Attachment.DeleteOnTermination` (moto ignores it), so an attachment
+  that would be deleted with its instance can be shown, as real EC2 shows it.
 * TerminateInstances: optionally holds the instance in `shutting-down` (attachments kept, as on EC2) for a
   configurable time before it becomes `terminated`; at that point its secondary ENIs are either detached (real
   EC2, `--eni-on-terminate detach`) or left in-use on the dead instance (moto's own behaviour, `keep`).
@@ -43,6 +45,7 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
 from moto.ec2.models.instances import Instance, InstanceBackend
+from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
 from moto.server import ThreadedMotoServer
 
 STATE = {"terminate_hold_seconds": 0.0, "eni_on_terminate": "detach"}
@@ -55,6 +58,7 @@ DEAD_STATES = ("shutting-down", "terminated")
 _original_attach_eni = NetworkInterfaceBackend.attach_network_interface
 _original_attach_volume = EBSBackend.attach_volume
 _original_terminate = Instance.terminate
+_original_modify_eni = ElasticNetworkInterfaces.modify_network_interface_attribute
 
 
 def _check_instance_alive(instance):
@@ -103,6 +107,22 @@ def strict_attach_volume(self, volume_id, instance_id, device_path, delete_on_te
         if device_path in instance.block_device_mapping:
             raise EC2ClientError("InvalidParameterValue", f"Attachment point {device_path} is already in use")
         return _original_attach_volume(self, volume_id, instance_id, device_path, delete_on_termination)
+
+
+def strict_modify_network_interface_attribute(self):
+    """ModifyNetworkInterfaceAttribute, with the attachment's DeleteOnTermination as real EC2 takes it."""
+    attachment = self._get_param("Attachment") or {}
+    flag = attachment.get("DeleteOnTermination")
+    if flag is not None:
+        with LOCK:
+            eni = self.ec2_backend.get_network_interface(self._get_param("NetworkInterfaceId"))
+            if eni.attachment_id != attachment.get("AttachmentId"):
+                raise EC2ClientError(
+                    "InvalidAttachmentID.NotFound",
+                    f"The attachment ID '{attachment.get('AttachmentId')}' does not exist",
+                )
+            eni.delete_on_termination = str(flag).lower() == "true"
+    return _original_modify_eni(self)
 
 
 def _finish_termination(instance):
@@ -230,6 +250,7 @@ def main():
     NetworkInterfaceBackend.attach_network_interface = strict_attach_network_interface
     EBSBackend.attach_volume = strict_attach_volume
     Instance.terminate = strict_terminate
+    ElasticNetworkInterfaces.modify_network_interface_attribute = strict_modify_network_interface_attribute
     assert InstanceBackend.terminate_instances  # the backend calls Instance.terminate, patched above
 
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)

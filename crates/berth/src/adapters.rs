@@ -28,7 +28,8 @@ pub async fn production(config: &Config) -> anyhow::Result<Adapters> {
         .context("AWS clients")?;
     let mut broker =
         berth_kafka::KafkaBroker::new(kafka_settings(config).context("Kafka settings")?)
-            .context("Kafka adapter")?;
+            .context("Kafka adapter")?
+            .with_birth_record(Arc::new(cloud.birth_record()));
     let coordination: Arc<dyn Coordination> = match config.claim_backend() {
         ClaimBackend::Zookeeper => {
             let zookeeper =
@@ -74,6 +75,7 @@ pub fn aws_settings(config: &Config) -> AwsSettings {
             network_card: aws.network_card as i32,
             volume_device: aws.volume_device.clone(),
             takeover_owner_states: aws.takeover_owner_states.clone(),
+            takeover_wait: aws.takeover_wait,
         },
         signals: SignalSettings {
             cloudformation: aws.cloudformation.signal,
@@ -136,9 +138,14 @@ pub fn kafka_settings(config: &Config) -> Result<KafkaSettings, ConfigError> {
         controller_port: kafka.controller_port,
         quorum_voters: kafka.quorum_voters,
         controller_ids: kafka.controller_ids.iter().copied().map(BrokerId).collect(),
+        broker_count: config.cluster.broker_count,
         formatter: Formatter {
             command: kafka.format_command.clone(),
             server_properties: kafka.server_properties.clone(),
+            // Validated: a systemd-run command names its unit.
+            unit: berth_config::transient_unit(&kafka.format_command)
+                .ok()
+                .flatten(),
         },
         cluster_id: config.cluster.kafka_cluster_id.clone(),
         registrations: RegistrationSettings {
@@ -186,7 +193,7 @@ mod tests {
 
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../../config/berth.toml");
+    const EXAMPLE: &str = include_str!("../../../docs/examples/berth.toml");
 
     #[test]
     fn each_adapter_reads_what_the_file_says() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::view::StateView;
+use berth_state::StateView;
 
 /// How often `/state` is read while following the drain.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
@@ -95,8 +95,13 @@ impl fmt::Display for DrainOutcome {
     }
 }
 
-/// Asks the daemon at `address` to drain and waits up to `timeout` for it to exit.
-pub async fn request(address: SocketAddr, timeout: Duration) -> Result<DrainOutcome, DrainError> {
+/// Asks the daemon at `address` to drain and waits up to `timeout` for it to exit; `progress` sees each `/state`
+/// read while it drains (`berth drain` prints what it waits for as that changes).
+pub async fn request(
+    address: SocketAddr,
+    timeout: Duration,
+    mut progress: impl FnMut(&StateView),
+) -> Result<DrainOutcome, DrainError> {
     let view = state(address).await?;
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", view.pid)).unwrap_or_default();
     if comm.trim() != "berth" {
@@ -115,7 +120,10 @@ pub async fn request(address: SocketAddr, timeout: Duration) -> Result<DrainOutc
     while started.elapsed() < timeout {
         tokio::time::sleep(FOLLOW_EVERY).await;
         match state(address).await {
-            Ok(view) => last_state = view.state,
+            Ok(view) => {
+                progress(&view);
+                last_state = view.state;
+            }
             Err(DrainError::Unreachable { .. }) => return Ok(DrainOutcome::Gone { last_state }),
             Err(error) => return Err(error),
         }

@@ -1,11 +1,13 @@
 //! The `berth` daemon and its command line, as a library so tests drive the same code the binary runs.
 //!
-//! [`daemon::run`] is the state loop; [`health`] the HTTP endpoint; [`notify`] the systemd notify protocol;
+//! [`daemon::run`] is the state loop; [`health`] the HTTP endpoints; [`notify`] the systemd notify protocol;
 //! [`logging`] journald or stderr; [`view`] builds the `/state` document (its schema and client are the
-//! `berth-state` crate's) and [`metrics`] renders it for Prometheus; [`waiting`] what the running step waits for;
-//! [`adapters`] builds the production adapters from the configuration.
+//! `berth-state` crate's) and [`metrics`] renders the `/metrics` exposition; [`summary`] says in one line where
+//! berth is and what it waits for; [`waiting`] what the running step waits for; [`adapters`] builds the
+//! production adapters from the configuration; [`cli`] the command line's shape.
 
 pub mod adapters;
+pub mod cli;
 pub mod daemon;
 pub mod drain;
 pub mod health;
@@ -13,6 +15,8 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+mod process_metrics;
+pub mod summary;
 pub mod view;
 pub mod waiting;
 

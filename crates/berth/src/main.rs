@@ -10,68 +10,12 @@
 
 mod commands;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use berth::cli::{Cli, Command};
+use clap::Parser;
 
-use crate::commands::{check_config, drain, plan, run, status, DaemonArgs};
-
-#[derive(Parser)]
-#[command(
-    name = "berth",
-    version,
-    about = "Makes a Kafka broker on an EC2 Auto Scaling Group self-healing"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon: claim an id, attach and route its ENI, attach and mount its volume, start Kafka, stay healthy.
-    Run {
-        /// Configuration file (BERTH_<SECTION>__<KEY> environment variables override it).
-        #[arg(long, short, default_value = berth_config::DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Validate a configuration and print the effective result; exit 78 naming the key when it is bad.
-    CheckConfig {
-        /// Configuration file.
-        #[arg(default_value = berth_config::DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Show the running daemon's state (reads its /state endpoint).
-    Status {
-        #[command(flatten)]
-        daemon: DaemonArgs,
-        /// Print the raw JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Drain the running daemon: stop Kafka, unmount, remove routes, detach, release the claim; waits for it.
-    Drain {
-        #[command(flatten)]
-        daemon: DaemonArgs,
-        /// How long to wait for the drain to finish.
-        #[arg(long, default_value = "300s", value_parser = parse_duration_arg)]
-        timeout: Duration,
-    },
-    /// Show what `berth run` would do on this host (identity, ids, claim, route, mount, overlay); changes nothing.
-    Plan {
-        /// Configuration file.
-        #[arg(long, short, default_value = berth_config::DEFAULT_PATH)]
-        config: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Do not read the claims from ZooKeeper (the plan then assumes no id is claimed).
-        #[arg(long)]
-        no_zookeeper: bool,
-    },
-}
+use crate::commands::{check_config, drain, plan, run, status};
 
 fn main() -> ExitCode {
     // Crash points (tests only): armed by the FAILPOINTS environment variable.
@@ -79,18 +23,21 @@ fn main() -> ExitCode {
     let _crash_points = fail::FailScenario::setup();
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => check_config::check_config(&config),
-        Command::Run { config } => run::run(&config),
-        Command::Status { daemon, json } => status::status(&daemon, json),
+        Command::CheckConfig { path, sources } => {
+            check_config::check_config(&sources.sources(path.as_ref()))
+        }
+        Command::Run { sources } => run::run(&sources.sources(None)),
+        Command::Status {
+            daemon,
+            json: _,
+            watch: true,
+        } => status::watch(&daemon),
+        Command::Status { daemon, json, .. } => status::status(&daemon, json),
         Command::Plan {
-            config,
+            sources,
             json,
             no_zookeeper,
-        } => plan::plan(&config, json, no_zookeeper),
+        } => plan::plan(&sources.sources(None), json, no_zookeeper),
         Command::Drain { daemon, timeout } => drain::drain(&daemon, timeout),
     }
-}
-
-fn parse_duration_arg(text: &str) -> Result<Duration, String> {
-    berth_core::duration::parse_duration(text)
 }

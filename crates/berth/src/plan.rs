@@ -234,7 +234,7 @@ pub fn decide(
     claims: ClaimsView,
 ) -> Plan {
     let settings = config.machine_settings();
-    let claim_plan = plan_claim(&inventory, &identity, config.broker_ids());
+    let claim_plan = plan_claim(&inventory, &identity, config.claimable_ids());
     let claims = match config.claim_backend() {
         ClaimBackend::Ec2 => attachment_claims(&inventory),
         ClaimBackend::Zookeeper => claims,

@@ -9,6 +9,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use berth_core::progress::{LogGate, Reporter, LOG_EVERY};
 use berth_core::{State, StepKind};
 pub use berth_state::WaitingView;
@@ -29,15 +31,22 @@ struct Board {
 
 /// The shared record of what the daemon waits for; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct WaitingBoard(Arc<Mutex<Board>>);
+pub struct WaitingBoard {
+    board: Arc<Mutex<Board>>,
+    /// Woken when the reason changes (the daemon then brings systemd's STATUS= up to date).
+    changed: Arc<Notify>,
+}
 
 impl Default for WaitingBoard {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new(Board {
-            current: None,
-            gate: LogGate::new(LOG_EVERY),
-            origin: Instant::now(),
-        })))
+        Self {
+            board: Arc::new(Mutex::new(Board {
+                current: None,
+                gate: LogGate::new(LOG_EVERY),
+                origin: Instant::now(),
+            })),
+            changed: Arc::new(Notify::new()),
+        }
     }
 }
 
@@ -56,6 +65,7 @@ impl WaitingBoard {
                 reason: reason.to_owned(),
                 since: now,
             });
+            self.changed.notify_one();
         }
         let since = board.current.as_ref().map_or(now, |current| current.since);
         let at = now.saturating_duration_since(board.origin);
@@ -81,6 +91,7 @@ impl WaitingBoard {
         {
             board.current = None;
             board.gate.reset();
+            self.changed.notify_one();
         }
     }
 
@@ -100,8 +111,13 @@ impl WaitingBoard {
         })
     }
 
+    /// Returns once the reason has changed (set to another, or cleared) since the last return.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
-        self.0
+        self.board
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -95,9 +95,11 @@ async fn start_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = listener.local_addr().unwrap();
     let (view_tx, view_rx) = watch::channel(None);
+    let endpoint = berth::health::Endpoint::new(view_rx);
     tokio::spawn(berth::health::serve(
         listener,
-        view_rx,
+        berth::health::Listener::Local,
+        endpoint.clone(),
         std::future::pending(),
     ));
     let adapters = world.adapters();
@@ -112,6 +114,8 @@ async fn start_with(
         stop_timeout: Duration::from_secs(5),
         teardown_timeout: Duration::from_secs(5),
         jitter_seed: 1,
+        metrics: endpoint.metrics.clone(),
+        claims: berth::metrics::Service::Zookeeper,
     };
     let (requests, requests_rx) = mpsc::channel(4);
     let notifier = Notifier::to_socket(&socket_path, Some(Duration::from_millis(200)));
@@ -215,6 +219,10 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
     );
     assert!(metrics.contains("berth_healthy 1"));
     assert!(metrics.contains("berth_retries_total 2"));
+    assert!(
+        metrics.contains("berth_call_errors_total{service=\"aws\",kind=\"retryable\"} 2"),
+        "AttachEbs' two failures counted against AWS: {metrics}"
+    );
 
     let journal = running.world.journal();
     assert!(
@@ -236,7 +244,8 @@ async fn boots_to_healthy_notifies_systemd_and_serves_health() {
     assert_eq!(running.daemon.await.unwrap(), DaemonExit::Drained);
 }
 
-/// systemd heard READY first, then a status line per state until `healthy broker 0`, and the watchdog pinged.
+/// systemd heard READY first, then status lines through the states in order (one per state, more while a step
+/// waits and its reason changes) until `healthy broker 0`, and the watchdog pinged.
 async fn systemd_heard_ready_each_state_and_the_watchdog(notify: &Notifications) {
     let messages = notify
         .wait("STATUS=healthy", |m| {
@@ -247,10 +256,12 @@ async fn systemd_heard_ready_each_state_and_the_watchdog(notify: &Notifications)
         messages[0].starts_with("READY=1\n"),
         "READY first: {messages:?}"
     );
-    let statuses: Vec<&str> = messages
+    let mut statuses: Vec<&str> = messages
         .iter()
         .filter_map(|m| m.strip_prefix("STATUS="))
+        .map(|line| line.split(':').next().unwrap_or_default())
         .collect();
+    statuses.dedup();
     assert_eq!(
         statuses,
         [
@@ -382,6 +393,35 @@ async fn a_drain_step_that_fails_retryably_is_retried_not_skipped() {
     let mut expected = DRAIN_ORDER.to_vec();
     expected.splice(3..3, ["detach_volume"; 3]);
     assert_eq!(calls, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_whose_unmount_fails_stops_before_the_eni_and_the_claim_and_says_so() {
+    let running = start(InProcessWorld::new(3), Duration::from_secs(3600)).await;
+    wait_state(running.health, "healthy", |v| v.healthy).await;
+    running.world.fail("unmount", 1, ErrorKind::Fatal);
+    let _ = running
+        .requests
+        .send(Request::Drain(DrainReason::LifecycleTerminated))
+        .await;
+    let exit = ended(running.daemon).await;
+    assert_eq!(exit, DaemonExit::Drained);
+    let journal = running.world.journal();
+    // The mount may remain: neither the ENI nor the claim is let go; Auto Scaling is still told.
+    assert_eq!(
+        after_start(&journal),
+        ["stop_kafka", "unmount", "complete_termination"]
+    );
+    let state = wait_state(running.health, "the stop in /state", |v| {
+        v.last_error.is_some()
+    })
+    .await;
+    let said = state.last_error.unwrap();
+    assert!(
+        said.contains("teardown stopped at unmount")
+            && said.contains("remove_routes, detach_volume, detach_eni, release_claim"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,7 +773,7 @@ async fn the_launch_hook_is_completed_only_once_caught_up_with_heartbeats_meanwh
         .await
         .unwrap();
     assert!(
-        metrics.contains("berth_kafka_partitions_behind 0"),
+        metrics.contains("berth_kafka_partitions_behind 0.0"),
         "{metrics}"
     );
     let _ = running.requests.send(Request::Stop).await;
@@ -763,11 +803,20 @@ async fn held_while_behind(running: &Running) {
             .contains("1 of 1 hosted partitions not yet in sync: events-0"),
         "{waiting:?}"
     );
+    // systemd's status line carries the catch-up counts while the gate waits.
+    running
+        .notify
+        .wait("STATUS= with the catch-up counts", |messages| {
+            messages.iter().any(|m| {
+                m == "STATUS=start_kafka broker 0: catching up: 1 of 1 hosted partitions not yet in sync: events-0"
+            })
+        })
+        .await;
     let (_, metrics) = berth::health::get(running.health, "/metrics")
         .await
         .unwrap();
     assert!(
-        metrics.contains("berth_kafka_partitions_behind 1"),
+        metrics.contains("berth_kafka_partitions_behind 1.0"),
         "{metrics}"
     );
     wait_for(

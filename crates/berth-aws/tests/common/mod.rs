@@ -27,6 +27,8 @@ pub const ZONE_A: &str = "eu-west-1a";
 pub const ZONE_B: &str = "eu-west-1b";
 pub const CLUSTER: &str = "events";
 pub const CLUSTER_KEY: &str = "berth:cluster";
+/// `aws.takeover_wait`'s default (two minutes): how long a shutting-down owner is given before the force.
+pub const DEFAULT_TAKEOVER_WAIT: Duration = Duration::from_secs(120);
 
 /// The actions answered by the CloudFormation/Auto Scaling endpoint (not EC2).
 pub const NOT_EC2: [&str; 4] = [
@@ -204,7 +206,8 @@ impl Env {
     }
 
     /// The adapter's settings for a host of this world: ids `0..broker_count` tagged `KAFKA-{id}` in this
-    /// cluster, the ENI at device index 1, takeover from shutting-down and terminated owners, no signals.
+    /// cluster, the ENI at device index 1, takeover from terminated owners and (after `aws.takeover_wait`'s
+    /// default) shutting-down ones, no signals.
     pub fn settings(&self, imds: &Imds, broker_count: u32) -> AwsSettings {
         let template = TagTemplate::new("KAFKA-{id}").expect("a valid template");
         AwsSettings {
@@ -223,6 +226,7 @@ impl Env {
                 network_card: 0,
                 volume_device: "/dev/xvdf".into(),
                 takeover_owner_states: vec!["shutting-down".into(), "terminated".into()],
+                takeover_wait: DEFAULT_TAKEOVER_WAIT,
             },
             signals: signals(false, "", ""),
         }

@@ -47,6 +47,15 @@ pub enum Event {
         /// What it waits for.
         reason: String,
     },
+    /// The teardown stopped at a failed action, leaving what would free the id undone.
+    TeardownStopped {
+        /// The failed action.
+        step: String,
+        /// Why it failed.
+        error: String,
+        /// The actions left undone.
+        kept: Vec<String>,
+    },
     /// The drain's wait for a safe stop ended (or was skipped): the teardown begins.
     DrainDecided {
         /// How it ended.

@@ -49,6 +49,16 @@ pub enum Input {
     Drain(DrainReason),
     /// Exit, leaving Kafka, the mount, the routes, the attachments and the claim as they are (SIGTERM).
     Stop,
+    /// The teardown stopped releasing at a failed action ([`after_failure`](super::after_failure)): what
+    /// would let another host take the id is left undone.
+    TeardownStopped {
+        /// The failed action ([`Teardown::name`](super::Teardown::name)).
+        step: String,
+        /// Why it failed.
+        error: String,
+        /// The actions left undone.
+        kept: Vec<String>,
+    },
     /// The teardown the machine asked for (a drain's, or a failure's release) has finished.
     TeardownDone,
 }
@@ -66,6 +76,7 @@ impl Input {
             Input::ReclaimFailed { .. } => "reclaim_failed",
             Input::Drain(_) => "drain",
             Input::Stop => "stop",
+            Input::TeardownStopped { .. } => "teardown_stopped",
             Input::TeardownDone => "teardown_done",
         }
     }

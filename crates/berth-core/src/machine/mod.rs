@@ -47,6 +47,7 @@ pub use effect::{Effect, ExitReason, Teardown};
 pub use event::Event;
 pub use failure::Failure;
 pub use input::{Input, ReclaimOutcome, TransitionError};
+pub use release::{after_failure, AfterFailure};
 pub use settings::{CatchUpGate, Settings, StatePolicies, DEFAULT_RECLAIM_ATTEMPT};
 pub use state::{ClaimState, State, StateTiming};
 pub use step::{Output, Step, StepKind, StepTag};
@@ -346,6 +347,7 @@ impl Machine {
             }
             Input::Drain(reason) => self.on_drain(reason, now, out),
             Input::Stop => self.on_stop(now, out),
+            Input::TeardownStopped { .. } => self.on_teardown_stopped(input, out)?,
             Input::TeardownDone => self.on_teardown_done(input, out)?,
         }
         Ok(())

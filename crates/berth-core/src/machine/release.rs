@@ -1,7 +1,62 @@
 //! What a drain or a failure releases: everything the boot reached, in reverse, the claim last (so a
-//! replacement finds everything free); and the end of that release.
+//! replacement finds everything free); what a failed action of that release means for the rest
+//! ([`after_failure`]); and the end of the release.
+//!
+//! The ENI's detach and the claim's release are what let another host take the id. They must not run while
+//! Kafka may still run here, the volume may still be mounted or attached: so a failed action before them stops
+//! the release (they are left undone, and the journal and `/state` say so), and only the calls that tell Auto
+//! Scaling still run. The id stays held here until the instance is gone (a replacement's takeover waits for a
+//! dying owner: see docs/decisions/0002-ec2-attachment-claims.md).
 
-use super::{Effect, ExitReason, Input, Machine, Out, Phase, State, Teardown, TransitionError};
+use super::{
+    Effect, Event, ExitReason, Input, Machine, Out, Phase, State, Teardown, TransitionError,
+};
+
+/// What a teardown does once one of its actions failed (or ran out of time).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterFailure {
+    /// Go on with the next action: nothing after it would let another host take the id while something of
+    /// this host's remains.
+    Continue,
+    /// Stop releasing.
+    Stop {
+        /// The release actions left undone (the ENI's detach, the claim's release among them).
+        kept: Vec<Teardown>,
+        /// What still runs: the calls that tell Auto Scaling.
+        then: Vec<Teardown>,
+    },
+}
+
+/// The teardown rule, without I/O: after action `failed` of `actions` failed, stop when a later action would
+/// let another host take the id (the failed one left Kafka, the mount, the routes or the volume's attachment
+/// behind); otherwise go on.
+pub fn after_failure(actions: &[Teardown], failed: usize) -> AfterFailure {
+    let Some(action) = actions.get(failed) else {
+        return AfterFailure::Continue;
+    };
+    let rest = &actions[failed + 1..];
+    if action.frees_the_id() || action.is_signal() || !rest.iter().any(Teardown::frees_the_id) {
+        return AfterFailure::Continue;
+    }
+    let (then, kept) = rest.iter().cloned().partition(Teardown::is_signal);
+    AfterFailure::Stop { kept, then }
+}
+
+impl Teardown {
+    /// Whether this action tells Auto Scaling, rather than releasing something of this host.
+    pub fn is_signal(&self) -> bool {
+        matches!(
+            self,
+            Teardown::CompleteTermination { .. } | Teardown::ReportFailure { .. }
+        )
+    }
+
+    /// Whether this action lets another host take the id: the ENI's detach (with the `ec2` claim backend the
+    /// claim itself) and the claim's release.
+    pub fn frees_the_id(&self) -> bool {
+        matches!(self, Teardown::DetachEni { .. } | Teardown::ReleaseClaim)
+    }
+}
 
 impl Machine {
     /// What releases everything reached, in reverse (a step that was running may have done part of its work,
@@ -38,6 +93,33 @@ impl Machine {
         }
         steps.push(Teardown::ReleaseClaim);
         steps
+    }
+
+    /// The teardown stopped at a failed action ([`after_failure`]): remembered for `/state` and said.
+    pub(super) fn on_teardown_stopped(
+        &mut self,
+        input: &Input,
+        out: &mut Out,
+    ) -> Result<(), TransitionError> {
+        let Input::TeardownStopped { step, error, kept } = input else {
+            return Ok(());
+        };
+        if !self.tearing_down() {
+            return Err(TransitionError::NotValidHere {
+                state: self.state(),
+                input: input.name(),
+            });
+        }
+        self.record.last_error = Some(format!(
+            "teardown stopped at {step}: {error}; left undone so the id stays held here: {}",
+            kept.join(", ")
+        ));
+        out.event(Event::TeardownStopped {
+            step: step.clone(),
+            error: error.clone(),
+            kept: kept.clone(),
+        });
+        Ok(())
     }
 
     /// The teardown has finished: exit (non-zero after a failure).

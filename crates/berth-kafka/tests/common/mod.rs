@@ -6,10 +6,14 @@
 pub mod real;
 pub mod standin;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use berth_core::ports::{Broker, Deadline};
+use async_trait::async_trait;
+use berth_core::birth::{BirthEvidence, BirthMark, BirthRecord, ControllerVolume};
+use berth_core::ports::{Broker, Deadline, StepError};
 use berth_core::{BrokerId, KafkaMode};
 use berth_kafka::format::Formatter;
 use berth_kafka::supervisor::RestartPolicy;
@@ -47,6 +51,74 @@ pub async fn assert_unregistered(zk: &zookeeper_client::Client, id: u32, why: &s
         None,
         "{why}"
     );
+}
+
+/// A test double of berth-core's `BirthRecord` port (in production the `berth:kraft-born` tag on the
+/// controllers' EBS volumes, `berth_aws::AwsBirthRecord`, tested against strict moto in berth-aws): one
+/// "volume" per controller id, its mark kept in memory, so an adapter test can replace a controller's volume
+/// with a blank one (no mark) as EC2 would.
+#[derive(Debug, Default)]
+pub struct RecordedBirths {
+    volumes: Mutex<BTreeMap<BrokerId, (String, Option<String>)>>,
+}
+
+impl RecordedBirths {
+    /// One unmarked volume per id.
+    pub fn new(ids: impl IntoIterator<Item = u32>) -> Self {
+        let volumes = ids
+            .into_iter()
+            .map(|id| (BrokerId(id), (format!("vol-{id}"), None)))
+            .collect();
+        Self {
+            volumes: Mutex::new(volumes),
+        }
+    }
+
+    /// Controller `id` gets a new, blank volume (the old one and its mark are gone).
+    pub fn replace_volume(&self, id: u32) {
+        let mut volumes = self.volumes.lock().unwrap();
+        let (name, _) = volumes.get(&BrokerId(id)).cloned().expect("a known id");
+        volumes.insert(BrokerId(id), (format!("{name}-new"), None));
+    }
+
+    /// The marked volumes' ids and their marks, by controller id.
+    pub fn marks(&self) -> BTreeMap<u32, String> {
+        self.volumes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(id, (_, mark))| mark.clone().map(|mark| (id.0, mark)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl BirthRecord for RecordedBirths {
+    async fn read(&self, controllers: &BTreeSet<BrokerId>) -> Result<BirthEvidence, StepError> {
+        let volumes = self.volumes.lock().unwrap();
+        Ok(BirthEvidence {
+            volumes: controllers
+                .iter()
+                .map(|id| {
+                    let volume = match volumes.get(id) {
+                        Some((volume_id, mark)) => ControllerVolume::One {
+                            volume_id: volume_id.clone(),
+                            mark: mark.clone(),
+                        },
+                        None => ControllerVolume::Missing,
+                    };
+                    (*id, volume)
+                })
+                .collect(),
+        })
+    }
+
+    async fn mark(&self, id: BrokerId, mark: &BirthMark) -> Result<String, StepError> {
+        let mut volumes = self.volumes.lock().unwrap();
+        let (volume_id, marked) = volumes.get_mut(&id).expect("a known id");
+        *marked = Some(mark.render());
+        Ok(volume_id.clone())
+    }
 }
 
 /// Stops Kafka, expecting a clean stop within `within`.
@@ -99,6 +171,7 @@ impl HostSettings<'_> {
                 Formatter {
                     command: Vec::new(),
                     server_properties: PathBuf::new(),
+                    unit: None,
                 },
                 None,
             ),
@@ -116,6 +189,7 @@ impl HostSettings<'_> {
             controller_port: 9093,
             quorum_voters: false,
             controller_ids: Vec::new(),
+            broker_count: 3,
             formatter,
             cluster_id,
             registrations: RegistrationSettings {

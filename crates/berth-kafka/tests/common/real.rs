@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
@@ -17,7 +18,7 @@ use berth_kafka::{KafkaBroker, KafkaSettings};
 use berth_testkit::kafka::{Install, KafkaCluster};
 use berth_testkit::zk::ZooKeeper;
 
-use super::{broker_restarting_after, HostSettings, CHROOT};
+use super::{broker_restarting_after, HostSettings, RecordedBirths, CHROOT};
 
 /// A rack Java must read back as written: non-ASCII, and outside the BMP too (a surrogate pair).
 pub const RACK: &str = "zone-ä-東京-😀";
@@ -44,9 +45,11 @@ pub struct RealHost {
     pub address: Ipv4Addr,
     /// KRaft: the voters' addresses (this host alone unless it joins a cluster).
     pub voters: BTreeMap<BrokerId, Ipv4Addr>,
-    /// KRaft: a dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` from `voters`, auto-join on,
-    /// no `controller.quorum.voters`.
+    /// KRaft: a dynamic quorum (KIP-853): `controller.quorum.bootstrap.servers` from `voters`, no
+    /// `controller.quorum.voters`.
     pub dynamic: bool,
+    /// KRaft, dynamic: `controller.quorum.auto.join.enable`.
+    pub auto_join: bool,
     /// How berth talks to this host's Kafka (a secured host's settings; plaintext by default).
     pub berth: BerthSide,
 }
@@ -65,10 +68,13 @@ pub struct BerthSide {
 }
 
 impl RealHost {
-    /// A KRaft host (Kafka 4.x, broker and controller in one process, a one-voter static quorum).
+    /// A KRaft host (Kafka 4.x, broker and controller in one process, a one-voter static quorum of node 1).
     pub fn kraft() -> Self {
         let install = Install::kraft().unwrap_or_else(|error| panic!("{error}"));
-        Self::with(install, None)
+        let mut host = Self::with(install, None);
+        host.voters = BTreeMap::from([(BrokerId(1), host.address)]);
+        host.write_server_properties();
+        host
     }
 
     /// A KRaft host that is node `id` of a static quorum of `voters` (all on `controller_port`), listening on
@@ -97,6 +103,7 @@ impl RealHost {
     ) -> Self {
         let mut host = Self::kraft_member(id, controllers, controller_port, port);
         host.dynamic = true;
+        host.auto_join = true;
         host.write_server_properties();
         host
     }
@@ -122,6 +129,7 @@ impl RealHost {
             address: Ipv4Addr::LOCALHOST,
             voters: BTreeMap::new(),
             dynamic: false,
+            auto_join: false,
             berth: BerthSide::default(),
         };
         std::fs::create_dir_all(host.dir.path().join("run")).unwrap();
@@ -129,8 +137,9 @@ impl RealHost {
         host
     }
 
-    /// The operator's server.properties, as an AMI would carry it (no final newline, so the merge is tested).
-    fn write_server_properties(&self) {
+    /// The operator's server.properties, as an AMI would carry it (no final newline, so the merge is tested);
+    /// written again after a change to the host's fields.
+    pub fn write_server_properties(&self) {
         let mut text = String::from("# the operator's file\n");
         match &self.zk {
             Some(zk) => text.push_str(&format!(
@@ -157,8 +166,9 @@ impl RealHost {
                 .map(|address| format!("{address}:{}", self.controller_port))
                 .collect();
             text.push_str(&format!(
-                "controller.quorum.bootstrap.servers={}\ncontroller.quorum.auto.join.enable=true\n",
-                servers.join(",")
+                "controller.quorum.bootstrap.servers={}\ncontroller.quorum.auto.join.enable={}\n",
+                servers.join(","),
+                self.auto_join
             ));
         }
         let replication = self.voters.len().clamp(1, 3);
@@ -222,6 +232,7 @@ impl RealHost {
                 .clone()
                 .unwrap_or_else(|| self.install.command("format")),
             server_properties: self.server_properties(),
+            unit: None,
         });
         let mut settings = HostSettings {
             connect: &connect,
@@ -237,6 +248,7 @@ impl RealHost {
         if self.zk.is_none() {
             settings.controller_port = self.controller_port;
             settings.quorum_voters = !self.dynamic;
+            settings.controller_ids = self.voters.keys().copied().collect();
         }
         if !self.berth.listener_name.is_empty() {
             settings.listener_name = self.berth.listener_name.clone();
@@ -256,9 +268,17 @@ impl RealHost {
         std::fs::write(self.server_properties(), text).unwrap();
     }
 
-    /// The adapter (a short restart delay: a test should not wait systemd's usual seconds).
+    /// The adapter (a short restart delay: a test should not wait systemd's usual seconds), its birth record a
+    /// fresh one in which no controller volume is marked (KRaft: blank controllers form the cluster).
     pub fn broker(&self) -> KafkaBroker {
+        let ids = self.voters.keys().map(|id| id.0);
+        self.broker_with(Arc::new(RecordedBirths::new(ids)))
+    }
+
+    /// The adapter with the given birth record.
+    pub fn broker_with(&self, births: Arc<RecordedBirths>) -> KafkaBroker {
         broker_restarting_after(self.settings(), Duration::from_millis(200))
+            .with_birth_record(births)
     }
 
     /// A ZooKeeper client of the test's own (ZooKeeper mode), to look at what Kafka wrote.

@@ -73,6 +73,7 @@ impl Host {
         let kraft = (mode == "kraft").then(|| Formatter {
             command: vec![standin_binary().display().to_string(), "format".into()],
             server_properties: self.dir.path().join("server.properties"),
+            unit: None,
         });
         HostSettings {
             connect: &self.zk.connect_string(),

@@ -57,6 +57,7 @@ impl HostSettings<'_> {
             },
             claim: ClaimConfig {
                 backend: Some(o.claim_backend),
+                ..ClaimConfig::default()
             },
             zookeeper: ZooKeeperConfig {
                 connect: self.zookeeper.clone().unwrap_or_default(),
@@ -74,6 +75,7 @@ impl HostSettings<'_> {
             kafka: self.kafka(),
             health: HealthConfig {
                 listen: ([0, 0, 0, 0], layout::HEALTH_PORT).into(),
+                state_listen: ([0, 0, 0, 0], layout::STATE_PORT).into(),
             },
             states: Default::default(),
         }
@@ -87,6 +89,8 @@ impl HostSettings<'_> {
             endpoint_url: self.endpoint_url.clone(),
             imds_endpoint: format!("http://{}", layout::IMDS_ADDR),
             termination_poll: Duration::from_secs(1),
+            // Compressed like the other timings: a shutting-down owner gets 5 s, not 2 min, to let go.
+            takeover_wait: Duration::from_secs(5),
             cloudformation: CloudFormationConfig {
                 signal: true,
                 stack: asg::stack_name(&o.cluster),
@@ -103,14 +107,20 @@ impl HostSettings<'_> {
         }
     }
 
-    /// `[kafka]`: the fleet's mode through `systemctl`, KRaft's voters from the ENI addresses, a secured fleet's
-    /// listener and security.
+    /// `[kafka]`: the fleet's mode through `systemctl`, KRaft's voters (every id) from the ENI addresses, a
+    /// secured fleet's listener and security.
     fn kafka(&self) -> KafkaConfig {
         let kafka = self.options.kafka;
         let plain = KafkaConfig {
             mode: kafka.mode(),
             supervisor: Supervisor::Systemd,
             quorum_voters: kafka == SimKafka::Kraft,
+            // Every host is a combined broker and controller: every id is a voter.
+            controller_ids: if kafka == SimKafka::Kraft {
+                (0..self.options.brokers).collect()
+            } else {
+                Vec::new()
+            },
             port: layout::KAFKA_PORT,
             check_interval: Duration::from_secs(1),
             // A real broker's controlled shutdown moves leadership away first: give it Kafka's own time.

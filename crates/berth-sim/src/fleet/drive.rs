@@ -112,7 +112,7 @@ impl Fleet {
     pub async fn state(&self, index: usize) -> Result<StateView, state::StateError> {
         let address = self
             .host(index)
-            .map(|h| h.health_address())
+            .map(|h| h.state_address())
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         state::fetch_state(address).await
     }
@@ -130,7 +130,7 @@ impl Fleet {
         let started = Instant::now();
         let mut last;
         loop {
-            match state::fetch_state(host.health_address()).await {
+            match state::fetch_state(host.state_address()).await {
                 Ok(state) if accept(&state) => return Ok(state),
                 Ok(state) => last = format!("{} (last error: {:?})", state.state, state.last_error),
                 Err(error) => {

@@ -1,7 +1,7 @@
 //! One simulated broker host: how it is provisioned (an instance in moto, a network namespace with its primary
 //! interface in the zone's bridge, its own IMDSv2 endpoint, device and sysfs trees, and a systemd container booted
-//! in that namespace) and how it dies (as a dead instance does: every process killed, its mounts and devices gone,
-//! its instance terminated in moto).
+//! in that namespace) and how it dies (as a dead instance does: power lost, so its volumes keep only what had reached
+//! them, every process killed, its mounts and devices gone, its instance terminated in moto).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -118,9 +118,15 @@ impl Host {
         &self.container
     }
 
-    /// berth's health endpoint, reachable from the region namespace.
+    /// berth's health endpoint (`/health`, `/metrics`), reachable from the region namespace.
     pub fn health_address(&self) -> SocketAddr {
         SocketAddr::from((self.ip, layout::HEALTH_PORT))
+    }
+
+    /// berth's `/state` endpoint, reachable from the region namespace (the hosts' `health.state_listen` is not
+    /// the loopback default).
+    pub fn state_address(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, layout::STATE_PORT))
     }
 
     /// False once the host has been killed or removed.
@@ -187,31 +193,33 @@ impl Fleet {
     /// berth.
     pub async fn prepare_host(&self, az: usize) -> Result<usize, FleetError> {
         let inner = &self.inner;
+        let _preparing = inner.preparing.lock().await;
         let index = lock(&inner.hosts).len();
         let ns = format!("{}-h{index}", inner.prefix);
         let ip = layout::host_ip(index, az);
         let hostname = format!("broker-host-{index}");
+        let binaries = Binaries::locate()?;
         let instance = inner
             .ec2
             .run_instance(&inner.network, az, ip, &hostname)
             .await?;
-        let dir = inner.work.join(format!("h{index}"));
-        std::fs::create_dir_all(&dir).map_err(io_error(format!("host {index} directory")))?;
-        let tree = FakeDeviceTree::new().map_err(io_error(format!("host {index} device tree")))?;
-        plug_primary_interface(inner, index, az, &ns, &instance)?;
-        let imds = start_imds(index, az, &ns, &hostname, &instance)?;
-        let container = systemd_host::boot(
-            &ns,
-            &hostname,
-            &dir,
-            &tree.sys_root(),
-            &Binaries::locate()?,
-            inner.kafka.as_ref(),
-        )
-        .map_err(|source| FleetError::Systemd {
-            host: index,
-            source,
-        })?;
+        let provisioned = match provision(inner, index, az, &ns, &hostname, &instance, &binaries) {
+            Ok(provisioned) => provisioned,
+            Err(error) => {
+                // An instance whose host could not be made is terminated, as a failed launch is: left running
+                // it would hold the host's address, and every later launch of this index would be refused.
+                let _ = sys::ip_in(inner.region.ns(), &["link", "del", &format!("h{index}")]);
+                let _ = sys::ip(&["netns", "del", &ns]);
+                let _ = inner.ec2.terminate(&instance.id).await;
+                return Err(error);
+            }
+        };
+        let Provisioned {
+            dir,
+            tree,
+            imds,
+            container,
+        } = provisioned;
         lock(&inner.hosts).push(Arc::new(Host {
             index,
             az,
@@ -228,8 +236,9 @@ impl Fleet {
         Ok(index)
     }
 
-    /// Kills host `index` as a dead instance dies: SIGKILL to every process in its namespace, its mounts gone,
-    /// its devices unplugged, its instance terminated in moto. With `shutting_down`, the instance stays in
+    /// Kills host `index` as a dead instance dies: as power loss (its volumes keep only what had reached them,
+    /// [`super::power_loss`]), every process in its namespace killed, its mounts gone, its devices unplugged,
+    /// its instance terminated in moto. With `shutting_down`, the instance stays in
     /// `shutting-down` that long (`Some(Duration::ZERO)`: until
     /// [`berth_testkit::aws::StrictMoto::finish_termination`]), keeping its ENI and volume in use, as EC2 does.
     pub async fn kill_host(
@@ -238,8 +247,11 @@ impl Fleet {
         shutting_down: Option<Duration>,
     ) -> Result<(), FleetError> {
         let host = self.host(index)?;
+        host.freeze();
+        let at_death = self.inner.volumes_at_death(index)?;
         host.stop();
         self.inner.unplug_host(index);
+        self.inner.restore_at_death(index, at_death)?;
         match shutting_down {
             Some(hold) => {
                 let hold = (!hold.is_zero()).then_some(hold);
@@ -257,6 +269,50 @@ impl Fleet {
     pub async fn retire_host(&self, index: usize) -> Result<(), FleetError> {
         self.kill_host(index, None).await
     }
+}
+
+/// What a host is made of besides its instance.
+struct Provisioned {
+    dir: PathBuf,
+    tree: FakeDeviceTree,
+    imds: Imds,
+    container: Container,
+}
+
+/// Makes host `index` for `instance`: its directory, device tree, namespace with its primary interface, IMDS and
+/// booted systemd container.
+fn provision(
+    inner: &Inner,
+    index: usize,
+    az: usize,
+    ns: &str,
+    hostname: &str,
+    instance: &Instance,
+    binaries: &Binaries,
+) -> Result<Provisioned, FleetError> {
+    let dir = inner.work.join(format!("h{index}"));
+    std::fs::create_dir_all(&dir).map_err(io_error(format!("host {index} directory")))?;
+    let tree = FakeDeviceTree::new().map_err(io_error(format!("host {index} device tree")))?;
+    plug_primary_interface(inner, index, az, ns, instance)?;
+    let imds = start_imds(index, az, ns, hostname, instance)?;
+    let container = systemd_host::boot(
+        ns,
+        hostname,
+        &dir,
+        &tree.sys_root(),
+        binaries,
+        inner.kafka.as_ref(),
+    )
+    .map_err(|source| FleetError::Systemd {
+        host: index,
+        source,
+    })?;
+    Ok(Provisioned {
+        dir,
+        tree,
+        imds,
+        container,
+    })
 }
 
 /// Host `index`'s network namespace `ns` with its primary interface `eth0` (the instance's MAC and address) on

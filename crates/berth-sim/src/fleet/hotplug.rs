@@ -29,6 +29,23 @@ pub(super) struct Plugged {
     enis: HashMap<String, PluggedEni>,
     volumes: HashMap<String, (usize, PluggedVolume)>,
     pending: HashMap<String, (usize, Instant)>,
+    /// Per dead host: the bytes its volumes lost with it (written after its death, see [`super::power_loss`]).
+    lost_at_death: HashMap<usize, u64>,
+}
+
+impl Plugged {
+    /// The volumes plugged into host `index`.
+    pub(super) fn volumes_on(&self, index: usize) -> Vec<String> {
+        self.volumes
+            .iter()
+            .filter(|(_, (host, _))| *host == index)
+            .map(|(volume_id, _)| volume_id.clone())
+            .collect()
+    }
+
+    pub(super) fn record_death(&mut self, index: usize, lost_bytes: u64) {
+        self.lost_at_death.insert(index, lost_bytes);
+    }
 }
 
 impl Fleet {
@@ -48,6 +65,12 @@ impl Fleet {
             .map(|(_, v)| v.loop_device.clone())
             .collect();
         (enis, volumes)
+    }
+
+    /// The bytes host `index`'s volumes lost when it died (written to its page cache, not yet to the device);
+    /// `None` while it lives.
+    pub fn lost_at_death(&self, index: usize) -> Option<u64> {
+        lock(&self.inner.plugged).lost_at_death.get(&index).copied()
     }
 }
 

@@ -9,13 +9,15 @@
 //! IMDSv2 endpoint on 169.254.169.254, a device and a sysfs tree, and real systemd booted in a container in that
 //! namespace, [`crate::container`], where berth is installed from its .deb and drives Kafka's unit,
 //! [`crate::systemd_host`]); `config` renders a host's configuration through berth's own `Config`; `drive`
-//! starts, signals and watches a host's berth; `hotplug` makes EC2's attachments real inside the hosts.
+//! starts, signals and watches a host's berth; `hotplug` makes EC2's attachments real inside the hosts;
+//! `power_loss` makes a host's death lose what a dead machine loses (its volumes keep only what reached them).
 
 mod config;
 mod drive;
 mod host;
 mod hotplug;
 mod options;
+mod power_loss;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,6 +132,9 @@ struct Inner {
     network: Network,
     resources: Vec<BrokerResources>,
     hosts: Mutex<Vec<Arc<Host>>>,
+    /// Held while a host is prepared: its index is the hosts' count, so two groups launching at once would
+    /// otherwise prepare the same host (same name, same address).
+    preparing: tokio::sync::Mutex<()>,
     plugged: Mutex<hotplug::Plugged>,
     proxy: FaultProxy,
     aws: AwsEndpoint,
@@ -228,6 +233,7 @@ impl Fleet {
             network: cloud.network,
             resources: cloud.resources,
             hosts: Mutex::new(Vec::new()),
+            preparing: tokio::sync::Mutex::new(()),
             plugged: Mutex::new(hotplug::Plugged::default()),
             proxy: cloud.proxy,
             aws: cloud.aws,

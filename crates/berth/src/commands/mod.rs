@@ -1,5 +1,5 @@
-//! One module per subcommand, and what they share: loading the configuration (exit 78 naming the key), finding
-//! the daemon's endpoint, and the one runtime builder.
+//! One module per subcommand, and what they share: loading the configuration from the sources every command
+//! reads (exit 78 naming the key), finding the daemon's endpoint, and the one runtime builder.
 
 pub(crate) mod check_config;
 pub(crate) mod drain;
@@ -8,47 +8,58 @@ pub(crate) mod run;
 pub(crate) mod status;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+use berth::cli::DaemonArgs;
 use berth::{EX_CONFIG, EX_SOFTWARE};
 
-pub(crate) fn load_or_report(path: &std::path::Path) -> Result<berth_config::Config, ExitCode> {
-    berth_config::load(path).map_err(|error| {
-        eprintln!("berth: invalid configuration {}: {error}", path.display());
+/// Loads the configuration from `sources` (the file, the environment file, the process environment), or prints
+/// why not (the key and what to set) and returns exit status 78.
+pub(crate) fn load_or_report(
+    sources: &berth_config::Sources,
+) -> Result<berth_config::Loaded, ExitCode> {
+    berth_config::load_sources(sources).map_err(|error| {
+        eprintln!(
+            "berth: invalid configuration ({}): {error}",
+            describe(sources)
+        );
         ExitCode::from(EX_CONFIG)
     })
 }
 
-/// How `berth status` and `berth drain` find the running daemon.
-#[derive(clap::Args)]
-pub(crate) struct DaemonArgs {
-    /// The health endpoint's address (default: from the configuration's health.listen, on loopback).
-    #[arg(long)]
-    pub(crate) address: Option<SocketAddr>,
-    /// Configuration file, to find the endpoint.
-    #[arg(long, short, default_value = berth_config::DEFAULT_PATH)]
-    pub(crate) config: PathBuf,
+/// The files a configuration was loaded from, for messages: `/etc/berth/berth.toml, /etc/berth/environment`.
+fn describe(sources: &berth_config::Sources) -> String {
+    let mut files = sources.file.display().to_string();
+    if let Some(env_file) = &sources.env_file {
+        if env_file.required || env_file.path.exists() {
+            files.push_str(&format!(", {}", env_file.path.display()));
+        }
+    }
+    files
 }
 
-impl DaemonArgs {
-    /// The daemon's health endpoint: `--address`, else the configuration's `health.listen` on loopback.
-    fn endpoint(&self) -> Result<SocketAddr, ExitCode> {
-        if let Some(address) = self.address {
-            return Ok(address);
+/// The running daemon's `/state` endpoint: `--address`, else the configuration's `health.state_listen`
+/// (an unspecified address means loopback).
+fn endpoint(daemon: &DaemonArgs) -> Result<SocketAddr, ExitCode> {
+    if let Some(address) = daemon.address {
+        return Ok(address);
+    }
+    let sources = daemon.sources.sources(None);
+    match berth_config::load_sources(&sources) {
+        Ok(loaded) => {
+            let mut address = loaded.config.health.state_listen;
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            Ok(address)
         }
-        match berth_config::load(&self.config) {
-            Ok(config) => {
-                let mut address = config.health.listen;
-                if address.ip().is_unspecified() {
-                    address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                Ok(address)
-            }
-            Err(error) => {
-                eprintln!("berth: cannot find the health endpoint: {error} (pass --address)");
-                Err(ExitCode::from(EX_CONFIG))
-            }
+        Err(error) => {
+            eprintln!(
+                "berth: cannot find the daemon's /state endpoint: invalid configuration ({}): {error} \
+                 (or pass --address)",
+                describe(&sources)
+            );
+            Err(ExitCode::from(EX_CONFIG))
         }
     }
 }
@@ -72,7 +83,7 @@ pub(crate) fn with_daemon(
     daemon: &DaemonArgs,
     talk: impl FnOnce(SocketAddr, tokio::runtime::Runtime) -> ExitCode,
 ) -> ExitCode {
-    match (daemon.endpoint(), small_runtime()) {
+    match (endpoint(daemon), small_runtime()) {
         (Ok(address), Ok(runtime)) => talk(address, runtime),
         (Err(code), _) | (_, Err(code)) => code,
     }

@@ -8,9 +8,9 @@ use berth::EX_SOFTWARE;
 
 use super::{load_or_report, small_runtime};
 
-pub(crate) fn plan(path: &std::path::Path, json: bool, no_zookeeper: bool) -> ExitCode {
-    let config = match load_or_report(path) {
-        Ok(config) => config,
+pub(crate) fn plan(sources: &berth_config::Sources, json: bool, no_zookeeper: bool) -> ExitCode {
+    let config = match load_or_report(sources) {
+        Ok(loaded) => loaded.config,
         Err(code) => return code,
     };
     let runtime = match small_runtime() {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth::daemon::{DaemonExit, DaemonOptions, Request};
+use berth::metrics::Service;
 use berth::notify::Notifier;
 use berth::{adapters, health, logging, EX_FAILED, EX_SOFTWARE};
 use berth_core::ports::DrainReason;
@@ -12,9 +13,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::{load_or_report, small_runtime};
 
-pub(crate) fn run(path: &std::path::Path) -> ExitCode {
-    let config = match load_or_report(path) {
-        Ok(config) => config,
+pub(crate) fn run(sources: &berth_config::Sources) -> ExitCode {
+    let config = match load_or_report(sources) {
+        Ok(loaded) => loaded.config,
         Err(code) => return code,
     };
     logging::init();
@@ -36,15 +37,10 @@ pub(crate) fn run(path: &std::path::Path) -> ExitCode {
 }
 
 async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> {
-    let listener = tokio::net::TcpListener::bind(config.health.listen)
-        .await
-        .with_context(|| format!("binding the health endpoint on {}", config.health.listen))?;
     let (view_tx, view_rx) = watch::channel(None);
+    let endpoint = health::Endpoint::new(view_rx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut shutdown = shutdown_rx.clone();
-    let server = tokio::spawn(health::serve(listener, view_rx, async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    }));
+    let servers = health::start(&config.health, &endpoint, shutdown_rx).await?;
     let adapters = adapters::production(&config)
         .await
         .context("building the adapters")?;
@@ -52,11 +48,16 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
     tokio::spawn(forward_signals(request_tx));
     let options = DaemonOptions {
         settings: config.machine_settings(),
-        broker_ids: config.broker_ids().collect(),
+        broker_ids: config.claimable_ids(),
         termination_poll: config.aws.termination_poll,
         stop_timeout: config.kafka.stop_timeout,
         teardown_timeout: Duration::from_secs(120),
         jitter_seed: jitter_seed(),
+        metrics: endpoint.metrics.clone(),
+        claims: match config.claim_backend() {
+            berth_config::ClaimBackend::Zookeeper => Service::Zookeeper,
+            berth_config::ClaimBackend::Ec2 => Service::Aws,
+        },
     };
     let exit = berth::daemon::run(
         options,
@@ -73,7 +74,9 @@ async fn run_daemon(config: berth_config::Config) -> anyhow::Result<DaemonExit> 
         std::process::exit(0);
     }
     let _ = shutdown_tx.send(true);
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     Ok(exit)
 }
 

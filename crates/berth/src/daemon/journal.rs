@@ -1,6 +1,6 @@
-//! The journal: the structured log lines of what the machine says happened ([`Event`]), the STATUS line systemd
-//! shows, and the exit. What a step waits for goes to the [`WaitingBoard`], which logs it as its rule says
-//! (at info when it changes, at most every 30 s while it stays the same) and keeps it for `/state`.
+//! The journal: the structured log lines of what the machine says happened ([`Event`]), and the exit. What a step
+//! waits for goes to the [`WaitingBoard`], which logs it as its rule says (at info when it changes, at most every
+//! 30 s while it stays the same) and keeps it for `/state` (and STATUS=, the daemon's summary of `/state`).
 
 use std::time::Duration;
 
@@ -57,23 +57,20 @@ pub(super) fn record(event: &Event, machine: &Machine, waiting: &WaitingBoard) {
             "caught up: {progress}"
         ),
         Event::Waiting { step, reason } => waiting.set(*step, reason, state),
+        Event::TeardownStopped { step, error, kept } => error!(
+            berth_state = state.name(),
+            berth_broker_id = broker_id,
+            berth_teardown = step.as_str(),
+            berth_teardown_kept = kept.join(","),
+            error = %error,
+            "teardown stopped at {step}: {error}; left undone so the id stays held here (Kafka, the mount or \
+             an attachment may remain): {}",
+            kept.join(", ")
+        ),
         Event::DrainDecided { outcome, waited } => {
             waiting.clear(StepKind::DrainCheck);
             log_drain_outcome(outcome, state.name(), millis(*waited));
         }
-    }
-}
-
-/// The STATUS line: the state and the broker id, or why it failed.
-pub(super) fn status_line(machine: &Machine) -> String {
-    let id = machine
-        .facts()
-        .broker_id
-        .map(|id| format!(" broker {id}"))
-        .unwrap_or_default();
-    match machine.failure() {
-        Some(failure) => format!("failed{id}: {failure}"),
-        None => format!("{}{id}", machine.state()),
     }
 }
 

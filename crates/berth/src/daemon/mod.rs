@@ -3,7 +3,9 @@
 //! The loop owns the [`Machine`] and only dispatches: it feeds it inputs (step results, timers, session events,
 //! requests to stop or drain), hands each effect to the room that runs it, logs what the machine says happened
 //! ([`journal`]), and publishes the machine after every decision for the health endpoint, which computes
-//! `/state` from it when asked. The rooms: [`steps`] runs a step as a task (so the loop keeps ticking while an
+//! `/state` from it when asked. systemd's STATUS= is [`crate::summary`]'s line of that view, sent whenever it
+//! changes: after a decision, and when what a running step waits for changes (which needs no decision), so a
+//! 30-minute catch-up shows its counts as they move, not just `start_kafka broker 1`. The rooms: [`steps`] runs a step as a task (so the loop keeps ticking while an
 //! adapter waits: a watchdog ping from a stalled loop would be a lie), [`teardown`] runs a release in order,
 //! [`deliveries`] sends the CloudFormation signal and the Auto Scaling calls, [`watchers`] forward the session's
 //! events and the termination notice, and [`retry`] is the one backoff the teardown and the deliveries share.
@@ -32,8 +34,9 @@ use tracing::{debug, error, info};
 
 pub use early_volume::{EarlyVolume, EarlyVolumeRecord};
 
+use crate::metrics::{Metrics, Service};
 use crate::notify::Notifier;
-use crate::view::Published;
+use crate::view::{state_view, Published};
 use crate::waiting::WaitingBoard;
 use deliveries::Deliveries;
 
@@ -52,6 +55,10 @@ pub struct DaemonOptions {
     pub teardown_timeout: Duration,
     /// Seed of the retry jitter (differs per host).
     pub jitter_seed: u64,
+    /// Where failed steps are counted (`berth_call_errors_total`), by the service they call.
+    pub metrics: Arc<Metrics>,
+    /// The service the claims are made with (ZooKeeper, or AWS for the `ec2` backend).
+    pub claims: Service,
 }
 
 /// What the outside asks of the daemon (signals in production, channels in tests).
@@ -105,7 +112,8 @@ pub async fn run(
         .notifier
         .watchdog_interval()
         .map(tokio::time::interval);
-    daemon.notifier.ready(State::Claim.name());
+    daemon.notifier.ready(&daemon.status);
+    let waiting = daemon.waiting.clone();
     info!(
         berth_state = State::Claim.name(),
         berth_version = berth_core::VERSION,
@@ -127,6 +135,7 @@ pub async fn run(
             Some(request) = requests.recv() => pending.push(daemon.accept(request)),
             _ = sleep_until_opt(wake) => pending.push(Input::Tick),
             _ = tick_opt(&mut watchdog) => daemon.notifier.watchdog(),
+            _ = waiting.changed() => daemon.refresh_status(),
         }
     }
 }
@@ -142,6 +151,8 @@ struct Daemon {
     published: watch::Sender<Option<Arc<Published>>>,
     waiting: WaitingBoard,
     early_volume: EarlyVolumeRecord,
+    /// The STATUS= line systemd has last been sent.
+    status: String,
     main_step: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     deliveries: Deliveries,
@@ -176,6 +187,7 @@ impl Daemon {
             published,
             waiting: WaitingBoard::default(),
             early_volume: EarlyVolumeRecord::new(start.into_std()),
+            status: State::Claim.name().to_owned(),
             main_step: None,
             background: Vec::new(),
             watchers,
@@ -214,10 +226,12 @@ impl Daemon {
         self.machine = decision.machine;
         for event in &decision.events {
             journal::record(event, &self.machine, &self.waiting);
-            if matches!(event, berth_core::Event::Transition { .. }) {
-                self.notifier.status(&journal::status_line(&self.machine));
+            if let berth_core::Event::StepFailed { step, error, .. } = event {
+                let service = Service::of_step(*step, self.options.claims);
+                self.options.metrics.call_error(service, error.kind);
             }
         }
+        self.refresh_status();
         let mut exit = None;
         for effect in decision.effects {
             exit = exit.or(self.apply(effect));
@@ -233,6 +247,21 @@ impl Daemon {
             waiting: self.waiting.clone(),
             early_volume: self.early_volume.clone(),
         })));
+    }
+
+    /// Sends STATUS= when the one-line summary of `/state` changed since it was last sent.
+    fn refresh_status(&mut self) {
+        let view = state_view(
+            &self.machine,
+            self.start.elapsed(),
+            self.waiting.view(),
+            self.early_volume.get().as_ref(),
+        );
+        let line = crate::summary::one_line(&view);
+        if line != self.status {
+            self.notifier.status(&line);
+            self.status = line;
+        }
     }
 
     /// Hands one effect to the room that runs it.
