@@ -139,6 +139,31 @@ mkdir -p "$KAFKA_CACHE"
   done <tests/kafka/versions
 ) 9>"$KAFKA_CACHE/.lock"
 
+# A librdkafka that speaks SCRAM to Kafka 4.x, for kcat against secured listeners: Debian's 2.0.2 repeats the client
+# nonce in SCRAM's final message, which Kafka 4.x refuses (fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895).
+# PyPI's confluent-kafka wheel carries a self-contained librdkafka (OpenSSL built in); pip downloads the wheel and its
+# library is linked as librdkafka.so.1, which berth-testkit puts on LD_LIBRARY_PATH for a secured client's kcat.
+CONFLUENT_KAFKA_VERSION=2.16.1
+LIBRDKAFKA_CACHE="${BERTH_CACHE:-/var/cache/berth}/librdkafka"
+mkdir -p "$LIBRDKAFKA_CACHE"
+(
+  flock 9
+  if [[ "$(cat "$LIBRDKAFKA_CACHE/stamp" 2>/dev/null)" != "$CONFLUENT_KAFKA_VERSION" || ! -e "$LIBRDKAFKA_CACHE/lib/librdkafka.so.1" ]]; then
+    echo "setup: extracting librdkafka from confluent-kafka $CONFLUENT_KAFKA_VERSION (PyPI) into $LIBRDKAFKA_CACHE"
+    temp=$(mktemp -d "$LIBRDKAFKA_CACHE/.build.XXXXXX")
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+      --dest "$temp/wheel" "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+    "$VENV/bin/python" -m zipfile -e "$temp"/wheel/*.whl "$temp/unpacked"
+    mkdir -p "$temp/lib"
+    cp "$temp"/unpacked/confluent_kafka.libs/librdkafka-*.so.1 "$temp/lib/librdkafka.so.1"
+    chmod -R a+rX "$temp/lib"
+    rm -rf "$LIBRDKAFKA_CACHE/lib"
+    mv "$temp/lib" "$LIBRDKAFKA_CACHE/lib"
+    echo "$CONFLUENT_KAFKA_VERSION" >"$LIBRDKAFKA_CACHE/stamp"
+    rm -rf "$temp"
+  fi
+) 9>"$LIBRDKAFKA_CACHE/.lock"
+
 # The kernel modules the namespace and loop-device tests rely on (built in on most kernels; harmless if so).
 for module in loop veth bridge; do modprobe -q "$module" 2>/dev/null || true; done
 echo "setup: ok"

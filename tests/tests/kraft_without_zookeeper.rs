@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use berth_config::ClaimBackend;
+use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
@@ -341,12 +342,20 @@ fn assert_same_broker(before: &StateView, after: &StateView) -> anyhow::Result<(
 /// quorum has a leader and three voters, each fetched up to the high watermark.
 async fn quorum_whole(fleet: &Fleet) -> anyhow::Result<QuorumView> {
     let zones = fleet.options().zones;
-    let controllers: Vec<SocketAddr> = (0..fleet.options().brokers)
-        .map(|id| SocketAddr::from((layout::eni_ip(id, zones), layout::KAFKA_CONTROLLER_PORT)))
+    let controllers: Vec<Peer> = (0..fleet.options().brokers)
+        .map(|id| {
+            let address = (layout::eni_ip(id, zones), layout::KAFKA_CONTROLLER_PORT);
+            Peer::new(id, SocketAddr::from(address))
+        })
         .collect();
     let started = Instant::now();
     loop {
-        let seen = quorum::observe(&controllers, Duration::from_secs(3)).await;
+        let seen = quorum::observe(
+            &KafkaClient::plaintext(),
+            &controllers,
+            Duration::from_secs(3),
+        )
+        .await;
         if let Quorum::Described(view) = &seen {
             if view.leader_id >= 0
                 && view.voters.len() == 3

@@ -15,26 +15,32 @@
 //! [`Config`]), `validate` (the rules), `derived` (what the daemon derives from them), `budget` (the time budgets
 //! against the lifecycle hooks), `salvage` (what a configuration that does not validate still says about where
 //! to report that), `env_file` (systemd's `EnvironmentFile=` syntax), `sources` (the layers every command reads,
-//! and where each value came from), `error`.
+//! and where each value came from), `kafka_security` (`[kafka.security]`, its rules and TLS files), [`secret`]
+//! (where secrets come from), `error`.
 
 mod budget;
 mod derived;
 mod env_file;
 mod error;
+mod kafka_security;
 mod parse;
 mod salvage;
 mod schema;
+pub mod secret;
 mod sources;
 mod validate;
 
+pub use berth_core::security::{SaslMechanism, SecurityProtocol};
 pub use berth_core::{Filesystem, KafkaMode};
 pub use budget::{BudgetWarning, TEARDOWN_ACTION_TIMEOUT};
 pub use env_file::{parse_env_file, read_env_file, DEFAULT_ENV_FILE};
 pub use error::ConfigError;
+pub use kafka_security::{KafkaSecurity, TlsMaterial};
 pub use parse::{key_of_variable, parse, ENV_PREFIX};
 pub use salvage::{salvage, Salvage};
 pub use schema::*;
-pub use sources::{load_sources, parse_sources, EnvFile, Loaded, Origin, Sources};
+pub use secret::Secret;
+pub use sources::{load_sources, load_sources_in, parse_sources, EnvFile, Loaded, Origin, Sources};
 pub use validate::{is_kafka_cluster_id, transient_unit};
 
 /// The default location of the configuration file.

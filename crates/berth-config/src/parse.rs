@@ -1,7 +1,7 @@
 //! From the file's text and an environment to a validated [`Config`]: the TOML layered under `BERTH_*`
 //! overrides, deserialized with the failing key named, then validated.
 
-use crate::{Config, ConfigError};
+use crate::{secret, Config, ConfigError};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "BERTH";
@@ -22,7 +22,11 @@ pub fn parse<'a>(
     toml_text: &str,
     environment: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Config, ConfigError> {
-    build(toml_text, overrides_of(environment))
+    build(
+        toml_text,
+        overrides_of(environment),
+        &secret::OutsideSecrets::default(),
+    )
 }
 
 /// The dotted key a `BERTH_<SECTION>__<KEY>` variable overrides (`BERTH_AWS__CLOUDFORMATION__SIGNAL` is
@@ -44,11 +48,14 @@ pub(crate) fn overrides_of<'a>(
         .collect()
 }
 
-/// The TOML layered under `overrides`, deserialized (the failing key named) and validated.
+/// The TOML layered under `overrides`, deserialized (the failing key named), the secrets put in (systemd
+/// `credentials` before the overrides' raw values, before the file's) and validated.
 pub(crate) fn build(
     toml_text: &str,
-    overrides: config::Map<String, String>,
+    mut overrides: config::Map<String, String>,
+    credentials: &secret::OutsideSecrets,
 ) -> Result<Config, ConfigError> {
+    let secrets = secret::take_from_environment(&mut overrides);
     let mut environment = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("_")
         .separator("__")
@@ -82,6 +89,7 @@ pub(crate) fn build(
             },
         }
     })?;
+    secret::apply(&mut config, credentials, &secrets)?;
     config.claim.backend = Some(config.claim_backend());
     config.validate()?;
     Ok(config)

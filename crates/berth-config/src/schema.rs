@@ -11,6 +11,8 @@ use berth_core::tag::TagTemplate;
 use berth_core::{Filesystem, KafkaMode};
 use serde::{Deserialize, Serialize};
 
+use crate::{KafkaSecurity, Secret};
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,9 +142,9 @@ pub struct ZooKeeperConfig {
     /// Root znode; claims live under `<root>/<cluster>/claims/<id>`.
     #[serde(default = "default_zk_root")]
     pub root: String,
-    /// Digest credentials `user:password` for claim ACLs; empty means open ACLs.
+    /// Digest credentials `user:password` for claim ACLs; empty means open ACLs (a secret: see [`crate::secret`]).
     #[serde(default, skip_serializing)]
-    pub digest: String,
+    pub digest: Secret,
     /// Kafka's own chroot in this ensemble (where `/brokers/ids` lives), e.g. `/kafka`; empty is the root.
     #[serde(default)]
     pub kafka_chroot: String,
@@ -154,7 +156,7 @@ impl Default for ZooKeeperConfig {
             connect: String::new(),
             session_timeout: default_session_timeout(),
             root: default_zk_root(),
-            digest: String::new(),
+            digest: Secret::default(),
             kafka_chroot: String::new(),
         }
     }
@@ -382,6 +384,11 @@ pub struct KafkaConfig {
     /// `min.insync.replicas`; `0s` stops without checking.
     #[serde(with = "serde_duration")]
     pub drain_wait: Duration,
+    /// How berth connects to the listener it probes (`listener_name`), for every read it makes there.
+    pub security: KafkaSecurity,
+    /// KRaft: how berth connects to the controllers' listener (DescribeQuorum); absent: as `security`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_security: Option<KafkaSecurity>,
 }
 
 /// When a broker counts as Healthy.
@@ -414,6 +421,8 @@ impl Default for KafkaConfig {
             healthy_when: HealthyWhen::CaughtUp,
             caught_up_deadline: Duration::from_secs(30 * 60),
             drain_wait: Duration::from_secs(5 * 60),
+            security: KafkaSecurity::default(),
+            controller_security: None,
         }
     }
 }

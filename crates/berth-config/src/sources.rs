@@ -2,6 +2,11 @@
 //! the environment file (`/etc/berth/environment`) and the process environment, each of the last two holding
 //! `BERTH_<SECTION>__<KEY>` overrides. `berth run` and every subcommand load the same sources, and
 //! `berth check-config` shows which one each effective value came from ([`Loaded::render_with_origins`]).
+//!
+//! Secrets have one more source, above all these: the unit's systemd credentials (`$CREDENTIALS_DIRECTORY`, named
+//! by the process environment; [`crate::secret`]). They are read with the other sources, not after the merge, so
+//! that a credential has an [`Origin`] like any value and one validation sees the finished configuration. A
+//! secret's value is never rendered: `check-config` says only that it is set, and where from.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::env_file::read_env_file;
 use crate::parse::{build, key_of_variable, overrides_of};
+use crate::secret::{self, OutsideSecrets, SECRET_KEYS};
 use crate::{Config, ConfigError};
 
 /// Which files to read.
@@ -51,6 +57,8 @@ pub enum Origin {
     },
     /// Derived from another key when unset.
     Derived(&'static str),
+    /// A systemd credential (a secret, or the file of a TLS key).
+    Credential(PathBuf),
 }
 
 impl fmt::Display for Origin {
@@ -61,6 +69,7 @@ impl fmt::Display for Origin {
             Origin::EnvFile { variable, path } => write!(f, "{variable} in {}", path.display()),
             Origin::Environment { variable } => write!(f, "{variable} in the process environment"),
             Origin::Derived(from) => write!(f, "default, from {from}"),
+            Origin::Credential(path) => write!(f, "the systemd credential {}", path.display()),
         }
     }
 }
@@ -75,8 +84,6 @@ pub struct Loaded {
 
 /// Keys whose default depends on another key, and that key.
 const DERIVED: [(&str, &str); 1] = [("claim.backend", "kafka.mode")];
-/// Keys never printed, and said to be set when they are.
-const SECRETS: [&str; 1] = ["zookeeper.digest"];
 
 impl Loaded {
     /// Where `key` (dotted, e.g. `zookeeper.connect`) came from.
@@ -107,7 +114,7 @@ impl Loaded {
             }
             out.push('\n');
         }
-        for secret in SECRETS {
+        for secret in SECRET_KEYS {
             if let Some(origin) = self.origins.get(secret) {
                 out.push_str(&format!("# {secret} is set ({origin}), not shown\n"));
             }
@@ -116,35 +123,62 @@ impl Loaded {
     }
 }
 
-/// Reads the configuration file, the environment file (when one is named) and the process environment, then
-/// [`parse_sources`].
+/// Reads the configuration file, the environment file (when one is named), the process environment and the
+/// systemd credentials it names, then [`parse_sources`]; see [`load_sources_in`].
 pub fn load_sources(sources: &Sources) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(&sources.file).map_err(|error| ConfigError::Unreadable {
+    let process: Vec<(String, String)> = std::env::vars().collect();
+    load_sources_in(sources, &process)
+}
+
+/// [`load_sources`] with `process` as the process environment: also reads the credentials of its
+/// `$CREDENTIALS_DIRECTORY`, refuses a secret in a file every user may read, and checks the TLS files.
+pub fn load_sources_in(
+    sources: &Sources,
+    process: &[(String, String)],
+) -> Result<Loaded, ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let unreadable = |error: std::io::Error| ConfigError::Unreadable {
         path: sources.file.clone(),
         reason: error.to_string(),
-    })?;
-    let env_file = match &sources.env_file {
-        Some(env_file) => match read_env_file(&env_file.path)? {
-            Some(pairs) => Some((env_file.path.as_path(), pairs)),
-            None if env_file.required => {
-                return Err(ConfigError::Unreadable {
-                    path: env_file.path.clone(),
-                    reason: "no such file".into(),
-                })
-            }
-            None => None,
-        },
-        None => None,
     };
-    let process: Vec<(String, String)> = std::env::vars().collect();
-    parse_sources(
-        &text,
-        &sources.file,
-        env_file
-            .as_ref()
-            .map(|(path, pairs)| (*path, pairs.as_slice())),
-        &process,
-    )
+    let text = std::fs::read_to_string(&sources.file).map_err(unreadable)?;
+    let mode = std::fs::metadata(&sources.file)
+        .map_err(unreadable)?
+        .permissions()
+        .mode();
+    secret::refuse_world_readable(&text, mode)?;
+    let env_file = read_named_env_file(sources.env_file.as_ref())?;
+    let credentials = match process
+        .iter()
+        .find(|(name, _)| name == secret::CREDENTIALS_DIRECTORY)
+    {
+        Some((_, directory)) => secret::read_credentials(Path::new(directory))?,
+        None => OutsideSecrets::default(),
+    };
+    let env_file = env_file
+        .as_ref()
+        .map(|(path, pairs)| (path.as_path(), pairs.as_slice()));
+    let loaded = parse_layers(&text, &sources.file, env_file, process, &credentials)?;
+    loaded.config.check_tls_files()?;
+    Ok(loaded)
+}
+
+/// An environment file's path and its assignments.
+type EnvAssignments = (PathBuf, Vec<(String, String)>);
+
+/// The environment file's assignments, when one is named and present (a required one must be).
+fn read_named_env_file(env_file: Option<&EnvFile>) -> Result<Option<EnvAssignments>, ConfigError> {
+    let Some(env_file) = env_file else {
+        return Ok(None);
+    };
+    match read_env_file(&env_file.path)? {
+        Some(pairs) => Ok(Some((env_file.path.clone(), pairs))),
+        None if env_file.required => Err(ConfigError::Unreadable {
+            path: env_file.path.clone(),
+            reason: "no such file".into(),
+        }),
+        None => Ok(None),
+    }
 }
 
 /// Parses and validates the layered sources (pure): the file's text (read from `file`), the environment file's
@@ -155,12 +189,24 @@ pub fn parse_sources(
     env_file: Option<(&Path, &[(String, String)])>,
     process: &[(String, String)],
 ) -> Result<Loaded, ConfigError> {
-    let origins = origins_of(text, file, env_file, process);
+    parse_layers(text, file, env_file, process, &OutsideSecrets::default())
+}
+
+/// [`parse_sources`], with the secrets of systemd `credentials` above every other source.
+fn parse_layers(
+    text: &str,
+    file: &Path,
+    env_file: Option<(&Path, &[(String, String)])>,
+    process: &[(String, String)],
+    credentials: &OutsideSecrets,
+) -> Result<Loaded, ConfigError> {
+    let mut origins = origins_of(text, file, env_file, process);
     let env_pairs = env_file.map_or(&[][..], |(_, pairs)| pairs);
     let layered = env_pairs.iter().chain(process);
     let config = build(
         text,
         overrides_of(layered.map(|(k, v)| (k.as_str(), v.as_str()))),
+        credentials,
     )
     .map_err(|error| match error {
         // A bad value says where it was set.
@@ -170,6 +216,9 @@ pub fn parse_sources(
         }
         other => other,
     })?;
+    for (key, path) in credentials.used_by(&config) {
+        origins.insert(key.to_owned(), Origin::Credential(path));
+    }
     Ok(Loaded { config, origins })
 }
 
@@ -304,6 +353,55 @@ mod tests {
                 .to_string()
                 .ends_with("(set by BERTH_AWS__ENI_DEVICE_INDEX in /etc/berth/environment)"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_credential_is_a_source_of_secrets_above_the_others_and_never_rendered() {
+        let file = format!(
+            "{FILE}\n[kafka.security]\nprotocol = \"SASL_PLAINTEXT\"\nsasl_mechanism = \"PLAIN\"\n\
+             sasl_username = \"berth\"\n"
+        );
+        let mut credentials = OutsideSecrets {
+            directory: "/run/credentials/berth.service".into(),
+            ..OutsideSecrets::default()
+        };
+        credentials.credentials.insert(
+            "kafka.security.sasl_password".into(),
+            secret::Secret::new("from-systemd"),
+        );
+        let loaded = parse_layers(
+            &file,
+            Path::new("/etc/berth/berth.toml"),
+            Some((
+                Path::new("/etc/berth/environment"),
+                &owned(&[
+                    ("BERTH_CLUSTER__KAFKA_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qg"),
+                    ("BERTH_KAFKA__SECURITY__SASL_PASSWORD", "from-the-env-file"),
+                ]),
+            )),
+            &[],
+            &credentials,
+        )
+        .unwrap();
+        let password = &loaded.config.kafka.security.sasl_password;
+        assert_eq!(password.expose(), "from-systemd", "a credential wins");
+        let credential = "/run/credentials/berth.service/kafka.security.sasl_password";
+        assert_eq!(
+            loaded.origin("kafka.security.sasl_password"),
+            Origin::Credential(credential.into())
+        );
+        let text = loaded.render_with_origins();
+        let debug = format!("{loaded:?}");
+        for shown in [&text, &debug] {
+            assert!(!shown.contains("from-systemd"), "{shown}");
+            assert!(!shown.contains("from-the-env-file"), "{shown}");
+        }
+        assert!(
+            text.contains(&format!(
+                "# kafka.security.sasl_password is set (the systemd credential {credential}), not shown"
+            )),
+            "{text}"
         );
     }
 

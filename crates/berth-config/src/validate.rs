@@ -7,7 +7,11 @@ use std::time::Duration;
 use crate::budget::MAX_HOOK_WAIT;
 use crate::{ClaimBackend, Config, ConfigError, KafkaMode, Supervisor};
 
-fn ensure(condition: bool, key: &str, reason: impl FnOnce() -> String) -> Result<(), ConfigError> {
+pub(crate) fn ensure(
+    condition: bool,
+    key: &str,
+    reason: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
     if condition {
         Ok(())
     } else {
@@ -79,7 +83,7 @@ pub fn transient_unit(command: &[String]) -> Result<Option<String>, String> {
         .into())
 }
 
-fn is_absolute_clean(path: &Path) -> bool {
+pub(crate) fn is_absolute_clean(path: &Path) -> bool {
     path.is_absolute()
         && path
             .components()
@@ -266,6 +270,7 @@ impl Config {
         if !zk.digest.is_empty() {
             let ok = zk
                 .digest
+                .expose()
                 .split_once(':')
                 .is_some_and(|(user, password)| !user.is_empty() && !password.is_empty());
             ensure(ok, "zookeeper.digest", || "must be user:password".into())?;
@@ -405,7 +410,13 @@ impl Config {
     fn validate_kafka(&self) -> Result<(), ConfigError> {
         self.validate_kafka_process()?;
         self.validate_kafka_kraft()?;
-        self.validate_kafka_waits()
+        self.validate_kafka_waits()?;
+        self.kafka.security.validate("kafka.security")?;
+        if let Some(controller) = &self.kafka.controller_security {
+            self.ensure_kraft_only(true, "kafka.controller_security")?;
+            controller.validate("kafka.controller_security")?;
+        }
+        Ok(())
     }
 
     /// How Kafka is run and reached.

@@ -275,8 +275,13 @@ fn unknown_keys_and_missing_sections_are_named() {
 #[test]
 fn digest_is_never_printed() {
     let config = parse(EXAMPLE, [("BERTH_ZOOKEEPER__DIGEST", "berth:s3cret")]).unwrap();
-    assert_eq!(config.zookeeper.digest, "berth:s3cret");
+    assert_eq!(config.zookeeper.digest.expose(), "berth:s3cret");
     assert!(!config.to_toml().contains("s3cret"));
+    let debug = format!("{config:?} {:#?}", config.zookeeper);
+    assert!(
+        !debug.contains("s3cret") && debug.contains("digest: <redacted>"),
+        "{debug}"
+    );
 }
 
 #[test]

@@ -167,5 +167,6 @@ pub fn replication(isr: &[u32]) -> crate::replication::ReplicationView {
             isr: isr.iter().copied().map(BrokerId).collect(),
             min_insync: 2,
         }],
+        cannot_judge: Vec::new(),
     }
 }

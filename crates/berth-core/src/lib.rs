@@ -22,6 +22,7 @@ pub mod progress;
 pub mod replication;
 pub mod retry;
 pub mod routing;
+pub mod security;
 pub mod tag;
 
 pub use classify::Classify;

@@ -60,6 +60,11 @@ pub struct ReplicationView {
     pub live_brokers: BTreeSet<BrokerId>,
     /// Every partition of every topic.
     pub partitions: Vec<PartitionReplicas>,
+    /// Why the answer does not let berth judge (a topic this broker hosts that its principal may not describe, a
+    /// topic or partition answered with an error, a `min.insync.replicas` that cannot be read, an answer too
+    /// large): then it is neither caught up nor safe to stop, whatever the partitions say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cannot_judge: Vec<String>,
 }
 
 /// How far this broker is from hosting its partitions fully replicated.
@@ -71,18 +76,28 @@ pub struct CatchUpProgress {
     pub behind: Vec<String>,
     /// Those without a leader: nothing to fetch from, so they do not hold the gate.
     pub leaderless: Vec<String>,
+    /// Why the answer does not let berth judge (see [`ReplicationView::cannot_judge`]): holds the gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cannot_judge: Vec<String>,
 }
 
 impl CatchUpProgress {
-    /// True when no hosted partition is under-replicated because of this broker.
+    /// True when no hosted partition is under-replicated because of this broker, and the answer said so.
     pub fn caught_up(&self) -> bool {
-        self.behind.is_empty()
+        self.behind.is_empty() && self.cannot_judge.is_empty()
     }
 }
 
 impl fmt::Display for CatchUpProgress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.caught_up() {
+        if !self.cannot_judge.is_empty() {
+            write!(
+                f,
+                "cannot judge whether this broker is caught up: {}; ",
+                self.cannot_judge.join("; ")
+            )?;
+        }
+        if self.behind.is_empty() {
             write!(f, "in sync for all {} hosted partitions", self.hosted)?;
         } else {
             write!(
@@ -107,7 +122,10 @@ impl fmt::Display for CatchUpProgress {
 
 /// The caught-up rule: partitions where `me` is a replica, not in the ISR, and a leader exists.
 pub fn catch_up(view: &ReplicationView, me: BrokerId) -> CatchUpProgress {
-    let mut progress = CatchUpProgress::default();
+    let mut progress = CatchUpProgress {
+        cannot_judge: view.cannot_judge.clone(),
+        ..CatchUpProgress::default()
+    };
     for partition in view.partitions.iter().filter(|p| p.replicas.contains(&me)) {
         progress.hosted += 1;
         if partition.isr.contains(&me) {
@@ -139,6 +157,11 @@ pub enum StopSafety {
     },
     /// No other broker is alive: this is the last of the cluster, nothing can take over its partitions.
     LastBroker,
+    /// The answer does not let berth judge (see [`ReplicationView::cannot_judge`]): not safe, why.
+    CannotJudge {
+        /// The reasons.
+        reasons: Vec<String>,
+    },
 }
 
 impl fmt::Display for StopSafety {
@@ -173,6 +196,11 @@ impl fmt::Display for StopSafety {
                 )?;
                 never(f, never_safe)
             }
+            StopSafety::CannotJudge { reasons } => write!(
+                f,
+                "cannot judge whether stopping this broker is safe: {}",
+                reasons.join("; ")
+            ),
             StopSafety::LastBroker => f.write_str(
                 "no other broker is alive: this is the last one, stopping it takes its partitions offline \
                  whatever berth waits for",
@@ -183,6 +211,12 @@ impl fmt::Display for StopSafety {
 
 /// The safe-stop rule for broker `me`.
 pub fn stop_safety(view: &ReplicationView, me: BrokerId) -> StopSafety {
+    // First: an answer that cannot be judged may not even list the live brokers.
+    if !view.cannot_judge.is_empty() {
+        return StopSafety::CannotJudge {
+            reasons: view.cannot_judge.clone(),
+        };
+    }
     if view.live_brokers.iter().all(|id| *id == me) {
         return StopSafety::LastBroker;
     }
@@ -344,6 +378,7 @@ mod tests {
         ReplicationView {
             live_brokers: ids(live).into_iter().collect(),
             partitions,
+            cannot_judge: Vec::new(),
         }
     }
 
@@ -371,6 +406,53 @@ mod tests {
         assert!(done.caught_up(), "{done}");
         assert_eq!(done.hosted, 3);
         assert!(catch_up(&view(&[7], Vec::new()), BrokerId(7)).caught_up());
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_judged_is_neither_caught_up_nor_safe_to_stop() {
+        let mut judged = view(
+            &[0, 1, 2],
+            vec![partition(0, Some(1), &[0, 1, 2], &[0, 1, 2])],
+        );
+        assert!(catch_up(&judged, BrokerId(0)).caught_up());
+        assert!(matches!(
+            stop_safety(&judged, BrokerId(0)),
+            StopSafety::Safe { .. }
+        ));
+        judged.cannot_judge = vec!["topic secret: error 29 (TopicAuthorizationFailed)".into()];
+        let progress = catch_up(&judged, BrokerId(0));
+        assert!(!progress.caught_up());
+        assert!(
+            progress.to_string().starts_with(
+                "cannot judge whether this broker is caught up: topic secret: error 29 (TopicAuthorizationFailed); \
+                 in sync"
+            ),
+            "{progress}"
+        );
+        let safety = stop_safety(&judged, BrokerId(0));
+        assert_eq!(
+            safety.to_string(),
+            "cannot judge whether stopping this broker is safe: topic secret: error 29 (TopicAuthorizationFailed)"
+        );
+        let alone = ReplicationView {
+            live_brokers: BTreeSet::new(),
+            ..judged.clone()
+        };
+        assert_eq!(
+            stop_safety(&alone, BrokerId(0)),
+            safety,
+            "no broker listed is no evidence of being the last one"
+        );
+        let verdict = drain_verdict(Ok(&safety), Duration::from_secs(1), Duration::from_secs(60));
+        assert!(matches!(verdict, DrainVerdict::Wait(why) if why.contains("cannot judge")));
+        assert!(matches!(
+            drain_verdict(
+                Ok(&safety),
+                Duration::from_secs(60),
+                Duration::from_secs(60)
+            ),
+            DrainVerdict::Proceed(DrainOutcome::BoundReached(_))
+        ));
     }
 
     #[test]

@@ -1965,3 +1965,42 @@ fn a_reclaim_answering_while_the_daemon_leaves_starts_no_second_teardown_and_no_
         assert_eq!(after.state(), expected);
     }
 }
+
+/// A view in which everything is in sync, but that does not let berth judge (an ACL hides a topic this broker
+/// hosts): the gate stays shut and the drain waits, each saying why.
+#[test]
+fn an_answer_that_cannot_be_judged_holds_the_gate_and_the_drain() {
+    let unjudged = |isr: &[u32]| {
+        let mut view = fixtures::replication(isr);
+        view.cannot_judge =
+            vec!["this broker's log dirs hold topic secret, which Metadata leaves out".into()];
+        view
+    };
+    let (m, _, now) = serving_behind_the_gate();
+    let (m, said) = events(&m, done(&m, Output::CatchUpView(unjudged(&[0, 1, 2]))), now);
+    assert!(
+        matches!(
+            &said[..],
+            [MachineEvent::StepDone { .. }, MachineEvent::Waiting { step: StepKind::CatchUp, reason }]
+                if reason.starts_with("cannot judge whether this broker is caught up: this broker's log dirs hold topic secret")
+        ),
+        "{said:?}"
+    );
+    assert_eq!(m.state(), State::StartKafka, "not Healthy");
+    let progress = m.facts().catch_up.clone().expect("progress in /state");
+    assert!(!progress.caught_up() && progress.cannot_judge.len() == 1);
+
+    let (m, now) = healthy_with_drain_wait(Duration::from_secs(300));
+    let m = step(&m, Input::Drain(DrainReason::LifecycleTerminated), now).0;
+    let mut view = unjudged(&[0, 1, 2]);
+    view.partitions[0].leader = Some(BrokerId(0));
+    let (m, said) = events(&m, done(&m, Output::DrainCheckView(view)), now);
+    assert!(
+        matches!(&said[1..], [MachineEvent::Waiting { step: StepKind::DrainCheck, reason }]
+            if reason.starts_with("cannot judge whether stopping this broker is safe")),
+        "{said:?}"
+    );
+    let wait = m.drain_wait().unwrap();
+    assert!(wait.active(), "Kafka is not stopped");
+    assert!(wait.last.as_deref().unwrap().contains("topic secret"));
+}

@@ -60,7 +60,8 @@ async fn main() {
     tokio::spawn(relay(listener, real, accepted.clone()));
 
     let settings = settings(&zk, dir.path(), advertised, real);
-    let broker = KafkaBroker::with_restart_policy(settings, RestartPolicy::default());
+    let broker =
+        KafkaBroker::with_restart_policy(settings, RestartPolicy::default()).expect("the adapter");
     let spec = BrokerSpec {
         voters: Default::default(),
         broker_id: BrokerId(0),
@@ -130,6 +131,8 @@ fn settings(zk: &ZooKeeper, dir: &std::path::Path, advertised: u16, real: u16) -
             session_timeout: Duration::from_secs(6),
             kafka_chroot: "/kafka".into(),
         },
+        security: Default::default(),
+        controller_security: Default::default(),
     }
 }
 

@@ -16,12 +16,14 @@ use berth_zk::registration::{Registration, RegistrationWatch};
 use berth_zk::ZkError;
 use tokio::sync::watch;
 
+use crate::client::KafkaClient;
 use crate::format::{FormatError, ToolSettings};
 use crate::kraft::Kraft;
+use crate::listeners;
 use crate::overlay::{self, OverlayInput};
 use crate::probe::{self, ProbeError, ProbeReport, ProbeTarget};
 use crate::quorum::Membership;
-use crate::replication;
+use crate::replication::{self, Question};
 use crate::settings::{KafkaSettings, Supervision};
 use crate::supervisor::{
     ChildState, ProcessSupervisor, RestartPolicy, SupervisorError, SystemdUnit, UnitAction,
@@ -64,6 +66,32 @@ pub enum KafkaError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS settings cannot be used (rustls refused the certificates or the key).
+    #[error("{key}: {reason}")]
+    Security {
+        /// The setting, e.g. `kafka.security.tls_key_file`.
+        key: String,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// The operator's `server.properties` could not be read for its listeners.
+    #[error("reading the listeners of kafka.server_properties {path}")]
+    ServerProperties {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operator's listeners do not fit berth's settings.
+    #[error("advertised.listeners: {0}")]
+    Listeners(String),
+    /// The log dirs cannot be listed, so the partitions this broker hosts are unknown: not caught up, not safe to
+    /// stop.
+    #[error(
+        "cannot judge the replication: the log dirs cannot be listed, so the partitions this broker hosts are unknown"
+    )]
+    LogDirsUnlisted(#[source] std::io::Error),
     /// `kafka.quorum_voters` is on but the daemon gave no voter addresses.
     #[error("kafka.quorum_voters is on but no voter addresses were given for broker {broker_id}")]
     MissingVoters {
@@ -214,7 +242,9 @@ impl Classify for KafkaError {
             | KafkaError::MissingVoters { .. }
             | KafkaError::ControllerEniMissing { .. }
             | KafkaError::VoterSetChanged { .. }
-            | KafkaError::MissingClusterId { .. } => ErrorKind::Fatal,
+            | KafkaError::MissingClusterId { .. }
+            | KafkaError::Security { .. }
+            | KafkaError::Listeners(_) => ErrorKind::Fatal,
             KafkaError::BirthEvidence { source, .. } => source.kind,
             KafkaError::Format { source, .. } => source.kind(),
             KafkaError::Overlay { source, .. }
@@ -240,6 +270,8 @@ pub struct KafkaBroker {
     listener_name: String,
     port: u16,
     overlay_path: PathBuf,
+    server_properties: PathBuf,
+    client: KafkaClient,
     stop_timeout: Duration,
     probe_timeout: Duration,
     runner: Runner,
@@ -267,15 +299,30 @@ impl KraftNode {
 impl KafkaBroker {
     /// Kafka with these settings. Nothing is contacted until [`Broker::start`].
     pub fn new(settings: KafkaSettings) -> Result<Self, KafkaError> {
-        Ok(Self::with_restart_policy(
-            settings,
-            RestartPolicy::default(),
-        ))
+        Self::with_restart_policy(settings, RestartPolicy::default())
     }
 
     /// As [`KafkaBroker::new`], with the process supervisor's restart policy chosen (tests shorten its delay).
-    pub fn with_restart_policy(settings: KafkaSettings, policy: RestartPolicy) -> Self {
-        let kraft = (settings.mode == KafkaMode::Kraft).then(|| Kraft::new(&settings));
+    pub fn with_restart_policy(
+        settings: KafkaSettings,
+        policy: RestartPolicy,
+    ) -> Result<Self, KafkaError> {
+        let client = KafkaClient::new(&settings.security).map_err(|(field, reason)| {
+            KafkaError::Security {
+                key: format!("kafka.security.{field}"),
+                reason,
+            }
+        })?;
+        let controller_client =
+            KafkaClient::new(&settings.controller_security).map_err(|(field, reason)| {
+                KafkaError::Security {
+                    key: format!("kafka.controller_security.{field}"),
+                    reason,
+                }
+            })?;
+        let server_properties = settings.formatter.server_properties.clone();
+        let kraft =
+            (settings.mode == KafkaMode::Kraft).then(|| Kraft::new(&settings, controller_client));
         let runner = match settings.supervision {
             Supervision::Systemd { unit } => Runner::Systemd(SystemdUnit::new(unit)),
             Supervision::Process { command } => Runner::Process(ProcessSupervisor::new(
@@ -288,11 +335,13 @@ impl KafkaBroker {
             let at = &settings.registrations;
             RegistrationWatch::new(&at.connect, at.session_timeout, &at.kafka_chroot)
         });
-        Self {
+        Ok(Self {
             mode: settings.mode,
             listener_name: settings.listener_name,
             port: settings.port,
             overlay_path: settings.overlay_path,
+            server_properties,
+            client,
             stop_timeout: settings.stop_timeout,
             probe_timeout: settings.check_interval.min(PROBE_TIMEOUT_MAX),
             runner,
@@ -301,7 +350,7 @@ impl KafkaBroker {
             voters: Mutex::new(None),
             started_as: Mutex::new(None),
             node: Mutex::new(None),
-        }
+        })
     }
 
     /// ZooKeeper mode: read Kafka's registrations on berth's claim session (one session per berth) while it
@@ -358,11 +407,25 @@ impl KafkaBroker {
             }
             _ => None,
         };
+        let operator =
+            listeners::read_operator(&self.server_properties).map_err(|failure| match failure {
+                listeners::ReadError::Io(source) => KafkaError::ServerProperties {
+                    path: self.server_properties.clone(),
+                    source,
+                },
+                listeners::ReadError::Listeners(reason) => KafkaError::Listeners(reason),
+            })?;
+        let advertised = listeners::advertised(
+            &operator,
+            &self.listener_name,
+            self.port,
+            spec.advertised_ip,
+        )
+        .map_err(KafkaError::Listeners)?;
         Ok(overlay::render(&OverlayInput {
             mode: self.mode,
             spec,
-            listener_name: &self.listener_name,
-            port: self.port,
+            advertised_listeners: &advertised,
             voters: voters.as_ref(),
             controller_port: self.kraft.as_ref().map_or(0, Kraft::controller_port),
         }))
@@ -550,7 +613,7 @@ impl KafkaBroker {
                     .await;
             }
         }
-        let report = probe::probe(&self.target(spec), timeout).await?;
+        let report = probe::probe(&self.client, &self.target(spec), timeout).await?;
         Ok(self.evidence(spec, &report, self.registrations.is_some()))
     }
 
@@ -814,17 +877,9 @@ impl Broker for KafkaBroker {
     }
 
     async fn replication(&self, spec: &BrokerSpec) -> Result<ReplicationView, StepError> {
-        // This broker first; any other answers as well when this one does not.
-        let listeners: Vec<SocketAddr> = std::iter::once(spec.advertised_ip)
-            .chain(
-                spec.voters
-                    .iter()
-                    .filter(|(id, _)| **id != spec.broker_id)
-                    .map(|(_, ip)| *ip),
-            )
-            .map(|ip| SocketAddr::from((ip, self.port)))
-            .collect();
-        replication::describe_any(&listeners, REPLICATION_TIMEOUT)
+        let question = Question::about(spec).map_err(KafkaError::LogDirsUnlisted)?;
+        let peers = replication::peers(spec, self.port);
+        replication::describe_any(&self.client, &peers, &question, REPLICATION_TIMEOUT)
             .await
             .map_err(|failures| KafkaError::Replication { failures }.into())
     }

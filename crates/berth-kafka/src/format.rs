@@ -445,12 +445,14 @@ fn write_config(overlay_path: &Path, merged: &str) -> Result<tempfile::NamedTemp
         .suffix(".properties")
         .tempfile_in(dir)
         .map_err(error)?;
+    // Owner only, before a byte is written: the operator's settings carry secrets (`sasl.jaas.config`, keystore
+    // passwords). The storage tool runs as berth's user (root), so it reads the file all the same.
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(error)?;
     // Latin-1 out: every character of `merged` came from a byte or from berth's ASCII overlay.
     let bytes: Vec<u8> = merged.chars().map(|c| c as u32 as u8).collect();
     file.write_all(&bytes).map_err(error)?;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(error)?;
     file.as_file().sync_all().map_err(error)?;
     Ok(file)
 }
@@ -551,11 +553,12 @@ mod tests {
         let overlay = dir.path().join("conf/berth.properties");
         let log_dir = dir.path().join("data");
         let seen = dir.path().join("seen");
-        // A stand-in storage tool: records its arguments and the file it was given, and stamps the dir the
-        // file's last `log.dirs` names (the staging dir beside the log dir).
+        // A stand-in storage tool: records its arguments, the file it was given and that file's mode, and stamps
+        // the dir the file's last `log.dirs` names (the staging dir beside the log dir).
         let script = format!(
-            "echo \"$@\" > {seen}; cat \"$4\" >> {seen}; staged=$(sed -n 's/^log.dirs=//p' \"$4\" | tail -1); \
-             mkdir -p \"$staged\"; echo version=1 > \"$staged/meta.properties\"",
+            "echo \"$@\" > {seen}; stat -c %a \"$4\" >> {seen}; cat \"$4\" >> {seen}; \
+             staged=$(sed -n 's/^log.dirs=//p' \"$4\" | tail -1); mkdir -p \"$staged\"; \
+             echo version=1 > \"$staged/meta.properties\"",
             seen = seen.display(),
         );
         let formatter = Formatter {
@@ -582,6 +585,11 @@ mod tests {
         );
         let seen = std::fs::read_to_string(&seen).unwrap();
         let (args, file) = seen.split_once('\n').unwrap();
+        let (mode, file) = file.split_once('\n').unwrap();
+        assert_eq!(
+            mode, "600",
+            "the merged settings (with their secrets) are the owner's alone"
+        );
         assert!(
             args.starts_with("--cluster-id MkU3OEVBNTcwNTJENDM2Qg --config "),
             "{args}"

@@ -251,6 +251,7 @@ mod tests {
     use berth_core::BrokerId;
 
     use super::*;
+    use crate::probe::ProbeError;
     use crate::quorum::{ask_timeout, summarize, QuorumError, NO_DIRECTORY_ID};
 
     /// The leader's clock in these views.
@@ -362,13 +363,15 @@ mod tests {
             silent.contains("born") && silent.contains("no other controller accepts"),
             "{silent}"
         );
-        let timeout = summarize(vec![Err(QuorumError::Timeout {
-            controller: "10.0.2.10:9093".parse().unwrap(),
+        let timeout = summarize(vec![Err(QuorumError::Unreachable(ProbeError::Timeout {
+            listener: "10.0.2.10:9093".parse().unwrap(),
             after: Duration::from_secs(3),
-        })]);
+        }))]);
         let timed_out = refusal(decide(&BLANK, 0, STATIC, &born(), &timeout));
         assert!(
-            timed_out.contains("could not describe: 10.0.2.10:9093: no answer within 3s"),
+            timed_out.contains(
+                "could not describe: Kafka's listener 10.0.2.10:9093 did not answer within 3s"
+            ),
             "{timed_out}"
         );
     }

@@ -29,6 +29,7 @@ use berth_core::ports::{BrokerSpec, Deadline};
 use berth_core::{BrokerId, ServingEvidence};
 
 use crate::broker::KafkaError;
+use crate::client::{KafkaClient, Peer};
 use crate::format::{self, Formatter, StorageState, ToolSettings, FORMAT_MIN_TIME};
 use crate::format_rule::{self, Role, StorageDecision};
 use crate::quorum::{self, Membership, Quorum, QuorumView, NO_DIRECTORY_ID};
@@ -44,6 +45,8 @@ pub const MARK_RETRY: Duration = Duration::from_secs(60);
 /// The KRaft settings and state of one broker adapter.
 pub(crate) struct Kraft {
     formatter: Formatter,
+    /// How the controllers' listener is reached (`kafka.controller_security`).
+    client: KafkaClient,
     cluster_id: Option<String>,
     controller_port: u16,
     quorum_voters: bool,
@@ -66,9 +69,10 @@ pub struct QuorumReport {
 }
 
 impl Kraft {
-    pub(crate) fn new(settings: &KafkaSettings) -> Self {
+    pub(crate) fn new(settings: &KafkaSettings, client: KafkaClient) -> Self {
         Self {
             formatter: settings.formatter.clone(),
+            client,
             cluster_id: settings.cluster_id.clone(),
             controller_port: settings.controller_port,
             quorum_voters: settings.quorum_voters,
@@ -256,10 +260,10 @@ impl Kraft {
         deadline: Deadline,
     ) -> StorageDecision {
         let broker_id = spec.broker_id;
-        let others: Vec<SocketAddr> = controllers
+        let others: Vec<Peer> = controllers
             .iter()
             .filter(|(id, _)| **id != broker_id)
-            .map(|(_, ip)| SocketAddr::from((*ip, self.controller_port)))
+            .map(|(id, ip)| Peer::new(id.0, SocketAddr::from((*ip, self.controller_port))))
             .collect();
         let role = match (settings.controller, settings.dynamic) {
             (false, _) => Role::Broker,
@@ -273,7 +277,7 @@ impl Kraft {
             quorum::ask_timeout(deadline.remaining(), QUORUM_ASK_TIMEOUT),
         ) {
             (Role::Broker, _) => Quorum::Silent,
-            (_, Ok(timeout)) => quorum::observe(&others, timeout).await,
+            (_, Ok(timeout)) => quorum::observe(&self.client, &others, timeout).await,
             (_, Err(why)) => Quorum::NotAsked(why),
         };
         format_rule::decide(storage, broker_id.0 as i32, role, birth, &seen)
@@ -301,16 +305,16 @@ impl Kraft {
         controllers: &BTreeMap<BrokerId, Ipv4Addr>,
         timeout: Duration,
     ) -> Result<QuorumView, String> {
-        let addresses: Vec<SocketAddr> = std::iter::once(spec.advertised_ip)
+        let peers: Vec<Peer> = std::iter::once((spec.broker_id, spec.advertised_ip))
             .chain(
                 controllers
                     .iter()
                     .filter(|(id, _)| **id != spec.broker_id)
-                    .map(|(_, ip)| *ip),
+                    .map(|(id, ip)| (*id, *ip)),
             )
-            .map(|ip| SocketAddr::from((ip, self.controller_port)))
+            .map(|(id, ip)| Peer::new(id.0, SocketAddr::from((ip, self.controller_port))))
             .collect();
-        match quorum::observe(&addresses, timeout).await {
+        match quorum::observe(&self.client, &peers, timeout).await {
             Quorum::Described(view) => Ok(view),
             Quorum::Silent => Err("no controller accepts a connection".into()),
             Quorum::Undescribed(why) | Quorum::NotAsked(why) => Err(why),
@@ -447,7 +451,7 @@ mod tests {
     use super::*;
 
     fn kraft(controller_ids: &[u32], quorum_voters: bool) -> Kraft {
-        Kraft::new(&KafkaSettings {
+        let settings = KafkaSettings {
             mode: berth_core::KafkaMode::Kraft,
             supervision: crate::Supervision::Systemd {
                 unit: "kafka.service".into(),
@@ -472,7 +476,10 @@ mod tests {
                 session_timeout: Duration::from_secs(6),
                 kafka_chroot: String::new(),
             },
-        })
+            security: Default::default(),
+            controller_security: Default::default(),
+        };
+        Kraft::new(&settings, KafkaClient::plaintext())
     }
 
     fn known(ids: &[u32]) -> BTreeMap<BrokerId, Ipv4Addr> {

@@ -14,20 +14,26 @@
 //! - [`format_rule`]: whether blank storage may be formatted (the birth rule and the majority check);
 //!   [`quorum`]: DescribeQuorum and what berth reads from it; [`kraft`]: the adapter's KRaft side.
 //! - [`supervisor`]: `systemctl` or a child process with systemd-like restarts.
+//! - [`client`]: the one way to a listener (TCP, TLS through rustls, ApiVersions, SASL through [`sasl`]) for the
+//!   probe, the replication read and DescribeQuorum.
 //! - [`probe`]: the ApiVersions + Metadata round trip; [`wire`]: Kafka framing, client side only.
+//! - [`listeners`]: `advertised.listeners` for every listener of the operator's.
 //! - [`replication`]: every partition's replicas and ISR and each topic's `min.insync.replicas`, for the
 //!   caught-up gate and the safe drain.
 //! - [`properties`]: writing Java properties values as Kafka reads them (ISO-8859-1).
 //! - [`settings`]: what the adapter reads, built by the daemon from its configuration.
 
+pub mod client;
 pub mod format;
 pub mod format_rule;
 pub mod kraft;
+pub mod listeners;
 pub mod overlay;
 pub mod probe;
 pub mod properties;
 pub mod quorum;
 pub mod replication;
+pub mod sasl;
 pub mod settings;
 pub mod staging;
 pub mod supervisor;

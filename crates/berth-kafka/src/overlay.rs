@@ -25,10 +25,8 @@ pub struct OverlayInput<'a> {
     pub mode: KafkaMode,
     /// The broker this host runs as.
     pub spec: &'a BrokerSpec,
-    /// Listener name in `advertised.listeners`.
-    pub listener_name: &'a str,
-    /// Listener port.
-    pub port: u16,
+    /// `advertised.listeners` ([`crate::listeners::advertised`]).
+    pub advertised_listeners: &'a str,
     /// KRaft: every voter's id and ENI address, for `controller.quorum.voters` (None leaves it to the operator).
     pub voters: Option<&'a BTreeMap<BrokerId, Ipv4Addr>>,
     /// KRaft: the controllers' port.
@@ -61,13 +59,7 @@ pub fn render(input: &OverlayInput<'_>) -> String {
             }
         }
     }
-    line(
-        "advertised.listeners",
-        &format!(
-            "{}://{}:{}",
-            input.listener_name, spec.advertised_ip, input.port
-        ),
-    );
+    line("advertised.listeners", input.advertised_listeners);
     let dirs: Vec<String> = spec
         .log_dirs
         .iter()

@@ -1,24 +1,18 @@
 //! The protocol half of "Kafka is serving": ApiVersions then Metadata on the advertised listener.
 //!
 //! A process listening on the port proves little; a broker that answers Metadata listing itself with the ENI
-//! address is what clients will see. One TCP connection per probe (TCP_NODELAY, each frame one write), no topics
-//! requested, so a check costs two small round trips.
+//! address is what clients will see. One connection per probe ([`crate::client`]: TLS and SASL as the listener
+//! wants), no topics requested, so a check costs two small round trips after the handshakes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    RequestHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 
-use crate::wire::{self, WireError};
+use crate::client::{Connection, KafkaClient};
+use crate::wire::WireError;
 
-/// ApiVersions version berth sends (Kafka 2.4+ answers it).
-pub const API_VERSIONS_VERSION: i16 = 3;
+pub use crate::client::API_VERSIONS_VERSION;
 /// Highest Metadata version berth asks for (lowered to what the broker supports).
 pub const METADATA_MAX_VERSION: i16 = 12;
 /// Lowest Metadata version berth can ask with: v0 reads an empty topic list as "all topics".
@@ -78,6 +72,25 @@ pub enum ProbeError {
         /// The socket error.
         source: std::io::Error,
     },
+    /// The TLS handshake failed: the broker's certificate (its CA, its name or address), berth's client
+    /// certificate, or a listener that does not speak TLS.
+    #[error("TLS with Kafka's listener {listener}: {source}")]
+    Tls {
+        /// The listener.
+        listener: SocketAddr,
+        /// rustls's reason.
+        source: std::io::Error,
+    },
+    /// SASL authentication was refused or could not be completed.
+    #[error("SASL {mechanism} at Kafka's listener {listener}: {detail}")]
+    Authentication {
+        /// The listener.
+        listener: SocketAddr,
+        /// The mechanism.
+        mechanism: &'static str,
+        /// What the broker answered, or what was wrong with its answer.
+        detail: String,
+    },
     /// No complete answer in time.
     #[error("Kafka's listener {listener} did not answer within {after:?}")]
     Timeout {
@@ -116,10 +129,6 @@ pub enum ProbeError {
     },
 }
 
-fn wire_error(listener: SocketAddr) -> impl Fn(WireError) -> ProbeError {
-    move |source| ProbeError::Wire { listener, source }
-}
-
 /// The Metadata request berth sends in `version`: no topics, and (where the version has the field) no topic
 /// auto-creation. Every field set is one the version carries, so it encodes in every version the probe picks.
 pub fn metadata_request(version: i16) -> MetadataRequest {
@@ -131,19 +140,38 @@ pub fn metadata_request(version: i16) -> MetadataRequest {
     }
 }
 
-/// One ApiVersions + Metadata round trip on a fresh connection, bounded by `timeout`.
-pub async fn probe(target: &ProbeTarget, timeout: Duration) -> Result<ProbeReport, ProbeError> {
-    probe_up_to(target, timeout, METADATA_MAX_VERSION).await
+/// One ApiVersions + Metadata round trip on a fresh connection through `client`, bounded by `timeout`.
+pub async fn probe(
+    client: &KafkaClient,
+    target: &ProbeTarget,
+    timeout: Duration,
+) -> Result<ProbeReport, ProbeError> {
+    probe_up_to(client, target, timeout, METADATA_MAX_VERSION).await
 }
 
 /// As [`probe`], asking Metadata in at most `max_version` (the broker's highest if lower): the tests use it
 /// to send every version the probe may pick to a real broker.
 pub async fn probe_up_to(
+    client: &KafkaClient,
     target: &ProbeTarget,
     timeout: Duration,
     max_version: i16,
 ) -> Result<ProbeReport, ProbeError> {
-    within(target.listener, timeout, exchange(target, max_version)).await
+    let started = Instant::now();
+    let connection = client
+        .connect(
+            target.listener,
+            u32::try_from(target.broker_id).ok(),
+            timeout,
+        )
+        .await?;
+    let remaining = timeout.saturating_sub(started.elapsed());
+    within(
+        target.listener,
+        remaining,
+        exchange(connection, target, max_version, started),
+    )
+    .await
 }
 
 /// Awaits an exchange with `listener`, or fails with [`ProbeError::Timeout`] once `timeout` has passed.
@@ -162,112 +190,27 @@ pub(crate) async fn within<T>(
         })
 }
 
-async fn exchange(target: &ProbeTarget, max_version: i16) -> Result<ProbeReport, ProbeError> {
-    let listener = target.listener;
-    let started = Instant::now();
-    let (mut stream, versions) = open(listener).await?;
-    let version = metadata_version(&versions, max_version, listener)?;
-    let metadata: MetadataResponse = round_trip(
-        &mut stream,
-        listener,
-        (ApiKey::Metadata, version, 2),
-        &metadata_request(version),
-    )
-    .await?;
+async fn exchange(
+    mut connection: Connection,
+    target: &ProbeTarget,
+    max_version: i16,
+    started: Instant,
+) -> Result<ProbeReport, ProbeError> {
+    let version = metadata_version(&connection, max_version)?;
+    let metadata: MetadataResponse = connection
+        .round_trip(ApiKey::Metadata, version, &metadata_request(version))
+        .await?;
     judge_metadata(target, &metadata, version, started.elapsed())
 }
 
-/// Connects to `listener` (TCP_NODELAY) and asks which API versions it speaks.
-pub(crate) async fn open(
-    listener: SocketAddr,
-) -> Result<(TcpStream, ApiVersionsResponse), ProbeError> {
-    let mut stream = TcpStream::connect(listener)
-        .await
-        .map_err(|source| ProbeError::Connect { listener, source })?;
-    stream
-        .set_nodelay(true)
-        .map_err(|source| ProbeError::Connect { listener, source })?;
-    let request = ApiVersionsRequest::default()
-        .with_client_software_name(StrBytes::from_static_str("berth"))
-        .with_client_software_version(StrBytes::from_static_str(berth_core::VERSION));
-    let versions: ApiVersionsResponse = round_trip(
-        &mut stream,
-        listener,
-        (ApiKey::ApiVersions, API_VERSIONS_VERSION, 1),
-        &request,
-    )
-    .await?;
-    if versions.error_code != 0 {
-        return Err(ProbeError::ApiVersions {
-            listener,
-            detail: format!("error code {}", versions.error_code),
-        });
-    }
-    Ok((stream, versions))
-}
-
-/// The highest version of `api` that berth (`ours`) and the broker both speak.
-pub(crate) fn api_version(
-    versions: &ApiVersionsResponse,
-    api: ApiKey,
-    ours: std::ops::RangeInclusive<i16>,
-    listener: SocketAddr,
-) -> Result<i16, ProbeError> {
-    let theirs = versions
-        .api_keys
-        .iter()
-        .find(|key| key.api_key == api as i16)
-        .ok_or_else(|| ProbeError::ApiVersions {
-            listener,
-            detail: format!("no {api:?} API listed"),
-        })?;
-    let version = (*ours.end()).min(theirs.max_version);
-    if version < theirs.min_version.max(*ours.start()) {
-        return Err(ProbeError::ApiVersions {
-            listener,
-            detail: format!(
-                "{api:?} versions {}..={} only",
-                theirs.min_version, theirs.max_version
-            ),
-        });
-    }
-    Ok(version)
-}
-
-/// Sends one request (`api`, version, correlation id) and reads its response.
-pub(crate) async fn round_trip<Request: Encodable, Response: Decodable>(
-    stream: &mut TcpStream,
-    listener: SocketAddr,
-    (api, version, correlation_id): (ApiKey, i16, i32),
-    request: &Request,
-) -> Result<Response, ProbeError> {
-    let header = request_header(api, version, correlation_id);
-    let frame = wire::encode_request(&header, request).map_err(wire_error(listener))?;
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(|source| ProbeError::Wire {
-            listener,
-            source: WireError::Io(source),
-        })?;
-    let frame = wire::read_frame(stream)
-        .await
-        .map_err(wire_error(listener))?;
-    let (_, response) = wire::decode_response(frame, api, version).map_err(wire_error(listener))?;
-    Ok(response)
-}
-
 /// The Metadata version to ask for: the highest that berth, `max_version` and the broker all speak.
-fn metadata_version(
-    versions: &ApiVersionsResponse,
+pub(crate) fn metadata_version(
+    connection: &Connection,
     max_version: i16,
-    listener: SocketAddr,
 ) -> Result<i16, ProbeError> {
-    api_version(
-        versions,
+    connection.api_version(
         ApiKey::Metadata,
         METADATA_MIN_VERSION..=max_version.min(METADATA_MAX_VERSION),
-        listener,
     )
 }
 
@@ -314,17 +257,12 @@ fn judge_metadata(
     })
 }
 
-pub(crate) fn request_header(api: ApiKey, version: i16, correlation_id: i32) -> RequestHeader {
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("berth")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::request_header;
+    use crate::wire;
+    use kafka_protocol::messages::RequestHeader;
     use kafka_protocol::protocol::Decodable;
 
     /// Every version the probe may pick encodes, and a decoder (a broker's side of `kafka-protocol`) reads the

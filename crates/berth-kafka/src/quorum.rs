@@ -22,11 +22,9 @@ use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData
 use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{ApiKey, DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
-use crate::probe::request_header;
-use crate::wire::{self, WireError};
+use crate::client::{KafkaClient, Peer};
+use crate::probe::{self, ProbeError};
 
 /// The DescribeQuorum version berth asks in (Kafka 3.9 and 4.x answer v0-v2; v2 carries directory ids).
 pub const DESCRIBE_QUORUM_VERSION: i16 = 2;
@@ -134,24 +132,9 @@ pub fn ask_timeout(remaining: Duration, ask: Duration) -> Result<Duration, Strin
 /// Why a controller could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
-    /// The connection failed.
-    #[error("{controller}: {source}")]
-    Connect {
-        /// The controller.
-        controller: SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The exchange failed.
-    #[error("{controller}: {source}")]
-    Wire {
-        /// The controller.
-        controller: SocketAddr,
-        /// The framing or codec error.
-        #[source]
-        source: WireError,
-    },
+    /// It was not reached, not secured or authenticated, did not answer in time, or the exchange broke.
+    #[error(transparent)]
+    Unreachable(#[from] ProbeError),
     /// The controller answered with an error code (e.g. 6, NOT_LEADER_OR_FOLLOWER).
     #[error("{controller} answered DescribeQuorum with error {code}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Refused {
@@ -168,49 +151,37 @@ pub enum QuorumError {
         /// Why.
         reason: String,
     },
-    /// No answer in time.
-    #[error("{controller}: no answer within {after:?}")]
-    Timeout {
-        /// The controller.
-        controller: SocketAddr,
-        /// The time allowed.
-        after: Duration,
-    },
 }
 
-/// Sends one DescribeQuorum for the metadata log to `controller`'s controller listener.
+/// Sends one DescribeQuorum for the metadata log to a controller's listener, through `client` (the controller
+/// listener's security), within `timeout`.
 pub async fn describe(
-    controller: SocketAddr,
+    client: &KafkaClient,
+    controller: Peer,
     timeout: Duration,
 ) -> Result<QuorumView, QuorumError> {
-    match tokio::time::timeout(timeout, exchange(controller)).await {
-        Ok(result) => result,
-        Err(_) => Err(QuorumError::Timeout {
-            controller,
-            after: timeout,
-        }),
-    }
-}
-
-async fn exchange(controller: SocketAddr) -> Result<QuorumView, QuorumError> {
-    let wire_error = |source| QuorumError::Wire { controller, source };
-    let mut stream = TcpStream::connect(controller)
-        .await
-        .map_err(|source| QuorumError::Connect { controller, source })?;
-    let _ = stream.set_nodelay(true);
-    let header = request_header(ApiKey::DescribeQuorum, DESCRIBE_QUORUM_VERSION, 1);
+    let started = std::time::Instant::now();
+    let mut connection = client
+        .connect(controller.listener, controller.id, timeout)
+        .await?;
+    let remaining = timeout.saturating_sub(started.elapsed());
     let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
         .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
         .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
-    let frame = wire::encode_request(&header, &request).map_err(wire_error)?;
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(|source| wire_error(WireError::Io(source)))?;
-    let frame = wire::read_frame(&mut stream).await.map_err(wire_error)?;
-    let (_, response): (i32, DescribeQuorumResponse) =
-        wire::decode_response(frame, ApiKey::DescribeQuorum, DESCRIBE_QUORUM_VERSION)
-            .map_err(wire_error)?;
+    let response: DescribeQuorumResponse = probe::within(
+        controller.listener,
+        remaining,
+        connection.round_trip(ApiKey::DescribeQuorum, DESCRIBE_QUORUM_VERSION, &request),
+    )
+    .await?;
+    view_of(controller.listener, &response)
+}
+
+/// The quorum as a controller's answer describes it, or its refusal.
+fn view_of(
+    controller: SocketAddr,
+    response: &DescribeQuorumResponse,
+) -> Result<QuorumView, QuorumError> {
     let refused = |code, message: Option<&StrBytes>| QuorumError::Refused {
         controller,
         code,
@@ -270,11 +241,13 @@ pub fn kafka_uuid(bytes: &[u8; 16]) -> String {
     out
 }
 
-/// Asks every controller at once, each bounded by `timeout`, and sums up what they said ([`summarize`]).
-pub async fn observe(controllers: &[SocketAddr], timeout: Duration) -> Quorum {
+/// Asks every controller at once through `client` (the controller listener's security), each bounded by
+/// `timeout`, and sums up what they said ([`summarize`]).
+pub async fn observe(client: &KafkaClient, controllers: &[Peer], timeout: Duration) -> Quorum {
     let mut asks = tokio::task::JoinSet::new();
     for controller in controllers {
-        asks.spawn(describe(*controller, timeout));
+        let (client, controller) = (client.clone(), *controller);
+        asks.spawn(async move { describe(&client, controller, timeout).await });
     }
     let mut answers = Vec::with_capacity(controllers.len());
     while let Some(answer) = asks.join_next().await {
@@ -289,14 +262,15 @@ pub async fn observe(controllers: &[SocketAddr], timeout: Duration) -> Quorum {
 
 /// The quorum from the answers of every controller asked: the description of the highest epoch when any
 /// gave one; silence only when every one refused the connection (nothing listens there, a positive answer
-/// of its host); anything else (an error, a timeout, an unreachable address) is "could not describe". Pure.
+/// of its host); anything else (an error, a timeout, an unreachable address, a failed TLS or SASL step) is
+/// "could not describe". Pure.
 pub fn summarize(answers: Vec<Result<QuorumView, QuorumError>>) -> Quorum {
     let mut views = Vec::new();
     let mut undescribed = Vec::new();
     for answer in answers {
         match answer {
             Ok(view) => views.push(view),
-            Err(QuorumError::Connect { source, .. })
+            Err(QuorumError::Unreachable(ProbeError::Connect { source, .. }))
                 if source.kind() == std::io::ErrorKind::ConnectionRefused => {}
             Err(error) => undescribed.push(error.to_string()),
         }
@@ -463,10 +437,10 @@ mod tests {
     }
 
     fn refused(controller: &str) -> QuorumError {
-        QuorumError::Connect {
-            controller: controller.parse().unwrap(),
+        QuorumError::Unreachable(ProbeError::Connect {
+            listener: controller.parse().unwrap(),
             source: std::io::ErrorKind::ConnectionRefused.into(),
-        }
+        })
     }
 
     #[test]
@@ -481,19 +455,20 @@ mod tests {
         );
         let timed_out = summarize(vec![
             Err(refused("10.0.1.10:9093")),
-            Err(QuorumError::Timeout {
-                controller: "10.0.2.10:9093".parse().unwrap(),
+            Err(QuorumError::Unreachable(ProbeError::Timeout {
+                listener: "10.0.2.10:9093".parse().unwrap(),
                 after: Duration::from_secs(3),
-            }),
+            })),
         ]);
         assert!(
-            matches!(&timed_out, Quorum::Undescribed(why) if why.contains("10.0.2.10:9093: no answer within 3s")),
+            matches!(&timed_out, Quorum::Undescribed(why)
+                if why.contains("listener 10.0.2.10:9093 did not answer within 3s")),
             "{timed_out:?}"
         );
-        let unreachable = summarize(vec![Err(QuorumError::Connect {
-            controller: "10.0.2.10:9093".parse().unwrap(),
+        let unreachable = summarize(vec![Err(QuorumError::Unreachable(ProbeError::Connect {
+            listener: "10.0.2.10:9093".parse().unwrap(),
             source: std::io::ErrorKind::HostUnreachable.into(),
-        })]);
+        }))]);
         assert!(
             matches!(unreachable, Quorum::Undescribed(_)),
             "{unreachable:?}"

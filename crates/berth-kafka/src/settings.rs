@@ -2,9 +2,12 @@
 //! ZooKeeper mode, the `[zookeeper]` keys that say where Kafka registers.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use berth_core::security::{SaslMechanism, Secret, SecurityProtocol};
 use berth_core::{BrokerId, KafkaMode};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::format::Formatter;
 
@@ -66,4 +69,41 @@ pub struct KafkaSettings {
     pub cluster_id: Option<String>,
     /// ZooKeeper mode: where Kafka registers (unused in KRaft mode).
     pub registrations: RegistrationSettings,
+    /// How berth reaches `listener_name` (the probe, the replication read).
+    pub security: ClientSettings,
+    /// KRaft: how berth reaches the controllers' listener (DescribeQuorum).
+    pub controller_security: ClientSettings,
+}
+
+/// How berth reaches one kind of listener (`[kafka.security]`, `[kafka.controller_security]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// The listener's security protocol.
+    pub protocol: SecurityProtocol,
+    /// With `SASL_*`: how berth authenticates.
+    pub sasl: Option<SaslSettings>,
+    /// With `SSL`/`SASL_SSL`: what berth trusts and shows.
+    pub tls: Option<TlsSettings>,
+}
+
+/// SASL: the mechanism and berth's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslSettings {
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: SaslMechanism,
+    /// berth's user name.
+    pub username: String,
+    /// Its password (never printed).
+    pub password: Secret,
+}
+
+/// TLS: the CA certificates, berth's client certificate and key (mutual TLS), and the name to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The CA certificates that signed the brokers' certificates.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// berth's certificate chain and private key, for listeners that require a client certificate.
+    pub client: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    /// The name the broker's certificate must carry (`{id}`: the broker id asked); empty: the address.
+    pub server_name: String,
 }

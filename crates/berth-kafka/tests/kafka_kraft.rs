@@ -14,8 +14,9 @@ use berth_core::replication::{
     catch_up, stop_safety, PartitionReplicas, ReplicationView, StopSafety,
 };
 use berth_core::BrokerId;
+use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::probe::{self, ProbeError, METADATA_MAX_VERSION, METADATA_MIN_VERSION};
-use berth_kafka::replication;
+use berth_kafka::replication::{self, Question};
 use berth_kafka::supervisor::ChildState;
 use berth_testkit::kafka::{
     Client, ClusterMode, ClusterOptions, Install, KafkaCluster, NodeSpec, TopicSpec,
@@ -28,7 +29,14 @@ use common::{stop_cleanly, CLUSTER_ID};
 pub async fn every_metadata_version(host: &RealHost, id: u32) -> Vec<i16> {
     let mut answered = Vec::new();
     for version in METADATA_MIN_VERSION..=METADATA_MAX_VERSION {
-        match probe::probe_up_to(&host.target(id), Duration::from_secs(10), version).await {
+        match probe::probe_up_to(
+            &host.kafka_client(),
+            &host.target(id),
+            Duration::from_secs(10),
+            version,
+        )
+        .await
+        {
             Ok(report) => {
                 assert_eq!(report.metadata_version, version);
                 let me = report.brokers.iter().find(|b| b.id == id as i32).unwrap();
@@ -261,7 +269,7 @@ async fn a_wrong_cluster_id_is_refused_with_kafkas_words() {
 /// Asks `listeners` about the replication until `done` holds for the view, within `within`: Kafka shrinks
 /// and expands ISRs on its own schedule, so the test observes until it has, or gives up.
 async fn replication_until(
-    listeners: &[SocketAddr],
+    listeners: &[Peer],
     what: &str,
     within: Duration,
     done: impl Fn(&ReplicationView) -> bool,
@@ -271,7 +279,14 @@ async fn replication_until(
     let found = tokio::time::timeout(within, async {
         loop {
             every.tick().await;
-            match replication::describe_any(listeners, Duration::from_secs(10)).await {
+            match replication::describe_any(
+                &KafkaClient::plaintext(),
+                listeners,
+                &Question::default(),
+                Duration::from_secs(10),
+            )
+            .await
+            {
                 Ok(view) if done(&view) => return view,
                 Ok(view) => last = Some(format!("{view:?}")),
                 Err(errors) => last = Some(format!("{errors:?}")),
@@ -291,9 +306,9 @@ async fn replication_until(
 async fn the_gate_and_the_drain_check_read_under_replication_from_a_real_cluster() {
     let install = Install::kraft().expect("Kafka 4.x installed");
     let nodes = NodeSpec::loopback_trio(31);
-    let listeners: Vec<SocketAddr> = nodes
+    let listeners: Vec<Peer> = nodes
         .iter()
-        .map(|node| SocketAddr::from((node.host, node.port)))
+        .map(|node| Peer::new(node.id, SocketAddr::from((node.host, node.port))))
         .collect();
     let bootstrap = nodes[0].bootstrap();
     let cluster = start_with_orders(&install, &nodes, bootstrap).await;
@@ -368,7 +383,7 @@ fn orders(view: &ReplicationView) -> Vec<PartitionReplicas> {
 
 /// With every node running and in sync (`min.insync.replicas` read through DescribeConfigs), every broker is
 /// caught up and any one may stop.
-async fn every_broker_caught_up_and_free_to_stop(listeners: &[SocketAddr]) {
+async fn every_broker_caught_up_and_free_to_stop(listeners: &[Peer]) {
     let full = replication_until(listeners, "orders fully in sync", START_DEADLINE, |view| {
         let orders = orders(view);
         orders.len() == 3 && orders.iter().all(|p| p.isr.len() == 3)
@@ -397,7 +412,7 @@ async fn every_broker_caught_up_and_free_to_stop(listeners: &[SocketAddr]) {
 
 /// Node 2 out of every ISR: it is behind (the gate would hold it) and stopping node 0 would leave one replica in
 /// sync; a broker that does not answer (node 2, asked first) is passed over for the next.
-async fn node_2_behind_and_node_0_unsafe(listeners: &[SocketAddr]) {
+async fn node_2_behind_and_node_0_unsafe(listeners: &[Peer]) {
     let dead_first = [listeners[2], listeners[0], listeners[1]];
     let degraded = replication_until(
         &dead_first,

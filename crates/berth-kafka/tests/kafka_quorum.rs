@@ -20,6 +20,7 @@ use std::time::Duration;
 use berth_core::birth::{self, BirthRecord};
 use berth_core::ports::{Broker, Deadline, StepError};
 use berth_core::{BrokerId, ErrorKind, ServingEvidence};
+use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::format::StorageState;
 use berth_kafka::format_rule::{self, Role, StorageDecision};
 use berth_kafka::quorum::{self, Quorum};
@@ -62,7 +63,7 @@ impl Node {
 
 /// Polls (500 ms) until `check` is true of what the controllers say, or panics naming `what` after `within`.
 async fn until(
-    controllers: &[SocketAddr],
+    controllers: &[Peer],
     within: Duration,
     what: &str,
     check: impl Fn(&Quorum) -> bool,
@@ -71,7 +72,7 @@ async fn until(
     tokio::time::timeout(within, async {
         loop {
             every.tick().await;
-            let seen = quorum::observe(controllers, ASK).await;
+            let seen = quorum::observe(&KafkaClient::plaintext(), controllers, ASK).await;
             if check(&seen) {
                 return seen;
             }
@@ -105,7 +106,7 @@ fn refusal(result: Result<ServingEvidence, StepError>) -> String {
 /// A static trio of berth-managed nodes on loopback addresses, sharing one birth record.
 struct Trio {
     specs: Vec<NodeSpec>,
-    controllers: Vec<SocketAddr>,
+    controllers: Vec<Peer>,
     births: Arc<RecordedBirths>,
     nodes: Vec<Node>,
 }
@@ -114,9 +115,9 @@ impl Trio {
     fn new() -> Self {
         let specs = NodeSpec::loopback_trio(11);
         let controller_port = specs[0].controller_port;
-        let controllers: Vec<SocketAddr> = specs
+        let controllers: Vec<Peer> = specs
             .iter()
-            .map(|node| SocketAddr::from((node.host, controller_port)))
+            .map(|node| Peer::new(node.id, SocketAddr::from((node.host, controller_port))))
             .collect();
         let voters: BTreeMap<BrokerId, Ipv4Addr> = specs
             .iter()
@@ -152,7 +153,7 @@ impl Trio {
             2,
             Role::StaticController,
             &birth::judge(&evidence),
-            &quorum::observe(&self.controllers, ASK).await,
+            &quorum::observe(&KafkaClient::plaintext(), &self.controllers, ASK).await,
         )
     }
 }
@@ -392,9 +393,9 @@ async fn a_dynamic_quorum_is_formed_by_the_first_controller_and_a_joiner_is_conf
     );
     run_as_printed(&hosts[1], fix).await;
     let directory_id = directory_id_of(&hosts[1]);
-    let addresses: Vec<SocketAddr> = controllers
-        .values()
-        .map(|ip| SocketAddr::from((*ip, controller_port)))
+    let addresses: Vec<Peer> = controllers
+        .iter()
+        .map(|(id, ip)| Peer::new(id.0, SocketAddr::from((*ip, controller_port))))
         .collect();
     let seen = until(
         &addresses,

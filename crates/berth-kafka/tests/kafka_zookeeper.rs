@@ -57,9 +57,14 @@ async fn kafka_registers_serves_and_deregisters_on_a_controlled_shutdown() {
 
     // Every Metadata version the probe may pick (Kafka 3.9 answers v0-v12 and more).
     for version in METADATA_MIN_VERSION..=METADATA_MAX_VERSION {
-        let report = probe::probe_up_to(&host.target(1), Duration::from_secs(10), version)
-            .await
-            .unwrap_or_else(|error| panic!("Metadata v{version}: {error}"));
+        let report = probe::probe_up_to(
+            &host.kafka_client(),
+            &host.target(1),
+            Duration::from_secs(10),
+            version,
+        )
+        .await
+        .unwrap_or_else(|error| panic!("Metadata v{version}: {error}"));
         assert_eq!(report.metadata_version, version);
         let me = report.brokers.iter().find(|b| b.id == 1).unwrap();
         assert_eq!(me.rack.as_deref(), Some(RACK), "v{version}");

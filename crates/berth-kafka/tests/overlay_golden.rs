@@ -39,6 +39,8 @@ fn settings(mode: KafkaMode) -> KafkaSettings {
             session_timeout: Duration::from_secs(6),
             kafka_chroot: String::new(),
         },
+        security: Default::default(),
+        controller_security: Default::default(),
     }
 }
 

@@ -16,13 +16,23 @@ use crate::layout;
 use crate::systemd_host::KAFKA_UNIT;
 
 /// A client of the fleet's brokers (every id's ENI address), run from the region namespace (the simulator's
-/// threads live there, and its children with them).
+/// threads live there, and its children with them); on a secured fleet it authenticates as the test's client
+/// (a super user).
 pub fn client(fleet: &Fleet, install: &Install) -> Client {
     let zones = fleet.options().zones;
     let bootstrap: Vec<String> = (0..fleet.options().brokers)
         .map(|id| format!("{}:{}", layout::eni_ip(id, zones), layout::KAFKA_PORT))
         .collect();
-    Client::new(install, bootstrap.join(","), Vec::new())
+    let client = Client::new(install, bootstrap.join(","), Vec::new());
+    match fleet.security() {
+        Some(security) => client
+            .secured(
+                &security.client_auth(),
+                &fleet.work_dir().join("client.properties"),
+            )
+            .unwrap_or_else(|error| panic!("a secured fleet's client: {error}")),
+        None => client,
+    }
 }
 
 /// Runs a blocking client call (a JVM tool or kcat) from the simulator's runtime.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-pub use berth_state::client::{fetch_health, fetch_state, StateError};
+pub use berth_state::client::{fetch_health, fetch_state, get, StateError};
 pub use berth_state::{
     EniView, StateView, TimelineEntry, VolumeRequestView, VolumeView, WaitingView,
 };

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use berth_testkit::kafka::security::{ClusterSecurity, HostFile};
 use berth_testkit::kafka::Install;
 
 use crate::container::{Bind, Container, ContainerError, ContainerSpec};
@@ -123,6 +124,9 @@ pub enum InstallError {
     /// The container refused a step.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// A secured host's material could not be read.
+    #[error("a secured host's material: {0}")]
+    Security(String),
     /// The package did what it must not (enable or start berth on install).
     #[error("the berth package {0}")]
     Package(String),
@@ -134,6 +138,19 @@ pub enum InstallError {
         /// What it said.
         why: String,
     },
+}
+
+/// The operator's storage-tool wrapper on a secured host (formats with the cluster's SCRAM users).
+pub const FORMAT_WRAPPER: &str = "/usr/local/sbin/kafka-storage-format";
+
+/// What berth and Kafka on a host are configured with, as the fleet renders it.
+pub struct Configured<'a> {
+    /// `/etc/berth/berth.toml`.
+    pub berth_toml: String,
+    /// `/etc/kafka/server.properties`.
+    pub server_properties: String,
+    /// A secured fleet's material (certificates, keys, credentials, the format wrapper).
+    pub security: Option<&'a ClusterSecurity>,
 }
 
 /// The files a host's berth and Kafka are configured with.
@@ -149,6 +166,8 @@ struct HostFiles {
     pub kafka_delay_ms: u128,
     /// Apache Kafka (None: the stand-in).
     pub kafka: Option<Install>,
+    /// A secured fleet's files, berth's credentials drop-in and the storage-tool wrapper.
+    pub security: Option<(Vec<HostFile>, String, String)>,
 }
 
 /// Boots the container of the simulated host in network namespace `ns` (named after it, so unique on this
@@ -196,8 +215,7 @@ pub fn boot(
 pub fn start(
     container: &Container,
     options: &FleetOptions,
-    berth_toml: String,
-    server_properties: String,
+    configured: Configured<'_>,
     berth: &Path,
     kafka: Option<&Install>,
 ) -> Result<(), InstallError> {
@@ -214,12 +232,23 @@ pub fn start(
     for (key, value) in &options.berth_env {
         environment.push_str(&format!("{key}={value}\n"));
     }
+    let security = match configured.security {
+        Some(security) => Some((
+            security
+                .host_files()
+                .map_err(|error| InstallError::Security(error.to_string()))?,
+            security.berth_credentials_dropin(),
+            security.format_wrapper("/opt/kafka/bin/kafka-storage.sh"),
+        )),
+        None => None,
+    };
     let files = HostFiles {
-        berth_toml,
+        berth_toml: configured.berth_toml,
         environment,
-        server_properties,
+        server_properties: configured.server_properties,
         kafka_delay_ms: options.kafka_delay.as_millis(),
         kafka: kafka.cloned(),
+        security,
     };
     install_and_start(container, &package(berth)?, &files)
 }
@@ -253,8 +282,21 @@ fn install_and_start(
     container.write(
         "/etc/kafka/server.properties",
         &files.server_properties,
-        0o644,
+        0o640,
     )?;
+    container.exec(&["chown", "root:kafka", "/etc/kafka/server.properties"])?;
+    if let Some((host_files, dropin, wrapper)) = &files.security {
+        for file in host_files {
+            container.write(&file.path, &file.content, file.mode)?;
+            container.exec(&["chown", file.owner, &file.path])?;
+        }
+        container.write(
+            "/etc/systemd/system/berth.service.d/credentials.conf",
+            dropin,
+            0o644,
+        )?;
+        container.write(FORMAT_WRAPPER, wrapper, 0o700)?;
+    }
     // berth, as an operator installs it: the package, which leaves berth disabled and stopped, then the drop-in it
     // ships for kafka.service and the host's configuration.
     container.exec(&["dpkg", "--install", &packaged(package)])?;

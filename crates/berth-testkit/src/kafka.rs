@@ -28,6 +28,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod security;
 mod steady;
 pub use steady::{ProduceReport, SteadyProducer};
 
@@ -50,7 +51,7 @@ pub enum KafkaHarnessError {
         libs: PathBuf,
     },
     /// A program the harness needs is missing.
-    #[error("{program} is missing: run ./scripts/setup.sh (it installs Debian's {package})")]
+    #[error("{program} is missing: run ./scripts/setup.sh (it installs {package})")]
     MissingProgram {
         /// The program.
         program: String,
@@ -785,6 +786,7 @@ pub struct Client {
     install: Install,
     bootstrap: String,
     prefix: Vec<String>,
+    secured: Option<security::Secured>,
 }
 
 /// The key of record `n`, as [`Client::produce`] writes it.
@@ -804,6 +806,7 @@ impl Client {
             install: install.clone(),
             bootstrap: bootstrap.into(),
             prefix,
+            secured: None,
         }
     }
 
@@ -813,7 +816,7 @@ impl Client {
         } else {
             Err(KafkaHarnessError::MissingProgram {
                 program: "/usr/bin/kcat".into(),
-                package: "kcat",
+                package: "Debian's kcat",
             })
         }
     }
@@ -821,13 +824,11 @@ impl Client {
     /// TopicCommand's words for `action` (`--create`, `--describe`) on topic `name`.
     fn topic_command(&self, action: &str, name: &str) -> Vec<String> {
         let mut words = self.install.command("topics");
-        words.extend([
-            "--bootstrap-server".into(),
-            self.bootstrap.clone(),
-            action.into(),
-            "--topic".into(),
-            name.into(),
-        ]);
+        words.extend(["--bootstrap-server".into(), self.bootstrap.clone()]);
+        if let Some(secured) = &self.secured {
+            words.extend(secured.command_config());
+        }
+        words.extend([action.into(), "--topic".into(), name.into()]);
         words
     }
 
@@ -891,31 +892,32 @@ impl Client {
     /// given up (a delivery error) after `message_timeout`.
     fn kcat_producer(&self, topic: &str, message_timeout: Duration) -> Result<Vec<String>> {
         let timeout = format!("message.timeout.ms={}", message_timeout.as_millis());
-        Ok([
-            Self::kcat()?,
-            "-P",
-            "-b",
-            &self.bootstrap,
-            "-t",
-            topic,
-            "-K",
-            ":",
-            "-X",
-            "acks=all",
-            "-X",
-            "enable.idempotence=true",
-            "-X",
-            &timeout,
-        ]
-        .map(str::to_owned)
-        .to_vec())
+        let mut words = self.kcat_words()?;
+        words.extend(
+            [
+                "-P",
+                "-b",
+                &self.bootstrap,
+                "-t",
+                topic,
+                "-K",
+                ":",
+                "-X",
+                "acks=all",
+                "-X",
+                "enable.idempotence=true",
+                "-X",
+                &timeout,
+            ]
+            .map(str::to_owned),
+        );
+        Ok(words)
     }
 
     /// The topic's partitions as the cluster's metadata has them (kcat `-L`): leader, replicas, in-sync replicas.
     pub fn partitions(&self, topic: &str) -> Result<Vec<PartitionState>> {
-        let words: Vec<String> = [Self::kcat()?, "-L", "-b", &self.bootstrap, "-t", topic]
-            .map(str::to_owned)
-            .to_vec();
+        let mut words = self.kcat_words()?;
+        words.extend(["-L", "-b", &self.bootstrap, "-t", topic].map(str::to_owned));
         let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
         Ok(parse_partitions(&String::from_utf8_lossy(&output.stdout)))
     }
@@ -929,22 +931,23 @@ impl Client {
     /// Every record of the topic from the beginning to its end, each printed with kcat's `-f` `format` (`%p`
     /// partition, `%o` offset, `%k` key, `%s` value).
     pub fn consume_formatted(&self, topic: &str, format: &str) -> Result<String> {
-        let words: Vec<String> = [
-            Self::kcat()?,
-            "-C",
-            "-b",
-            &self.bootstrap,
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            format,
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let mut words = self.kcat_words()?;
+        words.extend(
+            [
+                "-C",
+                "-b",
+                &self.bootstrap,
+                "-t",
+                topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                format,
+            ]
+            .map(str::to_owned),
+        );
         let output = run(&self.prefix, &words, None, TOOL_TIMEOUT)?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }

@@ -39,6 +39,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_core::claim::ClaimPlan;
 use berth_core::ports::{ClaimHolder, Coordination, Deadline, Reclaim, SessionEvent, StepError};
+use berth_core::security::Secret;
 use berth_core::BrokerId;
 use tokio::sync::{mpsc, Mutex};
 use zookeeper_client as zk;
@@ -59,8 +60,8 @@ pub struct ZkSettings {
     pub connect: String,
     /// Requested session timeout (the server clamps it to 2..20 ticks).
     pub session_timeout: Duration,
-    /// Digest credentials `user:password` for claim ACLs; empty means open ACLs.
-    pub digest: String,
+    /// Digest credentials `user:password` for claim ACLs; empty means open ACLs (never printed).
+    pub digest: Secret,
     /// The claims' parent znode, `<root>/<cluster>/claims`.
     pub claims_path: String,
 }
@@ -108,6 +109,7 @@ impl ZkCoordination {
         let digest = if digest.is_empty() {
             None
         } else if digest
+            .expose()
             .split_once(':')
             .is_some_and(|(user, password)| !user.is_empty() && !password.is_empty())
         {

@@ -28,8 +28,8 @@ pub(crate) struct SessionSettings {
     pub connect: String,
     /// Requested session timeout (the server clamps it to 2..20 ticks).
     pub session_timeout: Duration,
-    /// Digest credentials `user:password`.
-    pub digest: Option<String>,
+    /// Digest credentials `user:password` (never printed: `Secret`'s `Debug` redacts it).
+    pub digest: Option<berth_core::security::Secret>,
 }
 
 /// Opens a new session, retrying (with backoff) while no server answers, until the deadline (None: forever).
@@ -45,7 +45,7 @@ pub(crate) async fn open(
             .with_session_timeout(settings.session_timeout)
             .with_fail_eagerly();
         if let Some(digest) = &settings.digest {
-            connector = connector.with_auth("digest", digest.as_bytes());
+            connector = connector.with_auth("digest", digest.expose().as_bytes());
         }
         let connecting = connector.connect(&settings.connect);
         let result = match deadline {
@@ -123,7 +123,11 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub fn new(connect: &str, session_timeout: Duration, digest: Option<String>) -> Self {
+    pub fn new(
+        connect: &str,
+        session_timeout: Duration,
+        digest: Option<berth_core::security::Secret>,
+    ) -> Self {
         Self {
             settings: SessionSettings {
                 connect: connect.to_owned(),

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use berth_aws::{AttachSettings, AwsSettings, DiscoverySpec, SignalSettings};
-use berth_config::{ClaimBackend, Config, Salvage, Supervisor};
+use berth_config::{ClaimBackend, Config, ConfigError, KafkaSecurity, Salvage, Supervisor};
 use berth_core::ports::{FailureReport, Verdict};
 use berth_core::{BrokerId, Coordination};
 use berth_kafka::format::Formatter;
+use berth_kafka::settings::{ClientSettings, SaslSettings, TlsSettings};
 use berth_kafka::{KafkaSettings, RegistrationSettings, Supervision};
 use berth_storage::StorageSettings;
 use berth_zk::ZkSettings;
@@ -26,9 +27,10 @@ pub async fn production(config: &Config) -> anyhow::Result<Adapters> {
     let cloud = berth_aws::AwsCloud::new(aws_settings(config))
         .await
         .context("AWS clients")?;
-    let mut broker = berth_kafka::KafkaBroker::new(kafka_settings(config))
-        .context("Kafka adapter")?
-        .with_birth_record(Arc::new(cloud.birth_record()));
+    let mut broker =
+        berth_kafka::KafkaBroker::new(kafka_settings(config).context("Kafka settings")?)
+            .context("Kafka adapter")?
+            .with_birth_record(Arc::new(cloud.birth_record()));
     let coordination: Arc<dyn Coordination> = match config.claim_backend() {
         ClaimBackend::Zookeeper => {
             let zookeeper =
@@ -158,11 +160,12 @@ pub fn storage_settings(config: &Config) -> StorageSettings {
     }
 }
 
-/// berth-kafka: `[kafka]`, the Kafka cluster id, and where Kafka registers in ZooKeeper mode.
-pub fn kafka_settings(config: &Config) -> KafkaSettings {
+/// berth-kafka: `[kafka]` (with `[kafka.security]` and `[kafka.controller_security]`, whose TLS files are read
+/// here), the Kafka cluster id, and where Kafka registers in ZooKeeper mode.
+pub fn kafka_settings(config: &Config) -> Result<KafkaSettings, ConfigError> {
     let kafka = &config.kafka;
     let zookeeper = &config.zookeeper;
-    KafkaSettings {
+    Ok(KafkaSettings {
         mode: kafka.mode,
         supervision: match kafka.supervisor {
             Supervisor::Systemd => Supervision::Systemd {
@@ -195,7 +198,36 @@ pub fn kafka_settings(config: &Config) -> KafkaSettings {
             session_timeout: zookeeper.session_timeout,
             kafka_chroot: zookeeper.kafka_chroot.clone(),
         },
-    }
+        security: client_settings(&kafka.security, "kafka.security")?,
+        controller_security: match &kafka.controller_security {
+            Some(security) => client_settings(security, "kafka.controller_security")?,
+            None => client_settings(&kafka.security, "kafka.security")?,
+        },
+    })
+}
+
+/// How berth reaches a listener, from its section of the configuration (`section` names it in errors).
+fn client_settings(security: &KafkaSecurity, section: &str) -> Result<ClientSettings, ConfigError> {
+    let tls = security.tls_material(section)?.map(|material| TlsSettings {
+        roots: material.roots,
+        client: material
+            .client
+            .map(|(chain, key)| (chain, std::sync::Arc::new(key))),
+        server_name: security.tls_server_name.clone(),
+    });
+    let sasl = match (security.protocol.sasl(), security.sasl_mechanism) {
+        (true, Some(mechanism)) => Some(SaslSettings {
+            mechanism,
+            username: security.sasl_username.clone(),
+            password: security.sasl_password.clone(),
+        }),
+        _ => None,
+    };
+    Ok(ClientSettings {
+        protocol: security.protocol,
+        sasl,
+        tls,
+    })
 }
 
 #[cfg(test)]
@@ -230,7 +262,7 @@ mod tests {
         let zk = zk_settings(&config);
         assert_eq!(zk.claims_path, "/berth/events/claims");
         assert_eq!(zk.session_timeout, Duration::from_secs(6));
-        let kafka = kafka_settings(&config);
+        let kafka = kafka_settings(&config).unwrap();
         assert_eq!(kafka.mode, KafkaMode::Zookeeper);
         assert_eq!(
             kafka.supervision,
@@ -243,6 +275,35 @@ mod tests {
             storage_settings(&config).mount_path,
             config.storage.mount_path
         );
+    }
+
+    #[test]
+    fn kafka_security_maps_to_the_clients_settings_and_the_controllers_default_to_it() {
+        let plain = kafka_settings(&berth_config::parse(EXAMPLE, []).unwrap()).unwrap();
+        assert_eq!(plain.security, ClientSettings::default(), "PLAINTEXT");
+        let environment = [
+            ("BERTH_KAFKA__SECURITY__PROTOCOL", "SASL_PLAINTEXT"),
+            ("BERTH_KAFKA__SECURITY__SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("BERTH_KAFKA__SECURITY__SASL_USERNAME", "berth"),
+            ("BERTH_KAFKA__SECURITY__SASL_PASSWORD", "pw"),
+        ];
+        let config = berth_config::parse(EXAMPLE, environment).unwrap();
+        let kafka = kafka_settings(&config).unwrap();
+        let sasl = kafka.security.sasl.clone().expect("SASL settings");
+        assert_eq!(
+            (
+                sasl.mechanism,
+                sasl.username.as_str(),
+                sasl.password.expose()
+            ),
+            (
+                berth_core::security::SaslMechanism::ScramSha512,
+                "berth",
+                "pw"
+            )
+        );
+        assert_eq!(kafka.security.tls, None);
+        assert_eq!(kafka.controller_security, kafka.security);
     }
 
     #[test]
@@ -265,7 +326,7 @@ mod tests {
         assert_eq!(aws.region.as_deref(), Some("eu-west-1"));
         assert_eq!(aws.discovery.cluster_tag, None);
         assert!(!aws.signals.mark_unhealthy);
-        let kafka = kafka_settings(&config);
+        let kafka = kafka_settings(&config).unwrap();
         assert_eq!(
             kafka.supervision,
             Supervision::Process {

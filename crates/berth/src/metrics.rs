@@ -320,6 +320,15 @@ fn encode_timings(
                 .map_or(unknown, |progress| progress.behind.len() as f64),
         ),
         (
+            "berth_kafka_replication_unjudged",
+            "1 when the caught-up gate's last answer did not let berth judge (an ACL hides a hosted topic, a topic \
+             error, an unreadable min.insync.replicas): not caught up (NaN before the first look).",
+            None,
+            view.catch_up.as_ref().map_or(unknown, |progress| {
+                f64::from(u8::from(!progress.cannot_judge.is_empty()))
+            }),
+        ),
+        (
             "berth_drain_wait",
             "Time the drain has waited (or waited in all) for stopping Kafka to be safe (0 before a drain).",
             Some(Unit::Seconds),
@@ -420,6 +429,7 @@ mod tests {
         }
         assert!(sample(&text, "berth_time_to_healthy_seconds").is_some_and(f64::is_nan));
         assert!(sample(&text, "berth_kafka_partitions_behind").is_some_and(f64::is_nan));
+        assert!(sample(&text, "berth_kafka_replication_unjudged").is_some_and(f64::is_nan));
         assert_eq!(sample(&text, "berth_drain_wait_seconds"), Some(0.0));
         assert_eq!(sample(&text, "berth_transitions_total"), Some(0.0));
         let info = format!(

@@ -436,7 +436,10 @@ fn id_line(
 
 fn overlay(config: &Config, inventory: &Inventory, spec: &BrokerSpec) -> OverlaySummary {
     let path = config.kafka.overlay_path.clone();
-    let text = match berth_kafka::KafkaBroker::new(crate::adapters::kafka_settings(config)) {
+    let broker = crate::adapters::kafka_settings(config)
+        .map_err(|error| error.to_string())
+        .and_then(|settings| berth_kafka::KafkaBroker::new(settings).map_err(|e| e.to_string()));
+    let text = match broker {
         Ok(broker) => {
             let voters = inventory
                 .ids

@@ -151,6 +151,7 @@ mod tests {
             hosted: 12,
             behind: vec!["orders-0".into(), "orders-3".into(), "orders-5".into()],
             leaderless: Vec::new(),
+            cannot_judge: Vec::new(),
         });
         assert_eq!(
             one_line(&starting),
@@ -161,6 +162,7 @@ mod tests {
             hosted: 12,
             behind: Vec::new(),
             leaderless: Vec::new(),
+            cannot_judge: Vec::new(),
         });
         starting.waiting = None;
         assert_eq!(one_line(&starting), "start_kafka broker 1");

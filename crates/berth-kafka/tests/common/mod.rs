@@ -136,7 +136,7 @@ pub fn broker_restarting_after(settings: KafkaSettings, delay: Duration) -> Kafk
         delay,
         ..RestartPolicy::default()
     };
-    KafkaBroker::with_restart_policy(settings, policy)
+    KafkaBroker::with_restart_policy(settings, policy).expect("the Kafka adapter")
 }
 
 /// The adapter's settings on one broker host run by the process supervisor: listener `PLAINTEXT`, Kafka
@@ -197,6 +197,33 @@ impl HostSettings<'_> {
                 session_timeout: self.session_timeout,
                 kafka_chroot: CHROOT.into(),
             },
+            security: Default::default(),
+            controller_security: Default::default(),
         }
+    }
+}
+
+/// TLS settings from PEM files, as the daemon builds them from `[kafka.security]`: the CA bundle, a client
+/// certificate and key (mutual TLS), the name to verify.
+pub fn tls_settings(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    server_name: &str,
+) -> berth_kafka::settings::TlsSettings {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certificates = |path: &Path| -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(path)
+            .expect("a PEM file")
+            .collect::<Result<_, _>>()
+            .expect("certificates")
+    };
+    berth_kafka::settings::TlsSettings {
+        roots: certificates(ca),
+        client: client.map(|(cert, key)| {
+            let key = PrivateKeyDer::from_pem_file(key).expect("a private key");
+            (certificates(cert), std::sync::Arc::new(key))
+        }),
+        server_name: server_name.into(),
     }
 }

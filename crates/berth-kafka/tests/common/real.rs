@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use berth_core::ports::{Broker, BrokerSpec, Deadline, StepError};
 use berth_core::{BrokerId, ErrorKind, ServingEvidence};
+use berth_kafka::client::KafkaClient;
 use berth_kafka::format::Formatter;
 use berth_kafka::probe::ProbeTarget;
+use berth_kafka::settings::ClientSettings;
 use berth_kafka::{KafkaBroker, KafkaSettings};
 use berth_testkit::kafka::{Install, KafkaCluster};
 use berth_testkit::zk::ZooKeeper;
@@ -48,6 +50,21 @@ pub struct RealHost {
     pub dynamic: bool,
     /// KRaft, dynamic: `controller.quorum.auto.join.enable`.
     pub auto_join: bool,
+    /// How berth talks to this host's Kafka (a secured host's settings; plaintext by default).
+    pub berth: BerthSide,
+}
+
+/// berth's side of a host: the listener it probes, how it reaches it and the controllers, and the storage tool.
+#[derive(Debug, Clone, Default)]
+pub struct BerthSide {
+    /// `kafka.listener_name` (`PLAINTEXT` when empty).
+    pub listener_name: String,
+    /// `[kafka.security]`.
+    pub security: ClientSettings,
+    /// `[kafka.controller_security]`.
+    pub controller_security: ClientSettings,
+    /// `kafka.format_command` instead of the launcher's `format`.
+    pub format_command: Option<Vec<String>>,
 }
 
 impl RealHost {
@@ -113,6 +130,7 @@ impl RealHost {
             voters: BTreeMap::new(),
             dynamic: false,
             auto_join: false,
+            berth: BerthSide::default(),
         };
         std::fs::create_dir_all(host.dir.path().join("run")).unwrap();
         host.write_server_properties();
@@ -208,7 +226,11 @@ impl RealHost {
             None => "127.0.0.1:1".to_owned(),
         };
         let kraft = self.zk.is_none().then(|| Formatter {
-            command: self.install.command("format"),
+            command: self
+                .berth
+                .format_command
+                .clone()
+                .unwrap_or_else(|| self.install.command("format")),
             server_properties: self.server_properties(),
             unit: None,
         });
@@ -228,7 +250,22 @@ impl RealHost {
             settings.quorum_voters = !self.dynamic;
             settings.controller_ids = self.voters.keys().copied().collect();
         }
+        if !self.berth.listener_name.is_empty() {
+            settings.listener_name = self.berth.listener_name.clone();
+        }
+        settings.security = self.berth.security.clone();
+        settings.controller_security = self.berth.controller_security.clone();
         settings
+    }
+
+    /// A client of its probed listener, as berth's.
+    pub fn kafka_client(&self) -> KafkaClient {
+        KafkaClient::new(&self.berth.security).expect("a client")
+    }
+
+    /// Replaces the operator's file (a host whose listeners are not the usual ones).
+    pub fn write_operator_properties(&self, text: &str) {
+        std::fs::write(self.server_properties(), text).unwrap();
     }
 
     /// The adapter (a short restart delay: a test should not wait systemd's usual seconds), its birth record a

@@ -5,14 +5,20 @@
 //! validated by its parser before it is written, so the file cannot name a key berth does not know or hold a value
 //! berth refuses. It carries what the fleet differs in from the production defaults: the simulated region's
 //! endpoints, the stack and the zone's group, the compressed timings, ext4 (formatting a blank volume allowed),
-//! the Kafka mode and, only when the fleet runs one, the ZooKeeper ensemble.
+//! the Kafka mode and, only when the fleet runs one, the ZooKeeper ensemble. On a secured fleet it names the
+//! listener berth probes and how berth connects to it and to the controllers; its secrets (the SCRAM password, the
+//! client key) come as systemd credentials, never in the file.
 
 use std::time::Duration;
 
+use berth_config::secret::env_name;
 use berth_config::{
     AutoScalingConfig, AwsConfig, ClaimConfig, CloudFormationConfig, ClusterConfig, Config,
-    ConfigError, Filesystem, HealthConfig, KafkaConfig, StorageConfig, Supervisor, TagsConfig,
-    ZooKeeperConfig,
+    ConfigError, Filesystem, HealthConfig, KafkaConfig, KafkaSecurity, SaslMechanism,
+    SecurityProtocol, StorageConfig, Supervisor, TagsConfig, ZooKeeperConfig,
+};
+use berth_testkit::kafka::security::{
+    ClusterSecurity, SecuredListeners, BERTH_PASSWORD, BERTH_TLS_DIR, KAFKA_TLS_DIR,
 };
 
 use super::{FleetOptions, SimKafka, KAFKA_CLUSTER_ID};
@@ -31,6 +37,8 @@ pub struct HostSettings<'a> {
     pub zookeeper: Option<String>,
     /// The AWS endpoint berth is given (the fault proxy's URL).
     pub endpoint_url: String,
+    /// A secured fleet's material (None: `PLAINTEXT`).
+    pub security: Option<&'a ClusterSecurity>,
 }
 
 impl HostSettings<'_> {
@@ -100,10 +108,11 @@ impl HostSettings<'_> {
         }
     }
 
-    /// `[kafka]`: the fleet's mode through `systemctl`, KRaft's voters (every id) from the ENI addresses.
+    /// `[kafka]`: the fleet's mode through `systemctl`, KRaft's voters (every id) from the ENI addresses, a
+    /// secured fleet's listener and security.
     fn kafka(&self) -> KafkaConfig {
         let kafka = self.options.kafka;
-        KafkaConfig {
+        let plain = KafkaConfig {
             mode: kafka.mode(),
             supervisor: Supervisor::Systemd,
             quorum_voters: kafka == SimKafka::Kraft,
@@ -118,6 +127,10 @@ impl HostSettings<'_> {
             // A real broker's controlled shutdown moves leadership away first: give it Kafka's own time.
             stop_timeout: Duration::from_secs(if kafka == SimKafka::Standin { 5 } else { 60 }),
             ..KafkaConfig::default()
+        };
+        match self.security {
+            Some(security) => secured(plain, security.listeners),
+            None => plain,
         }
     }
 
@@ -135,8 +148,30 @@ impl HostSettings<'_> {
             layout::zone_name(self.az),
             toml::to_string_pretty(&table).expect("a TOML table renders")
         );
-        berth_config::parse(&text, [])?;
+        let credentials = self.credentials_for_a_check();
+        berth_config::parse(
+            &text,
+            credentials.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
         Ok(text)
+    }
+
+    /// What a secured host's systemd credentials give berth, as the environment overrides that stand them in for
+    /// a check of the file here (a key credential for the key file's path on the host, the password's value).
+    fn credentials_for_a_check(&self) -> Vec<(String, String)> {
+        let Some(security) = self.security else {
+            return Vec::new();
+        };
+        security
+            .berth_credentials()
+            .into_iter()
+            .map(
+                |(credential, path)| match credential.strip_suffix(".tls_key") {
+                    Some(section) => (env_name(&format!("{section}.tls_key_file")), path),
+                    None => (env_name(credential), BERTH_PASSWORD.to_owned()),
+                },
+            )
+            .collect()
     }
 
     /// The operator's `server.properties` (what berth's overlay does not own): for real Kafka the listeners on
@@ -157,14 +192,10 @@ impl HostSettings<'_> {
         );
         match options.kafka {
             SimKafka::Standin => return text + &zookeeper,
-            SimKafka::Kraft => text.push_str(&format!(
-                "process.roles=broker,controller\n\
-                 listeners=PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{cport}\n\
-                 controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n",
-                port = layout::KAFKA_PORT,
-                cport = layout::KAFKA_CONTROLLER_PORT,
-            )),
+            SimKafka::Kraft => {
+                text.push_str("process.roles=broker,controller\n");
+                text.push_str(&self.kraft_listeners());
+            }
             SimKafka::ZooKeeperMode => {
                 text.push_str(&zookeeper);
                 text.push_str(&format!(
@@ -181,6 +212,56 @@ impl HostSettings<'_> {
         ));
         text
     }
+
+    /// KRaft's listeners, every one bound to every address: `PLAINTEXT` and `CONTROLLER`, or a secured fleet's.
+    fn kraft_listeners(&self) -> String {
+        let (port, cport) = (layout::KAFKA_PORT, layout::KAFKA_CONTROLLER_PORT);
+        match self.security {
+            Some(security) => security.server_properties(port, cport),
+            None => format!(
+                "listeners=PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{cport}\n\
+                 controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            ),
+        }
+    }
+}
+
+/// `[kafka]` of a secured fleet: berth probes the `INTERNAL` listener (`SASL_SSL` as user `berth` with
+/// SCRAM-SHA-512, or mutual TLS), asks the controllers with its client certificate, and formats through the
+/// operator's wrapper that adds the SCRAM users.
+fn secured(kafka: KafkaConfig, listeners: SecuredListeners) -> KafkaConfig {
+    let ca = Some(format!("{KAFKA_TLS_DIR}/ca.pem").into());
+    let mutual = KafkaSecurity {
+        protocol: SecurityProtocol::Ssl,
+        tls_ca_file: ca.clone(),
+        tls_cert_file: Some(format!("{BERTH_TLS_DIR}/berth.pem").into()),
+        ..KafkaSecurity::default()
+    };
+    let security = match listeners {
+        SecuredListeners::SaslSsl => KafkaSecurity {
+            protocol: SecurityProtocol::SaslSsl,
+            sasl_mechanism: Some(SaslMechanism::ScramSha512),
+            sasl_username: "berth".into(),
+            tls_ca_file: ca,
+            ..KafkaSecurity::default()
+        },
+        SecuredListeners::MutualTls => mutual.clone(),
+    };
+    // The default's transient unit (systemd-run and its options), running the wrapper instead of the tool.
+    let mut format_command: Vec<String> = berth_config::DEFAULT_FORMAT_COMMAND
+        .iter()
+        .take_while(|word| !word.starts_with('/'))
+        .map(|&word| word.to_owned())
+        .collect();
+    format_command.push(systemd_host::FORMAT_WRAPPER.into());
+    KafkaConfig {
+        listener_name: "INTERNAL".into(),
+        format_command,
+        security,
+        controller_security: Some(mutual),
+        ..kafka
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +277,7 @@ mod tests {
             options,
             zookeeper: zookeeper.map(str::to_owned),
             endpoint_url: "http://10.0.0.20:41000".into(),
+            security: None,
         }
     }
 
@@ -241,5 +323,51 @@ mod tests {
             Some(KAFKA_CLUSTER_ID)
         );
         assert!(!host.server_properties().contains("zookeeper"));
+    }
+
+    #[test]
+    fn a_secured_fleets_configuration_validates_with_its_credentials_and_holds_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        for listeners in [SecuredListeners::SaslSsl, SecuredListeners::MutualTls] {
+            let security = ClusterSecurity::create(
+                &dir.path().join(format!("{listeners:?}")),
+                listeners,
+                &[std::net::Ipv4Addr::new(10, 0, 1, 10).into()],
+            )
+            .expect("the test's CA and certificates");
+            let options = FleetOptions {
+                kafka: SimKafka::Kraft,
+                claim_backend: ClaimBackend::Ec2,
+                security: Some(listeners),
+                ..FleetOptions::default()
+            };
+            let host = HostSettings {
+                security: Some(&security),
+                ..settings(&options, None)
+            };
+            let text = host
+                .berth_toml()
+                .expect("validates with the credentials stood in");
+            for secret in security.secrets() {
+                assert!(!text.contains(&secret), "{listeners:?}: {text}");
+            }
+            let credentials = host.credentials_for_a_check();
+            let read = berth_config::parse(
+                &text,
+                credentials.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .unwrap();
+            assert_eq!(read.kafka.listener_name, "INTERNAL");
+            assert_eq!(read.controller_security().protocol, SecurityProtocol::Ssl);
+            let protocol = read.kafka.security.protocol;
+            assert_eq!(
+                protocol == SecurityProtocol::SaslSsl,
+                listeners == SecuredListeners::SaslSsl,
+                "{protocol:?}"
+            );
+            assert!(host
+                .server_properties()
+                .contains("listener.security.protocol.map=INTERNAL:"));
+        }
     }
 }

@@ -18,6 +18,7 @@ impl Fleet {
             options: self.options(),
             zookeeper: self.zookeeper().map(|zk| zk.connect_string()),
             endpoint_url: self.proxy().url(),
+            security: self.security(),
         };
         let berth_toml = settings.berth_toml().map_err(|source| FleetError::Config {
             host: index,
@@ -49,8 +50,11 @@ impl Fleet {
         systemd_host::start(
             host.container(),
             self.options(),
-            berth_toml,
-            server_properties,
+            systemd_host::Configured {
+                berth_toml,
+                server_properties,
+                security: self.security(),
+            },
             &Binaries::locate()?.berth,
             self.kafka(),
         )

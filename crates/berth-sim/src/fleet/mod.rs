@@ -27,6 +27,7 @@ use std::time::Duration;
 use berth_testkit::aws::autoscaling::group::Groups;
 use berth_testkit::aws::world::Network;
 use berth_testkit::aws::{AwsEndpoint, Fault, FaultProxy, StrictMoto};
+use berth_testkit::kafka::security::ClusterSecurity;
 use berth_testkit::kafka::{Install, KafkaHarnessError};
 use berth_testkit::zk::{ZkOptions, ZooKeeper};
 
@@ -44,6 +45,9 @@ pub enum FleetError {
     /// A system tool failed.
     #[error(transparent)]
     Sys(#[from] sys::SysError),
+    /// A secured fleet's security material could not be made.
+    #[error("making the fleet's security material: {0}")]
+    Security(KafkaHarnessError),
     /// The region could not be built.
     #[error(transparent)]
     Region(#[from] region::RegionError),
@@ -138,6 +142,7 @@ struct Inner {
     zk: Option<ZooKeeper>,
     region: Region,
     kafka: Option<Install>,
+    security: Option<ClusterSecurity>,
     _work: tempfile::TempDir,
 }
 
@@ -210,6 +215,7 @@ impl Fleet {
         } else {
             None
         };
+        let security = make_security(&options, work.path())?;
         let groups = asg::groups(&options);
         let cloud = Cloud::start(&options, &groups).await?;
         let volumes = work.path().join("volumes");
@@ -237,6 +243,7 @@ impl Fleet {
             options,
             groups,
             kafka,
+            security,
             _work: work,
         });
         let hotplug = tokio::spawn(hotplug::hotplug_loop(inner.clone()));
@@ -256,6 +263,16 @@ impl Fleet {
     /// The Apache Kafka the hosts run (None: the stand-in).
     pub fn kafka(&self) -> Option<&Install> {
         self.inner.kafka.as_ref()
+    }
+
+    /// The security of a secured fleet's Kafka (None: `PLAINTEXT`).
+    pub fn security(&self) -> Option<&ClusterSecurity> {
+        self.inner.security.as_ref()
+    }
+
+    /// The fleet's work directory (removed with the fleet).
+    pub fn work_dir(&self) -> &std::path::Path {
+        &self.inner.work
     }
 
     /// The cluster's ENIs and volumes by broker id.
@@ -372,4 +389,23 @@ async fn start_ensemble() -> Result<ZooKeeper, FleetError> {
             source: std::io::Error::other(e),
         })?
         .map_err(FleetError::from)
+}
+
+/// A secured KRaft fleet's certificates and users, in `work` (None: `PLAINTEXT`, or not KRaft).
+fn make_security(
+    options: &FleetOptions,
+    work: &std::path::Path,
+) -> Result<Option<ClusterSecurity>, FleetError> {
+    let Some(listeners) = options
+        .security
+        .filter(|_| options.kafka == SimKafka::Kraft)
+    else {
+        return Ok(None);
+    };
+    let addresses: Vec<std::net::IpAddr> = (0..options.brokers)
+        .map(|id| layout::eni_ip(id, options.zones).into())
+        .collect();
+    ClusterSecurity::create(&work.join("pki"), listeners, &addresses)
+        .map(Some)
+        .map_err(FleetError::Security)
 }

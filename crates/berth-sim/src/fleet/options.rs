@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use berth_config::ClaimBackend;
+use berth_testkit::kafka::security::SecuredListeners;
 use berth_testkit::kafka::{Install, KafkaHarnessError};
 
 use crate::asg::AsgOptions;
@@ -38,6 +39,10 @@ pub struct FleetOptions {
     /// Where the hosts' berths claim broker ids (`claim.backend`): `zookeeper` (the default, the card's claims)
     /// or `ec2` (the ENI attachment is the claim). With `ec2` and KRaft the fleet starts no ZooKeeper at all.
     pub claim_backend: ClaimBackend,
+    /// KRaft only: every listener secured (`SASL_SSL` with SCRAM-SHA-512, or mutual TLS, for clients and brokers;
+    /// `SSL` with client certificates for controllers), with material the fleet makes
+    /// ([`berth_testkit::kafka::security::ClusterSecurity`]); None: `PLAINTEXT`.
+    pub security: Option<SecuredListeners>,
 }
 
 impl FleetOptions {
@@ -64,6 +69,7 @@ impl Default for FleetOptions {
             asg: AsgOptions::default(),
             kafka: SimKafka::from_env(),
             claim_backend: ClaimBackend::Zookeeper,
+            security: None,
         }
     }
 }

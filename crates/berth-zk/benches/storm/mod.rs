@@ -18,7 +18,7 @@ pub async fn storm(name: &str, connect: &str, claimers: usize, ids: u32, cluster
     let settings = ZkSettings {
         connect: connect.into(),
         session_timeout: Duration::from_secs(6),
-        digest: String::new(),
+        digest: Default::default(),
         claims_path: format!("/berth/{cluster}/claims"),
     };
     // The claims path exists in any cluster that has ever had a claim; create it outside the measurement.

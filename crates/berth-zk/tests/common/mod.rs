@@ -18,7 +18,7 @@ pub fn settings(connect: &str, session_timeout: Duration, cluster: &str) -> ZkSe
     ZkSettings {
         connect: connect.into(),
         session_timeout,
-        digest: String::new(),
+        digest: Default::default(),
         claims_path: format!("/berth/{cluster}/claims"),
     }
 }

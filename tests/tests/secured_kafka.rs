@@ -1,0 +1,301 @@
+//! Secured Kafka on the simulated fleet (issue 26): Apache Kafka 4.x in KRaft mode whose only listeners are
+//! secured, `SASL_SSL` with SCRAM-SHA-512 for clients and brokers and `SSL` with client certificates for
+//! controllers, under systemd, with certificates, SCRAM users and berth's credentials made by the test kit
+//! (`berth_testkit::kafka::security::ClusterSecurity`) and given to berth as systemd credentials
+//! (`LoadCredential=`). The test's clients (kcat, Kafka's tools) use the same security, as a super user; berth's
+//! principals get only the ACLs the test grants.
+//!
+//! One fleet through the whole test (a secured boot costs what a plain one does; a second fleet would double it):
+//! the boot; a killed broker replaced by the same broker with every acks=all record read back once; an ACL that
+//! hides a topic every broker hosts from berth's principal: a drain is not judged safe and a replacement does not
+//! report caught up, each saying why in the journal and `/state`; the ACL removed, both complete. Last, no
+//! configured secret appears in any host's journal, `/state` or `berth check-config`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use berth_config::ClaimBackend;
+use berth_sim::kafka::{self as fleet_kafka, blocking};
+use berth_sim::{asg, Fleet, FleetOptions, SimKafka, StateView};
+use berth_testkit::kafka::security::SecuredListeners;
+use berth_testkit::kafka::Client;
+
+const BOOT: Duration = Duration::from_secs(240);
+const TOPIC: &str = "secured-e2e";
+/// Records produced before a kill, and while the broker is away.
+const BATCH: u32 = 1_000;
+
+#[test]
+#[ignore = "not passing yet: after the killed broker's replacement is Healthy, the test's kcat (SASL_SSL, \
+            SCRAM-SHA-512) gets 'Broker transport failure' from the cluster's metadata; see the branch's report"]
+fn a_sasl_ssl_fleet_boots_replaces_fails_closed_and_keeps_its_secrets() {
+    if !berth_testkit::require_root(
+        "a_sasl_ssl_fleet_boots_replaces_fails_closed_and_keeps_its_secrets",
+    ) {
+        return;
+    }
+    let options = FleetOptions {
+        kafka: SimKafka::Kraft,
+        claim_backend: ClaimBackend::Ec2,
+        security: Some(SecuredListeners::SaslSsl),
+        ..FleetOptions::default()
+    };
+    asg::with_group(options, |fleet| async move { scenario(&fleet).await })
+        .expect("a SASL_SSL fleet");
+}
+
+async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let states = booted(fleet).await?;
+    let client = granted_client(fleet)?;
+    println!("booted in {:.1}s", started.elapsed().as_secs_f64());
+    replace_killed(fleet, &client, &states).await?;
+    acl_hides_a_hosted_topic(fleet, &client).await?;
+    no_secret_anywhere(fleet).await?;
+    println!("total {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Waits until every group's member is Healthy and in service; the hosts and their states.
+async fn booted(fleet: &Fleet) -> anyhow::Result<Vec<(usize, StateView)>> {
+    let count = fleet.options().zones * fleet.options().asg.per_zone;
+    asg::wait_members(fleet, "every zone launched", BOOT, |m| m.len() == count).await?;
+    let mut states = Vec::new();
+    for host in fleet.hosts() {
+        states.push((host.index, fleet.wait_healthy(host.index, BOOT).await?));
+    }
+    asg::wait_all_in_service(fleet, BOOT).await?;
+    Ok(states)
+}
+
+/// The test's client, once berth's principals may read what berth reads (DESCRIBE and DESCRIBE_CONFIGS on every
+/// topic on the client listener; DESCRIBE on the cluster, for DescribeQuorum, as its controller certificate's
+/// principal) and the test's topic holds its first batch.
+fn granted_client(fleet: &Fleet) -> anyhow::Result<Client> {
+    let install = fleet.kafka().context("Apache Kafka installed")?.clone();
+    let security = fleet.security().context("a secured fleet")?;
+    let client = fleet_kafka::client(fleet, &install);
+    let berth = security.berth_principal();
+    let on_topics = [
+        "--add",
+        "--allow-principal",
+        berth,
+        "--operation",
+        "Describe",
+        "--operation",
+        "DescribeConfigs",
+        "--topic",
+        "*",
+    ];
+    acl(&client, &on_topics)?;
+    let on_cluster = [
+        "--add",
+        "--allow-principal",
+        "User:CN=berth",
+        "--operation",
+        "Describe",
+        "--cluster",
+    ];
+    acl(&client, &on_cluster)?;
+    blocking(|| client.create_topic(&fleet_kafka::replicated_topic(TOPIC)))?;
+    blocking(|| client.produce_range(TOPIC, 0..BATCH, 0))?;
+    Ok(client)
+}
+
+/// A killed broker's host: the group's replacement becomes the same broker, and every acks=all record written
+/// before and while it was away is read back once.
+async fn replace_killed(
+    fleet: &Fleet,
+    client: &Client,
+    states: &[(usize, StateView)],
+) -> anyhow::Result<()> {
+    let killed = Instant::now();
+    let (victim, before) = states.first().context("a host")?.clone();
+    fleet.kill_host(victim, None).await?;
+    blocking(|| client.produce_range(TOPIC, BATCH..2 * BATCH, 0))?;
+    let (_, successor) = asg::replacement_of(fleet, &*fleet.host(victim)?, BOOT).await?;
+    let after = fleet.wait_healthy(successor, BOOT).await?;
+    ensure!(
+        after.broker_id == before.broker_id,
+        "the replacement is broker {:?}, not {:?}",
+        after.broker_id,
+        before.broker_id
+    );
+    // Every replica back in sync (kcat's metadata, polled) before the records are read back.
+    blocking(|| {
+        fleet_kafka::wait_fully_replicated(client, TOPIC, BOOT).map_err(anyhow::Error::msg)
+    })?;
+    fleet_kafka::consume_exactly(client, TOPIC, 2 * BATCH)?;
+    println!(
+        "broker {:?} replaced: Healthy {:.1}s after the kill; {} records read back once",
+        after.broker_id,
+        killed.elapsed().as_secs_f64(),
+        2 * BATCH
+    );
+    Ok(())
+}
+
+/// Kafka's AclCommand, as the test's client (a super user).
+fn acl(client: &Client, arguments: &[&str]) -> anyhow::Result<()> {
+    blocking(|| client.tool(&["tool", "org.apache.kafka.tools.AclCommand"], arguments))?;
+    Ok(())
+}
+
+/// What a `/state` says about waiting (the step's wait, the drain's, the caught-up gate's), if it names every one
+/// of `words`.
+fn says(state: &StateView, words: &[&str]) -> Option<String> {
+    let texts = [
+        state.waiting.as_ref().map(|w| w.reason.clone()),
+        state
+            .drain_wait
+            .as_ref()
+            .and_then(|d| d.unsafe_because.clone()),
+        state.catch_up.as_ref().map(|c| c.to_string()),
+    ];
+    texts
+        .into_iter()
+        .flatten()
+        .find(|text| words.iter().all(|w| text.contains(w)))
+}
+
+/// The words of a judgement the ACL prevents.
+const UNJUDGED: [&str; 3] = ["cannot judge", "TopicAuthorizationFailed", TOPIC];
+
+/// A DENY that hides a topic every broker hosts from berth's principal: the drain of a terminated instance is not
+/// judged safe, and a killed broker's replacement serves but does not report caught up; the journal and `/state`
+/// say why. The ACL removed, the replacement becomes Healthy and the drain completes.
+async fn acl_hides_a_hosted_topic(fleet: &Fleet, client: &Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let berth = fleet.security().context("secured")?.berth_principal();
+    let deny = [
+        "--deny-principal",
+        berth,
+        "--operation",
+        "Describe",
+        "--topic",
+        TOPIC,
+    ];
+    acl(client, &[&["--add"][..], &deny].concat())?;
+    let hosts = asg::in_service_hosts(fleet);
+    let (leaving, dying) = (hosts[0], hosts[1]);
+    let leaving_host = fleet.host(leaving)?;
+    fleet.aws().with(|plane| {
+        plane.autoscaling.terminate(
+            &leaving_host.instance.id,
+            "a test scales in",
+            Instant::now(),
+        )
+    });
+    let drain_says = drain_not_judged_safe(fleet, leaving).await?;
+    fleet.kill_host(dying, None).await?;
+    let (_, successor) = asg::replacement_of(fleet, &*fleet.host(dying)?, BOOT).await?;
+    let gate_says = not_caught_up(fleet, successor).await?;
+    println!("under the ACL, the drain: {drain_says}\nthe replacement: {gate_says}");
+
+    acl(client, &[&["--remove", "--force"][..], &deny].concat())?;
+    fleet.wait_healthy(successor, BOOT).await?;
+    let (_, next) = asg::replacement_of(fleet, &leaving_host, BOOT).await?;
+    fleet.wait_healthy(next, BOOT).await?;
+    // Every replica back in sync (kcat's metadata, polled) before the records are read back.
+    blocking(|| {
+        fleet_kafka::wait_fully_replicated(client, TOPIC, BOOT).map_err(anyhow::Error::msg)
+    })?;
+    fleet_kafka::consume_exactly(client, TOPIC, 2 * BATCH)?;
+    println!(
+        "ACL removed: the replacement caught up, the drain completed and its broker was replaced, every record \
+         there; {:.1}s in all",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Host `index`'s drain waits, not judging the stop safe, and says why in `/state` and its journal.
+async fn drain_not_judged_safe(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
+    let drain = fleet
+        .wait_for(index, "the drain not judged safe", BOOT, |s| {
+            s.drain_wait.as_ref().is_some_and(|d| d.waiting) && says(s, &UNJUDGED).is_some()
+        })
+        .await?;
+    let said = says(&drain, &UNJUDGED).unwrap_or_default();
+    journal_says_why(fleet, index, &said)?;
+    Ok(said)
+}
+
+/// Host `index`'s Kafka serves but berth does not report caught up (nor Healthy), saying why in `/state` and its
+/// journal.
+async fn not_caught_up(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
+    let gate = fleet
+        .wait_for(index, "serving but not judged caught up", BOOT, |s| {
+            s.catch_up
+                .as_ref()
+                .is_some_and(|c| !c.cannot_judge.is_empty())
+                && says(s, &UNJUDGED).is_some()
+        })
+        .await?;
+    ensure!(
+        !gate.healthy && !gate.state.eq_ignore_ascii_case("healthy"),
+        "Healthy while the gate cannot judge: {gate:?}"
+    );
+    let said = says(&gate, &UNJUDGED).unwrap_or_default();
+    journal_says_why(fleet, index, &said)?;
+    Ok(said)
+}
+
+/// berth's journal on host `index` names the judgement it could not make and why.
+fn journal_says_why(fleet: &Fleet, index: usize, state_says: &str) -> anyhow::Result<()> {
+    let journal = journal(fleet, index, "cat")?;
+    ensure!(
+        UNJUDGED.iter().all(|word| journal.contains(word)),
+        "host {index}'s journal does not say why (its /state: {state_says})"
+    );
+    Ok(())
+}
+
+/// berth's journal on a host, in journalctl's `output` format.
+fn journal(fleet: &Fleet, index: usize, output: &str) -> anyhow::Result<String> {
+    let host = fleet.host(index)?;
+    Ok(host.container().exec(&[
+        "journalctl",
+        "--unit",
+        berth_sim::systemd_host::BERTH_UNIT,
+        "--no-pager",
+        &format!("--output={output}"),
+    ])?)
+}
+
+/// No configured secret (the SCRAM passwords, the private keys) in any live host's journal (every field of every
+/// entry), `/state` or `berth check-config` output.
+async fn no_secret_anywhere(fleet: &Fleet) -> anyhow::Result<()> {
+    let secrets = fleet.security().context("secured")?.secrets();
+    ensure!(secrets.len() > 3, "secrets to look for: {secrets:?}");
+    for host in fleet.hosts().iter().filter(|h| h.alive()) {
+        let berth_journal = journal(fleet, host.index, "json")?;
+        // check-config as an operator runs it on the host, with berth's credentials.
+        let check = host.container().exec(&[
+            "env",
+            "CREDENTIALS_DIRECTORY=/run/credentials/berth.service",
+            "berth",
+            "check-config",
+        ])?;
+        let (_, state) = berth_sim::state::get(host.health_address(), "/state").await?;
+        ensure!(
+            state.contains("\"broker_id\"") && berth_journal.contains("\"MESSAGE\""),
+            "host {}: /state and the journal were read: {state}",
+            host.index
+        );
+        for (what, text) in [
+            ("journal", &berth_journal),
+            ("check-config", &check),
+            ("/state", &state),
+        ] {
+            for secret in &secrets {
+                ensure!(
+                    !text.contains(secret.as_str()),
+                    "host {}: its {what} shows a secret",
+                    host.index
+                );
+            }
+        }
+    }
+    Ok(())
+}
