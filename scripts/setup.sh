@@ -164,6 +164,13 @@ mkdir -p "$LIBRDKAFKA_CACHE"
   fi
 ) 9>"$LIBRDKAFKA_CACHE/.lock"
 
+# Every simulated host is a systemd container, and systemd, journald and the other units each take inotify
+# instances: with the kernel's default of 128 per user, a few fleets at once (a test binary runs its tests in
+# parallel) fail to boot containers with "Too many open files" (seen with four fleets). Raised, never lowered.
+if (($(sysctl -n fs.inotify.max_user_instances) < 1024)); then
+  sysctl -qw fs.inotify.max_user_instances=1024
+fi
+
 # The kernel modules the namespace and loop-device tests rely on (built in on most kernels; harmless if so).
 for module in loop veth bridge; do modprobe -q "$module" 2>/dev/null || true; done
 echo "setup: ok"
