@@ -58,9 +58,10 @@ async fn boot_three(fleet: &Fleet) -> anyhow::Result<(Vec<StateView>, Vec<String
         claimed_ids(fleet).await? == ["0", "1", "2"],
         "claims after boot"
     );
-    // CloudFormation took "healthy" from each instance (the stack's creation awaited three signals); the
-    // launch hook was asked to CONTINUE by each (these hosts were launched by hand, not by the group, so Auto
-    // Scaling has no action pending for them and refuses, which berth takes as an answer).
+    // CloudFormation took "healthy" from each instance (the stack's creation awaited three signals). These hosts
+    // were launched by hand, not by the group, so Auto Scaling has no launch action pending for them: berth's
+    // first heartbeat (sent once it knows its identity, before Claim ends) is refused as not awaited, which ends
+    // the action, so no CONTINUE follows.
     for &host in &hosts {
         let instance = fleet.host(host)?.instance.id.clone();
         let signals = fleet.aws().calls_from("SignalResource", &instance);
@@ -70,12 +71,19 @@ async fn boot_three(fleet: &Fleet) -> anyhow::Result<(Vec<StateView>, Vec<String
                 .any(|c| c.accepted() && c.param("Status") == Some("SUCCESS")),
             "no SignalResource SUCCESS taken from {instance}: {signals:?}"
         );
+        let beats = fleet
+            .aws()
+            .calls_from("RecordLifecycleActionHeartbeat", &instance);
+        ensure!(
+            beats
+                .iter()
+                .any(|c| !c.accepted() && c.param("LifecycleHookName") == Some("berth-launch")),
+            "no launch heartbeat refused as not awaited from {instance}: {beats:?}"
+        );
         let hooks = fleet.aws().calls_from("CompleteLifecycleAction", &instance);
         ensure!(
-            hooks
-                .iter()
-                .any(|c| c.param("LifecycleActionResult") == Some("CONTINUE")),
-            "no CompleteLifecycleAction CONTINUE from {instance}: {hooks:?}"
+            hooks.is_empty(),
+            "a completion sent for an action nothing awaits, from {instance}: {hooks:?}"
         );
     }
 

@@ -52,7 +52,7 @@ fn replacement_takes_over_from_a_shutting_down_instance() {
         fleet.moto().finish_termination(&old_instance)?;
 
         // The Auto Scaling path of a drain: IMDS says the instance is leaving; berth releases everything, exits 0,
-        // and completes the terminating lifecycle action.
+        // and tells the terminating lifecycle action (which nothing awaits here: the host was placed by hand).
         let host = fleet.host(replacement)?;
         host.with_imds(|imds| imds.set_lifecycle_state("Terminated"));
         let code = fleet
@@ -73,14 +73,25 @@ fn replacement_takes_over_from_a_shutting_down_instance() {
             claimed_ids(&fleet).await?.is_empty(),
             "claim left after the lifecycle drain"
         );
+        // The host was placed by hand, not by a group: its terminate action is not awaited by Auto Scaling.
+        // berth told it at once (a heartbeat on the notice), heard "not awaited", and so sends no CONTINUE.
+        let beats = fleet
+            .aws()
+            .calls_from("RecordLifecycleActionHeartbeat", &host.instance.id);
+        ensure!(
+            beats
+                .iter()
+                .any(|c| !c.accepted() && c.param("LifecycleHookName") == Some("berth-terminate")),
+            "the terminating lifecycle action was not told: {beats:?}"
+        );
         let hooks = fleet
             .aws()
             .calls_from("CompleteLifecycleAction", &host.instance.id);
         ensure!(
-            hooks
+            !hooks
                 .iter()
                 .any(|c| c.param("LifecycleHookName") == Some("berth-terminate")),
-            "terminating lifecycle action not completed: {hooks:?}"
+            "a terminate completion sent for an action nothing awaits: {hooks:?}"
         );
         Ok(())
     })
