@@ -202,21 +202,7 @@ fn throttled_continue_landed(fleet: &Fleet, instance: &str) -> anyhow::Result<()
             .all(|c| c.param("LifecycleActionResult") == Some("CONTINUE")),
         "never ABANDONed: {hooks:?}"
     );
-    let beats = fleet
-        .aws()
-        .calls_from("RecordLifecycleActionHeartbeat", instance);
-    ensure!(
-        beats.iter().filter(|c| c.accepted()).count() >= 2,
-        "the launch action heard heartbeats while CONTINUE was throttled: {beats:?}"
-    );
-    let history = asg::history(fleet);
-    ensure!(
-        !history
-            .iter()
-            .any(|line| line.contains(instance) && line.contains("timed out")),
-        "the launch action never timed out: {history:#?}"
-    );
-    Ok(())
+    launch_action_kept(fleet, instance, 2, "CONTINUE was throttled")
 }
 
 /// SIGTERM stops berth, not the broker; a restarted berth adopts it without restarting Kafka.
@@ -349,12 +335,22 @@ fn claim_waited_twice_the_hook_timeout(
         "the replacement waited in Claim {} ms, not twice the launch hook's {hook_timeout:?}",
         claim.duration_ms
     );
-    let beats = fleet
+    launch_action_kept(fleet, instance, 4, "Claim waited")
+}
+
+/// `instance`'s launch action heard at least `beats` accepted heartbeats (while `meanwhile`) and never timed out.
+fn launch_action_kept(
+    fleet: &Fleet,
+    instance: &str,
+    beats: usize,
+    meanwhile: &str,
+) -> anyhow::Result<()> {
+    let heard = fleet
         .aws()
         .calls_from("RecordLifecycleActionHeartbeat", instance);
     ensure!(
-        beats.iter().filter(|c| c.accepted()).count() >= 4,
-        "the launch action heard heartbeats while Claim waited: {beats:?}"
+        heard.iter().filter(|c| c.accepted()).count() >= beats,
+        "the launch action heard heartbeats while {meanwhile}: {heard:?}"
     );
     let history = asg::history(fleet);
     ensure!(
