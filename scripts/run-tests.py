@@ -63,6 +63,10 @@ def run(label, command, cwd, budget, env):
     try:
         code = child.wait(timeout=budget)
         result = "ok" if code == 0 else f"FAILED (exit {code})"
+    except KeyboardInterrupt:
+        # This run is being stopped (Ctrl-C, SIGTERM): the binary's own session goes with it.
+        os.killpg(child.pid, signal.SIGKILL)
+        raise
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGTERM)
         try:
@@ -92,5 +96,11 @@ def main(filters):
     return 1 if failed else 0
 
 
+def stop_on_sigterm(signum, frame):
+    """SIGTERM (a CI job's timeout, `kill`) stops the run as Ctrl-C does, so the running binary is killed too."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     sys.exit(main(sys.argv[1:]))
