@@ -137,7 +137,7 @@ async fn replace_killed(
 
 /// Kafka's AclCommand, as the test's client (a super user).
 fn acl(client: &Client, arguments: &[&str]) -> anyhow::Result<()> {
-    blocking(|| client.tool(&["tool", "org.apache.kafka.tools.AclCommand"], arguments))?;
+    blocking(|| client.acl(arguments))?;
     Ok(())
 }
 

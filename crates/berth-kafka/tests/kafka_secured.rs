@@ -226,7 +226,7 @@ async fn acl(secured: &Secured, arguments: &[&str]) {
     tokio::task::spawn_blocking(move || {
         let words: Vec<&str> = arguments.iter().map(String::as_str).collect();
         admin
-            .tool(&["tool", "org.apache.kafka.tools.AclCommand"], &words)
+            .acl(&words)
             .unwrap_or_else(|error| panic!("AclCommand {words:?}: {error}"))
     })
     .await

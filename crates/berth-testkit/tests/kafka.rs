@@ -136,32 +136,20 @@ fn zookeeper_mode_broker_serves_a_real_client() {
 #[test]
 fn the_launcher_maps_setups_class_data_archive() {
     let install = Install::kraft().unwrap_or_else(|error| panic!("{error}"));
-    let java = std::fs::canonicalize(
-        std::process::Command::new("sh")
-            .args(["-c", "command -v java"])
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-            .expect("java on PATH"),
-    )
-    .expect("java resolves");
-    let release = java
-        .parent()
-        .and_then(|bin| bin.parent())
-        .expect("JAVA_HOME")
-        .join("release");
-    let release = std::fs::read_to_string(&release).expect("the JDK's release file");
-    let jvm = release
-        .lines()
-        .find_map(|line| line.strip_prefix("JAVA_RUNTIME_VERSION=\""))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .expect("JAVA_RUNTIME_VERSION");
-    let archive = install.libs().join("cds").join(jvm).join("tools.jsa");
+    let launcher = berth_testkit::kafka::launcher();
+    let cds_dir = std::process::Command::new(&launcher)
+        .args(["--version", install.version(), "cds-dir"])
+        .output()
+        .expect("run the launcher");
+    assert!(cds_dir.status.success(), "{cds_dir:?}");
+    let archive =
+        std::path::PathBuf::from(String::from_utf8_lossy(&cds_dir.stdout).trim()).join("tools.jsa");
     assert!(
         archive.is_file(),
         "no archive {} (./scripts/setup.sh makes it)",
         archive.display()
     );
-    let output = std::process::Command::new(berth_testkit::kafka::launcher())
+    let output = std::process::Command::new(&launcher)
         .args(["--version", install.version(), "storage", "random-uuid"])
         .env("KAFKA_OPTS", "-Xshare:on -Xlog:cds=info")
         .output()

@@ -333,6 +333,11 @@ impl Client {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Kafka's ACL tool (`AclCommand`) with `arguments`, e.g. `--add --allow-principal User:berth ...`.
+    pub fn acl(&self, arguments: &[&str]) -> Result<String> {
+        self.tool(&["tool", "org.apache.kafka.tools.AclCommand"], arguments)
+    }
+
     /// kcat's first words: the program (with the newer librdkafka when secured), then its security settings.
     pub(super) fn kcat_words(&self) -> Result<Vec<String>> {
         let kcat = Self::kcat()?.to_owned();
