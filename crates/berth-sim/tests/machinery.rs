@@ -2,11 +2,14 @@
 //! EC2's source/destination check drops spoofed traffic, and attachments made in moto appear in (and vanish
 //! from) the host as a link with the ENI's MAC and a loop device behind the Nitro by-id link.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use berth_sim::{layout, sys, Fleet, FleetOptions, Host};
+use berth_testkit::aws::template::ingress::{ingress, Ingress, Source};
+use berth_testkit::aws::template::{self, Physical, Pseudo, Template};
 use berth_testkit::aws::world;
 
 fn poll(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -53,6 +56,7 @@ fn hosts_reach_servers_and_attachments_hot_plug() {
         reaches_the_region(&host, zk)?;
         reads_its_own_imds_and_reaches_ec2(&fleet, &host)?;
         source_check_drops_spoofing(&fleet, &host, zk)?;
+        security_groups_filter_new_connections(&fleet, &host)?;
         attachments_hot_plug(&fleet, index, &host).await?;
         killed_with_a_shutting_down_hold(&fleet, index, &host).await
     })
@@ -165,6 +169,128 @@ fn source_check_drops_spoofing(fleet: &Fleet, host: &Host, zk: SocketAddr) -> an
     )?;
     sys::ip_in(&host.ns, &["addr", "del", "10.0.1.250/24", "dev", "eth0"])?;
 
+    Ok(())
+}
+
+/// Names every created resource by its logical id (the packet filter needs group ids, not EC2).
+struct ByLogicalId;
+
+impl Physical for ByLogicalId {
+    fn reference(&self, logical_id: &str) -> Option<String> {
+        Some(logical_id.to_owned())
+    }
+    fn attribute(&self, logical_id: &str, attribute: &str) -> Option<serde_json::Value> {
+        Some(format!("{logical_id}.{attribute}").into())
+    }
+}
+
+/// The shipped template's ingress rules, instantiated with the fleet's addresses as an operator would give them.
+fn template_ingress() -> anyhow::Result<Vec<Ingress>> {
+    let template = Template::load(&template::shipped())?;
+    let mut given = BTreeMap::new();
+    for (key, value) in [
+        ("ImageId", "ami-1"),
+        ("VpcId", "vpc-1"),
+        ("KafkaClusterId", "MkU3OEVBNTcwNTJENDM2Qk"),
+    ] {
+        given.insert(key.to_owned(), value.to_owned());
+    }
+    for (n, letter) in ["A", "B", "C"].into_iter().enumerate() {
+        given.insert(format!("Zone{letter}"), layout::zone_name(n));
+        given.insert(format!("Subnet{letter}"), format!("subnet-{n}"));
+        given.insert(
+            format!("BrokerIp{n}"),
+            layout::eni_ip(n as u32, 3).to_string(),
+        );
+    }
+    let pseudo = Pseudo {
+        region: layout::REGION.into(),
+        account_id: "123456789012".into(),
+        stack_name: "berth".into(),
+        stack_id: "berth".into(),
+        zones: (0..3).map(layout::zone_name).collect(),
+    };
+    Ok(ingress(
+        &template.instantiate(&given, pseudo)?,
+        &ByLogicalId,
+    )?)
+}
+
+/// A listener on `address` inside `ns`, or `None` when something on the host already listens there.
+fn listen(ns: &str, address: SocketAddr) -> std::io::Result<Option<std::net::TcpListener>> {
+    match berth_sim::region::bind_in_netns(ns, address) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a TCP connection from the region namespace (the test's threads live there) to `address` opens.
+fn connects(address: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
+}
+
+/// The template's security group enforced between the region and a host: the port open to `ClientCidr`
+/// connects, the self-referencing controller port is refused (and counted) until the region's address is a
+/// member too, and a port the template never opens is refused to members as well.
+fn security_groups_filter_new_connections(fleet: &Fleet, host: &Host) -> anyhow::Result<()> {
+    let rules = template_ingress()?;
+    let open_to_cidr = |port: u16| {
+        rules.iter().any(|r| {
+            matches!(r.source, Source::Cidr(_)) && (r.from_port..=r.to_port).contains(&port)
+        })
+    };
+    // the controller port: open between members only
+    let by_group = rules.iter().find(|r| {
+        matches!(&r.source, Source::Group(g) if *g == r.group) && !open_to_cidr(r.from_port)
+    });
+    let by_cidr = rules.iter().find(|r| matches!(r.source, Source::Cidr(_)));
+    let (by_group, by_cidr) = (
+        by_group.context("a self-referencing rule")?,
+        by_cidr.context("a CIDR rule")?,
+    );
+    let group = by_group.group.clone();
+    let closed = (1024..u16::MAX)
+        .find(|p| !rules.iter().any(|r| (r.from_port..=r.to_port).contains(p)))
+        .context("a port no rule opens")?;
+    let region = fleet.region();
+    region.enforce_security_groups(&rules)?;
+    region.join_security_group(&group, host.ip)?;
+    let listeners: Vec<_> = [by_cidr.from_port, by_group.from_port, closed]
+        .into_iter()
+        .map(|port| listen(&host.ns, SocketAddr::from((host.ip, port))))
+        .collect::<Result<_, _>>()?;
+    let at = |port| SocketAddr::from((host.ip, port));
+    assert!(
+        connects(at(by_cidr.from_port)),
+        "{} is open to ClientCidr",
+        by_cidr.from_port
+    );
+    let refused = region.refused_by_security_group(&group);
+    assert!(
+        !connects(at(by_group.from_port)),
+        "{} is open only to members",
+        by_group.from_port
+    );
+    assert!(
+        region.refused_by_security_group(&group) > refused,
+        "the drop rule counted no refusal"
+    );
+    region.join_security_group(&group, layout::gateway(host.az))?;
+    assert!(
+        connects(at(by_group.from_port)),
+        "a member reaches {}",
+        by_group.from_port
+    );
+    let refused = region.refused_by_security_group(&group);
+    assert!(!connects(at(closed)), "{closed} is opened by no rule");
+    assert!(
+        region.refused_by_security_group(&group) > refused,
+        "the drop rule counted no refusal"
+    );
+    region.lift_security_groups();
+    assert!(connects(at(closed)), "lifted, the filter is gone");
+    drop(listeners);
     Ok(())
 }
 
