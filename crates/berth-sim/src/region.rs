@@ -175,14 +175,15 @@ impl Region {
         );
     }
 
-    /// Makes `address` (an ENI's or an instance's primary address) a member of `group`: protected by its rules
-    /// and a source its self-referencing rules admit.
+    /// Makes `addresses` (ENIs' or instances' primary addresses) members of `group`: protected by its rules
+    /// and sources its self-referencing rules admit.
     pub fn join_security_group(
         &self,
         group: &str,
-        address: std::net::Ipv4Addr,
+        addresses: &[std::net::Ipv4Addr],
     ) -> Result<(), SysError> {
-        let element = format!("{{ {address} }}");
+        let listed: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        let element = format!("{{ {} }}", listed.join(", "));
         let set = security_groups::set_name(group);
         sys::run(
             "ip",

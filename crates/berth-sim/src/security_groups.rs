@@ -11,7 +11,13 @@
 //! an instance's rules are the union of its groups' rules). Only TCP rules exist
 //! ([`berth_testkit::aws::template::ingress`] refuses others).
 
-use berth_testkit::aws::template::ingress::{Ingress, Source};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use berth_testkit::aws::template::ingress::{ingress, Ingress, Source};
+use berth_testkit::aws::template::{Physical, Pseudo, Template, TemplateError};
+
+use crate::layout;
 
 /// The region namespace's bridge table holding the groups.
 pub const NFT_TABLE: &str = "secgroups";
@@ -30,6 +36,75 @@ pub fn counter_name(group: &str) -> String {
         "refused_{}",
         group.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     )
+}
+
+/// Names every resource by its logical id: the packet filter needs the groups' identities, not EC2's ids.
+struct ByLogicalId;
+
+impl Physical for ByLogicalId {
+    fn reference(&self, logical_id: &str) -> Option<String> {
+        Some(logical_id.to_owned())
+    }
+    fn attribute(&self, logical_id: &str, attribute: &str) -> Option<serde_json::Value> {
+        Some(format!("{logical_id}.{attribute}").into())
+    }
+}
+
+/// The ingress rules of the template at `path`, instantiated for cluster `cluster` with the simulated region's
+/// zones and broker addresses as an operator would give them (groups named by logical id).
+pub fn template_rules(
+    path: &Path,
+    cluster: &str,
+    zones: usize,
+) -> Result<Vec<Ingress>, TemplateError> {
+    let template = Template::load(path)?;
+    let mut given = BTreeMap::from([
+        ("ClusterName".to_owned(), cluster.to_owned()),
+        ("ImageId".to_owned(), "ami-00000000000000000".to_owned()),
+        ("VpcId".to_owned(), "vpc-sim".to_owned()),
+        (
+            "KafkaClusterId".to_owned(),
+            crate::fleet::KAFKA_CLUSTER_ID.to_owned(),
+        ),
+    ]);
+    for (n, letter) in ["A", "B", "C"].into_iter().enumerate() {
+        let az = n % zones;
+        given.insert(format!("Zone{letter}"), layout::zone_name(az));
+        given.insert(format!("Subnet{letter}"), format!("subnet-{az}"));
+        given.insert(
+            format!("BrokerIp{n}"),
+            layout::eni_ip(n as u32, zones).to_string(),
+        );
+    }
+    let pseudo = Pseudo {
+        region: layout::REGION.into(),
+        account_id: "123456789012".into(),
+        stack_name: cluster.into(),
+        stack_id: cluster.into(),
+        zones: (0..zones).map(layout::zone_name).collect(),
+    };
+    ingress(&template.instantiate(&given, pseudo)?, &ByLogicalId)
+}
+
+/// The simulator's own rules for each group, not the template's: berth's `/state` port
+/// ([`layout::STATE_PORT`]) and Kafka's controller port (the tests' quorum description) open to the region's
+/// gateway addresses, where the tests and the demo read them (as an operator's tunnel would). The brokers reach
+/// each other from their own addresses, never a gateway's, so only the template's rules admit them.
+pub fn state_tunnel(groups: &[String], zones: usize) -> Vec<Ingress> {
+    let mut rules = Vec::new();
+    for group in groups {
+        for (az, port) in (0..zones).flat_map(|az| {
+            [layout::STATE_PORT, layout::KAFKA_CONTROLLER_PORT].map(|port| (az, port))
+        }) {
+            rules.push(Ingress {
+                group: group.clone(),
+                from_port: port,
+                to_port: port,
+                source: Source::Cidr(ipnet::Ipv4Net::from(layout::gateway(az))),
+            });
+        }
+    }
+    rules
 }
 
 /// The table enforcing `rules`: every accept rule first (a member's rules are the union of its groups'), then

@@ -2,14 +2,12 @@
 //! EC2's source/destination check drops spoofed traffic, and attachments made in moto appear in (and vanish
 //! from) the host as a link with the ENI's MAC and a loop device behind the Nitro by-id link.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use berth_sim::{layout, sys, Fleet, FleetOptions, Host};
-use berth_testkit::aws::template::ingress::{ingress, Ingress, Source};
-use berth_testkit::aws::template::{self, Physical, Pseudo, Template};
+use berth_sim::{layout, security_groups, sys, Fleet, FleetOptions, Host};
+use berth_testkit::aws::template::{self, ingress::Source};
 use berth_testkit::aws::world;
 
 fn poll(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -172,50 +170,6 @@ fn source_check_drops_spoofing(fleet: &Fleet, host: &Host, zk: SocketAddr) -> an
     Ok(())
 }
 
-/// Names every created resource by its logical id (the packet filter needs group ids, not EC2).
-struct ByLogicalId;
-
-impl Physical for ByLogicalId {
-    fn reference(&self, logical_id: &str) -> Option<String> {
-        Some(logical_id.to_owned())
-    }
-    fn attribute(&self, logical_id: &str, attribute: &str) -> Option<serde_json::Value> {
-        Some(format!("{logical_id}.{attribute}").into())
-    }
-}
-
-/// The shipped template's ingress rules, instantiated with the fleet's addresses as an operator would give them.
-fn template_ingress() -> anyhow::Result<Vec<Ingress>> {
-    let template = Template::load(&template::shipped())?;
-    let mut given = BTreeMap::new();
-    for (key, value) in [
-        ("ImageId", "ami-1"),
-        ("VpcId", "vpc-1"),
-        ("KafkaClusterId", "MkU3OEVBNTcwNTJENDM2Qk"),
-    ] {
-        given.insert(key.to_owned(), value.to_owned());
-    }
-    for (n, letter) in ["A", "B", "C"].into_iter().enumerate() {
-        given.insert(format!("Zone{letter}"), layout::zone_name(n));
-        given.insert(format!("Subnet{letter}"), format!("subnet-{n}"));
-        given.insert(
-            format!("BrokerIp{n}"),
-            layout::eni_ip(n as u32, 3).to_string(),
-        );
-    }
-    let pseudo = Pseudo {
-        region: layout::REGION.into(),
-        account_id: "123456789012".into(),
-        stack_name: "berth".into(),
-        stack_id: "berth".into(),
-        zones: (0..3).map(layout::zone_name).collect(),
-    };
-    Ok(ingress(
-        &template.instantiate(&given, pseudo)?,
-        &ByLogicalId,
-    )?)
-}
-
 /// A listener on `address` inside `ns`, or `None` when something on the host already listens there.
 fn listen(ns: &str, address: SocketAddr) -> std::io::Result<Option<std::net::TcpListener>> {
     match berth_sim::region::bind_in_netns(ns, address) {
@@ -234,7 +188,7 @@ fn connects(address: SocketAddr) -> bool {
 /// connects, the self-referencing controller port is refused (and counted) until the region's address is a
 /// member too, and a port the template never opens is refused to members as well.
 fn security_groups_filter_new_connections(fleet: &Fleet, host: &Host) -> anyhow::Result<()> {
-    let rules = template_ingress()?;
+    let rules = security_groups::template_rules(&template::shipped(), "sim", 3)?;
     let open_to_cidr = |port: u16| {
         rules.iter().any(|r| {
             matches!(r.source, Source::Cidr(_)) && (r.from_port..=r.to_port).contains(&port)
@@ -255,7 +209,7 @@ fn security_groups_filter_new_connections(fleet: &Fleet, host: &Host) -> anyhow:
         .context("a port no rule opens")?;
     let region = fleet.region();
     region.enforce_security_groups(&rules)?;
-    region.join_security_group(&group, host.ip)?;
+    region.join_security_group(&group, &[host.ip])?;
     let listeners: Vec<_> = [by_cidr.from_port, by_group.from_port, closed]
         .into_iter()
         .map(|port| listen(&host.ns, SocketAddr::from((host.ip, port))))
@@ -276,7 +230,7 @@ fn security_groups_filter_new_connections(fleet: &Fleet, host: &Host) -> anyhow:
         region.refused_by_security_group(&group) > refused,
         "the drop rule counted no refusal"
     );
-    region.join_security_group(&group, layout::gateway(host.az))?;
+    region.join_security_group(&group, &[layout::gateway(host.az)])?;
     assert!(
         connects(at(by_group.from_port)),
         "a member reaches {}",
