@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use berth_config::ClaimBackend;
 use berth_kafka::client::{KafkaClient, Peer};
-use berth_kafka::quorum::{self, Quorum};
+use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg::{self, AsgOptions};
 use berth_sim::kafka::{self as fleet_kafka, blocking};
 use berth_sim::{layout, Fleet, FleetOptions, HostRole, SimKafka};
@@ -90,10 +90,22 @@ async fn staggered_birth(fleet: &Fleet) -> anyhow::Result<()> {
             pair[1].host
         );
     }
-    for launch in &launches {
-        fleet.wait_healthy(launch.host, BOOT).await?;
-    }
+    claimed_their_own_ids(fleet, &launches).await?;
     asg::wait_all_in_service(fleet, BOOT).await?;
+    let stack = asg::stack_name(&fleet.options().cluster);
+    let complete = || {
+        fleet
+            .aws()
+            .read(|plane| plane.stacks.status(&stack))
+            .is_some_and(|status| status.as_str() == "CREATE_COMPLETE")
+    };
+    asg::wait_members(
+        fleet,
+        "the stack CREATE_COMPLETE (a SUCCESS per host)",
+        BOOT,
+        |_| complete(),
+    )
+    .await?;
     let formed = started.elapsed();
     quorum_committed(fleet).await?;
     serves(fleet).await?;
@@ -152,14 +164,42 @@ async fn launches(fleet: &Fleet) -> anyhow::Result<Vec<Launch>> {
         .collect()
 }
 
-/// Polls DescribeQuorum (every 200 ms) until a leader describes three voters at a known high watermark, each
-/// fetched up to it.
+/// Waits until every launched host is Healthy; a controller host (combined or dedicated) holds a controller id
+/// and a broker-only host a broker id, every id once.
+async fn claimed_their_own_ids(fleet: &Fleet, launches: &[Launch]) -> anyhow::Result<()> {
+    let options = fleet.options();
+    let mut claimed = Vec::new();
+    for launch in launches {
+        let state = fleet.wait_healthy(launch.host, BOOT).await?;
+        let id = state.broker_id.context("Healthy without an id")?;
+        let allowed = match launch.role {
+            HostRole::Broker => options.broker_ids(),
+            HostRole::Combined | HostRole::Controller => options.controller_ids(),
+        };
+        ensure!(
+            allowed.contains(&id),
+            "host {} ({:?}) claimed {id}, not one of {allowed:?}",
+            launch.host,
+            launch.role
+        );
+        claimed.push(id);
+    }
+    claimed.sort_unstable();
+    ensure!(
+        claimed == (0..options.brokers).collect::<Vec<_>>(),
+        "ids claimed {claimed:?}"
+    );
+    Ok(())
+}
+
+/// Polls DescribeQuorum (every 200 ms) until a leader describes the controller ids as the voters, at a known
+/// high watermark, each fetched up to it.
 async fn quorum_committed(fleet: &Fleet) -> anyhow::Result<()> {
     let zones = fleet.options().zones;
-    let controllers: Vec<Peer> = fleet
-        .options()
-        .controller_ids()
-        .into_iter()
+    let ids = fleet.options().controller_ids();
+    let controllers: Vec<Peer> = ids
+        .iter()
+        .copied()
         .map(|id| {
             let address = (layout::eni_ip(id, zones), layout::KAFKA_CONTROLLER_PORT);
             Peer::new(id, SocketAddr::from(address))
@@ -172,7 +212,7 @@ async fn quorum_committed(fleet: &Fleet) -> anyhow::Result<()> {
         if let Quorum::Described(view) = &seen {
             if view.leader_id >= 0
                 && view.high_watermark > 0
-                && view.voters.len() == 3
+                && voter_ids(view) == ids.iter().map(|id| i64::from(*id)).collect::<Vec<_>>()
                 && view
                     .voters
                     .iter()
@@ -187,6 +227,13 @@ async fn quorum_committed(fleet: &Fleet) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The voters' ids, in order.
+fn voter_ids(view: &QuorumView) -> Vec<i64> {
+    let mut ids: Vec<i64> = view.voters.iter().map(|v| i64::from(v.id)).collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// The brokers serve: a topic replicated on every broker (at most three), records produced with acks=all, every
@@ -243,9 +290,8 @@ fn birth_rule_decided(fleet: &Fleet, controllers: &[&Launch]) -> anyhow::Result<
                 launch.host
             ),
         }
-        let mark = entry(&journal, "this controller's volume is marked as born").with_context(|| {
-            format!("host {}: its volume was never marked born", launch.host)
-        })?;
+        let mark = entry(&journal, "this controller's volume is marked as born")
+            .with_context(|| format!("host {}: its volume was never marked born", launch.host))?;
         decisions.push(format!(
             "  host {} ({:?}): {basis}: {why} | then {}",
             launch.host,
@@ -259,9 +305,13 @@ fn birth_rule_decided(fleet: &Fleet, controllers: &[&Launch]) -> anyhow::Result<
 /// Host `index`'s berth journal, one JSON entry per line.
 fn journal(fleet: &Fleet, index: usize) -> anyhow::Result<Vec<serde_json::Value>> {
     let host = fleet.host(index)?;
-    let text =
-        host.container()
-            .exec(&["journalctl", "--unit", "berth", "--output=json", "--no-pager"])?;
+    let text = host.container().exec(&[
+        "journalctl",
+        "--unit",
+        "berth",
+        "--output=json",
+        "--no-pager",
+    ])?;
     Ok(text
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())

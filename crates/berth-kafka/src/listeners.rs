@@ -219,9 +219,17 @@ mod tests {
         );
         assert!(read.advertised.is_empty(), "a comment is not a setting");
         assert!(!read.controller_only);
-        for (roles, only) in [("controller", true), (" controller ", true), ("broker,controller", false)] {
+        for (roles, only) in [
+            ("controller", true),
+            (" controller ", true),
+            ("broker,controller", false),
+        ] {
             std::fs::write(&path, format!("process.roles={roles}\n")).unwrap();
-            assert_eq!(read_operator(&path).unwrap().controller_only, only, "{roles}");
+            assert_eq!(
+                read_operator(&path).unwrap().controller_only,
+                only,
+                "{roles}"
+            );
         }
         std::fs::write(&path, "listeners=PLAINTEXT:9092\n").unwrap();
         assert!(matches!(read_operator(&path), Err(ReadError::Listeners(_))));

@@ -334,6 +334,9 @@ mod tests {
             ]
         );
         assert_eq!(groups.capacity(), 5);
-        assert_eq!(group_of(&dedicated, HostRole::Controller, 2), "sim-controller-2");
+        assert_eq!(
+            group_of(&dedicated, HostRole::Controller, 2),
+            "sim-controller-2"
+        );
     }
 }

@@ -60,7 +60,6 @@ impl HostSettings<'_> {
             claim: ClaimConfig {
                 backend: Some(o.claim_backend),
                 ids: o.claim_ids(self.role),
-                ..ClaimConfig::default()
             },
             zookeeper: ZooKeeperConfig {
                 connect: self.zookeeper.clone().unwrap_or_default(),
@@ -357,7 +356,9 @@ mod tests {
         assert_eq!(read.kafka.controller_ids, [0, 1, 2]);
         assert_eq!(read.aws.autoscaling.group, "sim-controller-1");
         let properties = controller.server_properties();
-        assert!(properties.contains("process.roles=controller\nlisteners=CONTROLLER://0.0.0.0:9093\n"));
+        assert!(
+            properties.contains("process.roles=controller\nlisteners=CONTROLLER://0.0.0.0:9093\n")
+        );
         assert!(!properties.contains("PLAINTEXT://"), "{properties}");
         assert!(properties.contains("offsets.topic.replication.factor=2\n"));
         let broker = settings(&options, None);

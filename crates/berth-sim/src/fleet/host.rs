@@ -194,7 +194,8 @@ impl Fleet {
     /// Creates a host (instance, namespace, primary interface, IMDS, trees, booted container) without starting
     /// berth, in the fleet's default role ([`super::FleetOptions::default_role`]).
     pub async fn prepare_host(&self, az: usize) -> Result<usize, FleetError> {
-        self.prepare_host_as(az, self.options().default_role()).await
+        self.prepare_host_as(az, self.options().default_role())
+            .await
     }
 
     /// [`Fleet::prepare_host`] for a host of `role`.

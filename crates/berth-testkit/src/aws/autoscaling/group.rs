@@ -393,7 +393,11 @@ fn replace_dead(instances: &dyn Instances, group: &str) {
 
 /// When group `index` starts (its desired capacity raised from 0): the first at once, each other
 /// [`GroupPlan::after_previous`] after the previous one's first launch; None while that has not happened.
-fn starts_at(plans: &[GroupPlan], first_launch: &[Option<Instant>], index: usize) -> Option<Instant> {
+fn starts_at(
+    plans: &[GroupPlan],
+    first_launch: &[Option<Instant>],
+    index: usize,
+) -> Option<Instant> {
     match index.checked_sub(1) {
         None => Some(Instant::now()),
         Some(previous) => first_launch[previous].map(|at| at + plans[index].after_previous),
@@ -633,7 +637,11 @@ mod plan_tests {
         let before = Instant::now();
         let first = starts_at(&plans, &[None, None], 0).expect("the first group starts at once");
         assert!(first >= before && first <= Instant::now());
-        assert_eq!(starts_at(&plans, &[None, None], 1), None, "not before the first launch");
+        assert_eq!(
+            starts_at(&plans, &[None, None], 1),
+            None,
+            "not before the first launch"
+        );
         let launched = Instant::now();
         assert_eq!(
             starts_at(&plans, &[Some(launched), None], 1),
