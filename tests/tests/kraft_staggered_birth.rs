@@ -110,6 +110,17 @@ async fn staggered_birth(fleet: &Fleet) -> anyhow::Result<()> {
     quorum_committed(fleet).await?;
     serves(fleet).await?;
     let decisions = birth_rule_decided(fleet, &controllers)?;
+    for broker in launches.iter().filter(|l| l.role == HostRole::Broker) {
+        let journal = journal(fleet, broker.host)?;
+        let format = entry(&journal, "formatting KRaft storage")
+            .with_context(|| format!("broker host {}: no format in its journal", broker.host))?;
+        ensure!(
+            format["BERTH_FORMAT_BASIS"].as_str() == Some("broker"),
+            "broker host {} formatted on {}",
+            broker.host,
+            format["BERTH_FORMAT_BASIS"]
+        );
+    }
     println!(
         "{} hosts launched (controllers {:?} s after the first); all Healthy and in service {:.1}s after the \
          start, served {RECORDS} records exactly at {:.1}s; formats:\n{}",
