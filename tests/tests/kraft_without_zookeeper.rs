@@ -182,7 +182,9 @@ async fn replacement_held_behind(
     let status = loop {
         let shown = blocking(|| host.container().show("berth.service", &["StatusText"]))?;
         let text = shown.get("StatusText").cloned().unwrap_or_default();
-        if text.starts_with("start_kafka broker 0: catching up: ") && text.contains("not yet in sync") {
+        if text.starts_with("start_kafka broker 0: catching up: ")
+            && text.contains("not yet in sync")
+        {
             break text;
         }
         ensure!(
@@ -211,19 +213,25 @@ impl FetchHold {
         let peers = format!("{{ {} }}", peers.join(", "));
         hold.nft(&["add", "table", "inet", HOLD_TABLE])?;
         hold.nft(&[
-            "add", "chain", "inet", HOLD_TABLE, "out", "{", "type", "filter", "hook", "output", "priority",
-            "0", ";", "}",
+            "add", "chain", "inet", HOLD_TABLE, "out", "{", "type", "filter", "hook", "output",
+            "priority", "0", ";", "}",
         ])?;
         hold.nft(&[
-            "add", "rule", "inet", HOLD_TABLE, "out", "ip", "daddr", &peers, "tcp", "dport", &port, "reject",
-            "with", "tcp", "reset",
+            "add", "rule", "inet", HOLD_TABLE, "out", "ip", "daddr", &peers, "tcp", "dport", &port,
+            "reject", "with", "tcp", "reset",
         ])?;
         Ok(hold)
     }
 
     fn nft(&self, args: &[&str]) -> anyhow::Result<String> {
-        let net = format!("--net={}", berth_sim::region::netns_path(&self.ns).display());
-        let argv: Vec<&str> = [net.as_str(), "nft"].into_iter().chain(args.iter().copied()).collect();
+        let net = format!(
+            "--net={}",
+            berth_sim::region::netns_path(&self.ns).display()
+        );
+        let argv: Vec<&str> = [net.as_str(), "nft"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
         Ok(berth_sim::sys::run("nsenter", &argv)?)
     }
 }

@@ -157,7 +157,11 @@ impl ProduceReport {
                 let (key, value) = record.split_once(':')?;
                 let n: u32 = key.strip_prefix("key-")?.parse().ok()?;
                 let valid = n < self.sent && value == record_value(n);
-                valid.then_some((partition.parse::<u32>().ok()?, offset.parse::<i64>().ok()?, n))
+                valid.then_some((
+                    partition.parse::<u32>().ok()?,
+                    offset.parse::<i64>().ok()?,
+                    n,
+                ))
             });
             match parsed {
                 Some((partition, offset, n)) => {
@@ -167,7 +171,11 @@ impl ProduceReport {
                 None => back.corrupt.push(line.to_owned()),
             }
         }
-        back.duplicated = times.into_iter().filter(|(_, t)| *t > 1).map(|(n, _)| n).collect();
+        back.duplicated = times
+            .into_iter()
+            .filter(|(_, t)| *t > 1)
+            .map(|(n, _)| n)
+            .collect();
         back.lost = self
             .acknowledged
             .iter()
@@ -378,6 +386,10 @@ mod tests {
         let back = report.read_back(broken);
         assert_eq!(back.lost, vec![(1, 1)]);
         assert_eq!(back.duplicated, vec![1]);
-        assert_eq!(back.corrupt.len(), 2, "a record never sent, a value of another key");
+        assert_eq!(
+            back.corrupt.len(),
+            2,
+            "a record never sent, a value of another key"
+        );
     }
 }
