@@ -88,7 +88,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
 /// One node killed as power loss in the middle of a produce load (acknowledged records still in its page cache,
 /// lost from its volume): the group's replacement is the same broker, the quorum whole, every acknowledged record
 /// there. The replacement's fetches from the other brokers are refused until systemd's status line has said that
-/// berth waits for its catch-up (see [`replacement_held_behind`]).
+/// berth waits for its catch-up (see [`replacement_held`]).
 async fn replace_one(fleet: &Fleet, client: &Client, booted: &Booted) -> anyhow::Result<()> {
     let victim = host_of_broker(booted, 0)?;
     blocking(|| client.create_topic(&fleet_kafka::replicated_topic(LOAD_TOPIC)))?;
@@ -102,8 +102,10 @@ async fn replace_one(fleet: &Fleet, client: &Client, booted: &Booted) -> anyhow:
         lost > 0,
         "the power loss took nothing from broker 0's volume: its page cache reached the volume"
     );
+    let (host, hold) = replacement_held(fleet, victim).await?;
     blocking(|| client.produce_range(TOPIC, 2 * BATCH..3 * BATCH, 0))?;
-    let (host, status, state) = replacement_held_behind(fleet, victim).await?;
+    let status = catching_up_status(fleet, host, hold).await?;
+    let state = fleet.wait_healthy(host, BOOT).await?;
     assert_same_broker(&booted[&0].1, &state)?;
     quorum_whole(fleet).await?;
     let load = blocking(|| load.finish(LOAD_TIMEOUT))?;
@@ -159,13 +161,9 @@ async fn acknowledged_at_least(load: &SteadyProducer, count: u32) -> anyhow::Res
 }
 
 /// The group's replacement of dead host `old`, its Kafka's fetches from the other brokers refused (a netfilter
-/// rule in its namespace, put in before its Kafka starts) until berth.service's StatusText (`systemctl show`,
-/// polled) has said that it waits for the catch-up and how many partitions are behind; then let go. Its host
-/// index, the status line, and its Healthy state.
-async fn replacement_held_behind(
-    fleet: &Fleet,
-    old: usize,
-) -> anyhow::Result<(usize, String, StateView)> {
+/// rule in its namespace, put in as soon as the host is there and before its Kafka starts): its host index and
+/// the hold.
+async fn replacement_held(fleet: &Fleet, old: usize) -> anyhow::Result<(usize, FetchHold)> {
     let index = launched_for(fleet, old).await?;
     let host = fleet.host(index)?;
     let zones = fleet.options().zones;
@@ -178,6 +176,17 @@ async fn replacement_held_behind(
         kafka.get("ActiveState").map(String::as_str) == Some("inactive"),
         "the replacement's Kafka had started before its fetches were held: {kafka:?}"
     );
+    Ok((index, hold))
+}
+
+/// Polls berth.service's StatusText (`systemctl show`) on host `index` until it says that berth waits for the
+/// catch-up and how many partitions are behind, then lets go of `hold`; the status line.
+async fn catching_up_status(
+    fleet: &Fleet,
+    index: usize,
+    hold: FetchHold,
+) -> anyhow::Result<String> {
+    let host = fleet.host(index)?;
     let started = Instant::now();
     let status = loop {
         let shown = blocking(|| host.container().show("berth.service", &["StatusText"]))?;
@@ -194,7 +203,7 @@ async fn replacement_held_behind(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     drop(hold);
-    Ok((index, status, fleet.wait_healthy(index, BOOT).await?))
+    Ok(status)
 }
 
 /// A netfilter table in a host's network namespace refusing (TCP reset) its connections to other brokers' Kafka
