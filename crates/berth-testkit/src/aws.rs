@@ -32,7 +32,7 @@ pub mod world;
 pub use endpoint::{AwsEndpoint, ControlPlane, RecordedCall};
 pub use imds::{Imds, ImdsHost, ImdsInterface};
 pub use moto::{EniOnTerminate, MotoError, StrictMoto};
-pub use proxy::{Fault, FaultProxy};
+pub use proxy::{CallSpan, Fault, FaultProxy};
 
 /// `127.0.0.1:0`: loopback on a free port, the usual bind address in adapter tests.
 pub fn loopback_any_port() -> std::net::SocketAddr {
