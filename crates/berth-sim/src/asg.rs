@@ -82,6 +82,13 @@ impl Instances for Fleet {
     }
 
     async fn launch(&self, az: usize) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        if self.launches_held(az) {
+            return Err(format!(
+                "InsufficientInstanceCapacity: no capacity in {} (held by the test)",
+                layout::zone_name(az)
+            )
+            .into());
+        }
         let index = self.prepare_host(az).await?;
         Ok(self.host(index)?.instance.id.clone())
     }
