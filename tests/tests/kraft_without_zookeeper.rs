@@ -194,6 +194,7 @@ async fn blank_while_the_others_are_down(
     client: &Client,
     booted: &Booted,
 ) -> anyhow::Result<()> {
+    let phase = Instant::now();
     let hosts = live_hosts_by_broker(fleet).await?;
     blocking(|| client.create_topic(&durable_topic()))?;
     blocking(|| client.produce_range(DURABLE, 0..BATCH, 0))?;
@@ -232,13 +233,14 @@ async fn blank_while_the_others_are_down(
     println!(
         "every host killed, broker 0 blank: refused while the others were down ({:.1}s after the kill: {refusal}); \
          berth killed {:.1}s after the kill while the storage tool ran (pid {}); Healthy again {:.1}s after the \
-         kill, formatted by berth pid {} ({}), {BATCH} synced records exact",
+         kill, formatted by berth pid {} ({}), {BATCH} synced records exact; this phase {:.1}s",
         refused.as_secs_f64(),
         (interrupted.at - killed).as_secs_f64(),
         interrupted.tool,
         killed.elapsed().as_secs_f64(),
         formats.last().map_or(0, |f| f.0),
-        formats.last().map_or("", |f| f.1.as_str())
+        formats.last().map_or("", |f| f.1.as_str()),
+        phase.elapsed().as_secs_f64()
     );
     Ok(())
 }
@@ -480,7 +482,8 @@ fn assert_format_resumed(
     Ok(())
 }
 
-/// The entries of host `index`'s berth journal whose message contains `message`: (berth's pid, WHY).
+/// The decisions in host `index`'s berth journal (entries with a `WHY`) whose message contains `message`:
+/// (berth's pid in the host, WHY).
 fn journal_entries(
     fleet: &Fleet,
     index: usize,
@@ -502,10 +505,10 @@ fn journal_entries(
                 .as_str()
                 .is_some_and(|m| m.contains(message))
         })
-        .map(|entry| {
+        .filter_map(|entry| {
             let pid = entry["_PID"].as_str().and_then(|p| p.parse().ok());
-            let why = entry["WHY"].as_str().unwrap_or_default().to_owned();
-            (pid.unwrap_or(0), why)
+            let why = entry["WHY"].as_str()?.to_owned();
+            Some((pid.unwrap_or(0), why))
         })
         .collect())
 }
@@ -723,7 +726,7 @@ fn format_reason(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
     journal_entries(fleet, index, "formatting KRaft storage")?
         .into_iter()
         .map(|(_, why)| why)
-        .find(|why| !why.is_empty())
+        .next()
         .with_context(|| {
             format!("host {index}: no 'formatting KRaft storage' entry with a WHY in its journal")
         })
