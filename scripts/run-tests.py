@@ -25,6 +25,7 @@ BUDGETS = {
     "crash_in_every_state": 1500,
     "fleet_of_three": 1500,
     "kraft_without_zookeeper": 1500,
+    "kraft_staggered_birth": 900,
     "mass_boot": 1200,
     "roll": 1500,
     "shutting_down_replacement": 1200,

@@ -142,3 +142,101 @@ fn every_path_the_architecture_document_names_exists() {
         "docs/architecture.md names paths that do not exist: {missing:?}"
     );
 }
+
+/// berth's subcommands, as the docs would name them.
+fn subcommands() -> Vec<String> {
+    berth::cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect()
+}
+
+/// Every berth command line `text` gives as an example: in a code span, or on a line of a fenced code block, the
+/// words from `berth <subcommand>` to the end of the span or line (a `#` comment, a pipe or `&&` ends it too).
+/// Output quoted in a block (`berth drain: draining ...`) does not name a subcommand and is left out.
+fn command_lines(text: &str, subcommands: &[String]) -> Vec<String> {
+    let mut code = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            code.push(line.to_owned());
+        } else {
+            code.extend(line.split('`').skip(1).step_by(2).map(str::to_owned));
+        }
+    }
+    let mut commands = Vec::new();
+    for piece in code {
+        let piece = piece.split(['#', '|']).next().unwrap_or_default();
+        let piece = piece.split("&&").next().unwrap_or_default();
+        let words: Vec<&str> = piece.split_whitespace().collect();
+        for (at, word) in words.iter().enumerate() {
+            let names_one = words
+                .get(at + 1)
+                .is_some_and(|next| subcommands.iter().any(|s| s == next));
+            if (*word == "berth" || word.ends_with("/berth")) && names_one {
+                commands.push(words[at..].join(" "));
+                break;
+            }
+        }
+    }
+    commands
+}
+
+#[test]
+fn command_lines_are_found_in_spans_and_blocks_and_end_at_comments_and_pipes() {
+    let subcommands = subcommands();
+    let text = "Run `berth plan --json`, then `berth drain: waiting` is output.\n```sh\n\
+                berth check-config          # validate\n$ berth status --json | jq .state\n\
+                ip netns exec r /usr/bin/berth status --watch\njournalctl -u berth\n```\n";
+    assert_eq!(
+        command_lines(text, &subcommands),
+        [
+            "berth plan --json",
+            "berth check-config",
+            "berth status --json",
+            "/usr/bin/berth status --watch"
+        ]
+    );
+}
+
+/// Every berth command line the docs and the README give is one berth's parser accepts (a flag renamed or
+/// removed, a subcommand that does not exist, a value it refuses, all fail here).
+#[test]
+fn every_berth_command_line_in_the_docs_parses() {
+    let root = workspace();
+    let subcommands = subcommands();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    files.push(root.join("README.md"));
+    let mut checked = 0;
+    let mut refused = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("a doc");
+        for line in command_lines(&text, &subcommands) {
+            checked += 1;
+            let words = std::iter::once("berth").chain(line.split_whitespace().skip(1));
+            if let Err(error) = berth::cli::command().try_get_matches_from(words) {
+                let why = error.to_string();
+                let why = why.lines().next().unwrap_or_default();
+                refused.push(format!("{}: `{line}`: {why}", file.display()));
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} berth command lines found in the docs"
+    );
+    assert!(
+        refused.is_empty(),
+        "command lines the CLI refuses:\n{}",
+        refused.join("\n")
+    );
+}

@@ -4,10 +4,16 @@
 //!
 //! * after the boot, nothing in the fleet runs ZooKeeper or listens on its port, and no host's configuration
 //!   names it; the claims are read from EC2 alone;
-//! * one node's host killed as power loss right after a produce (its volume loses what was still in its page
-//!   cache, asserted non-empty; SIGKILL, instance terminated): the group's replacement becomes the same broker
-//!   (id, ENI address, volume), the quorum is whole again (three voters, all caught up, read with
-//!   DescribeQuorum), and every acks=all record is consumed exactly once;
+//! * one node's host killed as power loss in the middle of a produce load (kcat, acks=all and idempotence, its
+//!   delivery reports read; the kill once 400 records are acknowledged, the load running on through the death
+//!   and the replacement): its volume loses what was still in its page cache (asserted non-empty). The group's
+//!   replacement becomes the same broker (id, ENI address, volume), the quorum is whole again (three voters,
+//!   all caught up, read with DescribeQuorum), every record the load had acknowledged is read back at the
+//!   partition and offset Kafka acknowledged, no record is read twice (idempotence; unacknowledged records may
+//!   or may not be there), and every record of the produces before and after the kill is consumed exactly once.
+//!   The replacement's fetches are refused until systemd's StatusText for berth.service has said
+//!   `start_kafka broker 0: catching up: N of M hosted partitions not yet in sync: ...` (the catch-up, observed
+//!   as an operator sees it on a real systemd host);
 //! * two nodes killed in a row, the second before the first's replacement is Healthy, and the first one's
 //!   volume comes back blank (a lost EBS volume replaced by an empty one for the same id): the blank controller
 //!   is formatted only once the other two voters hold everything committed, so its Kafka starts after the
@@ -27,12 +33,18 @@ use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
 use berth_sim::{layout, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
-use berth_testkit::kafka::Client;
+use berth_testkit::kafka::{Client, SteadyProducer, READ_BACK_FORMAT};
 
 const BOOT: Duration = Duration::from_secs(180);
 const TOPIC: &str = "kraft-e2e";
 /// Records produced after the boot, again just before a node's death, and again while it is away.
 const BATCH: u32 = 2_000;
+/// The topic of the produce load that runs through broker 0's death, its rate, how many of its records are
+/// acknowledged before the kill, and how long a record of it may wait for its acknowledgement.
+const LOAD_TOPIC: &str = "kraft-e2e-load";
+const LOAD_PER_SECOND: u32 = 200;
+const LOAD_BEFORE_KILL: u32 = 400;
+const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// ZooKeeper's client port, the one a ZooKeeper anywhere in the fleet would listen on.
 const ZOOKEEPER_PORT: u16 = 2181;
 
@@ -73,11 +85,16 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One node killed as power loss right after a produce (acknowledged records still in its page cache, lost
-/// from its volume): the group's replacement is the same broker, the quorum whole, every acknowledged record there.
+/// One node killed as power loss in the middle of a produce load (acknowledged records still in its page cache,
+/// lost from its volume): the group's replacement is the same broker, the quorum whole, every acknowledged record
+/// there. The replacement's fetches from the other brokers are refused until systemd's status line has said that
+/// berth waits for its catch-up (see [`replacement_held`]).
 async fn replace_one(fleet: &Fleet, client: &Client, booted: &Booted) -> anyhow::Result<()> {
     let victim = host_of_broker(booted, 0)?;
+    blocking(|| client.create_topic(&fleet_kafka::replicated_topic(LOAD_TOPIC)))?;
+    let load = blocking(|| client.steady_producer(LOAD_TOPIC, LOAD_PER_SECOND, LOAD_TIMEOUT))?;
     blocking(|| client.produce_range(TOPIC, BATCH..2 * BATCH, 0))?;
+    let before_kill = acknowledged_at_least(&load, LOAD_BEFORE_KILL).await?;
     let killed = Instant::now();
     fleet.kill_host(victim, None).await?;
     let lost = fleet.lost_at_death(victim).unwrap_or_default();
@@ -85,19 +102,155 @@ async fn replace_one(fleet: &Fleet, client: &Client, booted: &Booted) -> anyhow:
         lost > 0,
         "the power loss took nothing from broker 0's volume: its page cache reached the volume"
     );
+    let (host, hold) = replacement_held(fleet, victim).await?;
     blocking(|| client.produce_range(TOPIC, 2 * BATCH..3 * BATCH, 0))?;
-    let (host, state) = replacement(fleet, victim).await?;
+    let status = catching_up_status(fleet, host, hold).await?;
+    let state = fleet.wait_healthy(host, BOOT).await?;
     assert_same_broker(&booted[&0].1, &state)?;
     quorum_whole(fleet).await?;
+    let load = blocking(|| load.finish(LOAD_TIMEOUT))?;
+    ensure!(
+        load.delivered > before_kill,
+        "no record of the load acknowledged after the kill ({before_kill} before): it did not run through the death"
+    );
+    let consumed = blocking(|| client.consume_formatted(LOAD_TOPIC, READ_BACK_FORMAT))?;
+    let back = load.read_back(&consumed);
+    ensure!(
+        back.is_whole(),
+        "the load after the replacement: {} acknowledged records lost, {} read twice, {} not its records \
+         (first lost {:?}, duplicated {:?}, foreign {:?}); produced {load:?}",
+        back.lost.len(),
+        back.duplicated.len(),
+        back.corrupt.len(),
+        back.lost.first(),
+        back.duplicated.first(),
+        back.corrupt.first()
+    );
     fleet_kafka::consume_exactly(client, TOPIC, 3 * BATCH)?;
     println!(
-        "broker 0 replaced by host {host} after losing {lost} bytes with the power: Healthy {:.1}s after \
-         the kill, quorum whole, {} records exact",
+        "broker 0 replaced by host {host} after losing {lost} bytes with the power, killed with {before_kill} of the \
+         load's records acknowledged: Healthy {:.1}s after the kill, quorum whole, {} records exact; the load \
+         sent {}, {} acknowledged (all read back once), {} failed, {} unreported, {} read in all; while held \
+         behind, systemd's status said {status:?}",
         killed.elapsed().as_secs_f64(),
-        3 * BATCH
+        3 * BATCH,
+        load.sent,
+        load.delivered,
+        load.failed_produces,
+        load.unreported(),
+        back.read
     );
-
     Ok(())
+}
+
+/// Waits (polling) until the load has `count` records acknowledged; how many it had then.
+async fn acknowledged_at_least(load: &SteadyProducer, count: u32) -> anyhow::Result<u32> {
+    let started = Instant::now();
+    loop {
+        let delivered = load.delivered();
+        if delivered >= count {
+            return Ok(delivered);
+        }
+        ensure!(
+            started.elapsed() < BOOT,
+            "the load had {delivered} records acknowledged after {BOOT:?}, not {count} ({} sent)",
+            load.sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The group's replacement of dead host `old`, its Kafka's fetches from the other brokers refused (a netfilter
+/// rule in its namespace, put in as soon as the host is there and before its Kafka starts): its host index and
+/// the hold.
+async fn replacement_held(fleet: &Fleet, old: usize) -> anyhow::Result<(usize, FetchHold)> {
+    let index = launched_for(fleet, old).await?;
+    let host = fleet.host(index)?;
+    let zones = fleet.options().zones;
+    let peers: Vec<String> = (1..fleet.options().brokers)
+        .map(|id| layout::eni_ip(id, zones).to_string())
+        .collect();
+    let hold = FetchHold::new(&host.ns, &peers)?;
+    let kafka = blocking(|| host.container().show("kafka.service", &["ActiveState"]))?;
+    ensure!(
+        kafka.get("ActiveState").map(String::as_str) == Some("inactive"),
+        "the replacement's Kafka had started before its fetches were held: {kafka:?}"
+    );
+    Ok((index, hold))
+}
+
+/// Polls berth.service's StatusText (`systemctl show`) on host `index` until it says that berth waits for the
+/// catch-up and how many partitions are behind, then lets go of `hold`; the status line.
+async fn catching_up_status(
+    fleet: &Fleet,
+    index: usize,
+    hold: FetchHold,
+) -> anyhow::Result<String> {
+    let host = fleet.host(index)?;
+    let started = Instant::now();
+    let status = loop {
+        let shown = blocking(|| host.container().show("berth.service", &["StatusText"]))?;
+        let text = shown.get("StatusText").cloned().unwrap_or_default();
+        if text.starts_with("start_kafka broker 0: catching up: ")
+            && text.contains("not yet in sync")
+        {
+            break text;
+        }
+        ensure!(
+            started.elapsed() < BOOT,
+            "berth.service's StatusText never named the catch-up while held behind; last {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(hold);
+    Ok(status)
+}
+
+/// A netfilter table in a host's network namespace refusing (TCP reset) its connections to other brokers' Kafka
+/// port, so its Kafka cannot fetch from their leaders; removed when dropped.
+struct FetchHold {
+    ns: String,
+}
+
+/// The hold's nftables table.
+const HOLD_TABLE: &str = "berth-e2e-fetch-hold";
+
+impl FetchHold {
+    fn new(ns: &str, peers: &[String]) -> anyhow::Result<Self> {
+        let hold = Self { ns: ns.to_owned() };
+        let port = layout::KAFKA_PORT.to_string();
+        let peers = format!("{{ {} }}", peers.join(", "));
+        hold.nft(&["add", "table", "inet", HOLD_TABLE])?;
+        hold.nft(&[
+            "add", "chain", "inet", HOLD_TABLE, "out", "{", "type", "filter", "hook", "output",
+            "priority", "0", ";", "}",
+        ])?;
+        hold.nft(&[
+            "add", "rule", "inet", HOLD_TABLE, "out", "ip", "daddr", &peers, "tcp", "dport", &port,
+            "reject", "with", "tcp", "reset",
+        ])?;
+        Ok(hold)
+    }
+
+    fn nft(&self, args: &[&str]) -> anyhow::Result<String> {
+        let net = format!(
+            "--net={}",
+            berth_sim::region::netns_path(&self.ns).display()
+        );
+        let argv: Vec<&str> = [net.as_str(), "nft"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        Ok(berth_sim::sys::run("nsenter", &argv)?)
+    }
+}
+
+impl Drop for FetchHold {
+    fn drop(&mut self) {
+        if let Err(error) = self.nft(&["delete", "table", "inet", HOLD_TABLE]) {
+            eprintln!("removing the fetch hold in {}: {error}", self.ns);
+        }
+    }
 }
 
 /// Two nodes killed in a row, broker 1's volume coming back blank: both replaced as the same brokers, the blank

@@ -66,6 +66,8 @@ pub struct OperatorListeners {
     pub listeners: Vec<Listener>,
     /// `advertised.listeners`.
     pub advertised: Vec<Listener>,
+    /// `process.roles` is `controller` alone: the node has no broker listener for berth to probe.
+    pub controller_only: bool,
 }
 
 /// Why the operator's listeners could not be read.
@@ -98,10 +100,15 @@ pub fn read_operator(path: &Path) -> Result<OperatorListeners, ReadError> {
     Ok(OperatorListeners {
         listeners: list("listeners")?,
         advertised: list("advertised.listeners")?,
+        controller_only: properties
+            .get("process.roles")
+            .is_some_and(|roles| roles.split(',').map(str::trim).eq(["controller"])),
     })
 }
 
-/// The value of `advertised.listeners` for a broker at `eni`, probed on listener `probed` at `port`.
+/// The value of `advertised.listeners` for a broker at `eni`, probed on listener `probed` at `port`. A
+/// controller-only node has no such listener (berth judges it on its controller listener): its own listeners
+/// are advertised at `eni`.
 pub fn advertised(
     operator: &OperatorListeners,
     probed: &str,
@@ -132,7 +139,7 @@ pub fn advertised(
             entries.push(listener.render());
         }
     }
-    if !names.contains(&probed) {
+    if !names.contains(&probed) && !operator.controller_only {
         return Err(format!(
             "kafka.listener_name {probed} is not one of the operator's listeners [{}]",
             names.join(", ")
@@ -151,6 +158,7 @@ mod tests {
         OperatorListeners {
             listeners: parse(listeners).unwrap(),
             advertised: parse(advertised).unwrap(),
+            controller_only: false,
         }
     }
 
@@ -164,6 +172,22 @@ mod tests {
             advertised(&two, "INTERNAL", 9094, ENI).unwrap(),
             "INTERNAL://10.0.2.11:9094,CLIENT://10.0.2.11:9092,CONTROLLER://10.0.2.11:9093,ADMIN://127.0.0.1:9095"
         );
+    }
+
+    #[test]
+    fn a_controller_only_node_advertises_its_controller_listener_without_the_probed_one() {
+        let controller = OperatorListeners {
+            controller_only: true,
+            ..operator("CONTROLLER://0.0.0.0:9093", "")
+        };
+        assert_eq!(
+            advertised(&controller, "PLAINTEXT", 9092, ENI).unwrap(),
+            "CONTROLLER://10.0.2.11:9093"
+        );
+        let broker = operator("CONTROLLER://0.0.0.0:9093", "");
+        assert!(advertised(&broker, "PLAINTEXT", 9092, ENI)
+            .unwrap_err()
+            .contains("kafka.listener_name PLAINTEXT is not one of the operator's listeners"));
     }
 
     #[test]
@@ -194,6 +218,19 @@ mod tests {
             parse("INTERNAL://0.0.0.0:9094,CLIENT://:9092").unwrap()
         );
         assert!(read.advertised.is_empty(), "a comment is not a setting");
+        assert!(!read.controller_only);
+        for (roles, only) in [
+            ("controller", true),
+            (" controller ", true),
+            ("broker,controller", false),
+        ] {
+            std::fs::write(&path, format!("process.roles={roles}\n")).unwrap();
+            assert_eq!(
+                read_operator(&path).unwrap().controller_only,
+                only,
+                "{roles}"
+            );
+        }
         std::fs::write(&path, "listeners=PLAINTEXT:9092\n").unwrap();
         assert!(matches!(read_operator(&path), Err(ReadError::Listeners(_))));
     }

@@ -7,29 +7,76 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_testkit::aws::autoscaling::group::{self, Ended, Groups, Instances};
+use berth_testkit::aws::autoscaling::group::{self, Ended, GroupPlan, Groups, Instances};
 pub use berth_testkit::aws::autoscaling::group::{
-    creation_policy, group_name, group_spec, stack_name, Asg, AsgOptions, RefreshSettings,
-    LAUNCH_HOOK, STACK_RESOURCE, TERMINATE_HOOK,
+    controller_group_name, creation_policy, group_name, group_spec, stack_name, Asg, AsgOptions,
+    RefreshSettings, LAUNCH_HOOK, STACK_RESOURCE, TERMINATE_HOOK,
 };
 use berth_testkit::aws::autoscaling::{InstanceRefresh, LifecycleState, Member};
 use berth_testkit::aws::AwsEndpoint;
 
-use crate::fleet::{Fleet, FleetOptions};
+use crate::fleet::{Fleet, FleetOptions, HostRole};
 use crate::layout;
 
-/// Every group of a fleet, in zone order.
+/// Every group of a fleet, in creation order.
 pub fn group_names(options: &FleetOptions) -> Vec<String> {
     groups(options).names()
 }
 
-/// A fleet's groups: one per zone, as its stack creates them.
+/// A fleet's groups as its stack creates them: one per zone, each launching `asg.stagger` after the previous
+/// one's first launch; with dedicated controllers, a controller group in each zone that has controller ids (so
+/// staggered), then, with the last of them, a broker group in each zone that has broker ids (a broker needs a
+/// quorum to register with).
 pub fn groups(options: &FleetOptions) -> Groups {
+    let mut plans = Vec::new();
+    let stagger = options.asg.stagger;
+    if options.controllers == 0 {
+        for az in 0..options.zones {
+            plans.push(GroupPlan {
+                after_previous: stagger,
+                ..GroupPlan::new(group_name(&options.cluster, az), az, options.asg.per_zone)
+            });
+        }
+    } else {
+        let in_zone = |ids: &[u32], az: usize| {
+            ids.iter()
+                .filter(|id| layout::zone_of_id(**id, options.zones) == az)
+                .count()
+        };
+        let controllers = options.controller_ids();
+        for az in (0..options.zones).filter(|az| in_zone(&controllers, *az) > 0) {
+            plans.push(GroupPlan {
+                after_previous: stagger,
+                ..GroupPlan::new(
+                    controller_group_name(&options.cluster, az),
+                    az,
+                    in_zone(&controllers, az),
+                )
+            });
+        }
+        let brokers = options.broker_ids();
+        for az in (0..options.zones).filter(|az| in_zone(&brokers, *az) > 0) {
+            plans.push(GroupPlan::new(
+                group_name(&options.cluster, az),
+                az,
+                in_zone(&brokers, az),
+            ));
+        }
+    }
     Groups {
         cluster: options.cluster.clone(),
         zones: (0..options.zones).map(layout::zone_name).collect(),
         brokers: options.brokers,
         options: options.asg.clone(),
+        plans,
+    }
+}
+
+/// The group a host of `role` in zone `az` belongs to.
+pub fn group_of(options: &FleetOptions, role: HostRole, az: usize) -> String {
+    match role {
+        HostRole::Controller => controller_group_name(&options.cluster, az),
+        HostRole::Combined | HostRole::Broker => group_name(&options.cluster, az),
     }
 }
 
@@ -81,8 +128,17 @@ impl Instances for Fleet {
         host_of(self, instance_id).is_some()
     }
 
-    async fn launch(&self, az: usize) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let index = self.prepare_host(az).await?;
+    async fn launch(
+        &self,
+        plan: &GroupPlan,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let controllers = controller_group_name(&self.options().cluster, plan.az);
+        let role = if plan.name == controllers {
+            HostRole::Controller
+        } else {
+            self.options().default_role()
+        };
+        let index = self.prepare_host_as(plan.az, role).await?;
         Ok(self.host(index)?.instance.id.clone())
     }
 
@@ -227,4 +283,60 @@ pub async fn roll(
     per_group: Duration,
 ) -> anyhow::Result<Vec<InstanceRefresh>> {
     Ok(group::roll(fleet.aws(), fleet.asg_groups(), settings, per_group).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_groups_start_a_stagger_apart_and_brokers_with_the_last_controller() {
+        let stagger = Duration::from_secs(60);
+        let combined = FleetOptions {
+            asg: AsgOptions {
+                stagger,
+                ..AsgOptions::default()
+            },
+            ..FleetOptions::default()
+        };
+        let plans: Vec<(String, usize, u64)> = groups(&combined)
+            .plans
+            .into_iter()
+            .map(|p| (p.name, p.desired, p.after_previous.as_secs()))
+            .collect();
+        assert_eq!(
+            plans,
+            [
+                ("sim-broker-0".into(), 1, 60),
+                ("sim-broker-1".into(), 1, 60),
+                ("sim-broker-2".into(), 1, 60)
+            ]
+        );
+        let dedicated = FleetOptions {
+            brokers: 5,
+            controllers: 3,
+            ..combined
+        };
+        let groups = groups(&dedicated);
+        let plans: Vec<(String, usize, u64)> = groups
+            .plans
+            .iter()
+            .map(|p| (p.name.clone(), p.desired, p.after_previous.as_secs()))
+            .collect();
+        assert_eq!(
+            plans,
+            [
+                ("sim-controller-0".into(), 1, 60),
+                ("sim-controller-1".into(), 1, 60),
+                ("sim-controller-2".into(), 1, 60),
+                ("sim-broker-0".into(), 1, 0),
+                ("sim-broker-1".into(), 1, 0)
+            ]
+        );
+        assert_eq!(groups.capacity(), 5);
+        assert_eq!(
+            group_of(&dedicated, HostRole::Controller, 2),
+            "sim-controller-2"
+        );
+    }
 }

@@ -15,12 +15,12 @@ use crate::fleet::{Fleet, FleetError};
 use crate::layout;
 use crate::systemd_host::KAFKA_UNIT;
 
-/// A client of the fleet's brokers (every id's ENI address), run from the region namespace (the simulator's
+/// A client of the fleet's brokers (every broker id's ENI address; a dedicated controller serves no client), run from the region namespace (the simulator's
 /// threads live there, and its children with them); on a secured fleet it authenticates as the test's client
 /// (a super user).
 pub fn client(fleet: &Fleet, install: &Install) -> Client {
     let zones = fleet.options().zones;
-    let bootstrap: Vec<String> = (0..fleet.options().brokers)
+    let bootstrap: Vec<String> = (fleet.options().broker_ids().into_iter())
         .map(|id| format!("{}:{}", layout::eni_ip(id, zones), layout::KAFKA_PORT))
         .collect();
     let client = Client::new(install, bootstrap.join(","), Vec::new());

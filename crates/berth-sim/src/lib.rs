@@ -29,7 +29,7 @@ pub mod timeline_svg;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use fleet::{Fleet, FleetError, FleetOptions, Host, SimKafka};
+pub use fleet::{Fleet, FleetError, FleetOptions, Host, HostRole, SimKafka};
 pub use state::StateView;
 
 /// A namespace prefix unique to this process and call, short enough for interface names.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod security;
 mod steady;
-pub use steady::{ProduceReport, SteadyProducer};
+pub use steady::{ProduceReport, ReadBack, SteadyProducer, READ_BACK_FORMAT};
 
 /// The versions file shared with scripts/setup.sh and the launcher: `<version> <maven profile>` lines.
 const VERSIONS: &str = include_str!("../../../tests/kafka/versions");

@@ -21,7 +21,7 @@ use berth_testkit::kafka::security::{
     ClusterSecurity, SecuredListeners, BERTH_PASSWORD, BERTH_TLS_DIR, KAFKA_TLS_DIR,
 };
 
-use super::{FleetOptions, SimKafka, KAFKA_CLUSTER_ID};
+use super::{FleetOptions, HostRole, SimKafka, KAFKA_CLUSTER_ID};
 use crate::{asg, layout, systemd_host};
 
 /// What a host's configuration depends on besides the fleet's options.
@@ -31,6 +31,8 @@ pub struct HostSettings<'a> {
     pub index: usize,
     /// Its zone (which group it belongs to).
     pub az: usize,
+    /// What it runs (which group it belongs to, the ids it claims, its `process.roles`).
+    pub role: HostRole,
     /// The fleet's options.
     pub options: &'a FleetOptions,
     /// The ensemble's connect string, when the fleet runs one.
@@ -57,7 +59,7 @@ impl HostSettings<'_> {
             },
             claim: ClaimConfig {
                 backend: Some(o.claim_backend),
-                ..ClaimConfig::default()
+                ids: o.claim_ids(self.role),
             },
             zookeeper: ZooKeeperConfig {
                 connect: self.zookeeper.clone().unwrap_or_default(),
@@ -97,7 +99,7 @@ impl HostSettings<'_> {
                 resource: asg::STACK_RESOURCE.into(),
             },
             autoscaling: AutoScalingConfig {
-                group: asg::group_name(&o.cluster, self.az),
+                group: asg::group_of(o, self.role, self.az),
                 launch_hook: asg::LAUNCH_HOOK.into(),
                 terminate_hook: asg::TERMINATE_HOOK.into(),
                 heartbeat_interval: o.asg.launch_timeout / 2,
@@ -116,9 +118,9 @@ impl HostSettings<'_> {
             mode: kafka.mode(),
             supervisor: Supervisor::Systemd,
             quorum_voters: kafka == SimKafka::Kraft,
-            // Every host is a combined broker and controller: every id is a voter.
+            // The static voter set: every id of combined nodes, or the dedicated controllers.
             controller_ids: if kafka == SimKafka::Kraft {
-                (0..self.options.brokers).collect()
+                self.options.controller_ids()
             } else {
                 Vec::new()
             },
@@ -193,7 +195,7 @@ impl HostSettings<'_> {
         match options.kafka {
             SimKafka::Standin => return text + &zookeeper,
             SimKafka::Kraft => {
-                text.push_str("process.roles=broker,controller\n");
+                text.push_str(&format!("process.roles={}\n", self.role.process_roles()));
                 text.push_str(&self.kraft_listeners());
             }
             SimKafka::ZooKeeperMode => {
@@ -204,7 +206,9 @@ impl HostSettings<'_> {
                 ));
             }
         }
-        let replicas = options.brokers.min(3);
+        let replicas = u32::try_from(options.broker_ids().len())
+            .unwrap_or(u32::MAX)
+            .min(3);
         text.push_str(&format!(
             "offsets.topic.replication.factor={replicas}\ntransaction.state.log.replication.factor={replicas}\n\
              transaction.state.log.min.isr={}\ngroup.initial.rebalance.delay.ms=0\n",
@@ -213,16 +217,24 @@ impl HostSettings<'_> {
         text
     }
 
-    /// KRaft's listeners, every one bound to every address: `PLAINTEXT` and `CONTROLLER`, or a secured fleet's.
+    /// KRaft's listeners, every one bound to every address: `PLAINTEXT` and `CONTROLLER` (a dedicated
+    /// controller only `CONTROLLER`, a broker only `PLAINTEXT`), or a secured fleet's.
     fn kraft_listeners(&self) -> String {
         let (port, cport) = (layout::KAFKA_PORT, layout::KAFKA_CONTROLLER_PORT);
-        match self.security {
-            Some(security) => security.server_properties(port, cport),
-            None => format!(
-                "listeners=PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{cport}\n\
-                 controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+        let map = "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n";
+        let names = "controller.listener.names=CONTROLLER\n";
+        let brokers = "inter.broker.listener.name=PLAINTEXT\n";
+        match (self.security, self.role) {
+            (Some(security), _) => security.server_properties(port, cport),
+            (None, HostRole::Combined) => format!(
+                "listeners=PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:{cport}\n{names}{brokers}{map}"
             ),
+            (None, HostRole::Controller) => {
+                format!("listeners=CONTROLLER://0.0.0.0:{cport}\n{names}{map}")
+            }
+            (None, HostRole::Broker) => {
+                format!("listeners=PLAINTEXT://0.0.0.0:{port}\n{names}{brokers}{map}")
+            }
         }
     }
 }
@@ -274,6 +286,7 @@ mod tests {
         HostSettings {
             index: 4,
             az: 1,
+            role: options.default_role(),
             options,
             zookeeper: zookeeper.map(str::to_owned),
             endpoint_url: "http://10.0.0.20:41000".into(),
@@ -323,6 +336,38 @@ mod tests {
             Some(KAFKA_CLUSTER_ID)
         );
         assert!(!host.server_properties().contains("zookeeper"));
+    }
+
+    #[test]
+    fn dedicated_controllers_and_brokers_claim_their_own_ids_in_their_own_groups() {
+        let options = FleetOptions {
+            kafka: SimKafka::Kraft,
+            claim_backend: ClaimBackend::Ec2,
+            brokers: 5,
+            controllers: 3,
+            ..FleetOptions::default()
+        };
+        let controller = HostSettings {
+            role: HostRole::Controller,
+            ..settings(&options, None)
+        };
+        let read = berth_config::parse(&controller.berth_toml().expect("validates"), []).unwrap();
+        assert_eq!(read.claim.ids, [0, 1, 2]);
+        assert_eq!(read.kafka.controller_ids, [0, 1, 2]);
+        assert_eq!(read.aws.autoscaling.group, "sim-controller-1");
+        let properties = controller.server_properties();
+        assert!(
+            properties.contains("process.roles=controller\nlisteners=CONTROLLER://0.0.0.0:9093\n")
+        );
+        assert!(!properties.contains("PLAINTEXT://"), "{properties}");
+        assert!(properties.contains("offsets.topic.replication.factor=2\n"));
+        let broker = settings(&options, None);
+        let read = berth_config::parse(&broker.berth_toml().expect("validates"), []).unwrap();
+        assert_eq!(read.claim.ids, [3, 4]);
+        assert_eq!(read.kafka.controller_ids, [0, 1, 2]);
+        assert_eq!(read.aws.autoscaling.group, "sim-broker-1");
+        let properties = broker.server_properties();
+        assert!(properties.contains("process.roles=broker\nlisteners=PLAINTEXT://0.0.0.0:9092\n"));
     }
 
     #[test]

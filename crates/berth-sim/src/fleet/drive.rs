@@ -11,10 +11,12 @@ use crate::systemd_host;
 
 impl Fleet {
     /// Host `index`'s configuration files: berth's (validated by berth's parser) and Kafka's server.properties.
-    fn host_files(&self, index: usize, az: usize) -> Result<(String, String), FleetError> {
+    fn host_files(&self, host: &super::Host) -> Result<(String, String), FleetError> {
+        let index = host.index;
         let settings = HostSettings {
             index,
-            az,
+            az: host.az,
+            role: host.role,
             options: self.options(),
             zookeeper: self.zookeeper().map(|zk| zk.connect_string()),
             endpoint_url: self.proxy().url(),
@@ -46,7 +48,7 @@ impl Fleet {
         };
         systemd_host::set_start_environment(host.container(), extra_env)
             .map_err(|source| failed(source.into()))?;
-        let (berth_toml, server_properties) = self.host_files(index, host.az)?;
+        let (berth_toml, server_properties) = self.host_files(&host)?;
         systemd_host::start(
             host.container(),
             self.options(),

@@ -74,6 +74,8 @@ pub struct Host {
     pub index: usize,
     /// Zone index.
     pub az: usize,
+    /// What it runs (by the group that launched it).
+    pub role: super::HostRole,
     /// Network namespace name.
     pub ns: String,
     /// Primary address.
@@ -190,8 +192,18 @@ impl Host {
 
 impl Fleet {
     /// Creates a host (instance, namespace, primary interface, IMDS, trees, booted container) without starting
-    /// berth.
+    /// berth, in the fleet's default role ([`super::FleetOptions::default_role`]).
     pub async fn prepare_host(&self, az: usize) -> Result<usize, FleetError> {
+        self.prepare_host_as(az, self.options().default_role())
+            .await
+    }
+
+    /// [`Fleet::prepare_host`] for a host of `role`.
+    pub async fn prepare_host_as(
+        &self,
+        az: usize,
+        role: super::HostRole,
+    ) -> Result<usize, FleetError> {
         let inner = &self.inner;
         let _preparing = inner.preparing.lock().await;
         let index = lock(&inner.hosts).len();
@@ -223,6 +235,7 @@ impl Fleet {
         lock(&inner.hosts).push(Arc::new(Host {
             index,
             az,
+            role,
             ns,
             ip,
             instance,

@@ -33,7 +33,7 @@ use berth_testkit::zk::{ZkOptions, ZooKeeper};
 
 pub use config::HostSettings;
 pub use host::{Binaries, Host};
-pub use options::{FleetOptions, SimKafka, KAFKA_CLUSTER_ID};
+pub use options::{FleetOptions, HostRole, SimKafka, KAFKA_CLUSTER_ID};
 
 use crate::ec2::{BrokerResources, Ec2};
 use crate::region::{self, Region};

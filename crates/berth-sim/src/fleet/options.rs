@@ -39,6 +39,10 @@ pub struct FleetOptions {
     /// Where the hosts' berths claim broker ids (`claim.backend`): `zookeeper` (the default, the card's claims)
     /// or `ec2` (the ENI attachment is the claim). With `ec2` and KRaft the fleet starts no ZooKeeper at all.
     pub claim_backend: ClaimBackend,
+    /// KRaft only: how many ids, the first ones, are dedicated controllers (`process.roles=controller`, in
+    /// groups of their own, claiming only those ids); the others are brokers only. 0: every id is a combined
+    /// broker and controller.
+    pub controllers: u32,
     /// KRaft only: every listener secured (`SASL_SSL` with SCRAM-SHA-512, or mutual TLS, for clients and brokers;
     /// `SSL` with client certificates for controllers), with material the fleet makes
     /// ([`berth_testkit::kafka::security::ClusterSecurity`]); None: `PLAINTEXT`.
@@ -46,6 +50,36 @@ pub struct FleetOptions {
 }
 
 impl FleetOptions {
+    /// The controller ids (the static voter set): the dedicated controllers, or every id.
+    pub fn controller_ids(&self) -> Vec<u32> {
+        match self.controllers {
+            0 => (0..self.brokers).collect(),
+            controllers => (0..controllers).collect(),
+        }
+    }
+
+    /// The ids that run a broker (and so serve clients): every id but the dedicated controllers.
+    pub fn broker_ids(&self) -> Vec<u32> {
+        (self.controllers..self.brokers).collect()
+    }
+
+    /// The role of a host no controller group launched (a broker group's, or one placed by hand).
+    pub fn default_role(&self) -> HostRole {
+        match self.controllers {
+            0 => HostRole::Combined,
+            _ => HostRole::Broker,
+        }
+    }
+
+    /// The ids a host of `role` claims (`claim.ids`; empty: every id).
+    pub fn claim_ids(&self, role: HostRole) -> Vec<u32> {
+        match role {
+            HostRole::Combined => Vec::new(),
+            HostRole::Controller => self.controller_ids(),
+            HostRole::Broker => self.broker_ids(),
+        }
+    }
+
     /// Whether the fleet needs a ZooKeeper ensemble: for the `zookeeper` claim backend, or for Kafka in
     /// ZooKeeper mode (3.9, or the stand-in).
     pub fn needs_zookeeper(&self) -> bool {
@@ -70,6 +104,29 @@ impl Default for FleetOptions {
             kafka: SimKafka::from_env(),
             claim_backend: ClaimBackend::Zookeeper,
             security: None,
+            controllers: 0,
+        }
+    }
+}
+
+/// What a KRaft host runs (`process.roles`), by the group that launched it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRole {
+    /// `broker,controller` (every id, when the fleet has no dedicated controllers).
+    Combined,
+    /// `controller` alone: a dedicated controller, launched by a controller group.
+    Controller,
+    /// `broker` alone, beside dedicated controllers.
+    Broker,
+}
+
+impl HostRole {
+    /// `process.roles`.
+    pub fn process_roles(self) -> &'static str {
+        match self {
+            Self::Combined => "broker,controller",
+            Self::Controller => "controller",
+            Self::Broker => "broker",
         }
     }
 }
@@ -128,6 +185,23 @@ mod tests {
             kafka,
             ..FleetOptions::default()
         }
+    }
+
+    #[test]
+    fn dedicated_controllers_claim_the_first_ids_and_brokers_the_rest() {
+        let combined = FleetOptions::default();
+        assert_eq!(combined.controller_ids(), [0, 1, 2]);
+        assert_eq!(combined.broker_ids(), [0, 1, 2]);
+        assert_eq!(combined.default_role(), HostRole::Combined);
+        assert!(combined.claim_ids(HostRole::Combined).is_empty());
+        let dedicated = FleetOptions {
+            brokers: 5,
+            controllers: 3,
+            ..FleetOptions::default()
+        };
+        assert_eq!(dedicated.claim_ids(HostRole::Controller), [0, 1, 2]);
+        assert_eq!(dedicated.claim_ids(HostRole::Broker), [3, 4]);
+        assert_eq!(dedicated.default_role(), HostRole::Broker);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct SteadyProducer {
     sent: Arc<AtomicU32>,
     /// Partitions with at least one successful delivery report so far.
     acknowledged: Arc<Mutex<BTreeSet<u32>>>,
+    /// Successful delivery reports so far.
+    delivered: Arc<AtomicU32>,
     writer: JoinHandle<std::io::Result<()>>,
     reader: JoinHandle<Vec<String>>,
 }
@@ -119,6 +121,71 @@ impl ProduceReport {
     }
 }
 
+/// The consume format [`ProduceReport::read_back`] reads (kcat `-f`): partition, offset, key and value.
+pub const READ_BACK_FORMAT: &str = "%p %o %k:%s\\n";
+
+/// What a consume of the whole topic holds of a steady producer's records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReadBack {
+    /// Records read.
+    pub read: usize,
+    /// Acknowledged (partition, offset) pairs at which no record was read: acknowledged writes lost.
+    pub lost: Vec<(u32, i64)>,
+    /// Record numbers read more than once.
+    pub duplicated: Vec<u32>,
+    /// Lines that are not one of the producer's records (`key-N:value-N`, `N` below [`ProduceReport::sent`]).
+    pub corrupt: Vec<String>,
+}
+
+impl ReadBack {
+    /// Every acknowledged record there, none twice, nothing foreign.
+    pub fn is_whole(&self) -> bool {
+        self.lost.is_empty() && self.duplicated.is_empty() && self.corrupt.is_empty()
+    }
+}
+
+impl ProduceReport {
+    /// Compares a consume of the topic (lines in [`READ_BACK_FORMAT`]) with what Kafka acknowledged.
+    pub fn read_back(&self, consumed: &str) -> ReadBack {
+        let mut back = ReadBack::default();
+        let mut at = BTreeSet::new();
+        let mut times = BTreeMap::<u32, u32>::new();
+        for line in consumed.lines().filter(|line| !line.is_empty()) {
+            back.read += 1;
+            let parsed = line.split_once(' ').and_then(|(partition, rest)| {
+                let (offset, record) = rest.split_once(' ')?;
+                let (key, value) = record.split_once(':')?;
+                let n: u32 = key.strip_prefix("key-")?.parse().ok()?;
+                let valid = n < self.sent && value == record_value(n);
+                valid.then_some((
+                    partition.parse::<u32>().ok()?,
+                    offset.parse::<i64>().ok()?,
+                    n,
+                ))
+            });
+            match parsed {
+                Some((partition, offset, n)) => {
+                    at.insert((partition, offset));
+                    *times.entry(n).or_default() += 1;
+                }
+                None => back.corrupt.push(line.to_owned()),
+            }
+        }
+        back.duplicated = times
+            .into_iter()
+            .filter(|(_, t)| *t > 1)
+            .map(|(n, _)| n)
+            .collect();
+        back.lost = self
+            .acknowledged
+            .iter()
+            .flat_map(|(&partition, offsets)| offsets.iter().map(move |&o| (partition, o)))
+            .filter(|pair| !at.contains(pair))
+            .collect();
+        back
+    }
+}
+
 impl Client {
     /// Starts producing records `0, 1, 2, ...` to `topic` at `per_second`, each given up after
     /// `message_timeout` (then counted as a failed produce).
@@ -143,8 +210,9 @@ impl Client {
             std::thread::spawn(move || write_records(stdin, interval, &stop, &sent))
         };
         let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+        let delivered = Arc::new(AtomicU32::new(0));
         let reader = {
-            let acknowledged = acknowledged.clone();
+            let (acknowledged, delivered) = (acknowledged.clone(), delivered.clone());
             std::thread::spawn(move || {
                 BufReader::new(stderr)
                     .lines()
@@ -158,6 +226,7 @@ impl Client {
                         let report = ProduceReport::from_lines(0, [line.as_str()]);
                         if let Some(&partition) = report.acknowledged.keys().next() {
                             acknowledged.lock().expect("not poisoned").insert(partition);
+                            delivered.fetch_add(1, Ordering::Relaxed);
                         }
                     })
                     .collect()
@@ -169,6 +238,7 @@ impl Client {
             stop,
             sent,
             acknowledged,
+            delivered,
             writer,
             reader,
         })
@@ -201,6 +271,11 @@ impl SteadyProducer {
     /// Records handed to kcat so far.
     pub fn sent(&self) -> u32 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Records acknowledged (a successful delivery report) so far.
+    pub fn delivered(&self) -> u32 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// How many partitions have had a record acknowledged (a successful delivery report) so far.
@@ -288,6 +363,33 @@ mod tests {
                 .errors
                 .get("delivery failed: Local: Message timed out"),
             Some(&1)
+        );
+    }
+
+    #[test]
+    fn a_read_back_finds_lost_acknowledgements_duplicates_and_strangers() {
+        let report = ProduceReport::from_lines(
+            4,
+            [
+                "% Message delivered to partition 0 (offset 0) on broker 1",
+                "% Message delivered to partition 1 (offset 0) on broker 2",
+                "% Message delivered to partition 1 (offset 1) on broker 2",
+            ],
+        );
+        let whole = "0 0 key-000000:value-000000\n1 0 key-000001:value-000001\n1 1 key-000002:value-000002\n\
+                     0 1 key-000003:value-000003\n";
+        let back = report.read_back(whole);
+        assert!(back.is_whole(), "{back:?}");
+        assert_eq!(back.read, 4, "an unacknowledged record may be there too");
+        let broken = "0 0 key-000000:value-000000\n1 0 key-000001:value-000001\n1 2 key-000001:value-000001\n\
+                      0 1 key-000009:value-000009\n0 2 key-000003:value-000004\n";
+        let back = report.read_back(broken);
+        assert_eq!(back.lost, vec![(1, 1)]);
+        assert_eq!(back.duplicated, vec![1]);
+        assert_eq!(
+            back.corrupt.len(),
+            2,
+            "a record never sent, a value of another key"
         );
     }
 }

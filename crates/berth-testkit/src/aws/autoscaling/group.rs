@@ -7,8 +7,11 @@
 //! timeouts and default results, health, instance refreshes. This module acts on it, as AWS does, through
 //! [`Instances`] (the simulated fleet's hosts):
 //!
-//! * desired capacity per zone: whenever a zone has fewer members pending or in service than desired, an instance
-//!   is launched there and joins the group, in `Pending:Wait` while the launch hook waits;
+//! * desired capacity per group: whenever a group has fewer members pending or in service than desired, an
+//!   instance is launched in its zone and joins it, in `Pending:Wait` while the launch hook waits;
+//! * groups created one after another: a group's desired capacity is 0 until [`GroupPlan::after_previous`]
+//!   has passed since the previous group (in creation order) launched its first instance (CloudFormation
+//!   creating the groups of a stack in turn launches their first instances at least that far apart);
 //! * an instance that leaves (ABANDON at launch, a completed or timed-out terminate hook, SetInstanceHealth
 //!   Unhealthy after its terminate hook) is terminated: it is given a moment to finish (berth exits on its own
 //!   after a drain or a failure; how it ended goes into the group's history), then killed;
@@ -44,6 +47,11 @@ pub fn group_name(cluster: &str, az: usize) -> String {
     format!("{cluster}-broker-{az}")
 }
 
+/// The name of a cluster's group of controller-only hosts in zone `az` (beside the broker groups).
+pub fn controller_group_name(cluster: &str, az: usize) -> String {
+    format!("{cluster}-controller-{az}")
+}
+
 /// The stack's name for a cluster.
 pub fn stack_name(cluster: &str) -> String {
     format!("{cluster}-stack")
@@ -68,6 +76,9 @@ pub struct AsgOptions {
     pub shutdown_grace: Duration,
     /// How often dead hosts are looked for (besides every change of the endpoint).
     pub poll: Duration,
+    /// How far apart the stack's groups of voters start launching (CloudFormation creating them one after
+    /// another); zero: all at once.
+    pub stagger: Duration,
 }
 
 impl Default for AsgOptions {
@@ -81,14 +92,20 @@ impl Default for AsgOptions {
             creation_timeout: Duration::from_secs(1800),
             shutdown_grace: Duration::from_secs(15),
             poll: Duration::from_millis(200),
+            stagger: Duration::ZERO,
         }
     }
 }
 
 /// A zone's group as CloudFormation creates it: a launch and a terminate hook.
 pub fn group_spec(cluster: &str, az: usize, options: &AsgOptions) -> GroupSpec {
+    named_group_spec(group_name(cluster, az), options)
+}
+
+/// A group named `name` as CloudFormation creates it: a launch and a terminate hook.
+fn named_group_spec(name: String, options: &AsgOptions) -> GroupSpec {
     GroupSpec {
-        name: group_name(cluster, az),
+        name,
         hooks: vec![
             Hook {
                 name: LAUNCH_HOOK.into(),
@@ -115,7 +132,7 @@ pub fn creation_policy(brokers: u32, options: &AsgOptions) -> ResourceSignal {
     }
 }
 
-/// A cluster's groups as its stack creates them: the stack awaiting one signal per broker, one group per zone.
+/// A cluster's groups as its stack creates them: the stack awaiting one signal per broker id, and its groups.
 #[derive(Debug, Clone)]
 pub struct Groups {
     /// The cluster's name.
@@ -126,6 +143,34 @@ pub struct Groups {
     pub brokers: u32,
     /// The groups' settings.
     pub options: AsgOptions,
+    /// Every group, in creation order.
+    pub plans: Vec<GroupPlan>,
+}
+
+/// One group of the stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPlan {
+    /// Its name.
+    pub name: String,
+    /// Its zone's index.
+    pub az: usize,
+    /// Its desired capacity once it has started.
+    pub desired: usize,
+    /// How long after the previous group (in creation order) launched its first instance this group's desired
+    /// capacity is raised from 0 to `desired`; the first group starts at once.
+    pub after_previous: Duration,
+}
+
+impl GroupPlan {
+    /// Zone `az`'s group named `name`, `desired` instances from the start.
+    pub fn new(name: String, az: usize, desired: usize) -> Self {
+        Self {
+            name,
+            az,
+            desired,
+            after_previous: Duration::ZERO,
+        }
+    }
 }
 
 impl Groups {
@@ -138,22 +183,25 @@ impl Groups {
                 &[(STACK_RESOURCE, Some(policy))],
                 Instant::now(),
             );
-            for az in 0..self.zones.len() {
+            for plan in &self.plans {
                 plane
                     .autoscaling
-                    .create_group(group_spec(&self.cluster, az, &self.options));
+                    .create_group(named_group_spec(plan.name.clone(), &self.options));
             }
         });
     }
 
-    /// Every group's name, in zone order.
+    /// Every group's name, in creation order.
     pub fn names(&self) -> Vec<String> {
-        (0..self.zones.len())
-            .map(|az| group_name(&self.cluster, az))
-            .collect()
+        self.plans.iter().map(|plan| plan.name.clone()).collect()
     }
 
-    /// The members of every group now, in zone order.
+    /// The instances every group holds once all have started.
+    pub fn capacity(&self) -> usize {
+        self.plans.iter().map(|plan| plan.desired).sum()
+    }
+
+    /// The members of every group now, in creation order.
     pub fn members(&self, aws: &AwsEndpoint) -> Vec<Member> {
         let groups = self.names();
         aws.read(|plane| {
@@ -183,8 +231,11 @@ pub trait Instances: Send + Sync + 'static {
     fn groups(&self) -> &Groups;
     /// Whether the instance still runs.
     fn alive(&self, instance_id: &str) -> bool;
-    /// Launches an instance in zone `az`, its software not started yet; its id.
-    async fn launch(&self, az: usize) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
+    /// Launches an instance for group `plan` (in its zone), its software not started yet; its id.
+    async fn launch(
+        &self,
+        plan: &GroupPlan,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
     /// Starts the instance's software (as its user data does at boot).
     fn start(&self, instance_id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
     /// The instance's IMDS says `autoscaling/target-lifecycle-state` = `Terminated` from now on.
@@ -223,7 +274,9 @@ impl Drop for Asg {
 
 async fn control_loop(instances: Arc<dyn Instances>) {
     let aws = instances.endpoint();
-    let names = instances.groups().names();
+    let plans = instances.groups().plans.clone();
+    // When each group launched its first instance.
+    let mut first_launch: Vec<Option<Instant>> = vec![None; plans.len()];
     let mut changed = aws.changed();
     // Terminations in progress; dropped (and so aborted) with the loop.
     let mut terminations = tokio::task::JoinSet::new();
@@ -233,15 +286,30 @@ async fn control_loop(instances: Arc<dyn Instances>) {
             handle(&instances, event, &mut terminations);
         }
         while terminations.try_join_next().is_some() {}
-        for (az, group) in names.iter().enumerate() {
-            replace_dead(instances.as_ref(), group);
-            if let Err(error) = fill(instances.as_ref(), az, group).await {
-                eprintln!("berth-testkit: Auto Scaling group {group}: launch failed: {error}");
+        for (index, plan) in plans.iter().enumerate() {
+            replace_dead(instances.as_ref(), &plan.name);
+            let desired = match starts_at(&plans, &first_launch, index) {
+                Some(at) if at <= Instant::now() => plan.desired,
+                _ => 0,
+            };
+            match fill(instances.as_ref(), plan, desired).await {
+                Ok(0) => {}
+                Ok(_) => {
+                    first_launch[index].get_or_insert_with(Instant::now);
+                }
+                Err(error) => {
+                    let group = &plan.name;
+                    eprintln!("berth-testkit: Auto Scaling group {group}: launch failed: {error}");
+                }
             }
         }
         let next = aws.read(|plane| plane.next_deadline());
         let poll = Instant::now() + instances.groups().options.poll;
         let wake = next.map_or(poll, |at| at.min(poll));
+        let wake = (0..plans.len())
+            .filter_map(|index| starts_at(&plans, &first_launch, index))
+            .filter(|at| *at > Instant::now())
+            .fold(wake, Instant::min);
         // Our own changes above must not wake us; what changed since is caught by the poll at the latest.
         changed.borrow_and_update();
         tokio::select! {
@@ -323,30 +391,45 @@ fn replace_dead(instances: &dyn Instances, group: &str) {
     }
 }
 
-/// Launches instances until zone `az`'s group has its desired capacity pending or in service.
+/// When group `index` starts (its desired capacity raised from 0): the first at once, each other
+/// [`GroupPlan::after_previous`] after the previous one's first launch; None while that has not happened.
+fn starts_at(
+    plans: &[GroupPlan],
+    first_launch: &[Option<Instant>],
+    index: usize,
+) -> Option<Instant> {
+    match index.checked_sub(1) {
+        None => Some(Instant::now()),
+        Some(previous) => first_launch[previous].map(|at| at + plans[index].after_previous),
+    }
+}
+
+/// Launches instances until group `plan` has `desired` members pending or in service; how many it launched.
 async fn fill(
     instances: &dyn Instances,
-    az: usize,
-    group: &str,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    plan: &GroupPlan,
+    desired: usize,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let aws = instances.endpoint();
-    let desired = instances.groups().options.per_zone;
-    let zone = &instances.groups().zones[az];
+    let group = plan.name.as_str();
+    let zone = &instances.groups().zones[plan.az];
+    let mut launched = 0;
     loop {
         let members = aws.read(|plane| plane.autoscaling.members(group));
         if members.iter().filter(|m| counts(m)).count() >= desired {
-            return Ok(());
+            return Ok(launched);
         }
         // The instance joins the group (in `Pending:Wait` while its launch hook waits) before its software
         // starts, as in AWS, where nothing on an instance runs before the group holds it: berth heartbeats the
         // launch action from its first second, and an action not there yet would be answered "not awaited".
-        let instance_id = instances.launch(az).await?;
+        let instance_id = instances.launch(plan).await?;
         aws.with(|plane| {
             plane
                 .autoscaling
                 .launch(group, &instance_id, zone, Instant::now())
         });
         instances.start(&instance_id)?;
+        launched += 1;
     }
 }
 
@@ -430,13 +513,13 @@ pub async fn wait_members(
     }
 }
 
-/// Waits until every zone's group has its desired capacity in service, up to `timeout`; returns the members.
+/// Waits until every group has its desired capacity in service, up to `timeout`; returns the members.
 pub async fn wait_all_in_service(
     aws: &AwsEndpoint,
     groups: &Groups,
     timeout: Duration,
 ) -> Result<Vec<Member>, GroupError> {
-    let count = groups.zones.len() * groups.options.per_zone;
+    let count = groups.capacity();
     wait_members(aws, groups, "every member in service", timeout, |members| {
         members
             .iter()
@@ -538,4 +621,31 @@ async fn wait_refresh(
     })
     .await?;
     refresh().ok_or(GroupError::Vanished(what))
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    #[test]
+    fn a_group_starts_its_delay_after_the_previous_groups_first_launch() {
+        let later = GroupPlan {
+            after_previous: Duration::from_secs(60),
+            ..GroupPlan::new("second".into(), 1, 1)
+        };
+        let plans = [GroupPlan::new("first".into(), 0, 1), later];
+        let before = Instant::now();
+        let first = starts_at(&plans, &[None, None], 0).expect("the first group starts at once");
+        assert!(first >= before && first <= Instant::now());
+        assert_eq!(
+            starts_at(&plans, &[None, None], 1),
+            None,
+            "not before the first launch"
+        );
+        let launched = Instant::now();
+        assert_eq!(
+            starts_at(&plans, &[Some(launched), None], 1),
+            Some(launched + Duration::from_secs(60))
+        );
+    }
 }
