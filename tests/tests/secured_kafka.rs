@@ -46,9 +46,6 @@ fn a_sasl_ssl_fleet_boots_replaces_rolls_fails_closed_and_keeps_its_secrets() {
 }
 
 #[test]
-#[ignore = "not passing yet: its first run (alongside the SASL_SSL fleet, load 28 on 2 cores) timed out creating \
-            the test's topic ('Timed out waiting for a node assignment') after the ACLs were granted; see the \
-            branch's report"]
 fn a_mutual_tls_fleet_boots_replaces_rolls_and_keeps_its_secrets() {
     secured_fleet(SecuredListeners::MutualTls, |fleet| async move {
         let (client, states) = booted_with_client(&fleet).await?;
