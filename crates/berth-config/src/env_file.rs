@@ -27,6 +27,26 @@ pub fn read_env_file(path: &Path) -> Result<Option<Vec<(String, String)>>, Confi
     }
 }
 
+/// The environment file's assignments a command run from a shell lacks: what systemd's `EnvironmentFile=` gives
+/// the daemon beyond berth's own keys (`AWS_*` credentials or region, a proxy), so that `berth plan` reaches AWS
+/// as the daemon does. berth's own `BERTH_*` keys are left out (the configuration sources read them, naming the
+/// file as their origin), and so is a variable the process already has (the shell wins, as for berth's keys);
+/// of two lines with one name the later wins, as in systemd.
+pub fn missing_from_process(
+    assignments: Vec<(String, String)>,
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    let mut missing: Vec<(String, String)> = Vec::new();
+    for (name, value) in assignments {
+        if name.starts_with("BERTH_") || is_set(&name) {
+            continue;
+        }
+        missing.retain(|(earlier, _)| *earlier != name);
+        missing.push((name, value));
+    }
+    missing
+}
+
 /// The assignments of an environment file's text, in order (a later one of the same name wins when applied).
 pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
     joined_lines(text)
@@ -163,6 +183,18 @@ mod tests {
         assert_eq!(
             read_env_file(&file).unwrap(),
             Some(vec![pair("BERTH_CLUSTER__NAME", "x")])
+        );
+    }
+
+    #[test]
+    fn a_shell_gets_the_files_variables_it_lacks_and_keeps_its_own() {
+        let file = parse_env_file(
+            "AWS_REGION=eu-west-1\nHTTPS_PROXY=http://proxy:3128\nAWS_REGION=eu-west-2\nBERTH_HEALTH__LISTEN=0.0.0.0:1\n",
+        );
+        let missing = missing_from_process(file, |name| name == "HTTPS_PROXY");
+        assert_eq!(
+            missing,
+            vec![("AWS_REGION".to_owned(), "eu-west-2".to_owned())]
         );
     }
 }

@@ -33,7 +33,7 @@ mod validate;
 pub use berth_core::security::{SaslMechanism, SecurityProtocol};
 pub use berth_core::{Filesystem, KafkaMode};
 pub use budget::{BudgetWarning, TEARDOWN_ACTION_TIMEOUT};
-pub use env_file::{parse_env_file, read_env_file, DEFAULT_ENV_FILE};
+pub use env_file::{missing_from_process, parse_env_file, read_env_file, DEFAULT_ENV_FILE};
 pub use error::ConfigError;
 pub use kafka_security::{KafkaSecurity, TlsMaterial};
 pub use parse::{key_of_variable, parse, ENV_PREFIX};

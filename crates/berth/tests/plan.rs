@@ -82,7 +82,7 @@ async fn plan_reads_only_and_explains_the_choice() {
         overlay: dir.path().join("kafka/berth.properties"),
         mount: dir.path().join("mnt/kafka"),
     };
-    let text = configuration(&server, &proxy, &imds, &paths);
+    let text = configuration(&server.connect_string(), &proxy, &imds, &paths);
     let config = berth_config::parse(&text, std::iter::empty()).expect("valid configuration");
     let cloud = berth_aws::AwsCloud::with_credentials(
         berth::adapters::aws_settings(&config),
@@ -169,8 +169,8 @@ async fn another_host_claims_id_0(server: &ZooKeeper) -> zk::Client {
     other
 }
 
-/// The host's configuration: cluster `events`, the ensemble, the proxy in front of moto, its IMDS, `paths`.
-fn configuration(server: &ZooKeeper, proxy: &FaultProxy, imds: &Imds, paths: &Paths) -> String {
+/// The host's configuration: cluster `events`, the ensemble at `zookeeper`, the proxy in front of moto, its IMDS, `paths`.
+fn configuration(zookeeper: &str, proxy: &FaultProxy, imds: &Imds, paths: &Paths) -> String {
     format!(
         r#"
 [cluster]
@@ -194,7 +194,7 @@ mount_path = "{mount}"
 [kafka]
 overlay_path = "{overlay}"
 "#,
-        zk = server.connect_string(),
+        zk = zookeeper,
         endpoint = proxy.url(),
         imds = imds.url(),
         mount = paths.mount.display(),
@@ -284,4 +284,76 @@ connect = "127.0.0.1:1"
         ClaimsView::Unknown { reason } => assert!(reason.contains("127.0.0.1:1"), "{reason}"),
         other => panic!("claims read from nowhere: {other:?}"),
     }
+}
+
+/// `berth plan` run from a shell with no AWS credentials of its own finds them in the environment file, as the
+/// daemon does through `EnvironmentFile=`: it reaches EC2 (through the proxy, counted) and prints the plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_takes_aws_credentials_from_the_environment_file() {
+    let moto = StrictMoto::start().expect("strict moto starts");
+    let proxy = FaultProxy::start(loopback_any_port(), moto.address()).expect("proxy");
+    let ec2 = world::ec2_client(moto.endpoint(), REGION);
+    let (net, _ids) = world::seed_world(&ec2, &[ZONE_A], &[ZONE_A], ("berth:cluster", "events"))
+        .await
+        .expect("network and broker ids");
+    let me = world::instance(&ec2, &net, ZONE_A, &[])
+        .await
+        .expect("instance");
+    let imds = Imds::start(
+        loopback_any_port(),
+        &ImdsHost {
+            instance_id: me.instance_id.clone(),
+            region: REGION.into(),
+            availability_zone: ZONE_A.into(),
+            hostname: "ip-10-0-1-20".into(),
+            interfaces: vec![ImdsInterface {
+                mac: me.primary_mac.clone(),
+                device_number: 0,
+                interface_id: me.primary_eni_id.clone(),
+            }],
+            tags: Default::default(),
+        },
+    )
+    .expect("imds");
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        overlay: dir.path().join("kafka/berth.properties"),
+        mount: dir.path().join("mnt/kafka"),
+    };
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, configuration("127.0.0.1:1", &proxy, &imds, &paths)).unwrap();
+    let env_file = dir.path().join("environment");
+    std::fs::write(
+        &env_file,
+        "# written by the launch template's user data\nAWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=\"testing\"\n",
+    )
+    .unwrap();
+    proxy.reset_counts();
+    let home = dir.path().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &home)
+            .args(["plan", "--no-zookeeper", "--json", "--config"])
+            .arg(&config)
+            .arg("--env-file")
+            .arg(&env_file)
+            .output()
+            .expect("run berth plan")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "berth plan failed: {stderr}");
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the plan as JSON");
+    assert!(
+        plan.to_string().contains(&me.instance_id),
+        "the plan does not name this instance: {plan}"
+    );
+    assert!(
+        proxy.counts().contains_key("DescribeNetworkInterfaces"),
+        "the plan never reached EC2: {:?}",
+        proxy.counts()
+    );
 }

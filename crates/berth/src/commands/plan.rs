@@ -9,6 +9,7 @@ use berth::EX_SOFTWARE;
 use super::{load_or_report, small_runtime};
 
 pub(crate) fn plan(sources: &berth_config::Sources, json: bool, no_zookeeper: bool) -> ExitCode {
+    adopt_environment_file(sources);
     let config = match load_or_report(sources) {
         Ok(loaded) => loaded.config,
         Err(code) => return code,
@@ -55,5 +56,23 @@ pub(crate) fn plan(sources: &berth_config::Sources, json: bool, no_zookeeper: bo
             eprintln!("berth plan: {error:#}");
             ExitCode::from(EX_SOFTWARE)
         }
+    }
+}
+
+/// Gives this process the environment file's variables it lacks (AWS credentials, region or proxy), as
+/// `EnvironmentFile=` gives them to the daemon, so the plan reaches AWS as `berth run` would. Runs before any
+/// thread exists (setting the environment is not thread-safe); a file that cannot be read is reported by the
+/// configuration's loading that follows.
+fn adopt_environment_file(sources: &berth_config::Sources) {
+    let Some(env_file) = &sources.env_file else {
+        return;
+    };
+    let Ok(Some(assignments)) = berth_config::read_env_file(&env_file.path) else {
+        return;
+    };
+    for (name, value) in
+        berth_config::missing_from_process(assignments, |name| std::env::var_os(name).is_some())
+    {
+        std::env::set_var(name, value);
     }
 }
