@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo test lint build bench deb
+.PHONY: setup demo test lint build bench bench-build deb
 
 setup:
 	./scripts/setup.sh
@@ -27,45 +27,56 @@ lint:
 
 BENCHES := claim-storm claim-storm-fleet route storage kafka-probe aws tth replace kafka-replace roll footprint
 
-## All benchmarks; each prints one final line `<name> key=value ...`.
+## All benchmarks; each prints one final line `<name> key=value ... load=<1,5,15 min> cores=<n>` and exits non-zero
+## when it cannot measure, which fails `make bench` (docs/benchmarks.md defines every figure).
 bench: $(addprefix bench-,$(BENCHES))
 
-bench-claim-storm: setup
-	$(CARGO) bench -p berth-zk --bench claim_storm
+## One optimised build (the `release` profile) of every benchmark and every binary they run, reused by each
+## bench-<name>: a benchmark runs the berth and stand-in of its own build (target/release), never the debug ones.
+## berth-e2e is left out: it turns berth's `failpoints` on, which the shipped binary never has. One invocation,
+## so cargo resolves the features once and `cargo bench` below finds everything built.
+BENCH_CARGO_ARGS := --workspace --exclude berth-e2e
+bench-build: setup
+	$(CARGO) build --release $(BENCH_CARGO_ARGS) --bins --benches
 
-bench-route: setup
-	$(CARGO) bench -p berth-net --bench route
+RUN_BENCH := $(CARGO) bench $(BENCH_CARGO_ARGS) --bench
 
-bench-storage: setup
-	$(CARGO) bench -p berth-storage --bench storage
+bench-claim-storm: bench-build
+	$(RUN_BENCH) claim_storm
 
-bench-kafka-probe: build
-	$(CARGO) bench -p berth-kafka --bench kafka_probe
+bench-route: bench-build
+	$(RUN_BENCH) route
 
-bench-aws: setup
-	$(CARGO) bench -p berth-aws --bench aws
+bench-storage: bench-build
+	$(RUN_BENCH) storage
 
-bench-tth bench-replace: build
-	$(CARGO) bench -p berth-sim --bench $(subst bench-,,$@)
+bench-kafka-probe: bench-build
+	$(RUN_BENCH) kafka_probe
+
+bench-aws: bench-build
+	$(RUN_BENCH) aws
+
+bench-tth bench-replace: bench-build
+	$(RUN_BENCH) $(subst bench-,,$@)
 
 ## Broker 0 of a three-broker KRaft fleet on Apache Kafka killed and replaced: time to Healthy and to a full ISR,
 ## bytes re-fetched with its own volume and with a blank one (the control), berth's own overhead.
-bench-kafka-replace: build
-	$(CARGO) bench -p berth-sim --bench kafka_replace
+bench-kafka-replace: bench-build
+	$(RUN_BENCH) kafka_replace
 
 ## The cluster upgraded: an instance refresh of each zone's group in turn on a three-broker KRaft fleet with a
 ## producer running (acks=all, RF 3, min.insync.replicas=2): total and per-step time, failed produces, lost records.
-bench-roll: build
-	$(CARGO) bench -p berth-sim --bench roll
+bench-roll: bench-build
+	$(RUN_BENCH) roll
 
 ## Footprint is measured on the binary the package ships (the `dist` profile: opt-level s, thin LTO).
-bench-footprint: build
+bench-footprint: bench-build
 	$(CARGO) build --profile dist -p berth -p kafka-standin
-	BERTHSIM_BIN_DIR=$(CURDIR)/target/dist $(CARGO) bench -p berth-sim --bench footprint
+	BERTHSIM_BIN_DIR=$(CURDIR)/target/dist $(RUN_BENCH) footprint
 
 ## The claim storm on the simulated region's ensemble (the one the fleet's hosts claim on).
-bench-claim-storm-fleet: build
-	$(CARGO) bench -p berth-sim --bench claim_storm_fleet
+bench-claim-storm-fleet: bench-build
+	$(RUN_BENCH) claim_storm_fleet
 
 ## The Debian package (workspace `release` profile); `scripts/ci-ops.sh --dist` builds the shipping `dist` one.
 deb: setup

@@ -31,8 +31,9 @@ use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
-use berth_sim::{layout, Fleet, FleetOptions, SimKafka, StateView};
+use berth_sim::{layout, security_groups, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
+use berth_testkit::aws::template;
 use berth_testkit::kafka::{Client, SteadyProducer, READ_BACK_FORMAT};
 
 const BOOT: Duration = Duration::from_secs(180);
@@ -56,6 +57,7 @@ fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
     let options = FleetOptions {
         kafka: SimKafka::Kraft,
         claim_backend: ClaimBackend::Ec2,
+        security_groups: Some(template::shipped()),
         ..FleetOptions::default()
     };
     asg::with_group(options, |fleet| async move { scenario(&fleet).await })
@@ -72,6 +74,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     blocking(|| client.create_topic(&fleet_kafka::replicated_topic(TOPIC)))?;
     blocking(|| client.produce_range(TOPIC, 0..BATCH, 0))?;
     let view = quorum_whole(fleet).await?;
+    assert_security_group_enforced(fleet)?;
     println!(
         "booted in {:.1}s, no ZooKeeper; quorum leader {} epoch {}",
         started.elapsed().as_secs_f64(),
@@ -82,6 +85,29 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     replace_two_one_blank(fleet, &client, &booted).await?;
     assert_no_zookeeper(fleet)?;
     println!("total {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The quorum formed under the shipped template's security group, which is enforced: a connection to a
+/// broker's ENI on a port no rule opens is dropped, and the drop counted.
+fn assert_security_group_enforced(fleet: &Fleet) -> anyhow::Result<()> {
+    let zones = fleet.options().zones;
+    let rules =
+        security_groups::template_rules(&template::shipped(), &fleet.options().cluster, zones)?;
+    let group = &rules.first().context("the template's ingress rules")?.group;
+    let closed = (1024..u16::MAX)
+        .find(|p| {
+            !rules.iter().any(|r| (r.from_port..=r.to_port).contains(p)) && *p != layout::STATE_PORT
+        })
+        .context("a port no rule opens")?;
+    let refused = fleet.region().refused_by_security_group(group);
+    let address = std::net::SocketAddr::from((layout::eni_ip(0, zones), closed));
+    let connected = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1));
+    ensure!(connected.is_err(), "{address} is opened by no rule");
+    ensure!(
+        fleet.region().refused_by_security_group(group) > refused,
+        "no drop counted for {address}"
+    );
     Ok(())
 }
 

@@ -77,9 +77,10 @@ fn main() {
         }
         let max_calls = calls.iter().max().copied().unwrap_or_default();
         println!(
-            "aws ec2_calls={max_calls} boot_ms={} takeover_ms={}",
+            "aws ec2_calls={max_calls} boot_ms={} takeover_ms={} {}",
             median(boots),
-            median(takeovers)
+            median(takeovers),
+            berth_testkit::bench::load_field()
         );
     });
 }

@@ -1,5 +1,5 @@
 //! How fast berth sees Kafka serving, and what a health check costs, against a real ZooKeeper and the Kafka
-//! stand-in (build it first: `cargo build -p kafka-standin`).
+//! stand-in of the same build (`make bench-build` builds both).
 //!
 //! - register_to_healthy_ms: from the registration znode's creation (its ZooKeeper ctime) to `start()`
 //!   returning, median of several starts; berth is already waiting on its watch when the stand-in registers.
@@ -26,8 +26,15 @@ use tokio::net::{TcpListener, TcpStream};
 const STARTS: usize = 5;
 const CHECKS: usize = 300;
 
+/// The stand-in of this benchmark's own build (`make bench-build`), never a debug one.
 fn standin() -> PathBuf {
-    berth_testkit::debug_binary("kafka-standin")
+    berth_testkit::bench::own_binary("kafka-standin").unwrap_or_else(|error| {
+        println!(
+            "kafka-probe error={error:?} {}",
+            berth_testkit::bench::load_field()
+        );
+        std::process::exit(1)
+    })
 }
 
 /// Relays every connection to `upstream`, counting them.
@@ -82,10 +89,11 @@ async fn main() {
     let p99 = sorted[(CHECKS * 99) / 100];
     println!(
         "kafka-probe register_to_healthy_ms={:.1} register_to_healthy_max_ms={max:.1} check_ms={:.2} \
-         check_p99_ms={p99:.2} connections_per_check={:.2} starts={STARTS} checks={CHECKS}",
+         check_p99_ms={p99:.2} connections_per_check={:.2} starts={STARTS} checks={CHECKS} {}",
         median(register_to_healthy),
         median(checks),
         connections as f64 / CHECKS as f64,
+        berth_testkit::bench::load_field()
     );
 }
 

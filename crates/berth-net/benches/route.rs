@@ -85,7 +85,10 @@ fn run_once() -> (f64, bool, usize) {
 
 fn main() {
     if !berth_testkit::require_root("bench route") {
-        println!("route error=\"needs root\"");
+        println!(
+            "route error=\"needs root\" {}",
+            berth_testkit::bench::load_field()
+        );
         std::process::exit(1);
     }
     let mut samples = Vec::with_capacity(RUNS);
@@ -103,6 +106,7 @@ fn main() {
     let max = samples[samples.len() - 1];
     println!(
         "route appear_to_routed_ms={p50:.3} p50_ms={p50:.3} max_ms={max:.3} runs={RUNS} via_event={by_event}/{RUNS} \
-         requests={requests} target_ms=50"
+         requests={requests} target_ms=50 {}",
+        berth_testkit::bench::load_field()
     );
 }

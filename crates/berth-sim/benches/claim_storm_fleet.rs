@@ -54,7 +54,7 @@ fn main() {
             .map_err(|_| anyhow::anyhow!("the storm thread panicked"))?
     });
     match result {
-        Ok(line) => println!("{line}"),
+        Ok(line) => println!("{line} {}", berth_testkit::bench::load_field()),
         Err(error) => bench::fail("claim-storm-fleet", &error),
     }
 }

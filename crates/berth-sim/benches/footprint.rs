@@ -38,10 +38,6 @@ fn main() {
     if !bench::can_run("footprint") {
         return;
     }
-    let release = berth_testkit::workspace_root().join("target/release");
-    if release.join("berth").is_file() && std::env::var_os("BERTHSIM_BIN_DIR").is_none() {
-        std::env::set_var("BERTHSIM_BIN_DIR", &release);
-    }
     // Production intervals while idling (the fleet's own defaults check every second to keep tests fast).
     let berth_env = [
         ("BERTH_KAFKA__CHECK_INTERVAL", "5s"),
@@ -91,11 +87,12 @@ fn main() {
                 .unwrap_or(100) as f64;
             let cpu = ticks as f64 / hz;
             println!(
-                "footprint peak_rss_boot_kib={boot_hwm} peak_rss_kib={hwm} peak_rss_mib={:.1} rss_idle_kib={rss} idle_cpu_s={cpu:.3} idle_s={} cpu_s_per_idle_min={:.3} berth={}",
+                "footprint peak_rss_boot_kib={boot_hwm} peak_rss_kib={hwm} peak_rss_mib={:.1} rss_idle_kib={rss} idle_cpu_s={cpu:.3} idle_s={} cpu_s_per_idle_min={:.3} berth={} {}",
                 hwm as f64 / 1024.0,
                 IDLE.as_secs(),
                 cpu * 60.0 / IDLE.as_secs_f64(),
                 bench::berth_profile(),
+                berth_testkit::bench::load_field(),
             );
         }
         Err(error) => bench::fail("footprint", &error),

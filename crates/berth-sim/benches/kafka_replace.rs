@@ -7,22 +7,22 @@
 //! - `refetched_bytes`: what broker 0's volume gained in the topic's partition logs between the kill and ISR full
 //!   (it kept the rest), with `while_away_bytes` produced while it was away; `control_refetched_bytes`: the same
 //!   after a second kill, with the volume replaced by a fresh blank one for the same id (full re-replication);
-//! - `berth_overhead_ms`: berth's start to Healthy minus what it waits for: the claim (the dead owner's session),
-//!   the ENI and volume attachments (EC2 and the hot-plug), and Kafka's own start as Kafka logs it (first line to
-//!   "Kafka Server started", from `journalctl -u kafka`). `launch_ms` (kill to berth's start: the instance's
-//!   replacement and boot) is the simulated Auto Scaling's, not berth's. `jvm_before_first_log_ms` (systemd's
-//!   "Started kafka.service" to Kafka's first log line: the JVM loading Kafka) is inside `berth_overhead_ms` but
-//!   not berth's either; `berth_own_ms` is the overhead without it.
-//! - the same split as `bench-tth`, with Kafka's start read from its log: the ENI and volume delays differ (1 s,
-//!   4 s) and their attachments overlap, so `floor_ms` = claim + max(ENI, volume) + Kafka's start, and
-//!   `floor_overhead_ms` = berth's start to Healthy - `floor_ms`.
+//! - the split (all on the wall clock: the hosts' journals and the bench share it): `launch_ms` = kill to systemd's
+//!   "Starting berth.service" on the replacement (the simulated Auto Scaling: noticing, a container, `dpkg -i`,
+//!   and the 1 000 records this bench produces meanwhile); `berth_to_healthy_ms` = that to Healthy;
+//!   `kafka_ms` = systemd's "Started kafka.service" to Kafka's "Kafka Server started" (the JVM loading, then
+//!   Kafka's start as Kafka logs it); `session_wait_ms` = the replacement's Claim before the dead owner's
+//!   session could expire; `floor_ms` = `launch_ms` + `session_wait_ms` + max(ENI, volume) + `kafka_ms`;
+//!   `overhead_ms` = `kill_to_healthy_ms` - `floor_ms`: berth's process start, claim, AWS calls, polls, routes,
+//!   mount, `systemctl start` with its drop-in, the serving probe and the caught-up gate.
+//!   `overhead_pct` is of `kill_to_healthy_ms` (the target's), `overhead_pct_of_berth` of `berth_to_healthy_ms`.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use berth_sim::bench::{self, ms_in};
+use berth_sim::bench::{self, ms_between, ms_in, Boot};
 use berth_sim::kafka::blocking;
-use berth_sim::{kafka as fleet_kafka, Fleet, FleetOptions, SimKafka, StateView};
+use berth_sim::{kafka as fleet_kafka, Fleet, FleetOptions, SimKafka};
 use berth_testkit::kafka::Client;
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -38,9 +38,55 @@ struct Replaced {
     kill_to_healthy_ms: u64,
     kill_to_isr_full_ms: u64,
     refetched_bytes: u64,
-    state: StateView,
+    boot: Boot,
+    launch_ms: u64,
+    session_wait_ms: u64,
     kafka_start_ms: u64,
     jvm_before_first_log_ms: u64,
+    aws: (u64, usize),
+}
+
+impl Replaced {
+    /// The JVM loading and Kafka's start as Kafka logs it.
+    fn kafka_ms(&self) -> u64 {
+        self.jvm_before_first_log_ms + self.kafka_start_ms
+    }
+
+    fn floor_ms(&self) -> u64 {
+        self.launch_ms + self.session_wait_ms + bench::attach_floor_ms(true) + self.kafka_ms()
+    }
+
+    fn overhead_ms(&self) -> i64 {
+        self.kill_to_healthy_ms as i64 - self.floor_ms() as i64
+    }
+
+    /// The split of kill to Healthy (the module's doc defines each field).
+    fn split(&self) -> String {
+        let state = &self.boot.state;
+        let overhead = self.overhead_ms();
+        format!(
+            "kill_to_healthy_ms={} launch_ms={} berth_to_healthy_ms={} floor_ms={} overhead_ms={overhead} \
+             overhead_pct={:.2} overhead_pct_of_berth={:.2} process_start_ms={} claim_ms={} session_wait_ms={} \
+             attach_eni_ms={} attach_ebs_ms={} aws_api_ms={} aws_calls={} kafka_ms={} \
+             jvm_before_first_log_ms={} kafka_start_ms={}",
+            self.kill_to_healthy_ms,
+            self.launch_ms,
+            self.boot.berth_ms(),
+            self.floor_ms(),
+            overhead as f64 * 100.0 / self.kill_to_healthy_ms.max(1) as f64,
+            overhead as f64 * 100.0 / self.boot.berth_ms().max(1) as f64,
+            self.boot.process_start_ms(),
+            ms_in(state, "claim"),
+            self.session_wait_ms,
+            ms_in(state, "attach_eni"),
+            ms_in(state, "attach_ebs"),
+            self.aws.0,
+            self.aws.1,
+            self.kafka_ms(),
+            self.jvm_before_first_log_ms,
+            self.kafka_start_ms,
+        )
+    }
 }
 
 async fn replace(
@@ -56,7 +102,7 @@ async fn replace(
     } else {
         fleet_kafka::topic_bytes(&host.mount_path().join("data"), TOPIC)
     };
-    let killed = Instant::now();
+    let killed = SystemTime::now();
     fleet.kill_host(victim, None).await?;
     if blank {
         let volume = &fleet.resources()[0].volume_id;
@@ -67,12 +113,12 @@ async fn replace(
     blocking(|| client.produce_range(TOPIC, produce_from..produce_from + WHILE_AWAY, PADDING))?;
     let replacement = fleet.launch(host.az).await?;
     let state = fleet.wait_healthy(replacement, BOOT).await?;
-    let kill_to_healthy_ms = killed.elapsed().as_millis() as u64;
     anyhow::ensure!(state.broker_id == Some(0), "replacement is {state:?}");
+    let boot = Boot::read(fleet, replacement, state)?;
     blocking(|| {
         fleet_kafka::wait_fully_replicated(client, TOPIC, BOOT).map_err(anyhow::Error::msg)
     })?;
-    let kill_to_isr_full_ms = killed.elapsed().as_millis() as u64;
+    let kill_to_isr_full_ms = ms_between(killed, SystemTime::now());
     let new_host = fleet.host(replacement)?;
     let held_after = fleet_kafka::topic_bytes(&new_host.mount_path().join("data"), TOPIC);
     let container = new_host.container();
@@ -89,10 +135,13 @@ async fn replace(
         .context("systemd's 'Started kafka.service' before Kafka's first line")?
         .as_millis() as u64;
     Ok(Replaced {
-        kill_to_healthy_ms,
+        kill_to_healthy_ms: ms_between(killed, boot.healthy_at()),
         kill_to_isr_full_ms,
         refetched_bytes: held_after.saturating_sub(held_before),
-        state,
+        launch_ms: ms_between(killed, boot.starting),
+        session_wait_ms: boot.session_wait_ms(killed, fleet.options().session_timeout),
+        aws: boot.aws_api(fleet),
+        boot,
         kafka_start_ms,
         jvm_before_first_log_ms,
     })
@@ -123,45 +172,22 @@ async fn scenario(fleet: Fleet) -> anyhow::Result<String> {
     let second = fleet.hosts().len() - 1;
     let control = replace(&fleet, &client, second, RECORDS + WHILE_AWAY, true).await?;
     let report = blocking(|| client.consume(TOPIC, RECORDS + 2 * WHILE_AWAY))?;
-    let waits = ms_in(&own.state, "claim")
-        + ms_in(&own.state, "attach_eni")
-        + ms_in(&own.state, "attach_ebs")
-        + own.kafka_start_ms;
-    let berth_ms = own.state.time_to_healthy_ms.unwrap_or_default();
-    let overhead = berth_ms.saturating_sub(waits);
-    let floor_ms = ms_in(&own.state, "claim") + bench::attach_floor_ms(true) + own.kafka_start_ms;
     Ok(format!(
         "kafka-replace kafka={} topic_bytes={topic_bytes} produce_ms={produce_ms} while_away_bytes={} \
-         kill_to_healthy_ms={} kill_to_isr_full_ms={} refetched_bytes={} control_kill_to_isr_full_ms={} \
-         control_refetched_bytes={} refetched_pct_of_control={:.2} launch_ms={} berth_to_healthy_ms={berth_ms} \
-         claim_wait_ms={} attach_wait_ms={} kafka_start_ms={} berth_overhead_ms={overhead} \
-         berth_overhead_pct={:.2} jvm_before_first_log_ms={} berth_own_ms={} berth_own_pct={:.2} missing={} \
-         duplicated={} floor_ms={floor_ms} floor_overhead_ms={} floor_overhead_pct={:.1} \
-         attach_eni_ms={} attach_ebs_ms={} berth={}",
+         kill_to_isr_full_ms={} refetched_bytes={} control_kill_to_isr_full_ms={} control_refetched_bytes={} \
+         refetched_pct_of_control={:.2} missing={} duplicated={} {} berth={} {}",
         install.version(),
         u64::from(WHILE_AWAY) * (PADDING as u64 + 28),
-        own.kill_to_healthy_ms,
         own.kill_to_isr_full_ms,
         own.refetched_bytes,
         control.kill_to_isr_full_ms,
         control.refetched_bytes,
         own.refetched_bytes as f64 * 100.0 / control.refetched_bytes.max(1) as f64,
-        own.kill_to_healthy_ms.saturating_sub(berth_ms),
-        ms_in(&own.state, "claim"),
-        ms_in(&own.state, "attach_eni") + ms_in(&own.state, "attach_ebs"),
-        own.kafka_start_ms,
-        overhead as f64 * 100.0 / own.kill_to_healthy_ms.max(1) as f64,
-        own.jvm_before_first_log_ms,
-        overhead.saturating_sub(own.jvm_before_first_log_ms),
-        overhead.saturating_sub(own.jvm_before_first_log_ms) as f64 * 100.0
-            / own.kill_to_healthy_ms.max(1) as f64,
         report.missing.len(),
         report.duplicated.len(),
-        berth_ms as i64 - floor_ms as i64,
-        (berth_ms as f64 - floor_ms as f64) * 100.0 / floor_ms.max(1) as f64,
-        ms_in(&own.state, "attach_eni"),
-        ms_in(&own.state, "attach_ebs"),
+        own.split(),
         bench::berth_profile(),
+        berth_testkit::bench::load_field(),
     ))
 }
 

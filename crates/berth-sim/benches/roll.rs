@@ -38,7 +38,7 @@ fn main() {
         Ok(format!(
             "roll brokers={brokers} total_ms={} max_step_ms={} failed_produces={} lost={} duplicated={} \
              produce_request_errors={} not_enough_replicas={} records={} per_second={per_second} step_ms={} same_brokers={} kafka={kafka} \
-             berth={}",
+             berth={} {}",
             report.total.as_millis(),
             report.max_step().as_millis(),
             report.produced.failed_produces,
@@ -50,6 +50,7 @@ fn main() {
             steps.join(","),
             report.same_brokers(),
             bench::berth_profile(),
+            berth_testkit::bench::load_field(),
         ))
     });
     match outcome {

@@ -1,20 +1,21 @@
 //! bench-tth: time to Healthy with injected delays that differ (ENI hot-plug 1 s, volume 4 s, Kafka start 2 s),
 //! in both orders of the attachments, in one run:
 //! * `overlap` (berth's order): the volume is requested alongside the ENI, so a boot waits for the slower of the
-//!   two: `floor_ms` = claim + max(ENI, volume) + Kafka start;
+//!   two: `floor_ms` = max(ENI, volume) + Kafka start (the injected delays only);
 //! * `sequential` (the order before it, for comparison): the early AttachVolume is refused (throttled three
 //!   times at the fault proxy, as many as the SDK attempts), so the volume is requested when AttachEbs begins:
-//!   `floor_ms` = claim + ENI + volume + Kafka start.
+//!   `floor_ms` = ENI + volume + Kafka start.
 //!
-//! `overhead_ms` = time to Healthy - floor: berth's own cost on the critical path (routes, mount, EC2 round
-//! trips, systemctl). Three boots of one host per order (drained between), medians reported. The comparison
-//! switch lives here, in the fault proxy, and nowhere in berth's configuration.
+//! `tth_ms` = systemd's "Starting berth.service" to Healthy (berth's process start, then its timeline);
+//! `overhead_ms` = `tth_ms` - `floor_ms`: all of berth's own time on the critical path (process start, claim,
+//! EC2 round trips and polls, routes, mount, systemctl). Three boots of one host per order (drained between),
+//! medians reported. The comparison switch lives here, in the fault proxy, and nowhere in berth's configuration.
 
 use std::time::Duration;
 
-use berth_sim::bench::{self, median, ms_in};
+use anyhow::Context;
+use berth_sim::bench::{self, median, ms_in, Boot};
 use berth_sim::Fleet;
-use berth_sim::StateView;
 use berth_testkit::aws::Fault;
 use nix::sys::signal::Signal;
 
@@ -46,7 +47,9 @@ struct Measured {
     tth_ms: u64,
     floor_ms: u64,
     all_ms: Vec<u64>,
-    last: StateView,
+    last: Boot,
+    aws_api_ms: u64,
+    aws_calls: usize,
 }
 
 impl Measured {
@@ -55,14 +58,18 @@ impl Measured {
     }
 
     fn fields(&self, prefix: &str) -> String {
-        let state = &self.last;
+        let state = &self.last.state;
         format!(
-            "{prefix}tth_ms={} {prefix}floor_ms={} {prefix}overhead_ms={} {prefix}overhead_pct={:.1} {prefix}all_ms={:?} {prefix}attach_eni_ms={} {prefix}route_ms={} {prefix}attach_ebs_ms={} {prefix}mount_ms={} {prefix}start_kafka_ms={}",
+            "{prefix}tth_ms={} {prefix}floor_ms={} {prefix}overhead_ms={} {prefix}overhead_pct={:.1} {prefix}all_ms={:?} {prefix}process_start_ms={} {prefix}claim_ms={} {prefix}aws_api_ms={} {prefix}aws_calls={} {prefix}attach_eni_ms={} {prefix}route_ms={} {prefix}attach_ebs_ms={} {prefix}mount_ms={} {prefix}start_kafka_ms={}",
             self.tth_ms,
             self.floor_ms,
             self.overhead_ms(),
             self.overhead_ms() as f64 * 100.0 / self.floor_ms.max(1) as f64,
             self.all_ms,
+            self.last.process_start_ms(),
+            ms_in(state, "claim"),
+            self.aws_api_ms,
+            self.aws_calls,
             ms_in(state, "attach_eni"),
             ms_in(state, "route"),
             ms_in(state, "attach_ebs"),
@@ -73,29 +80,34 @@ impl Measured {
 }
 
 async fn boots(fleet: &Fleet, order: Order) -> anyhow::Result<Measured> {
-    let (mut tth, mut floor, mut last) = (Vec::new(), Vec::new(), None);
+    let (mut tth, mut api, mut last) = (Vec::new(), Vec::new(), None);
     for _ in 0..RUNS {
         if order == Order::Sequential {
             fleet.inject("AttachVolume", Fault::Throttle, 3);
         }
         let host = fleet.launch(0).await?;
         let state = fleet.wait_healthy(host, Duration::from_secs(60)).await?;
-        tth.push(state.time_to_healthy_ms.unwrap_or(0));
-        floor.push(ms_in(&state, "claim") + order.injected_ms());
         print!(
             "{}",
             berth_sim::state::render_timeline(&format!("{} host {host}", order.name()), &state)
         );
-        last = Some(state);
+        let boot = Boot::read(fleet, host, state)?;
+        tth.push(boot.berth_ms());
+        api.push(boot.aws_api(fleet));
+        last = Some(boot);
         fleet.signal_berth(host, Signal::SIGUSR1)?;
         fleet.wait_berth_exit(host, Duration::from_secs(30)).await?;
         fleet.retire_host(host).await?;
     }
+    let last = last.context("no boot measured")?;
+    let (aws_api_ms, aws_calls) = api.last().copied().unwrap_or_default();
     Ok(Measured {
         tth_ms: median(tth.clone()),
-        floor_ms: median(floor),
+        floor_ms: order.injected_ms(),
         all_ms: tth,
-        last: last.unwrap_or_else(StateView::empty),
+        last,
+        aws_api_ms,
+        aws_calls,
     })
 }
 
@@ -115,14 +127,14 @@ fn main() {
     });
     match result {
         Ok((overlap, sequential)) => println!(
-            "tth eni_ms={} volume_ms={} kafka_ms={} claim_ms={} {} {} runs={RUNS} berth={}",
+            "tth eni_ms={} volume_ms={} kafka_ms={} {} {} runs={RUNS} berth={} {}",
             bench::OVERLAP_ENI_DELAY.as_millis(),
             bench::OVERLAP_VOLUME_DELAY.as_millis(),
             bench::KAFKA_DELAY.as_millis(),
-            ms_in(&overlap.last, "claim"),
             overlap.fields(""),
             sequential.fields("sequential_"),
             bench::berth_profile(),
+            berth_testkit::bench::load_field(),
         ),
         Err(error) => bench::fail("tth", &error),
     }

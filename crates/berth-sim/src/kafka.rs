@@ -143,20 +143,24 @@ pub fn kafka_starts(container: &Container) -> Result<Vec<StartRecord>, FleetErro
 /// When systemd last logged "Started kafka.service" on a host (the launcher exec'd; the JVM then loads for a
 /// while before Kafka logs its first line).
 pub fn kafka_unit_started(container: &Container) -> Option<std::time::SystemTime> {
+    unit_logged(container, KAFKA_UNIT, "Started")
+}
+
+/// When systemd (PID 1) last logged `<verb> <unit>` on a host ("Starting": the start job began; "Started": the
+/// process exec'd, or for `Type=notify` sent READY=1), from its journal's wall-clock timestamps.
+pub fn unit_logged(container: &Container, unit: &str, verb: &str) -> Option<std::time::SystemTime> {
     let text = container
         .exec(&[
             "journalctl",
             "--unit",
-            KAFKA_UNIT,
+            unit,
             "--output=short-unix",
             "--no-pager",
             "_PID=1",
         ])
         .ok()?;
-    let line = text
-        .lines()
-        .rev()
-        .find(|line| line.contains(" Started kafka.service"))?;
+    let needle = format!(" {verb} {unit}");
+    let line = text.lines().rev().find(|line| line.contains(&needle))?;
     let seconds: f64 = line.split_whitespace().next()?.parse().ok()?;
     Some(std::time::UNIX_EPOCH + Duration::from_secs_f64(seconds))
 }

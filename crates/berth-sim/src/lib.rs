@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod layout;
 pub mod region;
 pub mod roll;
+pub mod security_groups;
 pub mod state;
 pub mod sys;
 pub mod systemd_host;

@@ -9,7 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use berth_testkit::aws::template::ingress::Ingress;
+
 use crate::layout;
+use crate::security_groups;
 use crate::sys::{self, SysError};
 
 /// A region namespace that could not be built or entered.
@@ -38,6 +41,17 @@ pub enum RegionError {
 pub struct Region {
     ns: String,
     zones: usize,
+}
+
+/// The first `packets N` of nft's listing (0 when absent).
+fn packets(listing: &str) -> u64 {
+    listing
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0] == "packets")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(0)
 }
 
 /// Name of zone `az`'s bridge inside the region namespace.
@@ -101,7 +115,6 @@ impl Region {
     /// The source/destination check: a bridge prerouting filter that lets a port send IPv4 only from the
     /// addresses registered for it.
     fn load_source_check(&self) -> Result<(), SysError> {
-        let ns = self.ns.as_str();
         let rules = format!(
             "table bridge {NFT_TABLE} {{\n\
                set allowed {{ type ifname . ipv4_addr; }}\n\
@@ -111,7 +124,13 @@ impl Region {
                }}\n\
              }}\n"
         );
-        let path = std::env::temp_dir().join(format!("{ns}.nft"));
+        self.load_nft(&rules)
+    }
+
+    /// Loads an nftables ruleset into the namespace.
+    fn load_nft(&self, rules: &str) -> Result<(), SysError> {
+        let ns = self.ns.as_str();
+        let path = std::env::temp_dir().join(format!("{ns}-{}.nft", std::process::id()));
         std::fs::write(&path, rules).map_err(|source| SysError::Io {
             what: "write",
             path: path.display().to_string(),
@@ -130,6 +149,79 @@ impl Region {
         );
         let _ = std::fs::remove_file(&path);
         loaded.map(drop)
+    }
+
+    /// Enforces security group ingress rules between the hosts ([`security_groups`]), replacing any enforced
+    /// before; groups start without members ([`Region::join_security_group`]).
+    pub fn enforce_security_groups(&self, rules: &[Ingress]) -> Result<(), SysError> {
+        self.lift_security_groups();
+        self.load_nft(&security_groups::ruleset(rules))
+    }
+
+    /// Stops enforcing security groups (none enforced is fine).
+    pub fn lift_security_groups(&self) {
+        let _ = sys::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.ns,
+                "nft",
+                "delete",
+                "table",
+                "bridge",
+                security_groups::NFT_TABLE,
+            ],
+        );
+    }
+
+    /// Makes `addresses` (ENIs' or instances' primary addresses) members of `group`: protected by its rules
+    /// and sources its self-referencing rules admit.
+    pub fn join_security_group(
+        &self,
+        group: &str,
+        addresses: &[std::net::Ipv4Addr],
+    ) -> Result<(), SysError> {
+        let listed: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        let element = format!("{{ {} }}", listed.join(", "));
+        let set = security_groups::set_name(group);
+        sys::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.ns,
+                "nft",
+                "add",
+                "element",
+                "bridge",
+                security_groups::NFT_TABLE,
+                &set,
+                &element,
+            ],
+        )
+        .map(drop)
+    }
+
+    /// New connections `group`'s rules refused so far (the drop rule's counter).
+    pub fn refused_by_security_group(&self, group: &str) -> u64 {
+        let counter = security_groups::counter_name(group);
+        let out = sys::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.ns,
+                "nft",
+                "list",
+                "counter",
+                "bridge",
+                security_groups::NFT_TABLE,
+                &counter,
+            ],
+        )
+        .unwrap_or_default();
+        packets(&out)
     }
 
     /// The namespace's name.
@@ -199,12 +291,7 @@ impl Region {
             ],
         )
         .unwrap_or_default();
-        out.split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .find(|w| w[0] == "packets")
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or(0)
+        packets(&out)
     }
 
     /// The address the strict moto server listens on.

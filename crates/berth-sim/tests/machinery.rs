@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use berth_sim::{layout, sys, Fleet, FleetOptions, Host};
+use berth_sim::{layout, security_groups, sys, Fleet, FleetOptions, Host};
+use berth_testkit::aws::template::{self, ingress::Source};
 use berth_testkit::aws::world;
 
 fn poll(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -53,6 +54,7 @@ fn hosts_reach_servers_and_attachments_hot_plug() {
         reaches_the_region(&host, zk)?;
         reads_its_own_imds_and_reaches_ec2(&fleet, &host)?;
         source_check_drops_spoofing(&fleet, &host, zk)?;
+        security_groups_filter_new_connections(&fleet, &host)?;
         attachments_hot_plug(&fleet, index, &host).await?;
         killed_with_a_shutting_down_hold(&fleet, index, &host).await
     })
@@ -165,6 +167,84 @@ fn source_check_drops_spoofing(fleet: &Fleet, host: &Host, zk: SocketAddr) -> an
     )?;
     sys::ip_in(&host.ns, &["addr", "del", "10.0.1.250/24", "dev", "eth0"])?;
 
+    Ok(())
+}
+
+/// A listener on `address` inside `ns`, or `None` when something on the host already listens there.
+fn listen(ns: &str, address: SocketAddr) -> std::io::Result<Option<std::net::TcpListener>> {
+    match berth_sim::region::bind_in_netns(ns, address) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a TCP connection from the region namespace (the test's threads live there) to `address` opens.
+fn connects(address: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
+}
+
+/// The template's security group enforced between the region and a host: the port open to `ClientCidr`
+/// connects, the self-referencing controller port is refused (and counted) until the region's address is a
+/// member too, and a port the template never opens is refused to members as well.
+fn security_groups_filter_new_connections(fleet: &Fleet, host: &Host) -> anyhow::Result<()> {
+    let rules = security_groups::template_rules(&template::shipped(), "sim", 3)?;
+    let open_to_cidr = |port: u16| {
+        rules.iter().any(|r| {
+            matches!(r.source, Source::Cidr(_)) && (r.from_port..=r.to_port).contains(&port)
+        })
+    };
+    // the controller port: open between members only
+    let by_group = rules.iter().find(|r| {
+        matches!(&r.source, Source::Group(g) if *g == r.group) && !open_to_cidr(r.from_port)
+    });
+    let by_cidr = rules.iter().find(|r| matches!(r.source, Source::Cidr(_)));
+    let (by_group, by_cidr) = (
+        by_group.context("a self-referencing rule")?,
+        by_cidr.context("a CIDR rule")?,
+    );
+    let group = by_group.group.clone();
+    let closed = (1024..u16::MAX)
+        .find(|p| !rules.iter().any(|r| (r.from_port..=r.to_port).contains(p)))
+        .context("a port no rule opens")?;
+    let region = fleet.region();
+    region.enforce_security_groups(&rules)?;
+    region.join_security_group(&group, &[host.ip])?;
+    let listeners: Vec<_> = [by_cidr.from_port, by_group.from_port, closed]
+        .into_iter()
+        .map(|port| listen(&host.ns, SocketAddr::from((host.ip, port))))
+        .collect::<Result<_, _>>()?;
+    let at = |port| SocketAddr::from((host.ip, port));
+    assert!(
+        connects(at(by_cidr.from_port)),
+        "{} is open to ClientCidr",
+        by_cidr.from_port
+    );
+    let refused = region.refused_by_security_group(&group);
+    assert!(
+        !connects(at(by_group.from_port)),
+        "{} is open only to members",
+        by_group.from_port
+    );
+    assert!(
+        region.refused_by_security_group(&group) > refused,
+        "the drop rule counted no refusal"
+    );
+    region.join_security_group(&group, &[layout::gateway(host.az)])?;
+    assert!(
+        connects(at(by_group.from_port)),
+        "a member reaches {}",
+        by_group.from_port
+    );
+    let refused = region.refused_by_security_group(&group);
+    assert!(!connects(at(closed)), "{closed} is opened by no rule");
+    assert!(
+        region.refused_by_security_group(&group) > refused,
+        "the drop rule counted no refusal"
+    );
+    region.lift_security_groups();
+    assert!(connects(at(closed)), "lifted, the filter is gone");
+    drop(listeners);
     Ok(())
 }
 

@@ -31,7 +31,10 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn main() {
     if !berth_testkit::require_root("storage bench") {
-        println!("storage error=\"needs root\"");
+        println!(
+            "storage error=\"needs root\" {}",
+            berth_testkit::bench::load_field()
+        );
         std::process::exit(1);
     }
     let disk = LoopDevice::new(blockdev::XFS_MIN_BYTES).expect("loop device");
@@ -86,11 +89,12 @@ fn main() {
     });
     let max = total.iter().copied().fold(0.0, f64::max);
     println!(
-        "storage appear_to_mounted_ms={:.1} max_ms={:.1} resolve_ms={:.1} probe_mount_check_ms={:.1} runs={} filesystem=xfs",
+        "storage appear_to_mounted_ms={:.1} max_ms={:.1} resolve_ms={:.1} probe_mount_check_ms={:.1} runs={} filesystem=xfs {}",
         median(&mut total),
         max,
         median(&mut resolve),
         median(&mut mount),
-        total.len()
+        total.len(),
+        berth_testkit::bench::load_field()
     );
 }

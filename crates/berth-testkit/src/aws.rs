@@ -10,6 +10,8 @@
 //!   instances (the simulated fleet).
 //! * [`proxy`]: a fault-injecting, call-counting proxy (RequestLimitExceeded, 500s).
 //! * [`imds`]: an IMDSv2-only metadata endpoint per simulated host.
+//! * [`template`]: the simulated CloudFormation's template reader (the shipped template, parameters, rules,
+//!   conditions, intrinsic functions, creation order).
 //! * [`world`]: seeding moto with a cluster's VPC, tagged ENIs and volumes, and instances (for the adapter tests
 //!   and the simulated fleet alike).
 //!
@@ -24,12 +26,13 @@ pub mod imds;
 pub mod moto;
 pub mod proxy;
 pub mod query;
+pub mod template;
 pub mod world;
 
 pub use endpoint::{AwsEndpoint, ControlPlane, RecordedCall};
 pub use imds::{Imds, ImdsHost, ImdsInterface};
 pub use moto::{EniOnTerminate, MotoError, StrictMoto};
-pub use proxy::{Fault, FaultProxy};
+pub use proxy::{CallSpan, Fault, FaultProxy};
 
 /// `127.0.0.1:0`: loopback on a free port, the usual bind address in adapter tests.
 pub fn loopback_any_port() -> std::net::SocketAddr {

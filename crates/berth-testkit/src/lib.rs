@@ -7,6 +7,7 @@
 //! fresh names and cleans up in `Drop`. Tests needing root call [`require_root`], which fails them without it.
 
 pub mod aws;
+pub mod bench;
 pub mod blockdev;
 pub use berth_core::fixtures;
 pub mod inprocess;

@@ -59,5 +59,5 @@ fn main() {
         env_or("EC2_CLAIMERS", 30),
         env_or("EC2_IDS", 10),
     ));
-    println!("{warm} {ec2}");
+    println!("{warm} {ec2} {}", berth_testkit::bench::load_field());
 }

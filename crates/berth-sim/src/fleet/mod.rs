@@ -37,7 +37,7 @@ pub use options::{FleetOptions, HostRole, SimKafka, KAFKA_CLUSTER_ID};
 
 use crate::ec2::{BrokerResources, Ec2};
 use crate::region::{self, Region};
-use crate::{asg, devices, layout, sys, systemd_host};
+use crate::{asg, devices, layout, security_groups, sys, systemd_host};
 
 /// A fleet operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,9 @@ pub enum FleetError {
     /// An EC2 call failed.
     #[error(transparent)]
     Ec2(#[from] crate::ec2::Ec2Error),
+    /// The security groups template could not be read or instantiated.
+    #[error("security groups template: {0}")]
+    SecurityGroups(String),
     /// ZooKeeper did not start.
     #[error("ZooKeeper ensemble: {0}")]
     ZooKeeper(#[from] berth_testkit::zk::ZkHarnessError),
@@ -218,6 +221,9 @@ impl Fleet {
         let security = make_security(&options, work.path())?;
         let groups = asg::groups(&options);
         let cloud = Cloud::start(&options, &groups).await?;
+        if let Some(template) = &options.security_groups {
+            enforce_security_groups(&region, template, &options, &cloud.resources)?;
+        }
         let volumes = work.path().join("volumes");
         std::fs::create_dir_all(&volumes).map_err(io_error("volumes directory"))?;
         for resource in &cloud.resources {
@@ -373,6 +379,33 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// Hosts whose addresses join the template's groups in each zone (every host the fleet may launch there).
+const GROUP_HOSTS_PER_ZONE: usize = 80;
+
+/// Enforces the template's security groups between the hosts; every broker ENI and every host address is a
+/// member of each group (the template's ENIs and launch template name the groups for all of them). Some rules
+/// are the fleet's, not the template's ([`security_groups::state_tunnel`]): the tests' and the demo's way in.
+fn enforce_security_groups(
+    region: &Region,
+    template: &std::path::Path,
+    options: &FleetOptions,
+    resources: &[BrokerResources],
+) -> Result<(), FleetError> {
+    let mut rules = security_groups::template_rules(template, &options.cluster, options.zones)
+        .map_err(|e| FleetError::SecurityGroups(e.to_string()))?;
+    let mut groups: Vec<String> = rules.iter().map(|r| r.group.clone()).collect();
+    groups.dedup();
+    rules.extend(security_groups::state_tunnel(&groups, options.zones));
+    region.enforce_security_groups(&rules)?;
+    let hosts = (0..options.zones)
+        .flat_map(|az| (0..GROUP_HOSTS_PER_ZONE).map(move |n| layout::host_ip(n, az)));
+    let members: Vec<_> = resources.iter().map(|r| r.ip).chain(hosts).collect();
+    for group in &groups {
+        region.join_security_group(group, &members)?;
+    }
+    Ok(())
 }
 
 /// The region's three-member ZooKeeper ensemble (Debian's server), started off the runtime's threads.

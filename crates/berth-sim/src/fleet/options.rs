@@ -47,6 +47,10 @@ pub struct FleetOptions {
     /// `SSL` with client certificates for controllers), with material the fleet makes
     /// ([`berth_testkit::kafka::security::ClusterSecurity`]); None: `PLAINTEXT`.
     pub security: Option<SecuredListeners>,
+    /// A CloudFormation template whose security groups the region enforces between the hosts
+    /// ([`crate::security_groups`]): every broker ENI and every host is a member of each group, as the
+    /// template's ENIs and launch template make them. None: no filter.
+    pub security_groups: Option<std::path::PathBuf>,
 }
 
 impl FleetOptions {
@@ -104,6 +108,7 @@ impl Default for FleetOptions {
             kafka: SimKafka::from_env(),
             claim_backend: ClaimBackend::Zookeeper,
             security: None,
+            security_groups: None,
             controllers: 0,
         }
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -47,6 +47,18 @@ struct State {
     sustained: BTreeMap<String, Vec<Sustained>>,
     seen: BTreeMap<String, usize>,
     faulted: BTreeMap<String, usize>,
+    spans: Vec<CallSpan>,
+}
+
+/// One call through the proxy, from its request's arrival to its answer (a fault, or upstream's response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSpan {
+    /// The action (`AttachVolume`, ...).
+    pub action: String,
+    /// When the request arrived (wall clock, comparable with the hosts' journals).
+    pub began: SystemTime,
+    /// When the answer was ready.
+    pub ended: SystemTime,
 }
 
 impl State {
@@ -118,7 +130,8 @@ impl FaultProxy {
                     }
                     fault
                 };
-                match fault {
+                let began = SystemTime::now();
+                let response = match fault {
                     Some(fault) => fault_response(fault, ec2),
                     None => {
                         let response = forward(upstream, &request).await.unwrap_or_else(|error| {
@@ -130,7 +143,15 @@ impl FaultProxy {
                         announce.send_modify(|count| *count += 1);
                         response
                     }
-                }
+                };
+                let ended = SystemTime::now();
+                let span = CallSpan {
+                    action,
+                    began,
+                    ended,
+                };
+                shared.lock().expect("proxy lock").spans.push(span);
+                response
             })
         });
         Ok(Self {
@@ -214,11 +235,23 @@ impl FaultProxy {
         self.state.lock().expect("proxy lock").seen.clone()
     }
 
+    /// Every call that arrived in `[from, to]`, with its span, in arrival order.
+    pub fn spans_between(&self, from: SystemTime, to: SystemTime) -> Vec<CallSpan> {
+        let state = self.state.lock().expect("proxy lock");
+        state
+            .spans
+            .iter()
+            .filter(|span| span.began >= from && span.began <= to)
+            .cloned()
+            .collect()
+    }
+
     /// Forgets the counts (pending faults stay).
     pub fn reset_counts(&self) {
         let mut state = self.state.lock().expect("proxy lock");
         state.seen.clear();
         state.faulted.clear();
+        state.spans.clear();
     }
 }
 
