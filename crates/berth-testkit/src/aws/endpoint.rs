@@ -3,7 +3,8 @@
 //! moto lacks SignalResource, CompleteLifecycleAction and RecordLifecycleActionHeartbeat (it answers an HTML
 //! 500), so this endpoint serves CloudFormation and Auto Scaling itself from the models in [`super::cloudformation`]
 //! and [`super::autoscaling`], which accept a call only where AWS would and otherwise answer AWS's error, in
-//! AWS's query-protocol shape ([`super::query`]). It also refuses every other CloudFormation or Auto Scaling
+//! AWS's query-protocol shape ([`super::query`]). It also serves the instance-refresh and termination calls an
+//! operator makes with the `aws` CLI (docs/operations.md), and refuses every other CloudFormation or Auto Scaling
 //! action (`InvalidAction`) instead of letting moto answer it from a different world, and forwards EC2 (and
 //! anything else) to moto unchanged, so one endpoint URL serves all three services as `aws.endpoint_url`
 //! requires. Every answered call is recorded with its outcome, for assertions.

@@ -116,7 +116,8 @@ impl InstanceRefresh {
             .iter()
             .filter(|r| r.ready_at.is_some())
             .count();
-        let total = self.replacements.len() + self.remaining.len();
+        // Of the instances it set out to replace (a cancelled refresh's remainder still counts).
+        let total = self.capacity.max(self.replacements.len());
         if total == 0 {
             return 0;
         }

@@ -648,6 +648,7 @@ fn cancel_instance_refresh_finishes_the_replacement_under_way_and_starts_no_othe
     complete_launches(&mut asg, t1);
     asg.advance(t1);
     assert_eq!(status(&asg), RefreshStatus::Cancelled);
+    assert_eq!(asg.instance_refreshes(GROUP)[0].percentage_complete(), 33);
     assert!(
         asg.members(GROUP)
             .iter()
