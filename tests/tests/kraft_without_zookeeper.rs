@@ -19,8 +19,18 @@
 //!   is formatted only once the other two voters hold everything committed, so its Kafka starts after the
 //!   other replacement's (the quorum rule of `berth_kafka::quorum`), while the other replacement, whose metadata
 //!   log is intact, rejoins at once. Both become their brokers again, the quorum is whole, every record is
-//!   consumed exactly once.
+//!   consumed exactly once;
+//! * every node's host killed at once and broker 0's volume coming back blank, while the other two zones have
+//!   no capacity (their replacements cannot launch): broker 0's replacement does **not** format (the cluster
+//!   was born and nobody describes its quorum), its log dir keeps no `meta.properties`, its Kafka never starts,
+//!   and `/state` and the journal say why and what it waits for, on every retry. Once the other two return
+//!   (with their volumes) it is formatted on the majority and the quorum is whole again, with every record
+//!   acknowledged before the deaths (synced: `flush.messages=1`) read back exactly once. Its berth is killed
+//!   (SIGKILL) while the storage tool runs (the tool's JVM seen in its unit and frozen there, the log dir
+//!   still without `meta.properties`): the berth systemd restarts stops the leftover unit, formats again and
+//!   serves.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,6 +58,16 @@ const LOAD_BEFORE_KILL: u32 = 400;
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// ZooKeeper's client port, the one a ZooKeeper anywhere in the fleet would listen on.
 const ZOOKEEPER_PORT: u16 = 2181;
+/// A topic whose records Kafka syncs before acknowledging them (`flush.messages=1`): a power loss of every
+/// replica keeps them. (Kafka does not sync by default and relies on replication: records only in the page
+/// cache of every replica at once may be lost, and that is not berth's to prevent.)
+const DURABLE: &str = "kraft-e2e-durable";
+/// The storage tool's main class, as its JVM's command line names it.
+const STORAGE_TOOL: &str = "kafka.tools.StorageTool";
+/// The transient unit the storage tool runs in (`kafka.format_command`'s default).
+const FORMAT_UNIT: &str = "berth-kafka-format.service";
+/// The fleet's log dir (also the metadata log's) inside a host.
+const LOG_DIR: &str = "/var/lib/kafka/data";
 
 #[test]
 fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
@@ -83,6 +103,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     );
     replace_one(fleet, &client, &booted).await?;
     replace_two_one_blank(fleet, &client, &booted).await?;
+    blank_while_the_others_are_down(fleet, &client, &booted).await?;
     assert_no_zookeeper(fleet)?;
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -290,10 +311,7 @@ async fn replace_two_one_blank(
     let second = host_of_broker(booted, 2)?;
     let killed = Instant::now();
     fleet.kill_host(first, None).await?;
-    let volume = &fleet.resources()[1].volume_id;
-    let backing = fleet.volume_backing(volume);
-    std::fs::remove_file(&backing).with_context(|| format!("remove {}", backing.display()))?;
-    berth_sim::devices::create_backing(&backing, fleet.options().volume_mb)?;
+    blank_volume(fleet, 1)?;
     fleet.kill_host(second, None).await?;
     let zone = layout::zone_name(fleet.host(first)?.az);
     let old = fleet.host(first)?.instance.id.clone();
@@ -345,6 +363,333 @@ async fn replace_two_one_blank(
         waits.first.as_deref().unwrap_or("not seen")
     );
     Ok(())
+}
+
+/// Every node's host killed at once, broker 0's volume coming back blank, the other two zones without capacity:
+/// broker 0's replacement refuses to format until the others return, and its berth, killed while the storage
+/// tool runs, is followed by one that formats and serves; every synced acknowledged record is there.
+async fn blank_while_the_others_are_down(
+    fleet: &Fleet,
+    client: &Client,
+    booted: &Booted,
+) -> anyhow::Result<()> {
+    let phase = Instant::now();
+    let hosts = live_hosts_by_broker(fleet).await?;
+    blocking(|| client.create_topic(&durable_topic()))?;
+    blocking(|| client.produce_range(DURABLE, 0..BATCH, 0))?;
+    let others = [host_of(&hosts, 1)?, host_of(&hosts, 2)?];
+    let zones = [fleet.host(others[0])?.az, fleet.host(others[1])?.az];
+    for az in zones {
+        fleet.hold_launches(az, true);
+    }
+    let killed = Instant::now();
+    for other in others {
+        fleet.kill_host(other, None).await?;
+    }
+    let old = host_of(&hosts, 0)?;
+    fleet.kill_host(old, None).await?;
+    blank_volume(fleet, 0)?;
+    let blank = launched_for(fleet, old).await?;
+    let refusal = refused_while_down(fleet, blank).await?;
+    let refused = killed.elapsed();
+    let (interrupted, returned) = tokio::try_join!(interrupt_format(fleet, blank), async {
+        for az in zones {
+            fleet.hold_launches(az, false);
+        }
+        tokio::try_join!(replacement(fleet, others[0]), replacement(fleet, others[1]))
+    })?;
+    let state = fleet.wait_healthy(blank, BOOT).await?;
+    for (id, state) in [(0, &state), (1, &returned.0 .1), (2, &returned.1 .1)] {
+        assert_same_broker(&booted[&id].1, state)?;
+    }
+    quorum_whole(fleet).await?;
+    blocking(|| {
+        fleet_kafka::wait_fully_replicated(client, DURABLE, BOOT).map_err(anyhow::Error::msg)
+    })?;
+    fleet_kafka::consume_exactly(client, DURABLE, BATCH)?;
+    let formats = assert_formatted_after_the_others(fleet, blank, [returned.0 .0, returned.1 .0])?;
+    assert_format_resumed(fleet, blank, &interrupted, &formats)?;
+    println!(
+        "every host killed, broker 0 blank: refused while the others were down ({:.1}s after the kill: {refusal}); \
+         berth killed {:.1}s after the kill while the storage tool ran (pid {}); Healthy again {:.1}s after the \
+         kill, formatted by berth pid {} ({}), {BATCH} synced records exact; this phase {:.1}s",
+        refused.as_secs_f64(),
+        (interrupted.at - killed).as_secs_f64(),
+        interrupted.tool,
+        killed.elapsed().as_secs_f64(),
+        formats.last().map_or(0, |f| f.0),
+        formats.last().map_or("", |f| f.1.as_str()),
+        phase.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The DURABLE topic: the replicated topic's layout, each record synced before it is acknowledged.
+fn durable_topic() -> berth_testkit::kafka::TopicSpec {
+    let mut spec = fleet_kafka::replicated_topic(DURABLE);
+    spec.configs.push(("flush.messages".into(), "1".into()));
+    spec
+}
+
+/// Replaces broker `id`'s volume by a blank one of the same id (a lost EBS volume replaced by an empty one).
+fn blank_volume(fleet: &Fleet, id: usize) -> anyhow::Result<()> {
+    let backing = fleet.volume_backing(&fleet.resources()[id].volume_id);
+    std::fs::remove_file(&backing).with_context(|| format!("remove {}", backing.display()))?;
+    berth_sim::devices::create_backing(&backing, fleet.options().volume_mb)?;
+    Ok(())
+}
+
+/// The live host of each broker now, as their `/state` says.
+async fn live_hosts_by_broker(fleet: &Fleet) -> anyhow::Result<BTreeMap<u32, usize>> {
+    let mut hosts = BTreeMap::new();
+    for host in fleet.hosts().iter().filter(|h| h.alive()) {
+        let id = fleet.state(host.index).await?.broker_id;
+        let id = id.with_context(|| format!("host {} reports no id", host.index))?;
+        ensure!(hosts.insert(id, host.index).is_none(), "broker {id} twice");
+    }
+    Ok(hosts)
+}
+
+fn host_of(hosts: &BTreeMap<u32, usize>, id: u32) -> anyhow::Result<usize> {
+    hosts
+        .get(&id)
+        .copied()
+        .with_context(|| format!("no live broker {id}"))
+}
+
+/// What `/state` says of a refused format, if it says it.
+fn refusal_of(state: &StateView) -> Option<String> {
+    [
+        state.waiting.as_ref().map(|w| w.reason.clone()),
+        state.last_error.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|text| text.contains("blank KRaft storage not formatted"))
+}
+
+/// Waits until host `index` refuses to format its blank controller storage because the cluster was born and
+/// nobody describes its quorum, and its journal shows the refusal again on a retry; asserts its log dir holds
+/// no `meta.properties` and its Kafka never started. The refusal `/state` showed.
+async fn refused_while_down(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
+    let state = fleet
+        .wait_for(index, "the blank controller's refusal", BOOT, |state| {
+            refusal_of(state).is_some_and(|why| why.contains("was born"))
+        })
+        .await?;
+    let refusal = refusal_of(&state).unwrap_or_default();
+    ensure!(
+        refusal.contains("no leader describes its quorum")
+            && refusal.contains("waiting for the other controllers"),
+        "the refusal does not say why or what it waits for: {refusal}"
+    );
+    let host = fleet.host(index)?;
+    let started = Instant::now();
+    let refusals = loop {
+        let refusals = journal_entries(fleet, index, "blank KRaft storage not formatted")?;
+        if refusals.len() >= 2 {
+            break refusals;
+        }
+        ensure!(
+            started.elapsed() < BOOT,
+            "host {index}: the refusal was not repeated within {BOOT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    ensure!(
+        refusals
+            .iter()
+            .all(|(_, why)| why.contains("was born") && why.contains("waiting for the other controllers")),
+        "host {index}: the journal's refusals do not all say the cluster was born and what they wait for: \
+         {refusals:?}"
+    );
+    let listing =
+        host.container()
+            .exec(&["sh", "-c", &format!("ls -A {LOG_DIR} 2>/dev/null; true")])?;
+    ensure!(
+        !listing.lines().any(|entry| entry == "meta.properties"),
+        "host {index}: the blank controller's log dir was formatted while the others were down: {listing}"
+    );
+    ensure!(
+        fleet_kafka::kafka_unit_started(host.container()).is_none(),
+        "host {index}: Kafka started on the blank controller while the others were down"
+    );
+    Ok(refusal)
+}
+
+/// A storage tool run cut short: its process (frozen, then stopped by the next berth), the berth killed
+/// (this machine's pid), and when.
+struct Interrupted {
+    tool: i32,
+    berth: u32,
+    at: Instant,
+}
+
+/// Waits for the storage tool's JVM to run on host `index` (in its transient unit), freezes it where it stands
+/// (SIGSTOP, as a stalled disk would hold it), checks the log dir holds no `meta.properties` yet, and SIGKILLs
+/// berth (systemd restarts it).
+async fn interrupt_format(fleet: &Fleet, index: usize) -> anyhow::Result<Interrupted> {
+    let host = fleet.host(index)?;
+    let started = Instant::now();
+    let tool = loop {
+        if let Some(pid) = storage_tool(&host.ns) {
+            break pid;
+        }
+        ensure!(
+            started.elapsed() < 2 * BOOT,
+            "host {index}: the storage tool did not run within {:?}",
+            2 * BOOT
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    berth_sim::sys::signal(tool, nix::sys::signal::Signal::SIGSTOP);
+    let cgroup = std::fs::read_to_string(format!("/proc/{tool}/cgroup"))?;
+    ensure!(
+        cgroup.contains(FORMAT_UNIT),
+        "the storage tool runs outside {FORMAT_UNIT}: {cgroup}"
+    );
+    let meta = std::path::PathBuf::from(format!("/proc/{tool}/root{LOG_DIR}/meta.properties"));
+    ensure!(
+        !meta.exists(),
+        "the format had committed before the storage tool was frozen"
+    );
+    let berth = host.berth_pid().context("berth not running")?;
+    fleet.crash_berth(index).await?;
+    Ok(Interrupted {
+        tool,
+        berth,
+        at: Instant::now(),
+    })
+}
+
+/// The storage tool's JVM among the processes of namespace `ns`.
+fn storage_tool(ns: &str) -> Option<i32> {
+    berth_sim::sys::netns_pids(ns).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|command| String::from_utf8_lossy(&command).contains(STORAGE_TOOL))
+    })
+}
+
+/// The blank controller was formatted, and its Kafka started, only after both others' Kafka started, on the
+/// majority. Every "formatting KRaft storage" entry of its journal: (berth's pid in the host, WHY).
+fn assert_formatted_after_the_others(
+    fleet: &Fleet,
+    blank: usize,
+    others: [usize; 2],
+) -> anyhow::Result<Vec<(u64, String)>> {
+    let formats = journal_entries(fleet, blank, "formatting KRaft storage")?;
+    let blank_kafka = kafka_started(fleet, blank)?;
+    for other in others {
+        let other_kafka = kafka_started(fleet, other)?;
+        ensure!(
+            blank_kafka > other_kafka,
+            "the blank controller's Kafka started ({blank_kafka:?}) before host {other}'s ({other_kafka:?})"
+        );
+    }
+    ensure!(
+        !formats.is_empty()
+            && formats
+                .iter()
+                .all(|(_, why)| why.contains("2 of 3 voters, a majority")),
+        "the blank controller was formatted for another reason: {formats:?}"
+    );
+    Ok(formats)
+}
+
+/// After the kill: the frozen tool is gone (its unit stopped by the next berth, which systemd started), a
+/// second berth formatted, the log dir is formatted, and Kafka started once, after the kill.
+fn assert_format_resumed(
+    fleet: &Fleet,
+    blank: usize,
+    interrupted: &Interrupted,
+    formats: &[(u64, String)],
+) -> anyhow::Result<()> {
+    let host = fleet.host(blank)?;
+    ensure!(
+        !std::path::Path::new(&format!("/proc/{}", interrupted.tool)).exists(),
+        "the frozen storage tool (pid {}) still runs",
+        interrupted.tool
+    );
+    let now = host.berth_pid().context("berth not running")?;
+    ensure!(
+        now != interrupted.berth,
+        "berth (pid {now}) was not restarted"
+    );
+    let pids: std::collections::BTreeSet<u64> = formats.iter().map(|(pid, _)| *pid).collect();
+    ensure!(
+        pids.len() >= 2,
+        "one berth formatted (pids {pids:?}): the killed berth's format was not followed by another"
+    );
+    let units = host.container().exec(&[
+        "journalctl",
+        "--unit",
+        FORMAT_UNIT,
+        "--output=json",
+        "--no-pager",
+        "_PID=1",
+    ])?;
+    let jobs: Vec<String> = units
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|entry| entry["JOB_TYPE"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(
+        jobs.iter().filter(|job| *job == "start").count() >= 2
+            && jobs.iter().any(|job| job == "stop"),
+        "{FORMAT_UNIT}: systemd's jobs {jobs:?}, not two starts and the leftover's stop"
+    );
+    let listing = host.container().exec(&["ls", "-A", LOG_DIR])?;
+    ensure!(
+        listing.lines().any(|entry| entry == "meta.properties"),
+        "{LOG_DIR} is not formatted: {listing}"
+    );
+    let started = host.container().exec(&[
+        "journalctl",
+        "--unit",
+        "kafka.service",
+        "--no-pager",
+        "_PID=1",
+    ])?;
+    let starts = started
+        .lines()
+        .filter(|line| line.contains(" Started kafka.service"))
+        .count();
+    ensure!(
+        starts == 1,
+        "Kafka started {starts} times on the formatted controller"
+    );
+    Ok(())
+}
+
+/// The decisions in host `index`'s berth journal (entries with a `WHY`) whose message contains `message`:
+/// (berth's pid in the host, WHY).
+fn journal_entries(
+    fleet: &Fleet,
+    index: usize,
+    message: &str,
+) -> anyhow::Result<Vec<(u64, String)>> {
+    let host = fleet.host(index)?;
+    let text = host.container().exec(&[
+        "journalctl",
+        "--unit",
+        "berth",
+        "--output=json",
+        "--no-pager",
+    ])?;
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| {
+            entry["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains(message))
+        })
+        .filter_map(|entry| {
+            let pid = entry["_PID"].as_str().and_then(|p| p.parse().ok());
+            let why = entry["WHY"].as_str()?.to_owned();
+            Some((pid.unwrap_or(0), why))
+        })
+        .collect())
 }
 
 /// The booted hosts by broker id: (host index, Healthy state).
@@ -557,23 +902,10 @@ async fn quorum_whole(fleet: &Fleet) -> anyhow::Result<QuorumView> {
 /// Why berth formatted host `index`'s KRaft storage: the `WHY` field of its journal entry
 /// (`journalctl -u berth -o json`).
 fn format_reason(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
-    let host = fleet.host(index)?;
-    let container = host.container();
-    let text = container.exec(&[
-        "journalctl",
-        "--unit",
-        "berth",
-        "--output=json",
-        "--no-pager",
-    ])?;
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|entry| {
-            entry["MESSAGE"]
-                .as_str()
-                .is_some_and(|m| m.contains("formatting KRaft storage"))
-        })
-        .and_then(|entry| entry["WHY"].as_str().map(str::to_owned))
+    journal_entries(fleet, index, "formatting KRaft storage")?
+        .into_iter()
+        .map(|(_, why)| why)
+        .next()
         .with_context(|| {
             format!("host {index}: no 'formatting KRaft storage' entry with a WHY in its journal")
         })

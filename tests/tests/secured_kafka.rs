@@ -5,17 +5,26 @@
 //! (`LoadCredential=`). The test's clients (kcat, Kafka's tools) use the same security, as a super user; berth's
 //! principals get only the ACLs the test grants.
 //!
-//! One fleet through the whole test (a secured boot costs what a plain one does; a second fleet would double it):
-//! the boot; a killed broker replaced by the same broker with every acks=all record read back once; an ACL that
-//! hides a topic every broker hosts from berth's principal: a drain is not judged safe and a replacement does not
-//! report caught up, each saying why in the journal and `/state`; the ACL removed, both complete. Last, no
-//! configured secret appears in any host's journal, `/state` or `berth check-config`.
+//! One fleet per security mode (a secured boot costs what a plain one does), each through all its steps: the boot;
+//! a killed broker replaced by the same broker with every acks=all record read back once; an instance refresh of
+//! every group with a producer running (tests/tests/roll.rs's roll: every record acknowledged is read back once);
+//! on the SASL_SSL fleet, an ACL that hides a topic every broker hosts from berth's principal: a drain is not
+//! judged safe and a replacement does not report caught up, each saying why in the journal and `/state`; the ACL
+//! removed, both complete. Last, no configured secret appears in any host's journal, `/state` or
+//! `berth check-config`.
+//!
+//! SCRAM needs the hosts' name lookups answered at once: Kafka's SASL server looks up the name of the address
+//! each connection came in on, and the fleet's hosts answer that from `/etc/hosts`
+//! ([`berth_sim::layout::etc_hosts`]), as EC2's resolver does; without it every SCRAM authentication waited 5 or
+//! 10 s on an unreachable nameserver and the test's kcat gave up ("Broker transport failure").
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use berth_config::ClaimBackend;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
+use berth_sim::roll::{self, RollOptions};
 use berth_sim::{asg, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::kafka::security::SecuredListeners;
 use berth_testkit::kafka::Client;
@@ -26,34 +35,57 @@ const TOPIC: &str = "secured-e2e";
 const BATCH: u32 = 1_000;
 
 #[test]
-#[ignore = "not passing yet: after the killed broker's replacement is Healthy, the test's kcat (SASL_SSL, \
-            SCRAM-SHA-512) gets 'Broker transport failure' from the cluster's metadata; see the branch's report"]
-fn a_sasl_ssl_fleet_boots_replaces_fails_closed_and_keeps_its_secrets() {
-    if !berth_testkit::require_root(
-        "a_sasl_ssl_fleet_boots_replaces_fails_closed_and_keeps_its_secrets",
-    ) {
+fn a_sasl_ssl_fleet_boots_replaces_rolls_fails_closed_and_keeps_its_secrets() {
+    secured_fleet(SecuredListeners::SaslSsl, |fleet| async move {
+        let (client, states) = booted_with_client(&fleet).await?;
+        replace_killed(&fleet, &client, &states).await?;
+        rolled(&fleet).await?;
+        acl_hides_a_hosted_topic(&fleet, &client).await?;
+        no_secret_anywhere(&fleet).await
+    });
+}
+
+#[test]
+fn a_mutual_tls_fleet_boots_replaces_rolls_and_keeps_its_secrets() {
+    secured_fleet(SecuredListeners::MutualTls, |fleet| async move {
+        let (client, states) = booted_with_client(&fleet).await?;
+        replace_killed(&fleet, &client, &states).await?;
+        rolled(&fleet).await?;
+        no_secret_anywhere(&fleet).await
+    });
+}
+
+/// Runs `scenario` on a fleet (KRaft, EC2 claims) whose listeners are all secured as `listeners` says, and prints
+/// how long it took.
+fn secured_fleet<F, Fut>(listeners: SecuredListeners, scenario: F)
+where
+    F: FnOnce(Arc<Fleet>) -> Fut + Send,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if !berth_testkit::require_root(&format!("secured_kafka {listeners:?}")) {
         return;
     }
     let options = FleetOptions {
         kafka: SimKafka::Kraft,
         claim_backend: ClaimBackend::Ec2,
-        security: Some(SecuredListeners::SaslSsl),
+        security: Some(listeners),
         ..FleetOptions::default()
     };
-    asg::with_group(options, |fleet| async move { scenario(&fleet).await })
-        .expect("a SASL_SSL fleet");
+    let started = Instant::now();
+    asg::with_group(options, scenario).unwrap_or_else(|e| panic!("a {listeners:?} fleet: {e:?}"));
+    println!(
+        "{listeners:?}: total {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
-async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
+/// The booted fleet's client (its grants made, the test's topic holding its first batch) and the hosts' states.
+async fn booted_with_client(fleet: &Fleet) -> anyhow::Result<(Client, Vec<(usize, StateView)>)> {
     let started = Instant::now();
     let states = booted(fleet).await?;
     let client = granted_client(fleet)?;
     println!("booted in {:.1}s", started.elapsed().as_secs_f64());
-    replace_killed(fleet, &client, &states).await?;
-    acl_hides_a_hosted_topic(fleet, &client).await?;
-    no_secret_anywhere(fleet).await?;
-    println!("total {:.1}s", started.elapsed().as_secs_f64());
-    Ok(())
+    Ok((client, states))
 }
 
 /// Waits until every group's member is Healthy and in service; the hosts and their states.
@@ -133,6 +165,21 @@ async fn replace_killed(
         2 * BATCH
     );
     Ok(())
+}
+
+/// An instance refresh of every group with a producer writing (`acks=all`) all along, as
+/// tests/tests/roll.rs runs it on a plain fleet: every old instance drained, every replacement the same broker,
+/// no write failed or refused, every record read back once.
+async fn rolled(fleet: &Fleet) -> anyhow::Result<()> {
+    let report = roll::run(fleet, &RollOptions::default()).await?;
+    println!(
+        "rolled: {} steps in {:.1}s, max step {:.1}s; {}",
+        report.steps.len(),
+        report.total.as_secs_f64(),
+        report.max_step().as_secs_f64(),
+        report.describe_writes()
+    );
+    report.verify(fleet)
 }
 
 /// Kafka's AclCommand, as the test's client (a super user).
@@ -277,7 +324,7 @@ async fn no_secret_anywhere(fleet: &Fleet) -> anyhow::Result<()> {
             "berth",
             "check-config",
         ])?;
-        let (_, state) = berth_sim::state::get(host.health_address(), "/state").await?;
+        let (_, state) = berth_sim::state::get(host.state_address(), "/state").await?;
         ensure!(
             state.contains("\"broker_id\"") && berth_journal.contains("\"MESSAGE\""),
             "host {}: /state and the journal were read: {state}",

@@ -132,6 +132,13 @@ impl Instances for Fleet {
         &self,
         plan: &GroupPlan,
     ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        if self.launches_held(plan.az) {
+            return Err(format!(
+                "InsufficientInstanceCapacity: no capacity in {} (held by the test)",
+                layout::zone_name(plan.az)
+            )
+            .into());
+        }
         let controllers = controller_group_name(&self.options().cluster, plan.az);
         let role = if plan.name == controllers {
             HostRole::Controller

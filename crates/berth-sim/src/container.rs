@@ -82,6 +82,9 @@ pub struct ContainerSpec {
     pub name: String,
     /// The host's hostname (written to `/etc/hostname` before boot).
     pub hostname: String,
+    /// `/etc/hosts` (written before boot; the container's `/etc/resolv.conf` names no nameserver, so a name
+    /// not in it fails at once instead of waiting on the build machine's resolver).
+    pub hosts: String,
     /// The read-only lower layer.
     pub image: PathBuf,
     /// A directory of the host's own: the overlay's upper and work directories, the merged root, the console log.
@@ -164,6 +167,12 @@ impl Container {
         };
         std::fs::write(root.join("etc/hostname"), format!("{}\n", spec.hostname))
             .map_err(io("write /etc/hostname"))?;
+        std::fs::write(root.join("etc/hosts"), &spec.hosts).map_err(io("write /etc/hosts"))?;
+        std::fs::write(
+            root.join("etc/resolv.conf"),
+            "# No nameserver: the simulated VPC's names are in /etc/hosts.\n",
+        )
+        .map_err(io("write /etc/resolv.conf"))?;
         let socket_path = spec.dir.join("notify.sock");
         let _ = std::fs::remove_file(&socket_path);
         let socket = UnixDatagram::bind(&socket_path).map_err(io("bind the notify socket"))?;
@@ -173,7 +182,11 @@ impl Container {
         let mut command = Command::new("systemd-nspawn");
         command
             .args(["--quiet", "--register=no", "--keep-unit", "--boot"])
-            .args(["--console=passive", "--notify-ready=yes"])
+            .args([
+                "--console=passive",
+                "--notify-ready=yes",
+                "--resolv-conf=off",
+            ])
             .arg(format!("--directory={}", root.display()))
             .arg(format!("--machine={}", spec.name))
             .arg(format!("--network-namespace-path={}", spec.netns.display()))

@@ -66,6 +66,28 @@ pub fn eni_ip(id: u32, zones: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, subnet_octet(zone_of_id(id, zones)), host)
 }
 
+/// A VPC address's private DNS name, as EC2's resolver answers for it (`ip-10-0-1-100.ec2.internal`).
+pub fn private_dns_name(ip: Ipv4Addr) -> String {
+    format!("ip-{}.ec2.internal", ip.to_string().replace('.', "-"))
+}
+
+/// A host's `/etc/hosts`, the simulated VPC's resolver: loopback, the host's own name and primary address, and
+/// every broker's ENI address by its private DNS name. A lookup of a VPC address must answer at once, as EC2's
+/// resolver does: Kafka's SASL server looks up the name of the address every connection came in on, and with
+/// no answer in this file it would ask the nameserver the image inherited from the build machine, unreachable
+/// from the fleet's namespaces (5 s per lookup: SCRAM authentications that take 5 or 10 s).
+pub fn etc_hosts(hostname: &str, primary: Ipv4Addr, brokers: u32, zones: usize) -> String {
+    let mut text = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{primary}\t{} {hostname}\n",
+        private_dns_name(primary)
+    );
+    for id in 0..brokers {
+        let ip = eni_ip(id, zones);
+        text.push_str(&format!("{ip}\t{}\n", private_dns_name(ip)));
+    }
+    text
+}
+
 /// Host `n`'s primary address in zone `az`.
 pub fn host_ip(n: usize, az: usize) -> Ipv4Addr {
     let host = u8::try_from(10 + n).expect("fewer than 90 hosts");
@@ -114,5 +136,23 @@ mod tests {
             "10.0.0.11:2181,10.0.0.12:2181,10.0.0.13:2181"
         );
         assert_eq!(bridge_mac(0), "02:00:00:00:01:01");
+    }
+
+    #[test]
+    fn etc_hosts_names_the_host_and_every_broker_address() {
+        let hosts = etc_hosts("broker-host-4", host_ip(4, 1), 3, 3);
+        let line = |ip: &str| hosts.lines().find(|l| l.split('\t').next() == Some(ip));
+        assert_eq!(
+            line("10.0.2.14"),
+            Some("10.0.2.14\tip-10-0-2-14.ec2.internal broker-host-4")
+        );
+        for (ip, name) in [
+            ("10.0.1.100", "ip-10-0-1-100.ec2.internal"),
+            ("10.0.2.101", "ip-10-0-2-101.ec2.internal"),
+            ("10.0.3.102", "ip-10-0-3-102.ec2.internal"),
+        ] {
+            assert_eq!(line(ip), Some(format!("{ip}\t{name}").as_str()));
+        }
+        assert!(line("127.0.0.1").is_some_and(|l| l.ends_with("localhost")));
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{ensure, Context};
 use berth_testkit::aws::autoscaling::InstanceRefresh;
 use berth_testkit::kafka::{Client, ConsumeReport, ProduceReport, SteadyProducer};
 
@@ -129,6 +129,97 @@ impl RollReport {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+impl RollReport {
+    /// What every roll must show (the e2e tests' assertions): one replacement per group, each the broker it
+    /// replaced on its volume and ENI; every record handed to the producer reported, none failed nor refused for
+    /// want of in-sync replicas, every one read back once; every old instance drained through its terminate hook.
+    pub fn verify(&self, fleet: &Fleet) -> anyhow::Result<()> {
+        ensure!(
+            self.steps.len() == fleet.options().zones,
+            "one replacement per group: {}",
+            self.describe_steps()
+        );
+        ensure!(
+            self.same_brokers(),
+            "every replacement is the broker it replaced, on its volume and ENI:\n{}",
+            self.describe_steps()
+        );
+        self.verify_writes()?;
+        self.verify_drains(fleet)
+    }
+
+    fn verify_writes(&self) -> anyhow::Result<()> {
+        let produced = &self.produced;
+        ensure!(produced.sent > 0, "the producer wrote nothing");
+        // A record counts as written only once its delivery report said so; every record handed to kcat must have
+        // a report (success or error), else the read-back would compare with records nobody acknowledged.
+        ensure!(
+            produced.unreported() == 0,
+            "{} records handed to kcat got no delivery report ({} delivered, {} failed)",
+            produced.unreported(),
+            produced.delivered,
+            produced.failed_produces
+        );
+        ensure!(
+            produced.failed_produces == 0,
+            "failed produces: {produced:?}"
+        );
+        ensure!(
+            self.not_enough_replicas() == 0,
+            "{} produce requests refused with \"{NOT_ENOUGH_REPLICAS}\": a broker was stopped while the previous \
+             one was not back in the ISR",
+            self.not_enough_replicas(),
+        );
+        ensure!(
+            self.consumed.is_exact(),
+            "lost {:?}, duplicated {:?}, corrupt {:?}",
+            self.consumed.missing,
+            self.consumed.duplicated,
+            self.consumed.corrupt
+        );
+        Ok(())
+    }
+
+    /// Every old instance's berth completed its terminate hook, released its ENI and volume and exited 0 before
+    /// the instance was terminated.
+    fn verify_drains(&self, fleet: &Fleet) -> anyhow::Result<()> {
+        let history = asg::history(fleet);
+        for step in &self.steps {
+            let old = &step.old.instance_id;
+            let drained = fleet
+                .aws()
+                .calls_from("CompleteLifecycleAction", old)
+                .iter()
+                .any(|c| c.accepted() && c.param("LifecycleHookName") == Some(asg::TERMINATE_HOOK));
+            ensure!(drained, "{old}'s berth completed its terminate hook");
+            ensure!(
+                history.iter().any(|line| line.contains(old)
+                    && line.contains("berth exited with status 0")
+                    && line.contains("held ENIs [], volumes []")),
+                "{old} was drained (ENI and volume released, berth exited 0) before it was terminated: \
+                 {history:#?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The producer's and the read-back's counts, for a test's output.
+    pub fn describe_writes(&self) -> String {
+        let (produced, consumed) = (&self.produced, &self.consumed);
+        format!(
+            "producer: {} records sent, {} delivered, {} failed produces, {} produce requests refused {:?}; read \
+             back: {} missing, {} duplicated",
+            produced.sent,
+            produced.delivered,
+            produced.failed_produces,
+            produced.request_errors,
+            produced.errors,
+            consumed.missing.len(),
+            consumed.duplicated.len()
+        )
     }
 }
 

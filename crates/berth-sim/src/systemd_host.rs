@@ -173,10 +173,11 @@ struct HostFiles {
 /// Boots the container of the simulated host in network namespace `ns` (named after it, so unique on this
 /// machine) from the host image, with the berth package, the Kafka stand-in, Apache Kafka's jars and launcher
 /// (`kafka`, when the fleet runs it) and the host's fake sysfs bound read-only; the host's own files go under
-/// `dir/container`.
+/// `dir/container`; `hosts` is its `/etc/hosts` ([`crate::layout::etc_hosts`]).
 pub fn boot(
     ns: &str,
     hostname: &str,
+    hosts: String,
     dir: &Path,
     sys_root: &Path,
     binaries: &Binaries,
@@ -201,6 +202,7 @@ pub fn boot(
     let spec = ContainerSpec {
         name: ns.to_owned(),
         hostname: hostname.to_owned(),
+        hosts,
         image: ContainerSpec::default_image(),
         dir: dir.join("container"),
         netns: region::netns_path(ns),

@@ -308,9 +308,16 @@ fn provision(
     let tree = FakeDeviceTree::new().map_err(io_error(format!("host {index} device tree")))?;
     plug_primary_interface(inner, index, az, ns, instance)?;
     let imds = start_imds(index, az, ns, hostname, instance)?;
+    let hosts = layout::etc_hosts(
+        hostname,
+        layout::host_ip(index, az),
+        inner.options.brokers,
+        inner.options.zones,
+    );
     let container = systemd_host::boot(
         ns,
         hostname,
+        hosts,
         &dir,
         &tree.sys_root(),
         binaries,

@@ -139,6 +139,8 @@ struct Inner {
     /// otherwise prepare the same host (same name, same address).
     preparing: tokio::sync::Mutex<()>,
     plugged: Mutex<hotplug::Plugged>,
+    /// Zones where the groups' launches fail for now ([`Fleet::hold_launches`]).
+    held_zones: Mutex<std::collections::BTreeSet<usize>>,
     proxy: FaultProxy,
     aws: AwsEndpoint,
     moto: StrictMoto,
@@ -241,6 +243,7 @@ impl Fleet {
             hosts: Mutex::new(Vec::new()),
             preparing: tokio::sync::Mutex::new(()),
             plugged: Mutex::new(hotplug::Plugged::default()),
+            held_zones: Mutex::default(),
             proxy: cloud.proxy,
             aws: cloud.aws,
             moto: cloud.moto,
@@ -351,6 +354,23 @@ impl Fleet {
         let index = self.prepare_host(az).await?;
         self.start_berth(index)?;
         Ok(index)
+    }
+
+    /// While `held`, the Auto Scaling groups' launches in zone `az` fail as EC2 fails them when a zone has no
+    /// capacity (`InsufficientInstanceCapacity`); the groups try again at every pass, and launch once released.
+    /// Hosts launched by hand ([`Fleet::launch`]) are not held.
+    pub fn hold_launches(&self, az: usize, held: bool) {
+        let mut zones = lock(&self.inner.held_zones);
+        if held {
+            zones.insert(az);
+        } else {
+            zones.remove(&az);
+        }
+    }
+
+    /// Whether the groups' launches in zone `az` are held ([`Fleet::hold_launches`]).
+    pub fn launches_held(&self, az: usize) -> bool {
+        lock(&self.inner.held_zones).contains(&az)
     }
 
     /// Injects `times` faults of `fault` on EC2/CloudFormation/Auto Scaling `action` at the proxy berth uses.
