@@ -3,7 +3,8 @@
 //! moto lacks SignalResource, CompleteLifecycleAction and RecordLifecycleActionHeartbeat (it answers an HTML
 //! 500), so this endpoint serves CloudFormation and Auto Scaling itself from the models in [`super::cloudformation`]
 //! and [`super::autoscaling`], which accept a call only where AWS would and otherwise answer AWS's error, in
-//! AWS's query-protocol shape ([`super::query`]). It also refuses every other CloudFormation or Auto Scaling
+//! AWS's query-protocol shape ([`super::query`]). It also serves the instance-refresh and termination calls an
+//! operator makes with the `aws` CLI (docs/operations.md), and refuses every other CloudFormation or Auto Scaling
 //! action (`InvalidAction`) instead of letting moto answer it from a different world, and forwards EC2 (and
 //! anything else) to moto unchanged, so one endpoint URL serves all three services as `aws.endpoint_url`
 //! requires. Every answered call is recorded with its outcome, for assertions.
@@ -84,27 +85,40 @@ impl ControlPlane {
         .min()
     }
 
-    fn answer(&mut self, action: &str, params: &Params, now: Instant) -> Result<(), ApiError> {
+    /// Answers `action`: `Some` result content for actions with an output shape, or AWS's refusal.
+    fn answer(
+        &mut self,
+        action: &str,
+        params: &Params,
+        now: Instant,
+    ) -> Result<Option<String>, ApiError> {
         match action {
-            "SignalResource" => self.stacks.signal(params, now),
-            "CompleteLifecycleAction" => self.autoscaling.complete_lifecycle_action(params, now),
-            "RecordLifecycleActionHeartbeat" => self.autoscaling.record_heartbeat(params, now),
-            "SetInstanceHealth" => self.autoscaling.set_instance_health(params, now),
-            other => Err(ApiError::invalid_action(other)),
+            "SignalResource" => self.stacks.signal(params, now).map(|()| None),
+            "CompleteLifecycleAction" => self
+                .autoscaling
+                .complete_lifecycle_action(params, now)
+                .map(|()| Some(String::new())),
+            "RecordLifecycleActionHeartbeat" => self
+                .autoscaling
+                .record_heartbeat(params, now)
+                .map(|()| Some(String::new())),
+            "SetInstanceHealth" => self
+                .autoscaling
+                .set_instance_health(params, now)
+                .map(|()| None),
+            other => self
+                .autoscaling
+                .answer_operator(other, params, now)
+                .map(Some),
         }
     }
 }
 
 /// Which service an action belongs to, by the API version the SDK sends; EC2 (and the rest) is forwarded.
-fn service(params: &BTreeMap<String, String>) -> Option<(&'static str, bool)> {
-    let action = params.get("Action").map(String::as_str).unwrap_or_default();
-    let with_result = matches!(
-        action,
-        "CompleteLifecycleAction" | "RecordLifecycleActionHeartbeat"
-    );
+fn service(params: &BTreeMap<String, String>) -> Option<&'static str> {
     match params.get("Version").map(String::as_str) {
-        Some(cloudformation::VERSION) => Some((cloudformation::NAMESPACE, with_result)),
-        Some(autoscaling::VERSION) => Some((autoscaling::NAMESPACE, with_result)),
+        Some(cloudformation::VERSION) => Some(cloudformation::NAMESPACE),
+        Some(autoscaling::VERSION) => Some(autoscaling::NAMESPACE),
         _ => None,
     }
 }
@@ -215,7 +229,7 @@ fn handler(
         let sequence = sequence.clone();
         Box::pin(async move {
             let params = request.params();
-            let Some((namespace, with_result)) = service(&params) else {
+            let Some(namespace) = service(&params) else {
                 return match upstream {
                     Some(upstream) => forward(upstream, &request).await.unwrap_or_else(|error| {
                         Response::text(502, format!("AWS endpoint: upstream {upstream}: {error}"))
@@ -246,9 +260,9 @@ fn handler(
             };
             changed.send_modify(|count| *count += 1);
             match outcome {
-                Ok(()) => Response::xml(
+                Ok(result) => Response::xml(
                     200,
-                    success_xml(&action, namespace, with_result, &request_id),
+                    success_xml(&action, namespace, result.as_deref(), &request_id),
                 ),
                 Err(error) => Response::xml(error.status, error.to_xml(namespace, &request_id)),
             }

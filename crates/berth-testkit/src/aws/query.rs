@@ -64,13 +64,18 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// The success document of `action`; `with_result` adds the empty `<ActionResult/>` element that actions
-/// with an output shape carry.
-pub fn success_xml(action: &str, namespace: &str, with_result: bool, request_id: &str) -> String {
-    let result = if with_result {
-        format!("<{action}Result/>")
-    } else {
-        String::new()
+/// The success document of `action`; `result` is the content of the `<ActionResult>` element that actions
+/// with an output shape carry (`Some("")` for an empty one).
+pub fn success_xml(
+    action: &str,
+    namespace: &str,
+    result: Option<&str>,
+    request_id: &str,
+) -> String {
+    let result = match result {
+        Some("") => format!("<{action}Result/>"),
+        Some(content) => format!("<{action}Result>{content}</{action}Result>"),
+        None => String::new(),
     };
     format!(
         "<{action}Response xmlns=\"{namespace}\">{result}<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{action}Response>"

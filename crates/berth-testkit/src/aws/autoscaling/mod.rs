@@ -34,13 +34,16 @@
 //! The model also keeps the group's activity history (as DescribeScalingActivities would show it) and queues
 //! [`GroupEvent`]s for the group's control plane ([`group`], which launches and terminates the simulated
 //! instances). Time is an argument of every call. Instance refreshes are modelled in `refresh.rs`, Spot
-//! interruptions (the two minutes' notice, the terminate hook that cannot outlast it) in `spot.rs`.
+//! interruptions (the two minutes' notice, the terminate hook that cannot outlast it) in `spot.rs`, the calls an
+//! operator makes with the `aws` CLI (DescribeInstanceRefreshes, TerminateInstanceInAutoScalingGroup) and their
+//! XML answers in `api.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::query::{ApiError, Params};
 
+mod api;
 pub mod group;
 mod refresh;
 mod spot;
@@ -346,7 +349,7 @@ impl AutoScaling {
         let warmups = self
             .refreshes
             .iter()
-            .filter(|r| r.status == RefreshStatus::InProgress)
+            .filter(|r| r.status.active())
             .flat_map(|r| {
                 r.replacements
                     .iter()
@@ -585,7 +588,7 @@ fn active(member: &Member) -> bool {
     )
 }
 
-fn not_managed(instance_id: &str) -> ApiError {
+pub(super) fn not_managed(instance_id: &str) -> ApiError {
     ApiError::validation(format!(
         "Instance Id not found - No managed instance found for instance ID: {instance_id}"
     ))

@@ -1,5 +1,6 @@
-//! Instance refreshes (StartInstanceRefresh with `Strategy=Rolling`, DescribeInstanceRefreshes) in the Auto Scaling
-//! model: which members a refresh replaces, in what batches, and when it moves on.
+//! Instance refreshes (StartInstanceRefresh with `Strategy=Rolling`, DescribeInstanceRefreshes,
+//! CancelInstanceRefresh) in the Auto Scaling model: which members a refresh replaces, in what batches, when it
+//! moves on, and how a cancellation stops it before the next replacement (never halfway through one).
 
 use std::time::{Duration, Instant};
 
@@ -9,10 +10,37 @@ use crate::aws::query::{ApiError, Params};
 /// An instance refresh's status (DescribeInstanceRefreshes' `Status`; the values this model reaches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshStatus {
+    /// `Pending`: created, no replacement started yet (the group is not settled at capacity).
+    Pending,
     /// `InProgress`
     InProgress,
     /// `Successful`
     Successful,
+    /// `Cancelling`: cancelled while a replacement is under way; it finishes that one, starts no other.
+    Cancelling,
+    /// `Cancelled`
+    Cancelled,
+}
+
+impl RefreshStatus {
+    /// As the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshStatus::Pending => "Pending",
+            RefreshStatus::InProgress => "InProgress",
+            RefreshStatus::Successful => "Successful",
+            RefreshStatus::Cancelling => "Cancelling",
+            RefreshStatus::Cancelled => "Cancelled",
+        }
+    }
+
+    /// Not finished: blocks another refresh of the group.
+    pub fn active(self) -> bool {
+        matches!(
+            self,
+            RefreshStatus::Pending | RefreshStatus::InProgress | RefreshStatus::Cancelling
+        )
+    }
 }
 
 /// One replacement an instance refresh made: the old instance terminated, the new one launched in its place.
@@ -63,6 +91,8 @@ pub struct InstanceRefresh {
     pub started_at: Instant,
     /// `EndTime`.
     pub ended_at: Option<Instant>,
+    /// `StatusReason` (this stand-in's wording; AWS's varies).
+    pub status_reason: Option<String>,
 }
 
 impl InstanceRefresh {
@@ -73,6 +103,25 @@ impl InstanceRefresh {
             .filter_map(Replacement::step)
             .max()
             .unwrap_or_default()
+    }
+
+    /// `PercentageComplete`: the share of the instances to replace whose replacement is in service and warmed
+    /// up (100 once `Successful`).
+    pub fn percentage_complete(&self) -> u32 {
+        if self.status == RefreshStatus::Successful {
+            return 100;
+        }
+        let done = self
+            .replacements
+            .iter()
+            .filter(|r| r.ready_at.is_some())
+            .count();
+        // Of the instances it set out to replace (a cancelled refresh's remainder still counts).
+        let total = self.capacity.max(self.replacements.len());
+        if total == 0 {
+            return 0;
+        }
+        u32::try_from(done * 100 / total).unwrap_or(100)
     }
 }
 
@@ -90,15 +139,13 @@ impl AutoScaling {
         self.advance(now);
         let group = params.required("AutoScalingGroupName")?.to_owned();
         let Some(spec) = self.groups.get(&group) else {
-            return Err(ApiError::validation(format!(
-                "AutoScalingGroup name not found - {group}"
-            )));
+            return Err(group_not_found(&group));
         };
         let preferences = RefreshPreferences::from_params(params, spec.health_check_grace_period)?;
         if self
             .refreshes
             .iter()
-            .any(|r| r.group == group && r.status == RefreshStatus::InProgress)
+            .any(|r| r.group == group && r.status.active())
         {
             return Err(ApiError {
                 status: 400,
@@ -131,7 +178,7 @@ impl AutoScaling {
         self.refreshes.push(InstanceRefresh {
             id: id.clone(),
             group,
-            status: RefreshStatus::InProgress,
+            status: RefreshStatus::Pending,
             min_healthy_percentage: preferences.min_healthy,
             max_healthy_percentage: preferences.max_healthy,
             instance_warmup: preferences.warmup,
@@ -140,8 +187,48 @@ impl AutoScaling {
             replacements: Vec::new(),
             started_at: now,
             ended_at: None,
+            status_reason: None,
         });
         self.progress_refreshes(now);
+        Ok(id)
+    }
+
+    /// CancelInstanceRefresh: the group's unfinished refresh starts no further replacement; it is `Cancelled`
+    /// at once when none is under way, else `Cancelling` until the one under way is in service and warmed up.
+    /// Refused with `ActiveInstanceRefreshNotFound` when the group has no refresh `Pending` or `InProgress`.
+    pub fn cancel_instance_refresh(
+        &mut self,
+        params: &Params,
+        now: Instant,
+    ) -> Result<String, ApiError> {
+        self.advance(now);
+        let group = params.required("AutoScalingGroupName")?.to_owned();
+        if !self.groups.contains_key(&group) {
+            return Err(group_not_found(&group));
+        }
+        let Some(refresh) = self.refreshes.iter_mut().find(|r| {
+            r.group == group
+                && matches!(r.status, RefreshStatus::Pending | RefreshStatus::InProgress)
+        }) else {
+            return Err(ApiError {
+                status: 400,
+                code: "ActiveInstanceRefreshNotFound",
+                message: format!(
+                    "The request failed because an active instance refresh for the specified Auto Scaling \
+                     group {group} was not found."
+                ),
+            });
+        };
+        refresh.status = RefreshStatus::Cancelling;
+        refresh.status_reason =
+            Some("Cancelling: the replacement under way finishes, no other starts".into());
+        let id = refresh.id.clone();
+        let under_way = refresh.replacements.iter().any(|r| r.ready_at.is_none());
+        self.record("", format!("Instance refresh {id} of {group} cancelling"));
+        match self.refreshes.iter().position(|r| r.id == id) {
+            Some(index) if !under_way => self.end_refresh(index, RefreshStatus::Cancelled, now),
+            _ => self.progress_refreshes(now),
+        }
         Ok(id)
     }
 
@@ -158,7 +245,7 @@ impl AutoScaling {
     /// when the group is back at capacity, in service and warmed up.
     pub(super) fn progress_refreshes(&mut self, now: Instant) {
         for index in 0..self.refreshes.len() {
-            if self.refreshes[index].status != RefreshStatus::InProgress {
+            if !self.refreshes[index].status.active() {
                 continue;
             }
             self.note_replacements(index, now);
@@ -185,6 +272,10 @@ impl AutoScaling {
             if ready < members.len() || members.len() < refresh.capacity {
                 continue;
             }
+            if refresh.status == RefreshStatus::Cancelling {
+                self.end_refresh(index, RefreshStatus::Cancelled, now);
+                continue;
+            }
             let remaining: Vec<String> = refresh
                 .remaining
                 .iter()
@@ -192,15 +283,7 @@ impl AutoScaling {
                 .cloned()
                 .collect();
             if remaining.is_empty() {
-                let refresh = &mut self.refreshes[index];
-                refresh.remaining.clear();
-                refresh.status = RefreshStatus::Successful;
-                refresh.ended_at = Some(now);
-                let line = format!(
-                    "Instance refresh {} of {} successful",
-                    refresh.id, refresh.group
-                );
-                self.record("", line);
+                self.end_refresh(index, RefreshStatus::Successful, now);
                 continue;
             }
             let keep = (refresh.capacity * refresh.min_healthy_percentage as usize).div_ceil(100);
@@ -208,6 +291,7 @@ impl AutoScaling {
             let batch = ready.saturating_sub(keep).max(1).min(remaining.len());
             let (now_replaced, later) = remaining.split_at(batch);
             let refresh = &mut self.refreshes[index];
+            refresh.status = RefreshStatus::InProgress;
             refresh.remaining = later.to_vec();
             for old in now_replaced {
                 refresh.replacements.push(Replacement {
@@ -223,6 +307,23 @@ impl AutoScaling {
                 self.terminate(old, &cause, now);
             }
         }
+    }
+
+    /// Ends refresh `index` with `status` (`Successful` or `Cancelled`): nothing remains to replace.
+    fn end_refresh(&mut self, index: usize, status: RefreshStatus, now: Instant) {
+        let refresh = &mut self.refreshes[index];
+        refresh.remaining.clear();
+        refresh.status = status;
+        refresh.ended_at = Some(now);
+        refresh.status_reason = (status == RefreshStatus::Cancelled)
+            .then(|| "Cancelled by CancelInstanceRefresh".into());
+        let line = format!(
+            "Instance refresh {} of {} {}",
+            refresh.id,
+            refresh.group,
+            status.as_str().to_lowercase()
+        );
+        self.record("", line);
     }
 
     /// Attributes new members to the refresh's open replacements and records when they went in service and
@@ -353,9 +454,14 @@ impl RefreshPreferences {
 }
 
 /// A preference AWS accepts and this stand-in does not model: refused rather than ignored.
-fn stand_in_refuses(what: &str) -> ApiError {
+pub(super) fn stand_in_refuses(what: &str) -> ApiError {
     ApiError::validation(format!(
         "{what} is not modelled by this Auto Scaling stand-in (it is NOT AWS); the call is refused rather than \
          half-served"
     ))
+}
+
+/// AWS's refusal of a group that does not exist.
+pub(super) fn group_not_found(group: &str) -> ApiError {
+    ApiError::validation(format!("AutoScalingGroup name not found - {group}"))
 }

@@ -91,7 +91,7 @@ pub fn spot_notice(at: SystemTime) -> String {
 }
 
 /// `at` as `YYYY-MM-DDThh:mm:ssZ` (the civil date from days since the epoch, proleptic Gregorian).
-fn utc_seconds(at: SystemTime) -> String {
+pub(super) fn utc_seconds(at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let z = days + 719_468;

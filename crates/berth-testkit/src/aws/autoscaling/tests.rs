@@ -557,3 +557,182 @@ fn a_spot_interruption_ends_a_pending_launch() {
         None
     );
 }
+
+/// Three members in service, a refresh (MinHealthyPercentage 66, no warmup) replacing i-1 first.
+fn refreshing_three(t0: Instant) -> (AutoScaling, String) {
+    let mut asg = group(HookResult::Abandon);
+    for id in ["i-1", "i-2", "i-3"] {
+        asg.launch(GROUP, id, "az-a", t0);
+    }
+    complete_launches(&mut asg, t0);
+    let id = asg
+        .start_instance_refresh(
+            &refresh(&[
+                ("Preferences.MinHealthyPercentage", "66"),
+                ("Preferences.InstanceWarmup", "0"),
+            ]),
+            t0,
+        )
+        .unwrap();
+    (asg, id)
+}
+
+#[test]
+fn describe_instance_refreshes_answers_newest_first_with_its_progress() {
+    let t0 = Instant::now();
+    let (mut asg, id) = refreshing_three(t0);
+    let missing = asg
+        .answer_operator("DescribeInstanceRefreshes", &Params::default(), t0)
+        .unwrap_err();
+    assert_eq!(
+        missing.message,
+        "1 validation error detected: Value null at 'autoScalingGroupName' failed to satisfy constraint: \
+         Member must not be null"
+    );
+    let describe = |asg: &mut AutoScaling, at| {
+        asg.answer_operator("DescribeInstanceRefreshes", &refresh(&[]), at)
+            .unwrap()
+    };
+    let first = describe(&mut asg, t0);
+    assert!(first.contains(&format!("<InstanceRefreshId>{id}</InstanceRefreshId>")));
+    assert!(first.contains("<Status>InProgress</Status>"), "{first}");
+    assert!(first.contains("<PercentageComplete>0</PercentageComplete>"));
+    let t1 = t0 + Duration::from_secs(10);
+    replace(&mut asg, "i-1", "i-4", t1);
+    complete_launches(&mut asg, t1);
+    asg.advance(t1);
+    let third = describe(&mut asg, t1);
+    assert!(
+        third.contains("<PercentageComplete>33</PercentageComplete>"),
+        "{third}"
+    );
+    assert!(third.contains("<InstancesToUpdate>2</InstancesToUpdate>"));
+    for (old, new) in [("i-2", "i-5"), ("i-3", "i-6")] {
+        replace(&mut asg, old, new, t1);
+        complete_launches(&mut asg, t1);
+        asg.advance(t1);
+    }
+    let newer = asg.start_instance_refresh(&refresh(&[]), t1).unwrap();
+    let both = describe(&mut asg, t1);
+    let (newest, oldest) = (
+        both.find(&newer).expect("the new refresh"),
+        both.find(&id).expect("the old refresh"),
+    );
+    assert!(newest < oldest, "newest first: {both}");
+    assert!(both.contains("<Status>Successful</Status>"));
+    assert!(both.contains("<PercentageComplete>100</PercentageComplete>"));
+}
+
+#[test]
+fn cancel_instance_refresh_finishes_the_replacement_under_way_and_starts_no_other() {
+    let t0 = Instant::now();
+    let mut asg = group(HookResult::Abandon);
+    let none = asg.cancel_instance_refresh(&refresh(&[]), t0).unwrap_err();
+    assert_eq!(none.code, "ActiveInstanceRefreshNotFound");
+    let (mut asg, id) = refreshing_three(t0);
+    assert_eq!(
+        asg.cancel_instance_refresh(&Params::default(), t0)
+            .unwrap_err()
+            .code,
+        "ValidationError"
+    );
+    assert_eq!(asg.cancel_instance_refresh(&refresh(&[]), t0).unwrap(), id);
+    let status = |asg: &AutoScaling| asg.instance_refreshes(GROUP)[0].status;
+    assert_eq!(status(&asg), RefreshStatus::Cancelling, "i-1 is leaving");
+    let again = asg.cancel_instance_refresh(&refresh(&[]), t0).unwrap_err();
+    assert_eq!(again.code, "ActiveInstanceRefreshNotFound");
+    let t1 = t0 + Duration::from_secs(10);
+    replace(&mut asg, "i-1", "i-4", t1);
+    asg.advance(t1);
+    assert_eq!(status(&asg), RefreshStatus::Cancelling, "i-4 is pending");
+    complete_launches(&mut asg, t1);
+    asg.advance(t1);
+    assert_eq!(status(&asg), RefreshStatus::Cancelled);
+    assert_eq!(asg.instance_refreshes(GROUP)[0].percentage_complete(), 33);
+    assert!(
+        asg.members(GROUP)
+            .iter()
+            .all(|m| m.state == LifecycleState::InService),
+        "no other replacement started"
+    );
+    assert_eq!(asg.instance_refreshes(GROUP)[0].replacements.len(), 1);
+    asg.start_instance_refresh(&refresh(&[]), t1)
+        .expect("a cancelled refresh no longer blocks the next");
+}
+
+#[test]
+fn a_cancelled_refresh_with_nothing_under_way_is_cancelled_at_once() {
+    let t0 = Instant::now();
+    let mut asg = group(HookResult::Abandon);
+    asg.launch(GROUP, "i-1", "az-a", t0);
+    asg.start_instance_refresh(&refresh(&[]), t0).unwrap();
+    let status = |asg: &AutoScaling| asg.instance_refreshes(GROUP)[0].status;
+    assert_eq!(
+        status(&asg),
+        RefreshStatus::Pending,
+        "i-1 is not in service yet"
+    );
+    asg.cancel_instance_refresh(&refresh(&[]), t0).unwrap();
+    assert_eq!(status(&asg), RefreshStatus::Cancelled);
+    assert_eq!(
+        asg.member("i-1").unwrap().state,
+        LifecycleState::PendingWait,
+        "untouched"
+    );
+}
+
+#[test]
+fn terminate_instance_keeping_capacity_goes_through_the_terminate_hook() {
+    let (mut asg, now) = launched_one(HookResult::Abandon);
+    complete_launches(&mut asg, now);
+    asg.take_events();
+    let terminate = |pairs: &[(&str, &str)]| Params::from_pairs(pairs);
+    let call = |asg: &mut AutoScaling, params: &Params| {
+        asg.answer_operator("TerminateInstanceInAutoScalingGroup", params, now)
+    };
+    let missing = call(&mut asg, &terminate(&[("InstanceId", "i-1")])).unwrap_err();
+    assert!(
+        missing
+            .message
+            .contains("Value null at 'shouldDecrementDesiredCapacity'"),
+        "{missing}"
+    );
+    let unknown = terminate(&[
+        ("InstanceId", "i-9"),
+        ("ShouldDecrementDesiredCapacity", "false"),
+    ]);
+    assert_eq!(
+        call(&mut asg, &unknown).unwrap_err().message,
+        "Instance Id not found - No managed instance found for instance ID: i-9"
+    );
+    let decrement = terminate(&[
+        ("InstanceId", "i-1"),
+        ("ShouldDecrementDesiredCapacity", "true"),
+    ]);
+    assert!(call(&mut asg, &decrement).is_err(), "not modelled: refused");
+    assert_eq!(asg.member("i-1").unwrap().state, LifecycleState::InService);
+    let keep = terminate(&[
+        ("InstanceId", "i-1"),
+        ("ShouldDecrementDesiredCapacity", "false"),
+    ]);
+    let activity = call(&mut asg, &keep).unwrap();
+    assert!(
+        activity.contains("<Description>Terminating EC2 instance: i-1</Description>"),
+        "{activity}"
+    );
+    assert_eq!(
+        asg.member("i-1").unwrap().state,
+        LifecycleState::TerminatingWait
+    );
+    assert_eq!(asg.take_events(), [GroupEvent::Terminating("i-1".into())]);
+    asg.complete_lifecycle_action(&complete("i-1", "terminate", "CONTINUE"), now)
+        .unwrap();
+    assert_eq!(
+        asg.take_events(),
+        [GroupEvent::Terminate {
+            instance_id: "i-1".into(),
+            cause: "terminated by the group".into()
+        }],
+        "the control plane terminates it and launches a replacement at the fixed capacity"
+    );
+}
