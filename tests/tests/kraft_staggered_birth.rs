@@ -22,7 +22,7 @@ use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg::{self, AsgOptions};
 use berth_sim::kafka::{self as fleet_kafka, blocking};
-use berth_sim::{layout, Fleet, FleetOptions, HostRole, SimKafka};
+use berth_sim::{layout, systemd_host, Fleet, FleetOptions, HostRole, SimKafka};
 use berth_testkit::kafka::TopicSpec;
 
 /// How far apart the controllers' hosts are launched (the shape: 60 s or more).
@@ -316,17 +316,11 @@ fn birth_rule_decided(fleet: &Fleet, controllers: &[&Launch]) -> anyhow::Result<
 /// Host `index`'s berth journal, one JSON entry per line.
 fn journal(fleet: &Fleet, index: usize) -> anyhow::Result<Vec<serde_json::Value>> {
     let host = fleet.host(index)?;
-    let text = host.container().exec(&[
-        "journalctl",
-        "--unit",
-        "berth",
-        "--output=json",
-        "--no-pager",
-    ])?;
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect())
+    Ok(systemd_host::journal_entries(
+        host.container(),
+        systemd_host::BERTH_UNIT,
+        &[],
+    )?)
 }
 
 /// The first journal entry whose message contains `message`.

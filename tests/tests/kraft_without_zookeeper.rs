@@ -41,7 +41,7 @@ use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
-use berth_sim::{layout, security_groups, Fleet, FleetOptions, SimKafka, StateView};
+use berth_sim::{layout, security_groups, systemd_host, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
 use berth_testkit::aws::template;
 use berth_testkit::kafka::{Client, SteadyProducer, READ_BACK_FORMAT};
@@ -620,17 +620,9 @@ fn assert_format_resumed(
         pids.len() >= 2,
         "one berth formatted (pids {pids:?}): the killed berth's format was not followed by another"
     );
-    let units = host.container().exec(&[
-        "journalctl",
-        "--unit",
-        FORMAT_UNIT,
-        "--output=json",
-        "--no-pager",
-        "_PID=1",
-    ])?;
+    let units = systemd_host::journal_entries(host.container(), FORMAT_UNIT, &["_PID=1"])?;
     let jobs: Vec<String> = units
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .into_iter()
         .filter_map(|entry| entry["JOB_TYPE"].as_str().map(str::to_owned))
         .collect();
     ensure!(
@@ -669,16 +661,9 @@ fn journal_entries(
     message: &str,
 ) -> anyhow::Result<Vec<(u64, String)>> {
     let host = fleet.host(index)?;
-    let text = host.container().exec(&[
-        "journalctl",
-        "--unit",
-        "berth",
-        "--output=json",
-        "--no-pager",
-    ])?;
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    let entries = systemd_host::journal_entries(host.container(), systemd_host::BERTH_UNIT, &[])?;
+    Ok(entries
+        .into_iter()
         .filter(|entry| {
             entry["MESSAGE"]
                 .as_str()

@@ -478,6 +478,22 @@ pub fn journal_tail(container: &Container, lines: usize) -> String {
         .unwrap_or_else(|error| format!("(journalctl failed: {error})"))
 }
 
+/// A unit's journal on a host as structured entries (`journalctl -u <unit> -o json`, narrowed by `matches` such
+/// as `_PID=1` for systemd's own lines about the unit): the fields berth logs (`WHY`, `BERTH_*`) as written.
+pub fn journal_entries(
+    container: &Container,
+    unit: &str,
+    matches: &[&str],
+) -> Result<Vec<serde_json::Value>, crate::container::ContainerError> {
+    let mut argv = vec!["journalctl", "--unit", unit, "--output=json", "--no-pager"];
+    argv.extend_from_slice(matches);
+    Ok(container
+        .exec(&argv)?
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
 /// Installs revision `revision` (above the fleet's 1) of the package of the binary at `berth` over the one a host
 /// has, as an operator upgrades: `dpkg --install`, whose maintainer scripts restart berth if it runs.
 pub fn upgrade(container: &Container, berth: &Path, revision: u32) -> Result<(), InstallError> {

@@ -61,22 +61,7 @@ async fn plan_reads_only_and_explains_the_choice() {
     // Another host holds id 0's claim.
     let server = ZooKeeper::standalone().expect("start ZooKeeper");
     let other = another_host_claims_id_0(&server).await;
-    let imds = Imds::start(
-        loopback_any_port(),
-        &ImdsHost {
-            instance_id: me.instance_id.clone(),
-            region: REGION.into(),
-            availability_zone: ZONE_A.into(),
-            hostname: "ip-10-0-1-20".into(),
-            interfaces: vec![ImdsInterface {
-                mac: me.primary_mac.clone(),
-                device_number: 0,
-                interface_id: me.primary_eni_id.clone(),
-            }],
-            tags: Default::default(),
-        },
-    )
-    .expect("imds");
+    let imds = imds_of(&me);
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths {
         overlay: dir.path().join("kafka/berth.properties"),
@@ -123,6 +108,26 @@ async fn plan_reads_only_and_explains_the_choice() {
     assert!(!paths.mount.exists(), "the mount point was created");
     let (children, _) = other.get_children(CLAIMS_PATH).await.expect("list claims");
     assert_eq!(children, vec!["0".to_owned()], "plan created a claim");
+}
+
+/// The IMDSv2 endpoint of instance `me` in zone a.
+fn imds_of(me: &world::SeededInstance) -> Imds {
+    Imds::start(
+        loopback_any_port(),
+        &ImdsHost {
+            instance_id: me.instance_id.clone(),
+            region: REGION.into(),
+            availability_zone: ZONE_A.into(),
+            hostname: "ip-10-0-1-20".into(),
+            interfaces: vec![ImdsInterface {
+                mac: me.primary_mac.clone(),
+                device_number: 0,
+                interface_id: me.primary_eni_id.clone(),
+            }],
+            tags: Default::default(),
+        },
+    )
+    .expect("imds")
 }
 
 /// Where the plan's host keeps Kafka's overlay and mounts the volume (temporary paths, never to be created).
@@ -299,22 +304,7 @@ async fn the_plan_takes_aws_credentials_from_the_environment_file() {
     let me = world::instance(&ec2, &net, ZONE_A, &[])
         .await
         .expect("instance");
-    let imds = Imds::start(
-        loopback_any_port(),
-        &ImdsHost {
-            instance_id: me.instance_id.clone(),
-            region: REGION.into(),
-            availability_zone: ZONE_A.into(),
-            hostname: "ip-10-0-1-20".into(),
-            interfaces: vec![ImdsInterface {
-                mac: me.primary_mac.clone(),
-                device_number: 0,
-                interface_id: me.primary_eni_id.clone(),
-            }],
-            tags: Default::default(),
-        },
-    )
-    .expect("imds");
+    let imds = imds_of(&me);
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths {
         overlay: dir.path().join("kafka/berth.properties"),
