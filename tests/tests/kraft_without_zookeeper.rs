@@ -406,7 +406,7 @@ async fn blank_while_the_others_are_down(
     blocking(|| {
         fleet_kafka::wait_fully_replicated(client, DURABLE, BOOT).map_err(anyhow::Error::msg)
     })?;
-    fleet_kafka::consume_exactly(client, DURABLE, BATCH)?;
+    durable_records_back(client).await?;
     let formats = assert_formatted_after_the_others(fleet, blank, [returned.0 .0, returned.1 .0])?;
     assert_format_resumed(fleet, blank, &interrupted, &formats)?;
     println!(
@@ -422,6 +422,21 @@ async fn blank_while_the_others_are_down(
         phase.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Waits (polling) until every synced record of the DURABLE topic is readable exactly once. After every replica
+/// lost its power, a partition's high watermark restarts from its last checkpoint and reaches the log end only
+/// as the followers fetch again, so a read just after the return may end early; records that never come back
+/// fail the wait at its deadline, naming what is missing.
+async fn durable_records_back(client: &Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        match fleet_kafka::consume_exactly(client, DURABLE, BATCH) {
+            Ok(_) => return Ok(()),
+            Err(error) if started.elapsed() > BOOT => return Err(error),
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
 }
 
 /// The DURABLE topic: the replicated topic's layout, each record synced before it is acknowledged.
