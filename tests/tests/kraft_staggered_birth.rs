@@ -13,7 +13,6 @@
 //! without the birth mark, and the last one, launched after the quorum had committed and marked its volumes,
 //! formatted beside the majority of a born cluster. Each controller's volume carries the mark afterwards.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
@@ -22,7 +21,7 @@ use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg::{self, AsgOptions};
 use berth_sim::kafka::{self as fleet_kafka, blocking};
-use berth_sim::{layout, systemd_host, Fleet, FleetOptions, HostRole, SimKafka};
+use berth_sim::{systemd_host, Fleet, FleetOptions, HostRole, SimKafka};
 use berth_testkit::kafka::TopicSpec;
 
 /// How far apart the controllers' hosts are launched (the shape: 60 s or more).
@@ -206,15 +205,10 @@ async fn claimed_their_own_ids(fleet: &Fleet, launches: &[Launch]) -> anyhow::Re
 /// Polls DescribeQuorum (every 200 ms) until a leader describes the controller ids as the voters, at a known
 /// high watermark, each fetched up to it.
 async fn quorum_committed(fleet: &Fleet) -> anyhow::Result<()> {
-    let zones = fleet.options().zones;
     let ids = fleet.options().controller_ids();
-    let controllers: Vec<Peer> = ids
-        .iter()
-        .copied()
-        .map(|id| {
-            let address = (layout::eni_ip(id, zones), layout::KAFKA_CONTROLLER_PORT);
-            Peer::new(id, SocketAddr::from(address))
-        })
+    let controllers: Vec<Peer> = fleet_kafka::controller_listeners(fleet)
+        .into_iter()
+        .map(|(id, address)| Peer::new(id, address))
         .collect();
     let started = Instant::now();
     loop {

@@ -15,6 +15,21 @@ use crate::fleet::{Fleet, FleetError};
 use crate::layout;
 use crate::systemd_host::KAFKA_UNIT;
 
+/// The fleet's controllers and their controller listeners (`id`, ENI address : controller port): whom a test
+/// asks DescribeQuorum.
+pub fn controller_listeners(fleet: &Fleet) -> Vec<(u32, std::net::SocketAddr)> {
+    let zones = fleet.options().zones;
+    fleet
+        .options()
+        .controller_ids()
+        .into_iter()
+        .map(|id| {
+            let address = (layout::eni_ip(id, zones), layout::KAFKA_CONTROLLER_PORT);
+            (id, std::net::SocketAddr::from(address))
+        })
+        .collect()
+}
+
 /// A client of the fleet's brokers (every broker id's ENI address; a dedicated controller serves no client), run from the region namespace (the simulator's
 /// threads live there, and its children with them); on a secured fleet it authenticates as the test's client
 /// (a super user).
