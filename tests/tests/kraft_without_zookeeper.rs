@@ -31,7 +31,6 @@
 //!   serves.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -382,12 +381,16 @@ async fn blank_while_the_others_are_down(
     for az in zones {
         fleet.hold_launches(az, true);
     }
+    // All three at once, as one power loss: killed one after another, the controller could fence the first two
+    // (their sessions expire) and leave broker 0 the only in-sync replica, whose blank return Kafka then elects
+    // leader of an empty log (Kafka's contract without eligible leader replicas, not berth's to change).
     let killed = Instant::now();
-    for other in others {
-        fleet.kill_host(other, None).await?;
-    }
     let old = host_of(&hosts, 0)?;
-    fleet.kill_host(old, None).await?;
+    tokio::try_join!(
+        fleet.kill_host(others[0], None),
+        fleet.kill_host(others[1], None),
+        fleet.kill_host(old, None)
+    )?;
     blank_volume(fleet, 0)?;
     let blank = launched_for(fleet, old).await?;
     let refusal = refused_while_down(fleet, blank).await?;
@@ -865,12 +868,9 @@ fn assert_same_broker(before: &StateView, after: &StateView) -> anyhow::Result<(
 /// Polls DescribeQuorum (every 200 ms, as `kafka-metadata-quorum describe --replication` asks it) until the
 /// quorum has a leader and three voters, each fetched up to the high watermark.
 async fn quorum_whole(fleet: &Fleet) -> anyhow::Result<QuorumView> {
-    let zones = fleet.options().zones;
-    let controllers: Vec<Peer> = (0..fleet.options().brokers)
-        .map(|id| {
-            let address = (layout::eni_ip(id, zones), layout::KAFKA_CONTROLLER_PORT);
-            Peer::new(id, SocketAddr::from(address))
-        })
+    let controllers: Vec<Peer> = fleet_kafka::controller_listeners(fleet)
+        .into_iter()
+        .map(|(id, address)| Peer::new(id, address))
         .collect();
     let started = Instant::now();
     loop {
