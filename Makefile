@@ -2,22 +2,33 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo test lint build bench bench-build deb
+.PHONY: setup demo test lint build shipped bench bench-build deb
 
 setup:
 	./scripts/setup.sh
 
+## Every binary in debug. The e2e crate turns berth's `failpoints` feature on, so this berth has crash points: only
+## the suites that inject crashes (crash_in_every_state) install it.
 build: setup
 	$(CARGO) build --workspace --bins
 
+## The shipped berth (target/release/berth), built as cargo-deb builds it for `cargo deb -p berth --locked` (its
+## command, word for word: the `release` profile, berth's package and binary alone, so without crash points). The
+## simulated hosts install the .deb made of it (FleetOptions::berth: BerthBuild::Shipped, the default), and
+## scripts/ci-ops.sh's `cargo deb` finds it built (`--reuse-build` fails if it compiles anything). Keep in step
+## with berth_sim::fleet::SHIPPED_BUILD_COMMAND (what a suite that cannot find it says).
+shipped: setup
+	$(CARGO) build --manifest-path crates/berth/Cargo.toml --release --locked --bin=berth
+
 ## The main job on an embedded default: a simulated region (strict moto + ZooKeeper ensemble + hosts in
 ## network namespaces), three brokers booted, one killed and replaced.
-demo: build
+demo: build shipped
 	./target/debug/berth-sim demo
 
 ## Every test: unit, adapters against real servers/namespaces/loop devices, end to end on the simulated fleet;
-## each test binary under its own timeout, the time of each printed at the end (scripts/run-tests.py).
-test: build
+## each test binary under its own timeout, the time of each printed at the end (scripts/run-tests.py). The hosts run
+## the shipped berth (release, no crash points); crash_in_every_state alone runs the debug one with crash points.
+test: build shipped
 	./scripts/run-tests.py
 
 lint:

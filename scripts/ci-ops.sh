@@ -14,7 +14,10 @@
 # then purges the package again. Tools are installed by this script when missing: cargo-deb (cargo install),
 # lintian (apt), parliament and cfn-lint (a venv in .venv-ops).
 #
-# Usage: scripts/ci-ops.sh [--dist] [--deb FILE]   (--deb: check an existing package, skip the build)
+# Usage: scripts/ci-ops.sh [--dist] [--deb FILE] [--reuse-build]
+#   --deb: check an existing package, skip the build;
+#   --reuse-build: the binary must already be built (`make shipped`, which `make test` runs: .ci/run): fail if
+#   cargo-deb's build compiles anything, so CI never builds the release tree twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,11 +36,13 @@ LINTIAN_ACCEPTED=(
 
 profile=release
 deb=""
+reuse_build=false
 while (($#)); do
   case "$1" in
     --dist) profile=dist ;;
     --deb) deb="$2"; shift ;;
-    *) echo "usage: $0 [--dist] [--deb FILE]" >&2; exit 2 ;;
+    --reuse-build) reuse_build=true ;;
+    *) echo "usage: $0 [--dist] [--deb FILE] [--reuse-build]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -74,7 +79,18 @@ fi
 
 if [[ -z "$deb" ]]; then
   step "cargo deb -p berth --profile $profile"
-  deb=$(cargo deb -p berth --locked --profile "$profile" | tail -n 1)
+  build_log=$(mktemp)
+  if ! deb=$(cargo deb -p berth --locked --profile "$profile" 2>"$build_log" | tail -n 1); then
+    cat "$build_log" >&2
+    fail "cargo deb -p berth --profile $profile"
+  fi
+  cat "$build_log" >&2
+  compiled=$(grep -c '^ *Compiling ' "$build_log" || true)
+  rm -f "$build_log"
+  echo "ci-ops: cargo-deb's build compiled $compiled crates"
+  if $reuse_build && ((compiled > 0)); then
+    fail "cargo deb compiled $compiled crates: the release build of \`make shipped\` was not reused"
+  fi
 fi
 [[ -f "$deb" ]] || fail "no package at '$deb'"
 size=$(stat -c %s "$deb")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use aws_sdk_ec2::types::Filter;
 use berth_sim::ec2::BrokerResources;
-use berth_sim::{layout, Fleet, StateView};
+use berth_sim::{layout, systemd_host, BerthBuild, Fleet, StateView};
 
 /// The routing table and rule priority berth uses with the default numbering (10000 + 100 * card + index).
 pub const TABLE: u32 = 10001;
@@ -176,6 +176,47 @@ pub async fn all_healthy(
         states.push(fleet.wait_healthy(host, timeout).await?);
     }
     Ok(states)
+}
+
+/// Asserts that host `index` runs berth as shipped and as an operator installs it: the daemon answering `/state`
+/// (`state`, read from it) reports the `release` build (optimised, without crash points) and is berth.service's
+/// main process, which runs `/usr/bin/berth` from the berth package, byte for byte the shipped build's binary.
+pub fn assert_shipped(fleet: &Fleet, index: usize, state: &StateView) -> anyhow::Result<()> {
+    let shipped = BerthBuild::Shipped;
+    ensure!(
+        state.build == shipped.reported(),
+        "host {index}: berth reports the {:?} build, not the shipped {:?}",
+        state.build,
+        shipped.reported()
+    );
+    let host = fleet.host(index)?;
+    let container = host.container();
+    let pid = systemd_host::main_pid(container, systemd_host::BERTH_UNIT)?
+        .with_context(|| format!("host {index}: berth.service has no main process"))?;
+    ensure!(
+        state.pid == pid,
+        "host {index}: /state answered from pid {}, berth.service's main process is {pid}",
+        state.pid
+    );
+    const INSTALLED: &str = "/usr/bin/berth";
+    let exe = container.exec(&["readlink", &format!("/proc/{pid}/exe")])?;
+    ensure!(
+        exe.trim() == INSTALLED,
+        "host {index}: berth.service runs {exe:?}"
+    );
+    let owner = container.exec(&["dpkg-query", "--search", INSTALLED])?;
+    ensure!(
+        owner.trim() == format!("berth: {INSTALLED}"),
+        "host {index}: {INSTALLED} belongs to {owner:?}"
+    );
+    let binary = shipped.berth()?;
+    let same = std::fs::read(container.path(INSTALLED))? == std::fs::read(&binary)?;
+    ensure!(
+        same,
+        "host {index}: {INSTALLED} differs from the shipped {}",
+        binary.display()
+    );
+    Ok(())
 }
 
 /// A file under the host's mount root, written by a test before a kill and read back after a replacement.

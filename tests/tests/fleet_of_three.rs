@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use berth_e2e::{
-    all_healthy, assert_converged, assert_unique_ids, claimed_ids, data_path, write_record,
+    all_healthy, assert_converged, assert_shipped, assert_unique_ids, claimed_ids, data_path,
+    write_record,
 };
 use berth_sim::{layout, Fleet, FleetOptions, StateView};
 use nix::sys::signal::Signal;
@@ -46,6 +47,7 @@ async fn boot_three(fleet: &Fleet) -> anyhow::Result<(Vec<StateView>, Vec<String
     let mut records = Vec::new();
     for (&host, state) in hosts.iter().zip(&states) {
         assert_converged(fleet, host, state).await?;
+        assert_shipped(fleet, host, state)?;
         let id = state.broker_id.context("id")?;
         let eni_ip = state.eni.as_ref().map(|e| e.ip.clone()).unwrap_or_default();
         ensure!(

@@ -705,6 +705,7 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<Booted> {
     let mut booted = Booted::new();
     for host in fleet.hosts() {
         let state = fleet.wait_healthy(host.index, BOOT).await?;
+        berth_e2e::assert_shipped(fleet, host.index, &state)?;
         let id = state.broker_id.context("Healthy without an id")?;
         ensure!(
             booted.insert(id, (host.index, state)).is_none(),

@@ -32,5 +32,11 @@ async fn rolled(fleet: &Fleet) -> anyhow::Result<()> {
         report.describe_steps(),
         report.describe_writes()
     );
-    report.verify(fleet)
+    report.verify(fleet)?;
+    // Every replacement (each installed from the package, as the old ones were) runs the shipped berth.
+    for host in fleet.hosts().iter().filter(|host| host.alive()) {
+        let state = fleet.state(host.index).await?;
+        berth_e2e::assert_shipped(fleet, host.index, &state)?;
+    }
+    Ok(())
 }

@@ -778,7 +778,7 @@ fn a_package_upgrade_restarts_berth_and_leaves_kafka_running() {
             })
         };
         let version_before = installed(&host)?;
-        let berth = berth_sim::fleet::Binaries::locate()?.berth;
+        let berth = fleet.options().berth.berth()?;
         on(&host, |c| Ok(berth_sim::systemd_host::upgrade(c, &berth, 2)?))?;
         let version_after = installed(&host)?;
         ensure!(

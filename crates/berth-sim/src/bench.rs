@@ -168,10 +168,11 @@ pub fn ms_in(state: &StateView, name: &str) -> u64 {
 
 /// The profile directory (`release`, `dist`, ...) of the berth binary a fleet runs.
 pub fn berth_profile() -> String {
-    crate::fleet::Binaries::locate()
+    crate::BerthBuild::Shipped
+        .berth()
         .ok()
-        .and_then(|b| {
-            b.berth
+        .and_then(|berth| {
+            berth
                 .parent()
                 .and_then(|d| d.file_name())
                 .map(|n| n.to_string_lossy().into_owned())

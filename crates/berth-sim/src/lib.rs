@@ -30,7 +30,7 @@ pub mod timeline_svg;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use fleet::{Fleet, FleetError, FleetOptions, Host, HostRole, SimKafka};
+pub use fleet::{BerthBuild, Fleet, FleetError, FleetOptions, Host, HostRole, SimKafka};
 pub use state::StateView;
 
 /// A namespace prefix unique to this process and call, short enough for interface names.

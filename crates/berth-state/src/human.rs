@@ -21,9 +21,13 @@ impl StateView {
         } else {
             "not healthy"
         };
+        let build = match self.build.as_str() {
+            "" => String::new(),
+            build => format!(" ({build} build)"),
+        };
         let _ = writeln!(
             out,
-            "state:       {} ({health}), berth {}",
+            "state:       {} ({health}), berth {}{build}",
             self.state, self.version
         );
         let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
@@ -123,5 +127,31 @@ impl StateView {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_is_shown_when_the_daemon_reports_it() {
+        let mut view = StateView::empty();
+        let first = |view: &StateView| view.render_human().lines().next().map(str::to_owned);
+        assert_eq!(
+            first(&view).as_deref(),
+            Some(format!("state:       starting (not healthy), berth {}", view.version).as_str())
+        );
+        view.build = "release".into();
+        assert_eq!(
+            first(&view).as_deref(),
+            Some(
+                format!(
+                    "state:       starting (not healthy), berth {} (release build)",
+                    view.version
+                )
+                .as_str()
+            )
+        );
     }
 }

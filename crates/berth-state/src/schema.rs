@@ -58,6 +58,10 @@ pub struct VolumeRequestView {
 /// The `/state` document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateView {
+    /// How the daemon was built: `release` for what the package ships (optimised, without crash points), else
+    /// what differs (`debug`, `failpoints`); empty from a daemon older than this field.
+    #[serde(default)]
+    pub build: String,
     /// berth's version.
     pub version: String,
     /// Current state name.
@@ -188,6 +192,7 @@ impl StateView {
     /// The view before the state loop has published anything.
     pub fn empty() -> Self {
         Self {
+            build: String::new(),
             version: berth_core::VERSION.into(),
             state: "starting".into(),
             healthy: false,

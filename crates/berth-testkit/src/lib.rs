@@ -53,13 +53,17 @@ pub fn workspace_root() -> std::path::PathBuf {
         .expect("workspace root")
 }
 
-/// The workspace's debug build directory (`$CARGO_TARGET_DIR/debug`, else `<workspace>/target/debug`), where
-/// `make test` builds every binary before the tests run.
-pub fn debug_dir() -> std::path::PathBuf {
+/// The workspace's target directory (`$CARGO_TARGET_DIR`, else `<workspace>/target`).
+pub fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
-        .join("debug")
+}
+
+/// The workspace's debug build directory (`<target>/debug`), where `make test` builds every binary before the
+/// tests run.
+pub fn debug_dir() -> std::path::PathBuf {
+    target_dir().join("debug")
 }
 
 /// A binary of another package of the workspace, built in debug; panics with the command that builds it when it

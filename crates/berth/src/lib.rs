@@ -20,6 +20,15 @@ pub mod summary;
 pub mod view;
 pub mod waiting;
 
+/// How this binary was built, as `/state` reports it (`build`): `release` for what the package
+/// ships (optimised, without crash points); a test build says what differs (the e2e crate turns `failpoints` on).
+pub const BUILD: &str = match (cfg!(debug_assertions), cfg!(feature = "failpoints")) {
+    (false, false) => "release",
+    (false, true) => "release, failpoints",
+    (true, false) => "debug",
+    (true, true) => "debug, failpoints",
+};
+
 /// berth.service's `TimeoutStopSec=` as shipped (systemd/berth.service): how long systemd waits for a stop before
 /// berth's `EXTEND_TIMEOUT_USEC` messages, which it sends while a drain or a failure releases, extend it.
 pub const UNIT_TIMEOUT_STOP: std::time::Duration = std::time::Duration::from_secs(300);

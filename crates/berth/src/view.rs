@@ -55,6 +55,7 @@ pub fn state_view(
     let facts = machine.facts();
     let resources = facts.resources.as_ref();
     StateView {
+        build: crate::BUILD.into(),
         version: berth_core::VERSION.into(),
         state: machine.state().name().into(),
         healthy: machine.is_serving(),

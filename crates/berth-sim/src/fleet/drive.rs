@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::config::HostSettings;
-use super::{Binaries, Fleet, FleetError};
+use super::{Fleet, FleetError};
 use crate::state::{self, StateView};
 use crate::systemd_host;
 
@@ -57,7 +57,7 @@ impl Fleet {
                 server_properties,
                 security: self.security(),
             },
-            &Binaries::locate()?.berth,
+            &self.options().berth.berth()?,
             self.kafka(),
         )
         .map_err(failed)?;

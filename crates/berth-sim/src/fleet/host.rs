@@ -31,9 +31,10 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds them next to the running executable (`target/<profile>/`, or its parent for tests and benches) or
-    /// under the workspace's `target/debug/`; `BERTHSIM_BIN_DIR` overrides.
-    pub fn locate() -> Result<Self, FleetError> {
+    /// berth of `build` ([`super::BerthBuild::berth`]), and the stand-in next to the running executable
+    /// (`target/<profile>/`, or its parent for tests and benches) or under the workspace's `target/debug/`;
+    /// `BERTHSIM_BIN_DIR` overrides.
+    pub fn locate(build: super::BerthBuild) -> Result<Self, FleetError> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         if let Some(dir) = std::env::var_os("BERTHSIM_BIN_DIR") {
             dirs.push(dir.into());
@@ -47,22 +48,21 @@ impl Binaries {
             }
         }
         dirs.push(berth_testkit::debug_dir());
-        let find = |name: &'static str| {
-            dirs.iter()
-                .map(|dir| dir.join(name))
-                .find(|path| path.is_file())
-                .ok_or_else(|| FleetError::MissingBinary {
-                    name,
-                    looked: dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })
-        };
+        let standin = dirs
+            .iter()
+            .map(|dir| dir.join("kafka-standin"))
+            .find(|path| path.is_file())
+            .ok_or_else(|| FleetError::MissingBinary {
+                name: "kafka-standin",
+                looked: dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         Ok(Self {
-            berth: find("berth")?,
-            standin: find("kafka-standin")?,
+            berth: build.berth()?,
+            standin,
         })
     }
 }
@@ -210,7 +210,7 @@ impl Fleet {
         let ns = format!("{}-h{index}", inner.prefix);
         let ip = layout::host_ip(index, az);
         let hostname = format!("broker-host-{index}");
-        let binaries = Binaries::locate()?;
+        let binaries = Binaries::locate(inner.options.berth)?;
         let instance = inner
             .ec2
             .run_instance(&inner.network, az, ip, &hostname)

@@ -33,7 +33,9 @@ use berth_testkit::zk::{ZkOptions, ZooKeeper};
 
 pub use config::HostSettings;
 pub use host::{Binaries, Host};
-pub use options::{FleetOptions, HostRole, SimKafka, KAFKA_CLUSTER_ID};
+pub use options::{
+    BerthBuild, FleetOptions, HostRole, SimKafka, KAFKA_CLUSTER_ID, SHIPPED_BUILD_COMMAND,
+};
 
 use crate::ec2::{BrokerResources, Ec2};
 use crate::region::{self, Region};
@@ -78,6 +80,16 @@ pub enum FleetError {
         name: &'static str,
         /// Where we looked.
         looked: String,
+    },
+    /// The berth build the fleet asked for was not built.
+    #[error("the {build:?} berth {path} is missing: `{command}` builds it", path = path.display())]
+    MissingBerth {
+        /// The build asked for.
+        build: BerthBuild,
+        /// Where it should be.
+        path: std::path::PathBuf,
+        /// The command that builds it.
+        command: &'static str,
     },
     /// A host did not reach the awaited condition in time (or its berth stopped for good first).
     #[error("host {host}: {what} not reached within {waited:?}; last state: {last}")]

@@ -47,6 +47,9 @@ pub struct FleetOptions {
     /// `SSL` with client certificates for controllers), with material the fleet makes
     /// ([`berth_testkit::kafka::security::ClusterSecurity`]); None: `PLAINTEXT`.
     pub security: Option<SecuredListeners>,
+    /// Which berth the hosts install: the shipped build (the default) or, for the suites that inject crashes, the
+    /// workspace's build with crash points.
+    pub berth: BerthBuild,
     /// A CloudFormation template whose security groups the region enforces between the hosts
     /// ([`crate::security_groups`]): every broker ENI and every host is a member of each group, as the
     /// template's ENIs and launch template make them. None: no filter.
@@ -110,6 +113,72 @@ impl Default for FleetOptions {
             security: None,
             security_groups: None,
             controllers: 0,
+            berth: BerthBuild::Shipped,
+        }
+    }
+}
+
+/// The berth build a fleet's hosts install (as the `.deb` cargo-deb makes of it, whichever it is).
+///
+/// Why two: the e2e crate turns berth's `failpoints` feature on, so a workspace build of the binaries has crash
+/// points an operator's binary never has. The suites prove berth as shipped; only the ones that arm crash points
+/// run the other build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BerthBuild {
+    /// What the package ships: the `release` profile of berth built alone, so without crash points, at
+    /// `<target>/release/berth` ([`SHIPPED_BUILD_COMMAND`], the build cargo-deb runs); `BERTHSIM_BIN_DIR`
+    /// overrides the directory (a benchmark's own build, footprint's `dist`).
+    Shipped,
+    /// The workspace's debug build (`cargo build --workspace --bins`), with the crash points `FAILPOINTS` arms:
+    /// only for the suites that inject crashes.
+    Failpoints,
+}
+
+/// The command that builds the shipped berth (`make shipped`): the one cargo-deb runs for `cargo deb -p berth
+/// --locked` (the `release` profile, the `berth` package and binary alone), so the package's build finds it done.
+pub const SHIPPED_BUILD_COMMAND: &str =
+    "cargo build --manifest-path crates/berth/Cargo.toml --release --locked --bin=berth";
+
+impl BerthBuild {
+    /// What berth of this build reports as its build (`/state`'s `build`).
+    pub fn reported(self) -> &'static str {
+        match self {
+            Self::Shipped => "release",
+            Self::Failpoints => "debug, failpoints",
+        }
+    }
+
+    /// Where this build's berth is; a missing one is an error naming the command that builds it.
+    pub fn berth(self) -> Result<std::path::PathBuf, super::FleetError> {
+        let (path, command) = match self {
+            Self::Shipped => {
+                let dir = std::env::var_os("BERTHSIM_BIN_DIR")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| berth_testkit::target_dir().join("release"));
+                (dir.join("berth"), SHIPPED_BUILD_COMMAND)
+            }
+            Self::Failpoints => (
+                berth_testkit::debug_dir().join("berth"),
+                "cargo build --workspace --bins",
+            ),
+        };
+        self.built(path, command)
+    }
+
+    /// `path` when it is a file, else the error naming `command`.
+    fn built(
+        self,
+        path: std::path::PathBuf,
+        command: &'static str,
+    ) -> Result<std::path::PathBuf, super::FleetError> {
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(super::FleetError::MissingBerth {
+                build: self,
+                path,
+                command,
+            })
         }
     }
 }
@@ -207,6 +276,21 @@ mod tests {
         assert_eq!(dedicated.claim_ids(HostRole::Controller), [0, 1, 2]);
         assert_eq!(dedicated.claim_ids(HostRole::Broker), [3, 4]);
         assert_eq!(dedicated.default_role(), HostRole::Broker);
+    }
+
+    #[test]
+    fn a_missing_build_fails_naming_the_command_that_builds_it() {
+        let error = BerthBuild::Shipped
+            .built("/nonexistent/release/berth".into(), SHIPPED_BUILD_COMMAND)
+            .expect_err("no such file")
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "the Shipped berth /nonexistent/release/berth is missing: `{SHIPPED_BUILD_COMMAND}` builds it"
+            )
+        );
+        assert_eq!(FleetOptions::default().berth, BerthBuild::Shipped);
     }
 
     #[test]
