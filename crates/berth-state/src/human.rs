@@ -140,7 +140,13 @@ mod tests {
         let first = |view: &StateView| view.render_human().lines().next().map(str::to_owned);
         assert_eq!(
             first(&view).as_deref(),
-            Some(format!("state:       starting (not healthy), berth {}", view.version).as_str())
+            Some(
+                format!(
+                    "state:       starting (not healthy), berth {}",
+                    view.version
+                )
+                .as_str()
+            )
         );
         view.build = "release".into();
         assert_eq!(
