@@ -82,7 +82,7 @@ pub enum FleetError {
         looked: String,
     },
     /// The berth build the fleet asked for was not built.
-    #[error("the {build:?} berth {path} is missing: `{command}` builds it", path = path.display())]
+    #[error("the {build:?} berth {path} is missing: `{command}` builds it (`make test` builds both)", path = path.display())]
     MissingBerth {
         /// The build asked for.
         build: BerthBuild,

@@ -287,7 +287,8 @@ mod tests {
         assert_eq!(
             error,
             format!(
-                "the Shipped berth /nonexistent/release/berth is missing: `{SHIPPED_BUILD_COMMAND}` builds it"
+                "the Shipped berth /nonexistent/release/berth is missing: `{SHIPPED_BUILD_COMMAND}` builds it \
+                 (`make test` builds both)"
             )
         );
         assert_eq!(FleetOptions::default().berth, BerthBuild::Shipped);
