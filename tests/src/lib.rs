@@ -1,13 +1,16 @@
 //! Shared checks of the end-to-end tests: what "converged" means on a simulated host, observed from outside berth
 //! (moto's attachments, the host's addresses, routes, rules and mounts, ZooKeeper's claim nodes).
 
+pub mod overlap;
+
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use aws_sdk_ec2::types::Filter;
 use berth_sim::ec2::BrokerResources;
 use berth_sim::{layout, Fleet, StateView};
+use overlap::{Aim, Moment, Stay, Want};
 
 /// The routing table and rule priority berth uses with the default numbering (10000 + 100 * card + index).
 pub const TABLE: u32 = 10001;
@@ -218,4 +221,82 @@ pub fn alive(pid: i32) -> bool {
             .next()
             .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
     })
+}
+
+/// Every host's `/state` now, read all at once (None: not answering yet), each with the moment it was read.
+pub async fn read_states(
+    fleet: &Fleet,
+    hosts: &[usize],
+) -> anyhow::Result<Vec<(Option<StateView>, Moment)>> {
+    let mut reads = tokio::task::JoinSet::new();
+    for (order, &index) in hosts.iter().enumerate() {
+        let address = fleet.host(index)?.state_address();
+        reads.spawn(async move {
+            let before = overlap::now_ms();
+            let view = berth_sim::state::fetch_state(address).await.ok();
+            (order, view, Moment::since(before))
+        });
+    }
+    let mut views = vec![(None, Moment::since(0)); hosts.len()];
+    while let Some(read) = reads.join_next().await {
+        let (order, view, moment) = read?;
+        views[order] = (view, moment);
+    }
+    Ok(views)
+}
+
+/// Every host's stays in Claim on the wall clock, from a read of its `/state` now (a host that does not answer
+/// is an error).
+pub async fn claim_stays(fleet: &Fleet, hosts: &[usize]) -> anyhow::Result<Vec<Stay>> {
+    let mut stays = Vec::new();
+    for ((view, read), &index) in read_states(fleet, hosts).await?.into_iter().zip(hosts) {
+        let view = view.with_context(|| format!("host {index}'s /state"))?;
+        stays.extend(overlap::stays(index, &view, read, overlap::CLAIM));
+    }
+    Ok(stays)
+}
+
+/// The client sessions ZooKeeper's servers list now (`cons` on each server that answers).
+pub fn zookeeper_sessions(zk: &berth_testkit::zk::ZooKeeper) -> usize {
+    (0..zk.len())
+        .filter_map(|node| zk.four_letter(node, "cons").ok())
+        .map(|answer| overlap::sessions_in_cons(&answer))
+        .sum()
+}
+
+/// Runs `fault` as soon as `/state` shows enough of `hosts` claiming while ZooKeeper lists enough sessions
+/// ([`Want`]); returns the moment the fault took and the hosts seen claiming. Fails when every host has claimed
+/// first, or after `timeout`.
+pub async fn while_claiming(
+    fleet: &Fleet,
+    hosts: &[usize],
+    want: Want,
+    timeout: Duration,
+    fault: impl FnOnce(),
+) -> anyhow::Result<(Moment, Vec<usize>)> {
+    let zk = fleet.zookeeper().context("no ZooKeeper ensemble")?;
+    let started = Instant::now();
+    loop {
+        let views: Vec<Option<StateView>> = read_states(fleet, hosts)
+            .await?
+            .into_iter()
+            .map(|(view, _)| view)
+            .collect();
+        let sessions = tokio::task::block_in_place(|| zookeeper_sessions(zk));
+        match overlap::aim(&views, sessions, want) {
+            Aim::Now(claiming) => {
+                let before = overlap::now_ms();
+                fault();
+                let claiming = claiming.into_iter().map(|order| hosts[order]).collect();
+                return Ok((Moment::since(before), claiming));
+            }
+            Aim::Missed => anyhow::bail!("every host claimed before {want:?} was seen"),
+            Aim::Wait => {}
+        }
+        ensure!(
+            started.elapsed() < timeout,
+            "{want:?} not seen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -337,15 +337,14 @@ impl Fleet {
         lock(&self.inner.hosts).clone()
     }
 
-    /// Launches one host per entry of `zones` (zone indexes), then starts all their berths together.
+    /// Launches one host per entry of `zones` (zone indexes), then starts all their berths at one instant
+    /// ([`Fleet::start_berths_together`]), as instances launched together boot together.
     pub async fn launch_many(&self, zones: &[usize]) -> Result<Vec<usize>, FleetError> {
         let mut indexes = Vec::new();
         for &az in zones {
             indexes.push(self.prepare_host(az).await?);
         }
-        for &index in &indexes {
-            self.start_berth(index)?;
-        }
+        self.start_berths_together(&indexes).await?;
         Ok(indexes)
     }
 
