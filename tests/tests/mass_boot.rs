@@ -75,10 +75,16 @@ fn twelve_hosts_through_leader_loss_and_throttling() {
         let together = assert_claimed_together(&claims, hosts.len())?;
         let hit = assert_killed_mid_claim(&fleet, &claims, kill)?;
         assert_faults_consumed(&fleet, &FAULTS)?;
+        let carried: Vec<String> = hit
+            .iter()
+            .filter_map(|(host, how)| how.map(|how| format!("{host}: {how:?}")))
+            .collect();
         println!(
-            "12 hosts Healthy; all claiming at once for {} ms; the leader killed while hosts {hit:?} claimed \
-             ({claiming:?} seen claiming just before); every injected fault consumed",
-            together.latest - together.earliest
+            "12 hosts Healthy; all claiming at once for {} ms; the leader killed inside the Claim of hosts \
+             {:?} ({} seen claiming just before), carried through by {carried:?}; every injected fault consumed",
+            together.latest - together.earliest,
+            hit.iter().map(|(host, _)| host).collect::<Vec<_>>(),
+            claiming.len(),
         );
         Ok(())
     })
