@@ -256,39 +256,63 @@ pub async fn claim_stays(fleet: &Fleet, hosts: &[usize]) -> anyhow::Result<Vec<S
     Ok(stays)
 }
 
-/// The client sessions ZooKeeper's servers list now (`cons` on each server that answers).
-pub fn zookeeper_sessions(zk: &berth_testkit::zk::ZooKeeper) -> usize {
+/// The client addresses of the sessions ZooKeeper's servers list now (`cons` on each server that answers).
+pub fn zookeeper_session_clients(zk: &berth_testkit::zk::ZooKeeper) -> BTreeSet<std::net::IpAddr> {
     (0..zk.len())
         .filter_map(|node| zk.four_letter(node, "cons").ok())
-        .map(|answer| overlap::sessions_in_cons(&answer))
-        .sum()
+        .flat_map(|answer| overlap::session_clients(&answer))
+        .collect()
 }
 
-/// Runs `fault` as soon as `/state` shows enough of `hosts` claiming while ZooKeeper lists enough sessions
-/// ([`Want`]); returns the moment the fault took and the hosts seen claiming. Fails when every host has claimed
-/// first, or after `timeout`.
+/// Where a fault aimed by [`while_claiming`] landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    /// When the fault took.
+    pub at: Moment,
+    /// The hosts seen claiming just before.
+    pub claiming: Vec<usize>,
+    /// Those of them ZooKeeper listed a session from.
+    pub in_zookeeper: Vec<usize>,
+}
+
+/// Runs `fault` as soon as `/state` shows enough of `hosts` claiming, enough of them with a session ZooKeeper
+/// lists (from the host's own address, [`Want`]). Fails when every host has claimed first, or after `timeout`.
 pub async fn while_claiming(
     fleet: &Fleet,
     hosts: &[usize],
     want: Want,
     timeout: Duration,
     fault: impl FnOnce(),
-) -> anyhow::Result<(Moment, Vec<usize>)> {
+) -> anyhow::Result<Landed> {
     let zk = fleet.zookeeper().context("no ZooKeeper ensemble")?;
+    let addresses: Vec<std::net::IpAddr> = hosts
+        .iter()
+        .map(|&index| fleet.host(index).map(|host| host.ip.into()))
+        .collect::<Result<_, _>>()?;
     let started = Instant::now();
     loop {
+        let clients = tokio::task::block_in_place(|| zookeeper_session_clients(zk));
+        let with_session: Vec<bool> = addresses.iter().map(|ip| clients.contains(ip)).collect();
         let views: Vec<Option<StateView>> = read_states(fleet, hosts)
             .await?
             .into_iter()
             .map(|(view, _)| view)
             .collect();
-        let sessions = tokio::task::block_in_place(|| zookeeper_sessions(zk));
-        match overlap::aim(&views, sessions, want) {
-            Aim::Now(claiming) => {
+        match overlap::aim(&views, &with_session, want) {
+            Aim::Now {
+                claiming,
+                in_zookeeper,
+            } => {
                 let before = overlap::now_ms();
                 fault();
-                let claiming = claiming.into_iter().map(|order| hosts[order]).collect();
-                return Ok((Moment::since(before), claiming));
+                let at = Moment::since(before);
+                let named =
+                    |orders: Vec<usize>| orders.into_iter().map(|order| hosts[order]).collect();
+                return Ok(Landed {
+                    at,
+                    claiming: named(claiming),
+                    in_zookeeper: named(in_zookeeper),
+                });
             }
             Aim::Missed => anyhow::bail!("every host claimed before {want:?} was seen"),
             Aim::Wait => {}

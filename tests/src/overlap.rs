@@ -99,34 +99,49 @@ pub fn hosts_within(stays: &[Stay], moment: Moment) -> Vec<usize> {
 /// What to do about a fault meant to land while claims are in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Aim {
-    /// Enough hosts are claiming now (their indexes) and enough ZooKeeper sessions are open: inject it.
-    Now(Vec<usize>),
+    /// Inject it now: enough hosts are claiming (their indexes), enough of them in ZooKeeper already.
+    Now {
+        /// The hosts in Claim.
+        claiming: Vec<usize>,
+        /// Those of them with a session ZooKeeper lists.
+        in_zookeeper: Vec<usize>,
+    },
     /// Not yet, and some host has not claimed: look again.
     Wait,
     /// Too late: every host has left Claim.
     Missed,
 }
 
-/// When a fault is to land: at least `claiming` hosts in Claim and at least `sessions` ZooKeeper sessions open
-/// (claims that have reached ZooKeeper), both seen at once.
+/// When a fault is to land: at least `claiming` hosts in Claim, at least `in_zookeeper` of them with a session
+/// ZooKeeper lists (their claims' ZooKeeper work under way), both seen at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Want {
     /// Hosts in Claim.
     pub claiming: usize,
-    /// Sessions ZooKeeper's servers list.
-    pub sessions: usize,
+    /// Of those, hosts with a session.
+    pub in_zookeeper: usize,
 }
 
-/// [`Aim`] for hosts whose documents are `views` (None: not answering yet) while ZooKeeper lists `sessions`.
-pub fn aim(views: &[Option<StateView>], sessions: usize, want: Want) -> Aim {
+/// [`Aim`] for hosts whose documents are `views` (None: not answering yet), `with_session` telling which of them
+/// ZooKeeper lists a session from (read before the documents: a host that claims in between is not taken for
+/// one still claiming).
+pub fn aim(views: &[Option<StateView>], with_session: &[bool], want: Want) -> Aim {
     let claiming: Vec<usize> = views
         .iter()
         .enumerate()
         .filter(|(_, view)| view.as_ref().is_some_and(|view| view.state == CLAIM))
         .map(|(index, _)| index)
         .collect();
-    if claiming.len() >= want.claiming && sessions >= want.sessions {
-        return Aim::Now(claiming);
+    let in_zookeeper: Vec<usize> = claiming
+        .iter()
+        .copied()
+        .filter(|&index| with_session.get(index).copied().unwrap_or(false))
+        .collect();
+    if claiming.len() >= want.claiming && in_zookeeper.len() >= want.in_zookeeper {
+        return Aim::Now {
+            claiming,
+            in_zookeeper,
+        };
     }
     let all_claimed = views.iter().all(|view| {
         view.as_ref().is_some_and(|view| {
@@ -140,12 +155,18 @@ pub fn aim(views: &[Option<StateView>], sessions: usize, want: Want) -> Aim {
     }
 }
 
-/// The client sessions a ZooKeeper server's `cons` answer lists (the asking connection itself has none yet).
-pub fn sessions_in_cons(answer: &str) -> usize {
+/// The client addresses of the sessions a ZooKeeper server's `cons` answer lists (lines such as
+/// ` /10.0.1.10:41234[1](queued=0,...,sid=0x1000...,...)`; the asking connection has no session id).
+pub fn session_clients(answer: &str) -> Vec<std::net::IpAddr> {
     answer
         .lines()
         .filter(|line| line.contains("sid=0x"))
-        .count()
+        .filter_map(|line| {
+            let address = line.trim_start().strip_prefix('/')?;
+            let address = &address[..address.find('[')?];
+            address.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+        })
+        .collect()
 }
 
 /// How a host's journal shows its claim's ZooKeeper work carried through a fault.
@@ -306,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn aims_while_enough_hosts_claim_on_open_sessions_and_knows_when_it_missed() {
+    fn aims_while_enough_hosts_claim_some_in_zookeeper_and_knows_when_it_missed() {
         let claiming = Some(view("claim", 50, &[("claim", 0, 50)]));
         let claimed = Some(view(
             "attach_eni",
@@ -316,30 +337,43 @@ mod tests {
         let starting = Some(view("starting", 1, &[]));
         let want = Want {
             claiming: 2,
-            sessions: 1,
+            in_zookeeper: 1,
         };
         let two_claiming = [claiming.clone(), claimed.clone(), claiming.clone()];
-        assert_eq!(aim(&two_claiming, 1, want), Aim::Now(vec![0, 2]));
         assert_eq!(
-            aim(&two_claiming, 0, want),
-            Aim::Wait,
-            "no claim in ZooKeeper yet"
+            aim(&two_claiming, &[false, true, true], want),
+            Aim::Now {
+                claiming: vec![0, 2],
+                in_zookeeper: vec![2]
+            }
         );
         assert_eq!(
-            aim(&[claiming.clone(), claimed.clone(), None], 3, want),
+            aim(&two_claiming, &[false, true, false], want),
+            Aim::Wait,
+            "the only session is a claimed host's"
+        );
+        assert_eq!(
+            aim(&[claiming.clone(), claimed.clone(), None], &[true; 3], want),
             Aim::Wait
         );
-        assert_eq!(aim(&[starting, claimed.clone()], 3, want), Aim::Wait);
-        assert_eq!(aim(&[claimed.clone(), claimed], 3, want), Aim::Missed);
+        assert_eq!(
+            aim(&[starting, claimed.clone()], &[true; 2], want),
+            Aim::Wait
+        );
+        assert_eq!(
+            aim(&[claimed.clone(), claimed], &[true; 2], want),
+            Aim::Missed
+        );
     }
 
     #[test]
-    fn counts_the_sessions_zookeeper_lists() {
+    fn reads_the_session_clients_zookeeper_lists() {
         let cons = " /10.0.1.10:41234[1](queued=0,recved=5,sent=5,sid=0x100018,lop=PING,est=1,to=4000)\n \
                     /10.0.2.11:41000[1](queued=0,recved=2,sent=2,sid=0x100019,lop=CREA,est=1,to=4000)\n \
                     /10.0.0.1:5555[0](queued=0,recved=1,sent=0)\n\n";
-        assert_eq!(sessions_in_cons(cons), 2);
-        assert_eq!(sessions_in_cons(""), 0);
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().expect("an address");
+        assert_eq!(session_clients(cons), [ip("10.0.1.10"), ip("10.0.2.11")]);
+        assert!(session_clients("").is_empty());
     }
 
     #[test]
