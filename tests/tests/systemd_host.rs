@@ -9,7 +9,8 @@
 //! - the watchdog: a frozen berth is killed and restarted by systemd, converges to the same broker, and Kafka
 //!   keeps running (same pid);
 //! - Kafka stopped by an operator stays stopped (systemd's `Restart=` never undoes an explicit stop) and
-//!   `/health` says 503; Kafka crashing is restarted by its unit's `Restart=`;
+//!   `/health` says 503; Kafka crashing is restarted by its unit's `Restart=`; a log dir owned by another user
+//!   crash-loops Kafka until docs/operations.md 4c's `chown -R kafka:kafka` and `systemctl restart kafka`;
 //! - the drop-in: a berth restart is not propagated to Kafka by systemd (with `Requires=berth.service` it was);
 //! - a package upgrade (`dpkg --install` of the next version; the package neither enabled nor started berth when it
 //!   was first installed) restarts berth, which comes back as the same broker while Kafka keeps running (same

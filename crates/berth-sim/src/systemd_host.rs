@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use berth_testkit::kafka::security::{ClusterSecurity, HostFile, BERTH_SECRETS_DROPIN};
+use berth_testkit::kafka::security::{
+    ClusterSecurity, HostFile, BERTH_SECRETS_DIR, BERTH_SECRETS_DROPIN,
+};
 use berth_testkit::kafka::Install;
 
 use crate::container::{Bind, Container, ContainerError, ContainerSpec};
@@ -288,6 +290,8 @@ fn install_and_start(
     )?;
     container.exec(&["chown", "root:kafka", "/etc/kafka/server.properties"])?;
     if let Some((host_files, dropin, wrapper)) = &files.security {
+        // As docs/operations.md ("Secrets") makes it: root's alone.
+        container.exec(&["install", "-d", "-m", "0700", BERTH_SECRETS_DIR])?;
         for file in host_files {
             container.write(&file.path, &file.content, file.mode)?;
             container.exec(&["chown", file.owner, &file.path])?;
