@@ -186,6 +186,24 @@ pub fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/berth-cluster.yaml")
 }
 
+/// The template text `text` with the resources `logical_ids` removed (parsed and written again as YAML, short
+/// forms kept): a copy of a template missing something, for a test to show what that changes. Refuses a
+/// logical id the template does not declare, so such a test cannot pass by removing nothing.
+pub fn without_resources(text: &str, logical_ids: &[&str]) -> Result<String, TemplateError> {
+    let mut yaml: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| TemplateError::Format(e.to_string()))?;
+    let resources = yaml
+        .get_mut("Resources")
+        .and_then(serde_yaml::Value::as_mapping_mut)
+        .ok_or_else(|| TemplateError::Format("no Resources mapping".into()))?;
+    for logical_id in logical_ids {
+        if resources.remove(*logical_id).is_none() {
+            return Err(TemplateError::Unresolved((*logical_id).to_owned()));
+        }
+    }
+    serde_yaml::to_string(&yaml).map_err(|e| TemplateError::Format(e.to_string()))
+}
+
 impl Template {
     /// Reads and parses a template file.
     pub fn load(path: &Path) -> Result<Self, TemplateError> {

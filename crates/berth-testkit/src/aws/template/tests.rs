@@ -473,3 +473,25 @@ fn ingress_rules_resolve_and_a_rule_the_region_cannot_enforce_is_refused() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_copy_without_the_controller_rule_opens_no_controller_port() {
+    let text = std::fs::read_to_string(shipped()).expect("read the shipped template");
+    let opens_9093 = |text: &str| {
+        let stack = Template::parse(text)
+            .expect("parses")
+            .instantiate(&operator(), pseudo())
+            .expect("instantiates");
+        ingress::ingress(&stack, &Fake)
+            .expect("rules")
+            .iter()
+            .any(|rule| (rule.from_port..=rule.to_port).contains(&9093))
+    };
+    assert!(opens_9093(&text), "the shipped template opens 9093");
+    let copy = without_resources(&text, &["BrokerToBrokerController"]).expect("removed");
+    assert!(!opens_9093(&copy), "the copy still opens 9093");
+    assert_eq!(
+        without_resources(&text, &["NoSuchResource"]),
+        Err(TemplateError::Unresolved("NoSuchResource".into()))
+    );
+}
