@@ -25,6 +25,9 @@
 //! Property values are resolved on demand ([`Stack::properties`]), since `Ref` and `Fn::GetAtt` of a resource
 //! need the physical ids of resources created before it ([`Physical`]).
 
+pub mod creation;
+#[cfg(test)]
+mod creation_tests;
 pub mod ec2;
 #[cfg(test)]
 mod ec2_tests;
