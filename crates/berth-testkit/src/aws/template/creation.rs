@@ -16,6 +16,11 @@
 //!   <https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-creationpolicy.html>; the
 //!   timeout's reason is CloudFormation's "Failed to receive N resource signal(s) within the specified
 //!   duration"). [`group_creation`].
+//! * A hook in the group's `LifecycleHookSpecificationList` holds every instance from the group's first launch;
+//!   an `AWS::AutoScaling::LifecycleHook` resource is added to its group after the group is created, so it holds
+//!   only instances launched after it (AWS::AutoScaling::AutoScalingGroup, `LifecycleHookSpecificationList`:
+//!   hooks "added to the Auto Scaling group before instances are launched"; AWS::AutoScaling::LifecycleHook:
+//!   "the lifecycle hook is added to the group after the group is created"). [`GroupDeclaration::later_hooks`].
 //! * What the region cannot model is refused, never skipped: a group property it does not play, a
 //!   `CapacityRebalance` of true, a `HealthCheckType` other than `EC2`, an `InstanceMaintenancePolicy` other than
 //!   terminate-before-launch (0/100: the region's groups terminate before they launch), lifecycle hook
@@ -62,6 +67,9 @@ pub struct GroupDeclaration {
     pub subnets: Vec<String>,
     /// `DesiredCapacity` (`MinSize` when absent).
     pub desired: usize,
+    /// Its `AWS::AutoScaling::LifecycleHook` resources (logical id, hook): added once the group is created, so
+    /// its first instances are not held by them.
+    pub later_hooks: Vec<(String, Hook)>,
     /// Its `CreationPolicy` `ResourceSignal`, if it has one.
     pub creation_signal: Option<ResourceSignal>,
     /// What it is created after.
@@ -75,9 +83,28 @@ pub fn groups(
 ) -> Result<Vec<GroupDeclaration>, TemplateError> {
     let mut groups = Vec::new();
     for resource in stack.resources() {
-        if resource.kind == Kind::AutoScalingGroup {
-            let properties = stack.properties(&resource.logical_id, created)?;
-            groups.push(group(resource, &properties)?);
+        let properties = stack.properties(&resource.logical_id, created)?;
+        match resource.kind {
+            Kind::AutoScalingGroup => groups.push(group(resource, &properties)?),
+            Kind::LifecycleHook => {
+                let id = &resource.logical_id;
+                let name = properties["AutoScalingGroupName"].as_str();
+                let group: &mut GroupDeclaration = groups
+                    .iter_mut()
+                    .find(|g| {
+                        name.is_some()
+                            && (Some(g.spec.name.as_str()) == name
+                                || created.reference(&g.logical_id).as_deref() == name)
+                    })
+                    .ok_or_else(|| TemplateError::Unenforced {
+                        logical_id: id.clone(),
+                        what: format!("a hook for group {name:?}, which the stack does not create"),
+                    })?;
+                group
+                    .later_hooks
+                    .push((id.clone(), lifecycle_hook(id, &properties)?));
+            }
+            _ => {}
         }
     }
     Ok(groups)
@@ -99,7 +126,7 @@ pub fn group(resource: &Declared, properties: &Value) -> Result<GroupDeclaration
         return Err(refuse(format!("property {other}")));
     }
     refuse_unplayed(properties).map_err(refuse)?;
-    let size = |key: &str| count(&properties[key]).ok_or_else(|| refuse(format!("{key}")));
+    let size = |key: &str| count(&properties[key]).ok_or_else(|| refuse(key.to_owned()));
     let (min, max) = (size("MinSize")?, size("MaxSize")?);
     let desired = match &properties["DesiredCapacity"] {
         Value::Null => min,
@@ -137,6 +164,7 @@ pub fn group(resource: &Declared, properties: &Value) -> Result<GroupDeclaration
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect(),
         desired,
+        later_hooks: Vec::new(),
         creation_signal: creation_signal(id, resource.creation_policy.as_ref())?,
         depends_on: resource.depends_on.clone(),
     })
@@ -165,7 +193,17 @@ fn refuse_unplayed(properties: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// A `LifecycleHookSpecification`.
+/// Whether a group's first instances wait in `Pending:Wait` (a launch hook in its
+/// `LifecycleHookSpecificationList`). Pure.
+pub fn holds_first_launches(group: &GroupDeclaration) -> bool {
+    group
+        .spec
+        .hooks
+        .iter()
+        .any(|hook| hook.transition == Transition::Launching)
+}
+
+/// A `LifecycleHookSpecification` (or an `AWS::AutoScaling::LifecycleHook`'s properties).
 fn lifecycle_hook(id: &str, hook: &Value) -> Result<Hook, TemplateError> {
     let refuse = |what: String| TemplateError::Unenforced {
         logical_id: id.to_owned(),

@@ -5,11 +5,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::creation::{
-    group_creation, groups, iso8601_duration, startable, Creation, GroupDeclaration, Signals,
+    group_creation, groups, holds_first_launches, iso8601_duration, startable, Creation,
+    GroupDeclaration, Signals,
 };
 use super::tests::{changed, operator, pseudo, Fake};
 use super::{shipped, Stack, Template, TemplateError};
-use crate::aws::autoscaling::{HookResult, LifecycleState, Transition};
+use crate::aws::autoscaling::{Hook, HookResult, LifecycleState, Transition};
 use crate::aws::cloudformation::ResourceSignal;
 
 fn stack_of(template: &Template) -> Stack {
@@ -60,35 +61,40 @@ fn the_shipped_templates_groups_are_read_as_cloudformation_creates_them() {
             group.spec.health_check_grace_period,
             Duration::from_secs(900)
         );
-        let hooks: Vec<_> = group
-            .spec
-            .hooks
+        let hook = |h: &Hook| {
+            (
+                h.name.clone(),
+                h.transition,
+                h.heartbeat_timeout.as_secs(),
+                h.default_result,
+            )
+        };
+        let at_creation: Vec<_> = group.spec.hooks.iter().map(hook).collect();
+        assert_eq!(
+            at_creation,
+            [(
+                "berth-terminate".to_owned(),
+                Transition::Terminating,
+                600,
+                HookResult::Continue
+            )]
+        );
+        let later: Vec<_> = group
+            .later_hooks
             .iter()
-            .map(|h| {
-                (
-                    h.name.as_str(),
-                    h.transition,
-                    h.heartbeat_timeout.as_secs(),
-                    h.default_result,
-                )
-            })
+            .map(|(id, h)| (id.clone(), hook(h)))
             .collect();
         assert_eq!(
-            hooks,
-            [
+            later,
+            [(
+                format!("BrokerLaunchHook{n}"),
                 (
-                    "berth-launch",
+                    "berth-launch".to_owned(),
                     Transition::Launching,
                     600,
                     HookResult::Abandon
-                ),
-                (
-                    "berth-terminate",
-                    Transition::Terminating,
-                    600,
-                    HookResult::Continue
                 )
-            ]
+            )]
         );
     }
     assert_eq!(groups[0].creation_signal, None);
@@ -174,32 +180,60 @@ fn resources_start_once_everything_they_depend_on_is_complete() {
     assert_eq!(startable(resources, &complete, &started), ["BrokerGroup1"]);
 }
 
-/// The shipped template's creation order read strictly: group 1 is created only once group 0's instance is
-/// InService, which its launch hook holds back until berth's CONTINUE (its broker Healthy). A KRaft broker
-/// whose controllers are the three brokers needs a second one running to be Healthy, so on its defaults the
-/// stack cannot be created: the `DependsOn` chain that orders the rolling update one group at a time also
-/// orders creation.
+/// The shipped template's creation order read strictly cannot deadlock on its KRaft defaults: group 1 is created
+/// only once group 0's instance is InService, and a KRaft broker whose controllers are the three brokers cannot be
+/// Healthy (so cannot CONTINUE a launch hook) while it runs alone. No group's launch hook holds its first
+/// instances (the hooks are resources added after their groups), so each group's first instance is InService at
+/// launch and the next group is created; a group whose hook were in its LifecycleHookSpecificationList would hold
+/// its first instance in Pending:Wait, and the next group would never be created.
 #[test]
-fn the_shipped_templates_group_1_waits_for_group_0s_instance_to_leave_pending_wait() {
+fn the_shipped_templates_groups_are_created_without_waiting_for_a_broker() {
     let (stack, groups) = shipped_groups();
+    assert!(groups.iter().all(|g| !holds_first_launches(g)));
     let resources = stack.resources();
     let mut complete: BTreeSet<String> = resources
         .iter()
         .map(|r| r.logical_id.clone())
-        .filter(|id| !id.starts_with("BrokerGroup"))
+        .filter(|id| !id.starts_with("Broker") || id == "BrokerSecurityGroup")
         .collect();
-    let mut started = complete.clone();
-    started.insert("BrokerGroup0".into());
-    let group0 = group_creation(
-        &groups[0],
-        &[LifecycleState::PendingWait],
-        Signals::default(),
-        Duration::from_secs(3600),
+    complete.extend(
+        [
+            "BrokerRole",
+            "BrokerInstanceProfile",
+            "BrokerLaunchTemplate",
+        ]
+        .map(String::from),
     );
-    assert!(matches!(group0, Creation::InProgress(_)), "{group0:?}");
-    assert!(startable(resources, &complete, &started).is_empty());
-    complete.insert("BrokerGroup0".into());
-    assert_eq!(startable(resources, &complete, &started), ["BrokerGroup1"]);
+    complete.extend(
+        resources
+            .iter()
+            .filter(|r| r.logical_id.starts_with("BrokerToBroker"))
+            .map(|r| r.logical_id.clone()),
+    );
+    let mut started = complete.clone();
+    for (n, group) in groups.iter().enumerate() {
+        assert_eq!(
+            startable(resources, &complete, &started),
+            [group.logical_id.as_str()],
+            "group {n} next"
+        );
+        started.insert(group.logical_id.clone());
+        let first = [LifecycleState::InService];
+        let wait = group_creation(group, &first, Signals::default(), Duration::ZERO);
+        if group.creation_signal.is_none() {
+            assert_eq!(wait, Creation::Complete);
+            complete.insert(group.logical_id.clone());
+            for (hook, _) in &group.later_hooks {
+                complete.insert(hook.clone());
+                started.insert(hook.clone());
+            }
+        }
+    }
+    let mut held = groups[0].clone();
+    held.spec
+        .hooks
+        .extend(held.later_hooks.iter().map(|(_, h)| h.clone()));
+    assert!(holds_first_launches(&held));
 }
 
 #[test]

@@ -121,6 +121,9 @@ pub enum Kind {
     LaunchTemplate,
     /// `AWS::AutoScaling::AutoScalingGroup`: a simulated group with its lifecycle hooks and policies.
     AutoScalingGroup,
+    /// `AWS::AutoScaling::LifecycleHook`: a hook added to its group once created, holding only the instances
+    /// launched after it ([`creation`]).
+    LifecycleHook,
     /// `AWS::IAM::Role`, `AWS::IAM::Policy`, `AWS::IAM::InstanceProfile`: given ids and ARNs; the simulated
     /// region does not evaluate IAM policies (moto does not either).
     Iam,
@@ -136,6 +139,7 @@ impl Kind {
             "AWS::EC2::Volume" => Kind::Volume,
             "AWS::EC2::LaunchTemplate" => Kind::LaunchTemplate,
             "AWS::AutoScaling::AutoScalingGroup" => Kind::AutoScalingGroup,
+            "AWS::AutoScaling::LifecycleHook" => Kind::LifecycleHook,
             "AWS::IAM::Role" | "AWS::IAM::Policy" | "AWS::IAM::InstanceProfile" => Kind::Iam,
             _ => return None,
         })
