@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use berth_testkit::kafka::security::{ClusterSecurity, HostFile};
+use berth_testkit::kafka::security::{
+    ClusterSecurity, HostFile, BERTH_SECRETS_DIR, BERTH_SECRETS_DROPIN,
+};
 use berth_testkit::kafka::Install;
 
 use crate::container::{Bind, Container, ContainerError, ContainerSpec};
@@ -288,15 +290,13 @@ fn install_and_start(
     )?;
     container.exec(&["chown", "root:kafka", "/etc/kafka/server.properties"])?;
     if let Some((host_files, dropin, wrapper)) = &files.security {
+        // As docs/operations.md ("Secrets") makes it: root's alone.
+        container.exec(&["install", "-d", "-m", "0700", BERTH_SECRETS_DIR])?;
         for file in host_files {
             container.write(&file.path, &file.content, file.mode)?;
             container.exec(&["chown", file.owner, &file.path])?;
         }
-        container.write(
-            "/etc/systemd/system/berth.service.d/credentials.conf",
-            dropin,
-            0o644,
-        )?;
+        container.write(BERTH_SECRETS_DROPIN, dropin, 0o644)?;
         container.write(FORMAT_WRAPPER, wrapper, 0o700)?;
     }
     // berth, as an operator installs it: the package, which leaves berth disabled and stopped, then the drop-in it
