@@ -319,6 +319,18 @@ impl Fleet {
         &self.inner.aws
     }
 
+    /// Enforces the security groups of the template at `template` from now on, replacing the ones enforced so
+    /// far (as a stack update changing the groups' rules would; connections already open stay open, since
+    /// groups are stateful).
+    pub fn enforce_security_groups(&self, template: &std::path::Path) -> Result<(), FleetError> {
+        enforce_security_groups(
+            &self.inner.region,
+            template,
+            &self.inner.options,
+            &self.inner.resources,
+        )
+    }
+
     /// The region namespace.
     pub fn region(&self) -> &Region {
         &self.inner.region
