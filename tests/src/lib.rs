@@ -1,13 +1,16 @@
 //! Shared checks of the end-to-end tests: what "converged" means on a simulated host, observed from outside berth
 //! (moto's attachments, the host's addresses, routes, rules and mounts, ZooKeeper's claim nodes).
 
+pub mod overlap;
+
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use aws_sdk_ec2::types::Filter;
 use berth_sim::ec2::BrokerResources;
 use berth_sim::{layout, systemd_host, BerthBuild, Fleet, StateView};
+use overlap::{Aim, Moment, Stay, Want};
 
 /// The routing table and rule priority berth uses with the default numbering (10000 + 100 * card + index).
 pub const TABLE: u32 = 10001;
@@ -259,4 +262,127 @@ pub fn alive(pid: i32) -> bool {
             .next()
             .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
     })
+}
+
+/// Every host's `/state` now, read all at once (None: not answering yet), each with the moment it was read.
+pub async fn read_states(
+    fleet: &Fleet,
+    hosts: &[usize],
+) -> anyhow::Result<Vec<(Option<StateView>, Moment)>> {
+    let mut reads = tokio::task::JoinSet::new();
+    for (order, &index) in hosts.iter().enumerate() {
+        let address = fleet.host(index)?.state_address();
+        reads.spawn(async move {
+            let before = overlap::now_ms();
+            let view = berth_sim::state::fetch_state(address).await.ok();
+            (order, view, Moment::since(before))
+        });
+    }
+    let mut views = vec![(None, Moment::since(0)); hosts.len()];
+    while let Some(read) = reads.join_next().await {
+        let (order, view, moment) = read?;
+        views[order] = (view, moment);
+    }
+    Ok(views)
+}
+
+/// Every host's stays in Claim on the wall clock, from a read of its `/state` now (a host that does not answer
+/// is an error).
+pub async fn claim_stays(fleet: &Fleet, hosts: &[usize]) -> anyhow::Result<Vec<Stay>> {
+    let mut stays = Vec::new();
+    for ((view, read), &index) in read_states(fleet, hosts).await?.into_iter().zip(hosts) {
+        let view = view.with_context(|| format!("host {index}'s /state"))?;
+        stays.extend(overlap::stays(index, &view, read, overlap::CLAIM));
+    }
+    Ok(stays)
+}
+
+/// The client addresses of the sessions ZooKeeper's servers list now (`cons` on each server that answers).
+pub fn zookeeper_session_clients(zk: &berth_testkit::zk::ZooKeeper) -> BTreeSet<std::net::IpAddr> {
+    (0..zk.len())
+        .filter_map(|node| zk.four_letter(node, "cons").ok())
+        .flat_map(|answer| overlap::session_clients(&answer))
+        .collect()
+}
+
+/// Where a fault aimed by [`while_claiming`] landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    /// When the fault took.
+    pub at: Moment,
+    /// The hosts seen claiming just before.
+    pub claiming: Vec<usize>,
+    /// Those of them ZooKeeper listed a session from.
+    pub in_zookeeper: Vec<usize>,
+}
+
+/// Runs `fault` as soon as `/state` shows enough of `hosts` claiming, enough of them with a session ZooKeeper
+/// lists (from the host's own address, [`Want`]). Fails when every host has claimed first, or after `timeout`.
+pub async fn while_claiming(
+    fleet: &Fleet,
+    hosts: &[usize],
+    want: Want,
+    timeout: Duration,
+    fault: impl FnOnce(),
+) -> anyhow::Result<Landed> {
+    let zk = fleet.zookeeper().context("no ZooKeeper ensemble")?;
+    let addresses: Vec<std::net::IpAddr> = hosts
+        .iter()
+        .map(|&index| fleet.host(index).map(|host| host.ip.into()))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    loop {
+        let clients = tokio::task::block_in_place(|| zookeeper_session_clients(zk));
+        let with_session: Vec<bool> = addresses.iter().map(|ip| clients.contains(ip)).collect();
+        let views: Vec<Option<StateView>> = read_states(fleet, hosts)
+            .await?
+            .into_iter()
+            .map(|(view, _)| view)
+            .collect();
+        match overlap::aim(&views, &with_session, want) {
+            Aim::Now {
+                claiming,
+                in_zookeeper,
+            } => {
+                let before = overlap::now_ms();
+                fault();
+                let at = Moment::since(before);
+                let named =
+                    |orders: Vec<usize>| orders.into_iter().map(|order| hosts[order]).collect();
+                return Ok(Landed {
+                    at,
+                    claiming: named(claiming),
+                    in_zookeeper: named(in_zookeeper),
+                });
+            }
+            Aim::Missed => anyhow::bail!("every host claimed before {want:?} was seen"),
+            Aim::Wait => {}
+        }
+        ensure!(
+            started.elapsed() < timeout,
+            "{want:?} not seen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The header line of berth.service's secrets drop-in in docs/operations.md ("Secrets").
+const SECRETS_DROPIN_HEADER: &str = "# /etc/systemd/system/berth.service.d/secrets.conf";
+
+/// berth.service's secrets drop-in exactly as docs/operations.md gives it: the code block its path heads, each line
+/// unindented, so the secured e2e installs the operator's example as written.
+pub fn documented_secrets_dropin() -> anyhow::Result<String> {
+    let path = berth_testkit::workspace_root().join("docs/operations.md");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let block: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| *line != SECRETS_DROPIN_HEADER)
+        .take_while(|line| *line != "```")
+        .collect();
+    ensure!(
+        block.iter().any(|line| line.starts_with("LoadCredential=")),
+        "docs/operations.md has no drop-in headed {SECRETS_DROPIN_HEADER}"
+    );
+    Ok(block.join("\n") + "\n")
 }

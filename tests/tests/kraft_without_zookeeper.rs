@@ -2,6 +2,11 @@
 //! launched by the simulated Auto Scaling group, `claim.backend = "ec2"` (the ENI attachment is the claim).
 //! One fleet through the whole test:
 //!
+//! * the fleet boots under the security groups of a copy of the shipped template without its controller rule
+//!   (`BrokerToBrokerController`): the controllers start and keep trying to reach each other on the controller
+//!   port, the packet filter refuses those connections (counted on that port), every controller answers
+//!   DescribeQuorum with NOT_LEADER_OR_FOLLOWER (no quorum), and no host is Healthy. The shipped template's
+//!   groups are then enforced live, and the quorum forms and the fleet boots: the rule was the difference;
 //! * after the boot, nothing in the fleet runs ZooKeeper or listens on its port, and no host's configuration
 //!   names it; the claims are read from EC2 alone;
 //! * one node's host killed as power loss in the middle of a produce load (kcat, acks=all and idempotence, its
@@ -73,10 +78,11 @@ fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
     if !berth_testkit::require_root("kraft_fleet_without_zookeeper_replaces_one_then_two_nodes") {
         return;
     }
+    let copy = tempfile::tempdir().expect("a directory for the template's copy");
     let options = FleetOptions {
         kafka: SimKafka::Kraft,
         claim_backend: ClaimBackend::Ec2,
-        security_groups: Some(template::shipped()),
+        security_groups: Some(without_controller_rule(copy.path()).expect("the template's copy")),
         ..FleetOptions::default()
     };
     asg::with_group(options, |fleet| async move { scenario(&fleet).await })
@@ -85,7 +91,13 @@ fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
 
 async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     let started = Instant::now();
+    no_quorum_without_the_controller_rule(fleet).await?;
+    let enforced = Instant::now();
     let booted = boot(fleet).await?;
+    println!(
+        "every host Healthy and in service {:.1}s after the shipped groups were enforced",
+        enforced.elapsed().as_secs_f64()
+    );
     assert_no_zookeeper(fleet)?;
     assert_claims_in_ec2(fleet, &booted).await?;
     let install = fleet.kafka().context("Apache Kafka installed")?.clone();
@@ -106,6 +118,107 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     assert_no_zookeeper(fleet)?;
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The template's rule opening the controller port between the brokers.
+const CONTROLLER_RULE: &str = "BrokerToBrokerController";
+/// Kafka's NOT_LEADER_OR_FOLLOWER: a controller's answer to DescribeQuorum when it does not lead.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+/// Connections to the controller port refused once every controller listens: the controllers kept trying to
+/// reach each other (each of the three asks the other two), and were refused.
+const REFUSED_WHILE_LISTENING: u64 = 6;
+
+/// A copy of the shipped template without [`CONTROLLER_RULE`], written in `dir`.
+fn without_controller_rule(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(template::shipped())?;
+    let path = dir.join("berth-cluster-without-controller-rule.yaml");
+    std::fs::write(
+        &path,
+        template::without_resources(&text, &[CONTROLLER_RULE])?,
+    )?;
+    Ok(path)
+}
+
+/// Under the copy without [`CONTROLLER_RULE`] no quorum forms: once every controller listens (answers
+/// DescribeQuorum, each with NOT_LEADER_OR_FOLLOWER), the filter refuses at least
+/// [`REFUSED_WHILE_LISTENING`] more connections to the controller port, after which every controller still
+/// leads nothing and no host is Healthy. Then the shipped template's groups are enforced live (the boot that
+/// follows shows the quorum forming).
+async fn no_quorum_without_the_controller_rule(fleet: &Fleet) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let zones = fleet.options().zones;
+    let rules =
+        security_groups::template_rules(&template::shipped(), &fleet.options().cluster, zones)?;
+    let group = rules
+        .first()
+        .context("the template's ingress rules")?
+        .group
+        .clone();
+    let refused = || {
+        fleet
+            .region()
+            .refused_on_port(&group, layout::KAFKA_CONTROLLER_PORT)
+    };
+    while !every_controller_leads_nothing(fleet).await? {
+        ensure!(
+            started.elapsed() < BOOT,
+            "the controllers never all listened"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (listening, listened_at) = (refused(), Instant::now());
+    while refused() < listening + REFUSED_WHILE_LISTENING {
+        ensure!(
+            started.elapsed() < BOOT,
+            "controller-port connections refused: {} once every controller listened, {} now: the controllers \
+             stopped trying",
+            listening,
+            refused()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(
+        every_controller_leads_nothing(fleet).await?,
+        "a controller stopped answering"
+    );
+    for host in fleet.hosts() {
+        let state = fleet.state(host.index).await?;
+        ensure!(
+            !state.state.eq_ignore_ascii_case("healthy"),
+            "host {} Healthy without a quorum",
+            host.index
+        );
+    }
+    println!(
+        "no quorum without {CONTROLLER_RULE}: {} controller-port connections refused; every controller \
+         listened {:.1}s into the boot, and led nothing {:.1}s later",
+        refused(),
+        (listened_at - started).as_secs_f64(),
+        listened_at.elapsed().as_secs_f64()
+    );
+    fleet.enforce_security_groups(&template::shipped())?;
+    Ok(())
+}
+
+/// Asks every controller DescribeQuorum: true when each answered NOT_LEADER_OR_FOLLOWER, false when one did not
+/// answer (not listening yet); an error when one described a quorum (it formed without the controller rule:
+/// the filter is not real) or refused otherwise.
+async fn every_controller_leads_nothing(fleet: &Fleet) -> anyhow::Result<bool> {
+    let client = KafkaClient::plaintext();
+    for (id, address) in fleet_kafka::controller_listeners(fleet) {
+        let asked = quorum::describe(&client, Peer::new(id, address), Duration::from_secs(3)).await;
+        match asked {
+            Err(quorum::QuorumError::Refused { code, .. }) if code == NOT_LEADER_OR_FOLLOWER => {}
+            Err(quorum::QuorumError::Unreachable(_)) => return Ok(false),
+            Ok(view) => anyhow::bail!(
+                "controller {id} describes a quorum without {CONTROLLER_RULE}: leader {} epoch {}",
+                view.leader_id,
+                view.leader_epoch
+            ),
+            Err(other) => anyhow::bail!("controller {id}: {other}"),
+        }
+    }
+    Ok(true)
 }
 
 /// The quorum formed under the shipped template's security group, which is enforced: a connection to a

@@ -10,8 +10,9 @@
 //! every group with a producer running (tests/tests/roll.rs's roll: every record acknowledged is read back once);
 //! on the SASL_SSL fleet, an ACL that hides a topic every broker hosts from berth's principal: a drain is not
 //! judged safe and a replacement does not report caught up, each saying why in the journal and `/state`; the ACL
-//! removed, both complete. Last, no configured secret appears in any host's journal, `/state` or
-//! `berth check-config`.
+//! removed, both complete. Then berth's SCRAM password rotated as docs/operations.md says (its "Secrets" drop-in
+//! installed as written, then only the lines this cluster uses). Last, no configured secret appears in any host's
+//! journal, `/state` or `berth check-config`.
 //!
 //! SCRAM needs the hosts' name lookups answered at once: Kafka's SASL server looks up the name of the address
 //! each connection came in on, and the fleet's hosts answer that from `/etc/hosts`
@@ -26,7 +27,10 @@ use berth_config::ClaimBackend;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
 use berth_sim::roll::{self, RollOptions};
 use berth_sim::{asg, Fleet, FleetOptions, SimKafka, StateView};
-use berth_testkit::kafka::security::SecuredListeners;
+use berth_testkit::kafka::security::{
+    ClientAuth, SecuredListeners, BERTH_PASSWORD, BERTH_ROTATED_PASSWORD, BERTH_SECRETS_DIR,
+    BERTH_SECRETS_DROPIN,
+};
 use berth_testkit::kafka::Client;
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -41,6 +45,7 @@ fn a_sasl_ssl_fleet_boots_replaces_rolls_fails_closed_and_keeps_its_secrets() {
         replace_killed(&fleet, &client, &states).await?;
         rolled(&fleet).await?;
         acl_hides_a_hosted_topic(&fleet, &client).await?;
+        rotated_password(&fleet, &client).await?;
         no_secret_anywhere(&fleet).await
     });
 }
@@ -180,6 +185,168 @@ async fn rolled(fleet: &Fleet) -> anyhow::Result<()> {
         report.describe_writes()
     );
     report.verify(fleet)
+}
+
+/// docs/operations.md's rotation of berth's Kafka password, run as written on the live cluster: the new SCRAM
+/// credential (kafka-configs.sh, as a super user) turns every host's `/health` 503 while Kafka keeps serving; the
+/// credential file replaced and berth restarted on each host, every berth judges its broker caught up and Healthy
+/// again through the new password (Kafka never restarted), and the old password is refused.
+async fn rotated_password(fleet: &Fleet, client: &Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let hosts = asg::in_service_hosts(fleet);
+    let mut before = Vec::new();
+    for &index in &hosts {
+        before.push((index, fleet.state(index).await?, kafka_pid(fleet, index)?));
+    }
+    let credential = format!("SCRAM-SHA-512=[password={BERTH_ROTATED_PASSWORD}]");
+    blocking(|| {
+        client.tool(
+            &["tool", "org.apache.kafka.tools.ConfigCommand"],
+            &[
+                "--alter",
+                "--add-config",
+                &credential,
+                "--entity-type",
+                "users",
+                "--entity-name",
+                "berth",
+            ],
+        )
+    })?;
+    for &index in &hosts {
+        let refused = fleet
+            .wait_for(index, "/health 503: the old password refused", BOOT, |s| {
+                !s.healthy
+                    && s.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("SaslAuthenticationFailed"))
+            })
+            .await?;
+        println!("host {index} before its restart: {:?}", refused.last_error);
+    }
+    documented_dropin_needs_every_file(fleet, hosts[0]).await?;
+    for (index, state, kafka) in &before {
+        restarted_with_the_new_password(fleet, *index, state, kafka).await?;
+    }
+    old_password_refused(fleet)?;
+    println!(
+        "berth's password rotated on {} hosts in {:.1}s",
+        hosts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Kafka's main pid on host `index` (kafka.service's `MainPID`).
+fn kafka_pid(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
+    let host = fleet.host(index)?;
+    let shown = host.container().show("kafka.service", &["MainPID"])?;
+    let pid = shown.get("MainPID").cloned().unwrap_or_default();
+    ensure!(
+        !pid.is_empty() && pid != "0",
+        "kafka.service is not running on host {index}"
+    );
+    Ok(pid)
+}
+
+/// The "Secrets" drop-in exactly as docs/operations.md gives it names a ZooKeeper digest this KRaft cluster does
+/// not have: systemd refuses to start berth (status 243/CREDENTIALS), as the doc warns. Put back with only the lines this cluster uses.
+async fn documented_dropin_needs_every_file(fleet: &Fleet, index: usize) -> anyhow::Result<()> {
+    let host = fleet.host(index)?;
+    let container = host.container();
+    let documented = berth_e2e::documented_secrets_dropin()?;
+    container.write(BERTH_SECRETS_DROPIN, &documented, 0o644)?;
+    container.exec(&["systemctl", "daemon-reload"])?;
+    let refused = container.exec(&["systemctl", "restart", "berth.service"]);
+    let unit = container.show(
+        "berth.service",
+        &["ActiveState", "Result", "ExecMainStatus"],
+    )?;
+    println!("berth.service with the documented drop-in as written: {unit:?}");
+    ensure!(
+        refused.is_err() && unit["ActiveState"] != "active" && unit["ExecMainStatus"] == "243",
+        "berth started although a LoadCredential= file is missing: {unit:?}"
+    );
+    let used = fleet
+        .security()
+        .context("secured")?
+        .berth_credentials_dropin();
+    ensure!(
+        used.lines()
+            .skip(1)
+            .all(|line| documented.lines().any(|l| l == line)),
+        "the fleet's drop-in is not the documented one's lines:\n{used}\n{documented}"
+    );
+    container.write(BERTH_SECRETS_DROPIN, &used, 0o644)?;
+    container.exec(&["systemctl", "daemon-reload"])?;
+    Ok(())
+}
+
+/// The credential file replaced and `systemctl restart berth` on host `index`: a new berth judges its broker
+/// caught up (a describe of every hosted partition, authenticated with the new password) and Healthy, as the
+/// broker it was, and Kafka kept its pid.
+async fn restarted_with_the_new_password(
+    fleet: &Fleet,
+    index: usize,
+    before: &StateView,
+    kafka: &str,
+) -> anyhow::Result<()> {
+    let host = fleet.host(index)?;
+    let file = format!("{BERTH_SECRETS_DIR}/kafka-password");
+    host.container()
+        .write(&file, &format!("{BERTH_ROTATED_PASSWORD}\n"), 0o600)?;
+    // The doc's restart; on the host whose drop-in was refused, systemd may be between automatic restarts.
+    host.container()
+        .exec(&["systemctl", "restart", "berth.service"])?;
+    let after = fleet
+        .wait_for(
+            index,
+            "a restarted berth caught up and Healthy",
+            BOOT,
+            |s| {
+                s.pid != before.pid
+                    && s.healthy
+                    && s.catch_up
+                        .as_ref()
+                        .is_some_and(|c| c.hosted > 0 && c.caught_up())
+            },
+        )
+        .await?;
+    ensure!(
+        after.broker_id == before.broker_id && kafka_pid(fleet, index)? == kafka,
+        "host {index} after the restart: broker {:?} (was {:?}), Kafka pid {} (was {kafka})",
+        after.broker_id,
+        before.broker_id,
+        kafka_pid(fleet, index)?
+    );
+    Ok(())
+}
+
+/// Kafka refuses berth's old password and takes the new one (Kafka's TopicCommand as `berth`).
+fn old_password_refused(fleet: &Fleet) -> anyhow::Result<()> {
+    let install = fleet.kafka().context("Apache Kafka installed")?.clone();
+    let ca = fleet.security().context("secured")?.pki.ca();
+    let as_berth = |password: &str, file: &str| {
+        let auth = ClientAuth::SaslSsl {
+            mechanism: "SCRAM-SHA-512".into(),
+            user: "berth".into(),
+            password: password.into(),
+            ca: ca.clone(),
+        };
+        fleet_kafka::client(fleet, &install).secured(&auth, &fleet.work_dir().join(file))
+    };
+    let old = as_berth(BERTH_PASSWORD, "berth-old.properties")?;
+    let refused = blocking(|| old.describe_topic(TOPIC));
+    ensure!(
+        refused.as_ref().is_err_and(|e| e
+            .to_string()
+            .to_lowercase()
+            .contains("authentication failed")),
+        "the old password: {refused:?}"
+    );
+    let new = as_berth(BERTH_ROTATED_PASSWORD, "berth-new.properties")?;
+    blocking(|| new.describe_topic(TOPIC))?;
+    Ok(())
 }
 
 /// Kafka's AclCommand, as the test's client (a super user).

@@ -224,6 +224,27 @@ impl Region {
         packets(&out)
     }
 
+    /// New connections to `port` that `group`'s rules refused so far (its per-port drop counters).
+    pub fn refused_on_port(&self, group: &str, port: u16) -> u64 {
+        let set = security_groups::refused_ports_name(group);
+        let out = sys::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.ns,
+                "nft",
+                "list",
+                "set",
+                "bridge",
+                security_groups::NFT_TABLE,
+                &set,
+            ],
+        )
+        .unwrap_or_default();
+        security_groups::refused_on_port(&out, port)
+    }
+
     /// The namespace's name.
     pub fn ns(&self) -> &str {
         &self.ns

@@ -38,6 +38,15 @@ pub fn counter_name(group: &str) -> String {
     )
 }
 
+/// The nftables set counting, per destination port, the connections a group's members refused (each element a
+/// port with its counter): which rule was missing, not just that one was.
+pub fn refused_ports_name(group: &str) -> String {
+    format!(
+        "refused_ports_{}",
+        group.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
+}
+
 /// Names every resource by its logical id: the packet filter needs the groups' identities, not EC2's ids.
 struct ByLogicalId;
 
@@ -108,7 +117,7 @@ pub fn state_tunnel(groups: &[String], zones: usize) -> Vec<Ingress> {
 }
 
 /// The table enforcing `rules`: every accept rule first (a member's rules are the union of its groups'), then
-/// one counted drop per group.
+/// one counted drop per group (counted in total and per destination port).
 pub fn ruleset(rules: &[Ingress]) -> String {
     let mut groups: Vec<&str> = rules.iter().map(|r| r.group.as_str()).collect();
     groups.sort_unstable();
@@ -116,9 +125,10 @@ pub fn ruleset(rules: &[Ingress]) -> String {
     let mut table = format!("table bridge {NFT_TABLE} {{\n");
     for group in &groups {
         table.push_str(&format!(
-            "  set {} {{ type ipv4_addr; }}\n  counter {} {{ }}\n",
+            "  set {} {{ type ipv4_addr; }}\n  counter {} {{ }}\n  set {} {{ type inet_service; flags dynamic; counter; }}\n",
             set_name(group),
-            counter_name(group)
+            counter_name(group),
+            refused_ports_name(group)
         ));
     }
     for (chain, hook) in [("forwarded", "forward"), ("sent", "output")] {
@@ -147,13 +157,29 @@ pub fn ruleset(rules: &[Ingress]) -> String {
     }
     for group in &groups {
         table.push_str(&format!(
-            "    ip daddr @{} counter name {} drop\n",
+            "    ip daddr @{} update @{} {{ tcp dport }} counter name {} drop\n",
             set_name(group),
+            refused_ports_name(group),
             counter_name(group)
         ));
     }
     table.push_str("  }\n}\n");
     table
+}
+
+/// The connections refused on `port` in a listing of a group's [`refused_ports_name`] set
+/// (`nft list set ...`: `elements = { 9093 counter packets 4 bytes 240, ... }`); 0 when none was. Pure.
+pub fn refused_on_port(listing: &str, port: u16) -> u64 {
+    let port = port.to_string();
+    let words: Vec<&str> = listing
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}')
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .windows(4)
+        .find(|w| w[0] == port && w[1] == "counter" && w[2] == "packets")
+        .and_then(|w| w[3].parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -194,11 +220,22 @@ mod tests {
         assert!(
             lines.contains(&"ip daddr @members_sg_1 ip saddr @members_sg_1 tcp dport 9093 accept")
         );
-        assert!(lines.contains(&"ip daddr @members_sg_2 counter name refused_sg_2 drop"));
+        assert!(lines.contains(
+            &"ip daddr @members_sg_2 update @refused_ports_sg_2 { tcp dport } counter name refused_sg_2 drop"
+        ));
         assert_eq!(
             lines.iter().filter(|l| l.ends_with("drop")).count(),
             2,
             "{table}"
         );
+    }
+
+    #[test]
+    fn refused_connections_are_read_per_port() {
+        let listing = "table bridge secgroups {\n\tset refused_ports_sg_1 {\n\t\ttype inet_service\n\t\tsize 65535\n\t\tflags dynamic\n\t\tcounter\n\t\telements = { 9093 counter packets 4 bytes 240, 9094 counter packets 2 bytes 120 }\n\t}\n}\n";
+        assert_eq!(refused_on_port(listing, 9093), 4);
+        assert_eq!(refused_on_port(listing, 9094), 2);
+        assert_eq!(refused_on_port(listing, 9092), 0);
+        assert_eq!(refused_on_port("", 9093), 0);
     }
 }

@@ -1,7 +1,8 @@
 //! What an operator installs on a broker host, done to a [`Container`]: Kafka as `kafka.service`, the berth
 //! `.deb` (`dpkg -i`, which neither enables nor starts berth: checked), berth's drop-in for `kafka.service` as the
 //! package ships it (`/usr/share/berth/kafka.service.d/berth.conf`, installed as `docs/kafka.md` says),
-//! `/etc/berth/berth.toml` and `/etc/berth/environment`, then `systemctl enable --now berth`. berth then drives Kafka
+//! `/etc/berth/berth.toml` and `/etc/berth/environment`, then `systemctl enable berth` and `systemctl start berth`
+//! (several hosts' starts released at one instant: [`start_installed`]). berth then drives Kafka
 //! through the container's real `systemctl` (`kafka.supervisor = "systemd"`, the production default). A later
 //! version of the package is installed over it as an operator upgrades ([`upgrade`]).
 //!
@@ -22,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use berth_testkit::kafka::security::{ClusterSecurity, HostFile};
+use berth_testkit::kafka::security::{
+    ClusterSecurity, HostFile, BERTH_SECRETS_DIR, BERTH_SECRETS_DROPIN,
+};
 use berth_testkit::kafka::Install;
 
 use crate::container::{Bind, Container, ContainerError, ContainerSpec};
@@ -211,9 +214,7 @@ pub fn boot(
     Ok(Container::boot(&spec)?)
 }
 
-/// Starts berth on a host. The first time, as an operator installs it ([`install_and_start`]): the AWS
-/// credentials, log filter and the fleet's `BERTH_*` overrides go to `/etc/berth/environment` (the simulated
-/// instance has no instance role). Later, [`start_again`].
+/// Starts berth on a host: the first time installed first ([`install`]), then [`start_again`].
 pub fn start(
     container: &Container,
     options: &FleetOptions,
@@ -221,8 +222,27 @@ pub fn start(
     berth: &Path,
     kafka: Option<&Install>,
 ) -> Result<(), InstallError> {
-    if container.path("/usr/bin/berth").is_file() {
-        return Ok(start_again(container)?);
+    install(container, options, configured, berth, kafka)?;
+    Ok(start_again(container)?)
+}
+
+/// Whether berth is installed on the host.
+pub fn installed(container: &Container) -> bool {
+    container.path("/usr/bin/berth").is_file()
+}
+
+/// Installs berth on a host that has none, as an operator does ([`install_files`]), enabled but not started: the
+/// AWS credentials, log filter and the fleet's `BERTH_*` overrides go to `/etc/berth/environment` (the simulated
+/// instance has no instance role). A host that has berth is left as it is.
+pub fn install(
+    container: &Container,
+    options: &FleetOptions,
+    configured: Configured<'_>,
+    berth: &Path,
+    kafka: Option<&Install>,
+) -> Result<(), InstallError> {
+    if installed(container) {
+        return Ok(());
     }
     let mut environment = format!(
         "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_REGION={}\nRUST_LOG={}\n",
@@ -252,12 +272,12 @@ pub fn start(
         kafka: kafka.cloned(),
         security,
     };
-    install_and_start(container, &package(berth)?, &files)
+    install_files(container, &package(berth)?, &files)
 }
 
 /// Installs Kafka's unit and berth's drop-in, then berth from its package, writes its configuration and runs
-/// `systemctl enable --now berth` (which returns once berth has sent READY).
-fn install_and_start(
+/// `systemctl enable berth` (started later: [`start_again`], or [`start_installed`] for hosts started together).
+fn install_files(
     container: &Container,
     package: &Path,
     files: &HostFiles,
@@ -288,15 +308,13 @@ fn install_and_start(
     )?;
     container.exec(&["chown", "root:kafka", "/etc/kafka/server.properties"])?;
     if let Some((host_files, dropin, wrapper)) = &files.security {
+        // As docs/operations.md ("Secrets") makes it: root's alone.
+        container.exec(&["install", "-d", "-m", "0700", BERTH_SECRETS_DIR])?;
         for file in host_files {
             container.write(&file.path, &file.content, file.mode)?;
             container.exec(&["chown", file.owner, &file.path])?;
         }
-        container.write(
-            "/etc/systemd/system/berth.service.d/credentials.conf",
-            dropin,
-            0o644,
-        )?;
+        container.write(BERTH_SECRETS_DROPIN, dropin, 0o644)?;
         container.write(FORMAT_WRAPPER, wrapper, 0o700)?;
     }
     // berth, as an operator installs it: the package, which leaves berth disabled and stopped, then the drop-in it
@@ -321,8 +339,16 @@ fn install_and_start(
     container.write("/etc/berth/berth.toml", &files.berth_toml, 0o640)?;
     container.write("/etc/berth/environment", &files.environment, 0o600)?;
     container.exec(&["systemctl", "daemon-reload"])?;
-    container.exec(&["systemctl", "enable", "--now", BERTH_UNIT])?;
+    container.exec(&["systemctl", "enable", BERTH_UNIT])?;
     Ok(())
+}
+
+/// `systemctl start berth` on an installed host, nothing asked first (it returns once berth has sent READY): the
+/// one call between a barrier and berth's start when hosts start together.
+pub fn start_installed(container: &Container) -> Result<(), ContainerError> {
+    container
+        .exec(&["systemctl", "start", BERTH_UNIT])
+        .map(drop)
 }
 
 /// Starts berth again on an installed host: `systemctl restart` when its main process is gone (also cutting a

@@ -48,8 +48,18 @@ impl Fleet {
         };
         systemd_host::set_start_environment(host.container(), extra_env)
             .map_err(|source| failed(source.into()))?;
-        let (berth_toml, server_properties) = self.host_files(&host)?;
-        systemd_host::start(
+        self.install_berth(&host)?;
+        systemd_host::start_again(host.container()).map_err(|source| failed(source.into()))?;
+        Ok(host.berth_pid().unwrap_or(0))
+    }
+
+    /// Installs berth on `host` (enabled, not started) unless it has it.
+    fn install_berth(&self, host: &super::Host) -> Result<(), FleetError> {
+        if systemd_host::installed(host.container()) {
+            return Ok(());
+        }
+        let (berth_toml, server_properties) = self.host_files(host)?;
+        systemd_host::install(
             host.container(),
             self.options(),
             systemd_host::Configured {
@@ -60,8 +70,50 @@ impl Fleet {
             &self.options().berth.berth()?,
             self.kafka(),
         )
-        .map_err(failed)?;
-        Ok(host.berth_pid().unwrap_or(0))
+        .map_err(|source| FleetError::Systemd {
+            host: host.index,
+            source,
+        })
+    }
+
+    /// Starts the berths of `indexes`, never started before, at one instant: every host is installed first, then
+    /// one thread per host waits at a barrier and runs only `systemctl start` (which returns on berth's READY).
+    pub async fn start_berths_together(&self, indexes: &[usize]) -> Result<(), FleetError> {
+        let mut hosts = Vec::new();
+        for &index in indexes {
+            let host = self.host(index)?;
+            self.install_berth(&host)?;
+            hosts.push(host);
+        }
+        let started = tokio::task::spawn_blocking(move || {
+            let barrier = std::sync::Barrier::new(hosts.len());
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = hosts
+                    .iter()
+                    .map(|host| {
+                        let barrier = &barrier;
+                        scope.spawn(move || {
+                            barrier.wait();
+                            systemd_host::start_installed(host.container()).map_err(|source| {
+                                FleetError::Systemd {
+                                    host: host.index,
+                                    source: source.into(),
+                                }
+                            })
+                        })
+                    })
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|thread| thread.join().expect("a start thread panicked"))
+                    .collect::<Result<Vec<()>, FleetError>>()
+            })
+        });
+        started.await.map_err(|error| FleetError::Io {
+            what: "starting berths together".into(),
+            source: std::io::Error::other(error),
+        })??;
+        Ok(())
     }
 
     /// Sends `signal` to host `index`'s berth (`systemctl kill --kill-whom=main`).

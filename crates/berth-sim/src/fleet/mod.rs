@@ -331,6 +331,18 @@ impl Fleet {
         &self.inner.aws
     }
 
+    /// Enforces the security groups of the template at `template` from now on, replacing the ones enforced so
+    /// far (as a stack update changing the groups' rules would; connections already open stay open, since
+    /// groups are stateful).
+    pub fn enforce_security_groups(&self, template: &std::path::Path) -> Result<(), FleetError> {
+        enforce_security_groups(
+            &self.inner.region,
+            template,
+            &self.inner.options,
+            &self.inner.resources,
+        )
+    }
+
     /// The region namespace.
     pub fn region(&self) -> &Region {
         &self.inner.region
@@ -349,15 +361,14 @@ impl Fleet {
         lock(&self.inner.hosts).clone()
     }
 
-    /// Launches one host per entry of `zones` (zone indexes), then starts all their berths together.
+    /// Launches one host per entry of `zones` (zone indexes), then starts all their berths at one instant
+    /// ([`Fleet::start_berths_together`]), as instances launched together boot together.
     pub async fn launch_many(&self, zones: &[usize]) -> Result<Vec<usize>, FleetError> {
         let mut indexes = Vec::new();
         for &az in zones {
             indexes.push(self.prepare_host(az).await?);
         }
-        for &index in &indexes {
-            self.start_berth(index)?;
-        }
+        self.start_berths_together(&indexes).await?;
         Ok(indexes)
     }
 

@@ -371,6 +371,8 @@ pub const KAFKA_TLS_DIR: &str = "/etc/kafka/tls";
 pub const BERTH_TLS_DIR: &str = "/etc/berth/tls";
 /// berth's secrets directory on a host (the sources of its systemd credentials).
 pub const BERTH_SECRETS_DIR: &str = "/etc/berth/secrets";
+/// Where a host keeps berth.service's drop-in loading them (docs/operations.md, "Secrets").
+pub const BERTH_SECRETS_DROPIN: &str = "/etc/systemd/system/berth.service.d/secrets.conf";
 
 /// One file to put on every host: path, content, mode, owner (`user:group`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,6 +410,8 @@ pub const BROKER_PASSWORD: &str = "scram-broker-5d41402a";
 pub const BERTH_PASSWORD: &str = "scram-berth-7d793037";
 /// The test's clients' SCRAM-SHA-512 password.
 pub const CLIENT_PASSWORD: &str = "scram-client-9e107d9d";
+/// berth's password after a test rotates it (docs/operations.md, "Rotating a Kafka password").
+pub const BERTH_ROTATED_PASSWORD: &str = "scram-berth-rotated-1f0e3dad";
 
 impl ClusterSecurity {
     /// Makes the material in `dir` for brokers at `addresses`.
@@ -425,9 +429,14 @@ impl ClusterSecurity {
     /// Every secret a host is given: what must appear in no journal, no `/state`, no `check-config` output.
     pub fn secrets(&self) -> Vec<String> {
         let key = |issued: &Issued| std::fs::read_to_string(&issued.key).unwrap_or_default();
-        let mut secrets: Vec<String> = [BROKER_PASSWORD, BERTH_PASSWORD, CLIENT_PASSWORD]
-            .map(str::to_owned)
-            .to_vec();
+        let mut secrets: Vec<String> = [
+            BROKER_PASSWORD,
+            BERTH_PASSWORD,
+            BERTH_ROTATED_PASSWORD,
+            CLIENT_PASSWORD,
+        ]
+        .map(str::to_owned)
+        .to_vec();
         // A private key's base64 lines (the PEM armour is not secret).
         for issued in [&self.broker, &self.berth] {
             secrets.extend(
@@ -498,7 +507,8 @@ impl ClusterSecurity {
         credentials
     }
 
-    /// berth.service's drop-in loading its secrets as systemd credentials.
+    /// berth.service's drop-in loading its secrets as systemd credentials ([`BERTH_SECRETS_DROPIN`]): one
+    /// `LoadCredential=` line per secret this cluster uses, as docs/operations.md gives them.
     pub fn berth_credentials_dropin(&self) -> String {
         let mut text = String::from("[Service]\n");
         for (credential, path) in self.berth_credentials() {

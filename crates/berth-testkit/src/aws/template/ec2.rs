@@ -111,6 +111,10 @@ pub async fn create(client: &Client, stack: &Stack) -> Result<Created, CreateErr
                 let arn = Value::String(format!("arn:aws:iam::{account}:role/{physical}"));
                 created.set(logical_id, &physical, &[("Arn", arn)]);
             }
+            Kind::LifecycleHook => {
+                let name = text(&properties, "LifecycleHookName").map_err(&failed)?;
+                created.set(logical_id, &name, &[]);
+            }
             Kind::AutoScalingGroup => {
                 let name = properties
                     .get("AutoScalingGroupName")

@@ -25,6 +25,9 @@
 //! Property values are resolved on demand ([`Stack::properties`]), since `Ref` and `Fn::GetAtt` of a resource
 //! need the physical ids of resources created before it ([`Physical`]).
 
+pub mod creation;
+#[cfg(test)]
+mod creation_tests;
 pub mod ec2;
 #[cfg(test)]
 mod ec2_tests;
@@ -118,6 +121,9 @@ pub enum Kind {
     LaunchTemplate,
     /// `AWS::AutoScaling::AutoScalingGroup`: a simulated group with its lifecycle hooks and policies.
     AutoScalingGroup,
+    /// `AWS::AutoScaling::LifecycleHook`: a hook added to its group once created, holding only the instances
+    /// launched after it ([`creation`]).
+    LifecycleHook,
     /// `AWS::IAM::Role`, `AWS::IAM::Policy`, `AWS::IAM::InstanceProfile`: given ids and ARNs; the simulated
     /// region does not evaluate IAM policies (moto does not either).
     Iam,
@@ -133,6 +139,7 @@ impl Kind {
             "AWS::EC2::Volume" => Kind::Volume,
             "AWS::EC2::LaunchTemplate" => Kind::LaunchTemplate,
             "AWS::AutoScaling::AutoScalingGroup" => Kind::AutoScalingGroup,
+            "AWS::AutoScaling::LifecycleHook" => Kind::LifecycleHook,
             "AWS::IAM::Role" | "AWS::IAM::Policy" | "AWS::IAM::InstanceProfile" => Kind::Iam,
             _ => return None,
         })
@@ -184,6 +191,24 @@ pub struct Stack {
 /// The shipped template, `docs/examples/berth-cluster.yaml` in the source tree.
 pub fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/berth-cluster.yaml")
+}
+
+/// The template text `text` with the resources `logical_ids` removed (parsed and written again as YAML, short
+/// forms kept): a copy of a template missing something, for a test to show what that changes. Refuses a
+/// logical id the template does not declare, so such a test cannot pass by removing nothing.
+pub fn without_resources(text: &str, logical_ids: &[&str]) -> Result<String, TemplateError> {
+    let mut yaml: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| TemplateError::Format(e.to_string()))?;
+    let resources = yaml
+        .get_mut("Resources")
+        .and_then(serde_yaml::Value::as_mapping_mut)
+        .ok_or_else(|| TemplateError::Format("no Resources mapping".into()))?;
+    for logical_id in logical_ids {
+        if resources.remove(*logical_id).is_none() {
+            return Err(TemplateError::Unresolved((*logical_id).to_owned()));
+        }
+    }
+    serde_yaml::to_string(&yaml).map_err(|e| TemplateError::Format(e.to_string()))
 }
 
 impl Template {

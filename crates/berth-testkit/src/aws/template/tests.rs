@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::*;
 
 /// What the tests give for the parameters an operator must give (the rest keep the template's defaults).
-fn operator() -> BTreeMap<String, String> {
+pub(super) fn operator() -> BTreeMap<String, String> {
     [
         ("ImageId", "ami-0123456789abcdef0"),
         ("VpcId", "vpc-1"),
@@ -29,7 +29,7 @@ fn operator() -> BTreeMap<String, String> {
     .collect()
 }
 
-fn pseudo() -> Pseudo {
+pub(super) fn pseudo() -> Pseudo {
     Pseudo {
         region: "eu-west-1".into(),
         account_id: "123456789012".into(),
@@ -44,7 +44,7 @@ fn pseudo() -> Pseudo {
 }
 
 /// Every created resource's physical id is `phys-<logical id>`, its attributes `<logical id>.<attribute>`.
-struct Fake;
+pub(super) struct Fake;
 
 impl Physical for Fake {
     fn reference(&self, logical_id: &str) -> Option<String> {
@@ -60,7 +60,7 @@ fn shipped_template() -> Template {
 }
 
 /// The shipped template with its YAML changed by `change` (tags and all), parsed again.
-fn changed(change: impl FnOnce(&mut serde_yaml::Mapping)) -> Template {
+pub(super) fn changed(change: impl FnOnce(&mut serde_yaml::Mapping)) -> Template {
     let text = std::fs::read_to_string(shipped()).expect("read the shipped template");
     let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
     let resources = yaml
@@ -471,5 +471,27 @@ fn ingress_rules_resolve_and_a_rule_the_region_cannot_enforce_is_refused() {
     assert!(
         matches!(&refused, TemplateError::Unenforced { logical_id, .. } if logical_id == "Udp"),
         "{refused}"
+    );
+}
+
+#[test]
+fn a_copy_without_the_controller_rule_opens_no_controller_port() {
+    let text = std::fs::read_to_string(shipped()).expect("read the shipped template");
+    let opens_9093 = |text: &str| {
+        let stack = Template::parse(text)
+            .expect("parses")
+            .instantiate(&operator(), pseudo())
+            .expect("instantiates");
+        ingress::ingress(&stack, &Fake)
+            .expect("rules")
+            .iter()
+            .any(|rule| (rule.from_port..=rule.to_port).contains(&9093))
+    };
+    assert!(opens_9093(&text), "the shipped template opens 9093");
+    let copy = without_resources(&text, &["BrokerToBrokerController"]).expect("removed");
+    assert!(!opens_9093(&copy), "the copy still opens 9093");
+    assert_eq!(
+        without_resources(&text, &["NoSuchResource"]),
+        Err(TemplateError::Unresolved("NoSuchResource".into()))
     );
 }
