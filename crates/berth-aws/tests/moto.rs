@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use berth_aws::{AttachSettings, AwsSettings};
+use berth_aws::AwsSettings;
 use berth_core::birth::{self, BirthRecord};
 use berth_core::facts::InventoryProblem;
 use berth_core::ports::{
@@ -325,28 +325,6 @@ async fn a_running_owner_is_never_touched_and_is_named() {
     assert_eq!(env.volume_of(0).await.1, Some(owner.instance_id.clone()));
 }
 
-/// Owner and replacement set up with the ENI and volume on the owner, the replacement's attach settings
-/// changed by `attach`; returns (owner, me, cloud, imds).
-async fn owned_by_other(
-    env: &Env,
-    attach: impl FnOnce(&mut AttachSettings),
-) -> (
-    world::SeededInstance,
-    berth_core::Identity,
-    berth_aws::AwsCloud,
-    berth_testkit::aws::Imds,
-) {
-    let owner = env.instance(ZONE_A).await;
-    env.attach_id0(&owner, "/dev/xvdf").await;
-    let me = env.instance(ZONE_A).await;
-    let imds = env.imds(&me, &[]);
-    let mut settings = env.settings(&imds, 1);
-    attach(&mut settings.attach);
-    let cloud = env.cloud(settings).await;
-    let identity = cloud.identity().await.unwrap();
-    (owner, identity, cloud, imds)
-}
-
 #[tokio::test]
 async fn an_early_volume_request_sends_one_attach_that_attach_volume_then_finds() {
     let env = env(&[ZONE_A]).await;
@@ -401,9 +379,6 @@ async fn eni_attachment_id(env: &Env, eni_id: &str) -> String {
         .expect("attached")
         .to_owned()
 }
-
-/// `aws.takeover_wait` in the takeover tests: long enough to see the wait, short for a test.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 
 #[tokio::test]
 async fn a_shutting_down_owner_gets_the_takeover_wait_before_the_force() {

@@ -289,6 +289,26 @@ pub async fn booting_in(
     (me, identity, cloud, imds, resources)
 }
 
+/// `aws.takeover_wait` in the takeover tests and the `aws` bench: long enough to see the wait, short for a test.
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
+
+/// Owner and replacement set up with the ENI and volume on the owner, the replacement's attach settings
+/// changed by `attach`; returns (owner, me, cloud, imds).
+pub async fn owned_by_other(
+    env: &Env,
+    attach: impl FnOnce(&mut AttachSettings),
+) -> (SeededInstance, Identity, AwsCloud, Imds) {
+    let owner = env.instance(ZONE_A).await;
+    env.attach_id0(&owner, "/dev/xvdf").await;
+    let me = env.instance(ZONE_A).await;
+    let imds = env.imds(&me, &[]);
+    let mut settings = env.settings(&imds, 1);
+    attach(&mut settings.attach);
+    let cloud = env.cloud(settings).await;
+    let identity = cloud.identity().await.unwrap();
+    (owner, identity, cloud, imds)
+}
+
 /// An id's ENI and volume attached through the adapter, and the Retryable errors each step met first.
 pub struct Attached {
     pub eni: EniFacts,
