@@ -205,8 +205,13 @@ impl Region {
 
     /// New connections `group`'s rules refused so far (the drop rule's counter).
     pub fn refused_by_security_group(&self, group: &str) -> u64 {
-        let counter = security_groups::counter_name(group);
-        let out = sys::run(
+        packets(&self.list_filter_object("counter", &security_groups::counter_name(group)))
+    }
+
+    /// `nft list <kind> bridge <table> <name>` of the security groups' filter in the region namespace (empty when
+    /// the filter is not there).
+    fn list_filter_object(&self, kind: &str, name: &str) -> String {
+        sys::run(
             "ip",
             &[
                 "netns",
@@ -214,35 +219,19 @@ impl Region {
                 &self.ns,
                 "nft",
                 "list",
-                "counter",
+                kind,
                 "bridge",
                 security_groups::NFT_TABLE,
-                &counter,
+                name,
             ],
         )
-        .unwrap_or_default();
-        packets(&out)
+        .unwrap_or_default()
     }
 
     /// New connections to `port` that `group`'s rules refused so far (its per-port drop counters).
     pub fn refused_on_port(&self, group: &str, port: u16) -> u64 {
         let set = security_groups::refused_ports_name(group);
-        let out = sys::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.ns,
-                "nft",
-                "list",
-                "set",
-                "bridge",
-                security_groups::NFT_TABLE,
-                &set,
-            ],
-        )
-        .unwrap_or_default();
-        security_groups::refused_on_port(&out, port)
+        security_groups::refused_on_port(&self.list_filter_object("set", &set), port)
     }
 
     /// The namespace's name.
