@@ -366,23 +366,22 @@ pub async fn while_claiming(
     }
 }
 
-/// The header line of berth.service's secrets drop-in in docs/operations.md ("Secrets").
-const SECRETS_DROPIN_HEADER: &str = "# /etc/systemd/system/berth.service.d/secrets.conf";
-
 /// berth.service's secrets drop-in exactly as docs/operations.md gives it: the code block its path heads, each line
 /// unindented, so the secured e2e installs the operator's example as written.
 pub fn documented_secrets_dropin() -> anyhow::Result<String> {
+    // The block's header line: a comment naming where the drop-in goes.
+    let header = format!("# {}", berth_testkit::kafka::security::BERTH_SECRETS_DROPIN);
     let path = berth_testkit::workspace_root().join("docs/operations.md");
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
     let block: Vec<&str> = text
         .lines()
         .map(str::trim)
-        .skip_while(|line| *line != SECRETS_DROPIN_HEADER)
+        .skip_while(|line| *line != header)
         .take_while(|line| *line != "```")
         .collect();
     ensure!(
         block.iter().any(|line| line.starts_with("LoadCredential=")),
-        "docs/operations.md has no drop-in headed {SECRETS_DROPIN_HEADER}"
+        "docs/operations.md has no drop-in headed {header}"
     );
     Ok(block.join("\n") + "\n")
 }

@@ -214,20 +214,8 @@ pub fn boot(
     Ok(Container::boot(&spec)?)
 }
 
-/// Starts berth on a host: the first time installed first ([`install`]), then [`start_again`].
-pub fn start(
-    container: &Container,
-    options: &FleetOptions,
-    configured: Configured<'_>,
-    berth: &Path,
-    kafka: Option<&Install>,
-) -> Result<(), InstallError> {
-    install(container, options, configured, berth, kafka)?;
-    Ok(start_again(container)?)
-}
-
 /// Whether berth is installed on the host.
-pub fn installed(container: &Container) -> bool {
+fn installed(container: &Container) -> bool {
     container.path("/usr/bin/berth").is_file()
 }
 

@@ -53,11 +53,8 @@ impl Fleet {
         Ok(host.berth_pid().unwrap_or(0))
     }
 
-    /// Installs berth on `host` (enabled, not started) unless it has it.
+    /// Installs berth on `host` (enabled, not started) unless it has it ([`systemd_host::install`]).
     fn install_berth(&self, host: &super::Host) -> Result<(), FleetError> {
-        if systemd_host::installed(host.container()) {
-            return Ok(());
-        }
         let (berth_toml, server_properties) = self.host_files(host)?;
         systemd_host::install(
             host.container(),
