@@ -72,6 +72,8 @@ const STORAGE_TOOL: &str = "kafka.tools.StorageTool";
 const FORMAT_UNIT: &str = "berth-kafka-format.service";
 /// The fleet's log dir (also the metadata log's) inside a host.
 const LOG_DIR: &str = "/var/lib/kafka/data";
+/// Kafka's eligible leader replicas feature (KIP-966), on by default from 4.0.
+const ELR: &str = "eligible.leader.replicas.version";
 
 #[test]
 fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
@@ -514,7 +516,7 @@ async fn blank_while_the_others_are_down(
         }
         tokio::try_join!(replacement(fleet, others[0]), replacement(fleet, others[1]))
     })?;
-    let state = fleet.wait_healthy(blank, BOOT).await?;
+    let (state, remedied) = healthy_or_remedied(fleet, client, blank).await?;
     for (id, state) in [(0, &state), (1, &returned.0 .1), (2, &returned.1 .1)] {
         assert_same_broker(&booted[&id].1, state)?;
     }
@@ -527,17 +529,122 @@ async fn blank_while_the_others_are_down(
     assert_format_resumed(fleet, blank, &interrupted, &formats)?;
     println!(
         "every host killed, broker 0 blank: refused while the others were down ({:.1}s after the kill: {refusal}); \
-         berth killed {:.1}s after the kill while the storage tool ran (pid {}); Healthy again {:.1}s after the \
-         kill, formatted by berth pid {} ({}), {BATCH} synced records exact; this phase {:.1}s",
+         berth killed {:.1}s after the kill while the storage tool ran (pid {}); {}Healthy again {:.1}s after \
+         the kill, formatted by berth pid {} ({}), {BATCH} synced records exact; this phase {:.1}s",
         refused.as_secs_f64(),
         (interrupted.at - killed).as_secs_f64(),
         interrupted.tool,
+        remedied.map_or_else(
+            || "every partition it shares had another leader; ".to_owned(),
+            |why| format!("Kafka not started on the blank broker until the runbook's remedy ({why}); ")
+        ),
         killed.elapsed().as_secs_f64(),
         formats.last().map_or(0, |f| f.0),
         formats.last().map_or("", |f| f.1.as_str()),
         phase.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Waits until host `index` is Healthy. When instead its berth refuses to start Kafka on the blank broker (after
+/// every replica lost its power Kafka may keep a partition's last known leader, and a blank one would lead an
+/// empty log that the others truncate to), asserts its Kafka never started and that every partition it names is
+/// one Kafka reports without a leader, then does the runbook's remedy (eligible leader replicas off, an unclean
+/// election of those partitions among the live replicas, eligible leader replicas on again). The state, and
+/// the refusal the remedy answered.
+async fn healthy_or_remedied(
+    fleet: &Fleet,
+    client: &Client,
+    index: usize,
+) -> anyhow::Result<(StateView, Option<String>)> {
+    let state = fleet
+        .wait_for(
+            index,
+            "Healthy, or the blank broker's refusal",
+            BOOT,
+            |state| {
+                state.state.eq_ignore_ascii_case("healthy") || blank_start_refusal(state).is_some()
+            },
+        )
+        .await?;
+    let Some(refusal) = blank_start_refusal(&state) else {
+        return Ok((state, None));
+    };
+    ensure!(
+        fleet_kafka::kafka_unit_started(fleet.host(index)?.container()).is_none(),
+        "host {index}: Kafka started on the blank broker it refused: {refusal}"
+    );
+    let unavailable =
+        blocking(|| client.tool(&["topics"], &["--describe", "--unavailable-partitions"]))?;
+    let leaderless = unavailable_partitions(&unavailable);
+    let named = refusal
+        .split_once("no live leader but it: ")
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .map(|(names, _)| names.split(" and ").next().unwrap_or(names))
+        .context("the refusal names no partition")?;
+    for name in named.split(", ") {
+        ensure!(
+            leaderless
+                .iter()
+                .any(|(topic, partition)| format!("{topic}-{partition}") == name),
+            "berth refused for {name}, which Kafka does not report without a leader: {unavailable}"
+        );
+    }
+    let elections = tempfile::NamedTempFile::new()?;
+    let partitions: Vec<_> = leaderless
+        .iter()
+        .map(|(topic, partition)| serde_json::json!({"topic": topic, "partition": partition}))
+        .collect();
+    std::fs::write(
+        elections.path(),
+        serde_json::json!({ "partitions": partitions }).to_string(),
+    )?;
+    let path = elections.path().display().to_string();
+    let features = ["tool", "org.apache.kafka.tools.FeatureCommand"];
+    blocking(|| client.tool(&features, &["disable", "--feature", ELR]))?;
+    blocking(|| {
+        client.tool(
+            &["tool", "org.apache.kafka.tools.LeaderElectionCommand"],
+            &["--election-type", "unclean", "--path-to-json-file", &path],
+        )
+    })?;
+    blocking(|| client.tool(&features, &["upgrade", "--feature", &format!("{ELR}=1")]))?;
+    let state = fleet.wait_healthy(index, BOOT).await?;
+    Ok((
+        state,
+        Some(format!(
+            "{} partitions elected: {refusal}",
+            leaderless.len()
+        )),
+    ))
+}
+
+/// What `/state` says of a blank broker that berth did not start, if it says it.
+fn blank_start_refusal(state: &StateView) -> Option<String> {
+    [
+        state.waiting.as_ref().map(|w| w.reason.clone()),
+        state.last_error.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|text| text.contains("blank broker not started") && text.contains("no live leader"))
+}
+
+/// The (topic, partition) pairs of TopicCommand's `--describe --unavailable-partitions`.
+fn unavailable_partitions(described: &str) -> Vec<(String, u32)> {
+    described
+        .lines()
+        .filter_map(|line| {
+            let field = |name: &str| {
+                line.split('\t')
+                    .find_map(|f| f.trim().strip_prefix(name).map(str::trim))
+            };
+            Some((
+                field("Topic:")?.to_owned(),
+                field("Partition:")?.parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Waits (polling) until every synced record of the DURABLE topic is readable exactly once. After every replica

@@ -244,6 +244,71 @@ pub fn stop_safety(view: &ReplicationView, me: BrokerId) -> StopSafety {
     }
 }
 
+/// Why Kafka may not start yet on a broker whose log dirs hold no partition, in a cluster that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlankStartRefusal {
+    /// Partitions this broker shares with other replicas that have no live leader other than it.
+    pub unled: Vec<String>,
+    /// Why the answer does not let berth judge (see [`ReplicationView::cannot_judge`]).
+    pub cannot_judge: Vec<String>,
+}
+
+impl fmt::Display for BlankStartRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.cannot_judge.is_empty() {
+            return write!(
+                f,
+                "cannot judge whether this blank broker would lead an empty log: {}",
+                self.cannot_judge.join("; ")
+            );
+        }
+        write!(
+            f,
+            "{} partitions this broker replicates with others have no live leader but it: {}; Kafka elects a \
+             partition's last known leader when no in-sync or eligible replica is left, and this broker's \
+             log dirs are empty, so its followers would truncate to nothing. Waiting for another replica to \
+             lead them (see the runbook: a replica that holds the data made leader)",
+            self.unled.len(),
+            named(&self.unled)
+        )
+    }
+}
+
+/// The blank-start rule for broker `me`, whose log dirs hold no partition, in a cluster that exists: Kafka may
+/// start only when every partition `me` replicates with other brokers has a live leader other than `me`, so it
+/// returns as a follower and fetches. A partition no other broker replicates lost its data with the volume:
+/// there is nothing elsewhere to protect, so it does not hold the start. Returns the partitions checked.
+pub fn blank_start(view: &ReplicationView, me: BrokerId) -> Result<usize, BlankStartRefusal> {
+    if !view.cannot_judge.is_empty() {
+        return Err(BlankStartRefusal {
+            unled: Vec::new(),
+            cannot_judge: view.cannot_judge.clone(),
+        });
+    }
+    let shared: Vec<&PartitionReplicas> = view
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.contains(&me) && p.replicas.iter().any(|id| *id != me))
+        .collect();
+    let led_by_another = |p: &PartitionReplicas| {
+        p.leader
+            .is_some_and(|leader| leader != me && view.live_brokers.contains(&leader))
+    };
+    let unled: Vec<String> = shared
+        .iter()
+        .filter(|p| !led_by_another(p))
+        .map(|p| p.name())
+        .collect();
+    if unled.is_empty() {
+        Ok(shared.len())
+    } else {
+        Err(BlankStartRefusal {
+            unled,
+            cannot_judge: Vec::new(),
+        })
+    }
+}
+
 /// How a drain begins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "start", content = "why", rename_all = "snake_case")]
@@ -406,6 +471,41 @@ mod tests {
         assert!(done.caught_up(), "{done}");
         assert_eq!(done.hosted, 3);
         assert!(catch_up(&view(&[7], Vec::new()), BrokerId(7)).caught_up());
+    }
+
+    #[test]
+    fn a_blank_broker_starts_only_where_another_live_replica_leads() {
+        let mut cluster = view(
+            &[0, 1, 2],
+            vec![
+                partition(0, Some(1), &[0, 1, 2], &[1, 2]),
+                partition(1, Some(2), &[2, 0], &[2]),
+                partition(2, None, &[0], &[]),
+                partition(3, Some(0), &[1, 2], &[1, 2]),
+            ],
+        );
+        assert_eq!(blank_start(&cluster, BrokerId(0)), Ok(2));
+        cluster.partitions.push(partition(4, None, &[0, 1, 2], &[]));
+        cluster
+            .partitions
+            .push(partition(5, Some(0), &[0, 1], &[0]));
+        cluster
+            .partitions
+            .push(partition(6, Some(3), &[0, 3], &[3]));
+        let refusal = blank_start(&cluster, BrokerId(0)).unwrap_err();
+        assert_eq!(refusal.unled, ["events-4", "events-5", "events-6"]);
+        assert!(refusal.to_string().starts_with(
+            "3 partitions this broker replicates with others have no live leader but it: events-4, events-5, events-6;"
+        ));
+        cluster
+            .cannot_judge
+            .push("topic secret: TopicAuthorizationFailed".into());
+        let refusal = blank_start(&cluster, BrokerId(0)).unwrap_err();
+        assert!(refusal.unled.is_empty());
+        assert_eq!(
+            refusal.to_string(),
+            "cannot judge whether this blank broker would lead an empty log: topic secret: TopicAuthorizationFailed"
+        );
     }
 
     #[test]

@@ -194,6 +194,15 @@ pub enum KafkaError {
         /// What the quorum showed, and what would make it safe.
         reason: String,
     },
+    /// Log dirs that hold no partition, in a cluster that exists, while Kafka could elect this broker leader
+    /// of a partition whose data lives on other replicas.
+    #[error("broker {broker_id}: blank broker not started: {reason}")]
+    BlankStartUnsafe {
+        /// The broker being started.
+        broker_id: BrokerId,
+        /// What the cluster showed, and what would make it safe.
+        reason: String,
+    },
     /// KRaft mode without `cluster.kafka_cluster_id` (the configuration check requires it).
     #[error("cluster.kafka_cluster_id is needed to format KRaft storage for broker {broker_id}")]
     MissingClusterId {
@@ -737,11 +746,69 @@ impl KafkaBroker {
         kraft
             .prepare_storage(spec, &settings, &controllers, &birth, deadline)
             .await?;
+        if matches!(birth, Birth::Born { .. }) {
+            self.check_blank_start(spec).await?;
+        }
         *self.node.lock().expect("node lock") = Some(KraftNode {
             settings,
             controllers,
         });
         Ok(changed)
+    }
+
+    /// KRaft, in a born cluster: on log dirs that hold no partition (a lost volume replaced by a blank one, its
+    /// storage just formatted), Kafka starts only when another broker's Metadata shows that this broker cannot
+    /// become leader of an empty log ([`berth_core::replication::blank_start`]); no answer is no evidence. Not
+    /// asked when this is the only broker configured, or when its own Kafka already answers (a step run again).
+    async fn check_blank_start(&self, spec: &BrokerSpec) -> Result<(), KafkaError> {
+        let broker_id = spec.broker_id;
+        let question = Question::about(spec).map_err(KafkaError::LogDirsUnlisted)?;
+        if !question.on_disk.is_empty() {
+            return Ok(());
+        }
+        let (own, others): (Vec<_>, Vec<_>) = replication::peers(spec, self.port)
+            .into_iter()
+            .partition(|peer| peer.id == Some(broker_id.0));
+        if others.is_empty() {
+            // The only broker there is: no replica elsewhere holds anything an empty log could overwrite.
+            return Ok(());
+        }
+        for peer in own {
+            if replication::describe(&self.client, peer, &question, REPLICATION_TIMEOUT)
+                .await
+                .is_ok()
+            {
+                // Its Kafka already serves (started before this step ran again): not a blank start.
+                return Ok(());
+            }
+        }
+        let decided = match replication::describe_any(
+            &self.client,
+            &others,
+            &question,
+            REPLICATION_TIMEOUT,
+        )
+        .await
+        {
+            Ok(view) => berth_core::replication::blank_start(&view, broker_id)
+                .map_err(|refusal| refusal.to_string()),
+            Err(failures) => Err(format!(
+                "no other broker answered Metadata, so nothing shows this blank broker cannot lead an empty \
+                 log: {}",
+                each_failure(&failures)
+            )),
+        };
+        match decided {
+            Ok(checked) => {
+                tracing::info!(%broker_id, checked, "log dirs hold no partition: every partition shared with other replicas has another live leader");
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::warn!(%broker_id, why = %reason, "blank broker not started");
+                berth_core::progress::report(format!("blank broker not started: {reason}"));
+                Err(KafkaError::BlankStartUnsafe { broker_id, reason })
+            }
+        }
     }
 
     /// KRaft, a controller: after the start (or while Healthy, until its volume is marked), what the quorum says
