@@ -33,7 +33,9 @@
 //!   acknowledged before the deaths (synced: `flush.messages=1`) read back exactly once. Its berth is killed
 //!   (SIGKILL) while the storage tool runs (the tool's JVM seen in its unit and frozen there, the log dir
 //!   still without `meta.properties`): the berth systemd restarts stops the leftover unit, formats again and
-//!   serves.
+//!   serves. When Kafka's recovery leaves partitions without a leader, broker 0 their last known leader, berth
+//!   does not start Kafka on the blank broker (it would lead an empty log the others truncate to) and names
+//!   them, each one Kafka reports unavailable; the runbook's remedy is taken, then it serves.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -496,9 +498,9 @@ async fn blank_while_the_others_are_down(
     for az in zones {
         fleet.hold_launches(az, true);
     }
-    // All three at once, as one power loss: killed one after another, the controller could fence the first two
-    // (their sessions expire) and leave broker 0 the only in-sync replica, whose blank return Kafka then elects
-    // leader of an empty log (Kafka's contract without eligible leader replicas, not berth's to change).
+    // All three at once, as one power loss. Kafka's recovery may still leave partitions without a leader and
+    // broker 0 their last known leader: then berth does not start the blank broker (it would lead an empty
+    // log) until the runbook's remedy ([`healthy_or_remedied`]).
     let killed = Instant::now();
     let old = host_of(&hosts, 0)?;
     tokio::try_join!(
@@ -557,39 +559,44 @@ async fn healthy_or_remedied(
     client: &Client,
     index: usize,
 ) -> anyhow::Result<(StateView, Option<String>)> {
-    let state = fleet
-        .wait_for(
-            index,
-            "Healthy, or the blank broker's refusal",
-            BOOT,
-            |state| {
-                state.state.eq_ignore_ascii_case("healthy") || blank_start_refusal(state).is_some()
-            },
-        )
-        .await?;
-    let Some(refusal) = blank_start_refusal(&state) else {
-        return Ok((state, None));
+    let started = Instant::now();
+    let (refusal, leaderless) = loop {
+        let state = fleet
+            .wait_for(
+                index,
+                "Healthy, or the blank broker's refusal",
+                BOOT,
+                |state| {
+                    state.state.eq_ignore_ascii_case("healthy")
+                        || blank_start_refusal(state).is_some()
+                },
+            )
+            .await?;
+        let Some(refusal) = blank_start_refusal(&state) else {
+            return Ok((state, None));
+        };
+        let unavailable =
+            blocking(|| client.tool(&["topics"], &["--describe", "--unavailable-partitions"]))?;
+        let leaderless = unavailable_partitions(&unavailable);
+        let named = named_partitions(&refusal).context("the refusal names no partition")?;
+        let missing: Vec<_> = named
+            .iter()
+            .filter(|name| !leaderless.iter().any(|(t, p)| format!("{t}-{p}") == **name))
+            .collect();
+        if missing.is_empty() {
+            break (refusal, leaderless);
+        }
+        // Kafka may still have been electing when berth looked: the refusal must then clear by itself.
+        ensure!(
+            started.elapsed() < BOOT,
+            "berth kept refusing for {missing:?}, which Kafka does not report without a leader: {unavailable}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     ensure!(
         fleet_kafka::kafka_unit_started(fleet.host(index)?.container()).is_none(),
         "host {index}: Kafka started on the blank broker it refused: {refusal}"
     );
-    let unavailable =
-        blocking(|| client.tool(&["topics"], &["--describe", "--unavailable-partitions"]))?;
-    let leaderless = unavailable_partitions(&unavailable);
-    let named = refusal
-        .split_once("no live leader but it: ")
-        .and_then(|(_, rest)| rest.split_once(';'))
-        .map(|(names, _)| names.split(" and ").next().unwrap_or(names))
-        .context("the refusal names no partition")?;
-    for name in named.split(", ") {
-        ensure!(
-            leaderless
-                .iter()
-                .any(|(topic, partition)| format!("{topic}-{partition}") == name),
-            "berth refused for {name}, which Kafka does not report without a leader: {unavailable}"
-        );
-    }
     let elections = tempfile::NamedTempFile::new()?;
     let partitions: Vec<_> = leaderless
         .iter()
@@ -617,6 +624,14 @@ async fn healthy_or_remedied(
             leaderless.len()
         )),
     ))
+}
+
+/// The partitions a blank broker's refusal names (at most five: the rest are "and N more").
+fn named_partitions(refusal: &str) -> Option<Vec<String>> {
+    let (_, rest) = refusal.split_once("no live leader but it: ")?;
+    let (names, _) = rest.split_once(';')?;
+    let names = names.split(" and ").next().unwrap_or(names);
+    Some(names.split(", ").map(str::to_owned).collect())
 }
 
 /// What `/state` says of a blank broker that berth did not start, if it says it.
