@@ -720,7 +720,9 @@ impl KafkaBroker {
             })
         };
         let Some(kraft) = &self.kraft else {
-            return write();
+            let changed = write()?;
+            self.check_blank_start(spec).await?;
+            return Ok(changed);
         };
         let broker_id = spec.broker_id;
         let settings = kraft
@@ -746,7 +748,9 @@ impl KafkaBroker {
         kraft
             .prepare_storage(spec, &settings, &controllers, &birth, deadline)
             .await?;
-        if matches!(birth, Birth::Born { .. }) {
+        // A broker-only node is not checked: with every other broker down nothing positive would ever let a
+        // split layout's first blank broker start (docs/kafka.md says what evidence that would need).
+        if settings.controller && matches!(birth, Birth::Born { .. }) {
             self.check_blank_start(spec).await?;
         }
         *self.node.lock().expect("node lock") = Some(KraftNode {
@@ -756,10 +760,11 @@ impl KafkaBroker {
         Ok(changed)
     }
 
-    /// KRaft, in a born cluster: on log dirs that hold no partition (a lost volume replaced by a blank one, its
-    /// storage just formatted), Kafka starts only when another broker's Metadata shows that this broker cannot
-    /// become leader of an empty log ([`berth_core::replication::blank_start`]); no answer is no evidence. Not
-    /// asked when this is the only broker configured, or when its own Kafka already answers (a step run again).
+    /// On log dirs that hold no partition (a lost volume replaced by a blank one; in KRaft mode only a combined
+    /// node in a born cluster), Kafka starts only when the cluster's record shows that this broker cannot become leader of an
+    /// empty log ([`berth_core::replication::blank_start`]): ZooKeeper's in ZooKeeper mode, another broker's
+    /// Metadata in KRaft mode. No answer is no evidence. Not asked when its own Kafka already answers (a step run
+    /// again), nor in KRaft mode when this is the only broker configured.
     async fn check_blank_start(&self, spec: &BrokerSpec) -> Result<(), KafkaError> {
         let broker_id = spec.broker_id;
         let question = Question::about(spec).map_err(KafkaError::LogDirsUnlisted)?;
@@ -769,7 +774,7 @@ impl KafkaBroker {
         let (own, others): (Vec<_>, Vec<_>) = replication::peers(spec, self.port)
             .into_iter()
             .partition(|peer| peer.id == Some(broker_id.0));
-        if others.is_empty() {
+        if self.registrations.is_none() && others.is_empty() {
             // The only broker there is: no replica elsewhere holds anything an empty log could overwrite.
             return Ok(());
         }
@@ -778,26 +783,31 @@ impl KafkaBroker {
                 .await
                 .is_ok()
             {
-                // Its Kafka already serves (started before this step ran again): not a blank start.
                 return Ok(());
             }
         }
-        let decided = match replication::describe_any(
-            &self.client,
-            &others,
-            &question,
-            REPLICATION_TIMEOUT,
-        )
-        .await
-        {
-            Ok(view) => berth_core::replication::blank_start(&view, broker_id)
-                .map_err(|refusal| refusal.to_string()),
-            Err(failures) => Err(format!(
-                "no other broker answered Metadata, so nothing shows this blank broker cannot lead an empty \
-                 log: {}",
-                each_failure(&failures)
-            )),
+        let view = match &self.registrations {
+            Some(zookeeper) => zookeeper.replicated_by(broker_id).await.map_err(|error| {
+                format!(
+                    "ZooKeeper could not be read, so nothing shows this blank broker cannot lead an empty \
+                     log: {}",
+                    berth_core::ports::chain_message(&error)
+                )
+            }),
+            None => replication::describe_any(&self.client, &others, &question, REPLICATION_TIMEOUT)
+                .await
+                .map_err(|failures| {
+                    format!(
+                        "no other broker answered Metadata, so nothing shows this blank broker cannot lead \
+                         an empty log: {}",
+                        each_failure(&failures)
+                    )
+                }),
         };
+        let decided = view.and_then(|view| {
+            berth_core::replication::blank_start(&view, broker_id)
+                .map_err(|refusal| refusal.to_string())
+        });
         match decided {
             Ok(checked) => {
                 tracing::info!(%broker_id, checked, "log dirs hold no partition: every partition shared with other replicas has another live leader");

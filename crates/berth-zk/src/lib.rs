@@ -10,6 +10,7 @@
 
 pub mod coordination;
 pub mod listing;
+mod partitions;
 pub mod registration;
 mod session;
 

@@ -184,6 +184,17 @@ impl RegistrationWatch {
         self
     }
 
+    /// The partitions `id` replicates, each with its leader and ISR, and the live brokers, as Kafka records them
+    /// in ZooKeeper ([`crate::partitions`]).
+    pub async fn replicated_by(
+        &self,
+        id: BrokerId,
+    ) -> Result<berth_core::replication::ReplicationView, ZkError> {
+        let client = self.connection.client(None).await?;
+        let brokers = self.ids_path.trim_end_matches("/ids");
+        crate::partitions::replicated_by(&client, brokers, id).await
+    }
+
     /// The znode of a broker's registration.
     pub fn path(&self, id: BrokerId) -> String {
         format!("{}/{id}", self.ids_path)

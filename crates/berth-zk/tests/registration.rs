@@ -166,3 +166,105 @@ async fn reads_on_the_claim_session_and_opens_its_own_only_without_one() {
         "Kafka's and the watch's own: {sessions:?}"
     );
 }
+
+/// The partitions a broker replicates, read as ZooKeeper-mode Kafka writes them (the JSON of Kafka 3.9's
+/// `TopicZNode` and `TopicPartitionStateZNode`), feed the blank-start rule: before any topic nothing holds the
+/// start; a partition whose only in-sync replica is the blank broker, without a live leader, refuses it; once
+/// another live broker leads it, the start goes on; a state Kafka did not write cannot be judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partitions_a_blank_broker_shares_are_read_from_kafkas_record() {
+    use berth_core::replication::blank_start;
+
+    let server = ZooKeeper::standalone().expect("start ZooKeeper");
+    let connect = server.connect_string();
+    let watch = RegistrationWatch::new(&connect, Duration::from_secs(2), "/kafka");
+    let nothing = watch.replicated_by(BrokerId(0)).await.expect("read");
+    assert_eq!(blank_start(&nothing, BrokerId(0)), Ok(0), "no topic yet");
+
+    let kafka = common::client(&connect).await;
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    for dir in [
+        "/kafka/brokers/ids",
+        "/kafka/brokers/topics/orders/partitions/0",
+        "/kafka/brokers/topics/orders/partitions/1",
+    ] {
+        kafka.mkdir(dir, &persistent).await.expect("mkdir");
+    }
+    kafka
+        .set_data(
+            "/kafka/brokers/topics/orders",
+            br#"{"partitions":{"0":[0,1,2],"1":[1,2]},"topic_id":"vTl3XtVwRRqCXSDIaWdsRw","adding_replicas":{},"removing_replicas":{},"version":3}"#,
+            None,
+        )
+        .await
+        .expect("assignment");
+    let state = |leader: i32, isr: &str| {
+        format!(
+            r#"{{"controller_epoch":2,"leader":{leader},"version":1,"leader_epoch":4,"isr":[{isr}]}}"#
+        )
+    };
+    kafka
+        .create(
+            "/kafka/brokers/topics/orders/partitions/0/state",
+            state(-1, "0").as_bytes(),
+            &persistent,
+        )
+        .await
+        .expect("state 0");
+    kafka
+        .create(
+            "/kafka/brokers/topics/orders/partitions/1/state",
+            state(1, "1,2").as_bytes(),
+            &persistent,
+        )
+        .await
+        .expect("state 1");
+    for id in [1, 2] {
+        kafka
+            .create(
+                &format!("/kafka/brokers/ids/{id}"),
+                KAFKA_JSON.as_bytes(),
+                &ephemeral,
+            )
+            .await
+            .expect("register");
+    }
+
+    let view = watch.replicated_by(BrokerId(0)).await.expect("read");
+    assert_eq!(view.live_brokers.len(), 2, "{view:?}");
+    assert_eq!(
+        view.partitions.len(),
+        1,
+        "only the partitions broker 0 replicates: {view:?}"
+    );
+    let refusal = blank_start(&view, BrokerId(0))
+        .expect_err("broker 0 is the only in-sync replica of orders-0");
+    assert_eq!(refusal.unled, ["orders-0"]);
+
+    kafka
+        .set_data(
+            "/kafka/brokers/topics/orders/partitions/0/state",
+            state(2, "2").as_bytes(),
+            None,
+        )
+        .await
+        .expect("led by 2");
+    let view = watch.replicated_by(BrokerId(0)).await.expect("read");
+    assert_eq!(blank_start(&view, BrokerId(0)), Ok(1));
+
+    kafka
+        .set_data(
+            "/kafka/brokers/topics/orders/partitions/0/state",
+            b"{}",
+            None,
+        )
+        .await
+        .expect("unreadable state");
+    let view = watch.replicated_by(BrokerId(0)).await.expect("read");
+    let refusal = blank_start(&view, BrokerId(0)).expect_err("cannot judge");
+    assert_eq!(
+        refusal.cannot_judge,
+        ["/kafka/brokers/topics/orders/partitions/0/state: no partition state Kafka writes"]
+    );
+}
