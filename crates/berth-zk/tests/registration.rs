@@ -182,54 +182,7 @@ async fn the_partitions_a_blank_broker_shares_are_read_from_kafkas_record() {
     assert_eq!(blank_start(&nothing, BrokerId(0)), Ok(0), "no topic yet");
 
     let kafka = common::client(&connect).await;
-    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-    for dir in [
-        "/kafka/brokers/ids",
-        "/kafka/brokers/topics/orders/partitions/0",
-        "/kafka/brokers/topics/orders/partitions/1",
-    ] {
-        kafka.mkdir(dir, &persistent).await.expect("mkdir");
-    }
-    kafka
-        .set_data(
-            "/kafka/brokers/topics/orders",
-            br#"{"partitions":{"0":[0,1,2],"1":[1,2]},"topic_id":"vTl3XtVwRRqCXSDIaWdsRw","adding_replicas":{},"removing_replicas":{},"version":3}"#,
-            None,
-        )
-        .await
-        .expect("assignment");
-    let state = |leader: i32, isr: &str| {
-        format!(
-            r#"{{"controller_epoch":2,"leader":{leader},"version":1,"leader_epoch":4,"isr":[{isr}]}}"#
-        )
-    };
-    kafka
-        .create(
-            "/kafka/brokers/topics/orders/partitions/0/state",
-            state(-1, "0").as_bytes(),
-            &persistent,
-        )
-        .await
-        .expect("state 0");
-    kafka
-        .create(
-            "/kafka/brokers/topics/orders/partitions/1/state",
-            state(1, "1,2").as_bytes(),
-            &persistent,
-        )
-        .await
-        .expect("state 1");
-    for id in [1, 2] {
-        kafka
-            .create(
-                &format!("/kafka/brokers/ids/{id}"),
-                KAFKA_JSON.as_bytes(),
-                &ephemeral,
-            )
-            .await
-            .expect("register");
-    }
+    write_orders_as_kafka_does(&kafka).await;
 
     let view = watch.replicated_by(BrokerId(0)).await.expect("read");
     assert_eq!(view.live_brokers.len(), 2, "{view:?}");
@@ -245,7 +198,7 @@ async fn the_partitions_a_blank_broker_shares_are_read_from_kafkas_record() {
     kafka
         .set_data(
             "/kafka/brokers/topics/orders/partitions/0/state",
-            state(2, "2").as_bytes(),
+            partition_state(2, "2").as_bytes(),
             None,
         )
         .await
@@ -267,4 +220,59 @@ async fn the_partitions_a_blank_broker_shares_are_read_from_kafkas_record() {
         refusal.cannot_judge,
         ["/kafka/brokers/topics/orders/partitions/0/state: no partition state Kafka writes"]
     );
+}
+
+/// Topic `orders` as Kafka 3.9 writes it: partition 0 on brokers 0-2, broker 0 its only in-sync replica and no
+/// leader; partition 1 on brokers 1-2, led by 1; brokers 1 and 2 registered.
+async fn write_orders_as_kafka_does(kafka: &zk::Client) {
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    for dir in [
+        "/kafka/brokers/ids",
+        "/kafka/brokers/topics/orders/partitions/0",
+        "/kafka/brokers/topics/orders/partitions/1",
+    ] {
+        kafka.mkdir(dir, &persistent).await.expect("mkdir");
+    }
+    kafka
+        .set_data(
+            "/kafka/brokers/topics/orders",
+            br#"{"partitions":{"0":[0,1,2],"1":[1,2]},"topic_id":"vTl3XtVwRRqCXSDIaWdsRw","adding_replicas":{},"removing_replicas":{},"version":3}"#,
+            None,
+        )
+        .await
+        .expect("assignment");
+    kafka
+        .create(
+            "/kafka/brokers/topics/orders/partitions/0/state",
+            partition_state(-1, "0").as_bytes(),
+            &persistent,
+        )
+        .await
+        .expect("state 0");
+    kafka
+        .create(
+            "/kafka/brokers/topics/orders/partitions/1/state",
+            partition_state(1, "1,2").as_bytes(),
+            &persistent,
+        )
+        .await
+        .expect("state 1");
+    for id in [1, 2] {
+        kafka
+            .create(
+                &format!("/kafka/brokers/ids/{id}"),
+                KAFKA_JSON.as_bytes(),
+                &ephemeral,
+            )
+            .await
+            .expect("register");
+    }
+}
+
+/// A partition's `state` znode as Kafka writes it.
+fn partition_state(leader: i32, isr: &str) -> String {
+    format!(
+        r#"{{"controller_epoch":2,"leader":{leader},"version":1,"leader_epoch":4,"isr":[{isr}]}}"#
+    )
 }
