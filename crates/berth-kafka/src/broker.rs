@@ -760,15 +760,17 @@ impl KafkaBroker {
         Ok(changed)
     }
 
-    /// On log dirs that hold no partition (a lost volume replaced by a blank one; in KRaft mode only a combined
-    /// node in a born cluster), Kafka starts only when the cluster's record shows that this broker cannot become leader of an
-    /// empty log ([`berth_core::replication::blank_start`]): ZooKeeper's in ZooKeeper mode, another broker's
-    /// Metadata in KRaft mode. No answer is no evidence. Not asked when its own Kafka already answers (a step run
-    /// again), nor in KRaft mode when this is the only broker configured.
+    /// On log dirs that hold no partition and that Kafka has never run on (a lost volume replaced by a blank one;
+    /// in KRaft mode only a combined node in a born cluster), Kafka starts only when the cluster's record shows
+    /// that this broker cannot become leader of an empty log ([`berth_core::replication::blank_start`]):
+    /// ZooKeeper's in ZooKeeper mode, another broker's Metadata in KRaft mode. No answer is no evidence. Not asked
+    /// when its own Kafka already answers (a step run again), nor in KRaft mode when this is the only broker
+    /// configured. Log dirs Kafka has run on are not blank even without partitions: otherwise a whole cluster
+    /// that hosts none, restarted at once, would wait for itself.
     async fn check_blank_start(&self, spec: &BrokerSpec) -> Result<(), KafkaError> {
         let broker_id = spec.broker_id;
         let question = Question::about(spec).map_err(KafkaError::LogDirsUnlisted)?;
-        if !question.on_disk.is_empty() {
+        if !question.on_disk.is_empty() || replication::kafka_has_run(&spec.log_dirs) {
             return Ok(());
         }
         let (own, others): (Vec<_>, Vec<_>) = replication::peers(spec, self.port)

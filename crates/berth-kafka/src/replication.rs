@@ -348,6 +348,17 @@ pub fn topics_on_disk(log_dirs: &[PathBuf]) -> std::io::Result<BTreeSet<String>>
     Ok(topics)
 }
 
+/// The checkpoint Kafka's log manager creates in every log dir it opens, at its start.
+pub const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+
+/// Whether Kafka has ever run on these log dirs: one of them holds [`RECOVERY_CHECKPOINT`]. Storage berth (or an
+/// operator) formatted and Kafka never opened has none.
+pub fn kafka_has_run(log_dirs: &[PathBuf]) -> bool {
+    log_dirs
+        .iter()
+        .any(|dir| dir.join(RECOVERY_CHECKPOINT).exists())
+}
+
 /// The topic of a partition directory name, as Kafka names them (`orders-0`), if it is one.
 fn partition_topic(name: &str) -> Option<&str> {
     if ["-delete", "-future", "-stray"]
@@ -555,5 +566,18 @@ mod tests {
                 .into_iter()
                 .collect()
         );
+    }
+
+    #[test]
+    fn kafka_has_run_where_its_log_manager_left_the_recovery_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let (formatted, opened) = (root.path().join("formatted"), root.path().join("opened"));
+        for dir in [&formatted, &opened] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("meta.properties"), "").unwrap();
+        }
+        assert!(!kafka_has_run(std::slice::from_ref(&formatted)));
+        std::fs::write(opened.join(RECOVERY_CHECKPOINT), "0\n0\n").unwrap();
+        assert!(kafka_has_run(&[formatted, opened]));
     }
 }

@@ -1,6 +1,6 @@
 //! The birth rule and the majority check before a blank controller is formatted, against real Kafka 4.x
 //! quorums formed by berth's own `KafkaBroker`s (one cluster per test; each node on its own loopback address
-//! with the same controller port, as ENI addresses are). The birth record is a test double of the port
+//! with the same client and controller ports, as ENI addresses are). The birth record is a test double of the port
 //! (`common::RecordedBirths`; its EC2 implementation is tested against strict moto in berth-aws).
 //!
 //! Static quorum of three, in one sequence: a staggered birth (node 1 formats while node 0 is a lone voter
@@ -345,19 +345,16 @@ fn directory_id_of(host: &RealHost) -> String {
 /// of the script) makes it a voter with the directory id its format wrote.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dynamic_quorum_is_formed_by_the_first_controller_and_a_joiner_is_confirmed_a_voter() {
-    let controller_port = berth_testkit::free_port();
+    // One client port and one controller port on every node's own address, as ENI addresses are.
+    let (port, controller_port) = (berth_testkit::free_port(), berth_testkit::free_port());
     let controllers: BTreeMap<BrokerId, Ipv4Addr> = (0..2u8)
         .map(|id| (BrokerId(id.into()), Ipv4Addr::new(127, 0, 0, 21 + id)))
         .collect();
     let births = Arc::new(RecordedBirths::new(0..2));
     let hosts: Vec<RealHost> = (0..2)
         .map(|id| {
-            let mut host = RealHost::kraft_dynamic_member(
-                id,
-                controllers.clone(),
-                controller_port,
-                berth_testkit::free_port(),
-            );
+            let mut host =
+                RealHost::kraft_dynamic_member(id, controllers.clone(), controller_port, port);
             host.auto_join = false;
             host
         })

@@ -316,15 +316,16 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// Three nodes (ids 0, 1, 2) on 127.0.0.`first_octet`.. `+2`, each with a free client port, sharing one free
-    /// controller port (each listens on its own address): a 3-node combined KRaft cluster on loopback.
+    /// Three nodes (ids 0, 1, 2) on 127.0.0.`first_octet`.. `+2`, sharing one free client port and one free
+    /// controller port (each listens on its own address, as brokers on their ENI addresses do): a 3-node
+    /// combined KRaft cluster on loopback.
     pub fn loopback_trio(first_octet: u8) -> Vec<NodeSpec> {
-        let controller_port = crate::free_port();
+        let (port, controller_port) = (crate::free_port(), crate::free_port());
         (0..3u8)
             .map(|id| NodeSpec {
                 id: id.into(),
                 host: Ipv4Addr::new(127, 0, 0, first_octet + id),
-                port: crate::free_port(),
+                port,
                 controller_port,
                 rack: None,
             })
