@@ -575,6 +575,11 @@ async fn healthy_or_remedied(
         let Some(refusal) = blank_start_refusal(&state) else {
             return Ok((state, None));
         };
+        if blank_start_passed(fleet, index)? {
+            // A refusal `/state` still shows as its last error, from before berth's check passed (its journal
+            // says so) and berth started Kafka: what remains is the catch-up.
+            return Ok((fleet.wait_healthy(index, BOOT).await?, None));
+        }
         let unavailable =
             blocking(|| client.tool(&["topics"], &["--describe", "--unavailable-partitions"]))?;
         let leaderless = unavailable_partitions(&unavailable);
@@ -624,6 +629,18 @@ async fn healthy_or_remedied(
             leaderless.len()
         )),
     ))
+}
+
+/// Whether berth's journal on host `index` says its blank-start check passed (every shared partition had
+/// another live leader), which it says only before it starts Kafka.
+fn blank_start_passed(fleet: &Fleet, index: usize) -> anyhow::Result<bool> {
+    let host = fleet.host(index)?;
+    let entries = systemd_host::journal_entries(host.container(), systemd_host::BERTH_UNIT, &[])?;
+    Ok(entries.iter().any(|entry| {
+        entry["MESSAGE"].as_str().is_some_and(|m| {
+            m.contains("every partition shared with other replicas has another live leader")
+        })
+    }))
 }
 
 /// The partitions a blank broker's refusal names (at most five: the rest are "and N more").
