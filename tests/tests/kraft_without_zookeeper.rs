@@ -74,6 +74,9 @@ const STORAGE_TOOL: &str = "kafka.tools.StorageTool";
 const FORMAT_UNIT: &str = "berth-kafka-format.service";
 /// The fleet's log dir (also the metadata log's) inside a host.
 const LOG_DIR: &str = "/var/lib/kafka/data";
+/// What berth's `/state` says when it refuses to format blank KRaft storage, and to start a blank broker.
+const FORMAT_REFUSED: &str = "blank KRaft storage not formatted";
+const BLANK_START_REFUSED: &str = "blank broker not started";
 /// Kafka's eligible leader replicas feature (KIP-966), on by default from 4.0.
 const ELR: &str = "eligible.leader.replicas.version";
 
@@ -568,11 +571,14 @@ async fn healthy_or_remedied(
                 BOOT,
                 |state| {
                     state.state.eq_ignore_ascii_case("healthy")
-                        || blank_start_refusal(state).is_some()
+                        || refusal_of(state, BLANK_START_REFUSED)
+                            .is_some_and(|why| why.contains("no live leader"))
                 },
             )
             .await?;
-        let Some(refusal) = blank_start_refusal(&state) else {
+        let Some(refusal) =
+            refusal_of(&state, BLANK_START_REFUSED).filter(|why| why.contains("no live leader"))
+        else {
             return Ok((state, None));
         };
         if blank_start_passed(fleet, index)? {
@@ -651,17 +657,6 @@ fn named_partitions(refusal: &str) -> Option<Vec<String>> {
     Some(names.split(", ").map(str::to_owned).collect())
 }
 
-/// What `/state` says of a blank broker that berth did not start, if it says it.
-fn blank_start_refusal(state: &StateView) -> Option<String> {
-    [
-        state.waiting.as_ref().map(|w| w.reason.clone()),
-        state.last_error.clone(),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|text| text.contains("blank broker not started") && text.contains("no live leader"))
-}
-
 /// The (topic, partition) pairs of TopicCommand's `--describe --unavailable-partitions`.
 fn unavailable_partitions(described: &str) -> Vec<(String, u32)> {
     described
@@ -727,15 +722,15 @@ fn host_of(hosts: &BTreeMap<u32, usize>, id: u32) -> anyhow::Result<usize> {
         .with_context(|| format!("no live broker {id}"))
 }
 
-/// What `/state` says of a refused format, if it says it.
-fn refusal_of(state: &StateView) -> Option<String> {
+/// What `/state` (its wait, or its last error) says that contains `refused`, if it says it.
+fn refusal_of(state: &StateView, refused: &str) -> Option<String> {
     [
         state.waiting.as_ref().map(|w| w.reason.clone()),
         state.last_error.clone(),
     ]
     .into_iter()
     .flatten()
-    .find(|text| text.contains("blank KRaft storage not formatted"))
+    .find(|text| text.contains(refused))
 }
 
 /// Waits until host `index` refuses to format its blank controller storage because the cluster was born and
@@ -744,10 +739,10 @@ fn refusal_of(state: &StateView) -> Option<String> {
 async fn refused_while_down(fleet: &Fleet, index: usize) -> anyhow::Result<String> {
     let state = fleet
         .wait_for(index, "the blank controller's refusal", BOOT, |state| {
-            refusal_of(state).is_some_and(|why| why.contains("was born"))
+            refusal_of(state, FORMAT_REFUSED).is_some_and(|why| why.contains("was born"))
         })
         .await?;
-    let refusal = refusal_of(&state).unwrap_or_default();
+    let refusal = refusal_of(&state, FORMAT_REFUSED).unwrap_or_default();
     ensure!(
         refusal.contains("no leader describes its quorum")
             && refusal.contains("waiting for the other controllers"),
