@@ -985,7 +985,7 @@ async fn assert_stack_created(fleet: &Fleet, booted: &Booted) -> anyhow::Result<
         status() == Some(Status::CreateComplete)
     })
     .await?;
-    let declared = security_groups::template_groups(
+    let declared = berth_sim::stack::template_groups(
         &template::shipped(),
         &fleet.options().cluster,
         fleet.options().zones,
@@ -1027,7 +1027,35 @@ async fn assert_stack_created(fleet: &Fleet, booted: &Booted) -> anyhow::Result<
         first.len() == declared.len() && first.iter().all(|a| a.ends_with("(InService)")),
         "the first launches: {first:#?}"
     );
+    assert_resources_from_the_template(fleet).await?;
     println!("stack created from the template: {}", events.join(", "));
+    Ok(())
+}
+
+/// The brokers' ENIs are the template's (its description, in its security group), not the simulator's.
+async fn assert_resources_from_the_template(fleet: &Fleet) -> anyhow::Result<()> {
+    let cluster = &fleet.options().cluster;
+    for resource in fleet.resources() {
+        let described = fleet
+            .ec2()
+            .client()
+            .describe_network_interfaces()
+            .network_interface_ids(&resource.eni_id)
+            .send()
+            .await?;
+        let eni = described
+            .network_interfaces()
+            .first()
+            .with_context(|| format!("{} described", resource.eni_id))?;
+        let expected = format!("Kafka broker {} of {cluster} (berth)", resource.id);
+        ensure!(
+            eni.description() == Some(expected.as_str()) && !eni.groups().is_empty(),
+            "broker {}'s ENI {:?} is not the template's (in groups {:?})",
+            resource.id,
+            eni.description(),
+            eni.groups()
+        );
+    }
     Ok(())
 }
 

@@ -79,8 +79,7 @@ pub fn stack_groups(
     options: &FleetOptions,
     template: &std::path::Path,
 ) -> Result<Groups, berth_testkit::aws::template::TemplateError> {
-    let declared =
-        crate::security_groups::template_groups(template, &options.cluster, options.zones)?;
+    let declared = crate::stack::template_groups(template, &options.cluster, options.zones)?;
     let stack: Vec<_> = declared.iter().map(|(group, _)| group.clone()).collect();
     Ok(Groups {
         plans: declared

@@ -242,6 +242,82 @@ impl Ec2 {
         Ok(out)
     }
 
+    /// Broker ids `0..ids`' ENIs and volumes as EC2 holds them, found as berth finds them: by the cluster tag and
+    /// the seed's scheme `Name=KAFKA-<id>` (a stack created them; [`crate::stack`]). An id missing either is an
+    /// error naming it.
+    pub async fn tagged_broker_resources(
+        &self,
+        net: &Network,
+        ids: u32,
+    ) -> Result<Vec<BrokerResources>, Ec2Error> {
+        let filter = Filter::builder()
+            .name(format!("tag:{}", layout::CLUSTER_TAG))
+            .values(&self.cluster)
+            .build();
+        let enis = self
+            .client
+            .describe_network_interfaces()
+            .filters(filter.clone())
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeNetworkInterfaces", &self.cluster, e))?;
+        let volumes = self
+            .client
+            .describe_volumes()
+            .filters(filter)
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeVolumes", &self.cluster, e))?;
+        let named = |tags: &[aws_sdk_ec2::types::Tag], id: u32| {
+            tags.iter().any(|t| {
+                t.key() == Some("Name") && t.value() == Some(layout::name_tag(id).as_str())
+            })
+        };
+        let missing = |what: &str, id: u32| Ec2Error::Call {
+            operation: "DescribeNetworkInterfaces/DescribeVolumes",
+            subject: layout::name_tag(id),
+            message: format!(
+                "no {what} tagged Name={} in cluster {}",
+                layout::name_tag(id),
+                self.cluster
+            ),
+        };
+        (0..ids)
+            .map(|id| {
+                let eni = enis
+                    .network_interfaces()
+                    .iter()
+                    .find(|eni| named(eni.tag_set(), id))
+                    .ok_or_else(|| missing("ENI", id))?;
+                let volume = volumes
+                    .volumes()
+                    .iter()
+                    .find(|volume| named(volume.tags(), id))
+                    .ok_or_else(|| missing("volume", id))?;
+                let subnet = eni.subnet_id().unwrap_or_default();
+                let az = net
+                    .subnets
+                    .iter()
+                    .find(|(_, s)| s.as_str() == subnet)
+                    .and_then(|(zone, _)| {
+                        (0..net.subnets.len()).find(|az| layout::zone_name(*az) == *zone)
+                    })
+                    .ok_or_else(|| missing("ENI in a subnet of the region", id))?;
+                Ok(BrokerResources {
+                    id,
+                    az,
+                    eni_id: eni.network_interface_id().unwrap_or_default().to_owned(),
+                    mac: eni.mac_address().unwrap_or_default().to_lowercase(),
+                    ip: eni
+                        .private_ip_address()
+                        .and_then(|ip| ip.parse().ok())
+                        .ok_or_else(|| missing("ENI with a private address", id))?,
+                    volume_id: volume.volume_id().unwrap_or_default().to_owned(),
+                })
+            })
+            .collect()
+    }
+
     /// The underlying SDK client (for tests that inspect more).
     pub fn client(&self) -> &Client {
         &self.client

@@ -22,6 +22,7 @@ pub mod layout;
 pub mod region;
 pub mod roll;
 pub mod security_groups;
+pub mod stack;
 pub mod state;
 pub mod sys;
 pub mod systemd_host;

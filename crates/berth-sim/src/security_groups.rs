@@ -11,14 +11,12 @@
 //! an instance's rules are the union of its groups' rules). Only TCP rules exist
 //! ([`berth_testkit::aws::template::ingress`] refuses others).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use berth_testkit::aws::template::creation::{self, GroupDeclaration};
 use berth_testkit::aws::template::ingress::{ingress, Ingress, Source};
-use berth_testkit::aws::template::{Physical, Pseudo, Stack, Template, TemplateError};
+use berth_testkit::aws::template::TemplateError;
 
-use crate::layout;
+use crate::{layout, stack};
 
 /// The region namespace's bridge table holding the groups.
 pub const NFT_TABLE: &str = "secgroups";
@@ -48,18 +46,6 @@ pub fn refused_ports_name(group: &str) -> String {
     )
 }
 
-/// Names every resource by its logical id: the packet filter needs the groups' identities, not EC2's ids.
-struct ByLogicalId;
-
-impl Physical for ByLogicalId {
-    fn reference(&self, logical_id: &str) -> Option<String> {
-        Some(logical_id.to_owned())
-    }
-    fn attribute(&self, logical_id: &str, attribute: &str) -> Option<serde_json::Value> {
-        Some(format!("{logical_id}.{attribute}").into())
-    }
-}
-
 /// The ingress rules of the template at `path`, instantiated for cluster `cluster` with the simulated region's
 /// zones and broker addresses as an operator would give them (groups named by logical id).
 pub fn template_rules(
@@ -67,70 +53,10 @@ pub fn template_rules(
     cluster: &str,
     zones: usize,
 ) -> Result<Vec<Ingress>, TemplateError> {
-    ingress(&instantiated(path, cluster, zones)?, &ByLogicalId)
-}
-
-/// The Auto Scaling groups of the template at `path`, instantiated as [`template_rules`] does, in creation
-/// order, each with the zone of its first subnet.
-pub fn template_groups(
-    path: &Path,
-    cluster: &str,
-    zones: usize,
-) -> Result<Vec<(GroupDeclaration, usize)>, TemplateError> {
-    let declared = creation::groups(&instantiated(path, cluster, zones)?, &ByLogicalId)?;
-    declared
-        .into_iter()
-        .map(|group| {
-            let az = group
-                .subnets
-                .first()
-                .and_then(|subnet| subnet.strip_prefix(SUBNET_PREFIX))
-                .and_then(|az| az.parse().ok())
-                .filter(|az| *az < zones)
-                .ok_or_else(|| TemplateError::Unenforced {
-                    logical_id: group.logical_id.clone(),
-                    what: format!(
-                        "VPCZoneIdentifier {:?} (one subnet of the region)",
-                        group.subnets
-                    ),
-                })?;
-            Ok((group, az))
-        })
-        .collect()
-}
-
-/// The subnet ids the region's zones are given as (`subnet-<zone index>`).
-const SUBNET_PREFIX: &str = "subnet-";
-
-/// The template at `path` instantiated for cluster `cluster` with the region's zones (see [`template_rules`]).
-fn instantiated(path: &Path, cluster: &str, zones: usize) -> Result<Stack, TemplateError> {
-    let template = Template::load(path)?;
-    let mut given = BTreeMap::from([
-        ("ClusterName".to_owned(), cluster.to_owned()),
-        ("ImageId".to_owned(), "ami-00000000000000000".to_owned()),
-        ("VpcId".to_owned(), "vpc-sim".to_owned()),
-        (
-            "KafkaClusterId".to_owned(),
-            crate::fleet::KAFKA_CLUSTER_ID.to_owned(),
-        ),
-    ]);
-    for (n, letter) in ["A", "B", "C"].into_iter().enumerate() {
-        let az = n % zones;
-        given.insert(format!("Zone{letter}"), layout::zone_name(az));
-        given.insert(format!("Subnet{letter}"), format!("{SUBNET_PREFIX}{az}"));
-        given.insert(
-            format!("BrokerIp{n}"),
-            layout::eni_ip(n as u32, zones).to_string(),
-        );
-    }
-    let pseudo = Pseudo {
-        region: layout::REGION.into(),
-        account_id: "123456789012".into(),
-        stack_name: cluster.into(),
-        stack_id: cluster.into(),
-        zones: (0..zones).map(layout::zone_name).collect(),
-    };
-    template.instantiate(&given, pseudo)
+    ingress(
+        &stack::instantiated(path, cluster, zones, None)?,
+        &stack::ByLogicalId,
+    )
 }
 
 /// The simulator's own rules for each group, not the template's: berth's `/state` port

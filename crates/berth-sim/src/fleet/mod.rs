@@ -59,8 +59,8 @@ pub enum FleetError {
     /// The security groups template could not be read or instantiated.
     #[error("security groups template: {0}")]
     SecurityGroups(String),
-    /// The template's Auto Scaling groups could not be read.
-    #[error("the template's Auto Scaling groups: {0}")]
+    /// The template's resources or Auto Scaling groups could not be created.
+    #[error("the stack: {0}")]
     Stack(String),
     /// ZooKeeper did not start.
     #[error("ZooKeeper ensemble: {0}")]
@@ -203,9 +203,22 @@ impl Cloud {
             .map_err(io_error("fault proxy"))?;
         let ec2 = Ec2::connect(moto.endpoint(), &options.cluster);
         let network = ec2.create_network(options.zones).await?;
-        let resources = ec2
-            .create_broker_resources(&network, options.zones, options.brokers)
-            .await?;
+        let resources = match &options.stack {
+            Some(template) => crate::stack::create_resources(
+                &ec2,
+                template,
+                &options.cluster,
+                options.zones,
+                &network,
+                options.brokers,
+            )
+            .await
+            .map_err(|e| FleetError::Stack(e.to_string()))?,
+            None => {
+                ec2.create_broker_resources(&network, options.zones, options.brokers)
+                    .await?
+            }
+        };
         Ok(Self {
             moto,
             aws,
