@@ -275,6 +275,11 @@ pub enum Step {
 }
 
 /// The next step of one group's rolling update. Pure.
+///
+/// The caller applies each step and asks again: on [`Step::Launch`] it records the instances launched as the
+/// [`GroupUpdate::batch`]; on [`Step::Settle`] it adds the tally to [`GroupUpdate::settled`] and clears the
+/// batch; on [`Step::RollBack`] it rolls the group back by the same decisions, with the previous version's
+/// instances as the [`Member::updated`] ones.
 pub fn next_step(policy: &RollingUpdate, group: &GroupUpdate) -> Step {
     if let Some(batch) = group.batch {
         return batch_step(policy, group, batch);
@@ -302,15 +307,14 @@ pub fn next_step(policy: &RollingUpdate, group: &GroupUpdate) -> Step {
     if old.is_empty() && live >= group.desired {
         return completion(policy, group);
     }
-    let batch = policy.max_batch_size.min(old.len().max(1));
     let room = group.max_size.saturating_sub(live);
-    if live < group.desired || room > 0 {
-        let wanted = if live < group.desired {
-            group.desired - live
-        } else {
-            batch
-        };
-        return Step::Launch(wanted.min(batch).min(room));
+    if live < group.desired {
+        let replacing = group.desired - live;
+        return Step::Launch(replacing.min(policy.max_batch_size).min(room));
+    }
+    let batch = policy.max_batch_size.min(old.len());
+    if room > 0 {
+        return Step::Launch(batch.min(room));
     }
     terminate(&old, batch.min(may_leave), policy)
 }

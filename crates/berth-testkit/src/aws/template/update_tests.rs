@@ -346,6 +346,22 @@ fn a_batch_is_at_most_max_batch_size_and_keeps_min_instances_in_service() {
     ));
 }
 
+/// MaxBatchSize: a batch the group terminated first is replaced whole once its instances are gone, not one
+/// instance at a time.
+#[test]
+fn a_terminated_batch_is_replaced_whole() {
+    let rolling = policy(2, 0, 100, true);
+    let members = [old("i-1"), old("i-2"), old("i-3")];
+    assert_eq!(
+        next_step(&rolling, &group(3, 3, &members, None)),
+        Step::Terminate(vec!["i-1".into(), "i-2".into()])
+    );
+    assert_eq!(
+        next_step(&rolling, &group(3, 3, &[old("i-3")], None)),
+        Step::Launch(2)
+    );
+}
+
 /// MinInstancesInService with room under MaxSize: the batch launches first, and the old instances it replaces
 /// leave once it settled, never taking the group below MinInstancesInService.
 #[test]
