@@ -284,10 +284,15 @@ pub fn next_step(policy: &RollingUpdate, group: &GroupUpdate) -> Step {
     if let Some(batch) = group.batch {
         return batch_step(policy, group, batch);
     }
-    let leaving = |m: &&Member| m.state != LifecycleState::InService && !m.updated;
+    let leaving = |m: &&Member| {
+        matches!(
+            m.state,
+            LifecycleState::TerminatingWait | LifecycleState::TerminatingProceed
+        )
+    };
     if let Some(member) = group.members.iter().find(leaving) {
         return Step::Wait(format!(
-            "old instance {} to leave the group ({})",
+            "instance {} to leave the group ({})",
             member.instance_id,
             member.state.as_str()
         ));
