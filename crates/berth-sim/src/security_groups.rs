@@ -14,8 +14,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use berth_testkit::aws::template::creation::{self, GroupDeclaration};
 use berth_testkit::aws::template::ingress::{ingress, Ingress, Source};
-use berth_testkit::aws::template::{Physical, Pseudo, Template, TemplateError};
+use berth_testkit::aws::template::{Physical, Pseudo, Stack, Template, TemplateError};
 
 use crate::layout;
 
@@ -66,6 +67,43 @@ pub fn template_rules(
     cluster: &str,
     zones: usize,
 ) -> Result<Vec<Ingress>, TemplateError> {
+    ingress(&instantiated(path, cluster, zones)?, &ByLogicalId)
+}
+
+/// The Auto Scaling groups of the template at `path`, instantiated as [`template_rules`] does, in creation
+/// order, each with the zone of its first subnet.
+pub fn template_groups(
+    path: &Path,
+    cluster: &str,
+    zones: usize,
+) -> Result<Vec<(GroupDeclaration, usize)>, TemplateError> {
+    let declared = creation::groups(&instantiated(path, cluster, zones)?, &ByLogicalId)?;
+    declared
+        .into_iter()
+        .map(|group| {
+            let az = group
+                .subnets
+                .first()
+                .and_then(|subnet| subnet.strip_prefix(SUBNET_PREFIX))
+                .and_then(|az| az.parse().ok())
+                .filter(|az| *az < zones)
+                .ok_or_else(|| TemplateError::Unenforced {
+                    logical_id: group.logical_id.clone(),
+                    what: format!(
+                        "VPCZoneIdentifier {:?} (one subnet of the region)",
+                        group.subnets
+                    ),
+                })?;
+            Ok((group, az))
+        })
+        .collect()
+}
+
+/// The subnet ids the region's zones are given as (`subnet-<zone index>`).
+const SUBNET_PREFIX: &str = "subnet-";
+
+/// The template at `path` instantiated for cluster `cluster` with the region's zones (see [`template_rules`]).
+fn instantiated(path: &Path, cluster: &str, zones: usize) -> Result<Stack, TemplateError> {
     let template = Template::load(path)?;
     let mut given = BTreeMap::from([
         ("ClusterName".to_owned(), cluster.to_owned()),
@@ -79,7 +117,7 @@ pub fn template_rules(
     for (n, letter) in ["A", "B", "C"].into_iter().enumerate() {
         let az = n % zones;
         given.insert(format!("Zone{letter}"), layout::zone_name(az));
-        given.insert(format!("Subnet{letter}"), format!("subnet-{az}"));
+        given.insert(format!("Subnet{letter}"), format!("{SUBNET_PREFIX}{az}"));
         given.insert(
             format!("BrokerIp{n}"),
             layout::eni_ip(n as u32, zones).to_string(),
@@ -92,7 +130,7 @@ pub fn template_rules(
         stack_id: cluster.into(),
         zones: (0..zones).map(layout::zone_name).collect(),
     };
-    ingress(&template.instantiate(&given, pseudo)?, &ByLogicalId)
+    template.instantiate(&given, pseudo)
 }
 
 /// The simulator's own rules for each group, not the template's: berth's `/state` port

@@ -37,6 +37,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Declared, Kind, Physical, Stack, TemplateError};
+use crate::aws::autoscaling::group::{DeclaredGroup, GroupPlan};
 use crate::aws::autoscaling::{GroupSpec, Hook, HookResult, LifecycleState, Transition};
 use crate::aws::cloudformation::ResourceSignal;
 
@@ -386,5 +387,31 @@ pub fn group_creation(
             signals.successes, signal.count
         )),
         _ => Creation::Complete,
+    }
+}
+
+impl GroupDeclaration {
+    /// The group as the region's Auto Scaling control plane plays it, in zone `az`: created after the groups
+    /// of `stack_groups` it depends on (its other dependencies, the ENIs and volumes, exist before any group).
+    pub fn plan(&self, az: usize, stack_groups: &[GroupDeclaration]) -> GroupPlan {
+        let after = stack_groups
+            .iter()
+            .filter(|group| self.depends_on.contains(&group.logical_id))
+            .map(|group| group.logical_id.clone())
+            .collect();
+        GroupPlan {
+            declared: Some(DeclaredGroup {
+                logical_id: self.logical_id.clone(),
+                spec: self.spec.clone(),
+                later_hooks: self
+                    .later_hooks
+                    .iter()
+                    .map(|(_, hook)| hook.clone())
+                    .collect(),
+                creation_signal: self.creation_signal,
+                after,
+            }),
+            ..GroupPlan::new(self.spec.name.clone(), az, self.desired)
+        }
     }
 }
