@@ -295,7 +295,7 @@ fn creation_signal(
 }
 
 /// A count given as a number or, as CloudFormation templates often give it, a string.
-fn count(value: &Value) -> Option<usize> {
+pub(super) fn count(value: &Value) -> Option<usize> {
     match value {
         Value::Number(n) => n.as_u64().map(|n| n as usize),
         Value::String(s) => s.parse().ok(),
