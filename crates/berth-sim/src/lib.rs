@@ -12,6 +12,7 @@
 pub mod asg;
 pub mod bench;
 pub mod claims;
+pub mod cloud_init;
 pub mod container;
 pub mod demo;
 pub mod devices;

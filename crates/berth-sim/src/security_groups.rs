@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use berth_testkit::aws::template::ingress::{ingress, Ingress, Source};
-use berth_testkit::aws::template::{Physical, Pseudo, Template, TemplateError};
+use berth_testkit::aws::template::{Physical, Pseudo, Stack, Template, TemplateError};
 
 use crate::layout;
 
@@ -47,8 +47,9 @@ pub fn refused_ports_name(group: &str) -> String {
     )
 }
 
-/// Names every resource by its logical id: the packet filter needs the groups' identities, not EC2's ids.
-struct ByLogicalId;
+/// Names every resource by its logical id: the packet filter needs the groups' identities, not EC2's ids (and a
+/// launch template's user data names none).
+pub struct ByLogicalId;
 
 impl Physical for ByLogicalId {
     fn reference(&self, logical_id: &str) -> Option<String> {
@@ -66,8 +67,22 @@ pub fn template_rules(
     cluster: &str,
     zones: usize,
 ) -> Result<Vec<Ingress>, TemplateError> {
+    ingress(
+        &operator_stack(path, cluster, zones, &BTreeMap::new())?,
+        &ByLogicalId,
+    )
+}
+
+/// The template at `path` instantiated for cluster `cluster` with the simulated region's zones and broker
+/// addresses as an operator would give them (the fleet's KRaft cluster id), `given` added or replacing them.
+pub fn operator_stack(
+    path: &Path,
+    cluster: &str,
+    zones: usize,
+    given: &BTreeMap<String, String>,
+) -> Result<Stack, TemplateError> {
     let template = Template::load(path)?;
-    let mut given = BTreeMap::from([
+    let mut parameters = BTreeMap::from([
         ("ClusterName".to_owned(), cluster.to_owned()),
         ("ImageId".to_owned(), "ami-00000000000000000".to_owned()),
         ("VpcId".to_owned(), "vpc-sim".to_owned()),
@@ -78,9 +93,9 @@ pub fn template_rules(
     ]);
     for (n, letter) in ["A", "B", "C"].into_iter().enumerate() {
         let az = n % zones;
-        given.insert(format!("Zone{letter}"), layout::zone_name(az));
-        given.insert(format!("Subnet{letter}"), format!("subnet-{az}"));
-        given.insert(
+        parameters.insert(format!("Zone{letter}"), layout::zone_name(az));
+        parameters.insert(format!("Subnet{letter}"), format!("subnet-{az}"));
+        parameters.insert(
             format!("BrokerIp{n}"),
             layout::eni_ip(n as u32, zones).to_string(),
         );
@@ -92,7 +107,8 @@ pub fn template_rules(
         stack_id: cluster.into(),
         zones: (0..zones).map(layout::zone_name).collect(),
     };
-    ingress(&template.instantiate(&given, pseudo)?, &ByLogicalId)
+    parameters.extend(given.clone());
+    template.instantiate(&parameters, pseudo)
 }
 
 /// The simulator's own rules for each group, not the template's: berth's `/state` port
