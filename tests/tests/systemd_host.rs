@@ -163,7 +163,7 @@ fn shipped_user_data(fleet: &Fleet) -> anyhow::Result<String> {
     let stack = berth_sim::security_groups::operator_stack(
         &berth_testkit::aws::template::shipped(),
         &fleet.options().cluster,
-        fleet.options().zones as usize,
+        fleet.options().zones,
         &given,
     )?;
     Ok(berth_sim::cloud_init::launch_template_user_data(
