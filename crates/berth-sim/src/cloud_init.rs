@@ -1,10 +1,10 @@
 //! A cloud-init stand-in (NOT cloud-init) on a simulated host: the instance's user data run as cloud-init's
 //! `scripts_user` runs it, so berth reads the files the launch template's user data writes.
 //!
-//! Real cloud-init cannot run here: ds-identify enables its Ec2 datasource only on EC2's DMI (`sys_vendor`
-//! "Amazon EC2"), which a container on this machine does not have, and the datasource reads versioned and dynamic
-//! paths (`/2009-04-04/meta-data/`, `dynamic/instance-identity/document`) the simulated IMDS does not serve (nor
-//! is cloud-init in the host image). The stand-in, `sim-cloud-init` ([`SCRIPT`]), keeps the part of cloud-init's
+//! Real cloud-init cannot run here: its ds-identify never finds the Ec2 datasource in a container (`dscheck_Ec2`
+//! returns not-found when `is_container`; on a VM it wants EC2's `/sys/hypervisor/uuid` or DMI product uuid and
+//! serial starting `ec2`), its Ec2 datasource reads versioned and dynamic paths (`/2009-04-04/meta-data/`,
+//! `dynamic/instance-identity/document`) the simulated IMDS does not serve, and it is not in the host image. The stand-in, `sim-cloud-init` ([`SCRIPT`]), keeps the part of cloud-init's
 //! contract the shipped template relies on: the user data read from the host's own IMDS with an IMDSv2 token
 //! (404: none), a `#!` script run once per instance as root (the semaphore
 //! `/var/lib/cloud/instances/<id>/sem/config_scripts_user` is written before it runs, so no later boot runs it
