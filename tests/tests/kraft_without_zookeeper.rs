@@ -49,6 +49,7 @@ use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
 use berth_sim::{layout, security_groups, systemd_host, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
+use berth_testkit::aws::cloudformation::Status;
 use berth_testkit::aws::template;
 use berth_testkit::kafka::{Client, SteadyProducer, READ_BACK_FORMAT};
 
@@ -90,6 +91,7 @@ fn kraft_fleet_without_zookeeper_replaces_one_then_two_nodes() {
         kafka: SimKafka::Kraft,
         claim_backend: ClaimBackend::Ec2,
         security_groups: Some(without_controller_rule(copy.path()).expect("the template's copy")),
+        stack: Some(template::shipped()),
         ..FleetOptions::default()
     };
     asg::with_group(options, |fleet| async move { scenario(&fleet).await })
@@ -105,6 +107,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
         "every host Healthy and in service {:.1}s after the shipped groups were enforced",
         enforced.elapsed().as_secs_f64()
     );
+    assert_stack_created(fleet, &booted).await?;
     assert_no_zookeeper(fleet)?;
     assert_claims_in_ec2(fleet, &booted).await?;
     let install = fleet.kafka().context("Apache Kafka installed")?.clone();
@@ -122,6 +125,7 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     replace_one(fleet, &client, &booted).await?;
     replace_two_one_blank(fleet, &client, &booted).await?;
     blank_while_the_others_are_down(fleet, &client, &booted).await?;
+    assert_later_launches_held(fleet)?;
     assert_no_zookeeper(fleet)?;
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -968,6 +972,84 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<Booted> {
     })
     .await?;
     Ok(booted)
+}
+
+/// The stack was created from the shipped template as CloudFormation creates it: each group only once the one
+/// it depends on was CREATE_COMPLETE (its instance InService), the last one once its broker's berth signalled
+/// SUCCESS (its CreationPolicy), then the stack; the first instances were not held by a launch hook (the
+/// template's hooks are resources created after their groups).
+async fn assert_stack_created(fleet: &Fleet, booted: &Booted) -> anyhow::Result<()> {
+    let stack = asg::stack_name(&fleet.options().cluster);
+    let status = || fleet.aws().read(|plane| plane.stacks.status(&stack));
+    asg::wait_members(fleet, "the stack CREATE_COMPLETE", BOOT, |_| {
+        status() == Some(Status::CreateComplete)
+    })
+    .await?;
+    let declared = security_groups::template_groups(
+        &template::shipped(),
+        &fleet.options().cluster,
+        fleet.options().zones,
+    )?;
+    let mut expected = vec![format!("{stack} CREATE_IN_PROGRESS")];
+    for (group, _) in &declared {
+        expected.push(format!("{} CREATE_IN_PROGRESS", group.logical_id));
+        expected.push(format!("{} CREATE_COMPLETE", group.logical_id));
+    }
+    expected.push(format!("{stack} CREATE_COMPLETE"));
+    let events: Vec<String> = fleet
+        .aws()
+        .read(|plane| plane.stacks.events(&stack))
+        .into_iter()
+        .map(|(id, status)| format!("{id} {}", status.as_str()))
+        .collect();
+    ensure!(events == expected, "stack events {events:#?}");
+    let (last, _) = declared.last().context("the template's groups")?;
+    let signals = fleet
+        .aws()
+        .read(|plane| plane.stacks.signals(&stack, &last.logical_id));
+    let signalled = fleet
+        .hosts()
+        .into_iter()
+        .find(|host| signals.contains(&(host.instance.id.clone(), "SUCCESS".to_owned())));
+    let host = signalled.with_context(|| format!("{} took {signals:?}", last.logical_id))?;
+    ensure!(
+        booted.values().any(|(index, _)| *index == host.index),
+        "{} signalled by host {}, not a booted broker",
+        last.logical_id,
+        host.index
+    );
+    let history = asg::history(fleet);
+    let first: Vec<&String> = history
+        .iter()
+        .filter(|a| a.starts_with("Launching"))
+        .collect();
+    ensure!(
+        first.len() == declared.len() && first.iter().all(|a| a.ends_with("(InService)")),
+        "the first launches: {first:#?}"
+    );
+    println!("stack created from the template: {}", events.join(", "));
+    Ok(())
+}
+
+/// Every launch after the stack's first instances waited in Pending:Wait for berth: the template's launch hooks
+/// were added to their groups once the groups were created.
+fn assert_later_launches_held(fleet: &Fleet) -> anyhow::Result<()> {
+    let groups = fleet.asg_groups().plans.len();
+    let launches: Vec<String> = asg::history(fleet)
+        .into_iter()
+        .filter(|a| a.starts_with("Launching"))
+        .collect();
+    ensure!(
+        launches.len() > groups,
+        "no launch after the first: {launches:#?}"
+    );
+    ensure!(
+        launches[groups..]
+            .iter()
+            .all(|a| a.ends_with("(Pending:Wait)")),
+        "a later launch not held by the launch hook: {launches:#?}"
+    );
+    Ok(())
 }
 
 fn host_of_broker(booted: &Booted, id: u32) -> anyhow::Result<usize> {

@@ -72,6 +72,25 @@ pub fn groups(options: &FleetOptions) -> Groups {
     }
 }
 
+/// A fleet's groups as the stack of the template at `template` creates them
+/// ([`berth_testkit::aws::template::creation`]): its `AWS::AutoScaling::AutoScalingGroup` resources in their
+/// `DependsOn` order, each in the zone of its subnet, with the template's hooks, grace periods and CreationPolicy.
+pub fn stack_groups(
+    options: &FleetOptions,
+    template: &std::path::Path,
+) -> Result<Groups, berth_testkit::aws::template::TemplateError> {
+    let declared =
+        crate::security_groups::template_groups(template, &options.cluster, options.zones)?;
+    let stack: Vec<_> = declared.iter().map(|(group, _)| group.clone()).collect();
+    Ok(Groups {
+        plans: declared
+            .iter()
+            .map(|(group, az)| group.plan(*az, &stack))
+            .collect(),
+        ..groups(options)
+    })
+}
+
 /// The group a host of `role` in zone `az` belongs to.
 pub fn group_of(options: &FleetOptions, role: HostRole, az: usize) -> String {
     match role {
@@ -146,7 +165,24 @@ impl Instances for Fleet {
             self.options().default_role()
         };
         let index = self.prepare_host_as(plan.az, role).await?;
-        Ok(self.host(index)?.instance.id.clone())
+        let host = self.host(index)?;
+        if let Some(declared) = &plan.declared {
+            // The tags Auto Scaling and CloudFormation put on a stack's instances, which berth reads.
+            let stack = stack_name(&self.options().cluster);
+            host.with_imds(|imds| {
+                for (key, value) in [
+                    ("aws:cloudformation:stack-name", stack.as_str()),
+                    (
+                        "aws:cloudformation:logical-id",
+                        declared.logical_id.as_str(),
+                    ),
+                    ("aws:autoscaling:groupName", plan.name.as_str()),
+                ] {
+                    imds.set(&format!("tags/instance/{key}"), value);
+                }
+            });
+        }
+        Ok(host.instance.id.clone())
     }
 
     fn start(&self, instance_id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

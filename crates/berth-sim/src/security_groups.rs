@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use berth_testkit::aws::template::creation::{self, GroupDeclaration};
 use berth_testkit::aws::template::ingress::{ingress, Ingress, Source};
 use berth_testkit::aws::template::{Physical, Pseudo, Stack, Template, TemplateError};
 
@@ -73,6 +74,41 @@ pub fn template_rules(
     )
 }
 
+/// The Auto Scaling groups of the template at `path`, instantiated as [`template_rules`] does, in creation
+/// order, each with the zone of its first subnet.
+pub fn template_groups(
+    path: &Path,
+    cluster: &str,
+    zones: usize,
+) -> Result<Vec<(GroupDeclaration, usize)>, TemplateError> {
+    let declared = creation::groups(
+        &operator_stack(path, cluster, zones, &BTreeMap::new())?,
+        &ByLogicalId,
+    )?;
+    declared
+        .into_iter()
+        .map(|group| {
+            let az = group
+                .subnets
+                .first()
+                .and_then(|subnet| subnet.strip_prefix(SUBNET_PREFIX))
+                .and_then(|az| az.parse().ok())
+                .filter(|az| *az < zones)
+                .ok_or_else(|| TemplateError::Unenforced {
+                    logical_id: group.logical_id.clone(),
+                    what: format!(
+                        "VPCZoneIdentifier {:?} (one subnet of the region)",
+                        group.subnets
+                    ),
+                })?;
+            Ok((group, az))
+        })
+        .collect()
+}
+
+/// The subnet ids the region's zones are given as (`subnet-<zone index>`).
+const SUBNET_PREFIX: &str = "subnet-";
+
 /// The template at `path` instantiated for cluster `cluster` with the simulated region's zones and broker
 /// addresses as an operator would give them (the fleet's KRaft cluster id), `given` added or replacing them.
 pub fn operator_stack(
@@ -94,7 +130,7 @@ pub fn operator_stack(
     for (n, letter) in ["A", "B", "C"].into_iter().enumerate() {
         let az = n % zones;
         parameters.insert(format!("Zone{letter}"), layout::zone_name(az));
-        parameters.insert(format!("Subnet{letter}"), format!("subnet-{az}"));
+        parameters.insert(format!("Subnet{letter}"), format!("{SUBNET_PREFIX}{az}"));
         parameters.insert(
             format!("BrokerIp{n}"),
             layout::eni_ip(n as u32, zones).to_string(),

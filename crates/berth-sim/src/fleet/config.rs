@@ -86,6 +86,7 @@ impl HostSettings<'_> {
     /// `[aws]`: the simulated region's endpoints, the stack and the zone's group with its hooks.
     fn aws(&self) -> AwsConfig {
         let o = self.options;
+        let stacked = o.stack.is_some();
         AwsConfig {
             region: layout::REGION.into(),
             endpoint_url: self.endpoint_url.clone(),
@@ -93,13 +94,26 @@ impl HostSettings<'_> {
             termination_poll: Duration::from_secs(1),
             // Compressed like the other timings: a shutting-down owner gets 5 s, not 2 min, to let go.
             takeover_wait: Duration::from_secs(5),
+            // A stack's instances read these from their tags, as AWS sets them ([`FleetOptions::stack`]).
             cloudformation: CloudFormationConfig {
                 signal: true,
-                stack: asg::stack_name(&o.cluster),
-                resource: asg::STACK_RESOURCE.into(),
+                stack: if stacked {
+                    String::new()
+                } else {
+                    asg::stack_name(&o.cluster)
+                },
+                resource: if stacked {
+                    String::new()
+                } else {
+                    asg::STACK_RESOURCE.into()
+                },
             },
             autoscaling: AutoScalingConfig {
-                group: asg::group_of(o, self.role, self.az),
+                group: if stacked {
+                    String::new()
+                } else {
+                    asg::group_of(o, self.role, self.az)
+                },
                 launch_hook: asg::LAUNCH_HOOK.into(),
                 terminate_hook: asg::TERMINATE_HOOK.into(),
                 heartbeat_interval: o.asg.launch_timeout / 2,

@@ -59,6 +59,9 @@ pub enum FleetError {
     /// The security groups template could not be read or instantiated.
     #[error("security groups template: {0}")]
     SecurityGroups(String),
+    /// The template's Auto Scaling groups could not be read.
+    #[error("the template's Auto Scaling groups: {0}")]
+    Stack(String),
     /// ZooKeeper did not start.
     #[error("ZooKeeper ensemble: {0}")]
     ZooKeeper(#[from] berth_testkit::zk::ZkHarnessError),
@@ -233,7 +236,11 @@ impl Fleet {
             None
         };
         let security = make_security(&options, work.path())?;
-        let groups = asg::groups(&options);
+        let groups = match &options.stack {
+            Some(template) => asg::stack_groups(&options, template)
+                .map_err(|e| FleetError::Stack(e.to_string()))?,
+            None => asg::groups(&options),
+        };
         let cloud = Cloud::start(&options, &groups).await?;
         if let Some(template) = &options.security_groups {
             enforce_security_groups(&region, template, &options, &cloud.resources)?;

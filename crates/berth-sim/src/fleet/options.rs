@@ -54,6 +54,11 @@ pub struct FleetOptions {
     /// ([`crate::security_groups`]): every broker ENI and every host is a member of each group, as the
     /// template's ENIs and launch template make them. None: no filter.
     pub security_groups: Option<std::path::PathBuf>,
+    /// A CloudFormation template whose Auto Scaling groups the region's stack creates, in its `DependsOn` order
+    /// with its hooks, grace periods and CreationPolicy ([`crate::asg::stack_groups`]); the hosts then name no
+    /// stack, resource or group in berth's configuration and read them from the instance's tags, as AWS sets
+    /// them. None: one group per zone built by the simulator ([`crate::asg::groups`]).
+    pub stack: Option<std::path::PathBuf>,
 }
 
 impl FleetOptions {
@@ -112,6 +117,7 @@ impl Default for FleetOptions {
             claim_backend: ClaimBackend::Zookeeper,
             security: None,
             security_groups: None,
+            stack: None,
             controllers: 0,
             berth: BerthBuild::Shipped,
         }

@@ -113,6 +113,9 @@ struct Awaiting {
 struct Resource {
     status: Status,
     awaiting: Option<Awaiting>,
+    /// An Auto Scaling group whose desired capacity is not yet InService: it stays in progress even once its
+    /// signals arrived.
+    awaiting_capacity: bool,
     signals: Vec<(String, String)>,
 }
 
@@ -122,6 +125,10 @@ struct Stack {
     status: Status,
     operation: Operation,
     resources: BTreeMap<String, Resource>,
+    /// Declared resources whose creation has not started (the stack is in progress while any is left).
+    not_started: BTreeSet<String>,
+    /// Every status the stack and its resources took, oldest first (DescribeStackEvents, oldest first).
+    events: Vec<(String, Status)>,
 }
 
 /// The stacks of one simulated account and region.
@@ -151,6 +158,16 @@ impl Stacks {
         resources: &[(&str, Option<ResourceSignal>)],
         now: Instant,
     ) -> String {
+        self.create_with(name, resources, BTreeSet::new(), now)
+    }
+
+    fn create_with(
+        &mut self,
+        name: &str,
+        resources: &[(&str, Option<ResourceSignal>)],
+        not_started: BTreeSet<String>,
+        now: Instant,
+    ) -> String {
         self.created += 1;
         let id = format!(
             "arn:aws:cloudformation:{}:{}:stack/{name}/00000000-0000-4000-8000-{:012x}",
@@ -168,6 +185,7 @@ impl Stacks {
                 let resource = Resource {
                     status,
                     awaiting,
+                    awaiting_capacity: false,
                     signals: Vec::new(),
                 };
                 ((*logical).to_owned(), resource)
@@ -178,10 +196,62 @@ impl Stacks {
             status: Status::CreateInProgress,
             operation: Operation::Create,
             resources,
+            not_started,
+            events: Vec::new(),
         };
         settle(&mut stack);
         self.stacks.insert(name.to_owned(), stack);
         id
+    }
+
+    /// Creates stack `name` from a template whose resources `declared` are created later, each when
+    /// [`Stacks::start_group`] says so: `CREATE_IN_PROGRESS` until every one of them is complete.
+    pub fn create_declared(&mut self, name: &str, declared: &[&str], now: Instant) -> String {
+        let declared = declared.iter().map(|id| (*id).to_owned()).collect();
+        self.create_with(name, &[], declared, now)
+    }
+
+    /// The creation of Auto Scaling group `logical_id` of stack `name` starts: `CREATE_IN_PROGRESS` until its
+    /// desired capacity is InService ([`Stacks::capacity_reached`]) and, with a CreationPolicy, its signals
+    /// arrived (the `DesiredCapacity` property and CreationPolicy attribute references).
+    pub fn start_group(
+        &mut self,
+        name: &str,
+        logical_id: &str,
+        policy: Option<ResourceSignal>,
+        now: Instant,
+    ) -> Result<(), String> {
+        let stack = self
+            .stacks
+            .get_mut(name)
+            .ok_or_else(|| format!("no stack {name}"))?;
+        if !stack.not_started.remove(logical_id) {
+            return Err(format!(
+                "{logical_id} is not a resource of {name} still to create"
+            ));
+        }
+        let resource = Resource {
+            status: Status::CreateInProgress,
+            awaiting: policy.map(|policy| awaiting(Operation::Create, policy, now)),
+            awaiting_capacity: true,
+            signals: Vec::new(),
+        };
+        stack.resources.insert(logical_id.to_owned(), resource);
+        settle(stack);
+        Ok(())
+    }
+
+    /// Group `logical_id`'s desired capacity is InService: its creation completes once no signal is awaited.
+    pub fn capacity_reached(&mut self, name: &str, logical_id: &str) {
+        if let Some(stack) = self.stacks.get_mut(name) {
+            if let Some(resource) = stack.resources.get_mut(logical_id) {
+                resource.awaiting_capacity = false;
+                if resource.status == Status::CreateInProgress && resource.awaiting.is_none() {
+                    resource.status = Status::CreateComplete;
+                }
+            }
+            settle(stack);
+        }
     }
 
     /// Starts an update of stack `name` in which `logical_id` waits for `policy`'s signals (an UpdatePolicy
@@ -208,6 +278,7 @@ impl Stacks {
         resource.awaiting = Some(awaiting(Operation::Update, policy, now));
         stack.status = Status::UpdateInProgress;
         stack.operation = Operation::Update;
+        settle(stack);
         Ok(())
     }
 
@@ -258,7 +329,9 @@ impl Stacks {
         } else {
             awaiting.successes.insert(unique_id.to_owned());
             if awaiting.successes.len() as u32 >= awaiting.count {
-                resource.status = awaiting.operation.complete();
+                if !resource.awaiting_capacity {
+                    resource.status = awaiting.operation.complete();
+                }
                 resource.awaiting = None;
             }
         }
@@ -313,6 +386,15 @@ impl Stacks {
             .unwrap_or_default()
     }
 
+    /// Every status stack `name` and its resources took, oldest first: (logical id, status), the stack itself
+    /// named by its name, as DescribeStackEvents lists them (newest first there).
+    pub fn events(&self, name: &str) -> Vec<(String, Status)> {
+        self.stacks
+            .get(name)
+            .map(|stack| stack.events.clone())
+            .unwrap_or_default()
+    }
+
     /// A stack's ARN.
     pub fn id(&self, name: &str) -> Option<String> {
         self.stacks.get(name).map(|stack| stack.id.clone())
@@ -328,8 +410,32 @@ fn awaiting(operation: Operation, policy: ResourceSignal, now: Instant) -> Await
     }
 }
 
-/// The stack's status follows its resources: failed as soon as one failed, complete when none awaits.
+/// Records each status the stack or one of its resources took since the last event.
+fn record_events(stack: &mut Stack) {
+    let last = |events: &[(String, Status)], logical_id: &str| {
+        events
+            .iter()
+            .rev()
+            .find(|(id, _)| id == logical_id)
+            .map(|(_, status)| *status)
+    };
+    let name = stack.id.rsplit('/').nth(1).unwrap_or_default().to_owned();
+    let mut changed: Vec<(String, Status)> = stack
+        .resources
+        .iter()
+        .filter(|(id, resource)| last(&stack.events, id) != Some(resource.status))
+        .map(|(id, resource)| (id.clone(), resource.status))
+        .collect();
+    if last(&stack.events, &name) != Some(stack.status) {
+        changed.push((name, stack.status));
+    }
+    stack.events.extend(changed);
+}
+
+/// The stack's status follows its resources: failed as soon as one failed, complete when every declared one
+/// was created and none is still in progress.
 fn settle(stack: &mut Stack) {
+    record_events(stack);
     if !stack.status.in_progress() {
         return;
     }
@@ -340,13 +446,15 @@ fn settle(stack: &mut Stack) {
         .any(|resource| resource.status == operation.failed())
     {
         stack.status = operation.failed();
-    } else if stack
-        .resources
-        .values()
-        .all(|resource| resource.awaiting.is_none())
+    } else if stack.not_started.is_empty()
+        && stack
+            .resources
+            .values()
+            .all(|resource| !resource.status.in_progress())
     {
         stack.status = operation.complete();
     }
+    record_events(stack);
 }
 
 #[cfg(test)]
@@ -502,5 +610,72 @@ mod tests {
         stacks
             .signal(&params, now)
             .expect("a stack is named by its ARN too");
+    }
+
+    /// A stack created from a template: a group is in progress until its desired capacity is InService AND its
+    /// CreationPolicy's signals arrived (either order), a group not yet started cannot be signalled, and the
+    /// stack completes only once every declared group did (`DesiredCapacity` property; CreationPolicy).
+    #[test]
+    fn a_declared_group_completes_with_its_capacity_and_its_signals() {
+        let now = Instant::now();
+        let mut stacks = Stacks::new("us-east-1");
+        stacks.create_declared(NAME, &["Group0", "Brokers"], now);
+        assert_eq!(stacks.status(NAME), Some(Status::CreateInProgress));
+        let refused = stacks.signal(&signal("i-1", "SUCCESS"), now).unwrap_err();
+        assert_eq!(
+            refused.message, "Resource Brokers does not exist for stack kafka",
+            "a group whose creation has not started is not yet a resource of the stack"
+        );
+        stacks.start_group(NAME, "Group0", None, now).unwrap();
+        assert_eq!(
+            stacks.resource_status(NAME, "Group0"),
+            Some(Status::CreateInProgress),
+            "no signal awaited, but its capacity is not InService yet"
+        );
+        stacks.capacity_reached(NAME, "Group0");
+        assert_eq!(
+            stacks.resource_status(NAME, "Group0"),
+            Some(Status::CreateComplete)
+        );
+        assert_eq!(
+            stacks.status(NAME),
+            Some(Status::CreateInProgress),
+            "Brokers is declared and not created yet"
+        );
+        stacks
+            .start_group(NAME, "Brokers", Some(policy(1, 900)), now)
+            .unwrap();
+        stacks.signal(&signal("i-1", "SUCCESS"), now).unwrap();
+        assert_eq!(
+            stacks.resource_status(NAME, "Brokers"),
+            Some(Status::CreateInProgress),
+            "its signal arrived before its capacity was InService"
+        );
+        stacks.capacity_reached(NAME, "Brokers");
+        assert_eq!(
+            stacks.resource_status(NAME, "Brokers"),
+            Some(Status::CreateComplete)
+        );
+        assert_eq!(stacks.status(NAME), Some(Status::CreateComplete));
+        assert!(
+            stacks.start_group(NAME, "Brokers", None, now).is_err(),
+            "created once"
+        );
+        let events: Vec<String> = stacks
+            .events(NAME)
+            .into_iter()
+            .map(|(id, status)| format!("{id} {}", status.as_str()))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "kafka CREATE_IN_PROGRESS",
+                "Group0 CREATE_IN_PROGRESS",
+                "Group0 CREATE_COMPLETE",
+                "Brokers CREATE_IN_PROGRESS",
+                "Brokers CREATE_COMPLETE",
+                "kafka CREATE_COMPLETE",
+            ]
+        );
     }
 }

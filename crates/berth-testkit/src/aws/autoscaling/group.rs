@@ -12,6 +12,11 @@
 //! * groups created one after another: a group's desired capacity is 0 until [`GroupPlan::after_previous`]
 //!   has passed since the previous group (in creation order) launched its first instance (CloudFormation
 //!   creating the groups of a stack in turn launches their first instances at least that far apart);
+//! * or, for groups a template declares ([`GroupPlan::declared`]), as CloudFormation creates them: a group is
+//!   created once every group it depends on is `CREATE_COMPLETE` in the stack, which it is once its desired
+//!   capacity is InService and its CreationPolicy's signals arrived; its `AWS::AutoScaling::LifecycleHook`
+//!   resources are added then, so they hold only the instances launched after
+//!   ([`crate::aws::template::creation`] holds the rules with their documents);
 //! * an instance that leaves (ABANDON at launch, a completed or timed-out terminate hook, SetInstanceHealth
 //!   Unhealthy after its terminate hook) is terminated: it is given a moment to finish (berth exits on its own
 //!   after a drain or a failure; how it ended goes into the group's history), then killed;
@@ -31,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use super::{GroupEvent, GroupSpec, Hook, HookResult, InstanceRefresh, LifecycleState, Member};
 use super::{RefreshStatus, Transition};
-use crate::aws::cloudformation::ResourceSignal;
-use crate::aws::endpoint::AwsEndpoint;
+use crate::aws::cloudformation::{ResourceSignal, Status};
+use crate::aws::endpoint::{AwsEndpoint, ControlPlane};
 use crate::aws::query::{ApiError, Params};
 
 /// The launch hook berth completes.
@@ -157,8 +162,25 @@ pub struct GroupPlan {
     /// Its desired capacity once it has started.
     pub desired: usize,
     /// How long after the previous group (in creation order) launched its first instance this group's desired
-    /// capacity is raised from 0 to `desired`; the first group starts at once.
+    /// capacity is raised from 0 to `desired`; the first group starts at once. Unused for a declared group.
     pub after_previous: Duration,
+    /// The stack resource this group is, when a template declares it (None: created with the stack).
+    pub declared: Option<DeclaredGroup>,
+}
+
+/// A group as a template declares it, created by the stack when its dependencies are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredGroup {
+    /// Its logical id in the stack.
+    pub logical_id: String,
+    /// Its name, the hooks of its `LifecycleHookSpecificationList` and its grace period.
+    pub spec: GroupSpec,
+    /// Its `AWS::AutoScaling::LifecycleHook` resources, added once it is `CREATE_COMPLETE`.
+    pub later_hooks: Vec<Hook>,
+    /// Its `CreationPolicy` `ResourceSignal`.
+    pub creation_signal: Option<ResourceSignal>,
+    /// The logical ids of the stack's groups it is created after.
+    pub after: Vec<String>,
 }
 
 impl GroupPlan {
@@ -169,13 +191,29 @@ impl GroupPlan {
             az,
             desired,
             after_previous: Duration::ZERO,
+            declared: None,
         }
     }
 }
 
 impl Groups {
-    /// Creates the stack and every zone's group in the endpoint's model.
+    /// Creates the stack and every zone's group in the endpoint's model; declared groups are created later, by
+    /// the control loop, as their stack creates them.
     pub fn create(&self, aws: &AwsEndpoint) {
+        let declared: Vec<&str> = self
+            .plans
+            .iter()
+            .filter_map(|plan| plan.declared.as_ref().map(|d| d.logical_id.as_str()))
+            .collect();
+        if !declared.is_empty() {
+            let stack = stack_name(&self.cluster);
+            aws.with(|plane| {
+                plane
+                    .stacks
+                    .create_declared(&stack, &declared, Instant::now())
+            });
+            return;
+        }
         aws.with(|plane| {
             let policy = creation_policy(self.brokers, &self.options);
             plane.stacks.create(
@@ -275,8 +313,11 @@ impl Drop for Asg {
 async fn control_loop(instances: Arc<dyn Instances>) {
     let aws = instances.endpoint();
     let plans = instances.groups().plans.clone();
+    let stack = stack_name(&instances.groups().cluster);
     // When each group launched its first instance.
     let mut first_launch: Vec<Option<Instant>> = vec![None; plans.len()];
+    // Each declared group's creation by the stack.
+    let mut creation = vec![Creating::NotStarted; plans.len()];
     let mut changed = aws.changed();
     // Terminations in progress; dropped (and so aborted) with the loop.
     let mut terminations = tokio::task::JoinSet::new();
@@ -288,10 +329,15 @@ async fn control_loop(instances: Arc<dyn Instances>) {
         while terminations.try_join_next().is_some() {}
         for (index, plan) in plans.iter().enumerate() {
             replace_dead(instances.as_ref(), &plan.name);
-            let desired = match starts_at(&plans, &first_launch, index) {
-                Some(at) if at <= Instant::now() => plan.desired,
-                _ => 0,
+            let started = match &plan.declared {
+                Some(declared) => {
+                    create_declared(aws, &stack, declared, plan.desired, &mut creation[index])
+                }
+                None => {
+                    starts_at(&plans, &first_launch, index).is_some_and(|at| at <= Instant::now())
+                }
             };
+            let desired = if started { plan.desired } else { 0 };
             match fill(instances.as_ref(), plan, desired).await {
                 Ok(0) => {}
                 Ok(_) => {
@@ -307,6 +353,7 @@ async fn control_loop(instances: Arc<dyn Instances>) {
         let poll = Instant::now() + instances.groups().options.poll;
         let wake = next.map_or(poll, |at| at.min(poll));
         let wake = (0..plans.len())
+            .filter(|index| plans[*index].declared.is_none())
             .filter_map(|index| starts_at(&plans, &first_launch, index))
             .filter(|at| *at > Instant::now())
             .fold(wake, Instant::min);
@@ -389,6 +436,80 @@ fn replace_dead(instances: &dyn Instances, group: &str) {
             });
         }
     }
+}
+
+/// Where a declared group's creation by its stack stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Creating {
+    /// A group it depends on is not `CREATE_COMPLETE` yet.
+    NotStarted,
+    /// Created in the model, `CREATE_IN_PROGRESS` in the stack.
+    InProgress,
+    /// `CREATE_COMPLETE` (its later hooks added) or `CREATE_FAILED`: the stack has done with it.
+    Done,
+}
+
+/// Moves a declared group's creation on (see the module docs); whether the group exists, so that it keeps its
+/// desired capacity.
+fn create_declared(
+    aws: &AwsEndpoint,
+    stack: &str,
+    declared: &DeclaredGroup,
+    desired: usize,
+    creating: &mut Creating,
+) -> bool {
+    let status =
+        |plane: &ControlPlane, logical_id: &str| plane.stacks.resource_status(stack, logical_id);
+    match *creating {
+        Creating::NotStarted => {
+            let ready = aws.read(|plane| {
+                declared
+                    .after
+                    .iter()
+                    .all(|after| status(plane, after) == Some(Status::CreateComplete))
+            });
+            if !ready {
+                return false;
+            }
+            let started = aws.with(|plane| {
+                plane.autoscaling.create_group(declared.spec.clone());
+                plane.stacks.start_group(
+                    stack,
+                    &declared.logical_id,
+                    declared.creation_signal,
+                    Instant::now(),
+                )
+            });
+            if let Err(error) = started {
+                eprintln!("berth-testkit: stack {stack}: {error}");
+            }
+            *creating = Creating::InProgress;
+        }
+        Creating::InProgress => aws.with(|plane| {
+            let name = &declared.spec.name;
+            let in_service = plane
+                .autoscaling
+                .members(name)
+                .iter()
+                .filter(|member| member.state == LifecycleState::InService)
+                .count();
+            if in_service >= desired {
+                plane.stacks.capacity_reached(stack, &declared.logical_id);
+            }
+            match status(plane, &declared.logical_id) {
+                Some(Status::CreateComplete) => {
+                    let mut spec = declared.spec.clone();
+                    spec.hooks.extend(declared.later_hooks.iter().cloned());
+                    plane.autoscaling.create_group(spec);
+                    *creating = Creating::Done;
+                }
+                Some(Status::CreateInProgress) => {}
+                _ => *creating = Creating::Done,
+            }
+        }),
+        Creating::Done => {}
+    }
+    true
 }
 
 /// When group `index` starts (its desired capacity raised from 0): the first at once, each other

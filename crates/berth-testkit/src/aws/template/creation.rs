@@ -15,7 +15,7 @@
 //!   (CreationPolicy attribute reference,
 //!   <https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-creationpolicy.html>; the
 //!   timeout's reason is CloudFormation's "Failed to receive N resource signal(s) within the specified
-//!   duration"). [`group_creation`].
+//!   duration"). The stack model holds the rule ([`crate::aws::cloudformation::Stacks::start_group`]).
 //! * A hook in the group's `LifecycleHookSpecificationList` holds every instance from the group's first launch;
 //!   an `AWS::AutoScaling::LifecycleHook` resource is added to its group after the group is created, so it holds
 //!   only instances launched after it (AWS::AutoScaling::AutoScalingGroup, `LifecycleHookSpecificationList`:
@@ -37,7 +37,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Declared, Kind, Physical, Stack, TemplateError};
-use crate::aws::autoscaling::{GroupSpec, Hook, HookResult, LifecycleState, Transition};
+use crate::aws::autoscaling::group::{DeclaredGroup, GroupPlan};
+use crate::aws::autoscaling::{GroupSpec, Hook, HookResult, Transition};
 use crate::aws::cloudformation::ResourceSignal;
 
 /// The group properties the region plays (anything else is refused).
@@ -333,58 +334,28 @@ pub fn startable<'a>(
         .collect()
 }
 
-/// A group's creation so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Creation {
-    /// `CREATE_IN_PROGRESS`: what it waits for.
-    InProgress(String),
-    /// `CREATE_COMPLETE`.
-    Complete,
-    /// `CREATE_FAILED`: why (the resource's status reason).
-    Failed(String),
-}
-
-/// The signals a group's creation received so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Signals {
-    /// Distinct SUCCESS signals.
-    pub successes: u32,
-    /// Whether a FAILURE signal arrived.
-    pub failure: bool,
-}
-
-/// A group's creation, `elapsed` after it started, with its members' states and the signals received. Pure.
-pub fn group_creation(
-    group: &GroupDeclaration,
-    members: &[LifecycleState],
-    signals: Signals,
-    elapsed: Duration,
-) -> Creation {
-    if signals.failure {
-        return Creation::Failed("Received FAILURE signal".into());
-    }
-    let in_service = members
-        .iter()
-        .filter(|state| **state == LifecycleState::InService)
-        .count();
-    let waiting = |why: String| match group.creation_signal {
-        Some(signal) if elapsed >= signal.timeout => Creation::Failed(format!(
-            "Failed to receive {} resource signal(s) within the specified duration",
-            signal.count
-        )),
-        _ => Creation::InProgress(why),
-    };
-    if in_service < group.desired {
-        return waiting(format!(
-            "{in_service} of {} desired instances InService (an instance in Pending:Wait is not yet there)",
-            group.desired
-        ));
-    }
-    match group.creation_signal {
-        Some(signal) if signals.successes < signal.count => waiting(format!(
-            "{} of {} SUCCESS signals",
-            signals.successes, signal.count
-        )),
-        _ => Creation::Complete,
+impl GroupDeclaration {
+    /// The group as the region's Auto Scaling control plane plays it, in zone `az`: created after the groups
+    /// of `stack_groups` it depends on (its other dependencies, the ENIs and volumes, exist before any group).
+    pub fn plan(&self, az: usize, stack_groups: &[GroupDeclaration]) -> GroupPlan {
+        let after = stack_groups
+            .iter()
+            .filter(|group| self.depends_on.contains(&group.logical_id))
+            .map(|group| group.logical_id.clone())
+            .collect();
+        GroupPlan {
+            declared: Some(DeclaredGroup {
+                logical_id: self.logical_id.clone(),
+                spec: self.spec.clone(),
+                later_hooks: self
+                    .later_hooks
+                    .iter()
+                    .map(|(_, hook)| hook.clone())
+                    .collect(),
+                creation_signal: self.creation_signal,
+                after,
+            }),
+            ..GroupPlan::new(self.spec.name.clone(), az, self.desired)
+        }
     }
 }

@@ -2,16 +2,16 @@
 //! copies of it changed where a rule is to be shown.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::creation::{
-    group_creation, groups, holds_first_launches, iso8601_duration, startable, Creation,
-    GroupDeclaration, Signals,
+    groups, holds_first_launches, iso8601_duration, startable, GroupDeclaration,
 };
 use super::tests::{changed, operator, pseudo, Fake};
 use super::{shipped, Stack, Template, TemplateError};
-use crate::aws::autoscaling::{Hook, HookResult, LifecycleState, Transition};
-use crate::aws::cloudformation::ResourceSignal;
+use crate::aws::autoscaling::{Hook, HookResult, Transition};
+use crate::aws::cloudformation::{ResourceSignal, Stacks, Status};
+use crate::aws::query::Params;
 
 fn stack_of(template: &Template) -> Stack {
     template
@@ -114,46 +114,56 @@ fn the_shipped_templates_groups_are_read_as_cloudformation_creates_them() {
 fn a_group_is_complete_once_its_desired_capacity_is_in_service_and_its_signals_arrived() {
     let (_, groups) = shipped_groups();
     let (plain, signalled) = (&groups[0], &groups[2]);
-    let minute = Duration::from_secs(60);
-    let pending = [LifecycleState::PendingWait];
-    let in_service = [LifecycleState::InService];
-    assert!(matches!(
-        group_creation(plain, &pending, Signals::default(), minute),
-        Creation::InProgress(why) if why.contains("0 of 1 desired instances InService")
-    ));
-    assert_eq!(
-        group_creation(plain, &in_service, Signals::default(), minute),
-        Creation::Complete
-    );
-    assert!(matches!(
-        group_creation(signalled, &in_service, Signals::default(), minute),
-        Creation::InProgress(why) if why == "0 of 1 SUCCESS signals"
-    ));
-    let one = Signals {
-        successes: 1,
-        failure: false,
+    let now = Instant::now();
+    let ids: Vec<&str> = groups.iter().map(|g| g.logical_id.as_str()).collect();
+    let stack = |stacks: &mut Stacks| {
+        stacks.create_declared("s", &ids, now);
+        for group in [plain, signalled] {
+            stacks
+                .start_group("s", &group.logical_id, group.creation_signal, now)
+                .expect("starts");
+        }
     };
-    assert_eq!(
-        group_creation(signalled, &in_service, one, minute),
-        Creation::Complete
-    );
-    assert!(matches!(
-        group_creation(signalled, &pending, one, minute),
-        Creation::InProgress(_)
-    ));
-    let failure = Signals {
-        successes: 0,
-        failure: true,
+    let status =
+        |stacks: &Stacks, group: &GroupDeclaration| stacks.resource_status("s", &group.logical_id);
+    let signal = |unique_id: &str, outcome: &str| {
+        Params::from_pairs(&[
+            ("StackName", "s"),
+            ("LogicalResourceId", signalled.logical_id.as_str()),
+            ("UniqueId", unique_id),
+            ("Status", outcome),
+        ])
     };
+    let mut stacks = Stacks::new("us-east-1");
+    stack(&mut stacks);
     assert_eq!(
-        group_creation(signalled, &in_service, failure, minute),
-        Creation::Failed("Received FAILURE signal".into())
+        status(&stacks, plain),
+        Some(Status::CreateInProgress),
+        "Pending:Wait"
     );
+    stacks.capacity_reached("s", &plain.logical_id);
+    assert_eq!(status(&stacks, plain), Some(Status::CreateComplete));
+    stacks.capacity_reached("s", &signalled.logical_id);
     assert_eq!(
-        group_creation(signalled, &pending, Signals::default(), 2 * 60 * minute),
-        Creation::Failed(
-            "Failed to receive 1 resource signal(s) within the specified duration".into()
-        )
+        status(&stacks, signalled),
+        Some(Status::CreateInProgress),
+        "InService, and 0 of 1 SUCCESS signals"
+    );
+    stacks.signal(&signal("i-2", "SUCCESS"), now).unwrap();
+    assert_eq!(status(&stacks, signalled), Some(Status::CreateComplete));
+    let mut failed = Stacks::new("us-east-1");
+    stack(&mut failed);
+    failed.signal(&signal("i-2", "FAILURE"), now).unwrap();
+    assert_eq!(status(&failed, signalled), Some(Status::CreateFailed));
+    assert_eq!(failed.status("s"), Some(Status::CreateFailed));
+    let mut late = Stacks::new("us-east-1");
+    stack(&mut late);
+    late.capacity_reached("s", &signalled.logical_id);
+    late.expire(now + Duration::from_secs(2 * 3600));
+    assert_eq!(
+        status(&late, signalled),
+        Some(Status::CreateFailed),
+        "the shipped CreationPolicy's PT2H passed without the signal"
     );
 }
 
@@ -211,6 +221,9 @@ fn the_shipped_templates_groups_are_created_without_waiting_for_a_broker() {
             .map(|r| r.logical_id.clone()),
     );
     let mut started = complete.clone();
+    let mut stacks = Stacks::new("us-east-1");
+    let ids: Vec<&str> = groups.iter().map(|g| g.logical_id.as_str()).collect();
+    stacks.create_declared("s", &ids, Instant::now());
     for (n, group) in groups.iter().enumerate() {
         assert_eq!(
             startable(resources, &complete, &started),
@@ -218,10 +231,17 @@ fn the_shipped_templates_groups_are_created_without_waiting_for_a_broker() {
             "group {n} next"
         );
         started.insert(group.logical_id.clone());
-        let first = [LifecycleState::InService];
-        let wait = group_creation(group, &first, Signals::default(), Duration::ZERO);
+        let id = &group.logical_id;
+        stacks
+            .start_group("s", id, group.creation_signal, Instant::now())
+            .expect("starts");
+        // Its first instance, not held by a hook, is InService at launch.
+        stacks.capacity_reached("s", id);
         if group.creation_signal.is_none() {
-            assert_eq!(wait, Creation::Complete);
+            assert_eq!(
+                stacks.resource_status("s", id),
+                Some(Status::CreateComplete)
+            );
             complete.insert(group.logical_id.clone());
             for (hook, _) in &group.later_hooks {
                 complete.insert(hook.clone());
