@@ -199,7 +199,8 @@ fn the_templates_user_data_runs_once_and_berth_reads_what_it_wrote() {
             host.instance.id
         );
         berth_reads_the_user_datas_environment(&fleet, &host).await?;
-        // A later boot: the stand-in runs again, the script does not (its semaphore is the instance's).
+        // A later boot: the stand-in's unit is started again as every boot starts it (the container itself is
+        // not rebooted: its /run is kept), and the script does not run (its semaphore is the instance's).
         let again =
             tokio::task::block_in_place(|| fleet.boot_with_user_data(index, Some(&user_data)))?;
         ensure!(
