@@ -17,7 +17,11 @@
 //!   pid), the ENI and volume attached: SIGTERM stops berth, not the broker, and the next berth adopts it;
 //! - `systemctl poweroff` of a host whose lifecycle state is `Terminated`, during berth's drain: the shutdown lets
 //!   berth finish, which releases everything and completes the terminate hook, even when the drain's teardown
-//!   (a throttled detach) outlasts the unit's `TimeoutStopSec=`: berth extends it (`EXTEND_TIMEOUT_USEC`).
+//!   (a throttled detach) outlasts the unit's `TimeoutStopSec=`: berth extends it (`EXTEND_TIMEOUT_USEC`);
+//! - the shipped template's user data, run as cloud-init runs it (berth-sim's stand-in,
+//!   `berth_sim::cloud_init`), writes `/etc/berth/environment` and enables and starts berth, which reads it
+//!   (`berth check-config` names the file as the source; the blank volume is formatted with the user data's
+//!   cluster id); a later boot does not run it again, and a failing script is reported with its exit code.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -144,6 +148,172 @@ async fn healthy_again(
         before.broker_id
     );
     Ok(after)
+}
+
+/// A KRaft cluster id of the user data's, not the fleet's (`kafka-storage.sh random-uuid`'s form).
+const USER_DATA_CLUSTER_ID: &str = "hBB3UnPmR96_Xt5PjwD6Lw";
+
+/// The shipped template's launch template user data, instantiated as an operator would for a KRaft cluster:
+/// `KafkaMode` kraft, [`USER_DATA_CLUSTER_ID`], the cluster name of the fleet's hosts.
+fn shipped_user_data(fleet: &Fleet) -> anyhow::Result<String> {
+    let given = BTreeMap::from([
+        ("KafkaMode".to_owned(), "kraft".to_owned()),
+        ("KafkaClusterId".to_owned(), USER_DATA_CLUSTER_ID.to_owned()),
+    ]);
+    let stack = berth_sim::stack::instantiated_with(
+        &berth_testkit::aws::template::shipped(),
+        &fleet.options().cluster,
+        fleet.options().zones,
+        None,
+        &given,
+    )?;
+    Ok(berth_sim::cloud_init::launch_template_user_data(
+        &stack,
+        &berth_sim::stack::ByLogicalId,
+    )?)
+}
+
+#[test]
+fn the_templates_user_data_runs_once_and_berth_reads_what_it_wrote() {
+    if !berth_testkit::require_root(
+        "the_templates_user_data_runs_once_and_berth_reads_what_it_wrote",
+    ) {
+        return;
+    }
+    // Three brokers' ENIs and volumes (one host is booted): the user data names controllers 0, 1 and 2, whose
+    // addresses berth reads from their ENIs before it formats the volume.
+    berth_sim::with_fleet(options(3), |fleet| async move {
+        let started = Instant::now();
+        let user_data = shipped_user_data(&fleet)?;
+        let index = fleet.prepare_host(0).await?;
+        let host = container(&fleet, index)?;
+        let first =
+            tokio::task::block_in_place(|| fleet.boot_with_user_data(index, Some(&user_data)))?;
+        ensure!(
+            first.ran && first.exit_code == Some(0) && !first.failed(),
+            "the first boot's cloud-init run: {first:?}"
+        );
+        ensure!(
+            first.instance_id == host.instance.id,
+            "ran for {} on instance {}",
+            first.instance_id,
+            host.instance.id
+        );
+        berth_reads_the_user_datas_environment(&fleet, &host).await?;
+        // A later boot: the stand-in's unit is started again as every boot starts it (the container itself is
+        // not rebooted: its /run is kept), and the script does not run (its semaphore is the instance's).
+        let again =
+            tokio::task::block_in_place(|| fleet.boot_with_user_data(index, Some(&user_data)))?;
+        ensure!(
+            !again.ran && !again.failed() && again.instance_id == first.instance_id,
+            "the second boot's cloud-init run: {again:?}"
+        );
+        let runs = again.output.matches("scripts_user: running").count();
+        ensure!(runs == 1, "the script ran {runs} times:\n{}", again.output);
+        a_failing_script_is_reported(&fleet).await?;
+        println!("user data test body took {:?}", started.elapsed());
+        Ok(())
+    })
+    .expect("the template's user data runs once and berth reads what it wrote");
+}
+
+/// The user data's `/etc/berth/environment` is what berth reads: the file holds the KRaft overrides, berth.service
+/// was enabled and started by the script, `berth check-config` names the file as their source, and the daemon
+/// formats the blank volume with the user data's cluster id (not the one in the fleet's berth.toml).
+async fn berth_reads_the_user_datas_environment(
+    fleet: &Fleet,
+    host: &berth_sim::Host,
+) -> anyhow::Result<()> {
+    let environment = std::fs::read_to_string(host.container().path("/etc/berth/environment"))?;
+    for line in [
+        format!("BERTH_CLUSTER__NAME={}", fleet.options().cluster),
+        format!("BERTH_CLUSTER__KAFKA_CLUSTER_ID={USER_DATA_CLUSTER_ID}"),
+        "BERTH_KAFKA__MODE=kraft".to_owned(),
+        "BERTH_KAFKA__CONTROLLER_IDS=0,1,2".to_owned(),
+    ] {
+        ensure!(
+            environment.lines().any(|l| l == line),
+            "{line} not in /etc/berth/environment:\n{environment}"
+        );
+    }
+    let unit = show(
+        host,
+        "berth.service",
+        &["UnitFileState", "ExecMainStartTimestampMonotonic"],
+    )?;
+    ensure!(
+        unit["UnitFileState"] == "enabled" && unit["ExecMainStartTimestampMonotonic"] != "0",
+        "berth.service after the user data: {unit:?}"
+    );
+    let checked = on(host, |c| {
+        Ok(c.exec(&["berth", "check-config", "--config", "/etc/berth/berth.toml"])?)
+    })?;
+    for (key, value, variable) in [
+        (
+            "kafka_cluster_id",
+            format!("\"{USER_DATA_CLUSTER_ID}\""),
+            "BERTH_CLUSTER__KAFKA_CLUSTER_ID",
+        ),
+        (
+            "controller_ids",
+            "[0, 1, 2]".to_owned(),
+            "BERTH_KAFKA__CONTROLLER_IDS",
+        ),
+    ] {
+        // `key = value`, padded, then `# <its source>`.
+        let (setting, source) = (
+            format!("{key} = {value}"),
+            format!("# {variable} in /etc/berth/environment"),
+        );
+        ensure!(
+            checked
+                .lines()
+                .any(
+                    |l| l.split_once(" #").map(|(v, _)| v.trim_end()) == Some(setting.as_str())
+                        && l.ends_with(&source)
+                ),
+            "no `{setting}` from {source} in berth check-config:\n{checked}"
+        );
+    }
+    let meta = host.mount_path().join("data/meta.properties");
+    let wanted = format!("cluster.id={USER_DATA_CLUSTER_ID}");
+    until(
+        "the volume formatted with the user data's cluster id",
+        BOOT,
+        || {
+            Ok(std::fs::read_to_string(&meta)
+                .ok()
+                .filter(|text| text.lines().any(|l| l == wanted)))
+        },
+    )
+    .await
+    .with_context(|| tail(host))?;
+    Ok(())
+}
+
+/// A script that exits nonzero is reported, not hidden: the run says it ran and failed with its exit code, its
+/// output is in cloud-init's log, and the stand-in's unit is failed.
+async fn a_failing_script_is_reported(fleet: &Fleet) -> anyhow::Result<()> {
+    let index = fleet.prepare_host(0).await?;
+    let host = container(fleet, index)?;
+    let script = "#!/bin/sh\necho half-way there\nexit 3\n";
+    let run = tokio::task::block_in_place(|| fleet.boot_with_user_data(index, Some(script)))?;
+    ensure!(
+        run.ran && run.exit_code == Some(3) && run.failed(),
+        "a failing script's run: {run:?}"
+    );
+    ensure!(
+        run.output.contains("half-way there\n"),
+        "the script's output is not in the log:\n{}",
+        run.output
+    );
+    let state = property(&host, berth_sim::cloud_init::UNIT, "ActiveState")?;
+    ensure!(
+        state == "failed",
+        "{} is {state}",
+        berth_sim::cloud_init::UNIT
+    );
+    Ok(())
 }
 
 #[test]

@@ -105,6 +105,9 @@ pub struct Ec2 {
 pub const ACCESS_KEY: &str = "testing";
 /// See [`ACCESS_KEY`].
 pub const SECRET_KEY: &str = "testing";
+/// The instance role a host booted from the template's launch template has in its IMDS (carrying
+/// [`ACCESS_KEY`]'s credentials): what berth's default credential chain finds there.
+pub const INSTANCE_ROLE: &str = "berth-broker";
 impl Ec2 {
     /// A client for `endpoint` (e.g. `http://10.0.0.20:5000`) that reads and tags resources of `cluster`.
     pub fn connect(endpoint: &str, cluster: &str) -> Self {

@@ -5,13 +5,15 @@
 //! refuses attachments as EC2 does, real network namespaces, veths and loop devices. This crate builds that
 //! world ([`fleet`]), serves the demo ([`demo`]), and is the base of the end-to-end tests and fleet benchmarks.
 //! The only stand-ins are the ones named in the test kit: the Kafka stand-in and the strict CloudFormation/Auto
-//! Scaling endpoint, whose simulated Auto Scaling groups launch and terminate the fleet's hosts ([`asg`]). It reads
+//! Scaling endpoint, whose simulated Auto Scaling groups launch and terminate the fleet's hosts ([`asg`]), and
+//! this crate's cloud-init stand-in ([`cloud_init`]), which runs a host's user data. It reads
 //! berth from the outside only: `/state` through the `berth-state` crate, the claims through berth-zk's lister,
 //! the journal through `journalctl`; it does not link the daemon.
 
 pub mod asg;
 pub mod bench;
 pub mod claims;
+pub mod cloud_init;
 pub mod container;
 pub mod demo;
 pub mod devices;

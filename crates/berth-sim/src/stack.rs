@@ -75,6 +75,17 @@ pub fn instantiated(
     zones: usize,
     network: Option<&Network>,
 ) -> Result<Stack, TemplateError> {
+    instantiated_with(path, cluster, zones, network, &BTreeMap::new())
+}
+
+/// [`instantiated`], with the parameters `given` added or replacing [`parameters`]'.
+pub fn instantiated_with(
+    path: &Path,
+    cluster: &str,
+    zones: usize,
+    network: Option<&Network>,
+    given: &BTreeMap<String, String>,
+) -> Result<Stack, TemplateError> {
     let template = Template::load(path)?;
     let name = asg::stack_name(cluster);
     let pseudo = Pseudo {
@@ -87,7 +98,9 @@ pub fn instantiated(
         stack_name: name,
         zones: (0..zones).map(layout::zone_name).collect(),
     };
-    template.instantiate(&parameters(cluster, zones, network), pseudo)
+    let mut parameters = parameters(cluster, zones, network);
+    parameters.extend(given.clone());
+    template.instantiate(&parameters, pseudo)
 }
 
 /// The Auto Scaling groups of the template at `path`, in creation order, each with the zone index of its first

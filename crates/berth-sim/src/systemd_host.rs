@@ -133,6 +133,10 @@ pub enum InstallError {
     /// The package did what it must not (enable or start berth on install).
     #[error("the berth package {0}")]
     Package(String),
+    /// The instance's user data could not be run (a script that ran and failed is not this: see
+    /// [`crate::cloud_init::UserDataRun::errors`]).
+    #[error(transparent)]
+    UserData(#[from] crate::cloud_init::CloudInitError),
     /// The package could not be built.
     #[error("building the berth package (`{command}`): {why}")]
     Build {
@@ -154,6 +158,10 @@ pub struct Configured<'a> {
     pub server_properties: String,
     /// A secured fleet's material (certificates, keys, credentials, the format wrapper).
     pub security: Option<&'a ClusterSecurity>,
+    /// Installed as the shipped template's AMI has berth: neither enabled nor given `/etc/berth/environment`,
+    /// both left to the instance's user data ([`crate::cloud_init`]; AWS credentials then come from the
+    /// instance role in IMDS). Otherwise as an operator installs it by hand: enabled, with the environment file.
+    pub for_user_data: bool,
 }
 
 /// The files a host's berth and Kafka are configured with.
@@ -171,6 +179,8 @@ struct HostFiles {
     pub kafka: Option<Install>,
     /// A secured fleet's files, berth's credentials drop-in and the storage-tool wrapper.
     pub security: Option<(Vec<HostFile>, String, String)>,
+    /// Left to the user data: no environment file written, berth not enabled.
+    pub for_user_data: bool,
 }
 
 /// Boots the container of the simulated host in network namespace `ns` (named after it, so unique on this
@@ -259,12 +269,13 @@ pub fn install(
         kafka_delay_ms: options.kafka_delay.as_millis(),
         kafka: kafka.cloned(),
         security,
+        for_user_data: configured.for_user_data,
     };
     install_files(container, &package(berth)?, &files)
 }
 
-/// Installs Kafka's unit and berth's drop-in, then berth from its package, writes its configuration and runs
-/// `systemctl enable berth` (started later: [`start_again`], or [`start_installed`] for hosts started together).
+/// Installs Kafka's unit and berth's drop-in, then berth from its package, writes its configuration and (unless
+/// that is left to the user data) its environment file, and runs `systemctl enable berth` (started later: [`start_again`], or [`start_installed`] for hosts started together).
 fn install_files(
     container: &Container,
     package: &Path,
@@ -325,9 +336,11 @@ fn install_files(
         DROPIN_INSTALLED,
     ])?;
     container.write("/etc/berth/berth.toml", &files.berth_toml, 0o640)?;
-    container.write("/etc/berth/environment", &files.environment, 0o600)?;
     container.exec(&["systemctl", "daemon-reload"])?;
-    container.exec(&["systemctl", "enable", BERTH_UNIT])?;
+    if !files.for_user_data {
+        container.write("/etc/berth/environment", &files.environment, 0o600)?;
+        container.exec(&["systemctl", "enable", BERTH_UNIT])?;
+    }
     Ok(())
 }
 

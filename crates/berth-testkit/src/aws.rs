@@ -30,7 +30,7 @@ pub mod template;
 pub mod world;
 
 pub use endpoint::{AwsEndpoint, ControlPlane, RecordedCall};
-pub use imds::{Imds, ImdsHost, ImdsInterface};
+pub use imds::{Imds, ImdsHost, ImdsInterface, RoleCredentials};
 pub use moto::{EniOnTerminate, MotoError, StrictMoto};
 pub use proxy::{CallSpan, Fault, FaultProxy};
 

@@ -53,8 +53,46 @@ impl Fleet {
         Ok(host.berth_pid().unwrap_or(0))
     }
 
+    /// Boots host `index` as an instance of the shipped template's launch template does: berth installed as its
+    /// AMI has it (not enabled, no environment file), the instance role's credentials and `user_data` (None: the
+    /// instance has none) in its IMDS, then the cloud-init stand-in run as its first boot runs it
+    /// ([`crate::cloud_init`]), which runs the script (the shipped one writes `/etc/berth/environment` and
+    /// enables and starts berth). Called again, it runs the stand-in as a later boot does: the script does not run
+    /// again. A script that fails is in the returned run's `errors`, not an `Err`.
+    pub fn boot_with_user_data(
+        &self,
+        index: usize,
+        user_data: Option<&str>,
+    ) -> Result<crate::cloud_init::UserDataRun, FleetError> {
+        let host = self.host(index)?;
+        let failed = |source: systemd_host::InstallError| FleetError::Systemd {
+            host: index,
+            source,
+        };
+        self.install(&host, true)?;
+        host.with_imds(|imds| {
+            imds.set_instance_role(
+                crate::ec2::INSTANCE_ROLE,
+                &berth_testkit::aws::RoleCredentials {
+                    access_key_id: crate::ec2::ACCESS_KEY.into(),
+                    secret_access_key: crate::ec2::SECRET_KEY.into(),
+                    token: format!("sim-session-{}", host.instance.id),
+                },
+            );
+            imds.set_user_data(user_data);
+        })
+        .ok_or(FleetError::NoHost(index))?;
+        crate::cloud_init::install(host.container()).map_err(|e| failed(e.into()))?;
+        crate::cloud_init::run(host.container()).map_err(|e| failed(e.into()))
+    }
+
     /// Installs berth on `host` (enabled, not started) unless it has it ([`systemd_host::install`]).
     fn install_berth(&self, host: &super::Host) -> Result<(), FleetError> {
+        self.install(host, false)
+    }
+
+    /// [`systemd_host::install`] on `host`, by an operator or (`for_user_data`) as the template's AMI has it.
+    fn install(&self, host: &super::Host, for_user_data: bool) -> Result<(), FleetError> {
         let (berth_toml, server_properties) = self.host_files(host)?;
         systemd_host::install(
             host.container(),
@@ -63,6 +101,7 @@ impl Fleet {
                 berth_toml,
                 server_properties,
                 security: self.security(),
+                for_user_data,
             },
             &self.options().berth.berth()?,
             self.kafka(),

@@ -4,8 +4,10 @@
 //! endpoint speaks only the v2 token flow (`PUT /latest/api/token` with a TTL header, then GETs carrying
 //! `X-aws-ec2-metadata-token`), answers any GET without a valid token with 401 and counts it, so a test can
 //! assert that v1 was never tried. Paths are a flat map under `/latest/meta-data/`; a directory GET lists its
-//! children as IMDS does (`macs/` lists `0a:..:01/`). Bind it on any address (a host's namespace address in the
-//! simulated fleet; 127.0.0.1 in adapter tests).
+//! children as IMDS does (`macs/` lists `0a:..:01/`). The instance's user data is served at `/latest/user-data`
+//! (404 when it has none, as EC2 answers), and an instance role's credentials under `iam/security-credentials/`
+//! as EC2 serves an instance profile's (what the SDK's default chain reads when no other credentials are set).
+//! Bind it on any address (a host's namespace address in the simulated fleet; 127.0.0.1 in adapter tests).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,6 +16,18 @@ use std::sync::{Arc, Mutex};
 use super::http::{Handler, Request, Response, Server};
 
 const META: &str = "/latest/meta-data/";
+const USER_DATA: &str = "/latest/user-data";
+
+/// An instance role's temporary credentials, as IMDS serves them to the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleCredentials {
+    /// `AccessKeyId`.
+    pub access_key_id: String,
+    /// `SecretAccessKey`.
+    pub secret_access_key: String,
+    /// `Token` (the session token).
+    pub token: String,
+}
 
 /// One network interface as IMDS lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +60,8 @@ pub struct ImdsHost {
 #[derive(Debug, Default)]
 struct State {
     values: BTreeMap<String, String>,
+    user_data: Option<String>,
+    user_data_reads: usize,
     tokens: BTreeSet<String>,
     issued: u64,
     token_requests: usize,
@@ -148,6 +164,36 @@ impl Imds {
         self.set("spot/instance-action", notice);
     }
 
+    /// Sets the instance's user data (`/latest/user-data`, as launched: the launch template's `UserData`
+    /// decoded); None serves 404, as for an instance launched without any.
+    pub fn set_user_data(&self, user_data: Option<&str>) {
+        self.lock().user_data = user_data.map(str::to_owned);
+    }
+
+    /// How many times the user data was read with a valid token (404s included).
+    pub fn user_data_reads(&self) -> usize {
+        self.lock().user_data_reads
+    }
+
+    /// Serves `role`'s credentials as EC2 serves an instance profile's: `iam/security-credentials/` lists the
+    /// role, `iam/security-credentials/<role>` holds the JSON document. A simulated role's credentials never
+    /// rotate: they expire far in the future.
+    pub fn set_instance_role(&self, role: &str, credentials: &RoleCredentials) {
+        let document = serde_json::json!({
+            "Code": "Success",
+            "LastUpdated": "2026-01-01T00:00:00Z",
+            "Type": "AWS-HMAC",
+            "AccessKeyId": credentials.access_key_id,
+            "SecretAccessKey": credentials.secret_access_key,
+            "Token": credentials.token,
+            "Expiration": "2099-01-01T00:00:00Z",
+        });
+        self.set(
+            &format!("iam/security-credentials/{role}"),
+            &document.to_string(),
+        );
+    }
+
     /// How many GETs arrived without a valid token (IMDSv1 attempts, all refused with 401).
     pub fn v1_refusals(&self) -> usize {
         self.lock().v1_refusals
@@ -206,6 +252,13 @@ fn handle(state: &Mutex<State>, request: &Request) -> Response {
         state.v1_refusals += 1;
         return Response::text(401, "Unauthorized");
     }
+    if path == USER_DATA {
+        state.user_data_reads += 1;
+        return match &state.user_data {
+            Some(user_data) => Response::text(200, user_data.clone()),
+            None => Response::text(404, "Not Found"),
+        };
+    }
     let Some(key) = path
         .strip_prefix(META)
         .or_else(|| (path == "/latest/meta-data").then_some(""))
@@ -235,5 +288,114 @@ fn handle(state: &Mutex<State>, request: &Request) -> Response {
         Response::text(404, "Not Found")
     } else {
         Response::text(200, children.into_iter().collect::<Vec<_>>().join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::http::{forward, Request};
+
+    fn host() -> ImdsHost {
+        ImdsHost {
+            instance_id: "i-0123".into(),
+            region: "eu-west-1".into(),
+            availability_zone: "eu-west-1a".into(),
+            hostname: "broker-host-0".into(),
+            interfaces: Vec::new(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    async fn call(imds: &Imds, method: &str, path: &str, header: Option<(&str, &str)>) -> Response {
+        let request = Request {
+            method: method.into(),
+            target: path.into(),
+            headers: header
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .into_iter()
+                .collect(),
+            body: Vec::new(),
+        };
+        forward(imds.address(), &request)
+            .await
+            .expect("IMDS answers")
+    }
+
+    #[tokio::test]
+    async fn user_data_needs_a_token_and_is_not_found_until_the_instance_has_some() {
+        let imds = Imds::start(([127, 0, 0, 1], 0).into(), &host()).expect("IMDS");
+        let token = call(
+            &imds,
+            "PUT",
+            "/latest/api/token",
+            Some(("x-aws-ec2-metadata-token-ttl-seconds", "60")),
+        )
+        .await;
+        let token = String::from_utf8(token.body).expect("token");
+        let with_token = Some(("x-aws-ec2-metadata-token", token.as_str()));
+        assert_eq!(call(&imds, "GET", USER_DATA, None).await.status, 401);
+        assert_eq!(call(&imds, "GET", USER_DATA, with_token).await.status, 404);
+        imds.set_user_data(Some("#!/bin/sh\ntrue\n"));
+        let served = call(&imds, "GET", USER_DATA, with_token).await;
+        assert_eq!(
+            (served.status, served.body.as_slice()),
+            (200, b"#!/bin/sh\ntrue\n".as_slice())
+        );
+        assert_eq!((imds.user_data_reads(), imds.v1_refusals()), (2, 1));
+        imds.set_user_data(None);
+        assert_eq!(call(&imds, "GET", USER_DATA, with_token).await.status, 404);
+    }
+
+    #[tokio::test]
+    async fn an_instance_role_is_listed_and_its_credentials_served() {
+        let imds = Imds::start(([127, 0, 0, 1], 0).into(), &host()).expect("IMDS");
+        imds.set_instance_role(
+            "berth-broker",
+            &RoleCredentials {
+                access_key_id: "AKID".into(),
+                secret_access_key: "secret".into(),
+                token: "session".into(),
+            },
+        );
+        let token = call(
+            &imds,
+            "PUT",
+            "/latest/api/token",
+            Some(("x-aws-ec2-metadata-token-ttl-seconds", "60")),
+        )
+        .await;
+        let token = String::from_utf8(token.body).expect("token");
+        let get = |path: &'static str| {
+            let token = token.clone();
+            let imds = &imds;
+            async move {
+                let answer = call(
+                    imds,
+                    "GET",
+                    path,
+                    Some(("x-aws-ec2-metadata-token", &token)),
+                )
+                .await;
+                String::from_utf8(answer.body).expect("utf-8")
+            }
+        };
+        assert_eq!(
+            get("/latest/meta-data/iam/security-credentials/").await,
+            "berth-broker"
+        );
+        let document: serde_json::Value = serde_json::from_str(
+            &get("/latest/meta-data/iam/security-credentials/berth-broker").await,
+        )
+        .expect("JSON");
+        assert_eq!(document["Code"], "Success");
+        assert_eq!(
+            (
+                &document["AccessKeyId"],
+                &document["SecretAccessKey"],
+                &document["Token"]
+            ),
+            (&"AKID".into(), &"secret".into(), &"session".into())
+        );
     }
 }
