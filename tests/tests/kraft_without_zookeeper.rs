@@ -1,6 +1,13 @@
 //! A KRaft fleet with no ZooKeeper process anywhere: Apache Kafka 4.x, three combined broker+controller nodes
 //! launched by the simulated Auto Scaling group, `claim.backend = "ec2"` (the ENI attachment is the claim).
-//! One fleet through the whole test:
+//! One fleet through the whole test, deployed from the shipped CloudFormation template, unchanged, on its default
+//! parameters (KRaft):
+//!
+//! * the stack is created as CloudFormation creates it: the template's security groups, ENIs, volumes and
+//!   launch template in moto, then its Auto Scaling groups in `DependsOn` order, each CREATE_COMPLETE once its
+//!   instance is InService (the last once its broker's berth signalled), the first instances not held by a
+//!   launch hook and every later launch held; each host boots the launch template's user data, run by the
+//!   cloud-init stand-in, and its berth is configured by what that wrote;
 //!
 //! * the fleet boots under the security groups of a copy of the shipped template without its controller rule
 //!   (`BrokerToBrokerController`): the controllers start and keep trying to reach each other on the controller
@@ -35,7 +42,10 @@
 //!   still without `meta.properties`): the berth systemd restarts stops the leftover unit, formats again and
 //!   serves. When Kafka's recovery leaves partitions without a leader, broker 0 their last known leader, berth
 //!   does not start Kafka on the blank broker (it would lead an empty log the others truncate to) and names
-//!   them, each one Kafka reports unavailable; the runbook's remedy is taken, then it serves.
+//!   them, each one Kafka reports unavailable; the runbook's remedy is taken, then it serves;
+//! * a stack update to a new launch template version rolls the brokers one group at a time under a produce
+//!   load that loses and fails nothing; an update to a version whose configuration berth refuses (exit 78) is
+//!   rolled back on its FAILURE signal, and every broker runs the previous version again, Healthy.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -47,6 +57,7 @@ use berth_kafka::client::{KafkaClient, Peer};
 use berth_kafka::quorum::{self, Quorum, QuorumView};
 use berth_sim::asg;
 use berth_sim::kafka::{self as fleet_kafka, blocking};
+use berth_sim::stack_update::{self, Updated};
 use berth_sim::{layout, security_groups, systemd_host, Fleet, FleetOptions, SimKafka, StateView};
 use berth_testkit::aws::autoscaling::LifecycleState;
 use berth_testkit::aws::cloudformation::Status;
@@ -126,6 +137,8 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     replace_two_one_blank(fleet, &client, &booted).await?;
     blank_while_the_others_are_down(fleet, &client, &booted).await?;
     assert_later_launches_held(fleet)?;
+    stack_update_rolls_one_group_at_a_time(fleet, &client).await?;
+    failed_stack_update_rolls_back(fleet, &client).await?;
     assert_no_zookeeper(fleet)?;
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -1028,8 +1041,202 @@ async fn assert_stack_created(fleet: &Fleet, booted: &Booted) -> anyhow::Result<
         "the first launches: {first:#?}"
     );
     assert_resources_from_the_template(fleet).await?;
+    for (index, _) in booted.values() {
+        assert_configured_by_user_data(fleet, *index)?;
+    }
     println!("stack created from the template: {}", events.join(", "));
     Ok(())
+}
+
+/// Host `index`'s berth was configured by the launch template's user data, which cloud-init ran: its output
+/// is in cloud-init's log and `/etc/berth/environment` carries the template's overrides for this stack.
+fn assert_configured_by_user_data(fleet: &Fleet, index: usize) -> anyhow::Result<()> {
+    let host = fleet.host(index)?;
+    let container = host.container();
+    let environment = std::fs::read_to_string(container.path("/etc/berth/environment"))?;
+    let cluster = format!("BERTH_CLUSTER__NAME={}", fleet.options().cluster);
+    for line in [
+        cluster.as_str(),
+        "BERTH_KAFKA__MODE=kraft",
+        "BERTH_KAFKA__CONTROLLER_IDS=0,1,2",
+        "BERTH_AWS__CLOUDFORMATION__SIGNAL=true",
+    ] {
+        ensure!(
+            environment.lines().any(|l| l == line),
+            "host {index}: {line} not in /etc/berth/environment:\n{environment}"
+        );
+    }
+    let result = std::fs::read_to_string(container.path("/var/lib/cloud/data/result.json"))?;
+    let result: serde_json::Value = serde_json::from_str(&result)?;
+    ensure!(
+        result["v1"]["errors"].as_array().is_some_and(Vec::is_empty),
+        "host {index}: cloud-init's result {result}"
+    );
+    Ok(())
+}
+
+/// How long one group's rolling update may take (a broker drained, replaced and Healthy again).
+const PER_GROUP: Duration = Duration::from_secs(300);
+/// A line of the template's user data, and the versions of it the stack updates roll out.
+const USER_DATA_LINE: &str = "BERTH_KAFKA__CAUGHT_UP_DEADLINE=15m";
+const UPDATED_LINE: &str = "BERTH_KAFKA__CAUGHT_UP_DEADLINE=16m";
+/// A value berth refuses (its configuration exits 78).
+const REFUSED_LINE: &str = "BERTH_KAFKA__CAUGHT_UP_DEADLINE=soon";
+
+/// A stack update to a launch template version with changed user data rolls the brokers one group at a time
+/// (each group UPDATE_COMPLETE before the next starts, as the template's DependsOn chain orders it), under a
+/// produce load (acks=all, idempotence) that loses nothing and fails nothing; every broker then runs the new
+/// version with its user data, Healthy, and the quorum is whole.
+async fn stack_update_rolls_one_group_at_a_time(
+    fleet: &Fleet,
+    client: &Client,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let topic = "kraft-e2e-update";
+    blocking(|| client.create_topic(&fleet_kafka::replicated_topic(topic)))?;
+    let load = blocking(|| client.steady_producer(topic, LOAD_PER_SECOND, LOAD_TIMEOUT))?;
+    acknowledged_at_least(&load, LOAD_BEFORE_KILL).await?;
+    let updated = user_data_with(fleet, USER_DATA_LINE, UPDATED_LINE).await?;
+    let outcome = stack_update::update_user_data(fleet, &updated, PER_GROUP).await?;
+    let Updated::Complete { version } = outcome else {
+        anyhow::bail!("the stack update did not complete: {outcome:?}");
+    };
+    let events = update_events(fleet);
+    let mut expected = vec![format!("{} UPDATE_IN_PROGRESS", stack_of(fleet))];
+    for plan in &fleet.asg_groups().plans {
+        let id = &plan
+            .declared
+            .as_ref()
+            .context("a declared group")?
+            .logical_id;
+        expected.push(format!("{id} UPDATE_IN_PROGRESS"));
+        expected.push(format!("{id} UPDATE_COMPLETE"));
+    }
+    expected.push(format!("{} UPDATE_COMPLETE", stack_of(fleet)));
+    ensure!(events == expected, "the update's events {events:#?}");
+    let hosts = live_hosts_by_broker(fleet).await?;
+    for index in hosts.values() {
+        fleet.wait_healthy(*index, BOOT).await?;
+        let host = fleet.host(*index)?;
+        ensure!(
+            fleet.instance_version(&host.instance.id).as_deref() == Some(version.as_str()),
+            "host {index} runs version {:?}, not {version}",
+            fleet.instance_version(&host.instance.id)
+        );
+        let environment = std::fs::read_to_string(host.container().path("/etc/berth/environment"))?;
+        ensure!(
+            environment.lines().any(|l| l == UPDATED_LINE),
+            "host {index}: {environment}"
+        );
+    }
+    quorum_whole(fleet).await?;
+    let load = blocking(|| load.finish(LOAD_TIMEOUT))?;
+    let back = load.read_back(&blocking(|| {
+        client.consume_formatted(topic, READ_BACK_FORMAT)
+    })?);
+    ensure!(
+        load.failed_produces == 0 && back.is_whole(),
+        "the load through the update: {} failed produces, {} acknowledged records lost, {} read twice",
+        load.failed_produces,
+        back.lost.len(),
+        back.duplicated.len()
+    );
+    println!(
+        "stack updated to launch template version {version} one group at a time in {:.1}s: the load sent {}, \
+         {} acknowledged (all read back once), 0 failed",
+        started.elapsed().as_secs_f64(),
+        load.sent,
+        load.delivered
+    );
+    Ok(())
+}
+
+/// A stack update to a version whose configuration berth refuses (exit 78, after its FAILURE signal) fails the
+/// first group and is rolled back: the stack ends UPDATE_ROLLBACK_COMPLETE, every broker runs the previous
+/// version again, Healthy, the quorum is whole and the synced records written before are all there.
+async fn failed_stack_update_rolls_back(fleet: &Fleet, client: &Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let first = &fleet.asg_groups().plans[0];
+    let previous = fleet
+        .launch_version(&first.name)
+        .await?
+        .context("the stack's launch template")?
+        .number;
+    let refused = user_data_with(fleet, UPDATED_LINE, REFUSED_LINE).await?;
+    let outcome = stack_update::update_user_data(fleet, &refused, PER_GROUP).await?;
+    let Updated::RolledBack { group, reason } = outcome else {
+        anyhow::bail!("a version berth refuses was not rolled back: {outcome:?}");
+    };
+    let first_id = &first
+        .declared
+        .as_ref()
+        .context("a declared group")?
+        .logical_id;
+    ensure!(
+        &group == first_id && reason.starts_with("Received FAILURE signal with UniqueId i-"),
+        "rolled back for {group}: {reason}"
+    );
+    let events = update_events(fleet);
+    ensure!(
+        events.last().map(String::as_str)
+            == Some(format!("{} UPDATE_ROLLBACK_COMPLETE", stack_of(fleet)).as_str())
+            && events.contains(&format!("{first_id} UPDATE_FAILED")),
+        "the failed update's events {events:#?}"
+    );
+    let hosts = live_hosts_by_broker(fleet).await?;
+    ensure!(
+        hosts.len() == fleet.asg_groups().plans.len(),
+        "brokers {hosts:?}"
+    );
+    for index in hosts.values() {
+        fleet.wait_healthy(*index, BOOT).await?;
+        let host = fleet.host(*index)?;
+        ensure!(
+            fleet.instance_version(&host.instance.id).as_deref() == Some(previous.as_str()),
+            "host {index} runs version {:?} after the rollback, not {previous}",
+            fleet.instance_version(&host.instance.id)
+        );
+    }
+    quorum_whole(fleet).await?;
+    durable_records_back(client).await?;
+    println!(
+        "a version berth refuses rolled back in {:.1}s ({group}: {reason}); every broker on version {previous} again",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The user data the stack's groups launch now, with `line` replaced by `with`.
+async fn user_data_with(fleet: &Fleet, line: &str, with: &str) -> anyhow::Result<String> {
+    let group = &fleet.asg_groups().plans[0].name;
+    let current = fleet
+        .launch_version(group)
+        .await?
+        .and_then(|v| v.user_data)
+        .context("the launch template's user data")?;
+    ensure!(
+        current.lines().any(|l| l == line),
+        "{line} not in the user data:\n{current}"
+    );
+    Ok(current.replace(line, with))
+}
+
+fn stack_of(fleet: &Fleet) -> String {
+    asg::stack_name(&fleet.options().cluster)
+}
+
+/// The stack's events since its last update began.
+fn update_events(fleet: &Fleet) -> Vec<String> {
+    let stack = stack_of(fleet);
+    let events: Vec<String> = fleet
+        .aws()
+        .read(|plane| plane.stacks.events(&stack))
+        .into_iter()
+        .map(|(id, status)| format!("{id} {}", status.as_str()))
+        .collect();
+    let began = format!("{stack} UPDATE_IN_PROGRESS");
+    let from = events.iter().rposition(|e| *e == began).unwrap_or(0);
+    events[from..].to_vec()
 }
 
 /// The brokers' ENIs are the template's (its description, in its security group), not the simulator's.

@@ -184,9 +184,30 @@ impl Instances for Fleet {
         Ok(host.instance.id.clone())
     }
 
-    fn start(&self, instance_id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn start(
+        &self,
+        plan: &GroupPlan,
+        instance_id: &str,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let host = host_of(self, instance_id).ok_or_else(|| format!("{instance_id}: no host"))?;
-        self.start_berth(host.index)?;
+        if plan.declared.is_none() {
+            self.start_berth(host.index)?;
+            return Ok(());
+        }
+        // A stack's instance boots its launch template's user data, run by cloud-init. A script that fails
+        // leaves the instance running, as on EC2: its group's launch hook times out.
+        let version = self
+            .launch_version(&plan.name)
+            .await?
+            .ok_or("a stack fleet without a launch template")?;
+        self.record_instance_version(instance_id, &version.number);
+        let run = self.boot_with_user_data(host.index, version.user_data.as_deref())?;
+        if run.failed() {
+            eprintln!(
+                "berth-sim: {instance_id}: its user data failed: {}",
+                run.errors.join("; ")
+            );
+        }
         Ok(())
     }
 

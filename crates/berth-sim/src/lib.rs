@@ -25,6 +25,7 @@ pub mod region;
 pub mod roll;
 pub mod security_groups;
 pub mod stack;
+pub mod stack_update;
 pub mod state;
 pub mod sys;
 pub mod systemd_host;

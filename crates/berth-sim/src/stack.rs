@@ -10,7 +10,7 @@ use std::path::Path;
 
 use berth_testkit::aws::template::creation::{self, GroupDeclaration};
 use berth_testkit::aws::template::TemplateError;
-use berth_testkit::aws::template::{ec2 as template_ec2, Physical, Pseudo, Stack, Template};
+use berth_testkit::aws::template::{ec2 as template_ec2, Kind, Physical, Pseudo, Stack, Template};
 use berth_testkit::aws::world::Network;
 
 use crate::ec2::{BrokerResources, Ec2, Ec2Error};
@@ -151,8 +151,16 @@ pub enum StackError {
     Ec2(#[from] Ec2Error),
 }
 
-/// Creates the EC2 resources of the template at `path` in `network` (moto, through the SDK) and returns broker
-/// ids `0..brokers`' ENIs and volumes as EC2 then holds them.
+/// What a stack's creation left in EC2 for the fleet.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// Broker ids `0..brokers`' ENIs and volumes as EC2 holds them.
+    pub resources: Vec<BrokerResources>,
+    /// The launch template the groups launch from (its id in moto).
+    pub launch_template: String,
+}
+
+/// Creates the EC2 resources of the template at `path` in `network` (moto, through the SDK).
 pub async fn create_resources(
     ec2: &Ec2,
     path: &Path,
@@ -160,8 +168,20 @@ pub async fn create_resources(
     zones: usize,
     network: &Network,
     brokers: u32,
-) -> Result<Vec<BrokerResources>, StackError> {
+) -> Result<Deployed, StackError> {
     let stack = instantiated(path, cluster, zones, Some(network))?;
-    template_ec2::create(ec2.client(), &stack).await?;
-    Ok(ec2.tagged_broker_resources(network, brokers).await?)
+    let created = template_ec2::create(ec2.client(), &stack).await?;
+    let launch_template = stack
+        .resources()
+        .iter()
+        .filter(|r| r.kind == Kind::LaunchTemplate)
+        .find_map(|r| created.reference(&r.logical_id))
+        .ok_or_else(|| TemplateError::Unenforced {
+            logical_id: "AWS::EC2::LaunchTemplate".into(),
+            what: "a stack without a launch template, which its groups launch from".into(),
+        })?;
+    Ok(Deployed {
+        resources: ec2.tagged_broker_resources(network, brokers).await?,
+        launch_template,
+    })
 }

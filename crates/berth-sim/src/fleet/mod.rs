@@ -149,6 +149,11 @@ struct Inner {
     ec2: Ec2,
     network: Network,
     resources: Vec<BrokerResources>,
+    /// A stack fleet's launch template, and the version each group launches (absent: `$Latest`).
+    launch_template: Option<String>,
+    launch_versions: Mutex<std::collections::BTreeMap<String, String>>,
+    /// The launch template version each stack instance launched.
+    instance_versions: Mutex<std::collections::BTreeMap<String, String>>,
     hosts: Mutex<Vec<Arc<Host>>>,
     /// Held while a host is prepared: its index is the hosts' count, so two groups launching at once would
     /// otherwise prepare the same host (same name, same address).
@@ -164,6 +169,15 @@ struct Inner {
     kafka: Option<Install>,
     security: Option<ClusterSecurity>,
     _work: tempfile::TempDir,
+}
+
+/// A launch template version a stack's group launches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchVersion {
+    /// Its number.
+    pub number: String,
+    /// Its user data, decoded (None: it has none).
+    pub user_data: Option<String>,
 }
 
 /// A running simulated fleet; everything it created is removed when it is dropped.
@@ -184,6 +198,7 @@ struct Cloud {
     ec2: Ec2,
     network: Network,
     resources: Vec<BrokerResources>,
+    launch_template: Option<String>,
 }
 
 impl Cloud {
@@ -203,20 +218,25 @@ impl Cloud {
             .map_err(io_error("fault proxy"))?;
         let ec2 = Ec2::connect(moto.endpoint(), &options.cluster);
         let network = ec2.create_network(options.zones).await?;
-        let resources = match &options.stack {
-            Some(template) => crate::stack::create_resources(
-                &ec2,
-                template,
-                &options.cluster,
-                options.zones,
-                &network,
-                options.brokers,
-            )
-            .await
-            .map_err(|e| FleetError::Stack(e.to_string()))?,
+        let (resources, launch_template) = match &options.stack {
+            Some(template) => {
+                let deployed = crate::stack::create_resources(
+                    &ec2,
+                    template,
+                    &options.cluster,
+                    options.zones,
+                    &network,
+                    options.brokers,
+                )
+                .await
+                .map_err(|e| FleetError::Stack(e.to_string()))?;
+                (deployed.resources, Some(deployed.launch_template))
+            }
             None => {
-                ec2.create_broker_resources(&network, options.zones, options.brokers)
-                    .await?
+                let resources = ec2
+                    .create_broker_resources(&network, options.zones, options.brokers)
+                    .await?;
+                (resources, None)
             }
         };
         Ok(Self {
@@ -226,6 +246,7 @@ impl Cloud {
             ec2,
             network,
             resources,
+            launch_template,
         })
     }
 }
@@ -272,6 +293,9 @@ impl Fleet {
             ec2: cloud.ec2,
             network: cloud.network,
             resources: cloud.resources,
+            launch_template: cloud.launch_template,
+            launch_versions: Mutex::default(),
+            instance_versions: Mutex::default(),
             hosts: Mutex::new(Vec::new()),
             preparing: tokio::sync::Mutex::new(()),
             plugged: Mutex::new(hotplug::Plugged::default()),
@@ -361,6 +385,94 @@ impl Fleet {
             &self.inner.options,
             &self.inner.resources,
         )
+    }
+
+    /// The launch template version group `group` launches now (None: a fleet without a stack): its number and
+    /// its user data, decoded.
+    pub async fn launch_version(&self, group: &str) -> Result<Option<LaunchVersion>, FleetError> {
+        let Some(template) = &self.inner.launch_template else {
+            return Ok(None);
+        };
+        let version = lock(&self.inner.launch_versions)
+            .get(group)
+            .cloned()
+            .unwrap_or_else(|| "$Latest".into());
+        let failed = |message: String| {
+            FleetError::Stack(format!(
+                "launch template {template} version {version}: {message}"
+            ))
+        };
+        let described = self
+            .ec2()
+            .client()
+            .describe_launch_template_versions()
+            .launch_template_id(template)
+            .versions(&version)
+            .send()
+            .await
+            .map_err(|e| failed(berth_core::ports::chain_message(&e)))?;
+        let described = described
+            .launch_template_versions()
+            .first()
+            .ok_or_else(|| failed("not described".into()))?;
+        let user_data = described
+            .launch_template_data()
+            .and_then(|data| data.user_data())
+            .map(crate::cloud_init::decode_user_data)
+            .transpose()
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Some(LaunchVersion {
+            number: described.version_number().unwrap_or_default().to_string(),
+            user_data,
+        }))
+    }
+
+    /// Creates a version of the stack's launch template with `user_data` (from the latest one): its number.
+    pub async fn create_launch_version(&self, user_data: &str) -> Result<String, FleetError> {
+        use base64::Engine as _;
+        let template = self.inner.launch_template.as_deref().ok_or_else(|| {
+            FleetError::Stack("a fleet without a stack has no launch template".into())
+        })?;
+        let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+            .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
+            .build();
+        let created = self
+            .ec2()
+            .client()
+            .create_launch_template_version()
+            .launch_template_id(template)
+            .source_version("$Latest")
+            .launch_template_data(data)
+            .send()
+            .await
+            .map_err(|e| {
+                FleetError::Stack(format!(
+                    "CreateLaunchTemplateVersion {template}: {}",
+                    berth_core::ports::chain_message(&e)
+                ))
+            })?;
+        created
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .map(|n| n.to_string())
+            .ok_or_else(|| FleetError::Stack("CreateLaunchTemplateVersion: no version".into()))
+    }
+
+    /// From now on group `group` launches launch template version `version` (a stack update's).
+    pub fn set_launch_version(&self, group: &str, version: &str) {
+        lock(&self.inner.launch_versions).insert(group.to_owned(), version.to_owned());
+    }
+
+    /// Records that instance `instance_id` launched launch template version `version`.
+    pub fn record_instance_version(&self, instance_id: &str, version: &str) {
+        lock(&self.inner.instance_versions).insert(instance_id.to_owned(), version.to_owned());
+    }
+
+    /// The launch template version instance `instance_id` launched (None: not a stack's instance).
+    pub fn instance_version(&self, instance_id: &str) -> Option<String> {
+        lock(&self.inner.instance_versions)
+            .get(instance_id)
+            .cloned()
     }
 
     /// The region namespace.

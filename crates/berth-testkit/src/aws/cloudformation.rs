@@ -59,6 +59,10 @@ pub enum Status {
     UpdateComplete,
     /// `UPDATE_FAILED`
     UpdateFailed,
+    /// `UPDATE_ROLLBACK_IN_PROGRESS`
+    UpdateRollbackInProgress,
+    /// `UPDATE_ROLLBACK_COMPLETE`
+    UpdateRollbackComplete,
 }
 
 impl Status {
@@ -71,11 +75,16 @@ impl Status {
             Status::UpdateInProgress => "UPDATE_IN_PROGRESS",
             Status::UpdateComplete => "UPDATE_COMPLETE",
             Status::UpdateFailed => "UPDATE_FAILED",
+            Status::UpdateRollbackInProgress => "UPDATE_ROLLBACK_IN_PROGRESS",
+            Status::UpdateRollbackComplete => "UPDATE_ROLLBACK_COMPLETE",
         }
     }
 
     fn in_progress(self) -> bool {
-        matches!(self, Status::CreateInProgress | Status::UpdateInProgress)
+        matches!(
+            self,
+            Status::CreateInProgress | Status::UpdateInProgress | Status::UpdateRollbackInProgress
+        )
     }
 }
 
@@ -104,7 +113,8 @@ impl Operation {
 #[derive(Debug, Clone)]
 struct Awaiting {
     operation: Operation,
-    count: u32,
+    /// SUCCESS signals that complete the resource (None: its rolling update decides, [`Stacks::roll`]).
+    count: Option<u32>,
     deadline: Instant,
     successes: BTreeSet<String>,
 }
@@ -129,6 +139,8 @@ struct Stack {
     not_started: BTreeSet<String>,
     /// Every status the stack and its resources took, oldest first (DescribeStackEvents, oldest first).
     events: Vec<(String, Status)>,
+    /// A rolling update drives the stack's status ([`Stacks::roll`]).
+    rolling: bool,
 }
 
 /// The stacks of one simulated account and region.
@@ -198,6 +210,7 @@ impl Stacks {
             resources,
             not_started,
             events: Vec::new(),
+            rolling: false,
         };
         settle(&mut stack);
         self.stacks.insert(name.to_owned(), stack);
@@ -282,6 +295,62 @@ impl Stacks {
         Ok(())
     }
 
+    /// Stack `name`, complete, starts a rolling update whose decisions the caller makes (the simulated
+    /// CloudFormation's [`crate::aws::template::update`]): `UPDATE_IN_PROGRESS` until [`Stacks::roll`] says
+    /// otherwise.
+    pub fn begin_rolling_update(&mut self, name: &str) -> Result<(), String> {
+        let stack = self
+            .stacks
+            .get_mut(name)
+            .ok_or_else(|| format!("no stack {name}"))?;
+        if stack.status.in_progress() {
+            return Err(format!("stack {name} is {}", stack.status.as_str()));
+        }
+        stack.status = Status::UpdateInProgress;
+        stack.operation = Operation::Update;
+        stack.rolling = true;
+        settle(stack);
+        Ok(())
+    }
+
+    /// A rolling update's step on stack `name`: `logical_id` (None: the stack itself) takes `status`. A resource
+    /// set in progress takes every signal sent to it from now on (read with [`Stacks::signals`]) and decides
+    /// nothing; the stack's end (`UPDATE_COMPLETE`, `UPDATE_ROLLBACK_COMPLETE`) ends the rolling update.
+    pub fn roll(
+        &mut self,
+        name: &str,
+        logical_id: Option<&str>,
+        status: Status,
+        now: Instant,
+    ) -> Result<(), String> {
+        let stack = self
+            .stacks
+            .get_mut(name)
+            .filter(|stack| stack.rolling)
+            .ok_or_else(|| format!("no rolling update of stack {name}"))?;
+        match logical_id {
+            None => {
+                stack.status = status;
+                stack.rolling = status.in_progress();
+            }
+            Some(id) => {
+                let resource = stack
+                    .resources
+                    .get_mut(id)
+                    .ok_or_else(|| format!("no resource {id} in {name}"))?;
+                resource.status = status;
+                resource.awaiting = status.in_progress().then(|| Awaiting {
+                    operation: Operation::Update,
+                    count: None,
+                    deadline: now,
+                    successes: BTreeSet::new(),
+                });
+            }
+        }
+        settle(stack);
+        Ok(())
+    }
+
     /// SignalResource, with AWS's refusals (see the module docs).
     pub fn signal(&mut self, params: &Params, now: Instant) -> Result<(), ApiError> {
         self.expire(now);
@@ -324,11 +393,16 @@ impl Stacks {
             .signals
             .push((unique_id.to_owned(), status.to_owned()));
         if status == "FAILURE" {
-            resource.status = awaiting.operation.failed();
-            resource.awaiting = None;
+            if awaiting.count.is_some() {
+                resource.status = awaiting.operation.failed();
+                resource.awaiting = None;
+            }
         } else {
             awaiting.successes.insert(unique_id.to_owned());
-            if awaiting.successes.len() as u32 >= awaiting.count {
+            if awaiting
+                .count
+                .is_some_and(|count| awaiting.successes.len() as u32 >= count)
+            {
                 if !resource.awaiting_capacity {
                     resource.status = awaiting.operation.complete();
                 }
@@ -345,7 +419,7 @@ impl Stacks {
         for stack in self.stacks.values_mut() {
             for resource in stack.resources.values_mut() {
                 if let Some(awaiting) = &resource.awaiting {
-                    if now >= awaiting.deadline {
+                    if awaiting.count.is_some() && now >= awaiting.deadline {
                         resource.status = awaiting.operation.failed();
                         resource.awaiting = None;
                     }
@@ -360,7 +434,9 @@ impl Stacks {
         self.stacks
             .values()
             .flat_map(|stack| stack.resources.values())
-            .filter_map(|resource| resource.awaiting.as_ref().map(|a| a.deadline))
+            .filter_map(|resource| resource.awaiting.as_ref())
+            .filter(|a| a.count.is_some())
+            .map(|a| a.deadline)
             .min()
     }
 
@@ -404,7 +480,7 @@ impl Stacks {
 fn awaiting(operation: Operation, policy: ResourceSignal, now: Instant) -> Awaiting {
     Awaiting {
         operation,
-        count: policy.count,
+        count: Some(policy.count),
         deadline: now + policy.timeout,
         successes: BTreeSet::new(),
     }
@@ -436,7 +512,7 @@ fn record_events(stack: &mut Stack) {
 /// was created and none is still in progress.
 fn settle(stack: &mut Stack) {
     record_events(stack);
-    if !stack.status.in_progress() {
+    if !stack.status.in_progress() || stack.rolling {
         return;
     }
     let operation = stack.operation;

@@ -181,6 +181,8 @@ pub struct DeclaredGroup {
     pub creation_signal: Option<ResourceSignal>,
     /// The logical ids of the stack's groups it is created after.
     pub after: Vec<String>,
+    /// Its `MaxSize` (a rolling update terminates first when the group has no room above its capacity).
+    pub max_size: usize,
 }
 
 impl GroupPlan {
@@ -274,8 +276,12 @@ pub trait Instances: Send + Sync + 'static {
         &self,
         plan: &GroupPlan,
     ) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
-    /// Starts the instance's software (as its user data does at boot).
-    fn start(&self, instance_id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// Starts the instance's software at its first boot (as its user data does), for group `plan`.
+    async fn start(
+        &self,
+        plan: &GroupPlan,
+        instance_id: &str,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
     /// The instance's IMDS says `autoscaling/target-lifecycle-state` = `Terminated` from now on.
     fn mark_terminating(&self, instance_id: &str);
     /// The instance's IMDS says `spot/instance-action` = `notice` from now on.
@@ -549,7 +555,7 @@ async fn fill(
                 .autoscaling
                 .launch(group, &instance_id, zone, Instant::now())
         });
-        instances.start(&instance_id)?;
+        instances.start(plan, &instance_id).await?;
         launched += 1;
     }
 }

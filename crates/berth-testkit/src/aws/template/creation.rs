@@ -68,6 +68,8 @@ pub struct GroupDeclaration {
     pub subnets: Vec<String>,
     /// `DesiredCapacity` (`MinSize` when absent).
     pub desired: usize,
+    /// `MaxSize`.
+    pub max_size: usize,
     /// Its `AWS::AutoScaling::LifecycleHook` resources (logical id, hook): added once the group is created, so
     /// its first instances are not held by them.
     pub later_hooks: Vec<(String, Hook)>,
@@ -165,6 +167,7 @@ pub fn group(resource: &Declared, properties: &Value) -> Result<GroupDeclaration
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect(),
         desired,
+        max_size: max,
         later_hooks: Vec::new(),
         creation_signal: creation_signal(id, resource.creation_policy.as_ref())?,
         depends_on: resource.depends_on.clone(),
@@ -354,6 +357,7 @@ impl GroupDeclaration {
                     .collect(),
                 creation_signal: self.creation_signal,
                 after,
+                max_size: self.max_size,
             }),
             ..GroupPlan::new(self.spec.name.clone(), az, self.desired)
         }
