@@ -137,15 +137,26 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
             format!("ZooKeeper ensemble {} for {holds}", zk.connect_string())
         },
     );
-    say(format!(
-        "region up: {zookeeper}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
-         Auto Scaling groups {} (one per zone) with launch and terminate hooks, stack {} awaiting {} signals",
-        options.zones,
-        options.brokers,
-        asg::group_names(options).join(", "),
-        asg::stack_name(&options.cluster),
-        options.brokers,
-    ));
+    let groups = fleet.asg_groups().names().join(", ");
+    let stack = asg::stack_name(&options.cluster);
+    say(match &options.stack {
+        Some(template) => format!(
+            "region up: {zookeeper}, strict moto, {} zones; stack {stack} created from {}: its security groups \
+             (enforced between the hosts), {} broker ids (tagged ENI + volume each) and launch template, then its \
+             Auto Scaling groups {groups} one after another (DependsOn); each host runs the user data",
+            options.zones,
+            std::fs::canonicalize(template)
+                .unwrap_or_else(|_| template.clone())
+                .display(),
+            options.brokers,
+        ),
+        None => format!(
+            "region up: {zookeeper}, strict moto, {} zones, {} broker ids (tagged ENI + volume each); \
+             Auto Scaling groups {groups} (one per zone) with launch and terminate hooks, stack {stack} awaiting \
+             {} signals",
+            options.zones, options.brokers, options.brokers,
+        ),
+    });
     let count = options.zones * options.asg.per_zone;
     asg::wait_members(fleet, "every zone launched", BOOT_TIMEOUT, |m| {
         m.len() >= count
@@ -153,8 +164,13 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
     .await?;
     let mut hosts: Vec<usize> = fleet.hosts().iter().map(|h| h.index).collect();
     hosts.sort_unstable();
+    let held = if options.stack.is_some() {
+        "the stack's first instances InService at launch, its launch hooks added after its groups"
+    } else {
+        "Pending:Wait on the launch hook"
+    };
     say(format!(
-        "the Auto Scaling group launched {} hosts (Pending:Wait on the launch hook); waiting for Healthy",
+        "the Auto Scaling groups launched {} hosts ({held}); waiting for Healthy",
         hosts.len()
     ));
     let mut booted: Vec<StateView> = Vec::new();

@@ -31,8 +31,25 @@ enum Command {
         #[arg(long, default_value = "target/demo-timeline.svg", value_name = "PATH")]
         timeline: std::path::PathBuf,
     },
+    /// The shipped CloudFormation template's stack on the simulated region.
+    Stack {
+        #[command(subcommand)]
+        command: StackCommand,
+    },
     /// Remove namespaces and loop devices a crashed run left behind.
     Cleanup,
+}
+
+#[derive(Debug, Subcommand)]
+enum StackCommand {
+    /// Creates the stack (three KRaft brokers), then updates it to a launch template version whose user data sets
+    /// each KEY=VALUE (berth's BERTH_<SECTION>__<KEY> overrides), rolling the brokers one group at a time; a
+    /// version that cannot become Healthy is rolled back. Prints the update's stack events; fails on a rollback.
+    Update {
+        /// An override the new version's user data writes to /etc/berth/environment (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+        overrides: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +77,12 @@ fn main() -> ExitCode {
                 },
                 ..berth_sim::FleetOptions::default()
             };
+            // The KRaft default deploys the shipped CloudFormation template's stack, as an operator does.
+            let options = if zookeeper {
+                options
+            } else {
+                berth_sim::stack::deployed(options)
+            };
             match berth_sim::demo::run(options) {
                 Ok(report) => {
                     match std::fs::write(&timeline, &report.svg) {
@@ -78,6 +101,27 @@ fn main() -> ExitCode {
                 }
                 Err(error) => {
                     eprintln!("demo FAILED: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Stack {
+            command: StackCommand::Update { overrides },
+        } => {
+            let options = berth_sim::stack::deployed(berth_sim::FleetOptions {
+                claim_backend: berth_config::ClaimBackend::Ec2,
+                ..berth_sim::FleetOptions::default()
+            });
+            match berth_sim::stack_update::run_update(options, &overrides) {
+                Ok(outcome) => {
+                    println!("stack update: {outcome:?}");
+                    match outcome {
+                        berth_sim::stack_update::Updated::Complete { .. } => ExitCode::SUCCESS,
+                        berth_sim::stack_update::Updated::RolledBack { .. } => ExitCode::FAILURE,
+                    }
+                }
+                Err(error) => {
+                    eprintln!("stack update FAILED: {error:#}");
                     ExitCode::FAILURE
                 }
             }

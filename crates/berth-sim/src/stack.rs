@@ -137,6 +137,16 @@ pub fn template_groups(
         .collect()
 }
 
+/// `options` for a fleet deployed from the shipped template: its stack creates the groups and resources and its
+/// security groups are enforced between the hosts.
+pub fn deployed(options: crate::FleetOptions) -> crate::FleetOptions {
+    crate::FleetOptions {
+        stack: Some(berth_testkit::aws::template::shipped()),
+        security_groups: Some(berth_testkit::aws::template::shipped()),
+        ..options
+    }
+}
+
 /// Why the template's resources could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

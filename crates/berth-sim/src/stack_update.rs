@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use berth_testkit::aws::autoscaling::group::{stack_name, GroupPlan};
+use berth_testkit::aws::autoscaling::LifecycleState;
 use berth_testkit::aws::cloudformation::Status;
 use berth_testkit::aws::template::update::{self, Batch, GroupUpdate, RollingUpdate, Step, Tally};
 
@@ -85,6 +86,78 @@ pub async fn update_user_data(
     Ok(Updated::Complete { version })
 }
 
+/// `berth-sim stack update`: creates a stack fleet from `options`, waits for every broker Healthy and the
+/// stack CREATE_COMPLETE, then updates it to a launch template version whose user data sets each `KEY=VALUE`
+/// of `overrides` in `/etc/berth/environment`; prints the update's stack events once it has ended.
+pub fn run_update(options: crate::FleetOptions, overrides: &[String]) -> anyhow::Result<Updated> {
+    let overrides = overrides
+        .iter()
+        .map(|o| {
+            o.split_once('=')
+                .filter(|(key, _)| key.starts_with("BERTH_"))
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--set {o}: not BERTH_<SECTION>__<KEY>=VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    crate::asg::with_group(options, |fleet| async move {
+        let stack = stack_name(&fleet.options().cluster);
+        crate::asg::wait_members(
+            &fleet,
+            "the stack CREATE_COMPLETE",
+            Duration::from_secs(300),
+            |_| {
+                fleet.aws().read(|plane| plane.stacks.status(&stack))
+                    == Some(Status::CreateComplete)
+            },
+        )
+        .await?;
+        for host in fleet.hosts() {
+            fleet
+                .wait_healthy(host.index, Duration::from_secs(180))
+                .await?;
+        }
+        println!("[berth-sim] stack {stack} CREATE_COMPLETE, every broker Healthy");
+        let group = &fleet.asg_groups().plans[0].name;
+        let current = fleet
+            .launch_version(group)
+            .await?
+            .and_then(|v| v.user_data)
+            .ok_or_else(|| anyhow::anyhow!("the launch template has no user data"))?;
+        let user_data = with_overrides(&current, &overrides)?;
+        let shown = fleet.aws().read(|plane| plane.stacks.events(&stack)).len();
+        let updated = update_user_data(&fleet, &user_data, Duration::from_secs(600)).await?;
+        for (id, status) in fleet
+            .aws()
+            .read(|plane| plane.stacks.events(&stack))
+            .into_iter()
+            .skip(shown)
+        {
+            println!("[berth-sim] {id} {}", status.as_str());
+        }
+        Ok(updated)
+    })
+}
+
+/// The template's user data with each `(key, value)` set in the environment file it writes: an existing line
+/// of the key replaced, a new one added before the file's end (`OVERRIDES`, the heredoc's terminator). Pure.
+pub fn with_overrides(user_data: &str, overrides: &[(String, String)]) -> anyhow::Result<String> {
+    const END: &str = "OVERRIDES";
+    let mut lines: Vec<String> = user_data.lines().map(str::to_owned).collect();
+    for (key, value) in overrides {
+        let line = format!("{key}={value}");
+        let prefix = format!("{key}=");
+        if let Some(existing) = lines.iter_mut().find(|l| l.starts_with(&prefix)) {
+            *existing = line;
+            continue;
+        }
+        let end = lines.iter().rposition(|l| l == END).ok_or_else(|| {
+            anyhow::anyhow!("the user data writes no {END} heredoc to add {key} to")
+        })?;
+        lines.insert(end, line);
+    }
+    Ok(lines.join("\n") + "\n")
+}
+
 /// The stack's groups with their rolling update policies, in creation order (each must have one).
 fn stack_groups(fleet: &Fleet) -> Result<Vec<(GroupPlan, RollingUpdate)>, UpdateError> {
     let template = fleet
@@ -148,7 +221,14 @@ async fn roll_group(
     fleet.set_launch_version(&plan.name, version);
     roll(fleet, Some(id), Status::UpdateInProgress)?;
     let deadline = Instant::now() + per_group;
-    let mut rolling = Rolling::default();
+    // Instances there before the group's update began (the old version, or one leaving) are never its batch.
+    let mut rolling = Rolling {
+        batched: members(fleet, &plan.name, version)
+            .into_iter()
+            .map(|m| m.instance_id)
+            .collect(),
+        ..Rolling::default()
+    };
     let mut changed = fleet.aws().changed();
     loop {
         let members = members(fleet, &plan.name, version);
@@ -220,7 +300,7 @@ fn terminate(fleet: &Fleet, ids: &[String]) {
 struct Rolling {
     /// The current batch's instances and when they were seen launched.
     launched: Option<(Vec<String>, Instant)>,
-    /// Instances already counted in a batch.
+    /// Instances already counted in a batch, or there before the update began.
     batched: BTreeSet<String>,
     settled: Tally,
 }
@@ -234,6 +314,12 @@ impl Rolling {
         let new: Vec<String> = members
             .iter()
             .filter(|m| m.updated && !self.batched.contains(&m.instance_id))
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    LifecycleState::PendingWait | LifecycleState::InService
+                )
+            })
             .map(|m| m.instance_id.clone())
             .collect();
         if !new.is_empty() {
@@ -268,5 +354,23 @@ impl Rolling {
             failures: sent("FAILURE"),
             elapsed: at.elapsed(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_a_key_of_the_user_data_or_are_added_before_its_end() {
+        let script = "#!/bin/sh\ncat > /etc/berth/environment <<'OVERRIDES'\nBERTH_A__B=1\nOVERRIDES\nsystemctl enable --now berth.service\n";
+        let set = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let changed =
+            with_overrides(script, &[set("BERTH_A__B", "2"), set("BERTH_C__D", "x")]).unwrap();
+        assert_eq!(
+            changed,
+            "#!/bin/sh\ncat > /etc/berth/environment <<'OVERRIDES'\nBERTH_A__B=2\nBERTH_C__D=x\nOVERRIDES\nsystemctl enable --now berth.service\n"
+        );
+        assert!(with_overrides("#!/bin/sh\ntrue\n", &[set("BERTH_C__D", "x")]).is_err());
     }
 }

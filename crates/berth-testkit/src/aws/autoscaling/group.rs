@@ -543,7 +543,7 @@ async fn fill(
     let mut launched = 0;
     loop {
         let members = aws.read(|plane| plane.autoscaling.members(group));
-        if members.iter().filter(|m| counts(m)).count() >= desired {
+        if members.iter().filter(|m| counts(plan, m)).count() >= desired {
             return Ok(launched);
         }
         // The instance joins the group (in `Pending:Wait` while its launch hook waits) before its software
@@ -560,12 +560,17 @@ async fn fill(
     }
 }
 
-/// Whether a member counts toward capacity (pending or in service, not leaving).
-fn counts(member: &Member) -> bool {
-    matches!(
-        member.state,
-        LifecycleState::PendingWait | LifecycleState::InService
-    )
+/// Whether a member counts toward group `plan`'s capacity: pending or in service; in a declared group also
+/// while it leaves, as the template's `InstanceMaintenancePolicy` 0/100 (terminate before launch: never above
+/// 100% of the desired capacity) has it, so a replacement launches once the old instance has terminated, its
+/// terminate hook done (the region refuses any other policy, [`crate::aws::template::creation`]).
+fn counts(plan: &GroupPlan, member: &Member) -> bool {
+    match member.state {
+        LifecycleState::PendingWait | LifecycleState::InService => true,
+        LifecycleState::TerminatingWait | LifecycleState::TerminatingProceed => {
+            plan.declared.is_some()
+        }
+    }
 }
 
 /// A wait on the groups that failed.
