@@ -121,25 +121,12 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<DemoReport> {
     })
 }
 
-/// Waits until the group's hosts are Healthy with unique ids and InService; their indexes and states.
-async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
+/// What the region holds once the fleet is up: the stack the template created, or the simulator's groups.
+fn region_up(fleet: &Fleet, zookeeper: &str) -> String {
     let options = fleet.options();
-    let zookeeper = fleet.zookeeper().map_or_else(
-        || "no ZooKeeper process anywhere".to_owned(),
-        |zk| {
-            let claims = options.claim_backend == berth_config::ClaimBackend::Zookeeper;
-            let kafka = options.kafka != crate::SimKafka::Kraft;
-            let holds = match (claims, kafka) {
-                (true, true) => "the claims and Kafka's metadata",
-                (true, false) => "the claims",
-                _ => "Kafka's metadata (ZooKeeper mode)",
-            };
-            format!("ZooKeeper ensemble {} for {holds}", zk.connect_string())
-        },
-    );
     let groups = fleet.asg_groups().names().join(", ");
     let stack = asg::stack_name(&options.cluster);
-    say(match &options.stack {
+    match &options.stack {
         Some(template) => format!(
             "region up: {zookeeper}, strict moto, {} zones; stack {stack} created from {}: its security groups \
              (enforced between the hosts), {} broker ids (tagged ENI + volume each) and launch template, then its \
@@ -156,7 +143,26 @@ async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
              {} signals",
             options.zones, options.brokers, options.brokers,
         ),
-    });
+    }
+}
+
+/// Waits until the group's hosts are Healthy with unique ids and InService; their indexes and states.
+async fn boot(fleet: &Fleet) -> anyhow::Result<(Vec<usize>, Vec<StateView>)> {
+    let options = fleet.options();
+    let zookeeper = fleet.zookeeper().map_or_else(
+        || "no ZooKeeper process anywhere".to_owned(),
+        |zk| {
+            let claims = options.claim_backend == berth_config::ClaimBackend::Zookeeper;
+            let kafka = options.kafka != crate::SimKafka::Kraft;
+            let holds = match (claims, kafka) {
+                (true, true) => "the claims and Kafka's metadata",
+                (true, false) => "the claims",
+                _ => "Kafka's metadata (ZooKeeper mode)",
+            };
+            format!("ZooKeeper ensemble {} for {holds}", zk.connect_string())
+        },
+    );
+    say(region_up(fleet, &zookeeper));
     let count = options.zones * options.asg.per_zone;
     asg::wait_members(fleet, "every zone launched", BOOT_TIMEOUT, |m| {
         m.len() >= count

@@ -107,30 +107,33 @@ fn main() -> ExitCode {
         }
         Command::Stack {
             command: StackCommand::Update { overrides },
-        } => {
-            let options = berth_sim::stack::deployed(berth_sim::FleetOptions {
-                claim_backend: berth_config::ClaimBackend::Ec2,
-                ..berth_sim::FleetOptions::default()
-            });
-            match berth_sim::stack_update::run_update(options, &overrides) {
-                Ok(outcome) => {
-                    println!("stack update: {outcome:?}");
-                    match outcome {
-                        berth_sim::stack_update::Updated::Complete { .. } => ExitCode::SUCCESS,
-                        berth_sim::stack_update::Updated::RolledBack { .. } => ExitCode::FAILURE,
-                    }
-                }
-                Err(error) => {
-                    eprintln!("stack update FAILED: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => stack_update(&overrides),
         Command::Cleanup => {
             for item in berth_sim::cleanup_leftovers() {
                 println!("removed {item}");
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `berth-sim stack update`: success when the update completed, failure on a rollback or an error.
+fn stack_update(overrides: &[String]) -> ExitCode {
+    let options = berth_sim::stack::deployed(berth_sim::FleetOptions {
+        claim_backend: berth_config::ClaimBackend::Ec2,
+        ..berth_sim::FleetOptions::default()
+    });
+    match berth_sim::stack_update::run_update(options, overrides) {
+        Ok(outcome) => {
+            println!("stack update: {outcome:?}");
+            match outcome {
+                berth_sim::stack_update::Updated::Complete { .. } => ExitCode::SUCCESS,
+                berth_sim::stack_update::Updated::RolledBack { .. } => ExitCode::FAILURE,
+            }
+        }
+        Err(error) => {
+            eprintln!("stack update FAILED: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }
