@@ -1114,15 +1114,8 @@ async fn stack_update_rolls_one_group_at_a_time(
     }
     expected.push(format!("{} UPDATE_COMPLETE", stack_of(fleet)));
     ensure!(events == expected, "the update's events {events:#?}");
-    let hosts = live_hosts_by_broker(fleet).await?;
-    for index in hosts.values() {
-        fleet.wait_healthy(*index, BOOT).await?;
-        let host = fleet.host(*index)?;
-        ensure!(
-            fleet.instance_version(&host.instance.id).as_deref() == Some(version.as_str()),
-            "host {index} runs version {:?}, not {version}",
-            fleet.instance_version(&host.instance.id)
-        );
+    for index in healthy_on_version(fleet, &version).await? {
+        let host = fleet.host(index)?;
         let environment = std::fs::read_to_string(host.container().path("/etc/berth/environment"))?;
         ensure!(
             environment.lines().any(|l| l == UPDATED_LINE),
@@ -1183,20 +1176,7 @@ async fn failed_stack_update_rolls_back(fleet: &Fleet, client: &Client) -> anyho
             && events.contains(&format!("{first_id} UPDATE_FAILED")),
         "the failed update's events {events:#?}"
     );
-    let hosts = live_hosts_by_broker(fleet).await?;
-    ensure!(
-        hosts.len() == fleet.asg_groups().plans.len(),
-        "brokers {hosts:?}"
-    );
-    for index in hosts.values() {
-        fleet.wait_healthy(*index, BOOT).await?;
-        let host = fleet.host(*index)?;
-        ensure!(
-            fleet.instance_version(&host.instance.id).as_deref() == Some(previous.as_str()),
-            "host {index} runs version {:?} after the rollback, not {previous}",
-            fleet.instance_version(&host.instance.id)
-        );
-    }
+    healthy_on_version(fleet, &previous).await?;
     quorum_whole(fleet).await?;
     durable_records_back(client).await?;
     println!(
@@ -1204,6 +1184,25 @@ async fn failed_stack_update_rolls_back(fleet: &Fleet, client: &Client) -> anyho
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Every broker (one per group) is Healthy on a host that launched launch template version `version`; the
+/// hosts.
+async fn healthy_on_version(fleet: &Fleet, version: &str) -> anyhow::Result<Vec<usize>> {
+    let hosts: Vec<usize> = live_hosts_by_broker(fleet).await?.into_values().collect();
+    ensure!(
+        hosts.len() == fleet.asg_groups().plans.len(),
+        "brokers on hosts {hosts:?}"
+    );
+    for &index in &hosts {
+        fleet.wait_healthy(index, BOOT).await?;
+        let launched = fleet.instance_version(&fleet.host(index)?.instance.id);
+        ensure!(
+            launched.as_deref() == Some(version),
+            "host {index} runs launch template version {launched:?}, not {version}"
+        );
+    }
+    Ok(hosts)
 }
 
 /// The user data the stack's groups launch now, with `line` replaced by `with`.

@@ -198,8 +198,16 @@ impl Ec2 {
             .map_err(|e| seed_error("DescribeInstances", instance, &e))
     }
 
-    /// Who holds each of the cluster's ENIs and volumes (two describe calls filtered by the cluster tag).
-    pub async fn attachments(&self) -> Result<Attachments, Ec2Error> {
+    /// The cluster's ENIs and volumes (two describe calls filtered by the cluster tag).
+    async fn described(
+        &self,
+    ) -> Result<
+        (
+            aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput,
+            aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput,
+        ),
+        Ec2Error,
+    > {
         let filter = Filter::builder()
             .name(format!("tag:{}", layout::CLUSTER_TAG))
             .values(&self.cluster)
@@ -218,6 +226,12 @@ impl Ec2 {
             .send()
             .await
             .map_err(|e| call_error("DescribeVolumes", &self.cluster, e))?;
+        Ok((enis, volumes))
+    }
+
+    /// Who holds each of the cluster's ENIs and volumes (two describe calls filtered by the cluster tag).
+    pub async fn attachments(&self) -> Result<Attachments, Ec2Error> {
+        let (enis, volumes) = self.described().await?;
         let mut out = Attachments::default();
         for eni in enis.network_interfaces() {
             let Some(id) = eni.network_interface_id() else {
@@ -253,24 +267,7 @@ impl Ec2 {
         net: &Network,
         ids: u32,
     ) -> Result<Vec<BrokerResources>, Ec2Error> {
-        let filter = Filter::builder()
-            .name(format!("tag:{}", layout::CLUSTER_TAG))
-            .values(&self.cluster)
-            .build();
-        let enis = self
-            .client
-            .describe_network_interfaces()
-            .filters(filter.clone())
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeNetworkInterfaces", &self.cluster, e))?;
-        let volumes = self
-            .client
-            .describe_volumes()
-            .filters(filter)
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeVolumes", &self.cluster, e))?;
+        let (enis, volumes) = self.described().await?;
         let named = |tags: &[aws_sdk_ec2::types::Tag], id: u32| {
             tags.iter().any(|t| {
                 t.key() == Some("Name") && t.value() == Some(layout::name_tag(id).as_str())

@@ -185,6 +185,13 @@ fn stack_groups(fleet: &Fleet) -> Result<Vec<(GroupPlan, RollingUpdate)>, Update
                 .find(|(logical, _)| logical == id)
                 .and_then(|(_, policy)| *policy)
                 .ok_or_else(|| UpdateError::Stack(format!("{id}: no AutoScalingRollingUpdate")))?;
+            // A group with room above its capacity would launch a batch before terminating: the region's groups
+            // launch only up to their desired capacity, so it plays full groups (the template's groups of one).
+            if plan.declared.as_ref().is_some_and(|d| d.max_size != plan.desired) {
+                return Err(UpdateError::Stack(format!(
+                    "{id}: MaxSize above DesiredCapacity (the region rolls full groups only: terminate first)"
+                )));
+            }
             Ok((plan.clone(), policy))
         })
         .collect()

@@ -322,17 +322,22 @@ mod tests {
             .expect("IMDS answers")
     }
 
-    #[tokio::test]
-    async fn user_data_needs_a_token_and_is_not_found_until_the_instance_has_some() {
-        let imds = Imds::start(([127, 0, 0, 1], 0).into(), &host()).expect("IMDS");
+    /// An IMDSv2 session token.
+    async fn token(imds: &Imds) -> String {
         let token = call(
-            &imds,
+            imds,
             "PUT",
             "/latest/api/token",
             Some(("x-aws-ec2-metadata-token-ttl-seconds", "60")),
         )
         .await;
-        let token = String::from_utf8(token.body).expect("token");
+        String::from_utf8(token.body).expect("token")
+    }
+
+    #[tokio::test]
+    async fn user_data_needs_a_token_and_is_not_found_until_the_instance_has_some() {
+        let imds = Imds::start(([127, 0, 0, 1], 0).into(), &host()).expect("IMDS");
+        let token = token(&imds).await;
         let with_token = Some(("x-aws-ec2-metadata-token", token.as_str()));
         assert_eq!(call(&imds, "GET", USER_DATA, None).await.status, 401);
         assert_eq!(call(&imds, "GET", USER_DATA, with_token).await.status, 404);
@@ -358,14 +363,7 @@ mod tests {
                 token: "session".into(),
             },
         );
-        let token = call(
-            &imds,
-            "PUT",
-            "/latest/api/token",
-            Some(("x-aws-ec2-metadata-token-ttl-seconds", "60")),
-        )
-        .await;
-        let token = String::from_utf8(token.body).expect("token");
+        let token = token(&imds).await;
         let get = |path: &'static str| {
             let token = token.clone();
             let imds = &imds;
