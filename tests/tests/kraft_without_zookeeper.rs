@@ -1009,12 +1009,7 @@ async fn assert_stack_created(fleet: &Fleet, booted: &Booted) -> anyhow::Result<
         expected.push(format!("{} CREATE_COMPLETE", group.logical_id));
     }
     expected.push(format!("{stack} CREATE_COMPLETE"));
-    let events: Vec<String> = fleet
-        .aws()
-        .read(|plane| plane.stacks.events(&stack))
-        .into_iter()
-        .map(|(id, status)| format!("{id} {}", status.as_str()))
-        .collect();
+    let events = stack_events(fleet);
     ensure!(events == expected, "stack events {events:#?}");
     let (last, _) = declared.last().context("the template's groups")?;
     let signals = fleet
@@ -1224,15 +1219,21 @@ fn stack_of(fleet: &Fleet) -> String {
     asg::stack_name(&fleet.options().cluster)
 }
 
-/// The stack's events since its last update began.
-fn update_events(fleet: &Fleet) -> Vec<String> {
+/// The stack's events, oldest first: "<logical id> <status>".
+fn stack_events(fleet: &Fleet) -> Vec<String> {
     let stack = stack_of(fleet);
-    let events: Vec<String> = fleet
+    fleet
         .aws()
         .read(|plane| plane.stacks.events(&stack))
         .into_iter()
         .map(|(id, status)| format!("{id} {}", status.as_str()))
-        .collect();
+        .collect()
+}
+
+/// The stack's events since its last update began.
+fn update_events(fleet: &Fleet) -> Vec<String> {
+    let stack = stack_of(fleet);
+    let events = stack_events(fleet);
     let began = format!("{stack} UPDATE_IN_PROGRESS");
     let from = events.iter().rposition(|e| *e == began).unwrap_or(0);
     events[from..].to_vec()
